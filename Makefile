@@ -1,0 +1,32 @@
+# A fresh machine needs only `make test` or `make demo`: both install into .venv first when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= ../shared/data/mnist.npz
+
+.PHONY: install test demo lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch is resolved together with torchvision by pip (timm needs both; never pin a local CPU wheel).
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/harden demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check harden tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/attack_throughput.py --data $(DATA)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

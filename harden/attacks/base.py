@@ -1,0 +1,150 @@
+"""The attack protocol: every attack is `Attack(**params).run(model, x, y) -> AttackOutput`, with x in
+[0, 1] NCHW on the model's device. Presets cite their source; options override presets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import HardenError
+
+ATTACKS: dict[str, type["Attack"]] = {}
+
+
+def register_attack(cls: type["Attack"]) -> type["Attack"]:
+    ATTACKS[cls.name] = cls
+    return cls
+
+
+@dataclass
+class AttackOutput:
+    x_adv: torch.Tensor
+    # Image-level forward+backward passes the algorithm needs at these settings (its cost floor);
+    # early-stopping attacks count what each image actually used.
+    grad_passes: int
+    forward_passes: int = 0
+
+
+class Attack:
+    name: ClassVar[str]
+    norm: ClassVar[str]  # "inf", "2" or "0": the norm its budget and its perturbation size are measured in
+    minimal: ClassVar[bool] = False  # minimal-perturbation attack: robust when it fails or exceeds the budget
+    defaults: ClassVar[dict[str, Any]]
+    source: ClassVar[str]
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise HardenError(f"Attack {self.name!r} has no option {', '.join(unknown)}; its options are "
+                              f"{', '.join(f'{k}={v}' for k, v in self.defaults.items())}.")
+        self.params = {**self.defaults, **params}
+        for k, v in self.params.items():
+            dv = self.defaults[k]
+            if isinstance(dv, bool):
+                self.params[k] = bool(v)
+            elif isinstance(dv, int) and not isinstance(dv, bool):
+                self.params[k] = int(v)
+            elif isinstance(dv, float):
+                self.params[k] = float(v)
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+            generator: torch.Generator | None = None) -> AttackOutput:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        ps = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
+        return f"{self.name}({ps})"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        frac = Fraction(v).limit_denominator(255)
+        if frac.denominator == 255 and abs(float(frac) - v) < 1e-9:
+            return f"{frac.numerator}/255"
+        return f"{v:g}"
+    return str(v)
+
+
+def parse_number(text: str | float | int) -> float:
+    """Accept 0.03, 8/255, 2e-3."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    s = str(text).strip()
+    try:
+        if "/" in s:
+            a, b = s.split("/", 1)
+            return float(a) / float(b)
+        return float(s)
+    except (ValueError, ZeroDivisionError):
+        raise HardenError(f"{text!r} is not a number (examples: 0.03, 8/255).") from None
+
+
+def parse_attack_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """'pgd:steps=50,step=0.005' -> ('pgd', {'steps': 50.0, 'step': 0.005})."""
+    name, _, rest = spec.strip().partition(":")
+    name = name.strip().lower()
+    if name not in ATTACKS:
+        raise HardenError(f"Unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}.")
+    params: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise HardenError(f"Attack option {item!r} in {spec!r} is not of the form key=value.")
+        v = v.strip()
+        params[k.strip()] = v.lower() in ("true", "yes", "1") if v.lower() in ("true", "false", "yes", "no") \
+            else parse_number(v)
+    return name, params
+
+
+def build_attack(spec: str, eps: float | None = None) -> Attack:
+    name, params = parse_attack_spec(spec)
+    cls = ATTACKS[name]
+    if eps is not None and "eps" in cls.defaults and "eps" not in params:
+        params["eps"] = eps
+    return cls(**params)
+
+
+# ------------------------------------------------------------------ shared helpers
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Z_y - max_{i != y} Z_i (C&W's f6 before clamping): negative means misclassified."""
+    zy = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return zy - other
+
+
+def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.flatten(1)
+    if norm == "inf":
+        return flat.abs().amax(1)
+    if norm == "2":
+        return flat.norm(dim=1)
+    if norm == "0":
+        return (flat.abs() > 1e-6).sum(1).float()
+    raise ValueError(norm)
+
+
+def art_classifier(model: nn.Module, x_shape: tuple[int, ...], num_classes: int):
+    """ART's PyTorchClassifier around a Classifier (which normalizes inside, so ART needs no
+    preprocessing and keeps PGD on its PyTorch path). clip_values (0, 1): pixel units."""
+    from art.estimators.classification import PyTorchClassifier
+    device = next(model.parameters()).device
+    return PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x_shape),
+                             nb_classes=num_classes, clip_values=(0.0, 1.0),
+                             device_type="gpu" if device.type == "cuda" else "cpu")
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        return int(spec.num_classes)
+    with torch.no_grad():
+        return int(model(x[:1]).shape[1])

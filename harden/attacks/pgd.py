@@ -1,0 +1,24 @@
+"""PGD (Madry et al.) through ART's ProjectedGradientDescent (its PyTorch implementation is used because
+the Classifier normalizes inside and ART has no preprocessing to apply)."""
+import numpy as np
+import torch
+
+from .base import Attack, AttackOutput, art_classifier, num_classes_of, register_attack, to_numpy
+
+
+@register_attack
+class PGD(Attack):
+    name = "pgd"
+    norm = "inf"
+    defaults = {"eps": 8 / 255, "step": 0.005, "steps": 50, "restarts": 0}
+    source = "seed 000 appendix A.2 (eps 8/255, step 0.005, 50 iterations; ART default: no random start)"
+
+    def run(self, model, x, y, generator=None):
+        from art.attacks.evasion import ProjectedGradientDescent
+        p = self.params
+        clf = art_classifier(model, tuple(x.shape[1:]), num_classes_of(model, x))
+        atk = ProjectedGradientDescent(clf, norm=np.inf, eps=p["eps"], eps_step=p["step"], max_iter=p["steps"],
+                                       num_random_init=p["restarts"], batch_size=len(x), verbose=False)
+        x_adv = atk.generate(to_numpy(x), y=to_numpy(y).astype(np.int64))
+        runs = max(1, p["restarts"])
+        return AttackOutput(torch.from_numpy(x_adv).to(x.device), grad_passes=len(x) * p["steps"] * runs)

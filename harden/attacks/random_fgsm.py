@@ -1,0 +1,23 @@
+"""Random+FGSM (Tramer et al. 2018; seed 004 section 4.1): a random sign step of alpha, then FGSM with
+the rest of the budget. Written in torch: it is two lines, and ART has no such attack."""
+import torch
+
+from .base import Attack, AttackOutput, register_attack
+
+
+@register_attack
+class RandomFGSM(Attack):
+    name = "random-fgsm"
+    norm = "inf"
+    defaults = {"eps": 8 / 255, "alpha": 0.05}
+    source = "seed 004 section 4.1 (Gaussian step alpha 0.05 taken from the budget)"
+
+    def run(self, model, x, y, generator=None):
+        eps, alpha = self.params["eps"], min(self.params["alpha"], self.params["eps"])
+        noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+        x0 = (x + alpha * noise.sign()).clamp(0, 1).requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(x0), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x0)
+        x_adv = (x0.detach() + (eps - alpha) * g.sign())
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+        return AttackOutput(x_adv, grad_passes=len(x))

@@ -1,0 +1,224 @@
+"""Checkpoints: safetensors (primary, model facts in its metadata) and .pt/.pth/.bin state dicts
+(only through torch.load(weights_only=True)). Saving is atomic and never overwrites without force."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import HardenError
+from .models import Classifier, create_model, is_known_arch
+from .runtime import warn
+
+FORMAT_VERSION = "1"
+SAFETENSORS_EXT = {".safetensors"}
+TORCH_EXT = {".pt", ".pth", ".bin"}
+# Metadata keys that describe the architecture; CLI flags can supply or override them.
+SPEC_KEYS = ("arch", "num_classes", "in_chans", "input_size", "mean", "std")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise HardenError(f"Checkpoint {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise HardenError(f"{str(path)!r} is a directory; give the path of a checkpoint file "
+                          "(.safetensors, .pt, .pth or .bin).")
+    if path.stat().st_size == 0:
+        raise HardenError(f"Checkpoint {str(path)!r} is empty (0 bytes); it was probably not written completely.")
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (state_dict, metadata) without building a model."""
+    path = Path(path)
+    _check_readable(path)
+    ext = path.suffix.lower()
+    if ext in SAFETENSORS_EXT:
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                raw_meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise HardenError(f"{str(path)!r} is not a readable safetensors file ({e}). It may be truncated or "
+                              "corrupted; re-export it from the training run.") from None
+        return state, decode_meta(raw_meta)
+    if ext in TORCH_EXT:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise HardenError(f"Refused to load {str(path)!r}: it is a pickle that asks to run code or build "
+                              f"objects other than tensors ({str(e).splitlines()[0][:200]}). harden only loads "
+                              "plain state dicts (torch.load with weights_only=True). Save the weights with "
+                              "torch.save(model.state_dict(), path) or convert them to .safetensors.") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as e:
+            raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).") from None
+        if isinstance(obj, dict):
+            for key in ("state_dict", "model_state_dict", "model"):
+                if key in obj and isinstance(obj[key], dict):
+                    obj = obj[key]
+                    break
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise HardenError(f"{str(path)!r} does not hold a state dict (a mapping of names to tensors).")
+        state = {k.removeprefix("module."): v for k, v in obj.items()}
+        return state, {}
+    raise HardenError(f"{str(path)!r}: unknown checkpoint type {ext or '(no extension)'}; "
+                      "use .safetensors, .pt, .pth or .bin.")
+
+
+def decode_meta(raw: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            meta[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            meta[k] = v
+    return meta
+
+
+def encode_meta(meta: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v) for k, v in meta.items() if v is not None}
+
+
+def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path) -> dict[str, Any]:
+    spec = {k: meta[k] for k in SPEC_KEYS if k in meta}
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k in spec and _norm(spec[k]) != _norm(v):
+            warn(f"--{k.replace('_', '-')} {v} overrides the checkpoint's metadata ({spec[k]}).")
+        spec[k] = v
+    missing = [k for k in ("arch", "num_classes") if k not in spec]
+    if missing:
+        flags = " ".join(f"--{k.replace('_', '-')}" for k in missing)
+        raise HardenError(f"{str(path)!r} does not say its {' and '.join(missing)} (a plain state dict has no "
+                          f"metadata); pass {flags}, and --in-chans/--input-size/--mean/--std if they are not "
+                          "3 / 32x32 / 0 / 1.")
+    if not is_known_arch(str(spec["arch"])):
+        from .models.registry import _build_net, ModelSpec  # raises the detailed message
+        _build_net(ModelSpec(arch=str(spec["arch"]), num_classes=2))
+    return spec
+
+
+def _norm(v):
+    if isinstance(v, (list, tuple)):
+        return [float(x) for x in v]
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
+         in_chans: int | None = None, input_size=None, mean=None, std=None,
+         device: str | torch.device = "cpu") -> Classifier:
+    """Load a checkpoint into a Classifier (takes [0,1] pixels). Flags fill or override metadata."""
+    path = Path(path)
+    state, meta = read_checkpoint(path)
+    spec = _merge_spec(meta, dict(arch=arch, num_classes=num_classes, in_chans=in_chans,
+                                  input_size=input_size, mean=mean, std=std), path)
+    model = create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec.get("in_chans", 3)),
+                         tuple(spec.get("input_size", (32, 32))), tuple(_as_list(spec.get("mean", [0.0]))),
+                         tuple(_as_list(spec.get("std", [1.0]))), data=str(meta.get("data", "")))
+    model.spec.extra.update({k: v for k, v in meta.items() if k not in SPEC_KEYS and k != "data"})
+    load_state_strict(model.net, state, path)
+    model.eval()
+    return model.to(device)
+
+
+def _as_list(v):
+    return v if isinstance(v, (list, tuple)) else [v]
+
+
+def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    if state and all(k.startswith("net.") for k in state):
+        state = {k[4:]: v for k, v in state.items()}
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append("shape mismatches: " + "; ".join(shapes[:3]))
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), first: {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), first: {', '.join(unexpected[:3])}")
+        raise HardenError(f"The weights in {str(path)!r} do not fit the architecture ({'; '.join(parts)}). Check "
+                          "--arch, --num-classes and --in-chans (or the checkpoint's metadata).")
+    net.load_state_dict(state, strict=True)
+
+
+def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike] = (), force: bool = False) -> Path:
+    """Refuse to write over an input, or over an existing file without force."""
+    out = Path(out)
+    for inp in inputs:
+        if inp is not None and Path(inp).exists() and out.exists() and out.resolve() == Path(inp).resolve():
+            raise HardenError(f"Output {str(out)!r} is the input checkpoint; harden never writes to its input. "
+                              "Choose another -o path.")
+        if inp is not None and out.resolve() == Path(inp).resolve():
+            raise HardenError(f"Output {str(out)!r} is the same path as an input; choose another -o path.")
+    if out.exists() and out.is_dir():
+        raise HardenError(f"Output {str(out)!r} is a directory; give a file path.")
+    if out.exists() and not force:
+        raise HardenError(f"Output {str(out)!r} already exists; pass --force to overwrite it.")
+    if not out.parent.exists():
+        raise HardenError(f"The folder of output {str(out)!r} does not exist.")
+    return out
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def model_meta(model: Classifier, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    meta = {"format_version": FORMAT_VERSION, "harden_version": _version()}
+    meta.update({k: v for k, v in model.spec.extra.items()})
+    spec = model.spec.to_dict()
+    meta.update({k: spec[k] for k in SPEC_KEYS})
+    meta["data"] = model.spec.data
+    meta.update(extra or {})
+    return meta
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def save(model: Classifier, path: str | os.PathLike, meta: dict[str, Any] | None = None, *,
+         force: bool = False, inputs: list[str | os.PathLike] = ()) -> Path:
+    """Save weights + metadata as safetensors, atomically (temp file + rename)."""
+    from safetensors.torch import save as st_save
+    path = check_output_path(path, inputs, force)
+    if path.suffix.lower() != ".safetensors":
+        raise HardenError(f"harden writes .safetensors checkpoints; {str(path)!r} has another extension.")
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.net.state_dict().items()}
+    atomic_write_bytes(path, st_save(state, metadata=encode_meta(model_meta(model, meta))))
+    return path

@@ -1,0 +1,285 @@
+"""The `harden` command line: parsing, printing and exit codes over the library API.
+
+Exit codes: 0 success (and every --require holds), 1 a requirement failed, 2 bad input."""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import HardenError
+
+app = typer.Typer(name="harden", add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
+                  help="Make a saved image classifier harder to fool with adversarial examples, and prove it "
+                       "with an honest robustness report.")
+# Reports are read in CI logs too: keep the table on one line per row there.
+out = Console(width=None if sys.stdout.isatty() else 130)
+
+# Shared options (typer has no option groups; the same Annotated pieces keep them identical).
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+SeedOpt = typer.Option(0, "--seed", help="Seed for data subsets, augmentation and attacks.")
+QuietOpt = typer.Option(False, "-q", "--quiet", help="No progress bars (for CI logs).")
+DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
+ForceOpt = typer.Option(False, "--force", help="Overwrite existing output files.")
+ArchOpt = typer.Option(None, "--arch", help="Architecture (if the checkpoint's metadata lacks it or to override).")
+NumClassesOpt = typer.Option(None, "--num-classes", help="Number of classes (fills/overrides metadata).")
+InChansOpt = typer.Option(None, "--in-chans", help="Input channels (fills/overrides metadata).")
+InputSizeOpt = typer.Option(None, "--input-size", help="Input size HxW, e.g. 32x32 (fills/overrides metadata).")
+MeanOpt = typer.Option(None, "--mean", help="Per-channel mean, comma-separated (fills/overrides metadata).")
+StdOpt = typer.Option(None, "--std", help="Per-channel std, comma-separated (fills/overrides metadata).")
+
+
+def _setup(quiet: bool) -> None:
+    from .runtime import set_quiet
+    set_quiet(quiet)
+
+
+def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise HardenError(f"--{what} takes comma-separated numbers, got {text!r}.") from None
+
+
+def _size(text: Optional[str]) -> Optional[tuple[int, int]]:
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().replace(",", "x").split("x")]
+        return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    except (ValueError, IndexError):
+        raise HardenError(f"--input-size takes HxW (e.g. 32x32), got {text!r}.") from None
+
+
+def _load_model(path: Path, arch, num_classes, in_chans, input_size, mean, std, device):
+    from .checkpoint import load
+    return load(path, arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=_size(input_size),
+                mean=_floats(mean, "mean"), std=_floats(std, "std"), device=device)
+
+
+@app.command()
+def train(
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the trained .safetensors."),
+    data: str = typer.Option("digits", "--data", help="digits, an .npz, a CIFAR-10 batches folder or image folder."),
+    arch: str = typer.Option("cnn-small", "--arch", help="Built-in (resnet9, cnn-small, cifar-conv, fmnist-conv), "
+                             "any timm name, or package.module:callable."),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    batch_size: int = typer.Option(128, "--batch-size", min=1),
+    lr: float = typer.Option(0.05, "--lr", help="Peak learning rate of the OneCycle schedule."),
+    augment: str = typer.Option("auto", "--augment", help="seed000 (seed 000 table 3), crop, none; auto picks "
+                                "crop for grey digit-like data (flips change digits) and seed000 otherwise."),
+    focal_gamma: float = typer.Option(0.0, "--focal-gamma", help="Focal loss gamma (seed 000 trains with focal "
+                                      "loss; 0 = cross-entropy)."),
+    data_frac: float = typer.Option(1.0, "--data-frac", help="Stratified fraction of the training split, (0, 1]."),
+    seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
+    debug: bool = DebugOpt,
+):
+    """Train a plain base model (SGD + OneCycle) for demos, benchmarks and tests."""
+    _setup(quiet)
+    from .api import train as train_model
+    from .checkpoint import check_output_path, save
+    from .data import load_data, subsample
+    from .training import TrainConfig
+    check_output_path(output, [], force)
+    ds = load_data(data)
+    if data_frac != 1.0:
+        ds = subsample(ds, data_frac, seed)
+    elif not (0 < data_frac <= 1):
+        raise HardenError(f"--data-frac must be in (0, 1], got {data_frac}.")
+    if augment == "auto":
+        augment = "crop" if ds.kind == "mnist-like" else "seed000"
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, focal_gamma=focal_gamma,
+                      seed=seed)
+    model = train_model(arch, ds, cfg, device)
+    save(model, output, force=force)
+    out.print(f"wrote {output} ({arch}, {ds.source}, {len(ds.x_train)} training images, "
+              f"{model.spec.extra['train']['seconds']:.1f} s)")
+
+
+@app.command()
+def inspect(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors, .pt, .pth or .bin checkpoint."),
+    arch: Optional[str] = ArchOpt, num_classes: Optional[int] = NumClassesOpt, in_chans: Optional[int] = InChansOpt,
+    input_size: Optional[str] = InputSizeOpt, mean: Optional[str] = MeanOpt, std: Optional[str] = StdOpt,
+    debug: bool = DebugOpt,
+):
+    """Show a checkpoint's metadata, parameter count, taps and hash; check that it loads."""
+    from .checkpoint import read_checkpoint, sha256_file
+    _, meta = read_checkpoint(checkpoint)
+    model = _load_model(checkpoint, arch, num_classes, in_chans, input_size, mean, std, "cpu")
+    t = Table(title=str(checkpoint), show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    s = model.spec
+    rows = [("arch", s.arch), ("num_classes", s.num_classes), ("in_chans", s.in_chans),
+            ("input_size", f"{s.input_size[0]}x{s.input_size[1]}"), ("mean", s.mean), ("std", s.std),
+            ("data", s.data or "-"), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
+            ("taps", ", ".join(f"{t['module']} ({t['num_chs']} ch, /{t['reduction']})" for t in model.taps()) or "-"),
+            ("sha256", sha256_file(checkpoint))]
+    rows += [(k, v) for k, v in meta.items() if k not in {r[0] for r in rows}]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    out.print(t)
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Path = typer.Argument(..., help="The model to evaluate."),
+    data: Optional[str] = typer.Option(None, "--data", help="Test data (default: what the checkpoint names)."),
+    n: int = typer.Option(500, "--n", help="Number of test images (the first n)."),
+    attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attack or preset with options, e.g. "
+                                               "pgd:steps=50,step=0.005 (repeatable; default: the six)."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="L-inf budget for all L-inf attacks, e.g. 8/255."),
+    eps_l2: str = typer.Option("0.5", "--eps-l2", help="L2 budget for DeepFool / C&W-L2."),
+    max_l0: str = typer.Option("0.145", "--max-l0", help="L0 budget for JSMA: a fraction of input features "
+                               "(< 1) or a count (>= 1)."),
+    craft_on: Optional[Path] = typer.Option(None, "--craft-on", help="Craft on this model and apply to the "
+                                            "evaluated one (transfer threat model)."),
+    require: Optional[List[str]] = typer.Option(None, "--require", help="METRIC>=VALUE (repeatable): exit 1 "
+                                                "when one fails."),
+    gate: Optional[Path] = typer.Option(None, "--gate", help="TOML file of requirements."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+    markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the report as Markdown."),
+    junit_path: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement)."),
+    metrics: bool = typer.Option(True, "--metrics/--no-metrics", help="Seed 004's empirical robustness and "
+                                 "loss sensitivity."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    arch: Optional[str] = ArchOpt, num_classes: Optional[int] = NumClassesOpt, in_chans: Optional[int] = InChansOpt,
+    input_size: Optional[str] = InputSizeOpt, mean: Optional[str] = MeanOpt, std: Optional[str] = StdOpt,
+    seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
+    debug: bool = DebugOpt,
+):
+    """Robust accuracy under FGSM, PGD, AutoPGD, C&W, DeepFool and JSMA, with a release gate."""
+    _setup(quiet)
+    from .api import data_for
+    from .attacks import DEFAULT_ATTACKS, build_attack, parse_number
+    from .checkpoint import check_output_path
+    from .evaluate import evaluate
+    from .gate import apply_gate, check_known, load_gate_file, parse_requirement
+    from .report_io import render_terminal, write_outputs
+    from .runtime import resolve_device, seed_everything
+
+    requirements = [parse_requirement(r) for r in (require or [])]
+    if gate:
+        requirements += load_gate_file(gate)
+    eps_v = parse_number(eps) if eps is not None else None
+    if eps_v is not None and not (0 < eps_v <= 1):
+        raise HardenError(f"--eps is in pixel units of [0, 1]; got {eps_v}.")
+    attacks = [build_attack(a, eps=eps_v) for a in (attack or DEFAULT_ATTACKS)]
+    names, seen = [], set()
+    for i, a in enumerate(attacks):
+        names.append(a.name if a.name not in seen else f"{a.name}#{i}")
+        seen.add(a.name)
+    check_known(requirements, names)
+    for p in (json_path, markdown_path, junit_path):
+        if p:
+            check_output_path(p, [checkpoint, craft_on], force)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    model = _load_model(checkpoint, arch, num_classes, in_chans, input_size, mean, std, dev)
+    source = None
+    if craft_on is not None:
+        from .checkpoint import load
+        source = load(craft_on, device=dev)
+    ds = data_for(model, data)
+    report = evaluate(model, ds, attacks=attacks, n=n, eps_l2=parse_number(eps_l2), max_l0=parse_number(max_l0),
+                      craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
+                      model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None)
+    report.gate = apply_gate(report.metric_values(), requirements)
+    render_terminal(report, out)
+    write_outputs([report], json_path, markdown_path, junit_path)
+    if any(not g["passed"] for g in report.gate):
+        out.print("[red]gate failed[/]")
+        raise typer.Exit(1)
+
+
+def recipes_dir() -> Path:
+    import os
+    env = os.environ.get("HARDEN_RECIPES")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "recipes"
+
+
+@app.command()
+def recipes():
+    """List the recipe files in recipes/ (defaults of each hardening recipe, with their sources)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        import tomli as tomllib
+    files = sorted(recipes_dir().glob("*.toml")) if recipes_dir().is_dir() else []
+    t = Table(title=f"recipes in {recipes_dir()}", title_justify="left")
+    for c in ("name", "file", "source", "description"):
+        t.add_column(c)
+    for f in files:
+        try:
+            doc = tomllib.loads(f.read_text())
+        except tomllib.TOMLDecodeError as e:
+            t.add_row(f.stem, f.name, "-", f"[red]invalid TOML: {e}[/]")
+            continue
+        r = doc.get("recipe", {})
+        t.add_row(str(r.get("name", f.stem)), f.name, str(r.get("source", "-")), str(r.get("description", "")))
+    out.print(t)
+    if not files:
+        out.print("no recipe files yet")
+
+
+@app.command()
+def demo(
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    n: int = typer.Option(450, "--n", help="Test images to attack (digits has 450)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Keep the demo checkpoint and reports here."),
+    device: str = DeviceOpt, seed: int = SeedOpt, quiet: bool = QuietOpt, debug: bool = DebugOpt,
+):
+    """Train a small model on the built-in digits data, evaluate it, print the report."""
+    _setup(quiet)
+    from .api import train as train_model
+    from .checkpoint import save
+    from .data import load_data
+    from .evaluate import evaluate
+    from .report_io import render_terminal, write_outputs
+    from .training import TrainConfig
+    target = out_dir or Path(tempfile.mkdtemp(prefix="harden-demo-"))
+    target.mkdir(parents=True, exist_ok=True)
+    ds = load_data("digits")
+    out.rule("1. train cnn-small on sklearn digits")
+    model = train_model("cnn-small", ds, TrainConfig(epochs=epochs, batch_size=64, lr=0.05, augment="crop",
+                                                     seed=seed), device)
+    ckpt = save(model, target / "base.safetensors", force=True)
+    out.print(f"wrote {ckpt}")
+    out.rule("2. harden eval base.safetensors (white-box)")
+    report = evaluate(model, ds, n=n, device=device, seed=seed, model_name="base.safetensors")
+    render_terminal(report, out)
+    write_outputs([report], target / "report.json", target / "report.md", target / "report.xml")
+    out.print(f"reports in {target}")
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except HardenError as e:
+        if debug:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as e:  # click usage errors carry their own exit code (2)
+        import click
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if debug:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {type(e).__name__}: {e}\n(run again with --debug for the "
+                                   "traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -1,0 +1,5 @@
+"""User-facing errors: the CLI prints them as one paragraph and exits with code 2."""
+
+
+class HardenError(Exception):
+    """Bad input from the user (file, flag, data). Never a bug in harden itself."""

@@ -1,0 +1,192 @@
+"""`harden.evaluate`: clean accuracy and robust accuracy under each attack, under a named threat model
+(white-box: crafted on the evaluated model; transfer: crafted on another model and applied to it)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attacks import DEFAULT_ATTACKS, Attack, build_attack, perturbation_norm
+from .data import ImageData, check_fits, fit_size, to_tensor
+from .errors import HardenError
+from .runtime import frozen, progress, resolve_device, run_batched
+
+# Budgets for the minimal-perturbation attacks (an image counts as robust when the attack fails or needs
+# more than this). L2 0.5: RobustBench's CIFAR-10 L2 threat model. L0 14.5% of input features: the
+# distortion bound of the JSMA paper (Papernot et al. 2016, section IV).
+DEFAULT_EPS_L2 = 0.5
+DEFAULT_MAX_L0 = 0.145
+
+
+@dataclass
+class AttackResult:
+    name: str
+    preset: str
+    norm: str
+    minimal: bool
+    budget: float
+    robust_accuracy: float
+    success_rate: float
+    median_norm: float | None
+    seconds: float
+    images_per_s: float
+    grad_passes: int
+    forward_passes: int
+    # transfer only: accuracy on the images the crafting model classifies correctly when clean (seed 000)
+    accuracy_on_source_correct: float | None = None
+
+
+@dataclass
+class Report:
+    model: str
+    threat_model: str
+    crafted_on: str
+    n: int
+    data: str
+    device: str
+    seed: int
+    clean_accuracy: float
+    attacks: list[AttackResult]
+    metrics: dict[str, float] = field(default_factory=dict)
+    source_clean_accuracy: float | None = None
+    gate: list[dict[str, Any]] = field(default_factory=list)
+
+    def metric_values(self) -> dict[str, float]:
+        """Flat names the gate uses: clean, <attack>, <attack>.success, <attack>.median_norm, metrics."""
+        out: dict[str, float] = {"clean": self.clean_accuracy}
+        for a in self.attacks:
+            out[a.name] = a.robust_accuracy
+            out[f"{a.name}.success"] = a.success_rate
+            if a.median_norm is not None:
+                out[f"{a.name}.median_norm"] = a.median_norm
+            if a.accuracy_on_source_correct is not None:
+                out[f"{a.name}.on_source_correct"] = a.accuracy_on_source_correct
+        out.update(self.metrics)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+        d = asdict(self)
+        d["values"] = self.metric_values()
+        return d
+
+    def summary(self) -> dict[str, Any]:
+        """Compact form stored in checkpoint metadata."""
+        return {"threat_model": self.threat_model, "n": self.n, "data": self.data,
+                "values": {k: round(v, 4) for k, v in self.metric_values().items()}}
+
+
+def _select(data: ImageData, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if len(data.x_test) == 0:
+        raise HardenError(f"The test split of {data.source} is empty.")
+    n = len(data.x_test) if n is None or n <= 0 else min(n, len(data.x_test))
+    return data.x_test[:n], data.y_test[:n]
+
+
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    with torch.no_grad():
+        outs = run_batched(lambda s, e: model(x[s:e]).argmax(1), len(x), batch_size, device)
+    return torch.cat(outs)
+
+
+def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attack] = DEFAULT_ATTACKS,
+             n: int | None = 500, eps: float | None = None, eps_l2: float = DEFAULT_EPS_L2,
+             max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int = 128,
+             device: str | torch.device = "auto", seed: int = 0, metrics: bool = True, model_name: str = "model",
+             craft_name: str | None = None) -> Report:
+    """Robustness report of `model` on the first n test images of `data`."""
+    device = resolve_device(device)
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        check_fits(data, spec.in_chans, spec.num_classes)
+    if craft_on is not None and getattr(craft_on, "spec", None) is not None:
+        check_fits(data, craft_on.spec.in_chans, craft_on.spec.num_classes)
+    model = model.to(device).eval()
+    source = craft_on.to(device).eval() if craft_on is not None else model
+    xs, ys = _select(data, n)
+    size = tuple(spec.input_size) if spec is not None else data.input_size
+    x = fit_size(to_tensor(xs, device), size)
+    y = torch.from_numpy(ys).to(device)
+    threat = "white-box" if craft_on is None else f"transfer from {craft_name or 'source model'}"
+
+    atk_objs: list[Attack] = []
+    for a in attacks:
+        atk = a if isinstance(a, Attack) else build_attack(a, eps=eps)
+        if atk.name == "jsma" and atk.params["max_l0"] == 0:
+            atk.params["max_l0"] = max_l0
+        atk_objs.append(atk)
+
+    clean_pred = _predict(model, x, batch_size, device)
+    correct = clean_pred == y
+    src_correct = _predict(source, x, batch_size, device) == y if craft_on is not None else None
+    nfeat = x[0].numel()
+    results: list[AttackResult] = []
+    keys: set[str] = set()
+    with frozen(source), frozen(model):
+        for ai, atk in enumerate(atk_objs):
+            key = atk.name if atk.name not in keys else f"{atk.name}#{ai}"
+            keys.add(key)
+            budget = atk.params.get("eps", 0.0) if atk.norm == "inf" else (
+                eps_l2 if atk.norm == "2" else (max_l0 * nfeat if max_l0 < 1 else max_l0))
+            passes = [0, 0]
+            t0 = time.perf_counter()
+            with progress(f"{key:<10}", len(x)) as advance:
+                def run(s: int, e: int) -> torch.Tensor:
+                    gen = torch.Generator().manual_seed(seed * 1_000_003 + ai * 10_007 + s)
+                    out = atk.run(source, x[s:e], y[s:e], generator=gen)
+                    passes[0] += out.grad_passes
+                    passes[1] += out.forward_passes
+                    return out.x_adv.detach()
+                x_adv = torch.cat(run_batched(run, len(x), batch_size, device, on_batch=advance))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            secs = time.perf_counter() - t0
+            x_adv = torch.max(torch.min(x_adv, torch.ones_like(x_adv)), torch.zeros_like(x_adv))
+            if atk.norm == "inf":  # guard the threat model: never count a perturbation outside the ball
+                x_adv = torch.min(torch.max(x_adv, x - budget), x + budget)
+            norms = perturbation_norm(x_adv - x, atk.norm)
+            adv_pred = _predict(model, x_adv, batch_size, device)
+            within = norms <= budget + 1e-6 if atk.minimal else torch.ones_like(correct)
+            # correct on the input the attacker may use: a perturbation beyond the budget does not count,
+            # so there the clean input stands.
+            ok_adv = torch.where(within, adv_pred == y, correct)
+            robust = correct & ok_adv
+            succ = correct & ~ok_adv
+            n_corr = int(correct.sum())
+            med = float(norms[succ].median()) if succ.any() else None
+            on_src = None
+            if src_correct is not None:
+                on_src = float(ok_adv[src_correct].float().mean()) if src_correct.any() else 0.0
+            results.append(AttackResult(
+                name=key, preset=atk.describe(), norm=atk.norm, minimal=atk.minimal, budget=float(budget),
+                robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, n_corr),
+                median_norm=med, seconds=secs, images_per_s=len(x) / max(secs, 1e-9),
+                grad_passes=passes[0], forward_passes=passes[1], accuracy_on_source_correct=on_src))
+
+    extra_metrics = _seed004_metrics(model, x, y, batch_size, device) if metrics else {}
+    return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
+                  data=data.source, device=str(device), seed=seed, clean_accuracy=float(correct.float().mean()),
+                  attacks=results, metrics=extra_metrics,
+                  source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None)
+
+
+def _seed004_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                     device: torch.device) -> dict[str, float]:
+    """Seed 004 section 4.1 metrics through ART (art.metrics), on the evaluated model (white-box):
+    empirical robustness (minimal FGSM perturbation / input norm; ART's only supported crafter) and
+    loss sensitivity (mean L2 norm of the input gradient of the loss)."""
+    from art.metrics import empirical_robustness, loss_sensitivity
+
+    from .attacks.base import art_classifier, to_numpy
+    with frozen(model):
+        clf = art_classifier(model, tuple(x.shape[1:]), int(model.spec.num_classes) if hasattr(model, "spec")
+                             else int(model(x[:1]).shape[1]))
+        xn = to_numpy(x)
+        onehot = np.eye(clf.nb_classes, dtype=np.float32)[to_numpy(y).astype(np.int64)]
+        er = float(empirical_robustness(clf, xn, "fgsm", {"eps_step": 0.01, "eps": 1.0, "batch_size": batch_size}))
+        ls = float(loss_sensitivity(clf, xn, onehot))
+    return {"empirical_robustness": er, "loss_sensitivity": ls}

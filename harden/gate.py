@@ -1,0 +1,69 @@
+"""Release gate: `--require METRIC>=VALUE` or a TOML file. Exit 0 all hold, 1 any fails, 2 bad input."""
+from __future__ import annotations
+
+import operator
+import re
+from pathlib import Path
+from typing import Any
+
+from .attacks import parse_number
+from .errors import HardenError
+
+OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+_REQ = re.compile(r"^\s*([A-Za-z0-9_.#-]+)\s*(>=|<=|>|<)\s*([0-9./eE+-]+)\s*$")
+
+
+def parse_requirement(text: str) -> dict[str, Any]:
+    m = _REQ.match(text)
+    if not m:
+        raise HardenError(f"Requirement {text!r} is not of the form METRIC>=VALUE (e.g. clean>=0.9, pgd>=0.5, "
+                          "pgd.success<=0.3).")
+    return {"metric": m.group(1), "op": m.group(2), "value": parse_number(m.group(3)), "text": text.strip()}
+
+
+def load_gate_file(path: str | Path) -> list[dict[str, Any]]:
+    """TOML: `require = ["clean>=0.9", ...]` and/or a [require] table of `metric = ">=0.9"`."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    if not path.is_file():
+        raise HardenError(f"Gate file {str(path)!r} does not exist.")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise HardenError(f"Gate file {str(path)!r} is not valid TOML ({e}).") from None
+    req = doc.get("require", [])
+    out = []
+    if isinstance(req, list):
+        out += [parse_requirement(str(r)) for r in req]
+    elif isinstance(req, dict):
+        for k, v in req.items():
+            v = str(v).strip()
+            out.append(parse_requirement(f"{k}{v}" if v[:1] in "<>" else f"{k}>={v}"))
+    else:
+        raise HardenError(f"Gate file {str(path)!r}: 'require' must be a list or a table.")
+    if not out:
+        raise HardenError(f"Gate file {str(path)!r} holds no requirement.")
+    return out
+
+
+def check_known(requirements: list[dict[str, Any]], attack_names: list[str]) -> None:
+    """Fail early (exit 2) on a metric no report would contain, before minutes of attacks."""
+    known = {"clean", "empirical_robustness", "loss_sensitivity"}
+    for a in attack_names:
+        known |= {a, f"{a}.success", f"{a}.median_norm", f"{a}.on_source_correct"}
+    for r in requirements:
+        if r["metric"] not in known:
+            raise HardenError(f"Requirement {r['text']!r} names unknown metric {r['metric']!r}; this run reports "
+                              f"{', '.join(sorted(known))}.")
+
+
+def apply_gate(values: dict[str, float], requirements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results = []
+    for r in requirements:
+        actual = values.get(r["metric"])
+        ok = actual is not None and OPS[r["op"]](actual, r["value"])
+        results.append({**r, "actual": actual, "passed": bool(ok)})
+    return results

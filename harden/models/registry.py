@@ -1,0 +1,156 @@
+"""Model registry (timm-style: one factory, models found by name) and the [0,1]-pixel wrapper."""
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import HardenError
+
+_BUILTINS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    def deco(fn: Callable[..., nn.Module]):
+        _BUILTINS[name] = fn
+        return fn
+    return deco
+
+
+def list_builtin() -> list[str]:
+    _ensure_builtins()
+    return sorted(_BUILTINS)
+
+
+def _ensure_builtins() -> None:
+    from . import builtin  # noqa: F401  (registers on import)
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model from its weights; stored in checkpoint metadata."""
+    arch: str
+    num_classes: int
+    in_chans: int = 3
+    input_size: tuple[int, int] = (32, 32)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    data: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+def is_known_arch(arch: str) -> bool:
+    _ensure_builtins()
+    if arch in _BUILTINS or ":" in arch:
+        return True
+    import timm
+    return timm.is_model(arch)
+
+
+def _build_net(spec: ModelSpec) -> nn.Module:
+    _ensure_builtins()
+    arch = spec.arch
+    if arch in _BUILTINS:
+        return _BUILTINS[arch](num_classes=spec.num_classes, in_chans=spec.in_chans, input_size=spec.input_size)
+    if ":" in arch:
+        mod_name, _, fn_name = arch.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+        except (ImportError, AttributeError) as e:
+            raise HardenError(f"Architecture {arch!r} names a callable that cannot be imported ({e}). "
+                              "Use the form package.module:callable with the package on PYTHONPATH.") from None
+        kwargs = {"num_classes": spec.num_classes, "in_chans": spec.in_chans, "input_size": spec.input_size}
+        try:
+            params = inspect.signature(fn).parameters
+            if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+                kwargs = {k: v for k, v in kwargs.items() if k in params}
+        except (TypeError, ValueError):
+            pass
+        net = fn(**kwargs)
+        if not isinstance(net, nn.Module):
+            raise HardenError(f"{arch!r} returned {type(net).__name__}, not a torch.nn.Module.")
+        return net
+    import timm
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch.split('_')[0]}*")[:5]
+        hint = f" Close timm names: {', '.join(close)}." if close else ""
+        raise HardenError(f"Unknown architecture {arch!r}: not a harden built-in ({', '.join(list_builtin())}), "
+                          f"not a timm model name, and not package.module:callable.{hint}")
+    # pretrained=False always: no weights can be downloaded; the user's checkpoint supplies them.
+    return timm.create_model(arch, pretrained=False, num_classes=spec.num_classes, in_chans=spec.in_chans)
+
+
+def taps_of(net: nn.Module) -> list[dict[str, Any]]:
+    """Block boundaries ("taps"): timm's feature_info, or the one a built-in declares."""
+    fi = getattr(net, "feature_info", None)
+    if fi is None:
+        return []
+    if hasattr(fi, "info"):  # timm FeatureInfo object
+        fi = fi.info
+    return [dict(num_chs=int(f["num_chs"]), reduction=int(f["reduction"]), module=str(f["module"])) for f in fi]
+
+
+class Classifier(nn.Module):
+    """Takes pixels in [0, 1] and normalizes inside, so attack budgets are in pixel units.
+
+    mean/std are non-persistent buffers: the state dict holds only the architecture's own keys
+    (under `net.`), so a checkpoint saved by harden is also a plain state dict of the architecture.
+    """
+
+    def __init__(self, net: nn.Module, spec: ModelSpec):
+        super().__init__()
+        self.net = net
+        self.spec = spec
+        c = spec.in_chans
+        mean = torch.tensor(_per_channel(spec.mean, c, "mean"), dtype=torch.float32).view(1, c, 1, 1)
+        std = torch.tensor(_per_channel(spec.std, c, "std"), dtype=torch.float32).view(1, c, 1, 1)
+        if (std <= 0).any():
+            raise HardenError(f"std must be positive, got {list(spec.std)}.")
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+    # Encoder / classifier split (timm's forward_features / forward_head), used by recipes.
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(self.normalize(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(features)
+
+    def taps(self) -> list[dict[str, Any]]:
+        return taps_of(self.net)
+
+
+def _per_channel(values, c: int, what: str) -> list[float]:
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        return values * c
+    if len(values) != c:
+        raise HardenError(f"{what} has {len(values)} values but the model takes {c} channel(s).")
+    return values
+
+
+def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32, 32), mean=(0.0,), std=(1.0,),
+                 data: str = "", **extra) -> Classifier:
+    """The one factory: a Classifier around a fresh (untrained) architecture."""
+    if num_classes < 2:
+        raise HardenError(f"num_classes must be at least 2, got {num_classes}.")
+    spec = ModelSpec(arch=arch, num_classes=int(num_classes), in_chans=int(in_chans),
+                     input_size=(int(input_size[0]), int(input_size[1])), mean=tuple(mean), std=tuple(std),
+                     data=data, extra=dict(extra))
+    return Classifier(_build_net(spec), spec)

@@ -1,0 +1,123 @@
+"""Report renderings: rich table (terminal), JSON, Markdown, JUnit XML. The threat model is in each."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from .checkpoint import atomic_write_bytes
+from .evaluate import Report
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _norm_label(norm: str) -> str:
+    return {"inf": "Linf", "2": "L2", "0": "L0"}[norm]
+
+
+def _budget(a) -> str:
+    from .attacks.base import _fmt
+    value = f"{a.budget:.0f}" if a.norm == "0" else _fmt(a.budget)
+    return f"{_norm_label(a.norm)} {value}"
+
+
+def _failing_metrics(report: Report) -> set[str]:
+    return {g["metric"] for g in report.gate if not g["passed"]}
+
+
+def render_terminal(report: Report, console: Console) -> None:
+    fails = _failing_metrics(report)
+    title = (f"{report.model} - threat model: [bold]{report.threat_model}[/] - {report.n} images of "
+             f"{report.data} - device {report.device}")
+    t = Table(title=title, title_justify="left")
+    for col in ("attack", "budget", "robust acc %", "success %", "median norm", "s", "img/s"):
+        t.add_column(col, justify="left" if col == "attack" else "right")
+    transfer = report.source_clean_accuracy is not None
+    if transfer:
+        t.add_column("acc on src-correct %", justify="right")
+    clean_row = ["clean", "-", _pct(report.clean_accuracy), "-", "-", "-", "-"] + (["-"] if transfer else [])
+    t.add_row(*clean_row, style="red" if "clean" in fails else None)
+    for a in report.attacks:
+        bad = a.name in fails or any(f.startswith(a.name + ".") for f in fails)
+        row = [a.name, _budget(a), _pct(a.robust_accuracy), _pct(a.success_rate),
+               "-" if a.median_norm is None else f"{a.median_norm:.4g}", f"{a.seconds:.1f}", f"{a.images_per_s:.0f}"]
+        if transfer:
+            row.append(_pct(a.accuracy_on_source_correct))
+        t.add_row(*row, style="red" if bad else None)
+    console.print(t)
+    for a in report.attacks:
+        console.print(f"  [dim]{a.preset}[/]")
+    if report.metrics:
+        console.print("  " + "  ".join(f"{k} {v:.4g}" for k, v in report.metrics.items()) + " (white-box, seed 004)")
+    if transfer:
+        console.print(f"  crafting model clean accuracy {_pct(report.source_clean_accuracy)}%")
+    for g in report.gate:
+        mark = "[green]PASS[/]" if g["passed"] else "[red]FAIL[/]"
+        actual = "missing" if g["actual"] is None else f"{g['actual']:.4g}"
+        console.print(f"  {mark} {g['text']} (actual {actual})")
+
+
+def to_json(reports: Sequence[Report]) -> str:
+    body = [r.to_dict() for r in reports]
+    return json.dumps(body[0] if len(body) == 1 else {"reports": body}, indent=2)
+
+
+def to_markdown(reports: Sequence[Report]) -> str:
+    lines = []
+    for r in reports:
+        lines += [f"## {r.model}", "", f"Threat model: **{r.threat_model}** (crafted on {r.crafted_on}); "
+                  f"{r.n} test images of {r.data}; device {r.device}; seed {r.seed}.", ""]
+        transfer = r.source_clean_accuracy is not None
+        head = "| attack | budget | robust acc % | success % | median norm | s | img/s |"
+        sep = "|---|---|---|---|---|---|---|"
+        if transfer:
+            head += " acc on src-correct % |"
+            sep += "---|"
+        lines += [head, sep, f"| clean | - | {_pct(r.clean_accuracy)} | - | - | - | - |" + (" - |" if transfer else "")]
+        for a in r.attacks:
+            med = "-" if a.median_norm is None else f"{a.median_norm:.4g}"
+            row = (f"| {a.name} | {_budget(a)} | {_pct(a.robust_accuracy)} | "
+                   f"{_pct(a.success_rate)} | {med} | {a.seconds:.1f} | {a.images_per_s:.0f} |")
+            if transfer:
+                row += f" {_pct(a.accuracy_on_source_correct)} |"
+            lines.append(row)
+        lines.append("")
+        lines += [f"- `{a.preset}`" for a in r.attacks]
+        if r.metrics:
+            lines.append("- " + ", ".join(f"{k} {v:.4g}" for k, v in r.metrics.items()) + " (white-box)")
+        for g in r.gate:
+            lines.append(f"- {'PASS' if g['passed'] else 'FAIL'} `{g['text']}` (actual {g['actual']})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_junit(reports: Sequence[Report]) -> str:
+    suites = ET.Element("testsuites")
+    for r in reports:
+        cases = r.gate or []
+        suite = ET.SubElement(suites, "testsuite", name=f"harden eval {r.model} ({r.threat_model})",
+                              tests=str(max(1, len(cases))), failures=str(sum(not g["passed"] for g in cases)))
+        props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", name="threat_model", value=r.threat_model)
+        for k, v in r.metric_values().items():
+            ET.SubElement(props, "property", name=k, value=f"{v:.6g}")
+        if not cases:
+            ET.SubElement(suite, "testcase", classname="harden.report", name="report produced")
+        for g in cases:
+            tc = ET.SubElement(suite, "testcase", classname=f"harden.gate[{r.threat_model}]", name=g["text"])
+            if not g["passed"]:
+                f = ET.SubElement(tc, "failure", message=f"{g['text']}: actual {g['actual']}")
+                f.text = f"{g['metric']} = {g['actual']} (threat model: {r.threat_model})"
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+def write_outputs(reports: Sequence[Report], json_path=None, markdown_path=None, junit_path=None) -> None:
+    for path, text in ((json_path, to_json), (markdown_path, to_markdown), (junit_path, to_junit)):
+        if path:
+            atomic_write_bytes(Path(path), text(reports).encode())

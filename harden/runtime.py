@@ -1,0 +1,124 @@
+"""Device choice, seeding, batching with out-of-memory halving, and progress bars."""
+from __future__ import annotations
+
+import os
+import random
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .errors import HardenError
+
+console = Console(stderr=True)
+_quiet = False
+
+T = TypeVar("T")
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet or os.environ.get("HARDEN_QUIET") == "1"
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise HardenError(f"--device {spec} was asked for, but no CUDA device is available on this machine; "
+                              "use --device cpu or --device auto.")
+        dev = torch.device(spec)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise HardenError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) exist.")
+        return dev
+    raise HardenError(f"--device {spec!r} is not understood; use auto, cpu, cuda or cuda:N.")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def run_batched(fn: Callable[[int, int], T], n: int, batch_size: int, device: torch.device,
+                on_batch: Callable[[int], None] | None = None) -> list[T]:
+    """Call fn(start, stop) over [0, n) in batches; on CUDA out-of-memory halve the batch and retry."""
+    out: list[T] = []
+    start = 0
+    bs = max(1, int(batch_size))
+    while start < n:
+        stop = min(n, start + bs)
+        try:
+            out.append(fn(start, stop))
+        except torch.OutOfMemoryError:
+            if device.type != "cuda" or bs == 1:
+                raise
+            torch.cuda.empty_cache()
+            bs = max(1, bs // 2)
+            console.print(f"[yellow]CUDA out of memory: batch size halved to {bs}[/]")
+            continue
+        if on_batch:
+            on_batch(stop - start)
+        start = stop
+    return out
+
+
+@contextmanager
+def progress(description: str, total: int) -> Iterator[Callable[..., None]]:
+    """A rich progress bar with ETA; yields advance(n=1, **fields). Silent with -q."""
+    if is_quiet():
+        yield lambda n=1, **kw: None
+        return
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(), console=console, transient=False)
+    with prog:
+        task = prog.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str | None = None) -> None:
+            if info is not None:
+                prog.update(task, advance=n, info=info)
+            else:
+                prog.update(task, advance=n)
+
+        yield advance
+
+
+def warn(msg: str) -> None:
+    console.print(f"[yellow]warning:[/] {msg}")
+
+
+def info(msg: str) -> None:
+    if not is_quiet():
+        console.print(msg)
+
+
+@contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode and no parameter gradients while attacking: backprop into weights costs ~40% per pass."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)

@@ -1,0 +1,124 @@
+"""The one training loop. `harden train` uses it for base models; recipes plug in a batch transform
+(what the loss sees) and the parameters to optimise, so there is never a second loop."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ImageData, augment, batches, build_augment, fit_size, to_tensor
+from .errors import HardenError
+from .runtime import progress
+
+
+def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Focal cross-entropy (Lin et al. 2017), as seed 000 trains with; gamma=0 is plain cross-entropy."""
+    logp = F.log_softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+    if gamma == 0:
+        return -logp.mean()
+    return -(((1 - logp.exp()) ** gamma) * logp).mean()
+
+
+# A batch step: (model, x, y) -> (loss, logits for accuracy on x, extra display fields)
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, dict]]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.05
+    optimizer: str = "sgd"  # sgd (with OneCycle on lr and momentum, seed 000 section 4.3) | adam | rmsprop
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle | constant
+    augment: str = "seed000"
+    focal_gamma: float = 0.0
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA only; CPU stays fp32
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    seconds: float
+    history: list[dict]
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise HardenError("Nothing to train: no parameter requires a gradient.")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise HardenError(f"Unknown optimizer {cfg.optimizer!r}; use sgd, adam or rmsprop.")
+
+
+def default_step(cfg: TrainConfig) -> StepFn:
+    def step(model, x, y):
+        logits = model(x)
+        return focal_loss(logits, y, cfg.focal_gamma), logits, {}
+    return step
+
+
+def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.device,
+        step: StepFn | None = None, params: Iterable[torch.nn.Parameter] | None = None,
+        train_mode: Callable[[nn.Module], None] | None = None, desc: str = "train") -> TrainResult:
+    """Train `params` (default: all of model's) on data.x_train with cfg. `step` decides the loss;
+    `train_mode` sets train/eval per submodule (recipes keep a frozen base in eval mode)."""
+    step = step or default_step(cfg)
+    params = list(params) if params is not None else list(model.parameters())
+    opt = make_optimizer(params, cfg)
+    n = len(data.x_train)
+    if n == 0:
+        raise HardenError("The training split is empty.")
+    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    sched = None
+    if cfg.schedule == "onecycle" and total > 0:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
+                                                    cycle_momentum=cfg.optimizer == "sgd")
+    rng = np.random.default_rng(cfg.seed)
+    aug = build_augment(cfg.augment, data.input_size, cfg.seed)
+    size = tuple(getattr(getattr(model, "spec", None), "input_size", data.input_size))
+    use_amp = cfg.amp and device.type == "cuda"
+    history = []
+    t0 = time.perf_counter()
+    with progress(desc, total) as advance:
+        for epoch in range(cfg.epochs):
+            (train_mode or (lambda m: m.train()))(model)
+            tot_loss = tot_acc = seen = 0.0
+            extras: dict[str, float] = {}
+            for bi in batches(n, cfg.batch_size, shuffle=True, rng=rng):
+                if len(bi) < 2 and n >= 2:
+                    continue  # BatchNorm cannot train on a single image
+                x = fit_size(to_tensor(augment(data.x_train[bi], aug), device), size)
+                y = torch.from_numpy(data.y_train[bi]).to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, logits, extra = step(model, x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                b = len(bi)
+                tot_loss += float(loss.detach()) * b
+                tot_acc += float((logits.argmax(1) == y).float().sum())
+                seen += b
+                for k, v in extra.items():
+                    extras[k] = extras.get(k, 0.0) + float(v) * b
+                fields = " ".join(f"{k} {v / seen:.3f}" for k, v in extras.items())
+                advance(1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {tot_loss / seen:.4f} "
+                                f"acc {tot_acc / seen:.3f} {fields}")
+            history.append({"epoch": epoch + 1, "loss": tot_loss / max(seen, 1), "acc": tot_acc / max(seen, 1),
+                            **{k: v / max(seen, 1) for k, v in extras.items()}})
+    model.eval()
+    return TrainResult(seconds=time.perf_counter() - t0, history=history)
