@@ -263,7 +263,8 @@ def demo(
 def main() -> None:
     debug = "--debug" in sys.argv
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
+        sys.exit(rc if isinstance(rc, int) else 0)
     except HardenError as e:
         if debug:
             raise

@@ -1,0 +1,54 @@
+import sys
+
+import pytest
+import torch
+
+from harden import TrainConfig, load_data, save, train
+from harden.runtime import set_quiet
+
+set_quiet(True)
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_data("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits):
+    """cnn-small trained on sklearn digits (~3 s on 2 cores): the model every robustness test attacks."""
+    return train("cnn-small", digits, TrainConfig(epochs=10, batch_size=64, lr=0.05, augment="crop", seed=0), "cpu")
+
+
+@pytest.fixture(scope="session")
+def digits_ckpt(digits_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "base.safetensors"
+    save(digits_model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def other_ckpt(digits, tmp_path_factory):
+    """A second, independently trained model: the crafting model for transfer tests."""
+    m = train("cnn-small", digits, TrainConfig(epochs=6, batch_size=64, lr=0.05, augment="crop", seed=1), "cpu")
+    path = tmp_path_factory.mktemp("ckpt2") / "other.safetensors"
+    save(m, path)
+    return path
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run the real `harden` entry point in-process; returns (exit code, stdout, stderr)."""
+    from harden.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["harden", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        o, e = capsys.readouterr()
+        return code, o, e
+    return run

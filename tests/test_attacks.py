@@ -1,0 +1,151 @@
+"""Each attack must bite; the L-inf ones must be ordered sensibly; our torch versions must be at least
+as strong as ART's on the same model and images."""
+import numpy as np
+import pytest
+import torch
+
+from harden import evaluate
+from harden.attacks import ATTACKS, build_attack, parse_number
+from harden.attacks.base import art_classifier, margin, to_numpy
+from harden.data import to_tensor
+from harden.runtime import frozen
+
+EPS = 0.1  # digits are 8x8: a budget where the L-inf attacks separate clearly
+
+
+@pytest.fixture(scope="module")
+def clean_report(digits_model, digits):
+    return evaluate(digits_model, digits, n=200, eps=EPS, device="cpu", metrics=False)
+
+
+def test_clean_model_is_accurate(clean_report):
+    assert clean_report.clean_accuracy > 0.85
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "autopgd", "cw", "deepfool", "jsma"])
+def test_each_attack_lowers_accuracy(clean_report, name):
+    a = {r.name: r for r in clean_report.attacks}[name]
+    assert a.robust_accuracy < clean_report.clean_accuracy - 0.1
+    assert a.success_rate > 0.1
+    assert a.median_norm is not None and a.median_norm <= a.budget + 1e-6
+
+
+def test_pgd_at_least_as_strong_as_fgsm(clean_report):
+    r = {a.name: a.robust_accuracy for a in clean_report.attacks}
+    assert r["pgd"] <= r["fgsm"]
+    assert r["autopgd"] <= r["fgsm"]
+
+
+def test_robust_accuracy_does_not_rise_with_eps(digits_model, digits):
+    accs = []
+    for eps in (0.02, 0.06, 0.12, 0.25):
+        rep = evaluate(digits_model, digits, n=150, attacks=["pgd:steps=20,step=0.01"], eps=eps, device="cpu",
+                       metrics=False)
+        accs.append(rep.attacks[0].robust_accuracy)
+    assert all(b <= a + 1e-9 for a, b in zip(accs, accs[1:])), accs
+    assert accs[-1] < accs[0]
+
+
+def test_linf_attacks_stay_in_the_ball(digits_model, digits):
+    x = to_tensor(digits.x_test[:50])
+    y = torch.from_numpy(digits.y_test[:50])
+    with frozen(digits_model):
+        for name in ("fgsm", "pgd", "autopgd", "cw", "random-fgsm"):
+            out = build_attack(name, eps=EPS).run(digits_model, x, y, torch.Generator().manual_seed(0))
+            assert (out.x_adv - x).abs().max() <= EPS + 1e-5
+            assert out.x_adv.min() >= 0 and out.x_adv.max() <= 1
+
+
+def test_attack_spec_parsing():
+    a = build_attack("pgd:steps=7,step=1/255", eps=parse_number("4/255"))
+    assert a.params == {"eps": 4 / 255, "step": 1 / 255, "steps": 7, "restarts": 0}
+    assert "4/255" in a.describe()
+
+
+def test_no_parameter_gradients_while_attacking(digits_model, digits):
+    x = to_tensor(digits.x_test[:8])
+    y = torch.from_numpy(digits.y_test[:8])
+    with frozen(digits_model):
+        for name in ("cw", "deepfool", "jsma"):
+            build_attack(name).run(digits_model, x, y, torch.Generator().manual_seed(0))
+    assert all(p.grad is None for p in digits_model.parameters())
+    assert all(p.requires_grad for p in digits_model.parameters())
+
+
+# --------------------------------------------------------------- ART is the reference for the torch ports
+
+@pytest.fixture(scope="module")
+def ref_batch(digits_model, digits):
+    with torch.no_grad():
+        x = to_tensor(digits.x_test[:60])
+        y = torch.from_numpy(digits.y_test[:60])
+        keep = digits_model(x).argmax(1) == y
+    return x[keep][:30], y[keep][:30]
+
+
+def _success(model, x_adv, y, x=None, norm=None, budget=None):
+    with torch.no_grad():
+        fooled = model(x_adv).argmax(1) != y
+    if budget is not None:
+        d = (x_adv - x).flatten(1)
+        size = d.abs().amax(1) if norm == "inf" else (d.norm(dim=1) if norm == "2" else (d.abs() > 1e-6).sum(1))
+        fooled &= size <= budget + 1e-6
+    return float(fooled.float().mean())
+
+
+def test_cw_linf_vs_art(digits_model, ref_batch):
+    from art.attacks.evasion import CarliniLInfMethod
+    x, y = ref_batch
+    with frozen(digits_model):
+        ours = build_attack("cw", eps=EPS).run(digits_model, x, y).x_adv
+        clf = art_classifier(digits_model, tuple(x.shape[1:]), 10)
+        art = CarliniLInfMethod(clf, max_iter=25, batch_size=len(x), verbose=False).generate(to_numpy(x))
+    art = torch.from_numpy(art)
+    assert _success(digits_model, ours, y) >= _success(digits_model, art, y, x, "inf", EPS)
+
+
+def test_cw_l2_vs_art(digits_model, ref_batch):
+    from art.attacks.evasion import CarliniL2Method
+    x, y = ref_batch
+    with frozen(digits_model):
+        ours = build_attack("cw-l2").run(digits_model, x, y).x_adv
+        clf = art_classifier(digits_model, tuple(x.shape[1:]), 10)
+        art = CarliniL2Method(clf, binary_search_steps=5, max_iter=10, batch_size=len(x), verbose=False) \
+            .generate(to_numpy(x), y=to_numpy(y).astype(np.int64))
+    art = torch.from_numpy(art)
+    for budget in (0.5, 1.0):
+        assert _success(digits_model, ours, y, x, "2", budget) >= _success(digits_model, art, y, x, "2", budget)
+
+
+def test_deepfool_vs_art(digits_model, ref_batch):
+    from art.attacks.evasion import DeepFool
+    x, y = ref_batch
+    with frozen(digits_model):
+        ours = build_attack("deepfool").run(digits_model, x, y).x_adv
+        clf = art_classifier(digits_model, tuple(x.shape[1:]), 10)
+        art = DeepFool(clf, max_iter=100, epsilon=0.02, batch_size=len(x), verbose=False).generate(to_numpy(x))
+    art = torch.from_numpy(art)
+    for budget in (0.3, 0.5, 1.0):
+        ours_s, art_s = _success(digits_model, ours, y, x, "2", budget), _success(digits_model, art, y, x, "2", budget)
+        assert ours_s >= art_s - 0.05, (budget, ours_s, art_s)  # same algorithm; allow one image of slack
+
+
+def test_jsma_vs_art(digits_model, ref_batch):
+    from art.attacks.evasion import SaliencyMapMethod
+    x, y = ref_batch
+    with frozen(digits_model):
+        ours = build_attack("jsma").run(digits_model, x, y, torch.Generator().manual_seed(0)).x_adv
+        clf = art_classifier(digits_model, tuple(x.shape[1:]), 10)
+        art = SaliencyMapMethod(clf, theta=0.1, gamma=1.0, batch_size=len(x), verbose=False).generate(to_numpy(x))
+    art = torch.from_numpy(art)
+    budget = 0.145 * 64
+    assert _success(digits_model, ours, y, x, "0", budget) >= _success(digits_model, art, y, x, "0", budget) - 0.05
+
+
+def test_margin():
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    assert torch.allclose(margin(logits, torch.tensor([0, 2])), torch.tensor([1.0, -4.0]))
+
+
+def test_registry_has_the_six_and_variants():
+    assert {"fgsm", "pgd", "autopgd", "cw", "deepfool", "jsma", "cw-l2", "random-fgsm"} <= set(ATTACKS)

@@ -1,0 +1,60 @@
+import hashlib
+
+import pytest
+import torch
+
+import harden
+from harden import HardenError
+from harden.checkpoint import read_checkpoint
+
+
+def test_roundtrip_keeps_logits_and_metadata(digits_model, digits, tmp_path):
+    path = harden.save(digits_model, tmp_path / "m.safetensors", {"note": "x"})
+    loaded = harden.load(path)
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(loaded(x), digits_model.eval()(x))
+    _, meta = read_checkpoint(path)
+    for k in ("format_version", "arch", "num_classes", "in_chans", "input_size", "mean", "std", "data"):
+        assert k in meta
+    assert meta["arch"] == "cnn-small" and meta["data"] == "digits" and meta["note"] == "x"
+
+
+def test_pt_state_dict_with_flags(digits_model, tmp_path):
+    path = tmp_path / "m.pt"
+    torch.save(digits_model.net.state_dict(), path)
+    with pytest.raises(HardenError, match="--arch"):
+        harden.load(path)
+    m = harden.load(path, arch="cnn-small", num_classes=10, in_chans=1, input_size=(8, 8),
+                    mean=list(digits_model.spec.mean), std=list(digits_model.spec.std))
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.allclose(m(x), digits_model.eval()(x))
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(1), "evil": Evil()}, path)
+    with pytest.raises(HardenError, match="Refused"):
+        harden.load(path, arch="cnn-small", num_classes=10)
+
+
+def test_mismatch_names_keys(digits_model, tmp_path):
+    path = harden.save(digits_model, tmp_path / "m.safetensors")
+    with pytest.raises(HardenError, match="shape mismatches.*head"):
+        harden.load(path, num_classes=7)
+
+
+def test_save_refuses_overwrite_and_input(digits_model, tmp_path):
+    path = harden.save(digits_model, tmp_path / "m.safetensors")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(HardenError, match="--force"):
+        harden.save(digits_model, path)
+    with pytest.raises(HardenError, match="input"):
+        harden.save(digits_model, path, force=True, inputs=[path])
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    harden.save(digits_model, path, force=True)
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -1,0 +1,174 @@
+"""The CLI end to end: outputs parse, gate exit codes, transfer threat model, and bad input (exit 2,
+one clear paragraph, no traceback, inputs untouched, no partial output)."""
+import hashlib
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+
+FAST = ["--n", "100", "--no-metrics", "--attack", "fgsm", "--attack", "pgd:steps=10"]
+
+
+def sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_eval_writes_json_markdown_junit(cli, digits_ckpt, tmp_path):
+    j, m, x = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.xml"
+    code, out, err = cli("eval", digits_ckpt, "--n", "100", "--json", j, "--markdown", m, "--junit", x,
+                         "--require", "clean>=0.5", "-q")
+    assert code == 0, err
+    rep = json.loads(j.read_text())
+    assert rep["threat_model"] == "white-box"
+    assert [a["name"] for a in rep["attacks"]] == ["fgsm", "pgd", "autopgd", "cw", "deepfool", "jsma"]
+    assert {"empirical_robustness", "loss_sensitivity"} <= set(rep["metrics"])
+    assert "white-box" in m.read_text() and m.read_text().count("\n|") >= 7
+    suite = ET.parse(x).getroot().find("testsuite")
+    assert suite.get("failures") == "0" and len(suite.findall("testcase")) == 1
+    assert "white-box" in out
+
+
+def test_gate_exit_codes(cli, digits_ckpt, tmp_path):
+    code, out, _ = cli("eval", digits_ckpt, *FAST, "--require", "clean>=0.5", "--require", "pgd>=0")
+    assert code == 0
+    x = tmp_path / "r.xml"
+    code, out, _ = cli("eval", digits_ckpt, *FAST, "--require", "clean>=0.5", "--require", "pgd>=0.999",
+                       "--junit", x)
+    assert code == 1 and "FAIL" in out
+    suite = ET.parse(x).getroot().find("testsuite")
+    assert suite.get("failures") == "1" and len(suite.findall("testcase")) == 2
+    code, _, err = cli("eval", digits_ckpt, *FAST, "--require", "pgd=>0.5")
+    assert code == 2 and "METRIC>=VALUE" in err
+    code, _, err = cli("eval", digits_ckpt, *FAST, "--require", "jsma>=0.1")
+    assert code == 2 and "unknown metric" in err
+
+
+def test_gate_file(cli, digits_ckpt, tmp_path):
+    g = tmp_path / "gate.toml"
+    g.write_text('require = ["clean>=0.5"]\n[require_table]\n')
+    assert cli("eval", digits_ckpt, *FAST, "--gate", g)[0] == 0
+    g.write_text('[require]\nclean = ">=0.999"\n"pgd.success" = "<=1"\n')
+    assert cli("eval", digits_ckpt, *FAST, "--gate", g)[0] == 1
+
+
+def test_craft_on_is_a_transfer_report(cli, digits_ckpt, other_ckpt, tmp_path):
+    wb, tr = tmp_path / "wb.json", tmp_path / "tr.json"
+    assert cli("eval", digits_ckpt, *FAST, "--json", wb)[0] == 0
+    assert cli("eval", digits_ckpt, *FAST, "--craft-on", other_ckpt, "--json", tr)[0] == 0
+    a, b = json.loads(wb.read_text()), json.loads(tr.read_text())
+    assert b["threat_model"] == f"transfer from {other_ckpt.name}" != a["threat_model"]
+    assert b["attacks"][1]["robust_accuracy"] != a["attacks"][1]["robust_accuracy"]
+    assert b["attacks"][1]["accuracy_on_source_correct"] is not None
+    assert b["source_clean_accuracy"] is not None
+
+
+def test_train_inspect_recipes(cli, tmp_path):
+    out_path = tmp_path / "m.safetensors"
+    code, out, err = cli("train", "--data", "digits", "--arch", "cnn-small", "--epochs", "1", "-o", out_path, "-q")
+    assert code == 0, err and out_path.exists()
+    code, out, _ = cli("inspect", out_path)
+    assert code == 0 and "cnn-small" in out and "stages.0" in out
+    code, out, _ = cli("recipes")
+    assert code == 0
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+def _bad(cli, *args):
+    code, out, err = cli(*args)
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err + out
+    assert "error" in err
+    return err
+
+
+def test_missing_file(cli, tmp_path):
+    assert "does not exist" in _bad(cli, "eval", tmp_path / "nope.safetensors")
+
+
+def test_directory_as_checkpoint(cli, tmp_path):
+    assert "directory" in _bad(cli, "eval", tmp_path)
+
+
+def test_zero_byte_and_truncated(cli, digits_ckpt, tmp_path):
+    z = tmp_path / "z.safetensors"
+    z.write_bytes(b"")
+    assert "empty" in _bad(cli, "eval", z)
+    t = tmp_path / "t.safetensors"
+    t.write_bytes(digits_ckpt.read_bytes()[: digits_ckpt.stat().st_size // 2])
+    assert "truncated" in _bad(cli, "eval", t)
+
+
+def test_code_carrying_pickle(cli, tmp_path):
+    from test_checkpoint import Evil
+    p = tmp_path / "evil.pt"
+    torch.save({"evil": Evil()}, p)
+    before = sha(p)
+    assert "Refused" in _bad(cli, "eval", p, "--arch", "cnn-small", "--num-classes", "10")
+    assert sha(p) == before
+
+
+def test_num_classes_mismatch(cli, digits_ckpt):
+    assert "do not fit" in _bad(cli, "eval", digits_ckpt, "--num-classes", "5")
+
+
+def test_unknown_arch(cli, digits_ckpt):
+    assert "Unknown architecture" in _bad(cli, "eval", digits_ckpt, "--arch", "notanet")
+
+
+@pytest.mark.parametrize("frac", ["0", "1.5"])
+def test_bad_data_frac(cli, tmp_path, frac):
+    assert "data-frac" in _bad(cli, "train", "--data-frac", frac, "-o", tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_missing_data_path(cli, digits_ckpt):
+    assert "does not exist" in _bad(cli, "eval", digits_ckpt, "--data", "/no/such/data.npz")
+
+
+def test_channel_mismatch(cli, digits_ckpt, tmp_path):
+    import numpy as np
+    p = tmp_path / "rgb.npz"
+    rgb = np.zeros((10, 8, 8, 3), np.uint8)
+    np.savez(p, x_train=rgb, y_train=np.arange(10), x_test=rgb, y_test=np.arange(10))
+    assert "channel" in _bad(cli, "eval", digits_ckpt, "--data", p)
+
+
+def test_output_equal_to_input(cli, digits_ckpt, other_ckpt):
+    before = sha(digits_ckpt)
+    assert "input" in _bad(cli, "eval", digits_ckpt, *FAST, "--json", digits_ckpt)
+    assert "input" in _bad(cli, "eval", digits_ckpt, *FAST, "--markdown", digits_ckpt, "--force")
+    assert sha(digits_ckpt) == before
+    before = sha(other_ckpt)
+    assert "input" in _bad(cli, "eval", digits_ckpt, *FAST, "--craft-on", other_ckpt, "--json", other_ckpt, "--force")
+    assert sha(other_ckpt) == before
+
+
+def test_existing_output_without_force(cli, digits_ckpt, tmp_path):
+    j = tmp_path / "r.json"
+    j.write_text("keep me")
+    assert "--force" in _bad(cli, "eval", digits_ckpt, *FAST, "--json", j)
+    assert j.read_text() == "keep me"
+    m = tmp_path / "m.safetensors"
+    m.write_text("keep me")
+    assert "--force" in _bad(cli, "train", "--epochs", "1", "-o", m)
+    assert m.read_text() == "keep me"
+    assert cli("eval", digits_ckpt, *FAST, "--json", j, "--force")[0] == 0
+    assert json.loads(j.read_text())["threat_model"] == "white-box"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_debug_shows_traceback(cli, tmp_path):
+    from harden import HardenError
+    with pytest.raises(HardenError):
+        cli("eval", tmp_path / "nope.safetensors", "--debug")
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed `harden` script itself (not the in-process entry point) returns 2 on bad input."""
+    r = subprocess.run([sys.executable, "-m", "harden", "eval", str(tmp_path / "x.safetensors")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "does not exist" in r.stderr

@@ -1,0 +1,80 @@
+import pickle
+
+import numpy as np
+import pytest
+
+from harden import HardenError, load_data, subsample
+from harden.data import augment, build_augment, stratified_subset
+
+
+def test_digits_is_embedded(digits):
+    assert digits.x_train.dtype == np.uint8 and digits.x_train.shape[1:] == (8, 8, 1)
+    assert digits.num_classes == 10 and len(digits.x_test) == 450
+
+
+@pytest.mark.parametrize("layout", ["NHW", "NHWC"])
+def test_npz(tmp_path, layout):
+    rng = np.random.default_rng(0)
+    shape = (20, 6, 6) if layout == "NHW" else (20, 6, 6, 3)
+    p = tmp_path / "d.npz"
+    np.savez(p, x_train=rng.integers(0, 255, shape, dtype=np.uint8), y_train=np.arange(20) % 4,
+             x_test=rng.integers(0, 255, shape, dtype=np.uint8), y_test=np.arange(20) % 4)
+    d = load_data(p)
+    assert d.in_chans == (1 if layout == "NHW" else 3) and d.num_classes == 4
+
+
+def test_npz_missing_keys(tmp_path):
+    p = tmp_path / "d.npz"
+    np.savez(p, x_train=np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(HardenError, match="lacks"):
+        load_data(p)
+
+
+def test_cifar_batches_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ["data_batch_1", "data_batch_2", "test_batch"]:
+        d = {b"data": rng.integers(0, 255, (10, 3072), dtype=np.uint8), b"labels": list(range(10))}
+        (tmp_path / name).write_bytes(pickle.dumps(d))
+    data = load_data(tmp_path)
+    assert data.x_train.shape == (20, 32, 32, 3) and data.x_test.shape == (10, 32, 32, 3)
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((5, 5, 3), i * 40, np.uint8)).save(tmp_path / split / c / f"{i}.png")
+    d = load_data(tmp_path)
+    assert d.x_train.shape == (6, 5, 5, 3) and d.num_classes == 2
+
+
+def test_stratified_subset_is_deterministic_and_per_class(digits):
+    a = subsample(digits, 0.1, seed=3)
+    b = subsample(digits, 0.1, seed=3)
+    c = subsample(digits, 0.1, seed=4)
+    assert a.subset["index_sha256"] == b.subset["index_sha256"] != c.subset["index_sha256"]
+    counts = np.bincount(a.y_train, minlength=10)
+    full = np.bincount(digits.y_train, minlength=10)
+    assert np.all(np.abs(counts - 0.1 * full) <= 1)
+
+
+@pytest.mark.parametrize("frac", [0, 1.5, -0.1])
+def test_bad_fraction(frac):
+    with pytest.raises(HardenError, match="data-frac"):
+        stratified_subset(np.arange(10) % 2, frac, 0)
+
+
+def test_missing_path():
+    with pytest.raises(HardenError, match="does not exist"):
+        load_data("/nonexistent/data.npz")
+
+
+@pytest.mark.parametrize("kind", ["seed000", "crop", "none"])
+def test_augment_keeps_shape_and_dtype(digits, kind):
+    x = digits.x_train[:16]
+    y = augment(x, build_augment(kind, digits.input_size, 0))
+    assert y.shape == x.shape and y.dtype == np.uint8
+    if kind == "seed000":
+        assert not np.array_equal(x, y)

@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from harden import HardenError, create_model
+from harden.models import list_builtin
+
+
+@pytest.mark.parametrize("arch,chans,size", [
+    ("resnet9", 3, (32, 32)), ("cnn-small", 1, (28, 28)), ("cnn-small", 1, (8, 8)), ("fmnist-conv", 1, (28, 28)),
+    ("cifar-conv", 3, (32, 32)), ("resnet18", 3, (32, 32)), ("mobilenetv3_small_050", 3, (32, 32)),
+    ("efficientnet_b0", 3, (32, 32)),
+])
+def test_every_family_builds_with_taps_and_split(arch, chans, size):
+    m = create_model(arch, 10, chans, size).eval()
+    x = torch.rand(2, chans, *size)
+    logits = m(x)
+    assert logits.shape == (2, 10)
+    taps = m.taps()
+    assert len(taps) >= 3 and all({"module", "num_chs", "reduction"} <= set(t) for t in taps)
+    modules = dict(m.net.named_modules())
+    assert all(t["module"] in modules for t in taps)
+    # the encoder/classifier split recomposes the model exactly
+    assert torch.allclose(m.forward_head(m.forward_features(x)), logits, atol=1e-5)
+
+
+def test_wrapper_normalizes_inside():
+    m = create_model("cnn-small", 10, 1, (8, 8), mean=(0.5,), std=(0.25,)).eval()
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.allclose(m(x), m.net((x - 0.5) / 0.25))
+
+
+def test_builtins_listed():
+    assert {"resnet9", "cnn-small", "cifar-conv", "fmnist-conv"} <= set(list_builtin())
+
+
+def test_unknown_arch_is_a_clear_error():
+    with pytest.raises(HardenError, match="Unknown architecture"):
+        create_model("resnet-nonexistent-xyz", 10)
+
+
+def test_user_callable_arch(tmp_path, monkeypatch):
+    (tmp_path / "mynet.py").write_text(
+        "import torch.nn as nn\n"
+        "def build(num_classes, in_chans):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * 64, num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    m = create_model("mynet:build", 10, 1, (8, 8))
+    assert m(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(HardenError, match="cannot be imported"):
+        create_model("mynet:missing", 10, 1, (8, 8))
