@@ -34,7 +34,7 @@ class AttackResult:
     median_norm: float | None
     seconds: float
     images_per_s: float
-    grad_passes: int
+    backward_passes: int  # image-level backward passes the attack made (its main cost)
     forward_passes: int
     # transfer only: accuracy on the images the crafting model classifies correctly when clean (seed 000)
     accuracy_on_source_correct: float | None = None
@@ -135,10 +135,10 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
             passes = [0, 0]
             t0 = time.perf_counter()
             with progress(f"{key:<10}", len(x)) as advance:
-                def run(s: int, e: int) -> torch.Tensor:
+                def run(s: int, e: int, atk=atk, ai=ai, passes=passes) -> torch.Tensor:
                     gen = torch.Generator().manual_seed(seed * 1_000_003 + ai * 10_007 + s)
                     out = atk.run(source, x[s:e], y[s:e], generator=gen)
-                    passes[0] += out.grad_passes
+                    passes[0] += out.grad_passes + out.extra_backward_passes
                     passes[1] += out.forward_passes
                     return out.x_adv.detach()
                 x_adv = torch.cat(run_batched(run, len(x), batch_size, device, on_batch=advance))
@@ -165,7 +165,7 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
                 name=key, preset=atk.describe(), norm=atk.norm, minimal=atk.minimal, budget=float(budget),
                 robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, n_corr),
                 median_norm=med, seconds=secs, images_per_s=len(x) / max(secs, 1e-9),
-                grad_passes=passes[0], forward_passes=passes[1], accuracy_on_source_correct=on_src))
+                backward_passes=passes[0], forward_passes=passes[1], accuracy_on_source_correct=on_src))
 
     extra_metrics = _seed004_metrics(model, x, y, batch_size, device) if metrics else {}
     return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),

@@ -26,7 +26,13 @@ class AttackOutput:
     # Image-level forward+backward passes the algorithm needs at these settings (its cost floor);
     # early-stopping attacks count what each image actually used.
     grad_passes: int
-    forward_passes: int = 0
+    forward_passes: int = 0  # extra forward-only passes
+    extra_backward_passes: int = 0  # further backward passes that reuse one forward (per-class gradients)
+
+    def floor_seconds(self, t_fwd_bwd: float, t_fwd: float) -> float:
+        """The cost floor in seconds given per-image pass costs."""
+        return (self.grad_passes * t_fwd_bwd + self.forward_passes * t_fwd
+                + self.extra_backward_passes * max(t_fwd_bwd - t_fwd, 0.0))
 
 
 class Attack:

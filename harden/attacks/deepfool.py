@@ -24,14 +24,13 @@ class DeepFool(Attack):
         order = logits0.scatter(1, y[:, None], float("inf")).argsort(1, descending=True)[:, :k]
         r_tot = torch.zeros_like(x)
         active = (logits0.argmax(1) == y)
-        passes = fwd = 0
+        passes = extra = 0
         for _ in range(p["steps"]):
             idx = active.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
             xa = (x[idx] + (1 + p["overshoot"]) * r_tot[idx]).clamp(0, 1).requires_grad_(True)
             logits = model(xa)
-            fwd += len(idx)
             pred = logits.argmax(1)
             still = pred == y[idx]
             cand = order[idx]
@@ -40,7 +39,8 @@ class DeepFool(Attack):
             for j in range(k):
                 (g,) = torch.autograd.grad(f[:, j].sum(), xa, retain_graph=j < k - 1)
                 grads.append(g)
-            passes += len(idx) * k
+            passes += len(idx)  # one forward+backward, then k-1 more backwards on the same graph
+            extra += len(idx) * (k - 1)
             grads = torch.stack(grads, 1)  # (b, k, ...)
             w = grads[:, 1:] - grads[:, :1]
             fd = (f[:, 1:] - f[:, :1]).detach()
@@ -53,4 +53,4 @@ class DeepFool(Attack):
             r_tot[idx] = r_tot[idx] + step
             active[idx] = still
         x_adv = (x + (1 + p["overshoot"]) * r_tot).clamp(0, 1)
-        return AttackOutput(x_adv.detach(), grad_passes=passes, forward_passes=fwd)
+        return AttackOutput(x_adv.detach(), grad_passes=passes, extra_backward_passes=extra)
