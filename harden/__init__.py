@@ -1,15 +1,16 @@
 """harden: make a saved image classifier harder to fool with adversarial examples, and prove it.
 
 Library API: `harden.load(path)`, `harden.save(model, path, meta)`, `harden.evaluate(model, data, ...)`,
-`harden.train(arch, data, cfg)`, `harden.load_data(spec)`, `harden.create_model(...)`.
+`harden.train(arch, data, cfg)`, `harden.fix(base, data, recipe=...)`, `harden.load_data(spec)`, `harden.create_model(...)`.
 """
 __version__ = "0.1.0"
 
 from .api import data_for, load, load_data, save, subsample, train  # noqa: E402
 from .errors import HardenError  # noqa: E402
 from .evaluate import Report, evaluate  # noqa: E402
+from .fix import FixResult, fix  # noqa: E402
 from .models import Classifier, create_model  # noqa: E402
 from .training import TrainConfig  # noqa: E402
 
-__all__ = ["Classifier", "HardenError", "Report", "TrainConfig", "create_model", "data_for", "evaluate", "load",
-           "load_data", "save", "subsample", "train", "__version__"]
+__all__ = ["Classifier", "FixResult", "HardenError", "Report", "TrainConfig", "create_model", "data_for", "evaluate",
+           "fix", "load", "load_data", "save", "subsample", "train", "__version__"]

@@ -21,6 +21,7 @@ SAFETENSORS_EXT = {".safetensors"}
 TORCH_EXT = {".pt", ".pth", ".bin"}
 # Metadata keys that describe the architecture; CLI flags can supply or override them.
 SPEC_KEYS = ("arch", "num_classes", "in_chans", "input_size", "mean", "std")
+PATCH_PREFIX = "patch."  # a recipe's added modules; architecture keys stay unprefixed
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -134,7 +135,16 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                          tuple(spec.get("input_size", (32, 32))), tuple(_as_list(spec.get("mean", [0.0]))),
                          tuple(_as_list(spec.get("std", [1.0]))), data=str(meta.get("data", "")))
     model.spec.extra.update({k: v for k, v in meta.items() if k not in SPEC_KEYS and k != "data"})
+    patch_state = {k[len(PATCH_PREFIX):]: v for k, v in state.items() if k.startswith(PATCH_PREFIX)}
+    state = {k: v for k, v in state.items() if not k.startswith(PATCH_PREFIX)}
+    if meta.get("recipe"):  # a hardened checkpoint: replay the recipe's attach, then load its weights
+        from .recipes import get_recipe
+        get_recipe(str(meta["recipe"])).attach(model, dict(meta.get("recipe_params", {})))
     load_state_strict(model.net, state, path)
+    if model.patch is not None:
+        load_state_strict(model.patch, patch_state, path, what="recipe modules")
+    elif patch_state:
+        raise HardenError(f"{str(path)!r} holds recipe weights (patch.*) but its metadata names no recipe.")
     model.eval()
     return model.to(device)
 
@@ -143,7 +153,8 @@ def _as_list(v):
     return v if isinstance(v, (list, tuple)) else [v]
 
 
-def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
+                      what: str = "architecture") -> None:
     if state and all(k.startswith("net.") for k in state):
         state = {k[4:]: v for k, v in state.items()}
     own = net.state_dict()
@@ -159,7 +170,7 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
             parts.append(f"{len(missing)} missing key(s), first: {', '.join(missing[:3])}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), first: {', '.join(unexpected[:3])}")
-        raise HardenError(f"The weights in {str(path)!r} do not fit the architecture ({'; '.join(parts)}). Check "
+        raise HardenError(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)}). Check "
                           "--arch, --num-classes and --in-chans (or the checkpoint's metadata).")
     net.load_state_dict(state, strict=True)
 
@@ -219,6 +230,48 @@ def save(model: Classifier, path: str | os.PathLike, meta: dict[str, Any] | None
     path = check_output_path(path, inputs, force)
     if path.suffix.lower() != ".safetensors":
         raise HardenError(f"harden writes .safetensors checkpoints; {str(path)!r} has another extension.")
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.net.state_dict().items()}
+    state = _tensors(model.net.state_dict())
+    if model.patch is not None:
+        state.update({PATCH_PREFIX + k: v for k, v in _tensors(model.patch.state_dict()).items()})
     atomic_write_bytes(path, st_save(state, metadata=encode_meta(model_meta(model, meta))))
     return path
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+
+
+def save_patch(model: Classifier, path: str | os.PathLike, meta: dict[str, Any], *, force: bool = False,
+               inputs: list[str | os.PathLike] = ()) -> Path:
+    """The recipe's modules alone, bound to the base checkpoint by its sha256 (meta['base_sha256'])."""
+    from safetensors.torch import save as st_save
+    if model.patch is None:
+        raise HardenError("This model has no recipe modules to export.")
+    if "base_sha256" not in meta:
+        raise ValueError("a patch must name its base's sha256")
+    path = check_output_path(path, inputs, force)
+    full = {"format_version": FORMAT_VERSION, "kind": "patch", "harden_version": _version(), **meta}
+    atomic_write_bytes(path, st_save(_tensors(model.patch.state_dict()), metadata=encode_meta(full)))
+    return path
+
+
+def apply_patch(base_path: str | os.PathLike, patch_path: str | os.PathLike, device="cpu") -> Classifier:
+    """Rebuild a hardened model from its base checkpoint and a patch file; refuse a different base."""
+    from .recipes import get_recipe
+    patch_state, meta = read_checkpoint(patch_path)
+    if meta.get("kind") != "patch" or "recipe" not in meta or "base_sha256" not in meta:
+        raise HardenError(f"{str(patch_path)!r} is not a harden patch file (written by `harden fix --patch-out`).")
+    digest = sha256_file(base_path)
+    if digest != meta["base_sha256"]:
+        raise HardenError(f"{str(patch_path)!r} was trained on a base with sha256 {meta['base_sha256'][:16]}..., but "
+                          f"{str(base_path)!r} has sha256 {digest[:16]}...; a patch only fits the exact base it "
+                          "was trained on.")
+    model = load(base_path)
+    if model.patch is not None:
+        raise HardenError(f"{str(base_path)!r} is already hardened ({model.spec.extra.get('recipe')}).")
+    get_recipe(str(meta["recipe"])).attach(model, dict(meta.get("recipe_params", {})))
+    load_state_strict(model.patch, patch_state, Path(patch_path), what="recipe modules")
+    for k in ("recipe", "recipe_params", "base_sha256", "data_fraction", "seed", "subset", "taps", "report"):
+        if k in meta:
+            model.spec.extra[k] = meta[k]
+    return model.eval().to(device)

@@ -53,11 +53,14 @@ class Report:
     attacks: list[AttackResult]
     metrics: dict[str, float] = field(default_factory=dict)
     source_clean_accuracy: float | None = None
+    clean_on_source_correct: float | None = None  # transfer only: clean accuracy where the source is right
     gate: list[dict[str, Any]] = field(default_factory=list)
 
     def metric_values(self) -> dict[str, float]:
         """Flat names the gate uses: clean, <attack>, <attack>.success, <attack>.median_norm, metrics."""
         out: dict[str, float] = {"clean": self.clean_accuracy}
+        if self.clean_on_source_correct is not None:
+            out["clean.on_source_correct"] = self.clean_on_source_correct
         for a in self.attacks:
             out[a.name] = a.robust_accuracy
             out[f"{a.name}.success"] = a.success_rate
@@ -171,7 +174,9 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
     return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
                   data=data.source, device=str(device), seed=seed, clean_accuracy=float(correct.float().mean()),
                   attacks=results, metrics=extra_metrics,
-                  source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None)
+                  source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
+                  clean_on_source_correct=float(correct[src_correct].float().mean())
+                  if src_correct is not None and src_correct.any() else None)
 
 
 def _seed004_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,

@@ -51,7 +51,7 @@ def load_gate_file(path: str | Path) -> list[dict[str, Any]]:
 
 def check_known(requirements: list[dict[str, Any]], attack_names: list[str]) -> None:
     """Fail early (exit 2) on a metric no report would contain, before minutes of attacks."""
-    known = {"clean", "empirical_robustness", "loss_sensitivity"}
+    known = {"clean", "clean.on_source_correct", "empirical_robustness", "loss_sensitivity"}
     for a in attack_names:
         known |= {a, f"{a}.success", f"{a}.median_norm", f"{a}.on_source_correct"}
     for r in requirements:

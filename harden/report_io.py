@@ -121,3 +121,28 @@ def write_outputs(reports: Sequence[Report], json_path=None, markdown_path=None,
     for path, text in ((json_path, to_json), (markdown_path, to_markdown), (junit_path, to_junit)):
         if path:
             atomic_write_bytes(Path(path), text(reports).encode())
+
+
+def render_before_after(reports: dict[str, Report], console: Console) -> None:
+    """Seed 000 table 1 layout: base and hardened model, white-box and transfer from the base, plus the
+    accuracy on the images the base classifies correctly when clean."""
+    base, wb, tr = reports["base_white_box"], reports["fixed_white_box"], reports["fixed_transfer"]
+    t = Table(title=f"before / after - {base.n} test images of {base.data} - robust accuracy %", title_justify="left")
+    t.add_column("attack")
+    t.add_column("budget", justify="right")
+    t.add_column("base\n(white-box)", justify="right")
+    t.add_column("hardened\n(white-box)", justify="right")
+    t.add_column(f"hardened\n({tr.threat_model})", justify="right")
+    t.add_column("hardened, on images\nthe base gets right\n(transfer)", justify="right")
+    t.add_row("clean", "-", _pct(base.clean_accuracy), _pct(wb.clean_accuracy), _pct(tr.clean_accuracy),
+              _pct(tr.clean_on_source_correct))
+    for a, b, c in zip(base.attacks, wb.attacks, tr.attacks, strict=True):
+        t.add_row(a.name, _budget(a), _pct(a.robust_accuracy), _pct(b.robust_accuracy), _pct(c.robust_accuracy),
+                  _pct(c.accuracy_on_source_correct))
+    console.print(t)
+    for a in base.attacks:
+        console.print(f"  [dim]{a.preset}[/]")
+    for label, r in (("base", base), ("hardened", wb)):
+        if r.metrics:
+            console.print(f"  {label}: " + "  ".join(f"{k} {v:.4g}" for k, v in r.metrics.items()) + " (white-box)")
+

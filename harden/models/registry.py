@@ -118,6 +118,8 @@ class Classifier(nn.Module):
             raise HardenError(f"std must be positive, got {list(spec.std)}.")
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
+        # A recipe's added modules (fixers, denoisers, ...); None for a plain model.
+        self.patch: nn.Module | None = None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

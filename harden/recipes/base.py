@@ -1,0 +1,111 @@
+"""The recipe protocol. A recipe is one module: `attach` edits/extends a loaded base model (and is
+replayed by `harden.load` from the checkpoint's metadata), `train` hardens it through the shared loop
+(`harden.training.fit`). Defaults live in `recipes/<name>.toml`, each with its paper section."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..data import ImageData
+from ..errors import HardenError
+from ..models import Classifier
+from ..training import TrainConfig, TrainResult
+
+RECIPES: dict[str, type["Recipe"]] = {}
+
+
+def register_recipe(cls: type["Recipe"]) -> type["Recipe"]:
+    RECIPES[cls.name] = cls
+    return cls
+
+
+class Recipe:
+    name: ClassVar[str]
+
+    def attach(self, model: Classifier, params: dict[str, Any]) -> None:
+        """Add the recipe's modules to `model` (as `model.patch`) or edit it; deterministic in params."""
+        raise NotImplementedError
+
+    def train(self, model: Classifier, data: ImageData, params: dict[str, Any], cfg: TrainConfig,
+              device: torch.device) -> TrainResult:
+        raise NotImplementedError
+
+    def frozen_base(self) -> bool:
+        """True when the base weights must stay unchanged (the patch alone can be exported)."""
+        return True
+
+
+def recipes_dir() -> Path:
+    env = os.environ.get("HARDEN_RECIPES")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "recipes"
+
+
+def _toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise HardenError(f"Recipe file {str(path)!r} is not valid TOML ({e}).") from None
+
+
+def load_recipe_config(spec: str) -> dict[str, Any]:
+    """`spec` is a recipe name (recipes/<name>.toml) or a path to a user's copy of a recipe file.
+    Returns {'name', 'file', 'params': {...}, 'train': {...}}."""
+    path = Path(spec)
+    if not (spec.endswith(".toml") or path.exists()):
+        path = recipes_dir() / f"{spec}.toml"
+        if not path.exists():
+            known = sorted(p.stem for p in recipes_dir().glob("*.toml"))
+            raise HardenError(f"Unknown recipe {spec!r}; known recipes: {', '.join(known) or 'none'} "
+                              "(or pass the path of a recipe .toml file).")
+    elif not path.is_file():
+        raise HardenError(f"Recipe file {spec!r} does not exist.")
+    doc = _toml(path)
+    name = str(doc.get("recipe", {}).get("name", path.stem))
+    if name not in RECIPES:
+        raise HardenError(f"Recipe file {str(path)!r} names recipe {name!r}, which harden does not have "
+                          f"(known: {', '.join(sorted(RECIPES))}).")
+    return {"name": name, "file": str(path), "params": dict(doc.get("params", {})), "train": dict(doc.get("train", {}))}
+
+
+def apply_overrides(config: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """`--set key=value`: typed like the default it replaces; unknown keys are an error."""
+    for item in sets:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise HardenError(f"--set {item!r} is not of the form key=value.")
+        section = "params" if key in config["params"] else ("train" if key in config["train"] else None)
+        if section is None:
+            known = sorted(config["params"]) + sorted(config["train"])
+            raise HardenError(f"Recipe {config['name']!r} has no setting {key!r}; its settings are {', '.join(known)}.")
+        config[section][key] = _typed(value.strip(), config[section][key], key)
+    return config
+
+
+def _typed(value: str, default: Any, key: str) -> Any:
+    from ..attacks import parse_number
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise HardenError(f"--set {key}= takes true or false, got {value!r}.")
+        return value.lower() in ("true", "1", "yes")
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except ValueError:
+            raise HardenError(f"--set {key}= takes an integer, got {value!r}.") from None
+    if isinstance(default, float):
+        return parse_number(value)
+    return value
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise HardenError(f"The checkpoint was hardened with recipe {name!r}, which this harden does not have.")
+    return RECIPES[name]()

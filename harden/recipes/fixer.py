@@ -1,0 +1,157 @@
+"""Recipe `fixer` (seed 000, sections 3.1-3.2): small auxiliary modules at block boundaries of a frozen
+base, trained on clean + adversarial pairs (crafted on the base) with focal CE and feature distillation.
+
+The modules are attached with forward hooks on the base's tap modules, so the user's architecture is
+never rewritten and the base weights stay byte-identical."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import build_attack
+from ..errors import HardenError
+from ..models import Classifier
+from ..runtime import frozen
+from ..training import TrainConfig, fit, focal_loss
+from .base import Recipe, register_recipe
+
+
+class FixerModule(nn.Module):
+    """Seed 000 table 7: h + delta * zeta(conv3x3(relu(conv1x1(h)))), channels C -> C/rho -> C. The last
+    conv starts at zero so a fresh module is the identity. Table 7's final ReLU is left out: at taps
+    whose features can be negative (e.g. after a BatchNorm) it would change the base model."""
+
+    def __init__(self, channels: int, delta: float, activation: str, rho: int):
+        super().__init__()
+        if activation not in ("linear", "tanh"):
+            raise HardenError(f"fixer activation must be linear or tanh, got {activation!r}.")
+        hidden = max(1, channels // max(1, rho))
+        self.reduce = nn.Conv2d(channels, hidden, 1)
+        self.expand = nn.Conv2d(hidden, channels, 3, padding=1)
+        nn.init.zeros_(self.expand.weight)
+        nn.init.zeros_(self.expand.bias)
+        self.delta, self.activation = float(delta), activation
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        phi = self.expand(F.relu(self.reduce(h)))
+        if self.activation == "tanh":
+            phi = torch.tanh(phi)
+        return h + self.delta * phi
+
+
+class FixerPatch(nn.Module):
+    """The fixers of one model, keyed by tap; hooks apply them and can capture tap outputs."""
+
+    def __init__(self, net: nn.Module, taps: list[dict[str, Any]], delta: float, activation: str, rho: int):
+        super().__init__()
+        self.tap_names = [t["module"] for t in taps]
+        self.fixers = nn.ModuleDict({_key(t["module"]): FixerModule(t["num_chs"], delta, activation, rho)
+                                     for t in taps})
+        self.enabled = True
+        self.captured: dict[str, torch.Tensor] | None = None
+        self._handles = [net.get_submodule(name).register_forward_hook(self._hook(name)) for name in self.tap_names]
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor) or output.dim() != 4:
+                raise HardenError(f"Tap {name!r} does not output an image-like (N, C, H, W) feature map; "
+                                  "choose convolutional taps with --set taps=...")
+            if self.enabled:
+                output = self.fixers[_key(name)](output)
+            if self.captured is not None:
+                self.captured[name] = output
+            return output
+        return hook
+
+    @contextmanager
+    def base_only(self) -> Iterator[None]:
+        """Run the model as the unpatched base (delta = 0)."""
+        prev, self.enabled = self.enabled, False
+        try:
+            yield
+        finally:
+            self.enabled = prev
+
+    @contextmanager
+    def capture(self) -> Iterator[dict[str, torch.Tensor]]:
+        prev, self.captured = self.captured, {}
+        try:
+            yield self.captured
+        finally:
+            self.captured = prev
+
+
+def _key(module_name: str) -> str:
+    return module_name.replace(".", "__")
+
+
+def select_taps(model: Classifier, spec: str) -> list[dict[str, Any]]:
+    """'auto': every tap but the last (seed 000 puts fixers between blocks, none after the final one);
+    otherwise comma-separated tap indices or module names."""
+    taps = model.taps()
+    if not taps:
+        raise HardenError(f"Architecture {model.spec.arch!r} exposes no taps (feature_info); the fixer recipe "
+                          "needs block boundaries.")
+    if spec in ("auto", ""):
+        chosen = taps[:-1] or taps
+    else:
+        by_name = {t["module"]: t for t in taps}
+        chosen = []
+        for item in (s.strip() for s in spec.split(",") if s.strip()):
+            if item.isdigit() and int(item) < len(taps):
+                chosen.append(taps[int(item)])
+            elif item in by_name:
+                chosen.append(by_name[item])
+            else:
+                listing = ", ".join(f"{i}:{t['module']}" for i, t in enumerate(taps))
+                raise HardenError(f"Unknown tap {item!r}; the taps of {model.spec.arch} are {listing}.")
+    return chosen
+
+
+@register_recipe
+class Fixer(Recipe):
+    name = "fixer"
+
+    def attach(self, model: Classifier, params: dict[str, Any]) -> None:
+        taps = select_taps(model, str(params.get("taps", "auto")))
+        model.patch = FixerPatch(model.net, taps, float(params["delta"]), str(params["activation"]),
+                                 int(params["rho"]))
+        model.spec.extra["taps"] = [t["module"] for t in taps]
+
+    def train(self, model: Classifier, data, params: dict[str, Any], cfg: TrainConfig, device: torch.device):
+        patch: FixerPatch = model.patch
+        for p in model.net.parameters():  # the base is frozen: no gradient, BatchNorm in eval mode
+            p.requires_grad_(False)
+        attack = build_attack(str(params["attack"]), eps=float(params["eps"]))
+        if "step" in attack.params and "step" in params:
+            attack.params["step"] = float(params["step"])
+        if "steps" in attack.params and "steps" in params:
+            attack.params["steps"] = int(params["steps"])
+        lam, gamma = float(params["lambda"]), float(params["focal_gamma"])
+        gen = torch.Generator().manual_seed(cfg.seed)
+
+        def step(m: Classifier, x: torch.Tensor, y: torch.Tensor):
+            with torch.no_grad(), patch.base_only(), patch.capture() as base_clean:
+                m(x)
+            with patch.base_only(), frozen(m):  # eq. 2: the attack targets the base model g
+                x_adv = attack.run(m, x, y, generator=gen).x_adv.detach()
+            with patch.capture() as fc:
+                logits_c = m(x)
+            with patch.capture() as fa:
+                logits_a = m(x_adv)
+            # eq. 4: L2 distance at every tap to the base's clean features, for clean and adversarial input
+            dist = sum(F.mse_loss(fc[t], base_clean[t]) + F.mse_loss(fa[t], base_clean[t]) for t in patch.tap_names)
+            loss = focal_loss(logits_c, y, gamma) + focal_loss(logits_a, y, gamma) + lam * dist
+            adv_acc = (logits_a.argmax(1) == y).float().mean()
+            return loss, logits_c, {"adv_acc": adv_acc.detach(), "distill": dist.detach()}
+
+        def train_mode(m: Classifier) -> None:
+            m.eval()
+            patch.train()
+
+        return fit(model, data, cfg, device, step=step, params=patch.parameters(), train_mode=train_mode,
+                   desc="fixer")
