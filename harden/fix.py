@@ -60,7 +60,7 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         base_model, base_sha = load(base, device=device), sha256_file(base)
         base_name = base_name or Path(base).name
         model = load(base, device=device)
-    if base_model.patch is not None:
+    if base_model.spec.extra.get("recipe"):
         raise HardenError(f"{base_name} is already hardened (recipe {base_model.spec.extra.get('recipe')}); "
                           "fix its base instead.")
     if isinstance(data, ImageData):
@@ -97,7 +97,9 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
     if report:
         # L-inf attacks at the budget the recipe trained for (the seed's 8/255 unless --set eps=...)
         eps = config["params"].get("eps")
-        kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, eps=float(eps) if eps is not None else None)
+        from .attacks import parse_number
+        kw = dict(attacks=attacks, n=report_n, device=device, seed=seed,
+                  eps=parse_number(eps) if eps is not None else None)
         fixed_name = f"{base_name} + {config['name']}"
         out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, **kw)
         out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, **kw)

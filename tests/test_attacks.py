@@ -50,7 +50,7 @@ def test_linf_attacks_stay_in_the_ball(digits_model, digits):
     x = to_tensor(digits.x_test[:50])
     y = torch.from_numpy(digits.y_test[:50])
     with frozen(digits_model):
-        for name in ("fgsm", "pgd", "autopgd", "cw", "random-fgsm"):
+        for name in ("fgsm", "pgd", "autopgd", "cw", "random-fgsm", "fgsm-rs"):
             out = build_attack(name, eps=EPS).run(digits_model, x, y, torch.Generator().manual_seed(0))
             assert (out.x_adv - x).abs().max() <= EPS + 1e-5
             assert out.x_adv.min() >= 0 and out.x_adv.max() <= 1
@@ -60,6 +60,9 @@ def test_attack_spec_parsing():
     a = build_attack("pgd:steps=7,step=1/255", eps=parse_number("4/255"))
     assert a.params == {"eps": 4 / 255, "step": 1 / 255, "steps": 7, "restarts": 0}
     assert "4/255" in a.describe()
+    # only eps given: the preset's step scales with it (seed 000: 0.005 at 8/255)
+    b = build_attack("pgd", eps=0.3)
+    assert b.params["step"] == pytest.approx(0.005 * 0.3 / (8 / 255))
 
 
 def test_no_parameter_gradients_while_attacking(digits_model, digits):

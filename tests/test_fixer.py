@@ -7,7 +7,6 @@ import torch
 import harden
 from harden import HardenError, create_model
 from harden.checkpoint import apply_patch, save_patch, sha256_file
-from harden.evaluate import evaluate
 from harden.fix import state_digest
 from harden.recipes import apply_overrides, get_recipe, load_recipe_config
 
@@ -48,7 +47,7 @@ def test_fix_trains_saves_and_reloads_across_families(arch, chans, size, tmp_pat
     y = np.arange(24) % 4
     ds = ImageData(x, y, x[:8], y[:8], "synthetic", 4)
     base = create_model(arch, 4, chans, size).eval()
-    res = harden.fix(base, ds, sets=["steps=2", "attack=pgd"], data_frac=1.0, epochs=1, batch_size=8,
+    res = harden.fix(base, ds, sets=["steps=2", "attack=pgd", "eps=4/255"], data_frac=1.0, epochs=1, batch_size=8,
                      device="cpu", report=False)
     assert state_digest(res.model.net) == state_digest(base.net)
     path = harden.save(res.model, tmp_path / "f.safetensors")
@@ -72,8 +71,8 @@ def test_settings_reach_the_ablation_grid():
 @pytest.fixture(scope="module")
 def fixed(digits_ckpt, digits):
     before = hashlib.sha256(digits_ckpt.read_bytes()).hexdigest()
-    # 8x8 digits lose little at 8/255, so train and measure at eps 0.1 (AutoPGD step scaled to 0.01)
-    res = harden.fix(digits_ckpt, digits, sets=["eps=0.1", "step=0.01"], data_frac=0.3, epochs=15, seed=0,
+    # 8x8 digits lose little at 8/255, so train and measure at eps 0.1 (steps scale with eps)
+    res = harden.fix(digits_ckpt, digits, sets=["eps=0.1"], data_frac=0.3, epochs=15, seed=0,
                      device="cpu", report_n=300, attacks=["autopgd", "fgsm"])
     assert hashlib.sha256(digits_ckpt.read_bytes()).hexdigest() == before
     return res

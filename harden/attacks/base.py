@@ -111,6 +111,11 @@ def build_attack(spec: str, eps: float | None = None) -> Attack:
     cls = ATTACKS[name]
     if eps is not None and "eps" in cls.defaults and "eps" not in params:
         params["eps"] = eps
+    # A preset's step (or alpha) is tied to its eps (seed 000: 0.005 at 8/255); keep the ratio when only eps changes,
+    # so that steps x step still reaches the boundary of a larger ball.
+    for key in ("step", "alpha"):
+        if "eps" in params and key in cls.defaults and key not in params:
+            params[key] = cls.defaults[key] * params["eps"] / cls.defaults["eps"]
     return cls(**params)
 
 

@@ -105,6 +105,20 @@ def _typed(value: str, default: Any, key: str) -> Any:
     return value
 
 
+def training_attack(params: dict[str, Any]):
+    """The attack a recipe trains against: a registry preset at the recipe's eps; step 'auto' keeps the
+    preset's step/eps ratio, and `steps` overrides the preset's iteration count."""
+    from ..attacks import build_attack, parse_number
+    spec = str(params["attack"])
+    attack = build_attack(spec, eps=parse_number(params["eps"]))
+    if "step" in attack.params and str(params.get("step", "auto")) != "auto":
+        attack.params["step"] = parse_number(params["step"])
+    for key in ("steps", "restarts"):
+        if key in attack.params and key in params:
+            attack.params[key] = int(params[key])
+    return attack
+
+
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise HardenError(f"The checkpoint was hardened with recipe {name!r}, which this harden does not have.")

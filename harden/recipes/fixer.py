@@ -12,12 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks import build_attack
 from ..errors import HardenError
 from ..models import Classifier
 from ..runtime import frozen
 from ..training import TrainConfig, fit, focal_loss
-from .base import Recipe, register_recipe
+from .base import Recipe, register_recipe, training_attack
 
 
 class FixerModule(nn.Module):
@@ -126,11 +125,7 @@ class Fixer(Recipe):
         patch: FixerPatch = model.patch
         for p in model.net.parameters():  # the base is frozen: no gradient, BatchNorm in eval mode
             p.requires_grad_(False)
-        attack = build_attack(str(params["attack"]), eps=float(params["eps"]))
-        if "step" in attack.params and "step" in params:
-            attack.params["step"] = float(params["step"])
-        if "steps" in attack.params and "steps" in params:
-            attack.params["steps"] = int(params["steps"])
+        attack = training_attack(params)
         lam, gamma = float(params["lambda"]), float(params["focal_gamma"])
         gen = torch.Generator().manual_seed(cfg.seed)
 

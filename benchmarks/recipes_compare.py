@@ -1,0 +1,89 @@
+"""Recipes side by side on one base model: for each recipe and data fraction, `harden fix` then the
+six-attack report white-box on the hardened model and transfer from the base, with each fix's wall time.
+
+    python benchmarks/recipes_compare.py --data ../shared/data/mnist.npz --base bench-out/mnist-cnn-small.safetensors \\
+        --recipes fixer --fracs 0.1,0.01 --eps 0.3 --n 500
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+import harden
+from harden.runtime import resolve_device, set_quiet
+
+
+def row(label, threat, fix_s, rep):
+    vals = {"clean": rep.clean_accuracy, **{a.name: a.robust_accuracy for a in rep.attacks}}
+    return {"model": label, "threat_model": threat, "fix_seconds": fix_s, **vals}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/mnist.npz")
+    ap.add_argument("--base", required=True, help="base checkpoint (harden train ...)")
+    ap.add_argument("--recipes", default="fixer", help="comma-separated recipe names or .toml files")
+    ap.add_argument("--fracs", default="0.1,0.01")
+    ap.add_argument("--epochs", default="", help="per fraction, e.g. 0.1:4,0.01:20 (default: the recipe file's)")
+    ap.add_argument("--eps", default=None, help="L-inf budget for training attacks and the report, e.g. 0.3")
+    ap.add_argument("--set", action="append", default=[], help="extra recipe settings, recipe:key=value")
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="bench-out/recipes_compare")
+    args = ap.parse_args()
+    set_quiet(True)
+    device = resolve_device(args.device)
+    data = harden.load_data(args.data)
+    base = harden.load(args.base, device=device)
+    eps = harden.attacks.parse_number(args.eps) if args.eps else None
+    epochs = {float(k): int(v) for k, v in (p.split(":") for p in args.epochs.split(",") if p)}
+    rows = []
+    t = time.perf_counter()
+    base_rep = harden.evaluate(base, data, n=args.n, eps=eps, device=device, seed=args.seed, metrics=False,
+                               model_name="base")
+    rows.append(row("base", "white-box", None, base_rep))
+    print(f"base evaluated in {time.perf_counter() - t:.0f} s", flush=True)
+    for recipe in args.recipes.split(","):
+        sets = [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == recipe]
+        if eps is not None:
+            sets.append(f"eps={args.eps}")
+        for frac in (float(f) for f in args.fracs.split(",")):
+            t = time.perf_counter()
+            res = harden.fix(args.base, data, recipe=recipe, sets=sets, data_frac=frac, seed=args.seed,
+                             epochs=epochs.get(frac), device=device, report=False)
+            fix_s = time.perf_counter() - t
+            label = f"{recipe} @ {frac:g}"
+            kw = dict(n=args.n, eps=eps, device=device, seed=args.seed, metrics=False, model_name=label)
+            rows.append(row(label, "white-box", fix_s, harden.evaluate(res.model, data, **kw)))
+            rows.append(row(label, "transfer from base", fix_s,
+                            harden.evaluate(res.model, data, craft_on=base, craft_name="base", **kw)))
+            print(f"{label}: fix {fix_s:.0f} s ({res.model.spec.extra['subset']['n']} images, "
+                  f"{len(res.history)} epochs)", flush=True)
+    meta = dict(date=str(date.today()), device=str(device),
+                device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+                threads=torch.get_num_threads(), data=args.data, base=args.base, n=args.n, eps=args.eps,
+                sets=args.set, epochs=args.epochs)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    cols = [c for c in rows[0] if c not in ("model", "threat_model", "fix_seconds")]
+    lines = [f"| model | threat model | fix s | {' | '.join(cols)} |", "|---|---|---|" + "---|" * len(cols)]
+    for r in rows:
+        fs = "-" if r["fix_seconds"] is None else f"{r['fix_seconds']:.0f}"
+        lines.append(f"| {r['model']} | {r['threat_model']} | {fs} | " +
+                     " | ".join(f"{100 * r[c]:.1f}" for c in cols) + " |")
+    text = "\n".join(lines)
+    out.with_suffix(".md").write_text(text + "\n")
+    print(json.dumps(meta))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Recipes `at` and `gda-brelu`: the shared fine-tuning loop, and what each must achieve on digits."""
+import pytest
+import torch
+from torch import nn
+
+import harden
+from harden import HardenError, create_model
+from harden.recipes import apply_overrides, get_recipe, load_recipe_config
+from harden.recipes.gda_brelu import swap_relus
+from harden.training import TrainConfig
+
+
+def params(recipe, **over):
+    return apply_overrides(load_recipe_config(recipe), [f"{k}={v}" for k, v in over.items()])["params"]
+
+
+def count(net, kind):
+    return sum(1 for m in net.modules() if type(m) is kind)
+
+
+@pytest.fixture(scope="module")
+def at_result(digits_ckpt, digits):
+    # measured (2 CPU cores, seed 0): white-box PGD eps 0.1 on 300 images 0.30 -> 0.50, clean 0.91 -> 0.93
+    return harden.fix(digits_ckpt, digits, recipe="at", sets=["eps=0.1"], data_frac=0.3, epochs=15, lr=0.05,
+                      device="cpu", report_n=300, attacks=["pgd"])
+
+
+@pytest.fixture(scope="module")
+def gda_result(digits_ckpt, digits):
+    # measured: empirical robustness 0.088 -> 0.101, loss sensitivity 0.0081 -> 0.0067, clean -2.5 points
+    return harden.fix(digits_ckpt, digits, recipe="gda-brelu", data_frac=0.3, device="cpu", report_n=300,
+                      attacks=["fgsm"])
+
+
+def test_at_raises_white_box_pgd(at_result):
+    base, fixed = at_result.reports["base_white_box"], at_result.reports["fixed_white_box"]
+    assert fixed.threat_model == "white-box"
+    assert fixed.attacks[0].robust_accuracy >= base.attacks[0].robust_accuracy + 0.10
+    assert fixed.clean_accuracy >= base.clean_accuracy - 0.04
+
+
+def test_at_changes_all_weights_and_reloads(at_result, digits_ckpt, tmp_path):
+    base = harden.load(digits_ckpt)
+    changed = [not torch.equal(a, b) for a, b in zip(base.net.state_dict().values(),
+                                                     at_result.model.net.state_dict().values(), strict=True)]
+    assert all(changed)
+    path = harden.save(at_result.model, tmp_path / "at.safetensors")
+    again = harden.load(path)
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(again(x), at_result.model(x))
+    assert again.spec.extra["recipe"] == "at"
+
+
+def test_gda_brelu_raises_empirical_robustness_and_lowers_loss_sensitivity(gda_result):
+    base, fixed = gda_result.reports["base_white_box"], gda_result.reports["fixed_white_box"]
+    assert fixed.metrics["empirical_robustness"] > base.metrics["empirical_robustness"]
+    assert fixed.metrics["loss_sensitivity"] < base.metrics["loss_sensitivity"]
+    assert fixed.clean_accuracy >= base.clean_accuracy - 0.05
+
+
+def test_gda_brelu_swaps_every_relu_and_reload_keeps_the_swap(gda_result, digits_ckpt, tmp_path):
+    base = harden.load(digits_ckpt)
+    n_relu = count(base.net, nn.ReLU)
+    assert n_relu == 3
+    assert count(gda_result.model.net, nn.ReLU) == 0
+    assert count(gda_result.model.net, nn.Hardtanh) == n_relu == gda_result.model.spec.extra["brelu_swapped"]
+    path = harden.save(gda_result.model, tmp_path / "g.safetensors")
+    again = harden.load(path)
+    assert count(again.net, nn.ReLU) == 0 and count(again.net, nn.Hardtanh) == n_relu
+    assert all(m.max_val == 1.0 and m.min_val == 0.0 for m in again.net.modules() if isinstance(m, nn.Hardtanh))
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(again(x), gda_result.model(x))
+
+
+@pytest.mark.parametrize("arch,chans,size", [("resnet9", 3, (16, 16)), ("resnet18", 3, (32, 32))])
+def test_swap_on_other_families(arch, chans, size):
+    m = create_model(arch, 10, chans, size)
+    n = count(m.net, nn.ReLU)
+    get_recipe("gda-brelu").attach(m, params("gda-brelu", t=2.0))
+    assert n > 0 and count(m.net, nn.ReLU) == 0 and count(m.net, nn.Hardtanh) == n
+    out = m.net.forward_features(torch.randn(2, chans, *size) * 10)
+    assert out.max() <= 2.0 + 1e-6 or arch == "resnet9"  # resnet9 adds residuals after the last activation
+
+
+def test_functional_relu_is_refused():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return torch.nn.functional.relu(self.fc(x))
+    with pytest.raises(HardenError, match="as a function"):
+        swap_relus(Functional(), 1.0)
+    with pytest.raises(HardenError, match="no nn.ReLU"):
+        swap_relus(nn.Sequential(nn.Linear(4, 2), nn.Tanh()), 1.0)
+
+
+def test_ablation_switches(digits):
+    m = create_model("cnn-small", 10, 1, (8, 8))
+    get_recipe("gda-brelu").attach(m, params("gda-brelu", brelu="false"))
+    assert count(m.net, nn.ReLU) == 3
+    rcp = get_recipe("gda-brelu")
+    cfg = TrainConfig(seed=0)
+    x, y = torch.rand(5, 1, 8, 8), torch.arange(5)
+    xb, yb, _ = rcp.batch_transform(params("gda-brelu", copies=3), digits, cfg, torch.device("cpu"))(m, x, y)
+    assert xb.shape == (20, 1, 8, 8) and yb.shape == (20,) and torch.equal(xb[:5], x)
+    assert xb.min() >= 0 and xb.max() <= 1 and not torch.equal(xb[5:10], x)
+    xb, yb, _ = rcp.batch_transform(params("gda-brelu", gda="false"), digits, cfg, torch.device("cpu"))(m, x, y)
+    assert torch.equal(xb, x)
+
+
+def test_sigma_default_follows_the_data_kind(digits):
+    from harden.recipes.gda_brelu import default_sigma
+    assert default_sigma(digits.kind) == 0.3 and default_sigma("cifar-like") == 0.05
+
+
+def test_cli_recipes_list_and_patch_out_refused(cli, digits_ckpt, tmp_path):
+    code, out, _ = cli("recipes")
+    assert code == 0 and all(r in out for r in ("fixer", "at", "gda-brelu"))
+    code, _, err = cli("fix", digits_ckpt, "--recipe", "at", "--patch-out", tmp_path / "p.safetensors",
+                       "-o", tmp_path / "o.safetensors")
+    assert code == 2 and "patch-out" in err
+
+
+def test_seed004_suite_in_eval(cli, digits_ckpt, tmp_path):
+    import json
+    j = tmp_path / "r.json"
+    code, _, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "seed004", "--json", j, "-q")
+    assert code == 0, err
+    assert [a["name"] for a in json.loads(j.read_text())["attacks"]] == [
+        "fgsm", "random-fgsm", "jsma", "deepfool", "cw-l2"]
