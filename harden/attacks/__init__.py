@@ -18,5 +18,5 @@ def expand_suites(specs):
         out += list(ATTACK_SUITES[s]) if s in ATTACK_SUITES else [s]
     return out
 
-__all__ = ["ATTACKS", "ATTACK_SUITES", "expand_suites", "Attack", "AttackOutput", "DEFAULT_ATTACKS", "build_attack", "margin", "parse_attack_spec",
-           "parse_number", "perturbation_norm"]
+__all__ = ["ATTACKS", "ATTACK_SUITES", "Attack", "AttackOutput", "DEFAULT_ATTACKS", "build_attack", "expand_suites",
+           "margin", "parse_attack_spec", "parse_number", "perturbation_norm"]
