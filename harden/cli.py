@@ -151,6 +151,9 @@ def eval_cmd(
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement)."),
     metrics: bool = typer.Option(True, "--metrics/--no-metrics", help="Seed 004's empirical robustness and "
                                  "loss sensitivity."),
+    masking_checks: bool = typer.Option(True, "--masking-checks/--no-masking-checks", help="Gradient-masking "
+                                        "signals (Carlini et al. 2019): large budget, stronger PGD, iterative vs "
+                                        "single-step (white-box only)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     arch: Optional[str] = ArchOpt, num_classes: Optional[int] = NumClassesOpt, in_chans: Optional[int] = InChansOpt,
     input_size: Optional[str] = InputSizeOpt, mean: Optional[str] = MeanOpt, std: Optional[str] = StdOpt,
@@ -192,7 +195,8 @@ def eval_cmd(
     ds = data_for(model, data)
     report = evaluate(model, ds, attacks=attacks, n=n, eps_l2=parse_number(eps_l2), max_l0=parse_number(max_l0),
                       craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
-                      model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None)
+                      model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
+                      masking_checks=masking_checks)
     report.gate = apply_gate(report.metric_values(), requirements)
     render_terminal(report, out)
     write_outputs([report], json_path, markdown_path, junit_path)

@@ -54,6 +54,8 @@ class Report:
     metrics: dict[str, float] = field(default_factory=dict)
     source_clean_accuracy: float | None = None
     clean_on_source_correct: float | None = None  # transfer only: clean accuracy where the source is right
+    # gradient-masking signals (Carlini et al. 2019); see harden/masking.py
+    masking: list[dict[str, Any]] = field(default_factory=list)
     gate: list[dict[str, Any]] = field(default_factory=list)
 
     def metric_values(self) -> dict[str, float]:
@@ -100,7 +102,7 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
              n: int | None = 500, eps: float | None = None, eps_l2: float = DEFAULT_EPS_L2,
              max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int = 128,
              device: str | torch.device = "auto", seed: int = 0, metrics: bool = True, model_name: str = "model",
-             craft_name: str | None = None) -> Report:
+             craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200) -> Report:
     """Robustness report of `model` on the first n test images of `data`."""
     device = resolve_device(device)
     spec = getattr(model, "spec", None)
@@ -128,6 +130,7 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
     src_correct = _predict(source, x, batch_size, device) == y if craft_on is not None else None
     nfeat = x[0].numel()
     results: list[AttackResult] = []
+    robust_by_attack: dict[str, torch.Tensor] = {}
     keys: set[str] = set()
     with frozen(source), frozen(model):
         for ai, atk in enumerate(atk_objs):
@@ -158,6 +161,7 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
             # so there the clean input stands.
             ok_adv = torch.where(within, adv_pred == y, correct)
             robust = correct & ok_adv
+            robust_by_attack[key] = robust
             succ = correct & ~ok_adv
             n_corr = int(correct.sum())
             med = float(norms[succ].median()) if succ.any() else None
@@ -171,9 +175,13 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
                 backward_passes=passes[0], forward_passes=passes[1], accuracy_on_source_correct=on_src))
 
     extra_metrics = _seed004_metrics(model, x, y, batch_size, device) if metrics else {}
+    flags = []
+    if masking_checks and craft_on is None:
+        flags = _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
+                         device, seed)
     return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
                   data=data.source, device=str(device), seed=seed, clean_accuracy=float(correct.float().mean()),
-                  attacks=results, metrics=extra_metrics,
+                  attacks=results, metrics=extra_metrics, masking=flags,
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)
@@ -195,3 +203,28 @@ def _seed004_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
         er = float(empirical_robustness(clf, xn, "fgsm", {"eps_step": 0.01, "eps": 1.0, "batch_size": batch_size}))
         ls = float(loss_sensitivity(clf, xn, onehot))
     return {"empirical_robustness": er, "loss_sensitivity": ls}
+
+
+def _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size, device, seed):
+    """White-box gradient-masking checks on the first masking_n images (see harden/masking.py)."""
+    from . import masking as mk
+    m = min(len(x), masking_n)
+    robust = {r.name: r.robust_accuracy for r in results}
+    flags = [f for f in [mk.iterative_vs_single_step(robust)] if f is not None]
+    pgd = next((a for a in atk_objs if a.name == "pgd"), None)
+    check_eps = pgd.params["eps"] if pgd is not None else (eps if eps is not None else 8 / 255)
+
+    def attack_fn(spec: str, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        atk = build_attack(spec)
+        with frozen(model):
+            return torch.cat(run_batched(
+                lambda s, e: atk.run(model, xs[s:e], ys[s:e],
+                                     generator=torch.Generator().manual_seed(seed + s)).x_adv.detach(),
+                len(xs), batch_size, device))
+
+    with progress("masking checks", 1) as advance:
+        flags += mk.run_white_box_checks(model, x[:m], y[:m], correct[:m], check_eps,
+                                         robust_by_attack["pgd"][:m] if "pgd" in robust_by_attack else None,
+                                         attack_fn)
+        advance(1)
+    return flags

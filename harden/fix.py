@@ -82,6 +82,8 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
                              "recipe_train": config["train"], "data_fraction": data_frac, "seed": seed,
                              "subset": train_ds.subset, "base_sha256": base_sha})
     train_cfg = dict(config["train"])
+    if str(train_cfg.get("epochs")) == "auto":
+        train_cfg["epochs"] = rcp.auto_epochs(data_frac)
     if train_cfg.get("augment", "auto") == "auto":
         train_cfg["augment"] = "crop" if ds.kind == "mnist-like" else "seed000"
     cfg = TrainConfig(seed=seed, **train_cfg)
@@ -105,5 +107,11 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, **kw)
         out.reports["fixed_transfer"] = evaluate(model, ds, model_name=fixed_name, craft_on=base_model,
                                                  craft_name=base_name, metrics=False, **kw)
+        from .masking import transfer_vs_white_box
+        wb_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_white_box"].attacks}
+        tr_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_transfer"].attacks}
+        f = transfer_vs_white_box(wb_vals, tr_vals)
+        if f is not None:
+            out.reports["fixed_white_box"].masking.append(f)
         model.spec.extra.update(out.metadata())
     return out

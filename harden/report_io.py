@@ -57,10 +57,20 @@ def render_terminal(report: Report, console: Console) -> None:
         console.print("  " + "  ".join(f"{k} {v:.4g}" for k, v in report.metrics.items()) + " (white-box, seed 004)")
     if transfer:
         console.print(f"  crafting model clean accuracy {_pct(report.source_clean_accuracy)}%")
+    render_masking(report, console)
     for g in report.gate:
         mark = "[green]PASS[/]" if g["passed"] else "[red]FAIL[/]"
         actual = "missing" if g["actual"] is None else f"{g['actual']:.4g}"
         console.print(f"  {mark} {g['text']} (actual {actual})")
+
+
+def render_masking(report: Report, console: Console) -> None:
+    for f in report.masking:
+        if f["tripped"]:
+            console.print(f"  [bold yellow]warning: possible gradient masking ({report.model}):[/] {f['check']} - "
+                          f"{f['detail']}. White-box numbers may overstate robustness.")
+    if report.masking and not any(f["tripped"] for f in report.masking):
+        console.print(f"  gradient-masking checks ({len(report.masking)}): none tripped")
 
 
 def to_json(reports: Sequence[Report]) -> str:
@@ -91,6 +101,9 @@ def to_markdown(reports: Sequence[Report]) -> str:
         lines += [f"- `{a.preset}`" for a in r.attacks]
         if r.metrics:
             lines.append("- " + ", ".join(f"{k} {v:.4g}" for k, v in r.metrics.items()) + " (white-box)")
+        for f in r.masking:
+            lines.append(f"- gradient-masking check `{f['check']}`: {'TRIPPED' if f['tripped'] else 'quiet'} "
+                         f"({f['detail']})")
         for g in r.gate:
             lines.append(f"- {'PASS' if g['passed'] else 'FAIL'} `{g['text']}` (actual {g['actual']})")
         lines.append("")
@@ -145,4 +158,5 @@ def render_before_after(reports: dict[str, Report], console: Console) -> None:
     for label, r in (("base", base), ("hardened", wb)):
         if r.metrics:
             console.print(f"  {label}: " + "  ".join(f"{k} {v:.4g}" for k, v in r.metrics.items()) + " (white-box)")
+    render_masking(wb, console)
 

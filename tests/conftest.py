@@ -37,6 +37,29 @@ def other_ckpt(digits, tmp_path_factory):
     return path
 
 
+def tiny_data(size, chans, n=24, classes=4):
+    """Random uint8 images for architecture-coverage tests (what is checked there is plumbing)."""
+    import numpy as np
+
+    from harden.data import ImageData
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (n, *size, chans), dtype=np.uint8)
+    y = np.arange(n) % classes
+    return ImageData(x, y, x[:8], y[:8], "synthetic", classes)
+
+
+def assert_reloads(model, path, recipe):
+    """Saved and loaded back with no flags, the hardened model gives the same logits."""
+    import harden
+    harden.save(model, path)
+    again = harden.load(path)
+    t = torch.rand(2, model.spec.in_chans, *model.spec.input_size)
+    with torch.no_grad():
+        assert torch.allclose(again(t), model(t), atol=1e-6)
+    assert again.spec.extra["recipe"] == recipe
+    return again
+
+
 @pytest.fixture
 def cli(monkeypatch, capsys):
     """Run the real `harden` entry point in-process; returns (exit code, stdout, stderr)."""

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import harden
+from conftest import assert_reloads, tiny_data
 from harden import HardenError, create_model
 from harden.checkpoint import apply_patch, save_patch, sha256_file
 from harden.fix import state_digest
@@ -40,22 +41,11 @@ def test_fresh_patch_reproduces_base_logits_on_every_family(arch, chans, size):
 
 @pytest.mark.parametrize("arch,chans,size", [("resnet9", 3, (16, 16)), ("mobilenetv3_small_050", 3, (32, 32))])
 def test_fix_trains_saves_and_reloads_across_families(arch, chans, size, tmp_path):
-    import numpy as np
-    from harden.data import ImageData
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (24, *size, chans), dtype=np.uint8)
-    y = np.arange(24) % 4
-    ds = ImageData(x, y, x[:8], y[:8], "synthetic", 4)
     base = create_model(arch, 4, chans, size).eval()
-    res = harden.fix(base, ds, sets=["steps=2", "attack=pgd", "eps=4/255"], data_frac=1.0, epochs=1, batch_size=8,
-                     device="cpu", report=False)
+    res = harden.fix(base, tiny_data(size, chans), sets=["steps=2", "attack=pgd", "eps=4/255"], data_frac=1.0,
+                     epochs=1, batch_size=8, device="cpu", report=False)
     assert state_digest(res.model.net) == state_digest(base.net)
-    path = harden.save(res.model, tmp_path / "f.safetensors")
-    again = harden.load(path)
-    t = torch.rand(2, chans, *size)
-    with torch.no_grad():
-        assert torch.allclose(again(t), res.model(t), atol=1e-6)
-    assert again.spec.extra["recipe"] == "fixer"
+    assert_reloads(res.model, tmp_path / "f.safetensors", "fixer")
 
 
 def test_settings_reach_the_ablation_grid():

@@ -21,6 +21,8 @@ def test_every_family_builds_with_taps_and_split(arch, chans, size):
     assert all(t["module"] in modules for t in taps)
     # the encoder/classifier split recomposes the model exactly
     assert torch.allclose(m.forward_head(m.forward_features(x)), logits, atol=1e-5)
+    assert torch.allclose(m.classify(m.embed(x)), logits, atol=1e-5)
+    assert m.embed(x).dim() == 2
 
 
 def test_wrapper_normalizes_inside():

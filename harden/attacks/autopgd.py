@@ -1,8 +1,7 @@
 """AutoPGD (Croce & Hein 2020), cross-entropy loss, through ART's AutoProjectedGradientDescent."""
 import numpy as np
-import torch
 
-from .base import Attack, AttackOutput, art_classifier, num_classes_of, register_attack, to_numpy
+from .base import Attack, AttackOutput, art_generate, register_attack
 
 
 @register_attack
@@ -15,8 +14,7 @@ class AutoPGD(Attack):
     def run(self, model, x, y, generator=None):
         from art.attacks.evasion import AutoProjectedGradientDescent
         p = self.params
-        clf = art_classifier(model, tuple(x.shape[1:]), num_classes_of(model, x))
-        atk = AutoProjectedGradientDescent(clf, norm=np.inf, eps=p["eps"], eps_step=p["step"], max_iter=p["steps"],
-                                           nb_random_init=p["restarts"], batch_size=len(x), verbose=False)
-        x_adv = atk.generate(to_numpy(x), y=to_numpy(y).astype(np.int64))
-        return AttackOutput(torch.from_numpy(x_adv).to(x.device), grad_passes=len(x) * p["steps"] * p["restarts"])
+        x_adv = art_generate(model, x, y, lambda clf: AutoProjectedGradientDescent(
+            clf, norm=np.inf, eps=p["eps"], eps_step=p["step"], max_iter=p["steps"], nb_random_init=p["restarts"],
+            batch_size=len(x), verbose=False))
+        return AttackOutput(x_adv, grad_passes=len(x) * p["steps"] * p["restarts"])

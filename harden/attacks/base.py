@@ -149,6 +149,13 @@ def art_classifier(model: nn.Module, x_shape: tuple[int, ...], num_classes: int)
                              device_type="gpu" if device.type == "cuda" else "cpu")
 
 
+def art_generate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, make_attack) -> torch.Tensor:
+    """Run an ART evasion attack (`make_attack(classifier)`) on a batch; returns x_adv on x's device."""
+    clf = art_classifier(model, tuple(x.shape[1:]), num_classes_of(model, x))
+    x_adv = make_attack(clf).generate(to_numpy(x), y=to_numpy(y).astype(np.int64))
+    return torch.from_numpy(x_adv).to(x.device)
+
+
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 

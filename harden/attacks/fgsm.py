@@ -1,8 +1,7 @@
 """FGSM (Goodfellow et al. 2015) through ART's FastGradientMethod; one gradient pass."""
 import numpy as np
-import torch
 
-from .base import Attack, AttackOutput, art_classifier, num_classes_of, register_attack, to_numpy
+from .base import Attack, AttackOutput, art_generate, register_attack
 
 
 @register_attack
@@ -14,7 +13,6 @@ class FGSM(Attack):
 
     def run(self, model, x, y, generator=None):
         from art.attacks.evasion import FastGradientMethod
-        clf = art_classifier(model, tuple(x.shape[1:]), num_classes_of(model, x))
-        atk = FastGradientMethod(clf, norm=np.inf, eps=self.params["eps"], batch_size=len(x))
-        x_adv = atk.generate(to_numpy(x), y=to_numpy(y).astype(np.int64))
-        return AttackOutput(torch.from_numpy(x_adv).to(x.device), grad_passes=len(x))
+        x_adv = art_generate(model, x, y, lambda clf: FastGradientMethod(
+            clf, norm=np.inf, eps=self.params["eps"], batch_size=len(x)))
+        return AttackOutput(x_adv, grad_passes=len(x))

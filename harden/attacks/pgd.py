@@ -1,9 +1,8 @@
 """PGD (Madry et al.) through ART's ProjectedGradientDescent (its PyTorch implementation is used because
 the Classifier normalizes inside and ART has no preprocessing to apply)."""
 import numpy as np
-import torch
 
-from .base import Attack, AttackOutput, art_classifier, num_classes_of, register_attack, to_numpy
+from .base import Attack, AttackOutput, art_generate, register_attack
 
 
 @register_attack
@@ -16,9 +15,7 @@ class PGD(Attack):
     def run(self, model, x, y, generator=None):
         from art.attacks.evasion import ProjectedGradientDescent
         p = self.params
-        clf = art_classifier(model, tuple(x.shape[1:]), num_classes_of(model, x))
-        atk = ProjectedGradientDescent(clf, norm=np.inf, eps=p["eps"], eps_step=p["step"], max_iter=p["steps"],
-                                       num_random_init=p["restarts"], batch_size=len(x), verbose=False)
-        x_adv = atk.generate(to_numpy(x), y=to_numpy(y).astype(np.int64))
-        runs = max(1, p["restarts"])
-        return AttackOutput(torch.from_numpy(x_adv).to(x.device), grad_passes=len(x) * p["steps"] * runs)
+        x_adv = art_generate(model, x, y, lambda clf: ProjectedGradientDescent(
+            clf, norm=np.inf, eps=p["eps"], eps_step=p["step"], max_iter=p["steps"], num_random_init=p["restarts"],
+            batch_size=len(x), verbose=False))
+        return AttackOutput(x_adv, grad_passes=len(x) * p["steps"] * max(1, p["restarts"]))

@@ -18,8 +18,12 @@ class _TappedNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """timm's signature: pre_logits=True stops before the final linear layer (the embedding)."""
+        return self.head[:-1](x) if pre_logits else self.head(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

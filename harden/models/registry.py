@@ -125,7 +125,18 @@ class Classifier(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.patch is not None and hasattr(self.patch, "forward_model"):
+            return self.patch.forward_model(self, x)  # a recipe that wraps the whole forward (idfr)
         return self.net(self.normalize(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """f_enc: [0,1] pixels -> the embedding the final linear layer reads (timm's pre-logits)."""
+        net = self.net
+        return net.forward_head(net.forward_features(self.normalize(x)), pre_logits=True)
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        """f_cls: embedding -> logits (timm's get_classifier())."""
+        return self.net.get_classifier()(h)
 
     # Encoder / classifier split (timm's forward_features / forward_head), used by recipes.
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,10 @@ class Recipe:
               device: torch.device) -> TrainResult:
         raise NotImplementedError
 
+    def auto_epochs(self, data_frac: float) -> int:
+        """Epochs when the recipe file says epochs = "auto"."""
+        raise HardenError(f"Recipe {self.name!r} has no automatic epoch count; set epochs in its file or --epochs.")
+
     def frozen_base(self) -> bool:
         """True when the base weights must stay unchanged (the patch alone can be exported)."""
         return True

@@ -22,6 +22,10 @@ class FineTuneRecipe(Recipe):
     def attach(self, model: Classifier, params: dict[str, Any]) -> None:
         """No modules to add by default (the architecture edit of gda-brelu overrides this)."""
 
+    def prepare_data(self, data, params: dict[str, Any], seed: int):
+        """A recipe may build its training set once before training (patch-ft); default: as given."""
+        return data
+
     def batch_transform(self, params: dict[str, Any], data, cfg: TrainConfig,
                         device: torch.device) -> BatchTransform:
         raise NotImplementedError
@@ -33,6 +37,7 @@ class FineTuneRecipe(Recipe):
                     m.reset_parameters()
         for p in model.net.parameters():
             p.requires_grad_(True)
+        data = self.prepare_data(data, params, cfg.seed)
         transform = self.batch_transform(params, data, cfg, device)
         gamma = float(params.get("focal_gamma", 0.0))
 

@@ -1,0 +1,111 @@
+"""Recipe `patch-ft` (seed 003) and the gradient-masking checks (Carlini et al. 2019)."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import harden
+from conftest import assert_reloads, tiny_data
+from harden.recipes.patch_ft import PATCH_FUNCTIONS, apply_patches, assign
+
+SIZE = (28, 28)
+
+
+@pytest.mark.parametrize("w,k", [(7, 1), (11, 2)])
+@pytest.mark.parametrize("fi,name", list(enumerate(PATCH_FUNCTIONS)))
+def test_each_function_changes_only_its_patch_and_stays_in_range(fi, name, w, k):
+    torch.manual_seed(fi)
+    x = torch.rand(6, 3, *SIZE) * 0.8 + 0.1
+    funcs, corners = assign(6, SIZE, w, k, seed=0)
+    funcs[:] = fi
+    y = apply_patches(x, funcs, corners, w, seed=0)
+    assert y.min() >= 0 and y.max() <= 1
+    inside = torch.zeros_like(x, dtype=torch.bool)
+    for i in range(6):
+        for r, c in corners[i]:
+            inside[i, :, r:r + w, c:c + w] = True
+    assert torch.equal(y[~inside], x[~inside]), name
+    assert (y[inside] != x[inside]).any(), name
+
+
+def test_patches_sit_near_the_centre():
+    _, corners = assign(500, SIZE, 7, 2, seed=1)
+    centre = (np.array(SIZE) - 7) / 2
+    assert np.abs(corners - centre).max() <= 7 // 2 + 1
+
+
+def test_choice_is_fixed_per_image_and_varies_across_images(digits):
+    f1, c1 = assign(300, SIZE, 7, 1, seed=5)
+    f2, c2 = assign(300, SIZE, 7, 1, seed=5)
+    assert np.array_equal(f1, f2) and np.array_equal(c1, c2)  # same image -> same function and place, every call
+    assert len(np.unique(f1)) == len(PATCH_FUNCTIONS)
+    assert not np.array_equal(f1, assign(300, SIZE, 7, 1, seed=6)[0])
+    # the modified set is built once and identically, so every epoch sees the same function per image
+    from harden.recipes import get_recipe
+    rcp = get_recipe("patch-ft")
+    a = rcp.prepare_data(digits, {"patch": 7, "patches": 1}, seed=0)
+    b = rcp.prepare_data(digits, {"patch": 7, "patches": 1}, seed=0)
+    assert np.array_equal(a.x_train, b.x_train) and len(a.x_train) == 2 * len(digits.x_train)
+    assert np.array_equal(a.x_train[: len(digits.x_train)], digits.x_train)
+
+
+class Quantize(nn.Module):
+    """A gradient-masking input layer: rounding has zero gradient almost everywhere."""
+
+    def forward(self, x):
+        return torch.round(x * 4) / 4
+
+
+def _tripped(report):
+    return {f["check"] for f in report.masking if f["tripped"]}
+
+
+def test_masking_checks_quiet_on_a_plain_model(digits_model, digits):
+    r = harden.evaluate(digits_model, digits, n=200, attacks=["fgsm", "pgd"], device="cpu", metrics=False)
+    assert len(r.masking) == 3 and not _tripped(r)
+
+
+def test_masking_checks_fire_on_a_quantizing_input_layer(digits_model, digits, tmp_path):
+    q = copy.deepcopy(digits_model)
+    q.net = nn.Sequential(Quantize(), q.net)
+    r = harden.evaluate(q, digits, n=200, attacks=["fgsm", "pgd"], device="cpu", metrics=False)
+    assert "robust accuracy does not reach ~0 at a large budget" in _tripped(r)
+    from harden.report_io import to_json
+    assert any(f["tripped"] for f in __import__("json").loads(to_json([r]))["masking"])
+
+
+def test_transfer_check():
+    from harden.masking import transfer_vs_white_box
+    assert transfer_vs_white_box({"pgd": 0.6}, {"pgd": 0.3})["tripped"]
+    assert not transfer_vs_white_box({"pgd": 0.3}, {"pgd": 0.6})["tripped"]
+
+
+def test_iterative_check():
+    from harden.masking import iterative_vs_single_step
+    assert iterative_vs_single_step({"fgsm": 0.2, "pgd": 0.5})["tripped"]
+    assert not iterative_vs_single_step({"fgsm": 0.5, "pgd": 0.2})["tripped"]
+
+
+@pytest.mark.parametrize("arch,chans,size", [("resnet9", 3, (16, 16)), ("cnn-small", 1, (16, 16)),
+                                             ("resnet18", 3, (16, 16))])
+def test_patch_ft_runs_on_families_and_reloads(arch, chans, size, tmp_path):
+    base = harden.create_model(arch, 4, chans, size).eval()
+    res = harden.fix(base, tiny_data(size, chans), recipe="patch-ft", data_frac=1.0, epochs=1, batch_size=16,
+                     device="cpu", report=False)
+    assert_reloads(res.model, tmp_path / "p.safetensors", "patch-ft")
+
+
+def test_patch_ft_before_after_on_digits(cli, digits_ckpt, tmp_path):
+    out = tmp_path / "pf.safetensors"
+    j = tmp_path / "r.json"
+    code, text, err = cli("fix", digits_ckpt, "--recipe", "patch-ft", "--data-frac", "0.1", "--epochs", "3",
+                          "--n", "100", "--attack", "fgsm", "--attack", "pgd:steps=10", "-o", out, "--json", j, "-q")
+    assert code == 0, err
+    assert "before / after" in text and "gradient-masking" in text
+    import json
+    reports = json.loads(j.read_text())["reports"]
+    assert [r["threat_model"] for r in reports] == ["white-box", "white-box", f"transfer from {digits_ckpt.name}"]
+    assert len(reports[1]["masking"]) == 4  # three white-box checks + transfer vs white-box
+    assert cli("eval", out, "--n", "30", "--attack", "fgsm", "--no-metrics", "--no-masking-checks", "-q")[0] == 0
