@@ -111,7 +111,8 @@ def info(msg: str) -> None:
 @contextmanager
 def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Eval mode and no parameter gradients while attacking: backprop into weights costs ~40% per pass."""
-    was_training = model.training
+    # Restore each submodule's own mode: a wrapper in train mode must not flip a frozen base's BatchNorm.
+    modes = [(m, m.training) for m in model.modules()]
     flags = [p.requires_grad for p in model.parameters()]
     model.eval()
     for p in model.parameters():
@@ -121,4 +122,5 @@ def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode

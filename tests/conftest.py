@@ -72,6 +72,7 @@ def cli(monkeypatch, capsys):
             main()
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        set_quiet(True)  # a CLI call without -q turned progress bars on for the rest of the session
         o, e = capsys.readouterr()
         return code, o, e
     return run

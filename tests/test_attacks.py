@@ -153,3 +153,12 @@ def test_margin():
 
 def test_registry_has_the_six_and_variants():
     assert {"fgsm", "pgd", "autopgd", "cw", "deepfool", "jsma", "cw-l2", "random-fgsm"} <= set(ATTACKS)
+
+
+def test_frozen_restores_each_submodule_mode():
+    from torch import nn
+    inner = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).eval()
+    outer = nn.Sequential(inner, nn.Dropout())  # outer in train mode around an eval-mode base
+    with frozen(outer):
+        assert not outer.training and not inner[1].training
+    assert outer.training and outer[1].training and not inner.training and not inner[1].training

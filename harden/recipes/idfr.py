@@ -108,8 +108,11 @@ class IDFR(Recipe):
         stage = str(params.get("stage", "idfr"))
         if stage not in ("id", "idfr"):
             raise HardenError(f"idfr stage must be id or idfr, got {stage!r}.")
+        was_training = model.training
+        model.eval()  # a probe of one image: BatchNorm must not be in training mode
         with torch.no_grad():
             dim = int(model.embed(torch.zeros(1, model.spec.in_chans, *model.spec.input_size)).shape[1])
+        model.train(was_training)
         model.patch = IDFRPatch(model.spec.in_chans, dim, stage, bool(params.get("residual", True)))
 
     def train(self, model: Classifier, data, params: dict[str, Any], cfg: TrainConfig,
