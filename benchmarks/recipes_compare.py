@@ -16,12 +16,14 @@ from pathlib import Path
 import torch
 
 import harden
+from harden.recipes import load_recipe_config
 from harden.runtime import resolve_device, set_quiet
 
 
 def row(label, threat, fix_s, rep):
     vals = {"clean": rep.clean_accuracy, **{a.name: a.robust_accuracy for a in rep.attacks}}
-    return {"model": label, "threat_model": threat, "fix_seconds": fix_s, **vals}
+    flags = [f["check"] for f in rep.masking if f["tripped"]]
+    return {"model": label, "threat_model": threat, "fix_seconds": fix_s, **vals, "masking": flags}
 
 
 def main():
@@ -52,7 +54,7 @@ def main():
     print(f"base evaluated in {time.perf_counter() - t:.0f} s", flush=True)
     for recipe in args.recipes.split(","):
         sets = [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == recipe]
-        if eps is not None:
+        if eps is not None and "eps" in load_recipe_config(recipe)["params"]:  # recipes that train on an attack
             sets.append(f"eps={args.eps}")
         for frac in (float(f) for f in args.fracs.split(",")):
             t = time.perf_counter()
@@ -66,6 +68,11 @@ def main():
                             harden.evaluate(res.model, data, craft_on=base, craft_name="base", **kw)))
             print(f"{label}: fix {fix_s:.0f} s ({res.model.spec.extra['subset']['n']} images, "
                   f"{len(res.history)} epochs)", flush=True)
+            write(args, device, rows)  # after every recipe: a long run that stops early keeps its rows
+    print(write(args, device, rows))
+
+
+def write(args, device, rows) -> str:
     meta = dict(date=str(date.today()), device=str(device),
                 device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
                 threads=torch.get_num_threads(), data=args.data, base=args.base, n=args.n, eps=args.eps,
@@ -73,16 +80,16 @@ def main():
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    cols = [c for c in rows[0] if c not in ("model", "threat_model", "fix_seconds")]
-    lines = [f"| model | threat model | fix s | {' | '.join(cols)} |", "|---|---|---|" + "---|" * len(cols)]
+    cols = [c for c in rows[0] if c not in ("model", "threat_model", "fix_seconds", "masking")]
+    lines = [f"| model | threat model | fix s | {' | '.join(cols)} | masking flags |",
+             "|---|---|---|" + "---|" * len(cols) + "---|"]
     for r in rows:
         fs = "-" if r["fix_seconds"] is None else f"{r['fix_seconds']:.0f}"
         lines.append(f"| {r['model']} | {r['threat_model']} | {fs} | " +
-                     " | ".join(f"{100 * r[c]:.1f}" for c in cols) + " |")
+                     " | ".join(f"{100 * r[c]:.1f}" for c in cols) + f" | {'; '.join(r['masking']) or '-'} |")
     text = "\n".join(lines)
-    out.with_suffix(".md").write_text(text + "\n")
-    print(json.dumps(meta))
-    print(text)
+    out.with_suffix(".md").write_text(json.dumps(meta) + "\n\n" + text + "\n")
+    return text
 
 
 if __name__ == "__main__":

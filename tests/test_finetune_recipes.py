@@ -132,3 +132,11 @@ def test_seed004_suite_in_eval(cli, digits_ckpt, tmp_path):
     assert code == 0, err
     assert [a["name"] for a in json.loads(j.read_text())["attacks"]] == [
         "fgsm", "random-fgsm", "jsma", "deepfool", "cw-l2"]
+
+
+def test_training_attack_step_is_relative_to_eps():
+    from harden.recipes.base import training_attack
+    a = training_attack(params("at", eps=0.3))
+    assert a.params["eps"] == pytest.approx(0.3) and a.params["step"] == pytest.approx(0.075)
+    assert a.params["steps"] * a.params["step"] >= a.params["eps"]
+    assert training_attack(params("at", step="0.01")).params["step"] == pytest.approx(0.01)

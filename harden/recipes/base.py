@@ -111,12 +111,16 @@ def _typed(value: str, default: Any, key: str) -> Any:
 
 def training_attack(params: dict[str, Any]):
     """The attack a recipe trains against: a registry preset at the recipe's eps; step 'auto' keeps the
-    preset's step/eps ratio, and `steps` overrides the preset's iteration count."""
+    preset's step/eps ratio, 'eps/K' is eps divided by K, a number is absolute; `steps` and `restarts`
+    override the preset's."""
     from ..attacks import build_attack, parse_number
     spec = str(params["attack"])
     attack = build_attack(spec, eps=parse_number(params["eps"]))
-    if "step" in attack.params and str(params.get("step", "auto")) != "auto":
-        attack.params["step"] = parse_number(params["step"])
+    step = str(params.get("step", "auto")).replace(" ", "")
+    if "step" in attack.params and step != "auto":
+        # "eps/4": a step relative to the budget, so that changing eps keeps the attack able to reach it
+        attack.params["step"] = attack.params["eps"] / parse_number(step[4:]) if step.startswith("eps/") \
+            else parse_number(step)
     for key in ("steps", "restarts"):
         if key in attack.params and key in params:
             attack.params[key] = int(params[key])
