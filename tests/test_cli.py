@@ -68,7 +68,8 @@ def test_craft_on_is_a_transfer_report(cli, digits_ckpt, other_ckpt, tmp_path):
 def test_train_inspect_recipes(cli, tmp_path):
     out_path = tmp_path / "m.safetensors"
     code, out, err = cli("train", "--data", "digits", "--arch", "cnn-small", "--epochs", "1", "-o", out_path, "-q")
-    assert code == 0, err and out_path.exists()
+    assert code == 0, err
+    assert out_path.exists()
     code, out, _ = cli("inspect", out_path)
     assert code == 0 and "cnn-small" in out and "stages.0" in out
     code, out, _ = cli("recipes")
