@@ -179,11 +179,9 @@ def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike] = 
     """Refuse to write over an input, or over an existing file without force."""
     out = Path(out)
     for inp in inputs:
-        if inp is not None and Path(inp).exists() and out.exists() and out.resolve() == Path(inp).resolve():
-            raise HardenError(f"Output {str(out)!r} is the input checkpoint; harden never writes to its input. "
-                              "Choose another -o path.")
         if inp is not None and out.resolve() == Path(inp).resolve():
-            raise HardenError(f"Output {str(out)!r} is the same path as an input; choose another -o path.")
+            raise HardenError(f"Output {str(out)!r} is the same path as an input; harden never writes to its "
+                              "input. Choose another -o path.")
     if out.exists() and out.is_dir():
         raise HardenError(f"Output {str(out)!r} is a directory; give a file path.")
     if out.exists() and not force:

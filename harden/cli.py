@@ -88,11 +88,7 @@ def train(
     from .data import load_data, subsample
     from .training import TrainConfig
     check_output_path(output, [], force)
-    ds = load_data(data)
-    if data_frac != 1.0:
-        ds = subsample(ds, data_frac, seed)
-    elif not (0 < data_frac <= 1):
-        raise HardenError(f"--data-frac must be in (0, 1], got {data_frac}.")
+    ds = subsample(load_data(data), data_frac, seed) if data_frac != 1.0 else load_data(data)
     if augment == "auto":
         augment = "crop" if ds.kind == "mnist-like" else "seed000"
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, focal_gamma=focal_gamma,
