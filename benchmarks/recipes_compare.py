@@ -7,6 +7,7 @@ six-attack report white-box on the hardened model and transfer from the base, wi
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -32,10 +33,15 @@ def main():
     ap.add_argument("--base", required=True, help="base checkpoint (harden train ...)")
     ap.add_argument("--recipes", default="fixer", help="comma-separated recipe names or .toml files")
     ap.add_argument("--fracs", default="0.1,0.01")
-    ap.add_argument("--epochs", default="", help="per fraction, e.g. 0.1:4,0.01:20 (default: the recipe file's)")
+    ap.add_argument("--epochs", default="", help="per fraction, optionally per recipe: 0.1:4,idfr@0.1:2 "
+                    "(default: the recipe file's)")
     ap.add_argument("--eps", default=None, help="L-inf budget for training attacks and the report, e.g. 0.3")
     ap.add_argument("--set", action="append", default=[], help="extra recipe settings, recipe:key=value")
     ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--n-white-box", type=int, default=None,
+                    help="images for the white-box reports of hardened models (default --n); for costly models")
+    ap.add_argument("--id-ablation", action="store_true",
+                    help="idfr: also report the same run's model with FR removed (= the stage=id ablation)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench-out/recipes_compare")
@@ -45,7 +51,7 @@ def main():
     data = harden.load_data(args.data)
     base = harden.load(args.base, device=device)
     eps = harden.attacks.parse_number(args.eps) if args.eps else None
-    epochs = {float(k): int(v) for k, v in (p.split(":") for p in args.epochs.split(",") if p)}
+    epochs = {k: int(v) for k, v in (p.split(":") for p in args.epochs.split(",") if p)}
     rows = []
     t = time.perf_counter()
     base_rep = harden.evaluate(base, data, n=args.n, eps=eps, device=device, seed=args.seed, metrics=False,
@@ -59,23 +65,37 @@ def main():
         for frac in (float(f) for f in args.fracs.split(",")):
             t = time.perf_counter()
             res = harden.fix(args.base, data, recipe=recipe, sets=sets, data_frac=frac, seed=args.seed,
-                             epochs=epochs.get(frac), device=device, report=False)
+                             epochs=epochs_for(epochs, recipe, frac), device=device, report=False)
             fix_s = time.perf_counter() - t
             label = f"{recipe} @ {frac:g}"
-            kw = dict(n=args.n, eps=eps, device=device, seed=args.seed, metrics=False, model_name=label)
-            rows.append(row(label, "white-box", fix_s, harden.evaluate(res.model, data, **kw)))
-            rows.append(row(label, "transfer from base", fix_s,
-                            harden.evaluate(res.model, data, craft_on=base, craft_name="base", **kw)))
+            models = [(label, res.model)]
+            if args.id_ablation and getattr(res.model.patch, "restorer", None) is not None:
+                id_only = copy.deepcopy(res.model)
+                id_only.patch.restorer = None  # algorithm 1's ID alone: what stage=id trains
+                models.append((f"{label} stage=id (this run's ID, FR removed)", id_only))
+            for name, model in models:
+                kw = dict(eps=eps, device=device, seed=args.seed, metrics=False, model_name=name)
+                rows.append(row(name, "white-box", fix_s,
+                                harden.evaluate(model, data, n=args.n_white_box or args.n, **kw)))
+                rows.append(row(name, "transfer from base", fix_s,
+                                harden.evaluate(model, data, n=args.n, craft_on=base, craft_name="base", **kw)))
             print(f"{label}: fix {fix_s:.0f} s ({res.model.spec.extra['subset']['n']} images, "
                   f"{len(res.history)} epochs)", flush=True)
             write(args, device, rows)  # after every recipe: a long run that stops early keeps its rows
     print(write(args, device, rows))
 
 
+def epochs_for(table: dict[str, int], recipe: str, frac: float) -> int | None:
+    """--epochs entries `frac:n` (every recipe) or `recipe@frac:n` (that recipe; wins)."""
+    parsed = {(k.rpartition("@")[0], float(k.rpartition("@")[2])): n for k, n in table.items()}
+    return parsed.get((recipe, frac), parsed.get(("", frac)))
+
+
 def write(args, device, rows) -> str:
     meta = dict(date=str(date.today()), device=str(device),
                 device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
-                threads=torch.get_num_threads(), data=args.data, base=args.base, n=args.n, eps=args.eps,
+                threads=torch.get_num_threads(), data=args.data, base=args.base, n=args.n,
+                n_white_box=args.n_white_box or args.n, eps=args.eps,
                 sets=args.set, epochs=args.epochs)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

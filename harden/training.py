@@ -40,6 +40,7 @@ class TrainConfig:
     focal_gamma: float = 0.0
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA only; CPU stays fp32
+    grad_clip: float = 0.0  # max global gradient norm (0 = off)
     extra: dict = field(default_factory=dict)
 
 
@@ -104,8 +105,16 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
                 y = torch.from_numpy(data.y_train[bi]).to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss, logits, extra = step(model, x, y)
+                if not torch.isfinite(loss.detach()):
+                    raise HardenError(
+                        f"Training diverged: the loss became {float(loss.detach())} at epoch {epoch + 1}, step "
+                        f"{int(seen // cfg.batch_size) + 1} (lr {cfg.lr:g}, "
+                        f"optimizer {cfg.optimizer}). Nothing was written. Try a lower --lr, or clip gradients "
+                        "with --set grad_clip=1.")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 if sched is not None:
                     sched.step()

@@ -140,3 +140,49 @@ def test_training_attack_step_is_relative_to_eps():
     assert a.params["eps"] == pytest.approx(0.3) and a.params["step"] == pytest.approx(0.075)
     assert a.params["steps"] * a.params["step"] >= a.params["eps"]
     assert training_attack(params("at", step="0.01")).params["step"] == pytest.approx(0.01)
+
+
+def test_shared_loop_stops_on_a_non_finite_loss_with_a_clear_error(digits):
+    from harden.training import fit
+    model = create_model("cnn-small", num_classes=10, in_chans=1, input_size=(8, 8))
+
+    def nan_step(m, x, y):
+        logits = m(x)
+        return logits.sum() * float("nan"), logits, {}
+
+    with pytest.raises(HardenError, match="diverged.*lower --lr"):
+        fit(model, digits, TrainConfig(epochs=1, augment="none"), torch.device("cpu"), step=nan_step)
+
+
+def test_grad_clip_bounds_the_update(digits):
+    from harden.training import fit
+    torch.manual_seed(0)
+    model = create_model("cnn-small", num_classes=10, in_chans=1, input_size=(8, 8))
+    before = [p.detach().clone() for p in model.parameters()]
+    clip, lr = 1e-3, 1.0
+
+    def huge_step(m, x, y):
+        logits = m(x)
+        return 1e6 * nn.functional.cross_entropy(logits, y), logits, {}
+
+    sub = harden.subsample(digits, 0.05, 0)
+    cfg = TrainConfig(epochs=1, batch_size=len(sub.x_train), lr=lr, optimizer="sgd", schedule="constant",
+                      weight_decay=0.0, augment="none", grad_clip=clip)
+    fit(model, sub, cfg, torch.device("cpu"), step=huge_step)
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before, strict=True)))
+    # one Nesterov SGD step from zero momentum moves (1 + 0.9) * lr * g, with |g| <= clip once clipped
+    assert 0 < float(moved) <= 1.9 * lr * clip * 1.001
+
+
+@pytest.mark.parametrize("recipe", ["fixer", "at", "gda-brelu", "patch-ft", "idfr"])
+def test_every_recipe_takes_the_shared_train_settings(recipe):
+    cfg = apply_overrides(load_recipe_config(recipe), ["grad_clip=1", "weight_decay=0", "schedule=constant"])
+    assert cfg["train"]["grad_clip"] == 1.0 and cfg["train"]["weight_decay"] == 0.0
+    TrainConfig(**{k: v for k, v in cfg["train"].items() if k != "epochs"})
+
+
+def test_unknown_train_key_in_a_recipe_file_is_refused(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('[recipe]\nname = "at"\n[params]\n[train]\nlearning_rate = 0.1\n')
+    with pytest.raises(HardenError, match="unknown \\[train\\] keys learning_rate"):
+        load_recipe_config(str(f))

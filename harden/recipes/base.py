@@ -58,6 +58,10 @@ def _toml(path: Path) -> dict:
         raise HardenError(f"Recipe file {str(path)!r} is not valid TOML ({e}).") from None
 
 
+# TrainConfig fields a recipe file's [train] section (or --set) may give
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "augment", "grad_clip")
+
+
 def load_recipe_config(spec: str) -> dict[str, Any]:
     """`spec` is a recipe name (recipes/<name>.toml) or a path to a user's copy of a recipe file.
     Returns {'name', 'file', 'params': {...}, 'train': {...}}."""
@@ -75,7 +79,15 @@ def load_recipe_config(spec: str) -> dict[str, Any]:
     if name not in RECIPES:
         raise HardenError(f"Recipe file {str(path)!r} names recipe {name!r}, which harden does not have "
                           f"(known: {', '.join(sorted(RECIPES))}).")
-    return {"name": name, "file": str(path), "params": dict(doc.get("params", {})), "train": dict(doc.get("train", {}))}
+    train = dict(doc.get("train", {}))
+    unknown = sorted(set(train) - set(TRAIN_KEYS))
+    if unknown:
+        raise HardenError(f"Recipe file {str(path)!r} has unknown [train] keys {', '.join(unknown)}; "
+                          f"[train] takes {', '.join(TRAIN_KEYS)}.")
+    # the shared loop's defaults, so that --set weight_decay=... / grad_clip=... work for every recipe
+    defaults = TrainConfig()
+    train = {**{k: getattr(defaults, k) for k in TRAIN_KEYS}, **train}
+    return {"name": name, "file": str(path), "params": dict(doc.get("params", {})), "train": train}
 
 
 def apply_overrides(config: dict[str, Any], sets: list[str]) -> dict[str, Any]:
