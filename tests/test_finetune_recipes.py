@@ -186,3 +186,17 @@ def test_unknown_train_key_in_a_recipe_file_is_refused(tmp_path):
     f.write_text('[recipe]\nname = "at"\n[params]\n[train]\nlearning_rate = 0.1\n')
     with pytest.raises(HardenError, match="unknown \\[train\\] keys learning_rate"):
         load_recipe_config(str(f))
+
+
+def test_recipe_files_are_found_in_a_wheel_install(monkeypatch, tmp_path):
+    """Outside a checkout the recipe files come from <prefix>/share/harden/recipes (pyproject data-files)."""
+    import shutil
+
+    from harden.recipes import base
+    share = tmp_path / "share" / "harden" / "recipes"
+    shutil.copytree(base.CHECKOUT_RECIPES, share)
+    monkeypatch.delenv("HARDEN_RECIPES", raising=False)
+    monkeypatch.setattr(base, "CHECKOUT_RECIPES", tmp_path / "not-a-checkout")
+    monkeypatch.setattr(base.sysconfig, "get_path", lambda name: str(tmp_path))
+    assert base.recipes_dir() == share
+    assert load_recipe_config("fixer")["file"] == str(share / "fixer.toml")

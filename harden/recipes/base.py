@@ -4,6 +4,7 @@ replayed by `harden.load` from the checkpoint's metadata), `train` hardens it th
 from __future__ import annotations
 
 import os
+import sysconfig
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,9 +43,18 @@ class Recipe:
         return True
 
 
+CHECKOUT_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
 def recipes_dir() -> Path:
+    """$HARDEN_RECIPES, else the checkout's `recipes/` (source and editable installs), else the copy a
+    wheel installs under <prefix>/share/harden/recipes (pyproject's data-files)."""
     env = os.environ.get("HARDEN_RECIPES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "recipes"
+    if env:
+        return Path(env)
+    if (CHECKOUT_RECIPES / "fixer.toml").is_file():
+        return CHECKOUT_RECIPES
+    return Path(sysconfig.get_path("data")) / "share" / "harden" / "recipes"
 
 
 def _toml(path: Path) -> dict:
