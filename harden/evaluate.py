@@ -131,48 +131,15 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
     nfeat = x[0].numel()
     results: list[AttackResult] = []
     robust_by_attack: dict[str, torch.Tensor] = {}
-    keys: set[str] = set()
     with frozen(source), frozen(model):
         for ai, atk in enumerate(atk_objs):
-            key = atk.name if atk.name not in keys else f"{atk.name}#{ai}"
-            keys.add(key)
+            key = atk.name if atk.name not in robust_by_attack else f"{atk.name}#{ai}"
             budget = atk.params.get("eps", 0.0) if atk.norm == "inf" else (
                 eps_l2 if atk.norm == "2" else (max_l0 * nfeat if max_l0 < 1 else max_l0))
-            passes = [0, 0]
-            t0 = time.perf_counter()
-            with progress(f"{key:<10}", len(x)) as advance:
-                def run(s: int, e: int, atk=atk, ai=ai, passes=passes) -> torch.Tensor:
-                    gen = torch.Generator().manual_seed(seed * 1_000_003 + ai * 10_007 + s)
-                    out = atk.run(source, x[s:e], y[s:e], generator=gen)
-                    passes[0] += out.grad_passes + out.extra_backward_passes
-                    passes[1] += out.forward_passes
-                    return out.x_adv.detach()
-                x_adv = torch.cat(run_batched(run, len(x), batch_size, device, on_batch=advance))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            secs = time.perf_counter() - t0
-            x_adv = torch.max(torch.min(x_adv, torch.ones_like(x_adv)), torch.zeros_like(x_adv))
-            if atk.norm == "inf":  # guard the threat model: never count a perturbation outside the ball
-                x_adv = torch.min(torch.max(x_adv, x - budget), x + budget)
-            norms = perturbation_norm(x_adv - x, atk.norm)
-            adv_pred = _predict(model, x_adv, batch_size, device)
-            within = norms <= budget + 1e-6 if atk.minimal else torch.ones_like(correct)
-            # correct on the input the attacker may use: a perturbation beyond the budget does not count,
-            # so there the clean input stands.
-            ok_adv = torch.where(within, adv_pred == y, correct)
-            robust = correct & ok_adv
-            robust_by_attack[key] = robust
-            succ = correct & ~ok_adv
-            n_corr = int(correct.sum())
-            med = float(norms[succ].median()) if succ.any() else None
-            on_src = None
-            if src_correct is not None:
-                on_src = float(ok_adv[src_correct].float().mean()) if src_correct.any() else 0.0
-            results.append(AttackResult(
-                name=key, preset=atk.describe(), norm=atk.norm, minimal=atk.minimal, budget=float(budget),
-                robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, n_corr),
-                median_norm=med, seconds=secs, images_per_s=len(x) / max(secs, 1e-9),
-                backward_passes=passes[0], forward_passes=passes[1], accuracy_on_source_correct=on_src))
+            result, robust_by_attack[key] = _attack_once(
+                model, source, atk, key, budget, x, y, correct, src_correct, batch_size, device,
+                seed * 1_000_003 + ai * 10_007)
+            results.append(result)
 
     extra_metrics = _seed004_metrics(model, x, y, batch_size, device) if metrics else {}
     flags = []
@@ -185,6 +152,45 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)
+
+
+def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, budget: float, x: torch.Tensor,
+                 y: torch.Tensor, correct: torch.Tensor, src_correct: torch.Tensor | None, batch_size: int,
+                 device: torch.device, seed: int) -> tuple[AttackResult, torch.Tensor]:
+    """Craft atk on `source`, judge on `model`; returns the result row and the per-image robust mask."""
+    passes = [0, 0]
+    t0 = time.perf_counter()
+    with progress(f"{key:<10}", len(x)) as advance:
+        def run(s: int, e: int) -> torch.Tensor:
+            gen = torch.Generator().manual_seed(seed + s)
+            out = atk.run(source, x[s:e], y[s:e], generator=gen)
+            passes[0] += out.grad_passes + out.extra_backward_passes
+            passes[1] += out.forward_passes
+            return out.x_adv.detach()
+        x_adv = torch.cat(run_batched(run, len(x), batch_size, device, on_batch=advance))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    secs = time.perf_counter() - t0
+    x_adv = torch.max(torch.min(x_adv, torch.ones_like(x_adv)), torch.zeros_like(x_adv))
+    if atk.norm == "inf":  # guard the threat model: never count a perturbation outside the ball
+        x_adv = torch.min(torch.max(x_adv, x - budget), x + budget)
+    norms = perturbation_norm(x_adv - x, atk.norm)
+    adv_pred = _predict(model, x_adv, batch_size, device)
+    within = norms <= budget + 1e-6 if atk.minimal else torch.ones_like(correct)
+    # correct on the input the attacker may use: a perturbation beyond the budget does not count,
+    # so there the clean input stands.
+    ok_adv = torch.where(within, adv_pred == y, correct)
+    robust = correct & ok_adv
+    succ = correct & ~ok_adv
+    on_src = None
+    if src_correct is not None:
+        on_src = float(ok_adv[src_correct].float().mean()) if src_correct.any() else 0.0
+    return AttackResult(
+        name=key, preset=atk.describe(), norm=atk.norm, minimal=atk.minimal, budget=float(budget),
+        robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, int(correct.sum())),
+        median_norm=float(norms[succ].median()) if succ.any() else None, seconds=secs,
+        images_per_s=len(x) / max(secs, 1e-9), backward_passes=passes[0], forward_passes=passes[1],
+        accuracy_on_source_correct=on_src), robust
 
 
 def _seed004_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
