@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 import harden
+from harden.masking import transfer_vs_white_box
 from harden.recipes import load_recipe_config
 from harden.runtime import resolve_device, set_quiet
 
@@ -75,10 +76,14 @@ def main():
                 models.append((f"{label} stage=id (this run's ID, FR removed)", id_only))
             for name, model in models:
                 kw = dict(eps=eps, device=device, seed=args.seed, metrics=False, model_name=name)
-                rows.append(row(name, "white-box", fix_s,
-                                harden.evaluate(model, data, n=args.n_white_box or args.n, **kw)))
-                rows.append(row(name, "transfer from base", fix_s,
-                                harden.evaluate(model, data, n=args.n, craft_on=base, craft_name="base", **kw)))
+                wb = harden.evaluate(model, data, n=args.n_white_box or args.n, **kw)
+                tr = harden.evaluate(model, data, n=args.n, craft_on=base, craft_name="base", **kw)
+                # the check harden fix adds to its report (white-box on the first n_white_box images only)
+                f = transfer_vs_white_box({a.name: a.robust_accuracy for a in wb.attacks},
+                                          {a.name: a.robust_accuracy for a in tr.attacks}, min(wb.n, tr.n))
+                if f is not None:
+                    wb.masking.append(f)
+                rows += [row(name, "white-box", fix_s, wb), row(name, "transfer from base", fix_s, tr)]
             print(f"{label}: fix {fix_s:.0f} s ({res.model.spec.extra['subset']['n']} images, "
                   f"{len(res.history)} epochs)", flush=True)
             write(args, device, rows)  # after every recipe: a long run that stops early keeps its rows

@@ -216,7 +216,7 @@ def _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, mas
     from . import masking as mk
     m = min(len(x), masking_n)
     robust = {r.name: r.robust_accuracy for r in results}
-    flags = [f for f in [mk.iterative_vs_single_step(robust)] if f is not None]
+    flags = [f for f in [mk.iterative_vs_single_step(robust, len(x))] if f is not None]
     pgd = next((a for a in atk_objs if a.name == "pgd"), None)
     check_eps = pgd.params["eps"] if pgd is not None else (eps if eps is not None else 8 / 255)
 

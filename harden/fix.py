@@ -110,7 +110,7 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         from .masking import transfer_vs_white_box
         wb_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_white_box"].attacks}
         tr_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_transfer"].attacks}
-        f = transfer_vs_white_box(wb_vals, tr_vals)
+        f = transfer_vs_white_box(wb_vals, tr_vals, out.reports["fixed_white_box"].n)
         if f is not None:
             out.reports["fixed_white_box"].masking.append(f)
         model.spec.extra.update(out.metadata())

@@ -88,6 +88,18 @@ def test_iterative_check():
     assert not iterative_vs_single_step({"fgsm": 0.5, "pgd": 0.2})["tripped"]
 
 
+def test_accuracy_comparisons_allow_sampling_noise():
+    """Measured on MNIST (N = 200): gda-brelu FGSM 0.035 white-box vs 0.015 transfer is 4 images, noise;
+    idfr JSMA 0.68 white-box vs 0.26 transfer is not."""
+    from harden.masking import iterative_vs_single_step, transfer_vs_white_box
+    assert transfer_vs_white_box({"fgsm": 0.035}, {"fgsm": 0.015})["tripped"]  # no n: the fixed 2 points
+    assert not transfer_vs_white_box({"fgsm": 0.035}, {"fgsm": 0.015}, n=200)["tripped"]
+    assert transfer_vs_white_box({"fgsm": 0.035, "jsma": 0.68}, {"fgsm": 0.015, "jsma": 0.26}, n=200)["tripped"]
+    assert "jsma" in transfer_vs_white_box({"fgsm": 0.035, "jsma": 0.68}, {"fgsm": 0.015, "jsma": 0.26}, n=200)["detail"]
+    assert not iterative_vs_single_step({"fgsm": 0.10, "pgd": 0.14}, n=200)["tripped"]
+    assert iterative_vs_single_step({"fgsm": 0.10, "pgd": 0.14}, n=20000)["tripped"]
+
+
 @pytest.mark.parametrize("arch,chans,size", [("resnet9", 3, (16, 16)), ("cnn-small", 1, (16, 16)),
                                              ("resnet18", 3, (16, 16))])
 def test_patch_ft_runs_on_families_and_reloads(arch, chans, size, tmp_path):
