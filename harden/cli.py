@@ -26,6 +26,10 @@ SeedOpt = typer.Option(0, "--seed", help="Seed for data subsets, augmentation an
 QuietOpt = typer.Option(False, "-q", "--quiet", help="No progress bars (for CI logs).")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
 ForceOpt = typer.Option(False, "--force", help="Overwrite existing output files.")
+MetricsOpt = typer.Option(True, "--metrics/--no-metrics", help="Seed 004's empirical robustness and loss sensitivity.")
+MaskingChecksOpt = typer.Option(True, "--masking-checks/--no-masking-checks", help="Gradient-masking signals "
+                                "(Carlini et al. 2019): large budget, stronger PGD, iterative vs single-step "
+                                "(white-box only).")
 ArchOpt = typer.Option(None, "--arch", help="Architecture (if the checkpoint's metadata lacks it or to override).")
 NumClassesOpt = typer.Option(None, "--num-classes", help="Number of classes (fills/overrides metadata).")
 InChansOpt = typer.Option(None, "--in-chans", help="Input channels (fills/overrides metadata).")
@@ -145,11 +149,7 @@ def eval_cmd(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the report as Markdown."),
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement)."),
-    metrics: bool = typer.Option(True, "--metrics/--no-metrics", help="Seed 004's empirical robustness and "
-                                 "loss sensitivity."),
-    masking_checks: bool = typer.Option(True, "--masking-checks/--no-masking-checks", help="Gradient-masking "
-                                        "signals (Carlini et al. 2019): large budget, stronger PGD, iterative vs "
-                                        "single-step (white-box only)."),
+    metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt,
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     arch: Optional[str] = ArchOpt, num_classes: Optional[int] = NumClassesOpt, in_chans: Optional[int] = InChansOpt,
     input_size: Optional[str] = InputSizeOpt, mean: Optional[str] = MeanOpt, std: Optional[str] = StdOpt,
@@ -220,6 +220,7 @@ def fix(
     report: bool = typer.Option(True, "--report/--no-report", help="Run the before/after report."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the three reports as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the three reports as Markdown."),
+    metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt,
 ):
@@ -250,7 +251,8 @@ def fix(
     base_sha = sha256_file(checkpoint)
     result = run_fix(checkpoint, data, recipe=recipe, sets=set_ or [], data_frac=data_frac, seed=seed,
                      epochs=epochs, batch_size=batch_size, lr=lr, device=device, report_n=n,
-                     attacks=expand_suites(attack or DEFAULT_ATTACKS), report=report)
+                     attacks=expand_suites(attack or DEFAULT_ATTACKS), report=report, metrics=metrics,
+                     masking_checks=masking_checks)
     if sha256_file(checkpoint) != base_sha:
         raise RuntimeError("internal error: the input checkpoint changed")
     save(result.model, output, force=force, inputs=[checkpoint])
@@ -344,6 +346,17 @@ def demo(
     out.print(f"checkpoints and reports in {target}")
 
 
+def _is_usage_error(e: Exception) -> bool:
+    """Click's ClickException, whether from click itself or from the copy of click that recent typer releases ship
+    inside (typer._click), which the `click` package's class does not match."""
+    import click
+    kinds = [click.exceptions.ClickException]
+    vendored = sys.modules.get("typer._click.exceptions")
+    if vendored is not None:
+        kinds.append(vendored.ClickException)
+    return isinstance(e, tuple(kinds))
+
+
 def main() -> None:
     debug = "--debug" in sys.argv
     try:
@@ -358,9 +371,8 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code (2)
-        import click
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        if _is_usage_error(e):  # a bad option or argument: click's own message and exit code (2)
             e.show()
             sys.exit(e.exit_code)
         if debug:

@@ -46,8 +46,9 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         sets: Sequence[str] = (), data_frac: float = 0.1, seed: int = 0, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",
         report_n: int | None = 500, attacks: Sequence[str] = DEFAULT_ATTACKS, report: bool = True,
-        base_name: str | None = None) -> FixResult:
-    """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data."""
+        base_name: str | None = None, metrics: bool = True, masking_checks: bool = True) -> FixResult:
+    """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
+    `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report."""
     device = resolve_device(device)
     config = apply_overrides(load_recipe_config(recipe), list(sets))
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
@@ -100,17 +101,17 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         # L-inf attacks at the budget the recipe trained for (the seed's 8/255 unless --set eps=...)
         eps = config["params"].get("eps")
         from .attacks import parse_number
-        kw = dict(attacks=attacks, n=report_n, device=device, seed=seed,
+        kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
                   eps=parse_number(eps) if eps is not None else None)
         fixed_name = f"{base_name} + {config['name']}"
-        out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, **kw)
-        out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, **kw)
+        out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)
+        out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)
         out.reports["fixed_transfer"] = evaluate(model, ds, model_name=fixed_name, craft_on=base_model,
                                                  craft_name=base_name, metrics=False, **kw)
         from .masking import transfer_vs_white_box
         wb_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_white_box"].attacks}
         tr_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_transfer"].attacks}
-        f = transfer_vs_white_box(wb_vals, tr_vals, out.reports["fixed_white_box"].n)
+        f = transfer_vs_white_box(wb_vals, tr_vals, out.reports["fixed_white_box"].n) if masking_checks else None
         if f is not None:
             out.reports["fixed_white_box"].masking.append(f)
         model.spec.extra.update(out.metadata())
