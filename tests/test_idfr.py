@@ -53,6 +53,28 @@ def test_id_stage_has_no_restorer():
     assert m.patch.restorer is None
 
 
+def test_stage_id_trains_the_same_denoiser_as_the_full_run_and_patches_round_trip(tmp_path):
+    """The ID-only ablation of BENCHMARKS.md is the full run with FR removed: that is only honest if algorithm 1
+    gives the same ID whether or not FR follows. And `--patch-out` holds ID + FR bound to the base's hash."""
+    from harden.checkpoint import apply_patch, save_patch
+    base = create_model("cnn-small", 4, 1, (8, 8)).eval()
+    base_path = harden.save(base, tmp_path / "base.safetensors")
+    data = tiny_data((8, 8), 1, n=16)
+    kw = dict(recipe="idfr", data_frac=1.0, epochs=1, batch_size=8, device="cpu", report=False)
+    full = harden.fix(base_path, data, sets=["steps=2", "fr_epochs=1"], **kw)
+    alone = harden.fix(base_path, data, sets=["steps=2", "stage=id"], **kw)
+    a, b = full.model.patch.denoiser.state_dict(), alone.model.patch.denoiser.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(a[k].abs().sum() > 0 for k in a if k.startswith("l9"))  # ID did train away from its zero init
+    meta = {k: full.model.spec.extra[k] for k in ("recipe", "recipe_params", "base_sha256")}
+    patch = save_patch(full.model, tmp_path / "idfr.safetensors", meta)
+    rebuilt = apply_patch(base_path, patch)
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), full.model(x))
+    assert rebuilt.patch.restorer is not None
+
+
 @pytest.fixture(scope="module")
 def idfr_result(digits_ckpt, digits):
     # measured (2 cores, seed 0, eps 0.1): PGD-10 crafted on the base, 150 images: 0.33 -> 0.57 with these
