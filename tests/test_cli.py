@@ -129,12 +129,14 @@ def test_bad_data_frac(cli, tmp_path, frac):
     assert not (tmp_path / "m.safetensors").exists()
 
 
-@pytest.mark.parametrize("args", [("eval", "--bogus"), ("fix", "--recipe"), ("train", "--epochs", "0")])
-def test_usage_errors_exit_2(cli, digits_ckpt, args):
+@pytest.mark.parametrize("args", [("eval", "CKPT", "--bogus"), ("fix", "CKPT", "--recipe"),
+                                  ("train", "--epochs", "0", "-o", "OUT")])
+def test_usage_errors_exit_2(cli, digits_ckpt, tmp_path, args):
     """An unknown option, a missing value or an out-of-range number is bad input too: exit 2, no traceback."""
-    code, out, err = cli(*args[:1], digits_ckpt, *args[1:]) if args[0] != "train" else cli(*args)
+    out_path = tmp_path / "m.safetensors"
+    code, out, err = cli(*({"CKPT": digits_ckpt, "OUT": out_path}.get(a, a) for a in args))
     assert code == 2, (code, out, err)
-    assert "Traceback" not in err + out and "Error" in err
+    assert "Traceback" not in err + out and "Error" in err and not out_path.exists()
 
 
 def test_missing_data_path(cli, digits_ckpt):
@@ -196,22 +198,22 @@ EDITED_DEFAULT = {"fixer": ("delta", "1.0", "0.5", 0.5), "at": ("steps", "10", "
 def test_fix_from_a_copied_recipe_file_end_to_end(recipe, cli, digits_ckpt, tmp_path):
     """The issue's workflow: copy recipes/<name>.toml, edit a default, `harden fix --recipe copy.toml`,
     get the before/after report under both threat models, and `harden eval` the output with no flags."""
-    import json
-
     from harden.recipes import load_recipe_config
     key, old, new, parsed = EDITED_DEFAULT[recipe]
-    text = Path(load_recipe_config(recipe)["file"]).read_text()
+    shipped = load_recipe_config(recipe)
+    text = Path(shipped["file"]).read_text()
     line = next(ln for ln in text.splitlines() if ln.startswith(f"{key} = {old}"))
     copy = tmp_path / f"my-{recipe}.toml"
     copy.write_text(text.replace(line, f"{key} = {new}", 1))
     out, j = tmp_path / "hardened.safetensors", tmp_path / "r.json"
-    budget = ["--set", "eps=0.1"] if "eps" in load_recipe_config(recipe)["params"] else []  # 8x8 digits
+    budget = ["--set", "eps=0.1"] if "eps" in shipped["params"] else []  # 8x8 digits
     code, text, err = cli("fix", digits_ckpt, "--recipe", copy, "--data-frac", "0.1", "--epochs", "1", *budget,
                           "--n", "30", "--attack", "fgsm", "--no-masking-checks", "-o", out, "--json", j, "-q")
     assert code == 0, err
     assert "before / after" in text
     reports = json.loads(j.read_text())["reports"]
     assert [r["threat_model"] for r in reports] == ["white-box", "white-box", f"transfer from {digits_ckpt.name}"]
+    assert all(r["masking"] == [] for r in reports)  # --no-masking-checks reaches fix's report
     meta = harden.load(out).spec.extra
     assert meta["recipe"] == recipe and meta["recipe_params"][key] == parsed
     code, text, err = cli("eval", out, "--n", "20", "--attack", "fgsm", "--no-metrics", "--no-masking-checks", "-q")
