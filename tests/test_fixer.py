@@ -72,7 +72,8 @@ def test_fixer_hardens_against_the_training_attack_crafted_on_the_base(fixed):
     base, tr = fixed.reports["base_white_box"], fixed.reports["fixed_transfer"]
     base_apgd = {a.name: a for a in base.attacks}["autopgd"].robust_accuracy
     fixed_apgd = {a.name: a for a in tr.attacks}["autopgd"].robust_accuracy
-    # measured (2 CPU cores, seed 0): base 0.35 -> fixed 0.60 under AutoPGD eps 0.1 crafted on the base
+    # measured (2 CPU cores, seed 0, 2026-11-22, recipe default lr 0.05 + grad_clip 1): base 0.30 -> fixed 0.51
+    # under AutoPGD eps 0.1 crafted on the base (0.53 without the clip)
     assert fixed_apgd >= base_apgd + 0.15, (base_apgd, fixed_apgd)
     assert {a.name: a for a in base.attacks}["autopgd"].budget == pytest.approx(0.1)
     assert tr.clean_accuracy >= base.clean_accuracy - 0.04
