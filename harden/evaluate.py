@@ -38,6 +38,8 @@ class AttackResult:
     forward_passes: int
     # transfer only: accuracy on the images the crafting model classifies correctly when clean (seed 000)
     accuracy_on_source_correct: float | None = None
+    # multi-stage attacks (autoattack): robust accuracy after each stage, in cascade order
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +59,9 @@ class Report:
     # gradient-masking signals (Carlini et al. 2019); see harden/masking.py
     masking: list[dict[str, Any]] = field(default_factory=list)
     gate: list[dict[str, Any]] = field(default_factory=list)
+    # an image is robust in the worst case only if it survives every attack of the report at its budget
+    worst_case: float | None = None
+    output_kind: str = "logits"
 
     def metric_values(self) -> dict[str, float]:
         """Flat names the gate uses: clean, <attack>, <attack>.success, <attack>.median_norm, metrics."""
@@ -70,6 +75,10 @@ class Report:
                 out[f"{a.name}.median_norm"] = a.median_norm
             if a.accuracy_on_source_correct is not None:
                 out[f"{a.name}.on_source_correct"] = a.accuracy_on_source_correct
+            for stage, v in a.stages.items():
+                out[f"{a.name}.{stage}"] = v
+        if self.worst_case is not None:
+            out["worst"] = self.worst_case
         out.update(self.metrics)
         return out
 
@@ -117,12 +126,20 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
     x = fit_size(to_tensor(xs, device), size)
     y = torch.from_numpy(ys).to(device)
     threat = "white-box" if craft_on is None else f"transfer from {craft_name or 'source model'}"
+    # Attacks and losses need logits (or log-probabilities, the same up to a shift): a probability output is
+    # attacked through its logarithm; predictions are unchanged by it.
+    from .outputs import as_logits, detect_output_kind
+    output_kind = detect_output_kind(model, x[:batch_size])
+    model = as_logits(model, output_kind)
+    source = as_logits(source, detect_output_kind(source, x[:batch_size])) if craft_on is not None else model
 
     atk_objs: list[Attack] = []
     for a in attacks:
         atk = a if isinstance(a, Attack) else build_attack(a, eps=eps)
         if atk.name == "jsma" and atk.params["max_l0"] == 0:
             atk.params["max_l0"] = max_l0
+        if atk.norm == "2" and not atk.minimal and "eps" not in getattr(atk, "explicit", set()):
+            atk.params["eps"] = eps_l2  # a bounded L2 attack (autoattack:norm=L2) takes the report's L2 budget
         atk_objs.append(atk)
 
     clean_pred = _predict(model, x, batch_size, device)
@@ -134,21 +151,26 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
     with frozen(source), frozen(model):
         for ai, atk in enumerate(atk_objs):
             key = atk.name if atk.name not in robust_by_attack else f"{atk.name}#{ai}"
-            budget = atk.params.get("eps", 0.0) if atk.norm == "inf" else (
-                eps_l2 if atk.norm == "2" else (max_l0 * nfeat if max_l0 < 1 else max_l0))
+            if not atk.minimal:
+                budget = atk.params.get("eps", 0.0)
+            else:
+                budget = eps_l2 if atk.norm == "2" else (max_l0 * nfeat if max_l0 < 1 else max_l0)
             result, robust_by_attack[key] = _attack_once(
                 model, source, atk, key, budget, x, y, correct, src_correct, batch_size, device,
                 seed * 1_000_003 + ai * 10_007)
             results.append(result)
 
+    worst = None
+    if robust_by_attack:
+        worst = float(torch.stack(list(robust_by_attack.values())).all(0).float().mean())
     extra_metrics = _seed004_metrics(model, x, y, batch_size, device) if metrics else {}
     flags = []
     if masking_checks and craft_on is None:
         flags = _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
-                         device, seed)
+                         device, seed, output_kind)
     return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
                   data=data.source, device=str(device), seed=seed, clean_accuracy=float(correct.float().mean()),
-                  attacks=results, metrics=extra_metrics, masking=flags,
+                  attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)
@@ -159,6 +181,7 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
                  device: torch.device, seed: int) -> tuple[AttackResult, torch.Tensor]:
     """Craft atk on `source`, judge on `model`; returns the result row and the per-image robust mask."""
     passes = [0, 0]
+    stage_parts: dict[str, list[torch.Tensor]] = {}
     t0 = time.perf_counter()
     with progress(f"{key:<10}", len(x)) as advance:
         def run(s: int, e: int) -> torch.Tensor:
@@ -166,31 +189,39 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
             out = atk.run(source, x[s:e], y[s:e], generator=gen)
             passes[0] += out.grad_passes + out.extra_backward_passes
             passes[1] += out.forward_passes
+            for stage, xa in (out.stages or {}).items():
+                stage_parts.setdefault(stage, []).append(xa.detach())
             return out.x_adv.detach()
         x_adv = torch.cat(run_batched(run, len(x), batch_size, device, on_batch=advance))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     secs = time.perf_counter() - t0
-    x_adv = torch.max(torch.min(x_adv, torch.ones_like(x_adv)), torch.zeros_like(x_adv))
-    if atk.norm == "inf":  # guard the threat model: never count a perturbation outside the ball
-        x_adv = torch.min(torch.max(x_adv, x - budget), x + budget)
-    norms = perturbation_norm(x_adv - x, atk.norm)
-    adv_pred = _predict(model, x_adv, batch_size, device)
-    within = norms <= budget + 1e-6 if atk.minimal else torch.ones_like(correct)
-    # correct on the input the attacker may use: a perturbation beyond the budget does not count,
-    # so there the clean input stands.
-    ok_adv = torch.where(within, adv_pred == y, correct)
+
+    def judge(xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Correct on the input the attacker may use: a perturbation beyond the budget does not count, so
+        there the clean input stands. Returns (correct-under-attack mask, perturbation norms)."""
+        xa = xa.clamp(0, 1)
+        if atk.norm == "inf":  # guard the threat model: never count a perturbation outside the ball
+            xa = torch.min(torch.max(xa, x - budget), x + budget)
+        norms = perturbation_norm(xa - x, atk.norm)
+        adv_pred = _predict(model, xa, batch_size, device)
+        within = norms <= budget + 1e-5 if atk.norm != "inf" else torch.ones_like(correct)
+        return torch.where(within, adv_pred == y, correct), norms
+
+    ok_adv, norms = judge(x_adv)
     robust = correct & ok_adv
     succ = correct & ~ok_adv
     on_src = None
     if src_correct is not None:
         on_src = float(ok_adv[src_correct].float().mean()) if src_correct.any() else 0.0
+    stages = {stage: float((correct & judge(torch.cat(parts))[0]).float().mean())
+              for stage, parts in stage_parts.items()}
     return AttackResult(
         name=key, preset=atk.describe(), norm=atk.norm, minimal=atk.minimal, budget=float(budget),
         robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, int(correct.sum())),
         median_norm=float(norms[succ].median()) if succ.any() else None, seconds=secs,
         images_per_s=len(x) / max(secs, 1e-9), backward_passes=passes[0], forward_passes=passes[1],
-        accuracy_on_source_correct=on_src), robust
+        accuracy_on_source_correct=on_src, stages=stages), robust
 
 
 def _seed004_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
@@ -211,14 +242,18 @@ def _seed004_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
     return {"empirical_robustness": er, "loss_sensitivity": ls}
 
 
-def _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size, device, seed):
-    """White-box gradient-masking checks on the first masking_n images (see harden/masking.py)."""
+def _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size, device, seed,
+             output_kind):
+    """White-box gradient-masking signals and AutoAttack's checks on the first masking_n images (see
+    harden/masking.py)."""
     from . import masking as mk
     m = min(len(x), masking_n)
     robust = {r.name: r.robust_accuracy for r in results}
     flags = [f for f in [mk.iterative_vs_single_step(robust, len(x))] if f is not None]
     pgd = next((a for a in atk_objs if a.name == "pgd"), None)
-    check_eps = pgd.params["eps"] if pgd is not None else (eps if eps is not None else 8 / 255)
+    linf = [a for a in atk_objs if a.norm == "inf" and not a.minimal]
+    check_eps = pgd.params["eps"] if pgd is not None else (
+        linf[0].params["eps"] if linf else (eps if eps is not None else 8 / 255))
 
     def attack_fn(spec: str, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         atk = build_attack(spec)
@@ -232,5 +267,32 @@ def _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, mas
         flags += mk.run_white_box_checks(model, x[:m], y[:m], correct[:m], check_eps,
                                          robust_by_attack["pgd"][:m] if "pgd" in robust_by_attack else None,
                                          attack_fn)
+        with frozen(model):
+            flags.append(mk.randomized_outputs(model, x[:min(m, batch_size)]))
+            flags.append(mk.output_kind_note(output_kind))
+            flags.append(mk.zero_gradients(model, x[:m], y[:m], correct[:m]))
+            flags.append(_black_box(model, x[:m], y[:m], atk_objs, results, robust_by_attack, check_eps, attack_fn))
         advance(1)
     return flags
+
+
+def _black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn):
+    """Square on the images the gradient attacks left robust; an autoattack row has done it already."""
+    from . import masking as mk
+    for r in results:
+        if "square" in r.stages:
+            names = list(r.stages)
+            before = r.stages[names[names.index("square") - 1]]
+            return mk.black_box_vs_gradient(before, r.stages["square"], None, f"{r.name} stages")
+    linf = [k for a, k in zip(atk_objs, robust_by_attack, strict=True) if a.norm == "inf" and not a.minimal]
+    m = len(x)
+    left = torch.stack([robust_by_attack[k][:m] for k in linf]).all(0) if linf else \
+        (_predict(model, x, len(x), x.device) == y)
+    before = float(left.float().mean())
+    idx = left.nonzero().squeeze(1)
+    after = before
+    if idx.numel():
+        xa = attack_fn(f"square:eps={eps},queries={mk.BLACK_BOX_QUERIES}", x[idx], y[idx])
+        after = float((_predict(model, xa.clamp(0, 1), len(xa), x.device) == y[idx]).sum()) / m
+    src = "the report's L-inf attacks" if linf else "clean"
+    return mk.black_box_vs_gradient(before, after, m, f"{src} at eps {eps:.4g} on {m} images")

@@ -18,8 +18,16 @@ LARGE_BUDGET_EPS = 0.5   # at L-inf 0.5 every image can be pushed to mid-grey: n
 LARGE_BUDGET_MAX = 0.10
 
 
-def flag(check: str, tripped: bool, detail: str) -> dict[str, Any]:
-    return {"check": check, "tripped": bool(tripped), "detail": detail}
+# AutoAttack's checks (its checks.py and flags_doc): an evaluation that needs another attack set
+ZERO_GRAD_MAX = 0.05     # share of images with an all-zero input gradient of the loss
+BLACK_BOX_TOL = 0.01     # robust accuracy that Square (no gradients) may take from the gradient attacks' result
+BLACK_BOX_QUERIES = 1000
+
+
+def flag(check: str, tripped: bool, detail: str, kind: str = "masking") -> dict[str, Any]:
+    """kind: 'masking' (the white-box numbers may overstate robustness), 'check' (the evaluation needs other
+    settings) or 'note' (worth knowing, handled)."""
+    return {"check": check, "tripped": bool(tripped), "detail": detail, "kind": kind}
 
 
 def margin(tol: float, a: float, b: float, n: int | None) -> float:
@@ -71,6 +79,52 @@ def transfer_vs_white_box(white_box: dict[str, float], transfer: dict[str, float
     return flag("transfer attacks stronger than white-box", excess(worst) > 0,
                 f"{worst}: transfer robust accuracy {transfer[worst]:.3f} vs white-box {white_box[worst]:.3f} "
                 f"(noise margin {tol:.3f})")
+
+
+def randomized_outputs(model, x: torch.Tensor) -> dict[str, Any]:
+    """Two forward passes on the same batch in eval mode differ: a randomized defence, which needs gradients
+    averaged over its randomness (EOT)."""
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    diff = float((a - b).abs().max())
+    return flag("randomized outputs", diff > 1e-5 * max(1.0, float(a.abs().max())),
+                f"two forward passes on the same {len(x)} images differ by up to {diff:.3g}; evaluate with "
+                "--attack autoattack:version=rand (APGD with 20 EOT samples)", kind="check")
+
+
+def output_kind_note(kind: str) -> dict[str, Any]:
+    from .outputs import LOG_PROBABILITIES, PROBABILITIES
+    if kind == PROBABILITIES:
+        detail = ("the model returns probabilities, not logits: harden attacks log(p), but a saturated softmax "
+                  "zeroes gradients in float32; export the logits if you can")
+        return flag("outputs are not logits", True, detail, kind="check")
+    if kind == LOG_PROBABILITIES:
+        return flag("outputs are not logits", True, "the model returns log-probabilities (log_softmax): CE, DLR "
+                    "and the margins are unchanged on them, so the attacks are computed right", kind="note")
+    return flag("outputs are not logits", False, "the model returns logits", kind="note")
+
+
+def zero_gradients(model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> dict[str, Any]:
+    """Share of correctly classified images whose input gradient of the cross-entropy is exactly zero:
+    gradient attacks cannot move them (AutoAttack's check_zero_gradients)."""
+    xr = x.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(model(xr), y, reduction="sum")
+    (g,) = torch.autograd.grad(loss, xr)
+    zero = (g.flatten(1).abs().amax(1) == 0) & correct
+    share = float(zero.sum()) / max(1, int(correct.sum()))
+    return flag("zero input gradients", share > ZERO_GRAD_MAX,
+                f"{share:.3f} of the correctly classified images have an all-zero loss gradient "
+                f"(expected <= {ZERO_GRAD_MAX}); gradient attacks cannot move them", kind="masking")
+
+
+def black_box_vs_gradient(robust_before: float, robust_after: float, n: int, source: str) -> dict[str, Any]:
+    """Square uses no gradients: if it fools images every gradient attack left robust, beyond noise, the
+    gradients mislead the attacks."""
+    drop = robust_before - robust_after
+    tol = margin(BLACK_BOX_TOL, drop, 0.0, n)
+    return flag("black-box attack beats the gradient attacks", drop > tol,
+                f"{source}: robust accuracy {robust_before:.3f} after the gradient attacks, {robust_after:.3f} "
+                f"after Square on top (noise margin {tol:.3f})")
 
 
 def _pred(model, x: torch.Tensor) -> torch.Tensor:

@@ -1,20 +1,206 @@
-"""AutoPGD (Croce & Hein 2020), cross-entropy loss, through ART's AutoProjectedGradientDescent."""
-import numpy as np
+"""AutoPGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", algorithm 1), batched in torch on the model's device.
 
-from .base import Attack, AttackOutput, art_generate, register_attack
+The original algorithm: momentum 0.75; checkpoints at 22%, then shrinking by 3% down to 6% of the budget,
+where an image's step size halves (and it restarts from its best point) when the loss rose in fewer than
+rho = 75% of the steps since the last checkpoint, or when the step was not halved last time and the best loss
+did not improve; best-loss point tracked per image. Losses: CE, DLR, and their targeted forms (APGD-T).
+
+Written here rather than taken from ART: ART's class reached an AttackBench optimality of 0.775 against 0.975
+for the original (Cina et al. 2025), and was 1 point kinder than the original on a PGD-trained MNIST model.
+The original package (`pyautoattack`) is the reference in tests. An image leaves the batch once it is
+misclassified (its adversarial point is kept): robust accuracy is unchanged and the rest run faster."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Attack, AttackOutput, register_attack
+
+
+def _kth_largest(z_sorted: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest logit (1-based) of ascending-sorted rows; the smallest where a row has fewer."""
+    return z_sorted[:, max(z_sorted.shape[1] - k, 0)]
+
+
+def dlr_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio: -(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3). Shift- and scale-invariant,
+    so it is the same on logits and log-probabilities."""
+    zs, _ = z.sort(1)
+    zy = z.gather(1, y[:, None]).squeeze(1)
+    top_is_y = z.argmax(1) == y
+    other = torch.where(top_is_y, _kth_largest(zs, 2), _kth_largest(zs, 1))
+    return -(zy - other) / (_kth_largest(zs, 1) - _kth_largest(zs, 3) + 1e-12)
+
+
+def dlr_targeted_loss(z: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    zs, _ = z.sort(1)
+    zy = z.gather(1, y[:, None]).squeeze(1)
+    zt = z.gather(1, t[:, None]).squeeze(1)
+    return -(zy - zt) / (_kth_largest(zs, 1) - 0.5 * (_kth_largest(zs, 3) + _kth_largest(zs, 4)) + 1e-12)
+
+
+def _loss_fn(loss: str, targeted: bool):
+    if loss == "ce":
+        if targeted:
+            return lambda z, y, t: -F.cross_entropy(z, t, reduction="none")
+        return lambda z, y, t: F.cross_entropy(z, y, reduction="none")
+    if loss == "dlr":
+        return dlr_targeted_loss if targeted else (lambda z, y, t: dlr_loss(z, y))
+    raise ValueError(f"unknown APGD loss {loss!r}")
+
+
+def _normalize(v: torch.Tensor, norm: str) -> torch.Tensor:
+    shape = (-1,) + (1,) * (v.dim() - 1)
+    flat = v.flatten(1)
+    n = flat.abs().amax(1) if norm == "inf" else flat.norm(dim=1)
+    return v / (n.view(shape) + 1e-12)
+
+
+def _project(x_new: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    if norm == "inf":
+        return torch.min(torch.max(x_new, x - eps), x + eps).clamp(0, 1)
+    d = x_new - x
+    n = d.flatten(1).norm(dim=1).view(-1, *[1] * (d.dim() - 1))
+    return (x + d * torch.clamp(eps / (n + 1e-12), max=1.0)).clamp(0, 1)
+
+
+def apgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "inf", steps: int = 100,
+         loss: str = "ce", step: float | None = None, restarts: int = 1, n_targets: int = 0, eot: int = 1,
+         rho: float = 0.75, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """APGD on every image of x that the model classifies correctly. n_targets > 0 runs APGD-T: one run per
+    target, the target being the k-th most likely class on the clean image (k = 2 .. n_targets + 1).
+    Returns (x_adv, fooled mask, image-level forward+backward passes)."""
+    step = 2.0 * eps if step is None else step  # the original's parameter-free start: 2 eps
+    with torch.no_grad():
+        z0 = model(x)
+    fooled = z0.argmax(1) != y
+    x_adv = x.clone()
+    passes = 0
+    n_cls = z0.shape[1]
+    targets = range(2, min(n_targets, n_cls - 1) + 2) if n_targets > 0 else [None]
+    for rank in targets:
+        for _ in range(restarts):
+            idx = (~fooled).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                return x_adv, fooled, passes
+            t = z0[idx].argsort(1)[:, -rank] if rank is not None else None
+            xa, hit, p = _apgd_run(model, x[idx], y[idx], t, eps=eps, norm=norm, steps=steps,
+                                   loss_fn=_loss_fn(loss, rank is not None), step=step, eot=eot, rho=rho,
+                                   generator=generator)
+            passes += p
+            x_adv[idx[hit]] = xa[hit]
+            fooled[idx[hit]] = True
+    return x_adv, fooled, passes
+
+
+def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, generator):
+    """One APGD run from a random start; images leave the active set once misclassified."""
+    n = len(x)
+    dims = (-1,) + (1,) * (x.dim() - 1)
+    noise = (torch.rand(x.shape, generator=generator) * 2 - 1) if norm == "inf" else torch.randn(
+        x.shape, generator=generator)
+    x_adv = (x + eps * _normalize(noise.to(x.device), norm)).clamp(0, 1)
+    found = torch.zeros(n, dtype=torch.bool, device=x.device)
+    out = x_adv.clone()
+    passes = 0
+
+    def grad_at(xa, ya, ta):
+        nonlocal passes
+        g = torch.zeros_like(xa)
+        for _ in range(eot):  # expectation over transformation for randomized models
+            xr = xa.clone().requires_grad_(True)
+            z = model(xr)
+            li = loss_fn(z, ya, ta)
+            g += torch.autograd.grad(li.sum(), xr)[0]
+            passes += len(xa)
+        return g / eot, li.detach(), z.detach()
+
+    # checkpoint schedule of the original: first after 22% of the steps, then shrinking by 3% to at least 6%
+    k = max(int(0.22 * steps), 1)
+    k_min, k_decr = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    grad, loss_cur, z = grad_at(x_adv, y, t)
+    # active-set state, one row per still-unfooled image
+    ids = torch.arange(n, device=x.device)
+    st = {"x": x, "y": y, "xa": x_adv, "old": x_adv.clone(), "g": grad, "g_best": grad.clone(),
+          "x_best": x_adv.clone(), "l_best": loss_cur.clone(), "prev": loss_cur.clone(),
+          "step": torch.full((n,), float(step), device=x.device), "inc": torch.zeros(n, device=x.device),
+          "reduced": torch.ones(n, dtype=torch.bool, device=x.device), "l_ckpt": loss_cur.clone()}
+    if t is not None:
+        st["t"] = t
+    # the window before the first checkpoint compares the first loss with zero, as the original does
+    st["inc"] += (loss_cur > 0).float()
+
+    def drop(keep):
+        nonlocal ids
+        ids = ids[keep]
+        for key in st:
+            st[key] = st[key][keep]
+
+    hit = z.argmax(1) != y
+    if hit.any():
+        out[ids[hit]] = x_adv[hit]
+        found[ids[hit]] = True
+        drop(~hit)
+    counter = 0
+    for i in range(steps):
+        if ids.numel() == 0:
+            break
+        with torch.no_grad():
+            xs, xa, s = st["x"], st["xa"], st["step"].view(dims)
+            a = 0.75 if i > 0 else 1.0
+            direction = st["g"].sign() if norm == "inf" else _normalize(st["g"], norm)
+            x1 = _project(xa + s * direction, xs, eps, norm)
+            x1 = _project(xa + (x1 - xa) * a + (xa - st["old"]) * (1 - a), xs, eps, norm)
+            st["old"] = xa
+            st["xa"] = x1
+        g, li, z = grad_at(st["xa"], st["y"], st.get("t"))
+        st["g"] = g
+        with torch.no_grad():
+            hit = z.argmax(1) != st["y"]
+            st["inc"] += (li > st["prev"]).float()
+            st["prev"] = li
+            better = li > st["l_best"]
+            st["x_best"][better] = st["xa"][better]
+            st["g_best"][better] = g[better]
+            st["l_best"] = torch.where(better, li, st["l_best"])
+            counter += 1
+            if counter == k:
+                osc = st["inc"] <= k * rho
+                no_impr = ~st["reduced"] & (st["l_ckpt"] >= st["l_best"])
+                halve = osc | no_impr
+                st["reduced"] = halve
+                st["l_ckpt"] = st["l_best"].clone()
+                st["step"] = torch.where(halve, st["step"] / 2, st["step"])
+                st["xa"][halve] = st["x_best"][halve]
+                st["g"][halve] = st["g_best"][halve]
+                st["inc"] = torch.zeros_like(st["inc"])
+                counter = 0
+                k = max(k - k_decr, k_min)
+            if hit.any():
+                out[ids[hit]] = st["xa"][hit]
+                found[ids[hit]] = True
+                drop(~hit)
+    if ids.numel():  # unfooled images: their highest-loss point (the best start for the next attack)
+        out[ids] = st["x_best"]
+    return out, found, passes
 
 
 @register_attack
 class AutoPGD(Attack):
     name = "autopgd"
     norm = "inf"
-    defaults = {"eps": 8 / 255, "step": 0.005, "steps": 25, "restarts": 1}
-    source = "seed 000 appendix A.2 (eps 8/255, step 0.005, 25 iterations)"
+    defaults = {"eps": 8 / 255, "step": 0.005, "steps": 25, "restarts": 1, "loss": "ce", "targeted": False,
+                "n_targets": 9, "rho": 0.75}
+    source = ("seed 000 appendix A.2 (eps 8/255, initial step 0.005, 25 iterations); algorithm of Croce & Hein "
+              "2020 (momentum 0.75, checkpoints, rho 0.75); targeted = APGD-T over the 9 likeliest other classes")
 
     def run(self, model, x, y, generator=None):
-        from art.attacks.evasion import AutoProjectedGradientDescent
         p = self.params
-        x_adv = art_generate(model, x, y, lambda clf: AutoProjectedGradientDescent(
-            clf, norm=np.inf, eps=p["eps"], eps_step=p["step"], max_iter=p["steps"], nb_random_init=p["restarts"],
-            batch_size=len(x), verbose=False))
-        return AttackOutput(x_adv, grad_passes=len(x) * p["steps"] * p["restarts"])
+        if p["loss"] not in ("ce", "dlr"):
+            from ..errors import HardenError
+            raise HardenError(f"autopgd: loss must be ce or dlr, got {p['loss']!r}.")
+        x_adv, _, passes = apgd(model, x, y, eps=p["eps"], norm="inf", steps=p["steps"], loss=p["loss"],
+                                step=p["step"], restarts=max(1, p["restarts"]),
+                                n_targets=p["n_targets"] if p["targeted"] else 0, rho=p["rho"], generator=generator)
+        return AttackOutput(x_adv, grad_passes=passes, forward_passes=len(x))

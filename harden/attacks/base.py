@@ -28,6 +28,8 @@ class AttackOutput:
     grad_passes: int
     forward_passes: int = 0  # extra forward-only passes
     extra_backward_passes: int = 0  # further backward passes that reuse one forward (per-class gradients)
+    # multi-stage attacks (autoattack): the adversarial images after each stage, in order
+    stages: dict[str, torch.Tensor] | None = None
 
     def floor_seconds(self, t_fwd_bwd: float, t_fwd: float) -> float:
         """The cost floor in seconds given per-image pass costs."""
@@ -48,6 +50,7 @@ class Attack:
             raise HardenError(f"Attack {self.name!r} has no option {', '.join(unknown)}; its options are "
                               f"{', '.join(f'{k}={v}' for k, v in self.defaults.items())}.")
         self.params = {**self.defaults, **params}
+        self.explicit = set(params)  # the options the user gave (the rest are preset)
         for k, v in self.params.items():
             dv = self.defaults[k]
             if isinstance(dv, bool):
@@ -56,10 +59,16 @@ class Attack:
                 self.params[k] = int(v)
             elif isinstance(dv, float):
                 self.params[k] = float(v)
+            elif isinstance(dv, str):
+                self.params[k] = str(v)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             generator: torch.Generator | None = None) -> AttackOutput:
         raise NotImplementedError
+
+    def stage_names(self) -> list[str]:
+        """Stages whose robust accuracy the report gives separately (a cascade such as autoattack)."""
+        return []
 
     def describe(self) -> str:
         ps = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
@@ -100,23 +109,30 @@ def parse_attack_spec(spec: str) -> tuple[str, dict[str, Any]]:
         k, eq, v = item.partition("=")
         if not eq:
             raise HardenError(f"Attack option {item!r} in {spec!r} is not of the form key=value.")
-        v = v.strip()
-        params[k.strip()] = v.lower() in ("true", "yes", "1") if v.lower() in ("true", "false", "yes", "no") \
-            else parse_number(v)
+        k, v = k.strip(), v.strip()
+        if isinstance(ATTACKS[name].defaults.get(k), str):  # a word option: norm=L2, loss=dlr, version=rand
+            params[k] = v
+        else:
+            params[k] = v.lower() in ("true", "yes", "1") if v.lower() in ("true", "false", "yes", "no") \
+                else parse_number(v)
     return name, params
 
 
 def build_attack(spec: str, eps: float | None = None) -> Attack:
+    """`eps` is the L-inf budget: it reaches the L-inf attacks only (an L2 attack's eps comes from --eps-l2)."""
     name, params = parse_attack_spec(spec)
     cls = ATTACKS[name]
-    if eps is not None and "eps" in cls.defaults and "eps" not in params:
+    given = set(params)
+    if eps is not None and "eps" in cls.defaults and "eps" not in params and cls(**params).norm == "inf":
         params["eps"] = eps
     # A preset's step (or alpha) is tied to its eps (seed 000: 0.005 at 8/255); keep the ratio when only eps changes,
     # so that steps x step still reaches the boundary of a larger ball.
     for key in ("step", "alpha"):
         if "eps" in params and key in cls.defaults and key not in params:
             params[key] = cls.defaults[key] * params["eps"] / cls.defaults["eps"]
-    return cls(**params)
+    atk = cls(**params)
+    atk.explicit = given
+    return atk
 
 
 # ------------------------------------------------------------------ shared helpers

@@ -1,0 +1,110 @@
+"""AutoAttack (Croce & Hein 2020), the field's standard robustness evaluation, as one attack of the registry.
+
+version=standard: APGD-CE (100 iterations, 1 restart), APGD-T (DLR-targeted, the 9 likeliest other classes,
+100 iterations each), FAB-T (9 targets, 100 iterations) and Square (5000 queries, p_init 0.8), L-inf or L2.
+version=rand, for randomized defences: APGD-CE and APGD-DLR with 20 EOT samples per gradient.
+A cascade: each stage attacks only the images every earlier stage left robust, and the adversarial images
+after each stage are kept so that the report gives robust accuracy stage by stage.
+
+APGD is harden's batched port (autopgd.py, tested against the original); FAB and Square are the original
+code (the `pyautoattack` package), called on the still-robust images."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import HardenError
+from .autopgd import apgd
+from .base import Attack, AttackOutput, register_attack
+from .square import square
+
+STAGES = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
+NORMS = {"linf": "inf", "inf": "inf", "l2": "2", "2": "2"}
+
+
+class _Counting(nn.Module):
+    """Counts image-level passes through the model: forwards that build a graph count as gradient passes
+    (each is followed by one backward in these attacks), the rest as forward-only passes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.grad = 0
+        self.fwd = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.grad += len(x)
+        else:
+            self.fwd += len(x)
+        return self.model(x)
+
+
+@register_attack
+class AutoAttack(Attack):
+    name = "autoattack"
+    norm = "inf"
+    defaults = {"eps": 8 / 255, "norm": "Linf", "version": "standard", "steps": 100, "n_targets": 9,
+                "fab_steps": 100, "queries": 5000, "eot": 20}
+    source = ("Croce & Hein 2020, AutoAttack version=standard (APGD-CE, APGD-T, FAB-T, Square 5000 queries) "
+              "or rand (APGD-CE, APGD-DLR, 20 EOT samples); RobustBench's evaluation")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        norm = NORMS.get(self.params["norm"].lower())
+        if norm is None:
+            raise HardenError(f"autoattack: norm must be Linf or L2, got {self.params['norm']!r}.")
+        self.params["norm"] = "Linf" if norm == "inf" else "L2"
+        self.norm = norm
+        if self.params["version"] not in STAGES:
+            raise HardenError(f"autoattack: version must be one of {', '.join(STAGES)}, got "
+                              f"{self.params['version']!r}.")
+
+    def stage_names(self) -> list[str]:
+        return list(STAGES[self.params["version"]])
+
+    def run(self, model, x, y, generator=None):
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else 0
+        counted = _Counting(model)
+        with torch.no_grad():
+            robust = counted(x).argmax(1) == y
+        x_adv = x.clone()
+        stages: dict[str, torch.Tensor] = {}
+        for stage in self.stage_names():
+            idx = robust.nonzero().squeeze(1)
+            if idx.numel():
+                xa = self._stage(stage, counted, x[idx], y[idx], seed, generator)
+                with torch.no_grad():  # the cascade's own check: misclassified and inside the ball
+                    fooled = (counted(xa).argmax(1) != y[idx]) & self._within(xa - x[idx])
+                x_adv[idx[fooled]] = xa[fooled]
+                robust[idx[fooled]] = False
+            stages[stage] = x_adv.clone()
+        return AttackOutput(x_adv, grad_passes=counted.grad, forward_passes=counted.fwd, stages=stages)
+
+    def _within(self, delta: torch.Tensor) -> torch.Tensor:
+        flat = delta.flatten(1)
+        size = flat.abs().amax(1) if self.norm == "inf" else flat.norm(dim=1)
+        return size <= self.params["eps"] + 1e-5
+
+    def _stage(self, stage, model, x, y, seed, generator):
+        p = self.params
+        eps, norm = p["eps"], self.norm
+        if stage.startswith("apgd"):
+            rand = p["version"] == "rand"
+            loss = "ce" if stage == "apgd-ce" else "dlr"
+            n_targets = p["n_targets"] if stage == "apgd-t" else 0
+            x_adv, _, _ = apgd(model, x, y, eps=eps, norm=norm, steps=p["steps"], loss=loss, step=None,
+                               restarts=1, n_targets=n_targets, eot=p["eot"] if rand else 1, generator=generator)
+            return x_adv
+        with torch.no_grad():
+            n_cls = model(x[:1]).shape[1]
+        orig_norm = "Linf" if norm == "inf" else "L2"
+        if stage == "fab-t":
+            from pyautoattack.fab_pt import FABAttack_PT
+            fab = FABAttack_PT(model, norm=orig_norm, n_restarts=1, n_iter=p["fab_steps"], eps=eps, seed=seed,
+                               targeted=True, n_target_classes=max(1, min(p["n_targets"], n_cls - 1)),
+                               device=x.device, verbose=False)
+            return fab.perturb(x, y)
+        if stage == "square":
+            return square(model, x, y, eps=eps, norm=norm, queries=p["queries"], seed=seed)
+        raise ValueError(stage)
