@@ -136,9 +136,10 @@ def eval_cmd(
     n: int = typer.Option(500, "--n", help="Number of test images (the first n)."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attack or preset with options, e.g. "
                                                "pgd:steps=50,step=0.005 (repeatable; default: the six; "
-                                               "'seed004' = fgsm, random-fgsm, jsma, deepfool, cw-l2)."),
+                                               "'seed004' = fgsm, random-fgsm, jsma, deepfool, cw-l2; "
+                                               "autoattack[:norm=L2|version=rand] = standard AutoAttack)."),
     eps: Optional[str] = typer.Option(None, "--eps", help="L-inf budget for all L-inf attacks, e.g. 8/255."),
-    eps_l2: str = typer.Option("0.5", "--eps-l2", help="L2 budget for DeepFool / C&W-L2."),
+    eps_l2: str = typer.Option("0.5", "--eps-l2", help="L2 budget for DeepFool / C&W-L2 and autoattack:norm=L2."),
     max_l0: str = typer.Option("0.145", "--max-l0", help="L0 budget for JSMA: a fraction of input features "
                                "(< 1) or a count (>= 1)."),
     craft_on: Optional[Path] = typer.Option(None, "--craft-on", help="Craft on this model and apply to the "
@@ -173,11 +174,7 @@ def eval_cmd(
     if eps_v is not None and not (0 < eps_v <= 1):
         raise HardenError(f"--eps is in pixel units of [0, 1]; got {eps_v}.")
     attacks = [build_attack(a, eps=eps_v) for a in expand_suites(attack or DEFAULT_ATTACKS)]
-    names, seen = [], set()
-    for i, a in enumerate(attacks):
-        names.append(a.name if a.name not in seen else f"{a.name}#{i}")
-        seen.add(a.name)
-    check_known(requirements, names)
+    check_known(requirements, attacks)
     for p in (json_path, markdown_path, junit_path):
         if p:
             check_output_path(p, [checkpoint, craft_on], force)

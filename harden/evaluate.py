@@ -62,6 +62,8 @@ class Report:
     # an image is robust in the worst case only if it survives every attack of the report at its budget
     worst_case: float | None = None
     output_kind: str = "logits"
+    # per-image robust flags by attack (the report key), for worst-case accounting and sharded runs; not in JSON
+    robust_images: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def metric_values(self) -> dict[str, float]:
         """Flat names the gate uses: clean, <attack>, <attack>.success, <attack>.median_norm, metrics."""
@@ -83,8 +85,9 @@ class Report:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-        d = asdict(self)
+        from dataclasses import asdict, replace
+        d = asdict(replace(self, robust_images={}))
+        d.pop("robust_images")
         d["values"] = self.metric_values()
         return d
 
@@ -171,6 +174,7 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
     return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
                   data=data.source, device=str(device), seed=seed, clean_accuracy=float(correct.float().mean()),
                   attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
+                  robust_images={k: v.cpu() for k, v in robust_by_attack.items()},
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)

@@ -49,11 +49,16 @@ def load_gate_file(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def check_known(requirements: list[dict[str, Any]], attack_names: list[str]) -> None:
-    """Fail early (exit 2) on a metric no report would contain, before minutes of attacks."""
-    known = {"clean", "clean.on_source_correct", "empirical_robustness", "loss_sensitivity"}
-    for a in attack_names:
+def check_known(requirements: list[dict[str, Any]], attacks: list) -> None:
+    """Fail early (exit 2) on a metric no report would contain, before minutes of attacks. `attacks`: the
+    run's Attack objects (their report keys and stages are derived as evaluate does)."""
+    known = {"clean", "clean.on_source_correct", "empirical_robustness", "loss_sensitivity", "worst"}
+    seen: set[str] = set()
+    for i, atk in enumerate(attacks):
+        a = atk.name if atk.name not in seen else f"{atk.name}#{i}"
+        seen.add(atk.name)
         known |= {a, f"{a}.success", f"{a}.median_norm", f"{a}.on_source_correct"}
+        known |= {f"{a}.{stage}" for stage in atk.stage_names()}
     for r in requirements:
         if r["metric"] not in known:
             raise HardenError(f"Requirement {r['text']!r} names unknown metric {r['metric']!r}; this run reports "

@@ -21,7 +21,7 @@ LARGE_BUDGET_MAX = 0.10
 # AutoAttack's checks (its checks.py and flags_doc): an evaluation that needs another attack set
 ZERO_GRAD_MAX = 0.05     # share of images with an all-zero input gradient of the loss
 BLACK_BOX_TOL = 0.01     # robust accuracy that Square (no gradients) may take from the gradient attacks' result
-BLACK_BOX_QUERIES = 1000
+BLACK_BOX_QUERIES = 500
 
 
 def flag(check: str, tripped: bool, detail: str, kind: str = "masking") -> dict[str, Any]:
@@ -34,6 +34,7 @@ def margin(tol: float, a: float, b: float, n: int | None) -> float:
     """The larger of `tol` and two standard errors of a - b for accuracies measured on n images each."""
     if not n:
         return tol
+    a, b = min(max(a, 0.0), 1.0), min(max(b, 0.0), 1.0)
     return max(tol, 2 * math.sqrt((a * (1 - a) + b * (1 - b)) / n))
 
 

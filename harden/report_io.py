@@ -27,6 +27,13 @@ def _budget(a) -> str:
     return f"{_norm_label(a.norm)} {value}"
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else str(n))
+
+
+WORST_CASE_NOTE = "worst case: robust only if the image survives every attack above at its budget"
+
+
 def _failing_metrics(report: Report) -> set[str]:
     return {g["metric"] for g in report.gate if not g["passed"]}
 
@@ -36,23 +43,32 @@ def render_terminal(report: Report, console: Console) -> None:
     title = (f"{report.model} - threat model: [bold]{report.threat_model}[/] - {report.n} images of "
              f"{report.data} - device {report.device}")
     t = Table(title=title, title_justify="left")
-    for col in ("attack", "budget", "robust acc %", "success %", "median norm", "s", "img/s"):
+    for col in ("attack", "budget", "robust acc %", "success %", "median norm", "s", "img/s", "grad passes"):
         t.add_column(col, justify="left" if col == "attack" else "right")
     transfer = report.source_clean_accuracy is not None
     if transfer:
         t.add_column("acc on src-correct %", justify="right")
-    clean_row = ["clean", "-", _pct(report.clean_accuracy), "-", "-", "-", "-"] + (["-"] if transfer else [])
+    clean_row = ["clean", "-", _pct(report.clean_accuracy), "-", "-", "-", "-", "-"] + (["-"] if transfer else [])
     t.add_row(*clean_row, style="red" if "clean" in fails else None)
     for a in report.attacks:
         bad = a.name in fails or any(f.startswith(a.name + ".") for f in fails)
+        for stage, v in a.stages.items():
+            t.add_row(f"  after {stage}", _budget(a), _pct(v), *["-"] * 5, *(["-"] if transfer else []),
+                      style="red" if f"{a.name}.{stage}" in fails else "dim")
         row = [a.name, _budget(a), _pct(a.robust_accuracy), _pct(a.success_rate),
-               "-" if a.median_norm is None else f"{a.median_norm:.4g}", f"{a.seconds:.1f}", f"{a.images_per_s:.0f}"]
+               "-" if a.median_norm is None else f"{a.median_norm:.4g}", f"{a.seconds:.1f}", f"{a.images_per_s:.0f}",
+               _count(a.backward_passes)]
         if transfer:
             row.append(_pct(a.accuracy_on_source_correct))
         t.add_row(*row, style="red" if bad else None)
+    if report.worst_case is not None:
+        t.add_row("worst case", "each attack's", _pct(report.worst_case), *["-"] * 5, *(["-"] if transfer else []),
+                  style="bold red" if "worst" in fails else "bold")
     console.print(t)
     for a in report.attacks:
         console.print(f"  [dim]{a.preset}[/]")
+    if report.worst_case is not None:
+        console.print(f"  [dim]{WORST_CASE_NOTE}; grad passes: image-level forward+backward passes that ran[/]")
     if report.metrics:
         console.print("  " + "  ".join(f"{k} {v:.4g}" for k, v in report.metrics.items()) + " (white-box, seed 004)")
     if transfer:
@@ -66,11 +82,19 @@ def render_terminal(report: Report, console: Console) -> None:
 
 def render_masking(report: Report, console: Console) -> None:
     for f in report.masking:
-        if f["tripped"]:
+        if not f["tripped"]:
+            continue
+        kind = f.get("kind", "masking")
+        if kind == "masking":
             console.print(f"  [bold yellow]warning: possible gradient masking ({report.model}):[/] {f['check']} - "
                           f"{f['detail']}. White-box numbers may overstate robustness.")
-    if report.masking and not any(f["tripped"] for f in report.masking):
-        console.print(f"  gradient-masking checks ({len(report.masking)}): none tripped")
+        elif kind == "check":
+            console.print(f"  [bold yellow]warning ({report.model}):[/] {f['check']} - {f['detail']}.")
+        else:
+            console.print(f"  note ({report.model}): {f['detail']}.")
+    warnings = [f for f in report.masking if f["tripped"] and f.get("kind", "masking") != "note"]
+    if report.masking and not warnings:
+        console.print(f"  gradient-masking and evaluation checks ({len(report.masking)}): none tripped")
 
 
 def to_json(reports: Sequence[Report]) -> str:
@@ -84,26 +108,33 @@ def to_markdown(reports: Sequence[Report]) -> str:
         lines += [f"## {r.model}", "", f"Threat model: **{r.threat_model}** (crafted on {r.crafted_on}); "
                   f"{r.n} test images of {r.data}; device {r.device}; seed {r.seed}.", ""]
         transfer = r.source_clean_accuracy is not None
-        head = "| attack | budget | robust acc % | success % | median norm | s | img/s |"
-        sep = "|---|---|---|---|---|---|---|"
+        head = "| attack | budget | robust acc % | success % | median norm | s | img/s | grad passes |"
+        sep = "|---|---|---|---|---|---|---|---|"
         if transfer:
             head += " acc on src-correct % |"
             sep += "---|"
-        lines += [head, sep, f"| clean | - | {_pct(r.clean_accuracy)} | - | - | - | - |" + (" - |" if transfer else "")]
+        dash = " - |" if transfer else ""
+        lines += [head, sep, f"| clean | - | {_pct(r.clean_accuracy)} | - | - | - | - | - |" + dash]
         for a in r.attacks:
+            for stage, v in a.stages.items():
+                lines.append(f"| {a.name} after {stage} | {_budget(a)} | {_pct(v)} | - | - | - | - | - |" + dash)
             med = "-" if a.median_norm is None else f"{a.median_norm:.4g}"
             row = (f"| {a.name} | {_budget(a)} | {_pct(a.robust_accuracy)} | "
-                   f"{_pct(a.success_rate)} | {med} | {a.seconds:.1f} | {a.images_per_s:.0f} |")
+                   f"{_pct(a.success_rate)} | {med} | {a.seconds:.1f} | {a.images_per_s:.0f} | {a.backward_passes} |")
             if transfer:
                 row += f" {_pct(a.accuracy_on_source_correct)} |"
             lines.append(row)
+        if r.worst_case is not None:
+            lines.append(f"| **worst case** | each attack's | **{_pct(r.worst_case)}** | - | - | - | - | - |" + dash)
         lines.append("")
+        if r.worst_case is not None:
+            lines.append(f"- {WORST_CASE_NOTE}")
         lines += [f"- `{a.preset}`" for a in r.attacks]
         if r.metrics:
             lines.append("- " + ", ".join(f"{k} {v:.4g}" for k, v in r.metrics.items()) + " (white-box)")
         for f in r.masking:
-            lines.append(f"- gradient-masking check `{f['check']}`: {'TRIPPED' if f['tripped'] else 'quiet'} "
-                         f"({f['detail']})")
+            what = "gradient-masking check" if f.get("kind", "masking") == "masking" else "check"
+            lines.append(f"- {what} `{f['check']}`: {'TRIPPED' if f['tripped'] else 'quiet'} ({f['detail']})")
         for g in r.gate:
             lines.append(f"- {'PASS' if g['passed'] else 'FAIL'} `{g['text']}` (actual {g['actual']})")
         lines.append("")
@@ -150,8 +181,13 @@ def render_before_after(reports: dict[str, Report], console: Console) -> None:
     t.add_row("clean", "-", _pct(base.clean_accuracy), _pct(wb.clean_accuracy), _pct(tr.clean_accuracy),
               _pct(tr.clean_on_source_correct))
     for a, b, c in zip(base.attacks, wb.attacks, tr.attacks, strict=True):
+        for stage in a.stages:
+            t.add_row(f"  after {stage}", _budget(a), _pct(a.stages[stage]), _pct(b.stages.get(stage)),
+                      _pct(c.stages.get(stage)), "-", style="dim")
         t.add_row(a.name, _budget(a), _pct(a.robust_accuracy), _pct(b.robust_accuracy), _pct(c.robust_accuracy),
                   _pct(c.accuracy_on_source_correct))
+    t.add_row("worst case", "each attack's", _pct(base.worst_case), _pct(wb.worst_case), _pct(tr.worst_case), "-",
+              style="bold")
     console.print(t)
     for a in base.attacks:
         console.print(f"  [dim]{a.preset}[/]")

@@ -1,3 +1,4 @@
+import os
 import sys
 
 import pytest
@@ -7,7 +8,7 @@ from harden import TrainConfig, load_data, save, train
 from harden.runtime import set_quiet
 
 set_quiet(True)
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("HARDEN_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")

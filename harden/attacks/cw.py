@@ -16,24 +16,28 @@ class CarliniWagnerLinf(Attack):
     def run(self, model, x, y, generator=None):
         p = self.params
         eps, step, kappa = p["eps"], p["step"], p["confidence"]
-        x_adv = x.clone()
         best = x.clone()
-        found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(p["steps"]):
-            x_adv.requires_grad_(True)
-            logits = model(x_adv)
-            m = margin(logits, y)
+        idx = torch.arange(len(x), device=x.device)  # images not yet fooled by the margin
+        xa, x0, y0 = x.clone(), x, y
+        passes = fwd = 0
+        for i in range(p["steps"] + 1):
+            last = i == p["steps"]
+            xr = xa.clone().requires_grad_(not last)
+            with torch.set_grad_enabled(not last):
+                m = margin(model(xr), y0)
             hit = m.detach() < -kappa if kappa > 0 else m.detach() < 0
-            new = hit & ~found
-            best[new] = x_adv.detach()[new]
-            found |= hit
-            # minimise max(Z_y - max_other, -kappa): zero gradient once fooled by the margin.
-            loss = torch.clamp(m, min=-kappa).sum()
-            (g,) = torch.autograd.grad(loss, x_adv)
-            x_adv = x_adv.detach() - step * g.sign()
-            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
-        with torch.no_grad():
-            hit = margin(model(x_adv), y) < 0
-        best[hit & ~found] = x_adv[hit & ~found]
-        best[~(found | hit)] = x_adv[~(found | hit)]
-        return AttackOutput(best, grad_passes=len(x) * p["steps"], forward_passes=len(x))
+            best[idx[hit]] = xa[hit]
+            if last:
+                fwd += len(idx)
+                best[idx[~hit]] = xa[~hit]  # unfooled: the last iterate
+                break
+            # minimise max(Z_y - max_other, -kappa); an image leaves once fooled by the margin
+            (g,) = torch.autograd.grad(torch.clamp(m, min=-kappa).sum(), xr)
+            passes += len(idx)
+            keep = ~hit
+            idx, x0, y0, xa, g = idx[keep], x0[keep], y0[keep], xa[keep], g[keep]
+            if idx.numel() == 0:
+                break
+            xa = xa - step * g.sign()
+            xa = torch.min(torch.max(xa, x0 - eps), x0 + eps).clamp(0, 1)
+        return AttackOutput(best, grad_passes=passes, forward_passes=fwd)
