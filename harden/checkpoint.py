@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from .runtime import warn
 
 FORMAT_VERSION = "1"
 SAFETENSORS_EXT = {".safetensors"}
-TORCH_EXT = {".pt", ".pth", ".bin"}
 # Metadata keys that describe the architecture; CLI flags can supply or override them.
 SPEC_KEYS = ("arch", "num_classes", "in_chans", "input_size", "mean", "std")
 PATCH_PREFIX = "patch."  # a recipe's added modules; architecture keys stay unprefixed
@@ -42,12 +40,13 @@ def _check_readable(path: Path) -> None:
         raise HardenError(f"Checkpoint {str(path)!r} is empty (0 bytes); it was probably not written completely.")
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (state_dict, metadata) without building a model."""
+def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (state_dict, metadata) without building a model. The format is found by content (see formats.py)."""
+    from . import formats
     path = Path(path)
     _check_readable(path)
-    ext = path.suffix.lower()
-    if ext in SAFETENSORS_EXT:
+    kind = formats.sniff_format(path)
+    if kind == formats.SAFETENSORS:
         from safetensors import SafetensorError, safe_open
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -57,27 +56,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             raise HardenError(f"{str(path)!r} is not a readable safetensors file ({e}). It may be truncated or "
                               "corrupted; re-export it from the training run.") from None
         return state, decode_meta(raw_meta)
-    if ext in TORCH_EXT:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise HardenError(f"Refused to load {str(path)!r}: it is a pickle that asks to run code or build "
-                              f"objects other than tensors ({str(e).splitlines()[0][:200]}). harden only loads "
-                              "plain state dicts (torch.load with weights_only=True). Save the weights with "
-                              "torch.save(model.state_dict(), path) or convert them to .safetensors.") from None
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).") from None
-        if isinstance(obj, dict):
-            for key in ("state_dict", "model_state_dict", "model"):
-                if key in obj and isinstance(obj[key], dict):
-                    obj = obj[key]
-                    break
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise HardenError(f"{str(path)!r} does not hold a state dict (a mapping of names to tensors).")
-        state = {k.removeprefix("module."): v for k, v in obj.items()}
+    if kind in (formats.TORCH_ZIP, formats.TORCH_LEGACY):
+        state, _ = formats.select(formats.read_torch(path), key, path)
         return state, {}
-    raise HardenError(f"{str(path)!r}: unknown checkpoint type {ext or '(no extension)'}; "
-                      "use .safetensors, .pt, .pth or .bin.")
+    if path.suffix.lower() in SAFETENSORS_EXT:
+        raise HardenError(f"{str(path)!r} is not a readable safetensors file (no valid header). It may be "
+                          "truncated or corrupted; re-export it from the training run.")
+    raise HardenError(f"{str(path)!r} is neither a safetensors file nor a PyTorch checkpoint (zip or legacy "
+                      "pickle); harden reads those two, whatever the file is called.")
 
 
 def decode_meta(raw: dict[str, str]) -> dict[str, Any]:
@@ -124,11 +110,12 @@ def _norm(v):
 
 
 def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
-         in_chans: int | None = None, input_size=None, mean=None, std=None,
+         in_chans: int | None = None, input_size=None, mean=None, std=None, key: str | None = None,
          device: str | torch.device = "cpu") -> Classifier:
-    """Load a checkpoint into a Classifier (takes [0,1] pixels). Flags fill or override metadata."""
+    """Load a checkpoint into a Classifier (takes [0,1] pixels). Flags fill or override metadata; `key`
+    picks the state dict inside an ambiguous container (dotted path, e.g. 'state_dict.0')."""
     path = Path(path)
-    state, meta = read_checkpoint(path)
+    state, meta = read_checkpoint(path, key)
     spec = _merge_spec(meta, dict(arch=arch, num_classes=num_classes, in_chans=in_chans,
                                   input_size=input_size, mean=mean, std=std), path)
     model = create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec.get("in_chans", 3)),
@@ -140,7 +127,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     if meta.get("recipe"):  # a hardened checkpoint: replay the recipe's attach, then load its weights
         from .recipes import get_recipe
         get_recipe(str(meta["recipe"])).attach(model, dict(meta.get("recipe_params", {})))
-    load_state_strict(model.net, state, path)
+    model.load_notes = load_state_strict(model.net, state, path)
     if model.patch is not None:
         load_state_strict(model.patch, patch_state, path, what="recipe modules")
     elif patch_state:
@@ -154,10 +141,11 @@ def _as_list(v):
 
 
 def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
-                      what: str = "architecture") -> None:
-    if state and all(k.startswith("net.") for k in state):
-        state = {k[4:]: v for k, v in state.items()}
+                      what: str = "architecture") -> list[str]:
+    """Load strictly after fitting the keys (formats.fit_keys); returns notes on what the fitting did."""
+    from .formats import fit_keys, mismatch_hint
     own = net.state_dict()
+    state, notes = fit_keys(own, state, dict(net.named_modules()))
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -170,9 +158,11 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
             parts.append(f"{len(missing)} missing key(s), first: {', '.join(missing[:3])}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), first: {', '.join(unexpected[:3])}")
-        raise HardenError(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)}). Check "
-                          "--arch, --num-classes and --in-chans (or the checkpoint's metadata).")
+        raise HardenError(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)})."
+                          + (mismatch_hint(own, state, notes) if missing or unexpected else "")
+                          + " Check --arch, --num-classes and --in-chans (or the checkpoint's metadata).")
     net.load_state_dict(state, strict=True)
+    return notes
 
 
 def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike] = (), force: bool = False) -> Path:
@@ -253,7 +243,8 @@ def save_patch(model: Classifier, path: str | os.PathLike, meta: dict[str, Any],
     return path
 
 
-def apply_patch(base_path: str | os.PathLike, patch_path: str | os.PathLike, device="cpu") -> Classifier:
+def apply_patch(base_path: str | os.PathLike, patch_path: str | os.PathLike, device="cpu",
+                model_flags: dict[str, Any] | None = None) -> Classifier:
     """Rebuild a hardened model from its base checkpoint and a patch file; refuse a different base."""
     from .recipes import get_recipe
     patch_state, meta = read_checkpoint(patch_path)
@@ -264,7 +255,7 @@ def apply_patch(base_path: str | os.PathLike, patch_path: str | os.PathLike, dev
         raise HardenError(f"{str(patch_path)!r} was trained on a base with sha256 {meta['base_sha256'][:16]}..., but "
                           f"{str(base_path)!r} has sha256 {digest[:16]}...; a patch only fits the exact base it "
                           "was trained on.")
-    model = load(base_path)
+    model = load(base_path, **(model_flags or {}))
     if model.patch is not None:
         raise HardenError(f"{str(base_path)!r} is already hardened ({model.spec.extra.get('recipe')}).")
     get_recipe(str(meta["recipe"])).attach(model, dict(meta.get("recipe_params", {})))

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import HardenError
+from .model_flags import ModelFlags, with_model_flags
 
 app = typer.Typer(name="harden", add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
                   help="Make a saved image classifier harder to fool with adversarial examples, and prove it "
@@ -30,12 +31,6 @@ MetricsOpt = typer.Option(True, "--metrics/--no-metrics", help="Seed 004's empir
 MaskingChecksOpt = typer.Option(True, "--masking-checks/--no-masking-checks", help="Gradient-masking signals "
                                 "(Carlini et al. 2019): large budget, stronger PGD, iterative vs single-step "
                                 "(white-box only).")
-ArchOpt = typer.Option(None, "--arch", help="Architecture (if the checkpoint's metadata lacks it or to override).")
-NumClassesOpt = typer.Option(None, "--num-classes", help="Number of classes (fills/overrides metadata).")
-InChansOpt = typer.Option(None, "--in-chans", help="Input channels (fills/overrides metadata).")
-InputSizeOpt = typer.Option(None, "--input-size", help="Input size HxW, e.g. 32x32 (fills/overrides metadata).")
-MeanOpt = typer.Option(None, "--mean", help="Per-channel mean, comma-separated (fills/overrides metadata).")
-StdOpt = typer.Option(None, "--std", help="Per-channel std, comma-separated (fills/overrides metadata).")
 
 
 def _setup(quiet: bool) -> None:
@@ -43,29 +38,9 @@ def _setup(quiet: bool) -> None:
     set_quiet(quiet)
 
 
-def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise HardenError(f"--{what} takes comma-separated numbers, got {text!r}.") from None
-
-
-def _size(text: Optional[str]) -> Optional[tuple[int, int]]:
-    if text is None:
-        return None
-    try:
-        parts = [int(v) for v in text.lower().replace(",", "x").split("x")]
-        return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
-    except (ValueError, IndexError):
-        raise HardenError(f"--input-size takes HxW (e.g. 32x32), got {text!r}.") from None
-
-
-def _load_model(path: Path, arch, num_classes, in_chans, input_size, mean, std, device):
+def _load_model(path: Path, flags, device):
     from .checkpoint import load
-    return load(path, arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=_size(input_size),
-                mean=_floats(mean, "mean"), std=_floats(std, "std"), device=device)
+    return load(path, device=device, **flags.load_kwargs())
 
 
 @app.command()
@@ -104,16 +79,19 @@ def train(
 
 
 @app.command()
+@with_model_flags
 def inspect(
-    checkpoint: Path = typer.Argument(..., help="A .safetensors, .pt, .pth or .bin checkpoint."),
-    arch: Optional[str] = ArchOpt, num_classes: Optional[int] = NumClassesOpt, in_chans: Optional[int] = InChansOpt,
-    input_size: Optional[str] = InputSizeOpt, mean: Optional[str] = MeanOpt, std: Optional[str] = StdOpt,
-    debug: bool = DebugOpt,
+    checkpoint: Path = typer.Argument(..., help="A checkpoint: safetensors or any torch file (format found by "
+                                      "content)."),
+    debug: bool = DebugOpt, model_flags: ModelFlags = None,
 ):
-    """Show a checkpoint's metadata, parameter count, taps and hash; check that it loads."""
+    """Show a checkpoint's metadata, parameter count, taps, head, output kind and hash; check that it loads."""
+    import torch
+
     from .checkpoint import read_checkpoint, sha256_file
-    _, meta = read_checkpoint(checkpoint)
-    model = _load_model(checkpoint, arch, num_classes, in_chans, input_size, mean, std, "cpu")
+    from .outputs import detect_output_kind
+    _, meta = read_checkpoint(checkpoint, model_flags.key)
+    model = _load_model(checkpoint, model_flags, "cpu")
     t = Table(title=str(checkpoint), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
@@ -121,7 +99,10 @@ def inspect(
     rows = [("arch", s.arch), ("num_classes", s.num_classes), ("in_chans", s.in_chans),
             ("input_size", f"{s.input_size[0]}x{s.input_size[1]}"), ("mean", s.mean), ("std", s.std),
             ("data", s.data or "-"), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
-            ("taps", ", ".join(f"{t['module']} ({t['num_chs']} ch, /{t['reduction']})" for t in model.taps()) or "-"),
+            ("taps", ", ".join(f"{t['module']} ({t['num_chs']} ch, /{t['reduction']})" for t in _taps(model)) or "-"),
+            ("head", _head(model)),
+            ("loaded", "; ".join(getattr(model, "load_notes", [])) or "keys as saved"),
+            ("output kind", detect_output_kind(model, torch.rand(2, s.in_chans, *s.input_size))),
             ("sha256", sha256_file(checkpoint))]
     rows += [(k, v) for k, v in meta.items() if k not in {r[0] for r in rows}]
     for k, v in rows:
@@ -129,7 +110,25 @@ def inspect(
     out.print(t)
 
 
+def _taps(model) -> list:
+    try:
+        return model.taps()
+    except Exception:  # a model the probe cannot run (inspect still shows the rest)
+        return []
+
+
+def _head(model) -> str:
+    try:
+        name, post = model.head()
+    except HardenError as e:
+        return f"- ({e})"
+    if name is None:
+        return "timm forward_features / forward_head"
+    return name + ("" if post == "none" else f" + {post}")
+
+
 @app.command("eval")
+@with_model_flags
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="The model to evaluate."),
     data: Optional[str] = typer.Option(None, "--data", help="Test data (default: what the checkpoint names)."),
@@ -152,10 +151,8 @@ def eval_cmd(
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement)."),
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt,
     batch_size: int = typer.Option(256, "--batch-size", min=1),
-    arch: Optional[str] = ArchOpt, num_classes: Optional[int] = NumClassesOpt, in_chans: Optional[int] = InChansOpt,
-    input_size: Optional[str] = InputSizeOpt, mean: Optional[str] = MeanOpt, std: Optional[str] = StdOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
-    debug: bool = DebugOpt,
+    debug: bool = DebugOpt, model_flags: ModelFlags = None,
 ):
     """Robust accuracy under FGSM, PGD, AutoPGD, C&W, DeepFool and JSMA, with a release gate."""
     _setup(quiet)
@@ -180,11 +177,14 @@ def eval_cmd(
             check_output_path(p, [checkpoint, craft_on], force)
     dev = resolve_device(device)
     seed_everything(seed)
-    model = _load_model(checkpoint, arch, num_classes, in_chans, input_size, mean, std, dev)
+    model = _load_model(checkpoint, model_flags, dev)
     source = None
-    if craft_on is not None:
-        from .checkpoint import load
-        source = load(craft_on, device=dev)
+    if craft_on is not None:  # the model flags fill what its metadata lacks (a base that harden did not write)
+        from .checkpoint import read_checkpoint
+        _, src_meta = read_checkpoint(craft_on, model_flags.key)
+        src_flags = ModelFlags(**{k: v for k, v in model_flags.given().items()
+                                  if k == "key" or k not in src_meta})
+        source = _load_model(craft_on, src_flags, dev)
     ds = data_for(model, data)
     report = evaluate(model, ds, attacks=attacks, n=n, eps_l2=parse_number(eps_l2), max_l0=parse_number(max_l0),
                       craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
@@ -199,6 +199,7 @@ def eval_cmd(
 
 
 @app.command()
+@with_model_flags
 def fix(
     checkpoint: Path = typer.Argument(..., help="The base model to harden (never written to)."),
     recipe: str = typer.Option("fixer", "--recipe", help="Recipe name (see `harden recipes`) or a recipe .toml."),
@@ -219,7 +220,7 @@ def fix(
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the three reports as Markdown."),
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
-    debug: bool = DebugOpt,
+    debug: bool = DebugOpt, model_flags: ModelFlags = None,
 ):
     """Harden a checkpoint with a recipe on a fraction of its data; print the before/after report."""
     _setup(quiet)
@@ -249,7 +250,7 @@ def fix(
     result = run_fix(checkpoint, data, recipe=recipe, sets=set_ or [], data_frac=data_frac, seed=seed,
                      epochs=epochs, batch_size=batch_size, lr=lr, device=device, report_n=n,
                      attacks=expand_suites(attack or DEFAULT_ATTACKS), report=report, metrics=metrics,
-                     masking_checks=masking_checks)
+                     masking_checks=masking_checks, model_flags=model_flags.load_kwargs())
     if sha256_file(checkpoint) != base_sha:
         raise RuntimeError("internal error: the input checkpoint changed")
     save(result.model, output, force=force, inputs=[checkpoint])
@@ -265,18 +266,75 @@ def fix(
 
 
 @app.command()
+@with_model_flags
 def apply(
     base: Path = typer.Argument(..., help="The base checkpoint the patch was trained on."),
     patch: Path = typer.Argument(..., help="A patch written by `harden fix --patch-out`."),
     output: Path = typer.Option(..., "-o", "--output", help="The rebuilt hardened checkpoint."),
-    force: bool = ForceOpt, debug: bool = DebugOpt,
+    force: bool = ForceOpt, debug: bool = DebugOpt, model_flags: ModelFlags = None,
 ):
     """Rebuild a hardened checkpoint from a base and a patch; refuses a base whose sha256 differs."""
     from .checkpoint import apply_patch, check_output_path, save
     check_output_path(output, [base, patch], force)
-    model = apply_patch(base, patch)
+    model = apply_patch(base, patch, model_flags=model_flags.load_kwargs())
     save(model, output, force=force, inputs=[base, patch])
     out.print(f"wrote {output} ({model.spec.extra.get('recipe')} patch applied to {base.name})")
+
+
+@app.command("import")
+@with_model_flags
+def import_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint harden did not write (any torch file or safetensors)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The harden .safetensors to write."),
+    data: Optional[str] = typer.Option(None, "--data", help="The model's data, stored so that later commands need no "
+                                       "--data."),
+    force: bool = ForceOpt, debug: bool = DebugOpt, model_flags: ModelFlags = None,
+):
+    """Load a foreign checkpoint strictly once and write it as a harden .safetensors: later commands need no flags."""
+    from .checkpoint import check_output_path
+    from .importer import import_checkpoint
+    check_output_path(output, [checkpoint], force)
+    model = import_checkpoint(checkpoint, output, model_flags=model_flags.load_kwargs(), data=data, force=force)
+    s = model.spec
+    out.print(f"wrote {output} ({s.arch}, {s.num_classes} classes, {s.in_chans}x{s.input_size[0]}x{s.input_size[1]}, "
+              f"{sum(p.numel() for p in model.parameters()):,} parameters, data {s.data or '-'})")
+
+
+@app.command()
+@with_model_flags
+def export(
+    checkpoint: Path = typer.Argument(..., help="The model to export (hardened or not)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write."),
+    data: Optional[str] = typer.Option(None, "--data", help="Test images for the check (default: what the checkpoint "
+                                       "names; random pixels when it names none)."),
+    n: int = typer.Option(64, "--num-images", "--n", min=1, help="Images for the onnxruntime check."),
+    opset: int = typer.Option(17, "--opset", min=9, help="ONNX opset."),
+    force: bool = ForceOpt, quiet: bool = QuietOpt, debug: bool = DebugOpt, model_flags: ModelFlags = None,
+):
+    """Export the whole model (normalisation, recipe modules) to ONNX with a dynamic batch axis and check it with
+    onnxruntime: exit 1 when the predictions disagree."""
+    _setup(quiet)
+    import torch
+
+    from .checkpoint import check_output_path
+    from .export import LOGIT_TOL, export_onnx
+    check_output_path(output, [checkpoint], force)
+    model = _load_model(checkpoint, model_flags, "cpu")
+    s = model.spec
+    x, images = torch.rand(n, s.in_chans, *s.input_size, generator=torch.Generator().manual_seed(0)), "random pixels"
+    if data or (s.data and (s.data == "digits" or Path(s.data).exists())):
+        from .api import data_for
+        from .data import fit_size, to_tensor
+        ds = data_for(model, data)
+        x, images = fit_size(to_tensor(ds.x_test[:n]), tuple(s.input_size)), f"test images of {ds.source}"
+    check = export_onnx(model, output, x, images, opset=opset)
+    out.print(f"wrote {output} (opset {opset}, dynamic batch axis)")
+    mark = "[green]OK[/]" if check.ok else "[red]MISMATCH[/]"
+    out.print(f"  {mark} onnxruntime vs torch on {check.n} {check.images}: predictions agree on "
+              f"{100 * check.agreement:.1f}%, largest output difference {check.max_abs_diff:.3g} "
+              f"(tolerance {LOGIT_TOL:g} x max(1, |output| {check.scale:.3g}))")
+    if not check.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

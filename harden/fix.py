@@ -46,9 +46,11 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         sets: Sequence[str] = (), data_frac: float = 0.1, seed: int = 0, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",
         report_n: int | None = 500, attacks: Sequence[str] = DEFAULT_ATTACKS, report: bool = True,
-        base_name: str | None = None, metrics: bool = True, masking_checks: bool = True) -> FixResult:
+        base_name: str | None = None, metrics: bool = True, masking_checks: bool = True,
+        model_flags: dict | None = None) -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
-    `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report."""
+    `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
+    `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write."""
     device = resolve_device(device)
     config = apply_overrides(load_recipe_config(recipe), list(sets))
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
@@ -58,9 +60,9 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         base_model, base_sha, base_name = base, state_digest(base), base_name or "base"
         model = copy.deepcopy(base)
     else:
-        base_model, base_sha = load(base, device=device), sha256_file(base)
+        base_model, base_sha = load(base, device=device, **(model_flags or {})), sha256_file(base)
         base_name = base_name or Path(base).name
-        model = load(base, device=device)
+        model = copy.deepcopy(base_model)
     if base_model.spec.extra.get("recipe"):
         raise HardenError(f"{base_name} is already hardened (recipe {base_model.spec.extra.get('recipe')}); "
                           "fix its base instead.")

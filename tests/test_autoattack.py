@@ -54,29 +54,30 @@ def _noisy(model):
 
 def test_autopgd_at_least_as_strong_as_art(digits_model, digits):
     """Same images, same preset (25 iterations, step 0.005 at 8/255 scaled to eps), three budgets, two seeds.
-    On this small model the two agree within a few images either way (measured: 434 vs 430 robust of 1350);
+    On digits the two agree within noise (measured, 450 images x 3 budgets x 3 seeds: 1304 robust for ours vs
+    1295 for ART on the plain model; 580 vs 576 over 2 seeds on an adversarially fine-tuned one);
     the reference models in BENCHMARKS.md show where ART's algorithm falls behind (80.6 vs 77.x)."""
     from art.attacks.evasion import AutoProjectedGradientDescent
-    x, y = _xy(digits, 300)
+    x, y = _xy(digits, 200)
     ours = art = 0
     with frozen(digits_model):
-        for eps in (0.05, 0.1, 0.15):
+        for eps in (0.1, 0.15):
             atk = build_attack("autopgd", eps=eps)
             for s in range(2):
                 ours += _robust(digits_model, atk.run(digits_model, x, y, torch.Generator().manual_seed(s)).x_adv, y)
                 np.random.seed(s)
                 xa = art_generate(digits_model, x, y, lambda clf, eps=eps, atk=atk: AutoProjectedGradientDescent(
                     clf, norm=np.inf, eps=eps, eps_step=atk.params["step"], max_iter=25, nb_random_init=1,
-                    batch_size=300, verbose=False))
+                    batch_size=200, verbose=False))
                 art += _robust(digits_model, xa, y)
-    # at least as strong, up to the noise of two random starts (1% of the 1800 attacked images)
-    assert ours <= art + 18, (ours, art)
+    # at least as strong, up to the noise of random starts (1% of the 800 attacked images)
+    assert ours <= art + 8, (ours, art)
 
 
 def test_apgd_matches_the_original_code(digits_model, digits):
     """Our batched port against the original APGD (pyautoattack) at its own settings: 100 iterations, 2 eps."""
     from pyautoattack.autopgd_base import APGDAttack
-    x, y = _xy(digits, 200)
+    x, y = _xy(digits, 120)
     with frozen(digits_model):
         for loss in ("ce", "dlr"):
             ref = APGDAttack(digits_model, n_iter=100, eps=EPS, norm="Linf", loss=loss, seed=0, device="cpu")
@@ -107,18 +108,24 @@ def test_dlr_is_shift_invariant():
 
 
 def test_autoattack_agrees_with_the_original(digits_model, digits):
-    """harden's cascade (our APGD, the original FAB-T and Square) against the original AutoAttack,
-    version=standard, on the same model and images."""
+    """harden's cascade (our APGD, the original FAB-T and Square) against the original AutoAttack's standard
+    cascade on the same model and images, both at the same reduced budgets (iterations and queries) to keep
+    the test in seconds; BENCHMARKS.md compares the full standard version on the reference models."""
     from pyautoattack import AutoAttack
-    x, y = _xy(digits, 60)
+    x, y = _xy(digits, 100)
     with frozen(digits_model):
         ref = AutoAttack(digits_model, eps=EPS, norm="Linf", version="standard", seed=0, device="cpu")
         ref.logger.disabled = True
-        r_ref = _robust(digits_model, ref.run_standard_evaluation(x, y, batch_size=60)[0], y)
-    rep = evaluate(digits_model, digits, n=60, attacks=["autoattack"], eps=EPS, device="cpu", metrics=False,
-                   masking_checks=False)
+        ref.apgd.n_iter = ref.apgd_targeted.n_iter = 25
+        ref.fab.n_iter = 20
+        ref.square.n_queries = 500
+        for a in (ref.apgd, ref.apgd_targeted):  # the checkpoint schedule follows n_iter, as in the constructor
+            a.n_iter_2, a.n_iter_min, a.size_decr = max(int(0.22 * 25), 1), max(int(0.06 * 25), 1), 1
+        r_ref = _robust(digits_model, ref.run_standard_evaluation(x, y, batch_size=100)[0], y)
+    rep = evaluate(digits_model, digits, n=100, attacks=["autoattack:steps=25,fab_steps=20,queries=500"], eps=EPS,
+                   device="cpu", metrics=False, masking_checks=False)
     a = rep.attacks[0]
-    assert abs(round(a.robust_accuracy * 60) - r_ref) <= 1, (a.robust_accuracy * 60, r_ref)
+    assert abs(round(a.robust_accuracy * 100) - r_ref) <= 2, (a.robust_accuracy * 100, r_ref)
     assert list(a.stages) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     s = list(a.stages.values())
     assert all(b <= c + 1e-9 for b, c in zip(s[1:], s, strict=False))  # a cascade never raises robust accuracy
@@ -167,7 +174,7 @@ def test_output_kind_detection_and_attacks_stay_right(digits_model, digits):
     prob = _Head(digits_model, out=lambda z: torch.softmax(z, 1))
     assert detect_output_kind(logp, x) == LOG_PROBABILITIES
     assert detect_output_kind(prob, x) == PROBABILITIES
-    kw = dict(n=120, attacks=["pgd", "autopgd:loss=dlr", "cw"], eps=EPS, device="cpu", metrics=False)
+    kw = dict(n=100, attacks=["pgd", "autopgd:loss=dlr"], eps=EPS, device="cpu", metrics=False)
     plain = evaluate(digits_model, digits, masking_checks=False, **kw)
     for m, kind in ((logp, LOG_PROBABILITIES), (prob, PROBABILITIES)):
         rep = evaluate(m, digits, **kw)
@@ -175,7 +182,7 @@ def test_output_kind_detection_and_attacks_stay_right(digits_model, digits):
         note = next(f for f in rep.masking if f["check"] == "outputs are not logits")
         assert note["tripped"] and kind in note["detail"]
         for a, b in zip(rep.attacks, plain.attacks, strict=True):  # the same attack strength as on the logits
-            assert abs(a.robust_accuracy - b.robust_accuracy) <= 2 / 120, (kind, a.name)
+            assert abs(a.robust_accuracy - b.robust_accuracy) <= 2 / 100, (kind, a.name)
 
 
 def _flag(rep, check):

@@ -64,7 +64,8 @@ def _tripped(report):
 
 def test_masking_checks_quiet_on_a_plain_model(digits_model, digits):
     r = harden.evaluate(digits_model, digits, n=200, attacks=["fgsm", "pgd"], device="cpu", metrics=False)
-    assert len(r.masking) == 3 and not _tripped(r)
+    # three gradient-masking checks + AutoAttack's four (randomized, output kind, zero gradients, black-box)
+    assert len(r.masking) == 7 and not _tripped(r)
 
 
 def test_masking_checks_fire_on_a_quantizing_input_layer(digits_model, digits, tmp_path):
@@ -119,5 +120,5 @@ def test_patch_ft_before_after_on_digits(cli, digits_ckpt, tmp_path):
     import json
     reports = json.loads(j.read_text())["reports"]
     assert [r["threat_model"] for r in reports] == ["white-box", "white-box", f"transfer from {digits_ckpt.name}"]
-    assert len(reports[1]["masking"]) == 4  # three white-box checks + transfer vs white-box
+    assert len(reports[1]["masking"]) == 8  # seven white-box checks + transfer vs white-box
     assert cli("eval", out, "--n", "30", "--attack", "fgsm", "--no-metrics", "--no-masking-checks", "-q")[0] == 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -63,12 +64,7 @@ def _build_net(spec: ModelSpec) -> nn.Module:
     if arch in _BUILTINS:
         return _BUILTINS[arch](num_classes=spec.num_classes, in_chans=spec.in_chans, input_size=spec.input_size)
     if ":" in arch:
-        mod_name, _, fn_name = arch.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod_name), fn_name)
-        except (ImportError, AttributeError) as e:
-            raise HardenError(f"Architecture {arch!r} names a callable that cannot be imported ({e}). "
-                              "Use the form package.module:callable with the package on PYTHONPATH.") from None
+        fn = _import_callable(arch)
         kwargs = {"num_classes": spec.num_classes, "in_chans": spec.in_chans, "input_size": spec.input_size}
         try:
             params = inspect.signature(fn).parameters
@@ -76,7 +72,10 @@ def _build_net(spec: ModelSpec) -> nn.Module:
                 kwargs = {k: v for k, v in kwargs.items() if k in params}
         except (TypeError, ValueError):
             pass
-        net = fn(**kwargs)
+        try:
+            net = fn(**kwargs)
+        except TypeError as e:
+            raise HardenError(f"Architecture {arch!r} could not be built with {kwargs}: {e}") from None
         if not isinstance(net, nn.Module):
             raise HardenError(f"{arch!r} returned {type(net).__name__}, not a torch.nn.Module.")
         return net
@@ -90,6 +89,42 @@ def _build_net(spec: ModelSpec) -> nn.Module:
     return timm.create_model(arch, pretrained=False, num_classes=spec.num_classes, in_chans=spec.in_chans)
 
 
+def _import_callable(arch: str) -> Callable[..., nn.Module]:
+    """`path/to/file.py:callable` or `package.module:callable`."""
+    mod_name, _, fn_name = arch.rpartition(":")
+    if mod_name.endswith(".py") or "/" in mod_name or "\\" in mod_name:
+        import hashlib
+        import sys
+        from pathlib import Path
+        file = Path(mod_name).expanduser()
+        if not file.is_file():
+            raise HardenError(f"Architecture {arch!r}: the file {mod_name!r} does not exist (from {Path.cwd()}). "
+                              "A checkpoint remembers the --arch it was written with; pass --arch with the file's "
+                              "path from here.")
+        name = "harden_arch_" + hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:12]
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # dataclasses and pickling look modules up by name
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:
+                del sys.modules[name]
+                raise HardenError(f"Architecture file {mod_name!r} failed to import: {type(e).__name__}: {e}") from None
+    else:
+        try:
+            module = importlib.import_module(mod_name)
+        except ImportError as e:
+            raise HardenError(f"Architecture {arch!r} names a module that cannot be imported ({e}). Use "
+                              "package.module:callable with the package on PYTHONPATH, or path/to/file.py:callable."
+                              ) from None
+    fn = getattr(module, fn_name, None)
+    if fn is None or not callable(fn):
+        raise HardenError(f"Architecture {arch!r}: {mod_name!r} has no callable {fn_name!r}.")
+    return fn
+
+
 def taps_of(net: nn.Module) -> list[dict[str, Any]]:
     """Block boundaries ("taps"): timm's feature_info, or the one a built-in declares."""
     fi = getattr(net, "feature_info", None)
@@ -98,6 +133,10 @@ def taps_of(net: nn.Module) -> list[dict[str, Any]]:
     if hasattr(fi, "info"):  # timm FeatureInfo object
         fi = fi.info
     return [dict(num_chs=int(f["num_chs"]), reduction=int(f["reduction"]), module=str(f["module"])) for f in fi]
+
+
+POST_OPS = {"none": lambda z: z, "log_softmax": lambda z: torch.log_softmax(z, 1),
+            "softmax": lambda z: torch.softmax(z, 1)}
 
 
 class Classifier(nn.Module):
@@ -130,13 +169,50 @@ class Classifier(nn.Module):
         return self.net(self.normalize(x))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """f_enc: [0,1] pixels -> the embedding the final linear layer reads (timm's pre-logits)."""
+        """f_enc: [0,1] pixels -> the embedding the final linear layer reads (timm's pre-logits; for any other
+        module the input of its last nn.Linear, found by a probe)."""
         net = self.net
-        return net.forward_head(net.forward_features(self.normalize(x)), pre_logits=True)
+        head, _ = self.head()
+        if head is None:
+            return net.forward_head(net.forward_features(self.normalize(x)), pre_logits=True)
+        from .probe import embedding
+        return embedding(net, head, self.normalize(x))
 
     def classify(self, h: torch.Tensor) -> torch.Tensor:
-        """f_cls: embedding -> logits (timm's get_classifier())."""
-        return self.net.get_classifier()(h)
+        """f_cls: embedding -> outputs (timm's get_classifier(); else the final linear layer and the
+        log_softmax / softmax the model applies after it)."""
+        head, post = self.head()
+        if head is None:
+            return self.net.get_classifier()(h)
+        z = self.net.get_submodule(head)(h)
+        return POST_OPS[post](z)
+
+    def head(self) -> tuple[str | None, str]:
+        """(name of the final linear layer, what follows it); (None, 'none') for timm-style models."""
+        cached = self.__dict__.get("_head")
+        if cached is not None:
+            return cached
+        net = self.net
+        if hasattr(net, "forward_features") and hasattr(net, "forward_head") and hasattr(net, "get_classifier"):
+            found = (None, "none")
+        else:
+            from .probe import embedding, find_head
+            name = find_head(net, self.spec.in_chans, tuple(self.spec.input_size))
+            p = next(net.parameters())
+            x = torch.rand(4, self.spec.in_chans, *self.spec.input_size, generator=torch.Generator().manual_seed(0))
+            x = x.to(p.device)
+            with torch.no_grad():
+                out = net(x)
+                z = net.get_submodule(name)(embedding(net, name, x))
+            post = next((k for k, f in POST_OPS.items() if f(z).shape == out.shape and
+                         torch.allclose(f(z), out, atol=1e-4, rtol=1e-4)), None)
+            if post is None:
+                raise HardenError(f"The output of {type(net).__name__} is not its last linear layer {name!r} (nor its "
+                                  "log_softmax or softmax): something else follows it, so harden cannot split "
+                                  "embedding and classifier for this model.")
+            found = (name, post)
+        self.__dict__["_head"] = found
+        return found
 
     # Encoder / classifier split (timm's forward_features / forward_head), used by recipes.
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +222,16 @@ class Classifier(nn.Module):
         return self.net.forward_head(features)
 
     def taps(self) -> list[dict[str, Any]]:
-        return taps_of(self.net)
+        """timm's feature_info (or a built-in's declaration); for any other module, found by a probe forward."""
+        declared = taps_of(self.net)
+        if declared:
+            return declared
+        cached = self.__dict__.get("_taps")
+        if cached is None:
+            from .probe import discover_taps
+            cached = discover_taps(self.net, self.spec.in_chans, tuple(self.spec.input_size))
+            self.__dict__["_taps"] = cached
+        return cached
 
 
 def _per_channel(values, c: int, what: str) -> list[float]:

@@ -1,0 +1,73 @@
+"""`harden export`: the whole model as harden runs it (normalisation inside, fixer hooks, idfr's wrapper, BReLU)
+as one ONNX file with a dynamic batch axis, then checked: onnxruntime runs it on test images and its
+predictions and outputs are compared with torch's. Written atomically, only after the check has run."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import HardenError
+from .models import Classifier
+
+OPSET = 17
+LOGIT_TOL = 1e-3  # largest |torch - onnxruntime| output difference accepted, relative to the output scale
+
+
+@dataclass
+class ExportCheck:
+    n: int
+    agreement: float  # share of images whose predicted class is the same in torch and onnxruntime
+    max_abs_diff: float
+    scale: float  # largest |output| in torch, for the relative tolerance
+    images: str  # what was fed: test images of <data>, or random pixels
+
+    @property
+    def ok(self) -> bool:
+        return self.agreement == 1.0 and self.max_abs_diff <= LOGIT_TOL * max(1.0, self.scale)
+
+
+def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tensor, images: str,
+                opset: int = OPSET) -> ExportCheck:
+    """Export to `path` (atomically) and check it on x_check; the caller decides what a failed check means."""
+    import onnx
+    path = Path(path)
+    model = model.cpu().eval()
+    spec = model.spec
+    dummy = torch.rand(2, spec.in_chans, *spec.input_size)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        try:
+            with torch.no_grad():
+                torch.onnx.export(model, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
+                                  dynamic_axes={"pixels": {0: "batch"}, "outputs": {0: "batch"}},
+                                  opset_version=opset, dynamo=False)
+        except Exception as e:  # the exporter's own errors name the operator it cannot express
+            raise HardenError(f"ONNX (opset {opset}) cannot express this model: {_first_line(e)}") from None
+        onnx.checker.check_model(tmp)
+        check = _check(model, tmp, x_check, images)
+        os.replace(tmp, path)
+        return check
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _check(model: Classifier, onnx_path: str, x: torch.Tensor, images: str) -> ExportCheck:
+    import onnxruntime as ort
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = sess.run(["outputs"], {"pixels": x.numpy().astype(np.float32)})[0]
+    return ExportCheck(n=len(x), agreement=float((ref.argmax(1) == got.argmax(1)).mean()),
+                       max_abs_diff=float(np.abs(ref - got).max()), scale=float(np.abs(ref).max()), images=images)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__

@@ -1,0 +1,187 @@
+"""Checkpoints that harden did not write: the format found by content (never by extension), the state dict
+found inside whatever container holds it, and its keys fitted to the architecture.
+
+- Formats: safetensors (by its header), torch zip files and legacy (pre-1.6) torch pickles, whatever the
+  file is called. Torch files go through torch.load(weights_only=True) only: non-tensor entries (epoch,
+  optimizer state, scores) are read as data and never executed.
+- Containers: a top-level state dict, or the one mapping of names to tensors nested inside (under
+  `state_dict`, `model`, `net`, `ema`, a Lightning checkpoint's `state_dict`, a list, ...). Several candidates
+  are ambiguous: the error lists them and `--key a.b.0` picks one.
+- Keys: any prefix in front of the architecture's own keys (`module.` from DataParallel/DDP, `_orig_mod.`
+  from torch.compile, a LightningModule's attribute name) is found by matching, not by a list of names;
+  BatchNorm buffers `num_batches_tracked` that predate PyTorch 0.4.1 are filled in (that buffer only)."""
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import HardenError
+
+SAFETENSORS = "safetensors"
+TORCH_ZIP = "torch zip"
+TORCH_LEGACY = "torch legacy pickle"
+# Containers people save a model under, most specific first: picked without --key when they hold the only
+# candidate, and listed first in the ambiguity message.
+USUAL_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module", "ema", "model_ema",
+              "state_dict_ema", "weights", "params")
+
+
+def sniff_format(path: Path) -> str:
+    with path.open("rb") as f:
+        head = f.read(16)
+        if head[:4] == b"PK\x03\x04":
+            return TORCH_ZIP
+        if len(head) >= 9:
+            (n,) = struct.unpack("<Q", head[:8])
+            if 2 <= n <= 100_000_000 and head[8:9] == b"{":
+                f.seek(8)
+                try:
+                    json.loads(f.read(n))
+                    return SAFETENSORS
+                except (ValueError, UnicodeDecodeError):
+                    pass
+        if head[:1] == b"\x80":  # pickle protocol 2+: torch's legacy serialization starts with a magic number
+            return TORCH_LEGACY
+    return "unknown"
+
+
+def read_torch(path: Path) -> Any:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise HardenError(f"Refused to load {str(path)!r}: it is a pickle that asks to run code or build objects "
+                          f"other than tensors and plain data ({str(e).splitlines()[0][:200]}). harden loads "
+                          "checkpoints with torch.load(weights_only=True) only. Save the weights with "
+                          "torch.save(model.state_dict(), path) or convert them to .safetensors.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).") from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) for k in obj) and \
+        all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _tensor_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    """A mapping of names to tensors, non-tensor entries dropped (Lightning puts none there, but some
+    trainers keep a step counter beside the weights); None when it holds no tensor or has non-str keys."""
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
+        return None
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return tensors if len(tensors) >= max(1, len(obj) // 2) else None
+
+
+def candidates(obj: Any, path: str = "", depth: int = 0) -> list[tuple[str, dict[str, torch.Tensor]]]:
+    """Every place in the container that holds a state dict, as (dotted key, tensors)."""
+    found = []
+    sd = _tensor_dict(obj)
+    if sd is not None:
+        return [(path, sd)]
+    if depth >= 3:
+        return found
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else []
+    for k, v in items:
+        if isinstance(k, (str, int)):
+            found += candidates(v, f"{path}.{k}" if path else str(k), depth + 1)
+    return found
+
+
+def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict inside a loaded container; returns (state, where it was found)."""
+    if key:
+        cur = obj
+        for part in key.split("."):
+            if isinstance(cur, dict) and part in cur:
+                cur = cur[part]
+            elif isinstance(cur, (list, tuple)) and part.isdigit() and int(part) < len(cur):
+                cur = cur[int(part)]
+            else:
+                raise HardenError(f"--key {key!r}: {str(path)!r} has no entry {part!r} there. "
+                                  f"{describe(obj)}")
+        sd = _tensor_dict(cur)
+        if sd is None:
+            raise HardenError(f"--key {key!r} in {str(path)!r} does not hold a state dict (a mapping of names to "
+                              f"tensors). {describe(obj)}")
+        return sd, key
+    found = candidates(obj)
+    if len(found) == 1:
+        return found[0][1], found[0][0] or "(top level)"
+    if not found:
+        raise HardenError(f"{str(path)!r} holds no state dict (no mapping of names to tensors). {describe(obj)}")
+    usual = [(k, sd) for k, sd in found if k in USUAL_KEYS[:5]]
+    if len(usual) == 1 and all("." not in k for k, _ in found) and not any(k in USUAL_KEYS[5:] for k, _ in found):
+        return usual[0][1], usual[0][0]
+    raise HardenError(f"{str(path)!r} holds several state dicts: "
+                      + ", ".join(f"{k!r} ({len(sd)} tensors)" for k, sd in found)
+                      + ". Choose one with --key (e.g. --key " + found[0][0] + ").")
+
+
+def describe(obj: Any) -> str:
+    if isinstance(obj, dict):
+        parts = [f"{k!r}: {_kind(v)}" for k, v in list(obj.items())[:12]]
+        return "It holds {" + ", ".join(parts) + ("" if len(obj) <= 12 else ", ...") + "}."
+    return f"It holds a {_kind(obj)}."
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"tensor{tuple(v.shape)}"
+    if isinstance(v, dict):
+        n = sum(isinstance(x, torch.Tensor) for x in v.values())
+        return f"dict of {len(v)}" + (f" ({n} tensors)" if n else "")
+    if isinstance(v, (list, tuple)):
+        return f"list of {len(v)}"
+    return type(v).__name__
+
+
+# ------------------------------------------------------------------ fitting keys to an architecture
+
+def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modules: dict[str, nn.Module]
+             ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map a checkpoint's keys onto the architecture's (`own`). Returns (state, notes on what was done)."""
+    notes: list[str] = []
+    if not all(k in state for k in own):
+        prefix = find_prefix(own, state)
+        if prefix:
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            notes.append(f"removed the key prefix {prefix!r}")
+    filled = []
+    for k in own:
+        mod, _, buf = k.rpartition(".")
+        if k not in state and buf == "num_batches_tracked" and \
+                isinstance(modules.get(mod), nn.modules.batchnorm._BatchNorm):
+            state = {**state, k: torch.tensor(0, dtype=torch.long)}
+            filled.append(k)
+    if filled:
+        notes.append(f"filled {len(filled)} BatchNorm num_batches_tracked buffer(s) the file predates")
+    return state, notes
+
+
+def find_prefix(own: dict[str, Any], state: dict[str, Any]) -> str:
+    """The prefix p such that the checkpoint's keys p+k cover most of the architecture's keys k; '' if none
+    does better than no prefix. Finds `module.`, `_orig_mod.`, `model.`, `net.module.`, ... alike."""
+    counts: dict[str, int] = {}
+    own_keys = set(own)
+    for sk in state:
+        for ok in own_keys:
+            if sk.endswith(ok) and (len(sk) == len(ok) or sk[-len(ok) - 1] == "."):
+                p = sk[: len(sk) - len(ok)]
+                counts[p] = counts.get(p, 0) + 1
+    if not counts:
+        return ""
+    best = max(counts, key=lambda p: (counts[p], -len(p)))
+    return best if best and counts[best] > counts.get("", 0) else ""
+
+
+def mismatch_hint(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], notes: list[str]) -> str:
+    """Whether a key prefix would fix a mismatch, and what was already tried."""
+    done = f" harden already {'; '.join(notes)}." if notes else ""
+    return (f"{done} No key prefix makes the file's keys fit (the architecture's keys look like "
+            f"{', '.join(sorted(own)[:2])}; the file's like {', '.join(sorted(state)[:2])}): check --arch, or "
+            "pick another state dict with --key.")
