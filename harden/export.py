@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
     os.close(fd)
     try:
         try:
-            with torch.no_grad():
+            # the TorchScript exporter: it traces hooks (fixer) and wrappers (idfr) as they run; the dynamo
+            # exporter's deprecation notice for it is not the user's concern
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
                 torch.onnx.export(model, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
                                   dynamic_axes={"pixels": {0: "batch"}, "outputs": {0: "batch"}},
                                   opset_version=opset, dynamo=False)

@@ -32,6 +32,10 @@ USUAL_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "modu
               "state_dict_ema", "weights", "params")
 
 
+# container entries that hold training state, never the model's weights
+_NOT_WEIGHTS = ("optim", "sched", "scaler", "callbacks", "loops")
+
+
 def sniff_format(path: Path) -> str:
     with path.open("rb") as f:
         head = f.read(16)
@@ -83,10 +87,12 @@ def candidates(obj: Any, path: str = "", depth: int = 0) -> list[tuple[str, dict
     sd = _tensor_dict(obj)
     if sd is not None:
         return [(path, sd)]
-    if depth >= 3:
+    if depth >= 3 or (isinstance(obj, dict) and "param_groups" in obj):  # an optimizer's state, not weights
         return found
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else []
     for k, v in items:
+        if isinstance(k, str) and any(w in k.lower() for w in _NOT_WEIGHTS):
+            continue
         if isinstance(k, (str, int)):
             found += candidates(v, f"{path}.{k}" if path else str(k), depth + 1)
     return found

@@ -1,0 +1,280 @@
+"""Bring your own checkpoint: every form a foreign checkpoint comes in loads with flags only (format by content,
+any container, any key prefix, old BatchNorm buffers), and every kind of model (a timm model, a plain
+nn.Module defined in a file, an nn.Sequential with a custom flatten, a log_softmax model) goes through inspect,
+import, eval, fix (fixer and idfr) and export."""
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import harden
+from harden.checkpoint import read_checkpoint, sha256_file
+from harden.errors import HardenError
+from harden.models.probe import discover_taps
+from harden.models.registry import taps_of
+
+NETS = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Plain(nn.Module):
+    """No feature_info, no forward_features: what most users write."""
+    def __init__(self, num_classes=10, in_chans=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16 * 4 * 4, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.conv2(x))
+        return self.fc(x.flatten(1))
+
+
+class MyFlatten(nn.Module):
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1)
+
+
+def plain(num_classes=10, in_chans=1):
+    return Plain(num_classes, in_chans)
+
+
+def seq(num_classes=10):
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                         nn.ReLU(), MyFlatten(), nn.Linear(16 * 4 * 4, num_classes))
+
+
+class LogSoftmaxNet(Plain):
+    def forward(self, x):
+        return F.log_softmax(super().forward(x), dim=1)
+
+
+def logsoftmax(num_classes=10, in_chans=1):
+    return LogSoftmaxNet(num_classes, in_chans)
+'''
+
+DIGITS = ["--num-classes", "10", "--in-chans", "1", "--input-size", "8x8", "--mean", "0.3", "--std", "0.35"]
+
+
+@pytest.fixture(scope="module")
+def nets_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("arch") / "nets.py"
+    path.write_text(NETS)
+    return path
+
+
+def _module(nets_file, fn):
+    model = harden.create_model(f"{nets_file}:{fn}", 10, 1, (8, 8), (0.3,), (0.35,))
+    return model.net
+
+
+def _save(obj, path, legacy=False):
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+# ------------------------------------------------------------------ forms of a checkpoint
+
+FORMS = {
+    "top-level state dict, .pt": lambda sd: ("m.pt", sd, {}),
+    "legacy pickle, .th": lambda sd: ("m.th", sd, {"legacy": True}),
+    "nested state_dict + epoch, .pth.tar": lambda sd: ("m.pth.tar", {"state_dict": sd, "epoch": 3, "best": 0.9}, {}),
+    "nested model_state_dict + optimizer, .tar": lambda sd: (
+        "m.tar", {"model_state_dict": sd, "optimizer_state_dict": {"state": {0: {"momentum_buffer": torch.zeros(2)}},
+                                                                  "param_groups": [{"lr": 0.1}]}}, {}),
+    "nested net, no extension": lambda sd: ("weights", {"net": sd}, {}),
+    "DataParallel module. prefix": lambda sd: ("m.pt", {f"module.{k}": v for k, v in sd.items()}, {}),
+    "torch.compile _orig_mod. prefix": lambda sd: ("m.pt", {f"_orig_mod.{k}": v for k, v in sd.items()}, {}),
+    "Lightning checkpoint, .ckpt": lambda sd: (
+        "m.ckpt", {"epoch": 4, "global_step": 100, "pytorch-lightning_version": "2.4.0",
+                   "state_dict": {f"classifier.{k}": v for k, v in sd.items()},
+                   "optimizer_states": [{"state": {}, "param_groups": []}], "lr_schedulers": []}, {}),
+    "ema under model_ema": lambda sd: ("m.pt", {"model_ema": sd, "epoch": 1}, {}),
+}
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_every_form_loads_with_flags_only(form, nets_file, tmp_path):
+    net = _module(nets_file, "plain")
+    sd = OrderedDict((k, v.clone()) for k, v in net.state_dict().items())
+    name, obj, opts = FORMS[form](sd)
+    path = _save(obj, tmp_path / name, legacy=opts.get("legacy", False))
+    model = harden.load(path, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+    for k, v in net.state_dict().items():
+        assert torch.equal(model.net.state_dict()[k], v), (form, k)
+
+
+def test_safetensors_found_by_header_whatever_the_name(nets_file, tmp_path):
+    from safetensors.torch import save_file
+    net = _module(nets_file, "plain")
+    path = tmp_path / "model.bin"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    model = harden.load(path, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+    assert torch.equal(model.net.fc.weight, net.fc.weight)
+
+
+def test_batchnorm_without_num_batches_tracked_loads_that_buffer_only(nets_file, tmp_path):
+    net = _module(nets_file, "plain")
+    sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = _save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "old.th", legacy=True)
+    model = harden.load(path, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+    assert any("num_batches_tracked" in n for n in model.load_notes)
+    # anything else missing is still an error, naming the key
+    sd.pop("bn1.running_mean")
+    _save(sd, tmp_path / "older.th")
+    with pytest.raises(HardenError, match="bn1.running_mean"):
+        harden.load(tmp_path / "older.th", arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+
+
+def test_ambiguous_container_asks_for_key(cli, nets_file, tmp_path):
+    net = _module(nets_file, "plain")
+    sd = net.state_dict()
+    path = _save({"student": sd, "teacher": {k: v + 1 for k, v in sd.items()}}, tmp_path / "two.pt")
+    code, _, err = cli("inspect", path, "--arch", f"{nets_file}:plain", *DIGITS)
+    assert code == 2 and "'student'" in err and "'teacher'" in err and "--key" in err
+    code, out, err = cli("inspect", path, "--arch", f"{nets_file}:plain", *DIGITS, "--key", "teacher")
+    assert code == 0, err
+    lst = _save({"state_dict": [sd, sd]}, tmp_path / "list.pt")
+    code, _, err = cli("inspect", lst, "--arch", f"{nets_file}:plain", *DIGITS)
+    assert code == 2 and "state_dict.0" in err
+    m = harden.load(lst, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8), key="state_dict.1")
+    assert torch.equal(m.net.fc.bias, sd["fc.bias"])
+
+
+def test_bad_input_is_one_paragraph_exit_2(cli, nets_file, tmp_path):
+    net = _module(nets_file, "plain")
+    path = _save(net.state_dict(), tmp_path / "p.pt")
+    cases = [
+        (["--arch", f"{nets_file}:seq"], "do not fit"),  # keys of another architecture
+        (["--arch", str(tmp_path / "missing.py") + ":plain"], "does not exist"),
+        (["--arch", f"{nets_file}:nothing"], "no callable"),
+    ]
+    for flags, msg in cases:
+        code, out, err = cli("eval", path, *flags, *DIGITS, "--data", "digits", "--n", "4")
+        assert code == 2 and msg in err and "Traceback" not in err, (flags, err)
+    bad = tmp_path / "notmodule.py"
+    bad.write_text("def make(num_classes=10):\n    return 42\n")
+    code, _, err = cli("eval", path, "--arch", f"{bad}:make", *DIGITS, "--data", "digits")
+    assert code == 2 and "not a torch.nn.Module" in err
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_taps_probe_matches_timm_feature_info():
+    import timm
+    for name in ("resnet18", "resnet50", "regnetx_002", "convnext_atto", "vgg11"):
+        m = timm.create_model(name, pretrained=False, num_classes=10)
+        declared = [(t["module"], t["num_chs"], t["reduction"]) for t in taps_of(m)]
+        found = [(t["module"], t["num_chs"], t["reduction"]) for t in discover_taps(m, 3, (64, 64))]
+        assert found == declared, name
+
+
+def test_taps_and_head_of_plain_modules(nets_file):
+    plain = harden.create_model(f"{nets_file}:plain", 10, 1, (8, 8))
+    assert [t["module"] for t in plain.taps()] == ["bn1", "conv2"]
+    assert plain.head() == ("fc", "none")
+    seq = harden.create_model(f"{nets_file}:seq", 10, 1, (8, 8))
+    assert [t["module"] for t in seq.taps()] == ["1", "4"]
+    assert seq.head() == ("6", "none")
+    logsm = harden.create_model(f"{nets_file}:logsoftmax", 10, 1, (8, 8))
+    assert logsm.head() == ("fc", "log_softmax")
+    x = torch.rand(3, 1, 8, 8)
+    for m in (plain, seq, logsm):
+        m.eval()
+        with torch.no_grad():
+            assert torch.allclose(m.classify(m.embed(x)), m(x), atol=1e-5)
+
+
+# ------------------------------------------------------------------ every kind of model, every command
+
+KINDS = {
+    "timm": ("test_resnet", lambda: __import__("timm").create_model("test_resnet", num_classes=10, in_chans=1)),
+    "plain": ("{f}:plain", None),
+    "sequential": ("{f}:seq", None),
+    "log_softmax": ("{f}:logsoftmax", None),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_command_on_a_foreign_checkpoint(kind, cli, nets_file, tmp_path):
+    arch, build = KINDS[kind]
+    arch = arch.format(f=nets_file)
+    net = build() if build else _module(nets_file, arch.rpartition(":")[2])
+    src = _save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 1},
+                tmp_path / "foreign.pth.tar")
+    flags = ["--arch", arch, *DIGITS]
+
+    code, out, err = cli("inspect", src, *flags)
+    assert code == 0, err
+    assert "taps" in out and "head" in out and "output kind" in out
+    assert ("log-probabilities" in out) == (kind == "log_softmax")
+
+    imported = tmp_path / "imported.safetensors"
+    code, out, err = cli("import", src, *flags, "--data", "digits", "-o", imported)
+    assert code == 0, err
+    meta = read_checkpoint(imported)[1]
+    assert meta["imported_from"]["sha256"] == sha256_file(src) and meta["data"] == "digits"
+
+    js = tmp_path / "r.json"
+    code, out, err = cli("eval", imported, "--n", 8, "--attack", "fgsm", "--eps", "0.1", "--no-metrics",
+                         "--no-masking-checks", "-q", "--json", js)  # no flags: the import wrote them
+    assert code == 0, err
+    assert json.loads(js.read_text())["threat_model"] == "white-box"
+
+    for recipe in ("fixer", "idfr"):
+        fixed = tmp_path / f"{recipe}.safetensors"
+        code, out, err = cli("fix", src, *flags, "--data", "digits", "--recipe", recipe, "--data-frac", "0.05",
+                             "--epochs", 1, "--no-report", "-q", "-o", fixed, *(
+                                 ["--set", "fr_epochs=1", "--set", "steps=2"] if recipe == "idfr" else []))
+        assert code == 0, (recipe, err)
+        again = harden.load(fixed)  # the hardened model reloads with no flags
+        assert again.spec.extra["recipe"] == recipe
+
+        onnx_path = tmp_path / f"{recipe}.onnx"
+        code, out, err = cli("export", fixed, "-o", onnx_path, "--num-images", 16, "-q")
+        assert code == 0, (recipe, out, err)
+        assert "OK" in out and "100.0%" in out and onnx_path.is_file()
+
+
+def test_export_refuses_to_overwrite_and_writes_nothing_on_error(cli, digits_ckpt, tmp_path):
+    target = tmp_path / "m.onnx"
+    target.write_text("keep")
+    code, _, err = cli("export", digits_ckpt, "-o", target)
+    assert code == 2 and "--force" in err and target.read_text() == "keep"
+
+
+def test_existing_harden_checkpoints_load_as_before(digits_ckpt, digits_model):
+    again = harden.load(digits_ckpt)
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(again(x), digits_model.eval()(x))
+    assert again.load_notes == []
+
+
+# ------------------------------------------------------------------ the shared CIFAR-10 ResNet-20, as its authors saved it
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+ARCHS = Path(__file__).resolve().parents[1] / "benchmarks" / "archs.py"
+RESNET20 = ["--arch", f"{ARCHS}:resnet20", "--num-classes", "10", "--mean", "0.485,0.456,0.406", "--std",
+            "0.229,0.224,0.225"]
+
+
+@pytest.mark.skipif(not (SHARED / "models" / "resnet20_cifar10.th").is_file(), reason="../shared absent")
+def test_shared_resnet20_th_evaluates_and_fixes_with_flags_only(cli, tmp_path):
+    th = SHARED / "models" / "resnet20_cifar10.th"
+    data = SHARED / "data" / "cifar10.npz"
+    js = tmp_path / "r.json"
+    code, out, err = cli("eval", th, *RESNET20, "--data", data, "--n", 100, "--attack", "fgsm", "--no-metrics",
+                         "--no-masking-checks", "-q", "--json", js)
+    assert code == 0, err
+    assert json.loads(js.read_text())["clean_accuracy"] >= 0.85  # the authors report 91.7%
+    code, out, err = cli("fix", th, *RESNET20, "--data", data, "--recipe", "fixer", "--data-frac", "0.001",
+                         "--epochs", 1, "--no-report", "-q", "-o", tmp_path / "f.safetensors")
+    assert code == 0, err
+    assert harden.load(tmp_path / "f.safetensors").spec.extra["taps"] == ["layer1", "layer2"]
