@@ -1,7 +1,6 @@
 """Architectures of the reference checkpoints in ../shared/models, written from the descriptions in its README
 (key names and shapes match the files). Used by the benchmarks and tests as `--arch archs:NAME` with
 benchmarks/ on PYTHONPATH, or `--arch benchmarks/archs.py:NAME`."""
-import torch
 import torch.nn.functional as F
 from torch import nn
 

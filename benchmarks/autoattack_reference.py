@@ -71,10 +71,10 @@ def main() -> None:
         with frozen(model):
             if "art-autopgd" in args.what:
                 from art.attacks.evasion import AutoProjectedGradientDescent
-                atk = build_attack("autopgd", eps=args.eps).params
+                preset = build_attack("autopgd", eps=args.eps).params
                 t = time.perf_counter()
-                xa = art_generate(model, x, y, lambda clf: AutoProjectedGradientDescent(
-                    clf, norm=np.inf, eps=args.eps, eps_step=atk["step"], max_iter=atk["steps"], nb_random_init=1,
+                xa = art_generate(model, x, y, lambda clf, p=preset: AutoProjectedGradientDescent(
+                    clf, norm=np.inf, eps=args.eps, eps_step=p["step"], max_iter=p["steps"], nb_random_init=1,
                     batch_size=256, verbose=False))
                 with torch.no_grad():
                     acc = float((model(xa).argmax(1) == y).float().mean())

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import harden
 from harden.checkpoint import read_checkpoint, sha256_file
