@@ -27,6 +27,13 @@ SeedOpt = typer.Option(0, "--seed", help="Seed for data subsets, augmentation an
 QuietOpt = typer.Option(False, "-q", "--quiet", help="No progress bars (for CI logs).")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
 ForceOpt = typer.Option(False, "--force", help="Overwrite existing output files.")
+HtmlOpt = typer.Option(None, "--html", help="Write the report as one self-contained HTML file (tables, checks, "
+                       "robustness curves, adversarial examples; figures embedded). Without --curve it adds a small "
+                       "curve (budgets 0, eps/2, eps, 3eps/2: two extra runs of each L-inf attack, about twice the "
+                       "report's time).")
+PlotsOpt = typer.Option(None, "--plots", help="Write the report's figures as PNG files into this folder.")
+CurveOpt = typer.Option(None, "--curve", help="START:STOP:K: run the L-inf attacks at K budgets and plot robust "
+                        "accuracy against the budget (e.g. 0:0.3:7, 0:16/255:5); costs K-2 extra runs per attack.")
 MetricsOpt = typer.Option(True, "--metrics/--no-metrics", help="Seed 004's empirical robustness and loss sensitivity.")
 MaskingChecksOpt = typer.Option(True, "--masking-checks/--no-masking-checks", help="Gradient-masking signals "
                                 "(Carlini et al. 2019): large budget, stronger PGD, iterative vs single-step "
@@ -149,6 +156,7 @@ def eval_cmd(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the report as Markdown."),
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement)."),
+    html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt,
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
@@ -172,9 +180,10 @@ def eval_cmd(
         raise HardenError(f"--eps is in pixel units of [0, 1]; got {eps_v}.")
     attacks = [build_attack(a, eps=eps_v) for a in expand_suites(attack or DEFAULT_ATTACKS)]
     check_known(requirements, attacks)
-    for p in (json_path, markdown_path, junit_path):
+    for p in (json_path, markdown_path, junit_path, html_path):
         if p:
             check_output_path(p, [checkpoint, craft_on], force)
+    budgets = _curve_budgets(curve, html_path or plots, attacks)
     dev = resolve_device(device)
     seed_everything(seed)
     model = _load_model(checkpoint, model_flags, dev)
@@ -189,13 +198,30 @@ def eval_cmd(
     report = evaluate(model, ds, attacks=attacks, n=n, eps_l2=parse_number(eps_l2), max_l0=parse_number(max_l0),
                       craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                       model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
-                      masking_checks=masking_checks)
+                      masking_checks=masking_checks, curve=budgets)
     report.gate = apply_gate(report.metric_values(), requirements)
     render_terminal(report, out)
-    write_outputs([report], json_path, markdown_path, junit_path)
+    write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
+    _say_written(html_path, plots)
     if any(not g["passed"] for g in report.gate):
         out.print("[red]gate failed[/]")
         raise typer.Exit(1)
+
+
+def _curve_budgets(curve: Optional[str], pictures, attacks) -> Optional[list[float]]:
+    """--curve's budgets; for --html/--plots alone, a small default around the L-inf attacks' budget."""
+    from .curves import default_budgets, parse_curve
+    if curve:
+        return parse_curve(curve)
+    linf = [a for a in attacks if a.norm == "inf" and not a.minimal]
+    return default_budgets(linf[0].params["eps"]) if pictures and linf else None
+
+
+def _say_written(html_path, plots) -> None:
+    if html_path:
+        out.print(f"wrote {html_path}")
+    if plots:
+        out.print(f"wrote the figures into {plots}/")
 
 
 @app.command()
@@ -218,6 +244,7 @@ def fix(
     report: bool = typer.Option(True, "--report/--no-report", help="Run the before/after report."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the three reports as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the three reports as Markdown."),
+    html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt, model_flags: ModelFlags = None,
@@ -232,13 +259,14 @@ def fix(
 
     if not (0 < data_frac <= 1):
         raise HardenError(f"--data-frac must be in (0, 1], got {data_frac}.")
-    name = apply_overrides(load_recipe_config(recipe), set_ or [])["name"]  # bad settings fail before any work
+    recipe_cfg = apply_overrides(load_recipe_config(recipe), set_ or [])  # bad settings fail before any work
+    name = recipe_cfg["name"]
     from .recipes import get_recipe
     if patch_out and not get_recipe(name).frozen_base():
         raise HardenError(f"--patch-out needs a recipe that leaves the base unchanged (fixer, idfr); {name} "
                           "fine-tunes every weight, so its output checkpoint is the whole model.")
     output = output or checkpoint.with_name(f"{checkpoint.name.split('.')[0]}.{name}.safetensors")
-    outs = [output] + [p for p in (patch_out, json_path, markdown_path) if p]
+    outs = [output] + [p for p in (patch_out, json_path, markdown_path, html_path) if p]
     if len({str(p.resolve()) for p in outs}) != len(outs):
         raise HardenError("Two outputs name the same file; give each output its own path.")
     for p in outs:
@@ -247,10 +275,15 @@ def fix(
         from .checkpoint import read_checkpoint
         read_checkpoint(checkpoint)  # the detailed message for missing / directory / empty
     base_sha = sha256_file(checkpoint)
+    from .attacks import build_attack, parse_number
+    train_eps = recipe_cfg["params"].get("eps")  # the report's L-inf budget is the recipe's training budget
+    train_eps = parse_number(train_eps) if train_eps is not None else None
+    budgets = _curve_budgets(curve, html_path or plots, [build_attack(a, eps=train_eps)
+                                                          for a in expand_suites(attack or DEFAULT_ATTACKS)])
     result = run_fix(checkpoint, data, recipe=recipe, sets=set_ or [], data_frac=data_frac, seed=seed,
                      epochs=epochs, batch_size=batch_size, lr=lr, device=device, report_n=n,
                      attacks=expand_suites(attack or DEFAULT_ATTACKS), report=report, metrics=metrics,
-                     masking_checks=masking_checks, model_flags=model_flags.load_kwargs())
+                     masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets)
     if sha256_file(checkpoint) != base_sha:
         raise RuntimeError("internal error: the input checkpoint changed")
     save(result.model, output, force=force, inputs=[checkpoint])
@@ -262,7 +295,9 @@ def fix(
         out.print(f"wrote {patch_out} (recipe modules alone, bound to base sha256 {base_sha[:16]}...)")
     if result.reports:
         render_before_after(result.reports, out)
-        write_outputs(list(result.reports.values()), json_path, markdown_path, None)
+        write_outputs(list(result.reports.values()), json_path, markdown_path, None, html_path, plots,
+                      training=result.training())
+        _say_written(html_path, plots)
 
 
 @app.command()
@@ -338,6 +373,33 @@ def export(
 
 
 @app.command()
+def report(
+    json_file: Path = typer.Argument(..., help="A report JSON written by `harden eval --json` or `harden fix --json`."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The HTML file to write."),
+    plots: Optional[Path] = PlotsOpt, force: bool = ForceOpt, debug: bool = DebugOpt,
+):
+    """Re-render the HTML report (and the PNG figures) from a saved JSON report, with no model and no attack."""
+    import json
+
+    from .checkpoint import check_output_path
+    from .html_report import render
+    if output is None and plots is None:
+        raise HardenError("Nothing to write: give -o report.html and/or --plots DIR.")
+    if output:
+        check_output_path(output, [json_file], force)
+    try:
+        doc = json.loads(json_file.read_text())
+    except FileNotFoundError:
+        raise HardenError(f"{str(json_file)!r} does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HardenError(f"{str(json_file)!r} is not a JSON report ({e}).") from None
+    if not isinstance(doc, dict) or not ("attacks" in doc or "reports" in doc):
+        raise HardenError(f"{str(json_file)!r} is JSON but not a harden report (no 'attacks' or 'reports').")
+    render(doc, output, plots)
+    _say_written(output, plots)
+
+
+@app.command()
 def recipes():
     """List the recipe files in recipes/ (defaults of each hardening recipe, with their sources)."""
     from .recipes import recipes_dir
@@ -392,13 +454,15 @@ def demo(
     out.rule(f"2. harden fix base.safetensors --recipe fixer --data-frac {data_frac} --epochs 15 "
              + " ".join(f"--set {s}" for s in sets))
     result = run_fix(ckpt, ds, recipe="fixer", sets=sets, data_frac=data_frac, epochs=15, seed=seed, device=device,
-                     report_n=n, base_name="base.safetensors")
+                     report_n=n, base_name="base.safetensors", curve=[0.0, 0.05, 0.1, 0.15])
     fixed = save(result.model, target / "base.fixer.safetensors", force=True)
     out.print(f"wrote {fixed} ({result.train_seconds:.1f} s of training)")
     out.rule("3. before / after")
     render_before_after(result.reports, out)
-    write_outputs(list(result.reports.values()), target / "report.json", target / "report.md", None)
+    write_outputs(list(result.reports.values()), target / "report.json", target / "report.md", None,
+                  target / "report.html", training=result.training())
     out.print(f"checkpoints and reports in {target}")
+    out.print(f"open {target / 'report.html'} in a browser for the curves and adversarial examples")
 
 
 def _is_usage_error(e: Exception) -> bool:

@@ -25,6 +25,7 @@ class ImageData:
     source: str
     num_classes: int
     subset: dict = field(default_factory=dict)  # fraction, seed, n, index hash when subsampled
+    class_names: list[str] | None = None  # when the data says them (image folders, CIFAR-10 meta, an npz key)
 
     @property
     def in_chans(self) -> int:
@@ -62,7 +63,7 @@ def load_data(spec: str | Path) -> ImageData:
     return _image_folder(path)
 
 
-def _finish(x_train, y_train, x_test, y_test, source: str) -> ImageData:
+def _finish(x_train, y_train, x_test, y_test, source: str, class_names=None) -> ImageData:
     arrays = []
     for name, x in (("x_train", x_train), ("x_test", x_test)):
         x = np.asarray(x)
@@ -82,7 +83,8 @@ def _finish(x_train, y_train, x_test, y_test, source: str) -> ImageData:
     if (ytr.size and ytr.min() < 0) or (yte.size and yte.min() < 0):
         raise HardenError(f"{source}: labels must be non-negative integers.")
     num_classes = int(max(ytr.max(initial=0), yte.max(initial=0)) + 1)
-    return ImageData(arrays[0], ytr, arrays[1], yte, source, num_classes)
+    names = [str(c) for c in class_names] if class_names is not None and len(class_names) >= num_classes else None
+    return ImageData(arrays[0], ytr, arrays[1], yte, source, num_classes, class_names=names)
 
 
 def _digits() -> ImageData:
@@ -101,7 +103,8 @@ def _npz(path: Path) -> ImageData:
             if missing:
                 raise HardenError(f"{str(path)!r} lacks {', '.join(missing)}; an .npz for harden holds "
                                   "x_train, y_train, x_test, y_test (uint8 images NHW or NHWC).")
-            return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path))
+            names = z["class_names"].tolist() if "class_names" in z.files else None
+            return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path), names)
     except HardenError:
         raise
     except Exception as e:  # zipfile / format errors
@@ -127,7 +130,13 @@ def _cifar_batches(path: Path) -> ImageData:
         return x, np.asarray(d[b"labels"])
     parts = [read(f"data_batch_{i}") for i in range(1, 6) if (path / f"data_batch_{i}").exists()]
     xte, yte = read("test_batch")
-    return _finish(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xte, yte, str(path))
+    names = None
+    if (path / "batches.meta").exists():
+        with open(path / "batches.meta", "rb") as f:
+            meta = _ArrayOnlyUnpickler(f, encoding="bytes").load()
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", [])] or None
+    return _finish(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xte, yte, str(path),
+                   names)
 
 
 def _image_folder(path: Path) -> ImageData:
@@ -159,7 +168,7 @@ def _image_folder(path: Path) -> ImageData:
         return np.stack(xs), np.asarray(ys)
     xtr, ytr = read(path / "train")
     xte, yte = read(test_dir)
-    return _finish(xtr, ytr, xte, yte, str(path))
+    return _finish(xtr, ytr, xte, yte, str(path), classes)
 
 
 def stratified_subset(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
@@ -184,7 +193,8 @@ def index_hash(idx: np.ndarray) -> str:
 def subsample(data: ImageData, frac: float, seed: int) -> ImageData:
     idx = stratified_subset(data.y_train, frac, seed)
     return ImageData(data.x_train[idx], data.y_train[idx], data.x_test, data.y_test, data.source, data.num_classes,
-                     subset=dict(fraction=frac, seed=seed, n=int(len(idx)), index_sha256=index_hash(idx)))
+                     subset=dict(fraction=frac, seed=seed, n=int(len(idx)), index_sha256=index_hash(idx)),
+                     class_names=data.class_names)
 
 
 def check_fits(data: ImageData, in_chans: int, num_classes: int) -> None:

@@ -40,6 +40,8 @@ class AttackResult:
     accuracy_on_source_correct: float | None = None
     # multi-stage attacks (autoattack): robust accuracy after each stage, in cascade order
     stages: dict[str, float] = field(default_factory=dict)
+    # a few adversarial examples (see examples.py): label, prediction, clean and adversarial thumbnails
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -64,6 +66,9 @@ class Report:
     output_kind: str = "logits"
     # per-image robust flags by attack (the report key), for worst-case accounting and sharded runs; not in JSON
     robust_images: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    class_names: list[str] | None = None
+    # robustness curves: attack -> [[budget, robust accuracy], ...] (see curves.py); norm of their budgets
+    curves: dict[str, list[list[float]]] = field(default_factory=dict)
 
     def metric_values(self) -> dict[str, float]:
         """Flat names the gate uses: clean, <attack>, <attack>.success, <attack>.median_norm, metrics."""
@@ -114,8 +119,10 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
              n: int | None = 500, eps: float | None = None, eps_l2: float = DEFAULT_EPS_L2,
              max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int = 128,
              device: str | torch.device = "auto", seed: int = 0, metrics: bool = True, model_name: str = "model",
-             craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200) -> Report:
-    """Robustness report of `model` on the first n test images of `data`."""
+             craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
+             examples: int = 4, curve: Sequence[float] | None = None) -> Report:
+    """Robustness report of `model` on the first n test images of `data`. `examples`: adversarial examples kept
+    per attack (for pictures); `curve`: L-inf budgets at which the L-inf attacks are run again (curves.py)."""
     device = resolve_device(device)
     spec = getattr(model, "spec", None)
     if spec is not None:
@@ -160,21 +167,30 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
                 budget = eps_l2 if atk.norm == "2" else (max_l0 * nfeat if max_l0 < 1 else max_l0)
             result, robust_by_attack[key] = _attack_once(
                 model, source, atk, key, budget, x, y, correct, src_correct, batch_size, device,
-                seed * 1_000_003 + ai * 10_007)
+                seed * 1_000_003 + ai * 10_007, examples)
             results.append(result)
 
     worst = None
     if robust_by_attack:
         worst = float(torch.stack(list(robust_by_attack.values())).all(0).float().mean())
+    curves: dict[str, list[list[float]]] = {}
+    if curve:
+        from .curves import robustness_curves
+        curves = robustness_curves(model, source, atk_objs, results, list(curve), x, y, correct, batch_size, device,
+                                   seed)
     extra_metrics = _seed004_metrics(model, x, y, batch_size, device) if metrics else {}
     flags = []
     if masking_checks and craft_on is None:
         flags = _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
                          device, seed, output_kind)
+        if curves:
+            from .curves import monotonic_flag
+            flags.append(monotonic_flag(curves, len(x)))
     return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
                   data=data.source, device=str(device), seed=seed, clean_accuracy=float(correct.float().mean()),
                   attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
-                  robust_images={k: v.cpu() for k, v in robust_by_attack.items()},
+                  robust_images={k: v.cpu() for k, v in robust_by_attack.items()}, curves=curves,
+                  class_names=data.class_names,
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)
@@ -182,7 +198,7 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
 
 def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, budget: float, x: torch.Tensor,
                  y: torch.Tensor, correct: torch.Tensor, src_correct: torch.Tensor | None, batch_size: int,
-                 device: torch.device, seed: int) -> tuple[AttackResult, torch.Tensor]:
+                 device: torch.device, seed: int, n_examples: int = 0) -> tuple[AttackResult, torch.Tensor]:
     """Craft atk on `source`, judge on `model`; returns the result row and the per-image robust mask."""
     passes = [0, 0]
     stage_parts: dict[str, list[torch.Tensor]] = {}
@@ -210,9 +226,9 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
         norms = perturbation_norm(xa - x, atk.norm)
         adv_pred = _predict(model, xa, batch_size, device)
         within = norms <= budget + 1e-5 if atk.norm != "inf" else torch.ones_like(correct)
-        return torch.where(within, adv_pred == y, correct), norms
+        return torch.where(within, adv_pred == y, correct), norms, adv_pred, xa
 
-    ok_adv, norms = judge(x_adv)
+    ok_adv, norms, adv_pred, x_judged = judge(x_adv)
     robust = correct & ok_adv
     succ = correct & ~ok_adv
     on_src = None
@@ -220,12 +236,14 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
         on_src = float(ok_adv[src_correct].float().mean()) if src_correct.any() else 0.0
     stages = {stage: float((correct & judge(torch.cat(parts))[0]).float().mean())
               for stage, parts in stage_parts.items()}
+    from .examples import pick_examples
+    shown = pick_examples(x, x_judged, y, adv_pred, correct, succ, n_examples) if n_examples else []
     return AttackResult(
         name=key, preset=atk.describe(), norm=atk.norm, minimal=atk.minimal, budget=float(budget),
         robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, int(correct.sum())),
         median_norm=float(norms[succ].median()) if succ.any() else None, seconds=secs,
         images_per_s=len(x) / max(secs, 1e-9), backward_passes=passes[0], forward_passes=passes[1],
-        accuracy_on_source_correct=on_src, stages=stages), robust
+        accuracy_on_source_correct=on_src, stages=stages, examples=shown), robust
 
 
 def _seed004_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,

@@ -33,6 +33,13 @@ class FixResult:
     def metadata(self) -> dict[str, Any]:
         return {"report": {k: r.summary() for k, r in self.reports.items()}}
 
+    def training(self) -> dict[str, Any]:
+        """What the report's JSON keeps of the training run (for the training-curve figure)."""
+        extra = self.model.spec.extra
+        return {"recipe": self.config.get("name"), "params": self.config.get("params"),
+                "data_fraction": extra.get("data_fraction"), "seconds": round(self.train_seconds, 2),
+                "history": self.history}
+
 
 def state_digest(module: torch.nn.Module) -> str:
     h = hashlib.sha256()
@@ -47,7 +54,7 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",
         report_n: int | None = 500, attacks: Sequence[str] = DEFAULT_ATTACKS, report: bool = True,
         base_name: str | None = None, metrics: bool = True, masking_checks: bool = True,
-        model_flags: dict | None = None) -> FixResult:
+        model_flags: dict | None = None, curve: Sequence[float] | None = None) -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write."""
@@ -104,7 +111,7 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         eps = config["params"].get("eps")
         from .attacks import parse_number
         kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
-                  eps=parse_number(eps) if eps is not None else None)
+                  eps=parse_number(eps) if eps is not None else None, curve=curve)
         fixed_name = f"{base_name} + {config['name']}"
         out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)
         out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)

@@ -97,9 +97,19 @@ def render_masking(report: Report, console: Console) -> None:
         console.print(f"  gradient-masking and evaluation checks ({len(report.masking)}): none tripped")
 
 
-def to_json(reports: Sequence[Report]) -> str:
+def report_document(reports: Sequence[Report], training: dict | None = None) -> dict:
+    """The JSON document: one report as is, several under "reports"; `harden fix` adds "kind": "fix" and its
+    training history, so that `harden report` can redraw every figure from the file alone."""
     body = [r.to_dict() for r in reports]
-    return json.dumps(body[0] if len(body) == 1 else {"reports": body}, indent=2)
+    doc = body[0] if len(body) == 1 and training is None else {"reports": body}
+    if training is not None:
+        doc["kind"] = "fix"
+        doc["training"] = training
+    return json.loads(json.dumps(doc))  # plain JSON types: a re-render from the file is identical
+
+
+def to_json(reports: Sequence[Report], training: dict | None = None) -> str:
+    return json.dumps(report_document(reports, training), indent=2)
 
 
 def to_markdown(reports: Sequence[Report]) -> str:
@@ -161,10 +171,15 @@ def to_junit(reports: Sequence[Report]) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
 
 
-def write_outputs(reports: Sequence[Report], json_path=None, markdown_path=None, junit_path=None) -> None:
-    for path, text in ((json_path, to_json), (markdown_path, to_markdown), (junit_path, to_junit)):
+def write_outputs(reports: Sequence[Report], json_path=None, markdown_path=None, junit_path=None, html_path=None,
+                  plots_dir=None, training: dict | None = None) -> None:
+    for path, text in ((json_path, lambda r: to_json(r, training)), (markdown_path, to_markdown),
+                       (junit_path, to_junit)):
         if path:
             atomic_write_bytes(Path(path), text(reports).encode())
+    if html_path or plots_dir:
+        from .html_report import render
+        render(report_document(reports, training), html_path, plots_dir)
 
 
 def render_before_after(reports: dict[str, Report], console: Console) -> None:

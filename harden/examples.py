@@ -1,0 +1,35 @@
+"""Adversarial examples kept in a report (and its JSON) so that pictures can be drawn, and redrawn from the
+JSON alone: a few images per attack, as uint8 thumbnails (base64 of C x H x W bytes) with label and prediction."""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _encode(img: torch.Tensor) -> str:
+    arr = (img.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return base64.b64encode(arr.tobytes()).decode()
+
+
+def decode(example: dict[str, Any], which: str) -> np.ndarray:
+    """'clean' or 'adv' as an H x W x C float array in [0, 1]."""
+    c, h, w = example["shape"]
+    arr = np.frombuffer(base64.b64decode(example[which]), dtype=np.uint8).reshape(c, h, w)
+    return arr.transpose(1, 2, 0).astype(np.float32) / 255.0
+
+
+def pick_examples(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, correct: torch.Tensor,
+                  fooled: torch.Tensor, k: int) -> list[dict[str, Any]]:
+    """The first k images the attack fooled; where it fooled fewer, the first ones it did not."""
+    idx = fooled.nonzero().squeeze(1)[:k].tolist()
+    if len(idx) < k:
+        idx += (correct & ~fooled).nonzero().squeeze(1)[: k - len(idx)].tolist()
+    out = []
+    for i in sorted(idx):
+        out.append({"index": int(i), "label": int(y[i]), "pred": int(pred[i]), "fooled": bool(fooled[i]),
+                    "shape": list(x[i].shape), "clean": _encode(x[i]), "adv": _encode(x_adv[i]),
+                    "linf": float((x_adv[i] - x[i]).abs().max())})
+    return out

@@ -1,0 +1,337 @@
+"""The report as one self-contained HTML file (tables, checks, threat models, settings, and figures embedded as
+PNG data URIs; no scripts, fonts or anything fetched), and the same figures as PNG files. Everything is drawn
+from the report's JSON document, so `harden report report.json` redraws exactly what `--html` wrote."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+FIG_DPI = 100
+
+
+# ------------------------------------------------------------------ figures (matplotlib, Agg)
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "harden"})
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FIG_DPI, bbox_inches="tight", metadata={"Software": None})
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def reports_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return doc["reports"] if "reports" in doc else [doc]
+
+
+def _role(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """fix documents: base white-box, hardened white-box, hardened transfer (in that order)."""
+    reps = reports_of(doc)
+    if len(reps) == 3 and doc.get("kind") == "fix":
+        return {"base": reps[0], "hardened": reps[1], "transfer": reps[2]}
+    return {}
+
+
+def figure_curves(doc: dict[str, Any]) -> bytes | None:
+    plt = _plt()
+    roles = _role(doc)
+    if roles:
+        names = [k for k in roles["hardened"].get("curves", {})]
+        if not names:
+            return None
+        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            for role, style, label in (("base", dict(color="0.45", ls="-"), "base (white-box)"),
+                                       ("hardened", dict(color="C0", ls="-"), "hardened (white-box)"),
+                                       ("transfer", dict(color="C0", ls="--"), "hardened (transfer from base)")):
+                pts = roles[role].get("curves", {}).get(name)
+                if pts:
+                    ax.plot([b for b, _ in pts], [100 * a for _, a in pts], marker="o", ms=3, label=label, **style)
+            _mark_budget(ax, roles["hardened"], name)
+            ax.set_title(name)
+            ax.set_xlabel("L-inf budget")
+            ax.set_ylim(-2, 102)
+        axes[0][0].set_ylabel("robust accuracy %")
+        axes[0][0].legend(fontsize=7, loc="upper right")
+        return _png(fig)
+    rep = reports_of(doc)[0]
+    curves = rep.get("curves") or {}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    for i, (name, pts) in enumerate(curves.items()):
+        ax.plot([b for b, _ in pts], [100 * a for _, a in pts], marker="o", ms=3, color=f"C{i}", label=name)
+    _mark_budget(ax, rep, next(iter(curves)))
+    ax.set_xlabel("L-inf budget")
+    ax.set_ylabel("robust accuracy %")
+    ax.set_ylim(-2, 102)
+    ax.set_title(f"{rep['model']} ({rep['threat_model']})")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _mark_budget(ax, rep: dict[str, Any], name: str) -> None:
+    row = next((a for a in rep["attacks"] if a["name"] == name), None)
+    if row is not None:
+        ax.axvline(row["budget"], color="0.6", lw=0.8, ls=":")
+
+
+def figure_examples(rep: dict[str, Any]) -> bytes | None:
+    """One row per attack: for each example, clean | adversarial | perturbation (amplified to fill [0, 1])."""
+    from .examples import decode
+    rows = [a for a in rep["attacks"] if a.get("examples")]
+    if not rows:
+        return None
+    plt = _plt()
+    names = rep.get("class_names")
+    k = max(len(a["examples"]) for a in rows)
+    fig, axes = plt.subplots(len(rows), 3 * k, figsize=(1.0 * 3 * k, 1.25 * len(rows) + 0.3), squeeze=False)
+    for r, a in enumerate(rows):
+        for j in range(k):
+            trio = axes[r][3 * j: 3 * j + 3]
+            for ax in trio:
+                ax.axis("off")
+            if j >= len(a["examples"]):
+                continue
+            ex = a["examples"][j]
+            clean, adv = decode(ex, "clean"), decode(ex, "adv")
+            delta = adv - clean
+            amp = delta / (2 * max(float(abs(delta).max()), 1e-8)) + 0.5
+            cmap = "gray" if clean.shape[2] == 1 else None
+            for ax, img, title in ((trio[0], clean, _name(ex["label"], names)),
+                                   (trio[1], adv, ("fooled: " if ex["fooled"] else "kept: ") + _name(ex["pred"], names)),
+                                   (trio[2], amp, "perturbation")):
+                ax.imshow(img.squeeze(2) if cmap else img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+                ax.set_title(title, fontsize=7, color="C3" if title.startswith("fooled") else "black")
+        axes[r][0].text(-0.15, 0.5, a["name"], transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"adversarial examples - {rep['model']} ({rep['threat_model']}); clean | adversarial | "
+                 "perturbation x contrast", fontsize=8)
+    return _png(fig)
+
+
+def _name(label: int, names: list[str] | None) -> str:
+    return names[label] if names and 0 <= label < len(names) else str(label)
+
+
+def figure_training(history: list[dict[str, Any]]) -> bytes | None:
+    if not history:
+        return None
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    keys = [k for k in history[0] if k != "epoch"]
+    accs = [k for k in keys if "acc" in k]  # accuracies on the right, every loss term on the left
+    losses = [k for k in keys if k not in accs]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.5, 2.8))
+    for i, k in enumerate(losses):
+        ax1.plot(epochs, [h.get(k) for h in history], marker="o", ms=3, color=f"C{i}", label=k)
+    for i, k in enumerate(accs):
+        ax2.plot(epochs, [100 * h[k] if h.get(k) is not None else None for h in history], marker="o", ms=3,
+                 color=f"C{i}", label=k)
+    ax1.set_xlabel("epoch")
+    ax1.set_title("training loss terms")
+    ax2.set_xlabel("epoch")
+    ax2.set_title("accuracy % (training batches" + ("; val_*: held-out slice)" if any(k.startswith("val")
+                                                                                       for k in accs) else ")"))
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def figures(doc: dict[str, Any]) -> dict[str, bytes]:
+    """name -> PNG bytes, in display order."""
+    out: dict[str, bytes] = {}
+    curves = figure_curves(doc)
+    if curves:
+        out["robustness_curves"] = curves
+    roles = _role(doc)
+    shown = [("base", roles["base"]), ("hardened", roles["hardened"])] if roles else \
+        [("report", r) for r in reports_of(doc)[:1]]
+    for label, rep in shown:
+        png = figure_examples(rep)
+        if png:
+            out[f"examples_{label}"] = png
+    train = figure_training(doc.get("training", {}).get("history", []))
+    if train:
+        out["training_curves"] = train
+    return out
+
+
+def write_plots(folder: str | Path, figs: dict[str, bytes]) -> list[Path]:
+    from .checkpoint import atomic_write_bytes
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, png in figs.items():
+        atomic_write_bytes(folder / f"{name}.png", png)
+        paths.append(folder / f"{name}.png")
+    return paths
+
+
+# ------------------------------------------------------------------ HTML
+
+CSS = """
+body{font:14px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1b1f24;max-width:1100px;margin:24px auto;
+padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+.sub{color:#57606a;margin:0 0 14px}table{border-collapse:collapse;margin:8px 0 6px;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #d0d7de;padding:3px 9px;text-align:right}th{background:#f6f8fa}td:first-child,th:first-child{
+text-align:left}tr.stage td{color:#57606a;font-size:12.5px}tr.worst td{font-weight:600;background:#f6f8fa}
+tr.fail td{background:#ffebe9;color:#a40e26}.tm{display:inline-block;padding:1px 7px;border-radius:10px;font-size:12px;
+background:#ddf4ff;color:#0969da}.tm.transfer{background:#fff8c5;color:#7d4e00}ul{margin:4px 0 8px;padding-left:20px}
+li.tripped{color:#9a6700}li.fail{color:#a40e26}li.pass{color:#1a7f37}code{font-size:12.5px;background:#f6f8fa;
+padding:0 3px}img{max-width:100%;border:1px solid #eaeef2;margin:6px 0}.note{color:#57606a;font-size:12.5px}
+"""
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _budget(a: dict[str, Any]) -> str:
+    from .attacks.base import _fmt
+    label = {"inf": "Linf", "2": "L2", "0": "L0"}[a["norm"]]
+    return f"{label} {a['budget']:.0f}" if a["norm"] == "0" else f"{label} {_fmt(a['budget'])}"
+
+
+def _report_html(rep: dict[str, Any], title: str) -> str:
+    e = html.escape
+    fails = {g["metric"] for g in rep.get("gate", []) if not g["passed"]}
+    transfer = rep.get("source_clean_accuracy") is not None
+    tm_class = "tm transfer" if transfer else "tm"
+    out = [f"<h2>{e(title)}</h2>",
+           f"<p class='sub'>{e(rep['model'])} &middot; threat model <span class='{tm_class}'>{e(rep['threat_model'])}</span>"
+           f" (crafted on {e(rep['crafted_on'])}) &middot; {rep['n']} test images of {e(str(rep['data']))} &middot; "
+           f"device {e(rep['device'])} &middot; seed {rep['seed']} &middot; outputs: {e(rep.get('output_kind', 'logits'))}"
+           "</p>"]
+    head = ["attack", "budget", "robust acc %", "success %", "median norm", "s", "img/s", "grad passes"]
+    if transfer:
+        head.append("acc on src-correct %")
+    out.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
+    dash = ["-"] * (len(head) - 3)
+
+    def row(cells, cls="", metric=None, value=None):
+        attrs = f" data-metric='{e(metric)}' data-value='{value!r}'" if metric is not None else ""
+        tds = [f"<td>{e(str(cells[0]))}</td>", f"<td>{e(str(cells[1]))}</td>", f"<td{attrs}>{e(str(cells[2]))}</td>"]
+        tds += [f"<td>{e(str(c))}</td>" for c in cells[3:]]
+        return f"<tr class='{cls}'>" + "".join(tds) + "</tr>"
+
+    out.append(row(["clean", "-", _pct(rep["clean_accuracy"]), *dash], "fail" if "clean" in fails else "",
+                   "clean", rep["clean_accuracy"]))
+    for a in rep["attacks"]:
+        for stage, v in a.get("stages", {}).items():
+            m = f"{a['name']}.{stage}"
+            out.append(row([f"  after {stage}", _budget(a), _pct(v), *dash], "stage fail" if m in fails else "stage",
+                           m, v))
+        bad = a["name"] in fails or any(f.startswith(a["name"] + ".") for f in fails)
+        med = "-" if a["median_norm"] is None else f"{a['median_norm']:.4g}"
+        cells = [a["name"], _budget(a), _pct(a["robust_accuracy"]), _pct(a["success_rate"]), med,
+                 f"{a['seconds']:.1f}", f"{a['images_per_s']:.0f}", a["backward_passes"]]
+        if transfer:
+            cells.append(_pct(a.get("accuracy_on_source_correct")))
+        out.append(row(cells, "fail" if bad else "", a["name"], a["robust_accuracy"]))
+    if rep.get("worst_case") is not None:
+        out.append(row(["worst case", "each attack's", _pct(rep["worst_case"]), *dash],
+                       "worst fail" if "worst" in fails else "worst", "worst", rep["worst_case"]))
+    out.append("</table>")
+    out.append("<p class='note'>worst case: robust only if the image survives every attack above at its budget. "
+               "Presets: " + "; ".join(f"<code>{e(a['preset'])}</code>" for a in rep["attacks"]) + "</p>")
+    if rep.get("metrics"):
+        out.append("<p class='note'>" + ", ".join(f"{e(k)} {v:.4g}" for k, v in rep["metrics"].items())
+                   + " (white-box, seed 004)</p>")
+    if rep.get("gate"):
+        out.append("<ul>" + "".join(
+            f"<li class='{'pass' if g['passed'] else 'fail'}'>{'PASS' if g['passed'] else 'FAIL'} "
+            f"<code>{e(g['text'])}</code> (actual {e(str(g['actual']))})</li>" for g in rep["gate"]) + "</ul>")
+    if rep.get("masking"):
+        warned = [f for f in rep["masking"] if f["tripped"] and f.get("kind", "masking") != "note"]
+        out.append(f"<p><b>{len(rep['masking'])} gradient-masking and evaluation checks: "
+                   + (f"{len(warned)} tripped</b> (the white-box numbers may overstate robustness; see below)"
+                      if warned else "none tripped</b>") + "</p>")
+        items = []
+        for f in rep["masking"]:
+            kind = f.get("kind", "masking")
+            what = "gradient-masking check" if kind == "masking" else "check"
+            state = "TRIPPED" if f["tripped"] else "quiet"
+            items.append(f"<li class='{'tripped' if f['tripped'] and kind != 'note' else ''}'>{what} "
+                         f"<b>{e(f['check'])}</b>: {state} &mdash; {e(f['detail'])}</li>")
+        out.append("<ul>" + "".join(items) + "</ul>")
+    return "\n".join(out)
+
+
+def to_html(doc: dict[str, Any], figs: dict[str, bytes]) -> str:
+    e = html.escape
+    reps = reports_of(doc)
+    roles = _role(doc)
+    titles = ["base (white-box)", "hardened (white-box)", "hardened (transfer from the base)"] if roles else \
+        [f"report {i + 1}" if len(reps) > 1 else "report" for i in range(len(reps))]
+    name = reps[0]["model"] if not roles else f"{roles['base']['model']} -> {roles['hardened']['model']}"
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+             f"<title>harden report - {e(name)}</title>", f"<style>{CSS}</style></head><body>",
+             f"<h1>harden report &middot; {e(name)}</h1>",
+             "<p class='sub'>Every robustness number names its threat model: <b>white-box</b> (crafted on the "
+             "evaluated model: the number to trust) or <b>transfer from &lt;model&gt;</b> (crafted on another "
+             "model; never robustness on its own).</p>"]
+    if "training" in doc:
+        t = doc["training"]
+        parts.append(f"<p class='sub'>recipe <code>{e(str(t.get('recipe')))}</code> on {e(str(t.get('data_fraction')))} "
+                     f"of the training data, {e(str(t.get('seconds')))} s of training; settings "
+                     f"<code>{e(str(t.get('params')))}</code></p>")
+    captions = {"robustness_curves": "Robust accuracy against the budget (dotted line: the report's budget)",
+                "examples_base": "Adversarial examples on the base", "examples_hardened":
+                "Adversarial examples on the hardened model", "examples_report": "Adversarial examples",
+                "training_curves": "Training curves"}
+    if roles:
+        parts.append(_before_after(roles))
+    if "robustness_curves" in figs:
+        parts.append(_img("robustness_curves", captions["robustness_curves"], figs["robustness_curves"]))
+    for rep, title in zip(reps, titles, strict=False):
+        parts.append(_report_html(rep, title))
+    for key, png in figs.items():
+        if key != "robustness_curves":
+            parts.append(_img(key, captions.get(key, key), png))
+    parts.append("<p class='note'>Written by harden; self-contained (figures embedded, nothing fetched).</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _before_after(roles: dict[str, dict[str, Any]]) -> str:
+    """The terminal's before/after table: robust accuracy % of base and hardened, each threat model named."""
+    base, wb, tr = roles["base"], roles["hardened"], roles["transfer"]
+    rows = [("clean", "-", base["clean_accuracy"], wb["clean_accuracy"], tr["clean_accuracy"])]
+    for a, b, c in zip(base["attacks"], wb["attacks"], tr["attacks"], strict=False):
+        rows.append((a["name"], _budget(a), a["robust_accuracy"], b["robust_accuracy"], c["robust_accuracy"]))
+    rows.append(("worst case", "each attack's", base.get("worst_case"), wb.get("worst_case"), tr.get("worst_case")))
+    head = ("attack", "budget", "base (white-box)", "hardened (white-box)", f"hardened ({tr['threat_model']})")
+    body = "".join(f"<tr class='{'worst' if r[0] == 'worst case' else ''}'><td>{html.escape(r[0])}</td>"
+                   f"<td>{html.escape(r[1])}</td>" + "".join(f"<td>{_pct(v)}</td>" for v in r[2:]) + "</tr>"
+                   for r in rows)
+    return ("<h2>Before / after: robust accuracy %</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>"
+                                                                              for h in head)
+            + "</tr>" + body + "</table>")
+
+
+def _img(key: str, caption: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode()
+    return (f"<h2>{html.escape(caption)}</h2>\n<img alt='{html.escape(key)}' data-figure='{html.escape(key)}' "
+            f"src='data:image/png;base64,{data}'>")
+
+
+def render(doc: dict[str, Any], html_path: str | Path | None = None, plots_dir: str | Path | None = None) -> str:
+    """Draw the figures once; write the HTML and/or the PNGs (atomically). Returns the HTML."""
+    from .checkpoint import atomic_write_bytes
+    figs = figures(doc)
+    text = to_html(doc, figs)
+    if html_path:
+        atomic_write_bytes(Path(html_path), text.encode())
+    if plots_dir:
+        write_plots(plots_dir, figs)
+    return text

@@ -1,0 +1,160 @@
+"""The HTML report: parses, embeds the expected figures (each PNG decodes), its table numbers equal the JSON's,
+`harden report` re-renders the same file from the JSON, curves do not rise with the budget for a deterministic
+attack, nothing is fetched; a headless Chromium renders it (skipped when chromium is absent)."""
+import base64
+import io
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import matplotlib.image as mpimg
+import pytest
+
+from harden import evaluate
+from harden.curves import parse_curve
+from harden.errors import HardenError
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.cells, self.links, self.scripts = [], [], [], 0
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a)
+        if tag in ("script", "iframe", "object"):
+            self.scripts += 1
+        for k in ("href", "src"):
+            if k in a:
+                self.links.append(a[k])
+        if tag == "td" and "data-metric" in a:
+            self._cell = a
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self.cells.append((self._cell["data-metric"], float(self._cell["data-value"]), data.strip()))
+            self._cell = None
+
+
+def _parse(text):
+    p = _Collect()
+    p.feed(text)
+    p.close()
+    return p
+
+
+@pytest.fixture(scope="module")
+def eval_outputs(tmp_path_factory, digits_ckpt):
+    import sys
+
+    from harden.cli import main
+    from harden.runtime import set_quiet
+    d = tmp_path_factory.mktemp("html")
+    argv = sys.argv
+    sys.argv = ["harden", "eval", str(digits_ckpt), "--n", "60", "--attack", "fgsm", "--attack", "pgd:steps=10",
+                "--attack", "deepfool", "--eps", "0.1", "--no-metrics", "-q", "--json", str(d / "r.json"),
+                "--html", str(d / "r.html"), "--plots", str(d / "plots"), "--require", "pgd>=0.99"]
+    try:
+        with pytest.raises(SystemExit) as e:
+            main()
+    finally:
+        sys.argv = argv
+        set_quiet(True)
+    assert e.value.code == 1  # the gate fails: its row is marked in the HTML
+    return d
+
+
+def test_html_parses_embeds_figures_that_decode(eval_outputs):
+    text = (eval_outputs / "r.html").read_text()
+    p = _parse(text)
+    figs = [i["data-figure"] for i in p.imgs]
+    assert figs == ["robustness_curves", "examples_report"]
+    for img in p.imgs:
+        head, data = img["src"].split(",", 1)
+        assert head == "data:image/png;base64"
+        arr = mpimg.imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert arr.ndim == 3 and arr.shape[0] > 50
+    assert sorted(f.name for f in (eval_outputs / "plots").iterdir()) == ["examples_report.png",
+                                                                          "robustness_curves.png"]
+    # nothing to fetch: every src/href is inline, no scripts
+    assert p.scripts == 0 and all(link.startswith("data:") for link in p.links)
+    assert "http://" not in text and "https://" not in text
+    assert "white-box" in text and "FAIL" in text and "class='fail'" in text
+
+
+def test_html_numbers_equal_the_json(eval_outputs):
+    doc = json.loads((eval_outputs / "r.json").read_text())
+    cells = _parse((eval_outputs / "r.html").read_text()).cells
+    values = doc["values"]
+    assert {m for m, _, _ in cells} == {"clean", "fgsm", "pgd", "deepfool", "worst"}
+    for metric, value, shown in cells:
+        assert value == pytest.approx(values[metric])
+        assert shown == f"{100 * values[metric]:.1f}"
+
+
+def test_report_command_rerenders_the_same_html(eval_outputs, cli, tmp_path):
+    code, out, err = cli("report", eval_outputs / "r.json", "-o", tmp_path / "again.html")
+    assert code == 0, err
+    assert (tmp_path / "again.html").read_text() == (eval_outputs / "r.html").read_text()
+    code, _, err = cli("report", eval_outputs / "r.json", "-o", tmp_path / "again.html")
+    assert code == 2 and "--force" in err
+    (tmp_path / "bad.json").write_text("{\"x\": 1}")
+    code, _, err = cli("report", tmp_path / "bad.json", "-o", tmp_path / "b.html")
+    assert code == 2 and "not a harden report" in err
+
+
+def test_curve_is_non_increasing_for_a_deterministic_attack(digits_model, digits):
+    rep = evaluate(digits_model, digits, n=100, attacks=["pgd:steps=10"], eps=0.1, device="cpu", metrics=False,
+                   curve=parse_curve("0:0.2:5"))
+    pts = rep.curves["pgd"]
+    assert [b for b, _ in pts] == pytest.approx([0, 0.05, 0.1, 0.15, 0.2])
+    accs = [a for _, a in pts]
+    assert accs[0] == pytest.approx(rep.clean_accuracy)
+    assert accs[2] == pytest.approx(rep.attacks[0].robust_accuracy)  # the report's own budget is its row
+    assert all(b <= a + 1e-9 for a, b in zip(accs, accs[1:], strict=False)), accs
+    f = next(f for f in rep.masking if f["check"] == "robust accuracy rises with the budget")
+    assert not f["tripped"]
+
+
+def test_curve_rising_is_flagged():
+    from harden.curves import monotonic_flag
+    f = monotonic_flag({"pgd": [[0, 0.9], [0.1, 0.3], [0.2, 0.6]]}, 200)
+    assert f["tripped"] and "pgd" in f["detail"]
+
+
+def test_curve_spec_errors():
+    for bad in ("0:0.3", "0.3:0:4", "0:0.3:1", "a:b:c"):
+        with pytest.raises(HardenError):
+            parse_curve(bad)
+
+
+def test_fix_html_has_curves_examples_and_training(cli, digits_ckpt, tmp_path):
+    out = tmp_path / "f.safetensors"
+    code, text, err = cli("fix", digits_ckpt, "--recipe", "at", "--data-frac", "0.1", "--epochs", 2, "--set",
+                          "eps=0.1", "--n", 40, "--attack", "fgsm", "--attack", "pgd:steps=5", "--no-metrics",
+                          "--no-masking-checks", "-q", "-o", out, "--html", tmp_path / "fix.html", "--json",
+                          tmp_path / "fix.json")
+    assert code == 0, err
+    html_text = (tmp_path / "fix.html").read_text()
+    figs = [i["data-figure"] for i in _parse(html_text).imgs]
+    assert figs == ["robustness_curves", "examples_base", "examples_hardened", "training_curves"]
+    assert "transfer from" in html_text
+    doc = json.loads((tmp_path / "fix.json").read_text())
+    assert doc["kind"] == "fix" and len(doc["training"]["history"]) == 2
+    assert set(doc["reports"][1]["curves"]) == {"fgsm", "pgd"}
+    code, _, err = cli("report", tmp_path / "fix.json", "-o", tmp_path / "again.html")
+    assert code == 0 and (tmp_path / "again.html").read_text() == html_text
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
+def test_chromium_renders_the_report(eval_outputs, tmp_path):
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1200,1600", (eval_outputs / "r.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    arr = mpimg.imread(str(shot))
+    assert arr.shape[0] >= 1000 and arr.std() > 0.05  # a page with content, not a blank one
