@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .errors import HardenError
 from .model_flags import ModelFlags, with_model_flags
+from .recipes.base import DEFAULT_RECIPE as DEFAULT_RECIPE_NAME
 
 app = typer.Typer(name="harden", add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
                   help="Make a saved image classifier harder to fool with adversarial examples, and prove it "
@@ -228,7 +229,9 @@ def _say_written(html_path, plots) -> None:
 @with_model_flags
 def fix(
     checkpoint: Path = typer.Argument(..., help="The base model to harden (never written to)."),
-    recipe: str = typer.Option("fixer", "--recipe", help="Recipe name (see `harden recipes`) or a recipe .toml."),
+    recipe: str = typer.Option(DEFAULT_RECIPE_NAME, "--recipe", help="Recipe name (see `harden recipes`) or a "
+                               "recipe .toml; the default, at (adversarial fine-tuning), is the one that hardens "
+                               "against white-box attacks."),
     data: Optional[str] = typer.Option(None, "--data", help="Training/test data (default: what the checkpoint names)."),
     data_frac: float = typer.Option(0.1, "--data-frac", help="Stratified fraction of the training split, (0, 1]."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe setting: key=value (repeatable)."),
@@ -432,13 +435,14 @@ def demo(
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Keep the demo checkpoint and reports here."),
     device: str = DeviceOpt, seed: int = SeedOpt, quiet: bool = QuietOpt, debug: bool = DebugOpt,
 ):
-    """Train a small model on the built-in digits data, harden it with the fixer recipe, and print the
-    before/after report (white-box on each model, and transfer from the base)."""
+    """Train a small model on the built-in digits data, harden it with the default recipe (at), and print the
+    before/after report (white-box on each model, and transfer from the base); writes report.html."""
     _setup(quiet)
     from .api import train as train_model
     from .checkpoint import save
     from .data import load_data
     from .fix import fix as run_fix
+    from .recipes import DEFAULT_RECIPE
     from .report_io import render_before_after, write_outputs
     from .training import TrainConfig
     target = out_dir or Path(tempfile.mkdtemp(prefix="harden-demo-"))
@@ -451,11 +455,11 @@ def demo(
     out.print(f"wrote {ckpt}")
     # 8x8 digits barely move at the seed's 8/255, so the demo trains and measures at eps 0.1.
     sets = ["eps=0.1"]
-    out.rule(f"2. harden fix base.safetensors --recipe fixer --data-frac {data_frac} --epochs 15 "
-             + " ".join(f"--set {s}" for s in sets))
-    result = run_fix(ckpt, ds, recipe="fixer", sets=sets, data_frac=data_frac, epochs=15, seed=seed, device=device,
+    out.rule(f"2. harden fix base.safetensors --data-frac {data_frac} " + " ".join(f"--set {s}" for s in sets)
+             + f"   (recipe {DEFAULT_RECIPE}, the default)")
+    result = run_fix(ckpt, ds, recipe=DEFAULT_RECIPE, sets=sets, data_frac=data_frac, seed=seed, device=device,
                      report_n=n, base_name="base.safetensors", curve=[0.0, 0.05, 0.1, 0.15])
-    fixed = save(result.model, target / "base.fixer.safetensors", force=True)
+    fixed = save(result.model, target / f"base.{DEFAULT_RECIPE}.safetensors", force=True)
     out.print(f"wrote {fixed} ({result.train_seconds:.1f} s of training)")
     out.rule("3. before / after")
     render_before_after(result.reports, out)

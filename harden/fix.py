@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from .attacks import DEFAULT_ATTACKS
+from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
 from .data import ImageData, check_fits, load_data, subsample
 from .errors import HardenError
@@ -49,7 +50,7 @@ def state_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, recipe: str = "fixer",
+def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, recipe: str = DEFAULT_RECIPE,
         sets: Sequence[str] = (), data_frac: float = 0.1, seed: int = 0, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",
         report_n: int | None = 500, attacks: Sequence[str] = DEFAULT_ATTACKS, report: bool = True,

@@ -13,7 +13,7 @@ from torch import nn
 
 from .data import ImageData, augment, batches, build_augment, fit_size, to_tensor
 from .errors import HardenError
-from .runtime import progress
+from .runtime import info, progress, warn
 
 
 def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -48,6 +48,18 @@ class TrainConfig:
 class TrainResult:
     seconds: float
     history: list[dict]
+    best_epoch: int | None = None  # the epoch whose weights were kept (with a Monitor), 1-based
+    stopped: str | None = None  # why training stopped early, when it did
+
+
+@dataclass
+class Monitor:
+    """Per-epoch validation for the shared loop: `measure(model)` returns metrics (added to the epoch's history
+    row); the weights of the epoch with the highest `best_key` are restored at the end (robust overfitting,
+    Rice et al. 2020); `stop(history)` may end training early with a reason (catastrophic overfitting)."""
+    measure: Callable[[nn.Module], dict]
+    best_key: str | None = None
+    stop: Callable[[list[dict]], str | None] | None = None
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -72,7 +84,8 @@ def default_step(cfg: TrainConfig) -> StepFn:
 
 def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.device,
         step: StepFn | None = None, params: Iterable[torch.nn.Parameter] | None = None,
-        train_mode: Callable[[nn.Module], None] | None = None, desc: str = "train") -> TrainResult:
+        train_mode: Callable[[nn.Module], None] | None = None, desc: str = "train",
+        monitor: Monitor | None = None) -> TrainResult:
     """Train `params` (default: all of model's) on data.x_train with cfg. `step` decides the loss;
     `train_mode` sets train/eval per submodule (recipes keep a frozen base in eval mode)."""
     step = step or default_step(cfg)
@@ -92,6 +105,8 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
     size = tuple(getattr(getattr(model, "spec", None), "input_size", data.input_size))
     use_amp = cfg.amp and device.type == "cuda"
     history = []
+    best = None
+    stopped = None
     t0 = time.perf_counter()
     with progress(desc, total) as advance:
         for epoch in range(cfg.epochs):
@@ -129,5 +144,23 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
                                 f"acc {tot_acc / seen:.3f} {fields}")
             history.append({"epoch": epoch + 1, "loss": tot_loss / max(seen, 1), "acc": tot_acc / max(seen, 1),
                             **{k: v / max(seen, 1) for k, v in extras.items()}})
+            if monitor is not None:
+                model.eval()
+                history[-1].update(monitor.measure(model))
+                info(f"epoch {epoch + 1}: " + " ".join(f"{k} {v:.3f}" for k, v in history[-1].items()
+                                                      if k != "epoch" and isinstance(v, float)))
+                key = monitor.best_key
+                if key is not None and (best is None or history[-1][key] > best[1]):
+                    best = (epoch + 1, history[-1][key], {k: v.detach().clone() for k, v in model.state_dict().items()})
+                stopped = monitor.stop(history) if monitor.stop is not None else None
+                if stopped:
+                    warn(f"training stopped at epoch {epoch + 1}: {stopped}")
+                    break
     model.eval()
-    return TrainResult(seconds=time.perf_counter() - t0, history=history)
+    best_epoch = None
+    if best is not None:
+        model.load_state_dict(best[2])
+        best_epoch = best[0]
+        if best_epoch != len(history):
+            info(f"kept the weights of epoch {best_epoch} ({monitor.best_key} {best[1]:.3f})")
+    return TrainResult(seconds=time.perf_counter() - t0, history=history, best_epoch=best_epoch, stopped=stopped)

@@ -42,7 +42,8 @@ def test_fresh_patch_reproduces_base_logits_on_every_family(arch, chans, size):
 @pytest.mark.parametrize("arch,chans,size", [("resnet9", 3, (16, 16)), ("mobilenetv3_small_050", 3, (32, 32))])
 def test_fix_trains_saves_and_reloads_across_families(arch, chans, size, tmp_path):
     base = create_model(arch, 4, chans, size).eval()
-    res = harden.fix(base, tiny_data(size, chans), sets=["steps=2", "attack=pgd", "eps=4/255"], data_frac=1.0,
+    res = harden.fix(base, tiny_data(size, chans), recipe="fixer", sets=["steps=2", "attack=pgd", "eps=4/255"],
+                     data_frac=1.0,
                      epochs=1, batch_size=8, device="cpu", report=False)
     assert state_digest(res.model.net) == state_digest(base.net)
     assert_reloads(res.model, tmp_path / "f.safetensors", "fixer")
@@ -62,7 +63,7 @@ def test_settings_reach_the_ablation_grid():
 def fixed(digits_ckpt, digits):
     before = hashlib.sha256(digits_ckpt.read_bytes()).hexdigest()
     # 8x8 digits lose little at 8/255, so train and measure at eps 0.1 (steps scale with eps)
-    res = harden.fix(digits_ckpt, digits, sets=["eps=0.1"], data_frac=0.3, epochs=15, seed=0,
+    res = harden.fix(digits_ckpt, digits, recipe="fixer", sets=["eps=0.1"], data_frac=0.3, epochs=15, seed=0,
                      device="cpu", report_n=300, attacks=["autopgd", "fgsm"])
     assert hashlib.sha256(digits_ckpt.read_bytes()).hexdigest() == before
     return res
@@ -105,20 +106,20 @@ def test_cli_fix_default_output_and_refusals(cli, digits_ckpt, tmp_path):
     base = tmp_path / "model.safetensors"
     shutil.copy(digits_ckpt, base)
     digest = sha256_file(base)
-    code, out, err = cli("fix", base, "--data-frac", "0.1", "--epochs", "1", "--no-report", "-q",
+    code, out, err = cli("fix", base, "--recipe", "fixer", "--data-frac", "0.1", "--epochs", "1", "--no-report", "-q",
                          "--patch-out", tmp_path / "p.safetensors")
     assert code == 0, err
     fixed_path = tmp_path / "model.fixer.safetensors"
     assert fixed_path.exists() and sha256_file(base) == digest
     code, out, err = cli("eval", fixed_path, "--n", "50", "--attack", "fgsm", "--no-metrics", "-q")
     assert code == 0, err
-    code, _, err = cli("fix", base, "--data-frac", "0.1", "--epochs", "1", "--no-report")
+    code, _, err = cli("fix", base, "--recipe", "fixer", "--data-frac", "0.1", "--epochs", "1", "--no-report")
     assert code == 2 and "--force" in err
     code, _, err = cli("fix", base, "-o", base, "--force", "--no-report")
     assert code == 2 and "input" in err
     code, _, err = cli("fix", base, "--recipe", "nope")
     assert code == 2 and "Unknown recipe" in err
-    code, _, err = cli("fix", base, "--set", "delta")
+    code, _, err = cli("fix", base, "--recipe", "fixer", "--set", "delta")
     assert code == 2 and "key=value" in err
     code, out, err = cli("apply", base, tmp_path / "p.safetensors", "-o", tmp_path / "re.safetensors")
     assert code == 0, err

@@ -9,8 +9,10 @@ from .base import Attack, AttackOutput, register_attack
 
 
 def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, steps: int, restarts: int = 0,
-        generator: torch.Generator | None = None) -> tuple[torch.Tensor, int, int]:
-    """Returns (x_adv, gradient passes, forward-only passes) at image level."""
+        generator: torch.Generator | None = None, early_stop: bool = True) -> tuple[torch.Tensor, int, int]:
+    """Returns (x_adv, gradient passes, forward-only passes) at image level. early_stop=False runs every step
+    on every image and returns the last iterate (Madry et al.'s training attack: high-loss points, not merely
+    misclassified ones)."""
     with torch.no_grad():
         fooled = model(x).argmax(1) != y
     x_adv = x.clone()
@@ -30,6 +32,8 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, ste
             with torch.set_grad_enabled(not last):
                 z = model(xr)
             hit = z.argmax(1) != y0
+            if not early_stop and not last:
+                hit = torch.zeros_like(hit)
             if hit.any():
                 x_adv[idx[hit]] = xa[hit]
                 fooled[idx[hit]] = True
@@ -52,11 +56,11 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, ste
 class PGD(Attack):
     name = "pgd"
     norm = "inf"
-    defaults = {"eps": 8 / 255, "step": 0.005, "steps": 50, "restarts": 0}
+    defaults = {"eps": 8 / 255, "step": 0.005, "steps": 50, "restarts": 0, "early_stop": True}
     source = "seed 000 appendix A.2 (eps 8/255, step 0.005, 50 iterations; no random start, as ART's default)"
 
     def run(self, model, x, y, generator=None):
         p = self.params
         x_adv, grad_passes, fwd = pgd(model, x, y, eps=p["eps"], step=p["step"], steps=p["steps"],
-                                      restarts=p["restarts"], generator=generator)
+                                      restarts=p["restarts"], generator=generator, early_stop=p["early_stop"])
         return AttackOutput(x_adv, grad_passes=grad_passes, forward_passes=fwd)

@@ -1,33 +1,182 @@
-"""Recipe `at`: adversarial-training baseline (seed 000 section 4.4: all weights fine-tuned on clean and
-adversarial pairs at every step, the examples crafted on the current model; Madry et al. PGD by default,
-or Wong et al.'s FGSM with random start, or any registry preset).
+"""Recipe `at`: adversarial fine-tuning of every weight, from the user's checkpoint, on a small data fraction.
 
-ART's trainers (AdversarialTrainer, AdversarialTrainerMadryPGD, the FBF trainer) each run a loop of their
-own: no clean+adversarial pairs under one focal loss, no data-fraction subsets, no shared progress or
-metadata. So `at` is the shared loop with ART's attacks (PGD through ART) as its batch transform."""
+Losses: PGD-AT (Madry et al. 2018; `mix` > 0 adds the clean half of seed 000 section 4.4's pairs), TRADES (Zhang
+et al. 2019: CE on clean + beta KL(f(x') || f(x)) with x' maximising that KL) and MART (Wang et al. 2020).
+Training attacks: PGD with a random start (all steps, the high-loss last iterate), FGSM-RS (Wong et al. 2020),
+N-FGSM (de Jorge et al. 2022). An eps ramp over the first epochs. A validation slice carved from the fraction
+(stratified, seeded, recorded in the metadata) is attacked with PGD after every epoch: the best epoch's
+weights are kept (robust overfitting, Rice et al. 2020) and training stops on catastrophic overfitting
+(validation PGD accuracy collapsing while accuracy on the single-step training examples climbs, Wong et al.
+2020 section 5), saying so.
+
+ART's trainers (AdversarialTrainer, the Madry and FBF trainers, TRADES) each run a loop of their own, without
+the data-fraction subsets, validation-based weight selection or shared progress and metadata, so `at` is the
+shared loop with harden's batched attacks."""
 from __future__ import annotations
 
-import torch
+from typing import Any
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..attacks import build_attack
+from ..data import ImageData, fit_size, index_hash, stratified_subset, to_tensor
+from ..errors import HardenError
 from ..runtime import frozen
+from ..training import Monitor, TrainConfig, fit, focal_loss
 from .base import register_recipe, training_attack
 from .finetune import FineTuneRecipe
+
+LOSSES = ("pgd-at", "trades", "mart")
+
+
+def _logp(z: torch.Tensor) -> torch.Tensor:
+    return F.log_softmax(z.float(), dim=1)  # outputs that are log-probabilities already are unchanged by it
+
+
+def trades_example(model, x: torch.Tensor, eps: float, step: float, steps: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """TRADES' inner maximisation: PGD on KL(f(x') || f(x)) from x + 0.001 N(0, 1), all steps."""
+    with torch.no_grad():
+        p_clean = _logp(model(x)).exp()
+    xa = (x + 0.001 * torch.randn(x.shape, generator=generator).to(x.device)).clamp(0, 1)
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        kl = F.kl_div(_logp(model(xa)), p_clean, reduction="sum")
+        (g,) = torch.autograd.grad(kl, xa)
+        xa = torch.min(torch.max(xa.detach() + step * g.sign(), x - eps), x + eps).clamp(0, 1)
+    return xa.detach()
+
+
+def mart_loss(z_adv: torch.Tensor, z_clean: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """MART (Wang et al. 2020, eq. 6): boosted CE on the adversarial example plus beta KL(p_clean || p_adv)
+    weighted by 1 - p_y(clean), so misclassified clean images weigh more."""
+    lp_adv = _logp(z_adv)
+    p_adv = lp_adv.exp()
+    other = p_adv.scatter(1, y[:, None], 0.0).amax(1)
+    bce = F.nll_loss(lp_adv, y) - torch.log(1.0001 - other).mean()
+    p_clean = _logp(z_clean).exp()
+    kl = F.kl_div(lp_adv, p_clean, reduction="none").sum(1)
+    py = p_clean.gather(1, y[:, None]).squeeze(1)
+    return bce + beta * (kl * (1 - py)).mean()
+
+
+def split_validation(data: ImageData, frac: float, seed: int) -> tuple[ImageData, ImageData | None, dict]:
+    """A stratified, seeded slice of the training fraction held out for validation."""
+    if frac <= 0:
+        return data, None, {}
+    if not (0 < frac < 1):
+        raise HardenError(f"at: val_frac must be in [0, 1), got {frac}.")
+    val_idx = stratified_subset(data.y_train, frac, seed + 7919)
+    keep = np.setdiff1d(np.arange(len(data.y_train)), val_idx)
+    if len(keep) < 2:
+        raise HardenError("at: the data fraction is too small to hold out a validation slice; --set val_frac=0.")
+    train = ImageData(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test, data.source,
+                      data.num_classes, subset=data.subset, class_names=data.class_names)
+    val = ImageData(data.x_train[val_idx], data.y_train[val_idx], data.x_test, data.y_test, data.source,
+                    data.num_classes, class_names=data.class_names)
+    return train, val, {"fraction_of_subset": frac, "n": int(len(val_idx)), "index_sha256": index_hash(val_idx)}
+
+
+def catastrophic_overfitting(history: list[dict]) -> str | None:
+    """Validation PGD accuracy below half its best (and at least 10 points lower) while the accuracy on the
+    single-step training examples is at least what it was at that best epoch: the model has learned to defeat
+    the training attack rather than to be robust (Wong et al. 2020, section 5)."""
+    if len(history) < 2 or "val_robust" not in history[-1]:
+        return None
+    best = max(history[:-1], key=lambda h: h["val_robust"])
+    now = history[-1]
+    collapsed = now["val_robust"] < 0.5 * best["val_robust"] and best["val_robust"] - now["val_robust"] >= 0.1
+    climbing = now.get("adv_acc", 0.0) >= best.get("adv_acc", 0.0)
+    if collapsed and climbing:
+        return (f"catastrophic overfitting: validation PGD accuracy fell from {best['val_robust']:.3f} (epoch "
+                f"{best['epoch']}) to {now['val_robust']:.3f} while accuracy on the training attack's examples rose "
+                f"to {now.get('adv_acc', 0.0):.3f}; the weights of the best epoch are kept")
+    return None
 
 
 @register_recipe
 class AdversarialTraining(FineTuneRecipe):
     name = "at"
 
-    def batch_transform(self, params, data, cfg, device):
+    def train(self, model, data, params: dict[str, Any], cfg: TrainConfig, device: torch.device):
+        loss_kind = str(params.get("loss", "pgd-at"))
+        if loss_kind not in LOSSES:
+            raise HardenError(f"at: loss must be one of {', '.join(LOSSES)}, got {loss_kind!r}.")
+        for p in model.net.parameters():
+            p.requires_grad_(True)
         attack = training_attack(params)
+        eps = float(attack.params["eps"])
+        beta, mix = float(params.get("beta", 6.0)), float(params.get("mix", 0.0))
+        gamma = float(params.get("focal_gamma", 0.0))
+        ramp_epochs = float(params.get("eps_ramp", 0))
+        train_data, val, val_meta = split_validation(data, float(params.get("val_frac", 0.0)), cfg.seed)
+        if val_meta:
+            model.spec.extra["validation"] = val_meta
+        steps_per_epoch = max(1, (len(train_data.x_train) + cfg.batch_size - 1) // cfg.batch_size)
         gen = torch.Generator().manual_seed(cfg.seed)
+        calls = [0]
 
-        def transform(m, x, y):
+        def current_eps() -> float:  # linear ramp over the first eps_ramp epochs (0 = off)
+            if ramp_epochs <= 0:
+                return eps
+            return eps * min(1.0, (calls[0] + 1) / (ramp_epochs * steps_per_epoch))
+
+        def step(m, x, y):
+            e = current_eps()
+            calls[0] += 1
+            atk = attack
+            if e != eps:
+                from ..curves import at_budget
+                atk = at_budget(attack, e)
             with frozen(m):  # crafted on the current weights, BatchNorm in eval mode, no weight gradients
-                x_adv = attack.run(m, x, y, generator=gen).x_adv.detach()
-            with torch.no_grad():
-                adv_acc = (m(x_adv).argmax(1) == y).float().mean() if params.get("log_adv_acc") else None
-            extra = {"adv_acc": adv_acc} if adv_acc is not None else {}
-            return torch.cat([x, x_adv]), torch.cat([y, y]), extra
+                if loss_kind == "trades":
+                    x_adv = trades_example(m, x, e, atk.params.get("step", e / 4), int(atk.params.get("steps", 10)),
+                                           gen)
+                else:
+                    x_adv = atk.run(m, x, y, generator=gen).x_adv.detach()
+            if loss_kind == "trades":
+                z = m(torch.cat([x, x_adv]))
+                z_clean, z_adv = z[: len(x)], z[len(x):]
+                loss = F.cross_entropy(z_clean.float(), y) + beta * F.kl_div(
+                    _logp(z_adv), _logp(z_clean).exp(), reduction="batchmean")
+            elif loss_kind == "mart":
+                z = m(torch.cat([x, x_adv]))
+                z_clean, z_adv = z[: len(x)], z[len(x):]
+                loss = mart_loss(z_adv, z_clean, y, beta)
+            else:
+                if mix > 0:
+                    z = m(torch.cat([x, x_adv]))
+                    z_clean, z_adv = z[: len(x)], z[len(x):]
+                    loss = (1 - mix) * focal_loss(z_adv, y, gamma) + mix * focal_loss(z_clean, y, gamma)
+                else:
+                    z_adv = m(x_adv)
+                    with torch.no_grad():
+                        z_clean = m(x)
+                    loss = focal_loss(z_adv, y, gamma)
+            adv_acc = (z_adv.detach().argmax(1) == y).float().mean()
+            return loss, z_clean.detach(), {"adv_acc": adv_acc}
 
-        return transform
+        monitor = None
+        if val is not None:
+            val_attack = build_attack(str(params.get("val_attack", "pgd:steps=10")), eps=eps)
+            if "step" in val_attack.params and "step" not in val_attack.explicit:
+                val_attack.params["step"] = eps / 4
+            xv = fit_size(to_tensor(val.x_train, device), tuple(model.spec.input_size))
+            yv = torch.from_numpy(val.y_train).to(device)
+
+            def measure(m) -> dict:
+                with frozen(m):
+                    out = val_attack.run(m, xv, yv, generator=torch.Generator().manual_seed(cfg.seed))
+                    with torch.no_grad():
+                        clean = (m(xv).argmax(1) == yv).float().mean()
+                        robust = (m(out.x_adv).argmax(1) == yv).float().mean()
+                return {"val_clean": float(clean), "val_robust": float(robust)}
+
+            monitor = Monitor(measure=measure, best_key="val_robust", stop=catastrophic_overfitting)
+        result = fit(model, train_data, cfg, device, step=step, desc=f"at ({loss_kind})", monitor=monitor)
+        model.spec.extra["best_epoch"] = result.best_epoch
+        if result.stopped:
+            model.spec.extra["stopped"] = result.stopped
+        return result

@@ -16,6 +16,8 @@ from ..models import Classifier
 from ..training import TrainConfig, TrainResult
 
 RECIPES: dict[str, type["Recipe"]] = {}
+# What `harden fix` runs without --recipe: the recipe that measurably hardens white-box (README, BENCHMARKS.md).
+DEFAULT_RECIPE = "at"
 
 
 def register_recipe(cls: type["Recipe"]) -> type["Recipe"]:
@@ -146,6 +148,8 @@ def training_attack(params: dict[str, Any]):
     for key in ("steps", "restarts"):
         if key in attack.params and key in params:
             attack.params[key] = int(params[key])
+    if "early_stop" in attack.params:  # training wants the high-loss last iterate, not the first success
+        attack.params["early_stop"] = False
     return attack
 
 

@@ -5,6 +5,7 @@ The modules are attached with forward hooks on the base's tap modules, so the us
 never rewritten and the base weights stay byte-identical."""
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -127,12 +128,17 @@ class Fixer(Recipe):
             p.requires_grad_(False)
         attack = training_attack(params)
         lam, gamma = float(params["lambda"]), float(params["focal_gamma"])
+        craft_on = str(params.get("craft_on", "base"))
+        if craft_on not in ("base", "patched"):
+            raise HardenError(f"fixer: craft_on must be base or patched, got {craft_on!r}.")
         gen = torch.Generator().manual_seed(cfg.seed)
 
         def step(m: Classifier, x: torch.Tensor, y: torch.Tensor):
             with torch.no_grad(), patch.base_only(), patch.capture() as base_clean:
                 m(x)
-            with patch.base_only(), frozen(m):  # eq. 2: the attack targets the base model g
+            # eq. 2 (craft_on=base): the attack targets the base model g, the seed's transfer setting;
+            # craft_on=patched: it targets the patched model itself, the white-box threat model
+            with (patch.base_only() if craft_on == "base" else contextlib.nullcontext()), frozen(m):
                 x_adv = attack.run(m, x, y, generator=gen).x_adv.detach()
             with patch.capture() as fc:
                 logits_c = m(x)
