@@ -23,7 +23,7 @@ from harden.runtime import resolve_device, set_quiet
 
 
 def row(label, threat, fix_s, rep):
-    vals = {"clean": rep.clean_accuracy, **{a.name: a.robust_accuracy for a in rep.attacks}}
+    vals = {"clean": rep.clean_accuracy, **{a.name: a.robust_accuracy for a in rep.attacks}, "worst": rep.worst_case}
     flags = [f["check"] for f in rep.masking if f["tripped"]]
     return {"model": label, "threat_model": threat, "fix_seconds": fix_s, **vals, "masking": flags}
 
@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--eps", default=None, help="L-inf budget for training attacks and the report, e.g. 0.3")
     ap.add_argument("--set", action="append", default=[], help="extra recipe settings, recipe:key=value")
     ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--attack", action="append", default=None, help="report attacks (default: the six); repeatable, "
+                    "e.g. --attack default --attack autoattack")
     ap.add_argument("--n-white-box", type=int, default=None,
                     help="images for the white-box reports of hardened models (default --n); for costly models")
     ap.add_argument("--id-ablation", action="store_true",
@@ -55,8 +57,10 @@ def main():
     epochs = {k: int(v) for k, v in (p.split(":") for p in args.epochs.split(",") if p)}
     rows = []
     t = time.perf_counter()
+    from harden.attacks import DEFAULT_ATTACKS, expand_suites
+    attacks = expand_suites(args.attack or list(DEFAULT_ATTACKS))
     base_rep = harden.evaluate(base, data, n=args.n, eps=eps, device=device, seed=args.seed, metrics=False,
-                               model_name="base")
+                               model_name="base", attacks=attacks)
     rows.append(row("base", "white-box", None, base_rep))
     print(f"base evaluated in {time.perf_counter() - t:.0f} s", flush=True)
     for recipe in args.recipes.split(","):
@@ -75,7 +79,7 @@ def main():
                 id_only.patch.restorer = None  # algorithm 1's ID alone: what stage=id trains
                 models.append((f"{label} stage=id (this run's ID, FR removed)", id_only))
             for name, model in models:
-                kw = dict(eps=eps, device=device, seed=args.seed, metrics=False, model_name=name)
+                kw = dict(eps=eps, device=device, seed=args.seed, metrics=False, model_name=name, attacks=attacks)
                 wb = harden.evaluate(model, data, n=args.n_white_box or args.n, **kw)
                 tr = harden.evaluate(model, data, n=args.n, craft_on=base, craft_name="base", **kw)
                 # the check harden fix adds to its report (white-box on the first n_white_box images only)
@@ -101,7 +105,7 @@ def write(args, device, rows) -> str:
                 device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
                 threads=torch.get_num_threads(), data=args.data, base=args.base, n=args.n,
                 n_white_box=args.n_white_box or args.n, eps=args.eps,
-                sets=args.set, epochs=args.epochs)
+                sets=args.set, epochs=args.epochs, attacks=args.attack or "default six")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

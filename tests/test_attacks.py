@@ -58,7 +58,7 @@ def test_linf_attacks_stay_in_the_ball(digits_model, digits):
 
 def test_attack_spec_parsing():
     a = build_attack("pgd:steps=7,step=1/255", eps=parse_number("4/255"))
-    assert a.params == {"eps": 4 / 255, "step": 1 / 255, "steps": 7, "restarts": 0}
+    assert a.params == {"eps": 4 / 255, "step": 1 / 255, "steps": 7, "restarts": 0, "early_stop": True}
     assert "4/255" in a.describe()
     # only eps given: the preset's step scales with it (seed 000: 0.005 at 8/255)
     b = build_attack("pgd", eps=0.3)

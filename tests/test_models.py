@@ -48,5 +48,7 @@ def test_user_callable_arch(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     m = create_model("mynet:build", 10, 1, (8, 8))
     assert m(torch.rand(2, 1, 8, 8)).shape == (2, 10)
-    with pytest.raises(HardenError, match="cannot be imported"):
+    with pytest.raises(HardenError, match="no callable"):
         create_model("mynet:missing", 10, 1, (8, 8))
+    with pytest.raises(HardenError, match="cannot be imported"):
+        create_model("nosuchmodule_xyz:build", 10, 1, (8, 8))
