@@ -140,7 +140,8 @@ def _head(model) -> str:
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="The model to evaluate."),
     data: Optional[str] = typer.Option(None, "--data", help="Test data (default: what the checkpoint names)."),
-    n: int = typer.Option(500, "--n", help="Number of test images (the first n)."),
+    n: int = typer.Option(500, "--num-images", "--n", help="Number of test images (the first n); --num-images is the "
+                          "spelling torchrun's parser cannot mistake for its own --nnodes / --nproc-per-node."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attack or preset with options, e.g. "
                                                "pgd:steps=50,step=0.005 (repeatable; default: the six; "
                                                "'seed004' = fgsm, random-fgsm, jsma, deepfool, cw-l2; "
@@ -242,7 +243,7 @@ def fix(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Overrides the recipe file."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Overrides the recipe file."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Overrides the recipe file."),
-    n: int = typer.Option(500, "--n", help="Test images for the before/after report."),
+    n: int = typer.Option(500, "--num-images", "--n", help="Test images for the before/after report."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attacks for the report (default: the six)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Run the before/after report."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the three reports as JSON."),
@@ -430,7 +431,7 @@ def recipes():
 @app.command()
 def demo(
     epochs: int = typer.Option(10, "--epochs", min=1),
-    n: int = typer.Option(450, "--n", help="Test images to attack (digits has 450)."),
+    n: int = typer.Option(450, "--num-images", "--n", help="Test images to attack (digits has 450)."),
     data_frac: float = typer.Option(0.3, "--data-frac", help="Fraction of digits' training split for the fix."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Keep the demo checkpoint and reports here."),
     device: str = DeviceOpt, seed: int = SeedOpt, quiet: bool = QuietOpt, debug: bool = DebugOpt,
