@@ -219,6 +219,16 @@ def _curve_budgets(curve: Optional[str], pictures, attacks) -> Optional[list[flo
     return default_budgets(linf[0].params["eps"]) if pictures and linf else None
 
 
+def _epoch_note(result) -> str:
+    """', kept epoch k of n (validation PGD accuracy v)' when a validation monitor chose the weights."""
+    best = result.model.spec.extra.get("best_epoch")
+    if not best or not result.history:
+        return ""
+    val = result.history[best - 1].get("val_robust")
+    return f", kept epoch {best} of {len(result.history)}" + (f" (validation PGD accuracy {val:.3f})" if val is not None
+                                                             else "")
+
+
 def _say_written(html_path, plots) -> None:
     if html_path:
         out.print(f"wrote {html_path}")
@@ -291,7 +301,9 @@ def fix(
     if sha256_file(checkpoint) != base_sha:
         raise RuntimeError("internal error: the input checkpoint changed")
     save(result.model, output, force=force, inputs=[checkpoint])
-    out.print(f"wrote {output} (recipe {name}, {result.train_seconds:.1f} s of training)")
+    out.print(f"wrote {output} (recipe {name}, {result.train_seconds:.1f} s of training{_epoch_note(result)})")
+    if result.model.spec.extra.get("stopped"):
+        out.print(f"[yellow]training stopped early:[/] {result.model.spec.extra['stopped']}")
     if patch_out:
         meta = {k: result.model.spec.extra[k] for k in ("recipe", "recipe_params", "base_sha256", "data_fraction",
                                                         "seed", "subset", "taps") if k in result.model.spec.extra}
