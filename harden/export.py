@@ -3,6 +3,8 @@ as one ONNX file with a dynamic batch axis, then checked: onnxruntime runs it on
 predictions and outputs are compared with torch's. Written atomically, only after the check has run."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 import warnings
@@ -46,7 +48,8 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
         try:
             # the TorchScript exporter: it traces hooks (fixer) and wrappers (idfr) as they run; the dynamo
             # exporter's deprecation notice for it is not the user's concern
-            with torch.no_grad(), warnings.catch_warnings():
+            with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):  # the exporter dumps its whole IR graph on failure
                 warnings.simplefilter("ignore", DeprecationWarning)
                 torch.onnx.export(model, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
                                   dynamic_axes={"pixels": {0: "batch"}, "outputs": {0: "batch"}},

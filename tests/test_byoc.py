@@ -248,6 +248,22 @@ def test_export_refuses_to_overwrite_and_writes_nothing_on_error(cli, digits_ckp
     assert code == 2 and "--force" in err and target.read_text() == "keep"
 
 
+def test_export_names_the_operator_onnx_lacks(cli, tmp_path):
+    (tmp_path / "odd.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Odd(nn.Module):\n"
+        "    def __init__(self, num_classes=10, in_chans=1):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(64 * in_chans, num_classes)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.special.i0e(x).flatten(1))\n")
+    model = harden.create_model(f"{tmp_path / 'odd.py'}:Odd", 10, 1, (8, 8))
+    ckpt = harden.save(model, tmp_path / "odd.safetensors")
+    code, out, err = cli("export", ckpt, "-o", tmp_path / "odd.onnx")
+    assert code == 2 and "special_i0e" in err and "Torch IR graph" not in out + err
+    assert not list(tmp_path.glob("*.onnx*")) and not list(tmp_path.glob(".odd.onnx*"))
+
+
 def test_existing_harden_checkpoints_load_as_before(digits_ckpt, digits_model):
     again = harden.load(digits_ckpt)
     x = torch.rand(2, 1, 8, 8)
