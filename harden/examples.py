@@ -9,6 +9,18 @@ import numpy as np
 import torch
 
 
+THUMB_MAX = 64  # thumbnails larger than this (ImageNet-size inputs) are area-downsampled to keep the JSON small
+
+
+def _thumb(img: torch.Tensor) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    scale = THUMB_MAX / max(h, w)
+    if scale >= 1:
+        return img
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return torch.nn.functional.interpolate(img[None].float(), size=size, mode="area")[0]
+
+
 def _encode(img: torch.Tensor) -> str:
     arr = (img.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     return base64.b64encode(arr.tobytes()).decode()
@@ -29,7 +41,8 @@ def pick_examples(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, pred: t
         idx += (correct & ~fooled).nonzero().squeeze(1)[: k - len(idx)].tolist()
     out = []
     for i in sorted(idx):
+        clean, adv = _thumb(x[i]), _thumb(x_adv[i])
         out.append({"index": int(i), "label": int(y[i]), "pred": int(pred[i]), "fooled": bool(fooled[i]),
-                    "shape": list(x[i].shape), "clean": _encode(x[i]), "adv": _encode(x_adv[i]),
+                    "shape": list(clean.shape), "clean": _encode(clean), "adv": _encode(adv),
                     "linf": float((x_adv[i] - x[i]).abs().max())})
     return out
