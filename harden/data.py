@@ -222,8 +222,9 @@ def fit_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def build_augment(kind: str, size: tuple[int, int], seed: int):
     """'seed000': seed 000 appendix table 3 (reflect-pad 1/8 of the side, random crop, v/h flips 0.5,
-    solarize 0.5 p=0.3, one 10/32-side cutout p=0.5). 'crop': pad + crop only (for digits, where flips
-    change the class). 'none': identity."""
+    solarize 0.5 p=0.3, one 10/32-side cutout p=0.5). 'flip-crop': pad + crop + horizontal flip (the usual
+    adversarial-training pipeline). 'crop': pad + crop only (for digits, where flips change the class).
+    'none': identity."""
     import albumentations as A
     import cv2
     h, w = size
@@ -233,6 +234,8 @@ def build_augment(kind: str, size: tuple[int, int], seed: int):
                          border_mode=cv2.BORDER_REFLECT_101, position="center"), A.RandomCrop(h, w)]
     if kind == "crop":
         return A.Compose(pad, seed=seed)
+    if kind == "flip-crop":  # the adversarial-training standard (Madry et al., Rice et al.): pad + crop + h-flip
+        return A.Compose(pad + [A.HorizontalFlip(p=0.5)], seed=seed)
     if kind == "seed000":
         hole = (max(1, round(h * 10 / 32)), max(1, round(w * 10 / 32)))
         return A.Compose(pad + [
@@ -241,7 +244,7 @@ def build_augment(kind: str, size: tuple[int, int], seed: int):
             A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(hole[0], hole[0]),
                             hole_width_range=(hole[1], hole[1]), p=0.5),
         ], seed=seed)
-    raise HardenError(f"Unknown augmentation {kind!r}; use seed000, crop or none.")
+    raise HardenError(f"Unknown augmentation {kind!r}; use seed000, flip-crop, crop or none.")
 
 
 def augment(x: np.ndarray, aug) -> np.ndarray:

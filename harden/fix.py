@@ -96,7 +96,7 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
     if str(train_cfg.get("epochs")) == "auto":
         train_cfg["epochs"] = rcp.auto_epochs(data_frac)
     if train_cfg.get("augment", "auto") == "auto":
-        train_cfg["augment"] = "crop" if ds.kind == "mnist-like" else "seed000"
+        train_cfg["augment"] = rcp.auto_augment(ds)
     cfg = TrainConfig(seed=seed, **train_cfg)
     before = state_digest(model.net)
     info(f"recipe {config['name']} ({config['file']}) on {len(train_ds.x_train)} images "

@@ -100,6 +100,12 @@ def catastrophic_overfitting(history: list[dict]) -> str | None:
 class AdversarialTraining(FineTuneRecipe):
     name = "at"
 
+    def auto_augment(self, data) -> str:
+        """Fine-tuning every weight (BatchNorm statistics included) must not move the input distribution: seed
+        000's vertical flips and solarization collapsed a CIFAR-10 ResNet-20 in its first epoch (BENCHMARKS.md),
+        so colour data gets the adversarial-training standard, pad + crop + horizontal flip."""
+        return "crop" if data.kind == "mnist-like" else "flip-crop"
+
     def train(self, model, data, params: dict[str, Any], cfg: TrainConfig, device: torch.device):
         loss_kind = str(params.get("loss", "pgd-at"))
         if loss_kind not in LOSSES:

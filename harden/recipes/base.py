@@ -44,6 +44,11 @@ class Recipe:
         """True when the base weights must stay unchanged (the patch alone can be exported)."""
         return True
 
+    def auto_augment(self, data: ImageData) -> str:
+        """What augment = "auto" means: pad + crop for grey digit-like data (flips change digits), seed 000's
+        table 3 pipeline otherwise."""
+        return "crop" if data.kind == "mnist-like" else "seed000"
+
 
 CHECKOUT_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
