@@ -30,8 +30,8 @@ DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
 ForceOpt = typer.Option(False, "--force", help="Overwrite existing output files.")
 HtmlOpt = typer.Option(None, "--html", help="Write the report as one self-contained HTML file (tables, checks, "
                        "robustness curves, adversarial examples; figures embedded). Without --curve it adds a small "
-                       "curve (budgets 0, eps/2, eps, 3eps/2: two extra runs of each L-inf attack, about twice the "
-                       "report's time).")
+                       "curve (budgets 0, eps/2, eps, 3eps/2: two extra runs of each L-inf attack but autoattack, about "
+                       "twice the report's time).")
 PlotsOpt = typer.Option(None, "--plots", help="Write the report's figures as PNG files into this folder.")
 CurveOpt = typer.Option(None, "--curve", help="START:STOP:K: run the L-inf attacks at K budgets and plot robust "
                         "accuracy against the budget (e.g. 0:0.3:7, 0:16/255:5); costs K-2 extra runs per attack.")
@@ -200,7 +200,7 @@ def eval_cmd(
     report = evaluate(model, ds, attacks=attacks, n=n, eps_l2=parse_number(eps_l2), max_l0=parse_number(max_l0),
                       craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                       model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
-                      masking_checks=masking_checks, curve=budgets)
+                      masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None)
     report.gate = apply_gate(report.metric_values(), requirements)
     render_terminal(report, out)
     write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
@@ -297,7 +297,8 @@ def fix(
     result = run_fix(checkpoint, data, recipe=recipe, sets=set_ or [], data_frac=data_frac, seed=seed,
                      epochs=epochs, batch_size=batch_size, lr=lr, device=device, report_n=n,
                      attacks=expand_suites(attack or DEFAULT_ATTACKS), report=report, metrics=metrics,
-                     masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets)
+                     masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
+                     curve_cascades=curve is not None)
     if sha256_file(checkpoint) != base_sha:
         raise RuntimeError("internal error: the input checkpoint changed")
     save(result.model, output, force=force, inputs=[checkpoint])

@@ -43,13 +43,14 @@ def at_budget(atk: Attack, eps: float) -> Attack:
     return new
 
 
-def robustness_curves(model, source, atks, results, budgets, x, y, correct, batch_size, device, seed
-                      ) -> dict[str, list[list[float]]]:
+def robustness_curves(model, source, atks, results, budgets, x, y, correct, batch_size, device, seed,
+                      cascades: bool = True) -> dict[str, list[list[float]]]:
+    """cascades=False leaves multi-stage attacks (autoattack) out: the default curve of --html must stay cheap."""
     from .evaluate import _attack_once
     clean = float(correct.float().mean())
     curves: dict[str, list[list[float]]] = {}
     for ai, (atk, res) in enumerate(zip(atks, results, strict=True)):
-        if atk.norm != "inf" or atk.minimal:
+        if atk.norm != "inf" or atk.minimal or (not cascades and atk.stage_names()):
             continue
         points = []
         for bi, b in enumerate(sorted(set(budgets))):

@@ -120,9 +120,10 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
              max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int = 128,
              device: str | torch.device = "auto", seed: int = 0, metrics: bool = True, model_name: str = "model",
              craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
-             examples: int = 4, curve: Sequence[float] | None = None) -> Report:
+             examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True) -> Report:
     """Robustness report of `model` on the first n test images of `data`. `examples`: adversarial examples kept
-    per attack (for pictures); `curve`: L-inf budgets at which the L-inf attacks are run again (curves.py)."""
+    per attack (for pictures); `curve`: L-inf budgets at which the L-inf attacks are run again (curves.py);
+    curve_cascades=False leaves autoattack out of the curve."""
     device = resolve_device(device)
     spec = getattr(model, "spec", None)
     if spec is not None:
@@ -177,7 +178,7 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
     if curve:
         from .curves import robustness_curves
         curves = robustness_curves(model, source, atk_objs, results, list(curve), x, y, correct, batch_size, device,
-                                   seed)
+                                   seed, cascades=curve_cascades)
     extra_metrics = _seed004_metrics(model, x, y, batch_size, device) if metrics else {}
     flags = []
     if masking_checks and craft_on is None:

@@ -55,7 +55,8 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",
         report_n: int | None = 500, attacks: Sequence[str] = DEFAULT_ATTACKS, report: bool = True,
         base_name: str | None = None, metrics: bool = True, masking_checks: bool = True,
-        model_flags: dict | None = None, curve: Sequence[float] | None = None) -> FixResult:
+        model_flags: dict | None = None, curve: Sequence[float] | None = None,
+        curve_cascades: bool = True) -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write."""
@@ -112,7 +113,7 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         eps = config["params"].get("eps")
         from .attacks import parse_number
         kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
-                  eps=parse_number(eps) if eps is not None else None, curve=curve)
+                  eps=parse_number(eps) if eps is not None else None, curve=curve, curve_cascades=curve_cascades)
         fixed_name = f"{base_name} + {config['name']}"
         out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)
         out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)
