@@ -107,7 +107,7 @@ def inspect(
     rows = [("arch", s.arch), ("num_classes", s.num_classes), ("in_chans", s.in_chans),
             ("input_size", f"{s.input_size[0]}x{s.input_size[1]}"), ("mean", s.mean), ("std", s.std),
             ("data", s.data or "-"), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
-            ("taps", ", ".join(f"{t['module']} ({t['num_chs']} ch, /{t['reduction']})" for t in _taps(model)) or "-"),
+            ("taps", _taps(model)),
             ("head", _head(model)),
             ("loaded", "; ".join(getattr(model, "load_notes", [])) or "keys as saved"),
             ("output kind", detect_output_kind(model, torch.rand(2, s.in_chans, *s.input_size))),
@@ -118,11 +118,12 @@ def inspect(
     out.print(t)
 
 
-def _taps(model) -> list:
+def _taps(model) -> str:
     try:
-        return model.taps()
-    except Exception:  # a model the probe cannot run (inspect still shows the rest)
-        return []
+        taps = model.taps()
+    except Exception as e:  # a model the probe forward cannot run: inspect says why and still shows the rest
+        return f"- (the probe forward failed: {type(e).__name__}: {e})"
+    return ", ".join(f"{t['module']} ({t['num_chs']} ch, /{t['reduction']})" for t in taps) or "-"
 
 
 def _head(model) -> str:
