@@ -67,11 +67,6 @@ def read_torch(path: Path) -> Any:
         raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).") from None
 
 
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) for k in obj) and \
-        all(isinstance(v, torch.Tensor) for v in obj.values())
-
-
 def _tensor_dict(obj: Any) -> dict[str, torch.Tensor] | None:
     """A mapping of names to tensors, non-tensor entries dropped (Lightning puts none there, but some
     trainers keep a step counter beside the weights); None when it holds no tensor or has non-str keys."""
