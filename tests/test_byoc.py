@@ -100,7 +100,7 @@ FORMS = {
 
 
 @pytest.mark.parametrize("form", list(FORMS))
-def test_every_form_loads_with_flags_only(form, nets_file, tmp_path):
+def test_every_form_loads_with_flags_only(form, nets_file, tmp_path, cli):
     net = _module(nets_file, "plain")
     sd = OrderedDict((k, v.clone()) for k, v in net.state_dict().items())
     name, obj, opts = FORMS[form](sd)
@@ -108,6 +108,14 @@ def test_every_form_loads_with_flags_only(form, nets_file, tmp_path):
     model = harden.load(path, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
     for k, v in net.state_dict().items():
         assert torch.equal(model.net.state_dict()[k], v), (form, k)
+    flags = ["--arch", f"{nets_file}:plain", *DIGITS]
+    code, out, err = cli("inspect", path, *flags)
+    assert code == 0 and "head" in out, (form, err)
+    code, _, err = cli("import", path, *flags, "--data", "digits", "-o", tmp_path / "imp.safetensors")
+    assert code == 0, (form, err)
+    code, _, err = cli("eval", tmp_path / "imp.safetensors", "--n", 4, "--attack", "fgsm", "--no-metrics",
+                       "--no-masking-checks", "-q")
+    assert code == 0, (form, err)
 
 
 def test_safetensors_found_by_header_whatever_the_name(nets_file, tmp_path):
