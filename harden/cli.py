@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import HardenError
@@ -36,6 +37,11 @@ PlotsOpt = typer.Option(None, "--plots", help="Write the report's figures as PNG
 CurveOpt = typer.Option(None, "--curve", help="START:STOP:K: run the L-inf attacks at K budgets and plot robust "
                         "accuracy against the budget (e.g. 0:0.3:7, 0:16/255:5); costs K-2 extra runs per attack.")
 MetricsOpt = typer.Option(True, "--metrics/--no-metrics", help="Seed 004's empirical robustness and loss sensitivity.")
+AmpOpt = typer.Option("off", "--amp", help="Training precision: off (fp32), bf16, or fp16 (CUDA, with loss "
+                      "scaling). Autocast covers the whole training step, training attack included.")
+AttackAmpOpt = typer.Option("off", "--attack-amp", help="Precision of the report's attacks: off (fp32, the "
+                            "default: a weaker fp16 gradient can overstate robustness), bf16 or fp16; the report "
+                            "says which.")
 MaskingChecksOpt = typer.Option(True, "--masking-checks/--no-masking-checks", help="Gradient-masking signals "
                                 "(Carlini et al. 2019): large budget, stronger PGD, iterative vs single-step "
                                 "(white-box only).")
@@ -65,6 +71,7 @@ def train(
     focal_gamma: float = typer.Option(0.0, "--focal-gamma", help="Focal loss gamma (seed 000 trains with focal "
                                       "loss; 0 = cross-entropy)."),
     data_frac: float = typer.Option(1.0, "--data-frac", help="Stratified fraction of the training split, (0, 1]."),
+    amp: str = AmpOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt,
 ):
@@ -79,8 +86,10 @@ def train(
     if augment == "auto":
         augment = "crop" if ds.kind == "mnist-like" else "seed000"
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, focal_gamma=focal_gamma,
-                      seed=seed)
+                      seed=seed, amp=amp)
     model = train_model(arch, ds, cfg, device)
+    if not _all_ranks_done():
+        return
     save(model, output, force=force)
     out.print(f"wrote {output} ({arch}, {ds.source}, {len(ds.x_train)} training images, "
               f"{model.spec.extra['train']['seconds']:.1f} s)")
@@ -162,10 +171,12 @@ def eval_cmd(
     html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt,
     batch_size: int = typer.Option(256, "--batch-size", min=1),
+    attack_amp: str = AttackAmpOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt, model_flags: ModelFlags = None,
 ):
-    """Robust accuracy under FGSM, PGD, AutoPGD, C&W, DeepFool and JSMA, with a release gate."""
+    """Robust accuracy under FGSM, PGD, AutoPGD, C&W, DeepFool and JSMA, with a release gate.
+    Under torchrun the images are shared out across the processes and rank 0 writes the outputs."""
     _setup(quiet)
     from .api import data_for
     from .attacks import DEFAULT_ATTACKS, build_attack, expand_suites, parse_number
@@ -201,14 +212,18 @@ def eval_cmd(
     report = evaluate(model, ds, attacks=attacks, n=n, eps_l2=parse_number(eps_l2), max_l0=parse_number(max_l0),
                       craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                       model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
-                      masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None)
-    report.gate = apply_gate(report.metric_values(), requirements)
-    render_terminal(report, out)
-    write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
-    _say_written(html_path, plots)
+                      masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
+                      attack_amp=attack_amp)
+    report.gate = apply_gate(report.metric_values(), requirements)  # the same on every rank: results are gathered
+    if _all_ranks_done():
+        render_terminal(report, out)
+        write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
+        _say_written(html_path, plots)
     if any(not g["passed"] for g in report.gate):
-        out.print("[red]gate failed[/]")
-        raise typer.Exit(1)
+        from .runtime import is_main_process
+        if is_main_process():
+            out.print("[red]gate failed[/]")
+        raise typer.Exit(1)  # on every rank: torchrun then exits non-zero too
 
 
 def _curve_budgets(curve: Optional[str], pictures, attacks) -> Optional[list[float]]:
@@ -228,6 +243,13 @@ def _epoch_note(result) -> str:
     val = result.history[best - 1].get("val_robust")
     return f", kept epoch {best} of {len(result.history)}" + (f" (validation PGD accuracy {val:.3f})" if val is not None
                                                              else "")
+
+
+def _all_ranks_done() -> bool:
+    """Under torchrun: True on rank 0 once every rank has finished its work (the one place that writes and
+    prints); a rank that failed makes this raise everywhere, so nothing is written. True in one process."""
+    from . import distributed
+    return distributed.all_ok() and distributed.is_main()
 
 
 def _say_written(html_path, plots) -> None:
@@ -261,10 +283,14 @@ def fix(
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the three reports as Markdown."),
     html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt,
+    amp: str = AmpOpt, attack_amp: str = AttackAmpOpt,
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm batch statistics over "
+                                 "every process's share (SyncBatchNorm) instead of each process's own."),
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt, model_flags: ModelFlags = None,
 ):
-    """Harden a checkpoint with a recipe on a fraction of its data; print the before/after report."""
+    """Harden a checkpoint with a recipe on a fraction of its data; print the before/after report.
+    Under torchrun each process trains on its share of every batch and rank 0 writes the outputs."""
     _setup(quiet)
     from .attacks import DEFAULT_ATTACKS, expand_suites
     from .checkpoint import check_output_path, save, save_patch, sha256_file
@@ -299,9 +325,11 @@ def fix(
                      epochs=epochs, batch_size=batch_size, lr=lr, device=device, report_n=n,
                      attacks=expand_suites(attack or DEFAULT_ATTACKS), report=report, metrics=metrics,
                      masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
-                     curve_cascades=curve is not None)
+                     curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp)
     if sha256_file(checkpoint) != base_sha:
         raise RuntimeError("internal error: the input checkpoint changed")
+    if not _all_ranks_done():
+        return
     save(result.model, output, force=force, inputs=[checkpoint])
     out.print(f"wrote {output} (recipe {name}, {result.train_seconds:.1f} s of training{_epoch_note(result)})")
     if result.model.spec.extra.get("stopped"):
@@ -496,6 +524,19 @@ def _is_usage_error(e: Exception) -> bool:
 
 
 def main() -> None:
+    from . import distributed
+    try:
+        _main()
+    finally:
+        distributed.teardown()
+
+
+def _say_error(text: str) -> None:
+    Console(stderr=True).print("[bold red]error:[/] " + escape(text), highlight=False, soft_wrap=True)
+
+
+def _main() -> None:
+    from . import distributed
     debug = "--debug" in sys.argv
     try:
         rc = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
@@ -503,7 +544,7 @@ def main() -> None:
     except HardenError as e:
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _say_error(f"{distributed.where()}{e}")
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -515,6 +556,9 @@ def main() -> None:
             sys.exit(e.exit_code)
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {type(e).__name__}: {e}\n(run again with --debug for the "
-                                   "traceback)", highlight=False, soft_wrap=True)
+        if distributed.active() and distributed.is_collective_failure(e):
+            _say_error(f"{distributed.where()}stopped because another process of this run failed (its message is "
+                       f"above; nothing was written): {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            sys.exit(1)
+        _say_error(f"{distributed.where()}{type(e).__name__}: {e}\n(run again with --debug for the traceback)")
         sys.exit(1)

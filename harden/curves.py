@@ -44,7 +44,7 @@ def at_budget(atk: Attack, eps: float) -> Attack:
 
 
 def robustness_curves(model, source, atks, results, budgets, x, y, correct, batch_size, device, seed,
-                      cascades: bool = True) -> dict[str, list[list[float]]]:
+                      cascades: bool = True, attack_amp: str = "off") -> dict[str, list[list[float]]]:
     """cascades=False leaves multi-stage attacks (autoattack) out: the default curve of --html must stay cheap."""
     from .evaluate import _attack_once
     clean = float(correct.float().mean())
@@ -60,7 +60,8 @@ def robustness_curves(model, source, atks, results, budgets, x, y, correct, batc
                 acc = res.robust_accuracy
             else:
                 r, _ = _attack_once(model, source, at_budget(atk, b), f"{res.name}@{b:.3g}", b, x, y, correct, None,
-                                    batch_size, device, seed * 1_000_003 + ai * 10_007 + bi * 101)
+                                    batch_size, device, seed * 1_000_003 + ai * 10_007 + bi * 101,
+                                    attack_amp=attack_amp)
                 acc = r.robust_accuracy
             points.append([float(b), float(acc)])
         curves[res.name] = points

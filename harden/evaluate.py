@@ -20,6 +20,7 @@ from .runtime import frozen, progress, resolve_device, run_batched
 # distortion bound of the JSMA paper (Papernot et al. 2016, section IV).
 DEFAULT_EPS_L2 = 0.5
 DEFAULT_MAX_L0 = 0.145
+_PRECISION = {"off": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
 
 
 @dataclass
@@ -69,6 +70,8 @@ class Report:
     class_names: list[str] | None = None
     # robustness curves: attack -> [[budget, robust accuracy], ...] (see curves.py); norm of their budgets
     curves: dict[str, list[list[float]]] = field(default_factory=dict)
+    attack_precision: str = "fp32"  # the attacks' arithmetic: fp32, or bf16 / fp16 autocast (--attack-amp)
+    processes: int = 1  # torchrun ranks that shared the attacks
 
     def metric_values(self) -> dict[str, float]:
         """Flat names the gate uses: clean, <attack>, <attack>.success, <attack>.median_norm, metrics."""
@@ -120,11 +123,16 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
              max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int = 128,
              device: str | torch.device = "auto", seed: int = 0, metrics: bool = True, model_name: str = "model",
              craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
-             examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True) -> Report:
+             examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
+             attack_amp: str = "off") -> Report:
     """Robustness report of `model` on the first n test images of `data`. `examples`: adversarial examples kept
     per attack (for pictures); `curve`: L-inf budgets at which the L-inf attacks are run again (curves.py);
-    curve_cascades=False leaves autoattack out of the curve."""
+    curve_cascades=False leaves autoattack out of the curve; attack_amp (off | bf16 | fp16) runs the attacks under
+    autocast (the report says which precision they used). Under torchrun the attacks are sharded across the ranks
+    and every rank returns the whole report (harden/distributed.py)."""
     device = resolve_device(device)
+    from .training import autocast_setup
+    autocast_setup(attack_amp, device, "--attack-amp")  # a bad precision fails before any work
     spec = getattr(model, "spec", None)
     if spec is not None:
         check_fits(data, spec.in_chans, spec.num_classes)
@@ -168,7 +176,7 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
                 budget = eps_l2 if atk.norm == "2" else (max_l0 * nfeat if max_l0 < 1 else max_l0)
             result, robust_by_attack[key] = _attack_once(
                 model, source, atk, key, budget, x, y, correct, src_correct, batch_size, device,
-                seed * 1_000_003 + ai * 10_007, examples)
+                seed * 1_000_003 + ai * 10_007, examples, attack_amp)
             results.append(result)
 
     worst = None
@@ -178,8 +186,9 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
     if curve:
         from .curves import robustness_curves
         curves = robustness_curves(model, source, atk_objs, results, list(curve), x, y, correct, batch_size, device,
-                                   seed, cascades=curve_cascades)
-    extra_metrics = _seed004_metrics(model, x, y, batch_size, device) if metrics else {}
+                                   seed, cascades=curve_cascades, attack_amp=attack_amp)
+    from . import distributed
+    extra_metrics = distributed.from_main(lambda: _seed004_metrics(model, x, y, batch_size, device)) if metrics else {}
     flags = []
     if masking_checks and craft_on is None:
         flags = _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
@@ -191,7 +200,8 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
                   data=data.source, device=str(device), seed=seed, clean_accuracy=float(correct.float().mean()),
                   attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
                   robust_images={k: v.cpu() for k, v in robust_by_attack.items()}, curves=curves,
-                  class_names=data.class_names,
+                  class_names=data.class_names, attack_precision=_PRECISION[attack_amp],
+                  processes=distributed.world(),
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)
@@ -199,46 +209,74 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
 
 def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, budget: float, x: torch.Tensor,
                  y: torch.Tensor, correct: torch.Tensor, src_correct: torch.Tensor | None, batch_size: int,
-                 device: torch.device, seed: int, n_examples: int = 0) -> tuple[AttackResult, torch.Tensor]:
-    """Craft atk on `source`, judge on `model`; returns the result row and the per-image robust mask."""
+                 device: torch.device, seed: int, n_examples: int = 0,
+                 attack_amp: str = "off") -> tuple[AttackResult, torch.Tensor]:
+    """Craft atk on `source`, judge on `model`; returns the result row and the per-image robust mask. Under
+    torchrun each rank attacks and judges its batches (distributed.my_batches); the per-image verdicts are
+    gathered, so every rank returns the whole result."""
+    from . import distributed as dd
+    from .training import autocast_setup
+    amp_dtype, _ = autocast_setup(attack_amp, device, "--attack-amp")
     passes = [0, 0]
-    stage_parts: dict[str, list[torch.Tensor]] = {}
+
+    def judge(xa: torch.Tensor, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Correct on the input the attacker may use: a perturbation beyond the budget does not count, so
+        there the clean input stands. Returns (correct-under-attack mask, norms, predictions, judged input)."""
+        x0, c0 = x[s:e], correct[s:e]
+        xa = xa.float().clamp(0, 1)
+        if atk.norm == "inf":  # guard the threat model: never count a perturbation outside the ball
+            xa = torch.min(torch.max(xa, x0 - budget), x0 + budget)
+        norms = perturbation_norm(xa - x0, atk.norm)
+        adv_pred = _predict(model, xa, batch_size, device)
+        within = norms <= budget + 1e-5 if atk.norm != "inf" else torch.ones_like(c0)
+        return torch.where(within, adv_pred == y[s:e], c0), norms, adv_pred, xa
+
+    mine: list[dict[str, Any]] = []
+    judged: dict[int, torch.Tensor] = {}  # batch start -> judged adversarial inputs (this rank's batches only)
     t0 = time.perf_counter()
-    with progress(f"{key:<10}", len(x)) as advance:
-        def run(s: int, e: int) -> torch.Tensor:
-            gen = torch.Generator().manual_seed(seed + s)
-            out = atk.run(source, x[s:e], y[s:e], generator=gen)
+    own = dd.my_batches(len(x), batch_size)
+    with progress(f"{key:<10}", sum(e - s for s, e in own)) as advance:
+        def run(s: int, e: int) -> None:
+            gen = torch.Generator().manual_seed(seed + s)  # by position in the whole set: sharding keeps it
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = atk.run(source, x[s:e], y[s:e], generator=gen)
             passes[0] += out.grad_passes + out.extra_backward_passes
             passes[1] += out.forward_passes
-            for stage, xa in (out.stages or {}).items():
-                stage_parts.setdefault(stage, []).append(xa.detach())
-            return out.x_adv.detach()
-        x_adv = torch.cat(run_batched(run, len(x), batch_size, device, on_batch=advance))
+            ok, norms, pred, xj = judge(out.x_adv.detach(), s, e)
+            judged[s] = xj
+            mine.append({"start": s, "ok": ok.cpu(), "norms": norms.cpu(), "pred": pred.cpu(),
+                         "stages": {stage: judge(xa.detach(), s, e)[0].cpu() for stage, xa in (out.stages or {}).items()}})
+        for s0, e0 in own:
+            run_batched(lambda s, e: run(s0 + s, s0 + e), e0 - s0, batch_size, device, on_batch=advance)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     secs = time.perf_counter() - t0
+    per_rank = dd.gather({"pieces": mine, "passes": passes, "seconds": secs})
+    pieces = sorted((p for r in per_rank for p in r["pieces"]), key=lambda p: p["start"])
+    secs = max(r["seconds"] for r in per_rank)  # wall time: the slowest rank
+    passes = [sum(r["passes"][i] for r in per_rank) for i in (0, 1)]
 
-    def judge(xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Correct on the input the attacker may use: a perturbation beyond the budget does not count, so
-        there the clean input stands. Returns (correct-under-attack mask, perturbation norms)."""
-        xa = xa.clamp(0, 1)
-        if atk.norm == "inf":  # guard the threat model: never count a perturbation outside the ball
-            xa = torch.min(torch.max(xa, x - budget), x + budget)
-        norms = perturbation_norm(xa - x, atk.norm)
-        adv_pred = _predict(model, xa, batch_size, device)
-        within = norms <= budget + 1e-5 if atk.norm != "inf" else torch.ones_like(correct)
-        return torch.where(within, adv_pred == y, correct), norms, adv_pred, xa
+    def whole(k: str) -> torch.Tensor:
+        return torch.cat([p[k] for p in pieces]).to(device) if pieces else torch.zeros(0, device=device)
 
-    ok_adv, norms, adv_pred, x_judged = judge(x_adv)
+    ok_adv, norms, adv_pred = whole("ok").bool(), whole("norms"), whole("pred").long()
     robust = correct & ok_adv
     succ = correct & ~ok_adv
     on_src = None
     if src_correct is not None:
         on_src = float(ok_adv[src_correct].float().mean()) if src_correct.any() else 0.0
-    stages = {stage: float((correct & judge(torch.cat(parts))[0]).float().mean())
-              for stage, parts in stage_parts.items()}
-    from .examples import pick_examples
-    shown = pick_examples(x, x_judged, y, adv_pred, correct, succ, n_examples) if n_examples else []
+    stage_names = list(pieces[0]["stages"]) if pieces else []
+    stages = {st: float((correct & torch.cat([p["stages"][st] for p in pieces]).to(device)).float().mean())
+              for st in stage_names}
+    from .examples import example_indices, pick_examples
+    shown = []
+    if n_examples:
+        idx = example_indices(correct, succ, n_examples)
+        rows = {}  # the chosen images' judged inputs, from the ranks that hold them
+        for part in dd.gather({i: judged[s][i - s].cpu() for s in judged for i in idx
+                               if s <= i < s + len(judged[s])}):
+            rows.update(part)
+        shown = pick_examples(x, {i: r.to(device) for i, r in rows.items()}, y, adv_pred, succ, idx)
     return AttackResult(
         name=key, preset=atk.describe(), norm=atk.norm, minimal=atk.minimal, budget=float(budget),
         robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, int(correct.sum())),
@@ -279,12 +317,17 @@ def _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, mas
         linf[0].params["eps"] if linf else (eps if eps is not None else 8 / 255))
 
     def attack_fn(spec: str, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        from . import distributed as dd
         atk = build_attack(spec)
+        mine = []
         with frozen(model):
-            return torch.cat(run_batched(
-                lambda s, e: atk.run(model, xs[s:e], ys[s:e],
-                                     generator=torch.Generator().manual_seed(seed + s)).x_adv.detach(),
-                len(xs), batch_size, device))
+            for s0, e0 in dd.my_batches(len(xs), batch_size):  # sharded under torchrun, as the report's attacks
+                mine += run_batched(lambda s, e: (s0 + s, atk.run(
+                    model, xs[s0 + s:s0 + e], ys[s0 + s:s0 + e],
+                    generator=torch.Generator().manual_seed(seed + s0 + s)).x_adv.detach().cpu()),
+                    e0 - s0, batch_size, device)
+        parts = sorted((p for r in dd.gather(mine) for p in r), key=lambda p: p[0])
+        return torch.cat([p[1] for p in parts]).to(device)
 
     with progress("masking checks", 1) as advance:
         flags += mk.run_white_box_checks(model, x[:m], y[:m], correct[:m], check_eps,

@@ -33,14 +33,19 @@ def decode(example: dict[str, Any], which: str) -> np.ndarray:
     return arr.transpose(1, 2, 0).astype(np.float32) / 255.0
 
 
-def pick_examples(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, correct: torch.Tensor,
-                  fooled: torch.Tensor, k: int) -> list[dict[str, Any]]:
+def example_indices(correct: torch.Tensor, fooled: torch.Tensor, k: int) -> list[int]:
     """The first k images the attack fooled; where it fooled fewer, the first ones it did not."""
     idx = fooled.nonzero().squeeze(1)[:k].tolist()
     if len(idx) < k:
         idx += (correct & ~fooled).nonzero().squeeze(1)[: k - len(idx)].tolist()
+    return sorted(idx)
+
+
+def pick_examples(x: torch.Tensor, x_adv: dict[int, torch.Tensor], y: torch.Tensor, pred: torch.Tensor,
+                  fooled: torch.Tensor, idx: list[int]) -> list[dict[str, Any]]:
+    """Thumbnails of images idx: x_adv maps each index to its (judged) adversarial input."""
     out = []
-    for i in sorted(idx):
+    for i in idx:
         clean, adv = _thumb(x[i]), _thumb(x_adv[i])
         out.append({"index": int(i), "label": int(y[i]), "pred": int(pred[i]), "fooled": bool(fooled[i]),
                     "shape": list(clean.shape), "clean": _encode(clean), "adv": _encode(adv),

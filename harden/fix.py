@@ -56,10 +56,13 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         report_n: int | None = 500, attacks: Sequence[str] = DEFAULT_ATTACKS, report: bool = True,
         base_name: str | None = None, metrics: bool = True, masking_checks: bool = True,
         model_flags: dict | None = None, curve: Sequence[float] | None = None,
-        curve_cascades: bool = True) -> FixResult:
+        curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off") -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
-    `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write."""
+    `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
+    `amp` (off | bf16 | fp16) is the training step's precision, `attack_amp` the report attacks' one; `sync_bn`
+    synchronises BatchNorm statistics across torchrun's ranks (CUDA). Under torchrun every rank calls fix and
+    trains on its share; the reports are sharded (see harden/distributed.py)."""
     device = resolve_device(device)
     config = apply_overrides(load_recipe_config(recipe), list(sets))
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
@@ -90,15 +93,17 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
     seed_everything(seed)
     rcp.attach(model, config["params"])
     model.to(device)
+    from . import distributed
     model.spec.extra.update({"recipe": config["name"], "recipe_params": config["params"],
                              "recipe_train": config["train"], "data_fraction": data_frac, "seed": seed,
+                             "precision": amp, "processes": distributed.world(),
                              "subset": train_ds.subset, "base_sha256": base_sha})
     train_cfg = dict(config["train"])
     if str(train_cfg.get("epochs")) == "auto":
         train_cfg["epochs"] = rcp.auto_epochs(data_frac)
     if train_cfg.get("augment", "auto") == "auto":
         train_cfg["augment"] = rcp.auto_augment(ds)
-    cfg = TrainConfig(seed=seed, **train_cfg)
+    cfg = TrainConfig(seed=seed, amp=amp, sync_bn=sync_bn, **train_cfg)
     before = state_digest(model.net)
     info(f"recipe {config['name']} ({config['file']}) on {len(train_ds.x_train)} images "
          f"({data_frac:g} of {ds.source}), {cfg.epochs} epochs")
@@ -113,7 +118,8 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
         eps = config["params"].get("eps")
         from .attacks import parse_number
         kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
-                  eps=parse_number(eps) if eps is not None else None, curve=curve, curve_cascades=curve_cascades)
+                  eps=parse_number(eps) if eps is not None else None, curve=curve, curve_cascades=curve_cascades,
+                  attack_amp=attack_amp)
         fixed_name = f"{base_name} + {config['name']}"
         out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)
         out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)

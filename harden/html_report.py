@@ -9,6 +9,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from .report_io import run_where
+
 FIG_DPI = 100
 
 
@@ -210,7 +212,7 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
     out = [f"<h2>{e(title)}</h2>",
            f"<p class='sub'>{e(rep['model'])} &middot; threat model <span class='{tm_class}'>{e(rep['threat_model'])}</span>"
            f" (crafted on {e(rep['crafted_on'])}) &middot; {rep['n']} test images of {e(str(rep['data']))} &middot; "
-           f"device {e(rep['device'])} &middot; seed {rep['seed']} &middot; outputs: {e(rep.get('output_kind', 'logits'))}"
+           f"device {e(run_where(rep))} &middot; seed {rep['seed']} &middot; outputs: {e(rep.get('output_kind', 'logits'))}"
            "</p>"]
     head = ["attack", "budget", "robust acc %", "success %", "median norm", "s", "img/s", "grad passes"]
     if transfer:

@@ -38,10 +38,20 @@ def _failing_metrics(report: Report) -> set[str]:
     return {g["metric"] for g in report.gate if not g["passed"]}
 
 
+def run_where(report) -> str:
+    """'cpu', or 'cuda:0 x 8 processes, attacks in bf16 autocast' (a Report or its JSON dict)."""
+    get = (lambda k, d: report.get(k, d)) if isinstance(report, dict) else (lambda k, d: getattr(report, k, d))
+    text = str(get("device", "?"))
+    if int(get("processes", 1)) > 1:
+        text += f" x {get('processes', 1)} processes"
+    precision = get("attack_precision", "fp32")
+    return text + (f", attacks in {precision}" if precision != "fp32" else "")
+
+
 def render_terminal(report: Report, console: Console) -> None:
     fails = _failing_metrics(report)
     title = (f"{report.model} - threat model: [bold]{report.threat_model}[/] - {report.n} images of "
-             f"{report.data} - device {report.device}")
+             f"{report.data} - device {run_where(report)}")
     t = Table(title=title, title_justify="left")
     for col in ("attack", "budget", "robust acc %", "success %", "median norm", "s", "img/s", "grad passes"):
         t.add_column(col, justify="left" if col == "attack" else "right")
@@ -116,7 +126,7 @@ def to_markdown(reports: Sequence[Report]) -> str:
     lines = []
     for r in reports:
         lines += [f"## {r.model}", "", f"Threat model: **{r.threat_model}** (crafted on {r.crafted_on}); "
-                  f"{r.n} test images of {r.data}; device {r.device}; seed {r.seed}.", ""]
+                  f"{r.n} test images of {r.data}; device {run_where(r)}; seed {r.seed}.", ""]
         transfer = r.source_clean_accuracy is not None
         head = "| attack | budget | robust acc % | success % | median norm | s | img/s | grad passes |"
         sep = "|---|---|---|---|---|---|---|---|"

@@ -25,12 +25,21 @@ def set_quiet(quiet: bool) -> None:
 
 
 def is_quiet() -> bool:
-    return _quiet or os.environ.get("HARDEN_QUIET") == "1"
+    return _quiet or os.environ.get("HARDEN_QUIET") == "1" or not is_main_process()
+
+
+def is_main_process() -> bool:
+    """False on torchrun's ranks other than 0: they neither show progress nor repeat warnings."""
+    return int(os.environ.get("RANK", "0")) == 0 or int(os.environ.get("WORLD_SIZE", "1")) <= 1
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """The device to run on; under torchrun, this rank's (and the process group is started: distributed.py)."""
     if isinstance(spec, torch.device):
         return spec
+    from . import distributed
+    if distributed.launched():
+        return distributed.setup(spec or "auto")
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -100,7 +109,8 @@ def progress(description: str, total: int) -> Iterator[Callable[..., None]]:
 
 
 def warn(msg: str) -> None:
-    console.print(f"[yellow]warning:[/] {msg}")
+    if is_main_process():
+        console.print(f"[yellow]warning:[/] {msg}")
 
 
 def info(msg: str) -> None:

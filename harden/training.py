@@ -39,7 +39,8 @@ class TrainConfig:
     augment: str = "seed000"
     focal_gamma: float = 0.0
     seed: int = 0
-    amp: bool = True  # bf16 autocast on CUDA only; CPU stays fp32
+    amp: str = "off"  # off (fp32) | bf16 | fp16 (CUDA only, with a GradScaler): autocast over the whole step
+    sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over every rank's share
     grad_clip: float = 0.0  # max global gradient norm (0 = off)
     extra: dict = field(default_factory=dict)
 
@@ -60,6 +61,22 @@ class Monitor:
     measure: Callable[[nn.Module], dict]
     best_key: str | None = None
     stop: Callable[[list[dict]], str | None] | None = None
+
+
+AMP_MODES = ("off", "bf16", "fp16")
+
+
+def autocast_setup(amp: str, device: torch.device,
+                   option: str = "--amp") -> tuple[torch.dtype | None, "torch.amp.GradScaler"]:
+    """(autocast dtype or None, GradScaler): bf16 on CUDA or CPU; fp16 on CUDA only, with loss scaling (fp16's
+    range is too narrow for small gradients, bf16's is fp32's)."""
+    amp = str(amp).lower()
+    if amp not in AMP_MODES:
+        raise HardenError(f"{option} takes {', '.join(AMP_MODES)}; got {amp!r}.")
+    if amp == "fp16" and device.type != "cuda":
+        raise HardenError(f"{option} fp16 needs CUDA; on the CPU use {option} bf16 or leave mixed precision off.")
+    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return dtype, torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -88,12 +105,17 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
         monitor: Monitor | None = None) -> TrainResult:
     """Train `params` (default: all of model's) on data.x_train with cfg. `step` decides the loss;
     `train_mode` sets train/eval per submodule (recipes keep a frozen base in eval mode)."""
+    from . import distributed as dd
     step = step or default_step(cfg)
     params = list(params) if params is not None else list(model.parameters())
     opt = make_optimizer(params, cfg)
     n = len(data.x_train)
     if n == 0:
         raise HardenError("The training split is empty.")
+    amp_dtype, scaler = autocast_setup(cfg.amp, device)
+    dd.broadcast_module(model)  # every rank starts from rank 0's weights
+    if cfg.sync_bn:
+        dd.sync_batchnorm(model, device, on=True)
     steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     sched = None
@@ -103,7 +125,6 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
     rng = np.random.default_rng(cfg.seed)
     aug = build_augment(cfg.augment, data.input_size, cfg.seed)
     size = tuple(getattr(getattr(model, "spec", None), "input_size", data.input_size))
-    use_amp = cfg.amp and device.type == "cuda"
     history = []
     best = None
     stopped = None
@@ -113,12 +134,14 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
             (train_mode or (lambda m: m.train()))(model)
             tot_loss = tot_acc = seen = 0.0
             extras: dict[str, float] = {}
-            for bi in batches(n, cfg.batch_size, shuffle=True, rng=rng):
-                if len(bi) < 2 and n >= 2:
-                    continue  # BatchNorm cannot train on a single image
+            for global_bi in batches(n, cfg.batch_size, shuffle=True, rng=rng):
+                # the same permutation on every rank (same seed); each takes its share of each global batch
+                if len(global_bi) < 2 * dd.world() and n >= 2 * dd.world():
+                    continue  # BatchNorm cannot train on a single image (per rank)
+                bi = dd.my_share(global_bi)
                 x = fit_size(to_tensor(augment(data.x_train[bi], aug), device), size)
                 y = torch.from_numpy(data.y_train[bi]).to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     loss, logits, extra = step(model, x, y)
                 if not torch.isfinite(loss.detach()):
                     raise HardenError(
@@ -127,10 +150,13 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
                         f"optimizer {cfg.optimizer}). Nothing was written. Try a lower --lr, or clip gradients "
                         "with --set grad_clip=1.")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                dd.average_gradients(params, len(bi) / len(global_bi))
+                scaler.unscale_(opt)
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 if sched is not None:
                     sched.step()
                 b = len(bi)
@@ -142,11 +168,18 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
                 fields = " ".join(f"{k} {v / seen:.3f}" for k, v in extras.items())
                 advance(1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {tot_loss / seen:.4f} "
                                 f"acc {tot_acc / seen:.3f} {fields}")
+            # the epoch's figures over every rank's share, so that each rank's history (and decisions) agree
+            keys = sorted(extras)
+            sums = dd.all_sum(torch.tensor([tot_loss, tot_acc, seen] + [extras[k] for k in keys], dtype=torch.float64))
+            tot_loss, tot_acc, seen = (float(v) for v in sums[:3])
+            extras = {k: float(v) for k, v in zip(keys, sums[3:], strict=True)}
+            dd.average_batchnorm_stats(model)
             history.append({"epoch": epoch + 1, "loss": tot_loss / max(seen, 1), "acc": tot_acc / max(seen, 1),
                             **{k: v / max(seen, 1) for k, v in extras.items()}})
             if monitor is not None:
                 model.eval()
                 history[-1].update(monitor.measure(model))
+                history[-1] = dd.from_main(lambda: history[-1])  # rank 0's figures decide best epoch and stop
                 info(f"epoch {epoch + 1}: " + " ".join(f"{k} {v:.3f}" for k, v in history[-1].items()
                                                       if k != "epoch" and isinstance(v, float)))
                 key = monitor.best_key
@@ -156,6 +189,8 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
                 if stopped:
                     warn(f"training stopped at epoch {epoch + 1}: {stopped}")
                     break
+    if cfg.sync_bn:
+        dd.sync_batchnorm(model, device, on=False)
     model.eval()
     best_epoch = None
     if best is not None:

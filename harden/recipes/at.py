@@ -173,12 +173,16 @@ class AdversarialTraining(FineTuneRecipe):
             yv = torch.from_numpy(val.y_train).to(device)
 
             def measure(m) -> dict:
+                from .. import distributed as dd
+                counts = torch.zeros(2, dtype=torch.float64)  # clean, robust; each rank its batches (torchrun)
                 with frozen(m):
-                    out = val_attack.run(m, xv, yv, generator=torch.Generator().manual_seed(cfg.seed))
-                    with torch.no_grad():
-                        clean = (m(xv).argmax(1) == yv).float().mean()
-                        robust = (m(out.x_adv).argmax(1) == yv).float().mean()
-                return {"val_clean": float(clean), "val_robust": float(robust)}
+                    for s, e in dd.my_batches(len(xv), cfg.batch_size):
+                        out = val_attack.run(m, xv[s:e], yv[s:e], generator=torch.Generator().manual_seed(cfg.seed + s))
+                        with torch.no_grad():
+                            counts[0] += float((m(xv[s:e]).argmax(1) == yv[s:e]).sum())
+                            counts[1] += float((m(out.x_adv).argmax(1) == yv[s:e]).sum())
+                clean, robust = (dd.all_sum(counts) / len(xv)).tolist()
+                return {"val_clean": clean, "val_robust": robust}
 
             monitor = Monitor(measure=measure, best_key="val_robust", stop=catastrophic_overfitting)
         result = fit(model, train_data, cfg, device, step=step, desc=f"at ({loss_kind})", monitor=monitor)
