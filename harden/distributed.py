@@ -10,6 +10,7 @@ forward per backward through the wrapped module, while a recipe's step runs many
 """
 from __future__ import annotations
 
+import atexit
 import os
 from datetime import timedelta
 from typing import Any, Callable, Iterable, TypeVar
@@ -75,6 +76,8 @@ def setup(device: str | torch.device = "auto") -> torch.device:
         timeout = timedelta(seconds=float(os.environ.get("HARDEN_DIST_TIMEOUT", "1800")))
         kwargs = {"device_id": dev} if dev.type == "cuda" else {}
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timeout, **kwargs)
+        # harden started the group, so harden ends it: a group left to interpreter shutdown can abort the process
+        atexit.register(teardown)
     return dev
 
 
