@@ -101,8 +101,13 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
     train_cfg = dict(config["train"])
     if str(train_cfg.get("epochs")) == "auto":
         train_cfg["epochs"] = rcp.auto_epochs(data_frac)
+    try:  # a recipe file's "auto" makes --set epochs=N a string
+        train_cfg["epochs"] = int(train_cfg["epochs"])
+    except (TypeError, ValueError):
+        raise HardenError(f"epochs must be a whole number or auto, got {train_cfg['epochs']!r}.") from None
     if train_cfg.get("augment", "auto") == "auto":
         train_cfg["augment"] = rcp.auto_augment(ds)
+    model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs and augmentation resolved
     cfg = TrainConfig(seed=seed, amp=amp, sync_bn=sync_bn, **train_cfg)
     before = state_digest(model.net)
     info(f"recipe {config['name']} ({config['file']}) on {len(train_ds.x_train)} images "
