@@ -104,6 +104,17 @@ def my_batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + bs)) for i, s in enumerate(starts) if i % world() == rank()]
 
 
+def run_my_batches(fn: Callable[[int, int], T], n: int, batch_size: int, device: torch.device,
+                   on_batch: Callable[[int], None] | None = None) -> list[T]:
+    """fn(start, stop) over this rank's batches of [0, n) (all of them in one process), positions in the whole
+    set; CUDA out-of-memory halving applies inside each batch."""
+    from .runtime import run_batched
+    out: list[T] = []
+    for s0, e0 in my_batches(n, batch_size):
+        out += run_batched(lambda s, e, s0=s0: fn(s0 + s, s0 + e), e0 - s0, batch_size, device, on_batch)
+    return out
+
+
 def gather(obj: T) -> list[T]:
     """Every rank's obj, in rank order, on every rank ([obj] in one process)."""
     if not active():

@@ -246,8 +246,7 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
             judged[s] = xj
             mine.append({"start": s, "ok": ok.cpu(), "norms": norms.cpu(), "pred": pred.cpu(),
                          "stages": {stage: judge(xa.detach(), s, e)[0].cpu() for stage, xa in (out.stages or {}).items()}})
-        for s0, e0 in own:
-            run_batched(lambda s, e: run(s0 + s, s0 + e), e0 - s0, batch_size, device, on_batch=advance)
+        dd.run_my_batches(run, len(x), batch_size, device, on_batch=advance)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     secs = time.perf_counter() - t0
@@ -319,13 +318,10 @@ def _masking(model, x, y, correct, atk_objs, results, robust_by_attack, eps, mas
     def attack_fn(spec: str, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         from . import distributed as dd
         atk = build_attack(spec)
-        mine = []
-        with frozen(model):
-            for s0, e0 in dd.my_batches(len(xs), batch_size):  # sharded under torchrun, as the report's attacks
-                mine += run_batched(lambda s, e: (s0 + s, atk.run(
-                    model, xs[s0 + s:s0 + e], ys[s0 + s:s0 + e],
-                    generator=torch.Generator().manual_seed(seed + s0 + s)).x_adv.detach().cpu()),
-                    e0 - s0, batch_size, device)
+        with frozen(model):  # sharded under torchrun, as the report's attacks
+            mine = dd.run_my_batches(lambda s, e: (s, atk.run(
+                model, xs[s:e], ys[s:e], generator=torch.Generator().manual_seed(seed + s)).x_adv.detach().cpu()),
+                len(xs), batch_size, device)
         parts = sorted((p for r in dd.gather(mine) for p in r), key=lambda p: p[0])
         return torch.cat([p[1] for p in parts]).to(device)
 
