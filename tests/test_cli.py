@@ -189,7 +189,7 @@ def test_console_script_exit_code(tmp_path):
 
 
 # One edited default per recipe: the copy's value must reach the hardened checkpoint's metadata.
-EDITED_DEFAULT = {"fixer": ("delta", "1.0", "0.5", 0.5), "at": ("steps", "10", "3", 3),
+EDITED_DEFAULT = {"fixer": ("delta", "1.0", "0.5", 0.5), "at": ("steps", "5", "3", 3),
                   "gda-brelu": ("copies", "10", "2", 2), "patch-ft": ("patch", "7", "5", 5),
                   "idfr": ("fr_epochs", "5", "1", 1)}
 

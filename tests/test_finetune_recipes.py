@@ -20,9 +20,9 @@ def count(net, kind):
 
 @pytest.fixture(scope="module")
 def at_result(digits_ckpt, digits):
-    # seed 000 section 4.4's baseline: clean + adversarial pairs (mix 0.5); measured (seed 0, 10 epochs): white-box
-    # PGD eps 0.1 on 300 images 0.30 -> 0.47, clean 0.91 -> 0.92
-    return harden.fix(digits_ckpt, digits, recipe="at", sets=["eps=0.1", "mix=0.5"], data_frac=0.3, epochs=15, lr=0.05,
+    # seed 000 section 4.4's baseline: clean + adversarial pairs (mix 0.5) with at's defaults (Adam 0.01); measured
+    # 2026-11-25 (seed 0, 15 epochs): white-box PGD eps 0.1 on 300 images 0.300 -> 0.523, clean 0.910 -> 0.903
+    return harden.fix(digits_ckpt, digits, recipe="at", sets=["eps=0.1", "mix=0.5"], data_frac=0.3, epochs=15,
                       device="cpu", report_n=300, attacks=["pgd"])
 
 
@@ -138,7 +138,7 @@ def test_seed004_suite_in_eval(cli, digits_ckpt, tmp_path):
 def test_training_attack_step_is_relative_to_eps():
     from harden.recipes.base import training_attack
     a = training_attack(params("at", eps=0.3))
-    assert a.params["eps"] == pytest.approx(0.3) and a.params["step"] == pytest.approx(0.075)
+    assert a.params["eps"] == pytest.approx(0.3) and a.params["step"] == pytest.approx(0.3 / 2.5)  # step = eps/2.5
     assert a.params["steps"] * a.params["step"] >= a.params["eps"]
     assert training_attack(params("at", step="0.01")).params["step"] == pytest.approx(0.01)
 

@@ -107,3 +107,11 @@ def test_at_epochs_are_automatic_by_fraction_and_set_takes_a_number(digits_ckpt,
     assert len(res.history) == 1 and res.model.spec.extra["recipe_train"]["epochs"] == 1
     with pytest.raises(harden.HardenError, match="epochs must be a whole number"):
         harden.fix(digits_ckpt, digits, sets=["epochs=many"], data_frac=0.1, device="cpu", report=False)
+
+
+def test_eps_ramp_is_a_fifth_of_the_run_by_default():
+    from harden.recipes.at import ramp_length
+    assert ramp_length("auto", 10) == 2 and ramp_length("auto", 30) == 6 and ramp_length("3", 30) == 3.0
+    assert ramp_length(0, 10) == 0.0
+    with pytest.raises(harden.HardenError, match="eps_ramp"):
+        ramp_length("soon", 10)
