@@ -527,11 +527,16 @@ def main() -> None:
     from . import distributed
     try:
         _main()
-    finally:
-        distributed.teardown()
+    finally:  # after an error no rank waits for the others (a peer may be stuck or gone)
+        distributed.teardown(clean=not _failed)
+
+
+_failed = False  # set by the error paths below: main() then ends a torchrun process group without waiting
 
 
 def _say_error(text: str) -> None:
+    global _failed
+    _failed = True
     Console(stderr=True).print("[bold red]error:[/] " + escape(text), highlight=False, soft_wrap=True)
 
 

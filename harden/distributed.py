@@ -90,9 +90,21 @@ def is_collective_failure(e: BaseException) -> bool:
                                                            "nccl", "broken pipe"))
 
 
-def teardown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(clean: bool = True) -> None:
+    """End the process group. After a clean run every rank first waits for the others (a bounded barrier on
+    gloo): a rank that tears its connections down while a peer's group is still up can make gloo abort the
+    peer at exit ("terminate called without an active exception"). After a failure there is no waiting."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean and dist.get_world_size() > 1:
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+            else:
+                dist.barrier()
+        except Exception:  # a peer already gone: nothing left to wait for
+            pass
+    dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
