@@ -217,16 +217,13 @@ def average_batchnorm_stats(module: torch.nn.Module) -> None:
                     b.data.copy_(data.to(b.device) / world())
 
 
-def _swap_batchnorm(module: torch.nn.Module, make: Callable[[torch.nn.Module], torch.nn.Module]) -> int:
-    swapped = 0
+def _swap_batchnorm(module: torch.nn.Module, make: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
     for name, child in module.named_children():
         new = make(child)
         if new is not child:
             setattr(module, name, new)
-            swapped += 1
         else:
-            swapped += _swap_batchnorm(child, make)
-    return swapped
+            _swap_batchnorm(child, make)
 
 
 def sync_batchnorm(module: torch.nn.Module, device: torch.device, on: bool) -> None:
@@ -240,15 +237,21 @@ def sync_batchnorm(module: torch.nn.Module, device: torch.device, on: bool) -> N
             raise HardenError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); drop it on the CPU, "
                               "where each rank keeps its own batch statistics and the running ones are averaged "
                               "every epoch.")
-        _swap_batchnorm(module, lambda m: torch.nn.SyncBatchNorm.convert_sync_batchnorm(m)
-                        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) else m)
+
+        def synced(m: torch.nn.Module) -> torch.nn.Module:
+            if not isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                return m
+            new = torch.nn.SyncBatchNorm.convert_sync_batchnorm(m)
+            new.harden_original_class = type(m)  # BatchNorm1d/2d/3d: restored as it was after training
+            return new
+        _swap_batchnorm(module, synced)
         return
 
     def plain(m: torch.nn.Module) -> torch.nn.Module:
         if not isinstance(m, torch.nn.SyncBatchNorm):
             return m
-        bn = torch.nn.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats,
-                                  device=device)
+        cls = getattr(m, "harden_original_class", torch.nn.BatchNorm2d)
+        bn = cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, device=device)
         bn.load_state_dict(m.state_dict())
         bn.train(m.training)
         return bn

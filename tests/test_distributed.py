@@ -200,3 +200,24 @@ def test_amp_choices_are_checked_and_bf16_trains_on_cpu(digits_ckpt, digits, cli
                           masking_checks=False)
     assert rep.attack_precision == "bf16 autocast"
     set_quiet(True)
+
+
+def test_sync_bn_round_trip_restores_each_batchnorm_kind(monkeypatch):
+    """--sync-bn swaps BatchNorm1d/2d for SyncBatchNorm during training and back afterwards, weights and
+    statistics intact (the swap itself needs no GPU; only SyncBatchNorm's training forward does)."""
+    from harden import distributed
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 6 * 6, 5), torch.nn.BatchNorm1d(5))
+    with torch.no_grad():
+        net[1].running_mean.fill_(0.5)
+        net[4].weight.fill_(2.0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    distributed.sync_batchnorm(net, torch.device("cuda"), on=True)
+    assert isinstance(net[1], torch.nn.SyncBatchNorm) and isinstance(net[4], torch.nn.SyncBatchNorm)
+    distributed.sync_batchnorm(net, torch.device("cpu"), on=False)
+    assert type(net[1]) is torch.nn.BatchNorm2d and type(net[4]) is torch.nn.BatchNorm1d
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    from harden import HardenError
+    with pytest.raises(HardenError, match="--sync-bn needs CUDA"):
+        distributed.sync_batchnorm(net, torch.device("cpu"), on=True)
