@@ -22,9 +22,6 @@ import torch
 import harden
 from harden.runtime import resolve_device, set_quiet
 
-TRAIN_KEYS = {"epochs", "lr", "batch_size", "optimizer", "schedule", "weight_decay", "grad_clip", "augment"}
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/mnist.npz")

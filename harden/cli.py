@@ -220,8 +220,8 @@ def eval_cmd(
         write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
         _say_written(html_path, plots)
     if any(not g["passed"] for g in report.gate):
-        from .runtime import is_main_process
-        if is_main_process():
+        from . import distributed
+        if distributed.is_main():
             out.print("[red]gate failed[/]")
         raise typer.Exit(1)  # on every rank: torchrun then exits non-zero too
 

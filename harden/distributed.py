@@ -31,11 +31,16 @@ def active() -> bool:
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    """This process's rank: the group's once started, torchrun's RANK before that, 0 in one process."""
+    if active():
+        return dist.get_rank()
+    return int(os.environ["RANK"]) if launched() else 0
 
 
 def world() -> int:
-    return dist.get_world_size() if active() else 1
+    if active():
+        return dist.get_world_size()
+    return int(os.environ["WORLD_SIZE"]) if launched() else 1
 
 
 def is_main() -> bool:
@@ -44,9 +49,7 @@ def is_main() -> bool:
 
 def where() -> str:
     """'rank 1 of 2: ' in a distributed run (started or not yet), '' otherwise (for messages)."""
-    if active():
-        return f"rank {rank()} of {world()}: "
-    return f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: " if launched() else ""
+    return f"rank {rank()} of {world()}: " if world() > 1 else ""
 
 
 def setup(device: str | torch.device = "auto") -> torch.device:
@@ -86,8 +89,7 @@ def is_collective_failure(e: BaseException) -> bool:
     nccl: DistBackendError), as opposed to a failure of this rank's own work."""
     kinds = tuple(k for k in (getattr(dist, "DistError", None),) if k is not None)
     text = str(e).lower()
-    return isinstance(e, kinds) or any(w in text for w in ("connection closed", "connection reset", "gloo",
-                                                           "nccl", "broken pipe"))
+    return isinstance(e, kinds) or any(w in text for w in ("connection closed", "connection reset", "broken pipe"))
 
 
 def teardown(clean: bool = True) -> None:
@@ -102,7 +104,7 @@ def teardown(clean: bool = True) -> None:
                 dist.monitored_barrier(timeout=timedelta(seconds=60))
             else:
                 dist.barrier()
-        except Exception:  # a peer already gone: nothing left to wait for
+        except RuntimeError:  # a peer already gone or not answering (gloo/nccl errors are RuntimeErrors)
             pass
     dist.destroy_process_group()
 
@@ -110,10 +112,12 @@ def teardown(clean: bool = True) -> None:
 # ----------------------------------------------------------------------------------------------- evaluation
 
 def my_batches(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """This rank's batches of the fixed batching of [0, n): batch i belongs to rank i mod world."""
+    """This rank's batches of the fixed batching of [0, n): batch i belongs to rank i mod world (all of them until
+    the group is started)."""
     bs = max(1, int(batch_size))
     starts = range(0, n, bs)
-    return [(s, min(n, s + bs)) for i, s in enumerate(starts) if i % world() == rank()]
+    r, w = (dist.get_rank(), dist.get_world_size()) if active() else (0, 1)
+    return [(s, min(n, s + bs)) for i, s in enumerate(starts) if i % w == r]
 
 
 def run_my_batches(fn: Callable[[int, int], T], n: int, batch_size: int, device: torch.device,
@@ -172,7 +176,7 @@ def _comm_device() -> torch.device:
 
 def my_share(batch: Any) -> Any:
     """This rank's share of a global batch of indices (strided, so every rank's share has nearly equal size)."""
-    return batch[rank()::world()] if active() else batch
+    return batch[dist.get_rank()::dist.get_world_size()] if active() else batch
 
 
 def broadcast_module(module: torch.nn.Module) -> None:

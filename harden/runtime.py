@@ -25,12 +25,9 @@ def set_quiet(quiet: bool) -> None:
 
 
 def is_quiet() -> bool:
-    return _quiet or os.environ.get("HARDEN_QUIET") == "1" or not is_main_process()
-
-
-def is_main_process() -> bool:
-    """False on torchrun's ranks other than 0: they neither show progress nor repeat warnings."""
-    return int(os.environ.get("RANK", "0")) == 0 or int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    """-q, HARDEN_QUIET=1, or a torchrun rank other than 0 (those neither show progress nor repeat warnings)."""
+    from . import distributed
+    return _quiet or os.environ.get("HARDEN_QUIET") == "1" or not distributed.is_main()
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
@@ -109,7 +106,8 @@ def progress(description: str, total: int) -> Iterator[Callable[..., None]]:
 
 
 def warn(msg: str) -> None:
-    if is_main_process():
+    from . import distributed
+    if distributed.is_main():
         console.print(f"[yellow]warning:[/] {msg}")
 
 
