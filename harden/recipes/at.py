@@ -117,7 +117,7 @@ class AdversarialTraining(FineTuneRecipe):
 
     def auto_epochs(self, data_frac: float) -> int:
         """Smaller fractions give fewer steps per epoch: 10 epochs from 10% up, 10 sqrt(0.1 / f) below, at most 30
-        (MNIST at 1%: 30 epochs beat 20 and 50 at lower rates; BENCHMARKS.md)."""
+        (MNIST at 1%: 30 epochs at lr 0.01 was the best row tried; 20 and 50 were tried at 0.003 only; BENCHMARKS.md)."""
         return int(min(30, max(10, round(10 * math.sqrt(0.1 / data_frac)))))
 
     def auto_augment(self, data) -> str:
