@@ -101,17 +101,22 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
     train_cfg = dict(config["train"])
     if str(train_cfg.get("epochs")) == "auto":
         train_cfg["epochs"] = rcp.auto_epochs(data_frac)
-    try:  # a recipe file's "auto" makes --set epochs=N a string
-        train_cfg["epochs"] = int(train_cfg["epochs"])
-    except (TypeError, ValueError):
-        raise HardenError(f"epochs must be a whole number or auto, got {train_cfg['epochs']!r}.") from None
+    if str(train_cfg.get("batch_size")) == "auto":
+        train_cfg["batch_size"] = rcp.auto_batch_size(len(train_ds.x_train))
+    for key in ("epochs", "batch_size"):
+        try:  # a recipe file's "auto" makes --set epochs=N a string
+            train_cfg[key] = int(train_cfg[key])
+        except (TypeError, ValueError):
+            raise HardenError(f"{key} must be a whole number or auto, got {train_cfg[key]!r}.") from None
+        if train_cfg[key] < 1:
+            raise HardenError(f"{key} must be at least 1, got {train_cfg[key]}.")
     if train_cfg.get("augment", "auto") == "auto":
         train_cfg["augment"] = rcp.auto_augment(ds)
-    model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs and augmentation resolved
+    model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs, batch and augmentation resolved
     cfg = TrainConfig(seed=seed, amp=amp, sync_bn=sync_bn, **train_cfg)
     before = state_digest(model.net)
     info(f"recipe {config['name']} ({config['file']}) on {len(train_ds.x_train)} images "
-         f"({data_frac:g} of {ds.source}), {cfg.epochs} epochs")
+         f"({data_frac:g} of {ds.source}), {cfg.epochs} epochs, batch {cfg.batch_size}")
     result = rcp.train(model, train_ds, config["params"], cfg, device)
     if rcp.frozen_base() and state_digest(model.net) != before:
         raise RuntimeError("internal error: the frozen base changed during training")

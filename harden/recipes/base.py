@@ -40,6 +40,11 @@ class Recipe:
         """Epochs when the recipe file says epochs = "auto"."""
         raise HardenError(f"Recipe {self.name!r} has no automatic epoch count; set epochs in its file or --epochs.")
 
+    def auto_batch_size(self, n_images: int) -> int:
+        """Batch size when the recipe file says batch_size = "auto"; n_images is the training fraction's size."""
+        raise HardenError(f"Recipe {self.name!r} has no automatic batch size; set batch_size in its file or "
+                          "--batch-size.")
+
     def frozen_base(self) -> bool:
         """True when the base weights must stay unchanged (the patch alone can be exported)."""
         return True
@@ -76,6 +81,7 @@ def _toml(path: Path) -> dict:
 
 
 # TrainConfig fields a recipe file's [train] section (or --set) may give
+AUTO_TRAIN_KEYS = ("epochs", "batch_size")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "augment", "grad_clip")
 
 
@@ -124,6 +130,8 @@ def apply_overrides(config: dict[str, Any], sets: list[str]) -> dict[str, Any]:
 
 def _typed(value: str, default: Any, key: str) -> Any:
     from ..attacks import parse_number
+    if key in AUTO_TRAIN_KEYS and value.lower() == "auto":
+        return "auto"  # resolved by harden.fix through the recipe's auto_epochs / auto_batch_size
     if isinstance(default, bool):
         if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise HardenError(f"--set {key}= takes true or false, got {value!r}.")
