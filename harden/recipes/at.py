@@ -126,10 +126,7 @@ class AdversarialTraining(FineTuneRecipe):
         fractions under about 16,000 images): robust accuracy followed the number of steps, not of images seen
         (MNIST at 1%, 30 epochs, PGD-40: batch 128 34.8%, 64 63.4%, 32 72.8%, 16 68.8%; MNIST at 10%, AutoAttack:
         128 84.5%, 32 86.0% in less time; BENCHMARKS.md)."""
-        for batch in (128, 64, 32):
-            if n_images / batch >= MIN_STEPS_PER_EPOCH:
-                return batch
-        return 32
+        return next((b for b in (128, 64) if n_images / b >= MIN_STEPS_PER_EPOCH), 32)
 
     def auto_augment(self, data) -> str:
         """Fine-tuning every weight (BatchNorm statistics included) must not move the input distribution: seed
