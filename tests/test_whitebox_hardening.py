@@ -1,6 +1,8 @@
 """Hardening that survives a white-box attacker: the default `harden fix` raises white-box PGD robust accuracy at
 a small clean cost; TRADES, MART and N-FGSM train; the validation monitor keeps the best epoch and stops on
 catastrophic overfitting; fixer with craft_on=patched leaves the base byte-identical."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -87,6 +89,24 @@ def test_monitor_stops_and_keeps_the_best_epochs_weights(digits):
     assert len(res.history) == 3 and res.best_epoch == 2 and "catastrophic overfitting" in res.stopped
     assert all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[1].items())
     assert not all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[2].items())
+
+
+def test_at_batchnorm_statistics_see_only_the_batches_trained_on(digits):
+    """PGD-AT trains on adversarial batches only; a train-mode clean pass (for the progress line) would mix clean
+    statistics into BatchNorm's running averages, which the evaluated model then applies to attacked inputs.
+    One train-mode BatchNorm pass per optimizer step: the adversarial batch (the attack runs in eval mode)."""
+    from harden.recipes import apply_overrides, get_recipe, load_recipe_config
+    model = harden.create_model("resnet9", 10, 1, (8, 8))
+    bn = next(m for m in model.net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    passes = []
+    bn.register_forward_hook(lambda m, i, o: passes.append(m.training))
+    params = apply_overrides(load_recipe_config("at"), ["eps=0.1", "val_frac=0", "eps_ramp=0"])["params"]
+    cfg = TrainConfig(epochs=2, batch_size=50, lr=0.001, optimizer="adam", augment="none")
+    n = 200
+    data = dataclasses.replace(digits, x_train=digits.x_train[:n], y_train=digits.y_train[:n])
+    get_recipe("at").train(model, data, params, cfg, torch.device("cpu"))
+    assert passes.count(True) == cfg.epochs * n // cfg.batch_size
+    assert passes.count(False) > 0  # the attack's passes, in eval mode
 
 
 def test_fixer_craft_on_patched_keeps_the_base_byte_identical(digits_ckpt, digits):

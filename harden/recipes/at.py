@@ -186,7 +186,10 @@ class AdversarialTraining(FineTuneRecipe):
                     loss = (1 - mix) * focal_loss(z_adv, y, gamma) + mix * focal_loss(z_clean, y, gamma)
                 else:
                     z_adv = m(x_adv)
-                    with torch.no_grad():
+                    # Clean logits for the progress line only: in eval mode, so BatchNorm's running statistics
+                    # stay those of the adversarial batches the weights are trained on (a train-mode clean pass
+                    # mixed clean statistics into them).
+                    with frozen(m), torch.no_grad():
                         z_clean = m(x)
                     loss = focal_loss(z_adv, y, gamma)
             adv_acc = (z_adv.detach().argmax(1) == y).float().mean()
