@@ -170,6 +170,11 @@ class AdversarialTraining(FineTuneRecipe):
                                            gen)
                 else:
                     x_adv = atk.run(m, x, y, generator=gen).x_adv.detach()
+                if loss_kind == "pgd-at" and mix == 0:
+                    # clean logits for the progress line only, here in eval mode: BatchNorm's running statistics
+                    # stay those of the adversarial batches the weights are trained on
+                    with torch.no_grad():
+                        z_clean = m(x)
             if loss_kind == "trades":
                 z = m(torch.cat([x, x_adv]))
                 z_clean, z_adv = z[: len(x)], z[len(x):]
@@ -186,11 +191,6 @@ class AdversarialTraining(FineTuneRecipe):
                     loss = (1 - mix) * focal_loss(z_adv, y, gamma) + mix * focal_loss(z_clean, y, gamma)
                 else:
                     z_adv = m(x_adv)
-                    # Clean logits for the progress line only: in eval mode, so BatchNorm's running statistics
-                    # stay those of the adversarial batches the weights are trained on (a train-mode clean pass
-                    # mixed clean statistics into them).
-                    with frozen(m), torch.no_grad():
-                        z_clean = m(x)
                     loss = focal_loss(z_adv, y, gamma)
             adv_acc = (z_adv.detach().argmax(1) == y).float().mean()
             return loss, z_clean.detach(), {"adv_acc": adv_acc}
