@@ -46,6 +46,7 @@ def main():
     ap.add_argument("--id-ablation", action="store_true",
                     help="idfr: also report the same run's model with FR removed (= the stage=id ablation)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", default="off", help="training precision of every fix: off (fp32), bf16, fp16 (CUDA)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench-out/recipes_compare")
     args = ap.parse_args()
@@ -70,7 +71,8 @@ def main():
         for frac in (float(f) for f in args.fracs.split(",")):
             t = time.perf_counter()
             res = harden.fix(args.base, data, recipe=recipe, sets=sets, data_frac=frac, seed=args.seed,
-                             epochs=epochs_for(epochs, recipe, frac), device=device, report=False)
+                             epochs=epochs_for(epochs, recipe, frac), device=device, report=False,
+                             amp=args.amp)
             fix_s = time.perf_counter() - t
             label = f"{recipe} @ {frac:g}"
             models = [(label, res.model)]
@@ -105,7 +107,7 @@ def write(args, device, rows) -> str:
                 device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
                 threads=torch.get_num_threads(), data=args.data, base=args.base, n=args.n,
                 n_white_box=args.n_white_box or args.n, eps=args.eps,
-                sets=args.set, epochs=args.epochs, attacks=args.attack or "default six")
+                sets=args.set, epochs=args.epochs, amp=args.amp, attacks=args.attack or "default six")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
