@@ -124,14 +124,20 @@ def _name(label: int, names: list[str] | None) -> str:
     return names[label] if names and 0 <= label < len(names) else str(label)
 
 
+def training_series(history: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(loss terms, accuracies) of a training history: the accuracies, the validation slice's val_clean and
+    val_robust too, share the right-hand panel; val_n (the slice's size) is not a series."""
+    keys = [k for k in history[0] if k not in ("epoch", "val_n")]
+    accs = [k for k in keys if "acc" in k or k.startswith("val_")]
+    return [k for k in keys if k not in accs], accs
+
+
 def figure_training(history: list[dict[str, Any]]) -> bytes | None:
     if not history:
         return None
     plt = _plt()
     epochs = [h["epoch"] for h in history]
-    keys = [k for k in history[0] if k != "epoch"]
-    accs = [k for k in keys if "acc" in k]  # accuracies on the right, every loss term on the left
-    losses = [k for k in keys if k not in accs]
+    losses, accs = training_series(history)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.5, 2.8))
     for i, k in enumerate(losses):
         ax1.plot(epochs, [h.get(k) for h in history], marker="o", ms=3, color=f"C{i}", label=k)

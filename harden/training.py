@@ -42,6 +42,10 @@ class TrainConfig:
     amp: str = "off"  # off (fp32) | bf16 | fp16 (CUDA only, with a GradScaler): autocast over the whole step
     sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over every rank's share
     grad_clip: float = 0.0  # max global gradient norm (0 = off)
+    # decay of an exponential moving average of the weights and BatchNorm statistics, updated every step (0 = off);
+    # the average is what is validated, kept and returned (weight averaging: Izmailov et al. 2018; for adversarial
+    # training, Gowal et al. 2020)
+    ema: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -122,6 +126,12 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
     if cfg.schedule == "onecycle" and total > 0:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
                                                     cycle_momentum=cfg.optimizer == "sgd")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise HardenError(f"ema is the averaging decay per step, in [0, 1) (0 = off), got {cfg.ema}.")
+    ema = None
+    if cfg.ema > 0:
+        from timm.utils import ModelEmaV3
+        ema = ModelEmaV3(model, decay=cfg.ema)
     rng = np.random.default_rng(cfg.seed)
     aug = build_augment(cfg.augment, data.input_size, cfg.seed)
     size = tuple(getattr(getattr(model, "spec", None), "input_size", data.input_size))
@@ -159,6 +169,8 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
                 scaler.update()
                 if sched is not None:
                     sched.step()
+                if ema is not None:
+                    ema.update(model)
                 b = len(bi)
                 tot_loss += float(loss.detach()) * b
                 tot_acc += float((logits.argmax(1) == y).float().sum())
@@ -176,15 +188,16 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
             dd.average_batchnorm_stats(model)
             history.append({"epoch": epoch + 1, "loss": tot_loss / max(seen, 1), "acc": tot_acc / max(seen, 1),
                             **{k: v / max(seen, 1) for k, v in extras.items()}})
+            kept = ema.module if ema is not None else model  # the weights validated, kept and returned
             if monitor is not None:
-                model.eval()
-                history[-1].update(monitor.measure(model))
+                kept.eval()
+                history[-1].update(monitor.measure(kept))
                 history[-1] = dd.from_main(lambda: history[-1])  # rank 0's figures decide best epoch and stop
                 info(f"epoch {epoch + 1}: " + " ".join(f"{k} {v:.3f}" for k, v in history[-1].items()
                                                       if k != "epoch" and isinstance(v, float)))
                 key = monitor.best_key
                 if key is not None and (best is None or history[-1][key] > best[1]):
-                    best = (epoch + 1, history[-1][key], {k: v.detach().clone() for k, v in model.state_dict().items()})
+                    best = (epoch + 1, history[-1][key], {k: v.detach().clone() for k, v in kept.state_dict().items()})
                 stopped = monitor.stop(history) if monitor.stop is not None else None
                 if stopped:
                     warn(f"training stopped at epoch {epoch + 1}: {stopped}")
@@ -193,6 +206,8 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
         dd.sync_batchnorm(model, device, on=False)
     model.eval()
     best_epoch = None
+    if ema is not None and best is None:
+        model.load_state_dict(ema.module.state_dict())
     if best is not None:
         model.load_state_dict(best[2])
         best_epoch = best[0]

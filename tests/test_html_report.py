@@ -158,3 +158,9 @@ def test_chromium_renders_the_report(eval_outputs, tmp_path):
                    check=True, capture_output=True, timeout=120)
     arr = mpimg.imread(str(shot))
     assert arr.shape[0] >= 1000 and arr.std() > 0.05  # a page with content, not a blank one
+
+
+def test_training_figure_puts_validation_accuracies_beside_the_other_accuracies():
+    from harden.html_report import training_series
+    history = [{"epoch": 1, "loss": 1.2, "acc": 0.8, "adv_acc": 0.4, "val_clean": 0.9, "val_robust": 0.3, "val_n": 135}]
+    assert training_series(history) == (["loss"], ["acc", "adv_acc", "val_clean", "val_robust"])
