@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 13's GPU rows, run on the lent device machine (see BENCHMARKS.md, "GPU rows"), as one call:
 #   smoke  (argument "smoke"): install the carried wheels, unpack the first data piece, a digits fix + AutoAttack on CUDA
-#   rows   (argument "rows"):  four streams at once on the one GPU, all ending by one deadline (argument 2, seconds):
+#   rows   (argument "rows"):  four streams one after another (PARALLEL=1: at once, as on 2026-11-26), all ending by
+#          one deadline (argument 2, seconds):
 #     r9     seed 000's table 1 analogue: resnet9 trained by `harden train` on the full CIFAR-10 split, then fixer
 #            and at at 10%, AutoPGD crafted on the base (transfer) and white-box, AutoAttack
 #     r20    the CPU table's CIFAR-10 ResNet-20 rows (at and fixer at 10% and 1%) on N=1000
@@ -69,13 +70,18 @@ stream_r20c() {
   run r20c python3 benchmarks/recipes_compare.py $COMMON --base "$R20" --recipes at --fracs 0.1 --amp bf16 $A4 \
     --out "$W/r20-bf16"
 }
-stream_r9 & P1=$!
-stream_r20 & P2=$!
-stream_r20b & P3=$!
-stream_r20c & P4=$!
 ( while sleep 30; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$W/smi.log"; done ) \
   > /dev/null 2>&1 & SMI=$!
-wait $P1 $P2 $P3 $P4
+if [ "${PARALLEL:-0}" = 1 ]; then
+  # 2026-11-26, H200: four streams at once time-sliced the card and none of the ResNet-20 rows finished in 530 s
+  stream_r9 & P1=$!
+  stream_r20 & P2=$!
+  stream_r20b & P3=$!
+  stream_r20c & P4=$!
+  wait $P1 $P2 $P3 $P4
+else  # one after another, the rows wanted most first
+  stream_r20; stream_r9; stream_r20b; stream_r20c
+fi
 kill $SMI
 cd "$W" && tar czf "$OUT/results.tgz" ./*.md ./*.json ./*.log 2>/dev/null
 cp "$W"/r9.log "$W"/r20.log "$W"/r20b.log "$W"/r20c.log "$OUT/" 2>/dev/null
