@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's GPU rows, run on the lent device machine (see BENCHMARKS.md, "GPU rows"), as one call:
+# Issue 13's GPU rows, run on the lent device machine (see BENCHMARKS.md, "On a GPU"), as one call:
 #   smoke  (argument "smoke"): install the carried wheels, unpack the first data piece, a digits fix + AutoAttack on CUDA
 #   rows   (argument "rows"):  four streams one after another (PARALLEL=1: at once, as on 2026-11-26), all ending by
 #          one deadline (argument 2, seconds):
