@@ -46,6 +46,9 @@ def main():
     ap.add_argument("--id-ablation", action="store_true",
                     help="idfr: also report the same run's model with FR removed (= the stage=id ablation)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-transfer", action="store_true", help="white-box rows only (no transfer from the base)")
+    ap.add_argument("--save", action="store_true", help="also write each hardened model to <out>.<recipe>@<frac>"
+                    ".safetensors")
     ap.add_argument("--amp", default="off", help="training precision of every fix: off (fp32), bf16, fp16 (CUDA)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench-out/recipes_compare")
@@ -83,13 +86,20 @@ def main():
             for name, model in models:
                 kw = dict(eps=eps, device=device, seed=args.seed, metrics=False, model_name=name, attacks=attacks)
                 wb = harden.evaluate(model, data, n=args.n_white_box or args.n, **kw)
-                tr = harden.evaluate(model, data, n=args.n, craft_on=base, craft_name="base", **kw)
-                # the check harden fix adds to its report (white-box on the first n_white_box images only)
-                f = transfer_vs_white_box({a.name: a.robust_accuracy for a in wb.attacks},
-                                          {a.name: a.robust_accuracy for a in tr.attacks}, min(wb.n, tr.n))
-                if f is not None:
-                    wb.masking.append(f)
-                rows += [row(name, "white-box", fix_s, wb), row(name, "transfer from base", fix_s, tr)]
+                tr = None if args.no_transfer else harden.evaluate(model, data, n=args.n, craft_on=base,
+                                                                      craft_name="base", **kw)
+                if tr is not None:  # the check harden fix adds to its report (white-box on the first n_white_box)
+                    f = transfer_vs_white_box({a.name: a.robust_accuracy for a in wb.attacks},
+                                              {a.name: a.robust_accuracy for a in tr.attacks}, min(wb.n, tr.n))
+                    if f is not None:
+                        wb.masking.append(f)
+                rows.append(row(name, "white-box", fix_s, wb))
+                if tr is not None:
+                    rows.append(row(name, "transfer from base", fix_s, tr))
+            if args.save:
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                harden.save(res.model, Path(args.out).with_name(f"{Path(args.out).name}.{Path(recipe).stem}@{frac:g}"
+                                                                ".safetensors"), force=True)
             print(f"{label}: fix {fix_s:.0f} s ({res.model.spec.extra['subset']['n']} images, "
                   f"{len(res.history)} epochs)", flush=True)
             write(args, device, rows)  # after every recipe: a long run that stops early keeps its rows
