@@ -132,6 +132,7 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
     if cfg.ema > 0:
         from timm.utils import ModelEmaV3
         ema = ModelEmaV3(model, decay=cfg.ema)
+    kept = ema.module if ema is not None else model  # the weights validated, kept and returned
     rng = np.random.default_rng(cfg.seed)
     aug = build_augment(cfg.augment, data.input_size, cfg.seed)
     size = tuple(getattr(getattr(model, "spec", None), "input_size", data.input_size))
@@ -188,7 +189,6 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
             dd.average_batchnorm_stats(model)
             history.append({"epoch": epoch + 1, "loss": tot_loss / max(seen, 1), "acc": tot_acc / max(seen, 1),
                             **{k: v / max(seen, 1) for k, v in extras.items()}})
-            kept = ema.module if ema is not None else model  # the weights validated, kept and returned
             if monitor is not None:
                 kept.eval()
                 history[-1].update(monitor.measure(kept))
