@@ -106,9 +106,10 @@ def default_step(cfg: TrainConfig) -> StepFn:
 def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.device,
         step: StepFn | None = None, params: Iterable[torch.nn.Parameter] | None = None,
         train_mode: Callable[[nn.Module], None] | None = None, desc: str = "train",
-        monitor: Monitor | None = None) -> TrainResult:
+        monitor: Monitor | None = None, after_step: Callable[[], None] | None = None) -> TrainResult:
     """Train `params` (default: all of model's) on data.x_train with cfg. `step` decides the loss;
-    `train_mode` sets train/eval per submodule (recipes keep a frozen base in eval mode)."""
+    `train_mode` sets train/eval per submodule (recipes keep a frozen base in eval mode); `after_step` runs right
+    after each optimizer step (AWP takes its weight perturbation off there)."""
     from . import distributed as dd
     step = step or default_step(cfg)
     params = list(params) if params is not None else list(model.parameters())
@@ -168,6 +169,8 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 scaler.step(opt)
                 scaler.update()
+                if after_step is not None:
+                    after_step()
                 if sched is not None:
                     sched.step()
                 if ema is not None:

@@ -42,8 +42,8 @@ def test_default_fix_records_validation_and_best_epoch(default_fix):
     assert extra["best_epoch"] == best
 
 
-@pytest.mark.parametrize("sets", [["loss=trades", "beta=2"], ["loss=mart"], ["attack=nfgsm"], ["attack=fgsm-rs",
-                                                                                                 "eps_ramp=1"]])
+@pytest.mark.parametrize("sets", [["loss=trades", "beta=2"], ["loss=mart"], ["attack=nfgsm"],
+                                  ["attack=fgsm-rs", "eps_ramp=1"], ["awp_gamma=0.01", "awp_warmup=1"]])
 def test_losses_and_cheap_attacks_train(sets, digits_ckpt, digits):
     res = harden.fix(digits_ckpt, digits, sets=["eps=0.1", *sets], data_frac=0.2, epochs=2, device="cpu",
                      report=False)

@@ -3,11 +3,11 @@
 Losses: PGD-AT (Madry et al. 2018; `mix` > 0 adds the clean half of seed 000 section 4.4's pairs), TRADES (Zhang
 et al. 2019: CE on clean + beta KL(f(x') || f(x)) with x' maximising that KL) and MART (Wang et al. 2020).
 Training attacks: PGD with a random start (all steps, the high-loss last iterate), FGSM-RS (Wong et al. 2020),
-N-FGSM (de Jorge et al. 2022). An eps ramp over the first epochs. A validation slice carved from the fraction
-(stratified, seeded, recorded in the metadata) is attacked with PGD after every epoch: the best epoch's
-weights are kept (robust overfitting, Rice et al. 2020) and training stops on catastrophic overfitting
-(validation PGD accuracy collapsing while accuracy on the single-step training examples climbs, Wong et al.
-2020 section 5), saying so.
+N-FGSM (de Jorge et al. 2022). Optionally adversarial weight perturbation (AWP, Wu et al. 2020: `awp_gamma`).
+An eps ramp over the first epochs. A validation slice carved from the fraction (stratified, seeded, recorded in
+the metadata) is attacked with PGD after every epoch: the best epoch's weights are kept (robust overfitting, Rice
+et al. 2020) and training stops on catastrophic overfitting (validation PGD accuracy collapsing while accuracy on
+the single-step training examples climbs, Wong et al. 2020 section 5), saying so.
 
 ART's trainers (AdversarialTrainer, the Madry and FBF trainers, TRADES) each run a loop of their own, without
 the data-fraction subsets, validation-based weight selection or shared progress and metadata, so `at` is the
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import build_attack
+from ..awp import WeightPerturbation
 from ..data import ImageData, fit_size, index_hash, stratified_subset, to_tensor
 from ..errors import HardenError
 from ..runtime import frozen
@@ -151,6 +152,9 @@ class AdversarialTraining(FineTuneRecipe):
         beta, mix = float(params.get("beta", 6.0)), float(params.get("mix", 0.0))
         gamma = float(params.get("focal_gamma", 0.0))
         ramp_epochs = ramp_length(params.get("eps_ramp", 0), cfg.epochs)
+        awp_gamma, awp_warmup = float(params.get("awp_gamma", 0.0)), float(params.get("awp_warmup", 0.0))
+        if awp_gamma < 0 or awp_warmup < 0:
+            raise HardenError(f"at: awp_gamma and awp_warmup must be >= 0, got {awp_gamma} and {awp_warmup}.")
         train_data, val, val_meta = split_validation(data, float(params.get("val_frac", 0.0)), cfg.seed)
         if val_meta:
             model.spec.extra["validation"] = val_meta
@@ -162,6 +166,29 @@ class AdversarialTraining(FineTuneRecipe):
             if ramp_epochs <= 0:
                 return eps
             return eps * min(1.0, (calls[0] + 1) / (ramp_epochs * steps_per_epoch))
+
+        def adversarial_loss(m, x, x_adv, y):
+            """(loss, clean logits or None, adversarial logits) of the chosen loss on a crafted batch."""
+            z_clean = None
+            if loss_kind == "trades":
+                z = m(torch.cat([x, x_adv]))
+                z_clean, z_adv = z[: len(x)], z[len(x):]
+                loss = F.cross_entropy(z_clean.float(), y) + beta * F.kl_div(
+                    _logp(z_adv), _logp(z_clean).exp(), reduction="batchmean")
+            elif loss_kind == "mart":
+                z = m(torch.cat([x, x_adv]))
+                z_clean, z_adv = z[: len(x)], z[len(x):]
+                loss = mart_loss(z_adv, z_clean, y, beta)
+            elif mix > 0:
+                z = m(torch.cat([x, x_adv]))
+                z_clean, z_adv = z[: len(x)], z[len(x):]
+                loss = (1 - mix) * focal_loss(z_adv, y, gamma) + mix * focal_loss(z_clean, y, gamma)
+            else:
+                z_adv = m(x_adv)
+                loss = focal_loss(z_adv, y, gamma)
+            return loss, z_clean, z_adv
+
+        awp = WeightPerturbation(model, awp_gamma) if awp_gamma > 0 else None
 
         def step(m, x, y):
             e = current_eps()
@@ -176,28 +203,16 @@ class AdversarialTraining(FineTuneRecipe):
                                            gen)
                 else:
                     x_adv = atk.run(m, x, y, generator=gen).x_adv.detach()
+                z_eval = None
                 if loss_kind == "pgd-at" and mix == 0:
                     # clean logits for the progress line only, here in eval mode: BatchNorm's running statistics
                     # stay those of the adversarial batches the weights are trained on
                     with torch.no_grad():
-                        z_clean = m(x)
-            if loss_kind == "trades":
-                z = m(torch.cat([x, x_adv]))
-                z_clean, z_adv = z[: len(x)], z[len(x):]
-                loss = F.cross_entropy(z_clean.float(), y) + beta * F.kl_div(
-                    _logp(z_adv), _logp(z_clean).exp(), reduction="batchmean")
-            elif loss_kind == "mart":
-                z = m(torch.cat([x, x_adv]))
-                z_clean, z_adv = z[: len(x)], z[len(x):]
-                loss = mart_loss(z_adv, z_clean, y, beta)
-            else:
-                if mix > 0:
-                    z = m(torch.cat([x, x_adv]))
-                    z_clean, z_adv = z[: len(x)], z[len(x):]
-                    loss = (1 - mix) * focal_loss(z_adv, y, gamma) + mix * focal_loss(z_clean, y, gamma)
-                else:
-                    z_adv = m(x_adv)
-                    loss = focal_loss(z_adv, y, gamma)
+                        z_eval = m(x)
+            if awp is not None and calls[0] > awp_warmup * steps_per_epoch:
+                awp.perturb(lambda: adversarial_loss(m, x, x_adv, y)[0])
+            loss, z_clean, z_adv = adversarial_loss(m, x, x_adv, y)
+            z_clean = z_eval if z_clean is None else z_clean
             adv_acc = (z_adv.detach().argmax(1) == y).float().mean()
             return loss, z_clean.detach(), {"adv_acc": adv_acc}
 
@@ -222,7 +237,8 @@ class AdversarialTraining(FineTuneRecipe):
                 return {"val_clean": clean, "val_robust": robust, "val_n": len(xv)}
 
             monitor = Monitor(measure=measure, best_key="val_robust", stop=catastrophic_overfitting)
-        result = fit(model, train_data, cfg, device, step=step, desc=f"at ({loss_kind})", monitor=monitor)
+        result = fit(model, train_data, cfg, device, step=step, desc=f"at ({loss_kind})", monitor=monitor,
+                     after_step=awp.restore if awp is not None else None)
         model.spec.extra["best_epoch"] = result.best_epoch
         if result.stopped:
             model.spec.extra["stopped"] = result.stopped
