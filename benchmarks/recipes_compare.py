@@ -70,7 +70,7 @@ def main():
     for recipe in args.recipes.split(","):
         sets = [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == recipe]
         if eps is not None and "eps" in load_recipe_config(recipe)["params"]:  # recipes that train on an attack
-            sets.append(f"eps={args.eps}")
+            sets.insert(0, f"eps={args.eps}")  # first, so that `--set recipe:eps=...` trains at another budget
         for frac in (float(f) for f in args.fracs.split(",")):
             t = time.perf_counter()
             res = harden.fix(args.base, data, recipe=recipe, sets=sets, data_frac=frac, seed=args.seed,
