@@ -8,29 +8,12 @@ Use: `perturb(loss_fn)` before the training loss is computed (loss_fn evaluates 
 current weights), then `restore()` once the optimizer has stepped (the shared loop's `after_step`)."""
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
 
-
-@contextlib.contextmanager
-def batchnorm_statistics_kept(model: nn.Module) -> Iterator[None]:
-    """BatchNorm normalises with the batch's statistics (train mode) but leaves the running ones as they are: the
-    extra forward pass that finds v must not count twice in the statistics the model is evaluated with."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-             for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
+from .runtime import batchnorm_statistics_kept
 
 
 class WeightPerturbation:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, TypeVar
 
 import numpy as np
@@ -117,16 +117,38 @@ def info(msg: str) -> None:
 
 
 @contextmanager
-def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Eval mode and no parameter gradients while attacking: backprop into weights costs ~40% per pass."""
+def batchnorm_statistics_kept(model: torch.nn.Module) -> Iterator[None]:
+    """BatchNorm layers in train mode normalise with the batch's statistics but leave their running ones (and
+    batch count) as they are: extra forward passes (an attack, AWP's ascent step) must not count in the
+    statistics the model is evaluated with."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+@contextmanager
+def frozen(model: torch.nn.Module, batch_statistics: bool = False) -> Iterator[torch.nn.Module]:
+    """Eval mode and no parameter gradients while attacking: backprop into weights costs ~40% per pass.
+    `batch_statistics`: keep each module's mode instead, so a model in training normalises with the batch's
+    statistics (as the loss it is trained on does), its running statistics untouched."""
     # Restore each submodule's own mode: a wrapper in train mode must not flip a frozen base's BatchNorm.
     modes = [(m, m.training) for m in model.modules()]
     flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
+    if not batch_statistics:
+        model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        yield model
+        with batchnorm_statistics_kept(model) if batch_statistics else nullcontext():
+            yield model
     finally:
         for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)

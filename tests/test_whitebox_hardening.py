@@ -134,22 +134,29 @@ def test_ema_returns_the_moving_average_of_the_trajectory(digits):
                    device="cpu", report=False)
 
 
-def test_at_batchnorm_statistics_see_only_the_batches_trained_on(digits):
+@pytest.mark.parametrize("craft", ["running", "batch"])
+def test_at_batchnorm_statistics_see_only_the_batches_trained_on(digits, craft):
     """PGD-AT trains on adversarial batches only; a train-mode clean pass (for the progress line) would mix clean
     statistics into BatchNorm's running averages, which the evaluated model then applies to attacked inputs.
-    One train-mode BatchNorm pass per optimizer step: the adversarial batch (the attack runs in eval mode)."""
+    One statistics-updating BatchNorm pass per optimizer step: the adversarial batch. The attack runs in eval mode
+    (craft_statistics = running) or in train mode with the running statistics held (= batch)."""
     from harden.recipes import apply_overrides, get_recipe, load_recipe_config
     model = harden.create_model("resnet9", 10, 1, (8, 8))
     bn = next(m for m in model.net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    tracked_before = int(bn.num_batches_tracked)
     passes = []
-    bn.register_forward_hook(lambda m, i, o: passes.append(m.training))
-    params = apply_overrides(load_recipe_config("at"), ["eps=0.1", "val_frac=0", "eps_ramp=0"])["params"]
-    cfg = TrainConfig(epochs=2, batch_size=50, lr=0.001, optimizer="adam", augment="none")
-    n = 200
+    bn.register_forward_hook(lambda m, i, o: passes.append((m.training, m.momentum)))
+    params = apply_overrides(load_recipe_config("at"), ["eps=0.1", "val_frac=0", "eps_ramp=0", "steps=2",
+                                                        f"craft_statistics={craft}"])["params"]
+    cfg = TrainConfig(epochs=1, batch_size=50, lr=0.001, optimizer="adam", augment="none")
+    n = 150
     data = dataclasses.replace(digits, x_train=digits.x_train[:n], y_train=digits.y_train[:n])
     get_recipe("at").train(model, data, params, cfg, torch.device("cpu"))
-    assert passes.count(True) == cfg.epochs * n // cfg.batch_size
-    assert passes.count(False) > 0  # the attack's passes, in eval mode
+    steps = cfg.epochs * n // cfg.batch_size
+    assert sum(1 for training, momentum in passes if training and momentum) == steps
+    assert int(bn.num_batches_tracked) - tracked_before == steps
+    held = [p for p in passes if p[0] and not p[1]] if craft == "batch" else [p for p in passes if not p[0]]
+    assert len(held) >= 2 * steps  # the attack's passes (two PGD steps a batch, plus the progress line's)
 
 
 def test_fixer_craft_on_patched_keeps_the_base_byte_identical(digits_ckpt, digits):

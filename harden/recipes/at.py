@@ -152,6 +152,10 @@ class AdversarialTraining(FineTuneRecipe):
         beta, mix = float(params.get("beta", 6.0)), float(params.get("mix", 0.0))
         gamma = float(params.get("focal_gamma", 0.0))
         ramp_epochs = ramp_length(params.get("eps_ramp", 0), cfg.epochs)
+        craft_stats = str(params.get("craft_statistics", "running"))
+        if craft_stats not in ("running", "batch"):
+            raise HardenError(f"at: craft_statistics must be running or batch, got {craft_stats!r}.")
+        craft_batch = craft_stats == "batch"
         awp_gamma, awp_warmup = float(params.get("awp_gamma", 0.0)), float(params.get("awp_warmup", 0.0))
         if awp_gamma < 0 or awp_warmup < 0:
             raise HardenError(f"at: awp_gamma and awp_warmup must be >= 0, got {awp_gamma} and {awp_warmup}.")
@@ -197,7 +201,9 @@ class AdversarialTraining(FineTuneRecipe):
             if e != eps:
                 from ..curves import at_budget
                 atk = at_budget(attack, e)
-            with frozen(m):  # crafted on the current weights, BatchNorm in eval mode, no weight gradients
+            # crafted on the current weights without weight gradients; BatchNorm with its running statistics (eval
+            # mode) or, with craft_statistics = batch, with the batch's as the training loss sees them
+            with frozen(m, batch_statistics=craft_batch):
                 if loss_kind == "trades":
                     x_adv = trades_example(m, x, e, atk.params.get("step", e / 4), int(atk.params.get("steps", 10)),
                                            gen)
