@@ -211,8 +211,8 @@ class AdversarialTraining(FineTuneRecipe):
                     x_adv = atk.run(m, x, y, generator=gen).x_adv.detach()
                 z_eval = None
                 if loss_kind == "pgd-at" and mix == 0:
-                    # clean logits for the progress line only, here in eval mode: BatchNorm's running statistics
-                    # stay those of the adversarial batches the weights are trained on
+                    # clean logits for the progress line only, inside frozen(): BatchNorm's running statistics stay
+                    # those of the adversarial batches the weights are trained on
                     with torch.no_grad():
                         z_eval = m(x)
             if awp is not None and calls[0] > awp_warmup * steps_per_epoch:
