@@ -171,25 +171,22 @@ class AdversarialTraining(FineTuneRecipe):
                 return eps
             return eps * min(1.0, (calls[0] + 1) / (ramp_epochs * steps_per_epoch))
 
+        adversarial_only = loss_kind == "pgd-at" and mix == 0  # the loss sees no clean logits
+
         def adversarial_loss(m, x, x_adv, y):
             """(loss, clean logits or None, adversarial logits) of the chosen loss on a crafted batch."""
-            z_clean = None
+            if adversarial_only:
+                z_adv = m(x_adv)
+                return focal_loss(z_adv, y, gamma), None, z_adv
+            z = m(torch.cat([x, x_adv]))  # one pass: BatchNorm sees clean and adversarial images together
+            z_clean, z_adv = z[: len(x)], z[len(x):]
             if loss_kind == "trades":
-                z = m(torch.cat([x, x_adv]))
-                z_clean, z_adv = z[: len(x)], z[len(x):]
                 loss = F.cross_entropy(z_clean.float(), y) + beta * F.kl_div(
                     _logp(z_adv), _logp(z_clean).exp(), reduction="batchmean")
             elif loss_kind == "mart":
-                z = m(torch.cat([x, x_adv]))
-                z_clean, z_adv = z[: len(x)], z[len(x):]
                 loss = mart_loss(z_adv, z_clean, y, beta)
-            elif mix > 0:
-                z = m(torch.cat([x, x_adv]))
-                z_clean, z_adv = z[: len(x)], z[len(x):]
-                loss = (1 - mix) * focal_loss(z_adv, y, gamma) + mix * focal_loss(z_clean, y, gamma)
             else:
-                z_adv = m(x_adv)
-                loss = focal_loss(z_adv, y, gamma)
+                loss = (1 - mix) * focal_loss(z_adv, y, gamma) + mix * focal_loss(z_clean, y, gamma)
             return loss, z_clean, z_adv
 
         awp = WeightPerturbation(model, awp_gamma) if awp_gamma > 0 else None
@@ -210,7 +207,7 @@ class AdversarialTraining(FineTuneRecipe):
                 else:
                     x_adv = atk.run(m, x, y, generator=gen).x_adv.detach()
                 z_eval = None
-                if loss_kind == "pgd-at" and mix == 0:
+                if adversarial_only:
                     # clean logits for the progress line only, inside frozen(): BatchNorm's running statistics stay
                     # those of the adversarial batches the weights are trained on
                     with torch.no_grad():
