@@ -10,7 +10,8 @@ import torch
 import harden
 from harden.fix import state_digest
 from harden.recipes import DEFAULT_RECIPE
-from harden.recipes.at import catastrophic_overfitting, split_validation
+from harden.data import fit_size, to_tensor
+from harden.recipes.at import catastrophic_overfitting, split_validation, validate, validation_attack
 from harden.training import Monitor, TrainConfig, fit
 
 
@@ -64,24 +65,43 @@ def test_validation_slice_is_stratified_seeded_and_disjoint(digits):
 def test_catastrophic_overfitting_rule():
     ok = [{"epoch": 1, "val_robust": 0.40, "adv_acc": 0.50}, {"epoch": 2, "val_robust": 0.38, "adv_acc": 0.55}]
     assert catastrophic_overfitting(ok) is None
-    co = ok + [{"epoch": 3, "val_robust": 0.05, "adv_acc": 0.90}]  # PGD collapses while FGSM accuracy climbs
-    assert "catastrophic overfitting" in catastrophic_overfitting(co)
-    noisy_drop = ok + [{"epoch": 3, "val_robust": 0.05, "adv_acc": 0.30}]  # both fall: divergence, not CO
-    assert catastrophic_overfitting(noisy_drop) is None
+    co = ok + [{"epoch": 3, "val_robust": 0.05, "adv_acc": 0.90}]  # PGD collapses while FGSM accuracy climbs ...
+    assert catastrophic_overfitting(co) is None  # ... for one epoch: not yet
+    co2 = co + [{"epoch": 4, "val_robust": 0.04, "adv_acc": 0.92}]
+    assert "fell from 0.400 (epoch 1)" in catastrophic_overfitting(co2)
+    both_fall = ok + [{"epoch": e, "val_robust": 0.05, "adv_acc": 0.30} for e in (3, 4)]  # divergence, not CO
+    assert catastrophic_overfitting(both_fall) is None
+    # measured on digits at 16x16, eps 0.2: a one-epoch fall the run recovered from (to 0.31)
+    recovered = [{"epoch": 5, "val_robust": 0.193, "adv_acc": 0.29, "val_n": 539},
+                 {"epoch": 11, "val_robust": 0.084, "adv_acc": 0.305, "val_n": 539},
+                 {"epoch": 12, "val_robust": 0.11, "adv_acc": 0.28, "val_n": 539}]
+    assert all(catastrophic_overfitting(recovered[:i]) is None for i in (1, 2, 3))
     # a measured dip on digits at eps 0.2 (135 validation images) that the same setting recovered from elsewhere:
     # within three standard errors, so not a collapse; the same figures on 1,000 images, or a fall to 0, are
-    dip = [{"epoch": 6, "val_robust": 0.176, "adv_acc": 0.22, "val_n": 135},
-           {"epoch": 7, "val_robust": 0.066, "adv_acc": 0.24, "val_n": 135}]
+    dip = [{"epoch": 6, "val_robust": 0.176, "adv_acc": 0.22, "val_n": 135}] + \
+        [{"epoch": e, "val_robust": 0.066, "adv_acc": 0.24, "val_n": 135} for e in (7, 8)]
     assert catastrophic_overfitting(dip) is None
-    assert "catastrophic overfitting" in catastrophic_overfitting([{**h, "val_n": 1000} for h in dip])
-    assert "catastrophic overfitting" in catastrophic_overfitting([dip[0], {**dip[1], "val_robust": 0.0}])
+    assert "fell from" in catastrophic_overfitting([{**h, "val_n": 1000} for h in dip])
+    assert "fell from" in catastrophic_overfitting([dip[0]] + [{**h, "val_robust": 0.0} for h in dip[1:]])
+
+
+@pytest.mark.parametrize("single, pgd, defeated", [
+    (0.17, 0.00, True),  # digits, FGSM without random start at eps 0.3: the run that trips (measured)
+    (0.36, 0.07, True),  # eps 0.25, epoch 20 (measured)
+    (0.12, 0.00, False),  # too few images apart yet
+    (0.65, 0.48, False), (0.62, 0.40, False), (0.81, 0.71, False),  # healthy single-step runs (measured, digits)
+])
+def test_training_attack_defeated_is_catastrophic_overfitting(single, pgd, defeated):
+    history = [{"epoch": 1, "val_robust": pgd, "val_train_attack": single, "adv_acc": 0.2}]
+    reason = catastrophic_overfitting(history)
+    assert (reason is not None and "defeats the single-step attack" in reason) == defeated
 
 
 def test_monitor_stops_and_keeps_the_best_epochs_weights(digits):
-    """The shared loop with a validation whose robust accuracy rises, then collapses while the training
-    attack's accuracy climbs: training stops there and the weights written are those of the best epoch."""
+    """The shared loop with a validation whose robust accuracy rises, then collapses for two epochs while the
+    training attack's accuracy climbs: training stops there and the weights written are those of the best epoch."""
     model = harden.create_model("cnn-small", 10, 1, (8, 8))
-    script = iter([0.30, 0.45, 0.05, 0.05])
+    script = iter([0.30, 0.45, 0.05, 0.05, 0.05])
     snapshots = []
 
     def measure(m):
@@ -92,11 +112,33 @@ def test_monitor_stops_and_keeps_the_best_epochs_weights(digits):
         z = m(x)
         return torch.nn.functional.cross_entropy(z, y), z, {}
 
-    res = fit(model, digits, TrainConfig(epochs=4, batch_size=64, lr=0.05, augment="none"), torch.device("cpu"),
+    res = fit(model, digits, TrainConfig(epochs=5, batch_size=64, lr=0.05, augment="none"), torch.device("cpu"),
               step=step, monitor=Monitor(measure, "val_robust", catastrophic_overfitting))
-    assert len(res.history) == 3 and res.best_epoch == 2 and "catastrophic overfitting" in res.stopped
+    assert len(res.history) == 4 and res.best_epoch == 2 and "catastrophic overfitting" in res.stopped
     assert all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[1].items())
-    assert not all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[2].items())
+    assert not all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[3].items())
+
+
+def test_catastrophic_overfitting_stop_trips_on_a_real_fgsm_run(digits_ckpt, digits):
+    """A run built to overfit: FGSM without a random start (one signed step of eps from the clean image) at eps 0.3
+    with no ramp. Measured (seeds 0-2, one thread): the single-step attack's validation accuracy climbs to 0.16-0.20
+    while PGD's stays at 0.00-0.01 and the stop trips at epochs 6-11 of 15. The weights written are the best
+    epoch's: the returned model gives exactly that epoch's validation figures again."""
+    epochs, eps, val_frac = 15, 0.3, 0.3
+    res = harden.fix(digits_ckpt, digits, sets=[f"eps={eps}", "eps_ramp=0", f"val_frac={val_frac}", "attack=pgd",
+                                                "steps=1", "restarts=0", "step=eps/1"],
+                     data_frac=0.5, epochs=epochs, device="cpu", report=False)
+    hist, extra = res.history, res.model.spec.extra
+    assert "defeats the single-step attack" in extra["stopped"] and len(hist) < epochs
+    assert hist[-1]["val_train_attack"] - hist[-1]["val_robust"] >= 0.15
+    best = max(range(len(hist)), key=lambda i: hist[i]["val_robust"]) + 1
+    assert extra["best_epoch"] == best
+    sub = harden.subsample(digits, 0.5, 0)
+    _, val, _ = split_validation(sub, val_frac, seed=0)
+    xv = fit_size(to_tensor(val.x_train, "cpu"), tuple(res.model.spec.input_size))
+    again = validate(res.model, xv, torch.from_numpy(val.y_train), validation_attack("pgd:steps=10", eps),
+                     extra["recipe_train"]["batch_size"], 0)
+    assert (again["val_clean"], again["val_robust"]) == (hist[best - 1]["val_clean"], hist[best - 1]["val_robust"])
 
 
 def test_ema_returns_the_moving_average_of_the_trajectory(digits):
