@@ -59,7 +59,7 @@ def main():
     base = harden.load(args.base, device=device)
     eps = harden.attacks.parse_number(args.eps) if args.eps else None
     epochs = {k: int(v) for k, v in (p.split(":") for p in args.epochs.split(",") if p)}
-    rows = []
+    rows, runs = [], []  # runs: each fix's per-epoch history, kept epoch and early stop
     t = time.perf_counter()
     from harden.attacks import DEFAULT_ATTACKS, expand_suites
     attacks = expand_suites(args.attack or list(DEFAULT_ATTACKS))
@@ -102,8 +102,10 @@ def main():
                                                                 ".safetensors"), force=True)
             print(f"{label}: fix {fix_s:.0f} s ({res.model.spec.extra['subset']['n']} images, "
                   f"{len(res.history)} epochs)", flush=True)
-            write(args, device, rows)  # after every recipe: a long run that stops early keeps its rows
-    print(write(args, device, rows))
+            runs.append({"model": label, "best_epoch": res.model.spec.extra.get("best_epoch"),
+                         "stopped": res.model.spec.extra.get("stopped"), "history": res.history})
+            write(args, device, rows, runs)  # after every recipe: a long run that stops early keeps its rows
+    print(write(args, device, rows, runs))
 
 
 def epochs_for(table: dict[str, int], recipe: str, frac: float) -> int | None:
@@ -112,7 +114,7 @@ def epochs_for(table: dict[str, int], recipe: str, frac: float) -> int | None:
     return parsed.get((recipe, frac), parsed.get(("", frac)))
 
 
-def write(args, device, rows) -> str:
+def write(args, device, rows, runs=()) -> str:
     meta = dict(date=str(date.today()), device=str(device),
                 device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
                 threads=torch.get_num_threads(), data=args.data, base=args.base, n=args.n,
@@ -120,7 +122,7 @@ def write(args, device, rows) -> str:
                 sets=args.set, epochs=args.epochs, amp=args.amp, attacks=args.attack or "default six")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "runs": list(runs)}, indent=2))
     cols = [c for c in rows[0] if c not in ("model", "threat_model", "fix_seconds", "masking")]
     lines = [f"| model | threat model | fix s | {' | '.join(cols)} | masking flags |",
              "|---|---|---|" + "---|" * len(cols) + "---|"]
