@@ -6,8 +6,9 @@ Training attacks: PGD with a random start (all steps, the high-loss last iterate
 N-FGSM (de Jorge et al. 2022). Optionally adversarial weight perturbation (AWP, Wu et al. 2020: `awp_gamma`).
 An eps ramp over the first epochs. A validation slice carved from the fraction (stratified, seeded, recorded in
 the metadata) is attacked with PGD after every epoch: the best epoch's weights are kept (robust overfitting, Rice
-et al. 2020) and training stops on catastrophic overfitting (validation PGD accuracy collapsing while accuracy on
-the single-step training examples climbs, Wong et al. 2020 section 5), saying so.
+et al. 2020) and training stops on catastrophic overfitting (Wong et al. 2020 section 5: a single-step training
+attack that the model has learned to defeat on the validation slice while PGD still succeeds, or validation PGD
+accuracy collapsing while accuracy on the training examples climbs), saying so.
 
 ART's trainers (AdversarialTrainer, the Madry and FBF trainers, TRADES) each run a loop of their own, without
 the data-fraction subsets, validation-based weight selection or shared progress and metadata, so `at` is the
