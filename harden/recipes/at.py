@@ -131,7 +131,7 @@ def catastrophic_overfitting(history: list[dict], full_budget_epoch: int = 1) ->
         return (h["val_robust"] < DEFEATED_RATIO * single and single - h["val_robust"] >= DEFEATED_GAP
                 and single - full[0]["val_train_attack"] >= DEFEATED_CLIMB)
 
-    if len(full) > SUSTAINED_EPOCHS and all(defeated(h) for h in full[-SUSTAINED_EPOCHS:]) and full[-1] is now:
+    if len(full) > SUSTAINED_EPOCHS and all(defeated(h) for h in full[-SUSTAINED_EPOCHS:]):
         return (f"catastrophic overfitting: the training attack leaves {now['val_train_attack']:.3f} of the validation "
                 f"images correctly classified (epoch {full[0]['epoch']}: {full[0]['val_train_attack']:.3f}), PGD "
                 f"{now['val_robust']:.3f}, for {SUSTAINED_EPOCHS} epochs; the model defeats the single-step attack "
