@@ -6,19 +6,23 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load, save, sha256_file
-from .data import ImageData, load_data, subsample
+from .data import Data, DataTarget, FileData, load_data, subsample
 from .errors import HardenError
 from .models import Classifier, create_model
 from .runtime import resolve_device, seed_everything
 from .training import TrainConfig, fit
 
 
-def train(arch: str, data: ImageData, cfg: TrainConfig, device: str | torch.device = "auto") -> Classifier:
+def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = "auto") -> Classifier:
     """Train a plain base model (for demos, benchmarks and tests): SGD + OneCycle, optional focal loss."""
     device = resolve_device(device)
     seed_everything(cfg.seed)
     mean, std = data.mean_std()
-    model = create_model(arch, data.num_classes, data.in_chans, data.input_size, mean, std, data=data.source)
+    pre = {}
+    if isinstance(data, FileData):  # the transform the model is trained with is the one it is evaluated with
+        pre = dict(interpolation=data.preprocess.interpolation, crop_pct=data.preprocess.crop_pct,
+                   crop_mode=data.preprocess.crop_mode)
+    model = create_model(arch, data.num_classes, data.in_chans, data.input_size, mean, std, data=data.source, **pre)
     model.spec.extra["train"] = {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
                                  "augment": cfg.augment, "focal_gamma": cfg.focal_gamma, "seed": cfg.seed,
                                  "subset": data.subset}
@@ -29,15 +33,17 @@ def train(arch: str, data: ImageData, cfg: TrainConfig, device: str | torch.devi
     return model
 
 
-def data_for(model: Classifier, data: str | None) -> ImageData:
-    """The evaluation data: --data, else what the checkpoint's metadata names."""
+def data_for(model: Classifier, data: str | None, **target) -> Data:
+    """The evaluation data: --data, else what the checkpoint's metadata names. `target`: DataTarget's workers,
+    class_map, skip_unreadable (files are decoded through the model's own transform, their classes mapped to its
+    outputs)."""
     spec = data or model.spec.data
     if not spec:
         raise HardenError("The checkpoint does not name its data; pass --data (digits, an .npz, a CIFAR-10 "
                           "batches folder or an image folder).")
     if not data and spec != "digits" and not Path(spec).exists():
         raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
-    return load_data(spec)
+    return load_data(spec, DataTarget.for_model(model, **target))
 
 
 __all__ = ["load", "save", "sha256_file", "train", "data_for", "load_data", "subsample", "create_model"]

@@ -1,5 +1,6 @@
-"""Checkpoints: safetensors (primary, model facts in its metadata) and .pt/.pth/.bin state dicts
-(only through torch.load(weights_only=True)). Saving is atomic and never overwrites without force."""
+"""Checkpoints: safetensors (primary, model facts in its metadata), .pt/.pth/.bin state dicts (only through
+torch.load(weights_only=True)) and timm hub folders (config.json + model.safetensors or pytorch_model.bin). Saving
+is atomic and never overwrites without force."""
 from __future__ import annotations
 
 import hashlib
@@ -13,16 +14,22 @@ import torch
 
 from .errors import HardenError
 from .models import Classifier, create_model, is_known_arch
+from .models.config import SPEC_KEYS, hub_weights, is_hub_folder, read_hub_config, resolve
 from .runtime import warn
 
 FORMAT_VERSION = "1"
 SAFETENSORS_EXT = {".safetensors"}
-# Metadata keys that describe the architecture; CLI flags can supply or override them.
-SPEC_KEYS = ("arch", "num_classes", "in_chans", "input_size", "mean", "std")
+# spec values kept beside the architecture's (in spec.extra, so they travel in the metadata)
+CONFIG_EXTRA = ("test_input_size", "test_crop_pct", "label_names")
 PATCH_PREFIX = "patch."  # a recipe's added modules; architecture keys stay unprefixed
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """The file's sha256; for a hub folder, the sha256 of its config's and its weights' digests."""
+    path = Path(path)
+    if is_hub_folder(path):
+        parts = [sha256_file(path / "config.json"), sha256_file(hub_weights(path))]
+        return hashlib.sha256("".join(parts).encode()).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -34,8 +41,10 @@ def _check_readable(path: Path) -> None:
     if not path.exists():
         raise HardenError(f"Checkpoint {str(path)!r} does not exist.")
     if path.is_dir():
-        raise HardenError(f"{str(path)!r} is a directory; give the path of a checkpoint file "
-                          "(.safetensors, .pt, .pth or .bin).")
+        if is_hub_folder(path):
+            return
+        raise HardenError(f"{str(path)!r} is a directory without config.json; give a checkpoint file (.safetensors, "
+                          ".pt, .pth or .bin) or a timm hub folder (config.json + model.safetensors).")
     if path.stat().st_size == 0:
         raise HardenError(f"Checkpoint {str(path)!r} is empty (0 bytes); it was probably not written completely.")
 
@@ -45,6 +54,8 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     from . import formats
     path = Path(path)
     _check_readable(path)
+    if path.is_dir():  # a hub folder: its weights file (the config is read by load)
+        path = hub_weights(path)
     kind = formats.sniff_format(path)
     if kind == formats.SAFETENSORS:
         from safetensors import SafetensorError, safe_open
@@ -80,24 +91,24 @@ def encode_meta(meta: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v) for k, v in meta.items() if v is not None}
 
 
-def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path) -> dict[str, Any]:
-    spec = {k: meta[k] for k in SPEC_KEYS if k in meta}
+def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """(spec, where each value came from): flags, the checkpoint's metadata, a hub folder's config.json, timm's
+    pretrained config, defaults (models/config.py)."""
     for k, v in overrides.items():
-        if v is None:
-            continue
-        if k in spec and _norm(spec[k]) != _norm(v):
-            warn(f"--{k.replace('_', '-')} {v} overrides the checkpoint's metadata ({spec[k]}).")
-        spec[k] = v
-    missing = [k for k in ("arch", "num_classes") if k not in spec]
-    if missing:
-        flags = " ".join(f"--{k.replace('_', '-')}" for k in missing)
-        raise HardenError(f"{str(path)!r} does not say its {' and '.join(missing)} (a plain state dict has no "
-                          f"metadata); pass {flags}, and --in-chans/--input-size/--mean/--std if they are not "
-                          "3 / 32x32 / 0 / 1.")
-    if not is_known_arch(str(spec["arch"])):
+        if v is not None and meta.get(k) is not None and _norm(meta[k]) != _norm(v):
+            warn(f"--{k.replace('_', '-')} {v} overrides the checkpoint's metadata ({meta[k]}).")
+    hub = read_hub_config(path) if is_hub_folder(path) else None
+    if overrides.get("arch") is None and meta.get("arch") is None and hub is None:
+        missing = "architecture" + (" and number of classes" if overrides.get("num_classes") is None else "")
+        raise HardenError(f"{str(path)!r} does not say its {missing} (a plain state dict has no metadata); pass "
+                          "--arch" + (" and --num-classes" if overrides.get("num_classes") is None else "")
+                          + ". The preprocessing (--input-size, --mean, --std, --interpolation, --crop-pct) comes "
+                          "from timm's config for a timm name, else give it too.")
+    arch = overrides.get("arch") or meta.get("arch") or hub["arch"]
+    if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
-        _build_net(ModelSpec(arch=str(spec["arch"]), num_classes=2))
-    return spec
+        _build_net(ModelSpec(arch=str(arch), num_classes=2))
+    return resolve(overrides, meta, hub, path)
 
 
 def _norm(v):
@@ -110,18 +121,25 @@ def _norm(v):
 
 
 def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
-         in_chans: int | None = None, input_size=None, mean=None, std=None, key: str | None = None,
+         in_chans: int | None = None, input_size=None, mean=None, std=None, interpolation: str | None = None,
+         crop_pct: float | None = None, crop_mode: str | None = None, key: str | None = None,
          device: str | torch.device = "cpu") -> Classifier:
-    """Load a checkpoint into a Classifier (takes [0,1] pixels). Flags fill or override metadata; `key`
-    picks the state dict inside an ambiguous container (dotted path, e.g. 'state_dict.0')."""
+    """Load a checkpoint (a file, or a timm hub folder) into a Classifier (takes [0,1] pixels). Flags fill or
+    override metadata; `key` picks the state dict inside an ambiguous container (dotted path, e.g. 'state_dict.0').
+    `model.config_sources` says where each value of the spec came from."""
     path = Path(path)
     state, meta = read_checkpoint(path, key)
-    spec = _merge_spec(meta, dict(arch=arch, num_classes=num_classes, in_chans=in_chans,
-                                  input_size=input_size, mean=mean, std=std), path)
-    model = create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec.get("in_chans", 3)),
-                         tuple(spec.get("input_size", (32, 32))), tuple(_as_list(spec.get("mean", [0.0]))),
-                         tuple(_as_list(spec.get("std", [1.0]))), data=str(meta.get("data", "")))
+    spec, sources = _merge_spec(meta, dict(arch=arch, num_classes=num_classes, in_chans=in_chans,
+                                           input_size=input_size, mean=mean, std=std, interpolation=interpolation,
+                                           crop_pct=crop_pct, crop_mode=crop_mode), path)
+    model = create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec["in_chans"]),
+                         tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
+                         tuple(_as_list(spec["std"])), data=str(meta.get("data", "")),
+                         interpolation=str(spec["interpolation"]), crop_pct=float(spec["crop_pct"]),
+                         crop_mode=str(spec["crop_mode"]), model_args=dict(spec["model_args"] or {}))
+    model.config_sources = sources
     model.spec.extra.update({k: v for k, v in meta.items() if k not in SPEC_KEYS and k != "data"})
+    model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
     patch_state = {k[len(PATCH_PREFIX):]: v for k, v in state.items() if k.startswith(PATCH_PREFIX)}
     state = {k: v for k, v in state.items() if not k.startswith(PATCH_PREFIX)}
     if meta.get("recipe"):  # a hardened checkpoint: replay the recipe's attach, then load its weights

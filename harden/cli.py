@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import HardenError
-from .model_flags import ModelFlags, with_model_flags
+from .model_flags import DataFlags, ModelFlags, with_data_flags, with_model_flags
 from .recipes.base import DEFAULT_RECIPE as DEFAULT_RECIPE_NAME
 
 app = typer.Typer(name="harden", add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
@@ -58,6 +58,7 @@ def _load_model(path: Path, flags, device):
 
 
 @app.command()
+@with_data_flags
 def train(
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the trained .safetensors."),
     data: str = typer.Option("digits", "--data", help="digits, an .npz, a CIFAR-10 batches folder or image folder."),
@@ -73,16 +74,19 @@ def train(
     data_frac: float = typer.Option(1.0, "--data-frac", help="Stratified fraction of the training split, (0, 1]."),
     amp: str = AmpOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
-    debug: bool = DebugOpt,
+    debug: bool = DebugOpt, data_flags: DataFlags = None,
 ):
     """Train a plain base model (SGD + OneCycle) for demos, benchmarks and tests."""
     _setup(quiet)
     from .api import train as train_model
     from .checkpoint import check_output_path, save
-    from .data import load_data, subsample
+    from .data import DataTarget, load_data, subsample
     from .training import TrainConfig
     check_output_path(output, [], force)
-    ds = subsample(load_data(data), data_frac, seed) if data_frac != 1.0 else load_data(data)
+    if data_flags.test_size:
+        raise HardenError("--test-size chooses a model's evaluation size; train has no model yet.")
+    ds = load_data(data, DataTarget(**{k: v for k, v in data_flags.target_kwargs().items() if k != "test_size"}))
+    ds = subsample(ds, data_frac, seed) if data_frac != 1.0 else ds
     if augment == "auto":
         augment = "crop" if ds.kind == "mnist-like" else "seed000"
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, focal_gamma=focal_gamma,
@@ -91,7 +95,7 @@ def train(
     if not _all_ranks_done():
         return
     save(model, output, force=force)
-    out.print(f"wrote {output} ({arch}, {ds.source}, {len(ds.x_train)} training images, "
+    out.print(f"wrote {output} ({arch}, {ds.source}, {ds.n_train} training images, "
               f"{model.spec.extra['train']['seconds']:.1f} s)")
 
 
@@ -99,7 +103,7 @@ def train(
 @with_model_flags
 def inspect(
     checkpoint: Path = typer.Argument(..., help="A checkpoint: safetensors or any torch file (format found by "
-                                      "content)."),
+                                      "content), or a timm hub folder (config.json + model.safetensors)."),
     debug: bool = DebugOpt, model_flags: ModelFlags = None,
 ):
     """Show a checkpoint's metadata, parameter count, taps, head, output kind and hash; check that it loads."""
@@ -113,17 +117,28 @@ def inspect(
     t.add_column(style="bold")
     t.add_column()
     s = model.spec
-    rows = [("arch", s.arch), ("num_classes", s.num_classes), ("in_chans", s.in_chans),
-            ("input_size", f"{s.input_size[0]}x{s.input_size[1]}"), ("mean", s.mean), ("std", s.std),
+    src = getattr(model, "config_sources", {})
+
+    def said(key: str, value) -> str:  # each value with where it came from
+        return f"{value}  [dim]({src[key]})[/]" if key in src else str(value)
+    from .data import Preprocess
+    rows = [("arch", said("arch", s.arch)), ("num_classes", said("num_classes", s.num_classes)),
+            ("in_chans", said("in_chans", s.in_chans)),
+            ("input_size", said("input_size", f"{s.input_size[0]}x{s.input_size[1]}")),
+            ("interpolation", said("interpolation", s.interpolation)), ("crop_pct", said("crop_pct", s.crop_pct)),
+            ("crop_mode", said("crop_mode", s.crop_mode)), ("mean", said("mean", s.mean)), ("std", said("std", s.std)),
+            ("evaluation transform", Preprocess.of(s).describe() + " (image files)"),
             ("data", s.data or "-"), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
             ("taps", _taps(model)),
             ("head", _head(model)),
             ("loaded", "; ".join(getattr(model, "load_notes", [])) or "keys as saved"),
             ("output kind", detect_output_kind(model, torch.rand(2, s.in_chans, *s.input_size))),
             ("sha256", sha256_file(checkpoint))]
-    rows += [(k, v) for k, v in meta.items() if k not in {r[0] for r in rows}]
+    if s.model_args:
+        rows.append(("model_args", said("model_args", s.model_args)))
+    rows += [(k, escape(str(v))) for k, v in meta.items() if k not in {r[0] for r in rows}]
     for k, v in rows:
-        t.add_row(k, str(v))
+        t.add_row(k, v if isinstance(v, str) else str(v))
     out.print(t)
 
 
@@ -147,11 +162,13 @@ def _head(model) -> str:
 
 @app.command("eval")
 @with_model_flags
+@with_data_flags
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="The model to evaluate."),
     data: Optional[str] = typer.Option(None, "--data", help="Test data (default: what the checkpoint names)."),
-    n: int = typer.Option(500, "--num-images", "--n", help="Number of test images (the first n); --num-images is the "
-                          "spelling torchrun's parser cannot mistake for its own --nnodes / --nproc-per-node."),
+    n: int = typer.Option(500, "--num-images", "--n", help="Number of test images (the first n of in-memory data; a "
+                          "seeded stratified sample of image files); --num-images is the spelling torchrun's parser "
+                          "cannot mistake for its own --nnodes / --nproc-per-node."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attack or preset with options, e.g. "
                                                "pgd:steps=50,step=0.005 (repeatable; default: the six; "
                                                "'seed004' = fgsm, random-fgsm, jsma, deepfool, cw-l2; "
@@ -173,7 +190,7 @@ def eval_cmd(
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     attack_amp: str = AttackAmpOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
-    debug: bool = DebugOpt, model_flags: ModelFlags = None,
+    debug: bool = DebugOpt, model_flags: ModelFlags = None, data_flags: DataFlags = None,
 ):
     """Robust accuracy under FGSM, PGD, AutoPGD, C&W, DeepFool and JSMA, with a release gate.
     Under torchrun the images are shared out across the processes and rank 0 writes the outputs."""
@@ -208,7 +225,7 @@ def eval_cmd(
         src_flags = ModelFlags(**{k: v for k, v in model_flags.given().items()
                                   if k == "key" or k not in src_meta})
         source = _load_model(craft_on, src_flags, dev)
-    ds = data_for(model, data)
+    ds = data_for(model, data, **data_flags.target_kwargs())
     report = evaluate(model, ds, attacks=attacks, n=n, eps_l2=parse_number(eps_l2), max_l0=parse_number(max_l0),
                       craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                       model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
@@ -261,6 +278,7 @@ def _say_written(html_path, plots) -> None:
 
 @app.command()
 @with_model_flags
+@with_data_flags
 def fix(
     checkpoint: Path = typer.Argument(..., help="The base model to harden (never written to)."),
     recipe: str = typer.Option(DEFAULT_RECIPE_NAME, "--recipe", help="Recipe name (see `harden recipes`) or a "
@@ -287,7 +305,7 @@ def fix(
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm batch statistics over "
                                  "every process's share (SyncBatchNorm) instead of each process's own."),
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
-    debug: bool = DebugOpt, model_flags: ModelFlags = None,
+    debug: bool = DebugOpt, model_flags: ModelFlags = None, data_flags: DataFlags = None,
 ):
     """Harden a checkpoint with a recipe on a fraction of its data; print the before/after report.
     Under torchrun each process trains on its share of every batch and rank 0 writes the outputs."""
@@ -314,7 +332,7 @@ def fix(
         check_output_path(p, [checkpoint], force)
     if not checkpoint.is_file():
         from .checkpoint import read_checkpoint
-        read_checkpoint(checkpoint)  # the detailed message for missing / directory / empty
+        read_checkpoint(checkpoint)  # the detailed message for missing / directory / empty (a hub folder reads)
     base_sha = sha256_file(checkpoint)
     from .attacks import build_attack, parse_number
     train_eps = recipe_cfg["params"].get("eps")  # the report's L-inf budget is the recipe's training budget
@@ -325,7 +343,8 @@ def fix(
                      epochs=epochs, batch_size=batch_size, lr=lr, device=device, report_n=n,
                      attacks=expand_suites(attack or DEFAULT_ATTACKS), report=report, metrics=metrics,
                      masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
-                     curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp)
+                     curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
+                     data_target=data_flags.target_kwargs())
     if sha256_file(checkpoint) != base_sha:
         raise RuntimeError("internal error: the input checkpoint changed")
     if not _all_ranks_done():
@@ -383,6 +402,7 @@ def import_cmd(
 
 @app.command()
 @with_model_flags
+@with_data_flags
 def export(
     checkpoint: Path = typer.Argument(..., help="The model to export (hardened or not)."),
     output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write."),
@@ -391,6 +411,7 @@ def export(
     n: int = typer.Option(64, "--num-images", "--n", min=1, help="Images for the onnxruntime check."),
     opset: int = typer.Option(17, "--opset", min=9, help="ONNX opset."),
     force: bool = ForceOpt, quiet: bool = QuietOpt, debug: bool = DebugOpt, model_flags: ModelFlags = None,
+    data_flags: DataFlags = None,
 ):
     """Export the whole model (normalisation, recipe modules) to ONNX with a dynamic batch axis and check it with
     onnxruntime: exit 1 when the predictions disagree."""
@@ -405,9 +426,10 @@ def export(
     x, images = torch.rand(n, s.in_chans, *s.input_size, generator=torch.Generator().manual_seed(0)), "random pixels"
     if data or (s.data and (s.data == "digits" or Path(s.data).exists())):
         from .api import data_for
-        from .data import fit_size, to_tensor
-        ds = data_for(model, data)
-        x, images = fit_size(to_tensor(ds.x_test[:n]), tuple(s.input_size)), f"test images of {ds.source}"
+        from .data import fit_size
+        ds = data_for(model, data, **data_flags.target_kwargs())
+        x = fit_size(ds.images("test", ds.eval_indices(n, 0))[0], tuple(s.input_size))
+        images = f"test images of {ds.source}"
     check = export_onnx(model, output, x, images, opset=opset)
     out.print(f"wrote {output} (opset {opset}, dynamic batch axis)")
     mark = "[green]OK[/]" if check.ok else "[red]MISMATCH[/]"

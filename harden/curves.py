@@ -44,9 +44,9 @@ def at_budget(atk: Attack, eps: float) -> Attack:
 
 
 def robustness_curves(model, source, atks, results, budgets, x, y, correct, batch_size, device, seed,
-                      cascades: bool = True, attack_amp: str = "off") -> dict[str, list[list[float]]]:
-    """cascades=False leaves multi-stage attacks (autoattack) out: the default curve of --html must stay cheap."""
-    from .evaluate import _attack_once
+                      cascades: bool = True, attack_amp: str = "off", *, attack_once) -> dict[str, list[list[float]]]:
+    """cascades=False leaves multi-stage attacks (autoattack) out: the default curve of --html must stay cheap.
+    `attack_once` is the report's attack runner (evaluate passes its own: curves never imports evaluate)."""
     clean = float(correct.float().mean())
     curves: dict[str, list[list[float]]] = {}
     for ai, (atk, res) in enumerate(zip(atks, results, strict=True)):
@@ -59,7 +59,7 @@ def robustness_curves(model, source, atks, results, budgets, x, y, correct, batc
             elif abs(b - res.budget) < 1e-9:
                 acc = res.robust_accuracy
             else:
-                r, _ = _attack_once(model, source, at_budget(atk, b), f"{res.name}@{b:.3g}", b, x, y, correct, None,
+                r, _ = attack_once(model, source, at_budget(atk, b), f"{res.name}@{b:.3g}", b, x, y, correct, None,
                                     batch_size, device, seed * 1_000_003 + ai * 10_007 + bi * 101,
                                     attack_amp=attack_amp)
                 acc = r.robust_accuracy

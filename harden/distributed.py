@@ -56,9 +56,8 @@ def setup(device: str | torch.device = "auto") -> torch.device:
     """Initialise the process group when torchrun launched this process (idempotent) and return the device of
     this rank: cuda:LOCAL_RANK with nccl where CUDA is asked for or available, else the CPU with gloo."""
     from .errors import HardenError
-    from .runtime import resolve_device
     if not launched():
-        return resolve_device(device)
+        raise RuntimeError("distributed.setup outside torchrun (runtime.resolve_device only calls it under torchrun)")
     spec = str(device).strip().lower()
     if spec not in ("auto", "cpu", "cuda"):
         raise HardenError(f"--device {device!r} under torchrun: give auto, cpu or cuda; each rank takes the device of "
@@ -124,7 +123,7 @@ def run_my_batches(fn: Callable[[int, int], T], n: int, batch_size: int, device:
                    on_batch: Callable[[int], None] | None = None) -> list[T]:
     """fn(start, stop) over this rank's batches of [0, n) (all of them in one process), positions in the whole
     set; CUDA out-of-memory halving applies inside each batch."""
-    from .runtime import run_batched
+    from .batching import run_batched
     out: list[T] = []
     for s0, e0 in my_batches(n, batch_size):
         out += run_batched(lambda s, e, s0=s0: fn(s0 + s, s0 + e), e0 - s0, batch_size, device, on_batch)

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from .attacks import DEFAULT_ATTACKS, Attack, build_attack, perturbation_norm
-from .data import ImageData, check_fits, fit_size, to_tensor
-from .errors import HardenError
+from .data import Data, check_fits, fit_size, index_hash, is_on_disk
 from .runtime import frozen, progress, resolve_device, run_batched
 
 # Budgets for the minimal-perturbation attacks (an image counts as robust when the attack fails or needs
@@ -72,6 +71,9 @@ class Report:
     curves: dict[str, list[list[float]]] = field(default_factory=dict)
     attack_precision: str = "fp32"  # the attacks' arithmetic: fp32, or bf16 / fp16 autocast (--attack-amp)
     processes: int = 1  # torchrun ranks that shared the attacks
+    # which images: the data's identity (layout, listing hash, preprocessing), the evaluated indices' hash, files
+    # skipped as unreadable; for files, "after resize and crop" says where the budgets' pixels live
+    data_details: dict[str, Any] = field(default_factory=dict)
 
     def metric_values(self) -> dict[str, float]:
         """Flat names the gate uses: clean, <attack>, <attack>.success, <attack>.median_norm, metrics."""
@@ -105,27 +107,21 @@ class Report:
                 "values": {k: round(v, 4) for k, v in self.metric_values().items()}}
 
 
-def _select(data: ImageData, n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    if len(data.x_test) == 0:
-        raise HardenError(f"The test split of {data.source} is empty.")
-    n = len(data.x_test) if n is None or n <= 0 else min(n, len(data.x_test))
-    return data.x_test[:n], data.y_test[:n]
-
-
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     with torch.no_grad():
         outs = run_batched(lambda s, e: model(x[s:e]).argmax(1), len(x), batch_size, device)
     return torch.cat(outs)
 
 
-def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attack] = DEFAULT_ATTACKS,
+def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] = DEFAULT_ATTACKS,
              n: int | None = 500, eps: float | None = None, eps_l2: float = DEFAULT_EPS_L2,
              max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int = 128,
              device: str | torch.device = "auto", seed: int = 0, metrics: bool = True, model_name: str = "model",
              craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
              attack_amp: str = "off") -> Report:
-    """Robustness report of `model` on the first n test images of `data`. `examples`: adversarial examples kept
+    """Robustness report of `model` on n test images of `data` (the first n of in-memory data; a seeded stratified
+    sample of files, decoded through the model's evaluation transform). `examples`: adversarial examples kept
     per attack (for pictures); `curve`: L-inf budgets at which the L-inf attacks are run again (curves.py);
     curve_cascades=False leaves autoattack out of the curve; attack_amp (off | bf16 | fp16) runs the attacks under
     autocast (the report says which precision they used). Under torchrun the attacks are sharded across the ranks
@@ -140,10 +136,17 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
         check_fits(data, craft_on.spec.in_chans, craft_on.spec.num_classes)
     model = model.to(device).eval()
     source = craft_on.to(device).eval() if craft_on is not None else model
-    xs, ys = _select(data, n)
-    size = tuple(spec.input_size) if spec is not None else data.input_size
-    x = fit_size(to_tensor(xs, device), size)
-    y = torch.from_numpy(ys).to(device)
+    idx = data.eval_indices(n, seed)
+    skipped_before = len(getattr(data, "skipped", []))
+    x, y = data.images("test", idx, device)
+    # files come at the size their transform made (the model's, or timm's test size); arrays are resized to the model's
+    size = tuple(spec.input_size) if spec is not None and not is_on_disk(data) else data.input_size
+    x = fit_size(x, size)
+    details = {**data.identity(), "images_sha256": index_hash(idx)}
+    if is_on_disk(data):
+        details["pixels"] = (f"budgets in [0, 1] pixels after the model's transform: {data.preprocess.describe()}"
+                             + (f" ({data.size_note})" if data.size_note else ""))
+        details["skipped_unreadable"] = len(data.skipped) - skipped_before
     threat = "white-box" if craft_on is None else f"transfer from {craft_name or 'source model'}"
     # Attacks and losses need logits (or log-probabilities, the same up to a shift): a probability output is
     # attacked through its logarithm; predictions are unchanged by it.
@@ -186,7 +189,7 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
     if curve:
         from .curves import robustness_curves
         curves = robustness_curves(model, source, atk_objs, results, list(curve), x, y, correct, batch_size, device,
-                                   seed, cascades=curve_cascades, attack_amp=attack_amp)
+                                   seed, cascades=curve_cascades, attack_amp=attack_amp, attack_once=_attack_once)
     from . import distributed
     extra_metrics = distributed.from_main(lambda: _seed004_metrics(model, x, y, batch_size, device)) if metrics else {}
     flags = []
@@ -201,7 +204,7 @@ def evaluate(model: nn.Module, data: ImageData, *, attacks: Sequence[str | Attac
                   attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
                   robust_images={k: v.cpu() for k, v in robust_by_attack.items()}, curves=curves,
                   class_names=data.class_names, attack_precision=_PRECISION[attack_amp],
-                  processes=distributed.world(),
+                  processes=distributed.world(), data_details=details,
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)

@@ -13,7 +13,7 @@ import torch
 from .attacks import DEFAULT_ATTACKS
 from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
-from .data import ImageData, check_fits, load_data, subsample
+from .data import Data, DataTarget, FileData, check_fits, load_data, subsample
 from .errors import HardenError
 from .evaluate import Report, evaluate
 from .models import Classifier
@@ -50,19 +50,21 @@ def state_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, recipe: str = DEFAULT_RECIPE,
+def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe: str = DEFAULT_RECIPE,
         sets: Sequence[str] = (), data_frac: float = 0.1, seed: int = 0, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",
         report_n: int | None = 500, attacks: Sequence[str] = DEFAULT_ATTACKS, report: bool = True,
         base_name: str | None = None, metrics: bool = True, masking_checks: bool = True,
         model_flags: dict | None = None, curve: Sequence[float] | None = None,
-        curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off") -> FixResult:
+        curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off",
+        data_target: dict | None = None) -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
     `amp` (off | bf16 | fp16) is the training step's precision, `attack_amp` the report attacks' one; `sync_bn`
     synchronises BatchNorm statistics across torchrun's ranks (CUDA). Under torchrun every rank calls fix and
-    trains on its share; the reports are sharded (see harden/distributed.py)."""
+    trains on its share; the reports are sharded (see harden/distributed.py). `data_target`: DataTarget's workers,
+    class_map and skip_unreadable for image files."""
     device = resolve_device(device)
     config = apply_overrides(load_recipe_config(recipe), list(sets))
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
@@ -78,7 +80,7 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
     if base_model.spec.extra.get("recipe"):
         raise HardenError(f"{base_name} is already hardened (recipe {base_model.spec.extra.get('recipe')}); "
                           "fix its base instead.")
-    if isinstance(data, ImageData):
+    if isinstance(data, Data):
         ds = data
     else:
         spec = data or base_model.spec.data
@@ -86,7 +88,11 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
             raise HardenError("The checkpoint does not name its data; pass --data.")
         if not data and spec != "digits" and not Path(spec).exists():
             raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
-        ds = load_data(spec)
+        ds = load_data(spec, DataTarget.for_model(base_model, **(data_target or {})))
+    if isinstance(ds, FileData) and not ds.has_split("train") and ds.layout == "list":
+        ds = ds.with_held_out_test()
+        info(f"{ds.source} has no split column: a stratified {ds.held_out['fraction']:g} of it "
+             f"({ds.held_out['n']} images) is held out as the test split; training never sees it")
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
     train_ds = subsample(ds, data_frac, seed)
     rcp = get_recipe(config["name"])
@@ -102,7 +108,7 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
     if str(train_cfg.get("epochs")) == "auto":
         train_cfg["epochs"] = rcp.auto_epochs(data_frac)
     if str(train_cfg.get("batch_size")) == "auto":
-        train_cfg["batch_size"] = rcp.auto_batch_size(len(train_ds.x_train))
+        train_cfg["batch_size"] = rcp.auto_batch_size(train_ds.n_train)
     for key in ("epochs", "batch_size"):
         try:  # a recipe file's "auto" makes --set epochs=N a string
             train_cfg[key] = int(train_cfg[key])
@@ -115,7 +121,7 @@ def fix(base: str | Path | Classifier, data: str | ImageData | None = None, *, r
     model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs, batch and augmentation resolved
     cfg = TrainConfig(seed=seed, amp=amp, sync_bn=sync_bn, **train_cfg)
     before = state_digest(model.net)
-    info(f"recipe {config['name']} ({config['file']}) on {len(train_ds.x_train)} images "
+    info(f"recipe {config['name']} ({config['file']}) on {train_ds.n_train} images "
          f"({data_frac:g} of {ds.source}), {cfg.epochs} epochs, batch {cfg.batch_size}")
     result = rcp.train(model, train_ds, config["params"], cfg, device)
     if rcp.frozen_base() and state_digest(model.net) != before:

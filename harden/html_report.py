@@ -9,7 +9,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-from .report_io import run_where
 
 FIG_DPI = 100
 
@@ -22,6 +21,16 @@ def _plt():
     import matplotlib.pyplot as plt
     plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "harden"})
     return plt
+
+
+def run_where(report) -> str:
+    """'cpu', or 'cuda:0 x 8 processes, attacks in bf16 autocast' (a Report or its JSON dict)."""
+    get = (lambda k, d: report.get(k, d)) if isinstance(report, dict) else (lambda k, d: getattr(report, k, d))
+    text = str(get("device", "?"))
+    if int(get("processes", 1)) > 1:
+        text += f" x {get('processes', 1)} processes"
+    precision = get("attack_precision", "fp32")
+    return text + (f", attacks in {precision}" if precision != "fp32" else "")
 
 
 def _png(fig) -> bytes:

@@ -1,6 +1,7 @@
-"""The one set of model flags (`--arch --num-classes --in-chans --input-size --mean --std --key`), defined once
-and added to every command that reads a model checkpoint by the `with_model_flags` decorator: the command
-receives them bundled as `model_flags: ModelFlags`."""
+"""The shared flag sets, each defined once and added to every command that needs it by a decorator: the model flags
+(`--arch --num-classes --in-chans --input-size --mean --std --interpolation --crop-pct --crop-mode --key`, bundled
+as `model_flags: ModelFlags`) and the on-disk data flags (`--workers --class-map --skip-unreadable`, bundled as
+`data_flags: DataFlags`)."""
 from __future__ import annotations
 
 import functools
@@ -25,6 +26,14 @@ _OPTIONS = {
                                          "(pixels in [0, 1]).", rich_help_panel="Model")),
     "std": (Optional[str], typer.Option(None, "--std", help="Per-channel std, comma-separated.",
                                         rich_help_panel="Model")),
+    "interpolation": (Optional[str], typer.Option(None, "--interpolation", help="Resize interpolation of images read "
+                                                  "from files: bilinear, bicubic, ... (default: the checkpoint's, else "
+                                                  "timm's config for the architecture).", rich_help_panel="Model")),
+    "crop_pct": (Optional[float], typer.Option(None, "--crop-pct", help="Evaluation crop fraction: the shorter side is "
+                                               "resized to size / crop-pct, then centre-cropped.",
+                                               rich_help_panel="Model")),
+    "crop_mode": (Optional[str], typer.Option(None, "--crop-mode", help="center, squash or border (timm's).",
+                                              rich_help_panel="Model")),
     "key": (Optional[str], typer.Option(None, "--key", help="Where the state dict sits in a container that holds "
                                         "several, as a dotted path (e.g. state_dict, ema, state_dict.0).",
                                         rich_help_panel="Model")),
@@ -39,13 +48,17 @@ class ModelFlags:
     input_size: str | None = None
     mean: str | None = None
     std: str | None = None
+    interpolation: str | None = None
+    crop_pct: float | None = None
+    crop_mode: str | None = None
     key: str | None = None
 
     def load_kwargs(self) -> dict:
         """Keyword arguments of harden.load."""
         return dict(arch=self.arch, num_classes=self.num_classes, in_chans=self.in_chans,
                     input_size=parse_size(self.input_size), mean=parse_floats(self.mean, "mean"),
-                    std=parse_floats(self.std, "std"), key=self.key)
+                    std=parse_floats(self.std, "std"), interpolation=self.interpolation, crop_pct=self.crop_pct,
+                    crop_mode=self.crop_mode, key=self.key)
 
     def given(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -70,21 +83,56 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         raise HardenError(f"--input-size takes HxW (e.g. 32x32), got {text!r}.") from None
 
 
-def with_model_flags(fn):
-    """Add the model flags to a typer command; it receives them as `model_flags`."""
-    sig = inspect.signature(fn)
-    params = [p for p in sig.parameters.values() if p.name != "model_flags"]
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann)
-             for name, (ann, opt) in _OPTIONS.items()]
-    # keep **kwargs-free keyword parameters in order: the command's own, then the model flags
-    new_sig = sig.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-                                      if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD else p
-                                      for p in params] + extra)
+_DATA_OPTIONS = {
+    "workers": (Optional[int], typer.Option(None, "--workers", min=0, help="Processes that decode image files (default: "
+                                            "one per core beside the main one, at most 8; 0 = decode in the main "
+                                            "process). The same seed and worker count give the same batches.",
+                                            rich_help_panel="Data")),
+    "class_map": (Optional[str], typer.Option(None, "--class-map", help="JSON or CSV file mapping folder name -> the "
+                                              "model's class index (folders of WordNet synsets map by themselves).",
+                                              rich_help_panel="Data")),
+    "skip_unreadable": (bool, typer.Option(False, "--skip-unreadable", help="Leave out image files that cannot be "
+                                           "decoded (the report counts them) instead of stopping.",
+                                           rich_help_panel="Data")),
+    "test_size": (bool, typer.Option(False, "--test-size", help="Evaluate image files at timm's test size and crop "
+                                     "(test_input_size, test_crop_pct) instead of the training size; the report "
+                                     "states which.", rich_help_panel="Data")),
+}
 
-    @functools.wraps(fn)
-    def wrapper(**kwargs):
-        flags = ModelFlags(**{k: kwargs.pop(k) for k in _OPTIONS})
-        return fn(**kwargs, model_flags=flags)
 
-    wrapper.__signature__ = new_sig
-    return wrapper
+@dataclass(frozen=True)
+class DataFlags:
+    workers: int | None = None
+    class_map: str | None = None
+    skip_unreadable: bool = False
+    test_size: bool = False
+
+    def target_kwargs(self) -> dict:
+        """Keyword arguments of harden.data.DataTarget.for_model."""
+        return asdict(self)
+
+
+def _with_flags(options: dict, bundle, name: str):
+    def deco(fn):
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.name != name]
+        extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann)
+                 for k, (ann, opt) in options.items()]
+        # keep **kwargs-free keyword parameters in order: the command's own, then the bundled flags
+        new_sig = sig.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                                          if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD else p
+                                          for p in params] + extra)
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs):
+            flags = bundle(**{k: kwargs.pop(k) for k in options})
+            return fn(**kwargs, **{name: flags})
+
+        wrapper.__signature__ = new_sig
+        return wrapper
+    return deco
+
+
+with_model_flags = _with_flags(_OPTIONS, ModelFlags, "model_flags")
+with_model_flags.__doc__ = "Add the model flags to a typer command; it receives them as `model_flags`."
+with_data_flags = _with_flags(_DATA_OPTIONS, DataFlags, "data_flags")

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .checkpoint import atomic_write_bytes
+from .html_report import run_where
 from .evaluate import Report
 
 
@@ -36,16 +37,6 @@ WORST_CASE_NOTE = "worst case: robust only if the image survives every attack ab
 
 def _failing_metrics(report: Report) -> set[str]:
     return {g["metric"] for g in report.gate if not g["passed"]}
-
-
-def run_where(report) -> str:
-    """'cpu', or 'cuda:0 x 8 processes, attacks in bf16 autocast' (a Report or its JSON dict)."""
-    get = (lambda k, d: report.get(k, d)) if isinstance(report, dict) else (lambda k, d: getattr(report, k, d))
-    text = str(get("device", "?"))
-    if int(get("processes", 1)) > 1:
-        text += f" x {get('processes', 1)} processes"
-    precision = get("attack_precision", "fp32")
-    return text + (f", attacks in {precision}" if precision != "fp32" else "")
 
 
 def render_terminal(report: Report, console: Console) -> None:

@@ -1,10 +1,12 @@
-"""Device choice, seeding, batching with out-of-memory halving, and progress bars."""
+"""Device choice, seeding and progress bars (batching with out-of-memory halving: batching.py)."""
 from __future__ import annotations
 
 import os
 import random
 from contextlib import contextmanager, nullcontext
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator
+
+from .batching import run_batched  # noqa: F401  (re-exported: the report and benchmarks import it from here)
 
 import numpy as np
 import torch
@@ -15,8 +17,6 @@ from .errors import HardenError
 
 console = Console(stderr=True)
 _quiet = False
-
-T = TypeVar("T")
 
 
 def set_quiet(quiet: bool) -> None:
@@ -59,29 +59,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-def run_batched(fn: Callable[[int, int], T], n: int, batch_size: int, device: torch.device,
-                on_batch: Callable[[int], None] | None = None) -> list[T]:
-    """Call fn(start, stop) over [0, n) in batches; on CUDA out-of-memory halve the batch and retry."""
-    out: list[T] = []
-    start = 0
-    bs = max(1, int(batch_size))
-    while start < n:
-        stop = min(n, start + bs)
-        try:
-            out.append(fn(start, stop))
-        except torch.OutOfMemoryError:
-            if device.type != "cuda" or bs == 1:
-                raise
-            torch.cuda.empty_cache()
-            bs = max(1, bs // 2)
-            console.print(f"[yellow]CUDA out of memory: batch size halved to {bs}[/]")
-            continue
-        if on_batch:
-            on_batch(stop - start)
-        start = stop
-    return out
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageData, augment, batches, build_augment, fit_size, to_tensor
+from .data import Data, batches, fit_size
 from .errors import HardenError
 from .runtime import info, progress, warn
 
@@ -103,18 +103,18 @@ def default_step(cfg: TrainConfig) -> StepFn:
     return step
 
 
-def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.device,
+def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         step: StepFn | None = None, params: Iterable[torch.nn.Parameter] | None = None,
         train_mode: Callable[[nn.Module], None] | None = None, desc: str = "train",
         monitor: Monitor | None = None, after_step: Callable[[], None] | None = None) -> TrainResult:
-    """Train `params` (default: all of model's) on data.x_train with cfg. `step` decides the loss;
+    """Train `params` (default: all of model's) on data's training split with cfg. `step` decides the loss;
     `train_mode` sets train/eval per submodule (recipes keep a frozen base in eval mode); `after_step` runs right
     after each optimizer step (AWP takes its weight perturbation off there)."""
     from . import distributed as dd
     step = step or default_step(cfg)
     params = list(params) if params is not None else list(model.parameters())
     opt = make_optimizer(params, cfg)
-    n = len(data.x_train)
+    n = data.n_train
     if n == 0:
         raise HardenError("The training split is empty.")
     amp_dtype, scaler = autocast_setup(cfg.amp, device)
@@ -135,7 +135,7 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
         ema = ModelEmaV3(model, decay=cfg.ema)
     kept = ema.module if ema is not None else model  # the weights validated, kept and returned
     rng = np.random.default_rng(cfg.seed)
-    aug = build_augment(cfg.augment, data.input_size, cfg.seed)
+    feeder = data.feeder(cfg.augment, cfg.seed, device)  # decodes and augments; built once: its random stream runs on
     size = tuple(getattr(getattr(model, "spec", None), "input_size", data.input_size))
     history = []
     best = None
@@ -146,13 +146,13 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
             (train_mode or (lambda m: m.train()))(model)
             tot_loss = tot_acc = seen = 0.0
             extras: dict[str, float] = {}
-            for global_bi in batches(n, cfg.batch_size, shuffle=True, rng=rng):
-                # the same permutation on every rank (same seed); each takes its share of each global batch
-                if len(global_bi) < 2 * dd.world() and n >= 2 * dd.world():
-                    continue  # BatchNorm cannot train on a single image (per rank)
-                bi = dd.my_share(global_bi)
-                x = fit_size(to_tensor(augment(data.x_train[bi], aug), device), size)
-                y = torch.from_numpy(data.y_train[bi]).to(device)
+            # the same permutation on every rank (same seed); each takes its share of each global batch
+            plan = [(g, dd.my_share(g)) for g in batches(n, cfg.batch_size, shuffle=True, rng=rng)
+                    if len(g) >= 2 * dd.world() or n < 2 * dd.world()]  # BatchNorm cannot train on one image per rank
+            for (global_bi, bi), batch in zip(plan, feeder.epoch([b for _, b in plan]), strict=True):
+                if batch is None:  # only unreadable files, skipped (--skip-unreadable)
+                    continue
+                x, y = fit_size(batch[0], size), batch[1]
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     loss, logits, extra = step(model, x, y)
                 if not torch.isfinite(loss.detach()):
@@ -175,7 +175,7 @@ def fit(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.devic
                     sched.step()
                 if ema is not None:
                     ema.update(model)
-                b = len(bi)
+                b = len(y)
                 tot_loss += float(loss.detach()) * b
                 tot_acc += float((logits.argmax(1) == y).float().sum())
                 seen += b

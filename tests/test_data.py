@@ -2,6 +2,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 from harden import HardenError, load_data, subsample
 from harden.data import augment, build_augment, stratified_subset
@@ -47,7 +48,10 @@ def test_image_folder(tmp_path):
             for i in range(3):
                 Image.fromarray(np.full((5, 5, 3), i * 40, np.uint8)).save(tmp_path / split / c / f"{i}.png")
     d = load_data(tmp_path)
-    assert d.x_train.shape == (6, 5, 5, 3) and d.num_classes == 2
+    assert d.n_train == 6 and d.input_size == (5, 5) and d.in_chans == 3 and d.num_classes == 2
+    x, y = d.images("train", np.arange(6))
+    assert x.shape == (6, 3, 5, 5) and y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert torch.allclose(x[:, :, 0, 0], (torch.tensor([0, 40, 80, 0, 40, 80]) / 255.0)[:, None].expand(6, 3))
 
 
 def test_stratified_subset_is_deterministic_and_per_class(digits):

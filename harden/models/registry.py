@@ -42,6 +42,11 @@ class ModelSpec:
     std: tuple[float, ...] = (1.0,)
     data: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # the evaluation transform of images read from files (timm's data-config names); arrays are only resized
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    crop_mode: str = "center"
+    model_args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of timm.create_model
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -65,7 +70,8 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         return _BUILTINS[arch](num_classes=spec.num_classes, in_chans=spec.in_chans, input_size=spec.input_size)
     if ":" in arch:
         fn = _import_callable(arch)
-        kwargs = {"num_classes": spec.num_classes, "in_chans": spec.in_chans, "input_size": spec.input_size}
+        kwargs = {"num_classes": spec.num_classes, "in_chans": spec.in_chans, "input_size": spec.input_size,
+                  **spec.model_args}
         try:
             params = inspect.signature(fn).parameters
             if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
@@ -86,7 +92,11 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         raise HardenError(f"Unknown architecture {arch!r}: not a harden built-in ({', '.join(list_builtin())}), "
                           f"not a timm model name, and not package.module:callable.{hint}")
     # pretrained=False always: no weights can be downloaded; the user's checkpoint supplies them.
-    return timm.create_model(arch, pretrained=False, num_classes=spec.num_classes, in_chans=spec.in_chans)
+    try:
+        return timm.create_model(arch, pretrained=False, num_classes=spec.num_classes, in_chans=spec.in_chans,
+                                 **spec.model_args)
+    except TypeError as e:
+        raise HardenError(f"timm could not build {arch!r} with model_args {spec.model_args}: {e}") from None
 
 
 def _import_callable(arch: str) -> Callable[..., nn.Module]:
@@ -244,11 +254,16 @@ def _per_channel(values, c: int, what: str) -> list[float]:
 
 
 def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32, 32), mean=(0.0,), std=(1.0,),
-                 data: str = "", **extra) -> Classifier:
+                 data: str = "", *, interpolation: str = "bilinear", crop_pct: float = 1.0, crop_mode: str = "center",
+                 model_args: dict[str, Any] | None = None, **extra) -> Classifier:
     """The one factory: a Classifier around a fresh (untrained) architecture."""
     if num_classes < 2:
         raise HardenError(f"num_classes must be at least 2, got {num_classes}.")
+    from ..data.transforms import Preprocess
+    Preprocess(int(in_chans) if int(in_chans) in (1, 3, 4) else 3, (int(input_size[0]), int(input_size[1])),
+               str(interpolation), float(crop_pct), str(crop_mode))  # checks the transform's values
     spec = ModelSpec(arch=arch, num_classes=int(num_classes), in_chans=int(in_chans),
                      input_size=(int(input_size[0]), int(input_size[1])), mean=tuple(mean), std=tuple(std),
-                     data=data, extra=dict(extra))
+                     data=data, extra=dict(extra), interpolation=str(interpolation), crop_pct=float(crop_pct),
+                     crop_mode=str(crop_mode), model_args=dict(model_args or {}))
     return Classifier(_build_net(spec), spec)

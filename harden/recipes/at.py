@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..attacks import build_attack
 from ..awp import WeightPerturbation
-from ..data import ImageData, fit_size, index_hash, stratified_subset, to_tensor
+from ..data import Data, fit_size, index_hash, stratified_subset
 from ..errors import HardenError
 from ..runtime import frozen
 from ..training import Monitor, TrainConfig, fit, focal_loss
@@ -81,7 +81,7 @@ def ramp_length(eps_ramp: Any, epochs: int) -> float:
     return value
 
 
-def split_validation(data: ImageData, frac: float, seed: int) -> tuple[ImageData, ImageData | None, dict]:
+def split_validation(data: Data, frac: float, seed: int) -> tuple[Data, Data | None, dict]:
     """A stratified, seeded slice of the training fraction held out for validation."""
     if frac <= 0:
         return data, None, {}
@@ -91,10 +91,7 @@ def split_validation(data: ImageData, frac: float, seed: int) -> tuple[ImageData
     keep = np.setdiff1d(np.arange(len(data.y_train)), val_idx)
     if len(keep) < 2:
         raise HardenError("at: the data fraction is too small to hold out a validation slice; --set val_frac=0.")
-    train = ImageData(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test, data.source,
-                      data.num_classes, subset=data.subset, class_names=data.class_names)
-    val = ImageData(data.x_train[val_idx], data.y_train[val_idx], data.x_test, data.y_test, data.source,
-                    data.num_classes, class_names=data.class_names)
+    train, val = data.take_train(keep), data.take_train(val_idx, subset={})
     return train, val, {"fraction_of_subset": frac, "n": int(len(val_idx)), "index_sha256": index_hash(val_idx)}
 
 
@@ -233,7 +230,7 @@ class AdversarialTraining(FineTuneRecipe):
         train_data, val, val_meta = split_validation(data, float(params.get("val_frac", 0.0)), cfg.seed)
         if val_meta:
             model.spec.extra["validation"] = val_meta
-        steps_per_epoch = max(1, (len(train_data.x_train) + cfg.batch_size - 1) // cfg.batch_size)
+        steps_per_epoch = max(1, (train_data.n_train + cfg.batch_size - 1) // cfg.batch_size)
         gen = torch.Generator().manual_seed(cfg.seed)
         calls = [0]
 
@@ -296,8 +293,8 @@ class AdversarialTraining(FineTuneRecipe):
             # still succeeds is the signature of catastrophic overfitting
             single_step = loss_kind != "trades" and int(attack.params.get("steps", 1)) == 1
             val_attack = validation_attack(str(params.get("val_attack", "pgd:steps=10")), eps)
-            xv = fit_size(to_tensor(val.x_train, device), tuple(model.spec.input_size))
-            yv = torch.from_numpy(val.y_train).to(device)
+            xv, yv = val.images("train", np.arange(val.n_train), device)
+            xv = fit_size(xv, tuple(model.spec.input_size))
 
             def measure(m) -> dict:
                 return validate(m, xv, yv, val_attack, cfg.batch_size, cfg.seed, attack if single_step else None)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..data import ImageData
+from ..data import Data
 from ..errors import HardenError
 from ..models import Classifier
 from ..training import TrainConfig, TrainResult
@@ -32,7 +32,7 @@ class Recipe:
         """Add the recipe's modules to `model` (as `model.patch`) or edit it; deterministic in params."""
         raise NotImplementedError
 
-    def train(self, model: Classifier, data: ImageData, params: dict[str, Any], cfg: TrainConfig,
+    def train(self, model: Classifier, data: Data, params: dict[str, Any], cfg: TrainConfig,
               device: torch.device) -> TrainResult:
         raise NotImplementedError
 
@@ -49,7 +49,7 @@ class Recipe:
         """True when the base weights must stay unchanged (the patch alone can be exported)."""
         return True
 
-    def auto_augment(self, data: ImageData) -> str:
+    def auto_augment(self, data: Data) -> str:
         """What augment = "auto" means: pad + crop for grey digit-like data (flips change digits), seed 000's
         table 3 pipeline otherwise."""
         return "crop" if data.kind == "mnist-like" else "seed000"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import ImageData, to_tensor
+from ..data import ImageData, in_memory, to_tensor
 from ..errors import HardenError
 from .base import register_recipe
 from .finetune import FineTuneRecipe
@@ -135,8 +135,10 @@ class PatchFineTune(FineTuneRecipe):
     def auto_epochs(self, data_frac: float) -> int:
         return auto_epochs(data_frac)
 
-    def prepare_data(self, data: ImageData, params: dict[str, Any], seed: int) -> ImageData:
-        """The training set: the clean images plus their patch-modified copies (section 3)."""
+    def prepare_data(self, data, params: dict[str, Any], seed: int) -> ImageData:
+        """The training set: the clean images plus their patch-modified copies (section 3), in memory (files of the
+        training fraction are decoded once, at the model's size)."""
+        data = in_memory(data)
         w, k = int(params["patch"]), int(params["patches"])
         if w < 2 or k < 1:
             raise HardenError(f"patch-ft needs patch >= 2 and patches >= 1, got {w} and {k}.")

@@ -1,0 +1,166 @@
+"""Data (`--data`): one interface (data/base.py), two kinds of source.
+
+- In memory (arrays.py): `digits`, an `.npz`, CIFAR-10 python batches: today's fast path for small images.
+- On disk (sources.py, files.py): a folder with train/ and val/ (or test/) of class folders; a single folder of
+  class folders (evaluation only); a CSV/TSV list of path,label[,split]; tar shards (WebDataset layout). Listed once,
+  decoded by DataLoader workers (loader.py) through the model's transforms (transforms.py) only when a batch needs
+  them; folder names become the model's indices by classes.py."""
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import HardenError
+from .arrays import ImageData, _cifar_batches, _digits, _npz
+from .base import (SMALL_IMAGE_SIDE, Data, batches, check_fits, fit_size, index_hash, stratified_sample,
+                   stratified_subset, subsample, to_tensor)
+from .files import FileData
+from .loader import default_workers
+from .sources import IMAGE_EXT, Listing, OnDisk, find_on_disk
+from .transforms import Preprocess, augment, build_augment
+
+LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test, a CIFAR-10 python-batches folder, a folder with "
+           "train/ and val/ (or test/) of class folders, a single folder of class folders (evaluation), a CSV/TSV "
+           "list of path,label[,split], or tar shards (a .tar, or a folder of them, WebDataset layout)")
+
+
+@dataclass(frozen=True)
+class DataTarget:
+    """What the model asks of on-disk data: its transform, its outputs (and their names), how to read the rest."""
+    preprocess: Preprocess | None = None
+    num_classes: int | None = None
+    label_names: tuple[str, ...] | None = None
+    class_map: str | None = None
+    workers: int | None = None
+    skip_unreadable: bool = False
+    size_note: str = ""  # which of the model's sizes the transform uses (train or timm's test size)
+
+    @classmethod
+    def for_model(cls, model, test_size: bool = False, **kw) -> "DataTarget":
+        """The model's transform at its training size, or at timm's test size (test_input_size, test_crop_pct)
+        with test_size; the report states which."""
+        spec = model.spec
+        names = spec.extra.get("label_names") or spec.extra.get("class_names")
+        pre = Preprocess.of(spec)
+        test = spec.extra.get("test_input_size")
+        note = "the model's train size" + (f"; timm's test size {'x'.join(map(str, test))} with --test-size"
+                                           if test else "")
+        if test_size:
+            if not test:
+                from ..errors import HardenError
+                raise HardenError(f"--test-size: the configuration of {spec.arch} gives no test size (timm's "
+                                  "test_input_size); evaluate at its size, or give --input-size.")
+            pre = Preprocess(pre.in_chans, (int(test[0]), int(test[1])), pre.interpolation,
+                             float(spec.extra.get("test_crop_pct") or pre.crop_pct), pre.crop_mode)
+            note = "timm's test size"
+        return cls(pre, int(spec.num_classes), tuple(names) if names else None, size_note=note, **kw)
+
+
+def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
+    spec = str(spec)
+    if spec == "digits":
+        return _digits()
+    path = Path(spec)
+    if not path.exists():
+        raise HardenError(f"Data path {spec!r} does not exist. --data takes {LAYOUTS}.")
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return _npz(path)
+    if path.is_dir() and (path / "data_batch_1").exists() and (path / "test_batch").exists():
+        return _cifar_batches(path)
+    found = find_on_disk(path)
+    if found is None:
+        if path.is_dir() and ((path / "train").is_dir() != any((path / d).is_dir() for d in ("val", "test"))):
+            has = "train/ but no val/ or test/" if (path / "train").is_dir() else "val/ or test/ but no train/"
+            raise HardenError(f"{spec!r} has {has}; a folder for training holds train/ and val/ (or test/), each "
+                              "with one folder per class, and a folder for evaluation alone holds the class folders "
+                              "themselves.")
+        raise HardenError(f"{spec!r} is none of the data layouts harden reads: {LAYOUTS}.")
+    return _file_data(found, target or DataTarget())
+
+
+def _file_data(found: OnDisk, target: DataTarget) -> FileData:
+    from .classes import map_classes
+    listers = dict(found.listers)
+    if "all" in listers:  # one split: the evaluation split (a list's training split is held out by fix)
+        listers["test"] = listers.pop("all")
+    names = found.class_names()
+    mapping, note = (None, "labels are class indices")
+    if names is not None:
+        mapping, note = map_classes(names, target.num_classes, list(target.label_names or []) or None,
+                                    target.class_map, found.source)
+    elif target.class_map is not None:
+        raise HardenError(f"--class-map: {found.source} labels its images with class indices already.")
+
+    def labelled(lister):
+        def get() -> Listing:
+            lst = lister()
+            if lst.names is not None:
+                lst.labels = np.fromiter((mapping[n] for n in lst.names), np.int64, len(lst.names))
+                lst.names = None
+            if target.num_classes is not None and len(lst.labels) and lst.labels.max() >= target.num_classes:
+                raise HardenError(f"{found.source} has labels up to {int(lst.labels.max())} but the model has only "
+                                  f"{target.num_classes} classes.")
+            return lst
+        return get
+    listers = {k: labelled(v) for k, v in listers.items()}
+    num_classes = target.num_classes
+    if num_classes is None:
+        if mapping:
+            num_classes = max(mapping.values()) + 1
+        else:
+            num_classes = max(int(listers[k]().labels.max(initial=0)) for k in listers) + 1
+    class_names = None
+    if mapping and sorted(mapping.values()) == list(range(num_classes)):
+        class_names = [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+    data = FileData(found.source, max(2, num_classes), target.preprocess or Preprocess(), listers, found.layout,
+                    class_names=class_names, class_note=note, size_note=target.size_note,
+                    workers=default_workers() if target.workers is None else target.workers,
+                    skip_unreadable=target.skip_unreadable)
+    if target.preprocess is None:  # no model yet (harden train): the images' own size and colour
+        data.preprocess = _guess_preprocess(data)
+    return data
+
+
+def _guess_preprocess(data: FileData, sample: int = 32) -> Preprocess:
+    """The most common size and colour of a seeded sample of the training (else only) split."""
+    from PIL import Image
+    split = "train" if data.has_split("train") else "test"
+    lst = data.listing(split)
+    idx = stratified_sample(lst.labels, min(sample, len(lst)), 0)
+    sizes, grey = Counter(), 0
+    for i in idx:
+        try:
+            with Image.open(io.BytesIO(lst.read_bytes(i))) as im:
+                sizes[(im.height, im.width)] += 1
+                grey += im.mode in ("L", "1", "I;16", "I", "F", "LA")
+        except Exception:
+            continue
+    if not sizes:
+        raise HardenError(f"None of {len(idx)} sampled images of {data.source} could be read.")
+    return Preprocess(1 if grey == sum(sizes.values()) else 3, sizes.most_common(1)[0][0])
+
+
+def is_on_disk(data: Data) -> bool:
+    return isinstance(data, FileData)
+
+
+def in_memory(data: Data) -> ImageData:
+    """The training split as arrays (uint8 NHWC at the data's size): for recipes that build their training set once
+    (patch-ft). Files are decoded through the evaluation transform; only the (sub)set's files are read."""
+    if isinstance(data, ImageData):
+        return data
+    x, y = data.images("train", np.arange(data.n_train))
+    u8 = (x * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    empty = np.zeros((0, *u8.shape[1:]), np.uint8)
+    return ImageData(u8, y.numpy(), empty, np.zeros(0, np.int64), data.source, data.num_classes, subset=data.subset,
+                     class_names=data.class_names)
+
+
+__all__ = ["Data", "DataTarget", "FileData", "ImageData", "Listing", "Preprocess", "SMALL_IMAGE_SIDE", "IMAGE_EXT",
+           "augment", "batches", "build_augment", "check_fits", "default_workers", "fit_size", "index_hash",
+           "in_memory", "is_on_disk", "load_data", "stratified_sample", "stratified_subset", "subsample", "to_tensor"]

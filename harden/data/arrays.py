@@ -1,0 +1,141 @@
+"""In-memory sources (`--data`): sklearn digits, .npz archives, CIFAR-10 python batches. Images stay uint8 NHWC on
+the host; batches become float [0,1] NCHW tensors on the device (the fast path for small images)."""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import HardenError
+from .base import Data, to_tensor
+from .transforms import augment, build_augment
+
+
+@dataclass
+class ImageData(Data):
+    x_train: np.ndarray  # uint8 NHWC
+    y_train: np.ndarray  # int64
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    num_classes: int
+    subset: dict = field(default_factory=dict)  # fraction, seed, n, index hash when subsampled
+    class_names: list[str] | None = None  # when the data says them (image folders, CIFAR-10 meta, an npz key)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.x_train.shape[-1])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.x_train.shape[1]), int(self.x_train.shape[2])
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        x = self.x_train.reshape(-1, self.in_chans).astype(np.float64) / 255.0
+        return x.mean(0).round(4).tolist(), np.maximum(x.std(0), 1e-3).round(4).tolist()
+
+    def take_train(self, idx: np.ndarray, subset: dict | None = None) -> "ImageData":
+        return ImageData(self.x_train[idx], self.y_train[idx], self.x_test, self.y_test, self.source,
+                         self.num_classes, subset=self.subset if subset is None else subset,
+                         class_names=self.class_names)
+
+    def images(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        return to_tensor(x[idx], device), torch.from_numpy(y[idx]).to(device)
+
+    def feeder(self, augment: str, seed: int, device: torch.device) -> "ArrayFeeder":
+        return ArrayFeeder(self, augment, seed, device)
+
+
+class ArrayFeeder:
+    """Training batches from arrays: albumentations on the host, one image per call (images are small)."""
+
+    def __init__(self, data: ImageData, kind: str, seed: int, device: torch.device):
+        self.data, self.device = data, device
+        self.aug = build_augment(kind, data.input_size, seed)
+
+    def epoch(self, index_batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for bi in index_batches:
+            yield (to_tensor(augment(self.data.x_train[bi], self.aug), self.device),
+                   torch.from_numpy(self.data.y_train[bi]).to(self.device))
+
+
+def _finish(x_train, y_train, x_test, y_test, source: str, class_names=None) -> ImageData:
+    arrays = []
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        x = np.asarray(x)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+            raise HardenError(f"{source}: {name} has shape {x.shape}; expected N x H x W or N x H x W x C "
+                              "with C in 1, 3, 4.")
+        if x.dtype != np.uint8:
+            raise HardenError(f"{source}: {name} is {x.dtype}; harden expects uint8 pixels 0-255.")
+        arrays.append(x)
+    ytr, yte = np.asarray(y_train).astype(np.int64).ravel(), np.asarray(y_test).astype(np.int64).ravel()
+    if len(ytr) != len(arrays[0]) or len(yte) != len(arrays[1]):
+        raise HardenError(f"{source}: image and label counts differ.")
+    if arrays[0].shape[1:] != arrays[1].shape[1:]:
+        raise HardenError(f"{source}: train images {arrays[0].shape[1:]} and test images {arrays[1].shape[1:]} differ.")
+    if (ytr.size and ytr.min() < 0) or (yte.size and yte.min() < 0):
+        raise HardenError(f"{source}: labels must be non-negative integers.")
+    num_classes = int(max(ytr.max(initial=0), yte.max(initial=0)) + 1)
+    names = [str(c) for c in class_names] if class_names is not None and len(class_names) >= num_classes else None
+    return ImageData(arrays[0], ytr, arrays[1], yte, source, num_classes, class_names=names)
+
+
+def _digits() -> ImageData:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    d = load_digits()
+    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)  # 8x8, values 0-16
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.25, random_state=0, stratify=d.target)
+    return _finish(xtr, ytr, xte, yte, "digits")
+
+
+def _npz(path: Path) -> ImageData:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+            if missing:
+                raise HardenError(f"{str(path)!r} lacks {', '.join(missing)}; an .npz for harden holds "
+                                  "x_train, y_train, x_test, y_test (uint8 images NHW or NHWC).")
+            names = z["class_names"].tolist() if "class_names" in z.files else None
+            return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path), names)
+    except HardenError:
+        raise
+    except Exception as e:  # zipfile / format errors
+        raise HardenError(f"{str(path)!r} is not a readable .npz archive ({e}).") from None
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles: allow only what numpy arrays need, never arbitrary code."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise HardenError(f"Refused to unpickle {module}.{name} from a CIFAR batch file: it is not plain data.")
+
+
+def _cifar_batches(path: Path) -> ImageData:
+    def read(name):
+        with open(path / name, "rb") as f:
+            d = _ArrayOnlyUnpickler(f, encoding="bytes").load()
+        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return x, np.asarray(d[b"labels"])
+    parts = [read(f"data_batch_{i}") for i in range(1, 6) if (path / f"data_batch_{i}").exists()]
+    xte, yte = read("test_batch")
+    names = None
+    if (path / "batches.meta").exists():
+        with open(path / "batches.meta", "rb") as f:
+            meta = _ArrayOnlyUnpickler(f, encoding="bytes").load()
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", [])] or None
+    return _finish(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xte, yte, str(path),
+                   names)

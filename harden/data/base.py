@@ -1,0 +1,170 @@
+"""What every data source offers, in memory or on disk: labels of both splits without decoding, subsets by index
+(nothing decoded), the images of chosen indices as float [0, 1] NCHW tensors on the device (the model's evaluation
+transform), and a feeder of training batches (the training transform). Sources differ only in how they decode."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import HardenError
+
+# An image of at most this side is 'small': it keeps the padded-crop pipelines of the CIFAR/MNIST recipes; a larger
+# one is trained with random resized crops at the model's size (the ImageNet pipeline).
+SMALL_IMAGE_SIDE = 64
+
+
+class Feeder(Protocol):
+    def epoch(self, index_batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x, y) per batch of training indices, in order: x float [0, 1] NCHW on the device."""
+
+
+class Data:
+    """The interface that training, recipes and the report use. Subclasses: ImageData (arrays in memory) and
+    FileData (files listed once, decoded when a batch needs them)."""
+    source: str
+    num_classes: int
+    subset: dict
+    class_names: list[str] | None
+    y_train: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.y_test)
+
+    @property
+    def in_chans(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def kind(self) -> str:
+        """'mnist-like' (grey, <= 28 px), 'cifar-like' (small colour) or 'imagenet-like' (larger than
+        SMALL_IMAGE_SIDE): picks data-dependent recipe defaults."""
+        if self.in_chans == 1 and max(self.input_size) <= 28:
+            return "mnist-like"
+        return "cifar-like" if max(self.input_size) <= SMALL_IMAGE_SIDE else "imagenet-like"
+
+    def take_train(self, idx: np.ndarray, subset: dict | None = None) -> "Data":
+        """The same source restricted to these training indices (nothing is decoded)."""
+        raise NotImplementedError
+
+    def images(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of these indices of 'train' or 'test' with the evaluation transform; x float [0, 1] NCHW."""
+        raise NotImplementedError
+
+    def feeder(self, augment: str, seed: int, device: torch.device) -> Feeder:
+        raise NotImplementedError
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        raise NotImplementedError
+
+    def identity(self) -> dict[str, Any]:
+        """What names this data in a report: its source (and, for listings, a hash of what was listed)."""
+        return {"source": self.source}
+
+    def eval_indices(self, n: int | None, seed: int) -> np.ndarray:
+        """The test images a report evaluates: the first n (in-memory data, as always)."""
+        total = self.n_test
+        if total == 0:
+            raise HardenError(f"The test split of {self.source} is empty.")
+        return np.arange(total if n is None or n <= 0 else min(n, total))
+
+
+def stratified_subset(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
+    """Deterministic per-class draw of round(frac * n_c) (at least 1) indices, sorted."""
+    if not (0.0 < frac <= 1.0):
+        raise HardenError(f"--data-frac must be in (0, 1], got {frac}.")
+    if frac == 1.0:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = max(1, int(round(frac * len(idx))))
+        picks.append(rng.choice(idx, size=k, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def stratified_sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Exactly n indices (sorted), each class in proportion to its share (largest remainders), drawn with seed:
+    'the first n' of a folder sorted by class would be one class."""
+    total = len(y)
+    if n >= total:
+        return np.arange(total)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = counts * (n / total)
+    take = np.floor(quota).astype(np.int64)
+    rest = n - int(take.sum())
+    if rest > 0:
+        order = np.lexsort((classes, -(quota - take)))  # largest remainder first, ties by class
+        take[order[:rest]] += 1
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(y == c), size=int(k), replace=False) for c, k in zip(classes, take, strict=True)
+             if k > 0]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
+
+
+def index_hash(idx: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def subsample(data: Data, frac: float, seed: int) -> Data:
+    idx = stratified_subset(data.y_train, frac, seed)
+    return data.take_train(idx, subset=dict(fraction=frac, seed=seed, n=int(len(idx)), index_sha256=index_hash(idx)))
+
+
+def check_fits(data: Data, in_chans: int, num_classes: int) -> None:
+    if data.in_chans != in_chans:
+        raise HardenError(f"The data ({data.source}) has {data.in_chans}-channel images but the model takes "
+                          f"{in_chans} channel(s). Use data of the kind the model was trained on.")
+    if data.num_classes > num_classes:  # files' labels are checked when they are listed (files.py)
+        raise HardenError(f"The data ({data.source}) has labels up to {data.num_classes - 1} but the model has only "
+                          f"{num_classes} classes.")
+
+
+def nchw(t: torch.Tensor) -> torch.Tensor:
+    """t with the plain row-major strides of NCHW. A permuted NHWC batch can pass `is_contiguous()` (one channel:
+    the size-1 dimension's stride is ignored) yet make convolutions answer in channels-last, whose activations a
+    model's `x.view(x.size(0), -1)` cannot flatten; this copy removes that."""
+    expected, acc = [], 1
+    for size in reversed(t.shape):
+        expected.append(acc)
+        acc *= size
+    return t if tuple(reversed(expected)) == t.stride() else t.clone(memory_format=torch.contiguous_format)
+
+
+def to_tensor(x: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW in [0, 1] with plain strides (nchw); converts on the device to keep host work
+    small."""
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    t = t.to(device, non_blocking=True)
+    return nchw(t.permute(0, 3, 1, 2).float().div_(255.0))
+
+
+def fit_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False).clamp_(0, 1)
+
+
+def batches(n: int, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    for s in range(0, n, batch_size):
+        yield order[s:s + batch_size]
+
+
+def chunks(idx: Iterable[int] | np.ndarray, size: int) -> list[np.ndarray]:
+    idx = np.asarray(idx, dtype=np.int64)
+    return [idx[s:s + size] for s in range(0, len(idx), size)]

@@ -1,0 +1,90 @@
+"""Class names found on disk (folder names, a list's text labels) -> the model's output indices.
+
+In order: `--class-map FILE` (JSON {name: index}, or CSV/TSV rows name,index); the model's own label names (a hub
+folder's config.json `label_names`, a checkpoint's `class_names`); WordNet synset ids (ImageNet's folder names) for
+a model with an ImageNet-sized head, through timm's ImageNet metadata, even when the folder holds only some classes;
+integer folder names; and, when the count matches the model's outputs (or there is no model yet), sorted order."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+from ..errors import HardenError
+
+SYNSET = re.compile(r"^n\d{8}$")
+
+
+def read_class_map(path: str | Path) -> dict[str, int]:
+    path = Path(path)
+    if not path.is_file():
+        raise HardenError(f"--class-map {str(path)!r} does not exist.")
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        if path.suffix.lower() == ".json":
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise ValueError("not an object")
+            pairs = list(raw.items())
+        else:
+            delim = "\t" if path.suffix.lower() == ".tsv" or "\t" in text.splitlines()[0] else ","
+            pairs = [(r[0].strip(), r[1].strip()) for r in csv.reader(io.StringIO(text), delimiter=delim) if r]
+            if pairs and not pairs[0][1].lstrip("-").isdigit():
+                pairs = pairs[1:]  # a header row
+        mapping = {str(k): int(v) for k, v in pairs}
+    except (ValueError, IndexError, TypeError) as e:
+        raise HardenError(f"--class-map {str(path)!r} is not a map of folder name -> class index (JSON object, or "
+                          f"CSV/TSV rows name,index): {e}.") from None
+    if any(v < 0 for v in mapping.values()):
+        raise HardenError(f"--class-map {str(path)!r} has negative class indices.")
+    return mapping
+
+
+def imagenet_synsets(num_classes: int) -> list[str] | None:
+    """The model's synset per output index for ImageNet-sized heads (1000, 11221, 11821, 21841-21843)."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+    subset = infer_imagenet_subset({"num_classes": num_classes})
+    return ImageNetInfo(subset).label_names() if subset else None
+
+
+def map_classes(found: list[str], num_classes: int | None, label_names: list[str] | None = None,
+                class_map: str | Path | None = None, source: str = "the data") -> tuple[dict[str, int], str]:
+    """{found name: model index} and how it was decided."""
+    found = sorted(set(found))
+    if class_map is not None:
+        mapping = read_class_map(class_map)
+        missing = [c for c in found if c not in mapping]
+        if missing:
+            raise HardenError(f"--class-map {str(class_map)!r} does not name the classes {_few(missing)} of {source}.")
+        how = f"--class-map {class_map}"
+        out = {c: mapping[c] for c in found}
+    elif label_names and all(c in label_names for c in found):
+        index = {n: i for i, n in enumerate(label_names)}
+        out, how = {c: index[c] for c in found}, "the model's label names"
+    elif num_classes and all(SYNSET.match(c) for c in found) and imagenet_synsets(num_classes):
+        synsets = imagenet_synsets(num_classes)
+        index = {s: i for i, s in enumerate(synsets)}
+        unknown = [c for c in found if c not in index]
+        if unknown:
+            raise HardenError(f"{source}: the synset folders {_few(unknown)} are not among the {num_classes} classes "
+                              "of the model's ImageNet subset; give --class-map FILE.")
+        out, how = {c: index[c] for c in found}, f"WordNet synsets -> the model's {num_classes} ImageNet indices"
+    elif all(c.isdigit() for c in found):
+        out, how = {c: int(c) for c in found}, "folder names are class indices"
+    elif num_classes is None or len(found) == num_classes:
+        out, how = {c: i for i, c in enumerate(found)}, "sorted folder names"
+    else:
+        raise HardenError(f"{source} has {len(found)} classes ({_few(found)}) and the model has {num_classes} outputs; "
+                          "they cannot be matched by name, synset or number. Give --class-map FILE (folder name -> "
+                          "class index, JSON or CSV).")
+    if num_classes is not None:
+        over = [c for c, i in out.items() if i >= num_classes]
+        if over:
+            raise HardenError(f"{source}: classes {_few(over)} map to indices beyond the model's {num_classes} outputs.")
+    return out, how
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

@@ -1,0 +1,186 @@
+"""FileData: images on disk, listed once and decoded only when a batch needs them, through the model's own
+transforms. Memory grows with the batch and the workers, never with the dataset; the listing of a split is made
+only when that split is used (`eval` never lists the training split)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import HardenError
+from .base import SMALL_IMAGE_SIDE, Data, chunks, index_hash, nchw, stratified_sample, stratified_subset
+from .loader import decode_batches, default_workers
+from .sources import Listing
+from .transforms import Preprocess, augment, build_augment
+
+DECODE_BATCH = 64
+HELD_OUT_TEST = 0.2  # a list with no split column: this stratified share is the test split of `fix`
+HELD_OUT_SEED = 0  # fixed, so every fix of the same list tests on the same images
+
+
+@dataclass
+class FileData(Data):
+    source: str
+    num_classes: int
+    preprocess: Preprocess
+    listers: dict[str, Callable[[], Listing]]  # 'train' / 'test'; called once, on first use
+    layout: str = "folder"
+    subset: dict = field(default_factory=dict)
+    class_names: list[str] | None = None
+    class_note: str = ""  # how folder names became model indices
+    workers: int = field(default_factory=default_workers)
+    skip_unreadable: bool = False
+    held_out: dict = field(default_factory=dict)
+    size_note: str = ""
+    skipped: list[str] = field(default_factory=list)  # files left out (--skip-unreadable), shared by subsets
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # ---------------------------------------------------------------- listings
+    def listing(self, split: str) -> Listing:
+        if split not in self._cache:
+            if split not in self.listers:
+                raise HardenError(self._no_split(split))
+            self._cache[split] = self.listers[split]()
+        return self._cache[split]
+
+    def _no_split(self, split: str) -> str:
+        if split == "train":
+            return (f"{self.source} has one split (a {self.layout} of class folders or shards): it can be evaluated "
+                    "(`harden eval`), but training needs train/ beside val/ (or test/), each holding the classes.")
+        return f"{self.source} has no {split} split."
+
+    def has_split(self, split: str) -> bool:
+        return split in self.listers
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.listing("train").labels
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.listing("test").labels
+
+    @property
+    def in_chans(self) -> int:
+        return self.preprocess.in_chans
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.preprocess.input_size
+
+    def _with(self, **changes) -> "FileData":
+        d = dict(self.__dict__)
+        d.update(changes)
+        d["_cache"] = {**self._cache, **changes.pop("_cache", {})}
+        return FileData(**d)
+
+    def take_train(self, idx: np.ndarray, subset: dict | None = None) -> "FileData":
+        part = self.listing("train").take(idx)
+        return self._with(listers={**self.listers, "train": lambda: part}, _cache={"train": part},
+                          subset=self.subset if subset is None else subset)
+
+    def with_held_out_test(self) -> "FileData":
+        """A list without a split column: a stratified, seeded HELD_OUT_TEST of it becomes the test split and
+        the rest the training split, so `fix` never reports on images it trained on."""
+        whole = self.listing("test")
+        test_idx = stratified_subset(whole.labels, HELD_OUT_TEST, HELD_OUT_SEED)
+        train_idx = np.setdiff1d(np.arange(len(whole)), test_idx)
+        train, test = whole.take(train_idx), whole.take(test_idx)
+        return self._with(listers={"train": lambda: train, "test": lambda: test}, _cache={"train": train, "test": test},
+                          held_out={"fraction": HELD_OUT_TEST, "seed": HELD_OUT_SEED, "n": int(len(test_idx)),
+                                    "index_sha256": index_hash(test_idx)})
+
+    # ---------------------------------------------------------------- decoding
+    def _check(self, errors: list[str]) -> None:
+        if not errors:
+            return
+        if not self.skip_unreadable:
+            raise HardenError(f"Cannot read the image {errors[0]}. Nothing was written. Replace or remove the file, or "
+                              "pass --skip-unreadable to leave such files out (the report counts them).")
+        self.skipped.extend(errors)
+
+    def images(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        from ..runtime import progress
+        listing = self.listing(split)
+        device = torch.device(device)
+        xs, ys = [], []
+        parts = chunks(idx, DECODE_BATCH)
+        with progress(f"decoding {split}", len(idx)) if len(idx) > 4 * DECODE_BATCH else _silent() as advance:
+            for x, y, _, errors in decode_batches(listing, parts, self.preprocess.eval_transform(), self.workers,
+                                                  device.type == "cuda"):
+                self._check(errors)
+                if x is not None:
+                    xs.append(x.to(device, non_blocking=True))
+                    ys.append(y.to(device))
+                advance(len(y) + len(errors))
+        if not xs:
+            raise HardenError(f"No readable image among the {len(idx)} chosen from {self.source}.")
+        return nchw(torch.cat(xs).float().div_(255.0)), torch.cat(ys)
+
+    def feeder(self, augment_kind: str, seed: int, device: torch.device) -> "FileFeeder":
+        return FileFeeder(self, augment_kind, seed, device)
+
+    def mean_std(self, n: int = 256) -> tuple[list[float], list[float]]:
+        """From a seeded sample of the training split (nothing else is decoded)."""
+        split = "train" if self.has_split("train") else "test"
+        y = self.listing(split).labels
+        x, _ = self.images(split, stratified_sample(y, min(n, len(y)), 0))
+        flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()
+        return flat.mean(1).round(decimals=4).tolist(), flat.std(1).clamp_min(1e-3).round(decimals=4).tolist()
+
+    def eval_indices(self, n: int | None, seed: int) -> np.ndarray:
+        """A seeded stratified sample of n test images (a folder sorted by class has one class first)."""
+        y = self.y_test
+        if len(y) == 0:
+            raise HardenError(f"The test split of {self.source} is empty.")
+        return stratified_sample(y, len(y) if n is None or n <= 0 else min(n, len(y)), seed)
+
+    def identity(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "layout": self.layout, "preprocess": self.preprocess.to_dict(),
+                               "classes": self.class_note}
+        if "test" in self._cache:
+            out["test_listing_sha256"] = self._cache["test"].digest()
+        if self.held_out:
+            out["held_out_test"] = self.held_out
+        if self.skipped:
+            out["skipped_unreadable"] = len(self.skipped)
+        return out
+
+
+class _silent:
+    def __enter__(self):
+        return lambda n=1, **kw: None
+
+    def __exit__(self, *a):
+        return False
+
+
+class FileFeeder:
+    """Training batches decoded by the workers. Large images: the model's random resized crop + flip. Small images
+    (<= SMALL_IMAGE_SIDE): the evaluation transform, then the small-image albumentations pipeline on the host, as for
+    arrays."""
+
+    def __init__(self, data: FileData, kind: str, seed: int, device: torch.device):
+        self.data, self.seed, self.device, self.epoch_no = data, seed, device, 0
+        small = max(data.input_size) <= SMALL_IMAGE_SIDE
+        self.aug = build_augment(kind, data.input_size, seed) if small else None
+        random_crop = not small and kind != "none"
+        self.transform = data.preprocess.train_transform() if random_crop else data.preprocess.eval_transform()
+        self.random = random_crop
+
+    def epoch(self, index_batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.epoch_no += 1
+        listing = self.data.listing("train")
+        for x, y, _, errors in decode_batches(listing, index_batches, self.transform, self.data.workers,
+                                              self.device.type == "cuda", self.seed if self.random else None,
+                                              self.epoch_no):
+            self.data._check(errors)
+            if x is None:  # every image of the batch was unreadable and skipped
+                yield None
+                continue
+            if self.aug is not None:
+                x = torch.from_numpy(augment(x.permute(0, 2, 3, 1).numpy(), self.aug)).permute(0, 3, 1, 2)
+            yield nchw(x.to(self.device, non_blocking=True).float().div_(255.0)), y.to(self.device)

@@ -1,0 +1,69 @@
+"""Decoding listed images in batches: a torch DataLoader with worker processes, pinned memory on CUDA. Random
+training transforms draw from a generator seeded by (seed, epoch, image), so the same seed gives the same batches
+whatever the number of workers. A file that cannot be decoded comes back as an error, never as a crash inside a
+worker: the caller stops with a message naming it, or skips it (--skip-unreadable) and counts it."""
+from __future__ import annotations
+
+import io
+import os
+import random
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .sources import Listing
+
+
+def default_workers() -> int:
+    """One decoding process per core beside the main one (at most 8); none on a single core."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class DecodeDataset(torch.utils.data.Dataset):
+    """Item i of a listing -> (uint8 C x H x W tensor or None, label, i, error or None)."""
+
+    def __init__(self, listing: Listing, transform: Callable, seed: int | None = None, epoch: int = 0):
+        self.listing, self.transform, self.seed, self.epoch = listing, transform, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.listing)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        label = int(self.listing.labels[i])
+        try:
+            img = Image.open(io.BytesIO(self.listing.read_bytes(i)))
+            img.load()  # decode now: a truncated file fails here, with its name
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError ...
+            return None, label, i, f"{self.listing.location(i)}: {type(e).__name__}: {e}"
+        if self.seed is None:
+            return self.transform(img), label, i, None
+        # per-image randomness from (seed, epoch, index): independent of which worker decodes it
+        s = int(np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0])
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s)
+            random.seed(s)  # timm's RandomResizedCropAndInterpolation draws from Python's random
+            try:
+                out = self.transform(img)
+            finally:
+                random.setstate(state)
+        return out, label, i, None
+
+
+def collate(items):
+    ok = [t for t in items if t[0] is not None]
+    x = torch.stack([t[0] for t in ok]) if ok else None
+    y = torch.tensor([t[1] for t in ok], dtype=torch.int64)
+    return x, y, [t[2] for t in ok], [t[3] for t in items if t[3] is not None]
+
+
+def decode_batches(listing: Listing, index_batches: list[np.ndarray], transform: Callable, workers: int,
+                   pin: bool, seed: int | None = None, epoch: int = 0) -> Iterator[tuple]:
+    """(uint8 N x C x H x W or None, labels, indices decoded, errors) per batch of listing indices, in order."""
+    ds = DecodeDataset(listing, transform, seed, epoch)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=[list(map(int, b)) for b in index_batches],
+                                         num_workers=workers, collate_fn=collate, pin_memory=pin,
+                                         prefetch_factor=4 if workers else None)
+    yield from loader

@@ -1,0 +1,307 @@
+"""On-disk sources, listed once (paths and labels, nothing decoded): a folder of class folders, a CSV/TSV list of
+`path,label[,split]`, and tar shards in the WebDataset layout (`key.jpg` + `key.cls` members; or class folders
+inside the tar). A listing keeps its paths in one byte buffer (no Python string per file), so data-loader workers
+share it instead of copying it, whatever the dataset's size."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import HardenError
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+LIST_EXT = {".csv", ".tsv"}
+LABEL_EXT = (".cls", ".label")  # a WebDataset sample's class index
+_SPLIT_NAMES = {"train": "train", "training": "train", "val": "test", "valid": "test", "validation": "test",
+                "test": "test", "eval": "test"}
+
+
+class PathTable:
+    """Strings in one uint8 buffer with offsets: indexable, sliceable by index arrays, cheap to fork."""
+
+    def __init__(self, strings: list[str] | None = None, *, buf: np.ndarray | None = None,
+                 offsets: np.ndarray | None = None):
+        if buf is None:
+            encoded = [s.encode("utf-8", "surrogateescape") for s in strings or []]
+            offsets = np.zeros(len(encoded) + 1, np.int64)
+            np.cumsum([len(e) for e in encoded], out=offsets[1:])
+            buf = np.frombuffer(b"".join(encoded), np.uint8) if encoded else np.zeros(0, np.uint8)
+        self.buf, self.offsets = buf, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        i = int(i)
+        return self.buf[self.offsets[i]:self.offsets[i + 1]].tobytes().decode("utf-8", "surrogateescape")
+
+    def take(self, idx: np.ndarray) -> "PathTable":
+        return PathTable([self[i] for i in np.asarray(idx, np.int64)])
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.buf.tobytes() + self.offsets.tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class Listing:
+    """One split: where each image is (relative to root, or `shard:offset:size:name` inside tar shards) and its
+    label: class names as found (folders, a list's text labels) until classes.py maps them to model indices."""
+    root: str
+    refs: PathTable
+    labels: np.ndarray  # int64 model indices once mapped
+    names: list[str] | None = None  # per-image class name (before mapping); None when labels are indices already
+    shards: list[str] = field(default_factory=list)
+    what: str = "folder"  # folder | list | tar
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def take(self, idx: np.ndarray) -> "Listing":
+        idx = np.asarray(idx, np.int64)
+        return Listing(self.root, self.refs.take(idx), self.labels[idx], None, self.shards, self.what)
+
+    def location(self, i: int) -> str:
+        ref = self.refs[i]
+        if self.shards:
+            shard, _, _, name = ref.split(":", 3)
+            return f"{self.shards[int(shard)]}:{name}"
+        return os.path.join(self.root, ref)
+
+    def read_bytes(self, i: int) -> bytes:
+        ref = self.refs[i]
+        if not self.shards:
+            with open(os.path.join(self.root, ref), "rb") as f:
+                return f.read()
+        shard, offset, size, _ = ref.split(":", 3)
+        f = _shard_handle(self.shards[int(shard)])
+        f.seek(int(offset))
+        return f.read(int(size))
+
+    def digest(self) -> str:
+        return hashlib.sha256((self.refs.digest() + self.labels.astype(np.int64).tobytes().hex()).encode()
+                              ).hexdigest()[:16]
+
+
+_HANDLES: dict[tuple[int, str], object] = {}
+
+
+def _shard_handle(path: str):
+    """One open file per shard and process (data-loader workers each open their own)."""
+    key = (os.getpid(), path)
+    f = _HANDLES.get(key)
+    if f is None:
+        f = _HANDLES[key] = open(path, "rb")
+    return f
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXT
+
+
+def class_folders(split_dir: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+def list_class_folders(split_dir: Path) -> Listing:
+    """Every image under each class folder (recursively), sorted; the class is the top folder's name."""
+    classes = class_folders(split_dir)
+    if not classes:
+        loose = any(_is_image(e.name) for e in os.scandir(split_dir) if e.is_file())
+        raise HardenError(f"{str(split_dir)!r} holds no class folders" + (
+            " (its images lie loose in it: put each class's images in a folder named after the class)" if loose
+            else "") + ".")
+    refs, names = [], []
+    for c in classes:
+        found = []
+        for root, dirs, files in os.walk(split_dir / c, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = os.path.relpath(root, split_dir)
+            found += [os.path.join(rel, f) for f in files if _is_image(f) and not f.startswith(".")]
+        if not found:
+            raise HardenError(f"The class folder {str(split_dir / c)!r} holds no images ({', '.join(sorted(IMAGE_EXT))}"
+                              "); remove it or add its images.")
+        found.sort()
+        refs += found
+        names += [c] * len(found)
+    return Listing(str(split_dir), PathTable(refs), np.zeros(len(refs), np.int64), names, what="folder")
+
+
+def _is_int(text: str) -> bool:
+    return bool(re.fullmatch(r"\s*-?\d+\s*", text))
+
+
+def list_file_list(path: Path) -> dict[str, Listing]:
+    """A CSV (comma) or TSV (tab) list: path,label[,split], header optional. Paths are relative to the list's folder
+    (or absolute); labels are class indices or class names; split is train / val / test. Returns {split: listing}
+    ('all' when there is no split column)."""
+    delim = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise HardenError(f"The image list {str(path)!r} cannot be read as text ({e}).") from None
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delim) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise HardenError(f"The image list {str(path)!r} is empty.")
+    cols = {"path": 0, "label": 1, "split": 2 if len(rows[0]) > 2 else None}
+    head = [c.strip().lower() for c in rows[0]]
+    if "label" in head or "path" in head or "file" in head or "filename" in head:
+        name_of = {"path": ("path", "file", "filename", "image"), "label": ("label", "class", "target"),
+                   "split": ("split", "subset", "set")}
+        cols = {k: next((head.index(n) for n in names if n in head), None) for k, names in name_of.items()}
+        if cols["path"] is None or cols["label"] is None:
+            raise HardenError(f"The header of {str(path)!r} ({', '.join(rows[0])}) names no path and label columns "
+                              "(path, label[, split]).")
+        rows = rows[1:]
+    base = path.parent
+    per: dict[str, tuple[list[str], list[str]]] = {}
+    missing = []
+    for n, r in enumerate(rows, start=1):
+        if len(r) <= max(c for c in cols.values() if c is not None):
+            raise HardenError(f"{str(path)!r}, row {n}: {delim.join(r)!r} has too few columns (path, label[, split]).")
+        p = r[cols["path"]].strip()
+        split = "all"
+        if cols["split"] is not None:
+            split = _SPLIT_NAMES.get(r[cols["split"]].strip().lower())
+            if split is None:
+                raise HardenError(f"{str(path)!r}, row {n}: split {r[cols['split']]!r} is not train, val or test.")
+        full = p if os.path.isabs(p) else os.path.join(base, p)
+        if len(missing) < 4 and not os.path.isfile(full):
+            missing.append(p)
+        refs, labels = per.setdefault(split, ([], []))
+        refs.append(full)
+        labels.append(r[cols["label"]].strip())
+    if missing:
+        raise HardenError(f"The image list {str(path)!r} names files that do not exist: {', '.join(missing)} (paths "
+                          "are relative to the list's folder).")
+    out = {}
+    for split, (refs, labels) in per.items():
+        if all(_is_int(v) for v in labels):
+            ints = np.asarray([int(v) for v in labels], np.int64)
+            if ints.min() < 0:
+                raise HardenError(f"{str(path)!r}: labels must be non-negative class indices or class names.")
+            out[split] = Listing("", PathTable(refs), ints, None, what="list")
+        else:
+            out[split] = Listing("", PathTable(refs), np.zeros(len(refs), np.int64), labels, what="list")
+    return out
+
+
+def list_tar_shards(shards: list[Path]) -> Listing:
+    """WebDataset shards: members grouped by key (the path up to the first dot of the file name); the image member
+    and a `.cls` / `.label` member with the class index; without one, the folder inside the tar is the class."""
+    refs, labels, names = [], [], []
+    for si, shard in enumerate(shards):
+        try:
+            with tarfile.open(shard, mode="r:") as tf:  # uncompressed: members are read in place
+                images: dict[str, tarfile.TarInfo] = {}
+                cls: dict[str, int] = {}
+                for m in tf:
+                    if not m.isfile():
+                        continue
+                    d, base = os.path.split(m.name)
+                    key = os.path.join(d, base.split(".", 1)[0])
+                    if _is_image(base):
+                        images[key] = m
+                    elif base.endswith(LABEL_EXT):
+                        text = tf.extractfile(m).read().decode("utf-8", "replace").strip()
+                        if not _is_int(text):
+                            raise HardenError(f"{str(shard)!r}: {m.name} holds {text[:40]!r}, not a class index.")
+                        cls[key] = int(text)
+        except tarfile.TarError as e:
+            raise HardenError(f"{str(shard)!r} is not a readable uncompressed tar shard ({e}).") from None
+        for key, m in images.items():
+            refs.append(f"{si}:{m.offset_data}:{m.size}:{m.name}")
+            if key in cls:
+                labels.append(cls[key])
+                names.append(None)
+            else:
+                folder = os.path.dirname(m.name).split("/")[-1] if "/" in m.name else ""
+                if not folder:
+                    raise HardenError(f"{str(shard)!r}: image {m.name} has no {'/'.join(LABEL_EXT)} member beside it "
+                                      "and no class folder inside the tar, so its class is unknown.")
+                labels.append(0)
+                names.append(folder)
+    if not refs:
+        raise HardenError(f"The tar shard(s) {', '.join(str(s) for s in shards[:3])} hold no images.")
+    has_names = [n is not None for n in names]
+    if any(has_names) and not all(has_names):
+        raise HardenError("The tar shards mix class-index members and class folders; use one way of labelling.")
+    return Listing("", PathTable(refs), np.asarray(labels, np.int64), names if all(has_names) else None,
+                   shards=[str(s) for s in shards], what="tar")
+
+
+def _shards_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".tar" and p.is_file())
+
+
+@dataclass
+class OnDisk:
+    """What a spec points at: a lister per split (called only when that split is used); 'all' for a source with
+    one split (evaluation only, or a list without a split column)."""
+    source: str
+    listers: dict[str, Callable[[], Listing]]
+    layout: str
+    # every class name of every split, found cheaply (folder names); None when labels are indices
+    class_names: Callable[[], list[str] | None] = lambda: None
+
+
+def find_on_disk(path: Path) -> OnDisk | None:
+    """The on-disk layouts; None when `path` is none of them (e.g. CIFAR batches, an .npz)."""
+    src = str(path)
+    if path.is_file():
+        ext = path.suffix.lower()
+        if ext in LIST_EXT:
+            lists = list_file_list(path)  # a list is read whole: which splits it has is in its rows
+            names = sorted({n for v in lists.values() for n in (v.names or [])}) or None
+            return OnDisk(src, {k: (lambda v=v: v) for k, v in lists.items()}, "list", lambda: names)
+        if ext == ".tar":
+            return _tar_source(src, {"all": [path]})
+        return None
+    if not path.is_dir():
+        return None
+    test = next((path / d for d in ("val", "test", "validation") if (path / d).is_dir()), None)
+    if (path / "train").is_dir() and test is not None:
+        if _shards_in(path / "train"):
+            return _tar_source(src, {"train": _shards_in(path / "train"), "test": _shards_in(test)})
+        return OnDisk(src, {"train": lambda: list_class_folders(path / "train"),
+                            "test": lambda: list_class_folders(test)}, "folder",
+                      lambda: sorted(set(class_folders(path / "train")) | set(class_folders(test))))
+    if (path / "train").is_dir() or test is not None:
+        return None  # half a tree: the caller says what is missing
+    if _shards_in(path):
+        return _tar_source(src, {"all": _shards_in(path)})
+    if class_folders(path):
+        return OnDisk(src, {"all": lambda: list_class_folders(path)}, "folder", lambda: class_folders(path))
+    return None
+
+
+def _tar_source(src: str, shards: dict[str, list[Path]]) -> OnDisk:
+    """Tar splits are listed on first use; class folders inside them need every split listed for the names."""
+    cache: dict[str, Listing] = {}
+
+    def lister(split: str) -> Callable[[], Listing]:
+        def get() -> Listing:
+            if split not in cache:
+                cache[split] = list_tar_shards(shards[split])
+            return cache[split]
+        return get
+
+    listers = {k: lister(k) for k in shards}
+
+    def names() -> list[str] | None:
+        found = set()
+        for k in sorted(shards, key=lambda k: k == "train"):  # the evaluation split first: eval never lists train
+            lst = listers[k]()
+            if lst.names is None:
+                return None  # class-index members: nothing to map
+            found |= set(lst.names)
+        return sorted(found)
+    return OnDisk(src, listers, "tar", names)

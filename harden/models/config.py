@@ -1,0 +1,147 @@
+"""A model's configuration from where it lives, each value with where it came from.
+
+Order, per value: a command-line flag; the checkpoint's own metadata (harden's safetensors); a timm hub folder's
+`config.json` (`architecture`, `num_classes`, `model_args`, `pretrained_cfg`, `label_names`); timm's pretrained
+config for the architecture's name (with or without its tag); a default, with a warning naming the assumed values.
+The preprocessing values are timm's data-config names: input size, interpolation, crop fraction, crop mode, mean
+and std."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import HardenError
+
+# Values that describe the network and how it expects its images (stored in every checkpoint harden writes)
+NET_KEYS = ("arch", "num_classes", "in_chans", "model_args")
+PREPROCESS_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+SPEC_KEYS = NET_KEYS + PREPROCESS_KEYS
+DEFAULTS: dict[str, Any] = {"in_chans": 3, "input_size": [32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
+                            "crop_mode": "center", "mean": [0.0], "std": [1.0], "model_args": {}}
+HUB_CONFIG = "config.json"
+HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def is_hub_folder(path: Path) -> bool:
+    return path.is_dir() and (path / HUB_CONFIG).is_file()
+
+
+def hub_weights(path: Path) -> Path:
+    for name in HUB_WEIGHTS:
+        if (path / name).is_file():
+            return path / name
+    raise HardenError(f"The hub folder {str(path)!r} has {HUB_CONFIG} but no weights ({' or '.join(HUB_WEIGHTS)}).")
+
+
+def read_hub_config(path: Path) -> dict[str, Any]:
+    """config.json as timm's save_for_hf writes it -> harden's metadata names."""
+    try:
+        cfg = json.loads((path / HUB_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HardenError(f"{str(path / HUB_CONFIG)!r} is not readable JSON ({e}).") from None
+    arch = cfg.get("architecture") or cfg.get("arch")
+    if not arch:
+        raise HardenError(f"{str(path / HUB_CONFIG)!r} names no architecture (timm's hub folders say it under "
+                          "'architecture'); pass --arch.")
+    pre = dict(cfg.get("pretrained_cfg") or {})
+    args = dict(cfg.get("model_args") or {})
+    meta: dict[str, Any] = {"arch": str(arch)}
+    if "num_classes" in cfg:
+        meta["num_classes"] = int(cfg["num_classes"])
+    if pre.get("input_size"):
+        meta["in_chans"] = int(pre["input_size"][0])
+        meta["input_size"] = [int(v) for v in pre["input_size"][1:]]
+    if "in_chans" in args:
+        meta["in_chans"] = int(args.pop("in_chans"))
+    args.pop("num_classes", None)
+    if args:
+        meta["model_args"] = args
+    for key in ("interpolation", "crop_pct", "crop_mode", "mean", "std"):
+        if pre.get(key) is not None:
+            meta[key] = list(pre[key]) if isinstance(pre[key], (list, tuple)) else pre[key]
+    for key in ("test_input_size", "test_crop_pct"):
+        if pre.get(key) is not None:
+            meta[key] = list(pre[key])[1:] if key == "test_input_size" else pre[key]
+    if cfg.get("label_names"):
+        meta["label_names"] = list(cfg["label_names"])
+    return meta
+
+
+def timm_config(arch: str) -> dict[str, Any] | None:
+    """timm's pretrained config for a timm name (its default tag when the name has none), in harden's names."""
+    if ":" in arch:
+        return None
+    import timm
+    from timm.models import get_pretrained_cfg
+    try:
+        if not timm.is_model(arch):
+            return None
+        cfg = get_pretrained_cfg(arch)
+    except RuntimeError:  # an unknown tag
+        return None
+    if cfg is None:
+        return None
+    out: dict[str, Any] = {"in_chans": int(cfg.input_size[0]), "input_size": [int(v) for v in cfg.input_size[1:]],
+                           "interpolation": cfg.interpolation, "crop_pct": float(cfg.crop_pct),
+                           "crop_mode": cfg.crop_mode, "mean": list(cfg.mean), "std": list(cfg.std),
+                           "num_classes": int(cfg.num_classes) if cfg.num_classes else None}
+    if cfg.test_input_size:
+        out["test_input_size"] = [int(v) for v in cfg.test_input_size[1:]]
+    if cfg.test_crop_pct:
+        out["test_crop_pct"] = float(cfg.test_crop_pct)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | None, path: Path
+            ) -> tuple[dict[str, Any], dict[str, str]]:
+    """(spec, where each value came from). Raises when arch or num_classes are found nowhere."""
+    from ..runtime import warn
+    spec: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    layers: list[tuple[str, dict[str, Any]]] = [("flag", {k: v for k, v in flags.items() if v is not None}),
+                                                 ("checkpoint", meta)]
+    if hub:
+        layers.append((f"hub config ({HUB_CONFIG})", hub))
+    for key in ("arch",):
+        _pick(key, layers, spec, source)
+    if "arch" not in spec:
+        raise HardenError(f"{str(path)!r} does not say its architecture (a plain state dict has no metadata); pass "
+                          "--arch (and --num-classes).")
+    given_size = next((name for name, layer in layers if layer.get("input_size") is not None), None)
+    tcfg = timm_config(str(spec["arch"]))
+    if tcfg and not (given_size and given_size != "hub config"):
+        layers.append((f"timm config ({spec['arch']})", tcfg))
+    for key in SPEC_KEYS[1:] + ("test_input_size", "test_crop_pct", "label_names"):
+        _pick(key, layers, spec, source)
+    if "num_classes" not in spec:
+        raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.")
+    # a timm config's three-channel statistics for a model built with another channel count: their average
+    for key in ("mean", "std"):
+        if key in spec and source.get(key, "").startswith("timm") and len(spec[key]) != int(spec.get("in_chans", 3)):
+            spec[key] = [sum(spec[key]) / len(spec[key])]
+    assumed = []
+    for key in SPEC_KEYS:
+        if key not in spec:
+            spec[key] = DEFAULTS[key]
+            source[key] = "default"
+            if key in ("input_size", "mean", "std"):
+                assumed.append(f"{key} {_show(spec[key])}")
+    if assumed:
+        warn(f"{str(path)!r} ({spec['arch']}): no checkpoint metadata, flag or timm config gives the preprocessing; "
+             f"assuming {', '.join(assumed)}, interpolation {spec['interpolation']}, crop fraction {spec['crop_pct']} "
+             "(pass --input-size, --mean, --std, --interpolation, --crop-pct to set them).")
+    return spec, source
+
+
+def _pick(key: str, layers, spec: dict, source: dict) -> None:
+    for name, layer in layers:
+        if layer.get(key) is not None:
+            spec[key], source[key] = layer[key], name
+            return
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "x".join(str(x) for x in v) if all(isinstance(x, int) for x in v) else "/".join(f"{x:g}" for x in v)
+    return str(v)

@@ -1,0 +1,346 @@
+"""ImageNet-class checkpoints and data on disk: timm hub folders load with no flags; folders of real-world images
+(mixed sizes and modes) reach the model exactly as timm's own pipeline feeds it; listings are lazy (eval never lists
+the training split, a fix decodes only its subset); synset folders map to the model's 1000 indices; lists, tar
+shards, class maps and bad files."""
+import io
+import json
+import os
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import harden
+from harden.data import DataTarget, Preprocess, load_data
+from harden.data import sources as sources_mod
+from harden.data.transforms import to_channels
+from harden.errors import HardenError
+
+SYNSETS = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475", "n01496331", "n01498041", "n01514668",
+           "n01514859", "n01518878", "n01530575", "n01531178"]  # ImageNet-1k indices 0..11 (timm's synset order)
+MODES = ["RGB", "L", "CMYK", "RGBA", "P", "I;16"]
+
+
+def photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth colour field with noise: compresses like a photograph, unlike uniform noise."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([np.sin(6 * xx + rng.uniform(0, 6)), np.cos(5 * yy + rng.uniform(0, 6)), xx * yy], -1)
+    img = (base * 0.5 + 0.5) * 200 + rng.normal(0, 12, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def save_image(path, arr: np.ndarray, mode: str) -> str:
+    """Save in the given mode: JPEGs for RGB / L / CMYK, PNGs for RGBA / palette / 16-bit grey."""
+    im = Image.fromarray(arr)
+    if mode == "I;16":
+        grey = np.asarray(im.convert("L")).astype(np.uint16) * 257
+        im, ext = Image.fromarray(grey), ".png"
+    elif mode in ("RGBA", "P"):
+        im, ext = (im.convert("RGBA") if mode == "RGBA" else im.convert("P", palette=Image.ADAPTIVE)), ".png"
+    else:
+        im, ext = im.convert(mode), ".jpg"
+    out = f"{path}{ext}"
+    im.save(out, quality=90) if ext == ".jpg" else im.save(out)
+    return out
+
+
+def make_tree(root, classes, per_class, seed=0, splits=("train", "val"), sizes=(40, 190)):
+    rng = np.random.default_rng(seed)
+    files = []
+    for split in splits:
+        for ci, c in enumerate(classes):
+            d = root / split / c if split else root / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                h, w = rng.integers(sizes[0], sizes[1], 2)
+                files.append(save_image(d / f"img{i}", photo(rng, int(h), int(w)), MODES[(ci + i) % len(MODES)]))
+    return files
+
+
+def hub_folder(tmp_path, arch, safetensors=True):
+    import timm
+    from timm.models import save_for_hf
+    torch.manual_seed(0)
+    net = timm.create_model(arch, pretrained=False)
+    folder = tmp_path / arch.split(".")[0]
+    save_for_hf(net, str(folder), safe_serialization=safetensors)
+    return folder, net
+
+
+@pytest.fixture(scope="module")
+def synset_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet")
+    make_tree(root, SYNSETS[:3], 4)
+    return root
+
+
+# ------------------------------------------------------------------ hub folders and timm's preprocessing
+
+@pytest.mark.parametrize("arch,safetensors", [("test_resnet.r160_in1k", True), ("test_vit.r160_in1k", False),
+                                              ("test_efficientnet.r160_in1k", True)])
+def test_hub_folder_runs_every_command_with_no_model_flags(arch, safetensors, synset_tree, cli, tmp_path):
+    folder, net = hub_folder(tmp_path, arch, safetensors)
+    code, out, err = cli("inspect", folder)
+    assert code == 0, err
+    assert "160x160" in out and "hub config" in out and str(net.pretrained_cfg["crop_pct"]) in out
+    code, out, err = cli("eval", folder, "--data", synset_tree, "--num-images", "4", "--attack", "fgsm",
+                         "--no-metrics", "--no-masking-checks", "--workers", "0", "-q", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["n"] == 4 and "centre crop 160x160" in rep["data_details"]["pixels"]
+    code, out, err = cli("fix", folder, "--data", synset_tree, "--data-frac", "0.5", "--epochs", "1",
+                         "--batch-size", "2", "--no-report", "--workers", "0", "--set", "val_frac=0",
+                         "--set", "attack=fgsm-rs", "-o", tmp_path / "fixed.safetensors", "-q")
+    assert code == 0, err
+    fixed = harden.load(tmp_path / "fixed.safetensors")  # the metadata now carries the whole configuration
+    assert fixed.spec.input_size == (160, 160) and fixed.spec.crop_pct == net.pretrained_cfg["crop_pct"]
+    assert fixed.spec.interpolation == net.pretrained_cfg["interpolation"]
+    code, out, err = cli("export", folder, "-o", tmp_path / "m.onnx", "--data", synset_tree, "--num-images", "4",
+                         "--workers", "0")
+    assert code == 0, err + out
+
+
+def test_timm_name_takes_timm_config_and_default_warns(tmp_path, capsys):
+    import timm
+    net = timm.create_model("test_resnet.r160_in1k", pretrained=False)
+    torch.save(net.state_dict(), tmp_path / "sd.pt")
+    m = harden.load(tmp_path / "sd.pt", arch="test_resnet.r160_in1k", num_classes=1000)
+    assert m.spec.input_size == (160, 160) and m.config_sources["input_size"].startswith("timm config")
+    assert m.spec.crop_pct == 0.95 and tuple(m.spec.mean) == tuple(net.pretrained_cfg["mean"])
+    from harden.runtime import console
+    small = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    torch.save(small.state_dict(), tmp_path / "small.pt")
+    (tmp_path / "nets.py").write_text("import torch\n\ndef net(num_classes=10, in_chans=3):\n"
+                                      "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, "
+                                      "num_classes))\n")
+    with console.capture() as cap:
+        m = harden.load(tmp_path / "small.pt", arch=f"{tmp_path / 'nets.py'}:net", num_classes=10)
+    text = cap.get()
+    assert "assuming input_size 32x32, mean 0, std 1" in " ".join(text.split())
+    assert m.config_sources["mean"] == "default"
+
+
+def test_inputs_equal_timms_pipeline_for_real_world_images(tmp_path):
+    """Every image of a folder of mixed sizes and modes: harden's input equals timm's
+    create_transform(**resolve_data_config(model=...)) before normalisation within 1e-6, and the logits agree.
+    16-bit PNGs are the one deliberate difference: timm's convert('RGB') clips every value above 255 to white,
+    harden scales 0-65535 to 0-255 (test_every_mode_becomes_the_models_channels)."""
+    from timm.data import create_transform, resolve_data_config
+    make_tree(tmp_path / "photos", ["0", "1"], 6, seed=3, splits=("",), sizes=(30, 260))
+    for arch in ("test_vit.r160_in1k", "test_resnet.r160_in1k"):
+        folder, net = hub_folder(tmp_path, arch)
+        model = harden.load(folder).eval()
+        data = load_data(tmp_path / "photos", DataTarget.for_model(model, workers=0))
+        x, _ = data.images("test", np.arange(data.n_test))
+        cfg = resolve_data_config(model=net)
+        tf = create_transform(**cfg)
+        norm = tf.transforms[-1]
+        assert type(norm).__name__ == "Normalize"
+        listing = data.listing("test")
+        modes = [Image.open(listing.location(i)).mode for i in range(len(listing))]
+        assert set(modes) == set(MODES)
+        same = [i for i, m in enumerate(modes) if m != "I;16"]
+        ref = torch.stack([tf(Image.open(listing.location(i)).convert("RGB")) for i in same])
+        mean, std = torch.tensor(cfg["mean"])[:, None, None], torch.tensor(cfg["std"])[:, None, None]
+        assert (x[same] - (ref * std + mean)).abs().max() < 1e-6
+        with torch.no_grad():
+            assert torch.allclose(model(x[same]), net.eval()(ref), atol=1e-4, rtol=1e-4)
+
+
+def test_every_mode_becomes_the_models_channels():
+    rgb = photo(np.random.default_rng(0), 20, 30)
+    grey16 = Image.fromarray(np.full((4, 4), 65535, np.uint16))
+    assert np.asarray(to_channels(grey16, 1)).max() == 255  # PIL alone would clip every 16-bit value to 255 ... or 0
+    assert to_channels(Image.fromarray(rgb).convert("CMYK"), 3).mode == "RGB"
+    assert to_channels(Image.fromarray(rgb).convert("RGBA"), 1).mode == "L"
+    half = Image.fromarray(np.full((4, 4), 32896, np.uint16))  # 128 * 257
+    assert np.asarray(to_channels(half, 3))[0, 0].tolist() == [128, 128, 128]
+
+
+# ------------------------------------------------------------------ lazy listings and decoding
+
+@pytest.fixture
+def recorder(monkeypatch):
+    """Which split folders were listed and which files were decoded (decoding in this process: workers=0)."""
+    seen = {"listed": [], "decoded": []}
+    original_list, original_read = sources_mod.list_class_folders, sources_mod.Listing.read_bytes
+
+    def listed(split_dir):
+        seen["listed"].append(os.path.basename(str(split_dir)))
+        return original_list(split_dir)
+
+    def read(self, i):
+        seen["decoded"].append(self.location(i))
+        return original_read(self, i)
+    monkeypatch.setattr(sources_mod, "list_class_folders", listed)
+    monkeypatch.setattr(sources_mod.Listing, "read_bytes", read)
+    return seen
+
+
+def small_cnn(num_classes=3):
+    return harden.create_model("cnn-small", num_classes, 3, (24, 24), (0.5,), (0.25,))
+
+
+def test_eval_lists_only_the_test_split_and_decodes_only_its_sample(tmp_path, recorder):
+    make_tree(tmp_path, ["c0", "c1", "c2"], 8, sizes=(20, 40))
+    model = small_cnn()
+    data = load_data(tmp_path, DataTarget.for_model(model, workers=0))
+    rep = harden.evaluate(model, data, attacks=["fgsm"], n=6, metrics=False, masking_checks=False, device="cpu")
+    assert recorder["listed"] == ["val"]  # the training split is never listed
+    assert len(recorder["decoded"]) == 6 and all("/val/" in p for p in recorder["decoded"])
+    classes = {p.split("/val/")[1].split("/")[0] for p in recorder["decoded"]}
+    assert classes == {"c0", "c1", "c2"}  # stratified: not the first six files (one class)
+    again = harden.evaluate(model, data, attacks=["fgsm"], n=6, metrics=False, masking_checks=False, device="cpu")
+    assert rep.data_details["images_sha256"] == again.data_details["images_sha256"]
+    other = harden.evaluate(model, data, attacks=["fgsm"], n=6, metrics=False, masking_checks=False, device="cpu",
+                            seed=1)
+    assert other.data_details["images_sha256"] != rep.data_details["images_sha256"]
+
+
+def test_fix_decodes_only_the_files_of_its_subset(tmp_path, recorder):
+    make_tree(tmp_path, ["c0", "c1", "c2"], 20, sizes=(20, 40))
+    model = small_cnn()
+    base = tmp_path / "base.safetensors"
+    harden.save(model, base)
+    result = harden.fix(base, str(tmp_path), sets=["val_frac=0", "attack=fgsm-rs"], data_frac=0.1, epochs=2,
+                        batch_size=3, device="cpu", report=False, data_target={"workers": 0})
+    assert result.model.spec.extra["subset"]["n"] == 6
+    assert "val" not in recorder["listed"]  # nor listed: the report was off
+    decoded = set(recorder["decoded"])
+    assert len(decoded) == 6 and len(recorder["decoded"]) == 12  # the six subset files, once per epoch
+    assert all("/train/" in p for p in decoded)
+
+
+def test_same_seed_and_workers_give_the_same_batches(tmp_path):
+    make_tree(tmp_path, ["c0", "c1"], 4, sizes=(90, 140))
+    pre = Preprocess(3, (80, 80), "bilinear", 0.9, "center")  # large enough for random resized crops
+    batches = [np.array([0, 3, 5]), np.array([1, 2, 4, 6, 7])]
+
+    def run(workers, seed):
+        data = load_data(tmp_path, DataTarget(pre, 2, workers=workers))
+        feeder = data.feeder("flip-crop", seed, torch.device("cpu"))
+        return [torch.cat([x for x, _ in feeder.epoch(batches)]) for _ in range(2)]  # two epochs
+    a, b, c = run(0, 7), run(2, 7), run(0, 8)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # any worker count: the same crops
+    assert not torch.equal(a[0], a[1])  # a new epoch, new crops
+    assert not torch.equal(a[0], c[0])  # another seed, other crops
+
+
+# ------------------------------------------------------------------ classes
+
+def test_synset_folders_map_to_the_models_indices(tmp_path):
+    make_tree(tmp_path / "full", SYNSETS, 1, splits=("",), sizes=(40, 60))
+    part = tmp_path / "part"
+    part.mkdir()
+    for s in SYNSETS[2:]:  # ten of the twelve: the indices stay the model's, not 0-9
+        os.symlink(tmp_path / "full" / s, part / s)
+    model = harden.create_model("cnn-small", 1000, 3, (32, 32), (0.5,), (0.25,))
+    full = load_data(tmp_path / "full", DataTarget.for_model(model, workers=0))
+    ten = load_data(part, DataTarget.for_model(model, workers=0))
+    assert full.y_test.tolist() == list(range(12)) and ten.y_test.tolist() == list(range(2, 12))
+    xf, _ = full.images("test", np.arange(2, 12))
+    xt, _ = ten.images("test", np.arange(10))
+    with torch.no_grad():
+        assert torch.equal(model(xf).argmax(1), model(xt).argmax(1)) and torch.equal(xf, xt)
+    with pytest.raises(HardenError, match="n99999999"):  # a synset the model's subset lacks
+        (tmp_path / "full" / "n99999999").mkdir()
+        load_data(tmp_path / "full", DataTarget.for_model(model, workers=0))
+
+
+def test_unmatched_classes_and_class_map(tmp_path):
+    make_tree(tmp_path, ["cat", "dog", "eel"], 2, splits=("",), sizes=(20, 30))
+    model = harden.create_model("cnn-small", 10, 3, (16, 16), (0.5,), (0.25,))
+    with pytest.raises(HardenError, match="--class-map") as e:
+        load_data(tmp_path, DataTarget.for_model(model))
+    assert "cat, dog, eel" in str(e.value)
+    (tmp_path / "map.json").write_text(json.dumps({"cat": 3, "dog": 5, "eel": 7}))
+    d = load_data(tmp_path, DataTarget.for_model(model, class_map=str(tmp_path / "map.json")))
+    assert sorted(set(d.y_test.tolist())) == [3, 5, 7]
+    (tmp_path / "short.csv").write_text("cat,3\ndog,5\n")
+    with pytest.raises(HardenError, match="eel"):
+        load_data(tmp_path, DataTarget.for_model(model, class_map=str(tmp_path / "short.csv")))
+    (tmp_path / "far.json").write_text(json.dumps({"cat": 3, "dog": 5, "eel": 12}))
+    with pytest.raises(HardenError, match="beyond"):
+        load_data(tmp_path, DataTarget.for_model(model, class_map=str(tmp_path / "far.json")))
+
+
+# ------------------------------------------------------------------ lists and tar shards
+
+def test_csv_list_with_and_without_split_column(tmp_path):
+    files = make_tree(tmp_path / "img", ["a", "b"], 10, splits=("",), sizes=(20, 30))
+    rows = [(os.path.relpath(f, tmp_path), 1 if "/b/" in f else 0) for f in files]
+    (tmp_path / "files.csv").write_text("path,label\n" + "".join(f"{p},{y}\n" for p, y in rows))
+    model = small_cnn(num_classes=7)
+    d = load_data(tmp_path / "files.csv", DataTarget.for_model(model, workers=0))
+    assert d.n_test == 20 and not d.has_split("train")
+    held = d.with_held_out_test()
+    assert held.n_test == 4 and held.n_train == 16 and held.held_out["n"] == 4
+    train_files = {held.listing("train").location(i) for i in range(16)}
+    assert not train_files & {held.listing("test").location(i) for i in range(4)}
+    (tmp_path / "split.tsv").write_text("".join(f"{p}\t{y}\t{'train' if i % 4 else 'val'}\n"
+                                                for i, (p, y) in enumerate(rows)))
+    s = load_data(tmp_path / "split.tsv", DataTarget.for_model(model, workers=0))
+    assert s.n_train == 15 and s.n_test == 5
+    (tmp_path / "missing.csv").write_text("img/a/nope.jpg,0\n")
+    with pytest.raises(HardenError, match="nope.jpg"):
+        load_data(tmp_path / "missing.csv", DataTarget.for_model(model))
+    (tmp_path / "big.csv").write_text(f"{rows[0][0]},9\n")
+    with pytest.raises(HardenError, match="only 7 classes"):
+        load_data(tmp_path / "big.csv", DataTarget.for_model(model)).listing("test")
+
+
+def test_webdataset_tar_shards_read_like_the_folder(tmp_path):
+    files = make_tree(tmp_path / "img", ["a", "b"], 3, splits=("",), sizes=(20, 50))
+    shard = tmp_path / "shard-000000.tar"
+    with tarfile.open(shard, "w") as tf:
+        for i, f in enumerate(sorted(files)):
+            tf.add(f, arcname=f"sample{i:04d}{os.path.splitext(f)[1]}")
+            label = str(1 if "/b/" in f else 0).encode()
+            info = tarfile.TarInfo(f"sample{i:04d}.cls")
+            info.size = len(label)
+            tf.addfile(info, io.BytesIO(label))
+    model = small_cnn(num_classes=2)
+    tar = load_data(shard, DataTarget.for_model(model, workers=0))
+    folder = load_data(tmp_path / "img", DataTarget.for_model(model, workers=0))
+    xt, yt = tar.images("test", np.arange(6))
+    xf, yf = folder.images("test", np.arange(6))
+    assert torch.equal(xt, xf) and torch.equal(yt, yf)
+
+
+# ------------------------------------------------------------------ bad input
+
+def test_unreadable_file_stops_with_its_name_or_is_skipped_and_counted(tmp_path, cli):
+    make_tree(tmp_path / "d", ["c0", "c1"], 3, splits=("",), sizes=(20, 30))
+    bad = tmp_path / "d" / "c1" / "broken.jpg"
+    good = next((tmp_path / "d" / "c0").glob("*.jpg")).read_bytes()
+    bad.write_bytes(good[: len(good) // 3])  # a truncated JPEG
+    ckpt = tmp_path / "m.safetensors"
+    harden.save(small_cnn(num_classes=2), ckpt)
+    args = ("eval", ckpt, "--data", tmp_path / "d", "--attack", "fgsm", "--no-metrics", "--no-masking-checks",
+            "--workers", "0", "-q")
+    code, out, err = cli(*args, "--json", tmp_path / "r.json")
+    assert code == 2 and "broken.jpg" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
+    code, out, err = cli(*args, "--skip-unreadable", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["data_details"]["skipped_unreadable"] == 1 and rep["n"] == 6
+
+
+def test_empty_and_loose_folders_are_clear_errors(tmp_path):
+    make_tree(tmp_path / "d", ["c0", "c1"], 2, splits=("train", "val"), sizes=(20, 30))
+    (tmp_path / "d" / "val" / "c2").mkdir()
+    model = small_cnn(num_classes=3)
+    with pytest.raises(HardenError, match="c2.*holds no images"):
+        load_data(tmp_path / "d", DataTarget.for_model(model)).listing("test")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    save_image(loose / "x", photo(np.random.default_rng(0), 20, 20), "RGB")
+    with pytest.raises(HardenError, match="none of the data layouts"):
+        load_data(loose, DataTarget.for_model(model))
+    only_eval = load_data(tmp_path / "d" / "train", DataTarget.for_model(small_cnn(num_classes=2)))  # classes only
+    assert only_eval.n_test == 4
+    with pytest.raises(HardenError, match="one split"):
+        only_eval.listing("train")

@@ -1,0 +1,107 @@
+"""Models written the way published code writes them: `x.view(x.size(0), -1)` (which needs a contiguous NCHW
+activation), a log_softmax head, a built-in nn.Sequential with a view-flatten. Colour and grey, through eval, fix
+with every recipe, apply and export."""
+import numpy as np
+import pytest
+import torch
+
+import harden
+from harden.checkpoint import apply_patch, save_patch
+from harden.data import ImageData
+from harden.export import export_onnx
+from harden.recipes import get_recipe
+
+NETS = '''
+import torch.nn.functional as F
+from torch import nn
+
+
+class LeNetView(nn.Module):
+    def __init__(self, num_classes=4, in_chans=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1 = nn.Linear(16 * 4 * 4, 32)
+        self.fc2 = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = x.view(x.size(0), -1)
+        return F.log_softmax(self.fc2(F.relu(self.fc1(x))), dim=1)
+
+
+class View(nn.Module):
+    def forward(self, x):
+        return x.view(x.size(0), -1)
+
+
+def sequential(num_classes=4, in_chans=3):
+    return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), View(),
+                         nn.Linear(16 * 4 * 4, num_classes))
+'''
+
+RECIPE_SETS = {"at": ["val_frac=0", "attack=fgsm-rs"], "fixer": [], "idfr": [], "gda-brelu": [], "patch-ft": []}
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    path = tmp_path_factory.mktemp("views") / "published.py"
+    path.write_text(NETS)
+    return path
+
+
+def _data(chans: int) -> ImageData:
+    """16x16 images whose class is the brightest quadrant: learnable, so fixes train on a signal."""
+    rng = np.random.default_rng(0)
+    n = 48
+    y = np.arange(n) % 4
+    x = rng.integers(0, 90, (n, 16, 16, chans), dtype=np.uint8)
+    for i, c in enumerate(y):
+        r, k = divmod(int(c), 2)
+        x[i, r * 8:(r + 1) * 8, k * 8:(k + 1) * 8] += 120
+    return ImageData(x, y, x[:16], y[:16], f"quadrants-{chans}ch", 4)
+
+
+@pytest.mark.parametrize("fn,chans", [("LeNetView", 1), ("sequential", 3)])
+def test_view_models_through_every_command(nets, fn, chans, tmp_path):
+    data = _data(chans)
+    base = harden.create_model(f"{nets}:{fn}", 4, chans, (16, 16), (0.3,), (0.3,))
+    base_path = tmp_path / "base.safetensors"
+    harden.save(base, base_path)
+    report = harden.evaluate(base, data, attacks=["fgsm", "pgd:steps=3", "deepfool", "jsma"], n=8, metrics=False,
+                             masking_checks=False, device="cpu")
+    assert 0.0 <= report.clean_accuracy <= 1.0 and len(report.attacks) == 4
+    for recipe, sets in RECIPE_SETS.items():
+        if recipe == "gda-brelu" and fn == "LeNetView":
+            sets = ["brelu=false"]  # F.relu cannot be swapped for a bounded ReLU (gda-brelu says so and refuses)
+        result = harden.fix(base_path, data, recipe=recipe, sets=sets, data_frac=0.5, epochs=1, batch_size=8,
+                            device="cpu", report=False)
+        fixed = result.model
+        x = torch.rand(3, chans, 16, 16)
+        with torch.no_grad():
+            assert fixed(x).shape == (3, 4)
+        if get_recipe(recipe).frozen_base():  # patch out, apply back: the same outputs
+            patch = save_patch(fixed, tmp_path / f"{recipe}.patch.safetensors",
+                               {k: fixed.spec.extra[k] for k in ("recipe", "recipe_params", "base_sha256")})
+            again = apply_patch(base_path, patch)
+            with torch.no_grad():
+                assert torch.allclose(again(x), fixed(x), atol=1e-6)
+        check = export_onnx(fixed, tmp_path / f"{recipe}.onnx", x, "random pixels")
+        assert check.ok, (recipe, check)
+        after = harden.evaluate(fixed, data, attacks=["pgd:steps=3"], n=8, metrics=False, masking_checks=False,
+                                device="cpu")
+        assert after.n == 8
+
+
+def test_inputs_reach_the_model_contiguous():
+    """The batches harden builds from NHWC arrays are contiguous NCHW (a permuted view would break `view`)."""
+    data = _data(3)
+    x, _ = data.images("test", np.arange(4))
+    assert x.stride() == (768, 256, 16, 1)
+    feeder = data.feeder("flip-crop", 0, torch.device("cpu"))
+    xb, _ = next(iter(feeder.epoch([np.arange(4)])))
+    assert xb.stride() == (768, 256, 16, 1)
+    grey = _data(1)
+    assert grey.images("test", np.arange(4))[0].stride() == (256, 256, 16, 1)  # not (256, 1, 16, 1)
