@@ -196,7 +196,7 @@ def eval_cmd(
     Under torchrun the images are shared out across the processes and rank 0 writes the outputs."""
     _setup(quiet)
     from .api import data_for
-    from .attacks import DEFAULT_ATTACKS, build_attack, expand_suites, parse_number
+    from .attacks import DEFAULT_ATTACKS, build_attack, default_attacks, expand_suites, parse_number
     from .checkpoint import check_output_path
     from .evaluate import evaluate
     from .gate import apply_gate, check_known, load_gate_file, parse_requirement
@@ -218,6 +218,9 @@ def eval_cmd(
     dev = resolve_device(device)
     seed_everything(seed)
     model = _load_model(checkpoint, model_flags, dev)
+    if not attack:  # the default set for this model's input size (evaluate notes what it leaves out)
+        attacks = [build_attack(a, eps=eps_v) for a in default_attacks(model.spec.input_size)[0]]
+        check_known(requirements, attacks)
     source = None
     if craft_on is not None:  # the model flags fill what its metadata lacks (a base that harden did not write)
         from .checkpoint import read_checkpoint
@@ -226,7 +229,8 @@ def eval_cmd(
                                   if k == "key" or k not in src_meta})
         source = _load_model(craft_on, src_flags, dev)
     ds = data_for(model, data, **data_flags.target_kwargs())
-    report = evaluate(model, ds, attacks=attacks, n=n, eps_l2=parse_number(eps_l2), max_l0=parse_number(max_l0),
+    report = evaluate(model, ds, attacks=attacks if attack else None, eps=eps_v, n=n, eps_l2=parse_number(eps_l2),
+                      max_l0=parse_number(max_l0),
                       craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                       model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
                       masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
@@ -341,7 +345,7 @@ def fix(
                                                           for a in expand_suites(attack or DEFAULT_ATTACKS)])
     result = run_fix(checkpoint, data, recipe=recipe, sets=set_ or [], data_frac=data_frac, seed=seed,
                      epochs=epochs, batch_size=batch_size, lr=lr, device=device, report_n=n,
-                     attacks=expand_suites(attack or DEFAULT_ATTACKS), report=report, metrics=metrics,
+                     attacks=expand_suites(attack) if attack else None, report=report, metrics=metrics,
                      masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
                      curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
                      data_target=data_flags.target_kwargs())

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks import DEFAULT_ATTACKS, Attack, build_attack, perturbation_norm
+from .attacks import Attack, build_attack, default_attacks, perturbation_norm
 from .data import Data, check_fits, fit_size, index_hash, is_on_disk
 from .runtime import frozen, progress, resolve_device, run_batched
 
@@ -74,6 +74,7 @@ class Report:
     # which images: the data's identity (layout, listing hash, preprocessing), the evaluated indices' hash, files
     # skipped as unreadable; for files, "after resize and crop" says where the budgets' pixels live
     data_details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the report chose for the user (e.g. an attack left out)
 
     def metric_values(self) -> dict[str, float]:
         """Flat names the gate uses: clean, <attack>, <attack>.success, <attack>.median_norm, metrics."""
@@ -113,7 +114,7 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.d
     return torch.cat(outs)
 
 
-def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] = DEFAULT_ATTACKS,
+def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] | None = None,
              n: int | None = 500, eps: float | None = None, eps_l2: float = DEFAULT_EPS_L2,
              max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int = 128,
              device: str | torch.device = "auto", seed: int = 0, metrics: bool = True, model_name: str = "model",
@@ -121,7 +122,8 @@ def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] = 
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
              attack_amp: str = "off") -> Report:
     """Robustness report of `model` on n test images of `data` (the first n of in-memory data; a seeded stratified
-    sample of files, decoded through the model's evaluation transform). `examples`: adversarial examples kept
+    sample of files, decoded through the model's evaluation transform). `attacks` None: the default set for the
+    model's input size (attacks.default_attacks; the report notes what it left out). `examples`: adversarial examples kept
     per attack (for pictures); `curve`: L-inf budgets at which the L-inf attacks are run again (curves.py);
     curve_cascades=False leaves autoattack out of the curve; attack_amp (off | bf16 | fp16) runs the attacks under
     autocast (the report says which precision they used). Under torchrun the attacks are sharded across the ranks
@@ -155,6 +157,10 @@ def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] = 
     model = as_logits(model, output_kind)
     source = as_logits(source, detect_output_kind(source, x[:batch_size])) if craft_on is not None else model
 
+    notes = []
+    if attacks is None:
+        attacks, note = default_attacks(size)
+        notes += [note] if note else []
     atk_objs: list[Attack] = []
     for a in attacks:
         atk = a if isinstance(a, Attack) else build_attack(a, eps=eps)
@@ -204,7 +210,7 @@ def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] = 
                   attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
                   robust_images={k: v.cpu() for k, v in robust_by_attack.items()}, curves=curves,
                   class_names=data.class_names, attack_precision=_PRECISION[attack_amp],
-                  processes=distributed.world(), data_details=details,
+                  processes=distributed.world(), data_details=details, notes=notes,
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)

@@ -10,7 +10,6 @@ from typing import Any, Sequence
 
 import torch
 
-from .attacks import DEFAULT_ATTACKS
 from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
 from .data import Data, DataTarget, FileData, check_fits, load_data, subsample
@@ -53,7 +52,7 @@ def state_digest(module: torch.nn.Module) -> str:
 def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe: str = DEFAULT_RECIPE,
         sets: Sequence[str] = (), data_frac: float = 0.1, seed: int = 0, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",
-        report_n: int | None = 500, attacks: Sequence[str] = DEFAULT_ATTACKS, report: bool = True,
+        report_n: int | None = 500, attacks: Sequence[str] | None = None, report: bool = True,
         base_name: str | None = None, metrics: bool = True, masking_checks: bool = True,
         model_flags: dict | None = None, curve: Sequence[float] | None = None,
         curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off",

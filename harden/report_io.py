@@ -39,11 +39,26 @@ def _failing_metrics(report: Report) -> set[str]:
     return {g["metric"] for g in report.gate if not g["passed"]}
 
 
+def data_note(report) -> str:
+    """Where the images came from when they are files: the transform the budgets are measured after, the sample's
+    hash, files skipped (a Report or its JSON dict); '' for arrays."""
+    d = report.get("data_details", {}) if isinstance(report, dict) else report.data_details
+    if not d.get("pixels"):
+        return ""
+    text = f"{d['pixels']}; images {d.get('images_sha256', '?')} (seeded stratified sample)"
+    if d.get("held_out_test"):
+        text += f"; test split held out from the list: {d['held_out_test']['n']} images"
+    if d.get("skipped_unreadable"):
+        text += f"; {d['skipped_unreadable']} unreadable file(s) skipped"
+    return text
+
+
 def render_terminal(report: Report, console: Console) -> None:
     fails = _failing_metrics(report)
     title = (f"{report.model} - threat model: [bold]{report.threat_model}[/] - {report.n} images of "
              f"{report.data} - device {run_where(report)}")
-    t = Table(title=title, title_justify="left")
+    note = "\n".join([data_note(report)] + list(report.notes)).strip()
+    t = Table(title=title + (f"\n[dim]{note}[/]" if note else ""), title_justify="left")
     for col in ("attack", "budget", "robust acc %", "success %", "median norm", "s", "img/s", "grad passes"):
         t.add_column(col, justify="left" if col == "attack" else "right")
     transfer = report.source_clean_accuracy is not None
@@ -117,7 +132,9 @@ def to_markdown(reports: Sequence[Report]) -> str:
     lines = []
     for r in reports:
         lines += [f"## {r.model}", "", f"Threat model: **{r.threat_model}** (crafted on {r.crafted_on}); "
-                  f"{r.n} test images of {r.data}; device {run_where(r)}; seed {r.seed}.", ""]
+                  f"{r.n} test images of {r.data}; device {run_where(r)}; seed {r.seed}."
+                  + (f" Images: {data_note(r)}." if data_note(r) else "")
+                  + "".join(f" Note: {n}." for n in r.notes), ""]
         transfer = r.source_clean_accuracy is not None
         head = "| attack | budget | robust acc % | success % | median norm | s | img/s | grad passes |"
         sep = "|---|---|---|---|---|---|---|---|"

@@ -102,6 +102,18 @@ def test_hub_folder_runs_every_command_with_no_model_flags(arch, safetensors, sy
     assert code == 0, err + out
 
 
+def test_default_report_leaves_jsma_out_above_64_px_and_says_so():
+    data = harden.data.ImageData(np.zeros((4, 72, 72, 3), np.uint8), np.arange(4) % 2,
+                                 np.full((2, 72, 72, 3), 90, np.uint8), np.arange(2), "grey squares", 2)
+    model = harden.create_model("cnn-small", 2, 3, (72, 72), (0.5,), (0.25,))
+    rep = harden.evaluate(model, data, n=2, metrics=False, masking_checks=False, device="cpu")
+    assert [a.name for a in rep.attacks] == ["fgsm", "pgd", "autopgd", "cw", "deepfool"]
+    assert any("jsma left out" in n for n in rep.notes)
+    small = harden.evaluate(harden.create_model("cnn-small", 2, 3, (16, 16)), data, n=2, metrics=False,
+                            masking_checks=False, device="cpu")
+    assert "jsma" in [a.name for a in small.attacks] and not small.notes
+
+
 def test_timm_name_takes_timm_config_and_default_warns(tmp_path, capsys):
     import timm
     net = timm.create_model("test_resnet.r160_in1k", pretrained=False)

@@ -12,11 +12,26 @@ ATTACK_SUITES = {
 }
 
 
+# Above this input side the default report leaves JSMA out: its steps do not shrink with the image (measured on a
+# 224-px ResNet-50: BENCHMARKS.md, "ImageNet-class models and data on disk"); `--attack jsma` still runs it.
+JSMA_DEFAULT_MAX_SIDE = 64
+
+
+def default_attacks(input_size) -> tuple[tuple[str, ...], str | None]:
+    """The default set for a model's input size, and a note for the report when an attack was left out."""
+    if max(int(v) for v in input_size) > JSMA_DEFAULT_MAX_SIDE:
+        return (tuple(a for a in DEFAULT_ATTACKS if a != "jsma"),
+                f"jsma left out of the default attacks above {JSMA_DEFAULT_MAX_SIDE} px (its cost per robust image "
+                "grows with the input: BENCHMARKS.md); --attack jsma runs it")
+    return DEFAULT_ATTACKS, None
+
+
 def expand_suites(specs):
     out = []
     for s in specs:
         out += list(ATTACK_SUITES[s]) if s in ATTACK_SUITES else [s]
     return out
 
-__all__ = ["ATTACKS", "ATTACK_SUITES", "Attack", "AttackOutput", "DEFAULT_ATTACKS", "build_attack", "expand_suites",
+__all__ = ["ATTACKS", "ATTACK_SUITES", "Attack", "AttackOutput", "DEFAULT_ATTACKS", "build_attack", "default_attacks",
+           "expand_suites",
            "margin", "parse_attack_spec", "parse_number", "perturbation_norm"]
