@@ -12,19 +12,16 @@ Rows are JSON lines, written as they finish.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import threading
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imagenet_scale import rss_tree_mb  # noqa: E402
+from imagenet_scale import rss_tree_mb, write  # noqa: E402  (one row format for both)
 
 
 def make(root: Path, files: int, classes: int, seed: int = 0) -> float:
@@ -42,13 +39,6 @@ def make(root: Path, files: int, classes: int, seed: int = 0) -> float:
                 img = np.clip(base + rng.normal(0, 30, (int(h), int(w), 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(img).save(d / f"{i}.jpg", quality=85)
     return time.perf_counter() - t
-
-
-def write(out: Path, row: dict) -> None:
-    row = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores", **row}
-    with out.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
 
 
 def main() -> None:
