@@ -38,14 +38,16 @@ from harden.data import DataTarget, load_data  # noqa: E402
 from harden.runtime import frozen, set_quiet  # noqa: E402
 
 
-def rss_tree_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (data-loader workers), MB."""
+def rss_tree_mb(pid: int, field: str = "Rss") -> float:
+    """Memory of a process and all its descendants (data-loader workers), MB: 'Rss' (resident; pages shared by
+    forked workers count once per process) or 'Pss' (proportional: shared pages split among their sharers, so the
+    sum is the tree's real footprint)."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/status") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
             for t in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{t}/children") as f:
                     todo += [int(c) for c in f.read().split()]

@@ -67,11 +67,12 @@ def main() -> None:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env={**os.environ, "COLUMNS": "200"})
-    peak = [0.0]
+    peak = [0.0, 0.0]
 
     def sample():
         while proc.poll() is None:
             peak[0] = max(peak[0], rss_tree_mb(proc.pid))
+            peak[1] = max(peak[1], rss_tree_mb(proc.pid, "Pss"))
             time.sleep(0.05)
     th = threading.Thread(target=sample, daemon=True)
     th.start()
@@ -86,6 +87,7 @@ def main() -> None:
     write(out, {"row": "eval --num-images 200", "files": args.files, "exit": proc.returncode,
                 "seconds_to_first_attack": round(started, 1) if started else None,
                 "seconds_total": round(time.perf_counter() - t0, 1), "peak_rss_mb_process_tree": round(peak[0]),
+                "peak_pss_mb_process_tree": round(peak[1]),
                 "command": " ".join(cmd[1:])})
     if proc.returncode != 0:
         print("".join(lines[-30:]))

@@ -85,8 +85,8 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 _DATA_OPTIONS = {
     "workers": (Optional[int], typer.Option(None, "--workers", min=0, help="Processes that decode image files (default: "
-                                            "one per core beside the main one, at most 8; 0 = decode in the main "
-                                            "process). The same seed and worker count give the same batches.",
+                                            "one per core, at most 8; 0 = decode in the main process). The same "
+                                            "seed gives the same batches whatever the worker count.",
                                             rich_help_panel="Data")),
     "class_map": (Optional[str], typer.Option(None, "--class-map", help="JSON or CSV file mapping folder name -> the "
                                               "model's class index (folders of WordNet synsets map by themselves).",

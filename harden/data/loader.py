@@ -16,8 +16,9 @@ from .sources import Listing
 
 
 def default_workers() -> int:
-    """One decoding process per core beside the main one (at most 8); none on a single core."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+    """One decoding process per core, at most 8: while a batch of the report is decoded the main process only waits
+    (measured on 2 cores at 224 px: 1 worker 0.8x, 2 workers 1.09x the one-process decode + transform rate)."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 class DecodeDataset(torch.utils.data.Dataset):
