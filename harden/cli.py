@@ -136,6 +136,9 @@ def inspect(
             ("sha256", sha256_file(checkpoint))]
     if s.model_args:
         rows.append(("model_args", said("model_args", s.model_args)))
+    if s.extra.get("test_input_size"):  # timm's larger evaluation size: --test-size
+        rows.append(("test size", said("test_input_size", "x".join(map(str, s.extra["test_input_size"])))
+                     + f", crop {s.extra.get('test_crop_pct', s.crop_pct)} (--test-size)"))
     rows += [(k, escape(str(v))) for k, v in meta.items() if k not in {r[0] for r in rows}]
     for k, v in rows:
         t.add_row(k, v if isinstance(v, str) else str(v))

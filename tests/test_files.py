@@ -84,7 +84,7 @@ def test_hub_folder_runs_every_command_with_no_model_flags(arch, safetensors, sy
     folder, net = hub_folder(tmp_path, arch, safetensors)
     code, out, err = cli("inspect", folder)
     assert code == 0, err
-    assert "160x160" in out and "hub config" in out and str(net.pretrained_cfg["crop_pct"]) in out
+    assert "160x160" in out and "hub config.json" in out and str(net.pretrained_cfg["crop_pct"]) in out
     code, out, err = cli("eval", folder, "--data", synset_tree, "--num-images", "4", "--attack", "fgsm",
                          "--no-metrics", "--no-masking-checks", "--workers", "0", "-q", "--json", tmp_path / "r.json")
     assert code == 0, err
@@ -100,6 +100,11 @@ def test_hub_folder_runs_every_command_with_no_model_flags(arch, safetensors, sy
     code, out, err = cli("export", folder, "-o", tmp_path / "m.onnx", "--data", synset_tree, "--num-images", "4",
                          "--workers", "0")
     assert code == 0, err + out
+    code, out, err = cli("import", folder, "-o", tmp_path / "imported.safetensors")
+    assert code == 0, err
+    imported = harden.load(tmp_path / "imported.safetensors")  # every value kept, now from the checkpoint
+    assert imported.spec.to_dict() | {"extra": None} == harden.load(folder).spec.to_dict() | {"extra": None}
+    assert set(imported.config_sources.values()) == {"checkpoint"}
 
 
 def test_default_report_leaves_jsma_out_above_64_px_and_says_so():
@@ -356,3 +361,25 @@ def test_empty_and_loose_folders_are_clear_errors(tmp_path):
     assert only_eval.n_test == 4
     with pytest.raises(HardenError, match="one split"):
         only_eval.listing("train")
+
+
+def test_train_on_a_folder_and_fix_on_a_list_without_split_column(tmp_path, cli):
+    """`harden train` on a folder of mixed-size images (the size and colour taken from a sample), then `harden fix`
+    on a path,label list: its held-out test split is never trained on, and the report says so."""
+    files = make_tree(tmp_path / "img", ["a", "b"], 8, splits=("train", "val"), sizes=(20, 24))
+    code, out, err = cli("train", "--data", tmp_path / "img", "--arch", "cnn-small", "--epochs", "1", "--workers", "0",
+                         "-o", tmp_path / "base.safetensors", "-q")
+    assert code == 0, err
+    base = harden.load(tmp_path / "base.safetensors")
+    assert base.spec.in_chans == 3 and max(base.spec.input_size) <= 24 and base.spec.data == str(tmp_path / "img")
+    rows = "".join(f"{os.path.relpath(f, tmp_path)},{'b' if '/b/' in f else 'a'}\n" for f in files)
+    (tmp_path / "files.csv").write_text(rows)
+    code, out, err = cli("fix", tmp_path / "base.safetensors", "--data", tmp_path / "files.csv", "--data-frac", "0.5",
+                         "--epochs", "1", "--attack", "fgsm", "--num-images", "8", "--no-metrics",
+                         "--no-masking-checks", "--workers", "0", "--set", "val_frac=0", "--json", tmp_path / "r.json",
+                         "-o", tmp_path / "fixed.safetensors")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "r.json").read_text())["reports"][0]
+    assert rep["data_details"]["held_out_test"]["n"] == 6 and rep["n"] == 6  # 20% of 16 a class, rounded: 3 + 3
+    assert "held out as the test split" in err
+    assert harden.load(tmp_path / "fixed.safetensors").spec.extra["subset"]["n"] == 12  # half of the other 26

@@ -102,7 +102,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     layers: list[tuple[str, dict[str, Any]]] = [("flag", {k: v for k, v in flags.items() if v is not None}),
                                                  ("checkpoint", meta)]
     if hub:
-        layers.append((f"hub config ({HUB_CONFIG})", hub))
+        layers.append((f"hub {HUB_CONFIG}", hub))
     for key in ("arch",):
         _pick(key, layers, spec, source)
     if "arch" not in spec:
@@ -110,7 +110,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
                           "--arch (and --num-classes).")
     given_size = next((name for name, layer in layers if layer.get("input_size") is not None), None)
     tcfg = timm_config(str(spec["arch"]))
-    if tcfg and not (given_size and given_size != "hub config"):
+    if tcfg and not (given_size and not given_size.startswith("hub")):
         layers.append((f"timm config ({spec['arch']})", tcfg))
     for key in SPEC_KEYS[1:] + ("test_input_size", "test_crop_pct", "label_names"):
         _pick(key, layers, spec, source)
