@@ -243,6 +243,9 @@ def eval_cmd(
         render_terminal(report, out)
         write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
         _say_written(html_path, plots)
+        from .ci_output import publish
+        from .report_io import to_markdown
+        publish([report], to_markdown, echo=lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush()))
     if any(not g["passed"] for g in report.gate):
         from . import distributed
         if distributed.is_main():

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks import Attack, build_attack, default_attacks, perturbation_norm
+from .attacks import NORM_LABELS, Attack, build_attack, default_attacks, perturbation_norm
 from .data import Data, check_fits, fit_size, index_hash, is_on_disk
 from .runtime import frozen, progress, resolve_device, run_batched
 
@@ -75,9 +75,29 @@ class Report:
     # skipped as unreadable; for files, "after resize and crop" says where the budgets' pixels live
     data_details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the report chose for the user (e.g. an attack left out)
+    # the worst case within each threat model's norm (linf, l2, l0): an image counts only if it survives every attack
+    # of that norm; `worst` mixes them (an L0 attack can set it while a team gates on L-inf)
+    worst_by_norm: dict[str, float] = field(default_factory=dict)
+    confidence: float = 0.95  # level of every accuracy's interval (stats.py: Wilson's score interval)
+
+    def accuracies(self) -> dict[str, float]:
+        """The metrics that are proportions of the report's n images (each has an interval)."""
+        out = {"clean": self.clean_accuracy}
+        for a in self.attacks:
+            out[a.name] = a.robust_accuracy
+            out.update({f"{a.name}.{stage}": v for stage, v in a.stages.items()})
+        if self.worst_case is not None:
+            out["worst"] = self.worst_case
+        out.update({f"worst.{k}": v for k, v in self.worst_by_norm.items()})
+        return out
+
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        from .stats import interval
+        return {k: interval(v, self.n, self.confidence) for k, v in self.accuracies().items()}
 
     def metric_values(self) -> dict[str, float]:
-        """Flat names the gate uses: clean, <attack>, <attack>.success, <attack>.median_norm, metrics."""
+        """Flat names the gate uses: clean, <attack>, <attack>.success, <attack>.median_norm, worst, worst.<norm>,
+        metrics, and <accuracy>.lower / <accuracy>.upper (the interval's bounds)."""
         out: dict[str, float] = {"clean": self.clean_accuracy}
         if self.clean_on_source_correct is not None:
             out["clean.on_source_correct"] = self.clean_on_source_correct
@@ -92,7 +112,10 @@ class Report:
                 out[f"{a.name}.{stage}"] = v
         if self.worst_case is not None:
             out["worst"] = self.worst_case
+        out.update({f"worst.{k}": v for k, v in self.worst_by_norm.items()})
         out.update(self.metrics)
+        for k, (lo, hi) in self.intervals().items():
+            out[f"{k}.lower"], out[f"{k}.upper"] = lo, hi
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +214,11 @@ def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] | 
     worst = None
     if robust_by_attack:
         worst = float(torch.stack(list(robust_by_attack.values())).all(0).float().mean())
+    worst_by_norm = {}
+    for norm, label in NORM_LABELS.items():
+        keys = [k for a, k in zip(atk_objs, robust_by_attack, strict=True) if a.norm == norm]
+        if keys:
+            worst_by_norm[label] = float(torch.stack([robust_by_attack[k] for k in keys]).all(0).float().mean())
     curves: dict[str, list[list[float]]] = {}
     if curve:
         from .curves import robustness_curves
@@ -210,7 +238,7 @@ def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] | 
                   attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
                   robust_images={k: v.cpu() for k, v in robust_by_attack.items()}, curves=curves,
                   class_names=data.class_names, attack_precision=_PRECISION[attack_amp],
-                  processes=distributed.world(), data_details=details, notes=notes,
+                  processes=distributed.world(), data_details=details, notes=notes, worst_by_norm=worst_by_norm,
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)

@@ -1,4 +1,5 @@
-"""Release gate: `--require METRIC>=VALUE` or a TOML file. Exit 0 all hold, 1 any fails, 2 bad input."""
+"""Release gate: `--require METRIC>=VALUE` or a TOML file. Exit 0 all hold, 1 any fails, 2 bad input.
+`METRIC.lower>=x` / `METRIC.upper<=x` gate on an accuracy's confidence interval (stats.py)."""
 from __future__ import annotations
 
 import operator
@@ -6,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .attacks import parse_number
+from .attacks import NORM_LABELS, parse_number
 from .errors import HardenError
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
@@ -52,13 +53,15 @@ def load_gate_file(path: str | Path) -> list[dict[str, Any]]:
 def check_known(requirements: list[dict[str, Any]], attacks: list) -> None:
     """Fail early (exit 2) on a metric no report would contain, before minutes of attacks. `attacks`: the
     run's Attack objects (their report keys and stages are derived as evaluate does)."""
-    known = {"clean", "clean.on_source_correct", "empirical_robustness", "loss_sensitivity", "worst"}
+    accuracies = {"clean", "worst"} | {f"worst.{NORM_LABELS[a.norm]}" for a in attacks if a.norm in NORM_LABELS}
+    known = {"clean.on_source_correct", "empirical_robustness", "loss_sensitivity"}
     seen: set[str] = set()
     for i, atk in enumerate(attacks):
         a = atk.name if atk.name not in seen else f"{atk.name}#{i}"
         seen.add(atk.name)
-        known |= {a, f"{a}.success", f"{a}.median_norm", f"{a}.on_source_correct"}
-        known |= {f"{a}.{stage}" for stage in atk.stage_names()}
+        accuracies |= {a} | {f"{a}.{stage}" for stage in atk.stage_names()}
+        known |= {f"{a}.success", f"{a}.median_norm", f"{a}.on_source_correct"}
+    known |= accuracies | {f"{m}.{bound}" for m in accuracies for bound in ("lower", "upper")}
     for r in requirements:
         if r["metric"] not in known:
             raise HardenError(f"Requirement {r['text']!r} names unknown metric {r['metric']!r}; this run reports "

@@ -66,7 +66,8 @@ def figure_curves(doc: dict[str, Any]) -> bytes | None:
                                        ("transfer", dict(color="C0", ls="--"), "hardened (transfer from base)")):
                 pts = roles[role].get("curves", {}).get(name)
                 if pts:
-                    ax.plot([b for b, _ in pts], [100 * a for _, a in pts], marker="o", ms=3, label=label, **style)
+                    ax.errorbar([b for b, _ in pts], [100 * a for _, a in pts], yerr=_yerr(pts, roles[role]),
+                                marker="o", ms=3, capsize=2, label=label, **style)
             _mark_budget(ax, roles["hardened"], name)
             ax.set_title(name)
             ax.set_xlabel("L-inf budget")
@@ -80,7 +81,8 @@ def figure_curves(doc: dict[str, Any]) -> bytes | None:
         return None
     fig, ax = plt.subplots(figsize=(4.8, 3.2))
     for i, (name, pts) in enumerate(curves.items()):
-        ax.plot([b for b, _ in pts], [100 * a for _, a in pts], marker="o", ms=3, color=f"C{i}", label=name)
+        ax.errorbar([b for b, _ in pts], [100 * a for _, a in pts], yerr=_yerr(pts, rep), marker="o", ms=3,
+                    capsize=2, color=f"C{i}", label=name)
     _mark_budget(ax, rep, next(iter(curves)))
     ax.set_xlabel("L-inf budget")
     ax.set_ylabel("robust accuracy %")
@@ -88,6 +90,15 @@ def figure_curves(doc: dict[str, Any]) -> bytes | None:
     ax.set_title(f"{rep['model']} ({rep['threat_model']})")
     ax.legend(fontsize=7)
     return _png(fig)
+
+
+def _yerr(pts, rep: dict[str, Any]) -> list[list[float]]:
+    """Error bars: each point's confidence interval (stats.py, Wilson) on the report's n images, in points."""
+    from .stats import interval
+    n, conf = int(rep.get("n", 0)), float(rep.get("confidence", 0.95))
+    bounds = [interval(a, n, conf) for _, a in pts]
+    return [[100 * (a - lo) for (_, a), (lo, _) in zip(pts, bounds, strict=True)],
+            [100 * (hi - a) for (_, a), (_, hi) in zip(pts, bounds, strict=True)]]
 
 
 def _mark_budget(ax, rep: dict[str, Any], name: str) -> None:
@@ -229,11 +240,17 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
            f" (crafted on {e(rep['crafted_on'])}) &middot; {rep['n']} test images of {e(str(rep['data']))} &middot; "
            f"device {e(run_where(rep))} &middot; seed {rep['seed']} &middot; outputs: {e(rep.get('output_kind', 'logits'))}"
            "</p>"]
-    head = ["attack", "budget", "robust acc %", "success %", "median norm", "s", "img/s", "grad passes"]
+    values = rep.get("values", {})
+
+    def ci(metric):  # the interval's bounds as the JSON keeps them (reports written before intervals: "-")
+        lo, hi = values.get(f"{metric}.lower"), values.get(f"{metric}.upper")
+        return "-" if lo is None or hi is None else f"{100 * lo:.1f}-{100 * hi:.1f}"
+    head = ["attack", "budget", "robust acc %", f"{float(rep.get('confidence', 0.95)):.0%} CI", "success %",
+            "median norm", "s", "img/s", "grad passes"]
     if transfer:
         head.append("acc on src-correct %")
     out.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
-    dash = ["-"] * (len(head) - 3)
+    dash = ["-"] * (len(head) - 4)
 
     def row(cells, cls="", metric=None, value=None):
         attrs = f" data-metric='{e(metric)}' data-value='{value!r}'" if metric is not None else ""
@@ -241,22 +258,26 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
         tds += [f"<td>{e(str(c))}</td>" for c in cells[3:]]
         return f"<tr class='{cls}'>" + "".join(tds) + "</tr>"
 
-    out.append(row(["clean", "-", _pct(rep["clean_accuracy"]), *dash], "fail" if "clean" in fails else "",
+    out.append(row(["clean", "-", _pct(rep["clean_accuracy"]), ci("clean"), *dash], "fail" if "clean" in fails else "",
                    "clean", rep["clean_accuracy"]))
     for a in rep["attacks"]:
         for stage, v in a.get("stages", {}).items():
             m = f"{a['name']}.{stage}"
-            out.append(row([f"  after {stage}", _budget(a), _pct(v), *dash], "stage fail" if m in fails else "stage",
-                           m, v))
+            out.append(row([f"  after {stage}", _budget(a), _pct(v), ci(m), *dash],
+                           "stage fail" if m in fails else "stage", m, v))
         bad = a["name"] in fails or any(f.startswith(a["name"] + ".") for f in fails)
         med = "-" if a["median_norm"] is None else f"{a['median_norm']:.4g}"
-        cells = [a["name"], _budget(a), _pct(a["robust_accuracy"]), _pct(a["success_rate"]), med,
+        cells = [a["name"], _budget(a), _pct(a["robust_accuracy"]), ci(a["name"]), _pct(a["success_rate"]), med,
                  f"{a['seconds']:.1f}", f"{a['images_per_s']:.0f}", a["backward_passes"]]
         if transfer:
             cells.append(_pct(a.get("accuracy_on_source_correct")))
         out.append(row(cells, "fail" if bad else "", a["name"], a["robust_accuracy"]))
+    by_norm = rep.get("worst_by_norm") or {}
+    for norm, v in by_norm.items() if len(by_norm) > 1 else ():  # one norm: the same as the worst case
+        out.append(row([f"worst {norm}", f"each {norm} attack's", _pct(v), ci(f"worst.{norm}"), *dash],
+                       "fail" if f"worst.{norm}" in fails else "", f"worst.{norm}", v))
     if rep.get("worst_case") is not None:
-        out.append(row(["worst case", "each attack's", _pct(rep["worst_case"]), *dash],
+        out.append(row(["worst case", "each attack's", _pct(rep["worst_case"]), ci("worst"), *dash],
                        "worst fail" if "worst" in fails else "worst", "worst", rep["worst_case"]))
     out.append("</table>")
     out.append("<p class='note'>worst case: robust only if the image survives every attack above at its budget. "

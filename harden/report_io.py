@@ -28,6 +28,11 @@ def _budget(a) -> str:
     return f"{_norm_label(a.norm)} {value}"
 
 
+def _ci(intervals: dict, key: str) -> str:
+    lo, hi = intervals.get(key, (None, None))
+    return "-" if lo is None else f"{100 * lo:.1f}-{100 * hi:.1f}"
+
+
 def _count(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else str(n))
 
@@ -59,28 +64,36 @@ def render_terminal(report: Report, console: Console) -> None:
              f"{report.data} - device {run_where(report)}")
     note = "\n".join([data_note(report)] + list(report.notes)).strip()
     t = Table(title=title + (f"\n[dim]{note}[/]" if note else ""), title_justify="left")
-    for col in ("attack", "budget", "robust acc %", "success %", "median norm", "s", "img/s", "grad passes"):
+    ci = report.intervals()
+    for col in ("attack", "budget", "robust acc %", f"{report.confidence:.0%} CI", "success %", "median norm", "s",
+                "img/s", "grad passes"):
         t.add_column(col, justify="left" if col == "attack" else "right")
     transfer = report.source_clean_accuracy is not None
     if transfer:
         t.add_column("acc on src-correct %", justify="right")
-    clean_row = ["clean", "-", _pct(report.clean_accuracy), "-", "-", "-", "-", "-"] + (["-"] if transfer else [])
+    clean_row = ["clean", "-", _pct(report.clean_accuracy), _ci(ci, "clean"), "-", "-", "-", "-", "-"] + (
+        ["-"] if transfer else [])
     t.add_row(*clean_row, style="red" if "clean" in fails else None)
     for a in report.attacks:
         bad = a.name in fails or any(f.startswith(a.name + ".") for f in fails)
         for stage, v in a.stages.items():
-            t.add_row(f"  after {stage}", _budget(a), _pct(v), *["-"] * 5, *(["-"] if transfer else []),
-                      style="red" if f"{a.name}.{stage}" in fails else "dim")
-        row = [a.name, _budget(a), _pct(a.robust_accuracy), _pct(a.success_rate),
+            t.add_row(f"  after {stage}", _budget(a), _pct(v), _ci(ci, f"{a.name}.{stage}"), *["-"] * 5,
+                      *(["-"] if transfer else []), style="red" if f"{a.name}.{stage}" in fails else "dim")
+        row = [a.name, _budget(a), _pct(a.robust_accuracy), _ci(ci, a.name), _pct(a.success_rate),
                "-" if a.median_norm is None else f"{a.median_norm:.4g}", f"{a.seconds:.1f}", f"{a.images_per_s:.0f}",
                _count(a.backward_passes)]
         if transfer:
             row.append(_pct(a.accuracy_on_source_correct))
         t.add_row(*row, style="red" if bad else None)
+    for norm, v in report.worst_by_norm.items():
+        if len(report.worst_by_norm) > 1:  # one norm: the same as the worst case
+            t.add_row(f"worst {norm}", f"each {norm} attack's", _pct(v), _ci(ci, f"worst.{norm}"), *["-"] * 5,
+                      *(["-"] if transfer else []), style="red" if f"worst.{norm}" in fails else None)
     if report.worst_case is not None:
-        t.add_row("worst case", "each attack's", _pct(report.worst_case), *["-"] * 5, *(["-"] if transfer else []),
-                  style="bold red" if "worst" in fails else "bold")
+        t.add_row("worst case", "each attack's", _pct(report.worst_case), _ci(ci, "worst"), *["-"] * 5,
+                  *(["-"] if transfer else []), style="bold red" if "worst" in fails else "bold")
     console.print(t)
+    console.print(f"  [dim]intervals: Wilson score, {report.confidence:.0%} confidence, {report.n} images[/]")
     for a in report.attacks:
         console.print(f"  [dim]{a.preset}[/]")
     if report.worst_case is not None:
@@ -136,24 +149,31 @@ def to_markdown(reports: Sequence[Report]) -> str:
                   + (f" Images: {data_note(r)}." if data_note(r) else "")
                   + "".join(f" Note: {n}." for n in r.notes), ""]
         transfer = r.source_clean_accuracy is not None
-        head = "| attack | budget | robust acc % | success % | median norm | s | img/s | grad passes |"
-        sep = "|---|---|---|---|---|---|---|---|"
+        ci = r.intervals()
+        head = (f"| attack | budget | robust acc % | {r.confidence:.0%} CI (Wilson) | success % | median norm | s | img/s "
+                "| grad passes |")
+        sep = "|---|---|---|---|---|---|---|---|---|"
         if transfer:
             head += " acc on src-correct % |"
             sep += "---|"
         dash = " - |" if transfer else ""
-        lines += [head, sep, f"| clean | - | {_pct(r.clean_accuracy)} | - | - | - | - | - |" + dash]
+        lines += [head, sep, f"| clean | - | {_pct(r.clean_accuracy)} | {_ci(ci, 'clean')} | - | - | - | - | - |" + dash]
         for a in r.attacks:
             for stage, v in a.stages.items():
-                lines.append(f"| {a.name} after {stage} | {_budget(a)} | {_pct(v)} | - | - | - | - | - |" + dash)
+                lines.append(f"| {a.name} after {stage} | {_budget(a)} | {_pct(v)} | {_ci(ci, f'{a.name}.{stage}')} "
+                             "| - | - | - | - | - |" + dash)
             med = "-" if a.median_norm is None else f"{a.median_norm:.4g}"
-            row = (f"| {a.name} | {_budget(a)} | {_pct(a.robust_accuracy)} | "
+            row = (f"| {a.name} | {_budget(a)} | {_pct(a.robust_accuracy)} | {_ci(ci, a.name)} | "
                    f"{_pct(a.success_rate)} | {med} | {a.seconds:.1f} | {a.images_per_s:.0f} | {a.backward_passes} |")
             if transfer:
                 row += f" {_pct(a.accuracy_on_source_correct)} |"
             lines.append(row)
+        for norm, v in r.worst_by_norm.items() if len(r.worst_by_norm) > 1 else ():  # one norm: the worst case
+            lines.append(f"| worst {norm} | each {norm} attack's | {_pct(v)} | {_ci(ci, f'worst.{norm}')} "
+                         "| - | - | - | - | - |" + dash)
         if r.worst_case is not None:
-            lines.append(f"| **worst case** | each attack's | **{_pct(r.worst_case)}** | - | - | - | - | - |" + dash)
+            lines.append(f"| **worst case** | each attack's | **{_pct(r.worst_case)}** | {_ci(ci, 'worst')} "
+                         "| - | - | - | - | - |" + dash)
         lines.append("")
         if r.worst_case is not None:
             lines.append(f"- {WORST_CASE_NOTE}")

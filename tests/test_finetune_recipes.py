@@ -81,8 +81,15 @@ def test_swap_on_other_families(arch, chans, size):
     n = count(m.net, nn.ReLU)
     get_recipe("gda-brelu").attach(m, params("gda-brelu", t=2.0))
     assert n > 0 and count(m.net, nn.ReLU) == 0 and count(m.net, nn.Hardtanh) == n
+    peaks = []
+    for mod in m.net.modules():
+        if isinstance(mod, nn.Hardtanh):
+            mod.register_forward_hook(lambda _m, _i, o: peaks.append((float(o.min()), float(o.max()))))
     out = m.net.forward_features(torch.randn(2, chans, *size) * 10)
-    assert out.max() <= 2.0 + 1e-6 or arch == "resnet9"  # resnet9 adds residuals after the last activation
+    assert len(peaks) >= n  # every swapped activation ran (a module may run more than once)
+    assert all(lo >= 0.0 and hi <= 2.0 + 1e-6 for lo, hi in peaks)  # each one bounded to [0, t]
+    if arch == "resnet18":  # its features end in an activation; resnet9 adds residuals after the last one
+        assert out.max() <= 2.0 + 1e-6
 
 
 def test_functional_relu_is_refused():

@@ -90,7 +90,7 @@ def test_html_numbers_equal_the_json(eval_outputs):
     doc = json.loads((eval_outputs / "r.json").read_text())
     cells = _parse((eval_outputs / "r.html").read_text()).cells
     values = doc["values"]
-    assert {m for m, _, _ in cells} == {"clean", "fgsm", "pgd", "deepfool", "worst"}
+    assert {m for m, _, _ in cells} == {"clean", "fgsm", "pgd", "deepfool", "worst", "worst.linf", "worst.l2"}
     for metric, value, shown in cells:
         assert value == pytest.approx(values[metric])
         assert shown == f"{100 * values[metric]:.1f}"

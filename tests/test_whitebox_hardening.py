@@ -50,7 +50,9 @@ def test_losses_and_cheap_attacks_train(sets, digits_ckpt, digits):
                      report=False)
     assert len(res.history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)
     assert state_digest(res.model.net) != state_digest(harden.load(digits_ckpt).net)
-    assert res.model.spec.extra["recipe_params"][sets[0].split("=")[0]] is not None
+    params = res.model.spec.extra["recipe_params"]
+    for key, value in (s.split("=") for s in sets):  # each setting recorded as given (typed like its default)
+        assert str(params[key]) == value or float(params[key]) == float(value), (key, params[key], value)
 
 
 def test_validation_slice_is_stratified_seeded_and_disjoint(digits):

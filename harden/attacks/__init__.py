@@ -4,6 +4,8 @@ from .base import ATTACKS, Attack, AttackOutput, build_attack, margin, parse_att
 
 # The report's default six (the tool's headline table).
 DEFAULT_ATTACKS = ("fgsm", "pgd", "autopgd", "cw", "deepfool", "jsma")
+# An attack's norm -> the name of its threat model's worst case in the report (worst.linf, worst.l2, worst.l0)
+NORM_LABELS = {"inf": "linf", "2": "l2", "0": "l0"}
 # Named sets usable wherever attacks are listed (`--attack seed004`).
 ATTACK_SUITES = {
     "default": DEFAULT_ATTACKS,
@@ -32,6 +34,6 @@ def expand_suites(specs):
         out += list(ATTACK_SUITES[s]) if s in ATTACK_SUITES else [s]
     return out
 
-__all__ = ["ATTACKS", "ATTACK_SUITES", "Attack", "AttackOutput", "DEFAULT_ATTACKS", "build_attack", "default_attacks",
-           "expand_suites",
+__all__ = ["ATTACKS", "ATTACK_SUITES", "NORM_LABELS", "Attack", "AttackOutput", "DEFAULT_ATTACKS", "build_attack",
+           "default_attacks", "expand_suites",
            "margin", "parse_attack_spec", "parse_number", "perturbation_norm"]

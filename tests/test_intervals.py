@@ -1,0 +1,77 @@
+"""Intervals on every accuracy, gates on their bounds, the worst case per threat model, and GitHub-native output."""
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+import harden
+from harden.ci_output import error_lines
+from harden.gate import apply_gate, check_known, parse_requirement
+from harden.stats import clopper_pearson, interval, wilson
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_intervals_equal_scipy(confidence):
+    for n in (1, 7, 50, 200, 500):
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            ref_w = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+            ref_cp = binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+            assert np.allclose(wilson(k, n, confidence), (ref_w.low, ref_w.high), atol=1e-9, rtol=0)
+            assert np.allclose(clopper_pearson(k, n, confidence), (ref_cp.low, ref_cp.high), atol=1e-9, rtol=0)
+    assert interval(0.5, 200) == wilson(100, 200)
+
+
+def test_every_accuracy_has_an_interval_and_the_gate_reads_its_bounds(digits, digits_model):
+    rep = harden.evaluate(digits_model, digits, attacks=["fgsm", "pgd:steps=10", "deepfool", "jsma"], n=60,
+                          eps=0.1, metrics=False, masking_checks=False, device="cpu")
+    v = rep.metric_values()
+    for m in ("clean", "fgsm", "pgd", "deepfool", "jsma", "worst", "worst.linf", "worst.l2", "worst.l0"):
+        assert v[f"{m}.lower"] <= v[m] <= v[f"{m}.upper"], m
+        assert (v[f"{m}.lower"], v[f"{m}.upper"]) == wilson(round(v[m] * 60), 60)
+    # worst per threat model: never above its attacks, and `worst` is the lowest of them
+    assert v["worst.linf"] <= min(v["fgsm"], v["pgd"]) and v["worst.l2"] == v["deepfool"] and v["worst.l0"] == v["jsma"]
+    assert v["worst"] <= min(v["worst.linf"], v["worst.l2"], v["worst.l0"])
+    lower = v["pgd.lower"]
+    gate = apply_gate(v, [parse_requirement(f"pgd.lower>={lower - 0.01:.4f}"),
+                          parse_requirement(f"pgd.lower>={lower + 0.01:.4f}"),
+                          parse_requirement(f"worst.linf.upper<={v['worst.linf.upper'] + 0.01:.4f}")])
+    assert [g["passed"] for g in gate] == [True, False, True]
+    doc = json.loads(json.dumps(rep.to_dict()))
+    assert doc["values"]["pgd.lower"] == pytest.approx(lower) and doc["worst_by_norm"]["linf"] == v["worst.linf"]
+
+
+def test_check_known_takes_bounds_and_worst_per_norm():
+    from harden.attacks import build_attack
+    attacks = [build_attack("pgd"), build_attack("deepfool")]
+    check_known([parse_requirement(r) for r in ("pgd.lower>=0.4", "worst.linf>=0.3", "worst.l2.upper<=0.9",
+                                                "clean.lower>=0.8")], attacks)
+    with pytest.raises(harden.HardenError, match="worst.l0"):
+        check_known([parse_requirement("worst.l0>=0.1")], attacks)
+
+
+def test_github_summary_and_error_annotations(cli, digits_ckpt, tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    summary.write_text("# earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    code, out, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "fgsm", "--eps", "0.1", "--no-metrics",
+                         "--no-masking-checks", "-q", "--require", "clean>=0.5", "--require", "fgsm.lower>=0.99")
+    assert code == 1, err
+    text = summary.read_text()
+    assert text.startswith("# earlier step\n") and "| fgsm |" in text and "CI (Wilson)" in text
+    lines = [ln for ln in out.splitlines() if ln.startswith("::error")]
+    # GitHub decodes %25 back to %; the point value, the interval and the bar are all on the line
+    assert len(lines) == 1 and "fgsm.lower = " in lines[0] and "(fgsm 0." in lines[0] and "95%25 CI [" in lines[0]
+    assert "on 40 images" in lines[0]
+    assert lines[0].startswith("::error title=harden gate: fgsm.lower>=0.99::")
+
+
+def test_error_lines_escape_workflow_command_characters():
+    class R:
+        model, threat_model, n, confidence = "m%\n", "white-box", 10, 0.95
+        gate = [{"metric": "clean", "actual": 0.5, "text": "clean>=0.9", "passed": False}]
+
+        def intervals(self):
+            return {"clean": (0.2, 0.8)}
+    (line,) = error_lines([R()])
+    assert "m%25%0A" in line and "\n" not in line
