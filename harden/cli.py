@@ -42,6 +42,8 @@ AmpOpt = typer.Option("off", "--amp", help="Training precision: off (fp32), bf16
 AttackAmpOpt = typer.Option("off", "--attack-amp", help="Precision of the report's attacks: off (fp32, the "
                             "default: a weaker fp16 gradient can overstate robustness), bf16 or fp16; the report "
                             "says which.")
+ConfidenceOpt = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Level of every accuracy's confidence "
+                             "interval (Wilson score), gateable as METRIC.lower / METRIC.upper.")
 MaskingChecksOpt = typer.Option(True, "--masking-checks/--no-masking-checks", help="Gradient-masking signals "
                                 "(Carlini et al. 2019): large budget, stronger PGD, iterative vs single-step "
                                 "(white-box only).")
@@ -189,7 +191,7 @@ def eval_cmd(
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the report as Markdown."),
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement)."),
     html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
-    metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt,
+    metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt, confidence: float = ConfidenceOpt,
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     attack_amp: str = AttackAmpOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
@@ -238,6 +240,7 @@ def eval_cmd(
                       model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
                       masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
                       attack_amp=attack_amp)
+    report.confidence = confidence
     report.gate = apply_gate(report.metric_values(), requirements)  # the same on every rank: results are gathered
     if _all_ranks_done():
         render_terminal(report, out)
@@ -310,7 +313,7 @@ def fix(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the three reports as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the three reports as Markdown."),
     html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
-    metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt,
+    metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt, confidence: float = ConfidenceOpt,
     amp: str = AmpOpt, attack_amp: str = AttackAmpOpt,
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm batch statistics over "
                                  "every process's share (SyncBatchNorm) instead of each process's own."),
@@ -368,6 +371,8 @@ def fix(
                                                         "seed", "subset", "taps") if k in result.model.spec.extra}
         save_patch(result.model, patch_out, meta, force=force, inputs=[checkpoint, output])
         out.print(f"wrote {patch_out} (recipe modules alone, bound to base sha256 {base_sha[:16]}...)")
+    for r in result.reports.values():
+        r.confidence = confidence
     if result.reports:
         render_before_after(result.reports, out)
         write_outputs(list(result.reports.values()), json_path, markdown_path, None, html_path, plots,

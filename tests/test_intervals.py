@@ -64,6 +64,10 @@ def test_github_summary_and_error_annotations(cli, digits_ckpt, tmp_path, monkey
     assert len(lines) == 1 and "fgsm.lower = " in lines[0] and "(fgsm 0." in lines[0] and "95%25 CI [" in lines[0]
     assert "on 40 images" in lines[0]
     assert lines[0].startswith("::error title=harden gate: fgsm.lower>=0.99::")
+    code, out, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "fgsm", "--eps", "0.1", "--no-metrics",
+                         "--no-masking-checks", "-q", "--confidence", "0.8", "--json", tmp_path / "r.json")
+    v = json.loads((tmp_path / "r.json").read_text())["values"]
+    assert (v["fgsm.lower"], v["fgsm.upper"]) == pytest.approx(wilson(round(v["fgsm"] * 40), 40, 0.8))
 
 
 def test_error_lines_escape_workflow_command_characters():
