@@ -187,6 +187,11 @@ def eval_cmd(
     require: Optional[List[str]] = typer.Option(None, "--require", help="METRIC>=VALUE (repeatable): exit 1 "
                                                 "when one fails."),
     gate: Optional[Path] = typer.Option(None, "--gate", help="TOML file of requirements."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="A report JSON of the shipped model: requirements "
+                                            "may say baseline (pgd>=baseline-0.02), and the report compares the two "
+                                            "image by image (difference, interval, McNemar p)."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare with a baseline measured on other "
+                                        "images, budgets, presets or data (unpaired test; the report says so)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the report as Markdown."),
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement)."),
@@ -204,13 +209,20 @@ def eval_cmd(
     from .attacks import DEFAULT_ATTACKS, build_attack, default_attacks, expand_suites, parse_number
     from .checkpoint import check_output_path
     from .evaluate import evaluate
-    from .gate import apply_gate, check_known, load_gate_file, parse_requirement
+    from .gate import apply_gate, check_known, load_gate_file, needs_baseline, parse_requirement
     from .report_io import render_terminal, write_outputs
     from .runtime import resolve_device, seed_everything
 
     requirements = [parse_requirement(r) for r in (require or [])]
     if gate:
         requirements += load_gate_file(gate)
+    baseline_doc = None
+    if baseline is not None:
+        from .compare import read_report
+        baseline_doc = read_report(baseline)
+    elif needs_baseline(requirements):
+        raise HardenError("A requirement compares with the baseline (METRIC>=baseline...), but no --baseline REPORT.json "
+                          "was given.")
     eps_v = parse_number(eps) if eps is not None else None
     if eps_v is not None and not (0 < eps_v <= 1):
         raise HardenError(f"--eps is in pixel units of [0, 1]; got {eps_v}.")
@@ -241,7 +253,17 @@ def eval_cmd(
                       masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
                       attack_amp=attack_amp)
     report.confidence = confidence
-    report.gate = apply_gate(report.metric_values(), requirements)  # the same on every rank: results are gathered
+    base_values = None
+    if baseline_doc is not None:
+        import json as _json
+
+        from .compare import baseline_report, compare
+        base = baseline_report(baseline_doc, report.threat_model, baseline)
+        now = _json.loads(_json.dumps(report.to_dict()))
+        report.baseline = {"file": str(baseline), "model": base.get("model"),
+                           "comparison": compare(base, now, allow_mismatch, confidence)}
+        base_values = base.get("values", {})
+    report.gate = apply_gate(report.metric_values(), requirements, base_values)  # the same on every rank
     if _all_ranks_done():
         render_terminal(report, out)
         write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
@@ -480,6 +502,45 @@ def report(
         raise HardenError(f"{str(json_file)!r} is JSON but not a harden report (no 'attacks' or 'reports').")
     render(doc, output, plots)
     _say_written(output, plots)
+
+
+@app.command("compare")
+def compare_cmd(
+    reports: List[Path] = typer.Argument(..., help="Two or more report JSONs (eval --json, or a fix's before/after "
+                                         "file, whose reports are all compared); the first is the reference."),
+    markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
+    html_path: Optional[Path] = typer.Option(None, "--html", help="Write the table as an HTML page."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare reports of other images, budgets, "
+                                        "presets or data (unpaired tests)."),
+    confidence: float = ConfidenceOpt, force: bool = ForceOpt, debug: bool = DebugOpt,
+):
+    """Side by side: each accuracy of each report with its interval, and each report's difference from the first
+    with its interval and p-value (paired on the same images: McNemar exact)."""
+    from .checkpoint import check_output_path
+    from .compare import read_report, single_reports, table_rows
+    from .compare_render import to_html, to_markdown
+    for p in (markdown_path, html_path):
+        if p:
+            check_output_path(p, reports, force)
+    docs = [r for path in reports for r in single_reports(read_report(path))]
+    if len(docs) < 2:
+        raise HardenError("compare needs at least two reports (two files, or a fix's before/after file).")
+    header, rows, notes = table_rows(docs, allow_mismatch, confidence)
+    t = Table(title="harden compare", title_justify="left")
+    for h in header:
+        t.add_column(escape(h), justify="left" if h == "metric" else "right")
+    for row in rows:
+        t.add_row(*[escape(c) for c in row])
+    out.print(t)
+    for n in notes:
+        out.print(f"  [dim]{escape(n)}[/]")
+    from .checkpoint import atomic_write_bytes
+    if markdown_path:
+        atomic_write_bytes(markdown_path, to_markdown(header, rows, notes).encode())
+        out.print(f"wrote {markdown_path}")
+    if html_path:
+        atomic_write_bytes(html_path, to_html(header, rows, notes).encode())
+        out.print(f"wrote {html_path}")
 
 
 @app.command()

@@ -66,6 +66,7 @@ class Report:
     output_kind: str = "logits"
     # per-image robust flags by attack (the report key), for worst-case accounting and sharded runs; not in JSON
     robust_images: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    correct_images: torch.Tensor | None = field(default=None, repr=False)  # per-image clean verdicts; JSON: verdicts
     class_names: list[str] | None = None
     # robustness curves: attack -> [[budget, robust accuracy], ...] (see curves.py); norm of their budgets
     curves: dict[str, list[list[float]]] = field(default_factory=dict)
@@ -79,6 +80,7 @@ class Report:
     # of that norm; `worst` mixes them (an L0 attack can set it while a team gates on L-inf)
     worst_by_norm: dict[str, float] = field(default_factory=dict)
     confidence: float = 0.95  # level of every accuracy's interval (stats.py: Wilson's score interval)
+    baseline: dict[str, Any] = field(default_factory=dict)  # --baseline: its file and the paired comparison
 
     def accuracies(self) -> dict[str, float]:
         """The metrics that are proportions of the report's n images (each has an interval)."""
@@ -120,8 +122,11 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict, replace
-        d = asdict(replace(self, robust_images={}))
+        from .compare import verdicts_of
+        d = asdict(replace(self, robust_images={}, correct_images=None))
         d.pop("robust_images")
+        d.pop("correct_images")
+        d["verdicts"] = verdicts_of(self)
         d["values"] = self.metric_values()
         return d
 
@@ -237,6 +242,7 @@ def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] | 
                   data=data.source, device=str(device), seed=seed, clean_accuracy=float(correct.float().mean()),
                   attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
                   robust_images={k: v.cpu() for k, v in robust_by_attack.items()}, curves=curves,
+                  correct_images=correct.cpu(),
                   class_names=data.class_names, attack_precision=_PRECISION[attack_amp],
                   processes=distributed.world(), data_details=details, notes=notes, worst_by_norm=worst_by_norm,
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,

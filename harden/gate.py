@@ -11,15 +11,25 @@ from .attacks import NORM_LABELS, parse_number
 from .errors import HardenError
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-_REQ = re.compile(r"^\s*([A-Za-z0-9_.#-]+)\s*(>=|<=|>|<)\s*([0-9./eE+-]+)\s*$")
+_REQ = re.compile(r"^\s*([A-Za-z0-9_.#-]+)\s*(>=|<=|>|<)\s*(baseline(?:\s*[+-]\s*[0-9./eE]+)?|[0-9./eE+-]+)\s*$")
 
 
 def parse_requirement(text: str) -> dict[str, Any]:
+    """METRIC OP VALUE, where VALUE is a number or `baseline[+-x]` (the same metric in --baseline's report)."""
     m = _REQ.match(text)
     if not m:
         raise HardenError(f"Requirement {text!r} is not of the form METRIC>=VALUE (e.g. clean>=0.9, pgd>=0.5, "
-                          "pgd.success<=0.3).")
-    return {"metric": m.group(1), "op": m.group(2), "value": parse_number(m.group(3)), "text": text.strip()}
+                          "pgd.success<=0.3, pgd>=baseline-0.02).")
+    value = m.group(3).replace(" ", "")
+    if value.startswith("baseline"):
+        offset = value[len("baseline"):]
+        return {"metric": m.group(1), "op": m.group(2), "value": None, "text": text.strip(),
+                "baseline_offset": parse_number(offset) if offset else 0.0}
+    return {"metric": m.group(1), "op": m.group(2), "value": parse_number(value), "text": text.strip()}
+
+
+def needs_baseline(requirements: list[dict[str, Any]]) -> bool:
+    return any(r.get("baseline_offset") is not None for r in requirements)
 
 
 def load_gate_file(path: str | Path) -> list[dict[str, Any]]:
@@ -68,10 +78,17 @@ def check_known(requirements: list[dict[str, Any]], attacks: list) -> None:
                               f"{', '.join(sorted(known))}.")
 
 
-def apply_gate(values: dict[str, float], requirements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def apply_gate(values: dict[str, float], requirements: list[dict[str, Any]],
+               baseline: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Each requirement with its actual value and verdict; `baseline`: the --baseline report's values, for bars
+    written as baseline[+-x] (the bar is then that metric's baseline value plus the offset)."""
     results = []
     for r in requirements:
         actual = values.get(r["metric"])
-        ok = actual is not None and OPS[r["op"]](actual, r["value"])
-        results.append({**r, "actual": actual, "passed": bool(ok)})
+        bar = r["value"]
+        if r.get("baseline_offset") is not None:
+            base = (baseline or {}).get(r["metric"])
+            bar = None if base is None else base + r["baseline_offset"]
+        ok = actual is not None and bar is not None and OPS[r["op"]](actual, bar)
+        results.append({**r, "value": bar, "actual": actual, "passed": bool(ok)})
     return results

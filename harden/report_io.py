@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .checkpoint import atomic_write_bytes
@@ -58,6 +59,18 @@ def data_note(report) -> str:
     return text
 
 
+def baseline_lines(report) -> list[str]:
+    """The comparison with --baseline, a line per accuracy: difference in points, interval, p-value and test."""
+    b = report.get("baseline", {}) if isinstance(report, dict) else report.baseline
+    if not b:
+        return []
+    lines = [f"against the baseline {b['file']} ({b.get('model')}): new - baseline"]
+    for m, r in b["comparison"].items():
+        lines.append(f"{m}: {100 * r['difference']:+.1f} points [{100 * r['lower']:+.1f}, {100 * r['upper']:+.1f}], "
+                     f"p = {r['p']:.3g} ({r['test']})")
+    return lines
+
+
 def render_terminal(report: Report, console: Console) -> None:
     fails = _failing_metrics(report)
     title = (f"{report.model} - threat model: [bold]{report.threat_model}[/] - {report.n} images of "
@@ -103,6 +116,8 @@ def render_terminal(report: Report, console: Console) -> None:
     if transfer:
         console.print(f"  crafting model clean accuracy {_pct(report.source_clean_accuracy)}%")
     render_masking(report, console)
+    for i, line in enumerate(baseline_lines(report)):
+        console.print(("  " if i == 0 else "    ") + escape(line))
     for g in report.gate:
         mark = "[green]PASS[/]" if g["passed"] else "[red]FAIL[/]"
         actual = "missing" if g["actual"] is None else f"{g['actual']:.4g}"
@@ -183,6 +198,9 @@ def to_markdown(reports: Sequence[Report]) -> str:
         for f in r.masking:
             what = "gradient-masking check" if f.get("kind", "masking") == "masking" else "check"
             lines.append(f"- {what} `{f['check']}`: {'TRIPPED' if f['tripped'] else 'quiet'} ({f['detail']})")
+        base = baseline_lines(r)
+        if base:
+            lines += [f"- {base[0]}"] + [f"  - {line}" for line in base[1:]]
         for g in r.gate:
             lines.append(f"- {'PASS' if g['passed'] else 'FAIL'} `{g['text']}` (actual {g['actual']})")
         lines.append("")

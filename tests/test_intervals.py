@@ -79,3 +79,56 @@ def test_error_lines_escape_workflow_command_characters():
             return {"clean": (0.2, 0.8)}
     (line,) = error_lines([R()])
     assert "m%25%0A" in line and "\n" not in line
+
+
+# ------------------------------------------------------------------ per-image verdicts, baselines, compare
+
+def test_mcnemar_and_paired_interval():
+    from harden.compare import paired
+    rng = np.random.default_rng(0)
+    base = rng.random(500) < 0.5
+    new = base.copy()
+    new[np.flatnonzero(base)[:40]] = False  # 40 images lost
+    new[np.flatnonzero(~base)[:12]] = True  # 12 gained
+    r = paired(base, new)
+    assert r["lost"] == 40 and r["gained"] == 12 and r["difference"] == pytest.approx(-28 / 500)
+    assert r["p"] == pytest.approx(binomtest(12, 52, 0.5).pvalue, abs=1e-12) and r["p"] < 0.05
+    assert r["lower"] < r["difference"] < r["upper"] < 0
+    same = paired(base, base.copy())
+    assert same["p"] == 1.0 and same["difference"] == 0.0
+
+
+def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path):
+    common = ["--n", "80", "--attack", "fgsm", "--attack", "pgd:steps=10", "--eps", "0.1", "--no-metrics",
+              "--no-masking-checks", "-q"]
+    code, _, err = cli("eval", digits_ckpt, *common, "--json", tmp_path / "shipped.json")
+    assert code == 0, err
+    shipped = json.loads((tmp_path / "shipped.json").read_text())
+    from harden.compare import unpack
+    v = shipped["verdicts"]
+    assert v["n"] == 80 and unpack(v["bits"]["pgd"], 80).mean() == pytest.approx(shipped["values"]["pgd"])
+    assert unpack(v["bits"]["clean"], 80).mean() == pytest.approx(shipped["values"]["clean"])
+    # the same model against itself: no regression, p = 1
+    code, out, err = cli("eval", digits_ckpt, *common, "--baseline", tmp_path / "shipped.json", "--require",
+                         "pgd>=baseline-0.02", "--require", "worst.linf>=baseline", "--json", tmp_path / "new.json")
+    assert code == 0, err + out
+    new = json.loads((tmp_path / "new.json").read_text())
+    assert new["baseline"]["comparison"]["pgd"]["p"] == 1.0 and "McNemar" in new["baseline"]["comparison"]["pgd"]["test"]
+    # another budget: refused, naming it; allowed: unpaired, and said
+    code, out, err = cli("eval", digits_ckpt, *[c if c != "0.1" else "0.2" for c in common], "--baseline",
+                         tmp_path / "shipped.json", "--require", "pgd>=baseline-0.5")
+    assert code == 2 and "budget" in err and "--allow-mismatch" in err
+    code, out, err = cli("eval", digits_ckpt, *[c if c != "0.1" else "0.2" for c in common], "--baseline",
+                         tmp_path / "shipped.json", "--allow-mismatch", "--require", "pgd>=baseline-0.5",
+                         "--json", tmp_path / "other.json")
+    assert code == 0, err
+    other = json.loads((tmp_path / "other.json").read_text())
+    assert "unpaired" in other["baseline"]["comparison"]["pgd"]["test"]
+    code, out, err = cli("eval", digits_ckpt, *common, "--require", "pgd>=baseline")
+    assert code == 2 and "--baseline" in err
+    code, out, err = cli("compare", tmp_path / "shipped.json", tmp_path / "new.json", "--markdown", tmp_path / "c.md")
+    assert code == 0, err
+    md = (tmp_path / "c.md").read_text()
+    assert md.startswith("| metric |") and "| pgd |" in md and "p=1" in md
+    code, out, err = cli("compare", tmp_path / "shipped.json", tmp_path / "other.json")
+    assert code == 2 and "budget" in err

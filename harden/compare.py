@@ -1,0 +1,181 @@
+"""Per-image verdicts and comparisons between reports.
+
+A report's JSON keeps, for every accuracy over its n images (clean, each attack, worst, worst per norm), one bit
+per image (robust / correct), packed and base64-encoded, with the evaluated images' index hash and the data's
+identity. Two reports of the same images are compared image by image: the difference of each accuracy, its 95%
+interval (Wald interval of a paired difference) and the exact McNemar p-value (a two-sided binomial test on the
+discordant images). Reports of other images, budgets, presets or data are refused with what differs, unless the
+caller allows a mismatch; then the comparison is unpaired (two independent proportions: Fisher's exact test and
+a Wald interval of the difference) and says so."""
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import HardenError
+
+
+def pack(flags) -> str:
+    a = np.asarray(flags, dtype=bool)
+    return base64.b64encode(np.packbits(a).tobytes()).decode("ascii")
+
+
+def unpack(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8))[:n].astype(bool)
+
+
+def verdicts_of(report) -> dict[str, Any]:
+    """What a report's JSON keeps of its per-image results (Report -> plain data)."""
+    if report.correct_images is None:
+        return {}
+    correct = np.asarray(report.correct_images, dtype=bool)
+    flags = {"clean": correct}
+    per_attack = {k: np.asarray(v, dtype=bool) for k, v in report.robust_images.items()}
+    flags.update(per_attack)
+    if per_attack:
+        flags["worst"] = np.all(np.stack(list(per_attack.values())), 0)
+        norms = {a.name: a.norm for a in report.attacks}
+        from .attacks import NORM_LABELS
+        for norm, label in NORM_LABELS.items():
+            keys = [k for k in per_attack if norms.get(k) == norm]
+            if keys:
+                flags[f"worst.{label}"] = np.all(np.stack([per_attack[k] for k in keys]), 0)
+    return {"n": int(len(correct)), "images_sha256": report.data_details.get("images_sha256"),
+            "bits": {k: pack(v) for k, v in flags.items()}}
+
+
+def identity(doc: dict[str, Any]) -> dict[str, Any]:
+    """What must agree for two reports to be compared image by image."""
+    v = doc.get("verdicts") or {}
+    details = doc.get("data_details") or {}
+    return {"images": v.get("images_sha256") or details.get("images_sha256"), "n": doc.get("n"),
+            "data": details.get("source", doc.get("data")), "threat model": doc.get("threat_model"),
+            "attacks": {a["name"]: (a["preset"], round(float(a["budget"]), 9)) for a in doc.get("attacks", [])}}
+
+
+def differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences that make a paired comparison meaningless."""
+    a, b = identity(base), identity(new)
+    out = []
+    for key in ("data", "n", "images", "threat model"):
+        if a[key] != b[key]:
+            out.append(f"{key}: {a[key]!r} vs {b[key]!r}")
+    for name in sorted(set(a["attacks"]) & set(b["attacks"])):
+        (pa, ba), (pb, bb) = a["attacks"][name], b["attacks"][name]
+        if ba != bb:
+            out.append(f"{name} budget: {ba:g} vs {bb:g}")
+        elif pa != pb:
+            out.append(f"{name} preset: {pa} vs {pb}")
+    return out
+
+
+def paired(base: np.ndarray, new: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
+    """new - base on the same images: difference, Wald interval of the paired difference, exact McNemar p."""
+    from scipy.stats import binomtest, norm
+    n = len(base)
+    lost = int(np.sum(base & ~new))  # robust before, not now
+    gained = int(np.sum(~base & new))
+    d = (gained - lost) / n
+    var = ((gained + lost) - (gained - lost) ** 2 / n) / (n * n)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    half = z * math.sqrt(max(var, 0.0))
+    p = 1.0 if gained + lost == 0 else float(binomtest(min(gained, lost), gained + lost, 0.5).pvalue)
+    return {"difference": d, "lower": d - half, "upper": d + half, "p": p, "lost": lost, "gained": gained,
+            "test": "paired (McNemar exact)"}
+
+
+def unpaired(base_acc: float, n_base: int, new_acc: float, n_new: int, confidence: float = 0.95) -> dict[str, float]:
+    from scipy.stats import fisher_exact, norm
+    kb, kn = round(base_acc * n_base), round(new_acc * n_new)
+    d = new_acc - base_acc
+    z = float(norm.ppf(0.5 + confidence / 2))
+    half = z * math.sqrt(base_acc * (1 - base_acc) / max(n_base, 1) + new_acc * (1 - new_acc) / max(n_new, 1))
+    p = float(fisher_exact([[kn, n_new - kn], [kb, n_base - kb]]).pvalue)
+    return {"difference": d, "lower": d - half, "upper": d + half, "p": p, "test": "unpaired (Fisher exact)"}
+
+
+def compare(base: dict[str, Any], new: dict[str, Any], allow_mismatch: bool = False,
+            confidence: float = 0.95) -> dict[str, dict[str, float]]:
+    """Per accuracy present in both: the difference new - base with its interval and p-value."""
+    diff = differences(base, new)
+    if diff and not allow_mismatch:
+        raise HardenError("The baseline was measured differently, so the two cannot be compared image by image: "
+                          + "; ".join(diff) + ". Measure both on the same data, images (--num-images, --seed), "
+                          "budgets and presets, or pass --allow-mismatch for an unpaired comparison.")
+    vb, vn = base.get("verdicts") or {}, new.get("verdicts") or {}
+    out = {}
+    for metric in [m for m in (vn.get("bits") or {}) if m in (vb.get("bits") or {})] if not diff else []:
+        out[metric] = paired(unpack(vb["bits"][metric], vb["n"]), unpack(vn["bits"][metric], vn["n"]), confidence)
+    if diff or not out:  # unpaired: from the accuracies alone
+        va, vnn = base.get("values", {}), new.get("values", {})
+        for metric in [m for m in vnn if m in va and _is_accuracy(m, new)]:
+            out[metric] = unpaired(va[metric], int(base["n"]), vnn[metric], int(new["n"]), confidence)
+    return out
+
+
+def _is_accuracy(metric: str, doc: dict[str, Any]) -> bool:
+    names = {"clean", "worst"} | {a["name"] for a in doc.get("attacks", [])}
+    names |= {f"worst.{k}" for k in (doc.get("worst_by_norm") or {})}
+    names |= {f"{a['name']}.{s}" for a in doc.get("attacks", []) for s in a.get("stages", {})}
+    return metric in names
+
+
+def single_reports(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return doc["reports"] if "reports" in doc else [doc]
+
+
+def read_report(path) -> dict[str, Any]:
+    """A report JSON written by `harden eval --json` or `harden fix --json`."""
+    import json
+    from pathlib import Path
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HardenError(f"{str(path)!r} does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HardenError(f"{str(path)!r} is not a JSON report ({e}).") from None
+    if not isinstance(doc, dict) or not ("attacks" in doc or "reports" in doc):
+        raise HardenError(f"{str(path)!r} is JSON but not a harden report (no 'attacks' or 'reports').")
+    return doc
+
+
+def baseline_report(doc: dict[str, Any], threat_model: str, path) -> dict[str, Any]:
+    """The report of a baseline file to compare a run with: the file's only report, or (a fix's before/after file)
+    the last one of the run's threat model, which is the hardened model's."""
+    reports = [r for r in single_reports(doc) if r.get("threat_model") == threat_model] or single_reports(doc)
+    if not reports[-1].get("verdicts"):
+        raise HardenError(f"{str(path)!r} keeps no per-image verdicts (written before harden kept them); measure the "
+                          "baseline again with this harden to compare image by image.")
+    return reports[-1]
+
+
+def table_rows(docs: list[dict[str, Any]], allow_mismatch: bool = False, confidence: float = 0.95
+               ) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, rows, notes) of a side-by-side table: each accuracy of every report with its interval, then each
+    report's difference from the first with its interval and p-value."""
+    from .stats import interval
+    ref = docs[0]
+    comparisons = [compare(ref, d, allow_mismatch, confidence) for d in docs[1:]]
+    metrics = [m for m in ref.get("values", {}) if _is_accuracy(m, ref) and all(m in d.get("values", {}) for d in docs)]
+    names = [f"{d.get('model', '?')} ({d.get('threat_model', '?')})" for d in docs]
+    header = ["metric"] + names + [f"{names[i + 1]} - {names[0]}" for i in range(len(comparisons))]
+    rows = []
+    for m in metrics:
+        row = [m]
+        for d in docs:
+            v = d["values"][m]
+            lo, hi = interval(v, int(d["n"]), confidence)
+            row.append(f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]")
+        for c in comparisons:
+            r = c.get(m)
+            row.append("-" if r is None else f"{100 * r['difference']:+.1f} [{100 * r['lower']:+.1f}, "
+                                              f"{100 * r['upper']:+.1f}] p={r['p']:.3g}")
+        rows.append(row)
+    tests = sorted({r["test"] for c in comparisons for r in c.values()})
+    notes = [f"values: accuracy % [{confidence:.0%} Wilson interval]; differences in points [{confidence:.0%} "
+             f"interval], p: {', '.join(tests) or '-'}"]
+    return header, rows, notes
