@@ -192,6 +192,10 @@ def eval_cmd(
                                             "image by image (difference, interval, McNemar p)."),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare with a baseline measured on other "
                                         "images, budgets, presets or data (unpaired test; the report says so)."),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Fit the whole run in this time (90s, 10m, "
+                                              "1h): the attacks are timed on a calibration sample and the number of "
+                                              "images (at most --num-images) chosen to fit; exit 2 before attacking "
+                                              "when too few would fit."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the report as Markdown."),
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement)."),
@@ -204,6 +208,8 @@ def eval_cmd(
 ):
     """Robust accuracy under FGSM, PGD, AutoPGD, C&W, DeepFool and JSMA, with a release gate.
     Under torchrun the images are shared out across the processes and rank 0 writes the outputs."""
+    import time
+    started = time.perf_counter()
     _setup(quiet)
     from .api import data_for
     from .attacks import DEFAULT_ATTACKS, build_attack, default_attacks, expand_suites, parse_number
@@ -246,12 +252,30 @@ def eval_cmd(
                                   if k == "key" or k not in src_meta})
         source = _load_model(craft_on, src_flags, dev)
     ds = data_for(model, data, **data_flags.target_kwargs())
-    report = evaluate(model, ds, attacks=attacks if attack else None, eps=eps_v, n=n, eps_l2=parse_number(eps_l2),
-                      max_l0=parse_number(max_l0),
-                      craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
-                      model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
-                      masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
-                      attack_amp=attack_amp)
+
+    def run(k: int):
+        return evaluate(model, ds, attacks=attacks if attack else None, eps=eps_v, n=k, eps_l2=parse_number(eps_l2),
+                        max_l0=parse_number(max_l0),
+                        craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
+                        model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
+                        masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
+                        attack_amp=attack_amp)
+    plan = None
+    if time_budget is not None:
+        from .budget import parse_duration
+        from .budget import plan as plan_images
+        from .runtime import info
+        budget_s = parse_duration(time_budget)
+        plan = plan_images(budget_s, min(n, ds.n_test) if n > 0 else ds.n_test, run, started)
+        info(f"time budget {budget_s:.0f} s: {plan.seconds_per_image:.2f} s per image (calibrated on a sample in "
+             f"{plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in all; a 95% interval "
+             f"of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
+    report = run(plan.n if plan else n)
+    if plan is not None:
+        report.time_budget = {**plan.summary(), "used_s": round(time.perf_counter() - started, 1)}
+        report.notes.append(f"time budget {plan.budget_s:.0f} s: {plan.n} images planned at "
+                            f"{plan.seconds_per_image:.2f} s each, estimate {plan.estimate_s:.0f} s, used "
+                            f"{report.time_budget['used_s']:.0f} s")
     report.confidence = confidence
     base_values = None
     if baseline_doc is not None:

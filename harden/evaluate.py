@@ -81,6 +81,7 @@ class Report:
     worst_by_norm: dict[str, float] = field(default_factory=dict)
     confidence: float = 0.95  # level of every accuracy's interval (stats.py: Wilson's score interval)
     baseline: dict[str, Any] = field(default_factory=dict)  # --baseline: its file and the paired comparison
+    time_budget: dict[str, Any] = field(default_factory=dict)  # --time-budget: budget, plan, estimate, time used
 
     def accuracies(self) -> dict[str, float]:
         """The metrics that are proportions of the report's n images (each has an interval)."""

@@ -132,3 +132,42 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path):
     assert md.startswith("| metric |") and "| pgd |" in md and "p=1" in md
     code, out, err = cli("compare", tmp_path / "shipped.json", tmp_path / "other.json")
     assert code == 2 and "budget" in err
+
+
+# ------------------------------------------------------------------ time budget
+
+def test_time_budget_plan_and_refusal():
+    import time
+
+    from harden.budget import CALIBRATION_IMAGES, parse_duration, plan
+    assert parse_duration("90s") == 90 and parse_duration("10m") == 600 and parse_duration("1h30m") == 5400
+    assert parse_duration("45") == 45
+    with pytest.raises(harden.HardenError, match="not a duration"):
+        parse_duration("ten minutes")
+    calls = []
+
+    def calibrate(k):  # 0.02 s an image
+        calls.append(k)
+        time.sleep(0.02 * k)
+    started = time.perf_counter()
+    p = plan(2.0, 10_000, calibrate, started)
+    assert calls == [CALIBRATION_IMAGES]
+    assert 40 <= p.n <= 90  # (2 s - 0.16 s) x 0.9 / 0.02 s = 83, less the clock's overheads
+    assert p.estimate_s <= 2.0 and 0.01 < p.summary()["interval_half_width_at_50pct"] < 0.2
+    with pytest.raises(harden.HardenError, match="fits .* images") as e:
+        plan(0.3, 10_000, calibrate, time.perf_counter())
+    assert "Nothing was written" in str(e.value)
+
+
+def test_cli_time_budget_reports_its_plan(cli, digits_ckpt, tmp_path):
+    code, out, err = cli("eval", digits_ckpt, "--attack", "fgsm", "--attack", "pgd:steps=10", "--eps", "0.1",
+                         "--no-metrics", "--no-masking-checks", "--time-budget", "5s", "-q", "--json",
+                         tmp_path / "r.json")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    tb = rep["time_budget"]
+    assert tb["budget_s"] == 5 and tb["images"] == rep["n"] >= 20 and tb["used_s"] <= 5 * 1.15
+    assert any("time budget 5 s" in n for n in rep["notes"])
+    code, out, err = cli("eval", digits_ckpt, "--attack", "pgd", "--eps", "0.1", "--time-budget", "0.2s", "-q",
+                         "--json", tmp_path / "none.json")
+    assert code == 2 and "fits" in err and not (tmp_path / "none.json").exists()

@@ -1,0 +1,68 @@
+"""`--time-budget`: how many images a report can afford. The chosen attacks (and the masking checks, when on) run on
+a small calibration sample first; their seconds per image, times the images, must fit in what the budget has left.
+The calibration is paid from the budget too. The interval half-width the image count buys is printed, so the trade
+is visible."""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+from .errors import HardenError
+
+MIN_USEFUL_IMAGES = 20  # below this a robust accuracy's 95% interval is wider than 40 points
+CALIBRATION_IMAGES = 8
+SAFETY = 0.9  # plan for 90% of what is left: attacks on robust images cost more than the calibration's average
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1h30m', '45' (seconds)."""
+    t = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", t)
+    if not parts or "".join(a + b for a, b in parts) != t.replace(" ", ""):
+        raise HardenError(f"--time-budget {text!r} is not a duration (examples: 90s, 10m, 1h30m).")
+    return sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in parts)
+
+
+def half_width(n: int, p: float = 0.5, confidence: float = 0.95) -> float:
+    """The Wilson interval's half-width at accuracy p on n images (its widest at p = 0.5)."""
+    from .stats import wilson
+    lo, hi = wilson(round(p * n), n, confidence)
+    return (hi - lo) / 2
+
+
+@dataclass
+class Plan:
+    budget_s: float
+    n: int
+    estimate_s: float
+    seconds_per_image: float
+    calibration_s: float
+    started: float
+
+    def summary(self) -> dict:
+        return {"budget_s": round(self.budget_s, 1), "images": self.n, "estimate_s": round(self.estimate_s, 1),
+                "seconds_per_image": round(self.seconds_per_image, 3), "calibration_s": round(self.calibration_s, 1),
+                "interval_half_width_at_50pct": round(half_width(self.n), 4)}
+
+
+def plan(budget_s: float, available: int, calibrate, started: float) -> Plan:
+    """calibrate(k) runs the report on k images and returns; the plan fits the rest of the budget."""
+    k = min(CALIBRATION_IMAGES, available)
+    t0 = time.perf_counter()
+    calibrate(k)
+    calib = time.perf_counter() - t0
+    per_image = calib / max(k, 1)
+    left = budget_s - (time.perf_counter() - started)
+    n = min(available, int(math.floor(SAFETY * left / per_image))) if per_image > 0 else available
+    if n < min(MIN_USEFUL_IMAGES, available):
+        need = (time.perf_counter() - started) + MIN_USEFUL_IMAGES * per_image / SAFETY
+        raise HardenError(f"--time-budget {budget_s:.0f}s fits {max(n, 0)} images at the measured {per_image:.2f} s per "
+                          f"image (calibrated on {k}), fewer than the {MIN_USEFUL_IMAGES} a useful report needs (its 95% "
+                          f"interval would be wider than {200 * half_width(max(n, 1)):.0f} points). About "
+                          f"{math.ceil(need)} s would fit {MIN_USEFUL_IMAGES} images; give a larger budget or fewer "
+                          "attacks. Nothing was written.")
+    return Plan(budget_s, n, (time.perf_counter() - started) + n * per_image, per_image, calib, started)
