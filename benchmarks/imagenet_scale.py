@@ -191,7 +191,8 @@ def main() -> None:
             xs, _ = data.images(split, np.arange(len(lst)))
             with torch.no_grad():
                 pred = torch.cat([model(xs[i:i + 16]).argmax(1) for i in range(0, len(xs), 16)])
-            rows += [f"{os.path.abspath(lst.location(i))},{int(p)},{'train' if split == 'train' else 'val'}\n" for i, p in enumerate(pred)]
+            part = "train" if split == "train" else "val"
+            rows += [f"{os.path.abspath(lst.location(i))},{int(p)},{part}\n" for i, p in enumerate(pred)]
         (out.parent / "photos224-own-labels.csv").write_text("path,label,split\n" + "".join(rows))
         result = harden.fix(base, str(out.parent / "photos224-own-labels.csv"), sets=["val_frac=0"], data_frac=0.5,
                             epochs=1, batch_size=args.batch, device="cpu", report=False, data_target={"workers": 2})
