@@ -171,9 +171,10 @@ def _head(model) -> str:
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="The model to evaluate."),
     data: Optional[str] = typer.Option(None, "--data", help="Test data (default: what the checkpoint names)."),
-    n: int = typer.Option(500, "--num-images", "--n", help="Number of test images (the first n of in-memory data; a "
-                          "seeded stratified sample of image files); --num-images is the spelling torchrun's parser "
-                          "cannot mistake for its own --nnodes / --nproc-per-node."),
+    n: Optional[int] = typer.Option(None, "--num-images", "--n", help="Number of test images (default 500; with "
+                                    "--time-budget, the most it may choose, default all): the first n of in-memory "
+                                    "data, a seeded stratified sample of image files; --num-images is the spelling "
+                                    "torchrun's parser cannot mistake for its own --nnodes / --nproc-per-node."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attack or preset with options, e.g. "
                                                "pgd:steps=50,step=0.005 (repeatable; default: the six; "
                                                "'seed004' = fgsm, random-fgsm, jsma, deepfool, cw-l2; "
@@ -266,11 +267,11 @@ def eval_cmd(
         from .budget import plan as plan_images
         from .runtime import info
         budget_s = parse_duration(time_budget)
-        plan = plan_images(budget_s, min(n, ds.n_test) if n > 0 else ds.n_test, run, started)
-        info(f"time budget {budget_s:.0f} s: {plan.seconds_per_image:.2f} s per image (calibrated on a sample in "
-             f"{plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in all; a 95% interval "
-             f"of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
-    report = run(plan.n if plan else n)
+        plan = plan_images(budget_s, min(n, ds.n_test) if n else ds.n_test, run, started)
+        info(f"time budget {budget_s:.0f} s: {plan.seconds_per_image:.3f} s per image and {plan.fixed_s:.1f} s fixed "
+             f"(calibrated in {plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in all; a "
+             f"95% interval of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
+    report = run(plan.n if plan else (500 if n is None else n))
     if plan is not None:
         report.time_budget = {**plan.summary(), "used_s": round(time.perf_counter() - started, 1)}
         report.notes.append(f"time budget {plan.budget_s:.0f} s: {plan.n} images planned at "
