@@ -242,22 +242,28 @@ def render_before_after(reports: dict[str, Report], console: Console) -> None:
     """Seed 000 table 1 layout: base and hardened model, white-box and transfer from the base, plus the
     accuracy on the images the base classifies correctly when clean."""
     base, wb, tr = reports["base_white_box"], reports["fixed_white_box"], reports["fixed_transfer"]
-    t = Table(title=f"before / after - {base.n} test images of {base.data} - robust accuracy %", title_justify="left")
+    cis = {id(r): r.intervals() for r in (base, wb, tr)}
+
+    def cell(r, key):  # value and its interval, in %
+        v = r.accuracies().get(key)
+        lo, hi = cis[id(r)].get(key, (None, None))
+        return _pct(v) if lo is None else f"{_pct(v)} ({100 * lo:.1f}-{100 * hi:.1f})"
+    t = Table(title=f"before / after - {base.n} test images of {base.data} - robust accuracy % ({base.confidence:.0%} "
+              "Wilson interval)", title_justify="left")
     t.add_column("attack")
     t.add_column("budget", justify="right")
     t.add_column("base\n(white-box)", justify="right")
     t.add_column("hardened\n(white-box)", justify="right")
     t.add_column(f"hardened\n({tr.threat_model})", justify="right")
     t.add_column("hardened, on images\nthe base gets right\n(transfer)", justify="right")
-    t.add_row("clean", "-", _pct(base.clean_accuracy), _pct(wb.clean_accuracy), _pct(tr.clean_accuracy),
-              _pct(tr.clean_on_source_correct))
+    t.add_row("clean", "-", cell(base, "clean"), cell(wb, "clean"), cell(tr, "clean"), _pct(tr.clean_on_source_correct))
     for a, b, c in zip(base.attacks, wb.attacks, tr.attacks, strict=True):
         for stage in a.stages:
-            t.add_row(f"  after {stage}", _budget(a), _pct(a.stages[stage]), _pct(b.stages.get(stage)),
-                      _pct(c.stages.get(stage)), "-", style="dim")
-        t.add_row(a.name, _budget(a), _pct(a.robust_accuracy), _pct(b.robust_accuracy), _pct(c.robust_accuracy),
+            key = f"{a.name}.{stage}"
+            t.add_row(f"  after {stage}", _budget(a), cell(base, key), cell(wb, key), cell(tr, key), "-", style="dim")
+        t.add_row(a.name, _budget(a), cell(base, a.name), cell(wb, b.name), cell(tr, c.name),
                   _pct(c.accuracy_on_source_correct))
-    t.add_row("worst case", "each attack's", _pct(base.worst_case), _pct(wb.worst_case), _pct(tr.worst_case), "-",
+    t.add_row("worst case", "each attack's", cell(base, "worst"), cell(wb, "worst"), cell(tr, "worst"), "-",
               style="bold")
     console.print(t)
     for a in base.attacks:
