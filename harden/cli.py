@@ -267,7 +267,14 @@ def eval_cmd(
         from .budget import plan as plan_images
         from .runtime import info
         budget_s = parse_duration(time_budget)
-        plan = plan_images(budget_s, min(n, ds.n_test) if n else ds.n_test, run, started)
+        try:  # every rank calibrates (the attacks are sharded); rank 0's plan, or its refusal, holds for all
+            local, refusal = plan_images(budget_s, min(n, ds.n_test) if n else ds.n_test, run, started), None
+        except HardenError as e:
+            local, refusal = None, str(e)
+        from . import distributed
+        plan, refusal = distributed.from_main(lambda: (local, refusal))
+        if refusal:
+            raise HardenError(refusal)
         info(f"time budget {budget_s:.0f} s: {plan.seconds_per_image:.3f} s per image and {plan.fixed_s:.1f} s fixed "
              f"(calibrated in {plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in all; a "
              f"95% interval of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
