@@ -516,23 +516,15 @@ def report(
     plots: Optional[Path] = PlotsOpt, force: bool = ForceOpt, debug: bool = DebugOpt,
 ):
     """Re-render the HTML report (and the PNG figures) from a saved JSON report, with no model and no attack."""
-    import json
 
     from .checkpoint import check_output_path
+    from .compare import read_report
     from .html_report import render
     if output is None and plots is None:
         raise HardenError("Nothing to write: give -o report.html and/or --plots DIR.")
     if output:
         check_output_path(output, [json_file], force)
-    try:
-        doc = json.loads(json_file.read_text())
-    except FileNotFoundError:
-        raise HardenError(f"{str(json_file)!r} does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HardenError(f"{str(json_file)!r} is not a JSON report ({e}).") from None
-    if not isinstance(doc, dict) or not ("attacks" in doc or "reports" in doc):
-        raise HardenError(f"{str(json_file)!r} is JSON but not a harden report (no 'attacks' or 'reports').")
-    render(doc, output, plots)
+    render(read_report(json_file), output, plots)
     _say_written(output, plots)
 
 
