@@ -138,7 +138,7 @@ def _guess_preprocess(data: FileData, sample: int = 32) -> Preprocess:
             with Image.open(io.BytesIO(lst.read_bytes(i))) as im:
                 sizes[(im.height, im.width)] += 1
                 grey += im.mode in ("L", "1", "I;16", "I", "F", "LA")
-        except Exception:
+        except (OSError, SyntaxError, ValueError):  # PIL's errors for a bad file; training names it (or skips it)
             continue
     if not sizes:
         raise HardenError(f"None of {len(idx)} sampled images of {data.source} could be read.")
