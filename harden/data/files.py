@@ -3,6 +3,7 @@ transforms. Memory grows with the batch and the workers, never with the dataset;
 only when that split is used (`eval` never lists the training split)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -108,7 +109,8 @@ class FileData(Data):
         device = torch.device(device)
         xs, ys = [], []
         parts = chunks(idx, DECODE_BATCH)
-        with progress(f"decoding {split}", len(idx)) if len(idx) > 4 * DECODE_BATCH else _silent() as advance:
+        quiet = nullcontext(lambda n=1, **kw: None)
+        with progress(f"decoding {split}", len(idx)) if len(idx) > 4 * DECODE_BATCH else quiet as advance:
             for x, y, _, errors in decode_batches(listing, parts, self.preprocess.eval_transform(), self.workers,
                                                   device.type == "cuda"):
                 self._check(errors)
@@ -148,14 +150,6 @@ class FileData(Data):
         if self.skipped:
             out["skipped_unreadable"] = len(self.skipped)
         return out
-
-
-class _silent:
-    def __enter__(self):
-        return lambda n=1, **kw: None
-
-    def __exit__(self, *a):
-        return False
 
 
 class FileFeeder:
