@@ -353,6 +353,11 @@ def fix(
                                "against white-box attacks."),
     data: Optional[str] = typer.Option(None, "--data", help="Training/test data (default: what the checkpoint names)."),
     data_frac: float = typer.Option(0.1, "--data-frac", help="Stratified fraction of the training split, (0, 1]."),
+    unlabeled: Optional[str] = typer.Option(None, "--unlabeled", help="Images without labels (a folder with or "
+                                            "without class folders, a list, tar shards, an .npz with x_train): the "
+                                            "base labels them and the recipe mixes them into its batches (at, "
+                                            "fixer; --set unlabeled_ratio / pseudo_threshold / pseudo_balance). "
+                                            "Labels they hold are never used."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe setting: key=value (repeatable)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Hardened checkpoint (default: "
                                           "<name>.<recipe>.safetensors beside the input)."),
@@ -411,13 +416,15 @@ def fix(
                      attacks=expand_suites(attack) if attack else None, report=report, metrics=metrics,
                      masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
                      curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
-                     data_target=data_flags.target_kwargs())
+                     data_target=data_flags.target_kwargs(), unlabeled=unlabeled)
     if sha256_file(checkpoint) != base_sha:
         raise RuntimeError("internal error: the input checkpoint changed")
     if not _all_ranks_done():
         return
     save(result.model, output, force=force, inputs=[checkpoint])
-    out.print(f"wrote {output} (recipe {name}, {result.train_seconds:.1f} s of training{_epoch_note(result)})")
+    from .fix import training_data_label
+    out.print(f"wrote {output} (recipe {name} on {training_data_label(result.model.spec.extra)}, "
+              f"{result.train_seconds:.1f} s of training{_epoch_note(result)})")
     if result.model.spec.extra.get("stopped"):
         out.print(f"[yellow]training stopped early:[/] {result.model.spec.extra['stopped']}")
     if patch_out:

@@ -16,7 +16,9 @@ from .data import Data, DataTarget, FileData, check_fits, load_data, subsample
 from .errors import HardenError
 from .evaluate import Report, evaluate
 from .models import Classifier
-from .recipes import apply_overrides, get_recipe, load_recipe_config
+from .data.unlabeled import load_unlabeled, pseudo_label
+from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
+from .recipes.base import apply_kind_defaults, resolve_auto
 from .runtime import info, resolve_device, seed_everything
 from .training import TrainConfig
 
@@ -36,9 +38,21 @@ class FixResult:
     def training(self) -> dict[str, Any]:
         """What the report's JSON keeps of the training run (for the training-curve figure)."""
         extra = self.model.spec.extra
-        return {"recipe": self.config.get("name"), "params": self.config.get("params"),
-                "data_fraction": extra.get("data_fraction"), "seconds": round(self.train_seconds, 2),
-                "history": self.history}
+        out = {"recipe": self.config.get("name"), "params": self.config.get("params"),
+               "data_fraction": extra.get("data_fraction"), "data": training_data_label(extra),
+               "seconds": round(self.train_seconds, 2), "history": self.history}
+        for key in ("unlabeled", "kind_defaults"):
+            if extra.get(key):
+                out[key] = extra[key]
+        return out
+
+
+def training_data_label(extra: dict[str, Any]) -> str:
+    """'10% labelled + 45,000 unlabeled': what the hardened model was trained on."""
+    frac = extra.get("data_fraction")
+    text = f"{100 * frac:g}% labelled" if isinstance(frac, (int, float)) else "labelled data"
+    pool = extra.get("unlabeled")
+    return text + (f" + {pool['used']:,} unlabeled (pseudo-labels from the base)" if pool else "")
 
 
 def state_digest(module: torch.nn.Module) -> str:
@@ -56,19 +70,26 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         base_name: str | None = None, metrics: bool = True, masking_checks: bool = True,
         model_flags: dict | None = None, curve: Sequence[float] | None = None,
         curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off",
-        data_target: dict | None = None) -> FixResult:
+        data_target: dict | None = None, unlabeled: str | Path | Data | None = None) -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
     `amp` (off | bf16 | fp16) is the training step's precision, `attack_amp` the report attacks' one; `sync_bn`
     synchronises BatchNorm statistics across torchrun's ranks (CUDA). Under torchrun every rank calls fix and
     trains on its share; the reports are sharded (see harden/distributed.py). `data_target`: DataTarget's workers,
-    class_map and skip_unreadable for image files."""
+    class_map and skip_unreadable for image files. `unlabeled`: a source of images without labels (robust
+    self-training): the base labels them once and the recipe mixes them into its batches (at, fixer)."""
     device = resolve_device(device)
     config = apply_overrides(load_recipe_config(recipe), list(sets))
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
         if value is not None:
             config["train"][key] = value
+            config["explicit"].append(key)
+    rcp = get_recipe(config["name"])
+    if unlabeled is not None and not rcp.takes_unlabeled:
+        takers = ", ".join(sorted(k for k, v in RECIPES.items() if v.takes_unlabeled))
+        raise HardenError(f"--unlabeled: recipe {config['name']} cannot use unlabeled images (recipes that can: "
+                          f"{takers}).")
     if isinstance(base, Classifier):
         base_model, base_sha, base_name = base, state_digest(base), base_name or "base"
         model = copy.deepcopy(base)
@@ -94,7 +115,26 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
              f"({ds.held_out['n']} images) is held out as the test split; training never sees it")
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
     train_ds = subsample(ds, data_frac, seed)
-    rcp = get_recipe(config["name"])
+    kind_defaults = apply_kind_defaults(config, ds.kind)
+    if kind_defaults:
+        info(f"{ds.kind} data: {', '.join(f'{k}={v}' for k, v in kind_defaults['applied'].items())} "
+             f"(recipes/{config['name']}.toml: {kind_defaults['why']})")
+    pseudo = None
+    if unlabeled is not None:
+        pool = unlabeled if isinstance(unlabeled, Data) else load_unlabeled(
+            unlabeled, DataTarget.for_model(base_model, **(data_target or {})))
+        p = config["params"]
+        pseudo = pseudo_label(base_model, pool, threshold=float(p.get("pseudo_threshold", 0.0)),
+                              balance=float(p.get("pseudo_balance", 0.0)), limit=int(p.get("unlabeled_max", 0)),
+                              seed=seed, device=device)
+        pseudo.meta.update(ratio=float(p.get("unlabeled_ratio", 0.5)),
+                           teacher_temperature=float(p.get("teacher_temperature", 0.0)))
+        m = pseudo.meta
+        info(f"unlabeled: {m['used']:,} of {m['listed']:,} images of {m['source']} pseudo-labelled by the base "
+             f"(dropped: {m['dropped_below_threshold']} below the threshold, {m['dropped_for_balance']} for class "
+             "balance" + (f"; agreement with the source's own labels, unused: "
+                          f"{m['agreement_with_source_labels']['rate']:.3f}" if "agreement_with_source_labels" in m
+                          else "") + ")" + (f"; adapted: {m['adapted']}" if m.get("adapted") else ""))
     seed_everything(seed)
     rcp.attach(model, config["params"])
     model.to(device)
@@ -103,18 +143,18 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                              "recipe_train": config["train"], "data_fraction": data_frac, "seed": seed,
                              "precision": amp, "processes": distributed.world(),
                              "subset": train_ds.subset, "base_sha256": base_sha})
+    if kind_defaults:
+        model.spec.extra["kind_defaults"] = kind_defaults
     train_cfg = dict(config["train"])
-    if str(train_cfg.get("epochs")) == "auto":
-        train_cfg["epochs"] = rcp.auto_epochs(data_frac)
-    if str(train_cfg.get("batch_size")) == "auto":
-        train_cfg["batch_size"] = rcp.auto_batch_size(train_ds.n_train)
-    for key in ("epochs", "batch_size"):
-        try:  # a recipe file's "auto" makes --set epochs=N a string
-            train_cfg[key] = int(train_cfg[key])
-        except (TypeError, ValueError):
-            raise HardenError(f"{key} must be a whole number or auto, got {train_cfg[key]!r}.") from None
-        if train_cfg[key] < 1:
-            raise HardenError(f"{key} must be at least 1, got {train_cfg[key]}.")
+    auto_epochs = "auto" in str(train_cfg.get("epochs"))
+    train_cfg["batch_size"] = resolve_auto("batch_size", train_cfg["batch_size"],
+                                           lambda: rcp.auto_batch_size(train_ds.n_train))
+    train_cfg["epochs"] = resolve_auto("epochs", train_cfg["epochs"], lambda: rcp.auto_epochs(data_frac))
+    if pseudo is not None:
+        if auto_epochs:
+            train_cfg["epochs"] = epochs_with_pool(train_cfg["epochs"], train_ds.n_train, pseudo.data.n_train,
+                                                   train_cfg["batch_size"], pseudo.meta["ratio"])
+        model.spec.extra["unlabeled"] = pseudo.meta
     if train_cfg.get("augment", "auto") == "auto":
         train_cfg["augment"] = rcp.auto_augment(ds)
     model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs, batch and augmentation resolved
@@ -122,7 +162,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     before = state_digest(model.net)
     info(f"recipe {config['name']} ({config['file']}) on {train_ds.n_train} images "
          f"({data_frac:g} of {ds.source}), {cfg.epochs} epochs, batch {cfg.batch_size}")
-    result = rcp.train(model, train_ds, config["params"], cfg, device)
+    result = rcp.train(model, train_ds, config["params"], cfg, device,
+                       **({"unlabeled": pseudo.data} if pseudo is not None else {}))
     if rcp.frozen_base() and state_digest(model.net) != before:
         raise RuntimeError("internal error: the frozen base changed during training")
     out = FixResult(model=model.eval(), base=base_model.eval(), config=config, train_seconds=result.seconds,
@@ -146,5 +187,21 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         f = transfer_vs_white_box(wb_vals, tr_vals, out.reports["fixed_white_box"].n) if masking_checks else None
         if f is not None:
             out.reports["fixed_white_box"].masking.append(f)
+        notes = [f"hardened on {training_data_label(model.spec.extra)}"] + (
+            [f"settings for {kind_defaults['kind']} data: " + ", ".join(f"{k}={v}" for k, v in
+                                                                        kind_defaults["applied"].items())
+             + f" ({kind_defaults['why']})"] if kind_defaults else [])
+        for key in ("fixed_white_box", "fixed_transfer"):
+            out.reports[key].notes[:0] = notes
         model.spec.extra.update(out.metadata())
     return out
+
+
+def epochs_with_pool(epochs: int, n_labelled: int, n_pool: int, batch_size: int, ratio: float) -> int:
+    """With pseudo-labelled images and automatic epochs: enough epochs (passes over the labelled images) that the pool
+    is seen about once, never fewer than without it and at most twice as many (the cost doubles at most)."""
+    import math
+    from .data.unlabeled import extra_per_batch
+    steps = max(1, math.ceil(n_labelled / batch_size))
+    once = math.ceil(n_pool / (extra_per_batch(batch_size, ratio) * steps))
+    return int(min(2 * epochs, max(epochs, once)))

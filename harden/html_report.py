@@ -320,8 +320,9 @@ def to_html(doc: dict[str, Any], figs: dict[str, bytes]) -> str:
              "model; never robustness on its own).</p>"]
     if "training" in doc:
         t = doc["training"]
-        parts.append(f"<p class='sub'>recipe <code>{e(str(t.get('recipe')))}</code> on {e(str(t.get('data_fraction')))} "
-                     f"of the training data, {e(str(t.get('seconds')))} s of training; settings "
+        on = t.get("data") or f"{t.get('data_fraction')} of the training data"
+        parts.append(f"<p class='sub'>recipe <code>{e(str(t.get('recipe')))}</code> on {e(str(on))}, "
+                     f"{e(str(t.get('seconds')))} s of training; settings "
                      f"<code>{e(str(t.get('params')))}</code></p>")
     captions = {"robustness_curves": "Robust accuracy against the budget (dotted line: the report's budget)",
                 "examples_base": "Adversarial examples on the base", "examples_hardened":

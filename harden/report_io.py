@@ -271,5 +271,7 @@ def render_before_after(reports: dict[str, Report], console: Console) -> None:
     for label, r in (("base", base), ("hardened", wb)):
         if r.metrics:
             console.print(f"  {label}: " + "  ".join(f"{k} {v:.4g}" for k, v in r.metrics.items()) + " (white-box)")
+    for note in wb.notes:
+        console.print(f"  [dim]note: {note}[/]")
     render_masking(wb, console)
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Data, batches, fit_size
+from .data import Data, fit_size
 from .errors import HardenError
 from .runtime import info, progress, warn
 
@@ -121,7 +121,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
     dd.broadcast_module(model)  # every rank starts from rank 0's weights
     if cfg.sync_bn:
         dd.sync_batchnorm(model, device, on=True)
-    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     sched = None
     if cfg.schedule == "onecycle" and total > 0:
@@ -147,7 +147,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
             tot_loss = tot_acc = seen = 0.0
             extras: dict[str, float] = {}
             # the same permutation on every rank (same seed); each takes its share of each global batch
-            plan = [(g, dd.my_share(g)) for g in batches(n, cfg.batch_size, shuffle=True, rng=rng)
+            plan = [(g, dd.my_share(g)) for g in data.epoch_batches(cfg.batch_size, rng)
                     if len(g) >= 2 * dd.world() or n < 2 * dd.world()]  # BatchNorm cannot train on one image per rank
             for (global_bi, bi), batch in zip(plan, feeder.epoch([b for _, b in plan]), strict=True):
                 if batch is None:  # only unreadable files, skipped (--skip-unreadable)

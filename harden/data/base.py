@@ -67,6 +67,13 @@ class Data:
     def feeder(self, augment: str, seed: int, device: torch.device) -> Feeder:
         raise NotImplementedError
 
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return (self.n_train + batch_size - 1) // batch_size
+
+    def epoch_batches(self, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """One epoch's batches of training indices, shuffled by rng (MixedData adds pseudo-labelled images)."""
+        return list(batches(self.n_train, batch_size, shuffle=True, rng=rng))
+
     def mean_std(self) -> tuple[list[float], list[float]]:
         raise NotImplementedError
 

@@ -15,6 +15,7 @@ the data-fraction subsets, validation-based weight selection or shared progress 
 shared loop with harden's batched attacks."""
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from typing import Any
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from ..attacks import build_attack
 from ..awp import WeightPerturbation
 from ..data import Data, fit_size, index_hash, stratified_subset
+from ..data.unlabeled import MixedData
 from ..errors import HardenError
 from ..runtime import frozen
 from ..training import Monitor, TrainConfig, fit, focal_loss
@@ -209,7 +211,9 @@ class AdversarialTraining(FineTuneRecipe):
         so colour data gets the adversarial-training standard, pad + crop + horizontal flip."""
         return "crop" if data.kind == "mnist-like" else "flip-crop"
 
-    def train(self, model, data, params: dict[str, Any], cfg: TrainConfig, device: torch.device):
+    takes_unlabeled = True
+
+    def train(self, model, data, params: dict[str, Any], cfg: TrainConfig, device: torch.device, unlabeled=None):
         loss_kind = str(params.get("loss", "pgd-at"))
         if loss_kind not in LOSSES:
             raise HardenError(f"at: loss must be one of {', '.join(LOSSES)}, got {loss_kind!r}.")
@@ -227,10 +231,24 @@ class AdversarialTraining(FineTuneRecipe):
         awp_gamma, awp_warmup = float(params.get("awp_gamma", 0.0)), float(params.get("awp_warmup", 0.0))
         if awp_gamma < 0 or awp_warmup < 0:
             raise HardenError(f"at: awp_gamma and awp_warmup must be >= 0, got {awp_gamma} and {awp_warmup}.")
+        temperature = float(params.get("teacher_temperature", 0.0))
+        if temperature < 0 or (temperature > 0 and (loss_kind == "mart" or gamma != 0)):
+            raise HardenError("at: teacher_temperature takes 0 (off: hard labels) or a temperature > 0, with loss "
+                              f"pgd-at or trades and focal_gamma 0; got {temperature} with loss {loss_kind}, focal_gamma "
+                              f"{gamma}.")
+        # the validation slice is carved from the labelled images alone, before the pseudo-labelled ones join
         train_data, val, val_meta = split_validation(data, float(params.get("val_frac", 0.0)), cfg.seed)
         if val_meta:
             model.spec.extra["validation"] = val_meta
-        steps_per_epoch = max(1, (train_data.n_train + cfg.batch_size - 1) // cfg.batch_size)
+        if unlabeled is not None:
+            train_data = MixedData(train_data, unlabeled, float(params.get("unlabeled_ratio", 0.5)), cfg.seed)
+        steps_per_epoch = max(1, train_data.steps_per_epoch(cfg.batch_size))
+        # the base as teacher: its soft labels at a temperature replace the hard labels in the loss's cross-entropy
+        teacher = None
+        if temperature > 0:
+            teacher = copy.deepcopy(model).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
         gen = torch.Generator().manual_seed(cfg.seed)
         calls = [0]
 
@@ -241,20 +259,24 @@ class AdversarialTraining(FineTuneRecipe):
 
         adversarial_only = loss_kind == "pgd-at" and mix == 0  # the loss sees no clean logits
 
-        def adversarial_loss(m, x, x_adv, y):
+        def label_loss(z, y, soft):
+            """Cross-entropy with the hard labels, or with the teacher's soft labels when it teaches."""
+            return focal_loss(z, y, gamma) if soft is None else -(soft * _logp(z)).sum(1).mean()
+
+        def adversarial_loss(m, x, x_adv, y, soft=None):
             """(loss, clean logits or None, adversarial logits) of the chosen loss on a crafted batch."""
             if adversarial_only:
                 z_adv = m(x_adv)
-                return focal_loss(z_adv, y, gamma), None, z_adv
+                return label_loss(z_adv, y, soft), None, z_adv
             z = m(torch.cat([x, x_adv]))  # one pass: BatchNorm sees clean and adversarial images together
             z_clean, z_adv = z[: len(x)], z[len(x):]
             if loss_kind == "trades":
-                loss = F.cross_entropy(z_clean.float(), y) + beta * F.kl_div(
+                loss = label_loss(z_clean, y, soft) + beta * F.kl_div(
                     _logp(z_adv), _logp(z_clean).exp(), reduction="batchmean")
             elif loss_kind == "mart":
                 loss = mart_loss(z_adv, z_clean, y, beta)
             else:
-                loss = (1 - mix) * focal_loss(z_adv, y, gamma) + mix * focal_loss(z_clean, y, gamma)
+                loss = (1 - mix) * label_loss(z_adv, y, soft) + mix * label_loss(z_clean, y, soft)
             return loss, z_clean, z_adv
 
         awp = WeightPerturbation(model, awp_gamma) if awp_gamma > 0 else None
@@ -280,9 +302,13 @@ class AdversarialTraining(FineTuneRecipe):
                     # those of the adversarial batches the weights are trained on
                     with torch.no_grad():
                         z_eval = m(x)
+            soft = None
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = torch.softmax(_logp(teacher(x)) / temperature, 1)
             if awp is not None and calls[0] > awp_warmup * steps_per_epoch:
-                awp.perturb(lambda: adversarial_loss(m, x, x_adv, y)[0])
-            loss, z_clean, z_adv = adversarial_loss(m, x, x_adv, y)
+                awp.perturb(lambda: adversarial_loss(m, x, x_adv, y, soft)[0])
+            loss, z_clean, z_adv = adversarial_loss(m, x, x_adv, y, soft)
             z_clean = z_eval if z_clean is None else z_clean
             adv_acc = (z_adv.detach().argmax(1) == y).float().mean()
             return loss, z_clean.detach(), {"adv_acc": adv_acc}

@@ -4,9 +4,10 @@ replayed by `harden.load` from the checkpoint's metadata), `train` hardens it th
 from __future__ import annotations
 
 import os
+import re
 import sysconfig
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -32,8 +33,12 @@ class Recipe:
         """Add the recipe's modules to `model` (as `model.patch`) or edit it; deterministic in params."""
         raise NotImplementedError
 
+    # whether `train` takes pseudo-labelled images (`fix --unlabeled`): `unlabeled` is then a Data whose training
+    # labels are the base's
+    takes_unlabeled: ClassVar[bool] = False
+
     def train(self, model: Classifier, data: Data, params: dict[str, Any], cfg: TrainConfig,
-              device: torch.device) -> TrainResult:
+              device: torch.device, unlabeled: Data | None = None) -> TrainResult:
         raise NotImplementedError
 
     def auto_epochs(self, data_frac: float) -> int:
@@ -110,7 +115,51 @@ def load_recipe_config(spec: str) -> dict[str, Any]:
     # the shared loop's defaults, so that --set weight_decay=... / grad_clip=... work for every recipe
     defaults = TrainConfig()
     train = {**{k: getattr(defaults, k) for k in TRAIN_KEYS}, **train}
-    return {"name": name, "file": str(path), "params": dict(doc.get("params", {})), "train": train}
+    params = dict(doc.get("params", {}))
+    by_kind = {str(k): dict(v) for k, v in doc.get("defaults", {}).items()}
+    for kind, table in by_kind.items():
+        unknown = sorted(k for k in table if k != "why" and k not in params and k not in train)
+        if kind not in DATA_KINDS or unknown:
+            raise HardenError(f"Recipe file {str(path)!r}: [defaults.{kind}] " + (
+                f"sets unknown keys {', '.join(unknown)}" if unknown else
+                f"names no kind of data harden knows ({', '.join(DATA_KINDS)})") + ".")
+    return {"name": name, "file": str(path), "params": params, "train": train, "defaults": by_kind, "explicit": []}
+
+
+DATA_KINDS = ("mnist-like", "cifar-like", "imagenet-like")  # Data.kind
+
+
+def apply_kind_defaults(config: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A recipe file's `[defaults.<kind>]`: settings measured better than the file's defaults for this kind of data
+    (BENCHMARKS.md), applied unless the user set them (--set, --epochs ...). Returns what was applied and why."""
+    table = dict(config.get("defaults", {}).get(kind, {}))
+    why = str(table.pop("why", ""))
+    applied = {}
+    for key, value in table.items():
+        if key in config.get("explicit", []):
+            continue
+        section = "params" if key in config["params"] else "train"
+        config[section][key] = value
+        applied[key] = value
+    return {"kind": kind, "applied": applied, "why": why} if applied else {}
+
+
+def resolve_auto(key: str, value: Any, auto: Callable[[], int]) -> int:
+    """'auto' -> auto(); 'K*auto' -> round(K * auto()) (e.g. twice the epochs for a cheaper training attack);
+    else the number given."""
+    text = str(value).replace(" ", "").lower()
+    if text == "auto":
+        return auto()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\*auto", text)
+    if m:
+        return max(1, round(float(m.group(1)) * auto()))
+    try:  # a recipe file's "auto" makes --set epochs=N a string
+        number = int(value)
+    except (TypeError, ValueError):
+        raise HardenError(f"{key} must be a whole number, auto or K*auto, got {value!r}.") from None
+    if number < 1:
+        raise HardenError(f"{key} must be at least 1, got {number}.")
+    return number
 
 
 def apply_overrides(config: dict[str, Any], sets: list[str]) -> dict[str, Any]:
@@ -125,13 +174,14 @@ def apply_overrides(config: dict[str, Any], sets: list[str]) -> dict[str, Any]:
             known = sorted(config["params"]) + sorted(config["train"])
             raise HardenError(f"Recipe {config['name']!r} has no setting {key!r}; its settings are {', '.join(known)}.")
         config[section][key] = _typed(value.strip(), config[section][key], key)
+        config.setdefault("explicit", []).append(key)
     return config
 
 
 def _typed(value: str, default: Any, key: str) -> Any:
     from ..attacks import parse_number
-    if key in AUTO_TRAIN_KEYS and value.lower() == "auto":
-        return "auto"  # resolved by harden.fix through the recipe's auto_epochs / auto_batch_size
+    if key in AUTO_TRAIN_KEYS and re.fullmatch(r"(\d+(\.\d+)?\*)?auto", value.lower().replace(" ", "")):
+        return value.lower()  # resolved by harden.fix through the recipe's auto_epochs / auto_batch_size
     if isinstance(default, bool):
         if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise HardenError(f"--set {key}= takes true or false, got {value!r}.")

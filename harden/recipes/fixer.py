@@ -122,8 +122,14 @@ class Fixer(Recipe):
                                  int(params["rho"]))
         model.spec.extra["taps"] = [t["module"] for t in taps]
 
-    def train(self, model: Classifier, data, params: dict[str, Any], cfg: TrainConfig, device: torch.device):
+    takes_unlabeled = True
+
+    def train(self, model: Classifier, data, params: dict[str, Any], cfg: TrainConfig, device: torch.device,
+              unlabeled=None):
         patch: FixerPatch = model.patch
+        if unlabeled is not None:
+            from ..data.unlabeled import MixedData
+            data = MixedData(data, unlabeled, float(params.get("unlabeled_ratio", 0.5)), cfg.seed)
         for p in model.net.parameters():  # the base is frozen: no gradient, BatchNorm in eval mode
             p.requires_grad_(False)
         attack = training_attack(params)

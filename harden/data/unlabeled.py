@@ -1,0 +1,339 @@
+"""Unlabeled images for `fix --unlabeled` (robust self-training: Carmon et al. 2019, "Unlabeled data improves
+adversarial robustness"; Alayrac et al. 2019). Any source `--data` reads can be the pool, plus folders of loose
+images and an `.npz` holding `x_train` alone. Labels the source happens to hold are never used for training: the base
+model labels the pool once, before training, in batches (hard pseudo-labels, an optional confidence threshold, a cap
+per class so one class cannot flood the set); the source's own labels only measure the pseudo-labels' agreement,
+which is reported. `MixedData` then gives the shared training loop batches of labelled and pseudo-labelled images in
+a set ratio; an epoch stays one pass over the labelled images."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import HardenError
+from .arrays import ImageData, _cifar_batches
+from .base import Data, batches, chunks, index_hash, nchw, to_tensor
+from .files import DECODE_BATCH, FileData
+from .loader import decode_batches, default_workers
+from .sources import IMAGE_EXT, Listing, PathTable, find_on_disk
+
+NO_LABEL = -1  # an image of the pool whose source gives no label the model's classes can name
+MAX_UPSCALE = 4.0  # a pool whose images are this much smaller than the model's input is refused, not blown up
+
+
+# ---------------------------------------------------------------- reading a pool
+
+def load_unlabeled(spec: str | Path, target) -> Data:
+    """The pool as a Data whose training split holds every image (`y_train` = the source's labels mapped to the
+    model's classes where it has them, else NO_LABEL; used only to report agreement). A source with a train split
+    gives that split alone: its val/test split is somebody's test set and must not leak into training."""
+    path = Path(spec)
+    if not path.exists():
+        raise HardenError(f"--unlabeled {str(spec)!r} does not exist. It takes a folder of images (with or without "
+                          "class folders), a CSV/TSV list, tar shards, CIFAR-10 batches or an .npz with x_train.")
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return _npz_pool(path)
+    if path.is_dir() and (path / "data_batch_1").exists():
+        d = _cifar_batches(path)
+        return _array_pool(d.x_train, d.y_train, str(path))
+    found = find_on_disk(path)
+    if found is None and path.is_dir():
+        return _file_pool(str(path), _list_any_images(path), target)
+    if found is None:
+        raise HardenError(f"--unlabeled {str(spec)!r} is not a source harden reads: a folder of images, a CSV/TSV "
+                          "list, a .tar shard (or a folder of them), CIFAR-10 batches or an .npz with x_train.")
+    split = "train" if "train" in found.listers else "all"
+    try:  # the source's labels, for the agreement figure only; a source whose classes the model cannot name has none
+        from . import _file_data
+        listing = _file_data(found, target).listing("train" if split == "train" else "test")
+        labels = listing.labels.copy()
+    except HardenError:
+        listing = found.listers[split]()
+        labels = np.full(len(listing), NO_LABEL, np.int64)
+    pool = Listing(listing.root, listing.refs, labels, None, listing.shards, listing.what)
+    return _file_pool(str(path), pool, target)
+
+
+def _npz_pool(path: Path) -> ImageData:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x_train" not in z.files:
+                raise HardenError(f"--unlabeled {str(path)!r} has no x_train array (keys: {', '.join(z.files)}); an "
+                                  ".npz pool holds x_train (uint8 images NHW or NHWC), y_train optional and unused.")
+            x = z["x_train"]
+            y = z["y_train"] if "y_train" in z.files else None
+    except HardenError:
+        raise
+    except Exception as e:  # zipfile / format errors
+        raise HardenError(f"--unlabeled {str(path)!r} is not a readable .npz archive ({e}).") from None
+    return _array_pool(x, y, str(path))
+
+
+def _array_pool(x: np.ndarray, y: np.ndarray | None, source: str) -> ImageData:
+    x = np.asarray(x)
+    x = x[..., None] if x.ndim == 3 else x
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4) or x.dtype != np.uint8:
+        raise HardenError(f"--unlabeled {source}: x_train is {x.dtype} of shape {x.shape}; expected uint8 images "
+                          "N x H x W or N x H x W x C with C in 1, 3, 4.")
+    labels = np.full(len(x), NO_LABEL, np.int64)
+    if y is not None and len(np.ravel(y)) == len(x):
+        labels = np.asarray(y).astype(np.int64).ravel()
+    empty = np.zeros((0, *x.shape[1:]), np.uint8)
+    return ImageData(x, labels, empty, np.zeros(0, np.int64), source, int(max(labels.max(initial=0), 0) + 1))
+
+
+def _list_any_images(root: Path) -> Listing:
+    """Every image under `root`, at any depth, sorted (a crawl's folders, production captures)."""
+    refs = []
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(dirpath, root)
+        refs += [os.path.normpath(os.path.join(rel, f)) for f in files
+                 if os.path.splitext(f)[1].lower() in IMAGE_EXT and not f.startswith(".")]
+    if not refs:
+        raise HardenError(f"--unlabeled {str(root)!r} holds no images ({', '.join(sorted(IMAGE_EXT))}).")
+    refs.sort()
+    return Listing(str(root), PathTable(refs), np.full(len(refs), NO_LABEL, np.int64), None, what="folder")
+
+
+def _file_pool(source: str, listing: Listing, target) -> FileData:
+    from .transforms import Preprocess
+    return FileData(source, int(target.num_classes or 2), target.preprocess or Preprocess(),
+                    {"train": lambda: listing}, listing.what, _cache={"train": listing},
+                    workers=default_workers() if target.workers is None else target.workers,
+                    skip_unreadable=target.skip_unreadable)
+
+
+# ---------------------------------------------------------------- adapting images to the model
+
+def adapt(x: torch.Tensor, in_chans: int, size: tuple[int, int]) -> torch.Tensor:
+    """A batch of the pool in the labelled data's channels and size: grey -> colour by repeating the channel,
+    colour -> grey by luminance (ITU-R 601), alpha dropped; bilinear resize."""
+    from .base import fit_size
+    c = x.shape[1]
+    if c != in_chans:
+        if c == 4:
+            x, c = x[:, :3], 3
+        if c == 1 and in_chans == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif c == 3 and in_chans == 1:
+            w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+            x = (x * w[None, :, None, None]).sum(1, keepdim=True)
+        elif c != in_chans:
+            raise HardenError(f"--unlabeled: images with {c} channels cannot feed a model that takes {in_chans}.")
+    return nchw(fit_size(x, tuple(size)))
+
+
+def check_adaptable(pool: Data, in_chans: int, size: tuple[int, int]) -> str:
+    """'' when the pool's images already match, else what will be changed; an error when they cannot be used."""
+    if isinstance(pool, FileData):
+        return ""  # decoded through the model's own transform: its channels and size
+    c, s = pool.in_chans, pool.input_size
+    if c not in (1, 3, 4) or in_chans not in (1, 3):
+        raise HardenError(f"--unlabeled {pool.source}: {c}-channel images cannot feed a model that takes {in_chans}.")
+    scale = max(size[0] / s[0], size[1] / s[1])
+    if scale > MAX_UPSCALE:
+        raise HardenError(f"--unlabeled {pool.source}: its images are {s[0]}x{s[1]}, the model takes {size[0]}x"
+                          f"{size[1]}; blowing them up {scale:.0f}x would train on blur. Use images at least "
+                          f"{math.ceil(size[0] / MAX_UPSCALE)}x{math.ceil(size[1] / MAX_UPSCALE)}.")
+    changes = []
+    if c != in_chans:
+        changes.append(f"{c} -> {in_chans} channel(s)")
+    if tuple(s) != tuple(size):
+        changes.append(f"{s[0]}x{s[1]} -> {size[0]}x{size[1]} (bilinear)")
+    return ", ".join(changes)
+
+
+def _pool_batches(pool: Data, idx: np.ndarray, device: torch.device) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """(x, the pool indices it holds) per batch; unreadable files are left out (or stop the run, as for --data)."""
+    if isinstance(pool, FileData):
+        parts = chunks(idx, DECODE_BATCH)
+        for x, _, got, errors in decode_batches(pool.listing("train"), parts, pool.preprocess.eval_transform(),
+                                                pool.workers, device.type == "cuda"):
+            pool._check(errors)
+            if x is not None:
+                yield nchw(x.to(device).float().div_(255.0)), np.asarray(got, np.int64)
+        return
+    for part in chunks(idx, 256):
+        yield to_tensor(pool.x_train[part], device), part
+
+
+# ---------------------------------------------------------------- pseudo-labels
+
+@dataclass
+class PseudoLabels:
+    data: Data  # the kept images of the pool, y_train = the base's labels
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def pseudo_label(base, pool: Data, *, threshold: float = 0.0, balance: float = 0.0, limit: int = 0, seed: int = 0,
+                 device: torch.device | str = "cpu") -> PseudoLabels:
+    """The base's hard labels for the pool, once, in batches. `threshold`: keep images whose top softmax probability
+    is at least this; `balance` > 0: no class keeps more than `balance` times an even share of the images that passed
+    the threshold (its least confident go first); `limit` > 0: a seeded sample of at most that many images is labelled."""
+    from ..runtime import frozen, progress
+    if not 0.0 <= threshold < 1.0:
+        raise HardenError(f"pseudo_threshold is a probability in [0, 1), got {threshold}.")
+    if balance < 0 or 0 < balance < 1:
+        raise HardenError(f"pseudo_balance is 0 (off) or at least 1 (times an even share per class), got {balance}.")
+    device = torch.device(device)
+    spec = base.spec
+    size, in_chans, k = tuple(spec.input_size), int(spec.in_chans), int(spec.num_classes)
+    note = check_adaptable(pool, in_chans, size)
+    n = pool.n_train
+    idx = np.arange(n) if not limit or limit >= n else np.sort(np.random.default_rng(seed + 31).choice(n, limit, False))
+    preds = np.full(n, -1, np.int64)
+    conf = np.zeros(n, np.float64)
+    with frozen(base), torch.no_grad(), progress("pseudo-labelling", len(idx)) as advance:
+        for x, got in _pool_batches(pool, idx, device):
+            z = base(adapt(x, in_chans, size)).float()
+            p = torch.softmax(torch.log_softmax(z, 1), 1)  # probabilities also for heads that end in log_softmax
+            c, lab = p.max(1)
+            preds[got], conf[got] = lab.cpu().numpy(), c.double().cpu().numpy()
+            advance(len(got))
+    labelled = idx[preds[idx] >= 0]  # unreadable files (--skip-unreadable) have no prediction
+    keep = labelled[conf[labelled] >= threshold]
+    dropped_threshold = len(labelled) - len(keep)
+    dropped_balance = 0
+    if balance > 0 and len(keep):
+        cap = max(1, math.ceil(balance * len(keep) / k))
+        order = np.lexsort((-conf[keep], preds[keep]))  # by class, most confident first
+        ranked = keep[order]
+        cls = preds[ranked]
+        first = np.searchsorted(cls, cls, side="left")  # rank within its class
+        kept = ranked[np.arange(len(ranked)) - first < cap]
+        dropped_balance = len(keep) - len(kept)
+        keep = np.sort(kept)
+    if len(keep) == 0:
+        raise HardenError(f"--unlabeled {pool.source}: no image kept (of {len(labelled)} labelled by the base, none "
+                          f"reached pseudo_threshold {threshold}); lower the threshold.")
+    source_labels = pool.y_train[keep]
+    known = (source_labels >= 0) & (source_labels < k)
+    meta = {"source": pool.source, "listed": int(n), "labelled_by_base": int(len(labelled)), "used": int(len(keep)),
+            "threshold": threshold, "balance": balance, "limit": int(limit),
+            "dropped_below_threshold": int(dropped_threshold), "dropped_for_balance": int(dropped_balance),
+            "class_histogram": np.bincount(preds[keep], minlength=k).tolist(), "index_sha256": index_hash(keep)}
+    if known.any():  # reported, never used for training
+        meta["agreement_with_source_labels"] = {"n": int(known.sum()),
+                                                "rate": round(float((preds[keep][known] == source_labels[known])
+                                                                    .mean()), 4)}
+    if note:
+        meta["adapted"] = note
+    if isinstance(pool, FileData) and pool.skipped:
+        meta["skipped_unreadable"] = len(pool.skipped)
+    return PseudoLabels(relabel(pool.take_train(keep, subset={}), preds[keep]), meta)
+
+
+def relabel(data: Data, labels: np.ndarray) -> Data:
+    """The same images with these training labels (the pool's own labels never reach training)."""
+    labels = np.asarray(labels, np.int64)
+    if isinstance(data, ImageData):
+        return ImageData(data.x_train, labels, data.x_test, data.y_test, data.source, data.num_classes, subset={})
+    if isinstance(data, FileData):
+        lst = data.listing("train")
+        new = Listing(lst.root, lst.refs, labels, None, lst.shards, lst.what)
+        return data._with(listers={"train": lambda: new}, _cache={"train": new})
+    raise HardenError(f"internal error: cannot relabel {type(data).__name__}")
+
+
+# ---------------------------------------------------------------- labelled + pseudo-labelled batches
+
+def extra_per_batch(batch_size: int, ratio: float) -> int:
+    """Pseudo-labelled images added to `batch_size` labelled ones so that they are `ratio` of the batch."""
+    if not 0.0 < ratio < 1.0:
+        raise HardenError(f"unlabeled_ratio is the share of each batch taken from the unlabeled images, in (0, 1); "
+                          f"got {ratio}.")
+    return max(1, round(batch_size * ratio / (1.0 - ratio)))
+
+
+class MixedData(Data):
+    """Labelled training images plus pseudo-labelled ones. `batch_size` counts the labelled images of a batch (the
+    recipes' measured batch rules stay as they are) and `ratio` of each batch is added from the pool, drawn without
+    replacement and reshuffled when it runs out; an epoch is one pass over the labelled images. Indices below
+    n_labelled are labelled images, the rest the pool's."""
+
+    def __init__(self, labelled: Data, pool: Data, ratio: float, seed: int):
+        self.labelled, self.pool, self.ratio = labelled, pool, float(ratio)
+        extra_per_batch(1, ratio)  # checks the ratio
+        self.source, self.num_classes = labelled.source, labelled.num_classes
+        self.subset, self.class_names = labelled.subset, labelled.class_names
+        self.y_train = np.concatenate([labelled.y_train, pool.y_train])
+        self.y_test = labelled.y_test
+        self._rng = np.random.default_rng([seed, 104729])
+        self._queue = np.zeros(0, np.int64)
+
+    @property
+    def in_chans(self) -> int:
+        return self.labelled.in_chans
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.labelled.input_size
+
+    @property
+    def kind(self) -> str:
+        return self.labelled.kind
+
+    def mean_std(self):
+        return self.labelled.mean_std()
+
+    def identity(self) -> dict[str, Any]:
+        return self.labelled.identity()
+
+    def take_train(self, idx, subset=None):
+        raise HardenError("internal error: a validation slice is carved from the labelled images before mixing")
+
+    def images(self, split, idx, device="cpu"):
+        if split != "train":
+            return self.labelled.images(split, idx, device)
+        raise HardenError("internal error: MixedData's training images are read through its feeder")
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.labelled.steps_per_epoch(batch_size)
+
+    def _draw(self, k: int) -> np.ndarray:
+        while len(self._queue) < k:
+            self._queue = np.concatenate([self._queue, self._rng.permutation(self.pool.n_train)])
+        out, self._queue = self._queue[:k], self._queue[k:]
+        return out
+
+    def epoch_batches(self, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+        extra, n = extra_per_batch(batch_size, self.ratio), self.labelled.n_train
+        out = []
+        for b in batches(n, batch_size, shuffle=True, rng=rng):
+            both = np.concatenate([b, n + self._draw(extra)])
+            out.append(both[self._rng.permutation(len(both))])  # mixed, so each torchrun rank's share is mixed too
+        return out
+
+    def feeder(self, augment: str, seed: int, device: torch.device) -> "MixedFeeder":
+        return MixedFeeder(self, augment, seed, device)
+
+
+class MixedFeeder:
+    """Each batch: the labelled part from the labelled data's feeder, the pool's part from the pool's (same
+    augmentation), the pool's images adapted to the labelled ones' channels and size, labelled ones first."""
+
+    def __init__(self, data: MixedData, augment: str, seed: int, device: torch.device):
+        self.data = data
+        self.labelled = data.labelled.feeder(augment, seed, device)
+        self.pool = data.pool.feeder(augment, seed + 1, device)
+
+    def epoch(self, index_batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor] | None]:
+        n = self.data.labelled.n_train
+        parts = [(b[b < n], b[b >= n] - n) for b in index_batches]
+        # a torchrun rank's share of a batch may hold no image of one kind: each feeder gets its non-empty parts
+        streams = [iter(feeder.epoch([p[k] for p in parts if len(p[k])]))
+                   for k, feeder in enumerate((self.labelled, self.pool))]
+        c, size = self.data.in_chans, self.data.input_size
+        for p in parts:
+            got = [t for k in (0, 1) if len(p[k]) for t in [next(streams[k])] if t is not None]
+            if not got:
+                yield None
+                continue
+            yield torch.cat([adapt(t[0], c, size) for t in got]), torch.cat([t[1] for t in got])

@@ -1,0 +1,197 @@
+"""`fix --unlabeled`: pseudo-labels from the base only, the batch ratio, threshold and class balance, adapting or
+refusing other images, recipes that cannot take them, determinism; data-kind defaults of the recipe files."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import harden
+from harden.data import stratified_subset
+from harden.data.unlabeled import MixedData, load_unlabeled, pseudo_label
+from harden.errors import HardenError
+from harden.fix import fix, state_digest
+from harden.recipes.base import apply_kind_defaults, load_recipe_config, resolve_auto
+
+FAST = ["eps=0.2", "epochs=1", "val_frac=0", "steps=2"]
+
+
+@pytest.fixture(scope="module")
+def pools(digits, tmp_path_factory):
+    """The digits training images outside the 10% fraction, as .npz pools: without labels, with the true labels,
+    and with every label wrong."""
+    d = tmp_path_factory.mktemp("pools")
+    rest = np.setdiff1d(np.arange(digits.n_train), stratified_subset(digits.y_train, 0.1, 0))
+    x, y = digits.x_train[rest], digits.y_train[rest]
+    paths = {"none": d / "none.npz", "true": d / "true.npz", "wrong": d / "wrong.npz"}
+    np.savez(paths["none"], x_train=x)
+    np.savez(paths["true"], x_train=x, y_train=y)
+    np.savez(paths["wrong"], x_train=x, y_train=(y + 1) % 10)
+    return paths
+
+
+def _fix(base, data, pool, sets=(), seed=0):
+    return fix(base, data, sets=[*FAST, *sets], data_frac=0.1, seed=seed, report=False, unlabeled=pool)
+
+
+def test_pseudo_labels_come_from_the_base_never_the_source(digits, digits_model, pools):
+    runs = {k: _fix(digits_model, digits, str(p)) for k, p in pools.items()}
+    metas = {k: r.model.spec.extra["unlabeled"] for k, r in runs.items()}
+    for k in ("true", "wrong"):
+        assert metas[k]["class_histogram"] == metas["none"]["class_histogram"]
+        assert metas[k]["index_sha256"] == metas["none"]["index_sha256"]
+        assert state_digest(runs[k].model) == state_digest(runs["none"].model)
+    # the source's labels are only measured against: the base agrees with the true ones, not with the shifted ones
+    assert "agreement_with_source_labels" not in metas["none"]
+    assert metas["true"]["agreement_with_source_labels"]["rate"] > 0.9
+    assert metas["wrong"]["agreement_with_source_labels"]["rate"] < 0.1
+    # and the pseudo-labels are the base's predictions
+    pool = load_unlabeled(str(pools["wrong"]), None)
+    pl = pseudo_label(digits_model, pool, balance=0)
+    x, _ = pl.data.images("train", np.arange(pl.data.n_train))
+    with torch.no_grad():
+        assert np.array_equal(digits_model(x).argmax(1).numpy(), pl.data.y_train)
+
+
+def test_same_seed_same_weights_and_the_pool_changes_training(digits, digits_model, pools):
+    a, b = _fix(digits_model, digits, str(pools["none"])), _fix(digits_model, digits, str(pools["none"]))
+    assert state_digest(a.model) == state_digest(b.model)
+    without = fix(digits_model, digits, sets=FAST, data_frac=0.1, seed=0, report=False)
+    assert state_digest(without.model) != state_digest(a.model)
+    assert "unlabeled" not in without.model.spec.extra
+    assert a.training()["data"].startswith("10% labelled + ")
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.7, 0.2])
+def test_ratio_per_batch_holds(digits, ratio):
+    labelled = digits.take_train(np.arange(100))
+    pool = harden.data.unlabeled.relabel(digits.take_train(np.arange(100, 400)), np.zeros(300, np.int64))
+    mixed = MixedData(labelled, pool, ratio, seed=0)
+    bs = 16
+    plan = mixed.epoch_batches(bs, np.random.default_rng(0))
+    assert len(plan) == mixed.steps_per_epoch(bs) == math.ceil(100 / bs)
+    extra = round(bs * ratio / (1 - ratio))
+    seen_pool = []
+    for batch in plan:
+        lab, unl = batch[batch < 100], batch[batch >= 100]
+        assert len(unl) == extra and abs(len(unl) / len(batch) - ratio) <= 0.5 / len(batch) + (len(lab) < bs)
+        seen_pool += list(unl - 100)
+    assert len(set(seen_pool)) == min(len(seen_pool), 300)  # drawn without replacement until the pool runs out
+    xs = list(mixed.feeder("none", 0, torch.device("cpu")).epoch(plan[:2]))
+    assert [len(x) for x, _ in xs] == [len(b) for b in plan[:2]]
+    assert all(int((y == 0).sum()) >= extra for _, y in xs)  # the pool's pseudo-labels (all 0 here) reach the loss
+
+
+def test_threshold_and_class_balance_hold(digits, digits_model, pools):
+    pool = load_unlabeled(str(pools["none"]), None)
+    x, _ = pool.images("train", np.arange(pool.n_train))
+    with torch.no_grad():
+        conf = torch.softmax(digits_model(x), 1).max(1).values.numpy()
+    pl = pseudo_label(digits_model, pool, threshold=0.99, balance=0)
+    assert pl.meta["used"] == int((conf >= 0.99).sum()) < pool.n_train
+    assert pl.meta["dropped_below_threshold"] == pool.n_train - pl.meta["used"]
+    balanced = pseudo_label(digits_model, pool, balance=1.0)
+    counts = np.bincount(balanced.data.y_train, minlength=10)
+    before = balanced.meta["used"] + balanced.meta["dropped_for_balance"]  # an even share of those is the cap
+    assert counts.max() == math.ceil(before / 10) and balanced.meta["dropped_for_balance"] > 0
+    assert balanced.meta["dropped_for_balance"] > 0
+    limit = pseudo_label(digits_model, pool, limit=100)
+    assert limit.meta["listed"] == pool.n_train and limit.meta["used"] <= 100
+    with pytest.raises(HardenError, match="pseudo_threshold"):
+        pseudo_label(digits_model, pool, threshold=1.5)
+    with pytest.raises(HardenError, match="pseudo_balance"):
+        pseudo_label(digits_model, pool, balance=0.5)
+
+
+def test_other_channels_and_sizes_are_adapted_or_refused(digits, digits_model, tmp_path):
+    rng = np.random.default_rng(0)
+    colour = tmp_path / "colour16.npz"
+    np.savez(colour, x_train=rng.integers(0, 255, (64, 16, 16, 3), dtype=np.uint8))
+    r = _fix(digits_model, digits, str(colour))
+    assert "3 -> 1" in r.model.spec.extra["unlabeled"]["adapted"] and "16x16 -> 8x8" in \
+        r.model.spec.extra["unlabeled"]["adapted"]
+    tiny = tmp_path / "tiny.npz"
+    np.savez(tiny, x_train=rng.integers(0, 255, (64, 1, 1), dtype=np.uint8))
+    with pytest.raises(HardenError, match="blowing them up"):
+        _fix(digits_model, digits, str(tiny))
+    bad = tmp_path / "nox.npz"
+    np.savez(bad, images=np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(HardenError, match="no x_train"):
+        _fix(digits_model, digits, str(bad))
+
+
+def test_folder_pools_with_and_without_classes(digits, digits_model, tmp_path):
+    """Loose images in nested folders, and a folder of class folders whose labels only measure agreement."""
+    loose, classes = tmp_path / "loose", tmp_path / "classes"
+    for i in range(40):
+        img = Image.fromarray(digits.x_train[i, :, :, 0])
+        (loose / f"cam{i % 3}").mkdir(parents=True, exist_ok=True)
+        img.save(loose / f"cam{i % 3}" / f"{i}.png")
+        (classes / str(digits.y_train[i])).mkdir(parents=True, exist_ok=True)
+        img.save(classes / str(digits.y_train[i]) / f"{i}.png")
+    a = _fix(digits_model, digits, str(loose)).model.spec.extra["unlabeled"]
+    b = _fix(digits_model, digits, str(classes)).model.spec.extra["unlabeled"]
+    assert a["listed"] == b["listed"] == 40
+    assert "agreement_with_source_labels" not in a and b["agreement_with_source_labels"]["n"] == 40
+    assert sorted(a["class_histogram"]) == sorted(b["class_histogram"])
+
+
+def test_cli_unlabeled(cli, digits_ckpt, pools, tmp_path):
+    out = tmp_path / "h.safetensors"
+    code, o, e = cli("fix", digits_ckpt, "--data", "digits", "--unlabeled", pools["wrong"], *sum(
+        (["--set", s] for s in FAST), []), "--no-report", "-o", out)
+    assert code == 0, o + e
+    assert "labelled + " in o and "unlabeled" in o
+    meta = harden.load(out).spec.extra["unlabeled"]
+    assert meta["used"] > 0 and meta["ratio"] == 0.5
+    code, o, e = cli("fix", digits_ckpt, "--data", "digits", "--recipe", "idfr", "--unlabeled", pools["none"],
+                     "--no-report", "-o", tmp_path / "i.safetensors")
+    assert code == 2 and "cannot use unlabeled images" in o + e and "Traceback" not in o + e
+    code, o, e = cli("fix", digits_ckpt, "--data", "digits", "--unlabeled", tmp_path / "missing", "--no-report",
+                     "-o", tmp_path / "m.safetensors")
+    assert code == 2 and "does not exist" in o + e
+    code, o, e = cli("fix", digits_ckpt, "--data", "digits", "--unlabeled", pools["none"], "--set",
+                     "unlabeled_ratio=1", "--no-report", "-o", tmp_path / "r.safetensors")
+    assert code == 2 and "unlabeled_ratio" in o + e
+
+
+def test_fixer_takes_unlabeled(digits, digits_model, pools):
+    r = fix(digits_model, digits, recipe="fixer", sets=["eps=0.2", "epochs=1", "steps=2"], data_frac=0.1,
+            report=False, unlabeled=str(pools["none"]))
+    assert r.model.spec.extra["unlabeled"]["used"] > 0
+
+
+def test_teacher_soft_labels(digits, digits_model, pools):
+    hard = _fix(digits_model, digits, str(pools["none"]))
+    soft = _fix(digits_model, digits, str(pools["none"]), sets=["teacher_temperature=2"])
+    assert state_digest(hard.model) != state_digest(soft.model)
+    assert soft.model.spec.extra["unlabeled"]["teacher_temperature"] == 2.0
+    with pytest.raises(HardenError, match="teacher_temperature"):
+        _fix(digits_model, digits, str(pools["none"]), sets=["teacher_temperature=2", "loss=mart"])
+
+
+def test_kind_defaults_apply_unless_set():
+    cfg = load_recipe_config("at")
+    applied = apply_kind_defaults(cfg, "cifar-like")
+    assert cfg["params"]["attack"] == "fgsm-rs" and applied["applied"]["epochs"] == "2*auto" and applied["why"]
+    assert resolve_auto("epochs", cfg["train"]["epochs"], lambda: 10) == 20
+    mine = harden.recipes.apply_overrides(load_recipe_config("at"), ["attack=pgd"])
+    applied = apply_kind_defaults(mine, "cifar-like")
+    assert mine["params"]["attack"] == "pgd" and "attack" not in applied["applied"]
+    plain = load_recipe_config("at")
+    assert apply_kind_defaults(plain, "mnist-like") == {} and plain["params"]["attack"] == "pgd"
+    with pytest.raises(HardenError, match="whole number"):
+        resolve_auto("epochs", "lots", lambda: 10)
+
+
+def test_kind_defaults_reach_the_checkpoint_and_report():
+    from conftest import tiny_data
+    data = tiny_data((32, 32), 3, n=40, classes=4)  # small colour images: 'cifar-like'
+    base = harden.models.create_model("cnn-small", num_classes=4, in_chans=3, input_size=(32, 32))
+    r = fix(base, data, sets=["eps=0.1", "epochs=1", "val_frac=0"], data_frac=1.0, report=True, report_n=8,
+            attacks=["fgsm"], metrics=False, masking_checks=False)
+    kd = r.model.spec.extra["kind_defaults"]
+    assert kd["kind"] == "cifar-like" and kd["applied"] == {"attack": "fgsm-rs"}  # epochs were given
+    assert r.model.spec.extra["recipe_params"]["attack"] == "fgsm-rs"
+    assert any("cifar-like" in n for n in r.reports["fixed_white_box"].notes)
