@@ -20,7 +20,7 @@ import harden
 from harden.attacks import DEFAULT_ATTACKS, build_attack
 from harden.attacks.base import art_classifier, to_numpy
 from harden.data import to_tensor
-from harden.evaluate import DEFAULT_MAX_L0
+from harden.report.runner import DEFAULT_MAX_L0
 from harden.runtime import frozen, resolve_device, set_quiet
 
 

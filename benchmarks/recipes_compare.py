@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import harden
-from harden.masking import transfer_vs_white_box
+from harden.report.checks import transfer_vs_white_box
 from harden.recipes import load_recipe_config
 from harden.runtime import resolve_device, set_quiet
 

@@ -7,7 +7,8 @@ __version__ = "0.1.0"
 
 from .api import data_for, load, load_data, save, subsample, train  # noqa: E402
 from .errors import HardenError  # noqa: E402
-from .evaluate import Report, evaluate  # noqa: E402
+from .report.model import Report  # noqa: E402
+from .report.runner import evaluate
 from .fix import FixResult, fix  # noqa: E402
 from .models import Classifier, create_model  # noqa: E402
 from .training import TrainConfig  # noqa: E402

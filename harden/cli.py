@@ -213,11 +213,12 @@ def eval_cmd(
     started = time.perf_counter()
     _setup(quiet)
     from .api import data_for
-    from .attacks import DEFAULT_ATTACKS, build_attack, default_attacks, expand_suites, parse_number
+    from .attacks import expand_suites, parse_number
     from .checkpoint import check_output_path
-    from .evaluate import evaluate
-    from .gate import apply_gate, check_known, load_gate_file, needs_baseline, parse_requirement
-    from .report_io import render_terminal, write_outputs
+    from .report import evaluate, release_report
+    from .report.runner import attack_set
+    from .report.gate import check_known, load_gate_file, needs_baseline, parse_requirement
+    from .report.render import render_terminal, write_outputs
     from .runtime import resolve_device, seed_everything
 
     requirements = [parse_requirement(r) for r in (require or [])]
@@ -225,7 +226,7 @@ def eval_cmd(
         requirements += load_gate_file(gate)
     baseline_doc = None
     if baseline is not None:
-        from .compare import read_report
+        from .report.compare import read_report
         baseline_doc = read_report(baseline)
     elif needs_baseline(requirements):
         raise HardenError("A requirement compares with the baseline (METRIC>=baseline...), but no --baseline REPORT.json "
@@ -233,18 +234,16 @@ def eval_cmd(
     eps_v = parse_number(eps) if eps is not None else None
     if eps_v is not None and not (0 < eps_v <= 1):
         raise HardenError(f"--eps is in pixel units of [0, 1]; got {eps_v}.")
-    attacks = [build_attack(a, eps=eps_v) for a in expand_suites(attack or DEFAULT_ATTACKS)]
-    check_known(requirements, attacks)
     for p in (json_path, markdown_path, junit_path, html_path):
         if p:
             check_output_path(p, [checkpoint, craft_on], force)
-    budgets = _curve_budgets(curve, html_path or plots, attacks)
     dev = resolve_device(device)
     seed_everything(seed)
     model = _load_model(checkpoint, model_flags, dev)
-    if not attack:  # the default set for this model's input size (evaluate notes what it leaves out)
-        attacks = [build_attack(a, eps=eps_v) for a in default_attacks(model.spec.input_size)[0]]
-        check_known(requirements, attacks)
+    # --attack's specs, or the default set for this model's input size (the report notes what it leaves out)
+    attacks = attack_set(expand_suites(attack) if attack else None, model.spec.input_size, eps_v)
+    check_known(requirements, attacks)
+    budgets = _curve_budgets(curve, html_path or plots, attacks)
     source = None
     if craft_on is not None:  # the model flags fill what its metadata lacks (a base that harden did not write)
         from .checkpoint import read_checkpoint
@@ -255,53 +254,21 @@ def eval_cmd(
     ds = data_for(model, data, **data_flags.target_kwargs())
 
     def run(k: int):
-        return evaluate(model, ds, attacks=attacks if attack else None, eps=eps_v, n=k, eps_l2=parse_number(eps_l2),
+        return evaluate(model, ds, attacks=attacks, eps=eps_v, n=k, eps_l2=parse_number(eps_l2),
                         max_l0=parse_number(max_l0),
                         craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                         model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
                         masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
                         attack_amp=attack_amp)
-    plan = None
-    if time_budget is not None:
-        from .budget import parse_duration
-        from .budget import plan as plan_images
-        from .runtime import info
-        budget_s = parse_duration(time_budget)
-        try:  # every rank calibrates (the attacks are sharded); rank 0's plan, or its refusal, holds for all
-            local, refusal = plan_images(budget_s, min(n, ds.n_test) if n else ds.n_test, run, started), None
-        except HardenError as e:
-            local, refusal = None, str(e)
-        from . import distributed
-        plan, refusal = distributed.from_main(lambda: (local, refusal))
-        if refusal:
-            raise HardenError(refusal)
-        info(f"time budget {budget_s:.0f} s: {plan.seconds_per_image:.3f} s per image and {plan.fixed_s:.1f} s fixed "
-             f"(calibrated in {plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in all; a "
-             f"95% interval of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
-    report = run(plan.n if plan else (500 if n is None else n))
-    if plan is not None:
-        report.time_budget = {**plan.summary(), "used_s": round(time.perf_counter() - started, 1)}
-        report.notes.append(f"time budget {plan.budget_s:.0f} s: {plan.n} images planned at "
-                            f"{plan.seconds_per_image:.2f} s each, estimate {plan.estimate_s:.0f} s, used "
-                            f"{report.time_budget['used_s']:.0f} s")
-    report.confidence = confidence
-    base_values = None
-    if baseline_doc is not None:
-        import json as _json
-
-        from .compare import baseline_report, compare
-        base = baseline_report(baseline_doc, report.threat_model, baseline)
-        now = _json.loads(_json.dumps(report.to_dict()))
-        report.baseline = {"file": str(baseline), "model": base.get("model"),
-                           "comparison": compare(base, now, allow_mismatch, confidence)}
-        base_values = base.get("values", {})
-    report.gate = apply_gate(report.metric_values(), requirements, base_values)  # the same on every rank
+    report = release_report(run, n=n, available=ds.n_test, time_budget=time_budget, started=started,
+                            baseline=baseline, baseline_doc=baseline_doc, allow_mismatch=allow_mismatch,
+                            confidence=confidence, requirements=requirements)
     if _all_ranks_done():
         render_terminal(report, out)
         write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
         _say_written(html_path, plots)
-        from .ci_output import publish
-        from .report_io import to_markdown
+        from .report.ci_output import publish
+        from .report.render import to_markdown
         publish([report], to_markdown, echo=lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush()))
     if any(not g["passed"] for g in report.gate):
         from . import distributed
@@ -312,7 +279,7 @@ def eval_cmd(
 
 def _curve_budgets(curve: Optional[str], pictures, attacks) -> Optional[list[float]]:
     """--curve's budgets; for --html/--plots alone, a small default around the L-inf attacks' budget."""
-    from .curves import default_budgets, parse_curve
+    from .report.curves import default_budgets, parse_curve
     if curve:
         return parse_curve(curve)
     linf = [a for a in attacks if a.norm == "inf" and not a.minimal]
@@ -383,14 +350,14 @@ def fix(
     Under torchrun each process trains on its share of every batch and rank 0 writes the outputs."""
     _setup(quiet)
     from .attacks import DEFAULT_ATTACKS, expand_suites
-    from .checkpoint import check_output_path, save, save_patch, sha256_file
+    from .checkpoint import check_output_path, save, save_patch
     from .fix import fix as run_fix
-    from .recipes import apply_overrides, load_recipe_config
-    from .report_io import render_before_after, write_outputs
+    from .fix import recipe_config, training_data_label
+    from .report.render import render_before_after, write_outputs
 
     if not (0 < data_frac <= 1):
         raise HardenError(f"--data-frac must be in (0, 1], got {data_frac}.")
-    recipe_cfg = apply_overrides(load_recipe_config(recipe), set_ or [])  # bad settings fail before any work
+    recipe_cfg = recipe_config(recipe, set_ or [], epochs, batch_size, lr)  # bad settings fail before any work
     name = recipe_cfg["name"]
     from .recipes import get_recipe
     if patch_out and not get_recipe(name).frozen_base():
@@ -405,24 +372,19 @@ def fix(
     if not checkpoint.is_file():
         from .checkpoint import read_checkpoint
         read_checkpoint(checkpoint)  # the detailed message for missing / directory / empty (a hub folder reads)
-    base_sha = sha256_file(checkpoint)
     from .attacks import build_attack, parse_number
     train_eps = recipe_cfg["params"].get("eps")  # the report's L-inf budget is the recipe's training budget
     train_eps = parse_number(train_eps) if train_eps is not None else None
     budgets = _curve_budgets(curve, html_path or plots, [build_attack(a, eps=train_eps)
                                                           for a in expand_suites(attack or DEFAULT_ATTACKS)])
-    result = run_fix(checkpoint, data, recipe=recipe, sets=set_ or [], data_frac=data_frac, seed=seed,
-                     epochs=epochs, batch_size=batch_size, lr=lr, device=device, report_n=n,
+    result = run_fix(checkpoint, data, recipe=recipe_cfg, data_frac=data_frac, seed=seed, device=device, report_n=n,
                      attacks=expand_suites(attack) if attack else None, report=report, metrics=metrics,
                      masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
                      curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
                      data_target=data_flags.target_kwargs(), unlabeled=unlabeled)
-    if sha256_file(checkpoint) != base_sha:
-        raise RuntimeError("internal error: the input checkpoint changed")
     if not _all_ranks_done():
         return
     save(result.model, output, force=force, inputs=[checkpoint])
-    from .fix import training_data_label
     out.print(f"wrote {output} (recipe {name} on {training_data_label(result.model.spec.extra)}, "
               f"{result.train_seconds:.1f} s of training{_epoch_note(result)})")
     if result.model.spec.extra.get("stopped"):
@@ -431,7 +393,7 @@ def fix(
         meta = {k: result.model.spec.extra[k] for k in ("recipe", "recipe_params", "base_sha256", "data_fraction",
                                                         "seed", "subset", "taps") if k in result.model.spec.extra}
         save_patch(result.model, patch_out, meta, force=force, inputs=[checkpoint, output])
-        out.print(f"wrote {patch_out} (recipe modules alone, bound to base sha256 {base_sha[:16]}...)")
+        out.print(f"wrote {patch_out} (recipe modules alone, bound to base sha256 {result.base_sha256[:16]}...)")
     for r in result.reports.values():
         r.confidence = confidence
     if result.reports:
@@ -525,8 +487,8 @@ def report(
     """Re-render the HTML report (and the PNG figures) from a saved JSON report, with no model and no attack."""
 
     from .checkpoint import check_output_path
-    from .compare import read_report
-    from .html_report import render
+    from .report.compare import read_report
+    from .report.html_page import render
     if output is None and plots is None:
         raise HardenError("Nothing to write: give -o report.html and/or --plots DIR.")
     if output:
@@ -548,8 +510,8 @@ def compare_cmd(
     """Side by side: each accuracy of each report with its interval, and each report's difference from the first
     with its interval and p-value (paired on the same images: McNemar exact)."""
     from .checkpoint import check_output_path
-    from .compare import read_report, single_reports, table_rows
-    from .compare_render import to_html, to_markdown
+    from .report.compare import read_report, single_reports, table_rows
+    from .report.compare_render import to_html, to_markdown
     for p in (markdown_path, html_path):
         if p:
             check_output_path(p, reports, force)
@@ -615,7 +577,7 @@ def demo(
     from .data import load_data
     from .fix import fix as run_fix
     from .recipes import DEFAULT_RECIPE
-    from .report_io import render_before_after, write_outputs
+    from .report.render import render_before_after, write_outputs
     from .training import TrainConfig
     target = out_dir or Path(tempfile.mkdtemp(prefix="harden-demo-"))
     target.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
 from .data import Data, DataTarget, FileData, check_fits, load_data, subsample
 from .errors import HardenError
-from .evaluate import Report, evaluate
+from .report.model import Report
+from .report.runner import evaluate
 from .models import Classifier
 from .data.unlabeled import load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
@@ -31,6 +32,7 @@ class FixResult:
     train_seconds: float
     history: list[dict]
     reports: dict[str, Report] = field(default_factory=dict)  # base_white_box, fixed_white_box, fixed_transfer
+    base_sha256: str = ""
 
     def metadata(self) -> dict[str, Any]:
         return {"report": {k: r.summary() for k, r in self.reports.items()}}
@@ -63,7 +65,25 @@ def state_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe: str = DEFAULT_RECIPE,
+def recipe_config(recipe: str = DEFAULT_RECIPE, sets: Sequence[str] = (), epochs: int | None = None,
+                  batch_size: int | None = None, lr: float | None = None) -> dict[str, Any]:
+    """The recipe file (a name or a .toml) with `--set` and the --epochs / --batch-size / --lr flags applied, each
+    recorded as the user's choice (data-kind defaults never override them). Bad settings fail here, before any work."""
+    config = apply_overrides(load_recipe_config(recipe), list(sets))
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if value is not None:
+            config["train"][key] = value
+            config["explicit"].append(key)
+    return config
+
+
+def _fingerprint(path: Path) -> tuple:
+    """Size and modification time of a checkpoint file (or of each file of a hub folder): what a write changes."""
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe: str | dict = DEFAULT_RECIPE,
         sets: Sequence[str] = (), data_frac: float = 0.1, seed: int = 0, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",
         report_n: int | None = 500, attacks: Sequence[str] | None = None, report: bool = True,
@@ -80,11 +100,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     class_map and skip_unreadable for image files. `unlabeled`: a source of images without labels (robust
     self-training): the base labels them once and the recipe mixes them into its batches (at, fixer)."""
     device = resolve_device(device)
-    config = apply_overrides(load_recipe_config(recipe), list(sets))
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
-        if value is not None:
-            config["train"][key] = value
-            config["explicit"].append(key)
+    config = copy.deepcopy(recipe) if isinstance(recipe, dict) else recipe_config(recipe, sets, epochs, batch_size, lr)
     rcp = get_recipe(config["name"])
     if unlabeled is not None and not rcp.takes_unlabeled:
         takers = ", ".join(sorted(k for k, v in RECIPES.items() if v.takes_unlabeled))
@@ -95,7 +111,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         model = copy.deepcopy(base)
     else:
         base_model, base_sha = load(base, device=device, **(model_flags or {})), sha256_file(base)
-        base_name = base_name or Path(base).name
+        base_name, untouched = base_name or Path(base).name, _fingerprint(Path(base))
         model = copy.deepcopy(base_model)
     if base_model.spec.extra.get("recipe"):
         raise HardenError(f"{base_name} is already hardened (recipe {base_model.spec.extra.get('recipe')}); "
@@ -167,7 +183,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if rcp.frozen_base() and state_digest(model.net) != before:
         raise RuntimeError("internal error: the frozen base changed during training")
     out = FixResult(model=model.eval(), base=base_model.eval(), config=config, train_seconds=result.seconds,
-                    history=result.history)
+                    history=result.history, base_sha256=base_sha)
     model.spec.extra["train_seconds"] = round(result.seconds, 2)
     if report:
         # L-inf attacks at the budget the recipe trained for (the seed's 8/255 unless --set eps=...)
@@ -181,7 +197,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)
         out.reports["fixed_transfer"] = evaluate(model, ds, model_name=fixed_name, craft_on=base_model,
                                                  craft_name=base_name, metrics=False, **kw)
-        from .masking import transfer_vs_white_box
+        from .report.checks import transfer_vs_white_box
         wb_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_white_box"].attacks}
         tr_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_transfer"].attacks}
         f = transfer_vs_white_box(wb_vals, tr_vals, out.reports["fixed_white_box"].n) if masking_checks else None
@@ -194,6 +210,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         for key in ("fixed_white_box", "fixed_transfer"):
             out.reports[key].notes[:0] = notes
         model.spec.extra.update(out.metadata())
+    if not isinstance(base, Classifier) and _fingerprint(Path(base)) != untouched:
+        raise RuntimeError(f"internal error: the input checkpoint {base} changed during fix")
     return out
 
 

@@ -12,7 +12,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from harden import evaluate
-from harden.curves import parse_curve
+from harden.report.curves import parse_curve
 from harden.errors import HardenError
 
 
@@ -121,7 +121,7 @@ def test_curve_is_non_increasing_for_a_deterministic_attack(digits_model, digits
 
 
 def test_curve_rising_is_flagged():
-    from harden.curves import monotonic_flag
+    from harden.report.curves import monotonic_flag
     f = monotonic_flag({"pgd": [[0, 0.9], [0.1, 0.3], [0.2, 0.6]]}, 200)
     assert f["tripped"] and "pgd" in f["detail"]
 
@@ -161,6 +161,6 @@ def test_chromium_renders_the_report(eval_outputs, tmp_path):
 
 
 def test_training_figure_puts_validation_accuracies_beside_the_other_accuracies():
-    from harden.html_report import training_series
+    from harden.report.html_page import training_series
     history = [{"epoch": 1, "loss": 1.2, "acc": 0.8, "adv_acc": 0.4, "val_clean": 0.9, "val_robust": 0.3, "val_n": 135}]
     assert training_series(history) == (["loss"], ["acc", "adv_acc", "val_clean", "val_robust"])

@@ -6,9 +6,9 @@ import pytest
 from scipy.stats import binomtest
 
 import harden
-from harden.ci_output import error_lines
-from harden.gate import apply_gate, check_known, parse_requirement
-from harden.stats import clopper_pearson, interval, wilson
+from harden.report.ci_output import error_lines
+from harden.report.gate import apply_gate, check_known, parse_requirement
+from harden.report.stats import clopper_pearson, interval, wilson
 
 
 @pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
@@ -84,7 +84,7 @@ def test_error_lines_escape_workflow_command_characters():
 # ------------------------------------------------------------------ per-image verdicts, baselines, compare
 
 def test_mcnemar_and_paired_interval():
-    from harden.compare import paired
+    from harden.report.compare import paired
     rng = np.random.default_rng(0)
     base = rng.random(500) < 0.5
     new = base.copy()
@@ -104,7 +104,7 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path):
     code, _, err = cli("eval", digits_ckpt, *common, "--json", tmp_path / "shipped.json")
     assert code == 0, err
     shipped = json.loads((tmp_path / "shipped.json").read_text())
-    from harden.compare import unpack
+    from harden.report.compare import unpack
     v = shipped["verdicts"]
     assert v["n"] == 80 and unpack(v["bits"]["pgd"], 80).mean() == pytest.approx(shipped["values"]["pgd"])
     assert unpack(v["bits"]["clean"], 80).mean() == pytest.approx(shipped["values"]["clean"])
@@ -139,7 +139,7 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path):
 def test_time_budget_plan_and_refusal():
     import time
 
-    from harden.budget import parse_duration, plan
+    from harden.report.budget import parse_duration, plan
     assert parse_duration("90s") == 90 and parse_duration("10m") == 600 and parse_duration("1h30m") == 5400
     assert parse_duration("45") == 45
     with pytest.raises(harden.HardenError, match="not a duration"):

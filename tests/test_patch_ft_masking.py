@@ -73,18 +73,18 @@ def test_masking_checks_fire_on_a_quantizing_input_layer(digits_model, digits, t
     q.net = nn.Sequential(Quantize(), q.net)
     r = harden.evaluate(q, digits, n=200, attacks=["fgsm", "pgd"], device="cpu", metrics=False)
     assert "robust accuracy does not reach ~0 at a large budget" in _tripped(r)
-    from harden.report_io import to_json
+    from harden.report.render import to_json
     assert any(f["tripped"] for f in __import__("json").loads(to_json([r]))["masking"])
 
 
 def test_transfer_check():
-    from harden.masking import transfer_vs_white_box
+    from harden.report.checks import transfer_vs_white_box
     assert transfer_vs_white_box({"pgd": 0.6}, {"pgd": 0.3})["tripped"]
     assert not transfer_vs_white_box({"pgd": 0.3}, {"pgd": 0.6})["tripped"]
 
 
 def test_iterative_check():
-    from harden.masking import iterative_vs_single_step
+    from harden.report.checks import iterative_vs_single_step
     assert iterative_vs_single_step({"fgsm": 0.2, "pgd": 0.5})["tripped"]
     assert not iterative_vs_single_step({"fgsm": 0.5, "pgd": 0.2})["tripped"]
 
@@ -92,7 +92,7 @@ def test_iterative_check():
 def test_accuracy_comparisons_allow_sampling_noise():
     """Measured on MNIST (N = 200): gda-brelu FGSM 0.035 white-box vs 0.015 transfer is 4 images, noise;
     idfr JSMA 0.68 white-box vs 0.26 transfer is not."""
-    from harden.masking import iterative_vs_single_step, transfer_vs_white_box
+    from harden.report.checks import iterative_vs_single_step, transfer_vs_white_box
     assert transfer_vs_white_box({"fgsm": 0.035}, {"fgsm": 0.015})["tripped"]  # no n: the fixed 2 points
     assert not transfer_vs_white_box({"fgsm": 0.035}, {"fgsm": 0.015}, n=200)["tripped"]
     assert transfer_vs_white_box({"fgsm": 0.035, "jsma": 0.68}, {"fgsm": 0.015, "jsma": 0.26}, n=200)["tripped"]

@@ -286,7 +286,7 @@ class AdversarialTraining(FineTuneRecipe):
             calls[0] += 1
             atk = attack
             if e != eps:
-                from ..curves import at_budget
+                from ..report.curves import at_budget
                 atk = at_budget(attack, e)
             # crafted on the current weights without weight gradients; BatchNorm with its running statistics (eval
             # mode) or, with craft_statistics = batch, with the batch's as the training loss sees them

@@ -8,6 +8,10 @@ from typing import Any, Callable
 
 import torch
 
+from ..attacks import build_attack
+from ..batching import predict_labels
+from ..runtime import frozen, progress
+
 # Tolerances: differences smaller than these are noise. The two comparisons of accuracies measured by
 # different attacks also allow two standard errors of the difference when the image count n is known
 # (at n = 200 and accuracies near 0.1 that is ~6 points, not 2).
@@ -94,7 +98,7 @@ def randomized_outputs(model, x: torch.Tensor) -> dict[str, Any]:
 
 
 def output_kind_note(kind: str) -> dict[str, Any]:
-    from .outputs import LOG_PROBABILITIES, PROBABILITIES
+    from ..outputs import LOG_PROBABILITIES, PROBABILITIES
     if kind == PROBABILITIES:
         detail = ("the model returns probabilities, not logits: harden attacks log(p), but a saturated softmax "
                   "zeroes gradients in float32; export the logits if you can")
@@ -131,3 +135,60 @@ def black_box_vs_gradient(robust_before: float, robust_after: float, n: int, sou
 def _pred(model, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(x).argmax(1)
+
+
+# ---------------------------------------------------------------- run by the report
+
+def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size, device, seed,
+             output_kind):
+    """The report's white-box gradient-masking signals and AutoAttack's checks on the first masking_n images."""
+    m = min(len(x), masking_n)
+    robust = {r.name: r.robust_accuracy for r in results}
+    flags = [f for f in [iterative_vs_single_step(robust, len(x))] if f is not None]
+    pgd = next((a for a in atk_objs if a.name == "pgd"), None)
+    linf = [a for a in atk_objs if a.norm == "inf" and not a.minimal]
+    check_eps = pgd.params["eps"] if pgd is not None else (
+        linf[0].params["eps"] if linf else (eps if eps is not None else 8 / 255))
+
+    def attack_fn(spec: str, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        from .. import distributed as dd
+        atk = build_attack(spec)
+        with frozen(model):  # sharded under torchrun, as the report's attacks
+            mine = dd.run_my_batches(lambda s, e: (s, atk.run(
+                model, xs[s:e], ys[s:e], generator=torch.Generator().manual_seed(seed + s)).x_adv.detach().cpu()),
+                len(xs), batch_size, device)
+        parts = sorted((p for r in dd.gather(mine) for p in r), key=lambda p: p[0])
+        return torch.cat([p[1] for p in parts]).to(device)
+
+    with progress("masking checks", 1) as advance:
+        flags += run_white_box_checks(model, x[:m], y[:m], correct[:m], check_eps,
+                                         robust_by_attack["pgd"][:m] if "pgd" in robust_by_attack else None,
+                                         attack_fn)
+        with frozen(model):
+            flags.append(randomized_outputs(model, x[:min(m, batch_size)]))
+            flags.append(output_kind_note(output_kind))
+            flags.append(zero_gradients(model, x[:m], y[:m], correct[:m]))
+            flags.append(black_box(model, x[:m], y[:m], atk_objs, results, robust_by_attack, check_eps, attack_fn))
+        advance(1)
+    return flags
+
+
+def black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn):
+    """Square on the images the gradient attacks left robust; an autoattack row has done it already."""
+    for r in results:
+        if "square" in r.stages:
+            names = list(r.stages)
+            before = r.stages[names[names.index("square") - 1]]
+            return black_box_vs_gradient(before, r.stages["square"], None, f"{r.name} stages")
+    linf = [k for a, k in zip(atk_objs, robust_by_attack, strict=True) if a.norm == "inf" and not a.minimal]
+    m = len(x)
+    left = torch.stack([robust_by_attack[k][:m] for k in linf]).all(0) if linf else \
+        (predict_labels(model, x, len(x), x.device) == y)
+    before = float(left.float().mean())
+    idx = left.nonzero().squeeze(1)
+    after = before
+    if idx.numel():
+        xa = attack_fn(f"square:eps={eps},queries={BLACK_BOX_QUERIES}", x[idx], y[idx])
+        after = float((predict_labels(model, xa.clamp(0, 1), len(xa), x.device) == y[idx]).sum()) / m
+    src = "the report's L-inf attacks" if linf else "clean"
+    return black_box_vs_gradient(before, after, m, f"{src} at eps {eps:.4g} on {m} images")

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .attacks import Attack, parse_number
-from .errors import HardenError
+from ..attacks import Attack, parse_number
+from ..errors import HardenError
+from .checks import ITERATIVE_TOL, flag, margin
 
 
 def parse_curve(spec: str) -> list[float]:
@@ -70,7 +71,6 @@ def robustness_curves(model, source, atks, results, budgets, x, y, correct, batc
 
 def monotonic_flag(curves: dict[str, list[list[float]]], n: int) -> dict[str, Any]:
     """Robust accuracy must not rise with the budget (beyond noise): where it does, the attack is being misled."""
-    from .masking import ITERATIVE_TOL, flag, margin
     rises = []
     for name, pts in curves.items():
         for (b0, a0), (b1, a1) in zip(pts, pts[1:], strict=False):

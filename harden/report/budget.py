@@ -13,7 +13,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from .errors import HardenError
+from ..errors import HardenError
+from .stats import wilson
 
 MIN_USEFUL_IMAGES = 20  # below this a robust accuracy's 95% interval is wider than 40 points
 CALIBRATION_START = 8
@@ -34,7 +35,6 @@ def parse_duration(text: str) -> float:
 
 def half_width(n: int, p: float = 0.5, confidence: float = 0.95) -> float:
     """The Wilson interval's half-width at accuracy p on n images (its widest at p = 0.5)."""
-    from .stats import wilson
     lo, hi = wilson(round(p * n), n, confidence)
     return (hi - lo) / 2
 

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .checkpoint import atomic_write_bytes
-from .html_report import run_where
-from .evaluate import Report
+from ..checkpoint import atomic_write_bytes
+from .html_page import render, run_where
+from .model import Report
 
 
 def _pct(v: float | None) -> str:
@@ -24,7 +24,7 @@ def _norm_label(norm: str) -> str:
 
 
 def _budget(a) -> str:
-    from .attacks.base import _fmt
+    from ..attacks.base import _fmt
     value = f"{a.budget:.0f}" if a.norm == "0" else _fmt(a.budget)
     return f"{_norm_label(a.norm)} {value}"
 
@@ -234,7 +234,6 @@ def write_outputs(reports: Sequence[Report], json_path=None, markdown_path=None,
         if path:
             atomic_write_bytes(Path(path), text(reports).encode())
     if html_path or plots_dir:
-        from .html_report import render
         render(report_document(reports, training), html_path, plots_dir)
 
 

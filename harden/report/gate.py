@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .attacks import NORM_LABELS, parse_number
-from .errors import HardenError
+from ..attacks import NORM_LABELS, parse_number
+from ..errors import HardenError
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _REQ = re.compile(r"^\s*([A-Za-z0-9_.#-]+)\s*(>=|<=|>|<)\s*(baseline(?:\s*[+-]\s*[0-9./eE]+)?|[0-9./eE+-]+)\s*$")

@@ -9,6 +9,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from .examples import decode
+from .stats import interval
 
 FIG_DPI = 100
 
@@ -94,7 +96,6 @@ def figure_curves(doc: dict[str, Any]) -> bytes | None:
 
 def _yerr(pts, rep: dict[str, Any]) -> list[list[float]]:
     """Error bars: each point's confidence interval (stats.py, Wilson) on the report's n images, in points."""
-    from .stats import interval
     n, conf = int(rep.get("n", 0)), float(rep.get("confidence", 0.95))
     bounds = [interval(a, n, conf) for _, a in pts]
     return [[100 * (a - lo) for (_, a), (lo, _) in zip(pts, bounds, strict=True)],
@@ -109,7 +110,6 @@ def _mark_budget(ax, rep: dict[str, Any], name: str) -> None:
 
 def figure_examples(rep: dict[str, Any]) -> bytes | None:
     """One row per attack: for each example, clean | adversarial | perturbation (amplified to fill [0, 1])."""
-    from .examples import decode
     rows = [a for a in rep["attacks"] if a.get("examples")]
     if not rows:
         return None
@@ -194,7 +194,7 @@ def figures(doc: dict[str, Any]) -> dict[str, bytes]:
 
 
 def write_plots(folder: str | Path, figs: dict[str, bytes]) -> list[Path]:
-    from .checkpoint import atomic_write_bytes
+    from ..checkpoint import atomic_write_bytes
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -225,7 +225,7 @@ def _pct(v) -> str:
 
 
 def _budget(a: dict[str, Any]) -> str:
-    from .attacks.base import _fmt
+    from ..attacks.base import _fmt
     label = {"inf": "Linf", "2": "L2", "0": "L0"}[a["norm"]]
     return f"{label} {a['budget']:.0f}" if a["norm"] == "0" else f"{label} {_fmt(a['budget'])}"
 
@@ -366,7 +366,7 @@ def _img(key: str, caption: str, png: bytes) -> str:
 
 def render(doc: dict[str, Any], html_path: str | Path | None = None, plots_dir: str | Path | None = None) -> str:
     """Draw the figures once; write the HTML and/or the PNGs (atomically). Returns the HTML."""
-    from .checkpoint import atomic_write_bytes
+    from ..checkpoint import atomic_write_bytes
     figs = figures(doc)
     text = to_html(doc, figs)
     if html_path:

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 THUMB_MAX = 64  # thumbnails larger than this (ImageNet-size inputs) are area-downsampled to keep the JSON small
 
 

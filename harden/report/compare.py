@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import HardenError
+from ..errors import HardenError
+from .stats import interval
 
 
 def pack(flags) -> str:
@@ -38,7 +39,7 @@ def verdicts_of(report) -> dict[str, Any]:
     if per_attack:
         flags["worst"] = np.all(np.stack(list(per_attack.values())), 0)
         norms = {a.name: a.norm for a in report.attacks}
-        from .attacks import NORM_LABELS
+        from ..attacks import NORM_LABELS
         for norm, label in NORM_LABELS.items():
             keys = [k for k in per_attack if norms.get(k) == norm]
             if keys:
@@ -157,7 +158,6 @@ def table_rows(docs: list[dict[str, Any]], allow_mismatch: bool = False, confide
                ) -> tuple[list[str], list[list[str]], list[str]]:
     """(header, rows, notes) of a side-by-side table: each accuracy of every report with its interval, then each
     report's difference from the first with its interval and p-value."""
-    from .stats import interval
     ref = docs[0]
     comparisons = [compare(ref, d, allow_mismatch, confidence) for d in docs[1:]]
     metrics = [m for m in ref.get("values", {}) if _is_accuracy(m, ref) and all(m in d.get("values", {}) for d in docs)]

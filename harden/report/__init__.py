@@ -1,0 +1,14 @@
+"""The report side: measuring a model's robustness, judging it, and saying so. Each module is one concept and the
+imports inside the package point one way, from the layer above to the layers below (tests/test_layout.py checks it):
+
+    4  render (terminal, Markdown, JSON, JUnit)   release (time budget + baseline + gate: `harden eval`'s work)
+    3  runner (`harden.evaluate`: runs the attacks)   html_page (the HTML page and figures)
+    2  model (Report, AttackResult)   curves (robustness curves)   metrics (seed 004's ART metrics)
+    1  compare (paired tests, verdicts)   budget (--time-budget)   checks (gradient-masking checks)
+    0  stats (intervals)   examples (adversarial examples)   gate (requirements)   ci_output   compare_render
+"""
+from .model import AttackResult, Report
+from .release import release_report
+from .runner import evaluate
+
+__all__ = ["AttackResult", "Report", "evaluate", "release_report"]

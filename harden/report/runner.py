@@ -1,0 +1,221 @@
+"""`harden.evaluate`: clean accuracy and robust accuracy under each attack, under a named threat model
+(white-box: crafted on the evaluated model; transfer: crafted on another model and applied to it)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..attacks import NORM_LABELS, Attack, build_attack, default_attacks, perturbation_norm
+from ..batching import predict_labels
+from ..data import Data, check_fits, fit_size, index_hash, is_on_disk
+from ..runtime import frozen, progress, resolve_device
+from . import checks as mk
+from .curves import monotonic_flag, robustness_curves
+from .examples import example_indices, pick_examples
+from .metrics import seed004_metrics
+from .model import PRECISION_LABELS, AttackResult, Report
+
+# Budgets for the minimal-perturbation attacks (an image counts as robust when the attack fails or needs
+# more than this). L2 0.5: RobustBench's CIFAR-10 L2 threat model. L0 14.5% of input features: the
+# distortion bound of the JSMA paper (Papernot et al. 2016, section IV).
+DEFAULT_EPS_L2 = 0.5
+DEFAULT_MAX_L0 = 0.145
+
+
+class AttackSet(list):
+    """The attacks a report runs, with the notes it carries about how they were chosen."""
+    notes: list[str] = []
+
+
+def attack_set(specs: Sequence[str | Attack] | None, input_size, eps: float | None = None) -> AttackSet:
+    """Attack objects for these specs (names, presets with options, or Attack objects), or with None the default set
+    for the model's input size and a note of what it leaves out (attacks.default_attacks)."""
+    notes = []
+    if specs is None:
+        specs, note = default_attacks(input_size)
+        notes += [note] if note else []
+    out = AttackSet(a if isinstance(a, Attack) else build_attack(a, eps=eps) for a in specs)
+    out.notes = notes
+    return out
+
+
+def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] | None = None,
+             n: int | None = 500, eps: float | None = None, eps_l2: float = DEFAULT_EPS_L2,
+             max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int = 128,
+             device: str | torch.device = "auto", seed: int = 0, metrics: bool = True, model_name: str = "model",
+             craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
+             examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
+             attack_amp: str = "off") -> Report:
+    """Robustness report of `model` on n test images of `data` (the first n of in-memory data; a seeded stratified
+    sample of files, decoded through the model's evaluation transform). `attacks` None: the default set for the
+    model's input size (attacks.default_attacks; the report notes what it left out). `examples`: adversarial examples kept
+    per attack (for pictures); `curve`: L-inf budgets at which the L-inf attacks are run again (curves.py);
+    curve_cascades=False leaves autoattack out of the curve; attack_amp (off | bf16 | fp16) runs the attacks under
+    autocast (the report says which precision they used). Under torchrun the attacks are sharded across the ranks
+    and every rank returns the whole report (harden/distributed.py)."""
+    device = resolve_device(device)
+    from ..training import autocast_setup
+    autocast_setup(attack_amp, device, "--attack-amp")  # a bad precision fails before any work
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        check_fits(data, spec.in_chans, spec.num_classes)
+    if craft_on is not None and getattr(craft_on, "spec", None) is not None:
+        check_fits(data, craft_on.spec.in_chans, craft_on.spec.num_classes)
+    model = model.to(device).eval()
+    source = craft_on.to(device).eval() if craft_on is not None else model
+    idx = data.eval_indices(n, seed)
+    skipped_before = len(getattr(data, "skipped", []))
+    x, y = data.images("test", idx, device)
+    # files come at the size their transform made (the model's, or timm's test size); arrays are resized to the model's
+    size = tuple(spec.input_size) if spec is not None and not is_on_disk(data) else data.input_size
+    x = fit_size(x, size)
+    details = {**data.identity(), "images_sha256": index_hash(idx)}
+    if is_on_disk(data):
+        details["pixels"] = (f"budgets in [0, 1] pixels after the model's transform: {data.preprocess.describe()}"
+                             + (f" ({data.size_note})" if data.size_note else ""))
+        details["skipped_unreadable"] = len(data.skipped) - skipped_before
+    threat = "white-box" if craft_on is None else f"transfer from {craft_name or 'source model'}"
+    # Attacks and losses need logits (or log-probabilities, the same up to a shift): a probability output is
+    # attacked through its logarithm; predictions are unchanged by it.
+    from ..outputs import as_logits, detect_output_kind
+    output_kind = detect_output_kind(model, x[:batch_size])
+    model = as_logits(model, output_kind)
+    source = as_logits(source, detect_output_kind(source, x[:batch_size])) if craft_on is not None else model
+
+    chosen = attacks if isinstance(attacks, AttackSet) else attack_set(attacks, size, eps)
+    notes = list(chosen.notes)
+    atk_objs: list[Attack] = []
+    for atk in chosen:
+        if atk.name == "jsma" and atk.params["max_l0"] == 0:
+            atk.params["max_l0"] = max_l0
+        if atk.norm == "2" and not atk.minimal and "eps" not in getattr(atk, "explicit", set()):
+            atk.params["eps"] = eps_l2  # a bounded L2 attack (autoattack:norm=L2) takes the report's L2 budget
+        atk_objs.append(atk)
+
+    clean_pred = predict_labels(model, x, batch_size, device)
+    correct = clean_pred == y
+    src_correct = predict_labels(source, x, batch_size, device) == y if craft_on is not None else None
+    nfeat = x[0].numel()
+    results: list[AttackResult] = []
+    robust_by_attack: dict[str, torch.Tensor] = {}
+    with frozen(source), frozen(model):
+        for ai, atk in enumerate(atk_objs):
+            key = atk.name if atk.name not in robust_by_attack else f"{atk.name}#{ai}"
+            if not atk.minimal:
+                budget = atk.params.get("eps", 0.0)
+            else:
+                budget = eps_l2 if atk.norm == "2" else (max_l0 * nfeat if max_l0 < 1 else max_l0)
+            result, robust_by_attack[key] = _attack_once(
+                model, source, atk, key, budget, x, y, correct, src_correct, batch_size, device,
+                seed * 1_000_003 + ai * 10_007, examples, attack_amp)
+            results.append(result)
+
+    worst = None
+    if robust_by_attack:
+        worst = float(torch.stack(list(robust_by_attack.values())).all(0).float().mean())
+    worst_by_norm = {}
+    for norm, label in NORM_LABELS.items():
+        keys = [k for a, k in zip(atk_objs, robust_by_attack, strict=True) if a.norm == norm]
+        if keys:
+            worst_by_norm[label] = float(torch.stack([robust_by_attack[k] for k in keys]).all(0).float().mean())
+    curves: dict[str, list[list[float]]] = {}
+    if curve:
+        curves = robustness_curves(model, source, atk_objs, results, list(curve), x, y, correct, batch_size, device,
+                                   seed, cascades=curve_cascades, attack_amp=attack_amp, attack_once=_attack_once)
+    from .. import distributed
+    extra_metrics = distributed.from_main(lambda: seed004_metrics(model, x, y, batch_size, device)) if metrics else {}
+    flags = []
+    if masking_checks and craft_on is None:
+        flags = mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
+                         device, seed, output_kind)
+        if curves:
+            flags.append(monotonic_flag(curves, len(x)))
+    return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
+                  data=data.source, device=str(device), seed=seed, clean_accuracy=float(correct.float().mean()),
+                  attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
+                  robust_images={k: v.cpu() for k, v in robust_by_attack.items()}, curves=curves,
+                  correct_images=correct.cpu(),
+                  class_names=data.class_names, attack_precision=PRECISION_LABELS[attack_amp],
+                  processes=distributed.world(), data_details=details, notes=notes, worst_by_norm=worst_by_norm,
+                  source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
+                  clean_on_source_correct=float(correct[src_correct].float().mean())
+                  if src_correct is not None and src_correct.any() else None)
+
+
+def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, budget: float, x: torch.Tensor,
+                 y: torch.Tensor, correct: torch.Tensor, src_correct: torch.Tensor | None, batch_size: int,
+                 device: torch.device, seed: int, n_examples: int = 0,
+                 attack_amp: str = "off") -> tuple[AttackResult, torch.Tensor]:
+    """Craft atk on `source`, judge on `model`; returns the result row and the per-image robust mask. Under
+    torchrun each rank attacks and judges its batches (distributed.my_batches); the per-image verdicts are
+    gathered, so every rank returns the whole result."""
+    from .. import distributed as dd
+    from ..training import autocast_setup
+    amp_dtype, _ = autocast_setup(attack_amp, device, "--attack-amp")
+    passes = [0, 0]
+
+    def judge(xa: torch.Tensor, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Correct on the input the attacker may use: a perturbation beyond the budget does not count, so
+        there the clean input stands. Returns (correct-under-attack mask, norms, predictions, judged input)."""
+        x0, c0 = x[s:e], correct[s:e]
+        xa = xa.float().clamp(0, 1)
+        if atk.norm == "inf":  # guard the threat model: never count a perturbation outside the ball
+            xa = torch.min(torch.max(xa, x0 - budget), x0 + budget)
+        norms = perturbation_norm(xa - x0, atk.norm)
+        adv_pred = predict_labels(model, xa, batch_size, device)
+        within = norms <= budget + 1e-5 if atk.norm != "inf" else torch.ones_like(c0)
+        return torch.where(within, adv_pred == y[s:e], c0), norms, adv_pred, xa
+
+    mine: list[dict[str, Any]] = []
+    judged: dict[int, torch.Tensor] = {}  # batch start -> judged adversarial inputs (this rank's batches only)
+    t0 = time.perf_counter()
+    own = dd.my_batches(len(x), batch_size)
+    with progress(f"{key:<10}", sum(e - s for s, e in own)) as advance:
+        def run(s: int, e: int) -> None:
+            gen = torch.Generator().manual_seed(seed + s)  # by position in the whole set: sharding keeps it
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = atk.run(source, x[s:e], y[s:e], generator=gen)
+            passes[0] += out.grad_passes + out.extra_backward_passes
+            passes[1] += out.forward_passes
+            ok, norms, pred, xj = judge(out.x_adv.detach(), s, e)
+            judged[s] = xj
+            mine.append({"start": s, "ok": ok.cpu(), "norms": norms.cpu(), "pred": pred.cpu(),
+                         "stages": {stage: judge(xa.detach(), s, e)[0].cpu() for stage, xa in (out.stages or {}).items()}})
+        dd.run_my_batches(run, len(x), batch_size, device, on_batch=advance)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    secs = time.perf_counter() - t0
+    per_rank = dd.gather({"pieces": mine, "passes": passes, "seconds": secs})
+    pieces = sorted((p for r in per_rank for p in r["pieces"]), key=lambda p: p["start"])
+    secs = max(r["seconds"] for r in per_rank)  # wall time: the slowest rank
+    passes = [sum(r["passes"][i] for r in per_rank) for i in (0, 1)]
+
+    def whole(k: str) -> torch.Tensor:
+        return torch.cat([p[k] for p in pieces]).to(device) if pieces else torch.zeros(0, device=device)
+
+    ok_adv, norms, adv_pred = whole("ok").bool(), whole("norms"), whole("pred").long()
+    robust = correct & ok_adv
+    succ = correct & ~ok_adv
+    on_src = None
+    if src_correct is not None:
+        on_src = float(ok_adv[src_correct].float().mean()) if src_correct.any() else 0.0
+    stage_names = list(pieces[0]["stages"]) if pieces else []
+    stages = {st: float((correct & torch.cat([p["stages"][st] for p in pieces]).to(device)).float().mean())
+              for st in stage_names}
+    shown = []
+    if n_examples:
+        idx = example_indices(correct, succ, n_examples)
+        rows = {}  # the chosen images' judged inputs, from the ranks that hold them
+        for part in dd.gather({i: judged[s][i - s].cpu() for s in judged for i in idx
+                               if s <= i < s + len(judged[s])}):
+            rows.update(part)
+        shown = pick_examples(x, {i: r.to(device) for i, r in rows.items()}, y, adv_pred, succ, idx)
+    return AttackResult(
+        name=key, preset=atk.describe(), norm=atk.norm, minimal=atk.minimal, budget=float(budget),
+        robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, int(correct.sum())),
+        median_norm=float(norms[succ].median()) if succ.any() else None, seconds=secs,
+        images_per_s=len(x) / max(secs, 1e-9), backward_passes=passes[0], forward_passes=passes[1],
+        accuracy_on_source_correct=on_src, stages=stages, examples=shown), robust
