@@ -50,7 +50,7 @@ class Report:
     metrics: dict[str, float] = field(default_factory=dict)
     source_clean_accuracy: float | None = None
     clean_on_source_correct: float | None = None  # transfer only: clean accuracy where the source is right
-    # gradient-masking signals (Carlini et al. 2019); see harden/masking.py
+    # gradient-masking signals (Carlini et al. 2019); see checks.py
     masking: list[dict[str, Any]] = field(default_factory=list)
     gate: list[dict[str, Any]] = field(default_factory=list)
     # an image is robust in the worst case only if it survives every attack of the report at its budget
