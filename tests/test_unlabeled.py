@@ -132,7 +132,10 @@ def test_folder_pools_with_and_without_classes(digits, digits_model, tmp_path):
         img.save(classes / str(digits.y_train[i]) / f"{i}.png")
     a = _fix(digits_model, digits, str(loose)).model.spec.extra["unlabeled"]
     b = _fix(digits_model, digits, str(classes)).model.spec.extra["unlabeled"]
-    assert a["listed"] == b["listed"] == 40
+    listed = tmp_path / "paths.txt"  # a list of paths alone
+    listed.write_text("\n".join(f"loose/cam{i % 3}/{i}.png" for i in range(40)))
+    c = _fix(digits_model, digits, str(listed)).model.spec.extra["unlabeled"]
+    assert a["listed"] == b["listed"] == c["listed"] == 40 and c["class_histogram"] == a["class_histogram"]
     assert "agreement_with_source_labels" not in a and b["agreement_with_source_labels"]["n"] == 40
     assert sorted(a["class_histogram"]) == sorted(b["class_histogram"])
 

@@ -42,6 +42,8 @@ def load_unlabeled(spec: str | Path, target) -> Data:
     if path.is_dir() and (path / "data_batch_1").exists():
         d = _cifar_batches(path)
         return _array_pool(d.x_train, d.y_train, str(path))
+    if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt") and _one_column(path):
+        return _file_pool(str(path), _list_paths(path), target)
     found = find_on_disk(path)
     if found is None and path.is_dir():
         return _file_pool(str(path), _list_any_images(path), target)
@@ -100,6 +102,28 @@ def _list_any_images(root: Path) -> Listing:
         raise HardenError(f"--unlabeled {str(root)!r} holds no images ({', '.join(sorted(IMAGE_EXT))}).")
     refs.sort()
     return Listing(str(root), PathTable(refs), np.full(len(refs), NO_LABEL, np.int64), None, what="folder")
+
+
+def _one_column(path: Path) -> bool:
+    """A list of paths alone (one per line, no label column): the natural list of unlabeled images."""
+    delim = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        first = next((line for line in f if line.strip()), "")
+    return path.suffix.lower() == ".txt" or delim not in first
+
+
+def _list_paths(path: Path) -> Listing:
+    """One image path per line (relative to the list's folder, or absolute); a header line `path` is skipped."""
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    if lines and lines[0].lower() in ("path", "file", "filename", "image"):
+        lines = lines[1:]
+    refs = [p if os.path.isabs(p) else os.path.join(path.parent, p) for p in lines]
+    missing = [p for p in refs[:1000] if not os.path.isfile(p)][:3]
+    if not refs or missing:
+        raise HardenError(f"--unlabeled {str(path)!r}: " + ("it lists no images" if not refs else
+                          f"it names files that do not exist: {', '.join(missing)} (paths are relative to the list's "
+                          "folder)") + ".")
+    return Listing("", PathTable(refs), np.full(len(refs), NO_LABEL, np.int64), None, what="list")
 
 
 def _file_pool(source: str, listing: Listing, target) -> FileData:
