@@ -2,6 +2,7 @@
 (what the loss sees) and the parameters to optimise, so there is never a second loop."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -13,6 +14,7 @@ from torch import nn
 
 from .data import Data, fit_size
 from .errors import HardenError
+from .host_sync import due, read
 from .runtime import info, progress, warn
 
 
@@ -140,27 +142,50 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
     history = []
     best = None
     stopped = None
+
+    def read_sums(sums: torch.Tensor, keys: list[str], seen: int, epoch: int, step_no: int):
+        """(loss sum, correct count, extras) read from the device; a non-finite loss ends training here."""
+        values = read(sums)
+        if not math.isfinite(values[0]):
+            raise HardenError(
+                f"Training diverged: the loss became {values[0] / seen} by epoch {epoch + 1}, step {step_no} (lr "
+                f"{cfg.lr:g}, optimizer {cfg.optimizer}). Nothing was written. Try a lower --lr, or clip gradients "
+                "with --set grad_clip=1.")
+        return values[0], values[1], dict(zip(keys, values[2:], strict=True))
+
     t0 = time.perf_counter()
     with progress(desc, total) as advance:
         for epoch in range(cfg.epochs):
             (train_mode or (lambda m: m.train()))(model)
-            tot_loss = tot_acc = seen = 0.0
+            # running sums stay on the device and are read (one host synchronisation) only at the steps
+            # host_sync.due allows: every step on the CPU, a few an epoch on CUDA
+            sums = None
+            extra_keys: list[str] = []
+            seen = 0
+            tot_loss = tot_acc = 0.0
             extras: dict[str, float] = {}
+            unread = False
             # the same permutation on every rank (same seed); each takes its share of each global batch
             plan = [(g, dd.my_share(g)) for g in data.epoch_batches(cfg.batch_size, rng)
                     if len(g) >= 2 * dd.world() or n < 2 * dd.world()]  # BatchNorm cannot train on one image per rank
-            for (global_bi, bi), batch in zip(plan, feeder.epoch([b for _, b in plan]), strict=True):
+            for step_no, ((global_bi, bi), batch) in enumerate(
+                    zip(plan, feeder.epoch([b for _, b in plan]), strict=True), start=1):
                 if batch is None:  # only unreadable files, skipped (--skip-unreadable)
                     continue
                 x, y = fit_size(batch[0], size), batch[1]
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     loss, logits, extra = step(model, x, y)
-                if not torch.isfinite(loss.detach()):
-                    raise HardenError(
-                        f"Training diverged: the loss became {float(loss.detach())} at epoch {epoch + 1}, step "
-                        f"{int(seen // cfg.batch_size) + 1} (lr {cfg.lr:g}, "
-                        f"optimizer {cfg.optimizer}). Nothing was written. Try a lower --lr, or clip gradients "
-                        "with --set grad_clip=1.")
+                b = len(y)
+                row = torch.stack([loss.detach().float() * b, (logits.detach().argmax(1) == y).float().sum(),
+                                   *(torch.as_tensor(v, dtype=torch.float32, device=loss.device).detach() * b
+                                     for v in extra.values())])
+                extra_keys = list(extra)
+                sums = row if sums is None else sums + row
+                seen += b
+                show = due(step_no, device) or step_no == len(plan)
+                unread = not show
+                if show:
+                    tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, step_no)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 dd.average_gradients(params, len(bi) / len(global_bi))
@@ -175,20 +200,16 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                     sched.step()
                 if ema is not None:
                     ema.update(model)
-                b = len(y)
-                tot_loss += float(loss.detach()) * b
-                tot_acc += float((logits.argmax(1) == y).float().sum())
-                seen += b
-                for k, v in extra.items():
-                    extras[k] = extras.get(k, 0.0) + float(v) * b
                 fields = " ".join(f"{k} {v / seen:.3f}" for k, v in extras.items())
                 advance(1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {tot_loss / seen:.4f} "
-                                f"acc {tot_acc / seen:.3f} {fields}")
+                                f"acc {tot_acc / seen:.3f} {fields}" if show else None)
+            if sums is not None and unread:  # the epoch's last batch was skipped (unreadable files)
+                tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, len(plan))
             # the epoch's figures over every rank's share, so that each rank's history (and decisions) agree
             keys = sorted(extras)
             sums = dd.all_sum(torch.tensor([tot_loss, tot_acc, seen] + [extras[k] for k in keys], dtype=torch.float64))
-            tot_loss, tot_acc, seen = (float(v) for v in sums[:3])
-            extras = {k: float(v) for k, v in zip(keys, sums[3:], strict=True)}
+            tot_loss, tot_acc, seen, *rest = sums.tolist()  # host values already (a CPU tensor): no device read
+            extras = dict(zip(keys, rest, strict=True))
             dd.average_batchnorm_stats(model)
             history.append({"epoch": epoch + 1, "loss": tot_loss / max(seen, 1), "acc": tot_acc / max(seen, 1),
                             **{k: v / max(seen, 1) for k, v in extras.items()}})

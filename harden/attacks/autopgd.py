@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Attack, AttackOutput, register_attack
+from ..host_sync import due
+from .base import Attack, AttackOutput, frozen_where, register_attack, uniform_noise
 
 
 def _kth_largest(z_sorted: torch.Tensor, k: int) -> torch.Tensor:
@@ -98,9 +99,8 @@ def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, gene
     """One APGD run from a random start; images leave the active set once misclassified."""
     n = len(x)
     dims = (-1,) + (1,) * (x.dim() - 1)
-    noise = (torch.rand(x.shape, generator=generator) * 2 - 1) if norm == "inf" else torch.randn(
-        x.shape, generator=generator)
-    x_adv = (x + eps * _normalize(noise.to(x.device), norm)).clamp(0, 1)
+    noise = uniform_noise(x.shape, generator, x.device, normal=norm != "inf")
+    x_adv = (x + eps * _normalize(noise, norm)).clamp(0, 1)
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
     out = x_adv.clone()
     passes = 0
@@ -137,11 +137,17 @@ def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, gene
         for key in st:
             st[key] = st[key][keep]
 
-    hit = z.argmax(1) != y
-    if hit.any():
-        out[ids[hit]] = x_adv[hit]
-        found[ids[hit]] = True
-        drop(~hit)
+    def settle(step_no: int) -> None:
+        """Fooled images are frozen at the point that fooled them; at a step host_sync.due allows, they are written
+        out and leave the batch (every step on the CPU, a few times a run on CUDA)."""
+        if due(step_no, x.device):
+            done = st["done"]
+            out[ids] = frozen_where(done, st["xa"], out[ids])
+            found[ids] = found[ids] | done
+            drop((~done).nonzero().squeeze(1))
+
+    st["done"] = z.argmax(1) != y
+    settle(1)
     counter = 0
     for i in range(steps):
         if ids.numel() == 0:
@@ -153,16 +159,16 @@ def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, gene
             x1 = _project(xa + s * direction, xs, eps, norm)
             x1 = _project(xa + (x1 - xa) * a + (xa - st["old"]) * (1 - a), xs, eps, norm)
             st["old"] = xa
-            st["xa"] = x1
+            st["xa"] = frozen_where(st["done"], xa, x1)
         g, li, z = grad_at(st["xa"], st["y"], st.get("t"))
         st["g"] = g
         with torch.no_grad():
-            hit = z.argmax(1) != st["y"]
+            st["done"] = st["done"] | (z.argmax(1) != st["y"])
             st["inc"] += (li > st["prev"]).float()
             st["prev"] = li
             better = li > st["l_best"]
-            st["x_best"][better] = st["xa"][better]
-            st["g_best"][better] = g[better]
+            st["x_best"] = frozen_where(better, st["xa"], st["x_best"])
+            st["g_best"] = frozen_where(better, g, st["g_best"])
             st["l_best"] = torch.where(better, li, st["l_best"])
             counter += 1
             if counter == k:
@@ -172,17 +178,16 @@ def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, gene
                 st["reduced"] = halve
                 st["l_ckpt"] = st["l_best"].clone()
                 st["step"] = torch.where(halve, st["step"] / 2, st["step"])
-                st["xa"][halve] = st["x_best"][halve]
-                st["g"][halve] = st["g_best"][halve]
+                restart = halve & ~st["done"]  # back to the best point; a fooled image stays where it was fooled
+                st["xa"] = frozen_where(restart, st["x_best"], st["xa"])
+                st["g"] = frozen_where(restart, st["g_best"], st["g"])
                 st["inc"] = torch.zeros_like(st["inc"])
                 counter = 0
                 k = max(k - k_decr, k_min)
-            if hit.any():
-                out[ids[hit]] = st["xa"][hit]
-                found[ids[hit]] = True
-                drop(~hit)
-    if ids.numel():  # unfooled images: their highest-loss point (the best start for the next attack)
-        out[ids] = st["x_best"]
+            settle(i + 2)
+    if ids.numel():  # the rest: fooled ones where they were fooled; unfooled ones at their highest-loss point
+        out[ids] = frozen_where(st["done"], st["xa"], st["x_best"])
+        found[ids] = found[ids] | st["done"]
     return out, found, passes
 
 

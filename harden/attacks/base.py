@@ -172,6 +172,27 @@ def art_generate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, make_attack
     return torch.from_numpy(x_adv).to(x.device)
 
 
+def uniform_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None,
+                  device: torch.device, normal: bool = False) -> torch.Tensor:
+    """U(-1, 1) noise (N(0, 1) with normal=True) on `device`. On the CPU it is drawn from the (CPU) generator, as
+    before; elsewhere from a device generator seeded by it, so that no host-to-device copy waits on the card."""
+    draw = torch.randn if normal else torch.rand
+    if device.type == "cpu":
+        out = draw(shape, generator=generator)
+    else:
+        gen = None
+        if generator is not None:
+            gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        out = draw(shape, generator=gen, device=device)
+    return out if normal else out * 2 - 1
+
+
+def frozen_where(done: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """Rows of `new`, except where `done` (an image already fooled), which keep `old`: images stay in the batch
+    until the next synchronisation (host_sync.due) without moving."""
+    return torch.where(done.view(-1, *[1] * (new.dim() - 1)), old, new)
+
+
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 

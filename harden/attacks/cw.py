@@ -3,7 +3,8 @@
 instead), so this is written in torch; tests compare its success with ART's on the same images."""
 import torch
 
-from .base import Attack, AttackOutput, margin, register_attack
+from ..host_sync import due
+from .base import Attack, AttackOutput, frozen_where, margin, register_attack
 
 
 @register_attack
@@ -19,25 +20,27 @@ class CarliniWagnerLinf(Attack):
         best = x.clone()
         idx = torch.arange(len(x), device=x.device)  # images not yet fooled by the margin
         xa, x0, y0 = x.clone(), x, y
+        done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         passes = fwd = 0
         for i in range(p["steps"] + 1):
             last = i == p["steps"]
-            xr = xa.clone().requires_grad_(not last)
+            xr = xa.detach().requires_grad_(not last)
             with torch.set_grad_enabled(not last):
                 m = margin(model(xr), y0)
-            hit = m.detach() < -kappa if kappa > 0 else m.detach() < 0
-            best[idx[hit]] = xa[hit]
+            done = done | (m.detach() < -kappa if kappa > 0 else m.detach() < 0)
             if last:
                 fwd += len(idx)
-                best[idx[~hit]] = xa[~hit]  # unfooled: the last iterate
                 break
-            # minimise max(Z_y - max_other, -kappa); an image leaves once fooled by the margin
+            # minimise max(Z_y - max_other, -kappa); a fooled image stops moving and leaves at the next sync
             (g,) = torch.autograd.grad(torch.clamp(m, min=-kappa).sum(), xr)
             passes += len(idx)
-            keep = ~hit
-            idx, x0, y0, xa, g = idx[keep], x0[keep], y0[keep], xa[keep], g[keep]
-            if idx.numel() == 0:
-                break
-            xa = xa - step * g.sign()
-            xa = torch.min(torch.max(xa, x0 - eps), x0 + eps).clamp(0, 1)
+            xn = xa - step * g.sign()
+            xa = frozen_where(done, xa, torch.min(torch.max(xn, x0 - eps), x0 + eps).clamp(0, 1))
+            if due(i + 1, x.device):
+                best[idx] = xa
+                keep = (~done).nonzero().squeeze(1)
+                idx, x0, y0, xa, done = idx[keep], x0[keep], y0[keep], xa[keep], done[keep]
+                if idx.numel() == 0:
+                    break
+        best[idx] = xa  # fooled: the point that fooled them; unfooled: the last iterate
         return AttackOutput(best, grad_passes=passes, forward_passes=fwd)

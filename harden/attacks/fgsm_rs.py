@@ -3,7 +3,7 @@ free"): delta ~ U(-eps, eps), one signed step of alpha = 1.25 eps, projected bac
 ART has it only inside its FBF trainer, not as an attack."""
 import torch
 
-from .base import Attack, AttackOutput, register_attack
+from .base import Attack, AttackOutput, register_attack, uniform_noise
 
 
 @register_attack
@@ -15,7 +15,7 @@ class FGSMRandomStart(Attack):
 
     def run(self, model, x, y, generator=None):
         eps, alpha = self.params["eps"], self.params["alpha"]
-        delta = (torch.rand(x.shape, generator=generator, device="cpu").to(x.device) * 2 - 1) * eps
+        delta = uniform_noise(x.shape, generator, x.device) * eps
         x0 = (x + delta).clamp(0, 1).requires_grad_(True)
         loss = torch.nn.functional.cross_entropy(model(x0), y, reduction="sum")
         (g,) = torch.autograd.grad(loss, x0)

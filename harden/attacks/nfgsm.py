@@ -3,7 +3,7 @@ step of alpha = eps, with no projection back to the eps ball (only to valid pixe
 attack that avoids catastrophic overfitting at larger budgets without the cost of PGD."""
 import torch
 
-from .base import Attack, AttackOutput, register_attack
+from .base import Attack, AttackOutput, register_attack, uniform_noise
 
 
 @register_attack
@@ -15,7 +15,7 @@ class NFGSM(Attack):
 
     def run(self, model, x, y, generator=None):
         eps, alpha, k = self.params["eps"], self.params["alpha"], self.params["noise"]
-        delta = (torch.rand(x.shape, generator=generator, device="cpu").to(x.device) * 2 - 1) * k * eps
+        delta = uniform_noise(x.shape, generator, x.device) * k * eps
         x0 = (x + delta).clamp(0, 1).requires_grad_(True)
         loss = torch.nn.functional.cross_entropy(model(x0), y, reduction="sum")
         (g,) = torch.autograd.grad(loss, x0)

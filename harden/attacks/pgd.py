@@ -5,14 +5,19 @@ robust accuracy is never higher than with ART's ProjectedGradientDescent, which 
 import torch
 import torch.nn.functional as F
 
-from .base import Attack, AttackOutput, register_attack
+from ..host_sync import due
+from .base import Attack, AttackOutput, frozen_where, register_attack, uniform_noise
 
 
 def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, steps: int, restarts: int = 0,
         generator: torch.Generator | None = None, early_stop: bool = True) -> tuple[torch.Tensor, int, int]:
-    """Returns (x_adv, gradient passes, forward-only passes) at image level. early_stop=False runs every step
-    on every image and returns the last iterate (Madry et al.'s training attack: high-loss points, not merely
-    misclassified ones)."""
+    """Returns (x_adv, gradient passes, forward-only passes) at image level, counting the images actually pushed
+    through the model. early_stop=False runs every step on every image and returns the last iterate (Madry et
+    al.'s training attack: high-loss points, not merely misclassified ones) without a single host synchronisation;
+    with early stopping a fooled image stops moving at once and leaves the batch at the next step `host_sync.due`
+    allows (every step on the CPU)."""
+    if not early_stop:
+        return _pgd_all_steps(model, x, y, eps=eps, step=step, steps=steps, restarts=restarts, generator=generator)
     with torch.no_grad():
         fooled = model(x).argmax(1) != y
     x_adv = x.clone()
@@ -24,32 +29,53 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, ste
         x0, y0 = x[idx], y[idx]
         xa = x0.clone()
         if restarts > 0:
-            noise = (torch.rand(x0.shape, generator=generator) * 2 - 1).to(x.device)
-            xa = (x0 + eps * noise).clamp(0, 1)
+            xa = (x0 + eps * uniform_noise(x0.shape, generator, x.device)).clamp(0, 1)
+        done = torch.zeros(len(idx), dtype=torch.bool, device=x.device)
         for i in range(steps + 1):
             last = i == steps
-            xr = xa.clone().requires_grad_(not last)
+            xr = xa.detach().requires_grad_(not last)
             with torch.set_grad_enabled(not last):
                 z = model(xr)
-            hit = z.argmax(1) != y0
-            if not early_stop and not last:
-                hit = torch.zeros_like(hit)
-            if hit.any():
-                x_adv[idx[hit]] = xa[hit]
-                fooled[idx[hit]] = True
+            done = done | (z.detach().argmax(1) != y0)
             if last:
                 fwd += len(idx)
-                x_adv[idx[~hit]] = xa[~hit]
                 break
             (g,) = torch.autograd.grad(F.cross_entropy(z, y0, reduction="sum"), xr)
             grad_passes += len(idx)
-            keep = ~hit
-            idx, x0, y0 = idx[keep], x0[keep], y0[keep]
-            if idx.numel() == 0:
-                break
-            xa = xa[keep] + step * g[keep].sign()
-            xa = torch.min(torch.max(xa, x0 - eps), x0 + eps).clamp(0, 1)
+            xn = xa + step * g.sign()
+            xa = frozen_where(done, xa, torch.min(torch.max(xn, x0 - eps), x0 + eps).clamp(0, 1))
+            if due(i + 1, x.device):  # fooled images (frozen at the point that fooled them) leave the batch
+                x_adv[idx], fooled[idx] = xa, done
+                keep = (~done).nonzero().squeeze(1)
+                idx, x0, y0, xa, done = idx[keep], x0[keep], y0[keep], xa[keep], done[keep]
+                if idx.numel() == 0:
+                    break
+        # the rest: fooled ones at the point that fooled them, unfooled ones at the last iterate
+        x_adv[idx], fooled[idx] = xa, done
     return x_adv, grad_passes, fwd
+
+
+def _pgd_all_steps(model, x, y, *, eps, step, steps, restarts, generator) -> tuple[torch.Tensor, int, int]:
+    """Every step on every image, the last iterate returned; images the model already misclassifies are left
+    clean (as the early-stopping form leaves them), and with several restarts an image keeps the first restart whose
+    last iterate fooled it. No data-dependent shapes, so nothing waits on the card."""
+    with torch.no_grad():
+        fooled = model(x).argmax(1) != y
+    out, fwd = x.clone(), len(x)
+    for r in range(max(1, restarts)):
+        xa = x.clone()
+        if restarts > 0:
+            xa = (x + eps * uniform_noise(x.shape, generator, x.device)).clamp(0, 1)
+        for _ in range(steps):
+            xr = xa.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
+            xa = torch.min(torch.max(xa + step * g.sign(), x - eps), x + eps).clamp(0, 1)
+        out = frozen_where(fooled, out, xa.detach())
+        if r + 1 < restarts:  # which images the next restart still has to fool
+            with torch.no_grad():
+                fooled = fooled | (model(out).argmax(1) != y)
+            fwd += len(x)
+    return out, len(x) * steps * max(1, restarts), fwd
 
 
 @register_attack

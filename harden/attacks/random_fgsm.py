@@ -2,7 +2,7 @@
 the rest of the budget. Written in torch: it is two lines, and ART has no such attack."""
 import torch
 
-from .base import Attack, AttackOutput, register_attack
+from .base import Attack, AttackOutput, register_attack, uniform_noise
 
 
 @register_attack
@@ -15,7 +15,7 @@ class RandomFGSM(Attack):
 
     def run(self, model, x, y, generator=None):
         eps, alpha = self.params["eps"], min(self.params["alpha"], self.params["eps"])
-        noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+        noise = uniform_noise(x.shape, generator, x.device, normal=True)
         x0 = (x + alpha * noise.sign()).clamp(0, 1).requires_grad_(True)
         loss = torch.nn.functional.cross_entropy(model(x0), y, reduction="sum")
         (g,) = torch.autograd.grad(loss, x0)

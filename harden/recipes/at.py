@@ -25,10 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import build_attack
+from ..attacks.base import uniform_noise
 from ..awp import WeightPerturbation
 from ..data import Data, fit_size, index_hash, stratified_subset
 from ..data.unlabeled import MixedData
 from ..errors import HardenError
+from ..host_sync import read
 from ..runtime import frozen
 from ..training import Monitor, TrainConfig, fit, focal_loss
 from .base import register_recipe, training_attack
@@ -47,7 +49,7 @@ def trades_example(model, x: torch.Tensor, eps: float, step: float, steps: int,
     """TRADES' inner maximisation: PGD on KL(f(x') || f(x)) from x + 0.001 N(0, 1), all steps."""
     with torch.no_grad():
         p_clean = _logp(model(x)).exp()
-    xa = (x + 0.001 * torch.randn(x.shape, generator=generator).to(x.device)).clamp(0, 1)
+    xa = (x + 0.001 * uniform_noise(x.shape, generator, x.device, normal=True)).clamp(0, 1)
     for _ in range(steps):
         xa.requires_grad_(True)
         kl = F.kl_div(_logp(model(xa)), p_clean, reduction="sum")
@@ -170,7 +172,7 @@ def validate(model, x: torch.Tensor, y: torch.Tensor, pgd_attack, batch_size: in
     attack) the accuracy under it too, over this rank's batches summed across ranks (torchrun); seeded per batch, so
     the same weights give the same figures."""
     from .. import distributed as dd
-    counts = torch.zeros(3, dtype=torch.float64)  # clean, PGD, the training attack
+    counts = torch.zeros(3, dtype=torch.float64, device=x.device)  # clean, PGD, the training attack; read once
     with frozen(model):
         for s, e in dd.my_batches(len(x), batch_size):
             x_b, y_b = x[s:e], y[s:e]
@@ -178,11 +180,11 @@ def validate(model, x: torch.Tensor, y: torch.Tensor, pgd_attack, batch_size: in
             x_single = None if train_attack is None else \
                 train_attack.run(model, x_b, y_b, generator=torch.Generator().manual_seed(seed + s)).x_adv
             with torch.no_grad():
-                counts[0] += float((model(x_b).argmax(1) == y_b).sum())
-                counts[1] += float((model(x_pgd).argmax(1) == y_b).sum())
+                counts[0] += (model(x_b).argmax(1) == y_b).sum()
+                counts[1] += (model(x_pgd).argmax(1) == y_b).sum()
                 if x_single is not None:
-                    counts[2] += float((model(x_single).argmax(1) == y_b).sum())
-    clean, robust, single = (dd.all_sum(counts) / len(x)).tolist()
+                    counts[2] += (model(x_single).argmax(1) == y_b).sum()
+    clean, robust, single = (dd.all_sum(torch.tensor(read(counts), dtype=torch.float64)) / len(x)).tolist()
     row = {"val_clean": clean, "val_robust": robust, "val_n": len(x)}
     if train_attack is not None:
         row["val_train_attack"] = single

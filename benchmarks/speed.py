@@ -1,0 +1,322 @@
+"""Speed against the floor, on whatever device it runs on (the lent GPU's one call, or this machine's CPU): JSON rows
+appended to --out as each finishes, a Markdown summary at the end.
+
+- floor: forward+backward passes/s (input gradient, frozen weights: what an attack step costs), forward passes/s, and
+  training passes/s (weight gradients + the optimizer step) of ResNet-20 at 32 px and ResNet-50 at 224 px;
+- attacks: each L-inf attack's images/s on ResNet-20 and the ratio of its floor (the passes it made x the measured
+  pass costs) to its time; PGD-10 without early stop on ResNet-50 at 224 px;
+- autoattack: harden's AutoAttack (standard) and the original (`pyautoattack`) on the same images, both times and
+  both robust accuracies;
+- train: `harden fix` (the default recipe, `at`) on a fraction of the training split, its training time against the
+  floor of the passes it made (every pass through the model counted by kind), and with --eval its white-box
+  AutoAttack; validation is counted with the rest;
+- loader: harden's file loader at 224 px (synthetic JPEG photographs, the machine's cores as workers) against the
+  ResNet-50 training floor.
+
+    python benchmarks/speed.py --data ../shared/data/cifar10.npz --r20 ../shared/models/resnet20_cifar10.th \\
+        --hardened bench-out/unl/cifar10u.safetensors --n 1000 --out bench-out/speed.jsonl
+    python benchmarks/speed.py --tiny --out /tmp/speed.jsonl      # seconds, random weights: the suite runs this
+
+Without --r20 / --hardened the models have random weights and the labels are their own predictions (so every image
+is attacked). Without --data the images are random pixels (and `train` uses sklearn's digits).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import harden  # noqa: E402
+from harden.attacks import build_attack  # noqa: E402
+from harden.data import to_tensor  # noqa: E402
+from harden.models.registry import Classifier  # noqa: E402
+from harden.runtime import frozen, resolve_device, set_quiet  # noqa: E402
+
+ARCHS = Path(__file__).parent / "archs.py"
+SECTIONS = ("floor", "attacks", "autoattack", "train", "loader")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, reps: int = 1) -> float:
+    """Seconds per call of fn, after one warm-up call."""
+    fn()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t) / reps
+
+
+def pass_costs(model: Classifier, shape: tuple[int, ...], batch: int, device: torch.device, reps: int) -> dict:
+    """Seconds per image of: an attack step (forward + input gradient, frozen weights, eval mode), a forward, and a
+    training step (forward + weight gradients + Adam, train mode), at `batch`."""
+    x = torch.rand(batch, *shape, device=device)
+    with frozen(model):
+        xg = x.clone().requires_grad_(True)
+        t_in = timed(lambda: torch.autograd.grad(model(xg).sum(), xg), device, reps)
+        with torch.no_grad():
+            t_fwd = timed(lambda: model(x), device, reps)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-6)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        model(x).logsumexp(1).mean().backward()
+        opt.step()
+    t_train = timed(train_step, device, reps)
+    model.load_state_dict(state)
+    model.eval()
+    return {"attack_step": t_in / batch, "forward": t_fwd / batch, "train_step": t_train / batch}
+
+
+@contextlib.contextmanager
+def counting_passes():
+    """Counts every image that goes through a Classifier, by kind (attack step, training step, forward)."""
+    counts = {"attack_step": 0, "train_step": 0, "forward": 0}
+    real = Classifier.forward
+
+    def forward(self, x):
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            counts["train_step"] += len(x)
+        elif torch.is_grad_enabled() and x.requires_grad:
+            counts["attack_step"] += len(x)
+        else:
+            counts["forward"] += len(x)
+        return real(self, x)
+    Classifier.forward = forward
+    try:
+        yield counts
+    finally:
+        Classifier.forward = real
+
+
+def model_r20(args, device, path=None) -> Classifier:
+    flags = dict(arch=f"{ARCHS}:resnet20", num_classes=10, in_chans=3, input_size=(32, 32),
+                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    if path:
+        return harden.load(path, device=device, **flags).eval()
+    torch.manual_seed(0)
+    return harden.create_model(**flags).to(device).eval()
+
+
+def model_r50(args, device) -> Classifier:
+    torch.manual_seed(0)
+    size = args.r50_size
+    return harden.create_model("resnet50", num_classes=1000, in_chans=3, input_size=(size, size),
+                               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)).to(device).eval()
+
+
+def test_images(args, model: Classifier, device, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n test images with their labels, or random pixels labelled by the model itself."""
+    if args.data:
+        data = harden.load_data(args.data)
+        x = to_tensor(data.x_test[:n], device)
+        return x, torch.from_numpy(data.y_test[:n]).to(device)
+    x = torch.rand(n, model.spec.in_chans, *model.spec.input_size, generator=torch.Generator().manual_seed(0))
+    x = x.to(device)
+    with torch.no_grad():
+        return x, model(x).argmax(1)
+
+
+def run_attack(atk, model, x, y, batch, device) -> tuple[float, "harden.attacks.AttackOutput", list]:
+    outs = []
+    sync(device)
+    t = time.perf_counter()
+    for s in range(0, len(x), batch):
+        outs.append(atk.run(model, x[s:s + batch], y[s:s + batch], torch.Generator().manual_seed(s)))
+    sync(device)
+    return time.perf_counter() - t, outs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--data", help="CIFAR-10 .npz (attacks, autoattack, train); random pixels / digits without it")
+    ap.add_argument("--r20", help="ResNet-20 checkpoint (benchmarks/archs.py:resnet20); random weights without it")
+    ap.add_argument("--hardened", help="a hardened ResNet-20 for the attack and AutoAttack rows (default: --r20)")
+    ap.add_argument("--n", type=int, default=1000, help="test images for the attacks and AutoAttack")
+    ap.add_argument("--batch", type=int, default=0, help="attack batch (0: 500 on CUDA, 250 on the CPU)")
+    ap.add_argument("--r50-size", type=int, default=224)
+    ap.add_argument("--r50-batch", type=int, default=0, help="ResNet-50 batch (0: 128 on CUDA, 16 on the CPU)")
+    ap.add_argument("--frac", type=float, default=0.1, help="train: fraction of the training split")
+    ap.add_argument("--epochs", type=int, default=0, help="train: epochs (0: the recipe's automatic number)")
+    ap.add_argument("--eval", action="store_true", help="train: white-box AutoAttack of the fixed model on --n images")
+    ap.add_argument("--loader-images", type=int, default=512)
+    ap.add_argument("--only", default=",".join(SECTIONS))
+    ap.add_argument("--compile", action="store_true", help="torch.compile the models (the rows say so)")
+    ap.add_argument("--tiny", action="store_true", help="a few images, small sizes: checks the script, not speed")
+    ap.add_argument("--out", default="bench-out/speed.jsonl")
+    args = ap.parse_args()
+    set_quiet(True)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    if args.tiny:
+        args.n, args.r50_size, args.loader_images = 8, 32, 8
+        args.batch, args.r50_batch = args.batch or 8, args.r50_batch or 2
+    batch = args.batch or (500 if cuda else 250)
+    r50_batch = args.r50_batch or (128 if cuda else 16)
+    reps = 1 if args.tiny else (20 if cuda else 3)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    name = torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine())
+    machine = f"{name}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    rows = []
+
+    def write(row: dict) -> None:
+        row = {"date": str(date.today()), "device": str(device), "machine": machine, "compile": args.compile,
+               "tiny": args.tiny, **row}
+        rows.append(row)
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+    r20 = model_r20(args, device, args.r20)
+    hardened = model_r20(args, device, args.hardened) if args.hardened else r20
+    floors = {}
+    if {"floor", "attacks", "loader"} & set(only):
+        for label, model, shape, b in (("resnet20-32px", hardened, (3, 32, 32), batch),
+                                       (f"resnet50-{args.r50_size}px", model_r50(args, device), None, r50_batch)):
+            shape = shape or (3, args.r50_size, args.r50_size)
+            c = pass_costs(model, shape, b, device, reps)
+            floors[label] = (model, c, b)
+            write({"row": "floor", "model": label, "batch": b,
+                   **{f"{k}_img_s": round(1 / v, 1) for k, v in c.items()}})
+    if "attacks" in only:
+        x, y = test_images(args, hardened, device, args.n)
+        _, c, _ = floors["resnet20-32px"]
+        specs = ["fgsm", "pgd", "autopgd", "cw", "fgsm-rs", "pgd:steps=10,restarts=1,early_stop=false"]
+        with frozen(hardened):
+            for spec in specs:
+                atk = build_attack(spec)
+                secs, outs = run_attack(atk, hardened, x, y, batch, device)
+                floor = sum(o.floor_seconds(c["attack_step"], c["forward"]) for o in outs)
+                with torch.no_grad():
+                    robust = float((hardened(torch.cat([o.x_adv for o in outs])).argmax(1) == y).float().mean())
+                write({"row": "attack", "model": "resnet20-32px", "attack": spec, "images": len(x), "batch": batch,
+                       "seconds": round(secs, 3), "img_s": round(len(x) / secs, 1),
+                       "passes_per_img": round(sum(o.grad_passes for o in outs) / len(x), 2),
+                       "floor_over_time": round(floor / secs, 3), "robust": robust, "threat_model": "white-box"})
+            label = f"resnet50-{args.r50_size}px"
+            r50, c50, b50 = floors[label]
+            x50, y50 = test_images(argparse.Namespace(data=None), r50, device, b50 * (1 if args.tiny else 2))
+            atk = build_attack("pgd:steps=10,step=0.001,restarts=1,early_stop=false", eps=2 / 255)
+            with frozen(r50):
+                secs, outs = run_attack(atk, r50, x50, y50, b50, device)
+            floor = sum(o.floor_seconds(c50["attack_step"], c50["forward"]) for o in outs)
+            write({"row": "attack", "model": label, "attack": "pgd-10 (no early stop)", "images": len(x50),
+                   "batch": b50, "seconds": round(secs, 3), "img_s": round(len(x50) / secs, 1),
+                   "floor_over_time": round(floor / secs, 3)})
+    if "autoattack" in only:
+        x, y = test_images(args, hardened, device, args.n)
+        with frozen(hardened):
+            sync(device)
+            t = time.perf_counter()
+            rep = harden.evaluate(hardened, _arrays(x, y), attacks=["autoattack"], n=len(x), eps=8 / 255,
+                                  device=device, metrics=False, masking_checks=False, batch_size=batch, examples=0)
+            sync(device)
+            write({"row": "autoattack", "impl": "harden", "images": len(x), "seconds": round(time.perf_counter() - t, 1),
+                   "clean": rep.clean_accuracy, "robust": rep.attacks[0].robust_accuracy, "threat_model": "white-box"})
+            from pyautoattack import AutoAttack
+            sync(device)
+            t = time.perf_counter()
+            aa = AutoAttack(hardened, eps=8 / 255, norm="Linf", version="standard", seed=0, device=device)
+            xa = aa.run_standard_evaluation(x, y, batch_size=batch)
+            xa = xa[0] if isinstance(xa, tuple) else xa
+            sync(device)
+            secs = time.perf_counter() - t
+            with torch.no_grad():
+                acc = float((hardened(xa).argmax(1) == y).float().mean())
+            write({"row": "autoattack", "impl": "original (pyautoattack)", "images": len(x), "seconds": round(secs, 1),
+                   "robust": acc, "threat_model": "white-box"})
+    if "train" in only:
+        data = harden.load_data(args.data or "digits")
+        base = r20 if args.data else harden.train("cnn-small", data, harden.TrainConfig(epochs=2), device)
+        costs = pass_costs(base, tuple(base.spec.input_size and (base.spec.in_chans, *base.spec.input_size)),
+                           32, device, reps)
+        with counting_passes() as counts:
+            t = time.perf_counter()
+            res = harden.fix(base, data, data_frac=args.frac, epochs=args.epochs or None, device=device, report=False,
+                             base_name="r20" if args.data else "cnn-small (digits)")
+            wall = time.perf_counter() - t
+        floor = sum(counts[k] * costs[k] for k in counts)
+        row = {"row": "train", "model": "resnet20-32px" if args.data else "cnn-small (digits)", "frac": args.frac,
+               "epochs": len(res.history), "batch": res.config.get("train", {}).get("batch_size"),
+               "fix_wall_s": round(wall, 1), "train_s": round(res.train_seconds, 1),
+               "passes": counts, "floor_s": round(floor, 1), "floor_over_time": round(floor / res.train_seconds, 3),
+               "per_img_ms_at_32": {k: round(v * 1e3, 3) for k, v in costs.items()}}
+        if args.eval:
+            rep = harden.evaluate(res.model, data, attacks=["autoattack"], n=args.n, device=device, metrics=False,
+                                  masking_checks=False, examples=0)
+            row.update(clean=rep.clean_accuracy, autoattack=rep.attacks[0].robust_accuracy, threat_model="white-box")
+        write(row)
+    if "loader" in only:
+        from imagenet_scale import make_photos
+
+        from harden.data import DataTarget
+        r50, c50, _ = floors[f"resnet50-{args.r50_size}px"]
+        with tempfile.TemporaryDirectory() as tmp:
+            per_class = max(1, args.loader_images // 4)
+            make_photos(Path(tmp), ["0", "1", "2", "3"], per_class)  # class numbers: matched to outputs 0-3
+            workers = min(8, os.cpu_count() or 1)
+            d = harden.load_data(tmp, DataTarget.for_model(r50, workers=workers))
+            idx = np.arange(min(d.n_test, args.loader_images))
+            d.images("test", idx[:4])  # workers started
+            t = time.perf_counter()
+            d.images("test", idx)
+            rate = len(idx) / (time.perf_counter() - t)
+        write({"row": "loader", "size": args.r50_size, "workers": workers, "images": len(idx), "img_s": round(rate, 1),
+               "resnet50_train_img_s": round(1 / c50["train_step"], 1),
+               "loader_over_model": round(rate * c50["train_step"], 2)})
+    print(summary(rows))
+
+
+def _arrays(x: torch.Tensor, y: torch.Tensor):
+    """In-memory data holding these test images (uint8, NHWC), for harden.evaluate."""
+    from harden.data import ImageData
+    imgs = (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    labels = y.cpu().numpy()
+    return ImageData(imgs[:1], labels[:1], imgs, labels, "speed-bench", 10)
+
+
+def summary(rows: list[dict]) -> str:
+    lines = []
+    for r in rows:
+        if r["row"] == "floor":
+            lines.append(f"| floor | {r['model']} | batch {r['batch']} | attack step {r['attack_step_img_s']} img/s, "
+                         f"forward {r['forward_img_s']}, training step {r['train_step_img_s']} |")
+        elif r["row"] == "attack":
+            lines.append(f"| attack | {r['model']} {r['attack']} | batch {r['batch']} | {r['img_s']} img/s, floor/time "
+                         f"{r['floor_over_time']} |")
+        elif r["row"] == "autoattack":
+            lines.append(f"| autoattack | {r['impl']} | {r['images']} images | {r['seconds']} s, robust "
+                         f"{r['robust']:.3f} |")
+        elif r["row"] == "train":
+            lines.append(f"| train | {r['model']} {r['frac']:g} | {r['epochs']} epochs | {r['train_s']} s, floor "
+                         f"{r['floor_s']} s, floor/time {r['floor_over_time']} |")
+        elif r["row"] == "loader":
+            lines.append(f"| loader | {r['size']} px, {r['workers']} workers | {r['images']} images | {r['img_s']} img/s "
+                         f"vs the model's {r['resnet50_train_img_s']} |")
+    return "\n".join(["| what | on | at | result |", "|---|---|---|---|", *lines])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Host synchronisations per attack step and per training step, counted on the CPU with host_sync.SyncCounter (the
+operations CUDA's sync debug mode flags), under the schedule CUDA uses (host_sync.policy("deferred")); and the
+deferred schedule gives the same adversarial images as the CPU's every-step one."""
+import pytest
+import torch
+from torch import nn
+
+from harden import host_sync
+from harden.attacks import build_attack
+from harden.attacks.autopgd import apgd
+from harden.attacks.pgd import pgd
+from harden.host_sync import SyncCounter, policy
+
+
+def published_cnn():
+    """Written as published code writes it: nn.Sequential and a view in forward."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+            self.fc = nn.Linear(16 * 4 * 4, 10)
+
+        def forward(self, x):
+            h = self.features(x)
+            return torch.log_softmax(self.fc(h.view(h.size(0), -1)), 1)
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    model = published_cnn()
+    x = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every image starts correctly classified
+    return model, x, y
+
+
+def count(fn):
+    with SyncCounter() as c:
+        out = fn()
+    return c, out
+
+
+def test_counter_sees_what_syncs():
+    t = torch.arange(6.0)
+    with SyncCounter() as c:
+        bool((t > 2).any())
+        t[t > 2]
+        (t > 2).nonzero()
+        float(t.sum())
+        torch.where(t > 2, t, 0)  # does not sync
+        t[torch.tensor([0, 2])]  # an index tensor does not sync
+    assert c.count == 4 and set(c.names) == {"_local_scalar_dense", "index", "nonzero"}
+
+
+def test_due_schedule():
+    cpu = torch.device("cpu")
+    assert all(host_sync.due(i, cpu) for i in range(1, 60))
+    with policy("deferred"):
+        steps = [i for i in range(1, 51) if host_sync.due(i, cpu)]
+    assert steps == [1, 2, 4, 8, 16, 24, 32, 40, 48]
+
+
+@pytest.mark.parametrize("attack", ["pgd", "cw", "apgd"])
+def test_deferred_syncs_rarely_and_gives_the_same_images(batch, attack):
+    model, x, y = batch
+    steps = 50
+
+    def run():
+        gen = torch.Generator().manual_seed(0)
+        if attack == "pgd":
+            return pgd(model, x, y, eps=0.02, step=0.002, steps=steps, restarts=1, generator=gen)[0]
+        if attack == "cw":
+            return build_attack(f"cw:eps=0.02,step=0.002,steps={steps}").run(model, x, y, gen).x_adv
+        return apgd(model, x, y, eps=0.02, steps=steps, generator=gen)[0]
+
+    eager, x_eager = count(run)
+    with policy("deferred"):
+        deferred, x_deferred = count(run)
+    with torch.no_grad():
+        fooled_e, fooled_d = model(x_eager).argmax(1) != y, model(x_deferred).argmax(1) != y
+    assert 0 < int(fooled_e.sum()) < len(x)  # some images fall during the run, some hold: the early stop matters
+    assert torch.equal(fooled_e, fooled_d)
+    assert torch.allclose(x_eager, x_deferred, atol=1e-6)
+    # eager: a sync at (nearly) every step while images remain; deferred: at most the 9 due steps of 50 plus the
+    # run's fixed few (the clean check and its nonzero, the final write-back)
+    assert eager.count >= 20
+    assert deferred.count <= 9 + 4, deferred.names
+    assert deferred.count / steps < 0.3
+
+
+def test_training_attack_never_syncs(batch):
+    model, x, y = batch
+    atk = build_attack("pgd:eps=0.05,step=0.02,steps=5,restarts=1,early_stop=false")
+    c, _ = count(lambda: atk.run(model, x, y, torch.Generator().manual_seed(0)))
+    assert c.count == 0, c.names
+
+
+def test_training_step_syncs_rarely(digits, digits_ckpt, monkeypatch):
+    """A training epoch of `at` (PGD-5 crafting, validation off) under CUDA's schedule: the running loss is read at
+    the due steps only, the training attack never; the data feeding's own syncs are counted too."""
+    import harden
+    from harden import training
+    counters = []
+    real_fit = training.fit
+
+    def fit(*args, **kwargs):  # counts inside the shared loop only (loading the checkpoint syncs, harmlessly)
+        with SyncCounter() as c:
+            result = real_fit(*args, **kwargs)
+        counters.append((c, result))
+        return result
+    monkeypatch.setattr("harden.recipes.at.fit", fit)
+    with policy("deferred"):
+        harden.fix(digits_ckpt, digits, recipe="at", sets=["eps=0.1", "val_frac=0"], data_frac=0.5, epochs=2,
+                   batch_size=32, report=False)
+    [(c, result)] = counters
+    per_epoch = len(digits.y_train) // 2 // 32  # ~22 steps
+    assert len(result.history) == 2
+    # per epoch: the due steps (1, 2, 4, then every 8th) and the last; the training attack and the epoch's summary none
+    assert c.count <= 2 * (3 + per_epoch // 8 + 1), c.names
+    assert c.count < 0.4 * 2 * per_epoch
