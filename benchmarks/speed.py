@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import harden  # noqa: E402
 from harden.attacks import build_attack  # noqa: E402
+from harden.compiling import compiled  # noqa: E402
 from harden.data import to_tensor  # noqa: E402
 from harden.models.registry import Classifier  # noqa: E402
 from harden.runtime import frozen, resolve_device, set_quiet  # noqa: E402
@@ -191,40 +192,41 @@ def main() -> None:
 
     r20 = model_r20(args, device, args.r20)
     hardened = model_r20(args, device, args.hardened) if args.hardened else r20
+    r50_label = f"resnet50-{args.r50_size}px"
+    r50 = model_r50(args, device) if {"floor", "attacks", "loader"} & set(only) else None
+    compiled_ctx = contextlib.ExitStack()
+    for m in (r20, hardened, r50):
+        compiled_ctx.enter_context(compiled(m, args.compile))
     floors = {}
     if {"floor", "attacks", "loader"} & set(only):
-        for label, model, shape, b in (("resnet20-32px", hardened, (3, 32, 32), batch),
-                                       (f"resnet50-{args.r50_size}px", model_r50(args, device), None, r50_batch)):
-            shape = shape or (3, args.r50_size, args.r50_size)
-            c = pass_costs(model, shape, b, device, reps)
-            floors[label] = (model, c, b)
+        for label, model, b in (("resnet20-32px", hardened, batch), (r50_label, r50, r50_batch)):
+            c = pass_costs(model, (3, *model.spec.input_size), b, device, reps)
+            floors[label] = c
             write({"row": "floor", "model": label, "batch": b,
                    **{f"{k}_img_s": round(1 / v, 1) for k, v in c.items()}})
     if "attacks" in only:
+        # each attack's floor is the pass cost measured right before it (the same machine state), and the attack
+        # runs once on one batch first (warm-up): a busy neighbour or a cold allocator moves both alike
         x, y = test_images(args, hardened, device, args.n)
-        _, c, _ = floors["resnet20-32px"]
-        specs = ["fgsm", "pgd", "autopgd", "cw", "fgsm-rs", "pgd:steps=10,restarts=1,early_stop=false"]
-        with frozen(hardened):
-            for spec in specs:
-                atk = build_attack(spec)
-                secs, outs = run_attack(atk, hardened, x, y, batch, device)
-                floor = sum(o.floor_seconds(c["attack_step"], c["forward"]) for o in outs)
+        specs = ["fgsm", "fgsm-rs", "pgd", "pgd:steps=10,restarts=1,early_stop=false", "autopgd", "cw"]
+        for label, model, spec, xs, ys, b in (
+                [("resnet20-32px", hardened, sp, x, y, batch) for sp in specs]
+                + [(r50_label, r50, f"pgd:steps=10,step={0.25 / 255},restarts=1,early_stop=false", None, None,
+                    r50_batch)]):
+            if xs is None:
+                xs, ys = test_images(argparse.Namespace(data=None), model, device, b * (1 if args.tiny else 2))
+            atk = build_attack(spec, eps=2 / 255 if model is r50 else None)
+            c = pass_costs(model, (3, *model.spec.input_size), b, device, reps)
+            with frozen(model):
+                run_attack(atk, model, xs[:b], ys[:b], b, device)
+                secs, outs = run_attack(atk, model, xs, ys, b, device)
                 with torch.no_grad():
-                    robust = float((hardened(torch.cat([o.x_adv for o in outs])).argmax(1) == y).float().mean())
-                write({"row": "attack", "model": "resnet20-32px", "attack": spec, "images": len(x), "batch": batch,
-                       "seconds": round(secs, 3), "img_s": round(len(x) / secs, 1),
-                       "passes_per_img": round(sum(o.grad_passes for o in outs) / len(x), 2),
-                       "floor_over_time": round(floor / secs, 3), "robust": robust, "threat_model": "white-box"})
-            label = f"resnet50-{args.r50_size}px"
-            r50, c50, b50 = floors[label]
-            x50, y50 = test_images(argparse.Namespace(data=None), r50, device, b50 * (1 if args.tiny else 2))
-            atk = build_attack("pgd:steps=10,step=0.001,restarts=1,early_stop=false", eps=2 / 255)
-            with frozen(r50):
-                secs, outs = run_attack(atk, r50, x50, y50, b50, device)
-            floor = sum(o.floor_seconds(c50["attack_step"], c50["forward"]) for o in outs)
-            write({"row": "attack", "model": label, "attack": "pgd-10 (no early stop)", "images": len(x50),
-                   "batch": b50, "seconds": round(secs, 3), "img_s": round(len(x50) / secs, 1),
-                   "floor_over_time": round(floor / secs, 3)})
+                    robust = float((model(torch.cat([o.x_adv for o in outs])).argmax(1) == ys).float().mean())
+            floor = sum(o.floor_seconds(c["attack_step"], c["forward"]) for o in outs)
+            write({"row": "attack", "model": label, "attack": spec, "images": len(xs), "batch": b,
+                   "seconds": round(secs, 3), "img_s": round(len(xs) / secs, 1),
+                   "passes_per_img": round(sum(o.grad_passes for o in outs) / len(xs), 2),
+                   "floor_over_time": round(floor / secs, 3), "robust": robust, "threat_model": "white-box"})
     if "autoattack" in only:
         x, y = test_images(args, hardened, device, args.n)
         with frozen(hardened):
@@ -272,7 +274,7 @@ def main() -> None:
         from imagenet_scale import make_photos
 
         from harden.data import DataTarget
-        r50, c50, _ = floors[f"resnet50-{args.r50_size}px"]
+        c50 = floors[r50_label]
         with tempfile.TemporaryDirectory() as tmp:
             per_class = max(1, args.loader_images // 4)
             make_photos(Path(tmp), ["0", "1", "2", "3"], per_class)  # class numbers: matched to outputs 0-3
@@ -286,6 +288,7 @@ def main() -> None:
         write({"row": "loader", "size": args.r50_size, "workers": workers, "images": len(idx), "img_s": round(rate, 1),
                "resnet50_train_img_s": round(1 / c50["train_step"], 1),
                "loader_over_model": round(rate * c50["train_step"], 2)})
+    compiled_ctx.close()
     print(summary(rows))
 
 

@@ -44,6 +44,8 @@ AttackAmpOpt = typer.Option("off", "--attack-amp", help="Precision of the report
                             "says which.")
 ConfidenceOpt = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Level of every accuracy's confidence "
                              "interval (Wilson score), gateable as METRIC.lower / METRIC.upper.")
+CompileOpt = typer.Option(False, "--compile", help="torch.compile the network for this run (compiles first: "
+                          "pays on long runs only; off by default, see BENCHMARKS.md).")
 MaskingChecksOpt = typer.Option(True, "--masking-checks/--no-masking-checks", help="Gradient-masking signals "
                                 "(Carlini et al. 2019): large budget, stronger PGD, iterative vs single-step "
                                 "(white-box only).")
@@ -202,8 +204,9 @@ def eval_cmd(
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement)."),
     html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt, confidence: float = ConfidenceOpt,
-    batch_size: int = typer.Option(256, "--batch-size", min=1),
-    attack_amp: str = AttackAmpOpt,
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Attack batch (default: 128 on the "
+                                             "CPU; on CUDA the largest that fits in half the free memory)."),
+    attack_amp: str = AttackAmpOpt, compile_net: bool = CompileOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt, model_flags: ModelFlags = None, data_flags: DataFlags = None,
 ):
@@ -259,7 +262,7 @@ def eval_cmd(
                         craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                         model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
                         masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
-                        attack_amp=attack_amp)
+                        attack_amp=attack_amp, compile=compile_net)
     report = release_report(run, n=n, available=ds.n_test, time_budget=time_budget, started=started,
                             baseline=baseline, baseline_doc=baseline_doc, allow_mismatch=allow_mismatch,
                             confidence=confidence, requirements=requirements)
@@ -340,7 +343,7 @@ def fix(
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the three reports as Markdown."),
     html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt, confidence: float = ConfidenceOpt,
-    amp: str = AmpOpt, attack_amp: str = AttackAmpOpt,
+    amp: str = AmpOpt, attack_amp: str = AttackAmpOpt, compile_net: bool = CompileOpt,
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm batch statistics over "
                                  "every process's share (SyncBatchNorm) instead of each process's own."),
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
@@ -381,7 +384,7 @@ def fix(
                      attacks=expand_suites(attack) if attack else None, report=report, metrics=metrics,
                      masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
                      curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
-                     data_target=data_flags.target_kwargs(), unlabeled=unlabeled)
+                     data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net)
     if not _all_ranks_done():
         return
     save(result.model, output, force=force, inputs=[checkpoint])

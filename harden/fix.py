@@ -13,6 +13,8 @@ import torch
 from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
 from .data import Data, DataTarget, FileData, check_fits, load_data, subsample
+from .compiling import compiled
+from .device_defaults import prepare_for_device
 from .errors import HardenError
 from .report.model import Report
 from .report.runner import evaluate
@@ -90,7 +92,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         base_name: str | None = None, metrics: bool = True, masking_checks: bool = True,
         model_flags: dict | None = None, curve: Sequence[float] | None = None,
         curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off",
-        data_target: dict | None = None, unlabeled: str | Path | Data | None = None) -> FixResult:
+        data_target: dict | None = None, unlabeled: str | Path | Data | None = None,
+        compile: bool = False) -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
@@ -98,7 +101,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     synchronises BatchNorm statistics across torchrun's ranks (CUDA). Under torchrun every rank calls fix and
     trains on its share; the reports are sharded (see harden/distributed.py). `data_target`: DataTarget's workers,
     class_map and skip_unreadable for image files. `unlabeled`: a source of images without labels (robust
-    self-training): the base labels them once and the recipe mixes them into its batches (at, fixer)."""
+    self-training): the base labels them once and the recipe mixes them into its batches (at, fixer). `compile`:
+    torch.compile the network for training and the reports (compiling.py)."""
     device = resolve_device(device)
     config = copy.deepcopy(recipe) if isinstance(recipe, dict) else recipe_config(recipe, sets, epochs, batch_size, lr)
     rcp = get_recipe(config["name"])
@@ -153,7 +157,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                           else "") + ")" + (f"; adapted: {m['adapted']}" if m.get("adapted") else ""))
     seed_everything(seed)
     rcp.attach(model, config["params"])
-    model.to(device)
+    prepare_for_device(model.to(device), device)  # channels_last on CUDA for convolutional networks
     from . import distributed
     model.spec.extra.update({"recipe": config["name"], "recipe_params": config["params"],
                              "recipe_train": config["train"], "data_fraction": data_frac, "seed": seed,
@@ -178,8 +182,9 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     before = state_digest(model.net)
     info(f"recipe {config['name']} ({config['file']}) on {train_ds.n_train} images "
          f"({data_frac:g} of {ds.source}), {cfg.epochs} epochs, batch {cfg.batch_size}")
-    result = rcp.train(model, train_ds, config["params"], cfg, device,
-                       **({"unlabeled": pseudo.data} if pseudo is not None else {}))
+    with compiled(model, compile):
+        result = rcp.train(model, train_ds, config["params"], cfg, device,
+                           **({"unlabeled": pseudo.data} if pseudo is not None else {}))
     if rcp.frozen_base() and state_digest(model.net) != before:
         raise RuntimeError("internal error: the frozen base changed during training")
     out = FixResult(model=model.eval(), base=base_model.eval(), config=config, train_seconds=result.seconds,
@@ -191,7 +196,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         from .attacks import parse_number
         kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
                   eps=parse_number(eps) if eps is not None else None, curve=curve, curve_cascades=curve_cascades,
-                  attack_amp=attack_amp)
+                  attack_amp=attack_amp, compile=compile)
         fixed_name = f"{base_name} + {config['name']}"
         out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)
         out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)

@@ -6,7 +6,7 @@ import torch
 
 from harden import evaluate
 from harden.attacks import ATTACKS, build_attack, parse_number
-from harden.attacks.base import art_classifier, margin, to_numpy
+from harden.attacks.base import art_classifier, art_generate, margin, to_numpy
 from harden.data import to_tensor
 from harden.runtime import frozen
 
@@ -96,6 +96,18 @@ def _success(model, x_adv, y, x=None, norm=None, budget=None):
     return float(fooled.float().mean())
 
 
+def test_fgsm_equals_art(digits_model, ref_batch):
+    """The torch FGSM gives ART's FastGradientMethod's images (the same signed step, the same clipping)."""
+    from art.attacks.evasion import FastGradientMethod
+    x, y = ref_batch
+    with frozen(digits_model):
+        mine = build_attack("fgsm", eps=EPS).run(digits_model, x, y).x_adv
+        art = art_generate(digits_model, x, y, lambda clf: FastGradientMethod(clf, norm=np.inf, eps=EPS,
+                                                                              batch_size=len(x)))
+    assert torch.allclose(mine, art, atol=1e-6)
+    assert _success(digits_model, mine, y) == _success(digits_model, art, y)
+
+
 def test_cw_linf_vs_art(digits_model, ref_batch):
     from art.attacks.evasion import CarliniLInfMethod
     x, y = ref_batch
@@ -162,3 +174,20 @@ def test_frozen_restores_each_submodule_mode():
     with frozen(outer):
         assert not outer.training and not inner[1].training
     assert outer.training and outer[1].training and not inner.training and not inner[1].training
+
+
+def test_seed004_metrics_equal_arts(digits_model, digits):
+    """The torch metrics give ART's values (art.metrics, the reference) on the same images."""
+    from art.metrics import empirical_robustness, loss_sensitivity
+
+    from harden.report.metrics import seed004_metrics
+    x, y = to_tensor(digits.x_test[:40]), torch.from_numpy(digits.y_test[:40])
+    with frozen(digits_model):
+        clf = art_classifier(digits_model, tuple(x.shape[1:]), 10)
+        xn = to_numpy(x)
+        er = float(empirical_robustness(clf, xn, "fgsm", {"eps_step": 0.01, "eps": 1.0, "batch_size": 16}))
+        ls = float(loss_sensitivity(clf, xn, np.eye(10, dtype=np.float32)[to_numpy(y).astype(np.int64)]))
+    mine = seed004_metrics(digits_model, x, y, 16, torch.device("cpu"))
+    assert er > 0 and ls > 0
+    assert mine["empirical_robustness"] == pytest.approx(er, rel=1e-4)
+    assert mine["loss_sensitivity"] == pytest.approx(ls, rel=1e-4)

@@ -121,3 +121,25 @@ def test_training_step_syncs_rarely(digits, digits_ckpt, monkeypatch):
     # per epoch: the due steps (1, 2, 4, then every 8th) and the last; the training attack and the epoch's summary none
     assert c.count <= 2 * (3 + per_epoch // 8 + 1), c.names
     assert c.count < 0.4 * 2 * per_epoch
+
+
+def test_compiled_network_is_used_then_removed(digits_model):
+    """--compile: the compiled network runs the forward inside the block; the model's state dict, deep copies and
+    its plain forward afterwards are untouched (the eager backend: the same tracing without building kernels)."""
+    import copy
+
+    from harden.compiling import COMPILED, compiled
+    x = torch.rand(5, *([digits_model.spec.in_chans] + list(digits_model.spec.input_size)))
+    keys = list(digits_model.state_dict())
+    with torch.no_grad():
+        ref = digits_model(x)
+    calls = []
+    with compiled(digits_model, True, backend="eager"):
+        fast = digits_model.__dict__[COMPILED]
+        fast.register_forward_pre_hook(lambda *a: calls.append(1))  # noqa: B023
+        with torch.no_grad():
+            out = digits_model(x)
+        assert COMPILED not in copy.deepcopy(digits_model).__dict__
+        assert list(digits_model.state_dict()) == keys
+    assert calls and torch.allclose(out, ref, atol=1e-6)
+    assert COMPILED not in digits_model.__dict__

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..compiling import COMPILED, network
 from ..errors import HardenError
 
 _BUILTINS: dict[str, Callable[..., nn.Module]] = {}
@@ -176,7 +177,12 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.patch is not None and hasattr(self.patch, "forward_model"):
             return self.patch.forward_model(self, x)  # a recipe that wraps the whole forward (idfr)
-        return self.net(self.normalize(x))
+        return network(self)(self.normalize(x))
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop(COMPILED, None)  # a deep copy or a pickle holds the plain network (compiling.py)
+        return state
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """f_enc: [0,1] pixels -> the embedding the final linear layer reads (timm's pre-logits; for any other

@@ -10,6 +10,8 @@ from torch import nn
 
 from ..attacks import NORM_LABELS, Attack, build_attack, default_attacks, perturbation_norm
 from ..batching import predict_labels
+from ..compiling import compiled
+from ..device_defaults import attack_batch_size, prepare_for_device
 from ..data import Data, check_fits, fit_size, index_hash, is_on_disk
 from ..runtime import frozen, progress, resolve_device
 from . import checks as mk
@@ -44,18 +46,28 @@ def attack_set(specs: Sequence[str | Attack] | None, input_size, eps: float | No
 
 def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] | None = None,
              n: int | None = 500, eps: float | None = None, eps_l2: float = DEFAULT_EPS_L2,
-             max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int = 128,
+             max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int | None = None,
              device: str | torch.device = "auto", seed: int = 0, metrics: bool = True, model_name: str = "model",
              craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
-             attack_amp: str = "off") -> Report:
+             attack_amp: str = "off", compile: bool = False) -> Report:
     """Robustness report of `model` on n test images of `data` (the first n of in-memory data; a seeded stratified
     sample of files, decoded through the model's evaluation transform). `attacks` None: the default set for the
     model's input size (attacks.default_attacks; the report notes what it left out). `examples`: adversarial examples kept
     per attack (for pictures); `curve`: L-inf budgets at which the L-inf attacks are run again (curves.py);
-    curve_cascades=False leaves autoattack out of the curve; attack_amp (off | bf16 | fp16) runs the attacks under
+    curve_cascades=False leaves autoattack out of the curve; batch_size None: 128 on the CPU, from free memory on
+    CUDA; attack_amp (off | bf16 | fp16) runs the attacks under
     autocast (the report says which precision they used). Under torchrun the attacks are sharded across the ranks
-    and every rank returns the whole report (harden/distributed.py)."""
+    and every rank returns the whole report (harden/distributed.py). compile: torch.compile the networks meanwhile
+    (compiling.py)."""
+    args = {k: v for k, v in locals().items() if k != "compile"}
+    with compiled(model, compile), compiled(craft_on, compile):
+        return _evaluate(**args)
+
+
+def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, craft_on, batch_size, device, seed,
+              metrics, model_name, craft_name, masking_checks, masking_n, examples, curve, curve_cascades,
+              attack_amp) -> Report:
     device = resolve_device(device)
     from ..training import autocast_setup
     autocast_setup(attack_amp, device, "--attack-amp")  # a bad precision fails before any work
@@ -64,14 +76,16 @@ def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] | 
         check_fits(data, spec.in_chans, spec.num_classes)
     if craft_on is not None and getattr(craft_on, "spec", None) is not None:
         check_fits(data, craft_on.spec.in_chans, craft_on.spec.num_classes)
-    model = model.to(device).eval()
-    source = craft_on.to(device).eval() if craft_on is not None else model
+    model = prepare_for_device(model.to(device).eval(), device)
+    source = prepare_for_device(craft_on.to(device).eval(), device) if craft_on is not None else model
     idx = data.eval_indices(n, seed)
     skipped_before = len(getattr(data, "skipped", []))
     x, y = data.images("test", idx, device)
     # files come at the size their transform made (the model's, or timm's test size); arrays are resized to the model's
     size = tuple(spec.input_size) if spec is not None and not is_on_disk(data) else data.input_size
     x = fit_size(x, size)
+    # None: 128 on the CPU, found from free memory on CUDA (device_defaults.py)
+    batch_size = attack_batch_size(source, device, batch_size, tuple(x.shape[1:]))
     details = {**data.identity(), "images_sha256": index_hash(idx)}
     if is_on_disk(data):
         details["pixels"] = (f"budgets in [0, 1] pixels after the model's transform: {data.preprocess.describe()}"
