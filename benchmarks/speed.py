@@ -159,6 +159,10 @@ def main() -> None:
     ap.add_argument("--r50-batch", type=int, default=0, help="ResNet-50 batch (0: 128 on CUDA, 16 on the CPU)")
     ap.add_argument("--frac", type=float, default=0.1, help="train: fraction of the training split")
     ap.add_argument("--epochs", type=int, default=0, help="train: epochs (0: the recipe's automatic number)")
+    ap.add_argument("--train-base", help="train: the checkpoint to fix (default: --r20 with --data, else a cnn-small "
+                    "trained on digits)")
+    ap.add_argument("--train-data", help="train: its data (default: --data, else digits)")
+    ap.add_argument("--set", action="append", default=[], help="train: recipe settings (KEY=VALUE)")
     ap.add_argument("--eval", action="store_true", help="train: white-box AutoAttack of the fixed model on --n images")
     ap.add_argument("--loader-images", type=int, default=512)
     ap.add_argument("--only", default=",".join(SECTIONS))
@@ -170,8 +174,9 @@ def main() -> None:
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if args.tiny:
-        args.n, args.r50_size, args.loader_images = 8, 32, 8
-        args.batch, args.r50_batch = args.batch or 8, args.r50_batch or 2
+        args.n, args.r50_size, args.loader_images = 4, 32, 8
+        args.batch, args.r50_batch = args.batch or 4, args.r50_batch or 2
+        args.epochs = args.epochs or 2
     batch = args.batch or (500 if cuda else 250)
     r50_batch = args.r50_batch or (128 if cuda else 16)
     reps = 1 if args.tiny else (20 if cuda else 3)
@@ -250,17 +255,21 @@ def main() -> None:
             write({"row": "autoattack", "impl": "original (pyautoattack)", "images": len(x), "seconds": round(secs, 1),
                    "robust": acc, "threat_model": "white-box"})
     if "train" in only:
-        data = harden.load_data(args.data or "digits")
-        base = r20 if args.data else harden.train("cnn-small", data, harden.TrainConfig(epochs=2), device)
-        costs = pass_costs(base, tuple(base.spec.input_size and (base.spec.in_chans, *base.spec.input_size)),
-                           32, device, reps)
+        data = harden.load_data(args.train_data or args.data or "digits")
+        if args.train_base:
+            base = harden.load(args.train_base, device=device)
+        else:
+            base = r20 if args.data else harden.train("cnn-small", data, harden.TrainConfig(epochs=2), device)
+        train_label = Path(args.train_base).name if args.train_base else \
+            ("resnet20-32px" if args.data else "cnn-small (digits)")
+        costs = pass_costs(base, (base.spec.in_chans, *base.spec.input_size), 32, device, reps)
         with counting_passes() as counts:
             t = time.perf_counter()
             res = harden.fix(base, data, data_frac=args.frac, epochs=args.epochs or None, device=device, report=False,
-                             base_name="r20" if args.data else "cnn-small (digits)")
+                             base_name=train_label, sets=args.set, compile=args.compile)
             wall = time.perf_counter() - t
         floor = sum(counts[k] * costs[k] for k in counts)
-        row = {"row": "train", "model": "resnet20-32px" if args.data else "cnn-small (digits)", "frac": args.frac,
+        row = {"row": "train", "model": train_label, "data": data.source, "frac": args.frac,
                "epochs": len(res.history), "batch": res.config.get("train", {}).get("batch_size"),
                "fix_wall_s": round(wall, 1), "train_s": round(res.train_seconds, 1),
                "passes": counts, "floor_s": round(floor, 1), "floor_over_time": round(floor / res.train_seconds, 3),

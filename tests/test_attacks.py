@@ -191,3 +191,19 @@ def test_seed004_metrics_equal_arts(digits_model, digits):
     assert er > 0 and ls > 0
     assert mine["empirical_robustness"] == pytest.approx(er, rel=1e-4)
     assert mine["loss_sensitivity"] == pytest.approx(ls, rel=1e-4)
+
+
+def test_pgd_continued_is_one_longer_run(digits_model, ref_batch):
+    """The stronger-PGD check continues the report's PGD from where it stopped: the same images as one run of twice
+    the steps, for half the passes."""
+    from harden.attacks.pgd import pgd
+    x, y = ref_batch
+    kw = dict(eps=EPS, step=EPS / 8, steps=6)
+    with frozen(digits_model):
+        first, p1, _ = pgd(digits_model, x, y, **kw)
+        continued, p2, _ = pgd(digits_model, x, y, **kw, start=first)
+        longer, p3, _ = pgd(digits_model, x, y, **{**kw, "steps": 12})
+        fooled = [digits_model(a).argmax(1) != y for a in (continued, longer)]
+    assert torch.equal(fooled[0], fooled[1]) and 0 < int(fooled[0].sum()) < len(y)
+    assert torch.allclose(continued, longer, atol=1e-6)
+    assert p2 < p3

@@ -10,25 +10,29 @@ from .base import Attack, AttackOutput, frozen_where, register_attack, uniform_n
 
 
 def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, steps: int, restarts: int = 0,
-        generator: torch.Generator | None = None, early_stop: bool = True) -> tuple[torch.Tensor, int, int]:
+        generator: torch.Generator | None = None, early_stop: bool = True,
+        start: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int]:
     """Returns (x_adv, gradient passes, forward-only passes) at image level, counting the images actually pushed
     through the model. early_stop=False runs every step on every image and returns the last iterate (Madry et
     al.'s training attack: high-loss points, not merely misclassified ones) without a single host synchronisation;
     with early stopping a fooled image stops moving at once and leaves the batch at the next step `host_sync.due`
-    allows (every step on the CPU)."""
-    if not early_stop:
+    allows (every step on the CPU). `start`: the first run starts there (projected to the ball) instead of at x or a
+    random point: PGD continued from where an earlier run stopped (the report's stronger-PGD check)."""
+    if not early_stop:  # (`start` is for the early-stopping form)
         return _pgd_all_steps(model, x, y, eps=eps, step=step, steps=steps, restarts=restarts, generator=generator)
     with torch.no_grad():
         fooled = model(x).argmax(1) != y
     x_adv = x.clone()
     grad_passes, fwd = 0, len(x)
-    for _ in range(max(1, restarts)):
+    for r in range(max(1, restarts)):
         idx = (~fooled).nonzero().squeeze(1)
         if idx.numel() == 0:
             break
         x0, y0 = x[idx], y[idx]
         xa = x0.clone()
-        if restarts > 0:
+        if start is not None and r == 0:
+            xa = torch.min(torch.max(start[idx], x0 - eps), x0 + eps).clamp(0, 1)
+        elif restarts > 0:
             xa = (x0 + eps * uniform_noise(x0.shape, generator, x.device)).clamp(0, 1)
         done = torch.zeros(len(idx), dtype=torch.bool, device=x.device)
         for i in range(steps + 1):
@@ -85,8 +89,10 @@ class PGD(Attack):
     defaults = {"eps": 8 / 255, "step": 0.005, "steps": 50, "restarts": 0, "early_stop": True}
     source = "seed 000 appendix A.2 (eps 8/255, step 0.005, 50 iterations; no random start, as ART's default)"
 
-    def run(self, model, x, y, generator=None):
+    def run(self, model, x, y, generator=None, start: torch.Tensor | None = None):
+        """`start` (harden's extension, not part of the attack protocol): continue from these points."""
         p = self.params
         x_adv, grad_passes, fwd = pgd(model, x, y, eps=p["eps"], step=p["step"], steps=p["steps"],
-                                      restarts=p["restarts"], generator=generator, early_stop=p["early_stop"])
+                                      restarts=p["restarts"], generator=generator, early_stop=p["early_stop"],
+                                      start=start)
         return AttackOutput(x_adv, grad_passes=grad_passes, forward_passes=fwd)

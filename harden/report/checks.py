@@ -52,10 +52,14 @@ def iterative_vs_single_step(robust: dict[str, float], n: int | None = None) -> 
 
 
 def run_white_box_checks(model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, eps: float,
-                         pgd_robust: torch.Tensor | None, attack_fn: Callable[[str, torch.Tensor, torch.Tensor],
-                                                                             torch.Tensor]) -> list[dict[str, Any]]:
-    """The checks that need extra attack runs, on the images given: a large budget must reach ~0, and a
-    stronger PGD (twice the steps, a random restart) must not change the default PGD's result."""
+                         pgd_robust: torch.Tensor | None, attack_fn: Callable[..., torch.Tensor],
+                         pgd_spec: dict[str, Any] | None = None,
+                         pgd_end: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    """The checks that need extra attack runs, on the images given: a large budget must reach ~0, and PGD with
+    twice the steps must not change the default PGD's result. With `pgd_end` (where the report's PGD left each image)
+    and `pgd_spec` (its settings) the second is the report's PGD continued for as many steps again from there (the
+    same trajectory as one run of twice the steps, for half the passes); without, a fresh run of 100 steps from a
+    random start."""
     out = []
     # each runs only on the images whose verdict it can change: the clean-correct ones, the PGD-robust ones
     big = _still_correct(model, attack_fn, f"pgd:eps={LARGE_BUDGET_EPS},step={LARGE_BUDGET_EPS / 10},steps=20,"
@@ -63,11 +67,18 @@ def run_white_box_checks(model, x: torch.Tensor, y: torch.Tensor, correct: torch
     out.append(flag("robust accuracy does not reach ~0 at a large budget", big > LARGE_BUDGET_MAX,
                     f"PGD at L-inf {LARGE_BUDGET_EPS}: robust accuracy {big:.3f} (expected <= {LARGE_BUDGET_MAX})"))
     if pgd_robust is not None:
-        strong = _still_correct(model, attack_fn, f"pgd:eps={eps},step={eps / 8},steps=100,restarts=1", x, y,
-                                pgd_robust)
+        if pgd_end is not None and pgd_spec is not None:
+            p = pgd_spec
+            strong = _still_correct(model, attack_fn, f"pgd:eps={p['eps']},step={p['step']},steps={p['steps']},"
+                                    f"restarts=0", x, y, pgd_robust, start=pgd_end)
+            how = f"continued to {2 * int(p['steps'])} steps"
+        else:
+            strong = _still_correct(model, attack_fn, f"pgd:eps={eps},step={eps / 8},steps=100,restarts=1", x, y,
+                                    pgd_robust)
+            how = "with 100 steps and a random start"
         base = float(pgd_robust.float().mean())
         out.append(flag("more PGD steps or restarts change the result", base - strong > STRONGER_PGD_TOL,
-                        f"PGD robust accuracy {base:.3f}; with 100 steps and a random start on top {strong:.3f}"))
+                        f"PGD robust accuracy {base:.3f}; {how} {strong:.3f}"))
     return out
 
 
@@ -133,13 +144,15 @@ def black_box_vs_gradient(robust_before: float, robust_after: float, n: int, sou
                 f"after Square on top (noise margin {tol:.3f})")
 
 
-def _still_correct(model, attack_fn, spec: str, x: torch.Tensor, y: torch.Tensor, among: torch.Tensor) -> float:
+def _still_correct(model, attack_fn, spec: str, x: torch.Tensor, y: torch.Tensor, among: torch.Tensor,
+                   start: torch.Tensor | None = None) -> float:
     """Share of all len(x) images that are in `among` and still correctly classified after the attack `spec`, which
-    runs on the `among` images only."""
+    runs on the `among` images only (from `start`'s points, when given)."""
     idx = among.nonzero().squeeze(1)
     if idx.numel() == 0:
         return 0.0
-    return float((_pred(model, attack_fn(spec, x[idx], y[idx])) == y[idx]).sum()) / len(x)
+    xa = attack_fn(spec, x[idx], y[idx], None if start is None else start[idx])
+    return float((_pred(model, xa) == y[idx]).sum()) / len(x)
 
 
 def _pred(model, x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +163,7 @@ def _pred(model, x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- run by the report
 
 def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size, device, seed,
-             output_kind):
+             output_kind, pgd_end: torch.Tensor | None = None):
     """The report's white-box gradient-masking signals and AutoAttack's checks on the first masking_n images."""
     m = min(len(x), masking_n)
     robust = {r.name: r.robust_accuracy for r in results}
@@ -160,20 +173,22 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
     check_eps = pgd.params["eps"] if pgd is not None else (
         linf[0].params["eps"] if linf else (eps if eps is not None else 8 / 255))
 
-    def attack_fn(spec: str, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    def attack_fn(spec: str, xs: torch.Tensor, ys: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         from .. import distributed as dd
         atk = build_attack(spec)
+        more = (lambda s, e: {}) if start is None else (lambda s, e: {"start": start[s:e]})  # pgd continued
         with frozen(model):  # sharded under torchrun, as the report's attacks
             mine = dd.run_my_batches(lambda s, e: (s, atk.run(
-                model, xs[s:e], ys[s:e], generator=torch.Generator().manual_seed(seed + s)).x_adv.detach().cpu()),
-                len(xs), batch_size, device)
+                model, xs[s:e], ys[s:e], generator=torch.Generator().manual_seed(seed + s), **more(s, e)
+            ).x_adv.detach().cpu()), len(xs), batch_size, device)
         parts = sorted((p for r in dd.gather(mine) for p in r), key=lambda p: p[0])
         return torch.cat([p[1] for p in parts]).to(device)
 
     with progress("masking checks", 1) as advance:
         flags += run_white_box_checks(model, x[:m], y[:m], correct[:m], check_eps,
-                                         robust_by_attack["pgd"][:m] if "pgd" in robust_by_attack else None,
-                                         attack_fn)
+                                      robust_by_attack["pgd"][:m] if "pgd" in robust_by_attack else None,
+                                      attack_fn, pgd.params if pgd is not None else None,
+                                      pgd_end[:m] if pgd_end is not None else None)
         with frozen(model):
             flags.append(randomized_outputs(model, x[:min(m, batch_size)]))
             flags.append(output_kind_note(output_kind))

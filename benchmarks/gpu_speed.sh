@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Speed on a lent GPU in one call (issue: fast on the card people use): benchmarks/speed.py with every section, on
+# CUDA, under one deadline, then the same on a CUDA run with --compile if time is left.
+#   here:           bash benchmarks/gpu_speed.sh pack    # .gpu-data/speed (~19 MB): CIFAR-10 10% + 1,000 test images,
+#                                                        # the ResNet-20 and a hardened one; wheels in .whl/ as before
+#   on the device:  bash benchmarks/gpu_speed.sh run [seconds]   (carry .gpu-data and .whl; results under $OUT)
+# The CPU run of the same script is `python benchmarks/speed.py ...` (BENCHMARKS.md), and its tiny form is in the
+# test suite (tests/test_speed_bench.py), so the script cannot rot between leases.
+set -u
+MODE=${1:-run}
+D=.gpu-data/speed
+if [ "$MODE" = pack ]; then
+  mkdir -p "$D"
+  .venv/bin/python - <<'PY'
+import numpy as np
+from harden.data import stratified_subset
+d = np.load("../shared/data/cifar10.npz")
+keep = stratified_subset(d["y_train"], 0.1, 0)  # the images `harden fix --data-frac 0.1` takes
+np.savez_compressed(".gpu-data/speed/cifar10-10pct.npz", x_train=d["x_train"][keep], y_train=d["y_train"][keep],
+                    x_test=d["x_test"][:1000], y_test=d["y_test"][:1000])
+PY
+  cp ../shared/models/resnet20_cifar10.th "$D/r20.th"
+  cp bench-out/unl/cifar10u.safetensors "$D/r20-hardened.safetensors" 2>/dev/null || echo "no hardened model: the attack rows use the base"
+  du -sh "$D"
+  exit 0
+fi
+END=$((SECONDS + ${2:-540}))
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
+if [ ! -d /tmp/site ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/smi.txt" 2>&1; cat "$OUT/smi.txt"
+H=""; [ -f "$D/r20-hardened.safetensors" ] && H="--hardened $D/r20-hardened.safetensors"
+COMMON="--device cuda --data $D/cifar10-10pct.npz --r20 $D/r20.th $H --n 1000 --out $OUT/speed.jsonl"
+# the rows wanted most first; each section is its own process so that one failure loses one row
+for only in floor,attacks autoattack train loader; do
+  left=$((END - SECONDS)); [ $left -lt 30 ] && { echo "## $only not run: the call's time is spent"; continue; }
+  extra=""; [ "$only" = train ] && extra="--frac 1.0 --eval"  # the packed split is the 10% already
+  timeout "$left" python3 benchmarks/speed.py $COMMON --only "$only" $extra 2>&1 | tail -20
+done
+left=$((END - SECONDS))
+[ $left -gt 90 ] && timeout "$left" python3 benchmarks/speed.py $COMMON --only floor,attacks --compile 2>&1 | tail -12

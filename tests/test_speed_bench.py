@@ -1,0 +1,29 @@
+"""The device benchmark (benchmarks/speed.py, run on a lent GPU by benchmarks/gpu_speed.sh) runs on the CPU at a tiny
+size, every section, so that it cannot rot between leases."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_speed_benchmark_runs_tiny_on_cpu(tmp_path):
+    out = tmp_path / "speed.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--tiny", "--device", "cpu",
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    kinds = [r["row"] for r in rows]
+    assert kinds.count("floor") == 2 and kinds.count("attack") == 7 and kinds.count("autoattack") == 2
+    assert kinds.count("train") == 1 and kinds.count("loader") == 1
+    for r in rows:
+        assert r["device"] == "cpu" and r["tiny"] is True
+    attacks = [r for r in rows if r["row"] == "attack"]
+    assert all(r["img_s"] > 0 and r["floor_over_time"] > 0 for r in attacks)
+    train = next(r for r in rows if r["row"] == "train")
+    assert train["passes"]["attack_step"] > 0 and train["passes"]["train_step"] > 0 and train["floor_s"] > 0
+    assert {r["impl"] for r in rows if r["row"] == "autoattack"} == {"harden", "original (pyautoattack)"}
+    assert "| attack |" in proc.stdout  # the Markdown summary
