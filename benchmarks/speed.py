@@ -270,7 +270,8 @@ def main() -> None:
             wall = time.perf_counter() - t
         floor = sum(counts[k] * costs[k] for k in counts)
         row = {"row": "train", "model": train_label, "data": data.source, "frac": args.frac,
-               "epochs": len(res.history), "batch": res.config.get("train", {}).get("batch_size"),
+               "epochs": len(res.history), "batch": res.model.spec.extra.get("recipe_train", {}).get("batch_size"),
+               "settings": {k: res.config["params"].get(k) for k in ("attack", "steps", "eps", "loss")},
                "fix_wall_s": round(wall, 1), "train_s": round(res.train_seconds, 1),
                "passes": counts, "floor_s": round(floor, 1), "floor_over_time": round(floor / res.train_seconds, 3),
                "per_img_ms_at_32": {k: round(v * 1e3, 3) for k, v in costs.items()}}
