@@ -25,18 +25,20 @@ PY
   exit 0
 fi
 END=$((SECONDS + ${2:-540}))
+# DEV=cpu PY=.venv/bin/python EXTRA=--tiny OUT=/tmp/o bash benchmarks/gpu_speed.sh run: the same call here, tiny
+DEV=${DEV:-cuda} PY=${PY:-python3} EXTRA=${EXTRA:-}
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
-if [ ! -d /tmp/site ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+if ! $PY -c "import harden, timm, art, pyautoattack, albumentations" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/smi.txt" 2>&1; cat "$OUT/smi.txt"
 H=""; [ -f "$D/r20-hardened.safetensors" ] && H="--hardened $D/r20-hardened.safetensors"
-COMMON="--device cuda --data $D/cifar10-10pct.npz --r20 $D/r20.th $H --n 1000 --out $OUT/speed.jsonl"
+COMMON="--device $DEV $EXTRA --data $D/cifar10-10pct.npz --r20 $D/r20.th $H --n 1000 --out $OUT/speed.jsonl"
 # the rows wanted most first; each section is its own process so that one failure loses one row
 for only in floor,attacks autoattack train loader; do
   left=$((END - SECONDS)); [ $left -lt 30 ] && { echo "## $only not run: the call's time is spent"; continue; }
   extra=""; [ "$only" = train ] && extra="--frac 1.0 --eval"  # the packed split is the 10% already
-  timeout "$left" python3 benchmarks/speed.py $COMMON --only "$only" $extra 2>&1 | tail -20
+  timeout "$left" $PY benchmarks/speed.py $COMMON --only "$only" $extra 2>&1 | tail -20
 done
 left=$((END - SECONDS))
-[ $left -gt 90 ] && timeout "$left" python3 benchmarks/speed.py $COMMON --only floor,attacks --compile 2>&1 | tail -12
+[ $left -gt 90 ] && timeout "$left" $PY benchmarks/speed.py $COMMON --only floor,attacks --compile 2>&1 | tail -12

@@ -310,25 +310,23 @@ def _arrays(x: torch.Tensor, y: torch.Tensor):
     return ImageData(imgs[:1], labels[:1], imgs, labels, "speed-bench", 10)
 
 
+SUMMARY = {  # row kind -> (on, at, result) of the Markdown summary
+    "floor": lambda r: (r["model"], f"batch {r['batch']}", f"attack step {r['attack_step_img_s']} img/s, forward "
+                        f"{r['forward_img_s']}, training step {r['train_step_img_s']}"),
+    "attack": lambda r: (f"{r['model']} {r['attack']}", f"batch {r['batch']}",
+                         f"{r['img_s']} img/s, floor/time {r['floor_over_time']}"),
+    "autoattack": lambda r: (r["impl"], f"{r['images']} images", f"{r['seconds']} s, robust {r['robust']:.3f}"),
+    "train": lambda r: (f"{r['model']} {r['frac']:g}", f"{r['epochs']} epochs",
+                        f"{r['train_s']} s, floor {r['floor_s']} s, floor/time {r['floor_over_time']}"),
+    "loader": lambda r: (f"{r['size']} px, {r['workers']} workers", f"{r['images']} images",
+                         f"{r['img_s']} img/s vs the model's {r['resnet50_train_img_s']}"),
+}
+
+
 def summary(rows: list[dict]) -> str:
-    lines = []
-    for r in rows:
-        if r["row"] == "floor":
-            lines.append(f"| floor | {r['model']} | batch {r['batch']} | attack step {r['attack_step_img_s']} img/s, "
-                         f"forward {r['forward_img_s']}, training step {r['train_step_img_s']} |")
-        elif r["row"] == "attack":
-            lines.append(f"| attack | {r['model']} {r['attack']} | batch {r['batch']} | {r['img_s']} img/s, floor/time "
-                         f"{r['floor_over_time']} |")
-        elif r["row"] == "autoattack":
-            lines.append(f"| autoattack | {r['impl']} | {r['images']} images | {r['seconds']} s, robust "
-                         f"{r['robust']:.3f} |")
-        elif r["row"] == "train":
-            lines.append(f"| train | {r['model']} {r['frac']:g} | {r['epochs']} epochs | {r['train_s']} s, floor "
-                         f"{r['floor_s']} s, floor/time {r['floor_over_time']} |")
-        elif r["row"] == "loader":
-            lines.append(f"| loader | {r['size']} px, {r['workers']} workers | {r['images']} images | {r['img_s']} img/s "
-                         f"vs the model's {r['resnet50_train_img_s']} |")
-    return "\n".join(["| what | on | at | result |", "|---|---|---|---|", *lines])
+    lines = ["| what | on | at | result |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join((r["row"], *SUMMARY[r["row"]](r))) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
