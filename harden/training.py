@@ -228,6 +228,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                     break
     if cfg.sync_bn:
         dd.sync_batchnorm(model, device, on=False)
+    opt.zero_grad(set_to_none=True)  # the returned model carries no gradients (memory; attacks read none)
     model.eval()
     best_epoch = None
     if ema is not None and best is None:
