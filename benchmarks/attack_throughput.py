@@ -22,30 +22,7 @@ from harden.attacks.base import art_classifier, to_numpy
 from harden.data import to_tensor
 from harden.report.runner import DEFAULT_MAX_L0
 from harden.runtime import frozen, resolve_device, set_quiet
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def pass_costs(model, x, device, reps=5):
-    """Seconds per image of one forward+backward (input gradient, frozen weights) and of one forward."""
-    xb = x.clone().requires_grad_(True)
-    for _ in range(2):
-        torch.autograd.grad(model(xb).sum(), xb)
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        torch.autograd.grad(model(xb).sum(), xb)
-    sync(device)
-    fb = (time.perf_counter() - t) / reps / len(x)
-    with torch.no_grad():
-        t = time.perf_counter()
-        for _ in range(reps):
-            model(x)
-        sync(device)
-    return fb, (time.perf_counter() - t) / reps / len(x)
+from speed import pass_costs, sync  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def art_reference(name, clf, x, y, batch):
@@ -102,7 +79,8 @@ def main():
     y = torch.from_numpy(data.y_test[:args.n]).to(device)
     rows = []
     with frozen(model):
-        t_fb, t_f = pass_costs(model, x[:args.batch_size], device)
+        c = pass_costs(model, tuple(x.shape[1:]), args.batch_size, device, reps=5, train=False)
+        t_fb, t_f = c["attack_step"], c["forward"]
         clf = art_classifier(model, tuple(x.shape[1:]), model.spec.num_classes)
         for name in DEFAULT_ATTACKS:
             atk = build_attack(name)

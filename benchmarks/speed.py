@@ -65,15 +65,19 @@ def timed(fn, device, reps: int = 1) -> float:
     return (time.perf_counter() - t) / reps
 
 
-def pass_costs(model: Classifier, shape: tuple[int, ...], batch: int, device: torch.device, reps: int) -> dict:
-    """Seconds per image of: an attack step (forward + input gradient, frozen weights, eval mode), a forward, and a
-    training step (forward + weight gradients + Adam, train mode), at `batch`."""
+def pass_costs(model: Classifier, shape: tuple[int, ...], batch: int, device: torch.device, reps: int,
+               train: bool = True) -> dict:
+    """Seconds per image of: an attack step (forward + input gradient, frozen weights, eval mode), a forward, and
+    (with `train`) a training step (forward + weight gradients + Adam, train mode), at `batch`."""
     x = torch.rand(batch, *shape, device=device)
     with frozen(model):
         xg = x.clone().requires_grad_(True)
         t_in = timed(lambda: torch.autograd.grad(model(xg).sum(), xg), device, reps)
         with torch.no_grad():
             t_fwd = timed(lambda: model(x), device, reps)
+    costs = {"attack_step": t_in / batch, "forward": t_fwd / batch}
+    if not train:
+        return costs
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-6)
@@ -85,7 +89,7 @@ def pass_costs(model: Classifier, shape: tuple[int, ...], batch: int, device: to
     t_train = timed(train_step, device, reps)
     model.load_state_dict(state)
     model.eval()
-    return {"attack_step": t_in / batch, "forward": t_fwd / batch, "train_step": t_train / batch}
+    return {**costs, "train_step": t_train / batch}
 
 
 @contextlib.contextmanager
