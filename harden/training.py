@@ -164,7 +164,6 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
             seen = 0
             tot_loss = tot_acc = 0.0
             extras: dict[str, float] = {}
-            unread = False
             # the same permutation on every rank (same seed); each takes its share of each global batch
             plan = [(g, dd.my_share(g)) for g in data.epoch_batches(cfg.batch_size, rng)
                     if len(g) >= 2 * dd.world() or n < 2 * dd.world()]  # BatchNorm cannot train on one image per rank
@@ -182,8 +181,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                 extra_keys = list(extra)
                 sums = row if sums is None else sums + row
                 seen += b
-                show = due(step_no, device) or step_no == len(plan)
-                unread = not show
+                show = due(step_no, device)
                 if show:
                     tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, step_no)
                 opt.zero_grad(set_to_none=True)
@@ -203,7 +201,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                 fields = " ".join(f"{k} {v / seen:.3f}" for k, v in extras.items())
                 advance(1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {tot_loss / seen:.4f} "
                                 f"acc {tot_acc / seen:.3f} {fields}" if show else None)
-            if sums is not None and unread:  # the epoch's last batch was skipped (unreadable files)
+            if sums is not None:  # the epoch's whole sums (the last steps may not have been read)
                 tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, len(plan))
             # the epoch's figures over every rank's share, so that each rank's history (and decisions) agree
             keys = sorted(extras)
