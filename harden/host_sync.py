@@ -53,7 +53,7 @@ def due(step: int, device: torch.device) -> bool:
 def _syncs(func, args) -> bool:
     name = func.overloadpacket.__name__
     if name in ("_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "_unique2", "unique_dim",
-                "unique_consecutive", "repeat_interleave", "nonzero_static"):
+                "unique_consecutive", "repeat_interleave"):
         return name != "repeat_interleave" or isinstance(args[0], torch.Tensor) and len(args) == 1
     if name in ("index", "index_put", "index_put_", "_index_put_impl_"):
         indices = args[1] if len(args) > 1 else ()
