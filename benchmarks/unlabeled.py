@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--pool", choices=("rest", "none"), default="rest")
     ap.add_argument("--pool-n", type=int, default=0, help="at most this many pool images (0 = all of the rest)")
     ap.add_argument("--eps", default="8/255")
+    ap.add_argument("--recipe", default="at")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--attack", action="append", default=None, help="report attacks (default: autoattack)")
@@ -68,8 +69,9 @@ def main():
         if not pool_path.exists():
             np.savez(pool_path, x_train=data.x_train[rest])  # the images alone: no labels reach harden
     t0 = time.perf_counter()
-    result = harden.fix(base, data, sets=[f"eps={args.eps}", *args.set], data_frac=args.frac, seed=args.seed,
-                        report=False, unlabeled=str(pool_path) if pool_path else None, base_name=Path(args.base).name)
+    result = harden.fix(base, data, recipe=args.recipe, sets=[f"eps={args.eps}", *args.set], data_frac=args.frac,
+                        seed=args.seed, report=False, unlabeled=str(pool_path) if pool_path else None,
+                        base_name=Path(args.base).name)
     fix_s = time.perf_counter() - t0
     if args.save:
         harden.save(result.model, args.save, force=True)
@@ -81,7 +83,9 @@ def main():
     row = {"label": args.label, "data": args.data, "base": args.base, "frac": args.frac,
            "trained_on": result.training()["data"], "unlabeled": extra.get("unlabeled"),
            "kind_defaults": extra.get("kind_defaults"), "recipe_train": extra.get("recipe_train"),
-           "sets": args.set, "best_epoch": extra.get("best_epoch"), "stopped": extra.get("stopped"),
+           "recipe": args.recipe, "sets": args.set, "best_epoch": extra.get("best_epoch"),
+           "epochs_added": extra.get("epochs_added"), "history": [{k: v for k, v in h.items() if k.startswith("val")}
+                                                                  for h in result.history], "stopped": extra.get("stopped"),
            "fix_seconds": round(fix_s, 1), "train_seconds": round(result.train_seconds, 1),
            "eval_seconds": round(eval_s, 1), "threat_model": rep.threat_model, "n": rep.n,
            "clean": rep.clean_accuracy, **{a.name: a.robust_accuracy for a in rep.attacks},

@@ -295,8 +295,10 @@ def _epoch_note(result) -> str:
     if not best or not result.history:
         return ""
     val = result.history[best - 1].get("val_robust")
-    return f", kept epoch {best} of {len(result.history)}" + (f" (validation PGD accuracy {val:.3f})" if val is not None
-                                                             else "")
+    added = result.model.spec.extra.get("epochs_added")
+    return (f", kept epoch {best} of {len(result.history)}" + (f" (validation PGD accuracy {val:.3f})" if val is not None
+                                                              else "")
+            + (f"; {' + '.join(map(str, added))} epochs added while validation was still rising" if added else ""))
 
 
 def _all_ranks_done() -> bool:

@@ -48,6 +48,10 @@ class TrainConfig:
     # the average is what is validated, kept and returned (weight averaging: Izmailov et al. 2018; for adversarial
     # training, Gowal et al. 2020)
     ema: float = 0.0
+    # epochs that follow the validation slice (with a Monitor that picks a best epoch): when the schedule's last epoch
+    # was the best, another cycle of `extend` x the planned epochs at half the peak learning rate follows, and again
+    # while the last epoch stays the best, up to twice the planned epochs in all (0 = the planned count, fixed)
+    extend: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -57,6 +61,7 @@ class TrainResult:
     history: list[dict]
     best_epoch: int | None = None  # the epoch whose weights were kept (with a Monitor), 1-based
     stopped: str | None = None  # why training stopped early, when it did
+    extended: list[int] = field(default_factory=list)  # epochs added by cfg.extend, one entry per added cycle
 
 
 @dataclass
@@ -70,6 +75,17 @@ class Monitor:
 
 
 AMP_MODES = ("off", "bf16", "fp16")
+EXTEND_LR = 0.5  # peak learning rate of an added cycle, relative to cfg.lr: it starts from trained weights
+EXTEND_MAX = 2.0  # at most this many times the planned epochs in all
+
+
+def extension(cfg: "TrainConfig", history: list[dict], best_epoch: int | None) -> int:
+    """Epochs of the next cycle when cfg.extend is on and the last epoch trained was the best one on validation
+    (the robust accuracy still rising at the end of the schedule); 0 = stop here."""
+    if cfg.extend <= 0 or best_epoch is None or not history or best_epoch != history[-1]["epoch"]:
+        return 0
+    room = int(EXTEND_MAX * cfg.epochs) - len(history)
+    return max(0, min(room, math.ceil(cfg.extend * cfg.epochs)))
 
 
 def autocast_setup(amp: str, device: torch.device,
@@ -124,11 +140,14 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
     if cfg.sync_bn:
         dd.sync_batchnorm(model, device, on=True)
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    sched = None
-    if cfg.schedule == "onecycle" and total > 0:
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
-                                                    cycle_momentum=cfg.optimizer == "sgd")
+    if cfg.extend < 0:
+        raise HardenError(f"extend is the share of the planned epochs added per cycle (0 = off), got {cfg.extend}.")
+
+    def schedule(epochs: int, lr: float):
+        if cfg.schedule != "onecycle" or steps_per_epoch * epochs <= 0:
+            return None
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps_per_epoch * epochs,
+                                                   cycle_momentum=cfg.optimizer == "sgd")
     if not 0.0 <= cfg.ema < 1.0:
         raise HardenError(f"ema is the averaging decay per step, in [0, 1) (0 = off), got {cfg.ema}.")
     ema = None
@@ -153,77 +172,96 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                 "with --set grad_clip=1.")
         return values[0], values[1], dict(zip(keys, values[2:], strict=True))
 
+    def train_epoch(epoch: int, sched, advance, planned: int) -> str | None:
+        """One pass over the training split; returns why training must stop, if it must."""
+        nonlocal best
+        (train_mode or (lambda m: m.train()))(model)
+        # running sums stay on the device and are read (one host synchronisation) only at the steps
+        # host_sync.due allows: every step on the CPU, a few an epoch on CUDA
+        sums = None
+        extra_keys: list[str] = []
+        seen = 0
+        tot_loss = tot_acc = 0.0
+        extras: dict[str, float] = {}
+        # the same permutation on every rank (same seed); each takes its share of each global batch
+        plan = [(g, dd.my_share(g)) for g in data.epoch_batches(cfg.batch_size, rng)
+                if len(g) >= 2 * dd.world() or n < 2 * dd.world()]  # BatchNorm cannot train on one image per rank
+        for step_no, ((global_bi, bi), batch) in enumerate(
+                zip(plan, feeder.epoch([b for _, b in plan]), strict=True), start=1):
+            if batch is None:  # only unreadable files, skipped (--skip-unreadable)
+                continue
+            x, y = fit_size(batch[0], size), batch[1]
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss, logits, extra = step(model, x, y)
+            b = len(y)
+            row = torch.stack([loss.detach().float() * b, (logits.detach().argmax(1) == y).float().sum(),
+                               *(torch.as_tensor(v, dtype=torch.float32, device=loss.device).detach() * b
+                                 for v in extra.values())])
+            extra_keys = list(extra)
+            sums = row if sums is None else sums + row
+            seen += b
+            show = due(step_no, device)
+            if show:
+                tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, step_no)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            dd.average_gradients(params, len(bi) / len(global_bi))
+            scaler.unscale_(opt)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            if after_step is not None:
+                after_step()
+            if sched is not None:
+                sched.step()
+            if ema is not None:
+                ema.update(model)
+            fields = " ".join(f"{k} {v / seen:.3f}" for k, v in extras.items())
+            advance(1, info=f"epoch {epoch + 1}/{planned} loss {tot_loss / seen:.4f} "
+                            f"acc {tot_acc / seen:.3f} {fields}" if show else None)
+        if sums is not None:  # the epoch's whole sums (the last steps may not have been read)
+            tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, len(plan))
+        # the epoch's figures over every rank's share, so that each rank's history (and decisions) agree
+        keys = sorted(extras)
+        sums = dd.all_sum(torch.tensor([tot_loss, tot_acc, seen] + [extras[k] for k in keys], dtype=torch.float64))
+        tot_loss, tot_acc, seen, *rest = sums.tolist()  # host values already (a CPU tensor): no device read
+        extras = dict(zip(keys, rest, strict=True))
+        dd.average_batchnorm_stats(model)
+        history.append({"epoch": epoch + 1, "loss": tot_loss / max(seen, 1), "acc": tot_acc / max(seen, 1),
+                        **{k: v / max(seen, 1) for k, v in extras.items()}})
+        if monitor is not None:
+            kept.eval()
+            history[-1].update(monitor.measure(kept))
+            history[-1] = dd.from_main(lambda: history[-1])  # rank 0's figures decide best epoch and stop
+            info(f"epoch {epoch + 1}: " + " ".join(f"{k} {v:.3f}" for k, v in history[-1].items()
+                                                  if k != "epoch" and isinstance(v, float)))
+            key = monitor.best_key
+            if key is not None and (best is None or history[-1][key] > best[1]):
+                best = (epoch + 1, history[-1][key], {k: v.detach().clone() for k, v in kept.state_dict().items()})
+            stop = monitor.stop(history) if monitor.stop is not None else None
+            if stop:
+                warn(f"training stopped at epoch {epoch + 1}: {stop}")
+            return stop
+        return None
+
     t0 = time.perf_counter()
-    with progress(desc, total) as advance:
-        for epoch in range(cfg.epochs):
-            (train_mode or (lambda m: m.train()))(model)
-            # running sums stay on the device and are read (one host synchronisation) only at the steps
-            # host_sync.due allows: every step on the CPU, a few an epoch on CUDA
-            sums = None
-            extra_keys: list[str] = []
-            seen = 0
-            tot_loss = tot_acc = 0.0
-            extras: dict[str, float] = {}
-            # the same permutation on every rank (same seed); each takes its share of each global batch
-            plan = [(g, dd.my_share(g)) for g in data.epoch_batches(cfg.batch_size, rng)
-                    if len(g) >= 2 * dd.world() or n < 2 * dd.world()]  # BatchNorm cannot train on one image per rank
-            for step_no, ((global_bi, bi), batch) in enumerate(
-                    zip(plan, feeder.epoch([b for _, b in plan]), strict=True), start=1):
-                if batch is None:  # only unreadable files, skipped (--skip-unreadable)
-                    continue
-                x, y = fit_size(batch[0], size), batch[1]
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    loss, logits, extra = step(model, x, y)
-                b = len(y)
-                row = torch.stack([loss.detach().float() * b, (logits.detach().argmax(1) == y).float().sum(),
-                                   *(torch.as_tensor(v, dtype=torch.float32, device=loss.device).detach() * b
-                                     for v in extra.values())])
-                extra_keys = list(extra)
-                sums = row if sums is None else sums + row
-                seen += b
-                show = due(step_no, device)
-                if show:
-                    tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, step_no)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                dd.average_gradients(params, len(bi) / len(global_bi))
-                scaler.unscale_(opt)
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                if after_step is not None:
-                    after_step()
-                if sched is not None:
-                    sched.step()
-                if ema is not None:
-                    ema.update(model)
-                fields = " ".join(f"{k} {v / seen:.3f}" for k, v in extras.items())
-                advance(1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {tot_loss / seen:.4f} "
-                                f"acc {tot_acc / seen:.3f} {fields}" if show else None)
-            if sums is not None:  # the epoch's whole sums (the last steps may not have been read)
-                tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, len(plan))
-            # the epoch's figures over every rank's share, so that each rank's history (and decisions) agree
-            keys = sorted(extras)
-            sums = dd.all_sum(torch.tensor([tot_loss, tot_acc, seen] + [extras[k] for k in keys], dtype=torch.float64))
-            tot_loss, tot_acc, seen, *rest = sums.tolist()  # host values already (a CPU tensor): no device read
-            extras = dict(zip(keys, rest, strict=True))
-            dd.average_batchnorm_stats(model)
-            history.append({"epoch": epoch + 1, "loss": tot_loss / max(seen, 1), "acc": tot_acc / max(seen, 1),
-                            **{k: v / max(seen, 1) for k, v in extras.items()}})
-            if monitor is not None:
-                kept.eval()
-                history[-1].update(monitor.measure(kept))
-                history[-1] = dd.from_main(lambda: history[-1])  # rank 0's figures decide best epoch and stop
-                info(f"epoch {epoch + 1}: " + " ".join(f"{k} {v:.3f}" for k, v in history[-1].items()
-                                                      if k != "epoch" and isinstance(v, float)))
-                key = monitor.best_key
-                if key is not None and (best is None or history[-1][key] > best[1]):
-                    best = (epoch + 1, history[-1][key], {k: v.detach().clone() for k, v in kept.state_dict().items()})
-                stopped = monitor.stop(history) if monitor.stop is not None else None
+    added: list[int] = []
+    cycle, cycle_lr = cfg.epochs, cfg.lr
+    while cycle > 0 and not stopped:
+        sched, first = schedule(cycle, cycle_lr), len(history)
+        label = desc if not added else f"{desc} (+{cycle} epochs: validation still rising)"
+        with progress(label, steps_per_epoch * cycle) as advance:
+            for epoch in range(first, first + cycle):
+                stopped = train_epoch(epoch, sched, advance, cfg.epochs + sum(added))
                 if stopped:
-                    warn(f"training stopped at epoch {epoch + 1}: {stopped}")
                     break
+        cycle = 0 if stopped else extension(cfg, history, best[0] if best is not None else None)
+        if cycle:
+            added.append(cycle)
+            cycle_lr = cfg.lr * EXTEND_LR
+            info(f"validation {monitor.best_key} still rising at epoch {len(history)}: {cycle} more epochs at peak lr "
+                 f"{cycle_lr:g}")
     if cfg.sync_bn:
         dd.sync_batchnorm(model, device, on=False)
     opt.zero_grad(set_to_none=True)  # the returned model carries no gradients (memory; attacks read none)
@@ -236,4 +274,5 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         best_epoch = best[0]
         if best_epoch != len(history):
             info(f"kept the weights of epoch {best_epoch} ({monitor.best_key} {best[1]:.3f})")
-    return TrainResult(seconds=time.perf_counter() - t0, history=history, best_epoch=best_epoch, stopped=stopped)
+    return TrainResult(seconds=time.perf_counter() - t0, history=history, best_epoch=best_epoch, stopped=stopped,
+                       extended=added)

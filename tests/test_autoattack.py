@@ -207,6 +207,36 @@ def test_zero_gradient_and_black_box_checks_trip_on_a_quantized_model(digits_mod
     assert _flag(rep, "black-box attack beats the gradient attacks")["tripped"]
 
 
+def test_black_box_check_samples_first_and_runs_all_on_a_hit():
+    """Square attacks a seeded sample of the robust images first; the rest only when the sample has a hit, and then
+    the verdict is the full check's."""
+    from harden.report import checks
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    x = torch.rand(100, 4)
+    with torch.no_grad():
+        model[1].bias.copy_(torch.tensor([0.0, 0.0]))
+        model[1].weight.copy_(torch.tensor([[1.0, 1.0, -1.0, -1.0], [-1.0, -1.0, 1.0, 1.0]]))
+        y = model(x).argmax(1)  # every image correct, all left robust by the stub "gradient attack"
+    robust = {"pgd": torch.ones(100, dtype=torch.bool)}
+    pgd = build_attack("pgd", eps=0.1)
+
+    def run(flip_all):
+        seen = []
+
+        def attack_fn(spec, xs, ys, start=None):
+            seen.append(len(xs))
+            return xs * (1 - flip_all)  # all-black images when asked: one class for all, so it fools the others
+        f = checks.black_box(model, x, y, [pgd], [], robust, 0.1, attack_fn, seed=3)
+        return f, seen
+
+    clean, seen = run(0.0)
+    assert seen == [checks.BLACK_BOX_FIRST] and not clean["tripped"] and "seeded sample of 32 of the 100" in \
+        clean["detail"]
+    hit, seen = run(1.0)
+    assert seen == [checks.BLACK_BOX_FIRST, 100 - checks.BLACK_BOX_FIRST] and hit["tripped"]
+
+
 def test_randomized_check_trips_on_a_noisy_model(digits_model, digits):
     rep = evaluate(_noisy(digits_model), digits, n=60, attacks=["fgsm"], eps=EPS, device="cpu", metrics=False)
     f = _flag(rep, "randomized outputs")

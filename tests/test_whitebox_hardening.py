@@ -132,6 +132,34 @@ def test_monitor_stops_and_keeps_the_best_epochs_weights(digits):
     assert not all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[3].items())
 
 
+@pytest.mark.parametrize("scores, epochs", [
+    ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], 8),   # rising to the end of every cycle: 4 + 2 + 2, capped at twice
+    ([0.1, 0.2, 0.3, 0.4, 0.5, 0.4], 6),             # rising at 4, so 2 more; the added cycle peaks first: stop
+    ([0.1, 0.3, 0.2, 0.2], 4),                       # the best epoch was not the last: the planned count
+])
+def test_epochs_follow_the_validation_slice(digits, scores, epochs):
+    """extend: while the last epoch of a cycle is the best on validation, another cycle of extend x the planned
+    epochs follows (at half the peak learning rate), up to twice the planned epochs; the best epoch is kept."""
+    model = harden.create_model("cnn-small", 10, 1, (8, 8))
+    script = iter(scores)
+
+    def step(m, x, y):
+        z = m(x)
+        return torch.nn.functional.cross_entropy(z, y), z, {}
+
+    small = dataclasses.replace(digits, x_train=digits.x_train[:128], y_train=digits.y_train[:128])
+    res = fit(model, small, TrainConfig(epochs=4, batch_size=64, lr=0.01, augment="none", extend=0.5),
+              torch.device("cpu"), step=step, monitor=Monitor(lambda m: {"val_robust": next(script)}, "val_robust"))
+    assert len(res.history) == epochs and sum(res.extended) == epochs - 4
+    assert res.best_epoch == 1 + max(range(epochs), key=lambda i: scores[i])
+    fixed_seen: list[int] = []  # validation rising with the steps taken
+    fixed = fit(harden.create_model("cnn-small", 10, 1, (8, 8)), small,
+                TrainConfig(epochs=4, batch_size=64, lr=0.01, augment="none"), torch.device("cpu"), step=step,
+                monitor=Monitor(lambda m, rising=iter(scores[:1] * 4): {"val_robust": next(rising) + len(fixed_seen)},
+                                "val_robust"), after_step=lambda: fixed_seen.append(1))
+    assert len(fixed.history) == 4 and not fixed.extended and fixed.best_epoch == 4  # extend 0: the planned count
+
+
 def test_catastrophic_overfitting_stop_trips_on_a_real_fgsm_run(digits_ckpt, digits):
     """A run built to overfit: FGSM without a random start (one signed step of eps from the clean image) at eps 0.3
     with no ramp. Measured (seeds 0-2, one and two threads): the single-step attack's validation accuracy climbs to

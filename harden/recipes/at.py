@@ -333,6 +333,8 @@ class AdversarialTraining(FineTuneRecipe):
         result = fit(model, train_data, cfg, device, step=step, desc=f"at ({loss_kind})", monitor=monitor,
                      after_step=awp.restore if awp is not None else None)
         model.spec.extra["best_epoch"] = result.best_epoch
+        if result.extended:
+            model.spec.extra["epochs_added"] = result.extended  # cycles added while validation was still rising
         if result.stopped:
             model.spec.extra["stopped"] = result.stopped
         return result

@@ -87,7 +87,8 @@ def _toml(path: Path) -> dict:
 
 # TrainConfig fields a recipe file's [train] section (or --set) may give
 AUTO_TRAIN_KEYS = ("epochs", "batch_size")
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "augment", "grad_clip", "ema")
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "augment", "grad_clip", "ema",
+              "extend")
 
 
 def load_recipe_config(spec: str) -> dict[str, Any]:
