@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import harden  # noqa: E402
 from harden.data import DataTarget, load_data  # noqa: E402
 from harden.runtime import frozen, set_quiet  # noqa: E402
+from speed import pass_costs  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def rss_tree_mb(pid: int, field: str = "Rss") -> float:
@@ -151,21 +152,10 @@ def main() -> None:
         y = model(x).argmax(1)
     floor_pass = None
     if only & {"floor", "eval", "fix"}:
-        with frozen(model):
-            xb = x.clone().requires_grad_(True)
-            torch.autograd.grad(model(xb).sum(), xb)
-            t, reps = time.perf_counter(), 3
-            for _ in range(reps):
-                torch.autograd.grad(model(xb).sum(), xb)
-            floor_pass = reps * len(x) / (time.perf_counter() - t)
-        m2 = harden.create_model(args.arch, 1000, 3, (224, 224)).train()
-        opt = torch.optim.SGD(m2.parameters(), lr=1e-3)
-        t = time.perf_counter()
-        for _ in range(reps):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(m2(x), y).backward()
-            opt.step()
-        train_pass = reps * len(x) / (time.perf_counter() - t)
+        # the pass costs every speed benchmark uses (benchmarks/speed.py), on a fresh random network for training
+        floor_pass = 1 / pass_costs(model, tuple(x.shape[1:]), len(x), x.device, 3, train=False)["attack_step"]
+        m2 = harden.create_model(args.arch, 1000, 3, (224, 224))
+        train_pass = 1 / pass_costs(m2, tuple(x.shape[1:]), len(x), x.device, 3)["train_step"]
         write(out, {"row": "floor", "arch": args.arch, "batch": len(x), "fwd_bwd_input_grad_img_s": round(floor_pass, 2),
                     "train_step_img_s": round(train_pass, 2)})
     if "eval" in only:
