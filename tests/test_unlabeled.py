@@ -119,6 +119,10 @@ def test_other_channels_and_sizes_are_adapted_or_refused(digits, digits_model, t
     np.savez(bad, images=np.zeros((3, 8, 8), np.uint8))
     with pytest.raises(HardenError, match="no x_train"):
         _fix(digits_model, digits, str(bad))
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 not really a zip archive")
+    with pytest.raises(HardenError, match="not a readable .npz"):
+        _fix(digits_model, digits, str(broken))
 
 
 def test_folder_pools_with_and_without_classes(digits, digits_model, tmp_path):

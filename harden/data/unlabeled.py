@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -72,7 +73,7 @@ def _npz_pool(path: Path) -> ImageData:
             y = z["y_train"] if "y_train" in z.files else None
     except HardenError:
         raise
-    except Exception as e:  # zipfile / format errors
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # not a zip, truncated, a pickled array
         raise HardenError(f"--unlabeled {str(path)!r} is not a readable .npz archive ({e}).") from None
     return _array_pool(x, y, str(path))
 
