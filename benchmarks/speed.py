@@ -129,10 +129,10 @@ def model_r50(args, device) -> Classifier:
                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)).to(device).eval()
 
 
-def test_images(args, model: Classifier, device, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n test images with their labels, or random pixels labelled by the model itself."""
-    if args.data:
-        data = harden.load_data(args.data)
+def test_images(data_path: str | None, model: Classifier, device, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n test images of data_path with their labels, or (None) random pixels labelled by the model itself."""
+    if data_path:
+        data = harden.load_data(data_path)
         x = to_tensor(data.x_test[:n], device)
         return x, torch.from_numpy(data.y_test[:n]).to(device)
     x = torch.rand(n, model.spec.in_chans, *model.spec.input_size, generator=torch.Generator().manual_seed(0))
@@ -216,14 +216,14 @@ def main() -> None:
     if "attacks" in only:
         # each attack's floor is the mean of the pass costs measured right before and right after it (the same
         # machine state), and the attack runs once on one batch first (warm-up): a busy neighbour moves both alike
-        x, y = test_images(args, hardened, device, args.n)
+        x, y = test_images(args.data, hardened, device, args.n)
         specs = ["fgsm", "fgsm-rs", "pgd", "pgd:steps=10,restarts=1,early_stop=false", "autopgd", "cw"]
         for label, model, spec, xs, ys, b in (
                 [("resnet20-32px", hardened, sp, x, y, batch) for sp in specs]
                 + [(r50_label, r50, f"pgd:steps=10,step={0.25 / 255},restarts=1,early_stop=false", None, None,
                     r50_batch)]):
             if xs is None:
-                xs, ys = test_images(argparse.Namespace(data=None), model, device, b * (1 if args.tiny else 2))
+                xs, ys = test_images(None, model, device, b * (1 if args.tiny else 2))
             atk = build_attack(spec, eps=2 / 255 if model is r50 else None)
             c = pass_costs(model, (3, *model.spec.input_size), b, device, reps)
             with frozen(model):
@@ -239,7 +239,7 @@ def main() -> None:
                    "passes_per_img": round(sum(o.grad_passes for o in outs) / len(xs), 2),
                    "floor_over_time": round(floor / secs, 3), "robust": robust, "threat_model": "white-box"})
     if "autoattack" in only:
-        x, y = test_images(args, hardened, device, args.n)
+        x, y = test_images(args.data, hardened, device, args.n)
         with frozen(hardened):
             sync(device)
             t = time.perf_counter()
