@@ -49,7 +49,8 @@ class TrainConfig:
     # training, Gowal et al. 2020)
     ema: float = 0.0
     # epochs that follow the validation slice (with a Monitor that picks a best epoch): when the schedule's last epoch
-    # was the best, another cycle of `extend` x the planned epochs at half the peak learning rate follows, and again
+    # was the best, another cycle of `extend` x the planned epochs follows (from a tenth of the peak learning rate down
+    # a cosine), and again
     # while the last epoch stays the best, up to twice the planned epochs in all (0 = the planned count, fixed)
     extend: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -75,7 +76,7 @@ class Monitor:
 
 
 AMP_MODES = ("off", "bf16", "fp16")
-EXTEND_LR = 0.5  # peak learning rate of an added cycle, relative to cfg.lr: it starts from trained weights
+EXTEND_LR = 0.1  # learning rate an added cycle starts at (then a cosine to zero), relative to cfg.lr
 EXTEND_MAX = 2.0  # at most this many times the planned epochs in all
 
 
@@ -143,9 +144,14 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
     if cfg.extend < 0:
         raise HardenError(f"extend is the share of the planned epochs added per cycle (0 = off), got {cfg.extend}.")
 
-    def schedule(epochs: int, lr: float):
+    def schedule(epochs: int, lr: float, added: bool):
         if cfg.schedule != "onecycle" or steps_per_epoch * epochs <= 0:
             return None
+        if added:  # no second warm-up (measured: a OneCycle restart at half the peak cost 9 points of validation
+            # PGD before it recovered, BENCHMARKS.md): from `lr` down to zero along a cosine
+            for group in opt.param_groups:
+                group["lr"] = lr
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps_per_epoch * epochs)
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps_per_epoch * epochs,
                                                    cycle_momentum=cfg.optimizer == "sgd")
     if not 0.0 <= cfg.ema < 1.0:
@@ -249,7 +255,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
     added: list[int] = []
     cycle, cycle_lr = cfg.epochs, cfg.lr
     while cycle > 0 and not stopped:
-        sched, first = schedule(cycle, cycle_lr), len(history)
+        sched, first = schedule(cycle, cycle_lr, bool(added)), len(history)
         label = desc if not added else f"{desc} (+{cycle} epochs: validation still rising)"
         with progress(label, steps_per_epoch * cycle) as advance:
             for epoch in range(first, first + cycle):

@@ -139,7 +139,7 @@ def test_monitor_stops_and_keeps_the_best_epochs_weights(digits):
 ])
 def test_epochs_follow_the_validation_slice(digits, scores, epochs):
     """extend: while the last epoch of a cycle is the best on validation, another cycle of extend x the planned
-    epochs follows (at half the peak learning rate), up to twice the planned epochs; the best epoch is kept."""
+    epochs follows (from a tenth of the peak learning rate), up to twice the planned epochs; the best epoch is kept."""
     model = harden.create_model("cnn-small", 10, 1, (8, 8))
     script = iter(scores)
 
