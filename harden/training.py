@@ -266,8 +266,8 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         if cycle:
             added.append(cycle)
             cycle_lr = cfg.lr * EXTEND_LR
-            info(f"validation {monitor.best_key} still rising at epoch {len(history)}: {cycle} more epochs at peak lr "
-                 f"{cycle_lr:g}")
+            info(f"validation {monitor.best_key} still rising at epoch {len(history)}: {cycle} more epochs, lr from "
+                 f"{cycle_lr:g} down a cosine")
     if cfg.sync_bn:
         dd.sync_batchnorm(model, device, on=False)
     opt.zero_grad(set_to_none=True)  # the returned model carries no gradients (memory; attacks read none)

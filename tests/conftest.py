@@ -8,7 +8,10 @@ from harden import TrainConfig, load_data, save, train
 from harden.runtime import set_quiet
 
 set_quiet(True)
-torch.set_num_threads(int(os.environ.get("HARDEN_TEST_THREADS", "2")))
+# `make test` runs two pytest workers (pytest-xdist, a file each at a time) on the machine's two cores: one torch
+# thread each, since small models scale poorly over threads; a plain `pytest` keeps two threads
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(int(os.environ.get("HARDEN_TEST_THREADS", str(max(1, 2 // WORKERS)))))
 
 
 @pytest.fixture(scope="session")
