@@ -50,8 +50,7 @@ class TrainConfig:
     ema: float = 0.0
     # epochs that follow the validation slice (with a Monitor that picks a best epoch): when the schedule's last epoch
     # was the best, another cycle of `extend` x the planned epochs follows (from a tenth of the peak learning rate down
-    # a cosine), and again
-    # while the last epoch stays the best, up to twice the planned epochs in all (0 = the planned count, fixed)
+    # a cosine), and again while the last epoch stays the best, up to twice the planned epochs (0 = the planned count)
     extend: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -144,9 +143,10 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
     if cfg.extend < 0:
         raise HardenError(f"extend is the share of the planned epochs added per cycle (0 = off), got {cfg.extend}.")
 
-    def schedule(epochs: int, lr: float, added: bool):
+    def schedule(epochs: int, added: bool):
         if cfg.schedule != "onecycle" or steps_per_epoch * epochs <= 0:
             return None
+        lr = cfg.lr * (EXTEND_LR if added else 1.0)
         if added:  # no second warm-up (measured: a OneCycle restart at half the peak cost 9 points of validation
             # PGD before it recovered, BENCHMARKS.md): from `lr` down to zero along a cosine
             for group in opt.param_groups:
@@ -253,9 +253,9 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
 
     t0 = time.perf_counter()
     added: list[int] = []
-    cycle, cycle_lr = cfg.epochs, cfg.lr
+    cycle = cfg.epochs
     while cycle > 0 and not stopped:
-        sched, first = schedule(cycle, cycle_lr, bool(added)), len(history)
+        sched, first = schedule(cycle, bool(added)), len(history)
         label = desc if not added else f"{desc} (+{cycle} epochs: validation still rising)"
         with progress(label, steps_per_epoch * cycle) as advance:
             for epoch in range(first, first + cycle):
@@ -265,9 +265,8 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         cycle = 0 if stopped else extension(cfg, history, best[0] if best is not None else None)
         if cycle:
             added.append(cycle)
-            cycle_lr = cfg.lr * EXTEND_LR
             info(f"validation {monitor.best_key} still rising at epoch {len(history)}: {cycle} more epochs, lr from "
-                 f"{cycle_lr:g} down a cosine")
+                 f"{cfg.lr * EXTEND_LR:g} down a cosine")
     if cfg.sync_bn:
         dd.sync_batchnorm(model, device, on=False)
     opt.zero_grad(set_to_none=True)  # the returned model carries no gradients (memory; attacks read none)
