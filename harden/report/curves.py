@@ -60,9 +60,9 @@ def robustness_curves(model, source, atks, results, budgets, x, y, correct, batc
             elif abs(b - res.budget) < 1e-9:
                 acc = res.robust_accuracy
             else:
-                r, _ = attack_once(model, source, at_budget(atk, b), f"{res.name}@{b:.3g}", b, x, y, correct, None,
-                                    batch_size, device, seed * 1_000_003 + ai * 10_007 + bi * 101,
-                                    attack_amp=attack_amp)
+                r, _, _ = attack_once(model, source, at_budget(atk, b), f"{res.name}@{b:.3g}", b, x, y, correct, None,
+                                       batch_size, device, seed * 1_000_003 + ai * 10_007 + bi * 101,
+                                       attack_amp=attack_amp)
                 acc = r.robust_accuracy
             points.append([float(b), float(acc)])
         curves[res.name] = points

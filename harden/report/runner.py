@@ -115,7 +115,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     nfeat = x[0].numel()
     results: list[AttackResult] = []
     robust_by_attack: dict[str, torch.Tensor] = {}
-    pgd_end: dict[str, torch.Tensor] = {}  # where the report's PGD left the first masking_n images
+    pgd_end: torch.Tensor | None = None  # where the report's PGD left the first masking_n images
     with frozen(source), frozen(model):
         for ai, atk in enumerate(atk_objs):
             key = atk.name if atk.name not in robust_by_attack else f"{atk.name}#{ai}"
@@ -124,10 +124,11 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
             else:
                 budget = eps_l2 if atk.norm == "2" else (max_l0 * nfeat if max_l0 < 1 else max_l0)
             keep = masking_checks and craft_on is None and key == "pgd"  # the stronger-PGD check continues it
-            result, robust_by_attack[key] = _attack_once(
+            result, robust_by_attack[key], first = _attack_once(
                 model, source, atk, key, budget, x, y, correct, src_correct, batch_size, device,
-                seed * 1_000_003 + ai * 10_007, examples, attack_amp, keep_first=masking_n if keep else 0,
-                kept=pgd_end)
+                seed * 1_000_003 + ai * 10_007, examples, attack_amp, keep_first=masking_n if keep else 0)
+            if keep:
+                pgd_end = first
             results.append(result)
 
     worst = None
@@ -147,7 +148,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     flags = []
     if masking_checks and craft_on is None:
         flags = mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
-                              device, seed, output_kind, pgd_end.get("x_adv"))
+                              device, seed, output_kind, pgd_end)
         if curves:
             flags.append(monotonic_flag(curves, len(x)))
     return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
@@ -165,12 +166,12 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
 def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, budget: float, x: torch.Tensor,
                  y: torch.Tensor, correct: torch.Tensor, src_correct: torch.Tensor | None, batch_size: int,
                  device: torch.device, seed: int, n_examples: int = 0,
-                 attack_amp: str = "off", keep_first: int = 0,
-                 kept: dict[str, torch.Tensor] | None = None) -> tuple[AttackResult, torch.Tensor]:
-    """Craft atk on `source`, judge on `model`; returns the result row and the per-image robust mask. Under
-    torchrun each rank attacks and judges its batches (distributed.my_batches); the per-image verdicts are
-    gathered, so every rank returns the whole result. With `kept` (a dict) and `keep_first`, kept["x_adv"] holds the
-    judged adversarial inputs of the first keep_first images (the stronger-PGD check continues from them)."""
+                 attack_amp: str = "off",
+                 keep_first: int = 0) -> tuple[AttackResult, torch.Tensor, torch.Tensor | None]:
+    """Craft atk on `source`, judge on `model`; returns the result row, the per-image robust mask and, with
+    keep_first > 0, the judged adversarial inputs of the first keep_first images (the stronger-PGD check continues
+    from them; else None). Under torchrun each rank attacks and judges its batches (distributed.my_batches); the
+    per-image verdicts are gathered, so every rank returns the whole result."""
     from .. import distributed as dd
     from ..training import autocast_setup
     amp_dtype, _ = autocast_setup(attack_amp, device, "--attack-amp")
@@ -215,11 +216,12 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
     def whole(k: str) -> torch.Tensor:
         return torch.cat([p[k] for p in pieces]).to(device) if pieces else torch.zeros(0, device=device)
 
-    if kept is not None and keep_first > 0:
+    first = None
+    if keep_first > 0:
         parts: dict[int, torch.Tensor] = {}
         for part in dd.gather({s: judged[s][:keep_first - s].cpu() for s in judged if s < keep_first}):
             parts.update(part)
-        kept["x_adv"] = torch.cat([parts[s] for s in sorted(parts)]).to(device)
+        first = torch.cat([parts[s] for s in sorted(parts)]).to(device)
     ok_adv, norms, adv_pred = whole("ok").bool(), whole("norms"), whole("pred").long()
     robust = correct & ok_adv
     succ = correct & ~ok_adv
@@ -242,4 +244,4 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
         robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, int(correct.sum())),
         median_norm=float(norms[succ].median()) if succ.any() else None, seconds=secs,
         images_per_s=len(x) / max(secs, 1e-9), backward_passes=passes[0], forward_passes=passes[1],
-        accuracy_on_source_correct=on_src, stages=stages, examples=shown), robust
+        accuracy_on_source_correct=on_src, stages=stages, examples=shown), robust, first
