@@ -11,7 +11,7 @@ import harden
 from harden.data import stratified_subset
 from harden.data.unlabeled import MixedData, load_unlabeled, pseudo_label
 from harden.errors import HardenError
-from harden.fix import fix, state_digest
+from harden.fix import epochs_with_pool, fix, state_digest
 from harden.recipes.base import apply_kind_defaults, load_recipe_config, resolve_auto
 
 FAST = ["eps=0.2", "epochs=1", "val_frac=0", "steps=2"]
@@ -202,3 +202,11 @@ def test_kind_defaults_reach_the_checkpoint_and_report():
     assert kd["kind"] == "cifar-like" and kd["applied"] == {"attack": "fgsm-rs"}  # epochs were given
     assert r.model.spec.extra["recipe_params"]["attack"] == "fgsm-rs"
     assert any("cifar-like" in n for n in r.reports["fixed_white_box"].notes)
+
+
+def test_automatic_epochs_see_the_pool_about_once():
+    # MNIST at 1% (599 labelled images, batch 32: 19 steps an epoch, 30 epochs alone) with the other 59,401 as a pool
+    assert epochs_with_pool(30, 599, 59401, 32, 0.5) == 60  # seeing it once takes 98 epochs: capped at twice the 30
+    assert epochs_with_pool(30, 599, 59401, 32, 0.75) == 33  # 96 pool images a step: once in 33 epochs
+    assert epochs_with_pool(20, 4991, 44922, 32, 0.5) == 20  # CIFAR-10 at 10%: never fewer than without the pool
+    assert epochs_with_pool(10, 100, 50, 32, 0.5) == 10
