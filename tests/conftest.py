@@ -80,19 +80,3 @@ def cli(monkeypatch, capsys):
         o, e = capsys.readouterr()
         return code, o, e
     return run
-
-
-# Files in order of their cost on one thread (measured 2026-12-02, `pytest -p no:xdist --durations`): `make test`
-# hands whole files to its two workers in collection order (--no-loadscope-reorder), so the longest go first and the
-# short ones fill in at the end (longest-first scheduling); xdist's own order, by number of tests, left the
-# torchrun file for last. Files not named keep their place after these.
-SLOW_FIRST = ("test_distributed.py", "test_finetune_recipes.py", "test_attacks.py", "test_autoattack.py",
-              "test_idfr.py", "test_byoc.py", "test_cli.py", "test_whitebox_hardening.py", "test_fixer.py",
-              "test_patch_ft_masking.py", "test_speed_bench.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item):
-        name = item.path.name
-        return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
-    items.sort(key=rank)  # stable: the tests of a file keep their order
