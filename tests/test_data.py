@@ -31,6 +31,44 @@ def test_npz_missing_keys(tmp_path):
         load_data(p)
 
 
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_members_are_mapped_not_read(tmp_path, monkeypatch, save):
+    """A stored member is mapped where it lies in the zip and a big compressed one is inflated to a temporary file
+    (thresholds lowered so small arrays take those paths); either way the values equal np.load's, a subset copies
+    only its rows, and the set's statistics match numpy's on the whole array."""
+    from harden.data import npz
+    monkeypatch.setattr(npz, "MAP_BYTES", 64)
+    monkeypatch.setattr(npz, "SPILL_BYTES", 64)
+    rng = np.random.default_rng(1)
+    p = tmp_path / "d.npz"
+    x = rng.integers(0, 255, (300, 5, 7, 3), dtype=np.uint8)
+    save(p, x_train=x, y_train=np.arange(300) % 3, x_test=x[:40], y_test=np.arange(40) % 3,
+         class_names=np.array(["cat", "dog", "emu"]), fortran=np.asfortranarray(rng.random((9, 11))),
+         scalar=np.float32(2.5), empty=np.zeros((0, 4), np.uint8))
+    got, ref = npz.read_npz(p), np.load(p)
+    assert sorted(got) == sorted(ref.files)
+    for k in ref.files:
+        assert got[k].dtype == ref[k].dtype and got[k].shape == ref[k].shape and np.array_equal(got[k], ref[k]), k
+    assert isinstance(got["x_train"], np.memmap) and isinstance(got["fortran"], np.memmap)
+    d = load_data(p)
+    assert isinstance(d.x_train.base, np.memmap) and d.class_names == ["cat", "dog", "emu"]
+    sub = subsample(d, 0.1, seed=0)
+    assert not isinstance(sub.x_train.base, np.memmap) and len(sub.x_train) == 30
+    xs, ys = d.images("train", np.arange(5))  # read-only pages reach torch as a copy, without a warning
+    assert torch.equal(xs, torch.from_numpy(x[:5]).permute(0, 3, 1, 2).float() / 255) and ys.tolist() == [0, 1, 2, 0, 1]
+    flat = x.reshape(-1, 3) / 255.0
+    mean, std = d.mean_std()
+    assert np.allclose(mean, flat.mean(0), atol=1e-4) and np.allclose(std, flat.std(0), atol=1e-4)
+
+
+def test_npz_with_pickled_arrays_is_refused(tmp_path):
+    p = tmp_path / "d.npz"
+    np.savez(p, x_train=np.zeros((2, 4, 4), np.uint8), y_train=np.array([{"a": 1}, None], dtype=object),
+             x_test=np.zeros((2, 4, 4), np.uint8), y_test=np.zeros(2, np.int64))
+    with pytest.raises(HardenError, match="pickled"):
+        load_data(p)
+
+
 def test_cifar_batches_folder(tmp_path):
     rng = np.random.default_rng(0)
     for name in ["data_batch_1", "data_batch_2", "test_batch"]:

@@ -35,8 +35,15 @@ class ImageData(Data):
         return int(self.x_train.shape[1]), int(self.x_train.shape[2])
 
     def mean_std(self) -> tuple[list[float], list[float]]:
-        x = self.x_train.reshape(-1, self.in_chans).astype(np.float64) / 255.0
-        return x.mean(0).round(4).tolist(), np.maximum(x.std(0), 1e-3).round(4).tolist()
+        # in slices: a memory-mapped x_train is never turned into one float64 copy of the whole set
+        c, n = self.in_chans, 0
+        s1, s2 = np.zeros(c), np.zeros(c)
+        for i in range(0, len(self.x_train), 4096):
+            x = self.x_train[i:i + 4096].reshape(-1, c).astype(np.float64) / 255.0
+            s1, s2, n = s1 + x.sum(0), s2 + (x * x).sum(0), n + len(x)
+        mean = s1 / max(n, 1)
+        std = np.sqrt(np.maximum(s2 / max(n, 1) - mean * mean, 0.0))
+        return mean.round(4).tolist(), np.maximum(std, 1e-3).round(4).tolist()
 
     def take_train(self, idx: np.ndarray, subset: dict | None = None) -> "ImageData":
         return ImageData(self.x_train[idx], self.y_train[idx], self.x_test, self.y_test, self.source,
@@ -99,14 +106,16 @@ def _digits() -> ImageData:
 
 
 def _npz(path: Path) -> ImageData:
+    """Memory-mapped where the archive allows (harden.data.npz): a run reads the rows it uses, not the archive."""
+    from .npz import read_npz
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
-            if missing:
-                raise HardenError(f"{str(path)!r} lacks {', '.join(missing)}; an .npz for harden holds "
-                                  "x_train, y_train, x_test, y_test (uint8 images NHW or NHWC).")
-            names = z["class_names"].tolist() if "class_names" in z.files else None
-            return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path), names)
+        z = read_npz(path)
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
+        if missing:
+            raise HardenError(f"{str(path)!r} lacks {', '.join(missing)}; an .npz for harden holds "
+                              "x_train, y_train, x_test, y_test (uint8 images NHW or NHWC).")
+        names = np.asarray(z["class_names"]).tolist() if "class_names" in z else None
+        return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path), names)
     except HardenError:
         raise
     except Exception as e:  # zipfile / format errors

@@ -155,7 +155,9 @@ def nchw(t: torch.Tensor) -> torch.Tensor:
 def to_tensor(x: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 NHWC -> float32 NCHW in [0, 1] with plain strides (nchw); converts on the device to keep host work
     small."""
-    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if isinstance(x, np.ndarray):  # a slice of a read-only memory map is copied: torch wants writable memory
+        x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x, order="C")
+    t = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
     t = t.to(device, non_blocking=True)
     return nchw(t.permute(0, 3, 1, 2).float().div_(255.0))
 

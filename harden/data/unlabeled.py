@@ -64,18 +64,18 @@ def load_unlabeled(spec: str | Path, target) -> Data:
 
 
 def _npz_pool(path: Path) -> ImageData:
+    from .npz import read_npz
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if "x_train" not in z.files:
-                raise HardenError(f"--unlabeled {str(path)!r} has no x_train array (keys: {', '.join(z.files)}); an "
-                                  ".npz pool holds x_train (uint8 images NHW or NHWC), y_train optional and unused.")
-            x = z["x_train"]
-            y = z["y_train"] if "y_train" in z.files else None
+        z = read_npz(path, ["x_train", "y_train"])  # memory-mapped where stored: only the pool's batches are read
+        if "x_train" not in z:
+            from .npz import npz_keys
+            raise HardenError(f"--unlabeled {str(path)!r} has no x_train array (keys: {', '.join(npz_keys(path))}); "
+                              "an .npz pool holds x_train (uint8 images NHW or NHWC), y_train optional and unused.")
     except HardenError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # not a zip, truncated, a pickled array
         raise HardenError(f"--unlabeled {str(path)!r} is not a readable .npz archive ({e}).") from None
-    return _array_pool(x, y, str(path))
+    return _array_pool(z["x_train"], z.get("y_train"), str(path))
 
 
 def _array_pool(x: np.ndarray, y: np.ndarray | None, source: str) -> ImageData:

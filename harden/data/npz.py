@@ -1,0 +1,69 @@
+"""Arrays of an .npz archive without reading the archive whole: a member stored uncompressed (`np.savez`) is
+memory-mapped where it lies in the zip, so a run reads only the rows it indexes (a 10% subset, 500 test images, a
+pool's batches); a compressed member (`np.savez_compressed`) cannot be mapped in place, so one larger than
+SPILL_BYTES is inflated once into an unlinked temporary file and mapped from there, and a smaller one is read.
+Pickled (object) arrays are refused, as `np.load(allow_pickle=False)` refuses them."""
+from __future__ import annotations
+
+import shutil
+import struct
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+SPILL_BYTES = 256 << 20  # compressed members above this are inflated to disk, not into memory
+MAP_BYTES = 1 << 20  # stored members up to this are simply read (labels, class names)
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip local file header (APPNOTE 4.3.7): 30 bytes
+
+
+def read_npz(path: str | Path, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+    """`keys` (all when None) of the archive at `path`, each memory-mapped read-only where it can be. Raises
+    zipfile.BadZipFile, OSError or ValueError for a file that is not a readable archive of plain arrays."""
+    path = Path(path)
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename[:-4]: i for i in zf.infolist() if i.filename.endswith(".npy")}
+        for key in members if keys is None else [k for k in keys if k in members]:
+            out[key] = _member(path, zf, members[key])
+    return out
+
+
+def npz_keys(path: str | Path) -> list[str]:
+    with zipfile.ZipFile(path) as zf:
+        return [i.filename[:-4] for i in zf.infolist() if i.filename.endswith(".npy")]
+
+
+def _member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    with zf.open(info) as f:
+        shape, fortran, dtype = _header(f)
+        header_len = f.tell()
+        small = info.file_size <= (SPILL_BYTES if info.compress_type != zipfile.ZIP_STORED else MAP_BYTES)
+        if small or not shape or 0 in shape:  # np.memmap cannot map zero bytes; a 0-d array is one value
+            return np.lib.format.read_array(zf.open(info), allow_pickle=False)
+        if info.compress_type != zipfile.ZIP_STORED:
+            spill = tempfile.TemporaryFile(prefix="harden-npz-")  # unlinked at once: gone when the map is
+            shutil.copyfileobj(f, spill, 16 << 20)
+            spill.flush()
+            return np.memmap(spill, dtype, "r", 0, shape, "F" if fortran else "C")
+    with open(path, "rb") as raw:
+        raw.seek(info.header_offset)
+        fields = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))
+        if fields[0] != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"bad local header for {info.filename}")
+    data_start = info.header_offset + _LOCAL_HEADER.size + fields[10] + fields[11] + header_len
+    return np.memmap(path, dtype, "r", data_start, shape, "F" if fortran else "C")
+
+
+def _header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:  # 3.0 adds utf-8 field names only; numpy reads it through the private reader
+        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+    if dtype.hasobject:
+        raise ValueError("it holds pickled (object) arrays, which harden does not load")
+    return tuple(shape), bool(fortran), dtype
