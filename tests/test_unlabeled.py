@@ -210,3 +210,5 @@ def test_automatic_epochs_see_the_pool_about_once():
     assert epochs_with_pool(30, 599, 59401, 32, 0.75) == 33  # 96 pool images a step: once in 33 epochs
     assert epochs_with_pool(20, 4991, 44922, 32, 0.5) == 20  # CIFAR-10 at 10%: never fewer than without the pool
     assert epochs_with_pool(10, 100, 50, 32, 0.5) == 10
+    # at's 10% validation slice is not trained on: 539 images, 17 steps an epoch, so once is 37 epochs, not 33
+    assert epochs_with_pool(30, 599, 59401, 32, 0.75, val_frac=0.1) == 37
