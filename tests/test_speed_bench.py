@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_speed_benchmark_runs_tiny_on_cpu(tmp_path):
     out = tmp_path / "speed.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # as many threads as this test worker has (two workers on two cores would otherwise oversubscribe them)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--tiny", "--device", "cpu",
                            "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
