@@ -35,10 +35,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/smi
 H=""; [ -f "$D/r20-hardened.safetensors" ] && H="--hardened $D/r20-hardened.safetensors"
 COMMON="--device $DEV $EXTRA --data $D/cifar10-10pct.npz --r20 $D/r20.th $H --n 1000 --out $OUT/speed.jsonl"
 # the rows wanted most first; each section is its own process so that one failure loses one row
-for only in floor,attacks autoattack train loader; do
-  left=$((END - SECONDS)); [ $left -lt 30 ] && { echo "## $only not run: the call's time is spent"; continue; }
-  extra=""; [ "$only" = train ] && extra="--frac 1.0 --eval"  # the packed split is the 10% already
-  timeout "$left" $PY benchmarks/speed.py $COMMON --only "$only" $extra 2>&1 | tail -20
-done
+section() {  # a label, then speed.py's arguments; skipped when the call's time is nearly spent
+  local label=$1; shift
+  left=$((END - SECONDS)); [ $left -lt 30 ] && { echo "## $label not run: the call's time is spent"; return; }
+  echo "## $label"
+  timeout "$left" $PY benchmarks/speed.py $COMMON "$@" 2>&1 | tail -20
+}
+TRAIN="--only train --frac 1.0 --eval"  # the packed split is the 10% already
+section "floor, attacks" --only floor,attacks
+section autoattack --only autoattack
+section "fix, defaults" $TRAIN
+section loader --only loader
+# the candidate CUDA training rule (BENCHMARKS.md "A larger training batch"): 4x the batch, sqrt(4)x the lr
+section "fix, batch 128, lr 0.02" $TRAIN --set batch_size=128 --set lr=0.02
+section "fix, bf16" $TRAIN --amp bf16
 left=$((END - SECONDS))
-[ $left -gt 90 ] && timeout "$left" $PY benchmarks/speed.py $COMMON --only floor,attacks --compile 2>&1 | tail -12
+[ $left -gt 90 ] && section "floor, attacks, compiled" --only floor,attacks --compile

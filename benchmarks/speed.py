@@ -167,6 +167,7 @@ def main() -> None:
                     "trained on digits)")
     ap.add_argument("--train-data", help="train: its data (default: --data, else digits)")
     ap.add_argument("--set", action="append", default=[], help="train: recipe settings (KEY=VALUE)")
+    ap.add_argument("--amp", default="off", help="train: the training step's precision (off = fp32, bf16, fp16)")
     ap.add_argument("--eval", action="store_true", help="train: white-box AutoAttack of the fixed model on --n images")
     ap.add_argument("--loader-images", type=int, default=512)
     ap.add_argument("--only", default=",".join(SECTIONS))
@@ -272,11 +273,12 @@ def main() -> None:
         with counting_passes() as counts:
             t = time.perf_counter()
             res = harden.fix(base, data, data_frac=args.frac, epochs=args.epochs or None, device=device, report=False,
-                             base_name=train_label, sets=args.set, compile=args.compile)
+                             base_name=train_label, sets=args.set, compile=args.compile, amp=args.amp)
             wall = time.perf_counter() - t
         floor = sum(counts[k] * costs[k] for k in counts)
         row = {"row": "train", "model": train_label, "data": data.source, "frac": args.frac,
                "epochs": len(res.history), "batch": res.model.spec.extra.get("recipe_train", {}).get("batch_size"),
+               "lr": res.model.spec.extra.get("recipe_train", {}).get("lr"), "amp": args.amp, "sets": args.set,
                "settings": {k: res.config["params"].get(k) for k in ("attack", "steps", "eps", "loss")},
                "fix_wall_s": round(wall, 1), "train_s": round(res.train_seconds, 1),
                "passes": counts, "floor_s": round(floor, 1), "floor_over_time": round(floor / res.train_seconds, 3),
@@ -322,8 +324,10 @@ SUMMARY = {  # row kind -> (on, at, result) of the Markdown summary
     "attack": lambda r: (f"{r['model']} {r['attack']}", f"batch {r['batch']}",
                          f"{r['img_s']} img/s, floor/time {r['floor_over_time']}"),
     "autoattack": lambda r: (r["impl"], f"{r['images']} images", f"{r['seconds']} s, robust {r['robust']:.3f}"),
-    "train": lambda r: (f"{r['model']} {r['frac']:g}", f"{r['epochs']} epochs",
-                        f"{r['train_s']} s, floor {r['floor_s']} s, floor/time {r['floor_over_time']}"),
+    "train": lambda r: (f"{r['model']} {r['frac']:g}", f"{r['epochs']} epochs, batch {r['batch']}, lr {r['lr']}, "
+                        f"amp {r['amp']}", f"{r['train_s']} s, floor {r['floor_s']} s, floor/time "
+                        f"{r['floor_over_time']}" + (f", AutoAttack {r['autoattack']:.3f} at clean {r['clean']:.3f}"
+                                                     if "autoattack" in r else "")),
     "loader": lambda r: (f"{r['size']} px, {r['workers']} workers", f"{r['images']} images",
                          f"{r['img_s']} img/s vs the model's {r['resnet50_train_img_s']}"),
 }
