@@ -9,10 +9,11 @@ from .checkpoint import load, save, sha256_file
 from .data import Data, DataTarget, FileData, load_data, subsample
 from .errors import HardenError
 from .models import Classifier, create_model
-from .runtime import resolve_device, seed_everything
+from .runtime import flushing_denormals, resolve_device, seed_everything
 from .training import TrainConfig, fit
 
 
+@flushing_denormals
 def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = "auto") -> Classifier:
     """Train a plain base model (for demos, benchmarks and tests): SGD + OneCycle, optional focal loss."""
     device = resolve_device(device)

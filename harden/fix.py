@@ -22,7 +22,7 @@ from .models import Classifier
 from .data.unlabeled import load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
 from .recipes.base import apply_kind_defaults, resolve_auto
-from .runtime import info, resolve_device, seed_everything
+from .runtime import flushing_denormals, info, resolve_device, seed_everything
 from .training import TrainConfig
 
 
@@ -85,6 +85,7 @@ def _fingerprint(path: Path) -> tuple:
     return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
 
 
+@flushing_denormals
 def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe: str | dict = DEFAULT_RECIPE,
         sets: Sequence[str] = (), data_frac: float = 0.1, seed: int = 0, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",

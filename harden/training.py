@@ -15,7 +15,7 @@ from torch import nn
 from .data import Data, fit_size
 from .errors import HardenError
 from .host_sync import due, read
-from .runtime import info, progress, warn
+from .runtime import flushing_denormals, info, progress, warn
 
 
 def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -121,6 +121,7 @@ def default_step(cfg: TrainConfig) -> StepFn:
     return step
 
 
+@flushing_denormals
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         step: StepFn | None = None, params: Iterable[torch.nn.Parameter] | None = None,
         train_mode: Callable[[nn.Module], None] | None = None, desc: str = "train",

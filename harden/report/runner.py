@@ -13,7 +13,7 @@ from ..batching import predict_labels
 from ..compiling import compiled
 from ..device_defaults import attack_batch_size, prepare_for_device
 from ..data import Data, check_fits, fit_size, index_hash, is_on_disk
-from ..runtime import frozen, progress, resolve_device
+from ..runtime import flushing_denormals, frozen, progress, resolve_device
 from . import checks as mk
 from .curves import monotonic_flag, robustness_curves
 from .examples import example_indices, pick_examples
@@ -44,6 +44,7 @@ def attack_set(specs: Sequence[str | Attack] | None, input_size, eps: float | No
     return out
 
 
+@flushing_denormals
 def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] | None = None,
              n: int | None = 500, eps: float | None = None, eps_l2: float = DEFAULT_EPS_L2,
              max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int | None = None,
