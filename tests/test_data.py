@@ -61,6 +61,38 @@ def test_npz_members_are_mapped_not_read(tmp_path, monkeypatch, save):
     assert np.allclose(mean, flat.mean(0), atol=1e-4) and np.allclose(std, flat.std(0), atol=1e-4)
 
 
+def test_compressed_training_images_are_inflated_only_when_used(tmp_path, monkeypatch, digits_ckpt):
+    """`np.savez_compressed` x_train stays deferred (shape and dtype from its header) through an evaluation, which
+    reads the test split only; touching x_train inflates it to np.load's values; a corrupt member is a HardenError."""
+    import harden
+    from harden.data import npz
+    monkeypatch.setattr(npz, "MAP_BYTES", 64)
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 255, (300, 8, 8), dtype=np.uint8)  # NHW: the channel axis is added to the deferred shape
+    p = tmp_path / "d.npz"
+    np.savez_compressed(p, x_train=x, y_train=np.arange(300) % 10, x_test=x[:40], y_test=np.arange(40) % 10)
+    d = load_data(p)
+    assert isinstance(d._x_train, npz.DeferredArray) and d.in_chans == 1 and d.input_size == (8, 8)
+    loads = []
+    real_load = npz.DeferredArray.load
+    monkeypatch.setattr(npz.DeferredArray, "load", lambda self: loads.append(self) or real_load(self))
+    rep = harden.evaluate(harden.load(digits_ckpt), d, attacks=["fgsm"], n=40, metrics=False, masking_checks=False)
+    assert rep.n == 40 and loads == [] and isinstance(d._x_train, npz.DeferredArray)
+    assert d.x_train.shape == (300, 8, 8, 1) and np.array_equal(d.x_train[..., 0], x) and len(loads) == 1
+    sub = subsample(load_data(p), 0.1, seed=0)
+    assert len(sub.x_train) == 30 and len(loads) == 2
+
+    raw = bytearray(p.read_bytes())  # damage x_train's compressed bytes, past its .npy header
+    with __import__("zipfile").ZipFile(p) as zf:
+        info = zf.getinfo("x_train.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 200
+    raw[start:start + 400] = bytes(400)
+    p.write_bytes(bytes(raw))
+    d = load_data(p)
+    with pytest.raises(HardenError, match="x_train could not be read"):
+        d.images("train", np.arange(3))
+
+
 def test_npz_with_pickled_arrays_is_refused(tmp_path):
     p = tmp_path / "d.npz"
     np.savez(p, x_train=np.zeros((2, 4, 4), np.uint8), y_train=np.array([{"a": 1}, None], dtype=object),

@@ -12,12 +12,13 @@ import torch
 
 from ..errors import HardenError
 from .base import Data, to_tensor
+from .npz import DeferredArray
 from .transforms import augment, build_augment
 
 
 @dataclass
 class ImageData(Data):
-    x_train: np.ndarray  # uint8 NHWC
+    _x_train: np.ndarray | DeferredArray  # uint8 NHWC; a compressed .npz member stays deferred until first used
     y_train: np.ndarray  # int64
     x_test: np.ndarray
     y_test: np.ndarray
@@ -27,12 +28,21 @@ class ImageData(Data):
     class_names: list[str] | None = None  # when the data says them (image folders, CIFAR-10 meta, an npz key)
 
     @property
+    def x_train(self) -> np.ndarray:
+        if isinstance(self._x_train, DeferredArray):
+            try:
+                self._x_train = self._x_train.load()
+            except Exception as e:  # a corrupt or changed archive: zipfile, zlib, lzma and OS errors
+                raise HardenError(f"{self.source!r}: its x_train could not be read ({e}).") from None
+        return self._x_train
+
+    @property
     def in_chans(self) -> int:
-        return int(self.x_train.shape[-1])
+        return int(self._x_train.shape[-1])
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return int(self.x_train.shape[1]), int(self.x_train.shape[2])
+        return int(self._x_train.shape[1]), int(self._x_train.shape[2])
 
     def mean_std(self) -> tuple[list[float], list[float]]:
         # in slices: a memory-mapped x_train is never turned into one float64 copy of the whole set
@@ -75,9 +85,9 @@ class ArrayFeeder:
 def _finish(x_train, y_train, x_test, y_test, source: str, class_names=None) -> ImageData:
     arrays = []
     for name, x in (("x_train", x_train), ("x_test", x_test)):
-        x = np.asarray(x)
+        x = x if isinstance(x, DeferredArray) else np.asarray(x)  # a deferred member is checked by its header
         if x.ndim == 3:
-            x = x[..., None]
+            x = x.reshape((*x.shape, 1))
         if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
             raise HardenError(f"{source}: {name} has shape {x.shape}; expected N x H x W or N x H x W x C "
                               "with C in 1, 3, 4.")
@@ -109,7 +119,7 @@ def _npz(path: Path) -> ImageData:
     """Memory-mapped where the archive allows (harden.data.npz): a run reads the rows it uses, not the archive."""
     from .npz import read_npz
     try:
-        z = read_npz(path)
+        z = read_npz(path, defer=("x_train",))  # `eval` never inflates compressed training images
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
         if missing:
             raise HardenError(f"{str(path)!r} lacks {', '.join(missing)}; an .npz for harden holds "

@@ -1,8 +1,10 @@
 """Arrays of an .npz archive without reading the archive whole: a member stored uncompressed (`np.savez`) is
 memory-mapped where it lies in the zip, so a run reads only the rows it indexes (a 10% subset, 500 test images, a
 pool's batches); a compressed member (`np.savez_compressed`) cannot be mapped in place, so one larger than
-SPILL_BYTES is inflated once into an unlinked temporary file and mapped from there, and a smaller one is read.
-Pickled (object) arrays are refused, as `np.load(allow_pickle=False)` refuses them."""
+SPILL_BYTES is inflated once into an unlinked temporary file and mapped from there, and a smaller one is read. A
+compressed member named in `defer` comes back as a DeferredArray (shape and dtype from its header), inflated only when
+a run first touches its pixels: `harden eval` never inflates the training images it does not use (CIFAR-10 as LZMA:
+seconds instead of half a minute). Pickled (object) arrays are refused, as `np.load(allow_pickle=False)` refuses them."""
 from __future__ import annotations
 
 import shutil
@@ -18,15 +20,47 @@ MAP_BYTES = 1 << 20  # stored members up to this are simply read (labels, class 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip local file header (APPNOTE 4.3.7): 30 bytes
 
 
-def read_npz(path: str | Path, keys: list[str] | None = None) -> dict[str, np.ndarray]:
-    """`keys` (all when None) of the archive at `path`, each memory-mapped read-only where it can be. Raises
-    zipfile.BadZipFile, OSError or ValueError for a file that is not a readable archive of plain arrays."""
+class DeferredArray:
+    """A compressed member not inflated yet: its shape and dtype (read from its .npy header) say what it holds;
+    load() inflates it (mapped or read, as read_npz would)."""
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.name, self.shape, self.dtype = path, name, shape, dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def reshape(self, shape: tuple[int, ...]) -> "DeferredArray":
+        if int(np.prod(shape)) != int(np.prod(self.shape)):
+            raise ValueError(f"cannot reshape {self.shape} to {shape}")
+        return DeferredArray(self.path, self.name, tuple(shape), self.dtype)
+
+    def load(self) -> np.ndarray:
+        with zipfile.ZipFile(self.path) as zf:
+            return _member(self.path, zf, zf.getinfo(self.name)).reshape(self.shape)
+
+
+def read_npz(path: str | Path, keys: list[str] | None = None, defer: tuple[str, ...] = ()
+             ) -> dict[str, np.ndarray | DeferredArray]:
+    """`keys` (all when None) of the archive at `path`, each memory-mapped read-only where it can be; a compressed
+    member over MAP_BYTES named in `defer` is a DeferredArray. Raises zipfile.BadZipFile, OSError or ValueError for a
+    file that is not a readable archive of plain arrays."""
     path = Path(path)
     out = {}
     with zipfile.ZipFile(path) as zf:
         members = {i.filename[:-4]: i for i in zf.infolist() if i.filename.endswith(".npy")}
         for key in members if keys is None else [k for k in keys if k in members]:
-            out[key] = _member(path, zf, members[key])
+            info = members[key]
+            if key in defer and info.compress_type != zipfile.ZIP_STORED and info.file_size > MAP_BYTES:
+                with zf.open(info) as f:
+                    shape, _, dtype = _header(f)  # the header is at the start: nothing else is inflated
+                out[key] = DeferredArray(path, info.filename, shape, dtype)
+            else:
+                out[key] = _member(path, zf, info)
     return out
 
 
