@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import harden  # noqa: E402
+from harden.allocator import keep_freed_memory  # noqa: E402
 from harden.attacks import build_attack  # noqa: E402
 from harden.compiling import compiled  # noqa: E402
 from harden.data import to_tensor  # noqa: E402
@@ -174,8 +175,11 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the models (the rows say so)")
     ap.add_argument("--tiny", action="store_true", help="a few images, small sizes: checks the script, not speed")
     ap.add_argument("--out", default="bench-out/speed.jsonl")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave glibc's allocator as it is (the CLI's harden.allocator.keep_freed_memory is off)")
     args = ap.parse_args()
     set_quiet(True)
+    allocator = "default" if args.malloc_default else ("kept" if keep_freed_memory() else "default (not glibc)")
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if args.tiny:
@@ -194,7 +198,7 @@ def main() -> None:
 
     def write(row: dict) -> None:
         row = {"date": str(date.today()), "device": str(device), "machine": machine, "compile": args.compile,
-               "tiny": args.tiny, **row}
+               "tiny": args.tiny, "allocator": allocator, **row}
         rows.append(row)
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")

@@ -621,6 +621,8 @@ def _is_usage_error(e: Exception) -> bool:
 
 def main() -> None:
     from . import distributed
+    from .allocator import keep_freed_memory
+    keep_freed_memory()  # the CLI owns its process: training steps reuse freed host memory (allocator.py)
     try:
         _main()
     finally:  # after an error no rank waits for the others (a peer may be stuck or gone)
