@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import harden  # noqa: E402
 from harden.allocator import keep_freed_memory  # noqa: E402
-from harden.attacks import build_attack  # noqa: E402
+from harden.attacks import build_attack, parse_number  # noqa: E402
 from harden.compiling import compiled  # noqa: E402
 from harden.data import to_tensor  # noqa: E402
 from harden.models.registry import Classifier  # noqa: E402
@@ -288,8 +288,9 @@ def main() -> None:
                "passes": counts, "floor_s": round(floor, 1), "floor_over_time": round(floor / res.train_seconds, 3),
                "per_img_ms_at_32": {k: round(v * 1e3, 3) for k, v in costs.items()}}
         if args.eval:
+            eps = res.config["params"].get("eps")  # the budget it trained for, as `harden fix`'s own report
             rep = harden.evaluate(res.model, data, attacks=["autoattack"], n=args.n, device=device, metrics=False,
-                                  masking_checks=False, examples=0)
+                                  masking_checks=False, examples=0, eps=parse_number(eps) if eps is not None else None)
             row.update(clean=rep.clean_accuracy, autoattack=rep.attacks[0].robust_accuracy, threat_model="white-box")
         write(row)
     if "loader" in only:

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from harden import TrainConfig, load_data, save, train
+from harden.allocator import keep_freed_memory
 from harden.runtime import set_quiet
 
 set_quiet(True)
+keep_freed_memory()  # as the CLI does for its process (the in-process CLI tests would set it midway otherwise)
 # `make test` runs two pytest workers (pytest-xdist, a file each at a time) on the machine's two cores: one torch
 # thread each, since small models scale poorly over threads; a plain `pytest` keeps two threads
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
