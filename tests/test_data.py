@@ -72,12 +72,12 @@ def test_compressed_training_images_are_inflated_only_when_used(tmp_path, monkey
     p = tmp_path / "d.npz"
     np.savez_compressed(p, x_train=x, y_train=np.arange(300) % 10, x_test=x[:40], y_test=np.arange(40) % 10)
     d = load_data(p)
-    assert isinstance(d._x_train, npz.DeferredArray) and d.in_chans == 1 and d.input_size == (8, 8)
+    assert isinstance(d.__dict__["_x_train"], npz.DeferredArray) and d.in_chans == 1 and d.input_size == (8, 8)
     loads = []
     real_load = npz.DeferredArray.load
     monkeypatch.setattr(npz.DeferredArray, "load", lambda self: loads.append(self) or real_load(self))
     rep = harden.evaluate(harden.load(digits_ckpt), d, attacks=["fgsm"], n=40, metrics=False, masking_checks=False)
-    assert rep.n == 40 and loads == [] and isinstance(d._x_train, npz.DeferredArray)
+    assert rep.n == 40 and loads == [] and isinstance(d.__dict__["_x_train"], npz.DeferredArray)
     assert d.x_train.shape == (300, 8, 8, 1) and np.array_equal(d.x_train[..., 0], x) and len(loads) == 1
     sub = subsample(load_data(p), 0.1, seed=0)
     assert len(sub.x_train) == 30 and len(loads) == 2

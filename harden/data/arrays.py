@@ -16,9 +16,28 @@ from .npz import DeferredArray
 from .transforms import augment, build_augment
 
 
+class _InflatedOnRead:
+    """ImageData.x_train: holds an array or a DeferredArray (a compressed .npz member), and inflates the latter on
+    the first read, so that `eval`, which reads only the test split, never inflates the training images."""
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            raise AttributeError("x_train")  # the dataclass field has no default
+        value = obj.__dict__["_x_train"]
+        if isinstance(value, DeferredArray):
+            try:
+                value = obj.__dict__["_x_train"] = value.load()
+            except Exception as e:  # a corrupt or changed archive: zipfile, zlib, lzma and OS errors
+                raise HardenError(f"{obj.source!r}: its x_train could not be read ({e}).") from None
+        return value
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__["_x_train"] = value
+
+
 @dataclass
 class ImageData(Data):
-    _x_train: np.ndarray | DeferredArray  # uint8 NHWC; a compressed .npz member stays deferred until first used
+    x_train: np.ndarray = _InflatedOnRead()  # uint8 NHWC; a compressed .npz member is inflated when first read
     y_train: np.ndarray  # int64
     x_test: np.ndarray
     y_test: np.ndarray
@@ -28,21 +47,13 @@ class ImageData(Data):
     class_names: list[str] | None = None  # when the data says them (image folders, CIFAR-10 meta, an npz key)
 
     @property
-    def x_train(self) -> np.ndarray:
-        if isinstance(self._x_train, DeferredArray):
-            try:
-                self._x_train = self._x_train.load()
-            except Exception as e:  # a corrupt or changed archive: zipfile, zlib, lzma and OS errors
-                raise HardenError(f"{self.source!r}: its x_train could not be read ({e}).") from None
-        return self._x_train
-
-    @property
     def in_chans(self) -> int:
-        return int(self._x_train.shape[-1])
+        return int(self.__dict__["_x_train"].shape[-1])  # from a deferred member's header: nothing inflated
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return int(self._x_train.shape[1]), int(self._x_train.shape[2])
+        shape = self.__dict__["_x_train"].shape
+        return int(shape[1]), int(shape[2])
 
     def mean_std(self) -> tuple[list[float], list[float]]:
         # in slices: a memory-mapped x_train is never turned into one float64 copy of the whole set
