@@ -2,7 +2,10 @@
 the host; batches become float [0,1] NCHW tensors on the device (the fast path for small images)."""
 from __future__ import annotations
 
+import lzma
 import pickle
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -27,7 +30,8 @@ class _InflatedOnRead:
         if isinstance(value, DeferredArray):
             try:
                 value = obj.__dict__["_x_train"] = value.load()
-            except Exception as e:  # a corrupt or changed archive: zipfile, zlib, lzma and OS errors
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as e:
+                # a corrupt, truncated or changed archive (what zipfile and its decompressors raise)
                 raise HardenError(f"{obj.source!r}: its x_train could not be read ({e}).") from None
         return value
 
