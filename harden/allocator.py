@@ -3,9 +3,9 @@
 glibc's malloc hands the free memory at the top of its heap back to the kernel (brk) as soon as more than its trim
 threshold is free, so on the CPU every training step's activations were freed, returned, and faulted back in zeroed
 on the next step: over 2 million minor page faults in a 2-epoch `fix` of the CIFAR-10 ResNet-20, and 5-7% of its
-time on a core of its own, about 10% on a shared one (BENCHMARKS.md "The allocator"). Raising the trim threshold keeps that memory for the next step. glibc turns its
-dynamic mmap threshold off once either threshold is set, so the mmap threshold is pinned at the dynamic one's ceiling
-(32 MiB on 64-bit), where it would have ended up anyway.
+time on a core of its own, about 10% on a shared one (BENCHMARKS.md "The allocator"). Raising the trim threshold
+keeps that memory for the next step. glibc turns its dynamic mmap threshold off once either threshold is set, so the
+mmap threshold is pinned at the dynamic one's ceiling (32 MiB on 64-bit), where it would have ended up anyway.
 
 Process-wide and not undone (glibc has no getter to restore from), so the CLI calls it for its own process and a
 library user may call it for theirs. Skipped where the user already tuned malloc through the environment, and a no-op
