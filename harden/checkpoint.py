@@ -199,9 +199,38 @@ def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike] = 
     return out
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask sets as it reads, which
+    would race with another thread creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_beside(path: Path) -> tuple[int, str]:
+    """A temporary file in path's folder (so the final rename is atomic) with the permissions a file created
+    by open() would get: mkstemp makes it owner-only, and the renamed output would stay unreadable to the
+    group a CI job or a shared model store runs as."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

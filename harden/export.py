@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import temp_beside
 from .errors import HardenError
 from .models import Classifier
 
@@ -42,7 +42,7 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
     model = model.cpu().eval()
     spec = model.spec
     dummy = torch.rand(2, spec.in_chans, *spec.input_size)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         try:

@@ -1,4 +1,6 @@
 import hashlib
+import os
+import stat
 
 import pytest
 import torch
@@ -58,3 +60,21 @@ def test_save_refuses_overwrite_and_input(digits_model, tmp_path):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     harden.save(digits_model, path, force=True)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_outputs_get_the_permissions_of_a_file_open_would_create(digits_model, cli, tmp_path, umask):
+    # mkstemp makes owner-only files; a renamed output must not stay unreadable to the CI job's group
+    old = os.umask(umask)
+    try:
+        expected = 0o666 & ~umask
+        ckpt = harden.save(digits_model, tmp_path / "m.safetensors")
+        code, _, err = cli("eval", ckpt, "--attack", "fgsm", "--num-images", 8, "--no-metrics", "-q",
+                           "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md")
+        assert code == 0, err
+        code, _, err = cli("export", ckpt, "-o", tmp_path / "m.onnx", "--num-images", 4, "-q")
+        assert code == 0, err
+        for name in ("m.safetensors", "r.json", "r.md", "m.onnx"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+    finally:
+        os.umask(old)
