@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,24 @@ def read_torch(path: Path) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise HardenError(f"Refused to load {str(path)!r}: it is a pickle that asks to run code or build objects "
-                          f"other than tensors and plain data ({str(e).splitlines()[0][:200]}). harden loads "
-                          "checkpoints with torch.load(weights_only=True) only. Save the weights with "
-                          "torch.save(model.state_dict(), path) or convert them to .safetensors.") from None
+                          f"other than tensors and plain data ({_refusal_reason(str(e))}). harden loads "
+                          "checkpoints with torch.load(weights_only=True) only. Where you trust the file, save its "
+                          "weights once with torch.save(torch.load(path, weights_only=False).state_dict(), "
+                          "'weights.pt') (for a whole pickled model) or convert them to .safetensors, and pass "
+                          "that file with --arch.") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).") from None
+
+
+def _refusal_reason(message: str) -> str:
+    """The object torch's weights-only unpickler refused (e.g. a whole pickled model's class), not the
+    generic first lines of its message (which carry terminal escape codes)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    if found:
+        return (f"it asks for {found.group(1)}, which a weights-only load never calls; a whole pickled model "
+                "asks for its class this way")
+    first = re.sub(r"\x1b\[[0-9;]*m", "", message).strip().splitlines()
+    return first[0][:200] if first else "no reason given"
 
 
 def _tensor_dict(obj: Any) -> dict[str, torch.Tensor] | None:

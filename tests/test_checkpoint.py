@@ -40,8 +40,18 @@ class Evil:
 def test_pickle_with_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(1), "evil": Evil()}, path)
-    with pytest.raises(HardenError, match="Refused"):
+    with pytest.raises(HardenError, match="Refused.*asks for print"):
         harden.load(path, arch="cnn-small", num_classes=10)
+
+
+def test_a_whole_pickled_model_is_refused_naming_its_class(digits_model, tmp_path):
+    path = tmp_path / "full.pt"
+    torch.save(digits_model.net, path)  # as `torch.save(model, path)` in published code
+    with pytest.raises(HardenError) as refused:
+        harden.load(path, arch="cnn-small", num_classes=10)
+    message = str(refused.value)
+    assert f"asks for {type(digits_model.net).__module__}.{type(digits_model.net).__name__}" in message
+    assert "state_dict()" in message and "\x1b" not in message
 
 
 def test_mismatch_names_keys(digits_model, tmp_path):
