@@ -15,6 +15,7 @@ import torch
 from .errors import HardenError
 from .models import Classifier, create_model, is_known_arch
 from .models.config import SPEC_KEYS, hub_weights, is_hub_folder, read_hub_config, resolve
+from .outputs import LOGITS_KEY
 from .runtime import warn
 
 FORMAT_VERSION = "1"
@@ -123,9 +124,10 @@ def _norm(v):
 def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
          in_chans: int | None = None, input_size=None, mean=None, std=None, interpolation: str | None = None,
          crop_pct: float | None = None, crop_mode: str | None = None, key: str | None = None,
-         device: str | torch.device = "cpu") -> Classifier:
+         logits_key: str | None = None, device: str | torch.device = "cpu") -> Classifier:
     """Load a checkpoint (a file, or a timm hub folder) into a Classifier (takes [0,1] pixels). Flags fill or
-    override metadata; `key` picks the state dict inside an ambiguous container (dotted path, e.g. 'state_dict.0').
+    override metadata; `key` picks the state dict inside an ambiguous container (dotted path, e.g. 'state_dict.0');
+    `logits_key` the class scores in what the network returns, where it returns more (an index or a name).
     `model.config_sources` says where each value of the spec came from."""
     path = Path(path)
     state, meta = read_checkpoint(path, key)
@@ -136,9 +138,10 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                          tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
                          tuple(_as_list(spec["std"])), data=str(meta.get("data", "")),
                          interpolation=str(spec["interpolation"]), crop_pct=float(spec["crop_pct"]),
-                         crop_mode=str(spec["crop_mode"]), model_args=dict(spec["model_args"] or {}))
+                         crop_mode=str(spec["crop_mode"]), model_args=dict(spec["model_args"] or {}),
+                         logits_key=logits_key if logits_key is not None else meta.get(LOGITS_KEY))
     model.config_sources = sources
-    model.spec.extra.update({k: v for k, v in meta.items() if k not in SPEC_KEYS and k != "data"})
+    model.spec.extra.update({k: v for k, v in meta.items() if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
     patch_state = {k[len(PATCH_PREFIX):]: v for k, v in state.items() if k.startswith(PATCH_PREFIX)}
     state = {k: v for k, v in state.items() if not k.startswith(PATCH_PREFIX)}

@@ -114,7 +114,7 @@ def inspect(
     import torch
 
     from .checkpoint import read_checkpoint, sha256_file
-    from .outputs import detect_output_kind
+    from .outputs import detect_output_kind, scores_entry
     _, meta = read_checkpoint(checkpoint, model_flags.key)
     model = _load_model(checkpoint, model_flags, "cpu")
     t = Table(title=str(checkpoint), show_header=False, title_justify="left")
@@ -136,7 +136,8 @@ def inspect(
             ("taps", _taps(model)),
             ("head", _head(model)),
             ("loaded", "; ".join(getattr(model, "load_notes", [])) or "keys as saved"),
-            ("output kind", detect_output_kind(model, torch.rand(2, s.in_chans, *s.input_size))),
+            ("output kind", detect_output_kind(model, torch.rand(2, s.in_chans, *s.input_size))
+             + scores_entry(model)),
             ("sha256", sha256_file(checkpoint))]
     if s.model_args:
         rows.append(("model_args", said("model_args", s.model_args)))

@@ -51,6 +51,8 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
             with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                     contextlib.redirect_stderr(io.StringIO()):  # the exporter dumps its whole IR graph on failure
                 warnings.simplefilter("ignore", DeprecationWarning)
+                # shape tests on the non-batch axes (outputs.ScoresOf) are constants of the model, as traced
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 torch.onnx.export(model, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
                                   dynamic_axes={"pixels": {0: "batch"}, "outputs": {0: "batch"}},
                                   opset_version=opset, dynamo=False)

@@ -1,7 +1,7 @@
 """The shared flag sets, each defined once and added to every command that needs it by a decorator: the model flags
-(`--arch --num-classes --in-chans --input-size --mean --std --interpolation --crop-pct --crop-mode --key`, bundled
-as `model_flags: ModelFlags`) and the on-disk data flags (`--workers --class-map --skip-unreadable`, bundled as
-`data_flags: DataFlags`)."""
+(`--arch --num-classes --in-chans --input-size --mean --std --interpolation --crop-pct --crop-mode --key
+--logits-key`, bundled as `model_flags: ModelFlags`) and the on-disk data flags (`--workers --class-map
+--skip-unreadable`, bundled as `data_flags: DataFlags`)."""
 from __future__ import annotations
 
 import functools
@@ -37,6 +37,10 @@ _OPTIONS = {
     "key": (Optional[str], typer.Option(None, "--key", help="Where the state dict sits in a container that holds "
                                         "several, as a dotted path (e.g. state_dict, ema, state_dict.0).",
                                         rich_help_panel="Model")),
+    "logits_key": (Optional[str], typer.Option(
+        None, "--logits-key", help="Where the class scores are when the model's forward returns more than them: "
+        "an index of a returned tuple (0) or a name of a returned dict or output object (logits). Found by itself "
+        "when one entry has the scores' shape.", rich_help_panel="Model")),
 }
 
 
@@ -52,13 +56,14 @@ class ModelFlags:
     crop_pct: float | None = None
     crop_mode: str | None = None
     key: str | None = None
+    logits_key: str | None = None
 
     def load_kwargs(self) -> dict:
         """Keyword arguments of harden.load."""
         return dict(arch=self.arch, num_classes=self.num_classes, in_chans=self.in_chans,
                     input_size=parse_size(self.input_size), mean=parse_floats(self.mean, "mean"),
                     std=parse_floats(self.std, "std"), interpolation=self.interpolation, crop_pct=self.crop_pct,
-                    crop_mode=self.crop_mode, key=self.key)
+                    crop_mode=self.crop_mode, key=self.key, logits_key=self.logits_key)
 
     def given(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

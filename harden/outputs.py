@@ -4,8 +4,13 @@ shift-equivalent to them: log-probabilities are logits shifted per image, so CE,
 unchanged on them; probabilities are not, so attacks see their logarithm instead."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
+
+from .errors import HardenError
 
 LOGITS = "logits"
 LOG_PROBABILITIES = "log-probabilities"
@@ -43,3 +48,98 @@ class LogOfProbabilities(nn.Module):
 
 def as_logits(model: nn.Module, kind: str) -> nn.Module:
     return LogOfProbabilities(model) if kind == PROBABILITIES else model
+
+
+# Research code often returns more than the class scores: `return logits, features`, a dict with "logits", a
+# Hugging Face ModelOutput, or a (N, K, 1, 1) map from an all-convolutional net. A forward hook on the network hands
+# every caller (attacks, probes, training, export) just the N x K scores, and leaves the state dict as saved.
+LOGITS_KEY = "logits_key"  # metadata: where in the forward's return value the scores are (an index or a name)
+
+
+def _at(out: Any, key: str) -> Any:
+    if isinstance(out, (tuple, list)):
+        return out[int(key)]
+    if isinstance(out, Mapping):
+        return out[key]
+    return getattr(out, key)
+
+
+def _as_scores(z: torch.Tensor, num_classes: int) -> torch.Tensor:
+    if z.ndim == 4 and z.shape[2:] == (1, 1):
+        z = z.flatten(1)  # a global-pooled convolutional head without the flatten
+    if z.ndim == 2 and z.shape[1] == 1 and num_classes == 2:
+        z = torch.cat([torch.zeros_like(z), z], 1)  # one binary logit: softmax([0, z]) = (1 - sigmoid(z), sigmoid(z))
+    return z
+
+
+class ScoresOf:
+    """The forward hook: the scores from whatever the network returns."""
+
+    def __init__(self, key: str | None, num_classes: int):
+        self.key, self.num_classes = key, num_classes
+
+    def __call__(self, module: nn.Module, inputs: Any, out: Any) -> torch.Tensor:
+        return _as_scores(out if self.key is None else _at(out, self.key), self.num_classes)
+
+
+def _entries(out: Any) -> list[tuple[str, Any]]:
+    if isinstance(out, (tuple, list)):
+        return [(str(i), v) for i, v in enumerate(out)]
+    if isinstance(out, Mapping):
+        return [(str(k), v) for k, v in out.items()]
+    return [(k, v) for k, v in vars(out).items() if not k.startswith("_")] if hasattr(out, "__dict__") else []
+
+
+def _describe(out: Any) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    parts = [f"{k}: {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}" for k, v in _entries(out)]
+    return f"a {type(out).__name__} ({', '.join(parts) or 'no entries'})"
+
+
+def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: tuple[int, int],
+                  key: str | None = None) -> str | None:
+    """Run one probe forward; when the network returns anything but N x num_classes scores, register ScoresOf as
+    its forward hook. `key` picks the entry (--logits-key); without it: a 'logits' entry, else the only entry of
+    shape N x num_classes, else the first. Returns the key used (None: the output is used as it is, or reshaped)."""
+    was = net.training
+    net.eval()
+    p = next(net.parameters(), None)
+    x = torch.zeros(2, in_chans, *input_size, device=p.device if p is not None else "cpu")
+    try:
+        with torch.no_grad():
+            out = net(x)
+    finally:
+        net.train(was)
+
+    def fits(z: Any) -> bool:
+        return isinstance(z, torch.Tensor) and tuple(_as_scores(z, num_classes).shape) == (2, num_classes)
+
+    if key is None and not isinstance(out, torch.Tensor):
+        fitting = [k for k, v in _entries(out) if fits(v)]
+        key = "logits" if "logits" in fitting else (fitting[0] if fitting else None)
+        if key is None:
+            raise HardenError(f"{type(net).__name__}'s forward returns {_describe(out)} for a batch of 2: nothing of "
+                              f"shape 2 x {num_classes} (the number of classes). Check --num-classes, or pass "
+                              "--logits-key with the index or name of the class scores.")
+    if key is not None:
+        try:
+            scores = _at(out, key)
+        except (LookupError, AttributeError, ValueError, TypeError):
+            raise HardenError(f"--logits-key {key!r}: {type(net).__name__}'s forward returns {_describe(out)}, which "
+                              "has no such entry.") from None
+        if not fits(scores):
+            raise HardenError(f"--logits-key {key!r}: that entry of {type(net).__name__}'s output is "
+                              f"{_describe(scores)}, not 2 x {num_classes} class scores for a batch of 2.")
+    elif not fits(out):
+        raise HardenError(f"{type(net).__name__} returns {_describe(out)} for a batch of 2 images, not 2 x "
+                          f"{num_classes} class scores: check --num-classes (and --in-chans, --input-size).")
+    if key is not None or tuple(out.shape) != (2, num_classes):
+        net.register_forward_hook(ScoresOf(key, num_classes))
+    return key
+
+
+def scores_entry(model: nn.Module) -> str:
+    """', read at <key> of what the forward returns' for a model whose scores are one entry of its output."""
+    key = getattr(getattr(model, "spec", None), "extra", {}).get(LOGITS_KEY)
+    return "" if key is None else f", read at entry {key!r} of what the forward returns (--logits-key)"

@@ -36,6 +36,41 @@ class View(nn.Module):
         return x.view(x.size(0), -1)
 
 
+class TupleNet(nn.Module):  # returns (logits, features), as many training codes do for a feature loss
+    def __init__(self, num_classes=4, in_chans=3):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
+        self.fc = nn.Linear(8 * 16, num_classes)
+
+    def forward(self, x):
+        f = self.body(x).view(x.size(0), -1)
+        return self.fc(f), f
+
+
+class DictNet(TupleNet):  # a dict whose features have the scores' shape: the "logits" entry is the scores
+    def forward(self, x):
+        logits, f = super().forward(x)
+        return {"features": f[:, :logits.shape[1]], "logits": logits}
+
+
+def all_conv(num_classes=4, in_chans=3):  # ends in a 1x1 conv and a global pool: (N, K, 1, 1), never flattened
+    return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1),
+                         nn.AdaptiveAvgPool2d(1))
+
+
+class BinaryNet(nn.Module):  # one logit for a two-class problem
+    def __init__(self, in_chans=3):
+        super().__init__()
+        self.fc = nn.Linear(in_chans * 16 * 16, 1)
+
+    def forward(self, x):
+        return self.fc(x.view(x.size(0), -1))
+
+
+def ten_classes(in_chans=3):
+    return nn.Sequential(View(), nn.Linear(in_chans * 16 * 16, 10))
+
+
 def sequential(num_classes=4, in_chans=3):
     return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), View(),
@@ -64,7 +99,7 @@ def _data(chans: int) -> ImageData:
     return ImageData(x, y, x[:16], y[:16], f"quadrants-{chans}ch", 4)
 
 
-@pytest.mark.parametrize("fn,chans", [("LeNetView", 1), ("sequential", 3)])
+@pytest.mark.parametrize("fn,chans", [("LeNetView", 1), ("sequential", 3), ("TupleNet", 3), ("all_conv", 1)])
 def test_view_models_through_every_command(nets, fn, chans, tmp_path):
     data = _data(chans)
     base = harden.create_model(f"{nets}:{fn}", 4, chans, (16, 16), (0.3,), (0.3,))
@@ -74,8 +109,12 @@ def test_view_models_through_every_command(nets, fn, chans, tmp_path):
                              masking_checks=False, device="cpu")
     assert 0.0 <= report.clean_accuracy <= 1.0 and len(report.attacks) == 4
     for recipe, sets in RECIPE_SETS.items():
-        if recipe == "gda-brelu" and fn == "LeNetView":
+        if recipe == "gda-brelu" and fn in ("LeNetView", "TupleNet"):
             sets = ["brelu=false"]  # F.relu cannot be swapped for a bounded ReLU (gda-brelu says so and refuses)
+        if recipe == "idfr" and fn == "all_conv":  # idfr's embedding is the input of a final nn.Linear
+            with pytest.raises(harden.HardenError, match="no nn.Linear"):
+                harden.fix(base_path, data, recipe=recipe, data_frac=0.5, epochs=1, device="cpu", report=False)
+            continue
         result = harden.fix(base_path, data, recipe=recipe, sets=sets, data_frac=0.5, epochs=1, batch_size=8,
                             device="cpu", report=False)
         fixed = result.model
@@ -105,3 +144,34 @@ def test_inputs_reach_the_model_contiguous():
     assert xb.stride() == (768, 256, 16, 1)
     grey = _data(1)
     assert grey.images("test", np.arange(4))[0].stride() == (256, 256, 16, 1)  # not (256, 1, 16, 1)
+
+
+def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
+    x = torch.rand(3, 3, 16, 16)
+    tup = harden.create_model(f"{nets}:TupleNet", 4, 3, (16, 16))
+    with torch.no_grad():
+        assert torch.equal(tup(x), tup.net.fc(tup.net.body(tup.normalize(x)).view(3, -1)))
+    assert tup.spec.extra["logits_key"] == "0"
+    assert harden.create_model(f"{nets}:DictNet", 4, 3, (16, 16)).spec.extra["logits_key"] == "logits"
+    conv = harden.create_model(f"{nets}:all_conv", 4, 3, (16, 16))
+    assert conv(x).shape == (3, 4) and "logits_key" not in conv.spec.extra
+    binary = harden.create_model(f"{nets}:BinaryNet", 2, 3, (16, 16))
+    with torch.no_grad():
+        z = binary.net.fc(binary.normalize(x).view(3, -1))[:, 0]
+        p = binary(x).softmax(1)
+    assert torch.allclose(p[:, 1], torch.sigmoid(z), atol=1e-6)  # softmax([0, z]) is the sigmoid's two classes
+
+    # a key from the flag travels in the checkpoint's metadata; a wrong one or a wrong class count is exit 2
+    state = tmp_path / "tup.pt"
+    torch.save(tup.net.state_dict(), state)
+    flags = ["--arch", f"{nets}:TupleNet", "--num-classes", 4, "--input-size", "16x16"]
+    code, _, err = cli("import", state, *flags, "--logits-key", "1", "-o", tmp_path / "bad.safetensors")
+    assert code == 2 and "'1'" in err and "(2, 128)" in err and not (tmp_path / "bad.safetensors").exists()
+    code, _, err = cli("import", state, *flags, "--logits-key", "0", "-o", tmp_path / "tup.safetensors")
+    assert code == 0, err
+    code, out, _ = cli("inspect", tmp_path / "tup.safetensors")
+    assert code == 0 and "entry '0'" in out
+    code, _, err = cli("inspect", state, *flags, "--logits-key", "scores")
+    assert code == 2 and "no such entry" in err
+    with pytest.raises(harden.HardenError, match=r"\(2, 10\).*--num-classes"):
+        harden.create_model(f"{nets}:ten_classes", 4, 3, (16, 16))  # a callable that ignores num_classes

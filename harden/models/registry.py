@@ -261,8 +261,9 @@ def _per_channel(values, c: int, what: str) -> list[float]:
 
 def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32, 32), mean=(0.0,), std=(1.0,),
                  data: str = "", *, interpolation: str = "bilinear", crop_pct: float = 1.0, crop_mode: str = "center",
-                 model_args: dict[str, Any] | None = None, **extra) -> Classifier:
-    """The one factory: a Classifier around a fresh (untrained) architecture."""
+                 model_args: dict[str, Any] | None = None, logits_key: str | None = None, **extra) -> Classifier:
+    """The one factory: a Classifier around a fresh (untrained) architecture. A network that returns more than its
+    class scores (a tuple, a dict, a model-output object) is read at `logits_key`, or where a probe finds them."""
     if num_classes < 2:
         raise HardenError(f"num_classes must be at least 2, got {num_classes}.")
     from ..data.transforms import Preprocess
@@ -272,4 +273,9 @@ def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32,
                      input_size=(int(input_size[0]), int(input_size[1])), mean=tuple(mean), std=tuple(std),
                      data=data, extra=dict(extra), interpolation=str(interpolation), crop_pct=float(crop_pct),
                      crop_mode=str(crop_mode), model_args=dict(model_args or {}))
-    return Classifier(_build_net(spec), spec)
+    from ..outputs import LOGITS_KEY, attach_scores
+    net = _build_net(spec)
+    key = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
+    if key is not None:
+        spec.extra[LOGITS_KEY] = key  # kept in the metadata of every checkpoint written from this model
+    return Classifier(net, spec)

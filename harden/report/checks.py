@@ -10,6 +10,7 @@ import torch
 
 from ..attacks import build_attack
 from ..batching import predict_labels
+from ..outputs import scores_entry
 from ..runtime import frozen, progress
 
 # Tolerances: differences smaller than these are noise. The two comparisons of accuracies measured by
@@ -114,16 +115,17 @@ def randomized_outputs(model, x: torch.Tensor) -> dict[str, Any]:
                 "--attack autoattack:version=rand (APGD with 20 EOT samples)", kind="check")
 
 
-def output_kind_note(kind: str) -> dict[str, Any]:
+def output_kind_note(kind: str, entry: str = "") -> dict[str, Any]:
+    """`entry`: outputs.scores_entry's words for a model whose scores are one entry of what it returns."""
     from ..outputs import LOG_PROBABILITIES, PROBABILITIES
     if kind == PROBABILITIES:
-        detail = ("the model returns probabilities, not logits: harden attacks log(p), but a saturated softmax "
-                  "zeroes gradients in float32; export the logits if you can")
+        detail = (f"the model returns probabilities{entry}, not logits: harden attacks log(p), but a saturated "
+                  "softmax zeroes gradients in float32; export the logits if you can")
         return flag("outputs are not logits", True, detail, kind="check")
     if kind == LOG_PROBABILITIES:
-        return flag("outputs are not logits", True, "the model returns log-probabilities (log_softmax): CE, DLR "
-                    "and the margins are unchanged on them, so the attacks are computed right", kind="note")
-    return flag("outputs are not logits", False, "the model returns logits", kind="note")
+        return flag("outputs are not logits", True, f"the model returns log-probabilities (log_softmax){entry}: CE, "
+                    "DLR and the margins are unchanged on them, so the attacks are computed right", kind="note")
+    return flag("outputs are not logits", bool(entry), f"the model returns logits{entry}", kind="note")
 
 
 def zero_gradients(model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> dict[str, Any]:
@@ -196,7 +198,7 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
                                       pgd_end[:m] if pgd_end is not None else None)
         with frozen(model):
             flags.append(randomized_outputs(model, x[:min(m, batch_size)]))
-            flags.append(output_kind_note(output_kind))
+            flags.append(output_kind_note(output_kind, scores_entry(model)))
             flags.append(zero_gradients(model, x[:m], y[:m], correct[:m]))
             flags.append(black_box(model, x[:m], y[:m], atk_objs, results, robust_by_attack, check_eps, attack_fn,
                                     seed))
