@@ -124,16 +124,18 @@ def _norm(v):
 def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
          in_chans: int | None = None, input_size=None, mean=None, std=None, interpolation: str | None = None,
          crop_pct: float | None = None, crop_mode: str | None = None, key: str | None = None,
-         logits_key: str | None = None, device: str | torch.device = "cpu") -> Classifier:
+         model_args: dict[str, Any] | None = None, logits_key: str | None = None,
+         device: str | torch.device = "cpu") -> Classifier:
     """Load a checkpoint (a file, or a timm hub folder) into a Classifier (takes [0,1] pixels). Flags fill or
     override metadata; `key` picks the state dict inside an ambiguous container (dotted path, e.g. 'state_dict.0');
+    `model_args` are keyword arguments of the architecture's constructor (timm's create_model or a callable);
     `logits_key` the class scores in what the network returns, where it returns more (an index or a name).
     `model.config_sources` says where each value of the spec came from."""
     path = Path(path)
     state, meta = read_checkpoint(path, key)
     spec, sources = _merge_spec(meta, dict(arch=arch, num_classes=num_classes, in_chans=in_chans,
                                            input_size=input_size, mean=mean, std=std, interpolation=interpolation,
-                                           crop_pct=crop_pct, crop_mode=crop_mode), path)
+                                           crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args), path)
     model = create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec["in_chans"]),
                          tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
                          tuple(_as_list(spec["std"])), data=str(meta.get("data", "")),
@@ -181,7 +183,8 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
             parts.append(f"{len(unexpected)} unexpected key(s), first: {', '.join(unexpected[:3])}")
         raise HardenError(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)})."
                           + (mismatch_hint(own, state, notes) if missing or unexpected else "")
-                          + " Check --arch, --num-classes and --in-chans (or the checkpoint's metadata).")
+                          + " Check --arch, --num-classes, --in-chans and --model-arg (the constructor's arguments, "
+                            "such as a depth or a width), or the checkpoint's metadata.")
     net.load_state_dict(state, strict=True)
     return notes
 

@@ -1,13 +1,14 @@
 """The shared flag sets, each defined once and added to every command that needs it by a decorator: the model flags
 (`--arch --num-classes --in-chans --input-size --mean --std --interpolation --crop-pct --crop-mode --key
---logits-key`, bundled as `model_flags: ModelFlags`) and the on-disk data flags (`--workers --class-map
+--model-arg --logits-key`, bundled as `model_flags: ModelFlags`) and the on-disk data flags (`--workers --class-map
 --skip-unreadable`, bundled as `data_flags: DataFlags`)."""
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -37,6 +38,10 @@ _OPTIONS = {
     "key": (Optional[str], typer.Option(None, "--key", help="Where the state dict sits in a container that holds "
                                         "several, as a dotted path (e.g. state_dict, ema, state_dict.0).",
                                         rich_help_panel="Model")),
+    "model_args": (Optional[List[str]], typer.Option(
+        None, "--model-arg", help="A keyword argument of the architecture's constructor, key=value (repeatable; the "
+        "value read as JSON, else as text), e.g. depth=28 widen_factor=10 for a WideResNet, or timm's "
+        "drop_path_rate=0.1. Kept in the metadata of every checkpoint harden writes.", rich_help_panel="Model")),
     "logits_key": (Optional[str], typer.Option(
         None, "--logits-key", help="Where the class scores are when the model's forward returns more than them: "
         "an index of a returned tuple (0) or a name of a returned dict or output object (logits). Found by itself "
@@ -56,6 +61,7 @@ class ModelFlags:
     crop_pct: float | None = None
     crop_mode: str | None = None
     key: str | None = None
+    model_args: list[str] | None = None
     logits_key: str | None = None
 
     def load_kwargs(self) -> dict:
@@ -63,7 +69,8 @@ class ModelFlags:
         return dict(arch=self.arch, num_classes=self.num_classes, in_chans=self.in_chans,
                     input_size=parse_size(self.input_size), mean=parse_floats(self.mean, "mean"),
                     std=parse_floats(self.std, "std"), interpolation=self.interpolation, crop_pct=self.crop_pct,
-                    crop_mode=self.crop_mode, key=self.key, logits_key=self.logits_key)
+                    crop_mode=self.crop_mode, key=self.key, logits_key=self.logits_key,
+                    model_args=parse_model_args(self.model_args))
 
     def given(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -76,6 +83,23 @@ def parse_floats(text: str | None, what: str) -> list[float] | None:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise HardenError(f"--{what} takes comma-separated numbers, got {text!r}.") from None
+
+
+def parse_model_args(items: list[str] | None) -> dict | None:
+    """`--model-arg key=value` items -> keyword arguments; a value is JSON (28, 0.1, true, [2, 2], "x"), else
+    text (relu)."""
+    if not items:
+        return None
+    args = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise HardenError(f"--model-arg {item!r} is not of the form name=value (e.g. depth=28).")
+        try:
+            args[key.strip()] = json.loads(value)
+        except ValueError:
+            args[key.strip()] = value.strip()
+    return args
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:

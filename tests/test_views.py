@@ -67,6 +67,16 @@ class BinaryNet(nn.Module):  # one logit for a two-class problem
         return self.fc(x.view(x.size(0), -1))
 
 
+class Wide(nn.Module):  # a constructor with arguments of its own, as WideResNet(depth, widen_factor) has
+    def __init__(self, num_classes=4, width=8, bias=True):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, padding=1, bias=bias)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).view(x.size(0), -1))
+
+
 def ten_classes(in_chans=3):
     return nn.Sequential(View(), nn.Linear(in_chans * 16 * 16, 10))
 
@@ -175,3 +185,21 @@ def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
     assert code == 2 and "no such entry" in err
     with pytest.raises(harden.HardenError, match=r"\(2, 10\).*--num-classes"):
         harden.create_model(f"{nets}:ten_classes", 4, 3, (16, 16))  # a callable that ignores num_classes
+
+
+def test_constructor_arguments_come_from_model_arg_and_travel_in_the_metadata(nets, tmp_path, cli):
+    state = tmp_path / "wide.pt"
+    torch.save(harden.create_model(f"{nets}:Wide", 4, 3, (16, 16), model_args={"width": 5, "bias": False}
+                                   ).net.state_dict(), state)
+    flags = ["--arch", f"{nets}:Wide", "--num-classes", 4, "--input-size", "16x16"]
+    code, _, err = cli("inspect", state, *flags)
+    assert code == 2 and "--model-arg" in err  # the default width does not fit the weights
+    code, _, err = cli("inspect", state, *flags, "--model-arg", "widht=5")
+    assert code == 2 and "'widht'" in err and "width" in err
+    code, _, err = cli("inspect", state, *flags, "--model-arg", "width")
+    assert code == 2 and "name=value" in err
+    out_path = tmp_path / "wide.safetensors"
+    code, _, err = cli("import", state, *flags, "--model-arg", "width=5", "--model-arg", "bias=false", "-o", out_path)
+    assert code == 0, err
+    again = harden.load(out_path)  # no flags: the arguments are in the metadata
+    assert again.spec.model_args == {"width": 5, "bias": False} and again.net.conv.bias is None

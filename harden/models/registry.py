@@ -71,14 +71,18 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         return _BUILTINS[arch](num_classes=spec.num_classes, in_chans=spec.in_chans, input_size=spec.input_size)
     if ":" in arch:
         fn = _import_callable(arch)
-        kwargs = {"num_classes": spec.num_classes, "in_chans": spec.in_chans, "input_size": spec.input_size,
-                  **spec.model_args}
-        try:
+        kwargs = {"num_classes": spec.num_classes, "in_chans": spec.in_chans, "input_size": spec.input_size}
+        try:  # the three harden always offers go only where the callable takes them; model_args always go
             params = inspect.signature(fn).parameters
             if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
                 kwargs = {k: v for k, v in kwargs.items() if k in params}
+                unknown = [k for k in spec.model_args if k not in params]
+                if unknown:
+                    raise HardenError(f"Architecture {arch!r} takes no argument {', '.join(map(repr, unknown))} "
+                                      f"(from --model-arg or the metadata); it takes {', '.join(params) or 'none'}.")
         except (TypeError, ValueError):
             pass
+        kwargs.update(spec.model_args)
         try:
             net = fn(**kwargs)
         except TypeError as e:
