@@ -17,6 +17,7 @@ from .models import Classifier, create_model, is_known_arch
 from .models.config import SPEC_KEYS, hub_weights, is_hub_folder, read_hub_config, resolve
 from .outputs import LOGITS_KEY
 from .runtime import warn
+from .torchscript import is_torchscript, read_torchscript_weights
 
 FORMAT_VERSION = "1"
 SAFETENSORS_EXT = {".safetensors"}
@@ -68,6 +69,8 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
             raise HardenError(f"{str(path)!r} is not a readable safetensors file ({e}). It may be truncated or "
                               "corrupted; re-export it from the training run.") from None
         return state, decode_meta(raw_meta)
+    if kind == formats.TORCH_ZIP and is_torchscript(path):
+        return read_torchscript_weights(path), {}
     if kind in (formats.TORCH_ZIP, formats.TORCH_LEGACY):
         state, _ = formats.select(formats.read_torch(path), key, path)
         return state, {}
@@ -169,6 +172,12 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
     from .formats import fit_keys, mismatch_hint
     own = net.state_dict()
     state, notes = fit_keys(own, state, dict(net.named_modules()))
+    # buffers the architecture registers as non-persistent (Swin's relative position index, attention masks) are
+    # computed by its constructor: a file that holds them anyway (a TorchScript archive does) has them dropped
+    computed = [k for k, _ in net.named_buffers() if k not in own and k in state]
+    if computed:
+        state = {k: v for k, v in state.items() if k not in computed}
+        notes = [*notes, f"ignored {len(computed)} buffer(s) the architecture computes itself ({computed[0]}, ...)"]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"

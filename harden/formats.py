@@ -3,7 +3,7 @@ found inside whatever container holds it, and its keys fitted to the architectur
 
 - Formats: safetensors (by its header), torch zip files and legacy (pre-1.6) torch pickles, whatever the
   file is called. Torch files go through torch.load(weights_only=True) only: non-tensor entries (epoch,
-  optimizer state, scores) are read as data and never executed.
+  optimizer state, scores) are read as data and never executed. TorchScript archives: torchscript.py.
 - Containers: a top-level state dict, or the one mapping of names to tensors nested inside (under
   `state_dict`, `model`, `net`, `ema`, a Lightning checkpoint's `state_dict`, a list, ...). Several candidates
   are ambiguous: the error lists them and `--key a.b.0` picks one.

@@ -88,3 +88,48 @@ def test_outputs_get_the_permissions_of_a_file_open_would_create(digits_model, c
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
     finally:
         os.umask(old)
+
+
+def test_torchscript_archives_give_their_weights_without_running(tmp_path, cli):
+    import pickle
+    import warnings
+    import zipfile
+
+    (tmp_path / "seq.py").write_text(
+        "import torch\nfrom torch import nn\n\n\n"
+        "class Scaled(nn.Module):  # a buffer the constructor computes: not in state_dict(), but in the archive\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.register_buffer('scale', torch.tensor(2.0), persistent=False)\n\n"
+        "    def forward(self, x):\n"
+        "        return x * self.scale\n\n\n"
+        "def seq(num_classes=10, in_chans=1):\n"
+        "    return nn.Sequential(nn.Conv2d(in_chans, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), Scaled(),\n"
+        "                         nn.Flatten(), nn.Linear(4 * 64, num_classes))\n")
+    flags = dict(arch=f"{tmp_path / 'seq.py'}:seq", num_classes=10, in_chans=1, input_size=(8, 8))
+    net = harden.create_model(**flags).net.eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_()  # buffers travel too
+    x = torch.rand(3, 1, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice
+        archives = {"traced": torch.jit.trace(net, x), "scripted": torch.jit.script(net)}
+        for how, module in archives.items():
+            torch.jit.save(module, str(tmp_path / f"{how}.pt"))
+    for how in archives:
+        path = tmp_path / f"{how}.pt"
+        loaded = harden.load(path, **flags)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), net(x)), how
+        assert any("3.scale" in note for note in loaded.load_notes), loaded.load_notes
+    code, out, err = cli("inspect", tmp_path / "traced.pt", "--arch", flags["arch"], "--num-classes", 10,
+                         "--in-chans", 1, "--input-size", "8x8")
+    assert code == 0, err
+
+    # an archive whose pickle asks for anything but modules and tensors is refused, and nothing runs
+    src = zipfile.ZipFile(tmp_path / "traced.pt")
+    with zipfile.ZipFile(tmp_path / "evil.pt", "w") as z:
+        for name in src.namelist():
+            z.writestr(name, pickle.dumps(Evil(), protocol=2) if name.endswith("/data.pkl") else src.read(name))
+    with pytest.raises(HardenError, match="Refused.*print"):
+        harden.load(tmp_path / "evil.pt", **flags)
