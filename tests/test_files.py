@@ -363,6 +363,16 @@ def test_empty_and_loose_folders_are_clear_errors(tmp_path):
         only_eval.listing("train")
 
 
+@pytest.mark.parametrize("eval_folder", ["valid", "validation", "test"])
+def test_every_evaluation_folder_name_beside_train(tmp_path, eval_folder):
+    make_tree(tmp_path / "d", ["c0", "c1"], 2, splits=("train", eval_folder), sizes=(20, 30))
+    data = load_data(tmp_path / "d", DataTarget.for_model(small_cnn(num_classes=2)))
+    assert len(data.listing("train")) == 4 and data.n_test == 4
+    (tmp_path / "half" / "train" / "c0").mkdir(parents=True)
+    with pytest.raises(HardenError, match="no val/, test/, validation/ or valid/"):
+        load_data(tmp_path / "half", DataTarget.for_model(small_cnn(num_classes=2)))
+
+
 def test_train_on_a_folder_and_fix_on_a_list_without_split_column(tmp_path, cli):
     """`harden train` on a folder of mixed-size images (the size and colour taken from a sample), then `harden fix`
     on a path,label list: its held-out test split is never trained on, and the report says so."""

@@ -1,10 +1,10 @@
 """Data (`--data`): one interface (data/base.py), two kinds of source.
 
 - In memory (arrays.py): `digits`, an `.npz`, CIFAR-10 python batches: today's fast path for small images.
-- On disk (sources.py, files.py): a folder with train/ and val/ (or test/) of class folders; a single folder of
-  class folders (evaluation only); a CSV/TSV list of path,label[,split]; tar shards (WebDataset layout). Listed once,
-  decoded by DataLoader workers (loader.py) through the model's transforms (transforms.py) only when a batch needs
-  them; folder names become the model's indices by classes.py."""
+- On disk (sources.py, files.py): a folder with train/ and val/ (or test/, validation/, valid/) of class folders; a
+  single folder of class folders (evaluation only); a CSV/TSV list of path,label[,split]; tar shards (WebDataset
+  layout). Listed once, decoded by DataLoader workers (loader.py) through the model's transforms (transforms.py) only
+  when a batch needs them; folder names become the model's indices by classes.py."""
 from __future__ import annotations
 
 import io
@@ -21,12 +21,13 @@ from .base import (SMALL_IMAGE_SIDE, Data, batches, check_fits, fit_size, index_
                    stratified_subset, subsample, to_tensor)
 from .files import FileData
 from .loader import default_workers
-from .sources import IMAGE_EXT, Listing, OnDisk, find_on_disk
+from .sources import EVAL_FOLDERS, IMAGE_EXT, Listing, OnDisk, find_on_disk
 from .transforms import Preprocess, augment, build_augment
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test, a CIFAR-10 python-batches folder, a folder with "
-           "train/ and val/ (or test/) of class folders, a single folder of class folders (evaluation), a CSV/TSV "
-           "list of path,label[,split], or tar shards (a .tar, or a folder of them, WebDataset layout)")
+           "train/ and val/ (or test/, validation/, valid/) of class folders, a single folder of class folders "
+           "(evaluation), a CSV/TSV list of path,label[,split], or tar shards (a .tar, or a folder of them, WebDataset "
+           "layout)")
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,12 @@ def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
         return _cifar_batches(path)
     found = find_on_disk(path)
     if found is None:
-        if path.is_dir() and ((path / "train").is_dir() != any((path / d).is_dir() for d in ("val", "test"))):
-            has = "train/ but no val/ or test/" if (path / "train").is_dir() else "val/ or test/ but no train/"
-            raise HardenError(f"{spec!r} has {has}; a folder for training holds train/ and val/ (or test/), each "
-                              "with one folder per class, and a folder for evaluation alone holds the class folders "
-                              "themselves.")
+        if path.is_dir() and ((path / "train").is_dir() != any((path / d).is_dir() for d in EVAL_FOLDERS)):
+            has = ("train/ but no val/, test/, validation/ or valid/" if (path / "train").is_dir()
+                   else "an evaluation folder but no train/")
+            raise HardenError(f"{spec!r} has {has}; a folder for training holds train/ and val/ (or test/, "
+                              "validation/, valid/), each with one folder per class, and a folder for evaluation alone "
+                              "holds the class folders themselves.")
         raise HardenError(f"{spec!r} is none of the data layouts harden reads: {LAYOUTS}.")
     return _file_data(found, target or DataTarget())
 

@@ -21,6 +21,7 @@ from ..errors import HardenError
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 LIST_EXT = {".csv", ".tsv"}
 LABEL_EXT = (".cls", ".label")  # a WebDataset sample's class index
+EVAL_FOLDERS = ("val", "test", "validation", "valid")  # beside train/: the evaluation split, first found
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "test", "valid": "test", "validation": "test",
                 "test": "test", "eval": "test"}
 
@@ -267,7 +268,7 @@ def find_on_disk(path: Path) -> OnDisk | None:
         return None
     if not path.is_dir():
         return None
-    test = next((path / d for d in ("val", "test", "validation") if (path / d).is_dir()), None)
+    test = next((path / d for d in EVAL_FOLDERS if (path / d).is_dir()), None)
     if (path / "train").is_dir() and test is not None:
         if _shards_in(path / "train"):
             return _tar_source(src, {"train": _shards_in(path / "train"), "test": _shards_in(test)})
