@@ -93,6 +93,52 @@ def test_compressed_training_images_are_inflated_only_when_used(tmp_path, monkey
         d.images("train", np.arange(3))
 
 
+def test_npz_as_research_code_saves_it_reads_the_same_pixels(tmp_path, monkeypatch):
+    """Float NCHW in [0, 1] (a torch tensor's .numpy()), wider integers, one-hot labels, X_/x_val names, compressed
+    and deferred: the same uint8 pixels and labels as the plain archive; normalised images are refused."""
+    from harden.data import npz
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (60, 3, 8, 8), dtype=np.uint8)
+    y = np.arange(60) % 5
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, x_train=x[:40].transpose(0, 2, 3, 1), y_train=y[:40], x_test=x[40:].transpose(0, 2, 3, 1),
+             y_test=y[40:])
+    f = (x / 255.0).astype(np.float32)
+    layouts = {
+        "torch": dict(x_train=f[:40], y_train=np.eye(5)[y[:40]], X_val=f[40:], Y_val=np.eye(5)[y[40:]]),
+        "nchw": dict(x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:]),
+        "wide": dict(X_train=x[:40].astype(np.int64), Y_train=y[:40, None], x_test=x[40:].astype(np.int64),
+                     y_test=y[40:].astype(np.float64)),
+    }
+    want = load_data(ref)
+    for name, arrays in layouts.items():
+        for save in (np.savez, np.savez_compressed):
+            p = tmp_path / f"{name}-{save.__name__}.npz"
+            save(p, **arrays)
+            monkeypatch.setattr(npz, "MAP_BYTES", 64)  # compressed members are deferred
+            d = load_data(p)
+            assert d.in_chans == 3 and d.input_size == (8, 8) and d.n_test == 20, (name, save)
+            for split in ("train", "test"):
+                idx = np.arange(5) * 3
+                got, want_xy = d.images(split, idx), want.images(split, idx)
+                assert torch.equal(got[0], want_xy[0]) and torch.equal(got[1], want_xy[1]), (name, save, split)
+            assert np.array_equal(subsample(d, 0.5, seed=0).x_train, subsample(want, 0.5, seed=0).x_train)
+
+    normed = tmp_path / "normed.npz"
+    np.savez(normed, x_train=f[:40] - 0.5, y_train=y[:40], x_test=f[40:] - 0.5, y_test=y[40:])
+    with pytest.raises(HardenError, match="normalised images"):
+        load_data(normed)
+    late = f.copy()
+    late[-1] *= 255.0  # rows past the sampled ones leave [0, 1]: refused when read, never clipped
+    monkeypatch.setattr("harden.data.pixels._SAMPLE_ROWS", 8)
+    np.savez(tmp_path / "late.npz", x_train=late[:40], y_train=y[:40], x_test=late[40:], y_test=y[40:])
+    with pytest.raises(HardenError, match="first rows did not show"):
+        load_data(tmp_path / "late.npz").images("test", np.arange(20))
+    np.savez(tmp_path / "few.npz", x_train=x[:40], y_train=y[:30], x_test=x[40:], y_test=y[40:])
+    with pytest.raises(HardenError, match="30 labels for 40 images"):
+        load_data(tmp_path / "few.npz")
+
+
 def test_npz_with_pickled_arrays_is_refused(tmp_path):
     p = tmp_path / "d.npz"
     np.savez(p, x_train=np.zeros((2, 4, 4), np.uint8), y_train=np.array([{"a": 1}, None], dtype=object),

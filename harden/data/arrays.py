@@ -16,6 +16,7 @@ import torch
 from ..errors import HardenError
 from .base import Data, to_tensor
 from .npz import DeferredArray
+from .pixels import PixelView, as_pixels
 from .transforms import augment, build_augment
 
 
@@ -98,20 +99,21 @@ class ArrayFeeder:
 
 
 def _finish(x_train, y_train, x_test, y_test, source: str, class_names=None) -> ImageData:
-    arrays = []
-    for name, x in (("x_train", x_train), ("x_test", x_test)):
-        x = x if isinstance(x, DeferredArray) else np.asarray(x)  # a deferred member is checked by its header
+    arrays: dict[str, object] = {}
+    for name, x in (("x_test", x_test), ("x_train", x_train)):  # the test split first: a deferred x_train takes its range
+        # a deferred member is checked by its header; N x C x H x W and float pixels are converted as rows are read
+        x = x if isinstance(x, DeferredArray) else np.asarray(x)
         if x.ndim == 3:
             x = x.reshape((*x.shape, 1))
+        if x.ndim == 4:
+            x = as_pixels(x, f"{source}: {name}", arrays.get("x_test") if isinstance(arrays.get("x_test"), PixelView)
+                          else None)
         if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
-            raise HardenError(f"{source}: {name} has shape {x.shape}; expected N x H x W or N x H x W x C "
-                              "with C in 1, 3, 4.")
-        if x.dtype != np.uint8:
-            raise HardenError(f"{source}: {name} is {x.dtype}; harden expects uint8 pixels 0-255.")
-        arrays.append(x)
-    ytr, yte = np.asarray(y_train).astype(np.int64).ravel(), np.asarray(y_test).astype(np.int64).ravel()
-    if len(ytr) != len(arrays[0]) or len(yte) != len(arrays[1]):
-        raise HardenError(f"{source}: image and label counts differ.")
+            raise HardenError(f"{source}: {name} has shape {x.shape}; expected N x H x W, N x H x W x C or "
+                              "N x C x H x W with C in 1, 3, 4.")
+        arrays[name] = x
+    arrays = [arrays["x_train"], arrays["x_test"]]
+    ytr, yte = _labels(y_train, len(arrays[0]), source, "y_train"), _labels(y_test, len(arrays[1]), source, "y_test")
     if arrays[0].shape[1:] != arrays[1].shape[1:]:
         raise HardenError(f"{source}: train images {arrays[0].shape[1:]} and test images {arrays[1].shape[1:]} differ.")
     if (ytr.size and ytr.min() < 0) or (yte.size and yte.min() < 0):
@@ -119,6 +121,21 @@ def _finish(x_train, y_train, x_test, y_test, source: str, class_names=None) -> 
     num_classes = int(max(ytr.max(initial=0), yte.max(initial=0)) + 1)
     names = [str(c) for c in class_names] if class_names is not None and len(class_names) >= num_classes else None
     return ImageData(arrays[0], ytr, arrays[1], yte, source, num_classes, class_names=names)
+
+
+def _labels(y, n: int, source: str, name: str) -> np.ndarray:
+    """Class indices from indices (N or N x 1) or one-hot / per-class scores (N x K: the largest entry)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1 and y.shape[0] == n:
+        y = y.argmax(1)
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == np.bool_):
+        raise HardenError(f"{source}: {name} is {y.dtype}; labels are class indices (or one-hot rows).")
+    y = y.ravel()
+    if len(y) != n:
+        raise HardenError(f"{source}: {name} holds {len(y)} labels for {n} images.")
+    if np.issubdtype(y.dtype, np.floating) and not np.array_equal(y, np.round(y)):
+        raise HardenError(f"{source}: {name} holds fractional values; labels are class indices.")
+    return y.astype(np.int64)
 
 
 def _digits() -> ImageData:
@@ -132,13 +149,20 @@ def _digits() -> ImageData:
 
 def _npz(path: Path) -> ImageData:
     """Memory-mapped where the archive allows (harden.data.npz): a run reads the rows it uses, not the archive."""
-    from .npz import read_npz
+    from .npz import npz_keys, read_npz
     try:
-        z = read_npz(path, defer=("x_train",))  # `eval` never inflates compressed training images
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
+        stored = {k.lower(): k for k in npz_keys(path)}  # X_train as x_train; x_val / x_valid as the test split
+        test = next((s for s in ("test", "val", "valid") if f"x_{s}" in stored and f"y_{s}" in stored), "test")
+        want = {"x_train": "x_train", "y_train": "y_train", "x_test": f"x_{test}", "y_test": f"y_{test}",
+                "class_names": "class_names"}
+        missing = [k for k, v in want.items() if v not in stored and k != "class_names"]
         if missing:
-            raise HardenError(f"{str(path)!r} lacks {', '.join(missing)}; an .npz for harden holds "
-                              "x_train, y_train, x_test, y_test (uint8 images NHW or NHWC).")
+            raise HardenError(f"{str(path)!r} lacks {', '.join(missing)} (it holds {', '.join(stored.values())}); an "
+                              ".npz for harden holds x_train, y_train, x_test (or x_val), y_test (or y_val): images "
+                              "N x H x W (x C), or N x C x H x W, as uint8 0-255 or floats in [0, 1]; labels as "
+                              "indices or one-hot rows.")
+        z = read_npz(path, defer=(stored["x_train"],))  # `eval` never inflates compressed training images
+        z = {k: z[stored[v]] for k, v in want.items() if v in stored}
         names = np.asarray(z["class_names"]).tolist() if "class_names" in z else None
         return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path), names)
     except HardenError:

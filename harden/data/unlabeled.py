@@ -79,11 +79,15 @@ def _npz_pool(path: Path) -> ImageData:
 
 
 def _array_pool(x: np.ndarray, y: np.ndarray | None, source: str) -> ImageData:
-    x = np.asarray(x)
-    x = x[..., None] if x.ndim == 3 else x
-    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4) or x.dtype != np.uint8:
-        raise HardenError(f"--unlabeled {source}: x_train is {x.dtype} of shape {x.shape}; expected uint8 images "
-                          "N x H x W or N x H x W x C with C in 1, 3, 4.")
+    from .npz import DeferredArray
+    from .pixels import PixelView, as_pixels
+    x = x if isinstance(x, (PixelView, DeferredArray)) else np.asarray(x)
+    x = x.reshape((*x.shape, 1)) if x.ndim == 3 else x
+    if x.ndim == 4:  # N x C x H x W and float pixels are converted as the pool's batches are read
+        x = as_pixels(x, f"--unlabeled {source}: x_train")
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+        raise HardenError(f"--unlabeled {source}: x_train is {x.dtype} of shape {x.shape}; expected images "
+                          "N x H x W, N x H x W x C or N x C x H x W with C in 1, 3, 4.")
     labels = np.full(len(x), NO_LABEL, np.int64)
     if y is not None and len(np.ravel(y)) == len(x):
         labels = np.asarray(y).astype(np.int64).ravel()

@@ -1,0 +1,86 @@
+"""Image arrays as harden keeps them (uint8 N x H x W x C) from arrays saved otherwise: channels first (N x C x H x W,
+as a torch tensor's `.numpy()` gives them) and pixels as floats in [0, 1] (after ToTensor) or as wider integers or
+floats in 0-255. The rows are converted when a run indexes them, so a memory-mapped archive is still read only where
+used and memory grows with the batch, never with the array. Normalised images (negative values, or above 255) are
+refused: harden's budgets are in pixels, and only the model knows its normalisation."""
+from __future__ import annotations
+
+import lzma
+import zipfile
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ..errors import HardenError
+from .npz import DeferredArray
+
+_CHANNELS = (1, 3, 4)
+_SAMPLE_ROWS = 1024  # rows read to find the value range of an array that is not uint8
+
+
+def channels_first(shape: tuple[int, ...]) -> bool:
+    """N x C x H x W with C in 1, 3, 4 and a last axis that cannot be channels."""
+    return len(shape) == 4 and shape[1] in _CHANNELS and shape[-1] not in _CHANNELS
+
+
+class PixelView:
+    """uint8 N x H x W x C rows of `base` (an array or a DeferredArray, inflated on first read)."""
+
+    def __init__(self, base: Any, first: bool, scale: float, what: str):
+        self._base, self.first, self.scale, self.what = base, first, scale, what
+        n, *rest = base.shape
+        self.shape = (n, rest[1], rest[2], rest[0]) if first else (n, *rest)
+        self.dtype = np.dtype(np.uint8)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(self._base, DeferredArray):
+            try:
+                self._base = self._base.load()
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as e:
+                raise HardenError(f"{self.what} could not be read ({e}).") from None
+        a = np.asarray(self._base[idx])
+        if self.first:
+            a = np.moveaxis(a, -3, -1)
+        if self.scale != 1.0 or a.dtype != np.uint8:
+            lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+            if lo < 0 or hi * self.scale > 255.5:
+                raise HardenError(f"{self.what} holds values from {lo:.4g} to {hi:.4g} in rows its first rows did "
+                                  f"not show (they were pixels {'in [0, 1]' if self.scale != 1 else 'of 0-255'}); "
+                                  "save the images as uint8 0-255.")
+            a = np.rint(a * self.scale).clip(0, 255).astype(np.uint8)
+        return a
+
+
+def as_pixels(x: Any, what: str, like: PixelView | None = None) -> Any:
+    """x as uint8 N x H x W x C rows: itself when it is that already (a DeferredArray stays deferred), else a
+    PixelView. Refuses normalised images. `like`: the view of the other split, whose value range a deferred array
+    of the same type takes instead of being inflated to find its own (rows read later are checked all the same)."""
+    first = channels_first(tuple(x.shape))
+    if x.dtype == np.uint8 and not first:
+        return x
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise HardenError(f"{what} is {x.dtype}; harden reads pixels as uint8 0-255, or floats in [0, 1].")
+    scale = 1.0
+    if x.dtype != np.uint8 and isinstance(x, DeferredArray) and like is not None and like._base.dtype == x.dtype:
+        scale = like.scale
+    elif x.dtype != np.uint8:
+        sample = np.asarray((x.load() if isinstance(x, DeferredArray) else x)[:_SAMPLE_ROWS])
+        lo, hi = (float(sample.min()), float(sample.max())) if sample.size else (0.0, 0.0)
+        if lo < 0 or hi > 255:
+            raise HardenError(f"{what} holds values from {lo:.4g} to {hi:.4g}: normalised images, not pixels. "
+                              "harden takes pixels (uint8 0-255, or floats in [0, 1]) and normalises inside the "
+                              "model (--mean, --std); save the images before normalisation.")
+        scale = 255.0 if np.issubdtype(x.dtype, np.floating) and hi <= 1.0 else 1.0
+    return PixelView(x, first, scale, what)
