@@ -300,6 +300,11 @@ def test_csv_list_with_and_without_split_column(tmp_path):
                                                 for i, (p, y) in enumerate(rows)))
     s = load_data(tmp_path / "split.tsv", DataTarget.for_model(model, workers=0))
     assert s.n_train == 15 and s.n_test == 5
+    # a header in the words a Kaggle export uses, columns in another order, one ignored
+    (tmp_path / "kaggle.csv").write_text("Class ID,Image Path,Fold\n" + "".join(f"{y},{p},{i % 5}\n"
+                                                                             for i, (p, y) in enumerate(rows)))
+    k = load_data(tmp_path / "kaggle.csv", DataTarget.for_model(model, workers=0))
+    assert k.n_test == 20 and list(k.listing("test").labels) == [y for _, y in rows]
     (tmp_path / "missing.csv").write_text("img/a/nope.jpg,0\n")
     with pytest.raises(HardenError, match="nope.jpg"):
         load_data(tmp_path / "missing.csv", DataTarget.for_model(model))

@@ -153,10 +153,12 @@ def list_file_list(path: Path) -> dict[str, Listing]:
     if not rows:
         raise HardenError(f"The image list {str(path)!r} is empty.")
     cols = {"path": 0, "label": 1, "split": 2 if len(rows[0]) > 2 else None}
-    head = [c.strip().lower() for c in rows[0]]
-    if "label" in head or "path" in head or "file" in head or "filename" in head:
-        name_of = {"path": ("path", "file", "filename", "image"), "label": ("label", "class", "target"),
-                   "split": ("split", "subset", "set")}
+    head = [c.strip().lower().replace(" ", "_") for c in rows[0]]
+    name_of = {"path": ("path", "file", "filename", "file_name", "filepath", "file_path", "image", "image_path",
+                        "img", "img_path", "fname"),
+               "label": ("label", "labels", "class", "class_id", "class_name", "target", "category", "y"),
+               "split": ("split", "subset", "set")}
+    if any(c in names for c in head for names in name_of.values()):
         cols = {k: next((head.index(n) for n in names if n in head), None) for k, names in name_of.items()}
         if cols["path"] is None or cols["label"] is None:
             raise HardenError(f"The header of {str(path)!r} ({', '.join(rows[0])}) names no path and label columns "
