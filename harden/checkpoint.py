@@ -95,7 +95,17 @@ def encode_meta(meta: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v) for k, v in meta.items() if v is not None}
 
 
-def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+def _classes_hint(state: dict[str, torch.Tensor]) -> str:
+    """What the weights say of the class count: the rows of the last 2-D weight (a classifier is usually last)."""
+    name = next((k for k in reversed(list(state)) if k.endswith("weight") and state[k].ndim == 2), None)
+    if name is None:
+        return ""
+    rows = int(state[name].shape[0])
+    return f" Its last linear weight, {name}, has {rows} rows: --num-classes {rows} if that layer is the classifier."
+
+
+def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, state: dict[str, torch.Tensor]
+                ) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from): flags, the checkpoint's metadata, a hub folder's config.json, timm's
     pretrained config, defaults (models/config.py)."""
     for k, v in overrides.items():
@@ -112,7 +122,7 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path) -> 
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
         _build_net(ModelSpec(arch=str(arch), num_classes=2))
-    return resolve(overrides, meta, hub, path)
+    return resolve(overrides, meta, hub, path, _classes_hint(state))
 
 
 def _norm(v):
@@ -138,7 +148,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     state, meta = read_checkpoint(path, key)
     spec, sources = _merge_spec(meta, dict(arch=arch, num_classes=num_classes, in_chans=in_chans,
                                            input_size=input_size, mean=mean, std=std, interpolation=interpolation,
-                                           crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args), path)
+                                           crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args), path,
+                              state)
     model = create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec["in_chans"]),
                          tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
                          tuple(_as_list(spec["std"])), data=str(meta.get("data", "")),
@@ -190,7 +201,13 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
             parts.append(f"{len(missing)} missing key(s), first: {', '.join(missing[:3])}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), first: {', '.join(unexpected[:3])}")
-        raise HardenError(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)})."
+        rows = {(int(state[k].shape[0]), int(own[k].shape[0])) for k in own if k in state and
+                state[k].shape != own[k].shape and state[k].ndim and state[k].shape[1:] == own[k].shape[1:]}
+        head = ""
+        if len(rows) == 1 and len(shapes) <= 2 and not missing and not unexpected:  # a weight and its bias
+            ((theirs, ours),) = rows
+            head = f" The file's head has {theirs} outputs where the model has {ours}: --num-classes {theirs}?"
+        raise HardenError(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)})." + head
                           + (mismatch_hint(own, state, notes) if missing or unexpected else "")
                           + " Check --arch, --num-classes, --in-chans and --model-arg (the constructor's arguments, "
                             "such as a depth or a width), or the checkpoint's metadata.")

@@ -26,6 +26,8 @@ def test_pt_state_dict_with_flags(digits_model, tmp_path):
     torch.save(digits_model.net.state_dict(), path)
     with pytest.raises(HardenError, match="--arch"):
         harden.load(path)
+    with pytest.raises(HardenError, match=r"number of classes.*head.1.weight, has 10 rows: --num-classes 10"):
+        harden.load(path, arch="cnn-small")
     m = harden.load(path, arch="cnn-small", num_classes=10, in_chans=1, input_size=(8, 8),
                     mean=list(digits_model.spec.mean), std=list(digits_model.spec.std))
     x = torch.rand(2, 1, 8, 8)
@@ -56,7 +58,7 @@ def test_a_whole_pickled_model_is_refused_naming_its_class(digits_model, tmp_pat
 
 def test_mismatch_names_keys(digits_model, tmp_path):
     path = harden.save(digits_model, tmp_path / "m.safetensors")
-    with pytest.raises(HardenError, match="shape mismatches.*head"):
+    with pytest.raises(HardenError, match="shape mismatches.*head.*has 10 outputs where the model has 7: --num-classes 10"):
         harden.load(path, num_classes=7)
 
 

@@ -93,9 +93,10 @@ def timm_config(arch: str) -> dict[str, Any] | None:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | None, path: Path
+def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | None, path: Path, classes_hint: str = ""
             ) -> tuple[dict[str, Any], dict[str, str]]:
-    """(spec, where each value came from). Raises when arch or num_classes are found nowhere."""
+    """(spec, where each value came from). Raises when arch or num_classes are found nowhere (`classes_hint`: what the
+    weights suggest, added to that message)."""
     from ..runtime import warn
     spec: dict[str, Any] = {}
     source: dict[str, str] = {}
@@ -115,7 +116,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     for key in SPEC_KEYS[1:] + ("test_input_size", "test_crop_pct", "label_names"):
         _pick(key, layers, spec, source)
     if "num_classes" not in spec:
-        raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.")
+        raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
     # a timm config's three-channel statistics for a model built with another channel count: their average
     for key in ("mean", "std"):
         if key in spec and source.get(key, "").startswith("timm") and len(spec[key]) != int(spec.get("in_chans", 3)):
