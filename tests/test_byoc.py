@@ -301,3 +301,24 @@ def test_shared_resnet20_th_evaluates_and_fixes_with_flags_only(cli, tmp_path):
                          "--epochs", 1, "--no-report", "-q", "-o", tmp_path / "f.safetensors")
     assert code == 0, err
     assert harden.load(tmp_path / "f.safetensors").spec.extra["taps"] == ["layer1", "layer2"]
+
+
+@pytest.mark.parametrize("in_chans", [3, 1])
+def test_torchvision_factories_take_their_class_count_through_kwargs(tmp_path, in_chans):
+    """torchvision's resnet18(*, weights=None, progress=True, **kwargs) hands **kwargs to ResNet, which takes no
+    in_chans or input_size: harden passes only the class count there (and in_chans when it is not 3, which such a
+    factory must then take: an error naming it, not a silent three-channel model)."""
+    import torchvision
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=6).eval()
+    torch.save(net.state_dict(), tmp_path / "tv.pth")
+    flags = dict(arch="torchvision.models:resnet18", num_classes=6, in_chans=in_chans, input_size=(64, 64))
+    if in_chans == 1:
+        with pytest.raises(HardenError, match="in_chans"):
+            harden.load(tmp_path / "tv.pth", **flags)
+        return
+    model = harden.load(tmp_path / "tv.pth", **flags)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), net(x))
+    assert [t["module"] for t in model.taps()][-4:] == ["layer1", "layer2", "layer3", "layer4"]

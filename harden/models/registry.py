@@ -74,7 +74,12 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         kwargs = {"num_classes": spec.num_classes, "in_chans": spec.in_chans, "input_size": spec.input_size}
         try:  # the three harden always offers go only where the callable takes them; model_args always go
             params = inspect.signature(fn).parameters
-            if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+                # `**kwargs` (torchvision's resnet50(*, weights, progress, **kwargs) hands them to the class): the
+                # class count, and the channels only when they are not the usual three
+                kwargs = {k: v for k, v in kwargs.items()
+                          if k in params or k == "num_classes" or (k == "in_chans" and v != 3)}
+            else:
                 kwargs = {k: v for k, v in kwargs.items() if k in params}
                 unknown = [k for k in spec.model_args if k not in params]
                 if unknown:
