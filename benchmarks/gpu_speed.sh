@@ -2,7 +2,8 @@
 # Speed on a lent GPU in one call (issue: fast on the card people use): benchmarks/speed.py with every section, on
 # CUDA, under one deadline, then the same on a CUDA run with --compile if time is left.
 #   here:           bash benchmarks/gpu_speed.sh pack    # .gpu-data/speed (~19 MB): CIFAR-10 10% + 1,000 test images,
-#                                                        # the ResNet-20 and a hardened one; wheels in .whl/ as before
+#                                                        # the ResNet-20 and a hardened one; .whl/ (~9 MB): the
+#                                                        # packages the device's image lacks
 #   on the device:  bash benchmarks/gpu_speed.sh run [seconds]   (carry .gpu-data and .whl; results under $OUT)
 # The CPU run of the same script is `python benchmarks/speed.py ...` (BENCHMARKS.md), and its tiny form is in the
 # test suite (tests/test_speed_bench.py), so the script cannot rot between leases.
@@ -21,7 +22,29 @@ np.savez_compressed(".gpu-data/speed/cifar10-10pct.npz", x_train=d["x_train"][ke
 PY
   cp ../shared/models/resnet20_cifar10.th "$D/r20.th"
   cp bench-out/unl/cifar10u.safetensors "$D/r20-hardened.safetensors" 2>/dev/null || echo "no hardened model: the attack rows use the base"
-  du -sh "$D"
+  # the packages the device's image lacks (device KINDS.md's list), at the versions .venv runs, as wheels for its
+  # Python 3.12; pyautoattack's wheel is 42 MB of example checkpoints, stripped here (with their RECORD lines)
+  rm -rf .whl && mkdir -p .whl
+  for name in adversarial-robustness-toolbox albumentations albucore pyautoattack pydantic pydantic_core \
+      annotated-types typing-inspection simsimd stringzilla; do
+    version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$name'))") || exit 1
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+      -d .whl "$name==$version" 2>&1 | grep -v "is ignored" || true
+  done
+  .venv/bin/python - <<'PY'
+import glob, os, zipfile
+src = glob.glob(".whl/pyautoattack-*.whl")[0]
+with zipfile.ZipFile(src) as z:
+    items = [(i, z.read(i)) for i in z.infolist() if "/examples/" not in i.filename]
+with zipfile.ZipFile(src + ".tmp", "w", zipfile.ZIP_DEFLATED) as out:
+    for info, data in items:
+        if info.filename.endswith("/RECORD"):
+            data = b"".join(line for line in data.splitlines(True) if b"/examples/" not in line)
+        out.writestr(info, data)
+os.replace(src + ".tmp", src)
+PY
+  du -sh "$D" .whl
   exit 0
 fi
 END=$((SECONDS + ${2:-540}))
