@@ -203,3 +203,17 @@ def test_constructor_arguments_come_from_model_arg_and_travel_in_the_metadata(ne
     assert code == 0, err
     again = harden.load(out_path)  # no flags: the arguments are in the metadata
     assert again.spec.model_args == {"width": 5, "bias": False} and again.net.conv.bias is None
+
+
+def test_evaluate_takes_paths_and_plain_modules(tmp_path, digits_ckpt):
+    x = np.random.default_rng(0).integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(24) % 4, x_test=x[:8], y_test=np.arange(8) % 4)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))  # no harden spec at all
+    report = harden.evaluate(net, tmp_path / "d.npz", attacks=["fgsm"], n=8, metrics=False, masking_checks=False)
+    assert report.n == 8 and report.threat_model == "white-box"
+    with pytest.raises(harden.HardenError, match="needs data"):
+        harden.evaluate(net, attacks=["fgsm"])
+    by_path = harden.evaluate(digits_ckpt, "digits", attacks=["fgsm"], n=16, metrics=False, masking_checks=False)
+    by_objects = harden.evaluate(harden.load(digits_ckpt), harden.load_data("digits"), attacks=["fgsm"], n=16,
+                                 metrics=False, masking_checks=False)
+    assert by_path.metric_values() == by_objects.metric_values()

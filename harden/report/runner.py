@@ -2,6 +2,7 @@
 (white-box: crafted on the evaluated model; transfer: crafted on another model and applied to it)."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Sequence
 
@@ -12,6 +13,7 @@ from ..attacks import NORM_LABELS, Attack, build_attack, default_attacks, pertur
 from ..batching import predict_labels
 from ..compiling import compiled
 from ..device_defaults import attack_batch_size, prepare_for_device
+from ..errors import HardenError
 from ..data import Data, check_fits, fit_size, index_hash, is_on_disk
 from ..runtime import flushing_denormals, frozen, progress, resolve_device
 from . import checks as mk
@@ -45,9 +47,9 @@ def attack_set(specs: Sequence[str | Attack] | None, input_size, eps: float | No
 
 
 @flushing_denormals
-def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] | None = None,
-             n: int | None = 500, eps: float | None = None, eps_l2: float = DEFAULT_EPS_L2,
-             max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int | None = None,
+def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLike | None = None, *,
+             attacks: Sequence[str | Attack] | None = None, n: int | None = 500, eps: float | None = None,
+             eps_l2: float = DEFAULT_EPS_L2, max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None, batch_size: int | None = None,
              device: str | torch.device = "auto", seed: int = 0, metrics: bool = True, model_name: str = "model",
              craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
@@ -60,10 +62,28 @@ def evaluate(model: nn.Module, data: Data, *, attacks: Sequence[str | Attack] | 
     CUDA; attack_amp (off | bf16 | fp16) runs the attacks under
     autocast (the report says which precision they used). Under torchrun the attacks are sharded across the ranks
     and every rank returns the whole report (harden/distributed.py). compile: torch.compile the networks meanwhile
-    (compiling.py)."""
+    (compiling.py). `model` may be a checkpoint's path (harden.load) and `data` what --data takes (None: the data the
+    checkpoint's metadata names)."""
+    model, data = _model_and_data(model, data)
     args = {k: v for k, v in locals().items() if k != "compile"}
     with compiled(model, compile), compiled(craft_on, compile):
         return _evaluate(**args)
+
+
+def _model_and_data(model, data) -> tuple[nn.Module, Data]:
+    """A checkpoint path loaded; data given as --data takes it (or None: the checkpoint's own) read for the model."""
+    if isinstance(model, (str, os.PathLike)):
+        from ..checkpoint import load
+        model = load(model)
+    if isinstance(data, Data):
+        return model, data
+    if getattr(model, "spec", None) is not None:
+        from ..api import data_for
+        return model, data_for(model, None if data is None else str(data))
+    if data is None:
+        raise HardenError("evaluate: a model without harden's spec needs data (a Data, or what --data takes).")
+    from ..data import load_data
+    return model, load_data(data)
 
 
 def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, craft_on, batch_size, device, seed,
