@@ -139,6 +139,28 @@ def test_timm_name_takes_timm_config_and_default_warns(tmp_path, capsys):
     assert m.config_sources["mean"] == "default"
 
 
+def test_every_format_pillow_decodes_is_listed_and_read(tmp_path):
+    """AVIF, JPEG 2000, TGA, .jfif, .pnm ...: listed as images of their class and decoded (at the model's own size,
+    so no resize): lossless formats give the saved pixels exactly, lossy ones pixels close to them."""
+    rng = np.random.default_rng(5)
+    formats = {".avif": "AVIF", ".jp2": "JPEG2000", ".tga": "TGA", ".jfif": "JPEG", ".pnm": "PPM", ".apng": "PNG"}
+    saved = {}
+    for k, (ext, fmt) in enumerate(formats.items()):
+        d = tmp_path / "eval" / f"c{k % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        saved[f"img{k}{ext}"] = a = photo(rng, 24, 24)
+        Image.fromarray(a).save(d / f"img{k}{ext}", fmt)
+    data = load_data(tmp_path / "eval", DataTarget.for_model(small_cnn(num_classes=2), workers=0))
+    listing = data.listing("test")
+    assert len(listing) == len(formats)
+    x, _ = data.images("test", np.arange(len(listing)))
+    for i in range(len(listing)):
+        name = os.path.basename(listing.location(i))
+        diff = (x[i] * 255 - torch.from_numpy(saved[name]).permute(2, 0, 1).float()).abs()
+        lossless = name.endswith((".tga", ".pnm", ".apng"))
+        assert (diff.max() < 0.01) if lossless else (diff.mean() < 12), (name, float(diff.max()), float(diff.mean()))
+
+
 def test_inputs_equal_timms_pipeline_for_real_world_images(tmp_path):
     """Every image of a folder of mixed sizes and modes: harden's input equals timm's
     create_transform(**resolve_data_config(model=...)) before normalisation within 1e-6, and the logits agree.

@@ -18,7 +18,9 @@ import numpy as np
 
 from ..errors import HardenError
 
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# what cameras, scanners and dataset exports write and Pillow's wheels decode (JPEG 2000 and AVIF included)
+IMAGE_EXT = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif",
+             ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"}
 LIST_EXT = {".csv", ".tsv"}
 LABEL_EXT = (".cls", ".label")  # a WebDataset sample's class index
 EVAL_FOLDERS = ("val", "test", "validation", "valid")  # beside train/: the evaluation split, first found
