@@ -72,14 +72,32 @@ def _as_scores(z: torch.Tensor, num_classes: int) -> torch.Tensor:
     return z
 
 
+def _fits(z: Any, num_classes: int, n: int) -> bool:
+    return isinstance(z, torch.Tensor) and tuple(_as_scores(z, num_classes).shape) == (n, num_classes)
+
+
+def _find_key(out: Any, num_classes: int, n: int) -> str | None:
+    """A 'logits' entry of the scores' shape, else the first entry of that shape."""
+    fitting = [k for k, v in _entries(out) if _fits(v, num_classes, n)]
+    return "logits" if "logits" in fitting else (fitting[0] if fitting else None)
+
+
 class ScoresOf:
-    """The forward hook: the scores from whatever the network returns."""
+    """The forward hook: the scores from whatever the network returns, in either mode (torchvision's Inception
+    returns a tensor in eval mode and (logits, aux_logits) in train mode, which the probe, run in eval mode, never
+    sees)."""
 
     def __init__(self, key: str | None, num_classes: int):
         self.key, self.num_classes = key, num_classes
 
     def __call__(self, module: nn.Module, inputs: Any, out: Any) -> torch.Tensor:
-        return _as_scores(out if self.key is None else _at(out, self.key), self.num_classes)
+        if not isinstance(out, torch.Tensor):
+            key = self.key if self.key is not None else _find_key(out, self.num_classes, len(inputs[0]))
+            if key is None:
+                raise HardenError(f"{type(module).__name__}'s forward returned {_describe(out)}: nothing of shape "
+                                  f"N x {self.num_classes}; pass --logits-key with the entry that holds the scores.")
+            out = _at(out, key)
+        return _as_scores(out, self.num_classes)
 
 
 def _entries(out: Any) -> list[tuple[str, Any]]:
@@ -99,7 +117,7 @@ def _describe(out: Any) -> str:
 
 def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: tuple[int, int],
                   key: str | None = None) -> str | None:
-    """Run one probe forward; when the network returns anything but N x num_classes scores, register ScoresOf as
+    """Run one probe forward, check that the network's output holds N x num_classes scores, and register ScoresOf as
     its forward hook. `key` picks the entry (--logits-key); without it: a 'logits' entry, else the only entry of
     shape N x num_classes, else the first. Returns the key used (None: the output is used as it is, or reshaped)."""
     was = net.training
@@ -113,11 +131,10 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
         net.train(was)
 
     def fits(z: Any) -> bool:
-        return isinstance(z, torch.Tensor) and tuple(_as_scores(z, num_classes).shape) == (2, num_classes)
+        return _fits(z, num_classes, 2)
 
     if key is None and not isinstance(out, torch.Tensor):
-        fitting = [k for k, v in _entries(out) if fits(v)]
-        key = "logits" if "logits" in fitting else (fitting[0] if fitting else None)
+        key = _find_key(out, num_classes, 2)
         if key is None:
             raise HardenError(f"{type(net).__name__}'s forward returns {_describe(out)} for a batch of 2: nothing of "
                               f"shape 2 x {num_classes} (the number of classes). Check --num-classes, or pass "
@@ -134,8 +151,7 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     elif not fits(out):
         raise HardenError(f"{type(net).__name__} returns {_describe(out)} for a batch of 2 images, not 2 x "
                           f"{num_classes} class scores: check --num-classes (and --in-chans, --input-size).")
-    if key is not None or tuple(out.shape) != (2, num_classes):
-        net.register_forward_hook(ScoresOf(key, num_classes))
+    net.register_forward_hook(ScoresOf(key, num_classes))  # also where eval mode gives plain scores (see ScoresOf)
     return key
 
 

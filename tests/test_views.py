@@ -53,6 +53,12 @@ class DictNet(TupleNet):  # a dict whose features have the scores' shape: the "l
         return {"features": f[:, :logits.shape[1]], "logits": logits}
 
 
+class AuxNet(TupleNet):  # torchvision's Inception: scores in eval mode, (scores, aux scores) in train mode
+    def forward(self, x):
+        logits, f = super().forward(x)
+        return (logits, logits.detach() * 0.5) if self.training else logits
+
+
 def all_conv(num_classes=4, in_chans=3):  # ends in a 1x1 conv and a global pool: (N, K, 1, 1), never flattened
     return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1),
                          nn.AdaptiveAvgPool2d(1))
@@ -163,6 +169,11 @@ def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
         assert torch.equal(tup(x), tup.net.fc(tup.net.body(tup.normalize(x)).view(3, -1)))
     assert tup.spec.extra["logits_key"] == "0"
     assert harden.create_model(f"{nets}:DictNet", 4, 3, (16, 16)).spec.extra["logits_key"] == "logits"
+    aux = harden.create_model(f"{nets}:AuxNet", 4, 3, (16, 16))
+    assert "logits_key" not in aux.spec.extra and aux.train()(x).shape == (3, 4) and aux.eval()(x).shape == (3, 4)
+    result = harden.fix(aux, _data(3), sets=["val_frac=0", "attack=fgsm-rs"], data_frac=0.5, epochs=1, batch_size=8,
+                        device="cpu", report=False)  # trains in train mode, where the forward returns a tuple
+    assert result.model(x).shape == (3, 4)
     conv = harden.create_model(f"{nets}:all_conv", 4, 3, (16, 16))
     assert conv(x).shape == (3, 4) and "logits_key" not in conv.spec.extra
     binary = harden.create_model(f"{nets}:BinaryNet", 2, 3, (16, 16))
