@@ -2,10 +2,7 @@
 the host; batches become float [0,1] NCHW tensors on the device (the fast path for small images)."""
 from __future__ import annotations
 
-import lzma
 import pickle
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -15,7 +12,7 @@ import torch
 
 from ..errors import HardenError
 from .base import Data, to_tensor
-from .npz import DeferredArray
+from .npz import READ_ERRORS, DeferredArray
 from .pixels import PixelView, as_pixels
 from .transforms import augment, build_augment
 
@@ -31,7 +28,7 @@ class _InflatedOnRead:
         if isinstance(value, DeferredArray):
             try:
                 value = obj.__dict__["_x_train"] = value.load()
-            except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as e:
+            except READ_ERRORS as e:
                 # a corrupt, truncated or changed archive (what zipfile and its decompressors raise)
                 raise HardenError(f"{obj.source!r}: its x_train could not be read ({e}).") from None
         return value
@@ -150,25 +147,26 @@ def _digits() -> ImageData:
 def _npz(path: Path) -> ImageData:
     """Memory-mapped where the archive allows (harden.data.npz): a run reads the rows it uses, not the archive."""
     from .npz import npz_keys, read_npz
-    try:
+    try:  # what zipfile, its decompressors and numpy's .npy reader raise on a damaged or foreign file
         stored = {k.lower(): k for k in npz_keys(path)}  # X_train as x_train; x_val / x_valid as the test split
-        test = next((s for s in ("test", "val", "valid") if f"x_{s}" in stored and f"y_{s}" in stored), "test")
-        want = {"x_train": "x_train", "y_train": "y_train", "x_test": f"x_{test}", "y_test": f"y_{test}",
-                "class_names": "class_names"}
-        missing = [k for k, v in want.items() if v not in stored and k != "class_names"]
-        if missing:
-            raise HardenError(f"{str(path)!r} lacks {', '.join(missing)} (it holds {', '.join(stored.values())}); an "
-                              ".npz for harden holds x_train, y_train, x_test (or x_val), y_test (or y_val): images "
-                              "N x H x W (x C), or N x C x H x W, as uint8 0-255 or floats in [0, 1]; labels as "
-                              "indices or one-hot rows.")
-        z = read_npz(path, defer=(stored["x_train"],))  # `eval` never inflates compressed training images
-        z = {k: z[stored[v]] for k, v in want.items() if v in stored}
-        names = np.asarray(z["class_names"]).tolist() if "class_names" in z else None
-        return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path), names)
-    except HardenError:
-        raise
-    except Exception as e:  # zipfile / format errors
+    except READ_ERRORS as e:
         raise HardenError(f"{str(path)!r} is not a readable .npz archive ({e}).") from None
+    test = next((s for s in ("test", "val", "valid") if f"x_{s}" in stored and f"y_{s}" in stored), "test")
+    want = {"x_train": "x_train", "y_train": "y_train", "x_test": f"x_{test}", "y_test": f"y_{test}",
+            "class_names": "class_names"}
+    missing = [k for k, v in want.items() if v not in stored and k != "class_names"]
+    if missing:
+        raise HardenError(f"{str(path)!r} lacks {', '.join(missing)} (it holds {', '.join(stored.values())}); an "
+                          ".npz for harden holds x_train, y_train, x_test (or x_val), y_test (or y_val): images "
+                          "N x H x W (x C), or N x C x H x W, as uint8 0-255 or floats in [0, 1]; labels as "
+                          "indices or one-hot rows.")
+    try:
+        z = read_npz(path, defer=(stored["x_train"],))  # `eval` never inflates compressed training images
+    except READ_ERRORS as e:
+        raise HardenError(f"{str(path)!r} is not a readable .npz archive ({e}).") from None
+    z = {k: z[stored[v]] for k, v in want.items() if v in stored}
+    names = np.asarray(z["class_names"]).tolist() if "class_names" in z else None
+    return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path), names)
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):

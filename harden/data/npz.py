@@ -7,14 +7,21 @@ a run first touches its pixels: `harden eval` never inflates the training images
 seconds instead of half a minute). Pickled (object) arrays are refused, as `np.load(allow_pickle=False)` refuses them."""
 from __future__ import annotations
 
+import lzma
 import shutil
 import struct
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+# what zipfile, its decompressors and numpy's .npy reader raise on a damaged, truncated or foreign archive
+# (numpy parses a .npy header as a Python literal: a damaged one raises SyntaxError or tokenize's TokenError)
+READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, struct.error,
+               SyntaxError, tokenize.TokenError, NotImplementedError, RuntimeError)  # zipfile: a damaged method, "encrypted"
 SPILL_BYTES = 256 << 20  # compressed members above this are inflated to disk, not into memory
 MAP_BYTES = 1 << 20  # stored members up to this are simply read (labels, class names)
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip local file header (APPNOTE 4.3.7): 30 bytes
@@ -96,8 +103,12 @@ def _header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
     elif version == (2, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:  # 3.0 adds utf-8 field names only; numpy reads it through the private reader
-        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+    else:  # 3.0 adds utf-8 field names only; numpy reads it through its private reader (moved in numpy 2)
+        impl = getattr(np.lib, "_format_impl", np.lib.format)
+        reader = getattr(impl, "_read_array_header", None)
+        if reader is None:
+            raise ValueError(f".npy format version {version} is not one harden reads")
+        shape, fortran, dtype = reader(f, version)
     if dtype.hasobject:
         raise ValueError("it holds pickled (object) arrays, which harden does not load")
     return tuple(shape), bool(fortran), dtype

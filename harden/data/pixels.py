@@ -5,15 +5,12 @@ used and memory grows with the batch, never with the array. Normalised images (n
 refused: harden's budgets are in pixels, and only the model knows its normalisation."""
 from __future__ import annotations
 
-import lzma
-import zipfile
-import zlib
 from typing import Any
 
 import numpy as np
 
 from ..errors import HardenError
-from .npz import DeferredArray
+from .npz import READ_ERRORS, DeferredArray
 
 _CHANNELS = (1, 3, 4)
 _SAMPLE_ROWS = 1024  # rows read to find the value range of an array that is not uint8
@@ -48,7 +45,7 @@ class PixelView:
         if isinstance(self._base, DeferredArray):
             try:
                 self._base = self._base.load()
-            except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as e:
+            except READ_ERRORS as e:
                 raise HardenError(f"{self.what} could not be read ({e}).") from None
         a = np.asarray(self._base[idx])
         if self.first:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,7 +63,7 @@ def load_unlabeled(spec: str | Path, target) -> Data:
 
 
 def _npz_pool(path: Path) -> ImageData:
-    from .npz import read_npz
+    from .npz import READ_ERRORS, read_npz
     try:
         z = read_npz(path, ["x_train", "y_train"])  # memory-mapped where stored: only the pool's batches are read
         if "x_train" not in z:
@@ -73,7 +72,7 @@ def _npz_pool(path: Path) -> ImageData:
                               "an .npz pool holds x_train (uint8 images NHW or NHWC), y_train optional and unused.")
     except HardenError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # not a zip, truncated, a pickled array
+    except READ_ERRORS as e:  # not a zip, truncated, damaged, a pickled array
         raise HardenError(f"--unlabeled {str(path)!r} is not a readable .npz archive ({e}).") from None
     return _array_pool(z["x_train"], z.get("y_train"), str(path))
 
