@@ -25,7 +25,7 @@ out = Console(width=None if sys.stdout.isatty() else 130)
 
 # Shared options (typer has no option groups; the same Annotated pieces keep them identical).
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
-SeedOpt = typer.Option(0, "--seed", help="Seed for data subsets, augmentation and attacks.")
+SeedOpt = typer.Option(0, "--seed", min=0, help="Seed for data subsets, augmentation and attacks.")
 QuietOpt = typer.Option(False, "-q", "--quiet", help="No progress bars (for CI logs).")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
 ForceOpt = typer.Option(False, "--force", help="Overwrite existing output files.")
@@ -174,7 +174,7 @@ def _head(model) -> str:
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="The model to evaluate."),
     data: Optional[str] = typer.Option(None, "--data", help="Test data (default: what the checkpoint names)."),
-    n: Optional[int] = typer.Option(None, "--num-images", "--n", help="Number of test images (default 500; with "
+    n: Optional[int] = typer.Option(None, "--num-images", "--n", min=1, help="Number of test images (default 500; with "
                                     "--time-budget, the most it may choose, default all): the first n of in-memory "
                                     "data, a seeded stratified sample of image files; --num-images is the spelling "
                                     "torchrun's parser cannot mistake for its own --nnodes / --nproc-per-node."),
@@ -339,7 +339,7 @@ def fix(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Overrides the recipe file."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Overrides the recipe file."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Overrides the recipe file."),
-    n: int = typer.Option(500, "--num-images", "--n", help="Test images for the before/after report."),
+    n: int = typer.Option(500, "--num-images", "--n", min=1, help="Test images for the before/after report."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attacks for the report (default: the six)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Run the before/after report."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the three reports as JSON."),

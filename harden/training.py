@@ -105,6 +105,10 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> to
     params = [p for p in params if p.requires_grad]
     if not params:
         raise HardenError("Nothing to train: no parameter requires a gradient.")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise HardenError(f"The learning rate must be a positive number (--lr, --set lr=...), got {cfg.lr}.")
+    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise HardenError(f"weight_decay must be zero or positive, got {cfg.weight_decay}.")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
