@@ -83,9 +83,9 @@ def _find_key(out: Any, num_classes: int, n: int) -> str | None:
 
 
 class ScoresOf:
-    """The forward hook: the scores from whatever the network returns, in either mode (torchvision's Inception
-    returns a tensor in eval mode and (logits, aux_logits) in train mode, which the probe, run in eval mode, never
-    sees)."""
+    """The scores from whatever the network returns: its forward hook, and Classifier.forward's fallback for what
+    only train mode returns (torchvision's Inception: a tensor in eval mode, (logits, aux_logits) in train mode,
+    which the probe, run in eval mode, never sees)."""
 
     def __init__(self, key: str | None, num_classes: int):
         self.key, self.num_classes = key, num_classes
@@ -118,8 +118,9 @@ def _describe(out: Any) -> str:
 def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: tuple[int, int],
                   key: str | None = None) -> str | None:
     """Run one probe forward, check that the network's output holds N x num_classes scores, and register ScoresOf as
-    its forward hook. `key` picks the entry (--logits-key); without it: a 'logits' entry, else the only entry of
-    shape N x num_classes, else the first. Returns the key used (None: the output is used as it is, or reshaped)."""
+    its forward hook where that output is not those scores as they are. `key` picks the entry (--logits-key); without
+    it: a 'logits' entry, else the first entry of shape N x num_classes. Returns the key used (None: the output is
+    used as it is, or reshaped)."""
     was = net.training
     net.eval()
     p = next(net.parameters(), None)
@@ -151,7 +152,10 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     elif not fits(out):
         raise HardenError(f"{type(net).__name__} returns {_describe(out)} for a batch of 2 images, not 2 x "
                           f"{num_classes} class scores: check --num-classes (and --in-chans, --input-size).")
-    net.register_forward_hook(ScoresOf(key, num_classes))  # also where eval mode gives plain scores (see ScoresOf)
+    if key is not None or tuple(out.shape) != (2, num_classes):
+        net.register_forward_hook(ScoresOf(key, num_classes))
+    # else no hook (a network with hooks cannot be torch.jit.script-ed): Classifier.forward hands any structure the
+    # network returns in train mode only (torchvision's Inception) to ScoresOf itself
     return key
 
 

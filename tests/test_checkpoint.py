@@ -109,7 +109,11 @@ def test_torchscript_archives_give_their_weights_without_running(tmp_path, cli):
         "    return nn.Sequential(nn.Conv2d(in_chans, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), Scaled(),\n"
         "                         nn.Flatten(), nn.Linear(4 * 64, num_classes))\n")
     flags = dict(arch=f"{tmp_path / 'seq.py'}:seq", num_classes=10, in_chans=1, input_size=(8, 8))
-    net = harden.create_model(**flags).net.eval()
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("seq_for_ts", tmp_path / "seq.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.seq().eval()  # the user's own module, as their code scripts or traces it
     with torch.no_grad():
         net[1].running_mean.uniform_()  # buffers travel too
     x = torch.rand(3, 1, 8, 8)

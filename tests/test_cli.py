@@ -134,7 +134,13 @@ def test_bad_data_frac(cli, tmp_path, frac):
                                   ("fix", "CKPT", "--seed", "-1", "-o", "OUT"),
                                   ("fix", "CKPT", "--lr", "-1", "--epochs", "1", "--no-report", "-o", "OUT"),
                                   ("fix", "CKPT", "--set", "weight_decay=-1", "--epochs", "1", "--no-report", "-o",
-                                   "OUT")])
+                                   "OUT"),
+                                  ("fix", "CKPT", "--set", "eps=-0.1", "--epochs", "1", "--no-report", "-o", "OUT"),
+                                  ("fix", "CKPT", "--set", "steps=0", "--set", "attack=pgd", "--epochs", "1",
+                                   "--no-report", "-o", "OUT"),
+                                  ("eval", "CKPT", "--attack", "deepfool", "--eps-l2", "-1"),
+                                  ("eval", "CKPT", "--attack", "pgd:steps=0"),
+                                  ("eval", "CKPT", "--attack", "fgsm:eps=2")])
 def test_usage_errors_exit_2(cli, digits_ckpt, tmp_path, args):
     """An unknown option, a missing value or an out-of-range number is bad input too: exit 2, no traceback."""
     out_path = tmp_path / "m.safetensors"

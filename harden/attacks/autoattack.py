@@ -56,6 +56,7 @@ class AutoAttack(Attack):
             raise HardenError(f"autoattack: norm must be Linf or L2, got {self.params['norm']!r}.")
         self.params["norm"] = "Linf" if norm == "inf" else "L2"
         self.norm = norm
+        self.check()  # again, with the norm asked for (an L2 eps may exceed 1)
         if self.params["version"] not in STAGES:
             raise HardenError(f"autoattack: version must be one of {', '.join(STAGES)}, got "
                               f"{self.params['version']!r}.")

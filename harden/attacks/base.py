@@ -61,6 +61,25 @@ class Attack:
                 self.params[k] = float(v)
             elif isinstance(dv, str):
                 self.params[k] = str(v)
+        self.check()
+
+    # options whose value outside these ranges would run another attack than asked, or none (steps=0 is no attack)
+    _AT_LEAST = {"steps": 1, "fab_steps": 1, "queries": 1, "search_steps": 1, "n_targets": 1, "eot": 1,
+                 "restarts": 0, "nb_grads": 2, "confidence": 0.0, "overshoot": 0.0, "noise": 0.0, "max_l0": 0.0,
+                 "pixels_per_step": 0}
+    _POSITIVE = ("eps", "step", "alpha", "lr", "c", "gamma", "rho")
+
+    def check(self) -> None:
+        """Refuse option values that make no attack (a negative budget, zero steps) before any work is done."""
+        for k, v in self.params.items():
+            low = self._AT_LEAST.get(k)
+            if (low is not None and v < low) or (k in self._POSITIVE and not v > 0) or v != v:
+                bound = f">= {low}" if low is not None else "> 0"
+                raise HardenError(f"Attack {self.name!r}: {k} must be {bound}, got {_fmt(v)}.")
+        if self.params.get("eps", 0) > 1 and getattr(self, "norm", None) == "inf" and \
+                str(self.params.get("norm", "linf")).lower() == "linf":
+            raise HardenError(f"Attack {self.name!r}: an L-inf eps is in pixel units of [0, 1], got "
+                              f"{_fmt(self.params['eps'])}.")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             generator: torch.Generator | None = None) -> AttackOutput:

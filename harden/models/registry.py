@@ -186,7 +186,11 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.patch is not None and hasattr(self.patch, "forward_model"):
             return self.patch.forward_model(self, x)  # a recipe that wraps the whole forward (idfr)
-        return network(self)(self.normalize(x))
+        out = network(self)(self.normalize(x))
+        if not isinstance(out, torch.Tensor):  # a structure only train mode returns (outputs.ScoresOf)
+            from ..outputs import LOGITS_KEY, ScoresOf
+            out = ScoresOf(self.spec.extra.get(LOGITS_KEY), self.spec.num_classes)(self.net, (x,), out)
+        return out
 
     def __getstate__(self):
         state = dict(super().__getstate__())

@@ -214,6 +214,7 @@ def training_attack(params: dict[str, Any]):
             attack.params[key] = int(params[key])
     if "early_stop" in attack.params:  # training wants the high-loss last iterate, not the first success
         attack.params["early_stop"] = False
+    attack.check()  # --set eps=-0.1 or steps=0 would train against no attack
     return attack
 
 

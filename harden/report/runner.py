@@ -90,6 +90,9 @@ def _model_and_data(model, data) -> tuple[nn.Module, Data]:
 def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, craft_on, batch_size, device, seed,
               metrics, model_name, craft_name, masking_checks, masking_n, examples, curve, curve_cascades,
               attack_amp) -> Report:
+    if not eps_l2 > 0 or not max_l0 > 0:  # a budget of zero or less counts every image as robust
+        raise HardenError(f"The L2 budget (--eps-l2) and the L0 budget (--max-l0) must be > 0, got {eps_l2} and "
+                          f"{max_l0}.")
     device = resolve_device(device)
     from ..training import autocast_setup
     autocast_setup(attack_amp, device, "--attack-amp")  # a bad precision fails before any work
