@@ -194,6 +194,8 @@ def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
     assert code == 0 and "entry '0'" in out
     code, _, err = cli("inspect", state, *flags, "--logits-key", "scores")
     assert code == 2 and "no such entry" in err
+    with pytest.raises(harden.HardenError, match="cannot run on a batch of 2 x 1 x 20 x 20.*--input-size"):
+        harden.create_model(f"{nets}:LeNetView", 4, 1, (20, 20))  # its fc1 takes 16 x 16 inputs only
     with pytest.raises(harden.HardenError, match=r"\(2, 10\).*--num-classes"):
         harden.create_model(f"{nets}:ten_classes", 4, 3, (16, 16))  # a callable that ignores num_classes
 
