@@ -131,8 +131,8 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     except (RuntimeError, ValueError, TypeError, IndexError) as e:  # what torch's layers raise on a wrong shape
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HardenError(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "
-                          f"{input_size[1]} ({first[:200]}). Check --input-size and --in-chans: a plain state dict "
-                          "does not say them.") from None
+                          f"{input_size[1]} ({first[:200]}). Where that is a shape mismatch, check --input-size and "
+                          "--in-chans: a plain state dict does not say them.") from None
     finally:
         net.train(was)
 

@@ -171,13 +171,15 @@ def test_fix_under_two_processes_writes_once_and_matches_one(digits_ckpt, tmp_pa
 
 FAILING_ARCH = textwrap.dedent("""
     import os
+    import torch
     from harden.models.builtin import cnn_small
 
     def net(num_classes=10, in_chans=1, input_size=(8, 8)):
         model = cnn_small(num_classes, in_chans, input_size)
-        if os.environ.get("RANK") == "1":  # the injected failure: rank 1's forward passes raise
-            def fail(*_):
-                raise RuntimeError("injected failure in rank 1")
+        if os.environ.get("RANK") == "1":  # the injected failure: rank 1's forward passes with gradients raise
+            def fail(*_):  # (not the load's probe, which runs without: the failure comes in the middle of the run)
+                if torch.is_grad_enabled():
+                    raise RuntimeError("injected failure in rank 1")
             model.head.register_forward_hook(fail)
         return model
 """)
