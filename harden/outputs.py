@@ -64,10 +64,12 @@ def _at(out: Any, key: str) -> Any:
     return getattr(out, key)
 
 
-def _as_scores(z: torch.Tensor, num_classes: int) -> torch.Tensor:
+def _as_scores(z: torch.Tensor, num_classes: int, sigmoid: bool = False) -> torch.Tensor:
     if z.ndim == 4 and z.shape[2:] == (1, 1):
         z = z.flatten(1)  # a global-pooled convolutional head without the flatten
     if z.ndim == 2 and z.shape[1] == 1 and num_classes == 2:
+        if sigmoid:  # a sigmoid's probability p back to its logit (it vanishes where the sigmoid saturates)
+            z = torch.logit(z.float().clamp(1e-7, 1 - 1e-7)).to(z.dtype)
         z = torch.cat([torch.zeros_like(z), z], 1)  # one binary logit: softmax([0, z]) = (1 - sigmoid(z), sigmoid(z))
     return z
 
@@ -87,8 +89,8 @@ class ScoresOf:
     only train mode returns (torchvision's Inception: a tensor in eval mode, (logits, aux_logits) in train mode,
     which the probe, run in eval mode, never sees)."""
 
-    def __init__(self, key: str | None, num_classes: int):
-        self.key, self.num_classes = key, num_classes
+    def __init__(self, key: str | None, num_classes: int, sigmoid: bool = False):
+        self.key, self.num_classes, self.sigmoid = key, num_classes, sigmoid
 
     def __call__(self, module: nn.Module, inputs: Any, out: Any) -> torch.Tensor:
         if not isinstance(out, torch.Tensor):
@@ -97,7 +99,7 @@ class ScoresOf:
                 raise HardenError(f"{type(module).__name__}'s forward returned {_describe(out)}: nothing of shape "
                                   f"N x {self.num_classes}; pass --logits-key with the entry that holds the scores.")
             out = _at(out, key)
-        return _as_scores(out, self.num_classes)
+        return _as_scores(out, self.num_classes, self.sigmoid)
 
 
 def _entries(out: Any) -> list[tuple[str, Any]]:
@@ -116,15 +118,19 @@ def _describe(out: Any) -> str:
 
 
 def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: tuple[int, int],
-                  key: str | None = None) -> str | None:
+                  key: str | None = None) -> tuple[str | None, bool]:
     """Run one probe forward, check that the network's output holds N x num_classes scores, and register ScoresOf as
     its forward hook where that output is not those scores as they are. `key` picks the entry (--logits-key); without
     it: a 'logits' entry, else the first entry of shape N x num_classes. Returns the key used (None: the output is
-    used as it is, or reshaped)."""
+    used as it is, or reshaped) and whether the output is one sigmoid probability of a two-class model (the output of
+    its last layer with weights, through a sigmoid), which is read as its logit."""
     was = net.training
     net.eval()
     p = next(net.parameters(), None)
     x = torch.zeros(2, in_chans, *input_size, device=p.device if p is not None else "cpu")
+    layer_outputs: list[torch.Tensor] = []  # what each layer with weights returned, for a sigmoid after the last
+    handles = [m.register_forward_hook(lambda mod, i, o: layer_outputs.append(o))
+               for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d))]
     try:
         with torch.no_grad():
             out = net(x)
@@ -135,6 +141,8 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
                           "--in-chans: a plain state dict does not say them.") from None
     finally:
         net.train(was)
+        for h in handles:
+            h.remove()
 
     def fits(z: Any) -> bool:
         return _fits(z, num_classes, 2)
@@ -157,14 +165,27 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     elif not fits(out):
         raise HardenError(f"{type(net).__name__} returns {_describe(out)} for a batch of 2 images, not 2 x "
                           f"{num_classes} class scores: check --num-classes (and --in-chans, --input-size).")
+    scores = out if key is None else _at(out, key)
+    last = layer_outputs[-1] if layer_outputs and isinstance(layer_outputs[-1], torch.Tensor) else None
+    sigmoid = bool(num_classes == 2 and scores.numel() == 2 and last is not None and last.numel() == 2 and
+                   torch.allclose(torch.sigmoid(last.reshape(scores.shape)), scores, atol=1e-6) and
+                   not torch.allclose(last.reshape(scores.shape), scores))  # nn.Sigmoid or torch.sigmoid at the end
     if key is not None or tuple(out.shape) != (2, num_classes):
-        net.register_forward_hook(ScoresOf(key, num_classes))
+        net.register_forward_hook(ScoresOf(key, num_classes, sigmoid))
     # else no hook (a network with hooks cannot be torch.jit.script-ed): Classifier.forward hands any structure the
     # network returns in train mode only (torchvision's Inception) to ScoresOf itself
-    return key
+    return key, sigmoid
+
+
+BINARY_SIGMOID = "binary_sigmoid"  # metadata: the model outputs one sigmoid probability, read as its logit
 
 
 def scores_entry(model: nn.Module) -> str:
-    """', read at <key> of what the forward returns' for a model whose scores are one entry of its output."""
-    key = getattr(getattr(model, "spec", None), "extra", {}).get(LOGITS_KEY)
-    return "" if key is None else f", read at entry {key!r} of what the forward returns (--logits-key)"
+    """What a report says of where the scores come from: an entry of the forward's output, a sigmoid read back."""
+    extra = getattr(getattr(model, "spec", None), "extra", {})
+    words = "" if extra.get(LOGITS_KEY) is None else \
+        f", read at entry {extra[LOGITS_KEY]!r} of what the forward returns (--logits-key)"
+    if extra.get(BINARY_SIGMOID):
+        words += (", one sigmoid probability read back as its logit (its gradient vanishes where the sigmoid "
+                  "saturates in float32: return the logit if you can)")
+    return words

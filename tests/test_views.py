@@ -12,6 +12,7 @@ from harden.export import export_onnx
 from harden.recipes import get_recipe
 
 NETS = '''
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -85,6 +86,11 @@ class Wide(nn.Module):  # a constructor with arguments of its own, as WideResNet
 
 def ten_classes(in_chans=3):
     return nn.Sequential(View(), nn.Linear(in_chans * 16 * 16, 10))
+
+
+class BinarySigmoid(BinaryNet):  # one probability, as BCELoss-trained code writes it
+    def forward(self, x):
+        return torch.sigmoid(super().forward(x))
 
 
 def sequential(num_classes=4, in_chans=3):
@@ -181,6 +187,14 @@ def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
         z = binary.net.fc(binary.normalize(x).view(3, -1))[:, 0]
         p = binary(x).softmax(1)
     assert torch.allclose(p[:, 1], torch.sigmoid(z), atol=1e-6)  # softmax([0, z]) is the sigmoid's two classes
+    assert "binary_sigmoid" not in binary.spec.extra
+    prob = harden.create_model(f"{nets}:BinarySigmoid", 2, 3, (16, 16))
+    prob.net.load_state_dict(binary.net.state_dict())
+    with torch.no_grad():  # the sigmoid's output read back as its logit: the same scores as the logit model's
+        assert torch.allclose(prob(x), binary(x), atol=1e-4) and prob.spec.extra["binary_sigmoid"] is True
+    from harden.outputs import scores_entry
+    from harden.report.checks import output_kind_note
+    assert output_kind_note("logits", scores_entry(prob))["kind"] == "check"
 
     # a key from the flag travels in the checkpoint's metadata; a wrong one or a wrong class count is exit 2
     state = tmp_path / "tup.pt"

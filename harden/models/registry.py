@@ -188,8 +188,9 @@ class Classifier(nn.Module):
             return self.patch.forward_model(self, x)  # a recipe that wraps the whole forward (idfr)
         out = network(self)(self.normalize(x))
         if not isinstance(out, torch.Tensor):  # a structure only train mode returns (outputs.ScoresOf)
-            from ..outputs import LOGITS_KEY, ScoresOf
-            out = ScoresOf(self.spec.extra.get(LOGITS_KEY), self.spec.num_classes)(self.net, (x,), out)
+            from ..outputs import BINARY_SIGMOID, LOGITS_KEY, ScoresOf
+            out = ScoresOf(self.spec.extra.get(LOGITS_KEY), self.spec.num_classes,
+                           bool(self.spec.extra.get(BINARY_SIGMOID)))(self.net, (x,), out)
         return out
 
     def __getstate__(self):
@@ -286,9 +287,11 @@ def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32,
                      input_size=(int(input_size[0]), int(input_size[1])), mean=tuple(mean), std=tuple(std),
                      data=data, extra=dict(extra), interpolation=str(interpolation), crop_pct=float(crop_pct),
                      crop_mode=str(crop_mode), model_args=dict(model_args or {}))
-    from ..outputs import LOGITS_KEY, attach_scores
+    from ..outputs import BINARY_SIGMOID, LOGITS_KEY, attach_scores
     net = _build_net(spec)
-    key = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
+    key, sigmoid = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
     if key is not None:
         spec.extra[LOGITS_KEY] = key  # kept in the metadata of every checkpoint written from this model
+    if sigmoid:
+        spec.extra[BINARY_SIGMOID] = True
     return Classifier(net, spec)

@@ -125,7 +125,9 @@ def output_kind_note(kind: str, entry: str = "") -> dict[str, Any]:
     if kind == LOG_PROBABILITIES:
         return flag("outputs are not logits", True, f"the model returns log-probabilities (log_softmax){entry}: CE, "
                     "DLR and the margins are unchanged on them, so the attacks are computed right", kind="note")
-    return flag("outputs are not logits", bool(entry), f"the model returns logits{entry}", kind="note")
+    # a sigmoid read back as its logit has the saturated-softmax problem above: a check, not a note
+    return flag("outputs are not logits", bool(entry), f"the model returns logits{entry}",
+                kind="check" if "sigmoid" in entry else "note")
 
 
 def zero_gradients(model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> dict[str, Any]:
