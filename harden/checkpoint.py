@@ -117,7 +117,8 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
         raise HardenError(f"{str(path)!r} does not say its {missing} (a plain state dict has no metadata); pass "
                           "--arch" + (" and --num-classes" if overrides.get("num_classes") is None else "")
                           + ". The preprocessing (--input-size, --mean, --std, --interpolation, --crop-pct) comes "
-                          "from timm's config for a timm name, else give it too.")
+                          "from timm's config for a timm name, else give it too."
+                          + (_classes_hint(state) if overrides.get("num_classes") is None else ""))
     arch = overrides.get("arch") or meta.get("arch") or hub["arch"]
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
