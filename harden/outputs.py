@@ -153,6 +153,7 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
             raise HardenError(f"{type(net).__name__}'s forward returns {_describe(out)} for a batch of 2: nothing of "
                               f"shape 2 x {num_classes} (the number of classes). Check --num-classes, or pass "
                               "--logits-key with the index or name of the class scores.")
+    scores = out
     if key is not None:
         try:
             scores = _at(out, key)
@@ -165,7 +166,6 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     elif not fits(out):
         raise HardenError(f"{type(net).__name__} returns {_describe(out)} for a batch of 2 images, not 2 x "
                           f"{num_classes} class scores: check --num-classes (and --in-chans, --input-size).")
-    scores = out if key is None else _at(out, key)
     last = layer_outputs[-1] if layer_outputs and isinstance(layer_outputs[-1], torch.Tensor) else None
     sigmoid = bool(num_classes == 2 and scores.numel() == 2 and last is not None and last.numel() == 2 and
                    torch.allclose(torch.sigmoid(last.reshape(scores.shape)), scores, atol=1e-6) and

@@ -96,28 +96,30 @@ class ArrayFeeder:
 
 
 def _finish(x_train, y_train, x_test, y_test, source: str, class_names=None) -> ImageData:
-    arrays: dict[str, object] = {}
-    for name, x in (("x_test", x_test), ("x_train", x_train)):  # the test split first: a deferred x_train takes its range
-        # a deferred member is checked by its header; N x C x H x W and float pixels are converted as rows are read
-        x = x if isinstance(x, DeferredArray) else np.asarray(x)
-        if x.ndim == 3:
-            x = x.reshape((*x.shape, 1))
-        if x.ndim == 4:
-            x = as_pixels(x, f"{source}: {name}", arrays.get("x_test") if isinstance(arrays.get("x_test"), PixelView)
-                          else None)
-        if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
-            raise HardenError(f"{source}: {name} has shape {x.shape}; expected N x H x W, N x H x W x C or "
-                              "N x C x H x W with C in 1, 3, 4.")
-        arrays[name] = x
-    arrays = [arrays["x_train"], arrays["x_test"]]
-    ytr, yte = _labels(y_train, len(arrays[0]), source, "y_train"), _labels(y_test, len(arrays[1]), source, "y_test")
-    if arrays[0].shape[1:] != arrays[1].shape[1:]:
-        raise HardenError(f"{source}: train images {arrays[0].shape[1:]} and test images {arrays[1].shape[1:]} differ.")
+    xte = _images(x_test, f"{source}: x_test")
+    # a deferred (compressed) x_train of another dtype than uint8 takes x_test's value range rather than inflating
+    xtr = _images(x_train, f"{source}: x_train", xte if isinstance(xte, PixelView) else None)
+    ytr, yte = _labels(y_train, len(xtr), source, "y_train"), _labels(y_test, len(xte), source, "y_test")
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise HardenError(f"{source}: train images {xtr.shape[1:]} and test images {xte.shape[1:]} differ.")
     if (ytr.size and ytr.min() < 0) or (yte.size and yte.min() < 0):
         raise HardenError(f"{source}: labels must be non-negative integers.")
     num_classes = int(max(ytr.max(initial=0), yte.max(initial=0)) + 1)
     names = [str(c) for c in class_names] if class_names is not None and len(class_names) >= num_classes else None
-    return ImageData(arrays[0], ytr, arrays[1], yte, source, num_classes, class_names=names)
+    return ImageData(xtr, ytr, xte, yte, source, num_classes, class_names=names)
+
+
+def _images(x, what: str, like: PixelView | None = None):
+    """uint8 N x H x W x C rows (pixels.as_pixels); a deferred member is checked by its header."""
+    x = x if isinstance(x, DeferredArray) else np.asarray(x)
+    if x.ndim == 3:
+        x = x.reshape((*x.shape, 1))
+    if x.ndim == 4:
+        x = as_pixels(x, what, like)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+        raise HardenError(f"{what} has shape {x.shape}; expected N x H x W, N x H x W x C or N x C x H x W with C "
+                          "in 1, 3, 4.")
+    return x
 
 
 def _labels(y, n: int, source: str, name: str) -> np.ndarray:
