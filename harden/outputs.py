@@ -64,7 +64,7 @@ def _at(out: Any, key: str) -> Any:
     return getattr(out, key)
 
 
-def _as_scores(z: torch.Tensor, num_classes: int, sigmoid: bool = False) -> torch.Tensor:
+def as_scores(z: torch.Tensor, num_classes: int, sigmoid: bool = False) -> torch.Tensor:
     if z.ndim == 4 and z.shape[2:] == (1, 1):
         z = z.flatten(1)  # a global-pooled convolutional head without the flatten
     if z.ndim == 2 and z.shape[1] == 1 and num_classes == 2:
@@ -75,7 +75,7 @@ def _as_scores(z: torch.Tensor, num_classes: int, sigmoid: bool = False) -> torc
 
 
 def _fits(z: Any, num_classes: int, n: int) -> bool:
-    return isinstance(z, torch.Tensor) and tuple(_as_scores(z, num_classes).shape) == (n, num_classes)
+    return isinstance(z, torch.Tensor) and tuple(as_scores(z, num_classes).shape) == (n, num_classes)
 
 
 def _find_key(out: Any, num_classes: int, n: int) -> str | None:
@@ -99,7 +99,7 @@ class ScoresOf:
                 raise HardenError(f"{type(module).__name__}'s forward returned {_describe(out)}: nothing of shape "
                                   f"N x {self.num_classes}; pass --logits-key with the entry that holds the scores.")
             out = _at(out, key)
-        return _as_scores(out, self.num_classes, self.sigmoid)
+        return as_scores(out, self.num_classes, self.sigmoid)
 
 
 def _entries(out: Any) -> list[tuple[str, Any]]:

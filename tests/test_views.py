@@ -188,6 +188,9 @@ def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
         p = binary(x).softmax(1)
     assert torch.allclose(p[:, 1], torch.sigmoid(z), atol=1e-6)  # softmax([0, z]) is the sigmoid's two classes
     assert "binary_sigmoid" not in binary.spec.extra
+    assert binary.head() == ("fc", "none")  # idfr's split works on a binary head too
+    with torch.no_grad():
+        assert torch.allclose(binary.classify(binary.embed(x)), binary(x), atol=1e-6)
     prob = harden.create_model(f"{nets}:BinarySigmoid", 2, 3, (16, 16))
     prob.net.load_state_dict(binary.net.state_dict())
     with torch.no_grad():  # the sigmoid's output read back as its logit: the same scores as the logit model's

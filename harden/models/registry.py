@@ -214,8 +214,8 @@ class Classifier(nn.Module):
         head, post = self.head()
         if head is None:
             return self.net.get_classifier()(h)
-        z = self.net.get_submodule(head)(h)
-        return POST_OPS[post](z)
+        from ..outputs import as_scores
+        return as_scores(POST_OPS[post](self.net.get_submodule(head)(h)), self.spec.num_classes)  # one binary logit
 
     def head(self) -> tuple[str | None, str]:
         """(name of the final linear layer, what follows it); (None, 'none') for timm-style models."""
@@ -234,8 +234,10 @@ class Classifier(nn.Module):
             with torch.no_grad():
                 out = net(x)
                 z = net.get_submodule(name)(embedding(net, name, x))
-            post = next((k for k, f in POST_OPS.items() if f(z).shape == out.shape and
-                         torch.allclose(f(z), out, atol=1e-4, rtol=1e-4)), None)
+            from ..outputs import as_scores  # a binary head's one logit (or its sigmoid) becomes two scores
+            post = next((k for k, f in POST_OPS.items() if as_scores(f(z), self.spec.num_classes).shape == out.shape
+                         and torch.allclose(as_scores(f(z), self.spec.num_classes), out, atol=1e-4, rtol=1e-4)),
+                        None)
             if post is None:
                 raise HardenError(f"The output of {type(net).__name__} is not its last linear layer {name!r} (nor its "
                                   "log_softmax or softmax): something else follows it, so harden cannot split "
