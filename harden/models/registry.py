@@ -12,6 +12,7 @@ from torch import nn
 
 from ..compiling import COMPILED, network
 from ..errors import HardenError
+from ..outputs import BINARY_SIGMOID, LOGITS_KEY, ScoresOf, as_scores, attach_scores
 
 _BUILTINS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -188,7 +189,6 @@ class Classifier(nn.Module):
             return self.patch.forward_model(self, x)  # a recipe that wraps the whole forward (idfr)
         out = network(self)(self.normalize(x))
         if not isinstance(out, torch.Tensor):  # a structure only train mode returns (outputs.ScoresOf)
-            from ..outputs import BINARY_SIGMOID, LOGITS_KEY, ScoresOf
             out = ScoresOf(self.spec.extra.get(LOGITS_KEY), self.spec.num_classes,
                            bool(self.spec.extra.get(BINARY_SIGMOID)))(self.net, (x,), out)
         return out
@@ -214,7 +214,6 @@ class Classifier(nn.Module):
         head, post = self.head()
         if head is None:
             return self.net.get_classifier()(h)
-        from ..outputs import as_scores
         return as_scores(POST_OPS[post](self.net.get_submodule(head)(h)), self.spec.num_classes)  # one binary logit
 
     def head(self) -> tuple[str | None, str]:
@@ -234,10 +233,10 @@ class Classifier(nn.Module):
             with torch.no_grad():
                 out = net(x)
                 z = net.get_submodule(name)(embedding(net, name, x))
-            from ..outputs import as_scores  # a binary head's one logit (or its sigmoid) becomes two scores
-            post = next((k for k, f in POST_OPS.items() if as_scores(f(z), self.spec.num_classes).shape == out.shape
-                         and torch.allclose(as_scores(f(z), self.spec.num_classes), out, atol=1e-4, rtol=1e-4)),
-                        None)
+            # as_scores: a binary head's one logit (or its sigmoid) becomes two scores
+            candidates = {k: as_scores(f(z), self.spec.num_classes) for k, f in POST_OPS.items()}
+            post = next((k for k, s in candidates.items() if s.shape == out.shape and
+                         torch.allclose(s, out, atol=1e-4, rtol=1e-4)), None)
             if post is None:
                 raise HardenError(f"The output of {type(net).__name__} is not its last linear layer {name!r} (nor its "
                                   "log_softmax or softmax): something else follows it, so harden cannot split "
@@ -289,7 +288,6 @@ def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32,
                      input_size=(int(input_size[0]), int(input_size[1])), mean=tuple(mean), std=tuple(std),
                      data=data, extra=dict(extra), interpolation=str(interpolation), crop_pct=float(crop_pct),
                      crop_mode=str(crop_mode), model_args=dict(model_args or {}))
-    from ..outputs import BINARY_SIGMOID, LOGITS_KEY, attach_scores
     net = _build_net(spec)
     key, sigmoid = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
     if key is not None:
