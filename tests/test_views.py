@@ -195,9 +195,11 @@ def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
     prob.net.load_state_dict(binary.net.state_dict())
     with torch.no_grad():  # the sigmoid's output read back as its logit: the same scores as the logit model's
         assert torch.allclose(prob(x), binary(x), atol=1e-4) and prob.spec.extra["binary_sigmoid"] is True
-    from harden.outputs import scores_entry
-    from harden.report.checks import output_kind_note
-    assert output_kind_note("logits", scores_entry(prob))["kind"] == "check"
+    two = _data(3)
+    two = ImageData(two.x_train, two.y_train % 2, two.x_test, two.y_test % 2, "two-class quadrants", 2)
+    report = harden.evaluate(prob, two, attacks=["fgsm"], n=8, metrics=False)
+    note = next(f for f in report.masking if f["check"] == "outputs are not logits")
+    assert note["kind"] == "check" and note["tripped"] and "sigmoid" in note["detail"]
 
     # a key from the flag travels in the checkpoint's metadata; a wrong one or a wrong class count is exit 2
     state = tmp_path / "tup.pt"

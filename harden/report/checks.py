@@ -10,7 +10,7 @@ import torch
 
 from ..attacks import build_attack
 from ..batching import predict_labels
-from ..outputs import scores_entry
+from ..outputs import BINARY_SIGMOID, scores_entry
 from ..runtime import frozen, progress
 
 # Tolerances: differences smaller than these are noise. The two comparisons of accuracies measured by
@@ -115,8 +115,9 @@ def randomized_outputs(model, x: torch.Tensor) -> dict[str, Any]:
                 "--attack autoattack:version=rand (APGD with 20 EOT samples)", kind="check")
 
 
-def output_kind_note(kind: str, entry: str = "") -> dict[str, Any]:
-    """`entry`: outputs.scores_entry's words for a model whose scores are one entry of what it returns."""
+def output_kind_note(kind: str, entry: str = "", saturates: bool = False) -> dict[str, Any]:
+    """`entry`: outputs.scores_entry's words on where the scores come from; `saturates`: they are a sigmoid read
+    back as its logit."""
     from ..outputs import LOG_PROBABILITIES, PROBABILITIES
     if kind == PROBABILITIES:
         detail = (f"the model returns probabilities{entry}, not logits: harden attacks log(p), but a saturated "
@@ -127,7 +128,7 @@ def output_kind_note(kind: str, entry: str = "") -> dict[str, Any]:
                     "DLR and the margins are unchanged on them, so the attacks are computed right", kind="note")
     # a sigmoid read back as its logit has the saturated-softmax problem above: a check, not a note
     return flag("outputs are not logits", bool(entry), f"the model returns logits{entry}",
-                kind="check" if "sigmoid" in entry else "note")
+                kind="check" if saturates else "note")
 
 
 def zero_gradients(model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> dict[str, Any]:
@@ -200,7 +201,8 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
                                       pgd_end[:m] if pgd_end is not None else None)
         with frozen(model):
             flags.append(randomized_outputs(model, x[:min(m, batch_size)]))
-            flags.append(output_kind_note(output_kind, scores_entry(model)))
+            flags.append(output_kind_note(output_kind, scores_entry(model),
+                                          bool(getattr(model, "spec", None) and model.spec.extra.get(BINARY_SIGMOID))))
             flags.append(zero_gradients(model, x[:m], y[:m], correct[:m]))
             flags.append(black_box(model, x[:m], y[:m], atk_objs, results, robust_by_attack, check_eps, attack_fn,
                                     seed))

@@ -51,8 +51,7 @@ def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLik
              attacks: Sequence[str | Attack] | None = None, n: int | None = 500, eps: float | None = None,
              eps_l2: float = DEFAULT_EPS_L2, max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None,
              batch_size: int | None = None, device: str | torch.device = "auto", seed: int = 0, metrics: bool = True,
-             model_name: str = "model",
-             craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
+             model_name: str = "model", craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
              attack_amp: str = "off", compile: bool = False) -> Report:
     """Robustness report of `model` on n test images of `data` (the first n of in-memory data; a seeded stratified
