@@ -123,7 +123,7 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
         _build_net(ModelSpec(arch=str(arch), num_classes=2))
-    return resolve(overrides, meta, hub, path, _classes_hint(state))
+    return resolve(overrides, meta, hub, path, _classes_hint(state), state)
 
 
 def _norm(v):

@@ -139,6 +139,33 @@ def test_timm_name_takes_timm_config_and_default_warns(tmp_path, capsys):
     assert m.config_sources["mean"] == "default"
 
 
+@pytest.mark.parametrize("arch", ["test_resnet.r160_in1k", "test_vit.r160_in1k", "test_convnext.r160_in1k"])
+def test_a_fine_tuned_timm_file_says_its_class_and_channel_counts(tmp_path, capsys, arch):
+    """A timm name's config says 1000 classes and 3 channels (timm's own weights); a file fine-tuned to 6 grayscale
+    classes says otherwise in the layers timm names as classifier and first convolution, whatever wraps the keys."""
+    import timm
+    from harden.runtime import console
+    net = timm.create_model(arch, pretrained=False, num_classes=6, in_chans=1).eval()
+    torch.save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "ft.pth")
+    with console.capture() as cap:
+        m = harden.load(tmp_path / "ft.pth", arch=arch)
+    assert (m.spec.num_classes, m.spec.in_chans) == (6, 1)
+    assert m.config_sources["num_classes"].startswith("checkpoint weights (module.")
+    assert "says 1000" in " ".join(cap.get().split())
+    x = torch.rand(2, 1, 160, 160)
+    with torch.no_grad():
+        assert torch.allclose(m.net(x), net(x), atol=1e-5)
+    # a flag still wins, and then the shapes must fit it
+    with pytest.raises(HardenError, match="6 outputs where the model has 5"):
+        harden.load(tmp_path / "ft.pth", arch=arch, num_classes=5)
+    # the full timm head (1000 rows) is taken as the config says, with no note
+    full = timm.create_model(arch, pretrained=False)
+    torch.save(full.state_dict(), tmp_path / "full.pt")
+    with console.capture() as cap:
+        assert harden.load(tmp_path / "full.pt", arch=arch).spec.num_classes == 1000
+    assert "shape of the file" not in cap.get()
+
+
 def test_every_format_pillow_decodes_is_listed_and_read(tmp_path):
     """AVIF, JPEG 2000, TGA, .jfif, .pnm ...: listed as images of their class and decoded (at the model's own size,
     so no resize): lossless formats give the saved pixels exactly, lossy ones pixels close to them."""

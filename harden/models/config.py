@@ -93,10 +93,11 @@ def timm_config(arch: str) -> dict[str, Any] | None:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | None, path: Path, classes_hint: str = ""
-            ) -> tuple[dict[str, Any], dict[str, str]]:
+def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | None, path: Path, classes_hint: str = "",
+            state: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from). Raises when arch or num_classes are found nowhere (`classes_hint`: what the
-    weights suggest, added to that message)."""
+    weights suggest, added to that message). `state`: the file's weights, read where timm's config alone gave the
+    class or channel count (weights_override)."""
     from ..runtime import warn
     spec: dict[str, Any] = {}
     source: dict[str, str] = {}
@@ -115,6 +116,8 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         layers.append((f"timm config ({spec['arch']})", tcfg))
     for key in SPEC_KEYS[1:] + ("test_input_size", "test_crop_pct", "label_names"):
         _pick(key, layers, spec, source)
+    if tcfg and state:
+        weights_override(str(spec["arch"]), spec, source, state)
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
     # a timm config's three-channel statistics for a model built with another channel count: their average
@@ -133,6 +136,35 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
              f"assuming {', '.join(assumed)}, interpolation {spec['interpolation']}, crop fraction {spec['crop_pct']} "
              "(pass --input-size, --mean, --std, --interpolation, --crop-pct to set them).")
     return spec, source
+
+
+def weights_override(arch: str, spec: dict[str, Any], source: dict[str, str], state: dict[str, Any]) -> None:
+    """timm's config gives the class and channel counts of timm's own pretrained weights (1000, 3); a file fine-tuned
+    to 10 classes or to grayscale says otherwise in the shapes of the layers timm names as its classifier and first
+    convolution. Where timm's config is the only source of a count, those shapes win (and say so): no guess, the
+    layer is the one timm names."""
+    from timm.models import get_pretrained_cfg
+
+    from ..runtime import warn
+    cfg = get_pretrained_cfg(arch)
+    for key, layer, dim in (("num_classes", cfg.classifier, 0), ("in_chans", cfg.first_conv, 1)):
+        if not source.get(key, "").startswith("timm") or not layer:
+            continue
+        name = f"{layer[0] if isinstance(layer, (list, tuple)) else layer}.weight"
+        found = _named_weight(state, name)
+        if found is None or state[found].ndim <= dim or int(state[found].shape[dim]) == int(spec[key]):
+            continue
+        count = int(state[found].shape[dim])
+        warn(f"--{key.replace('_', '-')} {count}, from the shape of the file's {found} (timm's config for {arch} "
+             f"says {spec[key]}, for timm's own weights).")
+        spec[key], source[key] = count, f"checkpoint weights ({found})"
+
+
+def _named_weight(state: dict[str, Any], name: str) -> str | None:
+    """The key for a layer's weight, under any wrapper prefix (`module.`, `model.`); the shortest such key, so that
+    a classifier `fc` is not taken from a block's `se.fc`."""
+    found = [k for k in state if k == name or k.endswith("." + name)]
+    return min(found, key=len) if found else None
 
 
 def _pick(key: str, layers, spec: dict, source: dict) -> None:
