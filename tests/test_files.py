@@ -167,10 +167,11 @@ def test_a_fine_tuned_timm_file_says_its_class_and_channel_counts(tmp_path, caps
 
 
 def test_every_format_pillow_decodes_is_listed_and_read(tmp_path):
-    """AVIF, JPEG 2000, TGA, .jfif, .pnm ...: listed as images of their class and decoded (at the model's own size,
-    so no resize): lossless formats give the saved pixels exactly, lossy ones pixels close to them."""
+    """AVIF, JPEG 2000, TGA, .jfif, .pnm, a phone's HEIC ...: listed as images of their class and decoded (at the
+    model's own size, so no resize): lossless formats give the saved pixels exactly, lossy ones pixels close to them."""
     rng = np.random.default_rng(5)
-    formats = {".avif": "AVIF", ".jp2": "JPEG2000", ".tga": "TGA", ".jfif": "JPEG", ".pnm": "PPM", ".apng": "PNG"}
+    formats = {".avif": "AVIF", ".jp2": "JPEG2000", ".tga": "TGA", ".jfif": "JPEG", ".pnm": "PPM", ".apng": "PNG",
+               ".heic": "HEIF"}
     saved = {}
     for k, (ext, fmt) in enumerate(formats.items()):
         d = tmp_path / "eval" / f"c{k % 2}"

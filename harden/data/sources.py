@@ -18,9 +18,16 @@ import numpy as np
 
 from ..errors import HardenError
 
-# what cameras, scanners and dataset exports write and Pillow's wheels decode (JPEG 2000 and AVIF included)
+# what cameras, phones, scanners and dataset exports write and Pillow's wheels decode (JPEG 2000 and AVIF included;
+# HEIC/HEIF, phones' default, through pillow-heif's plugin)
 IMAGE_EXT = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif",
-             ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"}
+             ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".heic", ".heif", ".hif"}
+
+try:  # a dependency (pyproject); tolerated absent so that a bare environment (a lent GPU's image) still runs the rest
+    from pillow_heif import register_heif_opener
+    register_heif_opener()
+except ImportError:
+    pass
 LIST_EXT = {".csv", ".tsv"}
 LABEL_EXT = (".cls", ".label")  # a WebDataset sample's class index
 EVAL_FOLDERS = ("val", "test", "validation", "valid")  # beside train/: the evaluation split, first found
