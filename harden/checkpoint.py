@@ -72,8 +72,9 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     if kind == formats.TORCH_ZIP and is_torchscript(path):
         return read_torchscript_weights(path), {}
     if kind in (formats.TORCH_ZIP, formats.TORCH_LEGACY):
-        state, _ = formats.select(formats.read_torch(path), key, path)
-        return state, {}
+        container = formats.read_torch(path)
+        state, _ = formats.select(container, key, path)
+        return state, formats.container_meta(container)
     if path.suffix.lower() in SAFETENSORS_EXT:
         raise HardenError(f"{str(path)!r} is not a readable safetensors file (no valid header). It may be "
                           "truncated or corrupted; re-export it from the training run.")

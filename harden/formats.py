@@ -3,7 +3,8 @@ found inside whatever container holds it, and its keys fitted to the architectur
 
 - Formats: safetensors (by its header), torch zip files and legacy (pre-1.6) torch pickles, whatever the
   file is called. Torch files go through torch.load(weights_only=True) only: non-tensor entries (epoch,
-  optimizer state, scores) are read as data and never executed. TorchScript archives: torchscript.py.
+  optimizer state, scores, a training script's argparse Namespace, numpy scalars: data_only_globals) are read as
+  data and never executed. TorchScript archives: torchscript.py.
 - Containers: a top-level state dict, or the one mapping of names to tensors nested inside (under
   `state_dict`, `model`, `net`, `ema`, a Lightning checkpoint's `state_dict`, a list, ...). Several candidates
   are ambiguous: the error lists them and `--key a.b.0` picks one.
@@ -12,6 +13,7 @@ found inside whatever container holds it, and its keys fitted to the architectur
   BatchNorm buffers `num_batches_tracked` that predate PyTorch 0.4.1 are filled in (that buffer only)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import re
@@ -56,9 +58,33 @@ def sniff_format(path: Path) -> str:
     return "unknown"
 
 
+def data_only_globals() -> list:
+    """What training scripts leave beside their weights that a pickle rebuilds as plain data, running none of the
+    file's code, but that torch's weights-only unpickler refuses by default: argparse's Namespace (timm's and
+    torchvision's training scripts save `args`), numpy scalars and arrays (a best accuracy as np.float64), paths
+    and dates. Anything else (a model class, a function) is still refused."""
+    import argparse
+    import datetime
+    import pathlib
+
+    import numpy as np
+    multiarray = (getattr(np, "_core", None) or np.core).multiarray
+    allowed: list = [argparse.Namespace, np.ndarray, np.dtype, pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath,
+                     pathlib.PurePosixPath, pathlib.PureWindowsPath, datetime.datetime, datetime.date,
+                     datetime.time, datetime.timedelta, datetime.timezone]
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25: one class per dtype, named in numpy 2's pickles
+    allowed += [getattr(dtypes, name) for name in getattr(dtypes, "__all__", ())]
+    # a file written under numpy 1 names numpy.core, under numpy 2 numpy._core: the same two functions
+    for fn in (multiarray.scalar, multiarray._reconstruct):
+        allowed += [(fn, f"{module}.multiarray.{fn.__name__}") for module in ("numpy.core", "numpy._core")]
+    return allowed
+
+
 def read_torch(path: Path) -> Any:
+    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with allow(data_only_globals()) if allow else contextlib.nullcontext():
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise HardenError(f"Refused to load {str(path)!r}: it is a pickle that asks to run code or build objects "
                           f"other than tensors and plain data ({_refusal_reason(str(e))}). harden loads "
@@ -68,6 +94,56 @@ def read_torch(path: Path) -> Any:
                           "that file with --arch.") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).") from None
+
+
+def container_meta(obj: Any) -> dict[str, Any]:
+    """What a training script's container says of its model: timm's train.py and PyTorch's ImageNet example save the
+    architecture's name under 'arch'. Taken only where timm knows the name (a flag still wins); torchvision's ResNets
+    and timm's share their keys, and any other mismatch is the usual shape error. timm's train.py also saves its
+    `args`, whose model and preprocessing options override the model's defaults in timm's own evaluation: read as
+    timm reads them."""
+    arch = obj.get("arch") if isinstance(obj, dict) else None
+    if not isinstance(arch, str):
+        return {}
+    import timm
+    if not timm.is_model(arch):
+        return {}
+    args = obj.get("args")
+    args = vars(args) if hasattr(args, "__dict__") else args if isinstance(args, dict) else {}
+    return {"arch": arch, **(_timm_train_args(args, arch) if args.get("model") == arch else {})}
+
+
+def _timm_train_args(args: dict[str, Any], arch: str) -> dict[str, Any]:
+    """timm train.py's options -> harden's names. None or '' there means the model's default, and that default is
+    filled in here as timm's resolve_data_config fills it (its pretrained config)."""
+    from .models.config import timm_config
+    meta: dict[str, Any] = {}
+    size = args.get("input_size")
+    if args.get("num_classes"):
+        meta["num_classes"] = int(args["num_classes"])
+    if args.get("in_chans") or size:
+        meta["in_chans"] = int(args.get("in_chans") or size[0])
+    if size:
+        meta["input_size"] = [int(size[1]), int(size[2])]
+    elif args.get("img_size"):
+        meta["input_size"] = [int(args["img_size"])] * 2
+    for key in ("interpolation", "crop_pct", "mean", "std"):
+        if args.get(key) not in (None, "", []):
+            meta[key] = list(args[key]) if isinstance(args[key], (list, tuple)) else args[key]
+    model_args = dict(args.get("model_kwargs") or {})
+    if args.get("gp"):
+        model_args["global_pool"] = args["gp"]
+    if model_args:
+        meta["model_args"] = model_args
+    if meta:
+        for key, value in (timm_config(arch) or {}).items():
+            if key in ("interpolation", "crop_pct", "crop_mode", "mean", "std"):
+                meta.setdefault(key, value)
+        channels = int(meta.get("in_chans", 3))
+        for key in ("mean", "std"):  # a 3-channel default for a model trained on another count: its average
+            if key in meta and len(meta[key]) != channels and len(meta[key]) == 3:
+                meta[key] = [sum(meta[key]) / 3]
+    return meta
 
 
 def _refusal_reason(message: str) -> str:

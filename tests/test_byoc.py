@@ -2,10 +2,15 @@
 any container, any key prefix, old BatchNorm buffers), and every kind of model (a timm model, a plain
 nn.Module defined in a file, an nn.Sequential with a custom flatten, a log_softmax model) goes through inspect,
 import, eval, fix (fixer and idfr) and export."""
+import argparse
+import datetime
+import io
 import json
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,6 +101,11 @@ FORMS = {
                    "state_dict": {f"classifier.{k}": v for k, v in sd.items()},
                    "optimizer_states": [{"state": {}, "param_groups": []}], "lr_schedulers": []}, {}),
     "ema under model_ema": lambda sd: ("m.pt", {"model_ema": sd, "epoch": 1}, {}),
+    # torchvision's reference scripts and timm's save their argparse Namespace; scores often as numpy scalars
+    "training script's args, numpy scores, paths": lambda sd: (
+        "checkpoint.pth", {"model": sd, "epoch": 7, "args": argparse.Namespace(lr=0.1, output_dir=Path("/runs/a")),
+                           "best_acc1": np.float64(91.5), "history": np.array([80.0, 91.5], np.float32),
+                           "saved": datetime.datetime(2025, 1, 2)}, {}),
 }
 
 
@@ -116,6 +126,61 @@ def test_every_form_loads_with_flags_only(form, nets_file, tmp_path, cli):
     code, _, err = cli("eval", tmp_path / "imp.safetensors", "--n", 4, "--attack", "fgsm", "--no-metrics",
                        "--no-masking-checks", "-q")
     assert code == 0, (form, err)
+
+
+def test_numpy_scalars_saved_under_numpy_1_load_and_code_is_still_refused(nets_file, tmp_path):
+    """numpy 1 pickles its scalars as numpy.core.multiarray.scalar, numpy 2 as numpy._core...: both read as data.
+    The allowance is for data only: a function or a class of the file's choosing is still refused."""
+    net = _module(nets_file, "plain")
+    buf = io.BytesIO()
+    torch.save({"state_dict": net.state_dict(), "acc": np.float64(0.5)}, buf)
+    src, out = zipfile.ZipFile(io.BytesIO(buf.getvalue())), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith("data.pkl"):  # protocol 2 names globals as text lines: rename the module
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+                assert b"numpy.core.multiarray\nscalar" in data
+            dst.writestr(name, data)
+    (tmp_path / "np1.pt").write_bytes(out.getvalue())
+    model = harden.load(tmp_path / "np1.pt", arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+    assert torch.equal(model.net.fc.weight, net.fc.weight)
+    for evil in (argparse.ArgumentParser, np.load, Path.unlink, np.random.default_rng(0)):
+        _save({"state_dict": net.state_dict(), "x": evil}, tmp_path / "evil.pt")
+        with pytest.raises(HardenError, match="Refused"):
+            harden.load(tmp_path / "evil.pt", arch=f"{nets_file}:plain", num_classes=10, in_chans=1)
+
+
+def test_timm_train_checkpoint_loads_without_flags(tmp_path, cli):
+    """timm's train.py writes {'arch', 'state_dict', 'state_dict_ema', 'args', 'optimizer', ...}: its arch and its
+    args (classes, channels, size, mean/std, global pool) are read as timm's own evaluation reads them, the rest of
+    the preprocessing from timm's config; the EMA copy is one --key away."""
+    import timm
+    net = timm.create_model("test_resnet.r160_in1k", num_classes=5, in_chans=1, global_pool="max").eval()
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    args = argparse.Namespace(model="test_resnet.r160_in1k", num_classes=5, in_chans=None, input_size=[1, 96, 96],
+                              img_size=None, mean=[0.5], std=[0.25], interpolation="", crop_pct=None, gp="max",
+                              model_kwargs={}, output=Path("/runs"), lr=0.1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    path = _save({"epoch": 9, "arch": "test_resnet.r160_in1k", "state_dict": net.state_dict(), "optimizer":
+                  opt.state_dict(), "version": 2, "args": args, "metric": np.float64(71.2), "state_dict_ema": ema},
+                 tmp_path / "model_best.pth.tar")
+    code, _, err = cli("inspect", path)
+    assert code == 2 and "'state_dict_ema'" in err and "--key" in err
+    model = harden.load(path, key="state_dict")
+    spec = model.spec
+    assert (spec.arch, spec.num_classes, spec.in_chans, spec.input_size) == ("test_resnet.r160_in1k", 5, 1, (96, 96))
+    assert (tuple(spec.mean), tuple(spec.std)) == ((0.5,), (0.25,))
+    cfg = timm.models.get_pretrained_cfg("test_resnet.r160_in1k")  # what args left to the model's default
+    assert (spec.interpolation, spec.crop_pct) == (cfg.interpolation, cfg.crop_pct)
+    x = torch.rand(2, 1, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(model.net(x), net(x), atol=1e-5)
+    assert torch.equal(harden.load(path, key="state_dict_ema").net.fc.bias, ema["fc.bias"])
+    # an 'arch' timm does not know is not taken (pass --arch), nor are args of another model
+    _save({"arch": "my_private_net", "state_dict": net.state_dict()}, tmp_path / "other.pth")
+    with pytest.raises(HardenError, match="--arch"):
+        harden.load(tmp_path / "other.pth")
 
 
 def test_safetensors_found_by_header_whatever_the_name(nets_file, tmp_path):
