@@ -3,3 +3,7 @@
 
 class HardenError(Exception):
     """Bad input from the user (file, flag, data). Never a bug in harden itself."""
+
+
+class NoInputGradient(HardenError):
+    """The model's scores do not depend on its input through autograd: white-box attacks cannot run on it."""

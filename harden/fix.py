@@ -15,10 +15,11 @@ from .checkpoint import load, sha256_file
 from .data import Data, DataTarget, FileData, check_fits, load_data, subsample
 from .compiling import compiled
 from .device_defaults import prepare_for_device
-from .errors import HardenError
+from .errors import HardenError, NoInputGradient
 from .report.model import Report
 from .report.runner import evaluate
 from .models import Classifier
+from .models.registry import gives_input_gradient, no_input_gradient
 from .data.unlabeled import load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
 from .recipes.base import apply_kind_defaults, resolve_auto
@@ -135,6 +136,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         info(f"{ds.source} has no split column: a stratified {ds.held_out['fraction']:g} of it "
              f"({ds.held_out['n']} images) is held out as the test split; training never sees it")
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
+    if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
+        raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
     train_ds = subsample(ds, data_frac, seed)
     kind_defaults = apply_kind_defaults(config, ds.kind)
     if kind_defaults:

@@ -84,7 +84,7 @@ def test_swap_on_other_families(arch, chans, size):
     peaks = []
     for mod in m.net.modules():
         if isinstance(mod, nn.Hardtanh):
-            mod.register_forward_hook(lambda _m, _i, o: peaks.append((float(o.min()), float(o.max()))))
+            mod.register_forward_hook(lambda _m, _i, o: peaks.append((float(o.detach().min()), float(o.detach().max()))))
     out = m.net.forward_features(torch.randn(2, chans, *size) * 10)
     assert len(peaks) >= n  # every swapped activation ran (a module may run more than once)
     assert all(lo >= 0.0 and hi <= 2.0 + 1e-6 for lo, hi in peaks)  # each one bounded to [0, t]

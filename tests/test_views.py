@@ -93,6 +93,13 @@ class BinarySigmoid(BinaryNet):  # one probability, as BCELoss-trained code writ
         return torch.sigmoid(super().forward(x))
 
 
+class LinearProbe(TupleNet):  # a frozen backbone written as linear-probe code writes it: under no_grad
+    def forward(self, x):
+        with torch.no_grad():
+            f = self.body(x).view(x.size(0), -1)
+        return self.fc(f)
+
+
 def sequential(num_classes=4, in_chans=3):
     return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), View(),
@@ -217,6 +224,32 @@ def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
         harden.create_model(f"{nets}:LeNetView", 4, 1, (20, 20))  # its fc1 takes 16 x 16 inputs only
     with pytest.raises(harden.HardenError, match=r"\(2, 10\).*--num-classes"):
         harden.create_model(f"{nets}:ten_classes", 4, 3, (16, 16))  # a callable that ignores num_classes
+
+
+def test_a_forward_without_input_gradients_is_named_and_allowed_transfer_only(nets, tmp_path, cli):
+    """A forward under torch.no_grad() gives attacks no gradient: white-box eval and fix (every recipe) stop with
+    one paragraph saying why (fix before any training), and a transfer evaluation still runs, its gradient-based
+    metrics left out with a note."""
+    flags = ["--arch", f"{nets}:LinearProbe", "--num-classes", 4, "--input-size", "16x16"]
+    probe = harden.create_model(f"{nets}:LinearProbe", 4, 3, (16, 16))
+    torch.save(probe.net.state_dict(), tmp_path / "probe.pt")
+    data = tmp_path / "q.npz"
+    d = _data(3)
+    np.savez(data, x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test)
+    code, _, err = cli("eval", tmp_path / "probe.pt", *flags, "--data", data, "--n", 4, "--attack", "pgd")
+    assert code == 2 and "do not depend on its input through autograd" in err and "Traceback" not in err
+    for recipe in RECIPE_SETS:
+        code, _, err = cli("fix", tmp_path / "probe.pt", *flags, "--data", data, "--recipe", recipe, "--epochs", 1,
+                           "-o", tmp_path / "fixed.safetensors")
+        assert code == 2 and "torch.no_grad()" in err, (recipe, err)
+        assert not (tmp_path / "fixed.safetensors").exists()
+    source = harden.create_model(f"{nets}:TupleNet", 4, 3, (16, 16))
+    source.net.load_state_dict(probe.net.state_dict())
+    harden.save(source, tmp_path / "source.safetensors")
+    code, out, err = cli("eval", tmp_path / "probe.pt", *flags, "--data", data, "--n", 4, "--attack", "pgd",
+                         "--craft-on", tmp_path / "source.safetensors")
+    assert code == 0, err
+    assert "transfer from source.safetensors" in out and "metrics left out" in " ".join(out.split())
 
 
 def test_constructor_arguments_come_from_model_arg_and_travel_in_the_metadata(nets, tmp_path, cli):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..compiling import COMPILED, network
-from ..errors import HardenError
+from ..errors import HardenError, NoInputGradient
 from ..outputs import BINARY_SIGMOID, LOGITS_KEY, ScoresOf, as_scores, attach_scores
 
 _BUILTINS: dict[str, Callable[..., nn.Module]] = {}
@@ -160,6 +160,32 @@ POST_OPS = {"none": lambda z: z, "log_softmax": lambda z: torch.log_softmax(z, 1
             "softmax": lambda z: torch.softmax(z, 1)}
 
 
+def no_input_gradient(name: str) -> str:
+    return (f"{name}'s scores do not depend on its input through autograd: its forward runs (part of) the network "
+            "under torch.no_grad(), calls .detach(), or leaves torch (numpy, .item()). White-box attacks and hardening "
+            "need the gradient of the scores with respect to the pixels: remove that from forward (a frozen backbone "
+            "stays frozen with requires_grad_(False) on its parameters), or evaluate this model under transfer only "
+            "(eval --craft-on another model).")
+
+
+def gives_input_gradient(model: nn.Module, x: torch.Tensor | None = None) -> bool:
+    """Whether the model's scores depend on its input through autograd (one forward and backward of one image, x's
+    first or a blank one of the model's shape), whether or not its parameters take gradients."""
+    if x is None:
+        p = next(model.parameters(), None)
+        x = torch.zeros(1, model.spec.in_chans, *model.spec.input_size, device=p.device if p is not None else "cpu")
+    x = x[:1].detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            out = model(x)
+            if not out.requires_grad:
+                return False
+            (grad,) = torch.autograd.grad(out.float().sum(), x, allow_unused=True)
+    except NoInputGradient:
+        return False
+    return grad is not None
+
+
 class Classifier(nn.Module):
     """Takes pixels in [0, 1] and normalizes inside, so attack budgets are in pixel units.
 
@@ -191,6 +217,8 @@ class Classifier(nn.Module):
         if not isinstance(out, torch.Tensor):  # a structure only train mode returns (outputs.ScoresOf)
             out = ScoresOf(self.spec.extra.get(LOGITS_KEY), self.spec.num_classes,
                            bool(self.spec.extra.get(BINARY_SIGMOID)))(self.net, (x,), out)
+        if x.requires_grad and not out.requires_grad and torch.is_grad_enabled():
+            raise NoInputGradient(no_input_gradient(type(self.net).__name__))
         return out
 
     def __getstate__(self):

@@ -14,6 +14,7 @@ from ..batching import predict_labels
 from ..compiling import compiled
 from ..device_defaults import attack_batch_size, prepare_for_device
 from ..errors import HardenError
+from ..models.registry import gives_input_gradient
 from ..data import Data, check_fits, fit_size, index_hash, is_on_disk
 from ..runtime import flushing_denormals, frozen, progress, resolve_device
 from . import checks as mk
@@ -168,6 +169,10 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         curves = robustness_curves(model, source, atk_objs, results, list(curve), x, y, correct, batch_size, device,
                                    seed, cascades=curve_cascades, attack_amp=attack_amp, attack_once=_attack_once)
     from .. import distributed
+    if metrics and craft_on is not None and not gives_input_gradient(model, x):  # transfer is all it allows
+        metrics = False
+        notes.append(f"seed 004 metrics left out: they attack {model_name} white-box, and its scores give no "
+                     "gradient with respect to its input")
     extra_metrics = distributed.from_main(lambda: seed004_metrics(model, x, y, batch_size, device)) if metrics else {}
     flags = []
     if masking_checks and craft_on is None:
