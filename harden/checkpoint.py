@@ -182,7 +182,7 @@ def _as_list(v):
 def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
                       what: str = "architecture") -> list[str]:
     """Load strictly after fitting the keys (formats.fit_keys); returns notes on what the fitting did."""
-    from .formats import fit_keys, mismatch_hint
+    from .formats import fit_keys, mismatch_hint, trained_size_hint
     own = net.state_dict()
     state, notes = fit_keys(own, state, dict(net.named_modules()))
     # buffers the architecture registers as non-persistent (Swin's relative position index, attention masks) are
@@ -209,6 +209,7 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
         if len(rows) == 1 and len(shapes) <= 2 and not missing and not unexpected:  # a weight and its bias
             ((theirs, ours),) = rows
             head = f" The file's head has {theirs} outputs where the model has {ours}: --num-classes {theirs}?"
+        head += trained_size_hint(net, own, state)
         raise HardenError(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)})." + head
                           + (mismatch_hint(own, state, notes) if missing or unexpected else "")
                           + " Check --arch, --num-classes, --in-chans and --model-arg (the constructor's arguments, "

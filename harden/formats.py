@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import pickle
 import re
 import struct
@@ -211,6 +212,26 @@ def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tenso
     raise HardenError(f"{str(path)!r} holds several state dicts: "
                       + ", ".join(f"{k!r} ({len(sd)} tensors)" for k, sd in found)
                       + ". Choose one with --key (e.g. --key " + found[0][0] + ").")
+
+
+def trained_size_hint(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """A ViT's position embedding has one entry per patch (and per class token): a file trained at another image
+    size has another count, and that size follows from it and the patch size (square images only)."""
+    key = "pos_embed"
+    pe = getattr(net, "patch_embed", None)
+    grid, patch = getattr(pe, "grid_size", None), getattr(pe, "patch_size", None)
+    if key not in own or key not in state or own[key].ndim != 3 or state[key].ndim != 3 or not grid or not patch:
+        return ""
+    if own[key].shape[1] == state[key].shape[1]:
+        return ""
+    prefix = int(own[key].shape[1]) - int(grid[0]) * int(grid[1])  # class/register tokens that carry a position
+    cells = int(state[key].shape[1]) - prefix
+    side = math.isqrt(max(cells, 0))
+    if cells <= 0 or side * side != cells:
+        return ""
+    size = side * int(patch[0])
+    return (f" Its {key} has {state[key].shape[1]} positions where the model has {own[key].shape[1]}: the file was "
+            f"trained at {size}x{size} (timm: --model-arg img_size={size}).")
 
 
 def describe(obj: Any) -> str:

@@ -134,7 +134,7 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     try:
         with torch.no_grad():
             out = net(x)
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:  # what torch's layers raise on a wrong shape
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:  # torch's layers, timm's asserts
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HardenError(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "
                           f"{input_size[1]} ({first[:200]}). Where that is a shape mismatch, check --input-size and "

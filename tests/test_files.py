@@ -166,6 +166,27 @@ def test_a_fine_tuned_timm_file_says_its_class_and_channel_counts(tmp_path, caps
     assert "shape of the file" not in cap.get()
 
 
+def test_a_vit_trained_at_another_size_is_named_and_loads_with_its_img_size(tmp_path):
+    """A ViT's size is a constructor argument: the file's position embedding says it, and --model-arg img_size
+    gives the model its input size too (timm's config keeps its own) and no AssertionError escapes."""
+    import timm
+    arch = "test_vit.r160_in1k"
+    patch = timm.create_model(arch).patch_embed.patch_size[0]
+    size = 6 * patch
+    net = timm.create_model(arch, pretrained=False, num_classes=3, img_size=size).eval()
+    torch.save(net.state_dict(), tmp_path / "vit.pt")
+    with pytest.raises(HardenError, match=f"trained at {size}x{size} \\(timm: --model-arg img_size={size}\\)"):
+        harden.load(tmp_path / "vit.pt", arch=arch)
+    m = harden.load(tmp_path / "vit.pt", arch=arch, model_args={"img_size": size})
+    assert m.spec.input_size == (size, size) and m.config_sources["input_size"] == "--model-arg img_size"
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.allclose(m.net(x), net(x), atol=1e-5)
+    with pytest.raises(HardenError, match="cannot run on a batch of 2 x 3 x 160 x 160"):  # timm's strict assert
+        harden.load(tmp_path / "vit.pt", arch=arch, num_classes=3, input_size=(160, 160),
+                    model_args={"img_size": size, "dynamic_img_size": False})
+
+
 def test_every_format_pillow_decodes_is_listed_and_read(tmp_path):
     """AVIF, JPEG 2000, TGA, .jfif, .pnm, a phone's HEIC ...: listed as images of their class and decoded (at the
     model's own size, so no resize): lossless formats give the saved pixels exactly, lossy ones pixels close to them."""

@@ -118,6 +118,12 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         _pick(key, layers, spec, source)
     if tcfg and state:
         weights_override(str(spec["arch"]), spec, source, state)
+    img_size = (spec.get("model_args") or {}).get("img_size")
+    if img_size and source.get("input_size", "").startswith("timm"):
+        # timm's ViTs take their size as a constructor argument (and accept no other) but keep their config's size
+        size = [int(img_size)] * 2 if isinstance(img_size, (int, float, str)) else [int(v) for v in img_size][-2:]
+        spec["input_size"], source["input_size"] = size, "--model-arg img_size"
+        spec.pop("test_input_size", None)
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
     # a timm config's three-channel statistics for a model built with another channel count: their average
