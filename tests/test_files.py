@@ -447,6 +447,15 @@ def test_every_evaluation_folder_name_beside_train(tmp_path, eval_folder):
     (tmp_path / "half" / "train" / "c0").mkdir(parents=True)
     with pytest.raises(HardenError, match="no val/, test/, validation/ or valid/"):
         load_data(tmp_path / "half", DataTarget.for_model(small_cnn(num_classes=2)))
+    # an evaluation folder alone (ImageNet's val/ as often downloaded) is evaluated; training asks for train/
+    make_tree(tmp_path / "evalonly", ["c0", "c1"], 3, splits=(eval_folder,), sizes=(20, 30))
+    alone = load_data(tmp_path / "evalonly", DataTarget.for_model(small_cnn(num_classes=2)))
+    assert alone.n_test == 6 and alone.source == str(tmp_path / "evalonly" / eval_folder)
+    with pytest.raises(HardenError, match="one split"):
+        alone.listing("train")
+    (tmp_path / "evalonly" / "extra_class").mkdir()  # beside another folder, the layout is unclear: still an error
+    with pytest.raises(HardenError, match="an evaluation folder but no train/"):
+        load_data(tmp_path / "evalonly", DataTarget.for_model(small_cnn(num_classes=2)))
 
 
 def test_train_on_a_folder_and_fix_on_a_list_without_split_column(tmp_path, cli):

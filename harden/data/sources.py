@@ -286,6 +286,10 @@ def find_on_disk(path: Path) -> OnDisk | None:
         return OnDisk(src, {"train": lambda: list_class_folders(path / "train"),
                             "test": lambda: list_class_folders(test)}, "folder",
                       lambda: sorted(set(class_folders(path / "train")) | set(class_folders(test))))
+    if test is not None and not (path / "train").is_dir() and set(class_folders(path)) <= set(EVAL_FOLDERS) \
+            and not _shards_in(test) and class_folders(test):
+        # only an evaluation split (ImageNet's val/ alone, as often downloaded): evaluated as its class folders
+        return OnDisk(str(test), {"all": lambda: list_class_folders(test)}, "folder", lambda: class_folders(test))
     if (path / "train").is_dir() or test is not None:
         return None  # half a tree: the caller says what is missing
     if _shards_in(path):
