@@ -107,6 +107,24 @@ def test_report_command_rerenders_the_same_html(eval_outputs, cli, tmp_path):
     assert code == 2 and "not a harden report" in err
 
 
+def test_class_and_model_names_the_figure_font_lacks_draw_without_warnings(eval_outputs):
+    """Class folders named in CJK or emoji: the figures fall back to class indices (and '?' in titles) instead of
+    empty boxes and a warning per glyph; the HTML's text keeps the names whole."""
+    import json
+    import warnings
+
+    from harden.report import html_page
+    doc = json.loads((eval_outputs / "r.json").read_text())
+    rep = html_page.reports_of(doc)[0]
+    rep["class_names"] = ["猫", "chien é", "🐶", *[f"c{i}" for i in range(3, 10)]]
+    rep["model"] = "模型.safetensors"
+    assert [html_page._name(i, rep["class_names"]) for i in range(3)] == ["0", "chien é", "2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns once per glyph it cannot draw
+        page = html_page.render(doc)
+    assert "模型.safetensors" in page
+
+
 def test_curve_is_non_increasing_for_a_deterministic_attack(digits_model, digits):
     rep = evaluate(digits_model, digits, n=100, attacks=["pgd:steps=10"], eps=0.1, device="cpu", metrics=False,
                    curve=parse_curve("0:0.2:5"))

@@ -4,6 +4,7 @@ from the report's JSON document, so `harden report report.json` redraws exactly 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 from pathlib import Path
@@ -89,7 +90,7 @@ def figure_curves(doc: dict[str, Any]) -> bytes | None:
     ax.set_xlabel("L-inf budget")
     ax.set_ylabel("robust accuracy %")
     ax.set_ylim(-2, 102)
-    ax.set_title(f"{rep['model']} ({rep['threat_model']})")
+    ax.set_title(_figure_text(f"{rep['model']} ({rep['threat_model']})"))
     ax.legend(fontsize=7)
     return _png(fig)
 
@@ -135,13 +136,33 @@ def figure_examples(rep: dict[str, Any]) -> bytes | None:
                 ax.imshow(img.squeeze(2) if cmap else img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
                 ax.set_title(title, fontsize=7, color="C3" if title.startswith("fooled") else "black")
         axes[r][0].text(-0.15, 0.5, a["name"], transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"adversarial examples - {rep['model']} ({rep['threat_model']}); clean | adversarial | "
-                 "perturbation x contrast", fontsize=8)
+    fig.suptitle(_figure_text(f"adversarial examples - {rep['model']} ({rep['threat_model']}); clean | "
+                              "adversarial | perturbation x contrast"), fontsize=8)
     return _png(fig)
 
 
 def _name(label: int, names: list[str] | None) -> str:
-    return names[label] if names and 0 <= label < len(names) else str(label)
+    """A class's name for a figure; its index where the figure's font lacks a glyph of it (CJK, emoji: drawn as
+    empty boxes, with a warning per glyph)."""
+    name = names[label] if names and 0 <= label < len(names) else None
+    return name if name is not None and _drawable(name) else str(label)
+
+
+@functools.cache
+def _figure_font():
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+    return FT2Font(font_manager.findfont(font_manager.FontProperties()))
+
+
+def _drawable(text: str) -> bool:
+    font = _figure_font()
+    return all(font.get_char_index(ord(c)) for c in text if not c.isspace())
+
+
+def _figure_text(text: str) -> str:
+    """A title for a figure: '?' for each character its font cannot draw (the HTML around it shows the text whole)."""
+    return "".join(c if _drawable(c) else "?" for c in text)
 
 
 def training_series(history: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
