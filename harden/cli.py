@@ -218,6 +218,7 @@ def eval_cmd(
     _setup(quiet)
     from .api import data_for
     from .attacks import expand_suites, parse_number
+    from .attacks.base import in_255_hint
     from .checkpoint import check_output_path
     from .report import evaluate, release_report
     from .report.runner import attack_set
@@ -237,7 +238,7 @@ def eval_cmd(
                           "was given.")
     eps_v = parse_number(eps) if eps is not None else None
     if eps_v is not None and not (0 < eps_v <= 1):
-        raise HardenError(f"--eps is in pixel units of [0, 1]; got {eps_v}.")
+        raise HardenError(f"--eps is a budget in pixel units, in (0, 1]; got {eps_v:g}{in_255_hint(eps_v, '--eps ')}.")
     for p in (json_path, markdown_path, junit_path, html_path):
         if p:
             check_output_path(p, [checkpoint, craft_on], force)

@@ -149,6 +149,17 @@ def test_usage_errors_exit_2(cli, digits_ckpt, tmp_path, args):
     assert "Traceback" not in err + out and "error" in err.lower() and not out_path.exists()
 
 
+def test_a_budget_in_0_255_steps_is_answered_with_the_fraction(cli, digits_ckpt, tmp_path):
+    """Papers write eps as 8 (of 255): the error says the fraction and how to write it, for --eps and attack options."""
+    assert "got 8 (in 0-255 steps that is 8/255 = 0.03137: write --eps 8/255)" in _bad(
+        cli, "eval", digits_ckpt, "--eps", "8")
+    assert "write eps=4/255" in _bad(cli, "eval", digits_ckpt, "--attack", "pgd:eps=4")
+    assert "write eps=8/255" in _bad(cli, "fix", digits_ckpt, "--set", "eps=8", "--epochs", "1", "--no-report", "-o",
+                                     tmp_path / "m.safetensors")
+    assert "0-255" not in _bad(cli, "eval", digits_ckpt, "--eps", "300") and "(0, 1]" in _bad(
+        cli, "eval", digits_ckpt, "--eps", "0")
+
+
 def test_missing_data_path(cli, digits_ckpt):
     assert "does not exist" in _bad(cli, "eval", digits_ckpt, "--data", "/no/such/data.npz")
 

@@ -79,7 +79,7 @@ class Attack:
         if self.params.get("eps", 0) > 1 and getattr(self, "norm", None) == "inf" and \
                 str(self.params.get("norm", "linf")).lower() == "linf":
             raise HardenError(f"Attack {self.name!r}: an L-inf eps is in pixel units of [0, 1], got "
-                              f"{_fmt(self.params['eps'])}.")
+                              f"{_fmt(self.params['eps'])}{in_255_hint(self.params['eps'], 'eps=')}.")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             generator: torch.Generator | None = None) -> AttackOutput:
@@ -101,6 +101,13 @@ def _fmt(v: Any) -> str:
             return f"{frac.numerator}/255"
         return f"{v:g}"
     return str(v)
+
+
+def in_255_hint(value: float, flag: str) -> str:
+    """Budgets written in 0-255 pixel steps (papers' '8' for 8/255): the fraction that was probably meant."""
+    if 1 < value <= 255:
+        return f" (in 0-255 steps that is {value:g}/255 = {value / 255:.4g}: write {flag}{value:g}/255)"
+    return ""
 
 
 def parse_number(text: str | float | int) -> float:
