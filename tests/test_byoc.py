@@ -183,6 +183,43 @@ def test_timm_train_checkpoint_loads_without_flags(tmp_path, cli):
         harden.load(tmp_path / "other.pth")
 
 
+def _repo(root: Path, package: str) -> Path:
+    """A published repository's layout: a package whose modules import each other relatively, and a training script
+    beside it that imports the package absolutely."""
+    (root / package).mkdir(parents=True)
+    (root / package / "__init__.py").write_text("from .resnet import *\n")
+    (root / package / "layers.py").write_text("from torch import nn\n\ndef conv3x3(i, o, s=1):\n"
+                                              "    return nn.Conv2d(i, o, 3, s, 1, bias=False)\n")
+    (root / package / "resnet.py").write_text(
+        "import torch.nn as nn\nfrom .layers import conv3x3\n\n__all__ = ['net']\n\n\nclass Net(nn.Module):\n"
+        "    def __init__(self, num_classes=10):\n        super().__init__()\n        self.c = conv3x3(1, 8, 2)\n"
+        "        self.fc = nn.Linear(8, num_classes)\n\n    def forward(self, x):\n"
+        "        return self.fc(self.c(x).mean((2, 3)))\n\n\ndef net(num_classes=10):\n    return Net(num_classes)\n")
+    (root / "train.py").write_text(f"from {package}.resnet import Net\n\n\ndef make(num_classes=10):\n"
+                                   "    return Net(num_classes)\n")
+    return root
+
+
+def test_architectures_from_a_repository_import_as_python_imports_them(tmp_path, monkeypatch):
+    """Relative imports inside a package, a script's absolute imports of its siblings, and a dotted name from the
+    current folder (as `python -m` finds it) all work; two repositories with a package of the same name are an error
+    that says so, not the wrong class."""
+    repo = _repo(tmp_path / "repo", "pubrepo_models")
+    flags = dict(num_classes=5, in_chans=1, input_size=(8, 8))
+    for arch in (f"{repo}/pubrepo_models/resnet.py:net", f"{repo}/pubrepo_models/__init__.py:net",
+                 f"{repo}/train.py:make"):
+        m = harden.create_model(arch, **flags)
+        assert type(m.net).__name__ == "Net" and m.net.fc.out_features == 5, arch
+    other = _repo(tmp_path / "other", "pubrepo_cwd")
+    monkeypatch.chdir(other)
+    assert harden.create_model("pubrepo_cwd.resnet:net", **flags).net.fc.out_features == 5
+    clash = _repo(tmp_path / "clash", "pubrepo_models")
+    with pytest.raises(HardenError, match="already taken"):
+        harden.create_model(f"{clash}/pubrepo_models/resnet.py:net", **flags)
+    with pytest.raises(HardenError, match="cannot be imported.*current folder"):
+        harden.create_model("no_such_pkg_xyz.mod:net", **flags)
+
+
 def test_safetensors_found_by_header_whatever_the_name(nets_file, tmp_path):
     from safetensors.torch import save_file
     net = _module(nets_file, "plain")

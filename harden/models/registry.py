@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -111,39 +112,78 @@ def _build_net(spec: ModelSpec) -> nn.Module:
 
 
 def _import_callable(arch: str) -> Callable[..., nn.Module]:
-    """`path/to/file.py:callable` or `package.module:callable`."""
+    """`path/to/file.py:callable` or `package.module:callable`, imported as Python would import them for published
+    code: a file inside a package (a folder with __init__.py) as that package's module, so its relative imports
+    work; its repository's root (or a loose file's folder, as `python file.py` has it) on sys.path, so its absolute
+    imports of sibling modules work; a dotted name from the current folder too, as `python -m` finds it."""
     mod_name, _, fn_name = arch.rpartition(":")
     if mod_name.endswith(".py") or "/" in mod_name or "\\" in mod_name:
-        import hashlib
-        import sys
-        from pathlib import Path
-        file = Path(mod_name).expanduser()
-        if not file.is_file():
-            raise HardenError(f"Architecture {arch!r}: the file {mod_name!r} does not exist (from {Path.cwd()}). "
-                              "A checkpoint remembers the --arch it was written with; pass --arch with the file's "
-                              "path from here.")
-        name = "harden_arch_" + hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:12]
-        module = sys.modules.get(name)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(name, file)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module  # dataclasses and pickling look modules up by name
-            try:
-                spec.loader.exec_module(module)
-            except Exception as e:
-                del sys.modules[name]
-                raise HardenError(f"Architecture file {mod_name!r} failed to import: {type(e).__name__}: {e}") from None
+        module = _import_file(arch, mod_name)
     else:
+        _add_to_path(os.getcwd())
         try:
             module = importlib.import_module(mod_name)
-        except ImportError as e:
-            raise HardenError(f"Architecture {arch!r} names a module that cannot be imported ({e}). Use "
-                              "package.module:callable with the package on PYTHONPATH, or path/to/file.py:callable."
-                              ) from None
+        except Exception as e:  # ImportError, or whatever the module raises while it runs
+            raise HardenError(f"Architecture {arch!r} names a module that cannot be imported ({type(e).__name__}: "
+                              f"{e}). Use package.module:callable with the package on PYTHONPATH or in the current "
+                              "folder, or path/to/file.py:callable.") from None
     fn = getattr(module, fn_name, None)
     if fn is None or not callable(fn):
         raise HardenError(f"Architecture {arch!r}: {mod_name!r} has no callable {fn_name!r}.")
     return fn
+
+
+def _import_file(arch: str, mod_name: str):
+    import hashlib
+    import sys
+    from pathlib import Path
+    file = Path(mod_name).expanduser()
+    if not file.is_file():
+        raise HardenError(f"Architecture {arch!r}: the file {mod_name!r} does not exist (from {Path.cwd()}). "
+                          "A checkpoint remembers the --arch it was written with; pass --arch with the file's "
+                          "path from here.")
+    file = file.resolve()
+    package = file.parent
+    while (package / "__init__.py").is_file() and (package.parent / "__init__.py").is_file():
+        package = package.parent  # the outermost package holding the file
+    in_package = (file.parent / "__init__.py").is_file()
+    root = package.parent if in_package else file.parent
+    if in_package:
+        dotted = ".".join(file.relative_to(root).with_suffix("").parts)
+        if dotted.endswith(".__init__"):
+            dotted = dotted[:-len(".__init__")]
+        _add_to_path(str(root))
+        try:
+            module = importlib.import_module(dotted)
+        except Exception as e:
+            raise HardenError(f"Architecture file {mod_name!r} failed to import (as {dotted}, from {root}): "
+                              f"{type(e).__name__}: {e}") from None
+        if Path(getattr(module, "__file__", "") or "").resolve() != file:
+            raise HardenError(f"Architecture file {mod_name!r}: its package's name, {dotted}, is already taken by "
+                              f"{getattr(module, '__file__', None) or 'a module'} in this process (two repositories "
+                              "with a package of the same name): give one of them as package.module:callable.")
+        return module
+    name = "harden_arch_" + hashlib.sha1(str(file).encode()).hexdigest()[:12]
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look modules up by name
+        _add_to_path(str(root))
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[name]
+            raise HardenError(f"Architecture file {mod_name!r} failed to import: {type(e).__name__}: {e}") from None
+    return module
+
+
+def _add_to_path(folder: str) -> None:
+    """`folder` at the end of sys.path (after everything installed, so it shadows nothing), and left there: a module
+    that imports its siblings lazily, inside a function, still finds them later."""
+    import sys
+    if os.path.realpath(folder) not in (os.path.realpath(p or ".") for p in sys.path):
+        sys.path.append(folder)
 
 
 def taps_of(net: nn.Module) -> list[dict[str, Any]]:
