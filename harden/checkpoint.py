@@ -17,6 +17,7 @@ from .models import Classifier, create_model, is_known_arch
 from .models.config import SPEC_KEYS, hub_weights, is_hub_folder, read_hub_config, resolve
 from .outputs import LOGITS_KEY
 from .runtime import warn
+from .pickled_model import arch_hint, read_pickled_model
 from .torchscript import is_torchscript, read_torchscript_weights
 
 FORMAT_VERSION = "1"
@@ -24,6 +25,7 @@ SAFETENSORS_EXT = {".safetensors"}
 # spec values kept beside the architecture's (in spec.extra, so they travel in the metadata)
 CONFIG_EXTRA = ("test_input_size", "test_crop_pct", "label_names")
 PATCH_PREFIX = "patch."  # a recipe's added modules; architecture keys stay unprefixed
+PICKLED_CLASS = "pickled_class"  # read_checkpoint: the class of a whole pickled model (for --arch's hint; not kept)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -72,9 +74,18 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     if kind == formats.TORCH_ZIP and is_torchscript(path):
         return read_torchscript_weights(path), {}
     if kind in (formats.TORCH_ZIP, formats.TORCH_LEGACY):
-        container = formats.read_torch(path)
+        classes: list[str] = []
+        try:
+            container = formats.read_torch(path)
+        except formats.PickleRefused:
+            if kind != formats.TORCH_ZIP:
+                raise
+            container, classes = read_pickled_model(path)  # a whole pickled model, read without running it
         state, _ = formats.select(container, key, path)
-        return state, formats.container_meta(container)
+        meta = formats.container_meta(container)
+        if classes:
+            meta[PICKLED_CLASS] = classes[0]
+        return state, meta
     if path.suffix.lower() in SAFETENSORS_EXT:
         raise HardenError(f"{str(path)!r} is not a readable safetensors file (no valid header). It may be "
                           "truncated or corrupted; re-export it from the training run.")
@@ -119,7 +130,8 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
                           "--arch" + (" and --num-classes" if overrides.get("num_classes") is None else "")
                           + ". The preprocessing (--input-size, --mean, --std, --interpolation, --crop-pct) comes "
                           "from timm's config for a timm name, else give it too."
-                          + (_classes_hint(state) if overrides.get("num_classes") is None else ""))
+                          + (_classes_hint(state) if overrides.get("num_classes") is None else "")
+                          + (arch_hint([meta[PICKLED_CLASS]]) if meta.get(PICKLED_CLASS) else ""))
     arch = overrides.get("arch") or meta.get("arch") or hub["arch"]
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
@@ -159,7 +171,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                          crop_mode=str(spec["crop_mode"]), model_args=dict(spec["model_args"] or {}),
                          logits_key=logits_key if logits_key is not None else meta.get(LOGITS_KEY))
     model.config_sources = sources
-    model.spec.extra.update({k: v for k, v in meta.items() if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY)})
+    model.spec.extra.update({k: v for k, v in meta.items()
+                             if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
     patch_state = {k[len(PATCH_PREFIX):]: v for k, v in state.items() if k.startswith(PATCH_PREFIX)}
     state = {k: v for k, v in state.items() if not k.startswith(PATCH_PREFIX)}

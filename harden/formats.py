@@ -4,7 +4,8 @@ found inside whatever container holds it, and its keys fitted to the architectur
 - Formats: safetensors (by its header), torch zip files and legacy (pre-1.6) torch pickles, whatever the
   file is called. Torch files go through torch.load(weights_only=True) only: non-tensor entries (epoch,
   optimizer state, scores, a training script's argparse Namespace, numpy scalars: data_only_globals) are read as
-  data and never executed. TorchScript archives: torchscript.py.
+  data and never executed. TorchScript archives: torchscript.py; whole pickled models (which name their
+  class): pickled_model.py.
 - Containers: a top-level state dict, or the one mapping of names to tensors nested inside (under
   `state_dict`, `model`, `net`, `ema`, a Lightning checkpoint's `state_dict`, a list, ...). Several candidates
   are ambiguous: the error lists them and `--key a.b.0` picks one.
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import HardenError
+from .inert_pickle import Inert
 
 SAFETENSORS = "safetensors"
 TORCH_ZIP = "torch zip"
@@ -59,6 +61,10 @@ def sniff_format(path: Path) -> str:
     return "unknown"
 
 
+class PickleRefused(HardenError):
+    """torch's weights-only unpickler refused a global the file names (a whole pickled model asks for its class)."""
+
+
 def data_only_globals() -> list:
     """What training scripts leave beside their weights that a pickle rebuilds as plain data, running none of the
     file's code, but that torch's weights-only unpickler refuses by default: argparse's Namespace (timm's and
@@ -87,7 +93,7 @@ def read_torch(path: Path) -> Any:
         with allow(data_only_globals()) if allow else contextlib.nullcontext():
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise HardenError(f"Refused to load {str(path)!r}: it is a pickle that asks to run code or build objects "
+        raise PickleRefused(f"Refused to load {str(path)!r}: it is a pickle that asks to run code or build objects "
                           f"other than tensors and plain data ({_refusal_reason(str(e))}). harden loads "
                           "checkpoints with torch.load(weights_only=True) only. Where you trust the file, save its "
                           "weights once with torch.save(torch.load(path, weights_only=False).state_dict(), "
@@ -110,7 +116,8 @@ def container_meta(obj: Any) -> dict[str, Any]:
     if not timm.is_model(arch):
         return {}
     args = obj.get("args")
-    args = vars(args) if hasattr(args, "__dict__") else args if isinstance(args, dict) else {}
+    args = (args.fields if isinstance(args, Inert) else vars(args) if hasattr(args, "__dict__") else
+            args if isinstance(args, dict) else {})
     return {"arch": arch, **(_timm_train_args(args, arch) if args.get("model") == arch else {})}
 
 

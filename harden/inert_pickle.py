@@ -1,0 +1,127 @@
+"""A torch zip file's pickle read without running anything it names.
+
+torch.load(weights_only=True) refuses a pickle that names a class or function outside its allowlist: a whole
+pickled model (`torch.save(model)`), a TorchScript archive's module tree, a Lightning checkpoint's Hydra config.
+This unpickler builds every such global as an Inert placeholder: a holder of the arguments and state the pickle
+gives it, whose class is never imported and whose code never runs. Only its own tensor rebuilders, dict, set and
+the archive's storage records are real. What a caller then takes from the result is tensors, found by walking the
+placeholders' fields (pickled_model.py, torchscript.py)."""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from typing import Any, BinaryIO
+
+import torch
+
+
+class Inert:
+    """An object of a class the file names (module.name in `inert_global`): constructor arguments in `args`,
+    pickled state in `fields` (a dict; a tuple's slots merged in). Nothing of the file's choosing is ever called on
+    it, and its fields are kept apart from its attributes, so a second BUILD cannot reach a method of the file's."""
+    inert_global = "?"
+
+    def __new__(cls, *args, **kwargs):  # NEWOBJ calls __new__ alone
+        obj = super().__new__(cls)
+        obj.args, obj.fields = args, {}
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2 and all(s is None or isinstance(s, dict) for s in state):
+            state = {**(state[0] or {}), **(state[1] or {})}  # (dict, slots)
+        if isinstance(state, dict):
+            self.fields.update(state)
+        else:
+            self.fields["__state__"] = state
+
+
+def inert_class(module: str, name: str) -> type:
+    return type(name, (Inert,), {"inert_global": f"{module}.{name}", "__qualname__": name})
+
+
+def _rebuild_tensor(storage: torch.Tensor, offset: int, size, stride, *rest) -> torch.Tensor:
+    return torch.as_strided(storage, tuple(size), tuple(stride), offset)
+
+
+def _rebuild_parameter(data: torch.Tensor, *rest) -> torch.Tensor:
+    return data
+
+
+def _rebuild_from_type(func, _type, args, _state=None):  # a tensor subclass: the tensor, not the subclass
+    return func(*args)
+
+
+class _OrderedDict(dict):
+    """collections.OrderedDict as pickled: a dict, and the attributes state_dict() sets on it (`_metadata`, BUILD's
+    state) dropped."""
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def _first(value: Any, *rest) -> Any:
+    return value
+
+
+# TorchScript's typed lists and type tags of a module's attributes: the plain value
+_TYPED_LISTS = {"build_intlist", "build_doublelist", "build_boollist", "build_tensorlist", "build_complexlist",
+                "restore_type_tag"}
+_REAL = {("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor, ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+         ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+         ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
+         ("collections", "OrderedDict"): _OrderedDict, ("builtins", "set"): set, ("__builtin__", "set"): set,
+         ("builtins", "frozenset"): frozenset, ("__builtin__", "frozenset"): frozenset}
+
+
+class InertUnpickler(pickle._Unpickler):  # the Python one: REDUCE must take TorchScript's enums (args not a tuple)
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file: BinaryIO, archive: zipfile.ZipFile, prefix: str):
+        super().__init__(file)
+        self.archive, self.prefix, self.storages = archive, prefix, {}
+        self.classes: dict[str, type] = {}
+
+    def load_reduce(self):
+        args = self.stack.pop()
+        self.stack[-1] = self.stack[-1](*(args if isinstance(args, tuple) else (args,)))
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _REAL:
+            return _REAL[(module, name)]
+        if module == "torch.jit._pickle" and name in _TYPED_LISTS:
+            return _first
+        if module == "torch" and name.endswith("Storage"):
+            return name  # a storage type, read by persistent_load
+        key = f"{module}.{name}"
+        if key not in self.classes:
+            self.classes[key] = inert_class(module, name)
+        return self.classes[key]
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"an unknown persistent record {pid!r:.80}")
+        _, storage_type, key, _location, numel = pid
+        if key not in self.storages:
+            from torch.storage import _get_dtype_from_pickle_storage_type
+            dtype = (_get_dtype_from_pickle_storage_type(storage_type) if isinstance(storage_type, str)
+                     else torch.uint8)  # an untyped storage
+            raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
+            flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            self.storages[key] = flat[:numel]
+        return self.storages[key]
+
+
+def load_inert(archive: zipfile.ZipFile, member: str = "data.pkl") -> Any:
+    """The object a torch zip archive's `member` pickle holds, every global an Inert placeholder."""
+    name = next((n for n in archive.namelist() if n.endswith("/" + member) or n == member), None)
+    if name is None:
+        raise KeyError(member)
+    prefix = name[: -len(member)]
+    with archive.open(name) as f:
+        return InertUnpickler(f, archive, prefix).load()

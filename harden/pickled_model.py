@@ -1,0 +1,86 @@
+"""The weights of a whole pickled model (`torch.save(model)`, or `{'model': model, ...}`), read without running it.
+
+Published code often saves the module object itself. torch.load(weights_only=True) refuses such a file (it names
+the model's class), and a full torch.load would import that class and run whatever the pickle asks. Here the pickle
+is read with inert_pickle.py: every module is an Inert holder of its pickled `__dict__`, in which an nn.Module keeps
+`_parameters`, `_buffers` (and which of them are not persistent) and `_modules`. Walking those gives the keys and
+tensors `module.state_dict()` would; the architecture still comes from --arch, and the pickled class's name is what
+the error suggests for it. Only torch's zip format (the default since PyTorch 1.6) is read this way."""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import HardenError
+from .inert_pickle import Inert, load_inert
+
+
+def is_module(obj: Any) -> bool:
+    return isinstance(obj, Inert) and ("_parameters" in obj.fields or "_modules" in obj.fields)
+
+
+def module_state(obj: Inert, prefix: str = "", out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """nn.Module.state_dict()'s keys and tensors, from a pickled module's fields."""
+    out = {} if out is None else out
+    fields = obj.fields
+    skip = set(fields.get("_non_persistent_buffers_set") or ())
+    for name, value in (fields.get("_parameters") or {}).items():
+        if isinstance(value, torch.Tensor):
+            out[prefix + name] = value.clone()
+    for name, value in (fields.get("_buffers") or {}).items():
+        if isinstance(value, torch.Tensor) and name not in skip:
+            out[prefix + name] = value.clone()
+    for name, child in (fields.get("_modules") or {}).items():
+        if is_module(child):
+            module_state(child, f"{prefix}{name}.", out)
+    return out
+
+
+def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0) -> Any:
+    """The container with each pickled module replaced by its state dict (formats.select then finds it as it finds
+    any state dict, `--key` included); `classes` collects the modules' class names."""
+    if is_module(obj):
+        inner = obj
+        while set((inner.fields.get("_modules") or {})) == {"module"} and is_module(inner.fields["_modules"]["module"]):
+            inner = inner.fields["_modules"]["module"]  # DataParallel / DistributedDataParallel: the wrapped model
+        classes.append(inner.inert_global)
+        return module_state(obj)
+    if depth >= 4:
+        return obj
+    if isinstance(obj, dict):
+        return {k: _with_state_dicts(v, classes, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_with_state_dicts(v, classes, depth + 1) for v in obj]
+    return obj
+
+
+def read_pickled_model(path: Path) -> tuple[Any, list[str]]:
+    """(the file's object with its pickled modules as state dicts, the modules' class names)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            obj = load_inert(z)
+    except (KeyError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError,
+            RuntimeError, AttributeError, IndexError) as e:
+        raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from None
+    classes: list[str] = []
+    return _with_state_dicts(obj, classes), classes
+
+
+def arch_hint(classes: list[str]) -> str:
+    """What to pass as --arch for the first pickled module's class."""
+    if not classes:
+        return ""
+    module, _, name = classes[0].rpartition(".")
+    head = f" The file pickles a whole {classes[0]}: its weights are read without running it, and the architecture "
+    if module.split(".")[0] == "timm":
+        return head + "is the timm name it was created with: --arch NAME (timm.list_models() lists them)."
+    if module.split(".")[0] == "torchvision":
+        return head + ("comes from torchvision's factory of that name: --arch torchvision.models:FACTORY (e.g. "
+                       "torchvision.models:resnet50).")
+    return head + (f"comes from --arch, e.g. --arch {module}:{name} (its package importable from here) or --arch "
+                   f"path/to/{module.replace('.', '/')}.py:{name}, with the constructor's arguments as --num-classes "
+                   "and --model-arg.")
