@@ -9,6 +9,7 @@ placeholders' fields (pickled_model.py, torchscript.py)."""
 from __future__ import annotations
 
 import pickle
+import struct
 import zipfile
 from typing import Any, BinaryIO
 
@@ -115,6 +116,12 @@ class InertUnpickler(pickle._Unpickler):  # the Python one: REDUCE must take Tor
             flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
             self.storages[key] = flat[:numel]
         return self.storages[key]
+
+
+# what reading a damaged archive raises, besides pickle's own error: zipfile's, struct's (a truncated opcode
+# argument), a length field's MemoryError/OverflowError, and what a wrong type in a damaged stack gives
+READ_ERRORS = (KeyError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError,
+               RuntimeError, AttributeError, IndexError, struct.error, MemoryError, OverflowError, NotImplementedError)
 
 
 def load_inert(archive: zipfile.ZipFile, member: str = "data.pkl") -> Any:

@@ -8,7 +8,6 @@ tensors `module.state_dict()` would; the architecture still comes from --arch, a
 the error suggests for it. Only torch's zip format (the default since PyTorch 1.6) is read this way."""
 from __future__ import annotations
 
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from .errors import HardenError
-from .inert_pickle import Inert, load_inert
+from .inert_pickle import READ_ERRORS, Inert, load_inert
 
 
 def is_module(obj: Any) -> bool:
@@ -27,17 +26,24 @@ def module_state(obj: Inert, prefix: str = "", out: dict[str, torch.Tensor] | No
     """nn.Module.state_dict()'s keys and tensors, from a pickled module's fields."""
     out = {} if out is None else out
     fields = obj.fields
-    skip = set(fields.get("_non_persistent_buffers_set") or ())
-    for name, value in (fields.get("_parameters") or {}).items():
+    skip = fields.get("_non_persistent_buffers_set")
+    skip = skip if isinstance(skip, (set, frozenset)) else set()
+    for name, value in _entries(fields.get("_parameters")):
         if isinstance(value, torch.Tensor):
             out[prefix + name] = value.clone()
-    for name, value in (fields.get("_buffers") or {}).items():
+    for name, value in _entries(fields.get("_buffers")):
         if isinstance(value, torch.Tensor) and name not in skip:
             out[prefix + name] = value.clone()
-    for name, child in (fields.get("_modules") or {}).items():
+    for name, child in _entries(fields.get("_modules")):
         if is_module(child):
             module_state(child, f"{prefix}{name}.", out)
     return out
+
+
+def _entries(table: Any) -> list[tuple[str, Any]]:
+    """A module's `_parameters`/`_buffers`/`_modules` table: its string-named entries (a damaged file may hold
+    anything there)."""
+    return [(k, v) for k, v in table.items() if isinstance(k, str)] if isinstance(table, dict) else []
 
 
 def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0) -> Any:
@@ -63,8 +69,7 @@ def read_pickled_model(path: Path) -> tuple[Any, list[str]]:
     try:
         with zipfile.ZipFile(path) as z:
             obj = load_inert(z)
-    except (KeyError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError,
-            RuntimeError, AttributeError, IndexError) as e:
+    except READ_ERRORS as e:
         raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from None
     classes: list[str] = []
     return _with_state_dicts(obj, classes), classes

@@ -9,7 +9,6 @@ attribute paths: the keys `module.state_dict()` gives, so the architecture still
 code is not used)."""
 from __future__ import annotations
 
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import HardenError
-from .inert_pickle import Inert, load_inert
+from .inert_pickle import READ_ERRORS, Inert, load_inert
 
 
 def is_torchscript(path: Path) -> bool:
@@ -35,6 +34,8 @@ def _tensors(obj: Any, prefix: str, out: dict[str, torch.Tensor], seen: set[int]
         return
     seen.add(id(obj))
     for name, value in obj.fields.items():
+        if not isinstance(name, str):  # a damaged archive
+            continue
         if isinstance(value, torch.Tensor):
             out[prefix + name] = value.clone()
         elif isinstance(value, Inert) and value.inert_global.startswith("__torch__"):
@@ -47,8 +48,7 @@ def read_torchscript_weights(path: Path) -> dict[str, torch.Tensor]:
             root = load_inert(z)
     except KeyError:
         raise HardenError(f"{str(path)!r} is a TorchScript archive without data.pkl; re-save the model.") from None
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError, RuntimeError,
-            AttributeError, IndexError) as e:
+    except READ_ERRORS as e:
         raise HardenError(f"{str(path)!r} is not a readable TorchScript archive ({type(e).__name__}: {e}).") from None
     if not isinstance(root, Inert) or not root.inert_global.startswith("__torch__"):
         raise HardenError(f"{str(path)!r} is a TorchScript archive that holds no module.")

@@ -89,6 +89,40 @@ def test_a_whole_pickled_model_loads_without_running_and_names_its_class(digits_
         harden.load(tmp_path / "legacy.pt", **flags)
 
 
+def test_damaged_whole_model_pickles_give_only_one_paragraph_errors(tmp_path):
+    """Overwritten and truncated bytes in a whole pickled model's data.pkl (read by the inert unpickler, torch having
+    refused it): a state dict or a HardenError, never another exception (struct.error, MemoryError, a TypeError from
+    a damaged module table were found this way)."""
+    import io
+    import random
+    import zipfile
+
+    import timm
+    torch.save(timm.create_model("test_resnet.r160_in1k", num_classes=3), tmp_path / "whole.pt")
+    src = zipfile.ZipFile(tmp_path / "whole.pt")
+    member = next(n for n in src.namelist() if n.endswith("data.pkl"))
+    original = src.read(member)
+    rng = random.Random(0)
+    outcomes = {"read": 0, "error": 0}
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            data = data[:rng.randrange(len(data))]
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as z:
+            for name in src.namelist():
+                z.writestr(name, bytes(data) if name == member else src.read(name))
+        (tmp_path / "damaged.pt").write_bytes(out.getvalue())
+        try:
+            read_checkpoint(tmp_path / "damaged.pt")
+            outcomes["read"] += 1
+        except HardenError:
+            outcomes["error"] += 1
+    assert outcomes["read"] and outcomes["error"], outcomes
+
+
 def test_mismatch_names_keys(digits_model, tmp_path):
     path = harden.save(digits_model, tmp_path / "m.safetensors")
     with pytest.raises(HardenError, match="shape mismatches.*head.*has 10 outputs where the model has 7: --num-classes 10"):
