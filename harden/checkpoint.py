@@ -180,6 +180,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
         from .recipes import get_recipe
         get_recipe(str(meta["recipe"])).attach(model, dict(meta.get("recipe_params", {})))
     model.load_notes = load_state_strict(model.net, state, path)
+    if meta.get(PICKLED_CLASS):
+        model.load_notes.insert(0, f"read the whole pickled {meta[PICKLED_CLASS]} as data (none of it ran)")
     if model.patch is not None:
         load_state_strict(model.patch, patch_state, path, what="recipe modules")
     elif patch_state:

@@ -78,6 +78,7 @@ def test_a_whole_pickled_model_loads_without_running_and_names_its_class(digits_
         model = harden.load(tmp_path / name, **flags)
         with torch.no_grad():
             assert torch.equal(model(x), digits_model.eval()(x)), name
+        assert f"read the whole pickled {type(net).__module__}" in model.load_notes[0]
         with pytest.raises(HardenError) as missing:
             harden.load(tmp_path / name)
         message = str(missing.value)
