@@ -376,6 +376,11 @@ def test_csv_list_with_and_without_split_column(tmp_path):
                                                                              for i, (p, y) in enumerate(rows)))
     k = load_data(tmp_path / "kaggle.csv", DataTarget.for_model(model, workers=0))
     assert k.n_test == 20 and list(k.listing("test").labels) == [y for _, y in rows]
+    # written on Windows: backslashes between folders
+    (tmp_path / "windows.csv").write_text("path,label\r\n" + "".join(f"{p.replace('/', chr(92))},{y}\r\n"
+                                                                   for p, y in rows))
+    w = load_data(tmp_path / "windows.csv", DataTarget.for_model(model, workers=0))
+    assert w.n_test == 20 and w.images("test", np.arange(20))[0].shape[0] == 20
     (tmp_path / "missing.csv").write_text("img/a/nope.jpg,0\n")
     with pytest.raises(HardenError, match="nope.jpg"):
         load_data(tmp_path / "missing.csv", DataTarget.for_model(model))

@@ -186,6 +186,9 @@ def list_file_list(path: Path) -> dict[str, Listing]:
             if split is None:
                 raise HardenError(f"{str(path)!r}, row {n}: split {r[cols['split']]!r} is not train, val or test.")
         full = p if os.path.isabs(p) else os.path.join(base, p)
+        if "\\" in p and os.sep == "/" and not os.path.isfile(full):  # a list written on Windows
+            p = p.replace("\\", "/")
+            full = p if os.path.isabs(p) else os.path.join(base, p)
         if len(missing) < 4 and not os.path.isfile(full):
             missing.append(p)
         refs, labels = per.setdefault(split, ([], []))
