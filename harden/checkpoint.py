@@ -164,12 +164,25 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                                            input_size=input_size, mean=mean, std=std, interpolation=interpolation,
                                            crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args), path,
                               state)
-    model = create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec["in_chans"]),
-                         tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
-                         tuple(_as_list(spec["std"])), data=str(meta.get("data", "")),
-                         interpolation=str(spec["interpolation"]), crop_pct=float(spec["crop_pct"]),
-                         crop_mode=str(spec["crop_mode"]), model_args=dict(spec["model_args"] or {}),
-                         logits_key=logits_key if logits_key is not None else meta.get(LOGITS_KEY))
+    def build() -> Classifier:
+        return create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec["in_chans"]),
+                            tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
+                            tuple(_as_list(spec["std"])), data=str(meta.get("data", "")),
+                            interpolation=str(spec["interpolation"]), crop_pct=float(spec["crop_pct"]),
+                            crop_mode=str(spec["crop_mode"]), model_args=dict(spec["model_args"] or {}),
+                            logits_key=logits_key if logits_key is not None else meta.get(LOGITS_KEY))
+
+    model = build()
+    if sources.get("num_classes", "").startswith("default of"):
+        # the constructor's default class count, and the file's head has other rows: the file's count
+        from .formats import fit_keys
+        own = model.net.state_dict()
+        rows = head_rows(own, fit_keys(own, state, dict(model.net.named_modules()))[0])
+        if rows is not None:
+            warn(f"--num-classes {rows[0]}, from the file's head (the default of {spec['arch']} is "
+                 f"{spec['num_classes']}).")
+            spec["num_classes"], sources["num_classes"] = rows[0], "checkpoint weights (its head's rows)"
+            model = build()
     model.config_sources = sources
     model.spec.extra.update({k: v for k, v in meta.items()
                              if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS)})
@@ -218,12 +231,9 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
             parts.append(f"{len(missing)} missing key(s), first: {', '.join(missing[:3])}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), first: {', '.join(unexpected[:3])}")
-        rows = {(int(state[k].shape[0]), int(own[k].shape[0])) for k in own if k in state and
-                state[k].shape != own[k].shape and state[k].ndim and state[k].shape[1:] == own[k].shape[1:]}
-        head = ""
-        if len(rows) == 1 and len(shapes) <= 2 and not missing and not unexpected:  # a weight and its bias
-            ((theirs, ours),) = rows
-            head = f" The file's head has {theirs} outputs where the model has {ours}: --num-classes {theirs}?"
+        rows = head_rows(own, state)
+        head = f" The file's head has {rows[0]} outputs where the model has {rows[1]}: --num-classes {rows[0]}?" \
+            if rows else ""
         head += trained_size_hint(net, own, state)
         raise HardenError(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)})." + head
                           + (mismatch_hint(own, state, notes) if missing or unexpected else "")
@@ -231,6 +241,18 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
                             "such as a depth or a width), or the checkpoint's metadata.")
     net.load_state_dict(state, strict=True)
     return notes
+
+
+def head_rows(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> tuple[int, int] | None:
+    """(the file's rows, the model's) where the only difference between the two is one layer's output count (a
+    weight and its bias, all else equal): a classifier built for another number of classes. None otherwise."""
+    if set(own) != set(state):
+        return None
+    differ = [k for k in own if state[k].shape != own[k].shape]
+    if not 1 <= len(differ) <= 2 or any(not state[k].ndim or state[k].shape[1:] != own[k].shape[1:] for k in differ):
+        return None
+    rows = {(int(state[k].shape[0]), int(own[k].shape[0])) for k in differ}
+    return next(iter(rows)) if len(rows) == 1 else None
 
 
 def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike] = (), force: bool = False) -> Path:

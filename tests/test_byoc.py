@@ -187,6 +187,24 @@ def test_timm_train_checkpoint_loads_without_flags(tmp_path, cli):
         harden.load(tmp_path / "other.pth")
 
 
+def test_class_count_from_the_constructor_default_checked_against_the_head(nets_file, tmp_path, capsys):
+    """A callable's own default class count is used where nothing else says it, and strict loading checks it: a
+    head with other rows gives its count (with a warning); a constructor without a default still needs the flag."""
+    arch = f"{nets_file}:plain"
+    for n in (10, 4):
+        net = harden.create_model(arch, n, 1, (8, 8)).net
+        torch.save(net.state_dict(), tmp_path / f"p{n}.pt")
+        model = harden.load(tmp_path / f"p{n}.pt", arch=arch, in_chans=1, input_size=(8, 8))
+        assert model.spec.num_classes == n and torch.equal(model.net.fc.weight, net.fc.weight)
+    assert harden.load(tmp_path / "p10.pt", arch=arch, in_chans=1, input_size=(8, 8)).config_sources[
+        "num_classes"] == f"default of {arch}"
+    (tmp_path / "nodefault.py").write_text("from torch import nn\n\ndef make(num_classes):\n"
+                                           "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n")
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).state_dict(), tmp_path / "nd.pt")
+    with pytest.raises(HardenError, match="pass --num-classes.*has 3 rows"):
+        harden.load(tmp_path / "nd.pt", arch=f"{tmp_path / 'nodefault.py'}:make", in_chans=1, input_size=(8, 8))
+
+
 def _repo(root: Path, package: str) -> Path:
     """A published repository's layout: a package whose modules import each other relatively, and a training script
     beside it that imports the package absolutely."""

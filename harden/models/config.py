@@ -124,6 +124,11 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         size = [int(img_size)] * 2 if isinstance(img_size, (int, float, str)) else [int(v) for v in img_size][-2:]
         spec["input_size"], source["input_size"] = size, "--model-arg img_size"
         spec.pop("test_input_size", None)
+    if "num_classes" not in spec and ":" in str(spec["arch"]):
+        default = constructor_default(str(spec["arch"]), "num_classes")
+        if isinstance(default, int) and not isinstance(default, bool) and default > 0:
+            # the constructor's own default; loading the weights strictly then checks it against the file's head
+            spec["num_classes"], source["num_classes"] = default, f"default of {spec['arch']}"
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
     # a timm config's three-channel statistics for a model built with another channel count: their average
@@ -142,6 +147,19 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
              f"assuming {', '.join(assumed)}, interpolation {spec['interpolation']}, crop fraction {spec['crop_pct']} "
              "(pass --input-size, --mean, --std, --interpolation, --crop-pct to set them).")
     return spec, source
+
+
+def constructor_default(arch: str, name: str) -> Any:
+    """The default of a `file.py:callable` / `package.module:callable` architecture's parameter `name` (None if it
+    has none)."""
+    import inspect
+
+    from .registry import _import_callable
+    try:
+        param = inspect.signature(_import_callable(arch)).parameters.get(name)
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return None
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 def weights_override(arch: str, spec: dict[str, Any], source: dict[str, str], state: dict[str, Any]) -> None:
