@@ -187,6 +187,33 @@ def test_a_vit_trained_at_another_size_is_named_and_loads_with_its_img_size(tmp_
                     model_args={"img_size": size, "dynamic_img_size": False})
 
 
+def test_training_decodes_camera_jpegs_at_a_reduced_scale_that_still_spans_the_smallest_crop(tmp_path):
+    """A 12 MP photo decoded for a 32 px model's random crops: the JPEG decoder's own scaling keeps both sides at
+    least as long as the smallest crop needs (8% of the area at aspect 3/4 must still span 32 px), and the batch
+    comes out at the model's size; evaluation decodes every pixel, as timm does."""
+    from harden.data.loader import decode_batches
+    from harden.data.sources import list_class_folders
+    rng = np.random.default_rng(0)
+    (tmp_path / "d" / "c").mkdir(parents=True)
+    Image.fromarray(photo(rng, 300, 400)).resize((4000, 3000)).save(tmp_path / "d" / "c" / "big.jpg", quality=90)
+    Image.fromarray(photo(rng, 30, 40)).save(tmp_path / "d" / "c" / "small.png")
+    pre = Preprocess(3, (32, 32))
+    train, evaluate = pre.train_transform(), pre.eval_transform()
+    assert train.draft_side == 131 and evaluate.draft_side is None
+    for tf, size in ((train, (500, 375)), (evaluate, (4000, 3000))):  # 1/8, the decoder's largest reduction
+        with Image.open(tmp_path / "d" / "c" / "big.jpg") as img:
+            tf.draft(img)
+            img.load()
+            assert img.size == size
+    with Image.open(tmp_path / "d" / "c" / "big.jpg") as img:  # a larger model: a smaller reduction
+        Preprocess(3, (224, 224)).train_transform().draft(img)
+        img.load()
+        assert img.size == (2000, 1500) and min(img.size) >= 915
+    listing = list_class_folders(tmp_path / "d")
+    (x, y, got, errors), = decode_batches(listing, [np.arange(2)], train, 0, False, seed=1)
+    assert x.shape == (2, 3, 32, 32) and not errors
+
+
 def test_every_format_pillow_decodes_is_listed_and_read(tmp_path):
     """AVIF, JPEG 2000, TGA, .jfif, .pnm, a phone's HEIC ...: listed as images of their class and decoded (at the
     model's own size, so no resize): lossless formats give the saved pixels exactly, lossy ones pixels close to them."""

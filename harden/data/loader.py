@@ -35,6 +35,9 @@ class DecodeDataset(torch.utils.data.Dataset):
         label = int(self.listing.labels[i])
         try:
             img = Image.open(io.BytesIO(self.listing.read_bytes(i)))
+            draft = getattr(self.transform, "draft", None)
+            if draft is not None:
+                draft(img)
             img.load()  # decode now: a truncated file fails here, with its name
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError ...
             return None, label, i, f"{self.listing.location(i)}: {type(e).__name__}: {e}"
