@@ -182,6 +182,12 @@ def test_a_vit_trained_at_another_size_is_named_and_loads_with_its_img_size(tmp_
     x = torch.rand(2, 3, size, size)
     with torch.no_grad():
         assert torch.allclose(m.net(x), net(x), atol=1e-5)
+    # a backbone whose config names no class count (DINOv2), fine-tuned with a head: the head says it
+    dino = "vit_small_patch14_dinov2.lvd142m"
+    assert not timm.models.get_pretrained_cfg(dino).num_classes
+    torch.save(timm.create_model(dino, num_classes=4, img_size=28).state_dict(), tmp_path / "dino.pt")
+    d = harden.load(tmp_path / "dino.pt", arch=dino, model_args={"img_size": 28})
+    assert d.spec.num_classes == 4 and d.spec.input_size == (28, 28)
     with pytest.raises(HardenError, match="cannot run on a batch of 2 x 3 x 160 x 160"):  # timm's strict assert
         harden.load(tmp_path / "vit.pt", arch=arch, num_classes=3, input_size=(160, 160),
                     model_args={"img_size": size, "dynamic_img_size": False})

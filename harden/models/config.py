@@ -172,15 +172,16 @@ def weights_override(arch: str, spec: dict[str, Any], source: dict[str, str], st
     from ..runtime import warn
     cfg = get_pretrained_cfg(arch)
     for key, layer, dim in (("num_classes", cfg.classifier, 0), ("in_chans", cfg.first_conv, 1)):
-        if not source.get(key, "").startswith("timm") or not layer:
+        # a count from timm's config, or none at all (a backbone such as DINOv2 has no classifier of its own)
+        if not (source.get(key, "").startswith("timm") or key not in spec) or not layer:
             continue
         name = f"{layer[0] if isinstance(layer, (list, tuple)) else layer}.weight"
         found = _named_weight(state, name)
-        if found is None or state[found].ndim <= dim or int(state[found].shape[dim]) == int(spec[key]):
+        if found is None or state[found].ndim <= dim or int(state[found].shape[dim]) == int(spec.get(key, -1)):
             continue
         count = int(state[found].shape[dim])
         warn(f"--{key.replace('_', '-')} {count}, from the shape of the file's {found} (timm's config for {arch} "
-             f"says {spec[key]}, for timm's own weights).")
+             f"says {spec.get(key, 'none')}, for timm's own weights).")
         spec[key], source[key] = count, f"checkpoint weights ({found})"
 
 
