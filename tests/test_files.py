@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,6 +219,33 @@ def test_training_decodes_camera_jpegs_at_a_reduced_scale_that_still_spans_the_s
     listing = list_class_folders(tmp_path / "d")
     (x, y, got, errors), = decode_batches(listing, [np.arange(2)], train, 0, False, seed=1)
     assert x.shape == (2, 3, 32, 32) and not errors
+
+
+def test_what_tools_leave_in_photo_trees_is_neither_a_class_nor_an_image(tmp_path):
+    """A tree unzipped on macOS (__MACOSX/ with ._ resource forks beside the classes), a Synology NAS's @eaDir
+    thumbnail folders inside each class, hidden folders and files: none is a class or an image, for labelled folders
+    and unlabeled pools alike."""
+    from harden.data.unlabeled import load_unlabeled
+    rng = np.random.default_rng(1)
+    root = tmp_path / "photos"
+
+    def jpeg(path: Path, side: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo(rng, side, side)).save(path)
+
+    for c in ("cat", "dog"):
+        for i in range(2):
+            jpeg(root / c / f"{i}.jpg", 20)
+        jpeg(root / c / "@eaDir" / "0.jpg" / "SYNOPHOTO_THUMB_M.jpg", 8)
+        jpeg(root / c / ".thumbnails" / "t.jpg", 8)
+        (root / c / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    jpeg(root / "__MACOSX" / "cat" / "1.jpg", 8)
+    data = load_data(root, DataTarget.for_model(small_cnn(num_classes=2), workers=0))
+    listing = data.listing("test")
+    assert data.class_names == ["cat", "dog"] and len(listing) == 4
+    assert all("@eaDir" not in listing.location(i) and "thumb" not in listing.location(i) for i in range(4))
+    pool = load_unlabeled(root, DataTarget.for_model(small_cnn(num_classes=2), workers=0))
+    assert len(pool.listing("train")) == 4
 
 
 def test_every_format_pillow_decodes_is_listed_and_read(tmp_path):

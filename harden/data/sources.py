@@ -29,6 +29,9 @@ try:  # a dependency (pyproject); tolerated absent so that a bare environment (a
 except ImportError:
     pass
 LIST_EXT = {".csv", ".tsv"}
+# folders that tools leave in photo trees, never classes nor images of one: macOS zip archives' resource forks,
+# Synology NAS thumbnails (@eaDir holds a JPEG per photo), Python's caches; hidden folders too (is_skipped_dir)
+SKIPPED_DIRS = {"__MACOSX", "@eaDir", "__pycache__", "$RECYCLE.BIN", "System Volume Information"}
 LABEL_EXT = (".cls", ".label")  # a WebDataset sample's class index
 EVAL_FOLDERS = ("val", "test", "validation", "valid")  # beside train/: the evaluation split, first found
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "test", "valid": "test", "validation": "test",
@@ -117,8 +120,12 @@ def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXT
 
 
+def is_skipped_dir(name: str) -> bool:
+    return name.startswith(".") or name in SKIPPED_DIRS
+
+
 def class_folders(split_dir: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not is_skipped_dir(e.name))
 
 
 def list_class_folders(split_dir: Path) -> Listing:
@@ -133,7 +140,7 @@ def list_class_folders(split_dir: Path) -> Listing:
     for c in classes:
         found = []
         for root, dirs, files in os.walk(split_dir / c, followlinks=True):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            dirs[:] = [d for d in dirs if not is_skipped_dir(d)]
             rel = os.path.relpath(root, split_dir)
             found += [os.path.join(rel, f) for f in files if _is_image(f) and not f.startswith(".")]
         if not found:
