@@ -224,7 +224,7 @@ def test_training_decodes_camera_jpegs_at_a_reduced_scale_that_still_spans_the_s
 def test_what_tools_leave_in_photo_trees_is_neither_a_class_nor_an_image(tmp_path):
     """A tree unzipped on macOS (__MACOSX/ with ._ resource forks beside the classes), a Synology NAS's @eaDir
     thumbnail folders inside each class, hidden folders and files: none is a class or an image, for labelled folders
-    and unlabeled pools alike."""
+    and unlabeled pools alike. A link back up the tree is walked once, not forever."""
     from harden.data.unlabeled import load_unlabeled
     rng = np.random.default_rng(1)
     root = tmp_path / "photos"
@@ -240,6 +240,7 @@ def test_what_tools_leave_in_photo_trees_is_neither_a_class_nor_an_image(tmp_pat
         jpeg(root / c / ".thumbnails" / "t.jpg", 8)
         (root / c / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     jpeg(root / "__MACOSX" / "cat" / "1.jpg", 8)
+    (root / "dog" / "again").symlink_to(root / "dog")  # a link to a folder above: os.walk would never end
     data = load_data(root, DataTarget.for_model(small_cnn(num_classes=2), workers=0))
     listing = data.listing("test")
     assert data.class_names == ["cat", "dog"] and len(listing) == 4

@@ -124,6 +124,24 @@ def is_skipped_dir(name: str) -> bool:
     return name.startswith(".") or name in SKIPPED_DIRS
 
 
+def image_files(top: Path) -> list[str]:
+    """Every image under `top`, at any depth, as paths relative to it (unsorted). Links are followed, each real
+    folder walked once (os.walk would loop forever on a link to a folder above it); tool and hidden folders and
+    hidden files skipped."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for root, dirs, files in os.walk(top, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not is_skipped_dir(d))
+        rel = os.path.relpath(root, top)
+        out += [os.path.normpath(os.path.join(rel, f)) for f in files if _is_image(f) and not f.startswith(".")]
+    return out
+
+
 def class_folders(split_dir: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not is_skipped_dir(e.name))
 
@@ -138,11 +156,7 @@ def list_class_folders(split_dir: Path) -> Listing:
             else "") + ".")
     refs, names = [], []
     for c in classes:
-        found = []
-        for root, dirs, files in os.walk(split_dir / c, followlinks=True):
-            dirs[:] = [d for d in dirs if not is_skipped_dir(d)]
-            rel = os.path.relpath(root, split_dir)
-            found += [os.path.join(rel, f) for f in files if _is_image(f) and not f.startswith(".")]
+        found = [os.path.join(c, f) for f in image_files(split_dir / c)]
         if not found:
             raise HardenError(f"The class folder {str(split_dir / c)!r} holds no images ({', '.join(sorted(IMAGE_EXT))}"
                               "); remove it or add its images.")

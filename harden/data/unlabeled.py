@@ -21,7 +21,7 @@ from .arrays import ImageData, _cifar_batches
 from .base import Data, batches, chunks, index_hash, nchw, to_tensor
 from .files import DECODE_BATCH, FileData
 from .loader import decode_batches, default_workers
-from .sources import IMAGE_EXT, Listing, PathTable, find_on_disk, is_skipped_dir
+from .sources import IMAGE_EXT, Listing, PathTable, find_on_disk, image_files
 
 NO_LABEL = -1  # an image of the pool whose source gives no label the model's classes can name
 MAX_UPSCALE = 4.0  # a pool whose images are this much smaller than the model's input is refused, not blown up
@@ -96,12 +96,7 @@ def _array_pool(x: np.ndarray, y: np.ndarray | None, source: str) -> ImageData:
 
 def _list_any_images(root: Path) -> Listing:
     """Every image under `root`, at any depth, sorted (a crawl's folders, production captures)."""
-    refs = []
-    for dirpath, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not is_skipped_dir(d))
-        rel = os.path.relpath(dirpath, root)
-        refs += [os.path.normpath(os.path.join(rel, f)) for f in files
-                 if os.path.splitext(f)[1].lower() in IMAGE_EXT and not f.startswith(".")]
+    refs = image_files(root)
     if not refs:
         raise HardenError(f"--unlabeled {str(root)!r} holds no images ({', '.join(sorted(IMAGE_EXT))}).")
     refs.sort()
