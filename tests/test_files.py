@@ -469,6 +469,56 @@ def test_webdataset_tar_shards_read_like_the_folder(tmp_path):
     assert torch.equal(xt, xf) and torch.equal(yt, yf)
 
 
+def test_a_zip_archive_of_an_image_tree_is_read_in_place_like_the_folder(tmp_path, cli):
+    """A Kaggle-style zip (a wrapping folder, train/ and val/ of class folders, __MACOSX/ beside them) gives the
+    folder's splits, classes, pixels and labels, without extracting anything; `fix` trains on it; an evaluation-only
+    zip of class folders evaluates; loose images and a damaged archive are one-paragraph errors."""
+    import zipfile
+    make_tree(tmp_path / "tree", ["cat", "dog"], 3, sizes=(20, 30))
+    with zipfile.ZipFile(tmp_path / "kaggle.zip", "w") as z:
+        for f in sorted((tmp_path / "tree").rglob("*")):
+            if f.is_file():
+                rel = f.relative_to(tmp_path / "tree").as_posix()
+                z.write(f, f"pets-dataset/{rel}")
+                z.writestr(f"__MACOSX/pets-dataset/{rel.rpartition('/')[0]}/._{f.name}", b"\x00\x05\x16\x07")
+    with zipfile.ZipFile(tmp_path / "val.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted((tmp_path / "tree" / "val").rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(tmp_path / "tree" / "val").as_posix())
+    model = small_cnn(num_classes=2)
+    folder = load_data(tmp_path / "tree", DataTarget.for_model(model, workers=0))
+    zipped = load_data(tmp_path / "kaggle.zip", DataTarget.for_model(model, workers=0))
+    assert zipped.class_names == folder.class_names == ["cat", "dog"]
+    assert len(zipped.listing("train")) == len(folder.listing("train")) == 6
+    for split in ("train", "test"):
+        n = len(folder.listing(split))
+        xz, yz = zipped.images(split, np.arange(n))
+        xf, yf = folder.images(split, np.arange(n))
+        assert torch.equal(xz, xf) and torch.equal(yz, yf), split
+    assert zipped.listing("test").location(0).startswith(str(tmp_path / "kaggle.zip") + ":pets-dataset/val/cat/")
+    evaluation = load_data(tmp_path / "val.zip", DataTarget.for_model(model, workers=2))
+    xv, yv = evaluation.images("test", np.arange(6))  # compressed members, read by worker processes
+    assert torch.equal(xv, folder.images("test", np.arange(6))[0]) and torch.equal(yv, folder.images("test",
+                                                                                                    np.arange(6))[1])
+    harden.save(model, tmp_path / "m.safetensors")
+    code, _, err = cli("fix", tmp_path / "m.safetensors", "--data", tmp_path / "kaggle.zip", "--data-frac", "1",
+                       "--epochs", "1", "--set", "val_frac=0", "--no-report", "--workers", "0", "-o",
+                       tmp_path / "fixed.safetensors", "-q")
+    assert code == 0, err
+    with zipfile.ZipFile(tmp_path / "loose.zip", "w") as z:
+        z.write(next((tmp_path / "tree" / "val" / "cat").iterdir()), "a.jpg")
+        z.write(next((tmp_path / "tree" / "val" / "dog").iterdir()), "b.jpg")
+    with pytest.raises(HardenError, match="loose"):
+        load_data(tmp_path / "loose.zip", DataTarget.for_model(model)).listing("test")
+    # as an unlabeled pool: loose images are all taken; a tree gives its training split only
+    from harden.data.unlabeled import load_unlabeled
+    assert len(load_unlabeled(tmp_path / "loose.zip", DataTarget.for_model(model, workers=0)).listing("train")) == 2
+    assert len(load_unlabeled(tmp_path / "kaggle.zip", DataTarget.for_model(model, workers=0)).listing("train")) == 6
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(HardenError, match="not a readable zip"):
+        load_data(tmp_path / "bad.zip", DataTarget.for_model(model))
+
+
 # ------------------------------------------------------------------ bad input
 
 def test_unreadable_file_stops_with_its_name_or_is_skipped_and_counted(tmp_path, cli):

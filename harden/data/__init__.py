@@ -26,8 +26,8 @@ from .transforms import Preprocess, augment, build_augment
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test, a CIFAR-10 python-batches folder, a folder with "
            "train/ and val/ (or test/, validation/, valid/) of class folders, a single folder of class folders "
-           "(evaluation), a CSV/TSV list of path,label[,split], or tar shards (a .tar, or a folder of them, WebDataset "
-           "layout)")
+           "(evaluation), a .zip of either folder layout, a CSV/TSV list of path,label[,split], or tar shards (a .tar, "
+           "or a folder of them, WebDataset layout)")
 
 
 @dataclass(frozen=True)

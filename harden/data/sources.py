@@ -10,6 +10,7 @@ import io
 import os
 import re
 import tarfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -66,14 +67,15 @@ class PathTable:
 
 @dataclass
 class Listing:
-    """One split: where each image is (relative to root, or `shard:offset:size:name` inside tar shards) and its
-    label: class names as found (folders, a list's text labels) until classes.py maps them to model indices."""
+    """One split: where each image is (relative to root, `shard:offset:size:name` inside tar shards, `0:member` in a
+    zip archive) and its label: class names as found (folders, a list's text labels) until classes.py maps them to
+    model indices."""
     root: str
     refs: PathTable
     labels: np.ndarray  # int64 model indices once mapped
     names: list[str] | None = None  # per-image class name (before mapping); None when labels are indices already
-    shards: list[str] = field(default_factory=list)
-    what: str = "folder"  # folder | list | tar
+    shards: list[str] = field(default_factory=list)  # tar shards, or the zip archive
+    what: str = "folder"  # folder | list | tar | zip
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -84,6 +86,9 @@ class Listing:
 
     def location(self, i: int) -> str:
         ref = self.refs[i]
+        if self.what == "zip":
+            shard, name = ref.split(":", 1)
+            return f"{self.shards[int(shard)]}:{name}"
         if self.shards:
             shard, _, _, name = ref.split(":", 3)
             return f"{self.shards[int(shard)]}:{name}"
@@ -91,6 +96,9 @@ class Listing:
 
     def read_bytes(self, i: int) -> bytes:
         ref = self.refs[i]
+        if self.what == "zip":  # `archive:member` (zipped.py)
+            shard, name = ref.split(":", 1)
+            return _zip_handle(self.shards[int(shard)]).read(name)
         if not self.shards:
             with open(os.path.join(self.root, ref), "rb") as f:
                 return f.read()
@@ -114,6 +122,15 @@ def _shard_handle(path: str):
     if f is None:
         f = _HANDLES[key] = open(path, "rb")
     return f
+
+
+def _zip_handle(path: str) -> zipfile.ZipFile:
+    """One open zip archive per archive and process, as for tar shards."""
+    key = (os.getpid(), "zip:" + path)
+    z = _HANDLES.get(key)
+    if z is None:
+        z = _HANDLES[key] = zipfile.ZipFile(path)
+    return z
 
 
 def _is_image(name: str) -> bool:
@@ -300,6 +317,9 @@ def find_on_disk(path: Path) -> OnDisk | None:
             return OnDisk(src, {k: (lambda v=v: v) for k, v in lists.items()}, "list", lambda: names)
         if ext == ".tar":
             return _tar_source(src, {"all": [path]})
+        if ext == ".zip":
+            from .zipped import zip_source
+            return zip_source(path)
         return None
     if not path.is_dir():
         return None

@@ -35,8 +35,9 @@ def load_unlabeled(spec: str | Path, target) -> Data:
     gives that split alone: its val/test split is somebody's test set and must not leak into training."""
     path = Path(spec)
     if not path.exists():
-        raise HardenError(f"--unlabeled {str(spec)!r} does not exist. It takes a folder of images (with or without "
-                          "class folders), a CSV/TSV list, tar shards, CIFAR-10 batches or an .npz with x_train.")
+        raise HardenError(f"--unlabeled {str(spec)!r} does not exist. It takes a folder or .zip of images (with or "
+                          "without class folders), a CSV/TSV list, tar shards, CIFAR-10 batches or an .npz with "
+                          "x_train.")
     if path.is_file() and path.suffix.lower() == ".npz":
         return _npz_pool(path)
     if path.is_dir() and (path / "data_batch_1").exists():
@@ -44,6 +45,15 @@ def load_unlabeled(spec: str | Path, target) -> Data:
         return _array_pool(d.x_train, d.y_train, str(path))
     if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt") and _one_column(path):
         return _file_pool(str(path), _list_paths(path), target)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        from .zipped import zip_images, zip_source
+        try:  # class folders: labelled as a folder is (for the agreement figure); else every image in it
+            found = zip_source(path)
+            found.listers["train" if "train" in found.listers else "all"]()
+        except HardenError:
+            every = zip_images(path)
+            return _file_pool(str(path), Listing("", every.refs, np.full(len(every), NO_LABEL, np.int64), None,
+                                                 every.shards, every.what), target)
     found = find_on_disk(path)
     if found is None and path.is_dir():
         return _file_pool(str(path), _list_any_images(path), target)
