@@ -173,13 +173,14 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                             logits_key=logits_key if logits_key is not None else meta.get(LOGITS_KEY))
 
     model = build()
-    if sources.get("num_classes", "").startswith("default of"):
-        # the constructor's default class count, and the file's head has other rows: the file's count
+    if sources.get("num_classes", "").startswith(("default of", "timm config")):
+        # a default class count (the constructor's, timm's config's), and the file's head has other rows, seen once
+        # its keys are fitted (a prefix removed, an original repository's layout converted): the file's count
         from .formats import fit_keys
         own = model.net.state_dict()
         rows = head_rows(own, fit_keys(own, state, dict(model.net.named_modules()))[0])
         if rows is not None:
-            warn(f"--num-classes {rows[0]}, from the file's head (the default of {spec['arch']} is "
+            warn(f"--num-classes {rows[0]}, from the file's head ({sources['num_classes']} says "
                  f"{spec['num_classes']}).")
             spec["num_classes"], sources["num_classes"] = rows[0], "checkpoint weights (its head's rows)"
             model = build()

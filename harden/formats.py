@@ -279,7 +279,38 @@ def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modul
             filled.append(k)
     if filled:
         notes.append(f"filled {len(filled)} BatchNorm num_batches_tracked buffer(s) the file predates")
+    if set(state) != set(own):
+        converted = _timm_original_layout(modules.get(""), own, state)
+        if converted is not None:
+            state = converted
+            notes.append(f"converted from its original repository's layout by timm's "
+                         f"{type(modules['']).__module__}.checkpoint_filter_fn")
     return state, notes
+
+
+def _timm_original_layout(net: nn.Module | None, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
+                          ) -> dict[str, torch.Tensor] | None:
+    """A timm architecture's weights as its original repository saved them (FB's ConvNeXt, OpenAI's or Google's
+    ViTs, ...): timm's own checkpoint_filter_fn for the model renames and reshapes them to timm's keys. Taken only
+    where the result is exactly the architecture's keys and every tensor keeps its element count (a rename or a
+    reshape; never a resampled position embedding, which would hide a size mismatch)."""
+    import sys
+    from collections import Counter
+    if net is None or not type(net).__module__.startswith("timm.models."):
+        return None
+    convert = getattr(sys.modules.get(type(net).__module__), "checkpoint_filter_fn", None)
+    if convert is None:
+        return None
+    try:
+        out = convert(dict(state), net)
+    except Exception:  # timm's converter for other layouts than this file's: not a conversion that applies
+        return None
+    if not isinstance(out, dict) or set(out) != set(own) or not all(isinstance(v, torch.Tensor) for v in out.values()):
+        return None
+    counts = Counter(int(v.numel()) for v in state.values() if isinstance(v, torch.Tensor))
+    if Counter(int(v.numel()) for v in out.values()) - counts:
+        return None
+    return out
 
 
 def find_prefix(own: dict[str, Any], state: dict[str, Any]) -> str:

@@ -167,6 +167,34 @@ def test_a_fine_tuned_timm_file_says_its_class_and_channel_counts(tmp_path, caps
     assert "shape of the file" not in cap.get()
 
 
+def test_weights_in_their_original_repositorys_layout_go_through_timms_converter(tmp_path):
+    """FB's ConvNeXt checkpoints (`downsample_layers.0`, `stages.0.0.dwconv`, `pwconv1` as Linear, `norm`, `head`):
+    timm's checkpoint_filter_fn for the architecture maps them to timm's keys, said in the load notes; the class
+    count is read from the converted head. The converted weights give timm's model's outputs exactly."""
+    import re
+
+    import timm
+    net = timm.create_model("convnext_atto", num_classes=5).eval()
+    original = {}
+    for k, v in net.state_dict().items():  # timm's own renames, undone
+        k = k.replace("stem.", "downsample_layers.0.")
+        k = re.sub(r"stages\.([0-9]+)\.downsample\.([0-9]+)", r"downsample_layers.\1.\2", k)
+        k = re.sub(r"stages\.([0-9]+)\.blocks\.([0-9]+)", r"stages.\1.\2", k)
+        k = k.replace("conv_dw", "dwconv").replace("mlp.fc", "pwconv").replace("head.fc.", "head.")
+        k = k.replace("head.norm.", "norm.")
+        original[k] = v.reshape(v.shape[0], -1) if k.endswith(("pwconv1.weight", "pwconv2.weight")) else v
+    torch.save({"model": original, "epoch": 299}, tmp_path / "convnext_atto_fb.pth")
+    m = harden.load(tmp_path / "convnext_atto_fb.pth", arch="convnext_atto")
+    assert m.spec.num_classes == 5 and "checkpoint_filter_fn" in " ".join(m.load_notes)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m.net(x), net(x))
+    # keys that no converter maps stay the usual error
+    torch.save({"w": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(HardenError, match="do not fit"):
+        harden.load(tmp_path / "other.pth", arch="convnext_atto", num_classes=5)
+
+
 def test_a_vit_trained_at_another_size_is_named_and_loads_with_its_img_size(tmp_path):
     """A ViT's size is a constructor argument: the file's position embedding says it, and --model-arg img_size
     gives the model its input size too (timm's config keeps its own) and no AssertionError escapes."""
