@@ -545,6 +545,11 @@ def test_a_zip_archive_of_an_image_tree_is_read_in_place_like_the_folder(tmp_pat
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(HardenError, match="not a readable zip"):
         load_data(tmp_path / "bad.zip", DataTarget.for_model(model))
+    with tarfile.open(tmp_path / "tree.tgz", "w:gz") as tf:  # Imagenette's form: read in place it cannot be
+        tf.add(tmp_path / "tree", "tree")
+    for read in (lambda p: load_data(p, DataTarget.for_model(model)), lambda p: load_unlabeled(p, None)):
+        with pytest.raises(HardenError, match="compressed tar archive.*tar xf tree.tgz"):
+            read(tmp_path / "tree.tgz")
 
 
 # ------------------------------------------------------------------ bad input

@@ -21,7 +21,7 @@ from .base import (SMALL_IMAGE_SIDE, Data, batches, check_fits, fit_size, index_
                    stratified_subset, subsample, to_tensor)
 from .files import FileData
 from .loader import default_workers
-from .sources import EVAL_FOLDERS, IMAGE_EXT, Listing, OnDisk, find_on_disk
+from .sources import EVAL_FOLDERS, IMAGE_EXT, Listing, OnDisk, find_on_disk, refuse_compressed_tar
 from .transforms import Preprocess, augment, build_augment
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test, a CIFAR-10 python-batches folder, a folder with "
@@ -81,6 +81,7 @@ def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
             raise HardenError(f"{spec!r} has {has}; a folder for training holds train/ and val/ (or test/, "
                               "validation/, valid/), each with one folder per class, and a folder for evaluation alone "
                               "holds the class folders themselves.")
+        refuse_compressed_tar(path)
         raise HardenError(f"{spec!r} is none of the data layouts harden reads: {LAYOUTS}.")
     return _file_data(found, target or DataTarget())
 

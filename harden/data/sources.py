@@ -124,6 +124,17 @@ def _shard_handle(path: str):
     return f
 
 
+COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
+
+
+def refuse_compressed_tar(path: Path) -> None:
+    if path.is_file() and path.name.lower().endswith(COMPRESSED_TAR):
+        raise HardenError(f"{str(path)!r} is a compressed tar archive: harden reads images in place, which a "
+                          "compressed stream does not allow (each image would mean decompressing everything before "
+                          f"it). Extract it once (tar xf {path.name}) and pass the folder, or repack it as a .zip or "
+                          "an uncompressed .tar.")
+
+
 def _zip_handle(path: str) -> zipfile.ZipFile:
     """One open zip archive per archive and process, as for tar shards."""
     key = (os.getpid(), "zip:" + path)

@@ -21,7 +21,7 @@ from .arrays import ImageData, _cifar_batches
 from .base import Data, batches, chunks, index_hash, nchw, to_tensor
 from .files import DECODE_BATCH, FileData
 from .loader import decode_batches, default_workers
-from .sources import IMAGE_EXT, Listing, PathTable, find_on_disk, image_files
+from .sources import IMAGE_EXT, Listing, PathTable, find_on_disk, image_files, refuse_compressed_tar
 
 NO_LABEL = -1  # an image of the pool whose source gives no label the model's classes can name
 MAX_UPSCALE = 4.0  # a pool whose images are this much smaller than the model's input is refused, not blown up
@@ -54,6 +54,7 @@ def load_unlabeled(spec: str | Path, target) -> Data:
             every = zip_images(path)
             return _file_pool(str(path), Listing("", every.refs, np.full(len(every), NO_LABEL, np.int64), None,
                                                  every.shards, every.what), target)
+    refuse_compressed_tar(path)
     found = find_on_disk(path)
     if found is None and path.is_dir():
         return _file_pool(str(path), _list_any_images(path), target)
