@@ -160,6 +160,12 @@ def test_a_budget_in_0_255_steps_is_answered_with_the_fraction(cli, digits_ckpt,
         cli, "eval", digits_ckpt, "--eps", "0")
 
 
+def test_a_subset_too_small_for_validation_says_its_size_and_both_ways_out(cli, digits_ckpt, tmp_path):
+    msg = _bad(cli, "fix", digits_ckpt, "--data-frac", "0.004", "--epochs", "1", "--no-report", "-o",
+               tmp_path / "m.safetensors")
+    assert "training subset (" in msg and "raise --data-frac" in msg and "--set val_frac=0" in msg
+
+
 def test_missing_data_path(cli, digits_ckpt):
     assert "does not exist" in _bad(cli, "eval", digits_ckpt, "--data", "/no/such/data.npz")
 

@@ -94,7 +94,9 @@ def split_validation(data: Data, frac: float, seed: int) -> tuple[Data, Data | N
     val_idx = stratified_subset(data.y_train, frac, seed + 7919)
     keep = np.setdiff1d(np.arange(len(data.y_train)), val_idx)
     if len(keep) < 2:
-        raise HardenError("at: the data fraction is too small to hold out a validation slice; --set val_frac=0.")
+        raise HardenError(f"at: the training subset ({len(data.y_train)} images) is too small to hold out a "
+                          f"validation slice ({frac:g} of it) and still train: raise --data-frac, or --set val_frac=0 "
+                          "to train on all of it and keep the last epoch.")
     train, val = data.take_train(keep), data.take_train(val_idx, subset={})
     return train, val, {"fraction_of_subset": frac, "n": int(len(val_idx)), "index_sha256": index_hash(val_idx)}
 
