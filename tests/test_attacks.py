@@ -193,6 +193,27 @@ def test_seed004_metrics_equal_arts(digits_model, digits):
     assert mine["loss_sensitivity"] == pytest.approx(ls, rel=1e-4)
 
 
+def test_an_all_black_image_leaves_the_metrics_and_the_json_finite(digits_model, digits):
+    """ART's empirical robustness divides by the image's norm: an all-black image (a night shot, a dead frame) made
+    it infinite, and the report's JSON then held `Infinity`, which is not JSON. It is left out of that mean (the
+    other images' ratios unchanged), and any non-finite value in a report is written as null."""
+    import json
+
+    from harden.data import ImageData
+    from harden.report.metrics import empirical_robustness
+    x = to_tensor(digits.x_test[:16])
+    black = torch.cat([torch.zeros_like(x[:2]), x])
+    assert empirical_robustness(digits_model, black, 8) == pytest.approx(empirical_robustness(digits_model, x, 8))
+    imgs = np.concatenate([np.zeros_like(digits.x_test[:2]), digits.x_test[:14]])
+    data = ImageData(digits.x_train[:10], digits.y_train[:10], imgs, digits.y_test[:16], "digits with black", 10)
+    rep = evaluate(digits_model, data, attacks=["fgsm"], n=16, masking_checks=False)
+    assert np.isfinite(rep.metrics["empirical_robustness"])
+    from harden.report.render import to_json
+    rep.metrics["loss_sensitivity"] = float("nan")  # whatever a metric gives, the file stays JSON
+    doc = json.loads(to_json([rep]), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert doc["metrics"]["loss_sensitivity"] is None
+
+
 def test_pgd_continued_is_one_longer_run(digits_model, ref_batch):
     """The stronger-PGD check continues the report's PGD from where it stopped: the same images as one run of twice
     the steps, for half the passes."""

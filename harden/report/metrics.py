@@ -17,7 +17,8 @@ def empirical_robustness(model: nn.Module, x: torch.Tensor, batch_size: int, eps
     """art.metrics.empirical_robustness(classifier, x, "fgsm", {eps_step, eps}): the minimal FGSM (the sign of the
     cross-entropy gradient at the model's own prediction, scaled by eps_step, 2 eps_step, ... until the prediction
     changes, at most eps_max), then the mean over changed predictions of ||x_adv - x||_inf / ||x||_inf (FGSM's norm).
-    Each budget step forwards only the images it has not changed yet."""
+    Each budget step forwards only the images it has not changed yet. An all-black image (||x|| = 0) has no ratio
+    (ART's mean becomes infinite) and is left out of the mean."""
     ratios = []
     for s in range(0, len(x), batch_size):
         xb = x[s:s + batch_size]
@@ -36,8 +37,10 @@ def empirical_robustness(model: nn.Module, x: torch.Tensor, batch_size: int, eps
                 active = active[model(cand).argmax(1) == pred[active]]
                 eps += eps_step
             changed = model(adv).argmax(1) != pred
-            size = (adv - xb).flatten(1).abs().amax(1) / xb.flatten(1).abs().amax(1)
-        ratios.append(size[changed])
+            norm = xb.flatten(1).abs().amax(1)
+            keep = changed & (norm > 0)
+            size = (adv - xb).flatten(1).abs().amax(1)[keep] / norm[keep]
+        ratios.append(size)
     ratios_all = torch.cat(ratios) if ratios else torch.zeros(0)
     return float(ratios_all.mean()) if ratios_all.numel() else 0.0
 

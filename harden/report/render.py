@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
@@ -149,11 +150,23 @@ def report_document(reports: Sequence[Report], training: dict | None = None) -> 
     if training is not None:
         doc["kind"] = "fix"
         doc["training"] = training
-    return json.loads(json.dumps(doc))  # plain JSON types: a re-render from the file is identical
+    return json.loads(json.dumps(_finite(doc)))  # plain JSON types: a re-render from the file is identical
+
+
+def _finite(obj):
+    """NaN and infinity as null: json.dumps would write NaN / Infinity, which are not JSON (jq and strict parsers
+    in a CI pipeline reject the file)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def to_json(reports: Sequence[Report], training: dict | None = None) -> str:
-    return json.dumps(report_document(reports, training), indent=2)
+    return json.dumps(report_document(reports, training), indent=2, allow_nan=False)
 
 
 def to_markdown(reports: Sequence[Report]) -> str:
