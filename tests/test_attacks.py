@@ -212,6 +212,8 @@ def test_an_all_black_image_leaves_the_metrics_and_the_json_finite(digits_model,
     rep.metrics["loss_sensitivity"] = float("nan")  # whatever a metric gives, the file stays JSON
     doc = json.loads(to_json([rep]), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert doc["metrics"]["loss_sensitivity"] is None
+    from harden.report.html_page import render
+    assert "loss_sensitivity undefined" in render(doc)  # `harden report` redraws such a file
 
 
 def test_pgd_continued_is_one_longer_run(digits_model, ref_batch):

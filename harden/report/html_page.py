@@ -304,7 +304,8 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
     out.append("<p class='note'>worst case: robust only if the image survives every attack above at its budget. "
                "Presets: " + "; ".join(f"<code>{e(a['preset'])}</code>" for a in rep["attacks"]) + "</p>")
     if rep.get("metrics"):
-        out.append("<p class='note'>" + ", ".join(f"{e(k)} {v:.4g}" for k, v in rep["metrics"].items())
+        out.append("<p class='note'>" + ", ".join(f"{e(k)} {'undefined' if v is None else format(v, '.4g')}"
+                                                  for k, v in rep["metrics"].items())
                    + " (white-box, seed 004)</p>")
     if rep.get("gate"):
         out.append("<ul>" + "".join(
