@@ -466,6 +466,10 @@ def test_csv_list_with_and_without_split_column(tmp_path):
                                                                              for i, (p, y) in enumerate(rows)))
     k = load_data(tmp_path / "kaggle.csv", DataTarget.for_model(model, workers=0))
     assert k.n_test == 20 and list(k.listing("test").labels) == [y for _, y in rows]
+    # labels as a float column (pandas writes 1.0 where an integer column had a gap)
+    (tmp_path / "floats.csv").write_text("path,label\n" + "".join(f"{p},{float(y)}\n" for p, y in rows))
+    f = load_data(tmp_path / "floats.csv", DataTarget.for_model(model, workers=0))
+    assert list(f.listing("test").labels) == [y for _, y in rows]
     # written on Windows: backslashes between folders
     (tmp_path / "windows.csv").write_text("path,label\r\n" + "".join(f"{p.replace('/', chr(92))},{y}\r\n"
                                                                    for p, y in rows))

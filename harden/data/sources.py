@@ -195,7 +195,12 @@ def list_class_folders(split_dir: Path) -> Listing:
 
 
 def _is_int(text: str) -> bool:
-    return bool(re.fullmatch(r"\s*-?\d+\s*", text))
+    """A class index, also as a float export writes it (`3.0`: pandas turns an integer column with a gap into floats)."""
+    return bool(re.fullmatch(r"\s*-?\d+(\.0*)?\s*", text))
+
+
+def _as_int(text: str) -> int:
+    return int(float(text))
 
 
 def list_file_list(path: Path) -> dict[str, Listing]:
@@ -249,7 +254,7 @@ def list_file_list(path: Path) -> dict[str, Listing]:
     out = {}
     for split, (refs, labels) in per.items():
         if all(_is_int(v) for v in labels):
-            ints = np.asarray([int(v) for v in labels], np.int64)
+            ints = np.asarray([_as_int(v) for v in labels], np.int64)
             if ints.min() < 0:
                 raise HardenError(f"{str(path)!r}: labels must be non-negative class indices or class names.")
             out[split] = Listing("", PathTable(refs), ints, None, what="list")
@@ -278,7 +283,7 @@ def list_tar_shards(shards: list[Path]) -> Listing:
                         text = tf.extractfile(m).read().decode("utf-8", "replace").strip()
                         if not _is_int(text):
                             raise HardenError(f"{str(shard)!r}: {m.name} holds {text[:40]!r}, not a class index.")
-                        cls[key] = int(text)
+                        cls[key] = _as_int(text)
         except tarfile.TarError as e:
             raise HardenError(f"{str(shard)!r} is not a readable uncompressed tar shard ({e}).") from None
         for key, m in images.items():
