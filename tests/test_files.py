@@ -470,6 +470,10 @@ def test_csv_list_with_and_without_split_column(tmp_path):
     (tmp_path / "floats.csv").write_text("path,label\n" + "".join(f"{p},{float(y)}\n" for p, y in rows))
     f = load_data(tmp_path / "floats.csv", DataTarget.for_model(model, workers=0))
     assert list(f.listing("test").labels) == [y for _, y in rows]
+    for gap in ("", "nan"):  # a row without a label is named, not a class called "" or "nan"
+        (tmp_path / "gap.csv").write_text(f"path,label\n{rows[0][0]},0\n{rows[1][0]},{gap}\n")
+        with pytest.raises(HardenError, match="row 2.*has no label"):
+            load_data(tmp_path / "gap.csv", DataTarget.for_model(model))
     # written on Windows: backslashes between folders
     (tmp_path / "windows.csv").write_text("path,label\r\n" + "".join(f"{p.replace('/', chr(92))},{y}\r\n"
                                                                    for p, y in rows))
