@@ -472,8 +472,10 @@ def test_csv_list_with_and_without_split_column(tmp_path):
     assert list(f.listing("test").labels) == [y for _, y in rows]
     for gap in ("", "nan"):  # a row without a label is named, not a class called "" or "nan"
         (tmp_path / "gap.csv").write_text(f"path,label\n{rows[0][0]},0\n{rows[1][0]},{gap}\n")
-        with pytest.raises(HardenError, match="row 2.*has no label"):
+        with pytest.raises(HardenError, match="1 image.s. have no label .first: .*img"):
             load_data(tmp_path / "gap.csv", DataTarget.for_model(model))
+        from harden.data.unlabeled import load_unlabeled  # as a pool, such a list is fine
+        assert len(load_unlabeled(tmp_path / "gap.csv", DataTarget.for_model(model, workers=0)).listing("train")) == 2
     # written on Windows: backslashes between folders
     (tmp_path / "windows.csv").write_text("path,label\r\n" + "".join(f"{p.replace('/', chr(92))},{y}\r\n"
                                                                    for p, y in rows))

@@ -93,6 +93,12 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
         listers["test"] = listers.pop("all")
     names = found.class_names()
     mapping, note = (None, "labels are class indices")
+    if names is not None and "" in names:  # a list's rows without a label (as --unlabeled, such a list is fine)
+        missing = next((lst, lst.names.index("")) for lst in (f() for f in found.listers.values())
+                       if lst.names and "" in lst.names)
+        raise HardenError(f"{found.source}: {sum(n == '' for n in missing[0].names)} image(s) have no label (first: "
+                          f"{missing[0].location(missing[1])}). An evaluation or training list labels every image; "
+                          "images without labels go to --unlabeled.")
     if names is not None:
         mapping, note = map_classes(names, target.num_classes, list(target.label_names or []) or None,
                                     target.class_map, found.source)

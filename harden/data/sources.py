@@ -234,10 +234,6 @@ def list_file_list(path: Path) -> dict[str, Listing]:
         if len(r) <= max(c for c in cols.values() if c is not None):
             raise HardenError(f"{str(path)!r}, row {n}: {delim.join(r)!r} has too few columns (path, label[, split]).")
         p = r[cols["path"]].strip()
-        if r[cols["label"]].strip().lower() in ("", "nan"):  # empty, or pandas' NaN for a missing label
-            raise HardenError(f"{str(path)!r}, row {n}: {p!r} has no label ({r[cols['label']]!r}). An evaluation or "
-                              "training list labels every image; images without labels go to --unlabeled (a "
-                              "one-column list of paths, or their folder).")
         split = "all"
         if cols["split"] is not None:
             split = _SPLIT_NAMES.get(r[cols["split"]].strip().lower())
@@ -251,7 +247,8 @@ def list_file_list(path: Path) -> dict[str, Listing]:
             missing.append(p)
         refs, labels = per.setdefault(split, ([], []))
         refs.append(full)
-        labels.append(r[cols["label"]].strip())
+        label = r[cols["label"]].strip()
+        labels.append("" if label.lower() == "nan" else label)  # pandas writes a missing label as nan
     if missing:
         raise HardenError(f"The image list {str(path)!r} names files that do not exist: {', '.join(missing)} (paths "
                           "are relative to the list's folder).")
