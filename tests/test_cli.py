@@ -166,6 +166,17 @@ def test_a_subset_too_small_for_validation_says_its_size_and_both_ways_out(cli, 
     assert "training subset (" in msg and "raise --data-frac" in msg and "--set val_frac=0" in msg
 
 
+def test_fewer_images_than_asked_is_said(cli, digits_ckpt, tmp_path):
+    """A CI gate sized for N images must not believe it measured N."""
+    import numpy as np
+    p = tmp_path / "tiny.npz"
+    x = np.zeros((12, 8, 8, 1), np.uint8)
+    np.savez(p, x_train=x, y_train=np.arange(12) % 10, x_test=x, y_test=np.arange(12) % 10)
+    code, out, err = cli("eval", digits_ckpt, "--data", p, "--num-images", 100, "--attack", "fgsm", "--no-metrics")
+    assert code == 0, err
+    assert "holds 12 images, fewer than --num-images (100): all evaluated" in " ".join(out.split())
+
+
 def test_missing_data_path(cli, digits_ckpt):
     assert "does not exist" in _bad(cli, "eval", digits_ckpt, "--data", "/no/such/data.npz")
 

@@ -126,6 +126,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
 
     chosen = attacks if isinstance(attacks, AttackSet) else attack_set(attacks, size, eps)
     notes = list(chosen.notes)
+    if n and n > len(idx):  # a CI gate sized for n images must not believe it measured them
+        notes.append(f"the evaluation split holds {len(idx)} images, fewer than --num-images ({n}): all evaluated")
     atk_objs: list[Attack] = []
     for atk in chosen:
         if atk.name == "jsma" and atk.params["max_l0"] == 0:
