@@ -93,6 +93,12 @@ class BinarySigmoid(BinaryNet):  # one probability, as BCELoss-trained code writ
         return torch.sigmoid(super().forward(x))
 
 
+class CudaInside(TupleNet):  # published code that assumes a GPU
+    def forward(self, x):
+        logits, _ = super().forward(x)
+        return logits + torch.zeros(1).cuda()
+
+
 class LinearProbe(TupleNet):  # a frozen backbone written as linear-probe code writes it: under no_grad
     def forward(self, x):
         with torch.no_grad():
@@ -224,6 +230,12 @@ def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
         harden.create_model(f"{nets}:LeNetView", 4, 1, (20, 20))  # its fc1 takes 16 x 16 inputs only
     with pytest.raises(harden.HardenError, match=r"\(2, 10\).*--num-classes"):
         harden.create_model(f"{nets}:ten_classes", 4, 3, (16, 16))  # a callable that ignores num_classes
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the forward runs where a GPU is")
+def test_a_forward_that_moves_tensors_to_the_gpu_itself_is_named(nets):
+    with pytest.raises(harden.HardenError, match=r"moves tensors to a GPU itself.*\.to\(x\.device\)"):
+        harden.create_model(f"{nets}:CudaInside", 4, 3, (16, 16))
 
 
 def test_a_forward_without_input_gradients_is_named_and_allowed_transfer_only(nets, tmp_path, cli):
