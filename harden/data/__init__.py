@@ -82,6 +82,10 @@ def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
                               "validation/, valid/), each with one folder per class, and a folder for evaluation alone "
                               "holds the class folders themselves.")
         refuse_compressed_tar(path)
+        if path.is_file() and path.suffix.lower() in IMAGE_EXT:
+            raise HardenError(f"{spec!r} is one image; --data takes a dataset, whose labels harden needs: put the "
+                              "image in a folder named after its class (or list it in a CSV with its label) and pass "
+                              "the folder above it.")
         raise HardenError(f"{spec!r} is none of the data layouts harden reads: {LAYOUTS}.")
     return _file_data(found, target or DataTarget())
 
