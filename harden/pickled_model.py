@@ -22,9 +22,13 @@ def is_module(obj: Any) -> bool:
     return isinstance(obj, Inert) and ("_parameters" in obj.fields or "_modules" in obj.fields)
 
 
-def module_state(obj: Inert, prefix: str = "", out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """nn.Module.state_dict()'s keys and tensors, from a pickled module's fields."""
+def module_state(obj: Inert, prefix: str = "", out: dict[str, torch.Tensor] | None = None,
+                 ancestors: frozenset[int] = frozenset()) -> dict[str, torch.Tensor]:
+    """nn.Module.state_dict()'s keys and tensors, from a pickled module's fields (a module shared by two parents
+    under both names, as state_dict() gives it; a module that holds its own ancestor, which only a damaged or crafted
+    file can, is not followed)."""
     out = {} if out is None else out
+    ancestors = ancestors | {id(obj)}
     fields = obj.fields
     skip = fields.get("_non_persistent_buffers_set")
     skip = skip if isinstance(skip, (set, frozenset)) else set()
@@ -35,8 +39,8 @@ def module_state(obj: Inert, prefix: str = "", out: dict[str, torch.Tensor] | No
         if isinstance(value, torch.Tensor) and name not in skip:
             out[prefix + name] = value.clone()
     for name, child in _entries(fields.get("_modules")):
-        if is_module(child):
-            module_state(child, f"{prefix}{name}.", out)
+        if is_module(child) and id(child) not in ancestors:
+            module_state(child, f"{prefix}{name}.", out, ancestors)
     return out
 
 
@@ -50,9 +54,11 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0) -> Any:
     """The container with each pickled module replaced by its state dict (formats.select then finds it as it finds
     any state dict, `--key` included); `classes` collects the modules' class names."""
     if is_module(obj):
-        inner = obj
-        while set((inner.fields.get("_modules") or {})) == {"module"} and is_module(inner.fields["_modules"]["module"]):
+        inner, seen = obj, {id(obj)}
+        while (set((inner.fields.get("_modules") or {})) == {"module"} and is_module(inner.fields["_modules"]["module"])
+               and id(inner.fields["_modules"]["module"]) not in seen):
             inner = inner.fields["_modules"]["module"]  # DataParallel / DistributedDataParallel: the wrapped model
+            seen.add(id(inner))
         classes.append(inner.inert_global)
         return module_state(obj)
     if depth >= 4:

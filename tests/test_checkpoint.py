@@ -1,3 +1,4 @@
+import copy
 import hashlib
 import os
 import stat
@@ -85,6 +86,10 @@ def test_a_whole_pickled_model_loads_without_running_and_names_its_class(digits_
         assert f"pickles a whole {type(net).__module__}.{type(net).__name__}" in message, name
         assert "\x1b" not in message
     assert "pickled_class" not in harden.load(tmp_path / "full.pt", **flags).spec.extra
+    looped = copy.deepcopy(net)
+    looped.head._modules["back"] = looped  # a cycle torch's own registration refuses, written anyway
+    torch.save(looped, tmp_path / "cycle.pt")
+    assert set(read_checkpoint(tmp_path / "cycle.pt")[0]) == set(net.state_dict())  # not followed, not recursed
     torch.save(net, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)  # pre-1.6: still refused
     with pytest.raises(HardenError, match=f"asks for {type(net).__module__}.{type(net).__name__}.*state_dict"):
         harden.load(tmp_path / "legacy.pt", **flags)
