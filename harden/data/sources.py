@@ -13,7 +13,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -98,12 +98,12 @@ class Listing:
         ref = self.refs[i]
         if self.what == "zip":  # `archive:member` (zipped.py)
             shard, name = ref.split(":", 1)
-            return _zip_handle(self.shards[int(shard)]).read(name)
+            return _handle(self.shards[int(shard)], "zip").read(name)
         if not self.shards:
             with open(os.path.join(self.root, ref), "rb") as f:
                 return f.read()
         shard, offset, size, _ = ref.split(":", 3)
-        f = _shard_handle(self.shards[int(shard)])
+        f = _handle(self.shards[int(shard)])
         f.seek(int(offset))
         return f.read(int(size))
 
@@ -112,16 +112,17 @@ class Listing:
                               ).hexdigest()[:16]
 
 
-_HANDLES: dict[tuple[int, str], object] = {}
+_HANDLES: dict[tuple[int, str, str], Any] = {}
 
 
-def _shard_handle(path: str):
-    """One open file per shard and process (data-loader workers each open their own)."""
-    key = (os.getpid(), path)
-    f = _HANDLES.get(key)
-    if f is None:
-        f = _HANDLES[key] = open(path, "rb")
-    return f
+def _handle(path: str, kind: str = "file"):
+    """One open tar shard (a plain file) or zip archive per path and process: data-loader workers each open their
+    own, and a batch's images reuse it."""
+    key = (os.getpid(), kind, path)
+    h = _HANDLES.get(key)
+    if h is None:
+        h = _HANDLES[key] = zipfile.ZipFile(path) if kind == "zip" else open(path, "rb")
+    return h
 
 
 COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
@@ -133,15 +134,6 @@ def refuse_compressed_tar(path: Path) -> None:
                           "compressed stream does not allow (each image would mean decompressing everything before "
                           f"it). Extract it once (tar xf {path.name}) and pass the folder, or repack it as a .zip or "
                           "an uncompressed .tar.")
-
-
-def _zip_handle(path: str) -> zipfile.ZipFile:
-    """One open zip archive per archive and process, as for tar shards."""
-    key = (os.getpid(), "zip:" + path)
-    z = _HANDLES.get(key)
-    if z is None:
-        z = _HANDLES[key] = zipfile.ZipFile(path)
-    return z
 
 
 def _is_image(name: str) -> bool:
