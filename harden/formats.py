@@ -124,7 +124,7 @@ def container_meta(obj: Any) -> dict[str, Any]:
 def _timm_train_args(args: dict[str, Any], arch: str) -> dict[str, Any]:
     """timm train.py's options -> harden's names. None or '' there means the model's default, and that default is
     filled in here as timm's resolve_data_config fills it (its pretrained config)."""
-    from .models.config import timm_config
+    from .models.config import channel_statistics, timm_config
     meta: dict[str, Any] = {}
     size = args.get("input_size")
     if args.get("num_classes"):
@@ -144,13 +144,12 @@ def _timm_train_args(args: dict[str, Any], arch: str) -> dict[str, Any]:
     if model_args:
         meta["model_args"] = model_args
     if meta:
-        for key, value in (timm_config(arch) or {}).items():
-            if key in ("interpolation", "crop_pct", "crop_mode", "mean", "std"):
-                meta.setdefault(key, value)
-        channels = int(meta.get("in_chans", 3))
-        for key in ("mean", "std"):  # a 3-channel default for a model trained on another count: its average
-            if key in meta and len(meta[key]) != channels and len(meta[key]) == 3:
-                meta[key] = [sum(meta[key]) / 3]
+        filled = {k: v for k, v in (timm_config(arch) or {}).items()
+                  if k in ("interpolation", "crop_pct", "crop_mode", "mean", "std") and k not in meta}
+        for key in ("mean", "std"):
+            if key in filled:
+                filled[key] = channel_statistics(filled[key], int(meta.get("in_chans", 3)))
+        meta.update(filled)
     return meta
 
 

@@ -131,10 +131,9 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             spec["num_classes"], source["num_classes"] = default, f"default of {spec['arch']}"
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
-    # a timm config's three-channel statistics for a model built with another channel count: their average
     for key in ("mean", "std"):
-        if key in spec and source.get(key, "").startswith("timm") and len(spec[key]) != int(spec.get("in_chans", 3)):
-            spec[key] = [sum(spec[key]) / len(spec[key])]
+        if key in spec and source.get(key, "").startswith("timm"):
+            spec[key] = channel_statistics(spec[key], int(spec.get("in_chans", 3)))
     assumed = []
     for key in SPEC_KEYS:
         if key not in spec:
@@ -147,6 +146,12 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
              f"assuming {', '.join(assumed)}, interpolation {spec['interpolation']}, crop fraction {spec['crop_pct']} "
              "(pass --input-size, --mean, --std, --interpolation, --crop-pct to set them).")
     return spec, source
+
+
+def channel_statistics(values: list[float], in_chans: int) -> list[float]:
+    """Per-channel statistics given for another channel count (timm's three-channel ImageNet mean, for a model built
+    for grayscale): their average, one value for every channel."""
+    return list(values) if len(values) in (1, in_chans) else [sum(values) / len(values)]
 
 
 def constructor_default(arch: str, name: str) -> Any:
