@@ -27,6 +27,9 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     model.spec.extra["train"] = {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
                                  "augment": cfg.augment, "focal_gamma": cfg.focal_gamma, "seed": cfg.seed,
                                  "subset": data.subset}
+    names = getattr(data, "class_names", None)
+    if names and len(names) == data.num_classes:  # later data (a folder sorted otherwise) maps by these names
+        model.spec.extra["label_names"] = [str(n) for n in names]
     model.to(device)
     result = fit(model, data, cfg, device)
     model.spec.extra["train"]["seconds"] = round(result.seconds, 2)

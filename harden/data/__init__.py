@@ -3,8 +3,9 @@
 - In memory (arrays.py): `digits`, an `.npz`, CIFAR-10 python batches: today's fast path for small images.
 - On disk (sources.py, files.py): a folder with train/ and val/ (or test/, validation/, valid/) of class folders; a
   single folder of class folders (evaluation only); a CSV/TSV list of path,label[,split]; tar shards (WebDataset
-  layout). Listed once, decoded by DataLoader workers (loader.py) through the model's transforms (transforms.py) only
-  when a batch needs them; folder names become the model's indices by classes.py."""
+  layout); a zip of a folder layout (zipped.py); Hugging Face parquet and Arrow files (tables.py). Listed once,
+  decoded by DataLoader workers (loader.py) through the model's transforms (transforms.py) only when a batch needs
+  them; folder names become the model's indices by classes.py."""
 from __future__ import annotations
 
 import io
@@ -26,8 +27,9 @@ from .transforms import Preprocess, augment, build_augment
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test, a CIFAR-10 python-batches folder, a folder with "
            "train/ and val/ (or test/, validation/, valid/) of class folders, a single folder of class folders "
-           "(evaluation), a .zip of either folder layout, a CSV/TSV list of path,label[,split], or tar shards (a .tar, "
-           "or a folder of them, WebDataset layout)")
+           "(evaluation), a .zip of either folder layout, a CSV/TSV list of path,label[,split], tar shards (a .tar, "
+           "or a folder of them, WebDataset layout), or a Hugging Face dataset (its parquet files or a save_to_disk "
+           "folder)")
 
 
 @dataclass(frozen=True)
@@ -98,20 +100,18 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
     names = found.class_names()
     mapping, note = (None, "labels are class indices")
     if names is not None and "" in names:  # a list's rows without a label (as --unlabeled, such a list is fine)
-        missing = next((lst, lst.names.index("")) for lst in (f() for f in found.listers.values())
-                       if lst.names and "" in lst.names)
-        raise HardenError(f"{found.source}: {sum(n == '' for n in missing[0].names)} image(s) have no label (first: "
-                          f"{missing[0].location(missing[1])}). An evaluation or training list labels every image; "
-                          "images without labels go to --unlabeled.")
+        for lister in found.listers.values():
+            _refuse_unlabelled(lister(), found.source)
     if names is not None:
         mapping, note = map_classes(names, target.num_classes, list(target.label_names or []) or None,
-                                    target.class_map, found.source)
+                                    target.class_map, found.source, found.class_order)
     elif target.class_map is not None:
         raise HardenError(f"--class-map: {found.source} labels its images with class indices already.")
 
     def labelled(lister):
         def get() -> Listing:
             lst = lister()
+            _refuse_unlabelled(lst, found.source)
             if lst.names is not None:
                 lst.labels = np.fromiter((mapping[n] for n in lst.names), np.int64, len(lst.names))
                 lst.names = None
@@ -137,6 +137,19 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
     if target.preprocess is None:  # no model yet (harden train): the images' own size and colour
         data.preprocess = _guess_preprocess(data)
     return data
+
+
+def _refuse_unlabelled(lst: Listing, source: str) -> None:
+    """Images without a label (a list's empty cells, a table's -1 or its missing label column) cannot be evaluated
+    or trained on; the same source can be --unlabeled."""
+    if lst.names is None or "" not in lst.names:
+        return
+    if lst.store is not None and lst.store.label_column is None:
+        raise HardenError(f"{lst.store.missing_labels_note()}: it can serve as --unlabeled, not as --data.")
+    first = lst.names.index("")
+    raise HardenError(f"{source}: {sum(n == '' for n in lst.names)} image(s) have no label (first: "
+                      f"{lst.location(first)}). An evaluation or training list labels every image; images without "
+                      "labels go to --unlabeled.")
 
 
 def _guess_preprocess(data: FileData, sample: int = 32) -> Preprocess:

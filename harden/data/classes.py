@@ -50,8 +50,10 @@ def imagenet_synsets(num_classes: int) -> list[str] | None:
 
 
 def map_classes(found: list[str], num_classes: int | None, label_names: list[str] | None = None,
-                class_map: str | Path | None = None, source: str = "the data") -> tuple[dict[str, int], str]:
-    """{found name: model index} and how it was decided."""
+                class_map: str | Path | None = None, source: str = "the data",
+                order: tuple[str, ...] | None = None) -> tuple[dict[str, int], str]:
+    """{found name: model index} and how it was decided. `order`: the data's own index of each name (a Hugging
+    Face ClassLabel), used where folders would use sorted order."""
     found = sorted(set(found))
     if class_map is not None:
         mapping = read_class_map(class_map)
@@ -71,6 +73,9 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
             raise HardenError(f"{source}: the synset folders {_few(unknown)} are not among the {num_classes} classes "
                               "of the model's ImageNet subset; give --class-map FILE.")
         out, how = {c: index[c] for c in found}, f"WordNet synsets -> the model's {num_classes} ImageNet indices"
+    elif order is not None and (num_classes is None or len(order) == num_classes):
+        index = {c: i for i, c in enumerate(order)}
+        out, how = {c: index[c] for c in found}, "the dataset's own class order (its ClassLabel names)"
     elif all(c.isdigit() for c in found):
         out, how = {c: int(c) for c in found}, "folder names are class indices"
     elif num_classes is None or len(found) == num_classes:

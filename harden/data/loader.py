@@ -66,6 +66,8 @@ def collate(items):
 def decode_batches(listing: Listing, index_batches: list[np.ndarray], transform: Callable, workers: int,
                    pin: bool, seed: int | None = None, epoch: int = 0) -> Iterator[tuple]:
     """(uint8 N x C x H x W or None, labels, indices decoded, errors) per batch of listing indices, in order."""
+    if index_batches:
+        listing.prepare(np.concatenate(index_batches))  # a parquet table's rows copied to its spill file, here
     ds = DecodeDataset(listing, transform, seed, epoch)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=[list(map(int, b)) for b in index_batches],
                                          num_workers=workers, collate_fn=collate, pin_memory=pin,

@@ -75,17 +75,28 @@ class Listing:
     labels: np.ndarray  # int64 model indices once mapped
     names: list[str] | None = None  # per-image class name (before mapping); None when labels are indices already
     shards: list[str] = field(default_factory=list)  # tar shards, or the zip archive
-    what: str = "folder"  # folder | list | tar | zip
+    what: str = "folder"  # folder | list | tar | zip | table
+    store: Any = None  # table: the parquet/Arrow files (tables.TableStore); refs are its row numbers
 
     def __len__(self) -> int:
         return len(self.refs)
 
     def take(self, idx: np.ndarray) -> "Listing":
         idx = np.asarray(idx, np.int64)
-        return Listing(self.root, self.refs.take(idx), self.labels[idx], None, self.shards, self.what)
+        return Listing(self.root, self.refs.take(idx), self.labels[idx], None, self.shards, self.what, self.store)
+
+    def relabelled(self, labels: np.ndarray) -> "Listing":
+        return Listing(self.root, self.refs, labels, None, self.shards, self.what, self.store)
+
+    def prepare(self, idx: np.ndarray) -> None:
+        """Before items are read by worker processes (in the parent): a parquet table copies them to its spill file."""
+        if self.store is not None:
+            self.store.prepare(np.fromiter((int(self.refs[i]) for i in np.asarray(idx, np.int64)), np.int64, len(idx)))
 
     def location(self, i: int) -> str:
         ref = self.refs[i]
+        if self.what == "table":
+            return self.store.location(int(ref))
         if self.what == "zip":
             shard, name = ref.split(":", 1)
             return f"{self.shards[int(shard)]}:{name}"
@@ -96,6 +107,8 @@ class Listing:
 
     def read_bytes(self, i: int) -> bytes:
         ref = self.refs[i]
+        if self.what == "table":
+            return self.store.read(int(ref))
         if self.what == "zip":  # `archive:member` (zipped.py)
             shard, name = ref.split(":", 1)
             return _handle(self.shards[int(shard)], "zip").read(name)
@@ -313,6 +326,7 @@ class OnDisk:
     layout: str
     # every class name of every split, found cheaply (folder names); None when labels are indices
     class_names: Callable[[], list[str] | None] = lambda: None
+    class_order: tuple[str, ...] | None = None  # the data's own index of each name (a ClassLabel); else sorted
 
 
 def find_on_disk(path: Path) -> OnDisk | None:
@@ -329,9 +343,15 @@ def find_on_disk(path: Path) -> OnDisk | None:
         if ext == ".zip":
             from .zipped import zip_source
             return zip_source(path)
+        if ext in (".parquet", ".arrow"):
+            from .tables import table_source
+            return table_source(path)
         return None
     if not path.is_dir():
         return None
+    if _holds_tables(path):
+        from .tables import table_source
+        return table_source(path)
     test = next((path / d for d in EVAL_FOLDERS if (path / d).is_dir()), None)
     if (path / "train").is_dir() and test is not None:
         if _shards_in(path / "train"):
@@ -350,6 +370,29 @@ def find_on_disk(path: Path) -> OnDisk | None:
     if class_folders(path):
         return OnDisk(src, {"all": lambda: list_class_folders(path)}, "folder", lambda: class_folders(path))
     return None
+
+
+def _holds_tables(path: Path, depth: int = 3) -> bool:
+    """Whether a folder is a Hugging Face dataset (a hub repository's `data/*.parquet`, the parquet export's
+    `default/train/0000.parquet`, save_to_disk's `train/*.arrow`) rather than an image tree: folders are looked
+    through level by level, and the first level that holds parquet/Arrow files or images decides (an ImageNet tree
+    is decided at its first class folder, never listed)."""
+    level = [path]
+    for deep in range(depth + 1):
+        below = []
+        for d in level:
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            names = [e.name for e in entries if not e.name.startswith(".") and e.is_file()]
+            if any(os.path.splitext(n)[1].lower() in (".parquet", ".arrow") for n in names):
+                return True
+            if deep and any(_is_image(n) for n in names):  # loose images on top (a README's pictures) decide nothing
+                return False
+            below += sorted(Path(e.path) for e in entries if e.is_dir() and not is_skipped_dir(e.name))
+        level = below
+    return False
 
 
 def _tar_source(src: str, shards: dict[str, list[Path]]) -> OnDisk:

@@ -36,8 +36,8 @@ def load_unlabeled(spec: str | Path, target) -> Data:
     path = Path(spec)
     if not path.exists():
         raise HardenError(f"--unlabeled {str(spec)!r} does not exist. It takes a folder or .zip of images (with or "
-                          "without class folders), a CSV/TSV list, tar shards, CIFAR-10 batches or an .npz with "
-                          "x_train.")
+                          "without class folders), a CSV/TSV list, tar shards, a Hugging Face dataset's parquet or "
+                          "Arrow files, CIFAR-10 batches or an .npz with x_train.")
     if path.is_file() and path.suffix.lower() == ".npz":
         return _npz_pool(path)
     if path.is_dir() and (path / "data_batch_1").exists():
@@ -52,15 +52,15 @@ def load_unlabeled(spec: str | Path, target) -> Data:
             found.listers["train" if "train" in found.listers else "all"]()
         except HardenError:
             every = zip_images(path)
-            return _file_pool(str(path), Listing("", every.refs, np.full(len(every), NO_LABEL, np.int64), None,
-                                                 every.shards, every.what), target)
+            return _file_pool(str(path), every.relabelled(np.full(len(every), NO_LABEL, np.int64)), target)
     refuse_compressed_tar(path)
     found = find_on_disk(path)
     if found is None and path.is_dir():
         return _file_pool(str(path), _list_any_images(path), target)
     if found is None:
         raise HardenError(f"--unlabeled {str(spec)!r} is not a source harden reads: a folder of images, a CSV/TSV "
-                          "list, a .tar shard (or a folder of them), CIFAR-10 batches or an .npz with x_train.")
+                          "list, a .tar shard (or a folder of them), parquet or Arrow files, CIFAR-10 batches or an "
+                          ".npz with x_train.")
     split = "train" if "train" in found.listers else "all"
     try:  # the source's labels, for the agreement figure only; a source whose classes the model cannot name has none
         from . import _file_data
@@ -69,7 +69,7 @@ def load_unlabeled(spec: str | Path, target) -> Data:
     except HardenError:
         listing = found.listers[split]()
         labels = np.full(len(listing), NO_LABEL, np.int64)
-    pool = Listing(listing.root, listing.refs, labels, None, listing.shards, listing.what)
+    pool = listing.relabelled(labels)
     return _file_pool(str(path), pool, target)
 
 
@@ -271,7 +271,7 @@ def relabel(data: Data, labels: np.ndarray) -> Data:
         return ImageData(data.x_train, labels, data.x_test, data.y_test, data.source, data.num_classes, subset={})
     if isinstance(data, FileData):
         lst = data.listing("train")
-        new = Listing(lst.root, lst.refs, labels, None, lst.shards, lst.what)
+        new = lst.relabelled(labels)
         return data._with(listers={"train": lambda: new}, _cache={"train": new})
     raise HardenError(f"internal error: cannot relabel {type(data).__name__}")
 
