@@ -204,3 +204,19 @@ def test_a_model_trained_on_a_classlabel_order_keeps_it_for_folders_sorted_other
     assert loaded.spec.extra["label_names"] == order
     folder = load_data(tmp_path / "tree", DataTarget.for_model(loaded, workers=0))
     assert folder.y_test.tolist() == vlabels and folder.class_note == "the model's label names"
+
+
+def test_a_spill_the_temporary_folder_cannot_hold_is_refused_before_reading(tmp_path, monkeypatch):
+    import collections
+
+    from harden.data import tables
+    make_tree(tmp_path / "tree", ["x", "y"], 3, splits=("",), sizes=(20, 30))
+    files, labels = folder_split(tmp_path, "tree", ["x", "y"])
+    pq.write_table(hf_table(files, labels, ["x", "y"]), tmp_path / "t.parquet", row_group_size=2)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(tables.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 100, 100))
+    data = load_data(tmp_path / "t.parquet", DataTarget.for_model(small_cnn(2), workers=0))
+    with pytest.raises(HardenError, match="6 rows this run uses.*0.0 GiB free.*TMPDIR"):
+        data.images("test", np.arange(6))
+    monkeypatch.undo()
+    assert len(data.images("test", np.arange(6))[1]) == 6

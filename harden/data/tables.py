@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import weakref
 from dataclasses import dataclass, field
@@ -316,47 +317,64 @@ class TableStore:
         raise OSError("the row is beyond its row group")
 
     def prepare(self, rows: np.ndarray) -> None:
-        """Parquet: copy the rows not yet in the spill file into it, one pass over the row groups that hold them."""
+        """Parquet: copy the rows not yet in the spill file into it, one pass over the row groups that hold them,
+        after checking that the temporary folder can hold them."""
         if self.kind != "parquet" or not len(rows):
             return
         need = np.unique(np.asarray(rows, np.int64))
         need = need[self.sizes[need] == -1]
         if not len(need):
             return
-        from contextlib import nullcontext
-
-        from ..runtime import progress
+        pa, _ = _pa()
+        plan, estimate = [], 0  # (file, its reader, row group, first row of the group, rows wanted)
+        file_of = np.searchsorted(self.starts, need, "right") - 1
+        for fi in np.unique(file_of).tolist():
+            local = need[file_of == fi] - self.starts[fi]
+            pf, group_starts = self._rows_of_groups(fi)
+            group_of = np.searchsorted(group_starts, local, "right") - 1
+            for g in np.unique(group_of).tolist():
+                wanted = local[group_of == g]
+                plan.append((fi, pf, g, int(group_starts[g]), set(wanted.tolist())))
+                meta = pf.metadata.row_group(g)
+                size = sum(meta.column(j).total_uncompressed_size for j in range(meta.num_columns)
+                           if meta.column(j).path_in_schema.split(".")[0] == self.image_column)
+                estimate += size * len(wanted) // max(1, meta.num_rows)
         if self._writer is None:
             fd, self.spill_path = tempfile.mkstemp(prefix="harden-rows-", suffix=".bin")
             self._writer = os.fdopen(fd, "wb")
             weakref.finalize(self, _remove, self.spill_path)
+        free = shutil.disk_usage(os.path.dirname(self.spill_path)).free
+        if estimate > free:
+            raise HardenError(f"{self.where}: the {len(need):,} rows this run uses ({estimate / 2**30:.1f} GiB of "
+                              f"images) are copied out of the parquet row groups before reading, and the temporary "
+                              f"folder {os.path.dirname(self.spill_path)} has {free / 2**30:.1f} GiB free. Point "
+                              "TMPDIR at a larger disk, or use fewer images (--data-frac, --num-images).")
+        from contextlib import nullcontext
+
+        from ..runtime import progress
         w = self._writer
         quiet = nullcontext(lambda n=1, **kw: None)
-        with progress(f"reading {self.kind} rows", len(need)) if len(need) > 4 * READ_BATCH else quiet as advance:
-            file_of = np.searchsorted(self.starts, need, "right") - 1
-            for fi in np.unique(file_of):
-                local = need[file_of == fi] - self.starts[fi]
-                pf, group_starts = self._rows_of_groups(int(fi))
-                group_of = np.searchsorted(group_starts, local, "right") - 1
-                for g in np.unique(group_of):
-                    wanted = set((local[group_of == g]).tolist())
-                    at = int(group_starts[g])
-                    for batch in pf.iter_batches(batch_size=READ_BATCH, row_groups=[int(g)],
-                                                 columns=[self.image_column]):
+        try:
+            with progress(f"reading {self.kind} rows", len(need)) if len(need) > 4 * READ_BATCH else quiet as advance:
+                for fi, pf, g, at, wanted in plan:
+                    for batch in pf.iter_batches(batch_size=READ_BATCH, row_groups=[g], columns=[self.image_column]):
                         col = batch.column(0)
-                        for k in [r - at for r in range(at, at + batch.num_rows) if r in wanted]:
-                            row = int(self.starts[fi]) + at + k
+                        here = [r for r in range(at, at + batch.num_rows) if r in wanted]
+                        for r in here:
+                            row = int(self.starts[fi]) + r
                             try:
-                                data = self._image_bytes(col[k].as_py(), int(fi))
-                            except OSError:
+                                data = self._image_bytes(col[r - at].as_py(), fi)
+                            except OSError:  # told when the row is decoded (named, or skipped and counted)
                                 self.sizes[row] = -2
                                 continue
                             self.offsets[row] = w.tell()
                             w.write(data)
                             self.sizes[row] = len(data)
-                        advance(sum(1 for r in range(at, at + batch.num_rows) if r in wanted))
+                        advance(len(here))
                         at += batch.num_rows
-        w.flush()
+            w.flush()
+        except (pa.ArrowException, OSError) as e:  # a damaged file, the disk filling up after all
+            raise HardenError(f"Reading the rows of {self.where} into {self.spill_path} failed: {e}") from None
 
     def __getstate__(self):  # to spawned workers: no writer, the spill file stays the parent's
         d = dict(self.__dict__)
