@@ -220,3 +220,29 @@ def test_a_spill_the_temporary_folder_cannot_hold_is_refused_before_reading(tmp_
         data.images("test", np.arange(6))
     monkeypatch.undo()
     assert len(data.images("test", np.arange(6))[1]) == 6
+
+
+def test_columns_as_pandas_and_webdataset_conversions_write_them(tmp_path):
+    """A pandas export (binary image column, category or float labels, NaN for a missing one) and a WebDataset
+    conversion (`jpg` bytes, `cls` index) read as their values say."""
+    make_tree(tmp_path / "tree", ["x", "y"], 3, splits=("",), sizes=(20, 30))
+    files, labels = folder_split(tmp_path, "tree", ["x", "y"])
+    target = DataTarget.for_model(small_cnn(2), workers=0)
+    blobs = pa.array([Path(f).read_bytes() for f in files], pa.large_binary())
+
+    def write(name, **cols):
+        pq.write_table(pa.table(cols), tmp_path / name)
+        return load_data(tmp_path / name, target)
+    category = pa.array(["y" if v else "x" for v in labels]).dictionary_encode()
+    assert write("cat.parquet", image=blobs, label=category).y_test.tolist() == labels
+    floats = pa.array([float(v) for v in labels])
+    assert write("float.parquet", image=blobs, label=floats).y_test.tolist() == labels
+    wds = write("wds.parquet", __key__=pa.array([f"{i:04d}" for i in range(6)]), jpg=blobs,
+                cls=pa.array(labels, pa.int32()))
+    assert wds.y_test.tolist() == labels and torch.equal(
+        wds.images("test", np.arange(6))[0], write("cat.parquet", image=blobs, label=category).images(
+            "test", np.arange(6))[0])
+    with pytest.raises(HardenError, match=r"2 image\(s\) have no label"):
+        write("gap.parquet", image=blobs, label=pa.array([0.0, None, 1.0, float("nan"), 1.0, 0.0])).listing("test")
+    with pytest.raises(HardenError, match="holds 0.5, not a class index"):
+        write("half.parquet", image=blobs, label=pa.array([0.5] * 6)).listing("test")

@@ -32,7 +32,7 @@ SPLIT_TOKENS = {"train": "train", "training": "train", "validation": "test", "va
                 "test": "test", "testing": "test", "eval": "test"}
 # the evaluation split, first found (Hugging Face's ImageNet has an unlabelled `test` beside `validation`)
 EVAL_ORDER = ("validation", "valid", "val", "test", "testing", "eval")
-LABEL_NAMES = ("label", "labels", "fine_label", "class", "class_id", "class_label", "target", "category", "y")
+LABEL_NAMES = ("label", "labels", "fine_label", "class", "class_id", "class_label", "target", "category", "cls", "y")
 IMAGE_NAMES = ("image", "img", "images", "picture", "photo", "jpg", "png", "webp", "file")
 READ_BATCH = 64  # rows per record batch of the spill pass: its memory
 
@@ -200,20 +200,25 @@ class TableStore:
             self.label_kind = "classes" if names else "index"
             self.class_order = tuple(str(n) for n in names) if names else None
             return
-        for n in schema.names:
-            if n.lower() in LABEL_NAMES:
-                t = schema.field(n).type
-                if pa.types.is_integer(t):
-                    self.label_column, self.label_kind = n, "index"
-                    return
-                if pa.types.is_string(t) or pa.types.is_large_string(t):
-                    self.label_column, self.label_kind = n, "text"
-                    return
+        by_name = {n.lower(): n for n in schema.names}
+        for want in LABEL_NAMES:  # in order of preference
+            n = by_name.get(want)
+            if n is None:
+                continue
+            t = schema.field(n).type
+            t = t.value_type if pa.types.is_dictionary(t) else t  # pandas' category dtype
+            if pa.types.is_integer(t) or pa.types.is_floating(t):  # floats: pandas' integers with a gap
+                self.label_column, self.label_kind = n, "index"
+                return
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                self.label_column, self.label_kind = n, "text"
+                return
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    def _column(self, name: str) -> np.ndarray | list:
+    def _column(self, name: str) -> list:
+        """The column's values, one chunked array per file (dictionary-encoded columns decoded)."""
         pa, pq = _pa()
         parts = []
         for f in self.files:
@@ -221,14 +226,17 @@ class TableStore:
                 col = pq.ParquetFile(f).read(columns=[name]).column(0)
             else:
                 col = _arrow_table(str(f)).column(name)
-            parts.append(col)
+            parts.append(col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col)
         return parts
 
     def labels(self) -> np.ndarray:
-        parts = self._column(self.label_column)
-        return np.concatenate([c.to_numpy(zero_copy_only=False).astype(np.int64) if c.null_count == 0 else
-                               c.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) for c in parts]
-                              or [np.zeros(0, np.int64)])
+        """Class indices; -1 where a row has none (a null, NaN, or `datasets`' -1)."""
+        values = np.concatenate([np.asarray(c.to_numpy(), np.float64) for c in self._column(self.label_column)]
+                                or [np.zeros(0)])
+        bad = values[~np.isnan(values) & (values != np.round(values))]
+        if len(bad):
+            raise HardenError(f"{self.where}: the label column {self.label_column} holds {bad[0]:g}, not a class index.")
+        return np.where(np.isnan(values), -1, values).astype(np.int64)
 
     def text_labels(self) -> list[str]:
         return [v if v is not None else "" for c in self._column(self.label_column) for v in c.to_pylist()]
@@ -415,7 +423,9 @@ def _image_column(schema, features: dict, where: str) -> str:
 
     def is_image(t) -> bool:
         if pa.types.is_struct(t):
-            return any(t.field(i).name == "bytes" and pa.types.is_binary(t.field(i).type) for i in range(t.num_fields))
+            return any(t.field(i).name == "bytes" and (pa.types.is_binary(t.field(i).type) or
+                                                       pa.types.is_large_binary(t.field(i).type))
+                       for i in range(t.num_fields))
         return pa.types.is_binary(t) or pa.types.is_large_binary(t)
     found = [n for n in schema.names if is_image(schema.field(n).type)]
     if found:
