@@ -32,7 +32,9 @@ def sha256_file(path: str | os.PathLike) -> str:
     """The file's sha256; for a hub folder, the sha256 of its config's and its weights' digests."""
     path = Path(path)
     if is_hub_folder(path):
-        parts = [sha256_file(path / "config.json"), sha256_file(hub_weights(path))]
+        from .models.hf_transformers import is_transformers_folder, weight_files
+        weights = weight_files(path) if is_transformers_folder(path) else [hub_weights(path)]
+        parts = [sha256_file(path / "config.json")] + [sha256_file(w) for w in weights]
         return hashlib.sha256("".join(parts).encode()).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -48,7 +50,8 @@ def _check_readable(path: Path) -> None:
         if is_hub_folder(path):
             return
         raise HardenError(f"{str(path)!r} is a directory without config.json; give a checkpoint file (.safetensors, "
-                          ".pt, .pth or .bin) or a timm hub folder (config.json + model.safetensors).")
+                          ".pt, .pth or .bin) or a hub folder (config.json + model.safetensors: timm's, or a transformers "
+                          "classifier's).")
     if path.stat().st_size == 0:
         raise HardenError(f"Checkpoint {str(path)!r} is empty (0 bytes); it was probably not written completely.")
 
@@ -59,6 +62,9 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     path = Path(path)
     _check_readable(path)
     if path.is_dir():  # a hub folder: its weights file (the config is read by load)
+        from .models.hf_transformers import is_transformers_folder, read_weights
+        if is_transformers_folder(path):
+            return read_weights(path), {}
         path = hub_weights(path)
     kind = formats.sniff_format(path)
     if kind == formats.SAFETENSORS:

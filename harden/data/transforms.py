@@ -51,6 +51,9 @@ class Preprocess:
 
     def describe(self) -> str:
         h, w = self.input_size
+        if self.crop_mode == "squash" and self.crop_pct < 1:
+            return (f"resized to {math.floor(h / self.crop_pct)}x{math.floor(w / self.crop_pct)} "
+                    f"({self.interpolation}), aspect ratio not kept, centre crop {h}x{w}")
         if self.crop_mode == "squash":
             return f"resized to {h}x{w} ({self.interpolation}), aspect ratio not kept"
         scale = int(min(h, w) / self.crop_pct) if self.crop_pct < 1 else min(h, w)

@@ -40,6 +40,9 @@ def read_hub_config(path: Path) -> dict[str, Any]:
         cfg = json.loads((path / HUB_CONFIG).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise HardenError(f"{str(path / HUB_CONFIG)!r} is not readable JSON ({e}).") from None
+    from .hf_transformers import is_transformers_config, read_transformers_folder
+    if isinstance(cfg, dict) and is_transformers_config(cfg):
+        return read_transformers_folder(path, cfg)
     arch = cfg.get("architecture") or cfg.get("arch")
     if not arch:
         raise HardenError(f"{str(path / HUB_CONFIG)!r} names no architecture (timm's hub folders say it under "
@@ -124,7 +127,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         size = [int(img_size)] * 2 if isinstance(img_size, (int, float, str)) else [int(v) for v in img_size][-2:]
         spec["input_size"], source["input_size"] = size, "--model-arg img_size"
         spec.pop("test_input_size", None)
-    if "num_classes" not in spec and ":" in str(spec["arch"]):
+    if "num_classes" not in spec and ":" in str(spec["arch"]) and not str(spec["arch"]).startswith("transformers:"):
         default = constructor_default(str(spec["arch"]), "num_classes")
         if isinstance(default, int) and not isinstance(default, bool) and default > 0:
             # the constructor's own default; loading the weights strictly then checks it against the file's head

@@ -71,6 +71,9 @@ def _build_net(spec: ModelSpec) -> nn.Module:
     arch = spec.arch
     if arch in _BUILTINS:
         return _BUILTINS[arch](num_classes=spec.num_classes, in_chans=spec.in_chans, input_size=spec.input_size)
+    from . import hf_transformers
+    if arch.startswith(hf_transformers.PREFIX):
+        return hf_transformers.build(arch, spec.num_classes, spec.in_chans, spec.model_args)
     if ":" in arch:
         fn = _import_callable(arch)
         kwargs = {"num_classes": spec.num_classes, "in_chans": spec.in_chans, "input_size": spec.input_size}

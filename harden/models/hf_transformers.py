@@ -1,0 +1,211 @@
+"""Image classifiers of Hugging Face's transformers library (`ViTForImageClassification`, `ConvNextFor...`,
+`SwinFor...`, `ResNetFor...`, ...) as `save_pretrained` and the hub leave them: a folder with `config.json`
+(`architectures`, `model_type`, `id2label`), the weights, and `preprocessor_config.json` (the image processor's
+size, crop, resampling, mean and std).
+
+The architecture is `transformers:<class name>`, built from the configuration (kept whole in the model's
+`model_args`, so every checkpoint harden writes rebuilds it with no folder beside it); its forward takes pixel
+values and gives the logits, and its state dict keys are the library's own, so the folder's weights load as saved.
+The image processor's steps become harden's transform (timm's names): a fixed height x width is a `squash` resize,
+a shortest edge with a centre crop is a `center` crop of that fraction. The pixels then match the processor's to
+a grey level (it resizes in floating point, timm's transform in 8 bits), except that where the margin around a
+centre crop is odd, timm rounds the crop's offset half to even and the library floors it: one pixel apart."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..errors import HardenError
+
+PREFIX = "transformers:"
+PROCESSOR_CONFIG = "preprocessor_config.json"
+# PIL's resampling numbers, as image processors store them
+RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")  # what transformers names classes nobody named
+
+
+def is_transformers_config(cfg: dict[str, Any]) -> bool:
+    return bool(cfg.get("model_type")) and isinstance(cfg.get("architectures"), list) and bool(cfg["architectures"])
+
+
+def is_transformers_folder(path: Path) -> bool:
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and is_transformers_config(cfg)
+
+
+def _library():
+    try:
+        import transformers
+    except ImportError:  # a dependency (pyproject); absent only from a bare environment
+        raise HardenError("This is a transformers model; reading it needs the transformers library "
+                          "(pip install transformers).") from None
+    return transformers
+
+
+def read_transformers_folder(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """config.json (+ preprocessor_config.json) -> harden's metadata names."""
+    cls_name = str(cfg["architectures"][0])
+    if not cls_name.endswith("ForImageClassification"):
+        raise HardenError(f"{str(path)!r} holds a transformers {cls_name}, not an image classifier (a class "
+                          "...ForImageClassification); harden evaluates and hardens classifiers.")
+    config = {k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version", "_name_or_path")}
+    labels = {int(k): str(v) for k, v in (cfg.get("id2label") or {}).items()}
+    meta: dict[str, Any] = {"arch": PREFIX + cls_name, "model_args": {"config": config}}
+    if labels:
+        meta["num_classes"] = max(labels) + 1
+        if len(labels) == max(labels) + 1 and not all(DEFAULT_LABEL.match(v) for v in labels.values()):
+            meta["label_names"] = [labels[i] for i in range(len(labels))]
+    elif cfg.get("num_labels"):
+        meta["num_classes"] = int(cfg["num_labels"])
+    meta["in_chans"] = int(cfg.get("num_channels", 3))
+    processor = path / PROCESSOR_CONFIG
+    if processor.is_file():
+        try:
+            proc = json.loads(processor.read_text())
+        except (OSError, ValueError) as e:
+            raise HardenError(f"{str(processor)!r} is not readable JSON ({e}).") from None
+        meta.update(processor_preprocess(proc, meta["in_chans"]))
+    elif cfg.get("image_size"):  # no processor saved: the model's own input size; mean/std left to the defaults
+        size = cfg["image_size"]
+        meta["input_size"] = [int(size)] * 2 if isinstance(size, (int, float)) else [int(v) for v in size][-2:]
+    return meta
+
+
+def _hw(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, dict) and "height" in value and "width" in value:
+        return int(value["height"]), int(value["width"])
+    if isinstance(value, (int, float)):
+        return int(value), int(value)
+    return None
+
+
+def processor_preprocess(proc: dict[str, Any], in_chans: int) -> dict[str, Any]:
+    """An image processor's configuration -> input_size, crop_pct, crop_mode, interpolation, mean, std."""
+    out: dict[str, Any] = {}
+    if proc.get("do_normalize", True) and proc.get("image_mean") is not None:
+        out["mean"] = [float(v) for v in _list(proc["image_mean"])]
+        out["std"] = [float(v) for v in _list(proc["image_std"])]
+    elif not proc.get("do_normalize", True):
+        out["mean"], out["std"] = [0.0] * in_chans, [1.0] * in_chans
+    resample = proc.get("resample")
+    if isinstance(resample, int) and resample in RESAMPLE:
+        out["interpolation"] = RESAMPLE[resample]
+    size = proc.get("size")
+    crop = _hw(proc.get("crop_size")) if proc.get("do_center_crop", "crop_size" in proc) else None
+    shortest = size.get("shortest_edge") if isinstance(size, dict) else None
+    if proc.get("crop_pct") is not None and shortest:  # ConvNeXt's processor: resize to edge/crop_pct, crop edge
+        edge = int(shortest)
+        if edge < 384:
+            out.update(input_size=[edge, edge], crop_pct=float(proc["crop_pct"]), crop_mode="center")
+        else:  # its processor warps to a square at 384 and above, without cropping
+            out.update(input_size=[edge, edge], crop_pct=1.0, crop_mode="squash")
+    elif shortest and crop:
+        out.update(input_size=list(crop), crop_pct=min(crop) / float(shortest), crop_mode="center")
+    elif shortest:
+        out.update(input_size=[int(shortest)] * 2, crop_pct=1.0, crop_mode="center")
+    elif _hw(size):
+        out.update(input_size=list(_hw(size)), crop_pct=1.0, crop_mode="squash")
+        if crop:  # resized to a fixed size, then cropped: timm's squash mode at that fraction
+            out.update(input_size=list(crop), crop_pct=min(crop) / min(_hw(size)))
+    return out
+
+
+def _list(v: Any) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+class _Logits:
+    """Mixed into the library's class: forward(pixels) -> logits, nothing else of its interface changed."""
+
+    def forward(self, x):  # noqa: D401
+        return super().forward(pixel_values=x, return_dict=True).logits
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def build(arch: str, num_classes: int, in_chans: int, model_args: dict[str, Any]) -> nn.Module:
+    transformers = _library()
+    cls_name = arch[len(PREFIX):]
+    hf_cls = getattr(transformers, cls_name, None)
+    if hf_cls is None or not isinstance(hf_cls, type) or not issubclass(hf_cls, nn.Module):
+        raise HardenError(f"{arch!r}: transformers {transformers.__version__} has no model class {cls_name!r}.")
+    config = dict((model_args or {}).get("config") or {})
+    if not config.get("model_type"):
+        raise HardenError(f"{arch!r} needs its configuration (the model folder's config.json, kept in model_args).")
+    if int(config.get("num_labels", len(config.get("id2label") or {}) or num_classes)) != num_classes:
+        config.pop("id2label", None)
+        config.pop("label2id", None)
+    config["num_labels"] = num_classes
+    config["num_channels"] = in_chans
+    try:
+        cfg = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+        cfg.num_labels = num_classes
+        net = hf_cls(cfg)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise HardenError(f"transformers could not build {cls_name} from its configuration: {e}") from None
+    if hf_cls not in _CLASSES:  # one subclass per library class (deepcopy and `isinstance` keep working)
+        _CLASSES[hf_cls] = type(hf_cls.__name__, (_Logits, hf_cls), {"__module__": __name__})
+    net.__class__ = _CLASSES[hf_cls]
+    return net
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The folder's weight files (one, or the shards its index names)."""
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (path / index).is_file():
+            try:
+                shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
+            except (OSError, ValueError, KeyError, AttributeError) as e:
+                raise HardenError(f"{str(path / index)!r} is not a readable shard index ({e}).") from None
+            return [path / index] + [path / s for s in shards]
+    found = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
+    if not found:
+        raise HardenError(f"The transformers folder {str(path)!r} has config.json but no weights (model.safetensors, "
+                          "pytorch_model.bin, or their sharded index).")
+    return found[:1]
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """The folder's weights in the layout the installed library builds (it renames older layouts as it loads them),
+    read by the library itself; every weight of the model must come from the file."""
+    import torch
+    transformers = _library()
+    weight_files(path)  # a clear error when there are none
+    cfg = json.loads((path / "config.json").read_text())
+    cls_name = str(cfg["architectures"][0])
+    hf_cls = getattr(transformers, cls_name, None)
+    if hf_cls is None:
+        raise HardenError(f"{str(path)!r}: transformers {transformers.__version__} has no model class {cls_name!r}.")
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        try:
+            net, info = hf_cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
+                                               output_loading_info=True, use_safetensors=None)
+        except TypeError:  # transformers 4 names it torch_dtype
+            net, info = hf_cls.from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32,
+                                               output_loading_info=True)
+    except HardenError:
+        raise
+    except Exception as e:  # whatever the library raises for a damaged or foreign folder
+        raise HardenError(f"transformers could not read the weights in {str(path)!r} ({type(e).__name__}: {e}).") \
+            from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        transformers.utils.logging.enable_progress_bar()
+    missing = list(info.get("missing_keys") or []) + [str(m[0]) if isinstance(m, (tuple, list)) else str(m)
+                                                     for m in info.get("mismatched_keys") or []]
+    if missing:
+        raise HardenError(f"The weights in {str(path)!r} do not cover the model {cls_name}: {len(missing)} weight(s) "
+                          f"missing or of another shape (first: {', '.join(missing[:3])}); the library would fill "
+                          "them at random. Check that config.json belongs to these weights.")
+    return {k: v.detach() for k, v in net.state_dict().items()}

@@ -1,0 +1,123 @@
+"""Image classifiers of Hugging Face's transformers library, as save_pretrained leaves them (harden/models/
+hf_transformers.py): the folder loads with no flag, its outputs are the library's, its image processor becomes
+harden's transform, and every command runs on it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import harden
+from harden.data.transforms import Preprocess
+from harden.errors import HardenError
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_library():
+    transformers.logging.set_verbosity_error()
+
+
+def _vit(labels=None):
+    cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64, num_labels=3, **({"id2label": dict(enumerate(labels)),
+                                                                        "label2id": {n: i for i, n in enumerate(labels)}}
+                                                                       if labels else {}))
+    return transformers.ViTForImageClassification(cfg), transformers.ViTImageProcessor(size={"height": 32, "width": 32})
+
+
+def _convnext():
+    cfg = transformers.ConvNextConfig(hidden_sizes=[8, 8, 16, 16], depths=[1, 1, 1, 1], num_labels=4)
+    return (transformers.ConvNextForImageClassification(cfg),
+            transformers.ConvNextImageProcessor(size={"shortest_edge": 48}, crop_pct=0.875))
+
+
+def _deit():
+    cfg = transformers.DeiTConfig(image_size=40, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=64, num_labels=3)
+    return (transformers.DeiTForImageClassification(cfg),
+            transformers.DeiTImageProcessor(size={"height": 48, "width": 48}, crop_size={"height": 40, "width": 40}))
+
+
+@pytest.mark.parametrize("make,expect", [
+    (_vit, dict(input_size=(32, 32), crop_mode="squash", crop_pct=1.0, interpolation="bilinear")),
+    (_convnext, dict(input_size=(48, 48), crop_mode="center", crop_pct=0.875, interpolation="bicubic")),
+    (_deit, dict(input_size=(40, 40), crop_mode="squash", crop_pct=40 / 48, interpolation="bicubic")),
+], ids=["vit-fixed-size", "convnext-crop-pct", "deit-size-then-crop"])
+def test_a_saved_folder_gives_the_librarys_outputs_and_its_processors_pixels(tmp_path, make, expect):
+    net, processor = make()
+    torch.manual_seed(0)
+    with torch.no_grad():  # not the initialisation's near-zero head: outputs that tell weights apart
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    net.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    model = harden.load(tmp_path).eval()
+    pre = Preprocess.of(model.spec)
+    for key, value in expect.items():
+        got = getattr(pre, key)
+        assert (got == pytest.approx(value)) if isinstance(value, float) else got == value, key
+    assert model.spec.arch == "transformers:" + type(net).__name__
+    # margins around the crop even: an odd one puts timm's crop (offset rounded half to even) a pixel from the
+    # library's (floored), as the module's docstring says
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)).resize((120, 90))
+    x = pre.eval_transform()(photo).float().div(255)[None]
+    reference = processor(images=photo, return_tensors="pt")["pixel_values"]
+    ours = model.normalize(x)
+    # the library resizes in floating point, timm's transform in 8 bits: a grey level apart at most, rarely
+    assert (ours - reference).abs().max() * min(processor.image_std) <= 1.01 / 255
+    assert (ours - reference).abs().mean() < 1e-3
+    library = type(net).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), library(pixel_values=ours).logits)
+
+
+def test_labels_round_trip_and_every_command_runs(tmp_path, cli):
+    """id2label become the label names (class folders map by them); a checkpoint harden writes rebuilds the model
+    with no folder beside it; eval, fix, inspect and export run on the folder."""
+    net, processor = _vit(["cat", "dog", "bird"])
+    net.save_pretrained(tmp_path / "vit")
+    processor.save_pretrained(tmp_path / "vit")
+    model = harden.load(tmp_path / "vit")
+    assert model.spec.extra["label_names"] == ["cat", "dog", "bird"] and model.spec.num_classes == 3
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("bird", "cat", "dog"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (36, 40, 3), np.uint8)).save(tmp_path / "data" / split / c / f"{i}.png")
+    code, _, err = cli("eval", tmp_path / "vit", "--data", tmp_path / "data", "--attack", "fgsm", "--n", "12",
+                       "--workers", "0", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["data_details"]["classes"] == "the model's label names"
+    code, _, err = cli("fix", tmp_path / "vit", "--data", tmp_path / "data", "--data-frac", "1", "--epochs", "1",
+                       "--set", "val_frac=0", "--no-report", "--workers", "0", "-o", tmp_path / "f.safetensors", "-q")
+    assert code == 0, err
+    fixed = harden.load(tmp_path / "f.safetensors").eval()  # no folder needed: the configuration travels with it
+    assert fixed.spec.extra["label_names"] == ["cat", "dog", "bird"]
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.equal(fixed(x), model.eval()(x))  # trained
+    code, out, err = cli("export", tmp_path / "f.safetensors", "-o", tmp_path / "f.onnx")
+    assert code == 0, err
+    code, out, err = cli("inspect", tmp_path / "vit")
+    assert code == 0 and "transformers:ViTForImageClassification" in out
+
+
+def test_folders_the_library_would_fill_at_random_or_that_hold_no_classifier_are_refused(tmp_path):
+    net, processor = _vit()
+    net.save_pretrained(tmp_path / "vit")
+    from safetensors.torch import load_file, save_file
+    state = load_file(tmp_path / "vit" / "model.safetensors")
+    save_file({k: v for k, v in state.items() if not k.startswith("classifier.")}, tmp_path / "vit" / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(HardenError, match="do not cover the model.*classifier.*at random"):
+        harden.load(tmp_path / "vit")
+    transformers.ViTModel(net.config).save_pretrained(tmp_path / "backbone")
+    with pytest.raises(HardenError, match="ViTModel, not an image classifier"):
+        harden.load(tmp_path / "backbone")
