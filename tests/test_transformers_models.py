@@ -43,11 +43,28 @@ def _deit():
             transformers.DeiTImageProcessor(size={"height": 48, "width": 48}, crop_size={"height": 40, "width": 40}))
 
 
+def _efficientnet():  # its processor: an offset and a second division by std, both measured as one mean and std
+    cfg = transformers.EfficientNetConfig(image_size=40, width_coefficient=0.25, depth_coefficient=0.2, hidden_dim=320,
+                                          num_labels=3)
+    return (transformers.EfficientNetForImageClassification(cfg),
+            transformers.EfficientNetImageProcessor(size={"height": 48, "width": 48}, crop_size={"height": 40, "width": 40},
+                                                    do_center_crop=True, rescale_offset=True))
+
+
+def _mobilevit():  # its processor feeds BGR and does not normalise
+    cfg = transformers.MobileViTConfig(image_size=32, patch_size=2, hidden_sizes=[16, 16, 16], num_attention_heads=2,
+                                       neck_hidden_sizes=[8, 8, 16, 16, 16, 16, 32], num_labels=3)
+    return (transformers.MobileViTForImageClassification(cfg),
+            transformers.MobileViTImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32}))
+
+
 @pytest.mark.parametrize("make,expect", [
     (_vit, dict(input_size=(32, 32), crop_mode="squash", crop_pct=1.0, interpolation="bilinear")),
     (_convnext, dict(input_size=(48, 48), crop_mode="center", crop_pct=0.875, interpolation="bicubic")),
     (_deit, dict(input_size=(40, 40), crop_mode="squash", crop_pct=40 / 48, interpolation="bicubic")),
-], ids=["vit-fixed-size", "convnext-crop-pct", "deit-size-then-crop"])
+    (_efficientnet, dict(input_size=(40, 40), crop_mode="squash", crop_pct=40 / 48, mean=(1.5,) * 3, std=(0.25,) * 3)),
+    (_mobilevit, dict(input_size=(32, 32), crop_mode="center", crop_pct=32 / 36, mean=(0.0,) * 3, std=(1.0,) * 3)),
+], ids=["vit-fixed-size", "convnext-crop-pct", "deit-size-then-crop", "efficientnet-offset", "mobilevit-bgr"])
 def test_a_saved_folder_gives_the_librarys_outputs_and_its_processors_pixels(tmp_path, make, expect):
     net, processor = make()
     torch.manual_seed(0)
@@ -59,8 +76,9 @@ def test_a_saved_folder_gives_the_librarys_outputs_and_its_processors_pixels(tmp
     model = harden.load(tmp_path).eval()
     pre = Preprocess.of(model.spec)
     for key, value in expect.items():
-        got = getattr(pre, key)
-        assert (got == pytest.approx(value)) if isinstance(value, float) else got == value, key
+        got = getattr(model.spec if key in ("mean", "std") else pre, key)
+        assert (got == pytest.approx(value)) if isinstance(value, (float, tuple)) and key != "input_size" \
+            else got == value, key
     assert model.spec.arch == "transformers:" + type(net).__name__
     # margins around the crop even: an odd one puts timm's crop (offset rounded half to even) a pixel from the
     # library's (floored), as the module's docstring says
@@ -68,8 +86,10 @@ def test_a_saved_folder_gives_the_librarys_outputs_and_its_processors_pixels(tmp
     x = pre.eval_transform()(photo).float().div(255)[None]
     reference = processor(images=photo, return_tensors="pt")["pixel_values"]
     ours = model.normalize(x)
+    ours = ours.flip(1) if model.net.flip_channels else ours  # what the network itself receives
+    assert model.net.flip_channels == (make is _mobilevit)
     # the library resizes in floating point, timm's transform in 8 bits: a grey level apart at most, rarely
-    assert (ours - reference).abs().max() * min(processor.image_std) <= 1.01 / 255
+    assert (ours - reference).abs().max() * min(model.spec.std) <= 1.01 / 255
     assert (ours - reference).abs().mean() < 1e-3
     library = type(net).from_pretrained(tmp_path).eval()
     with torch.no_grad():
@@ -80,8 +100,9 @@ def test_labels_round_trip_and_every_command_runs(tmp_path, cli):
     """id2label become the label names (class folders map by them); a checkpoint harden writes rebuilds the model
     with no folder beside it; eval, fix, inspect and export run on the folder."""
     net, processor = _vit(["cat", "dog", "bird"])
-    net.save_pretrained(tmp_path / "vit")
+    net.save_pretrained(tmp_path / "vit", max_shard_size="40KB")  # sharded, as large models are
     processor.save_pretrained(tmp_path / "vit")
+    assert (tmp_path / "vit" / "model.safetensors.index.json").is_file()
     model = harden.load(tmp_path / "vit")
     assert model.spec.extra["label_names"] == ["cat", "dog", "bird"] and model.spec.num_classes == 3
     rng = np.random.default_rng(0)
@@ -101,8 +122,10 @@ def test_labels_round_trip_and_every_command_runs(tmp_path, cli):
     fixed = harden.load(tmp_path / "f.safetensors").eval()  # no folder needed: the configuration travels with it
     assert fixed.spec.extra["label_names"] == ["cat", "dog", "bird"]
     x = torch.rand(2, 3, 32, 32)
+    library = transformers.ViTForImageClassification.from_pretrained(tmp_path / "vit").eval()
     with torch.no_grad():
-        assert not torch.equal(fixed(x), model.eval()(x))  # trained
+        assert torch.equal(model.eval()(x), library(pixel_values=model.normalize(x)).logits)
+        assert not torch.equal(fixed(x), model(x))  # trained
     code, out, err = cli("export", tmp_path / "f.safetensors", "-o", tmp_path / "f.onnx")
     assert code == 0, err
     code, out, err = cli("inspect", tmp_path / "vit")

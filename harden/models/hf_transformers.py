@@ -72,6 +72,10 @@ def read_transformers_folder(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         except (OSError, ValueError) as e:
             raise HardenError(f"{str(processor)!r} is not readable JSON ({e}).") from None
         meta.update(processor_preprocess(proc, meta["in_chans"]))
+        measured = measure_processor(path, meta)
+        if measured.pop("flip_channels", False):
+            meta["model_args"]["flip_channels"] = True
+        meta.update(measured)
     elif cfg.get("image_size"):  # no processor saved: the model's own input size; mean/std left to the defaults
         size = cfg["image_size"]
         meta["input_size"] = [int(size)] * 2 if isinstance(size, (int, float)) else [int(v) for v in size][-2:]
@@ -117,14 +121,71 @@ def processor_preprocess(proc: dict[str, Any], in_chans: int) -> dict[str, Any]:
     return out
 
 
+def measure_processor(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """What the folder's own image processor does to intensities, measured on uniform images: per channel, the
+    affine map from [0, 1] pixels to its output (whatever its settings: rescale offsets, EfficientNet's second
+    division, defaults the file leaves out) as mean and std, and whether it reverses the channels (MobileViT feeds
+    BGR). Its output size must be the input size read from its settings. {} where the library cannot build it."""
+    import numpy as np
+    transformers = _library()
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
+    except Exception:  # noqa: BLE001 - a processor class this version lacks: the settings read above stand
+        return {}
+    c = int(meta.get("in_chans", 3))
+
+    def run(colour, shape=(60, 80)) -> "np.ndarray":
+        img = np.broadcast_to(np.asarray(colour, np.uint8), (*shape, 3)).copy()
+        if c == 1:
+            img = img[..., :1]
+        out = processor(images=img, return_tensors="np")["pixel_values"][0]
+        return out
+    try:
+        black, white, red, grey = run((0, 0, 0)), run((255, 255, 255)), run((255, 0, 0)), run((128, 128, 128))
+    except Exception as e:  # noqa: BLE001 - whatever the library raises on a plain RGB image
+        raise HardenError(f"The image processor saved in {str(path)!r} fails on a plain RGB image ({type(e).__name__}: "
+                          f"{e}).") from None
+    v0 = black.reshape(black.shape[0], -1).mean(1)
+    v1 = white.reshape(white.shape[0], -1).mean(1)
+    if np.any(np.abs(v1 - v0) < 1e-6):
+        raise HardenError(f"The image processor saved in {str(path)!r} maps black and white to the same value.")
+    std = 1.0 / (v1 - v0)
+    mean = -v0 * std
+    predicted = (128 / 255 - mean) / std
+    if np.abs(grey.reshape(grey.shape[0], -1).mean(1) - predicted).max() > 2e-2 * np.abs(1 / std).max():
+        raise HardenError(f"The image processor saved in {str(path)!r} maps intensities in a way that is not one "
+                          "scale and offset per channel; harden's transform cannot reproduce it.")
+    out: dict[str, Any] = {}
+    r = red.reshape(red.shape[0], -1).mean(1)
+    flip = c == 3 and abs(r[2] - v1[2]) < abs(r[2] - v0[2]) and abs(r[0] - v0[0]) < abs(r[0] - v1[0])
+    if flip:
+        out["flip_channels"] = True
+        mean, std = mean[::-1], std[::-1]
+    out["mean"] = [round(float(v), 6) + 0.0 for v in mean]  # + 0.0: no -0.0 in the metadata
+    out["std"] = [round(float(v), 6) + 0.0 for v in std]
+    size = tuple(int(v) for v in black.shape[-2:])
+    expected = tuple(meta.get("input_size") or ())
+    if expected and size != expected:
+        raise HardenError(f"The image processor saved in {str(path)!r} gives {size[0]}x{size[1]} images where its "
+                          f"settings read as {expected[0]}x{expected[1]}; pass --input-size, --crop-pct and "
+                          "--crop-mode to say how it resizes.")
+    if not expected:
+        out["input_size"] = list(size)
+    return out
+
+
 def _list(v: Any) -> list:
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
 class _Logits:
-    """Mixed into the library's class: forward(pixels) -> logits, nothing else of its interface changed."""
+    """Mixed into the library's class: forward(pixels) -> logits (channels reversed first for a model fed BGR),
+    nothing else of its interface changed."""
+    flip_channels = False
 
     def forward(self, x):  # noqa: D401
+        if self.flip_channels:
+            x = x.flip(1)
         return super().forward(pixel_values=x, return_dict=True).logits
 
 
@@ -154,6 +215,7 @@ def build(arch: str, num_classes: int, in_chans: int, model_args: dict[str, Any]
     if hf_cls not in _CLASSES:  # one subclass per library class (deepcopy and `isinstance` keep working)
         _CLASSES[hf_cls] = type(hf_cls.__name__, (_Logits, hf_cls), {"__module__": __name__})
     net.__class__ = _CLASSES[hf_cls]
+    net.flip_channels = bool((model_args or {}).get("flip_channels"))
     return net
 
 
