@@ -158,9 +158,14 @@ def is_skipped_dir(name: str) -> bool:
 
 
 def image_files(top: Path) -> list[str]:
-    """Every image under `top`, at any depth, as paths relative to it (unsorted). Links are followed, each real
-    folder walked once (os.walk would loop forever on a link to a folder above it); tool and hidden folders and
-    hidden files skipped."""
+    """Every image under `top`, at any depth, as paths relative to it (unsorted)."""
+    return walk_files(top, _is_image)
+
+
+def walk_files(top: Path, keep: Callable[[str], bool]) -> list[str]:
+    """The files under `top` whose names `keep` accepts, at any depth, as paths relative to it (unsorted). Links are
+    followed, each real folder walked once (os.walk would loop forever on a link to a folder above it); tool and
+    hidden folders and hidden files skipped."""
     seen: set[str] = set()
     out: list[str] = []
     for root, dirs, files in os.walk(top, followlinks=True):
@@ -171,7 +176,7 @@ def image_files(top: Path) -> list[str]:
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if not is_skipped_dir(d))
         rel = os.path.relpath(root, top)
-        out += [os.path.normpath(os.path.join(rel, f)) for f in files if _is_image(f) and not f.startswith(".")]
+        out += [os.path.normpath(os.path.join(rel, f)) for f in files if keep(f) and not f.startswith(".")]
     return out
 
 

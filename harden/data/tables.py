@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HardenError
-from .sources import Listing, OnDisk, PathTable, is_skipped_dir
+from .sources import Listing, OnDisk, PathTable, walk_files
 
 TABLE_EXT = {".parquet": "parquet", ".arrow": "arrow"}
 SPLIT_TOKENS = {"train": "train", "training": "train", "validation": "test", "valid": "test", "val": "test",
@@ -50,17 +50,7 @@ def _pa():
 
 def table_files(top: Path) -> list[Path]:
     """Parquet and Arrow files under `top` (any depth; hidden and tool folders skipped, each real folder once)."""
-    seen: set[str] = set()
-    out = []
-    for root, dirs, files in os.walk(top, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not is_skipped_dir(d))
-        out += [Path(root) / f for f in sorted(files) if Path(f).suffix.lower() in TABLE_EXT and not f.startswith(".")]
-    return out
+    return [top / p for p in sorted(walk_files(top, lambda f: Path(f).suffix.lower() in TABLE_EXT))]
 
 
 def _split_word(path: Path, top: Path) -> tuple[str | None, tuple[str, ...]]:
