@@ -8,8 +8,10 @@ kept in the dataset's own order) or a column named like a label; a split comes f
 
 Access: an Arrow file is memory-mapped, so an image is a slice of the map. Parquet allows no random access into a
 row group (Hugging Face writes 100 images to one), so the rows a run uses are first copied, in one streaming pass
-over only the row groups that hold them, into a spill file in the temporary folder (TMPDIR): memory holds one record
-batch, disk the chosen images' bytes, and every later read (each training epoch) is a seek into that file."""
+over only the row groups that hold them, into a spill file in the temporary folder (TMPDIR): memory holds one row
+group's images at a time (pyarrow decodes a row group whole: 100 images as Hugging Face writes them, as many as a
+writer put in one otherwise), disk the chosen images' bytes, and every later read (each training epoch) is a seek
+into that file."""
 from __future__ import annotations
 
 import json
@@ -34,7 +36,7 @@ SPLIT_TOKENS = {"train": "train", "training": "train", "validation": "test", "va
 EVAL_ORDER = ("validation", "valid", "val", "test", "testing", "eval")
 LABEL_NAMES = ("label", "labels", "fine_label", "class", "class_id", "class_label", "target", "category", "cls", "y")
 IMAGE_NAMES = ("image", "img", "images", "picture", "photo", "jpg", "png", "webp", "file")
-READ_BATCH = 64  # rows per record batch of the spill pass: its memory
+READ_BATCH = 64  # rows per record batch of the spill pass (pyarrow still decodes the row group whole)
 
 
 def _pa():
