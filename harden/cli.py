@@ -140,8 +140,18 @@ def inspect(
             ("output kind", detect_output_kind(model, torch.rand(2, s.in_chans, *s.input_size))
              + scores_entry(model)),
             ("sha256", sha256_file(checkpoint))]
-    if s.model_args:
+    if s.model_args and isinstance(s.model_args.get("config"), dict) and s.arch.startswith("transformers:"):
+        cfg = s.model_args["config"]  # a transformers configuration, kept whole: too long to print
+        rows.append(("model_args", said("model_args", f"the folder's config.json ({cfg.get('model_type')}, {len(cfg)} "
+                                                      "settings, kept whole)" + (
+                                                          "; channels reversed for the network (BGR)"
+                                                          if s.model_args.get("flip_channels") else ""))))
+    elif s.model_args:
         rows.append(("model_args", said("model_args", s.model_args)))
+    if s.extra.get("label_names"):
+        names = [str(n) for n in s.extra["label_names"]]
+        rows.append(("label names", said("label_names", escape(", ".join(names[:8]) + (
+            f" ... ({len(names)} in all)" if len(names) > 8 else "")))))
     if s.extra.get("test_input_size"):  # timm's larger evaluation size: --test-size
         rows.append(("test size", said("test_input_size", "x".join(map(str, s.extra["test_input_size"])))
                      + f", crop {s.extra.get('test_crop_pct', s.crop_pct)} (--test-size)"))

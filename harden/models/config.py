@@ -20,6 +20,7 @@ SPEC_KEYS = NET_KEYS + PREPROCESS_KEYS
 DEFAULTS: dict[str, Any] = {"in_chans": 3, "input_size": [32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
                             "crop_mode": "center", "mean": [0.0], "std": [1.0], "model_args": {}}
 HUB_CONFIG = "config.json"
+SOURCES_KEY = "_sources"  # read_hub_config: {key: the file it came from} where that is not config.json
 HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -106,7 +107,10 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     source: dict[str, str] = {}
     layers: list[tuple[str, dict[str, Any]]] = [("flag", {k: v for k, v in flags.items() if v is not None}),
                                                  ("checkpoint", meta)]
+    hub_sources: dict[str, str] = {}
     if hub:
+        hub = dict(hub)
+        hub_sources = hub.pop(SOURCES_KEY, {})  # values a hub folder takes from another of its files
         layers.append((f"hub {HUB_CONFIG}", hub))
     for key in ("arch",):
         _pick(key, layers, spec, source)
@@ -119,6 +123,9 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         layers.append((f"timm config ({spec['arch']})", tcfg))
     for key in SPEC_KEYS[1:] + ("test_input_size", "test_crop_pct", "label_names"):
         _pick(key, layers, spec, source)
+    for key, where in hub_sources.items():
+        if source.get(key) == f"hub {HUB_CONFIG}":
+            source[key] = where
     if tcfg and state:
         weights_override(str(spec["arch"]), spec, source, state)
     img_size = (spec.get("model_args") or {}).get("img_size")

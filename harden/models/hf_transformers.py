@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import HardenError
+from .config import SOURCES_KEY
 
 PREFIX = "transformers:"
 PROCESSOR_CONFIG = "preprocessor_config.json"
@@ -71,11 +72,14 @@ def read_transformers_folder(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             proc = json.loads(processor.read_text())
         except (OSError, ValueError) as e:
             raise HardenError(f"{str(processor)!r} is not readable JSON ({e}).") from None
-        meta.update(processor_preprocess(proc, meta["in_chans"]))
+        settings = processor_preprocess(proc, meta["in_chans"])
+        meta.update(settings)
         measured = measure_processor(path, meta)
         if measured.pop("flip_channels", False):
             meta["model_args"]["flip_channels"] = True
         meta.update(measured)
+        meta[SOURCES_KEY] = {**{k: PROCESSOR_CONFIG for k in settings},
+                             **{k: f"{PROCESSOR_CONFIG}, measured" for k in measured}}
     elif cfg.get("image_size"):  # no processor saved: the model's own input size; mean/std left to the defaults
         size = cfg["image_size"]
         meta["input_size"] = [int(size)] * 2 if isinstance(size, (int, float)) else [int(v) for v in size][-2:]
