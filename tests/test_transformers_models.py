@@ -58,13 +58,21 @@ def _mobilevit():  # its processor feeds BGR and does not normalise
             transformers.MobileViTImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32}))
 
 
+def _levit():  # its processor scales the shortest edge by 256/224 before its crop: found by comparing pixels
+    cfg = transformers.LevitConfig(image_size=224, hidden_sizes=[16, 24, 32], num_attention_heads=[1, 1, 1],
+                                   depths=[1, 1, 1], key_dim=[8, 8, 8], num_labels=3)
+    return (transformers.LevitForImageClassification(cfg),
+            transformers.LevitImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}))
+
+
 @pytest.mark.parametrize("make,expect", [
     (_vit, dict(input_size=(32, 32), crop_mode="squash", crop_pct=1.0, interpolation="bilinear")),
     (_convnext, dict(input_size=(48, 48), crop_mode="center", crop_pct=0.875, interpolation="bicubic")),
     (_deit, dict(input_size=(40, 40), crop_mode="squash", crop_pct=40 / 48, interpolation="bicubic")),
     (_efficientnet, dict(input_size=(40, 40), crop_mode="squash", crop_pct=40 / 48, mean=(1.5,) * 3, std=(0.25,) * 3)),
     (_mobilevit, dict(input_size=(32, 32), crop_mode="center", crop_pct=32 / 36, mean=(0.0,) * 3, std=(1.0,) * 3)),
-], ids=["vit-fixed-size", "convnext-crop-pct", "deit-size-then-crop", "efficientnet-offset", "mobilevit-bgr"])
+    (_levit, dict(input_size=(224, 224), crop_mode="center", crop_pct=0.875)),
+], ids=["vit-fixed-size", "convnext-crop-pct", "deit-size-then-crop", "efficientnet-offset", "mobilevit-bgr", "levit"])
 def test_a_saved_folder_gives_the_librarys_outputs_and_its_processors_pixels(tmp_path, make, expect):
     net, processor = make()
     torch.manual_seed(0)
@@ -82,7 +90,8 @@ def test_a_saved_folder_gives_the_librarys_outputs_and_its_processors_pixels(tmp
     assert model.spec.arch == "transformers:" + type(net).__name__
     # margins around the crop even: an odd one puts timm's crop (offset rounded half to even) a pixel from the
     # library's (floored), as the module's docstring says
-    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)).resize((120, 90))
+    side = (120, 90) if make is not _levit else (100, 100)
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)).resize(side)
     x = pre.eval_transform()(photo).float().div(255)[None]
     reference = processor(images=photo, return_tensors="pt")["pixel_values"]
     ours = model.normalize(x)

@@ -175,7 +175,58 @@ def measure_processor(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
                           "--crop-mode to say how it resizes.")
     if not expected:
         out["input_size"] = list(size)
+    out.update(_check_geometry(processor, {**meta, **out}, flip, path))
     return out
+
+
+GEOMETRY_TOLERANCE = 4 / 255  # mean difference on a smooth pattern: a crop a pixel over stays far below it
+CROP_CANDIDATES = [(mode, pct) for mode in ("center", "squash") for pct in (1.0, 0.95, 0.9, 0.875, 0.85, 0.8)]
+
+
+def _check_geometry(processor, meta: dict[str, Any], flip: bool, path: Path) -> dict[str, Any]:
+    """harden's transform, read from the processor's settings, against the processor itself on a smooth, non-square
+    pattern (a zoom or crop that differs moves its waves; a crop one pixel over barely does). Where they disagree
+    (a processor may resize in ways its settings do not say: LeViT's scales its shortest edge by 256/224), the crop
+    fraction and mode that reproduce it are looked for among the usual ones and returned; failing that, a warning."""
+    import numpy as np
+    from PIL import Image
+
+    from ..data.transforms import Preprocess
+    from ..runtime import warn
+    c = int(meta.get("in_chans", 3))
+    h, w = 150, 200
+    yy, xx = np.mgrid[0:h, 0:w] / w
+    waves = np.stack([np.sin(2 * np.pi * (5 * xx + 1 * yy)), np.cos(2 * np.pi * (4 * yy - 3 * xx)),
+                      np.sin(2 * np.pi * 6 * xx * yy)], -1)
+    pattern = np.clip(waves * 100 + 128, 0, 255).astype(np.uint8)
+    image = Image.fromarray(pattern[..., 0] if c == 1 else pattern)
+    size = tuple(int(v) for v in meta["input_size"])
+    interpolation = str(meta.get("interpolation", "bilinear"))
+    try:
+        theirs = processor(images=np.array(image) if c == 3 else np.array(image)[..., None],
+                           return_tensors="np")["pixel_values"][0]
+    except Exception:  # noqa: BLE001 - the comparison is a check; the values stand as read
+        return {}
+    mean, std = np.asarray(meta["mean"], np.float64), np.asarray(meta["std"], np.float64)
+    theirs = theirs[::-1] if flip else theirs
+    theirs = theirs * std.reshape(-1, 1, 1)[: theirs.shape[0]] + mean.reshape(-1, 1, 1)[: theirs.shape[0]]
+
+    def gap(mode: str, pct: float) -> float:
+        ours = Preprocess(c, size, interpolation, pct, mode).eval_transform()(image).numpy().astype(np.float64) / 255
+        return float(np.abs(theirs - ours).mean()) if ours.shape == theirs.shape else float("inf")
+    read = (str(meta.get("crop_mode", "center")), float(meta.get("crop_pct", 1.0)))
+    first = gap(*read)
+    if first <= GEOMETRY_TOLERANCE:
+        return {}
+    found = min(CROP_CANDIDATES, key=lambda cand: gap(*cand))
+    if gap(*found) <= GEOMETRY_TOLERANCE:
+        return {"crop_mode": found[0], "crop_pct": found[1]}
+    described = Preprocess(c, size, interpolation, read[1], read[0]).describe()
+    warn(f"{str(path)!r}: harden's transform read from its image processor's settings ({described}) gives other "
+         f"pixels than the processor itself (a mean difference of {first * 255:.1f} grey levels on a test pattern), "
+         "and no usual crop fraction matches it: it resizes or crops in a way its settings do not say. Inputs will "
+         "differ from the library's unless --input-size, --crop-pct, --crop-mode and --interpolation say how it does.")
+    return {}
 
 
 def _list(v: Any) -> list:
