@@ -14,7 +14,7 @@ import torch
 
 from .errors import HardenError
 from .models import Classifier, create_model, is_known_arch
-from .models.config import SPEC_KEYS, hub_weights, is_hub_folder, read_hub_config, resolve
+from .models.config import GUESSED, SPEC_KEYS, hub_weights, is_hub_folder, last_linear, read_hub_config, resolve
 from .outputs import LOGITS_KEY
 from .runtime import warn
 from .pickled_model import arch_hint, read_pickled_model
@@ -115,10 +115,10 @@ def encode_meta(meta: dict[str, Any]) -> dict[str, str]:
 
 def _classes_hint(state: dict[str, torch.Tensor]) -> str:
     """What the weights say of the class count: the rows of the last 2-D weight (a classifier is usually last)."""
-    name = next((k for k in reversed(list(state)) if k.endswith("weight") and state[k].ndim == 2), None)
-    if name is None:
+    found = last_linear(state)
+    if found is None:
         return ""
-    rows = int(state[name].shape[0])
+    name, rows = found
     return f" Its last linear weight, {name}, has {rows} rows: --num-classes {rows} if that layer is the classifier."
 
 
@@ -178,7 +178,15 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                             crop_mode=str(spec["crop_mode"]), model_args=dict(spec["model_args"] or {}),
                             logits_key=logits_key if logits_key is not None else meta.get(LOGITS_KEY))
 
-    model = build()
+    guessed = sources.get("num_classes", "").startswith(GUESSED)  # kept only if the weights then load strictly
+    no_count = HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes."
+                           f"{_classes_hint(state)}")
+    try:
+        model = build()
+    except HardenError:
+        if guessed:
+            raise no_count from None
+        raise
     if sources.get("num_classes", "").startswith(("default of", "timm config")):
         # a default class count (the constructor's, timm's config's), and the file's head has other rows, seen once
         # its keys are fitted (a prefix removed, an original repository's layout converted): the file's count
@@ -199,7 +207,17 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     if meta.get("recipe"):  # a hardened checkpoint: replay the recipe's attach, then load its weights
         from .recipes import get_recipe
         get_recipe(str(meta["recipe"])).attach(model, dict(meta.get("recipe_params", {})))
-    model.load_notes = load_state_strict(model.net, state, path)
+    try:
+        model.load_notes = load_state_strict(model.net, state, path)
+    except HardenError:
+        if guessed:
+            raise no_count from None
+        raise
+    if guessed:
+        rows_of = sources["num_classes"][len(GUESSED):]
+        warn(f"--num-classes {spec['num_classes']}: the rows of the file's last linear weight ({rows_of}); "
+             f"{spec['arch']} has no default, and the weights load strictly with it.")
+        sources["num_classes"] = f"checkpoint weights ({rows_of})"
     if meta.get(PICKLED_CLASS):
         model.load_notes.insert(0, f"read the whole pickled {meta[PICKLED_CLASS]} as data (none of it ran)")
     if model.patch is not None:

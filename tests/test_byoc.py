@@ -446,3 +446,25 @@ def test_torchvision_factories_take_their_class_count_through_kwargs(tmp_path, i
     with torch.no_grad():
         assert torch.equal(model(x), net(x))
     assert [t["module"] for t in model.taps()][-4:] == ["layer1", "layer2", "layer3", "layer4"]
+
+
+def test_a_kwargs_factorys_class_count_is_the_files_head_when_the_weights_load_with_it(tmp_path):
+    """torchvision's factories have no num_classes default to read: the rows of the file's last linear weight are
+    tried and kept only where the weights then load strictly (said in a warning); otherwise the usual request for
+    --num-classes, naming those rows."""
+    import torchvision
+    net = torchvision.models.resnet18(num_classes=7).eval()
+    torch.save(net.state_dict(), tmp_path / "tv.pth")
+    from harden.runtime import console
+    with console.capture() as cap:
+        model = harden.load(tmp_path / "tv.pth", arch="torchvision.models:resnet18", input_size=(64, 64))
+    assert model.spec.num_classes == 7 and model.config_sources["num_classes"] == "checkpoint weights (fc.weight's rows)"
+    assert "--num-classes 7: the rows of the file's last linear weight" in " ".join(cap.get().split())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), net(x))
+    state = net.state_dict()
+    state["projection.weight"] = torch.zeros(3, 4)  # last, but no layer of the architecture
+    torch.save(state, tmp_path / "extra.pth")
+    with pytest.raises(HardenError, match="pass --num-classes. Its last linear weight, projection.weight, has 3 rows"):
+        harden.load(tmp_path / "extra.pth", arch="torchvision.models:resnet18", input_size=(64, 64))

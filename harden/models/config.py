@@ -139,6 +139,11 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         if isinstance(default, int) and not isinstance(default, bool) and default > 0:
             # the constructor's own default; loading the weights strictly then checks it against the file's head
             spec["num_classes"], source["num_classes"] = default, f"default of {spec['arch']}"
+        elif state and takes_keywords(str(spec["arch"])) and last_linear(state):
+            # torchvision's resnet50(*, weights, progress, **kwargs): no default to read. The file's last linear
+            # weight's rows, tried: loading strictly must then accept them (checkpoint.load), else the usual error
+            name, rows = last_linear(state)
+            spec["num_classes"], source["num_classes"] = rows, f"{GUESSED}{name}'s rows"
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
     for key in ("mean", "std"):
@@ -162,6 +167,26 @@ def channel_statistics(values: list[float], in_chans: int) -> list[float]:
     """Per-channel statistics given for another channel count (timm's three-channel ImageNet mean, for a model built
     for grayscale): their average, one value for every channel."""
     return list(values) if len(values) in (1, in_chans) else [sum(values) / len(values)]
+
+
+GUESSED = "tried: "  # a source of num_classes that loading must confirm
+
+
+def last_linear(state: dict[str, Any]) -> tuple[str, int] | None:
+    """The file's last 2-D weight and its rows (a classifier is usually last)."""
+    name = next((k for k in reversed(list(state)) if k.endswith("weight") and getattr(state[k], "ndim", 0) == 2), None)
+    return (name, int(state[name].shape[0])) if name is not None else None
+
+
+def takes_keywords(arch: str) -> bool:
+    """Whether a `...:callable` architecture passes on **kwargs (so a class count reaches the class it builds)."""
+    import inspect
+
+    from .registry import _import_callable
+    try:
+        return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(_import_callable(arch)).parameters.values())
+    except (TypeError, ValueError):
+        return False
 
 
 def constructor_default(arch: str, name: str) -> Any:
