@@ -461,7 +461,8 @@ def import_cmd(
 @with_data_flags
 def export(
     checkpoint: Path = typer.Argument(..., help="The model to export (hardened or not)."),
-    output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write; or a folder: a transformers or "
+                                "timm model in its own library's layout (save_pretrained's, timm's hub folder)."),
     data: Optional[str] = typer.Option(None, "--data", help="Test images for the check (default: what the checkpoint "
                                        "names; random pixels when it names none)."),
     n: int = typer.Option(64, "--num-images", "--n", min=1, help="Images for the onnxruntime check."),
@@ -470,13 +471,18 @@ def export(
     data_flags: DataFlags = None,
 ):
     """Export the whole model (normalisation, recipe modules) to ONNX with a dynamic batch axis and check it with
-    onnxruntime: exit 1 when the predictions disagree."""
+    onnxruntime; or, to a folder, a transformers or timm model as its library saves it, checked by loading it back
+    with that library. Exit 1 when the predictions disagree."""
     _setup(quiet)
     import torch
 
     from .checkpoint import check_output_path
     from .export import LOGIT_TOL, export_onnx
-    check_output_path(output, [checkpoint], force)
+    folder = output.suffix.lower() != ".onnx"
+    if folder and Path(output).resolve() == Path(checkpoint).resolve():
+        raise HardenError(f"Output {str(output)!r} is the input; harden never writes to its input. Choose another -o.")
+    if not folder:
+        check_output_path(output, [checkpoint], force)
     model = _load_model(checkpoint, model_flags, "cpu")
     s = model.spec
     x, images = torch.rand(n, s.in_chans, *s.input_size, generator=torch.Generator().manual_seed(0)), "random pixels"
@@ -486,10 +492,15 @@ def export(
         ds = data_for(model, data, **data_flags.target_kwargs())
         x = fit_size(ds.images("test", ds.eval_indices(n, 0))[0], tuple(s.input_size))
         images = f"test images of {ds.source}"
-    check = export_onnx(model, output, x, images, opset=opset)
-    out.print(f"wrote {output} (opset {opset}, dynamic batch axis)")
+    if folder:
+        from .export_folder import export_folder
+        check, runtime = export_folder(model, output, x, images, force)
+        out.print(f"wrote {output}/ (the {runtime} layout)" if check.ok else f"{output}/ not written:")
+    else:
+        check, runtime = export_onnx(model, output, x, images, opset=opset), "onnxruntime"
+        out.print(f"wrote {output} (opset {opset}, dynamic batch axis)")
     mark = "[green]OK[/]" if check.ok else "[red]MISMATCH[/]"
-    out.print(f"  {mark} onnxruntime vs torch on {check.n} {check.images}: predictions agree on "
+    out.print(f"  {mark} {runtime} vs harden on {check.n} {check.images}: predictions agree on "
               f"{100 * check.agreement:.1f}%, largest output difference {check.max_abs_diff:.3g} "
               f"(tolerance {LOGIT_TOL:g} x max(1, |output| {check.scale:.3g}))")
     if not check.ok:

@@ -72,6 +72,7 @@ def read_transformers_folder(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             proc = json.loads(processor.read_text())
         except (OSError, ValueError) as e:
             raise HardenError(f"{str(processor)!r} is not readable JSON ({e}).") from None
+        meta["model_args"]["processor"] = proc  # kept whole: `harden export` writes it back beside the weights
         settings = processor_preprocess(proc, meta["in_chans"])
         meta.update(settings)
         measured = measure_processor(path, meta)
@@ -245,6 +246,11 @@ class _Logits:
 
 
 _CLASSES: dict[type, type] = {}
+
+
+def library_class(net: nn.Module) -> type:
+    """The transformers class a model harden built is (its forward-to-logits subclass taken off)."""
+    return next(c for c in type(net).__mro__ if c is not _Logits and not c.__module__.startswith(__name__))
 
 
 def build(arch: str, num_classes: int, in_chans: int, model_args: dict[str, Any]) -> nn.Module:
