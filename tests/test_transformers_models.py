@@ -153,3 +153,17 @@ def test_folders_the_library_would_fill_at_random_or_that_hold_no_classifier_are
     transformers.ViTModel(net.config).save_pretrained(tmp_path / "backbone")
     with pytest.raises(HardenError, match="ViTModel, not an image classifier"):
         harden.load(tmp_path / "backbone")
+
+
+def test_transformers_timm_wrapper_is_read_as_the_timm_model_inside(tmp_path):
+    """TimmWrapperForImageClassification (transformers' way of holding a timm model): timm's architecture and
+    config, the wrapper's key prefix removed; its outputs."""
+    cfg = transformers.TimmWrapperConfig(architecture="test_resnet.r160_in1k", num_labels=4, do_pooling=True)
+    net = transformers.TimmWrapperForImageClassification(cfg).eval()
+    net.save_pretrained(tmp_path)
+    model = harden.load(tmp_path).eval()
+    assert model.spec.arch == "test_resnet.r160_in1k" and model.spec.num_classes == 4
+    assert model.spec.input_size == (160, 160) and "removed the key prefix 'timm_model.'" in model.load_notes
+    x = torch.rand(2, 3, 160, 160)
+    with torch.no_grad():
+        assert torch.equal(model(x), net(pixel_values=model.normalize(x)).logits)

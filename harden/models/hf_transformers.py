@@ -30,7 +30,9 @@ DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")  # what transformers names classes no
 
 
 def is_transformers_config(cfg: dict[str, Any]) -> bool:
-    return bool(cfg.get("model_type")) and isinstance(cfg.get("architectures"), list) and bool(cfg["architectures"])
+    """transformers' own models; its TimmWrapper (a timm model inside, timm's config keys beside) is read as timm."""
+    return (bool(cfg.get("model_type")) and cfg.get("model_type") != "timm_wrapper"
+            and isinstance(cfg.get("architectures"), list) and bool(cfg["architectures"]))
 
 
 def is_transformers_folder(path: Path) -> bool:
