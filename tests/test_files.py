@@ -640,3 +640,21 @@ def test_train_on_a_folder_and_fix_on_a_list_without_split_column(tmp_path, cli)
     assert rep["data_details"]["held_out_test"]["n"] == 6 and rep["n"] == 6  # 20% of 16 a class, rounded: 3 + 3
     assert "held out as the test split" in " ".join(err.split())  # the console wraps to its width
     assert harden.load(tmp_path / "fixed.safetensors").spec.extra["subset"]["n"] == 12  # half of the other 26
+
+
+def test_one_folder_of_shards_named_by_split_is_split_by_name(tmp_path):
+    """timm's WebDataset sets on the Hugging Face hub keep every shard in one folder, the split in the name
+    (imagenet1k-train-0000.tar, imagenet1k-validation-00.tar): evaluation reads only the validation shards."""
+    files = make_tree(tmp_path / "img", ["a", "b"], 2, splits=("",), sizes=(20, 30))
+    for split, part in (("train", files[:2] + files[2:3]), ("validation", files[3:])):
+        with tarfile.open(tmp_path / f"imagenet1k-{split}-00.tar", "w") as tf:
+            for i, f in enumerate(part):
+                tf.add(f, arcname=f"{split}{i:04d}{os.path.splitext(f)[1]}")
+                label = str(1 if "/b/" in f else 0).encode()
+                info = tarfile.TarInfo(f"{split}{i:04d}.cls")
+                info.size = len(label)
+                tf.addfile(info, io.BytesIO(label))
+    (tmp_path / "img").rename(tmp_path.parent / f"{tmp_path.name}-img")  # only the shards stay
+    data = load_data(tmp_path, DataTarget.for_model(small_cnn(num_classes=2), workers=0))
+    assert len(data.listing("train")) == 3 and len(data.listing("test")) == 1
+    assert data.listing("test").location(0).startswith(str(tmp_path / "imagenet1k-validation-00.tar"))

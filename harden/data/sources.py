@@ -318,6 +318,33 @@ def list_tar_shards(shards: list[Path]) -> Listing:
                    shards=[str(s) for s in shards], what="tar")
 
 
+# split words in file names (`train-00000-of-00004.parquet`, `imagenet1k-validation-00.tar`) and folder names
+SPLIT_TOKENS = {"train": "train", "training": "train", "validation": "test", "valid": "test", "val": "test",
+                "test": "test", "testing": "test", "eval": "test"}
+# the evaluation split, first found (Hugging Face's ImageNet has an unlabelled `test` beside `validation`)
+EVAL_ORDER = ("validation", "valid", "val", "test", "testing", "eval")
+
+
+def split_word(name: str) -> str | None:
+    """The last split word of a file name's stem, split at - _ . ('' and None alike: no word)."""
+    words = [w for w in re.split(r"[-_.]", Path(name).stem.lower()) if w in SPLIT_TOKENS]
+    return words[-1] if words else None
+
+
+def pick_splits(by_word: dict[str, list]) -> dict[str, list]:
+    """Files grouped by split word ('' for none) -> harden's splits: train and the first evaluation split; one
+    split alone is 'all'. Splits harden has no use for (SVHN's extra) and unnamed files beside named ones are left
+    out."""
+    by_word = {k: v for k, v in by_word.items() if k or len(by_word) == 1}
+    evaluation = next((w for w in EVAL_ORDER if w in by_word), None)
+    train = by_word.get("train") or by_word.get("training")
+    if train and evaluation:
+        return {"train": train, "test": by_word[evaluation]}
+    if train or evaluation:
+        return {"all": train or by_word[evaluation]}
+    return {"all": next(iter(by_word.values()))}
+
+
 def _shards_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".tar" and p.is_file())
 
@@ -370,8 +397,11 @@ def find_on_disk(path: Path) -> OnDisk | None:
         return OnDisk(str(test), {"all": lambda: list_class_folders(test)}, "folder", lambda: class_folders(test))
     if (path / "train").is_dir() or test is not None:
         return None  # half a tree: the caller says what is missing
-    if _shards_in(path):
-        return _tar_source(src, {"all": _shards_in(path)})
+    if _shards_in(path):  # one folder of shards, split by name as timm's WebDataset sets are (imagenet1k-train-0000)
+        by_word: dict[str, list[Path]] = {}
+        for shard in _shards_in(path):
+            by_word.setdefault(split_word(shard.name) or "", []).append(shard)
+        return _tar_source(src, pick_splits(by_word))
     if class_folders(path):
         return OnDisk(src, {"all": lambda: list_class_folders(path)}, "folder", lambda: class_folders(path))
     return None

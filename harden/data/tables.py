@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import weakref
@@ -27,13 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import HardenError
-from .sources import Listing, OnDisk, PathTable, walk_files
+from .sources import SPLIT_TOKENS, Listing, OnDisk, PathTable, pick_splits, split_word, walk_files
 
 TABLE_EXT = {".parquet": "parquet", ".arrow": "arrow"}
-SPLIT_TOKENS = {"train": "train", "training": "train", "validation": "test", "valid": "test", "val": "test",
-                "test": "test", "testing": "test", "eval": "test"}
-# the evaluation split, first found (Hugging Face's ImageNet has an unlabelled `test` beside `validation`)
-EVAL_ORDER = ("validation", "valid", "val", "test", "testing", "eval")
 LABEL_NAMES = ("label", "labels", "fine_label", "class", "class_id", "class_label", "target", "category", "cls", "y")
 IMAGE_NAMES = ("image", "img", "images", "picture", "photo", "jpg", "png", "webp", "file")
 READ_BATCH = 64  # rows per record batch of the spill pass (pyarrow still decodes the row group whole)
@@ -55,13 +50,12 @@ def table_files(top: Path) -> list[Path]:
     return [top / p for p in sorted(walk_files(top, lambda f: Path(f).suffix.lower() in TABLE_EXT))]
 
 
-def _split_word(path: Path, top: Path) -> tuple[str | None, tuple[str, ...]]:
+def _split_and_config(path: Path, top: Path) -> tuple[str | None, tuple[str, ...]]:
     """The split a file belongs to (its name's last split word, else its nearest folder's) and its config: the
     folders between `top` and the file that are not split names."""
     rel = path.relative_to(top).parts if path != top else (path.name,)
     folders = [p for p in rel[:-1]]
-    words = [w for w in re.split(r"[-_.]", Path(rel[-1]).stem.lower()) if w in SPLIT_TOKENS]
-    split = words[-1] if words else next((f.lower() for f in reversed(folders) if f.lower() in SPLIT_TOKENS), None)
+    split = split_word(rel[-1]) or next((f.lower() for f in reversed(folders) if f.lower() in SPLIT_TOKENS), None)
     return split, tuple(f for f in folders if f.lower() not in SPLIT_TOKENS)
 
 
@@ -83,25 +77,15 @@ def table_source(path: Path) -> OnDisk | None:
     kind = kinds.pop()
     configs: dict[tuple[str, ...], dict[str, list[Path]]] = {}
     for f in files:
-        split, config = _split_word(f, top)
+        split, config = _split_and_config(f, top)
         configs.setdefault(config, {}).setdefault(split or "", []).append(f)
     if len(configs) > 1:
         names = ", ".join("/".join(c) or "(top)" for c in sorted(configs))
         raise HardenError(f"{str(path)!r} holds the {kind} files of several configurations ({names}); pass the "
                           "folder of the one to use.")
     splits = next(iter(configs.values()))
-    if "" in splits and len(splits) > 1:  # splits harden has no use for (SVHN's extra, IMDB's unsupervised)
-        del splits[""]
     src = str(path)
-    evaluation = next((w for w in EVAL_ORDER if w in splits), None)
-    chosen: dict[str, list[Path]]
-    if "train" in splits or "training" in splits:
-        train = splits.get("train") or splits["training"]
-        chosen = {"train": train, "test": splits[evaluation]} if evaluation else {"all": train}
-    elif evaluation is not None:
-        chosen = {"all": splits[evaluation]}
-    else:
-        chosen = {"all": splits[""]}
+    chosen = pick_splits(splits)
     stores = {k: TableStore(src, kind, sorted(v)) for k, v in chosen.items()}
     order = next(iter(stores.values())).class_order
 
