@@ -489,6 +489,32 @@ def test_csv_list_with_and_without_split_column(tmp_path):
         load_data(tmp_path / "big.csv", DataTarget.for_model(model)).listing("test")
 
 
+def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
+    """Kaggle's `labels.csv` of `id,breed` with the images in train/ as `<id>.jpg`, and `train.csv` of
+    `image_id,label` with the images in train_images/: read as the lists say, the other column of two the label."""
+    files = make_tree(tmp_path / "src", ["husky", "pug"], 3, splits=("",), sizes=(20, 30))
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train_images").mkdir()
+    rows = []
+    for i, f in enumerate(sorted(files)):
+        ext = os.path.splitext(f)[1]
+        os.link(f, tmp_path / "train" / f"dog{i:03d}{ext}")
+        os.link(f, tmp_path / "train_images" / f"{i}{ext}")
+        rows.append((f"dog{i:03d}", f"{i}{ext}", "pug" if "/pug/" in f else "husky"))
+    (tmp_path / "labels.csv").write_text("id,breed\n" + "".join(f"{a},{y}\n" for a, _, y in rows))
+    (tmp_path / "train.csv").write_text("image_id,label\n" + "".join(f"{b},{int(y == 'pug')}\n" for _, b, y in rows))
+    model = small_cnn(num_classes=2)
+    by_id = load_data(tmp_path / "labels.csv", DataTarget.for_model(model, workers=0))
+    by_name = load_data(tmp_path / "train.csv", DataTarget.for_model(model, workers=0))
+    assert by_id.class_names == ["husky", "pug"] and by_id.y_test.tolist() == by_name.y_test.tolist()
+    assert by_id.listing("test").location(0) == str(tmp_path / "train" / f"dog000{os.path.splitext(sorted(files)[0])[1]}")
+    x1, _ = by_id.images("test", np.arange(6))
+    assert torch.equal(x1, by_name.images("test", np.arange(6))[0])
+    (tmp_path / "gone.csv").write_text("id,breed\nnobody,pug\n")
+    with pytest.raises(HardenError, match="do not exist: nobody"):
+        load_data(tmp_path / "gone.csv", DataTarget.for_model(model))
+
+
 def test_webdataset_tar_shards_read_like_the_folder(tmp_path):
     files = make_tree(tmp_path / "img", ["a", "b"], 3, splits=("",), sizes=(20, 50))
     shard = tmp_path / "shard-000000.tar"

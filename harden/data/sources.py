@@ -228,40 +228,40 @@ def list_file_list(path: Path) -> dict[str, Listing]:
     cols = {"path": 0, "label": 1, "split": 2 if len(rows[0]) > 2 else None}
     head = [c.strip().lower().replace(" ", "_") for c in rows[0]]
     name_of = {"path": ("path", "file", "filename", "file_name", "filepath", "file_path", "image", "image_path",
-                        "img", "img_path", "fname"),
+                        "img", "img_path", "fname", "image_id", "img_id", "image_name", "img_name", "imageid", "id"),
                "label": ("label", "labels", "class", "class_id", "class_name", "target", "category", "y"),
                "split": ("split", "subset", "set")}
     if any(c in names for c in head for names in name_of.values()):
         cols = {k: next((head.index(n) for n in names if n in head), None) for k, names in name_of.items()}
+        if cols["path"] is not None and cols["label"] is None and len(head) == 2:
+            cols["label"] = 1 - cols["path"]  # Kaggle's `id,breed`: the other column of two is the label
         if cols["path"] is None or cols["label"] is None:
             raise HardenError(f"The header of {str(path)!r} ({', '.join(rows[0])}) names no path and label columns "
                               "(path, label[, split]).")
         rows = rows[1:]
-    base = path.parent
-    per: dict[str, tuple[list[str], list[str]]] = {}
-    missing = []
+    listed: list[tuple[str, str, str]] = []  # (split, path as written, label)
     for n, r in enumerate(rows, start=1):
         if len(r) <= max(c for c in cols.values() if c is not None):
             raise HardenError(f"{str(path)!r}, row {n}: {delim.join(r)!r} has too few columns (path, label[, split]).")
-        p = r[cols["path"]].strip()
         split = "all"
         if cols["split"] is not None:
             split = _SPLIT_NAMES.get(r[cols["split"]].strip().lower())
             if split is None:
                 raise HardenError(f"{str(path)!r}, row {n}: split {r[cols['split']]!r} is not train, val or test.")
-        full = p if os.path.isabs(p) else os.path.join(base, p)
-        if "\\" in p and os.sep == "/" and not os.path.isfile(full):  # a list written on Windows
-            p = p.replace("\\", "/")
-            full = p if os.path.isabs(p) else os.path.join(base, p)
-        if len(missing) < 4 and not os.path.isfile(full):
-            missing.append(p)
-        refs, labels = per.setdefault(split, ([], []))
-        refs.append(full)
         label = r[cols["label"]].strip()
-        labels.append("" if label.lower() == "nan" else label)  # pandas writes a missing label as nan
+        listed.append((split, r[cols["path"]].strip(), "" if label.lower() == "nan" else label))  # pandas' nan
+    where = _path_resolver(path.parent, [p for _, p, _ in listed])
+    fulls = [where(p) for _, p, _ in listed]
+    missing = [p for (_, p, _), full in zip(listed, fulls, strict=True) if not os.path.isfile(full)][:4]
     if missing:
         raise HardenError(f"The image list {str(path)!r} names files that do not exist: {', '.join(missing)} (paths "
-                          "are relative to the list's folder).")
+                          "are relative to the list's folder, or to one folder beside it, with or without their "
+                          "extension).")
+    per: dict[str, tuple[list[str], list[str]]] = {}
+    for (split, _, label), full in zip(listed, fulls, strict=True):
+        refs, labels = per.setdefault(split, ([], []))
+        refs.append(full)
+        labels.append(label)
     out = {}
     for split, (refs, labels) in per.items():
         if all(_is_int(v) for v in labels):
@@ -272,6 +272,39 @@ def list_file_list(path: Path) -> dict[str, Listing]:
         else:
             out[split] = Listing("", PathTable(refs), np.zeros(len(refs), np.int64), labels, what="list")
     return out
+
+
+def _path_resolver(base: Path, written: list[str]) -> Callable[[str], str]:
+    """How a list's paths become files: relative to the list's folder (absolute ones as they are; a list written on
+    Windows has backslashes). Where the first path that is not there is found in one folder beside the list and/or
+    with an image extension added (a Kaggle list of `id,label` with the images in train/ as `<id>.jpg`), every path
+    is read that way."""
+    def plain(p: str) -> str:
+        full = p if os.path.isabs(p) else os.path.join(base, p)
+        if "\\" in p and os.sep == "/" and not os.path.isfile(full):
+            p = p.replace("\\", "/")
+            full = p if os.path.isabs(p) else os.path.join(base, p)
+        return full
+    first = next((p for p in written if not os.path.isfile(plain(p))), None)
+    if first is None or os.path.isabs(first):
+        return plain
+    folders = [""] + sorted(e.name for e in os.scandir(base) if e.is_dir() and not is_skipped_dir(e.name))
+    exts = [""] + sorted({e for e in IMAGE_EXT} | {e.upper() for e in IMAGE_EXT})
+    found = [(d, e) for d in folders for e in exts if os.path.isfile(os.path.join(base, d, first.replace("\\", "/") + e))]
+    if len(found) != 1:  # not there, or there in two ways: the error names the paths as written
+        return plain
+    folder, ext = found[0]
+    order = [ext] + [e for e in exts if e != ext]  # the first path's extension first; a list may mix .jpg and .png
+
+    def beside(p: str) -> str:
+        if os.path.isabs(p):
+            return p
+        for e in order:
+            full = plain(os.path.join(folder, p) + e)
+            if os.path.isfile(full):
+                return full
+        return plain(os.path.join(folder, p) + ext)
+    return beside
 
 
 def list_tar_shards(shards: list[Path]) -> Listing:
