@@ -167,3 +167,13 @@ def test_transformers_timm_wrapper_is_read_as_the_timm_model_inside(tmp_path):
     x = torch.rand(2, 3, 160, 160)
     with torch.no_grad():
         assert torch.equal(model(x), net(pixel_values=model.normalize(x)).logits)
+
+
+def test_a_model_whose_code_ships_in_the_folder_is_not_run(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architectures": ["FancyNetForImageClassification"], "model_type": "fancynet",
+        "auto_map": {"AutoModelForImageClassification": "modeling_fancy.FancyNetForImageClassification"}}))
+    (tmp_path / "modeling_fancy.py").write_text("raise SystemExit('ran')\n")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(HardenError, match="never runs code that comes with a model"):
+        harden.load(tmp_path)

@@ -43,6 +43,16 @@ def is_transformers_folder(path: Path) -> bool:
     return isinstance(cfg, dict) and is_transformers_config(cfg)
 
 
+def _class_name(path: Path, cfg: dict[str, Any]) -> str:
+    """The configuration's model class, refused where its code ships in the folder (auto_map)."""
+    cls_name = str(cfg["architectures"][0])
+    if cfg.get("auto_map") and not hasattr(_library(), cls_name):
+        raise HardenError(f"{str(path)!r} holds a model whose code ships in the folder ({cls_name}, its auto_map: "
+                          "transformers' trust_remote_code). harden never runs code that comes with a model; import "
+                          "the class into a file of your own and pass --arch file.py:factory with --num-classes.")
+    return cls_name
+
+
 def _library():
     try:
         import transformers
@@ -54,7 +64,7 @@ def _library():
 
 def read_transformers_folder(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """config.json (+ preprocessor_config.json) -> harden's metadata names."""
-    cls_name = str(cfg["architectures"][0])
+    cls_name = _class_name(path, cfg)
     if not cls_name.endswith("ForImageClassification"):
         raise HardenError(f"{str(path)!r} holds a transformers {cls_name}, not an image classifier (a class "
                           "...ForImageClassification); harden evaluates and hardens classifiers.")
@@ -305,7 +315,7 @@ def read_weights(path: Path) -> dict[str, Any]:
     transformers = _library()
     weight_files(path)  # a clear error when there are none
     cfg = json.loads((path / "config.json").read_text())
-    cls_name = str(cfg["architectures"][0])
+    cls_name = _class_name(path, cfg)
     hf_cls = getattr(transformers, cls_name, None)
     if hf_cls is None:
         raise HardenError(f"{str(path)!r}: transformers {transformers.__version__} has no model class {cls_name!r}.")
