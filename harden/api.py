@@ -45,7 +45,8 @@ def data_for(model: Classifier, data: str | None, **target) -> Data:
     if not spec:
         raise HardenError("The checkpoint does not name its data; pass --data (digits, an .npz, a CIFAR-10 "
                           "batches folder or an image folder).")
-    if not data and spec != "digits" and not Path(spec).exists():
+    from .hub_cache import is_hub_spec
+    if not data and spec != "digits" and not is_hub_spec(spec) and not Path(spec).exists():
         raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
     return load_data(spec, DataTarget.for_model(model, **target))
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .errors import HardenError
+from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.config import GUESSED, SPEC_KEYS, hub_weights, is_hub_folder, last_linear, read_hub_config, resolve
 from .outputs import LOGITS_KEY
@@ -30,7 +31,7 @@ PICKLED_CLASS = "pickled_class"  # read_checkpoint: the class of a whole pickled
 
 def sha256_file(path: str | os.PathLike) -> str:
     """The file's sha256; for a hub folder, the sha256 of its config's and its weights' digests."""
-    path = Path(path)
+    path = Path(local(path, "model"))
     if is_hub_folder(path):
         from .models.hf_transformers import is_transformers_folder, weight_files
         weights = weight_files(path) if is_transformers_folder(path) else [hub_weights(path)]
@@ -59,7 +60,7 @@ def _check_readable(path: Path) -> None:
 def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Return (state_dict, metadata) without building a model. The format is found by content (see formats.py)."""
     from . import formats
-    path = Path(path)
+    path = Path(local(path, "model"))
     _check_readable(path)
     if path.is_dir():  # a hub folder: its weights file (the config is read by load)
         from .models.hf_transformers import is_transformers_folder, read_weights
@@ -164,7 +165,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     `model_args` are keyword arguments of the architecture's constructor (timm's create_model or a callable);
     `logits_key` the class scores in what the network returns, where it returns more (an index or a name).
     `model.config_sources` says where each value of the spec came from."""
-    path = Path(path)
+    path = Path(local(path, "model"))
     state, meta = read_checkpoint(path, key)
     spec, sources = _merge_spec(meta, dict(arch=arch, num_classes=num_classes, in_chans=in_chans,
                                            input_size=input_size, mean=mean, std=std, interpolation=interpolation,

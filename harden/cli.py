@@ -345,7 +345,8 @@ def fix(
                                             "Labels they hold are never used."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe setting: key=value (repeatable)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Hardened checkpoint (default: "
-                                          "<name>.<recipe>.safetensors beside the input)."),
+                                          "<name>.<recipe>.safetensors beside the input; for hf:org/name, in the current "
+                                          "folder)."),
     patch_out: Optional[Path] = typer.Option(None, "--patch-out", help="Also write the recipe's modules alone, "
                                              "bound to the base's sha256 (see `harden apply`)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Overrides the recipe file."),
@@ -381,7 +382,11 @@ def fix(
     if patch_out and not get_recipe(name).frozen_base():
         raise HardenError(f"--patch-out needs a recipe that leaves the base unchanged (fixer, idfr); {name} "
                           "fine-tunes every weight, so its output checkpoint is the whole model.")
-    output = output or checkpoint.with_name(f"{checkpoint.name.split('.')[0]}.{name}.safetensors")
+    from .hub_cache import is_hub_spec
+    stem = str(checkpoint).rsplit("/", 1)[-1].split("@")[0] if is_hub_spec(checkpoint) else checkpoint.name
+    # beside the input; a model in the Hugging Face cache (hf:org/name): in the current folder
+    output = output or (Path(f"{stem.split('.')[0]}.{name}.safetensors") if is_hub_spec(checkpoint)
+                        else checkpoint.with_name(f"{stem.split('.')[0]}.{name}.safetensors"))
     outs = [output] + [p for p in (patch_out, json_path, markdown_path, html_path) if p]
     if len({str(p.resolve()) for p in outs}) != len(outs):
         raise HardenError("Two outputs name the same file; give each output its own path.")

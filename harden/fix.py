@@ -82,6 +82,8 @@ def recipe_config(recipe: str = DEFAULT_RECIPE, sets: Sequence[str] = (), epochs
 
 def _fingerprint(path: Path) -> tuple:
     """Size and modification time of a checkpoint file (or of each file of a hub folder): what a write changes."""
+    from .hub_cache import local
+    path = Path(local(path, "model"))
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
     return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
 

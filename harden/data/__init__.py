@@ -65,7 +65,8 @@ class DataTarget:
 
 
 def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
-    spec = str(spec)
+    from ..hub_cache import local
+    spec = str(local(spec, "dataset"))  # hf:org/name: the copy the Hugging Face cache holds
     if spec == "digits":
         return _digits()
     path = Path(spec)

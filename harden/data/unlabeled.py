@@ -33,7 +33,8 @@ def load_unlabeled(spec: str | Path, target) -> Data:
     """The pool as a Data whose training split holds every image (`y_train` = the source's labels mapped to the
     model's classes where it has them, else NO_LABEL; used only to report agreement). A source with a train split
     gives that split alone: its val/test split is somebody's test set and must not leak into training."""
-    path = Path(spec)
+    from ..hub_cache import local
+    path = Path(local(spec, "dataset"))
     if not path.exists():
         raise HardenError(f"--unlabeled {str(spec)!r} does not exist. It takes a folder or .zip of images (with or "
                           "without class folders), a CSV/TSV list, tar shards, a Hugging Face dataset's parquet or "
