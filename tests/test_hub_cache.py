@@ -2,7 +2,6 @@
 their cache (laid out here as huggingface_hub lays it out: refs/, snapshots/<commit>/ of links into blobs/)."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
