@@ -25,7 +25,8 @@ from .loader import default_workers
 from .sources import EVAL_FOLDERS, IMAGE_EXT, Listing, OnDisk, find_on_disk, refuse_compressed_tar
 from .transforms import Preprocess, augment, build_augment
 
-LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test, a CIFAR-10 python-batches folder, a folder with "
+LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test, a CIFAR-10 python-batches folder, a torchvision "
+           "download (MNIST, FashionMNIST, KMNIST, CIFAR-100, SVHN, STL-10, as its root or the set's folder), a folder with "
            "train/ and val/ (or test/, validation/, valid/) of class folders, a single folder of class folders "
            "(evaluation), a .zip of either folder layout, a CSV/TSV list of path,label[,split], tar shards (a .tar, "
            "or a folder of them, WebDataset layout), or a Hugging Face dataset (its parquet files or a save_to_disk "
@@ -76,6 +77,10 @@ def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
         return _npz(path)
     if path.is_dir() and (path / "data_batch_1").exists() and (path / "test_batch").exists():
         return _cifar_batches(path)
+    from .torchvision_sets import torchvision_source
+    downloaded = torchvision_source(path)  # MNIST/raw, cifar-100-python, SVHN's .mat, stl10_binary
+    if downloaded is not None:
+        return downloaded
     found = find_on_disk(path)
     if found is None:
         if path.is_dir() and ((path / "train").is_dir() != any((path / d).is_dir() for d in EVAL_FOLDERS)):

@@ -44,6 +44,10 @@ def load_unlabeled(spec: str | Path, target) -> Data:
     if path.is_dir() and (path / "data_batch_1").exists():
         d = _cifar_batches(path)
         return _array_pool(d.x_train, d.y_train, str(path))
+    from .torchvision_sets import torchvision_source
+    downloaded = torchvision_source(path) if path.is_dir() else None
+    if downloaded is not None:  # its training split; labels only for the agreement figure
+        return _array_pool(downloaded.x_train, downloaded.y_train, str(path))
     if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt") and _one_column(path):
         return _file_pool(str(path), _list_paths(path), target)
     if path.is_file() and path.suffix.lower() == ".zip":

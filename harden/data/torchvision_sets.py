@@ -1,0 +1,129 @@
+"""The classic datasets as torchvision's dataset classes download them (`MNIST(root, download=True)` and its kin),
+so `--data ./data` reads what published training code left there: the MNIST family's IDX files
+(`MNIST/raw/train-images-idx3-ubyte[.gz]`: MNIST, FashionMNIST, KMNIST), CIFAR-100's python pickles
+(`cifar-100-python/train`, `test`, `meta`), SVHN's MATLAB files (`train_32x32.mat`, `test_32x32.mat`) and STL-10's
+binaries (`stl10_binary/train_X.bin`). CIFAR-10's batches are read by arrays.py. Labels and class names as
+torchvision gives them (SVHN's 10 for the digit 0 is 0; STL-10's 1-10 are 0-9). Arrays in memory, as for .npz: these
+sets are small."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import HardenError
+
+# torchvision's `classes` of each IDX set (the folder torchvision names it by)
+IDX_SETS = {
+    "MNIST": [str(i) for i in range(10)],
+    "FashionMNIST": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                     "Ankle boot"],
+    "KMNIST": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
+}
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+KNOWN = ("MNIST/raw", "FashionMNIST/raw", "KMNIST/raw", "cifar-100-python", "stl10_binary")
+
+
+def torchvision_source(path: Path):
+    """ImageData for a torchvision download at `path` (the root it was given, or the dataset's own folder); None when
+    `path` is none."""
+    if not path.is_dir():
+        return None
+    found = [path / k for k in KNOWN if (path / k).is_dir()] + ([path] if _svhn_files(path) else [])
+    if not found:  # the dataset's own folder (MNIST/ or its raw/), or one of the layouts itself
+        for folder in (path / "raw", path):
+            if _idx_file(folder, IDX_FILES[0]) is not None:
+                return _idx(folder)
+        if (path / "train").is_file() and (path / "meta").is_file():
+            return _cifar100(path)
+        if (path / "train_X.bin").is_file():
+            return _stl10(path)
+        return None
+    if len(found) > 1:
+        names = ", ".join(str(f.relative_to(path)) for f in found)
+        raise HardenError(f"{str(path)!r} holds several torchvision downloads ({names}); pass the folder of the one "
+                          "to use.")
+    return torchvision_source(found[0]) if found[0] != path else _svhn(path)
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    return next((folder / f for f in (name, name + ".gz") if (folder / f).is_file()), None)
+
+
+def _read_idx(file: Path) -> np.ndarray:
+    """An IDX file (big-endian header: two zero bytes, a type code, the number of dimensions, their sizes)."""
+    data = gzip.open(file).read() if file.suffix == ".gz" else file.read_bytes()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise HardenError(f"{str(file)!r} is not an IDX file of unsigned bytes (MNIST's format).")
+    ndim = data[3]
+    dims = np.frombuffer(data, ">u4", ndim, 4).astype(np.int64)
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise HardenError(f"{str(file)!r} holds {body.size} values where its header says {' x '.join(map(str, dims))}.")
+    return body.reshape(dims)
+
+
+def _idx(folder: Path):
+    from .arrays import _finish
+    files = [_idx_file(folder, n) for n in IDX_FILES]
+    if any(f is None for f in files):
+        missing = [n for n, f in zip(IDX_FILES, files, strict=True) if f is None]
+        raise HardenError(f"{str(folder)!r} lacks {', '.join(missing)} (torchvision's MNIST layout has all four).")
+    xtr, ytr, xte, yte = (_read_idx(f) for f in files)
+    name = folder.parent.name if folder.name == "raw" else folder.name
+    return _finish(xtr, ytr, xte, yte, str(folder), IDX_SETS.get(name))
+
+
+def _cifar100(folder: Path):
+    from .arrays import _ArrayOnlyUnpickler, _finish
+
+    def read(name: str) -> dict:
+        with open(folder / name, "rb") as f:
+            return _ArrayOnlyUnpickler(f, encoding="bytes").load()
+    train, test, meta = read("train"), read("test"), read("meta")
+
+    def key(d: dict, name: str):  # Python 2's pickles (the published files) give bytes keys, Python 3's str
+        if not isinstance(d, dict) or (name.encode() not in d and name not in d):
+            raise HardenError(f"{str(folder)!r}: a CIFAR-100 file without {name!r} (its files: train, test, meta).")
+        return d.get(name.encode(), d.get(name))
+
+    def split(d: dict):
+        return (np.asarray(key(d, "data"), np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1),
+                np.asarray(key(d, "fine_labels")))
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in key(meta, "fine_label_names")] or None
+    return _finish(*split(train), *split(test), str(folder), names)
+
+
+def _svhn_files(folder: Path) -> bool:
+    return (folder / "train_32x32.mat").is_file() and (folder / "test_32x32.mat").is_file()
+
+
+def _svhn(folder: Path):
+    from scipy.io import loadmat
+
+    from .arrays import _finish
+
+    def read(name: str):
+        try:
+            m = loadmat(str(folder / name), variable_names=["X", "y"])
+        except (ValueError, OSError, NotImplementedError) as e:
+            raise HardenError(f"{str(folder / name)!r} is not a readable MATLAB file ({e}).") from None
+        y = np.asarray(m["y"], np.int64).ravel()
+        return np.ascontiguousarray(np.asarray(m["X"], np.uint8).transpose(3, 0, 1, 2)), np.where(y == 10, 0, y)
+    return _finish(*read("train_32x32.mat"), *read("test_32x32.mat"), str(folder), [str(i) for i in range(10)])
+
+
+def _stl10(folder: Path):
+    from .arrays import _finish
+
+    def read(split: str):
+        x = np.fromfile(folder / f"{split}_X.bin", np.uint8)
+        if x.size % (3 * 96 * 96):
+            raise HardenError(f"{str(folder / f'{split}_X.bin')!r} is not a whole number of 96x96 colour images.")
+        x = x.reshape(-1, 3, 96, 96).transpose(0, 3, 2, 1)  # stored column by column, as MATLAB writes
+        y = np.fromfile(folder / f"{split}_y.bin", np.uint8).astype(np.int64) - 1
+        return np.ascontiguousarray(x), y
+    names_file = folder / "class_names.txt"
+    names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()] if names_file.is_file() else None
+    return _finish(*read("train"), *read("test"), str(folder), names)
