@@ -246,3 +246,21 @@ def test_columns_as_pandas_and_webdataset_conversions_write_them(tmp_path):
         write("gap.parquet", image=blobs, label=pa.array([0.0, None, 1.0, float("nan"), 1.0, 0.0])).listing("test")
     with pytest.raises(HardenError, match="holds 0.5, not a class index"):
         write("half.parquet", image=blobs, label=pa.array([0.5] * 6)).listing("test")
+
+
+def test_evaluation_never_opens_the_training_files(tmp_path, monkeypatch):
+    make_tree(tmp_path / "tree", ["x", "y"], 2, splits=("train", "val"), sizes=(20, 30))
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    for split, name in (("train", "train"), ("val", "validation")):
+        files, labels = folder_split(tmp_path / "tree", split, ["x", "y"])
+        pq.write_table(hf_table(files, labels, ["x", "y"]), tmp_path / "repo" / "data" / f"{name}-00000-of-00001.parquet")
+    opened = []
+    original = pq.ParquetFile.__init__
+
+    def recording(self, source, *a, **kw):
+        opened.append(str(source))
+        original(self, source, *a, **kw)
+    monkeypatch.setattr(pq.ParquetFile, "__init__", recording)
+    data = load_data(tmp_path / "repo", DataTarget.for_model(small_cnn(2), workers=0))
+    data.images("test", data.eval_indices(4, 0))
+    assert opened and not any("train-" in p for p in opened)

@@ -86,19 +86,24 @@ def table_source(path: Path) -> OnDisk | None:
     splits = next(iter(configs.values()))
     src = str(path)
     chosen = pick_splits(splits)
-    stores = {k: TableStore(src, kind, sorted(v)) for k, v in chosen.items()}
-    order = next(iter(stores.values())).class_order
+    stores: dict[str, TableStore] = {}
+
+    def store(split: str) -> TableStore:  # a split's files are opened when it is used (eval never opens train's)
+        if split not in stores:
+            stores[split] = TableStore(src, kind, sorted(chosen[split]))
+        return stores[split]
+    order = store("test" if "test" in chosen else next(iter(chosen))).class_order
 
     def names() -> list[str] | None:
         if order is not None:
             return list(order)
         found: set[str] = set()
-        for s in stores.values():
-            if s.label_kind != "text":
+        for split in chosen:
+            if store(split).label_kind != "text":
                 return None
-            found |= set(s.text_labels())
+            found |= set(store(split).text_labels())
         return sorted(found)
-    return OnDisk(src, {k: (lambda s=s: s.listing()) for k, s in stores.items()}, kind, names, order)
+    return OnDisk(src, {k: (lambda k=k: store(k).listing()) for k in chosen}, kind, names, order)
 
 
 # ---------------------------------------------------------------- one split's files
