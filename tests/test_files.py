@@ -533,6 +533,20 @@ def test_webdataset_tar_shards_read_like_the_folder(tmp_path):
     assert torch.equal(xt, xf) and torch.equal(yt, yf)
 
 
+def test_webdataset_shards_labelled_by_a_json_member(tmp_path):
+    """Sets on the hub that put each sample's metadata in `key.json` ({"label": 3, ...}) instead of `key.cls`."""
+    files = make_tree(tmp_path / "img", ["a", "b"], 2, splits=("",), sizes=(20, 30))
+    with tarfile.open(tmp_path / "shard.tar", "w") as tf:
+        for i, f in enumerate(sorted(files)):
+            tf.add(f, arcname=f"s{i:04d}{os.path.splitext(f)[1]}")
+            meta = json.dumps({"label": 1 if "/b/" in f else 0, "width": 30, "caption": "a photo"}).encode()
+            info = tarfile.TarInfo(f"s{i:04d}.json")
+            info.size = len(meta)
+            tf.addfile(info, io.BytesIO(meta))
+    data = load_data(tmp_path / "shard.tar", DataTarget.for_model(small_cnn(num_classes=2), workers=0))
+    assert data.y_test.tolist() == [0, 0, 1, 1]
+
+
 def test_a_zip_archive_of_an_image_tree_is_read_in_place_like_the_folder(tmp_path, cli):
     """A Kaggle-style zip (a wrapping folder, train/ and val/ of class folders, __MACOSX/ beside them) gives the
     folder's splits, classes, pixels and labels, without extracting anything; `fix` trains on it; an evaluation-only

@@ -316,6 +316,7 @@ def list_tar_shards(shards: list[Path]) -> Listing:
             with tarfile.open(shard, mode="r:") as tf:  # uncompressed: members are read in place
                 images: dict[str, tarfile.TarInfo] = {}
                 cls: dict[str, int] = {}
+                json_cls: dict[str, int] = {}
                 for m in tf:
                     if not m.isfile():
                         continue
@@ -328,8 +329,13 @@ def list_tar_shards(shards: list[Path]) -> Listing:
                         if not _is_int(text):
                             raise HardenError(f"{str(shard)!r}: {m.name} holds {text[:40]!r}, not a class index.")
                         cls[key] = _as_int(text)
+                    elif base.endswith(".json") and m.size < 1 << 20:
+                        found = _json_label(tf.extractfile(m).read())  # WebDataset sets with a .json per sample
+                        if found is not None:
+                            json_cls[key] = found
         except tarfile.TarError as e:
             raise HardenError(f"{str(shard)!r} is not a readable uncompressed tar shard ({e}).") from None
+        cls = {**json_cls, **cls}  # a .cls member says it first
         for key, m in images.items():
             refs.append(f"{si}:{m.offset_data}:{m.size}:{m.name}")
             if key in cls:
@@ -376,6 +382,24 @@ def pick_splits(by_word: dict[str, list]) -> dict[str, list]:
     if train or evaluation:
         return {"all": train or by_word[evaluation]}
     return {"all": next(iter(by_word.values()))}
+
+
+JSON_LABEL_KEYS = ("label", "cls", "class", "class_id", "target", "category_id")
+
+
+def _json_label(raw: bytes) -> int | None:
+    """A WebDataset sample's .json metadata: its class index under a label key, if it holds one."""
+    import json
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    value = next((meta[k] for k in JSON_LABEL_KEYS if k in meta), None)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or not _is_int(str(value)):
+        return None
+    return _as_int(str(value)) if _as_int(str(value)) >= 0 else None
 
 
 def _shards_in(folder: Path) -> list[Path]:
