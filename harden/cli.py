@@ -531,6 +531,34 @@ def report(
     _say_written(output, plots)
 
 
+@app.command("data")
+@with_model_flags
+@with_data_flags
+def data_cmd(
+    data: str = typer.Argument(..., help="What --data takes: digits, an .npz, a folder, a list, shards, a .zip, "
+                               "parquet/Arrow files, hf:org/name."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A checkpoint: its classes and transform decide how "
+                                         "the names map and what the images become (as eval and fix read them)."),
+    debug: bool = DebugOpt, model_flags: ModelFlags = None, data_flags: DataFlags = None,
+):
+    """Show how harden reads a dataset: layout, splits and sizes, classes and their indices, images per class, what
+    a sample of its files holds, the transform. Reads listings and a few files only."""
+    from .data import DataTarget, load_data
+    from .data.describe import describe
+    if model is not None:
+        target = DataTarget.for_model(_load_model(model, model_flags, "cpu"), **data_flags.target_kwargs())
+    else:
+        kw = data_flags.target_kwargs()
+        kw.pop("test_size", None)
+        target = DataTarget(**kw)
+    t = Table(title=f"{data}" + (f" for {model}" if model else ""), show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in describe(load_data(data, target)):
+        t.add_row(k, escape(v))
+    out.print(t)
+
+
 @app.command("compare")
 def compare_cmd(
     reports: List[Path] = typer.Argument(..., help="Two or more report JSONs (eval --json, or a fix's before/after "

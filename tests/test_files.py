@@ -698,3 +698,24 @@ def test_one_folder_of_shards_named_by_split_is_split_by_name(tmp_path):
     data = load_data(tmp_path, DataTarget.for_model(small_cnn(num_classes=2), workers=0))
     assert len(data.listing("train")) == 3 and len(data.listing("test")) == 1
     assert data.listing("test").location(0).startswith(str(tmp_path / "imagenet1k-validation-00.tar"))
+
+
+def test_harden_data_says_how_a_dataset_is_read(tmp_path, cli):
+    """`harden data`: splits and sizes, classes per the model, images per class, what the files are, the transform;
+    a file that will not decode is named before any run."""
+    make_tree(tmp_path / "d", SYNSETS[:3], 4, sizes=(40, 60))
+    extra = tmp_path / "d" / "val" / SYNSETS[0]
+    for i in range(4, 6):
+        save_image(extra / f"more{i}", photo(np.random.default_rng(i), 50, 50), "RGB")
+    (extra / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    model = harden.create_model("cnn-small", 1000, 3, (32, 32), (0.5,), (0.25,))  # an ImageNet-sized head
+    harden.save(model, tmp_path / "m.safetensors")
+    code, out, err = cli("data", tmp_path / "d", "--model", tmp_path / "m.safetensors", "--workers", "0")
+    assert code == 0, err
+    text = " ".join(out.replace("│", " ").split())
+    assert "train split 12 images in 3 classes, 4 each" in text
+    assert "test split 15 images in 3 classes; per class 4 (1) to 7 (0)" in text  # the model's indices
+    assert "WordNet synsets -> the model's 1000 ImageNet indices" in text
+    assert "unreadable:" in text and "broken.jpg" in text
+    code, out, err = cli("data", "digits")
+    assert code == 0 and "arrays in memory" in out and "8x8" in out

@@ -1,0 +1,82 @@
+"""`harden data`: how harden reads a dataset, before a long run does: its layout, each split and its size, the
+classes and how their names became indices (for a model: the model's), how many images each class has, what a
+sample of its files holds (sizes, modes, formats) and the transform they go through. Reads the listings and a
+seeded sample of a few files; nothing else is decoded."""
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import numpy as np
+
+from .base import Data, stratified_sample
+
+SAMPLE = 16  # files opened to say what the images are
+
+
+def describe(data: Data, sample: int = SAMPLE) -> list[tuple[str, str]]:
+    """(label, value) rows."""
+    from . import FileData
+    rows: list[tuple[str, str]] = [("source", data.source)]
+    on_disk = isinstance(data, FileData)
+    rows.append(("layout", data.layout if on_disk else "arrays in memory"))
+    splits = [s for s in ("train", "test") if not on_disk or data.has_split(s)]
+    for split in splits:
+        y = data.y_train if split == "train" else data.y_test
+        rows.append((f"{split} split", f"{len(y):,} images" + (_per_class(y, data.class_names) if len(y) else "")))
+    if on_disk and not data.has_split("train"):
+        rows.append(("train split", "none: `eval` only; a list without a split column gives `fix` a held-out 20% "
+                                    "as its test split" if data.layout == "list" else "none: `eval` only"))
+    names = data.class_names
+    rows.append(("classes", f"{data.num_classes}" + (f": {_few(names)}" if names else " (indices; no names)")))
+    if on_disk:
+        rows.append(("class indices", data.class_note))
+        rows.append(("transform", data.preprocess.describe() + (f" ({data.size_note})" if data.size_note else "")))
+        rows.append((f"sample of {min(sample, data.n_test)} files", _files(data, sample)))
+    else:
+        x = data.x_train if data.n_train else data.x_test
+        rows.append(("images", f"{x.shape[1]}x{x.shape[2]}, {x.shape[3]} channel(s), uint8 (as read)"))
+    return rows
+
+
+def _per_class(y: np.ndarray, names: list[str] | None) -> str:
+    values, counts = np.unique(y, return_counts=True)
+
+    def name(i: int) -> str:
+        return names[i] if names and 0 <= i < len(names) else str(i)
+    lo, hi = int(np.argmin(counts)), int(np.argmax(counts))
+    if counts[lo] == counts[hi]:
+        return f" in {len(values)} classes, {int(counts[lo])} each"
+    return (f" in {len(values)} classes; per class {int(counts[lo])} ({name(int(values[lo]))}) to "
+            f"{int(counts[hi])} ({name(int(values[hi]))})")
+
+
+def _files(data, sample: int) -> str:
+    """What a seeded sample of the evaluation split's files are: formats, modes, sizes; the unreadable named."""
+    from PIL import Image
+    listing = data.listing("test")
+    idx = stratified_sample(listing.labels, min(sample, len(listing)), 0)
+    listing.prepare(idx)
+    formats, modes, sides, bad = Counter(), Counter(), [], []
+    for i in idx:
+        try:
+            with Image.open(io.BytesIO(listing.read_bytes(int(i)))) as im:
+                formats[im.format or "?"] += 1
+                modes[im.mode] += 1
+                sides.append((im.width, im.height))
+        except Exception as e:  # noqa: BLE001 - PIL's errors for a bad file: named, as a run would name them
+            bad.append(f"{listing.location(int(i))} ({type(e).__name__})")
+    parts = []
+    if sides:
+        w = sorted(s[0] for s in sides)
+        h = sorted(s[1] for s in sides)
+        parts.append(f"{', '.join(f'{k} {v}' for k, v in formats.most_common())}; modes "
+                     f"{', '.join(f'{k} {v}' for k, v in modes.most_common())}; width {w[0]}-{w[-1]}, height "
+                     f"{h[0]}-{h[-1]} px")
+    if bad:
+        parts.append(f"unreadable: {', '.join(bad[:3])}" + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
+    return "; ".join(parts) or "-"
+
+
+def _few(names: list[str], n: int = 8) -> str:
+    return ", ".join(map(str, names[:n])) + (f", ... ({len(names)} in all)" if len(names) > n else "")
