@@ -427,6 +427,22 @@ def test_synset_folders_map_to_the_models_indices(tmp_path):
         load_data(tmp_path / "full", DataTarget.for_model(model, workers=0))
 
 
+def test_imagenet_class_names_as_people_write_them_map_to_the_models_indices():
+    """Imagenette's folders and Hugging Face's ImageNet name classes in words ("tench", "English springer", or the
+    whole description): ImageNet's own indices for an ImageNet-sized head; a word naming two classes is said."""
+    from harden.data.classes import map_classes
+    imagenette = ["tench", "English springer", "cassette player", "chain saw", "church", "French horn",
+                  "garbage truck", "gas pump", "golf ball", "parachute"]
+    mapping, how = map_classes(imagenette, 1000)
+    assert [mapping[n] for n in imagenette] == [0, 217, 482, 491, 497, 566, 569, 571, 574, 701]
+    assert "ImageNet class names" in how
+    assert map_classes(["tench, Tinca tinca", "goldfish, Carassius auratus"], 1000)[0] == {
+        "tench, Tinca tinca": 0, "goldfish, Carassius auratus": 1}
+    with pytest.raises(HardenError, match="crane: names two ImageNet classes"):
+        map_classes(["crane", "tench"], 1000)
+    assert map_classes(["tench", "goldfish"], 2)[0] == {"goldfish": 0, "tench": 1}  # not an ImageNet head: sorted
+
+
 def test_unmatched_classes_and_class_map(tmp_path):
     make_tree(tmp_path, ["cat", "dog", "eel"], 2, splits=("",), sizes=(20, 30))
     model = harden.create_model("cnn-small", 10, 3, (16, 16), (0.5,), (0.25,))

@@ -3,6 +3,7 @@
 In order: `--class-map FILE` (JSON {name: index}, or CSV/TSV rows name,index); the model's own label names (a hub
 folder's config.json `label_names`, a checkpoint's `class_names`); WordNet synset ids (ImageNet's folder names) for
 a model with an ImageNet-sized head, through timm's ImageNet metadata, even when the folder holds only some classes;
+ImageNet's class names as people write them ("tench", "English springer": Imagenette) for such a head;
 integer folder names; and, when the count matches the model's outputs (or there is no model yet), sorted order."""
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
             raise HardenError(f"{source}: the synset folders {_few(unknown)} are not among the {num_classes} classes "
                               "of the model's ImageNet subset; give --class-map FILE.")
         out, how = {c: index[c] for c in found}, f"WordNet synsets -> the model's {num_classes} ImageNet indices"
+    elif num_classes and imagenet_synsets(num_classes) and _by_description(found, num_classes)[0]:
+        out, how = _by_description(found, num_classes)[0], f"ImageNet class names -> the model's {num_classes} indices"
     elif order is not None and (num_classes is None or len(order) == num_classes):
         index = {c: i for i, c in enumerate(order)}
         out, how = {c: index[c] for c in found}, "the dataset's own class order (its ClassLabel names)"
@@ -81,14 +84,41 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
     elif num_classes is None or len(found) == num_classes:
         out, how = {c: i for i, c in enumerate(found)}, "sorted folder names"
     else:
+        why = _by_description(found, num_classes)[1] if num_classes and imagenet_synsets(num_classes) else ""
         raise HardenError(f"{source} has {len(found)} classes ({_few(found)}) and the model has {num_classes} outputs; "
-                          "they cannot be matched by name, synset or number. Give --class-map FILE (folder name -> "
-                          "class index, JSON or CSV).")
+                          f"they cannot be matched by name, synset or number{why}. Give --class-map FILE (folder name "
+                          "-> class index, JSON or CSV).")
     if num_classes is not None:
         over = [c for c, i in out.items() if i >= num_classes]
         if over:
             raise HardenError(f"{source}: classes {_few(over)} map to indices beyond the model's {num_classes} outputs.")
     return out, how
+
+
+def _by_description(found: list[str], num_classes: int) -> tuple[dict[str, int] | None, str]:
+    """Names as people write ImageNet's classes ("tench", "English springer", "tench, Tinca tinca": Imagenette's
+    and Hugging Face's ImageNet): each the whole of a class's description or one of its comma-separated names, in
+    any case, naming one class only. (None, what did not match) unless every name does."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+    subset = infer_imagenet_subset({"num_classes": num_classes})
+    if not subset:
+        return None, ""
+    owners: dict[str, set[int]] = {}
+    for i, text in enumerate(ImageNetInfo(subset).label_descriptions()):
+        for key in {text.strip().lower(), *(part.strip().lower() for part in text.split(","))}:
+            owners.setdefault(key, set()).add(i)
+    out, two = {}, []
+    for name in found:
+        hit = owners.get(name.strip().lower().replace("_", " "))
+        if hit is None:
+            return None, ""
+        if len(hit) != 1:
+            two.append(name)
+        else:
+            out[name] = next(iter(hit))
+    if two:  # every name is ImageNet's, some of two classes ("crane": the bird and the machine)
+        return None, f" ({_few(two)}: {'each names' if len(two) > 1 else 'names'} two ImageNet classes)"
+    return (out, "") if len(set(out.values())) == len(out) else (None, "")
 
 
 def _few(names: list[str]) -> str:
