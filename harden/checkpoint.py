@@ -44,7 +44,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _check_readable(path: Path) -> None:
+def check_readable(path: str | os.PathLike) -> None:
+    """The one-paragraph error for a checkpoint that is missing, empty or a folder of neither hub layout (an
+    hf:org/name not in the cache included); reads no weights."""
+    path = Path(local(path, "model"))
     if not path.exists():
         raise HardenError(f"Checkpoint {str(path)!r} does not exist.")
     if path.is_dir():
@@ -61,7 +64,7 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     """Return (state_dict, metadata) without building a model. The format is found by content (see formats.py)."""
     from . import formats
     path = Path(local(path, "model"))
-    _check_readable(path)
+    check_readable(path)
     if path.is_dir():  # a hub folder: its weights file (the config is read by load)
         from .models.hf_transformers import is_transformers_folder, read_weights
         if is_transformers_folder(path):

@@ -392,9 +392,8 @@ def fix(
         raise HardenError("Two outputs name the same file; give each output its own path.")
     for p in outs:
         check_output_path(p, [checkpoint], force)
-    if not checkpoint.is_file():
-        from .checkpoint import read_checkpoint
-        read_checkpoint(checkpoint)  # the detailed message for missing / directory / empty (a hub folder reads)
+    from .checkpoint import check_readable
+    check_readable(checkpoint)  # missing, empty, a folder of no hub layout: said before anything runs
     from .attacks import build_attack, parse_number
     train_eps = recipe_cfg["params"].get("eps")  # the report's L-inf budget is the recipe's training budget
     train_eps = parse_number(train_eps) if train_eps is not None else None
