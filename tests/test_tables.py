@@ -264,3 +264,12 @@ def test_evaluation_never_opens_the_training_files(tmp_path, monkeypatch):
     data = load_data(tmp_path / "repo", DataTarget.for_model(small_cnn(2), workers=0))
     data.images("test", data.eval_indices(4, 0))
     assert opened and not any("train-" in p for p in opened)
+
+
+def test_two_classes_of_one_name_keep_their_own_labels(tmp_path):
+    """Hugging Face's ImageNet names two classes "crane" (the bird, 134, and the machine, 517)."""
+    make_tree(tmp_path / "tree", ["x", "y"], 2, splits=("",), sizes=(20, 30))
+    files, _ = folder_split(tmp_path, "tree", ["x", "y"])
+    pq.write_table(hf_table(files, [0, 1, 2, 1], ["crane", "crane", "tench"]), tmp_path / "t.parquet")
+    data = load_data(tmp_path / "t.parquet", DataTarget.for_model(small_cnn(3), workers=0))
+    assert data.y_test.tolist() == [0, 1, 2, 1] and data.class_names == ["crane (0)", "crane (1)", "tench"]

@@ -179,7 +179,7 @@ class TableStore:
             self.label_column = next((n for n in LABEL_NAMES if n in classes), classes[0])
             names = features[self.label_column].get("names")
             self.label_kind = "classes" if names else "index"
-            self.class_order = tuple(str(n) for n in names) if names else None
+            self.class_order = _unique([str(n) for n in names]) if names else None
             return
         by_name = {n.lower(): n for n in schema.names}
         for want in LABEL_NAMES:  # in order of preference
@@ -369,6 +369,13 @@ class TableStore:
         d = dict(self.__dict__)
         d["_writer"] = None
         return d
+
+
+def _unique(names: list[str]) -> tuple[str, ...]:
+    """Class names as labels: a name two classes share (ImageNet's two "crane"s) gets its index, so that each
+    label keeps its class through the name."""
+    seen = {n: names.count(n) for n in names}
+    return tuple(f"{n} ({i})" if seen[n] > 1 else n for i, n in enumerate(names))
 
 
 def _remove(path: str) -> None:
