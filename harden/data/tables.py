@@ -374,7 +374,8 @@ class TableStore:
 def _unique(names: list[str]) -> tuple[str, ...]:
     """Class names as labels: a name two classes share (ImageNet's two "crane"s) gets its index, so that each
     label keeps its class through the name."""
-    seen = {n: names.count(n) for n in names}
+    from collections import Counter
+    seen = Counter(names)
     return tuple(f"{n} ({i})" if seen[n] > 1 else n for i, n in enumerate(names))
 
 
