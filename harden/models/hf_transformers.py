@@ -259,6 +259,17 @@ class _Logits:
         return super().forward(pixel_values=x, return_dict=True).logits
 
 
+def _no_init_weights():
+    """The library's switch that skips random initialisation (its home moved between versions); else nothing."""
+    import contextlib
+    for module in ("transformers.initialization", "transformers.modeling_utils"):
+        try:
+            return __import__(module, fromlist=["no_init_weights"]).no_init_weights()
+        except (ImportError, AttributeError):
+            continue
+    return contextlib.nullcontext()
+
+
 _CLASSES: dict[type, type] = {}
 
 
@@ -284,7 +295,8 @@ def build(arch: str, num_classes: int, in_chans: int, model_args: dict[str, Any]
     try:
         cfg = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
         cfg.num_labels = num_classes
-        net = hf_cls(cfg)
+        with _no_init_weights():  # every weight comes from the checkpoint, loaded strictly after this
+            net = hf_cls(cfg)
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise HardenError(f"transformers could not build {cls_name} from its configuration: {e}") from None
     if hf_cls not in _CLASSES:  # one subclass per library class (deepcopy and `isinstance` keep working)
