@@ -182,10 +182,13 @@ def _write_timm(model: Classifier, folder: Path) -> Callable[[torch.Tensor], tor
     names = spec.extra.get("label_names")
     _hub.save_for_hf(net, str(folder), model_config={"label_names": list(names)} if names else None,
                      model_args=dict(spec.model_args or {}) or None, safe_serialization=True)
-    try:
-        back = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-    except (RuntimeError, ValueError):  # a timm without local folders: harden's own reader, as a user's would be
+    from timm.models import _factory
+    if "local-dir" not in getattr(_factory, "_MODEL_SOURCES", ()):  # a timm that reads no local folders
         from .checkpoint import load
-        reread = load(folder)
+        reread = load(folder)  # harden's reader, as a user of this timm would read the folder
         return lambda x: reread.net(x)
-    return back
+    try:
+        return timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    except Exception as e:  # noqa: BLE001 - whatever timm raises on the folder: nothing is put in place
+        raise HardenError(f"timm {timm.__version__} cannot load the exported folder ({type(e).__name__}: {e}); "
+                          "nothing was written.") from None

@@ -145,9 +145,12 @@ def measure_processor(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     BGR). Its output size must be the input size read from its settings. {} where the library cannot build it."""
     import numpy as np
     transformers = _library()
+    from ..runtime import warn
     try:
         processor = transformers.AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
-    except Exception:  # noqa: BLE001 - a processor class this version lacks: the settings read above stand
+    except Exception as e:  # noqa: BLE001 - a processor class this version lacks: the settings read above stand
+        warn(f"transformers {transformers.__version__} cannot build the image processor saved in {str(path)!r} "
+             f"({type(e).__name__}: {e}); its settings are used as written, unmeasured.")
         return {}
     c = int(meta.get("in_chans", 3))
 
@@ -160,7 +163,6 @@ def measure_processor(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     try:
         black, white, red, grey = run((0, 0, 0)), run((255, 255, 255)), run((255, 0, 0)), run((128, 128, 128))
     except Exception as e:  # noqa: BLE001 - whatever the library raises on a plain image: its settings stand
-        from ..runtime import warn
         warn(f"The image processor saved in {str(path)!r} could not be run on a plain image ({type(e).__name__}: "
              f"{e}); its settings are used as written, unmeasured.")
         return {}
@@ -220,7 +222,9 @@ def _check_geometry(processor, meta: dict[str, Any], flip: bool, path: Path) -> 
     try:
         theirs = processor(images=np.array(image) if c == 3 else np.array(image)[..., None],
                            return_tensors="np")["pixel_values"][0]
-    except Exception:  # noqa: BLE001 - the comparison is a check; the values stand as read
+    except Exception as e:  # noqa: BLE001 - the comparison is a check; the values stand as read, and it is said
+        warn(f"{str(path)!r}: its image processor failed on a test pattern ({type(e).__name__}: {e}); the crop read "
+             "from its settings is used unchecked.")
         return {}
     mean, std = np.asarray(meta["mean"], np.float64), np.asarray(meta["std"], np.float64)
     theirs = theirs[::-1] if flip else theirs
