@@ -65,8 +65,9 @@ def _load_model(path: Path, flags, device):
 @with_data_flags
 def train(
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the trained .safetensors."),
-    data: str = typer.Option("digits", "--data", help="digits, an .npz, CIFAR-10 batches, an image folder or .zip, a "
-                             "CSV/TSV list or tar shards."),
+    data: str = typer.Option("digits", "--data", help="digits, an .npz, CIFAR-10 batches, a torchvision download, an "
+                             "image folder or .zip, a CSV/TSV list, tar shards, Hugging Face parquet/Arrow files or "
+                             "hf:org/name (`harden data` shows how it is read)."),
     arch: str = typer.Option("cnn-small", "--arch", help="Built-in (resnet9, cnn-small, cifar-conv, fmnist-conv), "
                              "any timm name, or package.module:callable."),
     epochs: int = typer.Option(10, "--epochs", min=1),
