@@ -115,10 +115,11 @@ def inspect(
     """Show a checkpoint's metadata, parameter count, taps, head, output kind and hash; check that it loads."""
     import torch
 
-    from .checkpoint import read_checkpoint, sha256_file
+    from .checkpoint import sha256_file
     from .outputs import detect_output_kind, scores_entry
-    _, meta = read_checkpoint(checkpoint, model_flags.key)
     model = _load_model(checkpoint, model_flags, "cpu")
+    shown = {"label_names", "test_input_size", "test_crop_pct"}  # rows of their own below
+    meta = {k: v for k, v in model.spec.extra.items() if k not in shown}  # the file's other metadata, as loaded
     t = Table(title=str(checkpoint), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
