@@ -49,7 +49,8 @@ def check_readable(path: str | os.PathLike) -> None:
     hf:org/name not in the cache included); reads no weights."""
     path = Path(local(path, "model"))
     if not path.exists():
-        raise HardenError(f"Checkpoint {str(path)!r} does not exist.")
+        from .hub_cache import hint
+        raise HardenError(f"Checkpoint {str(path)!r} does not exist.{hint(path, 'model')}")
     if path.is_dir():
         if is_hub_folder(path):
             return

@@ -72,3 +72,17 @@ def _snapshot(repo_dir: Path, revision: str) -> Path | None:
         every = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
         return every[-1] if every else None
     return None
+
+
+def hint(spec: str | os.PathLike, kind: str) -> str:
+    """For a path that does not exist but reads as a hub repository (org/name): how to name it."""
+    text = str(spec)
+    parts = text.split("/")
+    if is_hub_spec(text) or len(parts) != 2 or not all(parts) or Path(text).suffix or text.startswith((".", "~")):
+        return ""
+    try:
+        local("hf:" + text, kind)
+    except HardenError:
+        return (f" If {text!r} is a Hugging Face repository, write hf:{text}: harden reads it from the Hugging Face "
+                "cache on this machine (it never downloads).")
+    return f" hf:{text} is in the Hugging Face cache on this machine: write that."

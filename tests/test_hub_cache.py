@@ -73,6 +73,11 @@ def test_models_and_datasets_come_from_the_cache_never_the_network(tmp_path, mon
     with pytest.raises(HardenError, match="not in the Hugging Face cache.*never downloads.*huggingface-cli download "
                                           "acme/other"):
         harden.load("hf:acme/other")
+    code, _, err = cli("eval", "acme/tiny-vit", "--data", "hf:acme/pets")  # a repository named without hf:
+    assert code == 2 and "hf:acme/tiny-vit is in the Hugging Face cache on this machine: write that" in " ".join(
+        err.split())
+    with pytest.raises(HardenError, match="If 'acme/unknown' is a Hugging Face repository, write hf:acme/unknown"):
+        load_data("acme/unknown")
     code, _, err = cli("eval", "hf:acme/tiny-vit", "--data", "hf:acme/nothing")
     assert code == 2 and "--repo-type dataset acme/nothing" in " ".join(err.split())
     with torch.no_grad():

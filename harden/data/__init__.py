@@ -72,7 +72,8 @@ def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
         return _digits()
     path = Path(spec)
     if not path.exists():
-        raise HardenError(f"Data path {spec!r} does not exist. --data takes {LAYOUTS}.")
+        from ..hub_cache import hint
+        raise HardenError(f"Data path {spec!r} does not exist.{hint(spec, 'dataset')} --data takes {LAYOUTS}.")
     if path.is_file() and path.suffix.lower() == ".npz":
         return _npz(path)
     if path.is_dir() and (path / "data_batch_1").exists() and (path / "test_batch").exists():
