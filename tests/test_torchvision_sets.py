@@ -88,3 +88,49 @@ def test_cifar100_svhn_and_stl10_as_torchvision_reads_them(tmp_path, monkeypatch
     (tmp_path / "MNIST" / "raw").mkdir(parents=True)
     with pytest.raises(HardenError, match="several torchvision downloads .MNIST/raw, cifar-100-python"):
         load_data(tmp_path)
+
+
+def test_food101_and_oxford_pets_follow_their_split_lists_as_torchvision_does(tmp_path, monkeypatch):
+    import json
+
+    from PIL import Image
+
+    from harden.data import DataTarget
+    from harden.models import create_model
+    rng = np.random.default_rng(2)
+
+    def jpg(p):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (24, 30, 3), np.uint8)).save(p)
+    food = tmp_path / "food-101"
+    meta = {"train": {"baby_back_ribs": ["baby_back_ribs/7", "baby_back_ribs/2"], "apple_pie": ["apple_pie/3"]},
+            "test": {"apple_pie": ["apple_pie/9"], "baby_back_ribs": ["baby_back_ribs/4"]}}
+    for split, classes in meta.items():
+        for files in classes.values():
+            for f in files:
+                jpg(food / "images" / f"{f}.jpg")
+        (food / "meta").mkdir(exist_ok=True)
+        (food / "meta" / f"{split}.json").write_text(json.dumps(classes))
+    pets = tmp_path / "pets" / "oxford-iiit-pet"
+    (pets / "annotations").mkdir(parents=True)
+    lines = {"trainval": ["Abyssinian_1 1 1 1", "american_bulldog_5 2 2 1", "Abyssinian_3 1 1 1"],
+             "test": ["american_bulldog_9 2 2 1"]}
+    for split, rows in lines.items():
+        (pets / "annotations" / f"{split}.txt").write_text("\n".join(rows) + "\n")
+        for r in rows:
+            jpg(pets / "images" / f"{r.split()[0]}.jpg")
+    for cls in (torchvision.datasets.Food101, torchvision.datasets.OxfordIIITPet):
+        monkeypatch.setattr(cls, "_check_exists", lambda self: True)
+    target = DataTarget.for_model(create_model("cnn-small", 2, 3, (16, 16), (0.5,), (0.25,)), workers=0)
+    for where, ref_train, ref_test in (
+            (tmp_path, torchvision.datasets.Food101(str(tmp_path), split="train"),
+             torchvision.datasets.Food101(str(tmp_path), split="test")),
+            (tmp_path / "pets", torchvision.datasets.OxfordIIITPet(str(tmp_path / "pets"), split="trainval"),
+             torchvision.datasets.OxfordIIITPet(str(tmp_path / "pets"), split="test"))):
+        data = load_data(where, target)
+        for split, ref in (("train", ref_train), ("test", ref_test)):
+            files = getattr(ref, "_image_files", None) or ref._images
+            lst = data.listing(split)
+            assert [lst.location(i) for i in range(len(lst))] == [str(f) for f in files]
+            assert lst.labels.tolist() == list(ref._labels)
+        assert data.class_names == ref_train.classes

@@ -127,3 +127,65 @@ def _stl10(folder: Path):
     names_file = folder / "class_names.txt"
     names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()] if names_file.is_file() else None
     return _finish(*read("train"), *read("test"), str(folder), names)
+
+
+# ---------------------------------------------------------------- sets of image files with split lists
+
+def torchvision_files(path: Path):
+    """OnDisk for torchvision's image-file sets with split lists: Food-101 (`food-101/images/<class>/<id>.jpg`,
+    `meta/train.json`, `meta/test.json`) and Oxford-IIIT Pet (`oxford-iiit-pet/images/<id>.jpg`,
+    `annotations/trainval.txt`, `test.txt`), as the root given to torchvision or the set's own folder; None else."""
+    for folder in (path / "food-101", path):
+        if (folder / "meta" / "train.json").is_file() and (folder / "images").is_dir():
+            return _food101(folder)
+    for folder in (path / "oxford-iiit-pet", path):
+        if (folder / "annotations" / "trainval.txt").is_file() and (folder / "images").is_dir():
+            return _pets(folder)
+    return None
+
+
+def _food101(folder: Path):
+    import json
+
+    from .sources import Listing, OnDisk, PathTable
+
+    def split(name: str) -> Listing:
+        try:
+            meta = json.loads((folder / "meta" / f"{name}.json").read_text())
+        except (OSError, ValueError) as e:
+            raise HardenError(f"{str(folder / 'meta' / (name + '.json'))!r} is not readable JSON ({e}).") from None
+        refs, names = [], []
+        for cls, files in meta.items():  # {class: ["class/id", ...]}: torchvision's reading
+            refs += [f"{f}.jpg" for f in files]
+            names += [cls] * len(files)
+        return Listing(str(folder / "images"), PathTable(refs), np.zeros(len(refs), np.int64), names, what="folder")
+
+    def classes() -> list[str]:
+        return sorted(json.loads((folder / "meta" / "train.json").read_text()))
+    return OnDisk(str(folder), {"train": lambda: split("train"), "test": lambda: split("test")}, "folder", classes)
+
+
+def _pets(folder: Path):
+    from .sources import Listing, OnDisk, PathTable
+
+    def rows(name: str) -> list[tuple[str, int]]:
+        out = []
+        for n, line in enumerate((folder / "annotations" / f"{name}.txt").read_text().splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2 or not parts[1].isdigit():
+                raise HardenError(f"{str(folder / 'annotations' / (name + '.txt'))!r}, line {n}: {line!r} is not "
+                                  "`image_id class species breed`.")
+            out.append((parts[0], int(parts[1]) - 1))
+        return out
+    train, test = rows("trainval"), rows("test")
+    # torchvision's class names: the image ids' breed part, title-cased, in label order
+    names = {label: " ".join(p.title() for p in image.rsplit("_", 1)[0].split("_")) for image, label in train + test}
+    order = tuple(names[i] for i in sorted(names))
+
+    def split(part: list[tuple[str, int]]) -> Listing:
+        return Listing(str(folder / "images"), PathTable([f"{i}.jpg" for i, _ in part]), np.zeros(len(part), np.int64),
+                       [names[label] for _, label in part], what="folder")
+    return OnDisk(str(folder), {"train": lambda: split(train), "test": lambda: split(test)}, "folder",
+                  lambda: list(order), order)
