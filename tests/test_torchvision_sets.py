@@ -134,3 +134,4 @@ def test_food101_and_oxford_pets_follow_their_split_lists_as_torchvision_does(tm
             assert [lst.location(i) for i in range(len(lst))] == [str(f) for f in files]
             assert lst.labels.tolist() == list(ref._labels)
         assert data.class_names == ref_train.classes
+        assert len(load_unlabeled(where, target).listing("train")) == len(ref_train)  # a pool: its training split

@@ -78,11 +78,11 @@ def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
         return _npz(path)
     if path.is_dir() and (path / "data_batch_1").exists() and (path / "test_batch").exists():
         return _cifar_batches(path)
-    from .torchvision_sets import torchvision_files, torchvision_source
+    from .torchvision_sets import torchvision_source
     downloaded = torchvision_source(path)  # MNIST/raw, cifar-100-python, SVHN's .mat, stl10_binary
     if downloaded is not None:
         return downloaded
-    found = (torchvision_files(path) if path.is_dir() else None) or find_on_disk(path)  # Food-101, Pets: split lists
+    found = find_on_disk(path)
     if found is None:
         if path.is_dir() and ((path / "train").is_dir() != any((path / d).is_dir() for d in EVAL_FOLDERS)):
             has = ("train/ but no val/, test/, validation/ or valid/" if (path / "train").is_dir()
