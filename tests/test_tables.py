@@ -273,3 +273,15 @@ def test_two_classes_of_one_name_keep_their_own_labels(tmp_path):
     pq.write_table(hf_table(files, [0, 1, 2, 1], ["crane", "crane", "tench"]), tmp_path / "t.parquet")
     data = load_data(tmp_path / "t.parquet", DataTarget.for_model(small_cnn(3), workers=0))
     assert data.y_test.tolist() == [0, 1, 2, 1] and data.class_names == ["crane (0)", "crane (1)", "tench"]
+
+
+def test_unreadable_feature_metadata_is_said_and_the_columns_still_read(tmp_path):
+    make_tree(tmp_path / "tree", ["x", "y"], 1, splits=("",), sizes=(20, 30))
+    files, labels = folder_split(tmp_path, "tree", ["x", "y"])
+    table = hf_table(files, labels, ["x", "y"]).replace_schema_metadata({b"huggingface": b"{not json"})
+    pq.write_table(table, tmp_path / "t.parquet")
+    from harden.runtime import console
+    with console.capture() as cap:
+        data = load_data(tmp_path / "t.parquet", DataTarget.for_model(small_cnn(2), workers=0))
+        assert data.y_test.tolist() == labels  # the label column by its name, as indices
+    assert "feature types" in " ".join(cap.get().split())

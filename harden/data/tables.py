@@ -118,8 +118,11 @@ def _features(schema, files: list[Path]) -> dict:
         info_file = files[0].parent / "dataset_info.json"
         if info_file.is_file():
             return json.loads(info_file.read_text()).get("features") or {}
-    except (ValueError, AttributeError, OSError):
-        pass
+    except (ValueError, AttributeError, OSError) as e:  # the columns still read by their types; it is said
+        from ..runtime import warn
+        warn(f"{files[0]}: its feature types (the `huggingface` metadata or dataset_info.json) are unreadable "
+             f"({type(e).__name__}: {e}); image and label columns are found by their types and names, class names "
+             "are not known.")
     return {}
 
 
