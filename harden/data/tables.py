@@ -142,6 +142,7 @@ class TableStore:
     sizes: np.ndarray | None = None  # -1 not spilled, -2 the row holds no image
     spill_path: str | None = None
     _writer: Any = field(default=None, repr=False)
+    _text: list[str] | None = field(default=None, repr=False)
 
     def __post_init__(self):
         pa, pq = _pa()
@@ -223,7 +224,10 @@ class TableStore:
         return np.where(np.isnan(values), -1, values).astype(np.int64)
 
     def text_labels(self) -> list[str]:
-        return [v if v is not None else "" for c in self._column(self.label_column) for v in c.to_pylist()]
+        """A text label column, read once (the class names and the listing both want it)."""
+        if self._text is None:
+            self._text = [v if v is not None else "" for c in self._column(self.label_column) for v in c.to_pylist()]
+        return list(self._text)
 
     def listing(self) -> Listing:
         n = len(self)
