@@ -29,28 +29,35 @@ STEPS = textwrap.dedent("""
         opt.step()
     for _ in range(5):
         step()
+    sizes = []  # what one forward pass writes into fresh activations, in pages
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size())) for m in net.modules()
+             if not isinstance(m, torch.nn.Sequential)]
+    net(x)
+    [h.remove() for h in hooks]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(10):
         step()
-    print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+    print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10, sum(sizes) / 4096)
 """)
 
 
-def faults_per_step(mode: str) -> tuple[bool, float]:
+def faults_per_step(mode: str) -> tuple[bool, float, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     out = subprocess.run([sys.executable, "-c", STEPS, mode], env={**env, "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=120, check=True).stdout.split()
-    return out[0] == "True", float(out[1])
+    return out[0] == "True", float(out[1]), float(out[2])
 
 
 @glibc
 def test_kept_memory_ends_the_page_faults_of_every_step():
-    kept, faults = faults_per_step("kept")
-    default_kept, default_faults = faults_per_step("default")
+    kept, faults, pages = faults_per_step("kept")
+    default_kept, default_faults, _ = faults_per_step("default")
     assert kept and not default_kept
-    # measured here (4 runs): 7,100-8,700 minor faults a step by default (freed activations trimmed and faulted back
-    # in), 0-310 with the memory kept
-    assert default_faults > 1000 and faults < default_faults / 10, (faults, default_faults)
+    # A step makes two forward passes of about 10,240 activation pages each. Measured here: 7,100-8,700 minor faults a step
+    # by default (freed activations trimmed and faulted back in; 1,300 in one run on a loaded machine, where glibc's
+    # adaptive threshold had kept more), 0-310 with the memory kept. The bound is against the step's own pages, not
+    # the default's count, which varies with the heap's history.
+    assert pages > 9000 and faults < 0.05 * 2 * pages and default_faults > faults, (faults, default_faults, pages)
 
 
 def test_user_settings_are_left_alone(monkeypatch):
