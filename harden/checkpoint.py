@@ -97,11 +97,14 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
         if classes:
             meta[PICKLED_CLASS] = classes[0]
         return state, meta
+    from .models.onnx_graph import looks_like_onnx, read_onnx
+    if looks_like_onnx(path):
+        return read_onnx(path)
     if path.suffix.lower() in SAFETENSORS_EXT:
         raise HardenError(f"{str(path)!r} is not a readable safetensors file (no valid header). It may be "
                           "truncated or corrupted; re-export it from the training run.")
-    raise HardenError(f"{str(path)!r} is neither a safetensors file nor a PyTorch checkpoint (zip or legacy "
-                      "pickle); harden reads those two, whatever the file is called.")
+    raise HardenError(f"{str(path)!r} is neither a safetensors file, a PyTorch checkpoint (zip or legacy pickle) nor "
+                      "an ONNX model; harden reads those, whatever the file is called.")
 
 
 def decode_meta(raw: dict[str, str]) -> dict[str, Any]:

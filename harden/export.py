@@ -58,6 +58,7 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
                                   opset_version=opset, dynamo=False)
         except Exception as e:  # the exporter's own errors name the operator it cannot express
             raise HardenError(f"ONNX (opset {opset}) cannot express this model: {_first_line(e)}") from None
+        _write_meta(tmp, model)
         onnx.checker.check_model(tmp)
         check = _check(model, tmp, x_check, images)
         os.replace(tmp, path)
@@ -65,6 +66,25 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _write_meta(path: str, model: Classifier) -> None:
+    """What the graph expects, in its metadata_props (read back by harden: models/onnx_graph.py): [0, 1] pixels, the
+    normalisation being inside the graph; the input size, crop and interpolation; label names; data."""
+    import json
+
+    import onnx
+
+    from .models.onnx_graph import META_KEY
+    spec = model.spec
+    facts = {"input_size": list(spec.input_size), "mean": [0.0] * spec.in_chans, "std": [1.0] * spec.in_chans,
+             "interpolation": spec.interpolation, "crop_pct": spec.crop_pct, "crop_mode": spec.crop_mode,
+             "data": spec.data, "exported_from": spec.arch}
+    if spec.extra.get("label_names"):
+        facts["label_names"] = list(spec.extra["label_names"])
+    graph = onnx.load(path)
+    graph.metadata_props.add(key=META_KEY, value=json.dumps(facts))
+    onnx.save(graph, path)
 
 
 def _check(model: Classifier, onnx_path: str, x: torch.Tensor, images: str) -> ExportCheck:

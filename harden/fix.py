@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -161,6 +162,10 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
              "balance" + (f"; agreement with the source's own labels, unused: "
                           f"{m['agreement_with_source_labels']['rate']:.3f}" if "agreement_with_source_labels" in m
                           else "") + ")" + (f"; adapted: {m['adapted']}" if m.get("adapted") else ""))
+    if not model.spec.data and isinstance(data, (str, os.PathLike)):
+        # a base that named no data (a state dict, an ONNX file): the hardened file names what it was hardened on,
+        # so its later `eval` needs no --data
+        model.spec.data = str(Path(data).resolve()) if Path(data).exists() else str(data)
     seed_everything(seed)
     rcp.attach(model, config["params"])
     prepare_for_device(model.to(device), device)  # channels_last on CUDA for convolutional networks

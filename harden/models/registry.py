@@ -60,7 +60,7 @@ class ModelSpec:
 
 def is_known_arch(arch: str) -> bool:
     _ensure_builtins()
-    if arch in _BUILTINS or ":" in arch:
+    if arch in _BUILTINS or ":" in arch or arch == "onnx":
         return True
     import timm
     return timm.is_model(arch)
@@ -71,7 +71,9 @@ def _build_net(spec: ModelSpec) -> nn.Module:
     arch = spec.arch
     if arch in _BUILTINS:
         return _BUILTINS[arch](num_classes=spec.num_classes, in_chans=spec.in_chans, input_size=spec.input_size)
-    from . import hf_transformers
+    from . import hf_transformers, onnx_graph
+    if arch == onnx_graph.ARCH:
+        return onnx_graph.build(spec.model_args)
     if arch.startswith(hf_transformers.PREFIX):
         return hf_transformers.build(arch, spec.num_classes, spec.in_chans, spec.model_args)
     if ":" in arch:

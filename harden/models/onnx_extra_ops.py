@@ -1,0 +1,162 @@
+"""ONNX operators onnx2torch (1.5) lacks at the opset versions torch's current exporter writes (18-22): registered
+into its converter table, so `onnx2torch.convert` reads what `torch.onnx.export(..., dynamo=True)` and newer
+exporters produce. Versions that only widened an operator's types reuse the converter of the version before;
+the rest are written here or hand over to the older converter where the node uses nothing the new version added
+(anything it did use is refused by name, never converted approximately)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+_DONE = False
+
+# (operator, version) whose change over the version before was only in the tensor types it accepts (onnx's
+# Changelog): the older converter reads them as they are
+TYPES_ONLY = {
+    19: ("Cast", "CastLike", "Constant", "Equal", "Identity", "Shape", "Size"),
+    20: ("ConstantOfShape", "ReduceMax", "ReduceMin"),
+    21: ("Cast", "CastLike", "Constant", "ConstantOfShape", "Flatten", "Identity", "Shape", "Size", "Squeeze",
+         "Transpose", "Unsqueeze"),
+    22: ("Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "AveragePool", "Conv", "ConvTranspose", "Cos", "Cosh",
+         "Dropout", "Elu", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "InstanceNormalization",
+         "MaxPool", "Mish", "Selu", "Sin", "Sinh", "Softplus", "Softsign", "Tan"),
+}
+REDUCERS = {"ReduceMean": torch.mean, "ReduceMax": torch.amax, "ReduceMin": torch.amin}  # axes became an input at 18
+
+
+def _constant(node, graph, i: int, what: str) -> list[int] | None:
+    """Input i of the node as a Python list, where it is a constant of the graph (None where the input is absent)."""
+    names = node.input_values
+    if len(names) <= i or not names[i]:
+        return None
+    if names[i] not in graph.initializers:
+        raise NotImplementedError(f"{node.operation_type} with {what} computed at run time")
+    return [int(v) for v in graph.initializers[names[i]].to_torch().reshape(-1).tolist()]
+
+
+class Reduce(nn.Module):
+    def __init__(self, fn, axes: list[int] | None, keepdims: bool):
+        super().__init__()
+        self.fn, self.axes, self.keepdims = fn, axes, keepdims
+
+    def forward(self, x):
+        if self.axes is None:  # every axis
+            out = self.fn(x)
+            return out.reshape([1] * x.dim()) if self.keepdims else out
+        return self.fn(x, dim=self.axes, keepdim=self.keepdims)
+
+
+class Reshape(nn.Module):
+    """A reshape to a constant shape: 0 keeps the input's size there unless allowzero."""
+    def __init__(self, shape: list[int], allowzero: bool):
+        super().__init__()
+        self.shape, self.allowzero = shape, allowzero
+
+    def forward(self, x):
+        shape = self.shape if self.allowzero else [x.shape[i] if s == 0 else s for i, s in enumerate(self.shape)]
+        return x.reshape(shape)
+
+
+class SplitEven(nn.Module):
+    """Split 18's num_outputs: parts of ceil(size / n), the last one smaller."""
+    def __init__(self, parts: int, axis: int):
+        super().__init__()
+        self.parts, self.axis = parts, axis
+
+    def forward(self, x):
+        return tuple(torch.split(x, math.ceil(x.shape[self.axis] / self.parts), dim=self.axis))
+
+
+def register() -> None:
+    """Add the converters (once)."""
+    global _DONE
+    if _DONE:
+        return
+    import warnings
+    # onnx2torch's Slice indexes with a list, which torch warns about at every new call site; the conversion is
+    # checked against onnxruntime on load, whatever torch makes of it
+    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
+                            module=r"onnx2torch\.")
+    from onnx import defs
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, add_converter
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+    def older(op: str, version: int):
+        """The converter of the operator's version before `version`."""
+        prev = defs.get_schema(op, max_inclusive_version=version - 1).since_version
+        return _CONVERTER_REGISTRY.get(OperationDescription("", op, prev))
+
+    def add(op: str, version: int):
+        def deco(fn):
+            if OperationDescription("", op, version) not in _CONVERTER_REGISTRY:
+                add_converter(op, version)(fn)
+            return fn
+        return deco
+
+    def result(module, node, inputs):
+        return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(
+            inputs=tuple(inputs), outputs=node.output_values))
+
+    for op in REDUCERS:
+        @add(op, 18)
+        def _reduce(node, graph, op=op):
+            axes = _constant(node, graph, 1, "axes")
+            if not axes and node.attributes.get("noop_with_empty_axes", 0):
+                return result(nn.Identity(), node, node.input_values[:1])
+            return result(Reduce(REDUCERS[op], axes or None, bool(node.attributes.get("keepdims", 1))), node,
+                          node.input_values[:1])
+
+    for version in (19, 21):
+        @add("Reshape", version)
+        def _reshape(node, graph):
+            allowzero = bool(node.attributes.get("allowzero", 0))
+            if node.input_values[1] in graph.initializers:
+                return result(Reshape(_constant(node, graph, 1, "shape"), allowzero), node, node.input_values[:1])
+            if allowzero:
+                raise NotImplementedError("Reshape with allowzero=1 to a shape computed at run time")
+            return older("Reshape", 19)(node, graph)
+
+    @add("Gelu", 20)
+    def _gelu(node, graph):
+        return result(nn.GELU(approximate=str(node.attributes.get("approximate", "none"))), node, node.input_values)
+
+    @add("Split", 18)
+    def _split(node, graph):
+        if len(node.input_values) > 1 and node.input_values[1]:
+            return older("Split", 18)(node, graph)
+        parts = int(node.attributes.get("num_outputs", len(node.output_values)))
+        return result(SplitEven(parts, int(node.attributes.get("axis", 0))), node, node.input_values[:1])
+
+    def without(op: str, version: int, unused):
+        """The older converter, where the node uses none of what `version` added (unused(node) names it if so)."""
+        @add(op, version)
+        def _older(node, graph):
+            added = unused(node)
+            if added:
+                raise NotImplementedError(f"{op} {version} with {added}")
+            return older(op, version)(node, graph)
+
+    without("AveragePool", 19, lambda n: "dilations" if any(d != 1 for d in n.attributes.get("dilations", [1])) else "")
+    for version in (18, 19, 21):
+        without("Pad", version, lambda n: "axes" if len(n.input_values) > 3 and n.input_values[3] else
+                ("wrap mode" if n.attributes.get("mode") == "wrap" else ""))
+    for version in (18, 19):
+        without("Resize", version, lambda n: "antialias" if n.attributes.get("antialias", 0) else
+                ("axes" if n.attributes.get("axes") else
+                 ("keep_aspect_ratio_policy" if n.attributes.get("keep_aspect_ratio_policy", "stretch") != "stretch"
+                  else ("half_pixel_symmetric" if n.attributes.get("coordinate_transformation_mode") ==
+                        "half_pixel_symmetric" else ""))))
+    for version in sorted(TYPES_ONLY):
+        for op in TYPES_ONLY[version]:
+            key = OperationDescription("", op, version)
+            try:
+                known = defs.get_schema(op, max_inclusive_version=version).since_version == version
+            except defs.SchemaError:
+                known = False
+            if known and key not in _CONVERTER_REGISTRY:
+                fn = older(op, version)
+                if fn is not None:
+                    _CONVERTER_REGISTRY[key] = fn
+    _DONE = True

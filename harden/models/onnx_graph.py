@@ -1,0 +1,353 @@
+"""ONNX models as input: `harden eval model.onnx`, `harden fix model.onnx`.
+
+An ONNX file is a graph, not a torch module: onnx2torch rebuilds it as one (a torch.fx GraphModule, every ONNX
+operator a torch module), after the graph is put in the form it reads (local functions inlined, constants and
+aliases of constants folded into initializers) and with the operators of newer opsets it lacks added
+(onnx_extra_ops.py). The conversion is checked before anything uses it: onnxruntime runs the file itself on the
+same inputs, and the outputs must agree (else the file is refused, with the difference). The graph's float
+constants of 5 values or more (convolution kernels, MatMul weights, embeddings, biases) become the module's
+trainable weights; smaller ones (a scale, a mean per channel subtracted inside the graph) stay constants.
+
+A graph exported for a fixed batch (`torch.onnx.export` without dynamic axes: input 1x3x224x224) is freed: its
+input's batch becomes symbolic and reshapes to a constant shape that begin with that batch begin with -1; the
+check above then also compares a batch of several images with the file run on one at a time.
+
+The architecture is `onnx` and its model_args hold the graph without its weights (the weights are the state dict),
+so every checkpoint harden writes from it rebuilds with no ONNX file beside it. Preprocessing is the user's to say
+(--mean, --std; an ONNX file carries none), except for files `harden export` wrote: their metadata says that they
+take [0, 1] pixels and gives the input size, crop and label names."""
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import HardenError
+
+ARCH = "onnx"
+# float constants this large are weights (trained, kept in the state dict); up to 4 values (a mean or scale per
+# channel, resize factors) they stay constants
+WEIGHT_MIN = 5
+STRIPPED = "harden:weights in the state dict"  # doc_string of an initializer kept as its shape only
+META_KEY = "harden"  # metadata_props entry `harden export` writes: what the graph expects
+TOLERANCE = 1e-3  # largest |torch - onnxruntime| output difference accepted, relative to the output scale
+
+
+def looks_like_onnx(path: Path) -> bool:
+    """An ONNX model, whatever its name: a protobuf ModelProto with a graph of nodes."""
+    try:
+        with path.open("rb") as f:
+            first = f.read(1)
+    except OSError:
+        return False
+    if first != b"\x08" and path.suffix.lower() != ".onnx":  # field 1, ir_version, comes first as exporters write
+        return False
+    try:
+        import onnx
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not a protobuf of this kind: not ONNX
+        return False
+    return len(model.graph.node) > 0 and len(model.graph.input) > 0
+
+
+class OnnxNet(nn.Module):
+    """The converted graph, fed NCHW pixels (transposed first for a graph that takes NHWC, as TensorFlow's do)."""
+
+    def __init__(self, graph: nn.Module, layout: str = "NCHW"):
+        super().__init__()
+        self.graph = graph
+        self.layout = layout
+
+    def forward(self, x):
+        if self.layout == "NHWC":
+            x = x.permute(0, 2, 3, 1)
+        return self.graph(x)
+
+
+def _library():
+    try:
+        import onnx
+        import onnx2torch
+    except ImportError:  # dependencies (pyproject); absent only from a bare environment
+        raise HardenError("This is an ONNX model; reading it needs the onnx and onnx2torch libraries "
+                          "(pip install onnx onnx2torch).") from None
+    from .onnx_extra_ops import register
+    register()
+    return onnx, onnx2torch
+
+
+def _prepare(model):
+    """The graph in the form onnx2torch reads: local functions inlined; Constant nodes and Identity aliases of
+    constants (torch's exporter writes one per shared weight) folded into initializers; no initializer listed as
+    an input (old IR versions did)."""
+    onnx, _ = _library()
+    from onnx import numpy_helper
+    try:
+        from onnx import inliner
+        if len(model.functions):
+            model = inliner.inline_local_functions(model)
+    except ImportError:
+        pass
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    keep = []
+    for node in g.node:
+        if node.op_type == "Constant" and len(node.output) == 1 and node.attribute and not node.domain:
+            attr = node.attribute[0]
+            value = None
+            if attr.name == "value":
+                value = numpy_helper.to_array(attr.t)
+            elif attr.name in ("value_float", "value_int"):
+                value = np.array(attr.f if attr.name == "value_float" else attr.i,
+                                 np.float32 if attr.name == "value_float" else np.int64)
+            elif attr.name in ("value_floats", "value_ints"):
+                value = np.array(list(attr.floats if attr.name == "value_floats" else attr.ints),
+                                 np.float32 if attr.name == "value_floats" else np.int64)
+            if value is not None:
+                g.initializer.append(numpy_helper.from_array(value, node.output[0]))
+                inits.add(node.output[0])
+                continue
+        if node.op_type == "Identity" and not node.domain and node.input[0] in inits:
+            source = next(i for i in g.initializer if i.name == node.input[0])
+            alias = onnx.TensorProto()
+            alias.CopyFrom(source)
+            alias.name = node.output[0]
+            g.initializer.append(alias)
+            inits.add(alias.name)
+            continue
+        keep.append(node)
+    del g.node[:]
+    g.node.extend(keep)
+    real = [i for i in g.input if i.name not in inits]
+    del g.input[:]
+    g.input.extend(real)
+    return model
+
+
+def _dims(value_info) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def _input(model, path: Path) -> tuple[str, list[int | None], str]:
+    """(name, dims, layout) of the graph's one image input."""
+    inputs = list(model.graph.input)
+    if len(inputs) != 1:
+        raise HardenError(f"{str(path)!r} is an ONNX graph with {len(inputs)} inputs "
+                          f"({', '.join(i.name for i in inputs)}); harden evaluates classifiers of one image input.")
+    dims = _dims(inputs[0])
+    elem = inputs[0].type.tensor_type.elem_type
+    if elem != 1:  # TensorProto.FLOAT
+        raise HardenError(f"{str(path)!r} takes {_elem_name(elem)} input; harden attacks and trains float32 graphs "
+                          "(export it in float32).")
+    if len(dims) != 4:
+        raise HardenError(f"{str(path)!r} takes a rank-{len(dims)} input {dims}; harden reads image classifiers "
+                          "taking N x C x H x W (or N x H x W x C).")
+    if dims[1] in (1, 3) or (dims[1] is not None and dims[1] <= 4 and dims[3] not in (1, 3)):
+        return inputs[0].name, dims, "NCHW"
+    if dims[3] in (1, 3, 4):
+        return inputs[0].name, [dims[0], dims[3], dims[1], dims[2]], "NHWC"
+    raise HardenError(f"{str(path)!r} takes an input of shape {dims}, whose channel axis harden cannot tell (not 1 "
+                      "or 3 channels at axis 1 or 3).")
+
+
+def _elem_name(elem: int) -> str:
+    import onnx
+    return onnx.TensorProto.DataType.Name(elem).lower()
+
+
+def _free_batch(model, batch: int):
+    """A copy whose input batch is symbolic: reshapes to a constant shape that begins with the fixed batch begin
+    with -1 (the rest of their shape as shape inference gave it)."""
+    onnx, _ = _library()
+    from onnx import numpy_helper
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: _dims(v) for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    free = onnx.ModelProto()
+    free.CopyFrom(model)
+    g = free.graph
+    for value in list(g.input) + list(g.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
+            dims[0].dim_param = "batch"
+    del g.value_info[:]
+    inits = {i.name: i for i in g.initializer}
+    for k, node in enumerate(g.node):
+        if node.op_type != "Reshape" or node.input[1] not in inits:
+            continue
+        shape = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64).tolist()
+        if not shape or shape[0] != batch:
+            continue
+        out = shapes.get(node.output[0])
+        if out and all(d is not None for d in out) and out[0] == batch:
+            new = [-1] + out[1:]
+        elif -1 not in shape[1:]:
+            new = [-1] + shape[1:]
+        else:
+            continue
+        name = f"{node.input[1]}__batch_free_{k}"
+        g.initializer.append(numpy_helper.from_array(np.array(new, np.int64), name))
+        node.input[1] = name
+    return free
+
+
+def _weights_stripped(model):
+    """A copy with each float initializer of WEIGHT_MIN values or more kept as its shape alone (the state dict
+    holds it)."""
+    onnx, _ = _library()
+    lean = onnx.ModelProto()
+    lean.CopyFrom(model)
+    for init in lean.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and int(np.prod(init.dims)) >= WEIGHT_MIN:
+            name, dims = init.name, list(init.dims)
+            init.Clear()
+            init.name, init.data_type, init.doc_string = name, onnx.TensorProto.FLOAT, STRIPPED
+            init.dims.extend(dims)
+    return lean
+
+
+def _with_zeros(model):
+    """The stripped weights back as zeros of their shape (the state dict is loaded over them)."""
+    from onnx import numpy_helper
+    for init in model.graph.initializer:
+        if init.doc_string == STRIPPED:
+            name, dims = init.name, list(init.dims)
+            init.CopyFrom(numpy_helper.from_array(np.zeros(dims, np.float32), name))
+    return model
+
+
+def encode(model) -> str:
+    return base64.b64encode(zlib.compress(model.SerializeToString(), 6)).decode("ascii")
+
+
+def decode(text: str):
+    onnx, _ = _library()
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(zlib.decompress(base64.b64decode(text)))
+    except (ValueError, zlib.error) as e:
+        raise HardenError(f"The ONNX graph kept in this checkpoint's metadata is damaged ({e}).") from None
+    return model
+
+
+def _convert(model, where: str) -> nn.Module:
+    """onnx2torch's module for the graph, its float constants of WEIGHT_MIN values or more made trainable."""
+    _, onnx2torch = _library()
+    try:
+        graph = onnx2torch.convert(model)
+    except NotImplementedError as e:
+        raise HardenError(f"{where}: onnx2torch cannot convert this ONNX graph to torch ({e}); harden needs the "
+                          "graph as a torch module to compute gradients. Export the model from its training code "
+                          "instead (a state dict, or torch.save), or to ONNX at opset 17.") from None
+    except Exception as e:  # noqa: BLE001 - whatever the converter raises on a graph it misreads
+        raise HardenError(f"{where}: onnx2torch failed on this ONNX graph ({type(e).__name__}: {e}).") from None
+    for module in graph.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            continue  # running statistics stay statistics
+        for name, buf in list(module._buffers.items()):
+            if buf is not None and buf.is_floating_point() and buf.numel() >= WEIGHT_MIN:
+                del module._buffers[name]
+                module.register_parameter(name, nn.Parameter(buf.detach().clone()))
+    return graph.eval()
+
+
+def build(model_args: dict[str, Any], where: str = "onnx") -> nn.Module:
+    """The architecture `onnx` from its model_args (the graph without its weights, the input layout)."""
+    text = (model_args or {}).get("graph")
+    if not isinstance(text, str):
+        raise HardenError("The architecture 'onnx' needs its graph (kept in the model_args of checkpoints harden "
+                          "writes from an ONNX file); give the ONNX file itself.")
+    return OnnxNet(_convert(_with_zeros(decode(text)), where), str(model_args.get("layout", "NCHW")))
+
+
+def _run_onnxruntime(model, name: str, x: np.ndarray, batch: int | None) -> np.ndarray:
+    import onnxruntime as ort
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    if batch is None:
+        return np.asarray(session.run(None, {name: x})[0])
+    return np.concatenate([np.asarray(session.run(None, {name: x[i:i + batch]})[0]) for i in range(0, len(x), batch)])
+
+
+def _first_output(out) -> torch.Tensor:
+    while isinstance(out, (tuple, list)):
+        out = out[0]
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    return out
+
+
+def read_onnx(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of an ONNX file: the graph converted and checked against onnxruntime."""
+    onnx, _ = _library()
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - a damaged file or missing external data
+        raise HardenError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__}: {e}).") from None
+    model = _prepare(model)
+    name, dims, layout = _input(model, path)
+    size = [dims[2], dims[3]] if dims[2] and dims[3] else None
+    fixed = dims[0]
+    graph = _free_batch(model, fixed) if fixed else model
+    n = 2 * fixed if fixed else 3
+    x = torch.rand(n, dims[1], *(size or [224, 224]), generator=torch.Generator().manual_seed(0))
+    feed = x.permute(0, 2, 3, 1).contiguous() if layout == "NHWC" else x
+    try:
+        expected = _run_onnxruntime(model, name, feed.numpy(), fixed)
+    except Exception as e:  # noqa: BLE001 - onnxruntime's errors on a graph it cannot run
+        raise HardenError(f"onnxruntime cannot run {str(path)!r} on {n} images of {tuple(feed.shape[1:])} "
+                          f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}).") from None
+    lean = _weights_stripped(graph)
+    net = OnnxNet(_convert(graph, str(path)), layout)
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    rebuilt = build({"graph": encode(lean), "layout": layout}, str(path))
+    rebuilt.load_state_dict(state, strict=True)
+    batch = (f" at a batch of {n} (the file is exported for a fixed batch of {fixed}: re-export it with a dynamic "
+             "batch axis, torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}) or dynamic_shapes)"
+             if fixed else "")
+    try:
+        with torch.no_grad():
+            outs = [_first_output(m(x)) for m in (net, rebuilt)]
+    except Exception as e:  # noqa: BLE001 - a shape the graph fixed, met at another batch
+        raise HardenError(f"{str(path)!r}: the graph converted to torch fails{batch} ({type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0][:200]}).") from None
+    worst = max(float((torch.as_tensor(o).reshape(expected.shape) - torch.from_numpy(expected)).abs().max())
+                if tuple(o.shape) == expected.shape else float("inf") for o in outs)
+    scale = float(np.abs(expected).max())
+    if not worst <= TOLERANCE * max(1.0, scale):
+        raise HardenError(f"{str(path)!r}: the graph converted to torch gives other outputs than onnxruntime gives "
+                          f"for the file{batch} (largest difference {worst:.3g} where outputs reach {scale:.3g}); "
+                          "harden will not attack or train a model that is not the file's.")
+    meta: dict[str, Any] = {"arch": ARCH, "model_args": {"graph": encode(lean), "layout": layout},
+                            "in_chans": int(dims[1]), "num_classes": int(expected.shape[-1])}
+    if size:
+        meta["input_size"] = size
+    meta.update(_export_meta(model))
+    return state, meta
+
+
+def _export_meta(model) -> dict[str, Any]:
+    """What `harden export` wrote into the file's metadata_props: [0, 1] pixels (its normalisation is inside the
+    graph), input size, crop, interpolation, label names, data."""
+    for prop in model.metadata_props:
+        if prop.key == META_KEY:
+            try:
+                found = json.loads(prop.value)
+            except ValueError:
+                return {}
+            return found if isinstance(found, dict) else {}
+    return {}
+
+
+def summary(model_args: dict[str, Any]) -> str:
+    """A line for `inspect`: the graph's size, not its bytes."""
+    try:
+        g = decode(str(model_args.get("graph"))).graph
+    except HardenError:
+        return "damaged"
+    ops = sorted({n.op_type for n in g.node})
+    return f"{len(g.node)} nodes ({', '.join(ops[:12])}{', ...' if len(ops) > 12 else ''}), input {model_args.get('layout')}"

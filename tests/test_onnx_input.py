@@ -1,0 +1,212 @@
+"""ONNX models as input (models/onnx_graph.py): files as torch's two exporters write them, with a dynamic or a fixed
+batch, NCHW or NHWC, evaluated, hardened and exported back; the conversion checked against onnxruntime."""
+import contextlib
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import harden
+from harden.errors import HardenError
+from harden.models import onnx_graph
+from harden.runtime import console
+
+
+class LeNetView(nn.Module):  # as published code writes it: view-flatten, log_softmax head
+    def __init__(self, num_classes=4, in_chans=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16 * 4 * 4, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.log_softmax(self.fc(x.view(x.size(0), -1)), dim=1)
+
+
+class Mixer(nn.Module):
+    """What opset 18-20 graphs hold that onnx2torch lacks: a global mean (ReduceMean 18), GELU (Gelu 20), an even
+    split (Split 18), a pad, reshapes to constant shapes (Reshape 19), a token concatenated in front (ViT's class
+    token, which a fixed batch bakes in)."""
+    def __init__(self, num_classes=4, in_chans=3):
+        super().__init__()
+        self.stem = nn.Conv2d(in_chans, 8, 4, stride=4)
+        self.token = nn.Parameter(torch.randn(1, 1, 8))
+        self.mix = nn.Linear(8, 16)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        t = self.stem(F.pad(x, (1, 1, 1, 1))).flatten(2).transpose(1, 2)
+        t = torch.cat([self.token.expand(x.shape[0], -1, -1), t], 1)
+        a, b = F.gelu(self.mix(t)).chunk(2, -1)
+        return self.head((a * b).mean(1))
+
+
+def export(net, path, size=(16, 16), chans=3, dynamo=False, fixed_batch=False, nhwc=False):
+    net = net.eval()
+    x = torch.rand(1 if fixed_batch else 2, chans, *size)
+    model = net
+    if nhwc:  # a TensorFlow-style graph: N x H x W x C in
+        class NHWC(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                return self.net(x.permute(0, 3, 1, 2))
+        model, x = NHWC().eval(), x.permute(0, 2, 3, 1).contiguous()
+    kwargs = {}
+    if not fixed_batch:
+        kwargs = ({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo
+                  else {"dynamic_axes": {"image": {0: "batch"}}})
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=dynamo, input_names=["image"], **kwargs)
+    return path
+
+
+def dynamo_available():
+    try:
+        import onnxscript  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+CASES = [("legacy", False, False), ("legacy-fixed-batch", False, True)]
+if dynamo_available():
+    CASES += [("dynamo", True, False), ("dynamo-fixed-batch", True, True)]
+
+
+@pytest.mark.parametrize("name,dynamo,fixed", CASES, ids=[c[0] for c in CASES])
+def test_exported_graphs_load_as_the_module_that_was_exported(tmp_path, name, dynamo, fixed):
+    torch.manual_seed(0)
+    net = LeNetView()
+    with torch.no_grad():  # statistics of a trained network, so the folded or kept BatchNorm matters
+        net.bn1.running_mean.normal_()
+        net.bn1.running_var.uniform_(0.5, 2)
+    path = export(net, tmp_path / "m.onnx", dynamo=dynamo, fixed_batch=fixed)
+    with console.capture() as said:
+        model = harden.load(path)
+    assert model.spec.arch == "onnx" and model.spec.num_classes == 4 and model.spec.in_chans == 3
+    assert tuple(model.spec.input_size) == (16, 16)
+    assert "assuming mean 0" in " ".join(said.get().split())  # an ONNX file says no preprocessing: the default is said
+    x = torch.rand(5, 3, 16, 16)  # a batch of another size than the export's
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-5)
+    # every weight trainable: the graph's kernels and biases are parameters, not frozen constants
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    folded = 2 * 8 if not any("bn" in k or "Batch" in k for k in model.state_dict()) else 0  # BN folded into conv1
+    assert trainable == sum(p.numel() for p in net.parameters()) - folded
+    xg = x.clone().requires_grad_(True)
+    model(xg).sum().backward()
+    assert xg.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not dynamo_available(), reason="onnxscript not installed")
+def test_newer_opset_operators_convert(tmp_path):
+    torch.manual_seed(0)
+    net = Mixer()
+    path = export(net, tmp_path / "mixer.onnx", dynamo=True)
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"ReduceMean", "Gelu", "Split", "Reshape"} <= ops or {"ReduceMean", "Gelu"} <= ops, ops
+    model = harden.load(path, mean=[0.5], std=[0.5])
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - 0.5) / 0.5), atol=1e-5)
+
+
+def test_a_fixed_batch_that_cannot_be_freed_is_refused_with_the_way_out(tmp_path):
+    path = export(Mixer(), tmp_path / "fixed.onnx", fixed_batch=True)
+    with pytest.raises(HardenError, match="fixed batch of 1: re-export it with a dynamic batch axis"):
+        harden.load(path)
+
+
+def test_nhwc_graphs_take_harden_s_nchw_pixels(tmp_path):
+    torch.manual_seed(0)
+    net = LeNetView(in_chans=1)
+    path = export(net, tmp_path / "tf.onnx", chans=1, nhwc=True)
+    model = harden.load(path)
+    assert model.spec.in_chans == 1 and model.spec.model_args["layout"] == "NHWC"
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-5)
+
+
+def test_a_conversion_that_differs_from_onnxruntime_is_refused(tmp_path, monkeypatch):
+    path = export(LeNetView(), tmp_path / "m.onnx")
+    real = onnx_graph._run_onnxruntime
+    monkeypatch.setattr(onnx_graph, "_run_onnxruntime", lambda *a: real(*a) + 0.5)
+    with pytest.raises(HardenError, match="other outputs than onnxruntime"):
+        harden.load(path)
+
+
+def test_files_that_are_not_onnx_get_the_plain_error(tmp_path):
+    junk = tmp_path / "model.onnx"
+    junk.write_bytes(b"\x08\x07 not a protobuf at all" * 10)
+    with pytest.raises(HardenError, match="neither a safetensors file, a PyTorch checkpoint .* nor an ONNX model"):
+        harden.load(junk)
+
+
+def test_eval_fix_and_export_round_trip_from_an_onnx_file(tmp_path, cli, digits_model):
+    """The user's deployed digits model as ONNX (its normalisation inside, a fixed batch of 1, a log_softmax
+    head): evaluated as the original is, hardened into a checkpoint that rebuilds without the file, exported back
+    to an ONNX file harden reads with no flags."""
+    class Deployed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = digits_model
+
+        def forward(self, x):
+            return F.log_softmax(self.m(x), 1)
+    src = export(Deployed(), tmp_path / "user.onnx", size=(8, 8), chans=1, fixed_batch=True)
+    code, out, _ = cli("eval", src, "--data", "digits", "--n", "60", "--attack", "pgd", "-q", "--json",
+                       tmp_path / "onnx.json")
+    assert code == 0, out
+    base = tmp_path / "base.safetensors"
+    harden.save(digits_model, base)
+    code, out, _ = cli("eval", base, "--n", "60", "--attack", "pgd", "-q", "--json", tmp_path / "st.json")
+    assert code == 0, out
+    import json
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("onnx.json", "st.json"))
+    assert a["clean_accuracy"] == b["clean_accuracy"]
+    assert a["attacks"][0]["name"] == "pgd" and a["attacks"][0]["robust_accuracy"] == b["attacks"][0]["robust_accuracy"]
+    hardened = tmp_path / "user.hardened.safetensors"
+    code, out, err = cli("fix", src, "--data", "digits", "--epochs", "1", "--num-images", "40", "-q", "-o", hardened)
+    assert code == 0, out + err
+    src.rename(tmp_path / "moved.onnx")  # the hardened checkpoint needs no ONNX file beside it
+    model = harden.load(hardened)
+    assert model.spec.arch == "onnx" and model.spec.data == "digits"
+    x = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():
+        before = Deployed().eval()(x)
+        assert not torch.allclose(model(x), before, atol=1e-4)  # trained: its weights moved
+    out_onnx = tmp_path / "hardened.onnx"
+    code, out, err = cli("export", hardened, "-o", out_onnx)
+    assert code == 0, out + err
+    with console.capture() as said:
+        back = harden.load(out_onnx)
+    assert "assuming" not in " ".join(said.get().split())  # harden's export says its preprocessing: [0, 1] pixels
+    assert back.spec.data == "digits" and list(back.spec.mean) == [0.0]
+    with torch.no_grad():
+        assert torch.allclose(back(x), model(x), atol=1e-4)
+
+
+def test_weights_stripped_graph_is_small_and_rebuilds(tmp_path):
+    path = export(LeNetView(), tmp_path / "m.onnx")
+    model = harden.load(path)
+    text = model.spec.model_args["graph"]
+    assert len(text) < path.stat().st_size / 4  # the weights travel in the state dict, not twice
+    net = onnx_graph.build(model.spec.model_args)
+    net.load_state_dict(model.net.state_dict())
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert np.allclose(net(x).numpy(), model.net(x).numpy(), atol=1e-6)
