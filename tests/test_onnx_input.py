@@ -48,6 +48,22 @@ class Mixer(nn.Module):
         return self.head((a * b).mean(1))
 
 
+class TokenNorm(nn.Module):
+    """A LayerNorm after reshapes computed at run time (Swin's, MobileViT's): shape inference leaves its input's
+    shape unknown, which onnx2torch's converter took as the normalised shape."""
+    def __init__(self, num_classes=4, in_chans=3):
+        super().__init__()
+        self.stem = nn.Conv2d(in_chans, 8, 4, stride=4)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        f = self.stem(x)
+        b, c, h, w = f.shape
+        t = f.reshape(b, c, h * w).transpose(1, 2).reshape(b, h, w, c)
+        return self.head(self.norm(t).mean((1, 2)))
+
+
 def export(net, path, size=(16, 16), chans=3, dynamo=False, fixed_batch=False, nhwc=False):
     net = net.eval()
     x = torch.rand(1 if fixed_batch else 2, chans, *size)
@@ -210,3 +226,16 @@ def test_weights_stripped_graph_is_small_and_rebuilds(tmp_path):
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         assert np.allclose(net(x).numpy(), model.net(x).numpy(), atol=1e-6)
+
+
+def test_layer_norm_after_run_time_reshapes_converts(tmp_path):
+    torch.manual_seed(0)
+    net = TokenNorm()
+    with torch.no_grad():
+        net.norm.weight.normal_()
+        net.norm.bias.normal_()
+    model = harden.load(export(net, tmp_path / "tokens.onnx"))
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-5)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in net.parameters())

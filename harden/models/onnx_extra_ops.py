@@ -118,6 +118,26 @@ def register() -> None:
                 raise NotImplementedError("Reshape with allowzero=1 to a shape computed at run time")
             return older("Reshape", 19)(node, graph)
 
+    # onnx2torch's LayerNormalization takes the normalised shape from shape inference's record of its input, which
+    # the TorchScript exporter's graphs of Swin, MobileViT, EfficientFormer leave wrong; the scale's own shape is
+    # the normalised shape (the operator's definition), so it is read from there
+    layer_norm = OperationDescription("", "LayerNormalization", 17)
+    onnx2torch_layer_norm = _CONVERTER_REGISTRY[layer_norm]
+
+    def _layer_norm(node, graph):
+        names = node.input_values
+        if not all(n in graph.initializers for n in names[1:]):
+            return onnx2torch_layer_norm(node, graph)
+        scale = graph.initializers[names[1]].to_torch()
+        module = nn.LayerNorm(tuple(scale.shape), eps=float(node.attributes.get("epsilon", 1e-5)),
+                              bias=len(names) > 2 and bool(names[2]))
+        with torch.no_grad():
+            module.weight.copy_(scale)
+            if module.bias is not None:
+                module.bias.copy_(graph.initializers[names[2]].to_torch())
+        return result(module, node, names[:1])
+    _CONVERTER_REGISTRY[layer_norm] = _layer_norm
+
     @add("Gelu", 20)
     def _gelu(node, graph):
         return result(nn.GELU(approximate=str(node.attributes.get("approximate", "none"))), node, node.input_values)
