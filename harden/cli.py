@@ -148,9 +148,10 @@ def inspect(
                                                       "settings, kept whole)" + (
                                                           "; channels reversed for the network (BGR)"
                                                           if s.model_args.get("flip_channels") else ""))))
-    elif s.arch == "onnx":  # the graph without its weights, kept whole: too long to print
+    elif s.arch == "onnx":  # the graph without its weights: too long to print
         from .models.onnx_graph import summary
-        rows.append(("model_args", said("model_args", "the ONNX graph, kept whole: " + summary(s.model_args))))
+        rows.append(("model_args", said("model_args", "the ONNX graph without its weights (they are the tensors): "
+                                        + summary(s.model_args))))
     elif s.model_args:
         rows.append(("model_args", said("model_args", s.model_args)))
     if s.extra.get("label_names"):

@@ -199,6 +199,9 @@ def test_eval_fix_and_export_round_trip_from_an_onnx_file(tmp_path, cli, digits_
     code, out, err = cli("fix", src, "--data", "digits", "--epochs", "1", "--num-images", "40", "-q", "-o", hardened)
     assert code == 0, out + err
     src.rename(tmp_path / "moved.onnx")  # the hardened checkpoint needs no ONNX file beside it
+    code, out, _ = cli("inspect", hardened)
+    assert code == 0 and "ONNX graph without its weights" in " ".join(out.split())
+    assert model_args_text(hardened) not in out  # said in a line, not dumped
     model = harden.load(hardened)
     assert model.spec.arch == "onnx" and model.spec.data == "digits"
     x = torch.rand(6, 1, 8, 8)
@@ -214,6 +217,10 @@ def test_eval_fix_and_export_round_trip_from_an_onnx_file(tmp_path, cli, digits_
     assert back.spec.data == "digits" and list(back.spec.mean) == [0.0]
     with torch.no_grad():
         assert torch.allclose(back(x), model(x), atol=1e-4)
+
+
+def model_args_text(path):
+    return harden.load(path).spec.model_args["graph"][:40]
 
 
 def test_weights_stripped_graph_is_small_and_rebuilds(tmp_path):
