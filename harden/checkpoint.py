@@ -210,6 +210,12 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     model.spec.extra.update({k: v for k, v in meta.items()
                              if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
+    names = model.spec.extra.get("label_names")
+    if names is not None and len(names) != model.spec.num_classes:
+        # class names found beside the weights (a training script's class_to_idx, ...) for another head
+        warn(f"{str(path)!r} holds {len(names)} class names for a model of {model.spec.num_classes} classes; they are "
+             "not used.")
+        del model.spec.extra["label_names"]
     patch_state = {k[len(PATCH_PREFIX):]: v for k, v in state.items() if k.startswith(PATCH_PREFIX)}
     state = {k: v for k, v in state.items() if not k.startswith(PATCH_PREFIX)}
     if meta.get("recipe"):  # a hardened checkpoint: replay the recipe's attach, then load its weights

@@ -109,16 +109,55 @@ def container_meta(obj: Any) -> dict[str, Any]:
     and timm's share their keys, and any other mismatch is the usual shape error. timm's train.py also saves its
     `args`, whose model and preprocessing options override the model's defaults in timm's own evaluation: read as
     timm reads them."""
+    names = class_names(obj)
+    found = {"label_names": names} if names else {}
     arch = obj.get("arch") if isinstance(obj, dict) else None
     if not isinstance(arch, str):
-        return {}
+        return found
     import timm
     if not timm.is_model(arch):
-        return {}
+        return found
     args = obj.get("args")
     args = (args.fields if isinstance(args, Inert) else vars(args) if hasattr(args, "__dict__") else
             args if isinstance(args, dict) else {})
-    return {"arch": arch, **(_timm_train_args(args, arch) if args.get("model") == arch else {})}
+    return {**found, "arch": arch, **(_timm_train_args(args, arch) if args.get("model") == arch else {})}
+
+
+# where training scripts keep their class names beside the weights: torchvision's ImageFolder.class_to_idx (the
+# classic transfer-learning tutorial's checkpoint), plain lists, OpenMMLab's meta (mmpretrain: dataset_meta.classes;
+# mmcls 0.x: CLASSES), Lightning's hyper_parameters
+CLASS_NAME_PATHS = (("class_to_idx",), ("classes",), ("class_names",), ("idx_to_class",), ("label_names",),
+                    ("meta", "dataset_meta", "classes"), ("meta", "CLASSES"), ("meta", "classes"),
+                    ("hyper_parameters", "class_names"), ("hyper_parameters", "classes"))
+
+
+def class_names(obj: Any) -> list[str] | None:
+    """The class names a training container holds (index order), or None; a mapping of names to indices (or
+    indices to names) must cover 0..K-1 exactly."""
+    for path in CLASS_NAME_PATHS:
+        value = obj
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        names = _as_names(value)
+        if names:
+            return names
+    return None
+
+
+def _as_names(value: Any) -> list[str] | None:
+    if isinstance(value, (list, tuple)) and len(value) >= 2 and all(isinstance(v, str) for v in value):
+        return list(value)
+    if isinstance(value, dict) and len(value) >= 2:
+        items = list(value.items())
+        if all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in items):
+            by_index = {v: k for k, v in items}  # class_to_idx
+        elif all(isinstance(k, (int, str)) and str(k).isdigit() and isinstance(v, str) for k, v in items):
+            by_index = {int(k): v for k, v in items}  # idx_to_class
+        else:
+            return None
+        if sorted(by_index) == list(range(len(value))):
+            return [by_index[i] for i in range(len(value))]
+    return None
 
 
 def _timm_train_args(args: dict[str, Any], arch: str) -> dict[str, Any]:
@@ -267,8 +306,12 @@ def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modul
     if not all(k in state for k in own):
         prefix = find_prefix(own, state)
         if prefix:
+            rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            notes.append(f"removed the key prefix {prefix!r}")
+            more = _parts_under_other_prefixes(own, state, rest)
+            notes.append(f"removed the key prefix {prefix!r}" if not more else
+                         f"removed the key prefixes {', '.join(repr(p) for p in [prefix, *more])} (the model's "
+                         "parts saved under names of their own)")
     filled = []
     for k in own:
         mod, _, buf = k.rpartition(".")
@@ -310,6 +353,32 @@ def _timm_original_layout(net: nn.Module | None, own: dict[str, torch.Tensor], s
     if Counter(int(v.numel()) for v in out.values()) - counts:
         return None
     return out
+
+
+def _parts_under_other_prefixes(own: dict[str, Any], state: dict[str, Any], rest: dict[str, Any]) -> list[str]:
+    """Research code that wraps a model's parts under names of their own (OpenMMLab's `backbone.` and `head.`, an
+    `encoder.` and a `classifier.`): after the main prefix, the architecture keys still missing are looked for among
+    the file's other keys under one further prefix at a time, same shape required. Adds them to `state`; returns
+    the prefixes used."""
+    used: list[str] = []
+    while rest:
+        missing = {k for k in own if k not in state}
+        if not missing or len(rest) * len(missing) > 4_000_000:
+            break
+        counts: dict[str, int] = {}
+        for rk, value in rest.items():
+            for ok in missing:
+                if (rk == ok or rk.endswith("." + ok)) and getattr(value, "shape", None) == getattr(own[ok], "shape", 0):
+                    p = rk[: len(rk) - len(ok)]
+                    counts[p] = counts.get(p, 0) + 1
+        if not counts:
+            break
+        best = max(counts, key=lambda p: (counts[p], -len(p)))
+        taken = [rk for rk in rest if rk.startswith(best) and rk[len(best):] in missing]
+        for rk in taken:
+            state[rk[len(best):]] = rest.pop(rk)
+        used.append(best)
+    return used
 
 
 def find_prefix(own: dict[str, Any], state: dict[str, Any]) -> str:

@@ -468,3 +468,50 @@ def test_a_kwargs_factorys_class_count_is_the_files_head_when_the_weights_load_w
     torch.save(state, tmp_path / "extra.pth")
     with pytest.raises(HardenError, match="pass --num-classes. Its last linear weight, projection.weight, has 3 rows"):
         harden.load(tmp_path / "extra.pth", arch="torchvision.models:resnet18", input_size=(64, 64))
+
+
+def _parts(sd, head="head.", body="backbone."):
+    return {(head if k.startswith("fc.") else body) + k: v for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("form,names", [
+    # OpenMMLab's mmpretrain: backbone and head under names of their own, class names in meta.dataset_meta
+    ("mmpretrain", lambda sd: {"meta": {"dataset_meta": {"classes": [f"c{i}" for i in range(10)]}, "epoch": 3},
+                               "state_dict": _parts(sd)}),
+    # mmcls 0.x: meta.CLASSES
+    ("mmcls", lambda sd: {"meta": {"CLASSES": [f"c{i}" for i in range(10)]}, "state_dict": _parts(sd)}),
+    # the transfer-learning tutorial's checkpoint: ImageFolder's class_to_idx beside the weights
+    ("class_to_idx", lambda sd: {"state_dict": sd, "class_to_idx": {f"c{i}": i for i in reversed(range(10))}}),
+    # an encoder and a classifier under a Lightning module's own names
+    ("encoder/classifier", lambda sd: {"state_dict": _parts(sd, "model.classifier.", "model.encoder."),
+                                       "hyper_parameters": {"class_names": [f"c{i}" for i in range(10)]}}),
+])
+def test_parts_saved_under_their_own_names_and_class_names_beside_the_weights(form, names, nets_file, tmp_path):
+    net = _module(nets_file, "plain")
+    path = _save(names(OrderedDict(net.state_dict())), tmp_path / "m.pth")
+    model = harden.load(path, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+    for k, v in net.state_dict().items():
+        assert torch.equal(model.net.state_dict()[k], v), (form, k)
+    assert model.spec.extra["label_names"] == [f"c{i}" for i in range(10)]
+    if form != "class_to_idx":
+        assert "removed the key prefixes" in model.load_notes[0]
+
+
+def test_class_names_for_another_head_are_said_and_left_out(nets_file, tmp_path):
+    net = _module(nets_file, "plain")
+    path = _save({"state_dict": net.state_dict(), "classes": ["cat", "dog"]}, tmp_path / "m.pth")
+    from harden.runtime import console
+    with console.capture() as cap:
+        model = harden.load(path, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+    assert "label_names" not in model.spec.extra
+    assert "holds 2 class names for a model of 10 classes" in " ".join(cap.get().split())
+
+
+def test_keys_of_another_shape_are_not_taken_under_a_second_prefix(nets_file, tmp_path):
+    net = _module(nets_file, "plain")
+    sd = _parts(OrderedDict(net.state_dict()))
+    sd["head.fc.weight"] = torch.zeros(3, 256)  # a head for another class count: the usual mismatch error
+    sd["head.fc.bias"] = torch.zeros(3)
+    with pytest.raises(HardenError, match="missing key"):
+        harden.load(_save(sd, tmp_path / "m.pth"), arch=f"{nets_file}:plain", num_classes=10, in_chans=1,
+                    input_size=(8, 8))
