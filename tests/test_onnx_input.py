@@ -66,7 +66,7 @@ class TokenNorm(nn.Module):
 
 def export(net, path, size=(16, 16), chans=3, dynamo=False, fixed_batch=False, nhwc=False):
     net = net.eval()
-    x = torch.rand(1 if fixed_batch else 2, chans, *size)
+    x = torch.rand(1 if fixed_batch else 2, chans, *size).to(next(net.parameters()).dtype)
     model = net
     if nhwc:  # a TensorFlow-style graph: N x H x W x C in
         class NHWC(nn.Module):
@@ -256,3 +256,52 @@ def test_shape_inference_without_the_weights_finds_the_same_shapes(tmp_path):
     shapes = lambda m: {v.name: str(v.type) for v in m.graph.value_info}  # noqa: E731
     assert shapes(lean) == shapes(full) and len(shapes(full)) > 5
     assert any(len(i.raw_data) > 0 for i in lean.graph.initializer)  # the model itself keeps its weights
+
+
+def test_float16_graphs_are_attacked_and_trained_in_float32(tmp_path):
+    torch.manual_seed(0)
+    net = LeNetView().eval()
+    path = export(copy_half(net), tmp_path / "half.onnx")
+    with console.capture() as said:
+        model = harden.load(path)
+    assert "float16 graph" in " ".join(said.get().split()) and model.spec.extra["onnx_float16"] is True
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():  # the float16 weights, widened exactly: the float32 network within float16's rounding
+        assert torch.allclose(model(x), net(x), atol=2e-2)
+        assert torch.allclose(model(x), copy_half(net).float()(x), atol=1e-5)
+
+
+def copy_half(net):
+    import copy
+    return copy.deepcopy(net).half()
+
+
+class Deployed(nn.Module):
+    """A deployment graph: 8-bit NHWC pixels in, the cast, scaling and normalisation inside."""
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        x = x.permute(0, 3, 1, 2).contiguous().float() / 255
+        return self.net((x - 0.5) / 0.25)
+
+
+def test_graphs_fed_8_bit_pixels_take_harden_s_pixels(tmp_path):
+    torch.manual_seed(0)
+    net = LeNetView().eval()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Deployed(net).eval(), (torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8),),
+                          str(tmp_path / "u8.onnx"), dynamo=False, input_names=["image"],
+                          dynamic_axes={"image": {0: "batch"}})
+    model = harden.load(tmp_path / "u8.onnx")
+    assert model.spec.model_args["layout"] == "NHWC" and model.spec.std[0] == pytest.approx(1 / 255)
+    x = (torch.rand(3, 3, 16, 16) * 255).round() / 255  # pixels as 8 bits give them
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - 0.5) / 0.25), atol=1e-4)
+    xg = x.clone().requires_grad_(True)
+    model(xg).sum().backward()
+    assert xg.grad.abs().sum() > 0  # the gradient reaches the pixels: white-box attacks work

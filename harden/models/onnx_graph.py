@@ -37,6 +37,7 @@ WEIGHT_MIN = 5
 STRIPPED = "harden:weights in the state dict"  # doc_string of an initializer kept as its shape only
 META_KEY = "harden"  # metadata_props entry `harden export` writes: what the graph expects
 TOLERANCE = 1e-3  # largest |torch - onnxruntime| output difference accepted, relative to the output scale
+HALF_TOLERANCE = 2e-2  # the same for a float16 file run in float32: float16's own rounding (3 significant digits)
 
 
 def looks_like_onnx(path: Path) -> bool:
@@ -143,6 +144,66 @@ def _prepare(model):
     return model
 
 
+def _takes_bytes(model) -> bool:
+    """A graph fed 8-bit pixels (a deployment graph with its preprocessing inside) whose every use of them is a cast
+    to float: fed float pixel values 0-255 instead (the casts then change nothing), so gradients reach the input."""
+    from onnx import TensorProto
+    inputs = list(model.graph.input)
+    if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != TensorProto.UINT8:
+        return False
+    moved, frontier = set(), [inputs[0].name]  # the pixels, and what only moves them (a transpose to NCHW)
+    while frontier:
+        value = frontier.pop()
+        moved.add(value)
+        for node in (n for n in model.graph.node if value in n.input):
+            if node.op_type in MOVES_VALUES and node.input[0] == value:
+                frontier.extend(o for o in node.output if o not in moved)
+            elif not (node.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT
+                                                     for a in node.attribute)):
+                return False
+    inputs[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    kept = [v for v in model.graph.value_info if v.name not in moved]  # their types were uint8: inferred again
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    return True
+
+
+MOVES_VALUES = ("Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten", "Slice")
+
+
+def _takes_float16(model) -> bool:
+    """A float16 graph: its input, or its weights (a graph fed 8-bit pixels casts them to float16)."""
+    from onnx import TensorProto
+    inputs = list(model.graph.input)
+    return (len(inputs) == 1 and inputs[0].type.tensor_type.elem_type == TensorProto.FLOAT16) or \
+        any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
+
+
+def _as_float32(model):
+    """A float16 graph (a model exported after .half(), for deployment) in float32: its constants widened (exactly),
+    its casts to float16 made casts to float32, its values' types float32. Subgraphs (If, Loop) are not visited: a
+    classifier has none, and the check against the file itself would catch one."""
+    from onnx import AttributeProto, TensorProto, numpy_helper
+    half, single = TensorProto.FLOAT16, TensorProto.FLOAT
+
+    def widened(t):
+        return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name)
+    g = model.graph
+    for init in g.initializer:
+        if init.data_type == half:
+            init.CopyFrom(widened(init))
+    for value in list(g.input) + list(g.output) + list(g.value_info):
+        if value.type.tensor_type.elem_type == half:
+            value.type.tensor_type.elem_type = single
+    for node in g.node:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == half:
+                attr.i = single
+            elif attr.type == AttributeProto.TENSOR and attr.t.data_type == half:
+                attr.t.CopyFrom(widened(attr.t))
+    return model
+
+
 def _dims(value_info) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
@@ -156,8 +217,8 @@ def _input(model, path: Path) -> tuple[str, list[int | None], str]:
     dims = _dims(inputs[0])
     elem = inputs[0].type.tensor_type.elem_type
     if elem != 1:  # TensorProto.FLOAT
-        raise HardenError(f"{str(path)!r} takes {_elem_name(elem)} input; harden attacks and trains float32 graphs "
-                          "(export it in float32).")
+        raise HardenError(f"{str(path)!r} takes {_elem_name(elem)} input; harden attacks and trains graphs that take "
+                          "float32 or float16 pixels, or 8-bit pixels cast to float inside (export it so).")
     if len(dims) != 4:
         raise HardenError(f"{str(path)!r} takes a rank-{len(dims)} input {dims}; harden reads image classifiers "
                           "taking N x C x H x W (or N x H x W x C).")
@@ -309,15 +370,25 @@ def read_onnx(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     except Exception as e:  # noqa: BLE001 - a damaged file or missing external data
         raise HardenError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__}: {e}).") from None
     model = _prepare(model)
+    half = _takes_float16(model)
+    original = onnx.ModelProto()
+    original.CopyFrom(model)
+    if half:
+        model = _as_float32(model)
+    as_bytes = _takes_bytes(model)
     name, dims, layout = _input(model, path)
     size = [dims[2], dims[3]] if dims[2] and dims[3] else None
     fixed = dims[0]
     graph = _free_batch(model, fixed) if fixed else model
     n = 2 * fixed if fixed else 3
     x = torch.rand(n, dims[1], *(size or [224, 224]), generator=torch.Generator().manual_seed(0))
+    if as_bytes:
+        x = (x * 255).round()
     feed = x.permute(0, 2, 3, 1).contiguous() if layout == "NHWC" else x
+    feed_type = {2: np.uint8, 10: np.float16}.get(original.graph.input[0].type.tensor_type.elem_type, np.float32)
     try:
-        expected = _run_onnxruntime(model, name, feed.numpy(), fixed)
+        expected = _run_onnxruntime(original, name, feed.numpy().astype(feed_type), fixed)
+        expected = expected.astype(np.float32)
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors on a graph it cannot run
         raise HardenError(f"onnxruntime cannot run {str(path)!r} on {n} images of {tuple(feed.shape[1:])} "
                           f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}).") from None
@@ -338,7 +409,7 @@ def read_onnx(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     worst = max(float((torch.as_tensor(o).reshape(expected.shape) - torch.from_numpy(expected)).abs().max())
                 if tuple(o.shape) == expected.shape else float("inf") for o in outs)
     scale = float(np.abs(expected).max())
-    if not worst <= TOLERANCE * max(1.0, scale):
+    if not worst <= (HALF_TOLERANCE if half else TOLERANCE) * max(1.0, scale):
         raise HardenError(f"{str(path)!r}: the graph converted to torch gives other outputs than onnxruntime gives "
                           f"for the file{batch} (largest difference {worst:.3g} where outputs reach {scale:.3g}); "
                           "harden will not attack or train a model that is not the file's.")
@@ -348,6 +419,14 @@ def read_onnx(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
                             "in_chans": int(dims[1]), "num_classes": int(expected.shape[-1])}
     if size:
         meta["input_size"] = size
+    if as_bytes:  # [0, 1] pixels -> the 0-255 values the graph's casts took: harden's normalisation does it
+        meta.update(mean=[0.0] * int(dims[1]), std=[1 / 255] * int(dims[1]))
+        meta["onnx_input"] = "8-bit pixels, fed as float 0-255"
+    if half:
+        from ..runtime import warn
+        warn(f"{str(path)!r} is a float16 graph: harden attacks and trains it in float32 (its outputs within "
+             f"{worst:.2g} of the file's, where they reach {scale:.2g}); `harden export` writes float32.")
+        meta["onnx_float16"] = True
     meta.update(_export_meta(model))
     return state, meta
 
