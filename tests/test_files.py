@@ -735,3 +735,33 @@ def test_harden_data_says_how_a_dataset_is_read(tmp_path, cli):
     assert "unreadable:" in text and "broken.jpg" in text
     code, out, err = cli("data", "digits")
     assert code == 0 and "arrays in memory" in out and "8x8" in out
+
+
+def test_hugging_face_imagefolder_with_labels_in_a_metadata_file(tmp_path):
+    """Hugging Face's imagefolder: each split's images loose in its folder, labels in metadata.csv or .jsonl beside
+    them (file_name, label, other columns)."""
+    rng = np.random.default_rng(0)
+    names = ["cat", "dog", "bird"]
+    for split, kind in (("train", "csv"), ("test", "jsonl")):
+        d = tmp_path / "hf" / split
+        d.mkdir(parents=True)
+        rows = []
+        for i in range(9 if split == "train" else 6):
+            save_image(d / f"{i:04d}", photo(rng, 20, 24), "RGB")
+            rows.append((f"{i:04d}.jpg", names[i % 3], f"caption {i}"))
+        if kind == "csv":
+            (d / "metadata.csv").write_text("file_name,label,text\n" + "".join(f"{f},{y},{t}\n" for f, y, t in rows))
+        else:
+            (d / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f, "label": y, "text": t}) + "\n"
+                                                      for f, y, t in rows))
+    model = small_cnn(num_classes=3)
+    data = load_data(tmp_path / "hf", DataTarget.for_model(model, workers=0))
+    assert data.n_train == 9 and data.n_test == 6 and data.class_names == ["bird", "cat", "dog"]
+    test = data.listing("test")
+    assert [os.path.basename(test.location(i)) for i in range(6)] == [f"{i:04d}.jpg" for i in range(6)]
+    assert [data.class_names[y] for y in test.labels] == [names[i % 3] for i in range(6)]
+    alone = load_data(tmp_path / "hf" / "train", DataTarget.for_model(model, workers=0))  # one folder: one split
+    assert alone.n_test == 9 and not alone.has_split("train")
+    (tmp_path / "hf" / "test" / "metadata.jsonl").write_text("{not json\n")
+    with pytest.raises(HardenError, match="line 1: not JSON"):
+        load_data(tmp_path / "hf", DataTarget.for_model(model, workers=0)).listing("test")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import re
 import tarfile
@@ -184,14 +185,39 @@ def class_folders(split_dir: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not is_skipped_dir(e.name))
 
 
-def list_class_folders(split_dir: Path) -> Listing:
-    """Every image under each class folder (recursively), sorted; the class is the top folder's name."""
+# Hugging Face's `imagefolder` convention: a split's images loose in its folder, their labels in a metadata file
+# beside them (`file_name` and a label column)
+METADATA_FILES = ("metadata.csv", "metadata.jsonl")
+
+
+def metadata_file(split_dir: Path) -> Path | None:
+    return next((split_dir / n for n in METADATA_FILES if (split_dir / n).is_file()), None)
+
+
+def split_class_names(split_dir: Path) -> list[str]:
+    """The class names of a split folder, found cheaply: its class folders, else its metadata file's label names."""
     classes = class_folders(split_dir)
+    if classes or metadata_file(split_dir) is None:
+        return classes
+    return sorted(set(list_class_folders(split_dir).names or []))
+
+
+def list_class_folders(split_dir: Path) -> Listing:
+    """Every image under each class folder (recursively), sorted; the class is the top folder's name. A split folder
+    without class folders but with a metadata file (Hugging Face's imagefolder) is read along that file."""
+    classes = class_folders(split_dir)
+    if not classes and metadata_file(split_dir) is not None:
+        lists = list_file_list(metadata_file(split_dir))
+        if set(lists) != {"all"}:
+            raise HardenError(f"{str(metadata_file(split_dir))!r} has a split column inside the {split_dir.name!r} "
+                              "split's folder; give the list itself as --data.")
+        return lists["all"]
     if not classes:
         loose = any(_is_image(e.name) for e in os.scandir(split_dir) if e.is_file())
         raise HardenError(f"{str(split_dir)!r} holds no class folders" + (
-            " (its images lie loose in it: put each class's images in a folder named after the class)" if loose
-            else "") + ".")
+            " (its images lie loose in it: put each class's images in a folder named after the class, or list "
+            "their labels in a metadata.csv beside them, file_name,label, as Hugging Face's imagefolder does)"
+            if loose else "") + ".")
     refs, names = [], []
     for c in classes:
         found = [os.path.join(c, f) for f in image_files(split_dir / c)]
@@ -222,7 +248,10 @@ def list_file_list(path: Path) -> dict[str, Listing]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise HardenError(f"The image list {str(path)!r} cannot be read as text ({e}).") from None
-    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delim) if r and any(c.strip() for c in r)]
+    if path.suffix.lower() == ".jsonl":
+        rows = _json_lines_as_rows(path, text)
+    else:
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter=delim) if r and any(c.strip() for c in r)]
     if not rows:
         raise HardenError(f"The image list {str(path)!r} is empty.")
     cols = {"path": 0, "label": 1, "split": 2 if len(rows[0]) > 2 else None}
@@ -272,6 +301,24 @@ def list_file_list(path: Path) -> dict[str, Listing]:
         else:
             out[split] = Listing("", PathTable(refs), np.zeros(len(refs), np.int64), labels, what="list")
     return out
+
+
+def _json_lines_as_rows(path: Path, text: str) -> list[list[str]]:
+    """A metadata.jsonl (one object per line) as a list's rows: a header of the first object's keys, then values."""
+    objects = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                raise HardenError(f"{str(path)!r}, line {n}: not JSON ({e}).") from None
+            if not isinstance(obj, dict):
+                raise HardenError(f"{str(path)!r}, line {n}: not a JSON object.")
+            objects.append(obj)
+    if not objects:
+        return []
+    keys = list(objects[0])
+    return [keys] + [["" if o.get(k) is None else str(o.get(k)) for k in keys] for o in objects]
 
 
 def _path_resolver(base: Path, written: list[str]) -> Callable[[str], str]:
@@ -451,7 +498,7 @@ def find_on_disk(path: Path) -> OnDisk | None:
             return _tar_source(src, {"train": _shards_in(path / "train"), "test": _shards_in(test)})
         return OnDisk(src, {"train": lambda: list_class_folders(path / "train"),
                             "test": lambda: list_class_folders(test)}, "folder",
-                      lambda: sorted(set(class_folders(path / "train")) | set(class_folders(test))))
+                      lambda: sorted(set(split_class_names(path / "train")) | set(split_class_names(test))))
     if test is not None and not (path / "train").is_dir() and set(class_folders(path)) <= set(EVAL_FOLDERS) \
             and not _shards_in(test) and class_folders(test):
         # only an evaluation split (ImageNet's val/ alone, as often downloaded): evaluated as its class folders
@@ -463,8 +510,8 @@ def find_on_disk(path: Path) -> OnDisk | None:
         for shard in _shards_in(path):
             by_word.setdefault(split_word(shard.name) or "", []).append(shard)
         return _tar_source(src, pick_splits(by_word))
-    if class_folders(path):
-        return OnDisk(src, {"all": lambda: list_class_folders(path)}, "folder", lambda: class_folders(path))
+    if class_folders(path) or metadata_file(path) is not None:
+        return OnDisk(src, {"all": lambda: list_class_folders(path)}, "folder", lambda: split_class_names(path))
     return None
 
 
