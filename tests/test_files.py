@@ -739,7 +739,8 @@ def test_harden_data_says_how_a_dataset_is_read(tmp_path, cli):
 
 def test_hugging_face_imagefolder_with_labels_in_a_metadata_file(tmp_path):
     """Hugging Face's imagefolder: each split's images loose in its folder, labels in metadata.csv or .jsonl beside
-    them (file_name, label, other columns)."""
+    them (file_name, label, other columns), or in one metadata file at the root."""
+    from harden.data.sources import METADATA_FILES
     rng = np.random.default_rng(0)
     names = ["cat", "dog", "bird"]
     for split, kind in (("train", "csv"), ("test", "jsonl")):
@@ -762,6 +763,18 @@ def test_hugging_face_imagefolder_with_labels_in_a_metadata_file(tmp_path):
     assert [data.class_names[y] for y in test.labels] == [names[i % 3] for i in range(6)]
     alone = load_data(tmp_path / "hf" / "train", DataTarget.for_model(model, workers=0))  # one folder: one split
     assert alone.n_test == 9 and not alone.has_split("train")
+    # one metadata file at the dataset's root, its paths beginning with the split's folder
+    lines = []
+    for split in ("train", "test"):
+        d = tmp_path / "hf" / split
+        for m in METADATA_FILES:
+            (d / m).unlink(missing_ok=True)
+        lines += [f"{split}/{f.name},{names[int(f.stem) % 3]}\n" for f in sorted(d.glob("*.jpg"))]
+    (tmp_path / "hf" / "metadata.csv").write_text("file_name,label\n" + "".join(lines))
+    root = load_data(tmp_path / "hf", DataTarget.for_model(model, workers=0))
+    assert root.n_train == 9 and root.n_test == 6 and root.class_names == ["bird", "cat", "dog"]
+    assert all("/test/" in root.listing("test").location(i) for i in range(6))
+    (tmp_path / "hf" / "metadata.csv").unlink()
     (tmp_path / "hf" / "test" / "metadata.jsonl").write_text("{not json\n")
     with pytest.raises(HardenError, match="line 1: not JSON"):
         load_data(tmp_path / "hf", DataTarget.for_model(model, workers=0)).listing("test")

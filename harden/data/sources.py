@@ -197,21 +197,43 @@ def metadata_file(split_dir: Path) -> Path | None:
 def split_class_names(split_dir: Path) -> list[str]:
     """The class names of a split folder, found cheaply: its class folders, else its metadata file's label names."""
     classes = class_folders(split_dir)
-    if classes or metadata_file(split_dir) is None:
+    if classes or (metadata_file(split_dir) is None and metadata_file(split_dir.parent) is None):
         return classes
-    return sorted(set(list_class_folders(split_dir).names or []))
+    try:
+        return sorted(set(list_class_folders(split_dir).names or []))
+    except HardenError:
+        return []
+
+
+def _metadata_listing(split_dir: Path) -> Listing | None:
+    """The split's rows of a metadata file: its own, or the dataset root's (whose file_name paths begin with the
+    split's folder, `train/0001.png`); None where neither lists any."""
+    own = metadata_file(split_dir)
+    source = own or metadata_file(split_dir.parent)
+    if source is None:
+        return None
+    lists = list_file_list(source)
+    if set(lists) != {"all"}:
+        raise HardenError(f"{str(source)!r} has a split column beside the split folders; give the list itself as "
+                          "--data.")
+    listing = lists["all"]
+    if own is not None:
+        return listing
+    prefix = os.path.join(str(split_dir), "")
+    keep = np.asarray([i for i in range(len(listing)) if listing.refs[i].startswith(prefix)], np.int64)
+    if not len(keep):
+        return None
+    names = [listing.names[i] for i in keep] if listing.names is not None else None
+    return Listing(listing.root, listing.refs.take(keep), listing.labels[keep], names, what=listing.what)
 
 
 def list_class_folders(split_dir: Path) -> Listing:
     """Every image under each class folder (recursively), sorted; the class is the top folder's name. A split folder
     without class folders but with a metadata file (Hugging Face's imagefolder) is read along that file."""
     classes = class_folders(split_dir)
-    if not classes and metadata_file(split_dir) is not None:
-        lists = list_file_list(metadata_file(split_dir))
-        if set(lists) != {"all"}:
-            raise HardenError(f"{str(metadata_file(split_dir))!r} has a split column inside the {split_dir.name!r} "
-                              "split's folder; give the list itself as --data.")
-        return lists["all"]
+    listed = None if classes else _metadata_listing(split_dir)
+    if listed is not None:
+        return listed
     if not classes:
         loose = any(_is_image(e.name) for e in os.scandir(split_dir) if e.is_file())
         raise HardenError(f"{str(split_dir)!r} holds no class folders" + (
