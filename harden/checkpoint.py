@@ -67,8 +67,11 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     path = Path(local(path, "model"))
     check_readable(path)
     if path.is_dir():  # a hub folder: its weights file (the config is read by load)
-        from .models.hf_transformers import is_transformers_folder, read_weights
+        from .models.hf_transformers import is_transformers_folder, onnx_export, onnx_hints, read_weights
         if is_transformers_folder(path):
+            if onnx_export(path) is not None:  # its ONNX export: the graph is the architecture, the rest the folder's
+                from .models.onnx_graph import read_onnx
+                return read_onnx(onnx_export(path), onnx_hints(path))
             return read_weights(path), {}
         path = hub_weights(path)
     kind = formats.sniff_format(path)

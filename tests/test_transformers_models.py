@@ -178,3 +178,40 @@ def test_a_model_whose_code_ships_in_the_folder_is_not_run(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(HardenError, match="never runs code that comes with a model"):
         harden.load(tmp_path)
+
+
+def test_an_onnx_export_of_a_classifier_reads_with_its_folder_s_configuration(tmp_path):
+    """transformers.js's and optimum's layout: config.json and the processor beside `onnx/model.onnx` (no torch
+    weights), the graph's input fully dynamic: the graph is the model, the folder gives channels, size, preprocessing
+    and label names."""
+    import contextlib
+    import io
+    import warnings
+    net, processor = _vit(["cat", "dog", "bird"])
+    net.eval()
+    folder = tmp_path / "Xenova-vit"
+    net.config.architectures = ["ViTForImageClassification"]  # as save_pretrained writes it
+    net.config.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / "onnx").mkdir()
+
+    class PixelsToLogits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, pixel_values):
+            return self.net(pixel_values=pixel_values).logits
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(PixelsToLogits().eval(), (torch.rand(2, 3, 32, 32),), str(folder / "onnx" / "model.onnx"),
+                          dynamo=False, input_names=["pixel_values"],
+                          dynamic_axes={"pixel_values": {0: "batch", 1: "channels", 2: "height", 3: "width"}})
+    model = harden.load(folder)
+    assert model.spec.arch == "onnx" and model.spec.in_chans == 3 and tuple(model.spec.input_size) == (32, 32)
+    assert model.spec.extra["label_names"] == ["cat", "dog", "bird"] and list(model.spec.mean) == [0.5] * 3
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), net(pixel_values=(x - 0.5) / 0.5).logits, atol=1e-5)
+    assert len(harden.checkpoint.sha256_file(folder)) == 64

@@ -310,8 +310,35 @@ def build(arch: str, num_classes: int, in_chans: int, model_args: dict[str, Any]
     return net
 
 
+# a folder of the ONNX export of a transformers classifier (optimum's, transformers.js's `onnx/` subfolder): the
+# graph, read by models/onnx_graph.py, with the folder's configuration and image processor
+ONNX_FILES = ("model.onnx", "onnx/model.onnx", "onnx/model_fp16.onnx")
+
+
+def onnx_export(path: Path) -> Path | None:
+    """The folder's ONNX graph where it holds no torch weights."""
+    if any((path / n).is_file() for n in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                                          "pytorch_model.bin.index.json")):
+        return None
+    return next((path / n for n in ONNX_FILES if (path / n).is_file()), None)
+
+
+def onnx_hints(path: Path) -> dict[str, Any]:
+    """What the configuration says of the input, for a graph whose input shape leaves it open."""
+    cfg = json.loads((path / "config.json").read_text())
+    hints: dict[str, Any] = {"in_chans": int(cfg.get("num_channels", 3))}
+    size = cfg.get("image_size")
+    if isinstance(size, (int, float)):
+        hints["input_size"] = [int(size)] * 2
+    elif isinstance(size, (list, tuple)) and len(size) >= 2:
+        hints["input_size"] = [int(v) for v in size][-2:]
+    return hints
+
+
 def weight_files(path: Path) -> list[Path]:
-    """The folder's weight files (one, or the shards its index names)."""
+    """The folder's weight files (one, or the shards its index names; or its ONNX graph)."""
+    if onnx_export(path) is not None:
+        return [onnx_export(path)]
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (path / index).is_file():
             try:

@@ -208,8 +208,9 @@ def _dims(value_info) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
-def _input(model, path: Path) -> tuple[str, list[int | None], str]:
-    """(name, dims, layout) of the graph's one image input."""
+def _input(model, path: Path, hints: dict[str, Any]) -> tuple[str, list[int | None], str]:
+    """(name, dims, layout) of the graph's one image input (channels from `hints` where the graph leaves them open:
+    NCHW then)."""
     inputs = list(model.graph.input)
     if len(inputs) != 1:
         raise HardenError(f"{str(path)!r} is an ONNX graph with {len(inputs)} inputs "
@@ -224,6 +225,8 @@ def _input(model, path: Path) -> tuple[str, list[int | None], str]:
                           "taking N x C x H x W (or N x H x W x C).")
     if dims[1] in (1, 3) or (dims[1] is not None and dims[1] <= 4 and dims[3] not in (1, 3)):
         return inputs[0].name, dims, "NCHW"
+    if dims[1] is None and dims[3] is None and hints.get("in_chans"):
+        return inputs[0].name, [dims[0], int(hints["in_chans"]), dims[2], dims[3]], "NCHW"
     if dims[3] in (1, 3, 4):
         return inputs[0].name, [dims[0], dims[3], dims[1], dims[2]], "NHWC"
     raise HardenError(f"{str(path)!r} takes an input of shape {dims}, whose channel axis harden cannot tell (not 1 "
@@ -362,8 +365,9 @@ def _first_output(out) -> torch.Tensor:
     return out
 
 
-def read_onnx(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, metadata) of an ONNX file: the graph converted and checked against onnxruntime."""
+def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of an ONNX file: the graph converted and checked against onnxruntime. `hints`: the
+    channels and input size where the graph's input shape leaves them open (a transformers folder's configuration)."""
     onnx, _ = _library()
     try:
         model = onnx.load(str(path))
@@ -376,8 +380,9 @@ def read_onnx(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if half:
         model = _as_float32(model)
     as_bytes = _takes_bytes(model)
-    name, dims, layout = _input(model, path)
-    size = [dims[2], dims[3]] if dims[2] and dims[3] else None
+    name, dims, layout = _input(model, path, hints or {})
+    graph_size = [dims[2], dims[3]] if dims[2] and dims[3] else None
+    size = graph_size or (hints or {}).get("input_size")  # the size the check runs at
     fixed = dims[0]
     graph = _free_batch(model, fixed) if fixed else model
     n = 2 * fixed if fixed else 3
@@ -417,8 +422,8 @@ def read_onnx(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     _CHECKED = (lean, rebuilt)
     meta: dict[str, Any] = {"arch": ARCH, "model_args": {"graph": lean, "layout": layout},
                             "in_chans": int(dims[1]), "num_classes": int(expected.shape[-1])}
-    if size:
-        meta["input_size"] = size
+    if graph_size:
+        meta["input_size"] = graph_size
     if as_bytes:  # [0, 1] pixels -> the 0-255 values the graph's casts took: harden's normalisation does it
         meta.update(mean=[0.0] * int(dims[1]), std=[1 / 255] * int(dims[1]))
         meta["onnx_input"] = "8-bit pixels, fed as float 0-255"
