@@ -140,8 +140,35 @@ def test_newer_opset_operators_convert(tmp_path):
         assert torch.allclose(model(x), net((x - 0.5) / 0.5), atol=1e-5)
 
 
+FIXED = [False, True] if dynamo_available() else [False]
+
+
+@pytest.mark.parametrize("dynamo", FIXED, ids=["legacy", "dynamo"][:len(FIXED)])
+def test_a_class_token_concatenated_at_a_fixed_batch_is_freed(tmp_path, dynamo):
+    """What torch's exporters write for a ViT exported at batch 1 without dynamic axes (the current exporter's
+    default): the class token a constant of batch 1, shapes computed from constants at run time (TorchScript's)."""
+    torch.manual_seed(0)
+    net = Mixer().eval()
+    model = harden.load(export(net, tmp_path / "fixed.onnx", fixed_batch=True, dynamo=dynamo))
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-5)
+
+
+class BatchMixing(nn.Module):
+    """Outputs that depend on the other images of the batch: no batch size but the exported one gives the file's."""
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, stride=4)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        f = self.stem(x).mean((2, 3))
+        return self.head(f - f.mean(0, keepdim=True) + f.std(0, keepdim=True))
+
+
 def test_a_fixed_batch_that_cannot_be_freed_is_refused_with_the_way_out(tmp_path):
-    path = export(Mixer(), tmp_path / "fixed.onnx", fixed_batch=True)
+    path = export(BatchMixing(), tmp_path / "fixed.onnx", fixed_batch=True)
     with pytest.raises(HardenError, match="fixed batch of 1: re-export it with a dynamic batch axis"):
         harden.load(path)
 
@@ -305,3 +332,27 @@ def test_graphs_fed_8_bit_pixels_take_harden_s_pixels(tmp_path):
     xg = x.clone().requires_grad_(True)
     model(xg).sum().backward()
     assert xg.grad.abs().sum() > 0  # the gradient reaches the pixels: white-box attacks work
+
+
+class Reductions(nn.Module):
+    """The reductions whose axes became an input at opset 18: a standard deviation (ReduceProd of the shape), norms,
+    a log-sum-exp, a max."""
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, stride=4)
+        self.head = nn.Linear(40, 4)
+
+    def forward(self, x):
+        f = self.stem(x)
+        parts = [f.std((2, 3)), f.norm(dim=(2, 3)), f.abs().sum((2, 3)), torch.logsumexp(f, dim=(2, 3)), f.amax((2, 3))]
+        return self.head(torch.cat(parts, 1))
+
+
+@pytest.mark.parametrize("dynamo", FIXED, ids=["legacy", "dynamo"][:len(FIXED)])
+def test_opset_18_reductions_convert(tmp_path, dynamo):
+    torch.manual_seed(0)
+    net = Reductions().eval()
+    model = harden.load(export(net, tmp_path / "reductions.onnx", dynamo=dynamo))
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-4)

@@ -23,7 +23,24 @@ TYPES_ONLY = {
          "Dropout", "Elu", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "InstanceNormalization",
          "MaxPool", "Mish", "Selu", "Sin", "Sinh", "Softplus", "Softsign", "Tan"),
 }
-REDUCERS = {"ReduceMean": torch.mean, "ReduceMax": torch.amax, "ReduceMin": torch.amin}  # axes became an input at 18
+def _prod(x, dim, keepdim):
+    for d in sorted((d % x.dim() for d in dim), reverse=True):  # torch.prod takes one axis at a time
+        x = torch.prod(x, d, keepdim=keepdim)
+    return x
+
+
+# the reductions whose axes became an input at opset 18: (x, axes, keepdim) -> torch
+REDUCERS = {
+    "ReduceMean": lambda x, d, k: torch.mean(x, dim=d, keepdim=k),
+    "ReduceMax": lambda x, d, k: torch.amax(x, dim=d, keepdim=k),
+    "ReduceMin": lambda x, d, k: torch.amin(x, dim=d, keepdim=k),
+    "ReduceProd": _prod,
+    "ReduceL1": lambda x, d, k: x.abs().sum(dim=d, keepdim=k),
+    "ReduceL2": lambda x, d, k: x.square().sum(dim=d, keepdim=k).sqrt(),
+    "ReduceSumSquare": lambda x, d, k: x.square().sum(dim=d, keepdim=k),
+    "ReduceLogSum": lambda x, d, k: x.sum(dim=d, keepdim=k).log(),
+    "ReduceLogSumExp": lambda x, d, k: torch.logsumexp(x, dim=d, keepdim=k),
+}
 
 
 def _constant(node, graph, i: int, what: str) -> list[int] | None:
@@ -42,10 +59,8 @@ class Reduce(nn.Module):
         self.fn, self.axes, self.keepdims = fn, axes, keepdims
 
     def forward(self, x):
-        if self.axes is None:  # every axis
-            out = self.fn(x)
-            return out.reshape([1] * x.dim()) if self.keepdims else out
-        return self.fn(x, dim=self.axes, keepdim=self.keepdims)
+        axes = list(range(x.dim())) if self.axes is None else self.axes  # None: every axis
+        return self.fn(x, axes, self.keepdims)
 
 
 class Reshape(nn.Module):

@@ -239,38 +239,106 @@ def _elem_name(elem: int) -> str:
 
 
 def _free_batch(model, batch: int):
-    """A copy whose input batch is symbolic: reshapes to a constant shape that begins with the fixed batch begin
-    with -1 (the rest of their shape as shape inference gave it)."""
+    """A copy whose input batch is symbolic. What an exporter baked the fixed batch into is rewritten where that is
+    plain: a reshape of batch-dependent values to a constant shape starts with -1 (its first size a multiple of the
+    batch: Swin's windows are batch x windows); a constant concatenated to batch-dependent values (a ViT's class
+    token) and an expansion to a constant shape that starts with the batch are expanded to the input's batch instead.
+    Anything else shows at the check against the file, image by image."""
     onnx, _ = _library()
-    from onnx import numpy_helper
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {v.name: _dims(v) for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    from onnx import helper, numpy_helper
+    shapes = {v.name: _dims(v) for v in list(_shape_inference_without_weights(model).graph.value_info)}
     free = onnx.ModelProto()
     free.CopyFrom(model)
     g = free.graph
+    source = g.input[0].name
     for value in list(g.input) + list(g.output):
         dims = value.type.tensor_type.shape.dim
         if len(dims) and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
             dims[0].dim_param = "batch"
     del g.value_info[:]
     inits = {i.name: i for i in g.initializer}
+    dependent = {source}  # values computed from the input
+    for node in g.node:
+        if any(i in dependent for i in node.input):
+            dependent.update(node.output)
+    computed = [n.input[1] for n in g.node if n.op_type in ("Reshape", "Expand") and len(n.input) > 1
+                and n.input[1] not in inits and n.input[1] not in dependent]
+    if computed:  # shapes the TorchScript exporter computes from constants at run time: their values, as constants
+        for name, value in _constant_values(model, computed).items():
+            folded = numpy_helper.from_array(value.astype(np.int64), f"{name}__folded")
+            g.initializer.append(folded)
+            inits[folded.name] = folded
+            for node in g.node:
+                if node.op_type in ("Reshape", "Expand") and len(node.input) > 1 and node.input[1] == name:
+                    node.input[1] = folded.name
+    before: dict[int, list] = {}  # nodes to insert before node k
+
+    def constant(values, name):
+        g.initializer.append(numpy_helper.from_array(np.array(values, np.int64), name))
+        return name
+
+    def batch_shape(rest: list[int], k: int, key: str) -> str:
+        """A shape computed at run time, inserted before node k: the input's batch, then `rest`."""
+        out = f"harden_batch_shape_{key}"
+        before.setdefault(k, []).append(helper.make_node(
+            "Concat", ["harden_batch_size", constant(rest, f"{out}_rest")], [out], name=out, axis=0))
+        return out
+
     for k, node in enumerate(g.node):
-        if node.op_type != "Reshape" or node.input[1] not in inits:
-            continue
-        shape = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64).tolist()
-        if not shape or shape[0] != batch:
-            continue
-        out = shapes.get(node.output[0])
-        if out and all(d is not None for d in out) and out[0] == batch:
-            new = [-1] + out[1:]
-        elif -1 not in shape[1:]:
-            new = [-1] + shape[1:]
-        else:
-            continue
-        name = f"{node.input[1]}__batch_free_{k}"
-        g.initializer.append(numpy_helper.from_array(np.array(new, np.int64), name))
-        node.input[1] = name
+        if node.op_type == "Reshape" and node.input[0] in dependent and node.input[1] in inits:
+            shape = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64).tolist()
+            if not shape or shape[0] <= 0 or shape[0] % batch:
+                continue
+            out = shapes.get(node.output[0])
+            if -1 not in shape[1:] and 0 not in shape[1:]:
+                new = [-1] + shape[1:]
+            elif out and all(d is not None for d in out):
+                new = [-1] + out[1:]
+            else:
+                continue
+            node.input[1] = constant(new, f"{node.input[1]}__batch_free_{k}")
+        elif node.op_type == "Expand" and node.input[1] in inits and node.input[0] not in dependent:
+            shape = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64).tolist()
+            if shape and shape[0] == batch:
+                node.input[1] = batch_shape(shape[1:], k, str(k))
+        elif node.op_type == "Concat" and any(i in dependent for i in node.input):
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            for j, name in enumerate(node.input):
+                init = inits.get(name)
+                if init is None or axis == 0 or not len(init.dims) or init.dims[0] != batch:
+                    continue
+                expanded = f"{name}__batch_expanded_{k}_{j}"
+                target = batch_shape([int(d) for d in init.dims[1:]], k, f"{k}_{j}")
+                before[k].append(helper.make_node("Expand", [name, target], [expanded], name=expanded))
+                node.input[j] = expanded
+    if before:
+        nodes = list(g.node)
+        del g.node[:]
+        g.node.append(helper.make_node("Shape", [source], ["harden_batch_size"], name="harden_batch_size", start=0,
+                                       end=1))
+        for k, node in enumerate(nodes):
+            g.node.extend(before.get(k, []))
+            g.node.append(node)
     return free
+
+
+def _constant_values(model, names: list[str]) -> dict[str, np.ndarray]:
+    """The values of graph values that do not depend on the input (shapes computed from constants), by running the
+    graph once on zeros of its input's fixed shape; {} where onnxruntime cannot."""
+    onnx, _ = _library()
+    from onnx import helper
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
+    dims = [d or 1 for d in _dims(model.graph.input[0])]
+    elem = {1: np.float32, 10: np.float16, 2: np.uint8}.get(model.graph.input[0].type.tensor_type.elem_type, np.float32)
+    try:
+        import onnxruntime as ort
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        outs = session.run(names, {model.graph.input[0].name: np.zeros(dims, elem)})
+    except Exception:  # noqa: BLE001 - then those shapes stay as they are (and the check decides)
+        return {}
+    return {n: np.asarray(v) for n, v in zip(names, outs, strict=True) if np.asarray(v).dtype.kind in "iu"}
 
 
 def _weights_stripped(model):
