@@ -2,7 +2,10 @@
 conversion checked against onnxruntime on load), compared with the torch model. Rows for BENCHMARKS.md "ONNX models
 as input". Needs onnxscript (the dev extra) for the dynamo exporter.
 
-    python benchmarks/onnx_input.py [names...]"""
+    python benchmarks/onnx_input.py [--fixed-batch] [names...]
+
+--fixed-batch: exported at batch 1 without dynamic axes (what `torch.onnx.export(model, torch.rand(1, ...))` writes),
+loaded and compared at batch 3."""
 import contextlib
 import io
 import logging
@@ -42,7 +45,7 @@ def model_of(name: str) -> tuple[torch.nn.Module, int]:
     return m.eval(), size
 
 
-def main(names: list[str]) -> None:
+def main(names: list[str], fixed: bool = False) -> None:
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     set_quiet(True)
@@ -51,8 +54,8 @@ def main(names: list[str]) -> None:
         for dynamo in (False, True):
             tag = f"{name:32s} {'dynamo' if dynamo else 'legacy':7s}"
             m, s = model_of(name)
-            x = torch.rand(2, 3, s, s)
-            kw = ({"dynamic_shapes": ({0: torch.export.Dim("n")},)} if dynamo
+            x = torch.rand(1 if fixed else 2, 3, s, s)
+            kw = ({} if fixed else {"dynamic_shapes": ({0: torch.export.Dim("n")},)} if dynamo
                   else {"dynamic_axes": {"x": {0: "n"}}})
             try:
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -79,4 +82,5 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or NAMES)
+    args = [a for a in sys.argv[1:] if a != "--fixed-batch"]
+    main(args or NAMES, fixed="--fixed-batch" in sys.argv[1:])

@@ -8,9 +8,9 @@ same inputs, and the outputs must agree (else the file is refused, with the diff
 constants of 5 values or more (convolution kernels, MatMul weights, embeddings, biases) become the module's
 trainable weights; smaller ones (a scale, a mean per channel subtracted inside the graph) stay constants.
 
-A graph exported for a fixed batch (`torch.onnx.export` without dynamic axes: input 1x3x224x224) is freed: its
-input's batch becomes symbolic and reshapes to a constant shape that begin with that batch begin with -1; the
-check above then also compares a batch of several images with the file run on one at a time.
+A graph exported for a fixed batch (`torch.onnx.export` without dynamic axes: input 1x3x224x224) is freed
+(_free_batch: its input's batch made symbolic, what the exporter baked the batch into rewritten where that is
+plain); the check above then compares a batch of several images with the file run on one at a time.
 
 The architecture is `onnx` and its model_args hold the graph without its weights (the weights are the state dict),
 so every checkpoint harden writes from it rebuilds with no ONNX file beside it. Preprocessing is the user's to say
