@@ -41,6 +41,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    from .models.onnx_graph import external_data_files
+    data = external_data_files(path)
+    if data:  # an ONNX graph whose weights lie in files beside it: they are the model too
+        return hashlib.sha256("".join([h.hexdigest()] + [sha256_file(d) for d in data]).encode()).hexdigest()
     return h.hexdigest()
 
 

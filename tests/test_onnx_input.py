@@ -356,3 +356,25 @@ def test_opset_18_reductions_convert(tmp_path, dynamo):
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(model(x), net(x), atol=1e-4)
+
+
+def test_weights_saved_as_external_data_load_and_count_in_the_digest(tmp_path):
+    import onnx
+
+    from harden.checkpoint import sha256_file
+    torch.manual_seed(0)
+    net = LeNetView().eval()
+    graph = onnx.load(str(export(net, tmp_path / "src.onnx")))
+    (tmp_path / "ext").mkdir()
+    onnx.save_model(graph, str(tmp_path / "ext" / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+    model = harden.load(tmp_path / "ext" / "model.onnx")
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-5)
+    before = sha256_file(tmp_path / "ext" / "model.onnx")
+    data = tmp_path / "ext" / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 1  # other weights, the same graph file
+    data.write_bytes(bytes(raw))
+    assert sha256_file(tmp_path / "ext" / "model.onnx") != before

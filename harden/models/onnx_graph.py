@@ -57,6 +57,19 @@ def looks_like_onnx(path: Path) -> bool:
     return len(model.graph.node) > 0 and len(model.graph.input) > 0
 
 
+def external_data_files(path: Path) -> list[Path]:
+    """The files an ONNX graph keeps its weights in (saved with external data, as graphs over 2 GB must be); [] for
+    anything else. Read only for files no other format claims."""
+    from ..formats import sniff_format
+    if sniff_format(path) != "unknown" or not looks_like_onnx(path):
+        return []
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names = {entry.value for init in graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL
+             for entry in init.external_data if entry.key == "location"}
+    return [path.parent / n for n in sorted(names)]
+
+
 class OnnxNet(nn.Module):
     """The converted graph, fed NCHW pixels (transposed first for a graph that takes NHWC, as TensorFlow's do)."""
 
