@@ -456,8 +456,10 @@ def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str
         raise HardenError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__}: {e}).") from None
     model = _prepare(model)
     half = _takes_float16(model)
-    original = onnx.ModelProto()
-    original.CopyFrom(model)
+    original = model  # the file as onnxruntime runs it; a copy only where the float16/8-bit steps change the graph
+    if half or any(i.type.tensor_type.elem_type == onnx.TensorProto.UINT8 for i in model.graph.input):
+        original = onnx.ModelProto()
+        original.CopyFrom(model)
     if half:
         model = _as_float32(model)
     as_bytes = _takes_bytes(model)
