@@ -142,13 +142,14 @@ def inspect(
             ("output kind", detect_output_kind(model, torch.rand(2, s.in_chans, *s.input_size))
              + scores_entry(model)),
             ("sha256", sha256_file(checkpoint))]
+    from .models.onnx_graph import ARCH as ONNX_ARCH
     if s.model_args and isinstance(s.model_args.get("config"), dict) and s.arch.startswith("transformers:"):
         cfg = s.model_args["config"]  # a transformers configuration, kept whole: too long to print
         rows.append(("model_args", said("model_args", f"the folder's config.json ({cfg.get('model_type')}, {len(cfg)} "
                                                       "settings, kept whole)" + (
                                                           "; channels reversed for the network (BGR)"
                                                           if s.model_args.get("flip_channels") else ""))))
-    elif s.arch == "onnx":  # the graph without its weights: too long to print
+    elif s.arch == ONNX_ARCH:  # the graph without its weights: too long to print
         from .models.onnx_graph import summary
         rows.append(("model_args", said("model_args", "the ONNX graph without its weights (they are the tensors): "
                                         + summary(s.model_args))))

@@ -313,12 +313,13 @@ def build(arch: str, num_classes: int, in_chans: int, model_args: dict[str, Any]
 # a folder of the ONNX export of a transformers classifier (optimum's, transformers.js's `onnx/` subfolder): the
 # graph, read by models/onnx_graph.py, with the folder's configuration and image processor
 ONNX_FILES = ("model.onnx", "onnx/model.onnx", "onnx/model_fp16.onnx")
+WEIGHT_INDICES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")  # sharded weights
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def onnx_export(path: Path) -> Path | None:
     """The folder's ONNX graph where it holds no torch weights."""
-    if any((path / n).is_file() for n in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                                          "pytorch_model.bin.index.json")):
+    if any((path / n).is_file() for n in WEIGHT_INDICES + WEIGHT_FILES):
         return None
     return next((path / n for n in ONNX_FILES if (path / n).is_file()), None)
 
@@ -339,14 +340,14 @@ def weight_files(path: Path) -> list[Path]:
     """The folder's weight files (one, or the shards its index names; or its ONNX graph)."""
     if onnx_export(path) is not None:
         return [onnx_export(path)]
-    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+    for index in WEIGHT_INDICES:
         if (path / index).is_file():
             try:
                 shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
             except (OSError, ValueError, KeyError, AttributeError) as e:
                 raise HardenError(f"{str(path / index)!r} is not a readable shard index ({e}).") from None
             return [path / index] + [path / s for s in shards]
-    found = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
+    found = [path / n for n in WEIGHT_FILES if (path / n).is_file()]
     if not found:
         raise HardenError(f"The transformers folder {str(path)!r} has config.json but no weights (model.safetensors, "
                           "pytorch_model.bin, or their sharded index).")

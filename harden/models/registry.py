@@ -60,7 +60,8 @@ class ModelSpec:
 
 def is_known_arch(arch: str) -> bool:
     _ensure_builtins()
-    if arch in _BUILTINS or ":" in arch or arch == "onnx":
+    from .onnx_graph import ARCH as ONNX_ARCH
+    if arch in _BUILTINS or ":" in arch or arch == ONNX_ARCH:
         return True
     import timm
     return timm.is_model(arch)
