@@ -199,10 +199,7 @@ def split_class_names(split_dir: Path) -> list[str]:
     classes = class_folders(split_dir)
     if classes or (metadata_file(split_dir) is None and metadata_file(split_dir.parent) is None):
         return classes
-    try:
-        return sorted(set(list_class_folders(split_dir).names or []))
-    except HardenError:
-        return []
+    return sorted(set(list_class_folders(split_dir).names or []))
 
 
 def _metadata_listing(split_dir: Path) -> Listing | None:
