@@ -15,7 +15,8 @@ import torch
 from .errors import HardenError
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
-from .models.config import GUESSED, SPEC_KEYS, hub_weights, is_hub_folder, last_linear, read_hub_config, resolve
+from .models.config import (GUESSED, NORMALISER_SOURCE, SPEC_KEYS, hub_weights, is_hub_folder, last_linear,
+                            read_hub_config, resolve)
 from .outputs import LOGITS_KEY
 from .runtime import warn
 from .pickled_model import arch_hint, read_pickled_model
@@ -137,8 +138,8 @@ def _classes_hint(state: dict[str, torch.Tensor]) -> str:
     return f" Its last linear weight, {name}, has {rows} rows: --num-classes {rows} if that layer is the classifier."
 
 
-def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, state: dict[str, torch.Tensor]
-                ) -> tuple[dict[str, Any], dict[str, str]]:
+def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, state: dict[str, torch.Tensor],
+                normaliser: tuple | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from): flags, the checkpoint's metadata, a hub folder's config.json, timm's
     pretrained config, defaults (models/config.py)."""
     for k, v in overrides.items():
@@ -157,7 +158,7 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
         _build_net(ModelSpec(arch=str(arch), num_classes=2))
-    return resolve(overrides, meta, hub, path, _classes_hint(state), state)
+    return resolve(overrides, meta, hub, path, _classes_hint(state), state, normaliser)
 
 
 def _norm(v):
@@ -181,10 +182,11 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     `model.config_sources` says where each value of the spec came from."""
     path = Path(local(path, "model"))
     state, meta = read_checkpoint(path, key)
-    spec, sources = _merge_spec(meta, dict(arch=arch, num_classes=num_classes, in_chans=in_chans,
-                                           input_size=input_size, mean=mean, std=std, interpolation=interpolation,
-                                           crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args), path,
-                              state)
+    from .formats import normaliser_buffers, normaliser_consumed
+    flags = dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size, mean=mean, std=std,
+                 interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args)
+    normaliser = normaliser_buffers(state) if "recipe" not in meta else None
+    spec, sources = _merge_spec(meta, flags, path, state, normaliser)
     def build() -> Classifier:
         return create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec["in_chans"]),
                             tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
@@ -202,6 +204,11 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
         if guessed:
             raise no_count from None
         raise
+    if sources.get("mean", "").startswith(NORMALISER_SOURCE) and \
+            normaliser_consumed(normaliser[2], model.net.state_dict()):
+        # the architecture holds those buffers itself, so it normalises inside: they say nothing of its input
+        spec, sources = _merge_spec(meta, flags, path, state)
+        model = build()
     if sources.get("num_classes", "").startswith(("default of", "timm config")):
         # a default class count (the constructor's, timm's config's), and the file's head has other rows, seen once
         # its keys are fitted (a prefix removed, an original repository's layout converted): the file's count

@@ -369,6 +369,9 @@ def fix(
     amp: str = AmpOpt, attack_amp: str = AttackAmpOpt, compile_net: bool = CompileOpt,
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm batch statistics over "
                                  "every process's share (SyncBatchNorm) instead of each process's own."),
+    unfold_bn: str = typer.Option("auto", "--unfold-bn", help="auto, on or off: train with a BatchNorm after each "
+                                  "convolution of a network with no normalisation layer, folded back into it after "
+                                  "(auto: ONNX graphs, whose exporters fold BatchNorm into the convolutions)."),
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt, model_flags: ModelFlags = None, data_flags: DataFlags = None,
 ):
@@ -384,6 +387,8 @@ def fix(
     if not (0 < data_frac <= 1):
         raise HardenError(f"--data-frac must be in (0, 1], got {data_frac}.")
     recipe_cfg = recipe_config(recipe, set_ or [], epochs, batch_size, lr)  # bad settings fail before any work
+    from .bn_unfold import check_mode
+    check_mode(unfold_bn)
     name = recipe_cfg["name"]
     from .recipes import get_recipe
     if patch_out and not get_recipe(name).frozen_base():
@@ -410,7 +415,8 @@ def fix(
                      attacks=expand_suites(attack) if attack else None, report=report, metrics=metrics,
                      masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
                      curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
-                     data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net)
+                     data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net,
+                     unfold_bn=unfold_bn)
     if not _all_ranks_done():
         return
     save(result.model, output, force=force, inputs=[checkpoint])

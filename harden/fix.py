@@ -98,7 +98,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         model_flags: dict | None = None, curve: Sequence[float] | None = None,
         curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off",
         data_target: dict | None = None, unlabeled: str | Path | Data | None = None,
-        compile: bool = False) -> FixResult:
+        compile: bool = False, unfold_bn: str = "auto") -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
@@ -107,7 +107,11 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     trains on its share; the reports are sharded (see harden/distributed.py). `data_target`: DataTarget's workers,
     class_map and skip_unreadable for image files. `unlabeled`: a source of images without labels (robust
     self-training): the base labels them once and the recipe mixes them into its batches (at, fixer). `compile`:
-    torch.compile the network for training and the reports (compiling.py)."""
+    torch.compile the network for training and the reports (compiling.py). `unfold_bn` (auto | on | off): BatchNorm
+    inserted for training after the convolutions of a network without normalisation layers, folded back after
+    (bn_unfold.py; auto: ONNX graphs, whose exporters fold BatchNorm away)."""
+    from . import bn_unfold
+    bn_unfold.check_mode(unfold_bn)
     device = resolve_device(device)
     config = copy.deepcopy(recipe) if isinstance(recipe, dict) else recipe_config(recipe, sets, epochs, batch_size, lr)
     rcp = get_recipe(config["name"])
@@ -192,11 +196,14 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs, batch and augmentation resolved
     cfg = TrainConfig(seed=seed, amp=amp, sync_bn=sync_bn, **train_cfg)
     before = state_digest(model.net)
+    if bn_unfold.wanted(model, unfold_bn, trains_base=not rcp.frozen_base()):
+        model.spec.extra["unfolded_batchnorm"] = bn_unfold.insert(model, train_ds, device, seed=seed)
     info(f"recipe {config['name']} ({config['file']}) on {train_ds.n_train} images "
          f"({data_frac:g} of {ds.source}), {cfg.epochs} epochs, batch {cfg.batch_size}")
     with compiled(model, compile):
         result = rcp.train(model, train_ds, config["params"], cfg, device,
                            **({"unlabeled": pseudo.data} if pseudo is not None else {}))
+    bn_unfold.fold(model.net)
     if rcp.frozen_base() and state_digest(model.net) != before:
         raise RuntimeError("internal error: the frozen base changed during training")
     out = FixResult(model=model.eval(), base=base_model.eval(), config=config, train_seconds=result.seconds,
@@ -223,7 +230,9 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         notes = [f"hardened on {training_data_label(model.spec.extra)}"] + (
             [f"settings for {kind_defaults['kind']} data: " + ", ".join(f"{k}={v}" for k, v in
                                                                         kind_defaults["applied"].items())
-             + f" ({kind_defaults['why']})"] if kind_defaults else [])
+             + f" ({kind_defaults['why']})"] if kind_defaults else []) + (
+            [f"trained with BatchNorm after {model.spec.extra['unfolded_batchnorm']} convolutions, folded back into "
+             "them (--unfold-bn)"] if model.spec.extra.get("unfolded_batchnorm") else [])
         for key in ("fixed_white_box", "fixed_transfer"):
             out.reports[key].notes[:0] = notes
         model.spec.extra.update(out.metadata())

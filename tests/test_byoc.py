@@ -63,6 +63,21 @@ class LogSoftmaxNet(Plain):
 
 def logsoftmax(num_classes=10, in_chans=1):
     return LogSoftmaxNet(num_classes, in_chans)
+
+
+class Normalised(Plain):
+    """The input normalisation inside the network, as persistent buffers of its own."""
+    def __init__(self, num_classes=10, in_chans=1):
+        super().__init__(num_classes, in_chans)
+        self.register_buffer("mean", torch.full((1, in_chans, 1, 1), 0.3))
+        self.register_buffer("std", torch.full((1, in_chans, 1, 1), 0.35))
+
+    def forward(self, x):
+        return super().forward((x - self.mean) / self.std)
+
+
+def normalised(num_classes=10, in_chans=1):
+    return Normalised(num_classes, in_chans)
 '''
 
 DIGITS = ["--num-classes", "10", "--in-chans", "1", "--input-size", "8x8", "--mean", "0.3", "--std", "0.35"]
@@ -515,3 +530,64 @@ def test_keys_of_another_shape_are_not_taken_under_a_second_prefix(nets_file, tm
     with pytest.raises(HardenError, match="missing key"):
         harden.load(_save(sd, tmp_path / "m.pth"), arch=f"{nets_file}:plain", num_classes=10, in_chans=1,
                     input_size=(8, 8))
+
+
+def _robustness_library(sd, mean, std):
+    """Madry et al.'s robustness library: the wrapper's normalizer, the model, and the attacker's copies of both."""
+    out = {"module.normalizer.new_mean": mean.view(-1, 1, 1), "module.normalizer.new_std": std.view(-1, 1, 1)}
+    out.update({f"module.model.{k}": v for k, v in sd.items()})
+    out.update({"module.attacker.normalize.new_mean": mean.view(-1, 1, 1),
+                "module.attacker.normalize.new_std": std.view(-1, 1, 1)})
+    out.update({f"module.attacker.model.{k}": v for k, v in sd.items()})
+    return {"model": out, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}, "schedule": None,
+            "epoch": 150}
+
+
+@pytest.mark.parametrize("form", [
+    "robustness",
+    # RobustBench's normalize_model: nn.Sequential(normalize=ImageNormalizer(mean, std), model=model)
+    "robustbench",
+    # buffers in 0-255 pixel units (OpenMMLab's, detectron2's convention)
+    "0-255",
+])
+def test_input_normalisation_saved_beside_the_weights_is_the_model_s(form, nets_file, tmp_path):
+    net = _module(nets_file, "plain").eval()
+    sd = OrderedDict(net.state_dict())
+    mean, std = torch.tensor([0.3]), torch.tensor([0.35])
+    obj = (_robustness_library(sd, mean, std) if form == "robustness" else
+           {"normalize.mean": mean.view(1, -1, 1, 1), "normalize.std": std.view(1, -1, 1, 1),
+            **{f"model.{k}": v for k, v in sd.items()}} if form == "robustbench" else
+           {"state_dict": {"data_preprocessor.mean": mean * 255, "data_preprocessor.std": std * 255, **_parts(sd)}})
+    path = _save(obj, tmp_path / "m.pt")
+    flags = dict(arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+    model = harden.load(path, **flags)
+    assert list(model.spec.mean) == pytest.approx([0.3]) and list(model.spec.std) == pytest.approx([0.35])
+    assert model.config_sources["mean"].startswith("checkpoint buffers (")
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - 0.3) / 0.35), atol=1e-5)
+    flagged = harden.load(path, **flags, mean=[0.5], std=[0.5])  # a flag still says otherwise
+    assert list(flagged.spec.mean) == [0.5] and flagged.config_sources["mean"] == "flag"
+
+
+def test_normalisation_buffers_the_network_holds_itself_are_not_applied_twice(nets_file, tmp_path):
+    net = _module(nets_file, "normalised").eval()  # normalises inside, with its own mean / std buffers
+    path = _save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "m.pt")
+    from harden.runtime import console
+    with console.capture():
+        model = harden.load(path, arch=f"{nets_file}:normalised", num_classes=10, in_chans=1, input_size=(8, 8))
+    assert list(model.spec.mean) == [0.0] and model.config_sources["mean"] == "default"
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+
+
+def test_normalisation_buffers_that_disagree_are_not_taken(nets_file, tmp_path):
+    sd = OrderedDict(_module(nets_file, "plain").state_dict())
+    obj = _robustness_library(sd, torch.tensor([0.3]), torch.tensor([0.35]))
+    obj["model"]["module.attacker.normalize.new_mean"] = torch.tensor([0.5]).view(1, 1, 1)
+    from harden.runtime import console
+    with console.capture():
+        model = harden.load(_save(obj, tmp_path / "m.pt"), arch=f"{nets_file}:plain", num_classes=10, in_chans=1,
+                            input_size=(8, 8))
+    assert model.config_sources["mean"] == "default"

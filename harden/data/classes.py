@@ -80,9 +80,9 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
         index = {c: i for i, c in enumerate(order)}
         out, how = {c: index[c] for c in found}, "the dataset's own class order (its ClassLabel names)"
     elif all(c.isdigit() for c in found):
-        out, how = {c: int(c) for c in found}, "folder names are class indices"
+        out, how = {c: int(c) for c in found}, "class names are class indices"
     elif num_classes is None or len(found) == num_classes:
-        out, how = {c: i for i, c in enumerate(found)}, "sorted folder names"
+        out, how = {c: i for i, c in enumerate(found)}, "sorted class names (folders or labels)"
     else:
         why = _by_description(found, num_classes)[1] if num_classes and imagenet_synsets(num_classes) else ""
         raise HardenError(f"{source} has {len(found)} classes ({_few(found)}) and the model has {num_classes} outputs; "

@@ -98,10 +98,11 @@ def timm_config(arch: str) -> dict[str, Any] | None:
 
 
 def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | None, path: Path, classes_hint: str = "",
-            state: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+            state: dict[str, Any] | None = None, normaliser: tuple | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from). Raises when arch or num_classes are found nowhere (`classes_hint`: what the
     weights suggest, added to that message). `state`: the file's weights, read where timm's config alone gave the
-    class or channel count (weights_override)."""
+    class or channel count (weights_override). `normaliser`: (mean, std, keys) of normalisation buffers saved beside
+    the weights (formats.normaliser_buffers), below the file's metadata and a hub config, above timm's defaults."""
     from ..runtime import warn
     spec: dict[str, Any] = {}
     source: dict[str, str] = {}
@@ -117,6 +118,8 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     if "arch" not in spec:
         raise HardenError(f"{str(path)!r} does not say its architecture (a plain state dict has no metadata); pass "
                           "--arch (and --num-classes).")
+    if normaliser:
+        layers.append((f"{NORMALISER_SOURCE} ({normaliser[2][0]})", {"mean": normaliser[0], "std": normaliser[1]}))
     given_size = next((name for name, layer in layers if layer.get("input_size") is not None), None)
     tcfg = timm_config(str(spec["arch"]))
     if tcfg and not (given_size and not given_size.startswith("hub")):
@@ -169,6 +172,7 @@ def channel_statistics(values: list[float], in_chans: int) -> list[float]:
     return list(values) if len(values) in (1, in_chans) else [sum(values) / len(values)]
 
 
+NORMALISER_SOURCE = "checkpoint buffers"  # mean/std found as a wrapper's buffers beside the weights
 GUESSED = "tried: "  # a source of num_classes that loading must confirm
 
 

@@ -1,0 +1,116 @@
+"""BatchNorm put back, for training, into a network whose exporter folded it into the convolutions (ONNX graphs from
+torch.onnx's TorchScript exporter, tf2onnx, deployment optimisers). Adversarial training of the folded network reached
+the checkpoint's robust accuracy but 13 points less clean accuracy (BENCHMARKS.md, "Hardening from an ONNX file"):
+nothing in it follows the adversarial batches' statistics, as BatchNorm does.
+
+`insert` puts a BatchNorm after every convolution with a bias (a folded BatchNorm always leaves one), its running
+statistics those of the convolution's outputs on training images and its affine parameters set to undo them, so the
+network computes the same function (exactly in eval mode). `fold` folds each back into its convolution after
+training: the hardened network has the base's own modules and state-dict keys (an ONNX graph rebuilds as before)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import HardenError
+from .runtime import info
+
+MODES = ("auto", "on", "off")
+CALIBRATION_IMAGES = 512  # training images whose convolution outputs give the inserted BatchNorms' statistics
+NORMALISATION_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
+                       nn.LocalResponseNorm)
+
+
+class Unfolded(nn.Sequential):
+    """A convolution and the BatchNorm inserted after it (`fold` turns it back into the convolution)."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d):
+        super().__init__(conv, bn)
+
+
+def _has_normalisation(net: nn.Module) -> bool:
+    # onnx2torch's own normalisation modules (OnnxLayerNorm, OnnxBatchNorm...) are not torch's classes: by name too
+    return any(isinstance(m, NORMALISATION_TYPES) or "norm" in type(m).__name__.lower() for m in net.modules())
+
+
+def _biased_convs(net: nn.Module) -> list[tuple[nn.Module, str, nn.Conv2d]]:
+    """(parent, name in it, convolution) for every 2-d convolution with a bias. Parents' _modules, not dotted names:
+    onnx2torch names modules after graph nodes, which may hold dots."""
+    return [(parent, name, m) for parent in net.modules() for name, m in parent._modules.items()
+            if isinstance(m, nn.Conv2d) and m.bias is not None]
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise HardenError(f"--unfold-bn must be one of {', '.join(MODES)}, got {mode!r}.")
+
+
+def wanted(model, mode: str, trains_base: bool) -> bool:
+    """Whether `fix` inserts BatchNorm for training: `on` for any network the recipe trains; `auto` only for an ONNX
+    graph with no normalisation layer (the exporter folded it, or the network never had one: BENCHMARKS.md measures
+    both); `off` never."""
+    check_mode(mode)
+    if mode == "off" or not trains_base or not _biased_convs(model.net):
+        return False
+    from .models.onnx_graph import ARCH
+    return mode == "on" or (model.spec.arch == ARCH and not _has_normalisation(model.net))
+
+
+@torch.no_grad()
+def insert(model, data, device: torch.device, seed: int = 0, n: int = CALIBRATION_IMAGES) -> int:
+    """Insert the BatchNorms (see the module's doc) into `model.net`; returns how many."""
+    convs = _biased_convs(model.net)
+    stats: dict[int, list[torch.Tensor]] = {}
+
+    def record(i):
+        def hook(_module, _inputs, out):
+            o = out.detach().double()
+            s = [o.sum((0, 2, 3)), (o * o).sum((0, 2, 3)), torch.tensor(o.numel() / o.shape[1], dtype=torch.float64)]
+            stats[i] = s if i not in stats else [a + b.to(a.device) for a, b in zip(stats[i], s, strict=True)]
+        return hook
+
+    idx = np.sort(np.random.default_rng(seed).permutation(data.n_train)[:n])
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    hooks = [conv.register_forward_hook(record(i)) for i, (_, _, conv) in enumerate(convs)]
+    try:
+        for start in range(0, len(idx), 64):
+            x, _ = data.images("train", idx[start:start + 64], device)
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    for i, (parent, name, conv) in enumerate(convs):
+        if i not in stats:  # a convolution this input never reaches (a branch of another input size): left alone
+            continue
+        total, squares, count = stats[i]
+        mean = total / count
+        var = (squares / count - mean * mean).clamp_min(0)
+        w = conv.weight
+        bn = nn.BatchNorm2d(conv.out_channels).to(device=w.device, dtype=w.dtype).train(conv.training)
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        bn.weight.copy_((var + bn.eps).sqrt())
+        bn.bias.copy_(mean)
+        parent._modules[name] = Unfolded(conv, bn)
+    n_inserted = len(stats)
+    info(f"BatchNorm inserted after {n_inserted} convolutions for training (the graph has no normalisation layer; "
+         "its exporter folds BatchNorm into the convolutions), folded back into them after (--unfold-bn off: not)")
+    return n_inserted
+
+
+@torch.no_grad()
+def fold(net: nn.Module) -> int:
+    """Fold every inserted BatchNorm back into its convolution (running statistics and affine); returns how many."""
+    found = [(parent, name, m) for parent in net.modules() for name, m in parent._modules.items()
+             if isinstance(m, Unfolded)]
+    for parent, name, unfolded in found:
+        conv, bn = unfolded[0], unfolded[1]
+        scale = bn.weight / (bn.running_var + bn.eps).sqrt()
+        conv.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
+        conv.weight.mul_(scale.reshape(-1, *([1] * (conv.weight.dim() - 1))))
+        parent._modules[name] = conv
+    return len(found)

@@ -1,0 +1,106 @@
+"""BatchNorm put back for training into graphs whose exporter folded it (bn_unfold.py): the function kept at
+insertion, folded back exactly, trained with batch statistics, written in the graph's own layout."""
+import numpy as np
+import pytest
+import torch
+
+import harden
+from harden import bn_unfold
+from harden.errors import HardenError
+from harden.runtime import console
+from test_onnx_input import LeNetView, TokenNorm, export
+
+
+def folded_lenet(tmp_path, name="lenet.onnx"):
+    """A published-code CNN (conv-BN-ReLU, a conv without BN, view-flatten, log_softmax) with BatchNorm statistics
+    far from identity, exported by torch's TorchScript exporter, which folds the BatchNorm into conv1."""
+    torch.manual_seed(0)
+    net = LeNetView(num_classes=10, in_chans=1)
+    net.fc = torch.nn.Linear(16 * 2 * 2, 10)  # for 8 x 8 digits
+    with torch.no_grad():
+        net.bn1.running_mean.uniform_(-1, 1)
+        net.bn1.running_var.uniform_(0.5, 2)
+        net.bn1.weight.uniform_(0.5, 1.5)
+        net.bn1.bias.uniform_(-0.5, 0.5)
+    return export(net, tmp_path / name, size=(8, 8), chans=1)
+
+
+def load_quietly(path):
+    with console.capture():
+        return harden.load(path)
+
+
+def test_inserted_batchnorm_keeps_the_function_and_folds_back_exactly(tmp_path, digits):
+    model = load_quietly(folded_lenet(tmp_path))
+    keys = list(model.net.state_dict())
+    x, _ = digits.images("test", np.arange(64))
+    with torch.no_grad():
+        before = model(x)
+    assert bn_unfold.wanted(model, "auto", trains_base=True)
+    assert bn_unfold.insert(model, digits, torch.device("cpu")) == 2  # conv1 (its BatchNorm folded) and conv2
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-4)  # the same function in eval mode
+        model.train()
+        # train mode: each inserted BatchNorm normalises by the batch's own statistics, close to the calibration's
+        train_out = model(x)
+        assert not torch.equal(train_out, before) and torch.allclose(train_out, before, atol=0.5)
+        model.eval()
+        for m in model.net.modules():  # as training would move them
+            if isinstance(m, bn_unfold.Unfolded):
+                m[1].running_mean.add_(0.2)
+                m[1].running_var.mul_(1.5)
+                m[1].weight.mul_(0.8)
+                m[1].bias.sub_(0.1)
+        moved = model(x)
+        assert not torch.allclose(moved, before, atol=1e-2)
+        assert bn_unfold.fold(model.net) == 2
+        assert torch.allclose(model(x), moved, atol=1e-4)  # folded exactly into the convolutions
+    assert list(model.net.state_dict()) == keys
+    assert not any(isinstance(m, (bn_unfold.Unfolded, torch.nn.BatchNorm2d)) for m in model.net.modules())
+
+
+def test_auto_inserts_only_into_graphs_without_normalisation(tmp_path, digits_model):
+    onnx_model = load_quietly(folded_lenet(tmp_path))
+    assert not bn_unfold.wanted(onnx_model, "auto", trains_base=False)  # a recipe on a frozen base: nothing
+    assert not bn_unfold.wanted(onnx_model, "off", trains_base=True)
+    assert not bn_unfold.wanted(digits_model, "auto", trains_base=True)  # a torch checkpoint: its layers as written
+    assert bn_unfold.wanted(digits_model, "on", trains_base=True)
+    layer_norm = load_quietly(export(TokenNorm(), tmp_path / "token_norm.onnx"))
+    assert not bn_unfold.wanted(layer_norm, "auto", trains_base=True)  # normalised already (no BatchNorm to restore)
+    with pytest.raises(HardenError, match="--unfold-bn must be one of auto, on, off"):
+        bn_unfold.wanted(onnx_model, "yes", trains_base=True)
+
+
+def test_fix_from_a_folded_graph_trains_with_batch_statistics(tmp_path, digits, monkeypatch):
+    src = folded_lenet(tmp_path)
+    seen = []
+    fold = bn_unfold.fold
+
+    def spy(net):  # what training left in the inserted BatchNorms, just before they are folded back
+        seen.extend(int(m[1].num_batches_tracked) for m in net.modules() if isinstance(m, bn_unfold.Unfolded))
+        return fold(net)
+    monkeypatch.setattr(bn_unfold, "fold", spy)
+    with console.capture():
+        result = harden.fix(src, digits, epochs=1, device="cpu", report_n=20, attacks=["fgsm"], metrics=False,
+                            masking_checks=False)
+    assert len(seen) == 2 and min(seen) > 0  # both BatchNorms trained in train mode, on the training batches
+    model = result.model
+    assert model.spec.extra["unfolded_batchnorm"] == 2
+    assert "trained with BatchNorm after 2 convolutions, folded back into them" in " ".join(
+        result.reports["fixed_white_box"].notes)
+    assert list(model.net.state_dict()) == list(result.base.net.state_dict())  # the graph's own layout
+    out = tmp_path / "hardened.safetensors"
+    harden.save(model, out)
+    back = load_quietly(out)
+    x, _ = digits.images("test", np.arange(32))
+    with torch.no_grad():
+        assert torch.allclose(back(x), model(x), atol=1e-5)
+    seen.clear()
+    with console.capture():
+        off = harden.fix(src, digits, epochs=1, report=False, device="cpu", unfold_bn="off")
+    assert not seen and "unfolded_batchnorm" not in off.model.spec.extra
+
+
+def test_cli_refuses_an_unknown_mode(cli, tmp_path):
+    code, out, err = cli("fix", folded_lenet(tmp_path), "--data", "digits", "--unfold-bn", "always")
+    assert code == 2 and "--unfold-bn must be one of auto, on, off" in " ".join((out + err).split())
