@@ -3,7 +3,8 @@ torch.onnx's TorchScript exporter, tf2onnx, deployment optimisers). Adversarial 
 the checkpoint's robust accuracy but 13 points less clean accuracy (BENCHMARKS.md, "Hardening from an ONNX file"):
 nothing in it follows the adversarial batches' statistics, as BatchNorm does.
 
-`insert` puts a BatchNorm after every convolution with a bias (a folded BatchNorm always leaves one), its running
+`insert` puts a BatchNorm after every convolution with a bias (a folded BatchNorm always leaves one) whose outputs
+are maps larger than 1x1 (not a squeeze-excitation gate or a head on pooled features, which had none), its running
 statistics those of the convolution's outputs on training images and its affine parameters set to undo them, so the
 network computes the same function (exactly in eval mode). `fold` folds each back into its convolution after
 training: the hardened network has the base's own modules and state-dict keys (an ONNX graph rebuilds as before)."""
@@ -65,6 +66,8 @@ def insert(model, data, device: torch.device, seed: int = 0, n: int = CALIBRATIO
 
     def record(i):
         def hook(_module, _inputs, out):
+            if out.shape[-1] * out.shape[-2] <= 1:  # on pooled 1x1 maps (a squeeze-excitation gate, a 1x1 head)
+                return
             o = out.detach().double()
             s = [o.sum((0, 2, 3)), (o * o).sum((0, 2, 3)), torch.tensor(o.numel() / o.shape[1], dtype=torch.float64)]
             stats[i] = s if i not in stats else [a + b.to(a.device) for a, b in zip(stats[i], s, strict=True)]
@@ -84,7 +87,7 @@ def insert(model, data, device: torch.device, seed: int = 0, n: int = CALIBRATIO
         for m, training in modes.items():
             m.training = training
     for i, (parent, name, conv) in enumerate(convs):
-        if i not in stats:  # a convolution this input never reaches (a branch of another input size): left alone
+        if i not in stats:  # never reached by these images, or on 1x1 maps, where no BatchNorm was folded: left alone
             continue
         total, squares, count = stats[i]
         mean = total / count

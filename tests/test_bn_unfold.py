@@ -59,6 +59,27 @@ def test_inserted_batchnorm_keeps_the_function_and_folds_back_exactly(tmp_path, 
     assert not any(isinstance(m, (bn_unfold.Unfolded, torch.nn.BatchNorm2d)) for m in model.net.modules())
 
 
+class Gated(torch.nn.Module):
+    """A squeeze-excitation gate: a convolution with a bias on pooled 1x1 maps, which never had a BatchNorm."""
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.gate = torch.nn.Conv2d(8, 8, 1)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        f = torch.relu(self.bn(self.conv(x)))
+        f = f * torch.sigmoid(self.gate(f.mean((2, 3), keepdim=True)))
+        return self.fc(f.mean((2, 3)))
+
+
+def test_convolutions_on_pooled_maps_get_no_batchnorm(tmp_path, digits):
+    model = load_quietly(export(Gated(), tmp_path / "gated.onnx", size=(8, 8), chans=1))
+    assert bn_unfold.insert(model, digits, torch.device("cpu")) == 1  # the folded convolution, not the gate
+    assert bn_unfold.fold(model.net) == 1
+
+
 def test_auto_inserts_only_into_graphs_without_normalisation(tmp_path, digits_model):
     onnx_model = load_quietly(folded_lenet(tmp_path))
     assert not bn_unfold.wanted(onnx_model, "auto", trains_base=False)  # a recipe on a frozen base: nothing
