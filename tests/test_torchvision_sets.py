@@ -135,3 +135,46 @@ def test_food101_and_oxford_pets_follow_their_split_lists_as_torchvision_does(tm
             assert lst.labels.tolist() == list(ref._labels)
         assert data.class_names == ref_train.classes
         assert len(load_unlabeled(where, target).listing("train")) == len(ref_train)  # a pool: its training split
+
+
+def test_flowers102_and_dtd_follow_their_split_files_as_torchvision_does(tmp_path, monkeypatch):
+    from PIL import Image
+    from scipy.io import savemat
+
+    from harden.data import DataTarget
+    from harden.models import create_model
+    rng = np.random.default_rng(3)
+
+    def jpg(p):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (20, 26, 3), np.uint8)).save(p)
+    flowers = tmp_path / "flowers-102"
+    labels = np.array([77, 3, 102, 3, 77, 1])  # 1-based, as imagelabels.mat holds them
+    for i in range(1, len(labels) + 1):
+        jpg(flowers / "jpg" / f"image_{i:05d}.jpg")
+    savemat(str(flowers / "imagelabels.mat"), {"labels": labels[None, :]})
+    savemat(str(flowers / "setid.mat"), {"trnid": np.array([[5, 2, 3]]), "valid": np.array([[6]]),
+                                         "tstid": np.array([[4, 1]])})
+    dtd = tmp_path / "textures" / "dtd" / "dtd"
+    # every split names every class, as DTD's do (torchvision indexes each split's own classes)
+    split_rows = {"train1": ["zigzagged/zigzagged_0003.jpg", "banded/banded_0001.jpg", "dotted/dotted_0102.jpg"],
+                  "val1": ["banded/banded_0007.jpg"],
+                  "test1": ["dotted/dotted_0009.jpg", "zigzagged/zigzagged_0011.jpg", "banded/banded_0004.jpg"]}
+    (dtd / "labels").mkdir(parents=True)
+    for split, rows in split_rows.items():
+        (dtd / "labels" / f"{split}.txt").write_text("\n".join(rows) + "\n")
+        for r in rows:
+            jpg(dtd / "images" / r)
+    monkeypatch.setattr(torchvision.datasets.Flowers102, "_check_integrity", lambda self: True)  # not the real files
+    for where, ref_train, ref_test, classes in (
+            (tmp_path, torchvision.datasets.Flowers102(str(tmp_path), split="train"),
+             torchvision.datasets.Flowers102(str(tmp_path), split="test"), 102),
+            (tmp_path / "textures", torchvision.datasets.DTD(str(tmp_path / "textures"), split="train"),
+             torchvision.datasets.DTD(str(tmp_path / "textures"), split="test"), 3)):
+        target = DataTarget.for_model(create_model("cnn-small", classes, 3, (16, 16), (0.5,), (0.25,)), workers=0)
+        data = load_data(where, target)
+        for split, ref in (("train", ref_train), ("test", ref_test)):
+            lst = data.listing(split)
+            assert [lst.location(i) for i in range(len(lst))] == [str(f) for f in ref._image_files]
+            assert lst.labels.tolist() == list(ref._labels)
+        assert data.class_names == list(ref_train.classes)

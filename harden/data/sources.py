@@ -505,7 +505,7 @@ def find_on_disk(path: Path) -> OnDisk | None:
     if not path.is_dir():
         return None
     from .torchvision_sets import torchvision_files
-    listed = torchvision_files(path)  # Food-101, Oxford-IIIT Pet: image files along their split lists
+    listed = torchvision_files(path)  # Food-101, Oxford-IIIT Pet, Flowers-102, DTD: files along their split lists
     if listed is not None:
         return listed
     if _holds_tables(path):

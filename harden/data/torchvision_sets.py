@@ -133,15 +133,80 @@ def _stl10(folder: Path):
 
 def torchvision_files(path: Path):
     """OnDisk for torchvision's image-file sets with split lists: Food-101 (`food-101/images/<class>/<id>.jpg`,
-    `meta/train.json`, `meta/test.json`) and Oxford-IIIT Pet (`oxford-iiit-pet/images/<id>.jpg`,
-    `annotations/trainval.txt`, `test.txt`), as the root given to torchvision or the set's own folder; None else."""
+    `meta/train.json`, `meta/test.json`), Oxford-IIIT Pet (`oxford-iiit-pet/images/<id>.jpg`,
+    `annotations/trainval.txt`, `test.txt`), Flowers-102 (`flowers-102/jpg/image_<id>.jpg`, `imagelabels.mat`,
+    `setid.mat`) and DTD (`dtd/dtd/images/<class>/<name>.jpg`, `labels/train1.txt`, `test1.txt`: partition 1, as
+    torchvision's default), as the root given to torchvision or the set's own folder; None else."""
     for folder in (path / "food-101", path):
         if (folder / "meta" / "train.json").is_file() and (folder / "images").is_dir():
             return _food101(folder)
     for folder in (path / "oxford-iiit-pet", path):
         if (folder / "annotations" / "trainval.txt").is_file() and (folder / "images").is_dir():
             return _pets(folder)
+    for folder in (path / "flowers-102", path):
+        if (folder / "setid.mat").is_file() and (folder / "imagelabels.mat").is_file() and (folder / "jpg").is_dir():
+            return _flowers102(folder)
+    for folder in (path / "dtd" / "dtd", path / "dtd", path):
+        if (folder / "labels" / "train1.txt").is_file() and (folder / "images").is_dir():
+            return _dtd(folder)
     return None
+
+
+def _flowers102(folder: Path):
+    """torchvision's Flowers102: its `train` split (setid's trnid, 10 images a class) and `test` (tstid); labels
+    1-102 in imagelabels.mat, named by torchvision's `Flowers102.classes`."""
+    from scipy.io import loadmat
+    from torchvision.datasets import Flowers102
+
+    from .sources import Listing, OnDisk, PathTable
+
+    def read(name: str, key: str) -> np.ndarray:
+        try:
+            return np.asarray(loadmat(str(folder / name), squeeze_me=True)[key], np.int64).reshape(-1)
+        except (ValueError, OSError, NotImplementedError, KeyError, TypeError) as e:
+            raise HardenError(f"{str(folder / name)!r} is not Flowers-102's MATLAB file with {key!r} "
+                              f"({type(e).__name__}: {e}).") from None
+    names = list(Flowers102.classes)
+    labels = read("imagelabels.mat", "labels") - 1
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
+        raise HardenError(f"{str(folder / 'imagelabels.mat')!r} holds labels outside 1-{len(names)}.")
+
+    def split(key: str) -> Listing:
+        ids = read("setid.mat", key)
+        if len(ids) and (ids.min() < 1 or ids.max() > len(labels)):
+            raise HardenError(f"{str(folder / 'setid.mat')!r}: {key} names images beyond the {len(labels)} that "
+                              "imagelabels.mat labels.")
+        return Listing(str(folder / "jpg"), PathTable([f"image_{i:05d}.jpg" for i in ids.tolist()]),
+                       np.zeros(len(ids), np.int64), [names[labels[i - 1]] for i in ids.tolist()], what="folder")
+    return OnDisk(str(folder), {"train": lambda: split("trnid"), "test": lambda: split("tstid")}, "folder",
+                  lambda: list(names), tuple(names))
+
+
+def _dtd(folder: Path):
+    """torchvision's DTD, partition 1: `labels/train1.txt` and `test1.txt` list `class/name.jpg` under `images/`;
+    classes sorted, as torchvision sorts them."""
+    from .sources import Listing, OnDisk, PathTable
+
+    def rows(name: str) -> list[tuple[str, str]]:
+        out = []
+        for n, line in enumerate((folder / "labels" / name).read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.strip().split("/")
+            if len(parts) != 2:
+                raise HardenError(f"{str(folder / 'labels' / name)!r}, line {n}: {line!r} is not `class/image.jpg`.")
+            out.append((parts[0], parts[1]))
+        return out
+
+    def split(name: str) -> Listing:
+        part = rows(name)
+        return Listing(str(folder / "images"), PathTable([f"{c}/{f}" for c, f in part]), np.zeros(len(part), np.int64),
+                       [c for c, _ in part], what="folder")
+
+    def classes() -> list[str]:
+        return sorted({c for c, _ in rows("train1.txt")})
+    return OnDisk(str(folder), {"train": lambda: split("train1.txt"), "test": lambda: split("test1.txt")}, "folder",
+                  classes)
 
 
 def _food101(folder: Path):
