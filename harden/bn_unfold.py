@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .errors import HardenError
-from .runtime import info
+from .runtime import info, warn
 
 MODES = ("auto", "on", "off")
 CALIBRATION_IMAGES = 512  # training images whose convolution outputs give the inserted BatchNorms' statistics
@@ -48,14 +48,18 @@ def check_mode(mode: str) -> None:
 
 
 def wanted(model, mode: str, trains_base: bool) -> bool:
-    """Whether `fix` inserts BatchNorm for training: `on` for any network the recipe trains; `auto` only for an ONNX
-    graph with no normalisation layer (the exporter folded it, or the network never had one: BENCHMARKS.md measures
-    both); `off` never."""
+    """Whether `fix` inserts BatchNorm for training, always into a network with no normalisation layer of its own
+    (a BatchNorm after its own would only normalise twice): `auto` for an ONNX graph (the exporter folded it, or the
+    network never had one: BENCHMARKS.md measures both), `on` for any network the recipe trains, `off` never."""
     check_mode(mode)
     if mode == "off" or not trains_base or not _biased_convs(model.net):
         return False
+    if _has_normalisation(model.net):
+        if mode == "on":
+            warn("--unfold-bn on: the network has normalisation layers of its own; no BatchNorm inserted.")
+        return False
     from .models.onnx_graph import ARCH
-    return mode == "on" or (model.spec.arch == ARCH and not _has_normalisation(model.net))
+    return mode == "on" or model.spec.arch == ARCH
 
 
 @torch.no_grad()

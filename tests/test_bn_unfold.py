@@ -1,5 +1,7 @@
 """BatchNorm put back for training into graphs whose exporter folded it (bn_unfold.py): the function kept at
 insertion, folded back exactly, trained with batch statistics, written in the graph's own layout."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,11 @@ def test_auto_inserts_only_into_graphs_without_normalisation(tmp_path, digits_mo
     assert not bn_unfold.wanted(onnx_model, "off", trains_base=True)
     assert not bn_unfold.wanted(digits_model, "auto", trains_base=True)  # a torch checkpoint: its layers as written
     assert bn_unfold.wanted(digits_model, "on", trains_base=True)
+    with_bn = copy.deepcopy(digits_model)  # convolutions with a bias, then BatchNorm (as torchvision's VGG-BN)
+    with_bn.net.stages[0][1] = torch.nn.Sequential(torch.nn.BatchNorm2d(64), torch.nn.ReLU())
+    with console.capture() as said:  # a network with BatchNorm of its own gets none more, even when asked
+        assert not bn_unfold.wanted(with_bn, "on", trains_base=True)
+    assert "has normalisation layers of its own; no BatchNorm inserted" in " ".join(said.get().split())
     layer_norm = load_quietly(export(TokenNorm(), tmp_path / "token_norm.onnx"))
     assert not bn_unfold.wanted(layer_norm, "auto", trains_base=True)  # normalised already (no BatchNorm to restore)
     with pytest.raises(HardenError, match="--unfold-bn must be one of auto, on, off"):
