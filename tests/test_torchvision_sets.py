@@ -90,25 +90,37 @@ def test_cifar100_svhn_and_stl10_as_torchvision_reads_them(tmp_path, monkeypatch
         load_data(tmp_path)
 
 
-def test_food101_and_oxford_pets_follow_their_split_lists_as_torchvision_does(tmp_path, monkeypatch):
-    import json
-
+def _jpg(path, rng) -> None:
     from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (24, 30, 3), np.uint8)).save(path)
 
+
+def _reads_as_torchvision(where, ref_train, ref_test, num_classes: int) -> None:
+    """harden's listing of `where`: torchvision's files, labels and class names, split by split."""
     from harden.data import DataTarget
     from harden.models import create_model
-    rng = np.random.default_rng(2)
+    target = DataTarget.for_model(create_model("cnn-small", num_classes, 3, (16, 16), (0.5,), (0.25,)), workers=0)
+    data = load_data(where, target)
+    for split, ref in (("train", ref_train), ("test", ref_test)):
+        files = getattr(ref, "_image_files", None) or ref._images
+        lst = data.listing(split)
+        assert [lst.location(i) for i in range(len(lst))] == [str(f) for f in files]
+        assert lst.labels.tolist() == list(ref._labels)
+    assert data.class_names == list(ref_train.classes)
+    assert len(load_unlabeled(where, target).listing("train")) == len(ref_train)  # a pool: its training split
 
-    def jpg(p):
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (24, 30, 3), np.uint8)).save(p)
+
+def test_food101_and_oxford_pets_follow_their_split_lists_as_torchvision_does(tmp_path, monkeypatch):
+    import json
+    rng = np.random.default_rng(2)
     food = tmp_path / "food-101"
     meta = {"train": {"baby_back_ribs": ["baby_back_ribs/7", "baby_back_ribs/2"], "apple_pie": ["apple_pie/3"]},
             "test": {"apple_pie": ["apple_pie/9"], "baby_back_ribs": ["baby_back_ribs/4"]}}
     for split, classes in meta.items():
         for files in classes.values():
             for f in files:
-                jpg(food / "images" / f"{f}.jpg")
+                _jpg(food / "images" / f"{f}.jpg", rng)
         (food / "meta").mkdir(exist_ok=True)
         (food / "meta" / f"{split}.json").write_text(json.dumps(classes))
     pets = tmp_path / "pets" / "oxford-iiit-pet"
@@ -118,40 +130,22 @@ def test_food101_and_oxford_pets_follow_their_split_lists_as_torchvision_does(tm
     for split, rows in lines.items():
         (pets / "annotations" / f"{split}.txt").write_text("\n".join(rows) + "\n")
         for r in rows:
-            jpg(pets / "images" / f"{r.split()[0]}.jpg")
+            _jpg(pets / "images" / f"{r.split()[0]}.jpg", rng)
     for cls in (torchvision.datasets.Food101, torchvision.datasets.OxfordIIITPet):
         monkeypatch.setattr(cls, "_check_exists", lambda self: True)
-    target = DataTarget.for_model(create_model("cnn-small", 2, 3, (16, 16), (0.5,), (0.25,)), workers=0)
-    for where, ref_train, ref_test in (
-            (tmp_path, torchvision.datasets.Food101(str(tmp_path), split="train"),
-             torchvision.datasets.Food101(str(tmp_path), split="test")),
-            (tmp_path / "pets", torchvision.datasets.OxfordIIITPet(str(tmp_path / "pets"), split="trainval"),
-             torchvision.datasets.OxfordIIITPet(str(tmp_path / "pets"), split="test"))):
-        data = load_data(where, target)
-        for split, ref in (("train", ref_train), ("test", ref_test)):
-            files = getattr(ref, "_image_files", None) or ref._images
-            lst = data.listing(split)
-            assert [lst.location(i) for i in range(len(lst))] == [str(f) for f in files]
-            assert lst.labels.tolist() == list(ref._labels)
-        assert data.class_names == ref_train.classes
-        assert len(load_unlabeled(where, target).listing("train")) == len(ref_train)  # a pool: its training split
+    _reads_as_torchvision(tmp_path, torchvision.datasets.Food101(str(tmp_path), split="train"),
+                          torchvision.datasets.Food101(str(tmp_path), split="test"), 2)
+    _reads_as_torchvision(tmp_path / "pets", torchvision.datasets.OxfordIIITPet(str(tmp_path / "pets"), split="trainval"),
+                          torchvision.datasets.OxfordIIITPet(str(tmp_path / "pets"), split="test"), 2)
 
 
 def test_flowers102_and_dtd_follow_their_split_files_as_torchvision_does(tmp_path, monkeypatch):
-    from PIL import Image
     from scipy.io import savemat
-
-    from harden.data import DataTarget
-    from harden.models import create_model
     rng = np.random.default_rng(3)
-
-    def jpg(p):
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (20, 26, 3), np.uint8)).save(p)
     flowers = tmp_path / "flowers-102"
     labels = np.array([77, 3, 102, 3, 77, 1])  # 1-based, as imagelabels.mat holds them
     for i in range(1, len(labels) + 1):
-        jpg(flowers / "jpg" / f"image_{i:05d}.jpg")
+        _jpg(flowers / "jpg" / f"image_{i:05d}.jpg", rng)
     savemat(str(flowers / "imagelabels.mat"), {"labels": labels[None, :]})
     savemat(str(flowers / "setid.mat"), {"trnid": np.array([[5, 2, 3]]), "valid": np.array([[6]]),
                                          "tstid": np.array([[4, 1]])})
@@ -164,17 +158,9 @@ def test_flowers102_and_dtd_follow_their_split_files_as_torchvision_does(tmp_pat
     for split, rows in split_rows.items():
         (dtd / "labels" / f"{split}.txt").write_text("\n".join(rows) + "\n")
         for r in rows:
-            jpg(dtd / "images" / r)
+            _jpg(dtd / "images" / r, rng)
     monkeypatch.setattr(torchvision.datasets.Flowers102, "_check_integrity", lambda self: True)  # not the real files
-    for where, ref_train, ref_test, classes in (
-            (tmp_path, torchvision.datasets.Flowers102(str(tmp_path), split="train"),
-             torchvision.datasets.Flowers102(str(tmp_path), split="test"), 102),
-            (tmp_path / "textures", torchvision.datasets.DTD(str(tmp_path / "textures"), split="train"),
-             torchvision.datasets.DTD(str(tmp_path / "textures"), split="test"), 3)):
-        target = DataTarget.for_model(create_model("cnn-small", classes, 3, (16, 16), (0.5,), (0.25,)), workers=0)
-        data = load_data(where, target)
-        for split, ref in (("train", ref_train), ("test", ref_test)):
-            lst = data.listing(split)
-            assert [lst.location(i) for i in range(len(lst))] == [str(f) for f in ref._image_files]
-            assert lst.labels.tolist() == list(ref._labels)
-        assert data.class_names == list(ref_train.classes)
+    _reads_as_torchvision(tmp_path, torchvision.datasets.Flowers102(str(tmp_path), split="train"),
+                          torchvision.datasets.Flowers102(str(tmp_path), split="test"), 102)
+    _reads_as_torchvision(tmp_path / "textures", torchvision.datasets.DTD(str(tmp_path / "textures"), split="train"),
+                          torchvision.datasets.DTD(str(tmp_path / "textures"), split="test"), 3)
