@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .errors import HardenError
-from .runtime import info, warn
+from .runtime import info, progress, warn
 
 MODES = ("auto", "on", "off")
 CALIBRATION_IMAGES = 512  # training images whose convolution outputs give the inserted BatchNorms' statistics
@@ -82,9 +82,11 @@ def insert(model, data, device: torch.device, seed: int = 0, n: int = CALIBRATIO
     model.eval()
     hooks = [conv.register_forward_hook(record(i)) for i, (_, _, conv) in enumerate(convs)]
     try:
-        for start in range(0, len(idx), 64):
-            x, _ = data.images("train", idx[start:start + 64], device)
-            model(x)
+        with progress("BatchNorm statistics", len(idx)) as advance:
+            for start in range(0, len(idx), 64):
+                x, _ = data.images("train", idx[start:start + 64], device)
+                model(x)
+                advance(len(x))
     finally:
         for h in hooks:
             h.remove()
@@ -104,8 +106,8 @@ def insert(model, data, device: torch.device, seed: int = 0, n: int = CALIBRATIO
         bn.bias.copy_(mean)
         parent._modules[name] = Unfolded(conv, bn)
     n_inserted = len(stats)
-    info(f"BatchNorm inserted after {n_inserted} convolutions for training (the graph has no normalisation layer; "
-         "its exporter folds BatchNorm into the convolutions), folded back into them after (--unfold-bn off: not)")
+    info(f"BatchNorm inserted after {n_inserted} convolutions for training, folded back into them after (the "
+         "network has no normalisation layer: exporters fold BatchNorm into the convolutions; --unfold-bn off: not)")
     return n_inserted
 
 
