@@ -106,8 +106,9 @@ def insert(model, data, device: torch.device, seed: int = 0, n: int = CALIBRATIO
         bn.bias.copy_(mean)
         parent._modules[name] = Unfolded(conv, bn)
     n_inserted = len(stats)
-    info(f"BatchNorm inserted after {n_inserted} convolutions for training, folded back into them after (the "
-         "network has no normalisation layer: exporters fold BatchNorm into the convolutions; --unfold-bn off: not)")
+    if n_inserted:
+        info(f"BatchNorm inserted after {n_inserted} convolutions for training, folded back into them after (the "
+             "network has no normalisation layer: exporters fold BatchNorm into the convolutions; --unfold-bn off: not)")
     return n_inserted
 
 
