@@ -197,8 +197,11 @@ def metadata_file(split_dir: Path) -> Path | None:
 def split_class_names(split_dir: Path) -> list[str]:
     """The class names of a split folder, found cheaply: its class folders, else its metadata file's label names."""
     classes = class_folders(split_dir)
-    if classes or (metadata_file(split_dir) is None and metadata_file(split_dir.parent) is None):
+    if classes:
         return classes
+    if metadata_file(split_dir) is None and metadata_file(split_dir.parent) is None:
+        from .imagenet_truth import class_names
+        return class_names(split_dir)  # ImageNet's loose validation images and their ground truth, or none
     return sorted(set(list_class_folders(split_dir).names or []))
 
 
@@ -229,11 +232,19 @@ def list_class_folders(split_dir: Path) -> Listing:
     without class folders but with a metadata file (Hugging Face's imagefolder) is read along that file."""
     classes = class_folders(split_dir)
     listed = None if classes else _metadata_listing(split_dir)
+    if listed is None and not classes:
+        from .imagenet_truth import listing
+        listed = listing(split_dir)  # ImageNet's validation images loose beside their ground truth
     if listed is not None:
         return listed
     if not classes:
-        loose = any(_is_image(e.name) for e in os.scandir(split_dir) if e.is_file())
+        loose = [e.name for e in os.scandir(split_dir) if e.is_file() and _is_image(e.name)]
+        from .imagenet_truth import VAL_NUMBER
+        imagenet = any(VAL_NUMBER.match(os.path.splitext(n)[0]) for n in loose[:1000])
         raise HardenError(f"{str(split_dir)!r} holds no class folders" + (
+            " (ImageNet's validation images, loose: put the ILSVRC2012 development kit, ILSVRC2012_devkit_t12.tar.gz "
+            "or its extracted folder, or Kaggle's LOC_val_solution.csv beside the folder or above it, and their "
+            "classes are read from it)" if imagenet else
             " (its images lie loose in it: put each class's images in a folder named after the class, or list "
             "their labels in a metadata.csv beside them, file_name,label, as Hugging Face's imagefolder does)"
             if loose else "") + ".")
@@ -511,6 +522,9 @@ def find_on_disk(path: Path) -> OnDisk | None:
     if _holds_tables(path):
         from .tables import table_source
         return table_source(path)
+    from .imagenet_truth import kaggle_tree
+    if kaggle_tree(path) is not None:  # Kaggle's ImageNet, given by its root
+        return find_on_disk(kaggle_tree(path))
     test = next((path / d for d in EVAL_FOLDERS if (path / d).is_dir()), None)
     if (path / "train").is_dir() and test is not None:
         if _shards_in(path / "train"):
@@ -519,9 +533,9 @@ def find_on_disk(path: Path) -> OnDisk | None:
                             "test": lambda: list_class_folders(test)}, "folder",
                       lambda: sorted(set(split_class_names(path / "train")) | set(split_class_names(test))))
     if test is not None and not (path / "train").is_dir() and set(class_folders(path)) <= set(EVAL_FOLDERS) \
-            and not _shards_in(test) and class_folders(test):
+            and not _shards_in(test) and (class_folders(test) or split_class_names(test)):
         # only an evaluation split (ImageNet's val/ alone, as often downloaded): evaluated as its class folders
-        return OnDisk(str(test), {"all": lambda: list_class_folders(test)}, "folder", lambda: class_folders(test))
+        return OnDisk(str(test), {"all": lambda: list_class_folders(test)}, "folder", lambda: split_class_names(test))
     if (path / "train").is_dir() or test is not None:
         return None  # half a tree: the caller says what is missing
     if _shards_in(path):  # one folder of shards, split by name as timm's WebDataset sets are (imagenet1k-train-0000)
@@ -529,9 +543,14 @@ def find_on_disk(path: Path) -> OnDisk | None:
         for shard in _shards_in(path):
             by_word.setdefault(split_word(shard.name) or "", []).append(shard)
         return _tar_source(src, pick_splits(by_word))
-    if class_folders(path) or metadata_file(path) is not None:
+    if class_folders(path) or metadata_file(path) is not None or _imagenet_truth(path):
         return OnDisk(src, {"all": lambda: list_class_folders(path)}, "folder", lambda: split_class_names(path))
     return None
+
+
+def _imagenet_truth(path: Path) -> bool:
+    from .imagenet_truth import truth_source
+    return truth_source(path) is not None
 
 
 def _holds_tables(path: Path, depth: int = 3) -> bool:
