@@ -203,7 +203,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     with compiled(model, compile):
         result = rcp.train(model, train_ds, config["params"], cfg, device,
                            **({"unlabeled": pseudo.data} if pseudo is not None else {}))
-    bn_unfold.fold(model.net)
+    if model.spec.extra.get("unfolded_batchnorm"):
+        bn_unfold.fold_checked(model, train_ds, device)
     if rcp.frozen_base() and state_digest(model.net) != before:
         raise RuntimeError("internal error: the frozen base changed during training")
     out = FixResult(model=model.eval(), base=base_model.eval(), config=config, train_seconds=result.seconds,

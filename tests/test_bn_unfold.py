@@ -132,3 +132,21 @@ def test_fix_from_a_folded_graph_trains_with_batch_statistics(tmp_path, digits, 
 def test_cli_refuses_an_unknown_mode(cli, tmp_path):
     code, out, err = cli("fix", folded_lenet(tmp_path), "--data", "digits", "--unfold-bn", "always")
     assert code == 2 and "--unfold-bn must be one of auto, on, off" in " ".join((out + err).split())
+
+
+def test_a_fold_that_changes_the_function_is_caught(tmp_path, digits, monkeypatch):
+    model = load_quietly(folded_lenet(tmp_path))
+    bn_unfold.insert(model, digits, torch.device("cpu"))
+    for m in model.net.modules():
+        if isinstance(m, bn_unfold.Unfolded):
+            m[1].running_var.mul_(4.0)  # as training moves them: folding must now rescale the convolutions
+
+    def forgetful(net):  # drops the BatchNorms instead of folding them
+        for parent in list(net.modules()):
+            for name, m in list(parent._modules.items()):
+                if isinstance(m, bn_unfold.Unfolded):
+                    parent._modules[name] = m[0]
+        return 0
+    monkeypatch.setattr(bn_unfold, "fold", forgetful)
+    with pytest.raises(RuntimeError, match="folding the inserted BatchNorms changed the outputs"):
+        bn_unfold.fold_checked(model, digits, torch.device("cpu"))
