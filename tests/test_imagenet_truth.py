@@ -111,3 +111,47 @@ def test_loose_validation_images_without_a_ground_truth_say_where_to_put_one(tmp
     _val_images(tmp_path / "val")
     with pytest.raises(HardenError, match="ILSVRC2012_devkit_t12.tar.gz or its extracted folder, or Kaggle's"):
         load_data(tmp_path, _target()).listing("test")
+
+
+def _tar(path, files: dict):
+    """An uncompressed tar of {member name: file on disk}."""
+    with tarfile.open(path, "w") as tar:
+        for name, src in files.items():
+            tar.add(src, arcname=name)
+
+
+def test_imagenet_s_tars_as_downloaded_read_in_place_as_torchvision_extracts_them(tmp_path, monkeypatch):
+    """ILSVRC2012_img_train.tar (a tar of per-class tars), ILSVRC2012_img_val.tar and the development kit, read
+    without extracting: the same images and classes as torchvision's ImageNet finds after extracting them."""
+    import shutil
+    work = tmp_path / "work"
+    _train_tree(work / "train")
+    _jpg(work / "train" / "n01440764" / "n01440764_7.JPEG", 17)
+    _val_images(work / "val")
+    down = tmp_path / "download"
+    down.mkdir()
+    _devkit(down)
+    shutil.rmtree(down / "ILSVRC2012_devkit_t12")
+    inner = {}
+    for cls in sorted((work / "train").iterdir()):
+        _tar(work / f"{cls.name}.tar", {p.name: p for p in sorted(cls.iterdir())})
+        inner[f"{cls.name}.tar"] = work / f"{cls.name}.tar"
+    _tar(down / "ILSVRC2012_img_train.tar", inner)
+    _tar(down / "ILSVRC2012_img_val.tar", {p.name: p for p in sorted((work / "val").iterdir())})
+    data = load_data(down, _target())
+    got_val = [(loc.rsplit(":", 1)[1], w) for loc, w in _synsets_of(data, "test")]
+    got_train = sorted(_synsets_of(data, "train"))
+    x, y = data.images("test", np.arange(5))  # decoded from the byte ranges of the tars
+    assert x.shape[0] == 5 and float(x.max()) > 0
+    x, _ = data.images("train", np.arange(4))
+    assert x.shape[0] == 4
+    ref = tmp_path / "ref"  # torchvision's reading: it extracts the three files, then reads folders
+    shutil.copytree(down, ref)
+    monkeypatch.setattr(torchvision.datasets.imagenet, "_verify_archive", lambda *a, **k: None)
+    ref_val = torchvision.datasets.ImageNet(str(ref), split="val")
+    ref_train = torchvision.datasets.ImageNet(str(ref), split="train")
+    assert got_val == sorted((p.rsplit("/", 1)[1], ref_val.wnids[c]) for p, c in ref_val.samples)
+    assert got_train == sorted((p.rsplit("/", 1)[1], ref_train.wnids[c]) for p, c in ref_train.samples)
+    # the images are the same bytes as the extracted files
+    lst = data.listing("test")
+    assert lst.read_bytes(0) == (ref / "val" / got_val[0][1] / got_val[0][0]).read_bytes()

@@ -104,10 +104,14 @@ def ground_truth(split_dir: Path) -> tuple[dict[str, str], str] | None:
     found = truth_source(split_dir)
     if found is None:
         return None
-    source, path = found
     if not any(VAL_NUMBER.match(os.path.splitext(e.name)[0]) for e in os.scandir(split_dir) if e.is_file()):
         return None  # a ground truth nearby, but these are not ImageNet's validation images
-    return (_kaggle(path) if source == "kaggle" else _devkit(source, path)), str(path)
+    return read_truth(*found), str(found[1])
+
+
+def read_truth(source: str, path: Path) -> dict[str, str]:
+    """{ILSVRC2012_val_NNNNNNNN: synset} from what truth_source found."""
+    return _kaggle(path) if source == "kaggle" else _devkit(source, path)
 
 
 def loose_images(split_dir: Path) -> list[str]:

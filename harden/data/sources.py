@@ -538,6 +538,10 @@ def find_on_disk(path: Path) -> OnDisk | None:
         return OnDisk(str(test), {"all": lambda: list_class_folders(test)}, "folder", lambda: split_class_names(test))
     if (path / "train").is_dir() or test is not None:
         return None  # half a tree: the caller says what is missing
+    from .imagenet_archives import archives
+    downloaded = archives(path)  # ImageNet's tars as downloaded, read in place
+    if downloaded is not None:
+        return downloaded
     if _shards_in(path):  # one folder of shards, split by name as timm's WebDataset sets are (imagenet1k-train-0000)
         by_word: dict[str, list[Path]] = {}
         for shard in _shards_in(path):
