@@ -155,3 +155,22 @@ def test_imagenet_s_tars_as_downloaded_read_in_place_as_torchvision_extracts_the
     # the images are the same bytes as the extracted files
     lst = data.listing("test")
     assert lst.read_bytes(0) == (ref / "val" / got_val[0][1] / got_val[0][0]).read_bytes()
+
+
+def test_a_training_folder_of_per_class_tars_reads_in_place(tmp_path):
+    """The training tar unpacked one level (train/n01440764.tar, ...), beside val/ and the development kit."""
+    work = tmp_path / "work"
+    _train_tree(work)
+    root = tmp_path / "imagenet"
+    (root / "train").mkdir(parents=True)
+    for cls in sorted(work.iterdir()):
+        _tar(root / "train" / f"{cls.name}.tar", {p.name: p for p in sorted(cls.iterdir())})
+    _val_images(root / "val")
+    _devkit(root)
+    data = load_data(root, _target())
+    assert sorted(_synsets_of(data, "train")) == [("n01440764.tar:n01440764_0.JPEG", "n01440764"),
+                                                  ("n01443537.tar:n01443537_1.JPEG", "n01443537"),
+                                                  ("n02119789.tar:n02119789_2.JPEG", "n02119789")]
+    assert [w for _, w in _synsets_of(data, "test")][:2] == ["n01443537", "n02119789"]
+    x, _ = data.images("train", np.arange(3))
+    assert x.shape[0] == 3

@@ -35,6 +35,7 @@ LIST_EXT = {".csv", ".tsv"}
 # Synology NAS thumbnails (@eaDir holds a JPEG per photo), Python's caches; hidden folders too (is_skipped_dir)
 SKIPPED_DIRS = {"__MACOSX", "@eaDir", "__pycache__", "$RECYCLE.BIN", "System Volume Information"}
 LABEL_EXT = (".cls", ".label")  # a WebDataset sample's class index
+SYNSET_TAR = re.compile(r"n\d{8}$")  # a tar named after its WordNet synset holds that class's images (ImageNet's)
 EVAL_FOLDERS = ("val", "test", "validation", "valid")  # beside train/: the evaluation split, first found
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "test", "valid": "test", "validation": "test",
                 "test": "test", "eval": "test"}
@@ -420,6 +421,8 @@ def list_tar_shards(shards: list[Path]) -> Listing:
                 names.append(None)
             else:
                 folder = os.path.dirname(m.name).split("/")[-1] if "/" in m.name else ""
+                if not folder and SYNSET_TAR.match(shard.stem):
+                    folder = shard.stem  # ImageNet's per-class tars (n01440764.tar), as the training tar unpacks
                 if not folder:
                     raise HardenError(f"{str(shard)!r}: image {m.name} has no {'/'.join(LABEL_EXT)} member beside it "
                                       "and no class folder inside the tar, so its class is unknown.")
@@ -527,8 +530,11 @@ def find_on_disk(path: Path) -> OnDisk | None:
         return find_on_disk(kaggle_tree(path))
     test = next((path / d for d in EVAL_FOLDERS if (path / d).is_dir()), None)
     if (path / "train").is_dir() and test is not None:
-        if _shards_in(path / "train"):
-            return _tar_source(src, {"train": _shards_in(path / "train"), "test": _shards_in(test)})
+        train_shards = _shards_in(path / "train")
+        if train_shards and not _shards_in(test) and all(SYNSET_TAR.match(s.stem) for s in train_shards):
+            return _per_class_tars(src, train_shards, test)
+        if train_shards:
+            return _tar_source(src, {"train": train_shards, "test": _shards_in(test)})
         return OnDisk(src, {"train": lambda: list_class_folders(path / "train"),
                             "test": lambda: list_class_folders(test)}, "folder",
                       lambda: sorted(set(split_class_names(path / "train")) | set(split_class_names(test))))
@@ -578,6 +584,19 @@ def _holds_tables(path: Path, depth: int = 3) -> bool:
             below += sorted(Path(e.path) for e in entries if e.is_dir() and not is_skipped_dir(e.name))
         level = below
     return False
+
+
+def _per_class_tars(src: str, train_shards: list[Path], test: Path) -> OnDisk:
+    """ImageNet's training tar unpacked one level (train/n01440764.tar, ...: a tar per class, named by its synset)
+    beside an evaluation folder: the tars read in place, their names the classes (known without listing them)."""
+    cache: list[Listing] = []
+
+    def train() -> Listing:
+        if not cache:
+            cache.append(list_tar_shards(train_shards))
+        return cache[0]
+    return OnDisk(src, {"train": train, "test": lambda: list_class_folders(test)}, "tar + folder",
+                  lambda: sorted({s.stem for s in train_shards} | set(split_class_names(test))))
 
 
 def _tar_source(src: str, shards: dict[str, list[Path]]) -> OnDisk:
