@@ -155,6 +155,8 @@ def test_imagenet_s_tars_as_downloaded_read_in_place_as_torchvision_extracts_the
     # the images are the same bytes as the extracted files
     lst = data.listing("test")
     assert lst.read_bytes(0) == (ref / "val" / got_val[0][1] / got_val[0][0]).read_bytes()
+    alone = load_data(down / "ILSVRC2012_img_val.tar", _target())  # the validation tar by itself: evaluation only
+    assert [(loc.rsplit(":", 1)[1], w) for loc, w in _synsets_of(alone, "test")] == got_val
 
 
 def test_a_training_folder_of_per_class_tars_reads_in_place(tmp_path):

@@ -508,6 +508,9 @@ def find_on_disk(path: Path) -> OnDisk | None:
             names = sorted({n for v in lists.values() for n in (v.names or [])}) or None
             return OnDisk(src, {k: (lambda v=v: v) for k, v in lists.items()}, "list", lambda: names)
         if ext == ".tar":
+            from .imagenet_archives import VAL_TAR, archives
+            if path.name == VAL_TAR:  # ImageNet's validation tar given by itself: the development kit beside it
+                return archives(path.parent)
             return _tar_source(src, {"all": [path]})
         if ext == ".zip":
             from .zipped import zip_source
