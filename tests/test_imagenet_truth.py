@@ -13,7 +13,8 @@ from harden.models import create_model
 
 # the kit's leaves in its own ILSVRC2012_ID order (not WordNet-id order), and one inner node, as meta.mat holds them
 SYNSETS = [(1, "n02119789", "kit fox, Vulpes macrotis", 0), (2, "n01440764", "tench, Tinca tinca", 0),
-           (3, "n01443537", "goldfish, Carassius auratus", 0), (1001, "n00001740", "entity", 3)]
+           (3, "n01443537", "goldfish, Carassius auratus", 0), (4, "n01530575", "brambling, Fringilla montifringilla", 0),
+           (1001, "n00001740", "entity", 3)]
 VAL_IDS = [3, 1, 2, 1, 3]  # line i: the ILSVRC2012_ID of ILSVRC2012_val_0000000i
 
 
@@ -127,6 +128,7 @@ def test_imagenet_s_tars_as_downloaded_read_in_place_as_torchvision_extracts_the
     work = tmp_path / "work"
     _train_tree(work / "train")
     _jpg(work / "train" / "n01440764" / "n01440764_7.JPEG", 17)
+    _jpg(work / "train" / "n01530575" / "n01530575_1.JPEG", 18)  # a class no validation image has
     _val_images(work / "val")
     down = tmp_path / "download"
     down.mkdir()

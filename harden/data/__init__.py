@@ -120,7 +120,11 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
             lst = lister()
             _refuse_unlabelled(lst, found.source)
             if lst.names is not None:
-                lst.labels = np.fromiter((mapping[n] for n in lst.names), np.int64, len(lst.names))
+                try:
+                    lst.labels = np.fromiter((mapping[n] for n in lst.names), np.int64, len(lst.names))
+                except KeyError as e:  # a class the source's cheap list of names left out: a bug, said plainly
+                    raise HardenError(f"internal error: {found.source} lists images of class {e} that its class "
+                                      "list does not name; please report it.") from None
                 lst.names = None
             if target.num_classes is not None and len(lst.labels) and lst.labels.max() >= target.num_classes:
                 raise HardenError(f"{found.source} has labels up to {int(lst.labels.max())} but the model has only "

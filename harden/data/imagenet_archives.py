@@ -55,7 +55,15 @@ def archives(path: Path):
     listers = {"test" if train.is_file() else "all": lambda: _val_listing(val, read_truth(*found), str(found[1]))}
     if train.is_file():
         listers["train"] = lambda: _train_listing(train)
-    return OnDisk(str(path), listers, "tar", lambda: sorted(set(read_truth(*found).values())))
+    return OnDisk(str(path), listers, "tar", lambda: sorted(set(read_truth(*found).values())
+                                                             | (_train_classes(train) if train.is_file() else set())))
+
+
+def _train_classes(train: Path) -> set[str]:
+    """The per-class tars' names: the outer tar's headers only (1,000 of them), no inner tar opened."""
+    with _open(train, repr(str(train))) as outer:
+        return {os.path.splitext(os.path.basename(m.name))[0] for m in outer
+                if m.isfile() and m.name.lower().endswith(".tar")}
 
 
 def _open(path: Path, what: str, fileobj=None) -> tarfile.TarFile:
