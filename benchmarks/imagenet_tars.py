@@ -2,8 +2,9 @@
 scales: CLASSES per-class tars of PER images inside ILSVRC2012_img_train.tar, VAL images in ILSVRC2012_img_val.tar,
 and a development kit. Every image is the same small JPEG (listing reads headers; decoding cost is per image).
 
-Prints one JSON line: seconds to list the validation tar (what `eval` lists), to list the training tar of tars, to
-decode 256 training images from their byte ranges, the process's peak resident memory, and the archives' sizes.
+Prints one JSON line: seconds to load and list the validation tar (what `eval` lists: the ground truth, the class
+names from the training tar's headers, the validation tar's headers), to list the training tar of tars, to decode
+256 training images from their byte ranges (main process), the peak resident memory, and the training tar's size.
 
     python benchmarks/imagenet_tars.py --root bench-out/imagenet_tars --classes 1000 --per 100 --val 10000
 """
@@ -34,7 +35,8 @@ def make(root: Path, classes: int, per: int, val: int) -> list[str]:
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)).save(buf, "JPEG")
     jpeg = buf.getvalue()
-    wnids = [f"n{10_000_000 + i:08d}" for i in range(classes)]
+    from timm.data import ImageNetInfo
+    wnids = ImageNetInfo("imagenet-1k").label_names()[:classes]  # real synsets: they map onto a 1000-class head
     with tarfile.open(root / "ILSVRC2012_img_train.tar", "w") as outer:
         for w in wnids:
             inner = io.BytesIO()
@@ -61,7 +63,7 @@ def make(root: Path, classes: int, per: int, val: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, required=True)
-    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--classes", type=int, default=1000, help="at most 1000 (ImageNet's synsets)")
     ap.add_argument("--per", type=int, default=100)
     ap.add_argument("--val", type=int, default=10000)
     a = ap.parse_args()
@@ -69,11 +71,13 @@ def main() -> None:
         t = time.perf_counter()
         make(a.root, a.classes, a.per, a.val)
         print(f"made in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    from harden.data import load_data
+    from harden.data import DataTarget, load_data
+    from harden.models import create_model
+    target = DataTarget.for_model(create_model("cnn-small", 1000, 3, (64, 64), (0.5,), (0.25,)), workers=0)
     row = {"classes": a.classes, "train_images": a.classes * a.per, "val_images": a.val,
            "train_tar_mb": round((a.root / "ILSVRC2012_img_train.tar").stat().st_size / 2**20, 1)}
     t = time.perf_counter()
-    data = load_data(a.root)
+    data = load_data(a.root, target)  # as eval and fix load it (a model's classes and transform)
     val = data.listing("test")
     row["list_val_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
