@@ -18,7 +18,7 @@ from .models import Classifier, create_model, is_known_arch
 from .models.config import (GUESSED, NORMALISER_SOURCE, SPEC_KEYS, hub_weights, is_hub_folder, last_linear,
                             read_hub_config, resolve)
 from .outputs import LOGITS_KEY
-from .runtime import warn
+from .runtime import held_warnings, warn
 from .pickled_model import arch_hint, read_pickled_model
 from .torchscript import is_torchscript, read_torchscript_weights
 
@@ -186,7 +186,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     flags = dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size, mean=mean, std=std,
                  interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args)
     normaliser = normaliser_buffers(state) if "recipe" not in meta else None
-    spec, sources = _merge_spec(meta, flags, path, state, normaliser)
+    with held_warnings() as held:  # said below, unless the spec is resolved again without the buffers
+        spec, sources = _merge_spec(meta, flags, path, state, normaliser)
     def build() -> Classifier:
         return create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec["in_chans"]),
                             tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
@@ -201,6 +202,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     try:
         model = build()
     except HardenError:
+        for msg in held:
+            warn(msg)
         if guessed:
             raise no_count from None
         raise
@@ -209,6 +212,9 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
         # the architecture holds those buffers itself, so it normalises inside: they say nothing of its input
         spec, sources = _merge_spec(meta, flags, path, state)
         model = build()
+    else:
+        for msg in held:
+            warn(msg)
     if sources.get("num_classes", "").startswith(("default of", "timm config")):
         # a default class count (the constructor's, timm's config's), and the file's head has other rows, seen once
         # its keys are fitted (a prefix removed, an original repository's layout converted): the file's count

@@ -107,10 +107,32 @@ def progress(description: str, total: int) -> Iterator[Callable[..., None]]:
         yield advance
 
 
+_held: list[str] | None = None  # warnings held back by held_warnings()
+
+
 def warn(msg: str) -> None:
     from . import distributed
-    if distributed.is_main():
+    if _held is not None:
+        _held.append(msg)
+    elif distributed.is_main():
         console.print(f"[yellow]warning:[/] {msg}")
+
+
+@contextmanager
+def held_warnings() -> Iterator[list[str]]:
+    """Warnings collected instead of printed, for a step that may be redone with what it learns (the caller warns
+    the ones that still hold); said at once if the step raises."""
+    global _held
+    outer, _held = _held, []
+    held = _held
+    try:
+        yield held
+    except BaseException:
+        _held = outer
+        for msg in held:
+            warn(msg)
+        raise
+    _held = outer
 
 
 def info(msg: str) -> None:

@@ -78,6 +78,16 @@ class Normalised(Plain):
 
 def normalised(num_classes=10, in_chans=1):
     return Normalised(num_classes, in_chans)
+
+
+class NormalisedAnySize(Normalised):
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1((x - self.mean) / self.std)))
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.conv2(x)), 4).flatten(1))
+
+
+def normalised_any_size(num_classes=10, in_chans=1):
+    return NormalisedAnySize(num_classes, in_chans)
 '''
 
 DIGITS = ["--num-classes", "10", "--in-chans", "1", "--input-size", "8x8", "--mean", "0.3", "--std", "0.35"]
@@ -580,6 +590,11 @@ def test_normalisation_buffers_the_network_holds_itself_are_not_applied_twice(ne
     x = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(model(x), net(x), atol=1e-6)
+    with console.capture() as said:  # preprocessing assumed: said once, for what was finally assumed
+        harden.load(_save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "any.pt"),
+                    arch=f"{nets_file}:normalised_any_size", num_classes=10, in_chans=1)
+    text = " ".join(said.get().split())
+    assert text.count("assuming") == 1 and "mean 0" in text, text
 
 
 def test_normalisation_buffers_that_disagree_are_not_taken(nets_file, tmp_path):
