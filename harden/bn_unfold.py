@@ -62,6 +62,14 @@ def wanted(model, mode: str, trains_base: bool) -> bool:
     return mode == "on" or model.spec.arch == ARCH
 
 
+def inspect_note(model) -> str | None:
+    """What `harden inspect` says of a base that `fix` would train with BatchNorm put back."""
+    if model.spec.extra.get("recipe") or not wanted(model, "auto", trains_base=True):
+        return None
+    return (f"no normalisation layer: `fix` trains it with a BatchNorm after its {len(_biased_convs(model.net))} "
+            "convolutions with a bias (but not on 1x1 maps), folded back after (--unfold-bn auto; off: as it is)")
+
+
 @torch.no_grad()
 def insert(model, data, device: torch.device, seed: int = 0, n: int = CALIBRATION_IMAGES) -> int:
     """Insert the BatchNorms (see the module's doc) into `model.net`; returns how many."""

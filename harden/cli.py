@@ -155,6 +155,9 @@ def inspect(
                                         + summary(s.model_args))))
     elif s.model_args:
         rows.append(("model_args", said("model_args", s.model_args)))
+    from .bn_unfold import inspect_note
+    if inspect_note(model):
+        rows.append(("batchnorm", inspect_note(model)))
     if s.extra.get("label_names"):
         names = [str(n) for n in s.extra["label_names"]]
         rows.append(("label names", said("label_names", escape(", ".join(names[:8]) + (

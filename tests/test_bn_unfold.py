@@ -150,3 +150,10 @@ def test_a_fold_that_changes_the_function_is_caught(tmp_path, digits, monkeypatc
     monkeypatch.setattr(bn_unfold, "fold", forgetful)
     with pytest.raises(RuntimeError, match="folding the inserted BatchNorms changed the outputs"):
         bn_unfold.fold_checked(model, digits, torch.device("cpu"))
+
+
+def test_inspect_says_fix_will_put_batchnorm_back(cli, tmp_path, digits_ckpt):
+    code, out, _ = cli("inspect", folded_lenet(tmp_path))
+    assert code == 0 and "`fix` trains it with a BatchNorm after its 2 convolutions with a bias" in " ".join(out.split())
+    code, out, _ = cli("inspect", digits_ckpt)  # a torch checkpoint: auto leaves it as it is
+    assert code == 0 and "trains it with a BatchNorm" not in " ".join(out.split())
