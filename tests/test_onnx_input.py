@@ -378,3 +378,25 @@ def test_weights_saved_as_external_data_load_and_count_in_the_digest(tmp_path):
     raw[-1] ^= 1  # other weights, the same graph file
     data.write_bytes(bytes(raw))
     assert sha256_file(tmp_path / "ext" / "model.onnx") != before
+
+
+class Sliced(nn.Module):
+    """Slices on leading and trailing axes, a negative step: onnx2torch's Slice, which indexed with lists."""
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3 * 6 * 7, 4)
+
+    def forward(self, x):
+        y = x[:, :, 1:-1, 2:].flip(-1)[..., ::1]
+        return self.head(y[:, :, :, :7].flatten(1))
+
+
+def test_slices_convert_with_tuple_indexing(tmp_path):
+    net = Sliced().eval()
+    with console.capture():
+        model = harden.load(export(net, tmp_path / "sliced.onnx", size=(8, 9)))
+    x = torch.rand(2, 3, 8, 9)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("error")  # torch's warning for list indexing (deprecated: read as a tensor index later)
+        out = model(x)
+        assert torch.allclose(out, net(x), atol=1e-5)

@@ -84,16 +84,25 @@ class SplitEven(nn.Module):
         return tuple(torch.split(x, math.ceil(x.shape[self.axis] / self.parts), dim=self.axis))
 
 
+def _slice_with_tuples(x, flip_dims, pos_axes_slices, neg_axes_slices):
+    if flip_dims:
+        x = torch.flip(x, dims=flip_dims)
+    if pos_axes_slices:
+        x = x[tuple(pos_axes_slices)]
+    if neg_axes_slices:
+        x = x[tuple(neg_axes_slices)]
+    return x
+
+
 def register() -> None:
     """Add the converters (once)."""
     global _DONE
     if _DONE:
         return
-    import warnings
-    # onnx2torch's Slice indexes with a list, which torch warns about at every new call site; the conversion is
-    # checked against onnxruntime on load, whatever torch makes of it
-    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
-                            module=r"onnx2torch\.")
+    # onnx2torch's Slice indexes with a list of slices, which torch deprecates (to be read as a tensor index some
+    # day): the same slicing with a tuple
+    from onnx2torch.node_converters import slice as onnx_slice
+    onnx_slice._do_slice = _slice_with_tuples
     from onnx import defs
     from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, add_converter
     from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
