@@ -1,10 +1,11 @@
 """BatchNorm put back, for training, into a network whose exporter folded it into the convolutions (ONNX graphs from
-torch.onnx's TorchScript exporter, tf2onnx, deployment optimisers). Adversarial training of the folded network reached
+both of torch.onnx's exporters, tf2onnx, deployment optimisers; in pre-activation networks, the BatchNorms right after
+a convolution, the others kept). Adversarial training of the folded network reached
 the checkpoint's robust accuracy but 13 points less clean accuracy (BENCHMARKS.md, "Hardening from an ONNX file"):
 nothing in it follows the adversarial batches' statistics, as BatchNorm does.
 
-`insert` puts a BatchNorm after every convolution with a bias (a folded BatchNorm always leaves one) whose outputs
-are maps larger than 1x1 (not a squeeze-excitation gate or a head on pooled features, which had none), its running
+`insert` puts a BatchNorm after every convolution with a bias (a folded BatchNorm always leaves one) that no kept
+BatchNorm follows and whose outputs are maps larger than 1x1 (not a squeeze-excitation gate or a head on pooled features, which had none), its running
 statistics those of the convolution's outputs on training images and its affine parameters set to undo them, so the
 network computes the same function (exactly in eval mode). `fold` folds each back into its convolution after
 training: the hardened network has the base's own modules and state-dict keys (an ONNX graph rebuilds as before)."""
@@ -19,8 +20,7 @@ from .runtime import info, progress, warn
 
 MODES = ("auto", "on", "off")
 CALIBRATION_IMAGES = 512  # training images whose convolution outputs give the inserted BatchNorms' statistics
-NORMALISATION_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
-                       nn.LocalResponseNorm)
+OTHER_NORMALISATION = (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
 
 
 class Unfolded(nn.Sequential):
@@ -30,16 +30,34 @@ class Unfolded(nn.Sequential):
         super().__init__(conv, bn)
 
 
-def _has_normalisation(net: nn.Module) -> bool:
-    # onnx2torch's own normalisation modules (OnnxLayerNorm, OnnxBatchNorm...) are not torch's classes: by name too
-    return any(isinstance(m, NORMALISATION_TYPES) or "norm" in type(m).__name__.lower() for m in net.modules())
+def _is_batchnorm(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.batchnorm._BatchNorm)
+
+
+def _other_normalisation(net: nn.Module) -> bool:
+    """Layer, group or instance normalisation: a transformer's or a ConvNeXt's (never folded, never BatchNorm's).
+    onnx2torch's own normalisation modules (OnnxLayerNorm, ...) are not torch's classes: by name too."""
+    return any(isinstance(m, OTHER_NORMALISATION) or ("norm" in type(m).__name__.lower() and not _is_batchnorm(m))
+               for m in net.modules())
+
+
+def _graph_modules(net: nn.Module) -> list[torch.fx.GraphModule]:
+    return [m for m in net.modules() if isinstance(m, torch.fx.GraphModule)]
 
 
 def _biased_convs(net: nn.Module) -> list[tuple[nn.Module, str, nn.Conv2d]]:
-    """(parent, name in it, convolution) for every 2-d convolution with a bias. Parents' _modules, not dotted names:
-    onnx2torch names modules after graph nodes, which may hold dots."""
+    """(parent, name in it, convolution) for every 2-d convolution with a bias (a folded BatchNorm always leaves one)
+    whose output does not go straight into a BatchNorm of the network's own (one the exporter could not fold, in a
+    graph we can read: an exporter run in training mode). Parents' _modules, not dotted names: onnx2torch names
+    modules after graph nodes, which may hold dots."""
+    followed = set()
+    for gm in _graph_modules(net):
+        for node in gm.graph.nodes:
+            if node.op == "call_module" and node.users and all(
+                    u.op == "call_module" and _is_batchnorm(gm.get_submodule(u.target)) for u in node.users):
+                followed.add(id(gm.get_submodule(node.target)))
     return [(parent, name, m) for parent in net.modules() for name, m in parent._modules.items()
-            if isinstance(m, nn.Conv2d) and m.bias is not None]
+            if isinstance(m, nn.Conv2d) and m.bias is not None and id(m) not in followed]
 
 
 def check_mode(mode: str) -> None:
@@ -48,26 +66,29 @@ def check_mode(mode: str) -> None:
 
 
 def wanted(model, mode: str, trains_base: bool) -> bool:
-    """Whether `fix` inserts BatchNorm for training, always into a network with no normalisation layer of its own
-    (a BatchNorm after its own would only normalise twice): `auto` for an ONNX graph (the exporter folded it, or the
-    network never had one: BENCHMARKS.md measures both), `on` for any network the recipe trains, `off` never."""
+    """Whether `fix` inserts BatchNorm for training. `auto`: into an ONNX graph without layer, group or instance
+    normalisation (a CNN's; its exporter folded what BatchNorm it could, all of it, or, in pre-activation networks,
+    the BatchNorms right after a convolution, keeping the others; or it never had any: BENCHMARKS.md measures both).
+    `on`: also into a torch checkpoint with no normalisation layer at all (a torch module's data flow is not read,
+    so a BatchNorm of its own might follow). `off`: never. Recipes on a frozen base: never."""
     check_mode(mode)
     if mode == "off" or not trains_base or not _biased_convs(model.net):
         return False
-    if _has_normalisation(model.net):
+    from .models.onnx_graph import ARCH
+    graph = model.spec.arch == ARCH
+    if _other_normalisation(model.net) or (not graph and any(_is_batchnorm(m) for m in model.net.modules())):
         if mode == "on":
             warn("--unfold-bn on: the network has normalisation layers of its own; no BatchNorm inserted.")
         return False
-    from .models.onnx_graph import ARCH
-    return mode == "on" or model.spec.arch == ARCH
+    return mode == "on" or graph
 
 
 def inspect_note(model) -> str | None:
     """What `harden inspect` says of a base that `fix` would train with BatchNorm put back."""
     if model.spec.extra.get("recipe") or not wanted(model, "auto", trains_base=True):
         return None
-    return (f"no normalisation layer: `fix` trains it with a BatchNorm after its {len(_biased_convs(model.net))} "
-            "convolutions with a bias (but not on 1x1 maps), folded back after (--unfold-bn auto; off: as it is)")
+    return (f"`fix` trains it with a BatchNorm after its {len(_biased_convs(model.net))} convolutions with a bias "
+            "(where its exporter folds BatchNorm; not on 1x1 maps), folded back after (--unfold-bn auto; off: as it is)")
 
 
 @torch.no_grad()
@@ -115,8 +136,8 @@ def insert(model, data, device: torch.device, seed: int = 0, n: int = CALIBRATIO
         parent._modules[name] = Unfolded(conv, bn)
     n_inserted = len(stats)
     if n_inserted:
-        info(f"BatchNorm inserted after {n_inserted} convolutions for training, folded back into them after (the "
-             "network has no normalisation layer: exporters fold BatchNorm into the convolutions; --unfold-bn off: not)")
+        info(f"BatchNorm inserted after {n_inserted} convolutions with a bias for training, folded back into them "
+             "after (exporters fold BatchNorm into the convolutions before it; --unfold-bn off: not)")
     return n_inserted
 
 

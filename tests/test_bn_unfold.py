@@ -157,3 +157,57 @@ def test_inspect_says_fix_will_put_batchnorm_back(cli, tmp_path, digits_ckpt):
     assert code == 0 and "`fix` trains it with a BatchNorm after its 2 convolutions with a bias" in " ".join(out.split())
     code, out, _ = cli("inspect", digits_ckpt)  # a torch checkpoint: auto leaves it as it is
     assert code == 0 and "trains it with a BatchNorm" not in " ".join(out.split())
+
+
+class PreActBlock(torch.nn.Module):
+    """A pre-activation residual block (PreActResNet, WideResNet): BN-ReLU-conv. The exporter folds bn2 into conv1
+    (right before it); bn1 comes after the residual sum, so it stays a BatchNorm node."""
+    def __init__(self, c):
+        super().__init__()
+        self.bn1, self.conv1 = torch.nn.BatchNorm2d(c), torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2, self.conv2 = torch.nn.BatchNorm2d(c), torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        out = self.conv1(torch.relu(self.bn1(x)))
+        return self.conv2(torch.relu(self.bn2(out))) + x
+
+
+class PreAct(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.blocks = torch.nn.Sequential(PreActBlock(8), PreActBlock(8))
+        self.bn, self.fc = torch.nn.BatchNorm2d(8), torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        out = torch.relu(self.bn(self.blocks(self.stem(x))))
+        return self.fc(out.mean((2, 3)))
+
+
+def test_pre_activation_graphs_get_batchnorm_where_it_was_folded(tmp_path, digits):
+    torch.manual_seed(1)
+    net = PreAct().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    model = load_quietly(export(net, tmp_path / "preact.onnx", size=(8, 8), chans=1))
+    kept = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.modules())
+    assert kept == 3  # each block's bn1 and the last bn: not foldable, kept by the exporter
+    assert bn_unfold.wanted(model, "auto", trains_base=True)
+    x, _ = digits.images("test", np.arange(32))
+    with torch.no_grad():
+        before = model(x)
+        assert bn_unfold.insert(model, digits, torch.device("cpu")) == 2  # each block's conv1, bn2 folded into it
+        assert torch.allclose(model(x), before, atol=1e-4)
+        assert bn_unfold.fold(model.net) == 2
+        assert torch.allclose(model(x), before, atol=1e-4)
+
+
+def test_a_convolution_that_a_kept_batchnorm_follows_gets_none():
+    """A graph exported with its BatchNorm unfolded (training mode): BatchNorm after a convolution with a bias."""
+    seq = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU())
+    convs = bn_unfold._biased_convs(torch.fx.symbolic_trace(seq))
+    assert [name for _, name, _ in convs] == ["3"]
