@@ -5,10 +5,11 @@ the checkpoint's robust accuracy but 13 points less clean accuracy (BENCHMARKS.m
 nothing in it follows the adversarial batches' statistics, as BatchNorm does.
 
 `insert` puts a BatchNorm after every convolution with a bias (a folded BatchNorm always leaves one) that no kept
-BatchNorm follows and whose outputs are maps larger than 1x1 (not a squeeze-excitation gate or a head on pooled features, which had none), its running
-statistics those of the convolution's outputs on training images and its affine parameters set to undo them, so the
-network computes the same function (exactly in eval mode). `fold` folds each back into its convolution after
-training: the hardened network has the base's own modules and state-dict keys (an ONNX graph rebuilds as before)."""
+BatchNorm follows and whose outputs are maps larger than 1x1 (not a squeeze-excitation gate or a head on pooled
+features, which had none), its running statistics those of the convolution's outputs on training images and its
+affine parameters set to undo them, so the network computes the same function (exactly in eval mode). `fold` folds
+each back into its convolution after training: the hardened network has the base's own modules and state-dict keys
+(an ONNX graph rebuilds as before)."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,6 +46,14 @@ def _graph_modules(net: nn.Module) -> list[torch.fx.GraphModule]:
     return [m for m in net.modules() if isinstance(m, torch.fx.GraphModule)]
 
 
+def _called(gm: torch.fx.GraphModule, node) -> nn.Module | None:
+    """The module a graph node calls (None for other nodes, or a target that cannot be looked up)."""
+    try:
+        return gm.get_submodule(node.target) if node.op == "call_module" else None
+    except AttributeError:
+        return None
+
+
 def _biased_convs(net: nn.Module) -> list[tuple[nn.Module, str, nn.Conv2d]]:
     """(parent, name in it, convolution) for every 2-d convolution with a bias (a folded BatchNorm always leaves one)
     whose output does not go straight into a BatchNorm of the network's own (one the exporter could not fold, in a
@@ -53,9 +62,8 @@ def _biased_convs(net: nn.Module) -> list[tuple[nn.Module, str, nn.Conv2d]]:
     followed = set()
     for gm in _graph_modules(net):
         for node in gm.graph.nodes:
-            if node.op == "call_module" and node.users and all(
-                    u.op == "call_module" and _is_batchnorm(gm.get_submodule(u.target)) for u in node.users):
-                followed.add(id(gm.get_submodule(node.target)))
+            if node.op == "call_module" and node.users and all(_is_batchnorm(_called(gm, u)) for u in node.users):
+                followed.add(id(_called(gm, node)))
     return [(parent, name, m) for parent in net.modules() for name, m in parent._modules.items()
             if isinstance(m, nn.Conv2d) and m.bias is not None and id(m) not in followed]
 
