@@ -144,7 +144,6 @@ def class_names(obj: Any) -> list[str] | None:
     return None
 
 
-
 # the input normalisation research code keeps as buffers of a wrapper around the network, beside its weights: Madry
 # et al.'s robustness library (normalizer.new_mean / new_std, and attacker.normalize.*), RobustBench-style wrappers
 # (mu / sigma, mean / std), OpenMMLab's data_preprocessor and detectron2's pixel_mean / pixel_std (0-255 pixels)
@@ -152,15 +151,18 @@ NORMALISER_NAMES = (("new_mean", "new_std"), ("mean", "std"), ("mu", "sigma"), (
 
 
 def normaliser_buffers(state: dict[str, Any]) -> tuple[list[float], list[float], list[str]] | None:
-    """(mean, std, their keys as 'a.b.mean/std') of per-channel normalisation buffers saved beside the weights (one or three
-    values each, any of [C], [C,1,1], [1,C,1,1]; in 0-255 units divided by 255); None where there are none, or
-    where two disagree."""
+    """(mean, std, their keys as 'a.b.mean/std') of per-channel normalisation buffers saved beside the weights (one
+    or three values each, any of [C], [C,1,1], [1,C,1,1]; in 0-255 units divided by 255); None where there are none,
+    or where two disagree."""
     found: list[tuple[list[float], list[float], str]] = []
+    names = dict(NORMALISER_NAMES)
     for key, mean in state.items():
         parent, _, name = key.rpartition(".")
-        for m, s in NORMALISER_NAMES:
-            std = state.get(f"{parent}.{s}" if parent else s) if name == m else None
-            values = [v.detach().float().flatten() for v in (mean, std) if isinstance(v, torch.Tensor)]
+        s = names.get(name)
+        if s is not None:  # only a mean's name is looked at: a model's weights are never converted here
+            std = state.get(f"{parent}.{s}" if parent else s)
+            values = [v.detach().float().flatten() for v in (mean, std)
+                      if isinstance(v, torch.Tensor) and v.numel() in (1, 3)]
             if len(values) != 2 or values[0].numel() not in (1, 3) or values[0].numel() != values[1].numel() \
                     or any(v.dim() > 4 or not torch.isfinite(v).all() for v in values) or (values[1] <= 0).any():
                 continue
@@ -176,6 +178,7 @@ def normaliser_consumed(keys: list[str], own: dict[str, Any]) -> bool:
     """Whether the architecture holds these buffers itself (then it normalises inside: they are not the input's)."""
     keys = [k.rpartition("/")[0] for k in keys]
     return any(k == o or k.endswith("." + o) for k in keys for o in own)
+
 
 def _as_names(value: Any) -> list[str] | None:
     if isinstance(value, (list, tuple)) and len(value) >= 2 and all(isinstance(v, str) for v in value):
