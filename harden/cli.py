@@ -373,8 +373,9 @@ def fix(
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm batch statistics over "
                                  "every process's share (SyncBatchNorm) instead of each process's own."),
     unfold_bn: str = typer.Option("auto", "--unfold-bn", help="auto, on or off: train with a BatchNorm after each "
-                                  "convolution of a network with no normalisation layer, folded back into it after "
-                                  "(auto: ONNX graphs, whose exporters fold BatchNorm into the convolutions)."),
+                                  "convolution an exporter folded one into, folded back into it after (auto: ONNX "
+                                  "graphs of convolutional networks; on: also torch checkpoints without "
+                                  "normalisation layers)."),
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt, model_flags: ModelFlags = None, data_flags: DataFlags = None,
 ):

@@ -108,8 +108,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     class_map and skip_unreadable for image files. `unlabeled`: a source of images without labels (robust
     self-training): the base labels them once and the recipe mixes them into its batches (at, fixer). `compile`:
     torch.compile the network for training and the reports (compiling.py). `unfold_bn` (auto | on | off): BatchNorm
-    inserted for training after the convolutions of a network without normalisation layers, folded back after
-    (bn_unfold.py; auto: ONNX graphs, whose exporters fold BatchNorm away)."""
+    inserted for training after the convolutions an exporter folded one into, folded back after (bn_unfold.wanted
+    says where)."""
     from . import bn_unfold
     bn_unfold.check_mode(unfold_bn)
     device = resolve_device(device)

@@ -529,8 +529,9 @@ def find_on_disk(path: Path) -> OnDisk | None:
         from .tables import table_source
         return table_source(path)
     from .imagenet_truth import kaggle_tree
-    if kaggle_tree(path) is not None:  # Kaggle's ImageNet, given by its root
-        return find_on_disk(kaggle_tree(path))
+    kaggle = kaggle_tree(path)
+    if kaggle is not None:  # Kaggle's ImageNet, given by its root
+        return find_on_disk(kaggle)
     test = next((path / d for d in EVAL_FOLDERS if (path / d).is_dir()), None)
     if (path / "train").is_dir() and test is not None:
         train_shards = _shards_in(path / "train")
