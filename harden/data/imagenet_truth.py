@@ -11,6 +11,7 @@ Labels are synsets, which classes.py maps onto an ImageNet model's indices (timm
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import re
@@ -109,8 +110,10 @@ def ground_truth(split_dir: Path) -> tuple[dict[str, str], str] | None:
     return read_truth(*found), str(found[1])
 
 
+@functools.lru_cache(maxsize=4)
 def read_truth(source: str, path: Path) -> dict[str, str]:
-    """{ILSVRC2012_val_NNNNNNNN: synset} from what truth_source found."""
+    """{ILSVRC2012_val_NNNNNNNN: synset} from what truth_source found (read once a process: the class names and the
+    listing both need it; callers only read it)."""
     return _kaggle(path) if source == "kaggle" else _devkit(source, path)
 
 

@@ -593,13 +593,8 @@ def _holds_tables(path: Path, depth: int = 3) -> bool:
 def _per_class_tars(src: str, train_shards: list[Path], test: Path) -> OnDisk:
     """ImageNet's training tar unpacked one level (train/n01440764.tar, ...: a tar per class, named by its synset)
     beside an evaluation folder: the tars read in place, their names the classes (known without listing them)."""
-    cache: list[Listing] = []
-
-    def train() -> Listing:
-        if not cache:
-            cache.append(list_tar_shards(train_shards))
-        return cache[0]
-    return OnDisk(src, {"train": train, "test": lambda: list_class_folders(test)}, "tar + folder",
+    return OnDisk(src, {"train": lambda: list_tar_shards(train_shards), "test": lambda: list_class_folders(test)},
+                  "tar + folder",
                   lambda: sorted({s.stem for s in train_shards} | set(split_class_names(test))))
 
 
