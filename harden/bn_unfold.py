@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .errors import HardenError
-from .runtime import info, progress, warn
+from .runtime import frozen, info, progress, warn
 
 MODES = ("auto", "on", "off")
 CALIBRATION_IMAGES = 512  # training images whose convolution outputs give the inserted BatchNorms' statistics
@@ -115,11 +115,9 @@ def insert(model, data, device: torch.device, seed: int = 0, n: int = CALIBRATIO
         return hook
 
     idx = np.sort(np.random.default_rng(seed).permutation(data.n_train)[:n])
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
     hooks = [conv.register_forward_hook(record(i)) for i, (_, _, conv) in enumerate(convs)]
     try:
-        with progress("BatchNorm statistics", len(idx)) as advance:
+        with frozen(model), progress("BatchNorm statistics", len(idx)) as advance:  # eval mode, modes restored
             for start in range(0, len(idx), 64):
                 x, _ = data.images("train", idx[start:start + 64], device)
                 model(x)
@@ -127,8 +125,6 @@ def insert(model, data, device: torch.device, seed: int = 0, n: int = CALIBRATIO
     finally:
         for h in hooks:
             h.remove()
-        for m, training in modes.items():
-            m.training = training
     for i, (parent, name, conv) in enumerate(convs):
         if i not in stats:  # never reached by these images, or on 1x1 maps, where no BatchNorm was folded: left alone
             continue
@@ -167,13 +163,11 @@ def fold(net: nn.Module) -> int:
 def fold_checked(model, data, device: torch.device, n: int = 64) -> int:
     """`fold`, checked: the network's outputs on training images are the same before and after (eval mode)."""
     x, _ = data.images("train", np.arange(min(n, data.n_train)), device)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    before = model(x).float()
+    with frozen(model):
+        before = model(x).float()
     folded = fold(model.net)
-    after = model(x).float()
-    for m, training in modes.items():
-        m.training = training
+    with frozen(model):
+        after = model(x).float()
     diff, scale = (after - before).abs().max().item(), max(1.0, before.abs().max().item())
     if not diff <= 1e-3 * scale:
         raise RuntimeError(f"internal error: folding the inserted BatchNorms changed the outputs by {diff:.3g}")
