@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from .errors import HardenError
+from .errors import DoesNotRun, HardenError
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
-from .models.config import (GUESSED, NORMALISER_SOURCE, SPEC_KEYS, hub_weights, is_hub_folder, last_linear,
+from .models.config import (GUESSED, NORMALISER_SOURCE, SIZES_TRIED, SPEC_KEYS, hub_weights, is_hub_folder, last_linear,
                             read_hub_config, resolve)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
@@ -139,7 +139,8 @@ def _classes_hint(state: dict[str, torch.Tensor]) -> str:
 
 
 def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, state: dict[str, torch.Tensor],
-                normaliser: tuple | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+                normaliser: tuple | None = None,
+                tried_size: list[int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from): flags, the checkpoint's metadata, a hub folder's config.json, timm's
     pretrained config, defaults (models/config.py)."""
     for k, v in overrides.items():
@@ -158,7 +159,27 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
         _build_net(ModelSpec(arch=str(arch), num_classes=2))
-    return resolve(overrides, meta, hub, path, _classes_hint(state), state, normaliser)
+    return resolve(overrides, meta, hub, path, _classes_hint(state), state, normaliser, tried_size)
+
+
+def size_it_runs_at(spec: dict[str, Any], logits_key: str | None) -> list[int] | None:
+    """The smallest of the common square input sizes at which the network returns its class scores, for one that
+    does not run at the assumed size (published code's `x.view(-1, 7*7*64)` before a linear layer fixes the size its
+    file was trained at). None where it runs at none of them."""
+    from .models.registry import ModelSpec, _build_net
+    from .outputs import attach_scores
+    try:
+        net = _build_net(ModelSpec(arch=str(spec["arch"]), num_classes=int(spec["num_classes"]),
+                                   in_chans=int(spec["in_chans"]), model_args=dict(spec["model_args"] or {})))
+    except HardenError:
+        return None
+    for size in SIZES_TRIED:
+        try:
+            attach_scores(net, int(spec["num_classes"]), int(spec["in_chans"]), (size, size), logits_key)
+        except HardenError:
+            continue
+        return [size, size]
+    return None
 
 
 def _norm(v):
@@ -186,6 +207,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     flags = dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size, mean=mean, std=std,
                  interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args)
     normaliser = normaliser_buffers(state) if "recipe" not in meta else None
+    tried_size = None  # the size a network that fixes its own runs at, where nothing says it (size_it_runs_at)
     with held_warnings() as held:  # said below, unless the spec is resolved again without the buffers
         spec, sources = _merge_spec(meta, flags, path, state, normaliser)
     def build() -> Classifier:
@@ -201,16 +223,27 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                            f"{_classes_hint(state)}")
     try:
         model = build()
-    except HardenError:
-        for msg in held:
-            warn(msg)
-        if guessed:
-            raise no_count from None
-        raise
+    except HardenError as e:
+        tried_size = size_it_runs_at(spec, logits_key if logits_key is not None else meta.get(LOGITS_KEY)) \
+            if sources.get("input_size") == "default" else None
+        if tried_size is None:
+            for msg in held:
+                warn(msg)
+            if guessed and not isinstance(e, DoesNotRun):  # a network that cannot run says nothing of its count
+                raise no_count from None
+            if isinstance(e, DoesNotRun) and sources.get("input_size") == "default":
+                raise DoesNotRun(f"{e} Nor at any common square size from {SIZES_TRIED[0]} to {SIZES_TRIED[-1]} "
+                                 "pixels: pass the size it was trained at as --input-size.") from None
+            raise
+        with held_warnings() as held:  # the first resolution's "assuming input_size ..." no longer holds
+            spec, sources = _merge_spec(meta, flags, path, state, normaliser, tried_size)
+        warn(f"{str(path)!r} does not say its input size, and {spec['arch']} runs only at some: "
+             f"--input-size {tried_size[0]}, the smallest of the common sizes it runs at (pass --input-size to set it).")
+        model = build()
     if sources.get("mean", "").startswith(NORMALISER_SOURCE) and \
             normaliser_consumed(normaliser[2], model.net.state_dict()):
         # the architecture holds those buffers itself, so it normalises inside: they say nothing of its input
-        spec, sources = _merge_spec(meta, flags, path, state)
+        spec, sources = _merge_spec(meta, flags, path, state, tried_size=tried_size)
         model = build()
     else:
         for msg in held:
@@ -250,7 +283,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     if guessed:
         rows_of = sources["num_classes"][len(GUESSED):]
         warn(f"--num-classes {spec['num_classes']}: the rows of the file's last linear weight ({rows_of}); "
-             f"{spec['arch']} has no default, and the weights load strictly with it.")
+             f"{spec['arch']} has no default count, and its output and weights fit it.")
         sources["num_classes"] = f"checkpoint weights ({rows_of})"
     if meta.get(PICKLED_CLASS):
         model.load_notes.insert(0, f"read the whole pickled {meta[PICKLED_CLASS]} as data (none of it ran)")

@@ -7,3 +7,7 @@ class HardenError(Exception):
 
 class NoInputGradient(HardenError):
     """The model's scores do not depend on its input through autograd: white-box attacks cannot run on it."""
+
+
+class DoesNotRun(HardenError):
+    """The network raised on a probe batch of the size and channels it was given (before its output was read)."""

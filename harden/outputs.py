@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import HardenError
+from .errors import DoesNotRun, HardenError
 
 LOGITS = "logits"
 LOG_PROBABILITIES = "log-probabilities"
@@ -140,7 +140,7 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
                "use the input's device (.to(x.device))." if any(w in first.lower() for w in ("cuda", "nvidia")) else
                "Where that is a shape mismatch, check --input-size and --in-chans: a plain state dict does not say "
                "them.")
-        raise HardenError(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "
+        raise DoesNotRun(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "
                           f"{input_size[1]} ({first[:200]}). {why}") from None
     finally:
         net.train(was)

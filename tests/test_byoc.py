@@ -90,6 +90,83 @@ def normalised_any_size(num_classes=10, in_chans=1):
     return NormalisedAnySize(num_classes, in_chans)
 '''
 
+# pytorch/examples' MNIST network as published: no constructor arguments, a flatten that fixes the input size at
+# 28x28, a log_softmax head; and the same written as a fully convolutional network (no linear layer)
+EXAMPLES_MNIST = """
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super(Net, self).__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+class Odd(Net):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64 * 15 * 15, 128)  # 34x34 images: no common size
+
+
+class AllConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 7, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+"""
+
+
+def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(tmp_path, cli):
+    """A constructor without arguments fixes the class count (the output's width, here the last linear layer's
+    rows), the first convolution the channels, and a flatten before a linear layer the input size: all three are
+    read, each said with where it came from; a flag still wins; a size outside the common ones is still asked for."""
+    (tmp_path / "mnist_net.py").write_text(EXAMPLES_MNIST)
+    arch = f"{tmp_path / 'mnist_net.py'}:Net"
+    torch.manual_seed(0)
+    net = harden.create_model(arch, 10, 1, (28, 28)).net
+    torch.save(net.state_dict(), tmp_path / "mnist_cnn.pt")
+    from harden.runtime import console
+    with console.capture() as cap:
+        model = harden.load(tmp_path / "mnist_cnn.pt", arch=arch)
+    said = " ".join(cap.get().split())
+    spec, sources = model.spec, model.config_sources
+    assert (spec.num_classes, spec.in_chans, spec.input_size) == (10, 1, (28, 28))
+    assert sources["num_classes"] == "checkpoint weights (fc2.weight's rows)"
+    assert sources["in_chans"] == "checkpoint weights (conv1.weight)"
+    assert sources["input_size"].startswith("tried")
+    assert "--input-size 28" in said and "--num-classes 10" in said and "assuming input_size" not in said
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(model(x), net(x))
+    assert harden.load(tmp_path / "mnist_cnn.pt", arch=arch, input_size=(28, 28)).config_sources[
+        "input_size"] == "flag"
+    code, out, err = cli("inspect", tmp_path / "mnist_cnn.pt", "--arch", arch)
+    assert code == 0 and "28x28" in out and "conv1.weight" in out, out + err
+
+    odd = f"{tmp_path / 'mnist_net.py'}:Odd"
+    torch.save(harden.create_model(odd, 10, 1, (34, 34)).net.state_dict(), tmp_path / "odd.pt")
+    with pytest.raises(HardenError, match="cannot run on a batch of 2 x 1 x 32 x 32.*from 28 to 512.*--input-size"):
+        harden.load(tmp_path / "odd.pt", arch=odd)
+    assert harden.load(tmp_path / "odd.pt", arch=odd, input_size=(34, 34)).spec.num_classes == 10
+
+    allconv = f"{tmp_path / 'mnist_net.py'}:AllConv"
+    torch.save(harden.create_model(allconv, 7, 1, (28, 28)).net.state_dict(), tmp_path / "allconv.pt")
+    with pytest.raises(HardenError, match="pass --num-classes"):  # no linear layer: nothing to read the count from
+        harden.load(tmp_path / "allconv.pt", arch=allconv)
+    assert harden.load(tmp_path / "allconv.pt", arch=allconv, num_classes=7).spec.in_chans == 1
+
+
 DIGITS = ["--num-classes", "10", "--in-chans", "1", "--input-size", "8x8", "--mean", "0.3", "--std", "0.35"]
 
 

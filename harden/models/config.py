@@ -98,11 +98,14 @@ def timm_config(arch: str) -> dict[str, Any] | None:
 
 
 def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | None, path: Path, classes_hint: str = "",
-            state: dict[str, Any] | None = None, normaliser: tuple | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+            state: dict[str, Any] | None = None, normaliser: tuple | None = None,
+            tried_size: list[int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from). Raises when arch or num_classes are found nowhere (`classes_hint`: what the
     weights suggest, added to that message). `state`: the file's weights, read where timm's config alone gave the
     class or channel count (weights_override). `normaliser`: (mean, std, keys) of normalisation buffers saved beside
-    the weights (formats.normaliser_buffers), below the file's metadata and a hub config, above timm's defaults."""
+    the weights (formats.normaliser_buffers), below the file's metadata and a hub config, above timm's defaults.
+    `tried_size`: the input size a network that fixes its own was found to run at (checkpoint.size_it_runs_at), below
+    every source that says one."""
     from ..runtime import warn
     spec: dict[str, Any] = {}
     source: dict[str, str] = {}
@@ -124,6 +127,8 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     tcfg = timm_config(str(spec["arch"]))
     if tcfg and not (given_size and not given_size.startswith("hub")):
         layers.append((f"timm config ({spec['arch']})", tcfg))
+    if tried_size:
+        layers.append((TRIED_SIZE_SOURCE, {"input_size": list(tried_size)}))
     for key in SPEC_KEYS[1:] + ("test_input_size", "test_crop_pct", "label_names"):
         _pick(key, layers, spec, source)
     for key, where in hub_sources.items():
@@ -142,13 +147,21 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         if isinstance(default, int) and not isinstance(default, bool) and default > 0:
             # the constructor's own default; loading the weights strictly then checks it against the file's head
             spec["num_classes"], source["num_classes"] = default, f"default of {spec['arch']}"
-        elif state and takes_keywords(str(spec["arch"])) and last_linear(state):
-            # torchvision's resnet50(*, weights, progress, **kwargs): no default to read. The file's last linear
-            # weight's rows, tried: loading strictly must then accept them (checkpoint.load), else the usual error
+        elif state and (takes_keywords(str(spec["arch"])) or not takes_parameter(str(spec["arch"]), "num_classes")) \
+                and last_linear(state):
+            # torchvision's resnet50(*, weights, progress, **kwargs): no default to read; published code's Net()
+            # takes no count at all (its output width is the count). The file's last linear weight's rows, tried:
+            # the output's width and loading strictly must then accept them (checkpoint.load), else the usual error
             name, rows = last_linear(state)
             spec["num_classes"], source["num_classes"] = rows, f"{GUESSED}{name}'s rows"
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
+    if "in_chans" not in spec and state and ":" in str(spec["arch"]) and \
+            not str(spec["arch"]).startswith("transformers:") and first_conv(state):
+        # published code's Net() for MNIST: its first convolution's weight says the image channels (the weights
+        # then fit, or loading says which layer does not)
+        name, channels = first_conv(state)
+        spec["in_chans"], source["in_chans"] = channels, f"checkpoint weights ({name})"
     for key in ("mean", "std"):
         if key in spec and source.get(key, "").startswith("timm"):
             spec[key] = channel_statistics(spec[key], int(spec.get("in_chans", 3)))
@@ -174,6 +187,8 @@ def channel_statistics(values: list[float], in_chans: int) -> list[float]:
 
 NORMALISER_SOURCE = "checkpoint buffers"  # mean/std found as a wrapper's buffers beside the weights
 GUESSED = "tried: "  # a source of num_classes that loading must confirm
+TRIED_SIZE_SOURCE = "tried: the smallest common size it runs at"
+SIZES_TRIED = (28, 32, 64, 96, 112, 128, 160, 192, 224, 256, 288, 299, 320, 384, 448, 512)
 
 
 def last_linear(state: dict[str, Any]) -> tuple[str, int] | None:
@@ -182,27 +197,41 @@ def last_linear(state: dict[str, Any]) -> tuple[str, int] | None:
     return (name, int(state[name].shape[0])) if name is not None else None
 
 
-def takes_keywords(arch: str) -> bool:
-    """Whether a `...:callable` architecture passes on **kwargs (so a class count reaches the class it builds)."""
+def first_conv(state: dict[str, Any]) -> tuple[str, int] | None:
+    """The file's first 4-D weight and its input channels, where they are an image's (1, 3 or 4): a network's first
+    registered convolution is its stem."""
+    name = next((k for k in state if k.endswith("weight") and getattr(state[k], "ndim", 0) == 4), None)
+    return (name, int(state[name].shape[1])) if name is not None and int(state[name].shape[1]) in (1, 3, 4) else None
+
+
+def _parameters(arch: str) -> dict[str, Any] | None:
+    """A `file.py:callable` / `package.module:callable` architecture's parameters (None: no signature to read, as a
+    builtin or C callable has none)."""
     import inspect
 
     from .registry import _import_callable
     try:
-        return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(_import_callable(arch)).parameters.values())
+        return dict(inspect.signature(_import_callable(arch)).parameters)
     except (TypeError, ValueError):
-        return False
+        return None
+
+
+def takes_keywords(arch: str) -> bool:
+    """Whether a `...:callable` architecture passes on **kwargs (so a class count reaches the class it builds)."""
+    params = _parameters(arch)
+    return params is not None and any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def takes_parameter(arch: str, name: str) -> bool:
+    """Whether a `...:callable` architecture names `name` among its parameters (True where that cannot be read)."""
+    params = _parameters(arch)
+    return params is None or name in params
 
 
 def constructor_default(arch: str, name: str) -> Any:
-    """The default of a `file.py:callable` / `package.module:callable` architecture's parameter `name` (None if it
-    has none)."""
+    """The default of a `...:callable` architecture's parameter `name` (None if it has none)."""
     import inspect
-
-    from .registry import _import_callable
-    try:
-        param = inspect.signature(_import_callable(arch)).parameters.get(name)
-    except (TypeError, ValueError):  # a builtin or C callable without a signature
-        return None
+    param = (_parameters(arch) or {}).get(name)
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
