@@ -50,6 +50,20 @@ def _entries(table: Any) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in table.items() if isinstance(k, str)] if isinstance(table, dict) else []
 
 
+CONTAINERS = ("torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList")
+
+
+def _described(module: Inert) -> str:
+    """A pickled module's class; for torch's containers, with their children's classes (a Sequential is rebuilt by
+    code that lists them, not by its own constructor)."""
+    if module.inert_global not in CONTAINERS:
+        return module.inert_global
+    children = [c.inert_global if is_module(c) else type(c).__name__
+                for _, c in _entries(module.fields.get("_modules"))]
+    shown = ", ".join(children[:6]) + (f", ... ({len(children)} in all)" if len(children) > 6 else "")
+    return f"{module.inert_global.rpartition('.')[2]}({shown})"
+
+
 def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0) -> Any:
     """The container with each pickled module replaced by its state dict (formats.select then finds it as it finds
     any state dict, `--key` included); `classes` collects the modules' class names."""
@@ -59,7 +73,7 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0) -> Any:
                and id(inner.fields["_modules"]["module"]) not in seen):
             inner = inner.fields["_modules"]["module"]  # DataParallel / DistributedDataParallel: the wrapped model
             seen.add(id(inner))
-        classes.append(inner.inert_global)
+        classes.append(_described(inner))
         return module_state(obj)
     if depth >= 4:
         return obj
@@ -87,6 +101,10 @@ def arch_hint(classes: list[str]) -> str:
         return ""
     module, _, name = classes[0].rpartition(".")
     head = f" The file pickles a whole {classes[0]}: its weights are read without running it, and the architecture "
+    if classes[0].startswith(tuple(c.rpartition(".")[2] + "(" for c in CONTAINERS)):
+        return head + ("is a function that builds the same container of the same modules: --arch "
+                       "path/to/file.py:make, where make() returns it as the training code built it (the file's keys "
+                       "then say whether it matches).")
     if module.split(".")[0] == "timm":
         return head + "is the timm name it was created with: --arch NAME (timm.list_models() lists them)."
     if module.split(".")[0] == "torchvision":

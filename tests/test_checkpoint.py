@@ -95,6 +95,27 @@ def test_a_whole_pickled_model_loads_without_running_and_names_its_class(digits_
         harden.load(tmp_path / "legacy.pt", **flags)
 
 
+def test_a_whole_pickled_sequential_names_its_children_and_loads_from_a_function_that_builds_it(tmp_path):
+    """`torch.save(nn.Sequential(...))`: the error lists what the container holds and asks for a function that
+    builds it (Sequential's own constructor cannot: it takes the modules); with one, the weights load."""
+    code = ("from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), "
+            "nn.Linear(4 * 6 * 6, 5))\n")
+    (tmp_path / "seqnet.py").write_text(code)
+    from harden.models.registry import _import_callable
+    net = _import_callable(f"{tmp_path / 'seqnet.py'}:make")().eval()
+    torch.save(net, tmp_path / "seq.pt")
+    with pytest.raises(HardenError) as missing:
+        harden.load(tmp_path / "seq.pt")
+    message = str(missing.value)
+    assert "pickles a whole Sequential(torch.nn.modules.conv.Conv2d, torch.nn.modules.activation.ReLU, " in message
+    assert "function that builds the same container" in message and "--arch path/to/file.py:make" in message
+    model = harden.load(tmp_path / "seq.pt", arch=f"{tmp_path / 'seqnet.py'}:make", input_size=(8, 8))
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), net(x))
+    assert (model.spec.num_classes, model.spec.in_chans) == (5, 1)
+
+
 def test_damaged_whole_model_pickles_give_only_one_paragraph_errors(tmp_path):
     """Overwritten and truncated bytes in a whole pickled model's data.pkl (read by the inert unpickler, torch having
     refused it): a state dict or a HardenError, never another exception (struct.error, MemoryError, a TypeError from
