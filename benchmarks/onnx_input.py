@@ -2,10 +2,11 @@
 conversion checked against onnxruntime on load), compared with the torch model. Rows for BENCHMARKS.md "ONNX models
 as input". Needs onnxscript (the dev extra) for the dynamo exporter.
 
-    python benchmarks/onnx_input.py [--fixed-batch] [names...]
+    python benchmarks/onnx_input.py [--fixed-batch] [--opset N] [names...]
 
 --fixed-batch: exported at batch 1 without dynamic axes (what `torch.onnx.export(model, torch.rand(1, ...))` writes),
-loaded and compared at batch 3."""
+loaded and compared at batch 3. --opset N: the TorchScript exporter alone at opset N (the current exporter writes 18
+and later): graphs as old as the ONNX Model Zoo's (7 to 9), which harden converts to opset 13 before onnx2torch."""
 import contextlib
 import io
 import logging
@@ -45,18 +46,20 @@ def model_of(name: str) -> tuple[torch.nn.Module, int]:
     return m.eval(), size
 
 
-def main(names: list[str], fixed: bool = False) -> None:
+def main(names: list[str], fixed: bool = False, opset: int | None = None) -> None:
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     set_quiet(True)
     out = pathlib.Path(tempfile.mkdtemp()) / "model.onnx"
     for name in names:
-        for dynamo in (False, True):
-            tag = f"{name:32s} {'dynamo' if dynamo else 'legacy':7s}"
+        for dynamo in (False,) if opset else (False, True):
+            tag = f"{name:32s} {'dynamo' if dynamo else 'legacy':7s}" + (f" opset {opset}" if opset else "")
             m, s = model_of(name)
             x = torch.rand(1 if fixed else 2, 3, s, s)
             kw = ({} if fixed else {"dynamic_shapes": ({0: torch.export.Dim("n")},)} if dynamo
                   else {"dynamic_axes": {"x": {0: "n"}}})
+            if opset:
+                kw["opset_version"] = opset
             try:
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     torch.onnx.export(m, (x,), str(out), dynamo=dynamo, input_names=["x"], **kw)
@@ -82,5 +85,8 @@ def main(names: list[str], fixed: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--fixed-batch"]
-    main(args or NAMES, fixed="--fixed-batch" in sys.argv[1:])
+    argv = sys.argv[1:]
+    opset = int(argv[argv.index("--opset") + 1]) if "--opset" in argv else None
+    args = [a for i, a in enumerate(argv) if a != "--fixed-batch" and a != "--opset" and
+            not (i and argv[i - 1] == "--opset")]
+    main(args or NAMES, fixed="--fixed-batch" in argv, opset=opset)

@@ -64,7 +64,7 @@ class TokenNorm(nn.Module):
         return self.head(self.norm(t).mean((1, 2)))
 
 
-def export(net, path, size=(16, 16), chans=3, dynamo=False, fixed_batch=False, nhwc=False):
+def export(net, path, size=(16, 16), chans=3, dynamo=False, fixed_batch=False, nhwc=False, opset=None):
     net = net.eval()
     x = torch.rand(1 if fixed_batch else 2, chans, *size).to(next(net.parameters()).dtype)
     model = net
@@ -84,6 +84,8 @@ def export(net, path, size=(16, 16), chans=3, dynamo=False, fixed_batch=False, n
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
+        if opset:
+            kwargs["opset_version"] = opset
         torch.onnx.export(model, (x,), str(path), dynamo=dynamo, input_names=["image"], **kwargs)
     return path
 
@@ -400,3 +402,35 @@ def test_slices_convert_with_tuple_indexing(tmp_path):
         warnings.simplefilter("error")  # torch's warning for list indexing (deprecated: read as a tensor index later)
         out = model(x)
         assert torch.allclose(out, net(x), atol=1e-5)
+
+
+class SlicedWithoutFlip(Sliced):  # flip is opset 10's
+    def forward(self, x):
+        return self.head(x[:, :, 1:-1, 2:][:, :, :, :7].flatten(1))
+
+
+@pytest.mark.parametrize("opset", [7, 9])
+@pytest.mark.parametrize("fixed", [False, True], ids=["dynamic-batch", "fixed-batch"])
+def test_graphs_of_old_opsets_are_converted_to_a_newer_one_and_checked(tmp_path, opset, fixed):
+    """The ONNX Model Zoo's classic classifiers are opset 7 to 9 (and torch wrote 9 by default): onnx2torch has no
+    converter for BatchNormalization-7, MaxPool-1 or Slice-1, so the graph goes through onnx's version converter
+    first; at a fixed batch, opset 7's `x.view(x.size(0), -1)` is a constant [1, -1] whose -1 is then read from the
+    input's sizes. The result is the exported module, checked against onnxruntime on the file as it is."""
+    import onnx
+    torch.manual_seed(0)
+    net = LeNetView()
+    with torch.no_grad():
+        net.bn1.running_mean.normal_()
+        net.bn1.running_var.uniform_(0.5, 2)
+    sliced = SlicedWithoutFlip().eval()
+    for module, path, size in ((net, tmp_path / "lenet.onnx", (16, 16)), (sliced, tmp_path / "sliced.onnx", (8, 9))):
+        export(module, path, size=size, fixed_batch=fixed, opset=opset)
+        assert onnx.load(str(path)).opset_import[0].version == opset
+        with console.capture():
+            model = harden.load(path)
+        x = torch.rand(5, 3, *size)
+        with torch.no_grad():
+            assert torch.allclose(model(x), module(x), atol=1e-5), path.name
+        xg = x.clone().requires_grad_(True)
+        model(xg).sum().backward()
+        assert xg.grad.abs().sum() > 0

@@ -157,6 +157,33 @@ def _prepare(model):
     return model
 
 
+OLDEST_READ = 11  # graphs of older opsets are converted to UPGRADE_TO first
+UPGRADE_TO = 13
+
+
+def opset(model) -> int | None:
+    """The graph's version of the default (ai.onnx) operator set."""
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _upgraded(model):
+    """A graph of an opset before 11 (the ONNX Model Zoo's classic classifiers are opset 7 to 9; torch's exporter
+    wrote 9 by default until 2021) converted by onnx's version converter to opset 13, whose operators onnx2torch
+    reads (it has no converter for BatchNormalization-7, MaxPool-1, Slice-1, Upsample). The converted graph is then
+    checked against onnxruntime running the file as it is, as every graph is. None where the graph is recent, or
+    where the converter cannot convert it (onnx2torch then names the operator it lacks)."""
+    version = opset(model)
+    if version is None or version >= OLDEST_READ:
+        return None
+    from onnx import version_converter
+    try:
+        newer = version_converter.convert_version(model, UPGRADE_TO)
+    except Exception:  # noqa: BLE001 - the converter's errors on an operator it has no adapter for
+        return None
+    newer.ir_version = max(newer.ir_version, 7)  # the converter keeps the file's; opset 13 is IR 7's (shape
+    return newer  # inference of an IR 3 graph whose weights are no longer listed as inputs finds no shapes)
+
+
 def _takes_bytes(model) -> bool:
     """A graph fed 8-bit pixels (a deployment graph with its preprocessing inside) whose every use of them is a cast
     to float: fed float pixel values 0-255 instead (the casts then change nothing), so gradients reach the input."""
@@ -302,11 +329,16 @@ def _free_batch(model, batch: int):
             shape = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64).tolist()
             if not shape or shape[0] <= 0 or shape[0] % batch:
                 continue
-            out = shapes.get(node.output[0])
+            out, inp = shapes.get(node.output[0]), shapes.get(node.input[0])
             if -1 not in shape[1:] and 0 not in shape[1:]:
                 new = [-1] + shape[1:]
             elif out and all(d is not None for d in out):
                 new = [-1] + out[1:]
+            elif inp and all(d is not None for d in inp) and shape[1:].count(-1) == 1 and 0 not in shape[1:]:
+                # `x.view(x.size(0), -1)` exported at an old opset: [1, -1] computed from constants, so shape
+                # inference gives no output shape; the -1 is what the input's sizes leave
+                fill = int(np.prod(inp)) // int(np.prod([d for d in shape if d != -1]))
+                new = [-1] + [fill if d == -1 else d for d in shape[1:]]
             else:
                 continue
             node.input[1] = constant(new, f"{node.input[1]}__batch_free_{k}")
@@ -454,12 +486,15 @@ def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str
         model = onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - a damaged file or missing external data
         raise HardenError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__}: {e}).") from None
+    newer = _upgraded(model)  # before _prepare: the converter needs old IR versions' initializers listed as inputs
     model = _prepare(model)
     half = _takes_float16(model)
     original = model  # the file as onnxruntime runs it; a copy only where the float16/8-bit steps change the graph
     if half or any(i.type.tensor_type.elem_type == onnx.TensorProto.UINT8 for i in model.graph.input):
         original = onnx.ModelProto()
         original.CopyFrom(model)
+    if newer is not None:  # onnxruntime still runs the file's own graph
+        model = _prepare(newer)
     if half:
         model = _as_float32(model)
     as_bytes = _takes_bytes(model)
