@@ -162,6 +162,20 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
     return resolve(overrides, meta, hub, path, _classes_hint(state), state, normaliser, tried_size)
 
 
+def in_pixel_units(values, name: str) -> list[float] | None:
+    """A --mean or --std given in 0-255 units (OpenMMLab's and detectron2's `mean=[123.675, 116.28, 103.53]`): in the
+    [0, 1] pixel units harden's normalisation takes, with a warning. No statistic of [0, 1] pixels exceeds 1."""
+    if values is None:
+        return None
+    values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    if max(values) <= 1.0:
+        return values
+    scaled = [v / 255.0 for v in values]
+    warn(f"--{name} {','.join(f'{v:g}' for v in values)} is in 0-255 units: taken as "
+         f"{','.join(f'{v:.4g}' for v in scaled)} (harden's pixels are in [0, 1]).")
+    return scaled
+
+
 def size_it_runs_at(spec: dict[str, Any], logits_key: str | None) -> list[int] | None:
     """The smallest of the common square input sizes at which the network returns its class scores, for one that
     does not run at the assumed size (published code's `x.view(-1, 7*7*64)` before a linear layer fixes the size its
@@ -204,6 +218,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     path = Path(local(path, "model"))
     state, meta = read_checkpoint(path, key)
     from .formats import normaliser_buffers, normaliser_consumed
+    mean, std = in_pixel_units(mean, "mean"), in_pixel_units(std, "std")
     flags = dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size, mean=mean, std=std,
                  interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args)
     normaliser = normaliser_buffers(state) if "recipe" not in meta else None

@@ -24,9 +24,10 @@ _OPTIONS = {
     "input_size": (Optional[str], typer.Option(None, "--input-size", help="Input size HxW, e.g. 32x32.",
                                                rich_help_panel="Model")),
     "mean": (Optional[str], typer.Option(None, "--mean", help="Per-channel mean of the normalisation, comma-separated "
-                                         "(pixels in [0, 1]).", rich_help_panel="Model")),
-    "std": (Optional[str], typer.Option(None, "--std", help="Per-channel std, comma-separated.",
-                                        rich_help_panel="Model")),
+                                         "(pixels in [0, 1]; values in 0-255 units, 123.675,116.28,103.53, are "
+                                         "divided by 255).", rich_help_panel="Model")),
+    "std": (Optional[str], typer.Option(None, "--std", help="Per-channel std, comma-separated (0-255 units divided "
+                                        "by 255, as --mean).", rich_help_panel="Model")),
     "interpolation": (Optional[str], typer.Option(None, "--interpolation", help="Resize interpolation of images read "
                                                   "from files: bilinear, bicubic, ... (default: the checkpoint's, else "
                                                   "timm's config for the architecture).", rich_help_panel="Model")),

@@ -674,6 +674,25 @@ def test_normalisation_buffers_the_network_holds_itself_are_not_applied_twice(ne
     assert text.count("assuming") == 1 and "mean 0" in text, text
 
 
+def test_mean_and_std_flags_in_0_255_units_are_taken_in_pixel_units(nets_file, tmp_path, cli):
+    """OpenMMLab's and detectron2's configs give `mean=[123.675, 116.28, 103.53]`: as flags they are divided by 255
+    (said), since no statistic of [0, 1] pixels exceeds 1; values in pixel units are taken as they are."""
+    arch = f"{nets_file}:plain"
+    torch.save(_module(nets_file, "plain").state_dict(), tmp_path / "m.pt")
+    from harden.runtime import console
+    with console.capture() as cap:
+        model = harden.load(tmp_path / "m.pt", arch=arch, in_chans=1, input_size=(8, 8), mean=[76.5], std=[89.25])
+    assert model.spec.mean == pytest.approx((0.3,)) and model.spec.std == pytest.approx((0.35,))
+    assert "0-255 units" in " ".join(cap.get().split())
+    with console.capture() as cap:
+        model = harden.load(tmp_path / "m.pt", arch=arch, in_chans=1, input_size=(8, 8), mean=[0.3], std=[1.0])
+    assert model.spec.mean == pytest.approx((0.3,)) and model.spec.std == pytest.approx((1.0,))
+    assert "0-255" not in cap.get()
+    code, out, err = cli("inspect", tmp_path / "m.pt", "--arch", arch, "--in-chans", "1", "--input-size", "8",
+                         "--mean", "123.675", "--std", "58.395")
+    assert code == 0 and "0.485" in out and "0.229" in out, out + err
+
+
 def test_normalisation_buffers_that_disagree_are_not_taken(nets_file, tmp_path):
     sd = OrderedDict(_module(nets_file, "plain").state_dict())
     obj = _robustness_library(sd, torch.tensor([0.3]), torch.tensor([0.35]))
