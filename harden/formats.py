@@ -111,16 +111,43 @@ def container_meta(obj: Any) -> dict[str, Any]:
     timm reads them."""
     names = class_names(obj)
     found = {"label_names": names} if names else {}
-    arch = obj.get("arch") if isinstance(obj, dict) else None
-    if not isinstance(arch, str):
-        return found
-    import timm
-    if not timm.is_model(arch):
+    if not isinstance(obj, dict):
         return found
     args = obj.get("args")
     args = (args.fields if isinstance(args, Inert) else vars(args) if hasattr(args, "__dict__") else
             args if isinstance(args, dict) else {})
-    return {**found, "arch": arch, **(_timm_train_args(args, arch) if args.get("model") == arch else {})}
+    arch = obj.get("arch")
+    import timm
+    if isinstance(arch, str) and timm.is_model(arch) and args.get("model") == arch:  # timm's train.py
+        return {**found, "arch": arch, **_timm_train_args(args, arch)}
+    from .models.config import torchvision_factory
+    if not isinstance(arch, str) and isinstance(args.get("model"), str):
+        # torchvision's reference scripts save no 'arch', but their args: the factory's name and the evaluation sizes
+        if torchvision_factory(f"torchvision.models:{args['model']}"):
+            return {**found, "arch": f"torchvision.models:{args['model']}", **_torchvision_train_args(args)}
+        return found
+    if not isinstance(arch, str):
+        return found
+    if torchvision_factory(f"torchvision.models:{arch}"):
+        # PyTorch's ImageNet example builds `torchvision.models.__dict__[args.arch]` (timm's ResNets share their keys,
+        # its VGGs, MobileNets and EfficientNets do not)
+        return {**found, "arch": f"torchvision.models:{arch}"}
+    return {**found, "arch": arch} if timm.is_model(arch) else found
+
+
+def _torchvision_train_args(args: dict[str, Any]) -> dict[str, Any]:
+    """torchvision's reference classification script's evaluation options -> harden's names; its presets normalise
+    with ImageNet's mean and std whatever the data (its defaults where the size options are missing are those of the
+    factory's weights, which torchvision_config gives)."""
+    meta: dict[str, Any] = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    crop, resize = args.get("val_crop_size"), args.get("val_resize_size")
+    if isinstance(crop, int) and crop > 0:
+        meta["input_size"] = [crop, crop]
+        if isinstance(resize, int) and resize >= crop:
+            meta["crop_pct"] = crop / resize
+    if isinstance(args.get("interpolation"), str) and args["interpolation"]:
+        meta["interpolation"] = args["interpolation"]
+    return meta
 
 
 # where training scripts keep their class names beside the weights: torchvision's ImageFolder.class_to_idx (the

@@ -572,6 +572,46 @@ def test_a_kwargs_factorys_class_count_is_the_files_head_when_the_weights_load_w
         harden.load(tmp_path / "extra.pth", arch="torchvision.models:resnet18", input_size=(64, 64))
 
 
+def test_torchvision_checkpoints_name_their_factory_and_take_torchvision_s_preprocessing(tmp_path):
+    """A torchvision factory's preprocessing is its default weights' evaluation transform (what torchvision's
+    fine-tuning recipes evaluate with); PyTorch's ImageNet example saves the factory's name as 'arch' (a
+    MobileNet-V2's keys are not timm's), torchvision's reference script saves its args (the factory and the evaluation
+    sizes): both load with no flag."""
+    import torchvision
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(num_classes=5).eval()
+    torch.save(resnet.state_dict(), tmp_path / "tv.pth")
+    model = harden.load(tmp_path / "tv.pth", arch="torchvision.models:resnet18")
+    spec = model.spec
+    assert (spec.input_size, spec.crop_pct, spec.interpolation) == ((224, 224), 0.875, "bilinear")
+    assert spec.mean == pytest.approx((0.485, 0.456, 0.406)) and spec.std == pytest.approx((0.229, 0.224, 0.225))
+    assert model.config_sources["mean"] == "torchvision weights (ResNet18_Weights.IMAGENET1K_V1)"
+    small = harden.load(tmp_path / "tv.pth", arch="torchvision.models:resnet18", input_size=(32, 32))
+    assert small.config_sources["crop_pct"] == "default"  # the weights' crop belongs to their size
+
+    mobilenet = torchvision.models.mobilenet_v2(num_classes=4).eval()
+    _save({"epoch": 90, "arch": "mobilenet_v2", "state_dict": mobilenet.state_dict(), "best_acc1": torch.tensor(71.9),
+           "optimizer": {"state": {}, "param_groups": []}}, tmp_path / "model_best.pth.tar")
+    model = harden.load(tmp_path / "model_best.pth.tar")
+    assert (model.spec.arch, model.spec.num_classes) == ("torchvision.models:mobilenet_v2", 4)
+    assert model.spec.input_size == (224, 224) and model.spec.mean == pytest.approx((0.485, 0.456, 0.406))
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model.net(x), mobilenet(x))
+
+    args = argparse.Namespace(model="resnet18", val_resize_size=232, val_crop_size=224, train_crop_size=176,
+                              interpolation="bicubic", data_path="/data/pets", lr=0.5)
+    _save({"model": resnet.state_dict(), "optimizer": {}, "lr_scheduler": {}, "epoch": 599, "args": args},
+          tmp_path / "checkpoint.pth")
+    model = harden.load(tmp_path / "checkpoint.pth")
+    spec = model.spec
+    assert (spec.arch, spec.num_classes, spec.input_size) == ("torchvision.models:resnet18", 5, (224, 224))
+    assert (spec.crop_pct, spec.interpolation) == (pytest.approx(224 / 232), "bicubic")
+    assert spec.std == pytest.approx((0.229, 0.224, 0.225))
+    with torch.no_grad():
+        assert torch.equal(model.net(x), resnet(x))
+
+
 def _parts(sd, head="head.", body="backbone."):
     return {(head if k.startswith("fc.") else body) + k: v for k, v in sd.items()}
 

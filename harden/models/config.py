@@ -127,6 +127,9 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     tcfg = timm_config(str(spec["arch"]))
     if tcfg and not (given_size and not given_size.startswith("hub")):
         layers.append((f"timm config ({spec['arch']})", tcfg))
+    vcfg = torchvision_config(str(spec["arch"])) if not tcfg else None
+    if vcfg and not given_size:
+        layers.append((f"{TORCHVISION_SOURCE} ({vcfg.pop('weights')})", vcfg))
     if tried_size:
         layers.append((TRIED_SIZE_SOURCE, {"input_size": list(tried_size)}))
     for key in SPEC_KEYS[1:] + ("test_input_size", "test_crop_pct", "label_names"):
@@ -163,7 +166,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         name, channels = first_conv(state)
         spec["in_chans"], source["in_chans"] = channels, f"checkpoint weights ({name})"
     for key in ("mean", "std"):
-        if key in spec and source.get(key, "").startswith("timm"):
+        if key in spec and source.get(key, "").startswith(("timm", TORCHVISION_SOURCE)):
             spec[key] = channel_statistics(spec[key], int(spec.get("in_chans", 3)))
     assumed = []
     for key in SPEC_KEYS:
@@ -177,6 +180,38 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
              f"assuming {', '.join(assumed)}, interpolation {spec['interpolation']}, crop fraction {spec['crop_pct']} "
              "(pass --input-size, --mean, --std, --interpolation, --crop-pct to set them).")
     return spec, source
+
+
+TORCHVISION_SOURCE = "torchvision weights"
+
+
+def torchvision_factory(arch: str) -> str | None:
+    """The classification factory's name of a `torchvision.models...:name` architecture (None for anything else)."""
+    module, _, name = arch.partition(":")
+    if not name or not (module == "torchvision.models" or module.startswith("torchvision.models.")):
+        return None
+    import torchvision
+    return name if name in torchvision.models.list_models(module=torchvision.models) else None
+
+
+def torchvision_config(arch: str) -> dict[str, Any] | None:
+    """torchvision's evaluation transform for a factory's default weights (ResNet50_Weights.IMAGENET1K_V2: resize
+    the shorter side to 232, centre crop 224, bilinear, ImageNet's mean and std), in harden's names: what a model
+    fine-tuned from those weights with torchvision's recipes expects, as timm's pretrained config is for timm's. Read
+    from the weights' metadata (nothing is downloaded)."""
+    name = torchvision_factory(arch)
+    if name is None:
+        return None
+    from torchvision.models import get_model_weights
+    try:
+        weights = get_model_weights(name).DEFAULT
+        t = weights.transforms()
+        crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+        return {"input_size": [crop, crop], "crop_pct": crop / resize, "crop_mode": "center",
+                "interpolation": str(t.interpolation.value), "mean": [float(v) for v in t.mean],
+                "std": [float(v) for v in t.std], "weights": f"{type(weights).__name__}.{weights.name}"}
+    except (ValueError, KeyError, AttributeError, TypeError, IndexError):  # a factory without classification weights
+        return None
 
 
 def channel_statistics(values: list[float], in_chans: int) -> list[float]:
