@@ -251,7 +251,8 @@ def test_fix_from_a_copied_recipe_file_end_to_end(recipe, cli, digits_ckpt, tmp_
     assert "before / after" in text
     reports = json.loads(j.read_text())["reports"]
     assert [r["threat_model"] for r in reports] == ["white-box", "white-box", f"transfer from {digits_ckpt.name}"]
-    assert all(r["masking"] == [] for r in reports)  # --no-masking-checks reaches fix's report
+    # --no-masking-checks reaches fix's report: only the clean-accuracy check (no pass of its own) is left
+    assert all([f["check"] for f in r["masking"]] == ["clean accuracy at chance"] for r in reports)
     meta = harden.load(out).spec.extra
     assert meta["recipe"] == recipe and meta["recipe_params"][key] == parsed
     code, text, err = cli("eval", out, "--n", "20", "--attack", "fgsm", "--no-metrics", "--no-masking-checks", "-q")

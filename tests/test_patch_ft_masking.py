@@ -64,8 +64,9 @@ def _tripped(report):
 
 def test_masking_checks_quiet_on_a_plain_model(digits_model, digits):
     r = harden.evaluate(digits_model, digits, n=200, attacks=["fgsm", "pgd"], device="cpu", metrics=False)
-    # three gradient-masking checks + AutoAttack's four (randomized, output kind, zero gradients, black-box)
-    assert len(r.masking) == 7 and not _tripped(r)
+    # chance level + three gradient-masking checks + AutoAttack's four (randomized, output kind, zero gradients,
+    # black-box)
+    assert len(r.masking) == 8 and not _tripped(r)
 
 
 def test_masking_checks_fire_on_a_quantizing_input_layer(digits_model, digits, tmp_path):
@@ -120,5 +121,31 @@ def test_patch_ft_before_after_on_digits(cli, digits_ckpt, tmp_path):
     import json
     reports = json.loads(j.read_text())["reports"]
     assert [r["threat_model"] for r in reports] == ["white-box", "white-box", f"transfer from {digits_ckpt.name}"]
-    assert len(reports[1]["masking"]) == 8  # seven white-box checks + transfer vs white-box
+    assert len(reports[1]["masking"]) == 9  # chance level, seven white-box checks, transfer vs white-box
     assert cli("eval", out, "--n", "30", "--attack", "fgsm", "--no-metrics", "--no-masking-checks", "-q")[0] == 0
+
+
+def test_clean_accuracy_at_chance_is_said_with_what_loading_assumed(digits_model, digits, tmp_path):
+    """A model that does not read the images as it was trained to (a plain state dict, its mean and std assumed;
+    made blind here) scores at chance or gives one class to nearly every image: the report says so, naming what
+    loading assumed; a working model and a weak but real one stay quiet; too few images say
+    nothing."""
+    from harden.report.checks import above_chance
+    torch.save(digits_model.net.state_dict(), tmp_path / "plain.pt")
+    wrong = harden.load(tmp_path / "plain.pt", arch="cnn-small", num_classes=10, in_chans=1, input_size=(8, 8))
+    assert wrong.config_sources["mean"] == "default"
+    wrong.net.register_forward_pre_hook(lambda m, a: (a[0] * 0 + 5.0,))  # blind: one constant image for all
+    r = harden.evaluate(wrong, digits, n=100, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
+    flag = next(f for f in r.masking if f["check"] == "clean accuracy at chance")
+    assert flag["tripped"] and "mean, std assumed, not given" in flag["detail"], flag
+    good = harden.evaluate(digits_model, digits, n=100, attacks=["fgsm"], device="cpu", metrics=False,
+                           masking_checks=False)
+    assert not next(f for f in good.masking if f["check"] == "clean accuracy at chance")["tripped"]
+
+    y = torch.arange(100) % 10
+    assert above_chance(y[:19], y[:19], 10) is None  # too few images
+    assert not above_chance(torch.where(torch.arange(100) < 30, y, (y + 1) % 10), y, 10)["tripped"]  # 30%: real
+    assert above_chance((y + 1) % 10, y, 10)["tripped"]  # 0%
+    assert above_chance(torch.zeros(100, dtype=torch.long), y, 10)["tripped"]  # one class for all
+    half = torch.where(torch.arange(100) < 50, torch.zeros(100, dtype=torch.long), y)  # labels half class 0
+    assert above_chance(torch.zeros(100, dtype=torch.long), half, 10)["tripped"]  # 55% is the commonest label's share

@@ -40,6 +40,42 @@ def flag(check: str, tripped: bool, detail: str, kind: str = "masking") -> dict[
     return {"check": check, "tripped": bool(tripped), "detail": detail, "kind": kind}
 
 
+CHANCE_MIN_N = 20        # fewer images than this say nothing of chance
+COLLAPSED_SHARE = 0.8    # share of the images given the same class that counts as a collapse (where labels vary)
+
+
+def above_chance(pred: torch.Tensor, y: torch.Tensor, num_classes: int,
+                 sources: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Clean accuracy no better than chance (its 95% interval reaching the larger of 1/classes and the commonest
+    label's share), or nearly every image predicted as one class where the labels vary: the model is not reading
+    these images as it was trained to (a wrong mean/std or input size, another class order, another checkpoint),
+    and its robust accuracies say nothing. Needs no pass of its own. `sources`: where the model's configuration came
+    from (checkpoint.load), to name what was assumed."""
+    from .stats import wilson
+    n = len(y)
+    if n < CHANCE_MIN_N or num_classes < 2:
+        return None
+    label_share = float(torch.bincount(y.cpu(), minlength=num_classes).max()) / n
+    chance = max(1.0 / num_classes, label_share)
+    k = int((pred == y).sum())
+    low = wilson(k, n)[0]
+    counts = torch.bincount(pred.cpu(), minlength=num_classes)
+    top = int(counts.argmax())
+    collapsed = float(counts[top]) / n
+    at_chance = low <= chance
+    one_class = collapsed >= COLLAPSED_SHARE and collapsed > label_share + 0.3
+    detail = (f"clean accuracy {k / n:.1%} on {n} images (95% interval from {low:.1%}) against chance {chance:.1%} "
+              f"({num_classes} classes); {collapsed:.0%} of the images predicted as class {top}")
+    if at_chance or one_class:
+        sources = sources or {}
+        assumed = [key for key in ("input_size", "mean", "std") if sources.get(key) == "default"]
+        detail += (": the model does not read these images as it was trained to: check the preprocessing ("
+                   + (f"{', '.join(assumed)} assumed, not given; " if assumed else "")
+                   + "--mean, --std, --input-size), the class order (--class-map) and the checkpoint; its robust "
+                   "accuracies say nothing")
+    return flag("clean accuracy at chance", at_chance or one_class, detail, kind="check")
+
+
 def margin(tol: float, a: float, b: float, n: int | None) -> float:
     """The larger of `tol` and two standard errors of a - b for accuracies measured on n images each."""
     if not n:

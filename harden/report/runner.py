@@ -97,6 +97,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     from ..training import autocast_setup
     autocast_setup(attack_amp, device, "--attack-amp")  # a bad precision fails before any work
     spec = getattr(model, "spec", None)
+    sources = getattr(model, "config_sources", None)  # what loading assumed, for the chance-level check
     if spec is not None:
         check_fits(data, spec.in_chans, spec.num_classes)
     if craft_on is not None and getattr(craft_on, "spec", None) is not None:
@@ -176,9 +177,10 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         notes.append(f"seed 004 metrics left out: they attack {model_name} white-box, and its scores give no "
                      "gradient with respect to its input")
     extra_metrics = distributed.from_main(lambda: seed004_metrics(model, x, y, batch_size, device)) if metrics else {}
-    flags = []
+    num_classes = spec.num_classes if spec is not None else data.num_classes
+    flags = [f for f in [mk.above_chance(clean_pred, y, num_classes, sources)] if f is not None]
     if masking_checks and craft_on is None:
-        flags = mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
+        flags += mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
                               device, seed, output_kind, pgd_end)
         if curves:
             flags.append(monotonic_flag(curves, len(x)))
