@@ -15,6 +15,7 @@ import torch
 from .errors import DoesNotRun, HardenError
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
+from .models.registry import CHANNEL_ORDER
 from .models.config import (GUESSED, NORMALISER_SOURCE, SIZES_TRIED, SPEC_KEYS, hub_weights, is_hub_folder, last_linear,
                             read_hub_config, resolve)
 from .outputs import LOGITS_KEY
@@ -162,18 +163,43 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
     return resolve(overrides, meta, hub, path, _classes_hint(state), state, normaliser, tried_size)
 
 
-def in_pixel_units(values, name: str) -> list[float] | None:
-    """A --mean or --std given in 0-255 units (OpenMMLab's and detectron2's `mean=[123.675, 116.28, 103.53]`): in the
-    [0, 1] pixel units harden's normalisation takes, with a warning. No statistic of [0, 1] pixels exceeds 1."""
-    if values is None:
-        return None
-    values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
-    if max(values) <= 1.0:
-        return values
-    scaled = [v / 255.0 for v in values]
-    warn(f"--{name} {','.join(f'{v:g}' for v in values)} is in 0-255 units: taken as "
-         f"{','.join(f'{v:.4g}' for v in scaled)} (harden's pixels are in [0, 1]).")
-    return scaled
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def _set_channel_order(model: Classifier, flag: str | None, sources: dict[str, str], path: Path) -> None:
+    """--channel-order over the checkpoint's metadata over RGB; BGR only for a three-channel network."""
+    saved = model.spec.extra.get(CHANNEL_ORDER)
+    if flag is not None:
+        flag = flag.lower()
+        if flag not in CHANNEL_ORDERS:
+            raise HardenError(f"--channel-order takes {' or '.join(CHANNEL_ORDERS)}, got {flag!r}.")
+        if saved and saved != flag:
+            warn(f"--channel-order {flag} overrides the checkpoint's metadata ({saved}).")
+        model.spec.extra[CHANNEL_ORDER] = flag
+    order = model.spec.extra.get(CHANNEL_ORDER, "rgb")
+    if order == "rgb":
+        model.spec.extra.pop(CHANNEL_ORDER, None)  # the default is not written
+    elif model.spec.in_chans != 3:
+        raise HardenError(f"{str(path)!r}: channel order {order} needs a three-channel network; this one takes "
+                          f"{model.spec.in_chans}.")
+    sources["channel_order"] = "flag" if flag is not None else ("checkpoint" if saved else "default")
+
+
+def in_pixel_units(mean, std) -> tuple[list[float] | None, list[float] | None]:
+    """--mean and --std given in 0-255 units (OpenMMLab's and detectron2's `mean=[123.675, 116.28, 103.53]`, Caffe's
+    `mean=[103.94, 116.78, 123.68], std=[1, 1, 1]`): in the [0, 1] pixel units harden's normalisation takes, with a
+    warning. No statistic of [0, 1] pixels exceeds 1, so one value above 1 says the units of both flags given
+    together (Caffe's std of 1 is 1/255 of a pixel)."""
+    given = {name: [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+             for name, values in (("mean", mean), ("std", std)) if values is not None}
+    if not given or max(max(v) for v in given.values()) <= 1.0:
+        return given.get("mean"), given.get("std")
+    scaled = {name: [v / 255.0 for v in values] for name, values in given.items()}
+    warn(" and ".join(f"--{name} {','.join(f'{v:g}' for v in given[name])}" for name in given)
+         + f" {'are' if len(given) > 1 else 'is'} in 0-255 units: taken as "
+         + " and ".join(','.join(f'{v:.4g}' for v in scaled[name]) for name in given)
+         + " (harden's pixels are in [0, 1]).")
+    return scaled.get("mean"), scaled.get("std")
 
 
 def size_it_runs_at(spec: dict[str, Any], logits_key: str | None) -> list[int] | None:
@@ -209,16 +235,17 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
          in_chans: int | None = None, input_size=None, mean=None, std=None, interpolation: str | None = None,
          crop_pct: float | None = None, crop_mode: str | None = None, key: str | None = None,
          model_args: dict[str, Any] | None = None, logits_key: str | None = None,
-         device: str | torch.device = "cpu") -> Classifier:
+         channel_order: str | None = None, device: str | torch.device = "cpu") -> Classifier:
     """Load a checkpoint (a file, or a timm hub folder) into a Classifier (takes [0,1] pixels). Flags fill or
     override metadata; `key` picks the state dict inside an ambiguous container (dotted path, e.g. 'state_dict.0');
     `model_args` are keyword arguments of the architecture's constructor (timm's create_model or a callable);
-    `logits_key` the class scores in what the network returns, where it returns more (an index or a name).
+    `logits_key` the class scores in what the network returns, where it returns more (an index or a name);
+    `channel_order` "bgr" for a network fed its channels reversed (Caffe's; mean and std then in that order).
     `model.config_sources` says where each value of the spec came from."""
     path = Path(local(path, "model"))
     state, meta = read_checkpoint(path, key)
     from .formats import normaliser_buffers, normaliser_consumed
-    mean, std = in_pixel_units(mean, "mean"), in_pixel_units(std, "std")
+    mean, std = in_pixel_units(mean, std)
     flags = dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size, mean=mean, std=std,
                  interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args)
     normaliser = normaliser_buffers(state) if "recipe" not in meta else None
@@ -278,6 +305,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     model.spec.extra.update({k: v for k, v in meta.items()
                              if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
+    _set_channel_order(model, channel_order, sources, path)
     names = model.spec.extra.get("label_names")
     if names is not None and len(names) != model.spec.num_classes:
         # class names found beside the weights (a training script's class_to_idx, ...) for another head

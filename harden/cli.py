@@ -118,7 +118,7 @@ def inspect(
     from .checkpoint import sha256_file
     from .outputs import detect_output_kind, scores_entry
     model = _load_model(checkpoint, model_flags, "cpu")
-    shown = {"label_names", "test_input_size", "test_crop_pct"}  # rows of their own below
+    shown = {"label_names", "test_input_size", "test_crop_pct", "channel_order"}  # rows of their own below
     meta = {k: v for k, v in model.spec.extra.items() if k not in shown}  # the file's other metadata, as loaded
     t = Table(title=str(checkpoint), show_header=False, title_justify="left")
     t.add_column(style="bold")
@@ -134,6 +134,7 @@ def inspect(
             ("input_size", said("input_size", f"{s.input_size[0]}x{s.input_size[1]}")),
             ("interpolation", said("interpolation", s.interpolation)), ("crop_pct", said("crop_pct", s.crop_pct)),
             ("crop_mode", said("crop_mode", s.crop_mode)), ("mean", said("mean", s.mean)), ("std", said("std", s.std)),
+            ("channel order", said("channel_order", s.extra.get("channel_order", "rgb"))),
             ("evaluation transform", Preprocess.of(s).describe() + " (image files)"),
             ("data", s.data or "-"), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
             ("taps", _taps(model)),

@@ -34,6 +34,9 @@ def export_folder(model: Classifier, path: str | os.PathLike, x_check: torch.Ten
     if model.spec.extra.get("brelu_swapped"):
         raise HardenError(f"gda-brelu replaced the ReLUs of {model.spec.arch} with bounded ReLUs, which its library "
                           "does not build; export to ONNX (-o model.onnx), which keeps the whole model as harden runs it.")
+    if model.spec.extra.get("channel_order") == "bgr":
+        raise HardenError(f"{model.spec.arch} takes its channels as BGR, which a library folder's preprocessing "
+                          "cannot say; export to ONNX (-o model.onnx), whose graph takes RGB pixels and reverses them.")
     arch = model.spec.arch
     from .models.hf_transformers import PREFIX
     if arch.startswith(PREFIX):

@@ -1,7 +1,7 @@
 """The shared flag sets, each defined once and added to every command that needs it by a decorator: the model flags
 (`--arch --num-classes --in-chans --input-size --mean --std --interpolation --crop-pct --crop-mode --key
---model-arg --logits-key`, bundled as `model_flags: ModelFlags`) and the on-disk data flags (`--workers --class-map
---skip-unreadable`, bundled as `data_flags: DataFlags`)."""
+--model-arg --logits-key --channel-order`, bundled as `model_flags: ModelFlags`) and the on-disk data flags
+(`--workers --class-map --skip-unreadable`, bundled as `data_flags: DataFlags`)."""
 from __future__ import annotations
 
 import functools
@@ -43,6 +43,10 @@ _OPTIONS = {
         None, "--model-arg", help="A keyword argument of the architecture's constructor, key=value (repeatable; the "
         "value read as JSON, else as text), e.g. depth=28 widen_factor=10 for a WideResNet, or timm's "
         "drop_path_rate=0.1. Kept in the metadata of every checkpoint harden writes.", rich_help_panel="Model")),
+    "channel_order": (Optional[str], typer.Option(
+        None, "--channel-order", help="rgb (default) or bgr: the order of the channels the network takes (Caffe's "
+        "networks, the ONNX Model Zoo's caffe2 ones: bgr, with --mean/--std in that order, e.g. --mean "
+        "103.94,116.78,123.68 --std 1,1,1). Kept in the metadata.", rich_help_panel="Model")),
     "logits_key": (Optional[str], typer.Option(
         None, "--logits-key", help="Where the class scores are when the model's forward returns more than them: "
         "an index of a returned tuple (0) or a name of a returned dict or output object (logits). Found by itself "
@@ -64,6 +68,7 @@ class ModelFlags:
     key: str | None = None
     model_args: list[str] | None = None
     logits_key: str | None = None
+    channel_order: str | None = None
 
     def load_kwargs(self) -> dict:
         """Keyword arguments of harden.load."""
@@ -71,7 +76,7 @@ class ModelFlags:
                     input_size=parse_size(self.input_size), mean=parse_floats(self.mean, "mean"),
                     std=parse_floats(self.std, "std"), interpolation=self.interpolation, crop_pct=self.crop_pct,
                     crop_mode=self.crop_mode, key=self.key, logits_key=self.logits_key,
-                    model_args=parse_model_args(self.model_args))
+                    channel_order=self.channel_order, model_args=parse_model_args(self.model_args))
 
     def given(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -716,7 +716,8 @@ def test_normalisation_buffers_the_network_holds_itself_are_not_applied_twice(ne
 
 def test_mean_and_std_flags_in_0_255_units_are_taken_in_pixel_units(nets_file, tmp_path, cli):
     """OpenMMLab's and detectron2's configs give `mean=[123.675, 116.28, 103.53]`: as flags they are divided by 255
-    (said), since no statistic of [0, 1] pixels exceeds 1; values in pixel units are taken as they are."""
+    (said), since no statistic of [0, 1] pixels exceeds 1, and so is a std given with them (Caffe's 1); values in
+    pixel units are taken as they are."""
     arch = f"{nets_file}:plain"
     torch.save(_module(nets_file, "plain").state_dict(), tmp_path / "m.pt")
     from harden.runtime import console
@@ -728,9 +729,42 @@ def test_mean_and_std_flags_in_0_255_units_are_taken_in_pixel_units(nets_file, t
         model = harden.load(tmp_path / "m.pt", arch=arch, in_chans=1, input_size=(8, 8), mean=[0.3], std=[1.0])
     assert model.spec.mean == pytest.approx((0.3,)) and model.spec.std == pytest.approx((1.0,))
     assert "0-255" not in cap.get()
+    # Caffe's: mean in 0-255 units and a std of 1, which is then 1/255 of a pixel too
+    model = harden.load(tmp_path / "m.pt", arch=arch, in_chans=1, input_size=(8, 8), mean=[104.0], std=[1.0])
+    assert model.spec.mean == pytest.approx((104 / 255,)) and model.spec.std == pytest.approx((1 / 255,))
     code, out, err = cli("inspect", tmp_path / "m.pt", "--arch", arch, "--in-chans", "1", "--input-size", "8",
                          "--mean", "123.675", "--std", "58.395")
     assert code == 0 and "0.485" in out and "0.229" in out, out + err
+
+
+def test_a_network_fed_bgr_takes_harden_s_rgb_pixels_reversed_and_keeps_its_order(nets_file, tmp_path, cli):
+    """Caffe's networks (and the ONNX Model Zoo's caffe2 ones) take blue, green, red in 0-255 less a per-channel
+    mean: `--channel-order bgr --mean 104,117,123 --std 1,1,1` is that network on harden's [0, 1] RGB pixels; the
+    order is kept in the metadata of what harden writes; a one-channel network has no order to reverse."""
+    arch = f"{nets_file}:plain"
+    torch.manual_seed(0)
+    net = harden.create_model(arch, 10, 3, (8, 8)).net.eval()
+    torch.save(net.state_dict(), tmp_path / "caffe.pt")
+    flags = dict(arch=arch, in_chans=3, input_size=(8, 8), mean=[104.0, 117.0, 123.0], std=[1.0, 1.0, 1.0])
+    model = harden.load(tmp_path / "caffe.pt", channel_order="bgr", **flags)
+    x = torch.rand(4, 3, 8, 8)
+    caffe = x.flip(1) * 255 - torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(caffe), atol=1e-4)
+        assert not torch.allclose(harden.load(tmp_path / "caffe.pt", **flags)(x), net(caffe), atol=1e-2)
+    saved = harden.save(model, tmp_path / "caffe.safetensors")
+    again = harden.load(saved)
+    assert again.spec.extra["channel_order"] == "bgr" and again.config_sources["channel_order"] == "checkpoint"
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    code, out, err = cli("inspect", saved)
+    assert code == 0 and "bgr" in out, out + err
+    assert "channel_order" not in harden.load(tmp_path / "caffe.pt", **flags).spec.extra  # RGB: nothing written
+    with pytest.raises(HardenError, match="three-channel"):
+        harden.load(tmp_path / "caffe.pt", channel_order="bgr", **{**flags, "in_chans": 1, "mean": None,
+                                                                 "std": None})
+    with pytest.raises(HardenError, match="rgb or bgr"):
+        harden.load(tmp_path / "caffe.pt", channel_order="grb", **flags)
 
 
 def test_normalisation_buffers_that_disagree_are_not_taken(nets_file, tmp_path):

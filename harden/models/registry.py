@@ -34,6 +34,9 @@ def _ensure_builtins() -> None:
     from . import builtin  # noqa: F401  (registers on import)
 
 
+CHANNEL_ORDER = "channel_order"  # metadata (spec.extra): "bgr" for a network fed blue, green, red (Caffe's)
+
+
 @dataclass
 class ModelSpec:
     """Everything needed to rebuild a model from its weights; stored in checkpoint metadata."""
@@ -254,6 +257,8 @@ class Classifier(nn.Module):
         self.patch: nn.Module | None = None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.extra.get(CHANNEL_ORDER) == "bgr":  # Caffe's networks: mean and std in the network's order
+            x = x.flip(1)
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
