@@ -149,3 +149,28 @@ def test_clean_accuracy_at_chance_is_said_with_what_loading_assumed(digits_model
     assert above_chance(torch.zeros(100, dtype=torch.long), y, 10)["tripped"]  # one class for all
     half = torch.where(torch.arange(100) < 50, torch.zeros(100, dtype=torch.long), y)  # labels half class 0
     assert above_chance(torch.zeros(100, dtype=torch.long), half, 10)["tripped"]  # 55% is the commonest label's share
+
+
+def test_an_assumed_normalisation_that_a_common_one_beats_is_named_and_left_as_it_is(digits_model, digits):
+    """Where loading assumed mean 0 and std 1 (a plain state dict), the clean accuracy is measured again under the
+    normalisations published code uses; one clearly better is named with its flags (the numbers stay the model's
+    as loaded, its buffers as they were). A model whose assumed normalisation is right stays quiet; one whose mean
+    and std were given is not checked."""
+    import copy
+    right = copy.deepcopy(digits_model)
+    right.config_sources = {"mean": "default", "std": "default"}  # as a plain state dict's load says
+    kw = dict(n=200, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
+
+    def check(report):
+        return next((f for f in report.masking if f["check"] == "normalisation assumed"), None)
+
+    assert not check(harden.evaluate(right, digits, **kw))["tripped"]
+    wrong = copy.deepcopy(right)
+    wrong.mean.zero_()
+    wrong.std.fill_(1.0)  # trained on normalised digits, read with mean 0 and std 1
+    report = harden.evaluate(wrong, digits, **kw)
+    flag = check(report)
+    assert flag["tripped"] and "--mean" in flag["detail"] and "--std" in flag["detail"], flag
+    assert torch.equal(wrong.mean, torch.zeros_like(wrong.mean)) and torch.equal(wrong.std, torch.ones_like(wrong.std))
+    assert report.clean_accuracy == harden.evaluate(wrong, digits, **kw).clean_accuracy  # unchanged by the check
+    assert check(harden.evaluate(digits_model, digits, **kw)) is None  # its mean and std are its metadata's

@@ -16,11 +16,12 @@ from ..device_defaults import attack_batch_size, prepare_for_device
 from ..errors import HardenError
 from ..models.registry import gives_input_gradient
 from ..data import Data, check_fits, fit_size, index_hash, is_on_disk
-from ..runtime import flushing_denormals, frozen, progress, resolve_device
+from ..runtime import flushing_denormals, frozen, progress, resolve_device, warn
 from . import checks as mk
 from .curves import monotonic_flag, robustness_curves
 from .examples import example_indices, pick_examples
 from .metrics import seed004_metrics
+from .normalisation import better_normalisation
 from .model import PRECISION_LABELS, AttackResult, Report
 
 # Budgets for the minimal-perturbation attacks (an image counts as robust when the attack fails or needs
@@ -103,6 +104,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     if craft_on is not None and getattr(craft_on, "spec", None) is not None:
         check_fits(data, craft_on.spec.in_chans, craft_on.spec.num_classes)
     model = prepare_for_device(model.to(device).eval(), device)
+    loaded = model  # the Classifier itself, before the wrapping below: its normalisation is checked
     source = prepare_for_device(craft_on.to(device).eval(), device) if craft_on is not None else model
     idx = data.eval_indices(n, seed)
     skipped_before = len(getattr(data, "skipped", []))
@@ -139,6 +141,10 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
 
     clean_pred = predict_labels(model, x, batch_size, device)
     correct = clean_pred == y
+    with frozen(loaded):
+        normalisation_flag = better_normalisation(loaded, x, y, batch_size, device)
+    if normalisation_flag is not None and normalisation_flag["tripped"]:  # said now, before the attacks' time
+        warn(f"{model_name}: {normalisation_flag['detail']}.")
     src_correct = predict_labels(source, x, batch_size, device) == y if craft_on is not None else None
     nfeat = x[0].numel()
     results: list[AttackResult] = []
@@ -178,7 +184,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
                      "gradient with respect to its input")
     extra_metrics = distributed.from_main(lambda: seed004_metrics(model, x, y, batch_size, device)) if metrics else {}
     num_classes = spec.num_classes if spec is not None else data.num_classes
-    flags = [f for f in [mk.above_chance(clean_pred, y, num_classes, sources)] if f is not None]
+    flags = [f for f in [mk.above_chance(clean_pred, y, num_classes, sources), normalisation_flag]
+             if f is not None]
     if masking_checks and craft_on is None:
         flags += mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
                               device, seed, output_kind, pgd_end)

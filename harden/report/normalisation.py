@@ -1,0 +1,86 @@
+"""Does the model read these images with the normalisation it was given? A plain state dict says no mean or std, and
+published training code normalises in its data transform (pytorch-cifar's `transforms.Normalize((0.4914, ...),
+(0.2023, ...))`), so loading assumes mean 0, std 1, under which a CIFAR network still scores well above chance but
+far below its own accuracy, and every robust accuracy measured on it describes another function. Where the mean and
+std were assumed, the clean accuracy on (up to) 256 of the report's images is measured again under the
+normalisations published code uses most; one that does clearly better (their 95% intervals apart) is named, with the
+flags that give it. Nothing is changed: the numbers stay those of the model as loaded."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+
+from ..batching import predict_labels
+from .checks import flag
+from .stats import wilson
+
+SAMPLE = 256
+# (name, mean, std) in [0, 1] pixel units, three-channel values averaged for a one-channel network
+CANDIDATES = (("ImageNet's", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+              ("CIFAR-10's", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+              ("CIFAR-100's", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+              ("[-1, 1] (0.5, 0.5)", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+              ("MNIST's", (0.1307,), (0.3081,)),
+              ("Fashion-MNIST's", (0.2860,), (0.3530,)))
+
+
+def assumed(model: Any) -> bool:
+    sources = getattr(model, "config_sources", None) or {}
+    return sources.get("mean") == "default" and sources.get("std") == "default"
+
+
+@contextmanager
+def _normalised_as(model, mean: tuple[float, ...], std: tuple[float, ...]) -> Iterator[None]:
+    """The Classifier's normalisation buffers set to mean/std, then restored."""
+    c = model.mean.shape[1]
+    old = model.mean.clone(), model.std.clone()
+    try:
+        model.mean.copy_(_channels(mean, c).view_as(model.mean))
+        model.std.copy_(_channels(std, c).view_as(model.std))
+        yield
+    finally:
+        model.mean.copy_(old[0])
+        model.std.copy_(old[1])
+
+
+def _channels(values: tuple[float, ...], c: int) -> torch.Tensor:
+    t = torch.tensor(values, dtype=torch.float32)
+    return t if len(t) == c else t.mean().repeat(c)
+
+
+def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                         device: torch.device) -> dict[str, Any] | None:
+    """A tripped check naming a normalisation under which the model's clean accuracy is clearly higher than under
+    the assumed mean 0, std 1; a quiet one where none is; None where the mean and std were not assumed (or the model
+    is not a harden Classifier)."""
+    if not assumed(model) or not hasattr(model, "mean") or len(y) < 20:
+        return None
+    xs, ys = x[:SAMPLE], y[:SAMPLE]
+    n = len(ys)
+
+    def correct() -> int:
+        return int((predict_labels(model, xs, batch_size, device) == ys).sum())
+
+    base = correct()
+    c = model.mean.shape[1]
+    rows = []
+    for name, mean, std in CANDIDATES:
+        if len(mean) == 1 and c != 1:
+            continue  # a grey dataset's statistics say nothing of a colour network
+        with _normalised_as(model, mean, std):
+            rows.append((correct(), name, mean, std))
+    if not rows:
+        return None
+    best, name, mean, std = max(rows, key=lambda r: r[0])
+
+    def shown(values: tuple[float, ...]) -> str:
+        return ",".join(f"{float(t):.4g}" for t in _channels(values, c))
+    better = wilson(best, n)[0] > wilson(base, n)[1]
+    detail = (f"clean accuracy on {n} images {base / n:.1%} with the assumed mean 0, std 1; "
+              f"{best / n:.1%} with {name} mean and std")
+    if better:
+        detail += (f": the model was likely trained with its images normalised: pass --mean {shown(mean)} --std "
+                   f"{shown(std)} (or the values of its training code); the numbers here are those of mean 0, std 1")
+    return flag("normalisation assumed", better, detail, kind="check")
