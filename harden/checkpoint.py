@@ -182,7 +182,8 @@ def _set_channel_order(model: Classifier, flag: str | None, sources: dict[str, s
     elif model.spec.in_chans != 3:
         raise HardenError(f"{str(path)!r}: channel order {order} needs a three-channel network; this one takes "
                           f"{model.spec.in_chans}.")
-    sources["channel_order"] = "flag" if flag is not None else ("checkpoint" if saved else "default")
+    if flag is not None or saved:
+        sources["channel_order"] = "flag" if flag is not None else "checkpoint"
 
 
 def in_pixel_units(mean, std) -> tuple[list[float] | None, list[float] | None]:

@@ -18,13 +18,14 @@ from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
 from .report.model import Report
+from .report.normalisation import check_before_training
 from .report.runner import evaluate
 from .models import Classifier
 from .models.registry import gives_input_gradient, no_input_gradient
 from .data.unlabeled import load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
 from .recipes.base import apply_kind_defaults, resolve_auto
-from .runtime import flushing_denormals, info, resolve_device, seed_everything
+from .runtime import flushing_denormals, info, resolve_device, seed_everything, warn
 from .training import TrainConfig
 
 
@@ -145,6 +146,9 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
         raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
+    normalisation = check_before_training(base_model.to(device), ds, device, seed)
+    if normalisation is not None and normalisation["tripped"]:
+        warn(f"{base_name}: {normalisation['detail']}.")
     train_ds = subsample(ds, data_frac, seed)
     kind_defaults = apply_kind_defaults(config, ds.kind)
     if kind_defaults:

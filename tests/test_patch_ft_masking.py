@@ -174,3 +174,7 @@ def test_an_assumed_normalisation_that_a_common_one_beats_is_named_and_left_as_i
     assert torch.equal(wrong.mean, torch.zeros_like(wrong.mean)) and torch.equal(wrong.std, torch.ones_like(wrong.std))
     assert report.clean_accuracy == harden.evaluate(wrong, digits, **kw).clean_accuracy  # unchanged by the check
     assert check(harden.evaluate(digits_model, digits, **kw)) is None  # its mean and std are its metadata's
+    from harden.runtime import console
+    with console.capture() as cap:  # `fix` says it before it trains
+        harden.fix(wrong, digits, data_frac=0.1, epochs=1, report=False, device="cpu")
+    assert "--mean" in cap.get() and "measures and trains the model as loaded" in " ".join(cap.get().split())

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import torch
 
 from ..batching import predict_labels
+from ..runtime import frozen
 from .checks import flag
 from .stats import wilson
 
@@ -82,5 +83,19 @@ def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, batch_size: in
               f"{best / n:.1%} with {name} mean and std")
     if better:
         detail += (f": the model was likely trained with its images normalised: pass --mean {shown(mean)} --std "
-                   f"{shown(std)} (or the values of its training code); the numbers here are those of mean 0, std 1")
+                   f"{shown(std)} (or the values of its training code); harden measures and trains the model as loaded, "
+                   "with mean 0 and std 1")
     return flag("normalisation assumed", better, detail, kind="check")
+
+
+def check_before_training(model, data, device: torch.device, seed: int = 0) -> dict[str, Any] | None:
+    """better_normalisation on up to 256 of the test images the report will use, for `harden fix` to say before it
+    trains (a network trained further under the wrong normalisation is hours spent on another problem)."""
+    if not assumed(model):
+        return None
+    from ..data import fit_size, is_on_disk
+    idx = data.eval_indices(SAMPLE, seed)
+    x, y = data.images("test", idx, device)
+    x = fit_size(x, tuple(model.spec.input_size) if not is_on_disk(data) else data.input_size)
+    with frozen(model):
+        return better_normalisation(model, x, y, 64, device)
