@@ -118,6 +118,16 @@ class Odd(Net):
         self.fc1 = nn.Linear(64 * 15 * 15, 128)  # 34x34 images: no common size
 
 
+class MLP(nn.Module):  # no convolution: the first linear layer reads 1 x 28 x 28
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x.view(x.size(0), -1))))
+
+
 class AllConv(nn.Module):
     def __init__(self):
         super().__init__()
@@ -130,8 +140,9 @@ class AllConv(nn.Module):
 
 def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(tmp_path, cli):
     """A constructor without arguments fixes the class count (the output's width, here the last linear layer's
-    rows), the first convolution the channels, and a flatten before a linear layer the input size: all three are
-    read, each said with where it came from; a flag still wins; a size outside the common ones is still asked for."""
+    rows), the first convolution the channels (an MLP's first linear layer: its inputs as 1 x 28 x 28), and a
+    flatten before a linear layer the input size: all three are read, each said with where it came from; a flag
+    still wins; a size outside the common ones is still asked for."""
     (tmp_path / "mnist_net.py").write_text(EXAMPLES_MNIST)
     arch = f"{tmp_path / 'mnist_net.py'}:Net"
     torch.manual_seed(0)
@@ -159,6 +170,12 @@ def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(
     with pytest.raises(HardenError, match="cannot run on a batch of 2 x 1 x 32 x 32.*from 28 to 512.*--input-size"):
         harden.load(tmp_path / "odd.pt", arch=odd)
     assert harden.load(tmp_path / "odd.pt", arch=odd, input_size=(34, 34)).spec.num_classes == 10
+
+    mlp = f"{tmp_path / 'mnist_net.py'}:MLP"
+    torch.save(harden.create_model(mlp, 10, 1, (28, 28)).net.state_dict(), tmp_path / "mlp.pt")
+    model = harden.load(tmp_path / "mlp.pt", arch=mlp)
+    assert (model.spec.num_classes, model.spec.in_chans, model.spec.input_size) == (10, 1, (28, 28))
+    assert model.config_sources["in_chans"] == "checkpoint weights (fc1.weight: 784 inputs, 1 x 28 x 28)"
 
     allconv = f"{tmp_path / 'mnist_net.py'}:AllConv"
     torch.save(harden.create_model(allconv, 7, 1, (28, 28)).net.state_dict(), tmp_path / "allconv.pt")

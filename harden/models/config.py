@@ -160,10 +160,10 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
     if "in_chans" not in spec and state and ":" in str(spec["arch"]) and \
-            not str(spec["arch"]).startswith("transformers:") and first_conv(state):
+            not str(spec["arch"]).startswith("transformers:") and (first_conv(state) or first_linear_image(state)):
         # published code's Net() for MNIST: its first convolution's weight says the image channels (the weights
-        # then fit, or loading says which layer does not)
-        name, channels = first_conv(state)
+        # then fit, or loading says which layer does not); an MLP's first linear layer reads channels x H x W
+        name, channels = first_conv(state) or first_linear_image(state)
         spec["in_chans"], source["in_chans"] = channels, f"checkpoint weights ({name})"
     for key in ("mean", "std"):
         if key in spec and source.get(key, "").startswith(("timm", TORCHVISION_SOURCE)):
@@ -237,6 +237,24 @@ def first_conv(state: dict[str, Any]) -> tuple[str, int] | None:
     registered convolution is its stem."""
     name = next((k for k in state if k.endswith("weight") and getattr(state[k], "ndim", 0) == 4), None)
     return (name, int(state[name].shape[1])) if name is not None and int(state[name].shape[1]) in (1, 3, 4) else None
+
+
+def first_linear_image(state: dict[str, Any]) -> tuple[str, int] | None:
+    """For a network without convolutions (an MLP on flattened images): its first 2-D weight's inputs read as
+    channels x H x W, where exactly one of one or three channels gives a square image of 8 to 512 pixels a side
+    (784: 1 x 28 x 28; 3072: 3 x 32 x 32). The name says the image it reads."""
+    if any(getattr(v, "ndim", 0) == 4 for v in state.values()):
+        return None
+    name = next((k for k in state if k.endswith("weight") and getattr(state[k], "ndim", 0) == 2), None)
+    if name is None:
+        return None
+    features = int(state[name].shape[1])
+    fits = [(c, round((features / c) ** 0.5)) for c in (1, 3)]
+    fits = [(c, side) for c, side in fits if c * side * side == features and 8 <= side <= 512]
+    if len(fits) != 1:
+        return None
+    c, side = fits[0]
+    return f"{name}: {features} inputs, {c} x {side} x {side}", c
 
 
 def _parameters(arch: str) -> dict[str, Any] | None:
