@@ -128,6 +128,16 @@ class MLP(nn.Module):  # no convolution: the first linear layer reads 1 x 28 x 2
         return self.fc2(F.relu(self.fc1(x.view(x.size(0), -1))))
 
 
+class Aliased(nn.Module):  # published code's own names for the counts
+    def __init__(self, n_classes=10, in_channels=3):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.head = nn.Linear(8, n_classes)
+
+    def forward(self, x):
+        return self.head(F.relu(self.conv(x)).mean((2, 3)))
+
+
 class AllConv(nn.Module):
     def __init__(self):
         super().__init__()
@@ -176,6 +186,15 @@ def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(
     model = harden.load(tmp_path / "mlp.pt", arch=mlp)
     assert (model.spec.num_classes, model.spec.in_chans, model.spec.input_size) == (10, 1, (28, 28))
     assert model.config_sources["in_chans"] == "checkpoint weights (fc1.weight: 784 inputs, 1 x 28 x 28)"
+
+    aliased = f"{tmp_path / 'mnist_net.py'}:Aliased"
+    from harden.models.registry import _import_callable
+    net = _import_callable(aliased)(n_classes=5, in_channels=1).eval()
+    torch.save(net.state_dict(), tmp_path / "aliased.pt")
+    model = harden.load(tmp_path / "aliased.pt", arch=aliased)  # n_classes and in_channels passed under their names
+    assert (model.spec.num_classes, model.spec.in_chans) == (5, 1)
+    with torch.no_grad():
+        assert torch.equal(model.net(x[:, :1]), net(x[:, :1]))
 
     allconv = f"{tmp_path / 'mnist_net.py'}:AllConv"
     torch.save(harden.create_model(allconv, 7, 1, (28, 28)).net.state_dict(), tmp_path / "allconv.pt")

@@ -269,22 +269,38 @@ def _parameters(arch: str) -> dict[str, Any] | None:
         return None
 
 
+# what published constructors call the class and channel counts (harden's names first): `ResNet(n_classes=10)`,
+# `Net(in_channels=1)`; a width such as `channels=64` is not among them
+ARG_ALIASES = {"num_classes": ("num_classes", "n_classes", "nb_classes", "num_class", "n_class", "classes",
+                               "num_labels", "num_outputs"),
+               "in_chans": ("in_chans", "in_channels", "in_ch", "input_channels", "n_channels", "inp_channels")}
+
+
+def parameter_for(params, key: str) -> str | None:
+    """The name under which a constructor with parameters `params` takes harden's `key` (num_classes, in_chans)."""
+    return next((name for name in ARG_ALIASES.get(key, (key,)) if name in params), None)
+
+
 def takes_keywords(arch: str) -> bool:
     """Whether a `...:callable` architecture passes on **kwargs (so a class count reaches the class it builds)."""
     params = _parameters(arch)
     return params is not None and any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
-def takes_parameter(arch: str, name: str) -> bool:
-    """Whether a `...:callable` architecture names `name` among its parameters (True where that cannot be read)."""
+def takes_parameter(arch: str, key: str) -> bool:
+    """Whether a `...:callable` architecture takes harden's `key` under one of its names (True where that cannot be
+    read)."""
     params = _parameters(arch)
-    return params is None or name in params
+    return params is None or parameter_for(params, key) is not None
 
 
-def constructor_default(arch: str, name: str) -> Any:
-    """The default of a `...:callable` architecture's parameter `name` (None if it has none)."""
+def constructor_default(arch: str, key: str) -> Any:
+    """The default of a `...:callable` architecture's parameter for harden's `key`, under whichever of its names the
+    callable uses (None if it has none)."""
     import inspect
-    param = (_parameters(arch) or {}).get(name)
+    params = _parameters(arch) or {}
+    name = parameter_for(params, key)
+    param = params.get(name) if name else None
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 

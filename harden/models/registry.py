@@ -90,8 +90,10 @@ def _build_net(spec: ModelSpec) -> nn.Module:
                 # class count, and the channels only when they are not the usual three
                 kwargs = {k: v for k, v in kwargs.items()
                           if k in params or k == "num_classes" or (k == "in_chans" and v != 3)}
-            else:
-                kwargs = {k: v for k, v in kwargs.items() if k in params}
+            else:  # under the callable's own names for them (n_classes, in_channels, ...)
+                from .config import parameter_for
+                kwargs = {parameter_for(params, k): v for k, v in kwargs.items() if parameter_for(params, k)}
+                kwargs = {k: v for k, v in kwargs.items() if k not in spec.model_args}  # --model-arg wins
                 unknown = [k for k in spec.model_args if k not in params]
                 if unknown:
                     raise HardenError(f"Architecture {arch!r} takes no argument {', '.join(map(repr, unknown))} "
