@@ -178,3 +178,15 @@ def test_an_assumed_normalisation_that_a_common_one_beats_is_named_and_left_as_i
     with console.capture() as cap:  # `fix` says it before it trains
         harden.fix(wrong, digits, data_frac=0.1, epochs=1, report=False, device="cpu")
     assert "--mean" in cap.get() and "measures and trains the model as loaded" in " ".join(cap.get().split())
+
+
+def test_harden_data_with_a_model_gives_its_accuracy_on_a_sample_and_the_checks(digits_model, digits_ckpt, cli,
+                                                                                tmp_path):
+    """`harden data --model`: the model's clean accuracy on 64 test images as eval reads them, and the checks that
+    trip (the plain state dict's assumed mean and std here), before any long run."""
+    code, out, err = cli("data", "digits", "--model", digits_ckpt)
+    assert code == 0 and "clean accuracy on 64 test images" in out and "warning" not in out, out + err
+    torch.save(digits_model.net.state_dict(), tmp_path / "plain.pt")
+    code, out, err = cli("data", "digits", "--model", tmp_path / "plain.pt", "--arch", "cnn-small", "--num-classes",
+                         "10", "--in-chans", "1", "--input-size", "8")
+    assert code == 0 and "warning: normalisation assumed" in out and "--mean" in out, out + err

@@ -88,14 +88,36 @@ def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, batch_size: in
     return flag("normalisation assumed", better, detail, kind="check")
 
 
+def _sample(model, data, device: torch.device, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n of the test images a report evaluates, at the size the report gives them."""
+    from ..data import fit_size, is_on_disk
+    x, y = data.images("test", data.eval_indices(n, seed), device)
+    return fit_size(x, tuple(model.spec.input_size) if not is_on_disk(data) else data.input_size), y
+
+
 def check_before_training(model, data, device: torch.device, seed: int = 0) -> dict[str, Any] | None:
     """better_normalisation on up to 256 of the test images the report will use, for `harden fix` to say before it
     trains (a network trained further under the wrong normalisation is hours spent on another problem)."""
     if not assumed(model):
         return None
-    from ..data import fit_size, is_on_disk
-    idx = data.eval_indices(SAMPLE, seed)
-    x, y = data.images("test", idx, device)
-    x = fit_size(x, tuple(model.spec.input_size) if not is_on_disk(data) else data.input_size)
+    x, y = _sample(model, data, device, seed, SAMPLE)
     with frozen(model):
         return better_normalisation(model, x, y, 64, device)
+
+
+def sample_rows(model, data, device: torch.device, seed: int = 0, n: int = 64) -> list[tuple[str, str]]:
+    """`harden data --model`'s rows: the clean accuracy on n of the test images as eval reads them, and the
+    chance-level and assumed-normalisation checks where they trip (forward passes only)."""
+    from .checks import above_chance
+    x, y = _sample(model, data, device, seed, n)
+    with frozen(model):
+        pred = predict_labels(model, x, 64, device)
+        k = int((pred == y).sum())
+        low, high = wilson(k, len(y))
+        rows = [(f"clean accuracy on {len(y)} test images", f"{k / len(y):.1%} (95% interval {low:.1%}-{high:.1%}), "
+                 "the model on the images as eval reads them")]
+        for flagged in (above_chance(pred, y, model.spec.num_classes, getattr(model, "config_sources", None)),
+                        better_normalisation(model, x, y, 64, device)):
+            if flagged is not None and flagged["tripped"]:
+                rows.append((f"warning: {flagged['check']}", flagged["detail"]))
+    return rows
