@@ -108,8 +108,12 @@ def check_before_training(model, data, device: torch.device, seed: int = 0) -> d
 def sample_rows(model, data, device: torch.device, seed: int = 0, n: int = 64) -> list[tuple[str, str]]:
     """`harden data --model`'s rows: the clean accuracy on n of the test images as eval reads them, and the
     chance-level and assumed-normalisation checks where they trip (forward passes only)."""
+    from ..errors import HardenError
     from .checks import above_chance
-    x, y = _sample(model, data, device, seed, n)
+    try:
+        x, y = _sample(model, data, device, seed, n)
+    except HardenError as e:  # an unreadable file: the rows above name it; --skip-unreadable leaves it out
+        return [(f"clean accuracy on {n} test images", f"not measured: {str(e).split('. ')[0]}")]
     with frozen(model):
         pred = predict_labels(model, x, 64, device)
         k = int((pred == y).sum())
