@@ -733,7 +733,7 @@ def test_harden_data_says_how_a_dataset_is_read(tmp_path, cli):
     assert "test split 15 images in 3 classes; per class 4 (1) to 7 (0)" in text  # the model's indices
     assert "WordNet synsets -> the model's 1000 ImageNet indices" in text
     assert "unreadable:" in text and "broken.jpg" in text
-    assert "clean accuracy on 64 test images not measured: Cannot read the image" in text  # the model's sample
+    assert "clean accuracy on 64 test images: not measured: Cannot read the image" in text  # the model's sample
     code, out, err = cli("data", "digits")
     assert code == 0 and "arrays in memory" in out and "8x8" in out
 

@@ -113,15 +113,15 @@ def sample_rows(model, data, device: torch.device, seed: int = 0, n: int = 64) -
     try:
         x, y = _sample(model, data, device, seed, n)
     except HardenError as e:  # an unreadable file: the rows above name it; --skip-unreadable leaves it out
-        return [(f"clean accuracy on {n} test images", f"not measured: {str(e).split('. ')[0]}")]
+        return [("clean accuracy", f"on {n} test images: not measured: {str(e).split('. ')[0]}")]
     with frozen(model):
         pred = predict_labels(model, x, 64, device)
         k = int((pred == y).sum())
         low, high = wilson(k, len(y))
-        rows = [(f"clean accuracy on {len(y)} test images", f"{k / len(y):.1%} (95% interval {low:.1%}-{high:.1%}), "
-                 "the model on the images as eval reads them")]
+        rows = [("clean accuracy", f"on {len(y)} test images as eval reads them: {k / len(y):.1%} (95% interval "
+                 f"{low:.1%}-{high:.1%})")]
         for flagged in (above_chance(pred, y, model.spec.num_classes, getattr(model, "config_sources", None)),
                         better_normalisation(model, x, y, 64, device)):
             if flagged is not None and flagged["tripped"]:
-                rows.append((f"warning: {flagged['check']}", flagged["detail"]))
+                rows.append(("warning", f"{flagged['check']}: {flagged['detail']}"))
     return rows
