@@ -18,7 +18,7 @@ from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
 from .report.model import Report
-from .report.normalisation import check_before_training
+from .report.normalisation import checks_before_training
 from .report.runner import evaluate
 from .models import Classifier
 from .models.registry import gives_input_gradient, no_input_gradient
@@ -146,9 +146,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
         raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
-    normalisation = check_before_training(base_model.to(device), ds, device, seed)
-    if normalisation is not None and normalisation["tripped"]:
-        warn(f"{base_name}: {normalisation['detail']}.")
+    for tripped in checks_before_training(base_model.to(device), ds, device, seed):
+        warn(f"{base_name}: {tripped['check']}: {tripped['detail']}.")
     train_ds = subsample(ds, data_frac, seed)
     kind_defaults = apply_kind_defaults(config, ds.kind)
     if kind_defaults:

@@ -141,6 +141,10 @@ def test_clean_accuracy_at_chance_is_said_with_what_loading_assumed(digits_model
     good = harden.evaluate(digits_model, digits, n=100, attacks=["fgsm"], device="cpu", metrics=False,
                            masking_checks=False)
     assert not next(f for f in good.masking if f["check"] == "clean accuracy at chance")["tripped"]
+    from harden.runtime import console
+    with console.capture() as cap:  # `fix` says it before it trains
+        harden.fix(wrong, digits, data_frac=0.1, epochs=1, report=False, device="cpu")
+    assert "clean accuracy at chance:" in " ".join(cap.get().split())
 
     y = torch.arange(100) % 10
     assert above_chance(y[:19], y[:19], 10) is None  # too few images

@@ -95,14 +95,17 @@ def _sample(model, data, device: torch.device, seed: int, n: int) -> tuple[torch
     return fit_size(x, tuple(model.spec.input_size) if not is_on_disk(data) else data.input_size), y
 
 
-def check_before_training(model, data, device: torch.device, seed: int = 0) -> dict[str, Any] | None:
-    """better_normalisation on up to 256 of the test images the report will use, for `harden fix` to say before it
-    trains (a network trained further under the wrong normalisation is hours spent on another problem)."""
-    if not assumed(model):
-        return None
+def checks_before_training(model, data, device: torch.device, seed: int = 0) -> list[dict[str, Any]]:
+    """The tripped ones of the chance-level and assumed-normalisation checks on up to 256 of the test images the
+    report will use, for `harden fix` to say before it trains (a network trained further on images it does not read
+    as it was trained to is hours spent on another problem). Forward passes only."""
+    from .checks import above_chance
     x, y = _sample(model, data, device, seed, SAMPLE)
     with frozen(model):
-        return better_normalisation(model, x, y, 64, device)
+        pred = predict_labels(model, x, 64, device)
+        flags = [above_chance(pred, y, model.spec.num_classes, getattr(model, "config_sources", None)),
+                 better_normalisation(model, x, y, 64, device)]
+    return [f for f in flags if f is not None and f["tripped"]]
 
 
 def sample_rows(model, data, device: torch.device, seed: int = 0, n: int = 64) -> list[tuple[str, str]]:
