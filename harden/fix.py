@@ -146,7 +146,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
         raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
-    for tripped in checks_before_training(base_model.to(device), ds, device, seed):
+    # on the report's test images, read only where the report will read them (--no-report reads no test split)
+    for tripped in checks_before_training(base_model.to(device), ds, device, seed) if report else []:
         warn(f"{base_name}: {tripped['check']}: {tripped['detail']}.")
     train_ds = subsample(ds, data_frac, seed)
     kind_defaults = apply_kind_defaults(config, ds.kind)
