@@ -1,10 +1,11 @@
-"""Does the model read these images with the normalisation it was given? A plain state dict says no mean or std, and
+"""Does the model read these images as it was trained to? A plain state dict says no mean or std, and
 published training code normalises in its data transform (pytorch-cifar's `transforms.Normalize((0.4914, ...),
 (0.2023, ...))`), so loading assumes mean 0, std 1, under which a CIFAR network still scores well above chance but
 far below its own accuracy, and every robust accuracy measured on it describes another function. Where the mean and
 std were assumed, the clean accuracy on (up to) 256 of the report's images is measured again under the
 normalisations published code uses most; one that does clearly better (their 95% intervals apart) is named, with the
-flags that give it. Nothing is changed: the numbers stay those of the model as loaded."""
+flags that give it. Nothing is changed: the numbers stay those of the model as loaded. The same check and the
+chance-level one (checks.above_chance) run before `harden fix` trains and in `harden data --model`."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -95,36 +96,32 @@ def _sample(model, data, device: torch.device, seed: int, n: int) -> tuple[torch
     return fit_size(x, tuple(model.spec.input_size) if not is_on_disk(data) else data.input_size), y
 
 
-def checks_before_training(model, data, device: torch.device, seed: int = 0) -> list[dict[str, Any]]:
-    """The tripped ones of the chance-level and assumed-normalisation checks on up to 256 of the test images the
-    report will use, for `harden fix` to say before it trains (a network trained further on images it does not read
-    as it was trained to is hours spent on another problem). Forward passes only."""
+def _checked(model, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[int, list[dict[str, Any]]]:
+    """(images the model gets right, the tripped ones of the chance-level and assumed-normalisation checks)."""
     from .checks import above_chance
-    x, y = _sample(model, data, device, seed, SAMPLE)
     with frozen(model):
         pred = predict_labels(model, x, 64, device)
         flags = [above_chance(pred, y, model.spec.num_classes, getattr(model, "config_sources", None)),
                  better_normalisation(model, x, y, 64, device)]
-    return [f for f in flags if f is not None and f["tripped"]]
+    return int((pred == y).sum()), [f for f in flags if f is not None and f["tripped"]]
+
+
+def checks_before_training(model, data, device: torch.device, seed: int = 0) -> list[dict[str, Any]]:
+    """The tripped checks on up to 256 of the test images the report will use, for `harden fix` to say before it
+    trains (a network trained further on images it does not read as it was trained to is hours spent on another
+    problem). Forward passes only."""
+    return _checked(model, *_sample(model, data, device, seed, SAMPLE), device)[1]
 
 
 def sample_rows(model, data, device: torch.device, seed: int = 0, n: int = 64) -> list[tuple[str, str]]:
-    """`harden data --model`'s rows: the clean accuracy on n of the test images as eval reads them, and the
-    chance-level and assumed-normalisation checks where they trip (forward passes only)."""
+    """`harden data --model`'s rows: the clean accuracy on n of the test images as eval reads them, and the checks
+    that trip (forward passes only)."""
     from ..errors import HardenError
-    from .checks import above_chance
     try:
         x, y = _sample(model, data, device, seed, n)
     except HardenError as e:  # an unreadable file: the rows above name it; --skip-unreadable leaves it out
         return [("clean accuracy", f"on {n} test images: not measured: {str(e).split('. ')[0]}")]
-    with frozen(model):
-        pred = predict_labels(model, x, 64, device)
-        k = int((pred == y).sum())
-        low, high = wilson(k, len(y))
-        rows = [("clean accuracy", f"on {len(y)} test images as eval reads them: {k / len(y):.1%} (95% interval "
-                 f"{low:.1%}-{high:.1%})")]
-        for flagged in (above_chance(pred, y, model.spec.num_classes, getattr(model, "config_sources", None)),
-                        better_normalisation(model, x, y, 64, device)):
-            if flagged is not None and flagged["tripped"]:
-                rows.append(("warning", f"{flagged['check']}: {flagged['detail']}"))
-    return rows
+    k, tripped = _checked(model, x, y, device)
+    low, high = wilson(k, len(y))
+    return [("clean accuracy", f"on {len(y)} test images as eval reads them: {k / len(y):.1%} (95% interval "
+             f"{low:.1%}-{high:.1%})")] + [("warning", f"{f['check']}: {f['detail']}") for f in tripped]
