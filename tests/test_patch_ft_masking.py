@@ -157,10 +157,10 @@ def test_clean_accuracy_at_chance_is_said_with_what_loading_assumed(digits_model
 
 
 def test_an_assumed_normalisation_that_a_common_one_beats_is_named_and_left_as_it_is(digits_model, digits):
-    """Where loading assumed mean 0 and std 1 (a plain state dict), the clean accuracy is measured again under the
-    normalisations published code uses; one clearly better is named with its flags (the numbers stay the model's
-    as loaded, its buffers as they were). A model whose assumed normalisation is right stays quiet; one whose mean
-    and std were given is not checked."""
+    """Where loading assumed mean 0 and std 1 (a plain state dict), or took timm's values for the architecture's
+    own weights, the clean accuracy is measured again under the normalisations published code uses; one clearly
+    better is named with its flags (the numbers stay the model's as loaded, its buffers as they were). A model whose
+    assumed normalisation is right stays quiet; one whose mean and std were given is not checked."""
     import copy
     right = copy.deepcopy(digits_model)
     right.config_sources = {"mean": "default", "std": "default"}  # as a plain state dict's load says
@@ -179,6 +179,14 @@ def test_an_assumed_normalisation_that_a_common_one_beats_is_named_and_left_as_i
     assert torch.equal(wrong.mean, torch.zeros_like(wrong.mean)) and torch.equal(wrong.std, torch.ones_like(wrong.std))
     assert report.clean_accuracy == harden.evaluate(wrong, digits, **kw).clean_accuracy  # unchanged by the check
     assert check(harden.evaluate(digits_model, digits, **kw)) is None  # its mean and std are its metadata's
+    timm_said = copy.deepcopy(digits_model)  # mean and std from timm's config for another dataset's weights
+    timm_said.config_sources = {"mean": "timm config (resnet18)", "std": "timm config (resnet18)"}
+    timm_said.mean.fill_(0.449)
+    timm_said.std.fill_(0.226)
+    flag = check(harden.evaluate(timm_said, digits, **kw))
+    assert flag["tripped"] and "(timm config (resnet18))" in flag["detail"], flag
+    timm_said.config_sources = {"mean": "hub config.json", "std": "hub config.json"}  # the file's own word
+    assert check(harden.evaluate(timm_said, digits, **kw)) is None
     from harden.runtime import console
     with console.capture() as cap:  # `fix` says it before it trains
         harden.fix(wrong, digits, data_frac=0.1, epochs=1, report_n=30, attacks=["fgsm"], metrics=False,

@@ -2,10 +2,11 @@
 published training code normalises in its data transform (pytorch-cifar's `transforms.Normalize((0.4914, ...),
 (0.2023, ...))`), so loading assumes mean 0, std 1, under which a CIFAR network still scores well above chance but
 far below its own accuracy, and every robust accuracy measured on it describes another function. Where the mean and
-std were assumed, the clean accuracy on (up to) 256 of the report's images is measured again under the
-normalisations published code uses most; one that does clearly better (their 95% intervals apart) is named, with the
-flags that give it. Nothing is changed: the numbers stay those of the model as loaded. The same check and the
-chance-level one (checks.above_chance) run before `harden fix` trains and in `harden data --model`."""
+std were assumed (the default, or timm's or torchvision's values for the architecture's own pretrained weights, which
+a network fine-tuned elsewhere need not share), the clean accuracy on (up to) 256 of the report's images is measured
+again under the normalisations published code uses most; one that does clearly better (their 95% intervals apart) is
+named, with the flags that give it. Nothing is changed: the numbers stay those of the model as loaded. The same check
+and the chance-level one (checks.above_chance) run before `harden fix` trains and in `harden data --model`."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -28,9 +29,15 @@ CANDIDATES = (("ImageNet's", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
               ("Fashion-MNIST's", (0.2860,), (0.3530,)))
 
 
-def assumed(model: Any) -> bool:
+def assumed(model: Any) -> str | None:
+    """Where the model's mean and std came from, when that is a guess rather than the file's or the user's word: the
+    default (mean 0, std 1), or timm's or torchvision's values for the architecture's own pretrained weights (which
+    a network fine-tuned elsewhere need not share). None otherwise."""
+    from ..models.config import TORCHVISION_SOURCE
     sources = getattr(model, "config_sources", None) or {}
-    return sources.get("mean") == "default" and sources.get("std") == "default"
+    mean, std = sources.get("mean", ""), sources.get("std", "")
+    guesses = ("default", "timm config", TORCHVISION_SOURCE)
+    return mean if mean.startswith(guesses) and std.startswith(guesses) else None
 
 
 @contextmanager
@@ -55,9 +62,10 @@ def _channels(values: tuple[float, ...], c: int) -> torch.Tensor:
 def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                          device: torch.device) -> dict[str, Any] | None:
     """A tripped check naming a normalisation under which the model's clean accuracy is clearly higher than under
-    the assumed mean 0, std 1; a quiet one where none is; None where the mean and std were not assumed (or the model
-    is not a harden Classifier)."""
-    if not assumed(model) or not hasattr(model, "mean") or len(y) < 20:
+    the assumed one (assumed()); a quiet one where none is; None where the mean and std were not assumed (or the
+    model is not a harden Classifier)."""
+    source = assumed(model)
+    if source is None or not hasattr(model, "mean") or len(y) < 20:
         return None
     xs, ys = x[:SAMPLE], y[:SAMPLE]
     n = len(ys)
@@ -67,6 +75,9 @@ def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, batch_size: in
 
     base = correct()
     c = model.mean.shape[1]
+    given = ("mean 0, std 1" if source == "default" else
+             f"mean {','.join(f'{v:.4g}' for v in model.mean.flatten().tolist())}, std "
+             f"{','.join(f'{v:.4g}' for v in model.std.flatten().tolist())} ({source})")
     rows = []
     for name, mean, std in CANDIDATES:
         if len(mean) == 1 and c != 1:
@@ -80,12 +91,12 @@ def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, batch_size: in
     def shown(values: tuple[float, ...]) -> str:
         return ",".join(f"{float(t):.4g}" for t in _channels(values, c))
     better = wilson(best, n)[0] > wilson(base, n)[1]
-    detail = (f"clean accuracy on {n} images {base / n:.1%} with the assumed mean 0, std 1; "
+    detail = (f"clean accuracy on {n} images {base / n:.1%} with the assumed {given}; "
               f"{best / n:.1%} with {name} mean and std")
     if better:
-        detail += (f": the model was likely trained with its images normalised: pass --mean {shown(mean)} --std "
-                   f"{shown(std)} (or the values of its training code); harden measures and trains the model as loaded, "
-                   "with mean 0 and std 1")
+        detail += (f": the model was likely trained with its images normalised otherwise: pass --mean {shown(mean)} "
+                   f"--std {shown(std)} (or the values of its training code); harden measures and trains the model "
+                   f"as loaded, with {given.split(' (')[0]}")
     return flag("normalisation assumed", better, detail, kind="check")
 
 
