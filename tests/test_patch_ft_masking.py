@@ -206,3 +206,21 @@ def test_harden_data_with_a_model_gives_its_accuracy_on_a_sample_and_the_checks(
     code, out, err = cli("data", "digits", "--model", tmp_path / "plain.pt", "--arch", "cnn-small", "--num-classes",
                          "10", "--in-chans", "1", "--input-size", "8")
     assert code == 0 and "normalisation assumed:" in out and "--mean" in out, out + err
+
+
+def test_a_network_trained_on_0_255_pixels_is_named(digits_model, digits):
+    """A network trained on raw 0-255 values (mean 0, std 1/255 in pixel units), read with the default mean 0 and
+    std 1, sees images 255 times too dark: the check names the 0-255 normalisation."""
+    import copy
+    raw = copy.deepcopy(digits_model)
+    with torch.no_grad():  # its normalisation folded into its first layer (exact but at zero-padded borders):
+        first = next(m for m in raw.net.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))  # now of 0-255 values
+        mean, std = float(raw.mean.flatten()[0]), float(raw.std.flatten()[0])
+        first.weight.div_(255 * std)
+        first.bias.sub_(first.weight.sum(tuple(range(1, first.weight.ndim))) * mean * 255)
+    raw.mean.zero_()
+    raw.std.fill_(1.0)
+    raw.config_sources = {"mean": "default", "std": "default"}
+    report = harden.evaluate(raw, digits, n=200, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
+    flag = next(f for f in report.masking if f["check"] == "normalisation assumed")
+    assert flag["tripped"] and "0-255 pixels'" in flag["detail"] and "--std 0.003922" in flag["detail"], flag
