@@ -224,3 +224,20 @@ def test_a_network_trained_on_0_255_pixels_is_named(digits_model, digits):
     report = harden.evaluate(raw, digits, n=200, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
     flag = next(f for f in report.masking if f["check"] == "normalisation assumed")
     assert flag["tripped"] and "0-255 pixels'" in flag["detail"] and "--std 0.003922" in flag["detail"], flag
+
+
+def test_a_gate_can_require_that_no_check_tripped(digits_model, digits_ckpt, digits, cli):
+    """`--require checks.tripped<=0`: the count of gradient-masking and evaluation checks that tripped is a gate
+    metric, so a build fails when the checks say not to trust its numbers (here a blind model: clean accuracy at
+    chance) and passes on the model as saved."""
+    import copy
+
+    from harden.report.gate import apply_gate, parse_requirement
+    code, out, err = cli("eval", digits_ckpt, "--n", "60", "--attack", "fgsm", "--no-metrics", "--no-masking-checks",
+                         "-q", "--require", "checks.tripped<=0")
+    assert code == 0, out + err
+    blind = copy.deepcopy(digits_model)
+    blind.net.register_forward_pre_hook(lambda m, a: (a[0] * 0 + 5.0,))
+    report = harden.evaluate(blind, digits, n=60, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
+    assert report.metric_values()["checks.tripped"] == 1
+    assert not apply_gate(report.metric_values(), [parse_requirement("checks.tripped<=0")])[0]["passed"]

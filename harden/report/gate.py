@@ -10,6 +10,8 @@ from typing import Any
 from ..attacks import NORM_LABELS, parse_number
 from ..errors import HardenError
 
+TRIPPED_CHECKS = "checks.tripped"  # the count of gradient-masking and evaluation checks that tripped
+
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _REQ = re.compile(r"^\s*([A-Za-z0-9_.#-]+)\s*(>=|<=|>|<)\s*(baseline(?:\s*[+-]\s*[0-9./eE]+)?|[0-9./eE+-]+)\s*$")
 
@@ -64,7 +66,7 @@ def check_known(requirements: list[dict[str, Any]], attacks: list) -> None:
     """Fail early (exit 2) on a metric no report would contain, before minutes of attacks. `attacks`: the
     run's Attack objects (their report keys and stages are derived as evaluate does)."""
     accuracies = {"clean", "worst"} | {f"worst.{NORM_LABELS[a.norm]}" for a in attacks if a.norm in NORM_LABELS}
-    known = {"clean.on_source_correct", "empirical_robustness", "loss_sensitivity"}
+    known = {"clean.on_source_correct", "empirical_robustness", "loss_sensitivity", TRIPPED_CHECKS}
     seen: set[str] = set()
     for i, atk in enumerate(attacks):
         a = atk.name if atk.name not in seen else f"{atk.name}#{i}"

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .compare import verdicts_of
+from .gate import TRIPPED_CHECKS
 from .stats import interval
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ class Report:
         out.update(self.metrics)
         for k, (lo, hi) in self.intervals().items():
             out[f"{k}.lower"], out[f"{k}.upper"] = lo, hi
+        # the gradient-masking and evaluation checks that tripped (notes are not counted): `checks.tripped<=0`
+        # fails a build whose numbers the checks say not to trust
+        out[TRIPPED_CHECKS] = float(sum(1 for f in self.masking if f["tripped"] and f.get("kind", "masking") != "note"))
         return out
 
     def to_dict(self) -> dict[str, Any]:
