@@ -404,6 +404,22 @@ def test_slices_convert_with_tuple_indexing(tmp_path):
         assert torch.allclose(out, net(x), atol=1e-5)
 
 
+class Shuffled(nn.Module):
+    """ShuffleNet's channel shuffle (a reshape to sizes read from the input at run time) before a BatchNorm: at an old
+    opset with a dynamic batch, shape inference finds no rank after it."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.conv(x)
+        b, c, h, w = x.size()
+        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+        return self.fc(F.relu(self.bn(x)).mean((2, 3)))
+
+
 class SlicedWithoutFlip(Sliced):  # flip is opset 10's
     def forward(self, x):
         return self.head(x[:, :, 1:-1, 2:][:, :, :, :7].flatten(1))
@@ -415,15 +431,19 @@ def test_graphs_of_old_opsets_are_converted_to_a_newer_one_and_checked(tmp_path,
     """The ONNX Model Zoo's classic classifiers are opset 7 to 9 (and torch wrote 9 by default): onnx2torch has no
     converter for BatchNormalization-7, MaxPool-1 or Slice-1, so the graph goes through onnx's version converter
     first; at a fixed batch, opset 7's `x.view(x.size(0), -1)` is a constant [1, -1] whose -1 is then read from the
-    input's sizes. The result is the exported module, checked against onnxruntime on the file as it is."""
+    input's sizes; after a channel shuffle at a dynamic batch, the ranks shape inference cannot find come from one
+    run of the graph. The result is the exported module, checked against onnxruntime on the file as it is."""
     import onnx
     torch.manual_seed(0)
     net = LeNetView()
     with torch.no_grad():
         net.bn1.running_mean.normal_()
         net.bn1.running_var.uniform_(0.5, 2)
-    sliced = SlicedWithoutFlip().eval()
-    for module, path, size in ((net, tmp_path / "lenet.onnx", (16, 16)), (sliced, tmp_path / "sliced.onnx", (8, 9))):
+    sliced, shuffled = SlicedWithoutFlip().eval(), Shuffled().eval()
+    with torch.no_grad():
+        shuffled.bn.running_mean.normal_()
+    for module, path, size in ((net, tmp_path / "lenet.onnx", (16, 16)), (sliced, tmp_path / "sliced.onnx", (8, 9)),
+                               (shuffled, tmp_path / "shuffled.onnx", (8, 8))):
         export(module, path, size=size, fixed_batch=fixed, opset=opset)
         assert onnx.load(str(path)).opset_import[0].version == opset
         with console.capture():

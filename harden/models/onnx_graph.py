@@ -103,10 +103,31 @@ def _shape_inference_without_weights(model, **kwargs):
     it reads; onnx serialises the whole model for it, and writes models over 2 GB to a temporary file): the shapes
     it finds are put into the model. 4 s of a VGG-11's 130 M weights each conversion, now a fraction of a second."""
     import onnx
-    inferred = onnx.shape_inference.infer_shapes(_weights_stripped(model), **kwargs)
+    lean = _weights_stripped(model)
+    inferred = onnx.shape_inference.infer_shapes(lean, **kwargs)
+    ranked = _ranks_by_running(model, inferred)
+    replaced = {v.name for v in ranked}
+    found = [v for v in inferred.graph.value_info if v.name not in replaced] + ranked
     del model.graph.value_info[:]
-    model.graph.value_info.extend(inferred.graph.value_info)
+    model.graph.value_info.extend(found)
     return model
+
+
+def _ranks_by_running(model, inferred) -> list:
+    """Ranks for the values whose shape inference found none: an old opset's reshape to a shape computed at run time
+    (ShuffleNet's channel shuffle exported at opset 7: the sizes go through Shape, Cast and Gather, which inference
+    does not follow) leaves every value after it without a rank, and onnx2torch's BatchNorm and pooling converters
+    need one. One run of the graph at batch 1 gives them; only the rank is kept (every size unknown), so nothing of
+    that batch is baked in (and the conversion is checked against onnxruntime in any case)."""
+    import onnx
+    shaped = {v.name for v in inferred.graph.value_info if v.type.tensor_type.HasField("shape")}
+    shaped |= {v.name for v in list(model.graph.input) + list(model.graph.output)}
+    missing = sorted({o for n in model.graph.node for o in n.output if o and o not in shaped})
+    if not missing:
+        return []
+    return [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype),
+                                               [None] * value.ndim)
+            for name, value in _run_once(model, missing).items()]
 
 
 def _prepare(model):
@@ -370,6 +391,12 @@ def _free_batch(model, batch: int):
 def _constant_values(model, names: list[str]) -> dict[str, np.ndarray]:
     """The values of graph values that do not depend on the input (shapes computed from constants), by running the
     graph once on zeros of its input's fixed shape; {} where onnxruntime cannot."""
+    return {n: v for n, v in _run_once(model, names).items() if v.dtype.kind in "iu"}
+
+
+def _run_once(model, names: list[str]) -> dict[str, np.ndarray]:
+    """The named values of one run of the graph on zeros of its input's shape (a symbolic size as 1); {} where
+    onnxruntime cannot run it."""
     onnx, _ = _library()
     from onnx import helper
     probe = onnx.ModelProto()
@@ -383,7 +410,7 @@ def _constant_values(model, names: list[str]) -> dict[str, np.ndarray]:
         outs = session.run(names, {model.graph.input[0].name: np.zeros(dims, elem)})
     except Exception:  # noqa: BLE001 - then those shapes stay as they are (and the check decides)
         return {}
-    return {n: np.asarray(v) for n, v in zip(names, outs, strict=True) if np.asarray(v).dtype.kind in "iu"}
+    return {n: np.asarray(v) for n, v in zip(names, outs, strict=True)}
 
 
 def _weights_stripped(model):
