@@ -267,14 +267,15 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     try:
         model = build()
     except HardenError as e:
+        sized = sources.get("input_size") == "default" and getattr(e, "size_may_help", True)
         tried_size = size_it_runs_at(spec, logits_key if logits_key is not None else meta.get(LOGITS_KEY)) \
-            if sources.get("input_size") == "default" else None
+            if sized else None
         if tried_size is None:
             for msg in held:
                 warn(msg)
             if guessed and not isinstance(e, DoesNotRun):  # a network that cannot run says nothing of its count
                 raise no_count from None
-            if isinstance(e, DoesNotRun) and sources.get("input_size") == "default":
+            if isinstance(e, DoesNotRun) and sized:
                 raise DoesNotRun(f"{e} Nor at any common square size from {SIZES_TRIED[0]} to {SIZES_TRIED[-1]} "
                                  "pixels: pass the size it was trained at as --input-size.") from None
             raise

@@ -10,4 +10,9 @@ class NoInputGradient(HardenError):
 
 
 class DoesNotRun(HardenError):
-    """The network raised on a probe batch of the size and channels it was given (before its output was read)."""
+    """The network raised on a probe batch of the size and channels it was given (before its output was read).
+    `size_may_help`: False where the failure is not about the input (a forward that moves tensors to a GPU)."""
+
+    def __init__(self, message: str, size_may_help: bool = True):
+        super().__init__(message)
+        self.size_may_help = size_may_help

@@ -136,12 +136,13 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
             out = net(x)
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:  # torch's layers, timm's asserts
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        on_gpu = any(w in first.lower() for w in ("cuda", "nvidia"))
         why = ("Its forward moves tensors to a GPU itself (.cuda(), device='cuda'), which this machine lacks: make it "
-               "use the input's device (.to(x.device))." if any(w in first.lower() for w in ("cuda", "nvidia")) else
+               "use the input's device (.to(x.device))." if on_gpu else
                "Where that is a shape mismatch, check --input-size and --in-chans: a plain state dict does not say "
                "them.")
         raise DoesNotRun(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "
-                          f"{input_size[1]} ({first[:200]}). {why}") from None
+                         f"{input_size[1]} ({first[:200]}). {why}", size_may_help=not on_gpu) from None
     finally:
         net.train(was)
         for h in handles:

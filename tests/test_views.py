@@ -233,9 +233,14 @@ def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the forward runs where a GPU is")
-def test_a_forward_that_moves_tensors_to_the_gpu_itself_is_named(nets):
+def test_a_forward_that_moves_tensors_to_the_gpu_itself_is_named(nets, tmp_path):
     with pytest.raises(harden.HardenError, match=r"moves tensors to a GPU itself.*\.to\(x\.device\)"):
         harden.create_model(f"{nets}:CudaInside", 4, 3, (16, 16))
+    # loaded from a plain state dict (no size said): no other input size is tried, nor asked for
+    torch.save(harden.create_model(f"{nets}:TupleNet", 4, 3, (16, 16)).net.state_dict(), tmp_path / "cuda.pt")
+    with pytest.raises(harden.HardenError) as failed:
+        harden.load(tmp_path / "cuda.pt", arch=f"{nets}:CudaInside", num_classes=4)
+    assert "moves tensors to a GPU itself" in str(failed.value) and "common square size" not in str(failed.value)
 
 
 def test_a_forward_without_input_gradients_is_named_and_allowed_transfer_only(nets, tmp_path, cli):
