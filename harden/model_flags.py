@@ -45,8 +45,8 @@ _OPTIONS = {
         "drop_path_rate=0.1. Kept in the metadata of every checkpoint harden writes.", rich_help_panel="Model")),
     "channel_order": (Optional[str], typer.Option(
         None, "--channel-order", help="rgb (default) or bgr: the order of the channels the network takes (Caffe's "
-        "networks, the ONNX Model Zoo's caffe2 ones: bgr, with --mean/--std in that order, e.g. --mean "
-        "103.94,116.78,123.68 --std 1,1,1). Kept in the metadata.", rich_help_panel="Model")),
+        "classifiers and their conversions: bgr, with --mean/--std in that order, e.g. --mean "
+        "103.939,116.779,123.68 --std 1,1,1). Kept in the metadata.", rich_help_panel="Model")),
     "logits_key": (Optional[str], typer.Option(
         None, "--logits-key", help="Where the class scores are when the model's forward returns more than them: "
         "an index of a returned tuple (0) or a name of a returned dict or output object (logits). Found by itself "
