@@ -159,12 +159,12 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             spec["num_classes"], source["num_classes"] = rows, f"{GUESSED}{name}'s rows"
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
-    if "in_chans" not in spec and state and ":" in str(spec["arch"]) and \
-            not str(spec["arch"]).startswith("transformers:") and (first_conv(state) or first_linear_image(state)):
-        # published code's Net() for MNIST: its first convolution's weight says the image channels (the weights
-        # then fit, or loading says which layer does not); an MLP's first linear layer reads channels x H x W
-        name, channels = first_conv(state) or first_linear_image(state)
-        spec["in_chans"], source["in_chans"] = channels, f"checkpoint weights ({name})"
+    # published code's Net() for MNIST: its first convolution's weight says the image channels (the weights then
+    # fit, or loading says which layer does not); an MLP's first linear layer reads channels x H x W
+    stem = (first_conv(state) or first_linear_image(state)) if "in_chans" not in spec and state and \
+        ":" in str(spec["arch"]) and not str(spec["arch"]).startswith("transformers:") else None
+    if stem:
+        spec["in_chans"], source["in_chans"] = stem[1], f"checkpoint weights ({stem[0]})"
     for key in ("mean", "std"):
         if key in spec and source.get(key, "").startswith(("timm", TORCHVISION_SOURCE)):
             spec[key] = channel_statistics(spec[key], int(spec.get("in_chans", 3)))
