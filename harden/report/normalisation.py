@@ -66,11 +66,11 @@ def _channels(values: tuple[float, ...], c: int) -> torch.Tensor:
     return t if len(t) == c else t.mean().repeat(c)
 
 
-def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, batch_size: int,
                          device: torch.device) -> dict[str, Any] | None:
     """A tripped check naming a normalisation under which the model's clean accuracy is clearly higher than under
     the assumed one (assumed()); a quiet one where none is; None where the mean and std were not assumed (or the
-    model is not a harden Classifier)."""
+    model is not a harden Classifier). `pred`: the model's predictions for x as it is (the caller has them)."""
     source = assumed(model)
     if source is None or not hasattr(model, "mean") or len(y) < 20:
         return None
@@ -81,7 +81,7 @@ def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, batch_size: in
     def correct() -> np.ndarray:
         return (predict_labels(model, xs, batch_size, device) == ys).cpu().numpy()
 
-    base_right = correct()
+    base_right = (pred[:keep] == ys).cpu().numpy()
     base = int(base_right.sum())
     c = model.mean.shape[1]
     given = ("mean 0, std 1" if source == "default" else
@@ -127,7 +127,7 @@ def _checked(model, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> t
     with frozen(model):
         pred = predict_labels(model, x, 64, device)
         flags = [above_chance(pred, y, model.spec.num_classes, getattr(model, "config_sources", None)),
-                 better_normalisation(model, x, y, 64, device)]
+                 better_normalisation(model, x, y, pred, 64, device)]
     return int((pred == y).sum()), [f for f in flags if f is not None and f["tripped"]]
 
 

@@ -142,7 +142,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     clean_pred = predict_labels(model, x, batch_size, device)
     correct = clean_pred == y
     with frozen(loaded):
-        normalisation_flag = better_normalisation(loaded, x, y, batch_size, device)
+        normalisation_flag = better_normalisation(loaded, x, y, clean_pred, batch_size, device)
     if normalisation_flag is not None and normalisation_flag["tripped"]:  # said now, before the attacks' time
         warn(f"{model_name}: {normalisation_flag['detail']}.")
     src_correct = predict_labels(source, x, batch_size, device) == y if craft_on is not None else None
