@@ -92,8 +92,8 @@ def _build_net(spec: ModelSpec) -> nn.Module:
                           if k in params or k == "num_classes" or (k == "in_chans" and v != 3)}
             else:  # under the callable's own names for them (n_classes, in_channels, ...)
                 from .config import parameter_for
-                kwargs = {parameter_for(params, k): v for k, v in kwargs.items() if parameter_for(params, k)}
-                kwargs = {k: v for k, v in kwargs.items() if k not in spec.model_args}  # --model-arg wins
+                named = {parameter_for(params, k): v for k, v in kwargs.items()}
+                kwargs = {k: v for k, v in named.items() if k and k not in spec.model_args}  # --model-arg wins
                 unknown = [k for k in spec.model_args if k not in params]
                 if unknown:
                     raise HardenError(f"Architecture {arch!r} takes no argument {', '.join(map(repr, unknown))} "
