@@ -146,10 +146,11 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
         raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
-    # on the report's test images, read only where the report will read them (--no-report reads no test split)
-    for tripped in checks_before_training(base_model.to(device), ds, device, seed) if report else []:
-        warn(f"{base_name}: {tripped['check']}: {tripped['detail']}.")
     train_ds = subsample(ds, data_frac, seed)
+    # on the report's test images; with --no-report on the images it trains on (it reads no test split)
+    for tripped in checks_before_training(base_model.to(device), ds if report else train_ds, device, seed,
+                                          "test" if report else "train"):
+        warn(f"{base_name}: {tripped['check']}: {tripped['detail']}.")
     kind_defaults = apply_kind_defaults(config, ds.kind)
     if kind_defaults:
         info(f"{ds.kind} data: {', '.join(f'{k}={v}' for k, v in kind_defaults['applied'].items())} "

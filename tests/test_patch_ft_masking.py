@@ -193,6 +193,10 @@ def test_an_assumed_normalisation_that_a_common_one_beats_is_named_and_left_as_i
                    masking_checks=False, device="cpu")
     said = " ".join(cap.get().split())
     assert "normalisation assumed: clean accuracy" in said and "--mean" in said  # the pre-training form
+    with console.capture() as cap:  # --no-report reads no test split: the images it trains on are checked
+        harden.fix(wrong, digits, data_frac=0.1, epochs=1, report=False, device="cpu")
+    said = " ".join(cap.get().split())
+    assert "normalisation assumed: clean accuracy" in said and "--mean" in said, said
 
 
 def test_harden_data_with_a_model_gives_its_accuracy_on_a_sample_and_the_checks(digits_model, digits_ckpt, cli,

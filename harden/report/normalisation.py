@@ -114,10 +114,14 @@ def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, pred: torch.Te
     return flag("normalisation assumed", better, detail, kind="check")
 
 
-def _sample(model, data, device: torch.device, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n of the test images a report evaluates, at the size the report gives them."""
+def _sample(model, data, device: torch.device, seed: int, n: int, split: str = "test"
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n of the test images a report evaluates, at the size the report gives them; of 'train': n of the
+    training images drawn in proportion to their classes (the first n of a folder would be one class)."""
     from ..data import fit_size, is_on_disk
-    x, y = data.images("test", data.eval_indices(n, seed), device)
+    from ..data.base import stratified_sample
+    idx = data.eval_indices(n, seed) if split == "test" else stratified_sample(data.y_train, n, seed)
+    x, y = data.images(split, idx, device)
     return fit_size(x, tuple(model.spec.input_size) if not is_on_disk(data) else data.input_size), y
 
 
@@ -131,11 +135,13 @@ def _checked(model, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> t
     return int((pred == y).sum()), [f for f in flags if f is not None and f["tripped"]]
 
 
-def checks_before_training(model, data, device: torch.device, seed: int = 0) -> list[dict[str, Any]]:
-    """The tripped checks on up to 256 of the test images the report will use, for `harden fix` to say before it
-    trains (a network trained further on images it does not read as it was trained to is hours spent on another
-    problem). Forward passes only."""
-    return _checked(model, *_sample(model, data, device, seed, SAMPLE), device)[1]
+def checks_before_training(model, data, device: torch.device, seed: int = 0, split: str = "test"
+                           ) -> list[dict[str, Any]]:
+    """The tripped checks on up to 256 of the test images the report will use (split 'test'), or of the images it
+    will train on ('train': `fix --no-report` reads no test split), for `harden fix` to say before it trains (a
+    network trained further on images it does not read as it was trained to is hours spent on another problem).
+    Forward passes only."""
+    return _checked(model, *_sample(model, data, device, seed, SAMPLE, split), device)[1]
 
 
 def sample_rows(model, data, device: torch.device, seed: int = 0, n: int = 64) -> list[tuple[str, str]]:
