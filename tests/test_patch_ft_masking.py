@@ -245,3 +245,42 @@ def test_a_gate_can_require_that_no_check_tripped(digits_model, digits_ckpt, dig
     report = harden.evaluate(blind, digits, n=60, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
     assert report.metric_values()["checks.tripped"] == 1
     assert not apply_gate(report.metric_values(), [parse_requirement("checks.tripped<=0")])[0]["passed"]
+
+
+def test_a_caffe_network_fed_rgb_is_named_with_its_channel_order(digits_model, digits):
+    """A Caffe-style colour network (BGR 0-255 pixels less ImageNet's mean) read as loading assumes it (RGB, mean 0,
+    std 1) sees the wrong channel: the check names Caffe's normalisation with --channel-order bgr, and leaves the
+    model's channel order as it was."""
+    import copy
+    import dataclasses
+
+    from harden.data import ImageData
+    from harden.models.registry import CHANNEL_ORDER, Classifier
+    grey = copy.deepcopy(digits_model)
+
+    class CaffeDigits(nn.Module):  # reads its red channel (the last in BGR order) as Caffe's data layer gives it
+        def __init__(self):
+            super().__init__()
+            self.inner = grey
+
+        def forward(self, z):
+            return self.inner(z[:, 2:3] / 255 + 123.68 / 255)
+
+    spec = dataclasses.replace(digits_model.spec, in_chans=3, mean=(0.0,) * 3, std=(1.0,) * 3, extra={})
+    caffe = Classifier(CaffeDigits(), spec)
+    caffe.config_sources = {"mean": "default", "std": "default"}
+    rng = np.random.default_rng(0)
+
+    def coloured(x):  # red: the digit; green and blue: noise
+        return np.concatenate([x, rng.integers(0, 256, x.shape[:3] + (2,), dtype=np.uint8)], axis=-1)
+    data = ImageData(coloured(digits.x_train), digits.y_train, coloured(digits.x_test), digits.y_test, "red digits", 10)
+    report = harden.evaluate(caffe, data, n=200, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
+    flag = next(f for f in report.masking if f["check"] == "normalisation assumed")
+    assert flag["tripped"] and "Caffe's" in flag["detail"] and "--channel-order bgr" in flag["detail"], flag
+    assert CHANNEL_ORDER not in caffe.spec.extra  # restored
+    caffe.spec.extra[CHANNEL_ORDER] = "bgr"  # the user's word on the order stands: only Caffe's values are tried
+    caffe.mean.copy_(torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1) / 255)
+    caffe.std.fill_(1 / 255)
+    report = harden.evaluate(caffe, data, n=200, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
+    assert report.clean_accuracy > 0.8 and caffe.spec.extra[CHANNEL_ORDER] == "bgr"
+    assert next((f for f in report.masking if f["check"] == "normalisation assumed"), None) is None  # none else
