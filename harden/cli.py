@@ -579,7 +579,7 @@ def data_cmd(
     if loaded is not None and dataset.n_test:
         import torch
 
-        from .report.normalisation import sample_rows
+        from .report.preflight import sample_rows
         rows += sample_rows(loaded, dataset, torch.device("cpu"))
     for k, v in rows:
         t.add_row(k, escape(v))

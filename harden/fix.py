@@ -18,7 +18,7 @@ from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
 from .report.model import Report
-from .report.normalisation import checks_before_training
+from .report.preflight import checks_before_training
 from .report.runner import evaluate
 from .models import Classifier
 from .models.registry import gives_input_gradient, no_input_gradient

@@ -284,3 +284,77 @@ def test_a_caffe_network_fed_rgb_is_named_with_its_channel_order(digits_model, d
     report = harden.evaluate(caffe, data, n=200, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
     assert report.clean_accuracy > 0.8 and caffe.spec.extra[CHANNEL_ORDER] == "bgr"
     assert next((f for f in report.masking if f["check"] == "normalisation assumed"), None) is None  # none else
+
+
+class StripeNet(nn.Module):
+    """Tells vertical from horizontal stripes of period 2 pixels, as drawn at 64x64: read at 32x32, the stripes
+    average out to grey (a network trained on 224-pixel photos, read as thumbnails, loses what it learnt the same
+    way), and adaptive pooling lets it run at any size."""
+
+    def __init__(self):
+        super().__init__()
+        self.diff = nn.Conv2d(3, 2, 2, bias=False)
+        with torch.no_grad():
+            self.diff.weight.zero_()
+            self.diff.weight[0, :, 0, 0], self.diff.weight[0, :, 1, 0] = 1.0, -1.0  # across rows: horizontal
+            self.diff.weight[1, :, 0, 0], self.diff.weight[1, :, 0, 1] = 1.0, -1.0  # across columns: vertical
+
+    def forward(self, x):
+        inner = x[..., 2:-2, 2:-2]  # a resize's borders keep a trace of the stripes' phase
+        return nn.functional.adaptive_avg_pool2d(self.diff(inner).abs(), 1).flatten(1) * 10
+
+
+def _stripe_images(per_class, rng):
+    """(uint8 NHWC 64x64 images, labels): class 0 horizontal stripes, class 1 vertical, with noise."""
+    line = np.arange(64) % 2 * 200 + 20
+    imgs = [np.broadcast_to(line[:, None] if c == 0 else line[None], (64, 64))[..., None] +
+            rng.integers(0, 30, (64, 64, 3)) for c in (0, 1) for _ in range(per_class)]
+    return np.stack(imgs).clip(0, 255).astype(np.uint8), np.repeat(np.arange(2), per_class)
+
+
+def _stripes(root, per_class, rng):
+    from PIL import Image
+    for split in ("train", "val"):
+        x, y = _stripe_images(per_class, rng)
+        for i, (img, label) in enumerate(zip(x, y, strict=True)):
+            folder = root / split / ("horizontal", "vertical")[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(folder / f"{i}.png")
+
+
+def test_an_assumed_input_size_that_a_common_one_beats_is_named(tmp_path, digits_model):
+    """A network that runs at any size, its input size assumed (32x32) for images drawn at 64x64, loses what it
+    learnt: the check reads the report's images again at the common training sizes and names the one that does
+    clearly better (files: decoded again; arrays: at their own size). Nothing where the size was given."""
+    import dataclasses
+
+    from harden.data import DataTarget, load_data
+    from harden.models.registry import Classifier
+    from harden.report.preflight import checks_before_training
+    _stripes(tmp_path, 24, np.random.default_rng(0))
+    spec = dataclasses.replace(digits_model.spec, arch="stripes", num_classes=2, in_chans=3, input_size=(32, 32),
+                               mean=(0.0,) * 3, std=(1.0,) * 3, extra={})
+    model = Classifier(StripeNet(), spec)
+    model.config_sources = {"input_size": "default", "mean": "flag", "std": "flag"}
+    data = load_data(tmp_path, DataTarget.for_model(model, workers=0))
+    kw = dict(n=40, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
+    report = harden.evaluate(model, data, **kw)
+    flag = next(f for f in report.masking if f["check"] == "input size assumed")
+    assert flag["tripped"] and "--input-size 64x64" in flag["detail"], flag
+    assert report.clean_accuracy < 0.7  # the numbers stay the model's as loaded
+    tripped = checks_before_training(model, data, torch.device("cpu"), split="train")  # fix's, on training images
+    assert any(f["check"] == "input size assumed" and "--input-size 64x64" in f["detail"] for f in tripped), tripped
+    model.config_sources["input_size"] = "flag"  # the user's word
+    assert not any(f["check"] == "input size assumed" for f in harden.evaluate(model, data, **kw).masking)
+    at_64 = Classifier(StripeNet(), dataclasses.replace(spec, input_size=(64, 64)))
+    at_64.config_sources = {"input_size": "default", "mean": "flag", "std": "flag"}  # assumed but right
+    data = load_data(tmp_path, DataTarget.for_model(at_64, workers=0))
+    flag = next(f for f in harden.evaluate(at_64, data, **kw).masking if f["check"] == "input size assumed")
+    assert not flag["tripped"], flag
+
+    from harden.data import ImageData
+    rng = np.random.default_rng(1)
+    arrays = ImageData(*_stripe_images(24, rng), *_stripe_images(24, rng), "stripes", 2)  # resized to 32 by the report
+    model.config_sources["input_size"] = "default"
+    flag = next(f for f in harden.evaluate(model, arrays, **kw).masking if f["check"] == "input size assumed")
+    assert flag["tripped"] and "--input-size 64x64" in flag["detail"], flag

@@ -93,6 +93,13 @@ class FileData(Data):
                           held_out={"fraction": HELD_OUT_TEST, "seed": HELD_OUT_SEED, "n": int(len(test_idx)),
                                     "index_sha256": index_hash(test_idx)})
 
+    def at_size(self, size: tuple[int, int]) -> "FileData":
+        """The same files through the same transform at another input size (the input-size check reads a sample
+        again); files it cannot read are counted apart from the report's."""
+        pre = self.preprocess
+        return self._with(preprocess=Preprocess(pre.in_chans, (int(size[0]), int(size[1])), pre.interpolation,
+                                                pre.crop_pct, pre.crop_mode), skipped=[])
+
     # ---------------------------------------------------------------- decoding
     def _check(self, errors: list[str]) -> None:
         if not errors:

@@ -3,8 +3,9 @@ imports inside the package point one way, from the layer above to the layers bel
 
     4  render (terminal, Markdown, JSON, JUnit)   release (time budget + baseline + gate: `harden eval`'s work)
     3  runner (`harden.evaluate`: runs the attacks)   html_page (the HTML page and figures)
+       preflight (the chance, normalisation and input-size checks on a sample, before a long run)
     2  model (Report, AttackResult)   curves (robustness curves)   metrics (seed 004's ART metrics)
-       normalisation (an assumed mean/std that a common one beats)
+       normalisation (an assumed mean/std that a common one beats)   input_size (an assumed input size that one beats)
     1  compare (paired tests, verdicts)   budget (--time-budget)   checks (gradient-masking checks)
     0  stats (intervals)   examples (adversarial examples)   gate (requirements)   ci_output   compare_render
 """

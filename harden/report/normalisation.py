@@ -6,8 +6,7 @@ std were assumed (the default, or timm's or torchvision's values for the archite
 a network fine-tuned elsewhere need not share), the clean accuracy on some of the report's images is measured again
 under the normalisations published code uses most; one that does clearly better (McNemar's exact test on the same
 images, p < 0.01) is named, with the flags that give it. Nothing is changed: the numbers stay those of the model as
-loaded. The same check and the chance-level one (checks.above_chance) run before `harden fix` trains and in
-`harden data --model`."""
+loaded. The same check runs before `harden fix` trains and in `harden data --model` (preflight.py)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -17,10 +16,8 @@ import numpy as np
 import torch
 
 from ..batching import predict_labels
-from ..runtime import frozen
 from .checks import flag
 from .compare import paired
-from .stats import wilson
 
 SAMPLE = 256  # images where mean 0 and std 1 were assumed
 CONFIG_SAMPLE = 128  # where timm's or torchvision's values were taken: usually right, so half the passes (a ResNet-50
@@ -134,47 +131,3 @@ def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, pred: torch.Te
                    f"values of its training code); harden measures and trains the model as loaded, with "
                    f"{given.split(' (')[0]}")
     return flag("normalisation assumed", better, detail, kind="check")
-
-
-def _sample(model, data, device: torch.device, seed: int, n: int, split: str = "test"
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n of the test images a report evaluates, at the size the report gives them; of 'train': n of the
-    training images drawn in proportion to their classes (the first n of a folder would be one class)."""
-    from ..data import fit_size, is_on_disk
-    from ..data.base import stratified_sample
-    idx = data.eval_indices(n, seed) if split == "test" else stratified_sample(data.y_train, n, seed)
-    x, y = data.images(split, idx, device)
-    return fit_size(x, tuple(model.spec.input_size) if not is_on_disk(data) else data.input_size), y
-
-
-def _checked(model, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[int, list[dict[str, Any]]]:
-    """(images the model gets right, the tripped ones of the chance-level and assumed-normalisation checks)."""
-    from .checks import above_chance
-    with frozen(model):
-        pred = predict_labels(model, x, 64, device)
-        flags = [above_chance(pred, y, model.spec.num_classes, getattr(model, "config_sources", None)),
-                 better_normalisation(model, x, y, pred, 64, device)]
-    return int((pred == y).sum()), [f for f in flags if f is not None and f["tripped"]]
-
-
-def checks_before_training(model, data, device: torch.device, seed: int = 0, split: str = "test"
-                           ) -> list[dict[str, Any]]:
-    """The tripped checks on up to 256 of the test images the report will use (split 'test'), or of the images it
-    will train on ('train': `fix --no-report` reads no test split), for `harden fix` to say before it trains (a
-    network trained further on images it does not read as it was trained to is hours spent on another problem).
-    Forward passes only."""
-    return _checked(model, *_sample(model, data, device, seed, SAMPLE, split), device)[1]
-
-
-def sample_rows(model, data, device: torch.device, seed: int = 0, n: int = 64) -> list[tuple[str, str]]:
-    """`harden data --model`'s rows: the clean accuracy on n of the test images as eval reads them, and the checks
-    that trip (forward passes only)."""
-    from ..errors import HardenError
-    try:
-        x, y = _sample(model, data, device, seed, n)
-    except HardenError as e:  # an unreadable file: the rows above name it; --skip-unreadable leaves it out
-        return [("clean accuracy", f"on {n} test images: not measured: {str(e).split('. ')[0]}")]
-    k, tripped = _checked(model, x, y, device)
-    low, high = wilson(k, len(y))
-    return [("clean accuracy", f"on {len(y)} test images as eval reads them: {k / len(y):.1%} (95% interval "
-             f"{low:.1%}-{high:.1%})")] + [("warning", f"{f['check']}: {f['detail']}") for f in tripped]

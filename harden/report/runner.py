@@ -21,6 +21,7 @@ from . import checks as mk
 from .curves import monotonic_flag, robustness_curves
 from .examples import example_indices, pick_examples
 from .metrics import seed004_metrics
+from .input_size import better_input_size
 from .normalisation import better_normalisation
 from .model import PRECISION_LABELS, AttackResult, Report
 
@@ -142,9 +143,12 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     clean_pred = predict_labels(model, x, batch_size, device)
     correct = clean_pred == y
     with frozen(loaded):
-        normalisation_flag = better_normalisation(loaded, x, y, clean_pred, batch_size, device)
-    if normalisation_flag is not None and normalisation_flag["tripped"]:  # said now, before the attacks' time
-        warn(f"{model_name}: {normalisation_flag['detail']}.")
+        preprocessing_flags = [f for f in (better_normalisation(loaded, x, y, clean_pred, batch_size, device),
+                                           better_input_size(loaded, data, "test", idx, y, clean_pred, batch_size,
+                                                             device)) if f is not None]
+    for f in preprocessing_flags:
+        if f["tripped"]:  # said now, before the attacks' time
+            warn(f"{model_name}: {f['detail']}.")
     src_correct = predict_labels(source, x, batch_size, device) == y if craft_on is not None else None
     nfeat = x[0].numel()
     results: list[AttackResult] = []
@@ -184,7 +188,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
                      "gradient with respect to its input")
     extra_metrics = distributed.from_main(lambda: seed004_metrics(model, x, y, batch_size, device)) if metrics else {}
     num_classes = spec.num_classes if spec is not None else data.num_classes
-    flags = [f for f in [mk.above_chance(clean_pred, y, num_classes, sources), normalisation_flag]
+    flags = [f for f in [mk.above_chance(clean_pred, y, num_classes, sources), *preprocessing_flags]
              if f is not None]
     if masking_checks and craft_on is None:
         flags += mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
