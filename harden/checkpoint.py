@@ -17,7 +17,7 @@ from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
 from .models.config import (GUESSED, NORMALISER_SOURCE, SIZES_TRIED, SPEC_KEYS, hub_weights, is_hub_folder, last_linear,
-                            read_hub_config, resolve)
+                            read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
 from .pickled_model import arch_hint, read_pickled_model
@@ -203,21 +203,32 @@ def in_pixel_units(mean, std) -> tuple[list[float] | None, list[float] | None]:
     return scaled.get("mean"), scaled.get("std")
 
 
-def size_it_runs_at(spec: dict[str, Any], logits_key: str | None) -> list[int] | None:
+def size_it_runs_at(spec: dict[str, Any], logits_key: str | None, state: dict[str, Any] | None = None
+                    ) -> list[int] | None:
     """The smallest of the common square input sizes at which the network returns its class scores, for one that
     does not run at the assumed size (published code's `x.view(-1, 7*7*64)` before a linear layer fixes the size its
-    file was trained at). None where it runs at none of them."""
+    file was trained at). A constructor that takes the size (`Net(img_size=64)`, whose flatten it sizes) is built at
+    each size, and the size must also be one the file's weights fit (`state`). None where none does."""
+    from .models.config import size_parameter
     from .models.registry import ModelSpec, _build_net
     from .outputs import attach_scores
+    rebuilt = size_parameter(str(spec["arch"])) is not None
+
+    def net_at(size: int | None) -> torch.nn.Module:
+        sized = {"input_size": (size, size)} if size else {}
+        return _build_net(ModelSpec(arch=str(spec["arch"]), num_classes=int(spec["num_classes"]),
+                                    in_chans=int(spec["in_chans"]), model_args=dict(spec["model_args"] or {}), **sized))
     try:
-        net = _build_net(ModelSpec(arch=str(spec["arch"]), num_classes=int(spec["num_classes"]),
-                                   in_chans=int(spec["in_chans"]), model_args=dict(spec["model_args"] or {})))
+        net = None if rebuilt else net_at(None)
     except HardenError:
         return None
     for size in SIZES_TRIED:
         try:
-            attach_scores(net, int(spec["num_classes"]), int(spec["in_chans"]), (size, size), logits_key)
+            at = net_at(size) if rebuilt else net
+            attach_scores(at, int(spec["num_classes"]), int(spec["in_chans"]), (size, size), logits_key)
         except HardenError:
+            continue
+        if rebuilt and state is not None and not weights_fit(at, state):
             continue
         return [size, size]
     return None
@@ -264,12 +275,14 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     guessed = sources.get("num_classes", "").startswith(GUESSED)  # kept only if the weights then load strictly
     no_count = HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes."
                            f"{_classes_hint(state)}")
+    size_assumed = sources.get("input_size") in ("default", f"default of {spec['arch']}")
+    rebuilt = size_parameter(str(spec["arch"])) is not None  # a constructor that takes the size builds for it
+    scores_key = logits_key if logits_key is not None else meta.get(LOGITS_KEY)
     try:
         model = build()
     except HardenError as e:
-        sized = sources.get("input_size") == "default" and getattr(e, "size_may_help", True)
-        tried_size = size_it_runs_at(spec, logits_key if logits_key is not None else meta.get(LOGITS_KEY)) \
-            if sized else None
+        sized = size_assumed and getattr(e, "size_may_help", True)
+        tried_size = size_it_runs_at(spec, scores_key, state) if sized else None
         if tried_size is None:
             for msg in held:
                 warn(msg)
@@ -279,10 +292,18 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                 raise DoesNotRun(f"{e} Nor at any common square size from {SIZES_TRIED[0]} to {SIZES_TRIED[-1]} "
                                  "pixels: pass the size it was trained at as --input-size.") from None
             raise
+    else:
+        if size_assumed and rebuilt and not meta.get("recipe") and not weights_fit(model.net, state):
+            # built at the assumed size, a layer sized from it (`nn.Linear(32 * (img_size // 4) ** 2, ...)`) does
+            # not fit the file: the smallest common size it does fit (else loading's usual error, below)
+            tried_size = size_it_runs_at(spec, scores_key, state)
+    if tried_size is not None:
         with held_warnings() as held:  # the first resolution's "assuming input_size ..." no longer holds
             spec, sources = _merge_spec(meta, flags, path, state, normaliser, tried_size)
-        warn(f"{str(path)!r} does not say its input size, and {spec['arch']} runs only at some: "
-             f"--input-size {tried_size[0]}, the smallest of the common sizes it runs at (pass --input-size to set it).")
+        warn(f"{str(path)!r} does not say its input size, and {spec['arch']} "
+             + ("builds for its size: " if rebuilt else "runs only at some: ")
+             + f"--input-size {tried_size[0]}, the smallest of the common sizes it "
+             + ("runs at and its weights fit" if rebuilt else "runs at") + " (pass --input-size to set it).")
         model = build()
     if sources.get("mean", "").startswith(NORMALISER_SOURCE) and \
             normaliser_consumed(normaliser[2], model.net.state_dict()):
@@ -344,10 +365,10 @@ def _as_list(v):
     return v if isinstance(v, (list, tuple)) else [v]
 
 
-def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
-                      what: str = "architecture") -> list[str]:
-    """Load strictly after fitting the keys (formats.fit_keys); returns notes on what the fitting did."""
-    from .formats import fit_keys, mismatch_hint, trained_size_hint
+def _fitted(net: torch.nn.Module, state: dict[str, torch.Tensor]):
+    """(the net's own state, the file's after fitting its keys, notes, missing keys, unexpected keys, shape
+    mismatches), nothing loaded."""
+    from .formats import fit_keys
     own = net.state_dict()
     state, notes = fit_keys(own, state, dict(net.named_modules()))
     # buffers the architecture registers as non-persistent (Swin's relative position index, attention masks) are
@@ -360,6 +381,19 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
+    return own, state, notes, missing, unexpected, shapes
+
+
+def weights_fit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """Whether the file's weights would load strictly into net (keys fitted; nothing loaded)."""
+    return not any(_fitted(net, state)[3:])
+
+
+def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
+                      what: str = "architecture") -> list[str]:
+    """Load strictly after fitting the keys (formats.fit_keys); returns notes on what the fitting did."""
+    from .formats import mismatch_hint, trained_size_hint
+    own, state, notes, missing, unexpected, shapes = _fitted(net, state)
     if missing or unexpected or shapes:
         parts = []
         if shapes:

@@ -148,6 +148,86 @@ class AllConv(nn.Module):
 """
 
 
+# constructors that take their input size, as published code writes them: a flatten sized from it, a size without
+# a default, and a size a fully pooled network only records
+SIZED_NETS = """
+import torch.nn.functional as F
+from torch import nn
+
+
+class NetImg(nn.Module):
+    def __init__(self, num_classes=10, img_size=32):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc = nn.Linear(32 * (img_size // 4) ** 2, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv2(F.max_pool2d(F.relu(self.conv1(x)), 2))), 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+class NetInput(NetImg):
+    def __init__(self, input_size=28, num_classes=10):
+        super().__init__(num_classes, input_size)
+
+
+class NetImage(NetImg):
+    def __init__(self, image_size, num_classes=10):
+        super().__init__(num_classes, image_size)
+
+
+class PoolNet(nn.Module):
+    def __init__(self, num_classes=10, img_size=(3, 224, 224)):
+        super().__init__()
+        self.img_size = img_size
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).flatten(1))
+"""
+
+
+def test_a_constructor_that_takes_its_input_size_gets_it_and_says_it(tmp_path):
+    """`Net(img_size=64)` sizes its flatten from its input size (under img_size, image_size or input_size): the
+    size is passed to it in the form its default has (an int; (C, H, W) for a tuple), its default is the model's
+    input size rather than 32x32, and a file trained at another size (or a constructor without a default) is
+    rebuilt at the common sizes until its weights fit. A flag and --model-arg still win."""
+    from harden.models.registry import _import_callable
+    (tmp_path / "sized.py").write_text(SIZED_NETS)
+    arch = f"{tmp_path / 'sized.py'}:{{}}"
+    torch.manual_seed(0)
+    made = {name: _import_callable(arch.format(name))(**kw).eval() for name, kw in
+            (("NetImg", {"img_size": 64}), ("NetInput", {}), ("NetImage", {"image_size": 96}), ("PoolNet", {}))}
+    for name, net in made.items():
+        torch.save(net.state_dict(), tmp_path / f"{name}.pt")
+
+    def load(name, **kw):
+        return harden.load(tmp_path / f"{name}.pt", arch=arch.format(name), **kw)
+    from harden.runtime import console
+    with console.capture() as cap:
+        trained_at_64 = load("NetImg")
+    assert trained_at_64.spec.input_size == (64, 64) and trained_at_64.config_sources["input_size"].startswith("tried")
+    assert "--input-size 64" in " ".join(cap.get().split())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(trained_at_64.net(x), made["NetImg"](x))
+    assert load("NetImg", input_size=(64, 64)).config_sources["input_size"] == "flag"
+    assert load("NetImg", model_args={"img_size": 64}).config_sources["input_size"] == "--model-arg img_size"
+    with pytest.raises(HardenError, match="do not fit"):
+        load("NetImg", input_size=(32, 32))  # the user's word stands
+    default = load("NetInput")
+    assert default.spec.input_size == (28, 28) and default.config_sources["input_size"].startswith("default of")
+    assert load("NetImage").spec.input_size == (96, 96)  # no default: built at the common sizes until it fits
+    pooled = load("PoolNet")
+    assert pooled.spec.input_size == (224, 224) and pooled.net.img_size == (3, 224, 224)
+    assert load("PoolNet", input_size=(64, 64)).net.img_size == (3, 64, 64)  # the size reaches it, as a tuple
+    saved = tmp_path / "saved.safetensors"
+    harden.save(trained_at_64, saved)
+    assert harden.load(saved).spec.input_size == (64, 64)
+
+
 def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(tmp_path, cli):
     """A constructor without arguments fixes the class count (the output's width, here the last linear layer's
     rows), the first convolution the channels (an MLP's first linear layer: its inputs as 1 x 28 x 28), and a

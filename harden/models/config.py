@@ -159,6 +159,14 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             spec["num_classes"], source["num_classes"] = rows, f"{GUESSED}{name}'s rows"
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
+    sized_by = size_parameter(str(spec["arch"])) if "input_size" not in spec else None
+    if sized_by is not None and sized_by.name in (spec.get("model_args") or {}):  # --model-arg img_size=64
+        spec["input_size"] = size_default_of(spec["model_args"][sized_by.name])
+        source["input_size"] = f"--model-arg {sized_by.name}"
+    elif sized_by is not None and size_default_of(sized_by.default):
+        # the constructor's own default size (one it sizes a flatten from, or records): the author's word, not 32x32;
+        # a file trained at another size does not fit it, and loading then tries the common sizes (checkpoint.load)
+        spec["input_size"], source["input_size"] = size_default_of(sized_by.default), f"default of {spec['arch']}"
     # published code's Net() for MNIST: its first convolution's weight says the image channels (the weights then
     # fit, or loading says which layer does not); an MLP's first linear layer reads channels x H x W
     stem = (first_conv(state) or first_linear_image(state)) if "in_chans" not in spec and state and \
@@ -273,12 +281,45 @@ def _parameters(arch: str) -> dict[str, Any] | None:
 # `Net(in_channels=1)`; a width such as `channels=64` is not among them
 ARG_ALIASES = {"num_classes": ("num_classes", "n_classes", "nb_classes", "num_class", "n_class", "classes",
                                "num_labels", "num_outputs"),
-               "in_chans": ("in_chans", "in_channels", "in_ch", "input_channels", "n_channels", "inp_channels")}
+               "in_chans": ("in_chans", "in_channels", "in_ch", "input_channels", "n_channels", "inp_channels"),
+               # a constructor that sizes a layer from it (`nn.Linear(64 * (img_size // 4) ** 2, ...)`) or keeps it
+               "input_size": ("input_size", "img_size", "image_size", "input_resolution")}
 
 
 def parameter_for(params, key: str) -> str | None:
     """The name under which a constructor with parameters `params` takes harden's `key` (num_classes, in_chans)."""
     return next((name for name in ARG_ALIASES.get(key, (key,)) if name in params), None)
+
+
+def size_parameter(arch: str):
+    """The parameter (inspect.Parameter) under which a `...:callable` architecture takes its input size, or None."""
+    if ":" not in arch or arch.startswith("transformers:"):
+        return None
+    params = _parameters(arch)
+    name = parameter_for(params, "input_size") if params else None
+    return params[name] if name else None
+
+
+def size_argument(param, size: tuple[int, int]) -> Any:
+    """The input size in the form the constructor's default has: (C,) H, W for a sequence default; one int for an int
+    default, or for none where the size is square (published code writes `img_size // patch_size`); else (H, W)."""
+    import inspect
+    h, w = (int(v) for v in size)
+    default = param.default
+    if isinstance(default, (list, tuple)) and len(default) >= 2:
+        return type(default)([*default[:-2], h, w])
+    if (isinstance(default, int) and not isinstance(default, bool) or default is inspect.Parameter.empty) and h == w:
+        return h
+    return (h, w)
+
+
+def size_default_of(value: Any) -> list[int] | None:
+    """A constructor's size argument (`224`, `(224, 224)`, `(3, 224, 224)`) as [H, W]; None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return [value, value]
+    if isinstance(value, (list, tuple)) and len(value) in (2, 3) and all(isinstance(v, int) for v in value):
+        return [int(v) for v in value[-2:]]
+    return None
 
 
 def takes_keywords(arch: str) -> bool:

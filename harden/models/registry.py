@@ -91,9 +91,13 @@ def _build_net(spec: ModelSpec) -> nn.Module:
                 kwargs = {k: v for k, v in kwargs.items()
                           if k in params or k == "num_classes" or (k == "in_chans" and v != 3)}
             else:  # under the callable's own names for them (n_classes, in_channels, ...)
-                from .config import parameter_for
-                named = {parameter_for(params, k): v for k, v in kwargs.items()}
-                kwargs = {k: v for k, v in named.items() if k and k not in spec.model_args}  # --model-arg wins
+                from .config import parameter_for, size_argument
+                named = {}
+                for key, value in kwargs.items():
+                    name = parameter_for(params, key)
+                    if name and name not in spec.model_args:  # --model-arg wins
+                        named[name] = size_argument(params[name], value) if key == "input_size" else value
+                kwargs = named
                 unknown = [k for k in spec.model_args if k not in params]
                 if unknown:
                     raise HardenError(f"Architecture {arch!r} takes no argument {', '.join(map(repr, unknown))} "
