@@ -186,6 +186,26 @@ class PoolNet(nn.Module):
 
     def forward(self, x):
         return self.fc(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).flatten(1))
+
+
+class NeuralNet(nn.Module):  # pytorch-tutorial's: input_size is the flattened image's length
+    def __init__(self, input_size, hidden_size, num_classes):
+        super(NeuralNet, self).__init__()
+        self.fc1 = nn.Linear(input_size, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x.reshape(-1, 28 * 28))))
+
+
+class MLP(nn.Module):
+    def __init__(self, input_size=784, num_classes=10):
+        super().__init__()
+        self.fc1 = nn.Linear(input_size, 50)
+        self.fc2 = nn.Linear(50, num_classes)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x.view(x.size(0), -1))))
 """
 
 
@@ -199,7 +219,8 @@ def test_a_constructor_that_takes_its_input_size_gets_it_and_says_it(tmp_path):
     arch = f"{tmp_path / 'sized.py'}:{{}}"
     torch.manual_seed(0)
     made = {name: _import_callable(arch.format(name))(**kw).eval() for name, kw in
-            (("NetImg", {"img_size": 64}), ("NetInput", {}), ("NetImage", {"image_size": 96}), ("PoolNet", {}))}
+            (("NetImg", {"img_size": 64}), ("NetInput", {}), ("NetImage", {"image_size": 96}), ("PoolNet", {}),
+             ("NeuralNet", {"input_size": 784, "hidden_size": 20, "num_classes": 10}), ("MLP", {}))}
     for name, net in made.items():
         torch.save(net.state_dict(), tmp_path / f"{name}.pt")
 
@@ -226,6 +247,9 @@ def test_a_constructor_that_takes_its_input_size_gets_it_and_says_it(tmp_path):
     saved = tmp_path / "saved.safetensors"
     harden.save(trained_at_64, saved)
     assert harden.load(saved).spec.input_size == (64, 64)
+    # an MLP's input_size is the flattened image's length (784), not a side: given C x H x W, never 784x784
+    for mlp in (load("MLP"), load("NeuralNet", num_classes=10, model_args={"hidden_size": 20})):
+        assert (mlp.spec.in_chans, mlp.spec.input_size) == (1, (28, 28)) and mlp.net.fc1.in_features == 784
 
 
 def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(tmp_path, cli):

@@ -159,10 +159,11 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             spec["num_classes"], source["num_classes"] = rows, f"{GUESSED}{name}'s rows"
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
-    sized_by = size_parameter(str(spec["arch"])) if "input_size" not in spec else None
-    if sized_by is not None and sized_by.name in (spec.get("model_args") or {}):  # --model-arg img_size=64
-        spec["input_size"] = size_default_of(spec["model_args"][sized_by.name])
-        source["input_size"] = f"--model-arg {sized_by.name}"
+    sized_by = size_parameter(str(spec["arch"])) if "input_size" not in spec and \
+        not counts_features(str(spec["arch"])) else None
+    given = (spec.get("model_args") or {}).get(sized_by.name) if sized_by is not None else None
+    if size_default_of(given):  # --model-arg img_size=64
+        spec["input_size"], source["input_size"] = size_default_of(given), f"--model-arg {sized_by.name}"
     elif sized_by is not None and size_default_of(sized_by.default):
         # the constructor's own default size (one it sizes a flatten from, or records): the author's word, not 32x32;
         # a file trained at another size does not fit it, and loading then tries the common sizes (checkpoint.load)
@@ -291,8 +292,12 @@ def parameter_for(params, key: str) -> str | None:
     return next((name for name in ARG_ALIASES.get(key, (key,)) if name in params), None)
 
 
+MAX_SIDE = 512  # an `input_size` int above this is an MLP's flattened length (784 = 28 x 28), not an image side
+
+
 def size_parameter(arch: str):
-    """The parameter (inspect.Parameter) under which a `...:callable` architecture takes its input size, or None."""
+    """The parameter (inspect.Parameter) under which a `...:callable` architecture takes its input size (an image
+    side, or an MLP's flattened length: counts_features), or None."""
     if ":" not in arch or arch.startswith("transformers:"):
         return None
     params = _parameters(arch)
@@ -300,11 +305,28 @@ def size_parameter(arch: str):
     return params[name] if name else None
 
 
-def size_argument(param, size: tuple[int, int]) -> Any:
+def counts_features(arch: str) -> bool:
+    """Whether the architecture's `input_size` is the length of the flattened image (tutorials' MLP:
+    `NeuralNet(input_size=784, hidden_size=500, num_classes=10)`): an int default above MAX_SIDE, or no default
+    beside a `hidden...` width."""
+    import inspect
+    param = size_parameter(arch)
+    if param is None or param.name != "input_size":
+        return False
+    default = param.default
+    if isinstance(default, int) and not isinstance(default, bool):
+        return default > MAX_SIDE
+    return default is inspect.Parameter.empty and any(n.startswith("hidden") for n in _parameters(arch) or {})
+
+
+def size_argument(arch: str, param, size: tuple[int, int], in_chans: int) -> Any:
     """The input size in the form the constructor's default has: (C,) H, W for a sequence default; one int for an int
-    default, or for none where the size is square (published code writes `img_size // patch_size`); else (H, W)."""
+    default, or for none where the size is square (published code writes `img_size // patch_size`); else (H, W).
+    An MLP's `input_size` (counts_features) gets C x H x W."""
     import inspect
     h, w = (int(v) for v in size)
+    if counts_features(arch):
+        return in_chans * h * w
     default = param.default
     if isinstance(default, (list, tuple)) and len(default) >= 2:
         return type(default)([*default[:-2], h, w])
@@ -315,7 +337,7 @@ def size_argument(param, size: tuple[int, int]) -> Any:
 
 def size_default_of(value: Any) -> list[int] | None:
     """A constructor's size argument (`224`, `(224, 224)`, `(3, 224, 224)`) as [H, W]; None for anything else."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SIDE:
         return [value, value]
     if isinstance(value, (list, tuple)) and len(value) in (2, 3) and all(isinstance(v, int) for v in value):
         return [int(v) for v in value[-2:]]

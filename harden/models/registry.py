@@ -96,7 +96,8 @@ def _build_net(spec: ModelSpec) -> nn.Module:
                 for key, value in kwargs.items():
                     name = parameter_for(params, key)
                     if name and name not in spec.model_args:  # --model-arg wins
-                        named[name] = size_argument(params[name], value) if key == "input_size" else value
+                        named[name] = size_argument(arch, params[name], value, spec.in_chans) \
+                            if key == "input_size" else value
                 kwargs = named
                 unknown = [k for k in spec.model_args if k not in params]
                 if unknown:
