@@ -16,8 +16,8 @@ from .errors import DoesNotRun, HardenError
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
-from .models.config import (GUESSED, NORMALISER_SOURCE, SIZES_TRIED, SPEC_KEYS, hub_weights, is_hub_folder, last_linear,
-                            read_hub_config, resolve, size_parameter)
+from .models.config import (GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, SIZES_TRIED, SPEC_KEYS, hub_weights,
+                            is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
 from .pickled_model import arch_hint, read_pickled_model
@@ -326,7 +326,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             model = build()
     model.config_sources = sources
     model.spec.extra.update({k: v for k, v in meta.items()
-                             if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS)})
+                             if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS, HYPER_PARAMETERS)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
     _set_channel_order(model, channel_order, sources, path)
     names = model.spec.extra.get("label_names")

@@ -113,6 +113,7 @@ def container_meta(obj: Any) -> dict[str, Any]:
     found = {"label_names": names} if names else {}
     if not isinstance(obj, dict):
         return found
+    found.update(hyper_parameters(obj))
     args = obj.get("args")
     args = (args.fields if isinstance(args, Inert) else vars(args) if hasattr(args, "__dict__") else
             args if isinstance(args, dict) else {})
@@ -133,6 +134,34 @@ def container_meta(obj: Any) -> dict[str, Any]:
         # its VGGs, MobileNets and EfficientNets do not)
         return {**found, "arch": f"torchvision.models:{arch}"}
     return {**found, "arch": arch} if timm.is_model(arch) else found
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return len(value) <= 64 and all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def hyper_parameters(obj: dict[str, Any]) -> dict[str, Any]:
+    """Lightning's `hyper_parameters` (what `save_hyperparameters()` kept of the LightningModule's constructor
+    arguments, which `load_from_checkpoint` passes back): its plain values (numbers, strings, lists of them), kept
+    for a `file.py:Class` architecture's constructor (config.resolve takes the ones it names), and the class and
+    channel counts and the input size among them, under the names published code gives them."""
+    from .inert_pickle import as_mapping
+    from .models.config import ARG_ALIASES, HYPER_PARAMETERS, size_default_of
+    hp = as_mapping(obj.get(HYPER_PARAMETERS))
+    plain = {str(k): list(v) if isinstance(v, tuple) else v for k, v in (hp or {}).items() if _plain(v)}
+    if not plain:
+        return {}
+    out: dict[str, Any] = {HYPER_PARAMETERS: plain}
+    for key in ("num_classes", "in_chans"):
+        value = next((plain[n] for n in ARG_ALIASES[key] if n in plain), None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            out[key] = value
+    size = next((size_default_of(plain[n]) for n in ARG_ALIASES["input_size"] if n in plain), None)
+    if size:
+        out["input_size"] = size
+    return out
 
 
 def _torchvision_train_args(args: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,30 @@ class Inert:
         else:
             self.fields["__state__"] = state
 
+    # a dict or list subclass (Lightning's AttributeDict, EasyDict, addict's Dict: research code's configs saved
+    # beside the weights) is filled by SETITEMS / APPENDS: its items kept as fields too
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.fields.setdefault(ITEMS, {})[key] = value
+
+    def append(self, value: Any) -> None:
+        self.fields.setdefault(LIST, []).append(value)
+
+    def extend(self, values: Any) -> None:
+        for value in values:
+            self.append(value)
+
+
+ITEMS, LIST = "__items__", "__list__"  # Inert fields: a dict subclass's items, a list subclass's elements
+
+
+def as_mapping(value: Any) -> dict | None:
+    """A dict, or the items of a dict subclass read inert; None for anything else."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, Inert) and isinstance(value.fields.get(ITEMS), dict):
+        return value.fields[ITEMS]
+    return None
+
 
 def inert_class(module: str, name: str) -> type:
     return type(name, (Inert,), {"inert_global": f"{module}.{name}", "__qualname__": name})

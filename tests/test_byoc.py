@@ -252,6 +252,57 @@ def test_a_constructor_that_takes_its_input_size_gets_it_and_says_it(tmp_path):
         assert (mlp.spec.in_chans, mlp.spec.input_size) == (1, (28, 28)) and mlp.net.fc1.in_features == 784
 
 
+LIGHTNING_MODULE = """
+from torch import nn
+
+
+class LitClassifier(nn.Module):  # stands for a LightningModule whose __init__ calls save_hyperparameters()
+    def __init__(self, num_classes=10, width=16, lr=1e-3, img_size=32):
+        super().__init__()
+        self.model = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                   nn.Linear(width * (img_size // 2) ** 2, num_classes))
+
+    def forward(self, x):
+        return self.model(x)
+"""
+
+
+class AttributeDict(dict):
+    """Lightning's AttributeDict, EasyDict: a dict subclass, which torch.load(weights_only=True) refuses."""
+
+
+def test_a_lightning_checkpoint_gives_its_module_its_hyper_parameters(tmp_path):
+    """Lightning's `load_from_checkpoint` builds the module from the checkpoint's hyper_parameters: so does harden
+    for `--arch file.py:Class` (the arguments the constructor names; the class count, channels and input size read
+    under their published names), under --model-arg. hyper_parameters pickled as a dict subclass (AttributeDict, a
+    research config's EasyDict) are read without running anything."""
+    from harden.models.registry import _import_callable
+    (tmp_path / "lit.py").write_text(LIGHTNING_MODULE)
+    arch = f"{tmp_path / 'lit.py'}:LitClassifier"
+    torch.manual_seed(0)
+    net = _import_callable(arch)(num_classes=7, width=24, lr=0.01, img_size=64).eval()
+    container = {"epoch": 3, "global_step": 100, "pytorch-lightning_version": "2.4.0", "state_dict": net.state_dict(),
+                 "hyper_parameters": AttributeDict(num_classes=7, width=24, lr=0.01, img_size=64),
+                 "optimizer_states": [], "lr_schedulers": []}
+    torch.save(container, tmp_path / "lit.ckpt")
+    model = harden.load(tmp_path / "lit.ckpt", arch=arch)
+    assert (model.spec.num_classes, model.spec.input_size) == (7, (64, 64))
+    assert model.spec.model_args == {"width": 24, "lr": 0.01}
+    assert model.config_sources["model_args"] == "checkpoint hyper_parameters"
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.net(x), net(x))
+    with pytest.raises(HardenError, match="do not fit"):
+        harden.load(tmp_path / "lit.ckpt", arch=arch, model_args={"width": 16})  # the user's word stands
+    saved = tmp_path / "saved.safetensors"
+    harden.save(model, saved)
+    again = harden.load(saved)
+    assert again.spec.model_args == {"width": 24, "lr": 0.01} and "hyper_parameters" not in again.spec.extra
+    torch.save({"cfg": AttributeDict(lr=0.1, note="x"), "model": net.state_dict()}, tmp_path / "research.pth")
+    assert harden.load(tmp_path / "research.pth", arch=arch, num_classes=7, input_size=(64, 64),
+                       model_args={"width": 24}).spec.num_classes == 7
+
+
 def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(tmp_path, cli):
     """A constructor without arguments fixes the class count (the output's width, here the last linear layer's
     rows), the first convolution the channels (an MLP's first linear layer: its inputs as 1 x 28 x 28), and a

@@ -17,6 +17,7 @@ from ..errors import HardenError
 NET_KEYS = ("arch", "num_classes", "in_chans", "model_args")
 PREPROCESS_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 SPEC_KEYS = NET_KEYS + PREPROCESS_KEYS
+HYPER_PARAMETERS = "hyper_parameters"  # meta: a training container's constructor arguments (formats.hyper_parameters)
 DEFAULTS: dict[str, Any] = {"in_chans": 3, "input_size": [32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
                             "crop_mode": "center", "mean": [0.0], "std": [1.0], "model_args": {}}
 HUB_CONFIG = "config.json"
@@ -137,6 +138,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     for key, where in hub_sources.items():
         if source.get(key) == f"hub {HUB_CONFIG}":
             source[key] = where
+    _constructor_arguments(str(spec["arch"]), meta.get(HYPER_PARAMETERS), spec, source)
     if tcfg and state:
         weights_override(str(spec["arch"]), spec, source, state)
     img_size = (spec.get("model_args") or {}).get("img_size")
@@ -395,6 +397,21 @@ def _named_weight(state: dict[str, Any], name: str) -> str | None:
     a classifier `fc` is not taken from a block's `se.fc`."""
     found = [k for k in state if k == name or k.endswith("." + name)]
     return min(found, key=len) if found else None
+
+
+def _constructor_arguments(arch: str, saved: dict[str, Any] | None, spec: dict, source: dict) -> None:
+    """A Lightning checkpoint's hyper_parameters are its module's constructor arguments (`load_from_checkpoint`
+    passes them back): those a `file.py:Class` architecture takes become its model_args, under the ones a flag or
+    the metadata gives (the counts and the input size are the spec's, read apart: formats.hyper_parameters)."""
+    if not saved or ":" not in arch or arch.startswith("transformers:"):
+        return
+    params = _parameters(arch) or {}
+    counted = {name for names in ARG_ALIASES.values() for name in names}
+    takes = {k: v for k, v in saved.items() if k in params and k not in counted}
+    if takes:
+        given = spec.get("model_args") or {}
+        spec["model_args"] = {**takes, **given}
+        source["model_args"] = "checkpoint hyper_parameters" + (f" and {source['model_args']}" if given else "")
 
 
 def _pick(key: str, layers, spec: dict, source: dict) -> None:
