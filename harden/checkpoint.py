@@ -97,10 +97,8 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
         classes: list[str] = []
         try:
             container = formats.read_torch(path)
-        except formats.PickleRefused:
-            if kind != formats.TORCH_ZIP:
-                raise
-            container, classes = read_pickled_model(path)  # a whole pickled model, read without running it
+        except formats.PickleRefused:  # a whole pickled model, read without running it (zip or legacy format)
+            container, classes = read_pickled_model(path)
         state, _ = formats.select(container, key, path)
         meta = formats.container_meta(container)
         if classes:

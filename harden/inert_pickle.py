@@ -8,6 +8,7 @@ the archive's storage records are real. What a caller then takes from the result
 placeholders' fields (pickled_model.py, torchscript.py)."""
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 import zipfile
@@ -146,6 +147,64 @@ class InertUnpickler(pickle._Unpickler):  # the Python one: REDUCE must take Tor
 # argument), a length field's MemoryError/OverflowError, and what a wrong type in a damaged stack gives
 READ_ERRORS = (KeyError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError,
                RuntimeError, AttributeError, IndexError, struct.error, MemoryError, OverflowError, NotImplementedError)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """The legacy format's header records (magic number, protocol, system info, storage keys): plain data only."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"{module}.{name} in a legacy checkpoint's header")
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization's MAGIC_NUMBER
+
+
+class LegacyInertUnpickler(InertUnpickler):
+    """The main pickle of torch's legacy format (torch.save before 1.6, or `_use_new_zipfile_serialization=False`):
+    its storages follow it in the file; each is given here as an empty tensor that read_legacy fills after."""
+
+    def __init__(self, file: BinaryIO, size: int):
+        pickle._Unpickler.__init__(self, file)
+        self.storages, self.classes, self.size = {}, {}, size
+
+    def persistent_load(self, pid):
+        kind = pid[0].decode("ascii") if isinstance(pid, bytes) else pid[0] if isinstance(pid, tuple) else None
+        if kind == "module":  # a pickled module's class with its source: the class (an Inert placeholder)
+            return pid[1]
+        if kind != "storage" or len(pid) != 6:
+            raise pickle.UnpicklingError(f"an unknown persistent record {pid!r:.80}")
+        _, storage_type, key, _location, numel, view = pid
+        from torch.storage import _get_dtype_from_pickle_storage_type
+        if key not in self.storages:
+            dtype = _get_dtype_from_pickle_storage_type(storage_type)
+            if not 0 <= int(numel) * dtype.itemsize <= self.size:  # a damaged count: not allocated
+                raise pickle.UnpicklingError(f"storage {key}: {numel} elements in a file of {self.size} bytes")
+            self.storages[key] = torch.zeros(int(numel), dtype=dtype)
+        root = self.storages[key]
+        if view is not None:  # (view key, offset, size) in elements of the root storage
+            _, offset, size = view
+            return root[int(offset):int(offset) + int(size)]
+        return root
+
+
+def load_inert_legacy(f: BinaryIO) -> Any:
+    """The object a legacy-format torch file holds, every global an Inert placeholder, its tensors read from the
+    storages that follow the pickle (a little-endian element count, then the raw elements, per storage)."""
+    if _PlainUnpickler(f).load() != LEGACY_MAGIC:
+        raise pickle.UnpicklingError("not a torch legacy checkpoint (magic number)")
+    _PlainUnpickler(f).load()  # protocol version
+    _PlainUnpickler(f).load()  # system info: endianness, type sizes
+    unpickler = LegacyInertUnpickler(f, os.fstat(f.fileno()).st_size)
+    obj = unpickler.load()
+    for key in _PlainUnpickler(f).load():
+        root = unpickler.storages[key]
+        (numel,) = struct.unpack("<q", f.read(8))
+        raw = f.read(int(numel) * root.element_size())
+        if numel != root.numel() or len(raw) != numel * root.element_size():
+            raise EOFError(f"storage {key}: {numel} elements recorded, {root.numel()} expected")
+        if numel:
+            root.copy_(torch.frombuffer(bytearray(raw), dtype=root.dtype))
+    return obj
 
 
 def load_inert(archive: zipfile.ZipFile, member: str = "data.pkl") -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .errors import HardenError
-from .inert_pickle import READ_ERRORS, Inert, load_inert
+from .inert_pickle import READ_ERRORS, Inert, load_inert, load_inert_legacy
 
 
 def is_module(obj: Any) -> bool:
@@ -87,8 +87,12 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0) -> Any:
 def read_pickled_model(path: Path) -> tuple[Any, list[str]]:
     """(the file's object with its pickled modules as state dicts, the modules' class names)."""
     try:
-        with zipfile.ZipFile(path) as z:
-            obj = load_inert(z)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                obj = load_inert(z)
+        else:  # torch's legacy format (before 1.6): pickles, then the storages' bytes
+            with open(path, "rb") as f:
+                obj = load_inert_legacy(f)
     except READ_ERRORS as e:
         raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from None
     classes: list[str] = []

@@ -50,8 +50,8 @@ class Remover:
 
 
 def test_pickle_with_code_never_runs(digits_model, tmp_path, capsys):
-    """A zip checkpoint that names code is read as data: the weights beside it load, the code is never called.
-    A legacy (pre-1.6) pickle that names code is refused."""
+    """A checkpoint that names code, zip or legacy (pre-1.6) format, is read as data: the weights beside it load,
+    the code is never called."""
     sentinel = tmp_path / "keep.txt"
     sentinel.write_text("x")
     path = tmp_path / "evil.pt"
@@ -60,14 +60,18 @@ def test_pickle_with_code_never_runs(digits_model, tmp_path, capsys):
     model = harden.load(path, **flags)
     assert torch.equal(model.net.state_dict()["head.1.weight"], digits_model.net.state_dict()["head.1.weight"])
     torch.save({"evil": Evil(), "rm": Remover(sentinel)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
-    with pytest.raises(HardenError, match="Refused.*asks for"):
+    with pytest.raises(HardenError, match="holds no state dict"):
         harden.load(tmp_path / "legacy.pt", **flags)
+    torch.save({"state_dict": digits_model.net.state_dict(), "evil": Evil(), "rm": Remover(sentinel)},
+               tmp_path / "legacy_weights.pt", _use_new_zipfile_serialization=False)
+    model = harden.load(tmp_path / "legacy_weights.pt", **flags)
+    assert torch.equal(model.net.state_dict()["head.1.weight"], digits_model.net.state_dict()["head.1.weight"])
     assert sentinel.exists() and "pwned" not in capsys.readouterr().out
 
 
 def test_a_whole_pickled_model_loads_without_running_and_names_its_class(digits_model, tmp_path):
-    """`torch.save(model)` (alone, in a dict, wrapped in DataParallel): its weights, read without importing its
-    class; without --arch, the error names the class to pass."""
+    """`torch.save(model)` (alone, in a dict, wrapped in DataParallel; zip or legacy format): its weights, read
+    without importing its class; without --arch, the error names the class to pass."""
     net = digits_model.net.eval()
     x = torch.rand(3, 1, 8, 8)
     flags = dict(arch="cnn-small", num_classes=10, in_chans=1, input_size=(8, 8),
@@ -90,9 +94,19 @@ def test_a_whole_pickled_model_loads_without_running_and_names_its_class(digits_
     looped.head._modules["back"] = looped  # a cycle torch's own registration refuses, written anyway
     torch.save(looped, tmp_path / "cycle.pt")
     assert set(read_checkpoint(tmp_path / "cycle.pt")[0]) == set(net.state_dict())  # not followed, not recursed
-    torch.save(net, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)  # pre-1.6: still refused
-    with pytest.raises(HardenError, match=f"asks for {type(net).__module__}.{type(net).__name__}.*state_dict"):
-        harden.load(tmp_path / "legacy.pt", **flags)
+    for name, obj in forms.items():  # torch's legacy format (before 1.6): its storages after the pickle
+        torch.save(obj, tmp_path / f"legacy_{name}", _use_new_zipfile_serialization=False)
+        with torch.no_grad():
+            assert torch.equal(harden.load(tmp_path / f"legacy_{name}", **flags)(x), digits_model.eval()(x)), name
+    half = {"w": torch.arange(6, dtype=torch.float16).view(2, 3), "i": torch.tensor([7], dtype=torch.int64)}
+    torch.save({"m": net, "extra": half}, tmp_path / "legacy_mixed.pt", _use_new_zipfile_serialization=False)
+    from harden.inert_pickle import load_inert_legacy
+    with open(tmp_path / "legacy_mixed.pt", "rb") as f:
+        extra = load_inert_legacy(f)["extra"]
+    assert torch.equal(extra["w"], half["w"]) and torch.equal(extra["i"], half["i"])
+    with pytest.raises(HardenError) as missing:
+        harden.load(tmp_path / "legacy_full.pt")
+    assert f"pickles a whole {type(net).__module__}.{type(net).__name__}" in str(missing.value)
 
 
 def test_a_whole_pickled_sequential_names_its_children_and_loads_from_a_function_that_builds_it(tmp_path):
@@ -142,6 +156,24 @@ def test_damaged_whole_model_pickles_give_only_one_paragraph_errors(tmp_path):
             for name in src.namelist():
                 z.writestr(name, bytes(data) if name == member else src.read(name))
         (tmp_path / "damaged.pt").write_bytes(out.getvalue())
+        try:
+            read_checkpoint(tmp_path / "damaged.pt")
+            outcomes["read"] += 1
+        except HardenError:
+            outcomes["error"] += 1
+    assert outcomes["read"] and outcomes["error"], outcomes
+    # the legacy format: the pickles, then each storage's element count and bytes, damaged anywhere
+    torch.save(timm.create_model("test_resnet.r160_in1k", num_classes=3), tmp_path / "legacy.pt",
+               _use_new_zipfile_serialization=False)
+    original = (tmp_path / "legacy.pt").read_bytes()
+    outcomes = {"read": 0, "error": 0}
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            data = data[:rng.randrange(len(data))]
+        (tmp_path / "damaged.pt").write_bytes(bytes(data))
         try:
             read_checkpoint(tmp_path / "damaged.pt")
             outcomes["read"] += 1
