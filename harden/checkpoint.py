@@ -340,9 +340,10 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
         get_recipe(str(meta["recipe"])).attach(model, dict(meta.get("recipe_params", {})))
     try:
         model.load_notes = load_state_strict(model.net, state, path)
-    except HardenError:
-        if guessed:
-            raise no_count from None
+    except HardenError as e:
+        if guessed:  # the count is the file's own rows: the mismatch that matters is the one the error names
+            raise HardenError(f"{e} (--num-classes {spec['num_classes']} was read from "
+                              f"{sources['num_classes'][len(GUESSED):]}.)") from None
         raise
     if guessed:
         rows_of = sources["num_classes"][len(GUESSED):]
@@ -390,7 +391,7 @@ def weights_fit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
 def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
                       what: str = "architecture") -> list[str]:
     """Load strictly after fitting the keys (formats.fit_keys); returns notes on what the fitting did."""
-    from .formats import mismatch_hint, trained_size_hint
+    from .formats import mismatch_hint, stem_hint, trained_size_hint
     own, state, notes, missing, unexpected, shapes = _fitted(net, state)
     if missing or unexpected or shapes:
         parts = []
@@ -403,7 +404,7 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
         rows = head_rows(own, state)
         head = f" The file's head has {rows[0]} outputs where the model has {rows[1]}: --num-classes {rows[0]}?" \
             if rows else ""
-        head += trained_size_hint(net, own, state)
+        head += trained_size_hint(net, own, state) + stem_hint(net, own, state)
         raise HardenError(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)})." + head
                           + (mismatch_hint(own, state, notes) if missing or unexpected else "")
                           + " Check --arch, --num-classes, --in-chans and --model-arg (the constructor's arguments, "

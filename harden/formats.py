@@ -371,6 +371,26 @@ def trained_size_hint(net: nn.Module, own: dict[str, torch.Tensor], state: dict[
             f"trained at {size}x{size} (timm: --model-arg img_size={size}).")
 
 
+def stem_hint(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """CIFAR training code builds torchvision's or timm's ResNet and swaps its stem for a 3x3 stride-1 convolution
+    (and the max-pool for an identity, which no weight shows): the file's first convolution is then 3x3 where the
+    architecture's is 7x7."""
+    first = next((k for k, v in own.items() if v.ndim == 4), None)
+    if first is None or first not in state or state[first].ndim != 4 or own[first].shape == state[first].shape:
+        return ""
+    k_file, k_model = tuple(state[first].shape[2:]), tuple(own[first].shape[2:])
+    if k_file >= k_model or state[first].shape[:2] != own[first].shape[:2]:
+        return ""
+    conv = first.rsplit(".", 1)[0]
+    pool = next((name for name, m in net.named_modules() if isinstance(m, nn.MaxPool2d)), None)
+    c_out, c_in = (int(v) for v in state[first].shape[:2])
+    swap = f"m.{conv} = nn.Conv2d({c_in}, {c_out}, {k_file[0]}, 1, {k_file[0] // 2}, bias=False)"
+    return (f" Its first convolution ({first}) is {k_file[0]}x{k_file[1]} where the architecture's is "
+            f"{k_model[0]}x{k_model[1]}: a small-image stem, as CIFAR training code swaps it in. Pass --arch "
+            f"file.py:make, where make() builds the network as that code did (e.g. m = <the architecture>; {swap}"
+            + (f"; m.{pool} = nn.Identity()" if pool else "") + "; return m).")
+
+
 def describe(obj: Any) -> str:
     if isinstance(obj, dict):
         parts = [f"{k!r}: {_kind(v)}" for k, v in list(obj.items())[:12]]

@@ -266,3 +266,28 @@ def test_torchscript_archives_give_their_weights_without_running(tmp_path, cli, 
     with pytest.raises(HardenError, match="holds no module"):  # read as data: nothing ran
         harden.load(tmp_path / "evil.pt", **flags)
     assert "pwned" not in capsys.readouterr().out
+
+
+def test_a_cifar_stem_in_a_torchvision_resnet_is_named_with_how_to_build_it(tmp_path):
+    """CIFAR training code builds torchvision's ResNet and swaps in a 3x3 stride-1 stem without the max-pool: the
+    mismatch error says so and how to build it (not "pass --num-classes", which the file's rows already gave); the
+    function it describes then loads the file."""
+    import torchvision
+    from torch import nn
+    net = torchvision.models.resnet18(num_classes=10)
+    net.conv1, net.maxpool = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity()
+    torch.save(net.state_dict(), tmp_path / "cifar_r18.pt")
+    with pytest.raises(HardenError) as err:
+        harden.load(tmp_path / "cifar_r18.pt", arch="torchvision.models:resnet18")
+    message = str(err.value)
+    assert "conv1.weight) is 3x3 where the architecture's is 7x7" in message, message
+    assert "m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); m.maxpool = nn.Identity()" in message
+    assert "fc.weight's rows" in message and "pass --num-classes" not in message
+    (tmp_path / "make.py").write_text("import torchvision\nfrom torch import nn\n\n\ndef make(num_classes=10):\n"
+                                      "    m = torchvision.models.resnet18(num_classes=num_classes)\n"
+                                      "    m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)\n"
+                                      "    m.maxpool = nn.Identity()\n    return m\n")
+    model = harden.load(tmp_path / "cifar_r18.pt", arch=f"{tmp_path / 'make.py'}:make")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.net.eval()(x), net.eval()(x))
