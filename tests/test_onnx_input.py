@@ -454,3 +454,44 @@ def test_graphs_of_old_opsets_are_converted_to_a_newer_one_and_checked(tmp_path,
         xg = x.clone().requires_grad_(True)
         model(xg).sum().backward()
         assert xg.grad.abs().sum() > 0
+
+
+def test_a_quantized_qdq_graph_is_evaluated_as_written_with_bpda_gradients(digits_model, digits, tmp_path):
+    """onnxruntime's quantize_static (QDQ, int8, per channel): its weights are dequantized to float exactly, its
+    activations' QuantizeLinear/DequantizeLinear run as float arithmetic with ONNX's rounding, checked against
+    onnxruntime; the rounding passes gradients straight through (BPDA), so a white-box attack lowers its accuracy
+    (a zero gradient would leave it untouched)."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    export(digits_model, tmp_path / "float.onnx", size=(8, 8), chans=1)
+    quant_pre_process(str(tmp_path / "float.onnx"), str(tmp_path / "pre.onnx"))
+    calibration = iter([{"image": digits.x_train[i:i + 16].transpose(0, 3, 1, 2).astype(np.float32) / 255}
+                        for i in range(0, 128, 16)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(calibration, None)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        quantize_static(str(tmp_path / "pre.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True)
+    from harden.runtime import console
+    with console.capture() as cap:
+        model = harden.load(tmp_path / "q.onnx")
+    assert "quantized (QDQ) graph" in " ".join(cap.get().split())
+    assert model.spec.extra["onnx_quantized"].startswith("QDQ")
+    import onnxruntime as ort
+    x, y = digits.images("test", np.arange(200))
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    deployed = session.run(None, {"image": x.numpy()})[0].argmax(1)  # onnxruntime's fused integer kernels
+    with torch.no_grad():
+        ours = model(x).argmax(1).numpy()
+    assert (ours == deployed).mean() >= 0.97 and (ours == y.numpy()).mean() > 0.8
+    probe = x[:8].clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(probe), y[:8]).backward()
+    assert probe.grad.abs().sum() > 0  # the rounding's gradient, straight through
+    report = harden.evaluate(model, digits, n=100, attacks=["pgd"], eps=0.2, device="cpu", metrics=False,
+                             masking_checks=False)
+    robust = report.attacks[0].robust_accuracy
+    assert robust < report.clean_accuracy - 0.3, (report.clean_accuracy, robust)

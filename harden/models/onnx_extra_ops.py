@@ -94,6 +94,72 @@ def _slice_with_tuples(x, flip_dims, pos_axes_slices, neg_axes_slices):
     return x
 
 
+# QDQ quantized graphs (onnxruntime's quantize_static default): integer ranges of the types a QuantizeLinear writes
+QUANT_RANGES = {2: (0, 255), 3: (-128, 127), 4: (0, 65535), 5: (-32768, 32767)}  # uint8, int8, uint16, int16
+
+
+def _quant_params(node, graph) -> tuple[torch.Tensor, torch.Tensor, int, tuple[int, int]]:
+    """(scale, zero point, axis, integer range) of a QuantizeLinear/DequantizeLinear whose scale and zero point are
+    constants (per tensor or per axis); anything else is refused by name."""
+    names = node.input_values
+    if node.attributes.get("block_size", 0):
+        raise NotImplementedError(f"{node.operation_type} with block_size (blocked quantization)")
+    for i in (1, 2):
+        if len(names) > i and names[i] and names[i] not in graph.initializers:
+            raise NotImplementedError(f"{node.operation_type} with a scale or zero point computed at run time")
+    scale = graph.initializers[names[1]].to_torch().float()
+    if len(names) > 2 and names[2]:
+        zp_init = graph.initializers[names[2]]
+        elem = zp_init.proto.data_type
+        zero = zp_init.to_torch().float()
+    else:
+        elem, zero = 2, torch.zeros(())  # no zero point: uint8
+    if elem not in QUANT_RANGES:
+        raise NotImplementedError(f"{node.operation_type} to ONNX element type {elem} (harden reads 8- and 16-bit "
+                                  "integer quantization)")
+    return scale, zero, int(node.attributes.get("axis", 1)), QUANT_RANGES[elem]
+
+
+def _along(t: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
+    """A per-axis scale or zero point shaped to broadcast along `axis` of an ndim tensor."""
+    if t.dim() == 0 or t.numel() == 1:
+        return t.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = -1
+    return t.reshape(shape)
+
+
+class QuantizeFake(nn.Module):
+    """QuantizeLinear as float arithmetic: round(x / scale) + zero point, saturated, kept as a float tensor of
+    integer values. The rounding passes its gradient straight through (BPDA), as attacks on quantized networks do;
+    the saturation's is the true one."""
+
+    def __init__(self, scale: torch.Tensor, zero: torch.Tensor, axis: int, qrange: tuple[int, int]):
+        super().__init__()
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("zero", zero, persistent=False)
+        self.axis, self.low, self.high = axis, float(qrange[0]), float(qrange[1])
+
+    def forward(self, x):
+        v = x / _along(self.scale, self.axis, x.dim())
+        v = v + (torch.round(v) - v).detach()  # round half to even, as ONNX does
+        return torch.clamp(v + _along(self.zero, self.axis, x.dim()), self.low, self.high)
+
+
+class DequantizeFake(nn.Module):
+    """DequantizeLinear of QuantizeFake's float-held integers: (q - zero point) * scale."""
+
+    def __init__(self, scale: torch.Tensor, zero: torch.Tensor, axis: int):
+        super().__init__()
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("zero", zero, persistent=False)
+        self.axis = axis
+
+    def forward(self, q):
+        q = q.float()
+        return (q - _along(self.zero, self.axis, q.dim())) * _along(self.scale, self.axis, q.dim())
+
+
 def register() -> None:
     """Add the converters (once)."""
     global _DONE
@@ -161,6 +227,17 @@ def register() -> None:
                 module.bias.copy_(graph.initializers[names[2]].to_torch())
         return result(module, node, names[:1])
     _CONVERTER_REGISTRY[layer_norm] = _layer_norm
+
+    for version in (10, 13, 19, 21):
+        @add("QuantizeLinear", version)
+        def _quantize(node, graph):
+            scale, zero, axis, qrange = _quant_params(node, graph)
+            return result(QuantizeFake(scale, zero, axis, qrange), node, node.input_values[:1])
+
+        @add("DequantizeLinear", version)
+        def _dequantize(node, graph):
+            scale, zero, axis, _ = _quant_params(node, graph)
+            return result(DequantizeFake(scale, zero, axis), node, node.input_values[:1])
 
     @add("Gelu", 20)
     def _gelu(node, graph):

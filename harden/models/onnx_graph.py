@@ -178,6 +178,52 @@ def _prepare(model):
     return model
 
 
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
+QUANT_TOLERANCE = 5e-2  # the same for a quantized graph: a rounding that float accumulation order flips moves a
+# value by one quantum, which the layers after carry on
+
+
+def is_quantized(model) -> bool:
+    """A QDQ graph (onnxruntime's quantize_static default): QuantizeLinear/DequantizeLinear pairs around float ops."""
+    return any(n.op_type in QUANT_OPS and not n.domain for n in model.graph.node)
+
+
+def _weights_dequantized(model):
+    """Each DequantizeLinear of constants (a quantized weight or bias, its scale and zero point) folded into the float
+    initializer it computes, exactly: the network's weights become float parameters (onnx2torch reads a layer's
+    weights only as initializers). The activations' QuantizeLinear/DequantizeLinear stay (onnx_extra_ops)."""
+    from onnx import numpy_helper
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    keep, used = [], set()
+    for node in g.node:
+        names = list(node.input)
+        if node.op_type == "DequantizeLinear" and not node.domain and all(n in inits for n in names if n) and \
+                not any(a.name == "block_size" and a.i for a in node.attribute):
+            q = numpy_helper.to_array(inits[names[0]]).astype(np.float64)
+            scale = numpy_helper.to_array(inits[names[1]]).astype(np.float64)
+            zero = numpy_helper.to_array(inits[names[2]]).astype(np.float64) if len(names) > 2 and names[2] \
+                else np.zeros(())
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if scale.size > 1:  # per axis
+                shape = [1] * q.ndim
+                shape[axis % q.ndim] = -1
+                scale, zero = scale.reshape(shape), zero.reshape(shape) if zero.size > 1 else zero
+            value = ((q - zero) * scale).astype(np.float32)
+            g.initializer.append(numpy_helper.from_array(value, node.output[0]))
+            inits[node.output[0]] = g.initializer[-1]
+            used.update(n for n in names if n)
+            continue
+        keep.append(node)
+    del g.node[:]
+    g.node.extend(keep)
+    needed = {n for node in g.node for n in node.input} | {o.name for o in g.output}
+    kept = [i for i in g.initializer if i.name not in used or i.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    return model
+
+
 OLDEST_READ = 11  # graphs of older opsets are converted to UPGRADE_TO first
 UPGRADE_TO = 13
 
@@ -489,9 +535,14 @@ def build(model_args: dict[str, Any], where: str = "onnx") -> nn.Module:
 _CHECKED: tuple[str, nn.Module] | None = None  # read_onnx's last module rebuilt from the weights-free graph
 
 
-def _run_onnxruntime(model, name: str, x: np.ndarray, batch: int | None) -> np.ndarray:
+def _run_onnxruntime(model, name: str, x: np.ndarray, batch: int | None, literal: bool = False) -> np.ndarray:
+    """The graph's first output from onnxruntime; `literal`: with its graph optimisations off (each node run as
+    written, a quantized graph's QuantizeLinear/DequantizeLinear not fused into integer kernels)."""
     import onnxruntime as ort
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if literal:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     if batch is None:
         return np.asarray(session.run(None, {name: x})[0])
     return np.concatenate([np.asarray(session.run(None, {name: x[i:i + batch]})[0]) for i in range(0, len(x), batch)])
@@ -515,15 +566,17 @@ def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str
         raise HardenError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__}: {e}).") from None
     newer = _upgraded(model)  # before _prepare: the converter needs old IR versions' initializers listed as inputs
     model = _prepare(model)
-    half = _takes_float16(model)
+    half, quantized = _takes_float16(model), is_quantized(model)
     original = model  # the file as onnxruntime runs it; a copy only where the float16/8-bit steps change the graph
-    if half or any(i.type.tensor_type.elem_type == onnx.TensorProto.UINT8 for i in model.graph.input):
+    if half or quantized or any(i.type.tensor_type.elem_type == onnx.TensorProto.UINT8 for i in model.graph.input):
         original = onnx.ModelProto()
         original.CopyFrom(model)
     if newer is not None:  # onnxruntime still runs the file's own graph
         model = _prepare(newer)
     if half:
         model = _as_float32(model)
+    if quantized:
+        model = _weights_dequantized(model)
     as_bytes = _takes_bytes(model)
     name, dims, layout = _input(model, path, hints or {})
     graph_size = [dims[2], dims[3]] if dims[2] and dims[3] else None
@@ -537,8 +590,12 @@ def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str
     feed = x.permute(0, 2, 3, 1).contiguous() if layout == "NHWC" else x
     feed_type = {2: np.uint8, 10: np.float16}.get(original.graph.input[0].type.tensor_type.elem_type, np.float32)
     try:
-        expected = _run_onnxruntime(original, name, feed.numpy().astype(feed_type), fixed)
+        # a quantized graph as written (each QuantizeLinear and DequantizeLinear run as such): what harden computes;
+        # onnxruntime's own optimisation fuses them into integer kernels, measured against it below
+        expected = _run_onnxruntime(original, name, feed.numpy().astype(feed_type), fixed, literal=quantized)
         expected = expected.astype(np.float32)
+        fused = _run_onnxruntime(original, name, feed.numpy().astype(feed_type), fixed).astype(np.float32) \
+            if quantized else None
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors on a graph it cannot run
         raise HardenError(f"onnxruntime cannot run {str(path)!r} on {n} images of {tuple(feed.shape[1:])} "
                           f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}).") from None
@@ -559,7 +616,7 @@ def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str
     worst = max(float((torch.as_tensor(o).reshape(expected.shape) - torch.from_numpy(expected)).abs().max())
                 if tuple(o.shape) == expected.shape else float("inf") for o in outs)
     scale = float(np.abs(expected).max())
-    if not worst <= (HALF_TOLERANCE if half else TOLERANCE) * max(1.0, scale):
+    if not worst <= (HALF_TOLERANCE if half else QUANT_TOLERANCE if quantized else TOLERANCE) * max(1.0, scale):
         raise HardenError(f"{str(path)!r}: the graph converted to torch gives other outputs than onnxruntime gives "
                           f"for the file{batch} (largest difference {worst:.3g} where outputs reach {scale:.3g}); "
                           "harden will not attack or train a model that is not the file's.")
@@ -572,6 +629,16 @@ def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str
     if as_bytes:  # [0, 1] pixels -> the 0-255 values the graph's casts took: harden's normalisation does it
         meta.update(mean=[0.0] * int(dims[1]), std=[1 / 255] * int(dims[1]))
         meta["onnx_input"] = "8-bit pixels, fed as float 0-255"
+    if quantized:
+        from ..runtime import warn
+        kernels = float(np.abs(fused - expected).max())
+        agree = float((fused.argmax(-1) == expected.argmax(-1)).mean())
+        warn(f"{str(path)!r} is a quantized (QDQ) graph: harden runs its QuantizeLinear/DequantizeLinear as float "
+             f"arithmetic with the same rounding (outputs within {worst:.2g} of onnxruntime's running the graph as "
+             f"written, where they reach {scale:.2g}; onnxruntime's fused integer kernels differ from that by up to "
+             f"{kernels:.2g}, the same class for {agree:.0%} of the check's images), its weights dequantized to float; "
+             "gradients pass the rounding straight through (BPDA), so white-box attacks are BPDA attacks.")
+        meta["onnx_quantized"] = "QDQ: weights dequantized to float, activations' rounding with BPDA gradients"
     if half:
         from ..runtime import warn
         warn(f"{str(path)!r} is a float16 graph: harden attacks and trains it in float32 (its outputs within "
