@@ -1,0 +1,79 @@
+"""A quantized ONNX graph as input: the shared CIFAR-10 ResNet-20 exported by harden, quantized by onnxruntime's
+quantize_static (QDQ, int8, per channel, calibrated on 256 training images), then evaluated by harden beside the float
+model on the same test images: clean accuracy, PGD white-box (BPDA through the rounding for the quantized graph),
+agreement with onnxruntime's own fused integer kernels. Rows for BENCHMARKS.md "ONNX graphs quantized by onnxruntime".
+
+    python benchmarks/onnx_quantized.py [--n 200]
+
+Needs ../shared (the checkpoint and cifar10.npz)."""
+import argparse
+import contextlib
+import io
+import pathlib
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+import harden
+from harden.runtime import set_quiet
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=200)
+    args = ap.parse_args()
+    ckpt, data_path = SHARED / "models" / "resnet20_cifar10.th", SHARED / "data" / "cifar10.npz"
+    if not ckpt.exists() or not data_path.exists():
+        sys.exit(f"needs {ckpt} and {data_path}")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    set_quiet(True)
+    arch = str(pathlib.Path(__file__).with_name("archs.py")) + ":resnet20"
+    model = harden.load(ckpt, arch=arch, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+    data = harden.load_data(str(data_path))
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    x_check, _ = data.images("test", np.arange(8))
+    from harden.export import export_onnx
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_onnx(model, tmp / "float.onnx", x_check, "test images")
+        quant_pre_process(str(tmp / "float.onnx"), str(tmp / "pre.onnx"))
+        import onnx
+        name = onnx.load(str(tmp / "pre.onnx")).graph.input[0].name
+        x_cal, _ = data.images("train", np.arange(256))
+        batches = iter([{name: x_cal[i:i + 32].numpy()} for i in range(0, 256, 32)])
+
+        class Reader(CalibrationDataReader):
+            def get_next(self):
+                return next(batches, None)
+        quantize_static(str(tmp / "pre.onnx"), str(tmp / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True)
+    quantized = harden.load(tmp / "int8.onnx")
+    import onnxruntime as ort
+    x, y = data.images("test", np.arange(args.n))
+    session = ort.InferenceSession(str(tmp / "int8.onnx"), providers=["CPUExecutionProvider"])
+    deployed = session.run(None, {name: x.numpy()})[0].argmax(1)
+    with torch.no_grad():
+        ours = quantized(x).argmax(1).numpy()
+    print(f"ResNet-20 int8 QDQ: harden's predictions equal onnxruntime's fused kernels' on "
+          f"{(ours == deployed).mean():.1%} of {args.n} test images; onnxruntime's clean accuracy "
+          f"{(deployed == y.numpy()).mean():.1%}")
+    print("| model | threat model | clean | FGSM | PGD-50 | AutoPGD-25 | time |")
+    print("|---|---|---|---|---|---|---|")
+    for label, m in (("float (the checkpoint)", model), ("int8 QDQ (onnxruntime quantize_static)", quantized)):
+        t = time.time()
+        r = harden.evaluate(m, data, n=args.n, attacks=["fgsm", "pgd", "autopgd"], device="cpu", metrics=False,
+                            masking_checks=False)
+        cells = " | ".join(f"{a.robust_accuracy:.1%}" for a in r.attacks)
+        threat = "white-box" + (" (BPDA through the rounding)" if m is quantized else "")
+        print(f"| {label} | {threat} | {r.clean_accuracy:.1%} | {cells} | {time.time() - t:.1f} s |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
