@@ -341,9 +341,12 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     try:
         model.load_notes = load_state_strict(model.net, state, path)
     except HardenError as e:
-        if guessed:  # the count is the file's own rows: the mismatch that matters is the one the error names
+        if guessed and not _count_implicated(model.net, state, int(spec["num_classes"])):
+            # the rows guessed fit the layers sized by the count: the mismatch that matters is the one the error names
             raise HardenError(f"{e} (--num-classes {spec['num_classes']} was read from "
                               f"{sources['num_classes'][len(GUESSED):]}.)") from None
+        if guessed:
+            raise no_count from None
         raise
     if guessed:
         rows_of = sources["num_classes"][len(GUESSED):]
@@ -381,6 +384,14 @@ def _fitted(net: torch.nn.Module, state: dict[str, torch.Tensor]):
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
     return own, state, notes, missing, unexpected, shapes
+
+
+def _count_implicated(net: torch.nn.Module, state: dict[str, torch.Tensor], num_classes: int) -> bool:
+    """Whether a layer built with `num_classes` outputs is among the shape mismatches (a guessed count that is not
+    the classifier's: the file's last linear layer was a projection after it)."""
+    own, fitted = _fitted(net, state)[:2]
+    return any(k in fitted and fitted[k].shape != v.shape and v.ndim >= 1 and v.shape[0] == num_classes
+               for k, v in own.items())
 
 
 def weights_fit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:

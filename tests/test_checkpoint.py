@@ -130,10 +130,30 @@ def test_a_whole_pickled_sequential_names_its_children_and_loads_from_a_function
     assert (model.spec.num_classes, model.spec.in_chans) == (5, 1)
 
 
+def _damage_outcomes(original: bytes, write, path, rng) -> dict[str, int]:
+    """150 copies of `original` with 1-4 bytes overwritten (a fifth also truncated), each written by write(bytes) and
+    read: how many read and how many gave a HardenError (anything else fails the test)."""
+    outcomes = {"read": 0, "error": 0}
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            data = data[:rng.randrange(len(data))]
+        write(bytes(data))
+        try:
+            read_checkpoint(path)
+            outcomes["read"] += 1
+        except HardenError:
+            outcomes["error"] += 1
+    return outcomes
+
+
 def test_damaged_whole_model_pickles_give_only_one_paragraph_errors(tmp_path):
     """Overwritten and truncated bytes in a whole pickled model's data.pkl (read by the inert unpickler, torch having
-    refused it): a state dict or a HardenError, never another exception (struct.error, MemoryError, a TypeError from
-    a damaged module table were found this way)."""
+    refused it), and anywhere in a legacy-format file (the pickles, then each storage's element count and bytes): a
+    state dict or a HardenError, never another exception (struct.error, MemoryError, a TypeError from a damaged
+    module table were found this way)."""
     import io
     import random
     import zipfile
@@ -142,43 +162,20 @@ def test_damaged_whole_model_pickles_give_only_one_paragraph_errors(tmp_path):
     torch.save(timm.create_model("test_resnet.r160_in1k", num_classes=3), tmp_path / "whole.pt")
     src = zipfile.ZipFile(tmp_path / "whole.pt")
     member = next(n for n in src.namelist() if n.endswith("data.pkl"))
-    original = src.read(member)
-    rng = random.Random(0)
-    outcomes = {"read": 0, "error": 0}
-    for _ in range(150):
-        data = bytearray(original)
-        for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        if rng.random() < 0.2:
-            data = data[:rng.randrange(len(data))]
+    damaged = tmp_path / "damaged.pt"
+
+    def zipped(data: bytes) -> None:
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w") as z:
             for name in src.namelist():
-                z.writestr(name, bytes(data) if name == member else src.read(name))
-        (tmp_path / "damaged.pt").write_bytes(out.getvalue())
-        try:
-            read_checkpoint(tmp_path / "damaged.pt")
-            outcomes["read"] += 1
-        except HardenError:
-            outcomes["error"] += 1
+                z.writestr(name, data if name == member else src.read(name))
+        damaged.write_bytes(out.getvalue())
+    rng = random.Random(0)
+    outcomes = _damage_outcomes(src.read(member), zipped, damaged, rng)
     assert outcomes["read"] and outcomes["error"], outcomes
-    # the legacy format: the pickles, then each storage's element count and bytes, damaged anywhere
     torch.save(timm.create_model("test_resnet.r160_in1k", num_classes=3), tmp_path / "legacy.pt",
                _use_new_zipfile_serialization=False)
-    original = (tmp_path / "legacy.pt").read_bytes()
-    outcomes = {"read": 0, "error": 0}
-    for _ in range(150):
-        data = bytearray(original)
-        for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        if rng.random() < 0.2:
-            data = data[:rng.randrange(len(data))]
-        (tmp_path / "damaged.pt").write_bytes(bytes(data))
-        try:
-            read_checkpoint(tmp_path / "damaged.pt")
-            outcomes["read"] += 1
-        except HardenError:
-            outcomes["error"] += 1
+    outcomes = _damage_outcomes((tmp_path / "legacy.pt").read_bytes(), damaged.write_bytes, damaged, rng)
     assert outcomes["read"] and outcomes["error"], outcomes
 
 

@@ -189,7 +189,7 @@ def test_nhwc_graphs_take_harden_s_nchw_pixels(tmp_path):
 def test_a_conversion_that_differs_from_onnxruntime_is_refused(tmp_path, monkeypatch):
     path = export(LeNetView(), tmp_path / "m.onnx")
     real = onnx_graph._run_onnxruntime
-    monkeypatch.setattr(onnx_graph, "_run_onnxruntime", lambda *a: real(*a) + 0.5)
+    monkeypatch.setattr(onnx_graph, "_run_onnxruntime", lambda *a, **kw: real(*a, **kw) + 0.5)
     with pytest.raises(HardenError, match="other outputs than onnxruntime"):
         harden.load(path)
 
