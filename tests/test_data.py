@@ -241,3 +241,38 @@ def test_augment_keeps_shape_and_dtype(digits, kind):
         assert np.array_equal(x, y)  # the identity
     else:  # a padded random crop moves some of 16 images (each stays put with probability 1/9 at 8x8)
         assert not np.array_equal(x, y)
+
+
+def test_arrays_for_a_model_of_another_channel_count_are_converted_as_image_files_are(tmp_path):
+    """MNIST arrays for a 3-channel network (a ResNet trained on grey digits replicated), colour arrays for a grey
+    one, RGBA for RGB: converted row by row as PIL's convert gives an image file to that model (PIL is the
+    reference), said in the report's data details; the data kind stays the images' own (MNIST stays mnist-like)."""
+    from PIL import Image
+
+    import harden
+    from harden.data import DataTarget
+    from harden.data.transforms import Preprocess
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    colour = rng.integers(0, 256, (40, 12, 12, 4), dtype=np.uint8)
+    y = np.arange(40) % 4
+    np.savez_compressed(tmp_path / "grey.npz", x_train=grey, y_train=y, x_test=grey[:20], y_test=y[:20])
+    np.savez(tmp_path / "rgba.npz", x_train=colour, y_train=y, x_test=colour[:20], y_test=y[:20])
+
+    def target(chans, size):
+        return DataTarget(Preprocess(chans, size), 4)
+    data = load_data(tmp_path / "grey.npz", target(3, (28, 28)))
+    assert data.in_chans == 3 and data.kind == "mnist-like"
+    x, _ = data.images("test", np.arange(3))
+    assert torch.equal(x[:, 0], x[:, 2]) and torch.equal((x[:, 1] * 255).round().byte(), torch.from_numpy(grey[:3]))
+    model = harden.create_model("cnn-small", 4, 3, (28, 28), (0.5,), (0.25,))
+    report = harden.evaluate(model, data, n=10, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
+    assert report.data_details["channels"].startswith("grey images replicated to 3 channels")
+    assert subsample(data, 0.5, 0).kind == "mnist-like"
+    for chans, mode in ((1, "L"), (3, "RGB")):
+        data = load_data(tmp_path / "rgba.npz", target(chans, (12, 12)))
+        x, _ = data.images("test", np.arange(5))
+        want = np.stack([np.asarray(Image.fromarray(colour[i], "RGBA").convert(mode)) for i in range(5)])
+        got = (x * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        assert np.array_equal(got.reshape(want.shape), want), mode
+    assert load_data(tmp_path / "rgba.npz").in_chans == 4  # without a model: the arrays as they are

@@ -66,6 +66,14 @@ class DataTarget:
 
 
 def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
+    data = _load_data(spec, target)
+    if isinstance(data, ImageData) and target is not None and target.preprocess is not None:
+        # arrays for a model of another channel count: converted as image files are for it (grey replicated, ...)
+        data = data.with_channels(target.preprocess.in_chans)
+    return data
+
+
+def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     from ..hub_cache import local
     spec = str(local(spec, "dataset"))  # hf:org/name: the copy the Hugging Face cache holds
     if spec == "digits":

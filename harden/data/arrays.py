@@ -13,7 +13,7 @@ import torch
 from ..errors import HardenError
 from .base import Data, to_tensor
 from .npz import READ_ERRORS, DeferredArray
-from .pixels import PixelView, as_pixels
+from .pixels import CHANNEL_NOTES, ChannelView, PixelView, as_pixels
 from .transforms import augment, build_augment
 
 
@@ -47,6 +47,7 @@ class ImageData(Data):
     num_classes: int
     subset: dict = field(default_factory=dict)  # fraction, seed, n, index hash when subsampled
     class_names: list[str] | None = None  # when the data says them (image folders, CIFAR-10 meta, an npz key)
+    image_chans: int | None = None  # the arrays' own channels where they are fed as another count (with_channels)
 
     @property
     def in_chans(self) -> int:
@@ -71,7 +72,25 @@ class ImageData(Data):
     def take_train(self, idx: np.ndarray, subset: dict | None = None) -> "ImageData":
         return ImageData(self.x_train[idx], self.y_train[idx], self.x_test, self.y_test, self.source,
                          self.num_classes, subset=self.subset if subset is None else subset,
-                         class_names=self.class_names)
+                         class_names=self.class_names, image_chans=self.image_chans)
+
+    def with_channels(self, channels: int) -> "ImageData":
+        """The same arrays fed to a model of `channels` input channels, converted as PIL converts an image file for
+        it (pixels.convert_channels), row by row as a run reads them; itself where the counts agree or no conversion
+        applies (check_fits then says so)."""
+        own = self.in_chans
+        if channels == own or (own, channels) not in CHANNEL_NOTES:
+            return self
+        raw = self.__dict__["_x_train"]
+        return ImageData(ChannelView(raw, channels, f"{self.source}: x_train"), self.y_train,
+                         ChannelView(self.x_test, channels, f"{self.source}: x_test"), self.y_test, self.source,
+                         self.num_classes, subset=self.subset, class_names=self.class_names, image_chans=own)
+
+    def identity(self) -> dict:
+        out = super().identity()
+        if self.image_chans is not None:
+            out["channels"] = CHANNEL_NOTES[(self.image_chans, self.in_chans)] + ", as image files are read"
+        return out
 
     def images(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor]:

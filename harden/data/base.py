@@ -51,7 +51,8 @@ class Data:
     def kind(self) -> str:
         """'mnist-like' (grey, <= 28 px), 'cifar-like' (small colour) or 'imagenet-like' (larger than
         SMALL_IMAGE_SIDE): picks data-dependent recipe defaults."""
-        if self.in_chans == 1 and max(self.input_size) <= 28:
+        chans = getattr(self, "image_chans", None) or self.in_chans  # the images' own: MNIST given 3 channels
+        if chans == 1 and max(self.input_size) <= 28:
             return "mnist-like"
         return "cifar-like" if max(self.input_size) <= SMALL_IMAGE_SIDE else "imagenet-like"
 
@@ -134,8 +135,10 @@ def subsample(data: Data, frac: float, seed: int) -> Data:
 
 def check_fits(data: Data, in_chans: int, num_classes: int) -> None:
     if data.in_chans != in_chans:
+        convert = (f" (in Python: data.with_channels({in_chans}) converts arrays as image files are converted, "
+                   "which harden's commands do)" if hasattr(data, "with_channels") else "")
         raise HardenError(f"The data ({data.source}) has {data.in_chans}-channel images but the model takes "
-                          f"{in_chans} channel(s). Use data of the kind the model was trained on.")
+                          f"{in_chans} channel(s). Use data of the kind the model was trained on{convert}.")
     if data.num_classes > num_classes:  # files' labels are checked when they are listed (files.py)
         raise HardenError(f"The data ({data.source}) has labels up to {data.num_classes - 1} but the model has only "
                           f"{num_classes} classes.")

@@ -60,6 +60,61 @@ class PixelView:
         return a
 
 
+def convert_channels(a: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 ... x C rows as `channels` channels, as PIL's convert gives an image file to a model of that many (so
+    arrays and files read alike): grey replicated ('RGB'), luminance by ITU-R 601-2 in PIL's integer arithmetic
+    ('L'), alpha dropped ('RGB' of RGBA) or opaque ('RGBA' of RGB)."""
+    c = a.shape[-1]
+    if c == channels:
+        return a
+    if channels == 1:
+        w = a[..., :3].astype(np.uint32) if c >= 3 else None
+        if w is None:
+            raise HardenError(f"cannot give {c}-channel images one channel")
+        return ((w[..., 0] * 19595 + w[..., 1] * 38470 + w[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
+    rgb = np.repeat(a, 3, axis=-1) if c == 1 else a[..., :3]
+    if channels == 3:
+        return rgb
+    if channels == 4:
+        return np.concatenate([rgb, np.full(rgb.shape[:-1] + (1,), 255, np.uint8)], axis=-1)
+    raise HardenError(f"cannot give {c}-channel images {channels} channels")
+
+
+CHANNEL_NOTES = {(1, 3): "grey images replicated to 3 channels", (1, 4): "grey images as RGBA, opaque",
+                 (3, 1): "colour images as grey (ITU-R 601-2 luminance)", (4, 1): "RGBA images as grey (luminance)",
+                 (4, 3): "RGBA images as RGB (alpha dropped)", (3, 4): "RGB images as RGBA, opaque"}
+
+
+class ChannelView:
+    """uint8 N x H x W x C rows of `base` (an array, a PixelView or a DeferredArray, inflated on first read) with
+    `channels` channels (convert_channels): arrays fed to a model of another channel count, as files are."""
+
+    def __init__(self, base: Any, channels: int, what: str):
+        self._base, self.channels, self.what = base, channels, what
+        self.source_chans = int(base.shape[-1])
+        self.shape = (*base.shape[:-1], channels)
+        self.dtype = np.dtype(np.uint8)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(self._base, DeferredArray):
+            try:
+                self._base = self._base.load()
+            except READ_ERRORS as e:
+                raise HardenError(f"{self.what} could not be read ({e}).") from None
+        return convert_channels(np.asarray(self._base[idx]), self.channels)
+
+
 def as_pixels(x: Any, what: str, like: PixelView | None = None) -> Any:
     """x as uint8 N x H x W x C rows: itself when it is that already (a DeferredArray stays deferred), else a
     PixelView. Refuses normalised images. `like`: the view of the other split, whose value range a deferred array
