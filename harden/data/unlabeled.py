@@ -18,6 +18,7 @@ import torch
 
 from ..errors import HardenError
 from .arrays import ImageData, _cifar_batches
+from .pixels import CHANNEL_NOTES
 from .base import Data, batches, chunks, index_hash, nchw, to_tensor
 from .files import DECODE_BATCH, FileData
 from .loader import decode_batches, default_workers
@@ -32,7 +33,16 @@ MAX_UPSCALE = 4.0  # a pool whose images are this much smaller than the model's 
 def load_unlabeled(spec: str | Path, target) -> Data:
     """The pool as a Data whose training split holds every image (`y_train` = the source's labels mapped to the
     model's classes where it has them, else NO_LABEL; used only to report agreement). A source with a train split
-    gives that split alone: its val/test split is somebody's test set and must not leak into training."""
+    gives that split alone: its val/test split is somebody's test set and must not leak into training. Arrays of
+    another channel count than the model's are converted as image files are (ImageData.with_channels)."""
+    pool = _load_unlabeled(spec, target)
+    if isinstance(pool, ImageData) and getattr(target, "preprocess", None) is not None and \
+            (pool.in_chans, target.preprocess.in_chans) in CHANNEL_NOTES:
+        pool = pool.with_channels(target.preprocess.in_chans)
+    return pool
+
+
+def _load_unlabeled(spec: str | Path, target) -> Data:
     from ..hub_cache import local
     path = Path(local(spec, "dataset"))
     if not path.exists():
@@ -152,20 +162,11 @@ def _file_pool(source: str, listing: Listing, target) -> FileData:
 # ---------------------------------------------------------------- adapting images to the model
 
 def adapt(x: torch.Tensor, in_chans: int, size: tuple[int, int]) -> torch.Tensor:
-    """A batch of the pool in the labelled data's channels and size: grey -> colour by repeating the channel,
-    colour -> grey by luminance (ITU-R 601), alpha dropped; bilinear resize."""
+    """A batch of the pool at the labelled data's size (bilinear); its channels are the model's already (files
+    decode to them, arrays are converted when loaded: load_unlabeled)."""
     from .base import fit_size
-    c = x.shape[1]
-    if c != in_chans:
-        if c == 4:
-            x, c = x[:, :3], 3
-        if c == 1 and in_chans == 3:
-            x = x.expand(-1, 3, -1, -1)
-        elif c == 3 and in_chans == 1:
-            w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
-            x = (x * w[None, :, None, None]).sum(1, keepdim=True)
-        elif c != in_chans:
-            raise HardenError(f"--unlabeled: images with {c} channels cannot feed a model that takes {in_chans}.")
+    if x.shape[1] != in_chans:
+        raise HardenError(f"--unlabeled: images with {x.shape[1]} channels cannot feed a model that takes {in_chans}.")
     return nchw(fit_size(x, tuple(size)))
 
 
@@ -173,7 +174,7 @@ def check_adaptable(pool: Data, in_chans: int, size: tuple[int, int]) -> str:
     """'' when the pool's images already match, else what will be changed; an error when they cannot be used."""
     if isinstance(pool, FileData):
         return ""  # decoded through the model's own transform: its channels and size
-    c, s = pool.in_chans, pool.input_size
+    c, s = getattr(pool, "image_chans", None) or pool.in_chans, pool.input_size  # the images' own channels
     if c not in (1, 3, 4) or in_chans not in (1, 3):
         raise HardenError(f"--unlabeled {pool.source}: {c}-channel images cannot feed a model that takes {in_chans}.")
     scale = max(size[0] / s[0], size[1] / s[1])
