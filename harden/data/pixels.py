@@ -21,13 +21,13 @@ def channels_first(shape: tuple[int, ...]) -> bool:
     return len(shape) == 4 and shape[1] in _CHANNELS and shape[-1] not in _CHANNELS
 
 
-class PixelView:
-    """uint8 N x H x W x C rows of `base` (an array or a DeferredArray, inflated on first read)."""
+class RowView:
+    """uint8 N x H x W x C rows computed from `base` (an array, another view, or a DeferredArray, inflated on the
+    first read) as a run indexes them; subclasses say the shape and how rows are converted (`_convert`)."""
+    shape: tuple[int, ...]
 
-    def __init__(self, base: Any, first: bool, scale: float, what: str):
-        self._base, self.first, self.scale, self.what = base, first, scale, what
-        n, *rest = base.shape
-        self.shape = (n, rest[1], rest[2], rest[0]) if first else (n, *rest)
+    def __init__(self, base: Any, what: str):
+        self._base, self.what = base, what
         self.dtype = np.dtype(np.uint8)
 
     @property
@@ -47,7 +47,22 @@ class PixelView:
                 self._base = self._base.load()
             except READ_ERRORS as e:
                 raise HardenError(f"{self.what} could not be read ({e}).") from None
-        a = np.asarray(self._base[idx])
+        return self._convert(np.asarray(self._base[idx]))
+
+    def _convert(self, a: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PixelView(RowView):
+    """uint8 N x H x W x C rows of images saved channels first or as floats / wider integers."""
+
+    def __init__(self, base: Any, first: bool, scale: float, what: str):
+        super().__init__(base, what)
+        self.first, self.scale = first, scale
+        n, *rest = base.shape
+        self.shape = (n, rest[1], rest[2], rest[0]) if first else (n, *rest)
+
+    def _convert(self, a: np.ndarray) -> np.ndarray:
         if self.first:
             a = np.moveaxis(a, -3, -1)
         if self.scale != 1.0 or a.dtype != np.uint8:
@@ -85,34 +100,17 @@ CHANNEL_NOTES = {(1, 3): "grey images replicated to 3 channels", (1, 4): "grey i
                  (4, 3): "RGBA images as RGB (alpha dropped)", (3, 4): "RGB images as RGBA, opaque"}
 
 
-class ChannelView:
-    """uint8 N x H x W x C rows of `base` (an array, a PixelView or a DeferredArray, inflated on first read) with
-    `channels` channels (convert_channels): arrays fed to a model of another channel count, as files are."""
+class ChannelView(RowView):
+    """uint8 N x H x W x C rows of `base` with `channels` channels (convert_channels): arrays fed to a model of
+    another channel count, as files are."""
 
     def __init__(self, base: Any, channels: int, what: str):
-        self._base, self.channels, self.what = base, channels, what
-        self.source_chans = int(base.shape[-1])
+        super().__init__(base, what)
+        self.channels, self.source_chans = channels, int(base.shape[-1])
         self.shape = (*base.shape[:-1], channels)
-        self.dtype = np.dtype(np.uint8)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
-
-    def __getitem__(self, idx) -> np.ndarray:
-        if isinstance(self._base, DeferredArray):
-            try:
-                self._base = self._base.load()
-            except READ_ERRORS as e:
-                raise HardenError(f"{self.what} could not be read ({e}).") from None
-        return convert_channels(np.asarray(self._base[idx]), self.channels)
+    def _convert(self, a: np.ndarray) -> np.ndarray:
+        return convert_channels(a, self.channels)
 
 
 def as_pixels(x: Any, what: str, like: PixelView | None = None) -> Any:
