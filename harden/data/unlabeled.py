@@ -105,8 +105,8 @@ def _npz_pool(path: Path) -> ImageData:
 
 def _array_pool(x: np.ndarray, y: np.ndarray | None, source: str) -> ImageData:
     from .npz import DeferredArray
-    from .pixels import PixelView, as_pixels
-    x = x if isinstance(x, (PixelView, DeferredArray)) else np.asarray(x)
+    from .pixels import RowView, as_pixels
+    x = x if isinstance(x, (RowView, DeferredArray)) else np.asarray(x)
     x = x.reshape((*x.shape, 1)) if x.ndim == 3 else x
     if x.ndim == 4:  # N x C x H x W and float pixels are converted as the pool's batches are read
         x = as_pixels(x, f"--unlabeled {source}: x_train")
