@@ -182,11 +182,21 @@ def test_missing_data_path(cli, digits_ckpt):
 
 
 def test_channel_mismatch(cli, digits_ckpt, tmp_path):
+    """Colour arrays for a grey model are read as grey (as image files are), said in the report; a channel count no
+    conversion gives (a 2-channel network) is refused."""
+    import json
+
     import numpy as np
     p = tmp_path / "rgb.npz"
     rgb = np.zeros((10, 8, 8, 3), np.uint8)
     np.savez(p, x_train=rgb, y_train=np.arange(10), x_test=rgb, y_test=np.arange(10))
-    assert "channel" in _bad(cli, "eval", digits_ckpt, "--data", p)
+    code, out, err = cli("eval", digits_ckpt, "--data", p, "--n", "10", "--attack", "fgsm", "--no-metrics",
+                         "--no-masking-checks", "--json", tmp_path / "r.json")
+    assert code == 0, out + err
+    assert json.loads((tmp_path / "r.json").read_text())["data_details"]["channels"].startswith("colour images as grey")
+    two = harden.create_model("cnn-small", 10, 2, (8, 8), (0.5,), (0.25,))
+    harden.save(two, tmp_path / "two.safetensors")
+    assert "channel" in _bad(cli, "eval", tmp_path / "two.safetensors", "--data", p)
 
 
 def test_output_equal_to_input(cli, digits_ckpt, other_ckpt):
