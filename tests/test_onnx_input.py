@@ -495,3 +495,54 @@ def test_a_quantized_qdq_graph_is_evaluated_as_written_with_bpda_gradients(digit
                              masking_checks=False)
     robust = report.attacks[0].robust_accuracy
     assert robust < report.clean_accuracy - 0.3, (report.clean_accuracy, robust)
+
+
+def test_a_dynamically_quantized_graph_is_evaluated_with_bpda_gradients(digits_model, digits, tmp_path):
+    """onnxruntime's quantize_dynamic (DynamicQuantizeLinear before ConvInteger and MatMulInteger, int8 weights):
+    read as float arithmetic with the same rounding and the same per-batch range, checked against onnxruntime; PGD
+    through the rounding (BPDA) lowers its accuracy."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    export(digits_model, tmp_path / "float.onnx", size=(8, 8), chans=1)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        quant_pre_process(str(tmp_path / "float.onnx"), str(tmp_path / "pre.onnx"))
+        quantize_dynamic(str(tmp_path / "pre.onnx"), str(tmp_path / "dyn.onnx"), weight_type=QuantType.QInt8)
+    import onnx
+    assert {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"} <= {n.op_type for n in
+                                                                         onnx.load(tmp_path / "dyn.onnx").graph.node}
+    with console.capture() as cap:
+        model = harden.load(tmp_path / "dyn.onnx")
+    assert "quantized (dynamic) graph" in " ".join(cap.get().split())
+    import onnxruntime as ort
+    x, y = digits.images("test", np.arange(64))
+    session = ort.InferenceSession(str(tmp_path / "dyn.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ours = model(x).numpy()
+    theirs = session.run(None, {"image": x.numpy()})[0]  # the same batch: the same quantization range
+    assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.97 and np.abs(ours - theirs).max() < 0.05 * np.abs(
+        theirs).max()
+    report = harden.evaluate(model, digits, n=100, attacks=["pgd"], eps=0.2, device="cpu", metrics=False,
+                             masking_checks=False)
+    assert report.attacks[0].robust_accuracy < report.clean_accuracy - 0.3
+
+
+def test_node_names_that_onnx2torch_would_number_into_each_other_are_renamed(tmp_path):
+    """onnx2torch numbers repeated module names (`Relu`, `Relu_1`); a node already named `Relu_1` (onnxruntime's
+    optimiser writes such names) then shared one with another and the graph failed with a KeyError."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((48, 5)).astype(np.float32), "w")
+    nodes = [helper.make_node("Relu", ["image"], ["a"], name="Relu_1"),
+             helper.make_node("Relu", ["a"], ["b"], name="/Relu"),
+             helper.make_node("Relu", ["b"], ["c"], name="Relu"),
+             helper.make_node("Flatten", ["c"], ["f"], name="flat"),
+             helper.make_node("MatMul", ["f", "w"], ["logits"], name="head")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, 4, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 5])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    model = harden.load(tmp_path / "m.onnx")
+    x = torch.rand(2, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(model.net(x), torch.relu(x).flatten(1) @ torch.from_numpy(numpy_helper.to_array(w).copy()),
+                              atol=1e-5)

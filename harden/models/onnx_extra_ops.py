@@ -160,6 +160,72 @@ class DequantizeFake(nn.Module):
         return (q - _along(self.zero, self.axis, q.dim())) * _along(self.scale, self.axis, q.dim())
 
 
+class DynamicQuantizeFake(nn.Module):
+    """DynamicQuantizeLinear as float arithmetic: uint8 with the scale and zero point the whole tensor's range gives
+    (as onnxruntime computes them, per batch), the integers kept as floats; the rounding's gradient passes straight
+    through and the scale is held constant for it (BPDA)."""
+
+    def forward(self, x):
+        lo, hi = torch.clamp(x.detach().min(), max=0.0), torch.clamp(x.detach().max(), min=0.0)
+        scale = (hi - lo) / 255.0
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero tensor: any scale gives zeros
+        zero = torch.clamp(torch.round(-lo / scale), 0.0, 255.0)
+        v = x / scale
+        v = v + (torch.round(v) - v).detach()
+        return torch.clamp(v + zero, 0.0, 255.0), scale, zero
+
+
+def _zero_of(node, graph, i: int) -> torch.Tensor | None:
+    """Input i (a zero point) as a float constant, None where it is absent; a zero point computed at run time (a
+    DynamicQuantizeLinear's) is an input of the module instead."""
+    names = node.input_values
+    if len(names) <= i or not names[i]:
+        return torch.zeros(())
+    return graph.initializers[names[i]].to_torch().float() if names[i] in graph.initializers else None
+
+
+def _integer_weight(node, graph, what: str) -> torch.Tensor:
+    name = node.input_values[1]
+    if name not in graph.initializers:
+        raise NotImplementedError(f"{node.operation_type} with {what} computed at run time")
+    return graph.initializers[name].to_torch().float()
+
+
+class MatMulIntegerFake(nn.Module):
+    """MatMulInteger, (A - a_zero) @ (B - b_zero), in float, B a constant (the quantized weight, less its zero point
+    per column)."""
+
+    def __init__(self, weight: torch.Tensor, a_zero: torch.Tensor | None):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.register_buffer("a_zero", a_zero if a_zero is not None else torch.zeros(()), persistent=False)
+        self.runtime_zero = a_zero is None
+
+    def forward(self, a, a_zero=None):
+        return (a - (a_zero if self.runtime_zero else self.a_zero)) @ self.weight
+
+
+class ConvIntegerFake(nn.Module):
+    """ConvInteger (2-D), conv(x - x_zero, w - w_zero) in float; onnxruntime pads x with its zero point, which is
+    zero padding of x - x_zero."""
+
+    def __init__(self, weight: torch.Tensor, x_zero: torch.Tensor | None, stride, padding, dilation, groups: int):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.register_buffer("x_zero", x_zero if x_zero is not None else torch.zeros(()), persistent=False)
+        self.runtime_zero = x_zero is None
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+
+    def forward(self, x, x_zero=None):
+        x = x - (x_zero if self.runtime_zero else self.x_zero)
+        top, left, bottom, right = self.padding
+        if (top, left) != (bottom, right):
+            x, pad = torch.nn.functional.pad(x, (left, right, top, bottom)), (0, 0)
+        else:
+            pad = (top, left)
+        return torch.nn.functional.conv2d(x, self.weight, None, self.stride, pad, self.dilation, self.groups)
+
+
 def register() -> None:
     """Add the converters (once)."""
     global _DONE
@@ -238,6 +304,34 @@ def register() -> None:
         def _dequantize(node, graph):
             scale, zero, axis, _ = _quant_params(node, graph)
             return result(DequantizeFake(scale, zero, axis), node, node.input_values[:1])
+
+    @add("DynamicQuantizeLinear", 11)
+    def _dynamic_quantize(node, graph):
+        return result(DynamicQuantizeFake(), node, node.input_values[:1])
+
+    def runtime(node, graph, *indices):
+        """The node's inputs that are not constants, by index (a data input; a zero point computed at run time)."""
+        names = node.input_values
+        return [names[i] for i in indices if len(names) > i and names[i] and names[i] not in graph.initializers]
+
+    @add("MatMulInteger", 10)
+    def _matmul_integer(node, graph):
+        weight = _integer_weight(node, graph, "B") - _zero_of(node, graph, 3)
+        return result(MatMulIntegerFake(weight, _zero_of(node, graph, 2)), node, runtime(node, graph, 0, 2))
+
+    @add("ConvInteger", 10)
+    def _conv_integer(node, graph):
+        a = node.attributes
+        weight = _integer_weight(node, graph, "W")
+        if weight.dim() != 4 or a.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+            raise NotImplementedError("ConvInteger other than 2-D with explicit pads")
+        w_zero = _zero_of(node, graph, 3)
+        weight = weight - (w_zero.reshape(-1, 1, 1, 1) if w_zero.numel() > 1 else w_zero)
+        pads = list(a.get("pads", [0, 0, 0, 0]))
+        module = ConvIntegerFake(weight, _zero_of(node, graph, 2), tuple(a.get("strides", [1, 1])),
+                                 (pads[0], pads[1], pads[2], pads[3]), tuple(a.get("dilations", [1, 1])),
+                                 int(a.get("group", 1)))
+        return result(module, node, runtime(node, graph, 0, 2))
 
     @add("Gelu", 20)
     def _gelu(node, graph):

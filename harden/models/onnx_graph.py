@@ -171,21 +171,24 @@ def _prepare(model):
             continue
         keep.append(node)
     del g.node[:]
-    g.node.extend(keep)
+    g.node.extend(_topological(keep, inits | {i.name for i in g.input}))
+    _unique_module_names(g)
     real = [i for i in g.input if i.name not in inits]
     del g.input[:]
     g.input.extend(real)
     return model
 
 
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
 QUANT_TOLERANCE = 5e-2  # the same for a quantized graph: a rounding that float accumulation order flips moves a
 # value by one quantum, which the layers after carry on
 
 
-def is_quantized(model) -> bool:
-    """A QDQ graph (onnxruntime's quantize_static default): QuantizeLinear/DequantizeLinear pairs around float ops."""
-    return any(n.op_type in QUANT_OPS and not n.domain for n in model.graph.node)
+def is_quantized(model) -> str:
+    """'QDQ' for onnxruntime's quantize_static default (QuantizeLinear/DequantizeLinear pairs around float ops),
+    'dynamic' for its quantize_dynamic (DynamicQuantizeLinear before MatMulInteger/ConvInteger); '' otherwise."""
+    ops = {n.op_type for n in model.graph.node if not n.domain}
+    return "dynamic" if "DynamicQuantizeLinear" in ops else "QDQ" if ops & set(QUANT_OPS) else ""
 
 
 def _weights_dequantized(model):
@@ -222,6 +225,40 @@ def _weights_dequantized(model):
     del g.initializer[:]
     g.initializer.extend(kept)
     return model
+
+
+def _unique_module_names(g) -> None:
+    """onnx2torch names each node's module from its name, numbering repeats (`Gather`, `Gather_1`): a node already
+    called `Gather_1` (onnxruntime's optimiser writes such names beside `/Gather`) then shares a module name with
+    another and one of them is lost. Such nodes are renamed; names that do not collide are kept (they name the taps)."""
+    from onnx2torch.onnx_graph import OnnxGraph
+    taken: set[str] = set()
+    counters: dict[str, int] = {}
+    for i, node in enumerate(g.node):
+        base = OnnxGraph.generate_node_name(node)
+        k = counters.get(base, 0)
+        counters[base] = k + 1
+        unique = base + (f"_{k}" if k else "")
+        if unique in taken:  # the numbering reached a name a node already has: give this node one of its own
+            node.name = f"{node.name or node.op_type}_harden{i}"
+            unique = OnnxGraph.generate_node_name(node)
+        taken.add(unique)
+
+
+def _topological(nodes: list, available: set[str]) -> list:
+    """The nodes in an order where each comes after the nodes whose outputs it reads (onnx2torch reads them in file
+    order; an optimised graph that onnxruntime saved, as its quantization pre-processing does, may not keep one).
+    Already ordered: unchanged; a node whose inputs nothing produces keeps its place at the end."""
+    have, pending, ordered = set(available) | {""}, list(nodes), []
+    while pending:
+        ready = [n for n in pending if all(i in have for i in n.input)]
+        if not ready:
+            return ordered + pending  # an input no node makes (a subgraph's outer value): as written
+        chosen = {id(n) for n in ready}
+        ordered += ready
+        have.update(o for n in ready for o in n.output)
+        pending = [n for n in pending if id(n) not in chosen]
+    return ordered
 
 
 OLDEST_READ = 11  # graphs of older opsets are converted to UPGRADE_TO first
@@ -633,12 +670,15 @@ def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str
         from ..runtime import warn
         kernels = float(np.abs(fused - expected).max())
         agree = float((fused.argmax(-1) == expected.argmax(-1)).mean())
-        warn(f"{str(path)!r} is a quantized (QDQ) graph: harden runs its QuantizeLinear/DequantizeLinear as float "
-             f"arithmetic with the same rounding (outputs within {worst:.2g} of onnxruntime's running the graph as "
+        batch_note = (" per batch, as onnxruntime quantizes each batch with the range of the whole batch"
+                      if quantized == "dynamic" else "")
+        warn(f"{str(path)!r} is a quantized ({quantized}) graph: harden runs its quantization as float arithmetic "
+             f"with the same rounding{batch_note} (outputs within {worst:.2g} of onnxruntime's running the graph as "
              f"written, where they reach {scale:.2g}; onnxruntime's fused integer kernels differ from that by up to "
              f"{kernels:.2g}, the same class for {agree:.0%} of the check's images), its weights dequantized to float; "
              "gradients pass the rounding straight through (BPDA), so white-box attacks are BPDA attacks.")
-        meta["onnx_quantized"] = "QDQ: weights dequantized to float, activations' rounding with BPDA gradients"
+        meta["onnx_quantized"] = (f"{quantized}: weights dequantized to float, activations' rounding with BPDA "
+                                  "gradients")
     if half:
         from ..runtime import warn
         warn(f"{str(path)!r} is a float16 graph: harden attacks and trains it in float32 (its outputs within "
