@@ -1,7 +1,8 @@
 """A quantized ONNX graph as input: the shared CIFAR-10 ResNet-20 exported by harden, quantized by onnxruntime's
-quantize_static (QDQ, int8, per channel, calibrated on 256 training images), then evaluated by harden beside the float
-model on the same test images: clean accuracy, PGD white-box (BPDA through the rounding for the quantized graph),
-agreement with onnxruntime's own fused integer kernels. Rows for BENCHMARKS.md "ONNX graphs quantized by onnxruntime".
+quantize_static (QDQ, int8, per channel, calibrated on 256 training images) and by its quantize_dynamic (int8 weights,
+activations quantized per batch), then evaluated by harden beside the float model on the same test images: clean
+accuracy, attacks white-box (BPDA through the rounding for the quantized graphs), agreement with onnxruntime's own
+kernels. Rows for BENCHMARKS.md "ONNX graphs quantized by onnxruntime".
 
     python benchmarks/onnx_quantized.py [--n 200]
 
@@ -31,7 +32,7 @@ def main() -> None:
     ckpt, data_path = SHARED / "models" / "resnet20_cifar10.th", SHARED / "data" / "cifar10.npz"
     if not ckpt.exists() or not data_path.exists():
         sys.exit(f"needs {ckpt} and {data_path}")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     set_quiet(True)
     arch = str(pathlib.Path(__file__).with_name("archs.py")) + ":resnet20"
@@ -54,24 +55,30 @@ def main() -> None:
                 return next(batches, None)
         quantize_static(str(tmp / "pre.onnx"), str(tmp / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True)
-    quantized = harden.load(tmp / "int8.onnx")
+        quantize_dynamic(str(tmp / "pre.onnx"), str(tmp / "dynamic.onnx"), weight_type=QuantType.QInt8)
     import onnxruntime as ort
     x, y = data.images("test", np.arange(args.n))
-    session = ort.InferenceSession(str(tmp / "int8.onnx"), providers=["CPUExecutionProvider"])
-    deployed = session.run(None, {name: x.numpy()})[0].argmax(1)
-    with torch.no_grad():
-        ours = quantized(x).argmax(1).numpy()
-    print(f"ResNet-20 int8 QDQ: harden's predictions equal onnxruntime's fused kernels' on "
-          f"{(ours == deployed).mean():.1%} of {args.n} test images; onnxruntime's clean accuracy "
-          f"{(deployed == y.numpy()).mean():.1%}")
+    graphs = {"int8 QDQ (onnxruntime quantize_static)": "int8.onnx",
+              "int8 dynamic (onnxruntime quantize_dynamic)": "dynamic.onnx"}
+    models = [("float (the checkpoint)", model)]
+    for label, file in graphs.items():
+        quantized = harden.load(tmp / file)
+        session = ort.InferenceSession(str(tmp / file), providers=["CPUExecutionProvider"])
+        deployed = np.concatenate([session.run(None, {name: x[i:i + 128].numpy()})[0].argmax(1)
+                                   for i in range(0, args.n, 128)])  # batches of the report's size
+        with torch.no_grad():
+            ours = torch.cat([quantized(x[i:i + 128]) for i in range(0, args.n, 128)]).argmax(1).numpy()
+        print(f"{label}: harden's predictions equal onnxruntime's on {(ours == deployed).mean():.1%} of {args.n} "
+              f"test images; onnxruntime's clean accuracy {(deployed == y.numpy()).mean():.1%}")
+        models.append((label, quantized))
     print("| model | threat model | clean | FGSM | PGD-50 | AutoPGD-25 | time |")
     print("|---|---|---|---|---|---|---|")
-    for label, m in (("float (the checkpoint)", model), ("int8 QDQ (onnxruntime quantize_static)", quantized)):
+    for label, m in models:
         t = time.time()
         r = harden.evaluate(m, data, n=args.n, attacks=["fgsm", "pgd", "autopgd"], device="cpu", metrics=False,
                             masking_checks=False)
         cells = " | ".join(f"{a.robust_accuracy:.1%}" for a in r.attacks)
-        threat = "white-box" + (" (BPDA through the rounding)" if m is quantized else "")
+        threat = "white-box" + (" (BPDA through the rounding)" if m is not model else "")
         print(f"| {label} | {threat} | {r.clean_accuracy:.1%} | {cells} | {time.time() - t:.1f} s |", flush=True)
 
 
