@@ -529,7 +529,8 @@ def test_a_dynamically_quantized_graph_is_evaluated_with_bpda_gradients(digits_m
 
 def test_node_names_that_onnx2torch_would_number_into_each_other_are_renamed(tmp_path):
     """onnx2torch numbers repeated module names (`Relu`, `Relu_1`); a node already named `Relu_1` (onnxruntime's
-    optimiser writes such names) then shared one with another and the graph failed with a KeyError."""
+    optimiser writes such names) then shared one with another and the graph failed with a KeyError. Nodes written
+    out of topological order are read in order."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((48, 5)).astype(np.float32), "w")
@@ -541,8 +542,12 @@ def test_node_names_that_onnx2torch_would_number_into_each_other_are_renamed(tmp
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, 4, 4])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 5])], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
-    model = harden.load(tmp_path / "m.onnx")
+    reordered = helper.make_graph([nodes[i] for i in (4, 2, 0, 3, 1)], "g", list(graph.input), list(graph.output),
+                                  [w])  # nodes out of topological order, as some tools write them
+    onnx.save(helper.make_model(reordered, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "r.onnx")
     x = torch.rand(2, 3, 4, 4)
-    with torch.no_grad():
-        assert torch.allclose(model.net(x), torch.relu(x).flatten(1) @ torch.from_numpy(numpy_helper.to_array(w).copy()),
-                              atol=1e-5)
+    for name in ("m.onnx", "r.onnx"):
+        model = harden.load(tmp_path / name)
+        with torch.no_grad():
+            assert torch.allclose(model.net(x), torch.relu(x).flatten(1) @ torch.from_numpy(
+                numpy_helper.to_array(w).copy()), atol=1e-5), name

@@ -247,18 +247,35 @@ def _unique_module_names(g) -> None:
 
 def _topological(nodes: list, available: set[str]) -> list:
     """The nodes in an order where each comes after the nodes whose outputs it reads (onnx2torch reads them in file
-    order; an optimised graph that onnxruntime saved, as its quantization pre-processing does, may not keep one).
-    Already ordered: unchanged; a node whose inputs nothing produces keeps its place at the end."""
-    have, pending, ordered = set(available) | {""}, list(nodes), []
-    while pending:
-        ready = [n for n in pending if all(i in have for i in n.input)]
-        if not ready:
-            return ordered + pending  # an input no node makes (a subgraph's outer value): as written
-        chosen = {id(n) for n in ready}
-        ordered += ready
-        have.update(o for n in ready for o in n.output)
-        pending = [n for n in pending if id(n) not in chosen]
-    return ordered
+    order; a tool may write them otherwise). Already ordered (the usual case, one pass): unchanged; otherwise a stable
+    topological sort; nodes whose inputs nothing makes (a subgraph's outer values) keep their places at the end."""
+    have = set(available) | {""}
+    for node in nodes:
+        if not all(i in have for i in node.input):
+            break
+        have.update(node.output)
+    else:
+        return nodes
+    import heapq
+    producer = {o: k for k, node in enumerate(nodes) for o in node.output}
+    waiting = [sum(1 for i in set(node.input) if i in producer) for node in nodes]
+    readers: dict[int, list[int]] = {}
+    for k, node in enumerate(nodes):
+        for i in set(node.input):
+            if i in producer:
+                readers.setdefault(producer[i], []).append(k)
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    ordered: list[int] = []
+    while ready:
+        k = heapq.heappop(ready)
+        ordered.append(k)
+        for r in readers.get(k, ()):
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, r)
+    placed = set(ordered)
+    return [nodes[k] for k in ordered] + [node for k, node in enumerate(nodes) if k not in placed]
 
 
 OLDEST_READ = 11  # graphs of older opsets are converted to UPGRADE_TO first
