@@ -295,6 +295,17 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             # built at the assumed size, a layer sized from it (`nn.Linear(32 * (img_size // 4) ** 2, ...)`) does
             # not fit the file: the smallest common size it does fit (else loading's usual error, below)
             tried_size = size_it_runs_at(spec, scores_key, state)
+        vit_size = _position_embedding_size(model, spec, sources, meta, state)
+        if vit_size is not None:
+            # a timm ViT fine-tuned at another size (`create_model(..., img_size=384)`): its position embedding says
+            # the size, which timm takes as a constructor argument, as --model-arg img_size would give it
+            timm_size = "x".join(str(v) for v in _as_list(spec["input_size"]))
+            flags = {**flags, "model_args": {**(flags.get("model_args") or {}), "img_size": vit_size}}
+            spec, sources = _merge_spec(meta, flags, path, state, normaliser)
+            sources["input_size"] = sources["model_args"] = "checkpoint weights (pos_embed's positions)"
+            warn(f"{str(path)!r}: its position embedding was trained at {vit_size}x{vit_size} (timm's config for "
+                 f"{spec['arch']} says {timm_size}): built with img_size={vit_size} (--model-arg img_size sets it).")
+            model = build()
     if tried_size is not None:
         with held_warnings() as held:  # the first resolution's "assuming input_size ..." no longer holds
             spec, sources = _merge_spec(meta, flags, path, state, normaliser, tried_size)
@@ -392,6 +403,18 @@ def _count_implicated(net: torch.nn.Module, state: dict[str, torch.Tensor], num_
     own, fitted = _fitted(net, state)[:2]
     return any(k in fitted and fitted[k].shape != v.shape and v.ndim >= 1 and v.shape[0] == num_classes
                for k, v in own.items())
+
+
+def _position_embedding_size(model: Classifier, spec: dict[str, Any], sources: dict[str, str], meta: dict[str, Any],
+                             state: dict[str, torch.Tensor]) -> int | None:
+    """The size a timm ViT's file was trained at, from its position embedding (formats.trained_size), where timm's
+    config gave the size and nothing gave img_size and the weights do not fit as built; else None."""
+    if ":" in str(spec["arch"]) or not sources.get("input_size", "").startswith("timm") or meta.get("recipe") or \
+            "img_size" in (spec.get("model_args") or {}) or weights_fit(model.net, state):
+        return None
+    from .formats import trained_size
+    own, fitted = _fitted(model.net, state)[:2]
+    return trained_size(model.net, own, fitted)
 
 
 def weights_fit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:

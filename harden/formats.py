@@ -351,22 +351,31 @@ def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tenso
                       + ". Choose one with --key (e.g. --key " + found[0][0] + ").")
 
 
-def trained_size_hint(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+def trained_size(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> int | None:
     """A ViT's position embedding has one entry per patch (and per class token): a file trained at another image
-    size has another count, and that size follows from it and the patch size (square images only)."""
+    size has another count, and that size follows from it and the patch size (square images only). None where the
+    counts agree or say no square size."""
     key = "pos_embed"
     pe = getattr(net, "patch_embed", None)
     grid, patch = getattr(pe, "grid_size", None), getattr(pe, "patch_size", None)
     if key not in own or key not in state or own[key].ndim != 3 or state[key].ndim != 3 or not grid or not patch:
-        return ""
+        return None
     if own[key].shape[1] == state[key].shape[1]:
-        return ""
+        return None
     prefix = int(own[key].shape[1]) - int(grid[0]) * int(grid[1])  # class/register tokens that carry a position
     cells = int(state[key].shape[1]) - prefix
     side = math.isqrt(max(cells, 0))
     if cells <= 0 or side * side != cells:
+        return None
+    return side * int(patch[0])
+
+
+def trained_size_hint(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """trained_size said as a hint for the mismatch error."""
+    size = trained_size(net, own, state)
+    if size is None:
         return ""
-    size = side * int(patch[0])
+    key = "pos_embed"
     return (f" Its {key} has {state[key].shape[1]} positions where the model has {own[key].shape[1]}: the file was "
             f"trained at {size}x{size} (timm: --model-arg img_size={size}).")
 

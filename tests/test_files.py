@@ -196,16 +196,25 @@ def test_weights_in_their_original_repositorys_layout_go_through_timms_converter
 
 
 def test_a_vit_trained_at_another_size_is_named_and_loads_with_its_img_size(tmp_path):
-    """A ViT's size is a constructor argument: the file's position embedding says it, and --model-arg img_size
-    gives the model its input size too (timm's config keeps its own) and no AssertionError escapes."""
+    """A ViT's size is a constructor argument: the file's position embedding says it, and the ViT is built with it
+    where timm's config gave the size (said); --model-arg img_size gives the model its input size too (timm's config
+    keeps its own) and no AssertionError escapes; where a size was given, the error names the file's."""
     import timm
     arch = "test_vit.r160_in1k"
     patch = timm.create_model(arch).patch_embed.patch_size[0]
     size = 6 * patch
     net = timm.create_model(arch, pretrained=False, num_classes=3, img_size=size).eval()
     torch.save(net.state_dict(), tmp_path / "vit.pt")
+    from harden.runtime import console
+    with console.capture() as cap:  # the position embedding says the size: built with it, said
+        found = harden.load(tmp_path / "vit.pt", arch=arch)
+    assert f"trained at {size}x{size}" in " ".join(cap.get().split()) and found.spec.input_size == (size, size)
+    assert found.config_sources["input_size"] == "checkpoint weights (pos_embed's positions)"
+    probe = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.allclose(found.net(probe), net(probe), atol=1e-5)
     with pytest.raises(HardenError, match=f"trained at {size}x{size} \\(timm: --model-arg img_size={size}\\)"):
-        harden.load(tmp_path / "vit.pt", arch=arch)
+        harden.load(tmp_path / "vit.pt", arch=arch, input_size=(160, 160))  # a size given: the hint, not a guess
     m = harden.load(tmp_path / "vit.pt", arch=arch, model_args={"img_size": size})
     assert m.spec.input_size == (size, size) and m.config_sources["input_size"] == "--model-arg img_size"
     x = torch.rand(2, 3, size, size)
