@@ -111,6 +111,10 @@ def arch_hint(classes: list[str]) -> str:
                        "then say whether it matches).")
     if module.split(".")[0] == "timm":
         return head + "is the timm name it was created with: --arch NAME (timm.list_models() lists them)."
+    if module == "__main__":  # defined in the training script itself, run as a program
+        return head + (f"is that script's class: --arch path/to/train.py:{name} (the script that defined it; importing "
+                       "it runs its top-level code, so its training belongs under `if __name__ == '__main__':`), "
+                       "with the constructor's arguments as --num-classes and --model-arg.")
     if module.split(".")[0] == "torchvision":
         return head + ("comes from torchvision's factory of that name: --arch torchvision.models:FACTORY (e.g. "
                        "torchvision.models:resnet50).")

@@ -967,3 +967,23 @@ def test_normalisation_buffers_that_disagree_are_not_taken(nets_file, tmp_path):
         model = harden.load(_save(obj, tmp_path / "m.pt"), arch=f"{nets_file}:plain", num_classes=10, in_chans=1,
                             input_size=(8, 8))
     assert model.config_sources["mean"] == "default"
+
+
+def test_a_model_pickled_by_its_training_script_names_the_script_and_an_mlp_gives_its_image_size(tmp_path):
+    """`torch.save(model)` in a training script run as a program pickles the class as `__main__.Net`: the error asks
+    for that script (not an importable `__main__` package); an MLP on flattened images reads exactly C x H x W values,
+    so its first layer gives the input size too, also one outside the common sizes (3 x 8 x 8)."""
+    import subprocess
+    import sys
+    script = tmp_path / "train.py"
+    script.write_text("import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                      "        super().__init__()\n        self.fc = nn.Linear(3 * 8 * 8, 4)\n\n"
+                      "    def forward(self, x):\n        return self.fc(x.flatten(1))\n\n\n"
+                      "if __name__ == '__main__':\n    torch.manual_seed(0)\n"
+                      f"    torch.save(Net(), {str(tmp_path / 'model.pt')!r})\n")
+    subprocess.run([sys.executable, str(script)], check=True, cwd=tmp_path)
+    with pytest.raises(HardenError, match=r"__main__\.Net.*that script's class: --arch path/to/train\.py:Net"):
+        harden.load(tmp_path / "model.pt")
+    model = harden.load(tmp_path / "model.pt", arch=f"{script}:Net")
+    assert (model.spec.in_chans, model.spec.input_size, model.spec.num_classes) == (3, (8, 8), 4)
+    assert model.config_sources["input_size"] == "checkpoint weights (fc.weight: 192 inputs, 3 x 8 x 8)"

@@ -176,6 +176,11 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         ":" in str(spec["arch"]) and not str(spec["arch"]).startswith("transformers:") else None
     if stem:
         spec["in_chans"], source["in_chans"] = stem[1], f"checkpoint weights ({stem[0]})"
+    image = first_linear_image(state) if "input_size" not in spec and state and ":" in str(spec["arch"]) and \
+        not str(spec["arch"]).startswith("transformers:") else None
+    if image and image[1] == int(spec.get("in_chans", image[1])):
+        # an MLP reads exactly C x H x W values: its side is the image's, not an assumed 32 (sklearn's 8x8 digits)
+        spec["input_size"], source["input_size"] = [image[2], image[2]], f"checkpoint weights ({image[0]})"
     for key in ("mean", "std"):
         if key in spec and source.get(key, "").startswith(("timm", TORCHVISION_SOURCE)):
             spec[key] = channel_statistics(spec[key], int(spec.get("in_chans", 3)))
@@ -250,10 +255,10 @@ def first_conv(state: dict[str, Any]) -> tuple[str, int] | None:
     return (name, int(state[name].shape[1])) if name is not None and int(state[name].shape[1]) in (1, 3, 4) else None
 
 
-def first_linear_image(state: dict[str, Any]) -> tuple[str, int] | None:
+def first_linear_image(state: dict[str, Any]) -> tuple[str, int, int] | None:
     """For a network without convolutions (an MLP on flattened images): its first 2-D weight's inputs read as
     channels x H x W, where exactly one of one or three channels gives a square image of 8 to 512 pixels a side
-    (784: 1 x 28 x 28; 3072: 3 x 32 x 32). The name says the image it reads."""
+    (784: 1 x 28 x 28; 3072: 3 x 32 x 32): (what it reads, in words; the channels; the side)."""
     if any(getattr(v, "ndim", 0) == 4 for v in state.values()):
         return None
     name = next((k for k in state if k.endswith("weight") and getattr(state[k], "ndim", 0) == 2), None)
@@ -265,7 +270,7 @@ def first_linear_image(state: dict[str, Any]) -> tuple[str, int] | None:
     if len(fits) != 1:
         return None
     c, side = fits[0]
-    return f"{name}: {features} inputs, {c} x {side} x {side}", c
+    return f"{name}: {features} inputs, {c} x {side} x {side}", c, side
 
 
 def _parameters(arch: str) -> dict[str, Any] | None:
