@@ -410,7 +410,8 @@ def _position_embedding_size(model: Classifier, spec: dict[str, Any], sources: d
     """The size a timm ViT's file was trained at, from its position embedding (formats.trained_size), where timm's
     config gave the size and nothing gave img_size and the weights do not fit as built; else None."""
     if ":" in str(spec["arch"]) or not sources.get("input_size", "").startswith("timm") or meta.get("recipe") or \
-            "img_size" in (spec.get("model_args") or {}) or weights_fit(model.net, state):
+            getattr(model.net, "pos_embed", None) is None or "img_size" in (spec.get("model_args") or {}) or \
+            weights_fit(model.net, state):  # only a ViT's keys are fitted here (loading fits them again)
         return None
     from .formats import trained_size
     own, fitted = _fitted(model.net, state)[:2]
