@@ -408,14 +408,13 @@ def _count_implicated(net: torch.nn.Module, state: dict[str, torch.Tensor], num_
 def _position_embedding_size(model: Classifier, spec: dict[str, Any], sources: dict[str, str], meta: dict[str, Any],
                              state: dict[str, torch.Tensor]) -> int | None:
     """The size a timm ViT's file was trained at, from its position embedding (formats.trained_size), where timm's
-    config gave the size and nothing gave img_size and the weights do not fit as built; else None."""
+    config gave the size, nothing gave img_size and the embedding does not fit as built; else None."""
     if ":" in str(spec["arch"]) or not sources.get("input_size", "").startswith("timm") or meta.get("recipe") or \
-            getattr(model.net, "pos_embed", None) is None or "img_size" in (spec.get("model_args") or {}) or \
-            weights_fit(model.net, state):  # only a ViT's keys are fitted here (loading fits them again)
+            getattr(model.net, "pos_embed", None) is None or "img_size" in (spec.get("model_args") or {}):
         return None
     from .formats import trained_size
-    own, fitted = _fitted(model.net, state)[:2]
-    return trained_size(model.net, own, fitted)
+    own, fitted = _fitted(model.net, state)[:2]  # only a ViT's keys are fitted here (loading fits them again)
+    return trained_size(model.net, own, fitted)  # None where its position embedding fits
 
 
 def weights_fit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:

@@ -148,17 +148,17 @@ def hyper_parameters(obj: dict[str, Any]) -> dict[str, Any]:
     for a `file.py:Class` architecture's constructor (config.resolve takes the ones it names), and the class and
     channel counts and the input size among them, under the names published code gives them."""
     from .inert_pickle import as_mapping
-    from .models.config import ARG_ALIASES, HYPER_PARAMETERS, size_default_of
+    from .models.config import HYPER_PARAMETERS, parameter_for, size_default_of
     hp = as_mapping(obj.get(HYPER_PARAMETERS))
     plain = {str(k): list(v) if isinstance(v, tuple) else v for k, v in (hp or {}).items() if _plain(v)}
     if not plain:
         return {}
     out: dict[str, Any] = {HYPER_PARAMETERS: plain}
     for key in ("num_classes", "in_chans"):
-        value = next((plain[n] for n in ARG_ALIASES[key] if n in plain), None)
+        value = plain.get(parameter_for(plain, key) or "")
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             out[key] = value
-    size = next((size_default_of(plain[n]) for n in ARG_ALIASES["input_size"] if n in plain), None)
+    size = size_default_of(plain.get(parameter_for(plain, "input_size") or ""))
     if size:
         out["input_size"] = size
     return out
