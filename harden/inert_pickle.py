@@ -161,7 +161,7 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization's MAGIC_NUMBER
 
 class LegacyInertUnpickler(InertUnpickler):
     """The main pickle of torch's legacy format (torch.save before 1.6, or `_use_new_zipfile_serialization=False`):
-    its storages follow it in the file; each is given here as an empty tensor that read_legacy fills after."""
+    its storages follow it in the file; each is given here as an empty tensor that load_inert_legacy fills after."""
 
     def __init__(self, file: BinaryIO, size: int):
         pickle._Unpickler.__init__(self, file)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..batching import predict_labels
+from ..models.registry import CHANNEL_ORDER
 from .checks import flag
 from .compare import paired
 
@@ -51,7 +52,6 @@ def assumed(model: Any) -> str | None:
 @contextmanager
 def _normalised_as(model, mean: tuple[float, ...], std: tuple[float, ...], order: str = "rgb") -> Iterator[None]:
     """The Classifier's normalisation buffers set to mean/std and its channel order to `order`, then restored."""
-    from ..models.registry import CHANNEL_ORDER
     c = model.mean.shape[1]
     old = model.mean.clone(), model.std.clone()
     extra = model.spec.extra
@@ -99,7 +99,6 @@ def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, pred: torch.Te
     given = ("mean 0, std 1" if source == "default" else
              f"mean {','.join(f'{v:.4g}' for v in model.mean.flatten().tolist())}, std "
              f"{','.join(f'{v:.4g}' for v in model.std.flatten().tolist())} ({source})")
-    from ..models.registry import CHANNEL_ORDER
     own_order = model.spec.extra.get(CHANNEL_ORDER, "rgb")
     rows = []
     for name, mean, std, order in CANDIDATES:
