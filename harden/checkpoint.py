@@ -91,6 +91,10 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
             raise HardenError(f"{str(path)!r} is not a readable safetensors file ({e}). It may be truncated or "
                               "corrupted; re-export it from the training run.") from None
         return state, decode_meta(raw_meta)
+    if kind == formats.TORCH_ZIP:
+        from .models.exported_program import looks_like_exported_program, read_exported_program
+        if looks_like_exported_program(path):  # torch.export's archive: the program is the architecture
+            return read_exported_program(path)
     if kind == formats.TORCH_ZIP and is_torchscript(path):
         return read_torchscript_weights(path), {}
     if kind in (formats.TORCH_ZIP, formats.TORCH_LEGACY):
@@ -110,8 +114,8 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     if path.suffix.lower() in SAFETENSORS_EXT:
         raise HardenError(f"{str(path)!r} is not a readable safetensors file (no valid header). It may be "
                           "truncated or corrupted; re-export it from the training run.")
-    raise HardenError(f"{str(path)!r} is neither a safetensors file, a PyTorch checkpoint (zip or legacy pickle) nor "
-                      "an ONNX model; harden reads those, whatever the file is called.")
+    raise HardenError(f"{str(path)!r} is neither a safetensors file, a PyTorch checkpoint (zip or legacy pickle), a "
+                      "torch.export program (.pt2) nor an ONNX model; harden reads those, whatever the file is called.")
 
 
 def decode_meta(raw: dict[str, str]) -> dict[str, Any]:

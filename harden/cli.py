@@ -143,6 +143,7 @@ def inspect(
             ("output kind", detect_output_kind(model, torch.rand(2, s.in_chans, *s.input_size))
              + scores_entry(model)),
             ("sha256", sha256_file(checkpoint))]
+    from .models.exported_program import ARCH as PROGRAM_ARCH
     from .models.onnx_graph import ARCH as ONNX_ARCH
     if s.model_args and isinstance(s.model_args.get("config"), dict) and s.arch.startswith("transformers:"):
         cfg = s.model_args["config"]  # a transformers configuration, kept whole: too long to print
@@ -154,6 +155,10 @@ def inspect(
         from .models.onnx_graph import summary
         rows.append(("model_args", said("model_args", "the ONNX graph without its weights (they are the tensors): "
                                         + summary(s.model_args))))
+    elif s.arch == PROGRAM_ARCH:
+        from .models.exported_program import summary as program_summary
+        rows.append(("model_args", said("model_args", "the torch.export program without its weights (they are the "
+                                        "tensors): " + program_summary(s.model_args))))
     elif s.model_args:
         rows.append(("model_args", said("model_args", s.model_args)))
     from .bn_unfold import inspect_note
@@ -488,7 +493,8 @@ def export(
     data: Optional[str] = typer.Option(None, "--data", help="Test images for the check (default: what the checkpoint "
                                        "names; random pixels when it names none)."),
     n: int = typer.Option(64, "--num-images", "--n", min=1, help="Images for the onnxruntime check."),
-    opset: int = typer.Option(17, "--opset", min=9, help="ONNX opset."),
+    opset: int = typer.Option(17, "--opset", min=9, help="ONNX opset (18 at least for a torch.export program: "
+                              "torch's dynamo exporter writes it)."),
     force: bool = ForceOpt, quiet: bool = QuietOpt, debug: bool = DebugOpt, model_flags: ModelFlags = None,
     data_flags: DataFlags = None,
 ):
@@ -520,7 +526,7 @@ def export(
         out.print(f"wrote {output}/ (the {runtime} layout)" if check.ok else f"{output}/ not written:")
     else:
         check, runtime = export_onnx(model, output, x, images, opset=opset), "onnxruntime"
-        out.print(f"wrote {output} (opset {opset}, dynamic batch axis)")
+        out.print(f"wrote {output} ({check.written})")
     mark = "[green]OK[/]" if check.ok else "[red]MISMATCH[/]"
     out.print(f"  {mark} {runtime} vs harden on {check.n} {check.images}: predictions agree on "
               f"{100 * check.agreement:.1f}%, largest output difference {check.max_abs_diff:.3g} "

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .checkpoint import temp_beside
 from .errors import HardenError
 from .models import Classifier
 
 OPSET = 17
+DYNAMO_OPSET = 18  # the oldest torch's dynamo exporter writes (it converts down to older ones only for some graphs)
 LOGIT_TOL = 1e-3  # largest |torch - onnxruntime| output difference accepted, relative to the output scale
 
 
@@ -28,6 +30,7 @@ class ExportCheck:
     max_abs_diff: float
     scale: float  # largest |output| in torch, for the relative tolerance
     images: str  # what was fed: test images of <data>, or random pixels
+    written: str = ""  # what the file is: "opset 17, dynamic batch axis"
 
     @property
     def ok(self) -> bool:
@@ -53,14 +56,25 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
                 warnings.simplefilter("ignore", DeprecationWarning)
                 # shape tests on the non-batch axes (outputs.ScoresOf) are constants of the model, as traced
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                torch.onnx.export(model, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
-                                  dynamic_axes={"pixels": {0: "batch"}, "outputs": {0: "batch"}},
-                                  opset_version=opset, dynamo=False)
+                program = exported_program_batch(model)
+                if program is None:
+                    torch.onnx.export(model, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
+                                      dynamic_axes={"pixels": {0: "batch"}, "outputs": {0: "batch"}},
+                                      opset_version=opset, dynamo=False)
+                else:  # a torch.export program (symbolic sizes the tracer cannot take): exported again by torch.export
+                    dummy = torch.rand(program or 2, spec.in_chans, *spec.input_size)
+                    torch.onnx.export(model, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
+                                      dynamic_shapes=None if program else ({0: torch.export.Dim("batch")},),
+                                      opset_version=max(opset, DYNAMO_OPSET), dynamo=True)
         except Exception as e:  # the exporter's own errors name the operator it cannot express
             raise HardenError(f"ONNX (opset {opset}) cannot express this model: {_first_line(e)}") from None
         _write_meta(tmp, model)
         onnx.checker.check_model(tmp)
         check = _check(model, tmp, x_check, images)
+        written = onnx.load(tmp, load_external_data=False)
+        fixed = written.graph.input[0].type.tensor_type.shape.dim[0].dim_value
+        check.written = (f"opset {max(o.version for o in written.opset_import if o.domain in ('', 'ai.onnx'))}, "
+                         + (f"fixed batch of {fixed}, the program's" if fixed else "dynamic batch axis"))
         os.replace(tmp, path)
         return check
     finally:
@@ -87,12 +101,24 @@ def _write_meta(path: str, model: Classifier) -> None:
     onnx.save(graph, path)
 
 
+def exported_program_batch(model: nn.Module) -> int | None:
+    """None for a model without a torch.export program in it; else the program's fixed batch (0: dynamic)."""
+    from .models.exported_program import ExportedNet
+    found = [m for m in model.modules() if isinstance(m, ExportedNet)]
+    return found[0].batch if found else None
+
+
 def _check(model: Classifier, onnx_path: str, x: torch.Tensor, images: str) -> ExportCheck:
     import onnxruntime as ort
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    fixed = sess.get_inputs()[0].shape[0]
+    if isinstance(fixed, int) and fixed > 0 and len(x) % fixed:  # a file of a fixed batch: whole batches only
+        x = x.repeat(-(-fixed // len(x)), 1, 1, 1)[:max(fixed, len(x) // fixed * fixed)]
     with torch.no_grad():
         ref = model(x).numpy()
-    got = sess.run(["outputs"], {"pixels": x.numpy().astype(np.float32)})[0]
+    step = fixed if isinstance(fixed, int) and fixed > 0 else len(x)
+    got = np.concatenate([sess.run(["outputs"], {"pixels": x[i:i + step].numpy().astype(np.float32)})[0]
+                          for i in range(0, len(x), step)])
     return ExportCheck(n=len(x), agreement=float((ref.argmax(1) == got.argmax(1)).mean()),
                        max_abs_diff=float(np.abs(ref - got).max()), scale=float(np.abs(ref).max()), images=images)
 

@@ -144,14 +144,21 @@ def info(msg: str) -> None:
 def batchnorm_statistics_kept(model: torch.nn.Module) -> Iterator[None]:
     """BatchNorm layers in train mode normalise with the batch's statistics but leave their running ones (and
     batch count) as they are: extra forward passes (an attack, AWP's ascent step) must not count in the
-    statistics the model is evaluated with."""
+    statistics the model is evaluated with. A graph's BatchNorm operators (a torch.export program's) say which
+    buffers they update (`running_statistics()`): those are put back after."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    graphs = [t for m in model.modules() if m.training and hasattr(m, "running_statistics")
+              for t in m.running_statistics()]
+    kept = [t.clone() for t in graphs]
     for m in norms:
         m.momentum = 0.0
     try:
         yield
     finally:
+        with torch.no_grad():
+            for t, k in zip(graphs, kept, strict=True):
+                t.copy_(k)
         for m, (momentum, tracked) in zip(norms, saved, strict=True):
             m.momentum = momentum
             if tracked is not None:

@@ -142,6 +142,23 @@ def test_newer_opset_operators_convert(tmp_path):
         assert torch.allclose(model(x), net((x - 0.5) / 0.5), atol=1e-5)
 
 
+@pytest.mark.skipif(not dynamo_available(), reason="onnxscript not installed")
+def test_the_dynamo_exporters_reshape_at_opset_18_converts(tmp_path):
+    """torch.onnx.export's default exporter (dynamo, torch >= 2.9) writes Reshape with allowzero=1, which onnx2torch
+    refused at opsets 14 to 18 ("allowzero=1 is not implemented")."""
+    import onnx
+    torch.manual_seed(0)
+    net = LeNetView()
+    path = export(net, tmp_path / "lenet.onnx", dynamo=True, opset=18)
+    graph = onnx.load(str(path)).graph
+    assert any(n.op_type == "Reshape" and any(a.name == "allowzero" and a.i == 1 for a in n.attribute)
+               for n in graph.node)
+    model = harden.load(path)
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.net(x), net(x), atol=1e-5)
+
+
 FIXED = [False, True] if dynamo_available() else [False]
 
 

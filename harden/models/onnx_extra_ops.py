@@ -74,6 +74,12 @@ class Reshape(nn.Module):
         return x.reshape(shape)
 
 
+class ShapedReshape(nn.Module):
+    """A reshape to a shape computed at run time, with allowzero=1: a 0 there is a size of 0, not the input's."""
+    def forward(self, x, shape):
+        return x.reshape([int(s) for s in shape.tolist()])
+
+
 class SplitEven(nn.Module):
     """Split 18's num_outputs: parts of ceil(size / n), the last one smaller."""
     def __init__(self, parts: int, axis: int):
@@ -264,15 +270,20 @@ def register() -> None:
             return result(Reduce(REDUCERS[op], axes or None, bool(node.attributes.get("keepdims", 1))), node,
                           node.input_values[:1])
 
-    for version in (19, 21):
-        @add("Reshape", version)
-        def _reshape(node, graph):
-            allowzero = bool(node.attributes.get("allowzero", 0))
-            if node.input_values[1] in graph.initializers:
-                return result(Reshape(_constant(node, graph, 1, "shape"), allowzero), node, node.input_values[:1])
-            if allowzero:
-                raise NotImplementedError("Reshape with allowzero=1 to a shape computed at run time")
-            return older("Reshape", 19)(node, graph)
+    # onnx2torch refuses allowzero=1 (written by torch's dynamo exporter, its default since torch 2.9) and has no
+    # Reshape-19/21: every version from 14 (where allowzero came in) goes through this one
+    own_reshape = _CONVERTER_REGISTRY[OperationDescription("", "Reshape", 14)]
+
+    def _reshape(node, graph):
+        allowzero = bool(node.attributes.get("allowzero", 0))
+        if node.input_values[1] in graph.initializers:
+            return result(Reshape(_constant(node, graph, 1, "shape"), allowzero), node, node.input_values[:1])
+        if allowzero:
+            return result(ShapedReshape(), node, node.input_values)
+        return own_reshape(node, graph)
+
+    for version in (14, 19, 21):
+        _CONVERTER_REGISTRY[OperationDescription("", "Reshape", version)] = _reshape
 
     # onnx2torch's LayerNormalization takes the normalised shape from shape inference's record of its input, which
     # the TorchScript exporter's graphs of Swin, MobileViT, EfficientFormer leave wrong; the scale's own shape is

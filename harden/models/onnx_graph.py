@@ -381,16 +381,23 @@ def _input(model, path: Path, hints: dict[str, Any]) -> tuple[str, list[int | No
     if elem != 1:  # TensorProto.FLOAT
         raise HardenError(f"{str(path)!r} takes {_elem_name(elem)} input; harden attacks and trains graphs that take "
                           "float32 or float16 pixels, or 8-bit pixels cast to float inside (export it so).")
+    dims, layout = layout_of(dims, hints, repr(str(path)))
+    return inputs[0].name, dims, layout
+
+
+def layout_of(dims: list[int | None], hints: dict[str, Any], where: str) -> tuple[list[int | None], str]:
+    """(N, C, H, W dims, layout) of a graph's 4-D image input: channels first where axis 1 holds 1 or 3 (or up to 4
+    and axis 3 does not), last where axis 3 does; `hints["in_chans"]` where both axes are symbolic (NCHW then)."""
     if len(dims) != 4:
-        raise HardenError(f"{str(path)!r} takes a rank-{len(dims)} input {dims}; harden reads image classifiers "
-                          "taking N x C x H x W (or N x H x W x C).")
+        raise HardenError(f"{where} takes a rank-{len(dims)} input {dims}; harden reads image classifiers taking "
+                          "N x C x H x W (or N x H x W x C).")
     if dims[1] in (1, 3) or (dims[1] is not None and dims[1] <= 4 and dims[3] not in (1, 3)):
-        return inputs[0].name, dims, "NCHW"
+        return dims, "NCHW"
     if dims[1] is None and dims[3] is None and hints.get("in_chans"):
-        return inputs[0].name, [dims[0], int(hints["in_chans"]), dims[2], dims[3]], "NCHW"
+        return [dims[0], int(hints["in_chans"]), dims[2], dims[3]], "NCHW"
     if dims[3] in (1, 3, 4):
-        return inputs[0].name, [dims[0], dims[3], dims[1], dims[2]], "NHWC"
-    raise HardenError(f"{str(path)!r} takes an input of shape {dims}, whose channel axis harden cannot tell (not 1 "
+        return [dims[0], dims[3], dims[1], dims[2]], "NHWC"
+    raise HardenError(f"{where} takes an input of shape {dims}, whose channel axis harden cannot tell (not 1 "
                       "or 3 channels at axis 1 or 3).")
 
 

@@ -63,8 +63,9 @@ class ModelSpec:
 
 def is_known_arch(arch: str) -> bool:
     _ensure_builtins()
+    from .exported_program import ARCH as PROGRAM_ARCH
     from .onnx_graph import ARCH as ONNX_ARCH
-    if arch in _BUILTINS or ":" in arch or arch == ONNX_ARCH:
+    if arch in _BUILTINS or ":" in arch or arch in (ONNX_ARCH, PROGRAM_ARCH):
         return True
     import timm
     return timm.is_model(arch)
@@ -75,9 +76,11 @@ def _build_net(spec: ModelSpec) -> nn.Module:
     arch = spec.arch
     if arch in _BUILTINS:
         return _BUILTINS[arch](num_classes=spec.num_classes, in_chans=spec.in_chans, input_size=spec.input_size)
-    from . import hf_transformers, onnx_graph
+    from . import exported_program, hf_transformers, onnx_graph
     if arch == onnx_graph.ARCH:
         return onnx_graph.build(spec.model_args)
+    if arch == exported_program.ARCH:
+        return exported_program.build(spec.model_args)
     if arch.startswith(hf_transformers.PREFIX):
         return hf_transformers.build(arch, spec.num_classes, spec.in_chans, spec.model_args)
     if ":" in arch:
