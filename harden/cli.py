@@ -488,8 +488,9 @@ def import_cmd(
 @with_data_flags
 def export(
     checkpoint: Path = typer.Argument(..., help="The model to export (hardened or not)."),
-    output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write; or a folder: a transformers or "
-                                "timm model in its own library's layout (save_pretrained's, timm's hub folder)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write; a .pt2 file (a torch.export "
+                                "program); or a folder: a transformers or timm model in its own library's layout "
+                                "(save_pretrained's, timm's hub folder)."),
     data: Optional[str] = typer.Option(None, "--data", help="Test images for the check (default: what the checkpoint "
                                        "names; random pixels when it names none)."),
     n: int = typer.Option(64, "--num-images", "--n", min=1, help="Images for the onnxruntime check."),
@@ -499,14 +500,15 @@ def export(
     data_flags: DataFlags = None,
 ):
     """Export the whole model (normalisation, recipe modules) to ONNX with a dynamic batch axis and check it with
-    onnxruntime; or, to a folder, a transformers or timm model as its library saves it, checked by loading it back
-    with that library. Exit 1 when the predictions disagree."""
+    onnxruntime (or to a .pt2 torch.export program, checked by reading it back); or, to a folder, a transformers or
+    timm model as its library saves it, checked by loading it back with that library. Exit 1 when the predictions
+    disagree."""
     _setup(quiet)
     import torch
 
     from .checkpoint import check_output_path
     from .export import LOGIT_TOL, export_onnx
-    folder = output.suffix.lower() != ".onnx"
+    folder = output.suffix.lower() not in (".onnx", ".pt2")
     if folder and Path(output).resolve() == Path(checkpoint).resolve():
         raise HardenError(f"Output {str(output)!r} is the input; harden never writes to its input. Choose another -o.")
     if not folder:
@@ -524,6 +526,10 @@ def export(
         from .export_folder import export_folder
         check, runtime = export_folder(model, output, x, images, force)
         out.print(f"wrote {output}/ (the {runtime} layout)" if check.ok else f"{output}/ not written:")
+    elif output.suffix.lower() == ".pt2":
+        from .export_program import export_program
+        check, runtime = export_program(model, output, x, images), "torch.export.load"
+        out.print(f"wrote {output} ({check.written})")
     else:
         check, runtime = export_onnx(model, output, x, images, opset=opset), "onnxruntime"
         out.print(f"wrote {output} ({check.written})")

@@ -67,7 +67,7 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
                                       dynamic_shapes=None if program else ({0: torch.export.Dim("batch")},),
                                       opset_version=max(opset, DYNAMO_OPSET), dynamo=True)
         except Exception as e:  # the exporter's own errors name the operator it cannot express
-            raise HardenError(f"ONNX (opset {opset}) cannot express this model: {_first_line(e)}") from None
+            raise HardenError(f"ONNX (opset {opset}) cannot express this model: {first_line(e)}") from None
         _write_meta(tmp, model)
         onnx.checker.check_model(tmp)
         check = _check(model, tmp, x_check, images)
@@ -82,20 +82,27 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
             os.unlink(tmp)
 
 
-def _write_meta(path: str, model: Classifier) -> None:
-    """What the graph expects, in its metadata_props (read back by harden: models/onnx_graph.py): [0, 1] pixels, the
-    normalisation being inside the graph; the input size, crop and interpolation; label names; data."""
-    import json
-
-    import onnx
-
-    from .models.onnx_graph import META_KEY
+def export_facts(model: Classifier) -> dict:
+    """What an exported file expects, written beside its graph (read back by harden: models/onnx_graph.py,
+    models/exported_program.py): [0, 1] pixels, the normalisation being inside the graph; the input size, crop and
+    interpolation; label names; data."""
     spec = model.spec
     facts = {"input_size": list(spec.input_size), "mean": [0.0] * spec.in_chans, "std": [1.0] * spec.in_chans,
              "interpolation": spec.interpolation, "crop_pct": spec.crop_pct, "crop_mode": spec.crop_mode,
              "data": spec.data, "exported_from": spec.arch}
     if spec.extra.get("label_names"):
         facts["label_names"] = list(spec.extra["label_names"])
+    return facts
+
+
+def _write_meta(path: str, model: Classifier) -> None:
+    """export_facts in the graph's metadata_props."""
+    import json
+
+    import onnx
+
+    from .models.onnx_graph import META_KEY
+    facts = export_facts(model)
     graph = onnx.load(path)
     graph.metadata_props.add(key=META_KEY, value=json.dumps(facts))
     onnx.save(graph, path)
@@ -112,17 +119,23 @@ def _check(model: Classifier, onnx_path: str, x: torch.Tensor, images: str) -> E
     import onnxruntime as ort
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     fixed = sess.get_inputs()[0].shape[0]
-    if isinstance(fixed, int) and fixed > 0 and len(x) % fixed:  # a file of a fixed batch: whole batches only
+    return compare(model, lambda b: sess.run(["outputs"], {"pixels": b.numpy().astype(np.float32)})[0], x, images,
+                   fixed if isinstance(fixed, int) and fixed > 0 else 0)
+
+
+def compare(model: Classifier, run, x: torch.Tensor, images: str, fixed: int = 0) -> ExportCheck:
+    """The exported file's outputs (`run`: a batch of pixels -> numpy outputs) against harden's on `x`; a file of a
+    fixed batch is run on whole batches (x repeated to fill them)."""
+    if fixed and len(x) % fixed:
         x = x.repeat(-(-fixed // len(x)), 1, 1, 1)[:max(fixed, len(x) // fixed * fixed)]
     with torch.no_grad():
         ref = model(x).numpy()
-    step = fixed if isinstance(fixed, int) and fixed > 0 else len(x)
-    got = np.concatenate([sess.run(["outputs"], {"pixels": x[i:i + step].numpy().astype(np.float32)})[0]
-                          for i in range(0, len(x), step)])
+    step = fixed or len(x)
+    got = np.concatenate([np.asarray(run(x[i:i + step])) for i in range(0, len(x), step)])
     return ExportCheck(n=len(x), agreement=float((ref.argmax(1) == got.argmax(1)).mean()),
                        max_abs_diff=float(np.abs(ref - got).max()), scale=float(np.abs(ref).max()), images=images)
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__

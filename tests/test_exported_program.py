@@ -152,6 +152,28 @@ def test_export_writes_an_onnx_file_harden_reads_back(published, cli, tmp_path):
     assert "fixed batch of 4" in out and "OK onnxruntime" in out
 
 
+def test_export_writes_a_program_back_with_the_preprocessing_inside(published, cli, tmp_path):
+    _, path, fixed, state = published
+    arch = ["--arch", "tests/test_exported_program.py:PublishedNet", "--input-size", "8", "--in-chans", "1"]
+    code, out, err = cli("export", state, *arch, "--mean", "0.5", "--std", "0.25", "--data", "digits",
+                         "-o", tmp_path / "out.pt2")
+    assert code == 0, err
+    assert "torch.export program, dynamic batch axis" in out and "OK torch.export.load" in out
+    source = harden.load(state, arch=arch[1], input_size=(8, 8), in_chans=1, mean=(0.5,), std=(0.25,))
+    again = harden.load(tmp_path / "out.pt2")  # no flags: the normalisation is inside, the facts beside it
+    assert tuple(again.spec.mean) == (0.0,) and tuple(again.spec.std) == (1.0,)
+    assert tuple(again.spec.input_size) == (8, 8)
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(again(x), source(x), atol=1e-5)
+        # what the deployment reads it with
+        assert torch.allclose(torch.export.load(str(tmp_path / "out.pt2")).module()(x), source(x), atol=1e-5)
+    code, out, err = cli("export", state, *arch, "-o", tmp_path / "out.pt2")
+    assert code == 2 and "--force" in err  # never overwritten silently
+    code, out, err = cli("export", fixed, "-o", tmp_path / "fixed_again.pt2")
+    assert code == 0 and "fixed batch of 4" in out, err
+
+
 def test_eval_on_the_command_line(published, cli):
     _, path, _, _ = published
     code, out, err = cli("eval", path, "--data", "digits", "--n", "20", "--attack", "fgsm", "--eps", "0.3")

@@ -49,6 +49,7 @@ _TARGET = re.compile(r"(torch\.ops(\.[A-Za-z_]\w*){2,3}|_operator\.[A-Za-z_]\w*|
                      r"torch\.(sym_\w+|_sym_sqrt))")
 TREE_TYPES = {None, "builtins.tuple", "builtins.list", "builtins.dict", "collections.OrderedDict",
               "torch.fx.immutable_collections.immutable_list", "torch.fx.immutable_collections.immutable_dict"}
+EXTRA_FILE = "harden.json"  # what `harden export` writes beside the program (export_program.py)
 MODE_ATTR = "harden_training"
 # graph operators whose train flag follows the module's mode: (target, position of the flag)
 _MODE_FLAGS = {"aten.batch_norm.default": 5, "aten.dropout.default": 2, "aten.feature_dropout.default": 2,
@@ -190,22 +191,30 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _read(source: Path | bytes, where: str):
-    """The ExportedProgram of a .pt2 file (or its bytes), checked before torch reads it."""
+def read_program(source: Path | bytes, where: str):
+    """(ExportedProgram, facts) of a .pt2 file (or its bytes), checked before torch reads it; facts: what
+    `harden export` wrote in its extra file (harden.json), else {}."""
     try:
         with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as z:
             _check_inert(z, where)
     except (zipfile.BadZipFile, OSError) as e:
         raise HardenError(f"{where} is not a readable .pt2 archive ({e}).") from None
+    extra = {EXTRA_FILE: ""}
     try:
         with _pickles_as_data(), warnings.catch_warnings(), _quiet_logger("torch.export"):
             warnings.simplefilter("ignore")
-            return torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+            program = torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else str(source),
+                                        extra_files=extra)
     except Exception as e:  # noqa: BLE001 - torch's reader raises many kinds on a damaged or foreign archive
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         raise HardenError(f"{where} is not a program torch {torch.__version__} can read ({type(e).__name__}: "
                           f"{first}). It may need the library that defines its custom operators imported, or "
                           "a newer torch; or re-export it with this one.") from None
+    try:
+        facts = json.loads(extra[EXTRA_FILE]) if extra[EXTRA_FILE] else {}
+    except ValueError:
+        facts = {}
+    return program, facts if isinstance(facts, dict) else {}
 
 
 class ExportedNet(nn.Module):
@@ -304,7 +313,7 @@ def encode(data: bytes) -> str:
     return base64.b64encode(zlib.compress(data, 6)).decode("ascii")
 
 
-def _net(program, batch: int, layout: str, zeros: bool) -> ExportedNet:
+def as_module(program, batch: int = 0, layout: str = "NCHW", zeros: bool = False) -> ExportedNet:
     # the program's guards are Python source that module() would exec: not run (harden feeds the shapes itself)
     program._guards_code = []
     module = program.module(check_guards=False)
@@ -324,15 +333,15 @@ def build(model_args: dict[str, Any], where: str = ARCH) -> nn.Module:
         data = zlib.decompress(base64.b64decode(text))
     except (ValueError, zlib.error) as e:
         raise HardenError(f"The program kept in this checkpoint's metadata is damaged ({e}).") from None
-    return _net(_read(data, where), int(model_args.get("batch") or 0), str(model_args.get("layout", "NCHW")),
-                zeros=True)
+    return as_module(read_program(data, where)[0], int(model_args.get("batch") or 0),
+                     str(model_args.get("layout", "NCHW")), zeros=True)
 
 
 def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, metadata) of a .pt2 file: the program checked, read, and its rebuild from the weights-free
     archive checked against the file's own module."""
     where = repr(str(path))
-    program = _read(path, where)
+    program, facts = read_program(path, where)
     dims, dtype = _input(program, where)
     if dtype != torch.float32:
         raise HardenError(f"{where} takes {str(dtype).replace('torch.', '')} input; harden attacks and trains "
@@ -341,7 +350,7 @@ def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     dims, layout = layout_of(dims, {}, where)
     batch = dims[0] or 0
     lean = encode(_lean(program))
-    net = _net(program, batch, layout, zeros=False)
+    net = as_module(program, batch, layout)
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     rebuilt = build({"program": lean, "batch": batch, "layout": layout}, where)
     rebuilt.load_state_dict(state, strict=True)
@@ -369,6 +378,7 @@ def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
                             "in_chans": int(dims[1]), "num_classes": int(own[0].shape[1])}
     if dims[2] and dims[3]:
         meta["input_size"] = [dims[2], dims[3]]
+    meta.update(facts)  # [0, 1] pixels, input size, crop, label names of a file `harden export` wrote
     if batch:
         from ..runtime import warn
         warn(f"{where} is exported for a fixed batch of {batch}: harden runs it on chunks of {batch} images (the "
