@@ -116,6 +116,23 @@ def test_a_fixed_batch_program_runs_in_chunks(published):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_a_program_of_any_image_size_reads(tmp_path):
+    """Sizes left symbolic (Dim.AUTO on H and W) make torch write shape expressions in sympy's srepr form
+    (Add(FloorDiv(Add(s0, Integer(-1)), Integer(2)), Integer(1))): arithmetic, so read."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    auto = torch.export.Dim.AUTO
+    program = torch.export.export(net, (torch.rand(2, 1, 16, 16),),
+                                  dynamic_shapes={"input": {0: torch.export.Dim("batch"), 2: auto, 3: auto}})
+    torch.export.save(program, str(tmp_path / "any.pt2"))
+    assert "FloorDiv" in zipfile.ZipFile(tmp_path / "any.pt2").read("any/models/model.json").decode()
+    model = harden.load(tmp_path / "any.pt2")
+    x = torch.rand(3, 1, 20, 28)
+    with torch.no_grad():
+        assert torch.allclose(model.net(x), net(x), atol=1e-6)
+
+
 def test_a_program_is_evaluated_and_hardened_as_its_source_network(published, digits, tmp_path):
     net, path, _, state = published
     program = harden.load(path)

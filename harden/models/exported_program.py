@@ -44,7 +44,11 @@ _EXPR_CHARS = re.compile(r"[\w\s.+\-*/%()<>=!&|,~^]*")
 _NUMBER = re.compile(r"\d+(\.\d+)?([eE][+-]?\d+)?")
 _SYMBOL_CALL = re.compile(r"Symbol\('([a-z]+\d+)'(?:, (?:positive|integer|real|nonnegative|finite)=(?:True|False))*\)")
 _SYMPY_NAMES = {"Max", "Min", "Abs", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not", "Piecewise", "floor",
-                "ceiling", "sqrt", "Integer", "Rational", "oo", "zoo", "nan", "True", "False", "int_oo"}
+                "ceiling", "sqrt", "oo", "zoo", "nan", "True", "False", "int_oo",
+                # sympy's srepr, which torch writes (Add(FloorDiv(Add(s0, Integer(-1)), Integer(2)), Integer(1)))
+                "Add", "Mul", "Pow", "Integer", "Rational", "Zero", "One", "NegativeOne", "Half", "Infinity",
+                "NegativeInfinity", "IntInfinity", "NegativeIntInfinity", "BooleanTrue", "BooleanFalse", "Equality",
+                "Unequality", "StrictLessThan", "StrictGreaterThan", "LessThan", "GreaterThan", "ExprCondPair"}
 _TARGET = re.compile(r"(torch\.ops(\.[A-Za-z_]\w*){2,3}|_operator\.[A-Za-z_]\w*|math\.[A-Za-z_]\w*|"
                      r"torch\.(sym_\w+|_sym_sqrt))")
 TREE_TYPES = {None, "builtins.tuple", "builtins.list", "builtins.dict", "collections.OrderedDict",
@@ -73,8 +77,11 @@ def _is_program(name: str) -> bool:
 
 
 def _torch_functions() -> set[str]:
+    """The sympy functions torch defines for shapes (FloorDiv, Mod, CeilToInt, ...): sympy classes only."""
+    import sympy
     import torch.utils._sympy.functions as functions
-    return {n for n in dir(functions) if n[:1].isupper()}
+    return {n for n, v in vars(functions).items()
+            if n[:1].isupper() and isinstance(v, type) and issubclass(v, sympy.Basic)}
 
 
 def _check_expression(text: Any, where: str) -> None:
