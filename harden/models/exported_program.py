@@ -95,28 +95,34 @@ def _check_expression(text: Any, where: str) -> None:
                           "torch's reader would evaluate it as Python, so harden does not read the file.")
 
 
-def _walk(doc: Any, where: str) -> None:
-    """Every shape expression and operator of a program's JSON, checked (see the module's doc)."""
+def _dicts(doc: Any) -> Iterator[dict]:
+    """Every dict in a JSON document, at any depth."""
     stack = [doc]
     while stack:
         item = stack.pop()
         if isinstance(item, list):
             stack.extend(item)
         elif isinstance(item, dict):
-            if "expr_str" in item:
-                _check_expression(item["expr_str"], where)
-            if "target" in item and "inputs" in item and "outputs" in item:  # a node
-                target = item["target"]
-                if not isinstance(target, str) or not _TARGET.fullmatch(target):
-                    raise HardenError(f"{where} calls {str(target)[:80]!r}, which is not one of torch's operators; "
-                                      "harden runs programs of torch.ops (ATen) operators only.")
-            for key in ("in_spec", "out_spec"):  # pytree specs: torch's reader imports the types they name
-                if isinstance(item.get(key), str):
-                    _check_tree_spec(item[key], where)
-            if isinstance(item.get("range_constraints"), dict):
-                for name in item["range_constraints"]:
-                    _check_expression(name, where)
+            yield item
             stack.extend(item.values())
+
+
+def _walk(doc: Any, where: str) -> None:
+    """Every shape expression and operator of a program's JSON, checked (see the module's doc)."""
+    for item in _dicts(doc):
+        if "expr_str" in item:
+            _check_expression(item["expr_str"], where)
+        if "target" in item and "inputs" in item and "outputs" in item:  # a node
+            target = item["target"]
+            if not isinstance(target, str) or not _TARGET.fullmatch(target):
+                raise HardenError(f"{where} calls {str(target)[:80]!r}, which is not one of torch's operators; "
+                                  "harden runs programs of torch.ops (ATen) operators only.")
+        for key in ("in_spec", "out_spec"):  # pytree specs: torch's reader imports the types they name
+            if isinstance(item.get(key), str):
+                _check_tree_spec(item[key], where)
+        if isinstance(item.get("range_constraints"), dict):
+            for name in item["range_constraints"]:
+                _check_expression(name, where)
 
 
 def _check_tree_spec(text: str, where: str) -> None:
@@ -124,17 +130,11 @@ def _check_tree_spec(text: str, where: str) -> None:
         spec = json.loads(text)
     except ValueError as e:
         raise HardenError(f"{where}: an input or output structure of its program is not readable ({e}).") from None
-    stack = [spec]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            if "type" in item and item["type"] not in TREE_TYPES:
-                raise HardenError(f"{where} passes its inputs or outputs as {str(item['type'])[:80]!r}; torch's "
-                                  "reader would import it, so harden reads programs whose inputs and outputs are "
-                                  "tensors in tuples, lists and dicts.")
-            stack.extend(item.values())
+    for item in _dicts(spec):
+        if "type" in item and item["type"] not in TREE_TYPES:
+            raise HardenError(f"{where} passes its inputs or outputs as {str(item['type'])[:80]!r}; torch's "
+                              "reader would import it, so harden reads programs whose inputs and outputs are "
+                              "tensors in tuples, lists and dicts.")
 
 
 def _check_inert(z: zipfile.ZipFile, where: str) -> None:
