@@ -37,10 +37,13 @@ def export_program(model: Classifier, path: str | os.PathLike, x_check: torch.Te
                 warnings.simplefilter("ignore")
                 dynamic = None if fixed else ({0: torch.export.Dim("batch")},)
                 program = torch.export.export(model, (dummy,), dynamic_shapes=dynamic)
-                torch.export.save(program, tmp, extra_files={EXTRA_FILE: json.dumps(export_facts(model))})
+                archive = io.BytesIO()  # torch names a file's archive after it: the temporary name must not show
+                torch.export.save(program, archive, extra_files={EXTRA_FILE: json.dumps(export_facts(model))})
         except Exception as e:  # noqa: BLE001 - torch.export's errors name the construct it cannot trace
             raise HardenError(f"torch.export cannot export this model: {first_line(e)}") from None
-        module = as_module(read_program(Path(tmp), repr(str(path)))[0], fixed)
+        with open(tmp, "wb") as f:
+            f.write(archive.getvalue())
+        module = as_module(read_program(archive.getvalue(), repr(str(path)))[0], fixed)
         with torch.no_grad():
             check = compare(model, lambda b: module(b).numpy(), x_check, images, fixed)
         check.written = ("torch.export program, " + (f"fixed batch of {fixed}, the program's" if fixed
