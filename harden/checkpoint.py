@@ -60,6 +60,9 @@ def check_readable(path: str | os.PathLike) -> None:
     if path.is_dir():
         if is_hub_folder(path):
             return
+        from .foreign_formats import describe
+        if describe(path):
+            raise HardenError(describe(path))
         raise HardenError(f"{str(path)!r} is a directory without config.json; give a checkpoint file (.safetensors, "
                           ".pt, .pth or .bin) or a hub folder (config.json + model.safetensors: timm's, or a transformers "
                           "classifier's).")
@@ -97,6 +100,9 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
             return read_exported_program(path)
     if kind == formats.TORCH_ZIP and is_torchscript(path):
         return read_torchscript_weights(path), {}
+    from .foreign_formats import describe
+    if kind == formats.TORCH_ZIP and describe(path, by_name=False):  # a Keras 3 archive is a zip too
+        raise HardenError(describe(path, by_name=False))
     if kind in (formats.TORCH_ZIP, formats.TORCH_LEGACY):
         classes: list[str] = []
         try:
@@ -111,6 +117,8 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     from .models.onnx_graph import looks_like_onnx, read_onnx
     if looks_like_onnx(path):
         return read_onnx(path)
+    if describe(path):  # another framework's model, named with the way to ONNX where there is one
+        raise HardenError(describe(path))
     if path.suffix.lower() in SAFETENSORS_EXT:
         raise HardenError(f"{str(path)!r} is not a readable safetensors file (no valid header). It may be "
                           "truncated or corrupted; re-export it from the training run.")

@@ -1,6 +1,7 @@
 import copy
 import hashlib
 import os
+import shutil
 import stat
 
 import pytest
@@ -288,3 +289,46 @@ def test_a_cifar_stem_in_a_torchvision_resnet_is_named_with_how_to_build_it(tmp_
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model.net.eval()(x), net.eval()(x))
+
+
+HDF5 = b"\x89HDF\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name,content,named", [
+    ("model.tflite", b"\x1c\x00\x00\x00TFL3" + bytes(120), "TensorFlow Lite"),
+    ("model.bin", b"\x1c\x00\x00\x00TFL3" + bytes(120), "TensorFlow Lite"),  # by content, whatever the name
+    ("model.pte", b"\x1c\x00\x00\x00ET12" + bytes(120), "ExecuTorch"),
+    ("weights.h5", HDF5 + bytes(120), "Keras"),
+    ("model.engine", bytes(128), "TensorRT"),
+    ("model.xml", b'<?xml version="1.0"?>\n<net name="resnet" version="11">\n', "OpenVINO"),
+    ("model.mlmodel", b"\x08\x04" + bytes(64), "Core ML"),
+])
+def test_other_frameworks_models_are_named_with_the_way_to_a_file_harden_reads(tmp_path, cli, name, content, named):
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, out, err = cli("eval", path, "--data", "digits")
+    assert code == 2 and named in err and "Traceback" not in err
+    assert ("tf2onnx" in err) == (named in ("TensorFlow Lite", "Keras")), err  # a route to ONNX where one exists
+
+
+def test_keras_archives_and_saved_models_are_named_and_harden_files_of_those_names_still_load(tmp_path, cli,
+                                                                                            digits_ckpt):
+    import zipfile
+    keras = tmp_path / "model.keras"
+    with zipfile.ZipFile(keras, "w") as z:
+        z.writestr("metadata.json", "{}")
+        z.writestr("config.json", "{}")
+        z.writestr("model.weights.h5", HDF5)
+    code, out, err = cli("eval", keras, "--data", "digits")
+    assert code == 2 and "Keras 3" in err and "tf2onnx" in err
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"\x08\x01")
+    code, out, err = cli("eval", saved, "--data", "digits")
+    assert code == 2 and "SavedModel" in err and "--saved-model" in err
+    # formats are found by content: a harden checkpoint and a torch file under those names load as what they are
+    shutil.copy(digits_ckpt, tmp_path / "model.h5")
+    assert harden.load(tmp_path / "model.h5").spec.arch == "cnn-small"
+    torch.save(harden.load(digits_ckpt).net.state_dict(), tmp_path / "model.tflite")
+    assert harden.load(tmp_path / "model.tflite", arch="cnn-small", num_classes=10, in_chans=1,
+                       input_size=(8, 8)).spec.num_classes == 10

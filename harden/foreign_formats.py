@@ -1,0 +1,75 @@
+"""Model files of other frameworks and runtimes, named in the error with the way to a file harden reads.
+
+harden attacks and trains PyTorch modules and ONNX graphs (it needs gradients through the network). A TensorFlow,
+Keras or TFLite model converts to ONNX with tf2onnx; a file compiled for a runtime (ExecuTorch, TensorRT, OpenVINO,
+Core ML) has no way back, and the error asks for what it was built from. Found by content where the format has a
+signature (TFLite's and ExecuTorch's flatbuffer identifiers, HDF5's magic, a Keras 3 archive's members), else by
+the name a tool gives it; only the first bytes or a zip's listing are read."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+TF2ONNX = "pip install tf2onnx, then python -m tf2onnx.convert"
+
+
+def _head(path: Path, n: int = 512) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def describe(path: Path, by_name: bool = True) -> str | None:
+    """The one-paragraph error for `path` if it is another framework's model, else None. Called where harden's own
+    formats did not fit; `by_name=False`: by content only (a zip that could still be a torch file of any name)."""
+    name = repr(str(path))
+    if path.is_dir():
+        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
+            return (f"{name} is a TensorFlow SavedModel; harden attacks and trains PyTorch and ONNX models. Convert "
+                    f"it to ONNX ({TF2ONNX} --saved-model {path} --output model.onnx) and pass the .onnx.")
+        if path.suffix.lower() == ".mlpackage":
+            return _compiled(name, "a Core ML package", "Core ML")
+        return None
+    head = _head(path)
+    suffix = path.suffix.lower() if by_name else ""
+    if head[4:8] == b"TFL3" or suffix == ".tflite":
+        return (f"{name} is a TensorFlow Lite model; harden attacks and trains PyTorch and ONNX models. Convert it "
+                f"to ONNX ({TF2ONNX} --tflite {path} --output model.onnx) and pass the .onnx.")
+    if head[4:6] == b"ET" and head[6:8].isdigit() or suffix == ".pte":
+        return _compiled(name, "an ExecuTorch program (.pte)", "ExecuTorch",
+                         "the torch.export program it was lowered from (torch.export.save(program, 'model.pt2'))")
+    if head.startswith(HDF5_MAGIC) or (suffix in (".h5", ".hdf5") and not head.startswith(b"PK")):
+        return (f"{name} is an HDF5 file (a Keras model or its weights); harden attacks and trains PyTorch and ONNX "
+                f"models. Convert the Keras model to ONNX ({TF2ONNX} --keras {path} --output model.onnx, or "
+                "tf2onnx.convert.from_keras(model, output_path='model.onnx')) and pass the .onnx.")
+    if head.startswith(b"PK") and _is_keras_archive(path):
+        return (f"{name} is a Keras 3 model (.keras); harden attacks and trains PyTorch and ONNX models. Load it in "
+                "Keras and convert it to ONNX (tf2onnx.convert.from_keras(model, output_path='model.onnx')), then "
+                "pass the .onnx.")
+    if by_name and path.name == "saved_model.pb":
+        return (f"{name} is a TensorFlow SavedModel's graph; pass its folder to tf2onnx ({TF2ONNX} --saved-model "
+                f"{path.parent} --output model.onnx) and the .onnx to harden.")
+    if suffix == ".xml" and b"<net " in head:
+        return _compiled(name, "an OpenVINO IR model", "OpenVINO")
+    if suffix in (".engine", ".plan", ".trt"):
+        return _compiled(name, "a TensorRT engine (built for one GPU)", "TensorRT")
+    if suffix == ".mlmodel":
+        return _compiled(name, "a Core ML model", "Core ML")
+    return None
+
+
+def _is_keras_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return "config.json" in names and any(n.startswith("model.weights") for n in names)
+
+
+def _compiled(name: str, what: str, runtime: str, source: str = "the ONNX or PyTorch model it was converted from") -> str:
+    return (f"{name} is {what}, compiled for {runtime}'s inference runtime: it holds no graph harden can take "
+            f"gradients through. Give {source}, or the weights and --arch.")
