@@ -141,7 +141,7 @@ def test_a_program_is_evaluated_and_hardened_as_its_source_network(published, di
                                masking_checks=False, device="cpu") for m in (program, source)]
     assert reports[0].clean_accuracy == reports[1].clean_accuracy >= 0.8
     assert [a.robust_accuracy for a in reports[0].attacks] == [a.robust_accuracy for a in reports[1].attacks]
-    fixed = [harden.fix(m, digits, data_frac=0.1, epochs=1, report=False, device="cpu").model for m in (program, source)]
+    fixed = [harden.fix(m, digits, data_frac=0.05, epochs=1, report=False, device="cpu").model for m in (program, source)]
     ours, theirs = fixed[0].net.state_dict(), fixed[1].net.state_dict()
     assert all(torch.allclose(ours["program." + k], v, atol=1e-5) for k, v in theirs.items() if v.is_floating_point())
     assert not torch.allclose(ours["program.fc.weight"], net.fc.weight)  # trained

@@ -388,9 +388,11 @@ def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     meta.update(facts)  # [0, 1] pixels, input size, crop, label names of a file `harden export` wrote
     if batch:
         from ..runtime import warn
+        norms = (f"; in training (fix) its BatchNorm takes the statistics of each chunk of {batch}, not of the "
+                 "batch" if net.running_statistics() else "")
         warn(f"{where} is exported for a fixed batch of {batch}: harden runs it on chunks of {batch} images (the "
-             "last padded), slower than one call; re-export with a dynamic batch, torch.export.export(model, (x,), "
-             "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}).")
+             f"last padded), slower than one call{norms}; re-export with a dynamic batch, torch.export.export(model, "
+             "(x,), dynamic_shapes={'x': {0: torch.export.Dim('batch')}}).")
     return state, meta
 
 
