@@ -487,6 +487,18 @@ def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike] = 
     return out
 
 
+def check_checkpoint_path(path: str | os.PathLike) -> None:
+    """A checkpoint harden writes is a .safetensors file: the commands say so before any work (a fix's training is
+    not lost to the output's extension), with the export that writes the other formats."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        return
+    other = {".onnx": "an ONNX file", ".pt2": "a torch.export program"}.get(path.suffix.lower())
+    route = (f" For {other}, write the checkpoint and export it: harden export {path.stem}.safetensors -o "
+             f"{path.name}." if other else "")
+    raise HardenError(f"harden writes .safetensors checkpoints; {str(path)!r} has another extension.{route}")
+
+
 def _umask() -> int:
     """The process's umask, read without changing it where Linux says it (os.umask sets as it reads, which
     would race with another thread creating files)."""
@@ -551,8 +563,7 @@ def save(model: Classifier, path: str | os.PathLike, meta: dict[str, Any] | None
     """Save weights + metadata as safetensors, atomically (temp file + rename)."""
     from safetensors.torch import save as st_save
     path = check_output_path(path, inputs, force)
-    if path.suffix.lower() != ".safetensors":
-        raise HardenError(f"harden writes .safetensors checkpoints; {str(path)!r} has another extension.")
+    check_checkpoint_path(path)
     state = _tensors(model.net.state_dict())
     if model.patch is not None:
         state.update({PATCH_PREFIX + k: v for k, v in _tensors(model.patch.state_dict()).items()})

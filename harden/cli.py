@@ -85,10 +85,11 @@ def train(
     """Train a plain base model (SGD + OneCycle) for demos, benchmarks and tests."""
     _setup(quiet)
     from .api import train as train_model
-    from .checkpoint import check_output_path, save
+    from .checkpoint import check_checkpoint_path, check_output_path, save
     from .data import DataTarget, load_data, subsample
     from .training import TrainConfig
     check_output_path(output, [], force)
+    check_checkpoint_path(output)
     if data_flags.test_size:
         raise HardenError("--test-size chooses a model's evaluation size; train has no model yet.")
     ds = load_data(data, DataTarget(**{k: v for k, v in data_flags.target_kwargs().items() if k != "test_size"}))
@@ -414,7 +415,8 @@ def fix(
         raise HardenError("Two outputs name the same file; give each output its own path.")
     for p in outs:
         check_output_path(p, [checkpoint], force)
-    from .checkpoint import check_readable
+    from .checkpoint import check_checkpoint_path, check_readable
+    check_checkpoint_path(output)
     check_readable(checkpoint)  # missing, empty, a folder of no hub layout: said before anything runs
     from .attacks import build_attack, parse_number
     train_eps = recipe_cfg["params"].get("eps")  # the report's L-inf budget is the recipe's training budget
@@ -457,8 +459,9 @@ def apply(
     force: bool = ForceOpt, debug: bool = DebugOpt, model_flags: ModelFlags = None,
 ):
     """Rebuild a hardened checkpoint from a base and a patch; refuses a base whose sha256 differs."""
-    from .checkpoint import apply_patch, check_output_path, save
+    from .checkpoint import apply_patch, check_checkpoint_path, check_output_path, save
     check_output_path(output, [base, patch], force)
+    check_checkpoint_path(output)
     model = apply_patch(base, patch, model_flags=model_flags.load_kwargs())
     save(model, output, force=force, inputs=[base, patch])
     out.print(f"wrote {output} ({model.spec.extra.get('recipe')} patch applied to {base.name})")
@@ -474,9 +477,10 @@ def import_cmd(
     force: bool = ForceOpt, debug: bool = DebugOpt, model_flags: ModelFlags = None,
 ):
     """Load a foreign checkpoint strictly once and write it as a harden .safetensors: later commands need no flags."""
-    from .checkpoint import check_output_path
+    from .checkpoint import check_checkpoint_path, check_output_path
     from .importer import import_checkpoint
     check_output_path(output, [checkpoint], force)
+    check_checkpoint_path(output)
     model = import_checkpoint(checkpoint, output, model_flags=model_flags.load_kwargs(), data=data, force=force)
     s = model.spec
     out.print(f"wrote {output} ({s.arch}, {s.num_classes} classes, {s.in_chans}x{s.input_size[0]}x{s.input_size[1]}, "

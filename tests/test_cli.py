@@ -223,6 +223,19 @@ def test_existing_output_without_force(cli, digits_ckpt, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_checkpoint_output_of_another_format_is_refused_before_any_work(cli, digits_ckpt, tmp_path, monkeypatch):
+    """`fix -o hardened.onnx` trained for minutes to hours, then refused the extension at the save."""
+    import importlib
+    monkeypatch.setattr(importlib.import_module("harden.fix"), "fix", lambda *a, **k: pytest.fail("fix ran"))
+    for suffix, route in ((".onnx", "harden export"), (".pt2", "harden export"), (".pt", "")):
+        out = tmp_path / f"hardened{suffix}"
+        err = _bad(cli, "fix", digits_ckpt, "--data-frac", "0.1", "-o", out)
+        assert ".safetensors" in err and route in err and not out.exists()
+    assert ".safetensors" in _bad(cli, "train", "--epochs", "1", "-o", tmp_path / "m.pt")
+    assert ".safetensors" in _bad(cli, "import", digits_ckpt, "-o", tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+
+
 def test_debug_shows_traceback(cli, tmp_path):
     from harden import HardenError
     with pytest.raises(HardenError):
