@@ -1,6 +1,7 @@
 """ONNX models as input (models/onnx_graph.py): files as torch's two exporters write them, with a dynamic or a fixed
 batch, NCHW or NHWC, evaluated, hardened and exported back; the conversion checked against onnxruntime."""
 import contextlib
+import math
 import io
 import warnings
 
@@ -157,6 +158,67 @@ def test_the_dynamo_exporters_reshape_at_opset_18_converts(tmp_path):
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(model.net(x), net(x), atol=1e-5)
+
+
+class TinyViT(nn.Module):
+    """Patches, multi-head scaled_dot_product_attention, mean of the tokens: what the dynamo exporter writes as
+    ONNX Attention from opset 23 on."""
+    def __init__(self, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.patch = nn.Conv2d(3, 16, 4, stride=4)
+        self.qkv = nn.Linear(16, 48)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)  # (n, tokens, 16)
+        n, s, _ = t.shape
+        q, k, v = self.qkv(t).reshape(n, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, s, -1)
+        return self.head((t + y).mean(1))
+
+
+@pytest.mark.skipif(not dynamo_available(), reason="onnxscript not installed")
+@pytest.mark.parametrize("opset", [23, 25])
+def test_opsets_23_to_25_convert_attention_and_retyped_operators(tmp_path, opset):
+    """Opsets 23-25 re-versioned Reshape, Transpose, Shape, ... for new types only, and torch's dynamo exporter writes
+    attention as ONNX Attention there: both were "Converter is not implemented"."""
+    import onnx
+    torch.manual_seed(0)
+    net = TinyViT()
+    path = export(net, tmp_path / f"vit{opset}.onnx", dynamo=True, opset=opset)
+    graph = onnx.load(str(path))
+    assert graph.opset_import[0].version == opset and "Attention" in {n.op_type for n in graph.graph.node}
+    model = harden.load(path)
+    x = torch.rand(3, 3, 16, 16, requires_grad=True)
+    assert torch.allclose(model.net(x), net(x), atol=1e-5)
+    model.net(x).sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_onnx_attention_masks_heads_and_causality_match_the_definition():
+    from harden.models.onnx_extra_ops import Attention
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)  # 2 key/value heads shared
+    keep = torch.rand(5, 5) > 0.3
+    keep[:, 0] = True  # every query attends to something
+
+    def reference(q, k, v, mask, causal):
+        k, v = k.repeat_interleave(q.shape[1] // k.shape[1], 1), v.repeat_interleave(q.shape[1] // v.shape[1], 1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        if causal:
+            scores = scores.masked_fill(~torch.ones(5, 5, dtype=torch.bool).tril(), float("-inf"))
+        return scores.softmax(-1) @ v
+
+    additive = torch.randn(5, 5)
+    for mask in (None, keep, additive):
+        for causal in (False, True):
+            got = Attention(causal, None, 0, 0)(q, k, v, mask)
+            assert torch.allclose(got, reference(q, k, v, mask, causal), atol=1e-5), (mask is None, causal)
+    flat = Attention(False, None, 4, 2)(*(t.transpose(1, 2).flatten(2) for t in (q, k, v)))  # (n, seq, heads*size)
+    assert torch.allclose(flat, reference(q, k, v, None, False).transpose(1, 2).flatten(2), atol=1e-5)
 
 
 FIXED = [False, True] if dynamo_available() else [False]

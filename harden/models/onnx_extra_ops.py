@@ -80,6 +80,32 @@ class ShapedReshape(nn.Module):
         return x.reshape([int(s) for s in shape.tolist()])
 
 
+class Attention(nn.Module):
+    """ONNX's Attention (opset 23, what torch's dynamo exporter writes for scaled_dot_product_attention from opset 23
+    on): softmax(Q K^T * scale + mask) V on 4-D (batch, heads, sequence, head size) inputs, or 3-D (batch, sequence,
+    heads x head size) with the head counts given; fewer key/value heads than query heads are shared (GQA). A
+    boolean mask says which pairs take part, a float mask is added, as in torch."""
+    def __init__(self, is_causal: bool, scale: float | None, q_heads: int, kv_heads: int):
+        super().__init__()
+        self.is_causal, self.scale, self.q_heads, self.kv_heads = is_causal, scale, q_heads, kv_heads
+
+    def forward(self, q, k, v, mask=None):
+        flat = q.dim() == 3
+        if flat:
+            n, s = q.shape[:2]
+            q = q.reshape(n, s, self.q_heads, -1).transpose(1, 2)
+            k = k.reshape(n, k.shape[1], self.kv_heads, -1).transpose(1, 2)
+            v = v.reshape(n, v.shape[1], self.kv_heads, -1).transpose(1, 2)
+        causal = self.is_causal
+        if causal and mask is not None:  # torch takes one or the other: the causal mask folded into the given one
+            keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril(k.shape[-2] - q.shape[-2])
+            mask = mask & keep if mask.dtype == torch.bool else mask.masked_fill(~keep, float("-inf"))
+            causal = False
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                             scale=self.scale, enable_gqa=q.shape[1] != k.shape[1])
+        return y.transpose(1, 2).reshape(n, s, -1) if flat else y
+
+
 class SplitEven(nn.Module):
     """Split 18's num_outputs: parts of ceil(size / n), the last one smaller."""
     def __init__(self, parts: int, axis: int):
@@ -355,6 +381,25 @@ def register() -> None:
         parts = int(node.attributes.get("num_outputs", len(node.output_values)))
         return result(SplitEven(parts, int(node.attributes.get("axis", 0))), node, node.input_values[:1])
 
+    for version in (23, 24, 25):
+        @add("Attention", version)
+        def _attention(node, graph):
+            a = node.attributes
+            used = [o for o in node.output_values if o]
+            unsupported = ("a key/value cache" if any(node.input_values[4:]) else
+                           "qk_matmul_output_mode" if a.get("qk_matmul_output_mode", 0) else
+                           "softcap" if a.get("softcap", 0.0) else
+                           "a window" if a.get("left_window_size", -1) != -1 or a.get("right_window_size", -1) != -1
+                           else "more than one output" if len(used) > 1 else "")
+            if unsupported:
+                raise NotImplementedError(f"Attention with {unsupported}")
+            scale = a.get("scale")
+            module = Attention(bool(a.get("is_causal", 0)), float(scale) if scale is not None else None,
+                               int(a.get("q_num_heads", 0)), int(a.get("kv_num_heads", 0)))
+            inputs = node.input_values[:4] if len(node.input_values) > 3 and node.input_values[3] else \
+                node.input_values[:3]
+            return result(module, node, inputs)
+
     def without(op: str, version: int, unused):
         """The older converter, where the node uses none of what `version` added (unused(node) names it if so)."""
         @add(op, version)
@@ -385,4 +430,29 @@ def register() -> None:
                 fn = older(op, version)
                 if fn is not None:
                     _CONVERTER_REGISTRY[key] = fn
+    # versions newer than the list above that changed nothing but the types they take (opsets 23-25 re-versioned
+    # Reshape, Flatten, Shape, Transpose, ... for 4-bit and 8-bit float types): found by comparing each version's
+    # inputs, outputs and attributes with the version before; the check against onnxruntime still judges the result
+    schemas = sorted((sc for sc in defs.get_all_schemas_with_history() if sc.domain == ""),
+                     key=lambda sc: sc.since_version)
+    for schema in schemas:
+        key = OperationDescription("", schema.name, schema.since_version)
+        if key in _CONVERTER_REGISTRY or schema.since_version <= 1:
+            continue
+        try:
+            before = defs.get_schema(schema.name, max_inclusive_version=schema.since_version - 1)
+        except defs.SchemaError:
+            continue
+        previous = _CONVERTER_REGISTRY.get(OperationDescription("", schema.name, before.since_version))
+        if previous is not None and _signature(before) == _signature(schema):
+            _CONVERTER_REGISTRY[key] = previous
     _DONE = True
+
+
+def _signature(schema) -> tuple:
+    """What a node of this operator version may say: its inputs and outputs (names, optional or variadic) and its
+    attributes (name, type, required, default); the types a version accepts are left out."""
+    attributes = sorted((name, int(a.type), bool(a.required), a.default_value.SerializeToString())
+                        for name, a in schema.attributes.items())
+    return ([(i.name, int(i.option)) for i in schema.inputs], [(o.name, int(o.option)) for o in schema.outputs],
+            attributes, schema.min_input, schema.max_input, schema.min_output, schema.max_output)
