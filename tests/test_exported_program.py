@@ -133,6 +133,32 @@ def test_a_program_of_any_image_size_reads(tmp_path):
         assert torch.allclose(model.net(x), net(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_program_is_attacked_in_float32(published, digits, tmp_path, dtype):
+    """A program exported from a float16 or bfloat16 model (what a GPU deployment ships) was refused; it is widened
+    to float32, checked against the file run in its own precision."""
+    net = copy.deepcopy(published[0]).to(dtype)
+    path = tmp_path / "half.pt2"
+    torch.export.save(torch.export.export(net, (torch.rand(2, 1, 8, 8, dtype=dtype),),
+                                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}}), str(path))
+    from harden.runtime import console
+    with console.capture() as cap:
+        model = harden.load(path)
+    assert f"{str(dtype)[6:]} program" in " ".join(cap.get().split())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():
+        ours, theirs = model.net(x), net(x.to(dtype)).float()
+    assert ours.dtype == torch.float32 and (ours - theirs).abs().max() <= 5e-2 * max(1.0, float(theirs.abs().max()))
+    report = harden.evaluate(model, digits, attacks=["fgsm"], n=20, eps=0.3, metrics=False, masking_checks=False,
+                             device="cpu")
+    assert report.clean_accuracy >= 0.8
+    out = tmp_path / "widened.safetensors"
+    harden.save(model, out)
+    with torch.no_grad():
+        assert torch.equal(harden.load(out).net(x), ours)
+
+
 def test_a_program_is_evaluated_and_hardened_as_its_source_network(published, digits, tmp_path):
     net, path, _, state = published
     program = harden.load(path)

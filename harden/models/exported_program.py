@@ -37,6 +37,8 @@ from ..errors import HardenError
 
 ARCH = "exported_program"
 TOLERANCE = 1e-4  # largest |rebuilt - file| output difference accepted, relative to the output scale
+# the same for a program widened to float32, against the file run in its own precision (3 and 2 significant digits)
+WIDENED_TOLERANCE = {"float16": 2e-2, "bfloat16": 5e-2}
 # what sympy may meet in a shape expression: symbol names (s0, u3), numbers, arithmetic, comparisons and the
 # functions torch writes (torch.utils._sympy.functions, sympy's Max/Min/...)
 _SYMBOL = re.compile(r"[a-z]+\d+")
@@ -320,18 +322,28 @@ def encode(data: bytes) -> str:
     return base64.b64encode(zlib.compress(data, 6)).decode("ascii")
 
 
-def as_module(program, batch: int = 0, layout: str = "NCHW", zeros: bool = False) -> ExportedNet:
+def as_module(program, batch: int = 0, layout: str = "NCHW", zeros: bool = False, widen: str = "") -> ExportedNet:
+    """The program's module in ExportedNet; `widen` ("float16", "bfloat16"): a program of that precision run in
+    float32 (its weights widened, the graph's casts to it made casts to float32)."""
     # the program's guards are Python source that module() would exec: not run (harden feeds the shapes itself)
     program._guards_code = []
     module = program.module(check_guards=False)
     if zeros:  # the lean archive's broadcast weights made real tensors, for load_state_dict to copy into
         module.load_state_dict({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in module.state_dict().items()},
                                assign=True)
+    if widen:
+        narrow = getattr(torch, widen)
+        for node in module.graph.nodes:
+            node.args = tuple(torch.float32 if a is narrow else a for a in node.args)
+            node.kwargs = {k: torch.float32 if v is narrow else v for k, v in node.kwargs.items()}
+        module.recompile()
+        module.float()
     return ExportedNet(module, batch, layout)
 
 
 def build(model_args: dict[str, Any], where: str = ARCH) -> nn.Module:
-    """The architecture `exported_program` from its model_args (the weights-free archive, batch, layout)."""
+    """The architecture `exported_program` from its model_args (the weights-free archive, batch, layout, the
+    precision it is widened from)."""
     text = (model_args or {}).get("program")
     if not isinstance(text, str):
         raise HardenError("The architecture 'exported_program' needs its program (kept in the model_args of "
@@ -341,7 +353,7 @@ def build(model_args: dict[str, Any], where: str = ARCH) -> nn.Module:
     except (ValueError, zlib.error) as e:
         raise HardenError(f"The program kept in this checkpoint's metadata is damaged ({e}).") from None
     return as_module(read_program(data, where)[0], int(model_args.get("batch") or 0),
-                     str(model_args.get("layout", "NCHW")), zeros=True)
+                     str(model_args.get("layout", "NCHW")), zeros=True, widen=str(model_args.get("widen", "")))
 
 
 def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -350,16 +362,19 @@ def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     where = repr(str(path))
     program, facts = read_program(path, where)
     dims, dtype = _input(program, where)
-    if dtype != torch.float32:
+    widen = {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(dtype, "")
+    if dtype != torch.float32 and not widen:
         raise HardenError(f"{where} takes {str(dtype).replace('torch.', '')} input; harden attacks and trains "
-                          "programs that take float32 pixels (export the float32 model).")
+                          "programs that take float32, float16 or bfloat16 pixels (export the float model).")
     from .onnx_graph import layout_of
     dims, layout = layout_of(dims, {}, where)
     batch = dims[0] or 0
     lean = encode(_lean(program))
-    net = as_module(program, batch, layout)
-    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    rebuilt = build({"program": lean, "batch": batch, "layout": layout}, where)
+    net = as_module(program, batch, layout)  # as the file runs: in its own precision
+    state = {k: v.detach().float() if v.is_floating_point() else v.detach().clone()
+             for k, v in net.state_dict().items()}
+    args = {"program": lean, "batch": batch, "layout": layout, **({"widen": widen} if widen else {})}
+    rebuilt = build(args, where)
     rebuilt.load_state_dict(state, strict=True)
     size = [dims[2], dims[3]] if dims[2] and dims[3] else [224, 224]
     n = 2 * batch + 1 if batch else 3
@@ -368,7 +383,8 @@ def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     chunked = f" on {n} images in chunks of its fixed batch of {batch}" if batch else ""
     try:
         with torch.no_grad():
-            own, again = (_tensors(m(x.permute(0, 3, 1, 2) if layout == "NHWC" else x)) for m in (net, rebuilt))
+            own, again = ([t.float() for t in _tensors(m((x.permute(0, 3, 1, 2) if layout == "NHWC" else x).to(d)))]
+                          for m, d in ((net, dtype), (rebuilt, torch.float32)))
     except Exception as e:  # noqa: BLE001 - a program that fails at the size or batch given it
         raise HardenError(f"{where}: the program fails{chunked} of {tuple(shape[1:])} ({type(e).__name__}: "
                           f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}).") from None
@@ -378,11 +394,15 @@ def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     scale = max(float(t.abs().max()) for t in own)
     worst = max(float((a - b).abs().max()) if a.shape == b.shape else float("inf")
                 for a, b in zip(own, again, strict=True)) if len(own) == len(again) else float("inf")
-    if not worst <= TOLERANCE * max(1.0, scale):
+    if not worst <= WIDENED_TOLERANCE.get(widen, TOLERANCE) * max(1.0, scale):
         raise HardenError(f"{where}: the program rebuilt from its graph gives other outputs than the file's "
                           f"(largest difference {worst:.3g} where outputs reach {scale:.3g}).")
-    meta: dict[str, Any] = {"arch": ARCH, "model_args": {"program": lean, "batch": batch, "layout": layout},
-                            "in_chans": int(dims[1]), "num_classes": int(own[0].shape[1])}
+    meta: dict[str, Any] = {"arch": ARCH, "model_args": args, "in_chans": int(dims[1]),
+                            "num_classes": int(own[0].shape[1])}
+    if widen:
+        from ..runtime import warn
+        warn(f"{where} is a {widen} program: harden attacks and trains it in float32 (its outputs within {worst:.2g} "
+             f"of the file's, run in {widen}, where they reach {scale:.2g}); what harden writes from it is float32.")
     if dims[2] and dims[3]:
         meta["input_size"] = [dims[2], dims[3]]
     meta.update(facts)  # [0, 1] pixels, input size, crop, label names of a file `harden export` wrote
