@@ -2,12 +2,14 @@
 
 `torch.export.save(torch.export.export(model, (x,)), "model.pt2")` writes the network as a graph of ATen operators
 with its weights: the PyTorch 2 form of a deployment artifact, readable without the code that defined the model.
-torch's own reader is not safe on a file from elsewhere (it unpickles weights with weights_only=False, falls back to
-it for the example inputs, and evaluates the graph's shape expressions with sympy's parser, which is Python's eval),
-so the archive is checked first (_check_inert): every shape expression is arithmetic on symbol names, every
-operator is one of torch.ops' (or Python's operator and math functions), no TorchBind or opaque object is in it;
-then torch reads it with every pickle loaded as data (weights_only=True forced). An AOTInductor package (compiled
-machine code, no graph) is refused by name.
+torch's own reader is not safe on a file from elsewhere: it unpickles weights with weights_only=False (and falls back
+to it for the example inputs), evaluates the graph's shape expressions with sympy's parser (Python's eval), and
+`module()` execs the program's guards as Python source. So the archive is checked first (_check_inert): every shape
+expression is arithmetic on symbol names, every operator is one of torch.ops' (or Python's operator and math
+functions), the input and output structures name plain containers, no TorchBind or opaque object is in it; torch
+then reads it with every pickle loaded as data (weights_only=True forced), and the guards are dropped before the
+module is built (harden feeds the shapes). An AOTInductor package (compiled machine code, no graph) is refused by
+name. A float16 or bfloat16 program is run in float32 (`widen`), checked against the file in its own precision.
 
 The graph is run as torch gives it back (`ExportedProgram.module()`), inside ExportedNet: a program exported for a
 fixed batch (no `dynamic_shapes`) is run on chunks of that batch, the last one padded; BatchNorm and dropout
