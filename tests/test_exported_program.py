@@ -159,6 +159,43 @@ def test_a_half_precision_program_is_attacked_in_float32(published, digits, tmp_
         assert torch.equal(harden.load(out).net(x), ours)
 
 
+class CameraNet(nn.Module):
+    """A deployment module: 8-bit N x H x W x C pixels in, cast and normalised inside."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        x = (x.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.25
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_a_program_of_8_bit_pixels_is_fed_their_float_values(tmp_path):
+    """It asserted a uint8 input and was refused; harden feeds it the float values 0-255 (mean 0, std 1/255), so
+    gradients reach the pixels, as for an ONNX graph of 8-bit input."""
+    from conftest import tiny_data
+    torch.manual_seed(0)
+    net = CameraNet().eval()
+    path = tmp_path / "camera.pt2"
+    x8 = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8)
+    torch.export.save(torch.export.export(net, (x8,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}}),
+                      str(path))
+    model = harden.load(path)
+    assert model.spec.model_args["layout"] == "NHWC" and model.spec.in_chans == 3
+    assert tuple(model.spec.mean) == (0.0,) * 3 and all(abs(s - 1 / 255) < 1e-9 for s in model.spec.std)
+    x = (torch.randint(0, 256, (5, 3, 16, 16)) / 255).requires_grad_(True)  # [0, 1] pixels, as harden reads them
+    out = model(x)
+    with torch.no_grad():
+        assert torch.allclose(out, net((x * 255).round().to(torch.uint8).permute(0, 2, 3, 1)), atol=1e-4)
+    out.sum().backward()
+    assert x.grad.abs().sum() > 0
+    report = harden.evaluate(model, tiny_data((16, 16), 3), attacks=["fgsm"], n=8, metrics=False,
+                             masking_checks=False, device="cpu")
+    assert len(report.attacks) == 1
+
+
 def test_a_program_is_evaluated_and_hardened_as_its_source_network(published, digits, tmp_path):
     net, path, _, state = published
     program = harden.load(path)

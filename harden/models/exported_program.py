@@ -324,9 +324,12 @@ def encode(data: bytes) -> str:
     return base64.b64encode(zlib.compress(data, 6)).decode("ascii")
 
 
-def as_module(program, batch: int = 0, layout: str = "NCHW", zeros: bool = False, widen: str = "") -> ExportedNet:
+def as_module(program, batch: int = 0, layout: str = "NCHW", zeros: bool = False, widen: str = "",
+              bytes_in: bool = False) -> ExportedNet:
     """The program's module in ExportedNet; `widen` ("float16", "bfloat16"): a program of that precision run in
-    float32 (its weights widened, the graph's casts to it made casts to float32)."""
+    float32 (its weights widened, the graph's casts to it made casts to float32); `bytes_in`: a program that takes
+    8-bit pixels and casts them to float inside, fed the float values 0-255 (its assertions of the input's dtype
+    dropped), so that gradients reach them."""
     # the program's guards are Python source that module() would exec: not run (harden feeds the shapes itself)
     program._guards_code = []
     module = program.module(check_guards=False)
@@ -340,6 +343,12 @@ def as_module(program, batch: int = 0, layout: str = "NCHW", zeros: bool = False
             node.kwargs = {k: torch.float32 if v is narrow else v for k, v in node.kwargs.items()}
         module.recompile()
         module.float()
+    if bytes_in:
+        for node in list(module.graph.nodes):
+            if (node.op == "call_function" and str(node.target) == "aten._assert_tensor_metadata.default"
+                    and node.kwargs.get("dtype") is torch.uint8 and not node.users):  # what the cast asserted
+                module.graph.erase_node(node)
+        module.recompile()
     return ExportedNet(module, batch, layout)
 
 
@@ -355,7 +364,8 @@ def build(model_args: dict[str, Any], where: str = ARCH) -> nn.Module:
     except (ValueError, zlib.error) as e:
         raise HardenError(f"The program kept in this checkpoint's metadata is damaged ({e}).") from None
     return as_module(read_program(data, where)[0], int(model_args.get("batch") or 0),
-                     str(model_args.get("layout", "NCHW")), zeros=True, widen=str(model_args.get("widen", "")))
+                     str(model_args.get("layout", "NCHW")), zeros=True, widen=str(model_args.get("widen", "")),
+                     bytes_in=bool(model_args.get("bytes_in")))
 
 
 def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -365,9 +375,11 @@ def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     program, facts = read_program(path, where)
     dims, dtype = _input(program, where)
     widen = {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(dtype, "")
-    if dtype != torch.float32 and not widen:
+    bytes_in = dtype == torch.uint8
+    if dtype != torch.float32 and not widen and not bytes_in:
         raise HardenError(f"{where} takes {str(dtype).replace('torch.', '')} input; harden attacks and trains "
-                          "programs that take float32, float16 or bfloat16 pixels (export the float model).")
+                          "programs that take float32, float16 or bfloat16 pixels, or 8-bit pixels cast to float "
+                          "inside (export it so).")
     from .onnx_graph import layout_of
     dims, layout = layout_of(dims, {}, where)
     batch = dims[0] or 0
@@ -375,13 +387,16 @@ def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     net = as_module(program, batch, layout)  # as the file runs: in its own precision
     state = {k: v.detach().float() if v.is_floating_point() else v.detach().clone()
              for k, v in net.state_dict().items()}
-    args = {"program": lean, "batch": batch, "layout": layout, **({"widen": widen} if widen else {})}
+    args = {"program": lean, "batch": batch, "layout": layout, **({"widen": widen} if widen else {}),
+            **({"bytes_in": True} if bytes_in else {})}
     rebuilt = build(args, where)
     rebuilt.load_state_dict(state, strict=True)
     size = [dims[2], dims[3]] if dims[2] and dims[3] else [224, 224]
     n = 2 * batch + 1 if batch else 3
     shape = (n, *size, dims[1]) if layout == "NHWC" else (n, dims[1], *size)
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    if bytes_in:  # whole 0-255 values, fed to the file as bytes and to harden's module as floats
+        x = (x * 255).round()
     chunked = f" on {n} images in chunks of its fixed batch of {batch}" if batch else ""
     try:
         with torch.no_grad():
@@ -401,6 +416,9 @@ def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
                           f"(largest difference {worst:.3g} where outputs reach {scale:.3g}).")
     meta: dict[str, Any] = {"arch": ARCH, "model_args": args, "in_chans": int(dims[1]),
                             "num_classes": int(own[0].shape[1])}
+    if bytes_in:  # [0, 1] pixels -> the 0-255 values the program's cast took: harden's normalisation does it
+        meta.update(mean=[0.0] * int(dims[1]), std=[1 / 255] * int(dims[1]))
+        meta["program_input"] = "8-bit pixels, fed as float 0-255"
     if widen:
         from ..runtime import warn
         warn(f"{where} is a {widen} program: harden attacks and trains it in float32 (its outputs within {worst:.2g} "
