@@ -445,5 +445,7 @@ def summary(model_args: dict[str, Any]) -> str:
     ops = sorted({str(n.target).split(".")[1] for n in net.program.graph.nodes
                   if n.op == "call_function" and str(n.target).startswith("aten.")})
     batch = f", fixed batch {model_args.get('batch')}" if model_args.get("batch") else ""
+    kind = (f", {model_args['widen']} run in float32" if model_args.get("widen") else "") + (
+        ", 8-bit pixels fed as float 0-255" if model_args.get("bytes_in") else "")
     return (f"{sum(1 for n in net.program.graph.nodes if n.op == 'call_function')} operators ({', '.join(ops[:12])}"
-            f"{', ...' if len(ops) > 12 else ''}), input {model_args.get('layout')}{batch}")
+            f"{', ...' if len(ops) > 12 else ''}), input {model_args.get('layout')}{batch}{kind}")
