@@ -40,7 +40,10 @@ def export_program(model: Classifier, path: str | os.PathLike, x_check: torch.Te
                 archive = io.BytesIO()  # torch names a file's archive after it: the temporary name must not show
                 torch.export.save(program, archive, extra_files={EXTRA_FILE: json.dumps(export_facts(model))})
         except Exception as e:  # noqa: BLE001 - torch.export's errors name the construct it cannot trace
-            raise HardenError(f"torch.export cannot export this model: {first_line(e)}") from None
+            from .models.onnx_graph import OnnxNet
+            back = (" It was read from an ONNX graph, whose converted operators torch.export does not trace: export "
+                    "it back to ONNX (-o model.onnx)." if any(isinstance(m, OnnxNet) for m in model.modules()) else "")
+            raise HardenError(f"torch.export cannot export this model: {first_line(e).rstrip('.')}.{back}") from None
         with open(tmp, "wb") as f:
             f.write(archive.getvalue())
         module = as_module(read_program(archive.getvalue(), repr(str(path)))[0], fixed)

@@ -254,6 +254,14 @@ def test_export_writes_a_program_back_with_the_preprocessing_inside(published, c
     assert code == 0 and "fixed batch of 4" in " ".join(out.split()), err
 
 
+def test_a_model_read_from_onnx_is_sent_back_to_onnx(cli, tmp_path):
+    from test_onnx_input import LeNetView, export
+    graph = export(LeNetView(), tmp_path / "lenet.onnx")
+    code, out, err = cli("export", graph, "-o", tmp_path / "lenet.pt2")
+    assert code == 2 and "-o model.onnx" in " ".join(err.split()) and "Traceback" not in err
+    assert not (tmp_path / "lenet.pt2").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_eval_on_the_command_line(published, cli):
     _, path, _, _ = published
     code, out, err = cli("eval", path, "--data", "digits", "--n", "20", "--attack", "fgsm", "--eps", "0.3")
