@@ -12,17 +12,11 @@ from torch import nn
 
 _DONE = False
 
-# (operator, version) whose change over the version before was only in the tensor types it accepts (onnx's
-# Changelog): the older converter reads them as they are
-TYPES_ONLY = {
-    19: ("Cast", "CastLike", "Constant", "Equal", "Identity", "Shape", "Size"),
-    20: ("ConstantOfShape", "ReduceMax", "ReduceMin"),
-    21: ("Cast", "CastLike", "Constant", "ConstantOfShape", "Flatten", "Identity", "Shape", "Size", "Squeeze",
-         "Transpose", "Unsqueeze"),
-    22: ("Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "AveragePool", "Conv", "ConvTranspose", "Cos", "Cosh",
-         "Dropout", "Elu", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "InstanceNormalization",
-         "MaxPool", "Mish", "Selu", "Sin", "Sinh", "Softplus", "Softsign", "Tan"),
-}
+# operator versions whose change over the version before was only in the tensor types they take, found by comparing
+# schemas (register), except these two: they added `saturate`, which only casts to float8 read
+TYPES_ONLY = {19: ("Cast", "CastLike")}
+
+
 def _prod(x, dim, keepdim):
     for d in sorted((d % x.dim() for d in dim), reverse=True):  # torch.prod takes one axis at a time
         x = torch.prod(x, d, keepdim=keepdim)
@@ -430,9 +424,9 @@ def register() -> None:
                 fn = older(op, version)
                 if fn is not None:
                     _CONVERTER_REGISTRY[key] = fn
-    # versions newer than the list above that changed nothing but the types they take (opsets 23-25 re-versioned
-    # Reshape, Flatten, Shape, Transpose, ... for 4-bit and 8-bit float types): found by comparing each version's
-    # inputs, outputs and attributes with the version before; the check against onnxruntime still judges the result
+    # the versions that changed nothing but the types they take (opsets 19-25 re-versioned Reshape, Flatten, Shape,
+    # Transpose, Conv, ... for 4-bit, 8-bit and 16-bit float types): found by comparing each version's inputs,
+    # outputs and attributes with the version before; the check against onnxruntime still judges the result
     schemas = sorted((sc for sc in defs.get_all_schemas_with_history() if sc.domain == ""),
                      key=lambda sc: sc.since_version)
     for schema in schemas:
