@@ -161,7 +161,7 @@ def _check_inert(z: zipfile.ZipFile, where: str) -> None:
                               "harden reads programs of tensors and plain values.")
         _walk(doc, where)
     for name in names:
-        if re.search(r"(^|/)constants/model_constants_config\.json$|(^|/)constants/[^/]+_config\.json$", name):
+        if re.search(r"(^|/)constants/[^/]+_config\.json$", name):
             try:
                 config = json.loads(z.read(name)).get("config", {})
             except (ValueError, AttributeError, UnicodeDecodeError) as e:
@@ -250,18 +250,19 @@ class ExportedNet(nn.Module):
         self.program = program
         self.batch = batch
         self.layout = layout
+        buffers = dict(program.named_buffers())
+        # the buffers the graph's BatchNorm operators update in train mode, by name (.to() and .float() replace the
+        # tensors, so they are looked up at each call)
+        self._statistics = list(dict.fromkeys(
+            arg.target for node in graph.nodes
+            if node.op == "call_function" and str(node.target) == "aten.batch_norm.default"
+            for arg in node.args[3:5] if getattr(arg, "op", None) == "get_attr" and arg.target in buffers))
         self.train(False)  # as loaded models are (the program's own mode is what it was exported in)
 
     def running_statistics(self) -> list[torch.Tensor]:
-        """The buffers the graph's BatchNorm operators update in train mode (running mean and variance)."""
-        found: dict[str, torch.Tensor] = {}
+        """The running means and variances the graph's BatchNorm operators update in train mode."""
         buffers = dict(self.program.named_buffers())
-        for node in self.program.graph.nodes:
-            if node.op == "call_function" and str(node.target) == "aten.batch_norm.default":
-                for arg in node.args[3:5]:
-                    if getattr(arg, "op", None) == "get_attr" and arg.target in buffers:
-                        found[arg.target] = buffers[arg.target]
-        return list(found.values())
+        return [buffers[name] for name in self._statistics]
 
     def forward(self, x):
         setattr(self.program, MODE_ATTR, self.training)
