@@ -63,9 +63,10 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
                                       opset_version=opset, dynamo=False)
                 else:  # a torch.export program (symbolic sizes the tracer cannot take): exported again by torch.export
                     dummy = torch.rand(program or 2, spec.in_chans, *spec.input_size)
+                    opset = max(opset, DYNAMO_OPSET)
                     torch.onnx.export(model, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
                                       dynamic_shapes=None if program else ({0: torch.export.Dim("batch")},),
-                                      opset_version=max(opset, DYNAMO_OPSET), dynamo=True)
+                                      opset_version=opset, dynamo=True)
         except Exception as e:  # the exporter's own errors name the operator it cannot express
             raise HardenError(f"ONNX (opset {opset}) cannot express this model: {first_line(e)}") from None
         _write_meta(tmp, model)
