@@ -1,7 +1,8 @@
 """harden: make a saved image classifier harder to fool with adversarial examples, and prove it.
 
 Library API: `harden.load(path)`, `harden.save(model, path, meta)`, `harden.evaluate(model, data, ...)`,
-`harden.train(arch, data, cfg)`, `harden.fix(base, data, recipe=...)`, `harden.load_data(spec)`, `harden.create_model(...)`.
+`harden.train(arch, data, cfg)`, `harden.fix(base, data, recipe=...)` (`state=harden.RunState(path, resume=...)` to
+resume an interrupted run), `harden.load_data(spec)`, `harden.create_model(...)`.
 """
 __version__ = "0.1.0"
 
@@ -12,6 +13,7 @@ from .report.runner import evaluate
 from .fix import FixResult, fix  # noqa: E402
 from .models import Classifier, create_model  # noqa: E402
 from .training import TrainConfig  # noqa: E402
+from .resume import RunState  # noqa: E402
 
-__all__ = ["Classifier", "FixResult", "HardenError", "Report", "TrainConfig", "create_model", "data_for", "evaluate",
-           "fix", "load", "load_data", "save", "subsample", "train", "__version__"]
+__all__ = ["Classifier", "FixResult", "HardenError", "Report", "RunState", "TrainConfig", "create_model", "data_for",
+           "evaluate", "fix", "load", "load_data", "save", "subsample", "train", "__version__"]

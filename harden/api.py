@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -12,10 +13,16 @@ from .models import Classifier, create_model
 from .runtime import flushing_denormals, resolve_device, seed_everything
 from .training import TrainConfig, fit
 
+if TYPE_CHECKING:
+    from .resume import RunState
+
 
 @flushing_denormals
-def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = "auto") -> Classifier:
-    """Train a plain base model (for demos, benchmarks and tests): SGD + OneCycle, optional focal loss."""
+def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = "auto",
+          state: "RunState | None" = None) -> Classifier:
+    """Train a plain base model (for demos, benchmarks and tests): SGD + OneCycle, optional focal loss. `state`: where
+    the run keeps its training state, to resume from it (resume.py); the caller removes it once the model is
+    written."""
     device = resolve_device(device)
     seed_everything(cfg.seed)
     mean, std = data.mean_std()
@@ -31,7 +38,14 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     if names and len(names) == data.num_classes:  # later data (a folder sorted otherwise) maps by these names
         model.spec.extra["label_names"] = [str(n) for n in names]
     model.to(device)
-    result = fit(model, data, cfg, device)
+    if state is None:
+        result = fit(model, data, cfg, device)
+    else:
+        from dataclasses import asdict
+        state.begin({"arch": arch, "data": data.source, "subset": data.subset, "train": asdict(cfg),
+                     "device": device.type})
+        with state.active():
+            result = fit(model, data, cfg, device)
     model.spec.extra["train"]["seconds"] = round(result.seconds, 2)
     model.spec.extra["train"]["final"] = result.history[-1] if result.history else {}
     return model

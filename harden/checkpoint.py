@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -529,11 +529,17 @@ def temp_beside(path: Path) -> tuple[int, str]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """`write(file)` into a temporary file beside `path`, synced, then renamed onto it: a reader (or a run killed
+    half-way) sees the old file or the new one, never a part."""
     path = Path(path)
     fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import HardenError
+from .errors import HardenError, Interrupted
 from .model_flags import DataFlags, ModelFlags, with_data_flags, with_model_flags
 from .recipes.base import DEFAULT_RECIPE as DEFAULT_RECIPE_NAME
 
@@ -46,6 +46,12 @@ ConfidenceOpt = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Lev
                              "interval (Wilson score), gateable as METRIC.lower / METRIC.upper.")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the network for this run (compiles first: "
                           "pays on long runs only; off by default, see BENCHMARKS.md).")
+ResumeOpt = typer.Option(False, "--resume", help="Continue the interrupted run of this command (Ctrl-C, SIGTERM, "
+                         "a crash) from the training state it saved beside its output (<output>.resume): the same "
+                         "weights as an uninterrupted run. Give the command it was started with.")
+StateEveryOpt = typer.Option(10.0, "--state-every", min=0.0, help="Minutes between saves of the training state "
+                             "inside an epoch (it is also saved at every epoch's end, on Ctrl-C or SIGTERM, and once "
+                             "training ends; 0: not inside epochs). Under torchrun: at epoch ends only.")
 MaskingChecksOpt = typer.Option(True, "--masking-checks/--no-masking-checks", help="Gradient-masking signals "
                                 "(Carlini et al. 2019): large budget, stronger PGD, iterative vs single-step "
                                 "(white-box only).")
@@ -78,7 +84,7 @@ def train(
     focal_gamma: float = typer.Option(0.0, "--focal-gamma", help="Focal loss gamma (seed 000 trains with focal "
                                       "loss; 0 = cross-entropy)."),
     data_frac: float = typer.Option(1.0, "--data-frac", help="Stratified fraction of the training split, (0, 1]."),
-    amp: str = AmpOpt,
+    amp: str = AmpOpt, resume: bool = ResumeOpt, state_every: float = StateEveryOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt, data_flags: DataFlags = None,
 ):
@@ -88,8 +94,10 @@ def train(
     from .checkpoint import check_checkpoint_path, check_output_path, save
     from .data import DataTarget, load_data, subsample
     from .training import TrainConfig
+    from .resume import RunState
     check_output_path(output, [], force)
     check_checkpoint_path(output)
+    state = RunState.for_output(output, resume, force, state_every)
     if data_flags.test_size:
         raise HardenError("--test-size chooses a model's evaluation size; train has no model yet.")
     ds = load_data(data, DataTarget(**{k: v for k, v in data_flags.target_kwargs().items() if k != "test_size"}))
@@ -98,10 +106,11 @@ def train(
         augment = "crop" if ds.kind == "mnist-like" else "seed000"
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, focal_gamma=focal_gamma,
                       seed=seed, amp=amp)
-    model = train_model(arch, ds, cfg, device)
+    model = train_model(arch, ds, cfg, device, state=state)
     if not _all_ranks_done():
         return
     save(model, output, force=force)
+    state.finish()
     out.print(f"wrote {output} ({arch}, {ds.source}, {ds.n_train} training images, "
               f"{model.spec.extra['train']['seconds']:.1f} s)")
 
@@ -383,6 +392,7 @@ def fix(
                                   "convolution an exporter folded one into, folded back into it after (auto: ONNX "
                                   "graphs of convolutional networks; on: also torch checkpoints without "
                                   "normalisation layers)."),
+    resume: bool = ResumeOpt, state_every: float = StateEveryOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt, model_flags: ModelFlags = None, data_flags: DataFlags = None,
 ):
@@ -418,6 +428,8 @@ def fix(
     from .checkpoint import check_checkpoint_path, check_readable
     check_checkpoint_path(output)
     check_readable(checkpoint)  # missing, empty, a folder of no hub layout: said before anything runs
+    from .resume import RunState
+    state = RunState.for_output(output, resume, force, state_every)
     from .attacks import build_attack, parse_number
     train_eps = recipe_cfg["params"].get("eps")  # the report's L-inf budget is the recipe's training budget
     train_eps = parse_number(train_eps) if train_eps is not None else None
@@ -428,10 +440,12 @@ def fix(
                      masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
                      curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
                      data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net,
-                     unfold_bn=unfold_bn)
+                     unfold_bn=unfold_bn, state=state)
     if not _all_ranks_done():
+        state.finish()
         return
     save(result.model, output, force=force, inputs=[checkpoint])
+    state.finish()
     out.print(f"wrote {output} (recipe {name} on {training_data_label(result.model.spec.extra)}, "
               f"{result.train_seconds:.1f} s of training{_epoch_note(result)})")
     if result.model.spec.extra.get("stopped"):
@@ -749,6 +763,10 @@ def _main() -> None:
             raise
         _say_error(f"{distributed.where()}{e}")
         sys.exit(2)
+    except Interrupted as e:  # its state saved: says how to go on, exits as the signal would have
+        if distributed.is_main():
+            Console(stderr=True).print("[bold yellow]stopped:[/] " + escape(str(e)), highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:

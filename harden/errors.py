@@ -16,3 +16,12 @@ class DoesNotRun(HardenError):
     def __init__(self, message: str, size_may_help: bool = True):
         super().__init__(message)
         self.size_may_help = size_may_help
+
+
+class Interrupted(Exception):
+    """A training run stopped by a signal (Ctrl-C, a scheduler's SIGTERM) after saving its state: the CLI prints the
+    message and exits with the shell's code for that signal (128 + its number)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

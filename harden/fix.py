@@ -2,12 +2,13 @@
 after under both threat models (white-box on each model, and transfer from the base)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -27,6 +28,9 @@ from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
 from .recipes.base import apply_kind_defaults, resolve_auto
 from .runtime import flushing_denormals, info, resolve_device, seed_everything, warn
 from .training import TrainConfig
+
+if TYPE_CHECKING:
+    from .resume import RunState
 
 
 @dataclass
@@ -99,7 +103,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         model_flags: dict | None = None, curve: Sequence[float] | None = None,
         curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off",
         data_target: dict | None = None, unlabeled: str | Path | Data | None = None,
-        compile: bool = False, unfold_bn: str = "auto") -> FixResult:
+        compile: bool = False, unfold_bn: str = "auto", state: "RunState | None" = None) -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
@@ -110,7 +114,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     self-training): the base labels them once and the recipe mixes them into its batches (at, fixer). `compile`:
     torch.compile the network for training and the reports (compiling.py). `unfold_bn` (auto | on | off): BatchNorm
     inserted for training after the convolutions an exporter folded one into, folded back after (bn_unfold.wanted
-    says where)."""
+    says where). `state`: where the run keeps its training state, to resume from it or after it (resume.py); the
+    caller removes it (`state.finish()`) once the hardened model is written."""
     from . import bn_unfold
     bn_unfold.check_mode(unfold_bn)
     device = resolve_device(device)
@@ -205,7 +210,14 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         model.spec.extra["unfolded_batchnorm"] = bn_unfold.insert(model, train_ds, device, seed=seed)
     info(f"recipe {config['name']} ({config['file']}) on {train_ds.n_train} images "
          f"({data_frac:g} of {ds.source}), {cfg.epochs} epochs, batch {cfg.batch_size}")
-    with compiled(model, compile):
+    if state is not None:  # what an uninterrupted run's result depends on: a resume must match it all
+        from . import resume
+        state.begin({"base_sha256": base_sha, "base": resume.spec_settings(base_model.spec), "recipe": config["name"],
+                     "params": config["params"], "train": train_cfg, "data": ds.source, "subset": train_ds.subset,
+                     "seed": seed, "precision": amp, "sync_bn": sync_bn, "processes": distributed.world(),
+                     "unlabeled": pseudo.meta if pseudo is not None else None, "unfold_bn": unfold_bn,
+                     "compile": compile, "device": device.type})
+    with compiled(model, compile), (state.active() if state is not None else contextlib.nullcontext()):
         result = rcp.train(model, train_ds, config["params"], cfg, device,
                            **({"unlabeled": pseudo.data} if pseudo is not None else {}))
     if model.spec.extra.get("unfolded_batchnorm"):

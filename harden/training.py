@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -129,11 +129,22 @@ def default_step(cfg: TrainConfig) -> StepFn:
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         step: StepFn | None = None, params: Iterable[torch.nn.Parameter] | None = None,
         train_mode: Callable[[nn.Module], None] | None = None, desc: str = "train",
-        monitor: Monitor | None = None, after_step: Callable[[], None] | None = None) -> TrainResult:
+        monitor: Monitor | None = None, after_step: Callable[[], None] | None = None,
+        carries: dict[str, Any] | None = None) -> TrainResult:
     """Train `params` (default: all of model's) on data's training split with cfg. `step` decides the loss;
     `train_mode` sets train/eval per submodule (recipes keep a frozen base in eval mode); `after_step` runs right
-    after each optimizer step (AWP takes its weight perturbation off there)."""
+    after each optimizer step (AWP takes its weight perturbation off there); `carries`: the random streams and
+    counters `step` keeps between calls (a training attack's generator), saved with the run's state (resume.py)."""
     from . import distributed as dd
+    from . import random_streams, resume
+    run = resume.current()  # the run's saved state, where it keeps one
+    call, saved = run.next_call() if run is not None else (0, None)
+    carries = carries or {}
+    if saved is not None and saved.get("done"):  # trained to the end before the run was stopped
+        model.load_state_dict(saved["model"])
+        model.eval()
+        info(f"{desc}: trained before the run was stopped; its weights are taken from the saved state")
+        return TrainResult(**saved["result"])
     step = step or default_step(cfg)
     params = list(params) if params is not None else list(model.parameters())
     opt = make_optimizer(params, cfg)
@@ -183,22 +194,50 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                 "with --set grad_clip=1.")
         return values[0], values[1], dict(zip(keys, values[2:], strict=True))
 
-    def train_epoch(epoch: int, sched, advance, planned: int) -> str | None:
-        """One pass over the training split; returns why training must stop, if it must."""
+    def snapshot(epoch: int, step_no: int, steps: int, planned: int, sched, epoch_start: dict, sums, seen: int,
+                 extra_keys: list[str], where: dict) -> dict:
+        """Everything the steps after `step_no` of `epoch` depend on (resume.py)."""
+        return {"where": {"epoch": epoch, "step": step_no, "steps": steps, "planned": planned, **where},
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None, "scaler": scaler.state_dict(),
+                "ema": ema.module.state_dict() if ema is not None else None, "history": resume.plain(history),
+                "best": best, "epoch_start": epoch_start, "sums": sums, "seen": seen, "extra_keys": extra_keys,
+                "randoms": {"global": random_streams.global_random_state(), "feeder": feeder.random_state(),
+                            "carries": {k: random_streams.random_state(v) for k, v in carries.items()}},
+                "seconds": elapsed()}
+
+    def epoch_start_state() -> dict:
+        """The random streams an epoch's shuffle draws from, as they are before it."""
+        return {"shuffle": random_streams.random_state(rng), "data": data.random_state()}
+
+    def train_epoch(epoch: int, sched, advance, planned: int, where: dict, at: dict | None = None) -> str | None:
+        """One pass over the training split; returns why training must stop, if it must. `at`: a saved state to
+        continue this epoch from (its step and random streams)."""
         nonlocal best
         (train_mode or (lambda m: m.train()))(model)
         # running sums stay on the device and are read (one host synchronisation) only at the steps
         # host_sync.due allows: every step on the CPU, a few an epoch on CUDA
         sums = None
         extra_keys: list[str] = []
-        seen = 0
+        seen = done = 0
         tot_loss = tot_acc = 0.0
         extras: dict[str, float] = {}
+        if at is not None:
+            random_streams.set_random_state(rng, at["epoch_start"]["shuffle"])
+            data.set_random_state(at["epoch_start"]["data"])
+        epoch_start = epoch_start_state()
         # the same permutation on every rank (same seed); each takes its share of each global batch
         plan = [(g, dd.my_share(g)) for g in data.epoch_batches(cfg.batch_size, rng)
                 if len(g) >= 2 * dd.world() or n < 2 * dd.world()]  # BatchNorm cannot train on one image per rank
+        if at is not None:  # the steps done before the run was stopped are skipped, their sums kept
+            done, seen, extra_keys = at["where"]["step"], at["seen"], at["extra_keys"]
+            sums = at["sums"].to(device) if at["sums"] is not None else None
+            random_streams.set_global_random_state(at["randoms"]["global"])
+            feeder.set_random_state(at["randoms"]["feeder"])
+            for k, v in carries.items():
+                random_streams.set_random_state(v, at["randoms"]["carries"][k])
         for step_no, ((global_bi, bi), batch) in enumerate(
-                zip(plan, feeder.epoch([b for _, b in plan]), strict=True), start=1):
+                zip(plan[done:], feeder.epoch([b for _, b in plan[done:]], epoch + 1), strict=True), start=done + 1):
             if batch is None:  # only unreadable files, skipped (--skip-unreadable)
                 continue
             x, y = fit_size(batch[0], size), batch[1]
@@ -231,6 +270,11 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
             fields = " ".join(f"{k} {v / seen:.3f}" for k, v in extras.items())
             advance(1, info=f"epoch {epoch + 1}/{planned} loss {tot_loss / seen:.4f} "
                             f"acc {tot_acc / seen:.3f} {fields}" if show else None)
+            if run is not None and step_no < len(plan) and run.due():
+                run.save(call, snapshot(epoch, step_no, len(plan), planned, sched, epoch_start, sums, seen,
+                                        extra_keys, where))
+                if run.signal is not None:
+                    raise run.stop_here(f"{desc} at step {step_no} of {len(plan)} of epoch {epoch + 1}")
         if sums is not None:  # the epoch's whole sums (the last steps may not have been read)
             tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, len(plan))
         # the epoch's figures over every rank's share, so that each rank's history (and decisions) agree
@@ -257,16 +301,48 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         return None
 
     t0 = time.perf_counter()
+    before = 0.0  # seconds trained before a resume
+
+    def elapsed() -> float:
+        return before + time.perf_counter() - t0
+
     added: list[int] = []
     cycle = cfg.epochs
+    at = None  # the saved state this call continues from
+    if saved is not None:
+        at, w = saved, saved["where"]
+        model.load_state_dict(saved["model"])
+        scaler.load_state_dict(saved["scaler"])
+        if ema is not None:
+            ema.module.load_state_dict(saved["ema"])
+        history[:] = saved["history"]
+        best = saved["best"]
+        before, added, cycle = saved["seconds"], list(w["added"]), w["cycle"]
+        info(f"{desc}: continuing at epoch {w['epoch'] + 1}, step {w['step'] + 1} of {w['steps']}")
     while cycle > 0 and not stopped:
-        sched, first = schedule(cycle, bool(added)), len(history)
+        sched = schedule(cycle, bool(added))
+        first = len(history) if at is None else at["where"]["first"]
+        if at is not None:  # after the schedule is built: building one sets the learning rate it starts from
+            if sched is not None:
+                sched.load_state_dict(at["scheduler"])
+            opt.load_state_dict(at["optimizer"])
         label = desc if not added else f"{desc} (+{cycle} epochs: validation still rising)"
+        where = {"first": first, "cycle": cycle, "added": list(added)}
         with progress(label, steps_per_epoch * cycle) as advance:
-            for epoch in range(first, first + cycle):
-                stopped = train_epoch(epoch, sched, advance, cfg.epochs + sum(added))
+            start = len(history)
+            if at is not None:
+                advance((start - first) * steps_per_epoch + at["where"]["step"])
+            for epoch in range(start, first + cycle):
+                planned = cfg.epochs + sum(added)
+                stopped = train_epoch(epoch, sched, advance, planned, where, at)
+                at = None
                 if stopped:
                     break
+                if run is not None:  # at every epoch's end (a signal during the epoch's validation stops here)
+                    run.save(call, snapshot(epoch + 1, 0, data.steps_per_epoch(cfg.batch_size), planned, sched,
+                                            epoch_start_state(), None, 0, [], where))
+                    if run.signal is not None:
+                        raise run.stop_here(f"{desc} after epoch {epoch + 1}")
         cycle = 0 if stopped else extension(cfg, history, best[0] if best is not None else None)
         if cycle:
             added.append(cycle)
@@ -284,5 +360,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         best_epoch = best[0]
         if best_epoch != len(history):
             info(f"kept the weights of epoch {best_epoch} ({monitor.best_key} {best[1]:.3f})")
-    return TrainResult(seconds=time.perf_counter() - t0, history=history, best_epoch=best_epoch, stopped=stopped,
-                       extended=added)
+    result = TrainResult(seconds=elapsed(), history=history, best_epoch=best_epoch, stopped=stopped, extended=added)
+    if run is not None:  # a run stopped from here on (in the report) resumes with these weights
+        run.save(call, {"done": True, "model": model.state_dict(), "result": resume.plain(result.__dict__)})
+    return result

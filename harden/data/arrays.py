@@ -14,6 +14,7 @@ from ..errors import HardenError
 from .base import Data, to_tensor
 from .npz import READ_ERRORS, DeferredArray
 from .pixels import CHANNEL_NOTES, ChannelView, PixelView, as_pixels
+from ..random_streams import random_state, set_random_state
 from .transforms import augment, build_augment
 
 
@@ -108,10 +109,16 @@ class ArrayFeeder:
         self.data, self.device = data, device
         self.aug = build_augment(kind, data.input_size, seed)
 
-    def epoch(self, index_batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, index_batches: list[np.ndarray], epoch_no: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for bi in index_batches:
             yield (to_tensor(augment(self.data.x_train[bi], self.aug), self.device),
                    torch.from_numpy(self.data.y_train[bi]).to(self.device))
+
+    def random_state(self):
+        return random_state(self.aug)
+
+    def set_random_state(self, state) -> None:
+        set_random_state(self.aug, state)
 
 
 def _finish(x_train, y_train, x_test, y_test, source: str, class_names=None) -> ImageData:

@@ -17,8 +17,14 @@ SMALL_IMAGE_SIDE = 64
 
 
 class Feeder(Protocol):
-    def epoch(self, index_batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(x, y) per batch of training indices, in order: x float [0, 1] NCHW on the device."""
+    def epoch(self, index_batches: list[np.ndarray], epoch_no: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x, y) per batch of training indices, in order: x float [0, 1] NCHW on the device. `epoch_no` (from 1)
+        seeds what is drawn per image and epoch (random resized crops of files)."""
+
+    def random_state(self) -> Any:
+        """The state of the random streams it draws from as batches go (saved with a run: resume.py)."""
+
+    def set_random_state(self, state: Any) -> None: ...
 
 
 class Data:
@@ -74,6 +80,13 @@ class Data:
     def epoch_batches(self, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
         """One epoch's batches of training indices, shuffled by rng (MixedData adds pseudo-labelled images)."""
         return list(batches(self.n_train, batch_size, shuffle=True, rng=rng))
+
+    def random_state(self) -> Any:
+        """The state of what `epoch_batches` draws from besides its rng (saved with a run: resume.py)."""
+        return None
+
+    def set_random_state(self, state: Any) -> None:
+        pass
 
     def mean_std(self) -> tuple[list[float], list[float]]:
         raise NotImplementedError

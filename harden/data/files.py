@@ -14,6 +14,7 @@ from ..errors import HardenError
 from .base import SMALL_IMAGE_SIDE, Data, chunks, index_hash, nchw, stratified_sample, stratified_subset
 from .loader import decode_batches, default_workers
 from .sources import Listing
+from ..random_streams import random_state, set_random_state
 from .transforms import Preprocess, augment, build_augment
 
 DECODE_BATCH = 64
@@ -165,19 +166,24 @@ class FileFeeder:
     arrays."""
 
     def __init__(self, data: FileData, kind: str, seed: int, device: torch.device):
-        self.data, self.seed, self.device, self.epoch_no = data, seed, device, 0
+        self.data, self.seed, self.device = data, seed, device
         small = max(data.input_size) <= SMALL_IMAGE_SIDE
         self.aug = build_augment(kind, data.input_size, seed) if small else None
         random_crop = not small and kind != "none"
         self.transform = data.preprocess.train_transform() if random_crop else data.preprocess.eval_transform()
         self.random = random_crop
 
-    def epoch(self, index_batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.epoch_no += 1
+    def random_state(self):
+        return random_state(self.aug)  # the random resized crops are drawn per image and epoch, in the workers
+
+    def set_random_state(self, state) -> None:
+        set_random_state(self.aug, state)
+
+    def epoch(self, index_batches: list[np.ndarray], epoch_no: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         listing = self.data.listing("train")
         for x, y, _, errors in decode_batches(listing, index_batches, self.transform, self.data.workers,
                                               self.device.type == "cuda", self.seed if self.random else None,
-                                              self.epoch_no):
+                                              epoch_no):
             self.data._check(errors)
             if x is None:  # every image of the batch was unreadable and skipped
                 yield None

@@ -63,6 +63,15 @@ def collate(items):
     return x, y, [t[2] for t in ok], [t[3] for t in items if t[3] is not None]
 
 
+def leave_stop_signals(worker_id: int) -> None:
+    """Ctrl-C and SIGTERM reach every process of the job (a terminal's process group, SLURM's job step): a worker that
+    died of one would end the run with an error before the main process saves its state at the end of its step
+    (resume.py). Workers leave them to the main process and end with it (torch stops them when it goes)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def decode_batches(listing: Listing, index_batches: list[np.ndarray], transform: Callable, workers: int,
                    pin: bool, seed: int | None = None, epoch: int = 0) -> Iterator[tuple]:
     """(uint8 N x C x H x W or None, labels, indices decoded, errors) per batch of listing indices, in order."""
@@ -71,5 +80,6 @@ def decode_batches(listing: Listing, index_batches: list[np.ndarray], transform:
     ds = DecodeDataset(listing, transform, seed, epoch)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=[list(map(int, b)) for b in index_batches],
                                          num_workers=workers, collate_fn=collate, pin_memory=pin,
-                                         prefetch_factor=4 if workers else None)
+                                         prefetch_factor=4 if workers else None,
+                                         worker_init_fn=leave_stop_signals if workers else None)
     yield from loader

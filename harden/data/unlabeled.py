@@ -23,6 +23,7 @@ from .base import Data, batches, chunks, index_hash, nchw, to_tensor
 from .files import DECODE_BATCH, FileData
 from .loader import decode_batches, default_workers
 from .sources import IMAGE_EXT, Listing, PathTable, find_on_disk, image_files, refuse_compressed_tar
+from ..random_streams import random_state, set_random_state
 
 NO_LABEL = -1  # an image of the pool whose source gives no label the model's classes can name
 MAX_UPSCALE = 4.0  # a pool whose images are this much smaller than the model's input is refused, not blown up
@@ -351,6 +352,13 @@ class MixedData(Data):
             out.append(both[self._rng.permutation(len(both))])  # mixed, so each torchrun rank's share is mixed too
         return out
 
+    def random_state(self):
+        return {"rng": random_state(self._rng), "queue": torch.from_numpy(self._queue.astype(np.int64))}
+
+    def set_random_state(self, state) -> None:
+        set_random_state(self._rng, state["rng"])
+        self._queue = state["queue"].numpy().astype(self._queue.dtype)
+
     def feeder(self, augment: str, seed: int, device: torch.device) -> "MixedFeeder":
         return MixedFeeder(self, augment, seed, device)
 
@@ -364,11 +372,19 @@ class MixedFeeder:
         self.labelled = data.labelled.feeder(augment, seed, device)
         self.pool = data.pool.feeder(augment, seed + 1, device)
 
-    def epoch(self, index_batches: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor] | None]:
+    def random_state(self):
+        return {"labelled": self.labelled.random_state(), "pool": self.pool.random_state()}
+
+    def set_random_state(self, state) -> None:
+        self.labelled.set_random_state(state["labelled"])
+        self.pool.set_random_state(state["pool"])
+
+    def epoch(self, index_batches: list[np.ndarray], epoch_no: int
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor] | None]:
         n = self.data.labelled.n_train
         parts = [(b[b < n], b[b >= n] - n) for b in index_batches]
         # a torchrun rank's share of a batch may hold no image of one kind: each feeder gets its non-empty parts
-        streams = [iter(feeder.epoch([p[k] for p in parts if len(p[k])]))
+        streams = [iter(feeder.epoch([p[k] for p in parts if len(p[k])], epoch_no))
                    for k, feeder in enumerate((self.labelled, self.pool))]
         c, size = self.data.in_chans, self.data.input_size
         for p in parts:

@@ -333,7 +333,8 @@ class AdversarialTraining(FineTuneRecipe):
             stop = functools.partial(catastrophic_overfitting, full_budget_epoch=math.ceil(ramp_epochs) + 1)
             monitor = Monitor(measure=measure, best_key="val_robust", stop=stop)
         result = fit(model, train_data, cfg, device, step=step, desc=f"at ({loss_kind})", monitor=monitor,
-                     after_step=awp.restore if awp is not None else None)
+                     after_step=awp.restore if awp is not None else None,
+                     carries={"attack": gen, "steps": calls})
         model.spec.extra["best_epoch"] = result.best_epoch
         if result.extended:
             model.spec.extra["epochs_added"] = result.extended  # cycles added while validation was still rising

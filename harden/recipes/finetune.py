@@ -28,6 +28,8 @@ class FineTuneRecipe(Recipe):
 
     def batch_transform(self, params: dict[str, Any], data, cfg: TrainConfig,
                         device: torch.device) -> BatchTransform:
+        """(model, x, y) -> (x', y', extra fields); a transform that draws from random streams of its own names them
+        in an attribute `carries` (saved with the run: resume.py)."""
         raise NotImplementedError
 
     def train(self, model: Classifier, data, params: dict[str, Any], cfg: TrainConfig, device: torch.device):
@@ -46,4 +48,4 @@ class FineTuneRecipe(Recipe):
             logits = m(xb)
             return focal_loss(logits, yb, gamma), logits[: len(x)], extra
 
-        return fit(model, data, cfg, device, step=step, desc=self.name)
+        return fit(model, data, cfg, device, step=step, desc=self.name, carries=getattr(transform, "carries", None))

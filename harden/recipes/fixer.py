@@ -161,4 +161,4 @@ class Fixer(Recipe):
             patch.train()
 
         return fit(model, data, cfg, device, step=step, params=patch.parameters(), train_mode=train_mode,
-                   desc="fixer")
+                   desc="fixer", carries={"attack": gen})

@@ -78,4 +78,5 @@ class GdaBrelu(FineTuneRecipe):
             xa, ya = gda(x.detach().cpu().numpy(), y.cpu().numpy())
             return torch.from_numpy(xa).to(x.device), torch.from_numpy(ya).long().to(y.device), {}
 
+        transform.carries = {"gda": rng_state}
         return transform

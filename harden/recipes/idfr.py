@@ -179,12 +179,12 @@ class IDFR(Recipe):
             return set_mode
 
         result = fit(model, data, cfg, device, step=id_step, params=patch.denoiser.parameters(),
-                     train_mode=mode(patch.denoiser), desc="idfr: ID")
+                     train_mode=mode(patch.denoiser), desc="idfr: ID", carries={"attack": gen})
         if patch.restorer is None:
             return result
         for p in patch.denoiser.parameters():
             p.requires_grad_(False)
         fr_cfg = TrainConfig(**{**cfg.__dict__, "epochs": int(params["fr_epochs"]), "lr": float(params["fr_lr"])})
         fr = fit(model, data, fr_cfg, device, step=fr_step, params=patch.restorer.parameters(),
-                 train_mode=mode(patch.restorer), desc="idfr: FR")
+                 train_mode=mode(patch.restorer), desc="idfr: FR", carries={"attack": gen})
         return TrainResult(seconds=result.seconds + fr.seconds, history=result.history + fr.history)
