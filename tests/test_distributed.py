@@ -234,3 +234,46 @@ def test_sync_bn_round_trip_restores_each_batchnorm_kind(monkeypatch):
     from harden import HardenError
     with pytest.raises(HardenError, match="--sync-bn needs CUDA"):
         distributed.sync_batchnorm(net, torch.device("cpu"), on=True)
+
+
+CRASHING_ARCH = textwrap.dedent("""
+    import os
+    import torch
+    from harden.models.builtin import cnn_small
+
+    def net(num_classes=10, in_chans=1, input_size=(8, 8)):
+        model = cnn_small(num_classes, in_chans, input_size)
+        crash_at = int(os.environ.get("CRASH_AT_STEP", "0"))
+        if crash_at:  # every rank crashes at the same training step (as a node failure ends them all)
+            steps = [0]
+
+            def crash(module, *_):  # the module called (fix trains a copy of the loaded network)
+                if torch.is_grad_enabled() and module.training:
+                    steps[0] += 1
+                    if steps[0] == crash_at:
+                        raise RuntimeError("injected crash")
+            model.head.register_forward_hook(crash)
+        return model
+""")
+
+
+def test_torchrun_fix_resumes_from_each_ranks_state(digits_ckpt, tmp_path):
+    """Each rank keeps its own state, saved at epoch ends; the resumed run writes what an uninterrupted one does."""
+    (tmp_path / "crashing.py").write_text(CRASHING_ARCH)
+    args = ["--nproc-per-node", "2", "-m", "harden", "fix", digits_ckpt, "--arch", "crashing.py:net", "--epochs", 2,
+            "--batch-size", 128, "--set", "eps=0.1", "--data-frac", 0.5, "--no-report"]
+
+    def launch(out, *extra, crash_at=0):
+        return subprocess.run([TORCHRUN, *map(str, args), "-o", out, *extra], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, env=env_for({"CRASH_AT_STEP": str(crash_at)}))
+    r = launch("resumed.safetensors", crash_at=8)  # 5 steps an epoch: in epoch 2
+    assert r.returncode != 0 and "injected crash" in r.stderr
+    assert {p.name for p in tmp_path.iterdir()} == {"crashing.py", "resumed.safetensors.resume",
+                                                    "resumed.safetensors.resume.rank1"}
+    r = launch("resumed.safetensors", "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert launch("whole.safetensors").returncode == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"crashing.py", "resumed.safetensors", "whole.safetensors"}
+    from safetensors.torch import load_file
+    a, b = load_file(tmp_path / "resumed.safetensors"), load_file(tmp_path / "whole.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -78,7 +78,7 @@ def test_ratio_per_batch_holds(digits, ratio):
         assert len(unl) == extra and abs(len(unl) / len(batch) - ratio) <= 0.5 / len(batch) + (len(lab) < bs)
         seen_pool += list(unl - 100)
     assert len(set(seen_pool)) == min(len(seen_pool), 300)  # drawn without replacement until the pool runs out
-    xs = list(mixed.feeder("none", 0, torch.device("cpu")).epoch(plan[:2]))
+    xs = list(mixed.feeder("none", 0, torch.device("cpu")).epoch(plan[:2], 1))
     assert [len(x) for x, _ in xs] == [len(b) for b in plan[:2]]
     assert all(int((y == 0).sum()) >= extra for _, y in xs)  # the pool's pseudo-labels (all 0 here) reach the loss
 

@@ -175,7 +175,7 @@ def test_inputs_reach_the_model_contiguous():
     x, _ = data.images("test", np.arange(4))
     assert x.stride() == (768, 256, 16, 1)
     feeder = data.feeder("flip-crop", 0, torch.device("cpu"))
-    xb, _ = next(iter(feeder.epoch([np.arange(4)])))
+    xb, _ = next(iter(feeder.epoch([np.arange(4)], 1)))
     assert xb.stride() == (768, 256, 16, 1)
     grey = _data(1)
     assert grey.images("test", np.arange(4))[0].stride() == (256, 256, 16, 1)  # not (256, 1, 16, 1)
