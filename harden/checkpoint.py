@@ -554,9 +554,19 @@ def model_meta(model: Classifier, extra: dict[str, Any] | None = None) -> dict[s
     meta.update({k: v for k, v in model.spec.extra.items()})
     spec = model.spec.to_dict()
     meta.update({k: spec[k] for k in SPEC_KEYS})
+    meta["arch"] = remembered_arch(spec["arch"])
     meta["data"] = model.spec.data
     meta.update(extra or {})
     return meta
+
+
+def remembered_arch(arch: str) -> str:
+    """A file-defined architecture (`net.py:Net`, given from the folder a command ran in) as an absolute path, so the
+    checkpoints harden writes load from any folder."""
+    file, sep, fn = arch.rpartition(":")
+    if sep and file.endswith(".py") and Path(file).expanduser().is_file():
+        return f"{Path(file).expanduser().resolve()}:{fn}"
+    return arch
 
 
 def _version() -> str:

@@ -14,12 +14,7 @@ from .models import Classifier
 def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, model_flags: dict[str, Any] | None = None,
                       data: str | None = None, force: bool = False) -> Classifier:
     flags = dict(model_flags or {})
-    arch = flags.get("arch")
-    if arch and ":" in arch and arch.rpartition(":")[0].endswith(".py"):
-        # a file-defined architecture is remembered by absolute path, so the checkpoint loads from any folder
-        file, _, fn = arch.rpartition(":")
-        flags["arch"] = f"{Path(file).expanduser().resolve()}:{fn}"
-    model = load(src, **flags)
+    model = load(src, **flags)  # a file-defined architecture is saved by absolute path (checkpoint.remembered_arch)
     if data:
         model.spec.data = data
     model.spec.extra["imported_from"] = {"file": Path(src).name, "sha256": sha256_file(src),

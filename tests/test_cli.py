@@ -281,3 +281,20 @@ def test_fix_from_a_copied_recipe_file_end_to_end(recipe, cli, digits_ckpt, tmp_
     code, text, err = cli("eval", out, "--n", "20", "--attack", "fgsm", "--no-metrics", "--no-masking-checks", "-q")
     assert code == 0, err
     assert "white-box" in text
+
+
+def test_a_file_architecture_given_relative_is_saved_absolute(tmp_path, cli, monkeypatch):
+    """`--arch net.py:net` typed in the folder of the file: every checkpoint written (train here; fix, import and
+    apply save the same way) loads from any other folder with no flag."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    (work / "net.py").write_text("from harden.models.builtin import cnn_small\n\n\n"
+                                 "def net(num_classes=10, in_chans=1, input_size=(8, 8)):\n"
+                                 "    return cnn_small(num_classes, in_chans, input_size)\n")
+    monkeypatch.chdir(work)
+    code, _, err = cli("train", "--arch", "net.py:net", "--epochs", 1, "-o", "m.safetensors")
+    assert code == 0, err
+    monkeypatch.chdir(elsewhere)
+    model = harden.load(work / "m.safetensors")
+    assert model.spec.arch == f"{work.resolve() / 'net.py'}:net"
