@@ -71,6 +71,8 @@ class RunState:
         self._saved: dict[int, dict] = {}  # what the file held, when resuming
         self._calls = 0
         self._last = time.monotonic()
+        self.failed: str | None = None  # why the last save failed, where it did
+        self._warned = False
 
     @staticmethod
     def for_output(output: str | Path, resume: bool, force: bool, every_minutes: float = EVERY_MINUTES
@@ -135,7 +137,18 @@ class RunState:
             self._finished[call] = state
         payload = {"format": FORMAT, "fingerprint": self.fingerprint, "saved_at": time.time(),
                    "calls": {**self._finished, call: state}}
-        atomic_write(self.path, lambda f: torch.save(payload, f))
+        self._last = time.monotonic()  # a failed save is tried again at the next chance, not at every step
+        try:
+            atomic_write(self.path, lambda f: torch.save(payload, f))
+        except OSError as e:  # a full or vanished disk: the training itself goes on (the previous save stays)
+            self.failed = f"{type(e).__name__}: {e}"
+            from .runtime import warn
+            if not self._warned:
+                warn(f"could not save the training state to {str(self.path)!r} ({self.failed}); training goes on, "
+                     "and saving is tried again at the next epoch's end or after --state-every minutes")
+                self._warned = True
+            return
+        self.failed = None
         self._last = time.monotonic()
 
     def finish(self) -> None:
@@ -145,6 +158,11 @@ class RunState:
     def stop_here(self, where: str) -> Interrupted:
         """The exception that ends a run a signal stopped, its state saved `where`."""
         name = signal.Signals(self.signal).name if self.signal else "a signal"
+        if self.failed is not None:
+            saved = (f"the training state could not be saved there ({self.failed}); " + (
+                f"{str(self.path)!r} holds an earlier one ({describe(self.path)}): run the same command with "
+                "--resume to continue from that" if self.path.is_file() else "nothing is saved to resume from"))
+            return Interrupted(f"stopped by {name} in {where}; {saved}.", self.signal or signal.SIGINT)
         return Interrupted(f"stopped by {name} in {where}; the training state is saved in {str(self.path)!r}. Run the "
                            "same command with --resume to continue from there.", self.signal or signal.SIGINT)
 

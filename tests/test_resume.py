@@ -76,6 +76,23 @@ def test_at_resumed_anywhere_ends_as_if_never_stopped(base, digits, uninterrupte
     same_run(uninterrupted, harden.fix(base, digits, state=RunState(path, resume=True), **AT))
 
 
+def test_a_disk_that_refuses_the_state_does_not_stop_training(base, digits, uninterrupted, tmp_path, monkeypatch):
+    from harden import checkpoint
+    from harden.runtime import console
+
+    def disk_full(path, write):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(checkpoint, "atomic_write", disk_full)
+    with console.capture() as said:
+        result = harden.fix(base, digits, state=RunState(tmp_path / "run.resume"), **AT)
+    same_run(uninterrupted, result)
+    said = " ".join(said.get().split())
+    assert said.count("could not save the training state") == 1 and "No space left on device" in said
+    with pytest.raises(Interrupted) as stop:
+        harden.fix(base, digits, state=StopAt(tmp_path / "run.resume", 3), **AT)
+    assert "could not be saved" in str(stop.value) and "nothing is saved to resume from" in str(stop.value)
+
+
 @pytest.mark.parametrize("recipe, sets, k", [
     ("fixer", [], 2),
     ("idfr", ["fr_epochs=1"], 6),  # in the second training call (FR), the first one's result taken as saved
