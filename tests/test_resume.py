@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -17,19 +18,26 @@ from harden.fix import state_digest
 from test_files import make_tree
 
 
-class StopAt(RunState):
-    """A run that receives SIGTERM just before its k-th chance to save inside an epoch (what a scheduler's signal
-    does at a time nobody chooses)."""
+REAL_DUE = RunState.due
 
-    def __init__(self, path, k: int):
-        super().__init__(path)
-        self.k, self.chances = k, 0
+
+def signal_at(k: int, signum: int = signal.SIGTERM):
+    """A RunState.due that delivers `signum` just before the k-th chance to save inside an epoch (what a scheduler's
+    signal does at a time nobody chooses)."""
+    chances = [0]
 
     def due(self) -> bool:
-        self.chances += 1
-        if self.chances == self.k:
-            self.signal = signal.SIGTERM
-        return super().due()
+        chances[0] += 1
+        if chances[0] == k:
+            self.signal = signum
+        return REAL_DUE(self)
+    return due
+
+
+def stop_at(path, k: int) -> RunState:
+    state = RunState(path)
+    state.due = types.MethodType(signal_at(k), state)
+    return state
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +48,7 @@ def base(digits_model):
 def stopped_then_resumed(base, data, path, k, **kw):
     """(the message it stopped with, the resumed run's result)."""
     with pytest.raises(Interrupted) as stop:
-        harden.fix(base, data, state=StopAt(path, k), **kw)
+        harden.fix(base, data, state=stop_at(path, k), **kw)
     assert stop.value.exit_code == 128 + signal.SIGTERM
     assert path.is_file()
     return str(stop.value), harden.fix(base, data, state=RunState(path, resume=True), **kw)
@@ -53,7 +61,7 @@ def same_run(a, b):
         {k: v for k, v in b.model.spec.extra.items() if k != "train_seconds"}
 
 
-AT = dict(recipe="at", sets=["eps=0.2", "ema=0.9", "extend=1"], epochs=2, data_frac=0.5, report=False, device="cpu")
+AT = dict(recipe="at", sets=["eps=0.1", "ema=0.9", "extend=1"], epochs=2, data_frac=0.3, report=False, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +69,7 @@ def uninterrupted(base, digits):
     return harden.fix(base, digits, **AT)
 
 
-@pytest.mark.parametrize("k, where", [(3, "epoch 1"), (40, "epoch 3")])
+@pytest.mark.parametrize("k, where", [(3, "epoch 1"), (25, "epoch 3")])
 def test_at_resumed_anywhere_ends_as_if_never_stopped(base, digits, uninterrupted, tmp_path, monkeypatch, k, where):
     """Validation picks the best epoch, the weights are averaged (ema), and a cycle is added while validation still
     rises (extend): each keeps state across epochs; epoch 3 is in the added cycle. The state left after training
@@ -89,7 +97,7 @@ def test_a_disk_that_refuses_the_state_does_not_stop_training(base, digits, unin
     said = " ".join(said.get().split())
     assert said.count("could not save the training state") == 1 and "No space left on device" in said
     with pytest.raises(Interrupted) as stop:
-        harden.fix(base, digits, state=StopAt(tmp_path / "run.resume", 3), **AT)
+        harden.fix(base, digits, state=stop_at(tmp_path / "run.resume", 3), **AT)
     assert "could not be saved" in str(stop.value) and "nothing is saved to resume from" in str(stop.value)
 
 
@@ -99,8 +107,7 @@ def test_a_disk_that_refuses_the_state_does_not_stop_training(base, digits, unin
     ("gda-brelu", [], 3),  # ART's Gaussian augmentation, seeded from the recipe's own stream
 ])
 def test_every_recipe_resumes_exactly(base, digits, tmp_path, recipe, sets, k):
-    kw = dict(recipe=recipe, sets=sets, epochs=1 if recipe == "idfr" else 2, data_frac=0.2 if recipe == "idfr" else 0.3,
-              report=False, device="cpu")
+    kw = dict(recipe=recipe, sets=sets, epochs=1 if recipe == "idfr" else 2, data_frac=0.2, report=False, device="cpu")
     message, resumed = stopped_then_resumed(base, digits, tmp_path / "run.resume", k, **kw)
     if recipe == "idfr":
         assert "idfr: FR" in message
@@ -112,8 +119,8 @@ def test_pseudo_labelled_batches_resume_exactly(base, digits, tmp_path):
     import numpy as np
     pool = tmp_path / "pool.npz"
     np.savez(pool, x_train=digits.x_train, y_train=digits.y_train, x_test=digits.x_test, y_test=digits.y_test)
-    kw = dict(recipe="at", sets=["eps=0.2"], epochs=2, data_frac=0.3, report=False, device="cpu", unlabeled=pool)
-    _, resumed = stopped_then_resumed(base, digits, tmp_path / "run.resume", 9, **kw)
+    kw = dict(recipe="at", sets=["eps=0.2"], epochs=2, data_frac=0.15, report=False, device="cpu", unlabeled=pool)
+    _, resumed = stopped_then_resumed(base, digits, tmp_path / "run.resume", 7, **kw)
     same_run(harden.fix(base, digits, **kw), resumed)
 
 
@@ -140,15 +147,8 @@ def test_state_belongs_to_one_output_and_one_set_of_settings(digits_ckpt, tmp_pa
             "--no-report", "-o", out]
     code, _, err = cli(*args, "--resume")
     assert code == 2 and "no saved training state" in err and not out.exists()
-    chances = [0]
-
-    def signal_at_third(self):
-        chances[0] += 1
-        if chances[0] == 3:
-            self.signal = signal.SIGINT
-        return self.signal is not None
     with monkeypatch.context() as m:
-        m.setattr(RunState, "due", signal_at_third)
+        m.setattr(RunState, "due", signal_at(3, signal.SIGINT))
         code, _, err = cli(*args)
     assert code == 130 and "stopped by SIGINT" in " ".join(err.split()) and state.is_file() and not out.exists()
     code, _, err = cli(*args)  # neither --resume nor --force: the saved state is not lost by a rerun
@@ -178,15 +178,8 @@ def test_force_starts_over_and_a_damaged_state_is_refused(digits_ckpt, tmp_path,
 
 def test_train_resumes_too(tmp_path, cli, monkeypatch):
     args = ["train", "--data", "digits", "--epochs", 2, "--batch-size", 64]
-    chances = [0]
-
-    def signal_at(self):
-        chances[0] += 1
-        if chances[0] == 25:
-            self.signal = signal.SIGTERM
-        return self.signal is not None
     with monkeypatch.context() as m:
-        m.setattr(RunState, "due", signal_at)
+        m.setattr(RunState, "due", signal_at(25))
         code, _, err = cli(*args, "-o", tmp_path / "a.safetensors")
     assert code == 143 and "epoch 2" in " ".join(err.split())
     assert cli(*args, "-o", tmp_path / "a.safetensors", "--resume")[0] == 0
