@@ -47,8 +47,9 @@ ConfidenceOpt = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Lev
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the network for this run (compiles first: "
                           "pays on long runs only; off by default, see BENCHMARKS.md).")
 ResumeOpt = typer.Option(False, "--resume", help="Continue the interrupted run of this command (Ctrl-C, SIGTERM, "
-                         "a crash) from the training state it saved beside its output (<output>.resume): the same "
-                         "weights as an uninterrupted run. Give the command it was started with.")
+                         "a crash) from the training state it saved beside its output (<output>.resume) and its "
+                         "reports' progress: the same weights and reports as an uninterrupted run. Give the command "
+                         "it was started with.")
 StateEveryOpt = typer.Option(10.0, "--state-every", min=0.0, help="Minutes between saves of the training state "
                              "inside an epoch (it is also saved at every epoch's end, on Ctrl-C or SIGTERM, and once "
                              "training ends; 0: not inside epochs). Under torchrun: at epoch ends only.")
@@ -245,6 +246,10 @@ def eval_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Attack batch (default: 128 on the "
                                              "CPU; on CUDA the largest that fits in half the free memory)."),
     attack_amp: str = AttackAmpOpt, compile_net: bool = CompileOpt,
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of this same evaluation (Ctrl-C, "
+                                "SIGTERM, a crash): the attacks' verdicts it kept batch by batch (in "
+                                "$HARDEN_STATE_DIR, else ~/.cache/harden/reports) are taken and only the rest is "
+                                "attacked; the report equals an uninterrupted one."),
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt, model_flags: ModelFlags = None, data_flags: DataFlags = None,
 ):
@@ -294,6 +299,8 @@ def eval_cmd(
                                   if k == "key" or k not in src_meta})
         source = _load_model(craft_on, src_flags, dev)
     ds = data_for(model, data, **data_flags.target_kwargs())
+    from .resume import ReportStates
+    states = ReportStates(resume)  # the attacks' verdicts, batch by batch: an interrupted run resumes
 
     def run(k: int):
         return evaluate(model, ds, attacks=attacks, eps=eps_v, n=k, eps_l2=parse_number(eps_l2),
@@ -301,10 +308,11 @@ def eval_cmd(
                         craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                         model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
                         masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
-                        attack_amp=attack_amp, compile=compile_net)
-    report = release_report(run, n=n, available=ds.n_test, time_budget=time_budget, started=started,
-                            baseline=baseline, baseline_doc=baseline_doc, allow_mismatch=allow_mismatch,
-                            confidence=confidence, requirements=requirements)
+                        attack_amp=attack_amp, compile=compile_net, state=states)
+    with states.stoppable():
+        report = release_report(run, n=n, available=ds.n_test, time_budget=time_budget, started=started,
+                                baseline=baseline, baseline_doc=baseline_doc, allow_mismatch=allow_mismatch,
+                                confidence=confidence, requirements=requirements)
     if _all_ranks_done():
         render_terminal(report, out)
         write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
@@ -312,6 +320,7 @@ def eval_cmd(
         from .report.ci_output import publish
         from .report.render import to_markdown
         publish([report], to_markdown, echo=lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush()))
+    states.finish()
     if any(not g["passed"] for g in report.gate):
         from . import distributed
         if distributed.is_main():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from .models.registry import gives_input_gradient, no_input_gradient
 from .data.unlabeled import load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
 from .recipes.base import apply_kind_defaults, resolve_auto
+from .resume import state_digest
 from .runtime import flushing_denormals, info, resolve_device, seed_everything, warn
 from .training import TrainConfig
 
@@ -64,14 +64,6 @@ def training_data_label(extra: dict[str, Any]) -> str:
     text = f"{100 * frac:g}% labelled" if isinstance(frac, (int, float)) else "labelled data"
     pool = extra.get("unlabeled")
     return text + (f" + {pool['used']:,} unlabeled (pseudo-labels from the base)" if pool else "")
-
-
-def state_digest(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def recipe_config(recipe: str = DEFAULT_RECIPE, sets: Sequence[str] = (), epochs: int | None = None,
@@ -233,12 +225,13 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         from .attacks import parse_number
         kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
                   eps=parse_number(eps) if eps is not None else None, curve=curve, curve_cascades=curve_cascades,
-                  attack_amp=attack_amp, compile=compile)
+                  attack_amp=attack_amp, compile=compile, state=state.reports if state is not None else None)
         fixed_name = f"{base_name} + {config['name']}"
-        out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)
-        out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)
-        out.reports["fixed_transfer"] = evaluate(model, ds, model_name=fixed_name, craft_on=base_model,
-                                                 craft_name=base_name, metrics=False, **kw)
+        with state.reports.stoppable() if state is not None else contextlib.nullcontext():
+            out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)
+            out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)
+            out.reports["fixed_transfer"] = evaluate(model, ds, model_name=fixed_name, craft_on=base_model,
+                                                     craft_name=base_name, metrics=False, **kw)
         from .report.checks import transfer_vs_white_box
         wb_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_white_box"].attacks}
         tr_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_transfer"].attacks}

@@ -56,23 +56,88 @@ def plain(value: Any) -> Any:
                                  else str(v)))
 
 
-class RunState:
+class _StateFile:
+    """What every saved state shares: one file written atomically (a disk that refuses it is warned about once, and
+    the work goes on), a clock for saves inside long loops, and the signal that asked the run to stop."""
+
+    def __init__(self, every_minutes: float):
+        if not every_minutes >= 0:
+            raise HardenError(f"--state-every is in minutes, 0 or more (0: at epoch ends only); got {every_minutes}.")
+        self.every_s = 60.0 * float(every_minutes)
+        self.signal: int | None = None  # the signal that asked the run to stop, once one has
+        self.failed: str | None = None  # why the last save failed, where it did
+        self._warned = False
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether a save is due inside a loop (a signal arrived, or the clock ran out); never under torchrun, where
+        every process would have to agree on the step."""
+        from . import distributed
+        if distributed.active():
+            return False
+        return self.signal is not None or (self.every_s > 0 and time.monotonic() - self._last >= self.every_s)
+
+    def _write(self, path: Path, payload: dict[str, Any], what: str) -> None:
+        from .checkpoint import atomic_write
+        self._last = time.monotonic()  # a failed save is tried again at the next chance, not at every step
+        try:
+            atomic_write(path, lambda f: torch.save(payload, f))
+        except OSError as e:  # a full or vanished disk: the work itself goes on (the previous save stays)
+            self.failed = f"{type(e).__name__}: {e}"
+            from .runtime import warn
+            if not self._warned:
+                warn(f"could not save the {what} to {str(path)!r} ({self.failed}); the run goes on, and saving is "
+                     "tried again later")
+                self._warned = True
+            return
+        self.failed = None
+        self._last = time.monotonic()
+
+    def _stopped(self, where: str, path: Path, what: str) -> Interrupted:
+        """The exception that ends a run a signal stopped, its state saved `where`."""
+        name = signal.Signals(self.signal).name if self.signal else "a signal"
+        if self.failed is not None:
+            saved = (f"the {what} could not be saved there ({self.failed}); " + (
+                f"{str(path)!r} holds an earlier one: run the same command with --resume to continue from that"
+                if path.is_file() else "nothing is saved to resume from"))
+            return Interrupted(f"stopped by {name} in {where}; {saved}.", self.signal or signal.SIGINT)
+        return Interrupted(f"stopped by {name} in {where}; the {what} is saved in {str(path)!r}. Run the same "
+                           "command with --resume to continue from there.", self.signal or signal.SIGINT)
+
+    @contextlib.contextmanager
+    def stoppable(self) -> Iterator[None]:
+        """SIGINT and SIGTERM ask the run to save and stop at the end of the current step or batch (a second one acts
+        as usual: it stops at once, and the last save stays). One process only (torchrun's agent stops its
+        processes itself), main thread only (where Python delivers signals)."""
+        from . import distributed
+        handled: dict[int, Any] = {}
+        if not distributed.active() and threading.current_thread() is threading.main_thread():
+            def ask_to_stop(signum, frame):
+                self.signal = signum
+                for s, h in handled.items():
+                    signal.signal(s, h)
+            for s in (signal.SIGINT, signal.SIGTERM):
+                handled[s] = signal.signal(s, ask_to_stop)
+        try:
+            yield
+        finally:
+            for s, h in handled.items():
+                signal.signal(s, h)
+
+
+class RunState(_StateFile):
     """One run's training state file. The caller checks the path before any work (`check_start`), gives the run's
     settings once they are known (`begin`), runs training inside `active()`, and calls `finish()` once the output is
     written."""
 
     def __init__(self, path: str | Path, resume: bool = False, every_minutes: float = EVERY_MINUTES):
-        if not every_minutes >= 0:
-            raise HardenError(f"--state-every is in minutes, 0 or more (0: at epoch ends only); got {every_minutes}.")
-        self.path, self.resume, self.every_s = Path(path), bool(resume), 60.0 * float(every_minutes)
+        super().__init__(every_minutes)
+        self.path, self.resume = Path(path), bool(resume)
         self.fingerprint: dict[str, Any] | None = None
-        self.signal: int | None = None  # the signal that asked the run to stop, once one has
         self._finished: dict[int, dict] = {}  # the state of each training call that ended, written with every save
         self._saved: dict[int, dict] = {}  # what the file held, when resuming
         self._calls = 0
-        self._last = time.monotonic()
-        self.failed: str | None = None  # why the last save failed, where it did
-        self._warned = False
+        self.reports = ReportStates(resume, parent=self)  # the reports of the run (fix's before/after)
 
     @staticmethod
     def for_output(output: str | Path, resume: bool, force: bool, every_minutes: float = EVERY_MINUTES
@@ -122,70 +187,127 @@ class RunState:
         self._calls += 1
         return call, self._saved.get(call)
 
-    def due(self) -> bool:
-        """Whether a save inside an epoch is due (a signal arrived, or the clock ran out); never under torchrun."""
-        from . import distributed
-        if distributed.active():
-            return False
-        return self.signal is not None or (self.every_s > 0 and time.monotonic() - self._last >= self.every_s)
-
     def save(self, call: int, state: dict[str, Any]) -> None:
         """Writes the run's state with `state` as training call `call`'s (atomically: an interruption during the
         write leaves the previous save)."""
-        from .checkpoint import atomic_write
         if state.get("done"):
             self._finished[call] = state
-        payload = {"format": FORMAT, "fingerprint": self.fingerprint, "saved_at": time.time(),
-                   "calls": {**self._finished, call: state}}
-        self._last = time.monotonic()  # a failed save is tried again at the next chance, not at every step
-        try:
-            atomic_write(self.path, lambda f: torch.save(payload, f))
-        except OSError as e:  # a full or vanished disk: the training itself goes on (the previous save stays)
-            self.failed = f"{type(e).__name__}: {e}"
-            from .runtime import warn
-            if not self._warned:
-                warn(f"could not save the training state to {str(self.path)!r} ({self.failed}); training goes on, "
-                     "and saving is tried again at the next epoch's end or after --state-every minutes")
-                self._warned = True
-            return
-        self.failed = None
-        self._last = time.monotonic()
+        self._write(self.path, {"format": FORMAT, "fingerprint": self.fingerprint, "saved_at": time.time(),
+                                "calls": {**self._finished, call: state}}, "training state")
 
     def finish(self) -> None:
-        """The output is written: the state is no longer needed."""
+        """The output is written: the state is no longer needed (nor its reports' progress)."""
         self.path.unlink(missing_ok=True)
+        self.reports.finish()
 
     def stop_here(self, where: str) -> Interrupted:
-        """The exception that ends a run a signal stopped, its state saved `where`."""
-        name = signal.Signals(self.signal).name if self.signal else "a signal"
-        if self.failed is not None:
-            saved = (f"the training state could not be saved there ({self.failed}); " + (
-                f"{str(self.path)!r} holds an earlier one ({describe(self.path)}): run the same command with "
-                "--resume to continue from that" if self.path.is_file() else "nothing is saved to resume from"))
-            return Interrupted(f"stopped by {name} in {where}; {saved}.", self.signal or signal.SIGINT)
-        return Interrupted(f"stopped by {name} in {where}; the training state is saved in {str(self.path)!r}. Run the "
-                           "same command with --resume to continue from there.", self.signal or signal.SIGINT)
+        return self._stopped(where, self.path, "training state")
 
     @contextlib.contextmanager
     def active(self) -> Iterator["RunState"]:
-        """Training inside saves into this state; SIGINT and SIGTERM ask it to save and stop at the end of the
-        current step (a second one acts as usual: it stops at once, and the last save stays)."""
+        """Training inside saves into this state, and stops at a signal (stoppable)."""
         token = _current.set(self)
-        from . import distributed
-        handled: dict[int, Any] = {}
-        if not distributed.active() and threading.current_thread() is threading.main_thread():
-            def ask_to_stop(signum, frame):
-                self.signal = signum
-                for s, h in handled.items():
-                    signal.signal(s, h)
-            for s in (signal.SIGINT, signal.SIGTERM):
-                handled[s] = signal.signal(s, ask_to_stop)
         try:
-            yield self
+            with self.stoppable():
+                yield self
         finally:
-            for s, h in handled.items():
-                signal.signal(s, h)
             _current.reset(token)
+
+
+REPORT_EVERY_MINUTES = 1.0  # a report's progress is a few bytes an image: saved often
+
+
+def reports_folder() -> Path:
+    """Where reports keep their progress: $HARDEN_STATE_DIR, else harden's folder in the user's cache."""
+    import os
+    env = os.environ.get("HARDEN_STATE_DIR")
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "harden" / "reports"
+
+
+class ReportStates(_StateFile):
+    """The progress of a command's reports (`eval`, and `fix`'s before/after reports): each attack's verdicts, batch
+    by batch, kept in one small file per report in reports_folder(), named by the digest of everything the verdicts
+    depend on (the model's and the crafting model's weights, the images, the attacks and their budgets, the seed, the
+    batch size, the precision, the process count). Each batch's attack is seeded by its position, so a batch taken
+    from the file is the batch an uninterrupted run computes: a resumed report equals an uninterrupted one (timings
+    aside). With `resume` a report takes what its file holds; without, a file left by an interrupted run of the same
+    report is replaced. Files are removed when the command has written its outputs."""
+
+    def __init__(self, resume: bool = False, every_minutes: float = REPORT_EVERY_MINUTES,
+                 parent: _StateFile | None = None):
+        super().__init__(every_minutes)
+        self.resume, self.parent = bool(resume), parent
+        self.opened: list[ReportState] = []
+
+    def open(self, fingerprint: dict[str, Any]) -> "ReportState":
+        import hashlib
+        from . import distributed
+        fingerprint = plain(fingerprint)
+        digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:20]
+        rank = distributed.rank()
+        path = reports_folder() / f"report-{digest}{f'.rank{rank}' if rank else ''}{SUFFIX}"
+        state = ReportState(self, path, fingerprint)
+        self.opened.append(state)
+        return state
+
+    @property
+    def stop_signal(self) -> int | None:
+        return self.signal if self.signal is not None else getattr(self.parent, "signal", None)
+
+    def finish(self) -> None:
+        for state in self.opened:
+            state.path.unlink(missing_ok=True)
+
+
+class ReportState:
+    """One report's progress (ReportStates)."""
+
+    def __init__(self, owner: ReportStates, path: Path, fingerprint: dict[str, Any]):
+        self.owner, self.path, self.fingerprint = owner, path, fingerprint
+        self.pieces: dict[str, dict] = {}
+        from .runtime import info
+        if path.is_file() and owner.resume:
+            try:
+                saved = read(path, "pieces")
+                if saved.get("fingerprint") == fingerprint:
+                    self.pieces = dict(saved["pieces"])
+                    info(f"report: continuing from {len(self.pieces)} batches of attacks saved in {path}")
+            except HardenError as e:
+                info(f"report: its saved progress cannot be read ({e}); starting over")
+        elif path.is_file():
+            info(f"report: {path} holds the progress of an interrupted run of this report, replaced (--resume would "
+                 "have continued it)")
+            path.unlink(missing_ok=True)
+
+    def piece(self, key: str) -> dict | None:
+        return self.pieces.get(key)
+
+    def keep(self, key: str, piece: dict[str, Any], where: str) -> None:
+        """Keeps a batch's verdicts; saves when due, and stops the run (its progress saved) when a signal asked."""
+        self.pieces[key] = piece
+        owner = self.owner
+        stop = owner.stop_signal
+        if stop is not None or owner.due():
+            path = self.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            owner._write(path, {"format": FORMAT, "fingerprint": self.fingerprint, "saved_at": time.time(),
+                                "pieces": self.pieces}, "report's progress")
+            if stop is not None:
+                owner.signal = stop
+                raise owner._stopped(where, path, "report's progress")
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's weights and buffers, by name."""
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def spec_settings(spec) -> dict[str, Any]:
@@ -215,13 +337,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def read(path: Path) -> dict[str, Any]:
+def read(path: Path, holds: str = "calls") -> dict[str, Any]:
+    """A state file's content (`holds`: calls for training, pieces for a report)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: what torch.load and its unpickler raise varies
         raise HardenError(f"{str(path)!r} is not a readable training state ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}). Start over with --force.") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("calls"), dict):
+    if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get(holds), dict):
         raise HardenError(f"{str(path)!r} is not a training state this version of harden wrote. Start over with "
                           "--force.")
     return state

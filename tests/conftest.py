@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -9,6 +10,8 @@ from harden.allocator import keep_freed_memory
 from harden.runtime import set_quiet
 
 set_quiet(True)
+# reports keep their progress (resume.ReportStates) in a folder of the session's, never the user's cache
+os.environ.setdefault("HARDEN_STATE_DIR", tempfile.mkdtemp(prefix="harden-test-state-"))
 keep_freed_memory()  # as the CLI does for its process (the in-process CLI tests would set it midway otherwise)
 # `make test` runs two pytest workers (pytest-xdist, a file each at a time) on the machine's two cores: one torch
 # thread each, since small models scale poorly over threads; a plain `pytest` keeps two threads

@@ -2,9 +2,10 @@
 (white-box: crafted on the evaluated model; transfer: crafted on another model and applied to it)."""
 from __future__ import annotations
 
+import functools
 import os
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
@@ -24,6 +25,9 @@ from .metrics import seed004_metrics
 from .input_size import better_input_size
 from .normalisation import better_normalisation
 from .model import PRECISION_LABELS, AttackResult, Report
+
+if TYPE_CHECKING:
+    from ..resume import ReportState, ReportStates
 
 # Budgets for the minimal-perturbation attacks (an image counts as robust when the attack fails or needs
 # more than this). L2 0.5: RobustBench's CIFAR-10 L2 threat model. L0 14.5% of input features: the
@@ -56,7 +60,7 @@ def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLik
              batch_size: int | None = None, device: str | torch.device = "auto", seed: int = 0, metrics: bool = True,
              model_name: str = "model", craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
-             attack_amp: str = "off", compile: bool = False) -> Report:
+             attack_amp: str = "off", compile: bool = False, state: "ReportStates | None" = None) -> Report:
     """Robustness report of `model` on n test images of `data` (the first n of in-memory data; a seeded stratified
     sample of files, decoded through the model's evaluation transform). `attacks` None: the default set for the
     model's input size (attacks.default_attacks; the report notes what it left out). `examples`: adversarial examples kept
@@ -66,7 +70,8 @@ def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLik
     autocast (the report says which precision they used). Under torchrun the attacks are sharded across the ranks
     and every rank returns the whole report (harden/distributed.py). compile: torch.compile the networks meanwhile
     (compiling.py). `model` may be a checkpoint's path (harden.load) and `data` what --data takes (None: the data the
-    checkpoint's metadata names)."""
+    checkpoint's metadata names). `state`: where the attacks keep their verdicts batch by batch, to resume an
+    interrupted report (resume.ReportStates)."""
     model, data = _model_and_data(model, data)
     args = {k: v for k, v in locals().items() if k != "compile"}
     with compiled(model, compile), compiled(craft_on, compile):
@@ -91,7 +96,7 @@ def _model_and_data(model, data) -> tuple[nn.Module, Data]:
 
 def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, craft_on, batch_size, device, seed,
               metrics, model_name, craft_name, masking_checks, masking_n, examples, curve, curve_cascades,
-              attack_amp) -> Report:
+              attack_amp, state) -> Report:
     if not eps_l2 > 0 or not max_l0 > 0:  # a budget of zero or less counts every image as robust
         raise HardenError(f"The L2 budget (--eps-l2) and the L0 budget (--max-l0) must be > 0, got {eps_l2} and "
                           f"{max_l0}.")
@@ -140,6 +145,15 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
             atk.params["eps"] = eps_l2  # a bounded L2 attack (autoattack:norm=L2) takes the report's L2 budget
         atk_objs.append(atk)
 
+    progress_kept = None
+    if state is not None:  # what every attack's verdicts depend on: a resumed report takes only its own
+        from .. import distributed
+        from ..resume import state_digest
+        progress_kept = state.open({
+            "model": state_digest(model), "source": state_digest(source) if craft_on is not None else None,
+            "images": details, "attacks": [[a.name, a.describe(), a.norm] for a in atk_objs], "eps": eps,
+            "eps_l2": eps_l2, "max_l0": max_l0, "seed": seed, "batch_size": batch_size, "precision": attack_amp,
+            "device": device.type, "processes": distributed.world()})
     clean_pred = predict_labels(model, x, batch_size, device)
     correct = clean_pred == y
     with frozen(loaded):
@@ -164,7 +178,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
             keep = masking_checks and craft_on is None and key == "pgd"  # the stronger-PGD check continues it
             result, robust_by_attack[key], first = _attack_once(
                 model, source, atk, key, budget, x, y, correct, src_correct, batch_size, device,
-                seed * 1_000_003 + ai * 10_007, examples, attack_amp, keep_first=masking_n if keep else 0)
+                seed * 1_000_003 + ai * 10_007, examples, attack_amp, keep_first=masking_n if keep else 0,
+                state=progress_kept)
             if keep:
                 pgd_end = first
             results.append(result)
@@ -180,7 +195,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     curves: dict[str, list[list[float]]] = {}
     if curve:
         curves = robustness_curves(model, source, atk_objs, results, list(curve), x, y, correct, batch_size, device,
-                                   seed, cascades=curve_cascades, attack_amp=attack_amp, attack_once=_attack_once)
+                                   seed, cascades=curve_cascades, attack_amp=attack_amp,
+                                   attack_once=functools.partial(_attack_once, state=progress_kept))
     from .. import distributed
     if metrics and craft_on is not None and not gives_input_gradient(model, x):  # transfer is all it allows
         metrics = False
@@ -210,12 +226,14 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
 def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, budget: float, x: torch.Tensor,
                  y: torch.Tensor, correct: torch.Tensor, src_correct: torch.Tensor | None, batch_size: int,
                  device: torch.device, seed: int, n_examples: int = 0,
-                 attack_amp: str = "off",
-                 keep_first: int = 0) -> tuple[AttackResult, torch.Tensor, torch.Tensor | None]:
+                 attack_amp: str = "off", keep_first: int = 0,
+                 state: "ReportState | None" = None) -> tuple[AttackResult, torch.Tensor, torch.Tensor | None]:
     """Craft atk on `source`, judge on `model`; returns the result row, the per-image robust mask and, with
     keep_first > 0, the judged adversarial inputs of the first keep_first images (the stronger-PGD check continues
     from them; else None). Under torchrun each rank attacks and judges its batches (distributed.my_batches); the
-    per-image verdicts are gathered, so every rank returns the whole result."""
+    per-image verdicts are gathered, so every rank returns the whole result. `state`: each batch's verdicts are kept
+    there and taken from there (a resumed report); a batch taken so is attacked again only where its adversarial
+    inputs are needed (the examples, the first keep_first images)."""
     from .. import distributed as dd
     from ..training import autocast_setup
     amp_dtype, _ = autocast_setup(attack_amp, device, "--attack-amp")
@@ -235,23 +253,50 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
 
     mine: list[dict[str, Any]] = []
     judged: dict[int, torch.Tensor] = {}  # batch start -> judged adversarial inputs (this rank's batches only)
+    ends: dict[int, int] = {}  # batch start -> end (this rank's batches)
+    kept_seconds = [0.0]  # the time the batches taken from `state` took when they ran
     t0 = time.perf_counter()
     own = dd.my_batches(len(x), batch_size)
+
+    def attack(s: int, e: int):
+        gen = torch.Generator().manual_seed(seed + s)  # by position in the whole set: sharding keeps it
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            return atk.run(source, x[s:e], y[s:e], generator=gen)
+
     with progress(f"{key:<10}", sum(e - s for s, e in own)) as advance:
         def run(s: int, e: int) -> None:
-            gen = torch.Generator().manual_seed(seed + s)  # by position in the whole set: sharding keeps it
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = atk.run(source, x[s:e], y[s:e], generator=gen)
-            passes[0] += out.grad_passes + out.extra_backward_passes
-            passes[1] += out.forward_passes
+            ends[s] = e
+            where = f"{key}|{budget!r}|{seed}|{s}:{e}"
+            kept = state.piece(where) if state is not None else None
+            if kept is not None:
+                mine.append({k: kept[k] for k in ("start", "ok", "norms", "pred", "stages")})
+                passes[0] += kept["passes"][0]
+                passes[1] += kept["passes"][1]
+                kept_seconds[0] += kept["seconds"]
+                return
+            t = time.perf_counter()
+            out = attack(s, e)
+            done = [out.grad_passes + out.extra_backward_passes, out.forward_passes]
+            passes[0] += done[0]
+            passes[1] += done[1]
             ok, norms, pred, xj = judge(out.x_adv.detach(), s, e)
             judged[s] = xj
             mine.append({"start": s, "ok": ok.cpu(), "norms": norms.cpu(), "pred": pred.cpu(),
                          "stages": {stage: judge(xa.detach(), s, e)[0].cpu() for stage, xa in (out.stages or {}).items()}})
+            if state is not None:
+                state.keep(where, {**mine[-1], "passes": done, "seconds": time.perf_counter() - t},
+                           f"the report's {key} at images {s}-{e} of {len(x)}")
         dd.run_my_batches(run, len(x), batch_size, device, on_batch=advance)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    secs = time.perf_counter() - t0
+    secs = time.perf_counter() - t0 + kept_seconds[0]
+
+    def judged_for(starts) -> None:
+        """Attacks again the batches taken from `state` whose adversarial inputs are needed (same seed, same batch:
+        the same inputs)."""
+        for s in starts:
+            if s not in judged:
+                judged[s] = judge(attack(s, ends[s]).x_adv.detach(), s, ends[s])[3]
     per_rank = dd.gather({"pieces": mine, "passes": passes, "seconds": secs})
     pieces = sorted((p for r in per_rank for p in r["pieces"]), key=lambda p: p["start"])
     secs = max(r["seconds"] for r in per_rank)  # wall time: the slowest rank
@@ -262,6 +307,7 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
 
     first = None
     if keep_first > 0:
+        judged_for(st for st in ends if st < keep_first)
         parts: dict[int, torch.Tensor] = {}
         for part in dd.gather({s: judged[s][:keep_first - s].cpu() for s in judged if s < keep_first}):
             parts.update(part)
@@ -278,6 +324,7 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
     shown = []
     if n_examples:
         idx = example_indices(correct, succ, n_examples)
+        judged_for(st for st, en in ends.items() if any(st <= i < en for i in idx))
         rows = {}  # the chosen images' judged inputs, from the ranks that hold them
         for part in dd.gather({i: judged[s][i - s].cpu() for s in judged for i in idx
                                if s <= i < s + len(judged[s])}):
