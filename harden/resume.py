@@ -253,6 +253,10 @@ class ReportStates(_StateFile):
         self.opened.append(state)
         return state
 
+    def due(self) -> bool:
+        """On the clock, under torchrun too: each process keeps its own batches' verdicts, and nothing is agreed."""
+        return self.signal is not None or (self.every_s > 0 and time.monotonic() - self._last >= self.every_s)
+
     @property
     def stop_signal(self) -> int | None:
         return self.signal if self.signal is not None else getattr(self.parent, "signal", None)

@@ -1,0 +1,87 @@
+"""A report stopped part-way (a signal, a crash) and resumed with --resume equals an uninterrupted one, timings aside:
+each attack's verdicts are kept batch by batch, and each batch is seeded by its position."""
+import signal
+
+import pytest
+
+import harden
+from harden import RunState
+from harden.errors import Interrupted
+from test_resume import same_run, signal_at
+
+
+@pytest.fixture(scope="module")
+def base(digits_model):
+    return digits_model
+
+
+def without_timings(report) -> dict:
+    d = report.to_dict()
+    d["attacks"] = [{k: v for k, v in a.items() if k not in ("seconds", "images_per_s")} for a in d["attacks"]]
+    return d
+
+
+REPORT = dict(n=64, batch_size=16, device="cpu", attacks=["fgsm", "pgd", "deepfool"], curve=[0.05, 0.1],
+              masking_n=32, metrics=False)
+
+
+def test_a_report_resumed_equals_an_uninterrupted_one(base, digits, tmp_path, monkeypatch):
+    """Stopped in a curve's re-run, after the attacks: the examples and the stronger-PGD check need adversarial
+    inputs of batches taken from the saved progress, which are attacked again (the same inputs)."""
+    k, where = 14, "fgsm@0.05"
+    from harden.resume import ReportStates
+    monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
+    whole = harden.evaluate(base, digits, **REPORT)
+    with monkeypatch.context() as m:
+        m.setattr(ReportStates, "due", signal_at(k, real=ReportStates.due))
+        with pytest.raises(Interrupted) as stop:
+            harden.evaluate(base, digits, state=ReportStates(), **REPORT)
+    assert f"the report's {where} at images" in str(stop.value) and stop.value.exit_code == 143
+    resumed = harden.evaluate(base, digits, state=ReportStates(resume=True), **REPORT)
+    assert without_timings(resumed) == without_timings(whole)
+
+
+def test_eval_resume_from_the_command_line(digits_ckpt, tmp_path, cli, monkeypatch):
+    from harden.resume import ReportStates, reports_folder
+    monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
+    args = ["eval", digits_ckpt, "--attack", "fgsm", "--attack", "pgd", "--n", 48, "--batch-size", 16, "--no-metrics",
+            "--no-masking-checks"]
+    with monkeypatch.context() as m:
+        m.setattr(ReportStates, "due", signal_at(4, signal.SIGINT, real=ReportStates.due))
+        code, _, err = cli(*args, "--json", tmp_path / "a.json")
+    assert code == 130 and "--resume" in err and not (tmp_path / "a.json").exists()
+    assert len(list(reports_folder().glob("report-*.resume"))) >= 1
+    code, _, err = cli(*args, "--json", tmp_path / "a.json", "--resume")
+    assert code == 0, err
+    code, _, err = cli(*args, "--json", tmp_path / "b.json")
+    assert code == 0, err
+    import json
+
+    def read(name):
+        d = json.loads((tmp_path / name).read_text())
+        d["attacks"] = [{k: v for k, v in a.items() if k not in ("seconds", "images_per_s")} for a in d["attacks"]]
+        return d
+    assert read("a.json") == read("b.json")
+    assert not list(reports_folder().glob("report-*.resume"))  # removed once the outputs are written
+
+
+def test_fix_stopped_in_its_report_resumes_there(base, digits, tmp_path, monkeypatch):
+    from harden.resume import ReportStates
+    monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
+    kw = dict(recipe="at", sets=["eps=0.1"], epochs=1, data_frac=0.2, report_n=32, attacks=["fgsm", "pgd"],
+              metrics=False, masking_checks=False, device="cpu")
+    whole = harden.fix(base, digits, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(ReportStates, "due", signal_at(5, real=ReportStates.due))  # one batch an attack: the third report
+        with pytest.raises(Interrupted) as stop:
+            harden.fix(base, digits, state=RunState(tmp_path / "run.resume"), **kw)
+    assert "the report's" in str(stop.value)
+    from harden import training
+    monkeypatch.setattr(training, "make_optimizer", lambda *a: pytest.fail("trained again"))
+    state = RunState(tmp_path / "run.resume", resume=True)
+    resumed = harden.fix(base, digits, state=state, **kw)
+    same_run(whole, resumed)
+    assert {k: without_timings(r) for k, r in resumed.reports.items()} == \
+        {k: without_timings(r) for k, r in whole.reports.items()}
+    state.finish()
+    assert not (tmp_path / "run.resume").exists() and not list((tmp_path / "states").iterdir())
