@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import signal
 from typing import Callable, Iterator
 
 import numpy as np
@@ -63,13 +64,33 @@ def collate(items):
     return x, y, [t[2] for t in ok], [t[3] for t in items if t[3] is not None]
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_MASKABLE = hasattr(signal, "pthread_sigmask")  # POSIX
+
+
 def leave_stop_signals(worker_id: int) -> None:
     """Ctrl-C and SIGTERM reach every process of the job (a terminal's process group, SLURM's job step): a worker that
     died of one would end the run with an error before the main process saves its state at the end of its step
-    (resume.py). Workers leave them to the main process and end with it (torch stops them when it goes)."""
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    (resume.py). Workers leave them to the main process and end with it (torch stops them when it goes). They are
+    started with these signals blocked (start_workers), so one that arrives before this runs waits, and is ignored."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    if _MASKABLE:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def start_workers(loader: torch.utils.data.DataLoader):
+    """iter(loader), its worker processes forked with the stop signals blocked: torch sets a worker's SIGTERM to
+    end it before the worker's init function runs, and a signal in that window killed the worker (measured: a
+    SIGTERM sent as an epoch's workers started). The main process gets a signal that arrived meanwhile once they
+    are started."""
+    if not _MASKABLE or not loader.num_workers:
+        return iter(loader)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def decode_batches(listing: Listing, index_batches: list[np.ndarray], transform: Callable, workers: int,
@@ -82,4 +103,4 @@ def decode_batches(listing: Listing, index_batches: list[np.ndarray], transform:
                                          num_workers=workers, collate_fn=collate, pin_memory=pin,
                                          prefetch_factor=4 if workers else None,
                                          worker_init_fn=leave_stop_signals if workers else None)
-    yield from loader
+    yield from start_workers(loader)
