@@ -227,6 +227,20 @@ def reports_folder() -> Path:
     return Path(cache) / "harden" / "reports"
 
 
+STALE_DAYS = 14  # a report's progress that no --resume took up in this long is removed: the folder stays bounded
+
+
+def prune(folder: Path) -> None:
+    """Removes the progress files of reports left unfinished more than STALE_DAYS ago."""
+    cutoff = time.time() - STALE_DAYS * 86400
+    for path in folder.glob(f"report-*{SUFFIX}*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:  # another process removed it, or the folder is not ours to clean
+            pass
+
+
 class ReportStates(_StateFile):
     """The progress of a command's reports (`eval`, and `fix`'s before/after reports): each attack's verdicts, batch
     by batch, kept in one small file per report in reports_folder(), named by the digest of everything the verdicts
@@ -245,6 +259,7 @@ class ReportStates(_StateFile):
     def open(self, fingerprint: dict[str, Any]) -> "ReportState":
         import hashlib
         from . import distributed
+        prune(reports_folder())
         fingerprint = plain(fingerprint)
         digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:20]
         rank = distributed.rank()

@@ -21,14 +21,14 @@ def without_timings(report) -> dict:
     return d
 
 
-REPORT = dict(n=64, batch_size=16, device="cpu", attacks=["fgsm", "pgd", "deepfool"], curve=[0.05, 0.1],
+REPORT = dict(n=64, batch_size=16, device="cpu", attacks=["fgsm", "pgd"], curve=[0.05, 0.1],
               masking_n=32, metrics=False)
 
 
 def test_a_report_resumed_equals_an_uninterrupted_one(base, digits, tmp_path, monkeypatch):
     """Stopped in a curve's re-run, after the attacks: the examples and the stronger-PGD check need adversarial
     inputs of batches taken from the saved progress, which are attacked again (the same inputs)."""
-    k, where = 14, "fgsm@0.05"
+    k, where = 10, "fgsm@0.05"
     from harden.resume import ReportStates
     monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
     whole = harden.evaluate(base, digits, **REPORT)
@@ -85,3 +85,18 @@ def test_fix_stopped_in_its_report_resumes_there(base, digits, tmp_path, monkeyp
         {k: without_timings(r) for k, r in whole.reports.items()}
     state.finish()
     assert not (tmp_path / "run.resume").exists() and not list((tmp_path / "states").iterdir())
+
+
+def test_progress_left_unfinished_for_weeks_is_removed(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from harden.resume import STALE_DAYS, ReportStates
+    monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path))
+    old, recent = tmp_path / "report-0123.resume", tmp_path / "report-4567.resume.rank1"
+    for p in (old, recent):
+        p.write_bytes(b"")
+    long_ago = time.time() - (STALE_DAYS + 1) * 86400
+    os.utime(old, (long_ago, long_ago))
+    ReportStates().open({"any": "report"})
+    assert not old.exists() and recent.exists()
