@@ -81,6 +81,7 @@ class _StateFile:
         from .checkpoint import atomic_write
         self._last = time.monotonic()  # a failed save is tried again at the next chance, not at every step
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # the reports' folder, on first use
             atomic_write(path, lambda f: torch.save(payload, f))
         except OSError as e:  # a full or vanished disk: the work itself goes on (the previous save stays)
             self.failed = f"{type(e).__name__}: {e}"
@@ -311,7 +312,6 @@ class ReportState:
         stop = owner.stop_signal
         if stop is not None or owner.due():
             path = self.path
-            path.parent.mkdir(parents=True, exist_ok=True)
             owner._write(path, {"format": FORMAT, "fingerprint": self.fingerprint, "saved_at": time.time(),
                                 "pieces": self.pieces}, "report's progress")
             if stop is not None:

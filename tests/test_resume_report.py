@@ -100,3 +100,17 @@ def test_progress_left_unfinished_for_weeks_is_removed(tmp_path, monkeypatch):
     os.utime(old, (long_ago, long_ago))
     ReportStates().open({"any": "report"})
     assert not old.exists() and recent.exists()
+
+
+def test_a_state_folder_that_cannot_be_written_leaves_the_report_alone(base, digits, tmp_path, monkeypatch):
+    """A read-only home in a CI container: one warning, and the report is the one it would have been."""
+    from harden.resume import ReportStates
+    from harden.runtime import console
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("HARDEN_STATE_DIR", str(blocked / "states"))
+    kw = dict(n=32, attacks=["fgsm"], metrics=False, masking_checks=False, device="cpu")
+    with console.capture() as said:
+        report = harden.evaluate(base, digits, state=ReportStates(every_minutes=1e-9), **kw)  # a save every batch
+    assert "could not save the report's progress" in " ".join(said.get().split())
+    assert without_timings(report) == without_timings(harden.evaluate(base, digits, **kw))
