@@ -21,14 +21,14 @@ def without_timings(report) -> dict:
     return d
 
 
-REPORT = dict(n=64, batch_size=16, device="cpu", attacks=["fgsm", "pgd"], curve=[0.05, 0.1],
-              masking_n=32, metrics=False)
+REPORT = dict(n=48, batch_size=16, device="cpu", attacks=["fgsm", "pgd"], curve=[0.05, 0.1],
+              masking_n=16, metrics=False)
 
 
 def test_a_report_resumed_equals_an_uninterrupted_one(base, digits, tmp_path, monkeypatch):
     """Stopped in a curve's re-run, after the attacks: the examples and the stronger-PGD check need adversarial
     inputs of batches taken from the saved progress, which are attacked again (the same inputs)."""
-    k, where = 10, "fgsm@0.05"
+    k, where = 8, "fgsm@0.05"
     from harden.resume import ReportStates
     monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
     whole = harden.evaluate(base, digits, **REPORT)
