@@ -222,9 +222,6 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         seen = done = 0
         tot_loss = tot_acc = 0.0
         extras: dict[str, float] = {}
-        if at is not None:
-            random_streams.set_random_state(rng, at["epoch_start"]["shuffle"])
-            data.set_random_state(at["epoch_start"]["data"])
         epoch_start = epoch_start_state()
         # the same permutation on every rank (same seed); each takes its share of each global batch
         plan = [(g, dd.my_share(g)) for g in data.epoch_batches(cfg.batch_size, rng)
@@ -232,10 +229,6 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         if at is not None:  # the steps done before the run was stopped are skipped, their sums kept
             done, seen, extra_keys = at["where"]["step"], at["seen"], at["extra_keys"]
             sums = at["sums"].to(device) if at["sums"] is not None else None
-            random_streams.set_global_random_state(at["randoms"]["global"])
-            feeder.set_random_state(at["randoms"]["feeder"])
-            for k, v in carries.items():
-                random_streams.set_random_state(v, at["randoms"]["carries"][k])
         for step_no, ((global_bi, bi), batch) in enumerate(
                 zip(plan[done:], feeder.epoch([b for _, b in plan[done:]], epoch + 1), strict=True), start=done + 1):
             if batch is None:  # only unreadable files, skipped (--skip-unreadable)
@@ -318,6 +311,14 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         history[:] = saved["history"]
         best = saved["best"]
         before, added, cycle = saved["seconds"], list(w["added"]), w["cycle"]
+        # every random stream as it was: the shuffle's as the saved epoch began (its plan is drawn again), the rest
+        # as at the saved step (a state saved at a cycle's end continues with the next cycle's first epoch)
+        random_streams.set_random_state(rng, saved["epoch_start"]["shuffle"])
+        data.set_random_state(saved["epoch_start"]["data"])
+        random_streams.set_global_random_state(saved["randoms"]["global"])
+        feeder.set_random_state(saved["randoms"]["feeder"])
+        for k, v in carries.items():
+            random_streams.set_random_state(v, saved["randoms"]["carries"][k])
         info(f"{desc}: continuing at epoch {w['epoch'] + 1}, step {w['step'] + 1} of {w['steps']}")
     while cycle > 0 and not stopped:
         sched = schedule(cycle, bool(added))
@@ -343,6 +344,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                                             epoch_start_state(), None, 0, [], where))
                     if run.signal is not None:
                         raise run.stop_here(f"{desc} after epoch {epoch + 1}")
+        at = None  # also where the state was saved at this cycle's end: the next cycle starts afresh
         cycle = 0 if stopped else extension(cfg, history, best[0] if best is not None else None)
         if cycle:
             added.append(cycle)

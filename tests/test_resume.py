@@ -79,6 +79,28 @@ def test_at_resumed_anywhere_ends_as_if_never_stopped(base, digits, uninterrupte
     same_run(uninterrupted, harden.fix(base, digits, state=RunState(path, resume=True), **AT))
 
 
+class CrashAfterEpoch(RunState):
+    """A run that crashes right after saving at the end of epoch `epoch` (a power cut between two epochs)."""
+
+    def __init__(self, path, epoch: int):
+        super().__init__(path)
+        self.epoch = epoch
+
+    def save(self, call, state):
+        super().save(call, state)
+        where = state.get("where", {})
+        if where.get("step") == 0 and where.get("epoch") == self.epoch:
+            raise RuntimeError("power cut")
+
+
+def test_resumed_at_the_end_of_a_cycle_that_extend_lengthens(base, digits, uninterrupted, tmp_path):
+    """Saved after epoch 2, the schedule's last: the added cycle builds its own schedule from there."""
+    path = tmp_path / "run.resume"
+    with pytest.raises(RuntimeError, match="power cut"):
+        harden.fix(base, digits, state=CrashAfterEpoch(path, 2), **AT)
+    same_run(uninterrupted, harden.fix(base, digits, state=RunState(path, resume=True), **AT))
+
+
 def test_a_disk_that_refuses_the_state_does_not_stop_training(base, digits, uninterrupted, tmp_path, monkeypatch):
     from harden import checkpoint
     from harden.runtime import console
