@@ -70,11 +70,7 @@ class _StateFile:
         self._last = time.monotonic()
 
     def due(self) -> bool:
-        """Whether a save is due inside a loop (a signal arrived, or the clock ran out); never under torchrun, where
-        every process would have to agree on the step."""
-        from . import distributed
-        if distributed.active():
-            return False
+        """Whether a save is due inside a loop: a signal arrived, or the clock ran out."""
         return self.signal is not None or (self.every_s > 0 and time.monotonic() - self._last >= self.every_s)
 
     def _write(self, path: Path, payload: dict[str, Any], what: str) -> None:
@@ -188,6 +184,12 @@ class RunState(_StateFile):
         self._calls += 1
         return call, self._saved.get(call)
 
+    def due(self) -> bool:
+        """Never inside an epoch under torchrun, where every process would have to agree on the step (a report's
+        batches need no agreement: ReportStates keeps the plain clock)."""
+        from . import distributed
+        return not distributed.active() and super().due()
+
     def save(self, call: int, state: dict[str, Any]) -> None:
         """Writes the run's state with `state` as training call `call`'s (atomically: an interruption during the
         write leaves the previous save)."""
@@ -268,10 +270,6 @@ class ReportStates(_StateFile):
         state = ReportState(self, path, fingerprint)
         self.opened.append(state)
         return state
-
-    def due(self) -> bool:
-        """On the clock, under torchrun too: each process keeps its own batches' verdicts, and nothing is agreed."""
-        return self.signal is not None or (self.every_s > 0 and time.monotonic() - self._last >= self.every_s)
 
     @property
     def stop_signal(self) -> int | None:
