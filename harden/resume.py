@@ -318,12 +318,13 @@ class ReportState:
 
 
 def state_digest(module: torch.nn.Module) -> str:
-    """sha256 of a module's weights and buffers, by name."""
+    """sha256 of a module's weights and buffers, by name (their bytes as stored: bfloat16, which numpy lacks,
+    included)."""
     import hashlib
     h = hashlib.sha256()
     for k, v in sorted(module.state_dict().items()):
         h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -114,3 +114,15 @@ def test_a_state_folder_that_cannot_be_written_leaves_the_report_alone(base, dig
         report = harden.evaluate(base, digits, state=ReportStates(every_minutes=1e-9), **kw)  # a save every batch
     assert "could not save the report's progress" in " ".join(said.get().split())
     assert without_timings(report) == without_timings(harden.evaluate(base, digits, **kw))
+
+
+def test_weights_digest_takes_every_dtype_and_sees_one_changed_value():
+    """The report's progress is named by the model's digest: a bfloat16 model (numpy has no bfloat16) is hashed too."""
+    import torch
+
+    from harden.resume import state_digest
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)).to(torch.bfloat16)
+    before = state_digest(net)
+    with torch.no_grad():
+        net[0].weight[0, 0] += 1
+    assert state_digest(net) != before and len(before) == 64
