@@ -312,7 +312,7 @@ def eval_cmd(
     with states.stoppable():
         report = release_report(run, n=n, available=ds.n_test, time_budget=time_budget, started=started,
                                 baseline=baseline, baseline_doc=baseline_doc, allow_mismatch=allow_mismatch,
-                                confidence=confidence, requirements=requirements)
+                                confidence=confidence, requirements=requirements, memory=states.memory())
     if _all_ranks_done():
         render_terminal(report, out)
         write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)

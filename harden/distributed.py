@@ -158,6 +158,15 @@ def all_ok(ok: bool = True) -> bool:
     return bool(flag.item())
 
 
+def all_max(values: list[int]) -> list[int]:
+    """Element-wise maximum over the ranks of a few small integers (host values; unchanged in one process)."""
+    if not active():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
 def all_sum(values: torch.Tensor) -> torch.Tensor:
     """Element-wise sum over the ranks (values unchanged in one process)."""
     if not active():

@@ -10,8 +10,9 @@ numpy's and Python's), so a resumed run ends with the weights of an uninterrupte
 belongs to (the base's sha256, the recipe and its resolved settings, the data subset, seed, precision, process
 count): a command with other settings refuses it. It is removed once the output is written.
 
-Under torchrun each process keeps its own file (`.resume`, `.resume.rank1`, ...), saved at the end of every epoch
-only: a save inside an epoch, on a clock or a signal, would need every process to agree on the step."""
+Under torchrun each process keeps its own file (`.resume`, `.resume.rank1`, ...). The processes agree at every step
+on whether to save and stop there (one all-reduce of two integers): a signal that reached any of them, or any one's
+clock, saves all of them at the same step, so the files always belong together."""
 from __future__ import annotations
 
 import contextlib
@@ -101,18 +102,24 @@ class _StateFile:
         return Interrupted(f"stopped by {name} in {where}; the {what} is saved in {str(path)!r}. Run the same "
                            "command with --resume to continue from there.", self.signal or signal.SIGINT)
 
+    agrees_under_torchrun = False  # whether its saves are agreed between torchrun's processes (RunState.due)
+
     @contextlib.contextmanager
     def stoppable(self) -> Iterator[None]:
         """SIGINT and SIGTERM ask the run to save and stop at the end of the current step or batch (a second one acts
-        as usual: it stops at once, and the last save stays). One process only (torchrun's agent stops its
-        processes itself), main thread only (where Python delivers signals)."""
+        as usual: it stops at once, and the last save stays). Main thread only (where Python delivers signals).
+        Under torchrun only where the processes agree on the step; there every signal only asks, as the agent
+        repeats the one a terminal or a scheduler sent to all processes, and ends them itself when they take too
+        long. Elsewhere under torchrun a signal ends a process at once, as by default."""
         from . import distributed
         handled: dict[int, Any] = {}
-        if not distributed.active() and threading.current_thread() is threading.main_thread():
+        under_torchrun = distributed.active()
+        if (not under_torchrun or self.agrees_under_torchrun) and threading.current_thread() is threading.main_thread():
             def ask_to_stop(signum, frame):
                 self.signal = signum
-                for s, h in handled.items():
-                    signal.signal(s, h)
+                if not under_torchrun:
+                    for s, h in handled.items():
+                        signal.signal(s, h)
             for s in (signal.SIGINT, signal.SIGTERM):
                 handled[s] = signal.signal(s, ask_to_stop)
         try:
@@ -126,6 +133,7 @@ class RunState(_StateFile):
     """One run's training state file. The caller checks the path before any work (`check_start`), gives the run's
     settings once they are known (`begin`), runs training inside `active()`, and calls `finish()` once the output is
     written."""
+    agrees_under_torchrun = True
 
     def __init__(self, path: str | Path, resume: bool = False, every_minutes: float = EVERY_MINUTES):
         super().__init__(every_minutes)
@@ -134,6 +142,7 @@ class RunState(_StateFile):
         self._finished: dict[int, dict] = {}  # the state of each training call that ended, written with every save
         self._saved: dict[int, dict] = {}  # what the file held, when resuming
         self._calls = 0
+        self._agreed_signal = 0  # under torchrun: the signal any process received, as of the last due()
         self.reports = ReportStates(resume, parent=self)  # the reports of the run (fix's before/after)
 
     @staticmethod
@@ -185,10 +194,26 @@ class RunState(_StateFile):
         return call, self._saved.get(call)
 
     def due(self) -> bool:
-        """Never inside an epoch under torchrun, where every process would have to agree on the step (a report's
-        batches need no agreement: ReportStates keeps the plain clock)."""
+        """Under torchrun every process must save at the same step (each resumes from its own file): the processes
+        agree, and a signal that reached any of them, or any one's clock, makes it due for all (a report's batches
+        need no agreement: ReportStates keeps the plain clock)."""
         from . import distributed
-        return not distributed.active() and super().due()
+        if not distributed.active():
+            return super().due()
+        clock = self.every_s > 0 and time.monotonic() - self._last >= self.every_s
+        clock, self._agreed_signal = distributed.all_max([int(clock), self.signal or 0])
+        return bool(clock or self._agreed_signal)
+
+    def stopping(self, agree: bool = False) -> bool:
+        """Whether the run stops here, its state saved: a signal asked. Under torchrun, a signal to any process, as
+        the last due() agreed (with `agree`, as the processes agree now: at an epoch's end, where no due() ran)."""
+        from . import distributed
+        if not distributed.active():
+            return self.signal is not None
+        signum = distributed.all_max([self.signal or 0])[0] if agree else self._agreed_signal
+        if signum and self.signal is None:  # another process was signalled: this one stops with it
+            self.signal = signum
+        return bool(signum)
 
     def save(self, call: int, state: dict[str, Any]) -> None:
         """Writes the run's state with `state` as training call `call`'s (atomically: an interruption during the
@@ -258,6 +283,7 @@ class ReportStates(_StateFile):
         super().__init__(every_minutes)
         self.resume, self.parent = bool(resume), parent
         self.opened: list[ReportState] = []
+        self.taken_seconds = 0.0  # what the batches taken from saved progress took when they ran
 
     def open(self, fingerprint: dict[str, Any]) -> "ReportState":
         import hashlib
@@ -278,6 +304,35 @@ class ReportStates(_StateFile):
     def finish(self) -> None:
         for state in self.opened:
             state.path.unlink(missing_ok=True)
+
+    def memory(self) -> "PlanMemory":
+        """Where `--time-budget` keeps its plan, so a resumed run evaluates the images the interrupted one chose."""
+        return PlanMemory(self)
+
+
+class PlanMemory:
+    """A time budget's plan, kept in the progress of the first report opened after it was made (the first
+    calibration run, whose images never change), and the seconds saved progress stood in for (a resumed calibration is timed
+    as the run it resumes)."""
+
+    def __init__(self, states: ReportStates):
+        self.states, self.since = states, len(states.opened)
+
+    def credited(self) -> float:
+        return self.states.taken_seconds
+
+    def _first(self) -> "ReportState | None":
+        opened = self.states.opened
+        return opened[self.since] if len(opened) > self.since else None
+
+    def recall(self, key: str) -> dict | None:
+        first = self._first()
+        return first.piece(key) if first is not None else None
+
+    def remember(self, key: str, value: dict) -> None:
+        first = self._first()
+        if first is not None:
+            first.keep(key, value, "the time budget's plan", save_now=True)
 
 
 class ReportState:
@@ -301,14 +356,18 @@ class ReportState:
             path.unlink(missing_ok=True)
 
     def piece(self, key: str) -> dict | None:
-        return self.pieces.get(key)
+        found = self.pieces.get(key)
+        if found is not None:
+            self.owner.taken_seconds += float(found.get("seconds", 0.0))
+        return found
 
-    def keep(self, key: str, piece: dict[str, Any], where: str) -> None:
-        """Keeps a batch's verdicts; saves when due, and stops the run (its progress saved) when a signal asked."""
+    def keep(self, key: str, piece: dict[str, Any], where: str, save_now: bool = False) -> None:
+        """Keeps a batch's verdicts; saves when due (or `save_now`), and stops the run (its progress saved) when a
+        signal asked."""
         self.pieces[key] = piece
         owner = self.owner
         stop = owner.stop_signal
-        if stop is not None or owner.due():
+        if stop is not None or save_now or owner.due():
             path = self.path
             owner._write(path, {"format": FORMAT, "fingerprint": self.fingerprint, "saved_at": time.time(),
                                 "pieces": self.pieces}, "report's progress")

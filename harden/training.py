@@ -266,7 +266,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
             if run is not None and step_no < len(plan) and run.due():
                 run.save(call, snapshot(epoch, step_no, len(plan), planned, sched, epoch_start, sums, seen,
                                         extra_keys, where))
-                if run.signal is not None:
+                if run.stopping():
                     raise run.stop_here(f"{desc} at step {step_no} of {len(plan)} of epoch {epoch + 1}")
         if sums is not None:  # the epoch's whole sums (the last steps may not have been read)
             tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, len(plan))
@@ -342,7 +342,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                 if run is not None:  # at every epoch's end (a signal during the epoch's validation stops here)
                     run.save(call, snapshot(epoch + 1, 0, data.steps_per_epoch(cfg.batch_size), planned, sched,
                                             epoch_start_state(), None, 0, [], where))
-                    if run.signal is not None:
+                    if run.stopping(agree=True):
                         raise run.stop_here(f"{desc} after epoch {epoch + 1}")
         at = None  # also where the state was saved at this cycle's end: the next cycle starts afresh
         cycle = 0 if stopped else extension(cfg, history, best[0] if best is not None else None)

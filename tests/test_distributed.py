@@ -130,49 +130,55 @@ def test_every_option_has_a_spelling_torchrun_leaves_alone():
     assert not unreachable, unreachable
 
 
-CRASHING_ARCH = textwrap.dedent("""
+SIGNALLED_ARCH = textwrap.dedent("""
     import os
+    import signal
     import torch
     from harden.models.builtin import cnn_small
 
     def net(num_classes=10, in_chans=1, input_size=(8, 8)):
         model = cnn_small(num_classes, in_chans, input_size)
-        crash_at = int(os.environ.get("CRASH_AT_STEP", "0"))
-        if crash_at:  # every rank crashes at the same training step (as a node failure ends them all)
+        signal_at = int(os.environ.get("SIGNAL_AT_STEP", "0"))
+        if signal_at and os.environ.get("RANK") == "0":  # one process only: the others learn it from the agreement
             steps = [0]
 
-            def crash(module, *_):  # the module called (fix trains a copy of the loaded network)
+            def signal_me(module, *_):  # the module called (fix trains a copy of the loaded network)
                 if torch.is_grad_enabled() and module.training:
                     steps[0] += 1
-                    if steps[0] == crash_at:
-                        raise RuntimeError("injected crash")
-            model.head.register_forward_hook(crash)
+                    if steps[0] == signal_at:
+                        os.kill(os.getpid(), signal.SIGTERM)
+            model.head.register_forward_hook(signal_me)
         return model
 """)
 
 
 def test_fix_under_two_processes_writes_once_and_matches_one(digits_ckpt, tmp_path, cli, one_thread):
     """The multi-node form on one machine (c10d rendezvous): training shares every batch across the ranks and
-    averages the gradients, so the model lands within noise of the one-process run. The run crashes in its second
-    epoch first (every rank at the same step, as when a node fails) and is resumed from each rank's own state (the
-    resumed weights equal an uninterrupted two-process run's bit for bit: checked by hand, BENCHMARKS.md
-    "Resumable runs")."""
+    averages the gradients, so the model lands within noise of the one-process run. The run is first stopped inside
+    its second epoch by a SIGTERM that reaches rank 0 alone: the processes agree at every step, so both save at the
+    same step and stop; each resumes from its own state (the resumed weights equal an uninterrupted two-process
+    run's bit for bit: checked by hand, BENCHMARKS.md "Resumable runs")."""
     # batch 128 as measured below (at's batch auto would give 32 here: 16 images a rank, BatchNorm statistics
     # of half-batches, so the runs drift further apart than this tolerance was measured for)
-    (tmp_path / "crashing.py").write_text(CRASHING_ARCH)
+    (tmp_path / "signalled.py").write_text(SIGNALLED_ARCH)
     common = ["--data-frac", 0.5, "--epochs", 3, "--batch-size", 128, "--set", "eps=0.1", "--num-images", 150,
               "--attack", "pgd", "--no-metrics", "--no-masking-checks", "--seed", 0]
     launch = ["--nnodes", "1", "--nproc-per-node", "2", "--rdzv-backend", "c10d", "-m", "harden", "fix", digits_ckpt,
-              "--arch", "crashing.py:net", "-o", "two.safetensors", "--json", "two.json", *common]
+              "--arch", "signalled.py:net", "-o", "two.safetensors", "--json", "two.json", *common]
     r = subprocess.run([TORCHRUN, "--rdzv-endpoint", f"127.0.0.1:{free_port()}", *map(str, launch)], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300, env=env_for({"CRASH_AT_STEP": "7"}))
-    assert r.returncode != 0 and "injected crash" in r.stderr  # 5 steps an epoch: in the second
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["crashing.py", "two.safetensors.resume",
+                       capture_output=True, text=True, timeout=300, env=env_for({"SIGNAL_AT_STEP": "7"}))
+    assert r.returncode != 0  # 5 steps an epoch: the second step of the second, on both processes
+    assert "stopped by SIGTERM in at (pgd-at) at step 2 of 5 of epoch 2" in " ".join(r.stderr.split()), r.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["signalled.py", "two.safetensors.resume",
                                                           "two.safetensors.resume.rank1"]
+    from harden.resume import describe
+    saved = [describe(tmp_path / name).split(", ", 1)[1] for name in ("two.safetensors.resume",
+                                                                       "two.safetensors.resume.rank1")]
+    assert saved == ["epoch 2 of 3, step 2 of 5"] * 2  # rank 1, never signalled, saved at the same step
     r = torchrun(["--rdzv-endpoint", f"127.0.0.1:{free_port()}", *launch, "--resume"], tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("wrote two.safetensors") == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["crashing.py", "two.json", "two.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["signalled.py", "two.json", "two.safetensors"]
     code, _, err = cli("fix", digits_ckpt, "-o", tmp_path / "one.safetensors", "--json", tmp_path / "one.json",
                        *common)
     assert code == 0, err

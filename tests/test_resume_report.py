@@ -126,3 +126,71 @@ def test_weights_digest_takes_every_dtype_and_sees_one_changed_value():
     with torch.no_grad():
         net[0].weight[0, 0] += 1
     assert state_digest(net) != before and len(before) == 64
+
+
+def calibration(states, cost_per_image: float, attacked: list):
+    """A stand-in for the report on k images: batches of 8 kept in `states`, each taking cost x 8 seconds unless
+    taken from saved progress (a resumed batch costs nothing)."""
+    import time
+
+    def calibrate(k):
+        kept = states.open({"images": k})
+        for s in range(0, k, 8):
+            if kept.piece(f"batch {s}") is None:
+                attacked.append(s)
+                time.sleep(cost_per_image * 8)
+                kept.keep(f"batch {s}", {"seconds": cost_per_image * 8}, f"images {s}")
+    return calibrate
+
+
+def test_a_time_budget_resumed_takes_the_plan_it_was_stopped_with(tmp_path, monkeypatch):
+    """--time-budget --resume: a calibration from saved progress is nearly free, so timing it again would plan far
+    more images than the interrupted run chose (other images: none of its saved verdicts would be taken). The plan is
+    kept in the first calibration's progress and taken again; stopped inside the calibration, the saved batches count
+    the seconds they took."""
+    import time
+
+    from harden.report.budget import keep_plan, plan
+    from harden.resume import ReportStates
+    attacked = []
+
+    def planned(folder, resume, keep=True):
+        monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / folder))
+        states = ReportStates(resume=resume, every_minutes=1e-9)  # every batch saved: a run stopped late
+        memory = states.memory()
+        p = plan(2.0, 10_000, calibration(states, 0.02, attacked), time.perf_counter(), memory)
+        if keep:
+            keep_plan(memory, p)
+        return p, states
+    first, _ = planned("a", False)
+    assert 20 <= first.n <= 90 and not first.resumed  # (2 s - 0.48 s) x 0.9 / 0.02 s = 68 on an idle machine
+    attacked.clear()
+    resumed, _ = planned("a", True)
+    assert resumed.resumed and resumed.n == first.n and not attacked
+    # stopped before the plan was kept: the calibration is resumed, timed with the seconds its batches took
+    unsaved, _ = planned("b", False, keep=False)
+    attacked.clear()
+    replanned, states = planned("b", True)
+    assert not replanned.resumed and states.taken_seconds >= 0.4 and not attacked  # the same calibration, resumed
+    assert replanned.seconds_per_image == pytest.approx(unsaved.seconds_per_image, rel=0.3)
+
+
+def test_eval_time_budget_resume_from_the_command_line(digits_ckpt, tmp_path, cli, monkeypatch):
+    import json
+
+    from harden.report import release
+    from harden.resume import ReportStates
+    monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
+    args = ["eval", digits_ckpt, "--attack", "fgsm", "--attack", "pgd:steps=10", "--eps", "0.1", "--batch-size", 16,
+            "--no-metrics", "--no-masking-checks", "--time-budget", "8s", "--json", tmp_path / "r.json"]
+    plans, keep_plan, due = [], release.keep_plan, ReportStates.due
+    stop = signal_at(2, signal.SIGINT, real=due)
+    with monkeypatch.context() as m:  # SIGINT at the second chance to save after the plan is kept
+        m.setattr(release, "keep_plan", lambda memory, p: (plans.append(p.n), keep_plan(memory, p)))
+        m.setattr(ReportStates, "due", lambda self: stop(self) if plans else due(self))
+        code, _, err = cli(*args)
+    assert code == 130 and len(plans) == 1, err
+    code, _, err = cli(*args, "--resume")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["n"] == plans[0] and any("the interrupted run's plan" in note for note in rep["notes"])

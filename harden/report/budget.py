@@ -48,6 +48,8 @@ class Plan:
     calibration_s: float
     started: float
     fixed_s: float = 0.0
+    available: int = 0  # the most images it could have chosen
+    resumed: bool = False  # taken from the saved progress of an interrupted run
 
     def summary(self) -> dict:
         return {"budget_s": round(self.budget_s, 1), "images": self.n, "estimate_s": round(self.estimate_s, 1),
@@ -56,16 +58,26 @@ class Plan:
                 "interval_half_width_at_50pct": round(half_width(self.n), 4)}
 
 
-def plan(budget_s: float, available: int, calibrate, started: float) -> Plan:
-    """calibrate(k) runs the report on k images and returns; the plan fits the rest of the budget."""
+def plan(budget_s: float, available: int, calibrate, started: float, memory=None) -> Plan:
+    """calibrate(k) runs the report on k images and returns; the plan fits the rest of the budget. `memory`
+    (ReportStates.memory(), with --resume) keeps the plan in the first calibration's saved progress: a resumed run
+    takes the interrupted run's plan, so it evaluates the same images, and a calibration resumed part-way is timed
+    with the seconds its saved batches took (a resumed batch costs nothing, which would plan too many images)."""
+    credited = memory.credited if memory is not None else (lambda: 0.0)
+
+    def clock() -> float:  # the time an uninterrupted run would have spent
+        return time.perf_counter() + credited()
+    key = f"time budget plan|{budget_s!r}|{available}"
     times, sizes = [], []
     k = min(CALIBRATION_START, available)
     while True:
-        t0 = time.perf_counter()
+        t0 = clock()
         calibrate(k)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
         sizes.append(k)
-        spent = time.perf_counter() - started
+        if len(sizes) == 1 and memory is not None and (saved := memory.recall(key)) is not None:
+            return Plan(**{**saved, "started": started, "resumed": True})
+        spent = clock() - started
         if len(sizes) >= 2 and (times[-1] >= CALIBRATION_SHARE * budget_s or spent + 2 * times[-1] > 0.3 * budget_s):
             break
         if k >= available:
@@ -79,13 +91,21 @@ def plan(budget_s: float, available: int, calibrate, started: float) -> Plan:
     else:
         per_image, fixed = times[-1] / max(sizes[-1], 1), 0.0
     k = sizes[-1]
-    left = budget_s - (time.perf_counter() - started) - fixed
+    left = budget_s - (clock() - started) - fixed
     n = min(available, int(math.floor(SAFETY * left / per_image))) if per_image > 0 else available
     if n < min(MIN_USEFUL_IMAGES, available):
-        need = (time.perf_counter() - started) + fixed + MIN_USEFUL_IMAGES * per_image / SAFETY
+        need = (clock() - started) + fixed + MIN_USEFUL_IMAGES * per_image / SAFETY
         raise HardenError(f"--time-budget {budget_s:.0f}s fits {max(n, 0)} images at the measured {per_image:.2f} s per "
                           f"image (calibrated on {k}), fewer than the {MIN_USEFUL_IMAGES} a useful report needs (its 95% "
                           f"interval would be wider than {200 * half_width(max(n, 1)):.0f} points). About "
                           f"{math.ceil(need)} s would fit {MIN_USEFUL_IMAGES} images; give a larger budget or fewer "
                           "attacks. Nothing was written.")
-    return Plan(budget_s, n, (time.perf_counter() - started) + fixed + n * per_image, per_image, calib, started, fixed)
+    return Plan(budget_s, n, (clock() - started) + fixed + n * per_image, per_image, calib, started, fixed, available)
+
+
+def keep_plan(memory, p: Plan) -> None:
+    """Saves the plan every rank follows (rank 0's) where a resumed run of this report finds it."""
+    if memory is not None:
+        from dataclasses import asdict
+        memory.remember(f"time budget plan|{p.budget_s!r}|{p.available}", {k: v for k, v in asdict(p).items()
+                                                                            if k not in ("started", "resumed")})

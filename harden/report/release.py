@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 from ..errors import HardenError
 from .budget import parse_duration
+from .budget import keep_plan
 from .budget import plan as plan_images
 from .compare import baseline_report, compare
 from .gate import apply_gate
@@ -19,10 +20,11 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
                    time_budget: str | None = None, started: float | None = None,
                    baseline: str | Path | None = None, baseline_doc: dict | None = None,
                    allow_mismatch: bool = False, confidence: float = 0.95,
-                   requirements: Sequence = ()) -> Report:
+                   requirements: Sequence = (), memory=None) -> Report:
     """`run(k)` evaluates k test images. With `time_budget` the attacks are timed on calibration samples first
     and k is chosen to fit (at most n); else k = n (500 when None). With a baseline (a report JSON read by
-    compare.read_report) the report holds the paired comparison; the gate's results are in `report.gate`."""
+    compare.read_report) the report holds the paired comparison; the gate's results are in `report.gate`. `memory`
+    (ReportStates.memory(), with --resume): the plan an interrupted run chose is taken again (budget.plan)."""
     from .. import distributed
     from ..runtime import info
     started = time.perf_counter() if started is None else started
@@ -30,13 +32,16 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
     if time_budget is not None:
         budget_s = parse_duration(time_budget)
         try:  # every rank calibrates (the attacks are sharded); rank 0's plan, or its refusal, holds for all
-            local, refusal = plan_images(budget_s, min(n, available) if n else available, run, started), None
+            local, refusal = plan_images(budget_s, min(n, available) if n else available, run, started, memory), None
         except HardenError as e:
             local, refusal = None, str(e)
         plan, refusal = distributed.from_main(lambda: (local, refusal))
         if refusal:
             raise HardenError(refusal)
-        info(f"time budget {budget_s:.0f} s: {plan.seconds_per_image:.3f} s per image and {plan.fixed_s:.1f} s fixed "
+        if not plan.resumed:
+            keep_plan(memory, plan)
+        taken = " (the interrupted run's plan)" if plan.resumed else ""
+        info(f"time budget {budget_s:.0f} s{taken}: {plan.seconds_per_image:.3f} s per image and {plan.fixed_s:.1f} s fixed "
              f"(calibrated in {plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in all; a "
              f"95% interval of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
     report = run(plan.n if plan else (500 if n is None else n))
@@ -44,7 +49,9 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
         report.time_budget = {**plan.summary(), "used_s": round(time.perf_counter() - started, 1)}
         report.notes.append(f"time budget {plan.budget_s:.0f} s: {plan.n} images planned at "
                             f"{plan.seconds_per_image:.2f} s each, estimate {plan.estimate_s:.0f} s, used "
-                            f"{report.time_budget['used_s']:.0f} s")
+                            f"{report.time_budget['used_s']:.0f} s"
+                            + (" (resumed: the interrupted run's plan; the time before the resume not counted)"
+                               if plan.resumed else ""))
     report.confidence = confidence
     base_values = None
     if baseline_doc is not None:
