@@ -105,6 +105,7 @@ def teardown(clean: bool = True) -> None:
                 dist.barrier()
         except RuntimeError:  # a peer already gone or not answering (gloo/nccl errors are RuntimeErrors)
             pass
+    _host_group.clear()
     dist.destroy_process_group()
 
 
@@ -158,12 +159,22 @@ def all_ok(ok: bool = True) -> bool:
     return bool(flag.item())
 
 
+_host_group: list = []  # a gloo group beside NCCL, for host values (made on first use, by every rank at once)
+
+
 def all_max(values: list[int]) -> list[int]:
-    """Element-wise maximum over the ranks of a few small integers (host values; unchanged in one process)."""
+    """Element-wise maximum over the ranks of a few small host integers (unchanged in one process). Called once a
+    training step, so under NCCL it goes through a gloo group on the host: an NCCL all-reduce read back would wait
+    for the step's kernels to finish, and the card would idle while the next step is launched."""
     if not active():
         return list(values)
-    t = torch.tensor(values, dtype=torch.int64, device=_comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    group = None
+    if dist.get_backend() != "gloo":
+        if not _host_group:
+            _host_group.append(dist.new_group(backend="gloo"))
+        group = _host_group[0]
+    t = torch.tensor(values, dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     return t.tolist()
 
 

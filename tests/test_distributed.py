@@ -65,8 +65,13 @@ WORKER = textwrap.dedent("""
     model = harden.load(sys.argv[1])
     rep = harden.evaluate(model, harden.load_data("digits"), attacks=["fgsm", "pgd"], n=150, seed=3, metrics=False,
                           batch_size=32, masking_checks=False)
+    # the per-step agreement of training's saves; under NCCL it takes a gloo group of its own on the host
+    agreed = [distributed.all_max([distributed.rank(), 7 - distributed.rank()])]
+    from unittest import mock
+    with mock.patch.object(distributed.dist, "get_backend", return_value="nccl"):
+        agreed.append(distributed.all_max([distributed.rank(), 7 - distributed.rank()]))
     if distributed.is_main():
-        torch.save({"robust": rep.robust_images, "report": rep.to_dict()}, sys.argv[2])
+        torch.save({"robust": rep.robust_images, "report": rep.to_dict(), "agreed": agreed}, sys.argv[2])
 """)
 
 
@@ -85,6 +90,7 @@ def test_sharded_eval_gives_one_process_per_image_results(digits_ckpt, digits, t
     assert 0 < float(ref.robust_images["pgd"].float().mean()) < 1  # not a trivially all-equal case
     assert got["report"]["processes"] == 2
     same_report(got["report"], ref.to_dict())
+    assert got["agreed"] == [[1, 7], [1, 7]]
 
 
 def test_torchrun_eval_as_written_matches_one_process(digits_ckpt, tmp_path, cli, one_thread):
