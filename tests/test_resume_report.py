@@ -41,6 +41,36 @@ def test_a_report_resumed_equals_an_uninterrupted_one(base, digits, tmp_path, mo
     assert without_timings(resumed) == without_timings(whole)
 
 
+def test_a_report_stopped_in_its_checks_resumes_there(base, digits, tmp_path, monkeypatch):
+    """Stopped in the masking checks: the report's attacks, seed 004's metrics and the check attacks that ran are
+    taken from the saved progress; only the rest of the checks attack again."""
+    from harden.report import checks, runner
+    from harden.resume import ReportStates
+    monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
+    kw = dict(n=48, batch_size=16, device="cpu", attacks=["fgsm", "pgd"], masking_n=16, metrics=True)
+    ran = []
+    build = checks.build_attack
+
+    def counted(spec):
+        atk = build(spec)
+        real = atk.run
+        atk.run = lambda *a, **k: (ran.append(atk.name), real(*a, **k))[1]
+        return atk
+    monkeypatch.setattr(checks, "build_attack", counted)
+    whole = harden.evaluate(base, digits, **kw)
+    assert ran == ["pgd", "pgd", "square"]  # the large budget, the stronger PGD, Square: one batch each
+    with monkeypatch.context() as m:  # the eighth chance to save: in the stronger PGD (the second check)
+        m.setattr(ReportStates, "due", signal_at(8, real=ReportStates.due))
+        with pytest.raises(Interrupted) as stop:
+            harden.evaluate(base, digits, state=ReportStates(), **kw)
+    assert "the masking check pgd at images" in str(stop.value)
+    ran.clear()
+    monkeypatch.setattr(runner, "seed004_metrics", lambda *a: pytest.fail("the metrics were computed again"))
+    resumed = harden.evaluate(base, digits, state=ReportStates(resume=True), **kw)
+    assert ran == ["square"]
+    assert without_timings(resumed) == without_timings(whole)
+
+
 def test_eval_resume_from_the_command_line(digits_ckpt, tmp_path, cli, monkeypatch):
     from harden.resume import ReportStates, reports_folder
     monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))

@@ -97,7 +97,8 @@ def run_white_box_checks(model, x: torch.Tensor, y: torch.Tensor, correct: torch
                          pgd_robust: torch.Tensor | None, attack_fn: Callable[..., torch.Tensor],
                          pgd_spec: dict[str, Any] | None = None,
                          pgd_end: torch.Tensor | None = None) -> list[dict[str, Any]]:
-    """The checks that need extra attack runs, on the images given: a large budget must reach ~0, and PGD with
+    """The checks that need extra attack runs, on the images given (`attack_fn(spec, xs, ys, start, ids)`: the
+    predictions on the adversarial inputs of xs, the images `ids`): a large budget must reach ~0, and PGD with
     twice the steps must not change the default PGD's result. With `pgd_end` (where the report's PGD left each image)
     and `pgd_spec` (its settings) the second is the report's PGD continued for as many steps again from there (the
     same trajectory as one run of twice the steps, for half the passes); without, a fresh run of 100 steps from a
@@ -197,8 +198,8 @@ def _still_correct(model, attack_fn, spec: str, x: torch.Tensor, y: torch.Tensor
     idx = among.nonzero().squeeze(1)
     if idx.numel() == 0:
         return 0.0
-    xa = attack_fn(spec, x[idx], y[idx], None if start is None else start[idx])
-    return float((_pred(model, xa) == y[idx]).sum()) / len(x)
+    pred = attack_fn(spec, x[idx], y[idx], None if start is None else start[idx], ids=idx)
+    return float((pred == y[idx]).sum()) / len(x)
 
 
 def _pred(model, x: torch.Tensor) -> torch.Tensor:
@@ -209,8 +210,10 @@ def _pred(model, x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- run by the report
 
 def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size, device, seed,
-             output_kind, pgd_end: torch.Tensor | None = None):
-    """The report's white-box gradient-masking signals and AutoAttack's checks on the first masking_n images."""
+             output_kind, pgd_end: torch.Tensor | None = None, state=None):
+    """The report's white-box gradient-masking signals and AutoAttack's checks on the first masking_n images. `state`
+    (the report's ReportState): each check attack's verdicts are kept batch by batch, as the report's own attacks'
+    are, so a resumed report takes them."""
     m = min(len(x), masking_n)
     robust = {r.name: r.robust_accuracy for r in results}
     flags = [f for f in [iterative_vs_single_step(robust, len(x))] if f is not None]
@@ -219,14 +222,31 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
     check_eps = pgd.params["eps"] if pgd is not None else (
         linf[0].params["eps"] if linf else (eps if eps is not None else 8 / 255))
 
-    def attack_fn(spec: str, xs: torch.Tensor, ys: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+    def attack_fn(spec: str, xs: torch.Tensor, ys: torch.Tensor, start: torch.Tensor | None = None, *,
+                  ids: torch.Tensor) -> torch.Tensor:
+        """The predictions on `spec`'s adversarial inputs of xs (the report's images `ids`)."""
+        import hashlib
+        import time
+
         from .. import distributed as dd
         atk = build_attack(spec)
         more = (lambda s, e: {}) if start is None else (lambda s, e: {"start": start[s:e]})  # pgd continued
+        which = hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()[:16]
+
+        def batch(s: int, e: int) -> tuple[int, torch.Tensor]:
+            where = f"check|{spec}|{which}|{seed}|{s}:{e}"
+            kept = state.piece(where) if state is not None else None
+            if kept is not None:
+                return s, kept["pred"]
+            t = time.perf_counter()
+            xa = atk.run(model, xs[s:e], ys[s:e], generator=torch.Generator().manual_seed(seed + s), **more(s, e)).x_adv
+            pred = _pred(model, xa.detach().clamp(0, 1)).cpu()
+            if state is not None:
+                state.keep(where, {"pred": pred, "seconds": time.perf_counter() - t},
+                           f"the masking check {atk.name} at images {s}-{e} of {len(xs)}")
+            return s, pred
         with frozen(model):  # sharded under torchrun, as the report's attacks
-            mine = dd.run_my_batches(lambda s, e: (s, atk.run(
-                model, xs[s:e], ys[s:e], generator=torch.Generator().manual_seed(seed + s), **more(s, e)
-            ).x_adv.detach().cpu()), len(xs), batch_size, device)
+            mine = dd.run_my_batches(batch, len(xs), batch_size, device)
         parts = sorted((p for r in dd.gather(mine) for p in r), key=lambda p: p[0])
         return torch.cat([p[1] for p in parts]).to(device)
 
@@ -267,8 +287,8 @@ def black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn, 
     def fooled(ids: torch.Tensor) -> int:
         if ids.numel() == 0:
             return 0
-        xa = attack_fn(f"square:eps={eps},queries={BLACK_BOX_QUERIES}", x[ids], y[ids])
-        return int((predict_labels(model, xa.clamp(0, 1), len(xa), x.device) != y[ids]).sum())
+        pred = attack_fn(f"square:eps={eps},queries={BLACK_BOX_QUERIES}", x[ids], y[ids], ids=ids)
+        return int((pred != y[ids]).sum())
 
     first, rest = idx[:BLACK_BOX_FIRST], idx[BLACK_BOX_FIRST:]
     n_fooled = fooled(first)

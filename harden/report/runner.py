@@ -202,13 +202,13 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         metrics = False
         notes.append(f"seed 004 metrics left out: they attack {model_name} white-box, and its scores give no "
                      "gradient with respect to its input")
-    extra_metrics = distributed.from_main(lambda: seed004_metrics(model, x, y, batch_size, device)) if metrics else {}
+    extra_metrics = _metrics_once(model, x, y, batch_size, device, progress_kept) if metrics else {}
     num_classes = spec.num_classes if spec is not None else data.num_classes
     flags = [f for f in [mk.above_chance(clean_pred, y, num_classes, sources), *preprocessing_flags]
              if f is not None]
     if masking_checks and craft_on is None:
         flags += mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
-                              device, seed, output_kind, pgd_end)
+                              device, seed, output_kind, pgd_end, state=progress_kept)
         if curves:
             flags.append(monotonic_flag(curves, len(x)))
     return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
@@ -221,6 +221,20 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)
+
+
+def _metrics_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device,
+                  state: "ReportState | None") -> dict[str, float]:
+    """Seed 004's metrics (computed on rank 0), kept in the report's progress: a resumed report takes them."""
+    from .. import distributed
+    kept = state.piece("seed 004 metrics") if state is not None else None
+    if kept is not None:
+        return dict(kept["values"])
+    t = time.perf_counter()
+    values = distributed.from_main(lambda: seed004_metrics(model, x, y, batch_size, device))
+    if state is not None:
+        state.keep("seed 004 metrics", {"values": values, "seconds": time.perf_counter() - t}, "seed 004's metrics")
+    return values
 
 
 def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, budget: float, x: torch.Tensor,
