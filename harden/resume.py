@@ -202,6 +202,10 @@ class RunState(_StateFile):
             return super().due()
         clock = self.every_s > 0 and time.monotonic() - self._last >= self.every_s
         clock, self._agreed_signal = distributed.all_max([int(clock), self.signal or 0])
+        if clock not in (0, 1) or not 0 <= self._agreed_signal < signal.NSIG:
+            raise HardenError("the processes of this torchrun run fell out of step (one of them made a collective "
+                              "operation the others did not); nothing was written. Run it again with --debug and "
+                              "report it, with the command.")
         return bool(clock or self._agreed_signal)
 
     def stopping(self, agree: bool = False) -> bool:

@@ -126,6 +126,15 @@ def default_step(cfg: TrainConfig) -> StepFn:
 
 
 @flushing_denormals
+def zero_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Zero gradients where the last step left gradients (the parameters every process's step reaches), else on every
+    trainable parameter: what a process whose share of a batch was all unreadable adds to the step's gradient. (With
+    --sync-bn the other processes' forward waits for this one's: such a step is not covered.)"""
+    with_grad = [p for p in params if p.grad is not None] or [p for p in params if p.requires_grad]
+    for p in with_grad:
+        p.grad = torch.zeros_like(p)
+
+
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         step: StepFn | None = None, params: Iterable[torch.nn.Parameter] | None = None,
         train_mode: Callable[[nn.Module], None] | None = None, desc: str = "train",
@@ -231,23 +240,27 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
             sums = at["sums"].to(device) if at["sums"] is not None else None
         for step_no, ((global_bi, bi), batch) in enumerate(
                 zip(plan[done:], feeder.epoch([b for _, b in plan[done:]], epoch + 1), strict=True), start=done + 1):
-            if batch is None:  # only unreadable files, skipped (--skip-unreadable)
+            show = False
+            if batch is not None:
+                x, y = fit_size(batch[0], size), batch[1]
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    loss, logits, extra = step(model, x, y)
+                b = len(y)
+                row = torch.stack([loss.detach().float() * b, (logits.detach().argmax(1) == y).float().sum(),
+                                   *(torch.as_tensor(v, dtype=torch.float32, device=loss.device).detach() * b
+                                     for v in extra.values())])
+                extra_keys = list(extra)
+                sums = row if sums is None else sums + row
+                seen += b
+                show = due(step_no, device)
+                if show:
+                    tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, step_no)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+            elif not dd.active():  # only unreadable files, skipped (--skip-unreadable)
                 continue
-            x, y = fit_size(batch[0], size), batch[1]
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss, logits, extra = step(model, x, y)
-            b = len(y)
-            row = torch.stack([loss.detach().float() * b, (logits.detach().argmax(1) == y).float().sum(),
-                               *(torch.as_tensor(v, dtype=torch.float32, device=loss.device).detach() * b
-                                 for v in extra.values())])
-            extra_keys = list(extra)
-            sums = row if sums is None else sums + row
-            seen += b
-            show = due(step_no, device)
-            if show:
-                tot_loss, tot_acc, extras = read_sums(sums, extra_keys, seen, epoch, step_no)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            else:  # under torchrun this process still takes its part in the step's collectives, adding nothing
+                zero_gradients(params)
             dd.average_gradients(params, len(bi) / len(global_bi))
             scaler.unscale_(opt)
             if cfg.grad_clip > 0:

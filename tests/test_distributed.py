@@ -276,3 +276,26 @@ def test_sync_bn_round_trip_restores_each_batchnorm_kind(monkeypatch):
     with pytest.raises(HardenError, match="--sync-bn needs CUDA"):
         distributed.sync_batchnorm(net, torch.device("cpu"), on=True)
 
+
+
+def test_a_process_whose_share_is_unreadable_still_takes_its_part(tmp_path, cli):
+    """--skip-unreadable under torchrun: where one process's share of a batch is only unreadable files, it still
+    makes the step's collectives (a zero gradient, the agreement on saves). Skipping the step put the processes a
+    collective apart: rank 1 read the gradient's all-reduce as the agreement and failed (with this seed, shares of
+    2 images, half the files unreadable: empty shares at 3 steps of each epoch, on both ranks)."""
+    import numpy as np
+
+    from test_files import make_tree
+    make_tree(tmp_path / "data", ["a", "b"], 12, sizes=(20, 40))
+    train = sorted(p for p in (tmp_path / "data" / "train").rglob("*") if p.is_file())
+    for p in np.random.default_rng(1).permutation(train)[: len(train) // 2]:
+        p.write_bytes(b"not an image")
+    code, _, err = cli("train", "--data", tmp_path / "data", "--arch", "cnn-small", "--epochs", 1, "--skip-unreadable",
+                       "-o", tmp_path / "base.safetensors", "-q")
+    assert code == 0, err
+    r = torchrun(["--nproc-per-node", "2", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "-m", "harden", "fix",
+                  "base.safetensors", "--data", "data", "--skip-unreadable", "--data-frac", 1, "--set", "val_frac=0",
+                  "--epochs", 2, "--batch-size", 4, "--set", "eps=0.03", "--num-images", 8, "--attack", "fgsm",
+                  "--no-metrics", "--no-masking-checks", "-o", "two.safetensors"], tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "two.safetensors").is_file()
