@@ -85,6 +85,10 @@ def train(
     focal_gamma: float = typer.Option(0.0, "--focal-gamma", help="Focal loss gamma (seed 000 trains with focal "
                                       "loss; 0 = cross-entropy)."),
     data_frac: float = typer.Option(1.0, "--data-frac", help="Stratified fraction of the training split, (0, 1]."),
+    input_size: Optional[str] = typer.Option(None, "--input-size", help="HxW (or one side) that image files are read "
+                                             "at (default: their size where most share one, else a square of their "
+                                             "median shorter side; a shorter side of 224 at most). Arrays train at "
+                                             "their own size."),
     amp: str = AmpOpt, resume: bool = ResumeOpt, state_every: float = StateEveryOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
     debug: bool = DebugOpt, data_flags: DataFlags = None,
@@ -101,7 +105,14 @@ def train(
     state = RunState.for_output(output, resume, force, state_every)
     if data_flags.test_size:
         raise HardenError("--test-size chooses a model's evaluation size; train has no model yet.")
-    ds = load_data(data, DataTarget(**{k: v for k, v in data_flags.target_kwargs().items() if k != "test_size"}))
+    from .model_flags import parse_size
+    size = parse_size(input_size)
+    ds = load_data(data, DataTarget(**{k: v for k, v in data_flags.target_kwargs().items() if k != "test_size"},
+                                    train_size=size))
+    if size is not None and tuple(ds.input_size) != size:
+        raise HardenError(f"--input-size {input_size}: {ds.source} holds arrays of {ds.input_size[0]}x"
+                          f"{ds.input_size[1]} images, which train at their own size (--input-size reads image "
+                          "files at a size).")
     ds = subsample(ds, data_frac, seed) if data_frac != 1.0 else ds
     if augment == "auto":
         augment = "crop" if ds.kind == "mnist-like" else "seed000"

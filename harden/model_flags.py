@@ -113,9 +113,11 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         return None
     try:
         parts = [int(v) for v in text.lower().replace(",", "x").split("x")]
+        if len(parts) > 2 or min(parts) < 1:
+            raise ValueError
         return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
     except (ValueError, IndexError):
-        raise HardenError(f"--input-size takes HxW (e.g. 32x32), got {text!r}.") from None
+        raise HardenError(f"--input-size takes HxW in pixels (e.g. 32x32, or 32 for a square), got {text!r}.") from None
 
 
 _DATA_OPTIONS = {

@@ -708,6 +708,29 @@ def test_train_on_a_folder_and_fix_on_a_list_without_split_column(tmp_path, cli)
     assert harden.load(tmp_path / "fixed.safetensors").spec.extra["subset"]["n"] == 12  # half of the other 26
 
 
+def test_train_reads_photographs_of_every_size_at_a_sane_size(tmp_path, cli):
+    """With no model yet, image files are read at their own size where most share one, else at a square of the
+    median shorter side (the most common of 32 sizes that all differ was any one of them); a camera's size is
+    scaled to a shorter side of 224; --input-size chooses; arrays keep their size."""
+    from harden.data import GUESSED_SIDE_MAX
+    from harden.model_flags import parse_size
+    make_tree(tmp_path / "mixed", ["a", "b"], 6, splits=("",), sizes=(30, 90))
+    sides = sorted(min(Image.open(f).size) for f in (tmp_path / "mixed").rglob("*.*"))
+    h, w = load_data(str(tmp_path / "mixed")).preprocess.input_size
+    assert h == w and sides[len(sides) // 2 - 1] <= h <= sides[len(sides) // 2]
+    for c in ("a", "b"):  # one size, a camera's, for all
+        (tmp_path / "camera" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (1200, 900), (40 * i, 90, 200)).save(tmp_path / "camera" / c / f"{i}.jpg")
+    assert load_data(str(tmp_path / "camera")).preprocess.input_size == (GUESSED_SIDE_MAX, 299)  # 900x1200, aspect
+    assert load_data(str(tmp_path / "camera"), DataTarget(train_size=(48, 64))).preprocess.input_size == (48, 64)
+    code, _, err = cli("train", "--data", "digits", "--input-size", 16, "-o", tmp_path / "d.safetensors")
+    assert code == 2 and "own size" in err
+    for bad in ("0", "3x4x5", "-2x4", "x"):
+        with pytest.raises(HardenError, match="HxW in pixels"):
+            parse_size(bad)
+
+
 def test_one_folder_of_shards_named_by_split_is_split_by_name(tmp_path):
     """timm's WebDataset sets on the Hugging Face hub keep every shard in one folder, the split in the name
     (imagenet1k-train-0000.tar, imagenet1k-validation-00.tar): evaluation reads only the validation shards."""

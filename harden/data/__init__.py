@@ -43,6 +43,7 @@ class DataTarget:
     workers: int | None = None
     skip_unreadable: bool = False
     size_note: str = ""  # which of the model's sizes the transform uses (train or timm's test size)
+    train_size: tuple[int, int] | None = None  # no model yet (harden train --input-size): image files at this size
 
     @classmethod
     def for_model(cls, model, test_size: bool = False, **kw) -> "DataTarget":
@@ -154,7 +155,7 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
                     workers=default_workers() if target.workers is None else target.workers,
                     skip_unreadable=target.skip_unreadable)
     if target.preprocess is None:  # no model yet (harden train): the images' own size and colour
-        data.preprocess = _guess_preprocess(data)
+        data.preprocess = _guess_preprocess(data, target.train_size)
     return data
 
 
@@ -171,9 +172,16 @@ def _refuse_unlabelled(lst: Listing, source: str) -> None:
                       "labels go to --unlabeled.")
 
 
-def _guess_preprocess(data: FileData, sample: int = 32) -> Preprocess:
-    """The most common size and colour of a seeded sample of the training (else only) split."""
+GUESSED_SIDE_MAX = 224  # a size guessed from photographs trains at ImageNet's size at most, not at a camera's
+
+
+def _guess_preprocess(data: FileData, size: tuple[int, int] | None = None, sample: int = 32) -> Preprocess:
+    """The colour of a seeded sample of the training (else only) split, and `size`, else the sample's size: the most
+    common one where it is at least half the sample (a dataset of one size), else a square of the median shorter
+    side (photographs of every size); its shorter side at most GUESSED_SIDE_MAX, the aspect kept."""
     from PIL import Image
+
+    from ..runtime import info
     split = "train" if data.has_split("train") else "test"
     lst = data.listing(split)
     idx = stratified_sample(lst.labels, min(sample, len(lst)), 0)
@@ -187,7 +195,25 @@ def _guess_preprocess(data: FileData, sample: int = 32) -> Preprocess:
             continue
     if not sizes:
         raise HardenError(f"None of {len(idx)} sampled images of {data.source} could be read.")
-    return Preprocess(1 if grey == sum(sizes.values()) else 3, sizes.most_common(1)[0][0])
+    chans = 1 if grey == sum(sizes.values()) else 3
+    if size is not None:
+        return Preprocess(chans, size)
+    read = sum(sizes.values())
+    common, count = sizes.most_common(1)[0]
+    if 2 * count >= read:
+        h, w = common
+        how = f"the size of {count} of {read} sampled images"
+    else:
+        sides = sorted(min(hw) for hw, k in sizes.items() for _ in range(k))
+        h = w = sides[len(sides) // 2]
+        how = f"{read} sampled images of {len(sizes)} sizes: a square of their median shorter side"
+    if min(h, w) > GUESSED_SIDE_MAX:
+        scale = GUESSED_SIDE_MAX / min(h, w)
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+        how += f", scaled to a shorter side of {GUESSED_SIDE_MAX}"
+    if (h, w) != common:
+        info(f"images read at {h}x{w} ({how}; train --input-size chooses another)")
+    return Preprocess(chans, (h, w))
 
 
 def is_on_disk(data: Data) -> bool:
