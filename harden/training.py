@@ -125,7 +125,6 @@ def default_step(cfg: TrainConfig) -> StepFn:
     return step
 
 
-@flushing_denormals
 def zero_gradients(params: list[torch.nn.Parameter]) -> None:
     """Zero gradients where the last step left gradients (the parameters every process's step reaches), else on every
     trainable parameter: what a process whose share of a batch was all unreadable adds to the step's gradient. (With
@@ -135,6 +134,7 @@ def zero_gradients(params: list[torch.nn.Parameter]) -> None:
         p.grad = torch.zeros_like(p)
 
 
+@flushing_denormals
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         step: StepFn | None = None, params: Iterable[torch.nn.Parameter] | None = None,
         train_mode: Callable[[nn.Module], None] | None = None, desc: str = "train",
