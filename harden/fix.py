@@ -184,8 +184,10 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         model.spec.extra["kind_defaults"] = kind_defaults
     train_cfg = dict(config["train"])
     auto_epochs = "auto" in str(train_cfg.get("epochs"))
+    auto_batch = "auto" in str(train_cfg.get("batch_size"))
     train_cfg["batch_size"] = resolve_auto("batch_size", train_cfg["batch_size"],
                                            lambda: rcp.auto_batch_size(train_ds.n_train))
+    train_cfg["batch_size"] = whole_program_chunks(model, train_cfg["batch_size"], auto_batch)
     train_cfg["epochs"] = resolve_auto("epochs", train_cfg["epochs"], lambda: rcp.auto_epochs(data_frac))
     if pseudo is not None:
         if auto_epochs:
@@ -250,6 +252,29 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if not isinstance(base, Classifier) and _fingerprint(Path(base)) != untouched:
         raise RuntimeError(f"internal error: the input checkpoint {base} changed during fix")
     return out
+
+
+def whole_program_chunks(model: torch.nn.Module, batch_size: int, auto: bool) -> int:
+    """A torch.export program of a fixed batch runs each call in chunks of that batch, the last padded with copies of
+    one image, which BatchNorm's batch statistics in training then count: an automatic training batch is rounded up
+    to whole chunks on every process; a batch given that is not gets a warning."""
+    from . import distributed
+    from .export import exported_program_batch
+    from .runtime import info, warn
+    chunk = exported_program_batch(model) or 0
+    unit = chunk * distributed.world()
+    if chunk <= 1 or batch_size % unit == 0:
+        return batch_size
+    whole = -(-batch_size // unit) * unit
+    if auto:
+        info(f"training batch {whole} (not {batch_size}): whole chunks of the program's fixed batch of {chunk}"
+             + (f" on each of {distributed.world()} processes" if distributed.world() > 1 else ""))
+        return whole
+    warn(f"training batch {batch_size} is not a whole number of the program's fixed batch of {chunk}"
+         + (f" on each of {distributed.world()} processes" if distributed.world() > 1 else "")
+         + f": each step's last chunk is padded with copies of one image, which BatchNorm's batch statistics count; "
+         f"--batch-size {whole} avoids it")
+    return batch_size
 
 
 def epochs_with_pool(epochs: int, n_labelled: int, n_pool: int, batch_size: int, ratio: float,

@@ -377,3 +377,19 @@ def test_unreadable_archives_get_one_paragraph_errors(published, tmp_path, cli):
     truncated.write_bytes(path.read_bytes()[:4000])
     code, out, err = cli("eval", truncated, "--data", "digits")
     assert code == 2 and "Traceback" not in err and "truncated.pt2" in err
+
+
+def test_a_fixed_batch_program_trains_on_whole_chunks(published, digits, tmp_path):
+    """A program of a fixed batch of 12 runs a training batch of 32 as chunks of 12, 12 and 8 padded with 4 copies of
+    one image, which BatchNorm's batch statistics count: the automatic batch becomes 36; a batch given is kept, with
+    a warning that names the whole one."""
+    from harden.runtime import console
+    net, _, _, _ = published
+    program = harden.load(save_program(net, tmp_path / "twelve.pt2", batch=12))
+    kw = dict(data_frac=0.05, epochs=1, report=False, device="cpu")
+    auto = harden.fix(program, digits, **kw)
+    assert auto.model.spec.extra["recipe_train"]["batch_size"] == 36
+    with console.capture() as said:
+        given = harden.fix(program, digits, batch_size=32, **kw)
+    assert given.model.spec.extra["recipe_train"]["batch_size"] == 32
+    assert "--batch-size 36 avoids it" in " ".join(said.get().split())

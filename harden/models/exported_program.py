@@ -430,7 +430,7 @@ def read_exported_program(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     if batch:
         from ..runtime import warn
         norms = (f"; in training (fix) its BatchNorm takes the statistics of each chunk of {batch}, not of the "
-                 "batch" if net.running_statistics() else "")
+                 "batch (fix's automatic batch is a whole number of chunks)" if net.running_statistics() else "")
         warn(f"{where} is exported for a fixed batch of {batch}: harden runs it on chunks of {batch} images (the "
              f"last padded), slower than one call{norms}; re-export with a dynamic batch, torch.export.export(model, "
              "(x,), dynamic_shapes={'x': {0: torch.export.Dim('batch')}}).")
