@@ -358,3 +358,27 @@ def test_an_assumed_input_size_that_a_common_one_beats_is_named(tmp_path, digits
     model.config_sources["input_size"] = "default"
     flag = next(f for f in harden.evaluate(model, arrays, **kw).masking if f["check"] == "input size assumed")
     assert flag["tripped"] and "--input-size 64x64" in flag["detail"], flag
+
+
+def test_the_input_size_check_tries_the_files_own_size(tmp_path, digits_model):
+    """Crops of 48x96 (pedestrians, licence plates) are trained at 48x96, which no common square size tries: the
+    files' own size is a candidate; a camera's is not (too large to be a training size)."""
+    import dataclasses
+
+    from PIL import Image
+
+    from harden.data import DataTarget, load_data
+    from harden.models.registry import Classifier
+    from harden.report.input_size import SIZES, _candidates
+    spec = dataclasses.replace(digits_model.spec, arch="stripes", num_classes=2, in_chans=3, input_size=(32, 32),
+                               mean=(0.0,) * 3, std=(1.0,) * 3, extra={})
+    model = Classifier(StripeNet(), spec)
+    for name, (w, h) in (("crops", (96, 48)), ("camera", (1200, 900))):
+        for c in ("a", "b"):
+            (tmp_path / name / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (w, h), (40 * i, 90, 200)).save(tmp_path / name / c / f"{i}.png")
+    crops = load_data(str(tmp_path / "crops"), DataTarget.for_model(model, workers=0))
+    assert _candidates(model, crops) == [(s, s) for s in SIZES] + [(48, 96)]
+    camera = load_data(str(tmp_path / "camera"), DataTarget.for_model(model, workers=0))
+    assert _candidates(model, camera) == [(s, s) for s in SIZES]

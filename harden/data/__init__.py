@@ -175,13 +175,9 @@ def _refuse_unlabelled(lst: Listing, source: str) -> None:
 GUESSED_SIDE_MAX = 224  # a size guessed from photographs trains at ImageNet's size at most, not at a camera's
 
 
-def _guess_preprocess(data: FileData, size: tuple[int, int] | None = None, sample: int = 32) -> Preprocess:
-    """The colour of a seeded sample of the training (else only) split, and `size`, else the sample's size: the most
-    common one where it is at least half the sample (a dataset of one size), else a square of the median shorter
-    side (photographs of every size); its shorter side at most GUESSED_SIDE_MAX, the aspect kept."""
+def _sampled_sizes(data: FileData, sample: int) -> tuple[Counter, int]:
+    """(how many of a seeded sample of the training (else only) split have each (height, width), how many are grey)."""
     from PIL import Image
-
-    from ..runtime import info
     split = "train" if data.has_split("train") else "test"
     lst = data.listing(split)
     idx = stratified_sample(lst.labels, min(sample, len(lst)), 0)
@@ -195,23 +191,40 @@ def _guess_preprocess(data: FileData, size: tuple[int, int] | None = None, sampl
             continue
     if not sizes:
         raise HardenError(f"None of {len(idx)} sampled images of {data.source} could be read.")
-    chans = 1 if grey == sum(sizes.values()) else 3
-    if size is not None:
-        return Preprocess(chans, size)
+    return sizes, grey
+
+
+def _typical(sizes: Counter) -> tuple[tuple[int, int], str]:
+    """The most common size where at least half the sample has it (a dataset of one size), else a square of the
+    median shorter side (photographs of every size); and how it was found."""
     read = sum(sizes.values())
     common, count = sizes.most_common(1)[0]
     if 2 * count >= read:
-        h, w = common
-        how = f"the size of {count} of {read} sampled images"
-    else:
-        sides = sorted(min(hw) for hw, k in sizes.items() for _ in range(k))
-        h = w = sides[len(sides) // 2]
-        how = f"{read} sampled images of {len(sizes)} sizes: a square of their median shorter side"
+        return common, f"the size of {count} of {read} sampled images"
+    sides = sorted(min(hw) for hw, k in sizes.items() for _ in range(k))
+    side = sides[len(sides) // 2]
+    return (side, side), f"{read} sampled images of {len(sizes)} sizes: a square of their median shorter side"
+
+
+def files_size(data: FileData, sample: int = 32) -> tuple[int, int]:
+    """The size image files are at themselves (_typical of a seeded sample): a size the input-size check tries."""
+    return _typical(_sampled_sizes(data, sample)[0])[0]
+
+
+def _guess_preprocess(data: FileData, size: tuple[int, int] | None = None, sample: int = 32) -> Preprocess:
+    """The colour of a seeded sample of the files, and `size`, else their typical size (_typical), its shorter side
+    at most GUESSED_SIDE_MAX, the aspect kept."""
+    from ..runtime import info
+    sizes, grey = _sampled_sizes(data, sample)
+    chans = 1 if grey == sum(sizes.values()) else 3
+    if size is not None:
+        return Preprocess(chans, size)
+    (h, w), how = _typical(sizes)
     if min(h, w) > GUESSED_SIDE_MAX:
         scale = GUESSED_SIDE_MAX / min(h, w)
         h, w = max(1, round(h * scale)), max(1, round(w * scale))
         how += f", scaled to a shorter side of {GUESSED_SIDE_MAX}"
-    if (h, w) != common:
+    if (h, w) != sizes.most_common(1)[0][0]:
         info(f"images read at {h}x{w} ({how}; train --input-size chooses another)")
     return Preprocess(chans, (h, w))
 

@@ -21,6 +21,7 @@ from .compare import paired
 SAMPLE = 128  # images per size (each size decodes them again; a 224-pixel pass of a ResNet-50 is ~15 s on 2 cores)
 PAIRED_P = 0.01  # as the normalisation check: several sizes are tried
 SIZES = (64, 96, 128, 224)  # Tiny ImageNet's, STL-10's, downsampled ImageNet's, ImageNet's
+# the files' own size is tried too, up to twice ImageNet's pixels (a camera's photographs are not a training size)
 
 
 def assumed(model: Any) -> bool:
@@ -29,11 +30,20 @@ def assumed(model: Any) -> bool:
 
 
 def _candidates(model, data) -> list[tuple[int, int]]:
-    """Sizes to try: for files, the common training sizes; for arrays, their own size (the report resizes them to
-    the model's)."""
-    from ..data import is_on_disk
+    """Sizes to try: for files, the common training sizes and the files' own (data.files_size: 48x96 crops are
+    trained at 48x96, which no square tries); for arrays, their own size (the report resizes them to the model's)."""
+    from ..data import files_size, is_on_disk
     own = tuple(int(v) for v in model.spec.input_size)
-    sizes = [(s, s) for s in SIZES] if is_on_disk(data) else [tuple(data.input_size)]
+    if is_on_disk(data):
+        sizes = [(s, s) for s in SIZES]
+        try:
+            native = files_size(data)
+        except (HardenError, AttributeError):  # no file of the sample reads, or a store without a listing
+            native = None
+        if native is not None and native not in sizes and native[0] * native[1] <= 2 * max(SIZES) ** 2:
+            sizes.append(native)
+    else:
+        sizes = [tuple(data.input_size)]
     return [s for s in sizes if s != own]
 
 
