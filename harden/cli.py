@@ -52,7 +52,7 @@ ResumeOpt = typer.Option(False, "--resume", help="Continue the interrupted run o
                          "it was started with.")
 StateEveryOpt = typer.Option(10.0, "--state-every", min=0.0, help="Minutes between saves of the training state "
                              "inside an epoch (it is also saved at every epoch's end, on Ctrl-C or SIGTERM, and once "
-                             "training ends; 0: not inside epochs). Under torchrun: at epoch ends only.")
+                             "training ends; 0: not inside epochs). Under torchrun every process saves at the same step.")
 MaskingChecksOpt = typer.Option(True, "--masking-checks/--no-masking-checks", help="Gradient-masking signals "
                                 "(Carlini et al. 2019): large budget, stronger PGD, iterative vs single-step "
                                 "(white-box only).")
