@@ -22,6 +22,7 @@ class Interrupted(Exception):
     """A training run stopped by a signal (Ctrl-C, a scheduler's SIGTERM) after saving its state: the CLI prints the
     message and exits with the shell's code for that signal (128 + its number)."""
 
-    def __init__(self, message: str, signum: int):
+    def __init__(self, message: str, signum: int, together: bool = True):
         super().__init__(message)
         self.exit_code = 128 + int(signum)
+        self.together = together  # under torchrun: every process stops at this point (training's agreed step)

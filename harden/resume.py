@@ -91,30 +91,29 @@ class _StateFile:
         self.failed = None
         self._last = time.monotonic()
 
-    def _stopped(self, where: str, path: Path, what: str) -> Interrupted:
-        """The exception that ends a run a signal stopped, its state saved `where`."""
+    def _stopped(self, where: str, path: Path, what: str, together: bool = True) -> Interrupted:
+        """The exception that ends a run a signal stopped, its state saved `where`; `together`: every process stops
+        at this point (under torchrun: the step training's processes agreed on; a report's stop at its own batch)."""
         name = signal.Signals(self.signal).name if self.signal else "a signal"
         if self.failed is not None:
             saved = (f"the {what} could not be saved there ({self.failed}); " + (
                 f"{str(path)!r} holds an earlier one: run the same command with --resume to continue from that"
                 if path.is_file() else "nothing is saved to resume from"))
-            return Interrupted(f"stopped by {name} in {where}; {saved}.", self.signal or signal.SIGINT)
+            return Interrupted(f"stopped by {name} in {where}; {saved}.", self.signal or signal.SIGINT, together)
         return Interrupted(f"stopped by {name} in {where}; the {what} is saved in {str(path)!r}. Run the same "
-                           "command with --resume to continue from there.", self.signal or signal.SIGINT)
-
-    agrees_under_torchrun = False  # whether its saves are agreed between torchrun's processes (RunState.due)
+                           "command with --resume to continue from there.", self.signal or signal.SIGINT, together)
 
     @contextlib.contextmanager
     def stoppable(self) -> Iterator[None]:
         """SIGINT and SIGTERM ask the run to save and stop at the end of the current step or batch (a second one acts
         as usual: it stops at once, and the last save stays). Main thread only (where Python delivers signals).
-        Under torchrun only where the processes agree on the step; there every signal only asks, as the agent
-        repeats the one a terminal or a scheduler sent to all processes, and ends them itself when they take too
-        long. Elsewhere under torchrun a signal ends a process at once, as by default."""
+        Under torchrun every signal only asks: the agent repeats the one a terminal or a scheduler sent to every
+        process, and ends the processes itself when they take too long (training's processes stop at a step they
+        agree on, RunState.due; a report's each after its own batch, ReportStates)."""
         from . import distributed
         handled: dict[int, Any] = {}
         under_torchrun = distributed.active()
-        if (not under_torchrun or self.agrees_under_torchrun) and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():
             def ask_to_stop(signum, frame):
                 self.signal = signum
                 if not under_torchrun:
@@ -133,7 +132,6 @@ class RunState(_StateFile):
     """One run's training state file. The caller checks the path before any work (`check_start`), gives the run's
     settings once they are known (`begin`), runs training inside `active()`, and calls `finish()` once the output is
     written."""
-    agrees_under_torchrun = True
 
     def __init__(self, path: str | Path, resume: bool = False, every_minutes: float = EVERY_MINUTES):
         super().__init__(every_minutes)
@@ -280,7 +278,11 @@ class ReportStates(_StateFile):
     batch size, the precision, the process count). Each batch's attack is seeded by its position, so a batch taken
     from the file is the batch an uninterrupted run computes: a resumed report equals an uninterrupted one (timings
     aside). With `resume` a report takes what its file holds; without, a file left by an interrupted run of the same
-    report is replaced. Files are removed when the command has written its outputs."""
+    report is replaced. Files are removed when the command has written its outputs.
+
+    Under torchrun each process keeps its own batches' verdicts (`.rankN`) and stops after its own batch at a signal
+    (the agent passes one on to every process); each saves before it waits for the others (ReportState.save), so a
+    process that is waiting when the others stop loses nothing."""
 
     def __init__(self, resume: bool = False, every_minutes: float = REPORT_EVERY_MINUTES,
                  parent: _StateFile | None = None):
@@ -365,6 +367,12 @@ class ReportState:
             self.owner.taken_seconds += float(found.get("seconds", 0.0))
         return found
 
+    def save(self) -> None:
+        """Writes what is kept now: under torchrun, before this process waits for the others' batches (a process
+        that waits cannot stop at a signal, and fails once the others have stopped)."""
+        self.owner._write(self.path, {"format": FORMAT, "fingerprint": self.fingerprint, "saved_at": time.time(),
+                                      "pieces": self.pieces}, "report's progress")
+
     def keep(self, key: str, piece: dict[str, Any], where: str, save_now: bool = False) -> None:
         """Keeps a batch's verdicts; saves when due (or `save_now`), and stops the run (its progress saved) when a
         signal asked."""
@@ -372,12 +380,10 @@ class ReportState:
         owner = self.owner
         stop = owner.stop_signal
         if stop is not None or save_now or owner.due():
-            path = self.path
-            owner._write(path, {"format": FORMAT, "fingerprint": self.fingerprint, "saved_at": time.time(),
-                                "pieces": self.pieces}, "report's progress")
+            self.save()
             if stop is not None:
                 owner.signal = stop
-                raise owner._stopped(where, path, "report's progress")
+                raise owner._stopped(where, self.path, "report's progress", together=False)
 
 
 def state_digest(module: torch.nn.Module) -> str:

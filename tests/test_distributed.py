@@ -93,13 +93,23 @@ def test_sharded_eval_gives_one_process_per_image_results(digits_ckpt, digits, t
     assert got["agreed"] == [[1, 7], [1, 7]]
 
 
-def test_torchrun_eval_as_written_matches_one_process(digits_ckpt, tmp_path, cli, one_thread):
+def test_torchrun_eval_as_written_matches_one_process(digits_ckpt, tmp_path, cli, one_thread, monkeypatch):
     """`torchrun --nproc-per-node N -m harden eval model --num-images ... --junit r.xml`: the same report, gate and
-    exit code as one process, the outputs written once (by rank 0)."""
-    args = [digits_ckpt, "--num-images", 120, "--attack", "fgsm", "--attack", "pgd", "--no-metrics", "--seed", 1,
-            "--require", "fgsm>=0.2", "--require", "pgd>=0.99"]
-    r = torchrun(["--nproc-per-node", "2", "-m", "harden", "eval", *args, "--junit", "r.xml", "--json", "r.json"],
-                 tmp_path)
+    exit code as one process, the outputs written once (by rank 0). The run is first stopped by a SIGTERM to rank 0
+    alone in its second PGD batch: rank 0 saves and stops; rank 1, which saved its batches before waiting for rank
+    0's, fails. `--resume` takes both processes' batches."""
+    monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
+    (tmp_path / "signalled.py").write_text(SIGNALLED_ARCH)
+    args = [digits_ckpt, "--arch", f"{tmp_path / 'signalled.py'}:net", "--num-images", 120, "--attack", "fgsm", "--attack", "pgd",
+            "--no-metrics", "--seed", 1, "--batch-size", 16, "--require", "fgsm>=0.2", "--require", "pgd>=0.99"]
+    launch = ["--nproc-per-node", "2", "-m", "harden", "eval", *args, "--junit", "r.xml", "--json", "r.json"]
+    r = subprocess.run([TORCHRUN, "--rdzv-endpoint", f"127.0.0.1:{free_port()}", *map(str, launch)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env=env_for({"SIGNAL_AT_ATTACK": "10"}))
+    assert "stopped by SIGTERM in the report's pgd at images" in " ".join(r.stderr.split()), r.stderr[-3000:]
+    assert not (tmp_path / "r.json").exists()
+    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "states").iterdir()) == ["rank1.resume", "resume"]
+    r = torchrun(launch + ["--resume"], tmp_path)
+    assert not list((tmp_path / "states").iterdir())
     code, out, _ = cli("eval", *args, "--junit", tmp_path / "r1.xml", "--json", tmp_path / "r1.json", "-q")
     assert code == 1  # pgd>=0.99 fails on a plain model
     assert r.returncode != 0 and "exitcode  : 1" in r.stderr  # torchrun reports the ranks' exit code 1
@@ -144,12 +154,14 @@ SIGNALLED_ARCH = textwrap.dedent("""
 
     def net(num_classes=10, in_chans=1, input_size=(8, 8)):
         model = cnn_small(num_classes, in_chans, input_size)
-        signal_at = int(os.environ.get("SIGNAL_AT_STEP", "0"))
-        if signal_at and os.environ.get("RANK") == "0":  # one process only: the others learn it from the agreement
+        # SIGTERM to rank 0 alone at its n-th training step (SIGNAL_AT_STEP) or attack pass (SIGNAL_AT_ATTACK)
+        training = "SIGNAL_AT_STEP" in os.environ
+        signal_at = int(os.environ.get("SIGNAL_AT_STEP", os.environ.get("SIGNAL_AT_ATTACK", "0")))
+        if signal_at and os.environ.get("RANK") == "0":
             steps = [0]
 
             def signal_me(module, *_):  # the module called (fix trains a copy of the loaded network)
-                if torch.is_grad_enabled() and module.training:
+                if torch.is_grad_enabled() and module.training == training:
                     steps[0] += 1
                     if steps[0] == signal_at:
                         os.kill(os.getpid(), signal.SIGTERM)

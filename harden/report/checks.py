@@ -247,6 +247,8 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
             return s, pred
         with frozen(model):  # sharded under torchrun, as the report's attacks
             mine = dd.run_my_batches(batch, len(xs), batch_size, device)
+        if state is not None and dd.active():
+            state.save()  # before this process waits for the others' batches (ReportStates)
         parts = sorted((p for r in dd.gather(mine) for p in r), key=lambda p: p[0])
         return torch.cat([p[1] for p in parts]).to(device)
 

@@ -311,6 +311,8 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
         for s in starts:
             if s not in judged:
                 judged[s] = judge(attack(s, ends[s]).x_adv.detach(), s, ends[s])[3]
+    if state is not None and dd.active():
+        state.save()  # all this process's batches, before it waits for the others' (ReportStates)
     per_rank = dd.gather({"pieces": mine, "passes": passes, "seconds": secs})
     pieces = sorted((p for r in per_rank for p in r["pieces"]), key=lambda p: p["start"])
     secs = max(r["seconds"] for r in per_rank)  # wall time: the slowest rank
