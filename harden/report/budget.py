@@ -75,8 +75,11 @@ def plan(budget_s: float, available: int, calibrate, started: float, memory=None
         calibrate(k)
         times.append(clock() - t0)
         sizes.append(k)
-        if len(sizes) == 1 and memory is not None and (saved := memory.recall(key)) is not None:
-            return Plan(**{**saved, "started": started, "resumed": True})
+        if len(sizes) == 1 and memory is not None:
+            from .. import distributed
+            saved = memory.recall(key)
+            if distributed.all_ok(saved is not None):  # under torchrun every process calibrates again, or none
+                return Plan(**{**saved, "started": started, "resumed": True})
         spent = clock() - started
         if len(sizes) >= 2 and (times[-1] >= CALIBRATION_SHARE * budget_s or spent + 2 * times[-1] > 0.3 * budget_s):
             break
