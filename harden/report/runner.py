@@ -228,7 +228,7 @@ def _metrics_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     """Seed 004's metrics (computed on rank 0), kept in the report's progress: a resumed report takes them."""
     from .. import distributed
     kept = state.piece("seed 004 metrics") if state is not None else None
-    if kept is not None:
+    if distributed.all_ok(kept is not None):  # under torchrun all take them or all compute them (a collective)
         return dict(kept["values"])
     t = time.perf_counter()
     values = distributed.from_main(lambda: seed004_metrics(model, x, y, batch_size, device))
