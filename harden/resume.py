@@ -300,8 +300,34 @@ class ReportStates(_StateFile):
         rank = distributed.rank()
         path = reports_folder() / f"report-{digest}{f'.rank{rank}' if rank else ''}{SUFFIX}"
         state = ReportState(self, path, fingerprint)
+        if self.resume and not self.opened and not state.pieces:
+            self._say_near_misses(fingerprint, path)
         self.opened.append(state)
         return state
+
+    def _say_near_misses(self, fingerprint: dict[str, Any], path: Path) -> None:
+        """--resume found no progress of this report: progress of the same model's report under other settings (a
+        changed --batch-size or --num-images is another report) is named with what differs, so that a resume that
+        starts over is not silent."""
+        from .runtime import warn
+        ours = _flat(fingerprint)
+        near = []
+        for other in sorted(path.parent.glob(f"report-*{SUFFIX}"), key=lambda q: -q.stat().st_mtime)[:20]:
+            if other == path or ".rank" in other.name:
+                continue
+            try:
+                theirs = _flat(read(other, "pieces").get("fingerprint") or {})
+            except HardenError:
+                continue
+            if theirs.get("model") != ours.get("model"):
+                continue
+            differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            near.append("; ".join(f"{k}: saved {_short(theirs.get(k))}, now {_short(ours.get(k))}"
+                                  for k in differ[:3]) + (f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""))
+        if near:
+            warn(f"--resume: no saved progress of this evaluation; {len(near)} of the same model under other settings "
+                 f"({near[0]}{'; ...' if len(near) > 1 else ''}) cannot be taken up, so this one starts over. Give "
+                 "the settings it was started with to continue it.")
 
     @property
     def stop_signal(self) -> int | None:

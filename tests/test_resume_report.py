@@ -81,6 +81,9 @@ def test_eval_resume_from_the_command_line(digits_ckpt, tmp_path, cli, monkeypat
         code, _, err = cli(*args, "--json", tmp_path / "a.json")
     assert code == 130 and "--resume" in err and not (tmp_path / "a.json").exists()
     assert len(list(reports_folder().glob("report-*.resume"))) >= 1
+    other = [a if a != 16 else 24 for a in args]  # another batch size is another report: named, not silent
+    code, _, err = cli(*other, "--json", tmp_path / "c.json", "--resume")
+    assert code == 0 and "batch_size: saved 16, now 24" in " ".join(err.split()), err
     code, _, err = cli(*args, "--json", tmp_path / "a.json", "--resume")
     assert code == 0, err
     code, _, err = cli(*args, "--json", tmp_path / "b.json")
