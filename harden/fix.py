@@ -193,7 +193,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         if auto_epochs:
             train_cfg["epochs"] = epochs_with_pool(train_cfg["epochs"], train_ds.n_train, pseudo.data.n_train,
                                                    train_cfg["batch_size"], pseudo.meta["ratio"],
-                                                   float(config["params"].get("val_frac") or 0.0))
+                                                   float(config["params"].get("val_frac") or 0.0),
+                                                   int(config["params"].get("val_max") or 0))
         model.spec.extra["unlabeled"] = pseudo.meta
     if train_cfg.get("augment", "auto") == "auto":
         train_cfg["augment"] = rcp.auto_augment(ds)
@@ -278,12 +279,13 @@ def whole_program_chunks(model: torch.nn.Module, batch_size: int, auto: bool) ->
 
 
 def epochs_with_pool(epochs: int, n_labelled: int, n_pool: int, batch_size: int, ratio: float,
-                     val_frac: float = 0.0) -> int:
+                     val_frac: float = 0.0, val_max: int = 0) -> int:
     """With pseudo-labelled images and automatic epochs: enough epochs (passes over the labelled images the recipe
-    trains on, its validation slice `val_frac` left out) that the pool is seen about once, never fewer than without
-    it and at most twice as many (the cost doubles at most)."""
+    trains on, its validation slice `val_frac`, at most `val_max`, left out) that the pool is seen about once, never
+    fewer than without it and at most twice as many (the cost doubles at most)."""
     import math
     from .data.unlabeled import extra_per_batch
-    steps = max(1, math.ceil((n_labelled - round(n_labelled * val_frac)) / batch_size))
+    held = round(n_labelled * val_frac)
+    steps = max(1, math.ceil((n_labelled - (min(held, val_max) if val_max else held)) / batch_size))
     once = math.ceil(n_pool / (extra_per_batch(batch_size, ratio) * steps))
     return int(min(2 * epochs, max(epochs, once)))

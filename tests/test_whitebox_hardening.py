@@ -44,7 +44,7 @@ def test_default_fix_records_validation_and_best_epoch(default_fix):
 
 
 @pytest.mark.parametrize("sets", [["loss=trades", "beta=2"], ["loss=mart"], ["attack=nfgsm"],
-                                  ["attack=fgsm-rs", "eps_ramp=1"], ["awp_gamma=0.01", "awp_warmup=1"]])
+                                  ["attack=fgsm-rs", "eps_ramp=1"], ["awp_gamma=0.01", "awp_warmup=1", "val_max=20"]])
 def test_losses_and_cheap_attacks_train(sets, digits_ckpt, digits):
     res = harden.fix(digits_ckpt, digits, sets=["eps=0.1", *sets], data_frac=0.2, epochs=2, device="cpu",
                      report=False)
@@ -53,6 +53,7 @@ def test_losses_and_cheap_attacks_train(sets, digits_ckpt, digits):
     params = res.model.spec.extra["recipe_params"]
     for key, value in (s.split("=") for s in sets):  # each setting recorded as given (typed like its default)
         assert str(params[key]) == value or float(params[key]) == float(value), (key, params[key], value)
+    assert res.model.spec.extra["validation"]["n"] == (20 if "val_max=20" in sets else 30)  # 10% a class, rounded
 
 
 def test_validation_slice_is_stratified_seeded_and_disjoint(digits):
@@ -62,6 +63,11 @@ def test_validation_slice_is_stratified_seeded_and_disjoint(digits):
     assert set(val.y_train.tolist()) == set(range(10))
     rows = {r.tobytes() for r in train.x_train}
     assert not any(r.tobytes() in rows for r in val.x_train[:50])
+    train, val, meta = split_validation(digits, 0.1, seed=0, most=30)  # at most 30: the rest trains
+    assert meta["n"] == len(val.y_train) == 30 and len(train.y_train) == len(digits.y_train) - 30
+    assert set(val.y_train.tolist()) == set(range(10))  # still every class
+    with pytest.raises(harden.HardenError, match="val_max"):
+        split_validation(digits, 0.1, seed=0, most=-1)
 
 
 def test_catastrophic_overfitting_rule():

@@ -85,13 +85,17 @@ def ramp_length(eps_ramp: Any, epochs: int) -> float:
     return value
 
 
-def split_validation(data: Data, frac: float, seed: int) -> tuple[Data, Data | None, dict]:
-    """A stratified, seeded slice of the training fraction held out for validation."""
+def split_validation(data: Data, frac: float, seed: int, most: int = 0) -> tuple[Data, Data | None, dict]:
+    """A stratified, seeded slice of the training fraction held out for validation: `frac` of it, at most `most`
+    images (0: no cap); the rest trains."""
     if frac <= 0:
         return data, None, {}
     if not (0 < frac < 1):
         raise HardenError(f"at: val_frac must be in [0, 1), got {frac}.")
-    val_idx = stratified_subset(data.y_train, frac, seed + 7919)
+    if most < 0:
+        raise HardenError(f"at: val_max must be 0 (no cap) or a number of images, got {most}.")
+    n = len(data.y_train)
+    val_idx = stratified_subset(data.y_train, min(frac, most / n) if most and n else frac, seed + 7919)
     keep = np.setdiff1d(np.arange(len(data.y_train)), val_idx)
     if len(keep) < 2:
         raise HardenError(f"at: the training subset ({len(data.y_train)} images) is too small to hold out a "
@@ -241,7 +245,8 @@ class AdversarialTraining(FineTuneRecipe):
                               f"pgd-at or trades and focal_gamma 0; got {temperature} with loss {loss_kind}, focal_gamma "
                               f"{gamma}.")
         # the validation slice is carved from the labelled images alone, before the pseudo-labelled ones join
-        train_data, val, val_meta = split_validation(data, float(params.get("val_frac", 0.0)), cfg.seed)
+        train_data, val, val_meta = split_validation(data, float(params.get("val_frac", 0.0)), cfg.seed,
+                                                     int(params.get("val_max", 0)))
         if val_meta:
             model.spec.extra["validation"] = val_meta
         if unlabeled is not None:
