@@ -731,6 +731,20 @@ def test_train_reads_photographs_of_every_size_at_a_sane_size(tmp_path, cli):
             parse_size(bad)
 
 
+def test_a_recipe_that_holds_its_training_set_decodes_it_chunk_by_chunk(tmp_path, monkeypatch):
+    """patch-ft trains on its set held in memory (in_memory): decoded to uint8 a chunk at a time (the whole set's
+    float pixels are four times its uint8 ones), equal to one decode of them all; unreadable files skipped."""
+    import harden.data as data_mod
+    make_tree(tmp_path / "img", ["a", "b"], 5, splits=("train", "val"), sizes=(20, 30))
+    (tmp_path / "img" / "train" / "a" / "broken.png").write_bytes(b"not an image")
+    target = DataTarget(preprocess=Preprocess(3, (16, 16)), workers=0, skip_unreadable=True)
+    whole = data_mod.in_memory(load_data(str(tmp_path / "img"), target))
+    monkeypatch.setattr(data_mod, "IN_MEMORY_CHUNK", 3)
+    chunked = data_mod.in_memory(load_data(str(tmp_path / "img"), target))
+    assert chunked.x_train.shape == whole.x_train.shape == (10, 16, 16, 3)  # 11 files, one unreadable
+    assert np.array_equal(chunked.x_train, whole.x_train) and np.array_equal(chunked.y_train, whole.y_train)
+
+
 def test_one_folder_of_shards_named_by_split_is_split_by_name(tmp_path):
     """timm's WebDataset sets on the Hugging Face hub keep every shard in one folder, the split in the name
     (imagenet1k-train-0000.tar, imagenet1k-validation-00.tar): evaluation reads only the validation shards."""

@@ -233,16 +233,28 @@ def is_on_disk(data: Data) -> bool:
     return isinstance(data, FileData)
 
 
+IN_MEMORY_CHUNK = 1024  # images decoded at a time by in_memory
+
+
 def in_memory(data: Data) -> ImageData:
     """The training split as arrays (uint8 NHWC at the data's size): for recipes that build their training set once
     (patch-ft). Files are decoded through the evaluation transform; only the (sub)set's files are read."""
     if isinstance(data, ImageData):
         return data
-    x, y = data.images("train", np.arange(data.n_train))
-    u8 = (x * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    n, kept = data.n_train, 0
+    u8, labels = None, np.zeros(n, np.int64)
+    for start in range(0, n, IN_MEMORY_CHUNK):  # to uint8 chunk by chunk: the whole set's float pixels are 4x as large
+        x, y = data.images("train", np.arange(start, min(start + IN_MEMORY_CHUNK, n)))  # fewer: unreadable skipped
+        chunk = (x * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        if u8 is None:
+            u8 = np.empty((n, *chunk.shape[1:]), np.uint8)
+        u8[kept:kept + len(chunk)], labels[kept:kept + len(chunk)] = chunk, y.numpy()
+        kept += len(chunk)
+    if u8 is None or kept == 0:
+        raise HardenError(f"{data.source}: no image of the training split could be read.")
     empty = np.zeros((0, *u8.shape[1:]), np.uint8)
-    return ImageData(u8, y.numpy(), empty, np.zeros(0, np.int64), data.source, data.num_classes, subset=data.subset,
-                     class_names=data.class_names)
+    return ImageData(u8[:kept], labels[:kept], empty, np.zeros(0, np.int64), data.source, data.num_classes,
+                     subset=data.subset, class_names=data.class_names)
 
 
 __all__ = ["Data", "DataTarget", "FileData", "ImageData", "Listing", "Preprocess", "SMALL_IMAGE_SIDE", "IMAGE_EXT",
