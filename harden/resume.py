@@ -344,8 +344,8 @@ class ReportStates(_StateFile):
 
 class PlanMemory:
     """A time budget's plan, kept in the progress of the first report opened after it was made (the first
-    calibration run, whose images never change), and the seconds saved progress stood in for (a resumed calibration is timed
-    as the run it resumes)."""
+    calibration run, whose images never change), and the seconds that saved progress stood in for (a resumed
+    calibration is timed as the run it resumes)."""
 
     def __init__(self, states: ReportStates):
         self.states, self.since = states, len(states.opened)
