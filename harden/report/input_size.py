@@ -38,7 +38,7 @@ def _candidates(model, data) -> list[tuple[int, int]]:
         sizes = [(s, s) for s in SIZES]
         try:
             native = files_size(data)
-        except (HardenError, AttributeError):  # no file of the sample reads, or a store without a listing
+        except HardenError:  # no file of the sample reads (the report names unreadable files itself)
             native = None
         if native is not None and native not in sizes and native[0] * native[1] <= 2 * max(SIZES) ** 2:
             sizes.append(native)
