@@ -312,7 +312,11 @@ class ReportStates(_StateFile):
         from .runtime import warn
         ours = _flat(fingerprint)
         near = []
-        for other in sorted(path.parent.glob(f"report-*{SUFFIX}"), key=lambda q: -q.stat().st_mtime)[:20]:
+        try:  # the newest files first; another process may remove one meanwhile (an advisory scan: skipped then)
+            others = sorted(path.parent.glob(f"report-*{SUFFIX}"), key=lambda q: -q.stat().st_mtime)[:20]
+        except OSError:
+            return
+        for other in others:
             if other == path or ".rank" in other.name:
                 continue
             try:
