@@ -261,6 +261,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                 continue
             else:  # under torchrun this process still takes its part in the step's collectives, adding nothing
                 zero_gradients(params)
+                scaler.scale(torch.zeros((), device=device))  # fp16: the scaler's scale exists before its step
             dd.average_gradients(params, len(bi) / len(global_bi))
             scaler.unscale_(opt)
             if cfg.grad_clip > 0:
