@@ -315,7 +315,7 @@ class ReportStates(_StateFile):
         try:  # the newest files first; another process may remove one meanwhile (an advisory scan: skipped then)
             others = sorted(path.parent.glob(f"report-*{SUFFIX}"), key=lambda q: -q.stat().st_mtime)[:20]
         except OSError:
-            return
+            others = []
         for other in others:
             if other == path or ".rank" in other.name:
                 continue
@@ -332,6 +332,9 @@ class ReportStates(_StateFile):
             warn(f"--resume: no saved progress of this evaluation; {len(near)} of the same model under other settings "
                  f"({near[0]}{'; ...' if len(near) > 1 else ''}) cannot be taken up, so this one starts over. Give "
                  "the settings it was started with to continue it.")
+        else:
+            from .runtime import info
+            info(f"--resume: no saved progress of this evaluation in {path.parent}: it starts from the beginning")
 
     @property
     def stop_signal(self) -> int | None:
