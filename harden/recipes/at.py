@@ -249,6 +249,9 @@ class AdversarialTraining(FineTuneRecipe):
                                                      int(params.get("val_max", 0)))
         if val_meta:
             model.spec.extra["validation"] = val_meta
+            from ..runtime import info
+            info(f"validation: {val_meta['n']} of the {len(data.y_train)} images held out, attacked after every epoch "
+                 f"(val_frac {params.get('val_frac')}, at most val_max {params.get('val_max', 0) or 'no cap'})")
         if unlabeled is not None:
             train_data = MixedData(train_data, unlabeled, float(params.get("unlabeled_ratio", 0.5)), cfg.seed)
         steps_per_epoch = max(1, train_data.steps_per_epoch(cfg.batch_size))
