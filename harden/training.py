@@ -127,8 +127,8 @@ def default_step(cfg: TrainConfig) -> StepFn:
 
 def zero_gradients(params: list[torch.nn.Parameter]) -> None:
     """Zero gradients where the last step left gradients (the parameters every process's step reaches), else on every
-    trainable parameter: what a process whose share of a batch was all unreadable adds to the step's gradient. (With
-    --sync-bn the other processes' forward waits for this one's: such a step is not covered.)"""
+    trainable parameter: what a process whose share of a batch was all unreadable adds to the step's gradient (with
+    --sync-bn the other processes' forward waits for this one's: fit stops with an error there instead)."""
     with_grad = [p for p in params if p.grad is not None] or [p for p in params if p.requires_grad]
     for p in with_grad:
         p.grad = torch.zeros_like(p)
@@ -259,6 +259,10 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                 scaler.scale(loss).backward()
             elif not dd.active():  # only unreadable files, skipped (--skip-unreadable)
                 continue
+            elif cfg.sync_bn:  # the others' forward pass waits for this one's BatchNorm statistics: a clear stop
+                raise HardenError(f"step {step_no} of epoch {epoch + 1}: this process's share of the batch holds only "
+                                  "unreadable files, and with --sync-bn every process's forward pass waits for the "
+                                  "others'. Remove the unreadable files, or run without --sync-bn.")
             else:  # under torchrun this process still takes its part in the step's collectives, adding nothing
                 zero_gradients(params)
                 scaler.scale(torch.zeros((), device=device))  # fp16: the scaler's scale exists before its step
