@@ -773,6 +773,7 @@ def _say_error(text: str) -> None:
 
 
 def _main() -> None:
+    global _failed
     from . import distributed
     debug = "--debug" in sys.argv
     try:
@@ -784,7 +785,6 @@ def _main() -> None:
         _say_error(f"{distributed.where()}{e}")
         sys.exit(2)
     except Interrupted as e:  # its state saved: says how to go on, exits as the signal would have
-        global _failed
         _failed = _failed or not e.together  # a report's processes stop at their own batches: none waits for another
         if distributed.is_main():
             Console(stderr=True).print("[bold yellow]stopped:[/] " + escape(str(e)), highlight=False, soft_wrap=True)

@@ -267,13 +267,12 @@ def whole_program_chunks(model: torch.nn.Module, batch_size: int, auto: bool) ->
     if chunk <= 1 or batch_size % unit == 0:
         return batch_size
     whole = -(-batch_size // unit) * unit
+    each = f" on each of {distributed.world()} processes" if distributed.world() > 1 else ""
     if auto:
-        info(f"training batch {whole} (not {batch_size}): whole chunks of the program's fixed batch of {chunk}"
-             + (f" on each of {distributed.world()} processes" if distributed.world() > 1 else ""))
+        info(f"training batch {whole} (not {batch_size}): whole chunks of the program's fixed batch of {chunk}{each}")
         return whole
-    warn(f"training batch {batch_size} is not a whole number of the program's fixed batch of {chunk}"
-         + (f" on each of {distributed.world()} processes" if distributed.world() > 1 else "")
-         + f": each step's last chunk is padded with copies of one image, which BatchNorm's batch statistics count; "
+    warn(f"training batch {batch_size} is not a whole number of the program's fixed batch of {chunk}{each}: each "
+         f"step's last chunk is padded with copies of one image, which BatchNorm's batch statistics count; "
          f"--batch-size {whole} avoids it")
     return batch_size
 
