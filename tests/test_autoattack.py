@@ -207,6 +207,26 @@ def test_zero_gradient_and_black_box_checks_trip_on_a_quantized_model(digits_mod
     assert _flag(rep, "black-box attack beats the gradient attacks")["tripped"]
 
 
+def test_zero_gradient_check_runs_in_the_reports_batches(digits_model, digits):
+    """The check's images go through the model a batch at a time (at 224 px the checks' 200 images at once would
+    not fit a card), with the same verdict as one pass over them all."""
+    from harden.report import checks
+    x, y = _xy(digits, 100)
+    sizes = []
+    hook = digits_model.register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])))
+    try:
+        quantized = _quantized(digits_model)
+        with frozen(quantized):
+            correct = quantized(x).argmax(1) == y
+            sizes.clear()
+            batched = checks.zero_gradients(quantized, x, y, correct, 32, torch.device("cpu"))
+            assert sizes == [32, 32, 32, 4]
+            whole = checks.zero_gradients(quantized, x, y, correct)
+    finally:
+        hook.remove()
+    assert batched == whole and batched["tripped"]
+
+
 def test_black_box_check_samples_first_and_runs_all_on_a_hit():
     """Square attacks a seeded sample of the robust images first; the rest only when the sample has a hit, and then
     the verdict is the full check's."""
@@ -224,9 +244,9 @@ def test_black_box_check_samples_first_and_runs_all_on_a_hit():
     def run(flip_all):
         seen = []
 
-        def attack_fn(spec, xs, ys, start=None, ids=None):
-            seen.append(len(xs))
-            return model(xs * (1 - flip_all)).argmax(1)  # all-black images when asked: one class for all
+        def attack_fn(spec, ids, start=None):
+            seen.append(len(ids))
+            return model(x[ids] * (1 - flip_all)).argmax(1)  # all-black images when asked: one class for all
         f = checks.black_box(model, x, y, [pgd], [], robust, 0.1, attack_fn, seed=3)
         return f, seen
 

@@ -100,8 +100,9 @@ def test_torchrun_eval_as_written_matches_one_process(digits_ckpt, tmp_path, cli
     0's, fails. `--resume` takes both processes' batches."""
     monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
     (tmp_path / "signalled.py").write_text(SIGNALLED_ARCH)
-    args = [digits_ckpt, "--arch", f"{tmp_path / 'signalled.py'}:net", "--num-images", 120, "--attack", "fgsm", "--attack", "pgd",
-            "--no-metrics", "--seed", 1, "--batch-size", 16, "--require", "fgsm>=0.2", "--require", "pgd>=0.99"]
+    args = [digits_ckpt, "--arch", f"{tmp_path / 'signalled.py'}:net", "--num-images", 120, "--attack", "fgsm",
+            "--attack", "pgd", "--no-metrics", "--seed", 1, "--batch-size", 16, "--require", "fgsm>=0.2",
+            "--require", "pgd>=0.99"]
     launch = ["--nproc-per-node", "2", "-m", "harden", "eval", *args, "--junit", "r.xml", "--json", "r.json"]
     r = subprocess.run([TORCHRUN, "--rdzv-endpoint", f"127.0.0.1:{free_port()}", *map(str, launch)], cwd=tmp_path,
                        capture_output=True, text=True, timeout=300, env=env_for({"SIGNAL_AT_ATTACK": "10"}))

@@ -182,3 +182,29 @@ def test_training_figure_puts_validation_accuracies_beside_the_other_accuracies(
     from harden.report.html_page import training_series
     history = [{"epoch": 1, "loss": 1.2, "acc": 0.8, "adv_acc": 0.4, "val_clean": 0.9, "val_robust": 0.3, "val_n": 135}]
     assert training_series(history) == (["loss"], ["acc", "adv_acc", "val_clean", "val_robust"])
+
+
+@pytest.mark.parametrize("order", ["in order", "shuffled"])
+def test_an_attack_keeps_only_the_inputs_its_examples_and_checks_can_need(order):
+    """While an attack runs it holds at most prefix + 2k judged inputs (not the whole set), and they include the
+    examples it ends up choosing, whatever the order its batches come in (torchrun ranks, resumed batches)."""
+    import torch
+
+    from harden.report.examples import KeptInputs, example_indices
+    g = torch.Generator().manual_seed(3)
+    n, k, prefix, b = 300, 4, 20, 16
+    x_adv = torch.rand(n, 3, 5, 5, generator=g)
+    correct = torch.rand(n, generator=g) < 0.7
+    ok = torch.rand(n, generator=g) < 0.99  # few fooled: the fill from images not fooled is needed too
+    starts = list(range(0, n, b))
+    if order == "shuffled":
+        starts = [starts[i] for i in torch.randperm(len(starts), generator=g).tolist()]
+    kept = KeptInputs(k, prefix)
+    for s in starts:
+        kept.add(s, x_adv[s:s + b], correct[s:s + b], ok[s:s + b])
+        assert len(kept.rows) <= prefix + 2 * k
+    chosen = example_indices(correct, correct & ~ok, k)
+    assert len(chosen) == k and (correct & ok)[chosen].any()
+    for i in [*chosen, *range(prefix)]:
+        assert torch.equal(kept.rows[i], x_adv[i])
+        assert kept.rows[i].untyped_storage().nbytes() == x_adv[i].numel() * 4  # a copy, not a view of the batch

@@ -175,7 +175,7 @@ def to_tensor(x: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") 
         x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x, order="C")
     t = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
     t = t.to(device, non_blocking=True)
-    return nchw(t.permute(0, 3, 1, 2).float().div_(255.0))
+    return nchw(t.permute(0, 3, 1, 2)).float().div_(255.0)  # reordered as uint8: a float copy would double the peak
 
 
 def fit_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

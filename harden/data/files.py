@@ -128,7 +128,7 @@ class FileData(Data):
                 advance(len(y) + len(errors))
         if not xs:
             raise HardenError(f"No readable image among the {len(idx)} chosen from {self.source}.")
-        return nchw(torch.cat(xs).float().div_(255.0)), torch.cat(ys)
+        return nchw(torch.cat(xs)).float().div_(255.0), torch.cat(ys)  # any reordering made in uint8
 
     def feeder(self, augment_kind: str, seed: int, device: torch.device) -> "FileFeeder":
         return FileFeeder(self, augment_kind, seed, device)

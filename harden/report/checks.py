@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 
 from ..attacks import build_attack
-from ..batching import predict_labels
+from ..batching import predict_labels, run_batched
 from ..outputs import BINARY_SIGMOID, scores_entry
 from ..runtime import frozen, progress
 
@@ -97,12 +97,12 @@ def run_white_box_checks(model, x: torch.Tensor, y: torch.Tensor, correct: torch
                          pgd_robust: torch.Tensor | None, attack_fn: Callable[..., torch.Tensor],
                          pgd_spec: dict[str, Any] | None = None,
                          pgd_end: torch.Tensor | None = None) -> list[dict[str, Any]]:
-    """The checks that need extra attack runs, on the images given (`attack_fn(spec, xs, ys, start, ids)`: the
-    predictions on the adversarial inputs of xs, the images `ids`): a large budget must reach ~0, and PGD with
-    twice the steps must not change the default PGD's result. With `pgd_end` (where the report's PGD left each image)
-    and `pgd_spec` (its settings) the second is the report's PGD continued for as many steps again from there (the
-    same trajectory as one run of twice the steps, for half the passes); without, a fresh run of 100 steps from a
-    random start."""
+    """The checks that need extra attack runs, on the images given (`attack_fn(spec, ids, start)`: the predictions on
+    the adversarial inputs of the images `ids` of x, from start's points when given): a large budget must reach ~0,
+    and PGD with twice the steps must not change the default PGD's result. With `pgd_end` (where the report's PGD
+    left each image) and `pgd_spec` (its settings) the second is the report's PGD continued for as many steps again
+    from there (the same trajectory as one run of twice the steps, for half the passes); without, a fresh run of 100
+    steps from a random start."""
     out = []
     # each runs only on the images whose verdict it can change: the clean-correct ones, the PGD-robust ones
     big = _still_correct(model, attack_fn, f"pgd:eps={LARGE_BUDGET_EPS},step={LARGE_BUDGET_EPS / 10},steps=20,"
@@ -168,13 +168,18 @@ def output_kind_note(kind: str, entry: str = "", saturates: bool = False) -> dic
                 kind="check" if saturates else "note")
 
 
-def zero_gradients(model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> dict[str, Any]:
+def zero_gradients(model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, batch_size: int | None = None,
+                   device: torch.device | None = None) -> dict[str, Any]:
     """Share of correctly classified images whose input gradient of the cross-entropy is exactly zero:
-    gradient attacks cannot move them (AutoAttack's check_zero_gradients)."""
-    xr = x.clone().requires_grad_(True)
-    loss = torch.nn.functional.cross_entropy(model(xr), y, reduction="sum")
-    (g,) = torch.autograd.grad(loss, xr)
-    zero = (g.flatten(1).abs().amax(1) == 0) & correct
+    gradient attacks cannot move them (AutoAttack's check_zero_gradients). In batches of batch_size (None: one),
+    halved on CUDA out-of-memory: at 224 px the checks' 200 images at once would not fit a card's activations."""
+    def zero_in(s: int, e: int) -> torch.Tensor:
+        xr = x[s:e].clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(xr), y[s:e], reduction="sum")
+        (g,) = torch.autograd.grad(loss, xr)
+        return g.flatten(1).abs().amax(1) == 0
+
+    zero = torch.cat(run_batched(zero_in, len(x), batch_size or len(x), device or x.device)) & correct
     share = float(zero.sum()) / max(1, int(correct.sum()))
     return flag("zero input gradients", share > ZERO_GRAD_MAX,
                 f"{share:.3f} of the correctly classified images have an all-zero loss gradient "
@@ -198,7 +203,7 @@ def _still_correct(model, attack_fn, spec: str, x: torch.Tensor, y: torch.Tensor
     idx = among.nonzero().squeeze(1)
     if idx.numel() == 0:
         return 0.0
-    pred = attack_fn(spec, x[idx], y[idx], None if start is None else start[idx], ids=idx)
+    pred = attack_fn(spec, idx, start)
     return float((pred == y[idx]).sum()) / len(x)
 
 
@@ -222,15 +227,15 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
     check_eps = pgd.params["eps"] if pgd is not None else (
         linf[0].params["eps"] if linf else (eps if eps is not None else 8 / 255))
 
-    def attack_fn(spec: str, xs: torch.Tensor, ys: torch.Tensor, start: torch.Tensor | None = None, *,
-                  ids: torch.Tensor) -> torch.Tensor:
-        """The predictions on `spec`'s adversarial inputs of xs (the report's images `ids`)."""
+    def attack_fn(spec: str, ids: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+        """The predictions on `spec`'s adversarial inputs of the report's images `ids` (from start's points for
+        them: start is indexed as x). Each batch gathers its own images: no copy of all of them is made."""
         import hashlib
         import time
 
         from .. import distributed as dd
         atk = build_attack(spec)
-        more = (lambda s, e: {}) if start is None else (lambda s, e: {"start": start[s:e]})  # pgd continued
+        more = (lambda b: {}) if start is None else (lambda b: {"start": start[b]})  # pgd continued
         which = hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()[:16]
 
         def batch(s: int, e: int) -> tuple[int, torch.Tensor]:
@@ -239,14 +244,15 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
             if kept is not None:
                 return s, kept["pred"]
             t = time.perf_counter()
-            xa = atk.run(model, xs[s:e], ys[s:e], generator=torch.Generator().manual_seed(seed + s), **more(s, e)).x_adv
+            b = ids[s:e]
+            xa = atk.run(model, x[b], y[b], generator=torch.Generator().manual_seed(seed + s), **more(b)).x_adv
             pred = _pred(model, xa.detach().clamp(0, 1)).cpu()
             if state is not None:
                 state.keep(where, {"pred": pred, "seconds": time.perf_counter() - t},
-                           f"the masking check {atk.name} at images {s}-{e} of {len(xs)}")
+                           f"the masking check {atk.name} at images {s}-{e} of {len(ids)}")
             return s, pred
         with frozen(model):  # sharded under torchrun, as the report's attacks
-            mine = dd.run_my_batches(batch, len(xs), batch_size, device)
+            mine = dd.run_my_batches(batch, len(ids), batch_size, device)
         if state is not None and dd.active():
             state.save()  # before this process waits for the others' batches (ReportStates)
         parts = sorted((p for r in dd.gather(mine) for p in r), key=lambda p: p[0])
@@ -261,14 +267,15 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
             flags.append(randomized_outputs(model, x[:min(m, batch_size)]))
             flags.append(output_kind_note(output_kind, scores_entry(model),
                                           bool(getattr(model, "spec", None) and model.spec.extra.get(BINARY_SIGMOID))))
-            flags.append(zero_gradients(model, x[:m], y[:m], correct[:m]))
+            flags.append(zero_gradients(model, x[:m], y[:m], correct[:m], batch_size, device))
             flags.append(black_box(model, x[:m], y[:m], atk_objs, results, robust_by_attack, check_eps, attack_fn,
-                                    seed))
+                                    seed, batch_size))
         advance(1)
     return flags
 
 
-def black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn, seed: int = 0):
+def black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn, seed: int = 0,
+              batch_size: int | None = None):
     """Square on the images the gradient attacks left robust (a sample first, see BLACK_BOX_FIRST); an autoattack
     row has done it already."""
     for r in results:
@@ -279,7 +286,7 @@ def black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn, 
     linf = [k for a, k in zip(atk_objs, robust_by_attack, strict=True) if a.norm == "inf" and not a.minimal]
     m = len(x)
     left = torch.stack([robust_by_attack[k][:m] for k in linf]).all(0) if linf else \
-        (predict_labels(model, x, len(x), x.device) == y)
+        (predict_labels(model, x, batch_size or len(x), x.device) == y)
     before = float(left.float().mean())
     src = "the report's L-inf attacks" if linf else "clean"
     src = f"{src} at eps {eps:.4g} on {m} images"
@@ -289,7 +296,7 @@ def black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn, 
     def fooled(ids: torch.Tensor) -> int:
         if ids.numel() == 0:
             return 0
-        pred = attack_fn(f"square:eps={eps},queries={BLACK_BOX_QUERIES}", x[ids], y[ids], ids=ids)
+        pred = attack_fn(f"square:eps={eps},queries={BLACK_BOX_QUERIES}", ids)
         return int((pred != y[ids]).sum())
 
     first, rest = idx[:BLACK_BOX_FIRST], idx[BLACK_BOX_FIRST:]

@@ -40,6 +40,31 @@ def example_indices(correct: torch.Tensor, fooled: torch.Tensor, k: int) -> list
     return sorted(idx)
 
 
+class KeptInputs:
+    """The judged adversarial inputs an attack run keeps while it runs: those of images below `prefix` (the
+    stronger-PGD check continues from them) and the candidates for its k examples, which are example_indices'
+    choice among the images seen so far: the first k fooled and the first k correct but not fooled. Whatever the
+    order of the batches, the final choice is among them, so at most prefix + 2k images are held, not the whole set
+    (at 224 px each is 0.6 MB of fp32 on the device)."""
+
+    def __init__(self, k: int, prefix: int = 0):
+        self.k, self.prefix = k, prefix
+        self.rows: dict[int, torch.Tensor] = {}
+        self._fooled: list[int] = []  # the first k seen, by index
+        self._held: list[int] = []
+
+    def add(self, start: int, x_adv: torch.Tensor, correct: torch.Tensor, ok: torch.Tensor) -> None:
+        """One batch's judged inputs (images start, start+1, ...), with its clean and under-attack correctness."""
+        pos = torch.arange(start, start + len(x_adv), device=correct.device)
+        self._fooled = sorted(self._fooled + pos[correct & ~ok].tolist())[:self.k]
+        self._held = sorted(self._held + pos[correct & ok].tolist())[:self.k]
+        want = set(self._fooled) | set(self._held)
+        self.rows = {i: r for i, r in self.rows.items() if i in want or i < self.prefix}
+        keep = (pos < self.prefix) | torch.isin(pos, torch.tensor(sorted(want), dtype=pos.dtype, device=pos.device))
+        for j in keep.nonzero().squeeze(1).tolist():  # at most prefix + 2k rows, each a copy (a view holds the batch)
+            self.rows[start + j] = x_adv[j].clone()
+
+
 def pick_examples(x: torch.Tensor, x_adv: dict[int, torch.Tensor], y: torch.Tensor, pred: torch.Tensor,
                   fooled: torch.Tensor, idx: list[int]) -> list[dict[str, Any]]:
     """Thumbnails of images idx: x_adv maps each index to its (judged) adversarial input."""

@@ -20,7 +20,7 @@ from ..data import Data, check_fits, fit_size, index_hash, is_on_disk
 from ..runtime import flushing_denormals, frozen, progress, resolve_device, warn
 from . import checks as mk
 from .curves import monotonic_flag, robustness_curves
-from .examples import example_indices, pick_examples
+from .examples import KeptInputs, example_indices, pick_examples
 from .metrics import seed004_metrics
 from .input_size import better_input_size
 from .normalisation import better_normalisation
@@ -266,7 +266,7 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
         return torch.where(within, adv_pred == y[s:e], c0), norms, adv_pred, xa
 
     mine: list[dict[str, Any]] = []
-    judged: dict[int, torch.Tensor] = {}  # batch start -> judged adversarial inputs (this rank's batches only)
+    kept_inputs = KeptInputs(n_examples, keep_first)  # judged inputs that may be needed (this rank's batches only)
     ends: dict[int, int] = {}  # batch start -> end (this rank's batches)
     kept_seconds = [0.0]  # the time the batches taken from `state` took when they ran
     t0 = time.perf_counter()
@@ -294,7 +294,7 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
             passes[0] += done[0]
             passes[1] += done[1]
             ok, norms, pred, xj = judge(out.x_adv.detach(), s, e)
-            judged[s] = xj
+            kept_inputs.add(s, xj, correct[s:e], ok)
             mine.append({"start": s, "ok": ok.cpu(), "norms": norms.cpu(), "pred": pred.cpu(),
                          "stages": {stage: judge(xa.detach(), s, e)[0].cpu() for stage, xa in (out.stages or {}).items()}})
             if state is not None:
@@ -305,12 +305,15 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
         torch.cuda.synchronize(device)
     secs = time.perf_counter() - t0 + kept_seconds[0]
 
-    def judged_for(starts) -> None:
-        """Attacks again the batches taken from `state` whose adversarial inputs are needed (same seed, same batch:
-        the same inputs)."""
-        for s in starts:
-            if s not in judged:
-                judged[s] = judge(attack(s, ends[s]).x_adv.detach(), s, ends[s])[3]
+    def judged_for(wanted: Sequence[int]) -> dict[int, torch.Tensor]:
+        """The judged inputs of the images `wanted` that lie in this rank's batches, on the host. A batch taken from `state`
+        that holds one is attacked again (same seed, same batch: the same inputs)."""
+        for s, e in ends.items():
+            missing = [i for i in wanted if s <= i < e and i not in kept_inputs.rows]
+            if missing:
+                xj = judge(attack(s, e).x_adv.detach(), s, e)[3]
+                kept_inputs.rows.update((i, xj[i - s].clone()) for i in missing)
+        return {i: kept_inputs.rows[i].cpu() for i in wanted if i in kept_inputs.rows}
     if state is not None and dd.active():
         state.save()  # all this process's batches, before it waits for the others' (ReportStates)
     per_rank = dd.gather({"pieces": mine, "passes": passes, "seconds": secs})
@@ -323,11 +326,10 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
 
     first = None
     if keep_first > 0:
-        judged_for(st for st in ends if st < keep_first)
         parts: dict[int, torch.Tensor] = {}
-        for part in dd.gather({s: judged[s][:keep_first - s].cpu() for s in judged if s < keep_first}):
+        for part in dd.gather(judged_for(range(min(keep_first, len(x))))):
             parts.update(part)
-        first = torch.cat([parts[s] for s in sorted(parts)]).to(device)
+        first = torch.stack([parts[i] for i in sorted(parts)]).to(device)
     ok_adv, norms, adv_pred = whole("ok").bool(), whole("norms"), whole("pred").long()
     robust = correct & ok_adv
     succ = correct & ~ok_adv
@@ -340,10 +342,8 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
     shown = []
     if n_examples:
         idx = example_indices(correct, succ, n_examples)
-        judged_for(st for st, en in ends.items() if any(st <= i < en for i in idx))
         rows = {}  # the chosen images' judged inputs, from the ranks that hold them
-        for part in dd.gather({i: judged[s][i - s].cpu() for s in judged for i in idx
-                               if s <= i < s + len(judged[s])}):
+        for part in dd.gather(judged_for(idx)):
             rows.update(part)
         shown = pick_examples(x, {i: r.to(device) for i, r in rows.items()}, y, adv_pred, succ, idx)
     return AttackResult(
