@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import HardenError
-from .base import Data, to_tensor
+from .base import Data, to_pixels, to_tensor
 from .npz import READ_ERRORS, DeferredArray
 from .pixels import CHANNEL_NOTES, ChannelView, PixelView, as_pixels
 from ..random_streams import random_state, set_random_state
@@ -93,10 +93,10 @@ class ImageData(Data):
             out["channels"] = CHANNEL_NOTES[(self.image_chans, self.in_chans)] + ", as image files are read"
         return out
 
-    def images(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
+    def pixels(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
-        return to_tensor(x[idx], device), torch.from_numpy(y[idx]).to(device)
+        return to_pixels(x[idx], device), torch.from_numpy(y[idx]).to(device)
 
     def feeder(self, augment: str, seed: int, device: torch.device) -> "ArrayFeeder":
         return ArrayFeeder(self, augment, seed, device)

@@ -69,6 +69,12 @@ class Data:
     def images(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) of these indices of 'train' or 'test' with the evaluation transform; x float [0, 1] NCHW."""
+        x, y = self.pixels(split, idx, device)
+        return x.float().div_(255.0), y
+
+    def pixels(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As images(), x as the uint8 NCHW it is made from (a quarter of the memory): images() is x / 255."""
         raise NotImplementedError
 
     def feeder(self, augment: str, seed: int, device: torch.device) -> Feeder:
@@ -168,14 +174,18 @@ def nchw(t: torch.Tensor) -> torch.Tensor:
     return t if tuple(reversed(expected)) == t.stride() else t.clone(memory_format=torch.contiguous_format)
 
 
-def to_tensor(x: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 NHWC -> float32 NCHW in [0, 1] with plain strides (nchw); converts on the device to keep host work
-    small."""
+def to_pixels(x: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 NHWC -> uint8 NCHW with plain strides (nchw), on the device."""
     if isinstance(x, np.ndarray):  # a slice of a read-only memory map is copied: torch wants writable memory
         x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x, order="C")
     t = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
-    t = t.to(device, non_blocking=True)
-    return nchw(t.permute(0, 3, 1, 2)).float().div_(255.0)  # reordered as uint8: a float copy would double the peak
+    return nchw(t.to(device, non_blocking=True).permute(0, 3, 1, 2))
+
+
+def to_tensor(x: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW in [0, 1] with plain strides; converts on the device to keep host work small, and
+    reorders in uint8 (a float copy would double the peak)."""
+    return to_pixels(x, device).float().div_(255.0)
 
 
 def fit_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -110,7 +110,7 @@ class FileData(Data):
                               "pass --skip-unreadable to leave such files out (the report counts them).")
         self.skipped.extend(errors)
 
-    def images(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
+    def pixels(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor]:
         from ..runtime import progress
         listing = self.listing(split)
@@ -128,7 +128,7 @@ class FileData(Data):
                 advance(len(y) + len(errors))
         if not xs:
             raise HardenError(f"No readable image among the {len(idx)} chosen from {self.source}.")
-        return nchw(torch.cat(xs)).float().div_(255.0), torch.cat(ys)  # any reordering made in uint8
+        return nchw(torch.cat(xs)), torch.cat(ys)
 
     def feeder(self, augment_kind: str, seed: int, device: torch.device) -> "FileFeeder":
         return FileFeeder(self, augment_kind, seed, device)

@@ -330,9 +330,9 @@ class MixedData(Data):
     def take_train(self, idx, subset=None):
         raise HardenError("internal error: a validation slice is carved from the labelled images before mixing")
 
-    def images(self, split, idx, device="cpu"):
+    def pixels(self, split, idx, device="cpu"):
         if split != "train":
-            return self.labelled.images(split, idx, device)
+            return self.labelled.pixels(split, idx, device)
         raise HardenError("internal error: MixedData's training images are read through its feeder")
 
     def steps_per_epoch(self, batch_size: int) -> int:
