@@ -831,7 +831,7 @@ def test_hugging_face_imagefolder_with_labels_in_a_metadata_file(tmp_path):
 def test_a_report_holds_its_images_as_the_uint8_pixels_they_were_decoded_as(tmp_path, monkeypatch, digits):
     """Files and arrays decode to uint8 pixels whose / 255 is exactly images(): the report holds the pixels (a quarter
     of fp32's memory on the device) and reads fp32 batches from them; arrays it must resize it holds as fp32."""
-    from harden.report import runner
+    from harden.data import held
     make_tree(tmp_path, ["c0", "c1"], 4, sizes=(20, 40))
     model = small_cnn(num_classes=2)
     files = load_data(tmp_path, DataTarget.for_model(model, workers=0))
@@ -840,14 +840,14 @@ def test_a_report_holds_its_images_as_the_uint8_pixels_they_were_decoded_as(tmp_
         pixels, y = data.pixels("test", idx)
         x, y2 = data.images("test", idx)
         assert pixels.dtype == torch.uint8 and torch.equal(pixels.float() / 255, x) and torch.equal(y, y2)
-    held = []
+    kinds = []
 
-    class Recorded(runner.EvalImages):
+    class Recorded(held.EvalImages):
         def __init__(self, pixels):
-            held.append(pixels.dtype)
+            kinds.append(pixels.dtype)
             super().__init__(pixels)
-    monkeypatch.setattr(runner, "EvalImages", Recorded)
+    monkeypatch.setattr(held, "EvalImages", Recorded)
     kw = dict(attacks=["fgsm"], n=8, metrics=False, masking_checks=False, device="cpu")
     harden.evaluate(model, files, **kw)
     harden.evaluate(harden.create_model("cnn-small", 10, 1, (16, 16), (0.5,), (0.25,)), digits, **kw)  # 8 px -> 16
-    assert held == [torch.uint8, torch.float32]
+    assert kinds == [torch.uint8, torch.float32]

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from ..attacks import build_attack
 from ..attacks.base import uniform_noise
 from ..awp import WeightPerturbation
-from ..data import Data, fit_size, index_hash, stratified_subset
+from ..data import Data, index_hash, stratified_subset
+from ..data.held import held_images
 from ..data.unlabeled import MixedData
 from ..errors import HardenError
 from ..host_sync import read
@@ -331,8 +332,7 @@ class AdversarialTraining(FineTuneRecipe):
             # still succeeds is the signature of catastrophic overfitting
             single_step = loss_kind != "trades" and int(attack.params.get("steps", 1)) == 1
             val_attack = validation_attack(str(params.get("val_attack", "pgd:steps=10")), eps)
-            xv, yv = val.images("train", np.arange(val.n_train), device)
-            xv = fit_size(xv, tuple(model.spec.input_size))
+            xv, yv = held_images(val, "train", np.arange(val.n_train), device, tuple(model.spec.input_size))
 
             def measure(m) -> dict:
                 return validate(m, xv, yv, val_attack, cfg.batch_size, cfg.seed, attack if single_step else None)

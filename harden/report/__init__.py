@@ -8,7 +8,6 @@ imports inside the package point one way, from the layer above to the layers bel
        normalisation (an assumed mean/std that a common one beats)   input_size (an assumed input size that one beats)
     1  compare (paired tests, verdicts)   budget (--time-budget)   checks (gradient-masking checks)
     0  stats (intervals)   examples (adversarial examples)   gate (requirements)   ci_output   compare_render
-       images (the evaluation images, held as uint8 pixels)
 """
 from .model import AttackResult, Report
 from .release import release_report

@@ -16,12 +16,12 @@ from ..compiling import compiled
 from ..device_defaults import attack_batch_size, prepare_for_device
 from ..errors import HardenError
 from ..models.registry import gives_input_gradient
-from ..data import Data, check_fits, fit_size, index_hash, is_on_disk
+from ..data import Data, check_fits, index_hash, is_on_disk
+from ..data.held import held_images
 from ..runtime import flushing_denormals, frozen, progress, resolve_device, warn
 from . import checks as mk
 from .curves import monotonic_flag, robustness_curves
 from .examples import KeptInputs, example_indices, pick_examples
-from .images import EvalImages
 from .metrics import seed004_metrics
 from .input_size import better_input_size
 from .normalisation import better_normalisation
@@ -115,10 +115,9 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     source = prepare_for_device(craft_on.to(device).eval(), device) if craft_on is not None else model
     idx = data.eval_indices(n, seed)
     skipped_before = len(getattr(data, "skipped", []))
-    x, y = data.pixels("test", idx, device)
     # files come at the size their transform made (the model's, or timm's test size); arrays are resized to the model's
     size = tuple(spec.input_size) if spec is not None and not is_on_disk(data) else data.input_size
-    x = EvalImages(x if tuple(x.shape[-2:]) == size else fit_size(x.float().div_(255.0), size))
+    x, y = held_images(data, "test", idx, device, size)
     # None: 128 on the CPU, found from free memory on CUDA (device_defaults.py)
     batch_size = attack_batch_size(source, device, batch_size, tuple(x.shape[1:]))
     details = {**data.identity(), "images_sha256": index_hash(idx)}
