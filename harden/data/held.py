@@ -28,6 +28,10 @@ class EvalImages:
         part = self.pixels[key]
         return part.float().div_(255.0) if part.dtype == torch.uint8 else part
 
+    def head(self, n: int) -> "EvalImages":
+        """The first n images, held the same way (a view)."""
+        return EvalImages(self.pixels[:n])
+
     def __len__(self) -> int:
         return len(self.pixels)
 

@@ -220,6 +220,7 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
     (the report's ReportState): each check attack's verdicts are kept batch by batch, as the report's own attacks'
     are, so a resumed report takes them."""
     m = min(len(x), masking_n)
+    first = x.head(m)  # the report's held images (data/held.py): a view, no fp32 copy of the m images
     robust = {r.name: r.robust_accuracy for r in results}
     flags = [f for f in [iterative_vs_single_step(robust, len(x))] if f is not None]
     pgd = next((a for a in atk_objs if a.name == "pgd"), None)
@@ -259,7 +260,7 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
         return torch.cat([p[1] for p in parts]).to(device)
 
     with progress("masking checks", 1) as advance:
-        flags += run_white_box_checks(model, x[:m], y[:m], correct[:m], check_eps,
+        flags += run_white_box_checks(model, first, y[:m], correct[:m], check_eps,
                                       robust_by_attack["pgd"][:m] if "pgd" in robust_by_attack else None,
                                       attack_fn, pgd.params if pgd is not None else None,
                                       pgd_end[:m] if pgd_end is not None else None)
@@ -267,8 +268,8 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
             flags.append(randomized_outputs(model, x[:min(m, batch_size)]))
             flags.append(output_kind_note(output_kind, scores_entry(model),
                                           bool(getattr(model, "spec", None) and model.spec.extra.get(BINARY_SIGMOID))))
-            flags.append(zero_gradients(model, x[:m], y[:m], correct[:m], batch_size, device))
-            flags.append(black_box(model, x[:m], y[:m], atk_objs, results, robust_by_attack, check_eps, attack_fn,
+            flags.append(zero_gradients(model, first, y[:m], correct[:m], batch_size, device))
+            flags.append(black_box(model, first, y[:m], atk_objs, results, robust_by_attack, check_eps, attack_fn,
                                     seed, batch_size))
         advance(1)
     return flags
