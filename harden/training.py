@@ -134,6 +134,18 @@ def zero_gradients(params: list[torch.nn.Parameter]) -> None:
         p.grad = torch.zeros_like(p)
 
 
+def _take_part_empty(params: list[torch.nn.Parameter], scaler, device: torch.device, sync_bn: bool, where: str) -> None:
+    """Under torchrun, a process whose share of a batch holds only unreadable files still takes its part in the step's
+    collectives, adding a zero gradient. With --sync-bn the others' forward pass waits for this one's BatchNorm
+    statistics: a clear stop instead."""
+    if sync_bn:
+        raise HardenError(f"{where}: this process's share of the batch holds only unreadable files, and with --sync-bn "
+                          "every process's forward pass waits for the others'. Remove the unreadable files, or run "
+                          "without --sync-bn.")
+    zero_gradients(params)
+    scaler.scale(torch.zeros((), device=device))  # fp16: the scaler's scale exists before its step
+
+
 @flushing_denormals
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         step: StepFn | None = None, params: Iterable[torch.nn.Parameter] | None = None,
@@ -259,13 +271,8 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                 scaler.scale(loss).backward()
             elif not dd.active():  # only unreadable files, skipped (--skip-unreadable)
                 continue
-            elif cfg.sync_bn:  # the others' forward pass waits for this one's BatchNorm statistics: a clear stop
-                raise HardenError(f"step {step_no} of epoch {epoch + 1}: this process's share of the batch holds only "
-                                  "unreadable files, and with --sync-bn every process's forward pass waits for the "
-                                  "others'. Remove the unreadable files, or run without --sync-bn.")
-            else:  # under torchrun this process still takes its part in the step's collectives, adding nothing
-                zero_gradients(params)
-                scaler.scale(torch.zeros((), device=device))  # fp16: the scaler's scale exists before its step
+            else:
+                _take_part_empty(params, scaler, device, cfg.sync_bn, f"step {step_no} of epoch {epoch + 1}")
             dd.average_gradients(params, len(bi) / len(global_bi))
             scaler.unscale_(opt)
             if cfg.grad_clip > 0:

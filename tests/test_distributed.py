@@ -291,6 +291,23 @@ def test_sync_bn_round_trip_restores_each_batchnorm_kind(monkeypatch):
 
 
 
+def test_an_empty_share_adds_a_zero_gradient_and_stops_clearly_under_sync_bn():
+    """The step of a process whose share is all unreadable: a zero gradient on the parameters the last step reached
+    (the collectives still run); with --sync-bn, whose forward pass the processes make together, a clear error.
+    sync-bn needs CUDA, so the whole path cannot run here: the step is tested on its own."""
+    from torch import nn
+
+    from harden import HardenError
+    from harden.training import _take_part_empty
+    net = nn.Linear(3, 2)
+    net(torch.ones(1, 3)).sum().backward()
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    _take_part_empty(list(net.parameters()), scaler, torch.device("cpu"), False, "step 3 of epoch 1")
+    assert all(p.grad is not None and not p.grad.any() for p in net.parameters())
+    with pytest.raises(HardenError, match="step 3 of epoch 1: .* --sync-bn"):
+        _take_part_empty(list(net.parameters()), scaler, torch.device("cpu"), True, "step 3 of epoch 1")
+
+
 def test_a_process_whose_share_is_unreadable_still_takes_its_part(tmp_path, cli):
     """--skip-unreadable under torchrun: where one process's share of a batch is only unreadable files, it still
     makes the step's collectives (a zero gradient, the agreement on saves). Skipping the step put the processes a
