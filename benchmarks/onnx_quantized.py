@@ -1,8 +1,9 @@
 """A quantized ONNX graph as input: the shared CIFAR-10 ResNet-20 exported by harden, quantized by onnxruntime's
-quantize_static (QDQ, int8, per channel, calibrated on 256 training images) and by its quantize_dynamic (int8 weights,
-activations quantized per batch), then evaluated by harden beside the float model on the same test images: clean
-accuracy, attacks white-box (BPDA through the rounding for the quantized graphs), agreement with onnxruntime's own
-kernels. Rows for BENCHMARKS.md "ONNX graphs quantized by onnxruntime".
+quantize_static (QDQ, int8, per channel, calibrated on 256 training images), by its quantize_dynamic (int8 weights,
+activations quantized per batch) and by quantize_static in the QOperator form (QLinearConv, QLinearAdd, QGemm), then
+evaluated by harden beside the float model on the same test images: clean accuracy, attacks white-box (BPDA through
+the rounding for the quantized graphs), agreement with onnxruntime's own kernels. Rows for BENCHMARKS.md "ONNX graphs
+quantized by onnxruntime".
 
     python benchmarks/onnx_quantized.py [--n 200]
 
@@ -56,10 +57,14 @@ def main() -> None:
         quantize_static(str(tmp / "pre.onnx"), str(tmp / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True)
         quantize_dynamic(str(tmp / "pre.onnx"), str(tmp / "dynamic.onnx"), weight_type=QuantType.QInt8)
+        batches = iter([{name: x_cal[i:i + 32].numpy()} for i in range(0, 256, 32)])
+        quantize_static(str(tmp / "pre.onnx"), str(tmp / "qoperator.onnx"), Reader(),
+                        quant_format=QuantFormat.QOperator, per_channel=True)
     import onnxruntime as ort
     x, y = data.images("test", np.arange(args.n))
     graphs = {"int8 QDQ (onnxruntime quantize_static)": "int8.onnx",
-              "int8 dynamic (onnxruntime quantize_dynamic)": "dynamic.onnx"}
+              "int8 dynamic (onnxruntime quantize_dynamic)": "dynamic.onnx",
+              "int8 QOperator (onnxruntime quantize_static, QOperator form)": "qoperator.onnx"}
     models = [("float (the checkpoint)", model)]
     for label, file in graphs.items():
         quantized = harden.load(tmp / file)

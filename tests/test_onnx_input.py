@@ -606,6 +606,108 @@ def test_a_dynamically_quantized_graph_is_evaluated_with_bpda_gradients(digits_m
     assert report.attacks[0].robust_accuracy < report.clean_accuracy - 0.3
 
 
+class _EveryQOperator(nn.Module):
+    """A network for which onnxruntime's QOperator form writes each quantized operator harden reads: QLinearConv,
+    QLinearAdd, QLinearConcat, QLinearSigmoid, QLinearMul, QLinearLeakyRelu, QLinearAveragePool, QGemm,
+    QLinearMatMul and QLinearGlobalAveragePool (with MaxPool and Flatten left on the 8-bit values)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a, self.b, self.c = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Conv2d(16, 8, 1)
+        self.fc = nn.Linear(8, 8)
+        self.w = nn.Parameter(torch.randn(8, 10) * 3)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = self.c(torch.cat([self.a(h) + self.b(h), h], 1))
+        h = F.leaky_relu(h * torch.sigmoid(h), 0.1)
+        h = F.adaptive_avg_pool2d(F.max_pool2d(F.avg_pool2d(h, 2), 2), 1).flatten(1)
+        return self.fc(h) @ self.w
+
+
+def _qoperator(net, path, calibration, size, chans):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    export(net, path.with_name("float.onnx"), size=size, chans=chans)
+    batches = iter(calibration)
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        quant_pre_process(str(path.with_name("float.onnx")), str(path.with_name("pre.onnx")))
+        quantize_static(str(path.with_name("pre.onnx")), str(path), Reader(), quant_format=QuantFormat.QOperator,
+                        per_channel=True)
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
+def test_a_qoperator_graph_is_read_as_its_qdq_form(tmp_path, per_channel, monkeypatch):
+    """onnxruntime's QOperator form (QLinearConv, com.microsoft's QLinearAdd, QGemm, ...): each quantized operator is
+    read as DequantizeLinear, the float operator and QuantizeLinear, checked against onnxruntime running the file;
+    the rounding passes gradients straight through (BPDA). Before, onnx2torch refused QLinearConv."""
+    import onnx
+    import onnxruntime.quantization as q
+    real = q.quantize_static
+    monkeypatch.setattr(q, "quantize_static", lambda *a, **k: real(*a, **{**k, "per_channel": per_channel}))
+    torch.manual_seed(0)
+    name = "image"
+    _qoperator(_EveryQOperator(), tmp_path / "q.onnx", [{name: torch.rand(32, 3, 16, 16).numpy()} for _ in range(4)],
+               (16, 16), 3)
+    ops = {n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node}
+    from harden.models.onnx_qoperator import READ
+    assert set(READ) <= ops
+    with console.capture() as cap:
+        model = harden.load(tmp_path / "q.onnx")
+    assert "quantized (QOperator) graph" in " ".join(cap.get().split())
+    assert model.spec.extra["onnx_quantized"].startswith("QOperator")
+    import onnxruntime as ort
+    x = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    theirs = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {name: x.numpy()})[0]
+    with torch.no_grad():
+        ours = model(x).numpy()
+    assert np.abs(ours - theirs).max() <= 0.05 * np.abs(theirs).max() and (ours.argmax(1) == theirs.argmax(1)).mean() \
+        >= 0.95
+    probe = x[:8].clone().requires_grad_(True)
+    model(probe).logsumexp(1).sum().backward()
+    assert probe.grad.abs().sum() > 0  # the rounding's gradient, straight through
+
+
+def test_a_qoperator_graph_is_attacked_and_one_it_cannot_read_is_refused_by_name(digits_model, digits, tmp_path, cli):
+    import onnx
+    calibration = [{"image": digits.x_train[i:i + 16].transpose(0, 3, 1, 2).astype(np.float32) / 255}
+                   for i in range(0, 128, 16)]
+    _qoperator(digits_model, tmp_path / "q.onnx", calibration, (8, 8), 1)
+    with console.capture():
+        model = harden.load(tmp_path / "q.onnx")
+    report = harden.evaluate(model, digits, n=100, attacks=["pgd"], eps=0.2, device="cpu", metrics=False,
+                             masking_checks=False)
+    assert report.clean_accuracy > 0.8 and report.attacks[0].robust_accuracy < report.clean_accuracy - 0.3
+    # exported, the quantization is written as float arithmetic that rounds: read back, the rounding passes gradients
+    # straight through too (before, torch.round's zero gradient made the exported file look robust to every attack)
+    harden.save(model, tmp_path / "q.safetensors")
+    code, out, err = cli("export", tmp_path / "q.safetensors", "-o", tmp_path / "exported.onnx")
+    assert code == 0, out + err
+    assert "Round" in {n.op_type for n in onnx.load(tmp_path / "exported.onnx").graph.node}
+    with console.capture() as said:
+        back = harden.load(tmp_path / "exported.onnx")
+    assert "gradients pass the rounding straight through" in " ".join(said.get().split())
+    x, y = digits.images("test", np.arange(16))
+    with torch.no_grad():
+        assert torch.equal(back(x).argmax(1), model(x).argmax(1))
+    probe = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(back(probe), y).backward()
+    assert (probe.grad.flatten(1).abs().amax(1) > 0).all()
+    graph = onnx.load(tmp_path / "q.onnx")
+    node = next(n for n in graph.graph.node if n.op_type == "QLinearConv")
+    node.op_type, node.domain = "QLinearSoftmax", "com.microsoft"  # one harden does not read
+    onnx.save(graph, tmp_path / "other.onnx")
+    code, _, err = cli("eval", tmp_path / "other.onnx", "--data", "digits", "--n", 8)
+    assert code == 2 and "QLinearSoftmax" in err and "QDQ form" in " ".join(err.split()), err
+
+
 def test_node_names_that_onnx2torch_would_number_into_each_other_are_renamed(tmp_path):
     """onnx2torch numbers repeated module names (`Relu`, `Relu_1`); a node already named `Relu_1` (onnxruntime's
     optimiser writes such names) then shared one with another and the graph failed with a KeyError. Nodes written

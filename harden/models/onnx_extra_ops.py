@@ -172,6 +172,15 @@ class QuantizeFake(nn.Module):
         return torch.clamp(v + _along(self.zero, self.axis, x.dim()), self.low, self.high)
 
 
+class RoundStraightThrough(nn.Module):
+    """ONNX Round (half to even, as torch.round) whose gradient passes straight through (BPDA). torch.round's is zero
+    everywhere, so a graph that rounds (harden's own export of a quantized graph, an input-quantization defence) would
+    stop every gradient attack there and look robust; BPDA is how such a graph is attacked (Athalye et al. 2018)."""
+
+    def forward(self, x):
+        return x + (torch.round(x) - x).detach()
+
+
 class DequantizeFake(nn.Module):
     """DequantizeLinear of QuantizeFake's float-held integers: (q - zero point) * scale."""
 
@@ -324,6 +333,10 @@ def register() -> None:
                 module.bias.copy_(graph.initializers[names[2]].to_torch())
         return result(module, node, names[:1])
     _CONVERTER_REGISTRY[layer_norm] = _layer_norm
+
+    for version in (11, 22):
+        _CONVERTER_REGISTRY[OperationDescription("", "Round", version)] = \
+            lambda node, graph: result(RoundStraightThrough(), node, node.input_values[:1])
 
     for version in (10, 13, 19, 21):
         @add("QuantizeLinear", version)

@@ -227,6 +227,17 @@ def _weights_dequantized(model):
     return model
 
 
+def _qdq_form(model, path: Path):
+    """A QOperator graph rewritten in the QDQ form (onnx_qoperator.py); one it cannot rewrite refused by name."""
+    from .onnx_qoperator import Unreadable, as_qdq
+    try:
+        return as_qdq(model)
+    except Unreadable as e:
+        raise HardenError(f"{str(path)!r} is quantized in the QOperator form, and harden cannot read its {e}. Quantize "
+                          "the float model in the QDQ form instead (onnxruntime's quantize_static default), which harden "
+                          "reads whatever the operators.") from None
+
+
 def _unique_module_names(g) -> None:
     """onnx2torch names each node's module from its name, numbering repeats (`Gather`, `Gather_1`): a node already
     called `Gather_1` (onnxruntime's optimiser writes such names beside `/Gather`) then shares a module name with
@@ -627,7 +638,8 @@ def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str
         raise HardenError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__}: {e}).") from None
     newer = _upgraded(model)  # before _prepare: the converter needs old IR versions' initializers listed as inputs
     model = _prepare(model)
-    half, quantized = _takes_float16(model), is_quantized(model)
+    from .onnx_qoperator import qoperator_nodes
+    half, quantized = _takes_float16(model), "QOperator" if qoperator_nodes(model) else is_quantized(model)
     original = model  # the file as onnxruntime runs it; a copy only where the float16/8-bit steps change the graph
     if half or quantized or any(i.type.tensor_type.elem_type == onnx.TensorProto.UINT8 for i in model.graph.input):
         original = onnx.ModelProto()
@@ -636,6 +648,8 @@ def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str
         model = _prepare(newer)
     if half:
         model = _as_float32(model)
+    if quantized == "QOperator":
+        model = _qdq_form(model, path)
     if quantized:
         model = _weights_dequantized(model)
     as_bytes = _takes_bytes(model)
@@ -696,13 +710,22 @@ def read_onnx(path: Path, hints: dict[str, Any] | None = None) -> tuple[dict[str
         agree = float((fused.argmax(-1) == expected.argmax(-1)).mean())
         batch_note = (" per batch, as onnxruntime quantizes each batch with the range of the whole batch"
                       if quantized == "dynamic" else "")
-        warn(f"{str(path)!r} is a quantized ({quantized}) graph: harden runs its quantization as float arithmetic "
-             f"with the same rounding{batch_note} (outputs within {worst:.2g} of onnxruntime's running the graph as "
-             f"written, where they reach {scale:.2g}; onnxruntime's fused integer kernels differ from that by up to "
-             f"{kernels:.2g}, the same class for {agree:.0%} of the check's images), its weights dequantized to float; "
-             "gradients pass the rounding straight through (BPDA), so white-box attacks are BPDA attacks.")
+        rewritten = (" (each quantized operator read as DequantizeLinear, the float operator and QuantizeLinear)"
+                     if quantized == "QOperator" else "")
+        warn(f"{str(path)!r} is a quantized ({quantized}) graph{rewritten}: harden runs its quantization as float "
+             f"arithmetic with the same rounding{batch_note} (outputs within {worst:.2g} of onnxruntime's running the "
+             f"graph as written, where they reach {scale:.2g}; onnxruntime's fused integer kernels differ from that by "
+             f"up to {kernels:.2g}, the same class for {agree:.0%} of the check's images), its weights dequantized to "
+             "float; gradients pass the rounding straight through (BPDA), so white-box attacks are BPDA attacks.")
         meta["onnx_quantized"] = (f"{quantized}: weights dequantized to float, activations' rounding with BPDA "
                                   "gradients")
+    rounds = sum(n.op_type == "Round" and not n.domain for n in model.graph.node)
+    if rounds and not quantized:
+        from ..runtime import warn
+        warn(f"{str(path)!r} rounds ({rounds} Round node{'s' if rounds > 1 else ''}: a quantized model exported as "
+             "float, or an input-quantization defence): gradients pass the rounding straight through (BPDA), so "
+             "white-box attacks are BPDA attacks.")
+        meta["onnx_rounds"] = f"{rounds} Round nodes, with BPDA gradients"
     if half:
         from ..runtime import warn
         warn(f"{str(path)!r} is a float16 graph: harden attacks and trains it in float32 (its outputs within "
