@@ -42,6 +42,9 @@ AmpOpt = typer.Option("off", "--amp", help="Training precision: off (fp32), bf16
 AttackAmpOpt = typer.Option("off", "--attack-amp", help="Precision of the report's attacks: off (fp32, the "
                             "default: a weaker fp16 gradient can overstate robustness), bf16 or fp16; the report "
                             "says which.")
+BpdaOpt = typer.Option(True, "--bpda/--no-bpda", help="Attack through rounding in the model's forward (torch.round, "
+                       "floor, ceil, sign; ONNX Round) with straight-through gradients (BPDA), the standard white-box "
+                       "attack on it; the report notes where it applied. --no-bpda attacks its zero gradient.")
 ConfidenceOpt = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Level of every accuracy's confidence "
                              "interval (Wilson score), gateable as METRIC.lower / METRIC.upper.")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the network for this run (compiles first: "
@@ -256,7 +259,7 @@ def eval_cmd(
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt, confidence: float = ConfidenceOpt,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Attack batch (default: 128 on the "
                                              "CPU; on CUDA the largest that fits in half the free memory)."),
-    attack_amp: str = AttackAmpOpt, compile_net: bool = CompileOpt,
+    attack_amp: str = AttackAmpOpt, compile_net: bool = CompileOpt, bpda: bool = BpdaOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of this same evaluation (Ctrl-C, "
                                 "SIGTERM, a crash): the attacks' verdicts it kept batch by batch (in "
                                 "$HARDEN_STATE_DIR, else ~/.cache/harden/reports) are taken and only the rest is "
@@ -319,7 +322,7 @@ def eval_cmd(
                         craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                         model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
                         masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
-                        attack_amp=attack_amp, compile=compile_net, state=states)
+                        attack_amp=attack_amp, compile=compile_net, bpda=bpda, state=states)
     with states.stoppable():
         report = release_report(run, n=n, available=ds.n_test, time_budget=time_budget, started=started,
                                 baseline=baseline, baseline_doc=baseline_doc, allow_mismatch=allow_mismatch,
@@ -405,7 +408,7 @@ def fix(
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the three reports as Markdown."),
     html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt, confidence: float = ConfidenceOpt,
-    amp: str = AmpOpt, attack_amp: str = AttackAmpOpt, compile_net: bool = CompileOpt,
+    amp: str = AmpOpt, attack_amp: str = AttackAmpOpt, compile_net: bool = CompileOpt, bpda: bool = BpdaOpt,
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm batch statistics over "
                                  "every process's share (SyncBatchNorm) instead of each process's own."),
     unfold_bn: str = typer.Option("auto", "--unfold-bn", help="auto, on or off: train with a BatchNorm after each "
@@ -460,7 +463,7 @@ def fix(
                      masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
                      curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
                      data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net,
-                     unfold_bn=unfold_bn, state=state)
+                     unfold_bn=unfold_bn, bpda=bpda, state=state)
     if not _all_ranks_done():
         state.finish()
         return

@@ -95,7 +95,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         model_flags: dict | None = None, curve: Sequence[float] | None = None,
         curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off",
         data_target: dict | None = None, unlabeled: str | Path | Data | None = None,
-        compile: bool = False, unfold_bn: str = "auto", state: "RunState | None" = None) -> FixResult:
+        compile: bool = False, unfold_bn: str = "auto", bpda: bool = True,
+        state: "RunState | None" = None) -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
@@ -106,7 +107,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     self-training): the base labels them once and the recipe mixes them into its batches (at, fixer). `compile`:
     torch.compile the network for training and the reports (compiling.py). `unfold_bn` (auto | on | off): BatchNorm
     inserted for training after the convolutions an exporter folded one into, folded back after (bn_unfold.wanted
-    says where). `state`: where the run keeps its training state, to resume from it or after it (resume.py); the
+    says where). `bpda`: the reports attack through rounding in a model's forward with straight-through gradients
+    (bpda.py). `state`: where the run keeps its training state, to resume from it or after it (resume.py); the
     caller removes it (`state.finish()`) once the hardened model is written."""
     from . import bn_unfold
     bn_unfold.check_mode(unfold_bn)
@@ -228,7 +230,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         from .attacks import parse_number
         kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
                   eps=parse_number(eps) if eps is not None else None, curve=curve, curve_cascades=curve_cascades,
-                  attack_amp=attack_amp, compile=compile, state=state.reports if state is not None else None)
+                  attack_amp=attack_amp, compile=compile, bpda=bpda,
+                  state=state.reports if state is not None else None)
         fixed_name = f"{base_name} + {config['name']}"
         with state.reports.stoppable() if state is not None else contextlib.nullcontext():
             out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)

@@ -61,7 +61,8 @@ def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLik
              batch_size: int | None = None, device: str | torch.device = "auto", seed: int = 0, metrics: bool = True,
              model_name: str = "model", craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
-             attack_amp: str = "off", compile: bool = False, state: "ReportStates | None" = None) -> Report:
+             attack_amp: str = "off", compile: bool = False, bpda: bool = True,
+             state: "ReportStates | None" = None) -> Report:
     """Robustness report of `model` on n test images of `data` (the first n of in-memory data; a seeded stratified
     sample of files, decoded through the model's evaluation transform). `attacks` None: the default set for the
     model's input size (attacks.default_attacks; the report notes what it left out). `examples`: adversarial examples kept
@@ -71,8 +72,9 @@ def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLik
     autocast (the report says which precision they used). Under torchrun the attacks are sharded across the ranks
     and every rank returns the whole report (harden/distributed.py). compile: torch.compile the networks meanwhile
     (compiling.py). `model` may be a checkpoint's path (harden.load) and `data` what --data takes (None: the data the
-    checkpoint's metadata names). `state`: where the attacks keep their verdicts batch by batch, to resume an
-    interrupted report (resume.ReportStates)."""
+    checkpoint's metadata names). `bpda`: rounding in the model's forward passes the attacks' gradients straight
+    through (bpda.py; the report notes it where the model rounds). `state`: where the attacks keep their verdicts
+    batch by batch, to resume an interrupted report (resume.ReportStates)."""
     model, data = _model_and_data(model, data)
     args = {k: v for k, v in locals().items() if k != "compile"}
     with compiled(model, compile), compiled(craft_on, compile):
@@ -97,7 +99,7 @@ def _model_and_data(model, data) -> tuple[nn.Module, Data]:
 
 def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, craft_on, batch_size, device, seed,
               metrics, model_name, craft_name, masking_checks, masking_n, examples, curve, curve_cascades,
-              attack_amp, state) -> Report:
+              attack_amp, bpda, state) -> Report:
     if not eps_l2 > 0 or not max_l0 > 0:  # a budget of zero or less counts every image as robust
         raise HardenError(f"The L2 budget (--eps-l2) and the L0 budget (--max-l0) must be > 0, got {eps_l2} and "
                           f"{max_l0}.")
@@ -132,9 +134,19 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     output_kind = detect_output_kind(model, x[:batch_size])
     model = as_logits(model, output_kind)
     source = as_logits(source, detect_output_kind(source, x[:batch_size])) if craft_on is not None else model
+    from ..bpda import straight_through
+    with frozen(model):
+        model, rounding = straight_through(model, x[:2], bpda)
+    if craft_on is not None:
+        with frozen(source):
+            source, source_rounding = straight_through(source, x[:2], bpda)
+    else:
+        source, source_rounding = model, None
 
     chosen = attacks if isinstance(attacks, AttackSet) else attack_set(attacks, size, eps)
     notes = list(chosen.notes)
+    notes += [f"{who}'s {note}" for who, note in ((model_name, rounding), (craft_name or "source model",
+                                                                          source_rounding)) if note]
     if n and n > len(idx):  # a CI gate sized for n images must not believe it measured them
         notes.append(f"the evaluation split holds {len(idx)} images, fewer than --num-images ({n}): all evaluated")
     atk_objs: list[Attack] = []
@@ -153,6 +165,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
             "model": state_digest(model), "source": state_digest(source) if craft_on is not None else None,
             "images": details, "attacks": [[a.name, a.describe(), a.norm] for a in atk_objs], "eps": eps,
             "eps_l2": eps_l2, "max_l0": max_l0, "seed": seed, "batch_size": batch_size, "precision": attack_amp,
+            "bpda": [bool(rounding) and bpda, bool(source_rounding) and bpda],
             "device": device.type, "processes": distributed.world()})
     clean_pred = predict_labels(model, x, batch_size, device)
     correct = clean_pred == y
