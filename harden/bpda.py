@@ -55,10 +55,14 @@ def straight_through(model: nn.Module, x: torch.Tensor, on: bool = True) -> tupl
     """(model, note): with `on`, the model wrapped where one forward of x (an image or two) calls rounding with a
     gradient to pass, and the report's note saying so ("<model>'s " + note); without, the model as it is and, where
     it rounds, a note saying that its zero gradient was attacked. Neither where it does not round."""
+    from .errors import NoInputGradient
     probe = StraightThrough(model)
     xs = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        probe(xs)
+    try:
+        with torch.enable_grad():
+            probe(xs)
+    except NoInputGradient:  # no gradient to pass anywhere (a forward under no_grad): judged only, under transfer
+        return model, None
     if not probe.seen:
         return model, None
     calls = ", ".join(f"{k} x{v}" for k, v in sorted(probe.seen.items()))

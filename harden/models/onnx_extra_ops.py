@@ -178,7 +178,8 @@ class RoundStraightThrough(nn.Module):
     stop every gradient attack there and look robust; BPDA is how such a graph is attacked (Athalye et al. 2018)."""
 
     def forward(self, x):
-        return x + (torch.round(x) - x).detach()
+        rounded = torch.round(x)
+        return x + (rounded - x).detach() if x.requires_grad else rounded  # without a gradient: the exact value
 
 
 class DequantizeFake(nn.Module):
