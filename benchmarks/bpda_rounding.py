@@ -6,8 +6,6 @@ passed straight through) and with --no-bpda (its zero gradient), masking checks 
 
 Needs ../shared (the checkpoint and cifar10.npz)."""
 import argparse
-import pathlib
-import sys
 import time
 
 import torch
@@ -15,8 +13,8 @@ from torch import nn
 
 import harden
 from harden.runtime import set_quiet
+from shared_models import shared_resnet20  # benchmarks/ is on the path when run as a script
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
 
 
 class BitDepth(nn.Module):
@@ -33,13 +31,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--bits", type=int, default=3)
     args = ap.parse_args()
-    ckpt, data_path = SHARED / "models" / "resnet20_cifar10.th", SHARED / "data" / "cifar10.npz"
-    if not ckpt.exists() or not data_path.exists():
-        sys.exit(f"needs {ckpt} and {data_path}")
     set_quiet(True)
-    arch = str(pathlib.Path(__file__).with_name("archs.py")) + ":resnet20"
-    model = harden.load(ckpt, arch=arch, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
-    data = harden.load_data(str(data_path))
+    model, data = shared_resnet20()
     print("| model | attacks | clean | FGSM | PGD-50 | AutoPGD-25 | masking checks tripped | time |")
     print("|---|---|---|---|---|---|---|---|")
     for label, m, bpda in [("ResNet-20", model, True),

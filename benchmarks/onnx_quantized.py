@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import io
 import pathlib
-import sys
 import tempfile
 import time
 import warnings
@@ -22,23 +21,18 @@ import torch
 
 import harden
 from harden.runtime import set_quiet
+from shared_models import shared_resnet20  # benchmarks/ is on the path when run as a script
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
     args = ap.parse_args()
-    ckpt, data_path = SHARED / "models" / "resnet20_cifar10.th", SHARED / "data" / "cifar10.npz"
-    if not ckpt.exists() or not data_path.exists():
-        sys.exit(f"needs {ckpt} and {data_path}")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     set_quiet(True)
-    arch = str(pathlib.Path(__file__).with_name("archs.py")) + ":resnet20"
-    model = harden.load(ckpt, arch=arch, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
-    data = harden.load_data(str(data_path))
+    model, data = shared_resnet20()
     tmp = pathlib.Path(tempfile.mkdtemp())
     x_check, _ = data.images("test", np.arange(8))
     from harden.export import export_onnx
