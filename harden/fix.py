@@ -107,8 +107,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     self-training): the base labels them once and the recipe mixes them into its batches (at, fixer). `compile`:
     torch.compile the network for training and the reports (compiling.py). `unfold_bn` (auto | on | off): BatchNorm
     inserted for training after the convolutions an exporter folded one into, folded back after (bn_unfold.wanted
-    says where). `bpda`: the reports attack through rounding in a model's forward with straight-through gradients
-    (bpda.py). `state`: where the run keeps its training state, to resume from it or after it (resume.py); the
+    says where). `bpda`: rounding in the model's forward passes gradients straight through (bpda.py), in training
+    (its attack and its updates) and in the reports' attacks. `state`: where the run keeps its training state, to resume from it or after it (resume.py); the
     caller removes it (`state.finish()`) once the hardened model is written."""
     from . import bn_unfold
     bn_unfold.check_mode(unfold_bn)
@@ -207,14 +207,23 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         model.spec.extra["unfolded_batchnorm"] = bn_unfold.insert(model, train_ds, device, seed=seed)
     info(f"recipe {config['name']} ({config['file']}) on {train_ds.n_train} images "
          f"({data_frac:g} of {ds.source}), {cfg.epochs} epochs, batch {cfg.batch_size}")
+    from .bpda import rounds, training_through_rounding
+    probe = torch.rand(2, model.spec.in_chans, *model.spec.input_size, generator=torch.Generator().manual_seed(0))
+    rounding = rounds(model, probe.to(device)) if bpda else None  # what the training passes gradients through
     if state is not None:  # what an uninterrupted run's result depends on: a resume must match it all
         from . import resume
         state.begin({"base_sha256": base_sha, "base": resume.spec_settings(base_model.spec), "recipe": config["name"],
                      "params": config["params"], "train": train_cfg, "data": ds.source, "subset": train_ds.subset,
                      "seed": seed, "precision": amp, "sync_bn": sync_bn, "processes": distributed.world(),
                      "unlabeled": pseudo.meta if pseudo is not None else None, "unfold_bn": unfold_bn,
-                     "compile": compile, "device": device.type})
-    with compiled(model, compile), (state.active() if state is not None else contextlib.nullcontext()):
+                     "compile": compile, "device": device.type,
+                     "through_rounding": rounding})
+    if rounding:
+        info(f"the model rounds ({rounding} a forward pass): training passes gradients straight through it, for its "
+             "attacks (BPDA) and its updates (--no-bpda: not)")
+        model.spec.extra["trained_through_rounding"] = rounding
+    with compiled(model, compile), (state.active() if state is not None else contextlib.nullcontext()), \
+            training_through_rounding(rounding):
         result = rcp.train(model, train_ds, config["params"], cfg, device,
                            **({"unlabeled": pseudo.data} if pseudo is not None else {}))
     if model.spec.extra.get("unfolded_batchnorm"):

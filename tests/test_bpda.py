@@ -70,3 +70,24 @@ def test_eval_takes_no_bpda(digits_ckpt, cli, monkeypatch):
                            *flag)
         assert code == 0, err
     assert seen == [True, False]
+
+
+def test_fix_trains_through_rounding(digits_model, digits):
+    """`fix` of a model that rounds its input: the training attack and the validation PGD pass the rounding (BPDA).
+    With --no-bpda they stall at its zero gradient: the training batches are clean images, and validation calls the
+    clean accuracy robust."""
+    import copy
+
+    class Quantize(nn.Module):
+        def forward(self, x):
+            return torch.round(x * 4) / 4
+    rounded = copy.deepcopy(digits_model)
+    rounded.net = nn.Sequential(Quantize(), rounded.net)
+    kw = dict(recipe="at", sets=["eps=0.2"], epochs=1, data_frac=0.3, device="cpu", report=False)
+    through = harden.fix(rounded, digits, **kw)
+    stalled = harden.fix(rounded, digits, **kw, bpda=False)
+    (a,), (b,) = through.history, stalled.history
+    assert b["val_robust"] == b["val_clean"] and b["adv_acc"] > a["adv_acc"] + 0.2, (a, b)
+    assert a["val_robust"] < a["val_clean"] - 0.2, a
+    assert through.model.spec.extra["trained_through_rounding"] == "torch.round x1"
+    assert "trained_through_rounding" not in stalled.model.spec.extra
