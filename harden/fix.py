@@ -108,8 +108,9 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     torch.compile the network for training and the reports (compiling.py). `unfold_bn` (auto | on | off): BatchNorm
     inserted for training after the convolutions an exporter folded one into, folded back after (bn_unfold.wanted
     says where). `bpda`: rounding in the model's forward passes gradients straight through (bpda.py), in training
-    (its attack and its updates) and in the reports' attacks. `state`: where the run keeps its training state, to resume from it or after it (resume.py); the
-    caller removes it (`state.finish()`) once the hardened model is written."""
+    (its attack and its updates) and in the reports' attacks. `state`: where the run keeps its training state, to
+    resume from it or after it (resume.py); the caller removes it (`state.finish()`) once the hardened model is
+    written."""
     from . import bn_unfold
     bn_unfold.check_mode(unfold_bn)
     device = resolve_device(device)
