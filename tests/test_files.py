@@ -851,3 +851,16 @@ def test_a_report_holds_its_images_as_the_uint8_pixels_they_were_decoded_as(tmp_
     harden.evaluate(model, files, **kw)
     harden.evaluate(harden.create_model("cnn-small", 10, 1, (16, 16), (0.5,), (0.25,)), digits, **kw)  # 8 px -> 16
     assert kinds == [torch.uint8, torch.float32]
+
+    class FloatOnly(type(digits)):  # a Data of one's own that gives float images only (no pixels)
+        def pixels(self, split, idx, device="cpu"):
+            raise NotImplementedError
+
+        def images(self, split, idx, device="cpu"):
+            return digits.images(split, idx, device)
+    floats = FloatOnly(*(getattr(digits, k) for k in ("x_train", "y_train", "x_test", "y_test", "source",
+                                                       "num_classes")))
+    kinds.clear()
+    net = harden.create_model("cnn-small", 10, 1, (8, 8), (0.5,), (0.25,))
+    a, b = harden.evaluate(net, floats, **kw), harden.evaluate(net, digits, **kw)
+    assert kinds == [torch.float32, torch.uint8] and a.attacks[0].robust_accuracy == b.attacks[0].robust_accuracy

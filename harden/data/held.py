@@ -14,7 +14,10 @@ from .base import Data, fit_size
 def held_images(data: Data, split: str, idx: np.ndarray, device: torch.device | str, size: tuple[int, int]
                 ) -> tuple["EvalImages", torch.Tensor]:
     """(x, y) of these images at `size` (arrays of another size resized; files come at their transform's)."""
-    x, y = data.pixels(split, idx, device)
+    try:
+        x, y = data.pixels(split, idx, device)
+    except NotImplementedError:  # a Data of one's own that gives float images only: held as they come
+        x, y = data.images(split, idx, device)
     return EvalImages(x if tuple(x.shape[-2:]) == tuple(size) else fit_size(x.float().div_(255.0), size)), y
 
 
