@@ -43,8 +43,9 @@ AttackAmpOpt = typer.Option("off", "--attack-amp", help="Precision of the report
                             "default: a weaker fp16 gradient can overstate robustness), bf16 or fp16; the report "
                             "says which.")
 BpdaOpt = typer.Option(True, "--bpda/--no-bpda", help="Attack through rounding in the model's forward (torch.round, "
-                       "floor, ceil, sign; ONNX Round) with straight-through gradients (BPDA), the standard white-box "
-                       "attack on it; the report notes where it applied. --no-bpda attacks its zero gradient.")
+                       "floor, ceil, trunc, sign) with straight-through gradients (BPDA), the standard white-box "
+                       "attack on it; the report notes where it applied. --no-bpda attacks its zero gradient. ONNX "
+                       "graphs' rounding is read with BPDA when they are loaded, either way.")
 ConfidenceOpt = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Level of every accuracy's confidence "
                              "interval (Wilson score), gateable as METRIC.lower / METRIC.upper.")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the network for this run (compiles first: "

