@@ -1,7 +1,7 @@
 """Images a run holds for its whole length (the report's evaluation images, `at`'s validation slice), kept as the
 uint8 pixels they were decoded as and served as fp32 a batch at a time. Files and arrays at the model's size are
 uint8 before they are anything else, and images() is pixels / 255, so x[s:e] is bitwise what the float images would
-have held, at a quarter of their memory on the device (n x 0.15 MB at 224 px, not 0.6 MB). Arrays resized to the
+have held, at a quarter of their memory on the device (n x 0.14 MiB at 224 px, not 0.57 MiB). Arrays resized to the
 model's size are held as the fp32 the resize made."""
 from __future__ import annotations
 
