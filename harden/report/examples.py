@@ -60,9 +60,9 @@ class KeptInputs:
         self._held = sorted(self._held + pos[correct & ok].tolist())[:self.k]
         want = set(self._fooled) | set(self._held)
         self.rows = {i: r for i, r in self.rows.items() if i in want or i < self.prefix}
-        keep = (pos < self.prefix) | torch.isin(pos, torch.tensor(sorted(want), dtype=pos.dtype, device=pos.device))
-        for j in keep.nonzero().squeeze(1).tolist():  # at most prefix + 2k rows, each a copy (a view holds the batch)
-            self.rows[start + j] = x_adv[j].clone()
+        end = start + len(x_adv)
+        for i in set(range(start, min(end, self.prefix))) | {i for i in want if start <= i < end}:
+            self.rows[i] = x_adv[i - start].clone()  # a copy: a view would hold the whole batch
 
 
 def pick_examples(x: torch.Tensor, x_adv: dict[int, torch.Tensor], y: torch.Tensor, pred: torch.Tensor,
