@@ -134,14 +134,9 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     output_kind = detect_output_kind(model, x[:batch_size])
     model = as_logits(model, output_kind)
     source = as_logits(source, detect_output_kind(source, x[:batch_size])) if craft_on is not None else model
-    from ..bpda import straight_through
-    with frozen(model):
-        model, rounding = straight_through(model, x[:2], bpda)
-    if craft_on is not None:
-        with frozen(source):
-            source, source_rounding = straight_through(source, x[:2], bpda)
-    else:
-        source, source_rounding = model, None
+    from ..bpda import straight_through  # its probe runs the model frozen
+    model, rounding = straight_through(model, x[:2], bpda)
+    source, source_rounding = straight_through(source, x[:2], bpda) if craft_on is not None else (model, None)
 
     chosen = attacks if isinstance(attacks, AttackSet) else attack_set(attacks, size, eps)
     notes = list(chosen.notes)
