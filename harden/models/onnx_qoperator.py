@@ -79,8 +79,8 @@ def as_qdq(model):
         out_nodes.append(helper.make_node("QuantizeLinear", [value, scale, zero] if zero else [value, scale],
                                           [output], name=fresh("q")))
 
-    def attrs_of(node, drop=()) -> dict:
-        return {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in drop}
+    def attrs_of(node) -> dict:
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
     def float_bias(bias: str, in_scale: str, w_scale: str, what: str) -> str:
         """An int32 bias as the float the kernel adds: bias x input scale x weight scale."""
@@ -130,8 +130,8 @@ def as_qdq(model):
 
     def by_triples(node, triples: int, out_at: int, op: str):
         i = list(node.input) + [""] * (out_at + 2 - len(node.input))
-        a = attrs_of(node, drop=("channels_last",))
-        if attrs_of(node).get("channels_last", 0):
+        a = attrs_of(node)
+        if a.pop("channels_last", 0):  # onnxruntime's NHWC variant: the float operators take NCHW
             raise Unreadable(f"{node.op_type} with channels_last")
         ins = []
         for k in range(triples):
