@@ -10,6 +10,7 @@ from .checkpoint import load, save, sha256_file
 from .data import Data, DataTarget, FileData, load_data, subsample
 from .errors import HardenError
 from .models import Classifier, create_model
+from .models.registry import built_in_chans
 from .runtime import flushing_denormals, resolve_device, seed_everything
 from .training import TrainConfig, fit
 
@@ -25,6 +26,12 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     written."""
     device = resolve_device(device)
     seed_everything(cfg.seed)
+    chans = built_in_chans(arch, data.num_classes, data.in_chans, data.input_size)
+    if chans is not None:  # a network that reads grey images whatever it is offered: the images read as it reads them
+        data = data.with_channels(chans)
+        if data.in_chans != chans:
+            raise HardenError(f"{arch} builds a network that reads {chans}-channel images; {data.source} has "
+                              f"{data.in_chans}-channel images and harden cannot convert them for it.")
     mean, std = data.mean_std()
     pre = {}
     if isinstance(data, FileData):  # the transform the model is trained with is the one it is evaluated with

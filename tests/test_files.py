@@ -708,6 +708,29 @@ def test_train_on_a_folder_and_fix_on_a_list_without_split_column(tmp_path, cli)
     assert harden.load(tmp_path / "fixed.safetensors").spec.extra["subset"]["n"] == 12  # half of the other 26
 
 
+GREY_NET = """
+import torch.nn as nn
+def lenet(num_classes=10):  # published code's MNIST net: one input channel, whatever it is offered
+    return nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 6 * 6, num_classes))
+"""
+
+
+def test_train_feeds_a_grey_network_colour_images_as_grey(tmp_path, cli):
+    """`harden train --arch file.py:lenet` for a network that builds itself for one channel, on colour files: the
+    files are read as grey (luminance), as eval reads them for that network, rather than failing on 3 channels."""
+    (tmp_path / "greynet.py").write_text(GREY_NET)
+    make_tree(tmp_path / "img", ["a", "b"], 4, splits=("train", "val"), sizes=(20, 30))
+    assert load_data(str(tmp_path / "img")).in_chans == 3
+    code, out, err = cli("train", "--data", tmp_path / "img", "--arch", f"{tmp_path / 'greynet.py'}:lenet",
+                         "--input-size", "16", "--epochs", "1", "--workers", "0", "-o", tmp_path / "g.safetensors")
+    assert code == 0, err
+    model = harden.load(tmp_path / "g.safetensors")
+    assert model.spec.in_chans == 1 and len(model.spec.mean) == 1
+    code, out, err = cli("eval", tmp_path / "g.safetensors", "--attack", "fgsm", "--num-images", "4", "--no-metrics",
+                         "--no-masking-checks", "--workers", "0")
+    assert code == 0, err
+
+
 def test_train_reads_photographs_of_every_size_at_a_sane_size(tmp_path, cli):
     """With no model yet, image files are read at their own size where most share one, else at a square of the
     median shorter side (the most common of 32 sizes that all differ was any one of them); a camera's size is

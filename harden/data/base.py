@@ -62,6 +62,11 @@ class Data:
             return "mnist-like"
         return "cifar-like" if max(self.input_size) <= SMALL_IMAGE_SIDE else "imagenet-like"
 
+    def with_channels(self, channels: int) -> "Data":
+        """The same images read for a model of `channels` input channels (grey replicated, colour as luminance);
+        itself where that needs no conversion or this data cannot convert."""
+        return self
+
     def take_train(self, idx: np.ndarray, subset: dict | None = None) -> "Data":
         """The same source restricted to these training indices (nothing is decoded)."""
         raise NotImplementedError

@@ -94,6 +94,14 @@ class FileData(Data):
                           held_out={"fraction": HELD_OUT_TEST, "seed": HELD_OUT_SEED, "n": int(len(test_idx)),
                                     "index_sha256": index_hash(test_idx)})
 
+    def with_channels(self, channels: int) -> "FileData":
+        """The same files decoded for a model of `channels` channels, as PIL converts them for it."""
+        pre = self.preprocess
+        if channels == pre.in_chans or channels not in (1, 3, 4):
+            return self
+        return self._with(preprocess=Preprocess(channels, pre.input_size, pre.interpolation, pre.crop_pct,
+                                                pre.crop_mode))
+
     def at_size(self, size: tuple[int, int]) -> "FileData":
         """The same files through the same transform at another input size (the input-size check reads a sample
         again); files it cannot read are counted apart from the report's."""

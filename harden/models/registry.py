@@ -130,6 +130,20 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         raise HardenError(f"timm could not build {arch!r} with model_args {spec.model_args}: {e}") from None
 
 
+def built_in_chans(arch: str, num_classes: int, in_chans: int, input_size) -> int | None:
+    """The image channels a `module:callable` network reads as it builds itself: its stem's (first convolution's,
+    or an MLP's first linear layer's), where that differs from `in_chans` (published code's Net() for grey digits
+    ignores any channel count it is offered); None where it follows `in_chans` or is not such a callable."""
+    if ":" not in arch or arch.startswith("transformers:"):
+        return None
+    from .config import first_conv, first_linear_image
+    spec = ModelSpec(arch=arch, num_classes=int(num_classes), in_chans=int(in_chans),
+                     input_size=(int(input_size[0]), int(input_size[1])), mean=(0.0,), std=(1.0,))
+    state = _build_net(spec).state_dict()
+    stem = first_conv(state) or first_linear_image(state)
+    return stem[1] if stem and stem[1] != int(in_chans) else None
+
+
 def _import_callable(arch: str) -> Callable[..., nn.Module]:
     """`path/to/file.py:callable` or `package.module:callable`, imported as Python would import them for published
     code: a file inside a package (a folder with __init__.py) as that package's module, so its relative imports
