@@ -313,7 +313,7 @@ def eval_cmd(
         src_flags = ModelFlags(**{k: v for k, v in model_flags.given().items()
                                   if k == "key" or k not in src_meta})
         source = _load_model(craft_on, src_flags, dev)
-    ds = data_for(model, data, **data_flags.target_kwargs())
+    ds = data_for(model, data, checkpoint.name, **data_flags.target_kwargs())
     from .resume import ReportStates
     states = ReportStates(resume)  # the attacks' verdicts, batch by batch: an interrupted run resumes
 
@@ -629,6 +629,9 @@ def data_cmd(
     t.add_column(style="bold")
     t.add_column()
     dataset = load_data(data, target)
+    if loaded is not None:  # the model's test split, as eval reads it (a split fix held out of this data)
+        from .data.held_out import test_split_for
+        dataset = test_split_for(dataset, loaded.spec.extra, model.name)
     rows = describe(dataset)
     if loaded is not None and dataset.n_test:
         import torch

@@ -13,7 +13,7 @@ import torch
 
 from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
-from .data import Data, DataTarget, FileData, check_fits, load_data, subsample
+from .data import Data, DataTarget, check_fits, load_data, subsample
 from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
@@ -22,6 +22,8 @@ from .report.preflight import checks_before_training
 from .report.runner import evaluate
 from .models import Classifier
 from .models.registry import gives_input_gradient, no_input_gradient
+from .data import held_out
+from .data.held_out import hold_out_for_training
 from .data.unlabeled import load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
 from .recipes.base import apply_kind_defaults, resolve_auto
@@ -139,10 +141,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         if not data and spec != "digits" and not Path(spec).exists():
             raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
         ds = load_data(spec, DataTarget.for_model(base_model, **(data_target or {})))
-    if isinstance(ds, FileData) and not ds.has_split("train") and ds.layout == "list":
-        ds = ds.with_held_out_test()
-        info(f"{ds.source} has no split column: a stratified {ds.held_out['fraction']:g} of it "
-             f"({ds.held_out['n']} images) is held out as the test split; training never sees it")
+    ds = hold_out_for_training(ds)
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
         raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
@@ -183,6 +182,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                              "recipe_train": config["train"], "data_fraction": data_frac, "seed": seed,
                              "precision": amp, "processes": distributed.world(),
                              "subset": train_ds.subset, "base_sha256": base_sha})
+    if held_out.record(ds):  # a later eval on the same data tests on these images again
+        model.spec.extra[held_out.KEY] = held_out.record(ds)
     if kind_defaults:
         model.spec.extra["kind_defaults"] = kind_defaults
     train_cfg = dict(config["train"])

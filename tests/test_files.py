@@ -708,6 +708,37 @@ def test_train_on_a_folder_and_fix_on_a_list_without_split_column(tmp_path, cli)
     assert harden.load(tmp_path / "fixed.safetensors").spec.extra["subset"]["n"] == 12  # half of the other 26
 
 
+def test_eval_of_a_model_hardened_on_one_split_tests_on_what_fix_held_out(tmp_path, cli):
+    """Class folders without train/ and val/ (one split): `fix` holds 20% out, records the draw, and a later `eval` of
+    the hardened model on the same folder tests on those images again (said), never on the ones it trained on; the
+    base, which harden never trained on it, is evaluated on all of it; a changed folder draws again with a warning."""
+    make_tree(tmp_path / "one", ["a", "b"], 10, splits=("",), sizes=(20, 24))
+    harden.save(small_cnn(num_classes=2), tmp_path / "base.safetensors")
+    common = ["--attack", "fgsm", "--num-images", "40", "--no-metrics", "--no-masking-checks", "--workers", "0"]
+    code, out, err = cli("fix", tmp_path / "base.safetensors", "--data", tmp_path / "one", "--data-frac", "1",
+                         "--epochs", "1", "--set", "val_frac=0", "--json", tmp_path / "fix.json",
+                         "-o", tmp_path / "fixed.safetensors", *common)
+    assert code == 0, err
+    assert "one split" in " ".join(err.split()) and "held out as the test split" in " ".join(err.split())
+    fixed_rep = json.loads((tmp_path / "fix.json").read_text())["reports"][-1]
+    assert fixed_rep["n"] == 4  # 20% of 10 a class
+    code, out, err = cli("eval", tmp_path / "fixed.safetensors", "--data", tmp_path / "one", "--json",
+                         tmp_path / "e.json", *common)
+    assert code == 0, err
+    rep = json.loads((tmp_path / "e.json").read_text())
+    assert rep["n"] == 4 and rep["data_details"]["held_out_test"]["n"] == 4
+    assert rep["data_details"]["images_sha256"] == fixed_rep["data_details"]["images_sha256"]
+    assert "never trained on" in " ".join(err.split())
+    code, out, err = cli("eval", tmp_path / "base.safetensors", "--data", tmp_path / "one", "--json",
+                         tmp_path / "b.json", *common)
+    assert code == 0, err
+    assert json.loads((tmp_path / "b.json").read_text())["n"] == 20 and "never trained on" not in err
+    Image.new("RGB", (20, 20), (1, 2, 3)).save(tmp_path / "one" / "a" / "new.png")  # the folder changed since
+    code, out, err = cli("eval", tmp_path / "fixed.safetensors", "--data", tmp_path / "one", *common)
+    assert code == 0, err
+    assert "has changed since" in " ".join(err.split())
+
+
 GREY_NET = """
 import torch.nn as nn
 def lenet(num_classes=10):  # published code's MNIST net: one input channel, whatever it is offered

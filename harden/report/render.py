@@ -54,7 +54,7 @@ def data_note(report) -> str:
         return ""
     text = f"{d['pixels']}; images {d.get('images_sha256', '?')} (seeded stratified sample)"
     if d.get("held_out_test"):
-        text += f"; test split held out from the list: {d['held_out_test']['n']} images"
+        text += f"; test split held out of the data, never trained on: {d['held_out_test']['n']} images"
     if d.get("skipped_unreadable"):
         text += f"; {d['skipped_unreadable']} unreadable file(s) skipped"
     return text
