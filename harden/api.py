@@ -24,6 +24,10 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     """Train a plain base model (for demos, benchmarks and tests): SGD + OneCycle, optional focal loss. `state`: where
     the run keeps its training state, to resume from it (resume.py); the caller removes it once the model is
     written."""
+    if not data.has_split("train"):
+        raise HardenError(f"{data.source} has one split and no training split: `harden train` trains on a training "
+                          "split (`harden fix` holds a share of such data out as its test split and trains on the "
+                          "rest).")
     device = resolve_device(device)
     seed_everything(cfg.seed)
     chans = built_in_chans(arch, data.num_classes, data.in_chans, data.input_size)

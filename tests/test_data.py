@@ -163,7 +163,8 @@ def test_a_damaged_npz_is_a_harden_error_whatever_the_damage(tmp_path, compresse
         try:
             d = load_data(p)
             d.images("test", np.arange(10))
-            d.images("train", np.arange(40))
+            if d.has_split("train"):  # a damaged name can leave only the test pair, read as a test set alone
+                d.images("train", np.arange(40))
         except HardenError:
             errors += 1
     assert errors > 250  # nearly every damage is caught; the rest left the arrays readable
@@ -276,3 +277,38 @@ def test_arrays_for_a_model_of_another_channel_count_are_converted_as_image_file
         got = (x * 255).round().byte().permute(0, 2, 3, 1).numpy()
         assert np.array_equal(got.reshape(want.shape), want), mode
     assert load_data(tmp_path / "rgba.npz").in_chans == 4  # without a model: the arrays as they are
+
+
+def test_an_npz_of_one_split_is_evaluated_whole_and_fix_holds_a_share_out(tmp_path):
+    """An .npz of one split as published code saves it (`images`, `labels`; float N x C x H x W) or a test set
+    saved alone: eval reads all of it; fix trains on 80% and tests on a stratified 20% it never trained on (rows
+    read in place, equal to the arrays), records them, and eval of the hardened model on the same file tests on
+    those again."""
+    import harden
+    from harden.api import data_for
+    from harden.data.held_out import KEY
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    x = (rng.random((60, 3, 8, 8)) * 0.3 + y[:, None, None, None] * 0.3).astype(np.float32)
+    np.savez(tmp_path / "one.npz", images=x, labels=y)
+    np.savez(tmp_path / "test_only.npz", x_test=np.rint(x * 255).astype(np.uint8).transpose(0, 2, 3, 1), y_test=y)
+    for name in ("one.npz", "test_only.npz"):
+        d = load_data(tmp_path / name)
+        assert not d.has_split("train") and d.n_test == 60 and d.num_classes == 3
+    d = load_data(tmp_path / "one.npz")
+    held = d.with_held_out_test()
+    assert held.n_test == 12 and held.n_train == 48 and np.bincount(held.y_test).tolist() == [4, 4, 4]
+    every = np.rint(x * 255).astype(np.uint8)
+    test_rows = held.x_test[np.arange(12)].transpose(0, 3, 1, 2)
+    train_rows = held.x_train[np.arange(48)[::-1]].transpose(0, 3, 1, 2)  # any order of rows
+    assert {r.tobytes() for r in test_rows} | {r.tobytes() for r in train_rows} == {r.tobytes() for r in every}
+    assert not {r.tobytes() for r in test_rows} & {r.tobytes() for r in train_rows}
+    base = harden.create_model("cnn-small", 3, 3, (8, 8), (0.5,), (0.25,))
+    result = harden.fix(base, str(tmp_path / "one.npz"), epochs=1, data_frac=1.0, sets=["val_frac=0"], device="cpu",
+                        report_n=40, attacks=["fgsm"], metrics=False, masking_checks=False)
+    assert result.reports["fixed_white_box"].n == 12
+    rec = result.model.spec.extra[KEY]
+    assert rec["n"] == 12 and rec["source"] == str((tmp_path / "one.npz").resolve())
+    again = data_for(result.model, str(tmp_path / "one.npz"))
+    assert again.n_test == 12 and again.held_out["index_sha256"] == rec["index_sha256"]
+    assert data_for(base, str(tmp_path / "one.npz")).n_test == 60  # a model never hardened on it: all of it

@@ -2,6 +2,7 @@
 the host; batches become float [0,1] NCHW tensors on the device (the fast path for small images)."""
 from __future__ import annotations
 
+import hashlib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +12,9 @@ import numpy as np
 import torch
 
 from ..errors import HardenError
-from .base import Data, to_pixels, to_tensor
+from .base import Data, index_hash, stratified_subset, to_pixels, to_tensor
 from .npz import READ_ERRORS, DeferredArray
-from .pixels import CHANNEL_NOTES, ChannelView, PixelView, as_pixels
+from .pixels import CHANNEL_NOTES, ChannelView, PixelView, RowsOf, as_pixels
 from ..random_streams import random_state, set_random_state
 from .transforms import augment, build_augment
 
@@ -49,6 +50,7 @@ class ImageData(Data):
     subset: dict = field(default_factory=dict)  # fraction, seed, n, index hash when subsampled
     class_names: list[str] | None = None  # when the data says them (image folders, CIFAR-10 meta, an npz key)
     image_chans: int | None = None  # the arrays' own channels where they are fed as another count (with_channels)
+    held_out: dict = field(default_factory=dict)  # the test split fix held out of arrays of one split
 
     @property
     def in_chans(self) -> int:
@@ -73,7 +75,27 @@ class ImageData(Data):
     def take_train(self, idx: np.ndarray, subset: dict | None = None) -> "ImageData":
         return ImageData(self.x_train[idx], self.y_train[idx], self.x_test, self.y_test, self.source,
                          self.num_classes, subset=self.subset if subset is None else subset,
-                         class_names=self.class_names, image_chans=self.image_chans)
+                         class_names=self.class_names, image_chans=self.image_chans, held_out=self.held_out)
+
+    def with_held_out_test(self) -> "ImageData":
+        """Arrays of one split (all of them the test split): a stratified, seeded HELD_OUT_TEST of them becomes the
+        test split and the rest the training split, as for a list without a split column (rows read in place)."""
+        from .files import HELD_OUT_SEED, HELD_OUT_TEST
+        x, y = self.x_test, self.y_test
+        test_idx = stratified_subset(y, HELD_OUT_TEST, HELD_OUT_SEED)
+        train_idx = np.setdiff1d(np.arange(len(y)), test_idx)
+        return ImageData(RowsOf(x, train_idx, f"{self.source}: training rows"), y[train_idx],
+                         RowsOf(x, test_idx, f"{self.source}: held-out rows"), y[test_idx], self.source,
+                         self.num_classes, class_names=self.class_names, image_chans=self.image_chans,
+                         held_out={"fraction": HELD_OUT_TEST, "seed": HELD_OUT_SEED, "n": int(len(test_idx)),
+                                   "index_sha256": index_hash(test_idx)})
+
+    def test_digest(self) -> str:
+        x = self.x_test
+        h = hashlib.sha256(repr(tuple(x.shape)).encode() + self.y_test.astype(np.int64).tobytes())
+        for i in sorted({0, len(x) // 2, len(x) - 1} if len(x) else set()):  # a few rows: cheap, not a proof
+            h.update(np.ascontiguousarray(x[i]).tobytes())
+        return h.hexdigest()[:16]
 
     def with_channels(self, channels: int) -> "ImageData":
         """The same arrays fed to a model of `channels` input channels, converted as PIL converts an image file for
@@ -85,12 +107,15 @@ class ImageData(Data):
         raw = self.__dict__["_x_train"]
         return ImageData(ChannelView(raw, channels, f"{self.source}: x_train"), self.y_train,
                          ChannelView(self.x_test, channels, f"{self.source}: x_test"), self.y_test, self.source,
-                         self.num_classes, subset=self.subset, class_names=self.class_names, image_chans=own)
+                         self.num_classes, subset=self.subset, class_names=self.class_names, image_chans=own,
+                         held_out=self.held_out)
 
     def identity(self) -> dict:
         out = super().identity()
         if self.image_chans is not None:
             out["channels"] = CHANNEL_NOTES[(self.image_chans, self.in_chans)] + ", as image files are read"
+        if self.held_out:
+            out["held_out_test"] = self.held_out
         return out
 
     def pixels(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
@@ -172,6 +197,11 @@ def _digits() -> ImageData:
     return _finish(xtr, ytr, xte, yte, "digits")
 
 
+# the image and label keys of an .npz of one split, as published code saves them (lower-cased)
+ONE_SPLIT_KEYS = (("x", "y"), ("images", "labels"), ("imgs", "labels"), ("data", "labels"), ("data", "targets"),
+                  ("inputs", "targets"), ("images", "targets"), ("x", "labels"), ("image", "label"))
+
+
 def _npz(path: Path) -> ImageData:
     """Memory-mapped where the archive allows (harden.data.npz): a run reads the rows it uses, not the archive."""
     from .npz import npz_keys, read_npz
@@ -183,11 +213,25 @@ def _npz(path: Path) -> ImageData:
     want = {"x_train": "x_train", "y_train": "y_train", "x_test": f"x_{test}", "y_test": f"y_{test}",
             "class_names": "class_names"}
     missing = [k for k, v in want.items() if v not in stored and k != "class_names"]
-    if missing:
+    one = next(((x, y) for x, y in ONE_SPLIT_KEYS if x in stored and y in stored), None) if missing else None
+    if missing and one is None and not {f"x_{test}", f"y_{test}"} - set(stored):
+        one = (f"x_{test}", f"y_{test}")  # a test set saved alone
+    if missing and one is None:
         raise HardenError(f"{str(path)!r} lacks {', '.join(missing)} (it holds {', '.join(stored.values())}); an "
-                          ".npz for harden holds x_train, y_train, x_test (or x_val), y_test (or y_val): images "
+                          ".npz for harden holds x_train, y_train, x_test (or x_val), y_test (or y_val), or the "
+                          "images and labels of one split (x, y; images, labels; data, targets): images "
                           "N x H x W (x C), or N x C x H x W, as uint8 0-255 or floats in [0, 1]; labels as "
                           "indices or one-hot rows.")
+    if one is not None:  # one split: evaluated whole; `fix` holds a share of it out as its test split (held_out.py)
+        try:
+            z = read_npz(path)
+        except READ_ERRORS as e:
+            raise HardenError(f"{str(path)!r} is not a readable .npz archive ({e}).") from None
+        x, y = z[stored[one[0]]], z[stored[one[1]]]
+        names = np.asarray(z[stored["class_names"]]).tolist() if "class_names" in stored else None
+        xs = _images(x, f"{path}: {stored[one[0]]}")
+        return _finish(xs[:0] if isinstance(xs, np.ndarray) else np.zeros((0, *xs.shape[1:]), np.uint8),
+                       np.zeros(0, np.int64), xs, y, str(path), names)
     try:
         z = read_npz(path, defer=(stored["x_train"],))  # `eval` never inflates compressed training images
     except READ_ERRORS as e:

@@ -62,6 +62,18 @@ class Data:
             return "mnist-like"
         return "cifar-like" if max(self.input_size) <= SMALL_IMAGE_SIDE else "imagenet-like"
 
+    def has_split(self, split: str) -> bool:
+        return (self.n_train if split == "train" else self.n_test) > 0
+
+    def with_held_out_test(self) -> "Data":
+        """Data of one split: a stratified, seeded share of it as the test split, the rest as the training split
+        (held_out.py); `held_out` says which."""
+        raise HardenError(f"{self.source} has no training split.")
+
+    def test_digest(self) -> str:
+        """A hash of what the test split holds (which files, or the arrays' shape, labels and a few rows)."""
+        raise NotImplementedError
+
     def with_channels(self, channels: int) -> "Data":
         """The same images read for a model of `channels` input channels (grey replicated, colour as luminance);
         itself where that needs no conversion or this data cannot convert."""

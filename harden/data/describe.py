@@ -20,13 +20,12 @@ def describe(data: Data, sample: int = SAMPLE) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = [("source", data.source)]
     on_disk = isinstance(data, FileData)
     rows.append(("layout", data.layout if on_disk else "arrays in memory"))
-    splits = [s for s in ("train", "test") if not on_disk or data.has_split(s)]
-    for split in splits:
+    if not data.has_split("train"):
+        rows.append(("train split", "none: `eval` reads it whole; `fix` holds a stratified, seeded 20% of it out as "
+                                    "its test split and trains on the rest"))
+    for split in [s for s in ("train", "test") if data.has_split(s)]:
         y = data.y_train if split == "train" else data.y_test
-        rows.append((f"{split} split", f"{len(y):,} images" + (_per_class(y, data.class_names) if len(y) else "")))
-    if on_disk and not data.has_split("train"):
-        rows.append(("train split", "none: `eval` only; a list without a split column gives `fix` a held-out 20% "
-                                    "as its test split" if data.layout == "list" else "none: `eval` only"))
+        rows.append((f"{split} split", f"{len(y):,} images" + _per_class(y, data.class_names)))
     names = data.class_names
     rows.append(("classes", f"{data.num_classes}" + (f": {_few(names)}" if names else " (indices; no names)")))
     if on_disk:

@@ -94,6 +94,9 @@ class FileData(Data):
                           held_out={"fraction": HELD_OUT_TEST, "seed": HELD_OUT_SEED, "n": int(len(test_idx)),
                                     "index_sha256": index_hash(test_idx)})
 
+    def test_digest(self) -> str:
+        return self.listing("test").digest()
+
     def with_channels(self, channels: int) -> "FileData":
         """The same files decoded for a model of `channels` channels, as PIL converts them for it."""
         pre = self.preprocess

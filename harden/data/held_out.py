@@ -1,21 +1,19 @@
 """A test split held out of data that has none (a list without a split column, class folders without train/ and val/,
-shards or a table of one split): `fix` trains on the rest, records which images it held out, and a later `eval` of
+shards, a table or an .npz of one split): `fix` trains on the rest, records which images it held out, and a later `eval` of
 the hardened model on the same data tests on those images again rather than on the ones it was trained on."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ..errors import HardenError
 from ..runtime import info, warn
 from .base import Data
-from .files import FileData
 
 KEY = "held_out_test"  # the hardened checkpoint's record (spec.extra)
 
 
 def without_train_split(data: Data) -> bool:
-    return isinstance(data, FileData) and not data.has_split("train")
+    return not data.has_split("train") and data.has_split("test")
 
 
 def hold_out_for_training(data: Data) -> Data:
@@ -23,19 +21,18 @@ def hold_out_for_training(data: Data) -> Data:
     rest the training split (said); otherwise the data itself."""
     if not without_train_split(data):
         return data
-    whole = data.listing("test")
     held = data.with_held_out_test()
-    what = "no split column" if data.layout == "list" else "one split"
+    what = "no split column" if getattr(data, "layout", "") == "list" else "one split"
     info(f"{data.source} has {what}: a stratified {held.held_out['fraction']:g} of it ({held.held_out['n']} of "
-         f"{len(whole):,} images) is held out as the test split; training never sees it")
-    held.held_out["listing_sha256"] = whole.digest()
+         f"{data.n_test:,} images) is held out as the test split; training never sees it")
+    held.held_out["listing_sha256"] = data.test_digest()
     held.held_out["source"] = _where(data.source)
     return held
 
 
 def record(held: Data) -> dict[str, Any] | None:
     """What the hardened checkpoint keeps of a held-out split (None where the data had its own test split)."""
-    return dict(held.held_out) if isinstance(held, FileData) and held.held_out else None
+    return dict(held.held_out) if getattr(held, "held_out", None) else None
 
 
 def test_split_for(data: Data, extra: dict[str, Any], model_name: str = "the model") -> Data:
@@ -44,16 +41,13 @@ def test_split_for(data: Data, extra: dict[str, Any], model_name: str = "the mod
     rec = extra.get(KEY)
     if not rec or not without_train_split(data) or rec.get("source") != _where(data.source):
         return data
-    listing = data.listing("test")
     held = data.with_held_out_test()
-    if listing.digest() == rec.get("listing_sha256") and held.held_out["index_sha256"] == rec.get("index_sha256"):
+    if data.test_digest() == rec.get("listing_sha256") and held.held_out["index_sha256"] == rec.get("index_sha256"):
         info(f"{model_name} was hardened on {data.source} less a held-out {held.held_out['fraction']:g} of it: "
              f"evaluating on those {held.held_out['n']} images, never trained on")
         return held
-    if len(listing) == 0:
-        raise HardenError(f"{data.source} lists no images.")
     warn(f"{model_name} was hardened on {data.source} less a held-out share of it, but the data has changed since "
-         f"({len(listing):,} images listed): the same share is drawn again ({held.held_out['n']} images), which may "
+         f"({data.n_test:,} images now): the same share is drawn again ({held.held_out['n']} images), which may "
          "hold images it was trained on. Evaluate on data it never saw (a list with a split column, or "
          "train/ and val/ folders) for a report that counts.")
     return held

@@ -75,6 +75,27 @@ class PixelView(RowView):
         return a
 
 
+class RowsOf(RowView):
+    """Rows `idx` of `base` (a split held out of arrays that have one): read as a run indexes them, never copied."""
+
+    def __init__(self, base: Any, idx: np.ndarray, what: str):
+        super().__init__(base, what)
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self.shape = (len(self.idx), *base.shape[1:])
+
+    def __getitem__(self, idx) -> np.ndarray:
+        rows = self.idx[idx]
+        if isinstance(self._base, RowView) or np.ndim(rows) == 0:
+            return np.asarray(self._base[rows])
+        order = np.argsort(rows, kind="stable")  # a memory map reads sorted rows in one pass
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
+        out[order] = np.asarray(self._base[rows[order]])
+        return out
+
+    def _convert(self, a: np.ndarray) -> np.ndarray:
+        return a
+
+
 def convert_channels(a: np.ndarray, channels: int) -> np.ndarray:
     """uint8 ... x C rows as `channels` channels, as PIL's convert gives an image file to a model of that many (so
     arrays and files read alike): grey replicated ('RGB'), luminance by ITU-R 601-2 in PIL's integer arithmetic

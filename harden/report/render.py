@@ -48,13 +48,16 @@ def _failing_metrics(report: Report) -> set[str]:
 
 def data_note(report) -> str:
     """Where the images came from when they are files: the transform the budgets are measured after, the sample's
-    hash, files skipped (a Report or its JSON dict); '' for arrays."""
+    hash, files skipped; a test split fix held out (files or arrays). A Report or its JSON dict; '' for arrays of
+    their own test split."""
     d = report.get("data_details", {}) if isinstance(report, dict) else report.data_details
+    held = (f"test split held out of the data, never trained on: {d['held_out_test']['n']} images"
+            if d.get("held_out_test") else "")
     if not d.get("pixels"):
-        return ""
+        return held
     text = f"{d['pixels']}; images {d.get('images_sha256', '?')} (seeded stratified sample)"
-    if d.get("held_out_test"):
-        text += f"; test split held out of the data, never trained on: {d['held_out_test']['n']} images"
+    if held:
+        text += f"; {held}"
     if d.get("skipped_unreadable"):
         text += f"; {d['skipped_unreadable']} unreadable file(s) skipped"
     return text
