@@ -154,9 +154,11 @@ def test_time_budget_plan_and_refusal():
     assert calls == [8, 16]  # 16 images took 0.32 s, over 4% of the budget: doubling stops
     assert 20 <= p.n <= 90 and p.fixed_s < 0.05  # (2 s - 0.48 s) x 0.9 / 0.02 s = 68 on an idle machine
     assert p.estimate_s <= 2.0 and 0.01 < p.summary()["interval_half_width_at_50pct"] < 0.2
+    calls.clear()
     with pytest.raises(harden.HardenError, match="fits .* images") as e:
         plan(0.3, 10_000, calibrate, time.perf_counter())
     assert "Nothing was written" in str(e.value)
+    assert calls == [8]  # refused after the first sample: a second (0.32 s) would overrun the budget by itself
 
 
 def test_cli_time_budget_reports_its_plan(cli, digits_ckpt, tmp_path):

@@ -1,7 +1,8 @@
 """`--time-budget`: how many images a report can afford. The chosen attacks (and the masking checks, when on) run on
-calibration samples of 8, 16, 32, ... images until one takes CALIBRATION_SHARE of the budget: the last two give the
-seconds per image (their difference) and the fixed cost of a run (checks, metrics, set-up), and fixed + per image x
-images must fit in what the budget has left. Measured on the CIFAR-10 ResNet-20 (BENCHMARKS.md): one 8-image run
+calibration samples of 8, 16, 32, ... images until one takes CALIBRATION_SHARE of the budget (or the next would take
+the calibration past 30% of it): the last two give the seconds per image (their difference) and the fixed cost of a
+run (checks, metrics, set-up), or the one sample its time per image, and fixed + per image x images must fit in what
+the budget has left. Measured on the CIFAR-10 ResNet-20 (BENCHMARKS.md): one 8-image run
 charged the fixed cost to every image (planned 0.31 s an image, used 62 s of 180); 4 and 16 images both fit in one
 batch, whose cost barely grows with its size (planned 0.006 s an image, 0.018 s at scale).
 The calibration is paid from the budget too. The interval half-width the image count buys is printed, so the trade
@@ -81,7 +82,10 @@ def plan(budget_s: float, available: int, calibrate, started: float, memory=None
             if distributed.all_ok(saved is not None):  # under torchrun every process calibrates again, or none
                 return Plan(**{**saved, "started": started, "resumed": True})
         spent = clock() - started
-        if len(sizes) >= 2 and (times[-1] >= CALIBRATION_SHARE * budget_s or spent + 2 * times[-1] > 0.3 * budget_s):
+        if (len(sizes) >= 2 and times[-1] >= CALIBRATION_SHARE * budget_s) or spent + 2 * times[-1] > 0.3 * budget_s:
+            # a larger sample would take too much of the budget; from one sample alone its time per image (fixed
+            # costs included) plans fewer images than fit, never more, and a budget that cannot fit a useful report
+            # is refused at once rather than after another, longer sample (a 224-px model on a CPU)
             break
         if k >= available:
             break
