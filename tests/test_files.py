@@ -5,6 +5,7 @@ shards, class maps and bad files."""
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -733,6 +734,10 @@ def test_eval_of_a_model_hardened_on_one_split_tests_on_what_fix_held_out(tmp_pa
                          tmp_path / "b.json", *common)
     assert code == 0, err
     assert json.loads((tmp_path / "b.json").read_text())["n"] == 20 and "never trained on" not in err
+    shutil.copytree(tmp_path / "one", tmp_path / "moved")  # the same files elsewhere: still the held-out split
+    code, out, err = cli("eval", tmp_path / "fixed.safetensors", "--data", tmp_path / "moved", "--json",
+                         tmp_path / "m.json", *common)
+    assert code == 0 and json.loads((tmp_path / "m.json").read_text())["n"] == 4, err
     Image.new("RGB", (20, 20), (1, 2, 3)).save(tmp_path / "one" / "a" / "new.png")  # the folder changed since
     code, out, err = cli("eval", tmp_path / "fixed.safetensors", "--data", tmp_path / "one", *common)
     assert code == 0, err

@@ -39,10 +39,13 @@ def test_split_for(data: Data, extra: dict[str, Any], model_name: str = "the mod
     """The data a model is evaluated on: where it was hardened on part of this same data (its KEY record names it),
     the images held out then, so that its report is never on images it was trained on."""
     rec = extra.get(KEY)
-    if not rec or not without_train_split(data) or rec.get("source") != _where(data.source):
+    if not rec or not without_train_split(data):
+        return data
+    same_data = data.test_digest() == rec.get("listing_sha256")  # the same files or arrays, wherever they now lie
+    if not same_data and rec.get("source") != _where(data.source):
         return data
     held = data.with_held_out_test()
-    if data.test_digest() == rec.get("listing_sha256") and held.held_out["index_sha256"] == rec.get("index_sha256"):
+    if same_data and held.held_out["index_sha256"] == rec.get("index_sha256"):
         info(f"{model_name} was hardened on {data.source} less a held-out {held.held_out['fraction']:g} of it: "
              f"evaluating on those {held.held_out['n']} images, never trained on")
         return held
