@@ -24,7 +24,7 @@ from .models import Classifier
 from .models.registry import gives_input_gradient, no_input_gradient
 from .data import held_out
 from .data.held_out import hold_out_for_training
-from .data.unlabeled import load_unlabeled, pseudo_label
+from .data.unlabeled import leave_out_test_images, load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
 from .recipes.base import apply_kind_defaults, resolve_auto
 from .resume import state_digest
@@ -158,6 +158,10 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if unlabeled is not None:
         pool = unlabeled if isinstance(unlabeled, Data) else load_unlabeled(
             unlabeled, DataTarget.for_model(base_model, **(data_target or {})))
+        pool, tested = leave_out_test_images(pool, ds)
+        if tested:
+            info(f"unlabeled: {tested:,} images of {pool.source} are the report's test images, left out of the pool "
+                 "(training on them, even unlabelled, would count trained-on images in the report)")
         p = config["params"]
         pseudo = pseudo_label(base_model, pool, threshold=float(p.get("pseudo_threshold", 0.0)),
                               balance=float(p.get("pseudo_balance", 0.0)), limit=int(p.get("unlabeled_max", 0)),

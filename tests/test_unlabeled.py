@@ -212,3 +212,28 @@ def test_automatic_epochs_see_the_pool_about_once():
     assert epochs_with_pool(10, 100, 50, 32, 0.5) == 10
     # at's 10% validation slice is not trained on: 539 images, 17 steps an epoch, so once is 37 epochs, not 33
     assert epochs_with_pool(30, 599, 59401, 32, 0.75, val_frac=0.1) == 37
+
+
+def test_the_reports_test_images_never_enter_the_pool(tmp_path):
+    """A pool that lists every file, the report's test images among them (a list of all of the folder, or the one
+    split fix holds a share out of): those are left out of it, and said; the rest are all used."""
+    from harden.data import DataTarget, load_data
+    from harden.data.unlabeled import leave_out_test_images
+    from test_files import make_tree, small_cnn
+    files = make_tree(tmp_path / "img", ["a", "b"], 4, splits=("train", "val"), sizes=(20, 24))
+    (tmp_path / "every.txt").write_text("\n".join(files))
+    model = small_cnn(num_classes=2)
+    data = load_data(tmp_path / "img", DataTarget.for_model(model, workers=0))
+    pool = load_unlabeled(tmp_path / "every.txt", DataTarget.for_model(model, workers=0))
+    kept, left_out = leave_out_test_images(pool, data)
+    assert pool.n_train == 16 and left_out == 8 and kept.n_train == 8
+    assert all("/train/" in kept.listing("train").location(i) for i in range(8))
+    r = fix(model, data, sets=["epochs=1", "val_frac=0", "steps=1"], data_frac=1.0, report=False,
+            unlabeled=str(tmp_path / "every.txt"))
+    assert r.model.spec.extra["unlabeled"]["listed"] == 8
+    one = load_data(tmp_path / "img" / "val", DataTarget.for_model(model, workers=0))  # one split: 20% held out
+    from harden.data.held_out import hold_out_for_training
+    held = hold_out_for_training(one)
+    kept, left_out = leave_out_test_images(load_unlabeled(tmp_path / "img" / "val", DataTarget.for_model(
+        model, workers=0)), held)
+    assert left_out == held.n_test == 2 and kept.n_train == 6

@@ -393,3 +393,36 @@ class MixedFeeder:
                 yield None
                 continue
             yield torch.cat([adapt(t[0], c, size) for t in got]), torch.cat([t[1] for t in got])
+
+
+# ---------------------------------------------------------------- the report's images stay out of the pool
+
+def leave_out_test_images(pool: Data, data: Data) -> tuple[Data, int]:
+    """The pool less any image of `data`'s test split (the report's images): a pool given as the same folder, or a
+    list of all of it, would otherwise train on them, pseudo-labelled, and the report would count images the model
+    was trained on. Files are matched by where they lie (each root, shard or archive resolved once); (pool, the
+    number left out)."""
+    if not (isinstance(pool, FileData) and isinstance(data, FileData) and data.has_split("test")):
+        return pool, 0
+    mine = pool.listing("train")
+    tested = set(_place_list(data.listing("test")))
+    if not tested:
+        return pool, 0
+    keep = np.fromiter((p not in tested for p in _place_list(mine)), bool, len(mine))
+    if keep.all():
+        return pool, 0
+    return pool.take_train(np.flatnonzero(keep), pool.subset), int((~keep).sum())
+
+
+def _place_list(listing: Listing) -> list[str]:
+    """Where each image of a listing lies, comparable across listings of the same files read another way."""
+    refs = [listing.refs[i] for i in range(len(listing))]
+    if listing.what == "table":
+        return [listing.location(i) for i in range(len(listing))]
+    if listing.shards:
+        real = [os.path.realpath(s) for s in listing.shards]
+        if listing.what == "zip":
+            return [f"{real[int(r.split(':', 1)[0])]}:{r.split(':', 1)[1]}" for r in refs]
+        return [f"{real[int(r.split(':', 3)[0])]}:{r.split(':', 3)[3]}" for r in refs]
+    root = os.path.realpath(listing.root)
+    return [os.path.normpath(os.path.join(root, r)) for r in refs]
