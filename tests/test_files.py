@@ -889,7 +889,8 @@ def test_hugging_face_imagefolder_with_labels_in_a_metadata_file(tmp_path):
 
 def test_a_report_holds_its_images_as_the_uint8_pixels_they_were_decoded_as(tmp_path, monkeypatch, digits):
     """Files and arrays decode to uint8 pixels whose / 255 is exactly images(): the report holds the pixels (a quarter
-    of fp32's memory on the device) and reads fp32 batches from them; arrays it must resize it holds as fp32."""
+    of fp32's memory) on the host and reads fp32 batches from them on the device; arrays it must resize it holds at
+    their own size and resizes as a batch is read, to what a resize of them all gives."""
     from harden.data import held
     make_tree(tmp_path, ["c0", "c1"], 4, sizes=(20, 40))
     model = small_cnn(num_classes=2)
@@ -902,14 +903,20 @@ def test_a_report_holds_its_images_as_the_uint8_pixels_they_were_decoded_as(tmp_
     kinds = []
 
     class Recorded(held.EvalImages):
-        def __init__(self, pixels):
+        def __init__(self, pixels, device="cpu", size=None):
             kinds.append(pixels.dtype)
-            super().__init__(pixels)
+            super().__init__(pixels, device, size)
     monkeypatch.setattr(held, "EvalImages", Recorded)
     kw = dict(attacks=["fgsm"], n=8, metrics=False, masking_checks=False, device="cpu")
     harden.evaluate(model, files, **kw)
     harden.evaluate(harden.create_model("cnn-small", 10, 1, (16, 16), (0.5,), (0.25,)), digits, **kw)  # 8 px -> 16
-    assert kinds == [torch.uint8, torch.float32]
+    assert kinds == [torch.uint8, torch.uint8]
+    from harden.data import fit_size
+    x, _ = held.held_images(digits, "test", np.arange(8), "cpu", (16, 16))
+    assert x.shape == (8, 1, 16, 16) and torch.equal(x[2:5], fit_size(digits.images("test", np.arange(8))[0], (16, 16))[2:5])
+    on_meta, y = held.held_images(digits, "test", np.arange(8), "meta", (16, 16))  # a device of its own
+    assert on_meta.pixels.device.type == "cpu" and y.device.type == on_meta[torch.arange(3)].device.type == "meta"
+    assert on_meta.device.type == "meta" and on_meta.head(4)[0:2].shape == (2, 1, 16, 16)
 
     class FloatOnly(type(digits)):  # a Data of one's own that gives float images only (no pixels)
         def pixels(self, split, idx, device="cpu"):
