@@ -60,6 +60,18 @@ class FixResult:
         return out
 
 
+def trained_norm(config: dict[str, Any]) -> str | None:
+    """The norm of the attack a recipe trains against ("inf", "2"), or None for a recipe without one."""
+    params = config.get("params", {})
+    if "attack" not in params or "eps" not in params:
+        return None
+    from .recipes.base import training_attack
+    try:
+        return training_attack(params).norm
+    except HardenError:  # a recipe whose attack setting is its own (it says what is wrong when it trains)
+        return None
+
+
 def training_data_label(extra: dict[str, Any]) -> str:
     """'10% labelled + 45,000 unlabeled': what the hardened model was trained on."""
     frac = extra.get("data_fraction")
@@ -240,13 +252,20 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                     history=result.history, base_sha256=base_sha)
     model.spec.extra["train_seconds"] = round(result.seconds, 2)
     if report:
-        # L-inf attacks at the budget the recipe trained for (the seed's 8/255 unless --set eps=...)
+        # the attacks at the budget the recipe trained for (L-inf: the seed's 8/255 unless --set eps=...; an L2
+        # training attack's eps is the report's L2 budget, and L2 PGD joins the default attacks)
         eps = config["params"].get("eps")
-        from .attacks import parse_number
+        from .attacks import default_attacks, parse_number
+        budgets = {"eps": parse_number(eps) if eps is not None else None}
+        set_notes = []
+        if trained_norm(config) == "2":
+            budgets = {"eps": None, "eps_l2": parse_number(eps)}
+            if attacks is None:
+                defaults, note = default_attacks(model.spec.input_size)
+                attacks, set_notes = [*defaults, "pgd-l2"], [note] if note else []
         kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
-                  eps=parse_number(eps) if eps is not None else None, curve=curve, curve_cascades=curve_cascades,
-                  attack_amp=attack_amp, compile=compile, bpda=bpda,
-                  state=state.reports if state is not None else None)
+                  curve=curve, curve_cascades=curve_cascades, attack_amp=attack_amp, compile=compile, bpda=bpda,
+                  state=state.reports if state is not None else None, **budgets)
         fixed_name = f"{base_name} + {config['name']}"
         with state.reports.stoppable() if state is not None else contextlib.nullcontext():
             out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)
@@ -267,6 +286,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
              "them (--unfold-bn)"] if model.spec.extra.get("unfolded_batchnorm") else [])
         for key in ("fixed_white_box", "fixed_transfer"):
             out.reports[key].notes[:0] = notes
+        for r in out.reports.values():
+            r.notes[:0] = set_notes
         model.spec.extra.update(out.metadata())
     if not isinstance(base, Classifier) and _fingerprint(Path(base)) != untouched:
         raise RuntimeError(f"internal error: the input checkpoint {base} changed during fix")

@@ -230,3 +230,26 @@ def test_pgd_continued_is_one_longer_run(digits_model, ref_batch):
     assert torch.equal(fooled[0], fooled[1]) and 0 < int(fooled[0].sum()) < len(y)
     assert torch.allclose(continued, longer, atol=1e-6)
     assert p2 < p3
+
+
+def test_pgd_l2_stays_in_its_ball_and_is_as_strong_as_arts(digits_model, ref_batch):
+    """pgd-l2 (Madry et al.'s L2 PGD): every perturbation within the L2 budget and in [0, 1]; its early-stopping
+    run at least as strong as ART's ProjectedGradientDescent(norm=2) at the same settings, and its all-steps run (the
+    training form) as strong as ART's last iterate."""
+    from art.attacks.evasion import ProjectedGradientDescent
+    x, y = ref_batch
+    eps = 0.3
+    with frozen(digits_model):
+        atk = build_attack(f"pgd-l2:eps={eps},step=0.06,steps=20")
+        ours = atk.run(digits_model, x, y).x_adv
+        last = build_attack(f"pgd-l2:eps={eps},step=0.06,steps=20,early_stop=false,restarts=1").run(
+            digits_model, x, y, generator=torch.Generator().manual_seed(0)).x_adv
+        art = art_generate(digits_model, x, y, lambda clf: ProjectedGradientDescent(
+            clf, norm=2, eps=eps, eps_step=0.06, max_iter=20, num_random_init=0, batch_size=len(x), verbose=False))
+    for adv in (ours, last):
+        assert (adv - x).flatten(1).norm(dim=1).max() <= eps + 1e-5 and adv.min() >= 0 and adv.max() <= 1
+    art_success = _success(digits_model, art, y, x, "2", eps)
+    assert 0 < art_success < 1
+    assert _success(digits_model, ours, y) >= art_success
+    assert _success(digits_model, last, y) >= art_success - 1 / len(x)  # a random start; ART starts at x
+    assert atk.norm == "2" and atk.params["eps"] == eps

@@ -1,5 +1,5 @@
 """Attack registry: one attack per file, one uniform call (`attack.run(model, x, y)`)."""
-from . import autoattack, autopgd, cw, cw_l2, deepfool, fgsm, fgsm_rs, jsma, nfgsm, pgd, random_fgsm, square  # noqa: F401  (register)
+from . import autoattack, autopgd, cw, cw_l2, deepfool, fgsm, fgsm_rs, jsma, nfgsm, pgd, pgd_l2, random_fgsm, square  # noqa: F401,E501  (register)
 from .base import ATTACKS, Attack, AttackOutput, build_attack, margin, parse_attack_spec, parse_number, perturbation_norm
 
 # The report's default six (the tool's headline table).

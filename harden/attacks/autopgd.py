@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..host_sync import due
-from .base import Attack, AttackOutput, frozen_where, register_attack, uniform_noise
+from .base import Attack, AttackOutput, ascent_direction, frozen_where, normalized, project, register_attack, uniform_noise
 
 
 def _kth_largest(z_sorted: torch.Tensor, k: int) -> torch.Tensor:
@@ -49,21 +49,6 @@ def _loss_fn(loss: str, targeted: bool):
     if loss == "dlr":
         return dlr_targeted_loss if targeted else (lambda z, y, t: dlr_loss(z, y))
     raise ValueError(f"unknown APGD loss {loss!r}")
-
-
-def _normalize(v: torch.Tensor, norm: str) -> torch.Tensor:
-    shape = (-1,) + (1,) * (v.dim() - 1)
-    flat = v.flatten(1)
-    n = flat.abs().amax(1) if norm == "inf" else flat.norm(dim=1)
-    return v / (n.view(shape) + 1e-12)
-
-
-def _project(x_new: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    if norm == "inf":
-        return torch.min(torch.max(x_new, x - eps), x + eps).clamp(0, 1)
-    d = x_new - x
-    n = d.flatten(1).norm(dim=1).view(-1, *[1] * (d.dim() - 1))
-    return (x + d * torch.clamp(eps / (n + 1e-12), max=1.0)).clamp(0, 1)
 
 
 def apgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "inf", steps: int = 100,
@@ -100,7 +85,7 @@ def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, gene
     n = len(x)
     dims = (-1,) + (1,) * (x.dim() - 1)
     noise = uniform_noise(x.shape, generator, x.device, normal=norm != "inf")
-    x_adv = (x + eps * _normalize(noise, norm)).clamp(0, 1)
+    x_adv = (x + eps * normalized(noise, norm)).clamp(0, 1)
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
     out = x_adv.clone()
     passes = 0
@@ -155,9 +140,9 @@ def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, gene
         with torch.no_grad():
             xs, xa, s = st["x"], st["xa"], st["step"].view(dims)
             a = 0.75 if i > 0 else 1.0
-            direction = st["g"].sign() if norm == "inf" else _normalize(st["g"], norm)
-            x1 = _project(xa + s * direction, xs, eps, norm)
-            x1 = _project(xa + (x1 - xa) * a + (xa - st["old"]) * (1 - a), xs, eps, norm)
+            direction = ascent_direction(st["g"], norm)
+            x1 = project(xa + s * direction, xs, eps, norm)
+            x1 = project(xa + (x1 - xa) * a + (xa - st["old"]) * (1 - a), xs, eps, norm)
             st["old"] = xa
             st["xa"] = frozen_where(st["done"], xa, x1)
         g, li, z = grad_at(st["xa"], st["y"], st.get("t"))

@@ -213,6 +213,36 @@ def uniform_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generato
     return out if normal else out * 2 - 1
 
 
+def normalized(v: torch.Tensor, norm: str) -> torch.Tensor:
+    """Each row of v scaled to unit L-inf or L2 norm."""
+    shape = (-1,) + (1,) * (v.dim() - 1)
+    flat = v.flatten(1)
+    n = flat.abs().amax(1) if norm == "inf" else flat.norm(dim=1)
+    return v / (n.view(shape) + 1e-12)
+
+
+def project(x_new: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """x_new brought back into the eps ball around x (L-inf: clipped; L2: scaled back) and into [0, 1]."""
+    if norm == "inf":
+        return torch.min(torch.max(x_new, x - eps), x + eps).clamp(0, 1)
+    d = x_new - x
+    n = d.flatten(1).norm(dim=1).view(-1, *[1] * (d.dim() - 1))
+    return (x + d * torch.clamp(eps / (n + 1e-12), max=1.0)).clamp(0, 1)
+
+
+def ascent_direction(g: torch.Tensor, norm: str) -> torch.Tensor:
+    """The steepest-ascent step of unit size in the norm: sign(g) for L-inf, g / ||g||_2 for L2."""
+    return g.sign() if norm == "inf" else normalized(g, norm)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
+    """A random point of the eps ball around x, in [0, 1]: uniform in the L-inf cube (Madry et al.), on the L2
+    sphere (Croce & Hein's APGD, Madry et al.'s robustness library)."""
+    if norm == "inf":
+        return (x + eps * uniform_noise(x.shape, generator, x.device)).clamp(0, 1)
+    return (x + eps * normalized(uniform_noise(x.shape, generator, x.device, normal=True), norm)).clamp(0, 1)
+
+
 def frozen_where(done: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     """Rows of `new`, except where `done` (an image already fooled), which keep `old`: images stay in the batch
     until the next synchronisation (host_sync.due) without moving."""

@@ -6,20 +6,22 @@ import torch
 import torch.nn.functional as F
 
 from ..host_sync import due
-from .base import Attack, AttackOutput, frozen_where, register_attack, uniform_noise
+from .base import Attack, AttackOutput, ascent_direction, frozen_where, project, random_start, register_attack
 
 
 def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, steps: int, restarts: int = 0,
         generator: torch.Generator | None = None, early_stop: bool = True,
-        start: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int]:
+        start: torch.Tensor | None = None, norm: str = "inf") -> tuple[torch.Tensor, int, int]:
     """Returns (x_adv, gradient passes, forward-only passes) at image level, counting the images actually pushed
     through the model. early_stop=False runs every step on every image and returns the last iterate (Madry et
     al.'s training attack: high-loss points, not merely misclassified ones) without a single host synchronisation;
     with early stopping a fooled image stops moving at once and leaves the batch at the next step `host_sync.due`
     allows (every step on the CPU). `start`: the first run starts there (projected to the ball) instead of at x or a
-    random point: PGD continued from where an earlier run stopped (the report's stronger-PGD check)."""
+    random point: PGD continued from where an earlier run stopped (the report's stronger-PGD check). norm "2": steps
+    along the normalised gradient, projected to the L2 ball (Madry et al.'s L2 PGD; the attack pgd-l2)."""
     if not early_stop:  # (`start` is for the early-stopping form)
-        return _pgd_all_steps(model, x, y, eps=eps, step=step, steps=steps, restarts=restarts, generator=generator)
+        return _pgd_all_steps(model, x, y, eps=eps, step=step, steps=steps, restarts=restarts, generator=generator,
+                              norm=norm)
     with torch.no_grad():
         fooled = model(x).argmax(1) != y
     x_adv = x.clone()
@@ -31,9 +33,9 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, ste
         x0, y0 = x[idx], y[idx]
         xa = x0.clone()
         if start is not None and r == 0:
-            xa = torch.min(torch.max(start[idx], x0 - eps), x0 + eps).clamp(0, 1)
+            xa = project(start[idx], x0, eps, norm)
         elif restarts > 0:
-            xa = (x0 + eps * uniform_noise(x0.shape, generator, x.device)).clamp(0, 1)
+            xa = random_start(x0, eps, norm, generator)
         done = torch.zeros(len(idx), dtype=torch.bool, device=x.device)
         for i in range(steps + 1):
             last = i == steps
@@ -46,8 +48,7 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, ste
                 break
             (g,) = torch.autograd.grad(F.cross_entropy(z, y0, reduction="sum"), xr)
             grad_passes += len(idx)
-            xn = xa + step * g.sign()
-            xa = frozen_where(done, xa, torch.min(torch.max(xn, x0 - eps), x0 + eps).clamp(0, 1))
+            xa = frozen_where(done, xa, project(xa + step * ascent_direction(g, norm), x0, eps, norm))
             if due(i + 1, x.device):  # fooled images (frozen at the point that fooled them) leave the batch
                 x_adv[idx], fooled[idx] = xa, done
                 keep = (~done).nonzero().squeeze(1)
@@ -59,7 +60,7 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, ste
     return x_adv, grad_passes, fwd
 
 
-def _pgd_all_steps(model, x, y, *, eps, step, steps, restarts, generator) -> tuple[torch.Tensor, int, int]:
+def _pgd_all_steps(model, x, y, *, eps, step, steps, restarts, generator, norm="inf") -> tuple[torch.Tensor, int, int]:
     """Every step on every image, the last iterate returned; images the model already misclassifies are left
     clean (as the early-stopping form leaves them), and with several restarts an image keeps the first restart whose
     last iterate fooled it. No data-dependent shapes, so nothing waits on the card."""
@@ -69,11 +70,11 @@ def _pgd_all_steps(model, x, y, *, eps, step, steps, restarts, generator) -> tup
     for r in range(max(1, restarts)):
         xa = x.clone()
         if restarts > 0:
-            xa = (x + eps * uniform_noise(x.shape, generator, x.device)).clamp(0, 1)
+            xa = random_start(x, eps, norm, generator)
         for _ in range(steps):
             xr = xa.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
-            xa = torch.min(torch.max(xa + step * g.sign(), x - eps), x + eps).clamp(0, 1)
+            xa = project(xa + step * ascent_direction(g, norm), x, eps, norm)
         out = frozen_where(fooled, out, xa.detach())
         if r + 1 < restarts:  # which images the next restart still has to fool
             with torch.no_grad():

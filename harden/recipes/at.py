@@ -165,9 +165,17 @@ def catastrophic_overfitting(history: list[dict], full_budget_epoch: int = 1) ->
     return None
 
 
-def validation_attack(spec: str, eps: float):
-    """The validation attack at the training budget, with a step of eps/4 unless the spec gives one."""
+DEFAULT_VAL_ATTACK = "pgd:steps=10"
+
+
+def validation_attack(spec: str, eps: float, norm: str = "inf"):
+    """The validation attack at the training budget, with a step of eps/4 unless the spec gives one. A recipe that
+    trains against an L2 attack is validated with L2 PGD unless another attack is asked for."""
+    if norm == "2" and spec.replace(" ", "") == DEFAULT_VAL_ATTACK:
+        spec = "pgd-l2:steps=10"
     attack = build_attack(spec, eps=eps)
+    if "eps" in attack.params and "eps" not in attack.explicit:
+        attack.params["eps"] = eps
     if "step" in attack.params and "step" not in attack.explicit:
         attack.params["step"] = eps / 4
     return attack
@@ -230,6 +238,12 @@ class AdversarialTraining(FineTuneRecipe):
             p.requires_grad_(True)
         attack = training_attack(params)
         eps = float(attack.params["eps"])
+        if attack.norm not in ("inf", "2"):
+            raise HardenError(f"at: the training attack {attack.name} is an L{attack.norm} attack; at trains against "
+                              "L-inf attacks (pgd, fgsm-rs, nfgsm) or L2 PGD (pgd-l2).")
+        if attack.norm == "2" and loss_kind == "trades":
+            raise HardenError("at: loss=trades crafts its own L-inf examples (Zhang et al.); with attack=pgd-l2 use "
+                              "loss=pgd-at or loss=mart.")
         beta, mix = float(params.get("beta", 6.0)), float(params.get("mix", 0.0))
         gamma = float(params.get("focal_gamma", 0.0))
         ramp_epochs = ramp_length(params.get("eps_ramp", 0), cfg.epochs)
@@ -331,7 +345,7 @@ class AdversarialTraining(FineTuneRecipe):
             # a single-step training attack is also run on the validation slice: a model that defeats it while PGD
             # still succeeds is the signature of catastrophic overfitting
             single_step = loss_kind != "trades" and int(attack.params.get("steps", 1)) == 1
-            val_attack = validation_attack(str(params.get("val_attack", "pgd:steps=10")), eps)
+            val_attack = validation_attack(str(params.get("val_attack", DEFAULT_VAL_ATTACK)), eps, attack.norm)
             xv, yv = held_images(val, "train", np.arange(val.n_train), device, tuple(model.spec.input_size))
 
             def measure(m) -> dict:

@@ -202,8 +202,12 @@ def training_attack(params: dict[str, Any]):
     preset's step/eps ratio, 'eps/K' is eps divided by K, a number is absolute; `steps` and `restarts`
     override the preset's."""
     from ..attacks import build_attack, parse_number
+    from ..report.curves import at_budget
     spec = str(params["attack"])
     attack = build_attack(spec, eps=parse_number(params["eps"]))
+    if "eps" in attack.params and "eps" not in attack.explicit and attack.norm != "inf":
+        # the recipe's eps is its training attack's budget in that attack's norm (pgd-l2: an L2 radius)
+        attack = at_budget(attack, parse_number(params["eps"]))
     step = str(params.get("step", "auto")).replace(" ", "")
     if "step" in attack.params and step != "auto":
         # "eps/4": a step relative to the budget, so that changing eps keeps the attack able to reach it

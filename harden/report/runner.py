@@ -20,7 +20,7 @@ from ..data import Data, check_fits, index_hash, is_on_disk
 from ..data.held import held_images
 from ..runtime import flushing_denormals, frozen, progress, resolve_device, warn
 from . import checks as mk
-from .curves import monotonic_flag, robustness_curves
+from .curves import at_budget, monotonic_flag, robustness_curves
 from .examples import KeptInputs, example_indices, pick_examples
 from .metrics import seed004_metrics
 from .input_size import better_input_size
@@ -149,7 +149,9 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         if atk.name == "jsma" and atk.params["max_l0"] == 0:
             atk.params["max_l0"] = max_l0
         if atk.norm == "2" and not atk.minimal and "eps" not in getattr(atk, "explicit", set()):
-            atk.params["eps"] = eps_l2  # a bounded L2 attack (autoattack:norm=L2) takes the report's L2 budget
+            # a bounded L2 attack (autoattack:norm=L2, pgd-l2) takes the report's L2 budget, a preset step in
+            # proportion (as build_attack scales an L-inf preset's)
+            atk = at_budget(atk, eps_l2)
         atk_objs.append(atk)
 
     progress_kept = None
