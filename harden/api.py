@@ -36,6 +36,9 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
         if data.in_chans != chans:
             raise HardenError(f"{arch} builds a network that reads {chans}-channel images; {data.source} has "
                               f"{data.in_chans}-channel images and harden cannot convert them for it.")
+        from .runtime import info
+        info(f"{arch} builds a network that reads {chans}-channel images: {data.source}'s images are read for it "
+             "(as eval reads them for it)")
     mean, std = data.mean_std()
     pre = {}
     if isinstance(data, FileData):  # the transform the model is trained with is the one it is evaluated with

@@ -760,6 +760,7 @@ def test_train_feeds_a_grey_network_colour_images_as_grey(tmp_path, cli):
     code, out, err = cli("train", "--data", tmp_path / "img", "--arch", f"{tmp_path / 'greynet.py'}:lenet",
                          "--input-size", "16", "--epochs", "1", "--workers", "0", "-o", tmp_path / "g.safetensors")
     assert code == 0, err
+    assert "reads 1-channel images" in " ".join(err.split())
     model = harden.load(tmp_path / "g.safetensors")
     assert model.spec.in_chans == 1 and len(model.spec.mean) == 1
     code, out, err = cli("eval", tmp_path / "g.safetensors", "--attack", "fgsm", "--num-images", "4", "--no-metrics",
