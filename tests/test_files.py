@@ -454,6 +454,20 @@ def test_imagenet_class_names_as_people_write_them_map_to_the_models_indices():
     assert map_classes(["tench", "goldfish"], 2)[0] == {"goldfish": 0, "tench": 1}  # not an ImageNet head: sorted
 
 
+def test_a_renamed_or_stray_folder_among_the_models_label_names_is_refused():
+    """Folders that mostly carry the model's label names, one renamed (kitty for cat) or stray (an empty folder): the
+    sorted order would put dog on cat's index and each class after the rename on its neighbour's, so it is refused
+    naming the folder; all of them named, or none (indices, another naming), map as before."""
+    from harden.data.classes import map_classes
+    names = ["bird", "cat", "dog", "fish", "frog"]
+    for found in (["bird", "dog", "fish", "frog", "kitty"], ["bird", "cat", "dog", "empty", "fish", "frog"]):
+        with pytest.raises(HardenError, match="not among the model's label names") as e:
+            map_classes(found, 5, names, source="photos")
+        assert ("kitty" if "kitty" in found else "empty") in str(e.value) and "--class-map" in str(e.value)
+    assert map_classes(["dog", "bird"], 5, names)[0] == {"dog": 2, "bird": 0}
+    assert map_classes(["a", "b", "c", "d", "e"], 5, names)[0]["c"] == 2  # no label name at all: sorted, as before
+
+
 def test_unmatched_classes_and_class_map(tmp_path):
     make_tree(tmp_path, ["cat", "dog", "eel"], 2, splits=("",), sizes=(20, 30))
     model = harden.create_model("cnn-small", 10, 3, (16, 16), (0.5,), (0.25,))

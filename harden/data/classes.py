@@ -79,6 +79,14 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
     elif order is not None and (num_classes is None or len(order) == num_classes):
         index = {c: i for i, c in enumerate(order)}
         out, how = {c: index[c] for c in found}, "the dataset's own class order (its ClassLabel names)"
+    elif label_names and any(c in label_names for c in found):
+        # most folders carry the model's label names and some do not (a misspelt, renamed or stray folder): the
+        # sorted order would shift every class after it onto its neighbour's index, silently
+        unnamed = [c for c in found if c not in label_names]
+        raise HardenError(f"{source}: {_few(unnamed)} {'is' if len(unnamed) == 1 else 'are'} not among the model's "
+                          f"label names ({_few(list(label_names))}), which its other classes are; matching by sorted "
+                          "order would label the classes after them with their neighbours' indices. Rename or remove "
+                          "them, or give --class-map FILE (folder name -> class index, JSON or CSV).")
     elif all(c.isdigit() for c in found):
         out, how = {c: int(c) for c in found}, "class names are class indices"
     elif num_classes is None or len(found) == num_classes:
