@@ -457,7 +457,8 @@ def test_imagenet_class_names_as_people_write_them_map_to_the_models_indices():
 def test_a_renamed_or_stray_folder_among_the_models_label_names_is_refused():
     """Folders that mostly carry the model's label names, one renamed (kitty for cat) or stray (an empty folder): the
     sorted order would put dog on cat's index and each class after the rename on its neighbour's, so it is refused
-    naming the folder; all of them named, or none (indices, another naming), map as before."""
+    naming the folder; all of them named (in any case and spacing), or none (indices, another naming), map by name or
+    as before."""
     from harden.data.classes import map_classes
     names = ["bird", "cat", "dog", "fish", "frog"]
     for found in (["bird", "dog", "fish", "frog", "kitty"], ["bird", "cat", "dog", "empty", "fish", "frog"]):
@@ -465,6 +466,12 @@ def test_a_renamed_or_stray_folder_among_the_models_label_names_is_refused():
             map_classes(found, 5, names, source="photos")
         assert ("kitty" if "kitty" in found else "empty") in str(e.value) and "--class-map" in str(e.value)
     assert map_classes(["dog", "bird"], 5, names)[0] == {"dog": 2, "bird": 0}
+    # in another case or spacing (Bird, CAT; golden_retriever for "golden retriever"): still by name
+    assert map_classes(["Bird", "CAT", "Dog", "fish", "Frog"], 5, names)[0] == {"Bird": 0, "CAT": 1, "Dog": 2,
+                                                                                "fish": 3, "Frog": 4}
+    assert map_classes(["Golden_Retriever"], 2, ["tabby", "golden retriever"])[0] == {"Golden_Retriever": 1}
+    with pytest.raises(HardenError, match="Kitty is not among"):
+        map_classes(["Bird", "Kitty", "dog", "fish", "frog"], 5, names)
     assert map_classes(["a", "b", "c", "d", "e"], 5, names)[0]["c"] == 2  # no label name at all: sorted, as before
 
 

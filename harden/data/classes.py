@@ -66,6 +66,8 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
     elif label_names and all(c in label_names for c in found):
         index = {n: i for i, n in enumerate(label_names)}
         out, how = {c: index[c] for c in found}, "the model's label names"
+    elif label_names and _loosely(found, label_names) is not None:
+        out, how = _loosely(found, label_names), "the model's label names (case, spaces, '_' and '-' aside)"
     elif num_classes and all(SYNSET.match(c) for c in found) and imagenet_synsets(num_classes):
         synsets = imagenet_synsets(num_classes)
         index = {s: i for i, s in enumerate(synsets)}
@@ -79,10 +81,10 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
     elif order is not None and (num_classes is None or len(order) == num_classes):
         index = {c: i for i, c in enumerate(order)}
         out, how = {c: index[c] for c in found}, "the dataset's own class order (its ClassLabel names)"
-    elif label_names and any(c in label_names for c in found):
+    elif label_names and any(_loose(c) in {_loose(n) for n in label_names} for c in found):
         # most folders carry the model's label names and some do not (a misspelt, renamed or stray folder): the
         # sorted order would shift every class after it onto its neighbour's index, silently
-        unnamed = [c for c in found if c not in label_names]
+        unnamed = [c for c in found if _loose(c) not in {_loose(n) for n in label_names}]
         raise HardenError(f"{source}: {_few(unnamed)} {'is' if len(unnamed) == 1 else 'are'} not among the model's "
                           f"label names ({_few(list(label_names))}), which its other classes are; matching by sorted "
                           "order would label the classes after them with their neighbours' indices. Rename or remove "
@@ -127,6 +129,21 @@ def _by_description(found: list[str], num_classes: int) -> tuple[dict[str, int] 
     if two:  # every name is ImageNet's, some of two classes ("crane": the bird and the machine)
         return None, f" ({_few(two)}: {'each names' if len(two) > 1 else 'names'} two ImageNet classes)"
     return (out, "") if len(set(out.values())) == len(out) else (None, "")
+
+
+def _loose(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", str(name).strip().lower())
+
+
+def _loosely(found: list[str], label_names) -> dict[str, int] | None:
+    """{found name: index} where every name is one of the label names but for case, spaces, '_' and '-' (`Golden_
+    Retriever` for `golden retriever`), and no two label names read alike that way; else None."""
+    index: dict[str, int] = {}
+    for i, n in enumerate(label_names):
+        if index.setdefault(_loose(n), i) != i:
+            return None
+    out = {c: index.get(_loose(c)) for c in found}
+    return out if all(v is not None for v in out.values()) else None
 
 
 def _few(names: list[str]) -> str:
