@@ -60,6 +60,22 @@ class FixResult:
         return out
 
 
+def report_attacks(config: dict[str, Any], attacks: Sequence[str] | None, input_size
+                   ) -> tuple[Sequence[str] | None, dict[str, float | None], list[str]]:
+    """fix's report: (attacks, budgets for evaluate, notes). The attacks run at the budget the recipe trained for:
+    L-inf at its eps (the seed's 8/255 unless --set eps=...); an L2 training attack's eps is the report's L2 budget,
+    and L2 PGD joins the default attacks (the L-inf ones then at their own default)."""
+    from .attacks import default_attacks, parse_number
+    eps = config["params"].get("eps")
+    if trained_norm(config) != "2":
+        return attacks, {"eps": parse_number(eps) if eps is not None else None}, []
+    notes: list[str] = []
+    if attacks is None:
+        defaults, note = default_attacks(input_size)
+        attacks, notes = [*defaults, "pgd-l2"], [note] if note else []
+    return attacks, {"eps": None, "eps_l2": parse_number(eps)}, notes
+
+
 def trained_norm(config: dict[str, Any]) -> str | None:
     """The norm of the attack a recipe trains against ("inf", "2"), or None for a recipe without one."""
     params = config.get("params", {})
@@ -252,17 +268,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                     history=result.history, base_sha256=base_sha)
     model.spec.extra["train_seconds"] = round(result.seconds, 2)
     if report:
-        # the attacks at the budget the recipe trained for (L-inf: the seed's 8/255 unless --set eps=...; an L2
-        # training attack's eps is the report's L2 budget, and L2 PGD joins the default attacks)
-        eps = config["params"].get("eps")
-        from .attacks import default_attacks, parse_number
-        budgets = {"eps": parse_number(eps) if eps is not None else None}
-        set_notes = []
-        if trained_norm(config) == "2":
-            budgets = {"eps": None, "eps_l2": parse_number(eps)}
-            if attacks is None:
-                defaults, note = default_attacks(model.spec.input_size)
-                attacks, set_notes = [*defaults, "pgd-l2"], [note] if note else []
+        attacks, budgets, set_notes = report_attacks(config, attacks, model.spec.input_size)
         kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
                   curve=curve, curve_cascades=curve_cascades, attack_amp=attack_amp, compile=compile, bpda=bpda,
                   state=state.reports if state is not None else None, **budgets)

@@ -303,8 +303,12 @@ def test_at_hardens_against_an_l2_attacker(digits_ckpt, digits):
     assert atk.norm == "2" and atk.params["eps"] == 1.0 and atk.params["step"] == 0.4 and not atk.params["early_stop"]
     val = validation_attack("pgd:steps=10", 1.0, "2")
     assert val.name == "pgd-l2" and val.params["eps"] == 1.0 and val.params["step"] == 0.25
+    from harden.fix import recipe_config, report_attacks
+    attacks, budgets, _ = report_attacks(recipe_config("at", ["attack=pgd-l2", "eps=0.5"]), None, (8, 8))
+    assert attacks[-1] == "pgd-l2" and len(attacks) == 7 and budgets == {"eps": None, "eps_l2": 0.5}  # by default
+    assert report_attacks(recipe_config("at", ["eps=0.1"]), None, (8, 8))[:2] == (None, {"eps": 0.1})
     res = harden.fix(digits_ckpt, digits, sets=["attack=pgd-l2", "eps=0.5"], data_frac=0.3, device="cpu",
-                     report_n=150, metrics=False, masking_checks=False)
+                     report_n=150, attacks=["pgd-l2", "deepfool"], metrics=False, masking_checks=False)
     base, fixed = res.reports["base_white_box"], res.reports["fixed_white_box"]
     by_name = {a.name: (b.robust_accuracy, a.robust_accuracy, a.budget) for b, a in zip(base.attacks, fixed.attacks,
                                                                                         strict=True)}
