@@ -202,9 +202,10 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
              "balance" + (f"; agreement with the source's own labels, unused: "
                           f"{m['agreement_with_source_labels']['rate']:.3f}" if "agreement_with_source_labels" in m
                           else "") + ")" + (f"; adapted: {m['adapted']}" if m.get("adapted") else ""))
-    if not model.spec.data and isinstance(data, (str, os.PathLike)):
-        # a base that named no data (a state dict, an ONNX file): the hardened file names what it was hardened on,
-        # so its later `eval` needs no --data
+    if isinstance(data, (str, os.PathLike)):
+        # the hardened file names what it was hardened and reported on (a base's own data, or none, may be other
+        # files: its test split may hold images of this data's training part), so its later `eval` needs no --data
+        # and tests where the fix's report did
         model.spec.data = str(Path(data).resolve()) if Path(data).exists() else str(data)
     seed_everything(seed)
     rcp.attach(model, config["params"])

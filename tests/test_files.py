@@ -735,7 +735,9 @@ def test_eval_of_a_model_hardened_on_one_split_tests_on_what_fix_held_out(tmp_pa
     the hardened model on the same folder tests on those images again (said), never on the ones it trained on; the
     base, which harden never trained on it, is evaluated on all of it; a changed folder draws again with a warning."""
     make_tree(tmp_path / "one", ["a", "b"], 10, splits=("",), sizes=(20, 24))
-    harden.save(small_cnn(num_classes=2), tmp_path / "base.safetensors")
+    base = small_cnn(num_classes=2)
+    base.spec.data = str(tmp_path / "elsewhere")  # the data the base names is not what it is hardened on
+    harden.save(base, tmp_path / "base.safetensors")
     common = ["--attack", "fgsm", "--num-images", "40", "--no-metrics", "--no-masking-checks", "--workers", "0"]
     code, out, err = cli("fix", tmp_path / "base.safetensors", "--data", tmp_path / "one", "--data-frac", "1",
                          "--epochs", "1", "--set", "val_frac=0", "--json", tmp_path / "fix.json",
@@ -751,6 +753,9 @@ def test_eval_of_a_model_hardened_on_one_split_tests_on_what_fix_held_out(tmp_pa
     assert rep["n"] == 4 and rep["data_details"]["held_out_test"]["n"] == 4
     assert rep["data_details"]["images_sha256"] == fixed_rep["data_details"]["images_sha256"]
     assert "never trained on" in " ".join(err.split())
+    assert harden.load(tmp_path / "fixed.safetensors").spec.data == str((tmp_path / "one").resolve())
+    code, out, err = cli("eval", tmp_path / "fixed.safetensors", "--json", tmp_path / "own.json", *common)
+    assert code == 0 and json.loads((tmp_path / "own.json").read_text())["n"] == 4, err  # its own data, held out
     code, out, err = cli("eval", tmp_path / "base.safetensors", "--data", tmp_path / "one", "--json",
                          tmp_path / "b.json", *common)
     assert code == 0, err
