@@ -115,8 +115,11 @@ def test_other_channels_and_sizes_are_adapted_or_refused(digits, digits_model, t
     np.savez(tiny, x_train=rng.integers(0, 255, (64, 1, 1), dtype=np.uint8))
     with pytest.raises(HardenError, match="blowing them up"):
         _fix(digits_model, digits, str(tiny))
+    one = tmp_path / "one_split.npz"  # saved as one split (images, labels): its images are the pool
+    np.savez(one, images=digits.x_train[:40, :, :, 0], labels=digits.y_train[:40])
+    assert _fix(digits_model, digits, str(one)).model.spec.extra["unlabeled"]["listed"] == 40
     bad = tmp_path / "nox.npz"
-    np.savez(bad, images=np.zeros((3, 8, 8), np.uint8))
+    np.savez(bad, pixels=np.zeros((3, 8, 8), np.uint8))
     with pytest.raises(HardenError, match="no x_train"):
         _fix(digits_model, digits, str(bad))
     broken = tmp_path / "broken.npz"

@@ -90,18 +90,25 @@ def _load_unlabeled(spec: str | Path, target) -> Data:
 
 
 def _npz_pool(path: Path) -> ImageData:
-    from .npz import READ_ERRORS, read_npz
+    from .arrays import ONE_SPLIT_KEYS
+    from .npz import READ_ERRORS, npz_keys, read_npz
     try:
-        z = read_npz(path, ["x_train", "y_train"])  # memory-mapped where stored: only the pool's batches are read
-        if "x_train" not in z:
-            from .npz import npz_keys
-            raise HardenError(f"--unlabeled {str(path)!r} has no x_train array (keys: {', '.join(npz_keys(path))}); "
-                              "an .npz pool holds x_train (uint8 images NHW or NHWC), y_train optional and unused.")
+        stored = {k.lower(): k for k in npz_keys(path)}
+        # x_train, else the images of an archive of one split (images, x, data, ...: as --data reads one)
+        x_key = next((k for k in ("x_train", *dict.fromkeys(x for x, _ in ONE_SPLIT_KEYS)) if k in stored), None)
+        if x_key is None:
+            raise HardenError(f"--unlabeled {str(path)!r} has no x_train array (keys: {', '.join(stored.values())}); "
+                              "an .npz pool holds x_train (or the images of one split: images, x, data), uint8 "
+                              "images NHW or NHWC; labels optional and unused.")
+        y_key = "y_train" if x_key == "x_train" else next((y for x, y in ONE_SPLIT_KEYS if x == x_key and y in stored),
+                                                          None)
+        # memory-mapped where stored: only the pool's batches are read
+        z = read_npz(path, [stored[x_key]] + ([stored[y_key]] if y_key in stored else []))
     except HardenError:
         raise
     except READ_ERRORS as e:  # not a zip, truncated, damaged, a pickled array
         raise HardenError(f"--unlabeled {str(path)!r} is not a readable .npz archive ({e}).") from None
-    return _array_pool(z["x_train"], z.get("y_train"), str(path))
+    return _array_pool(z[stored[x_key]], z.get(stored[y_key]) if y_key in stored else None, str(path))
 
 
 def _array_pool(x: np.ndarray, y: np.ndarray | None, source: str) -> ImageData:
