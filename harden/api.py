@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 @flushing_denormals
 def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = "auto",
           state: "RunState | None" = None) -> Classifier:
-    """Train a plain base model (for demos, benchmarks and tests): SGD + OneCycle, optional focal loss. `state`: where
+    """Train a plain base model (for demos, benchmarks and tests): SGD + OneCycle, optional focal loss; augment
+    "auto" is crop for grey digit-like data (flips change digits), seed000 otherwise. `state`: where
     the run keeps its training state, to resume from it (resume.py); the caller removes it once the model is
     written."""
     if not data.has_split("train"):
@@ -39,6 +40,9 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
         from .runtime import info
         info(f"{arch} builds a network that reads {chans}-channel images: {data.source}'s images are read for it "
              "(as eval reads them for it)")
+    if cfg.augment == "auto":  # chosen from the images as the network reads them (colour photos read as grey)
+        from dataclasses import replace
+        cfg = replace(cfg, augment="crop" if data.kind == "mnist-like" else "seed000")
     mean, std = data.mean_std()
     pre = {}
     if isinstance(data, FileData):  # the transform the model is trained with is the one it is evaluated with

@@ -118,8 +118,6 @@ def train(
                           f"{ds.input_size[1]} images, which train at their own size (--input-size reads image "
                           "files at a size).")
     ds = subsample(ds, data_frac, seed) if data_frac != 1.0 else ds
-    if augment == "auto":
-        augment = "crop" if ds.kind == "mnist-like" else "seed000"
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, focal_gamma=focal_gamma,
                       seed=seed, amp=amp)
     model = train_model(arch, ds, cfg, device, state=state)

@@ -789,6 +789,7 @@ def test_train_feeds_a_grey_network_colour_images_as_grey(tmp_path, cli):
     assert "reads 1-channel images" in " ".join(err.split())
     model = harden.load(tmp_path / "g.safetensors")
     assert model.spec.in_chans == 1 and len(model.spec.mean) == 1
+    assert model.spec.extra["train"]["augment"] == "crop"  # chosen for the grey 16-px images the network reads
     code, out, err = cli("eval", tmp_path / "g.safetensors", "--attack", "fgsm", "--num-images", "4", "--no-metrics",
                          "--no-masking-checks", "--workers", "0")
     assert code == 0, err
