@@ -186,9 +186,12 @@ def test_kind_defaults_apply_unless_set():
     applied = apply_kind_defaults(cfg, "cifar-like")
     assert cfg["params"]["attack"] == "fgsm-rs" and applied["applied"]["epochs"] == "2*auto" and applied["why"]
     assert resolve_auto("epochs", cfg["train"]["epochs"], lambda: 10) == 20
-    mine = harden.recipes.apply_overrides(load_recipe_config("at"), ["attack=pgd"])
-    applied = apply_kind_defaults(mine, "cifar-like")
-    assert mine["params"]["attack"] == "pgd" and "attack" not in applied["applied"]
+    mine = harden.recipes.apply_overrides(load_recipe_config("at"), ["attack=pgd-l2"])
+    applied = apply_kind_defaults(mine, "cifar-like")  # another attack: the table's doubled epochs were for FGSM-RS
+    assert mine["params"]["attack"] == "pgd-l2" and applied == {} and mine["train"]["epochs"] == "auto"
+    mine = harden.recipes.apply_overrides(load_recipe_config("at"), ["epochs=12"])
+    applied = apply_kind_defaults(mine, "cifar-like")  # the epochs set, the attack still the measured one
+    assert mine["params"]["attack"] == "fgsm-rs" and applied["applied"] == {"attack": "fgsm-rs"}
     plain = load_recipe_config("at")
     assert apply_kind_defaults(plain, "mnist-like") == {} and plain["params"]["attack"] == "pgd"
     with pytest.raises(HardenError, match="whole number"):

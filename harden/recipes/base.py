@@ -135,6 +135,10 @@ def apply_kind_defaults(config: dict[str, Any], kind: str) -> dict[str, Any]:
     (BENCHMARKS.md), applied unless the user set them (--set, --epochs ...). Returns what was applied and why."""
     table = dict(config.get("defaults", {}).get(kind, {}))
     why = str(table.pop("why", ""))
+    if "attack" in table and "attack" in config.get("explicit", []):
+        # the table's settings were measured together for its attack (FGSM-RS for twice the epochs): with another
+        # attack chosen, none of them is the measured choice
+        return {}
     applied = {}
     for key, value in table.items():
         if key in config.get("explicit", []):
