@@ -23,7 +23,6 @@ from .report.runner import evaluate
 from .models import Classifier
 from .models.registry import gives_input_gradient, no_input_gradient
 from .data import held_out
-from .data.held_out import hold_out_for_training
 from .data.unlabeled import leave_out_test_images, load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
 from .recipes.base import apply_kind_defaults, resolve_auto
@@ -169,7 +168,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         if not data and spec != "digits" and not Path(spec).exists():
             raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
         ds = load_data(spec, DataTarget.for_model(base_model, **(data_target or {})))
-    ds = hold_out_for_training(ds)
+    ds = held_out.hold_out_for_training(ds)
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
         raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
@@ -215,8 +214,9 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                              "recipe_train": config["train"], "data_fraction": data_frac, "seed": seed,
                              "precision": amp, "processes": distributed.world(),
                              "subset": train_ds.subset, "base_sha256": base_sha})
-    if held_out.record(ds):  # a later eval on the same data tests on these images again
-        model.spec.extra[held_out.KEY] = held_out.record(ds)
+    held = held_out.record(ds)
+    if held:  # a later eval on the same data tests on these images again
+        model.spec.extra[held_out.KEY] = held
     if kind_defaults:
         model.spec.extra["kind_defaults"] = kind_defaults
     train_cfg = dict(config["train"])
