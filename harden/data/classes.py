@@ -66,8 +66,8 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
     elif label_names and all(c in label_names for c in found):
         index = {n: i for i, n in enumerate(label_names)}
         out, how = {c: index[c] for c in found}, "the model's label names"
-    elif label_names and _loosely(found, label_names) is not None:
-        out, how = _loosely(found, label_names), "the model's label names (case, spaces, '_' and '-' aside)"
+    elif label_names and (loose := _loosely(found, label_names)) is not None:
+        out, how = loose, "the model's label names (case, spaces, '_' and '-' aside)"
     elif num_classes and all(SYNSET.match(c) for c in found) and imagenet_synsets(num_classes):
         synsets = imagenet_synsets(num_classes)
         index = {s: i for i, s in enumerate(synsets)}
@@ -81,10 +81,9 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
     elif order is not None and (num_classes is None or len(order) == num_classes):
         index = {c: i for i, c in enumerate(order)}
         out, how = {c: index[c] for c in found}, "the dataset's own class order (its ClassLabel names)"
-    elif label_names and any(_loose(c) in {_loose(n) for n in label_names} for c in found):
+    elif label_names and len(unnamed := _not_label_names(found, label_names)) < len(found):
         # most folders carry the model's label names and some do not (a misspelt, renamed or stray folder): the
         # sorted order would shift every class after it onto its neighbour's index, silently
-        unnamed = [c for c in found if _loose(c) not in {_loose(n) for n in label_names}]
         raise HardenError(f"{source}: {_few(unnamed)} {'is' if len(unnamed) == 1 else 'are'} not among the model's "
                           f"label names ({_few(list(label_names))}), which its other classes are; matching by sorted "
                           "order would label the classes after them with their neighbours' indices. Rename or remove "
@@ -144,6 +143,12 @@ def _loosely(found: list[str], label_names) -> dict[str, int] | None:
             return None
     out = {c: index.get(_loose(c)) for c in found}
     return out if all(v is not None for v in out.values()) else None
+
+
+def _not_label_names(found: list[str], label_names) -> list[str]:
+    """The found names that are none of the label names, case, spaces, '_' and '-' aside."""
+    names = {_loose(n) for n in label_names}
+    return [c for c in found if _loose(c) not in names]
 
 
 def _few(names: list[str]) -> str:
