@@ -223,8 +223,8 @@ def _npz(path: Path) -> ImageData:
                           "N x H x W (x C), or N x C x H x W, as uint8 0-255 or floats in [0, 1]; labels as "
                           "indices or one-hot rows.")
     if one is not None:  # one split: evaluated whole; `fix` holds a share of it out as its test split (held_out.py)
-        try:
-            z = read_npz(path)
+        try:  # only the pair (and class names): other members are never read
+            z = read_npz(path, [stored[k] for k in (*one, "class_names") if k in stored])
         except READ_ERRORS as e:
             raise HardenError(f"{str(path)!r} is not a readable .npz archive ({e}).") from None
         x, y = z[stored[one[0]]], z[stored[one[1]]]
