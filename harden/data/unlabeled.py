@@ -423,9 +423,9 @@ def leave_out_test_images(pool: Data, data: Data) -> tuple[Data, int]:
 
 def _place_list(listing: Listing) -> list[str]:
     """Where each image of a listing lies, comparable across listings of the same files read another way."""
-    refs = [listing.refs[i] for i in range(len(listing))]
     if listing.what == "table":
         return [listing.location(i) for i in range(len(listing))]
+    refs = [listing.refs[i] for i in range(len(listing))]
     if listing.shards:
         real = [os.path.realpath(s) for s in listing.shards]
         if listing.what == "zip":
