@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import build_attack
-from ..attacks.base import uniform_noise
+from ..attacks.base import ascent_direction, project, uniform_noise
 from ..awp import WeightPerturbation
 from ..data import Data, index_hash, stratified_subset
 from ..data.held import held_images
@@ -46,8 +46,9 @@ def _logp(z: torch.Tensor) -> torch.Tensor:
 
 
 def trades_example(model, x: torch.Tensor, eps: float, step: float, steps: int,
-                   generator: torch.Generator) -> torch.Tensor:
-    """TRADES' inner maximisation: PGD on KL(f(x') || f(x)) from x + 0.001 N(0, 1), all steps."""
+                   generator: torch.Generator, norm: str = "inf") -> torch.Tensor:
+    """TRADES' inner maximisation: PGD on KL(f(x') || f(x)) from x + 0.001 N(0, 1), all steps, in the L-inf ball
+    (signed steps) or the L2 ball (normalised-gradient steps, as Zhang et al.'s code does for `distance='l_2'`)."""
     with torch.no_grad():
         p_clean = _logp(model(x)).exp()
     xa = (x + 0.001 * uniform_noise(x.shape, generator, x.device, normal=True)).clamp(0, 1)
@@ -55,7 +56,7 @@ def trades_example(model, x: torch.Tensor, eps: float, step: float, steps: int,
         xa.requires_grad_(True)
         kl = F.kl_div(_logp(model(xa)), p_clean, reduction="sum")
         (g,) = torch.autograd.grad(kl, xa)
-        xa = torch.min(torch.max(xa.detach() + step * g.sign(), x - eps), x + eps).clamp(0, 1)
+        xa = project(xa.detach() + step * ascent_direction(g, norm), x, eps, norm)
     return xa.detach()
 
 
@@ -241,9 +242,6 @@ class AdversarialTraining(FineTuneRecipe):
         if attack.norm not in ("inf", "2"):
             raise HardenError(f"at: the training attack {attack.name} is an L{attack.norm} attack; at trains against "
                               "L-inf attacks (pgd, fgsm-rs, nfgsm) or L2 PGD (pgd-l2).")
-        if attack.norm == "2" and loss_kind == "trades":
-            raise HardenError("at: loss=trades crafts its own L-inf examples (Zhang et al.); with attack=pgd-l2 use "
-                              "loss=pgd-at or loss=mart.")
         beta, mix = float(params.get("beta", 6.0)), float(params.get("mix", 0.0))
         gamma = float(params.get("focal_gamma", 0.0))
         ramp_epochs = ramp_length(params.get("eps_ramp", 0), cfg.epochs)
@@ -320,7 +318,7 @@ class AdversarialTraining(FineTuneRecipe):
             with frozen(m, batch_statistics=craft_batch):
                 if loss_kind == "trades":
                     x_adv = trades_example(m, x, e, atk.params.get("step", e / 4), int(atk.params.get("steps", 10)),
-                                           gen)
+                                           gen, attack.norm)
                 else:
                     x_adv = atk.run(m, x, y, generator=gen).x_adv.detach()
                 z_eval = None
