@@ -13,7 +13,7 @@ import torch
 
 from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
-from .data import Data, DataTarget, check_fits, load_data, subsample
+from .data import Data, DataTarget, check_fits, is_on_disk, load_data, subsample
 from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
@@ -217,6 +217,9 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     held = held_out.record(ds)
     if held:  # a later eval on the same data tests on these images again
         model.spec.extra[held_out.KEY] = held
+    orientation = (data_target or {}).get("exif_orientation", "auto")
+    if orientation != "auto" and is_on_disk(ds):  # chosen: a later eval of the hardened file reads files the same way
+        model.spec.extra["exif_orientation"] = orientation
     if kind_defaults:
         model.spec.extra["kind_defaults"] = kind_defaults
     train_cfg = dict(config["train"])

@@ -1,7 +1,7 @@
 """The shared flag sets, each defined once and added to every command that needs it by a decorator: the model flags
 (`--arch --num-classes --in-chans --input-size --mean --std --interpolation --crop-pct --crop-mode --key
 --model-arg --logits-key --channel-order`, bundled as `model_flags: ModelFlags`) and the on-disk data flags
-(`--workers --class-map --skip-unreadable`, bundled as `data_flags: DataFlags`)."""
+(`--workers --class-map --skip-unreadable --exif-orientation --test-size`, bundled as `data_flags: DataFlags`)."""
 from __future__ import annotations
 
 import functools
@@ -131,6 +131,11 @@ _DATA_OPTIONS = {
     "skip_unreadable": (bool, typer.Option(False, "--skip-unreadable", help="Leave out image files that cannot be "
                                            "decoded (the report counts them) instead of stopping.",
                                            rich_help_panel="Data")),
+    "exif_orientation": (str, typer.Option("auto", "--exif-orientation", help="Image files with a camera's EXIF "
+                                           "orientation tag: stored (read as stored, as torchvision's ImageFolder "
+                                           "and timm do), upright (turned as the tag says, as Hugging Face's "
+                                           "datasets and transformers do), or auto: upright for a Hugging Face "
+                                           "dataset or a transformers model, else stored.", rich_help_panel="Data")),
     "test_size": (bool, typer.Option(False, "--test-size", help="Evaluate image files at timm's test size and crop "
                                      "(test_input_size, test_crop_pct) instead of the training size; the report "
                                      "states which.", rich_help_panel="Data")),
@@ -142,6 +147,7 @@ class DataFlags:
     workers: int | None = None
     class_map: str | None = None
     skip_unreadable: bool = False
+    exif_orientation: str = "auto"
     test_size: bool = False
 
     def target_kwargs(self) -> dict:

@@ -255,8 +255,8 @@ def test_training_decodes_camera_jpegs_at_a_reduced_scale_that_still_spans_the_s
         img.load()
         assert img.size == (2000, 1500) and min(img.size) >= 915
     listing = list_class_folders(tmp_path / "d")
-    (x, y, got, errors), = decode_batches(listing, [np.arange(2)], train, 0, False, seed=1)
-    assert x.shape == (2, 3, 32, 32) and not errors
+    (x, y, got, errors, oriented), = decode_batches(listing, [np.arange(2)], train, 0, False, seed=1)
+    assert x.shape == (2, 3, 32, 32) and not errors and oriented == 0
 
 
 def test_what_tools_leave_in_photo_trees_is_neither_a_class_nor_an_image(tmp_path):

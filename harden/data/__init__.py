@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from .base import (SMALL_IMAGE_SIDE, Data, batches, check_fits, fit_size, index_
 from .files import FileData
 from .loader import default_workers
 from .sources import EVAL_FOLDERS, IMAGE_EXT, Listing, OnDisk, find_on_disk, refuse_compressed_tar
-from .transforms import Preprocess, augment, build_augment
+from .transforms import Preprocess, augment, build_augment, exif_orientation, resolve_orientation
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test, a CIFAR-10 python-batches folder, a torchvision "
            "download (MNIST, FashionMNIST, KMNIST, CIFAR-100, SVHN, STL-10, as its root or the set's folder), a folder with "
@@ -44,6 +44,10 @@ class DataTarget:
     skip_unreadable: bool = False
     size_note: str = ""  # which of the model's sizes the transform uses (train or timm's test size)
     train_size: tuple[int, int] | None = None  # no model yet (harden train --input-size): image files at this size
+    exif_orientation: str = "auto"  # --exif-orientation: auto, stored or upright (transforms.resolve_orientation)
+
+    def __post_init__(self):
+        resolve_orientation(self.exif_orientation, "")  # a bad value is refused whatever the data
 
     @classmethod
     def for_model(cls, model, test_size: bool = False, **kw) -> "DataTarget":
@@ -63,6 +67,11 @@ class DataTarget:
             pre = Preprocess(pre.in_chans, (int(test[0]), int(test[1])), pre.interpolation,
                              float(spec.extra.get("test_crop_pct") or pre.crop_pct), pre.crop_mode)
             note = "timm's test size"
+        from ..models.hf_transformers import PREFIX
+        if kw.get("exif_orientation", "auto") == "auto":  # as the model was hardened, else as its library reads
+            recorded = spec.extra.get("exif_orientation")
+            if recorded or str(spec.arch).startswith(PREFIX):
+                kw["exif_orientation"] = recorded or "upright"  # transformers' load_image turns images upright
         return cls(pre, int(spec.num_classes), tuple(names) if names else None, size_note=note, **kw)
 
 
@@ -150,12 +159,14 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
     class_names = None
     if mapping and sorted(mapping.values()) == list(range(num_classes)):
         class_names = [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
-    data = FileData(found.source, max(2, num_classes), target.preprocess or Preprocess(), listers, found.layout,
+    orientation = resolve_orientation(target.exif_orientation, found.layout)
+    data = FileData(found.source, max(2, num_classes), replace(target.preprocess or Preprocess(), orientation=orientation),
+                    listers, found.layout,
                     class_names=class_names, class_note=note, size_note=target.size_note,
                     workers=default_workers() if target.workers is None else target.workers,
                     skip_unreadable=target.skip_unreadable)
     if target.preprocess is None:  # no model yet (harden train): the images' own size and colour
-        data.preprocess = _guess_preprocess(data, target.train_size)
+        data.preprocess = replace(_guess_preprocess(data, target.train_size), orientation=orientation)
     return data
 
 
@@ -185,7 +196,8 @@ def _sampled_sizes(data: FileData, sample: int) -> tuple[Counter, int]:
     for i in idx:
         try:
             with Image.open(io.BytesIO(lst.read_bytes(i))) as im:
-                sizes[(im.height, im.width)] += 1
+                turned = data.preprocess.orientation == "upright" and exif_orientation(im) in (5, 6, 7, 8)
+                sizes[(im.width, im.height) if turned else (im.height, im.width)] += 1  # a quarter turn swaps them
                 grey += im.mode in ("L", "1", "I;16", "I", "F", "LA")
         except (OSError, SyntaxError, ValueError):  # PIL's errors for a bad file; training names it (or skips it)
             continue

@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 
 from .base import Data, stratified_sample
+from .transforms import exif_orientation
 
 SAMPLE = 16  # files opened to say what the images are
 
@@ -56,13 +57,14 @@ def _files(data, sample: int) -> str:
     listing = data.listing("test")
     idx = stratified_sample(listing.labels, min(sample, len(listing)), 0)
     listing.prepare(idx)
-    formats, modes, sides, bad = Counter(), Counter(), [], []
+    formats, modes, sides, bad, oriented = Counter(), Counter(), [], [], 0
     for i in idx:
         try:
             with Image.open(io.BytesIO(listing.read_bytes(int(i)))) as im:
                 formats[im.format or "?"] += 1
                 modes[im.mode] += 1
                 sides.append((im.width, im.height))
+                oriented += exif_orientation(im) != 1
         except Exception as e:  # noqa: BLE001 - PIL's errors for a bad file: named, as a run would name them
             bad.append(f"{listing.location(int(i))} ({type(e).__name__})")
     parts = []
@@ -72,6 +74,9 @@ def _files(data, sample: int) -> str:
         parts.append(f"{', '.join(f'{k} {v}' for k, v in formats.most_common())}; modes "
                      f"{', '.join(f'{k} {v}' for k, v in modes.most_common())}; width {w[0]}-{w[-1]}, height "
                      f"{h[0]}-{h[-1]} px")
+    if oriented:
+        how = "turned upright" if data.preprocess.orientation == "upright" else "as stored"
+        parts.append(f"{oriented} with an EXIF orientation tag (read {how}; --exif-orientation)")
     if bad:
         parts.append(f"unreadable: {', '.join(bad[:3])}" + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
     return "; ".join(parts) or "-"

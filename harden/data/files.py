@@ -4,7 +4,7 @@ only when that split is used (`eval` never lists the training split)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -15,7 +15,7 @@ from .base import SMALL_IMAGE_SIDE, Data, chunks, index_hash, nchw, stratified_s
 from .loader import decode_batches, default_workers
 from .sources import Listing
 from ..random_streams import random_state, set_random_state
-from .transforms import Preprocess, augment, build_augment
+from .transforms import Preprocess, augment, build_augment, orientation_note
 
 DECODE_BATCH = 64
 HELD_OUT_TEST = 0.2  # a list with no split column: this stratified share is the test split of `fix`
@@ -37,6 +37,7 @@ class FileData(Data):
     held_out: dict = field(default_factory=dict)
     size_note: str = ""
     skipped: list[str] = field(default_factory=list)  # files left out (--skip-unreadable), shared by subsets
+    oriented: dict = field(default_factory=lambda: {"n": 0})  # images read that carry an EXIF orientation, shared
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- listings
@@ -102,15 +103,12 @@ class FileData(Data):
         pre = self.preprocess
         if channels == pre.in_chans or channels not in (1, 3, 4):
             return self
-        return self._with(preprocess=Preprocess(channels, pre.input_size, pre.interpolation, pre.crop_pct,
-                                                pre.crop_mode))
+        return self._with(preprocess=replace(pre, in_chans=channels))
 
     def at_size(self, size: tuple[int, int]) -> "FileData":
         """The same files through the same transform at another input size (the input-size check reads a sample
         again); files it cannot read are counted apart from the report's."""
-        pre = self.preprocess
-        return self._with(preprocess=Preprocess(pre.in_chans, (int(size[0]), int(size[1])), pre.interpolation,
-                                                pre.crop_pct, pre.crop_mode), skipped=[])
+        return self._with(preprocess=replace(self.preprocess, input_size=(int(size[0]), int(size[1]))), skipped=[])
 
     # ---------------------------------------------------------------- decoding
     def _check(self, errors: list[str]) -> None:
@@ -121,6 +119,17 @@ class FileData(Data):
                               "pass --skip-unreadable to leave such files out (the report counts them).")
         self.skipped.extend(errors)
 
+    def oriented_note(self, n: int) -> str:
+        how = "turned upright" if self.preprocess.orientation == "upright" else "as stored"
+        return f"{n} image(s) read with an EXIF orientation tag, read {how} (--exif-orientation)"
+
+    def _count_oriented(self, n: int) -> None:
+        """n more images read that carry an EXIF orientation: the first of a run says how they are read."""
+        if n and not self.oriented["n"]:
+            from ..runtime import info
+            info(orientation_note(self.source, self.preprocess.orientation))
+        self.oriented["n"] += int(n)
+
     def pixels(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor]:
         from ..runtime import progress
@@ -130,9 +139,10 @@ class FileData(Data):
         parts = chunks(idx, DECODE_BATCH)
         quiet = nullcontext(lambda n=1, **kw: None)
         with progress(f"decoding {split}", len(idx)) if len(idx) > 4 * DECODE_BATCH else quiet as advance:
-            for x, y, _, errors in decode_batches(listing, parts, self.preprocess.eval_transform(), self.workers,
-                                                  device.type == "cuda"):
+            for x, y, _, errors, oriented in decode_batches(listing, parts, self.preprocess.eval_transform(),
+                                                            self.workers, device.type == "cuda"):
                 self._check(errors)
+                self._count_oriented(oriented)
                 if x is not None:
                     xs.append(x.to(device, non_blocking=True))
                     ys.append(y.to(device))
@@ -168,6 +178,8 @@ class FileData(Data):
             out["held_out_test"] = self.held_out
         if self.skipped:
             out["skipped_unreadable"] = len(self.skipped)
+        if self.oriented["n"]:
+            out["exif_oriented"] = self.oriented_note(self.oriented["n"])
         return out
 
 
@@ -192,10 +204,11 @@ class FileFeeder:
 
     def epoch(self, index_batches: list[np.ndarray], epoch_no: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         listing = self.data.listing("train")
-        for x, y, _, errors in decode_batches(listing, index_batches, self.transform, self.data.workers,
-                                              self.device.type == "cuda", self.seed if self.random else None,
-                                              epoch_no):
+        for x, y, _, errors, oriented in decode_batches(listing, index_batches, self.transform, self.data.workers,
+                                                        self.device.type == "cuda", self.seed if self.random else None,
+                                                        epoch_no):
             self.data._check(errors)
+            self.data._count_oriented(oriented)
             if x is None:  # every image of the batch was unreadable and skipped
                 yield None
                 continue

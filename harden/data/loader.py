@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .sources import Listing
+from .transforms import exif_orientation
 
 
 def default_workers() -> int:
@@ -23,7 +24,8 @@ def default_workers() -> int:
 
 
 class DecodeDataset(torch.utils.data.Dataset):
-    """Item i of a listing -> (uint8 C x H x W tensor or None, label, i, error or None)."""
+    """Item i of a listing -> (uint8 C x H x W tensor or None, label, i, error or None, whether the file carries an
+    EXIF orientation other than as-stored)."""
 
     def __init__(self, listing: Listing, transform: Callable, seed: int | None = None, epoch: int = 0):
         self.listing, self.transform, self.seed, self.epoch = listing, transform, seed, epoch
@@ -41,9 +43,10 @@ class DecodeDataset(torch.utils.data.Dataset):
                 draft(img)
             img.load()  # decode now: a truncated file fails here, with its name
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError ...
-            return None, label, i, f"{self.listing.location(i)}: {type(e).__name__}: {e}"
+            return None, label, i, f"{self.listing.location(i)}: {type(e).__name__}: {e}", False
+        oriented = exif_orientation(img) != 1
         if self.seed is None:
-            return self.transform(img), label, i, None
+            return self.transform(img), label, i, None, oriented
         # per-image randomness from (seed, epoch, index): independent of which worker decodes it
         s = int(np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0])
         state = random.getstate()
@@ -54,14 +57,14 @@ class DecodeDataset(torch.utils.data.Dataset):
                 out = self.transform(img)
             finally:
                 random.setstate(state)
-        return out, label, i, None
+        return out, label, i, None, oriented
 
 
 def collate(items):
     ok = [t for t in items if t[0] is not None]
     x = torch.stack([t[0] for t in ok]) if ok else None
     y = torch.tensor([t[1] for t in ok], dtype=torch.int64)
-    return x, y, [t[2] for t in ok], [t[3] for t in items if t[3] is not None]
+    return x, y, [t[2] for t in ok], [t[3] for t in items if t[3] is not None], sum(t[4] for t in ok)
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -95,7 +98,8 @@ def start_workers(loader: torch.utils.data.DataLoader):
 
 def decode_batches(listing: Listing, index_batches: list[np.ndarray], transform: Callable, workers: int,
                    pin: bool, seed: int | None = None, epoch: int = 0) -> Iterator[tuple]:
-    """(uint8 N x C x H x W or None, labels, indices decoded, errors) per batch of listing indices, in order."""
+    """(uint8 N x C x H x W or None, labels, indices decoded, errors, how many of them carry an EXIF orientation)
+    per batch of listing indices, in order."""
     if index_batches:
         listing.prepare(np.concatenate(index_batches))  # a parquet table's rows copied to its spill file, here
     ds = DecodeDataset(listing, transform, seed, epoch)

@@ -17,6 +17,33 @@ from ..errors import HardenError
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 CROP_MODES = ("center", "squash", "border")
+# A camera's EXIF orientation tag: "stored" reads the pixels as the file stores them, as torchvision's ImageFolder and
+# timm's readers do; "upright" turns them as the tag says, as Hugging Face's datasets (since 2.19) and transformers'
+# load_image do. A model trained one way and evaluated the other sees its phone photos sideways.
+ORIENTATIONS = ("stored", "upright")
+EXIF_ORIENTATION = 0x0112
+HF_LAYOUTS = ("parquet", "arrow", "table")  # Hugging Face datasets' files: `datasets` decodes their images upright
+
+
+def resolve_orientation(choice: str, layout: str) -> str:
+    """--exif-orientation: auto is "upright" for a Hugging Face dataset (as `datasets` reads it), else "stored" (as
+    torchvision and timm read files); DataTarget.for_model has already made it "upright" for a transformers model."""
+    if choice == "auto":
+        return "upright" if layout in HF_LAYOUTS else "stored"
+    if choice not in ORIENTATIONS:
+        raise HardenError(f"--exif-orientation takes auto, {' or '.join(ORIENTATIONS)}, got {choice!r}.")
+    return choice
+
+
+def orientation_note(source: str, orientation: str) -> str:
+    """Said once a run meets an image with an EXIF orientation: how it was read, and the flag for the other way."""
+    if orientation == "upright":
+        return (f"{source}: some images carry a camera's EXIF orientation tag; they are read turned upright as the tag "
+                "says, as Hugging Face's datasets and transformers read them. A model trained on them as stored "
+                "(torchvision's ImageFolder, timm) needs --exif-orientation stored.")
+    return (f"{source}: some images carry a camera's EXIF orientation tag; they are read as stored, as torchvision's "
+            "ImageFolder and timm read them. A model trained on them turned upright (Hugging Face's datasets, "
+            "transformers' load_image) needs --exif-orientation upright.")
 # What an architecture with no known preprocessing gets (and a warning naming these values)
 DEFAULT_INTERPOLATION, DEFAULT_CROP_PCT, DEFAULT_CROP_MODE = "bilinear", 1.0, "center"
 
@@ -29,6 +56,7 @@ class Preprocess:
     interpolation: str = DEFAULT_INTERPOLATION
     crop_pct: float = DEFAULT_CROP_PCT
     crop_mode: str = DEFAULT_CROP_MODE
+    orientation: str = "stored"  # ORIENTATIONS: how a file's EXIF orientation tag is read
 
     def __post_init__(self):
         if self.interpolation not in INTERPOLATIONS:
@@ -37,6 +65,8 @@ class Preprocess:
             raise HardenError(f"crop mode {self.crop_mode!r} is not one of {', '.join(CROP_MODES)}.")
         if not 0 < float(self.crop_pct) <= 1:
             raise HardenError(f"crop fraction must be in (0, 1], got {self.crop_pct}.")
+        if self.orientation not in ORIENTATIONS:
+            raise HardenError(f"EXIF orientation {self.orientation!r} is not one of {', '.join(ORIENTATIONS)}.")
 
     @classmethod
     def of(cls, spec: Any) -> "Preprocess":
@@ -47,9 +77,15 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
+        if self.orientation == "stored":  # the default, left out: records written before it existed read the same
+            del d["orientation"]
         return d
 
     def describe(self) -> str:
+        turned = ", EXIF orientation applied (upright)" if self.orientation == "upright" else ""
+        return self._describe_size() + turned
+
+    def _describe_size(self) -> str:
         h, w = self.input_size
         if self.crop_mode == "squash" and self.crop_pct < 1:
             return (f"resized to {math.floor(h / self.crop_pct)}x{math.floor(w / self.crop_pct)} "
@@ -64,7 +100,7 @@ class Preprocess:
         from timm.data import create_transform
         tf = create_transform(self.input_size, is_training=False, interpolation=self.interpolation,
                               crop_pct=self.crop_pct, crop_mode=self.crop_mode, use_prefetcher=True)
-        return _Channels(self.in_chans, tf)
+        return _Channels(self.in_chans, tf, upright=self.orientation == "upright")
 
     def train_transform(self):
         """Random resized crop (timm's default scale and ratio) + horizontal flip at the model's size."""
@@ -72,17 +108,18 @@ class Preprocess:
         tf = create_transform(self.input_size, is_training=True, interpolation=self.interpolation,
                               color_jitter=None, use_prefetcher=True)
         # the smallest crop it takes (8% of the area at aspect 3/4) still spans the model's size at this side
-        return _Channels(self.in_chans, tf, draft_side=math.ceil(max(self.input_size) / math.sqrt(0.08 * 3 / 4)))
+        return _Channels(self.in_chans, tf, draft_side=math.ceil(max(self.input_size) / math.sqrt(0.08 * 3 / 4)),
+                         upright=self.orientation == "upright")
 
 
 class _Channels:
     """Convert to the model's channel count, then apply tf; returns a uint8 C x H x W tensor. `draft_side`: a JPEG
     may be decoded at 1/2, 1/4 or 1/8 scale (the decoder's own DCT scaling, several times faster on camera photos)
     where both sides stay at least this long; set for training's random crops only, so evaluation stays pixel for
-    pixel timm's."""
+    pixel timm's. `upright`: the file's EXIF orientation applied first (ORIENTATIONS)."""
 
-    def __init__(self, in_chans: int, tf, draft_side: int | None = None):
-        self.in_chans, self.tf, self.draft_side = in_chans, tf, draft_side
+    def __init__(self, in_chans: int, tf, draft_side: int | None = None, upright: bool = False):
+        self.in_chans, self.tf, self.draft_side, self.upright = in_chans, tf, draft_side, upright
 
     def draft(self, img) -> None:
         """Called before the image is decoded."""
@@ -90,11 +127,32 @@ class _Channels:
             img.draft(img.mode, (self.draft_side, self.draft_side))
 
     def __call__(self, img):
+        if self.upright and exif_orientation(img) != 1:
+            img = turned_upright(img)
         t = self.tf(to_channels(img, self.in_chans))
         return t if t.ndim == 3 else t[None]
 
     def __repr__(self) -> str:
         return f"channels={self.in_chans} -> {self.tf}"
+
+
+def exif_orientation(img) -> int:
+    """A PIL image's EXIF orientation (1 to 8; 1: upright as stored); 1 where the file has none, or one that cannot be
+    read (phones and editors write damaged EXIF blocks; such a file is read as stored rather than refused)."""
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - any error of PIL's EXIF parser: no orientation
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def turned_upright(img):
+    """The image turned (and mirrored) as its EXIF orientation says: PIL's exif_transpose."""
+    from PIL import ImageOps
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a tag exif_orientation read but PIL cannot apply: as stored
+        return img
 
 
 def to_channels(img, in_chans: int):

@@ -160,8 +160,12 @@ def _list_paths(path: Path) -> Listing:
 
 
 def _file_pool(source: str, listing: Listing, target) -> FileData:
-    from .transforms import Preprocess
-    return FileData(source, int(target.num_classes or 2), target.preprocess or Preprocess(),
+    from dataclasses import replace
+
+    from .transforms import Preprocess, resolve_orientation
+    pre = replace(target.preprocess or Preprocess(),
+                  orientation=resolve_orientation(target.exif_orientation, listing.what))
+    return FileData(source, int(target.num_classes or 2), pre,
                     {"train": lambda: listing}, listing.what, _cache={"train": listing},
                     workers=default_workers() if target.workers is None else target.workers,
                     skip_unreadable=target.skip_unreadable)
@@ -202,9 +206,10 @@ def _pool_batches(pool: Data, idx: np.ndarray, device: torch.device) -> Iterator
     """(x, the pool indices it holds) per batch; unreadable files are left out (or stop the run, as for --data)."""
     if isinstance(pool, FileData):
         parts = chunks(idx, DECODE_BATCH)
-        for x, _, got, errors in decode_batches(pool.listing("train"), parts, pool.preprocess.eval_transform(),
-                                                pool.workers, device.type == "cuda"):
+        for x, _, got, errors, oriented in decode_batches(pool.listing("train"), parts, pool.preprocess.eval_transform(),
+                                                          pool.workers, device.type == "cuda"):
             pool._check(errors)
+            pool._count_oriented(oriented)
             if x is not None:
                 yield nchw(x.to(device).float().div_(255.0)), np.asarray(got, np.int64)
         return

@@ -117,6 +117,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     source = prepare_for_device(craft_on.to(device).eval(), device) if craft_on is not None else model
     idx = data.eval_indices(n, seed)
     skipped_before = len(getattr(data, "skipped", []))
+    oriented_before = data.oriented["n"] if is_on_disk(data) else 0
     # files come at the size their transform made (the model's, or timm's test size); arrays are resized to the model's
     size = tuple(spec.input_size) if spec is not None and not is_on_disk(data) else data.input_size
     x, y = held_images(data, "test", idx, device, size)
@@ -127,6 +128,9 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         details["pixels"] = (f"budgets in [0, 1] pixels after the model's transform: {data.preprocess.describe()}"
                              + (f" ({data.size_note})" if data.size_note else ""))
         details["skipped_unreadable"] = len(data.skipped) - skipped_before
+        details.pop("exif_oriented", None)  # the report's own images, not every read of the run
+        if data.oriented["n"] > oriented_before:
+            details["exif_oriented"] = data.oriented_note(data.oriented["n"] - oriented_before)
     threat = "white-box" if craft_on is None else f"transfer from {craft_name or 'source model'}"
     # Attacks and losses need logits (or log-probabilities, the same up to a shift): a probability output is
     # attacked through its logarithm; predictions are unchanged by it.
