@@ -69,11 +69,12 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     return model
 
 
-def data_for(model: Classifier, data: str | None, model_name: str = "the model", **target) -> Data:
+def data_for(model: Classifier, data: str | None, model_name: str = "the model", labels: str = "given",
+             **target) -> Data:
     """The evaluation data: --data, else what the checkpoint's metadata names. `target`: DataTarget's workers,
     class_map, skip_unreadable (files are decoded through the model's own transform, their classes mapped to its
     outputs); where the model was hardened on part of this same data, the part held out then (data/held_out.py),
-    said under `model_name`."""
+    said under `model_name`. `labels` "predicted": images without labels are taken too (data/predicted.py)."""
     spec = data or model.spec.data
     if not spec:
         raise HardenError("The checkpoint does not name its data; pass --data (digits, an .npz, a CIFAR-10 "
@@ -82,6 +83,9 @@ def data_for(model: Classifier, data: str | None, model_name: str = "the model",
     if not data and spec != "digits" and not is_hub_spec(spec) and not Path(spec).exists():
         raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
     from .data.held_out import test_split_for
+    from .data.predicted import check_labels, images_to_predict
+    if check_labels(labels) == "predicted":
+        return images_to_predict(spec, DataTarget.for_model(model, **target), model.spec.extra, model_name)
     return test_split_for(load_data(spec, DataTarget.for_model(model, **target)), model.spec.extra, model_name)
 
 

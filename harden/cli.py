@@ -247,6 +247,10 @@ def eval_cmd(
                                             "image by image (difference, interval, McNemar p)."),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare with a baseline measured on other "
                                         "images, budgets, presets or data (unpaired test; the report says so)."),
+    labels: str = typer.Option("given", "--labels", help="given: the data's labels. predicted: each image labelled "
+                               "by the model's own clean prediction, for images without labels (a folder of files, "
+                               "a list of paths, shards, a table): robust accuracy is then the share of predictions "
+                               "an attack cannot change."),
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Fit the whole run in this time (90s, 10m, "
                                               "1h): the attacks are timed on a calibration sample and the number of "
                                               "images (at most --num-images) chosen to fit; exit 2 before attacking "
@@ -311,7 +315,7 @@ def eval_cmd(
         src_flags = ModelFlags(**{k: v for k, v in model_flags.given().items()
                                   if k == "key" or k not in src_meta})
         source = _load_model(craft_on, src_flags, dev)
-    ds = data_for(model, data, checkpoint.name, **data_flags.target_kwargs())
+    ds = data_for(model, data, checkpoint.name, labels=labels, **data_flags.target_kwargs())
     from .resume import ReportStates
     states = ReportStates(resume)  # the attacks' verdicts, batch by batch: an interrupted run resumes
 
@@ -321,7 +325,7 @@ def eval_cmd(
                         craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                         model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
                         masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
-                        attack_amp=attack_amp, compile=compile_net, bpda=bpda, state=states)
+                        attack_amp=attack_amp, compile=compile_net, bpda=bpda, state=states, labels=labels)
     with states.stoppable():
         report = release_report(run, n=n, available=ds.n_test, time_budget=time_budget, started=started,
                                 baseline=baseline, baseline_doc=baseline_doc, allow_mismatch=allow_mismatch,

@@ -31,19 +31,20 @@ MAX_UPSCALE = 4.0  # a pool whose images are this much smaller than the model's 
 
 # ---------------------------------------------------------------- reading a pool
 
-def load_unlabeled(spec: str | Path, target) -> Data:
+def load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
     """The pool as a Data whose training split holds every image (`y_train` = the source's labels mapped to the
     model's classes where it has them, else NO_LABEL; used only to report agreement). A source with a train split
     gives that split alone: its val/test split is somebody's test set and must not leak into training. Arrays of
-    another channel count than the model's are converted as image files are (ImageData.with_channels)."""
-    pool = _load_unlabeled(spec, target)
+    another channel count than the model's are converted as image files are (ImageData.with_channels). `prefer`
+    "test": a tree of splits gives its test split instead (images to evaluate, data/predicted.py)."""
+    pool = _load_unlabeled(spec, target, prefer)
     if isinstance(pool, ImageData) and getattr(target, "preprocess", None) is not None and \
             (pool.in_chans, target.preprocess.in_chans) in CHANNEL_NOTES:
         pool = pool.with_channels(target.preprocess.in_chans)
     return pool
 
 
-def _load_unlabeled(spec: str | Path, target) -> Data:
+def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
     from ..hub_cache import local
     path = Path(local(spec, "dataset"))
     if not path.exists():
@@ -78,6 +79,8 @@ def _load_unlabeled(spec: str | Path, target) -> Data:
                           "list, a .tar shard (or a folder of them), parquet or Arrow files, CIFAR-10 batches or an "
                           ".npz with x_train.")
     split = "train" if "train" in found.listers else "all"
+    if prefer == "test":
+        split = next(s for s in ("test", "all", "train") if s in found.listers)
     try:  # the source's labels, for the agreement figure only; a source whose classes the model cannot name has none
         from . import _file_data
         listing = _file_data(found, target).listing("train" if split == "train" else "test")

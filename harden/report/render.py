@@ -51,8 +51,9 @@ def data_note(report) -> str:
     hash, files skipped; a test split fix held out (files or arrays). A Report or its JSON dict; '' for arrays of
     their own test split."""
     d = report.get("data_details", {}) if isinstance(report, dict) else report.data_details
-    held = (f"test split held out of the data, never trained on: {d['held_out_test']['n']} images"
-            if d.get("held_out_test") else "")
+    held = "; ".join(t for t in (f"test split held out of the data, never trained on: {d['held_out_test']['n']} images"
+                                 if d.get("held_out_test") else "", f"labels: {d['labels']}" if d.get("labels") else "")
+                     if t)
     if not d.get("pixels"):
         return held
     text = f"{d['pixels']}; images {d.get('images_sha256', '?')} (seeded stratified sample)"
@@ -60,6 +61,8 @@ def data_note(report) -> str:
         text += f"; {held}"
     if d.get("skipped_unreadable"):
         text += f"; {d['skipped_unreadable']} unreadable file(s) skipped"
+    if d.get("exif_oriented"):
+        text += f"; {d['exif_oriented']}"
     return text
 
 

@@ -18,6 +18,7 @@ from ..errors import HardenError
 from ..models.registry import gives_input_gradient
 from ..data import Data, check_fits, index_hash, is_on_disk
 from ..data.held import held_images
+from ..data.predicted import check_labels
 from ..runtime import flushing_denormals, frozen, progress, resolve_device, warn
 from . import checks as mk
 from .curves import at_budget, monotonic_flag, robustness_curves
@@ -62,7 +63,7 @@ def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLik
              model_name: str = "model", craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
              attack_amp: str = "off", compile: bool = False, bpda: bool = True,
-             state: "ReportStates | None" = None) -> Report:
+             state: "ReportStates | None" = None, labels: str = "given") -> Report:
     """Robustness report of `model` on n test images of `data` (the first n of in-memory data; a seeded stratified
     sample of files, decoded through the model's evaluation transform). `attacks` None: the default set for the
     model's input size (attacks.default_attacks; the report notes what it left out). `examples`: adversarial examples kept
@@ -74,14 +75,17 @@ def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLik
     (compiling.py). `model` may be a checkpoint's path (harden.load) and `data` what --data takes (None: the data the
     checkpoint's metadata names). `bpda`: rounding in the model's forward passes the attacks' gradients straight
     through (bpda.py; the report notes it where the model rounds). `state`: where the attacks keep their verdicts
-    batch by batch, to resume an interrupted report (resume.ReportStates)."""
-    model, data = _model_and_data(model, data)
+    batch by batch, to resume an interrupted report (resume.ReportStates). `labels` "predicted": each image's label
+    is the model's own clean prediction (images without labels; data/predicted.py), so robust accuracy measures how
+    often an attack cannot change the prediction."""
+    check_labels(labels)
+    model, data = _model_and_data(model, data, labels)
     args = {k: v for k, v in locals().items() if k != "compile"}
     with compiled(model, compile), compiled(craft_on, compile):
         return _evaluate(**args)
 
 
-def _model_and_data(model, data) -> tuple[nn.Module, Data]:
+def _model_and_data(model, data, labels: str = "given") -> tuple[nn.Module, Data]:
     """A checkpoint path loaded; data given as --data takes it (or None: the checkpoint's own) read for the model."""
     if isinstance(model, (str, os.PathLike)):
         from ..checkpoint import load
@@ -90,7 +94,7 @@ def _model_and_data(model, data) -> tuple[nn.Module, Data]:
         return model, data
     if getattr(model, "spec", None) is not None:
         from ..api import data_for
-        return model, data_for(model, None if data is None else str(data))
+        return model, data_for(model, None if data is None else str(data), labels=labels)
     if data is None:
         raise HardenError("evaluate: a model without harden's spec needs data (a Data, or what --data takes).")
     from ..data import load_data
@@ -99,7 +103,7 @@ def _model_and_data(model, data) -> tuple[nn.Module, Data]:
 
 def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, craft_on, batch_size, device, seed,
               metrics, model_name, craft_name, masking_checks, masking_n, examples, curve, curve_cascades,
-              attack_amp, bpda, state) -> Report:
+              attack_amp, bpda, state, labels) -> Report:
     if not eps_l2 > 0 or not max_l0 > 0:  # a budget of zero or less counts every image as robust
         raise HardenError(f"The L2 budget (--eps-l2) and the L0 budget (--max-l0) must be > 0, got {eps_l2} and "
                           f"{max_l0}.")
@@ -169,11 +173,17 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
             "bpda": [bool(rounding) and bpda, bool(source_rounding) and bpda],
             "device": device.type, "processes": distributed.world()})
     clean_pred = predict_labels(model, x, batch_size, device)
+    predicted = labels == "predicted"
+    if predicted:  # no labels: each image's is the evaluated model's own clean prediction
+        from ..data.predicted import labels_note
+        details["labels"] = labels_note(y, clean_pred)
+        y = clean_pred.clone()
     correct = clean_pred == y
-    with frozen(loaded):
-        preprocessing_flags = [f for f in (better_normalisation(loaded, x, y, clean_pred, batch_size, device),
-                                           better_input_size(loaded, data, "test", idx, y, clean_pred, batch_size,
-                                                             device)) if f is not None]
+    with frozen(loaded):  # both checks compare accuracies with the data's labels: none to compare with predictions
+        preprocessing_flags = [] if predicted else [
+            f for f in (better_normalisation(loaded, x, y, clean_pred, batch_size, device),
+                        better_input_size(loaded, data, "test", idx, y, clean_pred, batch_size, device))
+            if f is not None]
     for f in preprocessing_flags:
         if f["tripped"]:  # said now, before the attacks' time
             warn(f"{model_name}: {f['detail']}.")

@@ -1,0 +1,90 @@
+"""`eval --labels predicted` (harden/data/predicted.py): images without labels evaluated against the model's own clean
+predictions, so a team with production captures and no labels can still gate on how often an attack changes the
+model's answer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import harden
+from harden.data import ImageData
+from harden.errors import HardenError
+
+
+def predictions(model, x_u8: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        x = torch.as_tensor(x_u8).float().div(255).permute(0, 3, 1, 2)
+        return model.eval()(x).argmax(1).numpy()
+
+
+def test_predicted_labels_give_exactly_the_report_of_the_data_relabelled_by_the_model(digits, digits_model):
+    """The same images with the model's predictions written in as their labels: every robust accuracy equal, clean
+    accuracy 100%, and the data's own labels' agreement is the given-label clean accuracy."""
+    n = 60
+    x, y = digits.x_test[:n], digits.y_test[:n]
+    relabelled = ImageData(digits.x_train[:0], digits.y_train[:0], x, predictions(digits_model, x), "relabelled", 10)
+    original = ImageData(digits.x_train[:0], digits.y_train[:0], x, y, "original", 10)
+    kw = dict(attacks=["fgsm", "pgd:steps=5"], n=n, eps=0.1, metrics=False, masking_checks=False, device="cpu")
+    by_hand = harden.evaluate(digits_model, relabelled, **kw)
+    given = harden.evaluate(digits_model, original, **kw)
+    ours = harden.evaluate(digits_model, original, labels="predicted", **kw)
+    assert ours.clean_accuracy == by_hand.clean_accuracy == 1.0
+    assert [a.robust_accuracy for a in ours.attacks] == [a.robust_accuracy for a in by_hand.attacks]
+    assert given.clean_accuracy < 1.0  # the model errs on some: the two readings differ
+    assert all(p >= g for p, g in zip((a.robust_accuracy for a in ours.attacks),
+                                      (a.robust_accuracy for a in given.attacks), strict=True))
+    note = ours.data_details["labels"]
+    assert "model's own clean predictions" in note
+    assert f"agree with {100 * given.clean_accuracy:.1f}% of them ({n} images)" in note
+    assert "labels" not in given.data_details
+    with pytest.raises(HardenError, match="--labels takes given"):
+        harden.evaluate(digits_model, original, labels="guessed", **kw)
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory, digits):
+    """Production captures: a flat folder of PNGs (no class folders, no labels), and an .npz of images alone."""
+    root = tmp_path_factory.mktemp("captures")
+    flat = root / "flat"
+    flat.mkdir()
+    for i in range(12):
+        Image.fromarray(digits.x_test[i, ..., 0]).save(flat / f"cam{i:03d}.png")
+    np.savez(root / "images.npz", images=digits.x_test[:20])
+    return root
+
+
+def test_images_without_labels_are_evaluated_against_the_models_predictions(cli, digits_ckpt, captures, tmp_path):
+    code, _, err = cli("eval", digits_ckpt, "--data", captures / "flat", "--attack", "fgsm", "--n", "8")
+    assert code == 2  # given labels: a folder without class folders is refused, as before
+    report = tmp_path / "r.json"
+    code, out, _ = cli("eval", digits_ckpt, "--data", captures / "flat", "--labels", "predicted", "--attack", "fgsm",
+                       "--n", "8", "--eps", "0.1", "--no-metrics", "--no-masking-checks", "--json", report)
+    text = " ".join(out.split())
+    assert code == 0 and "8 images of" in text and "labels: the model's own clean predictions" in text
+    import json
+    doc = json.loads(report.read_text())
+    assert doc["clean_accuracy"] == 1.0 and "agree" not in doc["data_details"]["labels"]  # no labels to agree with
+    code, out, _ = cli("eval", digits_ckpt, "--data", captures / "images.npz", "--labels", "predicted", "--attack",
+                       "fgsm", "--n", "20", "--eps", "0.1", "--no-metrics", "--no-masking-checks")
+    assert code == 0 and "20 images of" in " ".join(out.split())
+    code, _, err = cli("eval", digits_ckpt, "--data", captures / "flat", "--labels", "sometimes")
+    assert code == 2 and "--labels takes given" in " ".join(err.split())
+    code, _, err = cli("eval", digits_ckpt, "--data", tmp_path / "nothing-here", "--labels", "predicted")
+    assert code == 2 and "--unlabeled" not in err  # the evaluation's own error, not the pool's
+
+
+def test_a_tree_of_splits_whose_classes_the_model_cannot_name_gives_its_test_split(digits_model, tmp_path):
+    """Class folders named otherwise than the model's classes (the images alone are used): the val split only."""
+    from harden.data import DataTarget
+    from harden.data.predicted import images_to_predict
+    for split, count in (("train", 6), ("val", 3)):
+        for cls in ("sunny", "rainy", "foggy", "windy", "hail", "snow", "sleet", "mist", "dew", "frost", "storm"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((8, 8), 20 * i, np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    target = DataTarget.for_model(digits_model, workers=0)
+    data = images_to_predict(str(tmp_path), target, {}, "m")
+    assert data.n_test == 33 and not data.has_split("train")
+    assert all("/val/" in str(data.listing("test").location(i)) for i in range(data.n_test))
