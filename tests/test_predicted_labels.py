@@ -88,3 +88,15 @@ def test_a_tree_of_splits_whose_classes_the_model_cannot_name_gives_its_test_spl
     data = images_to_predict(str(tmp_path), target, {}, "m")
     assert data.n_test == 33 and not data.has_split("train")
     assert all("/val/" in str(data.listing("test").location(i)) for i in range(data.n_test))
+
+
+def test_a_baseline_measured_on_the_datas_labels_is_not_compared_image_by_image(digits, digits_model):
+    from harden.report.compare import compare
+    from harden.report.render import report_document as report_dict
+    data = ImageData(digits.x_train[:0], digits.y_train[:0], digits.x_test[:30], digits.y_test[:30], "d", 10)
+    kw = dict(attacks=["fgsm"], n=30, eps=0.1, metrics=False, masking_checks=False, device="cpu")
+    given = report_dict([harden.evaluate(digits_model, data, **kw)])
+    predicted = report_dict([harden.evaluate(digits_model, data, labels="predicted", **kw)])
+    with pytest.raises(HardenError, match="labels: \"the data's\" vs \"the model's predictions\""):
+        compare(given, predicted)
+    assert compare(predicted, predicted)["fgsm"]["difference"] == 0

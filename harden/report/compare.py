@@ -54,6 +54,8 @@ def identity(doc: dict[str, Any]) -> dict[str, Any]:
     details = doc.get("data_details") or {}
     return {"images": v.get("images_sha256") or details.get("images_sha256"), "n": doc.get("n"),
             "data": details.get("source", doc.get("data")), "threat model": doc.get("threat_model"),
+            # each model's own predictions (--labels predicted) are not the data's labels
+            "labels": "the model's predictions" if details.get("labels") else "the data's",
             "attacks": {a["name"]: (a["preset"], round(float(a["budget"]), 9)) for a in doc.get("attacks", [])}}
 
 
@@ -61,7 +63,7 @@ def differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences that make a paired comparison meaningless."""
     a, b = identity(base), identity(new)
     out = []
-    for key in ("data", "n", "images", "threat model"):
+    for key in ("data", "n", "images", "threat model", "labels"):
         if a[key] != b[key]:
             out.append(f"{key}: {a[key]!r} vs {b[key]!r}")
     for name in sorted(set(a["attacks"]) & set(b["attacks"])):
