@@ -25,6 +25,10 @@ out = Console(width=None if sys.stdout.isatty() else 130)
 
 # Shared options (typer has no option groups; the same Annotated pieces keep them identical).
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+LabelsOpt = typer.Option("given", "--labels", help="given: the data's labels. predicted: every image labelled by a "
+                         "model's clean prediction, for images without labels (a folder of files, a list of paths, "
+                         "shards, a table): in eval the evaluated model's own (robust accuracy: the share of its "
+                         "answers an attack cannot change), in fix the base's (trained to keep, measured against).")
 SeedOpt = typer.Option(0, "--seed", min=0, help="Seed for data subsets, augmentation and attacks.")
 QuietOpt = typer.Option(False, "-q", "--quiet", help="No progress bars (for CI logs).")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
@@ -247,10 +251,7 @@ def eval_cmd(
                                             "image by image (difference, interval, McNemar p)."),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare with a baseline measured on other "
                                         "images, budgets, presets or data (unpaired test; the report says so)."),
-    labels: str = typer.Option("given", "--labels", help="given: the data's labels. predicted: each image labelled "
-                               "by the model's own clean prediction, for images without labels (a folder of files, "
-                               "a list of paths, shards, a table): robust accuracy is then the share of predictions "
-                               "an attack cannot change."),
+    labels: str = LabelsOpt,
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Fit the whole run in this time (90s, 10m, "
                                               "1h): the attacks are timed on a calibration sample and the number of "
                                               "images (at most --num-images) chosen to fit; exit 2 before attacking "
@@ -395,6 +396,7 @@ def fix(
                                             "base labels them and the recipe mixes them into its batches (at, "
                                             "fixer; --set unlabeled_ratio / pseudo_threshold / pseudo_balance). "
                                             "Labels they hold are never used."),
+    labels: str = LabelsOpt,
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe setting: key=value (repeatable)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Hardened checkpoint (default: "
                                           "<name>.<recipe>.safetensors beside the input; for hf:org/name, in the current "
@@ -466,7 +468,7 @@ def fix(
                      masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
                      curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
                      data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net,
-                     unfold_bn=unfold_bn, bpda=bpda, state=state)
+                     unfold_bn=unfold_bn, bpda=bpda, state=state, labels=labels)
     if not _all_ranks_done():
         state.finish()
         return

@@ -91,6 +91,8 @@ def training_data_label(extra: dict[str, Any]) -> str:
     """'10% labelled + 45,000 unlabeled': what the hardened model was trained on."""
     frac = extra.get("data_fraction")
     text = f"{100 * frac:g}% labelled" if isinstance(frac, (int, float)) else "labelled data"
+    if extra.get("labels"):  # fix --labels predicted
+        text = text.replace("labelled", "of the images") + ", labelled by the base's predictions"
     pool = extra.get("unlabeled")
     return text + (f" + {pool['used']:,} unlabeled (pseudo-labels from the base)" if pool else "")
 
@@ -125,7 +127,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off",
         data_target: dict | None = None, unlabeled: str | Path | Data | None = None,
         compile: bool = False, unfold_bn: str = "auto", bpda: bool = True,
-        state: "RunState | None" = None) -> FixResult:
+        state: "RunState | None" = None, labels: str = "given") -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
@@ -139,7 +141,10 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     says where). `bpda`: rounding in the model's forward passes gradients straight through (bpda.py), in training
     (its attack and its updates) and in the reports' attacks. `state`: where the run keeps its training state, to
     resume from it or after it (resume.py); the caller removes it (`state.finish()`) once the hardened model is
-    written."""
+    written. `labels` "predicted": the data's images (labelled or not) labelled by the base's clean predictions, for
+    training and the reports (data/predicted.py)."""
+    from .data.predicted import check_labels, images_to_predict, labelled_by
+    check_labels(labels)
     from . import bn_unfold
     bn_unfold.check_mode(unfold_bn)
     device = resolve_device(device)
@@ -167,8 +172,11 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
             raise HardenError("The checkpoint does not name its data; pass --data.")
         if not data and spec != "digits" and not Path(spec).exists():
             raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
-        ds = load_data(spec, DataTarget.for_model(base_model, **(data_target or {})))
+        target = DataTarget.for_model(base_model, **(data_target or {}))
+        ds = images_to_predict(spec, target, {}, base_name) if labels == "predicted" else load_data(spec, target)
     ds = held_out.hold_out_for_training(ds)
+    if labels == "predicted":  # after the hold-out, drawn as a later `eval --labels predicted` draws it
+        ds = labelled_by(base_model.to(device), ds, device)
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
         raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
@@ -217,6 +225,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     held = held_out.record(ds)
     if held:  # a later eval on the same data tests on these images again
         model.spec.extra[held_out.KEY] = held
+    if labels == "predicted":
+        model.spec.extra["labels"] = "the base's clean predictions (fix --labels predicted)"
     orientation = (data_target or {}).get("exif_orientation", "auto")
     if orientation != "auto" and is_on_disk(ds):  # chosen: a later eval of the hardened file reads files the same way
         model.spec.extra["exif_orientation"] = orientation

@@ -100,3 +100,52 @@ def test_a_baseline_measured_on_the_datas_labels_is_not_compared_image_by_image(
     with pytest.raises(HardenError, match="labels: \"the data's\" vs \"the model's predictions\""):
         compare(given, predicted)
     assert compare(predicted, predicted)["fgsm"]["difference"] == 0
+
+
+def test_fix_hardens_on_images_without_labels_against_the_bases_predictions(digits_ckpt, digits, digits_model,
+                                                                              captures, tmp_path):
+    """`fix --labels predicted` on an .npz of images alone: a fifth held out, both parts labelled by the base, the
+    reports measure agreement with the base (the base's clean 100%), and a later `eval --labels predicted` of the
+    hardened model tests on the held-out images again."""
+    res = harden.fix(digits_ckpt, str(captures / "images.npz"), labels="predicted", sets=["eps=0.1", "val_frac=0"],
+                     data_frac=1.0, epochs=1, device="cpu", attacks=["fgsm"], metrics=False, masking_checks=False)
+    base, fixed = res.reports["base_white_box"], res.reports["fixed_white_box"]
+    assert base.clean_accuracy == 1.0 and base.n == 4  # 20% of the 20 images held out
+    x_held = digits.x_test[:20]
+    base_net = harden.load(digits_ckpt)
+    assert "the base model's clean predictions" in base.data_details["labels"]
+    assert "labels agree" not in base.data_details["labels"]  # the images had no labels to agree with
+    # the fixed model's clean accuracy is its agreement with the base on the held-out images
+    hardened = res.model.eval()
+    ds = harden.data_for(hardened, str(captures / "images.npz"), labels="predicted")
+    assert ds.n_test == 4 and ds.held_out  # found again: never trained on
+    idx_rows = [int(np.flatnonzero((x_held == r).all(axis=(1, 2, 3)))[0]) for r in ds.x_test[:]]
+    agreement = float(np.mean(predictions(hardened, x_held[idx_rows]) == predictions(base_net, x_held[idx_rows])))
+    assert fixed.clean_accuracy == pytest.approx(agreement)
+    assert res.model.spec.extra["labels"].startswith("the base's clean predictions")
+    with pytest.raises(HardenError, match="--labels takes given"):
+        harden.fix(digits_ckpt, digits, labels="maybe", report=False, device="cpu")
+
+
+def test_a_model_that_gives_one_answer_is_called_out(digits):
+    """Stable by answering one class: the report says so rather than let 100% stand as robustness."""
+    class OneAnswer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+            torch.nn.init.zeros_(self.fc.weight)
+            with torch.no_grad():
+                self.fc.bias.copy_(torch.arange(10.0) == 3)
+
+        def forward(self, x):
+            return self.fc(x.view(x.size(0), -1))
+
+    data = ImageData(digits.x_train[:0], digits.y_train[:0], digits.x_test[:40], digits.y_test[:40], "d", 10)
+    rep = harden.evaluate(OneAnswer(), data, labels="predicted", attacks=["fgsm"], n=40, eps=0.1, metrics=False,
+                          masking_checks=False, device="cpu")
+    assert rep.attacks[0].robust_accuracy == 1.0
+    assert any("predicts class 3 for 100% of these images" in note for note in rep.notes)
+    assert "classes predicted: 1, the most frequent (3) for 100.0%" in rep.data_details["labels"]
+    ok = harden.evaluate(OneAnswer(), data, attacks=["fgsm"], n=40, eps=0.1, metrics=False, masking_checks=False,
+                         device="cpu")
+    assert not any("predicts class 3" in note for note in ok.notes)  # given labels: the accuracy says it already

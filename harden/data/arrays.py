@@ -51,6 +51,7 @@ class ImageData(Data):
     class_names: list[str] | None = None  # when the data says them (image folders, CIFAR-10 meta, an npz key)
     image_chans: int | None = None  # the arrays' own channels where they are fed as another count (with_channels)
     held_out: dict = field(default_factory=dict)  # the test split fix held out of arrays of one split
+    labels_from: str = ""  # Data.labels_from
 
     @property
     def in_chans(self) -> int:

@@ -116,7 +116,12 @@ class Data:
 
     def identity(self) -> dict[str, Any]:
         """What names this data in a report: its source (and, for listings, a hash of what was listed)."""
-        return {"source": self.source}
+        return {"source": self.source, **self.labels_identity()}
+
+    labels_from = ""  # where the labels are someone's predictions (data/predicted.py), what they are
+
+    def labels_identity(self) -> dict[str, Any]:
+        return {"labels": self.labels_from} if self.labels_from else {}
 
     def eval_indices(self, n: int | None, seed: int) -> np.ndarray:
         """The test images a report evaluates: the first n (in-memory data, as always)."""

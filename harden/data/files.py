@@ -38,6 +38,7 @@ class FileData(Data):
     size_note: str = ""
     skipped: list[str] = field(default_factory=list)  # files left out (--skip-unreadable), shared by subsets
     oriented: dict = field(default_factory=lambda: {"n": 0})  # images read that carry an EXIF orientation, shared
+    labels_from: str = ""  # Data.labels_from
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- listings
@@ -171,7 +172,7 @@ class FileData(Data):
 
     def identity(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source, "layout": self.layout, "preprocess": self.preprocess.to_dict(),
-                               "classes": self.class_note}
+                               "classes": self.class_note, **self.labels_identity()}
         if "test" in self._cache:
             out["test_listing_sha256"] = self._cache["test"].digest()
         if self.held_out:

@@ -38,7 +38,7 @@ def images_to_predict(spec: str, target, extra: dict, model_name: str) -> Data:
             pool = load_unlabeled(spec, target, prefer="test")
         except HardenError:
             raise refused from None
-    return _as_test_split(pool, int(target.num_classes or pool.num_classes))
+    return test_split_for(_as_test_split(pool, int(target.num_classes or pool.num_classes)), extra, model_name)
 
 
 def _as_test_split(pool: Data, num_classes: int) -> Data:
@@ -59,8 +59,80 @@ def labels_note(given: torch.Tensor, predicted: torch.Tensor) -> str:
     """What the report's labels are, and where the data had labels (>= 0), how often they agree with the model."""
     text = ("the model's own clean predictions (--labels predicted): robust accuracy is the share of images whose "
             "predicted class the attack cannot change, clean accuracy 100% by construction")
+    counts = torch.bincount(predicted.cpu())
+    top = int(counts.argmax())
+    text += f"; classes predicted: {int((counts > 0).sum())}, the most frequent ({top}) for " \
+            f"{100 * float(counts[top]) / max(len(predicted), 1):.1f}% of the images"
     known = given >= 0
     if bool(known.any()):
         rate = float((given[known] == predicted[known]).float().mean())
         text += f"; the data's own labels agree with {100 * rate:.1f}% of them ({int(known.sum())} images), unused"
     return text
+
+
+ONE_ANSWER = 0.8  # a model giving one class to this share of the images is stable by answering it, not by being right
+
+
+def one_answer_warning(predicted: torch.Tensor, model_name: str) -> str | None:
+    """Said where the predictions are mostly one class: stability is then no sign of robustness."""
+    counts = torch.bincount(predicted.cpu())
+    share = float(counts.max()) / max(len(predicted), 1)
+    if len(predicted) < 10 or share < ONE_ANSWER:
+        return None
+    return (f"{model_name} predicts class {int(counts.argmax())} for {100 * share:.0f}% of these images: with "
+            "--labels predicted a model that gives one answer is stable by giving it, not robust; check it on "
+            "labelled images too")
+
+
+def labelled_by(model, data: Data, device: torch.device, batch: int = 256) -> Data:
+    """`fix --labels predicted`: the same data with every image of either split labelled by `model`'s (the base's)
+    clean prediction, so the recipe trains to keep the base's answers under attack and the reports measure agreement
+    with the base (a hardened model that answered one class everywhere would be stable, not agreeing). The data's own
+    labels are dropped; how often they agree with the base on the test split is kept for the report."""
+    import copy
+
+    from .arrays import ImageData
+    from .files import FileData
+    ys = {split: _predictions(model, data, split, device, batch) for split in ("train", "test")
+          if data.has_split(split)}
+    note = ("the base model's clean predictions (fix --labels predicted): accuracies are agreement with the base, "
+            "the base's own 100% by construction")
+    if "test" in ys:
+        given = torch.as_tensor(np.asarray(data.y_test, np.int64))
+        agree = labels_note(given, torch.as_tensor(ys["test"])).split("; ", 1)
+        note += f"; {agree[1]}" if len(agree) > 1 else ""
+    if isinstance(data, ImageData):
+        out = copy.copy(data)
+        out.y_train, out.y_test = ys.get("train", data.y_train), ys.get("test", data.y_test)
+    elif isinstance(data, FileData):
+        lists = {s: data.listing(s).relabelled(y) for s, y in ys.items()}
+        out = data._with(listers={s: (lambda lst=lst: lst) for s, lst in lists.items()}, _cache=lists)
+    else:
+        raise HardenError(f"{data.source}: --labels predicted reads image files and arrays.")
+    out.labels_from = note
+    return out
+
+
+def _predictions(model, data: Data, split: str, device: torch.device, batch: int) -> np.ndarray:
+    """The model's clean prediction for every image of a split, in batches (an unreadable file, skipped later as it
+    is skipped everywhere, gets 0)."""
+    from ..runtime import frozen, progress
+    from .files import FileData
+    from .loader import decode_batches
+    from .unlabeled import adapt
+    from .base import chunks, nchw
+    n = len(data.y_train if split == "train" else data.y_test)
+    preds = np.zeros(n, np.int64)
+    size, chans = tuple(model.spec.input_size), int(model.spec.in_chans)
+    with frozen(model), torch.no_grad(), progress(f"labelling the {split} split by the base", n) as advance:
+        if isinstance(data, FileData):
+            parts = chunks(np.arange(n), batch)
+            batches = ((nchw(x.to(device).float().div_(255.0)), np.asarray(got, np.int64)) for x, _, got, errors, _o
+                       in decode_batches(data.listing(split), parts, data.preprocess.eval_transform(), data.workers,
+                                         device.type == "cuda") if x is not None)
+        else:
+            batches = ((data.images(split, part, device)[0], part) for part in chunks(np.arange(n), batch))
+        for x, got in batches:
+            preds[got] = model(adapt(x, chans, size)).argmax(1).cpu().numpy()
+            advance(len(got))
+    return preds

@@ -286,6 +286,8 @@ def render_before_after(reports: dict[str, Report], console: Console) -> None:
     console.print(t)
     for a in base.attacks:
         console.print(f"  [dim]{a.preset}[/]")
+    if data_note(base):
+        console.print(f"  [dim]data: {data_note(base)}[/]")
     for label, r in (("base", base), ("hardened", wb)):
         if r.metrics:
             console.print(f"  {label}: " + "  ".join(f"{k} {v:.4g}" for k, v in r.metrics.items()) + " (white-box)")

@@ -176,7 +176,12 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     predicted = labels == "predicted"
     if predicted:  # no labels: each image's is the evaluated model's own clean prediction
         from ..data.predicted import labels_note
+        from ..data.predicted import one_answer_warning
         details["labels"] = labels_note(y, clean_pred)
+        said = one_answer_warning(clean_pred, model_name)
+        if said:
+            warn(said + ".")
+            notes.append(said)
         y = clean_pred.clone()
     correct = clean_pred == y
     with frozen(loaded):  # both checks compare accuracies with the data's labels: none to compare with predictions
