@@ -289,6 +289,9 @@ def eval_cmd(
     requirements = [parse_requirement(r) for r in (require or [])]
     if gate:
         requirements += load_gate_file(gate)
+    if labels == "predicted":
+        from .data.predicted import refuse_clean_requirements
+        refuse_clean_requirements(requirements)
     baseline_doc = None
     if baseline is not None:
         from .report.compare import read_report

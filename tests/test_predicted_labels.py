@@ -69,6 +69,9 @@ def test_images_without_labels_are_evaluated_against_the_models_predictions(cli,
     code, out, _ = cli("eval", digits_ckpt, "--data", captures / "images.npz", "--labels", "predicted", "--attack",
                        "fgsm", "--n", "20", "--eps", "0.1", "--no-metrics", "--no-masking-checks")
     assert code == 0 and "20 images of" in " ".join(out.split())
+    code, _, err = cli("eval", digits_ckpt, "--data", captures / "flat", "--labels", "predicted", "--require",
+                       "clean>=0.9", "--require", "fgsm>=0.1")
+    assert code == 2 and "clean>=0.9 with --labels predicted" in " ".join(err.split())  # a bar that cannot fail
     code, _, err = cli("eval", digits_ckpt, "--data", captures / "flat", "--labels", "sometimes")
     assert code == 2 and "--labels takes given" in " ".join(err.split())
     code, _, err = cli("eval", digits_ckpt, "--data", tmp_path / "nothing-here", "--labels", "predicted")

@@ -24,6 +24,15 @@ def check_labels(labels: str) -> str:
     return labels
 
 
+def refuse_clean_requirements(requirements: list[dict]) -> None:
+    """A gate on clean accuracy cannot fail when the labels are the model's own predictions: refused, not passed."""
+    clean = [r["text"] for r in requirements if r.get("metric") == "clean"]
+    if clean:
+        raise HardenError(f"{', '.join(clean)} with --labels predicted: the clean accuracy is 100% by construction "
+                          "(each label is the model's own clean prediction), so the requirement cannot fail. Drop it, "
+                          "or gate clean accuracy on labelled images in a run of its own.")
+
+
 def images_to_predict(spec: str, target, extra: dict, model_name: str) -> Data:
     """The images `eval --labels predicted` reads from what --data names: the test split as `eval` reads it where the
     source has labels the model can take, else every image of it as an unlabeled pool (its test split where it has
