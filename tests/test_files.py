@@ -679,8 +679,12 @@ def test_empty_and_loose_folders_are_clear_errors(tmp_path):
     loose = tmp_path / "loose"
     loose.mkdir()
     save_image(loose / "x", photo(np.random.default_rng(0), 20, 20), "RGB")
-    with pytest.raises(HardenError, match="none of the data layouts"):
+    with pytest.raises(HardenError, match="folder of images without class folders, so it has no labels"):
         load_data(loose, DataTarget.for_model(model))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    with pytest.raises(HardenError, match="none of the data layouts"):
+        load_data(tmp_path / "notes", DataTarget.for_model(model))
     with pytest.raises(HardenError, match="is one image; --data takes a dataset"):
         load_data(next(loose.iterdir()), DataTarget.for_model(model))
     only_eval = load_data(tmp_path / "d" / "train", DataTarget.for_model(small_cnn(num_classes=2)))  # classes only

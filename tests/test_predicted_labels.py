@@ -57,7 +57,8 @@ def captures(tmp_path_factory, digits):
 
 def test_images_without_labels_are_evaluated_against_the_models_predictions(cli, digits_ckpt, captures, tmp_path):
     code, _, err = cli("eval", digits_ckpt, "--data", captures / "flat", "--attack", "fgsm", "--n", "8")
-    assert code == 2  # given labels: a folder without class folders is refused, as before
+    assert code == 2 and "without class folders, so it has no labels" in " ".join(err.split())
+    assert "--labels predicted" in " ".join(err.split())  # given labels: refused, with the way to read them
     report = tmp_path / "r.json"
     code, out, _ = cli("eval", digits_ckpt, "--data", captures / "flat", "--labels", "predicted", "--attack", "fgsm",
                        "--n", "8", "--eps", "0.1", "--no-metrics", "--no-masking-checks", "--json", report)

@@ -113,6 +113,12 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
             raise HardenError(f"{spec!r} is one image; --data takes a dataset, whose labels harden needs: put the "
                               "image in a folder named after its class (or list it in a CSV with its label) and pass "
                               "the folder above it.")
+        if path.is_dir() and _holds_images(path):
+            raise HardenError(f"{spec!r} is a folder of images without class folders, so it has no labels. `harden eval "
+                              "--labels predicted` measures how often an attack changes the model's own answers on "
+                              "them, `harden fix --labels predicted` hardens the model to keep the base's answers, and "
+                              "`fix --unlabeled` mixes them into training on labelled data; to measure accuracy, sort "
+                              "them into one folder per class.")
         raise HardenError(f"{spec!r} is none of the data layouts harden reads: {LAYOUTS}.")
     return _file_data(found, target or DataTarget())
 
@@ -168,6 +174,14 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
     if target.preprocess is None:  # no model yet (harden train): the images' own size and colour
         data.preprocess = replace(_guess_preprocess(data, target.train_size), orientation=orientation)
     return data
+
+
+def _holds_images(folder: Path, look: int = 1000) -> bool:
+    """Whether image files lie directly in `folder` (among its first `look` entries: a crawl's folder is not listed)."""
+    import itertools
+    import os
+    with os.scandir(folder) as entries:
+        return any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXT for e in itertools.islice(entries, look))
 
 
 def _refuse_unlabelled(lst: Listing, source: str) -> None:
