@@ -13,7 +13,7 @@ import torch
 
 from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
-from .data import Data, DataTarget, check_fits, is_on_disk, load_data, subsample
+from .data import Data, DataTarget, check_fits, load_data, remember_orientation, subsample
 from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
@@ -227,9 +227,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         model.spec.extra[held_out.KEY] = held
     if labels == "predicted":
         model.spec.extra["labels"] = "the base's clean predictions (fix --labels predicted)"
-    orientation = (data_target or {}).get("exif_orientation", "auto")
-    if orientation != "auto" and is_on_disk(ds):  # chosen: a later eval of the hardened file reads files the same way
-        model.spec.extra["exif_orientation"] = orientation
+    remember_orientation(model, (data_target or {}).get("exif_orientation", "auto"), ds)
     if kind_defaults:
         model.spec.extra["kind_defaults"] = kind_defaults
     train_cfg = dict(config["train"])

@@ -193,3 +193,14 @@ def test_the_report_counts_its_own_tagged_images(phone_photos):
     tagged = sum(Path(str(data.listing("test").location(int(i)))).name != "p3.png" for i in data.eval_indices(4, 0))
     assert rep.data_details["exif_oriented"].startswith(f"{tagged} image(s)") and "turned upright" in \
         rep.data_details["exif_oriented"]
+
+
+def test_train_remembers_an_explicit_orientation(phone_photos, cli, tmp_path):
+    import shutil
+    for split in ("train", "val"):
+        shutil.copytree(phone_photos[0], tmp_path / "tree" / split)
+    out = tmp_path / "t.safetensors"
+    code, _, _ = cli("train", "--data", tmp_path / "tree", "--arch", "cnn-small", "--epochs", "1", "--input-size",
+                     f"{H}x{W}", "--exif-orientation", "upright", "--workers", "0", "-o", out)
+    import harden
+    assert code == 0 and harden.load(out).spec.extra["exif_orientation"] == "upright"

@@ -259,6 +259,13 @@ def is_on_disk(data: Data) -> bool:
     return isinstance(data, FileData)
 
 
+def remember_orientation(model, choice: str, data: Data) -> None:
+    """An explicit --exif-orientation for image files: kept in the model's metadata, so that later runs read the files
+    the same way with no flag (DataTarget.for_model)."""
+    if choice != "auto" and is_on_disk(data):
+        model.spec.extra["exif_orientation"] = choice
+
+
 IN_MEMORY_CHUNK = 1024  # images decoded at a time by in_memory
 
 
@@ -285,4 +292,5 @@ def in_memory(data: Data) -> ImageData:
 
 __all__ = ["Data", "DataTarget", "FileData", "ImageData", "Listing", "Preprocess", "SMALL_IMAGE_SIDE", "IMAGE_EXT",
            "augment", "batches", "build_augment", "check_fits", "default_workers", "fit_size", "index_hash",
-           "in_memory", "is_on_disk", "load_data", "stratified_sample", "stratified_subset", "subsample", "to_tensor"]
+           "in_memory", "is_on_disk", "load_data", "remember_orientation", "stratified_sample", "stratified_subset",
+           "subsample", "to_tensor"]
