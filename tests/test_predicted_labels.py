@@ -153,3 +153,14 @@ def test_a_model_that_gives_one_answer_is_called_out(digits):
     ok = harden.evaluate(OneAnswer(), data, attacks=["fgsm"], n=40, eps=0.1, metrics=False, masking_checks=False,
                          device="cpu")
     assert not any("predicts class 3" in note for note in ok.notes)  # given labels: the accuracy says it already
+
+
+def test_the_html_page_says_what_the_labels_are(digits, digits_model):
+    from harden.report.html_page import render
+    from harden.report.render import report_document
+    data = ImageData(digits.x_train[:0], digits.y_train[:0], digits.x_test[:30], digits.y_test[:30], "d", 10)
+    rep = harden.evaluate(digits_model, data, labels="predicted", attacks=["fgsm"], n=40, eps=0.1, metrics=False,
+                          masking_checks=False, device="cpu")
+    page = render(report_document([rep]))
+    assert "labels: the model&#x27;s own clean predictions" in page
+    assert "fewer than --num-images (40)" in page  # the report's notes reach the page too

@@ -251,6 +251,26 @@ def _budget(a: dict[str, Any]) -> str:
     return f"{label} {a['budget']:.0f}" if a["norm"] == "0" else f"{label} {_fmt(a['budget'])}"
 
 
+def data_note(report) -> str:
+    """Where the images came from when they are files: the transform the budgets are measured after, the sample's
+    hash, files skipped; a test split fix held out (files or arrays). A Report or its JSON dict; '' for arrays of
+    their own test split."""
+    d = report.get("data_details", {}) if isinstance(report, dict) else report.data_details
+    held = "; ".join(t for t in (f"test split held out of the data, never trained on: {d['held_out_test']['n']} images"
+                                 if d.get("held_out_test") else "", f"labels: {d['labels']}" if d.get("labels") else "")
+                     if t)
+    if not d.get("pixels"):
+        return held
+    text = f"{d['pixels']}; images {d.get('images_sha256', '?')} (seeded stratified sample)"
+    if held:
+        text += f"; {held}"
+    if d.get("skipped_unreadable"):
+        text += f"; {d['skipped_unreadable']} unreadable file(s) skipped"
+    if d.get("exif_oriented"):
+        text += f"; {d['exif_oriented']}"
+    return text
+
+
 def _report_html(rep: dict[str, Any], title: str) -> str:
     e = html.escape
     fails = {g["metric"] for g in rep.get("gate", []) if not g["passed"]}
@@ -261,6 +281,10 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
            f" (crafted on {e(rep['crafted_on'])}) &middot; {rep['n']} test images of {e(str(rep['data']))} &middot; "
            f"device {e(run_where(rep))} &middot; seed {rep['seed']} &middot; outputs: {e(rep.get('output_kind', 'logits'))}"
            "</p>"]
+    if data_note(rep):  # what the images are: transform, held-out split, labels that are predictions
+        out.append(f"<p class='note'>images: {e(data_note(rep))}</p>")
+    if rep.get("notes"):
+        out.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in rep["notes"]) + "</ul>")
     values = rep.get("values", {})
 
     def ci(metric):  # the interval's bounds as the JSON keeps them (reports written before intervals: "-")

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..checkpoint import atomic_write_bytes
-from .html_page import render, run_where
+from .html_page import data_note, render, run_where
 from .model import Report
 
 
@@ -44,26 +44,6 @@ WORST_CASE_NOTE = "worst case: robust only if the image survives every attack ab
 
 def _failing_metrics(report: Report) -> set[str]:
     return {g["metric"] for g in report.gate if not g["passed"]}
-
-
-def data_note(report) -> str:
-    """Where the images came from when they are files: the transform the budgets are measured after, the sample's
-    hash, files skipped; a test split fix held out (files or arrays). A Report or its JSON dict; '' for arrays of
-    their own test split."""
-    d = report.get("data_details", {}) if isinstance(report, dict) else report.data_details
-    held = "; ".join(t for t in (f"test split held out of the data, never trained on: {d['held_out_test']['n']} images"
-                                 if d.get("held_out_test") else "", f"labels: {d['labels']}" if d.get("labels") else "")
-                     if t)
-    if not d.get("pixels"):
-        return held
-    text = f"{d['pixels']}; images {d.get('images_sha256', '?')} (seeded stratified sample)"
-    if held:
-        text += f"; {held}"
-    if d.get("skipped_unreadable"):
-        text += f"; {d['skipped_unreadable']} unreadable file(s) skipped"
-    if d.get("exif_oriented"):
-        text += f"; {d['exif_oriented']}"
-    return text
 
 
 def baseline_lines(report) -> list[str]:
