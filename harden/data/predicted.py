@@ -65,13 +65,20 @@ def _as_test_split(pool: Data, num_classes: int) -> Data:
 
 
 def labels_note(given: torch.Tensor, predicted: torch.Tensor) -> str:
-    """What the report's labels are, and where the data had labels (>= 0), how often they agree with the model."""
-    text = ("the model's own clean predictions (--labels predicted): robust accuracy is the share of images whose "
-            "predicted class the attack cannot change, clean accuracy 100% by construction")
-    counts = torch.bincount(predicted.cpu())
+    """What the report's labels are (eval --labels predicted), with prediction_facts."""
+    return ("the model's own clean predictions (--labels predicted): robust accuracy is the share of images whose "
+            "predicted class the attack cannot change, clean accuracy 100% by construction; "
+            + prediction_facts(given, predicted))
+
+
+def prediction_facts(given: torch.Tensor, predicted: torch.Tensor) -> str:
+    """How many classes the predictions use and the largest one's share, and where the data had labels (>= 0), how
+    often they agree with the predictions."""
+    given, predicted = given.cpu(), predicted.cpu()
+    counts = torch.bincount(predicted)
     top = int(counts.argmax())
-    text += f"; classes predicted: {int((counts > 0).sum())}, the most frequent ({top}) for " \
-            f"{100 * float(counts[top]) / max(len(predicted), 1):.1f}% of the images"
+    text = (f"classes predicted: {int((counts > 0).sum())}, the most frequent ({top}) for "
+            f"{100 * float(counts[top]) / max(len(predicted), 1):.1f}% of the images")
     known = given >= 0
     if bool(known.any()):
         rate = float((given[known] == predicted[known]).float().mean())
@@ -107,9 +114,8 @@ def labelled_by(model, data: Data, device: torch.device, batch: int = 256) -> Da
     note = ("the base model's clean predictions (fix --labels predicted): accuracies are agreement with the base, "
             "the base's own 100% by construction")
     if "test" in ys:
-        given = torch.as_tensor(np.asarray(data.y_test, np.int64))
-        agree = labels_note(given, torch.as_tensor(ys["test"])).split("; ", 1)
-        note += f"; {agree[1]}" if len(agree) > 1 else ""
+        note += "; on the test split, " + prediction_facts(torch.as_tensor(np.asarray(data.y_test, np.int64)),
+                                                           torch.as_tensor(ys["test"]))
     if isinstance(data, ImageData):
         out = copy.copy(data)
         out.y_train, out.y_test = ys.get("train", data.y_train), ys.get("test", data.y_test)
