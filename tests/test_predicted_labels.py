@@ -164,3 +164,13 @@ def test_the_html_page_says_what_the_labels_are(digits, digits_model):
     page = render(report_document([rep]))
     assert "labels: the model&#x27;s own clean predictions" in page
     assert "fewer than --num-images (40)" in page  # the report's notes reach the page too
+
+
+def test_fix_on_the_command_line(cli, digits_ckpt, captures, tmp_path):
+    out = tmp_path / "h.safetensors"
+    code, text, _ = cli("fix", digits_ckpt, "--data", captures / "flat", "--labels", "predicted", "--data-frac", "1",
+                        "--epochs", "1", "--set", "val_frac=0", "--no-report", "-o", out)
+    assert code == 0 and "labelled by the base's predictions" in " ".join(text.split())
+    from harden.data import stratified_subset
+    held = harden.load(out).spec.extra["held_out_test"]
+    assert held["n"] == len(stratified_subset(np.full(12, -1), 0.2, 0)) > 0  # a fifth of the 12 loose images
