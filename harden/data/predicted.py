@@ -100,7 +100,7 @@ def one_answer_warning(predicted: torch.Tensor, model_name: str) -> str | None:
             "labelled images too")
 
 
-def labelled_by(model, data: Data, device: torch.device, batch: int = 256) -> Data:
+def labelled_by(model, data: Data, device: torch.device) -> Data:
     """`fix --labels predicted`: the same data with every image of either split labelled by `model`'s (the base's)
     clean prediction, so the recipe trains to keep the base's answers under attack and the reports measure agreement
     with the base (a hardened model that answered one class everywhere would be stable, not agreeing). The data's own
@@ -109,7 +109,7 @@ def labelled_by(model, data: Data, device: torch.device, batch: int = 256) -> Da
 
     from .arrays import ImageData
     from .files import FileData
-    ys = {split: _predictions(model, data, split, device, batch) for split in ("train", "test")
+    ys = {split: _predictions(model, data, split, device) for split in ("train", "test")
           if data.has_split(split)}
     note = ("the base model's clean predictions (fix --labels predicted): accuracies are agreement with the base, "
             "the base's own 100% by construction")
@@ -128,26 +128,16 @@ def labelled_by(model, data: Data, device: torch.device, batch: int = 256) -> Da
     return out
 
 
-def _predictions(model, data: Data, split: str, device: torch.device, batch: int) -> np.ndarray:
+def _predictions(model, data: Data, split: str, device: torch.device) -> np.ndarray:
     """The model's clean prediction for every image of a split, in batches (an unreadable file, skipped later as it
     is skipped everywhere, gets 0)."""
     from ..runtime import frozen, progress
-    from .files import FileData
-    from .loader import decode_batches
-    from .unlabeled import adapt
-    from .base import chunks, nchw
+    from .unlabeled import adapt, batches_with_indices
     n = len(data.y_train if split == "train" else data.y_test)
     preds = np.zeros(n, np.int64)
     size, chans = tuple(model.spec.input_size), int(model.spec.in_chans)
     with frozen(model), torch.no_grad(), progress(f"labelling the {split} split by the base", n) as advance:
-        if isinstance(data, FileData):
-            parts = chunks(np.arange(n), batch)
-            batches = ((nchw(x.to(device).float().div_(255.0)), np.asarray(got, np.int64)) for x, _, got, errors, _o
-                       in decode_batches(data.listing(split), parts, data.preprocess.eval_transform(), data.workers,
-                                         device.type == "cuda") if x is not None)
-        else:
-            batches = ((data.images(split, part, device)[0], part) for part in chunks(np.arange(n), batch))
-        for x, got in batches:
+        for x, got in batches_with_indices(data, np.arange(n), device, split):
             preds[got] = model(adapt(x, chans, size)).argmax(1).cpu().numpy()
             advance(len(got))
     return preds

@@ -205,19 +205,22 @@ def check_adaptable(pool: Data, in_chans: int, size: tuple[int, int]) -> str:
     return ", ".join(changes)
 
 
-def _pool_batches(pool: Data, idx: np.ndarray, device: torch.device) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """(x, the pool indices it holds) per batch; unreadable files are left out (or stop the run, as for --data)."""
+def batches_with_indices(pool: Data, idx: np.ndarray, device: torch.device, split: str = "train"
+                         ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """(x, the indices it holds) per batch of a split, through the evaluation transform; unreadable files are left out
+    (or stop the run, as for --data)."""
     if isinstance(pool, FileData):
         parts = chunks(idx, DECODE_BATCH)
-        for x, _, got, errors, oriented in decode_batches(pool.listing("train"), parts, pool.preprocess.eval_transform(),
+        for x, _, got, errors, oriented in decode_batches(pool.listing(split), parts, pool.preprocess.eval_transform(),
                                                           pool.workers, device.type == "cuda"):
             pool._check(errors)
             pool._count_oriented(oriented)
             if x is not None:
                 yield nchw(x.to(device).float().div_(255.0)), np.asarray(got, np.int64)
         return
+    x = pool.x_train if split == "train" else pool.x_test
     for part in chunks(idx, 256):
-        yield to_tensor(pool.x_train[part], device), part
+        yield to_tensor(x[part], device), part
 
 
 # ---------------------------------------------------------------- pseudo-labels
@@ -247,7 +250,7 @@ def pseudo_label(base, pool: Data, *, threshold: float = 0.0, balance: float = 0
     preds = np.full(n, -1, np.int64)
     conf = np.zeros(n, np.float64)
     with frozen(base), torch.no_grad(), progress("pseudo-labelling", len(idx)) as advance:
-        for x, got in _pool_batches(pool, idx, device):
+        for x, got in batches_with_indices(pool, idx, device):
             z = base(adapt(x, in_chans, size)).float()
             p = torch.softmax(torch.log_softmax(z, 1), 1)  # probabilities also for heads that end in log_softmax
             c, lab = p.max(1)
