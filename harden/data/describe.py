@@ -75,8 +75,8 @@ def _files(data, sample: int) -> str:
                      f"{', '.join(f'{k} {v}' for k, v in modes.most_common())}; width {w[0]}-{w[-1]}, height "
                      f"{h[0]}-{h[-1]} px")
     if oriented:
-        how = "turned upright" if data.preprocess.orientation == "upright" else "as stored"
-        parts.append(f"{oriented} with an EXIF orientation tag (read {how}; --exif-orientation)")
+        parts.append(f"{oriented} with an EXIF orientation tag (read {data.preprocess.how_oriented()}; "
+                     "--exif-orientation)")
     if bad:
         parts.append(f"unreadable: {', '.join(bad[:3])}" + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
     return "; ".join(parts) or "-"

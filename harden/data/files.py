@@ -121,15 +121,16 @@ class FileData(Data):
         self.skipped.extend(errors)
 
     def oriented_note(self, n: int) -> str:
-        how = "turned upright" if self.preprocess.orientation == "upright" else "as stored"
-        return f"{n} image(s) read with an EXIF orientation tag, read {how} (--exif-orientation)"
+        return f"{n} image(s) read with an EXIF orientation tag, read {self.preprocess.how_oriented()} (--exif-orientation)"
 
-    def _count_oriented(self, n: int) -> None:
-        """n more images read that carry an EXIF orientation: the first of a run says how they are read."""
-        if n and not self.oriented["n"]:
+    def took(self, errors: list[str], oriented: int) -> None:
+        """What a decoded batch reported: its unreadable files (_check) and how many carried an EXIF orientation (the
+        first of a run says how they are read)."""
+        self._check(errors)
+        if oriented and not self.oriented["n"]:
             from ..runtime import info
             info(orientation_note(self.source, self.preprocess.orientation))
-        self.oriented["n"] += int(n)
+        self.oriented["n"] += int(oriented)
 
     def pixels(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,8 +143,7 @@ class FileData(Data):
         with progress(f"decoding {split}", len(idx)) if len(idx) > 4 * DECODE_BATCH else quiet as advance:
             for x, y, _, errors, oriented in decode_batches(listing, parts, self.preprocess.eval_transform(),
                                                             self.workers, device.type == "cuda"):
-                self._check(errors)
-                self._count_oriented(oriented)
+                self.took(errors, oriented)
                 if x is not None:
                     xs.append(x.to(device, non_blocking=True))
                     ys.append(y.to(device))
@@ -208,8 +208,7 @@ class FileFeeder:
         for x, y, _, errors, oriented in decode_batches(listing, index_batches, self.transform, self.data.workers,
                                                         self.device.type == "cuda", self.seed if self.random else None,
                                                         epoch_no):
-            self.data._check(errors)
-            self.data._count_oriented(oriented)
+            self.data.took(errors, oriented)
             if x is None:  # every image of the batch was unreadable and skipped
                 yield None
                 continue

@@ -17,6 +17,8 @@ from ..errors import HardenError
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 CROP_MODES = ("center", "squash", "border")
+# What an architecture with no known preprocessing gets (and a warning naming these values)
+DEFAULT_INTERPOLATION, DEFAULT_CROP_PCT, DEFAULT_CROP_MODE = "bilinear", 1.0, "center"
 # A camera's EXIF orientation tag: "stored" reads the pixels as the file stores them, as torchvision's ImageFolder and
 # timm's readers do; "upright" turns them as the tag says, as Hugging Face's datasets (since 2.19) and transformers'
 # load_image do. A model trained one way and evaluated the other sees its phone photos sideways.
@@ -44,8 +46,6 @@ def orientation_note(source: str, orientation: str) -> str:
     return (f"{source}: some images carry a camera's EXIF orientation tag; they are read as stored, as torchvision's "
             "ImageFolder and timm read them. A model trained on them turned upright (Hugging Face's datasets, "
             "transformers' load_image) needs --exif-orientation upright.")
-# What an architecture with no known preprocessing gets (and a warning naming these values)
-DEFAULT_INTERPOLATION, DEFAULT_CROP_PCT, DEFAULT_CROP_MODE = "bilinear", 1.0, "center"
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,10 @@ class Preprocess:
         if self.orientation == "stored":  # the default, left out: records written before it existed read the same
             del d["orientation"]
         return d
+
+    def how_oriented(self) -> str:
+        """How an image with an EXIF orientation tag is read, in words."""
+        return "turned upright" if self.orientation == "upright" else "as stored"
 
     def describe(self) -> str:
         turned = ", EXIF orientation applied (upright)" if self.orientation == "upright" else ""

@@ -213,8 +213,7 @@ def batches_with_indices(pool: Data, idx: np.ndarray, device: torch.device, spli
         parts = chunks(idx, DECODE_BATCH)
         for x, _, got, errors, oriented in decode_batches(pool.listing(split), parts, pool.preprocess.eval_transform(),
                                                           pool.workers, device.type == "cuda"):
-            pool._check(errors)
-            pool._count_oriented(oriented)
+            pool.took(errors, oriented)
             if x is not None:
                 yield nchw(x.to(device).float().div_(255.0)), np.asarray(got, np.int64)
         return
