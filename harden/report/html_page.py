@@ -252,23 +252,20 @@ def _budget(a: dict[str, Any]) -> str:
 
 
 def data_note(report) -> str:
-    """Where the images came from when they are files: the transform the budgets are measured after, the sample's
-    hash, files skipped; a test split fix held out (files or arrays). A Report or its JSON dict; '' for arrays of
-    their own test split."""
+    """What the images are: for files, the transform the budgets are measured after, the sample's hash, files skipped
+    or carrying an EXIF orientation; for any data, a test split fix held out and labels that are predictions. A Report
+    or its JSON dict; '' for arrays of their own test split with their own labels."""
     d = report.get("data_details", {}) if isinstance(report, dict) else report.data_details
-    held = "; ".join(t for t in (f"test split held out of the data, never trained on: {d['held_out_test']['n']} images"
-                                 if d.get("held_out_test") else "", f"labels: {d['labels']}" if d.get("labels") else "")
-                     if t)
-    if not d.get("pixels"):
-        return held
-    text = f"{d['pixels']}; images {d.get('images_sha256', '?')} (seeded stratified sample)"
-    if held:
-        text += f"; {held}"
-    if d.get("skipped_unreadable"):
-        text += f"; {d['skipped_unreadable']} unreadable file(s) skipped"
-    if d.get("exif_oriented"):
-        text += f"; {d['exif_oriented']}"
-    return text
+    parts = [f"{d['pixels']}; images {d.get('images_sha256', '?')} (seeded stratified sample)"] if d.get("pixels") else []
+    if d.get("held_out_test"):
+        parts.append(f"test split held out of the data, never trained on: {d['held_out_test']['n']} images")
+    if d.get("labels"):
+        parts.append(f"labels: {d['labels']}")
+    if d.get("pixels") and d.get("skipped_unreadable"):
+        parts.append(f"{d['skipped_unreadable']} unreadable file(s) skipped")
+    if d.get("pixels") and d.get("exif_oriented"):
+        parts.append(d["exif_oriented"])
+    return "; ".join(parts)
 
 
 def _report_html(rep: dict[str, Any], title: str) -> str:
