@@ -312,3 +312,32 @@ def test_an_npz_of_one_split_is_evaluated_whole_and_fix_holds_a_share_out(tmp_pa
     again = data_for(result.model, str(tmp_path / "one.npz"))
     assert again.n_test == 12 and again.held_out["index_sha256"] == rec["index_sha256"]
     assert data_for(base, str(tmp_path / "one.npz")).n_test == 60  # a model never hardened on it: all of it
+
+
+def test_the_held_out_record_knows_an_npz_changed_in_any_row(tmp_path):
+    """An .npz of one split rewritten at the same path with one image changed (not the first, middle or last row,
+    the only ones the digest read before): a model hardened on the earlier file is no longer told it is evaluated on
+    images it never saw (the draw may hold images it trained on): said. A record of the earlier digest still matches
+    the unchanged file."""
+    import hashlib
+
+    from harden.data.held_out import KEY, hold_out_for_training, record, test_split_for
+    from harden.runtime import held_warnings
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    x = rng.integers(0, 255, (60, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "one.npz", x_test=x, y_test=y)
+    rec = record(hold_out_for_training(load_data(tmp_path / "one.npz")))
+    assert test_split_for(load_data(tmp_path / "one.npz"), {KEY: rec}).n_test == 12
+    old = hashlib.sha256(repr(x.shape).encode() + y.astype(np.int64).tobytes())
+    for i in (0, 30, 59):
+        old.update(x[i].tobytes())
+    for digest in (rec["listing_sha256"], old.hexdigest()[:16]):  # the unchanged file is the record's, by either
+        with held_warnings() as said:
+            assert test_split_for(load_data(tmp_path / "one.npz"), {KEY: {**rec, "listing_sha256": digest}}).n_test == 12
+        assert said == []
+    x[17, 3, 3, 0] ^= 1
+    np.savez(tmp_path / "one.npz", x_test=x, y_test=y)
+    with held_warnings() as said:
+        test_split_for(load_data(tmp_path / "one.npz"), {KEY: rec})
+    assert len(said) == 1 and "has changed since" in said[0]

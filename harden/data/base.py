@@ -71,8 +71,12 @@ class Data:
         raise HardenError(f"{self.source} has no training split.")
 
     def test_digest(self) -> str:
-        """A hash of what the test split holds (which files, or the arrays' shape, labels and a few rows)."""
+        """A hash of what the test split holds (which files, or the arrays' shape, labels and pixels)."""
         raise NotImplementedError
+
+    def holds_test_split(self, digest: str) -> bool:
+        """Whether `digest`, a test_digest recorded earlier, is this data's test split."""
+        return digest == self.test_digest()
 
     def with_channels(self, channels: int) -> "Data":
         """The same images read for a model of `channels` input channels (grey replicated, colour as luminance);
