@@ -168,6 +168,20 @@ def test_a_fine_tuned_timm_file_says_its_class_and_channel_counts(tmp_path, caps
     assert "shape of the file" not in cap.get()
 
 
+def test_a_timm_file_read_at_a_given_size_names_timms_counts(tmp_path, capsys):
+    """--input-size keeps timm's preprocessing out, not its class and channel counts: the warning names the 1000
+    classes timm's own weights have (it said "none"), and a channel count equal to timm's is read with no warning."""
+    import timm
+    from harden.runtime import console
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), tmp_path / "r18.pth")
+    with console.capture() as cap:
+        m = harden.load(tmp_path / "r18.pth", arch="resnet18", input_size=(64, 64))
+    text = " ".join(cap.get().split())
+    assert (m.spec.num_classes, m.spec.in_chans, tuple(m.spec.input_size)) == (3, 3, (64, 64))
+    assert "--num-classes 3" in text and "says 1000" in text
+    assert "--in-chans" not in text
+
+
 def test_weights_in_their_original_repositorys_layout_go_through_timms_converter(tmp_path):
     """FB's ConvNeXt checkpoints (`downsample_layers.0`, `stages.0.0.dwconv`, `pwconv1` as Linear, `norm`, `head`):
     timm's checkpoint_filter_fn for the architecture maps them to timm's keys, said in the load notes; the class
