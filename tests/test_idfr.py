@@ -79,8 +79,12 @@ def test_stage_id_trains_the_same_denoiser_as_the_full_run_and_patches_round_tri
 def idfr_result(digits_ckpt, digits):
     # measured (2 cores, seed 0, eps 0.1): PGD-10 crafted on the base, 150 images: 0.33 -> 0.57 with these
     # settings (20% of digits, 4 + 2 epochs); 0.30 -> 0.94 with 30% and the recipe's 10 + 5 epochs
-    return harden.fix(digits_ckpt, digits, recipe="idfr", sets=["eps=0.1", "fr_epochs=2"], data_frac=0.2,
-                      epochs=4, device="cpu", report_n=150, attacks=["pgd:steps=10"], metrics=False)
+    # the black-box check's presence in the reports is tested here, its power elsewhere (test_autoattack.py): a
+    # fifth of its queries, which took half of this fixture's time
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("harden.report.checks.BLACK_BOX_QUERIES", 100)
+        return harden.fix(digits_ckpt, digits, recipe="idfr", sets=["eps=0.1", "fr_epochs=2"], data_frac=0.2,
+                          epochs=4, device="cpu", report_n=150, attacks=["pgd:steps=10"], metrics=False)
 
 
 def test_idfr_raises_transfer_robustness_and_keeps_the_base(idfr_result, digits_ckpt, tmp_path):
