@@ -169,8 +169,9 @@ def test_a_fine_tuned_timm_file_says_its_class_and_channel_counts(tmp_path, caps
 
 
 def test_a_timm_file_read_at_a_given_size_names_timms_counts(tmp_path, capsys):
-    """--input-size keeps timm's preprocessing out, not its class and channel counts: the warning names the 1000
-    classes timm's own weights have (it said "none"), and a channel count equal to timm's is read with no warning."""
+    """--input-size keeps timm's preprocessing out (said, with timm's statistics named), not its class and channel
+    counts: the warning names the 1000 classes timm's own weights have (it said "none"), and a channel count equal to
+    timm's is read with no warning."""
     import timm
     from harden.runtime import console
     torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), tmp_path / "r18.pth")
@@ -180,6 +181,9 @@ def test_a_timm_file_read_at_a_given_size_names_timms_counts(tmp_path, capsys):
     assert (m.spec.num_classes, m.spec.in_chans, tuple(m.spec.input_size)) == (3, 3, (64, 64))
     assert "--num-classes 3" in text and "says 1000" in text
     assert "--in-chans" not in text
+    # timm's preprocessing is left out with a size given, and its statistics named for a file fine-tuned by timm
+    assert m.config_sources["mean"] == "default"
+    assert "not taken with a size given by --input-size" in text and "--mean 0.485,0.456,0.406" in text
 
 
 def test_weights_in_their_original_repositorys_layout_go_through_timms_converter(tmp_path):

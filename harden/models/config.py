@@ -192,9 +192,18 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             if key in ("input_size", "mean", "std"):
                 assumed.append(f"{key} {_show(spec[key])}")
     if assumed:
-        warn(f"{str(path)!r} ({spec['arch']}): no checkpoint metadata, flag or timm config gives the preprocessing; "
-             f"assuming {', '.join(assumed)}, interpolation {spec['interpolation']}, crop fraction {spec['crop_pct']} "
-             "(pass --input-size, --mean, --std, --interpolation, --crop-pct to set them).")
+        what, hint = "no checkpoint metadata, flag or timm config gives the preprocessing", ""
+        if tcfg and not any(s.startswith("timm") for s in source.values()):
+            # timm's preprocessing is its own weights' at their size, so a given size keeps it out; its statistics
+            # are still the likeliest for a file fine-tuned with timm's scripts: named, not taken
+            by = "--input-size" if given_size == "flag" else "the checkpoint's metadata"
+            what = (f"no checkpoint metadata or flag gives the preprocessing, and timm's config for {spec['arch']} "
+                    f"(its own weights' at their size) is not taken with a size given by {by}")
+            hint = (f"; a file fine-tuned with timm's scripts takes --mean {','.join(f'{v:g}' for v in tcfg['mean'])} "
+                    f"--std {','.join(f'{v:g}' for v in tcfg['std'])} --interpolation {tcfg['interpolation']}")
+        warn(f"{str(path)!r} ({spec['arch']}): {what}; assuming {', '.join(assumed)}, interpolation "
+             f"{spec['interpolation']}, crop fraction {spec['crop_pct']} (pass --input-size, --mean, --std, "
+             f"--interpolation, --crop-pct to set them){hint}.")
     return spec, source
 
 
