@@ -113,12 +113,14 @@ class ImageData(Data):
         return h.hexdigest()[:16]
 
     def holds_test_split(self, digest: str) -> bool:
+        if digest == self.test_digest():
+            return True
         # files hardened before the digest read every row kept one of three rows: read those alike
         x = self.x_test
         h = self._shape_and_labels()
         for i in sorted({0, len(x) // 2, len(x) - 1} if len(x) else set()):
             h.update(np.ascontiguousarray(x[i]).tobytes())
-        return digest in (self.test_digest(), h.hexdigest()[:16])
+        return digest == h.hexdigest()[:16]
 
     def _shape_and_labels(self):
         return hashlib.sha256(repr(tuple(self.x_test.shape)).encode() + self.y_test.astype(np.int64).tobytes())

@@ -126,7 +126,8 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         layers.append((f"{NORMALISER_SOURCE} ({normaliser[2][0]})", {"mean": normaliser[0], "std": normaliser[1]}))
     given_size = next((name for name, layer in layers if layer.get("input_size") is not None), None)
     tcfg = timm_config(str(spec["arch"]))
-    if tcfg and not (given_size and not given_size.startswith("hub")):
+    timm_left_out = bool(tcfg and given_size and not given_size.startswith("hub"))  # its own weights' size
+    if tcfg and not timm_left_out:
         layers.append((f"timm config ({spec['arch']})", tcfg))
     vcfg = torchvision_config(str(spec["arch"])) if not tcfg else None
     if vcfg and not given_size:
@@ -193,7 +194,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
                 assumed.append(f"{key} {_show(spec[key])}")
     if assumed:
         what, hint = "no checkpoint metadata, flag or timm config gives the preprocessing", ""
-        if tcfg and not any(s.startswith("timm") for s in source.values()):
+        if timm_left_out:
             # timm's preprocessing is its own weights' at their size, so a given size keeps it out; its statistics
             # are still the likeliest for a file fine-tuned with timm's scripts: named, not taken
             by = "--input-size" if given_size == "flag" else "the checkpoint's metadata"
