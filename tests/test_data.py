@@ -328,7 +328,6 @@ def test_the_held_out_record_knows_an_npz_changed_in_any_row(tmp_path):
     x = rng.integers(0, 255, (60, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "one.npz", x_test=x, y_test=y)
     rec = record(hold_out_for_training(load_data(tmp_path / "one.npz")))
-    assert test_split_for(load_data(tmp_path / "one.npz"), {KEY: rec}).n_test == 12
     old = hashlib.sha256(repr(x.shape).encode() + y.astype(np.int64).tobytes())
     for i in (0, 30, 59):
         old.update(x[i].tobytes())

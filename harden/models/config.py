@@ -402,8 +402,8 @@ def weights_override(arch: str, spec: dict[str, Any], source: dict[str, str], st
         if found is None or state[found].ndim <= dim or int(state[found].shape[dim]) == int(spec.get(key, -1)):
             continue
         count = int(state[found].shape[dim])
-        # where a given size kept timm's config out, its count is still what the file is read against
-        timm_count = spec.get(key, cfg.num_classes if key == "num_classes" else cfg.input_size[0])
+        # timm's own count, also where a given size kept its config out of spec
+        timm_count = cfg.num_classes if key == "num_classes" else cfg.input_size[0]
         if count != timm_count:
             warn(f"--{key.replace('_', '-')} {count}, from the shape of the file's {found} (timm's config for {arch} "
                  f"says {timm_count or 'none'}, for timm's own weights).")
