@@ -42,6 +42,7 @@ import harden  # noqa: E402
 from harden.allocator import keep_freed_memory  # noqa: E402
 from harden.attacks import build_attack, parse_number  # noqa: E402
 from harden.compiling import compiled  # noqa: E402
+from harden.device_defaults import attack_batch_size  # noqa: E402
 from harden.data import to_tensor  # noqa: E402
 from harden.models.registry import Classifier  # noqa: E402
 from harden.runtime import frozen, resolve_device, set_quiet  # noqa: E402
@@ -91,6 +92,28 @@ def pass_costs(model: Classifier, shape: tuple[int, ...], batch: int, device: to
     model.load_state_dict(state)
     model.eval()
     return {**costs, "train_step": t_train / batch}
+
+
+def new_shape_costs(model: Classifier, shape: tuple[int, ...], batch: int, device: torch.device) -> dict:
+    """An attack step at batch sizes this process has not run before, timed at its first call and again: what an
+    early-stopping attack pays once for each new size its shrinking batch takes (the card's per-shape preparation),
+    against the steady cost, and the steady cost per image at each size (a small batch of small images may cost its
+    launches rather than its size)."""
+    sizes = sorted({max(1, batch - 3), max(1, batch * 3 // 4 - 5), max(1, batch // 2 + 7), max(1, batch // 3 + 5),
+                    max(1, batch // 5 + 3)}, reverse=True)
+    first, again = [], []
+    with frozen(model):
+        for b in sizes:
+            xg = torch.rand(b, *shape, device=device, requires_grad=True)
+            for out in (first, again):
+                sync(device)
+                t = time.perf_counter()
+                torch.autograd.grad(model(xg).sum(), xg)
+                sync(device)
+                out.append(time.perf_counter() - t)
+    return {"sizes": sizes, "first_ms": [round(t * 1e3, 2) for t in first],
+            "again_ms": [round(t * 1e3, 2) for t in again],
+            "new_size_extra_ms": round(1e3 * sum(f - a for f, a in zip(first, again, strict=True)) / len(sizes), 2)}
 
 
 @contextlib.contextmanager
@@ -218,6 +241,7 @@ def main() -> None:
             floors[label] = c
             write({"row": "floor", "model": label, "batch": b,
                    **{f"{k}_img_s": round(1 / v, 1) for k, v in c.items()}})
+            write({"row": "new_shape", "model": label, **new_shape_costs(model, (3, *model.spec.input_size), b, device)})
     if "attacks" in only:
         # each attack's floor is the mean of the pass costs measured right before and right after it (the same
         # machine state), and the attack runs once on one batch first (warm-up): a busy neighbour moves both alike
@@ -245,25 +269,30 @@ def main() -> None:
                    "floor_over_time": round(floor / secs, 3), "robust": robust, "threat_model": "white-box"})
     if "autoattack" in only:
         x, y = test_images(args.data, hardened, device, args.n)
+        # the batch harden's report takes on this device (from free memory on CUDA) unless --batch is given; the
+        # original runs at the same batch
+        aa_batch = args.batch or attack_batch_size(hardened, device, None, tuple(x.shape[1:]))
         with frozen(hardened):
             sync(device)
             t = time.perf_counter()
             rep = harden.evaluate(hardened, _arrays(x, y), attacks=["autoattack"], n=len(x), eps=8 / 255,
-                                  device=device, metrics=False, masking_checks=False, batch_size=batch, examples=0)
+                                  device=device, metrics=False, masking_checks=False, batch_size=aa_batch, examples=0)
             sync(device)
-            write({"row": "autoattack", "impl": "harden", "images": len(x), "seconds": round(time.perf_counter() - t, 1),
+            write({"row": "autoattack", "impl": "harden", "images": len(x), "batch": aa_batch,
+                   "seconds": round(time.perf_counter() - t, 1),
                    "clean": rep.clean_accuracy, "robust": rep.attacks[0].robust_accuracy, "threat_model": "white-box"})
             from pyautoattack import AutoAttack
             sync(device)
             t = time.perf_counter()
             aa = AutoAttack(hardened, eps=8 / 255, norm="Linf", version="standard", seed=0, device=device)
-            xa = aa.run_standard_evaluation(x, y, batch_size=batch)
+            xa = aa.run_standard_evaluation(x, y, batch_size=aa_batch)
             xa = xa[0] if isinstance(xa, tuple) else xa
             sync(device)
             secs = time.perf_counter() - t
             with torch.no_grad():
                 acc = float((hardened(xa).argmax(1) == y).float().mean())
-            write({"row": "autoattack", "impl": "original (pyautoattack)", "images": len(x), "seconds": round(secs, 1),
+            write({"row": "autoattack", "impl": "original (pyautoattack)", "images": len(x), "batch": aa_batch,
+                   "seconds": round(secs, 1),
                    "robust": acc, "threat_model": "white-box"})
     if "train" in only:
         data = harden.load_data(args.train_data or args.data or "digits")
@@ -296,12 +325,12 @@ def main() -> None:
     if "loader" in only:
         from imagenet_scale import make_photos
 
-        from harden.data import DataTarget
+        from harden.data import DataTarget, default_workers
         c50 = floors[r50_label]
         with tempfile.TemporaryDirectory() as tmp:
             per_class = max(1, args.loader_images // 4)
             make_photos(Path(tmp), ["0", "1", "2", "3"], per_class)  # class numbers: matched to outputs 0-3
-            workers = min(8, os.cpu_count() or 1)
+            workers = default_workers()
             d = harden.load_data(tmp, DataTarget.for_model(r50, workers=workers))
             idx = np.arange(min(d.n_test, args.loader_images))
             d.images("test", idx[:4])  # workers started
@@ -328,7 +357,10 @@ SUMMARY = {  # row kind -> (on, at, result) of the Markdown summary
                         f"{r['forward_img_s']}, training step {r['train_step_img_s']}"),
     "attack": lambda r: (f"{r['model']} {r['attack']}", f"batch {r['batch']}",
                          f"{r['img_s']} img/s, floor/time {r['floor_over_time']}"),
-    "autoattack": lambda r: (r["impl"], f"{r['images']} images", f"{r['seconds']} s, robust {r['robust']:.3f}"),
+    "new_shape": lambda r: (r["model"], f"batches {r['sizes']}", f"first call {r['first_ms']} ms, again "
+                            f"{r['again_ms']} ms: {r['new_size_extra_ms']} ms more per new size"),
+    "autoattack": lambda r: (r["impl"], f"{r['images']} images, batch {r['batch']}",
+                             f"{r['seconds']} s, robust {r['robust']:.3f}"),
     "train": lambda r: (f"{r['model']} {r['frac']:g}", f"{r['epochs']} epochs, batch {r['batch']}, lr {r['lr']}, "
                         f"amp {r['amp']}", f"{r['train_s']} s, floor {r['floor_s']} s, floor/time "
                         f"{r['floor_over_time']}" + (f", AutoAttack {r['autoattack']:.3f} at clean {r['clean']:.3f}"

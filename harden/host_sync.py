@@ -50,6 +50,33 @@ def due(step: int, device: torch.device) -> bool:
     return step & (step - 1) == 0 if step < DEFERRED_EVERY else step % DEFERRED_EVERY == 0
 
 
+def batch_ladder(m: int) -> int:
+    """The smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (powers of two and 1.5 times them) that is >= m."""
+    if m <= 0:
+        return 0
+    p = 1 << (m - 1).bit_length()  # the power of two >= m
+    return p * 3 // 4 if p >= 4 and p * 3 // 4 >= m else p
+
+
+def kept_rows(done: torch.Tensor) -> torch.Tensor:
+    """The rows an early-stopping attack keeps when it synchronises: those not yet `done` (fooled). Where syncs are
+    deferred (CUDA) the batch keeps a size from `batch_ladder`, the not-done rows first, then done rows as padding
+    (they stay frozen where they were fooled, and writing them back again changes nothing); no smaller than the ladder
+    allows, and unchanged when the ladder's size is not below the batch's. Why: on the H200 the early-stopping attacks
+    ran at a quarter of their floor while the full-batch ones met it (BENCHMARKS.md "On the card"), and a batch that
+    takes a new size at every sync meets two costs a fixed set of sizes avoids: the per-shape preparation of
+    convolution libraries and the card's allocator, and a step of a few hundred small images costing its launches, so
+    that a smaller batch saves nothing. One host read either way, as the plain `nonzero` was."""
+    active = ~done
+    if not deferred(done.device):
+        return active.nonzero().squeeze(1)
+    m = int(active.sum())
+    size = batch_ladder(m)
+    if size >= len(done):
+        return torch.arange(len(done), device=done.device)
+    return torch.argsort(done.to(torch.uint8), stable=True)[:size]  # not-done rows first, in order
+
+
 def _syncs(func, args) -> bool:
     name = func.overloadpacket.__name__
     if name in ("_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "_unique2", "unique_dim",

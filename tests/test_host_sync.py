@@ -63,18 +63,22 @@ def test_due_schedule():
     assert steps == [1, 2, 4, 8, 16, 24, 32, 40, 48]
 
 
+def early_stopping(attack, model, x, y, steps=50):
+    gen = torch.Generator().manual_seed(0)
+    if attack == "pgd":
+        return pgd(model, x, y, eps=0.02, step=0.002, steps=steps, restarts=1, generator=gen)[0]
+    if attack == "cw":
+        return build_attack(f"cw:eps=0.02,step=0.002,steps={steps}").run(model, x, y, gen).x_adv
+    return apgd(model, x, y, eps=0.02, steps=steps, generator=gen)[0]
+
+
 @pytest.mark.parametrize("attack", ["pgd", "cw", "apgd"])
 def test_deferred_syncs_rarely_and_gives_the_same_images(batch, attack):
     model, x, y = batch
     steps = 50
 
     def run():
-        gen = torch.Generator().manual_seed(0)
-        if attack == "pgd":
-            return pgd(model, x, y, eps=0.02, step=0.002, steps=steps, restarts=1, generator=gen)[0]
-        if attack == "cw":
-            return build_attack(f"cw:eps=0.02,step=0.002,steps={steps}").run(model, x, y, gen).x_adv
-        return apgd(model, x, y, eps=0.02, steps=steps, generator=gen)[0]
+        return early_stopping(attack, model, x, y, steps)
 
     eager, x_eager = count(run)
     with policy("deferred"):
@@ -89,6 +93,33 @@ def test_deferred_syncs_rarely_and_gives_the_same_images(batch, attack):
     assert eager.count >= 20
     assert deferred.count <= 9 + 4, deferred.names
     assert deferred.count / steps < 0.3
+
+
+def test_batch_ladder():
+    assert [host_sync.batch_ladder(m) for m in (0, 1, 2, 3, 5, 7, 9, 13, 17, 100, 129, 300, 385)] == \
+        [0, 1, 2, 3, 6, 8, 12, 16, 24, 128, 192, 384, 512]
+    for m in range(1, 5000):  # never below m, never more than a third of padding past the first rungs
+        assert m <= host_sync.batch_ladder(m) <= max(4, m * 3 // 2 + 1)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "cw", "apgd"])
+def test_deferred_batches_take_few_sizes(batch, attack):
+    """Under CUDA's schedule an early-stopping attack's batch shrinks along host_sync.batch_ladder (fooled rows pad it,
+    frozen), so the network sees a few sizes that recur across batches and attacks, not a new size at every sync;
+    the CPU's schedule drops exactly the fooled rows, as before."""
+    model, x, y = batch
+    sizes = {"eager": [], "deferred": []}
+    for mode in sizes:
+        hook = model.register_forward_pre_hook(lambda m, args, mode=mode: sizes[mode].append(len(args[0])))
+        try:
+            with policy(mode):
+                early_stopping(attack, model, x, y)
+        finally:
+            hook.remove()
+    ladder = {host_sync.batch_ladder(m) for m in range(1, len(x) + 1)} | {len(x)}
+    assert not set(sizes["eager"]) <= ladder  # exact compaction leaves the ladder: the check below can fail
+    assert set(sizes["deferred"]) <= ladder, sorted(set(sizes["deferred"]))
+    assert min(sizes["deferred"]) < len(x)  # it still shrinks
 
 
 def test_training_attack_never_syncs(batch):

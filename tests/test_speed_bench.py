@@ -21,7 +21,10 @@ def test_speed_benchmark_runs_tiny_on_cpu(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     kinds = [r["row"] for r in rows]
     assert kinds.count("floor") == 2 and kinds.count("attack") == 7 and kinds.count("autoattack") == 2
-    assert kinds.count("train") == 1 and kinds.count("loader") == 1
+    assert kinds.count("train") == 1 and kinds.count("loader") == 1 and kinds.count("new_shape") == 2
+    for r in rows:
+        if r["row"] == "new_shape":  # each size timed at its first call and again
+            assert len(r["sizes"]) == len(r["first_ms"]) == len(r["again_ms"]) and min(r["again_ms"]) > 0
     for r in rows:
         assert r["device"] == "cpu" and r["tiny"] is True
     attacks = [r for r in rows if r["row"] == "attack"]
@@ -29,4 +32,5 @@ def test_speed_benchmark_runs_tiny_on_cpu(tmp_path):
     train = next(r for r in rows if r["row"] == "train")
     assert train["passes"]["attack_step"] > 0 and train["passes"]["train_step"] > 0 and train["floor_s"] > 0
     assert {r["impl"] for r in rows if r["row"] == "autoattack"} == {"harden", "original (pyautoattack)"}
+    assert len({r["batch"] for r in rows if r["row"] == "autoattack"}) == 1  # both at the same batch
     assert "| attack |" in proc.stdout  # the Markdown summary

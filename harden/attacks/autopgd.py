@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..host_sync import due
+from ..host_sync import due, kept_rows
 from .base import Attack, AttackOutput, ascent_direction, frozen_where, normalized, project, register_attack, uniform_noise
 
 
@@ -129,7 +129,7 @@ def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, gene
             done = st["done"]
             out[ids] = frozen_where(done, st["xa"], out[ids])
             found[ids] = found[ids] | done
-            drop((~done).nonzero().squeeze(1))
+            drop(kept_rows(done))
 
     st["done"] = z.argmax(1) != y
     settle(1)

@@ -3,7 +3,7 @@
 instead), so this is written in torch; tests compare its success with ART's on the same images."""
 import torch
 
-from ..host_sync import due
+from ..host_sync import due, kept_rows
 from .base import Attack, AttackOutput, frozen_where, margin, register_attack
 
 
@@ -38,7 +38,7 @@ class CarliniWagnerLinf(Attack):
             xa = frozen_where(done, xa, torch.min(torch.max(xn, x0 - eps), x0 + eps).clamp(0, 1))
             if due(i + 1, x.device):
                 best[idx] = xa
-                keep = (~done).nonzero().squeeze(1)
+                keep = kept_rows(done)
                 idx, x0, y0, xa, done = idx[keep], x0[keep], y0[keep], xa[keep], done[keep]
                 if idx.numel() == 0:
                     break

@@ -5,7 +5,7 @@ robust accuracy is never higher than with ART's ProjectedGradientDescent, which 
 import torch
 import torch.nn.functional as F
 
-from ..host_sync import due
+from ..host_sync import due, kept_rows
 from .base import Attack, AttackOutput, ascent_direction, frozen_where, project, random_start, register_attack
 
 
@@ -51,7 +51,7 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, ste
             xa = frozen_where(done, xa, project(xa + step * ascent_direction(g, norm), x0, eps, norm))
             if due(i + 1, x.device):  # fooled images (frozen at the point that fooled them) leave the batch
                 x_adv[idx], fooled[idx] = xa, done
-                keep = (~done).nonzero().squeeze(1)
+                keep = kept_rows(done)
                 idx, x0, y0, xa, done = idx[keep], x0[keep], y0[keep], xa[keep], done[keep]
                 if idx.numel() == 0:
                     break
