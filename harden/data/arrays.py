@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..errors import HardenError
-from .base import Data, index_hash, stratified_subset, to_pixels, to_tensor
+from .base import Data, host_tensor, index_hash, stratified_subset, to_pixels, to_tensor
+from .batch_augment import build_batch_augment
 from .npz import READ_ERRORS, DeferredArray
 from .pixels import CHANNEL_NOTES, ChannelView, PixelView, RowsOf, as_pixels
 from ..random_streams import random_state, set_random_state
@@ -156,22 +157,27 @@ class ImageData(Data):
 
 
 class ArrayFeeder:
-    """Training batches from arrays: albumentations on the host, one image per call (images are small)."""
+    """Training batches from arrays: pad + crop (+ flip) for the whole batch on the device (batch_augment.py), the
+    other pipelines through albumentations on the host, one image per call (images are small)."""
 
     def __init__(self, data: ImageData, kind: str, seed: int, device: torch.device):
         self.data, self.device = data, device
-        self.aug = build_augment(kind, data.input_size, seed)
+        self.batched = build_batch_augment(kind, data.input_size, seed)
+        self.aug = None if self.batched is not None else build_augment(kind, data.input_size, seed)
 
     def epoch(self, index_batches: list[np.ndarray], epoch_no: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for bi in index_batches:
-            yield (to_tensor(augment(self.data.x_train[bi], self.aug), self.device),
+            x = self.data.x_train[bi]
+            if self.batched is not None:
+                x = self.batched(host_tensor(x).to(self.device, non_blocking=True))
+            yield (to_tensor(augment(x, self.aug), self.device),
                    torch.from_numpy(self.data.y_train[bi]).to(self.device))
 
     def random_state(self):
-        return random_state(self.aug)
+        return random_state(self.batched.generator if self.batched is not None else self.aug)
 
     def set_random_state(self, state) -> None:
-        set_random_state(self.aug, state)
+        set_random_state(self.batched.generator if self.batched is not None else self.aug, state)
 
 
 def _finish(x_train, y_train, x_test, y_test, source: str, class_names=None) -> ImageData:

@@ -200,12 +200,18 @@ def nchw(t: torch.Tensor) -> torch.Tensor:
     return t if tuple(reversed(expected)) == t.stride() else t.clone(memory_format=torch.contiguous_format)
 
 
+def host_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """An array as a tensor sharing its memory where it can (a slice of a read-only memory map is copied: torch wants
+    writable memory)."""
+    if isinstance(x, np.ndarray):
+        x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x, order="C")
+        return torch.from_numpy(x)
+    return x
+
+
 def to_pixels(x: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 NHWC -> uint8 NCHW with plain strides (nchw), on the device."""
-    if isinstance(x, np.ndarray):  # a slice of a read-only memory map is copied: torch wants writable memory
-        x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x, order="C")
-    t = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
-    return nchw(t.to(device, non_blocking=True).permute(0, 3, 1, 2))
+    return nchw(host_tensor(x).to(device, non_blocking=True).permute(0, 3, 1, 2))
 
 
 def to_tensor(x: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

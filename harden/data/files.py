@@ -15,6 +15,7 @@ from .base import SMALL_IMAGE_SIDE, Data, chunks, index_hash, nchw, stratified_s
 from .loader import decode_batches, default_workers
 from .sources import Listing
 from ..random_streams import random_state, set_random_state
+from .batch_augment import build_batch_augment
 from .transforms import Preprocess, augment, build_augment, orientation_note
 
 DECODE_BATCH = 64
@@ -192,16 +193,17 @@ class FileFeeder:
     def __init__(self, data: FileData, kind: str, seed: int, device: torch.device):
         self.data, self.seed, self.device = data, seed, device
         small = max(data.input_size) <= SMALL_IMAGE_SIDE
-        self.aug = build_augment(kind, data.input_size, seed) if small else None
+        self.batched = build_batch_augment(kind, data.input_size, seed) if small else None
+        self.aug = build_augment(kind, data.input_size, seed) if small and self.batched is None else None
         random_crop = not small and kind != "none"
         self.transform = data.preprocess.train_transform() if random_crop else data.preprocess.eval_transform()
         self.random = random_crop
 
-    def random_state(self):
-        return random_state(self.aug)  # the random resized crops are drawn per image and epoch, in the workers
+    def random_state(self):  # the random resized crops of large images are drawn per image and epoch, in the workers
+        return random_state(self.batched.generator if self.batched is not None else self.aug)
 
     def set_random_state(self, state) -> None:
-        set_random_state(self.aug, state)
+        set_random_state(self.batched.generator if self.batched is not None else self.aug, state)
 
     def epoch(self, index_batches: list[np.ndarray], epoch_no: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         listing = self.data.listing("train")
@@ -214,4 +216,7 @@ class FileFeeder:
                 continue
             if self.aug is not None:
                 x = torch.from_numpy(augment(x.permute(0, 2, 3, 1).numpy(), self.aug)).permute(0, 3, 1, 2)
-            yield nchw(x.to(self.device, non_blocking=True).float().div_(255.0)), y.to(self.device)
+            x = x.to(self.device, non_blocking=True)
+            if self.batched is not None:
+                x = self.batched(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            yield nchw(x.float().div_(255.0)), y.to(self.device)
