@@ -22,7 +22,12 @@ np.savez_compressed(".gpu-data/speed/cifar10-10pct.npz", x_train=d["x_train"][ke
                     x_test=d["x_test"][:1000], y_test=d["y_test"][:1000])
 PY
   cp ../shared/models/resnet20_cifar10.th "$D/r20.th"
-  cp bench-out/unl/cifar10u.safetensors "$D/r20-hardened.safetensors" 2>/dev/null || echo "no hardened model: the attack rows use the base"
+  # a hardened ResNet-20 for the attack and AutoAttack rows (either L-inf 8/255 model of BENCHMARKS.md's unlabeled rows)
+  rm -f "$D/r20-hardened.safetensors"
+  for h in bench-out/unl/cifar10u.safetensors bench-out/nolabels/r20_nolabels.safetensors; do
+    [ -f "$h" ] && { cp "$h" "$D/r20-hardened.safetensors"; echo "hardened model: $h"; break; }
+  done
+  [ -f "$D/r20-hardened.safetensors" ] || echo "no hardened model: the attack rows use the base"
   # the packages the device's image lacks (device KINDS.md's list), at the versions .venv runs, as wheels for its
   # Python 3.12; pyautoattack's wheel is 42 MB of example checkpoints, stripped here (with their RECORD lines)
   rm -rf .whl && mkdir -p .whl
