@@ -181,8 +181,11 @@ def test_an_assumed_normalisation_that_a_common_one_beats_is_named_and_left_as_i
     assert check(harden.evaluate(digits_model, digits, **kw)) is None  # its mean and std are its metadata's
     timm_said = copy.deepcopy(digits_model)  # mean and std from timm's config for another dataset's weights
     timm_said.config_sources = {"mean": "timm config (resnet18)", "std": "timm config (resnet18)"}
-    timm_said.mean.fill_(0.449)
-    timm_said.std.fill_(0.226)
+    # values far from the digits' own (0.31, 0.38): ImageNet's grey values (0.449, 0.226) cost this small BatchNorm
+    # network 4-11 points, which tripped the check for some training seeds and not for others; these cost 25-30
+    # points for each of seeds 0-2, so the test does not hang on training noise
+    timm_said.mean.fill_(0.7)
+    timm_said.std.fill_(0.2)
     flag = check(harden.evaluate(timm_said, digits, **kw))
     assert flag["tripped"] and "(timm config (resnet18))" in flag["detail"], flag
     timm_said.config_sources = {"mean": "hub config.json", "std": "hub config.json"}  # the file's own word
@@ -206,18 +209,20 @@ def test_harden_data_with_a_model_gives_its_accuracy_on_a_sample_and_the_checks(
     code, out, err = cli("data", "digits", "--model", digits_ckpt)
     assert code == 0 and "on 64 test images as eval reads them" in " ".join(out.split()), out + err
     assert "warning" not in out
-    torch.save(digits_model.net.state_dict(), tmp_path / "plain.pt")
+    # a plain state dict of a network trained on 0-255 pixels (so far from the assumed mean 0, std 1 that 64 images
+    # show it; the digits' own normalisation costs this network a training-noise-dependent 10-20 points)
+    torch.save(on_0_255_pixels(digits_model).net.state_dict(), tmp_path / "plain.pt")
     code, out, err = cli("data", "digits", "--model", tmp_path / "plain.pt", "--arch", "cnn-small", "--num-classes",
                          "10", "--in-chans", "1", "--input-size", "8")
     assert code == 0 and "normalisation assumed:" in out and "--mean" in out, out + err
 
 
-def test_a_network_trained_on_0_255_pixels_is_named(digits_model, digits):
-    """A network trained on raw 0-255 values (mean 0, std 1/255 in pixel units), read with the default mean 0 and
-    std 1, sees images 255 times too dark: the check names the 0-255 normalisation."""
+def on_0_255_pixels(model):
+    """A copy of `model` as a network trained on raw 0-255 values (mean 0, std 1/255 in pixel units) would be: its
+    normalisation folded into its first layer (exact but at zero-padded borders), read with mean 0 and std 1."""
     import copy
-    raw = copy.deepcopy(digits_model)
-    with torch.no_grad():  # its normalisation folded into its first layer (exact but at zero-padded borders):
+    raw = copy.deepcopy(model)
+    with torch.no_grad():
         first = next(m for m in raw.net.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))  # now of 0-255 values
         mean, std = float(raw.mean.flatten()[0]), float(raw.std.flatten()[0])
         first.weight.div_(255 * std)
@@ -225,6 +230,13 @@ def test_a_network_trained_on_0_255_pixels_is_named(digits_model, digits):
     raw.mean.zero_()
     raw.std.fill_(1.0)
     raw.config_sources = {"mean": "default", "std": "default"}
+    return raw
+
+
+def test_a_network_trained_on_0_255_pixels_is_named(digits_model, digits):
+    """A network trained on raw 0-255 values (mean 0, std 1/255 in pixel units), read with the default mean 0 and
+    std 1, sees images 255 times too dark: the check names the 0-255 normalisation."""
+    raw = on_0_255_pixels(digits_model)
     report = harden.evaluate(raw, digits, n=200, attacks=["fgsm"], device="cpu", metrics=False, masking_checks=False)
     flag = next(f for f in report.masking if f["check"] == "normalisation assumed")
     assert flag["tripped"] and "0-255 pixels'" in flag["detail"] and "--std 0.003922" in flag["detail"], flag
