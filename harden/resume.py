@@ -29,7 +29,9 @@ import torch
 
 from .errors import HardenError, Interrupted
 
-FORMAT = 1
+# 2: the feeders of small images draw their crops and flips from one torch generator (data/batch_augment.py), not
+# albumentations' streams: a state of format 1 cannot continue the same batches, and is refused with a message
+FORMAT = 2
 SUFFIX = ".resume"
 EVERY_MINUTES = 10.0  # saves inside an epoch: an ImageNet-size epoch can run for hours; a save of a ResNet-50's
 # state (weights, momentum, best weights: ~300 MB) takes a few seconds

@@ -153,3 +153,18 @@ def test_image_files_with_random_crops_and_workers_resume_exactly(tmp_path):
     message, resumed = stopped_then_resumed(base, tmp_path / "tree", tmp_path / "run.resume", 2, **kw)
     assert "of epoch 2;" in message  # its crops are drawn for the epoch it continues
     same_run(harden.fix(base, tmp_path / "tree", **kw), resumed)
+
+
+def test_a_state_an_earlier_format_wrote_is_refused_with_a_message(tmp_path):
+    """A state whose random streams this version cannot continue (format 1: albumentations' streams for the crops of
+    small images) is refused by name, with the way out, not resumed into other batches."""
+    import torch
+
+    from harden import resume
+    from harden.errors import HardenError
+    path = tmp_path / "old.resume"
+    torch.save({"format": resume.FORMAT - 1, "calls": {}}, path)
+    with pytest.raises(HardenError, match="not a training state this version of harden wrote.*--force"):
+        resume.read(path)
+    torch.save({"format": resume.FORMAT, "calls": {}}, path)
+    assert resume.read(path)["calls"] == {}
