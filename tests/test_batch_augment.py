@@ -68,3 +68,22 @@ def test_array_feeder_is_seeded_and_resumable():
     b.set_random_state(state)
     assert all(torch.equal(p, q) for p, q in zip(second, batches(b), strict=True))
     assert not all(torch.equal(p, q) for p, q in zip(first, second, strict=True))  # a new draw each epoch
+
+
+def test_small_image_files_are_cropped_in_batches_and_resume(tmp_path):
+    """Folders of small images (<= 64 px) take the same batched pipeline after the workers decode them."""
+    from harden import load_data
+    from harden.data import DataTarget
+    from test_files import make_tree
+    make_tree(tmp_path, ["a", "b"], 6, sizes=(32, 33), splits=("train", "val"))
+    data = load_data(str(tmp_path), DataTarget(train_size=(32, 32), workers=0))
+    feeder, again = (data.feeder("flip-crop", 5, torch.device("cpu")) for _ in range(2))
+    assert feeder.batched is not None and feeder.aug is None
+    plan = [np.arange(0, 8), np.arange(8, 12)]
+    first = [b[0] for b in feeder.epoch(plan, 1)]
+    assert [tuple(b.shape) for b in first] == [(8, 3, 32, 32), (4, 3, 32, 32)] and first[0].dtype == torch.float32
+    assert all(torch.equal(p, q[0]) for p, q in zip(first, again.epoch(plan, 1), strict=True))  # the same seed
+    state = feeder.random_state()
+    second = [b[0] for b in feeder.epoch(plan, 2)]
+    again.set_random_state(state)
+    assert all(torch.equal(p, q[0]) for p, q in zip(second, again.epoch(plan, 2), strict=True))
