@@ -13,11 +13,11 @@ import torch
 
 from ..errors import HardenError
 from .base import Data, host_tensor, index_hash, stratified_subset, to_pixels, to_tensor
-from .batch_augment import build_batch_augment
+from .batch_augment import small_image_augment
 from .npz import READ_ERRORS, DeferredArray
 from .pixels import CHANNEL_NOTES, ChannelView, PixelView, RowsOf, as_pixels
 from ..random_streams import random_state, set_random_state
-from .transforms import augment, build_augment
+from .transforms import augment
 
 
 DIGEST_WHOLE_BYTES = 1 << 30  # a test split up to 1 GiB of pixels is hashed whole (about a second)
@@ -162,8 +162,7 @@ class ArrayFeeder:
 
     def __init__(self, data: ImageData, kind: str, seed: int, device: torch.device):
         self.data, self.device = data, device
-        self.batched = build_batch_augment(kind, data.input_size, seed)
-        self.aug = None if self.batched is not None else build_augment(kind, data.input_size, seed)
+        self.batched, self.aug, self.stream = small_image_augment(kind, data.input_size, seed)
 
     def epoch(self, index_batches: list[np.ndarray], epoch_no: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for bi in index_batches:
@@ -174,10 +173,10 @@ class ArrayFeeder:
                    torch.from_numpy(self.data.y_train[bi]).to(self.device))
 
     def random_state(self):
-        return random_state(self.batched.generator if self.batched is not None else self.aug)
+        return random_state(self.stream)
 
     def set_random_state(self, state) -> None:
-        set_random_state(self.batched.generator if self.batched is not None else self.aug, state)
+        set_random_state(self.stream, state)
 
 
 def _finish(x_train, y_train, x_test, y_test, source: str, class_names=None) -> ImageData:

@@ -58,9 +58,19 @@ class BatchCrop:
 
 def build_batch_augment(kind: str, size: tuple[int, int], seed: int) -> BatchCrop | None:
     """The batched form of `kind` where there is one (None: use transforms.build_augment). Reflected borders need a
-    side longer than its padding."""
+    side longer than its padding (max(1, side // 8) < side from 2 pixels on)."""
     h, w = size
-    if kind not in BATCHED_KINDS or min(h, w) < 2 or max(1, h // 8) >= h or max(1, w // 8) >= w:
+    if kind not in BATCHED_KINDS or min(h, w) < 2:
         return None
     return BatchCrop(kind, (h, w), seed)
 
+
+def small_image_augment(kind: str, size: tuple[int, int], seed: int):
+    """(the batched pipeline or None, albumentations' per-image pipeline or None, the random stream the one in use
+    draws from): what a feeder of small images augments with, and saves with a run (resume.py)."""
+    from .transforms import build_augment
+    batched = build_batch_augment(kind, size, seed)
+    if batched is not None:
+        return batched, None, batched.generator
+    per_image = build_augment(kind, size, seed)
+    return None, per_image, per_image

@@ -15,8 +15,8 @@ from .base import SMALL_IMAGE_SIDE, Data, chunks, index_hash, nchw, stratified_s
 from .loader import decode_batches, default_workers
 from .sources import Listing
 from ..random_streams import random_state, set_random_state
-from .batch_augment import build_batch_augment
-from .transforms import Preprocess, augment, build_augment, orientation_note
+from .batch_augment import small_image_augment
+from .transforms import Preprocess, augment, orientation_note
 
 DECODE_BATCH = 64
 HELD_OUT_TEST = 0.2  # a list with no split column: this stratified share is the test split of `fix`
@@ -193,17 +193,17 @@ class FileFeeder:
     def __init__(self, data: FileData, kind: str, seed: int, device: torch.device):
         self.data, self.seed, self.device = data, seed, device
         small = max(data.input_size) <= SMALL_IMAGE_SIDE
-        self.batched = build_batch_augment(kind, data.input_size, seed) if small else None
-        self.aug = build_augment(kind, data.input_size, seed) if small and self.batched is None else None
+        self.batched, self.aug, self.stream = small_image_augment(kind, data.input_size, seed) if small else \
+            (None, None, None)
         random_crop = not small and kind != "none"
         self.transform = data.preprocess.train_transform() if random_crop else data.preprocess.eval_transform()
         self.random = random_crop
 
     def random_state(self):  # the random resized crops of large images are drawn per image and epoch, in the workers
-        return random_state(self.batched.generator if self.batched is not None else self.aug)
+        return random_state(self.stream)
 
     def set_random_state(self, state) -> None:
-        set_random_state(self.batched.generator if self.batched is not None else self.aug, state)
+        set_random_state(self.stream, state)
 
     def epoch(self, index_batches: list[np.ndarray], epoch_no: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         listing = self.data.listing("train")
