@@ -435,6 +435,22 @@ def test_same_seed_and_workers_give_the_same_batches(tmp_path):
     assert not torch.equal(a[0], c[0])  # another seed, other crops
 
 
+def test_eval_decode_gives_every_worker_tasks(tmp_path, monkeypatch):
+    from harden.data import files
+    assert files.decode_batch(512, 16) * 32 <= 512  # 16 workers: 32 tasks, where tasks of 64 made 8
+    assert files.decode_batch(10_000, 16) == files.DECODE_BATCH and files.decode_batch(512, 0) == files.DECODE_BATCH
+    make_tree(tmp_path, ["c0", "c1"], 10, splits=("val",), sizes=(20, 40))
+    pre = Preprocess(3, (16, 16), "bilinear", 1.0, "center")
+    tasks = []
+    real = files.decode_batches
+    monkeypatch.setattr(files, "decode_batches", lambda listing, parts, *a, **k: tasks.append(len(parts)) or
+                        real(listing, parts, *a, **k))
+    x2, y2 = load_data(tmp_path, DataTarget(pre, 2, workers=2)).images("test", np.arange(20))
+    x0, y0 = load_data(tmp_path, DataTarget(pre, 2, workers=0)).images("test", np.arange(20))
+    assert tasks == [3, 1]  # two workers: tasks of 8; none: one of 64
+    assert torch.equal(x2, x0) and torch.equal(y2, y0)  # the same pixels, in the same order
+
+
 # ------------------------------------------------------------------ classes
 
 def test_synset_folders_map_to_the_models_indices(tmp_path):

@@ -21,7 +21,7 @@ def test_speed_benchmark_runs_tiny_on_cpu(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     kinds = [r["row"] for r in rows]
     assert kinds.count("floor") == 2 and kinds.count("attack") == 7 and kinds.count("autoattack") == 2
-    assert kinds.count("train") == 1 and kinds.count("loader") == 1 and kinds.count("new_shape") == 2
+    assert kinds.count("train") == 1 and kinds.count("loader") == 2 and kinds.count("new_shape") == 2
     for r in rows:
         if r["row"] == "new_shape":  # each size timed at its first call and again
             assert len(r["sizes"]) == len(r["first_ms"]) == len(r["again_ms"]) and min(r["again_ms"]) > 0
@@ -33,4 +33,6 @@ def test_speed_benchmark_runs_tiny_on_cpu(tmp_path):
     assert train["passes"]["attack_step"] > 0 and train["passes"]["train_step"] > 0 and train["floor_s"] > 0
     assert {r["impl"] for r in rows if r["row"] == "autoattack"} == {"harden", "original (pyautoattack)"}
     assert len({r["batch"] for r in rows if r["row"] == "autoattack"}) == 1  # both at the same batch
+    feeder = next(r for r in rows if r["row"] == "loader" and "feeder" in r["kind"])
+    assert feeder["images"] > 0 and feeder["img_s"] > 0 and feeder["first_batch_s"] > 0  # batches after the first
     assert "| attack |" in proc.stdout  # the Markdown summary

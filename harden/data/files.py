@@ -18,7 +18,7 @@ from ..random_streams import random_state, set_random_state
 from .batch_augment import small_image_augment
 from .transforms import Preprocess, augment, orientation_note
 
-DECODE_BATCH = 64
+DECODE_BATCH = 64  # images per worker task when decoding for an eval; fewer when the workers would otherwise idle
 HELD_OUT_TEST = 0.2  # a list with no split column: this stratified share is the test split of `fix`
 HELD_OUT_SEED = 0  # fixed, so every fix of the same list tests on the same images
 
@@ -139,7 +139,7 @@ class FileData(Data):
         listing = self.listing(split)
         device = torch.device(device)
         xs, ys = [], []
-        parts = chunks(idx, DECODE_BATCH)
+        parts = chunks(idx, decode_batch(len(idx), self.workers))
         quiet = nullcontext(lambda n=1, **kw: None)
         with progress(f"decoding {split}", len(idx)) if len(idx) > 4 * DECODE_BATCH else quiet as advance:
             for x, y, _, errors, oriented in decode_batches(listing, parts, self.preprocess.eval_transform(),
@@ -183,6 +183,14 @@ class FileData(Data):
         if self.oriented["n"]:
             out["exif_oriented"] = self.oriented_note(self.oriented["n"])
         return out
+
+
+def decode_batch(n: int, workers: int) -> int:
+    """Images per decoding task: DECODE_BATCH, or fewer so that each worker gets at least two tasks. A task is one
+    worker's unit, so 512 images in tasks of 64 kept only 8 of a 16-core machine's workers busy."""
+    if workers <= 1:
+        return DECODE_BATCH
+    return int(min(DECODE_BATCH, max(8, -(-n // (2 * workers)))))
 
 
 class FileFeeder:

@@ -22,9 +22,10 @@ MAX_WORKERS = 16
 
 def default_workers() -> int:
     """One decoding process per core, at most 16: while a batch of the report is decoded the main process only waits
-    (measured on 2 cores at 224 px: 1 worker 0.8x, 2 workers 1.09x the one-process decode + transform rate). A worker
-    decodes about 100 photographs a second at 224 px on either machine measured, so the H200 machine's 16 cores
-    capped at 8 fed 829 images/s to a ResNet-50 whose training step takes 2,112 (BENCHMARKS.md "On the card")."""
+    (measured on 2 cores at 224 px: 1 worker 0.8x, 2 workers 1.09x the one-process decode + transform rate). On this
+    project's 2-core machine a worker's steady rate at 224 px is about 350 training images a second; the H200
+    machine's 829 images/s with 8 workers (BENCHMARKS.md "On the card") timed 512 images in 8 tasks of 64, one per
+    worker, with the workers' start: not their steady rate."""
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 

@@ -20,7 +20,7 @@ from ..errors import HardenError
 from .arrays import ImageData, _cifar_batches
 from .pixels import CHANNEL_NOTES
 from .base import Data, batches, chunks, index_hash, nchw, to_tensor
-from .files import DECODE_BATCH, FileData
+from .files import FileData, decode_batch
 from .loader import decode_batches, default_workers
 from .sources import IMAGE_EXT, Listing, PathTable, find_on_disk, image_files, refuse_compressed_tar
 from ..random_streams import random_state, set_random_state
@@ -210,7 +210,7 @@ def batches_with_indices(pool: Data, idx: np.ndarray, device: torch.device, spli
     """(x, the indices it holds) per batch of a split, through the evaluation transform; unreadable files are left out
     (or stop the run, as for --data)."""
     if isinstance(pool, FileData):
-        parts = chunks(idx, DECODE_BATCH)
+        parts = chunks(idx, decode_batch(len(idx), pool.workers))
         for x, _, got, errors, oriented in decode_batches(pool.listing(split), parts, pool.preprocess.eval_transform(),
                                                           pool.workers, device.type == "cuda"):
             pool.took(errors, oriented)
