@@ -15,6 +15,7 @@ from .runtime import frozen
 CPU_ATTACK_BATCH = 128
 PROBE_BATCH = 32
 MAX_ATTACK_BATCH = 2048
+PLAIN_LAYOUT = "_plain_layout"  # set on a model whose forward pass failed on channels_last
 FREE_SHARE = 0.5  # of the free memory, for one attack batch's forward+backward (the rest: the attack's own tensors)
 
 
@@ -47,8 +48,33 @@ def has_convolutions(model: nn.Module) -> bool:
 
 
 def prepare_for_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """channels_last on CUDA for convolutional networks (the layout cuDNN's fastest kernels read); unchanged on the
-    CPU, where it was not measured to pay."""
+    """channels_last on CUDA for convolutional networks (the layout cuDNN's fastest kernels read) whose forward pass
+    runs on it (channels_last_if_it_runs); unchanged on the CPU, where it was not measured to pay."""
     if device.type == "cuda" and has_convolutions(model):
-        model.to(memory_format=torch.channels_last)
+        channels_last_if_it_runs(model, device)
     return model
+
+
+def channels_last_if_it_runs(model: nn.Module, device: torch.device) -> bool:
+    """Put the weights in channels_last, so that convolutions answer in it, and keep it only if a forward pass of two
+    images at the model's input size then runs. Published code flattens feature maps with `x.view(x.size(0), -1)`,
+    which fails on channels-last activations ("view size is not compatible with input tensor's size and stride"):
+    such a network, or one whose input size is not known (no harden spec), keeps the plain layout. Returns whether
+    channels_last was kept."""
+    spec = getattr(model, "spec", None)
+    if spec is None or model.__dict__.get(PLAIN_LAYOUT):
+        return False
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype = weight.dtype if weight is not None else torch.float32
+    model.to(memory_format=torch.channels_last)
+    try:
+        with frozen(model), torch.no_grad():
+            model(torch.rand(2, int(spec.in_chans), *map(int, spec.input_size), device=device, dtype=dtype))
+    except Exception as e:  # noqa: BLE001 - any failure: the plain layout, in which the run meets its own errors
+        model.to(memory_format=torch.contiguous_format)
+        model.__dict__[PLAIN_LAYOUT] = True  # once per model: a fix's reports do not probe and say it again
+        from .runtime import info
+        info(f"channels_last is left off for this network: its forward pass fails on channels-last activations "
+             f"({str(e).splitlines()[0][:160]})")
+        return False
+    return True

@@ -299,3 +299,18 @@ def test_evaluate_takes_paths_and_plain_modules(tmp_path, digits_ckpt):
     by_objects = harden.evaluate(harden.load(digits_ckpt), harden.load_data("digits"), attacks=["fgsm"], n=16,
                                  metrics=False, masking_checks=False)
     assert by_path.metric_values() == by_objects.metric_values()
+
+
+@pytest.mark.parametrize("fn,kept", [("LeNetView", False), ("sequential", False), ("Wide", True), ("all_conv", True)])
+def test_channels_last_only_where_the_forward_runs_on_it(nets, fn, kept):
+    """CUDA puts convolutional networks in channels_last (prepare_for_device); a view-flatten of a feature map cannot
+    read it, so the probe leaves those networks in the plain layout. Tried here on the CPU, where the same view fails
+    the same way."""
+    from harden.device_defaults import channels_last_if_it_runs
+    model = harden.create_model(f"{nets}:{fn}", 4, 3, (16, 16), (0.3,), (0.3,)).eval()
+    x = torch.rand(3, 3, 16, 16)
+    before = model(x)
+    assert channels_last_if_it_runs(model, torch.device("cpu")) is kept
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last if kept else torch.contiguous_format)
+    assert torch.allclose(model(x), before, atol=1e-5)  # runs, and answers as before
