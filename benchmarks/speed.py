@@ -8,8 +8,8 @@ appended to --out as each finishes, a Markdown summary at the end.
 - autoattack: harden's AutoAttack (standard) and the original (`pyautoattack`) on the same images, both times and
   both robust accuracies;
 - train: `harden fix` (the default recipe, `at`) on a fraction of the training split, its training time against the
-  floor of the passes it made (every pass through the model counted by kind), and with --eval its white-box
-  AutoAttack; validation is counted with the rest;
+  floor of the passes it made (every pass through the model counted by kind), the part of it the loop waited for its
+  batches, and with --eval its white-box AutoAttack; validation is counted with the rest;
 - loader: harden's file loader at 224 px (synthetic JPEG photographs, the machine's cores as workers) against the
   ResNet-50 training floor.
 
@@ -314,6 +314,8 @@ def main() -> None:
                "lr": res.model.spec.extra.get("recipe_train", {}).get("lr"), "amp": args.amp, "sets": args.set,
                "settings": {k: res.config["params"].get(k) for k in ("attack", "steps", "eps", "loss")},
                "fix_wall_s": round(wall, 1), "train_s": round(res.train_seconds, 1),
+               # of train_s, the loop's waits for its next batch (indexing or decoding, augmentation, the copy)
+               "input_wait_s": round(res.train_input_seconds, 3),
                "passes": counts, "floor_s": round(floor, 1), "floor_over_time": round(floor / res.train_seconds, 3),
                "per_img_ms_at_32": {k: round(v * 1e3, 3) for k, v in costs.items()}}
         if args.eval:
@@ -348,8 +350,8 @@ SUMMARY = {  # row kind -> (on, at, result) of the Markdown summary
                              f"{r['seconds']} s, robust {r['robust']:.3f}"),
     "train": lambda r: (f"{r['model']} {r['frac']:g}", f"{r['epochs']} epochs, batch {r['batch']}, lr {r['lr']}, "
                         f"amp {r['amp']}", f"{r['train_s']} s, floor {r['floor_s']} s, floor/time "
-                        f"{r['floor_over_time']}" + (f", AutoAttack {r['autoattack']:.3f} at clean {r['clean']:.3f}"
-                                                     if "autoattack" in r else "")),
+                        f"{r['floor_over_time']}, waited {r.get('input_wait_s', '-')} s for batches"
+                        + (f", AutoAttack {r['autoattack']:.3f} at clean {r['clean']:.3f}" if "autoattack" in r else "")),
     "loader": lambda r: (f"{r['size']} px, {r['workers']} workers", f"{r['kind']}, {r['images']} images",
                          f"{r['img_s']} img/s vs the model's training step {r['resnet50_train_img_s']}"
                          + (f", an FGSM-RS fix {r['fgsm_rs_fix_img_s']}; first batch {r['first_batch_s']} s"

@@ -43,6 +43,7 @@ class FixResult:
     history: list[dict]
     reports: dict[str, Report] = field(default_factory=dict)  # base_white_box, fixed_white_box, fixed_transfer
     base_sha256: str = ""
+    train_input_seconds: float = 0.0  # of train_seconds, those spent waiting for batches (TrainResult.input_seconds)
 
     def metadata(self) -> dict[str, Any]:
         return {"report": {k: r.summary() for k, r in self.reports.items()}}
@@ -52,7 +53,8 @@ class FixResult:
         extra = self.model.spec.extra
         out = {"recipe": self.config.get("name"), "params": self.config.get("params"),
                "data_fraction": extra.get("data_fraction"), "data": training_data_label(extra),
-               "seconds": round(self.train_seconds, 2), "history": self.history}
+               "seconds": round(self.train_seconds, 2), "input_seconds": round(self.train_input_seconds, 2),
+               "history": self.history}
         for key in ("unlabeled", "kind_defaults"):
             if extra.get(key):
                 out[key] = extra[key]
@@ -277,7 +279,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if rcp.frozen_base() and state_digest(model.net) != before:
         raise RuntimeError("internal error: the frozen base changed during training")
     out = FixResult(model=model.eval(), base=base_model.eval(), config=config, train_seconds=result.seconds,
-                    history=result.history, base_sha256=base_sha)
+                    history=result.history, base_sha256=base_sha, train_input_seconds=result.input_seconds)
     model.spec.extra["train_seconds"] = round(result.seconds, 2)
     if report:
         attacks, budgets, set_notes = report_attacks(config, attacks, model.spec.input_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -62,6 +62,9 @@ class TrainResult:
     best_epoch: int | None = None  # the epoch whose weights were kept (with a Monitor), 1-based
     stopped: str | None = None  # why training stopped early, when it did
     extended: list[int] = field(default_factory=list)  # epochs added by cfg.extend, one entry per added cycle
+    # of `seconds`, those the loop waited for its next batch: decoding (the workers falling behind), augmentation on
+    # the host and the copy to the device
+    input_seconds: float = 0.0
 
 
 @dataclass
@@ -75,6 +78,8 @@ class Monitor:
 
 
 AMP_MODES = ("off", "bf16", "fp16")
+INPUT_BOUND_SHARE = 0.3  # training that waited this share of its time for its batches is told so
+INPUT_BOUND_MIN_S = 20.0  # ... when it trained at least this long (a short run's waits are the workers' start)
 EXTEND_LR = 0.1  # learning rate an added cycle starts at (then a cosine to zero), relative to cfg.lr
 EXTEND_MAX = 2.0  # at most this many times the planned epochs in all
 
@@ -144,6 +149,18 @@ def _take_part_empty(params: list[torch.nn.Parameter], scaler, device: torch.dev
                           "without --sync-bn.")
     zero_gradients(params)
     scaler.scale(torch.zeros((), device=device))  # fp16: the scaler's scale exists before its step
+
+
+def input_bound_note(desc: str, result: TrainResult, workers: int | None) -> None:
+    """Say so when training spent INPUT_BOUND_SHARE or more of its time waiting for its batches: the model's device
+    idled meanwhile, and the remedy is on the input side, not in the recipe."""
+    if result.seconds < INPUT_BOUND_MIN_S or result.input_seconds < INPUT_BOUND_SHARE * result.seconds:
+        return
+    how = (f"more decode workers (--workers; {workers} now, one per core by default) or images stored nearer the "
+           "model's input size" if workers is not None else "data that needs less work per batch on the host")
+    info(f"{desc}: {result.input_seconds / result.seconds:.0%} of the training time ({result.input_seconds:.0f} of "
+         f"{result.seconds:.0f} s) waited for the next batch (decoding, augmentation, the copy to the device): "
+         f"the model waited on its input; {how} would shorten it")
 
 
 @flushing_denormals
@@ -225,7 +242,21 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                 "best": best, "epoch_start": epoch_start, "sums": sums, "seen": seen, "extra_keys": extra_keys,
                 "randoms": {"global": random_streams.global_random_state(), "feeder": feeder.random_state(),
                             "carries": {k: random_streams.random_state(v) for k, v in carries.items()}},
-                "seconds": elapsed()}
+                "seconds": elapsed(), "input_seconds": waited[0]}
+
+    waited = [0.0]  # seconds spent waiting for batches (TrainResult.input_seconds)
+
+    def timed(batches: Iterator) -> Iterator:
+        """The feeder's batches, the time spent waiting for each added to `waited`."""
+        while True:
+            t = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                waited[0] += time.perf_counter() - t
+            yield batch
 
     def epoch_start_state() -> dict:
         """The random streams an epoch's shuffle draws from, as they are before it."""
@@ -251,7 +282,8 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
             done, seen, extra_keys = at["where"]["step"], at["seen"], at["extra_keys"]
             sums = at["sums"].to(device) if at["sums"] is not None else None
         for step_no, ((global_bi, bi), batch) in enumerate(
-                zip(plan[done:], feeder.epoch([b for _, b in plan[done:]], epoch + 1), strict=True), start=done + 1):
+                zip(plan[done:], timed(iter(feeder.epoch([b for _, b in plan[done:]], epoch + 1))), strict=True),
+                start=done + 1):
             show = False
             if batch is not None:
                 x, y = fit_size(batch[0], size), batch[1]
@@ -336,6 +368,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         history[:] = saved["history"]
         best = saved["best"]
         before, added, cycle = saved["seconds"], list(w["added"]), w["cycle"]
+        waited[0] = saved.get("input_seconds", 0.0)
         # every random stream as it was: the shuffle's as the saved epoch began (its plan is drawn again), the rest
         # as at the saved step (a state saved at a cycle's end continues with the next cycle's first epoch)
         random_streams.set_random_state(rng, saved["epoch_start"]["shuffle"])
@@ -387,7 +420,9 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         best_epoch = best[0]
         if best_epoch != len(history):
             info(f"kept the weights of epoch {best_epoch} ({monitor.best_key} {best[1]:.3f})")
-    result = TrainResult(seconds=elapsed(), history=history, best_epoch=best_epoch, stopped=stopped, extended=added)
+    result = TrainResult(seconds=elapsed(), history=history, best_epoch=best_epoch, stopped=stopped, extended=added,
+                         input_seconds=waited[0])
+    input_bound_note(desc, result, getattr(data, "workers", None))
     if run is not None:  # a run stopped from here on (in the report) resumes with these weights
         run.save(call, {"done": True, "model": model.state_dict(), "result": resume.plain(result.__dict__)})
     return result

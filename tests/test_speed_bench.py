@@ -31,6 +31,7 @@ def test_speed_benchmark_runs_tiny_on_cpu(tmp_path):
     assert all(r["img_s"] > 0 and r["floor_over_time"] > 0 for r in attacks)
     train = next(r for r in rows if r["row"] == "train")
     assert train["passes"]["attack_step"] > 0 and train["passes"]["train_step"] > 0 and train["floor_s"] > 0
+    assert 0 < train["input_wait_s"] <= train["train_s"]  # the loop's waits for its batches, within its time
     assert {r["impl"] for r in rows if r["row"] == "autoattack"} == {"harden", "original (pyautoattack)"}
     assert len({r["batch"] for r in rows if r["row"] == "autoattack"}) == 1  # both at the same batch
     feeder = next(r for r in rows if r["row"] == "loader" and "feeder" in r["kind"])

@@ -187,4 +187,5 @@ class IDFR(Recipe):
         fr_cfg = TrainConfig(**{**cfg.__dict__, "epochs": int(params["fr_epochs"]), "lr": float(params["fr_lr"])})
         fr = fit(model, data, fr_cfg, device, step=fr_step, params=patch.restorer.parameters(),
                  train_mode=mode(patch.restorer), desc="idfr: FR", carries={"attack": gen})
-        return TrainResult(seconds=result.seconds + fr.seconds, history=result.history + fr.history)
+        return TrainResult(seconds=result.seconds + fr.seconds, history=result.history + fr.history,
+                           input_seconds=result.input_seconds + fr.input_seconds)
