@@ -65,16 +65,25 @@ def channels_last_if_it_runs(model: nn.Module, device: torch.device) -> bool:
     if spec is None or model.__dict__.get(PLAIN_LAYOUT):
         return False
     weight = next((p for p in model.parameters() if p.is_floating_point()), None)
-    dtype = weight.dtype if weight is not None else torch.float32
+    probe = torch.rand(2, int(spec.in_chans), *map(int, spec.input_size), device=device,
+                       dtype=weight.dtype if weight is not None else torch.float32)
+
+    def runs() -> str | None:
+        """None, or the first line of the error the forward pass raised."""
+        try:
+            with frozen(model), torch.no_grad():
+                model(probe)
+        except Exception as e:  # noqa: BLE001 - any failure decides the layout; the run meets its own errors
+            return (str(e).splitlines() or [type(e).__name__])[0][:160]
+        return None
     model.to(memory_format=torch.channels_last)
-    try:
-        with frozen(model), torch.no_grad():
-            model(torch.rand(2, int(spec.in_chans), *map(int, spec.input_size), device=device, dtype=dtype))
-    except Exception as e:  # noqa: BLE001 - any failure: the plain layout, in which the run meets its own errors
-        model.to(memory_format=torch.contiguous_format)
-        model.__dict__[PLAIN_LAYOUT] = True  # once per model: a fix's reports do not probe and say it again
+    failed = runs()
+    if failed is None:
+        return True
+    model.to(memory_format=torch.contiguous_format)
+    model.__dict__[PLAIN_LAYOUT] = True  # once per model: a fix's reports do not probe and say it again
+    if runs() is None:  # the plain layout runs: the layout was the cause
         from .runtime import info
         info(f"channels_last is left off for this network: its forward pass fails on channels-last activations "
-             f"({str(e).splitlines()[0][:160]})")
-        return False
-    return True
+             f"({failed})")
+    return False

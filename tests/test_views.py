@@ -314,3 +314,19 @@ def test_channels_last_only_where_the_forward_runs_on_it(nets, fn, kept):
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last if kept else torch.contiguous_format)
     assert torch.allclose(model(x), before, atol=1e-5)  # runs, and answers as before
+
+
+def test_channels_last_probe_names_the_layout_only_when_it_is_the_cause(nets, monkeypatch):
+    import harden.runtime
+    from harden.device_defaults import channels_last_if_it_runs
+    said = []
+    monkeypatch.setattr(harden.runtime, "info", said.append)
+    cpu = torch.device("cpu")
+    view = harden.create_model(f"{nets}:LeNetView", 4, 3, (16, 16), (0.3,), (0.3,))
+    assert not channels_last_if_it_runs(view, cpu) and not channels_last_if_it_runs(view, cpu)
+    assert len(said) == 1 and "channels-last activations" in said[0] and "view size" in said[0]  # once per model
+    wrong_size = harden.create_model(f"{nets}:LeNetView", 4, 3, (16, 16), (0.3,), (0.3,))
+    wrong_size.spec.input_size = (20, 20)  # its flatten no longer fits: fails in either layout
+    assert not channels_last_if_it_runs(wrong_size, cpu) and len(said) == 1  # not blamed on the layout
+    conv = next(m for m in wrong_size.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous()
