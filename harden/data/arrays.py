@@ -170,7 +170,8 @@ class ArrayFeeder:
             if self.batched is not None:
                 x = self.batched(host_tensor(x).to(self.device, non_blocking=True))
             yield (to_tensor(augment(x, self.aug), self.device),
-                   torch.from_numpy(self.data.y_train[bi]).to(self.device))
+                   # non_blocking: a blocking copy to the card waits for every step queued before it
+                   torch.from_numpy(self.data.y_train[bi]).to(self.device, non_blocking=True))
 
     def random_state(self):
         return random_state(self.stream)

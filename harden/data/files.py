@@ -227,4 +227,4 @@ class FileFeeder:
             x = x.to(self.device, non_blocking=True)
             if self.batched is not None:
                 x = self.batched(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-            yield nchw(x.float().div_(255.0)), y.to(self.device)
+            yield nchw(x.float().div_(255.0)), y.to(self.device, non_blocking=True)  # as arrays.ArrayFeeder's
