@@ -5,9 +5,10 @@ import signal
 import types
 
 import pytest
+import torch
 
 import harden
-from harden import RunState, load_data
+from harden import RunState, TrainConfig, load_data
 from harden.errors import Interrupted
 from harden.fix import state_digest
 from test_files import make_tree
@@ -35,9 +36,20 @@ def stop_at(path, k: int) -> RunState:
     return state
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Whether validation still rises at epoch 2 (and `extend` adds a cycle) depends on float reduction order, which
+    follows torch's thread count: one thread here whatever the runner's, so every test sees the run it describes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def base(digits_model):
-    return digits_model
+def base(digits, one_thread):
+    """The session's digits model, trained here on one thread (the session's may have been trained on two)."""
+    return harden.train("cnn-small", digits, TrainConfig(epochs=10, batch_size=64, lr=0.05, augment="crop", seed=0), "cpu")
 
 
 def stopped_then_resumed(base, data, path, k, **kw):
