@@ -772,7 +772,9 @@ def _is_usage_error(e: Exception) -> bool:
 def main() -> None:
     from . import distributed
     from .allocator import keep_freed_memory
+    from .cores import threads_within_quota
     keep_freed_memory()  # the CLI owns its process: training steps reuse freed host memory (allocator.py)
+    threads_within_quota()  # and its torch threads: no more than a CPU quota or affinity leaves it (cores.py)
     try:
         _main()
     finally:  # after an error no rank waits for the others (a peer may be stuck or gone)

@@ -5,7 +5,6 @@ worker: the caller stops with a message naming it, or skips it (--skip-unreadabl
 from __future__ import annotations
 
 import io
-import os
 import random
 import signal
 from typing import Callable, Iterator
@@ -15,6 +14,7 @@ import torch
 
 from .sources import Listing
 from .transforms import exif_orientation
+from ..cores import usable_cores
 
 
 MAX_WORKERS = 16
@@ -26,7 +26,7 @@ def default_workers() -> int:
     project's 2-core machine a worker's steady rate at 224 px is about 350 training images a second; the H200
     machine's 829 images/s with 8 workers (BENCHMARKS.md "On the card") timed 512 images in 8 tasks of 64, one per
     worker, with the workers' start: not their steady rate."""
-    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    return max(1, min(MAX_WORKERS, usable_cores()))
 
 
 class DecodeDataset(torch.utils.data.Dataset):
