@@ -105,14 +105,18 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
         raise HardenError(describe(path, by_name=False))
     if kind in (formats.TORCH_ZIP, formats.TORCH_LEGACY):
         classes: list[str] = []
+        trees: list = []
         try:
             container = formats.read_torch(path)
         except formats.PickleRefused:  # a whole pickled model, read without running it (zip or legacy format)
-            container, classes = read_pickled_model(path)
+            container, classes, trees = read_pickled_model(path)
         state, _ = formats.select(container, key, path)
         meta = formats.container_meta(container)
         if classes:
             meta[PICKLED_CLASS] = classes[0]
+        if len(trees) == 1 and trees[0] is not None:  # one model, all torch.nn layers: it is its own architecture
+            from .models.torch_layers import meta_for
+            meta.update(meta_for(trees[0]))
         return state, meta
     from .models.onnx_graph import looks_like_onnx, read_onnx
     if looks_like_onnx(path):
@@ -265,6 +269,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     `channel_order` "bgr" for a network fed its channels reversed (Caffe's; mean and std then in that order).
     `model.config_sources` says where each value of the spec came from."""
     path = Path(local(path, "model"))
+    if isinstance(input_size, int) and not isinstance(input_size, bool):  # 224: a square, as the CLI's --input-size
+        input_size = (input_size, input_size)
     state, meta = read_checkpoint(path, key)
     from .formats import normaliser_buffers, normaliser_consumed
     mean, std = in_pixel_units(mean, std)
@@ -377,7 +383,9 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
              f"{spec['arch']} has no default count, and its output and weights fit it.")
         sources["num_classes"] = f"checkpoint weights ({rows_of})"
     if meta.get(PICKLED_CLASS):
-        model.load_notes.insert(0, f"read the whole pickled {meta[PICKLED_CLASS]} as data (none of it ran)")
+        rebuilt = (", rebuilt from torch.nn's own layers (the architecture it pickles)"
+                   if spec["arch"] == meta.get("arch") and "tree" in (meta.get("model_args") or {}) else "")
+        model.load_notes.insert(0, f"read the whole pickled {meta[PICKLED_CLASS]} as data (none of it ran){rebuilt}")
     if model.patch is not None:
         load_state_strict(model.patch, patch_state, path, what="recipe modules")
     elif patch_state:

@@ -64,9 +64,10 @@ def _described(module: Inert) -> str:
     return f"{module.inert_global.rpartition('.')[2]}({shown})"
 
 
-def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0) -> Any:
+def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, trees: list | None = None) -> Any:
     """The container with each pickled module replaced by its state dict (formats.select then finds it as it finds
-    any state dict, `--key` included); `classes` collects the modules' class names."""
+    any state dict, `--key` included); `classes` collects the modules' class names, `trees` their torch.nn layer
+    trees (models/torch_layers.py; None for a module that is not all torch.nn layers)."""
     if is_module(obj):
         inner, seen = obj, {id(obj)}
         while (set((inner.fields.get("_modules") or {})) == {"module"} and is_module(inner.fields["_modules"]["module"])
@@ -74,18 +75,22 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0) -> Any:
             inner = inner.fields["_modules"]["module"]  # DataParallel / DistributedDataParallel: the wrapped model
             seen.add(id(inner))
         classes.append(_described(inner))
+        if trees is not None:
+            from .models.torch_layers import describe
+            trees.append(describe(inner))
         return module_state(obj)
     if depth >= 4:
         return obj
     if isinstance(obj, dict):
-        return {k: _with_state_dicts(v, classes, depth + 1) for k, v in obj.items()}
+        return {k: _with_state_dicts(v, classes, depth + 1, trees) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_with_state_dicts(v, classes, depth + 1) for v in obj]
+        return [_with_state_dicts(v, classes, depth + 1, trees) for v in obj]
     return obj
 
 
-def read_pickled_model(path: Path) -> tuple[Any, list[str]]:
-    """(the file's object with its pickled modules as state dicts, the modules' class names)."""
+def read_pickled_model(path: Path) -> tuple[Any, list[str], list]:
+    """(the file's object with its pickled modules as state dicts, the modules' class names, their torch.nn layer
+    trees or None each)."""
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
@@ -96,7 +101,8 @@ def read_pickled_model(path: Path) -> tuple[Any, list[str]]:
     except READ_ERRORS as e:
         raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from None
     classes: list[str] = []
-    return _with_state_dicts(obj, classes), classes
+    trees: list = []
+    return _with_state_dicts(obj, classes, trees=trees), classes, trees
 
 
 def arch_hint(classes: list[str]) -> str:

@@ -65,7 +65,8 @@ def is_known_arch(arch: str) -> bool:
     _ensure_builtins()
     from .exported_program import ARCH as PROGRAM_ARCH
     from .onnx_graph import ARCH as ONNX_ARCH
-    if arch in _BUILTINS or ":" in arch or arch in (ONNX_ARCH, PROGRAM_ARCH):
+    from .torch_layers import ARCH as LAYERS_ARCH
+    if arch in _BUILTINS or ":" in arch or arch in (ONNX_ARCH, PROGRAM_ARCH, LAYERS_ARCH):
         return True
     import timm
     return timm.is_model(arch)
@@ -76,7 +77,9 @@ def _build_net(spec: ModelSpec) -> nn.Module:
     arch = spec.arch
     if arch in _BUILTINS:
         return _BUILTINS[arch](num_classes=spec.num_classes, in_chans=spec.in_chans, input_size=spec.input_size)
-    from . import exported_program, hf_transformers, onnx_graph
+    from . import exported_program, hf_transformers, onnx_graph, torch_layers
+    if arch == torch_layers.ARCH:
+        return torch_layers.build(spec.model_args)
     if arch == onnx_graph.ARCH:
         return onnx_graph.build(spec.model_args)
     if arch == exported_program.ARCH:

@@ -1,0 +1,165 @@
+"""A whole pickled model made only of torch.nn's own layers (`torch.save(nn.Sequential(...))`), rebuilt without --arch.
+
+Tutorials and small published models save the module itself, and a Sequential of torch's layers carries its whole
+architecture: which layers, in which order, with which settings. The inert read (pickled_model.py) gives each module's
+class name and pickled fields without importing or running anything. Where every module of the tree is one of
+torch.nn's own classes and every setting plain data (numbers, strings, tuples; hook tables empty), the module is built
+here as torch.load itself would build it (the class's `__new__`, then its own `__setstate__` with those settings) from
+torch's code alone; the file's tensors are the weights. A tree with any other class (the training script's own
+`Net`, whose forward is its code), a pickled function (an activation kept as an attribute) or a hook is not rebuilt:
+the architecture then comes from --arch, as before.
+
+The architecture `torch-layers` keeps the tree in the metadata as JSON (classes and settings, the parameters' shapes
+and dtypes, no values), so a hardened checkpoint rebuilds with no pickle beside it."""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import HardenError
+
+ARCH = "torch-layers"
+PREFIX = "torch.nn.modules."
+# nn.Module's own bookkeeping: rebuilt from the tree's parameters, buffers and children; hook tables must be empty
+_BOOKKEEPING = {"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_is_full_backward_hook"}
+_HOOKS = {"_backward_pre_hooks", "_backward_hooks", "_forward_hooks", "_forward_hooks_with_kwargs",
+          "_forward_hooks_always_called", "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_state_dict_hooks",
+          "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks"}
+_DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float64, torch.float16, torch.bfloat16,
+                                                     torch.int64, torch.int32, torch.uint8, torch.bool)}
+
+
+class NotPlain(Exception):
+    """The tree holds something other than torch.nn's layers and plain settings."""
+
+
+def layer_class(name: str) -> type[nn.Module]:
+    """torch.nn's own class of that full name (`torch.nn.modules.conv.Conv2d`); NotPlain for any other."""
+    module, _, short = name.rpartition(".")
+    cls = getattr(nn, short, None)
+    if (not name.startswith(PREFIX) or not isinstance(cls, type) or not issubclass(cls, nn.Module)
+            or cls.__module__ != module):
+        raise NotPlain(name)
+    return cls
+
+
+def describe(module: Any) -> dict[str, Any] | None:
+    """The JSON tree of an inert pickled module (inert_pickle.Inert), or None where it is not all torch.nn layers."""
+    try:
+        return _node(module, depth=0)
+    except NotPlain:
+        return None
+
+
+def _node(module: Any, depth: int) -> dict[str, Any]:
+    from ..inert_pickle import Inert
+    if not isinstance(module, Inert) or depth > 64:
+        raise NotPlain(type(module).__name__)
+    layer_class(module.inert_global)
+    fields = module.fields
+    if any(fields.get(k) for k in _HOOKS) or fields.get("_non_persistent_buffers_set"):
+        raise NotPlain("hooks or non-persistent buffers")
+    node: dict[str, Any] = {"class": module.inert_global, "settings": {}, "parameters": {}, "buffers": {},
+                            "children": {}}
+    for kind in ("parameters", "buffers"):
+        for name, t in _table(fields.get(f"_{kind}")).items():
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise NotPlain(name)
+            node[kind][name] = None if t is None else [list(t.shape), str(t.dtype).removeprefix("torch.")]
+            if t is not None and node[kind][name][1] not in _DTYPES:
+                raise NotPlain(str(t.dtype))
+    for name, child in _table(fields.get("_modules")).items():
+        node["children"][name] = None if child is None else _node(child, depth + 1)
+    for name, value in fields.items():
+        if name not in _BOOKKEEPING and name not in _HOOKS:
+            node["settings"][name] = _plain(value)
+    return node
+
+
+def _table(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise NotPlain("table")
+    return dict(value)
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A setting as JSON: tuples tagged (a layer may compare its kernel size with a tuple), NotPlain for anything
+    that is not a number, a string, None or a list/tuple of them."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)) and depth < 4:
+        items = [_plain(v, depth + 1) for v in value]
+        return {"tuple": items} if isinstance(value, tuple) else items
+    raise NotPlain(type(value).__name__)
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(_unplain(v) for v in value["tuple"])
+    if isinstance(value, list):
+        return [_unplain(v) for v in value]
+    return value
+
+
+def build(model_args: dict[str, Any]) -> nn.Module:
+    """The architecture `torch-layers`: the module its tree describes, with zero weights (the checkpoint's load)."""
+    tree = (model_args or {}).get("tree")
+    if isinstance(tree, str):
+        tree = json.loads(tree)
+    if not isinstance(tree, dict):
+        raise HardenError("The architecture 'torch-layers' needs its tree of torch.nn layers (kept in the model_args "
+                          "of checkpoints harden writes from a pickled model); give the pickled model itself.")
+    try:
+        return _build(tree)
+    except (NotPlain, KeyError, TypeError, ValueError) as e:
+        raise HardenError(f"The tree of torch.nn layers kept in this checkpoint's metadata cannot be rebuilt "
+                          f"({type(e).__name__}: {e}).") from None
+
+
+def _build(node: dict[str, Any]) -> nn.Module:
+    cls = layer_class(node["class"])
+    module = cls.__new__(cls)
+    state = {k: _unplain(v) for k, v in node["settings"].items()}
+    state.update({k: OrderedDict() for k in _HOOKS}, _is_full_backward_hook=None, _non_persistent_buffers_set=set())
+    state["_parameters"] = {k: None if v is None else nn.Parameter(torch.zeros(v[0], dtype=_DTYPES[v[1]]),
+                                                                    requires_grad=_DTYPES[v[1]].is_floating_point)
+                            for k, v in node["parameters"].items()}
+    state["_buffers"] = {k: None if v is None else torch.zeros(v[0], dtype=_DTYPES[v[1]])
+                         for k, v in node["buffers"].items()}
+    state["_modules"] = {k: None if v is None else _build(v) for k, v in node["children"].items()}
+    module.__setstate__(state)  # the class's own: what torch.load runs after __new__ for a pickled module
+    return module
+
+
+def first_setting(tree: dict[str, Any], name: str, last: bool = False) -> int | None:
+    """The first (or last) value of an integer setting in the tree's depth-first order (in_channels of the first
+    convolution, out_features of the last linear layer)."""
+    found: list[int] = []
+
+    def walk(node):
+        value = node["settings"].get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            found.append(value)
+        for child in node["children"].values():
+            if child is not None:
+                walk(child)
+    walk(tree)
+    return (found[-1] if last else found[0]) if found else None
+
+
+def meta_for(tree: dict[str, Any]) -> dict[str, Any]:
+    """The metadata a rebuilt tree gives read_checkpoint: the architecture, its input channels and class count
+    where its layers say them (the first convolution's input, the last linear layer's output)."""
+    meta: dict[str, Any] = {"arch": ARCH, "model_args": {"tree": json.dumps(tree, separators=(",", ":"))}}
+    chans, classes = first_setting(tree, "in_channels"), first_setting(tree, "out_features", last=True)
+    if chans:
+        meta["in_chans"] = chans
+    if classes:
+        meta["num_classes"] = classes
+    return meta

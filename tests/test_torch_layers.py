@@ -1,0 +1,94 @@
+"""A whole pickled model made only of torch.nn's layers is its own architecture: loaded without --arch, computing what
+the pickled module computes, hardened, and written to a checkpoint that rebuilds without the pickle."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import harden
+from harden import HardenError
+
+
+def tutorial_net(in_chans=1, classes=10) -> nn.Sequential:
+    """An MNIST tutorial's model: a Sequential with BatchNorm, dropout, a flatten and a log-softmax head."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(in_chans, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Dropout(0.25), nn.Flatten(), nn.Linear(6 * 4 * 4, 16), nn.ReLU(), nn.Linear(16, classes),
+                        nn.LogSoftmax(dim=1))
+    net(torch.rand(16, in_chans, 8, 8))  # moves BatchNorm's running statistics off their start
+    return net.eval()
+
+
+class ScriptsOwnBlock(nn.Module):  # pickled as this test module's class: its forward is code, not a layer
+    def forward(self, x):
+        return x * 2
+
+
+def outputs_agree(model, net, chans=1):
+    x = torch.rand(5, chans, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return torch.allclose(model.eval()(x), net(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["zip", "legacy", "dict with DataParallel"])
+def test_pickled_sequential_loads_without_arch(tmp_path, how):
+    net, path = tutorial_net(), tmp_path / "model.pt"
+    if how == "zip":
+        torch.save(net, path)
+    elif how == "legacy":
+        torch.save(net, path, _use_new_zipfile_serialization=False)
+    else:
+        torch.save({"model": nn.DataParallel(net), "epoch": 3, "acc": 98.1}, path)
+    model = harden.load(path, input_size=8)
+    assert model.spec.arch == "torch-layers"
+    assert (model.spec.num_classes, model.spec.in_chans) == (10, 1)  # the last linear's rows, the first conv's input
+    assert "rebuilt from torch.nn's own layers" in model.load_notes[0]
+    assert outputs_agree(model, net)
+
+
+def test_hardened_checkpoint_rebuilds_without_the_pickle(tmp_path, digits):
+    net, path = tutorial_net(), tmp_path / "model.pt"
+    torch.save(net, path)
+    res = harden.fix(harden.load(path, input_size=8), digits, recipe="at", epochs=1, data_frac=0.2, report=False,
+                     device="cpu", sets=["eps=0.1", "val_frac=0"])
+    out = tmp_path / "hardened.safetensors"
+    harden.save(res.model, out)
+    path.unlink()  # nothing of the pickle is needed again
+    again = harden.load(out)
+    assert again.spec.arch == "torch-layers" and again.spec.input_size == (8, 8)
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), res.model.eval()(x))
+        assert not torch.allclose(again(x), net(x))  # it trained
+
+
+def test_a_tree_with_other_code_needs_arch(tmp_path):
+    """The script's own module, a hook or a class outside torch.nn leaves the architecture to --arch, as before."""
+    with_own = nn.Sequential(nn.Conv2d(1, 4, 3), ScriptsOwnBlock(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    hooked = tutorial_net()
+    hooked[0].register_forward_hook(print)
+    for i, net in enumerate((with_own, hooked)):
+        torch.save(net, tmp_path / f"m{i}.pt")
+        with pytest.raises(HardenError, match="--arch"):
+            harden.load(tmp_path / f"m{i}.pt", input_size=8)
+
+
+def test_names_outside_torch_nn_are_refused():
+    from harden.models.torch_layers import NotPlain, build, layer_class
+    assert layer_class("torch.nn.modules.conv.Conv2d") is nn.Conv2d
+    for name in ("torch.nn.modules.conv.Linear", "os.system", "torch.nn.modules.module.__class__", "builtins.eval",
+                 "torch.nn.Conv2d"):
+        with pytest.raises(NotPlain):
+            layer_class(name)
+    with pytest.raises(HardenError, match="cannot be rebuilt"):
+        build({"tree": {"class": "subprocess.Popen", "settings": {}, "parameters": {}, "buffers": {}, "children": {}}})
+
+
+def test_cli_evaluates_a_pickled_sequential(tmp_path, cli):
+    torch.save(tutorial_net(), tmp_path / "model.pt")
+    code, out, err = cli("eval", tmp_path / "model.pt", "--data", "digits", "--input-size", "8", "--attack", "fgsm",
+                         "--eps", "0.1", "--n", "20", "--no-metrics", "--no-masking-checks", "-q",
+                         "--json", tmp_path / "r.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 20
