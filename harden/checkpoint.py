@@ -114,9 +114,8 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
         meta = formats.container_meta(container)
         if classes:
             meta[PICKLED_CLASS] = classes[0]
-        if len(trees) == 1 and trees[0] is not None:  # one model, all torch.nn layers: it is its own architecture
-            from .models.torch_layers import meta_for
-            meta.update(meta_for(trees[0]))
+        if len(trees) == 1 and trees[0] is not None:  # one model that says its architecture (a timm model's name,
+            meta.update(trees[0])                      # a tree of torch.nn's layers)
         return state, meta
     from .models.onnx_graph import looks_like_onnx, read_onnx
     if looks_like_onnx(path):
@@ -383,8 +382,9 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
              f"{spec['arch']} has no default count, and its output and weights fit it.")
         sources["num_classes"] = f"checkpoint weights ({rows_of})"
     if meta.get(PICKLED_CLASS):
-        rebuilt = (", rebuilt from torch.nn's own layers (the architecture it pickles)"
-                   if spec["arch"] == meta.get("arch") and "tree" in (meta.get("model_args") or {}) else "")
+        rebuilt = "" if spec["arch"] != meta.get("arch") else (
+            ", rebuilt from torch.nn's own layers (the architecture it pickles)"
+            if "tree" in (meta.get("model_args") or {}) else f", its architecture the timm model {meta['arch']} it says")
         model.load_notes.insert(0, f"read the whole pickled {meta[PICKLED_CLASS]} as data (none of it ran){rebuilt}")
     if model.patch is not None:
         load_state_strict(model.patch, patch_state, path, what="recipe modules")

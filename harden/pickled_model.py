@@ -66,8 +66,7 @@ def _described(module: Inert) -> str:
 
 def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, trees: list | None = None) -> Any:
     """The container with each pickled module replaced by its state dict (formats.select then finds it as it finds
-    any state dict, `--key` included); `classes` collects the modules' class names, `trees` their torch.nn layer
-    trees (models/torch_layers.py; None for a module that is not all torch.nn layers)."""
+    any state dict, `--key` included); `classes` collects the modules' class names, `trees` their `own_architecture`."""
     if is_module(obj):
         inner, seen = obj, {id(obj)}
         while (set((inner.fields.get("_modules") or {})) == {"module"} and is_module(inner.fields["_modules"]["module"])
@@ -76,8 +75,7 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, trees: list 
             seen.add(id(inner))
         classes.append(_described(inner))
         if trees is not None:
-            from .models.torch_layers import describe
-            trees.append(describe(inner))
+            trees.append(own_architecture(inner))
         return module_state(obj)
     if depth >= 4:
         return obj
@@ -88,9 +86,45 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, trees: list 
     return obj
 
 
+def own_architecture(module: Inert) -> dict[str, Any] | None:
+    """The metadata that makes a pickled module its own architecture, or None: a timm model says its timm name,
+    class count, channels and preprocessing in its attributes (`pretrained_cfg`, as timm's hub config does); a tree of
+    torch.nn's layers is rebuilt as such (models/torch_layers.py)."""
+    fields = module.fields
+    cfg = fields.get("pretrained_cfg")
+    if module.inert_global.startswith("timm.") and isinstance(cfg, dict) and isinstance(cfg.get("architecture"), str):
+        import timm
+        from .models.config import timm_meta
+        arch = cfg["architecture"]
+        if timm.is_model(arch) and isinstance(fields.get("num_classes"), int) and fields["num_classes"] > 0:
+            from .models.config import channel_statistics
+            meta = timm_meta({"pretrained_cfg": cfg, "num_classes": fields["num_classes"]}, arch)
+            if isinstance(fields.get("in_chans"), int):  # create_model(..., in_chans=1): the config's stay RGB's
+                meta["in_chans"] = fields["in_chans"]
+                for key in ("mean", "std"):
+                    if meta.get(key):
+                        meta[key] = channel_statistics(meta[key], fields["in_chans"])
+            args = {}
+            embed = (fields.get("_modules") or {}).get("patch_embed")
+            size = embed.fields.get("img_size") if is_module(embed) else None
+            if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+                # a ViT built for another size (create_model(..., img_size=64)) keeps its config's 224
+                args["img_size"] = meta["input_size"] = list(size)
+                meta.pop("test_input_size", None)
+            if isinstance(fields.get("global_pool"), str) and embed is not None:  # a ViT's pooling: its head's keys
+                args["global_pool"] = fields["global_pool"]
+            if args:
+                meta["model_args"] = args
+            return meta
+        return None
+    from .models.torch_layers import describe, meta_for
+    tree = describe(module)
+    return None if tree is None else meta_for(tree)
+
+
 def read_pickled_model(path: Path) -> tuple[Any, list[str], list]:
-    """(the file's object with its pickled modules as state dicts, the modules' class names, their torch.nn layer
-    trees or None each)."""
+    """(the file's object with its pickled modules as state dicts, the modules' class names, the metadata of each
+    that is its own architecture, else None: `own_architecture`)."""
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:

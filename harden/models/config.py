@@ -49,6 +49,12 @@ def read_hub_config(path: Path) -> dict[str, Any]:
     if not arch:
         raise HardenError(f"{str(path / HUB_CONFIG)!r} names no architecture (timm's hub folders say it under "
                           "'architecture'); pass --arch.")
+    return timm_meta(cfg, str(arch))
+
+
+def timm_meta(cfg: dict[str, Any], arch: str) -> dict[str, Any]:
+    """harden's metadata from a timm config (a hub folder's config.json; a pickled timm model's own attributes:
+    num_classes, in_chans and its pretrained_cfg)."""
     pre = dict(cfg.get("pretrained_cfg") or {})
     args = dict(cfg.get("model_args") or {})
     meta: dict[str, Any] = {"arch": str(arch)}

@@ -1,5 +1,6 @@
-"""A whole pickled model made only of torch.nn's layers is its own architecture: loaded without --arch, computing what
-the pickled module computes, hardened, and written to a checkpoint that rebuilds without the pickle."""
+"""A whole pickled model that says its architecture needs no --arch: one made only of torch.nn's layers (loaded,
+computing what the pickled module computes, hardened, and written to a checkpoint that rebuilds without the pickle),
+and a timm model (its name, class count, channels, size and preprocessing from its own attributes)."""
 import json
 
 import pytest
@@ -92,3 +93,23 @@ def test_cli_evaluates_a_pickled_sequential(tmp_path, cli):
                          "--json", tmp_path / "r.json")
     assert code == 0, err
     assert json.loads((tmp_path / "r.json").read_text())["n"] == 20
+
+
+@pytest.mark.parametrize("name, kw", [
+    ("vit_tiny_patch16_224", dict(img_size=32, num_classes=5, global_pool="avg")),  # size and pooling: constructor's
+    ("convnext_atto", dict(num_classes=4, in_chans=1)),  # a grey model: RGB's statistics averaged
+])
+def test_pickled_timm_model_says_its_architecture(tmp_path, name, kw):
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model(name, pretrained=False, **kw).eval()
+    torch.save({"model": net, "epoch": 9}, tmp_path / "m.pt")
+    model = harden.load(tmp_path / "m.pt").eval()
+    spec = model.spec
+    assert spec.arch == name and spec.num_classes == kw["num_classes"] and spec.in_chans == kw.get("in_chans", 3)
+    assert spec.input_size == (kw.get("img_size", 224),) * 2 and len(spec.mean) == spec.in_chans
+    assert f"its architecture the timm model {name}" in model.load_notes[0]
+    x = torch.rand(2, spec.in_chans, *spec.input_size)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
