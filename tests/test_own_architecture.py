@@ -1,6 +1,7 @@
 """A whole pickled model that says its architecture needs no --arch: one made only of torch.nn's layers (loaded,
 computing what the pickled module computes, hardened, and written to a checkpoint that rebuilds without the pickle),
-and a timm model (its name, class count, channels, size and preprocessing from its own attributes)."""
+a timm model (its name, class count, channels, size and preprocessing from its own attributes) and a torchvision
+model (the factory that builds its class with its weights' names and shapes)."""
 import json
 
 import pytest
@@ -113,3 +114,22 @@ def test_pickled_timm_model_says_its_architecture(tmp_path, name, kw):
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
     with torch.no_grad():
         assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
+
+
+def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
+    import torchvision
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=1000)
+    net.fc = nn.Linear(512, 6)  # fine-tuned the usual way: a new head of the same kind
+    torch.save(net.eval(), tmp_path / "m.pt")
+    model = harden.load(tmp_path / "m.pt").eval()
+    assert (model.spec.arch, model.spec.num_classes) == ("torchvision.models:resnet18", 6)
+    assert model.spec.input_size == (224, 224) and model.config_sources["mean"].startswith("torchvision")
+    x = torch.rand(2, 3, 224, 224)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
+    net.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(512, 6))  # a head no factory builds: --arch, as before
+    torch.save(net.eval(), tmp_path / "other.pt")
+    with pytest.raises(HardenError, match="torchvision.models:FACTORY"):
+        harden.load(tmp_path / "other.pt")
