@@ -152,6 +152,20 @@ def _classes_hint(state: dict[str, torch.Tensor]) -> str:
     return f" Its last linear weight, {name}, has {rows} rows: --num-classes {rows} if that layer is the classifier."
 
 
+def _factories_hint(state: dict[str, torch.Tensor]) -> str:
+    """Which torchvision factories build exactly these weights (names and shapes), for the missing --arch."""
+    found = last_linear(state)
+    if found is None:
+        return ""
+    from .models.torchvision_match import factories_fitting
+    names = factories_fitting(state, found[1])
+    if not names:
+        return ""
+    shown = " or ".join(f"--arch torchvision.models:{n}" for n in names[:3])
+    return (f" Its weights have exactly the names and shapes of torchvision's {', '.join(names[:3])}: {shown} "
+            "(timm's model of the same name may fit them too, with its own preprocessing).")
+
+
 def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, state: dict[str, torch.Tensor],
                 normaliser: tuple | None = None,
                 tried_size: list[int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -168,7 +182,7 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
                           + ". The preprocessing (--input-size, --mean, --std, --interpolation, --crop-pct) comes "
                           "from timm's config for a timm name, else give it too."
                           + (_classes_hint(state) if overrides.get("num_classes") is None else "")
-                          + (arch_hint([meta[PICKLED_CLASS]]) if meta.get(PICKLED_CLASS) else ""))
+                          + (arch_hint([meta[PICKLED_CLASS]]) if meta.get(PICKLED_CLASS) else _factories_hint(state)))
     arch = overrides.get("arch") or meta.get("arch") or hub["arch"]
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message

@@ -8,7 +8,6 @@ tensors `module.state_dict()` would; the architecture still comes from --arch, a
 the error suggests for it. Only torch's zip format (the default since PyTorch 1.6) is read this way."""
 from __future__ import annotations
 
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -120,9 +119,11 @@ def own_architecture(module: Inert) -> dict[str, Any] | None:
             return meta
         return None
     if module.inert_global.startswith("torchvision.models."):
-        name = torchvision_factory_of(module)
-        return None if name is None else {"arch": f"torchvision.models:{name}", "in_chans": 3,
-                                          "num_classes": _head_rows(module)}
+        from .models.torchvision_match import factories_fitting
+        rows = _head_rows(module)
+        names = factories_fitting(module_state(module), rows, module.inert_global) if rows else []
+        return {"arch": f"torchvision.models:{names[0]}", "in_chans": 3, "num_classes": rows} if len(names) == 1 \
+            else None
     from .models.torch_layers import describe, meta_for
     tree = describe(module)
     return None if tree is None else meta_for(tree)
@@ -135,33 +136,6 @@ def _head_rows(module: Inert) -> int | None:
     from .models.config import last_linear
     found = last_linear(module_state(module))
     return found[1] if found else None
-
-
-def torchvision_factory_of(module: Inert) -> str | None:
-    """The torchvision factory that builds a pickled torchvision model: among the classification factories that
-    return its class (resnet18 ... wide_resnet101_2 for ResNet), the one whose parameters and buffers have exactly
-    the file's names and shapes, built on the meta device (no memory, no weights); None unless exactly one does."""
-    import torchvision
-    from torchvision.models import get_model_builder
-    rows = _head_rows(module)
-    if rows is None:
-        return None
-    own_module, _, own_class = module.inert_global.rpartition(".")
-    shapes = {k: tuple(v.shape) for k, v in module_state(module).items()}
-    found = []
-    for name in torchvision.models.list_models(module=torchvision.models):
-        builder = get_model_builder(name)
-        if builder.__module__ != own_module:
-            continue
-        try:
-            with torch.device("meta"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # inception_v3's notice of a future default initialisation
-                net = builder(weights=None, num_classes=rows)
-        except Exception:  # noqa: BLE001 - a factory that refuses the count or an argument: not this one
-            continue
-        if type(net).__name__ == own_class and {k: tuple(v.shape) for k, v in net.state_dict().items()} == shapes:
-            found.append(name)
-    return found[0] if len(found) == 1 else None
 
 
 def read_pickled_model(path: Path) -> tuple[Any, list[str], list]:

@@ -129,7 +129,14 @@ def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
     with torch.no_grad():
         assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
+    torch.save(net.state_dict(), tmp_path / "state.pt")  # a plain state dict still takes --arch, and is told which
+    with pytest.raises(HardenError, match=r"shapes of torchvision's resnet18: --arch torchvision.models:resnet18 "):
+        harden.load(tmp_path / "state.pt")
     net.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(512, 6))  # a head no factory builds: --arch, as before
     torch.save(net.eval(), tmp_path / "other.pt")
     with pytest.raises(HardenError, match="torchvision.models:FACTORY"):
         harden.load(tmp_path / "other.pt")
+    torch.save(net.state_dict(), tmp_path / "other_state.pt")
+    with pytest.raises(HardenError) as no_factory:
+        harden.load(tmp_path / "other_state.pt")
+    assert "names and shapes of torchvision" not in str(no_factory.value)

@@ -1,0 +1,41 @@
+"""Which torchvision factory builds a network with exactly these weights' names and shapes.
+
+Each classification factory is built on the meta device (no memory, no initialisation, nothing downloaded) at the
+file's class count, once per process and count. A pickled torchvision model (pickled_model.py) is matched among the
+factories that return its class, and then loads with no --arch; a plain state dict without --arch is only told which
+factories fit (the same names and shapes may be timm's model of the same name, with other preprocessing). RegNets
+cannot be built on the meta device (their initialisation reads values) and are never matched."""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+
+
+@functools.lru_cache(maxsize=4)
+def _factory_shapes(rows: int) -> tuple[tuple[str, str, str, frozenset], ...]:
+    """(name, the module it is defined in, the class it returns, its (key, shape) pairs) for every factory."""
+    import torchvision
+    from torchvision.models import get_model_builder
+    out = []
+    for name in torchvision.models.list_models(module=torchvision.models):
+        builder = get_model_builder(name)
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # inception_v3's notice of a future default initialisation
+                net = builder(weights=None, num_classes=rows)
+        except Exception:  # noqa: BLE001 - a factory that cannot be built so: never matched
+            continue
+        shapes = frozenset((k, tuple(v.shape)) for k, v in net.state_dict().items())
+        out.append((name, builder.__module__, type(net).__name__, shapes))
+    return tuple(out)
+
+
+def factories_fitting(state: dict[str, torch.Tensor], rows: int, pickled_class: str | None = None) -> list[str]:
+    """The factories whose weights have exactly `state`'s names and shapes at `rows` classes; with `pickled_class`
+    (`torchvision.models.resnet.ResNet`), only those defined beside that class that return it."""
+    shapes = frozenset((k, tuple(v.shape)) for k, v in state.items())
+    module, _, cls = (pickled_class or "").rpartition(".")
+    return [name for name, where, returns, theirs in _factory_shapes(rows)
+            if theirs == shapes and (pickled_class is None or (where == module and returns == cls))]
