@@ -75,6 +75,9 @@ class Monitor:
     measure: Callable[[nn.Module], dict]
     best_key: str | None = None
     stop: Callable[[list[dict]], str | None] | None = None
+    # (best row, last row) -> whether the best beats the last epoch only within the validation's noise: the last
+    # epoch's weights are then kept (None: the best epoch's always)
+    within_noise: Callable[[dict, dict], bool] | None = None
 
 
 AMP_MODES = ("off", "bf16", "fp16")
@@ -415,7 +418,14 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
     best_epoch = None
     if ema is not None and best is None:
         model.load_state_dict(ema.module.state_dict())
-    if best is not None:
+    if best is not None and best[0] != len(history) and monitor.within_noise is not None \
+            and monitor.within_noise(history[best[0] - 1], history[-1]):
+        info(f"epoch {best[0]}'s validation {monitor.best_key} {best[1]:.3f} beats the last epoch's "
+             f"{history[-1][monitor.best_key]:.3f} by less than the validation's noise: kept the last epoch")
+        if ema is not None:
+            model.load_state_dict(ema.module.state_dict())
+        best_epoch = len(history)
+    elif best is not None:
         model.load_state_dict(best[2])
         best_epoch = best[0]
         if best_epoch != len(history):

@@ -17,9 +17,9 @@ from harden.training import Monitor, TrainConfig, fit
 
 @pytest.fixture(scope="module")
 def default_fix(digits_ckpt, digits):
-    # measured 2026-11-25 (one thread, seed 0, 300 test images, eps 0.1, at's defaults: Adam 0.01, PGD-5, eps ramp
-    # 2, 10 epochs, batch auto = 32 for these 539 images): white-box PGD 0.300 -> 0.587, AutoPGD 0.297 -> 0.590,
-    # worst 0.293 -> 0.583, clean 0.910 -> 0.910 (best epoch 8 of 10; with batch 128: PGD 0.513, clean 0.907)
+    # measured 2026-12-04 (one thread, seed 0, 300 test images, eps 0.1, at's defaults: Adam 0.01, PGD-5, eps ramp
+    # 2, 10 epochs, batch auto = 32 for these 539 images, val_keep beyond-noise): white-box PGD 0.290 -> 0.560,
+    # AutoPGD -> 0.560, clean 0.887 -> 0.913 (the last epoch kept; keeping the best, epoch 7: PGD 0.517, clean 0.907)
     return harden.fix(digits_ckpt, digits, sets=["eps=0.1"], data_frac=0.3, device="cpu", report_n=300,
                       attacks=["pgd", "autopgd"], metrics=False, masking_checks=False)
 
@@ -31,10 +31,18 @@ def test_default_fix_hardens_white_box(default_fix):
     for b, f in zip(base.attacks, fixed.attacks, strict=True):
         assert f.robust_accuracy >= b.robust_accuracy + 0.10, f.name  # measured +29 points; headroom kept
     assert fixed.worst_case >= base.worst_case + 0.10
-    # clean cost over seeds 0-5 (one thread, 2026-12-04): +2.0, -3.7, +2.6, -1.7, +3.0, -8.7 points; seed 0 on two
-    # threads -8.7. The best epoch is picked on 40 validation images (one image = 2.5 points of robust accuracy), so
-    # an early epoch of lower clean accuracy wins by an image in some seeds: the bound is the seeds' worst, kept
-    assert fixed.clean_accuracy >= base.clean_accuracy - 0.10
+    # clean change over seeds 0-7 (one thread, 2026-12-04), the last epoch kept unless beaten beyond the noise of 40
+    # validation images: +2.6 to +5.6 points; keeping the best epoch instead gave -8.7 to +5.3 (an under-trained
+    # epoch winning by an image: the 5-point bound failed in two of nine runs)
+    assert fixed.clean_accuracy >= base.clean_accuracy - 0.05
+
+
+def kept_epoch(hist: list[dict]) -> int:
+    """at's val_keep beyond-noise: the last epoch, unless the first epoch of highest validation PGD accuracy beats it
+    by more than one standard error of the difference of the two accuracies."""
+    best = max(range(len(hist)), key=lambda i: hist[i]["val_robust"])
+    p, q, n = hist[best]["val_robust"], hist[-1]["val_robust"], hist[-1]["val_n"]
+    return len(hist) if p - q <= ((p * (1 - p) + q * (1 - q)) / n) ** 0.5 else best + 1
 
 
 def test_default_fix_records_validation_and_best_epoch(default_fix):
@@ -42,8 +50,21 @@ def test_default_fix_records_validation_and_best_epoch(default_fix):
     assert extra["validation"]["n"] > 0 and len(extra["validation"]["index_sha256"]) == 16
     hist = default_fix.history
     assert all("val_robust" in h and "val_clean" in h for h in hist)
+    assert extra["best_epoch"] == kept_epoch(hist)
+
+
+def test_an_epoch_beaten_beyond_noise_is_not_kept(digits_ckpt, digits):
+    """val_keep: best keeps the epoch of highest validation PGD accuracy; beyond-noise (the default) keeps the last
+    unless that one is beaten by more than the noise of the slice's images. Both read the same history."""
+    runs = {keep: harden.fix(digits_ckpt, digits, sets=["eps=0.1", f"val_keep={keep}"], data_frac=0.3, epochs=4,
+                             device="cpu", report=False) for keep in ("best", "beyond-noise")}
+    hist = runs["best"].history
+    assert hist == runs["beyond-noise"].history  # the same training; only the weights kept at its end differ
     best = max(range(len(hist)), key=lambda i: hist[i]["val_robust"]) + 1
-    assert extra["best_epoch"] == best
+    assert runs["best"].model.spec.extra["best_epoch"] == best
+    assert runs["beyond-noise"].model.spec.extra["best_epoch"] == kept_epoch(hist)
+    with pytest.raises(harden.HardenError, match="val_keep"):
+        harden.fix(digits_ckpt, digits, sets=["val_keep=first"], data_frac=0.3, epochs=1, device="cpu", report=False)
 
 
 @pytest.mark.parametrize("sets", [["loss=trades", "beta=2"], ["loss=trades", "attack=pgd-l2", "eps=1.0"], ["loss=mart"],
@@ -169,6 +190,33 @@ def test_epochs_follow_the_validation_slice(digits, scores, epochs):
     assert len(fixed.history) == 4 and not fixed.extended and fixed.best_epoch == 4  # extend 0: the planned count
 
 
+@pytest.mark.parametrize("scores, n, kept", [
+    ([0.30, 0.50, 0.45], 40, 3),   # beaten by 5 points on 40 images (one standard error: 11): the last epoch
+    ([0.30, 0.50, 0.45], 4000, 2),  # the same 5 points on 4,000 images (standard error 1.1): the best
+    ([0.10, 0.60, 0.20], 40, 2),   # a collapse (robust overfitting) beyond any noise: the best
+])
+def test_the_last_epoch_is_kept_unless_beaten_beyond_noise(digits, scores, n, kept):
+    """Monitor.within_noise (at's val_keep beyond-noise) keeps the last epoch's weights unless the best epoch beat it
+    clearly; the weights are then exactly the last epoch's (those validated), else the best's."""
+    from harden.recipes.at import beaten_within_noise
+    script, snapshots = iter(scores), []
+
+    def measure(m):
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {"val_robust": next(script), "val_n": n}
+
+    def step(m, x, y):
+        z = m(x)
+        return torch.nn.functional.cross_entropy(z, y), z, {}
+
+    small = dataclasses.replace(digits, x_train=digits.x_train[:128], y_train=digits.y_train[:128])
+    model = harden.create_model("cnn-small", 10, 1, (8, 8))
+    res = fit(model, small, TrainConfig(epochs=3, batch_size=64, lr=0.01, augment="none"), torch.device("cpu"),
+              step=step, monitor=Monitor(measure, "val_robust", within_noise=beaten_within_noise))
+    assert res.best_epoch == kept
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[kept - 1].items())
+
+
 def test_catastrophic_overfitting_stop_trips_on_a_real_fgsm_run(digits_ckpt, digits):
     """A run built to overfit: FGSM without a random start (one signed step of eps from the clean image) at eps 0.3
     with no ramp. Measured (seeds 0-2, one and two threads): the single-step attack's validation accuracy climbs to
@@ -181,8 +229,8 @@ def test_catastrophic_overfitting_stop_trips_on_a_real_fgsm_run(digits_ckpt, dig
     hist, extra = res.history, res.model.spec.extra
     assert "defeats the single-step attack" in extra["stopped"] and len(hist) < epochs
     assert hist[-1]["val_train_attack"] - hist[-1]["val_robust"] >= 0.15
-    best = max(range(len(hist)), key=lambda i: hist[i]["val_robust"]) + 1
-    assert extra["best_epoch"] == best
+    best = kept_epoch(hist)
+    assert extra["best_epoch"] == best and best < len(hist)  # PGD's collapse is beyond the noise: undone
     sub = harden.subsample(digits, 0.5, 0)
     _, val, _ = split_validation(sub, val_frac, seed=0)
     xv = fit_size(to_tensor(val.x_train, "cpu"), tuple(res.model.spec.input_size))
@@ -318,10 +366,7 @@ def test_at_hardens_against_an_l2_attacker(digits_ckpt, digits):
     assert by_name["pgd-l2"][2] == by_name["deepfool"][2] == 0.5  # the report's L2 budget is the training radius
     for name in ("pgd-l2", "deepfool"):
         assert by_name[name][1] >= by_name[name][0] + 0.10, (name, by_name[name])
-    # clean cost over seeds 0-5 (one thread, 2026-12-04): +2.0, -3.7, +2.6, -1.7, +3.0, -8.7 points; seed 0 on two
-    # threads -8.7. The best epoch is picked on 40 validation images (one image = 2.5 points of robust accuracy), so
-    # an early epoch of lower clean accuracy wins by an image in some seeds: the bound is the seeds' worst, kept
-    assert fixed.clean_accuracy >= base.clean_accuracy - 0.10
+    assert fixed.clean_accuracy >= base.clean_accuracy - 0.05
 
 
 @pytest.mark.parametrize("norm", ["inf", "2"])

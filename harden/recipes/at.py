@@ -182,6 +182,17 @@ def validation_attack(spec: str, eps: float, norm: str = "inf"):
     return attack
 
 
+def beaten_within_noise(best: dict, last: dict) -> bool:
+    """Whether the best epoch's validation PGD accuracy beats the last epoch's by no more than one standard error of
+    the difference of two accuracies on the slice's images (unpaired: the larger, so the last epoch is kept unless
+    beaten clearly). On 40 images one image is 2.5 points and the standard error about 11."""
+    n = int(last.get("val_n") or 0)
+    if n <= 0:
+        return False
+    p, q = best["val_robust"], last["val_robust"]
+    return p - q <= math.sqrt((p * (1 - p) + q * (1 - q)) / n)
+
+
 def validate(model, x: torch.Tensor, y: torch.Tensor, pgd_attack, batch_size: int, seed: int,
              train_attack=None) -> dict:
     """The per-epoch validation figures: clean and PGD accuracy, and with `train_attack` (a single-step training
@@ -351,7 +362,11 @@ class AdversarialTraining(FineTuneRecipe):
 
             # the single-step sign is read from the first epoch trained at the full budget, after the ramp
             stop = functools.partial(catastrophic_overfitting, full_budget_epoch=math.ceil(ramp_epochs) + 1)
-            monitor = Monitor(measure=measure, best_key="val_robust", stop=stop)
+            keep = str(params.get("val_keep", "best"))
+            if keep not in ("best", "beyond-noise"):
+                raise HardenError(f"at: val_keep is best or beyond-noise, got {keep!r}.")
+            monitor = Monitor(measure=measure, best_key="val_robust", stop=stop,
+                              within_noise=beaten_within_noise if keep == "beyond-noise" else None)
         result = fit(model, train_data, cfg, device, step=step, desc=f"at ({loss_kind})", monitor=monitor,
                      after_step=awp.restore if awp is not None else None,
                      carries={"attack": gen, "steps": calls})
