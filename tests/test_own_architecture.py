@@ -76,6 +76,23 @@ def test_a_tree_with_other_code_needs_arch(tmp_path):
             harden.load(tmp_path / f"m{i}.pt", input_size=8)
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_layers_that_keep_a_function_or_an_unexported_class(tmp_path, activation):
+    """TransformerEncoderLayer keeps its activation as a function (F.relu; F.gelu pickles as torch._C._nn.gelu) and
+    its attention's output projection is a class torch.nn does not export: both rebuilt, and again from the hardened
+    checkpoint's tree."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(2), nn.TransformerEncoderLayer(32, 2, 64, batch_first=True, activation=activation),
+                        nn.Flatten(), nn.Linear(3 * 32, 4)).eval()
+    torch.save(net, tmp_path / "t.pt")
+    model = harden.load(tmp_path / "t.pt", input_size=(4, 8)).eval()
+    harden.save(model, tmp_path / "t.safetensors")
+    x = torch.rand(2, 3, 4, 8)
+    with torch.no_grad():
+        for m in (model, harden.load(tmp_path / "t.safetensors").eval()):
+            assert m.spec.arch == "torch-layers" and torch.allclose(m(x), net(x), atol=1e-6)
+
+
 def test_names_outside_torch_nn_are_refused():
     from harden.models.torch_layers import NotPlain, build, layer_class
     assert layer_class("torch.nn.modules.conv.Conv2d") is nn.Conv2d
@@ -83,6 +100,11 @@ def test_names_outside_torch_nn_are_refused():
                  "torch.nn.Conv2d"):
         with pytest.raises(NotPlain):
             layer_class(name)
+    from harden.models.torch_layers import functional
+    assert functional("torch.nn.functional.relu") is torch.nn.functional.relu
+    for name in ("torch._C._nn._parse_to", "os.system", "torch.nn.functional.Tensor", "torch.nn.functional.torch"):
+        with pytest.raises(NotPlain):
+            functional(name)
     with pytest.raises(HardenError, match="cannot be rebuilt"):
         build({"tree": {"class": "subprocess.Popen", "settings": {}, "parameters": {}, "buffers": {}, "children": {}}})
 

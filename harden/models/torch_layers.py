@@ -3,17 +3,18 @@
 Tutorials and small published models save the module itself, and a Sequential of torch's layers carries its whole
 architecture: which layers, in which order, with which settings. The inert read (pickled_model.py) gives each module's
 class name and pickled fields without importing or running anything. Where every module of the tree is one of
-torch.nn's own classes and every setting plain data (numbers, strings, tuples; hook tables empty), the module is built
-here as torch.load itself would build it (the class's `__new__`, then its own `__setstate__` with those settings) from
-torch's code alone; the file's tensors are the weights. A tree with any other class (the training script's own
-`Net`, whose forward is its code), a pickled function (an activation kept as an attribute) or a hook is not rebuilt:
-the architecture then comes from --arch, as before.
+torch.nn's own classes and every setting plain data (numbers, strings, tuples, a function of torch.nn.functional: an
+activation kept as an attribute; hook tables empty), the module is built here as torch.load itself would build it
+(the class's `__new__`, then its own `__setstate__` with those settings) from torch's code alone; the file's tensors
+are the weights. A tree with any other class (the training script's own `Net`, whose forward is its code), a function
+from elsewhere or a hook is not rebuilt: the architecture then comes from --arch, as before.
 
 The architecture `torch-layers` keeps the tree in the metadata as JSON (classes and settings, the parameters' shapes
 and dtypes, no values), so a hardened checkpoint rebuilds with no pickle beside it."""
 from __future__ import annotations
 
 import json
+import sys
 from collections import OrderedDict
 from typing import Any
 
@@ -24,6 +25,9 @@ from ..errors import HardenError
 
 ARCH = "torch-layers"
 PREFIX = "torch.nn.modules."
+# a setting may name a function of these (an activation kept as an attribute: F.relu, or F.gelu, a builtin pickled
+# under torch._C._nn): tensor operations, nothing else
+FUNCTIONS = {"torch.nn.functional.": torch.nn.functional, "torch._C._nn.": torch._C._nn}
 # nn.Module's own bookkeeping: rebuilt from the tree's parameters, buffers and children; hook tables must be empty
 _BOOKKEEPING = {"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_is_full_backward_hook"}
 _HOOKS = {"_backward_pre_hooks", "_backward_hooks", "_forward_hooks", "_forward_hooks_with_kwargs",
@@ -40,9 +44,11 @@ class NotPlain(Exception):
 def layer_class(name: str) -> type[nn.Module]:
     """torch.nn's own class of that full name (`torch.nn.modules.conv.Conv2d`); NotPlain for any other."""
     module, _, short = name.rpartition(".")
-    cls = getattr(nn, short, None)
-    if (not name.startswith(PREFIX) or not isinstance(cls, type) or not issubclass(cls, nn.Module)
-            or cls.__module__ != module):
+    # torch.nn's own submodules, already imported with torch (nothing is imported here); a class defined there
+    # (MultiheadAttention's NonDynamicallyQuantizableLinear is not exported as torch.nn's)
+    where = sys.modules.get(module) if name.startswith(PREFIX) else None
+    cls = getattr(where, short, None) if where is not None and not short.startswith("_") else None
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module) or cls.__module__ != module:
         raise NotPlain(name)
     return cls
 
@@ -93,13 +99,28 @@ def _plain(value: Any, depth: int = 0) -> Any:
     that is not a number, a string, None or a list/tuple of them."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, type) and getattr(value, "inert_global", "").startswith(tuple(FUNCTIONS)):
+        functional(value.inert_global)  # TransformerEncoderLayer's activation: one of torch.nn.functional's
+        return {"function": value.inert_global}
     if isinstance(value, (list, tuple)) and depth < 4:
         items = [_plain(v, depth + 1) for v in value]
         return {"tuple": items} if isinstance(value, tuple) else items
     raise NotPlain(type(value).__name__)
 
 
+def functional(name: str) -> Any:
+    """The function of that full name in torch.nn.functional or torch._C._nn; NotPlain for any other."""
+    module, _, short = name.rpartition(".")
+    where = FUNCTIONS.get(module + ".")
+    fn = getattr(where, short, None) if where is not None and not short.startswith("_") else None
+    if not callable(fn) or isinstance(fn, type):
+        raise NotPlain(name)
+    return fn
+
+
 def _unplain(value: Any) -> Any:
+    if isinstance(value, dict) and "function" in value:
+        return functional(value["function"])
     if isinstance(value, dict):
         return tuple(_unplain(v) for v in value["tuple"])
     if isinstance(value, list):
