@@ -171,6 +171,12 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
                 tried_size: list[int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from): flags, the checkpoint's metadata, a hub folder's config.json, timm's
     pretrained config, defaults (models/config.py)."""
+    from .models import exported_program, onnx_graph, torch_layers
+    if overrides.get("arch") and meta.get("arch") and overrides["arch"] != meta["arch"] and "model_args" in meta \
+            and (meta.get(PICKLED_CLASS) or meta["arch"] in (onnx_graph.ARCH, exported_program.ARCH, torch_layers.ARCH)):
+        # the constructor arguments of the architecture the file describes itself (its tree of layers, its graph, a
+        # pickled ViT's img_size) are not --arch's
+        meta = {k: v for k, v in meta.items() if k != "model_args"}
     for k, v in overrides.items():
         if v is not None and meta.get(k) is not None and _norm(meta[k]) != _norm(v):
             warn(f"--{k.replace('_', '-')} {v} overrides the checkpoint's metadata ({meta[k]}).")

@@ -49,6 +49,19 @@ def test_pickled_sequential_loads_without_arch(tmp_path, how):
     assert outputs_agree(model, net)
 
 
+def test_arch_given_anyway_takes_none_of_the_trees_arguments(tmp_path):
+    """--arch still wins (with a warning), built with its own arguments: the tree is the file's, not the function's."""
+    (tmp_path / "make_net.py").write_text("from torch import nn\n\n\ndef make():\n    return nn.Sequential("
+                                          "nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2), "
+                                          "nn.Dropout(0.25), nn.Flatten(), nn.Linear(6 * 4 * 4, 16), nn.ReLU(), "
+                                          "nn.Linear(16, 10), nn.LogSoftmax(dim=1))\n")
+    net = tutorial_net()
+    torch.save(net, tmp_path / "model.pt")
+    model = harden.load(tmp_path / "model.pt", arch=f"{tmp_path / 'make_net.py'}:make", input_size=8)
+    assert model.spec.arch.endswith("make_net.py:make") and not model.spec.model_args
+    assert outputs_agree(model, net)
+
+
 def test_hardened_checkpoint_rebuilds_without_the_pickle(tmp_path, digits):
     net, path = tutorial_net(), tmp_path / "model.pt"
     torch.save(net, path)
