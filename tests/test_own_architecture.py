@@ -120,6 +120,11 @@ def test_names_outside_torch_nn_are_refused():
             functional(name)
     with pytest.raises(HardenError, match="cannot be rebuilt"):
         build({"tree": {"class": "subprocess.Popen", "settings": {}, "parameters": {}, "buffers": {}, "children": {}}})
+    linear = '{"class": "torch.nn.modules.linear.Linear", "settings": %s, "parameters": %s, "buffers": {}, "children": {}}'
+    for damaged in ("{", "[" * 5000 + "]" * 5000, linear % ("[]", "{}"), linear % ("{}", '{"weight": [[2, 2], "float99"]}'),
+                    linear % ("{}", '{"weight": [[1000000000, 1000000000], "float32"]}')):
+        with pytest.raises(HardenError, match="damaged|cannot be rebuilt"):
+            build({"tree": damaged})
 
 
 def test_cli_evaluates_a_pickled_sequential(tmp_path, cli):

@@ -132,13 +132,18 @@ def build(model_args: dict[str, Any]) -> nn.Module:
     """The architecture `torch-layers`: the module its tree describes, with zero weights (the checkpoint's load)."""
     tree = (model_args or {}).get("tree")
     if isinstance(tree, str):
-        tree = json.loads(tree)
+        try:
+            tree = json.loads(tree)
+        except (ValueError, RecursionError) as e:
+            raise HardenError(f"The tree of torch.nn layers kept in this checkpoint's metadata is damaged ({e}).") \
+                from None
     if not isinstance(tree, dict):
         raise HardenError("The architecture 'torch-layers' needs its tree of torch.nn layers (kept in the model_args "
                           "of checkpoints harden writes from a pickled model); give the pickled model itself.")
     try:
         return _build(tree)
-    except (NotPlain, KeyError, TypeError, ValueError) as e:
+    except (NotPlain, KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError, RuntimeError,
+            MemoryError) as e:  # a damaged or crafted tree (a shape no memory holds among them)
         raise HardenError(f"The tree of torch.nn layers kept in this checkpoint's metadata cannot be rebuilt "
                           f"({type(e).__name__}: {e}).") from None
 
