@@ -64,8 +64,9 @@ def above_chance(pred: torch.Tensor, y: torch.Tensor, num_classes: int,
     collapsed = float(counts[top]) / n
     at_chance = low <= chance
     one_class = collapsed >= COLLAPSED_SHARE and collapsed > label_share + 0.3
+    why = f"1 of {num_classes} classes" if chance == 1.0 / num_classes else "the commonest label's share"
     detail = (f"clean accuracy {k / n:.1%} on {n} images (95% interval from {low:.1%}) against chance {chance:.1%} "
-              f"({num_classes} classes); {collapsed:.0%} of the images predicted as class {top}")
+              f"({why}); {collapsed:.0%} of the images predicted as class {top}")
     if at_chance or one_class:
         sources = sources or {}
         assumed = [key for key in ("input_size", "mean", "std") if sources.get(key) == "default"]
