@@ -50,6 +50,7 @@ def _entries(table: Any) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in table.items() if isinstance(k, str)] if isinstance(table, dict) else []
 
 
+COMPILED = "torch._dynamo.eval_frame.OptimizedModule"
 CONTAINERS = ("torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList")
 
 
@@ -67,6 +68,8 @@ def _described(module: Inert) -> str:
 def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, trees: list | None = None) -> Any:
     """The container with each pickled module replaced by its state dict (formats.select then finds it as it finds
     any state dict, `--key` included); `classes` collects the modules' class names, `trees` their `own_architecture`."""
+    if isinstance(obj, Inert) and obj.inert_global == COMPILED and obj.args and is_module(obj.args[0]):
+        obj = obj.args[0]  # torch.compile's wrapper pickles as (its class, (the module, the compile settings))
     if is_module(obj):
         inner, seen = obj, {id(obj)}
         while (set((inner.fields.get("_modules") or {})) == {"module"} and is_module(inner.fields["_modules"]["module"])

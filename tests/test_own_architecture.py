@@ -33,15 +33,17 @@ def outputs_agree(model, net, chans=1):
         return torch.allclose(model.eval()(x), net(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("how", ["zip", "legacy", "dict with DataParallel"])
+@pytest.mark.parametrize("how", ["zip", "legacy", "dict with DataParallel", "torch.compile's wrapper"])
 def test_pickled_sequential_loads_without_arch(tmp_path, how):
     net, path = tutorial_net(), tmp_path / "model.pt"
     if how == "zip":
         torch.save(net, path)
     elif how == "legacy":
         torch.save(net, path, _use_new_zipfile_serialization=False)
-    else:
+    elif how.startswith("dict"):
         torch.save({"model": nn.DataParallel(net), "epoch": 3, "acc": 98.1}, path)
+    else:  # pickles as (OptimizedModule, (the module, the compile settings)); never compiled here (compiling is lazy)
+        torch.save(torch.compile(net), path)
     model = harden.load(path, input_size=8)
     assert model.spec.arch == "torch-layers"
     assert (model.spec.num_classes, model.spec.in_chans) == (10, 1)  # the last linear's rows, the first conv's input
