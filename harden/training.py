@@ -420,8 +420,9 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         model.load_state_dict(ema.module.state_dict())
     if best is not None and best[0] != len(history) and monitor.within_noise is not None \
             and monitor.within_noise(history[best[0] - 1], history[-1]):
-        info(f"epoch {best[0]}'s validation {monitor.best_key} {best[1]:.3f} beats the last epoch's "
-             f"{history[-1][monitor.best_key]:.3f} by less than the validation's noise: kept the last epoch")
+        n = history[-1].get("val_n")
+        info(f"epoch {best[0]}'s validation {monitor.best_key} {best[1]:.3f} is within the noise of the last epoch's "
+             f"{history[-1][monitor.best_key]:.3f}{f' ({n} images)' if n else ''}: kept the last epoch")
         if ema is not None:
             model.load_state_dict(ema.module.state_dict())
         best_epoch = len(history)
