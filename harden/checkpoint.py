@@ -105,17 +105,17 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
         raise HardenError(describe(path, by_name=False))
     if kind in (formats.TORCH_ZIP, formats.TORCH_LEGACY):
         classes: list[str] = []
-        trees: list = []
+        architectures: list = []
         try:
             container = formats.read_torch(path)
         except formats.PickleRefused:  # a whole pickled model, read without running it (zip or legacy format)
-            container, classes, trees = read_pickled_model(path)
+            container, classes, architectures = read_pickled_model(path)
         state, _ = formats.select(container, key, path)
         meta = formats.container_meta(container)
         if classes:
             meta[PICKLED_CLASS] = classes[0]
-        if len(trees) == 1 and trees[0] is not None:  # one model that says its architecture (a timm model's name,
-            meta.update(trees[0])                      # a tree of torch.nn's layers)
+        if len(architectures) == 1 and architectures[0] is not None:
+            meta.update(architectures[0])  # one model that says its architecture (timm, torchvision, torch.nn's layers)
         return state, meta
     from .models.onnx_graph import looks_like_onnx, read_onnx
     if looks_like_onnx(path):

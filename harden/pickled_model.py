@@ -65,9 +65,10 @@ def _described(module: Inert) -> str:
     return f"{module.inert_global.rpartition('.')[2]}({shown})"
 
 
-def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, trees: list | None = None) -> Any:
+def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, architectures: list | None = None) -> Any:
     """The container with each pickled module replaced by its state dict (formats.select then finds it as it finds
-    any state dict, `--key` included); `classes` collects the modules' class names, `trees` their `own_architecture`."""
+    any state dict, `--key` included); `classes` collects the modules' class names, `architectures` what each says of
+    its own architecture (`own_architecture`)."""
     if isinstance(obj, Inert) and obj.inert_global == COMPILED and obj.args and is_module(obj.args[0]):
         obj = obj.args[0]  # torch.compile's wrapper pickles as (its class, (the module, the compile settings))
     if is_module(obj):
@@ -77,15 +78,15 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, trees: list 
             inner = inner.fields["_modules"]["module"]  # DataParallel / DistributedDataParallel: the wrapped model
             seen.add(id(inner))
         classes.append(_described(inner))
-        if trees is not None:
-            trees.append(own_architecture(inner))
+        if architectures is not None:
+            architectures.append(own_architecture(inner))
         return module_state(obj)
     if depth >= 4:
         return obj
     if isinstance(obj, dict):
-        return {k: _with_state_dicts(v, classes, depth + 1, trees) for k, v in obj.items()}
+        return {k: _with_state_dicts(v, classes, depth + 1, architectures) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_with_state_dicts(v, classes, depth + 1, trees) for v in obj]
+        return [_with_state_dicts(v, classes, depth + 1, architectures) for v in obj]
     return obj
 
 
@@ -154,8 +155,8 @@ def read_pickled_model(path: Path) -> tuple[Any, list[str], list]:
     except READ_ERRORS as e:
         raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from None
     classes: list[str] = []
-    trees: list = []
-    return _with_state_dicts(obj, classes, trees=trees), classes, trees
+    architectures: list = []
+    return _with_state_dicts(obj, classes, architectures=architectures), classes, architectures
 
 
 def arch_hint(classes: list[str]) -> str:
