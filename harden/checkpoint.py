@@ -483,6 +483,12 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
                           + (mismatch_hint(own, state, notes) if missing or unexpected else "")
                           + " Check --arch, --num-classes, --in-chans and --model-arg (the constructor's arguments, "
                             "such as a depth or a width), or the checkpoint's metadata.")
+    narrow = sorted({str(v.dtype).removeprefix("torch.") for k, v in state.items()
+                     if v.is_floating_point() and k in own and own[k].is_floating_point()
+                     and torch.finfo(v.dtype).bits < torch.finfo(own[k].dtype).bits})
+    if narrow:  # a half-precision export: harden attacks and trains the float32 network they widen to exactly
+        notes.append(f"weights stored as {' and '.join(narrow)}, widened exactly to the network's float32 (attacked "
+                     "and trained in float32; what harden writes is float32)")
     net.load_state_dict(state, strict=True)
     return notes
 

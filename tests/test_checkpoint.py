@@ -334,3 +334,20 @@ def test_keras_archives_and_saved_models_are_named_and_harden_files_of_those_nam
     torch.save(harden.load(digits_ckpt).net.state_dict(), tmp_path / "model.tflite")
     assert harden.load(tmp_path / "model.tflite", arch="cnn-small", num_classes=10, in_chans=1,
                        input_size=(8, 8)).spec.num_classes == 10
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_are_widened_and_said(tmp_path, dtype):
+    """A deployment's half-precision state dict: loaded into the float32 network exactly (the widening is lossless),
+    and the load notes say so."""
+    net = harden.create_model("cnn-small", 10, 1, (8, 8))
+    half = {k: v.to(dtype) if v.is_floating_point() else v for k, v in net.net.state_dict().items()}
+    torch.save(half, tmp_path / "half.pt")
+    model = harden.load(tmp_path / "half.pt", arch="cnn-small", num_classes=10, in_chans=1, input_size=8)
+    name = str(dtype).removeprefix("torch.")
+    assert any(f"weights stored as {name}, widened exactly" in n for n in model.load_notes)
+    for k, v in model.net.state_dict().items():
+        assert v.dtype == (torch.float32 if v.is_floating_point() else half[k].dtype)
+        assert torch.equal(v, half[k].to(v.dtype))
+    harden.save(model, tmp_path / "again.safetensors")
+    assert not any("widened" in n for n in harden.load(tmp_path / "again.safetensors").load_notes)
