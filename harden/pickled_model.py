@@ -101,9 +101,14 @@ def own_architecture(module: Inert) -> dict[str, Any] | None:
         import timm
         from .models.config import timm_meta
         arch = cfg["architecture"]
-        if timm.is_model(arch) and isinstance(fields.get("num_classes"), int) and fields["num_classes"] > 0:
+        count = fields.get("num_classes")
+        head = module_state(module).get(f"{cfg.get('classifier')}.weight") if isinstance(cfg.get("classifier"), str) \
+            else None
+        if head is not None and head.dim() >= 2 and head.shape[0] != count:
+            count = int(head.shape[0])  # a head replaced by hand (model.fc = nn.Linear(512, 5)): the attribute lags
+        if timm.is_model(arch) and isinstance(count, int) and count > 0:
             from .models.config import channel_statistics
-            meta = timm_meta({"pretrained_cfg": cfg, "num_classes": fields["num_classes"]}, arch)
+            meta = timm_meta({"pretrained_cfg": cfg, "num_classes": count}, arch)
             if isinstance(fields.get("in_chans"), int):  # create_model(..., in_chans=1): the config's stay RGB's
                 meta["in_chans"] = fields["in_chans"]
                 for key in ("mean", "std"):

@@ -158,6 +158,22 @@ def test_pickled_timm_model_says_its_architecture(tmp_path, name, kw):
         assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
 
 
+def test_pickled_timm_model_with_a_head_replaced_by_hand(tmp_path):
+    """`model.head.fc = nn.Linear(..., 3)` leaves timm's num_classes attribute at 1000: the count is the head's rows
+    (the head named by the model's pretrained_cfg)."""
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model("convnext_atto", pretrained=False)
+    net.head.fc = nn.Linear(net.head.fc.in_features, 3)
+    torch.save(net.eval(), tmp_path / "m.pt")
+    model = harden.load(tmp_path / "m.pt").eval()
+    assert model.spec.num_classes == 3
+    x = torch.rand(2, 3, 64, 64)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
+
+
 def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
     import torchvision
     torch.manual_seed(0)
