@@ -139,12 +139,14 @@ def own_architecture(module: Inert) -> dict[str, Any] | None:
 
 
 def _head_rows(module: Inert) -> int | None:
-    count = module.fields.get("num_classes")  # SqueezeNet's head is a convolution; it keeps the count
-    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-        return count
+    """A pickled torchvision model's class count: its last linear layer's rows (a head replaced by hand leaves an
+    attribute such as ViT's num_classes behind), else its num_classes (SqueezeNet's head is a convolution)."""
     from .models.config import last_linear
     found = last_linear(module_state(module))
-    return found[1] if found else None
+    if found:
+        return found[1]
+    count = module.fields.get("num_classes")
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
 
 
 def read_pickled_model(path: Path) -> tuple[Any, list[str], list]:
