@@ -404,7 +404,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     if meta.get(PICKLED_CLASS):
         rebuilt = "" if spec["arch"] != meta.get("arch") else (
             ", rebuilt from torch.nn's own layers (the architecture it pickles)"
-            if "tree" in (meta.get("model_args") or {}) else f", its architecture the timm model {meta['arch']} it says")
+            if "tree" in (meta.get("model_args") or {}) else f", its architecture the {meta['arch']} it says it is")
         model.load_notes.insert(0, f"read the whole pickled {meta[PICKLED_CLASS]} as data (none of it ran){rebuilt}")
     if model.patch is not None:
         load_state_strict(model.patch, patch_state, path, what="recipe modules")

@@ -151,7 +151,7 @@ def test_pickled_timm_model_says_its_architecture(tmp_path, name, kw):
     spec = model.spec
     assert spec.arch == name and spec.num_classes == kw["num_classes"] and spec.in_chans == kw.get("in_chans", 3)
     assert spec.input_size == (kw.get("img_size", 224),) * 2 and len(spec.mean) == spec.in_chans
-    assert f"its architecture the timm model {name}" in model.load_notes[0]
+    assert f"its architecture the {name} it says it is" in model.load_notes[0]
     x = torch.rand(2, spec.in_chans, *spec.input_size)
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
     with torch.no_grad():
@@ -183,6 +183,7 @@ def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
     model = harden.load(tmp_path / "m.pt").eval()
     assert (model.spec.arch, model.spec.num_classes) == ("torchvision.models:resnet18", 6)
     assert model.spec.input_size == (224, 224) and model.config_sources["mean"].startswith("torchvision")
+    assert "its architecture the torchvision.models:resnet18 it says it is" in model.load_notes[0]
     x = torch.rand(2, 3, 224, 224)
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
     with torch.no_grad():
