@@ -78,9 +78,10 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, architecture
             inner = inner.fields["_modules"]["module"]  # DataParallel / DistributedDataParallel: the wrapped model
             seen.add(id(inner))
         classes.append(_described(inner))
+        state = module_state(inner)  # once: read by own_architecture, and the file's keys where nothing wraps it
         if architectures is not None:
-            architectures.append(own_architecture(inner))
-        return module_state(obj)
+            architectures.append(own_architecture(inner, state))
+        return state if inner is obj else module_state(obj)
     if depth >= 4:
         return obj
     if isinstance(obj, dict):
@@ -90,11 +91,11 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, architecture
     return obj
 
 
-def own_architecture(module: Inert) -> dict[str, Any] | None:
+def own_architecture(module: Inert, state: dict[str, torch.Tensor]) -> dict[str, Any] | None:
     """The metadata that makes a pickled module its own architecture, or None: a timm model says its timm name,
     class count, channels and preprocessing in its attributes (`pretrained_cfg`, as timm's hub config does); a
     torchvision model's factory is the one that builds its class with its weights' names and shapes; a tree of
-    torch.nn's layers is rebuilt as such (models/torch_layers.py)."""
+    torch.nn's layers is rebuilt as such (models/torch_layers.py). `state`: the module's `module_state`."""
     fields = module.fields
     cfg = fields.get("pretrained_cfg")
     if module.inert_global.startswith("timm.") and isinstance(cfg, dict) and isinstance(cfg.get("architecture"), str):
@@ -102,8 +103,7 @@ def own_architecture(module: Inert) -> dict[str, Any] | None:
         from .models.config import timm_meta
         arch = cfg["architecture"]
         count = fields.get("num_classes")
-        head = module_state(module).get(f"{cfg.get('classifier')}.weight") if isinstance(cfg.get("classifier"), str) \
-            else None
+        head = state.get(f"{cfg.get('classifier')}.weight") if isinstance(cfg.get("classifier"), str) else None
         if head is not None and head.dim() >= 2 and head.shape[0] != count:
             count = int(head.shape[0])  # a head replaced by hand (model.fc = nn.Linear(512, 5)): the attribute lags
         if timm.is_model(arch) and isinstance(count, int) and count > 0:
@@ -129,8 +129,8 @@ def own_architecture(module: Inert) -> dict[str, Any] | None:
         return None
     if module.inert_global.startswith("torchvision.models."):
         from .models.torchvision_match import factories_fitting
-        rows = _head_rows(module)
-        names = factories_fitting(module_state(module), rows, module.inert_global) if rows else []
+        rows = _head_rows(module, state)
+        names = factories_fitting(state, rows, module.inert_global) if rows else []
         return {"arch": f"torchvision.models:{names[0]}", "in_chans": 3, "num_classes": rows} if len(names) == 1 \
             else None
     from .models.torch_layers import describe, meta_for
@@ -138,11 +138,11 @@ def own_architecture(module: Inert) -> dict[str, Any] | None:
     return None if tree is None else meta_for(tree)
 
 
-def _head_rows(module: Inert) -> int | None:
+def _head_rows(module: Inert, state: dict[str, torch.Tensor]) -> int | None:
     """A pickled torchvision model's class count: its last linear layer's rows (a head replaced by hand leaves an
     attribute such as ViT's num_classes behind), else its num_classes (SqueezeNet's head is a convolution)."""
     from .models.config import last_linear
-    found = last_linear(module_state(module))
+    found = last_linear(state)
     if found:
         return found[1]
     count = module.fields.get("num_classes")
