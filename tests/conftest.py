@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -11,7 +13,10 @@ from harden.runtime import set_quiet
 
 set_quiet(True)
 # reports keep their progress (resume.ReportStates) in a folder of the session's, never the user's cache
-os.environ.setdefault("HARDEN_STATE_DIR", tempfile.mkdtemp(prefix="harden-test-state-"))
+# (removed when the process ends: each xdist worker makes its own, and a run used to leave them all in /tmp)
+if "HARDEN_STATE_DIR" not in os.environ:
+    os.environ["HARDEN_STATE_DIR"] = tempfile.mkdtemp(prefix="harden-test-state-")
+    atexit.register(shutil.rmtree, os.environ["HARDEN_STATE_DIR"], ignore_errors=True)
 keep_freed_memory()  # as the CLI does for its process (the in-process CLI tests would set it midway otherwise)
 # `make test` runs two pytest workers (pytest-xdist, a file each at a time) on the machine's two cores: one torch
 # thread each, since small models scale poorly over threads; a plain `pytest` keeps two threads

@@ -1,12 +1,14 @@
 """torchrun on CPU: gloo, 2 processes (this machine has 2 cores). Sharded eval equals one process image by
 image; fix under 2 processes writes once and lands within noise of one process; a failing rank stops the run
 with no output."""
+import atexit
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -26,9 +28,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+LAUNCH_TMP = tempfile.mkdtemp(prefix="harden-test-torchrun-")
+atexit.register(shutil.rmtree, LAUNCH_TMP, ignore_errors=True)
+
+
 def env_for(extra=None):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    env.update({"OMP_NUM_THREADS": "1", "HARDEN_QUIET": "1", "PET_MASTER_PORT": str(free_port())})
+    env.update({"OMP_NUM_THREADS": "1", "HARDEN_QUIET": "1", "PET_MASTER_PORT": str(free_port()),
+                "TMPDIR": LAUNCH_TMP})  # torchrun leaves a torchelastic_* folder there per launch
     env.update(extra or {})
     return env
 
