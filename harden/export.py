@@ -17,6 +17,7 @@ from torch import nn
 from .checkpoint import temp_beside
 from .errors import HardenError
 from .models import Classifier
+from .reparametrized import baked
 
 OPSET = 17
 DYNAMO_OPSET = 18  # the oldest torch's dynamo exporter writes (it converts down to older ones only for some graphs)
@@ -57,14 +58,15 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
                 # shape tests on the non-batch axes (outputs.ScoresOf) are constants of the model, as traced
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 program = exported_program_batch(model)
+                graph_of = baked(model)  # computed weights as the constants they are; checked against `model` below
                 if program is None:
-                    torch.onnx.export(model, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
+                    torch.onnx.export(graph_of, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
                                       dynamic_axes={"pixels": {0: "batch"}, "outputs": {0: "batch"}},
                                       opset_version=opset, dynamo=False)
                 else:  # a torch.export program (symbolic sizes the tracer cannot take): exported again by torch.export
                     dummy = torch.rand(program or 2, spec.in_chans, *spec.input_size)
                     opset = max(opset, DYNAMO_OPSET)
-                    torch.onnx.export(model, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
+                    torch.onnx.export(graph_of, (dummy,), tmp, input_names=["pixels"], output_names=["outputs"],
                                       dynamic_shapes=None if program else ({0: torch.export.Dim("batch")},),
                                       opset_version=opset, dynamo=True)
         except Exception as e:  # the exporter's own errors name the operator it cannot express

@@ -19,6 +19,7 @@ from .checkpoint import temp_beside
 from .errors import HardenError
 from .export import ExportCheck, compare, export_facts, exported_program_batch, first_line
 from .models import Classifier
+from .reparametrized import baked
 from .models.exported_program import EXTRA_FILE, as_module, read_program
 
 
@@ -36,7 +37,7 @@ def export_program(model: Classifier, path: str | os.PathLike, x_check: torch.Te
             with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 dynamic = None if fixed else ({0: torch.export.Dim("batch")},)
-                program = torch.export.export(model, (dummy,), dynamic_shapes=dynamic)
+                program = torch.export.export(baked(model), (dummy,), dynamic_shapes=dynamic)
                 archive = io.BytesIO()  # torch names a file's archive after it: the temporary name must not show
                 torch.export.save(program, archive, extra_files={EXTRA_FILE: json.dumps(export_facts(model))})
         except Exception as e:  # noqa: BLE001 - torch.export's errors name the construct it cannot trace

@@ -19,6 +19,7 @@ from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
 from .report.model import Report
 from .report.preflight import checks_before_training
+from .reparametrized import copy_module
 from .report.runner import evaluate
 from .models import Classifier
 from .models.registry import gives_input_gradient, no_input_gradient
@@ -158,11 +159,11 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                           f"{takers}).")
     if isinstance(base, Classifier):
         base_model, base_sha, base_name = base, state_digest(base), base_name or "base"
-        model = copy.deepcopy(base)
+        model = copy_module(base)
     else:
         base_model, base_sha = load(base, device=device, **(model_flags or {})), sha256_file(base)
         base_name, untouched = base_name or Path(base).name, _fingerprint(Path(base))
-        model = copy.deepcopy(base_model)
+        model = copy_module(base_model)
     if base_model.spec.extra.get("recipe"):
         raise HardenError(f"{base_name} is already hardened (recipe {base_model.spec.extra.get('recipe')}); "
                           "fix its base instead.")

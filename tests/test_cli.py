@@ -274,6 +274,10 @@ def test_fix_from_a_copied_recipe_file_end_to_end(recipe, cli, digits_ckpt, tmp_
     assert "before / after" in text
     reports = json.loads(j.read_text())["reports"]
     assert [r["threat_model"] for r in reports] == ["white-box", "white-box", f"transfer from {digits_ckpt.name}"]
+    change = json.loads(j.read_text())["change"]  # hardened - base, paired on the same images
+    for acc in ("clean", "fgsm", "worst"):
+        assert change[acc]["difference"] == pytest.approx(reports[1]["values"][acc] - reports[0]["values"][acc])
+    assert "hardened - base on the same 30 images: worst case" in " ".join(text.split())
     # --no-masking-checks reaches fix's report: only the clean-accuracy check (no pass of its own) is left
     assert all([f["check"] for f in r["masking"]] == ["clean accuracy at chance"] for r in reports)
     meta = harden.load(out).spec.extra

@@ -3,6 +3,7 @@
 attack, nothing is fetched; a headless Chromium renders it (skipped when chromium is absent)."""
 import base64
 import io
+import html
 import json
 import shutil
 import subprocess
@@ -166,6 +167,11 @@ def test_fix_html_has_curves_examples_and_training(cli, digits_ckpt, tmp_path):
     assert set(doc["reports"][1]["curves"]) == {"fgsm", "pgd"}
     code, _, err = cli("report", tmp_path / "fix.json", "-o", tmp_path / "again.html")
     assert code == 0 and (tmp_path / "again.html").read_text() == html_text
+    assert html.escape("white-box, hardened - base on the same 40 images: worst case") in html_text
+    del doc["change"]  # a document written before it kept the change: the same words, from the per-image verdicts
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    code, _, err = cli("report", tmp_path / "old.json", "-o", tmp_path / "old.html")
+    assert code == 0 and (tmp_path / "old.html").read_text() == html_text
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")

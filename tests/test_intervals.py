@@ -98,6 +98,39 @@ def test_mcnemar_and_paired_interval():
     assert same["p"] == 1.0 and same["difference"] == 0.0
 
 
+def test_fix_says_when_the_hardened_model_is_less_robust_than_its_base():
+    """The before/after change in words: a loss beyond noise is a warning, a change within noise says no gain was
+    shown, a gain beyond noise says nothing more; reports of other images are not compared."""
+    from harden.report.compare import change_lines, hardening_change, pack, paired
+    rng = np.random.default_rng(1)
+    base = rng.random(200) < 0.6
+
+    def doc(flags):
+        return {"n": 200, "threat_model": "white-box", "data": "d", "values": {"worst": float(flags.mean())},
+                "attacks": [{"name": "pgd", "preset": "p", "budget": 0.1}],
+                "verdicts": {"n": 200, "images_sha256": "h", "bits": {"clean": pack(flags | base), "pgd": pack(flags),
+                                                                      "worst": pack(flags)}}}
+    lost = base.copy()
+    lost[np.flatnonzero(base)[:30]] = False
+    change = hardening_change(doc(base), doc(lost))
+    assert sorted(change) == ["clean", "pgd", "worst"]
+    assert change["worst"] == paired(base, lost)
+    lines, worse = change_lines(change, 200)
+    assert worse and len(lines) == 2 and "LESS robust than its base" in lines[1]
+    assert "worst case -15.0 points" in lines[0] and "0 images gained, 30 lost" in lines[0]
+    near = base.copy()
+    near[np.flatnonzero(~base)[:3]] = True
+    lines, worse = change_lines(hardening_change(doc(base), doc(near)), 200)
+    assert not worse and "within noise" in lines[1]
+    gain = base.copy()
+    gain[np.flatnonzero(~base)[:40]] = True
+    lines, worse = change_lines(hardening_change(doc(base), doc(gain)), 200)
+    assert not worse and len(lines) == 1 and "+20.0 points" in lines[0]
+    other = doc(gain)
+    other["verdicts"]["images_sha256"] = "other"
+    assert hardening_change(doc(base), other) == {} and change_lines({}, 200) == ([], False)
+
+
 def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path):
     common = ["--n", "80", "--attack", "fgsm", "--attack", "pgd:steps=10", "--eps", "0.1", "--no-metrics",
               "--no-masking-checks", "-q"]

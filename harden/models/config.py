@@ -258,16 +258,28 @@ TRIED_SIZE_SOURCE = "tried: the smallest common size it runs at"
 SIZES_TRIED = (28, 32, 64, 96, 112, 128, 160, 192, 224, 256, 288, 299, 320, 384, 448, 512)
 
 
+# a layer's weight as a state dict holds it: plain, or the tensor it is computed from with its shape, under
+# torch.nn.utils' spectral_norm and weight_norm (hooks: weight_orig, weight_v) or their parametrizations
+# (parametrizations.weight.original; weight_norm's original1 is v, original0 the norms g)
+WEIGHT_FORMS = ("weight", "weight_orig", "weight_v", "parametrizations.weight.original",
+                "parametrizations.weight.original1")
+
+
+def layer_weight(key: str, value: Any, ndim: int) -> bool:
+    """Whether `key` holds a layer's weight (or what it is computed from, of its shape) of `ndim` dimensions."""
+    return getattr(value, "ndim", 0) == ndim and key.endswith(WEIGHT_FORMS)
+
+
 def last_linear(state: dict[str, Any]) -> tuple[str, int] | None:
     """The file's last 2-D weight and its rows (a classifier is usually last)."""
-    name = next((k for k in reversed(list(state)) if k.endswith("weight") and getattr(state[k], "ndim", 0) == 2), None)
+    name = next((k for k in reversed(list(state)) if layer_weight(k, state[k], 2)), None)
     return (name, int(state[name].shape[0])) if name is not None else None
 
 
 def first_conv(state: dict[str, Any]) -> tuple[str, int] | None:
     """The file's first 4-D weight and its input channels, where they are an image's (1, 3 or 4): a network's first
     registered convolution is its stem."""
-    name = next((k for k in state if k.endswith("weight") and getattr(state[k], "ndim", 0) == 4), None)
+    name = next((k for k in state if layer_weight(k, state[k], 4)), None)
     return (name, int(state[name].shape[1])) if name is not None and int(state[name].shape[1]) in (1, 3, 4) else None
 
 
@@ -277,7 +289,7 @@ def first_linear_image(state: dict[str, Any]) -> tuple[str, int, int] | None:
     (784: 1 x 28 x 28; 3072: 3 x 32 x 32): (what it reads, in words; the channels; the side)."""
     if any(getattr(v, "ndim", 0) == 4 for v in state.values()):
         return None
-    name = next((k for k in state if k.endswith("weight") and getattr(state[k], "ndim", 0) == 2), None)
+    name = next((k for k in state if layer_weight(k, state[k], 2)), None)
     if name is None:
         return None
     features = int(state[name].shape[1])

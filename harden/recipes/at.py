@@ -15,7 +15,6 @@ the data-fraction subsets, validation-based weight selection or shared progress 
 shared loop with harden's batched attacks."""
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from typing import Any
@@ -32,6 +31,7 @@ from ..data.held import held_images
 from ..data.unlabeled import MixedData
 from ..errors import HardenError
 from ..host_sync import read
+from ..reparametrized import copy_module
 from ..runtime import frozen
 from ..training import Monitor, TrainConfig, fit, focal_loss
 from .base import register_recipe, training_attack
@@ -282,7 +282,7 @@ class AdversarialTraining(FineTuneRecipe):
         # the base as teacher: its soft labels at a temperature replace the hard labels in the loss's cross-entropy
         teacher = None
         if temperature > 0:
-            teacher = copy.deepcopy(model).eval()
+            teacher = copy_module(model).eval()
             for p in teacher.parameters():
                 p.requires_grad_(False)
         gen = torch.Generator().manual_seed(cfg.seed)

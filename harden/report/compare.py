@@ -181,3 +181,37 @@ def table_rows(docs: list[dict[str, Any]], allow_mismatch: bool = False, confide
     notes = [f"values: accuracy % [{confidence:.0%} Wilson interval]; differences in points [{confidence:.0%} "
              f"interval], p: {', '.join(tests) or '-'}"]
     return header, rows, notes
+
+
+def hardening_change(base: dict[str, Any], hardened: dict[str, Any], confidence: float = 0.95
+                     ) -> dict[str, dict[str, float]]:
+    """A fix's hardened model against its base, both attacked white-box on the same images (the before/after
+    report's first two): the paired difference of clean, each attack's and the worst-case accuracy. Empty where
+    either keeps no per-image verdicts or they were measured differently."""
+    if differences(base, hardened) or not (base.get("verdicts") and hardened.get("verdicts")):
+        return {}
+    keys = ["clean", *(a["name"] for a in hardened.get("attacks", [])), "worst"]
+    return {k: v for k, v in compare(base, hardened, confidence=confidence).items() if k in keys}
+
+
+def change_lines(change: dict[str, dict[str, float]], n: int, confidence: float = 0.95) -> tuple[list[str], bool]:
+    """(lines, worse): the before/after change in words, and whether the hardened model is less robust than its base
+    at the worst case beyond noise (the interval of the paired difference wholly below zero)."""
+    if "worst" not in change:
+        return [], False
+
+    def said(key: str) -> str:
+        c = change[key]
+        return (f"{100 * c['difference']:+.1f} points ({confidence:.0%} interval {100 * c['lower']:+.1f} to "
+                f"{100 * c['upper']:+.1f}, McNemar p={c['p']:.2g}; {c['gained']} images gained, {c['lost']} lost)")
+    w = change["worst"]
+    lines = [f"white-box, hardened - base on the same {n} images: worst case {said('worst')}"
+             + (f"; clean {said('clean')}" if "clean" in change else "")]
+    worse = w["upper"] < 0
+    if worse:
+        lines.append("the hardened model is LESS robust than its base under white-box attack, beyond noise: keep the "
+                     "base, or harden again with more data (--data-frac), more epochs or a lower --lr")
+    elif w["lower"] <= 0:
+        lines.append(f"the worst-case change is within noise on {n} images: no gain shown (more --num-images "
+                     "narrows the interval)")
+    return lines, worse

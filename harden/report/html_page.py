@@ -373,6 +373,7 @@ def to_html(doc: dict[str, Any], figs: dict[str, bytes]) -> str:
                 "training_curves": "Training curves"}
     if roles:
         parts.append(_before_after(roles))
+        parts.append(_change(doc, roles))
     if "robustness_curves" in figs:
         parts.append(_img("robustness_curves", captions["robustness_curves"], figs["robustness_curves"]))
     for rep, title in zip(reps, titles, strict=False):
@@ -399,6 +400,17 @@ def _before_after(roles: dict[str, dict[str, Any]]) -> str:
     return ("<h2>Before / after: robust accuracy %</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>"
                                                                               for h in head)
             + "</tr>" + body + "</table>")
+
+
+def _change(doc: dict[str, Any], roles: dict[str, dict[str, Any]]) -> str:
+    """The paired change of the white-box numbers, as the terminal says it (a file written before the document kept
+    it: from the two reports' per-image verdicts)."""
+    from .compare import change_lines, hardening_change
+    conf = float(roles["hardened"].get("confidence", 0.95))
+    change = doc.get("change") or hardening_change(roles["base"], roles["hardened"], conf)
+    lines, worse = change_lines(change, int(roles["hardened"].get("n", 0)), conf)
+    return "<ul>" + "".join(f"<li class='{'fail' if worse and i else ''}'>{html.escape(line)}</li>"
+                            for i, line in enumerate(lines)) + "</ul>" if lines else ""
 
 
 def _img(key: str, caption: str, png: bytes) -> str:

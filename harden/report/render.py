@@ -136,6 +136,9 @@ def report_document(reports: Sequence[Report], training: dict | None = None) -> 
     if training is not None:
         doc["kind"] = "fix"
         doc["training"] = training
+        if len(body) >= 2:  # base and hardened, white-box on the same images: the paired change
+            from .compare import hardening_change
+            doc["change"] = hardening_change(body[0], body[1], float(body[1].get("confidence", 0.95)))
     return json.loads(json.dumps(_finite(doc)))  # plain JSON types: a re-render from the file is identical
 
 
@@ -264,6 +267,10 @@ def render_before_after(reports: dict[str, Report], console: Console) -> None:
     t.add_row("worst case", "each attack's", cell(base, "worst"), cell(wb, "worst"), cell(tr, "worst"), "-",
               style="bold")
     console.print(t)
+    from .compare import change_lines, hardening_change
+    lines, worse = change_lines(hardening_change(base.to_dict(), wb.to_dict(), wb.confidence), wb.n, wb.confidence)
+    for i, line in enumerate(lines):
+        console.print(f"  [yellow]warning: {escape(line)}[/]" if worse and i else f"  {escape(line)}")
     for a in base.attacks:
         console.print(f"  [dim]{a.preset}[/]")
     if data_note(base):
