@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -45,6 +46,8 @@ class DataTarget:
     size_note: str = ""  # which of the model's sizes the transform uses (train or timm's test size)
     train_size: tuple[int, int] | None = None  # no model yet (harden train --input-size): image files at this size
     exif_orientation: str = "auto"  # --exif-orientation: auto, stored or upright (transforms.resolve_orientation)
+    # the model's predicted classes for [0, 1] pixels: which reading of numbered class folders it learned
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         resolve_orientation(self.exif_orientation, "")  # a bad value is refused whatever the data
@@ -72,7 +75,9 @@ class DataTarget:
             recorded = spec.extra.get("exif_orientation")
             if recorded or str(spec.arch).startswith(PREFIX):
                 kw["exif_orientation"] = recorded or "upright"  # transformers' load_image turns images upright
-        return cls(pre, int(spec.num_classes), tuple(names) if names else None, size_note=note, **kw)
+        from .class_order import predictor
+        return cls(pre, int(spec.num_classes), tuple(names) if names else None, size_note=note,
+                   predict=predictor(model), **kw)
 
 
 def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
@@ -133,7 +138,14 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
     if names is not None and "" in names:  # a list's rows without a label (as --unlabeled, such a list is fine)
         for lister in found.listers.values():
             _refuse_unlabelled(lister(), found.source)
-    if names is not None:
+    readings = {}
+    if names is not None and target.class_map is None and not target.label_names and found.class_order is None:
+        from .class_order import numbered_readings
+        readings = numbered_readings(names, target.num_classes) if target.predict is not None else {}
+    if readings:  # numbered folders the model may have learned in more than one order: it is asked, below
+        note = next(iter(readings))
+        mapping = dict(readings[note])
+    elif names is not None:
         mapping, note = map_classes(names, target.num_classes, list(target.label_names or []) or None,
                                     target.class_map, found.source, found.class_order)
     elif target.class_map is not None:
@@ -173,7 +185,29 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
                     skip_unreadable=target.skip_unreadable)
     if target.preprocess is None:  # no model yet (harden train): the images' own size and colour
         data.preprocess = replace(_guess_preprocess(data, target.train_size), orientation=orientation)
+    if readings:
+        _read_as_the_model_does(data, readings, note, mapping, target.predict)
     return data
+
+
+def _read_as_the_model_does(data: FileData, readings: dict[str, dict[str, int]], used: str, mapping: dict[str, int],
+                            predict) -> None:
+    """Numbered class folders relabelled in place to the reading the model's predictions support (class_order)."""
+    from .class_order import choose
+    split = "test" if data.has_split("test") else "train"
+    from ..runtime import info
+    chosen, data.class_note = choose(data, split, readings, used, predict)
+    info(f"{data.source}: classes read as {data.class_note}")
+    if chosen == used:
+        return
+    conv = np.zeros(max(readings[used].values()) + 1, np.int64)
+    for name, i in readings[used].items():
+        conv[i] = readings[chosen][name]
+    for listing in data._cache.values():  # listed already (the sample): relabelled; later listings map anew
+        listing.labels = conv[listing.labels]
+    mapping.clear()
+    mapping.update(readings[chosen])
+    data.class_names = [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
 
 
 def _holds_images(folder: Path, look: int = 1000) -> bool:

@@ -1,0 +1,97 @@
+"""Numbered class folders ('0' to '11') read as the model learned them: as class indices, in sorted order as
+torchvision's ImageFolder numbers them ('0', '1', '10', '11', '2', ...), or from 1; decided by the model's clean
+accuracy on a small sample; a model that cannot tell them apart keeps the indices reading, and says so."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import harden
+from harden.data import DataTarget, load_data
+from harden.data.class_order import INDICES, ONE_BASED, SORTED, numbered_readings
+
+GREY = '''
+import torch
+from torch import nn
+
+
+class Grey(nn.Module):
+    """Class i is the grey level levels[i]: scores are minus the distance of the image's mean from each level."""
+    def __init__(self, num_classes=12):
+        super().__init__()
+        self.levels = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, x):
+        return -40 * (x.mean((1, 2, 3))[:, None] - self.levels[None]).abs()
+'''
+NAMES = [str(i) for i in range(12)]
+
+
+def level(name: str) -> float:
+    return (int(name) * 20 + 10) / 255
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """12 class folders '0' to '11', each of six 8x8 grey images of its own level (names as numbers, no padding)."""
+    root = tmp_path_factory.mktemp("numbered")
+    for name in NAMES:
+        (root / name).mkdir()
+        for k in range(6):
+            v = round(level(name) * 255) + k - 3
+            Image.fromarray(np.full((8, 8), v, np.uint8)).save(root / name / f"{k}.png")
+    (root / "grey.py").write_text(GREY)
+    return root
+
+
+def model_file(folder, tmp_path, order: list[str], name: str):
+    """A checkpoint whose output i is the level of folder order[i] (what a training script's numbering made it)."""
+    levels = torch.tensor([level(n) for n in order])
+    path = tmp_path / f"{name}.pth"
+    torch.save({"levels": levels}, path)
+    return path
+
+
+def test_readings_of_numbered_names():
+    assert numbered_readings(NAMES[:10], 10) == {}  # 0-9: every reading agrees
+    r = numbered_readings(NAMES, 12)
+    assert list(r) == [INDICES, SORTED] and r[SORTED]["10"] == 2 and r[INDICES]["10"] == 10
+    one = numbered_readings([str(i) for i in range(1, 13)], 12)
+    assert list(one) == [SORTED, ONE_BASED] and one[ONE_BASED]["12"] == 11 and one[SORTED]["12"] == 3
+    assert numbered_readings(["0", "1", "x"], 3) == {} and numbered_readings(NAMES, None) == {}
+
+
+@pytest.mark.parametrize("trained", ["sorted", "indices"])
+def test_the_model_says_how_it_numbered_the_folders(folder, tmp_path, trained, cli):
+    order = sorted(NAMES) if trained == "sorted" else NAMES
+    ckpt = model_file(folder, tmp_path, order, trained)
+    model = harden.load(ckpt, arch=f"{folder / 'grey.py'}:Grey", input_size=8, in_chans=1)
+    data = load_data(folder, DataTarget.for_model(model))
+    assert data.class_note.startswith(SORTED if trained == "sorted" else INDICES), data.class_note
+    assert "100% " + ("in sorted order" if trained == "sorted" else "as indices") in data.class_note
+    x, y = data.images("test", np.arange(len(data.y_test)))
+    assert (model(x).argmax(1) == y).all()
+    assert data.class_names == order
+    code, out, err = cli("eval", ckpt, "--arch", f"{folder / 'grey.py'}:Grey", "--input-size", 8, "--in-chans", 1,
+                         "--data", folder, "--attack", "fgsm", "--no-metrics", "--no-masking-checks", "--json",
+                         tmp_path / "r.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["values"]["clean"] == 1.0
+    assert "classes read as" in " ".join(err.split())
+
+
+def test_a_model_that_tells_nothing_keeps_the_indices(folder, tmp_path):
+    ckpt = tmp_path / "flat.pth"
+    torch.save({"levels": torch.full((12,), 0.5)}, ckpt)  # the same score for every class
+    model = harden.load(ckpt, arch=f"{folder / 'grey.py'}:Grey", input_size=8, in_chans=1)
+    data = load_data(folder, DataTarget.for_model(model))
+    assert data.class_note.startswith(INDICES) and "not told apart" in data.class_note
+    assert data.class_names == NAMES
+
+
+def test_no_model_no_question(folder):
+    """harden train (no model yet) and a class map keep their readings, and ask nothing."""
+    data = load_data(folder, DataTarget(num_classes=12))
+    assert data.class_note == INDICES
