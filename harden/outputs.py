@@ -64,18 +64,26 @@ def _at(out: Any, key: str) -> Any:
     return getattr(out, key)
 
 
-def as_scores(z: torch.Tensor, num_classes: int, sigmoid: bool = False) -> torch.Tensor:
+def as_scores(z: torch.Tensor, num_classes: int, sigmoid: bool = False, n: int | None = None) -> torch.Tensor:
+    """N x K scores from what a network returned for n images."""
     if z.ndim == 4 and z.shape[2:] == (1, 1):
         z = z.flatten(1)  # a global-pooled convolutional head without the flatten
+    if n == 1 and z.ndim == 1 and z.numel() == num_classes:
+        z = z[None]  # `.squeeze()` at the end: a batch of one loses its batch axis
+    elif num_classes == 2 and z.ndim < 2 and z.numel() == n:
+        z = z.reshape(-1, 1)  # one binary logit an image, squeezed (-1: a traced export keeps its batch axis)
+    if z.dtype == torch.float64:
+        z = z.float()  # a network that computes in double: the attacks' tensors are float32
     if z.ndim == 2 and z.shape[1] == 1 and num_classes == 2:
         if sigmoid:  # a sigmoid's probability p back to its logit (it vanishes where the sigmoid saturates)
             z = torch.logit(z.float().clamp(1e-7, 1 - 1e-7)).to(z.dtype)
-        z = torch.cat([torch.zeros_like(z), z], 1)  # one binary logit: softmax([0, z]) = (1 - sigmoid(z), sigmoid(z))
+        z = torch.cat([z * 0, z], 1)  # one binary logit: softmax([0, z]) = (1 - sigmoid(z), sigmoid(z)); z * 0, not
+        # zeros_like, which a traced export may fold to a constant of the probe's batch
     return z
 
 
 def _fits(z: Any, num_classes: int, n: int) -> bool:
-    return isinstance(z, torch.Tensor) and tuple(as_scores(z, num_classes).shape) == (n, num_classes)
+    return isinstance(z, torch.Tensor) and tuple(as_scores(z, num_classes, n=n).shape) == (n, num_classes)
 
 
 def _find_key(out: Any, num_classes: int, n: int) -> str | None:
@@ -99,7 +107,7 @@ class ScoresOf:
                 raise HardenError(f"{type(module).__name__}'s forward returned {_describe(out)}: nothing of shape "
                                   f"N x {self.num_classes}; pass --logits-key with the entry that holds the scores.")
             out = _at(out, key)
-        return as_scores(out, self.num_classes, self.sigmoid)
+        return as_scores(out, self.num_classes, self.sigmoid, len(inputs[0]) if inputs else None)
 
 
 def _entries(out: Any) -> list[tuple[str, Any]]:
@@ -134,6 +142,8 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     try:
         with torch.no_grad():
             out = net(x)
+            probed = len(layer_outputs)  # the batch of two's layer outputs (the sigmoid test below reads the last)
+            one = net(x[:1])  # `.squeeze()` at the end drops a batch of one's axis: the hook restores it
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:  # torch's layers, timm's asserts
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         on_gpu = any(w in first.lower() for w in ("cuda", "nvidia"))
@@ -170,11 +180,13 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     elif not fits(out):
         raise HardenError(f"{type(net).__name__} returns {_describe(out)} for a batch of 2 images, not 2 x "
                           f"{num_classes} class scores: check --num-classes (and --in-chans, --input-size).")
-    last = layer_outputs[-1] if layer_outputs and isinstance(layer_outputs[-1], torch.Tensor) else None
+    last = layer_outputs[probed - 1] if probed and isinstance(layer_outputs[probed - 1], torch.Tensor) else None
     sigmoid = bool(num_classes == 2 and scores.numel() == 2 and last is not None and last.numel() == 2 and
                    torch.allclose(torch.sigmoid(last.reshape(scores.shape)), scores, atol=1e-6) and
                    not torch.allclose(last.reshape(scores.shape), scores))  # nn.Sigmoid or torch.sigmoid at the end
-    if key is not None or tuple(out.shape) != (2, num_classes):
+    as_returned = isinstance(one, torch.Tensor) and tuple(one.shape) == (1, num_classes) and \
+        tuple(out.shape) == (2, num_classes) and out.dtype != torch.float64
+    if key is not None or not as_returned:
         net.register_forward_hook(ScoresOf(key, num_classes, sigmoid))
     # else no hook (a network with hooks cannot be torch.jit.script-ed): Classifier.forward hands any structure the
     # network returns in train mode only (torchvision's Inception) to ScoresOf itself

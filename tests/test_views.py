@@ -106,6 +106,26 @@ class LinearProbe(TupleNet):  # a frozen backbone written as linear-probe code w
         return self.fc(f)
 
 
+class Squeezed(nn.Module):  # an all-convolutional net that ends in .squeeze(): a batch of one loses its axis
+    def __init__(self, num_classes=4, in_chans=3):
+        super().__init__()
+        self.body = all_conv(num_classes, in_chans)
+
+    def forward(self, x):
+        return self.body(x).squeeze()
+
+
+class Double(TupleNet):  # computes its scores in float64
+    def forward(self, x):
+        logits, _ = super().forward(x)
+        return logits.double()
+
+
+class SqueezedBinary(BinaryNet):  # one logit an image, squeezed to N
+    def forward(self, x):
+        return super().forward(x).squeeze()
+
+
 def sequential(num_classes=4, in_chans=3):
     return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), View(),
@@ -167,6 +187,27 @@ def test_view_models_through_every_command(nets, fn, chans, tmp_path):
         after = harden.evaluate(fixed, data, attacks=["pgd:steps=3"], n=8, metrics=False, masking_checks=False,
                                 device="cpu")
         assert after.n == 8
+
+
+@pytest.mark.parametrize("fn", ["Squeezed", "Double", "SqueezedBinary"])
+def test_squeezed_and_double_scores_at_every_batch_size(nets, fn, tmp_path):
+    """N x K float32 scores for a batch of one too (the metrics' and early-stopping attacks' last images), through
+    eval with metrics, fix and export."""
+    classes = 2 if fn == "SqueezedBinary" else 4
+    model = harden.create_model(f"{nets}:{fn}", classes, 3, (16, 16), (0.3,), (0.3,))
+    for n in (1, 3):
+        out = model(torch.rand(n, 3, 16, 16))
+        assert out.shape == (n, classes) and out.dtype == torch.float32
+    data = _data(3)
+    if classes == 2:
+        data = ImageData(data.x_train, data.y_train % 2, data.x_test, data.y_test % 2, "halves", 2)
+    report = harden.evaluate(model, data, attacks=["fgsm", "pgd:steps=3", "deepfool", "cw:steps=5"], n=12,
+                             device="cpu")
+    assert report.metrics["empirical_robustness"] >= 0
+    fixed = harden.fix(model, data, sets=["val_frac=0", "attack=fgsm-rs"], data_frac=0.5, epochs=1, batch_size=8,
+                       device="cpu", report=False).model
+    check = export_onnx(fixed, tmp_path / "m.onnx", torch.rand(5, 3, 16, 16), "random pixels")
+    assert check.ok, check
 
 
 def test_inputs_reach_the_model_contiguous():
