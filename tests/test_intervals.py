@@ -131,6 +131,42 @@ def test_fix_says_when_the_hardened_model_is_less_robust_than_its_base():
     assert hardening_change(doc(base), other) == {} and change_lines({}, 200) == ([], False)
 
 
+def test_reports_of_other_images_at_the_same_positions_are_not_paired(digits, digits_model, tmp_path):
+    """The sample's indices agree, the images do not (an array replaced; a folder whose file was renamed, so that
+    its sorted listing holds another file at that position): the comparison refuses to pair them; a report from
+    before the content digest pairs by indices as before."""
+    from PIL import Image
+
+    from harden.data import DataTarget, load_data
+    from harden.report.compare import compare
+    kw = dict(attacks=["fgsm"], n=40, metrics=False, masking_checks=False)
+    a = harden.evaluate(digits_model, digits, **kw).to_dict()
+    x_test = digits.x_test.copy()
+    x_test[3] = 255 - x_test[3]
+    other = harden.evaluate(digits_model, harden.data.ImageData(digits.x_train, digits.y_train, x_test, digits.y_test,
+                                                                 digits.source, digits.num_classes), **kw).to_dict()
+    assert a["data_details"]["images_sha256"] == other["data_details"]["images_sha256"]
+    with pytest.raises(harden.HardenError, match="image contents"):
+        compare(a, other)
+    assert compare(a, harden.evaluate(digits_model, digits, **kw).to_dict())  # the same images: paired
+    old = json.loads(json.dumps(other))
+    del old["data_details"]["images_content_sha256"]
+    assert compare(a, old)["clean"]["test"].startswith("paired")
+    for c in range(10):  # a folder of the digits' test images
+        (tmp_path / "f" / str(c)).mkdir(parents=True)
+    for i, (img, c) in enumerate(zip(digits.x_test[:60], digits.y_test[:60], strict=True)):
+        Image.fromarray(img[..., 0]).save(tmp_path / "f" / str(c) / f"{i:03d}.png")
+    target = DataTarget.for_model(digits_model)
+    kw["n"] = 30
+    first = harden.evaluate(digits_model, load_data(tmp_path / "f", target), **kw).to_dict()
+    moved = sorted((tmp_path / "f" / "3").iterdir())[0]
+    moved.rename(moved.with_name("999.png"))  # last in its folder now: another file at its position
+    second = harden.evaluate(digits_model, load_data(tmp_path / "f", target), **kw).to_dict()
+    assert first["data_details"]["images_sha256"] == second["data_details"]["images_sha256"]
+    with pytest.raises(harden.HardenError, match="image contents"):
+        compare(first, second)
+
+
 def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path):
     common = ["--n", "80", "--attack", "fgsm", "--attack", "pgd:steps=10", "--eps", "0.1", "--no-metrics",
               "--no-masking-checks", "-q"]

@@ -147,6 +147,12 @@ class ImageData(Data):
             out["held_out_test"] = self.held_out
         return out
 
+    def images_digest(self, split: str, idx: np.ndarray) -> str | None:
+        """The chosen images' pixels (their uint8 bytes: only those rows are read)."""
+        import hashlib
+        x = self.x_train if split == "train" else self.x_test
+        return hashlib.sha256(np.ascontiguousarray(x[idx]).tobytes()).hexdigest()[:16]
+
     def pixels(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)

@@ -118,6 +118,11 @@ class Data:
     def mean_std(self) -> tuple[list[float], list[float]]:
         raise NotImplementedError
 
+    def images_digest(self, split: str, idx: np.ndarray) -> str | None:
+        """What the images at idx are, beyond their positions (None: nothing more to say): two reports whose sample
+        indices agree but whose images differ (a folder that gained files, an .npz rebuilt) are not paired."""
+        return None
+
     def identity(self) -> dict[str, Any]:
         """What names this data in a report: its source (and, for listings, a hash of what was listed)."""
         return {"source": self.source, **self.labels_identity()}

@@ -97,6 +97,11 @@ class FileData(Data):
                           held_out={"fraction": HELD_OUT_TEST, "seed": HELD_OUT_SEED, "n": int(len(test_idx)),
                                     "index_sha256": index_hash(test_idx)})
 
+    def images_digest(self, split: str, idx: np.ndarray) -> str | None:
+        """The chosen files' locations (not their bytes: a file rewritten in place keeps its digest; nor their labels,
+        which the report's "labels" says where they are predictions)."""
+        return self.listing(split).refs.take(np.asarray(idx, np.int64)).digest()
+
     def test_digest(self) -> str:
         return self.listing("test").digest()
 

@@ -53,6 +53,8 @@ def identity(doc: dict[str, Any]) -> dict[str, Any]:
     v = doc.get("verdicts") or {}
     details = doc.get("data_details") or {}
     return {"images": v.get("images_sha256") or details.get("images_sha256"), "n": doc.get("n"),
+            # written since 2026-12-05; a report from before has none, and is paired by the indices alone
+            "image contents": details.get("images_content_sha256"),
             "data": details.get("source", doc.get("data")), "threat model": doc.get("threat_model"),
             # each model's own predictions (--labels predicted) are not the data's labels
             "labels": "the model's predictions" if details.get("labels") else "the data's",
@@ -66,6 +68,10 @@ def differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for key in ("data", "n", "images", "threat model", "labels"):
         if a[key] != b[key]:
             out.append(f"{key}: {a[key]!r} vs {b[key]!r}")
+    if a["image contents"] and b["image contents"] and a["image contents"] != b["image contents"] and \
+            a["images"] == b["images"]:
+        out.append(f"image contents: {a['image contents']!r} vs {b['image contents']!r} (the same positions in the "
+                   "data hold other images: files added or removed, or other arrays)")
     for name in sorted(set(a["attacks"]) & set(b["attacks"])):
         (pa, ba), (pb, bb) = a["attacks"][name], b["attacks"][name]
         if ba != bb:

@@ -128,6 +128,9 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     # None: 128 on the CPU, found from free memory on CUDA (device_defaults.py)
     batch_size = attack_batch_size(source, device, batch_size, tuple(x.shape[1:]))
     details = {**data.identity(), "images_sha256": index_hash(idx)}
+    content = data.images_digest("test", idx)
+    if content is not None:
+        details["images_content_sha256"] = content
     if is_on_disk(data):
         details["pixels"] = (f"budgets in [0, 1] pixels after the model's transform: {data.preprocess.describe()}"
                              + (f" ({data.size_note})" if data.size_note else ""))
