@@ -126,6 +126,11 @@ class SqueezedBinary(BinaryNet):  # one logit an image, squeezed to N
         return super().forward(x).squeeze()
 
 
+def bn1d_head(num_classes=4, in_chans=3):  # BatchNorm1d in the classifier: no batch statistics of one image
+    return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, num_classes))
+
+
 def sequential(num_classes=4, in_chans=3):
     return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), View(),
@@ -208,6 +213,19 @@ def test_squeezed_and_double_scores_at_every_batch_size(nets, fn, tmp_path):
                        device="cpu", report=False).model
     check = export_onnx(fixed, tmp_path / "m.onnx", torch.rand(5, 3, 16, 16), "random pixels")
     assert check.ok, check
+
+
+@pytest.mark.parametrize("recipe", list(RECIPE_SETS))
+def test_batchnorm1d_head_in_train_mode_with_a_last_batch_of_one(nets, recipe):
+    """harden.fix given a model in train mode (as built) with BatchNorm1d after global pooling, on 33 images in
+    batches of 32: neither the input-gradient probe (one image) nor the epoch's last image may reach BatchNorm alone."""
+    data = _data(3)
+    data = ImageData(data.x_train[:33], data.y_train[:33], data.x_test, data.y_test, data.source, 4)
+    model = harden.create_model(f"{nets}:bn1d_head", 4, 3, (16, 16), (0.3,), (0.3,)).train()
+    sets = ["val_frac=0"] if recipe == "at" else []
+    result = harden.fix(model, data, recipe=recipe, sets=sets, data_frac=1.0, epochs=1, batch_size=32, device="cpu",
+                        report=False)
+    assert result.model(torch.rand(2, 3, 16, 16)).shape == (2, 4)
 
 
 def test_inputs_reach_the_model_contiguous():

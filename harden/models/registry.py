@@ -251,6 +251,8 @@ def gives_input_gradient(model: nn.Module, x: torch.Tensor | None = None) -> boo
         p = next(model.parameters(), None)
         x = torch.zeros(1, model.spec.in_chans, *model.spec.input_size, device=p.device if p is not None else "cpu")
     x = x[:1].detach().clone().requires_grad_(True)
+    was_training = model.training
+    model.eval()  # one image: BatchNorm cannot take batch statistics of it (a train-mode model given to harden.fix)
     try:
         with torch.enable_grad():
             out = model(x)
@@ -259,6 +261,8 @@ def gives_input_gradient(model: nn.Module, x: torch.Tensor | None = None) -> boo
             (grad,) = torch.autograd.grad(out.float().sum(), x, allow_unused=True)
     except NoInputGradient:
         return False
+    finally:
+        model.train(was_training)
     return grad is not None
 
 
