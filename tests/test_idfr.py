@@ -108,3 +108,11 @@ def test_idfr_on_a_timm_cnn(tmp_path):
     assert state_digest(res.model.net) == state_digest(base.net)
     assert res.model.patch.restorer is not None
     assert_reloads(res.model, tmp_path / "i.safetensors", "idfr")
+
+
+@pytest.mark.parametrize("recipe", ["at", "fixer", "idfr", "patch-ft", "gda-brelu"])
+def test_recipes_attach_on_the_models_device(recipe):
+    """fix attaches to a base already on its device (CUDA): a probe made on the CPU fails there. The meta device
+    stands in for a second device on a machine without one."""
+    model = harden.create_model("cnn-small", 10, 1, (28, 28)).to("meta")
+    get_recipe(recipe).attach(model, load_recipe_config(recipe)["params"])

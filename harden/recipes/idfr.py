@@ -110,8 +110,10 @@ class IDFR(Recipe):
             raise HardenError(f"idfr stage must be id or idfr, got {stage!r}.")
         was_training = model.training
         model.eval()  # a probe of one image: BatchNorm must not be in training mode
+        p = next(model.parameters(), None)  # fix loads the base on its device (CUDA) before attaching
         with torch.no_grad():
-            dim = int(model.embed(torch.zeros(1, model.spec.in_chans, *model.spec.input_size)).shape[1])
+            dim = int(model.embed(torch.zeros(1, model.spec.in_chans, *model.spec.input_size,
+                                              device=p.device if p is not None else "cpu")).shape[1])
         model.train(was_training)
         model.patch = IDFRPatch(model.spec.in_chans, dim, stage, bool(params.get("residual", True)))
 
