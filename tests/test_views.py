@@ -215,7 +215,7 @@ def test_squeezed_and_double_scores_at_every_batch_size(nets, fn, tmp_path):
     assert check.ok, check
 
 
-@pytest.mark.parametrize("recipe", list(RECIPE_SETS))
+@pytest.mark.parametrize("recipe", ["at", "fixer"])  # the probe is fix's, before any recipe's own code
 def test_batchnorm1d_head_in_train_mode_with_a_last_batch_of_one(nets, recipe):
     """harden.fix given a model in train mode (as built) with BatchNorm1d after global pooling, on 33 images in
     batches of 32: neither the input-gradient probe (one image) nor the epoch's last image may reach BatchNorm alone."""

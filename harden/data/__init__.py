@@ -193,9 +193,9 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
 def _read_as_the_model_does(data: FileData, readings: dict[str, dict[str, int]], used: str, mapping: dict[str, int],
                             predict) -> None:
     """Numbered class folders relabelled in place to the reading the model's predictions support (class_order)."""
+    from ..runtime import info
     from .class_order import choose
     split = "test" if data.has_split("test") else "train"
-    from ..runtime import info
     chosen, data.class_note = choose(data, split, readings, used, predict)
     info(f"{data.source}: classes read as {data.class_note}")
     if chosen == used:

@@ -40,6 +40,8 @@ def images_to_predict(spec: str, target, extra: dict, model_name: str) -> Data:
     from . import load_data
     from .held_out import test_split_for
     from .unlabeled import load_unlabeled
+    if target is not None:
+        target = replace(target, predict=None)  # the labels are to be the model's: their order is not asked
     try:
         return test_split_for(load_data(spec, target), extra, model_name)
     except HardenError as refused:  # no labels, or classes the model cannot name: the images alone
