@@ -524,6 +524,8 @@ def test_unmatched_classes_and_class_map(tmp_path):
     (tmp_path / "far.json").write_text(json.dumps({"cat": 3, "dog": 5, "eel": 12}))
     with pytest.raises(HardenError, match="beyond"):
         load_data(tmp_path, DataTarget.for_model(model, class_map=str(tmp_path / "far.json")))
+    with pytest.raises(HardenError, match="arrays labelled with class indices"):  # not silently left unused
+        load_data("digits", DataTarget.for_model(model, class_map=str(tmp_path / "map.json")))
 
 
 # ------------------------------------------------------------------ lists and tar shards

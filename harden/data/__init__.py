@@ -82,6 +82,9 @@ class DataTarget:
 
 def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     data = _load_data(spec, target)
+    if target is not None and target.class_map is not None and not isinstance(data, FileData):
+        raise HardenError(f"--class-map: {data.source} holds arrays labelled with class indices already; a class map "
+                          "names folders (or a list's text labels) for a model's indices.")
     if isinstance(data, ImageData) and target is not None and target.preprocess is not None:
         # arrays for a model of another channel count: converted as image files are for it (grey replicated, ...)
         data = data.with_channels(target.preprocess.in_chans)
