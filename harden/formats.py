@@ -100,7 +100,23 @@ def read_torch(path: Path) -> Any:
                           "'weights.pt') (for a whole pickled model) or convert them to .safetensors, and pass "
                           "that file with --arch.") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).") from None
+        raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).{cut_short(path)}"
+                          ) from None
+
+
+def cut_short(path: Path) -> str:
+    """Where a torch zip file lacks its end (the zip directory is written last): said, with what usually caused it."""
+    import zipfile
+    try:
+        with open(path, "rb") as f:
+            starts_as_zip = f.read(4) == b"PK\x03\x04"
+        if starts_as_zip and not zipfile.is_zipfile(path):
+            return (f" It starts as torch's zip format but ends after {path.stat().st_size:,} bytes without the zip's "
+                    "directory: the file was cut short (a copy, download or save that did not finish); copy or save "
+                    "it again.")
+    except OSError:
+        pass
+    return ""
 
 
 def container_meta(obj: Any) -> dict[str, Any]:

@@ -160,7 +160,9 @@ def read_pickled_model(path: Path) -> tuple[Any, list[str], list]:
             with open(path, "rb") as f:
                 obj = load_inert_legacy(f)
     except READ_ERRORS as e:
-        raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from None
+        from .formats import cut_short
+        raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})."
+                          f"{cut_short(Path(path))}") from None
     classes: list[str] = []
     architectures: list = []
     return _with_state_dicts(obj, classes, architectures=architectures), classes, architectures

@@ -133,6 +133,16 @@ def test_a_whole_pickled_sequential_names_its_children_and_loads_from_a_function
     assert (model.spec.num_classes, model.spec.in_chans) == (5, 1)
 
 
+def test_a_torch_file_cut_short_says_so(tmp_path):
+    """A zip-format checkpoint without its end (the zip directory is written last): the error says the file was cut
+    short, not only torch's own words ("Invalid argument", "failed finding central directory")."""
+    path = tmp_path / "cut.pth"
+    torch.save({"w": torch.rand(64, 64)}, path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(HardenError, match="cut short"):
+        read_checkpoint(path)
+
+
 def _damage_outcomes(original: bytes, write, path, rng) -> dict[str, int]:
     """150 copies of `original` with 1-4 bytes overwritten (a fifth also truncated), each written by write(bytes) and
     read: how many read and how many gave a HardenError (anything else fails the test)."""
