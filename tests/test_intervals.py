@@ -126,6 +126,8 @@ def test_fix_says_when_the_hardened_model_is_less_robust_than_its_base():
     gain[np.flatnonzero(~base)[:40]] = True
     lines, worse = change_lines(hardening_change(doc(base), doc(gain)), 200)
     assert not worse and len(lines) == 1 and "+20.0 points" in lines[0]
+    lines, worse = change_lines(hardening_change(doc(base), doc(gain)), 200, masking=2)
+    assert not worse and "tripped 2 gradient-masking check(s)" in lines[1]
     other = doc(gain)
     other["verdicts"]["images_sha256"] = "other"
     assert hardening_change(doc(base), other) == {} and change_lines({}, 200) == ([], False)

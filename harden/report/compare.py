@@ -200,9 +200,16 @@ def hardening_change(base: dict[str, Any], hardened: dict[str, Any], confidence:
     return {k: v for k, v in compare(base, hardened, confidence=confidence).items() if k in keys}
 
 
-def change_lines(change: dict[str, dict[str, float]], n: int, confidence: float = 0.95) -> tuple[list[str], bool]:
+def masking_tripped(checks: list[dict[str, Any]]) -> int:
+    """How many gradient-masking checks (not evaluation checks or notes) tripped."""
+    return sum(1 for f in checks if f["tripped"] and f.get("kind", "masking") == "masking")
+
+
+def change_lines(change: dict[str, dict[str, float]], n: int, confidence: float = 0.95, masking: int = 0
+                 ) -> tuple[list[str], bool]:
     """(lines, worse): the before/after change in words, and whether the hardened model is less robust than its base
-    at the worst case beyond noise (the interval of the paired difference wholly below zero)."""
+    at the worst case beyond noise (the interval of the paired difference wholly below zero). `masking`: how many
+    gradient-masking checks the hardened model tripped (a gain is then not to be trusted as it stands)."""
     if "worst" not in change:
         return [], False
 
@@ -220,4 +227,7 @@ def change_lines(change: dict[str, dict[str, float]], n: int, confidence: float 
     elif w["lower"] <= 0:
         lines.append(f"the worst-case change is within noise on {n} images: no gain shown (more --num-images "
                      "narrows the interval)")
+    elif masking:
+        lines.append(f"the hardened model tripped {masking} gradient-masking check(s): this gain may be the attacks "
+                     "failing rather than robustness (see the checks below)")
     return lines, worse

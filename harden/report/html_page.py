@@ -405,10 +405,11 @@ def _before_after(roles: dict[str, dict[str, Any]]) -> str:
 def _change(doc: dict[str, Any], roles: dict[str, dict[str, Any]]) -> str:
     """The paired change of the white-box numbers, as the terminal says it (a file written before the document kept
     it: from the two reports' per-image verdicts)."""
-    from .compare import change_lines, hardening_change
+    from .compare import change_lines, hardening_change, masking_tripped
     conf = float(roles["hardened"].get("confidence", 0.95))
     change = doc.get("change") or hardening_change(roles["base"], roles["hardened"], conf)
-    lines, worse = change_lines(change, int(roles["hardened"].get("n", 0)), conf)
+    lines, worse = change_lines(change, int(roles["hardened"].get("n", 0)), conf,
+                                masking_tripped(roles["hardened"].get("masking") or []))
     return "<ul>" + "".join(f"<li class='{'fail' if worse and i else ''}'>{html.escape(line)}</li>"
                             for i, line in enumerate(lines)) + "</ul>" if lines else ""
 

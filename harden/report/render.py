@@ -267,8 +267,9 @@ def render_before_after(reports: dict[str, Report], console: Console) -> None:
     t.add_row("worst case", "each attack's", cell(base, "worst"), cell(wb, "worst"), cell(tr, "worst"), "-",
               style="bold")
     console.print(t)
-    from .compare import change_lines, hardening_change
-    lines, worse = change_lines(hardening_change(base.to_dict(), wb.to_dict(), wb.confidence), wb.n, wb.confidence)
+    from .compare import change_lines, hardening_change, masking_tripped
+    lines, worse = change_lines(hardening_change(base.to_dict(), wb.to_dict(), wb.confidence), wb.n, wb.confidence,
+                                masking_tripped(wb.masking))
     for i, line in enumerate(lines):
         console.print(f"  [yellow]warning: {escape(line)}[/]" if worse and i else f"  {escape(line)}")
     for a in base.attacks:
