@@ -362,9 +362,14 @@ def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tenso
     usual = [(k, sd) for k, sd in found if k in USUAL_KEYS[:5]]
     if len(usual) == 1 and all("." not in k for k, _ in found) and not any(k in USUAL_KEYS[5:] for k, _ in found):
         return usual[0][1], usual[0][0]
+    ema = [k for k, _ in found if "ema" in k.lower().split(".")[-1]]
+    why = (f" {', '.join(repr(k) for k in ema)} {'is' if len(ema) == 1 else 'are'} an exponential moving average "
+           "of the weights (timm's train script and Lightning's EMA callbacks save it beside them; it often scores "
+           "better, and timm's validate.py takes the plain weights unless --use-ema): harden does not pick for you."
+           if ema and len(ema) < len(found) else "")
     raise HardenError(f"{str(path)!r} holds several state dicts: "
                       + ", ".join(f"{k!r} ({len(sd)} tensors)" for k, sd in found)
-                      + ". Choose one with --key (e.g. --key " + found[0][0] + ").")
+                      + f".{why} Choose one with --key (e.g. --key " + found[0][0] + ").")
 
 
 def trained_size(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> int | None:
