@@ -358,9 +358,17 @@ def test_an_assumed_input_size_that_a_common_one_beats_is_named(tmp_path, digits
     assert any(f["check"] == "input size assumed" and "--input-size 64x64" in f["detail"] for f in tripped), tripped
     model.config_sources["input_size"] = "flag"  # the user's word
     assert not any(f["check"] == "input size assumed" for f in harden.evaluate(model, data, **kw).masking)
+    # a library's size for its own weights (torchvision's 224 for a retrained resnet18): asked about only at chance
+    model.config_sources["input_size"] = "torchvision weights (ResNet18_Weights.IMAGENET1K_V1)"
+    report = harden.evaluate(model, data, **kw)
+    assert any(f["check"] == "clean accuracy at chance" and f["tripped"] for f in report.masking)
+    flag = next(f for f in report.masking if f["check"] == "input size assumed")
+    assert flag["tripped"] and "from the torchvision weights" in flag["detail"] and "64x64" in flag["detail"], flag
     at_64 = Classifier(StripeNet(), dataclasses.replace(spec, input_size=(64, 64)))
-    at_64.config_sources = {"input_size": "default", "mean": "flag", "std": "flag"}  # assumed but right
+    at_64.config_sources = {"input_size": "timm config (resnet18)", "mean": "flag", "std": "flag"}  # right, not asked
     data = load_data(tmp_path, DataTarget.for_model(at_64, workers=0))
+    assert not any(f["check"] == "input size assumed" for f in harden.evaluate(at_64, data, **kw).masking)
+    at_64.config_sources["input_size"] = "default"  # assumed but right
     flag = next(f for f in harden.evaluate(at_64, data, **kw).masking if f["check"] == "input size assumed")
     assert not flag["tripped"], flag
 

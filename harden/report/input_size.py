@@ -24,9 +24,15 @@ SIZES = (64, 96, 128, 224)  # Tiny ImageNet's, STL-10's, downsampled ImageNet's,
 # the files' own size is tried too, up to twice ImageNet's pixels (a camera's photographs are not a training size)
 
 
-def assumed(model: Any) -> bool:
-    """True where loading took the default input size (nothing said one; the network runs at it)."""
-    return (getattr(model, "config_sources", None) or {}).get("input_size") == "default"
+LIBRARY_SOURCES = ("timm config", "torchvision weights")  # a library's size for its own weights (models/config.py)
+
+
+def assumed(model: Any, at_chance: bool = False) -> bool:
+    """True where loading took the default input size (nothing said one; the network runs at it), or, for a model
+    whose clean accuracy is at chance, a library's size for its own weights (a timm or torchvision architecture
+    retrained on other images, at their size, is loaded at ImageNet's 224 unless told)."""
+    source = (getattr(model, "config_sources", None) or {}).get("input_size", "")
+    return source == "default" or (at_chance and source.startswith(LIBRARY_SOURCES))
 
 
 def _candidates(model, data) -> list[tuple[int, int]]:
@@ -61,7 +67,11 @@ def better_input_size(model, data, split: str, idx: np.ndarray, y: torch.Tensor,
     one; a quiet one where none is; None where the size was not assumed, nothing else can be tried, or too few
     images. `idx`, `y`, `pred`: the images of `split` the caller has, their labels, the model's predictions for them
     at the assumed size."""
-    if not assumed(model) or not hasattr(model, "spec") or len(y) < 20:
+    if not hasattr(model, "spec") or len(y) < 20:
+        return None
+    from .checks import above_chance
+    chance = above_chance(pred, y, int(model.spec.num_classes))
+    if not assumed(model, at_chance=bool(chance and chance["tripped"])):
         return None
     sizes = _candidates(model, data)
     if not sizes:
@@ -86,8 +96,9 @@ def better_input_size(model, data, split: str, idx: np.ndarray, y: torch.Tensor,
     own = "x".join(str(int(v)) for v in model.spec.input_size)
     shown = "x".join(map(str, size))
     better = test["lower"] > 0 and test["p"] < PAIRED_P
-    detail = (f"clean accuracy on {n} images {base / n:.1%} at the assumed input size {own}; {best / n:.1%} at "
-              f"{shown}")
+    source = model.config_sources.get("input_size", "")
+    which = "the assumed input size" if source == "default" else f"the input size from the {source}"
+    detail = f"clean accuracy on {n} images {base / n:.1%} at {which} {own}; {best / n:.1%} at {shown}"
     if better:
         detail += (f": the model was likely trained at another size: pass --input-size {shown} (or the size of its "
                    f"training code); harden measures and trains the model as loaded, at {own}")
