@@ -422,8 +422,11 @@ def _fitted(net: torch.nn.Module, state: dict[str, torch.Tensor]):
     """(the net's own state, the file's after fitting its keys, notes, missing keys, unexpected keys, shape
     mismatches), nothing loaded."""
     from .formats import fit_keys
+    from .pruned import prune_as_saved
+    pruned = prune_as_saved(net, state)  # torch.nn.utils.prune's weight_orig and weight_mask: the masks put back
     own = net.state_dict()
     state, notes = fit_keys(own, state, dict(net.named_modules()))
+    notes = pruned + notes
     # buffers the architecture registers as non-persistent (Swin's relative position index, attention masks) are
     # computed by its constructor: a file that holds them anyway (a TorchScript archive does) has them dropped
     computed = [k for k, _ in net.named_buffers() if k not in own and k in state]

@@ -1,6 +1,7 @@
 """Weights computed from other tensors at every forward pass: torch's parametrizations (spectral_norm, weight_norm,
-orthogonal, and any registered with torch.nn.utils.parametrize) and the older hooks of torch.nn.utils.spectral_norm
-and weight_norm, as Lipschitz-constrained and certified-robustness code writes its layers.
+orthogonal, and any registered with torch.nn.utils.parametrize), the older hooks of torch.nn.utils.spectral_norm
+and weight_norm, as Lipschitz-constrained and certified-robustness code writes its layers, and torch.nn.utils.prune's
+masks (pruned.py).
 
 An exported graph takes the weights as the model uses them, as constants: spectral norm's power iteration (vdot)
 has no ONNX operator, and a deployed graph would otherwise recompute at every call what does not change."""
@@ -13,9 +14,13 @@ from torch import nn
 
 
 def _old_hooks(module: nn.Module) -> list:
+    """The forward pre-hooks that compute a weight: spectral_norm's and weight_norm's, and torch.nn.utils.prune's
+    (weight = weight_orig * weight_mask; pruned.py)."""
+    from torch.nn.utils.prune import BasePruningMethod
     from torch.nn.utils.spectral_norm import SpectralNorm
     from torch.nn.utils.weight_norm import WeightNorm
-    return [h for h in module._forward_pre_hooks.values() if isinstance(h, (SpectralNorm, WeightNorm))]
+    return [h for h in module._forward_pre_hooks.values() if isinstance(h, (SpectralNorm, WeightNorm,
+                                                                            BasePruningMethod))]
 
 
 def reparametrized(model: nn.Module) -> list[str]:
@@ -45,8 +50,9 @@ def baked(model: nn.Module) -> nn.Module:
     parameters of the values the model uses in evaluation (spectral norm without its power iteration step)."""
     if not reparametrized(model):
         return model
-    from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
+    from torch.nn.utils import parametrize, prune, remove_spectral_norm, remove_weight_norm
     from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
     was_training = model.training
     model.eval()  # the copy's values are evaluation's (and deepcopy leaves the original's mode as it was)
     try:
@@ -57,7 +63,12 @@ def baked(model: nn.Module) -> nn.Module:
         if parametrize.is_parametrized(m):
             _replace(out, name, _plain(m))
         for hook in _old_hooks(m):  # these keep their state on the instance: removed from the copy's own
-            (remove_spectral_norm if isinstance(hook, SpectralNorm) else remove_weight_norm)(m, hook.name)
+            if isinstance(hook, SpectralNorm):
+                remove_spectral_norm(m, hook.name)
+            elif isinstance(hook, WeightNorm):
+                remove_weight_norm(m, hook.name)
+            else:  # a pruning container or method: weight_orig * weight_mask made a plain weight
+                prune.remove(m, hook._tensor_name)
     return out
 
 

@@ -141,3 +141,57 @@ def test_whole_model_parametrized_is_refused(nets):
     from torch.nn.utils import parametrizations as P
     with pytest.raises(ValueError):
         baked(P.spectral_norm(nn.Linear(3, 2)))
+
+
+PLAIN = '''
+import torch.nn.functional as F
+from torch import nn
+
+
+class Plain(nn.Module):
+    def __init__(self, num_classes=4):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.c1(x)).view(x.size(0), -1))
+'''
+
+
+def test_pruned_weights_stay_pruned_through_fix_and_export(tmp_path):
+    """A state dict of torch.nn.utils.prune (weight_orig and weight_mask, saved from DataParallel): the masks are put
+    back on the unpruned architecture, the model answers as saved, fix keeps the pruned weights at zero and writes
+    the masks, and the ONNX graph holds the product as a constant."""
+    from torch.nn.utils import prune
+    (tmp_path / "plain.py").write_text(PLAIN)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("plain_net", tmp_path / "plain.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    net = mod.Plain().eval()
+    for m in (net.c1, net.fc):
+        prune.l1_unstructured(m, "weight", amount=0.6)
+    torch.save({"net": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "p.pth")
+    model = harden.load(tmp_path / "p.pth", arch=f"{tmp_path / 'plain.py'}:Plain", input_size=8)
+    assert any(n.startswith("pruned as saved: the masks of 2 weight(s)") for n in model.load_notes), model.load_notes
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model.net(x), net(x), atol=1e-6)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (40, 8, 8, 1), dtype=np.uint8)
+    labels = np.arange(40) % 4
+    data = ImageData(imgs, labels, imgs[:8], labels[:8], "synthetic", 4)
+    model(x).sum().backward()  # the hook's weight left as a graph's output: fix must still copy the model
+    fixed = harden.fix(model, data, sets=["val_frac=0"], data_frac=1.0, epochs=2, batch_size=8, report=False).model
+    mask = fixed.net.c1.weight_mask
+    assert (fixed.net.c1.weight[mask == 0] == 0).all() and not torch.equal(fixed.net.c1.weight_orig, net.c1.weight_orig)
+    harden.save(fixed, tmp_path / "h.safetensors")
+    again = harden.load(tmp_path / "h.safetensors")
+    assert "c1.weight_mask" in again.net.state_dict() and "c1.weight" not in again.net.state_dict()
+    with torch.no_grad():
+        assert torch.allclose(again(x), fixed(x), atol=1e-6)
+    assert export_onnx(again, tmp_path / "h.onnx", x, "random pixels").ok
+    import onnx
+    assert "Mul" not in {n.op_type for n in onnx.load(str(tmp_path / "h.onnx")).graph.node}
