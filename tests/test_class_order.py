@@ -80,6 +80,7 @@ def test_the_model_says_how_it_numbered_the_folders(folder, tmp_path, trained, c
     assert code == 0, err
     assert json.loads((tmp_path / "r.json").read_text())["values"]["clean"] == 1.0
     assert "classes read as" in " ".join(err.split())
+    assert "classes: " + (SORTED if trained == "sorted" else INDICES) in " ".join(out.split())  # the report says it
 
 
 def test_a_model_that_tells_nothing_keeps_the_indices(folder, tmp_path):

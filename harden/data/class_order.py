@@ -21,6 +21,7 @@ SORTED = ("folder names that are numbers, in sorted order, as torchvision's Imag
 ONE_BASED = "folder names that are numbers from 1, each its class index plus one"
 SHORT = {INDICES: "as indices", SORTED: "in sorted order", ONE_BASED: "from 1"}
 PER_CLASS = 4  # sample: images a class, up to SAMPLE_MAX, drawn from the evaluation split
+ASKED = "the model's clean accuracy on a sample of"  # in every note choose() writes (reports show those notes)
 CHUNK = 32  # images decoded and classified at a time, until the readings are told apart
 SAMPLE_MAX = 256
 DECISIVE_P = 1e-3  # McNemar's exact p on the sample (over all looks): the winner must beat every other beyond noise
@@ -87,6 +88,6 @@ def choose(data, split: str, readings: dict[str, dict[str, int]], used: str,
     seen = len(correct[used])
     said = "; ".join(f"{100 * correct[k].mean():.0f}% {SHORT[k]}" for k in correct)
     if beaten:
-        return best, f"{best} (the model's clean accuracy on a sample of {seen}: {said})"
-    return used, (f"{used}; other readings of the numbered folders were not told apart by the model's clean accuracy "
-                  f"on a sample of {seen} ({said}): --class-map FILE sets the order")
+        return best, f"{best} ({ASKED} {seen}: {said})"
+    return used, (f"{used}; other readings of the numbered folders were not told apart by {ASKED} {seen} ({said}): "
+                  "--class-map FILE sets the order")

@@ -261,6 +261,9 @@ def data_note(report) -> str:
         parts.append(f"test split held out of the data, never trained on: {d['held_out_test']['n']} images")
     if d.get("labels"):
         parts.append(f"labels: {d['labels']}")
+    from ..data.class_order import ASKED
+    if ASKED in str(d.get("classes", "")):  # numbered class folders, read as the model was found to read them
+        parts.append(f"classes: {d['classes']}")
     if d.get("pixels") and d.get("skipped_unreadable"):
         parts.append(f"{d['skipped_unreadable']} unreadable file(s) skipped")
     if d.get("pixels") and d.get("exif_oriented"):
