@@ -96,3 +96,6 @@ def test_no_model_no_question(folder):
     """harden train (no model yet) and a class map keep their readings, and ask nothing."""
     data = load_data(folder, DataTarget(num_classes=12))
     assert data.class_note == INDICES
+    from harden.data.describe import describe
+    note = dict(describe(load_data(folder)))["class indices"]  # `harden data`: the other reading is named
+    assert note.startswith(INDICES) and "in sorted order by other training code" in note

@@ -30,13 +30,24 @@ def describe(data: Data, sample: int = SAMPLE) -> list[tuple[str, str]]:
     names = data.class_names
     rows.append(("classes", f"{data.num_classes}" + (f": {_few(names)}" if names else " (indices; no names)")))
     if on_disk:
-        rows.append(("class indices", data.class_note))
+        rows.append(("class indices", data.class_note + _other_readings(data)))
         rows.append(("transform", data.preprocess.describe() + (f" ({data.size_note})" if data.size_note else "")))
         rows.append((f"sample of {min(sample, data.n_test)} files", _files(data, sample)))
     else:
         x = data.x_train if data.n_train else data.x_test
         rows.append(("images", f"{x.shape[1]}x{x.shape[2]}, {x.shape[3]} channel(s), uint8 (as read)"))
     return rows
+
+
+def _other_readings(data) -> str:
+    """Numbered class folders read as indices with no model to ask: what other training code would make of them."""
+    from .class_order import ASKED, INDICES, SHORT, numbered_readings
+    names = data.class_names or []
+    if ASKED in data.class_note or not data.class_note.startswith(INDICES):
+        return ""
+    others = [k for k in numbered_readings(names, len(names)) if k != INDICES]
+    return (f"; read {' or '.join(SHORT[k] for k in others)} by other training code (torchvision's ImageFolder sorts "
+            "them: '10' before '2'): with a model (`harden eval`, `fix`), the model's answers decide") if others else ""
 
 
 def _per_class(y: np.ndarray, names: list[str] | None) -> str:
