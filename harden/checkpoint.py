@@ -16,8 +16,8 @@ from .errors import DoesNotRun, HardenError
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
-from .models.config import (GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, SIZES_TRIED, SPEC_KEYS, hub_weights,
-                            is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
+from .models.config import (GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SIZES_TRIED, SPEC_KEYS,
+                            hub_weights, is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
 from .pickled_model import arch_hint, read_pickled_model
@@ -167,8 +167,8 @@ def _factories_hint(state: dict[str, torch.Tensor]) -> str:
 
 
 def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, state: dict[str, torch.Tensor],
-                normaliser: tuple | None = None,
-                tried_size: list[int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+                normaliser: tuple | None = None, tried_size: list[int] | None = None,
+                tried_chans: int | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from): flags, the checkpoint's metadata, a hub folder's config.json, timm's
     pretrained config, defaults (models/config.py)."""
     from .models import exported_program, onnx_graph, torch_layers
@@ -193,7 +193,7 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
         _build_net(ModelSpec(arch=str(arch), num_classes=2))
-    return resolve(overrides, meta, hub, path, _classes_hint(state), state, normaliser, tried_size)
+    return resolve(overrides, meta, hub, path, _classes_hint(state), state, normaliser, tried_size, tried_chans)
 
 
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -234,6 +234,33 @@ def in_pixel_units(mean, std) -> tuple[list[float] | None, list[float] | None]:
          + " and ".join(','.join(f'{v:.4g}' for v in scaled[name]) for name in given)
          + " (harden's pixels are in [0, 1]).")
     return scaled.get("mean"), scaled.get("std")
+
+
+def output_width(spec: dict[str, Any], logits_key: str | None) -> int | None:
+    """The class count of a constructor that takes none (published code's `Net()`): the width of what its forward
+    returns for two images, at the assumed size or the smallest common one it runs at. A network that registers a
+    layer after its classifier (a spatial transformer's localisation head) has another last linear layer, so the
+    file's last 2-D weight cannot say it. None where no size runs or the output is not N x K scores."""
+    from .models.registry import ModelSpec, _build_net
+    from .outputs import _at
+    try:
+        net = _build_net(ModelSpec(arch=str(spec["arch"]), num_classes=int(spec["num_classes"]),
+                                   in_chans=int(spec["in_chans"]), model_args=dict(spec["model_args"] or {}))).eval()
+    except HardenError:
+        return None
+    own = [int(v) for v in _as_list(spec["input_size"])][-2:]
+    for size in [tuple(own), *((s, s) for s in SIZES_TRIED)]:
+        try:
+            with torch.no_grad():
+                out = net(torch.zeros(2, int(spec["in_chans"]), *size))
+            if logits_key is not None:
+                out = _at(out, logits_key)
+        except Exception:  # noqa: BLE001 - a size it does not run at (a flatten before a linear layer), or no such key
+            continue
+        if isinstance(out, torch.Tensor) and out.shape[0] == 2 and (out.ndim == 2 or out.shape[2:] == (1, 1)):
+            return int(out.shape[1]) if out.shape[1] > 1 else None
+        return None
+    return None
 
 
 def size_it_runs_at(spec: dict[str, Any], logits_key: str | None, state: dict[str, Any] | None = None
@@ -297,8 +324,19 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                  interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args)
     normaliser = normaliser_buffers(state) if "recipe" not in meta else None
     tried_size = None  # the size a network that fixes its own runs at, where nothing says it (size_it_runs_at)
+    tried_chans = None  # its channels, where nothing says them either and it runs on no three-channel image
+    width: list[int | None] = []  # a constructor's output width, found once (output_width)
+
+    def merged(*args, **kw) -> tuple[dict[str, Any], dict[str, str]]:
+        spec, sources = _merge_spec(*args, **kw)
+        if sources.get("num_classes") == f"{GUESSED}{OUTPUT_WIDTH}":
+            if not width:
+                width.append(output_width(spec, logits_key if logits_key is not None else meta.get(LOGITS_KEY)))
+            if width[0] is not None:
+                spec["num_classes"] = width[0]
+        return spec, sources
     with held_warnings() as held:  # said below, unless the spec is resolved again without the buffers
-        spec, sources = _merge_spec(meta, flags, path, state, normaliser)
+        spec, sources = merged(meta, flags, path, state, normaliser)
     def build() -> Classifier:
         return create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec["in_chans"]),
                             tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
@@ -318,6 +356,11 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     except HardenError as e:
         sized = size_assumed and getattr(e, "size_may_help", True)
         tried_size = size_it_runs_at(spec, scores_key, state) if sized else None
+        if tried_size is None and sized and sources.get("in_chans") == "default":
+            # nothing said the channels (no convolution or image-sized linear layer to read: an LSTM over rows of
+            # pixels): grey images, at the common sizes
+            tried_size = size_it_runs_at({**spec, "in_chans": 1}, scores_key, state)
+            tried_chans = 1 if tried_size is not None else None
         if tried_size is None:
             for msg in held:
                 warn(msg)
@@ -338,23 +381,25 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             # the size, which timm takes as a constructor argument, as --model-arg img_size would give it
             timm_size = "x".join(str(v) for v in _as_list(spec["input_size"]))
             flags = {**flags, "model_args": {**(flags.get("model_args") or {}), "img_size": vit_size}}
-            spec, sources = _merge_spec(meta, flags, path, state, normaliser)
+            spec, sources = merged(meta, flags, path, state, normaliser)
             sources["input_size"] = sources["model_args"] = "checkpoint weights (pos_embed's positions)"
             warn(f"{str(path)!r}: its position embedding was trained at {vit_size}x{vit_size} (timm's config for "
                  f"{spec['arch']} says {timm_size}): built with img_size={vit_size} (--model-arg img_size sets it).")
             model = build()
     if tried_size is not None:
         with held_warnings() as held:  # the first resolution's "assuming input_size ..." no longer holds
-            spec, sources = _merge_spec(meta, flags, path, state, normaliser, tried_size)
+            spec, sources = merged(meta, flags, path, state, normaliser, tried_size, tried_chans)
         warn(f"{str(path)!r} does not say its input size, and {spec['arch']} "
              + ("builds for its size: " if rebuilt else "runs only at some: ")
              + f"--input-size {tried_size[0]}, the smallest of the common sizes it "
-             + ("runs at and its weights fit" if rebuilt else "runs at") + " (pass --input-size to set it).")
+             + ("runs at and its weights fit" if rebuilt else "runs at")
+             + (", on one channel (it runs on no three-channel image)" if tried_chans else "")
+             + " (pass --input-size" + (" and --in-chans" if tried_chans else "") + " to set it).")
         model = build()
     if sources.get("mean", "").startswith(NORMALISER_SOURCE) and \
             normaliser_consumed(normaliser[2], model.net.state_dict()):
         # the architecture holds those buffers itself, so it normalises inside: they say nothing of its input
-        spec, sources = _merge_spec(meta, flags, path, state, tried_size=tried_size)
+        spec, sources = merged(meta, flags, path, state, tried_size=tried_size, tried_chans=tried_chans)
         model = build()
     else:
         for msg in held:
@@ -398,9 +443,13 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
         raise
     if guessed:
         rows_of = sources["num_classes"][len(GUESSED):]
-        warn(f"--num-classes {spec['num_classes']}: the rows of the file's last linear weight ({rows_of}); "
-             f"{spec['arch']} has no default count, and its output and weights fit it.")
-        sources["num_classes"] = f"checkpoint weights ({rows_of})"
+        if rows_of == OUTPUT_WIDTH:
+            warn(f"--num-classes {spec['num_classes']}: {OUTPUT_WIDTH}; {spec['arch']} takes no class count.")
+            sources["num_classes"] = OUTPUT_WIDTH
+        else:
+            warn(f"--num-classes {spec['num_classes']}: the rows of the file's last linear weight ({rows_of}); "
+                 f"{spec['arch']} has no default count, and its output and weights fit it.")
+            sources["num_classes"] = f"checkpoint weights ({rows_of})"
     if meta.get(PICKLED_CLASS):
         rebuilt = "" if spec["arch"] != meta.get("arch") else (
             ", rebuilt from torch.nn's own layers (the architecture it pickles)"

@@ -70,7 +70,10 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
                                       dynamic_shapes=None if program else ({0: torch.export.Dim("batch")},),
                                       opset_version=opset, dynamo=True)
         except Exception as e:  # the exporter's own errors name the operator it cannot express
-            raise HardenError(f"ONNX (opset {opset}) cannot express this model: {first_line(e)}") from None
+            import re
+            later = re.search(r"added in (?:opset )?version (\d+)", str(e))
+            hint = f" (`harden export --opset {later.group(1)}`)" if later and int(later.group(1)) > opset else ""
+            raise HardenError(f"ONNX (opset {opset}) cannot express this model: {first_line(e)}{hint}") from None
         _write_meta(tmp, model)
         onnx.checker.check_model(tmp)
         check = _check(model, tmp, x_check, images)

@@ -304,8 +304,8 @@ def test_a_lightning_checkpoint_gives_its_module_its_hyper_parameters(tmp_path):
 
 
 def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(tmp_path, cli):
-    """A constructor without arguments fixes the class count (the output's width, here the last linear layer's
-    rows), the first convolution the channels (an MLP's first linear layer: its inputs as 1 x 28 x 28), and a
+    """A constructor without arguments fixes the class count (the output's width, read from a probe forward), the
+    first convolution the channels (an MLP's first linear layer: its inputs as 1 x 28 x 28), and a
     flatten before a linear layer the input size: all three are read, each said with where it came from; a flag
     still wins; a size outside the common ones is still asked for."""
     (tmp_path / "mnist_net.py").write_text(EXAMPLES_MNIST)
@@ -319,7 +319,7 @@ def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(
     said = " ".join(cap.get().split())
     spec, sources = model.spec, model.config_sources
     assert (spec.num_classes, spec.in_chans, spec.input_size) == (10, 1, (28, 28))
-    assert sources["num_classes"] == "checkpoint weights (fc2.weight's rows)"
+    assert sources["num_classes"] == "the network's output width"  # Net() takes no count: what it returns says it
     assert sources["in_chans"] == "checkpoint weights (conv1.weight)"
     assert sources["input_size"].startswith("tried")
     assert "--input-size 28" in said and "--num-classes 10" in said and "assuming input_size" not in said

@@ -126,6 +126,36 @@ class SqueezedBinary(BinaryNet):  # one logit an image, squeezed to N
         return super().forward(x).squeeze()
 
 
+class STN(nn.Module):  # pytorch's spatial transformer tutorial for MNIST: no class count, a layer after the head
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, 10)
+        self.localization = nn.Sequential(nn.Conv2d(1, 8, kernel_size=7), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
+                                          nn.Conv2d(8, 10, kernel_size=5), nn.MaxPool2d(2, stride=2), nn.ReLU(True))
+        self.fc_loc = nn.Sequential(nn.Linear(10 * 3 * 3, 32), nn.ReLU(True), nn.Linear(32, 3 * 2))
+
+    def forward(self, x):
+        theta = self.fc_loc(self.localization(x).view(-1, 10 * 3 * 3)).view(-1, 2, 3)
+        x = F.grid_sample(x, F.affine_grid(theta, x.size(), align_corners=False), align_corners=False)
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        return F.log_softmax(self.fc2(F.relu(self.fc1(x.view(-1, 320)))), dim=1)
+
+
+class RowLSTM(nn.Module):  # sequential MNIST: each row of pixels a time step; no convolution to read channels from
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.lstm = nn.LSTM(28, 32, batch_first=True)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        out, _ = self.lstm(x.view(x.size(0), 28, 28))
+        return self.fc(out[:, -1])
+
+
 def bn1d_head(num_classes=4, in_chans=3):  # BatchNorm1d in the classifier: no batch statistics of one image
     return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, num_classes))
@@ -226,6 +256,29 @@ def test_batchnorm1d_head_in_train_mode_with_a_last_batch_of_one(nets, recipe):
     result = harden.fix(model, data, recipe=recipe, sets=sets, data_frac=1.0, epochs=1, batch_size=32, device="cpu",
                         report=False)
     assert result.model(torch.rand(2, 3, 16, 16)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("fn", ["STN", "RowLSTM"])
+def test_tutorial_mnist_networks_load_from_their_state_dicts_alone(nets, fn, tmp_path):
+    """No flag but --arch: the spatial transformer's count is its output's width (its last registered linear layer is
+    the localisation head's 6), the row LSTM's channels the one channel it runs on (nothing in its weights says
+    them), each size the smallest common one it runs at."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("published_nets", nets)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    net = getattr(mod, fn)().eval()
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "m.pth")
+    model = harden.load(tmp_path / "m.pth", arch=f"{nets}:{fn}")
+    assert (model.spec.num_classes, model.spec.in_chans, tuple(model.spec.input_size)) == (10, 1, (28, 28))
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model(x).log_softmax(1), net(x).log_softmax(1), atol=1e-5)
+    if fn == "STN":  # affine_grid needs opset 20: the error says the flag
+        with pytest.raises(harden.HardenError, match="harden export --opset 20"):
+            export_onnx(model, tmp_path / "m.onnx", x, "random pixels")
+        assert export_onnx(model, tmp_path / "m.onnx", x, "random pixels", opset=20).ok
 
 
 def test_inputs_reach_the_model_contiguous():

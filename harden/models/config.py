@@ -106,13 +106,14 @@ def timm_config(arch: str) -> dict[str, Any] | None:
 
 def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | None, path: Path, classes_hint: str = "",
             state: dict[str, Any] | None = None, normaliser: tuple | None = None,
-            tried_size: list[int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+            tried_size: list[int] | None = None, tried_chans: int | None = None
+            ) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from). Raises when arch or num_classes are found nowhere (`classes_hint`: what the
     weights suggest, added to that message). `state`: the file's weights, read where timm's config alone gave the
     class or channel count (weights_override). `normaliser`: (mean, std, keys) of normalisation buffers saved beside
     the weights (formats.normaliser_buffers), below the file's metadata and a hub config, above timm's defaults.
     `tried_size`: the input size a network that fixes its own was found to run at (checkpoint.size_it_runs_at), below
-    every source that says one."""
+    every source that says one; `tried_chans`: the channels it was found to run with where none were said."""
     from ..runtime import warn
     spec: dict[str, Any] = {}
     source: dict[str, str] = {}
@@ -140,6 +141,8 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         layers.append((f"{TORCHVISION_SOURCE} ({vcfg.pop('weights')})", vcfg))
     if tried_size:
         layers.append((TRIED_SIZE_SOURCE, {"input_size": list(tried_size)}))
+    if tried_chans:
+        layers.append((TRIED_CHANS_SOURCE, {"in_chans": int(tried_chans)}))
     for key in SPEC_KEYS[1:] + ("test_input_size", "test_crop_pct", "label_names"):
         _pick(key, layers, spec, source)
     for key, where in hub_sources.items():
@@ -166,6 +169,8 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             # the output's width and loading strictly must then accept them (checkpoint.load), else the usual error
             name, rows = last_linear(state)
             spec["num_classes"], source["num_classes"] = rows, f"{GUESSED}{name}'s rows"
+            if not takes_keywords(str(spec["arch"])):  # Net(): its output, not the last registered linear layer,
+                source["num_classes"] = f"{GUESSED}{OUTPUT_WIDTH}"  # says the count (checkpoint.output_width)
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
     sized_by = size_parameter(str(spec["arch"])) if "input_size" not in spec and \
@@ -254,7 +259,9 @@ def channel_statistics(values: list[float], in_chans: int) -> list[float]:
 
 NORMALISER_SOURCE = "checkpoint buffers"  # mean/std found as a wrapper's buffers beside the weights
 GUESSED = "tried: "  # a source of num_classes that loading must confirm
+OUTPUT_WIDTH = "the network's output width"  # a constructor that takes no count: what its forward returns
 TRIED_SIZE_SOURCE = "tried: the smallest common size it runs at"
+TRIED_CHANS_SOURCE = "tried: one channel (it runs on no three-channel image of a common size)"
 SIZES_TRIED = (28, 32, 64, 96, 112, 128, 160, 192, 224, 256, 288, 299, 320, 384, 448, 512)
 
 
@@ -289,7 +296,10 @@ def first_linear_image(state: dict[str, Any]) -> tuple[str, int, int] | None:
     (784: 1 x 28 x 28; 3072: 3 x 32 x 32): (what it reads, in words; the channels; the side)."""
     if any(getattr(v, "ndim", 0) == 4 for v in state.values()):
         return None
-    name = next((k for k in state if layer_weight(k, state[k], 2)), None)
+    # the first matrix the network registers: a recurrent layer's (LSTM's weight_ih_l0, reading rows of pixels) or an
+    # embedding's comes before any linear layer's, and the linear layer behind it reads its features, not the image
+    first = next((k for k in state if getattr(state[k], "ndim", 0) == 2 and "weight" in k.rsplit(".", 1)[-1]), None)
+    name = first if first is not None and layer_weight(first, state[first], 2) else None
     if name is None:
         return None
     features = int(state[name].shape[1])
