@@ -569,8 +569,12 @@ def test_csv_list_with_and_without_split_column(tmp_path):
     with pytest.raises(HardenError, match="nope.jpg"):
         load_data(tmp_path / "missing.csv", DataTarget.for_model(model))
     (tmp_path / "big.csv").write_text(f"{rows[0][0]},9\n")
-    with pytest.raises(HardenError, match="only 7 classes"):
+    with pytest.raises(HardenError, match="only 7 classes") as e:
         load_data(tmp_path / "big.csv", DataTarget.for_model(model)).listing("test")
+    assert "from 1" not in str(e.value)
+    (tmp_path / "from_one.csv").write_text(f"{rows[0][0]},1\n{rows[1][0]},7\n")  # classes numbered 1 to 7
+    with pytest.raises(HardenError, match="run from 1 to 7.*subtract 1"):
+        load_data(tmp_path / "from_one.csv", DataTarget.for_model(model)).listing("test")
 
 
 def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):

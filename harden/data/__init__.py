@@ -166,8 +166,13 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
                                       "list does not name; please report it.") from None
                 lst.names = None
             if target.num_classes is not None and len(lst.labels) and lst.labels.max() >= target.num_classes:
-                raise HardenError(f"{found.source} has labels up to {int(lst.labels.max())} but the model has only "
-                                  f"{target.num_classes} classes.")
+                top, low = int(lst.labels.max()), int(lst.labels.min())
+                from_one = (f" The labels run from {low} to {top}: a list that numbers its classes from 1 reads here "
+                            f"as indices from 0 (the model's 0 to {target.num_classes - 1}); subtract 1 from its labels, "
+                            "or write class names and give --class-map.") if low >= 1 and \
+                    top == target.num_classes else ""
+                raise HardenError(f"{found.source} has labels up to {top} but the model has only "
+                                  f"{target.num_classes} classes.{from_one}")
             return lst
         return get
     listers = {k: labelled(v) for k, v in listers.items()}
