@@ -204,7 +204,12 @@ def _read_as_the_model_does(data: FileData, readings: dict[str, dict[str, int]],
     from ..runtime import info
     from .class_order import choose
     split = "test" if data.has_split("test") else "train"
-    chosen, data.class_note = choose(data, split, readings, used, predict)
+    try:
+        chosen, data.class_note = choose(data, split, readings, used, predict)
+    except (RuntimeError, ValueError) as e:  # a forward pass that fails here (out of memory) fails the run later too
+        chosen, data.class_note = used, (f"{used}; the model could not be asked how it numbers the folders "
+                                         f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}): "
+                                         "--class-map FILE sets the order")
     info(f"{data.source}: classes read as {data.class_note}")
     if chosen == used:
         return
