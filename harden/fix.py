@@ -49,6 +49,16 @@ class FixResult:
     def metadata(self) -> dict[str, Any]:
         return {"report": {k: r.summary() for k, r in self.reports.items()}}
 
+    def change(self) -> dict[str, dict[str, float]]:
+        """Hardened minus base, both white-box on the same images: per accuracy (clean, each attack, worst) the
+        paired difference, its interval, McNemar's p, images gained and lost (report.compare.hardening_change);
+        empty without the report."""
+        from .report.compare import hardening_change
+        if "base_white_box" not in self.reports or "fixed_white_box" not in self.reports:
+            return {}
+        fixed = self.reports["fixed_white_box"]
+        return hardening_change(self.reports["base_white_box"].to_dict(), fixed.to_dict(), fixed.confidence)
+
     def training(self) -> dict[str, Any]:
         """What the report's JSON keeps of the training run (for the training-curve figure)."""
         extra = self.model.spec.extra

@@ -31,6 +31,9 @@ def test_default_fix_hardens_white_box(default_fix):
     for b, f in zip(base.attacks, fixed.attacks, strict=True):
         assert f.robust_accuracy >= b.robust_accuracy + 0.10, f.name  # measured +29 points; headroom kept
     assert fixed.worst_case >= base.worst_case + 0.10
+    change = default_fix.change()  # the same, paired on the 300 images: a gain beyond noise
+    assert change["worst"]["difference"] == pytest.approx(fixed.worst_case - base.worst_case)
+    assert change["worst"]["lower"] > 0 and change["worst"]["gained"] > change["worst"]["lost"]
     # clean change over seeds 0-7 (one thread, 2026-12-04), the last epoch kept unless beaten beyond the noise of 40
     # validation images: +2.6 to +5.6 points; keeping the best epoch instead gave -8.7 to +5.3 (an under-trained
     # epoch winning by an image: the 5-point bound failed in two of nine runs)
