@@ -441,10 +441,19 @@ def _kind(v: Any) -> str:
 
 # ------------------------------------------------------------------ fitting keys to an architecture
 
+PROFILER_BUFFERS = ("total_ops", "total_params")  # thop.profile's per-module counters
+
+
 def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modules: dict[str, nn.Module]
              ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Map a checkpoint's keys onto the architecture's (`own`). Returns (state, notes on what was done)."""
     notes: list[str] = []
+    counters = [k for k in state if k.rsplit(".", 1)[-1] in PROFILER_BUFFERS and k not in own]
+    if counters:  # thop.profile registers two buffers on every module, and a model saved after it keeps them
+        dropped = set(counters)
+        state = {k: v for k, v in state.items() if k not in dropped}
+        notes.append(f"dropped {len(counters)} profiler counter(s) ({counters[0]}, ...: thop's total_ops and "
+                     "total_params, left by a FLOP count before saving)")
     if not all(k in state for k in own):
         prefix = find_prefix(own, state)
         if prefix:

@@ -545,6 +545,22 @@ def test_safetensors_found_by_header_whatever_the_name(nets_file, tmp_path):
     assert torch.equal(model.net.fc.weight, net.fc.weight)
 
 
+def test_thop_counters_left_in_a_state_dict_are_dropped(nets_file, tmp_path):
+    """thop.profile(model) before saving leaves total_ops and total_params buffers on every module (a published CIFAR
+    checkpoint habit), under DataParallel's prefix here: dropped, said; the weights load as they are."""
+    net = _module(nets_file, "plain")
+    sd = dict(net.state_dict())
+    for name, _ in net.named_modules():
+        for counter in ("total_ops", "total_params"):
+            sd[f"{name}.{counter}" if name else counter] = torch.zeros(1, dtype=torch.float64)
+    path = _save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "profiled.pth")
+    model = harden.load(path, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+    assert any(n.startswith("dropped ") and "thop" in n for n in model.load_notes), model.load_notes
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model.net(x), net.eval()(x), atol=1e-6)
+
+
 def test_batchnorm_without_num_batches_tracked_loads_that_buffer_only(nets_file, tmp_path):
     net = _module(nets_file, "plain")
     sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
