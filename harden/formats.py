@@ -360,16 +360,24 @@ def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tenso
     if not found:
         raise HardenError(f"{str(path)!r} holds no state dict (no mapping of names to tensors). {describe(obj)}")
     usual = [(k, sd) for k, sd in found if k in USUAL_KEYS[:5]]
-    if len(usual) == 1 and all("." not in k for k, _ in found) and not any(k in USUAL_KEYS[5:] for k, _ in found):
+    averaged = [k for k, _ in found if _averaged(k)]
+    if len(usual) == 1 and all("." not in k for k, _ in found) and not averaged and \
+            not any(k in USUAL_KEYS[5:] for k, _ in found):
         return usual[0][1], usual[0][0]
-    ema = [k for k, _ in found if "ema" in k.lower().split(".")[-1]]
-    why = (f" {', '.join(repr(k) for k in ema)} {'is' if len(ema) == 1 else 'are'} an exponential moving average "
-           "of the weights (timm's train script and Lightning's EMA callbacks save it beside them; it often scores "
-           "better, and timm's validate.py takes the plain weights unless --use-ema): harden does not pick for you."
-           if ema and len(ema) < len(found) else "")
+    why = (f" {', '.join(repr(k) for k in averaged)} {'is' if len(averaged) == 1 else 'are'} an average of the "
+           "weights over training (an exponential moving average, which timm's train script and Lightning's EMA "
+           "callbacks save beside them, or torch's stochastic weight averaging); it often scores better, and timm's "
+           "validate.py takes the plain weights unless --use-ema: harden does not pick for you."
+           if averaged and len(averaged) < len(found) else "")
     raise HardenError(f"{str(path)!r} holds several state dicts: "
                       + ", ".join(f"{k!r} ({len(sd)} tensors)" for k, sd in found)
                       + f".{why} Choose one with --key (e.g. --key " + found[0][0] + ").")
+
+
+def _averaged(key: str) -> bool:
+    """Whether a container's key names averaged weights (model_ema, state_dict_ema, ema, swa_model, averaged_model)."""
+    import re
+    return bool({"ema", "swa", "averaged", "avg", "polyak"} & set(re.split(r"[^a-z]+", key.lower().split(".")[-1])))
 
 
 def trained_size(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> int | None:

@@ -464,7 +464,7 @@ def test_timm_train_checkpoint_loads_without_flags(tmp_path, cli):
                  tmp_path / "model_best.pth.tar")
     code, _, err = cli("inspect", path)
     assert code == 2 and "'state_dict_ema'" in err and "--key" in err
-    assert "'state_dict_ema' is an exponential moving average" in " ".join(err.split())
+    assert "'state_dict_ema' is an average of the weights" in " ".join(err.split())
     model = harden.load(path, key="state_dict")
     spec = model.spec
     assert (spec.arch, spec.num_classes, spec.in_chans, spec.input_size) == ("test_resnet.r160_in1k", 5, 1, (96, 96))
@@ -588,6 +588,13 @@ def test_ambiguous_container_asks_for_key(cli, nets_file, tmp_path):
     assert code == 2 and "state_dict.0" in err
     m = harden.load(lst, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8), key="state_dict.1")
     assert torch.equal(m.net.fc.bias, sd["fc.bias"])
+    # torch's stochastic weight averaging beside the weights: asked as an EMA is (it was taken as 'model' silently)
+    from torch.optim.swa_utils import AveragedModel
+    swa = _save({"model": sd, "swa_model": AveragedModel(net).state_dict(), "epoch": 3}, tmp_path / "swa.pt")
+    code, _, err = cli("inspect", swa, "--arch", f"{nets_file}:plain", *DIGITS)
+    assert code == 2 and "'swa_model' is an average of the weights" in " ".join(err.split())
+    code, _, err = cli("inspect", swa, "--arch", f"{nets_file}:plain", *DIGITS, "--key", "swa_model")
+    assert code == 0, err  # its n_averaged buffer and module. prefix set aside
 
 
 def test_bad_input_is_one_paragraph_exit_2(cli, nets_file, tmp_path):
