@@ -143,7 +143,10 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
         with torch.no_grad():
             out = net(x)
             probed = len(layer_outputs)  # the batch of two's layer outputs (the sigmoid test below reads the last)
-            one = net(x[:1])  # `.squeeze()` at the end drops a batch of one's axis: the hook restores it
+            try:  # `.squeeze()` at the end drops a batch of one's axis: the hook restores it
+                one = net(x[:1])
+            except (RuntimeError, ValueError, TypeError, IndexError, AssertionError):
+                one = None  # a network that cannot take one image says so when it meets one, not at load
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:  # torch's layers, timm's asserts
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         on_gpu = any(w in first.lower() for w in ("cuda", "nvidia"))
@@ -184,7 +187,7 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     sigmoid = bool(num_classes == 2 and scores.numel() == 2 and last is not None and last.numel() == 2 and
                    torch.allclose(torch.sigmoid(last.reshape(scores.shape)), scores, atol=1e-6) and
                    not torch.allclose(last.reshape(scores.shape), scores))  # nn.Sigmoid or torch.sigmoid at the end
-    as_returned = isinstance(one, torch.Tensor) and tuple(one.shape) == (1, num_classes) and \
+    as_returned = (one is None or isinstance(one, torch.Tensor) and tuple(one.shape) == (1, num_classes)) and \
         tuple(out.shape) == (2, num_classes) and out.dtype != torch.float64
     if key is not None or not as_returned:
         net.register_forward_hook(ScoresOf(key, num_classes, sigmoid))
