@@ -80,6 +80,25 @@ def test_hardened_checkpoint_rebuilds_without_the_pickle(tmp_path, digits):
         assert not torch.allclose(again(x), net(x))  # it trained
 
 
+def test_a_pruned_sequential_loads_without_arch_and_keeps_its_masks(tmp_path):
+    """torch.nn.utils.prune's hooks (pruned twice: a container of two methods) are the one kind of hook read: the
+    tree is rebuilt with the plain weight, the masks come back from the file's weight_mask (pruned.py); the output
+    is the pickled model's, and what harden writes keeps the masks."""
+    from torch.nn.utils import prune
+    net = tutorial_net()
+    prune.l1_unstructured(net[0], "weight", amount=0.5)
+    prune.random_unstructured(net[0], "weight", amount=0.3)
+    prune.l1_unstructured(net[6], "weight", amount=0.4)
+    torch.save(net, tmp_path / "pruned.pt")
+    model = harden.load(tmp_path / "pruned.pt", input_size=8)
+    assert model.spec.arch == "torch-layers" and any(n.startswith("pruned as saved: the masks of 2") for n in
+                                                     model.load_notes), model.load_notes
+    assert outputs_agree(model, net)
+    harden.save(model, tmp_path / "p.safetensors")
+    again = harden.load(tmp_path / "p.safetensors")
+    assert "0.weight_mask" in again.net.state_dict() and outputs_agree(again, net)
+
+
 def test_a_tree_with_other_code_needs_arch(tmp_path):
     """The script's own module, a hook or a class outside torch.nn leaves the architecture to --arch, as before."""
     with_own = nn.Sequential(nn.Conv2d(1, 4, 3), ScriptsOwnBlock(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))

@@ -67,7 +67,10 @@ def _node(module: Any, depth: int) -> dict[str, Any]:
         raise NotPlain(type(module).__name__)
     layer_class(module.inert_global)
     fields = module.fields
-    if any(fields.get(k) for k in _HOOKS) or fields.get("_non_persistent_buffers_set"):
+    pruned = _pruned_tensors(fields)
+    if any(fields.get(k) for k in _HOOKS - {"_forward_pre_hooks"}) or (fields.get("_forward_pre_hooks") and
+                                                                       not pruned) or \
+            fields.get("_non_persistent_buffers_set"):
         raise NotPlain("hooks or non-persistent buffers")
     node: dict[str, Any] = {"class": module.inert_global, "settings": {}, "parameters": {}, "buffers": {},
                             "children": {}}
@@ -75,15 +78,36 @@ def _node(module: Any, depth: int) -> dict[str, Any]:
         for name, t in _table(fields.get(f"_{kind}")).items():
             if t is not None and not isinstance(t, torch.Tensor):
                 raise NotPlain(name)
+            if kind == "buffers" and name.endswith("_mask") and name[:-5] in pruned:
+                continue  # the pruning mask: put back from the weights by pruned.prune_as_saved when they load
+            if kind == "parameters" and name.endswith("_orig") and name[:-5] in pruned:
+                name = name[:-5]  # the layer's own parameter, of the same shape
             node[kind][name] = None if t is None else [list(t.shape), str(t.dtype).removeprefix("torch.")]
             if t is not None and node[kind][name][1] not in _DTYPES:
                 raise NotPlain(str(t.dtype))
     for name, child in _table(fields.get("_modules")).items():
         node["children"][name] = None if child is None else _node(child, depth + 1)
     for name, value in fields.items():
-        if name not in _BOOKKEEPING and name not in _HOOKS:
+        if name not in _BOOKKEEPING and name not in _HOOKS and name not in pruned:  # not the hook's product
             node["settings"][name] = _plain(value)
     return node
+
+
+def _pruned_tensors(fields: dict[str, Any]) -> set[str]:
+    """The tensors a module's forward pre-hooks prune (torch.nn.utils.prune's methods, alone or in a container):
+    their names, where every pre-hook is one of those; else empty."""
+    from ..inert_pickle import Inert
+    table = fields.get("_forward_pre_hooks")
+    hooks = list(table.values()) if isinstance(table, dict) else []  # keyed by the hooks' handle ids (ints)
+    names = set()
+    for hook in hooks:
+        if not isinstance(hook, Inert) or not hook.inert_global.startswith("torch.nn.utils.prune."):
+            return set()
+        name = hook.fields.get("_tensor_name")
+        if not isinstance(name, str) or f"{name}_orig" not in (_table(fields.get("_parameters"))):
+            return set()
+        names.add(name)
+    return names
 
 
 def _table(value: Any) -> dict[str, Any]:
