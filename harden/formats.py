@@ -346,6 +346,9 @@ def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tenso
                 cur = cur[part]
             elif isinstance(cur, (list, tuple)) and part.isdigit() and int(part) < len(cur):
                 cur = cur[int(part)]
+            elif isinstance(cur, dict) and any(isinstance(k, str) and k.startswith(part + ".") for k in cur):
+                # a flat state dict's key prefix, as a container level (`model_ema.` beside `model.`)
+                cur = {k[len(part) + 1:]: v for k, v in cur.items() if isinstance(k, str) and k.startswith(part + ".")}
             else:
                 raise HardenError(f"--key {key!r}: {str(path)!r} has no entry {part!r} there. "
                                   f"{describe(obj)}")
@@ -462,6 +465,13 @@ def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modul
         state = {k: v for k, v in state.items() if k not in dropped}
         notes.append(f"dropped {len(counters)} profiler counter(s) ({counters[0]}, ...: thop's total_ops and "
                      "total_params, left by a FLOP count before saving)")
+    copies = full_copies(own, state)
+    if len(copies) > 1 and not _same_values(own, state, copies):  # the robustness library saves one model twice
+        shown = ", ".join(repr(c) if c else "(no prefix)" for c in copies)
+        raise HardenError(f"The state dict holds {len(copies)} whole copies of the model's weights, under the prefixes "
+                          f"{shown} (weights averaged over training, a teacher or a target network beside the model); "
+                          "harden does not pick for you. Choose one with --key: the state dict's place in the file, "
+                          f"then the prefix (e.g. --key state_dict.{(copies[-1] or copies[0]).rstrip('.')}).")
     if not all(k in state for k in own):
         prefix = find_prefix(own, state)
         if prefix:
@@ -538,6 +548,28 @@ def _parts_under_other_prefixes(own: dict[str, Any], state: dict[str, Any], rest
             state[rk[len(best):]] = rest.pop(rk)
         used.append(best)
     return used
+
+
+def full_copies(own: dict[str, Any], state: dict[str, Any]) -> list[str]:
+    """The key prefixes ('' included) under which the file holds every one of the architecture's keys at its shape:
+    more than one where a state dict keeps a second copy of the model (`model.` and `model_ema.`)."""
+    own_keys = set(own)
+    counts: dict[str, int] = {}
+    for sk, value in state.items():
+        parts = sk.split(".")
+        for i in range(len(parts)):  # each way of reading the key as prefix + one of the architecture's keys
+            rest = ".".join(parts[i:])
+            if rest in own_keys and getattr(value, "shape", None) == getattr(own[rest], "shape", 0):
+                prefix = ".".join(parts[:i]) + ("." if i else "")
+                counts[prefix] = counts.get(prefix, 0) + 1
+    return sorted(p for p, n in counts.items() if n == len(own_keys) and own_keys)
+
+
+def _same_values(own: dict[str, Any], state: dict[str, Any], copies: list[str]) -> bool:
+    """Whether every copy holds the same tensors (Madry's robustness library keeps `module.model.` and its attacker's
+    `module.attacker.model.`, one model saved twice), so that it does not matter which is taken."""
+    return all(torch.equal(state[copies[0] + k], state[c + k]) for c in copies[1:] for k in own
+               if isinstance(state[copies[0] + k], torch.Tensor) and isinstance(state[c + k], torch.Tensor))
 
 
 def find_prefix(own: dict[str, Any], state: dict[str, Any]) -> str:

@@ -545,6 +545,22 @@ def test_safetensors_found_by_header_whatever_the_name(nets_file, tmp_path):
     assert torch.equal(model.net.fc.weight, net.fc.weight)
 
 
+def test_a_second_copy_of_the_weights_in_one_state_dict_is_asked_about(nets_file, tmp_path):
+    """A Lightning module with an EMA copy as an attribute saves `model.*` and `model_ema.*` in one state dict: the
+    EMA had been set aside silently for `model.`; now the error names both, and --key takes a prefix as a level."""
+    a, b = _module(nets_file, "plain"), _module(nets_file, "plain")
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.1)
+    sd = {**{f"model.{k}": v for k, v in a.state_dict().items()}, **{f"model_ema.{k}": v for k, v in b.state_dict().items()}}
+    path = _save({"state_dict": sd, "epoch": 3, "pytorch-lightning_version": "2.1.0"}, tmp_path / "ema.ckpt")
+    flags = dict(arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+    with pytest.raises(HardenError, match="'model.', 'model_ema.'.*--key state_dict.model_ema"):
+        harden.load(path, **flags)
+    model = harden.load(path, key="state_dict.model_ema", **flags)
+    assert torch.equal(model.net.fc.weight, b.fc.weight)
+
+
 def test_thop_counters_left_in_a_state_dict_are_dropped(nets_file, tmp_path):
     """thop.profile(model) before saving leaves total_ops and total_params buffers on every module (a published CIFAR
     checkpoint habit), under DataParallel's prefix here: dropped, said; the weights load as they are."""
