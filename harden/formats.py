@@ -481,6 +481,9 @@ def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modul
             notes.append(f"removed the key prefix {prefix!r}" if not more else
                          f"removed the key prefixes {', '.join(repr(p) for p in [prefix, *more])} (the model's "
                          "parts saved under names of their own)")
+            if rest:  # what the file holds beside the model (a temperature, a loss's weights, a second copy)
+                few = ", ".join(list(rest)[:3]) + (", ..." if len(rest) > 3 else "")
+                notes.append(f"set aside {len(rest)} key(s) of the file outside the model ({few})")
     filled = []
     for k in own:
         mod, _, buf = k.rpartition(".")

@@ -559,6 +559,9 @@ def test_a_second_copy_of_the_weights_in_one_state_dict_is_asked_about(nets_file
         harden.load(path, **flags)
     model = harden.load(path, key="state_dict.model_ema", **flags)
     assert torch.equal(model.net.fc.weight, b.fc.weight)
+    # a temperature-scaling wrapper's `temperature` beside `model.`: loaded without it, and said
+    path = _save({"temperature": torch.ones(1), **{f"model.{k}": v for k, v in a.state_dict().items()}}, tmp_path / "t.pt")
+    assert "set aside 1 key(s) of the file outside the model (temperature)" in harden.load(path, **flags).load_notes
 
 
 def test_thop_counters_left_in_a_state_dict_are_dropped(nets_file, tmp_path):
