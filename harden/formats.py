@@ -553,6 +553,21 @@ def _parts_under_other_prefixes(own: dict[str, Any], state: dict[str, Any], rest
     return used
 
 
+QAT_MARKS = ("weight_fake_quant.", "activation_post_process.", "fake_quant_enabled", "observer_enabled")
+
+
+def quantization_hint(unexpected: list[str]) -> str:
+    """Where the keys the architecture lacks are torch.ao.quantization's fake-quantize observers: what the file is."""
+    if not unexpected or not all(any(m in k for m in QAT_MARKS) or k.endswith((".scale", ".zero_point"))
+                                 for k in unexpected):
+        return ""
+    return (" The extra keys are torch.ao.quantization's fake-quantize observers: a quantization-aware training "
+            "checkpoint, whose model rounds its weights and activations to int8. Evaluate the model you deploy: "
+            "convert it (torch.ao.quantization.convert) and export it to ONNX with QuantizeLinear/DequantizeLinear, "
+            "which harden reads with its rounding passed straight through (BPDA), or give as --arch a function that "
+            "returns your network prepared the same way (prepare_qat).")
+
+
 def full_copies(own: dict[str, Any], state: dict[str, Any]) -> list[str]:
     """The key prefixes ('' included) under which the file holds every one of the architecture's keys at its shape:
     more than one where a state dict keeps a second copy of the model (`model.` and `model_ema.`)."""

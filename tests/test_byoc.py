@@ -564,6 +564,23 @@ def test_a_second_copy_of_the_weights_in_one_state_dict_is_asked_about(nets_file
     assert "set aside 1 key(s) of the file outside the model (temperature)" in harden.load(path, **flags).load_notes
 
 
+def test_a_quantization_aware_training_checkpoint_says_what_it_is(nets_file, tmp_path):
+    """torch.ao.quantization's prepare_qat adds fake-quantize observers beside the float weights: the mismatch error
+    says what the file is and how to evaluate the model deployed."""
+    import warnings
+
+    import torch.ao.quantization as q
+    net = _module(nets_file, "plain").train()
+    net.qconfig = q.get_default_qat_qconfig("fbgemm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own deprecation notice for reduce_range
+        qat = q.prepare_qat(net)
+    qat(torch.rand(4, 1, 8, 8))
+    path = _save(qat.state_dict(), tmp_path / "qat.pth")
+    with pytest.raises(HardenError, match="fake-quantize observers: a quantization-aware training checkpoint"):
+        harden.load(path, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8))
+
+
 def test_thop_counters_left_in_a_state_dict_are_dropped(nets_file, tmp_path):
     """thop.profile(model) before saving leaves total_ops and total_params buffers on every module (a published CIFAR
     checkpoint habit), under DataParallel's prefix here: dropped, said; the weights load as they are."""
