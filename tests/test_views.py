@@ -156,6 +156,12 @@ class RowLSTM(nn.Module):  # sequential MNIST: each row of pixels a time step; n
         return self.fc(out[:, -1])
 
 
+class PairsOnly(TupleNet):  # reshapes by the batch it assumes: fails on one image (and on nothing else)
+    def forward(self, x):
+        logits, _ = super().forward(x)
+        return logits.view(2, -1, logits.shape[1]).flatten(0, 1)
+
+
 def bn1d_head(num_classes=4, in_chans=3):  # BatchNorm1d in the classifier: no batch statistics of one image
     return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, num_classes))
@@ -222,6 +228,12 @@ def test_view_models_through_every_command(nets, fn, chans, tmp_path):
         after = harden.evaluate(fixed, data, attacks=["pgd:steps=3"], n=8, metrics=False, masking_checks=False,
                                 device="cpu")
         assert after.n == 8
+
+
+def test_a_network_that_cannot_take_one_image_still_loads(nets):
+    """The load's second probe (one image, for `.squeeze()` endings) fails here; the load does not."""
+    model = harden.create_model(f"{nets}:PairsOnly", 4, 3, (16, 16))
+    assert model(torch.rand(4, 3, 16, 16)).shape == (4, 4)
 
 
 @pytest.mark.parametrize("fn", ["Squeezed", "Double", "SqueezedBinary"])
