@@ -255,8 +255,8 @@ def output_width(spec: dict[str, Any], logits_key: str | None) -> int | None:
                 out = net(torch.zeros(2, int(spec["in_chans"]), *size))
             if logits_key is not None:
                 out = _at(out, logits_key)
-        except Exception:  # noqa: BLE001 - a size it does not run at (a flatten before a linear layer), or no such key
-            continue
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError, LookupError, AttributeError):
+            continue  # a size it does not run at (a flatten before a linear layer: torch's layers, timm's asserts)
         if isinstance(out, torch.Tensor) and out.shape[0] == 2 and (out.ndim == 2 or out.shape[2:] == (1, 1)):
             return int(out.shape[1]) if out.shape[1] > 1 else None
         return None
