@@ -190,8 +190,8 @@ def _flag(rep, check):
 
 
 def test_checks_quiet_on_a_plain_model(clean_checks_report):
-    for check in ("randomized outputs", "zero input gradients", "black-box attack beats the gradient attacks",
-                  "outputs are not logits"):
+    for check in ("randomized outputs", "outputs depend on the batch", "zero input gradients",
+                  "black-box attack beats the gradient attacks", "outputs are not logits"):
         assert not _flag(clean_checks_report, check)["tripped"], check
 
 
@@ -262,6 +262,22 @@ def test_randomized_check_trips_on_a_noisy_model(digits_model, digits):
     rep = evaluate(_noisy(digits_model), digits, n=60, attacks=["fgsm"], eps=EPS, device="cpu", metrics=False)
     f = _flag(rep, "randomized outputs")
     assert f["tripped"] and "version=rand" in f["detail"]
+
+
+def test_batch_check_trips_where_batchnorm_uses_the_batchs_statistics(digits_model, digits):
+    """BatchNorm built without running statistics normalises each batch by its own: an image's scores follow the
+    images beside it. The report says so; the plain model (and a randomized one, whose halves differ anyway) do not
+    trip it."""
+    from harden.report import checks
+    bn = nn.BatchNorm1d(10, affine=False, track_running_stats=False)  # each class's score standardised over the batch
+    rep = evaluate(_Head(digits_model, out=lambda z: 5 * bn(z)), digits, n=60, attacks=["fgsm"], eps=EPS,
+                   device="cpu", metrics=False)
+    f = _flag(rep, "outputs depend on the batch")
+    assert f["tripped"] and f["kind"] == "check" and "track_running_stats=True" in f["detail"], f["detail"]
+    x, _ = _xy(digits, 64)
+    with frozen(digits_model):
+        assert not checks.batch_dependent_outputs(digits_model, x, randomized=False)["tripped"]
+        assert "randomized" in checks.batch_dependent_outputs(_noisy(digits_model), x, randomized=True)["detail"]
 
 
 def test_pgd_stops_early_and_is_at_least_as_strong_as_art(digits_model, digits):

@@ -121,7 +121,7 @@ def test_patch_ft_before_after_on_digits(cli, digits_ckpt, tmp_path):
     import json
     reports = json.loads(j.read_text())["reports"]
     assert [r["threat_model"] for r in reports] == ["white-box", "white-box", f"transfer from {digits_ckpt.name}"]
-    assert len(reports[1]["masking"]) == 9  # chance level, seven white-box checks, transfer vs white-box
+    assert len(reports[1]["masking"]) == 10  # chance level, eight white-box checks, transfer vs white-box
     assert cli("eval", out, "--n", "30", "--attack", "fgsm", "--no-metrics", "--no-masking-checks", "-q")[0] == 0
 
 

@@ -153,6 +153,36 @@ def randomized_outputs(model, x: torch.Tensor) -> dict[str, Any]:
                 "--attack autoattack:version=rand (APGD with 20 EOT samples)", kind="check")
 
 
+# Scores of the same image in two batch compositions that differ by more than this share of the largest score (or
+# by 1, if larger) come from the batch, not from rounding: kernels chosen per batch size, TF32 included, move scores by
+# far less, and BatchNorm on batch statistics moves them by their own size.
+BATCH_DEPENDENCE_TOL = 1e-2
+
+
+def batch_dependent_outputs(model, x: torch.Tensor, randomized: bool) -> dict[str, Any]:
+    """An image's scores change with the images beside it (BatchNorm built with track_running_stats=False, or other
+    arithmetic across the batch in forward): the model's answer on an image, clean or attacked, is then not its own,
+    and the attacks, which drop fooled images from their batches as they go, change the rest's scores while they do.
+    The batch of `x` against its two halves run apart."""
+    name = "outputs depend on the batch"
+    n = len(x) // 2 * 2
+    if randomized or n < 4:  # halves of two images at least: BatchNorm on batch statistics refuses one
+        return flag(name, False, "not tested: " + ("the outputs are randomized" if randomized
+                                                   else f"{len(x)} images are too few to split"), kind="check")
+    with torch.no_grad():
+        whole = model(x[:n]).float()
+        apart = torch.cat([model(x[:n // 2]), model(x[n // 2:n])]).float()
+    diff = float((whole - apart).abs().max())
+    flips = int((whole.argmax(1) != apart.argmax(1)).sum())
+    return flag(name, diff > BATCH_DEPENDENCE_TOL * max(1.0, float(whole.abs().max())),
+                f"the same {n} images in one batch and in two batches of {n // 2} get scores up to {diff:.3g} apart "
+                f"({flips} predicted classes change): an image's answer depends on the images beside it (BatchNorm "
+                "without running statistics, or arithmetic across the batch in forward), so accuracy and robust "
+                "accuracy change with the batch size and the attacks' shrinking batches; give BatchNorm running "
+                "statistics (track_running_stats=True, then a pass over training images in train mode) before "
+                "trusting these numbers", kind="check")
+
+
 def output_kind_note(kind: str, entry: str = "", saturates: bool = False) -> dict[str, Any]:
     """`entry`: outputs.scores_entry's words on where the scores come from; `saturates`: they are a sigmoid read
     back as its logit."""
@@ -267,6 +297,7 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
                                       pgd_end[:m] if pgd_end is not None else None)
         with frozen(model):
             flags.append(randomized_outputs(model, x[:min(m, batch_size)]))
+            flags.append(batch_dependent_outputs(model, x[:min(m, batch_size, 64)], flags[-1]["tripped"]))
             flags.append(output_kind_note(output_kind, scores_entry(model),
                                           bool(getattr(model, "spec", None) and model.spec.extra.get(BINARY_SIGMOID))))
             flags.append(zero_gradients(model, first, y[:m], correct[:m], batch_size, device))
