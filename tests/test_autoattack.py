@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from harden import evaluate
+from harden import HardenError, evaluate
 from harden.attacks import build_attack
 from harden.attacks.autopgd import apgd, dlr_loss
 from harden.attacks.base import art_generate
@@ -266,11 +266,11 @@ def test_randomized_check_trips_on_a_noisy_model(digits_model, digits):
 
 def test_batch_check_trips_where_batchnorm_uses_the_batchs_statistics(digits_model, digits):
     """BatchNorm built without running statistics normalises each batch by its own: an image's scores follow the
-    images beside it. The report says so; the plain model (and a randomized one, whose halves differ anyway) do not
-    trip it."""
+    images beside it (here each score less its batch's mean, as such a BatchNorm does). The report says so; the
+    plain model (and a randomized one, whose halves differ anyway) do not trip it."""
     from harden.report import checks
-    bn = nn.BatchNorm1d(10, affine=False, track_running_stats=False)  # each class's score standardised over the batch
-    rep = evaluate(_Head(digits_model, out=lambda z: 5 * bn(z)), digits, n=60, attacks=["fgsm"], eps=EPS,
+    centred = _Head(digits_model, out=lambda z: 3 * (z - z.mean(0)))  # each class's score less its batch mean
+    rep = evaluate(centred, digits, n=60, attacks=["fgsm"], eps=EPS,
                    device="cpu", metrics=False)
     f = _flag(rep, "outputs depend on the batch")
     assert f["tripped"] and f["kind"] == "check" and "track_running_stats=True" in f["detail"], f["detail"]
@@ -278,6 +278,17 @@ def test_batch_check_trips_where_batchnorm_uses_the_batchs_statistics(digits_mod
     with frozen(digits_model):
         assert not checks.batch_dependent_outputs(digits_model, x, randomized=False)["tripped"]
         assert "randomized" in checks.batch_dependent_outputs(_noisy(digits_model), x, randomized=True)["detail"]
+
+
+def test_a_batchnorm_that_cannot_take_one_image_is_said_when_an_attack_narrows_to_one(digits_model, digits):
+    """BatchNorm1d on batch statistics raises on one image; the attacks' batches narrow to the images not yet fooled,
+    so they meet one: the error names the layer's setting and the remedy, not torch's message alone."""
+    from harden.models.registry import Classifier
+    net = nn.Sequential(digits_model.net, nn.BatchNorm1d(10, track_running_stats=False))
+    model = Classifier(net, digits_model.spec)
+    with pytest.raises(HardenError, match="cannot score one image alone.*track_running_stats=True"):
+        evaluate(model, digits, n=33, attacks=["pgd"], eps=EPS, device="cpu", metrics=False, masking_checks=False,
+                 batch_size=32)
 
 
 def test_pgd_stops_early_and_is_at_least_as_strong_as_art(digits_model, digits):

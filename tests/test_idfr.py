@@ -98,7 +98,7 @@ def test_idfr_raises_transfer_robustness_and_keeps_the_base(idfr_result, digits_
     with torch.no_grad():
         assert torch.equal(again(x), idfr_result.model(x))
     # the white-box report goes through the denoiser and carries the masking checks
-    assert len(idfr_result.reports["fixed_white_box"].masking) == 8
+    assert len(idfr_result.reports["fixed_white_box"].masking) == 9
 
 
 def test_idfr_on_a_timm_cnn(tmp_path):

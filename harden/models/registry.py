@@ -266,6 +266,15 @@ def gives_input_gradient(model: nn.Module, x: torch.Tensor | None = None) -> boo
     return grad is not None
 
 
+def one_image_refused(name: str) -> str:
+    return (f"{name} cannot score one image alone: a BatchNorm layer of it normalises each batch by the batch's own "
+            "statistics (it was built with track_running_stats=False, so it has no running statistics to use in "
+            "evaluation). Its answer on an image then depends on the images beside it, and an attack, which narrows "
+            "its batch to the images not yet fooled, meets a batch of one. Give its BatchNorm layers running "
+            "statistics (track_running_stats=True, then a pass over training images in train mode) and save it "
+            "again.")
+
+
 class Classifier(nn.Module):
     """Takes pixels in [0, 1] and normalizes inside, so attack budgets are in pixel units.
 
@@ -295,7 +304,12 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.patch is not None and hasattr(self.patch, "forward_model"):
             return self.patch.forward_model(self, x)  # a recipe that wraps the whole forward (idfr)
-        out = network(self)(self.normalize(x))
+        try:
+            out = network(self)(self.normalize(x))
+        except ValueError as e:
+            if len(x) == 1 and "more than 1 value per channel" in str(e):  # torch's BatchNorm on batch statistics
+                raise HardenError(one_image_refused(type(self.net).__name__)) from None
+            raise
         if not isinstance(out, torch.Tensor):  # a structure only train mode returns (outputs.ScoresOf)
             out = ScoresOf(self.spec.extra.get(LOGITS_KEY), self.spec.num_classes,
                            bool(self.spec.extra.get(BINARY_SIGMOID)))(self.net, (x,), out)
