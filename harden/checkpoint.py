@@ -527,6 +527,16 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
             parts.append(f"{len(missing)} missing key(s), first: {', '.join(missing[:3])}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), first: {', '.join(unexpected[:3])}")
+        buffers = {k for k, _ in net.named_buffers()}
+        if missing and not unexpected and not shapes and set(missing) <= buffers:
+            kept = ("BatchNorm's running mean and variance among them, the statistics it normalises with in "
+                    "evaluation" if any(k.endswith(("running_mean", "running_var")) for k in missing)
+                    else "tensors the network keeps beside its weights")
+            raise HardenError(
+                f"The weights in {str(path)!r} hold every parameter of the {what} but lack {len(missing)} of its "
+                f"buffers (first: {', '.join(missing[:3])}; {kept}). Such a file was saved from model.parameters() or "
+                "named_parameters(), not model.state_dict(), and the network cannot score images as it was trained "
+                "without them. Save model.state_dict() from the training code and load that.")
         rows = head_rows(own, state)
         head = f" The file's head has {rows[0]} outputs where the model has {rows[1]}: --num-classes {rows[0]}?" \
             if rows else ""

@@ -346,6 +346,18 @@ def test_keras_archives_and_saved_models_are_named_and_harden_files_of_those_nam
                        input_size=(8, 8)).spec.num_classes == 10
 
 
+def test_a_file_of_parameters_without_buffers_is_named(tmp_path):
+    """torch.save(dict(model.named_parameters())): every weight, no BatchNorm running statistics. The error says
+    what the file lacks and how it came to lack it, not that the architecture is wrong."""
+    net = harden.create_model("resnet9", 10, 1, (8, 8)).net
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    torch.save(dict(net.named_parameters()), tmp_path / "params.pt")
+    with pytest.raises(HardenError, match=r"hold every parameter.*running_mean.*BatchNorm's running mean and variance"
+                                          r".*model.state_dict\(\)") as e:
+        harden.load(tmp_path / "params.pt", arch="resnet9", num_classes=10, in_chans=1, input_size=8)
+    assert "--num-classes" not in str(e.value)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_weights_are_widened_and_said(tmp_path, dtype):
     """A deployment's half-precision state dict: loaded into the float32 network exactly (the widening is lossless),
