@@ -551,6 +551,12 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
     if narrow:  # a half-precision export: harden attacks and trains the float32 network they widen to exactly
         notes.append(f"weights stored as {' and '.join(narrow)}, widened exactly to the network's float32 (attacked "
                      "and trained in float32; what harden writes is float32)")
+    wide = sorted({str(v.dtype).removeprefix("torch.") for k, v in state.items()
+                   if v.is_floating_point() and k in own and own[k].is_floating_point()
+                   and torch.finfo(v.dtype).bits > torch.finfo(own[k].dtype).bits})
+    if wide:  # a model trained in double precision: its scores move by float32's rounding, far below any decision
+        notes.append(f"weights stored as {' and '.join(wide)}, rounded to the network's float32 (attacked and trained "
+                     "in float32; what harden writes is float32)")
     net.load_state_dict(state, strict=True)
     return notes
 

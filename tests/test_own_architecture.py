@@ -51,6 +51,22 @@ def test_pickled_sequential_loads_without_arch(tmp_path, how):
     assert outputs_agree(model, net)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_a_pickled_sequential_saved_in_another_precision_runs_in_float32(tmp_path, dtype):
+    """torch.save(model.half()) or of a model trained in double: the rebuilt network is float32 (harden feeds float32
+    images), its weights widened exactly or rounded, and the load notes say which."""
+    net = tutorial_net().to(dtype)
+    torch.save(net, tmp_path / "model.pt")
+    model = harden.load(tmp_path / "model.pt", input_size=8)
+    assert all(t.dtype == torch.float32 for t in model.net.state_dict().values() if t.is_floating_point())
+    said = "widened exactly" if dtype == torch.float16 else "rounded to the network's float32"
+    assert any(f"weights stored as {str(dtype).removeprefix('torch.')}, {said}" in n for n in model.load_notes)
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = net.float()(x) if dtype == torch.float16 else net(x.double()).float()  # the same weights in float32
+        assert torch.allclose(model.eval()(x), want, atol=1e-5)
+
+
 def test_arch_given_anyway_takes_none_of_the_trees_arguments(tmp_path):
     """--arch still wins (with a warning), built with its own arguments: the tree is the file's, not the function's."""
     (tmp_path / "make_net.py").write_text("from torch import nn\n\n\ndef make():\n    return nn.Sequential("

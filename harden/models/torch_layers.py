@@ -172,15 +172,22 @@ def build(model_args: dict[str, Any]) -> nn.Module:
                           f"({type(e).__name__}: {e}).") from None
 
 
+def _as_built(dtype: str) -> torch.dtype:
+    """Float tensors are built in float32 whatever the pickle held (a model saved after .half() or .double()): harden
+    feeds float32 images, and the checkpoint's load widens or rounds the weights into them, saying so."""
+    d = _DTYPES[dtype]
+    return torch.float32 if d.is_floating_point else d
+
+
 def _build(node: dict[str, Any]) -> nn.Module:
     cls = layer_class(node["class"])
     module = cls.__new__(cls)
     state = {k: _unplain(v) for k, v in node["settings"].items()}
     state.update({k: OrderedDict() for k in _HOOKS}, _is_full_backward_hook=None, _non_persistent_buffers_set=set())
-    state["_parameters"] = {k: None if v is None else nn.Parameter(torch.zeros(v[0], dtype=_DTYPES[v[1]]),
+    state["_parameters"] = {k: None if v is None else nn.Parameter(torch.zeros(v[0], dtype=_as_built(v[1])),
                                                                     requires_grad=_DTYPES[v[1]].is_floating_point)
                             for k, v in node["parameters"].items()}
-    state["_buffers"] = {k: None if v is None else torch.zeros(v[0], dtype=_DTYPES[v[1]])
+    state["_buffers"] = {k: None if v is None else torch.zeros(v[0], dtype=_as_built(v[1]))
                          for k, v in node["buffers"].items()}
     state["_modules"] = {k: None if v is None else _build(v) for k, v in node["children"].items()}
     module.__setstate__(state)  # the class's own: what torch.load runs after __new__ for a pickled module
