@@ -488,6 +488,16 @@ def test_imagenet_class_names_as_people_write_them_map_to_the_models_indices():
     assert map_classes(["tench", "goldfish"], 2)[0] == {"goldfish": 0, "tench": 1}  # not an ImageNet head: sorted
 
 
+def test_a_head_of_1001_has_tensorflows_background_class_first():
+    """TensorFlow's slim models put "background" at index 0 and ImageNet's 1000 classes after it: synset folders and
+    class names map one index on, and the mapping says why."""
+    from harden.data.classes import map_classes
+    mapping, how = map_classes(["n01440764", "n01443537", "n15075141"], 1001)
+    assert mapping == {"n01440764": 1, "n01443537": 2, "n15075141": 1000} and "background" in how
+    assert map_classes(["tench", "English springer"], 1001)[0] == {"tench": 1, "English springer": 218}
+    assert "background" not in map_classes(["n01440764"], 1000)[1]
+
+
 def test_a_renamed_or_stray_folder_among_the_models_label_names_is_refused():
     """Folders that mostly carry the model's label names, one renamed (kitty for cat) or stray (an empty folder): the
     sorted order would put dog on cat's index and each class after the rename on its neighbour's, so it is refused

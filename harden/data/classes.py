@@ -43,11 +43,29 @@ def read_class_map(path: str | Path) -> dict[str, int]:
     return mapping
 
 
+# TensorFlow's slim models (Inception, MobileNet v1, ResNet v1/v2 from its model zoo) and the checkpoints converted
+# from them have 1001 outputs: index 0 is a "background" class, and ImageNet's 1000 follow in their usual order.
+BACKGROUND = "background"
+
+
+def _imagenet_subset(num_classes: int) -> tuple[str | None, int]:
+    """(timm's ImageNet subset for a head of this size, the index of its first class: 1 behind a background)."""
+    from timm.data import infer_imagenet_subset
+    if num_classes == 1001:
+        return "imagenet-1k", 1
+    return infer_imagenet_subset({"num_classes": num_classes}), 0
+
+
 def imagenet_synsets(num_classes: int) -> list[str] | None:
-    """The model's synset per output index for ImageNet-sized heads (1000, 11221, 11821, 21841-21843)."""
-    from timm.data import ImageNetInfo, infer_imagenet_subset
-    subset = infer_imagenet_subset({"num_classes": num_classes})
-    return ImageNetInfo(subset).label_names() if subset else None
+    """The model's synset per output index for ImageNet-sized heads (1000, 1001 with TensorFlow's background class
+    first, 11221, 11821, 21841-21843)."""
+    from timm.data import ImageNetInfo
+    subset, first = _imagenet_subset(num_classes)
+    return [BACKGROUND] * first + ImageNetInfo(subset).label_names() if subset else None
+
+
+def _behind_background(num_classes: int) -> str:
+    return " (index 0: TensorFlow's background class)" if _imagenet_subset(num_classes)[1] else ""
 
 
 def map_classes(found: list[str], num_classes: int | None, label_names: list[str] | None = None,
@@ -75,9 +93,11 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
         if unknown:
             raise HardenError(f"{source}: the synset folders {_few(unknown)} are not among the {num_classes} classes "
                               "of the model's ImageNet subset; give --class-map FILE.")
-        out, how = {c: index[c] for c in found}, f"WordNet synsets -> the model's {num_classes} ImageNet indices"
+        out, how = {c: index[c] for c in found}, (f"WordNet synsets -> the model's {num_classes} ImageNet indices"
+                                                   + _behind_background(num_classes))
     elif num_classes and imagenet_synsets(num_classes) and _by_description(found, num_classes)[0]:
-        out, how = _by_description(found, num_classes)[0], f"ImageNet class names -> the model's {num_classes} indices"
+        out, how = _by_description(found, num_classes)[0], (f"ImageNet class names -> the model's {num_classes} "
+                                                            f"indices{_behind_background(num_classes)}")
     elif order is not None and (num_classes is None or len(order) == num_classes):
         index = {c: i for i, c in enumerate(order)}
         out, how = {c: index[c] for c in found}, "the dataset's own class order (its ClassLabel names)"
@@ -108,12 +128,12 @@ def _by_description(found: list[str], num_classes: int) -> tuple[dict[str, int] 
     """Names as people write ImageNet's classes ("tench", "English springer", "tench, Tinca tinca": Imagenette's
     and Hugging Face's ImageNet): each the whole of a class's description or one of its comma-separated names, in
     any case, naming one class only. (None, what did not match) unless every name does."""
-    from timm.data import ImageNetInfo, infer_imagenet_subset
-    subset = infer_imagenet_subset({"num_classes": num_classes})
+    from timm.data import ImageNetInfo
+    subset, first = _imagenet_subset(num_classes)
     if not subset:
         return None, ""
     owners: dict[str, set[int]] = {}
-    for i, text in enumerate(ImageNetInfo(subset).label_descriptions()):
+    for i, text in enumerate(ImageNetInfo(subset).label_descriptions(), start=first):
         for key in {text.strip().lower(), *(part.strip().lower() for part in text.split(","))}:
             owners.setdefault(key, set()).add(i)
     out, two = {}, []
