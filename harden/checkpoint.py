@@ -303,6 +303,25 @@ def _norm(v):
         return v
 
 
+def refuse_non_finite(state: dict[str, Any], path: Path) -> None:
+    """NaN anywhere, or an infinite weight or bias: a file saved after its training diverged. Such a network scores
+    every image NaN, and every attack and check downstream would fail on it far from the cause. (An infinite buffer
+    can be meant: an attention mask of -inf.)"""
+    bad = []
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel():
+            nan = int(torch.isnan(v).sum())
+            inf = int(torch.isinf(v).sum()) if k.rsplit(".", 1)[-1] in ("weight", "bias") else 0
+            if nan or inf:
+                counts = [f"{nan} NaN"] * bool(nan) + [f"{inf} infinite"] * bool(inf)
+                bad.append(f"{k} ({', '.join(counts)} of {v.numel()})")
+    if bad:
+        raise HardenError(f"The weights in {str(path)!r} are not all finite: {'; '.join(bad[:3])}"
+                          f"{f' and {len(bad) - 3} more tensors' if len(bad) > 3 else ''}. A file like this is saved "
+                          "after its training diverged (a loss that became NaN); the network scores every image NaN. "
+                          "Load a checkpoint from before the divergence.")
+
+
 def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
          in_chans: int | None = None, input_size=None, mean=None, std=None, interpolation: str | None = None,
          crop_pct: float | None = None, crop_mode: str | None = None, key: str | None = None,
@@ -318,6 +337,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     if isinstance(input_size, int) and not isinstance(input_size, bool):  # 224: a square, as the CLI's --input-size
         input_size = (input_size, input_size)
     state, meta = read_checkpoint(path, key)
+    refuse_non_finite(state, path)
     from .formats import normaliser_buffers, normaliser_consumed
     mean, std = in_pixel_units(mean, std)
     flags = dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size, mean=mean, std=std,

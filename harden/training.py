@@ -228,6 +228,13 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
     def read_sums(sums: torch.Tensor, keys: list[str], seen: int, epoch: int, step_no: int):
         """(loss sum, correct count, extras) read from the device; a non-finite loss ends training here."""
         values = read(sums)
+        if not math.isfinite(values[0]) and epoch == 0 and step_no == 1:
+            raise HardenError(
+                f"Training stopped at its first step: the loss was {values[0] / seen} before any update, so the "
+                "learning rate is not the cause. The model's scores, or their gradient that the training attack "
+                "follows, are NaN or infinite on some of the first batch's images: its forward divides by zero or "
+                "takes a log or square root out of its domain (a flat image's standard deviation, the log of a "
+                "zero). Make the forward safe there (a small epsilon). Nothing was written.")
         if not math.isfinite(values[0]):
             raise HardenError(
                 f"Training diverged: the loss became {values[0] / seen} by epoch {epoch + 1}, step {step_no} (lr "

@@ -291,6 +291,14 @@ def test_a_batchnorm_that_cannot_take_one_image_is_said_when_an_attack_narrows_t
                  batch_size=32)
 
 
+def test_scores_that_are_not_finite_on_some_images_stop_the_report(digits_model, digits):
+    """A forward that divides by zero on some images (a flat image's standard deviation): no class is predicted
+    there, so the report stops at the clean pass with what and where, instead of failing in an attack's code."""
+    nan_on_class_0 = _Head(digits_model, out=lambda z: torch.where(z.argmax(1, keepdim=True) == 0, z * float("nan"), z))
+    with pytest.raises(HardenError, match=r"NaN or infinite on \d+ of 60 test images.*small epsilon"):
+        evaluate(nan_on_class_0, digits, n=60, attacks=["fgsm"], eps=EPS, device="cpu", metrics=False)
+
+
 def test_pgd_stops_early_and_is_at_least_as_strong_as_art(digits_model, digits):
     from art.attacks.evasion import ProjectedGradientDescent
     x, y = _xy(digits, 200)

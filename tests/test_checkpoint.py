@@ -358,6 +358,23 @@ def test_a_file_of_parameters_without_buffers_is_named(tmp_path):
     assert "--num-classes" not in str(e.value)
 
 
+def test_weights_that_are_not_finite_are_refused_at_load(digits_model, tmp_path):
+    """A file saved after its training diverged: NaN anywhere, or an infinite weight, is named at load; an infinite
+    buffer (an attention mask of -inf) is not a fault."""
+    state = {k: v.clone() for k, v in digits_model.net.state_dict().items()}
+    kw = dict(arch="cnn-small", num_classes=10, in_chans=1, input_size=8)
+    state["head.1.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(HardenError, match=r"not all finite: head.1.weight \(1 NaN of 5120\).*diverged"):
+        harden.load(tmp_path / "nan.pt", **kw)
+    state["head.1.weight"][0, 0] = -float("inf")
+    torch.save(state, tmp_path / "inf.pt")
+    with pytest.raises(HardenError, match=r"head.1.weight \(1 infinite of 5120\)"):
+        harden.load(tmp_path / "inf.pt", **kw)
+    from harden.checkpoint import refuse_non_finite
+    refuse_non_finite({"blocks.0.attn_mask": torch.tensor([0.0, -float("inf")])}, tmp_path / "mask.pt")
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_weights_are_widened_and_said(tmp_path, dtype):
     """A deployment's half-precision state dict: loaded into the float32 network exactly (the widening is lossless),

@@ -154,12 +154,21 @@ def test_shared_loop_stops_on_a_non_finite_loss_with_a_clear_error(digits):
     from harden.training import fit
     model = create_model("cnn-small", num_classes=10, in_chans=1, input_size=(8, 8))
 
-    def nan_step(m, x, y):
-        logits = m(x)
-        return logits.sum() * float("nan"), logits, {}
+    def nan_from(first_bad: int):
+        calls = []
 
-    with pytest.raises(HardenError, match="diverged.*lower --lr"):
-        fit(model, digits, TrainConfig(epochs=1, augment="none"), torch.device("cpu"), step=nan_step)
+        def step(m, x, y):
+            calls.append(1)
+            logits = m(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            return (loss * float("nan") if len(calls) >= first_bad else loss), logits, {}
+        return step
+
+    with pytest.raises(HardenError, match="diverged.*lower --lr"):  # after updates: the learning rate, likely
+        fit(model, digits, TrainConfig(epochs=1, augment="none"), torch.device("cpu"), step=nan_from(3))
+    # before any update: the model's forward on some images, not the learning rate
+    with pytest.raises(HardenError, match="first step.*learning rate is not the cause.*small epsilon"):
+        fit(model, digits, TrainConfig(epochs=1, augment="none"), torch.device("cpu"), step=nan_from(1))
 
 
 def test_grad_clip_bounds_the_update(digits):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..attacks import NORM_LABELS, Attack, build_attack, default_attacks, perturbation_norm
-from ..batching import predict_labels
+from ..batching import non_finite_scores, predict_labels
 from ..compiling import compiled
 from ..device_defaults import attack_batch_size, prepare_for_device
 from ..errors import HardenError
@@ -175,7 +175,10 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
             "eps_l2": eps_l2, "max_l0": max_l0, "seed": seed, "batch_size": batch_size, "precision": attack_amp,
             "bpda": [bool(rounding) and bpda, bool(source_rounding) and bpda],
             "device": device.type, "processes": distributed.world()})
-    clean_pred = predict_labels(model, x, batch_size, device)
+    finite: list[torch.Tensor] = []
+    clean_pred = predict_labels(model, x, batch_size, device, finite)
+    if (said := non_finite_scores(finite, model_name)) is not None:
+        raise HardenError(said)
     predicted = labels == "predicted"
     if predicted:  # no labels: each image's is the evaluated model's own clean prediction
         from ..data.predicted import labels_note
