@@ -502,11 +502,34 @@ def _fitted(net: torch.nn.Module, state: dict[str, torch.Tensor]):
     if computed:
         state = {k: v for k, v in state.items() if k not in computed}
         notes = [*notes, f"ignored {len(computed)} buffer(s) the architecture computes itself ({computed[0]}, ...)"]
+    tied = _tied_aliases(own, state)
+    if tied:
+        state = {**state, **tied}
+        notes = [*notes, f"filled {len(tied)} tied tensor(s) ({', '.join(list(tied)[:2])}, ...) from the tensor each "
+                         "shares in the architecture: safetensors' save_model writes a shared tensor once"]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
     return own, state, notes, missing, unexpected, shapes
+
+
+def _tied_aliases(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{missing key: the file's tensor} for keys of the architecture that share their tensor with a key the file has
+    (a module used under two names, `fc2.weight = fc1.weight`): safetensors' save_model, which Hugging Face's and
+    timm's savers use, writes such a tensor under one of its names only."""
+    groups: dict[tuple, list[str]] = {}
+    for k, v in own.items():
+        if v.is_meta or not v.numel():  # a meta tensor has no storage to share
+            continue
+        groups.setdefault((v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.stride()),
+                          []).append(k)
+    out = {}
+    for names in groups.values():
+        have = [n for n in names if n in state]
+        if have and len(have) < len(names):
+            out.update({n: state[have[0]] for n in names if n not in state})
+    return out
 
 
 def _count_implicated(net: torch.nn.Module, state: dict[str, torch.Tensor], num_classes: int) -> bool:

@@ -358,6 +358,32 @@ def test_a_file_of_parameters_without_buffers_is_named(tmp_path):
     assert "--num-classes" not in str(e.value)
 
 
+def test_tied_tensors_that_save_model_wrote_once_are_filled(tmp_path):
+    """safetensors' save_model (Hugging Face's and timm's savers) writes a tensor two names share under one of them:
+    a block applied twice, a tied pair of layers. The other name is filled from it, and the load says so."""
+    from safetensors.torch import load_file, save_model
+    (tmp_path / "tied.py").write_text(
+        "from torch import nn\n\n\n"
+        "class Tied(nn.Module):\n"
+        "    def __init__(self, num_classes=10, in_chans=1):\n"
+        "        super().__init__()\n"
+        "        self.stem, self.block = nn.Conv2d(in_chans, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)\n"
+        "        self.again = self.block  # the same module under a second name\n"
+        "        self.fc = nn.Linear(4 * 64, num_classes)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.again(self.block(self.stem(x)).relu()).flatten(1))\n")
+    arch = f"{tmp_path / 'tied.py'}:Tied"
+    net = harden.create_model(arch, 10, 1, (8, 8)).net
+    save_model(net, str(tmp_path / "tied.safetensors"))
+    assert len({"again.weight", "block.weight"} & set(load_file(tmp_path / "tied.safetensors"))) == 1  # the case
+    model = harden.load(tmp_path / "tied.safetensors", arch=arch, num_classes=10, in_chans=1, input_size=8)
+    assert any("filled 2 tied tensor(s)" in n for n in model.load_notes)
+    assert model.net.again is model.net.block
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model.net(x), net(x))
+
+
 def test_weights_that_are_not_finite_are_refused_at_load(digits_model, tmp_path):
     """A file saved after its training diverged: NaN anywhere, or an infinite weight, is named at load; an infinite
     buffer (an attention mask of -inf) is not a fault."""
