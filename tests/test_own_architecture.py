@@ -51,6 +51,30 @@ def test_pickled_sequential_loads_without_arch(tmp_path, how):
     assert outputs_agree(model, net)
 
 
+def test_a_pickled_sequential_that_shares_a_block_or_a_weight_is_rebuilt_sharing_them(tmp_path, digits):
+    """A block applied twice and a weight tied between two layers are one object in the pickle: the rebuilt
+    network shares them too, so hardening trains each as one, and the written checkpoint rebuilds them shared."""
+    torch.manual_seed(0)
+    block, a, b = nn.Conv2d(4, 4, 3, padding=1), nn.Linear(16, 16), nn.Linear(16, 16)
+    b.weight = a.weight
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), block, nn.ReLU(), block, nn.AdaptiveAvgPool2d(2),
+                        nn.Flatten(), a, nn.ReLU(), b, nn.ReLU(), nn.Linear(16, 10)).eval()
+    torch.save(net, tmp_path / "shared.pt")
+    model = harden.load(tmp_path / "shared.pt", input_size=8)
+    assert model.net[2] is model.net[4] and model.net[7].weight is model.net[9].weight
+    assert model.net[7].bias is not model.net[9].bias
+    assert outputs_agree(model, net)
+    res = harden.fix(model, digits, recipe="at", epochs=1, data_frac=0.1, report=False, device="cpu",
+                     sets=["eps=0.1", "val_frac=0"])
+    assert res.model.net[2] is res.model.net[4] and res.model.net[7].weight is res.model.net[9].weight  # trained as one
+    harden.save(res.model, tmp_path / "hardened.safetensors")
+    again = harden.load(tmp_path / "hardened.safetensors")
+    assert again.net[2] is again.net[4] and again.net[7].weight is again.net[9].weight
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), res.model.eval()(x))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
 def test_a_pickled_sequential_saved_in_another_precision_runs_in_float32(tmp_path, dtype):
     """torch.save(model.half()) or of a model trained in double: the rebuilt network is float32 (harden feeds float32

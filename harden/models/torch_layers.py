@@ -56,15 +56,21 @@ def layer_class(name: str) -> type[nn.Module]:
 def describe(module: Any) -> dict[str, Any] | None:
     """The JSON tree of an inert pickled module (inert_pickle.Inert), or None where it is not all torch.nn layers."""
     try:
-        return _node(module, depth=0)
+        return _node(module, depth=0, path="", seen={})
     except NotPlain:
         return None
 
 
-def _node(module: Any, depth: int) -> dict[str, Any]:
+def _node(module: Any, depth: int, path: str, seen: dict[int, str]) -> dict[str, Any]:
+    """`seen`: {id of a module or tensor met before: its dotted path}. A module or parameter the pickle holds under
+    two names (a block applied twice, `fc2.weight = fc1.weight`) is one object there: the second name becomes
+    {"same_as": path}, so the rebuilt network shares it too and trains it as one."""
     from ..inert_pickle import Inert
     if not isinstance(module, Inert) or depth > 64:
         raise NotPlain(type(module).__name__)
+    if id(module) in seen:
+        return {"same_as": seen[id(module)]}
+    seen[id(module)] = path
     layer_class(module.inert_global)
     fields = module.fields
     pruned = _pruned_tensors(fields)
@@ -82,11 +88,16 @@ def _node(module: Any, depth: int) -> dict[str, Any]:
                 continue  # the pruning mask: put back from the weights by pruned.prune_as_saved when they load
             if kind == "parameters" and name.endswith("_orig") and name[:-5] in pruned:
                 name = name[:-5]  # the layer's own parameter, of the same shape
+            if t is not None and id(t) in seen:
+                node[kind][name] = {"same_as": seen[id(t)]}
+                continue
             node[kind][name] = None if t is None else [list(t.shape), str(t.dtype).removeprefix("torch.")]
+            if t is not None:
+                seen[id(t)] = path + name
             if t is not None and node[kind][name][1] not in _DTYPES:
                 raise NotPlain(str(t.dtype))
     for name, child in _table(fields.get("_modules")).items():
-        node["children"][name] = None if child is None else _node(child, depth + 1)
+        node["children"][name] = None if child is None else _node(child, depth + 1, f"{path}{name}.", seen)
     for name, value in fields.items():
         if name not in _BOOKKEEPING and name not in _HOOKS and name not in pruned:  # not the hook's product
             node["settings"][name] = _plain(value)
@@ -165,7 +176,7 @@ def build(model_args: dict[str, Any]) -> nn.Module:
         raise HardenError("The architecture 'torch-layers' needs its tree of torch.nn layers (kept in the model_args "
                           "of checkpoints harden writes from a pickled model); give the pickled model itself.")
     try:
-        return _build(tree)
+        return _build(tree, "", {})
     except (NotPlain, KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError, RuntimeError,
             MemoryError) as e:  # a damaged or crafted tree (a shape no memory holds among them)
         raise HardenError(f"The tree of torch.nn layers kept in this checkpoint's metadata cannot be rebuilt "
@@ -179,17 +190,27 @@ def _as_built(dtype: str) -> torch.dtype:
     return torch.float32 if d.is_floating_point else d
 
 
-def _build(node: dict[str, Any]) -> nn.Module:
+def _build(node: dict[str, Any], path: str, built: dict[str, Any]) -> nn.Module:
+    """`built`: {dotted path: the module or tensor built there}, for the tree's {"same_as": path} entries (_node)."""
+    if "same_as" in node:
+        return built[node["same_as"]]
     cls = layer_class(node["class"])
     module = cls.__new__(cls)
+    built[path] = module
     state = {k: _unplain(v) for k, v in node["settings"].items()}
     state.update({k: OrderedDict() for k in _HOOKS}, _is_full_backward_hook=None, _non_persistent_buffers_set=set())
-    state["_parameters"] = {k: None if v is None else nn.Parameter(torch.zeros(v[0], dtype=_as_built(v[1])),
-                                                                    requires_grad=_DTYPES[v[1]].is_floating_point)
-                            for k, v in node["parameters"].items()}
-    state["_buffers"] = {k: None if v is None else torch.zeros(v[0], dtype=_as_built(v[1]))
-                         for k, v in node["buffers"].items()}
-    state["_modules"] = {k: None if v is None else _build(v) for k, v in node["children"].items()}
+
+    def tensor(name: str, v: Any, parameter: bool):
+        if v is None:
+            return None
+        if isinstance(v, dict):
+            return built[v["same_as"]]
+        t = torch.zeros(v[0], dtype=_as_built(v[1]))
+        built[path + name] = nn.Parameter(t, requires_grad=_DTYPES[v[1]].is_floating_point) if parameter else t
+        return built[path + name]
+    state["_parameters"] = {k: tensor(k, v, True) for k, v in node["parameters"].items()}
+    state["_buffers"] = {k: tensor(k, v, False) for k, v in node["buffers"].items()}
+    state["_modules"] = {k: None if v is None else _build(v, f"{path}{k}.", built) for k, v in node["children"].items()}
     module.__setstate__(state)  # the class's own: what torch.load runs after __new__ for a pickled module
     return module
 
@@ -200,6 +221,8 @@ def first_setting(tree: dict[str, Any], name: str, last: bool = False) -> int | 
     found: list[int] = []
 
     def walk(node):
+        if "same_as" in node:  # a module met before: its settings were read there
+            return
         value = node["settings"].get(name)
         if isinstance(value, int) and not isinstance(value, bool):
             found.append(value)
