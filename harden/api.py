@@ -75,6 +75,10 @@ def data_for(model: Classifier, data: str | None, model_name: str = "the model",
     class_map, skip_unreadable (files are decoded through the model's own transform, their classes mapped to its
     outputs); where the model was hardened on part of this same data, the part held out then (data/held_out.py),
     said under `model_name`. `labels` "predicted": images without labels are taken too (data/predicted.py)."""
+    from .data.arrays import is_arrays
+    from .data.held_out import test_split_for
+    if is_arrays(data):  # images and labels in memory (a share held out where the model was hardened on them)
+        return test_split_for(load_data(data, DataTarget.for_model(model, **target)), model.spec.extra, model_name)
     spec = data or model.spec.data
     if not spec:
         raise HardenError("The checkpoint does not name its data; pass --data (digits, an .npz, a CIFAR-10 "

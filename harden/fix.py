@@ -14,6 +14,7 @@ import torch
 from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
 from .data import Data, DataTarget, check_fits, load_data, remember_orientation, subsample
+from .data.arrays import is_arrays
 from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
@@ -179,6 +180,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                           "fix its base instead.")
     if isinstance(data, Data):
         ds = data
+    elif is_arrays(data):  # images and labels in memory: as an .npz of the same arrays
+        ds = load_data(data, DataTarget.for_model(base_model, **(data_target or {})))
     else:
         spec = data or base_model.spec.data
         if not spec:

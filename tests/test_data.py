@@ -189,6 +189,39 @@ def test_npz_with_pickled_arrays_is_refused(tmp_path):
         load_data(p)
 
 
+def test_images_and_labels_in_memory_for_evaluate_and_fix(digits, digits_model):
+    """The library takes (x, y) as tensors or arrays, N x C x H x W floats in [0, 1] or N x H x W x C uint8 0-255,
+    for a harden model and a plain nn.Module: the same report as the same images read from an .npz; `fix` holds a
+    share of a lone pair out as its test split, as for an .npz of one split."""
+    import harden
+    x8, y = digits.x_test[:40], digits.y_test[:40]
+    as_floats = torch.from_numpy(x8).permute(0, 3, 1, 2).float() / 255  # what a torch data pipeline holds
+    kw = dict(attacks=["fgsm"], eps=0.1, metrics=False, masking_checks=False, device="cpu")
+    reports = [harden.evaluate(digits_model, pair, **kw) for pair in ((as_floats, torch.from_numpy(y)), (x8, y))]
+    plain = harden.evaluate(digits_model.net, (as_floats, y), **kw)  # no spec: the network as it is
+    for r in reports:
+        assert (r.n, r.data) == (40, "arrays")
+        assert r.clean_accuracy == reports[0].clean_accuracy
+        assert r.attacks[0].robust_accuracy == reports[0].attacks[0].robust_accuracy
+    with torch.no_grad():
+        want = (digits_model(as_floats).argmax(1) == torch.from_numpy(y)).float().mean().item()
+    assert reports[0].clean_accuracy == pytest.approx(want)
+    assert plain.n == 40
+    four = load_data((digits.x_train[:30], digits.y_train[:30], x8, y))
+    assert (four.n_train, four.n_test) == (30, 40)
+    with pytest.raises(HardenError, match=r"\(x, y\) or \(x_train, y_train, x_test, y_test\)"):
+        harden.data.from_arrays(x8, y, x8)
+    res = harden.fix(digits_model, (digits.x_train[:200], digits.y_train[:200]), sets=["eps=0.1", "val_frac=0"],
+                     epochs=1, data_frac=1.0, report=False, device="cpu")
+    from harden.data import held_out
+    kept = res.model.spec.extra[held_out.KEY]
+    assert kept["n"] > 0 and kept["source"] == "arrays"
+    # evaluated on the same arrays: on the share held out, never on what it trained on; on other arrays: all of them
+    pair = (digits.x_train[:200], digits.y_train[:200])
+    assert harden.evaluate(res.model, pair, n=None, **kw).n == kept["n"]
+    assert harden.evaluate(res.model, (digits.x_train[200:260], digits.y_train[200:260]), n=None, **kw).n == 60
+
+
 def test_cifar_batches_folder(tmp_path):
     rng = np.random.default_rng(0)
     for name in ["data_batch_1", "data_batch_2", "test_batch"]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import HardenError
-from .arrays import ImageData, _cifar_batches, _digits, _npz
+from .arrays import ImageData, _cifar_batches, _digits, _npz, from_arrays, is_arrays
 from .base import (SMALL_IMAGE_SIDE, Data, batches, check_fits, fit_size, index_hash, stratified_sample,
                    stratified_subset, subsample, to_tensor)
 from .files import FileData
@@ -80,8 +80,10 @@ class DataTarget:
                    predict=predictor(model), **kw)
 
 
-def load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
-    data = _load_data(spec, target)
+def load_data(spec, target: DataTarget | None = None) -> Data:
+    """What --data takes (a path, `digits`, hf:org/name), or images and labels in memory: (x, y) or (x_train,
+    y_train, x_test, y_test) as tensors or arrays (arrays.from_arrays)."""
+    data = from_arrays(spec) if is_arrays(spec) else _load_data(spec, target)
     if target is not None and target.class_map is not None and not isinstance(data, FileData):
         raise HardenError(f"--class-map: {data.source} holds arrays labelled with class indices already; a class map "
                           "names folders (or a list's text labels) for a model's indices.")
@@ -337,7 +339,8 @@ def in_memory(data: Data) -> ImageData:
                      subset=data.subset, class_names=data.class_names)
 
 
-__all__ = ["Data", "DataTarget", "FileData", "ImageData", "Listing", "Preprocess", "SMALL_IMAGE_SIDE", "IMAGE_EXT",
+__all__ = ["Data", "DataTarget", "FileData", "ImageData", "from_arrays", "Listing", "Preprocess", "SMALL_IMAGE_SIDE",
+           "IMAGE_EXT",
            "augment", "batches", "build_augment", "check_fits", "default_workers", "fit_size", "index_hash",
            "in_memory", "is_on_disk", "load_data", "remember_orientation", "stratified_sample", "stratified_subset",
            "subsample", "to_tensor"]

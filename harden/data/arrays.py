@@ -200,6 +200,43 @@ def _finish(x_train, y_train, x_test, y_test, source: str, class_names=None) -> 
     return ImageData(xtr, ytr, xte, yte, source, num_classes, class_names=names)
 
 
+ARRAYS_SOURCE = "arrays"
+
+
+def _as_numpy(a, what: str):
+    """A torch tensor (on any device, with or without a graph) or anything numpy reads, as a numpy array."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    try:
+        return np.asarray(a)
+    except (TypeError, ValueError) as e:
+        raise HardenError(f"{what} is {type(a).__name__}, not an array or a tensor ({e}).") from None
+
+
+def from_arrays(*arrays, class_names=None, source: str = ARRAYS_SOURCE) -> ImageData:
+    """Images and labels in memory, as the library takes them: (x, y), the images of one split (evaluated whole;
+    `fix` holds a stratified share out as its test split, as for an .npz of one split), or (x_train, y_train, x_test,
+    y_test). Images as torch tensors or numpy arrays, N x C x H x W or N x H x W (x C), floats in [0, 1] or uint8
+    0-255; labels as class indices or one-hot rows."""
+    if len(arrays) == 1 and isinstance(arrays[0], (tuple, list)):
+        arrays = tuple(arrays[0])
+    if len(arrays) not in (2, 4):
+        raise HardenError(f"Images and labels in memory come as (x, y) or (x_train, y_train, x_test, y_test); got "
+                          f"{len(arrays)} items.")
+    names = ("x", "y") if len(arrays) == 2 else ("x_train", "y_train", "x_test", "y_test")
+    arrays = tuple(_as_numpy(a, f"{source}: {n}") for a, n in zip(arrays, names, strict=True))
+    if len(arrays) == 4:
+        return _finish(*arrays, source, class_names)
+    xs = _images(arrays[0], f"{source}: x")
+    return _finish(np.zeros((0, *xs.shape[1:]), np.uint8), np.zeros(0, np.int64), xs, arrays[1], source,
+                   class_names)
+
+
+def is_arrays(data) -> bool:
+    """Whether `data` is images and labels in memory (from_arrays' tuple), not a path or a Data."""
+    return isinstance(data, (tuple, list)) and len(data) in (2, 4) and not isinstance(data[0], (str, Path))
+
+
 def _images(x, what: str, like: PixelView | None = None):
     """uint8 N x H x W x C rows (pixels.as_pixels); a deferred member is checked by its header."""
     x = x if isinstance(x, DeferredArray) else np.asarray(x)

@@ -92,9 +92,11 @@ def _model_and_data(model, data, labels: str = "given") -> tuple[nn.Module, Data
         model = load(model)
     if isinstance(data, Data):
         return model, data
+    from ..data.arrays import is_arrays
     if getattr(model, "spec", None) is not None:
         from ..api import data_for
-        return model, data_for(model, None if data is None else str(data), labels=labels)
+        return model, data_for(model, None if data is None else data if is_arrays(data) else str(data),
+                               labels=labels)
     if data is None:
         raise HardenError("evaluate: a model without harden's spec needs data (a Data, or what --data takes).")
     from ..data import load_data
