@@ -611,6 +611,14 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
     (tmp_path / "gone.csv").write_text("id,breed\nnobody,pug\n")
     with pytest.raises(HardenError, match="do not exist: nobody"):
         load_data(tmp_path / "gone.csv", DataTarget.for_model(model))
+    # HAM10000's metadata: more columns than two, the label in `dx`; a label column of no known name is asked for
+    meta = "lesion_id,image_id,dx,dx_type,age\n" + "".join(f"L{a},{a},{y},histo,40\n" for a, _, y in rows)
+    (tmp_path / "HAM10000_metadata.csv").write_text(meta)
+    ham = load_data(tmp_path / "HAM10000_metadata.csv", DataTarget.for_model(model, workers=0))
+    assert ham.class_names == ["husky", "pug"] and ham.y_test.tolist() == by_id.y_test.tolist()
+    (tmp_path / "odd.csv").write_text(meta.replace(",dx,", ",diag,", 1))
+    with pytest.raises(HardenError, match="names no label column.*Rename the column that holds the labels"):
+        load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
 
 
 def test_webdataset_tar_shards_read_like_the_folder(tmp_path):

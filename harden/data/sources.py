@@ -270,6 +270,17 @@ def _as_int(text: str) -> int:
     return int(float(text))
 
 
+# A list's or a table's columns, by the names datasets give them, in order of preference (a header that names two
+# label columns takes the first here). Past the generic names, the label columns of well-known public sets: HAM10000's
+# dx, APTOS' diagnosis, the diabetic retinopathy level, Google Landmarks' landmark_id.
+PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "file_path", "filenames", "image", "image_path",
+                "imagepath", "image_file", "image_filename", "img", "img_path", "img_file", "img_filename", "fname",
+                "image_id", "img_id", "image_name", "img_name", "imageid", "isic_id", "id")
+LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "class_id", "class_label", "class_name", "classname",
+                 "label_id", "label_name", "target", "category", "category_id", "category_name", "cls", "y", "dx",
+                 "diagnosis", "level", "grade", "species", "breed", "landmark_id")
+
+
 def list_file_list(path: Path) -> dict[str, Listing]:
     """A CSV (comma) or TSV (tab) list: path,label[,split], header optional. Paths are relative to the list's folder
     (or absolute); labels are class indices or class names; split is train / val / test. Returns {split: listing}
@@ -287,17 +298,17 @@ def list_file_list(path: Path) -> dict[str, Listing]:
         raise HardenError(f"The image list {str(path)!r} is empty.")
     cols = {"path": 0, "label": 1, "split": 2 if len(rows[0]) > 2 else None}
     head = [c.strip().lower().replace(" ", "_") for c in rows[0]]
-    name_of = {"path": ("path", "file", "filename", "file_name", "filepath", "file_path", "image", "image_path",
-                        "img", "img_path", "fname", "image_id", "img_id", "image_name", "img_name", "imageid", "id"),
-               "label": ("label", "labels", "class", "class_id", "class_name", "target", "category", "y"),
-               "split": ("split", "subset", "set")}
+    name_of = {"path": PATH_COLUMNS, "label": LABEL_COLUMNS, "split": ("split", "subset", "set")}
     if any(c in names for c in head for names in name_of.values()):
         cols = {k: next((head.index(n) for n in names if n in head), None) for k, names in name_of.items()}
         if cols["path"] is not None and cols["label"] is None and len(head) == 2:
             cols["label"] = 1 - cols["path"]  # Kaggle's `id,breed`: the other column of two is the label
         if cols["path"] is None or cols["label"] is None:
-            raise HardenError(f"The header of {str(path)!r} ({', '.join(rows[0])}) names no path and label columns "
-                              "(path, label[, split]).")
+            raise HardenError(f"The header of {str(path)!r} ({', '.join(rows[0])}) names no "
+                              f"{'label' if cols['path'] is not None else 'path'} column: harden reads a path column "
+                              f"(path, file, image, image_id, ...), a label column ({', '.join(LABEL_COLUMNS[:8])}, "
+                              "...) and an optional split column (split, subset, set). Rename the column that holds "
+                              f"the {'labels' if cols['path'] is not None else 'image paths'} in the header.")
         rows = rows[1:]
     listed: list[tuple[str, str, str]] = []  # (split, path as written, label)
     for n, r in enumerate(rows, start=1):

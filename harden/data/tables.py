@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import HardenError
+from .sources import LABEL_COLUMNS as LABEL_NAMES  # the same names as a list's
 from .sources import SPLIT_TOKENS, Listing, OnDisk, PathTable, pick_splits, split_word, walk_files
 
 TABLE_EXT = {".parquet": "parquet", ".arrow": "arrow"}
-LABEL_NAMES = ("label", "labels", "fine_label", "class", "class_id", "class_label", "target", "category", "cls", "y")
 IMAGE_NAMES = ("image", "img", "images", "picture", "photo", "jpg", "png", "webp", "file")
 READ_BATCH = 64  # rows per record batch of the spill pass (pyarrow still decodes the row group whole)
 
