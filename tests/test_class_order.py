@@ -99,3 +99,39 @@ def test_no_model_no_question(folder):
     from harden.data.describe import describe
     note = dict(describe(load_data(folder)))["class indices"]  # `harden data`: the other reading is named
     assert note.startswith(INDICES) and "in sorted order by other training code" in note
+
+
+@pytest.mark.parametrize("trained", ["sorted", "wnids"])
+def test_tiny_imagenet_val_annotations_and_the_wnids_order(tmp_path, trained):
+    """Tiny ImageNet: train/<wnid>/images/, val/images/ loose with their classes in val/val_annotations.txt, and
+    wnids.txt at the root in another order than sorted. The annotations label val (not one class named "images"),
+    and the model says whether it numbered its classes along wnids.txt or in sorted order."""
+    from harden.data.class_order import SORTED_NAMES
+    wnids = ["n04", "n01", "n03", "n00", "n02", "n05"]  # the file's order; sorted differs
+    root = tmp_path / "tiny-imagenet-200"
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    grey = {w: (int(w[1:]) * 40 + 10) for w in wnids}
+    rows = []
+    for w in wnids:
+        (root / "train" / w / "images").mkdir(parents=True)
+        (root / "train" / w / f"{w}_boxes.txt").write_text("")
+        for k in range(3):
+            Image.fromarray(np.full((8, 8), grey[w] + k, np.uint8)).save(root / "train" / w / "images" / f"{k}.JPEG")
+            Image.fromarray(np.full((8, 8), grey[w] - k, np.uint8)).save(root / "val" / "images" / f"val_{w}_{k}.png")
+            rows.append(f"val_{w}_{k}.png\t{w}\t0\t0\t8\t8")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(rows) + "\n")
+    (root / "grey.py").write_text(GREY)
+    order = sorted(wnids) if trained == "sorted" else wnids
+    ckpt = tmp_path / "grey.pth"
+    torch.save({"levels": torch.tensor([grey[w] / 255 for w in order])}, ckpt)
+    model = harden.load(ckpt, arch=f"{root / 'grey.py'}:Grey", input_size=8, in_chans=1, num_classes=6)
+    data = load_data(root, DataTarget.for_model(model, workers=0))
+    assert data.n_test == 18 and sorted(set(data.y_test.tolist())) == list(range(6))
+    want = SORTED_NAMES if trained == "sorted" else "the order of the dataset's wnids.txt"
+    assert data.class_note.startswith(want), data.class_note
+    x, y = data.images("test", np.arange(18))
+    assert (model(x).argmax(1) == y).all() and data.class_names == order
+    from harden.data.describe import describe
+    note = dict(describe(load_data(root)))["class indices"]  # `harden data`, no model: the other reading is named
+    assert note.startswith(SORTED_NAMES) and "in wnids.txt's order by other training code" in note

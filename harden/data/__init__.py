@@ -153,6 +153,9 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
     elif names is not None:
         mapping, note = map_classes(names, target.num_classes, list(target.label_names or []) or None,
                                     target.class_map, found.source, found.class_order)
+        from .class_order import SORTED_NAMES, listed_readings
+        if note == SORTED_NAMES and target.predict is not None and Path(found.source).is_dir():
+            readings = listed_readings(names, target.num_classes, found.source)  # a class list in another order
     elif target.class_map is not None:
         raise HardenError(f"--class-map: {found.source} labels its images with class indices already.")
 

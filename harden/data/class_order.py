@@ -19,7 +19,10 @@ INDICES = "class names are class indices"
 SORTED = ("folder names that are numbers, in sorted order, as torchvision's ImageFolder numbers them ('0', '1', "
           "'10', '11', ..., '2')")
 ONE_BASED = "folder names that are numbers from 1, each its class index plus one"
-SHORT = {INDICES: "as indices", SORTED: "in sorted order", ONE_BASED: "from 1"}
+SORTED_NAMES = "sorted class names (folders or labels)"  # classes.map_classes' note for its sorted reading
+LIST_FILES = ("wnids.txt", "classes.txt", "class_names.txt")  # Tiny ImageNet's; class lists datasets ship beside
+SHORT = {INDICES: "as indices", SORTED: "in sorted order", ONE_BASED: "from 1", SORTED_NAMES: "in sorted order",
+         **{f"the order of the dataset's {f}": f"in {f}'s order" for f in LIST_FILES}}
 PER_CLASS = 4  # sample: images a class, up to SAMPLE_MAX, drawn from the evaluation split
 ASKED = "the model's clean accuracy on a sample of"  # in every note choose() writes (reports show those notes)
 CHUNK = 32  # images decoded and classified at a time, until the readings are told apart
@@ -43,6 +46,31 @@ def numbered_readings(found: list[str], num_classes: int | None) -> dict[str, di
         readings[ONE_BASED] = {c: v - 1 for c, v in as_int.items()}
     distinct = {tuple(sorted(m.items())) for m in readings.values()}
     return readings if len(distinct) > 1 else {}
+
+
+def listed_readings(found: list[str], num_classes: int | None, root) -> dict[str, dict[str, int]]:
+    """Sorted class names against the order of a class list the dataset ships at its root (Tiny ImageNet's wnids.txt:
+    code that numbers classes along it and code that uses ImageFolder's sorted order both exist), where the list names
+    every class the model has, once each, in another order; else empty. A line is a name, or an index and a name
+    (`1 001.Black_footed_Albatross`)."""
+    from pathlib import Path
+    if num_classes is None or not found:
+        return {}
+    for name in LIST_FILES:
+        path = Path(root) / name
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            continue
+        listed = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            parts = line.split()
+            if parts:
+                listed.append(parts[-1] if len(parts) == 2 and parts[0].isdigit() else line.strip())
+        if len(listed) != num_classes or len(set(listed)) != len(listed) or not set(found) <= set(listed) or \
+                listed == sorted(listed):
+            continue
+        return {SORTED_NAMES: {c: i for i, c in enumerate(sorted(listed)) if c in set(found)},
+                f"the order of the dataset's {name}": {c: i for i, c in enumerate(listed) if c in set(found)}}
+    return {}
 
 
 def predictor(model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -89,5 +117,5 @@ def choose(data, split: str, readings: dict[str, dict[str, int]], used: str,
     said = "; ".join(f"{100 * correct[k].mean():.0f}% {SHORT[k]}" for k in correct)
     if beaten:
         return best, f"{best} ({ASKED} {seen}: {said})"
-    return used, (f"{used}; other readings of the numbered folders were not told apart by {ASKED} {seen} ({said}): "
+    return used, (f"{used}; other readings of the classes were not told apart by {ASKED} {seen} ({said}): "
                   "--class-map FILE sets the order")

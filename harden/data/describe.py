@@ -40,10 +40,19 @@ def describe(data: Data, sample: int = SAMPLE) -> list[tuple[str, str]]:
 
 
 def _other_readings(data) -> str:
-    """Numbered class folders read as indices with no model to ask: what other training code would make of them."""
-    from .class_order import ASKED, INDICES, SHORT, numbered_readings
+    """Numbered class folders read as indices, or classes in sorted order beside a class list in another order
+    (Tiny ImageNet's wnids.txt), with no model to ask: what other training code would make of them."""
+    from pathlib import Path
+
+    from .class_order import ASKED, INDICES, SHORT, SORTED_NAMES, listed_readings, numbered_readings
     names = data.class_names or []
-    if ASKED in data.class_note or not data.class_note.startswith(INDICES):
+    if ASKED in data.class_note:
+        return ""
+    if data.class_note.startswith(SORTED_NAMES) and Path(data.source).is_dir():
+        listed = [k for k in listed_readings(names, len(names), data.source) if k != SORTED_NAMES]
+        return (f"; read {SHORT[listed[0]]} by other training code: with a model (`harden eval`, `fix`), the model's "
+                "answers decide") if listed else ""
+    if not data.class_note.startswith(INDICES):
         return ""
     others = [k for k in numbered_readings(names, len(names)) if k != INDICES]
     return (f"; read {' or '.join(SHORT[k] for k in others)} by other training code (torchvision's ImageFolder sorts "

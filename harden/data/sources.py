@@ -195,8 +195,43 @@ def metadata_file(split_dir: Path) -> Path | None:
     return next((split_dir / n for n in METADATA_FILES if (split_dir / n).is_file()), None)
 
 
+# Tiny ImageNet's val/: its images loose in val/images/, their classes in val/val_annotations.txt (tab-separated:
+# file name, WordNet id, box); read along that file, never as one class named "images"
+ANNOTATIONS_SUFFIX = "_annotations.txt"
+
+
+def _annotations_file(split_dir: Path) -> Path | None:
+    found = sorted(e.path for e in os.scandir(split_dir) if e.is_file() and e.name.endswith(ANNOTATIONS_SUFFIX))
+    return Path(found[0]) if len(found) == 1 and (split_dir / "images").is_dir() else None
+
+
+def _annotations_listing(split_dir: Path) -> Listing | None:
+    """The split's images along its `*_annotations.txt` (Tiny ImageNet's val/), None where it has none."""
+    source = _annotations_file(split_dir)
+    if source is None:
+        return None
+    refs, names = [], []
+    for n, line in enumerate(source.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        cols = line.split("\t")
+        if not line.strip():
+            continue
+        if len(cols) < 2 or not cols[0].strip() or not cols[1].strip():
+            raise HardenError(f"{str(source)!r}, line {n}: {line!r} is not `file name<TAB>class[<TAB>...]`.")
+        refs.append(os.path.join("images", cols[0].strip()))
+        names.append(cols[1].strip())
+    missing = [r for r in refs[:1000] if not os.path.isfile(split_dir / r)][:3]
+    if missing:
+        raise HardenError(f"{str(source)!r} names images that {str(split_dir / 'images')!r} does not hold: "
+                          f"{', '.join(os.path.basename(m) for m in missing)}.")
+    if not refs:
+        raise HardenError(f"{str(source)!r} lists no images.")
+    return Listing(str(split_dir), PathTable(refs), np.zeros(len(refs), np.int64), names, what="folder")
+
+
 def split_class_names(split_dir: Path) -> list[str]:
     """The class names of a split folder, found cheaply: its class folders, else its metadata file's label names."""
+    if _annotations_file(split_dir) is not None:
+        return sorted(set(_annotations_listing(split_dir).names))
     classes = class_folders(split_dir)
     if classes:
         return classes
@@ -230,7 +265,11 @@ def _metadata_listing(split_dir: Path) -> Listing | None:
 
 def list_class_folders(split_dir: Path) -> Listing:
     """Every image under each class folder (recursively), sorted; the class is the top folder's name. A split folder
-    without class folders but with a metadata file (Hugging Face's imagefolder) is read along that file."""
+    without class folders but with a metadata file (Hugging Face's imagefolder) is read along that file, and one with
+    an `images/` folder and a `*_annotations.txt` (Tiny ImageNet's val/) along that."""
+    annotated = _annotations_listing(split_dir)
+    if annotated is not None:
+        return annotated
     classes = class_folders(split_dir)
     listed = None if classes else _metadata_listing(split_dir)
     if listed is None and not classes:
