@@ -135,3 +135,31 @@ def test_tiny_imagenet_val_annotations_and_the_wnids_order(tmp_path, trained):
     from harden.data.describe import describe
     note = dict(describe(load_data(root)))["class indices"]  # `harden data`, no model: the other reading is named
     assert note.startswith(SORTED_NAMES) and "in wnids.txt's order by other training code" in note
+
+
+@pytest.mark.parametrize("trained", ["sorted", "indices"])
+def test_kaggle_gtsrb_train_folders_and_test_csv_share_one_reading(tmp_path, trained):
+    """Kaggle's GTSRB: Train/<0..42>/ class folders, Test/ of loose images with Test.csv beside them (Path, ClassId),
+    capitalised. Both splits are read, and Test.csv's ClassId goes through the same reading of the numbers as the
+    folders (ImageFolder's sorted one, or the indices themselves), the one the model answers to."""
+    root = tmp_path / "gtsrb"
+    (root / "Test").mkdir(parents=True)
+    rows = ["Width,Height,Roi.X1,Roi.Y1,Roi.X2,Roi.Y2,ClassId,Path"]
+    for name in NAMES:
+        (root / "Train" / name).mkdir(parents=True)
+        for k in range(3):
+            v = round(level(name) * 255) + k - 1
+            Image.fromarray(np.full((8, 8), v, np.uint8)).save(root / "Train" / name / f"{k}.png")
+            Image.fromarray(np.full((8, 8), v, np.uint8)).save(root / "Test" / f"{name}_{k}.png")
+            rows.append(f"8,8,0,0,8,8,{name},Test/{name}_{k}.png")
+    (root / "Test.csv").write_text("\n".join(rows) + "\n")
+    (root / "grey.py").write_text(GREY)
+    order = sorted(NAMES) if trained == "sorted" else NAMES
+    model = harden.load(model_file(root, tmp_path, order, trained), arch=f"{root / 'grey.py'}:Grey", input_size=8,
+                        in_chans=1)
+    data = load_data(root, DataTarget.for_model(model, workers=0))
+    assert (data.n_train, data.n_test) == (36, 36)
+    assert data.class_note.startswith(SORTED if trained == "sorted" else INDICES), data.class_note
+    for split in ("train", "test"):
+        x, y = data.images(split, np.arange(36))
+        assert (model(x).argmax(1) == y).all(), split

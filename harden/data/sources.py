@@ -195,6 +195,26 @@ def metadata_file(split_dir: Path) -> Path | None:
     return next((split_dir / n for n in METADATA_FILES if (split_dir / n).is_file()), None)
 
 
+def _split_folder(root: Path, name: str) -> Path:
+    """root/name, or the one folder of root named so in another case (Train/, Test/); root/name where none is."""
+    if (root / name).is_dir():
+        return root / name
+    try:
+        found = [e.name for e in os.scandir(root) if e.is_dir() and e.name.lower() == name]
+    except OSError:
+        found = []
+    return root / found[0] if len(found) == 1 else root / name
+
+
+def _split_list(split_dir: Path) -> Path | None:
+    """A list beside a split folder named after it (Kaggle's GTSRB: Test/ of loose images, Test.csv beside it with
+    their paths `Test/00000.png` and ClassId), None where there is none."""
+    for ext in (".csv", ".CSV", ".tsv"):
+        if (split_dir.parent / f"{split_dir.name}{ext}").is_file():
+            return split_dir.parent / f"{split_dir.name}{ext}"
+    return None
+
+
 # Tiny ImageNet's val/: its images loose in val/images/, their classes in val/val_annotations.txt (tab-separated:
 # file name, WordNet id, box); read along that file, never as one class named "images"
 ANNOTATIONS_SUFFIX = "_annotations.txt"
@@ -235,7 +255,7 @@ def split_class_names(split_dir: Path) -> list[str]:
     classes = class_folders(split_dir)
     if classes:
         return classes
-    if metadata_file(split_dir) is None and metadata_file(split_dir.parent) is None:
+    if metadata_file(split_dir) is None and metadata_file(split_dir.parent) is None and _split_list(split_dir) is None:
         from .imagenet_truth import class_names
         return class_names(split_dir)  # ImageNet's loose validation images and their ground truth, or none
     return sorted(set(list_class_folders(split_dir).names or []))
@@ -245,7 +265,7 @@ def _metadata_listing(split_dir: Path) -> Listing | None:
     """The split's rows of a metadata file: its own, or the dataset root's (whose file_name paths begin with the
     split's folder, `train/0001.png`); None where neither lists any."""
     own = metadata_file(split_dir)
-    source = own or metadata_file(split_dir.parent)
+    source = own or metadata_file(split_dir.parent) or _split_list(split_dir)
     if source is None:
         return None
     lists = list_file_list(source)
@@ -260,6 +280,10 @@ def _metadata_listing(split_dir: Path) -> Listing | None:
     if not len(keep):
         return None
     names = [listing.names[i] for i in keep] if listing.names is not None else None
+    if names is None and source == _split_list(split_dir):
+        # class indices beside class folders named by numbers (GTSRB's Train/0 ... Train/42 and Test.csv's ClassId):
+        # read as those names, so that both splits go through one reading of the numbers (class_order.py)
+        names = [str(int(v)) for v in listing.labels[keep]]
     return Listing(listing.root, listing.refs.take(keep), listing.labels[keep], names, what=listing.what)
 
 
@@ -316,8 +340,8 @@ PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "file_path"
                 "imagepath", "image_file", "image_filename", "img", "img_path", "img_file", "img_filename", "fname",
                 "image_id", "img_id", "image_name", "img_name", "imageid", "isic_id", "id")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "class_id", "class_label", "class_name", "classname",
-                 "label_id", "label_name", "target", "category", "category_id", "category_name", "cls", "y", "dx",
-                 "diagnosis", "level", "grade", "species", "breed", "landmark_id")
+                 "label_id", "label_name", "classid", "class_index", "target", "category", "category_id",
+                 "category_name", "cls", "y", "dx", "diagnosis", "level", "grade", "species", "breed", "landmark_id")
 
 
 def list_file_list(path: Path) -> dict[str, Listing]:
@@ -582,21 +606,22 @@ def find_on_disk(path: Path) -> OnDisk | None:
     kaggle = kaggle_tree(path)
     if kaggle is not None:  # Kaggle's ImageNet, given by its root
         return find_on_disk(kaggle)
-    test = next((path / d for d in EVAL_FOLDERS if (path / d).is_dir()), None)
-    if (path / "train").is_dir() and test is not None:
-        train_shards = _shards_in(path / "train")
+    test = next((_split_folder(path, d) for d in EVAL_FOLDERS if _split_folder(path, d).is_dir()), None)
+    train_dir = _split_folder(path, "train")  # Train/ and Test/ as Windows-made sets name them (Kaggle's GTSRB)
+    if train_dir.is_dir() and test is not None:
+        train_shards = _shards_in(train_dir)
         if train_shards and not _shards_in(test) and all(SYNSET_TAR.match(s.stem) for s in train_shards):
             return _per_class_tars(src, train_shards, test)
         if train_shards:
             return _tar_source(src, {"train": train_shards, "test": _shards_in(test)})
-        return OnDisk(src, {"train": lambda: list_class_folders(path / "train"),
+        return OnDisk(src, {"train": lambda: list_class_folders(train_dir),
                             "test": lambda: list_class_folders(test)}, "folder",
-                      lambda: sorted(set(split_class_names(path / "train")) | set(split_class_names(test))))
-    if test is not None and not (path / "train").is_dir() and set(class_folders(path)) <= set(EVAL_FOLDERS) \
+                      lambda: sorted(set(split_class_names(train_dir)) | set(split_class_names(test))))
+    if test is not None and not train_dir.is_dir() and set(class_folders(path)) <= set(EVAL_FOLDERS) \
             and not _shards_in(test) and (class_folders(test) or split_class_names(test)):
         # only an evaluation split (ImageNet's val/ alone, as often downloaded): evaluated as its class folders
         return OnDisk(str(test), {"all": lambda: list_class_folders(test)}, "folder", lambda: split_class_names(test))
-    if (path / "train").is_dir() or test is not None:
+    if train_dir.is_dir() or test is not None:
         return None  # half a tree: the caller says what is missing
     from .imagenet_archives import archives
     downloaded = archives(path)  # ImageNet's tars as downloaded, read in place
