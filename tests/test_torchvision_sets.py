@@ -164,3 +164,37 @@ def test_flowers102_and_dtd_follow_their_split_files_as_torchvision_does(tmp_pat
                           torchvision.datasets.Flowers102(str(tmp_path), split="test"), 102)
     _reads_as_torchvision(tmp_path / "textures", torchvision.datasets.DTD(str(tmp_path / "textures"), split="train"),
                           torchvision.datasets.DTD(str(tmp_path / "textures"), split="test"), 3)
+
+
+def test_gtsrb_reads_as_torchvision_reads_it(tmp_path):
+    """torchvision's GTSRB: Training/<00000..>/ class folders of .ppm, Final_Test/Images/ with GT-final_test.csv (`;`,
+    Filename, ClassId): the same files and labels, train and test; the test split alone where only it is there."""
+    from harden.data import DataTarget
+    from harden.models import create_model
+    from PIL import Image
+    rng = np.random.default_rng(4)
+    base = tmp_path / "gtsrb"
+    for c in range(12):  # every class a folder, as GTSRB has (torchvision numbers the folders by sorted position)
+        d = base / "GTSRB" / "Training" / f"{c:05d}"
+        d.mkdir(parents=True)
+        for i in range(1 + (c == 11)):
+            Image.fromarray(rng.integers(0, 255, (20, 22, 3), np.uint8)).save(d / f"00000_{i:05d}.ppm")
+        (d / f"GT-{c:05d}.csv").write_text("Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n")
+    test = base / "GTSRB" / "Final_Test" / "Images"
+    test.mkdir(parents=True)
+    rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for i, c in enumerate([11, 0, 1, 11]):
+        Image.fromarray(rng.integers(0, 255, (20, 22, 3), np.uint8)).save(test / f"{i:05d}.ppm")
+        rows.append(f"{i:05d}.ppm;22;20;1;1;20;18;{c}")
+    (base / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
+    target = DataTarget.for_model(create_model("cnn-small", 12, 3, (16, 16), (0.5,), (0.25,)), workers=0)
+    data = load_data(tmp_path, target)
+    for split in ("train", "test"):
+        ref = torchvision.datasets.GTSRB(str(tmp_path), split=split)
+        lst = data.listing(split)
+        assert [lst.location(i) for i in range(len(lst))] == [p for p, _ in ref._samples]
+        assert lst.labels.tolist() == [c for _, c in ref._samples], split
+    import shutil
+    shutil.rmtree(base / "GTSRB" / "Training")  # the test download alone: an evaluation set
+    alone = load_data(tmp_path, target)
+    assert not alone.has_split("train") and alone.y_test.tolist() == [11, 0, 1, 11]

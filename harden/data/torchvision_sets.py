@@ -149,7 +149,44 @@ def torchvision_files(path: Path):
     for folder in (path / "dtd" / "dtd", path / "dtd", path):
         if (folder / "labels" / "train1.txt").is_file() and (folder / "images").is_dir():
             return _dtd(folder)
+    for folder in (path / "gtsrb", path):
+        if (folder / "GTSRB" / "Training").is_dir() or (folder / "GT-final_test.csv").is_file():
+            return _gtsrb(folder)
     return None
+
+
+def _gtsrb(folder: Path):
+    """torchvision's GTSRB: `GTSRB/Training/00000 ... 00042/*.ppm` (class folders) and `GTSRB/Final_Test/Images/*.ppm`
+    with their classes in `GT-final_test.csv` (`;`-separated Filename and ClassId), as torchvision reads them; either
+    split alone where only it was downloaded (test only: evaluation)."""
+    import csv
+
+    from .sources import Listing, OnDisk, PathTable, list_class_folders
+    train, truth = folder / "GTSRB" / "Training", folder / "GT-final_test.csv"
+    images = folder / "GTSRB" / "Final_Test" / "Images"
+
+    def test() -> Listing:
+        try:
+            rows = list(csv.DictReader(truth.read_text().splitlines(), delimiter=";", skipinitialspace=True))
+            part = [(r["Filename"].strip(), int(r["ClassId"])) for r in rows]
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+            raise HardenError(f"{str(truth)!r} is not GTSRB's `;`-separated Filename;...;ClassId list "
+                              f"({type(e).__name__}: {e}).") from None
+        if not images.is_dir():
+            raise HardenError(f"{str(truth)!r} lists GTSRB's test images, but {str(images)!r} is not there: extract "
+                              "GTSRB_Final_Test_Images.zip beside it.")
+        # named as the training folders are (00012), so both splits read the numbers one way
+        return Listing(str(images), PathTable([f for f, _ in part]), np.zeros(len(part), np.int64),
+                       [f"{c:05d}" for _, c in part], what="folder")
+
+    listers = {}
+    if train.is_dir():
+        listers["train"] = lambda: list_class_folders(train)
+    if truth.is_file():
+        listers["test" if train.is_dir() else "all"] = test
+    classes = (lambda: sorted(e.name for e in train.iterdir() if e.is_dir())) if train.is_dir() else \
+        (lambda: sorted(set(test().names)))
+    return OnDisk(str(folder), listers, "folder", classes)
 
 
 def _flowers102(folder: Path):
