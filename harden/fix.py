@@ -23,7 +23,7 @@ from .report.preflight import checks_before_training
 from .reparametrized import copy_module
 from .report.runner import evaluate
 from .models import Classifier
-from .models.registry import gives_input_gradient, no_input_gradient
+from .models.registry import from_module, gives_input_gradient, no_input_gradient
 from .data import held_out
 from .data.unlabeled import leave_out_test_images, load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
@@ -168,6 +168,13 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         takers = ", ".join(sorted(k for k, v in RECIPES.items() if v.takes_unlabeled))
         raise HardenError(f"--unlabeled: recipe {config['name']} cannot use unlabeled images (recipes that can: "
                           f"{takers}).")
+    if isinstance(base, torch.nn.Module) and not isinstance(base, Classifier):
+        # a module of the caller's, taking [0, 1] pixels: wrapped at its data's size and channels
+        data = data if isinstance(data, Data) else load_data(data) if data is not None else None
+        if data is None:
+            raise HardenError("fix: a plain nn.Module needs its data (images and labels in memory, a Data, or what "
+                              "--data takes).")
+        base = from_module(base, input_size=data.input_size, in_chans=data.in_chans)
     if isinstance(base, Classifier):
         base_model, base_sha, base_name = base, state_digest(base), base_name or "base"
         model = copy_module(base)

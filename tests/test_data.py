@@ -220,6 +220,29 @@ def test_images_and_labels_in_memory_for_evaluate_and_fix(digits, digits_model):
     pair = (digits.x_train[:200], digits.y_train[:200])
     assert harden.evaluate(res.model, pair, n=None, **kw).n == kept["n"]
     assert harden.evaluate(res.model, (digits.x_train[200:260], digits.y_train[200:260]), n=None, **kw).n == 60
+    # a plain nn.Module of the caller's, taking [0, 1] pixels: wrapped at the arrays' size, hardened as a copy
+    net = _pixels_net(digits_model)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    res = harden.fix(net, (digits.x_train[:200], digits.y_train[:200]), sets=["eps=0.1", "val_frac=0"], epochs=1,
+                     data_frac=1.0, report=False, device="cpu")
+    assert (res.model.spec.num_classes, res.model.spec.in_chans, res.model.spec.input_size) == (10, 1, (8, 8))
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the caller's module untouched
+    assert not all(torch.equal(before[k], v) for k, v in res.model.net.state_dict().items())  # the copy trained
+
+
+def _pixels_net(model):
+    """The digits model as a caller would hold it: one nn.Module taking [0, 1] pixels, normalising inside."""
+    class Pixels(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model.net
+            self.register_buffer("mean", model.mean.clone())
+            self.register_buffer("std", model.std.clone())
+
+        def forward(self, x):
+            return self.net((x - self.mean) / self.std)
+    import copy
+    return copy.deepcopy(Pixels())
 
 
 def test_cifar_batches_folder(tmp_path):

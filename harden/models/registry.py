@@ -398,6 +398,41 @@ def _per_channel(values, c: int, what: str) -> list[float]:
     return values
 
 
+def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: int | None = None, mean=(0.0,),
+                std=(1.0,), logits_key: str | None = None) -> Classifier:
+    """A Classifier around a module of the caller's that takes [0, 1] pixels (mean 0, std 1: it normalises itself, or
+    give its mean and std), the module itself inside, not a copy. Its class count is its output's width unless given.
+    Its architecture is recorded as `module:Class`, so a checkpoint written from it loads where that class imports
+    and builds with its constructor's defaults (else with --arch)."""
+    size = (int(input_size), int(input_size)) if isinstance(input_size, int) else tuple(int(v) for v in input_size)
+    if num_classes is None:
+        was = net.training
+        net.eval()
+        p = next(net.parameters(), None)
+        try:
+            with torch.no_grad():
+                out = net(torch.zeros(2, int(in_chans), *size, device=p.device if p is not None else "cpu"))
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:
+            raise HardenError(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {size[0]} x {size[1]} "
+                              f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}): "
+                              "give the input size and channels it takes.") from None
+        finally:
+            net.train(was)
+        if not isinstance(out, torch.Tensor) or out.ndim < 2:
+            raise HardenError(f"{type(net).__name__} returns {type(out).__name__}: give num_classes (and logits_key "
+                              "where its scores are one entry of what it returns).")
+        num_classes = int(out.shape[1])
+    cls = type(net)
+    spec = ModelSpec(arch=f"{cls.__module__}:{cls.__qualname__}", num_classes=int(num_classes), in_chans=int(in_chans),
+                     input_size=size, mean=tuple(mean), std=tuple(std))
+    key, sigmoid = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
+    if key is not None:
+        spec.extra[LOGITS_KEY] = key
+    if sigmoid:
+        spec.extra[BINARY_SIGMOID] = True
+    return Classifier(net, spec)
+
+
 def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32, 32), mean=(0.0,), std=(1.0,),
                  data: str = "", *, interpolation: str = "bilinear", crop_pct: float = 1.0, crop_mode: str = "center",
                  model_args: dict[str, Any] | None = None, logits_key: str | None = None, **extra) -> Classifier:
