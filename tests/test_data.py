@@ -24,6 +24,26 @@ def test_npz(tmp_path, layout):
     assert d.in_chans == (1 if layout == "NHW" else 3) and d.num_classes == 4
 
 
+def test_a_folder_of_npy_files_reads_as_the_npz_of_them(tmp_path):
+    """np.save per array (x_train.npy, y_train.npy, ...; or one split's images.npy, labels.npy, channels first in
+    [0, 1]): the same data as np.savez of the same arrays."""
+    rng = np.random.default_rng(1)
+    arrays = {"X_train": rng.integers(0, 255, (12, 5, 5, 3), dtype=np.uint8), "y_train": np.arange(12) % 3,
+              "x_val": rng.integers(0, 255, (6, 5, 5, 3), dtype=np.uint8), "y_val": np.arange(6) % 3}
+    (tmp_path / "four").mkdir()
+    for k, v in arrays.items():
+        np.save(tmp_path / "four" / f"{k}.npy", v)
+    np.savez(tmp_path / "four.npz", **arrays)
+    a, b = load_data(tmp_path / "four"), load_data(tmp_path / "four.npz")
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        assert np.array_equal(np.asarray(getattr(a, k)[:]), np.asarray(getattr(b, k)[:])), k
+    (tmp_path / "one").mkdir()
+    np.save(tmp_path / "one" / "images.npy", arrays["x_val"].transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    np.save(tmp_path / "one" / "labels.npy", arrays["y_val"])
+    one = load_data(tmp_path / "one")
+    assert one.n_train == 0 and np.array_equal(one.x_test[:], arrays["x_val"])
+
+
 def test_npz_missing_keys(tmp_path):
     p = tmp_path / "d.npz"
     np.savez(p, x_train=np.zeros((2, 4, 4), np.uint8))

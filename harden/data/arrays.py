@@ -3,6 +3,7 @@ the host; batches become float [0,1] NCHW tensors on the device (the fast path f
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,9 +284,54 @@ def _npz(path: Path) -> ImageData:
     """Memory-mapped where the archive allows (harden.data.npz): a run reads the rows it uses, not the archive."""
     from .npz import npz_keys, read_npz
     try:  # what zipfile, its decompressors and numpy's .npy reader raise on a damaged or foreign file
-        stored = {k.lower(): k for k in npz_keys(path)}  # X_train as x_train; x_val / x_valid as the test split
+        keys = npz_keys(path)
     except READ_ERRORS as e:
         raise HardenError(f"{str(path)!r} is not a readable .npz archive ({e}).") from None
+
+    def read(names: list[str], defer: tuple[str, ...] = ()) -> dict:
+        try:
+            return read_npz(path, names, defer=defer)
+        except READ_ERRORS as e:
+            raise HardenError(f"{str(path)!r} is not a readable .npz archive ({e}).") from None
+    return _named_arrays(path, keys, read, "an .npz")
+
+
+def _npy_files(path: Path) -> dict[str, Path]:
+    """{array name: file} of a folder's .npy files (x_train.npy, ...)."""
+    try:
+        return {e.name[:-4]: Path(e.path) for e in os.scandir(path) if e.is_file() and e.name.lower().endswith(".npy")}
+    except OSError:
+        return {}
+
+
+def is_npy_dataset(path: Path) -> bool:
+    """A folder whose .npy files name images and labels as an .npz's members would (x_train and y_train, x_test and
+    y_test, or one split's pair)."""
+    names = {k.lower() for k in _npy_files(path)}
+    pairs = [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val"), *ONE_SPLIT_KEYS]
+    return any(x in names and y in names for x, y in pairs)
+
+
+def _npy_folder(path: Path) -> ImageData:
+    """A folder of .npy files named as an .npz's members (x_train.npy, y_train.npy, x_test.npy, y_test.npy; or one
+    split's x.npy, y.npy), each memory-mapped: what `np.save` per array leaves."""
+    files = _npy_files(path)
+
+    def read(names: list[str], defer: tuple[str, ...] = ()) -> dict:
+        out = {}
+        for k in names:
+            try:
+                out[k] = np.load(files[k], mmap_mode="r", allow_pickle=False)
+            except READ_ERRORS as e:
+                raise HardenError(f"{str(files[k])!r} is not a readable .npy array ({e}).") from None
+        return out
+    return _named_arrays(path, list(files), read, "a folder of .npy files")
+
+
+def _named_arrays(path: Path, keys: list[str], read, what: str) -> ImageData:
+    """Images and labels from named arrays (an .npz's members, a folder's .npy files): x_train, y_train, x_test (or
+    x_val), y_test (or y_val), in any case; or one split's pair. `read(names, defer)`: those arrays."""
+    stored = {k.lower(): k for k in keys}  # X_train as x_train; x_val / x_valid as the test split
     test = next((s for s in ("test", "val", "valid") if f"x_{s}" in stored and f"y_{s}" in stored), "test")
     want = {"x_train": "x_train", "y_train": "y_train", "x_test": f"x_{test}", "y_test": f"y_{test}",
             "class_names": "class_names"}
@@ -294,26 +340,20 @@ def _npz(path: Path) -> ImageData:
     if missing and one is None and not {f"x_{test}", f"y_{test}"} - set(stored):
         one = (f"x_{test}", f"y_{test}")  # a test set saved alone
     if missing and one is None:
-        raise HardenError(f"{str(path)!r} lacks {', '.join(missing)} (it holds {', '.join(stored.values())}); an "
-                          ".npz for harden holds x_train, y_train, x_test (or x_val), y_test (or y_val), or the "
+        raise HardenError(f"{str(path)!r} lacks {', '.join(missing)} (it holds {', '.join(stored.values())}); "
+                          f"{what} for harden holds x_train, y_train, x_test (or x_val), y_test (or y_val), or the "
                           "images and labels of one split (x, y; images, labels; data, targets): images "
                           "N x H x W (x C), or N x C x H x W, as uint8 0-255 or floats in [0, 1]; labels as "
                           "indices or one-hot rows.")
     if one is not None:  # one split: evaluated whole; `fix` holds a share of it out as its test split (held_out.py)
-        try:  # only the pair (and class names): other members are never read
-            z = read_npz(path, [stored[k] for k in (*one, "class_names") if k in stored])
-        except READ_ERRORS as e:
-            raise HardenError(f"{str(path)!r} is not a readable .npz archive ({e}).") from None
+        z = read([stored[k] for k in (*one, "class_names") if k in stored])  # the pair (and names): nothing else
         x, y = z[stored[one[0]]], z[stored[one[1]]]
         names = np.asarray(z[stored["class_names"]]).tolist() if "class_names" in stored else None
         xs = _images(x, f"{path}: {stored[one[0]]}")
         return _finish(xs[:0] if isinstance(xs, np.ndarray) else np.zeros((0, *xs.shape[1:]), np.uint8),
                        np.zeros(0, np.int64), xs, y, str(path), names)
-    try:
-        z = read_npz(path, defer=(stored["x_train"],))  # `eval` never inflates compressed training images
-    except READ_ERRORS as e:
-        raise HardenError(f"{str(path)!r} is not a readable .npz archive ({e}).") from None
-    z = {k: z[stored[v]] for k, v in want.items() if v in stored}
+    z = read([stored[v] for v in want.values() if v in stored], defer=(stored["x_train"],))  # `eval` never inflates
+    z = {k: z[stored[v]] for k, v in want.items() if v in stored}  # compressed training images
     names = np.asarray(z["class_names"]).tolist() if "class_names" in z else None
     return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path), names)
 
