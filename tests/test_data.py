@@ -44,6 +44,30 @@ def test_a_folder_of_npy_files_reads_as_the_npz_of_them(tmp_path):
     assert one.n_train == 0 and np.array_equal(one.x_test[:], arrays["x_val"])
 
 
+def test_tensors_saved_with_torch_save_read_as_arrays(tmp_path):
+    """torch.save of (x, y) (torchvision's old MNIST `processed/training.pt`), of a dict named as an .npz's members,
+    or of data/targets: read safely (weights_only) as the arrays they hold; a model's weights are named as such."""
+    import torch
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 255, (10, 6, 6), dtype=np.uint8)
+    y = np.arange(10) % 5
+    torch.save((torch.from_numpy(x), torch.from_numpy(y)), tmp_path / "training.pt")
+    pair = load_data(tmp_path / "training.pt")
+    assert np.array_equal(pair.x_test[:][..., 0], x) and pair.y_test.tolist() == y.tolist() and pair.n_train == 0
+    xf = torch.from_numpy(x).float()[:, None] / 255
+    torch.save({"x_train": xf, "y_train": torch.from_numpy(y), "x_test": xf[:4], "y_test": torch.from_numpy(y[:4])},
+               tmp_path / "four.pth")
+    four = load_data(tmp_path / "four.pth")
+    assert (four.n_train, four.n_test) == (10, 4) and np.array_equal(four.x_train[:][..., 0], x)
+    torch.save({"data": xf, "targets": torch.from_numpy(y)}, tmp_path / "set.pt")
+    assert load_data(tmp_path / "set.pt").n_test == 10
+    torch.save((torch.from_numpy(x), torch.from_numpy(y)), tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    assert load_data(tmp_path / "old.pt").n_test == 10  # torch's legacy format: not mapped, read whole
+    torch.save(torch.nn.Conv2d(1, 2, 3).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(HardenError, match="a model's weights"):
+        load_data(tmp_path / "weights.pt")
+
+
 def test_npz_missing_keys(tmp_path):
     p = tmp_path / "d.npz"
     np.savez(p, x_train=np.zeros((2, 4, 4), np.uint8))

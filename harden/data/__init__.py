@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import HardenError
-from .arrays import ImageData, _cifar_batches, _digits, _npy_folder, _npz, from_arrays, is_arrays, is_npy_dataset
+from .arrays import (ImageData, _cifar_batches, _digits, _npy_folder, _npz, _torch_file, from_arrays, is_arrays,
+                     is_npy_dataset)
 from .base import (SMALL_IMAGE_SIDE, Data, batches, check_fits, fit_size, index_hash, stratified_sample,
                    stratified_subset, subsample, to_tensor)
 from .files import FileData
@@ -26,7 +27,8 @@ from .loader import default_workers
 from .sources import EVAL_FOLDERS, IMAGE_EXT, Listing, OnDisk, find_on_disk, refuse_compressed_tar
 from .transforms import Preprocess, augment, build_augment, exif_orientation, resolve_orientation
 
-LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files), a CIFAR-10 "
+LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files, or a .pt of "
+           "those tensors), a CIFAR-10 "
            "python-batches folder, a torchvision "
            "download (MNIST, FashionMNIST, KMNIST, CIFAR-100, SVHN, STL-10, as its root or the set's folder), a folder with "
            "train/ and val/ (or test/, validation/, valid/) of class folders, a single folder of class folders "
@@ -105,6 +107,8 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
         raise HardenError(f"Data path {spec!r} does not exist.{hint(spec, 'dataset')} --data takes {LAYOUTS}.")
     if path.is_file() and path.suffix.lower() == ".npz":
         return _npz(path)
+    if path.is_file() and path.suffix.lower() in (".pt", ".pth"):  # tensors saved with torch.save
+        return _torch_file(path)
     if path.is_dir() and (path / "data_batch_1").exists() and (path / "test_batch").exists():
         return _cifar_batches(path)
     if path.is_dir() and is_npy_dataset(path):  # np.save per array: x_train.npy, y_train.npy, ...

@@ -328,6 +328,38 @@ def _npy_folder(path: Path) -> ImageData:
     return _named_arrays(path, list(files), read, "a folder of .npy files")
 
 
+def _torch_file(path: Path) -> ImageData:
+    """Tensors saved with torch.save: a dict named as an .npz's members ({'x_test': ..., 'y_test': ...}, {'data':
+    ..., 'targets': ...}) or a tuple (x, y) / (x_train, y_train, x_test, y_test), as torchvision's old MNIST
+    `processed/training.pt` is. Read with weights_only=True: tensors and containers only, nothing runs."""
+    import pickle as _pickle
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:  # a file in torch's legacy (pre-zip) format cannot be mapped: read whole
+            if "mmap" not in str(e):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, _pickle.UnpicklingError, EOFError, ValueError, OSError, AttributeError) as e:
+        raise HardenError(f"{str(path)!r} is not a file of tensors torch.load reads safely (weights_only=True: "
+                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}).") from None
+    if isinstance(obj, (tuple, list)) and len(obj) in (2, 4) and all(isinstance(t, torch.Tensor) for t in obj):
+        return from_arrays(*obj, source=str(path))
+    if isinstance(obj, dict) and any(isinstance(v, torch.Tensor) for v in obj.values()):
+        tensors = {str(k): v for k, v in obj.items() if isinstance(v, (torch.Tensor, list, tuple))}
+        if any(k.rsplit(".", 1)[-1] in ("weight", "bias", "running_mean") for k in tensors) or \
+                not any(v.ndim >= 3 for v in tensors.values() if isinstance(v, torch.Tensor)):
+            raise HardenError(f"{str(path)!r} holds tensors but no images ({', '.join(list(tensors)[:6])}): a model's "
+                              "weights? --data takes images and labels.")
+
+        def read(names: list[str], defer: tuple[str, ...] = ()) -> dict:
+            return {k: (tensors[k].numpy() if isinstance(tensors[k], torch.Tensor) else np.asarray(tensors[k]))
+                    for k in names}
+        return _named_arrays(path, list(tensors), read, "a file of tensors")
+    raise HardenError(f"{str(path)!r} holds {type(obj).__name__}, not images and labels: a torch file for --data holds "
+                      "(x, y), (x_train, y_train, x_test, y_test) or a dict named so (or data/targets).")
+
+
 def _named_arrays(path: Path, keys: list[str], read, what: str) -> ImageData:
     """Images and labels from named arrays (an .npz's members, a folder's .npy files): x_train, y_train, x_test (or
     x_val), y_test (or y_val), in any case; or one split's pair. `read(names, defer)`: those arrays."""
