@@ -198,3 +198,18 @@ def test_gtsrb_reads_as_torchvision_reads_it(tmp_path):
     shutil.rmtree(base / "GTSRB" / "Training")  # the test download alone: an evaluation set
     alone = load_data(tmp_path, target)
     assert not alone.has_split("train") and alone.y_test.tolist() == [11, 0, 1, 11]
+
+
+def test_the_old_processed_mnist_layout(tmp_path):
+    """torchvision before 0.8 kept MNIST as `MNIST/processed/training.pt` and `test.pt`, each (data, targets)."""
+    import torch
+    rng = np.random.default_rng(5)
+    (tmp_path / "MNIST" / "processed").mkdir(parents=True)
+    parts = {}
+    for name, n in (("training", 8), ("test", 5)):
+        x, y = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n)
+        torch.save((torch.from_numpy(x), torch.from_numpy(y)), tmp_path / "MNIST" / "processed" / f"{name}.pt")
+        parts[name] = (x, y)
+    data = load_data(tmp_path)
+    assert np.array_equal(data.x_train[:][..., 0], parts["training"][0]) and data.y_test.tolist() == \
+        parts["test"][1].tolist()

@@ -35,6 +35,9 @@ def torchvision_source(path: Path):
         for folder in (path / "raw", path):
             if _idx_file(folder, IDX_FILES[0]) is not None:
                 return _idx(folder)
+        for folder in (path / "processed", path):  # torchvision before 0.8: (data, targets) tensors per split
+            if (folder / "training.pt").is_file() and (folder / "test.pt").is_file():
+                return _processed(folder)
         if (path / "train").is_file() and (path / "meta").is_file():
             return _cifar100(path)
         if (path / "train_X.bin").is_file():
@@ -45,6 +48,13 @@ def torchvision_source(path: Path):
         raise HardenError(f"{str(path)!r} holds several torchvision downloads ({names}); pass the folder of the one "
                           "to use.")
     return torchvision_source(found[0]) if found[0] != path else _svhn(path)
+
+
+def _processed(folder: Path):
+    """torchvision's old MNIST-family layout: `processed/training.pt` and `test.pt`, each (data, targets)."""
+    from .arrays import _finish, _torch_file
+    train, test = _torch_file(folder / "training.pt"), _torch_file(folder / "test.pt")
+    return _finish(train.x_test, train.y_test, test.x_test, test.y_test, str(folder))
 
 
 def _idx_file(folder: Path, name: str) -> Path | None:
