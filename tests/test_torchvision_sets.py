@@ -213,3 +213,8 @@ def test_the_old_processed_mnist_layout(tmp_path):
     data = load_data(tmp_path)
     assert np.array_equal(data.x_train[:][..., 0], parts["training"][0]) and data.y_test.tolist() == \
         parts["test"][1].tolist()
+    (tmp_path / "MNIST" / "raw").mkdir()  # both layouts of one set (a download kept across torchvision versions)
+    for name, (x, y) in (("train", parts["training"]), ("t10k", parts["test"])):
+        _idx(tmp_path / "MNIST" / "raw" / f"{name}-images-idx3-ubyte", x, False)
+        _idx(tmp_path / "MNIST" / "raw" / f"{name}-labels-idx1-ubyte", y, False)
+    assert load_data(tmp_path).y_test.tolist() == parts["test"][1].tolist()

@@ -22,7 +22,8 @@ IDX_SETS = {
     "KMNIST": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
 }
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-KNOWN = ("MNIST/raw", "FashionMNIST/raw", "KMNIST/raw", "cifar-100-python", "stl10_binary")
+KNOWN = ("MNIST/raw", "FashionMNIST/raw", "KMNIST/raw", "cifar-100-python", "stl10_binary", "MNIST/processed",
+         "FashionMNIST/processed", "KMNIST/processed")
 
 
 def torchvision_source(path: Path):
@@ -31,6 +32,7 @@ def torchvision_source(path: Path):
     if not path.is_dir():
         return None
     found = [path / k for k in KNOWN if (path / k).is_dir()] + ([path] if _svhn_files(path) else [])
+    found = [f for f in found if not (f.name == "processed" and f.parent / "raw" in found)]  # one set, two layouts
     if not found:  # the dataset's own folder (MNIST/ or its raw/), or one of the layouts itself
         for folder in (path / "raw", path):
             if _idx_file(folder, IDX_FILES[0]) is not None:
