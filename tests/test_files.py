@@ -621,6 +621,21 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
         load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
 
 
+@pytest.mark.parametrize("where", ["/home/alice/datasets/pets", "C:\\Users\\alice\\pets"])
+def test_a_list_written_on_another_machine_finds_its_images_below_it(tmp_path, where):
+    """Absolute paths of the machine that wrote the list (a POSIX home, a Windows drive): read below the list's folder
+    from where the first of them is found there, every path losing the same leading folders."""
+    files = make_tree(tmp_path / "images", ["husky", "pug"], 3, splits=("",), sizes=(20, 30))
+    sep = "\\" if where.startswith("C:") else "/"
+    rows = [(sep.join([where, "images", *os.path.relpath(f, tmp_path / "images").split(os.sep)]),
+             "pug" if "/pug/" in f else "husky") for f in sorted(files)]
+    (tmp_path / "list.csv").write_text("path,label\n" + "".join(f"{p},{y}\n" for p, y in rows))
+    data = load_data(tmp_path / "list.csv", DataTarget.for_model(small_cnn(num_classes=2), workers=0))
+    lst = data.listing("test")
+    assert sorted(lst.location(i) for i in range(len(lst))) == sorted(str(f) for f in files)
+    assert data.class_names == ["husky", "pug"]
+
+
 def test_webdataset_tar_shards_read_like_the_folder(tmp_path):
     files = make_tree(tmp_path / "img", ["a", "b"], 3, splits=("",), sizes=(20, 50))
     shard = tmp_path / "shard-000000.tar"

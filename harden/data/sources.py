@@ -426,6 +426,36 @@ def _json_lines_as_rows(path: Path, text: str) -> list[list[str]]:
     return [keys] + [["" if o.get(k) is None else str(o.get(k)) for k in keys] for o in objects]
 
 
+_WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]|^\\\\")  # C:\data\x.jpg, \\server\share\x.jpg
+
+
+def _foreign_absolute(p: str) -> bool:
+    return os.path.isabs(p) or bool(_WINDOWS_ABSOLUTE.match(p))
+
+
+def _parts(p: str) -> list[str]:
+    return [c for c in re.split(r"[\\/]+", p) if c and not re.fullmatch(r"[A-Za-z]:", c)]
+
+
+def _moved(base: Path, first: str, plain: Callable[[str], str]) -> Callable[[str], str]:
+    """Absolute paths written on another machine (/home/alice/data/train/cat/1.jpg, C:\\data\\...) that are not here:
+    read below the list's folder from the point where the first of them is found there (train/cat/1.jpg); every path
+    loses the same leading folders. Where none is found, the paths stay as written (the error names them)."""
+    parts = _parts(first)
+    strip = next((k for k in range(1, len(parts)) if os.path.isfile(os.path.join(base, *parts[k:]))), None)
+    if strip is None:
+        return plain
+    from ..runtime import info
+    info(f"the image list's paths name another machine's folders ({first}): read below {base} without their first "
+         f"{strip} folder(s)")
+
+    def moved(p: str) -> str:
+        if not _foreign_absolute(p) or os.path.isfile(p):
+            return plain(p)
+        return os.path.join(base, *_parts(p)[strip:])
+    return moved
+
+
 def _path_resolver(base: Path, written: list[str]) -> Callable[[str], str]:
     """How a list's paths become files: relative to the list's folder (absolute ones as they are; a list written on
     Windows has backslashes). Where the first path that is not there is found in one folder beside the list and/or
@@ -438,6 +468,8 @@ def _path_resolver(base: Path, written: list[str]) -> Callable[[str], str]:
             full = p if os.path.isabs(p) else os.path.join(base, p)
         return full
     first = next((p for p in written if not os.path.isfile(plain(p))), None)
+    if first is not None and _foreign_absolute(first):
+        return _moved(base, first, plain)
     if first is None or os.path.isabs(first):
         return plain
     folders = [""] + sorted(e.name for e in os.scandir(base) if e.is_dir() and not is_skipped_dir(e.name))
