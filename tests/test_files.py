@@ -297,9 +297,18 @@ def test_what_tools_leave_in_photo_trees_is_neither_a_class_nor_an_image(tmp_pat
         (root / c / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     jpeg(root / "__MACOSX" / "cat" / "1.jpg", 8)
     (root / "dog" / "again").symlink_to(root / "dog")  # a link to a folder above: os.walk would never end
+    (root / "cat" / "up").symlink_to(root)  # above the class: every other class's images would be cats
+    (root / "cat" / "dogs").symlink_to(root / "dog")  # into another class
+    outside = tmp_path / "elsewhere" / "more"
+    jpeg(outside / "5.jpg", 20)
+    (root / "dog" / "nas").symlink_to(outside)  # to images kept elsewhere: followed
     data = load_data(root, DataTarget.for_model(small_cnn(num_classes=2), workers=0))
     listing = data.listing("test")
-    assert data.class_names == ["cat", "dog"] and len(listing) == 4
+    assert data.class_names == ["cat", "dog"] and len(listing) == 5
+    where = [os.path.relpath(listing.location(i), root) for i in range(5)]
+    assert sorted(zip(where, listing.labels.tolist(), strict=True)) == [
+        ("cat/0.jpg", 0), ("cat/1.jpg", 0), ("dog/0.jpg", 1), ("dog/1.jpg", 1), ("dog/nas/5.jpg", 1)]
+    (root / "dog" / "nas").unlink()
     assert all("@eaDir" not in listing.location(i) and "thumb" not in listing.location(i) for i in range(4))
     pool = load_unlabeled(root, DataTarget.for_model(small_cnn(num_classes=2), workers=0))
     assert len(pool.listing("train")) == 4

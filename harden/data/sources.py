@@ -159,20 +159,31 @@ def is_skipped_dir(name: str) -> bool:
     return name.startswith(".") or name in SKIPPED_DIRS
 
 
-def image_files(top: Path) -> list[str]:
-    """Every image under `top`, at any depth, as paths relative to it (unsorted)."""
-    return walk_files(top, _is_image)
+def image_files(top: Path, within: Path | None = None) -> list[str]:
+    """Every image under `top`, at any depth, as paths relative to it (unsorted). `within`: the split folder of the
+    class folder `top`, whose other classes a link must not lead into."""
+    return walk_files(top, _is_image, within)
 
 
-def walk_files(top: Path, keep: Callable[[str], bool]) -> list[str]:
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(os.path.join(folder, ""))
+
+
+def walk_files(top: Path, keep: Callable[[str], bool], within: Path | None = None) -> list[str]:
     """The files under `top` whose names `keep` accepts, at any depth, as paths relative to it (unsorted). Links are
-    followed, each real folder walked once (os.walk would loop forever on a link to a folder above it); tool and
-    hidden folders and hidden files skipped."""
+    followed, each real folder walked once, never into a folder that holds `top` (os.walk would loop forever on a link
+    to a folder above it, and a class would take every other class's images) nor, where `within` is given, into
+    another folder under `within` (a link from one class folder to another's); tool and hidden folders and hidden
+    files skipped."""
     seen: set[str] = set()
     out: list[str] = []
+    real_top = os.path.realpath(top)
+    real_within = os.path.realpath(within) if within is not None else None
     for root, dirs, files in os.walk(top, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen:
+        above = root != str(top) and _inside(real_top, real)
+        elsewhere = real_within is not None and _inside(real, real_within) and not _inside(real, real_top)
+        if real in seen or above or elsewhere:
             dirs[:] = []
             continue
         seen.add(real)
@@ -314,7 +325,7 @@ def list_class_folders(split_dir: Path) -> Listing:
             if loose else "") + ".")
     refs, names = [], []
     for c in classes:
-        found = [os.path.join(c, f) for f in image_files(split_dir / c)]
+        found = [os.path.join(c, f) for f in image_files(split_dir / c, split_dir)]
         if not found:
             raise HardenError(f"The class folder {str(split_dir / c)!r} holds no images ({', '.join(sorted(IMAGE_EXT))}"
                               "); remove it or add its images.")
