@@ -630,6 +630,24 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
         load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
 
 
+def test_folders_extracted_into_a_folder_of_their_own_name_are_looked_through(tmp_path):
+    """train/train/cat/..., val/val/..., and the whole tree inside a folder of its name (as archives extract): read as
+    the folders they wrap, never as one class named `train` or after the dataset."""
+    files = make_tree(tmp_path / "src", ["cat", "dog"], 2, sizes=(20, 30))
+    for f in files:
+        rel = Path(f).relative_to(tmp_path / "src")
+        split = rel.parts[0]
+        for top in (tmp_path / "pets" / split / split, tmp_path / "wrapped" / "wrapped" / split):
+            (top / rel.parent.name).mkdir(parents=True, exist_ok=True)
+            os.link(f, top / rel.parent.name / rel.name)
+    target = DataTarget.for_model(small_cnn(num_classes=2), workers=0)
+    for root in (tmp_path / "pets", tmp_path / "wrapped"):
+        data = load_data(root, target)
+        assert data.class_names == ["cat", "dog"] and (data.n_train, data.n_test) == (4, 4), root
+    alone = load_data(tmp_path / "pets" / "val", target)  # the evaluation folder alone
+    assert alone.class_names == ["cat", "dog"] and alone.n_test == 4
+
+
 @pytest.mark.parametrize("where", ["/home/alice/datasets/pets", "C:\\Users\\alice\\pets"])
 def test_a_list_written_on_another_machine_finds_its_images_below_it(tmp_path, where):
     """Absolute paths of the machine that wrote the list (a POSIX home, a Windows drive): read below the list's folder

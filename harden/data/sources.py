@@ -12,7 +12,7 @@ import os
 import re
 import tarfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -207,14 +207,32 @@ def metadata_file(split_dir: Path) -> Path | None:
 
 
 def _split_folder(root: Path, name: str) -> Path:
-    """root/name, or the one folder of root named so in another case (Train/, Test/); root/name where none is."""
+    """root/name, or the one folder of root named so in another case (Train/, Test/); root/name where none is; where
+    it holds nothing but one folder of its own name (train/train/, as archives extract), that one."""
     if (root / name).is_dir():
-        return root / name
+        return unwrapped(root / name)
     try:
         found = [e.name for e in os.scandir(root) if e.is_dir() and e.name.lower() == name]
     except OSError:
         found = []
-    return root / found[0] if len(found) == 1 else root / name
+    return unwrapped(root / found[0]) if len(found) == 1 else root / name
+
+
+def unwrapped(folder: Path) -> Path:
+    """The folder, or the one folder of the same name it holds and nothing else but files that are not images
+    (`train/train/cat/...`, `dogs-vs-cats/dogs-vs-cats/...`: an archive extracted into a folder of its own name),
+    read as the folder itself rather than as one class named after it."""
+    for _ in range(4):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return folder
+        dirs = [e for e in entries if e.is_dir() and not is_skipped_dir(e.name)]
+        if len(dirs) != 1 or dirs[0].name.lower() != folder.name.lower() or \
+                any(e.is_file() and _is_image(e.name) for e in entries):
+            return folder
+        folder = Path(dirs[0].path)
+    return folder
 
 
 def _split_list(split_dir: Path) -> Path | None:
@@ -638,6 +656,9 @@ def find_on_disk(path: Path) -> OnDisk | None:
         return None
     if not path.is_dir():
         return None
+    if unwrapped(path) != path:  # dataset/dataset/train/...: the inner folder is the dataset
+        found = find_on_disk(unwrapped(path))
+        return None if found is None else replace(found, source=src)
     from .torchvision_sets import torchvision_files
     listed = torchvision_files(path)  # Food-101, Oxford-IIIT Pet, Flowers-102, DTD: files along their split lists
     if listed is not None:
