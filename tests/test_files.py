@@ -497,6 +497,16 @@ def test_imagenet_class_names_as_people_write_them_map_to_the_models_indices():
     assert map_classes(["tench", "goldfish"], 2)[0] == {"goldfish": 0, "tench": 1}  # not an ImageNet head: sorted
 
 
+def test_folders_named_by_a_synset_and_a_name_map_by_the_synset():
+    """Stanford Dogs' `n02085620-Chihuahua`, `n01440764_tench`: an ImageNet head's indices by the synset before the
+    name; any other head, sorted as before."""
+    from harden.data.classes import map_classes
+    dogs = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n01440764_tench"]
+    assert map_classes(dogs, 1000)[0] == {"n02085620-Chihuahua": 151, "n02085782-Japanese_spaniel": 152,
+                                          "n01440764_tench": 0}
+    assert map_classes(dogs, 3)[0] == {"n01440764_tench": 0, "n02085620-Chihuahua": 1, "n02085782-Japanese_spaniel": 2}
+
+
 def test_a_head_of_1001_has_tensorflows_background_class_first():
     """TensorFlow's slim models put "background" at index 0 and ImageNet's 1000 classes after it: synset folders and
     class names map one index on, and the mapping says why."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import HardenError
 
 SYNSET = re.compile(r"^n\d{8}$")
+SYNSET_NAMED = re.compile(r"^n\d{8}($|[-_ .])")
 
 
 def read_class_map(path: str | Path) -> dict[str, int]:
@@ -86,9 +87,11 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
         out, how = {c: index[c] for c in found}, "the model's label names"
     elif label_names and (loose := _loosely(found, label_names)) is not None:
         out, how = loose, "the model's label names (case, spaces, '_' and '-' aside)"
-    elif num_classes and all(SYNSET.match(c) for c in found) and imagenet_synsets(num_classes):
+    elif num_classes and all(SYNSET_NAMED.match(c) for c in found) and imagenet_synsets(num_classes):
+        # n01440764, or a synset and a name (Stanford Dogs' n02085620-Chihuahua, n01440764_tench)
         synsets = imagenet_synsets(num_classes)
         index = {s: i for i, s in enumerate(synsets)}
+        index.update({c: index[c[:9]] for c in found if c[:9] in index})
         unknown = [c for c in found if c not in index]
         if unknown:
             raise HardenError(f"{source}: the synset folders {_few(unknown)} are not among the {num_classes} classes "
