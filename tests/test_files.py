@@ -640,6 +640,25 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
         load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
 
 
+def test_kaggle_cifar10_ids_beside_their_split_folders(tmp_path):
+    """Kaggle's CIFAR-10: train/1.png ... beside trainLabels.csv (id,label), and a val/ with valLabels.csv whose ids
+    are the same numbers: each list finds its ids in its own folder, given as the root or as the list."""
+    rng = np.random.default_rng(3)
+    names = ["frog", "truck", "cat"]
+    for split, n in (("train", 9), ("val", 6)):
+        (tmp_path / "kc" / split).mkdir(parents=True)
+        for i in range(1, n + 1):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(tmp_path / "kc" / split / f"{i}.png")
+        (tmp_path / "kc" / f"{split}Labels.csv").write_text(
+            "id,label\n" + "".join(f"{i},{names[i % 3]}\n" for i in range(1, n + 1)))
+    target = DataTarget.for_model(small_cnn(num_classes=3), workers=0)
+    data = load_data(tmp_path / "kc", target)
+    assert (data.n_train, data.n_test) == (9, 6) and data.class_names == ["cat", "frog", "truck"]
+    assert data.listing("test").location(0) == str(tmp_path / "kc" / "val" / "1.png")
+    alone = load_data(tmp_path / "kc" / "trainLabels.csv", target)
+    assert alone.n_test == 9 and alone.listing("test").location(0) == str(tmp_path / "kc" / "train" / "1.png")
+
+
 def test_folders_extracted_into_a_folder_of_their_own_name_are_looked_through(tmp_path):
     """train/train/cat/..., val/val/..., and the whole tree inside a folder of its name (as archives extract): read as
     the folders they wrap, never as one class named `train` or after the dataset."""

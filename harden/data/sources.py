@@ -237,10 +237,12 @@ def unwrapped(folder: Path) -> Path:
 
 def _split_list(split_dir: Path) -> Path | None:
     """A list beside a split folder named after it (Kaggle's GTSRB: Test/ of loose images, Test.csv beside it with
-    their paths `Test/00000.png` and ClassId), None where there is none."""
-    for ext in (".csv", ".CSV", ".tsv"):
-        if (split_dir.parent / f"{split_dir.name}{ext}").is_file():
-            return split_dir.parent / f"{split_dir.name}{ext}"
+    their paths `Test/00000.png` and ClassId; Kaggle's CIFAR-10: train/ and trainLabels.csv of id,label), None where
+    there is none."""
+    for suffix in ("", "Labels", "_labels", "-labels"):  # Kaggle's CIFAR-10: train/ beside trainLabels.csv
+        for ext in (".csv", ".CSV", ".tsv"):
+            if (split_dir.parent / f"{split_dir.name}{suffix}{ext}").is_file():
+                return split_dir.parent / f"{split_dir.name}{suffix}{ext}"
     return None
 
 
@@ -297,7 +299,7 @@ def _metadata_listing(split_dir: Path) -> Listing | None:
     source = own or metadata_file(split_dir.parent) or _split_list(split_dir)
     if source is None:
         return None
-    lists = list_file_list(source)
+    lists = list_file_list(source, split_dir.name if source == _split_list(split_dir) else None)
     if set(lists) != {"all"}:
         raise HardenError(f"{str(source)!r} has a split column beside the split folders; give the list itself as "
                           "--data.")
@@ -373,7 +375,7 @@ LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "class_id", "class_la
                  "category_name", "cls", "y", "dx", "diagnosis", "level", "grade", "species", "breed", "landmark_id")
 
 
-def list_file_list(path: Path) -> dict[str, Listing]:
+def list_file_list(path: Path, prefer: str | None = None) -> dict[str, Listing]:
     """A CSV (comma) or TSV (tab) list: path,label[,split], header optional. Paths are relative to the list's folder
     (or absolute); labels are class indices or class names; split is train / val / test. Returns {split: listing}
     ('all' when there is no split column)."""
@@ -413,7 +415,10 @@ def list_file_list(path: Path) -> dict[str, Listing]:
                 raise HardenError(f"{str(path)!r}, row {n}: split {r[cols['split']]!r} is not train, val or test.")
         label = r[cols["label"]].strip()
         listed.append((split, r[cols["path"]].strip(), "" if label.lower() == "nan" else label))  # pandas' nan
-    where = _path_resolver(path.parent, [p for _, p, _ in listed])
+    if prefer is None:  # trainLabels.csv beside train/: that folder first, where ids would be found in two
+        stem = re.sub(r"[-_]?labels?$", "", path.stem, flags=re.IGNORECASE)
+        prefer = stem if stem != path.stem and (path.parent / stem).is_dir() else None
+    where = _path_resolver(path.parent, [p for _, p, _ in listed], prefer)
     fulls = [where(p) for _, p, _ in listed]
     missing = [p for (_, p, _), full in zip(listed, fulls, strict=True) if not os.path.isfile(full)][:4]
     if missing:
@@ -485,7 +490,7 @@ def _moved(base: Path, first: str, plain: Callable[[str], str]) -> Callable[[str
     return moved
 
 
-def _path_resolver(base: Path, written: list[str]) -> Callable[[str], str]:
+def _path_resolver(base: Path, written: list[str], prefer: str | None = None) -> Callable[[str], str]:
     """How a list's paths become files: relative to the list's folder (absolute ones as they are; a list written on
     Windows has backslashes). Where the first path that is not there is found in one folder beside the list and/or
     with an image extension added (a Kaggle list of `id,label` with the images in train/ as `<id>.jpg`), every path
@@ -504,6 +509,8 @@ def _path_resolver(base: Path, written: list[str]) -> Callable[[str], str]:
     folders = [""] + sorted(e.name for e in os.scandir(base) if e.is_dir() and not is_skipped_dir(e.name))
     exts = [""] + sorted({e for e in IMAGE_EXT} | {e.upper() for e in IMAGE_EXT})
     found = [(d, e) for d in folders for e in exts if os.path.isfile(os.path.join(base, d, first.replace("\\", "/") + e))]
+    if prefer is not None and any(d == prefer for d, _ in found):  # a split's own list: its folder first
+        found = [f for f in found if f[0] == prefer][:1]
     if len(found) != 1:  # not there, or there in two ways: the error names the paths as written
         return plain
     folder, ext = found[0]
