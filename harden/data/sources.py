@@ -37,8 +37,8 @@ SKIPPED_DIRS = {"__MACOSX", "@eaDir", "__pycache__", "$RECYCLE.BIN", "System Vol
 LABEL_EXT = (".cls", ".label")  # a WebDataset sample's class index
 SYNSET_TAR = re.compile(r"n\d{8}$")  # a tar named after its WordNet synset holds that class's images (ImageNet's)
 EVAL_FOLDERS = ("val", "test", "validation", "valid")  # beside train/: the evaluation split, first found
-_SPLIT_NAMES = {"train": "train", "training": "train", "val": "test", "valid": "test", "validation": "test",
-                "test": "test", "eval": "test"}
+_SPLIT_NAMES = {"train": "train", "training": "train", "trainval": "train", "val": "test", "valid": "test",
+                "validation": "test", "test": "test", "testing": "test", "eval": "test"}  # a list's split column
 
 
 class PathTable:
