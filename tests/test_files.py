@@ -644,6 +644,31 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
         load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
 
 
+def test_cub_200_2011_reads_its_published_split(tmp_path):
+    """CUB-200-2011 as extracted: images/<class>/..., images.txt, image_class_labels.txt, train_test_split.txt (and
+    attributes/, parts/ beside images/, which are not classes): train and test as the split file says."""
+    root = tmp_path / "CUB_200_2011"
+    classes = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
+    rows = []
+    for ci, c in enumerate(classes):
+        (root / "images" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 40 * ci + i, np.uint8)).save(root / "images" / c / f"b{i}.jpg")
+            rows.append((len(rows) + 1, f"{c}/b{i}.jpg", ci + 1, int(i != 1)))
+    (root / "images.txt").write_text("".join(f"{k} {p}\n" for k, p, _, _ in rows))
+    (root / "image_class_labels.txt").write_text("".join(f"{k} {c}\n" for k, _, c, _ in rows))
+    (root / "train_test_split.txt").write_text("".join(f"{k} {t}\n" for k, _, _, t in rows))
+    (root / "attributes").mkdir()
+    (root / "parts").mkdir()
+    target = DataTarget.for_model(small_cnn(num_classes=3), workers=0)
+    for given in (root, tmp_path):
+        data = load_data(given, target)
+        assert data.class_names == classes and (data.n_train, data.n_test) == (6, 3)
+        test = data.listing("test")
+        assert [os.path.relpath(test.location(i), root / "images") for i in range(3)] == [
+            f"{c}/b1.jpg" for c in classes] and test.labels.tolist() == [0, 1, 2]
+
+
 def test_kaggle_cifar10_ids_beside_their_split_folders(tmp_path):
     """Kaggle's CIFAR-10: train/1.png ... beside trainLabels.csv (id,label), and a val/ with valLabels.csv whose ids
     are the same numbers: each list finds its ids in its own folder, given as the root or as the list."""

@@ -670,6 +670,9 @@ def find_on_disk(path: Path) -> OnDisk | None:
     listed = torchvision_files(path)  # Food-101, Oxford-IIIT Pet, Flowers-102, DTD: files along their split lists
     if listed is not None:
         return listed
+    from .cub import cub_folder, cub_source
+    if cub_folder(path) is not None:  # CUB-200-2011 along its split file
+        return cub_source(cub_folder(path))
     if _holds_tables(path):
         from .tables import table_source
         return table_source(path)
