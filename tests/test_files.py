@@ -644,6 +644,18 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
         load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
 
 
+def test_training_and_testing_folders_are_the_splits(tmp_path):
+    """Kaggle's mnist_png: training/ and testing/ of class folders are the two splits, not two classes."""
+    files = make_tree(tmp_path / "src", ["0", "1"], 2, splits=("train", "val"), sizes=(20, 30))
+    for f in files:
+        rel = Path(f).relative_to(tmp_path / "src")
+        dst = tmp_path / "mnist_png" / {"train": "training", "val": "testing"}[rel.parts[0]] / rel.parts[1]
+        dst.mkdir(parents=True, exist_ok=True)
+        os.link(f, dst / rel.name)
+    data = load_data(tmp_path / "mnist_png", DataTarget.for_model(small_cnn(num_classes=2), workers=0))
+    assert data.class_names == ["0", "1"] and (data.n_train, data.n_test) == (4, 4)
+
+
 def test_cub_200_2011_reads_its_published_split(tmp_path):
     """CUB-200-2011 as extracted: images/<class>/..., images.txt, image_class_labels.txt, train_test_split.txt (and
     attributes/, parts/ beside images/, which are not classes): train and test as the split file says."""

@@ -24,7 +24,7 @@ from .base import (SMALL_IMAGE_SIDE, Data, batches, check_fits, fit_size, index_
                    stratified_subset, subsample, to_tensor)
 from .files import FileData
 from .loader import default_workers
-from .sources import EVAL_FOLDERS, IMAGE_EXT, Listing, OnDisk, find_on_disk, refuse_compressed_tar
+from .sources import EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Listing, OnDisk, find_on_disk, refuse_compressed_tar
 from .transforms import Preprocess, augment, build_augment, exif_orientation, resolve_orientation
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files, or a .pt of "
@@ -119,8 +119,9 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
         return downloaded
     found = find_on_disk(path)
     if found is None:
-        if path.is_dir() and ((path / "train").is_dir() != any((path / d).is_dir() for d in EVAL_FOLDERS)):
-            has = ("train/ but no val/, test/, validation/ or valid/" if (path / "train").is_dir()
+        if path.is_dir() and (any((path / d).is_dir() for d in TRAIN_FOLDERS) !=
+                              any((path / d).is_dir() for d in EVAL_FOLDERS)):
+            has = ("train/ but no val/, test/, validation/ or valid/" if any((path / d).is_dir() for d in TRAIN_FOLDERS)
                    else "an evaluation folder but no train/")
             raise HardenError(f"{spec!r} has {has}; a folder for training holds train/ and val/ (or test/, "
                               "validation/, valid/), each with one folder per class, and a folder for evaluation alone "

@@ -36,7 +36,8 @@ LIST_EXT = {".csv", ".tsv"}
 SKIPPED_DIRS = {"__MACOSX", "@eaDir", "__pycache__", "$RECYCLE.BIN", "System Volume Information"}
 LABEL_EXT = (".cls", ".label")  # a WebDataset sample's class index
 SYNSET_TAR = re.compile(r"n\d{8}$")  # a tar named after its WordNet synset holds that class's images (ImageNet's)
-EVAL_FOLDERS = ("val", "test", "validation", "valid")  # beside train/: the evaluation split, first found
+EVAL_FOLDERS = ("val", "test", "validation", "valid", "testing")  # beside train/: the evaluation split, first found
+TRAIN_FOLDERS = ("train", "training")  # Kaggle's mnist_png: training/ and testing/
 _SPLIT_NAMES = {"train": "train", "training": "train", "trainval": "train", "val": "test", "valid": "test",
                 "validation": "test", "test": "test", "testing": "test", "eval": "test"}  # a list's split column
 
@@ -681,7 +682,9 @@ def find_on_disk(path: Path) -> OnDisk | None:
     if kaggle is not None:  # Kaggle's ImageNet, given by its root
         return find_on_disk(kaggle)
     test = next((_split_folder(path, d) for d in EVAL_FOLDERS if _split_folder(path, d).is_dir()), None)
-    train_dir = _split_folder(path, "train")  # Train/ and Test/ as Windows-made sets name them (Kaggle's GTSRB)
+    # Train/ and Test/ as Windows-made sets name them (Kaggle's GTSRB); training/ and testing/
+    train_dir = next((_split_folder(path, d) for d in TRAIN_FOLDERS if _split_folder(path, d).is_dir()),
+                     path / "train")
     if train_dir.is_dir() and test is not None:
         train_shards = _shards_in(train_dir)
         if train_shards and not _shards_in(test) and all(SYNSET_TAR.match(s.stem) for s in train_shards):
