@@ -299,6 +299,19 @@ def test_scores_that_are_not_finite_on_some_images_stop_the_report(digits_model,
         evaluate(nan_on_class_0, digits, n=60, attacks=["fgsm"], eps=EPS, device="cpu", metrics=False)
 
 
+def test_fix_hears_of_nan_scores_and_batch_dependence_before_it_trains(digits_model, digits):
+    """`fix`'s checks before training: scores that are NaN on some sampled images stop it there (not in the report
+    after hours of training); outputs that depend on the batch are said there too."""
+    from harden.report.preflight import checks_before_training
+    nan_on_class_0 = _Head(digits_model, out=lambda z: torch.where(z.argmax(1, keepdim=True) == 0, z * float("nan"), z))
+    with pytest.raises(HardenError, match="NaN or infinite on .* test images sampled"):
+        checks_before_training(nan_on_class_0, digits, torch.device("cpu"))
+    centred = _Head(digits_model, out=lambda z: 3 * (z - z.mean(0)))
+    assert any(f["check"] == "outputs depend on the batch" for f in
+               checks_before_training(centred, digits, torch.device("cpu")))
+    assert not checks_before_training(digits_model, digits, torch.device("cpu"))
+
+
 def test_pgd_stops_early_and_is_at_least_as_strong_as_art(digits_model, digits):
     from art.attacks.evasion import ProjectedGradientDescent
     x, y = _xy(digits, 200)

@@ -33,11 +33,20 @@ def _checked(model, data, split: str, idx: np.ndarray, x: torch.Tensor, y: torch
              ) -> tuple[int, list[dict[str, Any]]]:
     """(images the model gets right, the tripped ones of the chance-level, assumed-normalisation and assumed-input-
     size checks)."""
+    from ..batching import non_finite_scores
+    from ..errors import HardenError
+    from .checks import batch_dependent_outputs, randomized_outputs
     with frozen(model):
-        pred = predict_labels(model, x, 64, device)
+        finite: list[torch.Tensor] = []
+        pred = predict_labels(model, x, 64, device, finite)
+        said = non_finite_scores(finite, type(getattr(model, "net", model)).__name__, f"{split} images sampled")
+        if said is not None:  # before hours of training, not in the report after them
+            raise HardenError(said)
+        sample = x[:64]
         flags = [above_chance(pred, y, model.spec.num_classes, getattr(model, "config_sources", None)),
                  better_normalisation(model, x, y, pred, 64, device),
-                 better_input_size(model, data, split, idx, y, pred, 64, device)]
+                 better_input_size(model, data, split, idx, y, pred, 64, device),
+                 batch_dependent_outputs(model, sample, randomized_outputs(model, sample)["tripped"])]
     return int((pred == y).sum()), [f for f in flags if f is not None and f["tripped"]]
 
 
