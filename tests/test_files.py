@@ -574,6 +574,8 @@ def test_csv_list_with_and_without_split_column(tmp_path):
                                                 for i, (p, y) in enumerate(rows)))
     s = load_data(tmp_path / "split.tsv", DataTarget.for_model(model, workers=0))
     assert s.n_train == 15 and s.n_test == 5
+    (tmp_path / "excel.csv").write_text("path;label\n" + "".join(f"{p};{y}\n" for p, y in rows))  # Excel's ';'
+    assert load_data(tmp_path / "excel.csv", DataTarget.for_model(model, workers=0)).n_test == 20
     (tmp_path / "words.csv").write_text("path,label,split\n" + "".join(  # the other words lists use
         f"{p},{y},{'trainval' if i % 4 else 'testing'}\n" for i, (p, y) in enumerate(rows)))
     w = load_data(tmp_path / "words.csv", DataTarget.for_model(model, workers=0))

@@ -388,6 +388,9 @@ def list_file_list(path: Path, prefer: str | None = None) -> dict[str, Listing]:
     if path.suffix.lower() == ".jsonl":
         rows = _json_lines_as_rows(path, text)
     else:
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        if delim == "," and "," not in first:  # Excel's CSV in locales with a decimal comma, GTSRB's GT files: ';'
+            delim = next((d for d in (";", "\t", "|") if d in first), delim)
         rows = [r for r in csv.reader(io.StringIO(text), delimiter=delim) if r and any(c.strip() for c in r)]
     if not rows:
         raise HardenError(f"The image list {str(path)!r} is empty.")
