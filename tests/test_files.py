@@ -533,6 +533,9 @@ def test_a_renamed_or_stray_folder_among_the_models_label_names_is_refused():
     assert map_classes(["Bird", "CAT", "Dog", "fish", "Frog"], 5, names)[0] == {"Bird": 0, "CAT": 1, "Dog": 2,
                                                                                 "fish": 3, "Frog": 4}
     assert map_classes(["Golden_Retriever"], 2, ["tabby", "golden retriever"])[0] == {"Golden_Retriever": 1}
+    import unicodedata
+    mac = unicodedata.normalize("NFD", "café")  # a folder copied from a Mac: the accent as a combining character
+    assert mac != "café" and map_classes([mac, "thé"], 2, ["thé", "café"])[0] == {mac: 1, "thé": 0}
     with pytest.raises(HardenError, match="Kitty is not among"):
         map_classes(["Bird", "Kitty", "dog", "fish", "frog"], 5, names)
     assert map_classes(["a", "b", "c", "d", "e"], 5, names)[0]["c"] == 2  # no label name at all: sorted, as before

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 from ..errors import HardenError
@@ -154,7 +155,8 @@ def _by_description(found: list[str], num_classes: int) -> tuple[dict[str, int] 
 
 
 def _loose(name: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", str(name).strip().lower())
+    # NFC: a folder copied from a Mac names `café` with a combining accent (NFD), a config.json with one character
+    return re.sub(r"[\s_\-]+", " ", unicodedata.normalize("NFC", str(name)).strip().lower())
 
 
 def _loosely(found: list[str], label_names) -> dict[str, int] | None:
