@@ -684,10 +684,9 @@ def find_on_disk(path: Path) -> OnDisk | None:
     kaggle = kaggle_tree(path)
     if kaggle is not None:  # Kaggle's ImageNet, given by its root
         return find_on_disk(kaggle)
-    test = next((_split_folder(path, d) for d in EVAL_FOLDERS if _split_folder(path, d).is_dir()), None)
     # Train/ and Test/ as Windows-made sets name them (Kaggle's GTSRB); training/ and testing/
-    train_dir = next((_split_folder(path, d) for d in TRAIN_FOLDERS if _split_folder(path, d).is_dir()),
-                     path / "train")
+    test = next((f for f in map(lambda d: _split_folder(path, d), EVAL_FOLDERS) if f.is_dir()), None)
+    train_dir = next((f for f in map(lambda d: _split_folder(path, d), TRAIN_FOLDERS) if f.is_dir()), path / "train")
     if train_dir.is_dir() and test is not None:
         train_shards = _shards_in(train_dir)
         if train_shards and not _shards_in(test) and all(SYNSET_TAR.match(s.stem) for s in train_shards):
