@@ -309,8 +309,8 @@ def refuse_non_finite(state: dict[str, Any], path: Path) -> None:
     can be meant: an attention mask of -inf.)"""
     bad = []
     for k, v in state.items():
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel():
-            nan = int(torch.isnan(v).sum())
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all()):
+            nan = int(torch.isnan(v).sum())  # one pass over a finite tensor (every tensor of a sound file)
             inf = int(torch.isinf(v).sum()) if k.rsplit(".", 1)[-1] in ("weight", "bias") else 0
             if nan or inf:
                 counts = [f"{nan} NaN"] * bool(nan) + [f"{inf} infinite"] * bool(inf)
