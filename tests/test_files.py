@@ -639,6 +639,9 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
     (tmp_path / "gone.csv").write_text("id,breed\nnobody,pug\n")
     with pytest.raises(HardenError, match="do not exist: nobody"):
         load_data(tmp_path / "gone.csv", DataTarget.for_model(model))
+    (tmp_path / "urls.csv").write_text("url,label\nhttps://example.org/a.jpg,pug\n")
+    with pytest.raises(HardenError, match="names URLs .*downloads nothing"):
+        load_data(tmp_path / "urls.csv", DataTarget.for_model(model))
     # HAM10000's metadata: more columns than two, the label in `dx`; a label column of no known name is asked for
     meta = "lesion_id,image_id,dx,dx_type,age\n" + "".join(f"L{a},{a},{y},histo,40\n" for a, _, y in rows)
     (tmp_path / "HAM10000_metadata.csv").write_text(meta)

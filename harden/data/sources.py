@@ -370,7 +370,8 @@ def _as_int(text: str) -> int:
 # dx, APTOS' diagnosis, the diabetic retinopathy level, Google Landmarks' landmark_id.
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "file_path", "filenames", "image", "image_path",
                 "imagepath", "image_file", "image_filename", "img", "img_path", "img_file", "img_filename", "fname",
-                "image_id", "img_id", "image_name", "img_name", "imageid", "isic_id", "id")
+                "image_id", "img_id", "image_name", "img_name", "imageid", "isic_id", "id", "url", "image_url",
+                "img_url")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "class_id", "class_label", "class_name", "classname",
                  "label_id", "label_name", "classid", "class_index", "target", "category", "category_id",
                  "category_name", "cls", "y", "dx", "diagnosis", "level", "grade", "species", "breed", "landmark_id")
@@ -425,6 +426,9 @@ def list_file_list(path: Path, prefer: str | None = None) -> dict[str, Listing]:
     where = _path_resolver(path.parent, [p for _, p, _ in listed], prefer)
     fulls = [where(p) for _, p, _ in listed]
     missing = [p for (_, p, _), full in zip(listed, fulls, strict=True) if not os.path.isfile(full)][:4]
+    if missing and any(re.match(r"^(https?|s3|gs)://", m) for m in missing):
+        raise HardenError(f"The image list {str(path)!r} names URLs ({missing[0]}); harden reads images on disk and "
+                          "downloads nothing while it runs: download them, and list their local paths.")
     if missing:
         raise HardenError(f"The image list {str(path)!r} names files that do not exist: {', '.join(missing)} (paths "
                           "are relative to the list's folder, or to one folder beside it, with or without their "
