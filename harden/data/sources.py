@@ -12,7 +12,7 @@ import os
 import re
 import tarfile
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -671,9 +671,8 @@ def find_on_disk(path: Path) -> OnDisk | None:
         return None
     if not path.is_dir():
         return None
-    if unwrapped(path) != path:  # dataset/dataset/train/...: the inner folder is the dataset
-        found = find_on_disk(unwrapped(path))
-        return None if found is None else replace(found, source=src)
+    if unwrapped(path) != path:  # dataset/dataset/train/...: the inner folder is the dataset (its class list too)
+        return find_on_disk(unwrapped(path))
     from .torchvision_sets import torchvision_files
     listed = torchvision_files(path)  # Food-101, Oxford-IIIT Pet, Flowers-102, DTD: files along their split lists
     if listed is not None:
