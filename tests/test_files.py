@@ -800,6 +800,13 @@ def test_a_zip_archive_of_an_image_tree_is_read_in_place_like_the_folder(tmp_pat
         xf, yf = folder.images(split, np.arange(n))
         assert torch.equal(xz, xf) and torch.equal(yz, yf), split
     assert zipped.listing("test").location(0).startswith(str(tmp_path / "kaggle.zip") + ":pets-dataset/val/cat/")
+    with zipfile.ZipFile(tmp_path / "mnist_png.zip", "w") as z:  # Kaggle's words: training/ and Testing/
+        for f in sorted((tmp_path / "tree").rglob("*")):
+            if f.is_file():
+                rel = f.relative_to(tmp_path / "tree").as_posix().replace("train/", "training/", 1)
+                z.write(f, f"mnist_png/{rel.replace('val/', 'Testing/', 1)}")
+    words = load_data(tmp_path / "mnist_png.zip", DataTarget.for_model(model, workers=0))
+    assert (len(words.listing("train")), len(words.listing("test"))) == (6, 6) and words.class_names == ["cat", "dog"]
     evaluation = load_data(tmp_path / "val.zip", DataTarget.for_model(model, workers=2))
     xv, yv = evaluation.images("test", np.arange(6))  # compressed members, read by worker processes
     assert torch.equal(xv, folder.images("test", np.arange(6))[0]) and torch.equal(yv, folder.images("test",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HardenError
-from .sources import EVAL_FOLDERS, IMAGE_EXT, Listing, OnDisk, PathTable, is_skipped_dir
+from .sources import EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Listing, OnDisk, PathTable, is_skipped_dir
 
 
 def _images(path: Path) -> list[list[str]]:
@@ -45,10 +45,12 @@ def zip_source(path: Path) -> OnDisk:
     members = _images(path)
     depth = 0  # folders that wrap the whole tree (`dataset/train/...`): looked through
     while (all(len(p) > depth + 2 for p in members) and len({p[depth] for p in members}) == 1
-           and members[0][depth] != "train" and members[0][depth] not in EVAL_FOLDERS):
+           and members[0][depth].lower() not in TRAIN_FOLDERS + EVAL_FOLDERS):
         depth += 1
     tops = {p[depth] for p in members}
-    evaluation = next((d for d in EVAL_FOLDERS if d in tops), None)
+    # the split folders in any case and either word (Train/, training/ and testing/ as Kaggle's zips have them)
+    train = next((t for d in TRAIN_FOLDERS for t in sorted(tops) if t.lower() == d), None)
+    evaluation = next((t for d in EVAL_FOLDERS for t in sorted(tops) if t.lower() == d), None)
     src = str(path)
 
     def split_of(top: str | None) -> list[list[str]]:
@@ -70,13 +72,14 @@ def zip_source(path: Path) -> OnDisk:
     def classes(*tops: str | None) -> list[str]:
         return sorted({p[depth + (t is not None)] for t in tops for p in split_of(t)})
 
-    if "train" in tops and evaluation is not None:
-        return OnDisk(src, {"train": lambda: listing("train"), "test": lambda: listing(evaluation)}, "zip",
-                      lambda: classes("train", evaluation))
+    if train is not None and evaluation is not None:
+        return OnDisk(src, {"train": lambda: listing(train), "test": lambda: listing(evaluation)}, "zip",
+                      lambda: classes(train, evaluation))
     if evaluation is not None and tops == {evaluation}:
         return OnDisk(src, {"all": lambda: listing(evaluation)}, "zip", lambda: classes(evaluation))
-    if "train" in tops or evaluation is not None:
-        has = "train/ but no val/, test/, validation/ or valid/" if "train" in tops else "an evaluation folder but no train/"
+    if train is not None or evaluation is not None:
+        has = ("train/ but no val/, test/, validation/ or valid/" if train is not None
+               else "an evaluation folder but no train/")
         raise HardenError(f"The zip archive {src!r} has {has} beside other folders; a tree for training holds train/ "
                           "and val/ (or test/, validation/, valid/), each with one folder per class, and one for "
                           "evaluation alone holds the class folders themselves.")
