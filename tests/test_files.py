@@ -664,6 +664,29 @@ def test_training_and_testing_folders_are_the_splits(tmp_path):
     assert data.class_names == ["0", "1"] and (data.n_train, data.n_test) == (4, 4)
 
 
+def test_split_folders_named_with_a_split_word_are_the_splits(tmp_path):
+    """Kaggle's Intel image classification: seg_train/seg_train/<class>, seg_test/seg_test/<class> and an unlabeled
+    seg_pred/ beside them: the two splits (they were read as three classes), the unlabeled folder left out. Class
+    folders whose names hold such a word, holding images, stay classes."""
+    files = make_tree(tmp_path / "src", ["forest", "sea"], 2, splits=("train", "val"), sizes=(20, 30))
+    for f in files:
+        rel = Path(f).relative_to(tmp_path / "src")
+        word = {"train": "seg_train", "val": "seg_test"}[rel.parts[0]]
+        dst = tmp_path / "intel" / word / word / rel.parts[1]
+        dst.mkdir(parents=True, exist_ok=True)
+        os.link(f, dst / rel.name)
+    (tmp_path / "intel" / "seg_pred" / "seg_pred").mkdir(parents=True)
+    os.link(files[0], tmp_path / "intel" / "seg_pred" / "seg_pred" / Path(files[0]).name)
+    target = DataTarget.for_model(small_cnn(num_classes=2), workers=0)
+    data = load_data(tmp_path / "intel", target)
+    assert data.class_names == ["forest", "sea"] and (data.n_train, data.n_test) == (4, 4)
+    for f in files[:4]:  # classes named with a split word, holding images: classes as before
+        dst = tmp_path / "stations" / ("train_station" if "forest" in f else "test_site")
+        dst.mkdir(parents=True, exist_ok=True)
+        os.link(f, dst / Path(f).name)
+    assert load_data(tmp_path / "stations", target).class_names == ["test_site", "train_station"]
+
+
 def test_cub_200_2011_reads_its_published_split(tmp_path):
     """CUB-200-2011 as extracted: images/<class>/..., images.txt, image_class_labels.txt, train_test_split.txt (and
     attributes/, parts/ beside images/, which are not classes): train and test as the split file says."""

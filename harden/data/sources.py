@@ -690,6 +690,8 @@ def find_on_disk(path: Path) -> OnDisk | None:
     # Train/ and Test/ as Windows-made sets name them (Kaggle's GTSRB); training/ and testing/
     test = next((f for f in map(lambda d: _split_folder(path, d), EVAL_FOLDERS) if f.is_dir()), None)
     train_dir = next((f for f in map(lambda d: _split_folder(path, d), TRAIN_FOLDERS) if f.is_dir()), path / "train")
+    if not train_dir.is_dir() and test is None:
+        train_dir, test = _worded_splits(path) or (train_dir, test)
     if train_dir.is_dir() and test is not None:
         train_shards = _shards_in(train_dir)
         if train_shards and not _shards_in(test) and all(SYNSET_TAR.match(s.stem) for s in train_shards):
@@ -717,6 +719,25 @@ def find_on_disk(path: Path) -> OnDisk | None:
     if class_folders(path) or metadata_file(path) is not None or _imagenet_truth(path):
         return OnDisk(src, {"all": lambda: list_class_folders(path)}, "folder", lambda: split_class_names(path))
     return None
+
+
+def _worded_splits(path: Path) -> tuple[Path, Path] | None:
+    """(train, evaluation) folders named with a split word among others (Kaggle's Intel image classification:
+    seg_train/, seg_test/ and an unlabeled seg_pred/), one of each, both holding class folders (inside a folder of
+    their own name too); None where the folders are not that (a class named `train_station` beside others)."""
+    by_word: dict[str, list[Path]] = {}
+    try:
+        for e in os.scandir(path):
+            if e.is_dir() and not is_skipped_dir(e.name) and split_word(e.name):
+                by_word.setdefault(split_word(e.name), []).append(Path(e.path))
+    except OSError:
+        return None
+    train = by_word.get("train") or by_word.get("training") or []
+    evaluation = next((by_word[w] for w in EVAL_ORDER if w in by_word), [])
+    if len(train) != 1 or len(evaluation) != 1:
+        return None
+    folders = unwrapped(train[0]), unwrapped(evaluation[0])
+    return folders if all(class_folders(f) for f in folders) else None
 
 
 def _imagenet_truth(path: Path) -> bool:
