@@ -577,6 +577,10 @@ def test_csv_list_with_and_without_split_column(tmp_path):
                                                 for i, (p, y) in enumerate(rows)))
     s = load_data(tmp_path / "split.tsv", DataTarget.for_model(model, workers=0))
     assert s.n_train == 15 and s.n_test == 5
+    (tmp_path / "fastai.csv").write_text("path,label,is_valid\n" + "".join(  # fastai's ColSplitter column
+        f"{p},{y},{'True' if i % 4 == 0 else 'False'}\n" for i, (p, y) in enumerate(rows)))
+    fa = load_data(tmp_path / "fastai.csv", DataTarget.for_model(model, workers=0))
+    assert (fa.n_train, fa.n_test) == (15, 5)
     (tmp_path / "excel.csv").write_text("path;label\n" + "".join(f"{p};{y}\n" for p, y in rows))  # Excel's ';'
     assert load_data(tmp_path / "excel.csv", DataTarget.for_model(model, workers=0)).n_test == 20
     (tmp_path / "words.csv").write_text("path,label,split\n" + "".join(  # the other words lists use

@@ -377,6 +377,9 @@ LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "class_id", "class_la
                  "category_name", "cls", "y", "dx", "diagnosis", "level", "grade", "species", "breed", "landmark_id")
 
 
+_FLAG_SPLITS = ("is_valid", "is_val", "is_test")  # a column of True/False (fastai's ColSplitter, Imagenette's CSV)
+
+
 def list_file_list(path: Path, prefer: str | None = None) -> dict[str, Listing]:
     """A CSV (comma) or TSV (tab) list: path,label[,split], header optional. Paths are relative to the list's folder
     (or absolute); labels are class indices or class names; split is train / val / test. Returns {split: listing}
@@ -397,7 +400,7 @@ def list_file_list(path: Path, prefer: str | None = None) -> dict[str, Listing]:
         raise HardenError(f"The image list {str(path)!r} is empty.")
     cols = {"path": 0, "label": 1, "split": 2 if len(rows[0]) > 2 else None}
     head = [c.strip().lower().replace(" ", "_") for c in rows[0]]
-    name_of = {"path": PATH_COLUMNS, "label": LABEL_COLUMNS, "split": ("split", "subset", "set")}
+    name_of = {"path": PATH_COLUMNS, "label": LABEL_COLUMNS, "split": ("split", "subset", "set", *_FLAG_SPLITS)}
     if any(c in names for c in head for names in name_of.values()):
         cols = {k: next((head.index(n) for n in names if n in head), None) for k, names in name_of.items()}
         if cols["path"] is not None and cols["label"] is None and len(head) == 2:
@@ -415,7 +418,11 @@ def list_file_list(path: Path, prefer: str | None = None) -> dict[str, Listing]:
             raise HardenError(f"{str(path)!r}, row {n}: {delim.join(r)!r} has too few columns (path, label[, split]).")
         split = "all"
         if cols["split"] is not None:
-            split = _SPLIT_NAMES.get(r[cols["split"]].strip().lower())
+            value = r[cols["split"]].strip().lower()
+            if head and head[cols["split"]] in _FLAG_SPLITS:  # fastai's is_valid: True for the evaluation rows
+                split = {"true": "test", "1": "test", "false": "train", "0": "train"}.get(value)
+            else:
+                split = _SPLIT_NAMES.get(value)
             if split is None:
                 raise HardenError(f"{str(path)!r}, row {n}: split {r[cols['split']]!r} is not train, val or test.")
         label = r[cols["label"]].strip()
