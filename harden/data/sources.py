@@ -282,8 +282,9 @@ def _annotations_listing(split_dir: Path) -> Listing | None:
 
 def split_class_names(split_dir: Path) -> list[str]:
     """The class names of a split folder, found cheaply: its class folders, else its metadata file's label names."""
-    if _annotations_file(split_dir) is not None:
-        return sorted(set(_annotations_listing(split_dir).names))
+    annotated = _annotations_listing(split_dir)
+    if annotated is not None:
+        return sorted(set(annotated.names))
     classes = class_folders(split_dir)
     if classes:
         return classes
@@ -297,10 +298,12 @@ def _metadata_listing(split_dir: Path) -> Listing | None:
     """The split's rows of a metadata file: its own, or the dataset root's (whose file_name paths begin with the
     split's folder, `train/0001.png`); None where neither lists any."""
     own = metadata_file(split_dir)
-    source = own or metadata_file(split_dir.parent) or _split_list(split_dir)
+    source = own or metadata_file(split_dir.parent)
+    beside = _split_list(split_dir) if source is None else None  # a list named after the split folder
+    source = source or beside
     if source is None:
         return None
-    lists = list_file_list(source, split_dir.name if source == _split_list(split_dir) else None)
+    lists = list_file_list(source, split_dir.name if beside is not None else None)
     if set(lists) != {"all"}:
         raise HardenError(f"{str(source)!r} has a split column beside the split folders; give the list itself as "
                           "--data.")
@@ -312,7 +315,7 @@ def _metadata_listing(split_dir: Path) -> Listing | None:
     if not len(keep):
         return None
     names = [listing.names[i] for i in keep] if listing.names is not None else None
-    if names is None and source == _split_list(split_dir):
+    if names is None and beside is not None:
         # class indices beside class folders named by numbers (GTSRB's Train/0 ... Train/42 and Test.csv's ClassId):
         # read as those names, so that both splits go through one reading of the numbers (class_order.py)
         names = [str(int(v)) for v in listing.labels[keep]]
