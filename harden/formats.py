@@ -465,6 +465,11 @@ def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modul
         state = {k: v for k, v in state.items() if k not in dropped}
         notes.append(f"dropped {len(counters)} profiler counter(s) ({counters[0]}, ...: thop's total_ops and "
                      "total_params, left by a FLOP count before saving)")
+    unwrapped = _inner_wrappers_removed(own, state)
+    if unwrapped is not None:
+        state = unwrapped
+        notes.append("removed the `module.` of submodules wrapped in DataParallel (PyTorch's ImageNet example wraps "
+                     "AlexNet's and VGG's `features` alone)")
     copies = full_copies(own, state)
     if len(copies) > 1 and not _same_values(own, state, copies):  # the robustness library saves one model twice
         shown = ", ".join(repr(c) if c else "(no prefix)" for c in copies)
@@ -500,6 +505,29 @@ def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modul
             notes.append(f"converted from its original repository's layout by timm's "
                          f"{type(modules['']).__module__}.checkpoint_filter_fn")
     return state, notes
+
+
+WRAPPER_SEGMENTS = ("module", "_orig_mod")  # DataParallel/DDP and torch.compile keep the wrapped module under these
+
+
+def _inner_wrappers_removed(own: dict[str, Any], state: dict[str, Any]) -> dict[str, Any] | None:
+    """The state with the wrapper segments (`features.module.0.weight`) taken out of keys below the top, where the
+    architecture has no such segment and the result then fits it (whole, or under one prefix); else None."""
+    def inner(key: str) -> str:
+        head, *rest = key.split(".")
+        return ".".join([head, *(p for p in rest if p not in WRAPPER_SEGMENTS)])
+
+    if all(k in state for k in own) or any(set(k.split(".")[1:]) & set(WRAPPER_SEGMENTS) for k in own):
+        return None
+    if not any(set(k.split(".")[1:-1]) & set(WRAPPER_SEGMENTS) for k in state):
+        return None
+    out = {inner(k): v for k, v in state.items()}
+    if len(out) != len(state):
+        return None
+    if all(k in out for k in own):
+        return out
+    prefix = find_prefix(own, out)
+    return out if prefix and all(prefix + k in out for k in own) else None
 
 
 def _timm_original_layout(net: nn.Module | None, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]

@@ -864,6 +864,29 @@ def test_torchvision_checkpoints_name_their_factory_and_take_torchvision_s_prepr
         assert torch.equal(model.net(x), resnet(x))
 
 
+def test_submodules_wrapped_in_data_parallel_load_without_their_module_segment(tmp_path):
+    """PyTorch's ImageNet example wraps AlexNet's and VGG's `features` alone in DataParallel (`features.module.0.
+    weight`), and a whole model wrapped again puts `module.` in front as well: both load into the bare network."""
+    nn = torch.nn
+    (tmp_path / "small.py").write_text(
+        "from torch import nn\n\n\ndef small(num_classes=3):\n    return nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), "
+        "nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()), nn.Linear(4, num_classes))\n")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+                        nn.Linear(4, 3)).eval()
+    wrapped = nn.Sequential(nn.DataParallel(net[0]), net[1])
+    whole = nn.DataParallel(wrapped)
+    assert "0.module.0.weight" in wrapped.state_dict() and "module.0.module.0.weight" in whole.state_dict()
+    _save({"epoch": 1, "state_dict": wrapped.state_dict()}, tmp_path / "inner.pth.tar")
+    _save({"epoch": 1, "state_dict": whole.state_dict()}, tmp_path / "both.pth.tar")
+    x = torch.rand(2, 3, 8, 8)
+    for name in ("inner.pth.tar", "both.pth.tar"):
+        model = harden.load(tmp_path / name, arch=f"{tmp_path / 'small.py'}:small", input_size=(8, 8))
+        assert any("DataParallel" in n for n in model.load_notes), model.load_notes
+        with torch.no_grad():
+            assert torch.equal(model.net(x), net(x))
+
+
 def _parts(sd, head="head.", body="backbone."):
     return {(head if k.startswith("fc.") else body) + k: v for k, v in sd.items()}
 
