@@ -491,8 +491,10 @@ def _fitted(net: torch.nn.Module, state: dict[str, torch.Tensor]):
     """(the net's own state, the file's after fitting its keys, notes, missing keys, unexpected keys, shape
     mismatches), nothing loaded."""
     from .formats import fit_keys
+    from .norms_as_saved import norms_as_saved
     from .pruned import prune_as_saved
     pruned = prune_as_saved(net, state)  # torch.nn.utils.prune's weight_orig and weight_mask: the masks put back
+    pruned += norms_as_saved(net, state)  # weight_g/weight_v, weight_orig/_u/_v, parametrizations: the norms put back
     own = net.state_dict()
     state, notes = fit_keys(own, state, dict(net.named_modules()))
     notes = pruned + notes

@@ -44,6 +44,18 @@ class OldStyle(nn.Module):
     def forward(self, x):
         x = F.relu(self.c2(F.relu(self.c1(x))))
         return self.fc(x.view(x.size(0), -1))
+
+
+class Plain(nn.Module):  # the same network before training code wrapped its layers (model.apply(...))
+    def __init__(self, num_classes=4):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1, stride=2)
+        self.fc = nn.Linear(8 * 4 * 4, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.c2(F.relu(self.c1(x))))
+        return self.fc(x.view(x.size(0), -1))
 '''
 
 
@@ -195,3 +207,29 @@ def test_pruned_weights_stay_pruned_through_fix_and_export(tmp_path):
     assert export_onnx(again, tmp_path / "h.onnx", x, "random pixels").ok
     import onnx
     assert "Mul" not in {n.op_type for n in onnx.load(str(tmp_path / "h.onnx")).graph.node}
+
+
+@pytest.mark.parametrize("name", ["NewStyle", "OldStyle"])
+def test_norms_saved_in_the_file_are_put_back_on_a_plain_architecture(nets, name, tmp_path):
+    """Training code that wraps a stock network's layers afterwards saves weight_g/_v, weight_orig/_u/_v or
+    parametrizations.*: the architecture named without them (DataParallel's prefix on the file) gets the same norms,
+    answers as saved, and what fix writes reloads with the same architecture."""
+    net = built(nets, name)
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}}, tmp_path / "m.pth")
+    model = harden.load(tmp_path / "m.pth", arch=f"{nets}:Plain", input_size=8)
+    assert reparametrized(model.net) == ["c1", "c2", "fc"]
+    assert any("spectral norm as saved" in n for n in model.load_notes) and \
+        any("weight norm as saved" in n for n in model.load_notes)
+    x = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():  # NewStyle ends in log_softmax, which a second log_softmax leaves as it is
+        assert torch.allclose(model.net(x).log_softmax(1), net(x).log_softmax(1), atol=1e-6)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (32, 8, 8, 1), dtype=np.uint8)
+    labels = np.arange(32) % 4
+    data = ImageData(images, labels, images[:16], labels[:16], "synthetic", 4)
+    result = harden.fix(model, data, recipe="at", data_frac=1.0, epochs=1, batch_size=16, report=False)
+    harden.save(result.model, tmp_path / "h.safetensors")
+    again = harden.load(tmp_path / "h.safetensors")
+    assert reparametrized(again.net) == ["c1", "c2", "fc"]
+    with torch.no_grad():
+        assert torch.allclose(again(x), result.model(x), atol=1e-6)
