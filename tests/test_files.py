@@ -656,6 +656,39 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
         load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
 
 
+def test_one_hot_label_columns_are_the_classes_in_their_order(tmp_path):
+    """ISIC's ground truth (`image,MEL,NV,BCC,...` of 0.0/1.0, in a folder of its own beside ..._Input/ holding
+    `<image>.jpg`): the one-hot columns are the classes, indexed in the header's order (as argmax of the row gave
+    them in training), not sorted; a never-marked last column (ISIC 2019's UNK) is no class; a model with more
+    outputs takes the same indices; two marked classes in a row are a multi-label list, refused."""
+    files = make_tree(tmp_path / "src", ["a", "b", "c"], 2, splits=("",), sizes=(20, 30))
+    inputs, truth = tmp_path / "ISIC_Training_Input", tmp_path / "ISIC_Training_GroundTruth"
+    inputs.mkdir()
+    truth.mkdir()
+    columns = ["NV", "MEL", "BCC", "UNK"]  # not sorted: NV is class 0
+    rows = []
+    for i, f in enumerate(sorted(files)):
+        os.link(f, inputs / f"ISIC_{i:07d}{os.path.splitext(f)[1]}")
+        rows.append((f"ISIC_{i:07d}", i % 3))
+    text = "image," + ",".join(columns) + "\n" + "".join(
+        f"{name}," + ",".join("1.0" if j == k else "0.0" for j in range(4)) + "\n" for name, k in rows)
+    (truth / "ground_truth.csv").write_text(text)
+    data = load_data(truth / "ground_truth.csv", DataTarget.for_model(small_cnn(num_classes=3), workers=0))
+    assert data.class_names == ["NV", "MEL", "BCC"]
+    assert sorted(data.y_test.tolist()) == sorted(k for _, k in rows)
+    assert "one-hot columns" in data.class_note
+    listing = data.listing("test")
+    by_file = {os.path.basename(listing.location(i)).split(".")[0]: int(listing.labels[i]) for i in range(len(listing))}
+    assert by_file == dict(rows)
+    wider = load_data(truth / "ground_truth.csv", DataTarget.for_model(small_cnn(num_classes=9), workers=0))
+    assert wider.listing("test").labels.tolist() == listing.labels.tolist()
+    with pytest.raises(HardenError, match="holds the list ground_truth.csv.*give it as --data"):
+        load_data(tmp_path, DataTarget.for_model(small_cnn(num_classes=3))).listing("test")
+    (truth / "two.csv").write_text(text.replace("1.0,0.0,0.0,0.0", "1.0,1.0,0.0,0.0", 1))
+    with pytest.raises(HardenError, match="row 1: the one-hot columns mark 2 classes \\(NV, MEL\\).*multi-label"):
+        load_data(truth / "two.csv", DataTarget.for_model(small_cnn(num_classes=3)))
+
+
 def test_training_and_testing_folders_are_the_splits(tmp_path):
     """Kaggle's mnist_png: training/ and testing/ of class folders are the two splits, not two classes."""
     files = make_tree(tmp_path / "src", ["0", "1"], 2, splits=("train", "val"), sizes=(20, 30))

@@ -160,7 +160,7 @@ def _file_data(found: OnDisk, target: DataTarget) -> FileData:
         mapping = dict(readings[note])
     elif names is not None:
         mapping, note = map_classes(names, target.num_classes, list(target.label_names or []) or None,
-                                    target.class_map, found.source, found.class_order)
+                                    target.class_map, found.source, found.class_order, found.class_order_from)
         from .class_order import SORTED_NAMES, listed_readings
         if note == SORTED_NAMES and target.predict is not None and Path(found.source).is_dir():
             readings = listed_readings(names, target.num_classes, found.source)  # a class list in another order

@@ -351,8 +351,13 @@ def list_class_folders(split_dir: Path) -> Listing:
     for c in classes:
         found = [os.path.join(c, f) for f in image_files(split_dir / c, split_dir)]
         if not found:
+            lists = sorted(e.name for e in os.scandir(split_dir / c) if e.is_file()
+                           and os.path.splitext(e.name)[1].lower() in LIST_EXT)
             raise HardenError(f"The class folder {str(split_dir / c)!r} holds no images ({', '.join(sorted(IMAGE_EXT))}"
-                              "); remove it or add its images.")
+                              "); remove it or add its images." + (
+                                  f" It holds the list {lists[0]}: if that labels the images (ISIC's ground truth "
+                                  f"beside its ..._Input folder), give it as --data ({split_dir / c / lists[0]})."
+                                  if lists else ""))
         found.sort()
         refs += found
         names += [c] * len(found)
@@ -387,6 +392,32 @@ def list_file_list(path: Path, prefer: str | None = None) -> dict[str, Listing]:
     """A CSV (comma) or TSV (tab) list: path,label[,split], header optional. Paths are relative to the list's folder
     (or absolute); labels are class indices or class names; split is train / val / test. Returns {split: listing}
     ('all' when there is no split column)."""
+    return read_file_list(path, prefer)[0]
+
+
+def _bit(v: str) -> float | None:
+    """A one-hot cell's value: 0 or 1 as written (`1`, `1.0`, `True`); None for anything else."""
+    v = v.strip().lower()
+    if v in ("true", "false"):
+        return float(v == "true")
+    try:
+        f = float(v)
+    except ValueError:
+        return None
+    return f if f in (0.0, 1.0) else None
+
+
+def _one_hot_columns(head: list[str], rows: list[list[str]], taken: set[int]) -> list[int]:
+    """The columns of a one-hot label, in header order (ISIC's ground truth `image,MEL,NV,BCC,...`, Kaggle's Plant
+    Pathology `image_id,healthy,multiple_diseases,rust,scab`): at least two columns besides the path's and the
+    split's whose every value is 0 or 1 (`1.0`, `True` too); empty where there are none."""
+    cols = [i for i in range(len(head)) if i not in taken
+            and all(i < len(r) and _bit(r[i]) is not None for r in rows)]
+    return cols if len(cols) >= 2 and rows else []
+
+
+def read_file_list(path: Path, prefer: str | None = None) -> tuple[dict[str, Listing], tuple[str, ...] | None]:
+    """list_file_list's listings, and the list's own class order where its labels are one-hot columns (else None)."""
     delim = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -402,17 +433,28 @@ def list_file_list(path: Path, prefer: str | None = None) -> dict[str, Listing]:
     if not rows:
         raise HardenError(f"The image list {str(path)!r} is empty.")
     cols = {"path": 0, "label": 1, "split": 2 if len(rows[0]) > 2 else None}
+    order = None
     head = [c.strip().lower().replace(" ", "_") for c in rows[0]]
     name_of = {"path": PATH_COLUMNS, "label": LABEL_COLUMNS, "split": ("split", "subset", "set", *_FLAG_SPLITS)}
     if any(c in names for c in head for names in name_of.values()):
         cols = {k: next((head.index(n) for n in names if n in head), None) for k, names in name_of.items()}
         if cols["path"] is not None and cols["label"] is None and len(head) == 2:
             cols["label"] = 1 - cols["path"]  # Kaggle's `id,breed`: the other column of two is the label
+        if cols["path"] is not None and cols["label"] is None:
+            one_hot = _one_hot_columns(head, rows[1:], {c for c in cols.values() if c is not None})
+            if one_hot:
+                rows = [rows[0]] + [_one_hot_row(path, n, r, one_hot, rows[0]) for n, r in enumerate(rows[1:], 1)]
+                used = {r[-1] for r in rows[1:]}
+                last = max(i for i, c in enumerate(one_hot) if rows[0][c].strip() in used) if used - {""} else -1
+                order = tuple(rows[0][c].strip() for c in one_hot[:last + 1])  # never-marked columns after: not classes
+                cols["label"] = len(rows[0])
+                rows[0] = rows[0] + ["label"]
         if cols["path"] is None or cols["label"] is None:
             raise HardenError(f"The header of {str(path)!r} ({', '.join(rows[0])}) names no "
                               f"{'label' if cols['path'] is not None else 'path'} column: harden reads a path column "
                               f"(path, file, image, image_id, ...), a label column ({', '.join(LABEL_COLUMNS[:8])}, "
-                              "...) and an optional split column (split, subset, set). Rename the column that holds "
+                              "...) or one 0/1 column per class (one-hot), and an optional split column (split, "
+                              "subset, set). Rename the column that holds "
                               f"the {'labels' if cols['path'] is not None else 'image paths'} in the header.")
         rows = rows[1:]
     listed: list[tuple[str, str, str]] = []  # (split, path as written, label)
@@ -457,7 +499,16 @@ def list_file_list(path: Path, prefer: str | None = None) -> dict[str, Listing]:
             out[split] = Listing("", PathTable(refs), ints, None, what="list")
         else:
             out[split] = Listing("", PathTable(refs), np.zeros(len(refs), np.int64), labels, what="list")
-    return out
+    return out, order
+
+
+def _one_hot_row(path: Path, n: int, row: list[str], columns: list[int], head: list[str]) -> list[str]:
+    """The row with its class's name appended: the column holding its 1 ('' where none does: an unlabelled row)."""
+    marked = [head[c].strip() for c in columns if _bit(row[c]) == 1.0]
+    if len(marked) > 1:
+        raise HardenError(f"{str(path)!r}, row {n}: the one-hot columns mark {len(marked)} classes ({', '.join(marked)})"
+                          ": a multi-label list. harden evaluates single-label classifiers (one class an image).")
+    return row + [marked[0] if marked else ""]
 
 
 def _json_lines_as_rows(path: Path, text: str) -> list[list[str]]:
@@ -512,7 +563,7 @@ def _path_resolver(base: Path, written: list[str], prefer: str | None = None) ->
     """How a list's paths become files: relative to the list's folder (absolute ones as they are; a list written on
     Windows has backslashes). Where the first path that is not there is found in one folder beside the list and/or
     with an image extension added (a Kaggle list of `id,label` with the images in train/ as `<id>.jpg`), every path
-    is read that way."""
+    is read that way; so is one folder beside the list's own folder (`labels/train.csv` and `images/`)."""
     def plain(p: str) -> str:
         full = p if os.path.isabs(p) else os.path.join(base, p)
         if "\\" in p and os.sep == "/" and not os.path.isfile(full):
@@ -525,6 +576,9 @@ def _path_resolver(base: Path, written: list[str], prefer: str | None = None) ->
     if first is None or os.path.isabs(first):
         return plain
     folders = [""] + sorted(e.name for e in os.scandir(base) if e.is_dir() and not is_skipped_dir(e.name))
+    if base.parent != base:  # ISIC's ground truth in a folder of its own beside the images' (..._Input/)
+        folders += sorted(os.path.join("..", e.name) for e in os.scandir(base.parent)
+                          if e.is_dir() and not is_skipped_dir(e.name) and e.name != base.name)
     exts = [""] + sorted({e for e in IMAGE_EXT} | {e.upper() for e in IMAGE_EXT})
     found = [(d, e) for d in folders for e in exts if os.path.isfile(os.path.join(base, d, first.replace("\\", "/") + e))]
     if prefer is not None and any(d == prefer for d, _ in found):  # a split's own list: its folder first
@@ -656,6 +710,7 @@ class OnDisk:
     # every class name of every split, found cheaply (folder names); None when labels are indices
     class_names: Callable[[], list[str] | None] = lambda: None
     class_order: tuple[str, ...] | None = None  # the data's own index of each name (a ClassLabel); else sorted
+    class_order_from: str = "its ClassLabel names"  # what gives that order, as a report says it
 
 
 def find_on_disk(path: Path) -> OnDisk | None:
@@ -664,9 +719,10 @@ def find_on_disk(path: Path) -> OnDisk | None:
     if path.is_file():
         ext = path.suffix.lower()
         if ext in LIST_EXT:
-            lists = list_file_list(path)  # a list is read whole: which splits it has is in its rows
+            lists, order = read_file_list(path)  # a list is read whole: which splits it has is in its rows
             names = sorted({n for v in lists.values() for n in (v.names or [])}) or None
-            return OnDisk(src, {k: (lambda v=v: v) for k, v in lists.items()}, "list", lambda: names)
+            return OnDisk(src, {k: (lambda v=v: v) for k, v in lists.items()}, "list", lambda: names, order,
+                          "its one-hot columns' order")
         if ext == ".tar":
             from .imagenet_archives import VAL_TAR, archives
             if path.name == VAL_TAR:  # ImageNet's validation tar given by itself: the development kit beside it
