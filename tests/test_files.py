@@ -659,8 +659,8 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
 def test_one_hot_label_columns_are_the_classes_in_their_order(tmp_path):
     """ISIC's ground truth (`image,MEL,NV,BCC,...` of 0.0/1.0, in a folder of its own beside ..._Input/ holding
     `<image>.jpg`): the one-hot columns are the classes, indexed in the header's order (as argmax of the row gave
-    them in training), not sorted; a never-marked last column (ISIC 2019's UNK) is no class; a model with more
-    outputs takes the same indices; two marked classes in a row are a multi-label list, refused."""
+    them in training), not sorted; a model with an output for a never-marked last column (ISIC 2019's UNK) and one
+    without take the same indices; two marked classes in a row are a multi-label list, refused."""
     files = make_tree(tmp_path / "src", ["a", "b", "c"], 2, splits=("",), sizes=(20, 30))
     inputs, truth = tmp_path / "ISIC_Training_Input", tmp_path / "ISIC_Training_GroundTruth"
     inputs.mkdir()
@@ -680,7 +680,7 @@ def test_one_hot_label_columns_are_the_classes_in_their_order(tmp_path):
     listing = data.listing("test")
     by_file = {os.path.basename(listing.location(i)).split(".")[0]: int(listing.labels[i]) for i in range(len(listing))}
     assert by_file == dict(rows)
-    wider = load_data(truth / "ground_truth.csv", DataTarget.for_model(small_cnn(num_classes=9), workers=0))
+    wider = load_data(truth / "ground_truth.csv", DataTarget.for_model(small_cnn(num_classes=4), workers=0))
     assert wider.listing("test").labels.tolist() == listing.labels.tolist()
     with pytest.raises(HardenError, match="holds the list ground_truth.csv.*give it as --data"):
         load_data(tmp_path, DataTarget.for_model(small_cnn(num_classes=3))).listing("test")

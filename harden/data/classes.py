@@ -75,8 +75,8 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
                 order: tuple[str, ...] | None = None, order_from: str = "its ClassLabel names"
                 ) -> tuple[dict[str, int], str]:
     """{found name: model index} and how it was decided. `order`: the data's own index of each name (a Hugging
-    Face ClassLabel, a list's one-hot columns), used where folders would use sorted order; a model with more outputs
-    than it names takes it too (the data's indices are indices into the model's, as a list of class indices is)."""
+    Face ClassLabel, a list's one-hot columns), used where folders would use sorted order; names after the model's
+    last output are allowed where no image has them (ISIC 2019's UNK column for an 8-class model)."""
     found = sorted(set(found))
     if class_map is not None:
         mapping = read_class_map(class_map)
@@ -104,7 +104,8 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
     elif num_classes and imagenet_synsets(num_classes) and _by_description(found, num_classes)[0]:
         out, how = _by_description(found, num_classes)[0], (f"ImageNet class names -> the model's {num_classes} "
                                                             f"indices{_behind_background(num_classes)}")
-    elif order is not None and (num_classes is None or len(order) <= num_classes):
+    elif order is not None and (num_classes is None or len(order) == num_classes or (
+            len(order) > num_classes and all(order.index(c) < num_classes for c in found))):
         index = {c: i for i, c in enumerate(order)}
         out, how = {c: index[c] for c in found}, f"the dataset's own class order ({order_from})"
     elif label_names and len(unnamed := _not_label_names(found, label_names)) < len(found):

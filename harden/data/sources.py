@@ -444,9 +444,7 @@ def read_file_list(path: Path, prefer: str | None = None) -> tuple[dict[str, Lis
             one_hot = _one_hot_columns(head, rows[1:], {c for c in cols.values() if c is not None})
             if one_hot:
                 rows = [rows[0]] + [_one_hot_row(path, n, r, one_hot, rows[0]) for n, r in enumerate(rows[1:], 1)]
-                used = {r[-1] for r in rows[1:]}
-                last = max(i for i, c in enumerate(one_hot) if rows[0][c].strip() in used) if used - {""} else -1
-                order = tuple(rows[0][c].strip() for c in one_hot[:last + 1])  # never-marked columns after: not classes
+                order = tuple(rows[0][c].strip() for c in one_hot)
                 cols["label"] = len(rows[0])
                 rows[0] = rows[0] + ["label"]
         if cols["path"] is None or cols["label"] is None:
