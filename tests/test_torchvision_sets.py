@@ -218,3 +218,39 @@ def test_the_old_processed_mnist_layout(tmp_path):
         _idx(tmp_path / "MNIST" / "raw" / f"{name}-images-idx3-ubyte", x, False)
         _idx(tmp_path / "MNIST" / "raw" / f"{name}-labels-idx1-ubyte", y, False)
     assert load_data(tmp_path).y_test.tolist() == parts["test"][1].tolist()
+
+
+def test_fgvc_aircraft_and_caltech101_read_as_torchvision_reads_them(tmp_path, monkeypatch):
+    """FGVC-Aircraft: variants.txt's order is torchvision's class index (not sorted: `F/A-18` and `Yak-42` put
+    last-written first here), images_variant_trainval.txt / _test.txt the splits. Caltech-101: class folders without
+    BACKGROUND_Google, as torchvision's Caltech101 leaves it out (102 folders, 101 classes)."""
+    from harden.data import DataTarget
+    from harden.models import create_model
+    rng = np.random.default_rng(5)
+    data_dir = tmp_path / "fgvc-aircraft-2013b" / "data"
+    variants = ["Yak-42", "707-320", "F/A-18"]
+    (data_dir / "images").mkdir(parents=True)
+    (data_dir / "variants.txt").write_text("\n".join(variants) + "\n")
+    splits = {"trainval": [("1025794", "F/A-18"), ("0034309", "Yak-42"), ("1340192", "707-320")],
+              "test": [("0056978", "707-320"), ("1234567", "F/A-18")]}
+    for split, rows in splits.items():
+        (data_dir / f"images_variant_{split}.txt").write_text("".join(f"{i} {v}\n" for i, v in rows))
+        for i, _ in rows:
+            _jpg(data_dir / "images" / f"{i}.jpg", rng)
+    monkeypatch.setattr(torchvision.datasets.FGVCAircraft, "_check_exists", lambda self: True)
+    _reads_as_torchvision(tmp_path, torchvision.datasets.FGVCAircraft(str(tmp_path), split="trainval"),
+                          torchvision.datasets.FGVCAircraft(str(tmp_path), split="test"), 3)
+
+    caltech = tmp_path / "cal" / "caltech101" / "101_ObjectCategories"
+    for c, n in (("accordion", 2), ("BACKGROUND_Google", 2), ("Faces_easy", 1), ("yin_yang", 2)):
+        for i in range(1, n + 1):
+            _jpg(caltech / c / f"image_{i:04d}.jpg", rng)
+    monkeypatch.setattr(torchvision.datasets.Caltech101, "_check_integrity", lambda self: True)
+    ref = torchvision.datasets.Caltech101(str(tmp_path / "cal"))
+    target = DataTarget.for_model(create_model("cnn-small", 3, 3, (16, 16), (0.5,), (0.25,)), workers=0)
+    data = load_data(tmp_path / "cal", target)
+    lst = data.listing("test")
+    assert data.class_names == ref.categories and not data.has_split("train")
+    assert lst.labels.tolist() == ref.y
+    assert [lst.location(i) for i in range(len(lst))] == [
+        str(caltech / ref.categories[c] / f"image_{i:04d}.jpg") for c, i in zip(ref.y, ref.index, strict=True)]

@@ -147,8 +147,9 @@ def torchvision_files(path: Path):
     """OnDisk for torchvision's image-file sets with split lists: Food-101 (`food-101/images/<class>/<id>.jpg`,
     `meta/train.json`, `meta/test.json`), Oxford-IIIT Pet (`oxford-iiit-pet/images/<id>.jpg`,
     `annotations/trainval.txt`, `test.txt`), Flowers-102 (`flowers-102/jpg/image_<id>.jpg`, `imagelabels.mat`,
-    `setid.mat`) and DTD (`dtd/dtd/images/<class>/<name>.jpg`, `labels/train1.txt`, `test1.txt`: partition 1, as
-    torchvision's default), as the root given to torchvision or the set's own folder; None else."""
+    `setid.mat`), DTD (`dtd/dtd/images/<class>/<name>.jpg`, `labels/train1.txt`, `test1.txt`: partition 1, as
+    torchvision's default), GTSRB, FGVC-Aircraft (`fgvc-aircraft-2013b/data/`) and Caltech-101
+    (`caltech101/101_ObjectCategories/`), as the root given to torchvision or the set's own folder; None else."""
     for folder in (path / "food-101", path):
         if (folder / "meta" / "train.json").is_file() and (folder / "images").is_dir():
             return _food101(folder)
@@ -164,7 +165,56 @@ def torchvision_files(path: Path):
     for folder in (path / "gtsrb", path):
         if (folder / "GTSRB" / "Training").is_dir() or (folder / "GT-final_test.csv").is_file():
             return _gtsrb(folder)
+    for folder in (path / "fgvc-aircraft-2013b", path, path / "fgvc-aircraft-2013b" / "data", path / "data"):
+        if (folder / "variants.txt").is_file() and (folder / "images").is_dir():
+            return _aircraft(folder)
+    for folder in (path / "caltech101" / "101_ObjectCategories", path / "101_ObjectCategories", path):
+        if (folder / CALTECH_BACKGROUND).is_dir():
+            return _caltech101(folder)
     return None
+
+
+CALTECH_BACKGROUND = "BACKGROUND_Google"  # Caltech-101's clutter folder: torchvision's Caltech101 drops it
+
+
+def _caltech101(folder: Path):
+    """torchvision's Caltech101: `caltech101/101_ObjectCategories/<class>/image_0001.jpg`, its 101 classes sorted with
+    the BACKGROUND_Google folder left out (it is not a class), one split (evaluation; `fix` holds a share out)."""
+    from .sources import OnDisk, class_folders, list_class_folders
+    names = [c for c in class_folders(folder) if c != CALTECH_BACKGROUND]
+
+    def listing():
+        found = list_class_folders(folder)
+        keep = np.asarray([i for i, n in enumerate(found.names) if n != CALTECH_BACKGROUND], np.int64)
+        out = found.take(keep)
+        out.names = [found.names[i] for i in keep]
+        return out
+    return OnDisk(str(folder), {"all": listing}, "folder", lambda: list(names))
+
+
+def _aircraft(folder: Path):
+    """torchvision's FGVCAircraft at its default annotation level, the variant: `data/images/<id>.jpg`, the classes in
+    variants.txt's order (torchvision's indices), `images_variant_trainval.txt` (torchvision's default training
+    split) and `images_variant_test.txt` of `<id> <variant>` lines."""
+    from .sources import Listing, OnDisk, PathTable
+    names = tuple(line.strip() for line in (folder / "variants.txt").read_text().splitlines() if line.strip())
+
+    def split(part: str) -> Listing:
+        file = folder / f"images_variant_{part}.txt"
+        if not file.is_file():
+            raise HardenError(f"{str(folder)!r} is FGVC-Aircraft's data folder, but {file.name} is not in it.")
+        refs, labels = [], []
+        for n, line in enumerate(file.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            image, _, variant = line.strip().partition(" ")
+            if variant not in names:
+                raise HardenError(f"{str(file)!r}, line {n}: {variant!r} is not among variants.txt's classes.")
+            refs.append(f"{image}.jpg")
+            labels.append(variant)
+        return Listing(str(folder / "images"), PathTable(refs), np.zeros(len(refs), np.int64), labels, what="folder")
+    return OnDisk(str(folder), {"train": lambda: split("trainval"), "test": lambda: split("test")}, "folder",
+                  lambda: list(names), names, "variants.txt's order, as torchvision's FGVCAircraft")
 
 
 def _gtsrb(folder: Path):
