@@ -44,6 +44,44 @@ def test_a_folder_of_npy_files_reads_as_the_npz_of_them(tmp_path):
     assert one.n_train == 0 and np.array_equal(one.x_test[:], arrays["x_val"])
 
 
+def test_published_sets_names_for_their_arrays(tmp_path):
+    """MNIST-C's `train_images.npy` / `test_labels.npy` (a folder per corruption); CIFAR-10.1's
+    `cifar10.1_v6_data.npy` and `_labels.npy` (one split); CIFAR-10-C's corruption files sharing `labels.npy`: one
+    given as --data, the folder refused with the choice named (a folder of one is read)."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 255, (8, 5, 5, 3), dtype=np.uint8)
+    y = np.arange(8) % 4
+    mnist_c = tmp_path / "mnist_c" / "fog"
+    mnist_c.mkdir(parents=True)
+    for split, n in (("train", 8), ("test", 4)):
+        np.save(mnist_c / f"{split}_images.npy", x[:n])
+        np.save(mnist_c / f"{split}_labels.npy", y[:n])
+    fog = load_data(mnist_c)
+    assert fog.n_train == 8 and np.array_equal(fog.x_test[:], x[:4]) and fog.y_test.tolist() == y[:4].tolist()
+    alone = load_data(mnist_c / "test_images.npy")  # one file: its labels named as it is
+    assert alone.n_train == 0 and alone.y_test.tolist() == y[:4].tolist()
+    v1 = tmp_path / "cifar10.1"
+    v1.mkdir()
+    np.save(v1 / "cifar10.1_v6_data.npy", x)
+    np.save(v1 / "cifar10.1_v6_labels.npy", y)
+    assert load_data(v1).y_test.tolist() == y.tolist() == load_data(v1 / "cifar10.1_v6_data.npy").y_test.tolist()
+    c = tmp_path / "CIFAR-10-C"
+    c.mkdir()
+    np.save(c / "labels.npy", np.concatenate([y, y]))
+    np.save(c / "fog.npy", np.concatenate([x, x[::-1]]))
+    assert np.array_equal(load_data(c).x_test[:][8:], x[::-1])  # the one corruption there
+    np.save(c / "snow.npy", np.concatenate([x, x]))
+    with pytest.raises(HardenError, match="2 image arrays \\(fog, snow\\) that share labels.npy.*give one as --data"):
+        load_data(c)
+    snow = load_data(c / "snow.npy")
+    assert snow.n_train == 0 and len(snow.y_test) == 16
+    with pytest.raises(HardenError, match="its labels are read from a file beside it"):
+        load_data(v1.parent / "mnist_c" / "fog" / "train_labels.npy").y_test  # noqa: B018
+    np.save(c / "short.npy", x)
+    with pytest.raises(HardenError, match="holds 8 images and labels.npy 16 labels"):
+        load_data(c / "short.npy")
+
+
 def test_tensors_saved_with_torch_save_read_as_arrays(tmp_path):
     """torch.save of (x, y) (torchvision's old MNIST `processed/training.pt`), of a dict named as an .npz's members,
     or of data/targets: read safely (weights_only) as the arrays they hold; a model's weights are named as such."""

@@ -27,8 +27,8 @@ from .loader import default_workers
 from .sources import EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Listing, OnDisk, find_on_disk, refuse_compressed_tar
 from .transforms import Preprocess, augment, build_augment, exif_orientation, resolve_orientation
 
-LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files, or a .pt of "
-           "those tensors), a CIFAR-10 "
+LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files, one .npy of "
+           "images with labels.npy beside it, or a .pt of those tensors), a CIFAR-10 "
            "python-batches folder, a torchvision "
            "download (MNIST, FashionMNIST, KMNIST, CIFAR-100, SVHN, STL-10, as its root or the set's folder), a folder with "
            "train/ and val/ (or test/, validation/, valid/) of class folders, a single folder of class folders "
@@ -109,6 +109,9 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
         return _npz(path)
     if path.is_file() and path.suffix.lower() in (".pt", ".pth"):  # tensors saved with torch.save
         return _torch_file(path)
+    if path.is_file() and path.suffix.lower() == ".npy":  # one array of images, its labels beside it
+        from .arrays import npy_file
+        return npy_file(path)
     if path.is_dir() and (path / "data_batch_1").exists() and (path / "test_batch").exists():
         return _cifar_batches(path)
     if path.is_dir() and is_npy_dataset(path):  # np.save per array: x_train.npy, y_train.npy, ...
@@ -137,6 +140,10 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
                               "them, `harden fix --labels predicted` hardens the model to keep the base's answers, and "
                               "`fix --unlabeled` mixes them into training on labelled data; to measure accuracy, sort "
                               "them into one folder per class.")
+        from .arrays import shared_labels_folder
+        arrays = shared_labels_folder(path) if path.is_dir() else None
+        if arrays is not None:
+            return arrays
         raise HardenError(f"{spec!r} is none of the data layouts harden reads: {LAYOUTS}.")
     return _file_data(found, target or DataTarget())
 

@@ -280,6 +280,37 @@ ONE_SPLIT_KEYS = (("x", "y"), ("images", "labels"), ("imgs", "labels"), ("data",
                   ("inputs", "targets"), ("images", "targets"), ("x", "labels"), ("image", "label"))
 
 
+_SPLIT = {"train": "train", "training": "train", "test": "test", "val": "val", "valid": "valid",
+          "validation": "val"}
+_IMAGE_WORDS = ("x", "images", "imgs", "image", "data", "inputs")
+_LABEL_WORDS = ("y", "labels", "label", "targets", "target")
+
+
+def array_names(keys: list[str]) -> dict[str, str]:
+    """{name as harden reads it, lower case: the stored name}: the stored names, and for the other ways published sets
+    name their arrays the x_train / y_test / one-split pair they stand for: MNIST-C's `train_images`, `test_labels`,
+    `images_train`, and a pair `<name>_data` / `<name>_labels` (CIFAR-10.1's `cifar10.1_v6_data.npy`) as one split."""
+    stored = {k.lower(): k for k in keys}
+    out = dict(stored)
+    pairs: dict[str, dict[str, str]] = {}
+    for low, k in stored.items():
+        first, _, last = low.rpartition("_")
+        for split_word, kind_word in ((first, last), (last, first)):
+            split = _SPLIT.get(split_word)
+            kind = "x" if kind_word in _IMAGE_WORDS else "y" if kind_word in _LABEL_WORDS else None
+            if split and kind:
+                out.setdefault(f"{kind}_{split}", k)
+                break
+        else:
+            if first and (last in _IMAGE_WORDS or last in _LABEL_WORDS):
+                pairs.setdefault(first, {})["x" if last in _IMAGE_WORDS else "y"] = k
+    whole = [p for p in pairs.values() if len(p) == 2]
+    if len(whole) == 1 and not any(x in out and y in out for x, y in ONE_SPLIT_KEYS):
+        out.setdefault("x", whole[0]["x"])
+        out.setdefault("y", whole[0]["y"])
+    return out
+
+
 def _npz(path: Path) -> ImageData:
     """Memory-mapped where the archive allows (harden.data.npz): a run reads the rows it uses, not the archive."""
     from .npz import npz_keys, read_npz
@@ -307,8 +338,8 @@ def _npy_files(path: Path) -> dict[str, Path]:
 def is_npy_dataset(path: Path) -> bool:
     """A folder whose .npy files name images and labels as an .npz's members would (x_train and y_train, x_test and
     y_test, or one split's pair)."""
-    names = {k.lower() for k in _npy_files(path)}
-    pairs = [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val"), *ONE_SPLIT_KEYS]
+    names = array_names(list(_npy_files(path)))
+    pairs = [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val"), ("x_valid", "y_valid"), *ONE_SPLIT_KEYS]
     return any(x in names and y in names for x, y in pairs)
 
 
@@ -363,7 +394,7 @@ def _torch_file(path: Path) -> ImageData:
 def _named_arrays(path: Path, keys: list[str], read, what: str) -> ImageData:
     """Images and labels from named arrays (an .npz's members, a folder's .npy files): x_train, y_train, x_test (or
     x_val), y_test (or y_val), in any case; or one split's pair. `read(names, defer)`: those arrays."""
-    stored = {k.lower(): k for k in keys}  # X_train as x_train; x_val / x_valid as the test split
+    stored = array_names(keys)  # X_train as x_train, train_images too; x_val / x_valid as the test split
     test = next((s for s in ("test", "val", "valid") if f"x_{s}" in stored and f"y_{s}" in stored), "test")
     want = {"x_train": "x_train", "y_train": "y_train", "x_test": f"x_{test}", "y_test": f"y_{test}",
             "class_names": "class_names"}
@@ -372,7 +403,7 @@ def _named_arrays(path: Path, keys: list[str], read, what: str) -> ImageData:
     if missing and one is None and not {f"x_{test}", f"y_{test}"} - set(stored):
         one = (f"x_{test}", f"y_{test}")  # a test set saved alone
     if missing and one is None:
-        raise HardenError(f"{str(path)!r} lacks {', '.join(missing)} (it holds {', '.join(stored.values())}); "
+        raise HardenError(f"{str(path)!r} lacks {', '.join(missing)} (it holds {', '.join(keys)}); "
                           f"{what} for harden holds x_train, y_train, x_test (or x_val), y_test (or y_val), or the "
                           "images and labels of one split (x, y; images, labels; data, targets): images "
                           "N x H x W (x C), or N x C x H x W, as uint8 0-255 or floats in [0, 1]; labels as "
@@ -381,13 +412,67 @@ def _named_arrays(path: Path, keys: list[str], read, what: str) -> ImageData:
         z = read([stored[k] for k in (*one, "class_names") if k in stored])  # the pair (and names): nothing else
         x, y = z[stored[one[0]]], z[stored[one[1]]]
         names = np.asarray(z[stored["class_names"]]).tolist() if "class_names" in stored else None
-        xs = _images(x, f"{path}: {stored[one[0]]}")
-        return _finish(xs[:0] if isinstance(xs, np.ndarray) else np.zeros((0, *xs.shape[1:]), np.uint8),
-                       np.zeros(0, np.int64), xs, y, str(path), names)
+        return _one_split(x, y, path, f"{path}: {stored[one[0]]}", names)
     z = read([stored[v] for v in want.values() if v in stored], defer=(stored["x_train"],))  # `eval` never inflates
     z = {k: z[stored[v]] for k, v in want.items() if v in stored}  # compressed training images
     names = np.asarray(z["class_names"]).tolist() if "class_names" in z else None
     return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path), names)
+
+
+def _one_split(x, y, path: Path, what: str, names: list[str] | None) -> ImageData:
+    """One split's images and labels: evaluated whole; `fix` holds a share of it out as its test split."""
+    xs = _images(x, what)
+    return _finish(xs[:0] if isinstance(xs, np.ndarray) else np.zeros((0, *xs.shape[1:]), np.uint8),
+                   np.zeros(0, np.int64), xs, y, str(path), names)
+
+
+def _labels_beside(path: Path) -> Path | None:
+    """The labels of a lone .npy of images: `<name>_labels.npy` for `<name>_data.npy` / `_images` / `_x` (CIFAR-10.1,
+    MNIST-C's `test_images.npy`), `labels_<split>.npy` for `images_<split>.npy`, else a `labels.npy` (or y.npy,
+    targets.npy) the folder's image arrays share (CIFAR-10-C's, CIFAR-100-C's corruption files)."""
+    lower = {k.lower(): f for k, f in _npy_files(path.parent).items()}
+    first, _, last = path.name[:-4].lower().rpartition("_")
+    wanted = []
+    if last in _IMAGE_WORDS:
+        wanted += [f"{first}_{w}" for w in _LABEL_WORDS]
+    if first in _IMAGE_WORDS:
+        wanted += [f"{w}_{last}" for w in _LABEL_WORDS]
+    wanted += ["labels", "y", "targets"]
+    return next((lower[w] for w in wanted if w in lower and lower[w] != path), None)
+
+
+def npy_file(path: Path) -> ImageData:
+    """One .npy file of images (memory-mapped) with its labels beside it (_labels_beside): one split."""
+    labels = _labels_beside(path)
+    if labels is None:
+        raise HardenError(f"{str(path)!r} is one array; its labels are read from a file beside it: labels.npy (as "
+                          "CIFAR-10-C's corruption files share one), or <name>_labels.npy for <name>_data.npy / "
+                          "_images.npy. Neither is there; save the labels so, or both arrays in one .npz.")
+    try:
+        x, y = np.load(path, mmap_mode="r", allow_pickle=False), np.load(labels, mmap_mode="r", allow_pickle=False)
+    except READ_ERRORS as e:
+        raise HardenError(f"{str(path)!r} or {labels.name} is not a readable .npy array ({e}).") from None
+    if len(x) != len(y):
+        raise HardenError(f"{str(path)!r} holds {len(x)} images and {labels.name} {len(y)} labels.")
+    from ..runtime import info
+    info(f"{path.name}: its labels from {labels.name}")
+    return _one_split(x, y, path, str(path), None)
+
+
+def shared_labels_folder(path: Path) -> ImageData | None:
+    """A folder of image arrays sharing one labels.npy (CIFAR-10-C's layout): its one image array read with it; None
+    where the folder is not such; an error naming them where there are several (one is chosen by giving it)."""
+    files = _npy_files(path)
+    shared = next((files[k] for k in files if k.lower() in ("labels", "y", "targets")), None)
+    others = sorted(k for k in files if files[k] != shared)
+    if shared is None or not others:
+        return None
+    if len(others) == 1:
+        return npy_file(files[others[0]])
+    few = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+    raise HardenError(f"{str(path)!r} holds {len(others)} image arrays ({few}) that share {shared.name}, as a "
+                      f"corruption benchmark's (CIFAR-10-C) do: give one as --data ({path / (others[0] + '.npy')}); "
+                      "each of CIFAR-10-C's holds the 10,000 test images at severities 1 to 5 in turn.")
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
