@@ -689,6 +689,28 @@ def test_one_hot_label_columns_are_the_classes_in_their_order(tmp_path):
         load_data(truth / "two.csv", DataTarget.for_model(small_cnn(num_classes=3)))
 
 
+def test_levels_above_the_class_folders_are_not_read_as_classes(tmp_path):
+    """ImageNet-C's `fog/1..5/n01440764/`: severities (or corruptions) above the synset folders are refused with the
+    folder to give, where read as classes they would label each image with its level; numbered severities above
+    any class folders too. Synsets grouped under coarse classes (dog/n02085620/) stay the coarse classes."""
+    for sev in "123":
+        for syn in ("n01440764", "n01443537"):
+            make_tree(tmp_path / "ImageNet-C" / "fog" / sev, [syn], 1, splits=("",), sizes=(20, 24))
+            make_tree(tmp_path / "levels" / sev, [syn.replace("n0", "cls")], 1, splits=("",), sizes=(20, 24))
+    with pytest.raises(HardenError, match="synset folders below its top folders.*Give the folder that holds the "
+                                          "synset folders as --data"):
+        load_data(tmp_path / "ImageNet-C" / "fog").listing("test")
+    with pytest.raises(HardenError, match="a level above the classes"):
+        load_data(tmp_path / "ImageNet-C").listing("test")
+    with pytest.raises(HardenError, match="numbered folders \\(1, 2, 3\\) each hold the same folders"):
+        load_data(tmp_path / "levels").listing("test")
+    assert len(load_data(tmp_path / "ImageNet-C" / "fog" / "2").listing("test")) == 2
+    make_tree(tmp_path / "coarse" / "dog", ["n02085620", "n02085782"], 1, splits=("",), sizes=(20, 24))
+    make_tree(tmp_path / "coarse" / "fish", ["n01440764"], 1, splits=("",), sizes=(20, 24))
+    coarse = load_data(tmp_path / "coarse")
+    assert coarse.class_names == ["dog", "fish"] and sorted(coarse.y_test.tolist()) == [0, 0, 1]
+
+
 def test_training_and_testing_folders_are_the_splits(tmp_path):
     """Kaggle's mnist_png: training/ and testing/ of class folders are the two splits, not two classes."""
     files = make_tree(tmp_path / "src", ["0", "1"], 2, splits=("train", "val"), sizes=(20, 30))

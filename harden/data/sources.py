@@ -361,7 +361,44 @@ def list_class_folders(split_dir: Path) -> Listing:
         found.sort()
         refs += found
         names += [c] * len(found)
+    _refuse_levels_above_classes(split_dir, classes, refs)
     return Listing(str(split_dir), PathTable(refs), np.zeros(len(refs), np.int64), names, what="folder")
+
+
+def _refuse_levels_above_classes(split_dir: Path, classes: list[str], refs: list[str]) -> None:
+    """The top folders are not the classes where the images lie in WordNet synset folders below them (ImageNet-C's
+    `fog/3/n01440764/`, Tiny-ImageNet-C's), or where numbered top folders (severities 1-5) each hold the same two or
+    more folders and no image of their own: reading them as classes would label every image with its level."""
+    from .classes import SYNSET_NAMED
+    below: dict[str, set[str]] = {c: set() for c in classes}
+    loose, tops_of = set(), {}
+    for ref in refs:
+        parts = ref.replace("\\", "/").split("/")
+        if len(parts) == 2:
+            loose.add(parts[0])
+        else:
+            below[parts[0]].add(parts[1])
+        level = next((p for p in parts[1:-1] if SYNSET_NAMED.match(p)), None)
+        if level is None:
+            continue
+        tops = tops_of.setdefault(level, set())
+        tops.add(parts[0])
+        # a synset under two top folders (or under the one there is): the tops are levels; a synset under one of
+        # several is a coarse class's member (dog/n02085620/), which is read as the coarse class
+        if len(tops) > 1 or len(classes) == 1:
+            above = os.path.join(split_dir, *parts[:parts.index(level)])
+            raise HardenError(f"{str(split_dir)!r}: its images lie in WordNet synset folders below its top folders "
+                              f"({os.path.join(above, level)}): the top folders ({', '.join(classes[:5])}"
+                              f"{', ...' if len(classes) > 5 else ''}) are a level above the classes (ImageNet-C's "
+                              "corruptions and severities), not classes. Give the folder that holds the synset folders "
+                              f"as --data ({above}).")
+    shared = set.intersection(*below.values()) if below else set()
+    if len(classes) > 1 and not loose and all(c.isdigit() for c in classes) and len(shared) >= 2 and \
+            all(b == shared for b in below.values()):
+        raise HardenError(f"{str(split_dir)!r}: its numbered folders ({', '.join(classes[:5])}) each hold the same "
+                          f"folders ({', '.join(sorted(shared)[:5])}{', ...' if len(shared) > 5 else ''}) and no image "
+                          "of their own: they are levels above the classes (a corruption's severities), not classes. "
+                          f"Give one of them as --data ({split_dir / classes[0]}).")
 
 
 def _is_int(text: str) -> bool:
