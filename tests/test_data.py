@@ -82,6 +82,35 @@ def test_published_sets_names_for_their_arrays(tmp_path):
         load_data(c / "short.npy")
 
 
+def test_kaggle_pixel_csvs_read_as_arrays(tmp_path):
+    """Kaggle's MNIST family as CSV: `label,pixel1..pixel784` (Fashion-MNIST's train file takes its test file beside
+    it), no header with the label first (`mnist_test.csv`), floats in [0, 1]; a file of pixels with no label column
+    (the digit recognizer's test.csv) is refused; the error of an ordinary list keeps a long header short."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (12, 8, 8), dtype=np.uint8)
+    y = np.arange(12) % 3
+    rows = np.column_stack([y, x.reshape(12, -1)])
+    header = "label," + ",".join(f"pixel{i + 1}" for i in range(64))
+    np.savetxt(tmp_path / "fashion-mnist_train.csv", rows, fmt="%d", delimiter=",", header=header, comments="")
+    np.savetxt(tmp_path / "fashion-mnist_test.csv", rows[:6], fmt="%d", delimiter=",", header=header, comments="")
+    pair = load_data(tmp_path / "fashion-mnist_train.csv")
+    assert pair.n_train == 12 and np.array_equal(pair.x_train[:][..., 0], x)
+    assert np.array_equal(pair.x_test[:][..., 0], x[:6]) and pair.y_test.tolist() == y[:6].tolist()
+    np.savetxt(tmp_path / "mnist_test.csv", rows, fmt="%d", delimiter=",")
+    bare = load_data(tmp_path / "mnist_test.csv")
+    assert bare.n_train == 0 and np.array_equal(bare.x_test[:][..., 0], x) and bare.y_test.tolist() == y.tolist()
+    floats = np.column_stack([y, x.reshape(12, -1) / 255.0])
+    np.savetxt(tmp_path / "scaled.csv", floats, fmt="%.6f", delimiter=",", header=header, comments="")
+    assert np.array_equal(load_data(tmp_path / "scaled.csv").x_test[:][..., 0], x)
+    np.savetxt(tmp_path / "test.csv", x.reshape(12, -1), fmt="%d", delimiter=",",
+               header=",".join(f"pixel{i}" for i in range(64)), comments="")
+    with pytest.raises(HardenError, match="no label column"):
+        load_data(tmp_path / "test.csv")
+    (tmp_path / "wide.csv").write_text("label," + ",".join(f"c{i}" for i in range(40)) + "\n1," + "x," * 39 + "x\n")
+    with pytest.raises(HardenError, match=r"c10, \.\.\. \(41 columns\)\) names no path column"):
+        load_data(tmp_path / "wide.csv")
+
+
 def test_tensors_saved_with_torch_save_read_as_arrays(tmp_path):
     """torch.save of (x, y) (torchvision's old MNIST `processed/training.pt`), of a dict named as an .npz's members,
     or of data/targets: read safely (weights_only) as the arrays they hold; a model's weights are named as such."""

@@ -28,7 +28,7 @@ from .sources import EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Listing, OnDisk, fi
 from .transforms import Preprocess, augment, build_augment, exif_orientation, resolve_orientation
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files, one .npy of "
-           "images with labels.npy beside it, or a .pt of those tensors), a CIFAR-10 "
+           "images with labels.npy beside it, or a .pt of those tensors), a CSV of label and pixel columns, a CIFAR-10 "
            "python-batches folder, a torchvision "
            "download (MNIST, FashionMNIST, KMNIST, CIFAR-100, SVHN, STL-10, as its root or the set's folder), a folder with "
            "train/ and val/ (or test/, validation/, valid/) of class folders, a single folder of class folders "
@@ -109,6 +109,9 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
         return _npz(path)
     if path.is_file() and path.suffix.lower() in (".pt", ".pth"):  # tensors saved with torch.save
         return _torch_file(path)
+    from .pixel_csv import is_pixel_csv, pixel_csv
+    if is_pixel_csv(path):  # Kaggle's MNIST family: label,pixel1,...,pixel784
+        return pixel_csv(path)
     if path.is_file() and path.suffix.lower() == ".npy":  # one array of images, its labels beside it
         from .arrays import npy_file
         return npy_file(path)

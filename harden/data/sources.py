@@ -485,7 +485,8 @@ def read_file_list(path: Path, prefer: str | None = None) -> tuple[dict[str, Lis
                 cols["label"] = len(rows[0])
                 rows[0] = rows[0] + ["label"]
         if cols["path"] is None or cols["label"] is None:
-            raise HardenError(f"The header of {str(path)!r} ({', '.join(rows[0])}) names no "
+            shown = ", ".join(rows[0][:12]) + (f", ... ({len(rows[0])} columns)" if len(rows[0]) > 12 else "")
+            raise HardenError(f"The header of {str(path)!r} ({shown}) names no "
                               f"{'label' if cols['path'] is not None else 'path'} column: harden reads a path column "
                               f"(path, file, image, image_id, ...), a label column ({', '.join(LABEL_COLUMNS[:8])}, "
                               "...) or one 0/1 column per class (one-hot), and an optional split column (split, "
