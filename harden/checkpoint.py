@@ -65,9 +65,27 @@ def check_readable(path: str | os.PathLike) -> None:
             raise HardenError(describe(path))
         raise HardenError(f"{str(path)!r} is a directory without config.json; give a checkpoint file (.safetensors, "
                           ".pt, .pth or .bin) or a hub folder (config.json + model.safetensors: timm's, or a transformers "
-                          "classifier's).")
+                          "classifier's)." + _weights_inside(path))
     if path.stat().st_size == 0:
         raise HardenError(f"Checkpoint {str(path)!r} is empty (0 bytes); it was probably not written completely.")
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar", ".pt2", ".onnx")
+NOT_WEIGHTS = ("optimizer", "scheduler", "scaler", "random_states", "rng_state", "training_args")  # accelerate, Trainer
+
+
+def _weights_inside(path: Path) -> str:
+    """The files a folder holds that may be the model's weights (accelerate's save_state leaves model.safetensors
+    beside optimizer.bin and random_states_0.pkl), named so that the error says which to give."""
+    try:
+        files = sorted(e.name for e in os.scandir(path) if e.is_file() and e.name.lower().endswith(WEIGHT_SUFFIXES)
+                       and not e.name.lower().startswith(NOT_WEIGHTS))
+    except OSError:
+        return ""
+    if not files:
+        return ""
+    shown = ", ".join(files[:4]) + (", ..." if len(files) > 4 else "")
+    return f" It holds {shown}: give the weights file itself ({path / files[0]}), with --arch where it needs one."
 
 
 def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -346,6 +346,22 @@ def test_keras_archives_and_saved_models_are_named_and_harden_files_of_those_nam
                        input_size=(8, 8)).spec.num_classes == 10
 
 
+def test_a_folder_of_a_training_state_names_the_weights_file_to_give(digits_model, tmp_path):
+    """accelerate's save_state folder (model.safetensors beside optimizer.bin and random_states_0.pkl) has no
+    config.json: the error names the weights file, not the optimizer's."""
+    folder = tmp_path / "checkpoint_500"
+    folder.mkdir()
+    for name in ("optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
+        (folder / name).write_bytes(b"x")
+    with pytest.raises(HardenError, match="directory without config.json") as bare:
+        harden.load(folder)
+    assert "It holds" not in str(bare.value)
+    harden.save(digits_model, folder / "model.safetensors")
+    with pytest.raises(HardenError, match=r"It holds model.safetensors: give the weights file itself \(.*checkpoint_500"
+                                          r"/model.safetensors\)"):
+        harden.load(folder)
+
+
 def test_a_file_of_parameters_without_buffers_is_named(tmp_path):
     """torch.save(dict(model.named_parameters())): every weight, no BatchNorm running statistics. The error says
     what the file lacks and how it came to lack it, not that the architecture is wrong."""
