@@ -711,6 +711,33 @@ def test_levels_above_the_class_folders_are_not_read_as_classes(tmp_path):
     assert coarse.class_names == ["dog", "fish"] and sorted(coarse.y_test.tolist()) == [0, 0, 1]
 
 
+def test_text_lists_of_path_and_label_lines(tmp_path):
+    """Caffe's `val.txt` of `name label` lines (images in a folder beside it), Places365's training list of
+    `/a/airfield/00000001.jpg 0` (rooted paths, the images in data_256/ beside it): read as lists of class indices,
+    the same images either way; as --unlabeled such a list is a labelled pool, not paths with a label in their name."""
+    from harden.data.unlabeled import load_unlabeled
+    files = sorted(make_tree(tmp_path / "src", ["a", "b"], 3, splits=("",), sizes=(20, 30)))
+    (tmp_path / "val_256").mkdir()
+    caffe, places = [], []
+    for i, f in enumerate(files):
+        ext = os.path.splitext(f)[1]
+        os.link(f, tmp_path / "val_256" / f"val_{i:08d}{ext}")
+        label = int("/b/" in f)
+        (tmp_path / "data_256" / "x" / f"c{label}").mkdir(parents=True, exist_ok=True)
+        os.link(f, tmp_path / "data_256" / "x" / f"c{label}" / f"{i:08d}{ext}")
+        caffe.append(f"val_{i:08d}{ext} {label}")
+        places.append(f"/x/c{label}/{i:08d}{ext} {label}")
+    (tmp_path / "val.txt").write_text("\n".join(caffe) + "\n")
+    (tmp_path / "places_train.txt").write_text("\n".join(places) + "\n")
+    model = small_cnn(num_classes=2)
+    by_caffe = load_data(tmp_path / "val.txt", DataTarget.for_model(model, workers=0))
+    by_places = load_data(tmp_path / "places_train.txt", DataTarget.for_model(model, workers=0))
+    assert by_caffe.y_test.tolist() == by_places.y_test.tolist() == [int("/b/" in f) for f in files]
+    assert torch.equal(by_caffe.images("test", np.arange(6))[0], by_places.images("test", np.arange(6))[0])
+    pool = load_unlabeled(tmp_path / "val.txt", DataTarget.for_model(model, workers=0))
+    assert len(pool.listing("train" if pool.has_split("train") else "test")) == 6
+
+
 def test_training_and_testing_folders_are_the_splits(tmp_path):
     """Kaggle's mnist_png: training/ and testing/ of class folders are the two splits, not two classes."""
     files = make_tree(tmp_path / "src", ["0", "1"], 2, splits=("train", "val"), sizes=(20, 30))

@@ -462,6 +462,8 @@ def read_file_list(path: Path, prefer: str | None = None) -> tuple[dict[str, Lis
         raise HardenError(f"The image list {str(path)!r} cannot be read as text ({e}).") from None
     if path.suffix.lower() == ".jsonl":
         rows = _json_lines_as_rows(path, text)
+    elif path.suffix.lower() == ".txt":  # `path label` a line, as Caffe's train.txt and its heirs write them
+        rows = [line.strip().rsplit(None, 1) for line in text.splitlines() if line.strip()]
     else:
         first = next((line for line in text.splitlines() if line.strip()), "")
         if delim == "," and "," not in first:  # Excel's CSV in locales with a decimal comma, GTSRB's GT files: ';'
@@ -547,6 +549,23 @@ def _one_hot_row(path: Path, n: int, row: list[str], columns: list[int], head: l
     return row + [marked[0] if marked else ""]
 
 
+TEXT_LIST_PROBE = 50  # lines of a .txt looked at to tell a `path label` list from other text
+
+
+def is_labelled_text_list(path: Path) -> bool:
+    """A .txt of `path label` lines (Caffe's train.txt/val.txt, Places365's, DomainNet's, ImageNet-LT's: a path with an
+    image extension, whitespace, a class index)."""
+    if path.suffix.lower() != ".txt" or not path.is_file():
+        return False
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = [ln.strip() for _, ln in zip(range(TEXT_LIST_PROBE), f, strict=False) if ln.strip()]
+    except (OSError, UnicodeDecodeError):
+        return False
+    pairs = [ln.rsplit(None, 1) for ln in lines]
+    return bool(pairs) and all(len(p) == 2 and _is_int(p[1]) and _is_image(p[0]) for p in pairs)
+
+
 def _json_lines_as_rows(path: Path, text: str) -> list[list[str]]:
     """A metadata.jsonl (one object per line) as a list's rows: a header of the first object's keys, then values."""
     objects = []
@@ -579,19 +598,23 @@ def _parts(p: str) -> list[str]:
 def _moved(base: Path, first: str, plain: Callable[[str], str]) -> Callable[[str], str]:
     """Absolute paths written on another machine (/home/alice/data/train/cat/1.jpg, C:\\data\\...) that are not here:
     read below the list's folder from the point where the first of them is found there (train/cat/1.jpg); every path
-    loses the same leading folders. Where none is found, the paths stay as written (the error names them)."""
+    loses the same leading folders; or below one folder beside the list, whole (Places365's `/a/airfield/1.jpg` in
+    `data_256/`). Where none is found, the paths stay as written (the error names them)."""
     parts = _parts(first)
-    strip = next((k for k in range(1, len(parts)) if os.path.isfile(os.path.join(base, *parts[k:]))), None)
-    if strip is None:
+    beside = [""] + sorted(e.name for e in os.scandir(base) if e.is_dir() and not is_skipped_dir(e.name))
+    found = next(((k, d) for k in range(len(parts)) for d in (beside if k == 0 else [""])
+                  if os.path.isfile(os.path.join(base, d, *parts[k:]))), None)
+    if found is None:
         return plain
+    strip, folder = found
     from ..runtime import info
-    info(f"the image list's paths name another machine's folders ({first}): read below {base} without their first "
-         f"{strip} folder(s)")
+    info(f"the image list's paths name another machine's folders ({first}): read below {base / folder} without their "
+         f"first {strip} folder(s)" if strip else f"the image list's paths ({first}) read below {base / folder}")
 
     def moved(p: str) -> str:
         if not _foreign_absolute(p) or os.path.isfile(p):
             return plain(p)
-        return os.path.join(base, *_parts(p)[strip:])
+        return os.path.join(base, folder, *_parts(p)[strip:])
     return moved
 
 
@@ -754,7 +777,7 @@ def find_on_disk(path: Path) -> OnDisk | None:
     src = str(path)
     if path.is_file():
         ext = path.suffix.lower()
-        if ext in LIST_EXT:
+        if ext in LIST_EXT or is_labelled_text_list(path):
             lists, order = read_file_list(path)  # a list is read whole: which splits it has is in its rows
             names = sorted({n for v in lists.values() for n in (v.names or [])}) or None
             return OnDisk(src, {k: (lambda v=v: v) for k, v in lists.items()}, "list", lambda: names, order,

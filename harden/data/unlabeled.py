@@ -145,7 +145,10 @@ def _one_column(path: Path) -> bool:
     delim = "\t" if path.suffix.lower() == ".tsv" else ","
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         first = next((line for line in f if line.strip()), "")
-    return path.suffix.lower() == ".txt" or delim not in first
+    from .sources import is_labelled_text_list
+    if path.suffix.lower() == ".txt":
+        return not is_labelled_text_list(path)  # `path label` lines read as a labelled list
+    return delim not in first
 
 
 def _list_paths(path: Path) -> Listing:
