@@ -833,6 +833,13 @@ def test_folders_extracted_into_a_folder_of_their_own_name_are_looked_through(tm
         assert data.class_names == ["cat", "dog"] and (data.n_train, data.n_test) == (4, 4), root
     alone = load_data(tmp_path / "pets" / "val", target)  # the evaluation folder alone
     assert alone.class_names == ["cat", "dog"] and alone.n_test == 4
+    office = tmp_path / "office31" / "amazon"  # Office-31: a domain's class folders inside images/
+    shutil.copytree(tmp_path / "pets" / "val" / "val", office / "images")
+    assert load_data(office, target).class_names == ["cat", "dog"]
+    (tmp_path / "lone" / "images" / "cat").mkdir(parents=True)  # one folder in images/: not looked through
+    shutil.copy(files[0], tmp_path / "lone" / "images" / "cat")
+    with pytest.raises(HardenError, match="1 classes \\(images\\)"):
+        load_data(tmp_path / "lone", target).listing("test")
 
 
 @pytest.mark.parametrize("where", ["/home/alice/datasets/pets", "C:\\Users\\alice\\pets"])

@@ -219,20 +219,27 @@ def _split_folder(root: Path, name: str) -> Path:
     return unwrapped(root / found[0]) if len(found) == 1 else root / name
 
 
+WRAPPER_NAMES = ("images", "imgs", "img", "jpg", "photos", "pictures")  # Office-31's amazon/images/<class>/
+
+
 def unwrapped(folder: Path) -> Path:
-    """The folder, or the one folder of the same name it holds and nothing else but files that are not images
-    (`train/train/cat/...`, `dogs-vs-cats/dogs-vs-cats/...`: an archive extracted into a folder of its own name),
-    read as the folder itself rather than as one class named after it."""
+    """The folder, or the one folder it holds with nothing else but files that are not images, where that folder has
+    the same name (`train/train/cat/...`, `dogs-vs-cats/dogs-vs-cats/...`: an archive extracted into a folder of its
+    own name) or a name for images and two or more folders in it (Office-31's `amazon/images/back_pack/`): read as
+    the folder itself rather than as one class named after it."""
     for _ in range(4):
         try:
             entries = list(os.scandir(folder))
         except OSError:
             return folder
         dirs = [e for e in entries if e.is_dir() and not is_skipped_dir(e.name)]
-        if len(dirs) != 1 or dirs[0].name.lower() != folder.name.lower() or \
-                any(e.is_file() and _is_image(e.name) for e in entries):
+        if len(dirs) != 1 or any(e.is_file() and _is_image(e.name) for e in entries):
             return folder
-        folder = Path(dirs[0].path)
+        inner = Path(dirs[0].path)
+        if inner.name.lower() != folder.name.lower() and not (
+                inner.name.lower() in WRAPPER_NAMES and len(class_folders(inner)) >= 2):
+            return folder
+        folder = inner
     return folder
 
 
