@@ -52,3 +52,34 @@ def test_user_callable_arch(tmp_path, monkeypatch):
         create_model("mynet:missing", 10, 1, (8, 8))
     with pytest.raises(HardenError, match="cannot be imported"):
         create_model("nosuchmodule_xyz:build", 10, 1, (8, 8))
+
+
+def test_torch_hub_models_from_the_cache_and_constructors_that_would_download(tmp_path, monkeypatch):
+    """`torchhub:owner/repo:entry` builds from torch.hub's cache (hubconf.py importing its own package), offline;
+    a `pretrained` that defaults to downloading (True, Cadene's 'imagenet') is turned off; whatever a constructor
+    raises is said as its failure, one paragraph."""
+    import torch.hub
+    repo = tmp_path / "hub" / "someone_cifar-models_master"
+    (repo / "cifar_models").mkdir(parents=True)
+    (repo / "hubconf.py").write_text("dependencies = ['torch']\nfrom cifar_models.nets import tiny, cadene, broken\n")
+    (repo / "cifar_models" / "__init__.py").write_text("")
+    (repo / "cifar_models" / "nets.py").write_text(
+        "import torch.nn as nn\n"
+        "def _net(n):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, n))\n"
+        "def tiny(pretrained=True, num_classes=10):\n"
+        "    assert pretrained is False, 'would download'\n"
+        "    return _net(num_classes)\n"
+        "def cadene(num_classes=1000, pretrained='imagenet'):\n"
+        "    assert pretrained is None, 'would download'\n"
+        "    return _net(num_classes)\n"
+        "def broken(num_classes=10):\n"
+        "    raise RuntimeError('no kernel image for this card')\n")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    m = create_model("torchhub:someone/cifar-models:tiny", 4, 3, (8, 8))
+    assert m(torch.rand(2, 3, 8, 8)).shape == (2, 4)
+    assert create_model("torchhub:someone/cifar-models:master:cadene", 5, 3, (8, 8))(torch.rand(1, 3, 8, 8)).shape == (1, 5)
+    with pytest.raises(HardenError, match="raised RuntimeError while building.*no kernel image"):
+        create_model("torchhub:someone/cifar-models:broken", 4, 3, (8, 8))
+    with pytest.raises(HardenError, match="not in torch.hub's cache.*downloads nothing"):
+        create_model("torchhub:someone/elsewhere:tiny", 4, 3, (8, 8))

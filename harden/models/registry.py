@@ -111,11 +111,19 @@ def _build_net(spec: ModelSpec) -> nn.Module:
                                       f"(from --model-arg or the metadata); it takes {', '.join(params) or 'none'}.")
         except (TypeError, ValueError):
             pass
+        kwargs.update(_no_download(fn, spec.model_args))
         kwargs.update(spec.model_args)
         try:
             net = fn(**kwargs)
         except TypeError as e:
             raise HardenError(f"Architecture {arch!r} could not be built with {kwargs}: {e}") from None
+        except HardenError:
+            raise
+        except Exception as e:  # whatever the user's constructor raises: said as its failure, not harden's
+            raise HardenError(f"Architecture {arch!r} raised {type(e).__name__} while building with {kwargs}: "
+                              f"{str(e).strip()[:300]}. harden builds the architecture without network access (the "
+                              "checkpoint supplies the weights); check the callable, or pass its arguments with "
+                              "--model-arg.") from None
         if not isinstance(net, nn.Module):
             raise HardenError(f"{arch!r} returned {type(net).__name__}, not a torch.nn.Module.")
         return net
@@ -131,6 +139,19 @@ def _build_net(spec: ModelSpec) -> nn.Module:
                                  **spec.model_args)
     except TypeError as e:
         raise HardenError(f"timm could not build {arch!r} with model_args {spec.model_args}: {e}") from None
+
+
+def _no_download(fn: Callable[..., nn.Module], model_args: dict[str, Any]) -> dict[str, Any]:
+    """`pretrained` off where the callable downloads weights by default (Cadene's pretrainedmodels'
+    `pretrained='imagenet'`, a torch.hub entry's `pretrained=True`): the checkpoint supplies them, and no network is
+    used. Left alone where --model-arg sets it."""
+    try:
+        param = inspect.signature(fn).parameters.get("pretrained")
+    except (TypeError, ValueError):
+        return {}
+    if param is None or "pretrained" in model_args or param.default is inspect.Parameter.empty or not param.default:
+        return {}
+    return {"pretrained": None if isinstance(param.default, str) else False}
 
 
 def built_in_chans(arch: str, num_classes: int, in_chans: int, input_size) -> int | None:
@@ -153,7 +174,9 @@ def _import_callable(arch: str) -> Callable[..., nn.Module]:
     work; its repository's root (or a loose file's folder, as `python file.py` has it) on sys.path, so its absolute
     imports of sibling modules work; a dotted name from the current folder too, as `python -m` finds it."""
     mod_name, _, fn_name = arch.rpartition(":")
-    if mod_name.endswith(".py") or "/" in mod_name or "\\" in mod_name:
+    if mod_name.startswith(TORCH_HUB):
+        module = _import_file(arch, str(torch_hub_file(arch, mod_name[len(TORCH_HUB):])))
+    elif mod_name.endswith(".py") or "/" in mod_name or "\\" in mod_name:
         module = _import_file(arch, mod_name)
     else:
         _add_to_path(os.getcwd())
@@ -167,6 +190,33 @@ def _import_callable(arch: str) -> Callable[..., nn.Module]:
     if fn is None or not callable(fn):
         raise HardenError(f"Architecture {arch!r}: {mod_name!r} has no callable {fn_name!r}.")
     return fn
+
+
+TORCH_HUB = "torchhub:"  # torchhub:owner/repo[:branch]:entrypoint, from torch.hub's local cache
+
+
+def torch_hub_file(arch: str, repo: str):
+    """The hubconf.py of a repository torch.hub.load already downloaded (`$TORCH_HOME/hub/owner_repo_branch/`), read
+    from the cache and never from the network."""
+    from pathlib import Path
+
+    import torch.hub
+    owner_repo, _, branch = repo.partition(":")
+    owner, _, name = owner_repo.partition("/")
+    hub = Path(torch.hub.get_dir())
+    if not owner or not name:
+        raise HardenError(f"Architecture {arch!r}: write a torch.hub model as torchhub:owner/repo[:branch]:entrypoint "
+                          "(torchhub:chenyaofo/pytorch-cifar-models:cifar10_resnet20).")
+    pattern = f"{owner}_{name}_{branch.replace('/', '_')}" if branch else f"{owner}_{name}_*"
+    found = sorted(p.parent for p in hub.glob(f"{pattern}/hubconf.py"))
+    if len(found) == 1:
+        return found[0] / "hubconf.py"
+    if found:
+        raise HardenError(f"Architecture {arch!r}: torch.hub's cache holds {len(found)} branches of {owner_repo} "
+                          f"({', '.join(p.name for p in found)}); name one: torchhub:{owner_repo}:BRANCH:entrypoint.")
+    raise HardenError(f"Architecture {arch!r}: {owner_repo} is not in torch.hub's cache ({hub}; TORCH_HOME moves it). "
+                      "harden reads the cache and downloads nothing: run torch.hub.load once on a machine online, or "
+                      "give the repository's file as --arch path/to/hubconf.py:entrypoint.")
 
 
 def _import_file(arch: str, mod_name: str):
