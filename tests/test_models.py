@@ -44,10 +44,17 @@ def test_user_callable_arch(tmp_path, monkeypatch):
     (tmp_path / "mynet.py").write_text(
         "import torch.nn as nn\n"
         "def build(num_classes, in_chans):\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * 64, num_classes))\n")
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * 64, num_classes))\n"
+        "class Net(nn.Sequential):\n"
+        "    @classmethod\n"
+        "    def from_name(cls, model_name, num_classes=1000):\n"
+        "        return cls(nn.Flatten(), nn.Linear(64, num_classes))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     m = create_model("mynet:build", 10, 1, (8, 8))
     assert m(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    # a class's factory method, as efficientnet_pytorch's EfficientNet.from_name
+    named = create_model("mynet:Net.from_name", 6, 1, (8, 8), model_args={"model_name": "b0"})
+    assert named(torch.rand(2, 1, 8, 8)).shape == (2, 6)
     with pytest.raises(HardenError, match="no callable"):
         create_model("mynet:missing", 10, 1, (8, 8))
     with pytest.raises(HardenError, match="cannot be imported"):

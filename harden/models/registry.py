@@ -186,7 +186,9 @@ def _import_callable(arch: str) -> Callable[..., nn.Module]:
             raise HardenError(f"Architecture {arch!r} names a module that cannot be imported ({type(e).__name__}: "
                               f"{e}). Use package.module:callable with the package on PYTHONPATH or in the current "
                               "folder, or path/to/file.py:callable.") from None
-    fn = getattr(module, fn_name, None)
+    fn = module
+    for part in fn_name.split("."):  # a class's factory method too: efficientnet_pytorch:EfficientNet.from_name
+        fn = getattr(fn, part, None)
     if fn is None or not callable(fn):
         raise HardenError(f"Architecture {arch!r}: {mod_name!r} has no callable {fn_name!r}.")
     return fn
