@@ -558,6 +558,15 @@ def test_unmatched_classes_and_class_map(tmp_path):
         load_data(tmp_path, DataTarget.for_model(model, class_map=str(tmp_path / "far.json")))
     with pytest.raises(HardenError, match="arrays labelled with class indices"):  # not silently left unused
         load_data("digits", DataTarget.for_model(model, class_map=str(tmp_path / "map.json")))
+    # Keras' imagenet_class_index.json ({index: [synset, name]}: a name two classes share names neither) and a JSON
+    # list of names in index order
+    (tmp_path / "keras.json").write_text(json.dumps({"2": ["n1", "cat"], "4": ["n2", "dog"], "6": ["n3", "eel"],
+                                                     "8": ["n4", "dog"]}))
+    from harden.data.classes import read_class_map
+    assert read_class_map(tmp_path / "keras.json") == {"n1": 2, "cat": 2, "n2": 4, "n3": 6, "eel": 6, "n4": 8}
+    (tmp_path / "names.json").write_text(json.dumps(["x", "cat", "dog", "eel"]))
+    d = load_data(tmp_path, DataTarget.for_model(model, class_map=str(tmp_path / "names.json")))
+    assert sorted(set(d.y_test.tolist())) == [1, 2, 3]
 
 
 # ------------------------------------------------------------------ lists and tar shards

@@ -28,9 +28,18 @@ def read_class_map(path: str | Path) -> dict[str, int]:
     try:
         if path.suffix.lower() == ".json":
             raw = json.loads(text)
+            if isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+                raw = {n: i for i, n in enumerate(raw)}  # a list of class names in index order
             if not isinstance(raw, dict):
                 raise ValueError("not an object")
             pairs = list(raw.items())
+            if pairs and all(str(k).isdigit() and isinstance(v, list) and v and all(isinstance(n, str) for n in v)
+                             for k, v in pairs):
+                # index -> [synset, name] (Keras' imagenet_class_index.json): each name in the list maps to the
+                # index, but for a name two classes share (ImageNet's two "crane"s), which names neither
+                from collections import Counter
+                shared = Counter(n for _, v in pairs for n in set(v))
+                pairs = [(n, k) for k, v in pairs for n in v if shared[n] == 1]
         else:
             delim = "\t" if path.suffix.lower() == ".tsv" or "\t" in text.splitlines()[0] else ","
             pairs = [(r[0].strip(), r[1].strip()) for r in csv.reader(io.StringIO(text), delimiter=delim) if r]
