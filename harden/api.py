@@ -25,10 +25,8 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     "auto" is crop for grey digit-like data (flips change digits), seed000 otherwise. `state`: where
     the run keeps its training state, to resume from it (resume.py); the caller removes it once the model is
     written."""
-    if not data.has_split("train"):
-        raise HardenError(f"{data.source} has one split and no training split: `harden train` trains on a training "
-                          "split (`harden fix` holds a share of such data out as its test split and trains on the "
-                          "rest).")
+    from .data import held_out
+    data = held_out.hold_out_for_training(data)  # one split: the share `fix` holds out, held out here too
     device = resolve_device(device)
     seed_everything(cfg.seed)
     chans = built_in_chans(arch, data.num_classes, data.in_chans, data.input_size)
@@ -51,7 +49,7 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     model = create_model(arch, data.num_classes, data.in_chans, data.input_size, mean, std, data=data.source, **pre)
     model.spec.extra["train"] = {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
                                  "augment": cfg.augment, "focal_gamma": cfg.focal_gamma, "seed": cfg.seed,
-                                 "subset": data.subset}
+                                 "subset": data.subset, "images": data.n_train}
     names = getattr(data, "class_names", None)
     if names and len(names) == data.num_classes:  # later data (a folder sorted otherwise) maps by these names
         model.spec.extra["label_names"] = [str(n) for n in names]
@@ -66,6 +64,9 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
             result = fit(model, data, cfg, device)
     model.spec.extra["train"]["seconds"] = round(result.seconds, 2)
     model.spec.extra["train"]["final"] = result.history[-1] if result.history else {}
+    held = held_out.record(data)
+    if held:  # eval on the same data tests on these images, never on those it trained on
+        model.spec.extra[held_out.KEY] = held
     return model
 
 

@@ -121,6 +121,8 @@ def train(
         raise HardenError(f"--input-size {input_size}: {ds.source} holds arrays of {ds.input_size[0]}x"
                           f"{ds.input_size[1]} images, which train at their own size (--input-size reads image "
                           "files at a size).")
+    from .data import held_out
+    ds = held_out.hold_out_for_training(ds)  # one split: the share fix holds out (before --data-frac draws from it)
     ds = subsample(ds, data_frac, seed) if data_frac != 1.0 else ds
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, focal_gamma=focal_gamma,
                       seed=seed, amp=amp)
@@ -131,7 +133,7 @@ def train(
         return
     save(model, output, force=force)
     state.finish()
-    out.print(f"wrote {output} ({arch}, {ds.source}, {ds.n_train} training images, "
+    out.print(f"wrote {output} ({arch}, {ds.source}, {model.spec.extra['train']['images']} training images, "
               f"{model.spec.extra['train']['seconds']:.1f} s)")
 
 

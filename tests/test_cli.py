@@ -79,6 +79,24 @@ def test_train_inspect_recipes(cli, tmp_path):
     assert code == 0
 
 
+def test_train_on_data_of_one_split_holds_out_the_share_fix_would(cli, tmp_path):
+    """One split (an .npz of x, y; a list without a split column): train holds out the stratified share fix holds
+    out (--data-frac drawn from the rest) and records it, so eval of the model on that data reports on it alone."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "one.npz", x=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y=np.arange(60) % 3)
+    out_path = tmp_path / "m.safetensors"
+    code, out, err = cli("train", "--data", tmp_path / "one.npz", "--epochs", "1", "--data-frac", "0.5", "-o", out_path)
+    assert code == 0, err
+    assert "24 training images" in out and "held out as the test split" in err
+    held = harden.load(out_path).spec.extra["held_out_test"]
+    assert held["n"] == 12 and held["fraction"] == 0.2
+    code, out, err = cli("eval", out_path, "--data", tmp_path / "one.npz", "--attack", "fgsm", "--json",
+                         tmp_path / "r.json", "-q")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 12
+
+
 # ------------------------------------------------------------------------------------------- bad input
 
 def _bad(cli, *args):
