@@ -243,3 +243,25 @@ def test_the_reports_test_images_never_enter_the_pool(tmp_path):
     kept, left_out = leave_out_test_images(load_unlabeled(tmp_path / "img" / "val", DataTarget.for_model(
         model, workers=0)), held)
     assert left_out == held.n_test == 2 and kept.n_train == 6
+
+
+def test_array_files_as_pools(digits, tmp_path):
+    """An .npy of images (np.save) and a pickle of arrays (Carmon et al.'s ti_500K_pseudo_labeled.pickle: a dict with
+    `data`) are pools, read with nothing in the pickle run; a pickle that would run code is refused."""
+    import pickle
+    x = digits.x_train[:30, :, :, 0]
+    np.save(tmp_path / "pool.npy", x)
+    with open(tmp_path / "ti.pickle", "wb") as f:
+        pickle.dump({"data": x, "extrapolated_targets": np.zeros(30, np.int64)}, f)
+    target = harden.data.DataTarget(num_classes=10)
+    for name in ("pool.npy", "ti.pickle"):
+        pool = load_unlabeled(tmp_path / name, target)
+        assert np.array_equal(np.asarray(pool.x_train[:])[..., 0], x), name
+
+    class Runs:
+        def __reduce__(self):
+            return (print, ("ran",))
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump({"data": Runs()}, f)
+    with pytest.raises(HardenError, match="Refused to unpickle builtins.print"):
+        load_unlabeled(tmp_path / "evil.pkl", target)

@@ -476,14 +476,15 @@ def shared_labels_folder(path: Path) -> ImageData | None:
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """CIFAR batches are pickles: allow only what numpy arrays need, never arbitrary code."""
+    """CIFAR batches and pools of arrays are pickles: allow only what numpy arrays need, never arbitrary code."""
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise HardenError(f"Refused to unpickle {module}.{name} from a CIFAR batch file: it is not plain data.")
+        raise HardenError(f"Refused to unpickle {module}.{name}: it is not plain data (numpy arrays), and loading "
+                          "it would run code.")
 
 
 def _cifar_batches(path: Path) -> ImageData:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,9 +51,16 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
     if not path.exists():
         raise HardenError(f"--unlabeled {str(spec)!r} does not exist. It takes a folder or .zip of images (with or "
                           "without class folders), a CSV/TSV list, tar shards, a Hugging Face dataset's parquet or "
-                          "Arrow files, CIFAR-10 batches or an .npz with x_train.")
+                          "Arrow files, CIFAR-10 batches, an .npz with x_train, an .npy of images or a pickle of arrays.")
     if path.is_file() and path.suffix.lower() == ".npz":
         return _npz_pool(path)
+    if path.is_file() and path.suffix.lower() == ".npy":  # one array of images (np.save), memory-mapped
+        try:
+            return _array_pool(np.load(path, mmap_mode="r", allow_pickle=False), None, str(path))
+        except (OSError, ValueError) as e:
+            raise HardenError(f"--unlabeled {str(path)!r} is not a readable .npy array ({e}).") from None
+    if path.is_file() and path.suffix.lower() in (".pickle", ".pkl"):
+        return _pickled_pool(path)
     if path.is_dir() and (path / "data_batch_1").exists():
         d = _cifar_batches(path)
         return _array_pool(d.x_train, d.y_train, str(path))
@@ -112,6 +120,30 @@ def _npz_pool(path: Path) -> ImageData:
     except READ_ERRORS as e:  # not a zip, truncated, damaged, a pickled array
         raise HardenError(f"--unlabeled {str(path)!r} is not a readable .npz archive ({e}).") from None
     return _array_pool(z[stored[x_key]], z.get(stored[y_key]) if y_key in stored else None, str(path))
+
+
+def _pickled_pool(path: Path) -> ImageData:
+    """A pickle of numpy arrays, as Carmon et al.'s 500K Tiny Images pool ships (`ti_500K_pseudo_labeled.pickle`: a
+    dict with `data`, N x 32 x 32 x 3 uint8, and `extrapolated_targets`), read with only numpy's own reconstructors
+    allowed: nothing in the file runs."""
+    from .arrays import ONE_SPLIT_KEYS, _ArrayOnlyUnpickler
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayOnlyUnpickler(f, encoding="bytes").load()
+    except HardenError as e:
+        raise HardenError(f"--unlabeled {str(path)!r}: {e} harden reads a pickle only of numpy arrays.") from None
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError) as e:
+        raise HardenError(f"--unlabeled {str(path)!r} is not a readable pickle of arrays ({e}).") from None
+    if isinstance(obj, np.ndarray):
+        return _array_pool(obj, None, str(path))
+    if isinstance(obj, dict):
+        arrays = {(k.decode() if isinstance(k, bytes) else str(k)).lower(): v for k, v in obj.items()
+                  if isinstance(v, np.ndarray)}
+        x = next((arrays[k] for k in ("x_train", *dict.fromkeys(x for x, _ in ONE_SPLIT_KEYS)) if k in arrays), None)
+        if x is not None:
+            return _array_pool(x, None, str(path))
+    raise HardenError(f"--unlabeled {str(path)!r} holds no image array under a name harden reads (data, images, x, "
+                      "x_train); a pickle pool is an array of images, or a dict of arrays with one such key.")
 
 
 def _array_pool(x: np.ndarray, y: np.ndarray | None, source: str) -> ImageData:
