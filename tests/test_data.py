@@ -111,6 +111,39 @@ def test_kaggle_pixel_csvs_read_as_arrays(tmp_path):
         load_data(tmp_path / "wide.csv")
 
 
+def test_fer2013_csv_reads_as_torchvision_reads_it(tmp_path, monkeypatch):
+    """FER2013's `fer2013.csv` (emotion, pixels as one space-separated string, Usage) and `icml_face_data.csv` (its
+    columns with a leading space): torchvision's FER2013 images and labels, Training the training split and
+    PublicTest + PrivateTest the test split, its seven emotions named."""
+    import warnings
+
+    import torchvision
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (9, 48, 48), dtype=np.uint8)
+    usage = ["Training"] * 5 + ["PublicTest"] * 2 + ["PrivateTest"] * 2
+    folder = tmp_path / "fer2013"
+    folder.mkdir()
+    lines = ["emotion,pixels,Usage"] + [f"{i % 7},{' '.join(map(str, img.ravel()))},{u}"
+                                        for i, (img, u) in enumerate(zip(x, usage, strict=True))]
+    (folder / "fer2013.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "icml_face_data.csv").write_text("emotion, Usage, pixels\n" + "".join(
+        f"{i % 7},{u},{' '.join(map(str, img.ravel()))}\n" for i, (img, u) in enumerate(zip(x, usage, strict=True))))
+    import torchvision.datasets.fer2013 as fer_module
+    monkeypatch.setattr(fer_module, "check_integrity", lambda *a, **k: True)  # not the real file's md5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        data = load_data(folder / "fer2013.csv")
+    icml = load_data(tmp_path / "icml_face_data.csv")
+    for split, ref in (("train", torchvision.datasets.FER2013(str(tmp_path), split="train")),
+                       ("test", torchvision.datasets.FER2013(str(tmp_path), split="test"))):
+        xs = data.x_train if split == "train" else data.x_test
+        ys = data.y_train if split == "train" else data.y_test
+        assert len(xs) == len(ref) and [int(ref[i][1]) for i in range(len(ref))] == ys.tolist()
+        assert all(np.array_equal(np.asarray(ref[i][0]), np.asarray(xs[i])[..., 0]) for i in range(len(ref)))
+        assert np.array_equal(np.asarray((icml.x_train if split == "train" else icml.x_test)[:]), np.asarray(xs[:]))
+    assert data.class_names == ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
+
+
 def test_tensors_saved_with_torch_save_read_as_arrays(tmp_path):
     """torch.save of (x, y) (torchvision's old MNIST `processed/training.pt`), of a dict named as an .npz's members,
     or of data/targets: read safely (weights_only) as the arrays they hold; a model's weights are named as such."""
