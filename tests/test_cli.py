@@ -88,7 +88,7 @@ def test_train_on_data_of_one_split_holds_out_the_share_fix_would(cli, tmp_path)
     out_path = tmp_path / "m.safetensors"
     code, out, err = cli("train", "--data", tmp_path / "one.npz", "--epochs", "1", "--data-frac", "0.5", "-o", out_path)
     assert code == 0, err
-    assert "24 training images" in out and "held out as the test split" in err
+    assert "24 training images" in " ".join(out.split()) and "held out as the test split" in " ".join(err.split())
     held = harden.load(out_path).spec.extra["held_out_test"]
     assert held["n"] == 12 and held["fraction"] == 0.2
     code, out, err = cli("eval", out_path, "--data", tmp_path / "one.npz", "--attack", "fgsm", "--json",
