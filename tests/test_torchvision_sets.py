@@ -254,3 +254,27 @@ def test_fgvc_aircraft_and_caltech101_read_as_torchvision_reads_them(tmp_path, m
     assert lst.labels.tolist() == ref.y
     assert [lst.location(i) for i in range(len(lst))] == [
         str(caltech / ref.categories[c] / f"image_{i:04d}.jpg") for c, i in zip(ref.y, ref.index, strict=True)]
+
+
+def test_emnist_splits_read_as_torchvision_reads_them(tmp_path):
+    """EMNIST's raw folder holds six splits, each its own dataset: one alone is read as torchvision's EMNIST(split)
+    (labels as stored: `letters` from 1 with class 0 'N/A'); several are refused with the file to give, and a file of
+    one split reads that split."""
+    rng = np.random.default_rng(6)
+    raw = tmp_path / "EMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, top in (("letters", 27), ("balanced", 47)):
+        for part, n in (("train", 6), ("test", 4)):
+            _idx(raw / f"emnist-{split}-{part}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz=False)
+            _idx(raw / f"emnist-{split}-{part}-labels-idx1-ubyte", rng.integers(1, top, n), gz=False)
+    with pytest.raises(HardenError, match="EMNIST's splits balanced, letters.*give one split's file"):
+        load_data(tmp_path)
+    data = load_data(raw / "emnist-letters-test-images-idx3-ubyte")
+    for train in (True, False):
+        ref = torchvision.datasets.EMNIST(str(tmp_path), split="letters", train=train)
+        xs, ys = (data.x_train, data.y_train) if train else (data.x_test, data.y_test)
+        assert np.array_equal(np.asarray(xs[:])[..., 0], ref.data.numpy()) and ys.tolist() == ref.targets.tolist()
+    assert data.class_names == ref.classes
+    for f in raw.glob("emnist-balanced-*"):
+        f.unlink()
+    assert load_data(tmp_path).y_test.tolist() == data.y_test.tolist()  # one split left: the folder is it

@@ -8,6 +8,8 @@ sets are small."""
 from __future__ import annotations
 
 import gzip
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +31,14 @@ KNOWN = ("MNIST/raw", "FashionMNIST/raw", "KMNIST/raw", "cifar-100-python", "stl
 def torchvision_source(path: Path):
     """ImageData for a torchvision download at `path` (the root it was given, or the dataset's own folder); None when
     `path` is none."""
+    if path.is_file() and EMNIST_FILE.match(path.name):  # one of EMNIST's files: its split
+        return _emnist(path.parent, EMNIST_FILE.match(path.name).group(1))
     if not path.is_dir():
         return None
+    for folder in (path / "EMNIST" / "raw", path / "raw", path):
+        splits = _emnist_splits(folder)
+        if splits:
+            return _emnist(folder, splits[0]) if len(splits) == 1 else _emnist_choice(folder, splits)
     found = [path / k for k in KNOWN if (path / k).is_dir()] + ([path] if _svhn_files(path) else [])
     found = [f for f in found if not (f.name == "processed" and f.parent / "raw" in found)]  # one set, two layouts
     if not found:  # the dataset's own folder (MNIST/ or its raw/), or one of the layouts itself
@@ -50,6 +58,41 @@ def torchvision_source(path: Path):
         raise HardenError(f"{str(path)!r} holds several torchvision downloads ({names}); pass the folder of the one "
                           "to use.")
     return torchvision_source(found[0]) if found[0] != path else _svhn(path)
+
+
+# torchvision's EMNIST: `EMNIST/raw/emnist-<split>-{train,test}-{images-idx3,labels-idx1}-ubyte` for six splits
+EMNIST_FILE = re.compile(r"^emnist-(\w+)-(?:train|test)-(?:images-idx3|labels-idx1)-ubyte(?:\.gz)?$")
+
+
+def _emnist_splits(folder: Path) -> list[str]:
+    try:
+        names = [e.name for e in os.scandir(folder) if e.is_file()]
+    except OSError:
+        return []
+    return sorted({m.group(1) for n in names if (m := EMNIST_FILE.match(n))})
+
+
+def _emnist_choice(folder: Path, splits: list[str]):
+    raise HardenError(f"{str(folder)!r} holds EMNIST's splits {', '.join(splits)}, each its own dataset with its own "
+                      f"classes: give one split's file as --data ({folder / f'emnist-{splits[0]}-test-images-idx3-ubyte'}"
+                      ", or any of its four files).")
+
+
+def _emnist(folder: Path, split: str):
+    """One EMNIST split as torchvision's EMNIST(split=...) reads it: the IDX files as stored (images transposed, as
+    torchvision leaves them), labels as stored (`letters` from 1, its class 0 'N/A'), its classes_split_dict names."""
+    from torchvision.datasets import EMNIST
+
+    from .arrays import _finish
+    names = [f"emnist-{split}-{part}" for part in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                                   "test-images-idx3-ubyte", "test-labels-idx1-ubyte")]
+    files = [_idx_file(folder, n) for n in names]
+    if any(f is None for f in files):
+        missing = [n for n, f in zip(names, files, strict=True) if f is None]
+        raise HardenError(f"{str(folder)!r} lacks {', '.join(missing)} (an EMNIST split has all four files).")
+    xtr, ytr, xte, yte = (_read_idx(f) for f in files)
+    # the source names a file of the split, so that a checkpoint's record of its data reads the same split again
+    return _finish(xtr, ytr, xte, yte, str(files[2]), EMNIST.classes_split_dict.get(split))
 
 
 def _processed(folder: Path):
