@@ -278,3 +278,38 @@ def test_emnist_splits_read_as_torchvision_reads_them(tmp_path):
     for f in raw.glob("emnist-balanced-*"):
         f.unlink()
     assert load_data(tmp_path).y_test.tolist() == data.y_test.tolist()  # one split left: the folder is it
+
+
+def test_pcam_and_hdf5_arrays_read_in_place(tmp_path):
+    """PatchCamelyon as torchvision's PCAM downloads it (`pcam/camelyonpatch_level_2_split_*_{x,y}.h5`): the same
+    images and labels, train and test, read as a run indexes them (rows in any order); one file given reads its
+    split; an .h5 of Keras-era `train_set_x`/`test_set_y`/`list_classes` reads as an .npz of those arrays would."""
+    import h5py
+    from harden.data.hdf5 import H5Rows
+    rng = np.random.default_rng(7)
+    pcam = tmp_path / "pcam"
+    pcam.mkdir()
+    for split, n in (("train", 10), ("valid", 3), ("test", 6)):
+        with h5py.File(pcam / f"camelyonpatch_level_2_split_{split}_x.h5", "w") as f:
+            f["x"] = rng.integers(0, 256, (n, 12, 12, 3), dtype=np.uint8)
+        with h5py.File(pcam / f"camelyonpatch_level_2_split_{split}_y.h5", "w") as f:
+            f["y"] = rng.integers(0, 2, (n, 1, 1, 1), dtype=np.uint8)
+    data = load_data(tmp_path)
+    assert isinstance(data.x_test, H5Rows)
+    for split in ("train", "test"):
+        ref = torchvision.datasets.PCAM(str(tmp_path), split=split)
+        xs, ys = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+        assert ys.tolist() == [ref[i][1] for i in range(len(ref))]
+        assert all(np.array_equal(np.asarray(ref[i][0]), xs[i]) for i in range(len(ref)))
+    order = np.array([5, 0, 3, 3, 1])
+    assert np.array_equal(data.x_test[order], np.stack([data.x_test[i] for i in order]))
+    alone = load_data(pcam / "camelyonpatch_level_2_split_valid_x.h5")
+    assert alone.n_train == 0 and len(alone.y_test) == 3
+    x = rng.integers(0, 256, (8, 6, 6, 3), dtype=np.uint8)
+    with h5py.File(tmp_path / "train_signs.h5", "w") as f:
+        f["train_set_x"], f["train_set_y"] = x, np.arange(8) % 2
+        f["test_set_x"], f["test_set_y"] = x[:4], np.arange(4) % 2
+        f["list_classes"] = np.array([b"no", b"yes"])
+    signs = load_data(tmp_path / "train_signs.h5")
+    assert np.array_equal(np.asarray(signs.x_train[:]), x) and signs.y_test.tolist() == [0, 1, 0, 1]
+    assert signs.class_names == ["no", "yes"]

@@ -28,12 +28,13 @@ from .sources import EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Listing, OnDisk, fi
 from .transforms import Preprocess, augment, build_augment, exif_orientation, resolve_orientation
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files, one .npy of "
-           "images with labels.npy beside it, or a .pt of those tensors), a CSV of label and pixel columns, a "
-           "CIFAR-10 python-batches folder, a torchvision download (MNIST, FashionMNIST, KMNIST, CIFAR-100, SVHN, "
-           "STL-10, as its root or the set's folder), a folder with train/ and val/ (or test/, validation/, valid/) of "
-           "class folders, a single folder of class folders (evaluation), a .zip of either folder layout, a CSV/TSV "
-           "list of path,label[,split] (or a .txt of `path label` lines), tar shards (a .tar, or a folder of them, "
-           "WebDataset layout), or a Hugging Face dataset (its parquet files or a save_to_disk folder)")
+           "images with labels.npy beside it, an .h5 of them, or a .pt of those tensors), a CSV of label and pixel "
+           "columns, a CIFAR-10 python-batches folder, a torchvision download (MNIST, FashionMNIST, KMNIST, EMNIST, "
+           "CIFAR-100, SVHN, STL-10, PCAM, as its root or the set's folder), a folder with train/ and val/ (or test/, "
+           "validation/, valid/) of class folders, a single folder of class folders (evaluation), a .zip of either "
+           "folder layout, a CSV/TSV list of path,label[,split] (or a .txt of `path label` lines), tar shards (a .tar, "
+           "or a folder of them, WebDataset layout), or a Hugging Face dataset (its parquet files or a save_to_disk "
+           "folder)")
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,10 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     from .pixel_csv import is_pixel_csv, pixel_csv
     if is_pixel_csv(path):  # Kaggle's MNIST family: label,pixel1,...,pixel784
         return pixel_csv(path)
+    from .hdf5 import hdf5_source
+    in_hdf5 = hdf5_source(path)  # an .h5 of named arrays; PatchCamelyon's files
+    if in_hdf5 is not None:
+        return in_hdf5
     if path.is_file() and path.suffix.lower() == ".npy":  # one array of images, its labels beside it
         from .arrays import npy_file
         return npy_file(path)

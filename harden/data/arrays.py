@@ -240,7 +240,7 @@ def is_arrays(data) -> bool:
 
 def _images(x, what: str, like: PixelView | None = None):
     """uint8 N x H x W x C rows (pixels.as_pixels); a deferred member is checked by its header."""
-    x = x if isinstance(x, DeferredArray) else np.asarray(x)
+    x = x if isinstance(x, DeferredArray) or getattr(x, "lazy_rows", False) else np.asarray(x)
     if x.ndim == 3:
         x = x.reshape((*x.shape, 1))
     if x.ndim == 4:
