@@ -246,15 +246,21 @@ def test_the_reports_test_images_never_enter_the_pool(tmp_path):
 
 
 def test_array_files_as_pools(digits, tmp_path):
-    """An .npy of images (np.save) and a pickle of arrays (Carmon et al.'s ti_500K_pseudo_labeled.pickle: a dict with
-    `data`) are pools, read with nothing in the pickle run; a pickle that would run code is refused."""
+    """An .npy of images (np.save), an .h5 of them, and a pickle of arrays (Carmon et al.'s
+    ti_500K_pseudo_labeled.pickle: a dict with `data`) are pools, read with nothing in the pickle run; a pickle that
+    would run code is refused."""
     import pickle
     x = digits.x_train[:30, :, :, 0]
     np.save(tmp_path / "pool.npy", x)
     with open(tmp_path / "ti.pickle", "wb") as f:
         pickle.dump({"data": x, "extrapolated_targets": np.zeros(30, np.int64)}, f)
+    import h5py
+    from harden.data.hdf5 import H5Rows
+    with h5py.File(tmp_path / "pool.h5", "w") as f:
+        f["images"] = x
     target = harden.data.DataTarget(num_classes=10)
-    for name in ("pool.npy", "ti.pickle"):
+    assert isinstance(load_unlabeled(tmp_path / "pool.h5", target).x_train, H5Rows)  # read as batches are drawn
+    for name in ("pool.npy", "ti.pickle", "pool.h5"):
         pool = load_unlabeled(tmp_path / name, target)
         assert np.array_equal(np.asarray(pool.x_train[:])[..., 0], x), name
 

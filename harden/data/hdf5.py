@@ -149,3 +149,19 @@ def hdf5_source(path: Path):
     if names_key is not None and "class_names" not in flat:
         flat["class_names"] = flat[names_key]
     return _named_arrays(path, list(flat), read, "an HDF5 file")
+
+
+def hdf5_images(path: Path) -> H5Rows | None:
+    """An .h5 pool's images, labels or not: the training images where the file names them (x_train, train_set_x),
+    else its one image dataset (3 or more dimensions); None where it has none or several unnamed."""
+    if not is_hdf5(path) or PCAM_FILE.match(path.name):
+        return None
+    from .arrays import ONE_SPLIT_KEYS, array_names
+    names = _datasets(path)
+    flat = {n.replace("/", "_").replace("_set_", "_"): n for n in names}
+    known = array_names(list(flat))
+    key = next((known[k] for k in ("x_train", *dict.fromkeys(x for x, _ in ONE_SPLIT_KEYS)) if k in known), None)
+    if key is None:
+        images = [k for k, n in flat.items() if len(_open(str(path))[n].shape) >= 3]
+        key = images[0] if len(images) == 1 else None
+    return H5Rows(path, flat[key]) if key is not None else None

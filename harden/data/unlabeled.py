@@ -61,6 +61,14 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
             raise HardenError(f"--unlabeled {str(path)!r} is not a readable .npy array ({e}).") from None
     if path.is_file() and path.suffix.lower() in (".pickle", ".pkl"):
         return _pickled_pool(path)
+    from .hdf5 import hdf5_images, hdf5_source
+    from .pixel_csv import is_pixel_csv, pixel_csv
+    if hdf5_images(path) is not None:  # an .h5 of images, labelled or not
+        return _array_pool(hdf5_images(path), None, str(path))
+    arrays = hdf5_source(path) or (pixel_csv(path) if is_pixel_csv(path) else None)
+    if arrays is not None:  # its training split (labels only for the agreement figure), else its one split
+        return _array_pool(arrays.x_train, arrays.y_train, str(path)) if arrays.n_train else \
+            _array_pool(arrays.x_test, arrays.y_test, str(path))
     if path.is_dir() and (path / "data_batch_1").exists():
         d = _cifar_batches(path)
         return _array_pool(d.x_train, d.y_train, str(path))
@@ -149,7 +157,7 @@ def _pickled_pool(path: Path) -> ImageData:
 def _array_pool(x: np.ndarray, y: np.ndarray | None, source: str) -> ImageData:
     from .npz import DeferredArray
     from .pixels import RowView, as_pixels
-    x = x if isinstance(x, (RowView, DeferredArray)) else np.asarray(x)
+    x = x if isinstance(x, (RowView, DeferredArray)) or getattr(x, "lazy_rows", False) else np.asarray(x)
     x = x.reshape((*x.shape, 1)) if x.ndim == 3 else x
     if x.ndim == 4:  # N x C x H x W and float pixels are converted as the pool's batches are read
         x = as_pixels(x, f"--unlabeled {source}: x_train")
