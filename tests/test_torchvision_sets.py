@@ -313,3 +313,31 @@ def test_pcam_and_hdf5_arrays_read_in_place(tmp_path):
     signs = load_data(tmp_path / "train_signs.h5")
     assert np.array_equal(np.asarray(signs.x_train[:]), x) and signs.y_test.tolist() == [0, 1, 0, 1]
     assert signs.class_names == ["no", "yes"]
+
+
+def test_sun397_and_eurosat_read_as_torchvision_reads_them(tmp_path, monkeypatch):
+    """SUN397: a class is the path below its letter folder (`a/apartment_building/outdoor`), indexed in
+    ClassName.txt's order, not 26 letter classes; EuroSAT: torchvision's `eurosat/2750/<class>/` is read as the class
+    folders inside the numbered folder, not as one class named 2750."""
+    from harden.data import DataTarget
+    from harden.models import create_model
+    rng = np.random.default_rng(8)
+    sun = tmp_path / "SUN397"
+    classes = ["/b/bakery/shop", "/a/abbey", "/a/apartment_building/outdoor"]
+    for c in classes:
+        for i in range(2):
+            _jpg(sun / c.lstrip("/") / f"sun_{c[3:].replace('/', '')}{i}.jpg", rng)
+    (sun / "ClassName.txt").write_text("\n".join(classes) + "\n")
+    ref = torchvision.datasets.SUN397(str(tmp_path))
+    target = DataTarget.for_model(create_model("cnn-small", 3, 3, (16, 16), (0.5,), (0.25,)), workers=0)
+    data = load_data(tmp_path, target)
+    lst = data.listing("test")
+    truth = {str(f): label for f, label in zip(ref._image_files, ref._labels, strict=True)}
+    assert {lst.location(i): int(lst.labels[i]) for i in range(len(lst))} == truth
+    assert data.class_names == ref.classes
+    for c in ("Forest", "River", "Highway"):
+        _jpg(tmp_path / "eu" / "eurosat" / "2750" / c / f"{c}_1.jpg", rng)
+    monkeypatch.setattr(torchvision.datasets.EuroSAT, "_check_exists", lambda self: True)
+    euro = torchvision.datasets.EuroSAT(str(tmp_path / "eu"))
+    data = load_data(tmp_path / "eu" / "eurosat", target)
+    assert data.class_names == euro.classes and data.y_test.tolist() == [t for _, t in euro.samples]

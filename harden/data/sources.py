@@ -219,7 +219,8 @@ def _split_folder(root: Path, name: str) -> Path:
     return unwrapped(root / found[0]) if len(found) == 1 else root / name
 
 
-WRAPPER_NAMES = ("images", "imgs", "img", "jpg", "photos", "pictures")  # Office-31's amazon/images/<class>/
+# Office-31's amazon/images/<class>/; a number too, as EuroSAT's 2750/<class>/
+WRAPPER_NAMES = ("images", "imgs", "img", "jpg", "photos", "pictures")
 
 
 def unwrapped(folder: Path) -> Path:
@@ -237,7 +238,7 @@ def unwrapped(folder: Path) -> Path:
             return folder
         inner = Path(dirs[0].path)
         if inner.name.lower() != folder.name.lower() and not (
-                inner.name.lower() in WRAPPER_NAMES and len(class_folders(inner)) >= 2):
+                (inner.name.lower() in WRAPPER_NAMES or inner.name.isdigit()) and len(class_folders(inner)) >= 2):
             return folder
         folder = inner
     return folder

@@ -211,6 +211,9 @@ def torchvision_files(path: Path):
     for folder in (path / "fgvc-aircraft-2013b", path, path / "fgvc-aircraft-2013b" / "data", path / "data"):
         if (folder / "variants.txt").is_file() and (folder / "images").is_dir():
             return _aircraft(folder)
+    for folder in (path / "SUN397", path):
+        if (folder / "ClassName.txt").is_file() and (folder / "a").is_dir():
+            return _sun397(folder)
     for folder in (path / "caltech101" / "101_ObjectCategories", path / "101_ObjectCategories", path):
         if (folder / CALTECH_BACKGROUND).is_dir():
             return _caltech101(folder)
@@ -233,6 +236,25 @@ def _caltech101(folder: Path):
         out.names = [found.names[i] for i in keep]
         return out
     return OnDisk(str(folder), {"all": listing}, "folder", lambda: list(names))
+
+
+def _sun397(folder: Path):
+    """torchvision's SUN397: `SUN397/<letter>/<class>[/<sub>]/sun_*.jpg`, the classes in ClassName.txt's order
+    (`/a/abbey`, `/a/apartment_building/outdoor`: a class is the path below its letter), one split."""
+    from .sources import Listing, OnDisk, PathTable, walk_files
+    names = tuple(line.strip()[3:] for line in (folder / "ClassName.txt").read_text().splitlines() if line.strip())
+    known = set(names)
+
+    def listing() -> Listing:
+        refs = sorted(walk_files(folder, lambda f: os.path.basename(f).startswith("sun_") and f.endswith(".jpg")))
+        labels = ["/".join(Path(r).parts[1:-1]) for r in refs]
+        unknown = sorted({c for c in labels if c not in known})
+        if unknown:
+            raise HardenError(f"{str(folder)!r}: images in {', '.join(unknown[:3])}, which ClassName.txt does not "
+                              "name.")
+        return Listing(str(folder), PathTable(refs), np.zeros(len(refs), np.int64), labels, what="folder")
+    return OnDisk(str(folder), {"all": listing}, "folder", lambda: list(names), names,
+                  "ClassName.txt's order, as torchvision's SUN397")
 
 
 def _aircraft(folder: Path):
