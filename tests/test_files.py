@@ -743,6 +743,10 @@ def test_text_lists_of_path_and_label_lines(tmp_path):
     by_places = load_data(tmp_path / "places_train.txt", DataTarget.for_model(model, workers=0))
     assert by_caffe.y_test.tolist() == by_places.y_test.tolist() == [int("/b/" in f) for f in files]
     assert torch.equal(by_caffe.images("test", np.arange(6))[0], by_places.images("test", np.arange(6))[0])
+    (tmp_path / "filelist").mkdir()  # torchvision's Places365: the lists in a folder beside data_256/
+    (tmp_path / "filelist" / "places_train.txt").write_text("\n".join(places) + "\n")
+    beside = load_data(tmp_path / "filelist" / "places_train.txt", DataTarget.for_model(model, workers=0))
+    assert beside.listing("test").location(0) == by_places.listing("test").location(0)
     pool = load_unlabeled(tmp_path / "val.txt", DataTarget.for_model(model, workers=0))
     assert len(pool.listing("train" if pool.has_split("train") else "test")) == 6
 

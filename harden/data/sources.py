@@ -603,13 +603,24 @@ def _parts(p: str) -> list[str]:
     return [c for c in re.split(r"[\\/]+", p) if c and not re.fullmatch(r"[A-Za-z]:", c)]
 
 
+def _folders_beside(base: Path) -> list[str]:
+    """Where a list's images may lie, relative to its folder: that folder, a folder in it, or a folder beside it
+    (ISIC's ground truth in a folder of its own beside `..._Input/`; torchvision's Places365 lists in
+    `filelist_places365-standard/` beside `data_256_standard/`)."""
+    folders = [""] + sorted(e.name for e in os.scandir(base) if e.is_dir() and not is_skipped_dir(e.name))
+    if base.parent != base:
+        folders += sorted(os.path.join("..", e.name) for e in os.scandir(base.parent)
+                          if e.is_dir() and not is_skipped_dir(e.name) and e.name != base.name)
+    return folders
+
+
 def _moved(base: Path, first: str, plain: Callable[[str], str]) -> Callable[[str], str]:
     """Absolute paths written on another machine (/home/alice/data/train/cat/1.jpg, C:\\data\\...) that are not here:
     read below the list's folder from the point where the first of them is found there (train/cat/1.jpg); every path
     loses the same leading folders; or below one folder beside the list, whole (Places365's `/a/airfield/1.jpg` in
     `data_256/`). Where none is found, the paths stay as written (the error names them)."""
     parts = _parts(first)
-    beside = [""] + sorted(e.name for e in os.scandir(base) if e.is_dir() and not is_skipped_dir(e.name))
+    beside = _folders_beside(base)
     found = next(((k, d) for k in range(len(parts)) for d in (beside if k == 0 else [""])
                   if os.path.isfile(os.path.join(base, d, *parts[k:]))), None)
     if found is None:
@@ -622,7 +633,7 @@ def _moved(base: Path, first: str, plain: Callable[[str], str]) -> Callable[[str
     def moved(p: str) -> str:
         if not _foreign_absolute(p) or os.path.isfile(p):
             return plain(p)
-        return os.path.join(base, folder, *_parts(p)[strip:])
+        return os.path.normpath(os.path.join(base, folder, *_parts(p)[strip:]))  # `..` of a folder beside
     return moved
 
 
@@ -642,10 +653,7 @@ def _path_resolver(base: Path, written: list[str], prefer: str | None = None) ->
         return _moved(base, first, plain)
     if first is None or os.path.isabs(first):
         return plain
-    folders = [""] + sorted(e.name for e in os.scandir(base) if e.is_dir() and not is_skipped_dir(e.name))
-    if base.parent != base:  # ISIC's ground truth in a folder of its own beside the images' (..._Input/)
-        folders += sorted(os.path.join("..", e.name) for e in os.scandir(base.parent)
-                          if e.is_dir() and not is_skipped_dir(e.name) and e.name != base.name)
+    folders = _folders_beside(base)
     exts = [""] + sorted({e for e in IMAGE_EXT} | {e.upper() for e in IMAGE_EXT})
     found = [(d, e) for d in folders for e in exts if os.path.isfile(os.path.join(base, d, first.replace("\\", "/") + e))]
     if prefer is not None and any(d == prefer for d, _ in found):  # a split's own list: its folder first
@@ -659,10 +667,10 @@ def _path_resolver(base: Path, written: list[str], prefer: str | None = None) ->
         if os.path.isabs(p):
             return p
         for e in order:
-            full = plain(os.path.join(folder, p) + e)
+            full = os.path.normpath(plain(os.path.join(folder, p) + e))  # `..` of a folder beside the list's
             if os.path.isfile(full):
                 return full
-        return plain(os.path.join(folder, p) + ext)
+        return os.path.normpath(plain(os.path.join(folder, p) + ext))
     return beside
 
 
