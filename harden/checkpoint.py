@@ -118,7 +118,10 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
             return read_exported_program(path)
     if kind == formats.TORCH_ZIP and is_torchscript(path):
         return read_torchscript_weights(path), {}
-    from .foreign_formats import describe
+    from .foreign_formats import describe, npz_state_dict
+    arrays = npz_state_dict(path) if kind == formats.TORCH_ZIP else None
+    if arrays is not None:  # np.savez of a state dict's arrays
+        return arrays, {}
     if kind == formats.TORCH_ZIP and describe(path, by_name=False):  # a Keras 3 archive is a zip too
         raise HardenError(describe(path, by_name=False))
     if kind in (formats.TORCH_ZIP, formats.TORCH_LEGACY):

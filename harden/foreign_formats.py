@@ -45,6 +45,17 @@ def describe(path: Path, by_name: bool = True) -> str | None:
         return (f"{name} is an HDF5 file (a Keras model or its weights); harden attacks and trains PyTorch and ONNX "
                 f"models. Convert the Keras model to ONNX ({TF2ONNX} --keras {path} --output model.onnx, or "
                 "tf2onnx.convert.from_keras(model, output_path='model.onnx')) and pass the .onnx.")
+    if head.startswith(b"PK") and _npz_members(path):
+        names = _npz_members(path)
+        if any("/" in n for n in names):  # Flax/JAX parameter paths: big_vision's, Google's ViT checkpoints
+            return (f"{name} is an .npz of JAX/Flax parameters ({names[0]}, ...), as Google's ViT and big_vision "
+                    "checkpoints are saved; harden reads PyTorch weights. timm converts Google's ViT layout: build "
+                    "the timm ViT it is (timm.create_model('vit_base_patch16_224', num_classes=...)), load it with "
+                    "timm.models.vision_transformer._load_weights(model, 'file.npz'), torch.save(model.state_dict()"
+                    ", 'model.pth'), and pass that with --arch.")
+        if not is_npz_state_dict(names):
+            return (f"{name} is an .npz of arrays ({', '.join(names[:4])}), not a model's weights; images and labels "
+                    "are given with --data.")
     if head.startswith(b"PK") and _is_keras_archive(path):
         return (f"{name} is a Keras 3 model (.keras); harden attacks and trains PyTorch and ONNX models. Load it in "
                 "Keras and convert it to ONNX (tf2onnx.convert.from_keras(model, output_path='model.onnx')), then "
@@ -59,6 +70,35 @@ def describe(path: Path, by_name: bool = True) -> str | None:
     if suffix == ".mlmodel":
         return _compiled(name, "a Core ML model", "Core ML")
     return None
+
+
+WEIGHT_SUFFIXES = (".weight", ".bias", ".running_mean", ".running_var")
+
+
+def is_npz_state_dict(names: list[str]) -> bool:
+    """Array names that are a torch state dict's keys (`np.savez(path, **{k: v.numpy() ...})`)."""
+    return bool(names) and sum(n.endswith(WEIGHT_SUFFIXES) for n in names) >= max(1, len(names) // 2)
+
+
+def npz_state_dict(path: Path) -> dict | None:
+    """The tensors of an .npz that holds a torch state dict under its keys; None for any other file."""
+    names = _npz_members(path)
+    if not is_npz_state_dict(names) or any("/" in n for n in names):
+        return None
+    import numpy as np
+    import torch
+    with np.load(path, allow_pickle=False) as z:
+        return {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+
+
+def _npz_members(path: Path) -> list[str]:
+    """The array names of an .npz (a zip of .npy members alone); empty for any other file."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+    return [n[:-4] for n in names] if names and all(n.endswith(".npy") for n in names) else []
 
 
 def _is_keras_archive(path: Path) -> bool:

@@ -362,6 +362,25 @@ def test_a_folder_of_a_training_state_names_the_weights_file_to_give(digits_mode
         harden.load(folder)
 
 
+def test_npz_files_given_as_checkpoints(digits_model, tmp_path):
+    """np.savez of a state dict's arrays loads as that state dict; an .npz of JAX/Flax parameters (Google's ViT) is
+    named with timm's way to convert it; an .npz of images given as a checkpoint says to give it as --data."""
+    import numpy as np
+    state = {k: v.numpy() for k, v in digits_model.net.state_dict().items()}
+    np.savez(tmp_path / "weights.npz", **state)
+    model = harden.load(tmp_path / "weights.npz", arch=digits_model.spec.arch, num_classes=10, in_chans=1,
+                        input_size=8)
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model.net(x), digits_model.net(x))
+    np.savez(tmp_path / "vit.npz", **{"Transformer/encoder_norm/scale": np.ones(4, np.float32)})
+    with pytest.raises(HardenError, match="JAX/Flax parameters.*_load_weights"):
+        harden.load(tmp_path / "vit.npz", arch="resnet9")
+    np.savez(tmp_path / "data.npz", x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.zeros(2, np.int64))
+    with pytest.raises(HardenError, match="not a model's weights; images and labels are given with --data"):
+        harden.load(tmp_path / "data.npz", arch="resnet9")
+
+
 def test_a_file_of_parameters_without_buffers_is_named(tmp_path):
     """torch.save(dict(model.named_parameters())): every weight, no BatchNorm running statistics. The error says
     what the file lacks and how it came to lack it, not that the architecture is wrong."""
