@@ -564,6 +564,12 @@ def test_unmatched_classes_and_class_map(tmp_path):
                                                      "8": ["n4", "dog"]}))
     from harden.data.classes import read_class_map
     assert read_class_map(tmp_path / "keras.json") == {"n1": 2, "cat": 2, "n2": 4, "n3": 6, "eel": 6, "n4": 8}
+    (tmp_path / "synset_words.txt").write_text("n00000001 cat, Felis\nn00000002 dog\nn00000003 eel, dog\n")
+    assert read_class_map(tmp_path / "synset_words.txt") == {
+        "n00000001": 0, "cat": 0, "cat, Felis": 0, "Felis": 0, "n00000002": 1, "n00000003": 2, "eel": 2, "eel, dog": 2}
+    (tmp_path / "classes.txt").write_text("x\ncat\ndog\n\neel\n")
+    d = load_data(tmp_path, DataTarget.for_model(model, class_map=str(tmp_path / "classes.txt")))
+    assert sorted(set(d.y_test.tolist())) == [1, 2, 3]
     (tmp_path / "names.json").write_text(json.dumps(["x", "cat", "dog", "eel"]))
     d = load_data(tmp_path, DataTarget.for_model(model, class_map=str(tmp_path / "names.json")))
     assert sorted(set(d.y_test.tolist())) == [1, 2, 3]

@@ -37,9 +37,10 @@ def read_class_map(path: str | Path) -> dict[str, int]:
                              for k, v in pairs):
                 # index -> [synset, name] (Keras' imagenet_class_index.json): each name in the list maps to the
                 # index, but for a name two classes share (ImageNet's two "crane"s), which names neither
-                from collections import Counter
-                shared = Counter(n for _, v in pairs for n in set(v))
-                pairs = [(n, k) for k, v in pairs for n in v if shared[n] == 1]
+                pairs = _unshared([(set(v), int(k)) for k, v in pairs])
+        elif path.suffix.lower() == ".txt":  # one class a line, in index order (classes.txt, synset_words.txt)
+            pairs = _unshared([(_line_names(line), i) for i, line in
+                               enumerate(ln for ln in text.splitlines() if ln.strip())])
         else:
             delim = "\t" if path.suffix.lower() == ".tsv" or "\t" in text.splitlines()[0] else ","
             pairs = [(r[0].strip(), r[1].strip()) for r in csv.reader(io.StringIO(text), delimiter=delim) if r]
@@ -47,11 +48,29 @@ def read_class_map(path: str | Path) -> dict[str, int]:
                 pairs = pairs[1:]  # a header row
         mapping = {str(k): int(v) for k, v in pairs}
     except (ValueError, IndexError, TypeError) as e:
-        raise HardenError(f"--class-map {str(path)!r} is not a map of folder name -> class index (JSON object, or "
-                          f"CSV/TSV rows name,index): {e}.") from None
+        raise HardenError(f"--class-map {str(path)!r} is not a map of folder name -> class index (JSON object, CSV/TSV "
+                          f"rows name,index, or a .txt of one class a line in index order): {e}.") from None
     if any(v < 0 for v in mapping.values()):
         raise HardenError(f"--class-map {str(path)!r} has negative class indices.")
     return mapping
+
+
+def _unshared(named: list[tuple[set[str], int]]) -> list[tuple[str, int]]:
+    """(name, index) for every name of every class, but for a name two classes share (ImageNet's two "crane"s), which
+    names neither."""
+    from collections import Counter
+    shared = Counter(n for names, _ in named for n in names)
+    return [(n, i) for names, i in named for n in sorted(names) if shared[n] == 1]
+
+
+def _line_names(line: str) -> set[str]:
+    """The names a class list's line gives its class: the line; with a WordNet id first (synset_words.txt,
+    LOC_synset_mapping.txt: `n01440764 tench, Tinca tinca`) the id, the description and each of its names."""
+    line = line.strip()
+    first, _, rest = line.partition(" ")
+    if not SYNSET.match(first) or not rest.strip():
+        return {line}
+    return {first, rest.strip(), *(part.strip() for part in rest.split(",") if part.strip())}
 
 
 # TensorFlow's slim models (Inception, MobileNet v1, ResNet v1/v2 from its model zoo) and the checkpoints converted
