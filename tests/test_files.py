@@ -570,6 +570,8 @@ def test_unmatched_classes_and_class_map(tmp_path):
     (tmp_path / "classes.txt").write_text("x\ncat\ndog\n\neel\n")
     d = load_data(tmp_path, DataTarget.for_model(model, class_map=str(tmp_path / "classes.txt")))
     assert sorted(set(d.y_test.tolist())) == [1, 2, 3]
+    (tmp_path / "index_to_name.json").write_text(json.dumps({"1": "cat", "2": "dog", "3": "eel", "0": "x"}))
+    assert read_class_map(tmp_path / "index_to_name.json") == {"x": 0, "cat": 1, "dog": 2, "eel": 3}
     (tmp_path / "names.json").write_text(json.dumps(["x", "cat", "dog", "eel"]))
     d = load_data(tmp_path, DataTarget.for_model(model, class_map=str(tmp_path / "names.json")))
     assert sorted(set(d.y_test.tolist())) == [1, 2, 3]

@@ -33,7 +33,9 @@ def read_class_map(path: str | Path) -> dict[str, int]:
             if not isinstance(raw, dict):
                 raise ValueError("not an object")
             pairs = list(raw.items())
-            if pairs and all(str(k).isdigit() and isinstance(v, list) and v and all(isinstance(n, str) for n in v)
+            if pairs and all(str(k).isdigit() and isinstance(v, str) for k, v in pairs):
+                pairs = _unshared([({v}, int(k)) for k, v in pairs])  # index -> name (TorchServe's index_to_name)
+            elif pairs and all(str(k).isdigit() and isinstance(v, list) and v and all(isinstance(n, str) for n in v)
                              for k, v in pairs):
                 # index -> [synset, name] (Keras' imagenet_class_index.json): each name in the list maps to the
                 # index, but for a name two classes share (ImageNet's two "crane"s), which names neither
