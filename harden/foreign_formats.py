@@ -45,6 +45,13 @@ def describe(path: Path, by_name: bool = True) -> str | None:
         return (f"{name} is an HDF5 file (a Keras model or its weights); harden attacks and trains PyTorch and ONNX "
                 f"models. Convert the Keras model to ONNX ({TF2ONNX} --keras {path} --output model.onnx, or "
                 "tf2onnx.convert.from_keras(model, output_path='model.onnx')) and pass the .onnx.")
+    if head.startswith(b"PK") and _mar_manifest(path) is not None:
+        model = _mar_manifest(path).get("model") or {}
+        weights, code = model.get("serializedFile"), model.get("modelFile")
+        return (f"{name} is a TorchServe model archive (.mar): a zip of the weights ({weights or 'its serialized file'}"
+                f"){', the architecture (' + code + ')' if code else ''} and a handler. Unzip it and give harden the "
+                f"weights file{' with --arch ' + code + ':ClassName' if code else ''}; its index_to_name.json, if "
+                "any, serves as --class-map.")
     if head.startswith(b"PK") and _npz_members(path):
         names = _npz_members(path)
         if any("/" in n for n in names):  # Flax/JAX parameter paths: big_vision's, Google's ViT checkpoints
@@ -89,6 +96,19 @@ def npz_state_dict(path: Path) -> dict | None:
     import torch
     with np.load(path, allow_pickle=False) as z:
         return {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+
+
+def _mar_manifest(path: Path) -> dict | None:
+    """A TorchServe archive's MAR-INF/MANIFEST.json; None for any other file."""
+    import json
+    try:
+        with zipfile.ZipFile(path) as z:
+            if "MAR-INF/MANIFEST.json" not in z.namelist():
+                return None
+            found = json.loads(z.read("MAR-INF/MANIFEST.json"))
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError):
+        return None
+    return found if isinstance(found, dict) else {}
 
 
 def _npz_members(path: Path) -> list[str]:

@@ -1,8 +1,11 @@
 import copy
 import hashlib
+import io
+import json
 import os
 import shutil
 import stat
+import zipfile
 
 import pytest
 import torch
@@ -306,6 +309,15 @@ def test_a_cifar_stem_in_a_torchvision_resnet_is_named_with_how_to_build_it(tmp_
 HDF5 = b"\x89HDF\r\n\x1a\n"
 
 
+def _mar() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"serializedFile": "resnet18.pth",
+                                                                  "modelFile": "model.py"}}))
+        z.writestr("resnet18.pth", b"weights")
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("name,content,named", [
     ("model.tflite", b"\x1c\x00\x00\x00TFL3" + bytes(120), "TensorFlow Lite"),
     ("model.bin", b"\x1c\x00\x00\x00TFL3" + bytes(120), "TensorFlow Lite"),  # by content, whatever the name
@@ -314,6 +326,7 @@ HDF5 = b"\x89HDF\r\n\x1a\n"
     ("model.engine", bytes(128), "TensorRT"),
     ("model.xml", b'<?xml version="1.0"?>\n<net name="resnet" version="11">\n', "OpenVINO"),
     ("model.mlmodel", b"\x08\x04" + bytes(64), "Core ML"),
+    ("resnet.mar", _mar(), "TorchServe model archive (.mar): a zip of the weights (resnet18.pth)"),
 ])
 def test_other_frameworks_models_are_named_with_the_way_to_a_file_harden_reads(tmp_path, cli, name, content, named):
     path = tmp_path / name
