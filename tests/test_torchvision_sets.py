@@ -341,3 +341,32 @@ def test_sun397_and_eurosat_read_as_torchvision_reads_them(tmp_path, monkeypatch
     euro = torchvision.datasets.EuroSAT(str(tmp_path / "eu"))
     data = load_data(tmp_path / "eu" / "eurosat", target)
     assert data.class_names == euro.classes and data.y_test.tolist() == [t for _, t in euro.samples]
+
+
+def test_stanford_cars_reads_as_torchvision_reads_it(tmp_path):
+    """StanfordCars: cars_train/ along devkit/cars_train_annos.mat, cars_test/ along cars_test_annos_withlabels.mat
+    (classes from 1 there), the classes named and ordered by devkit/cars_meta.mat."""
+    from scipy.io import savemat
+    rng = np.random.default_rng(9)
+    base = tmp_path / "stanford_cars"
+    (base / "devkit").mkdir(parents=True)
+    names = np.array(["Volvo 240 Sedan 1993", "AM General Hummer SUV 2000", "Acura RL Sedan 2012"], dtype=object)
+    savemat(str(base / "devkit" / "cars_meta.mat"), {"class_names": names[None, :]})
+
+    def annos(path, rows):
+        arr = np.zeros((1, len(rows)), dtype=[("fname", "O"), ("class", "O")])
+        for i, (f, c) in enumerate(rows):
+            arr[0, i] = (f, c)
+        savemat(str(path), {"annotations": arr})
+    train = [("00002.jpg", 3), ("00001.jpg", 1), ("00003.jpg", 2)]
+    test = [("00001.jpg", 2), ("00002.jpg", 1)]
+    annos(base / "devkit" / "cars_train_annos.mat", train)
+    annos(base / "cars_test_annos_withlabels.mat", test)
+    for folder, rows in (("cars_train", train), ("cars_test", test)):
+        for f, _ in rows:
+            _jpg(base / folder / f, rng)
+    ref_train = torchvision.datasets.StanfordCars(str(tmp_path), split="train")
+    ref_test = torchvision.datasets.StanfordCars(str(tmp_path), split="test")
+    for ref in (ref_train, ref_test):
+        ref._image_files, ref._labels = [p for p, _ in ref._samples], [c for _, c in ref._samples]
+    _reads_as_torchvision(tmp_path, ref_train, ref_test, 3)

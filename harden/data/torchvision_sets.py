@@ -211,6 +211,10 @@ def torchvision_files(path: Path):
     for folder in (path / "fgvc-aircraft-2013b", path, path / "fgvc-aircraft-2013b" / "data", path / "data"):
         if (folder / "variants.txt").is_file() and (folder / "images").is_dir():
             return _aircraft(folder)
+    for folder in (path / "stanford_cars", path):
+        if (folder / "devkit" / "cars_meta.mat").is_file() and (folder / "cars_train").is_dir() or \
+                (folder / "devkit" / "cars_meta.mat").is_file() and (folder / "cars_test").is_dir():
+            return _stanford_cars(folder)
     for folder in (path / "SUN397", path):
         if (folder / "ClassName.txt").is_file() and (folder / "a").is_dir():
             return _sun397(folder)
@@ -236,6 +240,40 @@ def _caltech101(folder: Path):
         out.names = [found.names[i] for i in keep]
         return out
     return OnDisk(str(folder), {"all": listing}, "folder", lambda: list(names))
+
+
+def _stanford_cars(folder: Path):
+    """torchvision's StanfordCars: `cars_train/` along devkit/cars_train_annos.mat, `cars_test/` along
+    cars_test_annos_withlabels.mat (classes numbered from 1 there, from 0 here), named by devkit/cars_meta.mat."""
+    from scipy.io import loadmat
+
+    from .sources import Listing, OnDisk, PathTable
+
+    def mat(file: Path, key: str):
+        try:
+            return loadmat(str(file), squeeze_me=True)[key]
+        except (ValueError, OSError, NotImplementedError, KeyError, TypeError) as e:
+            raise HardenError(f"{str(file)!r} is not Stanford Cars' MATLAB file with {key!r} "
+                              f"({type(e).__name__}: {e}).") from None
+    names = tuple(str(n) for n in mat(folder / "devkit" / "cars_meta.mat", "class_names").tolist())
+
+    def split(annotations: Path, images: Path) -> Listing:
+        if not annotations.is_file():
+            raise HardenError(f"{str(folder)!r} is Stanford Cars' folder, but {annotations.name} is not there.")
+        rows = [(str(a["fname"]), int(a["class"]) - 1) for a in mat(annotations, "annotations")]
+        bad = [c for _, c in rows if not 0 <= c < len(names)]
+        if bad:
+            raise HardenError(f"{str(annotations)!r} holds class {bad[0] + 1}, beyond cars_meta.mat's {len(names)}.")
+        return Listing(str(images), PathTable([f for f, _ in rows]), np.zeros(len(rows), np.int64),
+                       [names[c] for _, c in rows], what="folder")
+    listers = {}
+    if (folder / "cars_train").is_dir():
+        listers["train"] = lambda: split(folder / "devkit" / "cars_train_annos.mat", folder / "cars_train")
+    if (folder / "cars_test").is_dir():
+        listers["test" if listers else "all"] = lambda: split(folder / "cars_test_annos_withlabels.mat",
+                                                               folder / "cars_test")
+    return OnDisk(str(folder), listers, "folder", lambda: list(names), names,
+                  "cars_meta.mat's order, as torchvision's StanfordCars")
 
 
 def _sun397(folder: Path):
