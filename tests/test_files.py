@@ -1284,3 +1284,35 @@ def test_a_report_holds_its_images_as_the_uint8_pixels_they_were_decoded_as(tmp_
     net = harden.create_model("cnn-small", 10, 1, (8, 8), (0.5,), (0.25,))
     a, b = harden.evaluate(net, floats, **kw), harden.evaluate(net, digits, **kw)
     assert kinds == [torch.float32, torch.uint8] and a.attacks[0].robust_accuracy == b.attacks[0].robust_accuracy
+
+
+def test_coco_style_classification_json(tmp_path):
+    """iNaturalist's val2019.json: images (id, file_name under train_val2019/<supercategory>/<id>/), annotations
+    (image_id, category_id) and categories: a class's index is its category id (0..N-1), its name the category's; ids
+    that are not 0..N-1 are indexed in sorted order; an image annotated with two categories is refused."""
+    import json as _json
+    files = sorted(make_tree(tmp_path / "src", ["a", "b", "c"], 2, splits=("",), sizes=(20, 30)))
+    images, annotations = [], []
+    for i, f in enumerate(files):
+        cat = "abc".index(os.path.basename(os.path.dirname(f)))
+        rel = f"train_val2019/Plants/{cat}/{i:04d}{os.path.splitext(f)[1]}"
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.link(f, tmp_path / rel)
+        images.append({"id": 100 + i, "file_name": rel})
+        annotations.append({"id": i, "image_id": 100 + i, "category_id": cat})
+    categories = [{"id": 2, "name": "Quercus"}, {"id": 0, "name": "Acer"}, {"id": 1, "name": "Pinus"}]
+    (tmp_path / "val2019.json").write_text(_json.dumps({"info": {}, "images": images, "annotations": annotations,
+                                                        "categories": categories}))
+    data = load_data(tmp_path / "val2019.json", DataTarget.for_model(small_cnn(num_classes=3), workers=0))
+    lst = data.listing("test")
+    assert data.class_names == ["Acer", "Pinus", "Quercus"]
+    assert [int(lst.labels[i]) for i in range(len(lst))] == [a["category_id"] for a in annotations]
+    sparse = [{**c, "id": c["id"] * 10} for c in categories]
+    (tmp_path / "sparse.json").write_text(_json.dumps({"images": images, "categories": sparse, "annotations": [
+        {**a, "category_id": a["category_id"] * 10} for a in annotations]}))
+    again = load_data(tmp_path / "sparse.json", DataTarget.for_model(small_cnn(num_classes=3), workers=0))
+    assert again.y_test.tolist() == data.y_test.tolist()
+    (tmp_path / "two.json").write_text(_json.dumps({"images": images, "categories": categories, "annotations":
+                                                    annotations + [{"image_id": 100, "category_id": 2}]}))
+    with pytest.raises(HardenError, match="image 100 is annotated with categories 0 and 2"):
+        load_data(tmp_path / "two.json", DataTarget.for_model(small_cnn(num_classes=3)))

@@ -809,6 +809,9 @@ def find_on_disk(path: Path) -> OnDisk | None:
         if ext in (".parquet", ".arrow"):
             from .tables import table_source
             return table_source(path)
+        if ext == ".json":  # COCO-style classification labels (iNaturalist, iWildCam, Herbarium)
+            from .coco_json import coco_source
+            return coco_source(path)
         return None
     if not path.is_dir():
         return None
