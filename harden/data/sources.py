@@ -378,6 +378,8 @@ def _refuse_levels_above_classes(split_dir: Path, classes: list[str], refs: list
     `fog/3/n01440764/`, Tiny-ImageNet-C's), or where numbered top folders (severities 1-5) each hold the same two or
     more folders and no image of their own: reading them as classes would label every image with its level."""
     from .classes import SYNSET_NAMED
+    if not any(r.count(os.sep) > 1 for r in refs):  # every image directly in its class folder: nothing above
+        return
     below: dict[str, set[str]] = {c: set() for c in classes}
     loose, tops_of = set(), {}
     for ref in refs:
