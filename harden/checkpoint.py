@@ -427,6 +427,15 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             warn(f"{str(path)!r}: its position embedding was trained at {vit_size}x{vit_size} (timm's config for "
                  f"{spec['arch']} says {timm_size}): built with img_size={vit_size} (--model-arg img_size sets it).")
             model = build()
+        if _averaged_vit(model, flags, meta, state):
+            # MAE's, BEiT's and data2vec's fine-tuning: the ViT's tokens averaged and normed by fc_norm (timm's
+            # global_pool='avg'), where timm's default takes the class token through norm
+            flags = {**flags, "model_args": {**(flags.get("model_args") or {}), "global_pool": "avg"}}
+            spec, sources = merged(meta, flags, path, state, normaliser)
+            sources["model_args"] = "checkpoint weights (fc_norm in place of norm)"
+            warn(f"{str(path)!r} holds fc_norm in place of norm: a ViT fine-tuned on its averaged tokens (MAE's, "
+                 "BEiT's recipe), built with global_pool='avg' (--model-arg global_pool sets it).")
+            model = build()
     if tried_size is not None:
         with held_warnings() as held:  # the first resolution's "assuming input_size ..." no longer holds
             spec, sources = merged(meta, flags, path, state, normaliser, tried_size, tried_chans)
@@ -573,6 +582,19 @@ def _position_embedding_size(model: Classifier, spec: dict[str, Any], sources: d
     from .formats import trained_size
     own, fitted = _fitted(model.net, state)[:2]  # only a ViT's keys are fitted here (loading fits them again)
     return trained_size(model.net, own, fitted)  # None where its position embedding fits
+
+
+def _averaged_vit(model: Classifier, flags: dict[str, Any], meta: dict[str, Any],
+                  state: dict[str, torch.Tensor]) -> bool:
+    """Whether a timm ViT built with its class-token pooling meets a file whose final norm is fc_norm (the tokens'
+    average), nothing having said the pooling."""
+    if "global_pool" in (flags.get("model_args") or {}) or "global_pool" in (meta.get("model_args") or {}) or \
+            meta.get("recipe") or not type(model.net).__module__.startswith("timm.models.") or \
+            getattr(model.net, "global_pool", None) != "token":
+        return False
+    own, fitted = _fitted(model.net, state)[:2]
+    return "norm.weight" in own and "fc_norm.weight" not in own and "fc_norm.weight" in fitted and \
+        "norm.weight" not in fitted
 
 
 def weights_fit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:

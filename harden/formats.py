@@ -142,6 +142,11 @@ def container_meta(obj: Any) -> dict[str, Any]:
         # torchvision's reference scripts save no 'arch', but their args: the factory's name and the evaluation sizes
         if torchvision_factory(f"torchvision.models:{args['model']}"):
             return {**found, "arch": f"torchvision.models:{args['model']}", **_torchvision_train_args(args)}
+        name = next((n for n in (args["model"], f"{args['model']}_224") if timm.is_model(n)), None)
+        if name is not None and "nb_classes" in args:
+            # DeiT's, MAE's, BEiT's and ConvNeXt's main_finetune.py: a timm name (MAE's `vit_base_patch16` is timm's
+            # at 224), nb_classes, input_size, and MAE's --global_pool for the averaged tokens
+            return {**found, "arch": name, **_facebook_train_args(args)}
         return found
     if not isinstance(arch, str):
         return found
@@ -178,6 +183,28 @@ def hyper_parameters(obj: dict[str, Any]) -> dict[str, Any]:
     if size:
         out["input_size"] = size
     return out
+
+
+def _facebook_train_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The class count, input size, pooling and evaluation transform of a DeiT/MAE/BEiT/ConvNeXt fine-tuning
+    script's args: their build_transform resizes by 256/224 up to 224 px (a crop of the whole image above, or
+    ConvNeXt's crop_pct), bicubic, and normalises with ImageNet's mean and std (BEiT's with 0.5 unless
+    imagenet_default_mean_and_std)."""
+    meta: dict[str, Any] = {"interpolation": "bicubic"}
+    n, size = args.get("nb_classes"), args.get("input_size")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        meta["num_classes"] = n
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        meta["input_size"] = [size, size]
+        crop = args.get("crop_pct")
+        meta["crop_pct"] = float(crop) if isinstance(crop, float) and 0 < crop <= 1 else (224 / 256 if size <= 224
+                                                                                          else 1.0)
+    inception = args.get("imagenet_default_mean_and_std") is False
+    meta["mean"] = [0.5, 0.5, 0.5] if inception else [0.485, 0.456, 0.406]
+    meta["std"] = [0.5, 0.5, 0.5] if inception else [0.229, 0.224, 0.225]
+    if args.get("global_pool") is True:
+        meta["model_args"] = {"global_pool": "avg"}
+    return meta
 
 
 def _torchvision_train_args(args: dict[str, Any]) -> dict[str, Any]:

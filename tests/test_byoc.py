@@ -864,6 +864,28 @@ def test_torchvision_checkpoints_name_their_factory_and_take_torchvision_s_prepr
         assert torch.equal(model.net(x), resnet(x))
 
 
+def test_vit_fine_tuned_on_averaged_tokens_and_facebook_scripts_args(tmp_path):
+    """MAE's and BEiT's fine-tuning average the tokens into fc_norm (timm's global_pool='avg'): a file with fc_norm in
+    place of norm is built so (warned) where --arch names the ViT; their main_finetune.py `args` (MAE's model name
+    `vit_tiny_patch16` is timm's at 224, nb_classes, input_size, global_pool, ImageNet's statistics, bicubic at
+    224/256) give it all with no flag."""
+    import timm
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", global_pool="avg", num_classes=7).eval()
+    _save({"model": vit.state_dict()}, tmp_path / "ft.pth")
+    _save({"model": vit.state_dict(), "epoch": 99,
+           "args": argparse.Namespace(model="vit_tiny_patch16", global_pool=True, nb_classes=7, input_size=224)},
+          tmp_path / "checkpoint-99.pth")
+    x = torch.rand(2, 3, 224, 224)
+    flagged = harden.load(tmp_path / "ft.pth", arch="vit_tiny_patch16_224", num_classes=7)
+    bare = harden.load(tmp_path / "checkpoint-99.pth")
+    assert flagged.spec.model_args == {"global_pool": "avg"} == bare.spec.model_args
+    assert (bare.spec.arch, bare.spec.num_classes, bare.spec.interpolation) == ("vit_tiny_patch16_224", 7, "bicubic")
+    assert bare.spec.mean == pytest.approx((0.485, 0.456, 0.406)) and bare.spec.crop_pct == pytest.approx(0.875)
+    with torch.no_grad():
+        assert torch.equal(flagged.net(x), vit(x)) and torch.equal(bare.net(x), vit(x))
+
+
 def test_submodules_wrapped_in_data_parallel_load_without_their_module_segment(tmp_path):
     """PyTorch's ImageNet example wraps AlexNet's and VGG's `features` alone in DataParallel (`features.module.0.
     weight`), and a whole model wrapped again puts `module.` in front as well: both load into the bare network."""
