@@ -759,6 +759,19 @@ def test_text_lists_of_path_and_label_lines(tmp_path):
     assert len(pool.listing("train" if pool.has_split("train") else "test")) == 6
 
 
+def test_a_list_naming_a_file_twice_or_in_both_splits_says_so(tmp_path, capsys):
+    """A list's repeated rows count as images (said), and a file in both its training and evaluation rows is a
+    report on images trained on (said)."""
+    files = sorted(make_tree(tmp_path / "img", ["a", "b"], 3, splits=("",), sizes=(20, 30)))
+    rows = [(os.path.relpath(f, tmp_path), int("/b/" in f)) for f in files]
+    lines = [f"{p},{y},train" for p, y in rows[:4]] + [f"{p},{y},test" for p, y in rows[3:]] + [f"{rows[5][0]},1,test"]
+    (tmp_path / "list.csv").write_text("path,label,split\n" + "\n".join(lines) + "\n")
+    load_data(tmp_path / "list.csv", DataTarget.for_model(small_cnn(num_classes=2), workers=0))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "its test rows name 1 file(s) more than once" in err
+    assert "1 file(s) are in both its training and its evaluation rows" in err
+
+
 def test_training_and_testing_folders_are_the_splits(tmp_path):
     """Kaggle's mnist_png: training/ and testing/ of class folders are the two splits, not two classes."""
     files = make_tree(tmp_path / "src", ["0", "1"], 2, splits=("train", "val"), sizes=(20, 30))

@@ -538,6 +538,7 @@ def read_file_list(path: Path, prefer: str | None = None) -> tuple[dict[str, Lis
         refs, labels = per.setdefault(split, ([], []))
         refs.append(full)
         labels.append(label)
+    _warn_repeats(path, per)
     out = {}
     for split, (refs, labels) in per.items():
         if all(_is_int(v) for v in labels):
@@ -574,6 +575,24 @@ def is_labelled_text_list(path: Path) -> bool:
         return False
     pairs = [ln.rsplit(None, 1) for ln in lines]
     return bool(pairs) and all(len(p) == 2 and _is_int(p[1]) and _is_image(p[0]) for p in pairs)
+
+
+def _warn_repeats(path: Path, per: dict[str, tuple[list[str], list[str]]]) -> None:
+    """Said, not refused: files a list names twice within a split (each counts as an image: a report's numbers lean
+    on them) and, worse, files in both its training and its evaluation split (a report on images trained on)."""
+    from collections import Counter
+
+    from ..runtime import warn
+    for split, (refs, _) in per.items():
+        twice = [f for f, n in Counter(refs).items() if n > 1]
+        if twice:
+            warn(f"{path}: its {split} rows name {len(twice)} file(s) more than once ({twice[0]}, ...); each row "
+                 "counts as an image.")
+    if "train" in per and "test" in per:
+        both = set(per["train"][0]) & set(per["test"][0])
+        if both:
+            warn(f"{path}: {len(both)} file(s) are in both its training and its evaluation rows ({next(iter(both))}, "
+                 "...): a report on them measures images the model was trained on.")
 
 
 def _json_lines_as_rows(path: Path, text: str) -> list[list[str]]:
