@@ -427,6 +427,15 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             warn(f"{str(path)!r}: its position embedding was trained at {vit_size}x{vit_size} (timm's config for "
                  f"{spec['arch']} says {timm_size}): built with img_size={vit_size} (--model-arg img_size sets it).")
             model = build()
+        if _without_aux_heads(model, flags, meta, state):
+            # torchvision's Inception-v3 and GoogLeNet trained with aux_logits=False (their factories' default is
+            # True): the file has no auxiliary classifiers, which the evaluated network never uses anyway
+            flags = {**flags, "model_args": {**(flags.get("model_args") or {}), "aux_logits": False}}
+            spec, sources = merged(meta, flags, path, state, normaliser)
+            sources["model_args"] = "checkpoint weights (no auxiliary classifiers)"
+            warn(f"{str(path)!r} holds no auxiliary classifiers: built with aux_logits=False (--model-arg aux_logits "
+                 "sets it).")
+            model = build()
         if _averaged_vit(model, flags, meta, state):
             # MAE's, BEiT's and data2vec's fine-tuning: the ViT's tokens averaged and normed by fc_norm (timm's
             # global_pool='avg'), where timm's default takes the class token through norm
@@ -582,6 +591,20 @@ def _position_embedding_size(model: Classifier, spec: dict[str, Any], sources: d
     from .formats import trained_size
     own, fitted = _fitted(model.net, state)[:2]  # only a ViT's keys are fitted here (loading fits them again)
     return trained_size(model.net, own, fitted)  # None where its position embedding fits
+
+
+AUX_HEADS = ("AuxLogits", "aux1", "aux2")  # torchvision's Inception-v3's and GoogLeNet's auxiliary classifiers
+
+
+def _without_aux_heads(model: Classifier, flags: dict[str, Any], meta: dict[str, Any],
+                       state: dict[str, torch.Tensor]) -> bool:
+    """Whether a network built with auxiliary classifiers meets a file that lacks exactly them, nothing having said
+    aux_logits."""
+    if "aux_logits" in (flags.get("model_args") or {}) or "aux_logits" in (meta.get("model_args") or {}) or \
+            meta.get("recipe") or getattr(model.net, "aux_logits", None) is not True:
+        return False
+    missing, unexpected, shapes = _fitted(model.net, state)[3:]
+    return bool(missing) and not unexpected and not shapes and all(k.split(".")[0] in AUX_HEADS for k in missing)
 
 
 def _averaged_vit(model: Classifier, flags: dict[str, Any], meta: dict[str, Any],

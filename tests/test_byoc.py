@@ -864,6 +864,20 @@ def test_torchvision_checkpoints_name_their_factory_and_take_torchvision_s_prepr
         assert torch.equal(model.net(x), resnet(x))
 
 
+def test_torchvision_googlenet_trained_without_aux_classifiers_loads(tmp_path):
+    """torchvision's GoogLeNet (and Inception-v3) trained with aux_logits=False: the factory builds the auxiliary
+    classifiers by default; a file that lacks exactly them is built without (warned), and answers as saved."""
+    import torchvision
+    torch.manual_seed(0)
+    net = torchvision.models.googlenet(aux_logits=False, init_weights=False, num_classes=4).eval()
+    torch.save(net.state_dict(), tmp_path / "goog.pth")
+    model = harden.load(tmp_path / "goog.pth", arch="torchvision.models:googlenet", num_classes=4)
+    assert model.spec.model_args == {"aux_logits": False}
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.net(x), net(x))
+
+
 def test_vit_fine_tuned_on_averaged_tokens_and_facebook_scripts_args(tmp_path):
     """MAE's and BEiT's fine-tuning average the tokens into fc_norm (timm's global_pool='avg'): a file with fc_norm in
     place of norm is built so (warned) where --arch names the ViT; their main_finetune.py `args` (MAE's model name
