@@ -112,6 +112,9 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         except (TypeError, ValueError):
             pass
         kwargs.update(_no_download(fn, spec.model_args))
+        if getattr(fn, "__module__", "").startswith("torchvision.models") and \
+                getattr(fn, "__name__", "") in INIT_WEIGHTS_FACTORIES and "init_weights" not in spec.model_args:
+            kwargs["init_weights"] = False  # the checkpoint supplies every weight (and torchvision warns otherwise)
         kwargs.update(spec.model_args)
         try:
             net = fn(**kwargs)
@@ -139,6 +142,9 @@ def _build_net(spec: ModelSpec) -> nn.Module:
                                  **spec.model_args)
     except TypeError as e:
         raise HardenError(f"timm could not build {arch!r} with model_args {spec.model_args}: {e}") from None
+
+
+INIT_WEIGHTS_FACTORIES = ("googlenet", "inception_v3")  # torchvision's, whose init_weights=None warns and inits
 
 
 def _no_download(fn: Callable[..., nn.Module], model_args: dict[str, Any]) -> dict[str, Any]:
