@@ -16,7 +16,7 @@ from .errors import DoesNotRun, HardenError
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
-from .models.config import (GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SIZES_TRIED, SPEC_KEYS,
+from .models.config import (ARCH_HPARAM, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SIZES_TRIED, SPEC_KEYS,
                             hub_weights, is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
@@ -476,7 +476,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             model = build()
     model.config_sources = sources
     model.spec.extra.update({k: v for k, v in meta.items()
-                             if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS, HYPER_PARAMETERS)})
+                             if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS, HYPER_PARAMETERS,
+                                                                 ARCH_HPARAM)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
     _set_channel_order(model, channel_order, sources, path)
     names = model.spec.extra.get("label_names")
@@ -499,6 +500,10 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                               f"{sources['num_classes'][len(GUESSED):]}.)") from None
         if guessed:
             raise no_count from None
+        if meta.get(ARCH_HPARAM) and sources.get("arch") == "checkpoint":
+            raise HardenError(f"{e} (The architecture, {spec['arch']}, was read from the checkpoint's "
+                              f"hyper_parameters['{meta[ARCH_HPARAM]}']: where the training module builds more around "
+                              "that model, give the whole network as --arch file.py:Class.)") from None
         raise
     if guessed:
         rows_of = sources["num_classes"][len(GUESSED):]

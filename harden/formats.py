@@ -163,18 +163,27 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
+# where a LightningModule's hyper_parameters name the timm model it builds
+ARCH_HPARAMS = ("model_name", "arch", "architecture", "model_arch", "timm_model", "backbone", "model", "net",
+                "encoder", "encoder_name")
+
+
 def hyper_parameters(obj: dict[str, Any]) -> dict[str, Any]:
     """Lightning's `hyper_parameters` (what `save_hyperparameters()` kept of the LightningModule's constructor
     arguments, which `load_from_checkpoint` passes back): its plain values (numbers, strings, lists of them), kept
     for a `file.py:Class` architecture's constructor (config.resolve takes the ones it names), and the class and
     channel counts and the input size among them, under the names published code gives them."""
     from .inert_pickle import as_mapping
-    from .models.config import HYPER_PARAMETERS, parameter_for, size_default_of
+    from .models.config import ARCH_HPARAM, HYPER_PARAMETERS, parameter_for, size_default_of
     hp = as_mapping(obj.get(HYPER_PARAMETERS))
     plain = {str(k): list(v) if isinstance(v, tuple) else v for k, v in (hp or {}).items() if _plain(v)}
     if not plain:
         return {}
     out: dict[str, Any] = {HYPER_PARAMETERS: plain}
+    import timm
+    named = next((k for k in ARCH_HPARAMS if isinstance(plain.get(k), str) and timm.is_model(plain[k])), None)
+    if named is not None:  # a LightningModule around `timm.create_model(self.hparams.model_name, ...)`
+        out["arch"], out[ARCH_HPARAM] = plain[named], named
     for key in ("num_classes", "in_chans"):
         value = plain.get(parameter_for(plain, key) or "")
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:

@@ -864,6 +864,29 @@ def test_torchvision_checkpoints_name_their_factory_and_take_torchvision_s_prepr
         assert torch.equal(model.net(x), resnet(x))
 
 
+def test_lightning_hyper_parameters_naming_a_timm_model_give_the_architecture(tmp_path):
+    """A LightningModule around `timm.create_model(self.hparams.model_name, num_classes=...)`: its checkpoint's
+    hyper_parameters name the architecture (no flag); where the module builds more than that model (a head of its
+    own), the mismatch error says where the name came from."""
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model("resnet10t", num_classes=3).eval()
+    hp = {"model_name": "resnet10t", "num_classes": 3, "lr": 1e-3}
+    _save({"epoch": 3, "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
+           "hyper_parameters": hp}, tmp_path / "lit.ckpt")
+    model = harden.load(tmp_path / "lit.ckpt")
+    assert (model.spec.arch, model.spec.num_classes) == ("resnet10t", 3)
+    assert "arch_hyper_parameter" not in model.spec.extra  # nothing of it is written into what harden saves
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.net(x), net(x))
+    head = {f"backbone.{k}": v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    head.update({"head.0.weight": torch.zeros(3, 512), "head.0.bias": torch.zeros(3)})
+    _save({"state_dict": head, "hyper_parameters": {"backbone": "resnet10t", "num_classes": 3}}, tmp_path / "own.ckpt")
+    with pytest.raises(HardenError, match=r"read from the checkpoint's hyper_parameters\['backbone'\]"):
+        harden.load(tmp_path / "own.ckpt")
+
+
 def test_torchvision_googlenet_trained_without_aux_classifiers_loads(tmp_path):
     """torchvision's GoogLeNet (and Inception-v3) trained with aux_logits=False: the factory builds the auxiliary
     classifiers by default; a file that lacks exactly them is built without (warned), and answers as saved."""

@@ -18,6 +18,7 @@ NET_KEYS = ("arch", "num_classes", "in_chans", "model_args")
 PREPROCESS_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 SPEC_KEYS = NET_KEYS + PREPROCESS_KEYS
 HYPER_PARAMETERS = "hyper_parameters"  # meta: a training container's constructor arguments (formats.hyper_parameters)
+ARCH_HPARAM = "arch_hyper_parameter"  # meta: which of them named the timm architecture (formats.ARCH_HPARAMS)
 DEFAULTS: dict[str, Any] = {"in_chans": 3, "input_size": [32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
                             "crop_mode": "center", "mean": [0.0], "std": [1.0], "model_args": {}}
 HUB_CONFIG = "config.json"
