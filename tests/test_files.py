@@ -772,6 +772,25 @@ def test_a_list_naming_a_file_twice_or_in_both_splits_says_so(tmp_path, capsys):
     assert "1 file(s) are in both its training and its evaluation rows" in err
 
 
+def test_a_competitions_unlabelled_test_folder_names_the_training_list(tmp_path):
+    """A Kaggle competition: train/ labelled by train.csv, test/ with its labels withheld. The folder cannot be read
+    as two splits; the error names the list to give, which reads."""
+    files = sorted(make_tree(tmp_path / "src", ["cat", "dog"], 3, splits=("",), sizes=(20, 30)))
+    (tmp_path / "comp" / "train").mkdir(parents=True)
+    (tmp_path / "comp" / "test").mkdir()
+    rows = []
+    for i, f in enumerate(files):
+        ext = os.path.splitext(f)[1]
+        os.link(f, tmp_path / "comp" / "train" / f"{i}{ext}")
+        os.link(f, tmp_path / "comp" / "test" / f"t{i}{ext}")
+        rows.append(f"{i},{'dog' if '/dog/' in f else 'cat'}")
+    (tmp_path / "comp" / "train.csv").write_text("id,label\n" + "\n".join(rows) + "\n")
+    target = DataTarget.for_model(small_cnn(num_classes=2), workers=0)
+    with pytest.raises(HardenError, match="competition's test set.*give --data .*train.csv"):
+        load_data(tmp_path / "comp", target).listing("test")
+    assert load_data(tmp_path / "comp" / "train.csv", target).n_test == 6
+
+
 def test_training_and_testing_folders_are_the_splits(tmp_path):
     """Kaggle's mnist_png: training/ and testing/ of class folders are the two splits, not two classes."""
     files = make_tree(tmp_path / "src", ["0", "1"], 2, splits=("train", "val"), sizes=(20, 30))

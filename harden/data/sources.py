@@ -330,6 +330,20 @@ def _metadata_listing(split_dir: Path) -> Listing | None:
     return Listing(listing.root, listing.refs.take(keep), listing.labels[keep], names, what=listing.what)
 
 
+def _labelled_sibling_hint(split_dir: Path) -> str:
+    """For an evaluation folder without labels beside a labelled training list (a Kaggle competition: test/ whose
+    labels are withheld, sample_submission.csv beside it, train.csv labelling train/): the list to give instead."""
+    if split_dir.name.lower() in TRAIN_FOLDERS:
+        return ""
+    lists = [split_dir.parent / f"{t}{suffix}{ext}" for t in TRAIN_FOLDERS for suffix in ("", "Labels", "_labels")
+             for ext in (".csv", ".CSV")]
+    found = next((f for f in lists if f.is_file()), None)
+    if found is None:
+        return ""
+    return (f" It may be a competition's test set, its labels withheld; {found.name} beside it labels the training "
+            f"images: give --data {found}, from which `eval` reads every image and `fix` holds a share out.")
+
+
 def list_class_folders(split_dir: Path) -> Listing:
     """Every image under each class folder (recursively), sorted; the class is the top folder's name. A split folder
     without class folders but with a metadata file (Hugging Face's imagefolder) is read along that file, and one with
@@ -354,7 +368,7 @@ def list_class_folders(split_dir: Path) -> Listing:
             "classes are read from it)" if imagenet else
             " (its images lie loose in it: put each class's images in a folder named after the class, or list "
             "their labels in a metadata.csv beside them, file_name,label, as Hugging Face's imagefolder does)"
-            if loose else "") + ".")
+            if loose else "") + "." + _labelled_sibling_hint(split_dir))
     refs, names = [], []
     for c in classes:
         found = [os.path.join(c, f) for f in image_files(split_dir / c, split_dir)]
