@@ -427,23 +427,15 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             warn(f"{str(path)!r}: its position embedding was trained at {vit_size}x{vit_size} (timm's config for "
                  f"{spec['arch']} says {timm_size}): built with img_size={vit_size} (--model-arg img_size sets it).")
             model = build()
-        if _without_aux_heads(model, flags, meta, state):
-            # torchvision's Inception-v3 and GoogLeNet trained with aux_logits=False (their factories' default is
-            # True): the file has no auxiliary classifiers, which the evaluated network never uses anyway
-            flags = {**flags, "model_args": {**(flags.get("model_args") or {}), "aux_logits": False}}
+        for fits, arg, value, why in BUILT_AS_SAVED:
+            if arg in (flags.get("model_args") or {}) or arg in (meta.get("model_args") or {}) or \
+                    meta.get("recipe") or not fits(model.net, state):
+                continue
+            # a constructor argument the file's keys say and nothing else did: built again with it, warned
+            flags = {**flags, "model_args": {**(flags.get("model_args") or {}), arg: value}}
             spec, sources = merged(meta, flags, path, state, normaliser)
-            sources["model_args"] = "checkpoint weights (no auxiliary classifiers)"
-            warn(f"{str(path)!r} holds no auxiliary classifiers: built with aux_logits=False (--model-arg aux_logits "
-                 "sets it).")
-            model = build()
-        if _averaged_vit(model, flags, meta, state):
-            # MAE's, BEiT's and data2vec's fine-tuning: the ViT's tokens averaged and normed by fc_norm (timm's
-            # global_pool='avg'), where timm's default takes the class token through norm
-            flags = {**flags, "model_args": {**(flags.get("model_args") or {}), "global_pool": "avg"}}
-            spec, sources = merged(meta, flags, path, state, normaliser)
-            sources["model_args"] = "checkpoint weights (fc_norm in place of norm)"
-            warn(f"{str(path)!r} holds fc_norm in place of norm: a ViT fine-tuned on its averaged tokens (MAE's, "
-                 "BEiT's recipe), built with global_pool='avg' (--model-arg global_pool sets it).")
+            sources["model_args"] = f"checkpoint weights ({why})"
+            warn(f"{str(path)!r} holds {why}: built with {arg}={value!r} (--model-arg {arg} sets it).")
             model = build()
     if tried_size is not None:
         with held_warnings() as held:  # the first resolution's "assuming input_size ..." no longer holds
@@ -601,28 +593,29 @@ def _position_embedding_size(model: Classifier, spec: dict[str, Any], sources: d
 AUX_HEADS = ("AuxLogits", "aux1", "aux2")  # torchvision's Inception-v3's and GoogLeNet's auxiliary classifiers
 
 
-def _without_aux_heads(model: Classifier, flags: dict[str, Any], meta: dict[str, Any],
-                       state: dict[str, torch.Tensor]) -> bool:
-    """Whether a network built with auxiliary classifiers meets a file that lacks exactly them, nothing having said
-    aux_logits."""
-    if "aux_logits" in (flags.get("model_args") or {}) or "aux_logits" in (meta.get("model_args") or {}) or \
-            meta.get("recipe") or getattr(model.net, "aux_logits", None) is not True:
+def _without_aux_heads(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """torchvision's Inception-v3 or GoogLeNet trained with aux_logits=False (their factories' default is True): the
+    network built with auxiliary classifiers, the file lacking exactly them (never used in evaluation anyway)."""
+    if getattr(net, "aux_logits", None) is not True:
         return False
-    missing, unexpected, shapes = _fitted(model.net, state)[3:]
+    missing, unexpected, shapes = _fitted(net, state)[3:]
     return bool(missing) and not unexpected and not shapes and all(k.split(".")[0] in AUX_HEADS for k in missing)
 
 
-def _averaged_vit(model: Classifier, flags: dict[str, Any], meta: dict[str, Any],
-                  state: dict[str, torch.Tensor]) -> bool:
-    """Whether a timm ViT built with its class-token pooling meets a file whose final norm is fc_norm (the tokens'
-    average), nothing having said the pooling."""
-    if "global_pool" in (flags.get("model_args") or {}) or "global_pool" in (meta.get("model_args") or {}) or \
-            meta.get("recipe") or not type(model.net).__module__.startswith("timm.models.") or \
-            getattr(model.net, "global_pool", None) != "token":
+def _averaged_vit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """MAE's, BEiT's and data2vec's fine-tuning: a timm ViT built with class-token pooling meets a file whose final
+    norm is fc_norm (the tokens averaged: timm's global_pool='avg')."""
+    if not type(net).__module__.startswith("timm.models.") or getattr(net, "global_pool", None) != "token":
         return False
-    own, fitted = _fitted(model.net, state)[:2]
+    own, fitted = _fitted(net, state)[:2]
     return "norm.weight" in own and "fc_norm.weight" not in own and "fc_norm.weight" in fitted and \
         "norm.weight" not in fitted
+
+
+# constructor arguments a file's keys say where nothing else gave them: (test, argument, value, what the file holds)
+BUILT_AS_SAVED = ((_without_aux_heads, "aux_logits", False, "no auxiliary classifiers"),
+                  (_averaged_vit, "global_pool", "avg", "fc_norm in place of norm (a ViT fine-tuned on its averaged "
+                                                        "tokens)"))
 
 
 def weights_fit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
