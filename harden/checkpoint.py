@@ -70,7 +70,7 @@ def check_readable(path: str | os.PathLike) -> None:
         raise HardenError(f"Checkpoint {str(path)!r} is empty (0 bytes); it was probably not written completely.")
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar", ".pt2", ".onnx")
+WEIGHT_FILE_EXT = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar", ".pt2", ".onnx")
 NOT_WEIGHTS = ("optimizer", "scheduler", "scaler", "random_states", "rng_state", "training_args")  # accelerate, Trainer
 
 
@@ -78,7 +78,7 @@ def _weights_inside(path: Path) -> str:
     """The files a folder holds that may be the model's weights (accelerate's save_state leaves model.safetensors
     beside optimizer.bin and random_states_0.pkl), named so that the error says which to give."""
     try:
-        files = sorted(e.name for e in os.scandir(path) if e.is_file() and e.name.lower().endswith(WEIGHT_SUFFIXES)
+        files = sorted(e.name for e in os.scandir(path) if e.is_file() and e.name.lower().endswith(WEIGHT_FILE_EXT)
                        and not e.name.lower().startswith(NOT_WEIGHTS))
     except OSError:
         return ""

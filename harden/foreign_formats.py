@@ -79,12 +79,12 @@ def describe(path: Path, by_name: bool = True) -> str | None:
     return None
 
 
-WEIGHT_SUFFIXES = (".weight", ".bias", ".running_mean", ".running_var")
+STATE_KEY_SUFFIXES = (".weight", ".bias", ".running_mean", ".running_var")
 
 
 def is_npz_state_dict(names: list[str]) -> bool:
     """Array names that are a torch state dict's keys (`np.savez(path, **{k: v.numpy() ...})`)."""
-    return bool(names) and sum(n.endswith(WEIGHT_SUFFIXES) for n in names) >= max(1, len(names) // 2)
+    return bool(names) and sum(n.endswith(STATE_KEY_SUFFIXES) for n in names) >= max(1, len(names) // 2)
 
 
 def npz_state_dict(path: Path) -> dict | None:

@@ -63,8 +63,9 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
         return _pickled_pool(path)
     from .hdf5 import hdf5_images, hdf5_source
     from .pixel_csv import is_pixel_csv, pixel_csv
-    if hdf5_images(path) is not None:  # an .h5 of images, labelled or not
-        return _array_pool(hdf5_images(path), None, str(path))
+    images = hdf5_images(path)
+    if images is not None:  # an .h5 of images, labelled or not
+        return _array_pool(images, None, str(path))
     arrays = hdf5_source(path) or (pixel_csv(path) if is_pixel_csv(path) else None)
     if arrays is not None:  # its training split (labels only for the agreement figure), else its one split
         return _array_pool(arrays.x_train, arrays.y_train, str(path)) if arrays.n_train else \
