@@ -126,7 +126,7 @@ def _build_net(spec: ModelSpec) -> nn.Module:
             raise HardenError(f"Architecture {arch!r} raised {type(e).__name__} while building with {kwargs}: "
                               f"{str(e).strip()[:300]}. harden builds the architecture without network access (the "
                               "checkpoint supplies the weights); check the callable, or pass its arguments with "
-                              "--model-arg.") from None
+                              "--model-arg.") from e  # --debug shows the constructor's own traceback
         if not isinstance(net, nn.Module):
             raise HardenError(f"{arch!r} returned {type(net).__name__}, not a torch.nn.Module.")
         return net
