@@ -32,10 +32,9 @@ LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of
            "columns, a CIFAR-10 python-batches folder, a torchvision download (MNIST, FashionMNIST, KMNIST, EMNIST, "
            "CIFAR-100, SVHN, STL-10, PCAM, as its root or the set's folder), a folder with train/ and val/ (or test/, "
            "validation/, valid/) of class folders, a single folder of class folders (evaluation), a .zip of either "
-           "folder layout, a CSV/TSV list of path,label[,split] (or a .txt of `path label` lines, or a COCO-style JSON), "
-           "tar shards (a .tar, "
-           "or a folder of them, WebDataset layout), or a Hugging Face dataset (its parquet files or a save_to_disk "
-           "folder)")
+           "folder layout, a CSV/TSV list of path,label[,split] (or a .txt of `path label` lines, or a COCO-style "
+           "JSON), tar shards (a .tar, or a folder of them, WebDataset layout), or a Hugging Face dataset (its parquet "
+           "files or a save_to_disk folder)")
 
 
 @dataclass(frozen=True)
