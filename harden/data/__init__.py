@@ -3,7 +3,8 @@
 - In memory (arrays.py): `digits`, an `.npz`, CIFAR-10 python batches: today's fast path for small images.
 - On disk (sources.py, files.py): a folder with train/ and val/ (or test/, validation/, valid/) of class folders; a
   single folder of class folders (evaluation only); a CSV/TSV list of path,label[,split]; tar shards (WebDataset
-  layout); a zip of a folder layout (zipped.py); Hugging Face parquet and Arrow files (tables.py). Listed once,
+  layout); a zip of a folder layout (zipped.py); Hugging Face parquet and Arrow files (tables.py); TFRecord files
+  (tfrecord.py). Listed once,
   decoded by DataLoader workers (loader.py) through the model's transforms (transforms.py) only when a batch needs
   them; folder names become the model's indices by classes.py."""
 from __future__ import annotations
@@ -33,8 +34,9 @@ LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of
            "CIFAR-100, SVHN, STL-10, PCAM, as its root or the set's folder), a folder with train/ and val/ (or test/, "
            "validation/, valid/) of class folders, a single folder of class folders (evaluation), a .zip of either "
            "folder layout, a CSV/TSV list of path,label[,split] (or a .txt of `path label` lines, or a COCO-style "
-           "JSON), tar shards (a .tar, or a folder of them, WebDataset layout), or a Hugging Face dataset (its parquet "
-           "files or a save_to_disk folder)")
+           "JSON), tar shards (a .tar, or a folder of them, WebDataset layout), TFRecord files of tf.train.Example "
+           "records (a TensorFlow Datasets folder, or shards), or a Hugging Face dataset (its parquet files or a "
+           "save_to_disk folder)")
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,10 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     downloaded = torchvision_source(path)  # MNIST/raw, cifar-100-python, SVHN's .mat, stl10_binary
     if downloaded is not None:
         return downloaded
+    from .tfrecord import raw_tfrecords
+    raw = raw_tfrecords(path)  # TFRecords of raw pixels (the MNIST tutorial's): arrays; encoded images: on disk
+    if raw is not None:
+        return raw
     found = find_on_disk(path)
     if found is None:
         if path.is_dir() and (any((path / d).is_dir() for d in TRAIN_FOLDERS) !=

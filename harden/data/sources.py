@@ -847,7 +847,8 @@ def find_on_disk(path: Path) -> OnDisk | None:
         if ext == ".json":  # COCO-style classification labels (iNaturalist, iWildCam, Herbarium)
             from .coco_json import coco_source
             return coco_source(path)
-        return None
+        from .tfrecord import tfrecord_source
+        return tfrecord_source(path)  # found by its first record's checksum, whatever its name
     if not path.is_dir():
         return None
     if unwrapped(path) != path:  # dataset/dataset/train/...: the inner folder is the dataset (its class list too)
@@ -862,6 +863,10 @@ def find_on_disk(path: Path) -> OnDisk | None:
     if _holds_tables(path):
         from .tables import table_source
         return table_source(path)
+    from .tfrecord import tfrecord_source
+    records = tfrecord_source(path)  # TensorFlow Datasets' folders (a dataset's, a version's), TF-slim's shards
+    if records is not None:
+        return records
     from .imagenet_truth import kaggle_tree
     kaggle = kaggle_tree(path)
     if kaggle is not None:  # Kaggle's ImageNet, given by its root

@@ -50,8 +50,9 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
     path = Path(local(spec, "dataset"))
     if not path.exists():
         raise HardenError(f"--unlabeled {str(spec)!r} does not exist. It takes a folder or .zip of images (with or "
-                          "without class folders), a CSV/TSV list, tar shards, a Hugging Face dataset's parquet or "
-                          "Arrow files, CIFAR-10 batches, an .npz with x_train, an .npy of images or a pickle of arrays.")
+                          "without class folders), a CSV/TSV list, tar shards, TFRecord files, a Hugging Face "
+                          "dataset's parquet or Arrow files, CIFAR-10 batches, an .npz with x_train, an .npy of images "
+                          "or a pickle of arrays.")
     if path.is_file() and path.suffix.lower() == ".npz":
         return _npz_pool(path)
     if path.is_file() and path.suffix.lower() == ".npy":  # one array of images (np.save), memory-mapped
@@ -70,6 +71,11 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
     if arrays is not None:  # its training split (labels only for the agreement figure), else its one split
         return _array_pool(arrays.x_train, arrays.y_train, str(path)) if arrays.n_train else \
             _array_pool(arrays.x_test, arrays.y_test, str(path))
+    from .tfrecord import raw_tfrecords
+    raw = raw_tfrecords(path)
+    if raw is not None:  # TFRecords of raw pixels; encoded images are listed on disk below
+        return _array_pool(raw.x_train, raw.y_train, str(path)) if len(raw.y_train) else \
+            _array_pool(raw.x_test, raw.y_test, str(path))
     if path.is_dir() and (path / "data_batch_1").exists():
         d = _cifar_batches(path)
         return _array_pool(d.x_train, d.y_train, str(path))
@@ -93,8 +99,8 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
         return _file_pool(str(path), _list_any_images(path), target)
     if found is None:
         raise HardenError(f"--unlabeled {str(spec)!r} is not a source harden reads: a folder of images, a CSV/TSV "
-                          "list, a .tar shard (or a folder of them), parquet or Arrow files, CIFAR-10 batches or an "
-                          ".npz with x_train.")
+                          "list, a .tar shard (or a folder of them), TFRecord files, parquet or Arrow files, "
+                          "CIFAR-10 batches or an .npz with x_train.")
     split = "train" if "train" in found.listers else "all"
     if prefer == "test":
         split = next(s for s in ("test", "all", "train") if s in found.listers)
