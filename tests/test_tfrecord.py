@@ -203,6 +203,10 @@ def test_raw_pixel_records_are_arrays_and_compressed_damaged_or_unlabelled_files
     with pytest.raises(HardenError, match="have no label.*--unlabeled"):
         load_data(pool).listing("test")
     assert len(load_unlabeled(pool, DataTarget.for_model(small_cnn(2), workers=0)).y_train) == 4
+    (tmp_path / "ar" / "1.0.0").mkdir(parents=True)
+    (tmp_path / "ar" / "1.0.0" / "mini-train.array_record-00000-of-00001").write_bytes(b"riegeli")
+    with pytest.raises(HardenError, match="ArrayRecord.*file_format='tfrecord'"):
+        load_data(tmp_path / "ar" / "1.0.0")
     multi = write_records(tmp_path / "multi" / "m.tfrecord", [example({"image": b"\x89PNG", "label": [0, 1]})])
     with pytest.raises(HardenError, match="2 labels"):
         load_data(multi).listing("test")

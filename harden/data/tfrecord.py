@@ -26,6 +26,7 @@ from .sources import Listing, OnDisk, PathTable, is_skipped_dir, pick_splits, sp
 # `mnist-train.tfrecord-00000-of-00001` (TensorFlow Datasets), `data.tfrecords`, `x.tfrec`, `train.record` (the
 # object-detection API's name), and TF-slim's unsuffixed `train-00000-of-01024`
 SHARD_NAME = re.compile(r"(\.tfrecords?|\.tfrec|\.records?)(-\d+-of-\d+)?$|^[\w.-]*-\d{5}-of-\d{5}$", re.I)
+ARRAY_RECORD = re.compile(r"\.array_record(-\d+-of-\d+)?$")  # TensorFlow Datasets' other file format
 VERSION = re.compile(r"\d+\.\d+\.\d+$")  # TensorFlow Datasets' version folders
 IMAGE_KEYS = ("image", "image/encoded", "image_raw", "img", "img_raw", "encoded", "image_bytes", "jpeg", "jpg", "png",
               "image/raw", "raw_image")
@@ -390,9 +391,14 @@ def _shards_at(folder: Path) -> list[Path]:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError:
         return []
-    named = [Path(e.path) for e in entries if e.is_file() and SHARD_NAME.search(e.name)]
+    named = [Path(e.path) for e in entries if e.is_file() and SHARD_NAME.search(e.name)
+             and not ARRAY_RECORD.search(e.name)]
     for p in named:
         refuse_compressed(p)
+    if not named and any(ARRAY_RECORD.search(e.name) for e in entries if e.is_file()):
+        raise HardenError(f"{str(folder)!r} holds TensorFlow Datasets' ArrayRecord files (a riegeli format harden does "
+                          "not read). Prepare the dataset as TFRecords (tfds.builder(name, file_format='tfrecord')"
+                          ".download_and_prepare()) and pass that folder.")
     return [p for p in named if is_tfrecord(p)]
 
 
