@@ -540,3 +540,39 @@ def test_the_held_out_record_knows_an_npz_changed_in_any_row(tmp_path):
     with held_warnings() as said:
         test_split_for(load_data(tmp_path / "one.npz"), {KEY: rec})
     assert len(said) == 1 and "has changed since" in said[0]
+
+
+def test_flattened_rows_read_as_images_and_downsampled_imagenet_as_shipped(tmp_path, monkeypatch):
+    """Rows of s*s grey or 3*s*s RGB values (planar as CIFAR's batches, or an N x s x s x 3 array flattened: told
+    apart by which reading makes neighbours alike); Downsampled ImageNet's two downloads beside each other: training
+    batches in their numbers' order (10 after 2), memory-mapped, labels 1-1000 read as 0-999; val_data a pickle."""
+    from harden.data import from_arrays
+    from harden.data.downsampled_imagenet import StackedRows
+    from test_files import photo
+    rng = np.random.default_rng(0)
+    x = np.stack([photo(rng, 16, 16) for _ in range(12)])
+    y = np.arange(12) % 4
+    planar, interleaved = x.transpose(0, 3, 1, 2).reshape(12, -1), x.reshape(12, -1)
+    for rows in (planar, interleaved):
+        assert np.array_equal(np.asarray(from_arrays(rows, y).x_test), x)
+    grey = x[..., 0]
+    assert np.array_equal(np.asarray(from_arrays(grey.reshape(12, -1), y).x_test)[..., 0], grey)
+    with pytest.raises(HardenError, match="flattened square images"):
+        from_arrays(np.zeros((12, 10), np.uint8), y)
+
+    root = tmp_path / "imagenet16"
+    (root / "Imagenet16_train_npz").mkdir(parents=True)
+    (root / "Imagenet16_val_npz").mkdir()
+    for part, batch in ((slice(0, 4), 1), (slice(4, 8), 2), (slice(8, 12), 10)):
+        np.savez(root / "Imagenet16_train_npz" / f"train_data_batch_{batch}.npz", data=planar[part],
+                 labels=(y[part] + 1).tolist(), mean=planar.mean(0))
+    with open(root / "Imagenet16_val_npz" / "val_data", "wb") as f:
+        pickle.dump({"data": planar[:4], "labels": list(np.int64(y[:4] + 1))}, f)
+    monkeypatch.setattr("harden.data.npz.MAP_BYTES", 0)  # map members of any size, as the real files' are
+    data = load_data(root)
+    assert isinstance(data.x_train._base, StackedRows) and isinstance(data.x_train._base.parts[0], np.memmap)
+    assert data.y_train.tolist() == y.tolist() and data.y_test.tolist() == y[:4].tolist()
+    idx = np.array([11, 0, 5, 8])
+    assert np.array_equal(np.asarray(data.x_train[idx]), x[idx]) and np.array_equal(np.asarray(data.x_test), x[:4])
+    one = load_data(root / "Imagenet16_val_npz" / "val_data")
+    assert len(one.y_train) == 0 and one.y_test.tolist() == y[:4].tolist()

@@ -30,7 +30,8 @@ from .transforms import Preprocess, augment, build_augment, exif_orientation, re
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files, one .npy of "
            "images with labels.npy beside it, an .h5 of them, or a .pt of those tensors), a CSV of label and pixel "
-           "columns, a CIFAR-10 python-batches folder, a torchvision download (MNIST, FashionMNIST, KMNIST, EMNIST, "
+           "columns, a CIFAR-10 python-batches folder, Downsampled ImageNet's train_data_batch_N and val_data files, a "
+           "torchvision download (MNIST, FashionMNIST, KMNIST, EMNIST, "
            "CIFAR-100, SVHN, STL-10, PCAM, as its root or the set's folder), a folder with train/ and val/ (or test/, "
            "validation/, valid/) of class folders, a single folder of class folders (evaluation), a .zip of either "
            "folder layout, a CSV/TSV list of path,label[,split] (or a .txt of `path label` lines, or a COCO-style "
@@ -107,6 +108,10 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     if not path.exists():
         from ..hub_cache import hint
         raise HardenError(f"Data path {spec!r} does not exist.{hint(spec, 'dataset')} --data takes {LAYOUTS}.")
+    from .downsampled_imagenet import downsampled_imagenet
+    downsampled = downsampled_imagenet(path)  # Imagenet32's train_data_batch_N / val_data (.npz or pickles)
+    if downsampled is not None:
+        return downsampled
     if path.is_file() and path.suffix.lower() == ".npz":
         return _npz(path)
     if path.is_file() and path.suffix.lower() in (".pt", ".pth"):  # tensors saved with torch.save

@@ -16,7 +16,7 @@ from ..errors import HardenError
 from .base import Data, host_tensor, index_hash, stratified_subset, to_pixels, to_tensor
 from .batch_augment import small_image_augment
 from .npz import READ_ERRORS, DeferredArray
-from .pixels import CHANNEL_NOTES, ChannelView, PixelView, RowsOf, as_pixels
+from .pixels import CHANNEL_NOTES, ChannelView, PixelView, RowsOf, as_pixels, unflattened
 from ..random_streams import random_state, set_random_state
 from .transforms import augment
 
@@ -241,13 +241,15 @@ def is_arrays(data) -> bool:
 def _images(x, what: str, like: PixelView | None = None):
     """uint8 N x H x W x C rows (pixels.as_pixels); a deferred member is checked by its header."""
     x = x if isinstance(x, DeferredArray) or getattr(x, "lazy_rows", False) else np.asarray(x)
+    if x.ndim == 2:  # flattened rows: MNIST's 784 values, CIFAR's and Downsampled ImageNet's planar 3,072
+        x = unflattened(x, what)
     if x.ndim == 3:
         x = x.reshape((*x.shape, 1))
     if x.ndim == 4:
         x = as_pixels(x, what, like)
     if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
         raise HardenError(f"{what} has shape {x.shape}; expected N x H x W, N x H x W x C or N x C x H x W with C "
-                          "in 1, 3, 4.")
+                          "in 1, 3, 4 (or N rows of flattened square images: s*s grey or 3*s*s RGB values).")
     return x
 
 
@@ -477,7 +479,9 @@ def shared_labels_folder(path: Path) -> ImageData | None:
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     """CIFAR batches and pools of arrays are pickles: allow only what numpy arrays need, never arbitrary code."""
+    # numpy's `scalar` rebuilds one number from its dtype and bytes (lists of np.int64 labels pickle so)
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):

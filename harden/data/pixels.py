@@ -134,6 +134,36 @@ class ChannelView(RowView):
         return convert_channels(a, self.channels)
 
 
+def _roughness(img: np.ndarray) -> float:
+    """Mean step between neighbouring pixels of k x H x W x C images: small where the reading is the true one."""
+    return float(np.abs(np.diff(img, axis=1)).mean() + np.abs(np.diff(img, axis=2)).mean())
+
+
+def unflattened(x: Any, what: str) -> Any:
+    """Rows of flattened images (N x D) as images: D = s*s a grey s x s image (MNIST as scikit-learn's fetch_openml
+    and many loaders keep it); D = 3*s*s an RGB one, either planar (all red, then green, then blue: CIFAR's python
+    batches, Downsampled ImageNet) or interleaved (an N x s x s x 3 array flattened), decided by which reading makes
+    neighbouring pixels alike (planar where they tie). Anything else is returned as it is (the caller refuses it).
+    Arrays and deferred or lazy rows are reshaped, never read whole."""
+    import math
+    n, d = x.shape
+    side = math.isqrt(d)
+    if side * side == d and side >= 4:
+        return x.reshape((n, side, side))
+    side = math.isqrt(d // 3)
+    if d % 3 or 3 * side * side != d or side < 4:
+        return x
+    sample = np.asarray((x.load() if isinstance(x, DeferredArray) else x)[:64]).astype(np.float32)
+    planar = sample.reshape(-1, 3, side, side).transpose(0, 2, 3, 1)
+    interleaved = sample.reshape(-1, side, side, 3)
+    if len(sample) and _roughness(interleaved) < 0.9 * _roughness(planar):
+        from ..runtime import info
+        info(f"{what}: rows of {d} values read as {side}x{side} RGB images, interleaved (each pixel's red, green and "
+             "blue together, an N x H x W x 3 array flattened): that reading makes neighbouring pixels alike")
+        return x.reshape((n, side, side, 3))
+    return x.reshape((n, 3, side, side))
+
+
 def as_pixels(x: Any, what: str, like: PixelView | None = None) -> Any:
     """x as uint8 N x H x W x C rows: itself when it is that already (a DeferredArray stays deferred), else a
     PixelView. Refuses normalised images. `like`: the view of the other split, whose value range a deferred array

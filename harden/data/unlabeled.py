@@ -53,6 +53,11 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
                           "without class folders), a CSV/TSV list, tar shards, TFRecord files, a Hugging Face "
                           "dataset's parquet or Arrow files, CIFAR-10 batches, an .npz with x_train, an .npy of images "
                           "or a pickle of arrays.")
+    from .downsampled_imagenet import downsampled_imagenet
+    downsampled = downsampled_imagenet(path)
+    if downsampled is not None:  # its training batches (labels only for the agreement figure), else its one split
+        return _array_pool(downsampled.x_train, downsampled.y_train, str(path)) if len(downsampled.y_train) else \
+            _array_pool(downsampled.x_test, downsampled.y_test, str(path))
     if path.is_file() and path.suffix.lower() == ".npz":
         return _npz_pool(path)
     if path.is_file() and path.suffix.lower() == ".npy":  # one array of images (np.save), memory-mapped
@@ -165,6 +170,9 @@ def _array_pool(x: np.ndarray, y: np.ndarray | None, source: str) -> ImageData:
     from .npz import DeferredArray
     from .pixels import RowView, as_pixels
     x = x if isinstance(x, (RowView, DeferredArray)) or getattr(x, "lazy_rows", False) else np.asarray(x)
+    if x.ndim == 2:  # flattened rows (MNIST's 784 values, CIFAR's planar 3,072)
+        from .pixels import unflattened
+        x = unflattened(x, f"--unlabeled {source}: x_train")
     x = x.reshape((*x.shape, 1)) if x.ndim == 3 else x
     if x.ndim == 4:  # N x C x H x W and float pixels are converted as the pool's batches are read
         x = as_pixels(x, f"--unlabeled {source}: x_train")
