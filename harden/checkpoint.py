@@ -131,6 +131,10 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
             container = formats.read_torch(path)
         except formats.PickleRefused:  # a whole pickled model, read without running it (zip or legacy format)
             container, classes, architectures = read_pickled_model(path)
+        except HardenError:
+            if describe(path):  # a pickle torch cannot read that another framework names (PaddlePaddle's .pdparams)
+                raise HardenError(describe(path)) from None
+            raise
         state, _ = formats.select(container, key, path)
         meta = formats.container_meta(container)
         if classes:

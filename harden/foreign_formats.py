@@ -7,6 +7,7 @@ signature (TFLite's and ExecuTorch's flatbuffer identifiers, HDF5's magic, a Ker
 the name a tool gives it; only the first bytes or a zip's listing are read."""
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -76,6 +77,52 @@ def describe(path: Path, by_name: bool = True) -> str | None:
         return _compiled(name, "a TensorRT engine (built for one GPU)", "TensorRT")
     if suffix == ".mlmodel":
         return _compiled(name, "a Core ML model", "Core ML")
+    return _by_name(path, name, suffix, head) if by_name else None
+
+
+TF_CHECKPOINT = re.compile(r"\.(index|meta)$|\.data-\d{5}-of-\d{5}$")
+
+
+def _by_name(path: Path, name: str, suffix: str, head: bytes) -> str | None:
+    """Formats without a signature harden can check, known by the names their tools give them (only where harden's
+    own formats did not fit the content)."""
+    if suffix in (".caffemodel", ".prototxt"):
+        return (f"{name} is a Caffe model (a .caffemodel with its deploy .prototxt); harden attacks and trains PyTorch "
+                "and ONNX models. Convert the pair to ONNX (caffe2onnx, or MMdnn) or to a PyTorch module and its "
+                "state dict, and pass that.")
+    if suffix in (".pdmodel", ".pdiparams"):
+        stem = path.with_suffix("")
+        return (f"{name} is half of a PaddlePaddle inference model; harden attacks and trains PyTorch and ONNX models. "
+                f"Convert it to ONNX (pip install paddle2onnx; paddle2onnx --model_dir {stem.parent} --model_filename "
+                f"{stem.name}.pdmodel --params_filename {stem.name}.pdiparams --save_file model.onnx) and pass the "
+                ".onnx.")
+    if suffix in (".pdparams", ".pdopt"):
+        return (f"{name} holds PaddlePaddle training weights; harden attacks and trains PyTorch and ONNX models. Save "
+                "the model as an inference model (paddle.jit.save(model, 'inference/model', input_spec=[...])), "
+                "convert that to ONNX (paddle2onnx --model_dir inference --model_filename model.pdmodel "
+                "--params_filename model.pdiparams --save_file model.onnx) and pass the .onnx.")
+    if suffix == ".params" and any(path.parent.glob("*-symbol.json")):
+        return (f"{name} holds an MXNet model's weights (its graph is the -symbol.json beside it); harden attacks and "
+                "trains PyTorch and ONNX models. Export the pair to ONNX (mxnet.onnx.export_model(sym, params, "
+                "in_shapes=[(1, 3, 224, 224)], in_types=[numpy.float32], onnx_file_path='model.onnx'); "
+                "mxnet.contrib.onnx before MXNet 1.9) and pass the .onnx.")
+    if TF_CHECKPOINT.search(path.name) and ("ckpt" in path.name or (path.parent / "checkpoint").is_file()):
+        return (f"{name} is part of a TensorFlow checkpoint (variables, not a model harden can run); harden attacks "
+                "and trains PyTorch and ONNX models. tf2onnx converts a TF1 checkpoint with its .meta graph "
+                f"({TF2ONNX} --checkpoint model.ckpt.meta --inputs input:0 --outputs logits:0 --output model.onnx); "
+                "a TF2/Keras checkpoint is restored into its Keras model, which converts "
+                "(tf2onnx.convert.from_keras(model, output_path='model.onnx')). Pass the .onnx.")
+    if suffix == ".pb":
+        return (f"{name} is a TensorFlow frozen graph; harden attacks and trains PyTorch and ONNX models. Convert it "
+                f"to ONNX ({TF2ONNX} --graphdef {path.name} --inputs input:0 --outputs logits:0 --output model.onnx, "
+                "with its own input and output tensor names) and pass the .onnx.")
+    if suffix == ".param" and head.startswith(b"7767517"):
+        return _compiled(name, "an ncnn model", "ncnn")
+    if suffix == ".mnn":
+        return _compiled(name, "an MNN model", "MNN")
+    if suffix == ".weights" and any(path.parent.glob("*.cfg")):
+        return (f"{name} holds Darknet weights (the network is the .cfg beside it); harden attacks and trains PyTorch "
+                "and ONNX models. Convert the pair to ONNX or to a PyTorch module and its state dict, and pass that.")
     return None
 
 

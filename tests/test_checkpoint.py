@@ -3,10 +3,12 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import shutil
 import stat
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -327,13 +329,38 @@ def _mar() -> bytes:
     ("model.xml", b'<?xml version="1.0"?>\n<net name="resnet" version="11">\n', "OpenVINO"),
     ("model.mlmodel", b"\x08\x04" + bytes(64), "Core ML"),
     ("resnet.mar", _mar(), "TorchServe model archive (.mar): a zip of the weights (resnet18.pth)"),
+    ("deploy.caffemodel", b"\n\x06ResNet" + bytes(64), "Caffe"),
+    ("model.pdparams", pickle.dumps({"conv1_weights": np.zeros((2, 2), np.float32)}, protocol=2), "PaddlePaddle training"),
+    ("inference.pdiparams", bytes(64), "paddle2onnx --model_dir"),
+    ("model.ckpt-1000.index", bytes(64), "TensorFlow checkpoint"),
+    ("frozen_inference_graph.pb", b"\n\x0f" + bytes(64), "TensorFlow frozen graph"),
+    ("mobilenet.param", b"7767517\n75 83\nInput data 0 1 data\n", "ncnn"),
+    ("model.mnn", bytes(64), "MNN"),
 ])
 def test_other_frameworks_models_are_named_with_the_way_to_a_file_harden_reads(tmp_path, cli, name, content, named):
     path = tmp_path / name
     path.write_bytes(content)
     code, out, err = cli("eval", path, "--data", "digits")
     assert code == 2 and named in err and "Traceback" not in err
-    assert ("tf2onnx" in err) == (named in ("TensorFlow Lite", "Keras")), err  # a route to ONNX where one exists
+    routes = ("TensorFlow Lite", "Keras", "TensorFlow checkpoint", "TensorFlow frozen graph")
+    assert ("tf2onnx" in err) == (named in routes), err  # a route to ONNX where one exists
+
+
+def test_models_known_by_the_file_beside_them_are_named(tmp_path, cli):
+    """MXNet's x-0000.params beside x-symbol.json, Darknet's .weights beside its .cfg; the same names without
+    those files beside them are left to the generic error."""
+    (tmp_path / "mx").mkdir()
+    (tmp_path / "mx" / "resnet-0000.params").write_bytes(b"\x12\x01" + bytes(64))
+    code, _, err = cli("eval", tmp_path / "mx" / "resnet-0000.params", "--data", "digits")
+    assert code == 2 and "MXNet" not in err
+    (tmp_path / "mx" / "resnet-symbol.json").write_text('{"nodes": []}')
+    code, _, err = cli("eval", tmp_path / "mx" / "resnet-0000.params", "--data", "digits")
+    assert code == 2 and "mxnet.onnx.export_model" in err
+    (tmp_path / "dn").mkdir()
+    (tmp_path / "dn" / "darknet53.weights").write_bytes(bytes(64))
+    (tmp_path / "dn" / "darknet53.cfg").write_text("[net]\n")
+    code, _, err = cli("eval", tmp_path / "dn" / "darknet53.weights", "--data", "digits")
+    assert code == 2 and "Darknet" in err
 
 
 def test_keras_archives_and_saved_models_are_named_and_harden_files_of_those_names_still_load(tmp_path, cli,
