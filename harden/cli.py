@@ -127,8 +127,9 @@ def train(
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, focal_gamma=focal_gamma,
                       seed=seed, amp=amp)
     model = train_model(arch, ds, cfg, device, state=state)
-    from .data import remember_orientation
+    from .data import remember_columns, remember_orientation
     remember_orientation(model, data_flags.exif_orientation, ds)
+    remember_columns(model, data_flags.target_kwargs(), ds)
     if not _all_ranks_done():
         return
     save(model, output, force=force)

@@ -13,7 +13,7 @@ import torch
 
 from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
-from .data import Data, DataTarget, check_fits, load_data, remember_orientation, subsample
+from .data import Data, DataTarget, check_fits, load_data, remember_columns, remember_orientation, subsample
 from .data.arrays import is_arrays
 from .compiling import compiled
 from .device_defaults import prepare_for_device
@@ -251,6 +251,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if labels == "predicted":
         model.spec.extra["labels"] = "the base's clean predictions (fix --labels predicted)"
     remember_orientation(model, (data_target or {}).get("exif_orientation", "auto"), ds)
+    remember_columns(model, data_target, ds)
     if kind_defaults:
         model.spec.extra["kind_defaults"] = kind_defaults
     train_cfg = dict(config["train"])

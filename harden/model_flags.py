@@ -136,6 +136,15 @@ _DATA_OPTIONS = {
                                            "and timm do), upright (turned as the tag says, as Hugging Face's "
                                            "datasets and transformers do), or auto: upright for a Hugging Face "
                                            "dataset or a transformers model, else stored.", rich_help_panel="Data")),
+    "label_column": (Optional[str], typer.Option(None, "--label-column", help="The column of a CSV/TSV list or a "
+                                                 "parquet/Arrow table (the feature of TFRecord files) that holds the "
+                                                 "labels, where its name is not one harden knows (label, class, "
+                                                 "target, dx, ...). Kept in a hardened checkpoint.",
+                                                 rich_help_panel="Data")),
+    "image_column": (Optional[str], typer.Option(None, "--image-column", help="The column of a list that holds the "
+                                                 "image paths (of a table: the images or their paths; of TFRecords: "
+                                                 "the encoded-image feature), where harden's choice by name would not "
+                                                 "find it. Kept in a hardened checkpoint.", rich_help_panel="Data")),
     "test_size": (bool, typer.Option(False, "--test-size", help="Evaluate image files at timm's test size and crop "
                                      "(test_input_size, test_crop_pct) instead of the training size; the report "
                                      "states which.", rich_help_panel="Data")),
@@ -148,6 +157,8 @@ class DataFlags:
     class_map: str | None = None
     skip_unreadable: bool = False
     exif_orientation: str = "auto"
+    label_column: str | None = None
+    image_column: str | None = None
     test_size: bool = False
 
     def target_kwargs(self) -> dict:

@@ -669,7 +669,7 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
     ham = load_data(tmp_path / "HAM10000_metadata.csv", DataTarget.for_model(model, workers=0))
     assert ham.class_names == ["husky", "pug"] and ham.y_test.tolist() == by_id.y_test.tolist()
     (tmp_path / "odd.csv").write_text(meta.replace(",dx,", ",diag,", 1))
-    with pytest.raises(HardenError, match="names no label column.*Rename the column that holds the labels"):
+    with pytest.raises(HardenError, match="names no label column.*Name the column that holds the labels with --label-column NAME"):
         load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
 
 

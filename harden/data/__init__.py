@@ -25,7 +25,8 @@ from .base import (SMALL_IMAGE_SIDE, Data, batches, check_fits, fit_size, index_
                    stratified_subset, subsample, to_tensor)
 from .files import FileData
 from .loader import default_workers
-from .sources import EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Listing, OnDisk, find_on_disk, refuse_compressed_tar
+from .sources import (EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Columns, Listing, OnDisk, find_on_disk,
+                      refuse_compressed_tar)
 from .transforms import Preprocess, augment, build_augment, exif_orientation, resolve_orientation
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files, one .npy of "
@@ -52,11 +53,17 @@ class DataTarget:
     size_note: str = ""  # which of the model's sizes the transform uses (train or timm's test size)
     train_size: tuple[int, int] | None = None  # no model yet (harden train --input-size): image files at this size
     exif_orientation: str = "auto"  # --exif-orientation: auto, stored or upright (transforms.resolve_orientation)
+    label_column: str | None = None  # --label-column: a list's or table's label column, a TFRecord's label feature
+    image_column: str | None = None  # --image-column: its image (or path) column or feature
+    columns_recorded: bool = False  # the two come from the checkpoint's metadata: used where the source has them
     # the model's predicted classes for [0, 1] pixels: which reading of numbered class folders it learned
     predict: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         resolve_orientation(self.exif_orientation, "")  # a bad value is refused whatever the data
+
+    def columns(self) -> Columns:
+        return Columns(self.label_column, self.image_column, self.columns_recorded)
 
     @classmethod
     def for_model(cls, model, test_size: bool = False, **kw) -> "DataTarget":
@@ -76,6 +83,9 @@ class DataTarget:
             pre = Preprocess(pre.in_chans, (int(test[0]), int(test[1])), pre.interpolation,
                              float(spec.extra.get("test_crop_pct") or pre.crop_pct), pre.crop_mode)
             note = "timm's test size"
+        recorded = spec.extra.get(COLUMNS_KEY) or {}
+        if not kw.get("label_column") and not kw.get("image_column") and recorded:
+            kw.update(label_column=recorded.get("label"), image_column=recorded.get("image"), columns_recorded=True)
         from ..models.hf_transformers import PREFIX
         if kw.get("exif_orientation", "auto") == "auto":  # as the model was hardened, else as its library reads
             recorded = spec.extra.get("exif_orientation")
@@ -90,6 +100,8 @@ def load_data(spec, target: DataTarget | None = None) -> Data:
     """What --data takes (a path, `digits`, hf:org/name), or images and labels in memory: (x, y) or (x_train,
     y_train, x_test, y_test) as tensors or arrays (arrays.from_arrays)."""
     data = from_arrays(spec) if is_arrays(spec) else _load_data(spec, target)
+    if target is not None:
+        check_columns_apply(target.columns(), data)
     if target is not None and target.class_map is not None and not isinstance(data, FileData):
         raise HardenError(f"--class-map: {data.source} holds arrays labelled with class indices already; a class map "
                           "names folders (or a list's text labels) for a model's indices.")
@@ -135,10 +147,11 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     if downloaded is not None:
         return downloaded
     from .tfrecord import raw_tfrecords
-    raw = raw_tfrecords(path)  # TFRecords of raw pixels (the MNIST tutorial's): arrays; encoded images: on disk
+    columns = target.columns() if target is not None else Columns()
+    raw = raw_tfrecords(path, columns)  # TFRecords of raw pixels (the MNIST tutorial's): arrays; encoded: on disk
     if raw is not None:
         return raw
-    found = find_on_disk(path)
+    found = find_on_disk(path, columns)
     if found is None:
         if path.is_dir() and (any((path / d).is_dir() for d in TRAIN_FOLDERS) !=
                               any((path / d).is_dir() for d in EVAL_FOLDERS)):
@@ -342,6 +355,37 @@ def _guess_preprocess(data: FileData, size: tuple[int, int] | None = None, sampl
 
 def is_on_disk(data: Data) -> bool:
     return isinstance(data, FileData)
+
+
+COLUMNS_KEY = "data_columns"  # metadata: the --label-column / --image-column the model was hardened with
+COLUMN_LAYOUTS = ("list", "parquet", "arrow", "tfrecord")
+
+
+def _layout_of(data: Data) -> str:
+    if isinstance(data, FileData):
+        return data.layout
+    from .tfrecord import tfrecord_files
+    path = Path(str(data.source))
+    return "tfrecord" if path.exists() and tfrecord_files(path) is not None else "arrays"
+
+
+def check_columns_apply(columns: Columns, data: Data) -> None:
+    """--label-column / --image-column name a list's or a table's columns (a TFRecord's features): on other data
+    they would be silently ignored, so a flag is refused there (a recorded choice is simply not used)."""
+    if columns and not columns.recorded and _layout_of(data) not in COLUMN_LAYOUTS:
+        flags = " and ".join(f for f, v in (("--label-column", columns.label), ("--image-column", columns.image)) if v)
+        raise HardenError(f"{flags} name{'s' * (' and ' not in flags)} the columns of a CSV/TSV list or a parquet/Arrow "
+                          f"table, or the features of TFRecord files; {data.source} is read as "
+                          f"{_layout_of(data)}, whose labels come from its own structure.")
+
+
+def remember_columns(model, target: dict | None, data: Data) -> None:
+    """--label-column / --image-column given for a list, a table or TFRecords: kept in the model's metadata, so that
+    later runs on the same data need no flag (DataTarget.for_model)."""
+    target = target or {}
+    if (target.get("label_column") or target.get("image_column")) and _layout_of(data) in COLUMN_LAYOUTS:
+        model.spec.extra[COLUMNS_KEY] = {k: v for k, v in (("label", target.get("label_column")),
+                                                           ("image", target.get("image_column"))) if v}
 
 
 def remember_orientation(model, choice: str, data: Data) -> None:

@@ -449,11 +449,42 @@ LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "class_id", "class_la
 _FLAG_SPLITS = ("is_valid", "is_val", "is_test")  # a column of True/False (fastai's ColSplitter, Imagenette's CSV)
 
 
-def list_file_list(path: Path, prefer: str | None = None) -> dict[str, Listing]:
+@dataclass(frozen=True)
+class Columns:
+    """--label-column / --image-column: the column of a list or a table (the feature of a TFRecord) that holds the
+    labels / the images (or their paths), where harden's own choice by name would not find it. `recorded`: taken from
+    a hardened checkpoint's metadata rather than a flag, so used only where the source has them."""
+    label: str | None = None
+    image: str | None = None
+    recorded: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.label or self.image)
+
+    def pick(self, what: str, names: list[str], where: str) -> str | None:
+        """The stored name `what` ('label' or 'image') asks for among `names` (case, spaces and '_' aside); None when
+        not asked (or recorded and absent); an error when a flag names a column the source lacks."""
+        wanted = self.label if what == "label" else self.image
+        if not wanted:
+            return None
+        key = _column_key(wanted)
+        found = next((n for n in names if _column_key(n) == key), None)
+        if found is None and not self.recorded:
+            flag = "--label-column" if what == "label" else "--image-column"
+            shown = ", ".join(names[:12]) + (f", ... ({len(names)})" if len(names) > 12 else "")
+            raise HardenError(f"{flag} {wanted}: {where} has no column of that name (its columns: {shown or 'none'}).")
+        return found
+
+
+def _column_key(name: str) -> str:
+    return name.strip().lower().replace(" ", "_")
+
+
+def list_file_list(path: Path, prefer: str | None = None, columns: Columns | None = None) -> dict[str, Listing]:
     """A CSV (comma) or TSV (tab) list: path,label[,split], header optional. Paths are relative to the list's folder
     (or absolute); labels are class indices or class names; split is train / val / test. Returns {split: listing}
     ('all' when there is no split column)."""
-    return read_file_list(path, prefer)[0]
+    return read_file_list(path, prefer, columns)[0]
 
 
 def _bit(v: str) -> float | None:
@@ -477,7 +508,8 @@ def _one_hot_columns(head: list[str], rows: list[list[str]], taken: set[int]) ->
     return cols if len(cols) >= 2 and rows else []
 
 
-def read_file_list(path: Path, prefer: str | None = None) -> tuple[dict[str, Listing], tuple[str, ...] | None]:
+def read_file_list(path: Path, prefer: str | None = None, columns: Columns | None = None
+                   ) -> tuple[dict[str, Listing], tuple[str, ...] | None]:
     """list_file_list's listings, and the list's own class order where its labels are one-hot columns (else None)."""
     delim = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
@@ -499,8 +531,12 @@ def read_file_list(path: Path, prefer: str | None = None) -> tuple[dict[str, Lis
     order = None
     head = [c.strip().lower().replace(" ", "_") for c in rows[0]]
     name_of = {"path": PATH_COLUMNS, "label": LABEL_COLUMNS, "split": ("split", "subset", "set", *_FLAG_SPLITS)}
-    if any(c in names for c in head for names in name_of.values()):
+    columns = columns or Columns()
+    chosen = {"label": columns.pick("label", head, f"the header of {str(path)!r}") if columns else None,
+              "path": columns.pick("image", head, f"the header of {str(path)!r}") if columns else None}
+    if any(c in names for c in head for names in name_of.values()) or any(chosen.values()):
         cols = {k: next((head.index(n) for n in names if n in head), None) for k, names in name_of.items()}
+        cols.update({k: head.index(v) for k, v in chosen.items() if v is not None})
         if cols["path"] is not None and cols["label"] is None and len(head) == 2:
             cols["label"] = 1 - cols["path"]  # Kaggle's `id,breed`: the other column of two is the label
         if cols["path"] is not None and cols["label"] is None:
@@ -516,8 +552,9 @@ def read_file_list(path: Path, prefer: str | None = None) -> tuple[dict[str, Lis
                               f"{'label' if cols['path'] is not None else 'path'} column: harden reads a path column "
                               f"(path, file, image, image_id, ...), a label column ({', '.join(LABEL_COLUMNS[:8])}, "
                               "...) or one 0/1 column per class (one-hot), and an optional split column (split, "
-                              "subset, set). Rename the column that holds "
-                              f"the {'labels' if cols['path'] is not None else 'image paths'} in the header.")
+                              "subset, set). Name the column that holds "
+                              f"the {'labels' if cols['path'] is not None else 'image paths'} with "
+                              f"{'--label-column' if cols['path'] is not None else '--image-column'} NAME.")
         rows = rows[1:]
     listed: list[tuple[str, str, str]] = []  # (split, path as written, label)
     for n, r in enumerate(rows, start=1):
@@ -823,13 +860,14 @@ class OnDisk:
     class_order_from: str = "its ClassLabel names"  # what gives that order, as a report says it
 
 
-def find_on_disk(path: Path) -> OnDisk | None:
-    """The on-disk layouts; None when `path` is none of them (e.g. CIFAR batches, an .npz)."""
+def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
+    """The on-disk layouts; None when `path` is none of them (e.g. CIFAR batches, an .npz). `columns`: --label-column
+    and --image-column, for lists, tables and TFRecords."""
     src = str(path)
     if path.is_file():
         ext = path.suffix.lower()
         if ext in LIST_EXT or is_labelled_text_list(path):
-            lists, order = read_file_list(path)  # a list is read whole: which splits it has is in its rows
+            lists, order = read_file_list(path, None, columns)  # read whole: which splits it has is in its rows
             names = sorted({n for v in lists.values() for n in (v.names or [])}) or None
             return OnDisk(src, {k: (lambda v=v: v) for k, v in lists.items()}, "list", lambda: names, order,
                           "its one-hot columns' order")
@@ -843,16 +881,16 @@ def find_on_disk(path: Path) -> OnDisk | None:
             return zip_source(path)
         if ext in (".parquet", ".arrow"):
             from .tables import table_source
-            return table_source(path)
+            return table_source(path, columns)
         if ext == ".json":  # COCO-style classification labels (iNaturalist, iWildCam, Herbarium)
             from .coco_json import coco_source
             return coco_source(path)
         from .tfrecord import tfrecord_source
-        return tfrecord_source(path)  # found by its first record's checksum, whatever its name
+        return tfrecord_source(path, columns)  # found by its first record's checksum, whatever its name
     if not path.is_dir():
         return None
     if unwrapped(path) != path:  # dataset/dataset/train/...: the inner folder is the dataset (its class list too)
-        return find_on_disk(unwrapped(path))
+        return find_on_disk(unwrapped(path), columns)
     from .torchvision_sets import torchvision_files
     listed = torchvision_files(path)  # Food-101, Oxford-IIIT Pet, Flowers-102, DTD: files along their split lists
     if listed is not None:
@@ -862,15 +900,15 @@ def find_on_disk(path: Path) -> OnDisk | None:
         return cub_source(cub_folder(path))
     if _holds_tables(path):
         from .tables import table_source
-        return table_source(path)
+        return table_source(path, columns)
     from .tfrecord import tfrecord_source
-    records = tfrecord_source(path)  # TensorFlow Datasets' folders (a dataset's, a version's), TF-slim's shards
+    records = tfrecord_source(path, columns)  # TensorFlow Datasets' folders (a dataset's, a version's), TF-slim's shards
     if records is not None:
         return records
     from .imagenet_truth import kaggle_tree
     kaggle = kaggle_tree(path)
     if kaggle is not None:  # Kaggle's ImageNet, given by its root
-        return find_on_disk(kaggle)
+        return find_on_disk(kaggle, columns)
     # Train/ and Test/ as Windows-made sets name them (Kaggle's GTSRB); training/ and testing/
     test = next((f for f in map(lambda d: _split_folder(path, d), EVAL_FOLDERS) if f.is_dir()), None)
     train_dir = next((f for f in map(lambda d: _split_folder(path, d), TRAIN_FOLDERS) if f.is_dir()), path / "train")

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import HardenError
 from .sources import LABEL_COLUMNS as LABEL_NAMES  # the same names as a list's
-from .sources import SPLIT_TOKENS, Listing, OnDisk, PathTable, pick_splits, split_word, walk_files
+from .sources import SPLIT_TOKENS, Columns, Listing, OnDisk, PathTable, pick_splits, split_word, walk_files
 
 TABLE_EXT = {".parquet": "parquet", ".arrow": "arrow"}
 IMAGE_NAMES = ("image", "img", "images", "picture", "photo", "jpg", "png", "webp", "file")
@@ -59,7 +59,7 @@ def _split_and_config(path: Path, top: Path) -> tuple[str | None, tuple[str, ...
     return split, tuple(f for f in folders if f.lower() not in SPLIT_TOKENS)
 
 
-def table_source(path: Path) -> OnDisk | None:
+def table_source(path: Path, columns: Columns | None = None) -> OnDisk | None:
     """A parquet/Arrow dataset at `path` (a file or a folder holding them); None when there are none."""
     if path.is_file():
         if path.suffix.lower() not in TABLE_EXT:
@@ -90,7 +90,7 @@ def table_source(path: Path) -> OnDisk | None:
 
     def store(split: str) -> TableStore:  # a split's files are opened when it is used (eval never opens train's)
         if split not in stores:
-            stores[split] = TableStore(src, kind, sorted(chosen[split]))
+            stores[split] = TableStore(src, kind, sorted(chosen[split]), columns=columns)
         return stores[split]
     order = store("test" if "test" in chosen else next(iter(chosen))).class_order
 
@@ -143,6 +143,7 @@ class TableStore:
     spill_path: str | None = None
     _writer: Any = field(default=None, repr=False)
     _text: list[str] | None = field(default=None, repr=False)
+    columns: Columns | None = None  # --label-column / --image-column
 
     def __post_init__(self):
         pa, pq = _pa()
@@ -166,7 +167,8 @@ class TableStore:
                                   f"({', '.join(schema.names)}); a split's files share one schema.")
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         features = _features(schema, self.files)
-        self.image_column = _image_column(schema, features, self.where)
+        asked = self.columns.pick("image", list(schema.names), self.where) if self.columns else None
+        self.image_column = asked or _image_column(schema, features, self.where)
         self._pick_label(schema, features)
         if self.kind == "parquet":
             n = int(self.starts[-1])
@@ -178,15 +180,16 @@ class TableStore:
 
     def _pick_label(self, schema, features: dict) -> None:
         pa, _ = _pa()
+        asked = self.columns.pick("label", list(schema.names), self.where) if self.columns else None
         classes = [n for n in schema.names if (features.get(n) or {}).get("_type") == "ClassLabel"]
-        if classes:
-            self.label_column = next((n for n in LABEL_NAMES if n in classes), classes[0])
+        if classes and (asked is None or asked in classes):
+            self.label_column = asked or next((n for n in LABEL_NAMES if n in classes), classes[0])
             names = features[self.label_column].get("names")
             self.label_kind = "classes" if names else "index"
             self.class_order = _unique([str(n) for n in names]) if names else None
             return
         by_name = {n.lower(): n for n in schema.names}
-        for want in LABEL_NAMES:  # in order of preference
+        for want in ([asked.lower()] if asked else LABEL_NAMES):  # in order of preference
             n = by_name.get(want)
             if n is None:
                 continue
@@ -198,6 +201,9 @@ class TableStore:
             if pa.types.is_string(t) or pa.types.is_large_string(t):
                 self.label_column, self.label_kind = n, "text"
                 return
+        if asked:
+            raise HardenError(f"--label-column {asked}: {self.where} holds {schema.field(asked).type} there, not class "
+                              "indices or class names.")
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -283,6 +289,8 @@ class TableStore:
         """A cell of the image column: bytes, or `datasets`' {bytes, path} (a path alone: a file beside the data)."""
         if isinstance(value, (bytes, bytearray)):
             return bytes(value)
+        if isinstance(value, str):  # a column of paths (--image-column), beside the table or absolute
+            value = {"path": value}
         if isinstance(value, dict):
             if value.get("bytes"):
                 return value["bytes"]

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import HardenError
-from .sources import Listing, OnDisk, PathTable, is_skipped_dir, pick_splits, split_word
+from .sources import Columns, Listing, OnDisk, PathTable, is_skipped_dir, pick_splits, split_word
 
 # `mnist-train.tfrecord-00000-of-00001` (TensorFlow Datasets), `data.tfrecords`, `x.tfrec`, `train.record` (the
 # object-detection API's name), and TF-slim's unsuffixed `train-00000-of-01024`
@@ -248,10 +248,16 @@ def _size_keys(feats: dict) -> tuple[str, str, str | None] | None:
     return (found["height"], found["width"], found["depth"]) if found["height"] and found["width"] else None
 
 
-def plan_for(path: Path, first: bytes, info: "DatasetInfo | None") -> Plan:
+def plan_for(path: Path, first: bytes, info: "DatasetInfo | None", columns: Columns | None = None) -> Plan:
     feats = _parsed(path, 0, first)
     spans = {k: v for k, (kind, v) in feats.items() if kind == "bytes" and v}
-    wanted = [info.image] if info is not None and info.image else []
+    where = f"the records of {str(path)!r}"
+    asked_image = columns.pick("image", sorted(feats), where) if columns else None
+    asked_label = columns.pick("label", sorted(feats), where) if columns else None
+    if asked_label:
+        info = DatasetInfo(info.name if info else "", info.image if info else None, asked_label,
+                           info.names if info is not None and info.label == asked_label else None)
+    wanted = [asked_image] if asked_image else [info.image] if info is not None and info.image else []
     image = next((k for k in [*wanted, *IMAGE_KEYS] if k in spans and _is_encoded_image(first[slice(*spans[k][0])])),
                  None)
     image = image or next((k for k in sorted(spans) if _is_encoded_image(first[slice(*spans[k][0])])), None)
@@ -292,7 +298,7 @@ class DatasetInfo:
     names: tuple[str, ...] | None
 
 
-def dataset_info(folder: Path) -> DatasetInfo | None:
+def dataset_info(folder: Path, asked_label: str | None = None) -> DatasetInfo | None:
     """dataset_info.json (the supervised keys: older files `{"input", "output"}`, newer a tuple of feature keys) and
     the ClassLabel's `<feature>.labels.txt` beside it; None where there is none."""
     f = folder / "dataset_info.json"
@@ -309,6 +315,7 @@ def dataset_info(folder: Path) -> DatasetInfo | None:
     items = (keys.get("tuple") or {}).get("items") or []
     if items and len(items) == 2:
         image, label = items[0].get("featureKey") or image, items[1].get("featureKey") or label
+    label = asked_label or label  # --label-column: another ClassLabel (CIFAR-100's coarse_label), its names file
     names = None
     for candidate in ([label] if label else []) + ["label"]:
         txt = folder / f"{candidate}.labels.txt"
@@ -321,14 +328,14 @@ def dataset_info(folder: Path) -> DatasetInfo | None:
 
 # ---------------------------------------------------------------- a split's listing
 
-def list_records(files: list[Path], info: DatasetInfo | None) -> Listing:
+def list_records(files: list[Path], info: DatasetInfo | None, columns: Columns | None = None) -> Listing:
     """Every record of `files` (one split): where its image's bytes lie, and its label."""
     from ..runtime import progress
     from .tables import _unique
     first = next((data for f in files for _, data in records(f)), None)
     if first is None:
         raise HardenError(f"The TFRecord file(s) {', '.join(str(f) for f in files[:3])} hold no records.")
-    plan = plan_for(files[0], first, info)
+    plan = plan_for(files[0], first, info, columns)
     if plan.raw_shape is not None:
         raise HardenError(f"{str(files[0])!r} holds raw pixels (the feature {plan.image!r} with its height and width "
                           "beside it), which are read into memory as --data, not listed.")
@@ -455,20 +462,20 @@ def _splits(files: list[Path]) -> dict[str, list[Path]]:
     return pick_splits(by_word)
 
 
-def tfrecord_source(path: Path) -> OnDisk | None:
+def tfrecord_source(path: Path, columns: Columns | None = None) -> OnDisk | None:
     """OnDisk of TFRecord files of encoded images; None where `path` holds no TFRecord files."""
     found = tfrecord_files(path)
     if found is None:
         return None
     folder, files = found
-    info = dataset_info(folder)
+    info = dataset_info(folder, columns.label if columns else None)
     chosen = _splits(files)
     cache: dict[str, Listing] = {}
 
     def lister(split: str):
         def get() -> Listing:
             if split not in cache:
-                cache[split] = list_records(sorted(chosen[split]), info)
+                cache[split] = list_records(sorted(chosen[split]), info, columns)
             return cache[split]
         return get
     listers = {k: lister(k) for k in chosen}
@@ -494,16 +501,16 @@ def tfrecord_source(path: Path) -> OnDisk | None:
 
 # ---------------------------------------------------------------- raw pixels, into memory
 
-def raw_tfrecords(path: Path):
+def raw_tfrecords(path: Path, columns: Columns | None = None):
     """ImageData of TFRecord files whose images are raw uint8 pixels (with height, width and depth features); None
     where `path` holds no TFRecords or their images are encoded files."""
     found = tfrecord_files(path)
     if found is None:
         return None
     folder, files = found
-    info = dataset_info(folder)
+    info = dataset_info(folder, columns.label if columns else None)
     first = next((data for f in files for _, data in records(f)), None)
-    if first is None or plan_for(files[0], first, info).raw_shape is None:
+    if first is None or plan_for(files[0], first, info, columns).raw_shape is None:
         return None
     from .arrays import _finish
     chosen = _splits(files)
@@ -513,7 +520,7 @@ def raw_tfrecords(path: Path):
         for p in sorted(paths):
             plan = None
             for k, (_, data) in enumerate(records(p)):
-                plan = plan or plan_for(p, data, info)
+                plan = plan or plan_for(p, data, info, columns)
                 if plan.raw_shape is None:
                     raise HardenError(f"{str(p)!r}: its records hold encoded images where the other files' hold raw "
                                       "pixels; a dataset's files share one layout.")

@@ -76,8 +76,10 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
     if arrays is not None:  # its training split (labels only for the agreement figure), else its one split
         return _array_pool(arrays.x_train, arrays.y_train, str(path)) if arrays.n_train else \
             _array_pool(arrays.x_test, arrays.y_test, str(path))
+    from .sources import Columns
     from .tfrecord import raw_tfrecords
-    raw = raw_tfrecords(path)
+    columns = target.columns() if hasattr(target, "columns") else Columns()
+    raw = raw_tfrecords(path, columns)
     if raw is not None:  # TFRecords of raw pixels; encoded images are listed on disk below
         return _array_pool(raw.x_train, raw.y_train, str(path)) if len(raw.y_train) else \
             _array_pool(raw.x_test, raw.y_test, str(path))
@@ -99,7 +101,7 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
             every = zip_images(path)
             return _file_pool(str(path), every.relabelled(np.full(len(every), NO_LABEL, np.int64)), target)
     refuse_compressed_tar(path)
-    found = find_on_disk(path)
+    found = find_on_disk(path, columns)
     if found is None and path.is_dir():
         return _file_pool(str(path), _list_any_images(path), target)
     if found is None:
