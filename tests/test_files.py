@@ -669,7 +669,7 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
     ham = load_data(tmp_path / "HAM10000_metadata.csv", DataTarget.for_model(model, workers=0))
     assert ham.class_names == ["husky", "pug"] and ham.y_test.tolist() == by_id.y_test.tolist()
     (tmp_path / "odd.csv").write_text(meta.replace(",dx,", ",diag,", 1))
-    with pytest.raises(HardenError, match="names no label column.*Name the column that holds the labels with --label-column NAME"):
+    with pytest.raises(HardenError, match="names no label column.*the labels with --label-column NAME"):
         load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
 
 
@@ -1206,6 +1206,39 @@ def test_one_folder_of_shards_named_by_split_is_split_by_name(tmp_path):
     data = load_data(tmp_path, DataTarget.for_model(small_cnn(num_classes=2), workers=0))
     assert len(data.listing("train")) == 3 and len(data.listing("test")) == 1
     assert data.listing("test").location(0).startswith(str(tmp_path / "imagenet1k-validation-00.tar"))
+
+
+def test_shards_named_by_a_brace_range_or_a_glob(tmp_path, cli):
+    """WebDataset's `name-{000..002}.tar` (zero-padded as braceexpand pads) and a quoted glob read the shards they
+    name, split by their names; a range naming a missing shard is refused; TFRecord shards read the same way."""
+    from harden.data.shard_patterns import expand_braces
+    from test_tfrecord import example, write_records
+    assert expand_braces("s-{08..10}-{a,b}.tar") == ["s-08-a.tar", "s-08-b.tar", "s-09-a.tar", "s-09-b.tar",
+                                                     "s-10-a.tar", "s-10-b.tar"]
+    files = make_tree(tmp_path / "img", ["a", "b"], 3, splits=("",), sizes=(20, 30))
+    for k in range(3):
+        with tarfile.open(tmp_path / f"pets-train-{k:03d}.tar", "w") as tf:
+            for i, f in enumerate(files[2 * k:2 * k + 2]):
+                tf.add(f, arcname=f"s{k}{i}{os.path.splitext(f)[1]}")
+                label = str(1 if "/b/" in f else 0).encode()
+                info = tarfile.TarInfo(f"s{k}{i}.cls")
+                info.size = len(label)
+                tf.addfile(info, io.BytesIO(label))
+    target = DataTarget.for_model(small_cnn(num_classes=2), workers=0)
+    ranged = load_data(str(tmp_path / "pets-train-{000..001}.tar"), target)
+    assert len(ranged.listing("test")) == 4 and ranged.layout == "tar"  # one split: evaluated, fix holds a share out
+    globbed = load_data(str(tmp_path / "pets-train-*.tar"), target)
+    assert len(globbed.listing("test")) == 6
+    assert torch.equal(globbed.images("test", np.arange(4))[0], ranged.images("test", np.arange(4))[0])
+    with pytest.raises(HardenError, match="names 4 shards, 1 of which do not exist.*pets-train-003.tar"):
+        load_data(str(tmp_path / "pets-train-{000..003}.tar"), target)
+    for split, part in (("train", files[:4]), ("test", files[4:])):
+        write_records(tmp_path / "rec" / f"{split}-00000-of-00001",
+                      [example({"image/encoded": Path(f).read_bytes(), "label": int("/b/" in f)}) for f in part])
+    recs = load_data(str(tmp_path / "rec" / "{train,test}-00000-of-00001"), target)
+    assert recs.layout == "tfrecord" and recs.y_train.tolist() == [0, 0, 0, 1] and recs.y_test.tolist() == [1, 1]
+    code, _, err = cli("data", str(tmp_path / "nothing-*.tar"))
+    assert code == 2 and "matches no file" in err
 
 
 def test_harden_data_says_how_a_dataset_is_read(tmp_path, cli):

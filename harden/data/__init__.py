@@ -118,6 +118,11 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
         return _digits()
     path = Path(spec)
     if not path.exists():
+        from .shard_patterns import pattern_files, pattern_source
+        files = pattern_files(spec)  # `train-{000000..000146}.tar`, `val-*.tfrecord`: the shards it names
+        if files is not None:
+            target = target or DataTarget()
+            return _file_data(pattern_source(spec, files, target.columns()), target)
         from ..hub_cache import hint
         raise HardenError(f"Data path {spec!r} does not exist.{hint(spec, 'dataset')} --data takes {LAYOUTS}.")
     from .downsampled_imagenet import downsampled_imagenet

@@ -462,9 +462,10 @@ def _splits(files: list[Path]) -> dict[str, list[Path]]:
     return pick_splits(by_word)
 
 
-def tfrecord_source(path: Path, columns: Columns | None = None) -> OnDisk | None:
-    """OnDisk of TFRecord files of encoded images; None where `path` holds no TFRecord files."""
-    found = tfrecord_files(path)
+def tfrecord_source(path: Path, columns: Columns | None = None, files: list[Path] | None = None) -> OnDisk | None:
+    """OnDisk of TFRecord files of encoded images; None where `path` holds no TFRecord files. `files`: the ones a
+    pattern named (shard_patterns.py), `path` being the pattern."""
+    found = tfrecord_files(path) if files is None else (files[0].parent, files)
     if found is None:
         return None
     folder, files = found

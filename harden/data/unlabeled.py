@@ -48,6 +48,11 @@ def load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
 def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
     from ..hub_cache import local
     path = Path(local(spec, "dataset"))
+    from .shard_patterns import pattern_files, pattern_source
+    files = pattern_files(str(spec)) if not path.exists() else None
+    if files is not None:  # `pool-{0000..0099}.tar`: the shards it names
+        columns = target.columns() if hasattr(target, "columns") else None
+        return _pool_of(pattern_source(str(spec), files, columns), path, target, prefer)
     if not path.exists():
         raise HardenError(f"--unlabeled {str(spec)!r} does not exist. It takes a folder or .zip of images (with or "
                           "without class folders), a CSV/TSV list, tar shards, TFRecord files, a Hugging Face "
@@ -108,6 +113,11 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
         raise HardenError(f"--unlabeled {str(spec)!r} is not a source harden reads: a folder of images, a CSV/TSV "
                           "list, a .tar shard (or a folder of them), TFRecord files, parquet or Arrow files, "
                           "CIFAR-10 batches or an .npz with x_train.")
+    return _pool_of(found, path, target, prefer)
+
+
+def _pool_of(found, path: Path, target, prefer: str) -> Data:
+    """The pool of an on-disk source: its training split (or its one split, or with prefer="test" its test split)."""
     split = "train" if "train" in found.listers else "all"
     if prefer == "test":
         split = next(s for s in ("test", "all", "train") if s in found.listers)
