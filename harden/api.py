@@ -1,7 +1,6 @@
 """The library API behind the CLI: load, save, train, evaluate (re-exported from harden)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -85,7 +84,8 @@ def data_for(model: Classifier, data: str | None, model_name: str = "the model",
         raise HardenError("The checkpoint does not name its data; pass --data (digits, an .npz, a CIFAR-10 "
                           "batches folder or an image folder).")
     from .hub_cache import is_hub_spec
-    if not data and spec != "digits" and not is_hub_spec(spec) and not Path(spec).exists():
+    from .data.shard_patterns import on_disk
+    if not data and spec != "digits" and not is_hub_spec(spec) and not on_disk(spec):
         raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
     from .data.held_out import test_split_for
     from .data.predicted import check_labels, images_to_predict

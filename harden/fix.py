@@ -193,7 +193,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         spec = data or base_model.spec.data
         if not spec:
             raise HardenError("The checkpoint does not name its data; pass --data.")
-        if not data and spec != "digits" and not Path(spec).exists():
+        from .data.shard_patterns import on_disk
+        if not data and spec != "digits" and not on_disk(spec):
             raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
         target = DataTarget.for_model(base_model, **(data_target or {}))
         ds = images_to_predict(spec, target, {}, base_name) if labels == "predicted" else load_data(spec, target)
@@ -236,7 +237,9 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         # the hardened file names what it was hardened and reported on (a base's own data, or none, may be other
         # files: its test split may hold images of this data's training part), so its later `eval` needs no --data
         # and tests where the fix's report did
-        model.spec.data = str(Path(data).resolve()) if Path(data).exists() else str(data)
+        from .data.shard_patterns import is_pattern
+        model.spec.data = str(Path(data).resolve()) if Path(data).exists() else \
+            str(Path(data).absolute()) if is_pattern(str(data)) else str(data)
     seed_everything(seed)
     rcp.attach(model, config["params"])
     prepare_for_device(model.to(device), device)  # channels_last on CUDA for convolutional networks

@@ -1237,6 +1237,13 @@ def test_shards_named_by_a_brace_range_or_a_glob(tmp_path, cli):
                       [example({"image/encoded": Path(f).read_bytes(), "label": int("/b/" in f)}) for f in part])
     recs = load_data(str(tmp_path / "rec" / "{train,test}-00000-of-00001"), target)
     assert recs.layout == "tfrecord" and recs.y_train.tolist() == [0, 0, 0, 1] and recs.y_test.tolist() == [1, 1]
+    harden.save(small_cnn(num_classes=2), tmp_path / "m.safetensors")
+    code, _, err = cli("fix", tmp_path / "m.safetensors", "--data", str(tmp_path / "pets-train-{000..002}.tar"),
+                       "--data-frac", "1", "--epochs", "1", "--set", "val_frac=0", "--no-report", "--workers", "0",
+                       "-o", tmp_path / "f.safetensors", "-q")
+    assert code == 0, err
+    code, _, err = cli("eval", tmp_path / "f.safetensors", "--attack", "fgsm", "--workers", "0")  # the pattern kept
+    assert code == 0 and "pets-train-{000..002}.tar" in harden.load(tmp_path / "f.safetensors").spec.data, err
     code, _, err = cli("data", str(tmp_path / "nothing-*.tar"))
     assert code == 2 and "matches no file" in err
 

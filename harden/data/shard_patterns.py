@@ -39,6 +39,12 @@ def is_pattern(spec: str) -> bool:
     return bool(RANGE.search(spec) or CHOICE.search(spec) or glob.has_magic(spec))
 
 
+def on_disk(spec: str) -> bool:
+    """Whether a checkpoint's recorded data is here: a path that exists, or a pattern (its shards are checked when
+    read)."""
+    return Path(spec).exists() or is_pattern(spec)
+
+
 def pattern_files(spec: str) -> list[Path] | None:
     """The files `spec` names as a pattern (in the pattern's order; a glob's sorted); None where it is no pattern.
     An error where it names none, or a brace range names files that are not there."""
