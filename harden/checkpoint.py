@@ -122,6 +122,12 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     arrays = npz_state_dict(path) if kind == formats.TORCH_ZIP else None
     if arrays is not None:  # np.savez of a state dict's arrays
         return arrays, {}
+    if kind == formats.TORCH_ZIP:
+        from .foreign_formats import _npz_members
+        from .jax_vit import read_jax_vit
+        converted = read_jax_vit(path, _npz_members(path))  # Google's JAX ViT .npz: the timm ViT it describes
+        if converted is not None:
+            return converted
     if kind == formats.TORCH_ZIP and describe(path, by_name=False):  # a Keras 3 archive is a zip too
         raise HardenError(describe(path, by_name=False))
     if kind in (formats.TORCH_ZIP, formats.TORCH_LEGACY):

@@ -56,11 +56,11 @@ def describe(path: Path, by_name: bool = True) -> str | None:
     if head.startswith(b"PK") and _npz_members(path):
         names = _npz_members(path)
         if any("/" in n for n in names):  # Flax/JAX parameter paths: big_vision's, Google's ViT checkpoints
-            return (f"{name} is an .npz of JAX/Flax parameters ({names[0]}, ...), as Google's ViT and big_vision "
-                    "checkpoints are saved; harden reads PyTorch weights. timm converts Google's ViT layout: build "
-                    "the timm ViT it is (timm.create_model('vit_base_patch16_224', num_classes=...)), load it with "
-                    "timm.models.vision_transformer._load_weights(model, 'file.npz'), torch.save(model.state_dict()"
-                    ", 'model.pth'), and pass that with --arch.")
+            return (f"{name} is an .npz of JAX/Flax parameters ({names[0]}, ...) other than the class-token ViTs "
+                    "harden converts itself (google-research/vision_transformer's): BiT's ResNets, big_vision's "
+                    "models. timm converts several of Google's layouts: build the timm model it is (timm.create_model"
+                    "('resnetv2_50x1_bit', num_classes=...)), load it with that model family's _load_weights(model, "
+                    "'file.npz'), torch.save(model.state_dict(), 'model.pth'), and pass that with --arch.")
         if not is_npz_state_dict(names):
             return (f"{name} is an .npz of arrays ({', '.join(names[:4])}), not a model's weights; images and labels "
                     "are given with --data.")

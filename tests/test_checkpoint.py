@@ -491,3 +491,50 @@ def test_half_precision_weights_are_widened_and_said(tmp_path, dtype):
         assert torch.equal(v, half[k].to(v.dtype))
     harden.save(model, tmp_path / "again.safetensors")
     assert not any("widened" in n for n in harden.load(tmp_path / "again.safetensors").load_notes)
+
+
+def _as_google_vit_npz(net, path, extra=None):
+    """A timm ViT's weights in google-research/vision_transformer's .npz layout (the inverse of timm's reader)."""
+    d = net.embed_dim
+    heads = net.blocks[0].attn.num_heads
+    a = {"embedding/kernel": net.patch_embed.proj.weight.permute(2, 3, 1, 0), "embedding/bias": net.patch_embed.proj.bias,
+         "cls": net.cls_token, "Transformer/posembed_input/pos_embedding": net.pos_embed,
+         "Transformer/encoder_norm/scale": net.norm.weight, "Transformer/encoder_norm/bias": net.norm.bias,
+         "head/kernel": net.head.weight.T, "head/bias": net.head.bias}
+    for i, b in enumerate(net.blocks):
+        p = f"Transformer/encoderblock_{i}/"
+        a[p + "LayerNorm_0/scale"], a[p + "LayerNorm_0/bias"] = b.norm1.weight, b.norm1.bias
+        a[p + "LayerNorm_2/scale"], a[p + "LayerNorm_2/bias"] = b.norm2.weight, b.norm2.bias
+        for n, which in enumerate(("query", "key", "value")):
+            a[f"{p}MultiHeadDotProductAttention_1/{which}/kernel"] = \
+                b.attn.qkv.weight[n * d:(n + 1) * d].T.reshape(d, heads, -1)
+            a[f"{p}MultiHeadDotProductAttention_1/{which}/bias"] = b.attn.qkv.bias[n * d:(n + 1) * d].reshape(heads, -1)
+        a[p + "MultiHeadDotProductAttention_1/out/kernel"] = b.attn.proj.weight.reshape(d, heads, -1).permute(1, 2, 0)
+        a[p + "MultiHeadDotProductAttention_1/out/bias"] = b.attn.proj.bias
+        a[p + "MlpBlock_3/Dense_0/kernel"], a[p + "MlpBlock_3/Dense_0/bias"] = b.mlp.fc1.weight.T, b.mlp.fc1.bias
+        a[p + "MlpBlock_3/Dense_1/kernel"], a[p + "MlpBlock_3/Dense_1/bias"] = b.mlp.fc2.weight.T, b.mlp.fc2.bias
+    np.savez(path, **{k: v.detach().numpy() for k, v in a.items()}, **(extra or {}))
+    return path
+
+
+def test_a_google_jax_vit_npz_reads_as_the_timm_vit_it_describes(tmp_path, cli):
+    """Its size from the arrays' shapes, its weights through timm's reader: the same logits as the timm model the
+    file was written from; a file with the representation layer timm no longer builds is refused by name."""
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model("vit_base_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=64, depth=2,
+                            num_heads=4, num_classes=5).eval()
+    path = _as_google_vit_npz(net, tmp_path / "ViT-custom.npz")
+    model = harden.load(path)
+    assert model.spec.num_classes == 5 and tuple(model.spec.input_size) == (32, 32)
+    assert model.spec.model_args == {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 4,
+                                     "mlp_ratio": 4.0}
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.net(x), net(x), atol=1e-5)
+    code, out, err = cli("inspect", path)
+    assert code == 0 and "vit_base_patch16_224" in out, err
+    old = _as_google_vit_npz(net, tmp_path / "ViT-B_16-in21k.npz",
+                             {"pre_logits/kernel": np.zeros((64, 64), np.float32), "pre_logits/bias": np.zeros(64)})
+    with pytest.raises(HardenError, match="representation layer \\(pre_logits\\)"):
+        harden.load(old)
