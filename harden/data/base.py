@@ -240,3 +240,43 @@ def batches(n: int, batch_size: int, shuffle: bool, rng: np.random.Generator | N
 def chunks(idx: Iterable[int] | np.ndarray, size: int) -> list[np.ndarray]:
     idx = np.asarray(idx, dtype=np.int64)
     return [idx[s:s + size] for s in range(0, len(idx), size)]
+
+
+class LazyRows:
+    """An N x ... array read when indexed (an HDF5 dataset, several files' rows as one): arrays.py keeps it as it is
+    rather than reading it whole. Subclasses set `shape` and `dtype`, rebuild themselves at another row shape
+    (`_reshaped`) and read rows (`_read`, given non-negative int64 row numbers)."""
+    lazy_rows = True
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def reshape(self, shape: tuple[int, ...]) -> "LazyRows":
+        if int(np.prod(shape)) != int(np.prod(self.shape)) or shape[0] != self.shape[0]:
+            raise ValueError(f"cannot reshape {self.shape} to {shape}")
+        return self._reshaped(tuple(shape))
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self._read(np.asarray([int(idx) % len(self)], np.int64))[0]
+        if isinstance(idx, slice):
+            return self._read(np.arange(*idx.indices(len(self)), dtype=np.int64))
+        rows = np.asarray(idx)
+        rows = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows.astype(np.int64).ravel()
+        return self._read(np.where(rows < 0, rows + len(self), rows))
+
+    def _reshaped(self, shape: tuple[int, ...]) -> "LazyRows":
+        raise NotImplementedError
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HardenError
+from .base import LazyRows
 from .npz import READ_ERRORS, DeferredArray, read_npz
 
 TRAIN_BATCH = re.compile(r"train_data_batch_(\d+)(\.npz)?$")
@@ -83,10 +84,9 @@ def _read(path: Path) -> tuple[Any, np.ndarray]:
     return x, y
 
 
-class StackedRows:
+class StackedRows(LazyRows):
     """The rows of several files' arrays as one N x D array, read when indexed (a file's deferred member inflated
     when first read)."""
-    lazy_rows = True  # arrays.py keeps it as it is rather than reading it whole
 
     def __init__(self, parts: list[Any], shape: tuple[int, ...] | None = None):
         self.parts = parts
@@ -94,43 +94,22 @@ class StackedRows:
         self.dtype = np.dtype(np.uint8)
         self.shape = tuple(shape or (int(self.starts[-1]), *parts[0].shape[1:]))
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def reshape(self, shape: tuple[int, ...]) -> "StackedRows":
-        if int(np.prod(shape)) != int(np.prod(self.shape)) or shape[0] != self.shape[0]:
-            raise ValueError(f"cannot reshape {self.shape} to {shape}")
-        return StackedRows(self.parts, tuple(shape))
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
+    def _reshaped(self, shape: tuple[int, ...]) -> "StackedRows":
+        return StackedRows(self.parts, shape)
 
     def _part(self, i: int) -> Any:
         if isinstance(self.parts[i], DeferredArray):
             self.parts[i] = self.parts[i].load()
         return self.parts[i]
 
-    def __getitem__(self, idx) -> np.ndarray:
-        scalar = isinstance(idx, (int, np.integer))
-        if isinstance(idx, slice):
-            rows = np.arange(*idx.indices(len(self)), dtype=np.int64)
-        else:
-            rows = np.atleast_1d(np.asarray(idx))
-            rows = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows.astype(np.int64)
-            rows = np.where(rows < 0, rows + len(self), rows)
+    def _read(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), int(np.prod(self.shape[1:]))), np.uint8)
         which = np.searchsorted(self.starts, rows, "right") - 1
         for part in np.unique(which).tolist():
             here = which == part
             local = rows[here] - self.starts[part]
             out[here] = np.asarray(self._part(part)[local]).reshape(int(here.sum()), -1)
-        out = out.reshape((len(rows), *self.shape[1:]))
-        return out[0] if scalar else out
+        return out.reshape((len(rows), *self.shape[1:]))
 
 
 def _stacked(parts: list[tuple[Any, np.ndarray]]) -> tuple[Any, np.ndarray]:

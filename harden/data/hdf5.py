@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HardenError
+from .base import LazyRows
 
 H5_EXT = (".h5", ".hdf5", ".he5")
 PCAM_FILE = re.compile(r"^camelyonpatch_level_2_split_(train|valid|test)_(x|y)\.h5$")
@@ -40,10 +41,9 @@ def _open(path: str):
     return _FILES[key]
 
 
-class H5Rows:
+class H5Rows(LazyRows):
     """The rows of an HDF5 dataset, read when indexed, in any order (h5py reads increasing, distinct rows: they are
     read so and put back in the order asked)."""
-    lazy_rows = True  # arrays.py keeps it as it is rather than reading it whole
 
     def __init__(self, path: str | Path, name: str, shape: tuple[int, ...] | None = None):
         self.path, self.name = str(path), name
@@ -51,34 +51,19 @@ class H5Rows:
         self.dtype = ds.dtype
         self.shape = tuple(shape or ds.shape)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def reshape(self, shape: tuple[int, ...]) -> "H5Rows":
-        if int(np.prod(shape)) != int(np.prod(self.shape)) or shape[0] != self.shape[0]:
-            raise ValueError(f"cannot reshape {self.shape} to {shape}")
-        return H5Rows(self.path, self.name, tuple(shape))
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
+    def _reshaped(self, shape: tuple[int, ...]) -> "H5Rows":
+        return H5Rows(self.path, self.name, shape)
 
     def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, slice):  # one contiguous read
+            a = np.asarray(_open(self.path)[self.name][idx])
+            return a.reshape((len(a), *self.shape[1:]))
+        return super().__getitem__(idx)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
         ds = _open(self.path)[self.name]
-        if isinstance(idx, (int, np.integer)):
-            return np.asarray(ds[int(idx)]).reshape(self.shape[1:])
-        if isinstance(idx, slice):
-            a = np.asarray(ds[idx])
-        else:
-            rows = np.asarray(idx)
-            rows = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows.astype(np.int64).ravel()
-            rows = np.where(rows < 0, rows + len(self), rows)
-            distinct, back = np.unique(rows, return_inverse=True)
-            a = np.asarray(ds[distinct])[back] if len(distinct) else np.empty((0, *ds.shape[1:]), ds.dtype)
+        distinct, back = np.unique(rows, return_inverse=True)
+        a = np.asarray(ds[distinct])[back] if len(distinct) else np.empty((0, *ds.shape[1:]), ds.dtype)
         return a.reshape((len(a), *self.shape[1:]))
 
 

@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import HardenError
+from ..foreign_formats import _head
 from .sources import Columns, Listing, OnDisk, PathTable, is_skipped_dir, pick_splits, split_word
 
 # `mnist-train.tfrecord-00000-of-00001` (TensorFlow Datasets), `data.tfrecords`, `x.tfrec`, `train.record` (the
@@ -72,19 +73,11 @@ def _header_ok(head: bytes) -> bool:
     return len(head) >= 12 and struct.unpack("<I", head[8:12])[0] == masked_crc(head[:8])
 
 
-def _head(path: Path, n: int = 12) -> bytes:
-    try:
-        with path.open("rb") as f:
-            return f.read(n)
-    except OSError:
-        return b""
-
-
 def is_tfrecord(path: Path) -> bool:
     """A TFRecord file: its first record's length checksum holds (any name), or a TFRecord name and no bytes."""
     if not path.is_file():
         return False
-    head = _head(path)
+    head = _head(path, 12)
     return _header_ok(head) or (not head and bool(SHARD_NAME.search(path.name)))
 
 
