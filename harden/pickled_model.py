@@ -84,11 +84,26 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, architecture
         return state if inner is obj else module_state(obj)
     if depth >= 4:
         return obj
+    held = _held_model(obj)
+    if held is not None:  # a training framework's object that holds the model (fastai's exported Learner)
+        return _with_state_dicts(held, classes, depth + 1, architectures)
     if isinstance(obj, dict):
         return {k: _with_state_dicts(v, classes, depth + 1, architectures) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_with_state_dicts(v, classes, depth + 1, architectures) for v in obj]
     return obj
+
+
+HOLDER_FIELDS = ("model", "net", "network")  # where an object that is not a module keeps one (Learner.model)
+
+
+def _held_model(obj: Any) -> Any:
+    """The module a pickled object that is not one keeps as an attribute (fastai's `learn.export()` pickles the whole
+    Learner: its `model`, beside data loaders emptied of data, a loss and callbacks): its field named model, net or
+    network; else None."""
+    if not isinstance(obj, Inert) or is_module(obj):
+        return None
+    return next((obj.fields[f] for f in HOLDER_FIELDS if is_module(obj.fields.get(f))), None)
 
 
 def own_architecture(module: Inert, state: dict[str, torch.Tensor]) -> dict[str, Any] | None:

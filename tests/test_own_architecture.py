@@ -47,7 +47,7 @@ def test_pickled_sequential_loads_without_arch(tmp_path, how):
     model = harden.load(path, input_size=8)
     assert model.spec.arch == "torch-layers"
     assert (model.spec.num_classes, model.spec.in_chans) == (10, 1)  # the last linear's rows, the first conv's input
-    assert "rebuilt from torch.nn's own layers" in model.load_notes[0]
+    assert "rebuilt from torch.nn's own layers" in model.load_notes[0], model.load_notes
     assert outputs_agree(model, net)
 
 
@@ -168,10 +168,13 @@ def test_layers_that_keep_a_function_or_an_unexported_class(tmp_path, activation
 
 
 def test_names_outside_torch_nn_are_refused():
+    import torchvision
     from harden.models.torch_layers import NotPlain, build, layer_class
     assert layer_class("torch.nn.modules.conv.Conv2d") is nn.Conv2d
+    assert layer_class("torchvision.models.resnet.BasicBlock") is torchvision.models.resnet.BasicBlock
     for name in ("torch.nn.modules.conv.Linear", "os.system", "torch.nn.modules.module.__class__", "builtins.eval",
-                 "torch.nn.Conv2d"):
+                 "torch.nn.Conv2d", "torchvision.models.resnet.resnet18", "torchvision.models.resnet._resnet",
+                 "torchvision.models.nothing.Net", "torchvision.io.image.read_image", "fastai.layers.Module"):
         with pytest.raises(NotPlain):
             layer_class(name)
     from harden.models.torch_layers import functional
@@ -258,3 +261,56 @@ def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
     with pytest.raises(HardenError) as no_factory:
         harden.load(tmp_path / "other_state.pt")
     assert "names and shapes of torchvision" not in str(no_factory.value)
+
+
+def test_a_fastai_export_loads_without_fastai_or_arch(tmp_path, monkeypatch):
+    """`learn.export()` pickles the whole Learner (fastai.learner.Learner): its model, a torchvision body's children
+    and vision_learner's head (fastai.layers.AdaptiveConcatPool2d and Flatten before torch.nn's layers), is found in
+    it and rebuilt with harden's stand-ins for fastai's two layers: the same outputs, with fastai not importable."""
+    import sys
+    import types
+
+    import torchvision
+    package, layers, learner = (types.ModuleType(n) for n in ("fastai", "fastai.layers", "fastai.learner"))
+    package.__path__ = []
+    monkeypatch.setitem(sys.modules, "fastai", package)
+
+    class AdaptiveConcatPool2d(nn.Module):  # as fastai 2.x defines them
+        def __init__(self, size=None):
+            super().__init__()
+            self.size = size or 1
+            self.ap, self.mp = nn.AdaptiveAvgPool2d(self.size), nn.AdaptiveMaxPool2d(self.size)
+
+        def forward(self, x):
+            return torch.cat([self.mp(x), self.ap(x)], 1)
+
+    class Flatten(nn.Module):
+        def __init__(self, full=False):
+            super().__init__()
+            self.full = full
+
+        def forward(self, x):
+            return x.view(-1) if self.full else x.view(x.size(0), -1)
+
+    class Learner:
+        def __init__(self, model):
+            self.model, self.loss_func, self.lr, self.path = model, nn.CrossEntropyLoss(), 1e-3, "."
+
+    for mod, classes in ((layers, (AdaptiveConcatPool2d, Flatten)), (learner, (Learner,))):
+        for c in classes:
+            c.__module__, c.__qualname__ = mod.__name__, c.__name__
+            setattr(mod, c.__name__, c)
+        monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    torch.manual_seed(0)
+    body = torchvision.models.squeezenet1_1(num_classes=10).features
+    head = nn.Sequential(AdaptiveConcatPool2d(), Flatten(), nn.BatchNorm1d(1024), nn.Dropout(0.25), nn.Linear(1024, 16),
+                         nn.ReLU(inplace=True), nn.BatchNorm1d(16), nn.Dropout(0.5), nn.Linear(16, 3))
+    net = nn.Sequential(body, head).eval()
+    torch.save(Learner(net), tmp_path / "export.pkl")
+    for mod in (package, layers, learner):
+        monkeypatch.delitem(sys.modules, mod.__name__)  # fastai is not installed where harden reads it
+    model = harden.load(tmp_path / "export.pkl", input_size=64).eval()
+    assert model.spec.arch == "torch-layers" and model.spec.num_classes == 3
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.net(x), net(x), atol=1e-5)

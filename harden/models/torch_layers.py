@@ -9,10 +9,15 @@ activation kept as an attribute; hook tables empty), the module is built here as
 are the weights. A tree with any other class (the training script's own `Net`, whose forward is its code), a function
 from elsewhere or a hook is not rebuilt: the architecture then comes from --arch, as before.
 
+torchvision's building blocks (an installed library's classes, as torch.load would import them) and stand-ins for
+fastai's two head layers (models/fastai_layers.py) are taken as torch.nn's are: fastai's exported Learner holds a
+Sequential of a torchvision body's children and those head layers.
+
 The architecture `torch-layers` keeps the tree in the metadata as JSON (classes and settings, the parameters' shapes
 and dtypes, no values), so a hardened checkpoint rebuilds with no pickle beside it."""
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections import OrderedDict
@@ -25,6 +30,7 @@ from ..errors import HardenError
 
 ARCH = "torch-layers"
 PREFIX = "torch.nn.modules."
+LIBRARY_PREFIXES = ("torchvision.models.", "torchvision.ops.")
 # a setting may name a function of these (an activation kept as an attribute: F.relu, or F.gelu, a builtin pickled
 # under torch._C._nn): tensor operations, nothing else
 FUNCTIONS = {"torch.nn.functional.": torch.nn.functional, "torch._C._nn.": torch._C._nn}
@@ -42,11 +48,21 @@ class NotPlain(Exception):
 
 
 def layer_class(name: str) -> type[nn.Module]:
-    """torch.nn's own class of that full name (`torch.nn.modules.conv.Conv2d`); NotPlain for any other."""
+    """torch.nn's own class of that full name (`torch.nn.modules.conv.Conv2d`), torchvision's building blocks
+    (`torchvision.models.resnet.BasicBlock`: a fastai body is a torchvision model's children), or harden's stand-in
+    for one of fastai's head layers (models/fastai_layers.py); NotPlain for any other."""
+    from .fastai_layers import STAND_INS
+    if name in STAND_INS:
+        return STAND_INS[name]
     module, _, short = name.rpartition(".")
-    # torch.nn's own submodules, already imported with torch (nothing is imported here); a class defined there
-    # (MultiheadAttention's NonDynamicallyQuantizableLinear is not exported as torch.nn's)
+    # torch.nn's own submodules, already imported with torch; a class defined there (MultiheadAttention's
+    # NonDynamicallyQuantizableLinear is not exported as torch.nn's); torchvision's modules, an installed library's
     where = sys.modules.get(module) if name.startswith(PREFIX) else None
+    if name.startswith(LIBRARY_PREFIXES) and not short.startswith("_"):
+        try:
+            where = importlib.import_module(module)
+        except ImportError:
+            raise NotPlain(name) from None
     cls = getattr(where, short, None) if where is not None and not short.startswith("_") else None
     if not isinstance(cls, type) or not issubclass(cls, nn.Module) or cls.__module__ != module:
         raise NotPlain(name)
