@@ -27,12 +27,20 @@ TRAIN_BATCH = re.compile(r"train_data_batch_(\d+)(\.npz)?$")
 VAL_DATA = re.compile(r"val_data(\.npz)?$")
 
 
-def _named(folder: Path) -> list[Path]:
+def _named(folder: Path, look: int = 1000) -> list[Path]:
+    """The folder's Downsampled ImageNet files; none where its first `look` entries hold none (a flat folder of a
+    million images is not listed)."""
+    found: list[Path] = []
     try:
-        return [Path(e.path) for e in os.scandir(folder)
-                if e.is_file() and (TRAIN_BATCH.match(e.name) or VAL_DATA.match(e.name))]
+        with os.scandir(folder) as it:
+            for n, e in enumerate(it):
+                if n == look and not found:
+                    return []
+                if e.is_file() and (TRAIN_BATCH.match(e.name) or VAL_DATA.match(e.name)):
+                    found.append(Path(e.path))
     except OSError:
         return []
+    return found
 
 
 def downsampled_files(path: Path) -> tuple[list[Path], list[Path]] | None:

@@ -386,11 +386,20 @@ class _quiet:
 
 # ---------------------------------------------------------------- finding the files
 
+LOOK = 1000  # entries of a folder looked at before deciding it holds no shards (a flat folder of a million images)
+
+
 def _shards_at(folder: Path) -> list[Path]:
+    entries = []
     try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        with os.scandir(folder) as it:
+            for n, e in enumerate(it):
+                entries.append(e)
+                if n == LOOK and not any(SHARD_NAME.search(x.name) or ARRAY_RECORD.search(x.name) for x in entries):
+                    return []
     except OSError:
         return []
+    entries.sort(key=lambda e: e.name)
     named = [Path(e.path) for e in entries if e.is_file() and SHARD_NAME.search(e.name)
              and not ARRAY_RECORD.search(e.name)]
     for p in named:
