@@ -76,3 +76,6 @@ def test_a_table_and_tfrecords_take_the_label_column_asked_for(tmp_path):
     got = load_data(tmp_path / "rec" / "val.tfrecord", DataTarget.for_model(small_cnn(2), workers=0,
                                                                             label_column="coarse_label"))
     assert got.y_test.tolist() == [0, 0, 0, 0, 1, 1]
+    with pytest.raises(HardenError, match="no encoded image"):  # the feature asked for, not another image feature
+        load_data(tmp_path / "rec" / "val.tfrecord", DataTarget.for_model(small_cnn(3), workers=0,
+                                                                          image_column="label")).listing("test")

@@ -250,14 +250,16 @@ def plan_for(path: Path, first: bytes, info: "DatasetInfo | None", columns: Colu
     if asked_label:
         info = DatasetInfo(info.name if info else "", info.image if info else None, asked_label,
                            info.names if info is not None and info.label == asked_label else None)
-    wanted = [asked_image] if asked_image else [info.image] if info is not None and info.image else []
-    image = next((k for k in [*wanted, *IMAGE_KEYS] if k in spans and _is_encoded_image(first[slice(*spans[k][0])])),
-                 None)
-    image = image or next((k for k in sorted(spans) if _is_encoded_image(first[slice(*spans[k][0])])), None)
+    # --image-column: that feature or none; else the supervised key, the usual names, any feature of image bytes
+    wanted = [asked_image] if asked_image else [info.image, *IMAGE_KEYS] if info is not None and info.image \
+        else list(IMAGE_KEYS)
+    image = next((k for k in wanted if k in spans and _is_encoded_image(first[slice(*spans[k][0])])), None)
+    if image is None and not asked_image:
+        image = next((k for k in sorted(spans) if _is_encoded_image(first[slice(*spans[k][0])])), None)
     raw = None
     if image is None:
         shape = _size_keys(feats)
-        raw_key = next((k for k in [*wanted, *IMAGE_KEYS] if k in spans), None)
+        raw_key = next((k for k in wanted if k in spans), None)
         if shape is not None and raw_key is not None:
             h, w = feats[shape[0]][1][0], feats[shape[1]][1][0]
             c = feats[shape[2]][1][0] if shape[2] else 1
