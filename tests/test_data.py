@@ -576,3 +576,20 @@ def test_flattened_rows_read_as_images_and_downsampled_imagenet_as_shipped(tmp_p
     assert np.array_equal(np.asarray(data.x_train[idx]), x[idx]) and np.array_equal(np.asarray(data.x_test), x[:4])
     one = load_data(root / "Imagenet16_val_npz" / "val_data")
     assert len(one.y_train) == 0 and one.y_test.tolist() == y[:4].tolist()
+
+
+def test_arrays_saved_without_names_are_told_apart_by_their_shapes(tmp_path):
+    """np.savez(path, x, y), four arrays in the library's order, or train_test_split's (x_train, x_test, y_train,
+    y_test); arrays that cannot be told apart are an error that says how to save them."""
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (50, 8, 8), dtype=np.uint8), np.arange(50) % 10
+    np.savez(tmp_path / "pair.npz", y, x)  # labels first: still told apart
+    one = load_data(tmp_path / "pair.npz")
+    assert np.array_equal(np.asarray(one.x_test)[..., 0], x) and one.y_test.tolist() == y.tolist()
+    for name, arrays in (("ours", (x[:40], y[:40], x[40:], y[40:])), ("sklearn", (x[:40], x[40:], y[:40], y[40:]))):
+        np.savez(tmp_path / f"{name}.npz", *arrays)
+        d = load_data(tmp_path / f"{name}.npz")
+        assert np.array_equal(np.asarray(d.x_train)[..., 0], x[:40]) and d.y_test.tolist() == y[40:].tolist(), name
+    np.savez(tmp_path / "odd.npz", x, y[:30])
+    with pytest.raises(HardenError, match="saved without names .*cannot tell apart"):
+        load_data(tmp_path / "odd.npz")

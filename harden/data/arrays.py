@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -401,6 +402,8 @@ def _named_arrays(path: Path, keys: list[str], read, what: str) -> ImageData:
     want = {"x_train": "x_train", "y_train": "y_train", "x_test": f"x_{test}", "y_test": f"y_{test}",
             "class_names": "class_names"}
     missing = [k for k, v in want.items() if v not in stored and k != "class_names"]
+    if missing and keys and all(POSITIONAL.fullmatch(k) for k in keys) and len(keys) in (2, 4):
+        return _positional(path, sorted(keys, key=lambda k: int(k[4:])), read)
     one = next(((x, y) for x, y in ONE_SPLIT_KEYS if x in stored and y in stored), None) if missing else None
     if missing and one is None and not {f"x_{test}", f"y_{test}"} - set(stored):
         one = (f"x_{test}", f"y_{test}")  # a test set saved alone
@@ -419,6 +422,39 @@ def _named_arrays(path: Path, keys: list[str], read, what: str) -> ImageData:
     z = {k: z[stored[v]] for k, v in want.items() if v in stored}  # compressed training images
     names = np.asarray(z["class_names"]).tolist() if "class_names" in z else None
     return _finish(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(path), names)
+
+
+POSITIONAL = re.compile(r"arr_\d+")  # np.savez(path, x, y): arrays passed without names
+
+
+def _positional(path: Path, keys: list[str], read) -> ImageData:
+    """`np.savez(path, x, y)` or four arrays: (x_train, y_train, x_test, y_test), as the library takes them, or
+    scikit-learn's train_test_split order (x_train, x_test, y_train, y_test), told apart by the arrays' shapes (images
+    have more values a row than labels; a split's images and labels are as many); the first images are training's."""
+    z = read(keys, defer=(keys[0],))
+    arrays = [z[k] for k in keys]
+
+    def row(a) -> int:
+        return int(np.prod(a.shape[1:])) if len(a.shape) > 1 else 1
+
+    def fits(x, y) -> bool:
+        return len(x.shape) >= 2 and len(x) == len(y) and row(x) > row(y)
+    if len(arrays) == 2:
+        x, y = arrays if row(arrays[0]) >= row(arrays[1]) else arrays[::-1]
+        if fits(x, y):
+            return _one_split(x, y, path, f"{path}: {keys[0] if x is arrays[0] else keys[1]}", None)
+    else:
+        for order, name in (((0, 1, 2, 3), "x_train, y_train, x_test, y_test"),
+                            ((0, 2, 1, 3), "x_train, x_test, y_train, y_test (train_test_split's order)")):
+            xtr, ytr, xte, yte = (arrays[i] for i in order)
+            if fits(xtr, ytr) and fits(xte, yte):
+                from ..runtime import info
+                info(f"{path}: arrays saved without names ({', '.join(keys)}) read as {name}, by their shapes")
+                return _finish(xtr, ytr, xte, yte, str(path))
+    shapes = ", ".join(f"{k} {tuple(a.shape)}" for k, a in zip(keys, arrays, strict=True))
+    raise HardenError(f"{str(path)!r} holds arrays saved without names ({shapes}), which harden cannot tell apart "
+                      "as images and labels: save them named (np.savez(path, x_train=..., y_train=..., x_test=..., "
+                      "y_test=...)), or in the order (x, y) or (x_train, y_train, x_test, y_test).")
 
 
 def _one_split(x, y, path: Path, what: str, names: list[str] | None) -> ImageData:
