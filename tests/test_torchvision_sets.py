@@ -85,6 +85,14 @@ def test_cifar100_svhn_and_stl10_as_torchvision_reads_them(tmp_path, monkeypatch
     ref = torchvision.datasets.STL10(str(tmp_path / "stl"), split="train", download=False)
     assert np.array_equal(d.x_train, ref.data.transpose(0, 2, 3, 1)) and d.y_train.tolist() == ref.labels.tolist()
     assert len(load_unlabeled(tmp_path / "stl", None).x_train) == 4  # as an unlabeled pool: its training images
+    rng.integers(0, 255, 5 * 3 * 96 * 96).astype(np.uint8).tofile(stl / "unlabeled_X.bin")
+    pool = load_unlabeled(tmp_path / "stl", None)  # ... or its unlabeled split where it is there, read in place
+    ref = torchvision.datasets.STL10(str(tmp_path / "stl"), split="unlabeled", download=False)
+    assert np.array_equal(np.asarray(pool.x_train), ref.data.transpose(0, 2, 3, 1)) and (pool.y_train == -1).all()
+    base = pool.x_train  # a view of the memory-mapped file, not a copy in memory
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    assert isinstance(base, np.memmap)
     (tmp_path / "MNIST" / "raw").mkdir(parents=True)
     with pytest.raises(HardenError, match="several torchvision downloads .MNIST/raw, cifar-100-python"):
         load_data(tmp_path)

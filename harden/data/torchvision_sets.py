@@ -184,6 +184,21 @@ def _stl10(folder: Path):
     return _finish(*read("train"), *read("test"), str(folder), names)
 
 
+def stl10_unlabeled(path: Path):
+    """STL-10's 100,000 unlabeled images (`stl10_binary/unlabeled_X.bin`, as torchvision's STL10(split="unlabeled")
+    reads them) as an N x 96 x 96 x 3 view of the memory-mapped file (a run reads the images it uses); None where
+    `path` (the root given to torchvision, or the set's folder) has none."""
+    found = next((f for f in (path / "stl10_binary" / "unlabeled_X.bin", path / "unlabeled_X.bin") if f.is_file()),
+                 None)
+    if found is None:
+        return None
+    size = found.stat().st_size
+    if size == 0 or size % (3 * 96 * 96):
+        raise HardenError(f"{str(found)!r} is not a whole number of 96x96 colour images.")
+    rows = np.memmap(found, np.uint8, "r", shape=(size // (3 * 96 * 96), 3, 96, 96))
+    return rows.transpose(0, 3, 2, 1)  # stored column by column, as MATLAB writes: a strided view, nothing read
+
+
 # ---------------------------------------------------------------- sets of image files with split lists
 
 def torchvision_files(path: Path):

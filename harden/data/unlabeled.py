@@ -91,7 +91,10 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
     if path.is_dir() and (path / "data_batch_1").exists():
         d = _cifar_batches(path)
         return _array_pool(d.x_train, d.y_train, str(path))
-    from .torchvision_sets import torchvision_source
+    from .torchvision_sets import stl10_unlabeled, torchvision_source
+    stl = stl10_unlabeled(path) if path.is_dir() else None
+    if stl is not None:  # STL-10's unlabeled split: the pool the set was made for (its training images have labels)
+        return _array_pool(stl, None, str(path))
     downloaded = torchvision_source(path) if path.is_dir() else None
     if downloaded is not None:  # its training split; labels only for the agreement figure
         return _array_pool(downloaded.x_train, downloaded.y_train, str(path))
