@@ -210,3 +210,19 @@ def test_raw_pixel_records_are_arrays_and_compressed_damaged_or_unlabelled_files
     multi = write_records(tmp_path / "multi" / "m.tfrecord", [example({"image": b"\x89PNG", "label": [0, 1]})])
     with pytest.raises(HardenError, match="2 labels"):
         load_data(multi).listing("test")
+
+
+def test_a_tfds_folder_as_unlabeled_gives_its_unlabelled_split(tmp_path):
+    """TensorFlow Datasets' STL-10 keeps train, test and `unlabelled` shards side by side: as --data the first two, as
+    --unlabeled the unlabelled ones (their label -1), the pool the set was made for."""
+    make_tree(tmp_path / "tree", ["a", "b"], 2, splits=("",), sizes=(20, 30))
+    files = sorted((tmp_path / "tree").rglob("*.*"))
+    version = tmp_path / "stl10" / "1.0.0"
+    for split, part, label in (("train", files[:2], 0), ("test", files[2:], 1), ("unlabelled", files * 2, -1)):
+        write_records(version / f"stl10-{split}.tfrecord-00000-of-00001",
+                      [example({"image": f.read_bytes(), "label": label}) for f in part])
+    target = DataTarget.for_model(small_cnn(num_classes=2), workers=0)
+    data = load_data(tmp_path / "stl10", target)
+    assert data.y_train.tolist() == [0, 0] and data.y_test.tolist() == [1, 1]
+    pool = load_unlabeled(tmp_path / "stl10", target)
+    assert len(pool.y_train) == 8 and (pool.y_train == -1).all()
