@@ -86,7 +86,11 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, architecture
         return obj
     held = _held_model(obj)
     if held is not None:  # a training framework's object that holds the model (fastai's exported Learner)
-        return _with_state_dicts(held, classes, depth + 1, architectures)
+        found = _with_state_dicts(held, classes, depth + 1, architectures)
+        said = fastai_preprocessing(obj)
+        if said and architectures and architectures[-1] is not None:
+            architectures[-1].update(said)  # the Learner's data pipeline: how the model's input was made
+        return found
     if isinstance(obj, dict):
         return {k: _with_state_dicts(v, classes, depth + 1, architectures) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -104,6 +108,66 @@ def _held_model(obj: Any) -> Any:
     if not isinstance(obj, Inert) or is_module(obj):
         return None
     return next((obj.fields[f] for f in HOLDER_FIELDS if is_module(obj.fields.get(f))), None)
+
+
+def _inert_objects(root: Any, limit: int = 20000):
+    """The Inert objects reachable from `root` through fields, lists, tuples and dicts (each once, at most `limit`
+    nodes visited: an exported Learner's data loaders are empty, but a pickle may hold anything)."""
+    from .inert_pickle import ITEMS, LIST
+    stack, seen, visited = [root], set(), 0
+    while stack and visited < limit:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        visited += 1
+        if isinstance(obj, Inert):
+            yield obj
+            stack.extend(obj.fields.values())
+            stack.extend(obj.args)
+            for extra in (obj.fields.get(ITEMS), obj.fields.get(LIST)):
+                if isinstance(extra, dict):
+                    stack.extend(extra.values())
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+
+
+def _three(value: Any) -> list[float] | None:
+    """A per-channel statistic of fastai's Normalize (a 1 x C x 1 x 1 tensor) as C floats."""
+    if isinstance(value, torch.Tensor) and value.numel() in (1, 3) and value.is_floating_point():
+        return [float(v) for v in value.flatten()]
+    return None
+
+
+RESIZE_MODES = {"crop": "center", "squish": "squash"}  # fastai's ResizeMethod -> timm's crop_mode
+
+
+def fastai_preprocessing(learner: Inert) -> dict[str, Any]:
+    """What a fastai Learner's data pipeline says of the model's input (its loaders kept their transforms when
+    exported): Normalize's mean and std (after IntToFloatTensor's division by 255: harden's [0, 1] units) and
+    Resize's size and method (crop: the centre of the image's shorter side; squish: the whole image, stretched), as
+    checkpoint metadata. Empty where the object is no fastai Learner or says none."""
+    if not learner.inert_global.startswith("fastai."):
+        return {}
+    out: dict[str, Any] = {}
+    for obj in _inert_objects(learner.fields.get("dls")):
+        name = obj.inert_global.rpartition(".")[2]
+        if name == "Normalize" and "mean" not in out:
+            mean, std = _three(obj.fields.get("mean")), _three(obj.fields.get("std"))
+            if mean and std and len(mean) == len(std) and all(v > 0 for v in std):
+                out["mean"], out["std"] = mean, std
+        elif name == "Resize" and "input_size" not in out:
+            size, method = obj.fields.get("size"), obj.fields.get("method")
+            if isinstance(size, Inert) and size.args and isinstance(size.args[0], (tuple, list)):
+                size = size.args[0]  # fastcore's fastuple, a tuple subclass: its items are its constructor's
+            size = list(size) if isinstance(size, (tuple, list)) else [size, size] if isinstance(size, int) else None
+            if size and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size) and \
+                    str(method) in RESIZE_MODES:
+                out["input_size"], out["crop_pct"] = size, 1.0
+                out["crop_mode"] = RESIZE_MODES[str(method)]
+    return out
 
 
 def own_architecture(module: Inert, state: dict[str, torch.Tensor]) -> dict[str, Any] | None:

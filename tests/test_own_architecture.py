@@ -266,14 +266,17 @@ def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
 def test_a_fastai_export_loads_without_fastai_or_arch(tmp_path, monkeypatch):
     """`learn.export()` pickles the whole Learner (fastai.learner.Learner): its model, a torchvision body's children
     and vision_learner's head (fastai.layers.AdaptiveConcatPool2d and Flatten before torch.nn's layers), is found in
-    it and rebuilt with harden's stand-ins for fastai's two layers: the same outputs, with fastai not importable."""
+    it and rebuilt with harden's stand-ins for fastai's two layers: the same outputs, with fastai not importable. Its
+    data loaders, emptied of data, keep their transforms: Resize (its size a fastcore fastuple) and Normalize say the
+    input size and normalisation."""
     import sys
     import types
 
     import torchvision
-    package, layers, learner = (types.ModuleType(n) for n in ("fastai", "fastai.layers", "fastai.learner"))
-    package.__path__ = []
-    monkeypatch.setitem(sys.modules, "fastai", package)
+    modules = {n: types.ModuleType(n) for n in ("fastai", "fastai.layers", "fastai.learner", "fastai.data",
+                                                 "fastai.data.core", "fastai.data.transforms", "fastai.vision",
+                                                 "fastai.vision.augment", "fastcore", "fastcore.basics",
+                                                 "fastcore.transform")}
 
     class AdaptiveConcatPool2d(nn.Module):  # as fastai 2.x defines them
         def __init__(self, size=None):
@@ -292,25 +295,49 @@ def test_a_fastai_export_loads_without_fastai_or_arch(tmp_path, monkeypatch):
         def forward(self, x):
             return x.view(-1) if self.full else x.view(x.size(0), -1)
 
-    class Learner:
-        def __init__(self, model):
-            self.model, self.loss_func, self.lr, self.path = model, nn.CrossEntropyLoss(), 1e-3, "."
+    class fastuple(tuple):  # noqa: N801 - fastcore's name
+        pass
 
-    for mod, classes in ((layers, (AdaptiveConcatPool2d, Flatten)), (learner, (Learner,))):
-        for c in classes:
-            c.__module__, c.__qualname__ = mod.__name__, c.__name__
-            setattr(mod, c.__name__, c)
-        monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    class Holder:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    made = {}
+    for where, name, base in (("fastai.layers", "AdaptiveConcatPool2d", AdaptiveConcatPool2d),
+                              ("fastai.layers", "Flatten", Flatten), ("fastcore.basics", "fastuple", fastuple),
+                              ("fastai.learner", "Learner", Holder), ("fastai.data.core", "DataLoaders", Holder),
+                              ("fastai.data.core", "TfmdDL", Holder), ("fastcore.transform", "Pipeline", Holder),
+                              ("fastai.vision.augment", "Resize", Holder),
+                              ("fastai.data.transforms", "IntToFloatTensor", Holder),
+                              ("fastai.data.transforms", "Normalize", Holder)):
+        cls = base if base is not Holder else type(name, (Holder,), {})
+        cls.__module__, cls.__qualname__, cls.__name__ = where, name, name
+        setattr(modules[where], name, cls)
+        made[name] = cls
+    for name, mod in modules.items():
+        mod.__path__ = []
+        monkeypatch.setitem(sys.modules, name, mod)
     torch.manual_seed(0)
     body = torchvision.models.squeezenet1_1(num_classes=10).features
-    head = nn.Sequential(AdaptiveConcatPool2d(), Flatten(), nn.BatchNorm1d(1024), nn.Dropout(0.25), nn.Linear(1024, 16),
-                         nn.ReLU(inplace=True), nn.BatchNorm1d(16), nn.Dropout(0.5), nn.Linear(16, 3))
+    head = nn.Sequential(made["AdaptiveConcatPool2d"](), made["Flatten"](), nn.BatchNorm1d(1024), nn.Dropout(0.25),
+                         nn.Linear(1024, 16), nn.ReLU(inplace=True), nn.BatchNorm1d(16), nn.Dropout(0.5),
+                         nn.Linear(16, 3))
     net = nn.Sequential(body, head).eval()
-    torch.save(Learner(net), tmp_path / "export.pkl")
-    for mod in (package, layers, learner):
-        monkeypatch.delitem(sys.modules, mod.__name__)  # fastai is not installed where harden reads it
-    model = harden.load(tmp_path / "export.pkl", input_size=64).eval()
+    resize = made["Resize"](size=made["fastuple"]((96, 96)), method="squish", order=1)
+    normalize = made["Normalize"](mean=torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+                                  std=torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), axes=(0, 2, 3))
+    loader = made["TfmdDL"](after_item=made["Pipeline"](fs=[resize]),
+                            after_batch=made["Pipeline"](fs=[made["IntToFloatTensor"](div=255.0), normalize]))
+    learner = made["Learner"](model=net, dls=made["DataLoaders"](loaders=[loader, loader]),
+                              loss_func=nn.CrossEntropyLoss(), lr=1e-3)
+    torch.save(learner, tmp_path / "export.pkl")
+    for name in modules:
+        monkeypatch.delitem(sys.modules, name)  # fastai is not installed where harden reads it
+    model = harden.load(tmp_path / "export.pkl").eval()
     assert model.spec.arch == "torch-layers" and model.spec.num_classes == 3
-    x = torch.rand(2, 3, 64, 64)
+    assert tuple(model.spec.input_size) == (96, 96) and model.spec.crop_mode == "squash"
+    assert model.spec.mean == pytest.approx((0.485, 0.456, 0.406)) and model.spec.std == pytest.approx((0.229, 0.224,
+                                                                                                         0.225))
+    x = torch.rand(2, 3, 96, 96)
     with torch.no_grad():
         assert torch.allclose(model.net(x), net(x), atol=1e-5)
