@@ -177,7 +177,14 @@ def test_names_outside_torch_nn_are_refused():
                  "torchvision.models.nothing.Net", "torchvision.io.image.read_image", "fastai.layers.Module"):
         with pytest.raises(NotPlain):
             layer_class(name)
-    from harden.models.torch_layers import functional
+    from timm.layers.format import Format
+
+    from harden.models.torch_layers import enum_class, functional
+    assert enum_class("timm.layers.format.Format") is Format
+    for name in ("os.SEEK_SET", "enum.Enum", "timm.layers.format.Nothing", "timm.models.resnet.ResNet",
+                 "subprocess.Popen"):
+        with pytest.raises(NotPlain):
+            enum_class(name)
     assert functional("torch.nn.functional.relu") is torch.nn.functional.relu
     for name in ("torch._C._nn._parse_to", "os.system", "torch.nn.functional.Tensor", "torch.nn.functional.torch"):
         with pytest.raises(NotPlain):
@@ -341,3 +348,49 @@ def test_a_fastai_export_loads_without_fastai_or_arch(tmp_path, monkeypatch):
     x = torch.rand(2, 3, 96, 96)
     with torch.no_grad():
         assert torch.allclose(model.net(x), net(x), atol=1e-5)
+
+
+def test_a_pickled_sequential_with_a_timm_backbone_loads_without_arch(tmp_path, monkeypatch):
+    """A notebook's `nn.Sequential(timm.create_model(..., num_classes=0), nn.Linear(...))`, and fastai's TimmBody
+    around a timm model (vision_learner with a timm architecture): timm's modules rebuilt with their settings (dicts
+    of plain data: pretrained_cfg), the same outputs; kept in the hardened checkpoint's tree."""
+    import sys
+    import types
+
+    import timm
+    torch.manual_seed(0)
+    backbone = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=0)
+    with torch.no_grad():
+        pooled, maps = backbone.eval()(torch.rand(1, 3, 64, 64)).shape[1], backbone.num_features
+    net = nn.Sequential(backbone, nn.Linear(pooled, 4)).eval()
+    torch.save(net, tmp_path / "seq.pt")
+    model = harden.load(tmp_path / "seq.pt", input_size=64).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert model.spec.arch == "torch-layers" and torch.allclose(model.net(x), net(x), atol=1e-5)
+    harden.save(model, tmp_path / "seq.safetensors")
+    with torch.no_grad():
+        assert torch.allclose(harden.load(tmp_path / "seq.safetensors").eval().net(x), net(x), atol=1e-5)
+
+    modules = {n: types.ModuleType(n) for n in ("fastai", "fastai.vision", "fastai.vision.learner")}
+
+    class TimmBody(nn.Module):  # as fastai 2.7 defines it
+        def __init__(self, model):
+            super().__init__()
+            self.needs_pool = model.default_cfg.get("pool_size", None) is not None
+            self.model = model
+
+        def forward(self, x):
+            return self.model.forward_features(x) if self.needs_pool else self.model(x)
+    TimmBody.__module__, TimmBody.__qualname__ = "fastai.vision.learner", "TimmBody"
+    modules["fastai.vision.learner"].TimmBody = TimmBody
+    for name, mod in modules.items():
+        mod.__path__ = []
+        monkeypatch.setitem(sys.modules, name, mod)
+    fast = nn.Sequential(TimmBody(backbone), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(maps, 3)).eval()
+    torch.save(fast, tmp_path / "fast.pt")
+    for name in modules:
+        monkeypatch.delitem(sys.modules, name)
+    again = harden.load(tmp_path / "fast.pt", input_size=64).eval()
+    with torch.no_grad():
+        assert torch.allclose(again.net(x), fast(x), atol=1e-5)

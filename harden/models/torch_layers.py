@@ -9,9 +9,11 @@ activation kept as an attribute; hook tables empty), the module is built here as
 are the weights. A tree with any other class (the training script's own `Net`, whose forward is its code), a function
 from elsewhere or a hook is not rebuilt: the architecture then comes from --arch, as before.
 
-torchvision's building blocks (an installed library's classes, as torch.load would import them) and stand-ins for
-fastai's two head layers (models/fastai_layers.py) are taken as torch.nn's are: fastai's exported Learner holds a
-Sequential of a torchvision body's children and those head layers.
+torchvision's and timm's modules (an installed library's classes, as torch.load would import them; settings may then
+be dicts of plain data, as timm's pretrained_cfg) and stand-ins for fastai's head layers and its TimmBody
+(models/fastai_layers.py) are taken as torch.nn's are: fastai's exported Learner holds a Sequential of a torchvision
+body's children (or a timm model in a TimmBody) and those head layers; notebooks save `nn.Sequential(timm_backbone,
+nn.Linear(...))`.
 
 The architecture `torch-layers` keeps the tree in the metadata as JSON (classes and settings, the parameters' shapes
 and dtypes, no values), so a hardened checkpoint rebuilds with no pickle beside it."""
@@ -30,7 +32,7 @@ from ..errors import HardenError
 
 ARCH = "torch-layers"
 PREFIX = "torch.nn.modules."
-LIBRARY_PREFIXES = ("torchvision.models.", "torchvision.ops.")
+LIBRARY_PREFIXES = ("torchvision.models.", "torchvision.ops.", "timm.models.", "timm.layers.")
 # a setting may name a function of these (an activation kept as an attribute: F.relu, or F.gelu, a builtin pickled
 # under torch._C._nn): tensor operations, nothing else
 FUNCTIONS = {"torch.nn.functional.": torch.nn.functional, "torch._C._nn.": torch._C._nn}
@@ -156,7 +158,29 @@ def _plain(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)) and depth < 4:
         items = [_plain(v, depth + 1) for v in value]
         return {"tuple": items} if isinstance(value, tuple) else items
+    if isinstance(value, dict) and depth < 4 and all(isinstance(k, str) for k in value):  # timm's pretrained_cfg
+        return {"dict": {k: _plain(v, depth + 1) for k, v in value.items()}}
+    from ..inert_pickle import Inert
+    if isinstance(value, Inert) and len(value.args) == 1 and isinstance(value.args[0], (str, int)) and \
+            not value.fields:
+        enum_class(value.inert_global)  # a library's enum member (timm's Format.NCHW), pickled as (class, value)
+        return {"enum": value.inert_global, "value": value.args[0]}
     raise NotPlain(type(value).__name__)
+
+
+def enum_class(name: str) -> type:
+    """An Enum class of the libraries whose modules are rebuilt (timm.layers.format.Format); NotPlain for any other."""
+    import enum
+    module, _, short = name.rpartition(".")
+    if not name.startswith(LIBRARY_PREFIXES) or short.startswith("_"):
+        raise NotPlain(name)
+    try:
+        cls = getattr(importlib.import_module(module), short, None)
+    except ImportError:
+        raise NotPlain(name) from None
+    if not isinstance(cls, type) or not issubclass(cls, enum.Enum):
+        raise NotPlain(name)
+    return cls
 
 
 def functional(name: str) -> Any:
@@ -172,6 +196,10 @@ def functional(name: str) -> Any:
 def _unplain(value: Any) -> Any:
     if isinstance(value, dict) and "function" in value:
         return functional(value["function"])
+    if isinstance(value, dict) and "dict" in value:
+        return {k: _unplain(v) for k, v in value["dict"].items()}
+    if isinstance(value, dict) and "enum" in value:
+        return enum_class(value["enum"])(value["value"])
     if isinstance(value, dict):
         return tuple(_unplain(v) for v in value["tuple"])
     if isinstance(value, list):
