@@ -285,3 +285,22 @@ def test_unreadable_feature_metadata_is_said_and_the_columns_still_read(tmp_path
         data = load_data(tmp_path / "t.parquet", DataTarget.for_model(small_cnn(2), workers=0))
         assert data.y_test.tolist() == labels  # the label column by its name, as indices
     assert "feature types" in " ".join(cap.get().split())
+
+
+def test_an_unlabeled_split_beside_the_labelled_ones_is_the_pool(tmp_path):
+    """A hub repository with train, test and unlabeled parquet files (STL-10's splits): --data reads train and test,
+    --unlabeled the unlabeled rows alone."""
+    from harden.data.unlabeled import load_unlabeled
+    order = ["a", "b"]
+    make_tree(tmp_path / "tree", order, 2, splits=("train", "test"), sizes=(20, 30))
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        files, labels = folder_split(tmp_path / "tree", split, order)
+        pq.write_table(hf_table(files, labels, order), tmp_path / "repo" / "data" / f"{split}-00000-of-00001.parquet")
+    files, _ = folder_split(tmp_path / "tree", "train", order)
+    pq.write_table(hf_table(files * 3, None), tmp_path / "repo" / "data" / "unlabeled-00000-of-00001.parquet")
+    target = DataTarget.for_model(small_cnn(num_classes=2), workers=0)
+    data = load_data(tmp_path / "repo", target)
+    assert len(data.y_train) == 4 and len(data.y_test) == 4
+    pool = load_unlabeled(tmp_path / "repo", target)
+    assert len(pool.y_train) == 12 and (pool.y_train == -1).all()

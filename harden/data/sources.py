@@ -943,6 +943,34 @@ def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
     return None
 
 
+UNLABELED_WORD = re.compile(r"(^|[-_./])unlabell?ed([-_./]|$)", re.I)  # STL-10's split, in TFDS, on the hub
+
+
+def unlabeled_split_source(path: Path, columns: Columns | None = None) -> OnDisk | None:
+    """A dataset folder's unlabelled split, where its TFRecord files, tar shards or parquet/Arrow files name one
+    (TensorFlow Datasets' `stl10-unlabelled.tfrecord-*`, `unlabeled-0000.tar`, a hub repository's
+    `data/unlabeled-00000-of-00010.parquet`): what `--unlabeled` takes from such a folder; None where none does."""
+    if not path.is_dir():
+        return None
+    from .tfrecord import tfrecord_files, tfrecord_source
+    records = tfrecord_files(path)
+    named = [f for f in records[1] if UNLABELED_WORD.search(re.sub(r"\.tfrecords?|\.tfrec", ".", f.name))] \
+        if records else []
+    if named:
+        return tfrecord_source(path, columns, named)
+    shards = [f for f in _shards_in(path) if UNLABELED_WORD.search(f.stem)]
+    if shards:
+        return _tar_source(str(path), {"all": shards})
+    if _holds_tables(path):
+        from .tables import TABLE_EXT, TableStore, table_files
+        tables = [f for f in table_files(path) if UNLABELED_WORD.search(str(f.relative_to(path).with_suffix("")))]
+        if tables:
+            kind = TABLE_EXT[tables[0].suffix.lower()]
+            store = TableStore(str(path), kind, sorted(tables), columns=columns)
+            return OnDisk(str(path), {"all": store.listing}, kind)
+    return None
+
+
 def _worded_splits(path: Path) -> tuple[Path, Path] | None:
     """(train, evaluation) folders named with a split word among others (Kaggle's Intel image classification:
     seg_train/, seg_test/ and an unlabeled seg_pred/), one of each, both holding class folders (inside a folder of

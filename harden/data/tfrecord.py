@@ -466,17 +466,6 @@ def _splits(files: list[Path]) -> dict[str, list[Path]]:
     return pick_splits(by_word)
 
 
-UNLABELED_SPLIT = re.compile(r"(^|[-_.])unlabell?ed(\.tfrecords?|\.tfrec|-\d+-of-\d+|$)", re.I)  # TFDS STL-10: unlabelled
-
-
-def unlabeled_split(path: Path) -> list[Path] | None:
-    """The files of an unlabelled split among a TFRecord folder's (TensorFlow Datasets' `stl10-unlabelled.tfrecord-
-    *`): what `--unlabeled` takes from such a folder; None where it has none."""
-    found = tfrecord_files(path) if path.is_dir() else None
-    files = [f for f in found[1] if UNLABELED_SPLIT.search(f.name)] if found else []
-    return files or None
-
-
 def tfrecord_source(path: Path, columns: Columns | None = None, files: list[Path] | None = None) -> OnDisk | None:
     """OnDisk of TFRecord files of encoded images; None where `path` holds no TFRecord files. `files`: the ones a
     pattern named (shard_patterns.py), `path` being the pattern."""

@@ -109,9 +109,9 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
             every = zip_images(path)
             return _file_pool(str(path), every.relabelled(np.full(len(every), NO_LABEL, np.int64)), target)
     refuse_compressed_tar(path)
-    from .tfrecord import tfrecord_source, unlabeled_split
-    pool_files = unlabeled_split(path)  # a TFRecord folder's unlabelled split (STL-10's): the pool it was made for
-    found = tfrecord_source(path, columns, pool_files) if pool_files else find_on_disk(path, columns)
+    from .sources import unlabeled_split_source
+    # a dataset's unlabelled split (STL-10's, in TFDS or on the hub): the pool it was made for; else its training split
+    found = unlabeled_split_source(path, columns) or find_on_disk(path, columns)
     if found is None and path.is_dir():
         return _file_pool(str(path), _list_any_images(path), target)
     if found is None:
