@@ -86,6 +86,11 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def progress_if(show: bool, description: str, total: int):
+    """progress() where the work is long enough to show a bar (`show`), else a context yielding a no-op advance."""
+    return progress(description, total) if show else nullcontext(lambda n=1, **kw: None)
+
+
 @contextmanager
 def progress(description: str, total: int) -> Iterator[Callable[..., None]]:
     """A rich progress bar with ETA; yields advance(n=1, **fields). Silent with -q."""

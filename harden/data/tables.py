@@ -353,13 +353,10 @@ class TableStore:
                               f"images) are copied out of the parquet row groups before reading, and the temporary "
                               f"folder {os.path.dirname(self.spill_path)} has {free / 2**30:.1f} GiB free. Point "
                               "TMPDIR at a larger disk, or use fewer images (--data-frac, --num-images).")
-        from contextlib import nullcontext
-
-        from ..runtime import progress
+        from ..runtime import progress_if
         w = self._writer
-        quiet = nullcontext(lambda n=1, **kw: None)
         try:
-            with progress(f"reading {self.kind} rows", len(need)) if len(need) > 4 * READ_BATCH else quiet as advance:
+            with progress_if(len(need) > 4 * READ_BATCH, f"reading {self.kind} rows", len(need)) as advance:
                 for fi, pf, g, at, wanted in plan:
                     for batch in pf.iter_batches(batch_size=READ_BATCH, row_groups=[g], columns=[self.image_column]):
                         col = batch.column(0)

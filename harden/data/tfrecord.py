@@ -325,7 +325,7 @@ def dataset_info(folder: Path, asked_label: str | None = None) -> DatasetInfo | 
 
 def list_records(files: list[Path], info: DatasetInfo | None, columns: Columns | None = None) -> Listing:
     """Every record of `files` (one split): where its image's bytes lie, and its label."""
-    from ..runtime import progress
+    from ..runtime import progress_if
     from .tables import _unique
     first = next((data for f in files for _, data in records(f)), None)
     if first is None:
@@ -337,7 +337,7 @@ def list_records(files: list[Path], info: DatasetInfo | None, columns: Columns |
     order = _unique(list(plan.names)) if plan.names else None
     keys = {plan.image} | ({plan.label} if plan.label else set())
     refs, ints, texts = [], [], []
-    with progress("listing TFRecord shards", len(files)) if len(files) > 4 else _quiet() as advance:
+    with progress_if(len(files) > 4, "listing TFRecord shards", len(files)) as advance:
         for si, path in enumerate(files):
             for k, (at, data) in enumerate(records(path)):
                 feats = _parsed(path, k, data, keys)
@@ -376,14 +376,6 @@ def list_records(files: list[Path], info: DatasetInfo | None, columns: Columns |
         return Listing("", PathTable(refs), np.zeros(len(refs), np.int64), [str(v) if v >= 0 else "" for v in labels],
                        shards=[str(f) for f in files], what="tfrecord")
     return Listing("", PathTable(refs), labels, None, shards=[str(f) for f in files], what="tfrecord")
-
-
-class _quiet:
-    def __enter__(self):
-        return lambda n=1, **kw: None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ---------------------------------------------------------------- finding the files
