@@ -302,7 +302,7 @@ def test_a_fastai_export_loads_without_fastai_or_arch(tmp_path, monkeypatch):
         def forward(self, x):
             return x.view(-1) if self.full else x.view(x.size(0), -1)
 
-    class fastuple(tuple):  # noqa: N801 - fastcore's name
+    class fastuple(tuple):  # fastcore's name
         pass
 
     class Holder:

@@ -529,7 +529,7 @@ def read_file_list(path: Path, prefer: str | None = None, columns: Columns | Non
         raise HardenError(f"The image list {str(path)!r} is empty.")
     cols = {"path": 0, "label": 1, "split": 2 if len(rows[0]) > 2 else None}
     order = None
-    head = [c.strip().lower().replace(" ", "_") for c in rows[0]]
+    head = [_column_key(c) for c in rows[0]]
     name_of = {"path": PATH_COLUMNS, "label": LABEL_COLUMNS, "split": ("split", "subset", "set", *_FLAG_SPLITS)}
     columns = columns or Columns()
     chosen = {"label": columns.pick("label", head, f"the header of {str(path)!r}") if columns else None,
