@@ -218,6 +218,11 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         pool = unlabeled if isinstance(unlabeled, Data) else load_unlabeled(
             unlabeled, DataTarget.for_model(base_model, **(data_target or {})))
         pool, tested = leave_out_test_images(pool, ds)
+        if tested and not pool.n_train:
+            raise HardenError(f"--unlabeled {pool.source}: all {tested:,} of its images are {ds.source}'s test "
+                              "images, which the report tests on, so none is left to train on (training on them, even "
+                              "unlabelled, would count trained-on images in the report); give images the report "
+                              "does not test on (the training split's folder, or other photographs of the same kind).")
         if tested:
             info(f"unlabeled: {tested:,} images of {pool.source} are the report's test images, left out of the pool "
                  "(training on them, even unlabelled, would count trained-on images in the report)")

@@ -243,6 +243,12 @@ def test_the_reports_test_images_never_enter_the_pool(tmp_path):
     kept, left_out = leave_out_test_images(load_unlabeled(tmp_path / "img" / "val", DataTarget.for_model(
         model, workers=0)), held)
     assert left_out == held.n_test == 2 and kept.n_train == 6
+    # the test split itself as the pool: nothing is left, and that (not the pseudo-label threshold) is said
+    with pytest.raises(HardenError, match=r"all 8 of its images are .* test images.*none is left to train on"):
+        fix(model, data, sets=["epochs=1", "val_frac=0", "steps=1"], data_frac=1.0, report=False,
+            unlabeled=str(tmp_path / "img" / "val"))
+    with pytest.raises(HardenError, match=r"no image to pseudo-label \(0 listed\)"):
+        pseudo_label(model, kept.take_train(np.arange(0), kept.subset))
 
 
 def test_array_files_as_pools(digits, tmp_path):

@@ -343,6 +343,9 @@ def pseudo_label(base, pool: Data, *, threshold: float = 0.0, balance: float = 0
         kept = ranked[np.arange(len(ranked)) - first < cap]
         dropped_balance = len(keep) - len(kept)
         keep = np.sort(kept)
+    if len(labelled) == 0:  # an empty pool, or every file skipped as unreadable: the threshold is not the cause
+        raise HardenError(f"--unlabeled {pool.source}: no image to pseudo-label ({n:,} listed"
+                          + (f", none of the {len(idx):,} asked for readable" if n else "") + ").")
     if len(keep) == 0:
         raise HardenError(f"--unlabeled {pool.source}: no image kept (of {len(labelled)} labelled by the base, none "
                           f"reached pseudo_threshold {threshold}); lower the threshold.")
