@@ -145,6 +145,12 @@ _DATA_OPTIONS = {
                                                  "image paths (of a table: the images or their paths; of TFRecords: "
                                                  "the encoded-image feature), where harden's choice by name would not "
                                                  "find it. Kept in a hardened checkpoint.", rich_help_panel="Data")),
+    "label_from_name": (Optional[str], typer.Option(None, "--label-from-name", metavar="PATTERN", help="A folder "
+                                                    "of images without class folders, labelled by their file names: "
+                                                    "a regular expression whose group named label (else its first "
+                                                    "group, else its match) is the class, e.g. '^[a-z]+' for "
+                                                    "cat.0.jpg. Kept in a hardened checkpoint.",
+                                                    rich_help_panel="Data")),
     "test_size": (bool, typer.Option(False, "--test-size", help="Evaluate image files at timm's test size and crop "
                                      "(test_input_size, test_crop_pct) instead of the training size; the report "
                                      "states which.", rich_help_panel="Data")),
@@ -159,6 +165,7 @@ class DataFlags:
     exif_orientation: str = "auto"
     label_column: str | None = None
     image_column: str | None = None
+    label_from_name: str | None = None
     test_size: bool = False
 
     def target_kwargs(self) -> dict:

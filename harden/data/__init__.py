@@ -25,8 +25,8 @@ from .base import (SMALL_IMAGE_SIDE, Data, batches, check_fits, fit_size, index_
                    stratified_subset, subsample, to_tensor)
 from .files import FileData
 from .loader import default_workers
-from .sources import (EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Columns, Listing, OnDisk, find_on_disk,
-                      refuse_compressed_tar)
+from .sources import (EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Columns, Listing, OnDisk, class_folders,
+                      find_on_disk, refuse_compressed_tar)
 from .transforms import Preprocess, augment, build_augment, exif_orientation, resolve_orientation
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files, one .npy of "
@@ -55,6 +55,7 @@ class DataTarget:
     exif_orientation: str = "auto"  # --exif-orientation: auto, stored or upright (transforms.resolve_orientation)
     label_column: str | None = None  # --label-column: a list's or table's label column, a TFRecord's label feature
     image_column: str | None = None  # --image-column: its image (or path) column or feature
+    label_from_name: str | None = None  # --label-from-name: a class read in each file's name (name_labels.py)
     columns_recorded: bool = False  # the two come from the checkpoint's metadata: used where the source has them
     # the model's predicted classes for [0, 1] pixels: which reading of numbered class folders it learned
     predict: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
@@ -63,7 +64,7 @@ class DataTarget:
         resolve_orientation(self.exif_orientation, "")  # a bad value is refused whatever the data
 
     def columns(self) -> Columns:
-        return Columns(self.label_column, self.image_column, self.columns_recorded)
+        return Columns(self.label_column, self.image_column, self.columns_recorded, self.label_from_name)
 
     @classmethod
     def for_model(cls, model, test_size: bool = False, **kw) -> "DataTarget":
@@ -84,8 +85,9 @@ class DataTarget:
                              float(spec.extra.get("test_crop_pct") or pre.crop_pct), pre.crop_mode)
             note = "timm's test size"
         recorded = spec.extra.get(COLUMNS_KEY) or {}
-        if not kw.get("label_column") and not kw.get("image_column") and recorded:
-            kw.update(label_column=recorded.get("label"), image_column=recorded.get("image"), columns_recorded=True)
+        if not kw.get("label_column") and not kw.get("image_column") and not kw.get("label_from_name") and recorded:
+            kw.update(label_column=recorded.get("label"), image_column=recorded.get("image"),
+                      label_from_name=recorded.get("from_name"), columns_recorded=True)
         from ..models.hf_transformers import PREFIX
         if kw.get("exif_orientation", "auto") == "auto":  # as the model was hardened, else as its library reads
             recorded = spec.extra.get("exif_orientation")
@@ -156,6 +158,9 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     raw = raw_tfrecords(path, columns)  # TFRecords of raw pixels (the MNIST tutorial's): arrays; encoded: on disk
     if raw is not None:
         return raw
+    if columns.from_name and (not columns.recorded or path.is_dir() and _labels_only_by_name(path)):
+        from .name_labels import name_label_source  # asked for: before any reading of the folder's structure
+        return _file_data(name_label_source(path, columns.from_name), target)
     found = find_on_disk(path, columns)
     if found is None:
         if path.is_dir() and (any((path / d).is_dir() for d in TRAIN_FOLDERS) !=
@@ -175,7 +180,9 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
                               "--labels predicted` measures how often an attack changes the model's own answers on "
                               "them, `harden fix --labels predicted` hardens the model to keep the base's answers, and "
                               "`fix --unlabeled` mixes them into training on labelled data; to measure accuracy, sort "
-                              "them into one folder per class.")
+                              "them into one folder per class, or, where each file's name holds its class (cat.0.jpg, "
+                              "Abyssinian_1.jpg), read it there with --label-from-name PATTERN ('^[a-z]+', "
+                              "'^(.+)_\\d+').")
         from .arrays import shared_labels_folder
         arrays = shared_labels_folder(path) if path.is_dir() else None
         if arrays is not None:
@@ -279,6 +286,13 @@ def _read_as_the_model_does(data: FileData, readings: dict[str, dict[str, int]],
     data.class_names = [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
 
 
+def _labels_only_by_name(path: Path) -> bool:
+    """Whether a folder's images lie loose, in it or in its train/ and val/, as the folder a recorded
+    --label-from-name was given for did (a class-folder tree at the same path is read as one, not by names)."""
+    from .name_labels import _splits
+    return all(_holds_images(f) and not class_folders(f) for f in _splits(path).values())
+
+
 def _holds_images(folder: Path, look: int = 1000) -> bool:
     """Whether image files lie directly in `folder` (among its first `look` entries: a crawl's folder is not listed)."""
     import itertools
@@ -376,7 +390,11 @@ def _layout_of(data: Data) -> str:
 
 def check_columns_apply(columns: Columns, data: Data) -> None:
     """--label-column / --image-column name a list's or a table's columns (a TFRecord's features): on other data
-    they would be silently ignored, so a flag is refused there (a recorded choice is simply not used)."""
+    they would be silently ignored, so a flag is refused there (a recorded choice is simply not used); so is
+    --label-from-name beside them (a source has one way of labelling)."""
+    if columns.from_name and columns and not columns.recorded:
+        raise HardenError("--label-from-name reads the labels in a folder's file names; --label-column and "
+                          "--image-column name a list's or a table's columns: give one or the other.")
     if columns and not columns.recorded and _layout_of(data) not in COLUMN_LAYOUTS:
         flags = " and ".join(f for f, v in (("--label-column", columns.label), ("--image-column", columns.image)) if v)
         raise HardenError(f"{flags} name{'s' * (' and ' not in flags)} the columns of a CSV/TSV list or a parquet/Arrow "
@@ -391,6 +409,9 @@ def remember_columns(model, target: dict | None, data: Data) -> None:
     if (target.get("label_column") or target.get("image_column")) and _layout_of(data) in COLUMN_LAYOUTS:
         model.spec.extra[COLUMNS_KEY] = {k: v for k, v in (("label", target.get("label_column")),
                                                            ("image", target.get("image_column"))) if v}
+    from .name_labels import NAMES_LAYOUT
+    if target.get("label_from_name") and _layout_of(data) == NAMES_LAYOUT:
+        model.spec.extra[COLUMNS_KEY] = {"from_name": target["label_from_name"]}
 
 
 def remember_orientation(model, choice: str, data: Data) -> None:

@@ -51,6 +51,10 @@ class FileData(Data):
         return self._cache[split]
 
     def _no_split(self, split: str) -> str:
+        if split == "train" and self.layout == "names":
+            return (f"{self.source} has one split (a folder of images labelled by their names): it can be evaluated "
+                    "(`harden eval`); `fix` and `train` hold a share of it out, and training on another folder needs "
+                    "train/ beside val/ (or test/), each holding images named so.")
         if split == "train":
             return (f"{self.source} has one split (a {self.layout} of class folders or shards): it can be evaluated "
                     "(`harden eval`), but training needs train/ beside val/ (or test/), each holding the classes.")

@@ -367,7 +367,8 @@ def list_class_folders(split_dir: Path) -> Listing:
             "or its extracted folder, or Kaggle's LOC_val_solution.csv beside the folder or above it, and their "
             "classes are read from it)" if imagenet else
             " (its images lie loose in it: put each class's images in a folder named after the class, or list "
-            "their labels in a metadata.csv beside them, file_name,label, as Hugging Face's imagefolder does)"
+            "their labels in a metadata.csv beside them, file_name,label, as Hugging Face's imagefolder does, or "
+            "read each class in its file's name with --label-from-name PATTERN)"
             if loose else "") + "." + _labelled_sibling_hint(split_dir))
     refs, names = [], []
     for c in classes:
@@ -457,8 +458,9 @@ class Columns:
     label: str | None = None
     image: str | None = None
     recorded: bool = False
+    from_name: str | None = None  # --label-from-name: the pattern that reads a class in a file's name (name_labels)
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> bool:  # the two that name columns (from_name names none)
         return bool(self.label or self.image)
 
     def pick(self, what: str, names: list[str], where: str) -> str | None:
