@@ -148,7 +148,7 @@ _DATA_OPTIONS = {
     "label_from_name": (Optional[str], typer.Option(None, "--label-from-name", metavar="PATTERN", help="A folder "
                                                     "of images without class folders, labelled by their file names: "
                                                     "a regular expression whose group named label (else its first "
-                                                    "group, else its match) is the class, e.g. '^[a-z]+' for "
+                                                    "group, else its match) is the class, e.g. '^\\[a-z]+' for "
                                                     "cat.0.jpg. Kept in a hardened checkpoint.",
                                                     rich_help_panel="Data")),
     "test_size": (bool, typer.Option(False, "--test-size", help="Evaluate image files at timm's test size and crop "

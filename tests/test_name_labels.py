@@ -64,6 +64,8 @@ def test_a_name_without_its_class_and_a_bad_pattern_are_refused(tmp_path):
 
 
 def test_the_pattern_is_kept_by_train_and_used_again_only_on_loose_images(tmp_path, cli):
+    code, out, _ = cli("data", "--help")
+    assert code == 0 and "'^[a-z]+'" in out  # the example survives rich's markup ([a-z] reads as a style tag)
     _write(tmp_path / "dvc", [f"{c}.{i}.jpg" for c in ("cat", "dog") for i in range(10)])
     code, _, err = cli("train", "--data", tmp_path / "dvc", "--label-from-name", "^[a-z]+", "--arch", "cnn-small",
                        "--input-size", "16", "--epochs", "1", "--workers", "0", "-o", tmp_path / "m.safetensors", "-q")
