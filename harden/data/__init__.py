@@ -37,7 +37,8 @@ LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of
            "validation/, valid/) of class folders, a single folder of class folders (evaluation), a .zip of either "
            "folder layout, a CSV/TSV list of path,label[,split] (or a .txt of `path label` lines, or a COCO-style "
            "JSON), tar shards (a .tar, or a folder of them, WebDataset layout), TFRecord files of tf.train.Example "
-           "records (a TensorFlow Datasets folder, or shards), or a Hugging Face dataset (its parquet files or a "
+           "records (a TensorFlow Datasets folder, or shards), LMDB databases of images (LSUN's, Caffe's Datum, "
+           "pickled (image, label) pairs), or a Hugging Face dataset (its parquet files or a "
            "save_to_disk folder)")
 
 
@@ -306,7 +307,7 @@ def _refuse_unlabelled(lst: Listing, source: str) -> None:
     or trained on; the same source can be --unlabeled."""
     if lst.names is None or "" not in lst.names:
         return
-    if lst.store is not None and lst.store.label_column is None:
+    if lst.what == "table" and lst.store.label_column is None:
         raise HardenError(f"{lst.store.missing_labels_note()}: it can serve as --unlabeled, not as --data.")
     first = lst.names.index("")
     raise HardenError(f"{source}: {sum(n == '' for n in lst.names)} image(s) have no label (first: "

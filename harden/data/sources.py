@@ -78,7 +78,7 @@ class Listing:
     labels: np.ndarray  # int64 model indices once mapped
     names: list[str] | None = None  # per-image class name (before mapping); None when labels are indices already
     shards: list[str] = field(default_factory=list)  # tar shards, or the zip archive
-    what: str = "folder"  # folder | list | tar | zip | table
+    what: str = "folder"  # folder | list | tar | zip | table | tfrecord | lmdb
     store: Any = None  # table: the parquet/Arrow files (tables.TableStore); refs are its row numbers
 
     def __len__(self) -> int:
@@ -93,13 +93,15 @@ class Listing:
 
     def prepare(self, idx: np.ndarray) -> None:
         """Before items are read by worker processes (in the parent): a parquet table copies them to its spill file."""
-        if self.store is not None:
+        if self.what == "table":
             self.store.prepare(np.fromiter((int(self.refs[i]) for i in np.asarray(idx, np.int64)), np.int64, len(idx)))
 
     def location(self, i: int) -> str:
         ref = self.refs[i]
         if self.what == "table":
             return self.store.location(int(ref))
+        if self.what == "lmdb":  # `database:key` (lmdb_files.py)
+            return self.store.location(ref)
         if self.what == "zip":
             shard, name = ref.split(":", 1)
             return f"{self.shards[int(shard)]}:{name}"
@@ -112,6 +114,8 @@ class Listing:
         ref = self.refs[i]
         if self.what == "table":
             return self.store.read(int(ref))
+        if self.what == "lmdb":
+            return self.store.read(ref)
         if self.what == "zip":  # `archive:member` (zipped.py)
             shard, name = ref.split(":", 1)
             return _handle(self.shards[int(shard)], "zip").read(name)
@@ -887,6 +891,9 @@ def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
         if ext == ".json":  # COCO-style classification labels (iNaturalist, iWildCam, Herbarium)
             from .coco_json import coco_source
             return coco_source(path)
+        from .lmdb_files import is_lmdb_file, lmdb_source
+        if is_lmdb_file(path):  # data.mdb, or a database written as one file (train.lmdb)
+            return lmdb_source(path)
         from .tfrecord import tfrecord_source
         return tfrecord_source(path, columns)  # found by its first record's checksum, whatever its name
     if not path.is_dir():
@@ -903,6 +910,10 @@ def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
     if _holds_tables(path):
         from .tables import table_source
         return table_source(path, columns)
+    from .lmdb_files import lmdb_source
+    databases = lmdb_source(path)  # LMDB databases: the folder is one, or holds several (LSUN's, a split each)
+    if databases is not None:
+        return databases
     from .tfrecord import tfrecord_source
     records = tfrecord_source(path, columns)  # TensorFlow Datasets' folders (a dataset's, a version's), TF-slim's shards
     if records is not None:

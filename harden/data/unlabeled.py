@@ -511,7 +511,7 @@ def leave_out_test_images(pool: Data, data: Data) -> tuple[Data, int]:
 
 def _place_list(listing: Listing) -> list[str]:
     """Where each image of a listing lies, comparable across listings of the same files read another way."""
-    if listing.what == "table":
+    if listing.what in ("table", "lmdb"):
         return [listing.location(i) for i in range(len(listing))]
     refs = [listing.refs[i] for i in range(len(listing))]
     if listing.shards:
