@@ -337,6 +337,13 @@ def test_gate_reads_autoattack_stages_and_worst(cli, digits_ckpt, tmp_path):
               "worst"):
         assert k in values
     assert "worst case" in out and "after apgd-ce" in out
+    # each stage's own time, kept in the JSON and shown in its row; together within the attack's time
+    aa = next(a for a in json.loads(js.read_text())["attacks"] if a["name"] == "autoattack")
+    assert list(aa["stage_seconds"]) == list(aa["stages"]) and all(v >= 0 for v in aa["stage_seconds"].values())
+    assert 0 < sum(aa["stage_seconds"].values()) <= aa["seconds"]
+    row = next(line for line in out.splitlines() if "after apgd-ce" in line)
+    cells = [c.strip() for c in row.strip().strip("│").split("│")]
+    assert cells[0] == "after apgd-ce" and cells[6] == f"{aa['stage_seconds']['apgd-ce']:.1f}", cells
     code, out, _ = cli("eval", digits_ckpt, "--n", 40, "--attack", FAST_AA, "--eps", "0.1", "--no-metrics",
                        "--no-masking-checks", "-q", "--require", f"worst>={values['worst'] + 0.01}")
     assert code == 1

@@ -10,6 +10,8 @@ APGD is harden's batched port (autopgd.py, tested against the original); FAB and
 code (the `pyautoattack` package), called on the still-robust images."""
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -71,7 +73,9 @@ class AutoAttack(Attack):
             robust = counted(x).argmax(1) == y
         x_adv = x.clone()
         stages: dict[str, torch.Tensor] = {}
+        seconds: dict[str, float] = {}
         for stage in self.stage_names():
+            t = time.perf_counter()  # a stage ends in indexing by a mask, which waits for the device
             idx = robust.nonzero().squeeze(1)
             if idx.numel():
                 xa = self._stage(stage, counted, x[idx], y[idx], seed, generator)
@@ -80,7 +84,9 @@ class AutoAttack(Attack):
                 x_adv[idx[fooled]] = xa[fooled]
                 robust[idx[fooled]] = False
             stages[stage] = x_adv.clone()
-        return AttackOutput(x_adv, grad_passes=counted.grad, forward_passes=counted.fwd, stages=stages)
+            seconds[stage] = time.perf_counter() - t
+        return AttackOutput(x_adv, grad_passes=counted.grad, forward_passes=counted.fwd, stages=stages,
+                            stage_seconds=seconds)
 
     def _within(self, delta: torch.Tensor) -> torch.Tensor:
         flat = delta.flatten(1)

@@ -30,6 +30,7 @@ class AttackOutput:
     extra_backward_passes: int = 0  # further backward passes that reuse one forward (per-class gradients)
     # multi-stage attacks (autoattack): the adversarial images after each stage, in order
     stages: dict[str, torch.Tensor] | None = None
+    stage_seconds: dict[str, float] | None = None  # and the wall time each stage took
 
     def floor_seconds(self, t_fwd_bwd: float, t_fwd: float) -> float:
         """The cost floor in seconds given per-image pass costs."""

@@ -245,6 +245,12 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def stage_seconds_cell(a, stage: str) -> str:
+    """A cascade stage's own time ('-' in reports written before it was kept); `a` an AttackResult or its JSON."""
+    s = (a.stage_seconds if hasattr(a, "stage_seconds") else a.get("stage_seconds", {})).get(stage)
+    return "-" if s is None else f"{s:.1f}"
+
+
 def _budget(a: dict[str, Any]) -> str:
     from ..attacks.base import _fmt
     label = {"inf": "Linf", "2": "L2", "0": "L0"}[a["norm"]]
@@ -308,8 +314,9 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
     for a in rep["attacks"]:
         for stage, v in a.get("stages", {}).items():
             m = f"{a['name']}.{stage}"
-            out.append(row([f"  after {stage}", _budget(a), _pct(v), ci(m), *dash],
-                           "stage fail" if m in fails else "stage", m, v))
+            cells = [f"  after {stage}", _budget(a), _pct(v), ci(m), *dash]
+            cells[6] = stage_seconds_cell(a, stage)  # the "s" column: the stage's own time
+            out.append(row(cells, "stage fail" if m in fails else "stage", m, v))
         bad = a["name"] in fails or any(f.startswith(a["name"] + ".") for f in fails)
         med = "-" if a["median_norm"] is None else f"{a['median_norm']:.4g}"
         cells = [a["name"], _budget(a), _pct(a["robust_accuracy"]), ci(a["name"]), _pct(a["success_rate"]), med,

@@ -33,6 +33,7 @@ class AttackResult:
     accuracy_on_source_correct: float | None = None
     # multi-stage attacks (autoattack): robust accuracy after each stage, in cascade order
     stages: dict[str, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # and the time each stage took (all batches)
     # a few adversarial examples (see examples.py): label, prediction, clean and adversarial thumbnails
     examples: list[dict[str, Any]] = field(default_factory=list)
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..checkpoint import atomic_write_bytes
-from .html_page import data_note, render, run_where
+from .html_page import data_note, render, run_where, stage_seconds_cell
 from .model import Report
 
 
@@ -77,8 +77,9 @@ def render_terminal(report: Report, console: Console) -> None:
     for a in report.attacks:
         bad = a.name in fails or any(f.startswith(a.name + ".") for f in fails)
         for stage, v in a.stages.items():
-            t.add_row(f"  after {stage}", _budget(a), _pct(v), _ci(ci, f"{a.name}.{stage}"), *["-"] * 5,
-                      *(["-"] if transfer else []), style="red" if f"{a.name}.{stage}" in fails else "dim")
+            t.add_row(f"  after {stage}", _budget(a), _pct(v), _ci(ci, f"{a.name}.{stage}"), "-", "-",
+                      stage_seconds_cell(a, stage), "-", "-", *(["-"] if transfer else []),
+                      style="red" if f"{a.name}.{stage}" in fails else "dim")
         row = [a.name, _budget(a), _pct(a.robust_accuracy), _ci(ci, a.name), _pct(a.success_rate),
                "-" if a.median_norm is None else f"{a.median_norm:.4g}", f"{a.seconds:.1f}", f"{a.images_per_s:.0f}",
                _count(a.backward_passes)]
@@ -178,7 +179,7 @@ def to_markdown(reports: Sequence[Report]) -> str:
         for a in r.attacks:
             for stage, v in a.stages.items():
                 lines.append(f"| {a.name} after {stage} | {_budget(a)} | {_pct(v)} | {_ci(ci, f'{a.name}.{stage}')} "
-                             "| - | - | - | - | - |" + dash)
+                             f"| - | - | {stage_seconds_cell(a, stage)} | - | - |" + dash)
             med = "-" if a.median_norm is None else f"{a.median_norm:.4g}"
             row = (f"| {a.name} | {_budget(a)} | {_pct(a.robust_accuracy)} | {_ci(ci, a.name)} | "
                    f"{_pct(a.success_rate)} | {med} | {a.seconds:.1f} | {a.images_per_s:.0f} | {a.backward_passes} |")

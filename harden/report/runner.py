@@ -320,7 +320,8 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
             where = f"{key}|{budget!r}|{seed}|{s}:{e}"
             kept = state.piece(where) if state is not None else None
             if kept is not None:
-                mine.append({k: kept[k] for k in ("start", "ok", "norms", "pred", "stages")})
+                mine.append({k: kept[k] for k in ("start", "ok", "norms", "pred", "stages")}
+                            | {"stage_seconds": kept.get("stage_seconds", {})})  # states kept before it: none
                 passes[0] += kept["passes"][0]
                 passes[1] += kept["passes"][1]
                 kept_seconds[0] += kept["seconds"]
@@ -333,7 +334,8 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
             ok, norms, pred, xj = judge(out.x_adv.detach(), s, e)
             kept_inputs.add(s, xj, correct[s:e], ok)
             mine.append({"start": s, "ok": ok.cpu(), "norms": norms.cpu(), "pred": pred.cpu(),
-                         "stages": {stage: judge(xa.detach(), s, e)[0].cpu() for stage, xa in (out.stages or {}).items()}})
+                         "stages": {stage: judge(xa.detach(), s, e)[0].cpu() for stage, xa in (out.stages or {}).items()},
+                         "stage_seconds": dict(out.stage_seconds or {})})
             if state is not None:
                 state.keep(where, {**mine[-1], "passes": done, "seconds": time.perf_counter() - t},
                            f"the report's {key} at images {s}-{e} of {len(x)}")
@@ -376,6 +378,9 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
     stage_names = list(pieces[0]["stages"]) if pieces else []
     stages = {st: float((correct & torch.cat([p["stages"][st] for p in pieces]).to(device)).float().mean())
               for st in stage_names}
+    # each stage's time over this process's batches; across processes, the slowest's (wall time, as `secs`)
+    stage_seconds = {st: max(sum(p.get("stage_seconds", {}).get(st, 0.0) for p in r["pieces"]) for r in per_rank)
+                     for st in stage_names}
     shown = []
     if n_examples:
         idx = example_indices(correct, succ, n_examples)
@@ -388,4 +393,4 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
         robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, int(correct.sum())),
         median_norm=float(norms[succ].median()) if succ.any() else None, seconds=secs,
         images_per_s=len(x) / max(secs, 1e-9), backward_passes=passes[0], forward_passes=passes[1],
-        accuracy_on_source_correct=on_src, stages=stages, examples=shown), robust, first
+        accuracy_on_source_correct=on_src, stages=stages, stage_seconds=stage_seconds, examples=shown), robust, first
