@@ -349,3 +349,23 @@ def test_gate_reads_autoattack_stages_and_worst(cli, digits_ckpt, tmp_path):
     assert code == 1
     code, _, err = cli("eval", digits_ckpt, "--attack", FAST_AA, "--require", "autoattack.fab>=0.5")
     assert code == 2 and "unknown metric" in err
+
+
+def test_a_cascade_says_its_stage_beside_the_progress_bar(digits_model, digits, monkeypatch):
+    """A batch of a whole cascade can run for minutes with its bar at 0: each stage says what it attacks, shown
+    beside the bar, and the note is cleared when the batch ends."""
+    import contextlib
+
+    import harden.report.runner as runner
+    said = []
+
+    @contextlib.contextmanager
+    def recording(description, total):
+        yield lambda n=1, info=None: said.append((description.strip(), n, info))
+    monkeypatch.setattr(runner, "progress", recording)
+    evaluate(digits_model, digits, attacks=[FAST_AA], n=12, eps=0.1, metrics=False, masking_checks=False,
+             device="cpu")
+    notes = [info for d, n, info in said if d == "autoattack" and n == 0 and info]
+    assert [t.split(":")[0] for t in notes] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert notes[0].endswith("of 12 still robust") and all(" of 12 still robust" in t for t in notes)
+    assert said[-1] == ("autoattack", 12, None) and said[-2] == ("autoattack", 0, "")  # cleared, then the batch

@@ -77,6 +77,7 @@ class AutoAttack(Attack):
         for stage in self.stage_names():
             t = time.perf_counter()  # a stage ends in indexing by a mask, which waits for the device
             idx = robust.nonzero().squeeze(1)
+            self.say(f"{stage}: {idx.numel():,} of {len(x):,} still robust")
             if idx.numel():
                 xa = self._stage(stage, counted, x[idx], y[idx], seed, generator)
                 with torch.no_grad():  # the cascade's own check: misclassified and inside the ball

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -89,6 +89,14 @@ class Attack:
     def stage_names(self) -> list[str]:
         """Stages whose robust accuracy the report gives separately (a cascade such as autoattack)."""
         return []
+
+    # where a long run says which stage it is in (the report's progress bar: a batch of a whole cascade can take
+    # minutes, with the bar at 0 and no ETA until it ends); None: nobody listens
+    notify: Callable[[str], None] | None = None
+
+    def say(self, text: str) -> None:
+        if self.notify is not None:
+            self.notify(text)
 
     def describe(self) -> str:
         ps = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())

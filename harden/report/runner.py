@@ -327,7 +327,12 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
                 kept_seconds[0] += kept["seconds"]
                 return
             t = time.perf_counter()
-            out = attack(s, e)
+            atk.notify = lambda text: advance(0, info=text)  # a cascade's stage, beside the bar
+            try:
+                out = attack(s, e)
+            finally:
+                atk.notify = None
+                advance(0, info="")
             done = [out.grad_passes + out.extra_backward_passes, out.forward_passes]
             passes[0] += done[0]
             passes[1] += done[1]
