@@ -1,5 +1,6 @@
 """Recipe `patch-ft` (seed 003) and the gradient-masking checks (Carlini et al. 2019)."""
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -62,11 +63,23 @@ def _tripped(report):
     return {f["check"] for f in report.masking if f["tripped"]}
 
 
-def test_masking_checks_quiet_on_a_plain_model(digits_model, digits):
+def test_masking_checks_quiet_on_a_plain_model(digits_model, digits, monkeypatch):
+    import contextlib
+
+    import harden.report.checks as checks
+    said = []
+
+    @contextlib.contextmanager
+    def recording(description, total):
+        yield lambda n=1, info=None: said.append((n, info))
+    monkeypatch.setattr(checks, "progress", recording)  # the checks' bar: which one runs is said beside it
     r = harden.evaluate(digits_model, digits, n=200, attacks=["fgsm", "pgd"], device="cpu", metrics=False)
     # chance level + three gradient-masking checks + AutoAttack's four (randomized, output kind, zero gradients,
     # black-box) + outputs that depend on the batch
     assert len(r.masking) == 9 and not _tripped(r)
+    notes = [info for n, info in said if n == 0]
+    assert re.fullmatch(r"pgd at eps 0.5 on \d+ images", notes[0]) and "outputs and gradients" in notes
+    assert any(t.startswith("square at eps 8/255 on ") for t in notes) and said[-1] == (1, "")
 
 
 def test_masking_checks_fire_on_a_quantizing_input_layer(digits_model, digits, tmp_path):

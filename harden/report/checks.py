@@ -262,6 +262,8 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
     check_eps = pgd.params["eps"] if pgd is not None else (
         linf[0].params["eps"] if linf else (eps if eps is not None else 8 / 255))
 
+    tell = [lambda text: None]  # which check runs, beside the bar (set below): they take minutes on large images
+
     def attack_fn(spec: str, ids: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         """The predictions on `spec`'s adversarial inputs of the report's images `ids` (from start's points for
         them: start is indexed as x). Each batch gathers its own images: no copy of all of them is made."""
@@ -270,6 +272,9 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
 
         from .. import distributed as dd
         atk = build_attack(spec)
+        from ..attacks.base import _fmt
+        tell[0](f"{atk.name}" + (f" at eps {_fmt(atk.params['eps'])}" if "eps" in atk.params else "")
+                + f" on {len(ids):,} images")
         more = (lambda b: {}) if start is None else (lambda b: {"start": start[b]})  # pgd continued
         which = hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()[:16]
 
@@ -294,11 +299,13 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
         return torch.cat([p[1] for p in parts]).to(device)
 
     with progress("masking checks", 1) as advance:
+        tell[0] = lambda text: advance(0, info=text)
         flags += run_white_box_checks(model, first, y[:m], correct[:m], check_eps,
                                       robust_by_attack["pgd"][:m] if "pgd" in robust_by_attack else None,
                                       attack_fn, pgd.params if pgd is not None else None,
                                       pgd_end[:m] if pgd_end is not None else None)
         with frozen(model):
+            tell[0]("outputs and gradients")
             flags.append(randomized_outputs(model, x[:min(m, batch_size)]))
             flags.append(batch_dependent_outputs(model, x[:min(m, batch_size, 64)], flags[-1]["tripped"]))
             flags.append(output_kind_note(output_kind, scores_entry(model),
@@ -306,7 +313,7 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
             flags.append(zero_gradients(model, first, y[:m], correct[:m], batch_size, device))
             flags.append(black_box(model, first, y[:m], atk_objs, results, robust_by_attack, check_eps, attack_fn,
                                     seed, batch_size))
-        advance(1)
+        advance(1, info="")
     return flags
 
 
