@@ -1024,6 +1024,27 @@ def test_unreadable_file_stops_with_its_name_or_is_skipped_and_counted(tmp_path,
     assert rep["data_details"]["skipped_unreadable"] == 1 and rep["n"] == 6
 
 
+def test_a_200_megapixel_phone_photo_opens_and_the_larger_limit_holds(tmp_path):
+    """Pillow's own limit (179M pixels; a bare warning above 89M) would refuse phones' 200-megapixel photos as
+    decompression bombs; harden's reading takes them silently and still refuses beyond LARGEST_IMAGE_PIXELS."""
+    import warnings
+
+    from PIL import Image
+
+    from harden.data.sources import LARGEST_IMAGE_PIXELS
+    big = tmp_path / "200mp.png"
+    Image.new("1", (16320, 12240)).save(big)  # the 200 MP mode's size; 1-bit, so 25 MB in memory to write
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even a warning: it would print as a bare Python warning
+        with Image.open(big) as im:
+            assert im.size == (16320, 12240)
+    side = int(LARGEST_IMAGE_PIXELS ** 0.5) + 100
+    huge = tmp_path / "huge.png"
+    Image.new("1", (side, side)).save(huge)
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(huge)
+
+
 def test_empty_and_loose_folders_are_clear_errors(tmp_path):
     make_tree(tmp_path / "d", ["c0", "c1"], 2, splits=("train", "val"), sizes=(20, 30))
     (tmp_path / "d" / "val" / "c2").mkdir()

@@ -30,6 +30,25 @@ try:  # a dependency (pyproject); tolerated absent so that a bare environment (a
     register_heif_opener()
 except ImportError:
     pass
+
+
+def _allow_large_photos() -> None:
+    """Pillow refuses an image over 2 x MAX_IMAGE_PIXELS (179M pixels by default) as a possible decompression bomb,
+    and warns above MAX_IMAGE_PIXELS with a bare Python warning: phones' 108- and 200-megapixel modes (12,000 x 9,000;
+    16,320 x 12,240) write real photographs above both. harden allows up to LARGEST_IMAGE_PIXELS (1.6 GB decoded in
+    RGB, once per decoding process) without a word; a larger file is refused, with its name, as unreadable."""
+    import warnings
+
+    from PIL import Image
+    if Image.MAX_IMAGE_PIXELS != PILLOW_DEFAULT_PIXELS:
+        return  # a program that imports harden and chose its own limit keeps it
+    Image.MAX_IMAGE_PIXELS = LARGEST_IMAGE_PIXELS // 2  # Pillow errors above twice this
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+LARGEST_IMAGE_PIXELS = 2 ** 29  # 537M pixels: 23,170 x 23,170
+PILLOW_DEFAULT_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)  # Image.MAX_IMAGE_PIXELS as Pillow sets it
+_allow_large_photos()
 LIST_EXT = {".csv", ".tsv"}
 # folders that tools leave in photo trees, never classes nor images of one: macOS zip archives' resource forks,
 # Synology NAS thumbnails (@eaDir holds a JPEG per photo), Python's caches; hidden folders too (is_skipped_dir)
