@@ -97,7 +97,7 @@ class Listing:
     labels: np.ndarray  # int64 model indices once mapped
     names: list[str] | None = None  # per-image class name (before mapping); None when labels are indices already
     shards: list[str] = field(default_factory=list)  # tar shards, or the zip archive
-    what: str = "folder"  # folder | list | tar | zip | table | tfrecord | lmdb
+    what: str = "folder"  # folder | list | tar | zip | table | tfrecord | lmdb | recordio
     store: Any = None  # table: the parquet/Arrow files (tables.TableStore); refs are its row numbers
 
     def __len__(self) -> int:
@@ -135,6 +135,10 @@ class Listing:
             return self.store.read(int(ref))
         if self.what == "lmdb":
             return self.store.read(ref)
+        if self.what == "recordio":  # `file:offset:0:record k`: the record framed at that offset (recordio.py)
+            from .recordio import read_record
+            shard, offset, _, _ = ref.split(":", 3)
+            return read_record(self.shards[int(shard)], int(offset))
         if self.what == "zip":  # `archive:member` (zipped.py)
             shard, name = ref.split(":", 1)
             return _handle(self.shards[int(shard)], "zip").read(name)
@@ -913,6 +917,10 @@ def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
         from .lmdb_files import is_lmdb_file, lmdb_source
         if is_lmdb_file(path):  # data.mdb, or a database written as one file (train.lmdb)
             return lmdb_source(path)
+        from .recordio import recordio_source
+        rec = recordio_source(path)  # MXNet's .rec, found by its first frame's magic
+        if rec is not None:
+            return rec
         from .tfrecord import tfrecord_source
         return tfrecord_source(path, columns)  # found by its first record's checksum, whatever its name
     if not path.is_dir():
@@ -933,6 +941,10 @@ def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
     databases = lmdb_source(path)  # LMDB databases: the folder is one, or holds several (LSUN's, a split each)
     if databases is not None:
         return databases
+    from .recordio import recordio_source
+    rec = recordio_source(path)  # MXNet RecordIO files: train.rec beside val.rec
+    if rec is not None:
+        return rec
     from .tfrecord import tfrecord_source
     records = tfrecord_source(path, columns)  # TensorFlow Datasets' folders (a dataset's, a version's), TF-slim's shards
     if records is not None:
