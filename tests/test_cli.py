@@ -29,6 +29,12 @@ def test_eval_writes_json_markdown_junit(cli, digits_ckpt, tmp_path):
     assert [a["name"] for a in rep["attacks"]] == ["fgsm", "pgd", "autopgd", "cw", "deepfool", "jsma"]
     assert {"empirical_robustness", "loss_sensitivity"} <= set(rep["metrics"])
     assert "white-box" in m.read_text() and m.read_text().count("\n|") >= 7
+    # by class: every class of the sample, its counts and accuracies adding up to the report's own
+    rows = rep["per_class"]
+    assert [r["index"] for r in rows] == list(range(10)) and sum(r["n"] for r in rows) == rep["n"] == 100
+    assert abs(sum(r["n"] * r["clean"] for r in rows) / 100 - rep["clean_accuracy"]) < 1e-6
+    assert abs(sum(r["n"] * r["worst"] for r in rows) / 100 - rep["worst_case"]) < 1e-6
+    assert all(set(r["attacks"]) == {a["name"] for a in rep["attacks"]} for r in rows)
     suite = ET.parse(x).getroot().find("testsuite")
     assert suite.get("failures") == "0" and len(suite.findall("testcase")) == 1
     assert "white-box" in out

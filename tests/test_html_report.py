@@ -126,6 +126,24 @@ def test_class_and_model_names_the_figure_font_lacks_draw_without_warnings(eval_
     assert "模型.safetensors" in page
 
 
+def test_the_page_ranks_classes_with_enough_images_weakest_first(eval_outputs):
+    import json
+
+    from harden.report import html_page
+    from harden.report.by_class import MIN_RANKED
+    doc = json.loads((eval_outputs / "r.json").read_text())
+    rep = html_page.reports_of(doc)[0]
+    assert len(rep["per_class"]) == 10 and "none with 20+ of them" in html_page.render(doc)  # 60 images: 6 a class
+    rows = [{"index": i, "name": f"c{i}", "n": MIN_RANKED + i, "clean": 1.0, "worst": w, "attacks": {}}
+            for i, w in enumerate([0.5, 0.2, 0.9])]
+    rep["per_class"] = rows + [{"index": 3, "name": "few", "n": 2, "clean": 1.0, "worst": 0.0, "attacks": {}}]
+    page = html_page.render(doc)
+    table = page[page.index("<h3>By class"):]
+    table = table[:table.index("</table>")]
+    assert "3 of 4 classes" in table and "few" not in table
+    assert [table.index(f"<td>c{i}</td>") for i in (1, 0, 2)] == sorted(table.index(f"<td>c{i}</td>") for i in range(3))
+
+
 def test_curve_is_non_increasing_for_a_deterministic_attack(digits_model, digits):
     rep = evaluate(digits_model, digits, n=100, attacks=["pgd:steps=10"], eps=0.1, device="cpu", metrics=False,
                    curve=parse_curve("0:0.2:5"))

@@ -245,6 +245,27 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def _per_class_table(rep: dict[str, Any]) -> list[str]:
+    """The classes with enough images to rank, weakest first under the worst case (by_class.py)."""
+    from .by_class import MIN_RANKED, ranked
+    rows = rep.get("per_class") or []
+    order = ranked(rows)
+    if len(order) < 2:
+        return [f"<p class='note'>By class: {len(rows)} classes among the report's images, none with "
+                f"{MIN_RANKED}+ of them to rank (every class in the JSON).</p>"] if rows else []
+    level = rep.get("confidence", 0.95)
+    head = ["class", "images", "clean %", "worst case %", f"{level:.0%} CI"]
+    out = [f"<h3>By class (worst case, weakest first; {len(order)} of {len(rows)} classes with {MIN_RANKED}+ "
+           "images)</h3><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for r in order[:20]:
+        lo, hi = interval(r["worst"], r["n"], level)
+        out.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
+            r["name"], r["n"], _pct(r["clean"]), _pct(r["worst"]), f"{100 * lo:.1f}-{100 * hi:.1f}")) + "</tr>")
+    out.append("</table>" + (f"<p class='note'>and {len(order) - 20} more classes in the JSON</p>"
+                             if len(order) > 20 else ""))
+    return out
+
+
 def stage_seconds_cell(a, stage: str) -> str:
     """A cascade stage's own time ('-' in reports written before it was kept); `a` an AttackResult or its JSON."""
     s = (a.stage_seconds if hasattr(a, "stage_seconds") else a.get("stage_seconds", {})).get(stage)
@@ -338,6 +359,7 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
         out.append("<p class='note'>" + ", ".join(f"{e(k)} {'undefined' if v is None else format(v, '.4g')}"
                                                   for k, v in rep["metrics"].items())
                    + " (white-box, seed 004)</p>")
+    out += _per_class_table(rep)
     if rep.get("gate"):
         out.append("<ul>" + "".join(
             f"<li class='{'pass' if g['passed'] else 'fail'}'>{'PASS' if g['passed'] else 'FAIL'} "

@@ -73,6 +73,8 @@ class Report:
     # the worst case within each threat model's norm (linf, l2, l0): an image counts only if it survives every attack
     # of that norm; `worst` mixes them (an L0 attack can set it while a team gates on L-inf)
     worst_by_norm: dict[str, float] = field(default_factory=dict)
+    # each class among the images: n, clean, worst case and each attack's robust accuracy (by_class.py)
+    per_class: list[dict[str, Any]] = field(default_factory=list)
     confidence: float = 0.95  # level of every accuracy's interval (stats.py: Wilson's score interval)
     baseline: dict[str, Any] = field(default_factory=dict)  # --baseline: its file and the paired comparison
     time_budget: dict[str, Any] = field(default_factory=dict)  # --time-budget: budget, plan, estimate, time used

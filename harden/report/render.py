@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..checkpoint import atomic_write_bytes
+from .by_class import weakest_line
 from .html_page import data_note, render, run_where, stage_seconds_cell
 from .model import Report
 
@@ -103,6 +104,9 @@ def render_terminal(report: Report, console: Console) -> None:
         console.print("  " + "  ".join(f"{k} {v:.4g}" for k, v in report.metrics.items()) + " (white-box, seed 004)")
     if transfer:
         console.print(f"  crafting model clean accuracy {_pct(report.source_clean_accuracy)}%")
+    weakest = weakest_line(report.per_class, report.confidence)
+    if weakest:
+        console.print(f"  [dim]{escape(weakest)}[/]")
     render_masking(report, console)
     for i, line in enumerate(baseline_lines(report)):
         console.print(("  " if i == 0 else "    ") + escape(line))
@@ -198,6 +202,9 @@ def to_markdown(reports: Sequence[Report]) -> str:
         lines += [f"- `{a.preset}`" for a in r.attacks]
         if r.metrics:
             lines.append("- " + ", ".join(f"{k} {v:.4g}" for k, v in r.metrics.items()) + " (white-box)")
+        weakest = weakest_line(r.per_class, r.confidence)
+        if weakest:
+            lines.append(f"- {weakest}")
         for f in r.masking:
             what = "gradient-masking check" if f.get("kind", "masking") == "masking" else "check"
             lines.append(f"- {what} `{f['check']}`: {'TRIPPED' if f['tripped'] else 'quiet'} ({f['detail']})")

@@ -26,6 +26,7 @@ from .examples import KeptInputs, example_indices, pick_examples
 from .metrics import seed004_metrics
 from .input_size import better_input_size
 from .normalisation import better_normalisation
+from .by_class import by_class
 from .model import PRECISION_LABELS, AttackResult, Report
 
 if TYPE_CHECKING:
@@ -255,6 +256,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
                   correct_images=correct.cpu(),
                   class_names=data.class_names, attack_precision=PRECISION_LABELS[attack_amp],
                   processes=distributed.world(), data_details=details, notes=notes, worst_by_norm=worst_by_norm,
+                  per_class=by_class(y, correct, robust_by_attack, data.class_names),
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None)
