@@ -36,12 +36,8 @@ META_KEYS = re.compile(rb"^__.*__$|^(num[-_]?samples|length|len|keys|size|num)$"
 
 def is_lmdb_file(path: Path) -> bool:
     """An LMDB data file: `data.mdb`, or one written with subdir=False (`train.lmdb`), found by its magic."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(20)
-    except OSError:
-        return False
-    return len(head) == 20 and head[16:20] == LMDB_MAGIC
+    from ..foreign_formats import _head
+    return path.is_file() and _head(path, 20)[16:20] == LMDB_MAGIC
 
 
 def _database(path: Path) -> Path | None:

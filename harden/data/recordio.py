@@ -25,12 +25,8 @@ LOOK = 1000  # entries of a folder looked at for .rec files
 
 
 def is_recordio(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError:
-        return False
-    return len(head) == 8 and head[:4] == MAGIC_BYTES
+    from ..foreign_formats import _head
+    return path.is_file() and _head(path, 8)[:4] == MAGIC_BYTES
 
 
 def _frames(f, where: str, start: int = 0):
