@@ -303,12 +303,12 @@ def list_databases(dbs: list[Path], by_name: bool) -> Listing:
                     else:
                         label = _key_class(key)
                     refs.append(f"{i}:{key.decode('utf-8', 'surrogateescape')}")
-                    if isinstance(label, int):
+                    if isinstance(label, int) and label >= 0:
                         ints.append(label)
                         names.append(str(label))
-                    else:
+                    else:  # a name, or no label (a negative index too: Caffe's lists mark unlabelled images -1)
                         ints.append(-1)
-                        names.append(label or "")
+                        names.append(label if isinstance(label, str) else "")
                     advance(1)
             store.kinds.append(kind or "image")
     if not refs:
