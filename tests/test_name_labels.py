@@ -58,6 +58,10 @@ def test_a_name_without_its_class_and_a_bad_pattern_are_refused(tmp_path):
         load_data(tmp_path / "dvc" / "train", _target(label_from_name="[a-z]*"))
     with pytest.raises(HardenError, match="one or the other"):
         load_data(tmp_path / "dvc" / "train", _target(label_from_name="^[a-z]+", label_column="label"))
+    # data read another way (arrays here) is refused rather than read as if the flag were not there
+    np.savez(tmp_path / "arrays.npz", x_test=np.zeros((4, 8, 8, 3), np.uint8), y_test=np.arange(4) % 2)
+    with pytest.raises(HardenError, match="--label-from-name reads .* read as arrays"):
+        load_data(tmp_path / "arrays.npz", _target(label_from_name="^[a-z]+"))
     # without the flag, a folder of loose images names it
     with pytest.raises(HardenError, match="--label-from-name PATTERN"):
         load_data(tmp_path / "dvc" / "train", _target())

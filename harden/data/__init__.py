@@ -396,6 +396,10 @@ def check_columns_apply(columns: Columns, data: Data) -> None:
     if columns.from_name and columns and not columns.recorded:
         raise HardenError("--label-from-name reads the labels in a folder's file names; --label-column and "
                           "--image-column name a list's or a table's columns: give one or the other.")
+    from .name_labels import NAMES_LAYOUT
+    if columns.from_name and not columns.recorded and _layout_of(data) != NAMES_LAYOUT:
+        raise HardenError(f"--label-from-name reads the labels in the names of a folder's image files; "
+                          f"{data.source} is read as {_layout_of(data)}, whose labels come from its own structure.")
     if columns and not columns.recorded and _layout_of(data) not in COLUMN_LAYOUTS:
         flags = " and ".join(f for f, v in (("--label-column", columns.label), ("--image-column", columns.image)) if v)
         raise HardenError(f"{flags} name{'s' * (' and ' not in flags)} the columns of a CSV/TSV list or a parquet/Arrow "
