@@ -280,6 +280,7 @@ def main() -> None:
             sync(device)
             write({"row": "autoattack", "impl": "harden", "images": len(x), "batch": aa_batch,
                    "seconds": round(time.perf_counter() - t, 1),
+                   "stage_seconds": {k: round(v, 2) for k, v in rep.attacks[0].stage_seconds.items()},
                    "clean": rep.clean_accuracy, "robust": rep.attacks[0].robust_accuracy, "threat_model": "white-box"})
             from pyautoattack import AutoAttack
             sync(device)
@@ -347,7 +348,9 @@ SUMMARY = {  # row kind -> (on, at, result) of the Markdown summary
     "new_shape": lambda r: (r["model"], f"batches {r['sizes']}", f"first call {r['first_ms']} ms, again "
                             f"{r['again_ms']} ms: {r['new_size_extra_ms']} ms more per new size"),
     "autoattack": lambda r: (r["impl"], f"{r['images']} images, batch {r['batch']}",
-                             f"{r['seconds']} s, robust {r['robust']:.3f}"),
+                             f"{r['seconds']} s, robust {r['robust']:.3f}" + (
+                                 " (" + ", ".join(f"{k} {v} s" for k, v in r["stage_seconds"].items()) + ")"
+                                 if r.get("stage_seconds") else "")),
     "train": lambda r: (f"{r['model']} {r['frac']:g}", f"{r['epochs']} epochs, batch {r['batch']}, lr {r['lr']}, "
                         f"amp {r['amp']}", f"{r['train_s']} s, floor {r['floor_s']} s, floor/time "
                         f"{r['floor_over_time']}, waited {r.get('input_wait_s', '-')} s for batches"

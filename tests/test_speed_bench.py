@@ -34,6 +34,8 @@ def test_speed_benchmark_runs_tiny_on_cpu(tmp_path):
     assert 0 < train["input_wait_s"] <= train["train_s"]  # the loop's waits for its batches, within its time
     assert {r["impl"] for r in rows if r["row"] == "autoattack"} == {"harden", "original (pyautoattack)"}
     assert len({r["batch"] for r in rows if r["row"] == "autoattack"}) == 1  # both at the same batch
+    ours = next(r for r in rows if r["row"] == "autoattack" and r["impl"] == "harden")
+    assert list(ours["stage_seconds"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]  # where the card's time goes
     feeder = next(r for r in rows if r["row"] == "loader" and "feeder" in r["kind"])
     assert feeder["images"] > 0 and feeder["img_s"] > 0 and feeder["first_batch_s"] > 0  # batches after the first
     assert "| attack |" in proc.stdout  # the Markdown summary
