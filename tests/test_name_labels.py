@@ -46,6 +46,19 @@ def test_names_give_the_classes_in_one_folder_and_in_a_split_tree(tmp_path):
         assert data.y_train.tolist() == [0, 0, 1] and data.y_test.tolist() == [0, 1]
 
 
+def test_a_zip_archive_of_named_images_as_kaggle_ships_dogs_vs_cats(tmp_path):
+    import zipfile
+    _write(tmp_path / "train", [f"{c}.{i}.jpg" for c in ("cat", "dog") for i in range(3)])
+    with zipfile.ZipFile(tmp_path / "train.zip", "w") as z:
+        for f in sorted((tmp_path / "train").iterdir()):
+            z.write(f, f"train/{f.name}")
+    data = load_data(tmp_path / "train.zip", _target(label_from_name="^[a-z]+"))
+    assert data.class_names == ["cat", "dog"] and data.y_test.tolist() == [0, 0, 0, 1, 1, 1]
+    lst = data.listing("test")
+    assert lst.location(0).endswith("train.zip:train/cat.0.jpg")
+    assert lst.read_bytes(5) == (tmp_path / "train" / "dog.2.jpg").read_bytes()
+
+
 def test_a_name_without_its_class_and_a_bad_pattern_are_refused(tmp_path):
     # Dogs vs. Cats' root: train/ labelled by names beside test1/, numbered and unlabelled
     _write(tmp_path / "dvc" / "train", ["cat.0.jpg", "dog.0.jpg"])

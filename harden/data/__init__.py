@@ -159,7 +159,7 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     raw = raw_tfrecords(path, columns)  # TFRecords of raw pixels (the MNIST tutorial's): arrays; encoded: on disk
     if raw is not None:
         return raw
-    if columns.from_name and (not columns.recorded or path.is_dir() and _labels_only_by_name(path)):
+    if columns.from_name and (not columns.recorded or _labels_only_by_name(path)):
         from .name_labels import name_label_source  # asked for: before any reading of the folder's structure
         return _file_data(name_label_source(path, columns.from_name), target)
     found = find_on_disk(path, columns)
@@ -288,10 +288,18 @@ def _read_as_the_model_does(data: FileData, readings: dict[str, dict[str, int]],
 
 
 def _labels_only_by_name(path: Path) -> bool:
-    """Whether a folder's images lie loose, in it or in its train/ and val/, as the folder a recorded
+    """Whether a folder's (a zip archive's) images lie loose, in it or in its train/ and val/, as the data a recorded
     --label-from-name was given for did (a class-folder tree at the same path is read as one, not by names)."""
     from .name_labels import _splits
-    return all(_holds_images(f) and not class_folders(f) for f in _splits(path).values())
+    if path.is_file() and path.suffix.lower() == ".zip":
+        from .zipped import zip_source
+        try:  # class folders in the archive label it; loose images are what the pattern was for
+            for lister in zip_source(path).listers.values():
+                lister()
+        except HardenError:
+            return True
+        return False
+    return path.is_dir() and all(_holds_images(f) and not class_folders(f) for f in _splits(path).values())
 
 
 def _holds_images(folder: Path, look: int = 1000) -> bool:

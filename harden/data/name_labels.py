@@ -47,29 +47,48 @@ def _splits(path: Path) -> dict[str, Path]:
     return {"train": train, "test": test} if train is not None and test is not None else {"all": path}
 
 
-def _listing(folder: Path, rx: re.Pattern, pattern: str) -> Listing:
-    refs = sorted(image_files(folder, folder))
-    if not refs:
-        raise HardenError(f"--label-from-name: {folder} holds no image files.")
-    names = [label_of(rx, os.path.basename(r)) for r in refs]
-    unmatched = [r for r, n in zip(refs, names, strict=True) if n is None]
+def _names(paths: list[str], rx: re.Pattern, pattern: str, where: str) -> list[str]:
+    """The class each path's file name holds; an error naming the first that holds none."""
+    if not paths:
+        raise HardenError(f"--label-from-name: {where} holds no image files.")
+    names = [label_of(rx, os.path.basename(p)) for p in paths]
+    unmatched = [p for p, n in zip(paths, names, strict=True) if n is None]
     if unmatched:
-        raise HardenError(f"--label-from-name {pattern!r}: {len(unmatched):,} of the {len(refs):,} image files in "
-                          f"{folder} have names it does not read a class from ({', '.join(unmatched[:3])}"
+        raise HardenError(f"--label-from-name {pattern!r}: {len(unmatched):,} of the {len(paths):,} image files in "
+                          f"{where} have names it does not read a class from ({', '.join(unmatched[:3])}"
                           f"{', ...' if len(unmatched) > 3 else ''}). Give the folder of labelled images alone "
                           "(Dogs vs. Cats' train/, not its unlabelled test1/), or a pattern every name matches.")
+    return names
+
+
+def _listing(folder: Path, rx: re.Pattern, pattern: str) -> Listing:
+    refs = sorted(image_files(folder, folder))
+    names = _names(refs, rx, pattern, str(folder))
     return Listing(str(folder), PathTable(refs), np.zeros(len(refs), np.int64), names, what="folder")
+
+
+def _zip_listing(archive: Path, rx: re.Pattern, pattern: str) -> Listing:
+    """Every image of a zip archive (Kaggle's Dogs vs. Cats `train.zip`: train/cat.0.jpg, ...), read in place."""
+    from .zipped import zip_images
+    every = zip_images(archive)
+    members = [every.refs[i].split(":", 1)[1] for i in range(len(every))]
+    every.names = _names(members, rx, pattern, str(archive))
+    return every
 
 
 def name_label_source(path: Path, pattern: str) -> OnDisk:
     """The folder's images (at any depth), each labelled by the class `pattern` reads in its name; train/ and val/
-    (or test/, ...) as its two splits where both are there, else one split (fix holds a share out of it)."""
+    (or test/, ...) as its two splits where both are there, else one split (fix holds a share out of it). A zip
+    archive: all its images, one split."""
     rx = compiled(pattern)
-    if not path.is_dir():
-        raise HardenError(f"--label-from-name labels the image files of a folder by their names; {path} is not a "
-                          "folder.")
-    listers = {split: functools.cache(lambda f=folder: _listing(f, rx, pattern))
-               for split, folder in _splits(path).items()}
+    if path.is_file() and path.suffix.lower() == ".zip":
+        listers = {"all": functools.cache(lambda: _zip_listing(path, rx, pattern))}
+    elif path.is_dir():
+        listers = {split: functools.cache(lambda f=folder: _listing(f, rx, pattern))
+                   for split, folder in _splits(path).items()}
+    else:
+        raise HardenError(f"--label-from-name labels the image files of a folder (or a zip archive) by their names; "
+                          f"{path} is neither.")
 
     def class_names() -> list[str]:
         names = sorted({n for lister in listers.values() for n in lister().names})
