@@ -1051,6 +1051,10 @@ def test_empty_and_loose_folders_are_clear_errors(tmp_path):
     model = small_cnn(num_classes=3)
     with pytest.raises(HardenError, match="c2.*holds no images"):
         load_data(tmp_path / "d", DataTarget.for_model(model)).listing("test")
+    for i in range(3):  # a chest X-ray set as exported from PACS: what the folder holds is said, with the way on
+        (tmp_path / "d" / "val" / "c2" / f"{i}.dcm").write_bytes(b"\0" * 128 + b"DICM")
+    with pytest.raises(HardenError, match=r"c2.*holds no images.*It holds 3 \.dcm files \(DICOM\): convert them to PNG"):
+        load_data(tmp_path / "d", DataTarget.for_model(model)).listing("test")
     loose = tmp_path / "loose"
     loose.mkdir()
     save_image(loose / "x", photo(np.random.default_rng(0), 20, 20), "RGB")

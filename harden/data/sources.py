@@ -407,12 +407,42 @@ def list_class_folders(split_dir: Path) -> Listing:
                               "); remove it or add its images." + (
                                   f" It holds the list {lists[0]}: if that labels the images (ISIC's ground truth "
                                   f"beside its ..._Input folder), give it as --data ({split_dir / c / lists[0]})."
-                                  if lists else ""))
+                                  if lists else _other_files_note(split_dir / c)))
         found.sort()
         refs += found
         names += [c] * len(found)
     _refuse_levels_above_classes(split_dir, classes, refs)
     return Listing(str(split_dir), PathTable(refs), np.zeros(len(refs), np.int64), names, what="folder")
+
+
+# files of formats Pillow does not decode that image trees hold: what they are, and what to do with them
+_DICOM = ("DICOM", "convert them to PNG as the training pipeline did (its window, MONOCHROME1 inverted, its bit "
+                   "depth), since harden's budgets are in the pixels the model was trained on")
+_RAW = ("camera raw", "develop them to JPEG or PNG as the training images were")
+FOREIGN_IMAGES = {
+    ".dcm": _DICOM, ".dicom": _DICOM, ".cr2": _RAW, ".nef": _RAW, ".arw": _RAW, ".dng": _RAW,
+    ".nii": ("NIfTI volumes", "save the slices the model classifies as PNG files, as its training did"),
+    ".svs": ("whole-slide images", "save the tiles the model classifies as PNG files, as its training did"),
+    ".npy": ("NumPy arrays", "arrays are given as an .npz, or as an .npy of images beside its labels "
+                             "(--data x_test.npy with y_test.npy), not as class folders"),
+}
+
+
+def _other_files_note(folder: Path, look: int = 1000) -> str:
+    """What a class folder without images holds instead (among its first entries), and the way to read it."""
+    import collections
+    import itertools
+    try:
+        with os.scandir(folder) as entries:
+            exts = collections.Counter(os.path.splitext(e.name)[1].lower() for e in itertools.islice(entries, look)
+                                       if e.is_file() and not e.name.startswith("."))
+    except OSError:
+        return ""
+    if not exts:
+        return ""
+    ext, n = exts.most_common(1)[0]
+    what, how = FOREIGN_IMAGES.get(ext, (None, None))
+    return f" It holds {n:,} {ext or 'extensionless'} file{'s' * (n != 1)}" + (f" ({what}): {how}." if what else ".")
 
 
 def _refuse_levels_above_classes(split_dir: Path, classes: list[str], refs: list[str]) -> None:
