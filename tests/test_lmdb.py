@@ -106,7 +106,8 @@ def test_pickled_pairs_in_a_single_file_database_and_code_never_runs(tmp_path):
     x = _pixels(4, 5)
     # ImageFolderLMDB's layout: (file bytes, label) under "0", "1", ...; __keys__ and __len__ beside them
     items = [(str(i), pickle.dumps((_encoded(a), i % 2))) for i, a in enumerate(x)]
-    items += [("__keys__", pickle.dumps([str(i).encode() for i in range(4)])), ("__len__", pickle.dumps(4))]
+    items += [("__keys__", pickle.dumps([str(i).encode() for i in range(4)])), ("__len__", pickle.dumps(4)),
+              ("classes", pickle.dumps(["cat", "dog"]))]
     _write(tmp_path / "pairs.lmdb", items, subdir=False)
     data = load_data(tmp_path / "pairs.lmdb", DataTarget.for_model(small_cnn(num_classes=2), workers=0))
     assert data.n_test == 4 and data.y_test.tolist() == [0, 1, 0, 1]

@@ -31,7 +31,9 @@ from .tfrecord import IMAGE_KEYS, LABEL_KEYS, IMAGE_MAGIC, _fields, _signed
 LMDB_MAGIC = b"\xde\xc0\xef\xbe"  # MDB_MAGIC (0xBEEFC0DE) in the first meta page, at byte 16
 DATA_FILE = "data.mdb"
 LOOK = 1000  # entries of a folder looked at for databases (a flat folder of a million images is not listed)
-META_KEYS = re.compile(rb"^__.*__$|^(num[-_]?samples|length|len|keys|size|num)$", re.I)
+# entries scripts keep beside the images: their count, their keys, the class names
+META_KEYS = re.compile(rb"^__.*__$|^(num[-_]?samples|length|len|keys|size|num|classes|class_names|names|meta(data)?|"
+                       rb"info)$", re.I)
 
 
 def is_lmdb_file(path: Path) -> bool:
