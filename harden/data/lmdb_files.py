@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import HardenError
 from .sources import Listing, OnDisk, PathTable, is_skipped_dir, pick_splits, split_word
-from .tfrecord import IMAGE_KEYS, LABEL_KEYS, IMAGE_MAGIC, _fields, _signed
+from .tfrecord import IMAGE_KEYS, LABEL_KEYS, _fields, _signed, is_encoded_image
 
 LMDB_MAGIC = b"\xde\xc0\xef\xbe"  # MDB_MAGIC (0xBEEFC0DE) in the first meta page, at byte 16
 DATA_FILE = "data.mdb"
@@ -100,10 +100,6 @@ if hasattr(os, "register_at_fork"):
 
 
 # ---------------------------------------------------------------- values
-
-def _is_image(v: bytes) -> bool:
-    return v.startswith(IMAGE_MAGIC) or (v[:4] == b"RIFF" and v[8:12] == b"WEBP")
-
 
 def _datum(v: bytes) -> dict | None:
     """Caffe's Datum (channels 1, height 2, width 3, data 4, label 5, float_data 6, encoded 7), or None."""
@@ -211,7 +207,7 @@ def _image_bytes(kind: str, v: bytes) -> bytes:
 
 
 def _kind(db: str, key: bytes, v: bytes) -> str:
-    if _is_image(v):
+    if is_encoded_image(v):
         return "image"
     if v[:1] == b"\x80":  # a pickle's protocol opcode (protocols 2-5)
         return "pickle"

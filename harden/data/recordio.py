@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import HardenError
 from .sources import Listing, OnDisk, PathTable, _handle, is_skipped_dir, pick_splits, split_word
-from .tfrecord import IMAGE_MAGIC
+from .tfrecord import is_encoded_image
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -74,10 +74,6 @@ def read_record(shard: str, offset: int) -> bytes:
     return _split_image(data, f"{shard} at byte {offset}")[1]
 
 
-def _is_image(b: bytes) -> bool:
-    return b.startswith(IMAGE_MAGIC) or (b[:4] == b"RIFF" and b[8:12] == b"WEBP")
-
-
 def list_records(files: list[Path]) -> Listing:
     """Every image record of `files` (one split) and its label: read header by header, images skipped."""
     from ..runtime import progress_if
@@ -97,7 +93,7 @@ def list_records(files: list[Path]) -> Listing:
                     if len(values) != 1:
                         raise HardenError(f"{str(path)!r}: record {k} has {len(values)} labels; harden evaluates "
                                           "classification, one label per image.")
-                    if k < 8 and not _is_image(image_head):
+                    if k < 8 and not is_encoded_image(image_head):
                         raise HardenError(f"{str(path)!r}: record {k} holds no encoded image after its header (first "
                                           f"bytes {image_head[:8].hex()}); harden reads im2rec's image records.")
                     v = values[0]

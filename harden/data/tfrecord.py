@@ -217,7 +217,9 @@ def _parsed(path: Path, k: int, data: bytes, keys: set[str] | None = None) -> di
 
 # ---------------------------------------------------------------- which features are the image and the label
 
-def _is_encoded_image(data: bytes) -> bool:
+def is_encoded_image(data: bytes) -> bool:
+    """Whether bytes begin as an image file does (JPEG, PNG, GIF, BMP, TIFF, JPEG 2000, WebP): what an archive's
+    value holds when it holds one."""
     return data.startswith(IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
@@ -253,9 +255,9 @@ def plan_for(path: Path, first: bytes, info: "DatasetInfo | None", columns: Colu
     # --image-column: that feature or none; else the supervised key, the usual names, any feature of image bytes
     wanted = [asked_image] if asked_image else [info.image, *IMAGE_KEYS] if info is not None and info.image \
         else list(IMAGE_KEYS)
-    image = next((k for k in wanted if k in spans and _is_encoded_image(first[slice(*spans[k][0])])), None)
+    image = next((k for k in wanted if k in spans and is_encoded_image(first[slice(*spans[k][0])])), None)
     if image is None and not asked_image:
-        image = next((k for k in sorted(spans) if _is_encoded_image(first[slice(*spans[k][0])])), None)
+        image = next((k for k in sorted(spans) if is_encoded_image(first[slice(*spans[k][0])])), None)
     raw = None
     if image is None:
         shape = _size_keys(feats)
