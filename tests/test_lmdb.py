@@ -80,6 +80,8 @@ def test_lsun_databases_one_per_class_and_split_read_in_place(tmp_path, cli):
     assert code == 0, err
     code, _, err = cli("eval", tmp_path / "m.safetensors", "--attack", "fgsm", "--n", "6", "--workers", "2", "-q")
     assert code == 0, err
+    code, out, err = cli("data", tmp_path / "lsun")
+    assert code == 0 and "lmdb (values are encoded image files)" in out, err
 
 
 def test_caffe_datums_raw_bgr_and_encoded_with_their_labels(tmp_path):

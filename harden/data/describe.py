@@ -20,7 +20,11 @@ def describe(data: Data, sample: int = SAMPLE) -> list[tuple[str, str]]:
     from . import FileData
     rows: list[tuple[str, str]] = [("source", data.source)]
     on_disk = isinstance(data, FileData)
-    rows.append(("layout", data.layout if on_disk else "arrays in memory"))
+    layout = data.layout if on_disk else "arrays in memory"
+    store = data.listing("test" if data.has_split("test") else "train").store if on_disk else None
+    if hasattr(store, "describe"):  # what an archive's entries hold (LMDB's values)
+        layout += f" ({store.describe()})"
+    rows.append(("layout", layout))
     if not data.has_split("train"):
         rows.append(("train split", "none: `eval` reads it whole; `fix` holds a stratified, seeded 20% of it out as "
                                     "its test split and trains on the rest"))

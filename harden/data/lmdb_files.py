@@ -242,6 +242,14 @@ class LmdbStore:
         db, key = ref.split(":", 1)
         return f"{self.databases[int(db)]}:{key}"
 
+    def describe(self) -> str:
+        """What its values are, for `harden data`."""
+        return ", ".join(dict.fromkeys(KIND_TEXT[k] for k in self.kinds))
+
+
+KIND_TEXT = {"image": "values are encoded image files", "datum": "values are Caffe Datum messages",
+             "pickle": "values are pickled (image, label) pairs"}
+
 
 def _name_class(db: Path) -> str:
     """LSUN's `bedroom_train_lmdb` -> bedroom: the database's name less its split word and `lmdb`."""
