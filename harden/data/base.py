@@ -242,11 +242,8 @@ def chunks(idx: Iterable[int] | np.ndarray, size: int) -> list[np.ndarray]:
     return [idx[s:s + size] for s in range(0, len(idx), size)]
 
 
-class LazyRows:
-    """An N x ... array read when indexed (an HDF5 dataset, several files' rows as one): arrays.py keeps it as it is
-    rather than reading it whole. Subclasses set `shape` and `dtype`, rebuild themselves at another row shape
-    (`_reshaped`) and read rows (`_read`, given non-negative int64 row numbers)."""
-    lazy_rows = True
+class Shaped:
+    """An array's shape without its values (read later): ndim and len as numpy gives them."""
     shape: tuple[int, ...]
 
     @property
@@ -255,6 +252,13 @@ class LazyRows:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+
+class LazyRows(Shaped):
+    """An N x ... array read when indexed (an HDF5 dataset, several files' rows as one): arrays.py keeps it as it is
+    rather than reading it whole. Subclasses set `shape` and `dtype`, rebuild themselves at another row shape
+    (`_reshaped`) and read rows (`_read`, given non-negative int64 row numbers)."""
+    lazy_rows = True
 
     def reshape(self, shape: tuple[int, ...]) -> "LazyRows":
         if int(np.prod(shape)) != int(np.prod(self.shape)) or shape[0] != self.shape[0]:

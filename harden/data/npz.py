@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import Shaped
+
 # what zipfile, its decompressors and numpy's .npy reader raise on a damaged, truncated or foreign archive
 # (numpy parses a .npy header as a Python literal: a damaged one raises SyntaxError or tokenize's TokenError)
 READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, struct.error,
@@ -27,19 +29,12 @@ MAP_BYTES = 1 << 20  # stored members up to this are simply read (labels, class 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip local file header (APPNOTE 4.3.7): 30 bytes
 
 
-class DeferredArray:
+class DeferredArray(Shaped):
     """A compressed member not inflated yet: its shape and dtype (read from its .npy header) say what it holds;
-    load() inflates it (mapped or read, as read_npz would)."""
+    load() inflates it (mapped or read, as read_npz would). Not LazyRows: it is inflated whole, not read by rows."""
 
     def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype):
         self.path, self.name, self.shape, self.dtype = path, name, shape, dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def reshape(self, shape: tuple[int, ...]) -> "DeferredArray":
         if int(np.prod(shape)) != int(np.prod(self.shape)):
