@@ -78,7 +78,10 @@ def data_for(model: Classifier, data: str | None, model_name: str = "the model",
     from .data.arrays import is_arrays
     from .data.held_out import test_split_for
     if is_arrays(data):  # images and labels in memory (a share held out where the model was hardened on them)
-        return test_split_for(load_data(data, DataTarget.for_model(model, **target)), model.spec.extra, model_name)
+        from .data.dataset_objects import model_for
+        loaded = load_data(data, DataTarget.for_model(model, **target))
+        model_for(model, loaded)  # a dataset normalised otherwise than the model: said
+        return test_split_for(loaded, model.spec.extra, model_name)
     spec = data or model.spec.data
     if not spec:
         raise HardenError("The checkpoint does not name its data; pass --data (digits, an .npz, a CIFAR-10 "

@@ -15,6 +15,7 @@ from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
 from .data import Data, DataTarget, check_fits, load_data, remember_columns, remember_orientation, subsample
 from .data.arrays import is_arrays
+from .data.dataset_objects import model_for
 from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
@@ -174,7 +175,11 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         if data is None:
             raise HardenError("fix: a plain nn.Module needs its data (images and labels in memory, a Data, or what "
                               "--data takes).")
-        base = from_module(base, input_size=data.input_size, in_chans=data.in_chans)
+        undone = getattr(data, "normalize_undone", None)
+        if undone:  # a dataset's Normalize undone to read pixels: the module is given it inside
+            base = model_for(base, data)
+        else:
+            base = from_module(base, input_size=data.input_size, in_chans=data.in_chans)
     if isinstance(base, Classifier):
         base_model, base_sha, base_name = base, state_digest(base), base_name or "base"
         model = copy_module(base)
@@ -189,6 +194,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         ds = data
     elif is_arrays(data):  # images and labels in memory: as an .npz of the same arrays
         ds = load_data(data, DataTarget.for_model(base_model, **(data_target or {})))
+        model_for(base_model, ds)  # a dataset normalised otherwise than the model: said
     else:
         spec = data or base_model.spec.data
         if not spec:

@@ -60,6 +60,7 @@ class ImageData(Data):
     image_chans: int | None = None  # the arrays' own channels where they are fed as another count (with_channels)
     held_out: dict = field(default_factory=dict)  # the test split fix held out of arrays of one split
     labels_from: str = ""  # Data.labels_from
+    normalize_undone: dict = field(default_factory=dict)  # a torch Dataset's Normalize undone: its mean and std
 
     @property
     def in_chans(self) -> int:
@@ -84,7 +85,8 @@ class ImageData(Data):
     def take_train(self, idx: np.ndarray, subset: dict | None = None) -> "ImageData":
         return ImageData(self.x_train[idx], self.y_train[idx], self.x_test, self.y_test, self.source,
                          self.num_classes, subset=self.subset if subset is None else subset,
-                         class_names=self.class_names, image_chans=self.image_chans, held_out=self.held_out)
+                         class_names=self.class_names, image_chans=self.image_chans, held_out=self.held_out,
+                         normalize_undone=self.normalize_undone)
 
     def with_held_out_test(self) -> "ImageData":
         """Arrays of one split (all of them the test split): a stratified, seeded HELD_OUT_TEST of them becomes the
@@ -97,7 +99,7 @@ class ImageData(Data):
                          RowsOf(x, test_idx, f"{self.source}: held-out rows"), y[test_idx], self.source,
                          self.num_classes, class_names=self.class_names, image_chans=self.image_chans,
                          held_out={"fraction": HELD_OUT_TEST, "seed": HELD_OUT_SEED, "n": int(len(test_idx)),
-                                   "index_sha256": index_hash(test_idx)})
+                                   "index_sha256": index_hash(test_idx)}, normalize_undone=self.normalize_undone)
 
     def test_digest(self) -> str:
         """The test split's shape, labels and pixels: every row where they fit in DIGEST_WHOLE_BYTES (CIFAR-10's
@@ -139,7 +141,7 @@ class ImageData(Data):
         return ImageData(ChannelView(raw, channels, f"{self.source}: x_train"), self.y_train,
                          ChannelView(self.x_test, channels, f"{self.source}: x_test"), self.y_test, self.source,
                          self.num_classes, subset=self.subset, class_names=self.class_names, image_chans=own,
-                         held_out=self.held_out)
+                         held_out=self.held_out, normalize_undone=self.normalize_undone)
 
     def identity(self) -> dict:
         out = super().identity()
@@ -147,6 +149,8 @@ class ImageData(Data):
             out["channels"] = CHANNEL_NOTES[(self.image_chans, self.in_chans)] + ", as image files are read"
         if self.held_out:
             out["held_out_test"] = self.held_out
+        if self.normalize_undone:
+            out["normalize_undone"] = self.normalize_undone
         return out
 
     def images_digest(self, split: str, idx: np.ndarray) -> str | None:
@@ -222,6 +226,11 @@ def from_arrays(*arrays, class_names=None, source: str = ARRAYS_SOURCE) -> Image
     0-255; labels as class indices or one-hot rows."""
     if len(arrays) == 1 and isinstance(arrays[0], (tuple, list)):
         arrays = tuple(arrays[0])
+    from .dataset_objects import from_datasets, is_dataset
+    if arrays and any(map(is_dataset, arrays)):
+        if not all(map(is_dataset, arrays)):
+            raise HardenError("Give datasets alone (one, or train and test), not mixed with arrays.")
+        return from_datasets(arrays)
     if len(arrays) not in (2, 4):
         raise HardenError(f"Images and labels in memory come as (x, y) or (x_train, y_train, x_test, y_test); got "
                           f"{len(arrays)} items.")
@@ -235,7 +244,11 @@ def from_arrays(*arrays, class_names=None, source: str = ARRAYS_SOURCE) -> Image
 
 
 def is_arrays(data) -> bool:
-    """Whether `data` is images and labels in memory (from_arrays' tuple), not a path or a Data."""
+    """Whether `data` is images and labels in memory (from_arrays' tuple) or a torch Dataset or DataLoader (or two:
+    train, test), not a path or a Data."""
+    from .dataset_objects import is_dataset
+    if is_dataset(data) or isinstance(data, (tuple, list)) and len(data) == 2 and all(map(is_dataset, data)):
+        return True
     return isinstance(data, (tuple, list)) and len(data) in (2, 4) and not isinstance(data[0], (str, Path))
 
 

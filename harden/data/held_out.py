@@ -43,8 +43,10 @@ def test_split_for(data: Data, extra: dict[str, Any], model_name: str = "the mod
         return data
     same_data = data.holds_test_split(rec.get("listing_sha256", ""))  # the same files or arrays, wherever they now lie
     from .arrays import ARRAYS_SOURCE
-    if not same_data and (rec.get("source") != _where(data.source) or data.source == ARRAYS_SOURCE):
-        return data  # arrays in memory have no place to name them: only their content says they are the same
+    from .dataset_objects import DATASET_SOURCE
+    in_memory = data.source == ARRAYS_SOURCE or data.source.startswith(DATASET_SOURCE + " ")
+    if not same_data and (rec.get("source") != _where(data.source) or in_memory):
+        return data  # arrays in memory and datasets have no place to name them: only their content says they are the same
     held = data.with_held_out_test()
     if same_data and held.held_out["index_sha256"] == rec.get("index_sha256"):
         info(f"{model_name} was hardened on {data.source} less a held-out {held.held_out['fraction']:g} of it: "

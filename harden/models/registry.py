@@ -5,6 +5,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -119,7 +120,9 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         try:
             net = fn(**kwargs)
         except TypeError as e:
-            raise HardenError(f"Architecture {arch!r} could not be built with {kwargs}: {e}") from None
+            raise HardenError(f"Architecture {arch!r} could not be built with {kwargs}: {e}. Name a callable that "
+                              "builds it with --arch (package.module:factory, or file.py:factory), or give its "
+                              "arguments with --model-arg.") from None
         except HardenError:
             raise
         except Exception as e:  # whatever the user's constructor raises: said as its failure, not harden's
@@ -480,15 +483,51 @@ def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: i
             raise HardenError(f"{type(net).__name__} returns {type(out).__name__}: give num_classes (and logits_key "
                               "where its scores are one entry of what it returns).")
         num_classes = int(out.shape[1])
-    cls = type(net)
-    spec = ModelSpec(arch=f"{cls.__module__}:{cls.__qualname__}", num_classes=int(num_classes), in_chans=int(in_chans),
-                     input_size=size, mean=tuple(mean), std=tuple(std))
+    arch, model_args = rebuildable_arch(net, int(num_classes), int(in_chans))
+    spec = ModelSpec(arch=arch, num_classes=int(num_classes), in_chans=int(in_chans), input_size=size,
+                     mean=tuple(mean), std=tuple(std), model_args=model_args)
     key, sigmoid = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
     if key is not None:
         spec.extra[LOGITS_KEY] = key
     if sigmoid:
         spec.extra[BINARY_SIGMOID] = True
     return Classifier(net, spec)
+
+
+def rebuildable_arch(net: nn.Module, num_classes: int, in_chans: int) -> tuple[str, dict[str, Any]]:
+    """The architecture a checkpoint written from `net` names, so that it loads with no --arch: a timm model its timm
+    name (its `pretrained_cfg`), a torchvision model the one factory that builds its class with its weights' names
+    and shapes, where either rebuilt on the meta device (no memory, nothing downloaded) has exactly them; else its
+    class as `module:Class` (built with its constructor's defaults when loaded, or given --arch)."""
+    cls = type(net)
+    fallback = f"{cls.__module__}:{cls.__qualname__}", {}
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    if cls.__module__.startswith("timm."):
+        import timm
+        cfg = getattr(net, "pretrained_cfg", None) or getattr(net, "default_cfg", None) or {}
+        name = cfg.get("architecture") if isinstance(cfg, dict) else None
+        if isinstance(name, str) and timm.is_model(name):
+            args: dict[str, Any] = {}
+            size = getattr(getattr(net, "patch_embed", None), "img_size", None)
+            if isinstance(size, (tuple, list)) and len(size) == 2 and tuple(size) != tuple(
+                    (cfg.get("input_size") or (0, 0, 0))[1:]):
+                args["img_size"] = [int(v) for v in size]  # a ViT built for another size than its config's
+            try:
+                with torch.device("meta"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    rebuilt = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                                                **args)
+            except Exception:  # noqa: BLE001 - a name timm cannot build so: the class, as before
+                return fallback
+            if {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == shapes:
+                return name, args
+        return fallback
+    if cls.__module__.startswith("torchvision.models"):
+        from .torchvision_match import factories_fitting
+        names = factories_fitting(net.state_dict(), num_classes, f"{cls.__module__}.{cls.__name__}")
+        if len(names) == 1:
+            return f"torchvision.models:{names[0]}", {}
+    return fallback
 
 
 def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32, 32), mean=(0.0,), std=(1.0,),

@@ -101,7 +101,9 @@ def _model_and_data(model, data, labels: str = "given") -> tuple[nn.Module, Data
     if data is None:
         raise HardenError("evaluate: a model without harden's spec needs data (a Data, or what --data takes).")
     from ..data import load_data
-    return model, load_data(data)
+    from ..data.dataset_objects import model_for
+    data = load_data(data)
+    return model_for(model, data), data
 
 
 def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, craft_on, batch_size, device, seed,

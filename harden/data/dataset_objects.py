@@ -1,0 +1,385 @@
+"""A torch `Dataset` (or a `DataLoader` over one) given to the library: `harden.evaluate(net, test_ds)`,
+`harden.fix(net, (train_ds, test_ds))`. Read as images in memory are (arrays.py), item by item as a run indexes them:
+only the items a run uses are read, each through the dataset's own transform, in the calling process.
+
+A dataset hands over what its transform makes: PIL images, `ToTensor()`'s floats in [0, 1] (C x H x W), uint8 tensors,
+numpy arrays. harden takes pixels (budgets are in pixel units), so a transform that ends in `Normalize(mean, std)`
+(torchvision's, v1 or v2, or albumentations') is undone on each item and the model is given that mean and std
+inside (a plain nn.Module is wrapped with them), and a transform that gives another image at each read is refused
+for the images a report is measured on."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import HardenError
+from .base import LazyRows
+
+DATASET_SOURCE = "torch Dataset"  # a source named so is known by its content only, as arrays in memory are
+IMAGE_KEYS = ("image", "img", "pixel_values", "images", "input", "inputs", "x")
+LABEL_KEYS = ("label", "labels", "target", "targets", "y", "fine_label", "class", "class_id")
+LABEL_ATTRS = ("targets", "labels", "_labels", "y")  # torchvision's names for a dataset's labels, read without images
+SAMPLE_ITEMS = 8  # items read to learn the value range of a dataset's floats
+NORMALIZE_SLACK = 2e-3  # a pixel undone from Normalize may stray this far outside [0, 1] by rounding
+
+
+def is_dataset(obj: Any) -> bool:
+    return isinstance(obj, (torch.utils.data.Dataset, torch.utils.data.DataLoader)) or _is_hf(obj) or \
+        _is_hf_dict(obj)
+
+
+def _is_hf(obj: Any) -> bool:
+    """A Hugging Face `datasets.Dataset` (not a torch Dataset, but indexed as one: items are dicts)."""
+    return type(obj).__module__.startswith("datasets.") and hasattr(obj, "features") and hasattr(obj, "column_names")
+
+
+def _is_hf_dict(obj: Any) -> bool:
+    """load_dataset's DatasetDict of splits."""
+    return type(obj).__module__.startswith("datasets.") and type(obj).__name__ == "DatasetDict"
+
+
+HF_TEST_SPLITS = ("test", "validation", "valid", "val")
+
+
+def _splits_of(obj: Any) -> tuple:
+    """A DatasetDict as (train, test) (or its one split); anything else as it is."""
+    if not _is_hf_dict(obj):
+        return (obj,)
+    test = next((obj[k] for k in HF_TEST_SPLITS if k in obj), None)
+    if "train" in obj and test is not None:
+        return obj["train"], test
+    if len(obj) == 1:
+        return (next(iter(obj.values())),)
+    raise HardenError(f"The DatasetDict has splits {sorted(obj)}; harden takes a train split and a test split "
+                      f"(one of {', '.join(HF_TEST_SPLITS)}), or one split: pass dataset_dict['name'].")
+
+
+def _hf_label_column(ds: Any) -> str | None:
+    """The Hugging Face dataset's label column: its ClassLabel feature, else a column named as labels are."""
+    features = getattr(ds, "features", None) or {}
+    for name in LABEL_KEYS:
+        if type(features.get(name)).__name__ == "ClassLabel":
+            return name
+    classed = [k for k, v in features.items() if type(v).__name__ == "ClassLabel"]
+    if classed:
+        return classed[0]
+    return next((k for k in LABEL_KEYS if k in getattr(ds, "column_names", ())), None)
+
+
+def _map_style(obj: Any, what: str) -> torch.utils.data.Dataset:
+    ds = obj.dataset if isinstance(obj, torch.utils.data.DataLoader) else obj
+    if isinstance(ds, torch.utils.data.IterableDataset) or type(ds).__name__ == "IterableDataset":
+        raise HardenError(f"{what} is an IterableDataset ({type(ds).__name__}): harden reads images by index (a "
+                          "seeded, stratified draw of them, the same on every run), which a stream cannot give. Pass a "
+                          "map-style Dataset, or the images and labels as tensors.")
+    try:
+        len(ds)
+    except TypeError:
+        raise HardenError(f"{what} ({type(ds).__name__}) has no length: harden reads a dataset by index and needs "
+                          "its size (define __len__).") from None
+    return ds
+
+
+def _transforms(ds: Any) -> list[Any]:
+    """Every transform of ds's pipeline, flattened (torchvision's Compose and StandardTransform, albumentations'
+    Compose), through Subset and ConcatDataset to the datasets they read."""
+    if isinstance(ds, torch.utils.data.Subset):
+        return _transforms(ds.dataset)
+    if isinstance(ds, torch.utils.data.ConcatDataset):
+        return [t for d in ds.datasets for t in _transforms(d)]
+    out: list[Any] = []
+
+    def walk(t: Any, depth: int = 0) -> None:
+        if t is None or depth > 8:
+            return
+        out.append(t)
+        inner = getattr(t, "transforms", None)
+        if isinstance(inner, (list, tuple)):
+            for s in inner:
+                walk(s, depth + 1)
+        elif getattr(t, "transform", None) is not None and t is not ds:  # torchvision's StandardTransform
+            walk(t.transform, depth + 1)
+
+    walk(getattr(ds, "transform", None))
+    if getattr(ds, "transform", None) is None:
+        walk(getattr(ds, "transforms", None))
+    return out
+
+
+def _normalize_of(ds: Any, what: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mean and std of the Normalize its transform ends in, or None."""
+    found = [t for t in _transforms(ds) if type(t).__name__ == "Normalize" and hasattr(t, "mean") and hasattr(t, "std")]
+    if not found:
+        return None
+    pairs = {(tuple(np.atleast_1d(np.asarray(t.mean, np.float64)).tolist()),
+              tuple(np.atleast_1d(np.asarray(t.std, np.float64)).tolist())) for t in found}
+    if len(pairs) > 1:
+        raise HardenError(f"{what}'s transforms normalise with {len(pairs)} different means and stds; harden undoes "
+                          "one Normalize to read pixels. Give it a transform without Normalize (and the model its "
+                          "mean and std).")
+    mean, std = (np.asarray(v, np.float64) for v in next(iter(pairs)))
+    if (std <= 0).any():
+        raise HardenError(f"{what}'s Normalize has a std of {std.tolist()}; harden cannot undo it.")
+    return mean, std
+
+
+def _random_transforms(ds: Any) -> list[str]:
+    return sorted({type(t).__name__ for t in _transforms(ds) if type(t).__name__.startswith("Random")})
+
+
+def _keys_of(ds: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The dict keys an item's image and label are looked up under: a Hugging Face dataset's Image and label
+    columns first."""
+    if not _is_hf(ds):
+        return IMAGE_KEYS, LABEL_KEYS
+    images = tuple(k for k, v in ds.features.items() if type(v).__name__ == "Image")
+    label = _hf_label_column(ds)
+    return images + IMAGE_KEYS, ((label,) if label else ()) + LABEL_KEYS
+
+
+def _split_item(item: Any, what: str, index: int, keys: tuple = (IMAGE_KEYS, LABEL_KEYS)) -> tuple[Any, Any]:
+    """(image, label) of one item: a pair (or longer tuple: its first two), or a dict with an image and a label key."""
+    if isinstance(item, dict):
+        img = next((item[k] for k in keys[0] if k in item), None)
+        label = next((item[k] for k in keys[1] if k in item), None)
+        if img is None or label is None:
+            raise HardenError(f"{what}[{index}] is a dict with keys {sorted(map(str, item))[:8]}; harden reads an "
+                              f"image under one of {', '.join(IMAGE_KEYS)} and a label under one of "
+                              f"{', '.join(LABEL_KEYS)}.")
+        return img, label
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        return item[0], item[1]
+    raise HardenError(f"{what}[{index}] is {type(item).__name__}, not an (image, label) pair: harden measures accuracy "
+                      "against labels (for images without them, save the files and use eval --labels predicted).")
+
+
+def _label(value: Any, what: str, index: int) -> int:
+    a = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if a.ndim == 1 and a.size > 1:  # one-hot or per-class scores: the largest
+        a = a.argmax()
+    if a.size != 1 or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
+                           or a.dtype == np.bool_):
+        raise HardenError(f"{what}[{index}]'s label is {type(value).__name__} {getattr(a, 'shape', '')}; harden "
+                          "takes one class index an image (or a one-hot row).")
+    v = float(a.reshape(()))
+    if v != int(v) or v < 0:
+        raise HardenError(f"{what}[{index}]'s label is {v:g}; labels are class indices (0, 1, ...).")
+    return int(v)
+
+
+def _as_array(img: Any, what: str, index: int) -> np.ndarray:
+    """An item's image as a numpy array H x W x C (any dtype): PIL images in their own mode (grey as 1 channel,
+    other modes as RGB or RGBA, 16-bit scaled: transforms.to_channels), tensors as C x H x W, numpy arrays H x W x C
+    (or C x H x W where the last axis cannot be channels)."""
+    if isinstance(img, torch.Tensor):
+        a = img.detach().cpu().numpy()
+        a = a[None] if a.ndim == 2 else a
+        if a.ndim != 3:
+            raise HardenError(f"{what}[{index}]'s image is a tensor of shape {tuple(img.shape)}; expected C x H x W.")
+        return np.moveaxis(a, 0, -1)
+    if hasattr(img, "mode") and hasattr(img, "convert"):  # a PIL image
+        from .transforms import to_channels
+        grey = img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+        a = np.asarray(to_channels(img, 1 if grey else 4 if img.mode in ("RGBA", "PA") else 3))
+        return a[..., None] if a.ndim == 2 else a
+    a = np.asarray(img)
+    if a.ndim == 2:
+        return a[..., None]
+    if a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] in (1, 3, 4):
+        return np.moveaxis(a, 0, -1)
+    if a.ndim != 3 or a.dtype == object:
+        raise HardenError(f"{what}[{index}]'s image is {type(img).__name__} of shape {getattr(a, 'shape', '?')}; "
+                          "harden reads PIL images, tensors C x H x W and arrays H x W x C.")
+    return a
+
+
+class DatasetRows(LazyRows):
+    """uint8 N x H x W x C rows of a map-style dataset's images, each read through its transform when indexed; the
+    labels are read apart (labels_of). `normalize`: the (mean, std) undone on each image."""
+
+    def __init__(self, ds: Any, what: str, normalize: tuple[np.ndarray, np.ndarray] | None):
+        self.ds, self.what, self.normalize = ds, what, normalize
+        self.keys = _keys_of(ds)
+        self.dtype = np.dtype(np.uint8)
+        n = len(ds)
+        if n == 0:
+            raise HardenError(f"{what} is empty.")
+        first = [self._raw(i) for i in range(min(SAMPLE_ITEMS, n))]
+        self._hwc = first[0].shape
+        floats = [a for a in first if a.dtype.kind == "f"]
+        top = max((float(a.max()) for a in floats if a.size), default=0.0)
+        lo = min((float(a.min()) for a in floats if a.size), default=0.0)
+        if floats and (lo < -NORMALIZE_SLACK or top > 255.5):
+            raise HardenError(f"{what} gives images with values from {lo:.4g} to {top:.4g}: normalised images, not "
+                              "pixels, and harden found no Normalize in its transform to undo. harden takes pixels "
+                              "(ToTensor()'s floats in [0, 1], or uint8) and normalises inside the model: drop the "
+                              "normalisation from the dataset's transform and give the model its mean and std "
+                              "(harden.models.from_module(net, ..., mean=..., std=...)).")
+        self.scale = 255.0 if floats and top <= 1.0 + NORMALIZE_SLACK else 1.0
+        self.shape = (n, *self._hwc)
+
+    def _raw(self, i: int) -> np.ndarray:
+        img, _ = _split_item(self.ds[i], self.what, i, self.keys)
+        a = _as_array(img, self.what, i)
+        if self.normalize is not None:
+            mean, std = self.normalize
+            if len(mean) not in (1, a.shape[-1]) or len(std) not in (1, a.shape[-1]):
+                raise HardenError(f"{self.what}'s Normalize has {len(mean)} means for images of {a.shape[-1]} "
+                                  "channels.")
+            a = a.astype(np.float32) * std.astype(np.float32) + mean.astype(np.float32)
+            lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+            if lo < -NORMALIZE_SLACK or hi > 1.0 + NORMALIZE_SLACK:
+                raise HardenError(f"{self.what}[{i}] undone from its transform's Normalize (mean "
+                                  f"{mean.round(4).tolist()}, std {std.round(4).tolist()}) holds values from {lo:.4g} "
+                                  f"to {hi:.4g}, not pixels in [0, 1]: the Normalize is not the transform's last "
+                                  "step on [0, 1] pixels. Give the dataset a transform without it (and the model its "
+                                  "mean and std).")
+            a = a.clip(0.0, 1.0)
+        return a
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self._hwc), np.uint8)
+        for k, i in enumerate(rows.tolist()):
+            a = self._raw(i)
+            if a.shape != self._hwc:
+                raise HardenError(f"{self.what}[{i}] is {a.shape[0]} x {a.shape[1]} x {a.shape[2]} (H x W x C) where "
+                                  f"its item 0 is {' x '.join(map(str, self._hwc))}: images given as a dataset share "
+                                  "one size. Give it a transform that ends at one size (Resize and CenterCrop), or pass "
+                                  "the folder of files, which harden resizes for the model.")
+            if a.dtype != np.uint8:
+                lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+                if lo < -NORMALIZE_SLACK or hi * self.scale > 255.5:
+                    raise HardenError(f"{self.what}[{i}] holds values from {lo:.4g} to {hi:.4g} where its first "
+                                      f"items were pixels {'in [0, 1]' if self.scale != 1 else 'of 0-255'}.")
+                a = np.rint(a * self.scale).clip(0, 255).astype(np.uint8)
+            out[k] = a
+        return out
+
+    def _reshaped(self, shape: tuple[int, ...]) -> "LazyRows":
+        raise HardenError(f"{self.what}: images read from a dataset keep their shape.")
+
+
+def labels_of(ds: Any, what: str) -> np.ndarray:
+    """Every item's class index: from the labels a torchvision-style dataset keeps beside its images (`targets`,
+    `labels`; through Subset and ConcatDataset), checked against three items read whole; else read item by item,
+    each image through the transform (said: a dataset without them is read once whole)."""
+    n, keys = len(ds), _keys_of(ds)
+    kept = _kept_labels(ds)
+    if kept is not None and len(kept) == n:
+        probe = sorted({0, n // 2, n - 1})
+        if all(_label(_split_item(ds[i], what, i, keys)[1], what, i) == int(kept[i]) for i in probe):
+            return kept
+    from ..runtime import info
+    info(f"{what} keeps no labels beside its images (`targets`): reading its {n:,} items once for them")
+    return np.asarray([_label(_split_item(ds[i], what, i, keys)[1], what, i) for i in range(n)], np.int64)
+
+
+def _kept_labels(ds: Any) -> np.ndarray | None:
+    if isinstance(ds, torch.utils.data.Subset):
+        parent = _kept_labels(ds.dataset)
+        return None if parent is None else parent[np.asarray(ds.indices, np.int64)]
+    if isinstance(ds, torch.utils.data.ConcatDataset):
+        parts = [_kept_labels(d) for d in ds.datasets]
+        return None if any(p is None for p in parts) else np.concatenate(parts)
+    if getattr(ds, "target_transform", None) is not None:  # the kept labels are not what an item gives
+        return None
+    if _is_hf(ds):  # the label column alone: no image decoded
+        column = _hf_label_column(ds)
+        if column is None:
+            return None
+        value = ds[column]
+        a = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(list(value) if not hasattr(
+            value, "__array__") else value)
+        return a.astype(np.int64) if a.ndim == 1 and np.issubdtype(a.dtype, np.integer) else None
+    for name in LABEL_ATTRS:
+        value = getattr(ds, name, None)
+        if value is None or isinstance(value, (str, bytes, dict)):
+            continue
+        try:
+            a = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        except (TypeError, ValueError):
+            continue
+        if a.ndim == 1 and (np.issubdtype(a.dtype, np.integer) or (a.dtype.kind == "f" and np.all(a == np.round(a)))):
+            return a.astype(np.int64)
+    return None
+
+
+def class_names_of(ds: Any) -> list[str] | None:
+    while isinstance(ds, torch.utils.data.Subset):
+        ds = ds.dataset
+    if isinstance(ds, torch.utils.data.ConcatDataset):
+        ds = ds.datasets[0]
+    if _is_hf(ds):
+        column = _hf_label_column(ds)
+        names = getattr(ds.features.get(column), "names", None) if column else None
+        return [str(c) for c in names] if names else None
+    names = getattr(ds, "classes", None)
+    return [str(c) for c in names] if isinstance(names, (list, tuple)) and names else None
+
+
+def _check_repeatable(ds: Any, rows: DatasetRows, what: str) -> None:
+    """The images a report is measured on must be the same at every read (clean pass, each attack, each check)."""
+    for i in sorted({0, len(ds) - 1}):
+        if not np.array_equal(rows[i], rows[i]):
+            randoms = _random_transforms(ds)
+            raise HardenError(f"{what} gives another image each time item {i} is read"
+                              + (f" (its transform has {', '.join(randoms)})" if randoms else "")
+                              + ": a report compares the same images clean and attacked. Give the dataset it is "
+                              "measured on its evaluation transform (no random crops or flips).")
+
+
+def from_datasets(objs: tuple, source: str = DATASET_SOURCE):
+    """ImageData over one dataset (one split: evaluated whole, `fix` holds a share out) or (train, test)."""
+    from .arrays import _finish
+    if len(objs) == 1:
+        objs = _splits_of(objs[0])
+    if len(objs) not in (1, 2):
+        raise HardenError(f"Datasets come as one (a split) or as (train, test); got {len(objs)}.")
+    whats = ["the dataset"] if len(objs) == 1 else ["the training dataset", "the test dataset"]
+    dss = [_map_style(o, w) for o, w in zip(objs, whats, strict=True)]
+    norms = [_normalize_of(d, w) for d, w in zip(dss, whats, strict=True)]
+    if len(norms) == 2 and (norms[0] is None) != (norms[1] is None) or len(norms) == 2 and norms[0] is not None \
+            and not all(np.allclose(a, b) for a, b in zip(norms[0], norms[1], strict=True)):
+        raise HardenError("The training and test datasets are normalised differently (one Normalize each, or one "
+                          "without): harden gives the model one mean and std. Give both the same transform's "
+                          "normalisation, or none.")
+    rows = [DatasetRows(d, w, nm) for d, w, nm in zip(dss, whats, norms, strict=True)]
+    _check_repeatable(dss[-1], rows[-1], whats[-1])
+    labels = [labels_of(d, w) for d, w in zip(dss, whats, strict=True)]
+    name = f"{source} {type(dss[-1]).__name__}"
+    names = class_names_of(dss[-1])
+    if len(rows) == 1:
+        empty = np.zeros((0, *rows[0].shape[1:]), np.uint8)
+        data = _finish(empty, np.zeros(0, np.int64), rows[0], labels[0], name, names)
+    else:
+        data = _finish(rows[0], labels[0], rows[1], labels[1], name, names)
+    if norms[-1] is not None:
+        data.normalize_undone = {"mean": norms[-1][0].round(6).tolist(), "std": norms[-1][1].round(6).tolist()}
+    return data
+
+
+def model_for(model: torch.nn.Module, data: Any) -> torch.nn.Module:
+    """The model as it reads `data`'s pixels: a plain nn.Module (which took the dataset's normalised images) wrapped
+    with the mean and std its Normalize had (models.from_module), said; a model with harden's spec as it is, warned
+    where its own normalisation differs from the dataset's."""
+    undone = getattr(data, "normalize_undone", None)
+    if not undone:
+        return model
+    from ..runtime import info, warn
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        own = (np.asarray(spec.mean, np.float64), np.asarray(spec.std, np.float64))
+        theirs = (np.asarray(undone["mean"]), np.asarray(undone["std"]))
+        if any(a.shape != b.shape and a.size != 1 and b.size != 1 or not np.allclose(a, b, atol=1e-3)
+               for a, b in zip(own, theirs, strict=True)):
+            warn(f"{data.source}'s transform normalises with mean {undone['mean']}, std {undone['std']}; the model "
+                 f"normalises with its own (mean {list(spec.mean)}, std {list(spec.std)}), which applies: harden "
+                 "undid the dataset's to read pixels.")
+        return model
+    from ..models.registry import from_module
+    info(f"{data.source}'s transform ends in Normalize(mean={undone['mean']}, std={undone['std']}): harden reads its "
+         "images as pixels (budgets are in pixel units) and gives the model that mean and std inside")
+    return from_module(model, input_size=data.input_size, in_chans=data.in_chans, mean=undone["mean"],
+                       std=undone["std"])

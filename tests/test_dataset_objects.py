@@ -1,0 +1,200 @@
+"""A torch Dataset or DataLoader given to the library (data/dataset_objects.py): read item by item through its own
+transform, its Normalize undone (the model given it inside), its labels kept beside it or read, random transforms
+refused for the images a report is measured on."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+import harden
+from harden.data import load_data
+from harden.errors import HardenError
+
+KW = dict(attacks=["fgsm"], eps=0.1, metrics=False, masking_checks=False, device="cpu")
+
+
+class Digits(torch.utils.data.Dataset):
+    """As torchvision's MNIST is written: PIL images built from uint8 arrays, `targets` and `classes` kept beside
+    them, `transform` and `target_transform`."""
+
+    def __init__(self, x, y, transform=None, target_transform=None, keep_targets=True):
+        self.x, self.transform, self.target_transform = x, transform, target_transform
+        if keep_targets:
+            self.targets = torch.as_tensor(y)
+        self._y = y
+        self.classes = [f"{d} - digit" for d in range(10)]
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        img = Image.fromarray(self.x[i][..., 0], mode="L")
+        target = int(self._y[i])
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
+
+
+@pytest.fixture(scope="module")
+def pair(digits):
+    return digits.x_test[:60], digits.y_test[:60]
+
+
+def _same(a, b):
+    assert (a.n, a.clean_accuracy) == (b.n, b.clean_accuracy)
+    assert [r.robust_accuracy for r in a.attacks] == [r.robust_accuracy for r in b.attacks]
+
+
+def test_dataset_reads_as_its_arrays(digits, digits_model, pair):
+    x, y = pair
+    want = harden.evaluate(digits_model, (x, y), **KW)
+    for ds in (Digits(x, y, T.ToTensor()), Digits(x, y, T.PILToTensor()), Digits(x, y),
+               torch.utils.data.DataLoader(Digits(x, y, T.ToTensor()), batch_size=7, shuffle=True)):
+        got = harden.evaluate(digits_model, ds, **KW)
+        _same(got, want)
+        assert got.data.startswith("torch Dataset Digits")
+    data = load_data(Digits(x, y, T.ToTensor()))
+    assert np.array_equal(data.x_test[:], x) and np.array_equal(data.y_test, y)
+    assert data.class_names[3] == "3 - digit"
+    both = load_data((Digits(digits.x_train[:50], digits.y_train[:50], T.ToTensor()), Digits(x, y, T.ToTensor())))
+    assert (both.n_train, both.n_test) == (50, 60) and np.array_equal(both.x_train[5], digits.x_train[5])
+
+
+def test_normalize_is_undone_and_given_to_a_plain_module(digits_model, pair):
+    """A published pipeline: ToTensor + Normalize in the dataset, a network that takes normalised images. Read as
+    pixels (exactly the uint8 arrays) and the network given that mean and std: the report equals the checkpoint's."""
+    x, y = pair
+    mean, std = digits_model.mean.flatten().tolist(), digits_model.std.flatten().tolist()
+    ds = Digits(x, y, T.Compose([T.ToTensor(), T.Normalize(mean, std)]))
+    data = load_data(ds)
+    assert np.array_equal(data.x_test[:], x)
+    assert data.identity()["normalize_undone"]["mean"] == pytest.approx(mean, abs=1e-5)
+    want = harden.evaluate(digits_model, (x, y), **KW)
+    _same(harden.evaluate(digits_model.net, ds, **KW), want)
+    # the module as the report measures it: given pixels, it sees what the dataset's transform fed it
+    from harden.data.dataset_objects import model_for
+    wrapped = model_for(digits_model.net, data).eval()
+    with torch.no_grad():
+        fed = torch.stack([ds[i][0] for i in range(len(ds))])
+        assert torch.allclose(wrapped(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255), digits_model.net(fed),
+                              atol=1e-4)
+    # a checkpoint that normalises otherwise than the dataset: its own normalisation applies, said
+    other = Digits(x, y, T.Compose([T.ToTensor(), T.Normalize([0.5], [0.5])]))
+    from harden.runtime import held_warnings
+    with held_warnings() as said:
+        _same(harden.evaluate(digits_model, other, **KW), want)
+    assert any("normalises with its own" in m for m in said)
+
+
+def test_labels_kept_read_or_through_subsets(digits, pair):
+    from harden.data.dataset_objects import labels_of
+    x, y = pair
+    assert np.array_equal(labels_of(Digits(x, y, keep_targets=False), "d"), y)  # no targets: read item by item
+    shifted = Digits(x, y, target_transform=lambda t: (t + 1) % 10)  # targets kept, but items give others
+    assert np.array_equal(labels_of(shifted, "d"), (y + 1) % 10)
+    sub = torch.utils.data.Subset(Digits(x, y), [5, 1, 40])
+    assert np.array_equal(labels_of(sub, "d"), y[[5, 1, 40]])
+    cat = torch.utils.data.ConcatDataset([Digits(x[:10], y[:10]), Digits(x[10:], y[10:], keep_targets=False)])
+    assert np.array_equal(labels_of(cat, "d"), y)
+    one_hot = Digits(x, y, target_transform=lambda t: torch.nn.functional.one_hot(torch.tensor(t), 10).float())
+    assert np.array_equal(load_data(one_hot).y_test, y)
+
+
+class Dicts(torch.utils.data.Dataset):
+    """Items as dicts, as Hugging Face datasets in torch format give them."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"pixel_values": torch.from_numpy(self.x[i]).permute(2, 0, 1).float() / 255, "labels": self.y[i]}
+
+
+def test_dict_items_and_refusals(pair):
+    x, y = pair
+    assert np.array_equal(load_data(Dicts(x, y)).x_test[:], x)
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter([])
+    with pytest.raises(HardenError, match="IterableDataset"):
+        load_data(Stream())
+    with pytest.raises(HardenError, match="another image each time.*RandomCrop"):
+        load_data(Digits(x, y, T.Compose([T.RandomCrop(8, padding=2), T.ToTensor()])))
+    with pytest.raises(HardenError, match="normalised images.*no Normalize"):
+        load_data(Digits(x, y, T.Compose([T.ToTensor(), T.Lambda(lambda t: (t - 0.5) / 0.2)])))
+    with pytest.raises(HardenError, match="not an \\(image, label\\) pair"):
+        load_data(_Images())
+
+    class Sizes(Digits):
+        def __getitem__(self, i):
+            img, t = super().__getitem__(i)
+            return img.resize((8 + i % 2, 8)), t
+    with pytest.raises(HardenError, match="share one size.*Resize"):
+        load_data(Sizes(x, y))
+    with pytest.raises(HardenError, match="alone"):
+        load_data((Digits(x, y), y))
+
+
+class _Images(torch.utils.data.Dataset):
+    """Images without labels."""
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return torch.zeros(1, 8, 8)
+
+
+def test_fix_a_plain_module_on_datasets(digits, digits_model):
+    """harden.fix(net, (train_ds, test_ds)) on a normalising pipeline: hardened as a copy, wrapped with the dataset's
+    mean and std, and the checkpoint written from it evaluates as the module does."""
+    import copy
+    net = copy.deepcopy(digits_model.net)
+    mean, std = digits_model.mean.flatten().tolist(), digits_model.std.flatten().tolist()
+    tf = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+    train = Digits(digits.x_train[:200], digits.y_train[:200], tf)
+    test = Digits(digits.x_test[:40], digits.y_test[:40], tf)
+    res = harden.fix(net, (train, test), sets=["eps=0.1", "val_frac=0"], epochs=1, data_frac=1.0, report=False,
+                     device="cpu")
+    assert res.model.mean.flatten().tolist() == pytest.approx(mean, abs=1e-5)
+    assert res.model.std.flatten().tolist() == pytest.approx(std, abs=1e-5)
+    assert not all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), res.model.net.state_dict().values(),
+                                                     strict=True))
+    _same(harden.evaluate(res.model.net, test, **KW), harden.evaluate(res.model, (digits.x_test[:40],
+                                                                                    digits.y_test[:40]), **KW))
+
+
+def test_one_dataset_fix_holds_out_and_eval_finds_it_by_content(digits, digits_model):
+    from harden.data import held_out
+    one = Digits(digits.x_train[:200], digits.y_train[:200], T.ToTensor())
+    res = harden.fix(digits_model, torch.utils.data.DataLoader(one, batch_size=16), sets=["eps=0.1", "val_frac=0"],
+                     epochs=1, data_frac=1.0, report=False, device="cpu")
+    kept = res.model.spec.extra[held_out.KEY]
+    assert 30 < kept["n"] < 50 and kept["source"] == "torch Dataset Digits"
+    assert harden.evaluate(res.model, one, n=None, **KW).n == kept["n"]  # never on the images it trained on
+    other = Digits(digits.x_train[200:260], digits.y_train[200:260], T.ToTensor())  # same class, other images: all
+    assert harden.evaluate(res.model, other, n=None, **KW).n == 60
+
+
+def test_hugging_face_datasets_by_their_columns(digits_model, pair):
+    """load_dataset's objects: a Dataset of dicts (its Image and ClassLabel columns found by their features, labels
+    read from the column without decoding an image), in torch format too, and a DatasetDict's train and test."""
+    datasets = pytest.importorskip("datasets")
+    x, y = pair
+    features = datasets.Features({"picture": datasets.Image(), "digit": datasets.ClassLabel(names=list("0123456789"))})
+    ds = datasets.Dataset.from_dict({"picture": [Image.fromarray(a[..., 0]) for a in x], "digit": y.tolist()},
+                                    features=features)
+    for given in (ds, ds.with_format("torch")):
+        data = load_data(given)
+        assert np.array_equal(data.x_test[:], x) and np.array_equal(data.y_test, y)
+        assert data.class_names[:2] == ["0", "1"]
+    _same(harden.evaluate(digits_model, ds, **KW), harden.evaluate(digits_model, (x, y), **KW))
+    both = load_data(datasets.DatasetDict({"train": ds.select(range(20)), "validation": ds}))
+    assert (both.n_train, both.n_test) == (20, 60)
