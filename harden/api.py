@@ -86,10 +86,9 @@ def data_for(model: Classifier, data: str | None, model_name: str = "the model",
     if not spec:
         raise HardenError("The checkpoint does not name its data; pass --data (digits, an .npz, a CIFAR-10 "
                           "batches folder or an image folder).")
-    from .hub_cache import is_hub_spec
-    from .data.shard_patterns import on_disk
-    if not data and spec != "digits" and not is_hub_spec(spec) and not on_disk(spec):
-        raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
+    if not data:
+        from .data import check_recorded_data
+        check_recorded_data(spec)
     from .data.held_out import test_split_for
     from .data.predicted import check_labels, images_to_predict
     if check_labels(labels) == "predicted":

@@ -82,7 +82,8 @@ def train(
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the trained .safetensors."),
     data: str = typer.Option("digits", "--data", help="digits, an .npz, CIFAR-10 batches, a torchvision download, an "
                              "image folder or .zip, a CSV/TSV list, tar shards, TFRecords, Hugging Face parquet/Arrow "
-                             "files or hf:org/name (`harden data` shows how it is read)."),
+                             "files, hf:org/name, or file.py:name for a dataset your own code makes (`harden data` "
+                             "shows how it is read)."),
     arch: str = typer.Option("cnn-small", "--arch", help="Built-in (resnet9, cnn-small, cifar-conv, fmnist-conv), "
                              "any timm name, or package.module:callable."),
     epochs: int = typer.Option(10, "--epochs", min=1),
@@ -620,7 +621,7 @@ def report(
 @with_data_flags
 def data_cmd(
     data: str = typer.Argument(..., help="What --data takes: digits, an .npz, a folder, a list, shards, a .zip, "
-                               "TFRecords, parquet/Arrow files, hf:org/name."),
+                               "TFRecords, parquet/Arrow files, hf:org/name, file.py:name."),
     model: Optional[Path] = typer.Option(None, "--model", help="A checkpoint: its classes and transform decide how "
                                          "the names map and what the images become (as eval and fix read them)."),
     debug: bool = DebugOpt, model_flags: ModelFlags = None, data_flags: DataFlags = None,

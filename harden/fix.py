@@ -13,9 +13,10 @@ import torch
 
 from .recipes.base import DEFAULT_RECIPE
 from .checkpoint import load, sha256_file
-from .data import Data, DataTarget, check_fits, load_data, remember_columns, remember_orientation, subsample
+from .data import (Data, DataTarget, check_fits, check_recorded_data, load_data, remember_columns, remember_orientation,
+                   subsample)
 from .data.arrays import is_arrays
-from .data.dataset_objects import model_for
+from .data.dataset_objects import model_for, normalize_undone
 from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
@@ -175,8 +176,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         if data is None:
             raise HardenError("fix: a plain nn.Module needs its data (images and labels in memory, a Data, or what "
                               "--data takes).")
-        undone = getattr(data, "normalize_undone", None)
-        if undone:  # a dataset's Normalize undone to read pixels: the module is given it inside
+        if normalize_undone(data):  # a dataset's Normalize undone to read pixels: the module is given it inside
             base = model_for(base, data)
         else:
             base = from_module(base, input_size=data.input_size, in_chans=data.in_chans)
@@ -199,9 +199,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         spec = data or base_model.spec.data
         if not spec:
             raise HardenError("The checkpoint does not name its data; pass --data.")
-        from .data.shard_patterns import on_disk
-        if not data and spec != "digits" and not on_disk(spec):
-            raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
+        if not data:
+            check_recorded_data(spec)
         target = DataTarget.for_model(base_model, **(data_target or {}))
         ds = images_to_predict(spec, target, {}, base_name) if labels == "predicted" else load_data(spec, target)
     ds = held_out.hold_out_for_training(ds)
@@ -248,9 +247,11 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         # the hardened file names what it was hardened and reported on (a base's own data, or none, may be other
         # files: its test split may hold images of this data's training part), so its later `eval` needs no --data
         # and tests where the fix's report did
+        from .data.dataset_objects import is_code_spec, remembered_code
         from .data.shard_patterns import is_pattern
         model.spec.data = str(Path(data).resolve()) if Path(data).exists() else \
-            str(Path(data).absolute()) if is_pattern(str(data)) else str(data)
+            str(Path(data).absolute()) if is_pattern(str(data)) else \
+            remembered_code(str(data)) if is_code_spec(str(data)) else str(data)
     seed_everything(seed)
     rcp.attach(model, config["params"])
     prepare_for_device(model.to(device), device)  # channels_last on CUDA for convolutional networks

@@ -71,7 +71,9 @@ def test_normalize_is_undone_and_given_to_a_plain_module(digits_model, pair):
     ds = Digits(x, y, T.Compose([T.ToTensor(), T.Normalize(mean, std)]))
     data = load_data(ds)
     assert np.array_equal(data.x_test[:], x)
-    assert data.identity()["normalize_undone"]["mean"] == pytest.approx(mean, abs=1e-5)
+    assert data.identity()["from_dataset"]["normalize_undone"]["mean"] == pytest.approx(mean, abs=1e-5)
+    from harden.data.describe import describe
+    assert "Normalize (mean" in dict(describe(data))["layout"]
     want = harden.evaluate(digits_model, (x, y), **KW)
     _same(harden.evaluate(digits_model.net, ds, **KW), want)
     # the module as the report measures it: given pixels, it sees what the dataset's transform fed it
@@ -198,3 +200,88 @@ def test_hugging_face_datasets_by_their_columns(digits_model, pair):
     _same(harden.evaluate(digits_model, ds, **KW), harden.evaluate(digits_model, (x, y), **KW))
     both = load_data(datasets.DatasetDict({"train": ds.select(range(20)), "validation": ds}))
     assert (both.n_train, both.n_test) == (20, 60)
+
+
+DATA_PY = '''
+import numpy as np, torch
+from PIL import Image
+from torchvision import transforms as T
+
+X = np.load({x!r})
+Y = np.load({y!r})
+
+
+class DigitImages(torch.utils.data.Dataset):
+    def __init__(self, rows, transform):
+        self.rows, self.transform, self.targets = rows, transform, torch.as_tensor(Y[rows])
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(X[self.rows[i]][..., 0], "L")), int(self.targets[i])
+
+
+TF = T.Compose([T.ToTensor(), T.Normalize([0.3], [0.4])])
+test_set = DigitImages(np.arange(60), TF)  # an instance
+
+
+def splits():  # a function making (train, test)
+    return DigitImages(np.arange(60, 260), TF), test_set
+
+
+def broken():
+    raise FileNotFoundError("no such folder /data/imagenet")
+
+
+def nothing():
+    return 42
+'''
+
+
+def test_data_made_by_code_from_the_cli(cli, digits, digits_ckpt, tmp_path, monkeypatch):
+    """`--data file.py:name`: a dataset (or a function that makes one) of the user's own code, for every command that
+    takes --data; the hardened checkpoint remembers it by absolute path, so a later eval needs no --data."""
+    x = np.concatenate([digits.x_test, digits.x_train])[:260]
+    y = np.concatenate([digits.y_test, digits.y_train])[:260]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    code_dir = tmp_path / "code"
+    code_dir.mkdir()
+    (code_dir / "mydata.py").write_text(DATA_PY.format(x=str(tmp_path / "x.npy"), y=str(tmp_path / "y.npy")))
+    monkeypatch.chdir(code_dir)
+    j = tmp_path / "r.json"
+    code, out, err = cli("eval", digits_ckpt, "--data", "mydata.py:test_set", "--n", "60", "--no-metrics", "--attack",
+                         "fgsm", "--json", j)
+    assert code == 0, err
+    import json
+    rep = json.loads(j.read_text())
+    assert rep["n"] == 60 and rep["data"] == "mydata.py:test_set"
+    want = harden.evaluate(digits_ckpt, (x[:60], y[:60]), n=60, attacks=["fgsm"], metrics=False, device="cpu")
+    assert rep["clean_accuracy"] == pytest.approx(want.clean_accuracy)
+    code, out, err = cli("data", "mydata.py:splits")
+    assert code == 0 and "DigitImages" in out and "Normalize" in out, err
+    for name, says in (("broken", "raised FileNotFoundError: no such folder"), ("nothing", "gave int"),
+                       ("absent", "has no 'absent'")):
+        code, out, err = cli("eval", digits_ckpt, "--data", f"mydata.py:{name}", "--n", "10")
+        assert code == 2 and says in err and "Traceback" not in err, err
+    res = harden.fix(digits_ckpt, "mydata.py:splits", sets=["eps=0.1", "val_frac=0"], epochs=1, data_frac=1.0,
+                     report=False, device="cpu")
+    assert res.model.spec.data == f"{code_dir / 'mydata.py'}:splits"
+    harden.save(res.model, tmp_path / "fixed.safetensors")
+    monkeypatch.chdir(tmp_path)  # from another folder: the remembered path
+    code, out, err = cli("eval", tmp_path / "fixed.safetensors", "--n", "60", "--no-metrics", "--attack", "fgsm")
+    assert code == 0 and "60 images of" in out, err
+
+
+def test_a_checkpoint_without_its_normalisation_takes_the_datasets(digits_model, pair, tmp_path):
+    """A state dict loaded with --arch alone (mean 0, std 1 assumed) and the dataset that normalised its training
+    images: the dataset's mean and std become the model's, and the report equals the trained checkpoint's."""
+    x, y = pair
+    torch.save(digits_model.net.state_dict(), tmp_path / "net.pt")
+    loaded = harden.load(tmp_path / "net.pt", arch="cnn-small", num_classes=10, in_chans=1, input_size=8)
+    assert loaded.spec.mean == (0.0,)
+    mean, std = digits_model.mean.flatten().tolist(), digits_model.std.flatten().tolist()
+    ds = Digits(x, y, T.Compose([T.ToTensor(), T.Normalize(mean, std)]))
+    _same(harden.evaluate(loaded, ds, **KW), harden.evaluate(digits_model, (x, y), **KW))
+    assert loaded.spec.mean == pytest.approx(mean, abs=1e-5) and loaded.config_sources["mean"] == "the dataset's Normalize"

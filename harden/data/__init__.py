@@ -114,12 +114,25 @@ def load_data(spec, target: DataTarget | None = None) -> Data:
     return data
 
 
+def check_recorded_data(spec: str) -> None:
+    """The data a checkpoint names, where no --data is given: refused when it is not here (digits, a Hugging Face
+    cache name and data made by code are always 'here'; their readers say what is missing)."""
+    from ..hub_cache import is_hub_spec
+    from .dataset_objects import is_code_spec
+    from .shard_patterns import on_disk
+    if spec != "digits" and not is_hub_spec(spec) and not is_code_spec(spec) and not on_disk(spec):
+        raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
+
+
 def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     from ..hub_cache import local
     spec = str(local(spec, "dataset"))  # hf:org/name: the copy the Hugging Face cache holds
     if spec == "digits":
         return _digits()
     path = Path(spec)
+    from .dataset_objects import data_from_code, is_code_spec
+    if not path.exists() and is_code_spec(spec):  # `data.py:test_set`: made by the user's own code
+        return data_from_code(spec)
     if not path.exists():
         from .shard_patterns import pattern_files, pattern_source
         files = pattern_files(spec)  # `train-{000000..000146}.tar`, `val-*.tfrecord`: the shards it names

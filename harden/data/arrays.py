@@ -60,7 +60,8 @@ class ImageData(Data):
     image_chans: int | None = None  # the arrays' own channels where they are fed as another count (with_channels)
     held_out: dict = field(default_factory=dict)  # the test split fix held out of arrays of one split
     labels_from: str = ""  # Data.labels_from
-    normalize_undone: dict = field(default_factory=dict)  # a torch Dataset's Normalize undone: its mean and std
+    # read from a torch Dataset: its class, and the mean and std of the Normalize undone (dataset_objects.py)
+    from_dataset: dict = field(default_factory=dict)
 
     @property
     def in_chans(self) -> int:
@@ -86,7 +87,7 @@ class ImageData(Data):
         return ImageData(self.x_train[idx], self.y_train[idx], self.x_test, self.y_test, self.source,
                          self.num_classes, subset=self.subset if subset is None else subset,
                          class_names=self.class_names, image_chans=self.image_chans, held_out=self.held_out,
-                         normalize_undone=self.normalize_undone)
+                         from_dataset=self.from_dataset)
 
     def with_held_out_test(self) -> "ImageData":
         """Arrays of one split (all of them the test split): a stratified, seeded HELD_OUT_TEST of them becomes the
@@ -99,7 +100,7 @@ class ImageData(Data):
                          RowsOf(x, test_idx, f"{self.source}: held-out rows"), y[test_idx], self.source,
                          self.num_classes, class_names=self.class_names, image_chans=self.image_chans,
                          held_out={"fraction": HELD_OUT_TEST, "seed": HELD_OUT_SEED, "n": int(len(test_idx)),
-                                   "index_sha256": index_hash(test_idx)}, normalize_undone=self.normalize_undone)
+                                   "index_sha256": index_hash(test_idx)}, from_dataset=self.from_dataset)
 
     def test_digest(self) -> str:
         """The test split's shape, labels and pixels: every row where they fit in DIGEST_WHOLE_BYTES (CIFAR-10's
@@ -141,7 +142,7 @@ class ImageData(Data):
         return ImageData(ChannelView(raw, channels, f"{self.source}: x_train"), self.y_train,
                          ChannelView(self.x_test, channels, f"{self.source}: x_test"), self.y_test, self.source,
                          self.num_classes, subset=self.subset, class_names=self.class_names, image_chans=own,
-                         held_out=self.held_out, normalize_undone=self.normalize_undone)
+                         held_out=self.held_out, from_dataset=self.from_dataset)
 
     def identity(self) -> dict:
         out = super().identity()
@@ -149,8 +150,8 @@ class ImageData(Data):
             out["channels"] = CHANNEL_NOTES[(self.image_chans, self.in_chans)] + ", as image files are read"
         if self.held_out:
             out["held_out_test"] = self.held_out
-        if self.normalize_undone:
-            out["normalize_undone"] = self.normalize_undone
+        if self.from_dataset:
+            out["from_dataset"] = self.from_dataset
         return out
 
     def images_digest(self, split: str, idx: np.ndarray) -> str | None:
@@ -230,7 +231,7 @@ def from_arrays(*arrays, class_names=None, source: str = ARRAYS_SOURCE) -> Image
     if arrays and any(map(is_dataset, arrays)):
         if not all(map(is_dataset, arrays)):
             raise HardenError("Give datasets alone (one, or train and test), not mixed with arrays.")
-        return from_datasets(arrays)
+        return from_datasets(arrays, None if source == ARRAYS_SOURCE else source)
     if len(arrays) not in (2, 4):
         raise HardenError(f"Images and labels in memory come as (x, y) or (x_train, y_train, x_test, y_test); got "
                           f"{len(arrays)} items.")

@@ -18,6 +18,7 @@ from ..errors import HardenError
 from .base import LazyRows
 
 DATASET_SOURCE = "torch Dataset"  # a source named so is known by its content only, as arrays in memory are
+DATASET_NORMALIZE = "the dataset's Normalize"  # where a model's mean and std came from, when a dataset gave them
 IMAGE_KEYS = ("image", "img", "pixel_values", "images", "input", "inputs", "x")
 LABEL_KEYS = ("label", "labels", "target", "targets", "y", "fine_label", "class", "class_id")
 LABEL_ATTRS = ("targets", "labels", "_labels", "y")  # torchvision's names for a dataset's labels, read without images
@@ -330,8 +331,9 @@ def _check_repeatable(ds: Any, rows: DatasetRows, what: str) -> None:
                               "measured on its evaluation transform (no random crops or flips).")
 
 
-def from_datasets(objs: tuple, source: str = DATASET_SOURCE):
-    """ImageData over one dataset (one split: evaluated whole, `fix` holds a share out) or (train, test)."""
+def from_datasets(objs: tuple, name: str | None = None):
+    """ImageData over one dataset (one split: evaluated whole, `fix` holds a share out) or (train, test), named
+    `name` (the --data that made them) or by their class."""
     from .arrays import _finish
     if len(objs) == 1:
         objs = _splits_of(objs[0])
@@ -348,28 +350,60 @@ def from_datasets(objs: tuple, source: str = DATASET_SOURCE):
     rows = [DatasetRows(d, w, nm) for d, w, nm in zip(dss, whats, norms, strict=True)]
     _check_repeatable(dss[-1], rows[-1], whats[-1])
     labels = [labels_of(d, w) for d, w in zip(dss, whats, strict=True)]
-    name = f"{source} {type(dss[-1]).__name__}"
+    name = name or f"{DATASET_SOURCE} {type(dss[-1]).__name__}"
     names = class_names_of(dss[-1])
     if len(rows) == 1:
         empty = np.zeros((0, *rows[0].shape[1:]), np.uint8)
         data = _finish(empty, np.zeros(0, np.int64), rows[0], labels[0], name, names)
     else:
         data = _finish(rows[0], labels[0], rows[1], labels[1], name, names)
+    data.from_dataset = {"class": type(dss[-1]).__name__}
     if norms[-1] is not None:
-        data.normalize_undone = {"mean": norms[-1][0].round(6).tolist(), "std": norms[-1][1].round(6).tolist()}
+        data.from_dataset["normalize_undone"] = {"mean": norms[-1][0].round(6).tolist(),
+                                                 "std": norms[-1][1].round(6).tolist()}
     return data
+
+
+def normalize_undone(data: Any) -> dict | None:
+    """The mean and std of the dataset's Normalize that reading `data` undid, or None."""
+    return (getattr(data, "from_dataset", None) or {}).get("normalize_undone")
+
+
+def layout(data: Any) -> str | None:
+    """`harden data`'s layout row for data read from a dataset, or None."""
+    found = getattr(data, "from_dataset", None)
+    if not found:
+        return None
+    undone = found.get("normalize_undone")
+    return (f"a torch Dataset ({found['class']}), read item by item through its own transform"
+            + (f"; its Normalize (mean {undone['mean']}, std {undone['std']}) undone to read pixels, and given to a "
+               "plain module inside" if undone else ""))
 
 
 def model_for(model: torch.nn.Module, data: Any) -> torch.nn.Module:
     """The model as it reads `data`'s pixels: a plain nn.Module (which took the dataset's normalised images) wrapped
     with the mean and std its Normalize had (models.from_module), said; a model with harden's spec as it is, warned
     where its own normalisation differs from the dataset's."""
-    undone = getattr(data, "normalize_undone", None)
+    undone = normalize_undone(data)
     if not undone:
         return model
     from ..runtime import info, warn
     spec = getattr(model, "spec", None)
     if spec is not None:
+        from ..report.normalisation import assumed
+        guess, c = assumed(model), int(spec.in_chans)
+        if guess is not None and len(undone["mean"]) in (1, c) and len(undone["std"]) in (1, c):
+            # the checkpoint's mean and std were a guess (no metadata, flag or config gave them): the dataset's word
+            mean, std = (torch.as_tensor(undone[k], dtype=model.mean.dtype).expand(c) for k in ("mean", "std"))
+            model.mean.copy_(mean.view_as(model.mean))
+            model.std.copy_(std.view_as(model.std))
+            spec.mean, spec.std = tuple(mean.tolist()), tuple(std.tolist())
+            sources = getattr(model, "config_sources", None)
+            if isinstance(sources, dict):
+                sources["mean"] = sources["std"] = DATASET_NORMALIZE
+            info(f"the model's mean and std were assumed ({guess}); {data.source}'s transform gives them "
+                 f"(Normalize(mean={undone['mean']}, std={undone['std']})), and the model normalises with them")
+            return model
         own = (np.asarray(spec.mean, np.float64), np.asarray(spec.std, np.float64))
         theirs = (np.asarray(undone["mean"]), np.asarray(undone["std"]))
         if any(a.shape != b.shape and a.size != 1 and b.size != 1 or not np.allclose(a, b, atol=1e-3)
@@ -383,3 +417,44 @@ def model_for(model: torch.nn.Module, data: Any) -> torch.nn.Module:
          "images as pixels (budgets are in pixel units) and gives the model that mean and std inside")
     return from_module(model, input_size=data.input_size, in_chans=data.in_chans, mean=undone["mean"],
                        std=undone["std"])
+
+
+def is_code_spec(spec: Any) -> bool:
+    """`path/to/file.py:name` or `package.module:name` as --data: data made by the user's own Python code."""
+    if not isinstance(spec, str):
+        return False
+    module, sep, name = spec.rpartition(":")
+    if not sep or not name or not all(p.isidentifier() for p in name.split(".")) or module in ("hf", "torchhub"):
+        return False
+    return module.endswith(".py") or all(p.isidentifier() for p in module.split("."))
+
+
+def remembered_code(spec: str) -> str:
+    """A code spec with its file's absolute path, so that a checkpoint naming it finds it from any folder."""
+    from ..checkpoint import remembered_arch
+    return remembered_arch(spec)
+
+
+def data_from_code(spec: str) -> Any:
+    """What `file.py:name` names: a dataset, a DataLoader, (train, test) datasets, a DatasetDict or arrays, or a
+    callable (a function, a class) that makes one when called with no arguments; read as the library reads them."""
+    from ..models.registry import _import_callable
+    obj = _import_callable(spec, "Data", "--data", need_callable=False)
+    from .arrays import from_arrays, is_arrays
+    from .base import Data
+    if callable(obj) and not is_dataset(obj) and not isinstance(obj, Data):
+        try:
+            obj = obj()
+        except HardenError:
+            raise
+        except Exception as e:  # whatever the user's code raises: said as its failure, not harden's
+            raise HardenError(f"--data {spec!r}: calling {spec.rpartition(':')[2]}() raised {type(e).__name__}: "
+                              f"{str(e).strip()[:300]}. harden calls it with no arguments: give a function that "
+                              "builds the dataset with its own settings.") from e
+    if isinstance(obj, Data):
+        return obj
+    if not is_arrays(obj):
+        raise HardenError(f"--data {spec!r} gave {type(obj).__name__}; it names a torch Dataset or DataLoader, "
+                          "(train, test) datasets, a Hugging Face Dataset or DatasetDict, or images and labels as "
+                          "(x, y) or (x_train, y_train, x_test, y_test) arrays (or a function that returns one).")
+    return from_arrays(obj, source=spec)

@@ -177,29 +177,30 @@ def built_in_chans(arch: str, num_classes: int, in_chans: int, input_size) -> in
     return stem[1] if stem and stem[1] != int(in_chans) else None
 
 
-def _import_callable(arch: str) -> Callable[..., nn.Module]:
+def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch", need_callable: bool = True) -> Any:
     """`path/to/file.py:callable` or `package.module:callable`, imported as Python would import them for published
     code: a file inside a package (a folder with __init__.py) as that package's module, so its relative imports
     work; its repository's root (or a loose file's folder, as `python file.py` has it) on sys.path, so its absolute
-    imports of sibling modules work; a dotted name from the current folder too, as `python -m` finds it."""
+    imports of sibling modules work; a dotted name from the current folder too, as `python -m` finds it. `what` and
+    `flag` name it in errors (data made by code: data/dataset_objects.py); `need_callable` False: any attribute."""
     mod_name, _, fn_name = arch.rpartition(":")
     if mod_name.startswith(TORCH_HUB):
-        module = _import_file(arch, str(torch_hub_file(arch, mod_name[len(TORCH_HUB):])))
+        module = _import_file(arch, str(torch_hub_file(arch, mod_name[len(TORCH_HUB):])), what, flag)
     elif mod_name.endswith(".py") or "/" in mod_name or "\\" in mod_name:
-        module = _import_file(arch, mod_name)
+        module = _import_file(arch, mod_name, what, flag)
     else:
         _add_to_path(os.getcwd())
         try:
             module = importlib.import_module(mod_name)
         except Exception as e:  # ImportError, or whatever the module raises while it runs
-            raise HardenError(f"Architecture {arch!r} names a module that cannot be imported ({type(e).__name__}: "
+            raise HardenError(f"{what} {arch!r} names a module that cannot be imported ({type(e).__name__}: "
                               f"{e}). Use package.module:callable with the package on PYTHONPATH or in the current "
                               "folder, or path/to/file.py:callable.") from None
     fn = module
     for part in fn_name.split("."):  # a class's factory method too: efficientnet_pytorch:EfficientNet.from_name
         fn = getattr(fn, part, None)
-    if fn is None or not callable(fn):
-        raise HardenError(f"Architecture {arch!r}: {mod_name!r} has no callable {fn_name!r}.")
+    if fn is None or (need_callable and not callable(fn)):
+        raise HardenError(f"{what} {arch!r}: {mod_name!r} has no {'callable ' if need_callable else ''}{fn_name!r}.")
     return fn
 
 
@@ -230,14 +231,14 @@ def torch_hub_file(arch: str, repo: str):
                       "give the repository's file as --arch path/to/hubconf.py:entrypoint.")
 
 
-def _import_file(arch: str, mod_name: str):
+def _import_file(arch: str, mod_name: str, what: str = "Architecture", flag: str = "--arch"):
     import hashlib
     import sys
     from pathlib import Path
     file = Path(mod_name).expanduser()
     if not file.is_file():
-        raise HardenError(f"Architecture {arch!r}: the file {mod_name!r} does not exist (from {Path.cwd()}). "
-                          "A checkpoint remembers the --arch it was written with; pass --arch with the file's "
+        raise HardenError(f"{what} {arch!r}: the file {mod_name!r} does not exist (from {Path.cwd()}). "
+                          f"A checkpoint remembers the {flag} it was written with; pass {flag} with the file's "
                           "path from here.")
     file = file.resolve()
     package = file.parent
@@ -253,10 +254,10 @@ def _import_file(arch: str, mod_name: str):
         try:
             module = importlib.import_module(dotted)
         except Exception as e:
-            raise HardenError(f"Architecture file {mod_name!r} failed to import (as {dotted}, from {root}): "
+            raise HardenError(f"{what} file {mod_name!r} failed to import (as {dotted}, from {root}): "
                               f"{type(e).__name__}: {e}") from None
         if Path(getattr(module, "__file__", "") or "").resolve() != file:
-            raise HardenError(f"Architecture file {mod_name!r}: its package's name, {dotted}, is already taken by "
+            raise HardenError(f"{what} file {mod_name!r}: its package's name, {dotted}, is already taken by "
                               f"{getattr(module, '__file__', None) or 'a module'} in this process (two repositories "
                               "with a package of the same name): give one of them as package.module:callable.")
         return module
@@ -271,7 +272,7 @@ def _import_file(arch: str, mod_name: str):
             spec.loader.exec_module(module)
         except Exception as e:
             del sys.modules[name]
-            raise HardenError(f"Architecture file {mod_name!r} failed to import: {type(e).__name__}: {e}") from None
+            raise HardenError(f"{what} file {mod_name!r} failed to import: {type(e).__name__}: {e}") from None
     return module
 
 
