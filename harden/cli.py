@@ -644,7 +644,9 @@ def data_cmd(
     t.add_column()
     dataset = load_data(data, target)
     if loaded is not None:  # the model's test split, as eval reads it (a split fix held out of this data)
+        from .data.dataset_objects import model_for
         from .data.held_out import test_split_for
+        model_for(loaded, dataset)  # a dataset's Normalize, as eval takes it
         dataset = test_split_for(dataset, loaded.spec.extra, model.name)
     rows = describe(dataset)
     if loaded is not None and dataset.n_test:

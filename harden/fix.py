@@ -194,7 +194,6 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         ds = data
     elif is_arrays(data):  # images and labels in memory: as an .npz of the same arrays
         ds = load_data(data, DataTarget.for_model(base_model, **(data_target or {})))
-        model_for(base_model, ds)  # a dataset normalised otherwise than the model: said
     else:
         spec = data or base_model.spec.data
         if not spec:
@@ -203,6 +202,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
             check_recorded_data(spec)
         target = DataTarget.for_model(base_model, **(data_target or {}))
         ds = images_to_predict(spec, target, {}, base_name) if labels == "predicted" else load_data(spec, target)
+    model_for(base_model, ds)  # a dataset's Normalize: the model's where its own was assumed, else compared with it
+    model_for(model, ds, say=False)  # and the copy that is hardened
     ds = held_out.hold_out_for_training(ds)
     if labels == "predicted":  # after the hold-out, drawn as a later `eval --labels predicted` draws it
         ds = labelled_by(base_model.to(device), ds, device)

@@ -257,6 +257,7 @@ def test_data_made_by_code_from_the_cli(cli, digits, digits_ckpt, tmp_path, monk
     import json
     rep = json.loads(j.read_text())
     assert rep["n"] == 60 and rep["data"] == "mydata.py:test_set"
+    assert "normalises with its own" in out + err  # the checkpoint's mean and std, not the dataset's 0.3 and 0.4
     want = harden.evaluate(digits_ckpt, (x[:60], y[:60]), n=60, attacks=["fgsm"], metrics=False, device="cpu")
     assert rep["clean_accuracy"] == pytest.approx(want.clean_accuracy)
     code, out, err = cli("data", "mydata.py:splits")

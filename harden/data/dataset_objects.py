@@ -380,7 +380,7 @@ def layout(data: Any) -> str | None:
                "plain module inside" if undone else ""))
 
 
-def model_for(model: torch.nn.Module, data: Any) -> torch.nn.Module:
+def model_for(model: torch.nn.Module, data: Any, say: bool = True) -> torch.nn.Module:
     """The model as it reads `data`'s pixels: a plain nn.Module (which took the dataset's normalised images) wrapped
     with the mean and std its Normalize had (models.from_module), said; a model with harden's spec as it is, warned
     where its own normalisation differs from the dataset's."""
@@ -388,6 +388,7 @@ def model_for(model: torch.nn.Module, data: Any) -> torch.nn.Module:
     if not undone:
         return model
     from ..runtime import info, warn
+    info, warn = (info, warn) if say else (_silent, _silent)
     spec = getattr(model, "spec", None)
     if spec is not None:
         from ..report.normalisation import assumed
@@ -397,7 +398,8 @@ def model_for(model: torch.nn.Module, data: Any) -> torch.nn.Module:
             mean, std = (torch.as_tensor(undone[k], dtype=model.mean.dtype).expand(c) for k in ("mean", "std"))
             model.mean.copy_(mean.view_as(model.mean))
             model.std.copy_(std.view_as(model.std))
-            spec.mean, spec.std = tuple(mean.tolist()), tuple(std.tolist())
+            spec.mean, spec.std = (tuple(float(v) for v in (undone[k] * c if len(undone[k]) == 1 else undone[k]))
+                                   for k in ("mean", "std"))
             sources = getattr(model, "config_sources", None)
             if isinstance(sources, dict):
                 sources["mean"] = sources["std"] = DATASET_NORMALIZE
@@ -458,3 +460,7 @@ def data_from_code(spec: str) -> Any:
                           "(train, test) datasets, a Hugging Face Dataset or DatasetDict, or images and labels as "
                           "(x, y) or (x_train, y_train, x_test, y_test) arrays (or a function that returns one).")
     return from_arrays(obj, source=spec)
+
+
+def _silent(msg: str) -> None:
+    """Said once already (the same model's copy)."""

@@ -91,8 +91,9 @@ def _model_and_data(model, data, labels: str = "given") -> tuple[nn.Module, Data
     if isinstance(model, (str, os.PathLike)):
         from ..checkpoint import load
         model = load(model)
+    from ..data.dataset_objects import model_for
     if isinstance(data, Data):
-        return model, data
+        return model_for(model, data), data
     from ..data.arrays import is_arrays
     if getattr(model, "spec", None) is not None:
         from ..api import data_for
@@ -101,7 +102,6 @@ def _model_and_data(model, data, labels: str = "given") -> tuple[nn.Module, Data
     if data is None:
         raise HardenError("evaluate: a model without harden's spec needs data (a Data, or what --data takes).")
     from ..data import load_data
-    from ..data.dataset_objects import model_for
     data = load_data(data)
     return model_for(model, data), data
 
