@@ -286,3 +286,35 @@ def test_a_checkpoint_without_its_normalisation_takes_the_datasets(digits_model,
     ds = Digits(x, y, T.Compose([T.ToTensor(), T.Normalize(mean, std)]))
     _same(harden.evaluate(loaded, ds, **KW), harden.evaluate(digits_model, (x, y), **KW))
     assert loaded.spec.mean == pytest.approx(mean, abs=1e-5) and loaded.config_sources["mean"] == "the dataset's Normalize"
+
+
+def test_training_reads_items_in_workers_as_it_would_read_arrays(digits, digits_model):
+    """fix on datasets (a fraction of them kept as a view, never read whole; items read by worker processes while
+    it trains) ends with the very weights fix on the same images as arrays gives; an item that fails to read in a
+    worker is said as one error, not as a worker's traceback."""
+    from harden.data.base import read_per_item
+    from harden.data.dataset_objects import item_batches
+    xtr, ytr, xte, yte = digits.x_train[:300], digits.y_train[:300], digits.x_test[:40], digits.y_test[:40]
+    kw = dict(sets=["eps=0.1", "val_frac=0"], epochs=1, data_frac=0.5, report=False, device="cpu", seed=3)
+    data = load_data((Digits(xtr, ytr, T.ToTensor()), Digits(xte, yte, T.ToTensor())))
+    part = harden.subsample(data, 0.5, 3)
+    as_arrays = harden.subsample(load_data((xtr, ytr, xte, yte)), 0.5, 3)
+    assert read_per_item(part.x_train) and not isinstance(part.x_train, np.ndarray)  # a view: nothing read yet
+    assert np.array_equal(part.x_train[np.arange(150)], as_arrays.x_train)
+    got = harden.fix(digits_model, data, **kw).model.state_dict()
+    want = harden.fix(digits_model, (xtr, ytr, xte, yte), **kw).model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    rows = load_data(Digits(xtr, ytr, T.ToTensor())).x_test
+    batches = [np.arange(i, i + 50) for i in range(0, 300, 50)]
+    read = list(item_batches(rows, batches, 0, workers=2))
+    assert all(np.array_equal(r, xtr[b]) for r, b in zip(read, batches, strict=True))
+
+    class Failing(Digits):
+        def __getitem__(self, i):
+            if i == 120:
+                raise OSError("image file is truncated")
+            return super().__getitem__(i)
+    rows = load_data(Failing(xtr, ytr, T.ToTensor())).x_test
+    with pytest.raises(HardenError, match="raised OSError: image file is truncated") as e:
+        list(item_batches(rows, batches, 0, workers=2))
+    assert "Traceback" not in str(e.value)

@@ -132,7 +132,7 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     path = Path(spec)
     from .dataset_objects import data_from_code, is_code_spec
     if not path.exists() and is_code_spec(spec):  # `data.py:test_set`: made by the user's own code
-        return data_from_code(spec)
+        return data_from_code(spec, target.workers if target is not None else None)
     if not path.exists():
         from .shard_patterns import pattern_files, pattern_source
         files = pattern_files(spec)  # `train-{000000..000146}.tar`, `val-*.tfrecord`: the shards it names

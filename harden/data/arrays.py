@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from ..errors import HardenError
-from .base import Data, host_tensor, index_hash, stratified_subset, to_pixels, to_tensor
+from .base import Data, host_tensor, index_hash, read_per_item, stratified_subset, to_pixels, to_tensor
 from .batch_augment import small_image_augment
+from .dataset_objects import item_batches
 from .npz import READ_ERRORS, DeferredArray
 from .pixels import CHANNEL_NOTES, ChannelView, PixelView, RowsOf, as_pixels, unflattened
 from ..random_streams import random_state, set_random_state
@@ -84,7 +85,10 @@ class ImageData(Data):
         return mean.round(4).tolist(), np.maximum(std, 1e-3).round(4).tolist()
 
     def take_train(self, idx: np.ndarray, subset: dict | None = None) -> "ImageData":
-        return ImageData(self.x_train[idx], self.y_train[idx], self.x_test, self.y_test, self.source,
+        # a dataset's items stay where they are (a tenth of ImageNet would not fit in memory), arrays are copied
+        x = RowsOf(self.x_train, idx, f"{self.source}: training rows") if read_per_item(self.x_train) else \
+            self.x_train[idx]
+        return ImageData(x, self.y_train[idx], self.x_test, self.y_test, self.source,
                          self.num_classes, subset=self.subset if subset is None else subset,
                          class_names=self.class_names, image_chans=self.image_chans, held_out=self.held_out,
                          from_dataset=self.from_dataset)
@@ -151,7 +155,7 @@ class ImageData(Data):
         if self.held_out:
             out["held_out_test"] = self.held_out
         if self.from_dataset:
-            out["from_dataset"] = self.from_dataset
+            out["from_dataset"] = {k: v for k, v in self.from_dataset.items() if k != "workers"}
         return out
 
     def images_digest(self, split: str, idx: np.ndarray) -> str | None:
@@ -178,8 +182,10 @@ class ArrayFeeder:
         self.batched, self.aug, self.stream = small_image_augment(kind, data.input_size, seed)
 
     def epoch(self, index_batches: list[np.ndarray], epoch_no: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for bi in index_batches:
-            x = self.data.x_train[bi]
+        rows = self.data.x_train
+        read = item_batches(rows, index_batches, epoch_no, self.data.from_dataset.get("workers")) \
+            if read_per_item(rows) else (rows[bi] for bi in index_batches)
+        for bi, x in zip(index_batches, read, strict=True):
             if self.batched is not None:
                 x = self.batched(host_tensor(x).to(self.device, non_blocking=True))
             yield (to_tensor(augment(x, self.aug), self.device),

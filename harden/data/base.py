@@ -284,3 +284,14 @@ class LazyRows(Shaped):
     def _read(self, rows: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+
+def read_per_item(x: Any) -> bool:
+    """Whether rows (or a view of them) are read item by item through a dataset's own code (dataset_objects.py): too
+    costly to hold a subset of at once, and read in worker processes while training."""
+    for _ in range(16):  # views of views, a few deep
+        if x is None:
+            return False
+        if getattr(x, "read_per_item", False):
+            return True
+        x = getattr(x, "_base", None)
+    return False

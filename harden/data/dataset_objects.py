@@ -199,6 +199,7 @@ def _as_array(img: Any, what: str, index: int) -> np.ndarray:
 class DatasetRows(LazyRows):
     """uint8 N x H x W x C rows of a map-style dataset's images, each read through its transform when indexed; the
     labels are read apart (labels_of). `normalize`: the (mean, std) undone on each image."""
+    read_per_item = True  # base.read_per_item: subsets stay views, training reads it in worker processes
 
     def __init__(self, ds: Any, what: str, normalize: tuple[np.ndarray, np.ndarray] | None):
         self.ds, self.what, self.normalize = ds, what, normalize
@@ -437,7 +438,7 @@ def remembered_code(spec: str) -> str:
     return remembered_arch(spec)
 
 
-def data_from_code(spec: str) -> Any:
+def data_from_code(spec: str, workers: int | None = None) -> Any:
     """What `file.py:name` names: a dataset, a DataLoader, (train, test) datasets, a DatasetDict or arrays, or a
     callable (a function, a class) that makes one when called with no arguments; read as the library reads them."""
     from ..models.registry import _import_callable
@@ -455,6 +456,11 @@ def data_from_code(spec: str) -> Any:
                               "builds the dataset with its own settings.") from e
     if isinstance(obj, Data):
         return obj
+    if is_dataset(obj) or isinstance(obj, (tuple, list)) and any(map(is_dataset, obj)):
+        data = from_arrays(obj, source=spec)
+        if workers is not None:  # --workers: the processes that read its items while training
+            data.from_dataset["workers"] = int(workers)
+        return data
     if not is_arrays(obj):
         raise HardenError(f"--data {spec!r} gave {type(obj).__name__}; it names a torch Dataset or DataLoader, "
                           "(train, test) datasets, a Hugging Face Dataset or DatasetDict, or images and labels as "
@@ -464,3 +470,46 @@ def data_from_code(spec: str) -> Any:
 
 def _silent(msg: str) -> None:
     """Said once already (the same model's copy)."""
+
+
+class _BatchesOf(torch.utils.data.Dataset):
+    """Batch k of `index_batches` read from `rows` in a worker process: its uint8 rows as a tensor (passed through
+    shared memory), or the error reading them raised, to be raised in the main process as itself (not as a
+    worker's traceback)."""
+
+    def __init__(self, rows: Any, index_batches: list[np.ndarray]):
+        self.rows, self.index_batches = rows, index_batches
+
+    def __len__(self) -> int:
+        return len(self.index_batches)
+
+    def __getitem__(self, k: int) -> Any:
+        try:
+            return torch.from_numpy(np.ascontiguousarray(self.rows[self.index_batches[k]]))
+        except HardenError as e:
+            return e
+        except Exception as e:  # noqa: BLE001 - the user's dataset code: said as its failure
+            return HardenError(f"Reading the dataset's items raised {type(e).__name__}: {str(e).strip()[:300]}")
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
+def item_batches(rows: Any, index_batches: list[np.ndarray], epoch_no: int, workers: int | None = None):
+    """uint8 rows of each batch of indices, in order, read by worker processes (a dataset's items are read through
+    its own code, image by image: several processes read them while the model trains, as the user's own DataLoader
+    would); in this process where one worker (or one batch) would do. `workers`: --workers, else one per core."""
+    from .loader import default_workers, leave_stop_signals, start_workers
+    count = min(default_workers() if workers is None else workers, len(index_batches))
+    if count < 2:
+        yield from (rows[bi] for bi in index_batches)
+        return
+    loader = torch.utils.data.DataLoader(_BatchesOf(rows, index_batches), batch_size=None, num_workers=count,
+                                         collate_fn=_as_is, prefetch_factor=2, worker_init_fn=leave_stop_signals,
+                                         # its own generator: the workers' seeds never draw on the run's random state
+                                         generator=torch.Generator().manual_seed(int(epoch_no)))
+    for got in start_workers(loader):
+        if isinstance(got, Exception):
+            raise got
+        yield got.numpy()
