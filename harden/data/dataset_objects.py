@@ -273,9 +273,29 @@ def labels_of(ds: Any, what: str) -> np.ndarray:
         probe = sorted({0, n // 2, n - 1})
         if all(_label(_split_item(ds[i], what, i, keys)[1], what, i) == int(kept[i]) for i in probe):
             return kept
-    from ..runtime import info
+    from ..runtime import info, progress_if
     info(f"{what} keeps no labels beside its images (`targets`): reading its {n:,} items once for them")
-    return np.asarray([_label(_split_item(ds[i], what, i, keys)[1], what, i) for i in range(n)], np.int64)
+    chunks = [np.arange(a, min(a + LABEL_CHUNK, n)) for a in range(0, n, LABEL_CHUNK)]
+    out = []
+    with progress_if(n > 4 * LABEL_CHUNK, f"reading {what}'s labels", n) as advance:
+        for got in item_batches(_LabelsOf(ds, what, keys), chunks, 0):
+            out.append(got)
+            advance(len(got))
+    return np.concatenate(out).astype(np.int64)
+
+
+LABEL_CHUNK = 256  # items whose labels one worker reads at a time
+
+
+class _LabelsOf:
+    """The labels of a dataset's items as rows (`item_batches` reads them in worker processes)."""
+
+    def __init__(self, ds: Any, what: str, keys: tuple):
+        self.ds, self.what, self.keys = ds, what, keys
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray([_label(_split_item(self.ds[i], self.what, i, self.keys)[1], self.what, i)
+                           for i in rows.tolist()], np.int64)
 
 
 def _kept_labels(ds: Any) -> np.ndarray | None:
