@@ -401,7 +401,8 @@ def fix(
     data: Optional[str] = typer.Option(None, "--data", help="Training/test data (default: what the checkpoint names)."),
     data_frac: float = typer.Option(0.1, "--data-frac", help="Stratified fraction of the training split, (0, 1]."),
     unlabeled: Optional[str] = typer.Option(None, "--unlabeled", help="Images without labels (a folder with or "
-                                            "without class folders, a list, tar shards, an .npz with x_train): the "
+                                            "without class folders, a list, tar shards, an .npz with x_train, "
+                                            "file.py:name for a dataset your code makes): the "
                                             "base labels them and the recipe mixes them into its batches (at, "
                                             "fixer; --set unlabeled_ratio / pseudo_threshold / pseudo_balance). "
                                             "Labels they hold are never used."),

@@ -318,3 +318,38 @@ def test_training_reads_items_in_workers_as_it_would_read_arrays(digits, digits_
     with pytest.raises(HardenError, match="raised OSError: image file is truncated") as e:
         list(item_batches(rows, batches, 0, workers=2))
     assert "Traceback" not in str(e.value)
+
+
+class ImagesOnly(torch.utils.data.Dataset):
+    """Unlabeled images, as a folder-of-photos dataset without classes gives them: the item is the image."""
+
+    def __init__(self, x, transform):
+        self.x, self.transform = x, transform
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.x[i][..., 0], "L"))
+
+
+def test_an_unlabeled_pool_from_a_dataset_trains_as_the_same_images_in_an_npz(digits, digits_model, tmp_path):
+    """fix --unlabeled with a dataset (items: images alone; or pairs whose kept labels only feed the agreement
+    figure; or made by code, `pool.py:name`): the same pseudo-labels and the same weights as the same images in an
+    .npz pool."""
+    from harden.data import stratified_subset
+    from harden.fix import state_digest
+    rest = np.setdiff1d(np.arange(digits.n_train), stratified_subset(digits.y_train, 0.1, 0))[:300]
+    x, y = digits.x_train[rest], digits.y_train[rest]
+    np.savez(tmp_path / "pool.npz", x_train=x)
+    (tmp_path / "pool.py").write_text(f"import numpy as np\nimages = np.load({str(tmp_path / 'pool.npz')!r})['x_train']\n")
+    kw = dict(sets=["eps=0.2", "epochs=1", "val_frac=0", "steps=2"], data_frac=0.1, seed=0, report=False)
+    want = harden.fix(digits_model, digits, unlabeled=str(tmp_path / "pool.npz"), **kw)
+    for pool in (ImagesOnly(x, T.ToTensor()), Digits(x, y, T.Compose([T.ToTensor(), T.Normalize([0.5], [0.2])])),
+                 f"{tmp_path / 'pool.py'}:images"):
+        got = harden.fix(digits_model, digits, unlabeled=pool, **kw)
+        meta = got.model.spec.extra["unlabeled"]
+        assert meta["class_histogram"] == want.model.spec.extra["unlabeled"]["class_histogram"]
+        assert state_digest(got.model) == state_digest(want.model)
+        if isinstance(pool, Digits):  # its kept labels: measured against, never trained on
+            assert meta["agreement_with_source_labels"]["rate"] > 0.8

@@ -140,11 +140,15 @@ def _keys_of(ds: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return images + IMAGE_KEYS, ((label,) if label else ()) + LABEL_KEYS
 
 
-def _split_item(item: Any, what: str, index: int, keys: tuple = (IMAGE_KEYS, LABEL_KEYS)) -> tuple[Any, Any]:
-    """(image, label) of one item: a pair (or longer tuple: its first two), or a dict with an image and a label key."""
+def _split_item(item: Any, what: str, index: int, keys: tuple = (IMAGE_KEYS, LABEL_KEYS),
+                need_label: bool = True) -> tuple[Any, Any]:
+    """(image, label) of one item: a pair (or longer tuple: its first two), or a dict with an image and a label key;
+    without `need_label` (an unlabeled pool), an image alone too (label None)."""
     if isinstance(item, dict):
         img = next((item[k] for k in keys[0] if k in item), None)
         label = next((item[k] for k in keys[1] if k in item), None)
+        if img is not None and not need_label:
+            return img, label
         if img is None or label is None:
             raise HardenError(f"{what}[{index}] is a dict with keys {sorted(map(str, item))[:8]}; harden reads an "
                               f"image under one of {', '.join(IMAGE_KEYS)} and a label under one of "
@@ -152,6 +156,8 @@ def _split_item(item: Any, what: str, index: int, keys: tuple = (IMAGE_KEYS, LAB
         return img, label
     if isinstance(item, (tuple, list)) and len(item) >= 2:
         return item[0], item[1]
+    if not need_label:
+        return (item[0] if isinstance(item, (tuple, list)) and len(item) == 1 else item), None
     raise HardenError(f"{what}[{index}] is {type(item).__name__}, not an (image, label) pair: harden measures accuracy "
                       "against labels (for images without them, save the files and use eval --labels predicted).")
 
@@ -201,8 +207,8 @@ class DatasetRows(LazyRows):
     labels are read apart (labels_of). `normalize`: the (mean, std) undone on each image."""
     read_per_item = True  # base.read_per_item: subsets stay views, training reads it in worker processes
 
-    def __init__(self, ds: Any, what: str, normalize: tuple[np.ndarray, np.ndarray] | None):
-        self.ds, self.what, self.normalize = ds, what, normalize
+    def __init__(self, ds: Any, what: str, normalize: tuple[np.ndarray, np.ndarray] | None, labelled: bool = True):
+        self.ds, self.what, self.normalize, self.labelled = ds, what, normalize, labelled
         self.keys = _keys_of(ds)
         self.dtype = np.dtype(np.uint8)
         n = len(ds)
@@ -223,7 +229,7 @@ class DatasetRows(LazyRows):
         self.shape = (n, *self._hwc)
 
     def _raw(self, i: int) -> np.ndarray:
-        img, _ = _split_item(self.ds[i], self.what, i, self.keys)
+        img, _ = _split_item(self.ds[i], self.what, i, self.keys, self.labelled)
         a = _as_array(img, self.what, i)
         if self.normalize is not None:
             mean, std = self.normalize
@@ -311,7 +317,10 @@ def _kept_labels(ds: Any) -> np.ndarray | None:
         column = _hf_label_column(ds)
         if column is None:
             return None
-        value = ds[column]
+        try:
+            value = ds[column]
+        except Exception:  # noqa: BLE001 - a transform set on it that wants every column: read item by item
+            return None
         a = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(list(value) if not hasattr(
             value, "__array__") else value)
         return a.astype(np.int64) if a.ndim == 1 and np.issubdtype(a.dtype, np.integer) else None
@@ -458,22 +467,30 @@ def remembered_code(spec: str) -> str:
     return remembered_arch(spec)
 
 
-def data_from_code(spec: str, workers: int | None = None) -> Any:
-    """What `file.py:name` names: a dataset, a DataLoader, (train, test) datasets, a DatasetDict or arrays, or a
-    callable (a function, a class) that makes one when called with no arguments; read as the library reads them."""
+def import_data(spec: str, flag: str = "--data") -> Any:
+    """What `file.py:name` names, called with no arguments where it is a callable (a function, a class) rather than
+    a dataset: the user's own code makes the data."""
     from ..models.registry import _import_callable
-    obj = _import_callable(spec, "Data", "--data", need_callable=False)
-    from .arrays import from_arrays, is_arrays
     from .base import Data
+    obj = _import_callable(spec, "Data", flag, need_callable=False)
     if callable(obj) and not is_dataset(obj) and not isinstance(obj, Data):
         try:
             obj = obj()
         except HardenError:
             raise
         except Exception as e:  # whatever the user's code raises: said as its failure, not harden's
-            raise HardenError(f"--data {spec!r}: calling {spec.rpartition(':')[2]}() raised {type(e).__name__}: "
+            raise HardenError(f"{flag} {spec!r}: calling {spec.rpartition(':')[2]}() raised {type(e).__name__}: "
                               f"{str(e).strip()[:300]}. harden calls it with no arguments: give a function that "
                               "builds the dataset with its own settings.") from e
+    return obj
+
+
+def data_from_code(spec: str, workers: int | None = None) -> Any:
+    """--data `file.py:name`: a dataset, a DataLoader, (train, test) datasets, a DatasetDict or arrays (or a callable
+    that makes one), read as the library reads them."""
+    from .arrays import from_arrays, is_arrays
+    from .base import Data
+    obj = import_data(spec)
     if isinstance(obj, Data):
         return obj
     if is_dataset(obj) or isinstance(obj, (tuple, list)) and any(map(is_dataset, obj)):
@@ -533,3 +550,23 @@ def item_batches(rows: Any, index_batches: list[np.ndarray], epoch_no: int, work
         if isinstance(got, Exception):
             raise got
         yield got.numpy()
+
+
+def dataset_pool(obj: Any, source: str | None = None, workers: int | None = None):
+    """An unlabeled pool (`fix --unlabeled`, unlabeled.load_unlabeled) from a dataset, a DataLoader or a DatasetDict
+    (its train split): each item's image (a pair's first, a dict's image, or the item itself) read as training reads
+    a dataset's, never whole; its kept labels where it has them, for the agreement figure only (never read item by
+    item: the pool's labels never reach training)."""
+    from .arrays import ImageData
+    from .unlabeled import NO_LABEL
+    what = "the unlabeled dataset"
+    ds = _map_style(_splits_of(obj)[0], what)
+    rows = DatasetRows(ds, what, _normalize_of(ds, what), labelled=False)
+    kept = _kept_labels(ds)
+    labels = kept if kept is not None and len(kept) == len(ds) else np.full(len(ds), NO_LABEL, np.int64)
+    data = ImageData(rows, labels, np.zeros((0, *rows.shape[1:]), np.uint8), np.zeros(0, np.int64),
+                     source or f"{DATASET_SOURCE} {type(ds).__name__}", int(max(labels.max(initial=0), 0) + 1))
+    data.from_dataset = {"class": type(ds).__name__}
+    if workers is not None:
+        data.from_dataset["workers"] = int(workers)
+    return data

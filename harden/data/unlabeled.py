@@ -46,6 +46,21 @@ def load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
 
 
 def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
+    from .dataset_objects import dataset_pool, import_data, is_code_spec, is_dataset
+    workers = getattr(target, "workers", None)
+    if is_dataset(spec):  # a torch or Hugging Face dataset of the caller's
+        return dataset_pool(spec, workers=workers)
+    if is_code_spec(str(spec)) and not Path(str(spec)).exists():  # `pool.py:images`: made by the user's own code
+        made = import_data(str(spec), "--unlabeled")
+        if isinstance(made, Data) or is_dataset(made):
+            return made if isinstance(made, Data) else dataset_pool(made, str(spec), workers)
+        if isinstance(made, (tuple, list)) and len(made) == 2:  # (images, labels): the labels for agreement only
+            return _array_pool(_numpy(made[0]), _numpy(made[1]), str(spec))
+        if isinstance(made, (np.ndarray, torch.Tensor)):
+            return _array_pool(_numpy(made), None, str(spec))
+        raise HardenError(f"--unlabeled {str(spec)!r} gave {type(made).__name__}; it names a dataset (items: images, "
+                          "or (image, label) pairs), a DataLoader, a Hugging Face Dataset, or images as an array "
+                          "(or a function that returns one).")
     from ..hub_cache import local
     path = Path(local(spec, "dataset"))
     from .shard_patterns import pattern_files, pattern_source
@@ -181,6 +196,10 @@ def _pickled_pool(path: Path) -> ImageData:
             return _array_pool(x, None, str(path))
     raise HardenError(f"--unlabeled {str(path)!r} holds no image array under a name harden reads (data, images, x, "
                       "x_train); a pickle pool is an array of images, or a dict of arrays with one such key.")
+
+
+def _numpy(a):
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
 def _array_pool(x: np.ndarray, y: np.ndarray | None, source: str) -> ImageData:
@@ -370,7 +389,8 @@ def relabel(data: Data, labels: np.ndarray) -> Data:
     """The same images with these training labels (the pool's own labels never reach training)."""
     labels = np.asarray(labels, np.int64)
     if isinstance(data, ImageData):
-        return ImageData(data.x_train, labels, data.x_test, data.y_test, data.source, data.num_classes, subset={})
+        return ImageData(data.x_train, labels, data.x_test, data.y_test, data.source, data.num_classes, subset={},
+                         from_dataset=data.from_dataset)
     if isinstance(data, FileData):
         lst = data.listing("train")
         new = lst.relabelled(labels)
