@@ -101,6 +101,9 @@ def test_labels_kept_read_or_through_subsets(digits, pair):
     assert np.array_equal(labels_of(sub, "d"), y[[5, 1, 40]])
     cat = torch.utils.data.ConcatDataset([Digits(x[:10], y[:10]), Digits(x[10:], y[10:], keep_targets=False)])
     assert np.array_equal(labels_of(cat, "d"), y)
+    from harden.data.dataset_objects import _kept_labels
+    tensors = torch.utils.data.TensorDataset(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(y))
+    assert np.array_equal(_kept_labels(tensors), y) and np.array_equal(load_data(tensors).x_test[:], x)
     one_hot = Digits(x, y, target_transform=lambda t: torch.nn.functional.one_hot(torch.tensor(t), 10).float())
     assert np.array_equal(load_data(one_hot).y_test, y)
 

@@ -313,6 +313,9 @@ def _kept_labels(ds: Any) -> np.ndarray | None:
         return None if any(p is None for p in parts) else np.concatenate(parts)
     if getattr(ds, "target_transform", None) is not None:  # the kept labels are not what an item gives
         return None
+    if isinstance(ds, torch.utils.data.TensorDataset) and len(ds.tensors) >= 2:  # (images, labels) as tensors
+        labels = ds.tensors[1].detach().cpu()
+        return labels.numpy().astype(np.int64) if labels.ndim == 1 and not labels.is_floating_point() else None
     if _is_hf(ds):  # the label column alone: no image decoded
         column = _hf_label_column(ds)
         if column is None:
