@@ -356,3 +356,50 @@ def test_an_unlabeled_pool_from_a_dataset_trains_as_the_same_images_in_an_npz(di
         assert state_digest(got.model) == state_digest(want.model)
         if isinstance(pool, Digits):  # its kept labels: measured against, never trained on
             assert meta["agreement_with_source_labels"]["rate"] > 0.8
+
+
+class DigitsDataModule:
+    """A Lightning DataModule as its docs write one (checked against lightning 2.x's LightningDataModule by hand;
+    lightning is not a dependency): datasets made in setup(stage), loaders from methods; the dataset keeps its
+    pipeline under a name of its own (`tf`)."""
+
+    def __init__(self, x, y, test=True):
+        self.x, self.y, self.has_test = x, y, test
+
+    def setup(self, stage):
+        tf = T.Compose([T.ToTensor(), T.Normalize((0.3,), (0.4,))])
+        if stage == "fit":
+            self.train, self.val = Own(self.x[:40], self.y[:40], tf), Own(self.x[40:50], self.y[40:50], tf)
+        if stage == "test":
+            self.test = Own(self.x[50:], self.y[50:], tf)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.train, batch_size=8, shuffle=True)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(self.val, batch_size=8)
+
+    def test_dataloader(self):
+        if not self.has_test:  # Lightning's default when a module defines none
+            raise NotImplementedError("`test_dataloader` must be implemented to be used with the Lightning Trainer")
+        return torch.utils.data.DataLoader(self.test, batch_size=8)
+
+
+class Own(torch.utils.data.Dataset):
+    def __init__(self, x, y, tf):
+        self.x, self.targets, self.tf = x, y, tf
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.tf(Image.fromarray(self.x[i][..., 0], "L")), int(self.targets[i])
+
+
+def test_a_datamodule_gives_its_train_and_test_loaders(pair):
+    x, y = pair
+    data = load_data(DigitsDataModule(x, y))
+    assert (data.n_train, data.n_test) == (40, 10) and np.array_equal(data.x_test[:], x[50:])
+    assert data.identity()["from_dataset"]["normalize_undone"] == {"mean": [0.3], "std": [0.4]}  # found under `tf`
+    assert load_data(DigitsDataModule(x, y, test=False)).n_test == 10 and np.array_equal(
+        load_data(DigitsDataModule(x, y, test=False)).x_test[:], x[40:50])  # no test loader: the validation one

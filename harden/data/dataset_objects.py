@@ -28,7 +28,37 @@ NORMALIZE_SLACK = 2e-3  # a pixel undone from Normalize may stray this far outsi
 
 def is_dataset(obj: Any) -> bool:
     return isinstance(obj, (torch.utils.data.Dataset, torch.utils.data.DataLoader)) or _is_hf(obj) or \
-        _is_hf_dict(obj)
+        _is_hf_dict(obj) or _is_datamodule(obj)
+
+
+def _is_datamodule(obj: Any) -> bool:
+    """A Lightning DataModule (or anything with its protocol: setup(stage), train_dataloader(), and
+    test_dataloader() or val_dataloader())."""
+    return not isinstance(obj, type) and all(callable(getattr(obj, k, None)) for k in ("setup", "train_dataloader")) \
+        and any(callable(getattr(obj, k, None)) for k in ("test_dataloader", "val_dataloader"))
+
+
+def _datamodule_splits(dm: Any) -> tuple:
+    """(train, test) datasets of a DataModule: set up for fitting and testing (prepare_data, which may download, is
+    the user's to have run), its test loader's dataset, else its validation loader's."""
+    for stage in ("fit", "test"):
+        try:
+            dm.setup(stage)
+        except Exception as e:  # noqa: BLE001 - the user's code: said as its failure
+            raise HardenError(f"The DataModule's setup({stage!r}) raised {type(e).__name__}: {str(e).strip()[:300]} "
+                              "(harden does not call prepare_data, which may download: run it once beforehand).") \
+                from e
+    train = dm.train_dataloader()
+    for name in ("test_dataloader", "val_dataloader"):
+        try:
+            test = getattr(dm, name)()
+        except Exception:  # noqa: BLE001 - Lightning's default raises where a module defines no such loader
+            continue
+        if isinstance(test, (list, tuple)):  # several loaders: the first
+            test = test[0] if test else None
+        if test is not None:
+            return train, test
+    raise HardenError("The DataModule gives no test_dataloader() or val_dataloader(): harden reports on a test split.")
 
 
 def _is_hf(obj: Any) -> bool:
@@ -45,7 +75,9 @@ HF_TEST_SPLITS = ("test", "validation", "valid", "val")
 
 
 def _splits_of(obj: Any) -> tuple:
-    """A DatasetDict as (train, test) (or its one split); anything else as it is."""
+    """A DatasetDict or a DataModule as (train, test) (or its one split); anything else as it is."""
+    if _is_datamodule(obj):
+        return _datamodule_splits(obj)
     if not _is_hf_dict(obj):
         return (obj,)
     test = next((obj[k] for k in HF_TEST_SPLITS if k in obj), None)
@@ -106,6 +138,11 @@ def _transforms(ds: Any) -> list[Any]:
     walk(getattr(ds, "transform", None))
     if getattr(ds, "transform", None) is None:
         walk(getattr(ds, "transforms", None))
+    if not out:  # a dataset of one's own may keep its pipeline under any name (self.tf, self.aug)
+        for value in getattr(ds, "__dict__", {}).values():
+            if type(value).__name__ in ("Compose", "Normalize") or isinstance(getattr(value, "transforms", None),
+                                                                             (list, tuple)):
+                walk(value)
     return out
 
 
