@@ -572,8 +572,8 @@ def export(
     model = _load_model(checkpoint, model_flags, "cpu")
     s = model.spec
     x, images = torch.rand(n, s.in_chans, *s.input_size, generator=torch.Generator().manual_seed(0)), "random pixels"
-    from .data.shard_patterns import on_disk
-    if data or (s.data and (s.data == "digits" or on_disk(s.data))):
+    from .data import recorded_data_here
+    if data or (s.data and recorded_data_here(s.data)):
         from .api import data_for
         from .data import fit_size
         ds = data_for(model, data, **data_flags.target_kwargs())

@@ -276,6 +276,8 @@ def test_data_made_by_code_from_the_cli(cli, digits, digits_ckpt, tmp_path, monk
     monkeypatch.chdir(tmp_path)  # from another folder: the remembered path
     code, out, err = cli("eval", tmp_path / "fixed.safetensors", "--n", "60", "--no-metrics", "--attack", "fgsm")
     assert code == 0 and "60 images of" in out, err
+    code, out, err = cli("export", tmp_path / "fixed.safetensors", "-o", tmp_path / "fixed.onnx", "--n", "8")
+    assert code == 0 and f"8 test images of {code_dir / 'mydata.py'}:splits" in " ".join(out.split()), out + err
 
 
 def test_a_checkpoint_without_its_normalisation_takes_the_datasets(digits_model, pair, tmp_path):

@@ -114,13 +114,28 @@ def load_data(spec, target: DataTarget | None = None) -> Data:
     return data
 
 
-def check_recorded_data(spec: str) -> None:
-    """The data a checkpoint names, where no --data is given: refused when it is not here (digits, a Hugging Face
-    cache name and data made by code are always 'here'; their readers say what is missing)."""
-    from ..hub_cache import is_hub_spec
+def recorded_data_here(spec: str) -> bool:
+    """Whether the data a checkpoint names can be read here: digits, files on disk, a Hugging Face name in this
+    machine's cache, data made by code whose file is here."""
+    from ..hub_cache import is_hub_spec, local
     from .dataset_objects import is_code_spec
     from .shard_patterns import on_disk
-    if spec != "digits" and not is_hub_spec(spec) and not is_code_spec(spec) and not on_disk(spec):
+    if is_code_spec(spec):
+        module = spec.rpartition(":")[0]
+        return not module.endswith(".py") or Path(module).expanduser().is_file()
+    if is_hub_spec(spec):
+        try:
+            return Path(local(spec, "dataset")).exists()
+        except HardenError:
+            return False
+    return spec == "digits" or on_disk(spec)
+
+
+def check_recorded_data(spec: str) -> None:
+    """The data a checkpoint names, where no --data is given: refused when it is not here (a Hugging Face name is
+    left to its reader, which says what the cache lacks)."""
+    from ..hub_cache import is_hub_spec
+    if not is_hub_spec(spec) and not recorded_data_here(spec):
         raise HardenError(f"The checkpoint names its data as {spec!r}, which does not exist here; pass --data.")
 
 
