@@ -405,3 +405,33 @@ def test_a_datamodule_gives_its_train_and_test_loaders(pair):
     assert data.identity()["from_dataset"]["normalize_undone"] == {"mean": [0.3], "std": [0.4]}  # found under `tf`
     assert load_data(DigitsDataModule(x, y, test=False)).n_test == 10 and np.array_equal(
         load_data(DigitsDataModule(x, y, test=False)).x_test[:], x[40:50])  # no test loader: the validation one
+
+
+class Photos(torch.utils.data.Dataset):
+    """RGB images through a torchvision pipeline, its transform held as published code holds it."""
+
+    def __init__(self, n, transform, side=48):
+        rng = np.random.default_rng(0)
+        self.x = (rng.random((n, side + 8, side + 8, 3)) * 255).astype(np.uint8)
+        self.targets, self.transform = rng.integers(0, 3, n), transform
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.x[i])), int(self.targets[i])
+
+
+def test_a_timm_state_dict_takes_the_datasets_size_and_normalisation(tmp_path):
+    """A timm model's state dict loaded with --arch alone (timm's size and statistics for its own weights assumed) and the
+    dataset it was trained with (48 px, its own Normalize): evaluated as the plain module on that dataset is."""
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model("resnet10t", num_classes=3).eval()
+    torch.save(net.state_dict(), tmp_path / "r10t.pth")
+    loaded = harden.load(tmp_path / "r10t.pth", arch="resnet10t")
+    assert tuple(loaded.spec.input_size) != (48, 48)  # timm config: its own weights' size
+    ds = Photos(24, T.Compose([T.CenterCrop(48), T.ToTensor(), T.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))]))
+    got = harden.evaluate(loaded, ds, **KW)
+    assert tuple(loaded.spec.input_size) == (48, 48) and loaded.spec.std == pytest.approx((0.2, 0.25, 0.3))
+    _same(got, harden.evaluate(net, ds, **KW))

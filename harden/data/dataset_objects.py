@@ -19,6 +19,7 @@ from .base import LazyRows
 
 DATASET_SOURCE = "torch Dataset"  # a source named so is known by its content only, as arrays in memory are
 DATASET_NORMALIZE = "the dataset's Normalize"  # where a model's mean and std came from, when a dataset gave them
+DATASET_TRANSFORM = "the dataset's transform"  # where its input size came from
 IMAGE_KEYS = ("image", "img", "pixel_values", "images", "input", "inputs", "x")
 LABEL_KEYS = ("label", "labels", "target", "targets", "y", "fine_label", "class", "class_id")
 LABEL_ATTRS = ("targets", "labels", "_labels", "y")  # torchvision's names for a dataset's labels, read without images
@@ -451,44 +452,69 @@ def layout(data: Any) -> str | None:
 
 
 def model_for(model: torch.nn.Module, data: Any, say: bool = True) -> torch.nn.Module:
-    """The model as it reads `data`'s pixels: a plain nn.Module (which took the dataset's normalised images) wrapped
-    with the mean and std its Normalize had (models.from_module), said; a model with harden's spec as it is, warned
-    where its own normalisation differs from the dataset's."""
-    undone = normalize_undone(data)
-    if not undone:
+    """The model as a dataset feeds it (data read from one; anything else leaves the model as it is): a plain
+    nn.Module, which took the dataset's normalised images, wrapped with the mean and std its Normalize had
+    (models.from_module); a model with harden's spec takes the dataset's image size and Normalize where its own were
+    assumed (no metadata, flag or config of its own gave them; a library's size for its own weights), else keeps
+    its own, warned where its normalisation differs. Said unless `say` is False (the same model's copy)."""
+    if not getattr(data, "from_dataset", None):
         return model
     from ..runtime import info, warn
     info, warn = (info, warn) if say else (_silent, _silent)
+    undone = normalize_undone(data)
     spec = getattr(model, "spec", None)
-    if spec is not None:
-        from ..report.normalisation import assumed
-        guess, c = assumed(model), int(spec.in_chans)
-        if guess is not None and len(undone["mean"]) in (1, c) and len(undone["std"]) in (1, c):
-            # the checkpoint's mean and std were a guess (no metadata, flag or config gave them): the dataset's word
-            mean, std = (torch.as_tensor(undone[k], dtype=model.mean.dtype).expand(c) for k in ("mean", "std"))
-            model.mean.copy_(mean.view_as(model.mean))
-            model.std.copy_(std.view_as(model.std))
-            spec.mean, spec.std = (tuple(float(v) for v in (undone[k] * c if len(undone[k]) == 1 else undone[k]))
-                                   for k in ("mean", "std"))
-            sources = getattr(model, "config_sources", None)
-            if isinstance(sources, dict):
-                sources["mean"] = sources["std"] = DATASET_NORMALIZE
-            info(f"the model's mean and std were assumed ({guess}); {data.source}'s transform gives them "
-                 f"(Normalize(mean={undone['mean']}, std={undone['std']})), and the model normalises with them")
+    if spec is None:
+        if not undone:
             return model
-        own = (np.asarray(spec.mean, np.float64), np.asarray(spec.std, np.float64))
-        theirs = (np.asarray(undone["mean"]), np.asarray(undone["std"]))
-        if any(a.shape != b.shape and a.size != 1 and b.size != 1 or not np.allclose(a, b, atol=1e-3)
-               for a, b in zip(own, theirs, strict=True)):
-            warn(f"{data.source}'s transform normalises with mean {undone['mean']}, std {undone['std']}; the model "
-                 f"normalises with its own (mean {list(spec.mean)}, std {list(spec.std)}), which applies: harden "
-                 "undid the dataset's to read pixels.")
-        return model
-    from ..models.registry import from_module
-    info(f"{data.source}'s transform ends in Normalize(mean={undone['mean']}, std={undone['std']}): harden reads its "
-         "images as pixels (budgets are in pixel units) and gives the model that mean and std inside")
-    return from_module(model, input_size=data.input_size, in_chans=data.in_chans, mean=undone["mean"],
-                       std=undone["std"])
+        from ..models.registry import from_module
+        info(f"{data.source}'s transform ends in Normalize(mean={undone['mean']}, std={undone['std']}): harden reads "
+             "its images as pixels (budgets are in pixel units) and gives the model that mean and std inside")
+        return from_module(model, input_size=data.input_size, in_chans=data.in_chans, mean=undone["mean"],
+                           std=undone["std"])
+    _size_of(model, data, info)
+    if undone:
+        _normalisation_of(model, data, undone, info, warn)
+    return model
+
+
+def _size_of(model: Any, data: Any, info) -> None:
+    """The dataset's image size for a model whose own was assumed: its transform is what the model is fed."""
+    from ..report.input_size import LIBRARY_SOURCES
+    sources = getattr(model, "config_sources", None) or {}
+    source, size = sources.get("input_size", ""), tuple(int(v) for v in data.input_size)
+    if tuple(model.spec.input_size) == size or not (source == "default" or source.startswith(LIBRARY_SOURCES)):
+        return
+    info(f"the model's input size was assumed ({' x '.join(map(str, model.spec.input_size))}, {source}); "
+         f"{data.source}'s transform gives {size[0]} x {size[1]} images, and the model is fed them at that size")
+    model.spec.input_size = size
+    if isinstance(getattr(model, "config_sources", None), dict):
+        model.config_sources["input_size"] = DATASET_TRANSFORM
+
+
+def _normalisation_of(model: Any, data: Any, undone: dict, info, warn) -> None:
+    spec = model.spec
+    from ..report.normalisation import assumed
+    guess, c = assumed(model), int(spec.in_chans)
+    if guess is not None and len(undone["mean"]) in (1, c) and len(undone["std"]) in (1, c):
+        # the checkpoint's mean and std were a guess (no metadata, flag or config gave them): the dataset's word
+        mean, std = (torch.as_tensor(undone[k], dtype=model.mean.dtype).expand(c) for k in ("mean", "std"))
+        model.mean.copy_(mean.view_as(model.mean))
+        model.std.copy_(std.view_as(model.std))
+        spec.mean, spec.std = (tuple(float(v) for v in (undone[k] * c if len(undone[k]) == 1 else undone[k]))
+                               for k in ("mean", "std"))
+        sources = getattr(model, "config_sources", None)
+        if isinstance(sources, dict):
+            sources["mean"] = sources["std"] = DATASET_NORMALIZE
+        info(f"the model's mean and std were assumed ({guess}); {data.source}'s transform gives them "
+             f"(Normalize(mean={undone['mean']}, std={undone['std']})), and the model normalises with them")
+        return
+    own = (np.asarray(spec.mean, np.float64), np.asarray(spec.std, np.float64))
+    theirs = (np.asarray(undone["mean"]), np.asarray(undone["std"]))
+    if any(a.shape != b.shape and a.size != 1 and b.size != 1 or not np.allclose(a, b, atol=1e-3)
+           for a, b in zip(own, theirs, strict=True)):
+        warn(f"{data.source}'s transform normalises with mean {undone['mean']}, std {undone['std']}; the model "
+             f"normalises with its own (mean {list(spec.mean)}, std {list(spec.std)}), which applies: harden "
+             "undid the dataset's to read pixels.")
 
 
 def is_code_spec(spec: Any) -> bool:
