@@ -13,14 +13,17 @@ import warnings
 import torch
 
 
-@functools.lru_cache(maxsize=4)
-def _factory_shapes(rows: int) -> tuple[tuple[str, str, str, frozenset], ...]:
-    """(name, the module it is defined in, the class it returns, its (key, shape) pairs) for every factory."""
+@functools.lru_cache(maxsize=8)
+def _factory_shapes(rows: int, module: str | None = None) -> tuple[tuple[str, str, str, frozenset], ...]:
+    """(name, the module it is defined in, the class it returns, its (key, shape) pairs) for every factory (defined
+    in `module`, where given: a pickled class is matched only among its neighbours, so only they are built)."""
     import torchvision
     from torchvision.models import get_model_builder
     out = []
     for name in torchvision.models.list_models(module=torchvision.models):
         builder = get_model_builder(name)
+        if module is not None and builder.__module__ != module:
+            continue
         try:
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # inception_v3's notice of a future default initialisation
@@ -37,5 +40,5 @@ def factories_fitting(state: dict[str, torch.Tensor], rows: int, pickled_class: 
     (`torchvision.models.resnet.ResNet`), only those defined beside that class that return it."""
     shapes = frozenset((k, tuple(v.shape)) for k, v in state.items())
     module, _, cls = (pickled_class or "").rpartition(".")
-    return [name for name, where, returns, theirs in _factory_shapes(rows)
+    return [name for name, where, returns, theirs in _factory_shapes(rows, module if pickled_class else None)
             if theirs == shapes and (pickled_class is None or (where == module and returns == cls))]
