@@ -435,3 +435,16 @@ def test_a_timm_state_dict_takes_the_datasets_size_and_normalisation(tmp_path):
     got = harden.evaluate(loaded, ds, **KW)
     assert tuple(loaded.spec.input_size) == (48, 48) and loaded.spec.std == pytest.approx((0.2, 0.25, 0.3))
     _same(got, harden.evaluate(net, ds, **KW))
+
+
+def test_train_on_a_dataset_takes_its_normalisation(pair):
+    """harden train on a dataset that normalises: the model's mean and std are the dataset's Normalize (its
+    pipeline's word), not statistics read from every item."""
+    x, y = pair
+    data = load_data(Digits(x, y, T.Compose([T.ToTensor(), T.Normalize((0.25,), (0.5,))])))
+    assert data.mean_std() == ([0.25], [0.5])
+    plain = load_data((Digits(x, y, T.ToTensor()), Digits(x[:10], y[:10], T.ToTensor())))
+    measured = load_data((x, y, x[:10], y[:10])).mean_std()
+    assert plain.mean_std() == measured and measured[0][0] > 0.1  # no Normalize: measured as for the arrays
+    model = harden.train("cnn-small", data, harden.TrainConfig(epochs=1, batch_size=16), "cpu")
+    assert model.spec.mean == (0.25,) and model.spec.std == (0.5,)

@@ -26,6 +26,7 @@ from .transforms import augment
 DIGEST_WHOLE_BYTES = 1 << 30  # a test split up to 1 GiB of pixels is hashed whole (about a second)
 DIGEST_ROWS = 4096  # else this many rows, evenly spread
 DIGEST_CHUNK = 1024  # rows read at a time
+MEAN_STD_ITEMS = 4096  # a dataset's items read for its mean and std (each one runs its transform)
 
 
 class _InflatedOnRead:
@@ -74,11 +75,20 @@ class ImageData(Data):
         return int(shape[1]), int(shape[2])
 
     def mean_std(self) -> tuple[list[float], list[float]]:
-        # in slices: a memory-mapped x_train is never turned into one float64 copy of the whole set
+        undone = self.from_dataset.get("normalize_undone")
+        if undone and len(undone["mean"]) in (1, self.in_chans):  # the dataset's own Normalize: its pipeline's word
+            mean, std = ([float(v) for v in undone[k]] * (self.in_chans if len(undone[k]) == 1 else 1)
+                         for k in ("mean", "std"))
+            return mean, std
+        # in slices: a memory-mapped x_train is never turned into one float64 copy of the whole set; a dataset's items
+        # (each read through its code) from an even spread of MEAN_STD_ITEMS of them
         c, n = self.in_chans, 0
         s1, s2 = np.zeros(c), np.zeros(c)
-        for i in range(0, len(self.x_train), 4096):
-            x = self.x_train[i:i + 4096].reshape(-1, c).astype(np.float64) / 255.0
+        parts = [slice(i, i + 4096) for i in range(0, len(self.x_train), 4096)]
+        if read_per_item(self.x_train) and len(self.x_train) > MEAN_STD_ITEMS:
+            parts = [np.unique(np.linspace(0, len(self.x_train) - 1, MEAN_STD_ITEMS).astype(np.int64))]
+        for part in parts:
+            x = self.x_train[part].reshape(-1, c).astype(np.float64) / 255.0
             s1, s2, n = s1 + x.sum(0), s2 + (x * x).sum(0), n + len(x)
         mean = s1 / max(n, 1)
         std = np.sqrt(np.maximum(s2 / max(n, 1) - mean * mean, 0.0))
