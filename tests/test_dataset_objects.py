@@ -74,6 +74,7 @@ def test_normalize_is_undone_and_given_to_a_plain_module(digits_model, pair):
     assert data.identity()["from_dataset"]["normalize_undone"]["mean"] == pytest.approx(mean, abs=1e-5)
     from harden.data.describe import describe
     assert "Normalize (mean" in dict(describe(data))["layout"]
+    assert data.identity()["from_dataset"]["transform"].startswith("ToTensor(), Normalize(mean=")  # what it measured
     want = harden.evaluate(digits_model, (x, y), **KW)
     _same(harden.evaluate(digits_model.net, ds, **KW), want)
     # the module as the report measures it: given pixels, it sees what the dataset's transform fed it

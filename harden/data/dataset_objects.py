@@ -164,6 +164,17 @@ def _normalize_of(ds: Any, what: str) -> tuple[np.ndarray, np.ndarray] | None:
     return mean, std
 
 
+def transform_text(ds: Any, limit: int = 400) -> str:
+    """The dataset's transform as its repr says it, on one line (what a report was measured through)."""
+    found = _transforms(ds)
+    if not found:
+        return ""
+    top = found[0]
+    steps = top.transforms if isinstance(getattr(top, "transforms", None), (list, tuple)) else [top]
+    text = ", ".join(" ".join(repr(t).split()) for t in steps)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _random_transforms(ds: Any) -> list[str]:
     return sorted({type(t).__name__ for t in _transforms(ds) if type(t).__name__.startswith("Random")})
 
@@ -429,6 +440,9 @@ def from_datasets(objs: tuple, name: str | None = None):
     else:
         data = _finish(rows[0], labels[0], rows[1], labels[1], name, names)
     data.from_dataset = {"class": type(dss[-1]).__name__}
+    pipeline = transform_text(dss[-1])
+    if pipeline:
+        data.from_dataset["transform"] = pipeline
     if norms[-1] is not None:
         data.from_dataset["normalize_undone"] = {"mean": norms[-1][0].round(6).tolist(),
                                                  "std": norms[-1][1].round(6).tolist()}
@@ -447,6 +461,7 @@ def layout(data: Any) -> str | None:
         return None
     undone = found.get("normalize_undone")
     return (f"a torch Dataset ({found['class']}), read item by item through its own transform"
+            + (f" ({found['transform']})" if found.get("transform") else "")
             + (f"; its Normalize (mean {undone['mean']}, std {undone['std']}) undone to read pixels, and given to a "
                "plain module inside" if undone else ""))
 
