@@ -1,12 +1,16 @@
-"""A torch `Dataset` (or a `DataLoader` over one) given to the library: `harden.evaluate(net, test_ds)`,
-`harden.fix(net, (train_ds, test_ds))`. Read as images in memory are (arrays.py), item by item as a run indexes them:
-only the items a run uses are read, each through the dataset's own transform, in the calling process.
+"""Data made by the user's own code: a torch `Dataset` (or a `DataLoader`, a Lightning `DataModule`, a Hugging Face
+`Dataset` or `DatasetDict`) given to the library (`harden.evaluate(net, test_ds)`, `harden.fix(net, (train_ds,
+test_ds))`, `unlabeled=`) or named on the command line (`--data file.py:name`, `--unlabeled pool.py:name`). Read as
+images in memory are (arrays.py), item by item as a run indexes them: only the items a run uses, each through the
+dataset's own transform; the report reads them in the calling process, training in worker processes (item_batches);
+a share of a dataset stays a view of it (base.read_per_item), never read whole.
 
 A dataset hands over what its transform makes: PIL images, `ToTensor()`'s floats in [0, 1] (C x H x W), uint8 tensors,
 numpy arrays. harden takes pixels (budgets are in pixel units), so a transform that ends in `Normalize(mean, std)`
 (torchvision's, v1 or v2, or albumentations') is undone on each item and the model is given that mean and std
-inside (a plain nn.Module is wrapped with them), and a transform that gives another image at each read is refused
-for the images a report is measured on."""
+inside (model_for: a plain nn.Module is wrapped with them; a checkpoint whose own were assumed takes them, and the
+dataset's image size), and a transform that gives another image at each read is refused for the images a report is
+measured on."""
 from __future__ import annotations
 
 from typing import Any
