@@ -76,11 +76,11 @@ def data_for(model: Classifier, data: str | None, model_name: str = "the model",
     outputs); where the model was hardened on part of this same data, the part held out then (data/held_out.py),
     said under `model_name`. `labels` "predicted": images without labels are taken too (data/predicted.py)."""
     from .data.arrays import is_arrays
-    from .data.dataset_objects import model_for
+    from .data.dataset_objects import is_dataset, model_for
     from .data.held_out import test_split_for
-    if is_arrays(data):  # images and labels in memory (a share held out where the model was hardened on them)
-        loaded = load_data(data, DataTarget.for_model(model, **target))
-    else:
+    from .data.predicted import check_labels, images_to_predict
+    predicted = check_labels(labels) == "predicted"
+    if not is_arrays(data):
         spec = data or model.spec.data
         if not spec:
             raise HardenError("The checkpoint does not name its data; pass --data (digits, an .npz, a CIFAR-10 "
@@ -88,12 +88,14 @@ def data_for(model: Classifier, data: str | None, model_name: str = "the model",
         if not data:
             from .data import check_recorded_data
             check_recorded_data(spec)
-        from .data.predicted import check_labels, images_to_predict
-        if check_labels(labels) == "predicted":
-            return images_to_predict(spec, DataTarget.for_model(model, **target), model.spec.extra, model_name)
-        loaded = load_data(spec, DataTarget.for_model(model, **target))
-    model_for(model, loaded)  # a dataset's Normalize: the model's where its own was assumed, else compared with it
-    return test_split_for(loaded, model.spec.extra, model_name)
+        data = spec
+    target = DataTarget.for_model(model, **target)
+    if predicted and (is_dataset(data) or not is_arrays(data)):  # images alone taken too (its held-out share found)
+        tested = images_to_predict(data, target, model.spec.extra, model_name)
+    else:  # (a share held out where the model was hardened on part of this data)
+        tested = test_split_for(load_data(data, target), model.spec.extra, model_name)
+    model_for(model, tested)  # a dataset's Normalize and size: the model's where its own were assumed
+    return tested
 
 
 __all__ = ["load", "save", "sha256_file", "train", "data_for", "load_data", "subsample", "create_model"]

@@ -449,3 +449,21 @@ def test_train_on_a_dataset_takes_its_normalisation(pair):
     assert plain.mean_std() == measured and measured[0][0] > 0.1  # no Normalize: measured as for the arrays
     model = harden.train("cnn-small", data, harden.TrainConfig(epochs=1, batch_size=16), "cpu")
     assert model.spec.mean == (0.25,) and model.spec.std == (0.5,)
+
+
+def test_images_alone_evaluated_against_the_models_own_predictions(digits_model, pair, tmp_path):
+    """eval --labels predicted on a dataset of images alone (the library's object or `pool.py:name`): the images read
+    as a pool is, each attacked against the model's own answer; the same report as the same images in an .npz."""
+    x, _ = pair
+    np.savez(tmp_path / "images.npz", x=x)
+    (tmp_path / "pool.py").write_text(
+        "import numpy as np, torch\nfrom PIL import Image\nfrom torchvision import transforms as T\n"
+        f"X = np.load({str(tmp_path / 'images.npz')!r})['x']\n"
+        "class Images(torch.utils.data.Dataset):\n"
+        "    def __len__(self):\n        return len(X)\n"
+        "    def __getitem__(self, i):\n        return T.ToTensor()(Image.fromarray(X[i][..., 0], 'L'))\n"
+        "images = Images()\n")
+    want = harden.evaluate(digits_model, str(tmp_path / "images.npz"), labels="predicted", **KW)
+    assert want.n == 60 and want.clean_accuracy == 1.0
+    for given in (ImagesOnly(x, T.ToTensor()), f"{tmp_path / 'pool.py'}:images"):
+        _same(harden.evaluate(digits_model, given, labels="predicted", **KW), want)

@@ -212,7 +212,8 @@ def _split_item(item: Any, what: str, index: int, keys: tuple = (IMAGE_KEYS, LAB
     if not need_label:
         return (item[0] if isinstance(item, (tuple, list)) and len(item) == 1 else item), None
     raise HardenError(f"{what}[{index}] is {type(item).__name__}, not an (image, label) pair: harden measures accuracy "
-                      "against labels (for images without them, save the files and use eval --labels predicted).")
+                      "against labels (images without them are measured against the model's own answers: "
+                      "labels='predicted', eval --labels predicted).")
 
 
 def _label(value: Any, what: str, index: int) -> int:

@@ -62,7 +62,8 @@ def _as_test_split(pool: Data, num_classes: int) -> Data:
     if isinstance(pool, ImageData):
         x = pool.x_train
         empty = np.zeros((0, *x.shape[1:]), np.uint8)
-        return ImageData(empty, np.zeros(0, np.int64), x, pool.y_train, pool.source, num_classes)
+        return ImageData(empty, np.zeros(0, np.int64), x, pool.y_train, pool.source, num_classes,
+                         from_dataset=pool.from_dataset)  # a dataset's Normalize undone: still the model's to take
     raise HardenError(f"{pool.source}: --labels predicted reads image files and arrays.")
 
 
