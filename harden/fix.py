@@ -16,7 +16,7 @@ from .checkpoint import load, sha256_file
 from .data import (Data, DataTarget, check_fits, check_recorded_data, load_data, remember_columns, remember_orientation,
                    subsample)
 from .data.arrays import is_arrays
-from .data.dataset_objects import model_for, normalize_undone
+from .data.dataset_objects import is_dataset, model_for, normalize_undone
 from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
@@ -192,16 +192,18 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                           "fix its base instead.")
     if isinstance(data, Data):
         ds = data
-    elif is_arrays(data):  # images and labels in memory: as an .npz of the same arrays
-        ds = load_data(data, DataTarget.for_model(base_model, **(data_target or {})))
     else:
-        spec = data or base_model.spec.data
-        if not spec:
-            raise HardenError("The checkpoint does not name its data; pass --data.")
-        if not data:
-            check_recorded_data(spec)
+        if not is_arrays(data):
+            given, data = data, data or base_model.spec.data
+            if not data:
+                raise HardenError("The checkpoint does not name its data; pass --data.")
+            if not given:
+                check_recorded_data(data)
         target = DataTarget.for_model(base_model, **(data_target or {}))
-        ds = images_to_predict(spec, target, {}, base_name) if labels == "predicted" else load_data(spec, target)
+        # images alone (a folder, a pool, a dataset without labels) where labels are to be the base's answers; images
+        # and labels in memory as an .npz of the same arrays
+        ds = images_to_predict(data, target, {}, base_name) if labels == "predicted" and not (
+            is_arrays(data) and not is_dataset(data)) else load_data(data, target)
     model_for(base_model, ds)  # a dataset's Normalize: the model's where its own was assumed, else compared with it
     model_for(model, ds, say=False)  # and the copy that is hardened
     ds = held_out.hold_out_for_training(ds)

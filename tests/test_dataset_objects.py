@@ -467,3 +467,6 @@ def test_images_alone_evaluated_against_the_models_own_predictions(digits_model,
     assert want.n == 60 and want.clean_accuracy == 1.0
     for given in (ImagesOnly(x, T.ToTensor()), f"{tmp_path / 'pool.py'}:images"):
         _same(harden.evaluate(digits_model, given, labels="predicted", **KW), want)
+    res = harden.fix(digits_model, ImagesOnly(x, T.ToTensor()), labels="predicted", sets=["eps=0.1", "val_frac=0"],
+                     epochs=1, data_frac=1.0, report=False, device="cpu")  # hardened on the base's answers
+    assert res.model.spec.extra["held_out_test"]["n"] == 12  # 20% of the 60 images held out, as for an .npz
