@@ -250,7 +250,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         # the hardened file names what it was hardened and reported on (a base's own data, or none, may be other
         # files: its test split may hold images of this data's training part), so its later `eval` needs no --data
         # and tests where the fix's report did
-        from .data.dataset_objects import is_code_spec, remembered_code
+        from .data.from_code import is_code_spec, remembered_code
         from .data.shard_patterns import is_pattern
         model.spec.data = str(Path(data).resolve()) if Path(data).exists() else \
             str(Path(data).absolute()) if is_pattern(str(data)) else \

@@ -118,7 +118,7 @@ def recorded_data_here(spec: str) -> bool:
     """Whether the data a checkpoint names can be read here: digits, files on disk, a Hugging Face name in this
     machine's cache, data made by code whose file is here."""
     from ..hub_cache import is_hub_spec, local
-    from .dataset_objects import is_code_spec
+    from .from_code import is_code_spec
     from .shard_patterns import on_disk
     if is_code_spec(spec):
         module = spec.rpartition(":")[0]
@@ -145,7 +145,7 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     if spec == "digits":
         return _digits()
     path = Path(spec)
-    from .dataset_objects import data_from_code, is_code_spec
+    from .from_code import data_from_code, is_code_spec
     if not path.exists() and is_code_spec(spec):  # `data.py:test_set`: made by the user's own code
         return data_from_code(spec, target.workers if target is not None else None)
     if not path.exists():

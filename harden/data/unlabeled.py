@@ -46,7 +46,8 @@ def load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
 
 
 def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
-    from .dataset_objects import dataset_pool, import_data, is_code_spec, is_dataset
+    from .dataset_objects import dataset_pool, is_dataset
+    from .from_code import import_data, is_code_spec
     workers = getattr(target, "workers", None)
     if is_dataset(spec):  # a torch or Hugging Face dataset of the caller's
         return dataset_pool(spec, workers=workers)
