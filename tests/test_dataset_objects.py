@@ -270,6 +270,8 @@ def test_data_made_by_code_from_the_cli(cli, digits, digits_ckpt, tmp_path, monk
                        ("absent", "has no 'absent'")):
         code, out, err = cli("eval", digits_ckpt, "--data", f"mydata.py:{name}", "--n", "10")
         assert code == 2 and says in err and "Traceback" not in err, err
+    code, out, err = cli("eval", digits_ckpt, "--data", "mydata.py", "--n", "10")  # the file without a name in it
+    assert code == 2 and "defines mydata.py:DigitImages, mydata.py:test_set, mydata.py:splits" in " ".join(err.split()), err
     res = harden.fix(digits_ckpt, "mydata.py:splits", sets=["eps=0.1", "val_frac=0"], epochs=1, data_frac=1.0,
                      report=False, device="cpu")
     assert res.model.spec.data == f"{code_dir / 'mydata.py'}:splits"

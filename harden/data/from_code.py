@@ -62,3 +62,24 @@ def data_from_code(spec: str, workers: int | None = None) -> Any:
                           "(train, test) datasets, a Hugging Face Dataset or DatasetDict, or images and labels as "
                           "(x, y) or (x_train, y_train, x_test, y_test) arrays (or a function that returns one).")
     return from_arrays(obj, source=spec)
+
+
+def code_hint(path) -> str:
+    """What to say of a Python file given as --data without the name of what in it makes the data: its top-level
+    functions, classes and assignments, read from its syntax (nothing in it runs)."""
+    import ast
+    try:
+        tree = ast.parse(path.read_text(errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        tree = ast.Module(body=[], type_ignores=[])
+    names = []  # in the file's order
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name) and not t.id.isupper()]
+    names = [n for n in names if not n.startswith("_")]
+    shown = ", ".join(f"{path}:{n}" for n in names[:6]) + (", ..." if len(names) > 6 else "")
+    return (f"{str(path)!r} is Python code: name what in it makes the data, as --data {path}:NAME (a dataset, a "
+            "DataLoader, a DataModule, arrays, or a function that returns one when called with no arguments)"
+            + (f"; it defines {shown}." if names else "."))
