@@ -22,6 +22,17 @@ def test_intervals_equal_scipy(confidence):
     assert interval(0.5, 200) == wilson(100, 200)
 
 
+def test_every_image_or_none_has_its_exact_bound_and_the_curve_figure_draws_it():
+    """0 of n and n of n: the bound is exactly 0 or 1 (rounding once left 1 - 1e-16 under an accuracy of 1.0, and the
+    HTML report's curve figure, given a negative error bar, failed the whole report)."""
+    from harden.report.html_page import figure_curves
+    for n in range(1, 1001):
+        assert wilson(0, n)[0] == 0.0 and wilson(n, n)[1] == 1.0
+    rep = {"model": "m", "threat_model": "white-box", "n": 40, "confidence": 0.95,
+           "attacks": [{"name": "pgd", "budget": 0.03}], "curves": {"pgd": [[0.0, 1.0], [0.03, 0.5], [0.06, 0.0]]}}
+    assert figure_curves(rep)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_every_accuracy_has_an_interval_and_the_gate_reads_its_bounds(digits, digits_model):
     rep = harden.evaluate(digits_model, digits, attacks=["fgsm", "pgd:steps=10", "deepfool", "jsma"], n=60,
                           eps=0.1, metrics=False, masking_checks=False, device="cpu")

@@ -99,8 +99,9 @@ def _yerr(pts, rep: dict[str, Any]) -> list[list[float]]:
     """Error bars: each point's confidence interval (stats.py, Wilson) on the report's n images, in points."""
     n, conf = int(rep.get("n", 0)), float(rep.get("confidence", 0.95))
     bounds = [interval(a, n, conf) for _, a in pts]
-    return [[100 * (a - lo) for (_, a), (lo, _) in zip(pts, bounds, strict=True)],
-            [100 * (hi - a) for (_, a), (_, hi) in zip(pts, bounds, strict=True)]]
+    # never below 0: matplotlib refuses a negative bar (an accuracy on its interval's bound, less rounding)
+    return [[max(0.0, 100 * (a - lo)) for (_, a), (lo, _) in zip(pts, bounds, strict=True)],
+            [max(0.0, 100 * (hi - a)) for (_, a), (_, hi) in zip(pts, bounds, strict=True)]]
 
 
 def _mark_budget(ax, rep: dict[str, Any], name: str) -> None:

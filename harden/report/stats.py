@@ -23,7 +23,8 @@ def wilson(k: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> tuple[floa
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 and n of n the bound is exactly 0 or 1 (rounding left 1 - 1e-16, below the accuracy itself)
+    return 0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half)
 
 
 def clopper_pearson(k: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
