@@ -601,7 +601,8 @@ def export(
 @app.command()
 def report(
     json_file: Path = typer.Argument(..., help="A report JSON written by `harden eval --json` or `harden fix --json`."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The HTML file to write."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", "--html", help="The HTML file to write (--html, "
+                                          "as eval and fix name it)."),
     plots: Optional[Path] = PlotsOpt, force: bool = ForceOpt, debug: bool = DebugOpt,
 ):
     """Re-render the HTML report (and the PNG figures) from a saved JSON report, with no model and no attack."""

@@ -103,6 +103,8 @@ def test_report_command_rerenders_the_same_html(eval_outputs, cli, tmp_path):
     assert (tmp_path / "again.html").read_text() == (eval_outputs / "r.html").read_text()
     code, _, err = cli("report", eval_outputs / "r.json", "-o", tmp_path / "again.html")
     assert code == 2 and "--force" in err
+    code, _, err = cli("report", eval_outputs / "r.json", "--html", tmp_path / "named.html")  # as eval names it
+    assert code == 0 and (tmp_path / "named.html").read_text() == (eval_outputs / "r.html").read_text(), err
     (tmp_path / "bad.json").write_text("{\"x\": 1}")
     code, _, err = cli("report", tmp_path / "bad.json", "-o", tmp_path / "b.html")
     assert code == 2 and "not a harden report" in err
