@@ -142,6 +142,14 @@ def test_fix_says_when_the_hardened_model_is_less_robust_than_its_base():
     other = doc(gain)
     other["verdicts"]["images_sha256"] = "other"
     assert hardening_change(doc(base), other) == {} and change_lines({}, 200) == ([], False)
+    # 5 of 40 lost, none gained: the Wald interval lies wholly below zero, McNemar's exact p is 0.0625; beyond noise
+    # needs both, so neither a loss nor a gain is claimed
+    few, fewer = np.ones(40, bool), np.ones(40, bool)
+    fewer[:5] = False
+    small = paired(few, fewer)
+    assert small["upper"] < 0 and small["p"] == pytest.approx(0.0625)
+    lines, worse = change_lines({"worst": small}, 40)
+    assert not worse and "within noise on 40 images" in lines[1]
 
 
 def test_reports_of_other_images_at_the_same_positions_are_not_paired(digits, digits_model, tmp_path):
