@@ -16,7 +16,7 @@ from .checkpoint import load, sha256_file
 from .data import (Data, DataTarget, check_fits, check_recorded_data, load_data, remember_columns, remember_orientation,
                    subsample)
 from .data.arrays import is_arrays
-from .data.dataset_objects import is_dataset, model_for, normalize_undone
+from .data.dataset_objects import is_dataset, model_for, normalize_undone, wrapped_for
 from .compiling import compiled
 from .device_defaults import prepare_for_device
 from .errors import HardenError, NoInputGradient
@@ -25,7 +25,7 @@ from .report.preflight import checks_before_training
 from .reparametrized import copy_module
 from .report.runner import evaluate
 from .models import Classifier
-from .models.registry import from_module, gives_input_gradient, no_input_gradient
+from .models.registry import gives_input_gradient, no_input_gradient
 from .data import held_out
 from .data.unlabeled import leave_out_test_images, load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
@@ -176,10 +176,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         if data is None:
             raise HardenError("fix: a plain nn.Module needs its data (images and labels in memory, a Data, or what "
                               "--data takes).")
-        if normalize_undone(data):  # a dataset's Normalize undone to read pixels: the module is given it inside
-            base = model_for(base, data)
-        else:
-            base = from_module(base, input_size=data.input_size, in_chans=data.in_chans)
+        # at the data's size; a dataset's Normalize (undone to read pixels) and resize given to it
+        base = model_for(base, data) if normalize_undone(data) else wrapped_for(base, data)
     if isinstance(base, Classifier):
         base_model, base_sha, base_name = base, state_digest(base), base_name or "base"
         model = copy_module(base)

@@ -472,3 +472,26 @@ def test_images_alone_evaluated_against_the_models_own_predictions(digits_model,
     res = harden.fix(digits_model, ImagesOnly(x, T.ToTensor()), labels="predicted", sets=["eps=0.1", "val_frac=0"],
                      epochs=1, data_frac=1.0, report=False, device="cpu")  # hardened on the base's answers
     assert res.model.spec.extra["held_out_test"]["n"] == 12  # 20% of the 60 images held out, as for an .npz
+
+
+def test_a_module_written_from_a_dataset_reads_image_files_as_the_dataset_did(tmp_path):
+    """Resize(r) + CenterCrop(c) in the dataset's transform become the written checkpoint's crop fraction and
+    interpolation: a later eval of the image files themselves reads them pixel for pixel as the dataset did."""
+    import timm
+    from torchvision import datasets
+    from harden.data.dataset_objects import wrapped_for
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        (tmp_path / "photos" / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.random((50 + 7 * k, 61, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / "photos" / f"c{k % 2}" / f"{k}.png")
+    tf = T.Compose([T.Resize(25, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(9), T.ToTensor(),
+                    T.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))])
+    data = load_data(datasets.ImageFolder(tmp_path / "photos", tf))
+    model = wrapped_for(timm.create_model("resnet10t", num_classes=2), data)
+    harden.save(model, tmp_path / "m.safetensors")
+    loaded = harden.load(tmp_path / "m.safetensors")
+    assert (loaded.spec.interpolation, loaded.spec.crop_mode) == ("bicubic", "center")
+    files = harden.data_for(loaded, str(tmp_path / "photos"))
+    got, _ = files.pixels("test", np.arange(6))
+    assert torch.equal(got.permute(0, 2, 3, 1), torch.from_numpy(data.x_test[:]))  # uint8, the same files in order

@@ -14,6 +14,7 @@ dataset's image size), and a transform that gives another image at each read is 
 measured on."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -178,6 +179,34 @@ def transform_text(ds: Any, limit: int = 400) -> str:
     steps = top.transforms if isinstance(getattr(top, "transforms", None), (list, tuple)) else [top]
     text = ", ".join(" ".join(repr(t).split()) for t in steps)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def resize_of(ds: Any, size: tuple[int, int]) -> dict[str, Any] | None:
+    """The evaluation resize of ds's transform in timm's data-config names (a model written from it then reads image
+    files as the dataset did): `Resize(r)` of the shorter side then `CenterCrop(c)` is crop_pct c / r, `Resize((h,
+    w))` alone a squash; None where the pipeline is another (or random)."""
+    from .transforms import INTERPOLATIONS
+    steps = _transforms(ds)
+    if _random_transforms(ds):
+        return None
+    resize = next((t for t in steps if type(t).__name__ == "Resize"), None)
+    crop = next((t for t in steps if type(t).__name__ == "CenterCrop"), None)
+    if resize is None:
+        return None
+    mode = getattr(getattr(resize, "interpolation", None), "value", getattr(resize, "interpolation", "bilinear"))
+    if str(mode) not in INTERPOLATIONS:
+        return None
+    r = resize.size
+    r = [r] if isinstance(r, int) else list(r)
+    c = crop.size if crop is not None else None
+    c = None if c is None else [c] if isinstance(c, int) else list(c)
+    if len(r) == 1 and c is not None and len(set(c)) == 1 and tuple(size) == (c[0], c[0]) and c[0] <= r[0]:
+        # timm resizes to floor(c / crop_pct): c / r can floor to r - 1 by rounding, c / (r + 1/4) never does
+        pct = c[0] / r[0] if math.floor(c[0] / (c[0] / r[0])) == r[0] else c[0] / (r[0] + 0.25)
+        return {"interpolation": str(mode), "crop_pct": pct, "crop_mode": "center"}
+    if len(r) == 2 and crop is None and tuple(size) == tuple(r):
+        return {"interpolation": str(mode), "crop_pct": 1.0, "crop_mode": "squash"}
+    return None
 
 
 def _random_transforms(ds: Any) -> list[str]:
@@ -449,6 +478,9 @@ def from_datasets(objs: tuple, name: str | None = None):
     pipeline = transform_text(dss[-1])
     if pipeline:
         data.from_dataset["transform"] = pipeline
+    resize = resize_of(dss[-1], rows[-1].shape[1:3])
+    if resize:  # how a model written from it reads image files later, as this dataset read them
+        data.from_dataset["resize"] = resize
     if norms[-1] is not None:
         data.from_dataset["normalize_undone"] = {"mean": norms[-1][0].round(6).tolist(),
                                                  "std": norms[-1][1].round(6).tolist()}
@@ -487,15 +519,28 @@ def model_for(model: torch.nn.Module, data: Any, say: bool = True) -> torch.nn.M
     if spec is None:
         if not undone:
             return model
-        from ..models.registry import from_module
         info(f"{data.source}'s transform ends in Normalize(mean={undone['mean']}, std={undone['std']}): harden reads "
              "its images as pixels (budgets are in pixel units) and gives the model that mean and std inside")
-        return from_module(model, input_size=data.input_size, in_chans=data.in_chans, mean=undone["mean"],
-                           std=undone["std"])
+        return wrapped_for(model, data)
     _size_of(model, data, info)
     if undone:
         _normalisation_of(model, data, undone, info, warn)
     return model
+
+
+def wrapped_for(net: torch.nn.Module, data: Any):
+    """A plain module as a Classifier for `data` (models.from_module): at its images' size and channels, with the
+    mean and std of a dataset's Normalize undone to read them, and, where the data came from a dataset whose transform
+    resized as timm's evaluation does, that resize, so a checkpoint written from it reads image files as the
+    dataset's transform did."""
+    from ..models.registry import from_module
+    found = getattr(data, "from_dataset", None) or {}
+    undone = found.get("normalize_undone") or {"mean": (0.0,), "std": (1.0,)}
+    wrapped = from_module(net, input_size=data.input_size, in_chans=data.in_chans, mean=undone["mean"],
+                          std=undone["std"])
+    for key, value in (found.get("resize") or {}).items():
+        setattr(wrapped.spec, key, value)
+    return wrapped
 
 
 def _size_of(model: Any, data: Any, info) -> None:
