@@ -94,6 +94,17 @@ def test_error_lines_escape_workflow_command_characters():
 
 # ------------------------------------------------------------------ per-image verdicts, baselines, compare
 
+def test_newcombe_intervals_equal_the_published_ones():
+    """Newcombe's intervals of a difference, against the contingencytables R package's tests (Fagerland, Lydersen
+    and Laake, "Statistical analysis of contingency tables", chapters 4 and 8): paired, Cavo et al. 2012's table
+    [[59, 6], [16, 80]] gives -0.0621 (-0.1186 to -0.0046); unpaired, Perondi et al. 2004's 7/34 against 1/34 gives
+    0.1765 (0.0189 to 0.3404)."""
+    from harden.report.stats import newcombe_paired, newcombe_unpaired
+    assert np.allclose(newcombe_paired(59, 6, 16, 80), (-0.1186, -0.0046), atol=5e-5)
+    assert np.allclose(newcombe_unpaired(7, 34, 1, 34), (0.0189, 0.3404), atol=5e-5)
+    assert newcombe_paired(40, 0, 0, 0)[0] < 0 < newcombe_paired(40, 0, 0, 0)[1]  # none changed: a width, not a point
+
+
 def test_mcnemar_and_paired_interval():
     from harden.report.compare import paired
     rng = np.random.default_rng(0)
@@ -142,7 +153,7 @@ def test_fix_says_when_the_hardened_model_is_less_robust_than_its_base():
     other = doc(gain)
     other["verdicts"]["images_sha256"] = "other"
     assert hardening_change(doc(base), other) == {} and change_lines({}, 200) == ([], False)
-    # 5 of 40 lost, none gained: the Wald interval lies wholly below zero, McNemar's exact p is 0.0625; beyond noise
+    # 5 of 40 lost, none gained: the interval lies wholly below zero, McNemar's exact p is 0.0625; beyond noise
     # needs both, so neither a loss nor a gain is claimed
     few, fewer = np.ones(40, bool), np.ones(40, bool)
     fewer[:5] = False

@@ -3,20 +3,19 @@
 A report's JSON keeps, for every accuracy over its n images (clean, each attack, worst, worst per norm), one bit
 per image (robust / correct), packed and base64-encoded, with the evaluated images' index hash and the data's
 identity. Two reports of the same images are compared image by image: the difference of each accuracy, its 95%
-interval (Wald interval of a paired difference) and the exact McNemar p-value (a two-sided binomial test on the
-discordant images). Reports of other images, budgets, presets or data are refused with what differs, unless the
-caller allows a mismatch; then the comparison is unpaired (two independent proportions: Fisher's exact test and
-a Wald interval of the difference) and says so."""
+interval (Newcombe's square-and-add interval of a paired difference, stats.newcombe_paired) and the exact McNemar
+p-value (a two-sided binomial test on the discordant images). Reports of other images, budgets, presets or data are
+refused with what differs, unless the caller allows a mismatch; then the comparison is unpaired (two independent
+proportions: Fisher's exact test and Newcombe's hybrid score interval of the difference) and says so."""
 from __future__ import annotations
 
 import base64
-import math
 from typing import Any
 
 import numpy as np
 
 from ..errors import HardenError
-from .stats import interval
+from .stats import interval, newcombe_paired, newcombe_unpaired
 
 
 def pack(flags) -> str:
@@ -82,28 +81,26 @@ def differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def paired(base: np.ndarray, new: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
-    """new - base on the same images: difference, Wald interval of the paired difference, exact McNemar p."""
-    from scipy.stats import binomtest, norm
+    """new - base on the same images: difference, Newcombe's interval of the paired difference, exact McNemar p."""
+    from scipy.stats import binomtest
     n = len(base)
     lost = int(np.sum(base & ~new))  # robust before, not now
     gained = int(np.sum(~base & new))
+    both = int(np.sum(base & new))
     d = (gained - lost) / n
-    var = ((gained + lost) - (gained - lost) ** 2 / n) / (n * n)
-    z = float(norm.ppf(0.5 + confidence / 2))
-    half = z * math.sqrt(max(var, 0.0))
+    lower, upper = newcombe_paired(both, gained, lost, n - both - gained - lost, confidence)
     p = 1.0 if gained + lost == 0 else float(binomtest(min(gained, lost), gained + lost, 0.5).pvalue)
-    return {"difference": d, "lower": d - half, "upper": d + half, "p": p, "lost": lost, "gained": gained,
+    return {"difference": d, "lower": lower, "upper": upper, "p": p, "lost": lost, "gained": gained,
             "test": "paired (McNemar exact)"}
 
 
 def unpaired(base_acc: float, n_base: int, new_acc: float, n_new: int, confidence: float = 0.95) -> dict[str, float]:
-    from scipy.stats import fisher_exact, norm
+    from scipy.stats import fisher_exact
     kb, kn = round(base_acc * n_base), round(new_acc * n_new)
     d = new_acc - base_acc
-    z = float(norm.ppf(0.5 + confidence / 2))
-    half = z * math.sqrt(base_acc * (1 - base_acc) / max(n_base, 1) + new_acc * (1 - new_acc) / max(n_new, 1))
+    lower, upper = newcombe_unpaired(kn, n_new, kb, n_base, confidence)
     p = float(fisher_exact([[kn, n_new - kn], [kb, n_base - kb]]).pvalue)
-    return {"difference": d, "lower": d - half, "upper": d + half, "p": p, "test": "unpaired (Fisher exact)"}
+    return {"difference": d, "lower": lower, "upper": upper, "p": p, "test": "unpaired (Fisher exact)"}
 
 
 def compare(base: dict[str, Any], new: dict[str, Any], allow_mismatch: bool = False,
@@ -209,8 +206,8 @@ def change_lines(change: dict[str, dict[str, float]], n: int, confidence: float 
                  ) -> tuple[list[str], bool]:
     """(lines, worse): the before/after change in words, and whether the hardened model is less robust than its base
     at the worst case beyond noise: the interval of the paired difference wholly below zero and McNemar's exact test
-    below 1 - confidence too (the Wald interval alone is narrow where few images changed: 5 of 40 lost and none
-    gained lies wholly below zero at p=0.0625). `masking`: how many gradient-masking checks the hardened model tripped
+    below 1 - confidence too (the two need not agree where few images changed: 5 of 40 lost and none gained lies
+    wholly below zero at p=0.0625). `masking`: how many gradient-masking checks the hardened model tripped
     (a gain is then not to be trusted as it stands)."""
     if "worst" not in change:
         return [], False
