@@ -204,6 +204,19 @@ def test_hugging_face_datasets_by_their_columns(digits_model, pair):
     _same(harden.evaluate(digits_model, ds, **KW), harden.evaluate(digits_model, (x, y), **KW))
     both = load_data(datasets.DatasetDict({"train": ds.select(range(20)), "validation": ds}))
     assert (both.n_train, both.n_test) == (20, 60)
+    # Hugging Face's image classification tutorial: a global Compose applied in a with_transform function, its
+    # Normalize found through the names the function uses (nothing of it is called)
+    data = load_data(ds.with_transform(_tutorial_transforms))
+    assert np.array_equal(data.x_test[:], x) and data.from_dataset["normalize_undone"]["std"] == [0.4]
+
+
+_tutorial_pipeline = T.Compose([T.CenterCrop(8), T.ToTensor(), T.Normalize([0.3], [0.4])])
+
+
+def _tutorial_transforms(examples):
+    examples["pixel_values"] = [_tutorial_pipeline(img) for img in examples["picture"]]
+    del examples["picture"]
+    return examples
 
 
 DATA_PY = '''

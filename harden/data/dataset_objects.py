@@ -145,12 +145,46 @@ def _transforms(ds: Any) -> list[Any]:
     walk(getattr(ds, "transform", None))
     if getattr(ds, "transform", None) is None:
         walk(getattr(ds, "transforms", None))
+    if _is_hf(ds):  # set_transform / with_transform: a function of the user's, as Hugging Face's tutorials write it
+        walk((getattr(ds, "format", None) or {}).get("format_kwargs", {}).get("transform"))
+    for fn in [t for t in out if _is_function(t)]:  # a function applying a pipeline it names (a global, a closure)
+        for value in _referenced(fn):
+            walk(value)
     if not out:  # a dataset of one's own may keep its pipeline under any name (self.tf, self.aug)
         for value in getattr(ds, "__dict__", {}).values():
             if type(value).__name__ in ("Compose", "Normalize") or isinstance(getattr(value, "transforms", None),
                                                                              (list, tuple)):
                 walk(value)
     return out
+
+
+def _is_function(obj: Any) -> bool:
+    import types
+    return isinstance(obj, (types.FunctionType, types.MethodType))
+
+
+def _referenced(fn: Any) -> list[Any]:
+    """The transform pipelines a function refers to: its closure's and the globals it names, where they are one
+    (a Compose, a Normalize, anything with a list of `transforms`); nothing is called."""
+    fn = getattr(fn, "__func__", fn)
+    code = getattr(fn, "__code__", None)
+    values = [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if _filled(c)]
+    if code is not None:
+        names, codes = set(), [code]
+        while codes:  # with the names its comprehensions and inner functions use (code objects of their own)
+            c = codes.pop()
+            names |= set(c.co_names)
+            codes += [k for k in c.co_consts if hasattr(k, "co_names")]
+        values += [v for k, v in (getattr(fn, "__globals__", None) or {}).items() if k in names]
+    return [v for v in values if type(v).__name__ in ("Compose", "Normalize")
+            or isinstance(getattr(v, "transforms", None), (list, tuple))]
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        return cell.cell_contents is not None
+    except ValueError:  # an empty cell
+        return False
 
 
 def _normalize_of(ds: Any, what: str) -> tuple[np.ndarray, np.ndarray] | None:
