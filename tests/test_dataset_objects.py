@@ -335,10 +335,15 @@ def test_training_reads_items_in_workers_as_it_would_read_arrays(digits, digits_
             if i == 120:
                 raise OSError("image file is truncated")
             return super().__getitem__(i)
+    assert np.array_equal(rows[np.arange(300)], xtr)  # many rows at once (the report's): read by workers too
     rows = load_data(Failing(xtr, ytr, T.ToTensor())).x_test
     with pytest.raises(HardenError, match="raised OSError: image file is truncated") as e:
         list(item_batches(rows, batches, 0, workers=2))
     assert "Traceback" not in str(e.value)
+    with pytest.raises(HardenError, match="raised OSError: image file is truncated"):
+        rows[np.arange(300)]
+    with pytest.raises(HardenError, match=r"the dataset\[120\] raised OSError: image file is truncated"):
+        rows[np.arange(100, 130)]  # a few rows: read here, said the same way
 
 
 class ImagesOnly(torch.utils.data.Dataset):

@@ -30,6 +30,8 @@ IMAGE_KEYS = ("image", "img", "pixel_values", "images", "input", "inputs", "x")
 LABEL_KEYS = ("label", "labels", "target", "targets", "y", "fine_label", "class", "class_id")
 LABEL_ATTRS = ("targets", "labels", "_labels", "y")  # torchvision's names for a dataset's labels, read without images
 SAMPLE_ITEMS = 8  # items read to learn the value range of a dataset's floats
+PARALLEL_ROWS = 128  # rows read at once from which worker processes read them
+PARALLEL_CHUNK = 32
 NORMALIZE_SLACK = 2e-3  # a pixel undone from Normalize may stray this far outside [0, 1] by rounding
 
 
@@ -347,7 +349,11 @@ class DatasetRows(LazyRows):
         self.shape = (n, *self._hwc)
 
     def _raw(self, i: int) -> np.ndarray:
-        img, _ = _split_item(self.ds[i], self.what, i, self.keys, self.labelled)
+        try:
+            item = self.ds[i]
+        except Exception as e:  # noqa: BLE001 - the user's dataset code: said as its failure, with the item's index
+            raise HardenError(f"{self.what}[{i}] raised {type(e).__name__}: {str(e).strip()[:300]}") from e
+        img, _ = _split_item(item, self.what, i, self.keys, self.labelled)
         a = _as_array(img, self.what, i)
         if self.normalize is not None:
             mean, std = self.normalize
@@ -366,6 +372,10 @@ class DatasetRows(LazyRows):
         return a
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
+        if len(rows) >= PARALLEL_ROWS and torch.utils.data.get_worker_info() is None:
+            # many at once (the report's images): read by worker processes, PARALLEL_CHUNK items a task
+            parts = [rows[a:a + PARALLEL_CHUNK] for a in range(0, len(rows), PARALLEL_CHUNK)]
+            return np.concatenate(list(item_batches(self, parts, 0)))
         out = np.empty((len(rows), *self._hwc), np.uint8)
         for k, i in enumerate(rows.tolist()):
             a = self._raw(i)
