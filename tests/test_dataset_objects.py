@@ -381,6 +381,10 @@ def test_an_unlabeled_pool_from_a_dataset_trains_as_the_same_images_in_an_npz(di
             assert meta["agreement_with_source_labels"]["rate"] > 0.8
 
 
+class MisconfigurationException(Exception):
+    """Lightning's (lightning.fabric.utilities.exceptions), by name."""
+
+
 class DigitsDataModule:
     """A Lightning DataModule as its docs write one (checked against lightning 2.x's LightningDataModule by hand;
     lightning is not a dependency): datasets made in setup(stage), loaders from methods; the dataset keeps its
@@ -403,8 +407,9 @@ class DigitsDataModule:
         return torch.utils.data.DataLoader(self.val, batch_size=8)
 
     def test_dataloader(self):
-        if not self.has_test:  # Lightning's default when a module defines none
-            raise NotImplementedError("`test_dataloader` must be implemented to be used with the Lightning Trainer")
+        if not self.has_test:  # what Lightning's default raises when a module defines none
+            raise MisconfigurationException("`test_dataloader` must be implemented to be used with the Lightning "
+                                            "Trainer")
         return torch.utils.data.DataLoader(self.test, batch_size=8)
 
 
@@ -426,6 +431,12 @@ def test_a_datamodule_gives_its_train_and_test_loaders(pair):
     assert data.identity()["from_dataset"]["normalize_undone"] == {"mean": [0.3], "std": [0.4]}  # found under `tf`
     assert load_data(DigitsDataModule(x, y, test=False)).n_test == 10 and np.array_equal(
         load_data(DigitsDataModule(x, y, test=False)).x_test[:], x[40:50])  # no test loader: the validation one
+
+    class Broken(DigitsDataModule):
+        def test_dataloader(self):
+            raise KeyError("split")  # a bug in the user's loader is said, never passed over for the validation one
+    with pytest.raises(HardenError, match=r"test_dataloader\(\) raised KeyError"):
+        load_data(Broken(x, y))
 
 
 class Photos(torch.utils.data.Dataset):

@@ -61,8 +61,10 @@ def _datamodule_splits(dm: Any) -> tuple:
     for name in ("test_dataloader", "val_dataloader"):
         try:
             test = getattr(dm, name)()
-        except Exception:  # noqa: BLE001 - Lightning's default raises where a module defines no such loader
-            continue
+        except Exception as e:  # noqa: BLE001 - the user's code: said unless it is Lightning's "not defined"
+            if type(e).__name__ in ("NotImplementedError", "MisconfigurationException"):
+                continue  # Lightning's default where a module defines no such loader: the next one
+            raise HardenError(f"The DataModule's {name}() raised {type(e).__name__}: {str(e).strip()[:300]}") from e
         if isinstance(test, (list, tuple)):  # several loaders: the first
             test = test[0] if test else None
         if test is not None:
