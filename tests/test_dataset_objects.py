@@ -102,6 +102,13 @@ def test_labels_kept_read_or_through_subsets(digits, pair):
     assert np.array_equal(labels_of(sub, "d"), y[[5, 1, 40]])
     cat = torch.utils.data.ConcatDataset([Digits(x[:10], y[:10]), Digits(x[10:], y[10:], keep_targets=False)])
     assert np.array_equal(labels_of(cat, "d"), y)
+    class Unreadable(Digits):
+        def __getitem__(self, i):
+            if i == 5:
+                raise OSError("image file is truncated")
+            return super().__getitem__(i)
+    with pytest.raises(HardenError, match=r"d\[5\] raised OSError: image file is truncated"):
+        labels_of(Unreadable(x, y, keep_targets=False), "d")  # read for its labels: said with the item's index
     from harden.data.dataset_objects import _kept_labels
     tensors = torch.utils.data.TensorDataset(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(y))
     assert np.array_equal(_kept_labels(tensors), y) and np.array_equal(load_data(tensors).x_test[:], x)

@@ -324,6 +324,14 @@ def _as_array(img: Any, what: str, index: int) -> np.ndarray:
     return a
 
 
+def _item(ds: Any, i: int, what: str) -> Any:
+    """ds[i], its failure said as the user's dataset code's, with the item's index."""
+    try:
+        return ds[i]
+    except Exception as e:  # noqa: BLE001 - the user's dataset code: said as its failure
+        raise HardenError(f"{what}[{i}] raised {type(e).__name__}: {str(e).strip()[:300]}") from e
+
+
 class DatasetRows(LazyRows):
     """uint8 N x H x W x C rows of a map-style dataset's images, each read through its transform when indexed; the
     labels are read apart (labels_of). `normalize`: the (mean, std) undone on each image."""
@@ -351,11 +359,7 @@ class DatasetRows(LazyRows):
         self.shape = (n, *self._hwc)
 
     def _raw(self, i: int) -> np.ndarray:
-        try:
-            item = self.ds[i]
-        except Exception as e:  # noqa: BLE001 - the user's dataset code: said as its failure, with the item's index
-            raise HardenError(f"{self.what}[{i}] raised {type(e).__name__}: {str(e).strip()[:300]}") from e
-        img, _ = _split_item(item, self.what, i, self.keys, self.labelled)
+        img, _ = _split_item(_item(self.ds, i, self.what), self.what, i, self.keys, self.labelled)
         a = _as_array(img, self.what, i)
         if self.normalize is not None:
             mean, std = self.normalize
@@ -407,7 +411,7 @@ def labels_of(ds: Any, what: str) -> np.ndarray:
     kept = _kept_labels(ds)
     if kept is not None and len(kept) == n:
         probe = sorted({0, n // 2, n - 1})
-        if all(_label(_split_item(ds[i], what, i, keys)[1], what, i) == int(kept[i]) for i in probe):
+        if all(_label(_split_item(_item(ds, i, what), what, i, keys)[1], what, i) == int(kept[i]) for i in probe):
             return kept
     from ..runtime import info, progress_if
     info(f"{what} keeps no labels beside its images (`targets`): reading its {n:,} items once for them")
@@ -430,7 +434,7 @@ class _LabelsOf:
         self.ds, self.what, self.keys = ds, what, keys
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray([_label(_split_item(self.ds[i], self.what, i, self.keys)[1], self.what, i)
+        return np.asarray([_label(_split_item(_item(self.ds, i, self.what), self.what, i, self.keys)[1], self.what, i)
                            for i in rows.tolist()], np.int64)
 
 
