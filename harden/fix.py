@@ -200,8 +200,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         target = DataTarget.for_model(base_model, **(data_target or {}))
         # images alone (a folder, a pool, a dataset without labels) where labels are to be the base's answers; images
         # and labels in memory as an .npz of the same arrays
-        ds = images_to_predict(data, target, {}, base_name) if labels == "predicted" and not (
-            is_arrays(data) and not is_dataset(data)) else load_data(data, target)
+        predicted = labels == "predicted" and (is_dataset(data) or not is_arrays(data))  # as data_for reads it
+        ds = images_to_predict(data, target, {}, base_name) if predicted else load_data(data, target)
     model_for(base_model, ds)  # a dataset's Normalize: the model's where its own was assumed, else compared with it
     model_for(model, ds, say=False)  # and the copy that is hardened
     ds = held_out.hold_out_for_training(ds)
