@@ -145,12 +145,6 @@ def test_dict_items_and_refusals(pair):
     with pytest.raises(HardenError, match="not an \\(image, label\\) pair"):
         load_data(_Images())
 
-    class Sizes(Digits):
-        def __getitem__(self, i):
-            img, t = super().__getitem__(i)
-            return img.resize((8 + i % 2, 8)), t
-    with pytest.raises(HardenError, match="share one size.*Resize"):
-        load_data(Sizes(x, y))
     with pytest.raises(HardenError, match="alone"):
         load_data((Digits(x, y), y))
 
@@ -531,3 +525,37 @@ def test_a_module_written_from_a_dataset_reads_image_files_as_the_dataset_did(tm
     files = harden.data_for(loaded, str(tmp_path / "photos"))
     got, _ = files.pixels("test", np.arange(6))
     assert torch.equal(got.permute(0, 2, 3, 1), torch.from_numpy(data.x_test[:]))  # uint8, the same files in order
+
+
+def test_images_of_many_sizes_are_read_as_their_files_are(tmp_path, pair):
+    """A dataset handing over images of many sizes and modes (an ImageFolder without a transform, a Hugging Face image
+    dataset) is read as the folder of those files is: through the model's own transform, pixel for pixel, else at
+    their typical size (recorded, so a module written from it reads the files alike); one item of another size in a
+    dataset of one size is brought to theirs."""
+    from torchvision import datasets
+    from harden.data import DataTarget, Preprocess
+    from harden.data.dataset_objects import _sampled_items
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        (tmp_path / "photos" / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray((rng.random((30 + 7 * k, 41 + 3 * k, 3)) * 255).astype(np.uint8))
+        (img.convert("L") if k == 3 else img).save(tmp_path / "photos" / f"c{k % 2}" / f"{k}.png")
+    target = DataTarget(preprocess=Preprocess(3, (20, 20), "bicubic", 0.875))
+    data = load_data(datasets.ImageFolder(tmp_path / "photos"), target)
+    files, _ = load_data(str(tmp_path / "photos"), target).pixels("test", np.arange(8))
+    assert torch.equal(files.permute(0, 2, 3, 1), torch.from_numpy(data.x_test[:]))  # uint8, the same files in order
+    assert "the model's size" in data.from_dataset["resized"]
+    guessed = load_data(datasets.ImageFolder(tmp_path / "photos"))  # no model: a square of the median shorter side
+    assert (guessed.input_size, guessed.in_chans) == ((53, 53), 3)
+    assert guessed.from_dataset["resize"] == {"interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center"}
+
+    x, y = pair
+    odd = next(i for i in range(len(x)) if i not in _sampled_items(len(x)))
+
+    class OneOdd(Digits):
+        def __getitem__(self, i):
+            img, t = super().__getitem__(i)
+            return (img.resize((16, 12)) if i == odd else img), t
+    rows = load_data(OneOdd(x, y)).x_test
+    want = np.asarray(Image.fromarray(x[odd][..., 0]).resize((16, 12)).resize((10, 8), Image.BILINEAR))[:, 1:9]
+    assert rows.shape[1:] == (8, 8, 1) and np.array_equal(rows[odd][..., 0], want)

@@ -65,6 +65,13 @@ class DataTarget:
     def __post_init__(self):
         resolve_orientation(self.exif_orientation, "")  # a bad value is refused whatever the data
 
+    def dataset_fit(self) -> Preprocess | None:
+        """The transform that brings a dataset's images of many sizes to one (dataset_objects.DatasetRows): the
+        model's, else that of `harden train --input-size`."""
+        if self.preprocess is not None:
+            return self.preprocess
+        return Preprocess(3, self.train_size) if self.train_size else None
+
     def columns(self) -> Columns:
         return Columns(self.label_column, self.image_column, self.columns_recorded, self.label_from_name)
 
@@ -103,7 +110,8 @@ class DataTarget:
 def load_data(spec, target: DataTarget | None = None) -> Data:
     """What --data takes (a path, `digits`, hf:org/name), or images and labels in memory: (x, y) or (x_train,
     y_train, x_test, y_test) as tensors or arrays (arrays.from_arrays)."""
-    data = from_arrays(spec) if is_arrays(spec) else _load_data(spec, target)
+    fit = target.dataset_fit() if target is not None else None
+    data = from_arrays(spec, fit=fit) if is_arrays(spec) else _load_data(spec, target)
     if target is not None:
         check_columns_apply(target.columns(), data)
     if target is not None and target.class_map is not None and not isinstance(data, FileData):
@@ -148,7 +156,8 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     path = Path(spec)
     from .from_code import data_from_code, is_code_spec
     if not path.exists() and is_code_spec(spec):  # `data.py:test_set`: made by the user's own code
-        return data_from_code(spec, target.workers if target is not None else None)
+        return data_from_code(spec, target.workers if target is not None else None,
+                              target.dataset_fit() if target is not None else None)
     if not path.exists():
         from .shard_patterns import pattern_files, pattern_source
         files = pattern_files(spec)  # `train-{000000..000146}.tar`, `val-*.tfrecord`: the shards it names

@@ -236,18 +236,19 @@ def _as_numpy(a, what: str):
         raise HardenError(f"{what} is {type(a).__name__}, not an array or a tensor ({e}).") from None
 
 
-def from_arrays(*arrays, class_names=None, source: str = ARRAYS_SOURCE) -> ImageData:
+def from_arrays(*arrays, class_names=None, source: str = ARRAYS_SOURCE, fit=None) -> ImageData:
     """Images and labels in memory, as the library takes them: (x, y), the images of one split (evaluated whole;
     `fix` holds a stratified share out as its test split, as for an .npz of one split), or (x_train, y_train, x_test,
     y_test). Images as torch tensors or numpy arrays, N x C x H x W or N x H x W (x C), floats in [0, 1] or uint8
-    0-255; labels as class indices or one-hot rows."""
+    0-255; labels as class indices or one-hot rows. Torch datasets instead: read item by item (dataset_objects.py),
+    `fit` the model's transform for their images where they vary in size."""
     if len(arrays) == 1 and isinstance(arrays[0], (tuple, list)):
         arrays = tuple(arrays[0])
     from .dataset_objects import from_datasets, is_dataset
     if arrays and any(map(is_dataset, arrays)):
         if not all(map(is_dataset, arrays)):
             raise HardenError("Give datasets alone (one, or train and test), not mixed with arrays.")
-        return from_datasets(arrays, None if source == ARRAYS_SOURCE else source)
+        return from_datasets(arrays, None if source == ARRAYS_SOURCE else source, fit)
     if len(arrays) not in (2, 4):
         raise HardenError(f"Images and labels in memory come as (x, y) or (x_train, y_train, x_test, y_test); got "
                           f"{len(arrays)} items.")

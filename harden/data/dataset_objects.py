@@ -11,7 +11,8 @@ numpy arrays. harden takes pixels (budgets are in pixel units), so a transform t
 (torchvision's, v1 or v2, or albumentations') is undone on each item and the model is given that mean and std
 inside (model_for: a plain nn.Module is wrapped with them; a checkpoint whose own were assumed takes them, and the
 dataset's image size), and a transform that gives another image at each read is refused for the images a report is
-measured on."""
+measured on. Images of many sizes are read as image files are (DatasetRows.fit: the model's transform, else one for
+their typical size)."""
 from __future__ import annotations
 
 import math
@@ -30,6 +31,7 @@ IMAGE_KEYS = ("image", "img", "pixel_values", "images", "input", "inputs", "x")
 LABEL_KEYS = ("label", "labels", "target", "targets", "y", "fine_label", "class", "class_id")
 LABEL_ATTRS = ("targets", "labels", "_labels", "y")  # torchvision's names for a dataset's labels, read without images
 SAMPLE_ITEMS = 8  # items read to learn the value range of a dataset's floats
+SIZE_SAMPLE = 32  # items read (the first SAMPLE_ITEMS and a seeded spread) to learn its images' sizes and channels
 PARALLEL_ROWS = 128  # rows read at once from which worker processes read them
 PARALLEL_CHUNK = 32
 NORMALIZE_SLACK = 2e-3  # a pixel undone from Normalize may stray this far outside [0, 1] by rounding
@@ -332,20 +334,57 @@ def _item(ds: Any, i: int, what: str) -> Any:
         raise HardenError(f"{what}[{i}] raised {type(e).__name__}: {str(e).strip()[:300]}") from e
 
 
+def _sampled_items(n: int) -> list[int]:
+    """The items read to learn a dataset's images: its first SAMPLE_ITEMS and a seeded spread, SIZE_SAMPLE in all."""
+    rest = np.random.default_rng(0).permutation(np.arange(SAMPLE_ITEMS, n))[:SIZE_SAMPLE - SAMPLE_ITEMS]
+    return list(range(min(SAMPLE_ITEMS, n))) + sorted(rest.tolist())
+
+
+def _fit_for(sampled: list[np.ndarray], fit: Any, what: str) -> tuple[Any, str, None]:
+    """(the transform that brings a dataset's images to one size, what to say of it, its built form: None yet) where
+    its sampled images vary in size: `fit` (the model's transform, data.Preprocess) where a model asks, else one for
+    their typical size (as for a folder of such image files: data._typical, a shorter side of GUESSED_SIDE_MAX at
+    most); (None, "", None) where they share one size."""
+    from collections import Counter
+    sizes = Counter(tuple(a.shape[:2]) for a in sampled)
+    if len(sizes) == 1:
+        return None, "", None
+    from dataclasses import replace
+    from . import GUESSED_SIDE_MAX, _typical
+    from .transforms import Preprocess
+    chans = {a.shape[2] for a in sampled}
+    chans = chans.pop() if len(chans) == 1 else 3
+    if fit is not None:
+        fit, whose = replace(fit, in_chans=chans), "the model's size and transform"
+    else:
+        (h, w), whose = _typical(sizes)
+        whose = whose.rpartition(": ")[2]  # "a square of their median shorter side" / "the size of k of n sampled ..."
+        if min(h, w) > GUESSED_SIDE_MAX:
+            scale = GUESSED_SIDE_MAX / min(h, w)
+            h, w = max(1, round(h * scale)), max(1, round(w * scale))
+            whose += f", scaled to a shorter side of {GUESSED_SIDE_MAX}"
+        fit = Preprocess(chans, (h, w))
+    note = (f"{len(sizes)} sizes among {len(sampled)} sampled images; each read as image files are, at "
+            f"{' x '.join(map(str, fit.input_size))} ({whose}): {fit.describe()}")
+    from ..runtime import info
+    info(f"{what}'s images: {note}")
+    return fit, note, None
+
+
 class DatasetRows(LazyRows):
     """uint8 N x H x W x C rows of a map-style dataset's images, each read through its transform when indexed; the
     labels are read apart (labels_of). `normalize`: the (mean, std) undone on each image."""
     read_per_item = True  # base.read_per_item: subsets stay views, training reads it in worker processes
 
-    def __init__(self, ds: Any, what: str, normalize: tuple[np.ndarray, np.ndarray] | None, labelled: bool = True):
+    def __init__(self, ds: Any, what: str, normalize: tuple[np.ndarray, np.ndarray] | None, labelled: bool = True,
+                 fit: Any = None):
         self.ds, self.what, self.normalize, self.labelled = ds, what, normalize, labelled
         self.keys = _keys_of(ds)
         self.dtype = np.dtype(np.uint8)
         n = len(ds)
         if n == 0:
             raise HardenError(f"{what} is empty.")
-        first = [self._raw(i) for i in range(min(SAMPLE_ITEMS, n))]
-        self._hwc = first[0].shape
+        first = [self._raw(i) for i in _sampled_items(n)]
         floats = [a for a in first if a.dtype.kind == "f"]
         top = max((float(a.max()) for a in floats if a.size), default=0.0)
         lo = min((float(a.min()) for a in floats if a.size), default=0.0)
@@ -356,7 +395,13 @@ class DatasetRows(LazyRows):
                               "normalisation from the dataset's transform and give the model its mean and std "
                               "(harden.models.from_module(net, ..., mean=..., std=...)).")
         self.scale = 255.0 if floats and top <= 1.0 + NORMALIZE_SLACK else 1.0
+        self.fit, self.fit_note, self._tf = _fit_for(first, fit, what)
+        chans = {a.shape[2] for a in first}
+        self._hwc = (*(self.fit.input_size if self.fit else first[0].shape[:2]), chans.pop() if len(chans) == 1 else 3)
         self.shape = (n, *self._hwc)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tf": None}  # a worker process builds its own transform
 
     def _raw(self, i: int) -> np.ndarray:
         img, _ = _split_item(_item(self.ds, i, self.what), self.what, i, self.keys, self.labelled)
@@ -384,20 +429,34 @@ class DatasetRows(LazyRows):
             return np.concatenate(list(item_batches(self, parts, 0)))
         out = np.empty((len(rows), *self._hwc), np.uint8)
         for k, i in enumerate(rows.tolist()):
-            a = self._raw(i)
-            if a.shape != self._hwc:
-                raise HardenError(f"{self.what}[{i}] is {a.shape[0]} x {a.shape[1]} x {a.shape[2]} (H x W x C) where "
-                                  f"its item 0 is {' x '.join(map(str, self._hwc))}: images given as a dataset share "
-                                  "one size. Give it a transform that ends at one size (Resize and CenterCrop), or pass "
-                                  "the folder of files, which harden resizes for the model.")
-            if a.dtype != np.uint8:
-                lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-                if lo < -NORMALIZE_SLACK or hi * self.scale > 255.5:
-                    raise HardenError(f"{self.what}[{i}] holds values from {lo:.4g} to {hi:.4g} where its first "
-                                      f"items were pixels {'in [0, 1]' if self.scale != 1 else 'of 0-255'}.")
-                a = np.rint(a * self.scale).clip(0, 255).astype(np.uint8)
-            out[k] = a
+            a = self._pixels(self._raw(i), i)
+            out[k] = self._fitted(a) if self.fit is not None or a.shape != self._hwc else a
         return out
+
+    def _pixels(self, a: np.ndarray, i: int) -> np.ndarray:
+        """An item's image as uint8 pixels (floats scaled as its first items' were)."""
+        if a.dtype == np.uint8:
+            return a
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < -NORMALIZE_SLACK or hi * self.scale > 255.5:
+            raise HardenError(f"{self.what}[{i}] holds values from {lo:.4g} to {hi:.4g} where its first "
+                              f"items were pixels {'in [0, 1]' if self.scale != 1 else 'of 0-255'}.")
+        return np.rint(a * self.scale).clip(0, 255).astype(np.uint8)
+
+    def _fitted(self, a: np.ndarray) -> np.ndarray:
+        """An item at the rows' size and channels, as image files are read: through `fit` (the model's transform, or
+        one for the sampled images' typical size) where the dataset's images vary in size; an item of another size
+        than the others' (every sampled one shared theirs) its shorter side resized to theirs and centre-cropped;
+        another channel count converted as PIL converts a file (pixels.convert_channels)."""
+        from .pixels import convert_channels
+        a = convert_channels(a, self._hwc[2])
+        if self.fit is None and a.shape == self._hwc:
+            return a
+        if self._tf is None:
+            from .transforms import Preprocess
+            self._tf = (self.fit or Preprocess(self._hwc[2], self._hwc[:2])).eval_transform()
+        from PIL import Image
+        return self._tf(Image.fromarray(a[..., 0] if a.shape[2] == 1 else a)).permute(1, 2, 0).numpy()
 
     def _reshaped(self, shape: tuple[int, ...]) -> "LazyRows":
         raise HardenError(f"{self.what}: images read from a dataset keep their shape.")
@@ -498,9 +557,10 @@ def _check_repeatable(ds: Any, rows: DatasetRows, what: str) -> None:
                               "measured on its evaluation transform (no random crops or flips).")
 
 
-def from_datasets(objs: tuple, name: str | None = None):
+def from_datasets(objs: tuple, name: str | None = None, fit: Any = None):
     """ImageData over one dataset (one split: evaluated whole, `fix` holds a share out) or (train, test), named
-    `name` (the --data that made them) or by their class."""
+    `name` (the --data that made them) or by their class. `fit`: the model's transform (data.Preprocess), which
+    brings images of many sizes to its own, as it reads image files (DatasetRows)."""
     from .arrays import _finish
     if len(objs) == 1:
         objs = _splits_of(objs[0])
@@ -514,7 +574,7 @@ def from_datasets(objs: tuple, name: str | None = None):
         raise HardenError("The training and test datasets are normalised differently (one Normalize each, or one "
                           "without): harden gives the model one mean and std. Give both the same transform's "
                           "normalisation, or none.")
-    rows = [DatasetRows(d, w, nm) for d, w, nm in zip(dss, whats, norms, strict=True)]
+    rows = [DatasetRows(d, w, nm, fit=fit) for d, w, nm in zip(dss, whats, norms, strict=True)]
     _check_repeatable(dss[-1], rows[-1], whats[-1])
     labels = [labels_of(d, w) for d, w in zip(dss, whats, strict=True)]
     name = name or f"{DATASET_SOURCE} {type(dss[-1]).__name__}"
@@ -528,13 +588,20 @@ def from_datasets(objs: tuple, name: str | None = None):
     pipeline = transform_text(dss[-1])
     if pipeline:
         data.from_dataset["transform"] = pipeline
-    resize = resize_of(dss[-1], rows[-1].shape[1:3])
+    resize = _fit_record(rows[-1].fit) if rows[-1].fit else resize_of(dss[-1], rows[-1].shape[1:3])
+    if rows[-1].fit:
+        data.from_dataset["resized"] = rows[-1].fit_note
     if resize:  # how a model written from it reads image files later, as this dataset read them
         data.from_dataset["resize"] = resize
     if norms[-1] is not None:
         data.from_dataset["normalize_undone"] = {"mean": norms[-1][0].round(6).tolist(),
                                                  "std": norms[-1][1].round(6).tolist()}
     return data
+
+
+def _fit_record(fit: Any) -> dict[str, Any]:
+    """The resize harden gave a dataset's images of many sizes, in timm's data-config names (as resize_of)."""
+    return {"interpolation": fit.interpolation, "crop_pct": float(fit.crop_pct), "crop_mode": fit.crop_mode}
 
 
 def normalize_undone(data: Any) -> dict | None:
@@ -680,7 +747,7 @@ def item_batches(rows: Any, index_batches: list[np.ndarray], epoch_no: int, work
         yield got.numpy()
 
 
-def dataset_pool(obj: Any, source: str | None = None, workers: int | None = None):
+def dataset_pool(obj: Any, source: str | None = None, workers: int | None = None, fit: Any = None):
     """An unlabeled pool (`fix --unlabeled`, unlabeled.load_unlabeled) from a dataset, a DataLoader or a DatasetDict
     (its train split): each item's image (a pair's first, a dict's image, or the item itself) read as training reads
     a dataset's, never whole; its kept labels where it has them, for the agreement figure only (never read item by
@@ -689,12 +756,12 @@ def dataset_pool(obj: Any, source: str | None = None, workers: int | None = None
     from .unlabeled import NO_LABEL
     what = "the unlabeled dataset"
     ds = _map_style(_splits_of(obj)[0], what)
-    rows = DatasetRows(ds, what, _normalize_of(ds, what), labelled=False)
+    rows = DatasetRows(ds, what, _normalize_of(ds, what), labelled=False, fit=fit)
     kept = _kept_labels(ds)
     labels = kept if kept is not None and len(kept) == len(ds) else np.full(len(ds), NO_LABEL, np.int64)
     data = ImageData(rows, labels, np.zeros((0, *rows.shape[1:]), np.uint8), np.zeros(0, np.int64),
                      source or f"{DATASET_SOURCE} {type(ds).__name__}", int(max(labels.max(initial=0), 0) + 1))
-    data.from_dataset = {"class": type(ds).__name__}
+    data.from_dataset = {"class": type(ds).__name__, **({"resized": rows.fit_note} if rows.fit else {})}
     if workers is not None:
         data.from_dataset["workers"] = int(workers)
     return data

@@ -44,16 +44,17 @@ def import_data(spec: str, flag: str = "--data") -> Any:
     return obj
 
 
-def data_from_code(spec: str, workers: int | None = None) -> Any:
+def data_from_code(spec: str, workers: int | None = None, fit: Any = None) -> Any:
     """--data `file.py:name`: a dataset, a DataLoader, (train, test) datasets, a DatasetDict or arrays (or a callable
-    that makes one), read as the library reads them."""
+    that makes one), read as the library reads them (`fit`: the model's transform, for dataset images of many
+    sizes)."""
     from .arrays import from_arrays, is_arrays
     from .base import Data
     obj = import_data(spec)
     if isinstance(obj, Data):
         return obj
     if is_dataset(obj) or isinstance(obj, (tuple, list)) and any(map(is_dataset, obj)):
-        data = from_arrays(obj, source=spec)
+        data = from_arrays(obj, source=spec, fit=fit)
         if workers is not None:  # --workers: the processes that read its items while training
             data.from_dataset["workers"] = int(workers)
         return data

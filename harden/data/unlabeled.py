@@ -49,12 +49,13 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
     from .dataset_objects import dataset_pool, is_dataset
     from .from_code import import_data, is_code_spec
     workers = getattr(target, "workers", None)
+    fit = target.dataset_fit() if target is not None else None  # images of many sizes: brought to the model's
     if is_dataset(spec):  # a torch or Hugging Face dataset of the caller's
-        return dataset_pool(spec, workers=workers)
+        return dataset_pool(spec, workers=workers, fit=fit)
     if is_code_spec(str(spec)) and not Path(str(spec)).exists():  # `pool.py:images`: made by the user's own code
         made = import_data(str(spec), "--unlabeled")
         if isinstance(made, Data) or is_dataset(made):
-            return made if isinstance(made, Data) else dataset_pool(made, str(spec), workers)
+            return made if isinstance(made, Data) else dataset_pool(made, str(spec), workers, fit)
         if isinstance(made, (tuple, list)) and len(made) == 2:  # (images, labels): the labels for agreement only
             return _array_pool(_numpy(made[0]), _numpy(made[1]), str(spec))
         if isinstance(made, (np.ndarray, torch.Tensor)):
