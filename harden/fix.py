@@ -159,7 +159,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     resume from it or after it (resume.py); the caller removes it (`state.finish()`) once the hardened model is
     written. `labels` "predicted": the data's images (labelled or not) labelled by the base's clean predictions, for
     training and the reports (data/predicted.py)."""
-    from .data.predicted import check_labels, images_to_predict, labelled_by
+    from .data.predicted import check_labels, data_for_module, images_to_predict, labelled_by
     check_labels(labels)
     from . import bn_unfold
     bn_unfold.check_mode(unfold_bn)
@@ -172,10 +172,10 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                           f"{takers}).")
     if isinstance(base, torch.nn.Module) and not isinstance(base, Classifier):
         # a module of the caller's, taking [0, 1] pixels: wrapped at its data's size and channels
-        data = data if isinstance(data, Data) else load_data(data) if data is not None else None
         if data is None:
             raise HardenError("fix: a plain nn.Module needs its data (images and labels in memory, a Data, or what "
                               "--data takes).")
+        data = data_for_module(data, labels)
         # at the data's size; a dataset's Normalize (undone to read pixels) and resize given to it
         base = model_for(base, data) if normalize_undone(data) else wrapped_for(base, data)
     if isinstance(base, Classifier):

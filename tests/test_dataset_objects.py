@@ -502,6 +502,11 @@ def test_images_alone_evaluated_against_the_models_own_predictions(digits_model,
     res = harden.fix(digits_model, ImagesOnly(x, T.ToTensor()), labels="predicted", sets=["eps=0.1", "val_frac=0"],
                      epochs=1, data_frac=1.0, report=False, device="cpu")  # hardened on the base's answers
     assert res.model.spec.extra["held_out_test"]["n"] == 12  # 20% of the 60 images held out, as for an .npz
+    plain = torch.nn.Sequential(digits_model)  # a plain module of the caller's, taking [0, 1] pixels: the same
+    _same(harden.evaluate(plain, ImagesOnly(x, T.ToTensor()), labels="predicted", **KW), want)
+    res = harden.fix(plain, ImagesOnly(x, T.ToTensor()), labels="predicted", sets=["eps=0.1", "val_frac=0"],
+                     epochs=1, data_frac=1.0, report=False, device="cpu")
+    assert res.model.spec.extra["held_out_test"]["n"] == 12
 
 
 def test_a_module_written_from_a_dataset_reads_image_files_as_the_dataset_did(tmp_path):

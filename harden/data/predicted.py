@@ -7,6 +7,7 @@ A labelled source gives its test split (and a split `fix` held out, as for `eval
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,21 @@ def images_to_predict(spec: str, target, extra: dict, model_name: str) -> Data:
             pool = load_unlabeled(spec, target, prefer="test")
         except HardenError:
             raise refused from None
-    return test_split_for(_as_test_split(pool, int(target.num_classes or pool.num_classes)), extra, model_name)
+    num_classes = target.num_classes if target is not None else None
+    return test_split_for(_as_test_split(pool, int(num_classes or pool.num_classes)), extra, model_name)
+
+
+def data_for_module(data: Any, labels: str) -> Data:
+    """The data a plain nn.Module (no harden spec: no transform or class count of its own) is evaluated or hardened
+    on: read as --data takes it, images alone taken too where the labels are to be its own answers."""
+    from . import load_data
+    if isinstance(data, Data):
+        return data
+    from .arrays import is_arrays
+    from .dataset_objects import is_dataset
+    if labels == "predicted" and (is_dataset(data) or not is_arrays(data)):
+        return images_to_predict(data, None, {}, "the model")
+    return load_data(data)
 
 
 def _as_test_split(pool: Data, num_classes: int) -> Data:

@@ -101,8 +101,8 @@ def _model_and_data(model, data, labels: str = "given") -> tuple[nn.Module, Data
                                labels=labels)
     if data is None:
         raise HardenError("evaluate: a model without harden's spec needs data (a Data, or what --data takes).")
-    from ..data import load_data
-    data = load_data(data)
+    from ..data.predicted import data_for_module
+    data = data_for_module(data, labels)
     return model_for(model, data), data
 
 
