@@ -303,8 +303,8 @@ def eval_cmd(
         from .report.compare import read_report
         baseline_doc = read_report(baseline)
     elif needs_baseline(requirements):
-        raise HardenError("A requirement compares with the baseline (METRIC>=baseline...), but no --baseline REPORT.json "
-                          "was given.")
+        raise HardenError("A requirement compares with the baseline (METRIC>=baseline..., METRIC.change...), but no "
+                          "--baseline REPORT.json was given.")
     eps_v = parse_number(eps) if eps is not None else None
     if eps_v is not None and not (0 < eps_v <= 1):
         raise HardenError(f"--eps is a budget in pixel units, in (0, 1]; got {eps_v:g}{in_255_hint(eps_v, '--eps ')}.")

@@ -199,7 +199,7 @@ def test_reports_of_other_images_at_the_same_positions_are_not_paired(digits, di
         compare(first, second)
 
 
-def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path):
+def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     common = ["--n", "80", "--attack", "fgsm", "--attack", "pgd:steps=10", "--eps", "0.1", "--no-metrics",
               "--no-masking-checks", "-q"]
     code, _, err = cli("eval", digits_ckpt, *common, "--json", tmp_path / "shipped.json")
@@ -211,10 +211,14 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path):
     assert unpack(v["bits"]["clean"], 80).mean() == pytest.approx(shipped["values"]["clean"])
     # the same model against itself: no regression, p = 1
     code, out, err = cli("eval", digits_ckpt, *common, "--baseline", tmp_path / "shipped.json", "--require",
-                         "pgd>=baseline-0.02", "--require", "worst.linf>=baseline", "--json", tmp_path / "new.json")
+                         "pgd>=baseline-0.02", "--require", "worst.linf>=baseline", "--require", "pgd.change.lower>=-0.05",
+                         "--json", tmp_path / "new.json")
     assert code == 0, err + out
     new = json.loads((tmp_path / "new.json").read_text())
-    assert new["baseline"]["comparison"]["pgd"]["p"] == 1.0 and "McNemar" in new["baseline"]["comparison"]["pgd"]["test"]
+    pgd = new["baseline"]["comparison"]["pgd"]
+    assert pgd["p"] == 1.0 and "McNemar" in pgd["test"]
+    gated = {g["metric"]: g["actual"] for g in new["gate"]}  # the paired difference's interval, gateable
+    assert gated["pgd.change.lower"] == pytest.approx(pgd["lower"]) and -0.05 < pgd["lower"] < 0 < pgd["upper"]
     # another budget: refused, naming it; allowed: unpaired, and said
     code, out, err = cli("eval", digits_ckpt, *[c if c != "0.1" else "0.2" for c in common], "--baseline",
                          tmp_path / "shipped.json", "--require", "pgd>=baseline-0.5")
@@ -225,8 +229,19 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path):
     assert code == 0, err
     other = json.loads((tmp_path / "other.json").read_text())
     assert "unpaired" in other["baseline"]["comparison"]["pgd"]["test"]
-    code, out, err = cli("eval", digits_ckpt, *common, "--require", "pgd>=baseline")
-    assert code == 2 and "--baseline" in err
+    worse = other["baseline"]["comparison"]["pgd"]
+    code, out, err = cli("eval", digits_ckpt, *[c if c != "0.1" else "0.2" for c in common], "--baseline",
+                         tmp_path / "shipped.json", "--allow-mismatch", "--require", "pgd.change.upper>=0")
+    assert worse["upper"] < 0 and code == 1 and "FAIL pgd.change.upper>=0" in out  # shown worse beyond noise
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary.md"))
+    code, out, err = cli("eval", digits_ckpt, *[c if c != "0.1" else "0.2" for c in common], "--baseline",
+                         tmp_path / "shipped.json", "--allow-mismatch", "--require", "pgd.change.upper>=0")
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("::error")]
+    assert f"pgd.change.upper = {worse['upper']:.4g} (new - baseline {worse['difference']:+.4g}" in line
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
+    for bar in ("pgd>=baseline", "pgd.change.lower>=-0.02"):
+        code, out, err = cli("eval", digits_ckpt, *common, "--require", bar)
+        assert code == 2 and "--baseline" in err
     code, out, err = cli("compare", tmp_path / "shipped.json", tmp_path / "new.json", "--markdown", tmp_path / "c.md")
     assert code == 0, err
     md = (tmp_path / "c.md").read_text()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
+from .gate import CHANGE
+
 
 def _escape(text: str) -> str:
     """GitHub's workflow-command escaping of a message (%, CR, LF)."""
@@ -27,6 +29,11 @@ def error_lines(reports: Sequence) -> list[str]:
             point = r.accuracies().get(base) if hasattr(r, "accuracies") else None
             ci_text = (f" ({base} {point:.4g}, " if point is not None and base != metric else " (") + (
                 f"{r.confidence:.0%} CI [{ci[0]:.4g}, {ci[1]:.4g}] on {r.n} images)" if ci else "no interval)")
+            change = ((getattr(r, "baseline", None) or {}).get("comparison") or {}).get(metric.split(CHANGE)[0]) \
+                if CHANGE in metric else None
+            if change:  # a difference from the baseline: its own interval and test
+                ci_text = (f" (new - baseline {change['difference']:+.4g}, {r.confidence:.0%} CI "
+                           f"[{change['lower']:+.4g}, {change['upper']:+.4g}], {change['test']}, p={change['p']:.3g})")
             msg = f"{r.model} ({r.threat_model}): {metric} = {value}{ci_text}; requirement {g['text']} fails"
             lines.append(f"::error title=harden gate: {_escape(g['text'])}::{_escape(msg)}")
     return lines

@@ -1,5 +1,7 @@
 """Release gate: `--require METRIC>=VALUE` or a TOML file. Exit 0 all hold, 1 any fails, 2 bad input.
-`METRIC.lower>=x` / `METRIC.upper<=x` gate on an accuracy's confidence interval (stats.py)."""
+`METRIC.lower>=x` / `METRIC.upper<=x` gate on an accuracy's confidence interval (stats.py); with --baseline,
+`METRIC.change[.lower|.upper]` on its paired difference from the baseline's report and that difference's interval
+(compare.py)."""
 from __future__ import annotations
 
 import operator
@@ -11,6 +13,8 @@ from ..attacks import NORM_LABELS, parse_number
 from ..errors import HardenError
 
 TRIPPED_CHECKS = "checks.tripped"  # the count of gradient-masking and evaluation checks that tripped
+CHANGE = ".change"  # an accuracy's difference from the baseline's (new - baseline), and its interval's bounds
+CHANGE_KEYS = {"difference": "", "lower": ".lower", "upper": ".upper"}
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _REQ = re.compile(r"^\s*([A-Za-z0-9_.#-]+)\s*(>=|<=|>|<)\s*(baseline(?:\s*[+-]\s*[0-9./eE]+)?|[0-9./eE+-]+)\s*$")
@@ -31,7 +35,14 @@ def parse_requirement(text: str) -> dict[str, Any]:
 
 
 def needs_baseline(requirements: list[dict[str, Any]]) -> bool:
-    return any(r.get("baseline_offset") is not None for r in requirements)
+    return any(r.get("baseline_offset") is not None or CHANGE in r["metric"] for r in requirements)
+
+
+def change_values(comparison: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The gateable values of a comparison with the baseline (compare.compare): per accuracy `<metric>.change`
+    (new - baseline) and `.change.lower` / `.change.upper`, its interval's bounds."""
+    return {f"{metric}{CHANGE}{suffix}": float(c[key]) for metric, c in comparison.items()
+            for key, suffix in CHANGE_KEYS.items()}
 
 
 def load_gate_file(path: str | Path) -> list[dict[str, Any]]:
@@ -74,6 +85,7 @@ def check_known(requirements: list[dict[str, Any]], attacks: list) -> None:
         accuracies |= {a} | {f"{a}.{stage}" for stage in atk.stage_names()}
         known |= {f"{a}.success", f"{a}.median_norm", f"{a}.on_source_correct"}
     known |= accuracies | {f"{m}.{bound}" for m in accuracies for bound in ("lower", "upper")}
+    known |= {f"{m}{CHANGE}{suffix}" for m in accuracies for suffix in CHANGE_KEYS.values()}
     for r in requirements:
         if r["metric"] not in known:
             raise HardenError(f"Requirement {r['text']!r} names unknown metric {r['metric']!r}; this run reports "

@@ -12,7 +12,7 @@ from .budget import parse_duration
 from .budget import keep_plan
 from .budget import plan as plan_images
 from .compare import baseline_report, compare
-from .gate import apply_gate
+from .gate import apply_gate, change_values
 from .model import Report
 
 
@@ -53,12 +53,13 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
                             + (" (resumed: the interrupted run's plan; the time before the resume not counted)"
                                if plan.resumed else ""))
     report.confidence = confidence
-    base_values = None
+    base_values, values = None, report.metric_values()
     if baseline_doc is not None:
         base = baseline_report(baseline_doc, report.threat_model, baseline)
         now = json.loads(json.dumps(report.to_dict()))
         report.baseline = {"file": str(baseline), "model": base.get("model"),
                            "comparison": compare(base, now, allow_mismatch, confidence)}
         base_values = base.get("values", {})
-    report.gate = apply_gate(report.metric_values(), list(requirements), base_values)  # the same on every rank
+        values = {**values, **change_values(report.baseline["comparison"])}
+    report.gate = apply_gate(values, list(requirements), base_values)  # the same on every rank
     return report
