@@ -7,8 +7,8 @@ imports inside the package point one way, from the layer above to the layers bel
     2  model (Report, AttackResult)   curves (robustness curves)   metrics (seed 004's ART metrics)
        normalisation (an assumed mean/std that a common one beats)   input_size (an assumed input size that one beats)
     1  compare (paired tests, verdicts)   budget (--time-budget)   checks (gradient-masking checks)
-       by_class (robust accuracy by class)
-    0  stats (intervals)   examples (adversarial examples)   gate (requirements)   ci_output   compare_render
+       by_class (robust accuracy by class)   ci_output (GitHub's summary page and annotations)
+    0  stats (intervals)   examples (adversarial examples)   gate (requirements)   compare_render
 """
 from .model import AttackResult, Report
 from .release import release_report
