@@ -212,9 +212,12 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     # the same model against itself: no regression, p = 1
     code, out, err = cli("eval", digits_ckpt, *common, "--baseline", tmp_path / "shipped.json", "--require",
                          "pgd>=baseline-0.02", "--require", "worst.linf>=baseline", "--require", "pgd.change.lower>=-0.05",
+                         "--require", "pgd.change.upper>=0", "--require", "worst.change.upper>=0",
                          "--json", tmp_path / "new.json")
     assert code == 0, err + out
     new = json.loads((tmp_path / "new.json").read_text())
+    (chance,) = [n for n in new["notes"] if "by chance" in n]  # two that fail only when shown worse: said, and the cure
+    assert chance.startswith("2 requirements") and "up to 5.0%" in chance and "--confidence 0.975" in chance
     pgd = new["baseline"]["comparison"]["pgd"]
     assert pgd["p"] == 1.0 and "McNemar" in pgd["test"]
     gated = {g["metric"]: g["actual"] for g in new["gate"]}  # the paired difference's interval, gateable

@@ -106,3 +106,23 @@ def apply_gate(values: dict[str, float], requirements: list[dict[str, Any]],
         ok = actual is not None and bar is not None and OPS[r["op"]](actual, bar)
         results.append({**r, "value": bar, "actual": actual, "passed": bool(ok)})
     return results
+
+
+def fails_only_when_shown(r: dict[str, Any]) -> bool:
+    """A requirement that fails only when the data show the model on the wrong side of its bar (`pgd.upper>=x`,
+    `pgd.change.upper>=0`, `pgd.success.lower<=x`): it can fail by chance alone, at most (1 - confidence) / 2."""
+    return (r["metric"].endswith(".upper") and r["op"] in (">=", ">")) or \
+        (r["metric"].endswith(".lower") and r["op"] in ("<=", "<"))
+
+
+def chance_failure_note(requirements: list[dict[str, Any]], confidence: float) -> str | None:
+    """Where two or more requirements each fail only when shown on the wrong side of their bar, the chance that one of
+    them fails by chance alone adds up (at most k (1 - c) / 2); what --confidence holds it at (1 - c) / 2 (Bonferroni).
+    Requirements that pass only when shown above a bar (`.lower>=`) need no such care: all must hold."""
+    k = sum(map(fails_only_when_shown, requirements))
+    if k < 2:
+        return None
+    alpha = (1 - confidence) / 2
+    return (f"{k} requirements fail only when their {confidence:.0%} interval shows the model on the wrong side of the "
+            f"bar: each can fail by chance alone at most {alpha:.1%} of the time, so one of them up to {k * alpha:.1%}; "
+            f"--confidence {1 - (1 - confidence) / k:.4g} holds that at {alpha:.1%} (Bonferroni)")
