@@ -220,6 +220,38 @@ def _tutorial_transforms(examples):
     return examples
 
 
+_processor = None  # transformers' image processor, as Hugging Face's ViT fine-tuning blog applies one
+
+
+def _processor_transform(batch):
+    inputs = _processor([x for x in batch["image"]], return_tensors="pt")
+    inputs["labels"] = batch["label"]
+    return inputs
+
+
+def test_a_hugging_face_image_processor_is_undone_as_a_normalize():
+    """The ViT fine-tuning blog's pipeline: `with_transform` of a function that calls a global image processor (resize,
+    rescale, normalise) and renames the label: pixels read back exactly, its mean and std undone and given to the
+    model, its resize recorded, labels read from the stored column without decoding an image."""
+    global _processor
+    datasets = pytest.importorskip("datasets")
+    transformers = pytest.importorskip("transformers")
+    _processor = transformers.ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.4, 0.5, 0.6],
+                                                image_std=[0.2, 0.25, 0.3])
+    rng = np.random.default_rng(0)
+    photos = [Image.fromarray((rng.random((20 + 3 * k, 31 - k, 3)) * 255).astype(np.uint8)) for k in range(12)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    ds = datasets.Dataset.from_dict({"image": photos, "label": [k % 3 for k in range(12)]}, features=features)
+    data = load_data(ds.with_transform(_processor_transform))
+    made = _processor(photos, return_tensors="np")["pixel_values"].transpose(0, 2, 3, 1)  # what the model was fed
+    want = np.rint((made * [0.2, 0.25, 0.3] + [0.4, 0.5, 0.6]) * 255)
+    assert np.array_equal(data.x_test[:], want) and data.y_test.tolist() == [k % 3 for k in range(12)]
+    resized = np.stack([np.asarray(p.resize((16, 16), Image.BILINEAR)) for p in photos])  # as its files read later
+    assert np.abs(data.x_test[:].astype(int) - resized).max() <= 1  # (transformers resizes through torchvision)
+    assert data.from_dataset["normalize_undone"] == {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}
+    assert data.from_dataset["resize"] == {"interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash"}
+
+
 DATA_PY = '''
 import numpy as np, torch
 from PIL import Image

@@ -182,8 +182,23 @@ def _referenced(fn: Any) -> list[Any]:
             names |= set(c.co_names)
             codes += [k for k in c.co_consts if hasattr(k, "co_names")]
         values += [v for k, v in (getattr(fn, "__globals__", None) or {}).items() if k in names]
-    return [v for v in values if type(v).__name__ in ("Compose", "Normalize")
+    return [v for v in values if type(v).__name__ in ("Compose", "Normalize") or _is_image_processor(v)
             or isinstance(getattr(v, "transforms", None), (list, tuple))]
+
+
+def _is_image_processor(obj: Any) -> bool:
+    """A Hugging Face image processor (transformers' `ViTImageProcessor`, `AutoImageProcessor.from_pretrained(...)`,
+    the older feature extractors), as its fine-tuning tutorials apply one in a `with_transform` function."""
+    return not isinstance(obj, type) and all(hasattr(obj, a) for a in ("image_mean", "image_std", "do_normalize"))
+
+
+def _processor_normalize(p: Any) -> Any:
+    """An image processor's normalisation as a Normalize-like object (None where it does not normalise): its mean and
+    std apply to pixels rescaled to [0, 1] (rescale_factor 1/255)."""
+    from types import SimpleNamespace
+    if not getattr(p, "do_normalize", False) or p.image_mean is None or p.image_std is None:
+        return None
+    return SimpleNamespace(mean=p.image_mean, std=p.image_std)
 
 
 def _filled(cell: Any) -> bool:
@@ -195,7 +210,9 @@ def _filled(cell: Any) -> bool:
 
 def _normalize_of(ds: Any, what: str) -> tuple[np.ndarray, np.ndarray] | None:
     """The mean and std of the Normalize its transform ends in, or None."""
-    found = [t for t in _transforms(ds) if type(t).__name__ == "Normalize" and hasattr(t, "mean") and hasattr(t, "std")]
+    steps = _transforms(ds)
+    found = [t for t in steps if type(t).__name__ == "Normalize" and hasattr(t, "mean") and hasattr(t, "std")]
+    found += [n for n in map(_processor_normalize, filter(_is_image_processor, steps)) if n is not None]
     if not found:
         return None
     pairs = {(tuple(np.atleast_1d(np.asarray(t.mean, np.float64)).tolist()),
@@ -232,7 +249,7 @@ def resize_of(ds: Any, size: tuple[int, int]) -> dict[str, Any] | None:
     resize = next((t for t in steps if type(t).__name__ == "Resize"), None)
     crop = next((t for t in steps if type(t).__name__ == "CenterCrop"), None)
     if resize is None:
-        return None
+        return next((r for r in (_processor_resize(p, size) for p in steps if _is_image_processor(p)) if r), None)
     mode = getattr(getattr(resize, "interpolation", None), "value", getattr(resize, "interpolation", "bilinear"))
     if str(mode) not in INTERPOLATIONS:
         return None
@@ -246,6 +263,26 @@ def resize_of(ds: Any, size: tuple[int, int]) -> dict[str, Any] | None:
         return {"interpolation": str(mode), "crop_pct": pct, "crop_mode": "center"}
     if len(r) == 2 and crop is None and tuple(size) == tuple(r):
         return {"interpolation": str(mode), "crop_pct": 1.0, "crop_mode": "squash"}
+    return None
+
+
+def _processor_resize(p: Any, size: tuple[int, int]) -> dict[str, Any] | None:
+    """An image processor's resize as resize_of gives one: `size` {height, width} without a centre crop (ViT's) a
+    squash, {shortest_edge: r} then a {height, width} crop of c x c (BiT's, ResNet's) crop_pct c / r."""
+    if not getattr(p, "do_resize", False):
+        return None
+    mode = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(int(getattr(p, "resample", 2) or 0))
+    sz, crop = getattr(p, "size", None), getattr(p, "crop_size", None) if getattr(p, "do_center_crop", False) else None
+    if mode is None or sz is None:
+        return None
+    h, w, r = (getattr(sz, k, None) if not isinstance(sz, dict) else sz.get(k) for k in ("height", "width",
+                                                                                          "shortest_edge"))
+    if h and w and crop is None and (h, w) == tuple(size):
+        return {"interpolation": mode, "crop_pct": 1.0, "crop_mode": "squash"}
+    c = None if crop is None else (crop.get("height") if isinstance(crop, dict) else getattr(crop, "height", None))
+    if r and c and tuple(size) == (c, c) and c <= r and getattr(p, "crop_pct", None) is None:
+        pct = c / r if math.floor(c / (c / r)) == r else c / (r + 0.25)
+        return {"interpolation": mode, "crop_pct": pct, "crop_mode": "center"}
     return None
 
 
@@ -513,13 +550,15 @@ def _kept_labels(ds: Any) -> np.ndarray | None:
         column = _hf_label_column(ds)
         if column is None:
             return None
-        try:
-            value = ds[column]
-        except Exception:  # noqa: BLE001 - a transform set on it that wants every column: read item by item
-            return None
-        a = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(list(value) if not hasattr(
-            value, "__array__") else value)
-        return a.astype(np.int64) if a.ndim == 1 and np.issubdtype(a.dtype, np.integer) else None
+        for view in (ds, ds.with_format(None)):  # through its transform, else (one that wants every column) raw
+            try:
+                value = view[column]
+                a = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(list(value) if not hasattr(
+                    value, "__array__") else value)
+            except Exception:  # noqa: BLE001 - the user's transform, given one column: the column as stored
+                continue
+            return a.astype(np.int64) if a.ndim == 1 and np.issubdtype(a.dtype, np.integer) else None
+        return None
     for name in LABEL_ATTRS:
         value = getattr(ds, name, None)
         if value is None or isinstance(value, (str, bytes, dict)):
