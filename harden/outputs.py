@@ -92,6 +92,17 @@ def _find_key(out: Any, num_classes: int, n: int) -> str | None:
     return "logits" if "logits" in fitting else (fitting[0] if fitting else None)
 
 
+def scores_width(out: Any, key: str | None = None) -> int | None:
+    """The class count a forward's output says where it is not a tensor (a model's own output class, a dict, a tuple):
+    the width of its `key` entry, else of its 'logits' entry, else of its one N x K entry; None where none says it."""
+    entries = dict(_entries(out))
+    if key is None:
+        two_d = [k for k, v in entries.items() if isinstance(v, torch.Tensor) and v.ndim == 2]
+        key = "logits" if "logits" in two_d else two_d[0] if len(two_d) == 1 else None
+    value = entries.get(str(key)) if key is not None else None
+    return int(value.shape[1]) if isinstance(value, torch.Tensor) and value.ndim == 2 else None
+
+
 class ScoresOf:
     """The scores from whatever the network returns: its forward hook, and Classifier.forward's fallback for what
     only train mode returns (torchvision's Inception: a tensor in eval mode, (logits, aux_logits) in train mode,
@@ -126,12 +137,14 @@ def _describe(out: Any) -> str:
 
 
 def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: tuple[int, int],
-                  key: str | None = None) -> tuple[str | None, bool]:
+                  key: str | None = None, register: bool = True):
     """Run one probe forward, check that the network's output holds N x num_classes scores, and register ScoresOf as
     its forward hook where that output is not those scores as they are. `key` picks the entry (--logits-key); without
     it: a 'logits' entry, else the first entry of shape N x num_classes. Returns the key used (None: the output is
     used as it is, or reshaped) and whether the output is one sigmoid probability of a two-class model (the output of
-    its last layer with weights, through a sigmoid), which is read as its logit."""
+    its last layer with weights, through a sigmoid), which is read as its logit. `register` False (a module of the
+    caller's, which harden leaves as it is): no hook; the ScoresOf that would be it is returned third (None where the
+    output is the scores as they are)."""
     was = net.training
     net.eval()
     p = next(net.parameters(), None)
@@ -189,8 +202,11 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
                    not torch.allclose(last.reshape(scores.shape), scores))  # nn.Sigmoid or torch.sigmoid at the end
     as_returned = (one is None or isinstance(one, torch.Tensor) and tuple(one.shape) == (1, num_classes)) and \
         tuple(out.shape) == (2, num_classes) and out.dtype != torch.float64
-    if key is not None or not as_returned:
-        net.register_forward_hook(ScoresOf(key, num_classes, sigmoid))
+    scores_of = ScoresOf(key, num_classes, sigmoid) if key is not None or not as_returned else None
+    if not register:
+        return key, sigmoid, scores_of
+    if scores_of is not None:
+        net.register_forward_hook(scores_of)
     # else no hook (a network with hooks cannot be torch.jit.script-ed): Classifier.forward hands any structure the
     # network returns in train mode only (torchvision's Inception) to ScoresOf itself
     return key, sigmoid

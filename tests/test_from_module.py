@@ -34,3 +34,25 @@ def test_a_module_written_loads_by_its_own_name(tmp_path, build, arch, args):
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(back(x), model(x), atol=1e-5)
+
+
+def test_a_transformers_classifier_is_read_at_its_logits_and_written_as_its_configuration(tmp_path):
+    """A Hugging Face transformers classifier given as a plain module (its forward returns a ModelOutput): its class
+    count read from the output's logits, and a checkpoint written from it rebuilds it from its configuration (as a
+    model folder's is), with no --arch."""
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=64, num_labels=4)
+    net = transformers.ViTForImageClassification(cfg).eval()
+    model = from_module(net, input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert (model.spec.num_classes, model.spec.arch) == (4, "transformers:ViTForImageClassification")
+    assert model.spec.model_args["config"]["hidden_size"] == 32 and "logits_key" not in model.spec.extra
+    harden.save(model, tmp_path / "m.safetensors")
+    back = harden.load(tmp_path / "m.safetensors").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(back(x), model(x), atol=1e-5)
+        # the caller's module left as it is: its forward still returns the library's output object
+        assert torch.allclose(model(x), net(pixel_values=(x - 0.5) / 0.5).logits, atol=1e-5)

@@ -282,6 +282,20 @@ def library_class(net: nn.Module) -> type:
     return next(c for c in type(net).__mro__ if c is not _Logits and not c.__module__.startswith(__name__))
 
 
+def arch_of(net: nn.Module) -> tuple[str, dict[str, Any]] | None:
+    """A transformers image classifier of the caller's (models.from_module) as the architecture a checkpoint written
+    from it names: `transformers:<class>` with its configuration kept whole, as a model folder's is; None for any
+    other of the library's classes."""
+    cls = library_class(net)
+    transformers = _library()
+    if not cls.__name__.endswith("ForImageClassification") or getattr(transformers, cls.__name__, None) is not cls \
+            or not hasattr(getattr(net, "config", None), "to_dict"):
+        return None
+    config = {k: v for k, v in net.config.to_dict().items()
+              if k not in ("architectures", "transformers_version", "_name_or_path")}
+    return PREFIX + cls.__name__, {"config": config}
+
+
 def build(arch: str, num_classes: int, in_chans: int, model_args: dict[str, Any]) -> nn.Module:
     transformers = _library()
     cls_name = arch[len(PREFIX):]

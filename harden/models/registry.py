@@ -357,6 +357,8 @@ class Classifier(nn.Module):
         self.register_buffer("std", std, persistent=False)
         # A recipe's added modules (fixers, denoisers, ...); None for a plain model.
         self.patch: nn.Module | None = None
+        # the scores out of what a caller's own module returns (from_module), where harden put no hook on it
+        self.scores_of: ScoresOf | None = None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.extra.get(CHANNEL_ORDER) == "bgr":  # Caffe's networks: mean and std in the network's order
@@ -372,7 +374,9 @@ class Classifier(nn.Module):
             if len(x) == 1 and "more than 1 value per channel" in str(e):  # torch's BatchNorm on batch statistics
                 raise HardenError(one_image_refused(type(self.net).__name__)) from None
             raise
-        if not isinstance(out, torch.Tensor):  # a structure only train mode returns (outputs.ScoresOf)
+        if self.__dict__.get("scores_of") is not None:
+            out = self.scores_of(self.net, (x,), out)
+        elif not isinstance(out, torch.Tensor):  # a structure only train mode returns (outputs.ScoresOf)
             out = ScoresOf(self.spec.extra.get(LOGITS_KEY), self.spec.num_classes,
                            bool(self.spec.extra.get(BINARY_SIGMOID)))(self.net, (x,), out)
         if x.requires_grad and not out.requires_grad and torch.is_grad_enabled():
@@ -480,19 +484,27 @@ def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: i
                               "give the input size and channels it takes.") from None
         finally:
             net.train(was)
-        if not isinstance(out, torch.Tensor) or out.ndim < 2:
+        from ..outputs import scores_width
+        # a tensor's width; else its `logits` entry's (transformers' ModelOutput), or its one N x K entry's
+        num_classes = out.shape[1] if isinstance(out, torch.Tensor) and out.ndim >= 2 else scores_width(out, logits_key)
+        if num_classes is None:
             raise HardenError(f"{type(net).__name__} returns {type(out).__name__}: give num_classes (and logits_key "
                               "where its scores are one entry of what it returns).")
-        num_classes = int(out.shape[1])
     arch, model_args = rebuildable_arch(net, int(num_classes), int(in_chans))
     spec = ModelSpec(arch=arch, num_classes=int(num_classes), in_chans=int(in_chans), input_size=size,
                      mean=tuple(mean), std=tuple(std), model_args=model_args)
-    key, sigmoid = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
-    if key is not None:
+    # the caller's module is left as it is (no hook on it: its own code still gets what its forward returns); the
+    # Classifier reads the scores out of that
+    key, sigmoid, scores_of = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key,
+                                            register=False)
+    from .hf_transformers import PREFIX as TRANSFORMERS_PREFIX
+    if key is not None and not arch.startswith(TRANSFORMERS_PREFIX):  # rebuilt from transformers: logits as they are
         spec.extra[LOGITS_KEY] = key
     if sigmoid:
         spec.extra[BINARY_SIGMOID] = True
-    return Classifier(net, spec)
+    model = Classifier(net, spec)
+    model.scores_of = scores_of
+    return model
 
 
 def rebuildable_arch(net: nn.Module, num_classes: int, in_chans: int) -> tuple[str, dict[str, Any]]:
@@ -523,6 +535,9 @@ def rebuildable_arch(net: nn.Module, num_classes: int, in_chans: int) -> tuple[s
             if {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == shapes:
                 return name, args
         return fallback
+    if cls.__module__.startswith("transformers.") or cls.__module__ == "harden.models.hf_transformers":
+        from .hf_transformers import arch_of
+        return arch_of(net) or fallback  # its configuration kept whole: rebuilt as a model folder's is
     if cls.__module__.startswith("torchvision.models"):
         from .torchvision_match import factories_fitting
         names = factories_fitting(net.state_dict(), num_classes, f"{cls.__module__}.{cls.__name__}")
