@@ -56,3 +56,21 @@ def test_a_transformers_classifier_is_read_at_its_logits_and_written_as_its_conf
         assert torch.allclose(back(x), model(x), atol=1e-5)
         # the caller's module left as it is: its forward still returns the library's output object
         assert torch.allclose(model(x), net(pixel_values=(x - 0.5) / 0.5).logits, atol=1e-5)
+
+
+def test_the_callers_module_is_left_as_it_is():
+    """A module returning (logits, features), as published code often writes one: harden reads the scores out of it
+    without a hook, so the caller's own code still gets the pair."""
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.fc = torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)
+
+        def forward(self, x):
+            h = self.body(x)
+            return self.fc(h), h
+
+    net = Pair()
+    model = from_module(net, input_size=8, num_classes=5)  # two N x K outputs: which is the scores is said
+    x = torch.rand(2, 3, 8, 8)
+    assert model.spec.num_classes == 5 and torch.equal(model(x), net(x)[0]) and isinstance(net(x), tuple)
