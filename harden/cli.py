@@ -778,6 +778,18 @@ def _is_usage_error(e: Exception) -> bool:
     return isinstance(e, tuple(kinds))
 
 
+def _unwrapped_help() -> None:
+    """The commands' docstrings are wrapped for the source; rich help keeps a docstring's line breaks, which then fall
+    mid-sentence in `harden --help`: each paragraph is joined onto one line (the terminal wraps it)."""
+    import inspect
+    for info in app.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback) or ""
+        info.help = "\n\n".join(" ".join(p.split()) for p in doc.split("\n\n"))
+
+
+_unwrapped_help()
+
+
 def main() -> None:
     from . import distributed
     from .allocator import keep_freed_memory

@@ -326,3 +326,13 @@ def test_a_file_architecture_given_relative_is_saved_absolute(tmp_path, cli, mon
     monkeypatch.chdir(elsewhere)
     model = harden.load(work / "m.safetensors")
     assert model.spec.arch == f"{work.resolve() / 'net.py'}:net"
+
+
+def test_command_help_reads_as_paragraphs(cli):
+    """`harden --help` lists each command's docstring, which the source wraps: rich help would keep those breaks
+    mid-sentence, so each paragraph is one line there (the terminal wraps it)."""
+    from harden.cli import app
+    for info in app.registered_commands:
+        assert info.help and all("\n" not in p for p in info.help.split("\n\n")), info.name
+    code, out, _ = cli("--help")
+    assert code == 0 and "a transformers or timm model" in " ".join(out.split())
