@@ -585,6 +585,8 @@ def test_images_of_many_sizes_are_read_as_their_files_are(tmp_path, pair):
     guessed = load_data(datasets.ImageFolder(tmp_path / "photos"))  # no model: a square of the median shorter side
     assert (guessed.input_size, guessed.in_chans) == ((53, 53), 3)
     assert guessed.from_dataset["resize"] == {"interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center"}
+    from harden.data.dataset_objects import layout
+    assert "8 sizes among 8 sampled images" in layout(guessed)  # `harden data` says how they were read
 
     x, y = pair
     odd = next(i for i in range(len(x)) if i not in _sampled_items(len(x)))

@@ -657,7 +657,8 @@ def layout(data: Any) -> str | None:
     return (f"a torch Dataset ({found['class']}), read item by item through its own transform"
             + (f" ({found['transform']})" if found.get("transform") else "")
             + (f"; its Normalize (mean {undone['mean']}, std {undone['std']}) undone to read pixels, and given to a "
-               "plain module inside" if undone else ""))
+               "plain module inside" if undone else "")
+            + (f"; its images: {found['resized']}" if found.get("resized") else ""))
 
 
 def model_for(model: torch.nn.Module, data: Any, say: bool = True) -> torch.nn.Module:
