@@ -598,3 +598,19 @@ def test_images_of_many_sizes_are_read_as_their_files_are(tmp_path, pair):
     rows = load_data(OneOdd(x, y)).x_test
     want = np.asarray(Image.fromarray(x[odd][..., 0]).resize((16, 12)).resize((10, 8), Image.BILINEAR))[:, 1:9]
     assert rows.shape[1:] == (8, 8, 1) and np.array_equal(rows[odd][..., 0], want)
+
+
+def test_timms_image_dataset_gives_its_labels_and_classes_without_reading_images(tmp_path):
+    """timm's `create_dataset` (an ImageDataset over a reader): labels from its reader's (file, class) list, class
+    names from its class_to_idx, no image decoded for them; its eval transform's Normalize undone."""
+    import timm.data
+    from harden.data.dataset_objects import _kept_labels
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        (tmp_path / f"c{k % 3}").mkdir(exist_ok=True)
+        Image.fromarray((rng.random((20, 24, 3)) * 255).astype(np.uint8)).save(tmp_path / f"c{k % 3}" / f"{k}.png")
+    ds = timm.data.create_dataset("", root=str(tmp_path), split="validation", transform=timm.data.create_transform(16))
+    assert _kept_labels(ds).tolist() == [0, 0, 1, 1, 2, 2]
+    data = load_data(ds)
+    assert data.class_names == ["c0", "c1", "c2"] and data.y_test.tolist() == [0, 0, 1, 1, 2, 2]
+    assert data.from_dataset["normalize_undone"]["std"] == [0.229, 0.224, 0.225] and data.input_size == (16, 16)

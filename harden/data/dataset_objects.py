@@ -569,6 +569,22 @@ def _kept_labels(ds: Any) -> np.ndarray | None:
             continue
         if a.ndim == 1 and (np.issubdtype(a.dtype, np.integer) or (a.dtype.kind == "f" and np.all(a == np.round(a)))):
             return a.astype(np.int64)
+    return _sample_labels(ds)
+
+
+def _sample_labels(ds: Any) -> np.ndarray | None:
+    """The labels of a list of (file, class index) pairs the dataset, or its reader, keeps: torchvision's `samples`,
+    timm's `ImageDataset` (`create_dataset`: its `reader.samples`)."""
+    for holder in (ds, getattr(ds, "reader", None)):
+        samples = getattr(holder, "samples", None)
+        if isinstance(samples, (list, tuple)) and samples and all(
+                isinstance(s, (list, tuple)) and len(s) == 2 for s in samples[:3]):
+            try:
+                a = np.asarray([s[1] for s in samples])
+            except (TypeError, ValueError):
+                continue
+            if a.ndim == 1 and np.issubdtype(a.dtype, np.integer):
+                return a.astype(np.int64)
     return None
 
 
@@ -582,7 +598,12 @@ def class_names_of(ds: Any) -> list[str] | None:
         names = getattr(ds.features.get(column), "names", None) if column else None
         return [str(c) for c in names] if names else None
     names = getattr(ds, "classes", None)
-    return [str(c) for c in names] if isinstance(names, (list, tuple)) and names else None
+    if isinstance(names, (list, tuple)) and names:
+        return [str(c) for c in names]
+    to_idx = getattr(getattr(ds, "reader", None), "class_to_idx", None)  # timm's ImageDataset
+    if isinstance(to_idx, dict) and sorted(to_idx.values()) == list(range(len(to_idx))):
+        return [str(c) for c, _ in sorted(to_idx.items(), key=lambda kv: kv[1])]
+    return None
 
 
 def _check_repeatable(ds: Any, rows: DatasetRows, what: str) -> None:
