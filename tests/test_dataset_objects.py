@@ -250,6 +250,8 @@ def test_a_hugging_face_image_processor_is_undone_as_a_normalize():
     assert np.abs(data.x_test[:].astype(int) - resized).max() <= 1  # (transformers resizes through torchvision)
     assert data.from_dataset["normalize_undone"] == {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}
     assert data.from_dataset["resize"] == {"interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash"}
+    said = data.from_dataset["transform"]  # what the report names: the function and what it applies, no address
+    assert "_processor_transform() applying ViTImageProcessor(size={'height': 16, 'width': 16}" in said
 
 
 DATA_PY = '''

@@ -233,9 +233,31 @@ def transform_text(ds: Any, limit: int = 400) -> str:
     if not found:
         return ""
     top = found[0]
-    steps = top.transforms if isinstance(getattr(top, "transforms", None), (list, tuple)) else [top]
-    text = ", ".join(" ".join(repr(t).split()) for t in steps)
+    if _is_function(top):  # a function of the user's (with_transform): named, with the pipelines it applies
+        fn = getattr(top, "__func__", top)
+        inner = {id(step) for t in found if isinstance(getattr(t, "transforms", None), (list, tuple))
+                 for step in t.transforms}  # a Compose's steps: said by the Compose
+        applied = [_step_text(t) for t in found[1:] if not _is_function(t) and id(t) not in inner]
+        text = f"{fn.__module__}.{fn.__qualname__}()" + (f" applying {', '.join(applied)}" if applied else "")
+    else:
+        steps = top.transforms if isinstance(getattr(top, "transforms", None), (list, tuple)) else [top]
+        text = ", ".join(map(_step_text, steps))
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _step_text(t: Any) -> str:
+    """One step of a pipeline on one line; an image processor by its class and what it does to pixels."""
+    if _is_image_processor(t):
+        said = {k: getattr(t, k, None) for k in ("size", "crop_size", "image_mean", "image_std")}
+        if not getattr(t, "do_center_crop", False):
+            said["crop_size"] = None
+        try:
+            for k in ("size", "crop_size"):  # a dict, or transformers' SizeDict: the sides it sets
+                said[k] = {a: b for a, b in dict(said[k] or {}).items() if b is not None} or None
+        except (TypeError, ValueError):
+            pass
+        return f"{type(t).__name__}({', '.join(f'{k}={v}' for k, v in said.items() if v is not None)})"
+    return " ".join(repr(t).split())
 
 
 def resize_of(ds: Any, size: tuple[int, int]) -> dict[str, Any] | None:
