@@ -79,6 +79,29 @@ def test_github_summary_and_error_annotations(cli, digits_ckpt, tmp_path, monkey
                          "--no-masking-checks", "-q", "--confidence", "0.8", "--json", tmp_path / "r.json")
     v = json.loads((tmp_path / "r.json").read_text())["values"]
     assert (v["fgsm.lower"], v["fgsm.upper"]) == pytest.approx(wilson(round(v["fgsm"] * 40), 40, 0.8))
+    # a bar just under the measured value: the evidence is too thin, and the failure says how many images would do
+    assert 0.1 < v["fgsm"] < 0.95
+    code, out, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "fgsm", "--eps", "0.1", "--no-metrics",
+                         "--no-masking-checks", "-q", "--require", f"fgsm.lower>={v['fgsm'] - 0.03:.4f}")
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("::error")]
+    assert code == 1 and "images would pass it" in line and "images would pass it" in " ".join(out.split())
+
+
+def test_how_many_images_would_settle_a_bound():
+    """A bound short of its bar while the measured value is past it: the fewest images (to about 1%) at which the
+    same value's interval clears the bar, checked against the interval itself; none where the value is not past it."""
+    from harden.report.stats import images_for_accuracy_bound, images_for_change_bound, newcombe_paired
+    m = images_for_accuracy_bound(0.47, 500, 0.45, "lower")
+    assert wilson(round(0.47 * 500), 500)[0] < 0.45 <= wilson(round(0.47 * m), m)[0]
+    assert wilson(round(0.47 * int(m * 0.9)), int(m * 0.9))[0] < 0.45  # not far more than needed
+    m = images_for_accuracy_bound(0.25, 80, 0.3, "upper")
+    assert wilson(20, 80)[1] > 0.3 >= wilson(round(0.25 * m), m)[1]
+    assert images_for_accuracy_bound(0.44, 500, 0.45, "lower") is None  # more images never lift it past 0.45
+    assert images_for_accuracy_bound(0.4501, 10, 0.45, "lower") is None  # beyond ten million images
+    m = images_for_change_bound(300, 20, 12, 168, 0.0, "lower")  # +1.6 points, paired, on 500 images
+    k = m / 500
+    assert newcombe_paired(300, 20, 12, 168)[0] < 0 <= newcombe_paired(*(round(c * k) for c in (300, 20, 12, 168)))[0]
+    assert images_for_change_bound(300, 10, 30, 160, -0.02, "lower") is None
 
 
 def test_error_lines_escape_workflow_command_characters():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
-from .gate import CHANGE
+from .gate import CHANGE, settle_note
 
 
 def _escape(text: str) -> str:
@@ -34,7 +34,8 @@ def error_lines(reports: Sequence) -> list[str]:
             if change:  # a difference from the baseline: its own interval and test
                 ci_text = (f" (new - baseline {change['difference']:+.4g}, {r.confidence:.0%} CI "
                            f"[{change['lower']:+.4g}, {change['upper']:+.4g}], {change['test']}, p={change['p']:.3g})")
-            msg = f"{r.model} ({r.threat_model}): {metric} = {value}{ci_text}; requirement {g['text']} fails"
+            msg = f"{r.model} ({r.threat_model}): {metric} = {value}{ci_text}; requirement {g['text']} fails" \
+                + settle_note(g)
             lines.append(f"::error title=harden gate: {_escape(g['text'])}::{_escape(msg)}")
     return lines
 

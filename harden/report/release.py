@@ -12,7 +12,7 @@ from .budget import parse_duration
 from .budget import keep_plan
 from .budget import plan as plan_images
 from .compare import baseline_report, compare
-from .gate import apply_gate, chance_failure_note, change_values
+from .gate import apply_gate, chance_failure_note, change_values, images_to_pass
 from .model import Report
 
 
@@ -62,6 +62,10 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
         base_values = base.get("values", {})
         values = {**values, **change_values(report.baseline["comparison"])}
     report.gate = apply_gate(values, list(requirements), base_values)  # the same on every rank
+    for g in report.gate:  # a bound short of its bar with the value past it: how many images would settle it
+        m = images_to_pass(g, values, report.n, (report.baseline or {}).get("comparison"), confidence)
+        if m:
+            g["images_to_pass"] = m
     chance = chance_failure_note(list(requirements), confidence)
     if chance:
         report.notes.append(chance)

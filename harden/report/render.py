@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..checkpoint import atomic_write_bytes
 from .by_class import weakest_line
+from .gate import settle_note
 from .html_page import data_note, render, run_where, stage_seconds_cell
 from .model import Report
 
@@ -113,7 +114,7 @@ def render_terminal(report: Report, console: Console) -> None:
     for g in report.gate:
         mark = "[green]PASS[/]" if g["passed"] else "[red]FAIL[/]"
         actual = "missing" if g["actual"] is None else f"{g['actual']:.4g}"
-        console.print(f"  {mark} {g['text']} (actual {actual})")
+        console.print(f"  {mark} {g['text']} (actual {actual}{settle_note(g)})")
 
 
 def render_masking(report: Report, console: Console) -> None:
@@ -212,7 +213,7 @@ def to_markdown(reports: Sequence[Report]) -> str:
         if base:
             lines += [f"- {base[0]}"] + [f"  - {line}" for line in base[1:]]
         for g in r.gate:
-            lines.append(f"- {'PASS' if g['passed'] else 'FAIL'} `{g['text']}` (actual {g['actual']})")
+            lines.append(f"- {'PASS' if g['passed'] else 'FAIL'} `{g['text']}` (actual {g['actual']}{settle_note(g)})")
         lines.append("")
     return "\n".join(lines)
 
@@ -233,7 +234,7 @@ def to_junit(reports: Sequence[Report]) -> str:
             tc = ET.SubElement(suite, "testcase", classname=f"harden.gate[{r.threat_model}]", name=g["text"])
             if not g["passed"]:
                 f = ET.SubElement(tc, "failure", message=f"{g['text']}: actual {g['actual']}")
-                f.text = f"{g['metric']} = {g['actual']} (threat model: {r.threat_model})"
+                f.text = f"{g['metric']} = {g['actual']} (threat model: {r.threat_model}){settle_note(g)}"
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
 
 

@@ -79,3 +79,50 @@ def interval(accuracy: float, n: int, confidence: float = DEFAULT_CONFIDENCE,
     """The interval of an accuracy measured on n images (the count is recovered from the proportion)."""
     k = int(round(accuracy * n))
     return (wilson if method == "wilson" else clopper_pearson)(k, n, confidence)
+
+
+MOST_IMAGES = 10_000_000  # beyond this many images a bar is said to be out of reach at the measured value
+
+
+def _fewest(ok, n: int) -> int | None:
+    """The smallest m > n with ok(m), for an ok that holds from some m on (an interval narrowing as images are
+    added at the same measured value); None where it does not hold by MOST_IMAGES."""
+    hi = max(2 * n, 2)
+    while not ok(hi):
+        if hi > MOST_IMAGES:
+            return None
+        hi *= 2
+    lo = n
+    while hi - lo > max(1, lo // 100):  # to about 1%: the figure is an estimate at the measured value
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def images_for_accuracy_bound(p: float, n: int, bar: float, side: str,
+                              confidence: float = DEFAULT_CONFIDENCE) -> int | None:
+    """About how many images an accuracy measured at p on n would need for its Wilson `side` bound ('lower' or
+    'upper') to reach `bar` (lower >= bar, upper <= bar) if it stayed at p; None where p itself is not past the bar
+    (no number of images settles it that way) or it takes more than MOST_IMAGES."""
+    if (side == "lower" and p <= bar) or (side == "upper" and p >= bar):
+        return None
+
+    def ok(m: int) -> bool:
+        lo, hi = wilson(round(p * m), m, confidence)
+        return lo >= bar if side == "lower" else hi <= bar
+    return _fewest(ok, n)
+
+
+def images_for_change_bound(both: int, gained: int, lost: int, neither: int, bar: float, side: str,
+                            confidence: float = DEFAULT_CONFIDENCE) -> int | None:
+    """As images_for_accuracy_bound, for the paired difference's Newcombe bound: the four counts kept in proportion."""
+    n = both + gained + lost + neither
+    d = (gained - lost) / max(n, 1)
+    if n <= 0 or (side == "lower" and d <= bar) or (side == "upper" and d >= bar):
+        return None
+
+    def ok(m: int) -> bool:
+        k = m / n
+        lo, hi = newcombe_paired(round(both * k), round(gained * k), round(lost * k), round(neither * k), confidence)
+        return lo >= bar if side == "lower" else hi <= bar
+    return _fewest(ok, n)
