@@ -128,29 +128,17 @@ def chance_failure_note(requirements: list[dict[str, Any]], confidence: float) -
             f"--confidence {1 - (1 - confidence) / k:.4g} holds that at {alpha:.1%} (Bonferroni)")
 
 
-def images_to_pass(g: dict[str, Any], values: dict[str, float], n: int, comparison: dict[str, dict] | None,
-                   confidence: float) -> int | None:
-    """For a failing requirement on an interval's bound (`pgd.lower>=0.45`, `pgd.change.lower>=-0.02`) whose measured
-    value is past the bar: about how many images would pass it if the value held (the evidence was too thin, not the
-    model too weak); None for any other requirement."""
-    from .stats import images_for_accuracy_bound, images_for_change_bound
-    metric, op, bar = g["metric"], g["op"], g.get("value")
-    side = metric.rsplit(".", 1)[-1]
-    if g["passed"] or bar is None or side not in ("lower", "upper") or \
-            (side == "lower") != (op in (">=", ">")):
-        return None
-    measured = metric[: -len(side) - 1]
-    if measured.endswith(CHANGE):
-        c = (comparison or {}).get(measured[: -len(CHANGE)])
-        if not c or "gained" not in c or measured[: -len(CHANGE)] not in values:  # unpaired: no counts to scale
-            return None
-        both = round(values[measured[: -len(CHANGE)]] * n) - c["gained"]
-        return images_for_change_bound(both, c["gained"], c["lost"], n - both - c["gained"] - c["lost"], bar, side,
-                                       confidence)
-    return images_for_accuracy_bound(values[measured], n, bar, side, confidence) if measured in values else None
-
-
 def settle_note(g: dict[str, Any]) -> str:
     """What a failing interval requirement's images_to_pass says, or ''."""
     m = g.get("images_to_pass")
-    return f"; at the measured value about {m:,} images would pass it" if m else ""
+    if not m:
+        return ""
+    t = g.get("seconds_to_pass")
+    took = "" if t is None else f", about {_duration(t)} at this run's rate"
+    return f"; at the measured value about {m:,} images would pass it{took}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import HardenError
 from .budget import parse_duration
 from .budget import keep_plan
 from .budget import plan as plan_images
 from .compare import baseline_report, compare
-from .gate import apply_gate, chance_failure_note, change_values, images_to_pass
+from .gate import CHANGE, apply_gate, chance_failure_note, change_values
 from .model import Report
+from .stats import images_for_accuracy_bound, images_for_change_bound
 
 
 def release_report(run: Callable[[int], Report], *, n: int | None, available: int,
@@ -44,7 +45,10 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
         info(f"time budget {budget_s:.0f} s{taken}: {plan.seconds_per_image:.3f} s per image and {plan.fixed_s:.1f} s fixed "
              f"(calibrated in {plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in all; a "
              f"95% interval of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
+    run_started = time.perf_counter()
     report = run(plan.n if plan else (500 if n is None else n))
+    # the cost of one more image: the plan's calibrated rate, else this run's (its fixed costs included: an upper end)
+    per_image = plan.seconds_per_image if plan else (time.perf_counter() - run_started) / max(report.n, 1)
     if plan is not None:
         report.time_budget = {**plan.summary(), "used_s": round(time.perf_counter() - started, 1)}
         report.notes.append(f"time budget {plan.budget_s:.0f} s: {plan.n} images planned at "
@@ -65,8 +69,29 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
     for g in report.gate:  # a bound short of its bar with the value past it: how many images would settle it
         m = images_to_pass(g, values, report.n, (report.baseline or {}).get("comparison"), confidence)
         if m:
-            g["images_to_pass"] = m
+            g["images_to_pass"], g["seconds_to_pass"] = m, round(m * per_image, 1)
     chance = chance_failure_note(list(requirements), confidence)
     if chance:
         report.notes.append(chance)
     return report
+
+
+def images_to_pass(g: dict[str, Any], values: dict[str, float], n: int, comparison: dict[str, dict] | None,
+                   confidence: float) -> int | None:
+    """For a failing requirement on an interval's bound (`pgd.lower>=0.45`, `pgd.change.lower>=-0.02`) whose measured
+    value is past the bar: about how many images would pass it if the value held (the evidence was too thin, not the
+    model too weak); None for any other requirement."""
+    metric, op, bar = g["metric"], g["op"], g.get("value")
+    side = metric.rsplit(".", 1)[-1]
+    if g["passed"] or bar is None or side not in ("lower", "upper") or \
+            (side == "lower") != (op in (">=", ">")):
+        return None
+    measured = metric[: -len(side) - 1]
+    if measured.endswith(CHANGE):
+        c = (comparison or {}).get(measured[: -len(CHANGE)])
+        if not c or "gained" not in c or measured[: -len(CHANGE)] not in values:  # unpaired: no counts to scale
+            return None
+        both = round(values[measured[: -len(CHANGE)]] * n) - c["gained"]
+        return images_for_change_bound(both, c["gained"], c["lost"], n - both - c["gained"] - c["lost"], bar, side,
+                                       confidence)
+    return images_for_accuracy_bound(values[measured], n, bar, side, confidence) if measured in values else None
