@@ -399,20 +399,18 @@ def _sampled_items(n: int) -> list[int]:
     return list(range(min(SAMPLE_ITEMS, n))) + sorted(rest.tolist())
 
 
-def _fit_for(sampled: list[np.ndarray], fit: Any, what: str) -> tuple[Any, str, None]:
-    """(the transform that brings a dataset's images to one size, what to say of it, its built form: None yet) where
-    its sampled images vary in size: `fit` (the model's transform, data.Preprocess) where a model asks, else one for
-    their typical size (as for a folder of such image files: data._typical, a shorter side of GUESSED_SIDE_MAX at
-    most); (None, "", None) where they share one size."""
+def _fit_for(sampled: list[np.ndarray], chans: int, fit: Any, what: str) -> tuple[Any, str]:
+    """(the transform that brings a dataset's images to one size and `chans` channels, what to say of it) where its
+    sampled images vary in size: `fit` (the model's transform, data.Preprocess) where a model asks, else one for their
+    typical size (as for a folder of such image files: data._typical, a shorter side of GUESSED_SIDE_MAX at most);
+    (None, "") where they share one size."""
     from collections import Counter
     sizes = Counter(tuple(a.shape[:2]) for a in sampled)
     if len(sizes) == 1:
-        return None, "", None
+        return None, ""
     from dataclasses import replace
     from . import GUESSED_SIDE_MAX, _typical
     from .transforms import Preprocess
-    chans = {a.shape[2] for a in sampled}
-    chans = chans.pop() if len(chans) == 1 else 3
     if fit is not None:
         fit, whose = replace(fit, in_chans=chans), "the model's size and transform"
     else:
@@ -427,7 +425,7 @@ def _fit_for(sampled: list[np.ndarray], fit: Any, what: str) -> tuple[Any, str, 
             f"{' x '.join(map(str, fit.input_size))} ({whose}): {fit.describe()}")
     from ..runtime import info
     info(f"{what}'s images: {note}")
-    return fit, note, None
+    return fit, note
 
 
 class DatasetRows(LazyRows):
@@ -454,9 +452,11 @@ class DatasetRows(LazyRows):
                               "normalisation from the dataset's transform and give the model its mean and std "
                               "(harden.models.from_module(net, ..., mean=..., std=...)).")
         self.scale = 255.0 if floats and top <= 1.0 + NORMALIZE_SLACK else 1.0
-        self.fit, self.fit_note, self._tf = _fit_for(first, fit, what)
         chans = {a.shape[2] for a in first}
-        self._hwc = (*(self.fit.input_size if self.fit else first[0].shape[:2]), chans.pop() if len(chans) == 1 else 3)
+        chans = chans.pop() if len(chans) == 1 else 3  # grey among colour (PIL images in their own modes): colour
+        self.fit, self.fit_note = _fit_for(first, chans, fit, what)
+        self._tf = None  # fit (or an odd item's resize), built when first needed
+        self._hwc = (*(self.fit.input_size if self.fit else first[0].shape[:2]), chans)
         self.shape = (n, *self._hwc)
 
     def __getstate__(self) -> dict:
