@@ -82,9 +82,11 @@ def test_github_summary_and_error_annotations(cli, digits_ckpt, tmp_path, monkey
     # a bar just under the measured value: the evidence is too thin, and the failure says how many images would do
     assert 0.1 < v["fgsm"] < 0.95
     code, out, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "fgsm", "--eps", "0.1", "--no-metrics",
-                         "--no-masking-checks", "-q", "--require", f"fgsm.lower>={v['fgsm'] - 0.03:.4f}")
+                         "--no-masking-checks", "-q", "--require", f"fgsm.lower>={v['fgsm'] - 0.03:.4f}",
+                         "--html", tmp_path / "r.html")
     (line,) = [ln for ln in out.splitlines() if ln.startswith("::error")]
     assert code == 1 and "images would pass it, about" in line and "at this run's rate" in " ".join(out.split())
+    assert "images would pass it" in (tmp_path / "r.html").read_text()
 
 
 def test_how_many_images_would_settle_a_bound():

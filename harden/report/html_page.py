@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .examples import decode
+from .gate import settle_note
 from .stats import interval
 
 FIG_DPI = 100
@@ -364,7 +365,8 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
     if rep.get("gate"):
         out.append("<ul>" + "".join(
             f"<li class='{'pass' if g['passed'] else 'fail'}'>{'PASS' if g['passed'] else 'FAIL'} "
-            f"<code>{e(g['text'])}</code> (actual {e(str(g['actual']))})</li>" for g in rep["gate"]) + "</ul>")
+            f"<code>{e(g['text'])}</code> (actual {e(str(g['actual']))}{e(settle_note(g))})</li>" for g in rep["gate"])
+            + "</ul>")
     if rep.get("masking"):
         warned = [f for f in rep["masking"] if f["tripped"] and f.get("kind", "masking") != "note"]
         out.append(f"<p><b>{len(rep['masking'])} gradient-masking and evaluation checks: "
