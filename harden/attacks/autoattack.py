@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import HardenError
 from .autopgd import apgd
 from .base import Attack, AttackOutput, register_attack
+from .row_streams import rows_of
 from .square import square
 
 STAGES = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
@@ -79,7 +80,7 @@ class AutoAttack(Attack):
             idx = robust.nonzero().squeeze(1)
             self.say(f"{stage}: {idx.numel():,} of {len(x):,} still robust")
             if idx.numel():
-                xa = self._stage(stage, counted, x[idx], y[idx], seed, generator)
+                xa = self._stage(stage, counted, x[idx], y[idx], seed, rows_of(generator, idx))
                 with torch.no_grad():  # the cascade's own check: misclassified and inside the ball
                     fooled = (counted(xa).argmax(1) != y[idx]) & self._within(xa - x[idx])
                 x_adv[idx[fooled]] = xa[fooled]

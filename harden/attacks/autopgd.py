@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..host_sync import due, kept_rows
 from .base import Attack, AttackOutput, ascent_direction, frozen_where, normalized, project, register_attack, uniform_noise
+from .row_streams import rows_of
 
 
 def _kth_largest(z_sorted: torch.Tensor, k: int) -> torch.Tensor:
@@ -73,7 +74,7 @@ def apgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "in
             t = z0[idx].argsort(1)[:, -rank] if rank is not None else None
             xa, hit, p = _apgd_run(model, x[idx], y[idx], t, eps=eps, norm=norm, steps=steps,
                                    loss_fn=_loss_fn(loss, rank is not None), step=step, eot=eot, rho=rho,
-                                   generator=generator)
+                                   generator=rows_of(generator, idx))
             passes += p
             x_adv[idx[hit]] = xa[hit]
             fooled[idx[hit]] = True

@@ -209,9 +209,18 @@ def art_generate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, make_attack
 
 def uniform_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None,
                   device: torch.device, normal: bool = False) -> torch.Tensor:
-    """U(-1, 1) noise (N(0, 1) with normal=True) on `device`. On the CPU it is drawn from the (CPU) generator, as
-    before; elsewhere from a device generator seeded by it, so that no host-to-device copy waits on the card."""
+    """U(-1, 1) noise (N(0, 1) with normal=True) on `device`. Each row from its image's own stream where the generator
+    knows its rows (row_streams.RowStreams: the report's, the same at any batch size and on any device); else on the
+    CPU from the (CPU) generator, as before, and elsewhere from a device generator seeded by it, so that no
+    host-to-device copy waits on the card (training draws every step)."""
     draw = torch.randn if normal else torch.rand
+    from .row_streams import RowStreams
+    if isinstance(generator, RowStreams) and len(generator.rows) == shape[0]:
+        # each image from its own stream, drawn on the CPU: the same start on any card and at any batch size (a report
+        # draws once a restart, not once a step: the copy is small beside the attack)
+        rows = [draw(tuple(shape[1:]), generator=g) for g in generator.row_generators(torch.device("cpu"))]
+        out = (torch.stack(rows) if rows else torch.empty(tuple(shape))).to(device)
+        return out if normal else out * 2 - 1
     if device.type == "cpu":
         out = draw(shape, generator=generator)
     else:

@@ -11,6 +11,7 @@ import math
 import torch
 
 from .base import Attack, AttackOutput, register_attack
+from .row_streams import row_randint
 
 
 @register_attack
@@ -32,7 +33,7 @@ class JSMA(Attack):
             cap = min(cap, budget)
         with torch.no_grad():
             num_classes = model(x[:1]).shape[1]
-        shift = torch.randint(1, num_classes, (n,), generator=generator, device="cpu").to(x.device)
+        shift = row_randint(generator, 1, num_classes, n, x.device)  # each image's target, wherever it is batched
         target = (y + shift) % num_classes
         xf = x.clone().flatten(1)
         search = (xf < 1.0) if theta > 0 else (xf > 0.0)

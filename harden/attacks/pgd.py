@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from ..host_sync import due, kept_rows
 from .base import Attack, AttackOutput, ascent_direction, frozen_where, project, random_start, register_attack
+from .row_streams import rows_of
 
 
 def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, steps: int, restarts: int = 0,
@@ -35,7 +36,7 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, step: float, ste
         if start is not None and r == 0:
             xa = project(start[idx], x0, eps, norm)
         elif restarts > 0:
-            xa = random_start(x0, eps, norm, generator)
+            xa = random_start(x0, eps, norm, rows_of(generator, idx))
         done = torch.zeros(len(idx), dtype=torch.bool, device=x.device)
         for i in range(steps + 1):
             last = i == steps

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 
 from ..attacks import build_attack
+from ..attacks.row_streams import RowStreams
 from ..batching import predict_labels, run_batched
 from ..outputs import BINARY_SIGMOID, scores_entry
 from ..runtime import frozen, progress
@@ -285,7 +286,7 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, m
                 return s, kept["pred"]
             t = time.perf_counter()
             b = ids[s:e]
-            xa = atk.run(model, x[b], y[b], generator=torch.Generator().manual_seed(seed + s), **more(b)).x_adv
+            xa = atk.run(model, x[b], y[b], generator=RowStreams(seed, b.cpu(), batch_seed=seed + s), **more(b)).x_adv
             pred = _pred(model, xa.detach().clamp(0, 1)).cpu()
             if state is not None:
                 state.keep(where, {"pred": pred, "seconds": time.perf_counter() - t},

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..attacks import NORM_LABELS, Attack, build_attack, default_attacks, perturbation_norm
+from ..attacks.row_streams import RowStreams
 from ..batching import non_finite_scores, predict_labels
 from ..compiling import compiled
 from ..device_defaults import attack_batch_size, prepare_for_device
@@ -314,7 +315,9 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
     own = dd.my_batches(len(x), batch_size)
 
     def attack(s: int, e: int):
-        gen = torch.Generator().manual_seed(seed + s)  # by position in the whole set: sharding keeps it
+        # each image's random draws from its own stream (the same at any batch size); the batch's, for draws made per
+        # batch, by position in the whole set: sharding keeps it
+        gen = RowStreams(seed, torch.arange(s, e), batch_seed=seed + s)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             return atk.run(source, x[s:e], y[s:e], generator=gen)
 
