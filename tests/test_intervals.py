@@ -247,6 +247,13 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     assert pgd["p"] == 1.0 and "McNemar" in pgd["test"]
     gated = {g["metric"]: g["actual"] for g in new["gate"]}  # the paired difference's interval, gateable
     assert gated["pgd.change.lower"] == pytest.approx(pgd["lower"]) and -0.05 < pgd["lower"] < 0 < pgd["upper"]
+    assert shipped["verdicts"]["draws"] == "per image" and not [n for n in new["notes"] if "drawn per batch" in n]
+    del shipped["verdicts"]["draws"]  # a baseline written before draws were made per image: said
+    (tmp_path / "older.json").write_text(json.dumps(shipped))
+    code, out, err = cli("eval", digits_ckpt, *common, "--baseline", tmp_path / "older.json", "--json",
+                         tmp_path / "vs-older.json")
+    assert code == 0 and [n for n in json.loads((tmp_path / "vs-older.json").read_text())["notes"]
+                          if "drawn per batch" in n]
     # another budget: refused, naming it; allowed: unpaired, and said
     code, out, err = cli("eval", digits_ckpt, *[c if c != "0.1" else "0.2" for c in common], "--baseline",
                          tmp_path / "shipped.json", "--require", "pgd>=baseline-0.5")

@@ -44,7 +44,20 @@ def verdicts_of(report) -> dict[str, Any]:
             if keys:
                 flags[f"worst.{label}"] = np.all(np.stack([per_attack[k] for k in keys]), 0)
     return {"n": int(len(correct)), "images_sha256": report.data_details.get("images_sha256"),
-            "bits": {k: pack(v) for k, v in flags.items()}}
+            "draws": PER_IMAGE_DRAWS, "bits": {k: pack(v) for k, v in flags.items()}}
+
+
+PER_IMAGE_DRAWS = "per image"  # the report's random draws (attacks/row_streams.py): a baseline without it drew per batch
+
+
+def draws_note(base: dict[str, Any]) -> str | None:
+    """What to say of a baseline whose random draws were made per batch (written before they were made per image)."""
+    v = base.get("verdicts") or {}
+    if not v or v.get("draws") == PER_IMAGE_DRAWS:
+        return None
+    return ("the baseline's random starts and targets were drawn per batch (a report written before harden drew them "
+            "per image): images attacked from a random start (PGD with restarts, AutoPGD, AutoAttack, JSMA) may have "
+            "changed verdict by chance alone; measure the baseline again for a comparison of the attacks alone")
 
 
 def identity(doc: dict[str, Any]) -> dict[str, Any]:

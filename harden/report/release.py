@@ -11,7 +11,7 @@ from ..errors import HardenError
 from .budget import parse_duration
 from .budget import keep_plan
 from .budget import plan as plan_images
-from .compare import baseline_report, compare
+from .compare import baseline_report, compare, draws_note
 from .gate import CHANGE, apply_gate, chance_failure_note, change_values
 from .model import Report
 from .stats import images_for_accuracy_bound, images_for_change_bound
@@ -65,6 +65,9 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
                            "comparison": compare(base, now, allow_mismatch, confidence)}
         base_values = base.get("values", {})
         values = {**values, **change_values(report.baseline["comparison"])}
+        older = draws_note(base)
+        if older:
+            report.notes.append(older)
     report.gate = apply_gate(values, list(requirements), base_values)  # the same on every rank
     for g in report.gate:  # a bound short of its bar with the value past it: how many images would settle it
         m = images_to_pass(g, values, report.n, (report.baseline or {}).get("comparison"), confidence)
