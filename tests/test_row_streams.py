@@ -24,12 +24,14 @@ def test_an_images_draws_do_not_depend_on_its_batch():
 
 
 def test_the_report_gives_the_same_verdicts_at_any_batch_size(digits_model):
-    """Random starts (PGD with restarts, AutoPGD) and JSMA's random targets: drawn per image, the same bits at
-    batches of 64 and 17 (JSMA's robust accuracy moved by 9 points on 100 images before)."""
+    """Random starts (PGD with restarts, AutoPGD), JSMA's random targets, Square's starting stripes (its squares
+    drawn per iteration from the report's seed) and AutoAttack's stages: the same bits at batches of 64 and 17
+    (JSMA's robust accuracy moved by 9 points on 100 images before)."""
     x = torch.rand(48, 1, 8, 8)
     with torch.no_grad():
         y = digits_model(x).argmax(1)
-    kw = dict(attacks=["pgd:restarts=2,steps=5", "autopgd:steps=10", "jsma"], eps=0.1, metrics=False,
-              masking_checks=False, device="cpu", n=48)
+    kw = dict(attacks=["pgd:restarts=2,steps=5", "autopgd:steps=10", "jsma", "square:queries=100",
+                       "autoattack:steps=10,queries=100,fab_steps=10"], eps=0.1, metrics=False, masking_checks=False,
+              device="cpu", n=48)
     a, b = (verdicts_of(harden.evaluate(digits_model, (x, y), batch_size=bs, **kw)) for bs in (64, 17))
-    assert a["bits"] == b["bits"] and set(a["bits"]) >= {"pgd", "autopgd", "jsma"}
+    assert a["bits"] == b["bits"] and set(a["bits"]) >= {"pgd", "autopgd", "jsma", "square", "autoattack"}

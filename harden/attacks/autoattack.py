@@ -115,5 +115,5 @@ class AutoAttack(Attack):
                                device=x.device, verbose=False)
             return fab.perturb(x, y)
         if stage == "square":
-            return square(model, x, y, eps=eps, norm=norm, queries=p["queries"], seed=seed)
+            return square(model, x, y, eps=eps, norm=norm, queries=p["queries"], seed=seed, generator=generator)
         raise ValueError(stage)

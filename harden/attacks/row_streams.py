@@ -8,8 +8,9 @@ by 9 points on 100 images between batches of 64 and 17. A `RowStreams` is the ba
 which images its rows are (their positions in the report's sample): `uniform_noise` and `row_randint` draw each row
 from a stream seeded by the report's seed, that image and how many draws the image has had, on the CPU, so an image
 gets the same random start wherever it is batched and on whichever device. It is a torch Generator too (seeded by
-the batch, as before), for the draws that stay per batch: the original AutoAttack code's Square and FAB take one
-seed a batch."""
+the batch, as before), for the draws that stay per batch (L2 Square's); L-inf Square draws its starting stripes per
+image and its squares from the report's seed alone (square.py), and AutoAttack's FAB-T (one run, no random start)
+draws nothing."""
 from __future__ import annotations
 
 import torch
