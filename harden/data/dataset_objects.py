@@ -238,7 +238,12 @@ def transform_text(ds: Any, limit: int = 400) -> str:
         inner = {id(step) for t in found if isinstance(getattr(t, "transforms", None), (list, tuple))
                  for step in t.transforms}  # a Compose's steps: said by the Compose
         applied = [_step_text(t) for t in found[1:] if not _is_function(t) and id(t) not in inner]
-        text = f"{fn.__module__}.{fn.__qualname__}()" + (f" applying {', '.join(applied)}" if applied else "")
+        where = fn.__module__
+        from ..models.registry import FILE_MODULE_PREFIX
+        if where.startswith(FILE_MODULE_PREFIX):  # a file imported by its path (--data file.py:name): its name
+            from pathlib import Path
+            where = Path(fn.__code__.co_filename).name
+        text = f"{where}:{fn.__qualname__}()" + (f" applying {', '.join(applied)}" if applied else "")
     else:
         steps = top.transforms if isinstance(getattr(top, "transforms", None), (list, tuple)) else [top]
         text = ", ".join(map(_step_text, steps))

@@ -18,6 +18,8 @@ from ..outputs import BINARY_SIGMOID, LOGITS_KEY, ScoresOf, as_scores, attach_sc
 
 _BUILTINS: dict[str, Callable[..., nn.Module]] = {}
 
+FILE_MODULE_PREFIX = "harden_arch_"  # the module name a file imported by its path is given (file.py:name)
+
 
 def register_model(name: str):
     def deco(fn: Callable[..., nn.Module]):
@@ -261,7 +263,7 @@ def _import_file(arch: str, mod_name: str, what: str = "Architecture", flag: str
                               f"{getattr(module, '__file__', None) or 'a module'} in this process (two repositories "
                               "with a package of the same name): give one of them as package.module:callable.")
         return module
-    name = "harden_arch_" + hashlib.sha1(str(file).encode()).hexdigest()[:12]
+    name = FILE_MODULE_PREFIX + hashlib.sha1(str(file).encode()).hexdigest()[:12]
     module = sys.modules.get(name)
     if module is None:
         spec = importlib.util.spec_from_file_location(name, file)
