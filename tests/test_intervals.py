@@ -106,6 +106,23 @@ def test_how_many_images_would_settle_a_bound():
     assert images_for_change_bound(300, 10, 30, 160, -0.02, "lower") is None
 
 
+def test_a_bound_that_needs_more_images_than_the_data_holds_says_so(digits, digits_model):
+    """The images a failing bound would need, beyond what the test split holds: more data, not more time."""
+    from harden.report import release_report
+    x, y = digits.x_test[:40], digits.y_test[:40]
+
+    def run(k):
+        return harden.evaluate(digits_model, (x, y), n=k, attacks=["fgsm"], eps=0.1, metrics=False,
+                               masking_checks=False, device="cpu")
+    first = run(40)
+    bar = first.metric_values()["fgsm"] - 0.02
+    report = release_report(run, n=40, available=40, requirements=[parse_requirement(f"fgsm.lower>={bar:.4f}")])
+    (g,) = report.gate
+    assert not g["passed"] and g["images_to_pass"] > 40 == g["images_available"]
+    from harden.report.gate import settle_note
+    assert f"about {g['images_to_pass']:,} images would pass it" in settle_note(g) and "holds 40" in settle_note(g)
+
+
 def test_error_lines_escape_workflow_command_characters():
     class R:
         model, threat_model, n, confidence = "m%\n", "white-box", 10, 0.95

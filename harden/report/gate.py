@@ -133,9 +133,10 @@ def settle_note(g: dict[str, Any]) -> str:
     m = g.get("images_to_pass")
     if not m:
         return ""
-    t = g.get("seconds_to_pass")
+    t, held = g.get("seconds_to_pass"), g.get("images_available")
     took = "" if t is None else f", about {_duration(t)} at this run's rate"
-    return f"; at the measured value about {m:,} images would pass it{took}"
+    more = "" if held is None else f" (the test split holds {held:,}: more data, not more time)"
+    return f"; at the measured value about {m:,} images would pass it{took}{more}"
 
 
 def _duration(seconds: float) -> str:

@@ -73,6 +73,8 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
         m = images_to_pass(g, values, report.n, (report.baseline or {}).get("comparison"), confidence)
         if m:
             g["images_to_pass"], g["seconds_to_pass"] = m, round(m * per_image, 1)
+            if m > available:  # more than the test split holds: more data, not more time
+                g["images_available"] = int(available)
     chance = chance_failure_note(list(requirements), confidence)
     if chance:
         report.notes.append(chance)
