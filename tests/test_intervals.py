@@ -66,7 +66,7 @@ def test_github_summary_and_error_annotations(cli, digits_ckpt, tmp_path, monkey
     summary.write_text("# earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     code, out, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "fgsm", "--eps", "0.1", "--no-metrics",
-                         "--no-masking-checks", "-q", "--require", "clean>=0.5", "--require", "fgsm.lower>=0.99")
+                         "--no-masking-checks", "-q", "--require", "clean>=0.5", "--require", "fgsm.lower>=0.9")
     assert code == 1, err
     text = summary.read_text()
     assert text.startswith("# earlier step\n") and "| fgsm |" in text and "CI (Wilson)" in text
@@ -74,7 +74,7 @@ def test_github_summary_and_error_annotations(cli, digits_ckpt, tmp_path, monkey
     # GitHub decodes %25 back to %; the point value, the interval and the bar are all on the line
     assert len(lines) == 1 and "fgsm.lower = " in lines[0] and "(fgsm 0." in lines[0] and "95%25 CI [" in lines[0]
     assert "on 40 images" in lines[0]
-    assert lines[0].startswith("::error title=harden gate: fgsm.lower>=0.99::")
+    assert lines[0].startswith("::error title=harden gate: fgsm.lower>=0.9::")
     code, out, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "fgsm", "--eps", "0.1", "--no-metrics",
                          "--no-masking-checks", "-q", "--confidence", "0.8", "--json", tmp_path / "r.json")
     v = json.loads((tmp_path / "r.json").read_text())["values"]
@@ -104,6 +104,19 @@ def test_how_many_images_would_settle_a_bound():
     k = m / 500
     assert newcombe_paired(300, 20, 12, 168)[0] < 0 <= newcombe_paired(*(round(c * k) for c in (300, 20, 12, 168)))[0]
     assert images_for_change_bound(300, 10, 30, 160, -0.02, "lower") is None
+
+
+def test_a_bar_no_model_could_reach_on_these_images_is_refused_before_the_attacks(cli, digits_ckpt):
+    """`fgsm.lower>=0.95` on 40 images: even 40 of 40 give a lower bound of 0.912, so the gate could never pass; exit 2
+    before any attack, naming the images it needs (the fewest at which the best bound reaches the bar)."""
+    from harden.report.stats import fewest_images_for_bar
+    need = fewest_images_for_bar(0.95, "lower")
+    assert wilson(need - 1, need - 1)[0] < 0.95 <= wilson(need, need)[0]
+    few = fewest_images_for_bar(0.05, "upper")
+    assert wilson(0, few)[1] <= 0.05 < wilson(0, few - 1)[1]
+    code, out, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "fgsm", "--eps", "0.1", "--no-metrics",
+                         "--no-masking-checks", "-q", "--require", "fgsm.lower>=0.95")
+    assert code == 2 and f"at least {need:,} images" in " ".join(err.split()) and "fgsm" not in out
 
 
 def test_a_bound_that_needs_more_images_than_the_data_holds_says_so(digits, digits_model):

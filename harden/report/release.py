@@ -14,7 +14,7 @@ from .budget import plan as plan_images
 from .compare import baseline_report, compare, draws_note
 from .gate import CHANGE, apply_gate, chance_failure_note, change_values
 from .model import Report
-from .stats import images_for_accuracy_bound, images_for_change_bound
+from .stats import fewest_images_for_bar, images_for_accuracy_bound, images_for_change_bound, wilson
 
 
 def release_report(run: Callable[[int], Report], *, n: int | None, available: int,
@@ -45,8 +45,10 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
         info(f"time budget {budget_s:.0f} s{taken}: {plan.seconds_per_image:.3f} s per image and {plan.fixed_s:.1f} s fixed "
              f"(calibrated in {plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in all; a "
              f"95% interval of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
+    k = plan.n if plan else (500 if n is None else n)
+    refuse_unreachable(requirements, min(k, available), confidence)  # before the attacks: no model could pass
     run_started = time.perf_counter()
-    report = run(plan.n if plan else (500 if n is None else n))
+    report = run(k)
     # the cost of one more image: the plan's calibrated rate, else this run's (its fixed costs included: an upper end)
     per_image = plan.seconds_per_image if plan else (time.perf_counter() - run_started) / max(report.n, 1)
     if plan is not None:
@@ -100,3 +102,21 @@ def images_to_pass(g: dict[str, Any], values: dict[str, float], n: int, comparis
         return images_for_change_bound(both, c["gained"], c["lost"], n - both - c["gained"] - c["lost"], bar, side,
                                        confidence)
     return images_for_accuracy_bound(values[measured], n, bar, side, confidence) if measured in values else None
+
+
+def refuse_unreachable(requirements: Sequence, n: int, confidence: float) -> None:
+    """A requirement on an accuracy's interval bound that no model could meet on n images (`pgd.lower>=0.97` on 100:
+    even 100 of 100 give a lower bound of 0.963) is bad input, said before minutes of attacks."""
+    for r in requirements:
+        metric, op, bar = r["metric"], r["op"], r.get("value")
+        side = metric.rsplit(".", 1)[-1]
+        if bar is None or CHANGE in metric or side not in ("lower", "upper") or (side == "lower") != (op in (">=", ">")):
+            continue
+        need = fewest_images_for_bar(float(bar), side, confidence)
+        if n < need:
+            best = wilson(n, n, confidence)[0] if side == "lower" else wilson(0, n, confidence)[1]
+            every = "survived" if side == "lower" else "were fooled"
+            raise HardenError(
+                f"Requirement {r['text']!r} cannot pass on {n:,} images even if every image {every}: the best "
+                f"{confidence:.0%} {side} bound {n:,} images can give is {best:.3f}. It needs at least {need:,} images "
+                "(--num-images, and a test split that holds them), or a bar that evidence can reach.")

@@ -126,3 +126,13 @@ def images_for_change_bound(both: int, gained: int, lost: int, neither: int, bar
         lo, hi = newcombe_paired(round(both * k), round(gained * k), round(lost * k), round(neither * k), confidence)
         return lo >= bar if side == "lower" else hi <= bar
     return _fewest(ok, n)
+
+
+def fewest_images_for_bar(bar: float, side: str, confidence: float = DEFAULT_CONFIDENCE) -> int:
+    """The fewest images on which a Wilson `side` bound can reach `bar` at all: the lower bound of n of n is
+    n / (n + z^2), so `lower >= bar` needs n >= z^2 bar / (1 - bar); the upper bound of 0 of n is z^2 / (n + z^2), so
+    `upper <= bar` needs n >= z^2 (1 - bar) / bar."""
+    z2 = _z(confidence) ** 2
+    if side == "lower":
+        return 1 if bar <= 0 else MOST_IMAGES + 1 if bar >= 1 else max(1, math.ceil(z2 * bar / (1 - bar) - 1e-9))
+    return 1 if bar >= 1 else MOST_IMAGES + 1 if bar <= 0 else max(1, math.ceil(z2 * (1 - bar) / bar - 1e-9))
