@@ -119,4 +119,5 @@ def refuse_unreachable(requirements: Sequence, n: int, confidence: float) -> Non
             raise HardenError(
                 f"Requirement {r['text']!r} cannot pass on {n:,} images even if every image {every}: the best "
                 f"{confidence:.0%} {side} bound {n:,} images can give is {best:.3f}. It needs at least {need:,} images "
-                "(--num-images, and a test split that holds them), or a bar that evidence can reach.")
+                "(--num-images, or a longer --time-budget; and a test split that holds them), or a bar that evidence "
+                "can reach.")
