@@ -199,6 +199,9 @@ def test_fix_says_when_the_hardened_model_is_less_robust_than_its_base():
     near[np.flatnonzero(~base)[:3]] = True
     lines, worse = change_lines(hardening_change(doc(base), doc(near)), 200)
     assert not worse and "within noise" in lines[1]
+    from harden.report.stats import images_for_change_bound  # +1.5 points: how many images would show it
+    m = images_for_change_bound(int((base & near).sum()), 3, 0, int((~base & ~near).sum()), 0.0, "lower")
+    assert f"at this difference about {m:,} images would show it" in lines[1] and m > 200
     gain = base.copy()
     gain[np.flatnonzero(~base)[:40]] = True
     lines, worse = change_lines(hardening_change(doc(base), doc(gain)), 200)
@@ -215,7 +218,7 @@ def test_fix_says_when_the_hardened_model_is_less_robust_than_its_base():
     small = paired(few, fewer)
     assert small["upper"] < 0 and small["p"] == pytest.approx(0.0625)
     lines, worse = change_lines({"worst": small}, 40)
-    assert not worse and "within noise on 40 images" in lines[1]
+    assert not worse and "within noise on 40 images" in lines[1] and "would show it" not in lines[1]
 
 
 def test_reports_of_other_images_at_the_same_positions_are_not_paired(digits, digits_model, tmp_path):

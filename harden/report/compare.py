@@ -103,7 +103,7 @@ def paired(base: np.ndarray, new: np.ndarray, confidence: float = 0.95) -> dict[
     d = (gained - lost) / n
     lower, upper = newcombe_paired(both, gained, lost, n - both - gained - lost, confidence)
     p = 1.0 if gained + lost == 0 else float(binomtest(min(gained, lost), gained + lost, 0.5).pvalue)
-    return {"difference": d, "lower": lower, "upper": upper, "p": p, "lost": lost, "gained": gained,
+    return {"difference": d, "lower": lower, "upper": upper, "p": p, "lost": lost, "gained": gained, "both": both,
             "test": "paired (McNemar exact)"}
 
 
@@ -239,8 +239,19 @@ def change_lines(change: dict[str, dict[str, float]], n: int, confidence: float 
                      "base, or harden again with more data (--data-frac), more epochs or a lower --lr")
     elif w["lower"] <= 0 or not exact:
         lines.append(f"the worst-case change is within noise on {n} images: no gain shown (more --num-images "
-                     "narrows the interval)")
+                     "narrows the interval" + _images_to_show(w, n, confidence) + ")")
     elif masking:
         lines.append(f"the hardened model tripped {masking} gradient-masking check(s): this gain may be the attacks "
                      "failing rather than robustness (see the checks below)")
     return lines, worse
+
+
+def _images_to_show(c: dict[str, Any], n: int, confidence: float) -> str:
+    """For a gain within noise: about how many images would show it beyond noise if it held (the interval's lower
+    bound above zero, the paired counts in proportion); '' where there is no gain or no counts to scale."""
+    from .stats import images_for_change_bound
+    if c.get("difference", 0) <= 0 or "both" not in c:
+        return ""
+    m = images_for_change_bound(c["both"], c["gained"], c["lost"], n - c["both"] - c["gained"] - c["lost"], 0.0,
+                                "lower", confidence)
+    return f": at this difference about {m:,} images would show it" if m else ""

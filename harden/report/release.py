@@ -96,11 +96,10 @@ def images_to_pass(g: dict[str, Any], values: dict[str, float], n: int, comparis
     measured = metric[: -len(side) - 1]
     if measured.endswith(CHANGE):
         c = (comparison or {}).get(measured[: -len(CHANGE)])
-        if not c or "gained" not in c or measured[: -len(CHANGE)] not in values:  # unpaired: no counts to scale
+        if not c or "both" not in c:  # unpaired: no counts to scale
             return None
-        both = round(values[measured[: -len(CHANGE)]] * n) - c["gained"]
-        return images_for_change_bound(both, c["gained"], c["lost"], n - both - c["gained"] - c["lost"], bar, side,
-                                       confidence)
+        return images_for_change_bound(c["both"], c["gained"], c["lost"], n - c["both"] - c["gained"] - c["lost"], bar,
+                                       side, confidence)
     return images_for_accuracy_bound(values[measured], n, bar, side, confidence) if measured in values else None
 
 
