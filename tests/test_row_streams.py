@@ -33,5 +33,7 @@ def test_the_report_gives_the_same_verdicts_at_any_batch_size(digits_model):
     kw = dict(attacks=["pgd:restarts=2,steps=5", "autopgd:steps=10", "jsma", "square:queries=100",
                        "autoattack:steps=10,queries=100,fab_steps=10"], eps=0.1, metrics=False, masking_checks=False,
               device="cpu", n=48)
-    a, b = (verdicts_of(harden.evaluate(digits_model, (x, y), batch_size=bs, **kw)) for bs in (64, 17))
+    ra, rb = (harden.evaluate(digits_model, (x, y), batch_size=bs, **kw) for bs in (64, 17))
+    a, b = verdicts_of(ra), verdicts_of(rb)
     assert a["bits"] == b["bits"] and set(a["bits"]) >= {"pgd", "autopgd", "jsma", "square", "autoattack"}
+    assert (ra.to_dict()["batch_size"], rb.to_dict()["batch_size"]) == (64, 17)  # kept in the JSON, for L2 Square
