@@ -590,6 +590,8 @@ def test_images_of_many_sizes_are_read_as_their_files_are(tmp_path, pair):
     from harden.data.dataset_objects import layout
     assert "8 sizes among 8 sampled images" in layout(guessed)  # `harden data` says how they were read
 
+    huge = _sampled_items(10 ** 12)  # the sample is drawn without listing the items: memory never grows with them
+    assert len(set(huge)) == 32 and huge[:8] == list(range(8)) and max(huge) < 10 ** 12
     x, y = pair
     odd = next(i for i in range(len(x)) if i not in _sampled_items(len(x)))
 

@@ -400,7 +400,8 @@ def _item(ds: Any, i: int, what: str) -> Any:
 
 def _sampled_items(n: int) -> list[int]:
     """The items read to learn a dataset's images: its first SAMPLE_ITEMS and a seeded spread, SIZE_SAMPLE in all."""
-    rest = np.random.default_rng(0).permutation(np.arange(SAMPLE_ITEMS, n))[:SIZE_SAMPLE - SAMPLE_ITEMS]
+    k = min(SIZE_SAMPLE - SAMPLE_ITEMS, max(0, n - SAMPLE_ITEMS))  # drawn without listing the items: any size
+    rest = np.random.default_rng(0).choice(max(0, n - SAMPLE_ITEMS), size=k, replace=False) + SAMPLE_ITEMS
     return list(range(min(SAMPLE_ITEMS, n))) + sorted(rest.tolist())
 
 
