@@ -215,11 +215,10 @@ def uniform_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generato
     host-to-device copy waits on the card (training draws every step)."""
     draw = torch.randn if normal else torch.rand
     from .row_streams import RowStreams
-    if isinstance(generator, RowStreams) and len(generator.rows) == shape[0]:
+    if isinstance(generator, RowStreams) and len(generator.rows) == shape[0] and shape[0]:
         # each image from its own stream, drawn on the CPU: the same start on any card and at any batch size (a report
         # draws once a restart, not once a step: the copy is small beside the attack)
-        rows = [draw(tuple(shape[1:]), generator=g) for g in generator.row_generators(torch.device("cpu"))]
-        out = (torch.stack(rows) if rows else torch.empty(tuple(shape))).to(device)
+        out = generator.per_row(lambda g: draw(tuple(shape[1:]), generator=g)).to(device)
         return out if normal else out * 2 - 1
     if device.type == "cpu":
         out = draw(shape, generator=generator)

@@ -13,6 +13,8 @@ image and its squares from the report's seed alone (square.py), and AutoAttack's
 draws nothing."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 _MASK = (1 << 64) - 1
@@ -54,14 +56,14 @@ class RowStreams(torch.Generator):
         return RowStreams(self.seed, torch.tensor([self.rows[i] for i in picked], dtype=torch.long),
                           self.batch_seed + 1, self.counts)
 
-    def row_generators(self, device: torch.device) -> list[torch.Generator]:
-        """One generator per row for its next draw (each image's count moves on)."""
+    def per_row(self, draw: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
+        """draw(generator) for each row from its image's next (CPU) stream, stacked (each image's count moves on)."""
         out = []
         for r in self.rows:
             k = self.counts.get(r, 0)
             self.counts[r] = k + 1
-            out.append(torch.Generator(device=device).manual_seed(row_seed(self.seed, r, k)))
-        return out
+            out.append(draw(torch.Generator().manual_seed(row_seed(self.seed, r, k))))
+        return torch.stack(out)
 
 
 def rows_of(generator: torch.Generator | None, idx: torch.Tensor) -> torch.Generator | None:
@@ -71,7 +73,6 @@ def rows_of(generator: torch.Generator | None, idx: torch.Tensor) -> torch.Gener
 
 def row_randint(generator: torch.Generator | None, low: int, high: int, n: int, device: torch.device) -> torch.Tensor:
     """n integers in [low, high), one a row: drawn per image where the generator knows its rows."""
-    if isinstance(generator, RowStreams) and len(generator.rows) == n:
-        return torch.tensor([int(torch.randint(low, high, (1,), generator=g)) for g in
-                             generator.row_generators(torch.device("cpu"))], dtype=torch.long, device=device)
+    if isinstance(generator, RowStreams) and len(generator.rows) == n and n:
+        return generator.per_row(lambda g: torch.randint(low, high, (), generator=g)).to(device)
     return torch.randint(low, high, (n,), generator=generator, device="cpu").to(device)

@@ -22,9 +22,7 @@ def square(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "
             s = self.starts
             if s is not None and len(shape) == 4 and shape[0] == len(s.rows) and shape[2] == 1:  # the stripes
                 self.starts = None
-                signs = [torch.sign(2 * torch.rand(tuple(shape[1:]), generator=g) - 1)
-                         for g in s.row_generators(torch.device("cpu"))]
-                return torch.stack(signs).to(self.device)
+                return s.per_row(lambda g: torch.sign(2 * torch.rand(tuple(shape[1:]), generator=g) - 1)).to(self.device)
             return super().random_choice(shape)
 
     per_image = isinstance(generator, RowStreams) and norm == "inf"
