@@ -108,11 +108,20 @@ def apply_gate(values: dict[str, float], requirements: list[dict[str, Any]],
     return results
 
 
+def bound_gate(r: dict[str, Any]) -> tuple[str, bool] | None:
+    """(the interval bound a requirement reads, 'lower' or 'upper'; whether it passes only when the data show the
+    model on the right side of its bar: `pgd.lower>=x`, `pgd.upper<=x`), or None for a requirement on no bound."""
+    side = r["metric"].rsplit(".", 1)[-1]
+    if side not in ("lower", "upper"):
+        return None
+    return side, (side == "lower") == (r["op"] in (">=", ">"))
+
+
 def fails_only_when_shown(r: dict[str, Any]) -> bool:
     """A requirement that fails only when the data show the model on the wrong side of its bar (`pgd.upper>=x`,
-    `pgd.change.upper>=0`, `pgd.success.lower<=x`): it can fail by chance alone, at most (1 - confidence) / 2."""
-    return (r["metric"].endswith(".upper") and r["op"] in (">=", ">")) or \
-        (r["metric"].endswith(".lower") and r["op"] in ("<=", "<"))
+    `pgd.change.upper>=0`, `pgd.lower<=x`): it can fail by chance alone, at most (1 - confidence) / 2."""
+    kind = bound_gate(r)
+    return kind is not None and not kind[1]
 
 
 def chance_failure_note(requirements: list[dict[str, Any]], confidence: float) -> str | None:

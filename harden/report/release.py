@@ -12,7 +12,7 @@ from .budget import parse_duration
 from .budget import keep_plan
 from .budget import plan as plan_images
 from .compare import baseline_report, compare, draws_note
-from .gate import CHANGE, apply_gate, chance_failure_note, change_values
+from .gate import CHANGE, apply_gate, bound_gate, chance_failure_note, change_values
 from .model import Report
 from .stats import fewest_images_for_bar, images_for_accuracy_bound, images_for_change_bound, wilson
 
@@ -88,12 +88,11 @@ def images_to_pass(g: dict[str, Any], values: dict[str, float], n: int, comparis
     """For a failing requirement on an interval's bound (`pgd.lower>=0.45`, `pgd.change.lower>=-0.02`) whose measured
     value is past the bar: about how many images would pass it if the value held (the evidence was too thin, not the
     model too weak); None for any other requirement."""
-    metric, op, bar = g["metric"], g["op"], g.get("value")
-    side = metric.rsplit(".", 1)[-1]
-    if g["passed"] or bar is None or side not in ("lower", "upper") or \
-            (side == "lower") != (op in (">=", ">")):
+    kind, bar = bound_gate(g), g.get("value")
+    if g["passed"] or bar is None or kind is None or not kind[1]:
         return None
-    measured = metric[: -len(side) - 1]
+    side = kind[0]
+    measured = g["metric"][: -len(side) - 1]
     if measured.endswith(CHANGE):
         c = (comparison or {}).get(measured[: -len(CHANGE)])
         if not c or "both" not in c:  # unpaired: no counts to scale
@@ -107,10 +106,10 @@ def refuse_unreachable(requirements: Sequence, n: int, confidence: float) -> Non
     """A requirement on an accuracy's interval bound that no model could meet on n images (`pgd.lower>=0.97` on 100:
     even 100 of 100 give a lower bound of 0.963) is bad input, said before minutes of attacks."""
     for r in requirements:
-        metric, op, bar = r["metric"], r["op"], r.get("value")
-        side = metric.rsplit(".", 1)[-1]
-        if bar is None or CHANGE in metric or side not in ("lower", "upper") or (side == "lower") != (op in (">=", ">")):
+        kind, bar = bound_gate(r), r.get("value")
+        if bar is None or CHANGE in r["metric"] or kind is None or not kind[1]:
             continue
+        side = kind[0]
         need = fewest_images_for_bar(float(bar), side, confidence)
         if n < need:
             best = wilson(n, n, confidence)[0] if side == "lower" else wilson(0, n, confidence)[1]
