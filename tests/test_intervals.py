@@ -117,6 +117,8 @@ def test_a_bar_no_model_could_reach_on_these_images_is_refused_before_the_attack
     code, out, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "fgsm", "--eps", "0.1", "--no-metrics",
                          "--no-masking-checks", "-q", "--require", "fgsm.lower>=0.95")
     assert code == 2 and f"at least {need:,} images" in " ".join(err.split()) and "fgsm" not in out
+    code, out, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "fgsm", "--require", "clean.lower>=1")
+    assert code == 2 and "No number of images reaches a lower bound of 1" in " ".join(err.split())
 
 
 def test_a_bound_that_needs_more_images_than_the_data_holds_says_so(digits, digits_model):

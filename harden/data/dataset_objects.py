@@ -298,7 +298,8 @@ def _processor_resize(p: Any, size: tuple[int, int]) -> dict[str, Any] | None:
     squash, {shortest_edge: r} then a {height, width} crop of c x c (BiT's, ResNet's) crop_pct c / r."""
     if not getattr(p, "do_resize", False):
         return None
-    mode = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(int(getattr(p, "resample", 2) or 0))
+    resample = getattr(p, "resample", None)  # PIL's numbering; unset: the processors' default, bilinear
+    mode = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(2 if resample is None else int(resample))
     sz, crop = getattr(p, "size", None), getattr(p, "crop_size", None) if getattr(p, "do_center_crop", False) else None
     if mode is None or sz is None:
         return None

@@ -14,7 +14,7 @@ from .budget import plan as plan_images
 from .compare import baseline_report, compare, draws_note
 from .gate import CHANGE, apply_gate, bound_gate, chance_failure_note, change_values
 from .model import Report
-from .stats import fewest_images_for_bar, images_for_accuracy_bound, images_for_change_bound, wilson
+from .stats import MOST_IMAGES, fewest_images_for_bar, images_for_accuracy_bound, images_for_change_bound, wilson
 
 
 def release_report(run: Callable[[int], Report], *, n: int | None, available: int,
@@ -114,8 +114,9 @@ def refuse_unreachable(requirements: Sequence, n: int, confidence: float) -> Non
         if n < need:
             best = wilson(n, n, confidence)[0] if side == "lower" else wilson(0, n, confidence)[1]
             every = "survived" if side == "lower" else "were fooled"
+            needs = (f"It needs at least {need:,} images (--num-images, or a longer --time-budget; and a test split "
+                     "that holds them), or a bar that evidence can reach." if need <= MOST_IMAGES else
+                     f"No number of images reaches a {side} bound of {float(bar):g}: give a bar inside (0, 1).")
             raise HardenError(
                 f"Requirement {r['text']!r} cannot pass on {n:,} images even if every image {every}: the best "
-                f"{confidence:.0%} {side} bound {n:,} images can give is {best:.3f}. It needs at least {need:,} images "
-                "(--num-images, or a longer --time-budget; and a test split that holds them), or a bar that evidence "
-                "can reach.")
+                f"{confidence:.0%} {side} bound {n:,} images can give is {best:.3f}. {needs}")
