@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 17])
     ap.add_argument("--attacks", nargs="+", default=ATTACKS)
     ap.add_argument("--model", choices=["r20", "trades"], default="trades")
+    ap.add_argument("--eps-l2", type=float, default=0.5, help="the L2 budget (DeepFool, C&W-L2, autoattack:norm=L2)")
     args = ap.parse_args()
     if args.model == "r20":
         model = harden.load(SHARED / "models" / "resnet20_cifar10.th", arch="archs:resnet20", num_classes=10,
@@ -43,7 +44,7 @@ def main() -> None:
     bits = {}
     for b in args.batches:
         report = harden.evaluate(model, (x, y), attacks=args.attacks, n=args.n, batch_size=b, metrics=False,
-                                 masking_checks=False, device="cpu", eps=eps)
+                                 masking_checks=False, device="cpu", eps=eps, eps_l2=args.eps_l2)
         v = verdicts_of(report)
         bits[b] = {k: unpack(s, v["n"]) for k, s in v["bits"].items()}
     print(f"| verdicts | {' | '.join(f'batch {b}' for b in args.batches)} | every image the same |")

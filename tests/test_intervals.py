@@ -282,7 +282,8 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     assert pgd["p"] == 1.0 and "McNemar" in pgd["test"]
     gated = {g["metric"]: g["actual"] for g in new["gate"]}  # the paired difference's interval, gateable
     assert gated["pgd.change.lower"] == pytest.approx(pgd["lower"]) and -0.05 < pgd["lower"] < 0 < pgd["upper"]
-    assert shipped["verdicts"]["draws"] == "per image" and not [n for n in new["notes"] if "drawn per batch" in n]
+    assert shipped["verdicts"]["draws"] == "per image, L2 Square too"
+    assert not [n for n in new["notes"] if "drawn per batch" in n]
     del shipped["verdicts"]["draws"]  # a baseline written before draws were made per image: said
     (tmp_path / "older.json").write_text(json.dumps(shipped))
     code, out, err = cli("eval", digits_ckpt, *common, "--baseline", tmp_path / "older.json", "--json",

@@ -8,9 +8,10 @@ by 9 points on 100 images between batches of 64 and 17. A `RowStreams` is the ba
 which images its rows are (their positions in the report's sample): `uniform_noise` and `row_randint` draw each row
 from a stream seeded by the report's seed, that image and how many draws the image has had, on the CPU, so an image
 gets the same random start wherever it is batched and on whichever device. It is a torch Generator too (seeded by
-the batch, as before), for the draws that stay per batch (L2 Square's); L-inf Square draws its starting stripes per
-image and its squares from the report's seed alone (square.py), and AutoAttack's FAB-T (one run, no random start)
-draws nothing."""
+the batch), for draws made for a batch as a whole. Square draws its squares from the report's seed alone and its
+signs per image (square.py: L-inf's starting stripes from `per_row`, L2's thousands of per-iteration signs hashed on
+the device by `hashed_signs`, no Python loop over images); AutoAttack's FAB-T (one run, no random start) draws
+nothing."""
 from __future__ import annotations
 
 from typing import Callable
@@ -18,6 +19,7 @@ from typing import Callable
 import torch
 
 _MASK = (1 << 64) - 1
+_M32 = (1 << 32) - 1
 
 
 def _splitmix(h: int) -> int:
@@ -56,6 +58,10 @@ class RowStreams(torch.Generator):
         return RowStreams(self.seed, torch.tensor([self.rows[i] for i in picked], dtype=torch.long),
                           self.batch_seed + 1, self.counts)
 
+    def keys(self, device: torch.device) -> torch.Tensor:
+        """One 62-bit key an image (its next draw), on `device`: the seeds `hashed_signs` draws from."""
+        return self.per_row(lambda g: torch.randint(0, 2**62, (), generator=g)).to(device)
+
     def per_row(self, draw: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
         """draw(generator) for each row from its image's next (CPU) stream, stacked (each image's count moves on)."""
         out = []
@@ -64,6 +70,31 @@ class RowStreams(torch.Generator):
             self.counts[r] = k + 1
             out.append(draw(torch.Generator().manual_seed(row_seed(self.seed, r, k))))
         return torch.stack(out)
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """x * c mod 2**32 for x in [0, 2**32), in 16-bit halves of c: no product leaves int64 (overflow is not defined)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (lowbias32, Wellons): every input bit moves every output bit."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hashed_signs(keys: torch.Tensor, draw: int, per_row: int) -> torch.Tensor:
+    """(len(keys), per_row) signs in {-1, 1}: row i's `draw`-th draw from its key, on the keys' device. A counter-based
+    draw (a hash of key, draw and position) rather than a generator per image: one image's signs whatever the batch,
+    with a few elementwise kernels however many images and draws (L2 Square makes one draw an image per query)."""
+    lo, hi = keys & _M32, (keys >> 32) & _M32
+    pos = torch.arange(per_row, device=keys.device, dtype=torch.long)
+    where = _mix32((_mul32(torch.full_like(pos, draw & _M32), 0x9E3779B9) + pos) & _M32)  # this draw's positions
+    h = _mix32(lo[:, None] ^ _mix32(hi[:, None] ^ where[None, :]))
+    return ((h >> 31) & 1).to(torch.float32) * 2 - 1  # the top bit: a multiplicative hash mixes it best
 
 
 def rows_of(generator: torch.Generator | None, idx: torch.Tensor) -> torch.Generator | None:

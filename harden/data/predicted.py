@@ -155,7 +155,10 @@ def _predictions(model, data: Data, split: str, device: torch.device) -> np.ndar
     preds = np.zeros(n, np.int64)
     size, chans = tuple(model.spec.input_size), int(model.spec.in_chans)
     with frozen(model), torch.no_grad(), progress(f"labelling the {split} split by the base", n) as advance:
+        seen = 0
         for x, got in batches_with_indices(data, np.arange(n), device, split):
             preds[got] = model(adapt(x, chans, size)).argmax(1).cpu().numpy()
             advance(len(got))
+            seen += len(got)
+        advance(n - seen)  # the unreadable files it skipped: the bar ends full, not short as if cut off
     return preds

@@ -47,7 +47,8 @@ def verdicts_of(report) -> dict[str, Any]:
             "draws": PER_IMAGE_DRAWS, "bits": {k: pack(v) for k, v in flags.items()}}
 
 
-PER_IMAGE_DRAWS = "per image"  # the report's random draws (attacks/row_streams.py): a baseline without it drew per batch
+PER_IMAGE_DRAWS = "per image, L2 Square too"  # the report's random draws (attacks/row_streams.py); older values:
+BATCH_L2_SQUARE = "per image"  # a report of 2026-12-05 or before, whose L2 Square (AutoAttack's L2) drew per batch
 
 
 def draws_note(base: dict[str, Any]) -> str | None:
@@ -55,6 +56,12 @@ def draws_note(base: dict[str, Any]) -> str | None:
     v = base.get("verdicts") or {}
     if not v or v.get("draws") == PER_IMAGE_DRAWS:
         return None
+    if v.get("draws") == BATCH_L2_SQUARE:
+        if not any(a.get("name") == "autoattack" and a.get("norm") == "2" for a in base.get("attacks", [])):
+            return None
+        return ("the baseline's L2 AutoAttack drew its Square stage's signs per batch (a report written before harden "
+                "drew them per image): an image that reached that stage may have changed verdict by chance alone; "
+                "measure the baseline again for a comparison of the attacks alone")
     return ("the baseline's random starts and targets were drawn per batch (a report written before harden drew them "
             "per image): images attacked from a random start (PGD with restarts, AutoPGD, AutoAttack, JSMA) may have "
             "changed verdict by chance alone; measure the baseline again for a comparison of the attacks alone")

@@ -67,7 +67,7 @@ class Report:
     attack_precision: str = "fp32"  # the attacks' arithmetic: fp32, or bf16 / fp16 autocast (--attack-amp)
     processes: int = 1  # torchrun ranks that shared the attacks
     # the attack batch the report started with (halved on CUDA out-of-memory): verdicts do not depend on it
-    # (attacks/row_streams.py), but for L2 Square's draws
+    # (attacks/row_streams.py); kept to say how a run was made
     batch_size: int | None = None
     # which images: the data's identity (layout, listing hash, preprocessing), the evaluated indices' hash, files
     # skipped as unreadable; for files, "after resize and crop" says where the budgets' pixels live
