@@ -205,7 +205,8 @@ def inspect(
     if s.extra.get("test_input_size"):  # timm's larger evaluation size: --test-size
         rows.append(("test size", said("test_input_size", "x".join(map(str, s.extra["test_input_size"])))
                      + f", crop {s.extra.get('test_crop_pct', s.crop_pct)} (--test-size)"))
-    rows += [(k, escape(str(v))) for k, v in meta.items() if k not in {r[0] for r in rows}]
+    from .metadata_text import metadata_text
+    rows += [(k, escape(metadata_text(k, v))) for k, v in meta.items() if k not in {r[0] for r in rows}]
     for k, v in rows:
         t.add_row(k, v if isinstance(v, str) else str(v))
     out.print(t)

@@ -309,6 +309,16 @@ def test_fix_from_a_copied_recipe_file_end_to_end(recipe, cli, digits_ckpt, tmp_
     code, text, err = cli("eval", out, "--n", "20", "--attack", "fgsm", "--no-metrics", "--no-masking-checks", "-q")
     assert code == 0, err
     assert "white-box" in text
+    if recipe == "at":  # inspect reads the kept report as a line a report, not as the dict of every gate value
+        code, text, err = cli("inspect", out)
+        shown = " ".join(text.replace("│", " ").split())
+        assert code == 0 and "'values'" not in text and ".lower" not in text, text
+        base = reports[0]["values"]
+        lo, hi = 100 * base["clean.lower"], 100 * base["clean.upper"]
+        assert (f"base, white-box, 30 images of digits: clean {100 * base['clean']:.1f}% ({lo:.1f}-{hi:.1f}), "
+                f"fgsm {100 * base['fgsm']:.1f}%") in shown
+        assert f"hardened, transfer from {digits_ckpt.name}, 30 images of digits: clean" in shown
+        assert "recipe_params loss pgd-at, " in shown and f", steps {parsed}, " in shown  # recipe_params as pairs
 
 
 def test_a_file_architecture_given_relative_is_saved_absolute(tmp_path, cli, monkeypatch):
@@ -336,3 +346,15 @@ def test_command_help_reads_as_paragraphs(cli):
         assert info.help and all("\n" not in p for p in info.help.split("\n\n")), info.name
     code, out, _ = cli("--help")
     assert code == 0 and "a transformers or timm model" in " ".join(out.split())
+
+
+def test_metadata_is_printed_as_text_a_person_reads():
+    from harden.metadata_text import metadata_text
+    assert metadata_text("subset", {"fraction": 0.1, "seed": 0, "n": 320}) == "fraction 0.1, seed 0, n 320"
+    assert metadata_text("taps", ["layer1", "layer2"]) == "layer1, layer2"
+    assert metadata_text("best_epoch", 2) == "2"
+    summary = {"fixed_white_box": {"threat_model": "white-box", "n": 60, "data": "photos", "values": {
+        "clean": 0.2333, "clean.lower": 0.1444, "clean.upper": 0.3544, "pgd": 0.0, "pgd.success": 1.0, "pgd.lower": 0.0,
+        "pgd.upper": 0.0602, "autoattack.apgd-ce": 0.0, "empirical_robustness": 0.0262, "checks.tripped": 0.0}}}
+    assert metadata_text("report", summary) == ("hardened, white-box, 60 images of photos: clean 23.3% (14.4-35.4), "
+                                                "pgd 0.0% (0.0-6.0)")
