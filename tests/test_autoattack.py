@@ -242,13 +242,13 @@ def test_black_box_check_samples_first_and_runs_all_on_a_hit():
     robust = {"pgd": torch.ones(100, dtype=torch.bool)}
     pgd = build_attack("pgd", eps=0.1)
 
-    def run(flip_all):
+    def run(flip_all, attack=pgd):
         seen = []
 
         def attack_fn(spec, ids, start=None):
             seen.append(len(ids))
             return model(x[ids] * (1 - flip_all)).argmax(1)  # all-black images when asked: one class for all
-        f = checks.black_box(model, x, y, [pgd], [], robust, 0.1, attack_fn, seed=3)
+        f = checks.black_box(model, x, y, [attack], [], {attack.name: robust["pgd"]}, 0.1, attack_fn, seed=3)
         return f, seen
 
     clean, seen = run(0.0)
@@ -256,6 +256,11 @@ def test_black_box_check_samples_first_and_runs_all_on_a_hit():
         clean["detail"]
     hit, seen = run(1.0)
     assert seen == [checks.BLACK_BOX_FIRST, 100 - checks.BLACK_BOX_FIRST] and hit["tripped"]
+    assert hit["kind"] == "masking" and "single-step" not in hit["detail"]
+    # FGSM alone is no test of masking (an iterative attack beats it on most models): a warning that says so
+    one_step, _ = run(1.0, build_attack("fgsm", eps=0.1))
+    assert one_step["tripped"] and one_step["kind"] == "check" and "single-step (fgsm)" in one_step["detail"]
+    assert "--attack pgd" in one_step["detail"]
 
 
 def test_randomized_check_trips_on_a_noisy_model(digits_model, digits):

@@ -42,6 +42,7 @@ class Attack:
     name: ClassVar[str]
     norm: ClassVar[str]  # "inf", "2" or "0": the norm its budget and its perturbation size are measured in
     minimal: ClassVar[bool] = False  # minimal-perturbation attack: robust when it fails or exceeds the budget
+    single_step: ClassVar[bool] = False  # one gradient step (the FGSM family): weak beside an iterative attack
     defaults: ClassVar[dict[str, Any]]
     source: ClassVar[str]
 

@@ -10,6 +10,7 @@ from .base import Attack, AttackOutput, register_attack
 @register_attack
 class FGSM(Attack):
     name = "fgsm"
+    single_step = True
     norm = "inf"
     defaults = {"eps": 8 / 255}
     source = "seed 000 appendix A.2 (eps 8/255)"

@@ -9,6 +9,7 @@ from .base import Attack, AttackOutput, register_attack, uniform_noise
 @register_attack
 class FGSMRandomStart(Attack):
     name = "fgsm-rs"
+    single_step = True
     norm = "inf"
     defaults = {"eps": 8 / 255, "alpha": 10 / 255}
     source = "Wong et al. 2020 (alpha = 1.25 eps)"

@@ -9,6 +9,7 @@ from .base import Attack, AttackOutput, register_attack, uniform_noise
 @register_attack
 class NFGSM(Attack):
     name = "nfgsm"
+    single_step = True
     norm = "inf"
     defaults = {"eps": 8 / 255, "noise": 2.0, "alpha": 8 / 255}
     source = "de Jorge et al. 2022 (noise 2 eps, step eps, no clipping to the ball)"

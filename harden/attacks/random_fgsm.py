@@ -8,6 +8,7 @@ from .base import Attack, AttackOutput, register_attack, uniform_noise
 @register_attack
 class RandomFGSM(Attack):
     name = "random-fgsm"
+    single_step = True
     norm = "inf"
     # seed 004: alpha 0.05 at MNIST's eps 0.3, i.e. alpha = eps / 6; it scales with eps like a step.
     defaults = {"eps": 8 / 255, "alpha": 8 / 255 / 6}
