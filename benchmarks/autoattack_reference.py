@@ -4,6 +4,8 @@ original implementation (`pyautoattack`) on the same images for a time ratio on 
 
     python benchmarks/autoattack_reference.py --models trades pgd --n 1000 --out bench-out/aa.jsonl
     python benchmarks/autoattack_reference.py --models trades --n 200 --reference --out bench-out/aa-ref.jsonl
+    python benchmarks/autoattack_reference.py --models trades --n 200 --norm L2 --eps 1.5 --what autoattack \
+        --reference --out bench-out/aa-l2.jsonl
 
 Rows are appended to --out (JSON lines) as each finishes."""
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["trades", "pgd"])
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--eps", type=float, default=0.3)
+    ap.add_argument("--norm", choices=["Linf", "L2"], default="Linf", help="L2: autoattack only, at --eps in L2")
     ap.add_argument("--what", nargs="+", default=["autopgd", "art-autopgd", "autoattack"])
     ap.add_argument("--reference", action="store_true", help="also run the original AutoAttack (pyautoattack)")
     ap.add_argument("--out", type=Path, required=True)
@@ -52,7 +55,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def emit(row):
-        row.update(date=time.strftime("%Y-%m-%d"), n=args.n, eps=args.eps, threat_model="white-box",
+        row.update(date=time.strftime("%Y-%m-%d"), n=args.n, eps=args.eps, norm=args.norm, threat_model="white-box",
                    threads=args.threads)
         print(json.dumps(row), flush=True)
         with args.out.open("a") as f:
@@ -62,7 +65,10 @@ def main() -> None:
         model = load(name)
         if "autoattack" in args.what or "autopgd" in args.what:
             attacks = [a for a in ("autopgd", "autoattack") if a in args.what]
-            rep = harden.evaluate(model, data, attacks=attacks, n=args.n, eps=args.eps, device="cpu",
+            if args.norm == "L2":
+                attacks = ["autoattack:norm=L2"]
+            rep = harden.evaluate(model, data, attacks=attacks, n=args.n, eps=args.eps if args.norm == "Linf" else None,
+                                  eps_l2=args.eps, device="cpu",
                                   metrics=False, masking_checks=False)
             for a in rep.attacks:
                 emit({"model": name, "impl": "harden", "attack": a.name, "clean": rep.clean_accuracy,
@@ -83,7 +89,7 @@ def main() -> None:
             if args.reference:
                 from pyautoattack import AutoAttack
                 t = time.perf_counter()
-                aa = AutoAttack(model, eps=args.eps, norm="Linf", version="standard", seed=0, device="cpu")
+                aa = AutoAttack(model, eps=args.eps, norm=args.norm, version="standard", seed=0, device="cpu")
                 xa = aa.run_standard_evaluation(x, y, batch_size=500)[0]
                 with torch.no_grad():
                     acc = float((model(xa).argmax(1) == y).float().mean())
