@@ -200,7 +200,11 @@ def test_fix_says_when_the_hardened_model_is_less_robust_than_its_base():
     near = base.copy()
     near[np.flatnonzero(~base)[:3]] = True
     lines, worse = change_lines(hardening_change(doc(base), doc(near)), 200)
-    assert not worse and "within noise" in lines[1]
+    assert not worse and "within noise" in lines[1] and len(lines) == 2  # clean did not fall
+    blurred = doc(near)  # the same worst case, at 40 images' clean accuracy: accuracy paid for nothing shown
+    blurred["verdicts"]["bits"]["clean"] = pack((near | base) & (np.arange(200) >= 40))
+    paid, worse = change_lines(hardening_change(doc(base), blurred), 200)
+    assert not worse and "clean accuracy fell beyond noise" in paid[2] and "keep the base" in paid[2]
     from harden.report.stats import images_for_change_bound  # +1.5 points: how many images would show it
     m = images_for_change_bound(int((base & near).sum()), 3, 0, int((~base & ~near).sum()), 0.0, "lower")
     assert f"at this difference about {m:,} images would show it" in lines[1] and m > 200

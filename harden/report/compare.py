@@ -247,6 +247,11 @@ def change_lines(change: dict[str, dict[str, float]], n: int, confidence: float 
     elif w["lower"] <= 0 or not exact:
         lines.append(f"the worst-case change is within noise on {n} images: no gain shown (more --num-images "
                      "narrows the interval" + _images_to_show(w, n, confidence) + ")")
+        c = change.get("clean")
+        if c and c["upper"] < 0 and c["p"] < 1 - confidence:  # paid for in clean accuracy, for nothing shown
+            lines.append(f"and clean accuracy fell beyond noise ({100 * c['difference']:+.1f} points): the hardened "
+                         "model costs accuracy for no robustness shown; keep the base, or harden again with more data "
+                         "(--data-frac), more epochs or a smaller budget")
     elif masking:
         lines.append(f"the hardened model tripped {masking} gradient-masking check(s): this gain may be the attacks "
                      "failing rather than robustness (see the checks below)")
