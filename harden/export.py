@@ -91,13 +91,17 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
 def export_facts(model: Classifier) -> dict:
     """What an exported file expects, written beside its graph (read back by harden: models/onnx_graph.py,
     models/exported_program.py): [0, 1] pixels, the normalisation being inside the graph; the input size, crop and
-    interpolation; label names; data."""
+    interpolation; label names; data, and the test split a hardened model was held out of it."""
     spec = model.spec
     facts = {"input_size": list(spec.input_size), "mean": [0.0] * spec.in_chans, "std": [1.0] * spec.in_chans,
              "interpolation": spec.interpolation, "crop_pct": spec.crop_pct, "crop_mode": spec.crop_mode,
              "data": spec.data, "exported_from": spec.arch}
     if spec.extra.get("label_names"):
         facts["label_names"] = list(spec.extra["label_names"])
+    # how its data is read: the images a hardened model never trained on (an eval of the exported file tests on them
+    # again, not on a sample that holds its training images) and how EXIF orientation was taken
+    from .data.held_out import KEY as HELD_OUT
+    facts.update({k: spec.extra[k] for k in (HELD_OUT, "exif_orientation") if spec.extra.get(k)})
     return facts
 
 

@@ -1139,6 +1139,12 @@ def test_eval_of_a_model_hardened_on_one_split_tests_on_what_fix_held_out(tmp_pa
     assert harden.load(tmp_path / "fixed.safetensors").spec.data == str((tmp_path / "one").resolve())
     code, out, err = cli("eval", tmp_path / "fixed.safetensors", "--json", tmp_path / "own.json", *common)
     assert code == 0 and json.loads((tmp_path / "own.json").read_text())["n"] == 4, err  # its own data, held out
+    code, out, err = cli("export", tmp_path / "fixed.safetensors", "-o", tmp_path / "fixed.onnx", "--workers", "0")
+    assert code == 0, err  # exported, it keeps the record: not a sample of the folder that holds its training images
+    code, out, err = cli("eval", tmp_path / "fixed.onnx", "--json", tmp_path / "onnx.json", *common)
+    onnx_rep = json.loads((tmp_path / "onnx.json").read_text())
+    assert code == 0 and onnx_rep["n"] == 4 and onnx_rep["data_details"]["images_sha256"] == rep["data_details"][
+        "images_sha256"], err
     code, out, err = cli("eval", tmp_path / "base.safetensors", "--data", tmp_path / "one", "--json",
                          tmp_path / "b.json", *common)
     assert code == 0, err
