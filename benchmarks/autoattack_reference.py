@@ -72,7 +72,8 @@ def main() -> None:
                                   metrics=False, masking_checks=False)
             for a in rep.attacks:
                 emit({"model": name, "impl": "harden", "attack": a.name, "clean": rep.clean_accuracy,
-                      "robust": a.robust_accuracy, "stages": a.stages, "seconds": round(a.seconds, 1),
+                      "robust": a.robust_accuracy, "stages": a.stages, "stage_seconds": getattr(a, "stage_seconds", None),
+                      "seconds": round(a.seconds, 1),
                       "grad_passes": a.backward_passes, "forward_passes": a.forward_passes})
         with frozen(model):
             if "art-autopgd" in args.what:
