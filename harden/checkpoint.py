@@ -93,14 +93,17 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     from . import formats
     path = Path(local(path, "model"))
     check_readable(path)
-    if path.is_dir():  # a hub folder: its weights file (the config is read by load)
+    if path.is_dir():  # a hub folder: its weights file (the config is read by load), and what harden kept in it
+        from .models.config import hub_record
         from .models.hf_transformers import is_transformers_folder, onnx_export, onnx_hints, read_weights
+        record = hub_record(path)
         if is_transformers_folder(path):
             if onnx_export(path) is not None:  # its ONNX export: the graph is the architecture, the rest the folder's
                 from .models.onnx_graph import read_onnx
                 return read_onnx(onnx_export(path), onnx_hints(path))
-            return read_weights(path), {}
-        path = hub_weights(path)
+            return read_weights(path), record
+        state, meta = read_checkpoint(hub_weights(path), key)
+        return state, {**record, **meta}
     kind = formats.sniff_format(path)
     if kind == formats.SAFETENSORS:
         from safetensors import SafetensorError, safe_open

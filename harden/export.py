@@ -98,11 +98,18 @@ def export_facts(model: Classifier) -> dict:
              "data": spec.data, "exported_from": spec.arch}
     if spec.extra.get("label_names"):
         facts["label_names"] = list(spec.extra["label_names"])
-    # how its data is read: the images a hardened model never trained on (an eval of the exported file tests on them
-    # again, not on a sample that holds its training images) and how EXIF orientation was taken
-    from .data.held_out import KEY as HELD_OUT
-    facts.update({k: spec.extra[k] for k in (HELD_OUT, "exif_orientation") if spec.extra.get(k)})
-    return facts
+    return {**facts, **data_record(model)}
+
+
+def data_record(model: Classifier) -> dict:
+    """How the model's data is read, for every exported form (a folder's config.json keeps it under
+    models/config.HUB_RECORD): the data it names, the images a hardened model never trained on (an eval of the
+    exported model tests on them again, not on a sample that holds its training images), how EXIF orientation was
+    taken."""
+    from .models.config import RECORD_KEYS
+    spec = model.spec
+    found = {"data": spec.data, **{k: spec.extra.get(k) for k in RECORD_KEYS if k != "data"}}
+    return {k: v for k, v in found.items() if v}
 
 
 def _write_meta(path: str, model: Classifier) -> None:

@@ -17,8 +17,9 @@ from typing import Callable
 import torch
 
 from .errors import HardenError
-from .export import ExportCheck
+from .export import ExportCheck, data_record
 from .models import Classifier
+from .models.config import HUB_RECORD
 
 
 def export_folder(model: Classifier, path: str | os.PathLike, x_check: torch.Tensor, images: str,
@@ -123,6 +124,10 @@ def _write_transformers(model: Classifier, folder: Path) -> Callable[[torch.Tens
         names = [str(n) for n in model.spec.extra["label_names"]]
         net.config.id2label = dict(enumerate(names))
         net.config.label2id = {n: i for i, n in enumerate(names)}
+    if data_record(model):  # config.json's "harden" entry (transformers keeps an unknown setting as it is)
+        setattr(net.config, HUB_RECORD, data_record(model))
+    elif hasattr(net.config, HUB_RECORD):  # one read with the folder, for other data
+        delattr(net.config, HUB_RECORD)
     processor = (model.spec.model_args or {}).get("processor") or _processor_for(model.spec)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
@@ -183,7 +188,10 @@ def _write_timm(model: Classifier, folder: Path) -> Callable[[torch.Tensor], tor
     cfg.pop("label_names", None)
     net.pretrained_cfg = cfg
     names = spec.extra.get("label_names")
-    _hub.save_for_hf(net, str(folder), model_config={"label_names": list(names)} if names else None,
+    extra = {"label_names": list(names)} if names else {}
+    if data_record(model):  # config.json's "harden" entry (timm reads past it)
+        extra[HUB_RECORD] = data_record(model)
+    _hub.save_for_hf(net, str(folder), model_config=extra or None,
                      model_args=dict(spec.model_args or {}) or None, safe_serialization=True)
     from timm.models import _factory
     if "local-dir" not in getattr(_factory, "_MODEL_SOURCES", ()):  # a timm that reads no local folders

@@ -13,6 +13,12 @@ from harden.errors import HardenError
 transformers = pytest.importorskip("transformers")
 
 
+# what `fix` records of data without a test split (data/held_out.py) and of how it took EXIF orientation
+HARDENED_ON = {"held_out_test": {"fraction": 0.2, "seed": 0, "n": 80, "index_sha256": "385b58f027186019",
+                                 "listing_sha256": "37e42eb403335593", "source": "/data/pets"},
+               "exif_orientation": "upright"}
+
+
 def _tiny_vit(tmp_path, processor=True):
     cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                  intermediate_size=64, num_labels=3)
@@ -30,6 +36,8 @@ def test_a_transformers_model_goes_back_to_a_folder_the_library_loads(tmp_path, 
     src = _tiny_vit(tmp_path)
     model = harden.load(src)
     model.spec.extra["label_names"] = ["cat", "dog", "bird"]
+    model.spec.data = "/data/pets"  # as `fix` on one folder records it
+    model.spec.extra.update(HARDENED_ON)
     harden.save(model, tmp_path / "m.safetensors")  # as `fix` writes it: no folder beside
     code, out, err = cli("export", tmp_path / "m.safetensors", "-o", tmp_path / "out")
     assert code == 0, err
@@ -38,6 +46,8 @@ def test_a_transformers_model_goes_back_to_a_folder_the_library_loads(tmp_path, 
     assert back.config.id2label == {0: "cat", 1: "dog", 2: "bird"}
     processor = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
     assert processor == json.loads((src / "preprocessor_config.json").read_text())  # as it was read
+    again = harden.load(tmp_path / "out")  # its data and held-out split kept: eval tests where it never trained
+    assert again.spec.data == "/data/pets" and {k: again.spec.extra.get(k) for k in HARDENED_ON} == HARDENED_ON
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(back(pixel_values=model.normalize(x)).logits, model(x), rtol=0, atol=1e-6)
@@ -64,6 +74,8 @@ def test_a_timm_model_goes_back_to_a_folder_timm_loads(tmp_path, cli):
     torch.save(net.state_dict(), tmp_path / "ft.pth")
     model = harden.load(tmp_path / "ft.pth", arch="test_resnet.r160_in1k", crop_pct=0.9)
     model.spec.extra["label_names"] = ["w", "x", "y", "z"]
+    model.spec.data = "/data/pets"
+    model.spec.extra.update(HARDENED_ON)
     harden.save(model, tmp_path / "m.safetensors")
     code, out, err = cli("export", tmp_path / "m.safetensors", "-o", tmp_path / "out")
     assert code == 0, err
@@ -72,7 +84,10 @@ def test_a_timm_model_goes_back_to_a_folder_timm_loads(tmp_path, cli):
     x = torch.rand(2, 3, 160, 160)
     with torch.no_grad():
         assert torch.allclose(back(model.normalize(x)), model(x), rtol=0, atol=1e-6)
-    assert harden.load(tmp_path / "out").spec.extra["label_names"] == ["w", "x", "y", "z"]
+    again = harden.load(tmp_path / "out")
+    assert again.spec.extra["label_names"] == ["w", "x", "y", "z"]
+    assert again.spec.data == "/data/pets" and {k: again.spec.extra.get(k) for k in HARDENED_ON} == HARDENED_ON
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["harden"]["data"] == "/data/pets"
 
 
 def test_what_no_library_folder_can_hold_is_refused(tmp_path, cli):

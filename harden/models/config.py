@@ -37,6 +37,21 @@ def hub_weights(path: Path) -> Path:
     raise HardenError(f"The hub folder {str(path)!r} has {HUB_CONFIG} but no weights ({' or '.join(HUB_WEIGHTS)}).")
 
 
+HUB_RECORD = "harden"  # config.json's entry where `harden export -o DIR` keeps how the model's data is read
+RECORD_KEYS = ("data", "held_out_test", "exif_orientation")  # the data it names, the split a hardened model never
+# trained on (data/held_out.py), how EXIF orientation was taken
+
+
+def hub_record(path: Path) -> dict[str, Any]:
+    """The HUB_RECORD a folder `harden export` wrote keeps (RECORD_KEYS), as checkpoint metadata; {} for any other."""
+    try:
+        cfg = json.loads((path / HUB_CONFIG).read_text())
+    except (OSError, ValueError):
+        return {}
+    rec = cfg.get(HUB_RECORD) if isinstance(cfg, dict) else None
+    return {k: rec[k] for k in RECORD_KEYS if k in rec and rec[k]} if isinstance(rec, dict) else {}
+
+
 def read_hub_config(path: Path) -> dict[str, Any]:
     """config.json as timm's save_for_hf writes it -> harden's metadata names."""
     try:
