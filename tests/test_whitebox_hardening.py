@@ -193,14 +193,16 @@ def test_epochs_follow_the_validation_slice(digits, scores, epochs):
     assert len(fixed.history) == 4 and not fixed.extended and fixed.best_epoch == 4  # extend 0: the planned count
 
 
-@pytest.mark.parametrize("scores, n, kept", [
-    ([0.30, 0.50, 0.45], 40, 3),   # beaten by 5 points on 40 images (one standard error: 11): the last epoch
-    ([0.30, 0.50, 0.45], 4000, 2),  # the same 5 points on 4,000 images (standard error 1.1): the best
-    ([0.10, 0.60, 0.20], 40, 2),   # a collapse (robust overfitting) beyond any noise: the best
+@pytest.mark.parametrize("scores, n, kept, stop", [
+    ([0.30, 0.50, 0.45], 40, 3, False),   # beaten by 5 points on 40 images (one standard error: 11): the last epoch
+    ([0.30, 0.50, 0.45], 4000, 2, False),  # the same 5 points on 4,000 images (standard error 1.1): the best
+    ([0.10, 0.60, 0.20], 40, 2, False),   # a collapse (robust overfitting) beyond any noise: the best
+    ([0.30, 0.50, 0.45], 40, 2, True),    # within noise, but the last epoch is the one a stop condemned: the best
 ])
-def test_the_last_epoch_is_kept_unless_beaten_beyond_noise(digits, scores, n, kept):
+def test_the_last_epoch_is_kept_unless_beaten_beyond_noise(digits, scores, n, kept, stop):
     """Monitor.within_noise (at's val_keep beyond-noise) keeps the last epoch's weights unless the best epoch beat it
-    clearly; the weights are then exactly the last epoch's (those validated), else the best's."""
+    clearly, or training was stopped there (catastrophic overfitting: its warning says the best epoch is kept); the
+    weights are then exactly the last epoch's (those validated), else the best's."""
     from harden.recipes.at import beaten_within_noise
     script, snapshots = iter(scores), []
 
@@ -214,9 +216,12 @@ def test_the_last_epoch_is_kept_unless_beaten_beyond_noise(digits, scores, n, ke
 
     small = dataclasses.replace(digits, x_train=digits.x_train[:128], y_train=digits.y_train[:128])
     model = harden.create_model("cnn-small", 10, 1, (8, 8))
-    res = fit(model, small, TrainConfig(epochs=3, batch_size=64, lr=0.01, augment="none"), torch.device("cpu"),
-              step=step, monitor=Monitor(measure, "val_robust", within_noise=beaten_within_noise))
-    assert res.best_epoch == kept
+    def stopper(history):
+        return "catastrophic overfitting: scripted" if stop and len(history) == 3 else None
+
+    res = fit(model, small, TrainConfig(epochs=4 if stop else 3, batch_size=64, lr=0.01, augment="none"),
+              torch.device("cpu"), step=step, monitor=Monitor(measure, "val_robust", stopper, beaten_within_noise))
+    assert res.best_epoch == kept and len(res.history) == 3 and bool(res.stopped) == stop
     assert all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[kept - 1].items())
 
 
@@ -232,8 +237,8 @@ def test_catastrophic_overfitting_stop_trips_on_a_real_fgsm_run(digits_ckpt, dig
     hist, extra = res.history, res.model.spec.extra
     assert "defeats the single-step attack" in extra["stopped"] and len(hist) < epochs
     assert hist[-1]["val_train_attack"] - hist[-1]["val_robust"] >= 0.15
-    best = kept_epoch(hist)
-    assert extra["best_epoch"] == best and best < len(hist)  # PGD's collapse is beyond the noise: undone
+    best = 1 + max(range(len(hist)), key=lambda i: hist[i]["val_robust"])  # stopped: the best epoch, noise or not
+    assert extra["best_epoch"] == best and best < len(hist)
     sub = harden.subsample(digits, 0.5, 0)
     _, val, _ = split_validation(sub, val_frac, seed=0)
     xv = fit_size(to_tensor(val.x_train, "cpu"), tuple(res.model.spec.input_size))
