@@ -358,3 +358,23 @@ def test_metadata_is_printed_as_text_a_person_reads():
         "pgd.upper": 0.0602, "autoattack.apgd-ce": 0.0, "empirical_robustness": 0.0262, "checks.tripped": 0.0}}}
     assert metadata_text("report", summary) == ("hardened, white-box, 60 images of photos: clean 23.3% (14.4-35.4), "
                                                 "pgd 0.0% (0.0-6.0)")
+
+
+def test_a_crafting_model_of_another_input_size_crafts_on_the_evaluated_pixels_resized(digits_model, digits):
+    """--craft-on a network built for 16x16 against the 8x8 digits model: it sees the evaluated images resized to its
+    size inside the attack (a fixed-size network could not run on them at all), the perturbation stays in the
+    evaluated model's pixels within its budget, and the report says so."""
+    from harden.report.craft_size import ResizedInput
+    big = harden.create_model("cnn-small", 10, 1, (16, 16))
+    with pytest.raises(RuntimeError):
+        big(torch.rand(2, 1, 8, 8))  # its own size only
+    rep = harden.evaluate(digits_model, digits, craft_on=big, craft_name="big.safetensors", attacks=["pgd"], n=30,
+                          eps=0.1, device="cpu", metrics=False, masking_checks=False, examples=2)
+    assert rep.threat_model == "transfer from big.safetensors" and rep.n == 30
+    assert any(n.startswith("big.safetensors takes 16x16 pixels") for n in rep.notes)
+    x = torch.rand(3, 1, 8, 8, requires_grad=True)
+    ResizedInput(big, (16, 16))(x).sum().backward()  # differentiable: the attack's gradient reaches the 8x8 pixels
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    same = harden.evaluate(digits_model, digits, craft_on=harden.create_model("cnn-small", 10, 1, (8, 8)),
+                           attacks=["fgsm"], n=10, eps=0.1, device="cpu", metrics=False, masking_checks=False)
+    assert not any("takes" in n for n in same.notes)  # the same size: fed as it is

@@ -131,6 +131,9 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     # files come at the size their transform made (the model's, or timm's test size); arrays are resized to the model's
     size = tuple(spec.input_size) if spec is not None and not is_on_disk(data) else data.input_size
     x, y = held_images(data, "test", idx, device, size)
+    from .craft_size import fed_at_its_size
+    source, resized = fed_at_its_size(source, craft_name or "the source model", tuple(x.shape[-2:])) \
+        if craft_on is not None else (source, None)
     # None: 128 on the CPU, found from free memory on CUDA (device_defaults.py)
     batch_size = attack_batch_size(source, device, batch_size, tuple(x.shape[1:]))
     details = {**data.identity(), "images_sha256": index_hash(idx)}
@@ -156,7 +159,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     source, source_rounding = straight_through(source, x[:2], bpda) if craft_on is not None else (model, None)
 
     chosen = attacks if isinstance(attacks, AttackSet) else attack_set(attacks, size, eps)
-    notes = list(chosen.notes)
+    notes = list(chosen.notes) + ([resized] if resized else [])
     notes += [f"{who}'s {note}" for who, note in ((model_name, rounding), (craft_name or "source model",
                                                                           source_rounding)) if note]
     if n and n > len(idx):  # a CI gate sized for n images must not believe it measured them
