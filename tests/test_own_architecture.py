@@ -394,3 +394,11 @@ def test_a_pickled_sequential_with_a_timm_backbone_loads_without_arch(tmp_path, 
     again = harden.load(tmp_path / "fast.pt", input_size=64).eval()
     with torch.no_grad():
         assert torch.allclose(again.net(x), fast(x), atol=1e-5)
+
+
+def test_a_factory_named_in_the_wrong_module_or_misspelt_is_pointed_to():
+    """`torchvision:resnet18` (the factories live in torchvision.models) and a typo: the error names where it is."""
+    with pytest.raises(HardenError, match=r"It is in torchvision\.models: --arch torchvision\.models:resnet18\."):
+        harden.create_model("torchvision:resnet18", 10, 3, (32, 32))
+    with pytest.raises(HardenError, match=r"Close names there: resnet18"):
+        harden.create_model("torchvision.models:resnet1", 10, 3, (32, 32))

@@ -202,8 +202,29 @@ def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch"
     for part in fn_name.split("."):  # a class's factory method too: efficientnet_pytorch:EfficientNet.from_name
         fn = getattr(fn, part, None)
     if fn is None or (need_callable and not callable(fn)):
-        raise HardenError(f"{what} {arch!r}: {mod_name!r} has no {'callable ' if need_callable else ''}{fn_name!r}.")
+        raise HardenError(f"{what} {arch!r}: {mod_name!r} has no {'callable ' if need_callable else ''}{fn_name!r}."
+                          + _found_nearby(module, mod_name, fn_name))
     return fn
+
+
+NEARBY_SUBMODULES = ("models", "model", "nets", "networks", "archs")  # where packages keep their factories
+
+
+def _found_nearby(module: Any, mod_name: str, fn_name: str) -> str:
+    """Where a name missing from a package is: a submodule that has it (`torchvision:googlenet` ->
+    torchvision.models:googlenet), or the module's names closest to it (a typo)."""
+    import difflib
+    if hasattr(module, "__path__") and "." not in fn_name:
+        for sub in NEARBY_SUBMODULES:
+            try:
+                found = getattr(importlib.import_module(f"{mod_name}.{sub}"), fn_name, None)
+            except Exception:  # noqa: BLE001 - a submodule that fails to import is just not where it is
+                continue
+            if callable(found):
+                return f" It is in {mod_name}.{sub}: --arch {mod_name}.{sub}:{fn_name}."
+    names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None))]
+    close = difflib.get_close_matches(fn_name.split(".")[-1], names, n=3, cutoff=0.75)
+    return f" Close names there: {', '.join(close)}." if close else ""
 
 
 TORCH_HUB = "torchhub:"  # torchhub:owner/repo[:branch]:entrypoint, from torch.hub's local cache
