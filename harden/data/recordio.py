@@ -29,6 +29,15 @@ def is_recordio(path: Path) -> bool:
     return path.is_file() and _head(path, 8)[:4] == MAGIC_BYTES
 
 
+def _frame_head(head: bytes, where: str, at: int) -> tuple[int, int]:
+    """(continuation flag, length) of the frame whose 8-byte head is `head`, at byte `at`: dmlc's magic, then a word
+    of 3 flag bits and 29 length bits."""
+    if len(head) < 8 or head[:4] != MAGIC_BYTES:
+        raise HardenError(f"{where}: no RecordIO record at byte {at} (a damaged or truncated file).")
+    word = struct.unpack("<I", head[4:])[0]
+    return word >> 29, word & ((1 << 29) - 1)
+
+
 def _frames(f, where: str, start: int = 0):
     """(offset of its first frame, data) of each record from `start`, split records joined as dmlc joins them."""
     f.seek(start)
@@ -40,10 +49,7 @@ def _frames(f, where: str, start: int = 0):
         first = at
         parts = []
         while True:
-            if len(head) < 8 or head[:4] != MAGIC_BYTES:
-                raise HardenError(f"{where}: no RecordIO record at byte {at} (a damaged or truncated file).")
-            word = struct.unpack("<I", head[4:])[0]
-            cflag, length = word >> 29, word & ((1 << 29) - 1)
+            cflag, length = _frame_head(head, where, at)
             data = f.read(length)
             if len(data) < length:
                 raise HardenError(f"{where}: the record at byte {at} runs past the end of the file (truncated).")
@@ -114,11 +120,7 @@ def _headers(f, where: str):
     size = os.fstat(f.fileno()).st_size
     while at < size:
         f.seek(at)
-        head = f.read(8)
-        if len(head) < 8 or head[:4] != MAGIC_BYTES:
-            raise HardenError(f"{where}: no RecordIO record at byte {at} (a damaged or truncated file).")
-        word = struct.unpack("<I", head[4:])[0]
-        cflag, length = word >> 29, word & ((1 << 29) - 1)
+        cflag, length = _frame_head(f.read(8), where, at)
         if cflag != 0:  # a record split where its data held the magic: read whole (rare)
             _, data = next(_frames(f, where, at))
             labels, image = _split_image(data, f"{where} at byte {at}")
