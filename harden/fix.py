@@ -230,7 +230,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                               "unlabelled, would count trained-on images in the report); give images the report "
                               "does not test on (the training split's folder, or other photographs of the same kind).")
         if tested:
-            info(f"unlabeled: {tested:,} images of {pool.source} are the report's test images, left out of the pool "
+            info(f"unlabeled: {tested:,} images of {pool.source} are the report's test images (or byte-for-byte copies "
+                 "of them), left out of the pool "
                  "(training on them, even unlabelled, would count trained-on images in the report)")
         p = config["params"]
         pseudo = pseudo_label(base_model, pool, threshold=float(p.get("pseudo_threshold", 0.0)),

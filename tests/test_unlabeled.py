@@ -1,6 +1,7 @@
 """`fix --unlabeled`: pseudo-labels from the base only, the batch ratio, threshold and class balance, adapting or
 refusing other images, recipes that cannot take them, determinism; data-kind defaults of the recipe files."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -249,6 +250,36 @@ def test_the_reports_test_images_never_enter_the_pool(tmp_path):
             unlabeled=str(tmp_path / "img" / "val"))
     with pytest.raises(HardenError, match=r"no image to pseudo-label \(0 listed\)"):
         pseudo_label(model, kept.take_train(np.arange(0), kept.subset))
+
+
+def test_copies_of_the_reports_test_images_are_found_by_their_bytes_or_pixels(tmp_path, digits):
+    """A pool that holds copies of test images elsewhere (every photograph a team has, test ones among them): files
+    with a test file's bytes, and array rows with a test row's pixels, are left out; a re-encoded copy is another
+    image and stays."""
+    import shutil
+    from PIL import Image
+    from harden.data import DataTarget, ImageData, load_data
+    from harden.data.unlabeled import leave_out_test_images
+    from test_files import make_tree, small_cnn
+    files = make_tree(tmp_path / "img", ["a", "b"], 4, splits=("train", "val"), sizes=(20, 24))
+    val = sorted(f for f in files if "/val/" in f)
+    (tmp_path / "dump").mkdir()
+    for i, f in enumerate(val[:3]):  # three exact copies under other names
+        shutil.copy(f, tmp_path / "dump" / f"copy{i}{os.path.splitext(f)[1]}")
+    Image.open(val[3]).convert("RGB").resize((22, 22)).save(tmp_path / "dump" / "resized.png")  # another image
+    for f in sorted(f for f in files if "/train/" in f)[:2]:
+        shutil.copy(f, tmp_path / "dump" / ("train_" + os.path.basename(f)))  # training images may stay
+    model = small_cnn(num_classes=2)
+    data = load_data(tmp_path / "img", DataTarget.for_model(model, workers=0))
+    pool = load_unlabeled(tmp_path / "dump", DataTarget.for_model(model, workers=0))
+    kept, left_out = leave_out_test_images(pool, data)
+    assert pool.n_train == 6 and left_out == 3 and kept.n_train == 3
+    assert not any("copy" in kept.listing("train").location(i) for i in range(3))
+    arrays = ImageData(digits.x_train[:20], digits.y_train[:20], digits.x_test[:50], digits.y_test[:50], "d", 10)
+    rows = np.concatenate([digits.x_train[20:30], digits.x_test[5:9], 255 - digits.x_test[9:11]])
+    kept, left_out = leave_out_test_images(ImageData(rows, np.zeros(16, np.int64), rows[:0], np.zeros(0, np.int64),
+                                                     "pool", 10), arrays)
+    assert left_out == 4 and kept.n_train == 12  # the inverted ones are other pixels
 
 
 def test_array_files_as_pools(digits, tmp_path):

@@ -516,19 +516,84 @@ class MixedFeeder:
 
 def leave_out_test_images(pool: Data, data: Data) -> tuple[Data, int]:
     """The pool less any image of `data`'s test split (the report's images): a pool given as the same folder, or a
-    list of all of it, would otherwise train on them, pseudo-labelled, and the report would count images the model
-    was trained on. Files are matched by where they lie (each root, shard or archive resolved once); (pool, the
-    number left out)."""
-    if not (isinstance(pool, FileData) and isinstance(data, FileData) and data.has_split("test")):
+    list of all of it, or a folder of copies of some of them (a dump of every photograph a team has) would otherwise
+    train on them, pseudo-labelled, and the report would count images the model was trained on. Files are matched by
+    where they lie (each root, shard or archive resolved once), then loose files by their bytes (only files of a test
+    file's size are read); arrays by their pixels. (pool, the number left out)."""
+    if not data.has_split("test"):
         return pool, 0
-    mine = pool.listing("train")
-    tested = set(_place_list(data.listing("test")))
-    if not tested:
+    if isinstance(pool, ImageData) and isinstance(data, ImageData):  # arrays in memory (a dataset's items are not read)
+        if not (isinstance(pool.x_train, np.ndarray) and isinstance(data.x_test, np.ndarray)):
+            return pool, 0
+        keep = _not_among(pool.x_train, data.x_test)
+    elif isinstance(pool, FileData) and isinstance(data, FileData):
+        mine, theirs = pool.listing("train"), data.listing("test")
+        tested = set(_place_list(theirs))
+        if not tested:
+            return pool, 0
+        places = _place_list(mine)
+        keep = np.fromiter((p not in tested for p in places), bool, len(mine))
+        if _loose_files(mine) and _loose_files(theirs):
+            copies = _copies_of(list(tested), [p for p, k in zip(places, keep, strict=True) if k])
+            keep &= np.fromiter((p not in copies for p in places), bool, len(mine))
+    else:
         return pool, 0
-    keep = np.fromiter((p not in tested for p in _place_list(mine)), bool, len(mine))
     if keep.all():
         return pool, 0
     return pool.take_train(np.flatnonzero(keep), pool.subset), int((~keep).sum())
+
+
+def _loose_files(listing: Listing) -> bool:
+    """Whether each image of the listing is a file of its own (a folder, a list of paths), not a shard's member."""
+    return not listing.shards and listing.what not in ("table", "lmdb")
+
+
+def _copies_of(tested: list[str], candidates: list[str]) -> set[str]:
+    """The candidate files whose bytes are a tested file's: sizes first (one stat a file), bytes read only where a
+    size matches (a re-encoded copy is another image, and is not found)."""
+    import hashlib
+
+    def size(p: str) -> int:
+        try:
+            return os.stat(p).st_size
+        except OSError:
+            return -1
+    sizes: dict[int, list[str]] = {}
+    for p in tested:
+        sizes.setdefault(size(p), []).append(p)
+    sizes.pop(-1, None)
+    digests: dict[str, str] = {}
+
+    def digest(p: str) -> str:
+        if p not in digests:
+            try:
+                h = hashlib.sha256()
+                with open(p, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                digests[p] = h.hexdigest()
+            except OSError:
+                digests[p] = ""
+        return digests[p]
+    found = set()
+    for p in candidates:
+        same = sizes.get(size(p))
+        if same and digest(p) and digest(p) in {digest(t) for t in same}:
+            found.add(p)
+    return found
+
+
+def _not_among(pool: np.ndarray, tested: np.ndarray) -> np.ndarray:
+    """Per pool row: whether its pixels are none of the tested rows' (rows hashed; arrays of another shape share none)."""
+    import hashlib
+    if len(pool) == 0 or len(tested) == 0 or pool.shape[1:] != tested.shape[1:] or pool.dtype != tested.dtype:
+        return np.ones(len(pool), bool)
+
+    def rows(a: np.ndarray, idx: range) -> list[bytes]:
+        return [hashlib.sha1(np.ascontiguousarray(a[i]).tobytes()).digest() for i in idx]
+    seen = {h for start in range(0, len(tested), 4096) for h in rows(tested, range(start, min(start + 4096, len(tested))))}
+    return np.fromiter((h not in seen for start in range(0, len(pool), 4096)
+                        for h in rows(pool, range(start, min(start + 4096, len(pool))))), bool, len(pool))
 
 
 def _place_list(listing: Listing) -> list[str]:
