@@ -211,6 +211,12 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
         raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
     train_ds = subsample(ds, data_frac, seed)
+    train_ds, copies = leave_out_test_images(train_ds, ds)  # the same image under train/ and val/ (or twice in one
+    if copies:  # split that `fix` held a share out of): trained on, the report would count it as unseen
+        warn(f"{copies:,} of the training images of {ds.source} are the test split's images (byte-for-byte copies, or "
+             "the same pixels): left out of training, so that the report counts no image the model was trained on. "
+             "Remove the duplicates from the data for other tools' sake too.")
+        train_ds.subset = {**train_ds.subset, "test_copies_left_out": copies}
     # on the report's test images; with --no-report on the images it trains on (it reads no test split)
     for tripped in checks_before_training(base_model.to(device), ds if report else train_ds, device, seed,
                                           "test" if report else "train"):

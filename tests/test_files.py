@@ -1113,6 +1113,24 @@ def test_train_on_a_folder_and_fix_on_a_list_without_split_column(tmp_path, cli)
     assert harden.load(tmp_path / "fixed.safetensors").spec.extra["subset"]["n"] == 12  # half of the other 26
 
 
+def test_training_images_that_are_copies_of_test_images_are_left_out(tmp_path, cli):
+    """The same photograph under train/ and val/ (datasets scraped twice have them): fix leaves the training copies
+    out, says so and records it, so the report counts no image the model was trained on."""
+    files = make_tree(tmp_path / "img", ["a", "b"], 5, splits=("train", "val"), sizes=(20, 24))
+    val = sorted(f for f in files if "/val/a/" in f)
+    for i, f in enumerate(val[:2]):
+        shutil.copy(f, tmp_path / "img" / "train" / "a" / f"dup{i}{os.path.splitext(f)[1]}")
+    harden.save(small_cnn(num_classes=2), tmp_path / "base.safetensors")
+    code, out, err = cli("fix", tmp_path / "base.safetensors", "--data", tmp_path / "img", "--data-frac", "1",
+                         "--epochs", "1", "--set", "val_frac=0", "--attack", "fgsm", "--num-images", "4", "--no-metrics",
+                         "--no-masking-checks", "--workers", "0", "-o", tmp_path / "fixed.safetensors")
+    assert code == 0, err
+    said = " ".join(err.split())
+    assert "2 of the training images of" in said and "left out of training" in said
+    subset = harden.load(tmp_path / "fixed.safetensors").spec.extra["subset"]
+    assert subset["test_copies_left_out"] == 2
+
+
 def test_eval_of_a_model_hardened_on_one_split_tests_on_what_fix_held_out(tmp_path, cli):
     """Class folders without train/ and val/ (one split): `fix` holds 20% out, records the draw, and a later `eval` of
     the hardened model on the same folder tests on those images again (said), never on the ones it trained on; the
