@@ -1,6 +1,7 @@
 """The library API behind the CLI: load, save, train, evaluate (re-exported from harden)."""
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import torch
@@ -88,6 +89,9 @@ def data_for(model: Classifier, data: str | None, model_name: str = "the model",
         if not data:
             from .data import check_recorded_data
             check_recorded_data(spec)
+        elif isinstance(data, (str, os.PathLike)):
+            from .data.held_out import warn_if_its_training_split
+            warn_if_its_training_split(str(data), model, model_name)
         data = spec
     target = DataTarget.for_model(model, **target)
     if predicted and (is_dataset(data) or not is_arrays(data)):  # images alone taken too (its held-out share found)

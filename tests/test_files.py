@@ -1131,6 +1131,21 @@ def test_training_images_that_are_copies_of_test_images_are_left_out(tmp_path, c
     assert subset["test_copies_left_out"] == 2
 
 
+def test_eval_on_the_training_split_of_its_own_data_is_warned(tmp_path, cli):
+    """A model harden trained on a train/ and val/ tree, evaluated with --data TREE/train: the report would count
+    images it was trained on, and says so; TREE itself (its val/) and another folder are not warned."""
+    make_tree(tmp_path / "img", ["a", "b"], 4, splits=("train", "val"), sizes=(20, 24))
+    code, _, err = cli("train", "--data", tmp_path / "img", "--arch", "cnn-small", "--epochs", "1", "--workers", "0",
+                       "-o", tmp_path / "m.safetensors", "-q")
+    assert code == 0, err
+    common = ["--attack", "fgsm", "--num-images", "8", "--no-metrics", "--no-masking-checks", "--workers", "0"]
+    code, _, err = cli("eval", tmp_path / "m.safetensors", "--data", tmp_path / "img" / "train", *common)
+    assert code == 0 and "is its training split: this report counts images it was trained on" in " ".join(err.split())
+    for other in (tmp_path / "img", tmp_path / "img" / "val"):
+        code, _, err = cli("eval", tmp_path / "m.safetensors", "--data", other, *common)
+        assert code == 0 and "training split" not in err, err
+
+
 def test_eval_of_a_model_hardened_on_one_split_tests_on_what_fix_held_out(tmp_path, cli):
     """Class folders without train/ and val/ (one split): `fix` holds 20% out, records the draw, and a later `eval` of
     the hardened model on the same folder tests on those images again (said), never on the ones it trained on; the

@@ -62,3 +62,23 @@ def test_split_for(data: Data, extra: dict[str, Any], model_name: str = "the mod
 def _where(source: str) -> str:
     p = Path(source)
     return str(p.resolve()) if p.exists() else source
+
+
+def warn_if_its_training_split(given: str, model, model_name: str = "the model") -> None:
+    """`eval --data TREE/train` of a model harden trained or hardened on TREE (a train/ and val/ tree, whose val/ it
+    is tested on by default): the report would count images it was trained on. Said, not refused (a user may want the
+    training accuracy)."""
+    extra = model.spec.extra
+    trained_on = model.spec.data
+    if not given or not trained_on or not (extra.get("recipe") or extra.get("train")):
+        return
+    try:
+        here, root = Path(given).resolve(), Path(trained_on).resolve()
+    except (OSError, ValueError, RuntimeError):
+        return
+    from .sources import TRAIN_FOLDERS
+    if here.parent == root and here.name.lower() in TRAIN_FOLDERS and root.is_dir():
+        how = "hardened" if extra.get("recipe") else "trained"
+        warn(f"{model_name} was {how} on {trained_on}, and {given} is its training split: this report counts images "
+             f"it was {how} on. Its test split is what `harden eval` reads with no --data (or --data {trained_on}).")
+
