@@ -211,8 +211,10 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
         raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
     train_ds = subsample(ds, data_frac, seed)
-    train_ds, copies = leave_out_test_images(train_ds, ds)  # the same image under train/ and val/ (or twice in one
-    if copies:  # split that `fix` held a share out of): trained on, the report would count it as unseen
+    # the same image under train/ and val/ (or twice in one split that `fix` held a share out of): trained on, the
+    # report would count it as unseen (with --no-report the test split is not read at all, as below)
+    train_ds, copies = leave_out_test_images(train_ds, ds) if report else (train_ds, 0)
+    if copies:
         warn(f"{copies:,} of the training images of {ds.source} are the test split's images (byte-for-byte copies, or "
              "the same pixels): left out of training, so that the report counts no image the model was trained on. "
              "Remove the duplicates from the data for other tools' sake too.")
