@@ -1131,6 +1131,22 @@ def test_training_images_that_are_copies_of_test_images_are_left_out(tmp_path, c
     assert subset["test_copies_left_out"] == 2
 
 
+def test_a_list_naming_files_that_are_gone_is_refused_or_skipped_and_counted(tmp_path, cli):
+    """A path,label list some of whose files were deleted since: refused before any work, naming them and the flag;
+    with --skip-unreadable they stay listed and are skipped where read, counted as unreadable files are."""
+    files = make_tree(tmp_path / "img", ["a", "b"], 4, splits=("",), sizes=(20, 24))
+    rows = [f"{os.path.relpath(f, tmp_path)},{'b' if '/b/' in f else 'a'}" for f in files]
+    (tmp_path / "list.csv").write_text("\n".join(["path,label", *rows, "img/a/deleted.png,a"]) + "\n")
+    harden.save(small_cnn(num_classes=2), tmp_path / "m.safetensors")
+    common = ["--data", tmp_path / "list.csv", "--attack", "fgsm", "--no-metrics", "--no-masking-checks",
+              "--workers", "0", "--json", tmp_path / "r.json"]
+    code, _, err = cli("eval", tmp_path / "m.safetensors", *common)
+    assert code == 2 and "img/a/deleted.png" in err and "--skip-unreadable" in " ".join(err.split())
+    code, _, err = cli("eval", tmp_path / "m.safetensors", *common, "--skip-unreadable")
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0 and rep["n"] == 8 and rep["data_details"]["skipped_unreadable"] == 1, err
+
+
 def test_eval_on_the_training_split_of_its_own_data_is_warned(tmp_path, cli):
     """A model harden trained on a train/ and val/ tree, evaluated with --data TREE/train: the report would count
     images it was trained on, and says so; TREE itself (its val/) and another folder are not warned."""

@@ -73,7 +73,8 @@ class DataTarget:
         return Preprocess(3, self.train_size) if self.train_size else None
 
     def columns(self) -> Columns:
-        return Columns(self.label_column, self.image_column, self.columns_recorded, self.label_from_name)
+        return Columns(self.label_column, self.image_column, self.columns_recorded, self.label_from_name,
+                       self.skip_unreadable)
 
     @classmethod
     def for_model(cls, model, test_size: bool = False, **kw) -> "DataTarget":

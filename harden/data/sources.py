@@ -516,6 +516,9 @@ class Columns:
     image: str | None = None
     recorded: bool = False
     from_name: str | None = None  # --label-from-name: the pattern that reads a class in a file's name (name_labels)
+    # --skip-unreadable: a list's rows naming files that are gone stay listed and are skipped (counted) where they
+    # are decoded, as unreadable files are, rather than refused before the run
+    missing_ok: bool = False
 
     def __bool__(self) -> bool:  # the two that name columns (from_name names none)
         return bool(self.label or self.image)
@@ -590,7 +593,7 @@ def read_file_list(path: Path, prefer: str | None = None, columns: Columns | Non
     order = None
     head = [_column_key(c) for c in rows[0]]
     name_of = {"path": PATH_COLUMNS, "label": LABEL_COLUMNS, "split": ("split", "subset", "set", *_FLAG_SPLITS)}
-    columns = columns or Columns()
+    columns = columns if columns is not None else Columns()
     chosen = {"label": columns.pick("label", head, f"the header of {str(path)!r}") if columns else None,
               "path": columns.pick("image", head, f"the header of {str(path)!r}") if columns else None}
     if any(c in names for c in head for names in name_of.values()) or any(chosen.values()):
@@ -639,10 +642,11 @@ def read_file_list(path: Path, prefer: str | None = None, columns: Columns | Non
     if missing and any(re.match(r"^(https?|s3|gs)://", m) for m in missing):
         raise HardenError(f"The image list {str(path)!r} names URLs ({missing[0]}); harden reads images on disk and "
                           "downloads nothing while it runs: download them, and list their local paths.")
-    if missing:
+    if missing and not columns.missing_ok:
         raise HardenError(f"The image list {str(path)!r} names files that do not exist: {', '.join(missing)} (paths "
                           "are relative to the list's folder, or to one folder beside it, with or without their "
-                          "extension).")
+                          "extension). Pass --skip-unreadable to leave them out (each is counted where it would be "
+                          "read, as an unreadable file is).")
     per: dict[str, tuple[list[str], list[str]]] = {}
     for (split, _, label), full in zip(listed, fulls, strict=True):
         refs, labels = per.setdefault(split, ([], []))
