@@ -146,6 +146,13 @@ def test_folder_pools_with_and_without_classes(digits, digits_model, tmp_path):
     assert a["listed"] == b["listed"] == c["listed"] == 40 and c["class_histogram"] == a["class_histogram"]
     assert "agreement_with_source_labels" not in a and b["agreement_with_source_labels"]["n"] == 40
     assert sorted(a["class_histogram"]) == sorted(b["class_histogram"])
+    listed.write_text(listed.read_text() + "\nloose/cam0/gone.png")  # a file deleted since the list was made
+    from harden.data import DataTarget
+    with pytest.raises(HardenError, match=r"gone\.png.*--skip-unreadable leaves them out"):
+        load_unlabeled(listed, DataTarget.for_model(digits_model, workers=0))
+    kept = load_unlabeled(listed, DataTarget.for_model(digits_model, workers=0, skip_unreadable=True))
+    assert kept.n_train == 41  # listed; skipped and counted where read, as an unreadable file is
+    assert pseudo_label(digits_model, kept).meta["listed"] == 41 and len(kept.skipped) == 1
 
 
 def test_cli_unlabeled(cli, digits_ckpt, pools, tmp_path):

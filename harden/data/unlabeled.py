@@ -116,7 +116,7 @@ def _load_unlabeled(spec: str | Path, target, prefer: str = "train") -> Data:
     if downloaded is not None:  # its training split; labels only for the agreement figure
         return _array_pool(downloaded.x_train, downloaded.y_train, str(path))
     if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt") and _one_column(path):
-        return _file_pool(str(path), _list_paths(path), target)
+        return _file_pool(str(path), _list_paths(path, bool(getattr(target, "skip_unreadable", False))), target)
     if path.is_file() and path.suffix.lower() == ".zip":
         from .zipped import zip_images, zip_source
         try:  # class folders: labelled as a folder is (for the agreement figure); else every image in it
@@ -244,17 +244,18 @@ def _one_column(path: Path) -> bool:
     return delim not in first
 
 
-def _list_paths(path: Path) -> Listing:
-    """One image path per line (relative to the list's folder, or absolute); a header line `path` is skipped."""
+def _list_paths(path: Path, missing_ok: bool = False) -> Listing:
+    """One image path per line (relative to the list's folder, or absolute); a header line `path` is skipped.
+    `missing_ok` (--skip-unreadable): paths to files that are gone stay listed, skipped and counted where read."""
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
     if lines and lines[0].lower() in ("path", "file", "filename", "image"):
         lines = lines[1:]
     refs = [p if os.path.isabs(p) else os.path.join(path.parent, p) for p in lines]
     missing = [p for p in refs[:1000] if not os.path.isfile(p)][:3]
-    if not refs or missing:
+    if not refs or (missing and not missing_ok):
         raise HardenError(f"--unlabeled {str(path)!r}: " + ("it lists no images" if not refs else
                           f"it names files that do not exist: {', '.join(missing)} (paths are relative to the list's "
-                          "folder)") + ".")
+                          "folder; --skip-unreadable leaves them out)") + ".")
     return Listing("", PathTable(refs), np.full(len(refs), NO_LABEL, np.int64), None, what="list")
 
 
