@@ -815,6 +815,20 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
 
 
+# what a patch keeps of the hardened model's metadata, and `apply` gives the rebuilt model back: the recipe, how and
+# on what it was trained, the test split `fix` held out of data without one and how it read EXIF orientation (so an
+# eval of the rebuilt model tests where the hardened one's did), and `data`, the data `fix` was given
+PATCH_KEYS = ("recipe", "recipe_params", "base_sha256", "data_fraction", "seed", "subset", "taps", "report",
+              "held_out_test", "exif_orientation", "labels", "unlabeled", "data")
+
+
+def patch_meta(model: Classifier) -> dict[str, Any]:
+    """PATCH_KEYS of a hardened model (`data` from its spec, the rest from its metadata), as `fix --patch-out` writes
+    them."""
+    found = {k: model.spec.extra[k] for k in PATCH_KEYS if k in model.spec.extra and k != "report"}
+    return {**found, **({"data": model.spec.data} if model.spec.data else {})}
+
+
 def save_patch(model: Classifier, path: str | os.PathLike, meta: dict[str, Any], *, force: bool = False,
                inputs: list[str | os.PathLike] = ()) -> Path:
     """The recipe's modules alone, bound to the base checkpoint by its sha256 (meta['base_sha256'])."""
@@ -846,7 +860,9 @@ def apply_patch(base_path: str | os.PathLike, patch_path: str | os.PathLike, dev
         raise HardenError(f"{str(base_path)!r} is already hardened ({model.spec.extra.get('recipe')}).")
     get_recipe(str(meta["recipe"])).attach(model, dict(meta.get("recipe_params", {})))
     load_state_strict(model.patch, patch_state, Path(patch_path), what="recipe modules")
-    for k in ("recipe", "recipe_params", "base_sha256", "data_fraction", "seed", "subset", "taps", "report"):
-        if k in meta:
+    for k in PATCH_KEYS:
+        if k in meta and k != "data":
             model.spec.extra[k] = meta[k]
+    if meta.get("data"):  # the data `fix` was given, as the hardened checkpoint names it
+        model.spec.data = str(meta["data"])
     return model.eval().to(device)

@@ -439,7 +439,7 @@ def fix(
     Under torchrun each process trains on its share of every batch and rank 0 writes the outputs."""
     _setup(quiet)
     from .attacks import DEFAULT_ATTACKS, expand_suites
-    from .checkpoint import check_output_path, save, save_patch
+    from .checkpoint import check_output_path, patch_meta, save, save_patch
     from .fix import fix as run_fix
     from .fix import recipe_config, trained_norm, training_data_label
     from .report.render import render_before_after, write_outputs
@@ -490,9 +490,7 @@ def fix(
     if result.model.spec.extra.get("stopped"):
         out.print(f"[yellow]training stopped early:[/] {result.model.spec.extra['stopped']}")
     if patch_out:
-        meta = {k: result.model.spec.extra[k] for k in ("recipe", "recipe_params", "base_sha256", "data_fraction",
-                                                        "seed", "subset", "taps") if k in result.model.spec.extra}
-        save_patch(result.model, patch_out, meta, force=force, inputs=[checkpoint, output])
+        save_patch(result.model, patch_out, patch_meta(result.model), force=force, inputs=[checkpoint, output])
         out.print(f"wrote {patch_out} (recipe modules alone, bound to base sha256 {result.base_sha256[:16]}...)")
     for r in result.reports.values():
         r.confidence = confidence

@@ -1162,6 +1162,30 @@ def test_eval_on_the_training_split_of_its_own_data_is_warned(tmp_path, cli):
         assert code == 0 and "training split" not in err, err
 
 
+def test_a_patch_applied_evaluates_where_the_hardened_model_did(tmp_path, cli):
+    """fix --patch-out on a folder of one split, for a base that names other data: `apply` rebuilds a model that names
+    the data fix was given and the share it held out, so its eval tests on the same images as the hardened file's."""
+    make_tree(tmp_path / "one", ["a", "b"], 10, splits=("",), sizes=(20, 24))
+    base = small_cnn(num_classes=2)
+    base.spec.data = str(tmp_path / "elsewhere")
+    harden.save(base, tmp_path / "base.safetensors")
+    common = ["--attack", "fgsm", "--num-images", "40", "--no-metrics", "--no-masking-checks", "--workers", "0"]
+    code, _, err = cli("fix", tmp_path / "base.safetensors", "--data", tmp_path / "one", "--recipe", "fixer",
+                       "--data-frac", "1", "--epochs", "1", "--no-report", "--patch-out", tmp_path / "p.safetensors",
+                       "-o", tmp_path / "fixed.safetensors", "--workers", "0")
+    assert code == 0, err
+    code, _, err = cli("apply", tmp_path / "base.safetensors", tmp_path / "p.safetensors", "-o",
+                       tmp_path / "applied.safetensors")
+    assert code == 0, err
+    reports = {}
+    for name in ("fixed", "applied"):
+        code, _, err = cli("eval", tmp_path / f"{name}.safetensors", "--json", tmp_path / f"{name}.json", *common)
+        assert code == 0, err
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["applied"]["n"] == reports["fixed"]["n"] == 4  # the held-out 20%, with no --data
+    assert reports["applied"]["data_details"]["images_sha256"] == reports["fixed"]["data_details"]["images_sha256"]
+
+
 def test_eval_of_a_model_hardened_on_one_split_tests_on_what_fix_held_out(tmp_path, cli):
     """Class folders without train/ and val/ (one split): `fix` holds 20% out, records the draw, and a later `eval` of
     the hardened model on the same folder tests on those images again (said), never on the ones it trained on; the
