@@ -27,6 +27,8 @@ from .sources import IMAGE_EXT, Listing, PathTable, find_on_disk, image_files, r
 from ..random_streams import random_state, set_random_state
 
 NO_LABEL = -1  # an image of the pool whose source gives no label the model's classes can name
+COPY_CHECK_BAR = 20_000  # files looked through for copies of test images beyond which a progress bar shows (a stat
+# each, on a network disk a few seconds a thousand)
 MAX_UPSCALE = 4.0  # a pool whose images are this much smaller than the model's input is refused, not blown up
 
 
@@ -577,10 +579,13 @@ def _copies_of(tested: list[str], candidates: list[str]) -> set[str]:
                 digests[p] = ""
         return digests[p]
     found = set()
-    for p in candidates:
-        same = sizes.get(size(p))
-        if same and digest(p) and digest(p) in {digest(t) for t in same}:
-            found.add(p)
+    from ..runtime import progress_if
+    with progress_if(len(candidates) > COPY_CHECK_BAR, "looking for copies of test images", len(candidates)) as advance:
+        for p in candidates:
+            same = sizes.get(size(p))
+            if same and digest(p) and digest(p) in {digest(t) for t in same}:
+                found.add(p)
+            advance(1)
     return found
 
 
