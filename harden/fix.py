@@ -27,7 +27,8 @@ from .report.runner import evaluate
 from .models import Classifier
 from .models.registry import gives_input_gradient, no_input_gradient
 from .data import held_out
-from .data.unlabeled import leave_out_test_images, load_unlabeled, pseudo_label
+from .data.test_copies import leave_out_test_images
+from .data.unlabeled import load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
 from .recipes.base import apply_kind_defaults, resolve_auto
 from .resume import state_digest

@@ -232,7 +232,7 @@ def test_the_reports_test_images_never_enter_the_pool(tmp_path):
     """A pool that lists every file, the report's test images among them (a list of all of the folder, or the one
     split fix holds a share out of): those are left out of it, and said; the rest are all used."""
     from harden.data import DataTarget, load_data
-    from harden.data.unlabeled import leave_out_test_images
+    from harden.data.test_copies import leave_out_test_images
     from test_files import make_tree, small_cnn
     files = make_tree(tmp_path / "img", ["a", "b"], 4, splits=("train", "val"), sizes=(20, 24))
     (tmp_path / "every.txt").write_text("\n".join(files))
@@ -266,7 +266,7 @@ def test_copies_of_the_reports_test_images_are_found_by_their_bytes_or_pixels(tm
     import shutil
     from PIL import Image
     from harden.data import DataTarget, ImageData, load_data
-    from harden.data.unlabeled import leave_out_test_images
+    from harden.data.test_copies import leave_out_test_images
     from test_files import make_tree, small_cnn
     files = make_tree(tmp_path / "img", ["a", "b"], 4, splits=("train", "val"), sizes=(20, 24))
     val = sorted(f for f in files if "/val/" in f)
