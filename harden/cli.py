@@ -206,7 +206,7 @@ def inspect(
         rows.append(("test size", said("test_input_size", "x".join(map(str, s.extra["test_input_size"])))
                      + f", crop {s.extra.get('test_crop_pct', s.crop_pct)} (--test-size)"))
     from .metadata_text import metadata_text
-    rows += [(k, escape(metadata_text(k, v))) for k, v in meta.items() if k not in {r[0] for r in rows}]
+    rows += [(k, escape(metadata_text(k, v))) for k, v in sorted(meta.items()) if k not in {r[0] for r in rows}]
     for k, v in rows:
         t.add_row(k, v if isinstance(v, str) else str(v))
     out.print(t)
