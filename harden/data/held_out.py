@@ -81,4 +81,3 @@ def warn_if_its_training_split(given: str, model, model_name: str = "the model")
         how = "hardened" if extra.get("recipe") else "trained"
         warn(f"{model_name} was {how} on {trained_on}, and {given} is its training split: this report counts images "
              f"it was {how} on. Its test split is what `harden eval` reads with no --data (or --data {trained_on}).")
-

@@ -511,6 +511,3 @@ class MixedFeeder:
                 yield None
                 continue
             yield torch.cat([adapt(t[0], c, size) for t in got]), torch.cat([t[1] for t in got])
-
-
-# ---------------------------------------------------------------- the report's images stay out of the pool
