@@ -816,17 +816,18 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 # what a patch keeps of the hardened model's metadata, and `apply` gives the rebuilt model back: the recipe, how and
-# on what it was trained, the test split `fix` held out of data without one and how it read EXIF orientation (so an
-# eval of the rebuilt model tests where the hardened one's did), and `data`, the data `fix` was given
-PATCH_KEYS = ("recipe", "recipe_params", "base_sha256", "data_fraction", "seed", "subset", "taps", "report",
-              "held_out_test", "exif_orientation", "labels", "unlabeled", "data")
+# on what it was trained, and how its data is read (models/config.RECORD_KEYS, as every export keeps it: the data
+# `fix` was given, the test split it held out, the EXIF choice), so an eval of the rebuilt model tests where the
+# hardened one's did
+PATCH_KEYS = ("recipe", "recipe_params", "base_sha256", "data_fraction", "seed", "subset", "taps", "report", "labels",
+              "unlabeled")
 
 
 def patch_meta(model: Classifier) -> dict[str, Any]:
-    """PATCH_KEYS of a hardened model (`data` from its spec, the rest from its metadata), as `fix --patch-out` writes
-    them."""
-    found = {k: model.spec.extra[k] for k in PATCH_KEYS if k in model.spec.extra and k != "report"}
-    return {**found, **({"data": model.spec.data} if model.spec.data else {})}
+    """What `fix --patch-out` writes: PATCH_KEYS of a hardened model's metadata and its data record."""
+    from .export import data_record
+    return {**{k: model.spec.extra[k] for k in PATCH_KEYS if k in model.spec.extra and k != "report"},
+            **data_record(model)}
 
 
 def save_patch(model: Classifier, path: str | os.PathLike, meta: dict[str, Any], *, force: bool = False,
@@ -860,7 +861,8 @@ def apply_patch(base_path: str | os.PathLike, patch_path: str | os.PathLike, dev
         raise HardenError(f"{str(base_path)!r} is already hardened ({model.spec.extra.get('recipe')}).")
     get_recipe(str(meta["recipe"])).attach(model, dict(meta.get("recipe_params", {})))
     load_state_strict(model.patch, patch_state, Path(patch_path), what="recipe modules")
-    for k in PATCH_KEYS:
+    from .models.config import RECORD_KEYS
+    for k in PATCH_KEYS + RECORD_KEYS:
         if k in meta and k != "data":
             model.spec.extra[k] = meta[k]
     if meta.get("data"):  # the data `fix` was given, as the hardened checkpoint names it
