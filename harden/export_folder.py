@@ -124,8 +124,9 @@ def _write_transformers(model: Classifier, folder: Path) -> Callable[[torch.Tens
         names = [str(n) for n in model.spec.extra["label_names"]]
         net.config.id2label = dict(enumerate(names))
         net.config.label2id = {n: i for i, n in enumerate(names)}
-    if data_record(model):  # config.json's "harden" entry (transformers keeps an unknown setting as it is)
-        setattr(net.config, HUB_RECORD, data_record(model))
+    record = data_record(model)
+    if record:  # config.json's "harden" entry (transformers keeps an unknown setting as it is)
+        setattr(net.config, HUB_RECORD, record)
     elif hasattr(net.config, HUB_RECORD):  # one read with the folder, for other data
         delattr(net.config, HUB_RECORD)
     processor = (model.spec.model_args or {}).get("processor") or _processor_for(model.spec)
@@ -189,8 +190,9 @@ def _write_timm(model: Classifier, folder: Path) -> Callable[[torch.Tensor], tor
     net.pretrained_cfg = cfg
     names = spec.extra.get("label_names")
     extra = {"label_names": list(names)} if names else {}
-    if data_record(model):  # config.json's "harden" entry (timm reads past it)
-        extra[HUB_RECORD] = data_record(model)
+    record = data_record(model)
+    if record:  # config.json's "harden" entry (timm reads past it)
+        extra[HUB_RECORD] = record
     _hub.save_for_hf(net, str(folder), model_config=extra or None,
                      model_args=dict(spec.model_args or {}) or None, safe_serialization=True)
     from timm.models import _factory
