@@ -23,6 +23,24 @@ app = typer.Typer(name="harden", add_completion=False, rich_markup_mode="rich", 
 # Reports are read in CI logs too: keep the table on one line per row there.
 out = Console(width=None if sys.stdout.isatty() else 130)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+
+        import torch
+
+        from . import __version__
+        print(f"harden {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print harden's, torch's and Python's versions and exit.")) -> None:
+    """Make a saved image classifier harder to fool with adversarial examples, and prove it with an honest robustness
+    report."""
+
 # Shared options (typer has no option groups; the same Annotated pieces keep them identical).
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 LabelsOpt = typer.Option("given", "--labels", help="given: the data's labels. predicted: every image labelled by a "
@@ -341,6 +359,8 @@ def eval_cmd(
         report = release_report(run, n=n, available=ds.n_test, time_budget=time_budget, started=started,
                                 baseline=baseline, baseline_doc=baseline_doc, allow_mismatch=allow_mismatch,
                                 confidence=confidence, requirements=requirements, memory=states.memory())
+    from .checkpoint import sha256_file
+    report.provenance["file_sha256"] = sha256_file(checkpoint)  # the file as its artifact store names it
     if _all_ranks_done():
         render_terminal(report, out)
         write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)

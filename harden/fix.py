@@ -337,6 +337,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         fixed_name = f"{base_name} + {config['name']}"
         with state.reports.stoppable() if state is not None else contextlib.nullcontext():
             out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)
+            if not isinstance(base, torch.nn.Module):  # the base's file, as its artifact store names it
+                out.reports["base_white_box"].provenance["file_sha256"] = base_sha
             out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)
             out.reports["fixed_transfer"] = evaluate(model, ds, model_name=fixed_name, craft_on=base_model,
                                                      craft_name=base_name, metrics=False, **kw)

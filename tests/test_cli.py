@@ -346,6 +346,11 @@ def test_command_help_reads_as_paragraphs(cli):
         assert info.help and all("\n" not in p for p in info.help.split("\n\n")), info.name
     code, out, _ = cli("--help")
     assert code == 0 and "a transformers or timm model" in " ".join(out.split())
+    import torch
+
+    import harden
+    code, out, _ = cli("--version")  # what a CI log records beside a gate's verdict
+    assert code == 0 and out.startswith(f"harden {harden.__version__} (torch {torch.__version__}, Python ")
 
 
 def test_metadata_is_printed_as_text_a_person_reads():

@@ -71,6 +71,7 @@ def eval_outputs(tmp_path_factory, digits_ckpt):
 
 def test_html_parses_embeds_figures_that_decode(eval_outputs):
     text = (eval_outputs / "r.html").read_text()
+    assert "made with harden " in text and "; weights sha256 " in text  # what made it
     p = _parse(text)
     figs = [i["data-figure"] for i in p.imgs]
     assert figs == ["robustness_curves", "examples_report"]

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import binomtest
 
 import harden
@@ -263,12 +264,35 @@ def test_reports_of_other_images_at_the_same_positions_are_not_paired(digits, di
         compare(first, second)
 
 
+def test_weights_digest_is_the_weights_not_their_layout():
+    """The same weights in another memory layout or object give the same digest; any weight or buffer changed, another."""
+    import copy
+
+    from harden.report.provenance import weights_sha256
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    net(torch.rand(1, 3, 8, 8))
+    twin = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    assert weights_sha256(twin) == weights_sha256(net)
+    twin[1].running_mean[0] += 1e-6
+    assert weights_sha256(twin) != weights_sha256(net)
+    assert weights_sha256(net.half()) != weights_sha256(copy.deepcopy(net).float())  # dtype is part of it
+
+
 def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     common = ["--n", "80", "--attack", "fgsm", "--attack", "pgd:steps=10", "--eps", "0.1", "--no-metrics",
               "--no-masking-checks", "-q"]
-    code, _, err = cli("eval", digits_ckpt, *common, "--json", tmp_path / "shipped.json")
+    code, _, err = cli("eval", digits_ckpt, *common, "--json", tmp_path / "shipped.json", "--markdown",
+                       tmp_path / "shipped.md", "--junit", tmp_path / "shipped.xml")
     assert code == 0, err
     shipped = json.loads((tmp_path / "shipped.json").read_text())
+    # what made it, in every output: versions, the machine, the weights' and the file's sha256
+    from harden.checkpoint import sha256_file
+    made = shipped["provenance"]
+    assert made["harden"] == harden.__version__ and made["torch"] == torch.__version__ and made["device_name"]
+    assert made["file_sha256"] == sha256_file(digits_ckpt) and len(made["weights_sha256"]) == 64
+    assert f"weights sha256 {made['weights_sha256'][:12]}" in (tmp_path / "shipped.md").read_text()
+    assert f'name="provenance.file_sha256" value="{made["file_sha256"]}"' in (tmp_path / "shipped.xml").read_text()
     from harden.report.compare import unpack
     v = shipped["verdicts"]
     assert v["n"] == 80 and unpack(v["bits"]["pgd"], 80).mean() == pytest.approx(shipped["values"]["pgd"])
@@ -288,12 +312,17 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     assert gated["pgd.change.lower"] == pytest.approx(pgd["lower"]) and -0.05 < pgd["lower"] < 0 < pgd["upper"]
     assert shipped["verdicts"]["draws"] == "per image, L2 Square too"
     assert not [n for n in new["notes"] if "drawn per batch" in n]
+    assert [n for n in new["notes"] if n.startswith("the same weights as the baseline")]
+    assert not [n for n in new["notes"] if "another harden" in n]
     del shipped["verdicts"]["draws"]  # a baseline written before draws were made per image: said
+    shipped["provenance"]["harden"] = "0.0.1"  # and by another harden: said too
     (tmp_path / "older.json").write_text(json.dumps(shipped))
     code, out, err = cli("eval", digits_ckpt, *common, "--baseline", tmp_path / "older.json", "--json",
                          tmp_path / "vs-older.json")
-    assert code == 0 and [n for n in json.loads((tmp_path / "vs-older.json").read_text())["notes"]
-                          if "drawn per batch" in n]
+    notes = json.loads((tmp_path / "vs-older.json").read_text())["notes"]
+    assert code == 0 and [n for n in notes if "drawn per batch" in n]
+    assert [n for n in notes if n.startswith(f"the baseline was measured with another harden 0.0.1 -> "
+                                             f"{harden.__version__}")]
     # another budget: refused, naming it; allowed: unpaired, and said
     code, out, err = cli("eval", digits_ckpt, *[c if c != "0.1" else "0.2" for c in common], "--baseline",
                          tmp_path / "shipped.json", "--require", "pgd>=baseline-0.5")
@@ -320,7 +349,7 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     code, out, err = cli("compare", tmp_path / "shipped.json", tmp_path / "new.json", "--markdown", tmp_path / "c.md")
     assert code == 0, err
     md = (tmp_path / "c.md").read_text()
-    assert md.startswith("| metric |") and "| pgd |" in md and "p=1" in md
+    assert md.startswith("| metric |") and "| pgd |" in md and "p=1" in md and "the same weights as" in md
     code, out, err = cli("compare", tmp_path / "shipped.json", tmp_path / "other.json")
     assert code == 2 and "budget" in err
 

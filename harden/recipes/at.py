@@ -367,7 +367,8 @@ class AdversarialTraining(FineTuneRecipe):
                 raise HardenError(f"at: val_keep is best or beyond-noise, got {keep!r}.")
             monitor = Monitor(measure=measure, best_key="val_robust", stop=stop,
                               within_noise=beaten_within_noise if keep == "beyond-noise" else None)
-        result = fit(model, train_data, cfg, device, step=step, desc=f"at ({loss_kind})", monitor=monitor,
+        crafted_by = "pgd on the KL" if loss_kind == "trades" else attack.name  # the progress line names both
+        result = fit(model, train_data, cfg, device, step=step, desc=f"at ({loss_kind} loss, {crafted_by})", monitor=monitor,
                      after_step=awp.restore if awp is not None else None,
                      carries={"attack": gen, "steps": calls})
         model.spec.extra["best_epoch"] = result.best_epoch

@@ -9,7 +9,7 @@ imports inside the package point one way, from the layer above to the layers bel
     1  compare (paired tests, verdicts)   budget (--time-budget)   checks (gradient-masking checks)
        by_class (robust accuracy by class)   ci_output (GitHub's summary page and annotations)
     0  stats (intervals)   examples (adversarial examples)   gate (requirements)   compare_render
-       craft_size (a crafting model of another input size)
+       craft_size (a crafting model of another input size)   provenance (versions, machine, weights' sha256)
 """
 from .model import AttackResult, Report
 from .release import release_report

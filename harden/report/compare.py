@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HardenError
+from . import provenance
 from .stats import interval, newcombe_paired, newcombe_unpaired
 
 
@@ -203,6 +204,8 @@ def table_rows(docs: list[dict[str, Any]], allow_mismatch: bool = False, confide
     tests = sorted({r["test"] for c in comparisons for r in c.values()})
     notes = [f"values: accuracy % [{confidence:.0%} Wilson interval]; differences in points [{confidence:.0%} "
              f"interval], p: {', '.join(tests) or '-'}"]
+    for name, d in zip(names[1:], docs[1:], strict=True):  # another harden, torch or device, or the same weights
+        notes += [f"{name}: {n}" for n in provenance.differences(ref, d, names[0])]
     return header, rows, notes
 
 

@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from . import provenance
 from .examples import decode
 from .gate import settle_note
 from .stats import interval
@@ -312,6 +313,8 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
            "</p>"]
     if data_note(rep):  # what the images are: transform, held-out split, labels that are predictions
         out.append(f"<p class='note'>images: {e(data_note(rep))}</p>")
+    if rep.get("provenance"):
+        out.append(f"<p class='note'>made with {e(provenance.line(rep['provenance']))}</p>")
     if rep.get("notes"):
         out.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in rep["notes"]) + "</ul>")
     values = rep.get("values", {})

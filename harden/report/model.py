@@ -81,6 +81,8 @@ class Report:
     confidence: float = 0.95  # level of every accuracy's interval (stats.py: Wilson's score interval)
     baseline: dict[str, Any] = field(default_factory=dict)  # --baseline: its file and the paired comparison
     time_budget: dict[str, Any] = field(default_factory=dict)  # --time-budget: budget, plan, estimate, time used
+    # what made it: harden's and torch's versions, the machine, when, the weights' sha256 (provenance.py)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def accuracies(self) -> dict[str, float]:
         """The metrics that are proportions of the report's n images (each has an interval)."""

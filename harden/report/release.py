@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import HardenError
+from . import provenance
 from .budget import parse_duration
 from .budget import keep_plan
 from .budget import plan as plan_images
@@ -70,6 +71,7 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
         older = draws_note(base)
         if older:
             report.notes.append(older)
+        report.notes += provenance.differences(base, now)  # another harden, torch or device, or the same weights
     report.gate = apply_gate(values, list(requirements), base_values)  # the same on every rank
     for g in report.gate:  # a bound short of its bar with the value past it: how many images would settle it
         m = images_to_pass(g, values, report.n, (report.baseline or {}).get("comparison"), confidence)

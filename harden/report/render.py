@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..checkpoint import atomic_write_bytes
+from . import provenance
 from .by_class import weakest_line
 from .gate import settle_note
 from .html_page import data_note, render, run_where, stage_seconds_cell
@@ -170,6 +171,7 @@ def to_markdown(reports: Sequence[Report]) -> str:
         lines += [f"## {r.model}", "", f"Threat model: **{r.threat_model}** (crafted on {r.crafted_on}); "
                   f"{r.n} test images of {r.data}; device {run_where(r)}; seed {r.seed}."
                   + (f" Images: {data_note(r)}." if data_note(r) else "")
+                  + (f" Made with {provenance.line(r.provenance)}." if r.provenance else "")
                   + "".join(f" Note: {n}." for n in r.notes), ""]
         transfer = r.source_clean_accuracy is not None
         ci = r.intervals()
@@ -226,6 +228,9 @@ def to_junit(reports: Sequence[Report]) -> str:
                               tests=str(max(1, len(cases))), failures=str(sum(not g["passed"] for g in cases)))
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="threat_model", value=r.threat_model)
+        for k in ("harden", "torch", "device_name", "weights_sha256", "file_sha256"):  # what made it
+            if r.provenance.get(k):
+                ET.SubElement(props, "property", name=f"provenance.{k}", value=str(r.provenance[k]))
         for k, v in r.metric_values().items():
             ET.SubElement(props, "property", name=k, value=f"{v:.6g}")
         if not cases:

@@ -21,7 +21,7 @@ from ..data import Data, check_fits, index_hash, is_on_disk
 from ..data.held import held_images
 from ..data.predicted import check_labels
 from ..runtime import flushing_denormals, frozen, progress, resolve_device, warn
-from . import checks as mk
+from . import checks as mk, provenance
 from .curves import at_budget, monotonic_flag, robustness_curves
 from .examples import KeptInputs, example_indices, pick_examples
 from .metrics import seed004_metrics
@@ -266,7 +266,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
                   per_class=by_class(y, correct, robust_by_attack, data.class_names),
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
-                  if src_correct is not None and src_correct.any() else None)
+                  if src_correct is not None and src_correct.any() else None,
+                  provenance=provenance.of_run(model, device, craft_on))
 
 
 def _metrics_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device,
