@@ -62,6 +62,32 @@ def test_check_known_takes_bounds_and_worst_per_norm():
         check_known([parse_requirement("worst.l0>=0.1")], attacks)
 
 
+@pytest.mark.parametrize("text, said", [
+    ("pgd>=40", "could never pass .* Write 0.4 or 40%"),  # a bar in the tables' percent: refused before the attacks
+    ("pgd.success<=30", "could never fail .* Write 0.3 or 30%"),
+    ("pgd>=baseline-2", "could never fail .* Write baseline-0.02 or baseline-2%"),
+    ("pgd.change.lower>=-2", r"change of the fraction, in \[-1, 1\], so this bar could never fail"),
+    ("pgd.lower>=-0.1", "could never fail"),
+    ("PGD>=0.5", "metric names are lower case: 'pgd'"),
+    ("pgd", "Quote each requirement"),  # `--require pgd>=0.5` unquoted: the shell took the rest
+    ("pgd>=0.5,clean>=0.9", "one requirement per --require"),
+    ("pgd=>0.5", "the operators are >=, <=, > and <"),
+])
+def test_a_bar_that_could_never_decide_is_refused(text, said):
+    from harden.attacks import build_attack
+    with pytest.raises(harden.HardenError, match=said):
+        check_known([parse_requirement(text)], [build_attack("pgd")])
+
+
+def test_bars_in_percent_read_as_fractions():
+    from harden.attacks import build_attack
+    reqs = [parse_requirement(t) for t in ("pgd>=40%", "pgd.success<=30%", "pgd>=baseline-2%", "pgd.median_norm<=2",
+                                           "checks.tripped<=0", "pgd.change.lower>=-0.5%")]
+    check_known(reqs, [build_attack("pgd")])  # norms and counts are not fractions: any bar
+    assert [r["value"] for r in reqs] == [pytest.approx(0.4), pytest.approx(0.3), None, 2.0, 0.0, pytest.approx(-0.005)]
+    assert reqs[2]["baseline_offset"] == pytest.approx(-0.02)
+
+
 def test_github_summary_and_error_annotations(cli, digits_ckpt, tmp_path, monkeypatch):
     summary = tmp_path / "summary.md"
     summary.write_text("# earlier step\n")

@@ -17,21 +17,33 @@ CHANGE = ".change"  # an accuracy's difference from the baseline's (new - baseli
 CHANGE_KEYS = {"difference": "", "lower": ".lower", "upper": ".upper"}
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-_REQ = re.compile(r"^\s*([A-Za-z0-9_.#-]+)\s*(>=|<=|>|<)\s*(baseline(?:\s*[+-]\s*[0-9./eE]+)?|[0-9./eE+-]+)\s*$")
+_REQ = re.compile(r"^\s*([A-Za-z0-9_.#-]+)\s*(>=|<=|>|<)\s*(baseline(?:\s*[+-]\s*[0-9./eE]+%?)?|[0-9./eE+-]+%?)\s*$")
+_FORM = ("METRIC>=VALUE (e.g. clean>=0.9, pgd>=0.5, pgd>=50%, pgd.success<=0.3, pgd>=baseline-0.02; the operators are >=, "
+         "<=, > and <)")
 
 
 def parse_requirement(text: str) -> dict[str, Any]:
     """METRIC OP VALUE, where VALUE is a number or `baseline[+-x]` (the same metric in --baseline's report)."""
     m = _REQ.match(text)
     if not m:
-        raise HardenError(f"Requirement {text!r} is not of the form METRIC>=VALUE (e.g. clean>=0.9, pgd>=0.5, "
-                          "pgd.success<=0.3, pgd>=baseline-0.02).")
+        hint = ""
+        if re.fullmatch(r"\s*[A-Za-z0-9_.#-]+\s*", text):  # the rest went to a file: `--require pgd>=0.5` unquoted
+            hint = (" Quote each requirement ('pgd>=0.5'): unquoted, the shell reads > and < as redirections (and has "
+                    "written a file named like '=0.5' here).")
+        elif "," in text or ";" in text:
+            hint = " Give one requirement per --require (repeat the flag), or list them in a --gate file."
+        raise HardenError(f"Requirement {text!r} is not of the form {_FORM}.{hint}")
     value = m.group(3).replace(" ", "")
     if value.startswith("baseline"):
         offset = value[len("baseline"):]
         return {"metric": m.group(1), "op": m.group(2), "value": None, "text": text.strip(),
-                "baseline_offset": parse_number(offset) if offset else 0.0}
-    return {"metric": m.group(1), "op": m.group(2), "value": parse_number(value), "text": text.strip()}
+                "baseline_offset": _number(offset) if offset else 0.0}
+    return {"metric": m.group(1), "op": m.group(2), "value": _number(value), "text": text.strip()}
+
+
+def _number(text: str) -> float:
+    """A bar: a number, a fraction (8/255) or a percentage (50% = 0.5, as the tables print accuracies)."""
+    return parse_number(text[:-1]) / 100 if text.endswith("%") else parse_number(text)
 
 
 def needs_baseline(requirements: list[dict[str, Any]]) -> bool:
@@ -86,10 +98,27 @@ def check_known(requirements: list[dict[str, Any]], attacks: list) -> None:
         known |= {f"{a}.success", f"{a}.median_norm", f"{a}.on_source_correct"}
     known |= accuracies | {f"{m}.{bound}" for m in accuracies for bound in ("lower", "upper")}
     known |= {f"{m}{CHANGE}{suffix}" for m in accuracies for suffix in CHANGE_KEYS.values()}
+    # proportions of the report's images: bars and baseline offsets outside their range could never fail or pass
+    fractions = accuracies | {f"{m}.{bound}" for m in accuracies for bound in ("lower", "upper")}
+    fractions |= {k for k in known if k.endswith((".success", ".on_source_correct"))}
+    changes = {f"{m}{CHANGE}{suffix}" for m in accuracies for suffix in CHANGE_KEYS.values()}
     for r in requirements:
         if r["metric"] not in known:
-            raise HardenError(f"Requirement {r['text']!r} names unknown metric {r['metric']!r}; this run reports "
-                              f"{', '.join(sorted(known))}.")
+            close = [k for k in known if k.lower() == r["metric"].lower()]
+            raise HardenError(f"Requirement {r['text']!r} names unknown metric {r['metric']!r}"
+                              + (f" (metric names are lower case: {close[0]!r})" if close else "")
+                              + f"; this run reports {', '.join(sorted(known))}.")
+        lo = 0.0 if r["metric"] in fractions else -1.0 if r["metric"] in changes else None
+        bar, offset = r.get("value"), r.get("baseline_offset")
+        if lo is not None and ((bar is not None and not lo <= bar <= 1) or (offset is not None and abs(offset) > 1)):
+            v = bar if bar is not None else offset
+            what = "a change of the fraction" if lo < 0 else "a fraction of the report's images"
+            raise HardenError(
+                f"Requirement {r['text']!r}: {r['metric']} is {what}, in [{lo:g}, 1], so this bar could never "
+                + ("fail" if (r["op"] in ("<=", "<")) == (v > 0) else "pass") + " (the tables print accuracies in "
+                "percent; the gate reads fractions)."
+                + ("" if not 1 < abs(v) <= 100 else f" Write {v / 100:g} or {v:g}%." if bar is not None else
+                   f" Write baseline{v / 100:+g} or baseline{v:+g}%."))
 
 
 def apply_gate(values: dict[str, float], requirements: list[dict[str, Any]],
