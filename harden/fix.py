@@ -342,7 +342,10 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
             out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)
             out.reports["fixed_transfer"] = evaluate(model, ds, model_name=fixed_name, craft_on=base_model,
                                                      craft_name=base_name, metrics=False, **kw)
-        from .report.checks import transfer_vs_white_box
+        from .report.checks import chance_after_hardening, transfer_vs_white_box
+        for key in ("fixed_white_box", "fixed_transfer"):  # at chance where the base was not: the hardening's doing
+            chance_after_hardening(out.reports["base_white_box"].masking, out.reports["base_white_box"].clean_accuracy,
+                                   out.reports[key].masking)
         wb_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_white_box"].attacks}
         tr_vals = {a.name: a.robust_accuracy for a in out.reports["fixed_transfer"].attacks}
         f = transfer_vs_white_box(wb_vals, tr_vals, out.reports["fixed_white_box"].n) if masking_checks else None

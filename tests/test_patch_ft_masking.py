@@ -167,6 +167,14 @@ def test_clean_accuracy_at_chance_is_said_with_what_loading_assumed(digits_model
     assert above_chance(torch.zeros(100, dtype=torch.long), y, 10)["tripped"]  # one class for all
     half = torch.where(torch.arange(100) < 50, torch.zeros(100, dtype=torch.long), y)  # labels half class 0
     assert above_chance(torch.zeros(100, dtype=torch.long), half, 10)["tripped"]  # 55% is the commonest label's share
+    # a hardened model at chance where its base was not: the hardening collapsed it, not the preprocessing
+    from harden.report.checks import chance_after_hardening
+    base, hardened = [above_chance(y, y, 10)], [above_chance(torch.zeros(100, dtype=torch.long), y, 10)]
+    chance_after_hardening(base, 1.0, hardened)
+    assert "the hardening collapsed the model" in hardened[0]["detail"] and "--class-map" not in hardened[0]["detail"]
+    both = [above_chance((y + 1) % 10, y, 10)]  # the base at chance too: the preprocessing advice stands
+    chance_after_hardening(both, 0.0, hardened := [above_chance((y + 1) % 10, y, 10)])
+    assert "--class-map" in hardened[0]["detail"]
 
 
 def test_an_assumed_normalisation_that_a_common_one_beats_is_named_and_left_as_it_is(digits_model, digits):

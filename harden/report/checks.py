@@ -41,6 +41,7 @@ def flag(check: str, tripped: bool, detail: str, kind: str = "masking") -> dict[
     return {"check": check, "tripped": bool(tripped), "detail": detail, "kind": kind}
 
 
+CHANCE_CHECK = "clean accuracy at chance"
 CHANCE_MIN_N = 20        # fewer images than this say nothing of chance
 COLLAPSED_SHARE = 0.8    # share of the images given the same class that counts as a collapse (where labels vary)
 
@@ -75,7 +76,23 @@ def above_chance(pred: torch.Tensor, y: torch.Tensor, num_classes: int,
                    + (f"{', '.join(assumed)} assumed, not given; " if assumed else "")
                    + "--mean, --std, --input-size), the class order (--class-map) and the checkpoint; its robust "
                    "accuracies say nothing")
-    return flag("clean accuracy at chance", at_chance or one_class, detail, kind="check")
+    return flag(CHANCE_CHECK, at_chance or one_class, detail, kind="check")
+
+
+def chance_after_hardening(base_flags: list[dict[str, Any]], base_clean: float, hardened_flags: list[dict[str, Any]]
+                           ) -> None:
+    """A hardened model at chance on images its base read well (same images, same preprocessing): the hardening
+    collapsed it, and the preprocessing and class-order advice of `above_chance` would send the user the wrong way.
+    Rewrites that advice in `hardened_flags` (in place)."""
+    if any(f["check"] == CHANCE_CHECK and f["tripped"] for f in base_flags):
+        return
+    for f in hardened_flags:
+        if f["check"] == CHANCE_CHECK and f["tripped"]:
+            measured = f["detail"].split(": the model does not read", 1)[0]
+            f["detail"] = (f"{measured}: the base read the same images through the same preprocessing at "
+                           f"{base_clean:.1%} clean, so the hardening collapsed the model (not its preprocessing or class "
+                           "order); harden again with a smaller budget or learning rate, more epochs or more data "
+                           "(--data-frac), or keep the base; its robust accuracies say nothing")
 
 
 def margin(tol: float, a: float, b: float, n: int | None) -> float:
