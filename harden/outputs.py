@@ -92,13 +92,16 @@ def _find_key(out: Any, num_classes: int, n: int) -> str | None:
     return "logits" if "logits" in fitting else (fitting[0] if fitting else None)
 
 
-def scores_width(out: Any, key: str | None = None) -> int | None:
+def scores_width(out: Any, key: str | None = None, hint: int | None = None) -> int | None:
     """The class count a forward's output says where it is not a tensor (a model's own output class, a dict, a tuple):
-    the width of its `key` entry, else of its 'logits' entry, else of its one N x K entry; None where none says it."""
+    the width of its `key` entry, else of its 'logits' entry, else of its one N x K entry, else of its one N x `hint`
+    entry (the data's class count: `(logits, features)`); None where none says it."""
     entries = dict(_entries(out))
     if key is None:
         two_d = [k for k, v in entries.items() if isinstance(v, torch.Tensor) and v.ndim == 2]
-        key = "logits" if "logits" in two_d else two_d[0] if len(two_d) == 1 else None
+        hinted = [k for k in two_d if hint is not None and entries[k].shape[1] == hint]
+        key = ("logits" if "logits" in two_d else two_d[0] if len(two_d) == 1 else hinted[0] if len(hinted) == 1
+               else None)
     value = entries.get(str(key)) if key is not None else None
     return int(value.shape[1]) if isinstance(value, torch.Tensor) and value.ndim == 2 else None
 

@@ -74,3 +74,11 @@ def test_the_callers_module_is_left_as_it_is():
     model = from_module(net, input_size=8, num_classes=5)  # two N x K outputs: which is the scores is said
     x = torch.rand(2, 3, 8, 8)
     assert model.spec.num_classes == 5 and torch.equal(model(x), net(x)[0]) and isinstance(net(x), tuple)
+    # harden.evaluate takes it with images in memory, as harden.fix does: the data's class count picks the scores
+    xs, ys = torch.rand(24, 3, 8, 8), torch.arange(24) % 5
+    with torch.no_grad():
+        want = float((net(xs)[0].argmax(1) == ys).float().mean())
+    report = harden.evaluate(net, (xs, ys), attacks=["fgsm"], n=24, metrics=False, masking_checks=False,
+                             craft_on=Pair())  # a plain module crafting too
+    assert report.clean_accuracy == pytest.approx(want, abs=1e-6) and isinstance(net(xs), tuple)
+    assert report.threat_model == "transfer from source model"

@@ -744,7 +744,7 @@ def wrapped_for(net: torch.nn.Module, data: Any):
     found = getattr(data, "from_dataset", None) or {}
     undone = found.get("normalize_undone") or {"mean": (0.0,), "std": (1.0,)}
     wrapped = from_module(net, input_size=data.input_size, in_chans=data.in_chans, mean=undone["mean"],
-                          std=undone["std"])
+                          std=undone["std"], classes_hint=getattr(data, "num_classes", None))
     for key, value in (found.get("resize") or {}).items():
         setattr(wrapped.spec, key, value)
     return wrapped

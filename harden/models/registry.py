@@ -488,9 +488,10 @@ def _per_channel(values, c: int, what: str) -> list[float]:
 
 
 def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: int | None = None, mean=(0.0,),
-                std=(1.0,), logits_key: str | None = None) -> Classifier:
+                std=(1.0,), logits_key: str | None = None, classes_hint: int | None = None) -> Classifier:
     """A Classifier around a module of the caller's that takes [0, 1] pixels (mean 0, std 1: it normalises itself, or
-    give its mean and std), the module itself inside, not a copy. Its class count is its output's width unless given.
+    give its mean and std), the module itself inside, not a copy. Its class count is its output's width unless given
+    (`classes_hint`, the data's class count, picks the scores among several N x K entries of what it returns).
     Its architecture is recorded as `module:Class`, so a checkpoint written from it loads where that class imports
     and builds with its constructor's defaults (else with --arch)."""
     size = (int(input_size), int(input_size)) if isinstance(input_size, int) else tuple(int(v) for v in input_size)
@@ -509,7 +510,8 @@ def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: i
             net.train(was)
         from ..outputs import scores_width
         # a tensor's width; else its `logits` entry's (transformers' ModelOutput), or its one N x K entry's
-        num_classes = out.shape[1] if isinstance(out, torch.Tensor) and out.ndim >= 2 else scores_width(out, logits_key)
+        num_classes = (out.shape[1] if isinstance(out, torch.Tensor) and out.ndim >= 2
+                       else scores_width(out, logits_key, classes_hint))
         if num_classes is None:
             raise HardenError(f"{type(net).__name__} returns {type(out).__name__}: give num_classes (and logits_key "
                               "where its scores are one entry of what it returns).")

@@ -82,6 +82,8 @@ def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLik
     often an attack cannot change the prediction."""
     check_labels(labels)
     model, data = _model_and_data(model, data, labels)
+    if craft_on is not None:
+        craft_on = _classifier(craft_on, data)
     args = {k: v for k, v in locals().items() if k != "compile"}
     with compiled(model, compile), compiled(craft_on, compile):
         return _evaluate(**args)
@@ -94,7 +96,7 @@ def _model_and_data(model, data, labels: str = "given") -> tuple[nn.Module, Data
         model = load(model)
     from ..data.dataset_objects import model_for
     if isinstance(data, Data):
-        return model_for(model, data), data
+        return _classifier(model_for(model, data), data), data
     from ..data.arrays import is_arrays
     if getattr(model, "spec", None) is not None:
         from ..api import data_for
@@ -104,7 +106,16 @@ def _model_and_data(model, data, labels: str = "given") -> tuple[nn.Module, Data
         raise HardenError("evaluate: a model without harden's spec needs data (a Data, or what --data takes).")
     from ..data.predicted import data_for_module
     data = data_for_module(data, labels)
-    return model_for(model, data), data
+    return _classifier(model_for(model, data), data), data
+
+
+def _classifier(model: nn.Module, data: Data) -> nn.Module:
+    """A plain module as fix takes one (models.from_module at the data's size): its scores read out of what its
+    forward returns (a tuple, a dict, a transformers output), its class count checked against the data's."""
+    if getattr(model, "spec", None) is not None:
+        return model
+    from ..data.dataset_objects import wrapped_for
+    return wrapped_for(model, data)
 
 
 def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, craft_on, batch_size, device, seed,
