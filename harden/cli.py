@@ -169,6 +169,7 @@ def inspect(
 
     from .checkpoint import sha256_file
     from .outputs import detect_output_kind, scores_entry
+    from .report.provenance import weights_sha256
     model = _load_model(checkpoint, model_flags, "cpu")
     shown = {"label_names", "test_input_size", "test_crop_pct", "channel_order"}  # rows of their own below
     meta = {k: v for k, v in model.spec.extra.items() if k not in shown}  # the file's other metadata, as loaded
@@ -194,7 +195,9 @@ def inspect(
             ("loaded", "; ".join(getattr(model, "load_notes", [])) or "keys as saved"),
             ("output kind", detect_output_kind(model, torch.rand(2, s.in_chans, *s.input_size))
              + scores_entry(model)),
-            ("sha256", sha256_file(checkpoint))]
+            ("sha256", sha256_file(checkpoint)),
+            # as a report's provenance names the weights it measured, in whatever file they came
+            ("weights sha256", weights_sha256(model))]
     from .models.exported_program import ARCH as PROGRAM_ARCH
     from .models.onnx_graph import ARCH as ONNX_ARCH
     if s.model_args and isinstance(s.model_args.get("config"), dict) and s.arch.startswith("transformers:"):

@@ -319,6 +319,8 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     assert made["file_sha256"] == sha256_file(digits_ckpt) and len(made["weights_sha256"]) == 64
     assert f"weights sha256 {made['weights_sha256'][:12]}" in (tmp_path / "shipped.md").read_text()
     assert f'name="provenance.file_sha256" value="{made["file_sha256"]}"' in (tmp_path / "shipped.xml").read_text()
+    code, out, _ = cli("inspect", digits_ckpt)  # the same digest of the same weights, to match a file to a report
+    assert code == 0 and made["weights_sha256"] in out
     from harden.report.compare import unpack
     v = shipped["verdicts"]
     assert v["n"] == 80 and unpack(v["bits"]["pgd"], 80).mean() == pytest.approx(shipped["values"]["pgd"])

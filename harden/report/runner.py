@@ -278,7 +278,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
                   source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
                   clean_on_source_correct=float(correct[src_correct].float().mean())
                   if src_correct is not None and src_correct.any() else None,
-                  provenance=provenance.of_run(model, device, craft_on))
+                  provenance=provenance.of_run(loaded, device, craft_on))
 
 
 def _metrics_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device,
