@@ -176,6 +176,12 @@ def test_fix_a_plain_module_on_datasets(digits, digits_model):
                                                      strict=True))
     _same(harden.evaluate(res.model.net, test, **KW), harden.evaluate(res.model, (digits.x_test[:40],
                                                                                     digits.y_test[:40]), **KW))
+    assert res.model.spec.extra["recipe_train"]["augment"] == "crop"  # digits: harden's own pad + crop
+    # a training transform that augments itself: nothing of harden's on top (every image cropped twice otherwise)
+    train.transform = T.Compose([T.RandomCrop(8, padding=1), T.ToTensor(), T.Normalize(mean, std)])
+    res = harden.fix(net, (train, test), sets=["eps=0.1", "val_frac=0"], epochs=1, data_frac=1.0, report=False,
+                     device="cpu")
+    assert res.model.spec.extra["recipe_train"]["augment"] == "none"
 
 
 def test_one_dataset_fix_holds_out_and_eval_finds_it_by_content(digits, digits_model):

@@ -674,6 +674,9 @@ def from_datasets(objs: tuple, name: str | None = None, fit: Any = None):
     else:
         data = _finish(rows[0], labels[0], rows[1], labels[1], name, names)
     data.from_dataset = {"class": type(dss[-1]).__name__}
+    randoms = _random_transforms(dss[0]) if len(dss) == 2 else []
+    if randoms:  # the training dataset augments its items itself: fix adds no augmentation of its own on top
+        data.from_dataset["train_augments"] = randoms
     pipeline = transform_text(dss[-1])
     if pipeline:
         data.from_dataset["transform"] = pipeline
