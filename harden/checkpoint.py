@@ -696,7 +696,11 @@ def head_rows(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> t
 
 
 def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike] = (), force: bool = False) -> Path:
-    """Refuse to write over an input, or over an existing file without force."""
+    """Refuse to write over an input, or over an existing file without force ('-', standard output: nothing to
+    refuse)."""
+    from .stdout_outputs import is_stdout
+    if is_stdout(out):
+        return Path(out)
     out = Path(out)
     for inp in inputs:
         if inp is not None and out.resolve() == Path(inp).resolve():

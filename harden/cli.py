@@ -330,6 +330,8 @@ def eval_cmd(
     eps_v = parse_number(eps) if eps is not None else None
     if eps_v is not None and not (0 < eps_v <= 1):
         raise HardenError(f"--eps is a budget in pixel units, in (0, 1]; got {eps_v:g}{in_255_hint(eps_v, '--eps ')}.")
+    from .stdout_outputs import claim
+    claim(out, {"html": html_path, "plots": plots}, json=json_path, markdown=markdown_path, junit=junit_path)
     for p in (json_path, markdown_path, junit_path, html_path):
         if p:
             check_output_path(p, [checkpoint, craft_on], force)
@@ -370,7 +372,7 @@ def eval_cmd(
         _say_written(html_path, plots)
         from .report.ci_output import publish
         from .report.render import to_markdown
-        publish([report], to_markdown, echo=lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush()))
+        publish([report], to_markdown, echo=lambda line: (out.file.write(line + "\n"), out.file.flush()))
     states.finish()
     if any(not g["passed"] for g in report.gate):
         from . import distributed
@@ -482,7 +484,9 @@ def fix(
     # beside the input; a model in the Hugging Face cache (hf:org/name): in the current folder
     output = output or (Path(f"{stem.split('.')[0]}.{name}.safetensors") if is_hub_spec(checkpoint)
                         else checkpoint.with_name(f"{stem.split('.')[0]}.{name}.safetensors"))
-    outs = [output] + [p for p in (patch_out, json_path, markdown_path, html_path) if p]
+    from .stdout_outputs import claim, is_stdout
+    claim(out, {"html": html_path, "plots": plots}, json=json_path, markdown=markdown_path)
+    outs = [output] + [p for p in (patch_out, json_path, markdown_path, html_path) if p and not is_stdout(p)]
     if len({str(p.resolve()) for p in outs}) != len(outs):
         raise HardenError("Two outputs name the same file; give each output its own path.")
     for p in outs:
@@ -698,6 +702,8 @@ def compare_cmd(
     from .checkpoint import check_output_path
     from .report.compare import read_report, single_reports, table_rows
     from .report.compare_render import to_html, to_markdown
+    from .stdout_outputs import claim, is_stdout, write
+    claim(out, {"html": html_path}, markdown=markdown_path)
     for p in (markdown_path, html_path):
         if p:
             check_output_path(p, reports, force)
@@ -715,8 +721,9 @@ def compare_cmd(
         out.print(f"  [dim]{escape(n)}[/]")
     from .checkpoint import atomic_write_bytes
     if markdown_path:
-        atomic_write_bytes(markdown_path, to_markdown(header, rows, notes).encode())
-        out.print(f"wrote {markdown_path}")
+        write(markdown_path, to_markdown(header, rows, notes))
+        if not is_stdout(markdown_path):
+            out.print(f"wrote {markdown_path}")
     if html_path:
         atomic_write_bytes(html_path, to_html(header, rows, notes).encode())
         out.print(f"wrote {html_path}")

@@ -370,7 +370,15 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
                          tmp_path / "shipped.json", "--allow-mismatch", "--require", "pgd.change.upper>=0")
     (line,) = [ln for ln in out.splitlines() if ln.startswith("::error")]
     assert f"pgd.change.upper = {worse['upper']:.4g} (new - baseline {worse['difference']:+.4g}" in line
+    # --json - for a pipe: standard output holds the JSON alone; the table and the annotation go to standard error
+    code, out, err = cli("eval", digits_ckpt, *[c if c != "0.1" else "0.2" for c in common], "--baseline",
+                         tmp_path / "shipped.json", "--allow-mismatch", "--require", "pgd.change.upper>=0", "--json", "-")
+    assert code == 1 and json.loads(out)["gate"][0]["passed"] is False
+    assert [ln for ln in err.splitlines() if ln.startswith("::error")] == [line] and "robust acc" in err
     monkeypatch.delenv("GITHUB_STEP_SUMMARY")
+    for refused in (["--json", "-", "--markdown", "-"], ["--html", "-"]):
+        code, out, err = cli("eval", digits_ckpt, *common, *refused)
+        assert code == 2 and "standard output" in err and not out
     for bar in ("pgd>=baseline", "pgd.change.lower>=-0.02"):
         code, out, err = cli("eval", digits_ckpt, *common, "--require", bar)
         assert code == 2 and "--baseline" in err
@@ -378,6 +386,8 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     assert code == 0, err
     md = (tmp_path / "c.md").read_text()
     assert md.startswith("| metric |") and "| pgd |" in md and "p=1" in md and "the same weights as" in md
+    code, out, err = cli("compare", tmp_path / "shipped.json", tmp_path / "new.json", "--markdown", "-")
+    assert code == 0 and out == md and "harden compare" in err  # the table to standard error
     code, out, err = cli("compare", tmp_path / "shipped.json", tmp_path / "other.json")
     assert code == 2 and "budget" in err
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..checkpoint import atomic_write_bytes
 from . import provenance
 from .by_class import weakest_line
 from .gate import settle_note
@@ -245,10 +243,11 @@ def to_junit(reports: Sequence[Report]) -> str:
 
 def write_outputs(reports: Sequence[Report], json_path=None, markdown_path=None, junit_path=None, html_path=None,
                   plots_dir=None, training: dict | None = None) -> None:
+    from ..stdout_outputs import write
     for path, text in ((json_path, lambda r: to_json(r, training)), (markdown_path, to_markdown),
                        (junit_path, to_junit)):
         if path:
-            atomic_write_bytes(Path(path), text(reports).encode())
+            write(path, text(reports))  # a file, or standard output for '-
     if html_path or plots_dir:
         render(report_document(reports, training), html_path, plots_dir)
 
