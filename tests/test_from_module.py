@@ -82,3 +82,22 @@ def test_the_callers_module_is_left_as_it_is():
                              craft_on=Pair())  # a plain module crafting too
     assert report.clean_accuracy == pytest.approx(want, abs=1e-6) and isinstance(net(xs), tuple)
     assert report.threat_model == "transfer from source model"
+
+
+def test_a_plain_module_that_wants_other_pixels_is_told_how_to_give_them(digits_model, digits):
+    """mean 0 and std 1 are harden.evaluate's contract for a plain module, not the module's word: one written for
+    0-255 pixels (published code's `x / 255` inside) is measured as it is, and the normalisation check names the
+    from_module arguments that read it right."""
+    class Wants255(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x / 255)
+
+    report = harden.evaluate(Wants255(digits_model), (digits.x_test[:120], digits.y_test[:120]), attacks=["fgsm"],
+                             n=120, metrics=False, masking_checks=False)
+    (said,) = [f for f in report.masking if f["check"] == "normalisation assumed"]
+    assert said["tripped"] and "0-255 pixels'" in said["detail"], said
+    assert "harden.models.from_module(net, input_size=..., mean=(0), std=(0.003922))" in said["detail"]

@@ -750,6 +750,11 @@ def wrapped_for(net: torch.nn.Module, data: Any):
                           std=undone["std"], classes_hint=getattr(data, "num_classes", None))
     for key, value in (found.get("resize") or {}).items():
         setattr(wrapped.spec, key, value)
+    if not found.get("normalize_undone"):
+        # mean 0 and std 1 are the contract's word, not the module's: published code normalises in its transform, so
+        # the normalisation check measures the common ones (report/normalisation.py) and names one clearly better
+        wrapped.config_sources = {"mean": "default", "std": "default"}
+    wrapped.plain_module = True  # its remedies are from_module's arguments, not the command line's flags
     return wrapped
 
 

@@ -126,6 +126,9 @@ def better_normalisation(model, x: torch.Tensor, y: torch.Tensor, pred: torch.Te
               f"{best / n:.1%} with {name} mean and std")
     if better:
         flags = f"--mean {shown(mean)} --std {shown(std)}" + (" --channel-order bgr" if order != own_order else "")
+        if getattr(model, "plain_module", False):  # a module given to the library
+            flags = (f"harden.models.from_module(net, input_size=..., mean=({shown(mean)}), std=({shown(std)})) as the "
+                     "model")
         detail += (f": the model was likely trained with its images normalised otherwise: pass {flags} (or the "
                    f"values of its training code); harden measures and trains the model as loaded, with "
                    f"{given.split(' (')[0]}")
