@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from .recipes.base import DEFAULT_RECIPE
+from .as_given import gives_back
 from .checkpoint import load, sha256_file
 from .data import (Data, DataTarget, check_fits, check_recorded_data, load_data, remember_columns, remember_orientation,
                    subsample)
@@ -135,6 +136,7 @@ def _fingerprint(path: Path) -> tuple:
 
 
 @flushing_denormals
+@gives_back("base")  # a module of the caller's back in its mode, on its device (it is trained as a copy)
 def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe: str | dict = DEFAULT_RECIPE,
         sets: Sequence[str] = (), data_frac: float = 0.1, seed: int = 0, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",

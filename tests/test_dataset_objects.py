@@ -168,8 +168,11 @@ def test_fix_a_plain_module_on_datasets(digits, digits_model):
     tf = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
     train = Digits(digits.x_train[:200], digits.y_train[:200], tf)
     test = Digits(digits.x_test[:40], digits.y_test[:40], tf)
+    net.train()  # the caller's module is trained as a copy and handed back as it came
     res = harden.fix(net, (train, test), sets=["eps=0.1", "val_frac=0"], epochs=1, data_frac=1.0, report=False,
                      device="cpu")
+    assert all(m.training for m in net.modules())
+    net.eval()
     assert res.model.mean.flatten().tolist() == pytest.approx(mean, abs=1e-5)
     assert res.model.std.flatten().tolist() == pytest.approx(std, abs=1e-5)
     assert not all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), res.model.net.state_dict().values(),

@@ -78,9 +78,11 @@ def test_the_callers_module_is_left_as_it_is():
     xs, ys = torch.rand(24, 3, 8, 8), torch.arange(24) % 5
     with torch.no_grad():
         want = float((net(xs)[0].argmax(1) == ys).float().mean())
+    net.train()  # evaluated between two epochs of the caller's training: handed back in train mode
     report = harden.evaluate(net, (xs, ys), attacks=["fgsm"], n=24, metrics=False, masking_checks=False,
                              craft_on=Pair())  # a plain module crafting too
     assert report.clean_accuracy == pytest.approx(want, abs=1e-6) and isinstance(net(xs), tuple)
+    assert all(m.training for m in net.modules()) and all(p.requires_grad for p in net.parameters())
     assert report.threat_model == "transfer from source model"
 
 

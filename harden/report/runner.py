@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..attacks import NORM_LABELS, Attack, build_attack, default_attacks, perturbation_norm
+from ..as_given import gives_back
 from ..attacks.row_streams import RowStreams
 from ..batching import non_finite_scores, predict_labels
 from ..compiling import compiled
@@ -58,6 +59,7 @@ def attack_set(specs: Sequence[str | Attack] | None, input_size, eps: float | No
 
 
 @flushing_denormals
+@gives_back("model", "craft_on")  # the caller's modules back in their mode, on their device, after the report
 def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLike | None = None, *,
              attacks: Sequence[str | Attack] | None = None, n: int | None = 500, eps: float | None = None,
              eps_l2: float = DEFAULT_EPS_L2, max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None,
