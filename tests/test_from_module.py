@@ -103,3 +103,25 @@ def test_a_plain_module_that_wants_other_pixels_is_told_how_to_give_them(digits_
     (said,) = [f for f in report.masking if f["check"] == "normalisation assumed"]
     assert said["tripped"] and "0-255 pixels'" in said["detail"], said
     assert "harden.models.from_module(net, input_size=..., mean=(0), std=(0.003922))" in said["detail"]
+
+
+def test_a_class_of_the_running_script_is_said_when_written_and_when_read(tmp_path):
+    """A class defined in a training script is `__main__:Net`, which no other program imports: writing the checkpoint
+    warns with the remedy, and reading it says what --arch takes instead of "'__main__' has no callable 'Net'"."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 4 * 4, 2)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    Net.__module__, Net.__qualname__ = "__main__", "Net"
+    model = from_module(Net(), input_size=4)
+    assert model.spec.arch == "__main__:Net"
+    from harden.runtime import console
+    with console.capture() as cap:
+        harden.save(model, tmp_path / "net.safetensors")
+    assert "Net is defined in the running script" in " ".join(cap.get().split())
+    with pytest.raises(HardenError, match="defined in the script that wrote the checkpoint .* --arch path/to/file.py:Net"):
+        harden.load(tmp_path / "net.safetensors")

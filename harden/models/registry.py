@@ -179,6 +179,9 @@ def built_in_chans(arch: str, num_classes: int, in_chans: int, input_size) -> in
     return stem[1] if stem and stem[1] != int(in_chans) else None
 
 
+MAIN = "__main__"  # a class defined in the running script: no other program imports it by that name
+
+
 def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch", need_callable: bool = True) -> Any:
     """`path/to/file.py:callable` or `package.module:callable`, imported as Python would import them for published
     code: a file inside a package (a folder with __init__.py) as that package's module, so its relative imports
@@ -186,6 +189,10 @@ def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch"
     imports of sibling modules work; a dotted name from the current folder too, as `python -m` finds it. `what` and
     `flag` name it in errors (data made by code: data/dataset_objects.py); `need_callable` False: any attribute."""
     mod_name, _, fn_name = arch.rpartition(":")
+    if mod_name == MAIN:
+        raise HardenError(f"{what} {arch!r} was defined in the script that wrote the checkpoint (its __main__), which "
+                          f"no other program can import: give {flag} path/to/file.py:{fn_name} (or "
+                          f"package.module:{fn_name}) naming a module that defines it and does no work when imported.")
     if mod_name.startswith(TORCH_HUB):
         module = _import_file(arch, str(torch_hub_file(arch, mod_name[len(TORCH_HUB):])), what, flag)
     elif mod_name.endswith(".py") or "/" in mod_name or "\\" in mod_name:
