@@ -51,6 +51,12 @@ class FixResult:
     base_sha256: str = ""
     train_input_seconds: float = 0.0  # of train_seconds, those spent waiting for batches (TrainResult.input_seconds)
 
+    def __repr__(self) -> str:
+        """One line a notebook shows: the recipe, the training time and each report's line."""
+        reports = "".join(f"\n  {k}: {r!r}" for k, r in self.reports.items())
+        return (f"FixResult(recipe {self.config.get('name')}, {self.train_seconds:.1f} s of training, "
+                f"{len(self.history)} epochs{';' if reports else ''}{reports})")
+
     def metadata(self) -> dict[str, Any]:
         return {"report": {k: r.summary() for k, r in self.reports.items()}}
 

@@ -84,6 +84,10 @@ def test_the_callers_module_is_left_as_it_is():
     assert report.clean_accuracy == pytest.approx(want, abs=1e-6) and isinstance(net(xs), tuple)
     assert all(m.training for m in net.modules()) and all(p.requires_grad for p in net.parameters())
     assert report.threat_model == "transfer from source model"
+    # a notebook shows one line, not the report's every field (36 KB of them)
+    assert repr(report).startswith(f"Report('model', transfer from source model, 24 images of arrays: clean "
+                                   f"{100 * want:.1f}%, fgsm {100 * report.attacks[0].robust_accuracy:.1f}%, worst "
+                                   f"{100 * report.worst_case:.1f}%") and len(repr(report)) < 160
 
 
 def test_a_plain_module_that_wants_other_pixels_is_told_how_to_give_them(digits_model, digits):

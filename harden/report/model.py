@@ -84,6 +84,13 @@ class Report:
     # what made it: harden's and torch's versions, the machine, when, the weights' sha256 (provenance.py)
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """One line a notebook shows (the whole report is to_dict(); a table, harden.report.render)."""
+        accs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.accuracies().items() if "." not in k)
+        tripped = sum(1 for f in self.masking if f["tripped"] and f.get("kind", "masking") != "note")
+        return (f"Report({self.model!r}, {self.threat_model}, {self.n} images of {self.data}: {accs}"
+                + (f"; {tripped} check(s) tripped" if tripped else "") + ")")
+
     def accuracies(self) -> dict[str, float]:
         """The metrics that are proportions of the report's n images (each has an interval)."""
         out = {"clean": self.clean_accuracy}
