@@ -388,6 +388,9 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                 width.append(output_width(spec, logits_key if logits_key is not None else meta.get(LOGITS_KEY)))
             if width[0] is not None:
                 spec["num_classes"] = width[0]
+            elif not spec["num_classes"]:  # nothing else gave a count to try
+                raise HardenError(f"{str(path)!r} does not say its number of classes, and its output for two "
+                                  "images is not N x K scores; pass --num-classes.")
         return spec, sources
     with held_warnings() as held:  # said below, unless the spec is resolved again without the buffers
         spec, sources = merged(meta, flags, path, state, normaliser)

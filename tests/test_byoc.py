@@ -353,8 +353,9 @@ def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(
 
     allconv = f"{tmp_path / 'mnist_net.py'}:AllConv"
     torch.save(harden.create_model(allconv, 7, 1, (28, 28)).net.state_dict(), tmp_path / "allconv.pt")
-    with pytest.raises(HardenError, match="pass --num-classes"):  # no linear layer: nothing to read the count from
-        harden.load(tmp_path / "allconv.pt", arch=allconv)
+    # no linear layer to read the count from: its output's width says it
+    model = harden.load(tmp_path / "allconv.pt", arch=allconv)
+    assert (model.spec.num_classes, model.config_sources["num_classes"]) == (7, "the network's output width")
     assert harden.load(tmp_path / "allconv.pt", arch=allconv, num_classes=7).spec.in_chans == 1
 
 

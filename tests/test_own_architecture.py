@@ -51,6 +51,24 @@ def test_pickled_sequential_loads_without_arch(tmp_path, how):
     assert outputs_agree(model, net)
 
 
+def test_an_all_convolutional_head_says_its_class_count_by_its_output(tmp_path):
+    """No linear layer to read the count from (a 1x1 convolution to the classes and a global pool, as
+    all-convolutional and NIN-style networks end): the output of two images says it, for a whole pickled Sequential
+    and for a state dict whose --arch takes no count."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 7, 1), nn.AdaptiveAvgPool2d(1)).eval()
+    torch.save(net, tmp_path / "whole.pt")
+    model = harden.load(tmp_path / "whole.pt", input_size=8)
+    assert model.spec.num_classes == 7 and model.config_sources["num_classes"] == "the network's output width"
+    assert outputs_agree(model, lambda x: net(x).flatten(1), chans=3)
+    (tmp_path / "allconv.py").write_text(
+        "from torch import nn\n\n\nclass AllConv(nn.Sequential):\n    def __init__(self):\n"
+        "        super().__init__(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 7, 1), nn.AdaptiveAvgPool2d(1))\n")
+    torch.save(net.state_dict(), tmp_path / "state.pt")
+    model = harden.load(tmp_path / "state.pt", arch=f"{tmp_path / 'allconv.py'}:AllConv", input_size=8)
+    assert model.spec.num_classes == 7 and outputs_agree(model, lambda x: net(x).flatten(1), chans=3)
+
+
 def test_a_pickled_sequential_that_shares_a_block_or_a_weight_is_rebuilt_sharing_them(tmp_path, digits):
     """A block applied twice and a weight tied between two layers are one object in the pickle: the rebuilt
     network shares them too, so hardening trains each as one, and the written checkpoint rebuilds them shared."""

@@ -187,6 +187,14 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             spec["num_classes"], source["num_classes"] = rows, f"{GUESSED}{name}'s rows"
             if not takes_keywords(str(spec["arch"])):  # Net(): its output, not the last registered linear layer,
                 source["num_classes"] = f"{GUESSED}{OUTPUT_WIDTH}"  # says the count (checkpoint.output_width)
+        elif state and not takes_keywords(str(spec["arch"])) and not takes_parameter(str(spec["arch"]), "num_classes"):
+            # Net() with no linear layer at all (an all-convolutional head): its output alone says the count
+            spec["num_classes"], source["num_classes"] = 0, f"{GUESSED}{OUTPUT_WIDTH}"
+    if "num_classes" not in spec and str(spec["arch"]) == TORCH_LAYERS and state:
+        # a whole pickled network of torch.nn's layers with no linear layer (an all-convolutional head: a 1x1
+        # convolution and a global pool): what it returns for two images says the count (checkpoint.output_width;
+        # the 0 is never built with: the rebuilt tree has its own head)
+        spec["num_classes"], source["num_classes"] = 0, f"{GUESSED}{OUTPUT_WIDTH}"
     if "num_classes" not in spec:
         raise HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes.{classes_hint}")
     sized_by = size_parameter(str(spec["arch"])) if "input_size" not in spec and \
@@ -274,6 +282,7 @@ def channel_statistics(values: list[float], in_chans: int) -> list[float]:
 
 
 NORMALISER_SOURCE = "checkpoint buffers"  # mean/std found as a wrapper's buffers beside the weights
+TORCH_LAYERS = "torch-layers"  # torch_layers.ARCH: a whole pickled network of torch.nn's layers, rebuilt
 GUESSED = "tried: "  # a source of num_classes that loading must confirm
 OUTPUT_WIDTH = "the network's output width"  # a constructor that takes no count: what its forward returns
 TRIED_SIZE_SOURCE = "tried: the smallest common size it runs at"

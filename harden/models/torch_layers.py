@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from ..errors import HardenError
+from .config import TORCH_LAYERS
 
-ARCH = "torch-layers"
+ARCH = TORCH_LAYERS
 PREFIX = "torch.nn.modules."
 LIBRARY_PREFIXES = ("torchvision.models.", "torchvision.ops.", "timm.models.", "timm.layers.")
 # a setting may name a function of these (an activation kept as an attribute: F.relu, or F.gelu, a builtin pickled
