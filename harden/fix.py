@@ -33,7 +33,7 @@ from .data.unlabeled import load_unlabeled, pseudo_label
 from .recipes import RECIPES, apply_overrides, get_recipe, load_recipe_config
 from .recipes.base import apply_kind_defaults, resolve_auto
 from .resume import state_digest
-from .runtime import flushing_denormals, info, resolve_device, seed_everything, warn
+from .runtime import flushing_denormals, frozen, info, resolve_device, seed_everything, warn
 from .training import TrainConfig
 
 if TYPE_CHECKING:
@@ -330,8 +330,14 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         info(f"the model rounds ({rounding} a forward pass): training passes gradients straight through it, for its "
              "attacks (BPDA) and its updates (--no-bpda: not)")
         model.spec.extra["trained_through_rounding"] = rounding
+    from .outputs import PROBABILITIES, detect_output_kind, trained_as_log_probabilities
+    with frozen(model):
+        probabilities = detect_output_kind(model, probe.to(device)) == PROBABILITIES
+    if probabilities:
+        info("the model returns probabilities (a softmax at its end): training takes their logarithm, as the report's "
+             "attacks do, so its loss and its attack see log-probabilities; the model is written as it is")
     with compiled(model, compile), (state.active() if state is not None else contextlib.nullcontext()), \
-            training_through_rounding(rounding):
+            training_through_rounding(rounding), trained_as_log_probabilities(model, probabilities):
         result = rcp.train(model, train_ds, config["params"], cfg, device,
                            **({"unlabeled": pseudo.data} if pseudo is not None else {}))
     if model.spec.extra.get("unfolded_batchnorm"):

@@ -4,7 +4,8 @@ shift-equivalent to them: log-probabilities are logits shifted per image, so CE,
 unchanged on them; probabilities are not, so attacks see their logarithm instead."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -48,6 +49,35 @@ class LogOfProbabilities(nn.Module):
 
 def as_logits(model: nn.Module, kind: str) -> nn.Module:
     return LogOfProbabilities(model) if kind == PROBABILITIES else model
+
+
+LOG_WHERE_PROBABILITIES = "_log_where_probabilities"  # a Classifier's __dict__ flag while it trains (below)
+
+
+def log_where_probabilities(z: torch.Tensor) -> torch.Tensor:
+    """log(p) where the network returned probabilities (every row non-negative and summing to 1), else its scores as
+    they are: decided on the device for each forward (no host sync), since published code often returns logits in
+    train mode and probabilities in eval mode, where training's attack runs."""
+    if z.ndim != 2 or z.shape[1] < 2:
+        return z
+    zf = z.float()
+    is_p = (zf.min() >= -_TOL) & ((zf.sum(1) - 1).abs().max() < _TOL * z.shape[1])
+    return torch.where(is_p, z.clamp_min(1e-30).log(), z)
+
+
+@contextlib.contextmanager
+def trained_as_log_probabilities(model: nn.Module, on: bool) -> Iterator[None]:
+    """While a model that returns probabilities trains, its forward gives their logarithm: a cross-entropy of the
+    probabilities taken as logits has almost no gradient (a softmax head's fix fell from 47% clean to chance), and
+    its training attack would be as weak. The model is saved, exported and reported as it was."""
+    if not on:
+        yield
+        return
+    model.__dict__[LOG_WHERE_PROBABILITIES] = True
+    try:
+        yield
+    finally:
+        model.__dict__.pop(LOG_WHERE_PROBABILITIES, None)
 
 
 # Research code often returns more than the class scores: `return logits, features`, a dict with "logits", a

@@ -69,6 +69,30 @@ def test_an_all_convolutional_head_says_its_class_count_by_its_output(tmp_path):
     assert model.spec.num_classes == 7 and outputs_agree(model, lambda x: net(x).flatten(1), chans=3)
 
 
+@pytest.mark.parametrize("softmax_when", ["always", "at inference"])
+def test_a_softmax_head_is_trained_on_its_logarithm_and_written_as_it_is(digits, digits_model, softmax_when):
+    """A network that ends in a softmax (always, or only in eval mode, where training's attack runs): a cross-entropy
+    of its probabilities taken as logits has almost no gradient, and `fix` collapsed it to chance (88.5% clean ->
+    11%). Training sees log(p); the hardened model still returns probabilities."""
+    import copy
+
+    class SoftmaxHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = copy.deepcopy(digits_model)
+
+        def forward(self, x):
+            z = self.body(x)
+            return z if self.training and softmax_when == "at inference" else z.softmax(1)
+
+    kw = dict(attacks=["fgsm"], n=200, metrics=False, masking_checks=False)
+    base = harden.evaluate(SoftmaxHead(), digits, **kw)
+    res = harden.fix(SoftmaxHead(), digits, sets=["eps=0.1"], epochs=3, data_frac=0.3, report=False, device="cpu")
+    fixed = harden.evaluate(res.model, digits, **kw)
+    assert fixed.clean_accuracy > base.clean_accuracy - 0.1 and fixed.output_kind == "probabilities", (base, fixed)
+    assert "_log_where_probabilities" not in res.model.__dict__
+
+
 def test_a_pickled_sequential_that_shares_a_block_or_a_weight_is_rebuilt_sharing_them(tmp_path, digits):
     """A block applied twice and a weight tied between two layers are one object in the pickle: the rebuilt
     network shares them too, so hardening trains each as one, and the written checkpoint rebuilds them shared."""

@@ -14,7 +14,8 @@ from torch import nn
 
 from ..compiling import COMPILED, network
 from ..errors import HardenError, NoInputGradient
-from ..outputs import BINARY_SIGMOID, LOGITS_KEY, ScoresOf, as_scores, attach_scores
+from ..outputs import (BINARY_SIGMOID, LOG_WHERE_PROBABILITIES, LOGITS_KEY, ScoresOf, as_scores, attach_scores,
+                       log_where_probabilities)
 
 _BUILTINS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -411,11 +412,14 @@ class Classifier(nn.Module):
                            bool(self.spec.extra.get(BINARY_SIGMOID)))(self.net, (x,), out)
         if x.requires_grad and not out.requires_grad and torch.is_grad_enabled():
             raise NoInputGradient(no_input_gradient(type(self.net).__name__))
+        if self.__dict__.get(LOG_WHERE_PROBABILITIES):  # training a model that returns probabilities (outputs.py)
+            out = log_where_probabilities(out)
         return out
 
     def __getstate__(self):
         state = dict(super().__getstate__())
         state.pop(COMPILED, None)  # a deep copy or a pickle holds the plain network (compiling.py)
+        state.pop(LOG_WHERE_PROBABILITIES, None)  # and returns what the network returns
         return state
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
