@@ -69,7 +69,8 @@ def log_where_probabilities(z: torch.Tensor) -> torch.Tensor:
 def trained_as_log_probabilities(model: nn.Module, on: bool) -> Iterator[None]:
     """While a model that returns probabilities trains, its forward gives their logarithm: a cross-entropy of the
     probabilities taken as logits has almost no gradient (a softmax head's fix fell from 47% clean to chance), and
-    its training attack would be as weak. The model is saved, exported and reported as it was."""
+    its training attack would be as weak. A copy made while it trains (`at`'s teacher) keeps the flag, so that its
+    soft labels are read the same way; the model itself is saved, exported and reported as it was."""
     if not on:
         yield
         return

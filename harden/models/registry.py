@@ -419,7 +419,6 @@ class Classifier(nn.Module):
     def __getstate__(self):
         state = dict(super().__getstate__())
         state.pop(COMPILED, None)  # a deep copy or a pickle holds the plain network (compiling.py)
-        state.pop(LOG_WHERE_PROBABILITIES, None)  # and returns what the network returns
         return state
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
