@@ -292,7 +292,7 @@ def output_width(spec: dict[str, Any], logits_key: str | None) -> int | None:
         except (RuntimeError, ValueError, TypeError, IndexError, AssertionError, LookupError, AttributeError):
             continue  # a size it does not run at (a flatten before a linear layer: torch's layers, timm's asserts)
         if isinstance(out, torch.Tensor) and out.shape[0] == 2 and (out.ndim == 2 or out.shape[2:] == (1, 1)):
-            return int(out.shape[1]) if out.shape[1] > 1 else None
+            return int(out.shape[1]) if out.shape[1] > 1 else 2  # one logit: a binary classifier's
         return None
     return None
 

@@ -93,6 +93,22 @@ def test_a_softmax_head_is_trained_on_its_logarithm_and_written_as_it_is(digits,
     assert "_log_where_probabilities" not in res.model.__dict__
 
 
+def test_one_output_is_a_binary_classifiers_logit(tmp_path, digits):
+    """A network with one output (a binary classifier's logit, trained with BCEWithLogitsLoss) is two classes, read
+    as the scores (0, z): given to the library it was refused as "the model has only 1 classes", and a pickled one
+    loaded as one class."""
+    two = digits.y_test < 2
+    x, y = digits.x_test[:][two], digits.y_test[two]
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 1))
+    report = harden.evaluate(net, (x, y), attacks=["fgsm"], n=len(y), metrics=False, masking_checks=False)
+    with torch.no_grad():
+        z = net(torch.as_tensor(x).float().reshape(len(x), 1, 8, 8) / (255 if x.dtype == "uint8" else 1)).squeeze(1)
+    assert report.clean_accuracy == pytest.approx(float(((z > 0).long() == torch.as_tensor(y)).float().mean()))
+    torch.save(net, tmp_path / "binary.pt")
+    assert harden.load(tmp_path / "binary.pt", input_size=8, in_chans=1).spec.num_classes == 2
+
+
 def test_a_pickled_sequential_that_shares_a_block_or_a_weight_is_rebuilt_sharing_them(tmp_path, digits):
     """A block applied twice and a weight tied between two layers are one object in the pickle: the rebuilt
     network shares them too, so hardening trains each as one, and the written checkpoint rebuilds them shared."""

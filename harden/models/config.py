@@ -184,7 +184,8 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             # takes no count at all (its output width is the count). The file's last linear weight's rows, tried:
             # the output's width and loading strictly must then accept them (checkpoint.load), else the usual error
             name, rows = last_linear(state)
-            spec["num_classes"], source["num_classes"] = rows, f"{GUESSED}{name}'s rows"
+            # one row: a binary classifier's one logit, read as the two classes' scores (0, z)
+            spec["num_classes"], source["num_classes"] = max(rows, 2), f"{GUESSED}{name}'s rows"
             if not takes_keywords(str(spec["arch"])):  # Net(): its output, not the last registered linear layer,
                 source["num_classes"] = f"{GUESSED}{OUTPUT_WIDTH}"  # says the count (checkpoint.output_width)
         elif state and not takes_keywords(str(spec["arch"])) and not takes_parameter(str(spec["arch"]), "num_classes"):

@@ -181,6 +181,7 @@ def built_in_chans(arch: str, num_classes: int, in_chans: int, input_size) -> in
 
 
 MAIN = "__main__"  # a class defined in the running script: no other program imports it by that name
+BINARY = 2  # the class count of a network with one output: a binary classifier's logit, read as the scores (0, z)
 
 
 def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch", need_callable: bool = True) -> Any:
@@ -525,6 +526,7 @@ def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: i
         if num_classes is None:
             raise HardenError(f"{type(net).__name__} returns {type(out).__name__}: give num_classes (and logits_key "
                               "where its scores are one entry of what it returns).")
+        num_classes = BINARY if num_classes == 1 else num_classes
     arch, model_args = rebuildable_arch(net, int(num_classes), int(in_chans))
     spec = ModelSpec(arch=arch, num_classes=int(num_classes), in_chans=int(in_chans), input_size=size,
                      mean=tuple(mean), std=tuple(std), model_args=model_args)
