@@ -83,6 +83,8 @@ def test_the_callers_module_is_left_as_it_is():
                              craft_on=Pair())  # a plain module crafting too
     assert report.clean_accuracy == pytest.approx(want, abs=1e-6) and isinstance(net(xs), tuple)
     assert all(m.training for m in net.modules()) and all(p.requires_grad for p in net.parameters())
+    with pytest.raises(HardenError, match=r"a tuple \(0: \(2, 5\), 1: \(2, 192\)\).*labels 0 to 5"):
+        harden.evaluate(net, (xs, ys + 1), attacks=["fgsm"], n=24)  # labels from 1 (SVHN's): no entry of 6 scores
     assert report.threat_model == "transfer from source model"
     # a notebook shows one line, not the report's every field (36 KB of them)
     assert repr(report).startswith(f"Report('model', transfer from source model, 24 images of arrays: clean "

@@ -524,8 +524,11 @@ def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: i
         num_classes = (out.shape[1] if isinstance(out, torch.Tensor) and out.ndim >= 2
                        else scores_width(out, logits_key, classes_hint))
         if num_classes is None:
-            raise HardenError(f"{type(net).__name__} returns {type(out).__name__}: give num_classes (and logits_key "
-                              "where its scores are one entry of what it returns).")
+            from ..outputs import _describe
+            data_says = f" (the data has {classes_hint} classes: labels 0 to {classes_hint - 1})" if classes_hint else ""
+            raise HardenError(f"{type(net).__name__} returns {_describe(out)} for a batch of 2: which entry holds the "
+                              f"class scores is not clear{data_says}. Give num_classes, and logits_key where its scores "
+                              "are one entry of what it returns (harden.models.from_module), or check the labels.")
         num_classes = BINARY if num_classes == 1 else num_classes
     arch, model_args = rebuildable_arch(net, int(num_classes), int(in_chans))
     spec = ModelSpec(arch=arch, num_classes=int(num_classes), in_chans=int(in_chans), input_size=size,
