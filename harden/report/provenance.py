@@ -58,7 +58,8 @@ def of_run(model: nn.Module, device: torch.device | str, craft_on: nn.Module | N
 
 
 def line(provenance: dict[str, Any]) -> str:
-    """One line for a page: 'harden 0.1.0, torch 2.11.0 on NVIDIA H200, 2026-12-05T18:30:00Z; weights 1a2b3c4d5e6f'."""
+    """One line for a page: 'harden 0.1.0, torch 2.11.0 on NVIDIA H200, 2026-12-05T18:30:00Z; weights sha256
+    1a2b3c4d5e6f, file sha256 ...'."""
     if not provenance:
         return ""
     text = f"harden {provenance.get('harden', '?')}, torch {provenance.get('torch', '?')}"
@@ -85,8 +86,7 @@ def differences(base: dict[str, Any], new: dict[str, Any], base_name: str = "the
     if same:
         out.append(f"the same weights as {base_name} (sha256 {a['weights_sha256'][:12]}): a change is the "
                    "evaluation's, not the model's")
-    changed = [f"{what} {a.get(key)} -> {b.get(key)}" for what, key in (("harden", "harden"), ("torch", "torch"))
-               if a.get(key) != b.get(key)]
+    changed = [f"{key} {a.get(key)} -> {b.get(key)}" for key in ("harden", "torch") if a.get(key) != b.get(key)]
     kinds = [_device_kind(base, a), _device_kind(new, b)]
     if kinds[0] != kinds[1]:  # CPU to card, or one card to another; not one CPU model to another (CI runners vary)
         changed.append(f"device {kinds[0]} -> {kinds[1]}")
