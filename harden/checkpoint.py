@@ -276,7 +276,7 @@ def output_width(spec: dict[str, Any], logits_key: str | None) -> int | None:
     layer after its classifier (a spatial transformer's localisation head) has another last linear layer, so the
     file's last 2-D weight cannot say it. None where no size runs or the output is not N x K scores."""
     from .models.registry import ModelSpec, _build_net
-    from .outputs import _at
+    from .outputs import _at, class_count
     try:
         net = _build_net(ModelSpec(arch=str(spec["arch"]), num_classes=int(spec["num_classes"]),
                                    in_chans=int(spec["in_chans"]), model_args=dict(spec["model_args"] or {}))).eval()
@@ -292,7 +292,7 @@ def output_width(spec: dict[str, Any], logits_key: str | None) -> int | None:
         except (RuntimeError, ValueError, TypeError, IndexError, AssertionError, LookupError, AttributeError):
             continue  # a size it does not run at (a flatten before a linear layer: torch's layers, timm's asserts)
         if isinstance(out, torch.Tensor) and out.shape[0] == 2 and (out.ndim == 2 or out.shape[2:] == (1, 1)):
-            return int(out.shape[1]) if out.shape[1] > 1 else 2  # one logit: a binary classifier's
+            return class_count(int(out.shape[1])) if out.shape[1] >= 1 else None
         return None
     return None
 

@@ -113,6 +113,12 @@ def as_scores(z: torch.Tensor, num_classes: int, sigmoid: bool = False, n: int |
     return z
 
 
+def class_count(width: int) -> int:
+    """The classes a network's output width says: one output is a binary classifier's logit, read as the two
+    classes' scores (0, z) (as_scores)."""
+    return 2 if width == 1 else width
+
+
 def _fits(z: Any, num_classes: int, n: int) -> bool:
     return isinstance(z, torch.Tensor) and tuple(as_scores(z, num_classes, n=n).shape) == (n, num_classes)
 

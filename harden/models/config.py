@@ -183,9 +183,9 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             # torchvision's resnet50(*, weights, progress, **kwargs): no default to read; published code's Net()
             # takes no count at all (its output width is the count). The file's last linear weight's rows, tried:
             # the output's width and loading strictly must then accept them (checkpoint.load), else the usual error
+            from ..outputs import class_count
             name, rows = last_linear(state)
-            # one row: a binary classifier's one logit, read as the two classes' scores (0, z)
-            spec["num_classes"], source["num_classes"] = max(rows, 2), f"{GUESSED}{name}'s rows"
+            spec["num_classes"], source["num_classes"] = class_count(rows), f"{GUESSED}{name}'s rows"
             if not takes_keywords(str(spec["arch"])):  # Net(): its output, not the last registered linear layer,
                 source["num_classes"] = f"{GUESSED}{OUTPUT_WIDTH}"  # says the count (checkpoint.output_width)
         elif state and not takes_keywords(str(spec["arch"])) and not takes_parameter(str(spec["arch"]), "num_classes"):

@@ -15,7 +15,7 @@ from torch import nn
 from ..compiling import COMPILED, network
 from ..errors import HardenError, NoInputGradient
 from ..outputs import (BINARY_SIGMOID, LOG_WHERE_PROBABILITIES, LOGITS_KEY, ScoresOf, as_scores, attach_scores,
-                       log_where_probabilities)
+                       class_count, log_where_probabilities)
 
 _BUILTINS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -181,7 +181,6 @@ def built_in_chans(arch: str, num_classes: int, in_chans: int, input_size) -> in
 
 
 MAIN = "__main__"  # a class defined in the running script: no other program imports it by that name
-BINARY = 2  # the class count of a network with one output: a binary classifier's logit, read as the scores (0, z)
 
 
 def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch", need_callable: bool = True) -> Any:
@@ -529,7 +528,7 @@ def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: i
             raise HardenError(f"{type(net).__name__} returns {_describe(out)} for a batch of 2: which entry holds the "
                               f"class scores is not clear{data_says}. Give num_classes, and logits_key where its scores "
                               "are one entry of what it returns (harden.models.from_module), or check the labels.")
-        num_classes = BINARY if num_classes == 1 else num_classes
+        num_classes = class_count(num_classes)
     arch, model_args = rebuildable_arch(net, int(num_classes), int(in_chans))
     spec = ModelSpec(arch=arch, num_classes=int(num_classes), in_chans=int(in_chans), input_size=size,
                      mean=tuple(mean), std=tuple(std), model_args=model_args)

@@ -286,5 +286,6 @@ def meta_for(tree: dict[str, Any]) -> dict[str, Any]:
     if chans:
         meta["in_chans"] = chans
     if classes:
-        meta["num_classes"] = max(classes, 2)  # one output: a binary classifier's logit, read as the scores (0, z)
+        from ..outputs import class_count
+        meta["num_classes"] = class_count(classes)
     return meta
