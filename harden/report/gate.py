@@ -28,8 +28,8 @@ def parse_requirement(text: str) -> dict[str, Any]:
     if not m:
         hint = ""
         if re.fullmatch(r"\s*[A-Za-z0-9_.#-]+\s*", text):  # the rest went to a file: `--require pgd>=0.5` unquoted
-            hint = (" Quote each requirement ('pgd>=0.5'): unquoted, the shell reads > and < as redirections (and has "
-                    "written a file named like '=0.5' here).")
+            hint = (" Quote each requirement ('pgd>=0.5'): unquoted, the shell reads > and < as redirections (and may "
+                    "have written a file named like '=0.5' here).")
         elif "," in text or ";" in text:
             hint = " Give one requirement per --require (repeat the flag), or list them in a --gate file."
         raise HardenError(f"Requirement {text!r} is not of the form {_FORM}.{hint}")
