@@ -247,7 +247,7 @@ def write_outputs(reports: Sequence[Report], json_path=None, markdown_path=None,
     for path, text in ((json_path, lambda r: to_json(r, training)), (markdown_path, to_markdown),
                        (junit_path, to_junit)):
         if path:
-            write(path, text(reports))  # a file, or standard output for '-
+            write(path, text(reports))  # a file, or standard output for "-"
     if html_path or plots_dir:
         render(report_document(reports, training), html_path, plots_dir)
 
