@@ -305,9 +305,13 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if train_cfg.get("augment", "auto") == "auto":
         own = (getattr(ds, "from_dataset", None) or {}).get("train_augments")
         train_cfg["augment"] = "none" if own else rcp.auto_augment(ds)
+        if own and pseudo is not None:  # the pool's files pass through no transform of the dataset's
+            train_cfg["unlabeled_augment"] = rcp.auto_augment(ds)
         if own:  # its crops and flips on top of the dataset's would shift and crop every image twice
             info(f"the training dataset's transform augments its images ({', '.join(own)}): harden adds no "
-                 "augmentation of its own (augment none; --set augment=... adds it)")
+                 "augmentation of its own (augment none; --set augment=... adds it)"
+                 + (f"; the unlabeled images, which it does not read, get harden's {train_cfg['unlabeled_augment']}"
+                    if pseudo is not None else ""))
     model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs, batch and augmentation resolved
     cfg = TrainConfig(seed=seed, amp=amp, sync_bn=sync_bn, **train_cfg)
     before = state_digest(model.net)

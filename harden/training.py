@@ -39,6 +39,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"  # onecycle | constant
     augment: str = "seed000"
+    # the unlabeled pool's augmentation where it differs from the labelled images' ("same": augment): a training
+    # dataset whose own transform augments gets none from harden, while a pool of image files still needs it
+    unlabeled_augment: str = "same"
     focal_gamma: float = 0.0
     seed: int = 0
     amp: str = "off"  # off (fp32) | bf16 | fp16 (CUDA only, with a GradScaler): autocast over the whole step

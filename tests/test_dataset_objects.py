@@ -182,9 +182,11 @@ def test_fix_a_plain_module_on_datasets(digits, digits_model):
     assert res.model.spec.extra["recipe_train"]["augment"] == "crop"  # digits: harden's own pad + crop
     # a training transform that augments itself: nothing of harden's on top (every image cropped twice otherwise)
     train.transform = T.Compose([T.RandomCrop(8, padding=1), T.ToTensor(), T.Normalize(mean, std)])
+    pool = digits.take_train(np.arange(200, 264))  # images no transform of the dataset's reads: harden's crop for them
     res = harden.fix(net, (train, test), sets=["eps=0.1", "val_frac=0"], epochs=1, data_frac=1.0, report=False,
-                     device="cpu")
+                     device="cpu", unlabeled=pool)
     assert res.model.spec.extra["recipe_train"]["augment"] == "none"
+    assert res.model.spec.extra["recipe_train"]["unlabeled_augment"] == "crop"
 
 
 def test_one_dataset_fix_holds_out_and_eval_finds_it_by_content(digits, digits_model):

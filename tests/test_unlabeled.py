@@ -84,6 +84,21 @@ def test_ratio_per_batch_holds(digits, ratio):
     assert all(int((y == 0).sum()) >= extra for _, y in xs)  # the pool's pseudo-labels (all 0 here) reach the loss
 
 
+def test_the_pool_can_have_its_own_augmentation(digits):
+    """A training dataset that augments itself gets none from harden, its pool of files still gets harden's: the
+    labelled images come through as they are, the pool's shifted."""
+    labelled = digits.take_train(np.arange(64))
+    pool = harden.data.unlabeled.relabel(digits.take_train(np.arange(64, 128)), np.zeros(64, np.int64))
+    raw_lab, _ = labelled.images("train", np.arange(64))
+    raw_pool, _ = pool.images("train", np.arange(64))
+    for own, pool_moved in (("same", False), ("crop", True)):
+        mixed = MixedData(labelled, pool, 0.5, seed=0, pool_augment=own)
+        batch = np.concatenate([np.arange(16), 64 + np.arange(16)])
+        x, _ = next(iter(mixed.feeder("none", 0, torch.device("cpu")).epoch([batch], 1)))
+        assert torch.equal(x[:16], raw_lab[:16])
+        assert torch.equal(x[16:], raw_pool[:16]) is not pool_moved
+
+
 def test_threshold_and_class_balance_hold(digits, digits_model, pools):
     pool = load_unlabeled(str(pools["none"]), None)
     x, _ = pool.images("train", np.arange(pool.n_train))

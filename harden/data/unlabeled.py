@@ -417,8 +417,8 @@ class MixedData(Data):
     replacement and reshuffled when it runs out; an epoch is one pass over the labelled images. Indices below
     n_labelled are labelled images, the rest the pool's."""
 
-    def __init__(self, labelled: Data, pool: Data, ratio: float, seed: int):
-        self.labelled, self.pool, self.ratio = labelled, pool, float(ratio)
+    def __init__(self, labelled: Data, pool: Data, ratio: float, seed: int, pool_augment: str = "same"):
+        self.labelled, self.pool, self.ratio, self.pool_augment = labelled, pool, float(ratio), pool_augment
         extra_per_batch(1, ratio)  # checks the ratio
         self.source, self.num_classes = labelled.source, labelled.num_classes
         self.subset, self.class_names = labelled.subset, labelled.class_names
@@ -426,6 +426,11 @@ class MixedData(Data):
         self.y_test = labelled.y_test
         self._rng = np.random.default_rng([seed, 104729])
         self._queue = np.zeros(0, np.int64)
+
+    @classmethod
+    def for_recipe(cls, labelled: Data, pool: Data, params: dict, cfg) -> "MixedData":
+        """The mix a recipe trains on: its unlabeled_ratio, the run's seed and the pool's augmentation."""
+        return cls(labelled, pool, float(params.get("unlabeled_ratio", 0.5)), cfg.seed, cfg.unlabeled_augment)
 
     @property
     def in_chans(self) -> int:
@@ -482,13 +487,15 @@ class MixedData(Data):
 
 
 class MixedFeeder:
-    """Each batch: the labelled part from the labelled data's feeder, the pool's part from the pool's (same
-    augmentation), the pool's images adapted to the labelled ones' channels and size, labelled ones first."""
+    """Each batch: the labelled part from the labelled data's feeder, the pool's part from the pool's (the same
+    augmentation unless the mix names the pool's own), the pool's images adapted to the labelled ones' channels and
+    size, labelled ones first."""
 
     def __init__(self, data: MixedData, augment: str, seed: int, device: torch.device):
         self.data = data
         self.labelled = data.labelled.feeder(augment, seed, device)
-        self.pool = data.pool.feeder(augment, seed + 1, device)
+        own = data.pool_augment
+        self.pool = data.pool.feeder(augment if own == "same" else own, seed + 1, device)
 
     def random_state(self):
         return {"labelled": self.labelled.random_state(), "pool": self.pool.random_state()}

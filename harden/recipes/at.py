@@ -277,7 +277,7 @@ class AdversarialTraining(FineTuneRecipe):
             info(f"validation: {val_meta['n']} of the {len(data.y_train)} images held out, attacked after every epoch "
                  f"(val_frac {params.get('val_frac')}, at most val_max {params.get('val_max', 0) or 'no cap'})")
         if unlabeled is not None:
-            train_data = MixedData(train_data, unlabeled, float(params.get("unlabeled_ratio", 0.5)), cfg.seed)
+            train_data = MixedData.for_recipe(train_data, unlabeled, params, cfg)
         steps_per_epoch = max(1, train_data.steps_per_epoch(cfg.batch_size))
         # the base as teacher: its soft labels at a temperature replace the hard labels in the loss's cross-entropy
         teacher = None

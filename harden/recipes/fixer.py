@@ -129,7 +129,7 @@ class Fixer(Recipe):
         patch: FixerPatch = model.patch
         if unlabeled is not None:
             from ..data.unlabeled import MixedData
-            data = MixedData(data, unlabeled, float(params.get("unlabeled_ratio", 0.5)), cfg.seed)
+            data = MixedData.for_recipe(data, unlabeled, params, cfg)
         for p in model.net.parameters():  # the base is frozen: no gradient, BatchNorm in eval mode
             p.requires_grad_(False)
         attack = training_attack(params)
