@@ -137,6 +137,26 @@ def counting_passes():
         Classifier.forward = real
 
 
+@contextlib.contextmanager
+def counted_calls(model: Classifier):
+    """The network's calls, however many images each (a card bound by its kernel launches pays per call, so the
+    count compares two implementations' sequential steps); `.pop()` gives the count so far and starts again."""
+    calls = [0]
+
+    def hook(module, args):
+        calls[0] += 1
+
+    class Calls:
+        def pop(self) -> int:
+            n, calls[0] = calls[0], 0
+            return n
+    handle = model.net.register_forward_pre_hook(hook)
+    try:
+        yield Calls()
+    finally:
+        handle.remove()
+
+
 def model_r20(args, device, path=None) -> Classifier:
     flags = dict(arch=f"{ARCHS}:resnet20", num_classes=10, in_chans=3, input_size=(32, 32),
                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -272,7 +292,7 @@ def main() -> None:
         # the batch harden's report takes on this device (from free memory on CUDA) unless --batch is given; the
         # original runs at the same batch
         aa_batch = args.batch or attack_batch_size(hardened, device, None, tuple(x.shape[1:]))
-        with frozen(hardened):
+        with frozen(hardened), counted_calls(hardened) as calls:
             sync(device)
             t = time.perf_counter()
             rep = harden.evaluate(hardened, _arrays(x, y), attacks=["autoattack"], n=len(x), eps=8 / 255,
@@ -281,7 +301,8 @@ def main() -> None:
             write({"row": "autoattack", "impl": "harden", "images": len(x), "batch": aa_batch,
                    "seconds": round(time.perf_counter() - t, 1),
                    "stage_seconds": {k: round(v, 2) for k, v in rep.attacks[0].stage_seconds.items()},
-                   "clean": rep.clean_accuracy, "robust": rep.attacks[0].robust_accuracy, "threat_model": "white-box"})
+                   "model_calls": calls.pop(), "clean": rep.clean_accuracy,
+                   "robust": rep.attacks[0].robust_accuracy, "threat_model": "white-box"})
             from pyautoattack import AutoAttack
             sync(device)
             t = time.perf_counter()
@@ -293,7 +314,7 @@ def main() -> None:
             with torch.no_grad():
                 acc = float((hardened(xa).argmax(1) == y).float().mean())
             write({"row": "autoattack", "impl": "original (pyautoattack)", "images": len(x), "batch": aa_batch,
-                   "seconds": round(secs, 1),
+                   "seconds": round(secs, 1), "model_calls": calls.pop(),
                    "robust": acc, "threat_model": "white-box"})
     if "train" in only:
         data = harden.load_data(args.train_data or args.data or "digits")
@@ -348,7 +369,7 @@ SUMMARY = {  # row kind -> (on, at, result) of the Markdown summary
     "new_shape": lambda r: (r["model"], f"batches {r['sizes']}", f"first call {r['first_ms']} ms, again "
                             f"{r['again_ms']} ms: {r['new_size_extra_ms']} ms more per new size"),
     "autoattack": lambda r: (r["impl"], f"{r['images']} images, batch {r['batch']}",
-                             f"{r['seconds']} s, robust {r['robust']:.3f}" + (
+                             f"{r['seconds']} s, {r.get('model_calls', '-')} model calls, robust {r['robust']:.3f}" + (
                                  " (" + ", ".join(f"{k} {v} s" for k, v in r["stage_seconds"].items()) + ")"
                                  if r.get("stage_seconds") else "")),
     "train": lambda r: (f"{r['model']} {r['frac']:g}", f"{r['epochs']} epochs, batch {r['batch']}, lr {r['lr']}, "

@@ -36,6 +36,8 @@ def test_speed_benchmark_runs_tiny_on_cpu(tmp_path):
     assert len({r["batch"] for r in rows if r["row"] == "autoattack"}) == 1  # both at the same batch
     ours = next(r for r in rows if r["row"] == "autoattack" and r["impl"] == "harden")
     assert list(ours["stage_seconds"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]  # where the card's time goes
+    # each implementation's sequential calls of the network, counted apart (what a launch-bound card pays for)
+    assert all(r["model_calls"] > 0 for r in rows if r["row"] == "autoattack")
     feeder = next(r for r in rows if r["row"] == "loader" and "feeder" in r["kind"])
     assert feeder["images"] > 0 and feeder["img_s"] > 0 and feeder["first_batch_s"] > 0  # batches after the first
     assert "| attack |" in proc.stdout  # the Markdown summary
