@@ -68,6 +68,16 @@ BpdaOpt = typer.Option(True, "--bpda/--no-bpda", help="Attack through rounding i
                        "floor, ceil, trunc, sign) with straight-through gradients (BPDA), the standard white-box "
                        "attack on it; the report notes where it applied. --no-bpda attacks its zero gradient. ONNX "
                        "graphs' rounding is read with BPDA when they are loaded, either way.")
+RequireOpt = typer.Option(None, "--require", help="METRIC>=VALUE (repeatable): exit 1 when one fails.")
+GateOpt = typer.Option(None, "--gate", help="TOML file of requirements.")
+BaselineOpt = typer.Option(None, "--baseline", help="A report JSON of the shipped model: requirements may say baseline "
+                           "(pgd>=baseline-0.02), and the report compares the two image by image (difference, "
+                           "interval, McNemar p).")
+AllowMismatchOpt = typer.Option(False, "--allow-mismatch", help="Compare with a baseline measured on other images, "
+                                "budgets, presets or data (unpaired test; the report says so).")
+JsonOpt = typer.Option(None, "--json", help="Write the report as JSON.")
+MarkdownOpt = typer.Option(None, "--markdown", help="Write the report as Markdown.")
+JunitOpt = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement).")
 ConfidenceOpt = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Level of every accuracy's confidence "
                              "interval (Wilson score), gateable as METRIC.lower / METRIC.upper.")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the network for this run (compiles first: "
@@ -271,23 +281,15 @@ def eval_cmd(
                                "(< 1) or a count (>= 1)."),
     craft_on: Optional[Path] = typer.Option(None, "--craft-on", help="Craft on this model and apply to the "
                                             "evaluated one (transfer threat model)."),
-    require: Optional[List[str]] = typer.Option(None, "--require", help="METRIC>=VALUE (repeatable): exit 1 "
-                                                "when one fails."),
-    gate: Optional[Path] = typer.Option(None, "--gate", help="TOML file of requirements."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="A report JSON of the shipped model: requirements "
-                                            "may say baseline (pgd>=baseline-0.02), and the report compares the two "
-                                            "image by image (difference, interval, McNemar p)."),
-    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare with a baseline measured on other "
-                                        "images, budgets, presets or data (unpaired test; the report says so)."),
-    labels: str = LabelsOpt,
+    require: Optional[List[str]] = RequireOpt, gate: Optional[Path] = GateOpt, baseline: Optional[Path] = BaselineOpt,
+    allow_mismatch: bool = AllowMismatchOpt, labels: str = LabelsOpt,
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Fit the whole run in this time (90s, 10m, "
                                               "1h): the attacks are timed on a calibration sample and the number of "
                                               "images (at most --num-images) chosen to fit; exit 2 before attacking "
                                               "when too few would fit."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
-    markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the report as Markdown."),
-    junit_path: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (a test case per requirement)."),
-    html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
+    json_path: Optional[Path] = JsonOpt, markdown_path: Optional[Path] = MarkdownOpt,
+    junit_path: Optional[Path] = JunitOpt, html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt,
+    curve: Optional[str] = CurveOpt,
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt, confidence: float = ConfidenceOpt,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Attack batch (default: 128 on the "
                                              "CPU; on CUDA the largest that fits in half the free memory)."),
@@ -310,21 +312,15 @@ def eval_cmd(
     from .checkpoint import check_output_path
     from .report import evaluate, release_report
     from .report.runner import attack_set
-    from .report.gate import check_known, load_gate_file, needs_baseline, parse_requirement
-    from .report.render import render_terminal, write_outputs
+    from .report.gate import check_known, needs_baseline
     from .runtime import resolve_device, seed_everything
 
-    requirements = [parse_requirement(r) for r in (require or [])]
-    if gate:
-        requirements += load_gate_file(gate)
+    requirements = _requirements(require, gate)
     if labels == "predicted":
         from .data.predicted import refuse_clean_requirements
         refuse_clean_requirements(requirements)
-    baseline_doc = None
-    if baseline is not None:
-        from .report.compare import read_report
-        baseline_doc = read_report(baseline)
-    elif needs_baseline(requirements):
+    baseline_doc = _baseline_doc(baseline)
+    if baseline_doc is None and needs_baseline(requirements):
         raise HardenError("A requirement compares with the baseline (METRIC>=baseline..., METRIC.change...), but no "
                           "--baseline REPORT.json was given.")
     eps_v = parse_number(eps) if eps is not None else None
@@ -367,18 +363,37 @@ def eval_cmd(
     from .checkpoint import sha256_file
     report.provenance["file_sha256"] = sha256_file(checkpoint)  # the file as its artifact store names it
     if _all_ranks_done():
-        render_terminal(report, out)
-        write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
-        _say_written(html_path, plots)
-        from .report.ci_output import publish
-        from .report.render import to_markdown
-        publish([report], to_markdown, echo=lambda line: (out.file.write(line + "\n"), out.file.flush()))
+        _show_gated(report, json_path, markdown_path, junit_path, html_path, plots)
     states.finish()
+    _exit_on_failed_gate(report)  # on every rank: torchrun then exits non-zero too
+
+
+def _requirements(require: Optional[List[str]], gate: Optional[Path]) -> list:
+    from .report.gate import load_gate_file, parse_requirement
+    return [parse_requirement(r) for r in (require or [])] + (load_gate_file(gate) if gate else [])
+
+
+def _baseline_doc(baseline: Optional[Path]) -> Optional[dict]:
+    from .report.compare import read_report
+    return read_report(baseline) if baseline is not None else None
+
+
+def _show_gated(report, json_path, markdown_path, junit_path, html_path=None, plots=None) -> None:
+    """The report and its gate: the terminal, the files asked for, and the CI service's annotations."""
+    from .report.ci_output import publish
+    from .report.render import render_terminal, to_markdown, write_outputs
+    render_terminal(report, out)
+    write_outputs([report], json_path, markdown_path, junit_path, html_path, plots)
+    _say_written(html_path, plots)
+    publish([report], to_markdown, echo=lambda line: (out.file.write(line + "\n"), out.file.flush()))
+
+
+def _exit_on_failed_gate(report) -> None:
     if any(not g["passed"] for g in report.gate):
         from . import distributed
         if distributed.is_main():
             out.print("[red]gate failed[/]")
-        raise typer.Exit(1)  # on every rank: torchrun then exits non-zero too
+        raise typer.Exit(1)
 
 
 def _curve_budgets(curve: Optional[str], pictures, attacks) -> Optional[list[float]]:
@@ -642,6 +657,36 @@ def report(
         check_output_path(output, [json_file], force)
     render(read_report(json_file), output, plots)
     _say_written(output, plots)
+
+
+@app.command("gate")
+def gate_cmd(
+    report_file: Path = typer.Argument(..., metavar="REPORT", help="A report JSON written by `harden eval --json` (or "
+                                       "a fix's before/after file: its hardened model's white-box report, gated with "
+                                       "its base's as the baseline)."),
+    require: Optional[List[str]] = RequireOpt, gate: Optional[Path] = GateOpt, baseline: Optional[Path] = BaselineOpt,
+    allow_mismatch: bool = AllowMismatchOpt, confidence: float = ConfidenceOpt,
+    json_path: Optional[Path] = JsonOpt, markdown_path: Optional[Path] = MarkdownOpt,
+    junit_path: Optional[Path] = JunitOpt, force: bool = ForceOpt, debug: bool = DebugOpt,
+):
+    """Gate a saved report again, with no model and no attack: other bars, another --confidence, another baseline.
+    Exit 0 when every requirement holds, 1 when one fails, 2 on bad input, as `harden eval` does."""
+    from .checkpoint import check_output_path
+    from .report.compare import read_report
+    from .report.release import gate_saved_report
+    from .stdout_outputs import claim
+    requirements = _requirements(require, gate)
+    if not requirements:
+        raise HardenError("Nothing to gate: give --require METRIC>=VALUE (repeatable) or --gate gate.toml.")
+    claim(out, {}, json=json_path, markdown=markdown_path, junit=junit_path)
+    for p in (json_path, markdown_path, junit_path):
+        if p:
+            check_output_path(p, [report_file, baseline], force)
+    report = gate_saved_report(read_report(report_file), requirements, path=report_file, baseline=baseline,
+                               baseline_doc=_baseline_doc(baseline), allow_mismatch=allow_mismatch,
+                               confidence=confidence)
+    _show_gated(report, json_path, markdown_path, junit_path)
+    _exit_on_failed_gate(report)
 
 
 @app.command("data")

@@ -188,6 +188,14 @@ def test_fix_html_has_curves_examples_and_training(cli, digits_ckpt, tmp_path):
     assert set(doc["reports"][1]["curves"]) == {"fgsm", "pgd"}
     code, _, err = cli("report", tmp_path / "fix.json", "-o", tmp_path / "again.html")
     assert code == 0 and (tmp_path / "again.html").read_text() == html_text
+    # `harden gate` of the fix's file: the hardened model's white-box report, its base's the baseline
+    change = doc["change"]["pgd"]
+    code, text, err = cli("gate", tmp_path / "fix.json", "--require", f"pgd.change>={change['difference'] - 0.01}",
+                          "--require", f"pgd>=baseline{change['difference'] + 0.01:+}", "--json", "-")
+    assert code == 1, err
+    gated = json.loads(text)["gate"]
+    assert [g["passed"] for g in gated] == [True, False] and gated[0]["actual"] == change["difference"]
+    assert gated[1]["value"] == pytest.approx(doc["reports"][0]["values"]["pgd"] + change["difference"] + 0.01)
     assert html.escape("white-box, hardened - base on the same 40 images: worst case") in html_text
     del doc["change"]  # a document written before it kept the change: the same words, from the per-image verdicts
     (tmp_path / "old.json").write_text(json.dumps(doc))

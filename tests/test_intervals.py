@@ -339,6 +339,31 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     gated = {g["metric"]: g["actual"] for g in new["gate"]}  # the paired difference's interval, gateable
     assert gated["pgd.change.lower"] == pytest.approx(pgd["lower"]) and -0.05 < pgd["lower"] < 0 < pgd["upper"]
     assert shipped["verdicts"]["draws"] == "per image, L2 Square too"
+    # gated again from the saved files, with no model and no attack: the same verdicts, values and comparison
+    from harden.report.model import Report
+    assert json.loads(json.dumps(Report.from_dict(new).to_dict())) == new
+    reqs = [a for g in new["gate"] for a in ("--require", g["text"])]
+    code, out, err = cli("gate", tmp_path / "new.json", *reqs, "--json", tmp_path / "regated.json")
+    assert code == 0, err + out
+    regated = json.loads((tmp_path / "regated.json").read_text())
+    assert regated["gate"] == new["gate"] and regated["baseline"] == new["baseline"]
+    assert regated["values"] == new["values"]
+    code, out, err = cli("gate", tmp_path / "shipped.json", "--require", "pgd>=0.999", "--require", "clean>=0.5",
+                         "--junit", tmp_path / "regated.xml")
+    assert code == 1 and "FAIL pgd>=0.999" in out and "PASS clean>=0.5" in out
+    assert (tmp_path / "regated.xml").read_text().count("<failure") == 1
+    for args, said in [(["--require", "pgd.change.lower>=0"], "holds no comparison"),
+                       (["--require", "autoattack>=0.1"], "shipped.json holds"),
+                       (["--require", "pgd.lower>=0.99"], "cannot pass on 80 images"),
+                       (["--require", "pgd>=40"], "Write 0.4 or 40%"), ([], "Nothing to gate")]:
+        code, out, err = cli("gate", tmp_path / "shipped.json", *args)
+        assert code == 2 and said in err, (args, err)
+    code, out, err = cli("gate", tmp_path / "new.json", "--require", "pgd.change.lower>=-0.05", "--confidence", "0.99")
+    assert code == 2 and "--baseline" in err  # its saved interval is at 95%: the baseline again gives one at 99%
+    code, out, err = cli("gate", tmp_path / "new.json", "--require", "pgd.change.lower>=-0.05", "--confidence", "0.99",
+                         "--baseline", tmp_path / "shipped.json", "--json", tmp_path / "at99.json")
+    at99 = json.loads((tmp_path / "at99.json").read_text())
+    assert code == 0 and at99["gate"][0]["actual"] < new["baseline"]["comparison"]["pgd"]["lower"]  # a wider interval
     assert not [n for n in new["notes"] if "drawn per batch" in n]
     assert [n for n in new["notes"] if n.startswith("the same weights as the baseline")]
     assert not [n for n in new["notes"] if "another harden" in n]

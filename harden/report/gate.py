@@ -85,9 +85,10 @@ def load_gate_file(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def check_known(requirements: list[dict[str, Any]], attacks: list) -> None:
+def check_known(requirements: list[dict[str, Any]], attacks: list, holder: str = "this run reports") -> None:
     """Fail early (exit 2) on a metric no report would contain, before minutes of attacks. `attacks`: the
-    run's Attack objects (their report keys and stages are derived as evaluate does)."""
+    run's Attack objects (their report keys and stages are derived as evaluate does); `holder` names what has the
+    metrics listed in the refusal."""
     accuracies = {"clean", "worst"} | {f"worst.{NORM_LABELS[a.norm]}" for a in attacks if a.norm in NORM_LABELS}
     known = {"clean.on_source_correct", "empirical_robustness", "loss_sensitivity", TRIPPED_CHECKS}
     seen: set[str] = set()
@@ -107,7 +108,7 @@ def check_known(requirements: list[dict[str, Any]], attacks: list) -> None:
             close = [k for k in known if k.lower() == r["metric"].lower()]
             raise HardenError(f"Requirement {r['text']!r} names unknown metric {r['metric']!r}"
                               + (f" (metric names are lower case: {close[0]!r})" if close else "")
-                              + f"; this run reports {', '.join(sorted(known))}.")
+                              + f"; {holder} {', '.join(sorted(known))}.")
         lo = 0.0 if r["metric"] in fractions else -1.0 if r["metric"] in changes else None
         bar, offset = r.get("value"), r.get("baseline_offset")
         if lo is not None and ((bar is not None and not lo <= bar <= 1) or (offset is not None and abs(offset) > 1)):
@@ -178,6 +179,8 @@ def settle_note(g: dict[str, Any]) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"

@@ -2,10 +2,10 @@
 their confidence intervals, the gateable values, and its JSON form (per-image verdicts included)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from .compare import verdicts_of
+from .compare import unpack, verdicts_of
 from .gate import TRIPPED_CHECKS
 from .stats import interval
 
@@ -139,6 +139,25 @@ class Report:
         d["verdicts"] = verdicts_of(self)
         d["values"] = self.metric_values()
         return d
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "Report":
+        """The report a JSON document holds (to_dict's inverse; `harden gate` of a saved report): the per-image
+        verdicts back as masks, fields a newer harden wrote and this one lacks left out, missing ones at defaults."""
+        import torch
+        doc = dict(doc)
+        verdicts = doc.pop("verdicts", None) or {}
+        attack_fields = {f.name for f in fields(AttackResult)}
+        doc["attacks"] = [AttackResult(**{k: v for k, v in a.items() if k in attack_fields})
+                          for a in doc.get("attacks", [])]
+        report = cls(**{k: v for k, v in doc.items() if k in {f.name for f in fields(cls)} - {"robust_images",
+                                                                                             "correct_images"}})
+        bits, n = verdicts.get("bits") or {}, int(verdicts.get("n") or 0)
+        if "clean" in bits:
+            report.correct_images = torch.from_numpy(unpack(bits["clean"], n))
+            report.robust_images = {a.name: torch.from_numpy(unpack(bits[a.name], n)) for a in report.attacks
+                                    if a.name in bits}
+        return report
 
     def summary(self) -> dict[str, Any]:
         """Compact form stored in checkpoint metadata."""

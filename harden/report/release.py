@@ -13,7 +13,8 @@ from .budget import parse_duration
 from .budget import keep_plan
 from .budget import plan as plan_images
 from .compare import baseline_report, compare, draws_note
-from .gate import CHANGE, apply_gate, bound_gate, chance_failure_note, change_values
+from .compare import single_reports
+from .gate import CHANGE, apply_gate, bound_gate, chance_failure_note, change_values, check_known
 from .model import Report
 from .stats import MOST_IMAGES, fewest_images_for_bar, images_for_accuracy_bound, images_for_change_bound, wilson
 
@@ -59,6 +60,17 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
                             f"{report.time_budget['used_s']:.0f} s"
                             + (" (resumed: the interrupted run's plan; the time before the resume not counted)"
                                if plan.resumed else ""))
+    return gate_report(report, requirements, baseline=baseline, baseline_doc=baseline_doc,
+                       allow_mismatch=allow_mismatch, confidence=confidence, per_image=per_image, available=available)
+
+
+def gate_report(report: Report, requirements: Sequence, *, baseline: str | Path | None = None,
+                baseline_doc: dict | None = None, allow_mismatch: bool = False, confidence: float = 0.95,
+                per_image: float | None = None, available: int | None = None) -> Report:
+    """The report compared with a baseline report (its JSON, read by compare.read_report) and its gate's results in
+    `report.gate`; without a baseline, a comparison the report already holds (a saved one's) serves the requirements
+    on the change. `per_image` (seconds) and `available` (the test split's size), where known, size a failing
+    interval requirement's images_to_pass."""
     report.confidence = confidence
     base_values, values = None, report.metric_values()
     if baseline_doc is not None:
@@ -67,20 +79,26 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
         report.baseline = {"file": str(baseline), "model": base.get("model"),
                            "comparison": compare(base, now, allow_mismatch, confidence)}
         base_values = base.get("values", {})
-        values = {**values, **change_values(report.baseline["comparison"])}
         older = draws_note(base)
         if older:
             report.notes.append(older)
         report.notes += provenance.differences(base, now)  # another harden, torch or device, or the same weights
+    comparison = (report.baseline or {}).get("comparison")
+    if comparison:
+        values = {**values, **change_values(comparison)}
+        if base_values is None:  # a saved comparison: the baseline's accuracies are the report's less the change
+            base_values = {m: values[m] - c["difference"] for m, c in comparison.items() if m in values}
     report.gate = apply_gate(values, list(requirements), base_values)  # the same on every rank
     for g in report.gate:  # a bound short of its bar with the value past it: how many images would settle it
-        m = images_to_pass(g, values, report.n, (report.baseline or {}).get("comparison"), confidence)
+        m = images_to_pass(g, values, report.n, comparison, confidence)
         if m:
-            g["images_to_pass"], g["seconds_to_pass"] = m, round(m * per_image, 1)
-            if m > available:  # more than the test split holds: more data, not more time
+            g["images_to_pass"] = m
+            if per_image is not None:
+                g["seconds_to_pass"] = round(m * per_image, 1)
+            if available is not None and m > available:  # more than the test split holds: more data, not more time
                 g["images_available"] = int(available)
     chance = chance_failure_note(list(requirements), confidence)
-    if chance:
+    if chance and chance not in report.notes:
         report.notes.append(chance)
     return report
 
@@ -122,3 +140,49 @@ def refuse_unreachable(requirements: Sequence, n: int, confidence: float) -> Non
             raise HardenError(
                 f"Requirement {r['text']!r} cannot pass on {n:,} images even if every image {every}: the best "
                 f"{confidence:.0%} {side} bound {n:,} images can give is {best:.3f}. {needs}")
+
+
+class _SavedAttack:
+    """A saved report's attack as check_known reads a run's: its name, norm and stages."""
+
+    def __init__(self, result):
+        self.name, self.norm, self._stages = result.name, result.norm, list(result.stages)
+
+    def stage_names(self) -> list[str]:
+        return self._stages
+
+
+def gate_saved_report(doc: dict[str, Any], requirements: Sequence, *, path: str | Path = "report",
+                      baseline: str | Path | None = None, baseline_doc: dict | None = None,
+                      allow_mismatch: bool = False, confidence: float = 0.95) -> Report:
+    """A saved report JSON gated again, with no model and no attack (`harden gate`): other bars, another
+    --confidence, another baseline, after the run that measured it. A fix's before/after file gives its hardened
+    model's white-box report, with its base's as the baseline unless another is given (`pgd.change.lower>=0`: the
+    hardening shown to help)."""
+    from ..data.predicted import refuse_clean_requirements
+    reports = single_reports(doc)
+    chosen = [r for r in reports if r.get("threat_model") == "white-box"] or reports
+    report = Report.from_dict(chosen[-1])
+    report.gate = []
+    if baseline_doc is not None:
+        report.baseline = {}
+    elif doc.get("kind") == "fix" and len(reports) >= 2 and doc.get("change"):
+        report.baseline = {"file": str(path), "model": reports[0].get("model"), "comparison": doc["change"]}
+    if baseline_doc is None and report.baseline.get("comparison") and report.confidence != confidence and any(
+            CHANGE in r["metric"] for r in requirements):  # its intervals were drawn at the saved level
+        raise HardenError(f"{str(path)!r} holds its comparison with {report.baseline.get('model')} at "
+                          f"{report.confidence:.0%} confidence; to gate the change at {confidence:.0%}, give that "
+                          "model's report again (--baseline).")
+    if any(CHANGE in r["metric"] or r.get("baseline_offset") is not None for r in requirements) \
+            and baseline_doc is None and not report.baseline.get("comparison"):
+        raise HardenError("A requirement compares with the baseline (METRIC>=baseline..., METRIC.change...), but "
+                          f"{str(path)!r} holds no comparison: give --baseline REPORT.json.")
+    if "labels" in report.data_details:  # eval --labels predicted
+        refuse_clean_requirements(list(requirements))
+    check_known(list(requirements), [_SavedAttack(a) for a in report.attacks], f"{Path(path).name} holds")
+    refuse_unreachable(requirements, report.n, confidence)
+    # the cost of one more image: the run's calibrated rate (--time-budget), else its attacks' time per image
+    attack_seconds = sum(a.seconds for a in report.attacks)
+    per_image = (report.time_budget or {}).get("seconds_per_image") or (attack_seconds / report.n if report.n else None)
+    return gate_report(report, requirements, baseline=baseline, baseline_doc=baseline_doc,
+                       allow_mismatch=allow_mismatch, confidence=confidence, per_image=per_image or None)
