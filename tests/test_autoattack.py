@@ -133,6 +133,31 @@ def test_autoattack_agrees_with_the_original(digits_model, digits):
     assert a.robust_accuracy < rep.clean_accuracy
 
 
+def test_a_cascade_runs_each_stage_over_every_batch_at_once(digits_model, digits, monkeypatch):
+    """AutoAttack takes several of the report's batches at once and runs each stage over the images all of them left
+    robust, a batch at a time (the original's order): the same verdicts, stage by stage, in fewer calls of the network
+    (a card bound by its launches pays per call: two batches ran the whole cascade twice, 2.1x the original's time)."""
+    from harden.attacks.autoattack import AutoAttack
+    from harden.report.compare import verdicts_of
+    calls = [0]
+    hook = digits_model.net.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
+    kw = dict(attacks=["autoattack:steps=10,queries=40,fab_steps=5"], eps=0.08, metrics=False, masking_checks=False,
+              device="cpu", n=96, batch_size=16)
+    try:
+        runs = {}
+        for at_once in (8, 1):
+            monkeypatch.setattr(AutoAttack, "batches_at_once", at_once)
+            calls[0] = 0
+            runs[at_once] = (evaluate(digits_model, digits, **kw), calls[0])
+    finally:
+        hook.remove()
+    (grouped, grouped_calls), (per_batch, per_batch_calls) = runs[8], runs[1]
+    assert verdicts_of(grouped)["bits"] == verdicts_of(per_batch)["bits"]
+    assert grouped.attacks[0].stages == per_batch.attacks[0].stages
+    assert 0 < grouped.attacks[0].robust_accuracy < grouped.attacks[0].stages["apgd-ce"]  # later stages had work
+    assert grouped_calls < 0.6 * per_batch_calls, (grouped_calls, per_batch_calls)
+
+
 def test_autoattack_versions_norms_and_options():
     assert build_attack("autoattack:norm=L2").norm == "2"
     assert build_attack("autoattack:version=rand").stage_names() == ["apgd-ce", "apgd-dlr"]

@@ -67,28 +67,34 @@ class AutoAttack(Attack):
     def stage_names(self) -> list[str]:
         return list(STAGES[self.params["version"]])
 
-    def run(self, model, x, y, generator=None):
+    batches_at_once = 8
+
+    def run(self, model, x, y, generator=None, chunk: int | None = None):
+        """`chunk`: the most images attacked at once (the report's batch, where it hands over several batches): each
+        stage runs over the images still robust after the earlier ones, `chunk` at a time."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else 0
+        chunk = chunk or len(x)
         counted = _Counting(model)
         with torch.no_grad():
-            robust = counted(x).argmax(1) == y
+            robust = torch.cat([counted(x[i:i + chunk]).argmax(1) == y[i:i + chunk] for i in range(0, len(x), chunk)])
         x_adv = x.clone()
-        stages: dict[str, torch.Tensor] = {}
+        names = self.stage_names()
+        fooled_at = torch.full((len(x),), len(names), dtype=torch.long, device=x.device)
         seconds: dict[str, float] = {}
-        for stage in self.stage_names():
+        for k, stage in enumerate(names):
             t = time.perf_counter()  # a stage ends in indexing by a mask, which waits for the device
-            idx = robust.nonzero().squeeze(1)
-            self.say(f"{stage}: {idx.numel():,} of {len(x):,} still robust")
-            if idx.numel():
+            left = robust.nonzero().squeeze(1)
+            self.say(f"{stage}: {left.numel():,} of {len(x):,} still robust")
+            for idx in left.split(chunk) if left.numel() else ():
                 xa = self._stage(stage, counted, x[idx], y[idx], seed, rows_of(generator, idx))
                 with torch.no_grad():  # the cascade's own check: misclassified and inside the ball
                     fooled = (counted(xa).argmax(1) != y[idx]) & self._within(xa - x[idx])
                 x_adv[idx[fooled]] = xa[fooled]
                 robust[idx[fooled]] = False
-            stages[stage] = x_adv.clone()
+                fooled_at[idx[fooled]] = k
             seconds[stage] = time.perf_counter() - t
-        return AttackOutput(x_adv, grad_passes=counted.grad, forward_passes=counted.fwd, stages=stages,
-                            stage_seconds=seconds)
+        return AttackOutput(x_adv, grad_passes=counted.grad, forward_passes=counted.fwd, stages=names,
+                            fooled_at=fooled_at, stage_seconds=seconds)
 
     def _within(self, delta: torch.Tensor) -> torch.Tensor:
         flat = delta.flatten(1)

@@ -28,9 +28,17 @@ class AttackOutput:
     grad_passes: int
     forward_passes: int = 0  # extra forward-only passes
     extra_backward_passes: int = 0  # further backward passes that reuse one forward (per-class gradients)
-    # multi-stage attacks (autoattack): the adversarial images after each stage, in order
-    stages: dict[str, torch.Tensor] | None = None
+    # multi-stage attacks (autoattack): the stages in order, and for each image the index of the stage whose
+    # adversarial image it keeps (len(stages): none fooled it); a cascade never attacks an image again once fooled, so
+    # this and x_adv give every stage's images (stage_images) without a copy of the batch per stage
+    stages: list[str] | None = None
+    fooled_at: torch.Tensor | None = None
     stage_seconds: dict[str, float] | None = None  # and the wall time each stage took
+
+    def stage_images(self, x: torch.Tensor):
+        """(stage, the adversarial images after it) for each stage in order; `x` the clean images."""
+        for k, stage in enumerate(self.stages or []):
+            yield stage, torch.where((self.fooled_at <= k).view(-1, *[1] * (x.dim() - 1)), self.x_adv, x)
 
     def floor_seconds(self, t_fwd_bwd: float, t_fwd: float) -> float:
         """The cost floor in seconds given per-image pass costs."""
@@ -90,6 +98,11 @@ class Attack:
     def stage_names(self) -> list[str]:
         """Stages whose robust accuracy the report gives separately (a cascade such as autoattack)."""
         return []
+
+    # how many of the report's batches one run may take (run(..., chunk=batch) then attacks at most `chunk` images at
+    # a time): a cascade runs each stage once over the images that every batch's earlier stages left robust, in full
+    # batches, as the original AutoAttack does, rather than its whole sequence once per batch on a few images each
+    batches_at_once: ClassVar[int] = 1
 
     # where a long run says which stage it is in (the report's progress bar: a batch of a whole cascade can take
     # minutes, with the bar at 0 and no ETA until it ends); None: nobody listens

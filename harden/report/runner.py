@@ -297,6 +297,19 @@ def _metrics_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     return values
 
 
+UNIT_BYTES = 512 * 2**20  # the images of one run of a cascade (its adversarial copy and the judged ones: a few times this)
+
+
+def batches_at_once(atk: Attack, x: torch.Tensor, batch_size: int, processes: int = 1) -> int:
+    """How many of the report's batches one run of `atk` takes: its own limit, at most UNIT_BYTES of images, and no
+    more than leaves every torchrun process a run of its own."""
+    if atk.batches_at_once <= 1 or not len(x):
+        return 1
+    per_batch = batch_size * 4 * int(torch.Size(x.shape[1:]).numel())  # fp32 on the device, however held
+    batches = -(-len(x) // batch_size)
+    return max(1, min(atk.batches_at_once, UNIT_BYTES // max(per_batch, 1), -(-batches // max(processes, 1))))
+
+
 def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, budget: float, x: torch.Tensor,
                  y: torch.Tensor, correct: torch.Tensor, src_correct: torch.Tensor | None, batch_size: int,
                  device: torch.device, seed: int, n_examples: int = 0,
@@ -330,14 +343,17 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
     ends: dict[int, int] = {}  # batch start -> end (this rank's batches)
     kept_seconds = [0.0]  # the time the batches taken from `state` took when they ran
     t0 = time.perf_counter()
-    own = dd.my_batches(len(x), batch_size)
+    # the images one run takes: a batch, or several where the attack runs them a batch at a time (a cascade)
+    unit = batch_size * batches_at_once(atk, x, batch_size, dd.world())
+    chunked = {"chunk": batch_size} if atk.batches_at_once > 1 else {}
+    own = dd.my_batches(len(x), unit)
 
     def attack(s: int, e: int):
         # each image's random draws from its own stream (the same at any batch size); the batch's, for draws made per
         # batch, by position in the whole set: sharding keeps it
         gen = RowStreams(seed, torch.arange(s, e), batch_seed=seed + s)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            return atk.run(source, x[s:e], y[s:e], generator=gen)
+            return atk.run(source, x[s:e], y[s:e], generator=gen, **chunked)
 
     with progress(f"{key:<10}", sum(e - s for s, e in own)) as advance:
         def run(s: int, e: int) -> None:
@@ -364,12 +380,12 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
             ok, norms, pred, xj = judge(out.x_adv.detach(), s, e)
             kept_inputs.add(s, xj, correct[s:e], ok)
             mine.append({"start": s, "ok": ok.cpu(), "norms": norms.cpu(), "pred": pred.cpu(),
-                         "stages": {stage: judge(xa.detach(), s, e)[0].cpu() for stage, xa in (out.stages or {}).items()},
+                         "stages": {stage: judge(xa.detach(), s, e)[0].cpu() for stage, xa in out.stage_images(x[s:e])},
                          "stage_seconds": dict(out.stage_seconds or {})})
             if state is not None:
                 state.keep(where, {**mine[-1], "passes": done, "seconds": time.perf_counter() - t},
                            f"the report's {key} at images {s}-{e} of {len(x)}")
-        dd.run_my_batches(run, len(x), batch_size, device, on_batch=advance)
+        dd.run_my_batches(run, len(x), unit, device, on_batch=advance)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     secs = time.perf_counter() - t0 + kept_seconds[0]
