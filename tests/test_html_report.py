@@ -243,3 +243,20 @@ def test_an_attack_keeps_only_the_inputs_its_examples_and_checks_can_need(order)
     for i in [*chosen, *range(prefix)]:
         assert torch.equal(kept.rows[i], x_adv[i])
         assert kept.rows[i].untyped_storage().nbytes() == x_adv[i].numel() * 4  # a copy, not a view of the batch
+
+
+def test_a_note_reads_as_a_note_not_as_a_tripped_check():
+    """A check of kind note that has something to say (where the scores were read) read 'TRIPPED' in Markdown and HTML
+    while the same report said 'none tripped' and did not count it."""
+    from harden.report.checks import flag, output_kind_note
+    from harden.report.html_page import to_html
+    from harden.report.model import Report
+    from harden.report.render import to_markdown
+    r = Report(model="m", threat_model="white-box", crafted_on="m", n=10, data="d", device="cpu", seed=0,
+               clean_accuracy=0.5, attacks=[], masking=[output_kind_note("logits", " at entry '0'"),
+                                                        flag("zero input gradients", True, "half of them")])
+    md = to_markdown([r])
+    assert "`outputs are not logits`: note (" in md and "`zero input gradients`: TRIPPED (" in md
+    page = to_html(r.to_dict(), {})
+    assert "<b>outputs are not logits</b>: note" in page and "<b>zero input gradients</b>: TRIPPED" in page
+    assert r.metric_values()["checks.tripped"] == 1

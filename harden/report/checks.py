@@ -41,6 +41,14 @@ def flag(check: str, tripped: bool, detail: str, kind: str = "masking") -> dict[
     return {"check": check, "tripped": bool(tripped), "detail": detail, "kind": kind}
 
 
+def state_word(f: dict[str, Any]) -> str:
+    """How a check reads in a document: TRIPPED, quiet, or note (a tripped note is something said, not a warning:
+    it is not counted among the tripped checks)."""
+    if not f["tripped"]:
+        return "quiet"
+    return "note" if f.get("kind", "masking") == "note" else "TRIPPED"
+
+
 CHANCE_CHECK = "clean accuracy at chance"
 CHANCE_MIN_N = 20        # fewer images than this say nothing of chance
 COLLAPSED_SHARE = 0.8    # share of the images given the same class that counts as a collapse (where labels vary)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import provenance
+from .checks import state_word
 from .examples import decode
 from .gate import settle_note
 from .stats import interval
@@ -379,7 +380,7 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
         for f in rep["masking"]:
             kind = f.get("kind", "masking")
             what = "gradient-masking check" if kind == "masking" else "check"
-            state = "TRIPPED" if f["tripped"] else "quiet"
+            state = state_word(f)
             items.append(f"<li class='{'tripped' if f['tripped'] and kind != 'note' else ''}'>{what} "
                          f"<b>{e(f['check'])}</b>: {state} &mdash; {e(f['detail'])}</li>")
         out.append("<ul>" + "".join(items) + "</ul>")

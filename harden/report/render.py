@@ -12,6 +12,7 @@ from rich.table import Table
 
 from . import provenance
 from .by_class import weakest_line
+from .checks import state_word
 from .gate import settle_note
 from .html_page import data_note, render, run_where, stage_seconds_cell
 from .model import Report
@@ -208,7 +209,7 @@ def to_markdown(reports: Sequence[Report]) -> str:
             lines.append(f"- {weakest}")
         for f in r.masking:
             what = "gradient-masking check" if f.get("kind", "masking") == "masking" else "check"
-            lines.append(f"- {what} `{f['check']}`: {'TRIPPED' if f['tripped'] else 'quiet'} ({f['detail']})")
+            lines.append(f"- {what} `{f['check']}`: {state_word(f)} ({f['detail']})")
         base = baseline_lines(r)
         if base:
             lines += [f"- {base[0]}"] + [f"  - {line}" for line in base[1:]]
