@@ -396,6 +396,7 @@ def test_a_cascade_says_its_stage_beside_the_progress_bar(digits_model, digits, 
     evaluate(digits_model, digits, attacks=[FAST_AA], n=12, eps=0.1, metrics=False, masking_checks=False,
              device="cpu")
     notes = [info for d, n, info in said if d == "autoattack" and n == 0 and info]
-    assert [t.split(":")[0] for t in notes] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert [t.split(":")[0] for t in notes] == [f"stage {k} of 4, {s}" for k, s in
+                                                enumerate(["apgd-ce", "apgd-t", "fab-t", "square"], 1)]
     assert notes[0].endswith("of 12 still robust") and all(" of 12 still robust" in t for t in notes)
     assert said[-1] == ("autoattack", 12, None) and said[-2] == ("autoattack", 0, "")  # cleared, then the batch

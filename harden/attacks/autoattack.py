@@ -84,7 +84,7 @@ class AutoAttack(Attack):
         for k, stage in enumerate(names):
             t = time.perf_counter()  # a stage ends in indexing by a mask, which waits for the device
             left = robust.nonzero().squeeze(1)
-            self.say(f"{stage}: {left.numel():,} of {len(x):,} still robust")
+            self.say(f"stage {k + 1} of {len(names)}, {stage}: {left.numel():,} of {len(x):,} still robust")
             for idx in left.split(chunk) if left.numel() else ():
                 xa = self._stage(stage, counted, x[idx], y[idx], seed, rows_of(generator, idx))
                 with torch.no_grad():  # the cascade's own check: misclassified and inside the ball
