@@ -358,6 +358,10 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
                        (["--require", "pgd>=40"], "Write 0.4 or 40%"), ([], "Nothing to gate")]:
         code, out, err = cli("gate", tmp_path / "shipped.json", *args)
         assert code == 2 and said in err, (args, err)
+    predicted = {**shipped, "data_details": {**shipped["data_details"], "labels": "the model's own clean predictions"}}
+    (tmp_path / "predicted.json").write_text(json.dumps(predicted))  # eval --labels predicted: clean is 100% by design
+    code, out, err = cli("gate", tmp_path / "predicted.json", "--require", "clean>=0.5")
+    assert code == 2 and "cannot fail" in err
     code, out, err = cli("gate", tmp_path / "new.json", "--require", "pgd.change.lower>=-0.05", "--confidence", "0.99")
     assert code == 2 and "--baseline" in err  # its saved interval is at 95%: the baseline again gives one at 99%
     code, out, err = cli("gate", tmp_path / "new.json", "--require", "pgd.change.lower>=-0.05", "--confidence", "0.99",
