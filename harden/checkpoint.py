@@ -425,7 +425,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                 raise no_count from None
             if isinstance(e, DoesNotRun) and sized:
                 raise DoesNotRun(f"{e} Nor at any common square size from {SIZES_TRIED[0]} to {SIZES_TRIED[-1]} "
-                                 "pixels: pass the size it was trained at as --input-size.") from None
+                                 "pixels: pass the size it was trained at as --input-size (HxW: 32x64 for images 32 "
+                                 "high and 64 wide).", size_assumed=True) from None
             raise
     else:
         if size_assumed and rebuilt and not meta.get("recipe") and not weights_fit(model.net, state):

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from .errors import HardenError, Interrupted
 from .model_flags import DataFlags, ModelFlags, with_data_flags, with_model_flags
+from .size_from_data import at_data_size
 from .recipes.base import DEFAULT_RECIPE as DEFAULT_RECIPE_NAME
 
 app = typer.Typer(name="harden", add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
@@ -333,7 +334,8 @@ def eval_cmd(
             check_output_path(p, [checkpoint, craft_on], force)
     dev = resolve_device(device)
     seed_everything(seed)
-    model = _load_model(checkpoint, model_flags, dev)
+    model, model_flags = at_data_size(lambda flags: _load_model(checkpoint, flags, dev), model_flags, data, data_flags,
+                                      checkpoint.name)
     # --attack's specs, or the default set for this model's input size (the report notes what it leaves out)
     attacks = attack_set(expand_suites(attack) if attack else None, model.spec.input_size, eps_v)
     check_known(requirements, attacks)
@@ -516,12 +518,14 @@ def fix(
     train_eps = parse_number(train_eps) if train_eps is not None and trained_norm(recipe_cfg) != "2" else None
     budgets = _curve_budgets(curve, html_path or plots, [build_attack(a, eps=train_eps)
                                                           for a in expand_suites(attack or DEFAULT_ATTACKS)])
-    result = run_fix(checkpoint, data, recipe=recipe_cfg, data_frac=data_frac, seed=seed, device=device, report_n=n,
-                     attacks=expand_suites(attack) if attack else None, report=report, metrics=metrics,
-                     masking_checks=masking_checks, model_flags=model_flags.load_kwargs(), curve=budgets,
-                     curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
-                     data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net,
-                     unfold_bn=unfold_bn, bpda=bpda, state=state, labels=labels)
+    def hardened(flags: ModelFlags):  # the base's load fails first where it runs at no size it was given or guessed
+        return run_fix(checkpoint, data, recipe=recipe_cfg, data_frac=data_frac, seed=seed, device=device, report_n=n,
+                       attacks=expand_suites(attack) if attack else None, report=report, metrics=metrics,
+                       masking_checks=masking_checks, model_flags=flags.load_kwargs(), curve=budgets,
+                       curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
+                       data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net,
+                       unfold_bn=unfold_bn, bpda=bpda, state=state, labels=labels)
+    result, _ = at_data_size(hardened, model_flags, data, data_flags, checkpoint.name, hold=False)
     if not _all_ranks_done():
         state.finish()
         return
@@ -574,7 +578,9 @@ def import_cmd(
     from .importer import import_checkpoint
     check_output_path(output, [checkpoint], force)
     check_checkpoint_path(output)
-    model = import_checkpoint(checkpoint, output, model_flags=model_flags.load_kwargs(), data=data, force=force)
+    model, _ = at_data_size(lambda flags: import_checkpoint(checkpoint, output, model_flags=flags.load_kwargs(),
+                                                           data=data, force=force),
+                            model_flags, data, DataFlags(), checkpoint.name)
     s = model.spec
     out.print(f"wrote {output} ({s.arch}, {s.num_classes} classes, {s.in_chans}x{s.input_size[0]}x{s.input_size[1]}, "
               f"{sum(p.numel() for p in model.parameters()):,} parameters, data {s.data or '-'})")
@@ -706,7 +712,8 @@ def data_cmd(
     from .data.describe import describe
     loaded = None
     if model is not None:
-        loaded = _load_model(model, model_flags, "cpu")
+        loaded, _ = at_data_size(lambda flags: _load_model(model, flags, "cpu"), model_flags, data, data_flags,
+                                 model.name)
         target = DataTarget.for_model(loaded, **data_flags.target_kwargs())
     else:
         kw = data_flags.target_kwargs()

@@ -11,11 +11,13 @@ class NoInputGradient(HardenError):
 
 class DoesNotRun(HardenError):
     """The network raised on a probe batch of the size and channels it was given (before its output was read).
-    `size_may_help`: False where the failure is not about the input (a forward that moves tensors to a GPU)."""
+    `size_may_help`: False where the failure is not about the input (a forward that moves tensors to a GPU);
+    `size_assumed`: nothing said the input size, and no common square size ran either."""
 
-    def __init__(self, message: str, size_may_help: bool = True):
+    def __init__(self, message: str, size_may_help: bool = True, size_assumed: bool = False):
         super().__init__(message)
         self.size_may_help = size_may_help
+        self.size_assumed = size_assumed
 
 
 class Interrupted(Exception):

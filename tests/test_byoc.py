@@ -1131,3 +1131,55 @@ def test_a_model_pickled_by_its_training_script_names_the_script_and_an_mlp_give
     model = harden.load(tmp_path / "model.pt", arch=f"{script}:Net")
     assert (model.spec.in_chans, model.spec.input_size, model.spec.num_classes) == (3, (8, 8), 4)
     assert model.config_sources["input_size"] == "checkpoint weights (fc.weight: 192 inputs, 3 x 8 x 8)"
+
+
+WIDE_NET = '''
+import torch.nn.functional as F
+from torch import nn
+
+
+class WideNet(nn.Module):  # licence plates, text lines, spectrograms: trained at 32 high x 64 wide
+    def __init__(self, num_classes=2):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 16 * 32, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(x)), 2)
+        return self.fc(x.view(x.size(0), -1))
+'''
+
+
+def test_a_network_that_runs_at_no_square_size_takes_the_size_of_its_data(tmp_path, cli):
+    """A state dict with --arch alone whose flatten was sized for 32 x 64 runs at no square size: eval, fix, import
+    and data take the size of --data's images where it runs there (said), and refuse as before where it does not,
+    with the form HxW in the remedy."""
+    from PIL import Image
+    (tmp_path / "wide.py").write_text(WIDE_NET)
+    torch.manual_seed(0)
+    from harden.models.registry import _import_callable
+    torch.save(_import_callable(f"{tmp_path / 'wide.py'}:WideNet")().state_dict(), tmp_path / "wide.pt")
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "plates" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (64, 32), (60 * i, 90 if c == "a" else 10, 200)).save(
+                    tmp_path / "plates" / split / c / f"{i}.png")
+    flags = ["--arch", f"{tmp_path / 'wide.py'}:WideNet"]
+    code, out, err = cli("eval", tmp_path / "wide.pt", *flags, "--data", tmp_path / "plates", "--attack", "fgsm",
+                         "--num-images", 8, "--no-metrics", "--no-masking-checks", "-q", "--json", tmp_path / "r.json")
+    said = " ".join(err.split())
+    assert code == 0, err
+    assert "taken as its input size (--input-size 32x64" in said and "assuming input_size 32x32" not in said
+    code, out, err = cli("import", tmp_path / "wide.pt", *flags, "--data", tmp_path / "plates", "-o",
+                         tmp_path / "wide.safetensors")
+    assert code == 0 and harden.load(tmp_path / "wide.safetensors").spec.input_size == (32, 64)
+    code, out, err = cli("data", tmp_path / "plates", "--model", tmp_path / "wide.pt", *flags)
+    assert code == 0 and "centre crop 32x64" in " ".join(out.split()), err
+    code, out, err = cli("fix", tmp_path / "wide.pt", *flags, "--data", tmp_path / "plates", "--data-frac", 1,
+                         "--epochs", 1, "--set", "val_frac=0", "--no-report", "-q", "-o", tmp_path / "fixed.safetensors")
+    assert code == 0 and harden.load(tmp_path / "fixed.safetensors").spec.input_size == (32, 64), err
+    np.savez(tmp_path / "squares.npz", x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.array([0, 1, 0, 1]),
+             x_test=np.zeros((4, 32, 32, 3), np.uint8), y_test=np.array([0, 1, 0, 1]))
+    code, out, err = cli("eval", tmp_path / "wide.pt", *flags, "--data", tmp_path / "squares.npz", "--attack", "fgsm")
+    assert code == 2 and "HxW" in err and "taken as" not in err
