@@ -21,7 +21,8 @@ def without_timings(report) -> dict:
 
 def timings_out(d: dict) -> dict:
     """A report's JSON but for how long its attacks took and when it was made."""
-    d["attacks"] = [{k: v for k, v in a.items() if k not in ("seconds", "images_per_s")} for a in d["attacks"]]
+    d["attacks"] = [{k: v for k, v in a.items() if k not in ("seconds", "images_per_s", "stage_seconds")}
+                    for a in d["attacks"]]
     d["provenance"] = {k: v for k, v in d["provenance"].items() if k != "created"}
     return d
 
@@ -43,6 +44,26 @@ def test_a_report_resumed_equals_an_uninterrupted_one(base, digits, tmp_path, mo
             harden.evaluate(base, digits, state=ReportStates(), **REPORT)
     assert f"the report's {where} at images" in str(stop.value) and stop.value.exit_code == 143
     resumed = harden.evaluate(base, digits, state=ReportStates(resume=True), **REPORT)
+    assert without_timings(resumed) == without_timings(whole)
+
+
+def test_autoattack_over_several_batches_resumes_at_a_run_of_them(base, digits, tmp_path, monkeypatch):
+    """A cascade's run takes several batches (each stage over all their robust images): stopped after its first run,
+    the resumed report takes that run's verdicts and attacks the rest, and equals an uninterrupted one."""
+    from harden.report.runner import batches_at_once
+    from harden.resume import ReportStates
+    monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
+    kw = dict(n=48, batch_size=2, device="cpu", attacks=["autoattack:steps=5,queries=20,fab_steps=3"], eps=0.1,
+              metrics=False, masking_checks=False)
+    atk = harden.attacks.build_attack(kw["attacks"][0])
+    assert batches_at_once(atk, digits.x_test[:48], 2) == 8  # three runs of 16 images
+    whole = harden.evaluate(base, digits, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(ReportStates, "due", signal_at(1, real=ReportStates.due))
+        with pytest.raises(Interrupted) as stop:
+            harden.evaluate(base, digits, state=ReportStates(), **kw)
+    assert "the report's autoattack at images 16-32 of 48" in str(stop.value)  # the third run is left to do
+    resumed = harden.evaluate(base, digits, state=ReportStates(resume=True), **kw)
     assert without_timings(resumed) == without_timings(whole)
 
 
