@@ -93,6 +93,24 @@ def test_a_softmax_head_is_trained_on_its_logarithm_and_written_as_it_is(digits,
     assert "_log_where_probabilities" not in res.model.__dict__
 
 
+def test_a_recipe_that_wraps_the_forward_trains_a_softmax_head_on_its_logarithm_too():
+    """idfr's patch runs the whole forward (embed, its restorer, classify: the head's softmax kept); while such a model
+    trains it gives log(p), as a plain forward does, and returns probabilities again after."""
+    from harden.outputs import trained_as_log_probabilities
+    from harden.recipes import get_recipe
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5),
+                        nn.Softmax(dim=1)).eval()
+    model = harden.models.from_module(net, input_size=8, in_chans=1, num_classes=5)
+    get_recipe("idfr").attach(model, {"stage": "idfr", "residual": True})
+    x = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():
+        p = model(x)
+        assert torch.allclose(p.sum(1), torch.ones(6)) and (p >= 0).all()
+        with trained_as_log_probabilities(model, True):
+            assert torch.allclose(model(x), p.log(), atol=1e-6)
+        assert torch.equal(model(x), p)
+
+
 def test_one_output_is_a_binary_classifiers_logit(tmp_path, digits):
     """A network with one output (a binary classifier's logit, trained with BCEWithLogitsLoss) is two classes, read
     as the scores (0, z): given to the library it was refused as "the model has only 1 classes", and a pickled one

@@ -398,7 +398,9 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.patch is not None and hasattr(self.patch, "forward_model"):
-            return self.patch.forward_model(self, x)  # a recipe that wraps the whole forward (idfr)
+            out = self.patch.forward_model(self, x)  # a recipe that wraps the whole forward (idfr)
+            # its classify() keeps a softmax head's softmax: trained on log(p), as below
+            return log_where_probabilities(out) if self.__dict__.get(LOG_WHERE_PROBABILITIES) else out
         try:
             out = network(self)(self.normalize(x))
         except ValueError as e:
