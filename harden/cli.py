@@ -313,7 +313,7 @@ def eval_cmd(
     from .checkpoint import check_output_path
     from .report import evaluate, release_report
     from .report.runner import attack_set
-    from .report.gate import check_known, needs_baseline
+    from .report.gate import check_known, needs_baseline, no_baseline
     from .runtime import resolve_device, seed_everything
 
     requirements = _requirements(require, gate)
@@ -322,8 +322,7 @@ def eval_cmd(
         refuse_clean_requirements(requirements)
     baseline_doc = _baseline_doc(baseline)
     if baseline_doc is None and needs_baseline(requirements):
-        raise HardenError("A requirement compares with the baseline (METRIC>=baseline..., METRIC.change...), but no "
-                          "--baseline REPORT.json was given.")
+        raise no_baseline("no --baseline REPORT.json was given")
     eps_v = parse_number(eps) if eps is not None else None
     if eps_v is not None and not (0 < eps_v <= 1):
         raise HardenError(f"--eps is a budget in pixel units, in (0, 1]; got {eps_v:g}{in_255_hint(eps_v, '--eps ')}.")

@@ -50,6 +50,12 @@ def needs_baseline(requirements: list[dict[str, Any]]) -> bool:
     return any(r.get("baseline_offset") is not None or CHANGE in r["metric"] for r in requirements)
 
 
+def no_baseline(lacking: str) -> HardenError:
+    """The refusal of a requirement on the baseline where `lacking` says what is missing."""
+    return HardenError(f"A requirement compares with the baseline (METRIC>=baseline..., METRIC.change...), but "
+                       f"{lacking}.")
+
+
 def change_values(comparison: dict[str, dict[str, float]]) -> dict[str, float]:
     """The gateable values of a comparison with the baseline (compare.compare): per accuracy `<metric>.change`
     (new - baseline) and `.change.lower` / `.change.upper`, its interval's bounds."""

@@ -14,7 +14,8 @@ from .budget import keep_plan
 from .budget import plan as plan_images
 from .compare import baseline_report, compare, draws_note
 from .compare import single_reports
-from .gate import CHANGE, apply_gate, bound_gate, chance_failure_note, change_values, check_known
+from .gate import (CHANGE, apply_gate, bound_gate, chance_failure_note, change_values, check_known, needs_baseline,
+                   no_baseline)
 from .model import Report
 from .stats import MOST_IMAGES, fewest_images_for_bar, images_for_accuracy_bound, images_for_change_bound, wilson
 
@@ -173,10 +174,8 @@ def gate_saved_report(doc: dict[str, Any], requirements: Sequence, *, path: str 
         raise HardenError(f"{str(path)!r} holds its comparison with {report.baseline.get('model')} at "
                           f"{report.confidence:.0%} confidence; to gate the change at {confidence:.0%}, give that "
                           "model's report again (--baseline).")
-    if any(CHANGE in r["metric"] or r.get("baseline_offset") is not None for r in requirements) \
-            and baseline_doc is None and not report.baseline.get("comparison"):
-        raise HardenError("A requirement compares with the baseline (METRIC>=baseline..., METRIC.change...), but "
-                          f"{str(path)!r} holds no comparison: give --baseline REPORT.json.")
+    if needs_baseline(list(requirements)) and baseline_doc is None and not report.baseline.get("comparison"):
+        raise no_baseline(f"{str(path)!r} holds no comparison: give --baseline REPORT.json")
     if "labels" in report.data_details:  # eval --labels predicted
         refuse_clean_requirements(list(requirements))
     check_known(list(requirements), [_SavedAttack(a) for a in report.attacks], f"{Path(path).name} holds")
