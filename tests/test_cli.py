@@ -383,3 +383,17 @@ def test_a_crafting_model_of_another_input_size_crafts_on_the_evaluated_pixels_r
     same = harden.evaluate(digits_model, digits, craft_on=harden.create_model("cnn-small", 10, 1, (8, 8)),
                            attacks=["fgsm"], n=10, eps=0.1, device="cpu", metrics=False, masking_checks=False)
     assert not any("takes" in n for n in same.notes)  # the same size: fed as it is
+
+
+@pytest.mark.parametrize("command", ["gate", "report", "compare"])
+def test_a_report_file_that_is_no_report_is_refused_for_every_reader(cli, tmp_path, command):
+    """A folder, a JSON object with 'attacks' but no report around it, and a list of reports that are not: refused
+    with what is missing (a KeyError and an IsADirectoryError came out as internal errors, exit 1)."""
+    (tmp_path / "partial.json").write_text(json.dumps({"attacks": []}))
+    (tmp_path / "odd.json").write_text(json.dumps({"reports": [{"model": "m"}, 3]}))
+    more = {"gate": ["--require", "clean>=0.1"], "report": ["-o", tmp_path / "r.html"], "compare": [tmp_path / "odd.json"]}
+    assert "is a folder" in _bad(cli, command, tmp_path, *more[command])
+    err = " ".join(_bad(cli, command, tmp_path / "partial.json", *more[command]).split())
+    assert "lacks model, threat_model, n, data, clean_accuracy" in err
+    if command != "compare":
+        assert "not a report harden wrote" in _bad(cli, command, tmp_path / "odd.json", *more[command])

@@ -163,11 +163,24 @@ def read_report(path) -> dict[str, Any]:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise HardenError(f"{str(path)!r} does not exist.") from None
+    except IsADirectoryError:
+        raise HardenError(f"{str(path)!r} is a folder; give a report's JSON file.") from None
+    except OSError as e:
+        raise HardenError(f"{str(path)!r} cannot be read ({e.strerror or e}).") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise HardenError(f"{str(path)!r} is not a JSON report ({e}).") from None
     if not isinstance(doc, dict) or not ("attacks" in doc or "reports" in doc):
         raise HardenError(f"{str(path)!r} is JSON but not a harden report (no 'attacks' or 'reports').")
+    reports = doc.get("reports", [doc])
+    for r in reports if isinstance(reports, list) else [None]:
+        lacking = [k for k in REPORT_KEYS if not isinstance(r, dict) or k not in r]
+        if lacking or not isinstance(r.get("attacks"), list):
+            raise HardenError(f"{str(path)!r} is JSON but not a report harden wrote (it lacks "
+                              f"{', '.join(lacking) or 'a list of attacks'}).")
     return doc
+
+
+REPORT_KEYS = ("model", "threat_model", "n", "data", "clean_accuracy", "attacks")  # what every reader of a report needs
 
 
 def baseline_report(doc: dict[str, Any], threat_model: str, path) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 their confidence intervals, the gateable values, and its JSON form (per-image verdicts included)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .compare import unpack, verdicts_of
@@ -145,6 +145,13 @@ class Report:
         """The report a JSON document holds (to_dict's inverse; `harden gate` of a saved report): the per-image
         verdicts back as masks, fields a newer harden wrote and this one lacks left out, missing ones at defaults."""
         import torch
+
+        from ..errors import HardenError
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        lacking = [k for k in required if k not in doc]
+        if lacking:
+            raise HardenError(f"The report lacks {', '.join(lacking)}: it was not written by `harden eval --json` or "
+                              "`harden fix --json`.")
         doc = dict(doc)
         verdicts = doc.pop("verdicts", None) or {}
         attack_fields = {f.name for f in fields(AttackResult)}
