@@ -164,6 +164,7 @@ def test_bad_data_frac(cli, tmp_path, frac):
                                    "--no-report", "-o", "OUT"),
                                   ("eval", "CKPT", "--attack", "deepfool", "--eps-l2", "-1"),
                                   ("eval", "CKPT", "--attack", "pgd:steps=0"),
+                                  ("eval", "CKPT", "--attack", "pgd:steps=1.5"),
                                   ("eval", "CKPT", "--attack", "fgsm:eps=2")])
 def test_usage_errors_exit_2(cli, digits_ckpt, tmp_path, args):
     """An unknown option, a missing value or an out-of-range number is bad input too: exit 2, no traceback."""

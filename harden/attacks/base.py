@@ -66,6 +66,8 @@ class Attack:
             if isinstance(dv, bool):
                 self.params[k] = bool(v)
             elif isinstance(dv, int) and not isinstance(dv, bool):
+                if isinstance(v, float) and not v.is_integer():  # steps=1.5 ran one step before
+                    raise HardenError(f"Attack {self.name!r}: {k} is a whole number, got {_fmt(v)}.")
                 self.params[k] = int(v)
             elif isinstance(dv, float):
                 self.params[k] = float(v)
