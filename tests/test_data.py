@@ -278,6 +278,12 @@ def test_npz_as_research_code_saves_it_reads_the_same_pixels(tmp_path, monkeypat
     np.savez(tmp_path / "late.npz", x_train=late[:40], y_train=y[:40], x_test=late[40:], y_test=y[40:])
     with pytest.raises(HardenError, match="first rows did not show"):
         load_data(tmp_path / "late.npz").images("test", np.arange(20))
+    for where in (0, -1):  # a NaN among the sampled rows, or past them: refused (cast to uint8 it was a silent 0)
+        holed = f.copy()
+        holed[where, 0, 0, 0] = np.nan
+        np.savez(tmp_path / "nan.npz", x_train=holed[:40], y_train=y[:40], x_test=holed[40:], y_test=y[40:])
+        with pytest.raises(HardenError, match="1 NaN or infinite value"):
+            load_data(tmp_path / "nan.npz").images("test", np.arange(20))
     np.savez(tmp_path / "few.npz", x_train=x[:40], y_train=y[:30], x_test=x[40:], y_test=y[40:])
     with pytest.raises(HardenError, match="30 labels for 40 images"):
         load_data(tmp_path / "few.npz")

@@ -66,6 +66,8 @@ class PixelView(RowView):
         if self.first:
             a = np.moveaxis(a, -3, -1)
         if self.scale != 1.0 or a.dtype != np.uint8:
+            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+                raise HardenError(non_finite(self.what, a))
             lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
             if lo < 0 or hi * self.scale > 255.5:
                 raise HardenError(f"{self.what} holds values from {lo:.4g} to {hi:.4g} in rows its first rows did "
@@ -164,6 +166,15 @@ def unflattened(x: Any, what: str) -> Any:
     return x.reshape((n, 3, side, side))
 
 
+def non_finite(what: str, a: np.ndarray) -> str:
+    """The refusal of images with NaN or infinite values (cast to uint8 they became arbitrary pixels, silently)."""
+    bad = ~np.isfinite(a)
+    rows = np.unique(np.nonzero(bad.reshape(len(a), -1) if a.ndim > 1 else bad)[0])
+    return (f"{what} holds {int(bad.sum()):,} NaN or infinite value(s), in {len(rows):,} image(s) (the first: row "
+            f"{int(rows[0])} of those read): pixels are finite numbers, uint8 0-255 or floats in [0, 1]. Drop or "
+            "repair those images.")
+
+
 def as_pixels(x: Any, what: str, like: PixelView | None = None) -> Any:
     """x as uint8 N x H x W x C rows: itself when it is that already (a DeferredArray stays deferred), else a
     PixelView. Refuses normalised images. `like`: the view of the other split, whose value range a deferred array
@@ -178,6 +189,8 @@ def as_pixels(x: Any, what: str, like: PixelView | None = None) -> Any:
         scale = like.scale
     elif x.dtype != np.uint8:
         sample = np.asarray((x.load() if isinstance(x, DeferredArray) else x)[:_SAMPLE_ROWS])
+        if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
+            raise HardenError(non_finite(what, sample))
         lo, hi = (float(sample.min()), float(sample.max())) if sample.size else (0.0, 0.0)
         if lo < 0 or hi > 255:
             raise HardenError(f"{what} holds values from {lo:.4g} to {hi:.4g}: normalised images, not pixels. "
