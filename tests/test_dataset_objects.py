@@ -629,3 +629,17 @@ def test_timms_image_dataset_gives_its_labels_and_classes_without_reading_images
     data = load_data(ds)
     assert data.class_names == ["c0", "c1", "c2"] and data.y_test.tolist() == [0, 0, 1, 1, 2, 2]
     assert data.from_dataset["normalize_undone"]["std"] == [0.229, 0.224, 0.225] and data.input_size == (16, 16)
+
+
+def test_an_item_with_nan_pixels_is_refused_by_its_index(digits, digits_model):
+    """A transform that makes a NaN (a division by a zero std, a corrupt file's floats): refused naming the item, not
+    read as black pixels (cast to uint8, NaN became 0)."""
+    class Holed(Digits):
+        def __getitem__(self, i):
+            img, target = super().__getitem__(i)
+            if i == 3:
+                img[0, 0, 0] = float("nan")
+            return img, target
+    test = Holed(digits.x_test[:40], digits.y_test[:40], T.ToTensor())
+    with pytest.raises(HardenError, match=r"\[3\] holds 1 NaN or infinite value"):
+        harden.evaluate(digits_model, test, **KW)

@@ -166,13 +166,16 @@ def unflattened(x: Any, what: str) -> Any:
     return x.reshape((n, 3, side, side))
 
 
-def non_finite(what: str, a: np.ndarray) -> str:
-    """The refusal of images with NaN or infinite values (cast to uint8 they became arbitrary pixels, silently)."""
+def non_finite(what: str, a: np.ndarray, rows: bool = True) -> str:
+    """The refusal of images with NaN or infinite values (cast to uint8 they became arbitrary pixels, silently);
+    `rows`: `a` holds several images (else one)."""
     bad = ~np.isfinite(a)
-    rows = np.unique(np.nonzero(bad.reshape(len(a), -1) if a.ndim > 1 else bad)[0])
-    return (f"{what} holds {int(bad.sum()):,} NaN or infinite value(s), in {len(rows):,} image(s) (the first: row "
-            f"{int(rows[0])} of those read): pixels are finite numbers, uint8 0-255 or floats in [0, 1]. Drop or "
-            "repair those images.")
+    where = ""
+    if rows:
+        hit = np.unique(np.nonzero(bad.reshape(len(a), -1))[0])
+        where = f", in {len(hit):,} image(s) (the first: row {int(hit[0])} of those read)"
+    return (f"{what} holds {int(bad.sum()):,} NaN or infinite value(s){where}: pixels are finite numbers, uint8 0-255 "
+            "or floats in [0, 1]. Drop or repair those images.")
 
 
 def as_pixels(x: Any, what: str, like: PixelView | None = None) -> Any:
