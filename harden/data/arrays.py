@@ -294,7 +294,8 @@ def _labels(y, n: int, source: str, name: str) -> np.ndarray:
         raise HardenError(f"{source}: {name} is {y.dtype}; labels are class indices (or one-hot rows).")
     y = y.ravel()
     if len(y) != n:
-        raise HardenError(f"{source}: {name} holds {len(y)} labels for {n} images.")
+        one = (" (one image given as H x W x C? A batch of one is x[None], N x H x W x C)" if len(y) == 1 else "")
+        raise HardenError(f"{source}: {name} holds {len(y)} labels for {n} images{one}.")
     if np.issubdtype(y.dtype, np.floating) and not np.array_equal(y, np.round(y)):
         raise HardenError(f"{source}: {name} holds fractional values; labels are class indices.")
     return y.astype(np.int64)
