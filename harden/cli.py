@@ -677,19 +677,16 @@ def gate_cmd(
     """Gate a saved report again, with no model and no attack: other bars, another --confidence, another baseline.
     Exit 0 when every requirement holds, 1 when one fails, 2 on bad input, as `harden eval` does."""
     from .checkpoint import check_output_path
-    from .report.compare import read_report
-    from .report.release import gate_saved_report
+    from .report.release import gate as gate_saved
     from .stdout_outputs import claim
-    requirements = _requirements(require, gate)
-    if not requirements:
+    if not require and not gate:
         raise HardenError("Nothing to gate: give --require METRIC>=VALUE (repeatable) or --gate gate.toml.")
     claim(out, {}, json=json_path, markdown=markdown_path, junit=junit_path)
     for p in (json_path, markdown_path, junit_path):
         if p:
             check_output_path(p, [report_file, baseline], force)
-    report = gate_saved_report(read_report(report_file), requirements, path=report_file, baseline=baseline,
-                               baseline_doc=_baseline_doc(baseline), allow_mismatch=allow_mismatch,
-                               confidence=confidence)
+    report = gate_saved(report_file, require or [], gate_file=gate, baseline=baseline, allow_mismatch=allow_mismatch,
+                        confidence=confidence)
     _show_gated(report, json_path, markdown_path, junit_path)
     _exit_on_failed_gate(report)
 

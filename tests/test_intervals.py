@@ -348,6 +348,9 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     regated = json.loads((tmp_path / "regated.json").read_text())
     assert regated["gate"] == new["gate"] and regated["baseline"] == new["baseline"]
     assert regated["values"] == new["values"]
+    lib = harden.gate(tmp_path / "new.json", reqs[1::2])  # the library's call: the same gate
+    assert json.loads(json.dumps(lib.to_dict()))["gate"] == new["gate"]
+    assert [g["passed"] for g in harden.gate(shipped, ["pgd>=0.999"]).gate] == [False]  # a document in memory too
     code, out, err = cli("gate", tmp_path / "shipped.json", "--require", "pgd>=0.999", "--require", "clean>=0.5",
                          "--junit", tmp_path / "regated.xml")
     assert code == 1 and "FAIL pgd>=0.999" in out and "PASS clean>=0.5" in out

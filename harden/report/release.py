@@ -185,3 +185,18 @@ def gate_saved_report(doc: dict[str, Any], requirements: Sequence, *, path: str 
     per_image = (report.time_budget or {}).get("seconds_per_image") or (attack_seconds / report.n if report.n else None)
     return gate_report(report, requirements, baseline=baseline, baseline_doc=baseline_doc,
                        allow_mismatch=allow_mismatch, confidence=confidence, per_image=per_image or None)
+
+
+def gate(report: "str | Path | dict", require: Sequence[str] = (), *, gate_file: str | Path | None = None,
+         baseline: str | Path | None = None, allow_mismatch: bool = False, confidence: float = 0.95) -> Report:
+    """`harden gate` as a function: a saved report (its JSON file or the document) gated with `require`
+    (METRIC>=VALUE strings) and a gate file's requirements; the results in `.gate` (each with `passed`)."""
+    from .compare import read_report
+    from .gate import load_gate_file, parse_requirement
+    requirements = [parse_requirement(r) for r in require] + (load_gate_file(gate_file) if gate_file else [])
+    if not requirements:
+        raise HardenError("Nothing to gate: give requirements (METRIC>=VALUE) or a gate file.")
+    doc = report if isinstance(report, dict) else read_report(report)
+    return gate_saved_report(doc, requirements, path=report if not isinstance(report, dict) else "report",
+                             baseline=baseline, baseline_doc=read_report(baseline) if baseline is not None else None,
+                             allow_mismatch=allow_mismatch, confidence=confidence)
