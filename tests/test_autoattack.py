@@ -292,6 +292,12 @@ def test_randomized_check_trips_on_a_noisy_model(digits_model, digits):
     rep = evaluate(_noisy(digits_model), digits, n=60, attacks=["fgsm"], eps=EPS, device="cpu", metrics=False)
     f = _flag(rep, "randomized outputs")
     assert f["tripped"] and "version=rand" in f["detail"]
+    from harden.report import checks  # a quiet check gives no advice meant for a randomized defence, nor "rounding"
+    x, _ = _xy(digits, 64)
+    with frozen(digits_model):
+        quiet = [checks.randomized_outputs(digits_model, x), checks.batch_dependent_outputs(digits_model, x, False)]
+    assert quiet[0]["detail"] == "two forward passes on the same 64 images give the same scores"
+    assert all("version=rand" not in f["detail"] and not f["tripped"] for f in quiet)
 
 
 def test_batch_check_trips_where_batchnorm_uses_the_batchs_statistics(digits_model, digits):
