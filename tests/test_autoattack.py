@@ -218,6 +218,8 @@ def test_checks_quiet_on_a_plain_model(clean_checks_report):
     for check in ("randomized outputs", "outputs depend on the batch", "zero input gradients",
                   "black-box attack beats the gradient attacks", "outputs are not logits"):
         assert not _flag(clean_checks_report, check)["tripped"], check
+    # a quiet check's words are not a tripped one's
+    assert "cannot move them" not in _flag(clean_checks_report, "zero input gradients")["detail"]
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +232,7 @@ def test_zero_gradient_and_black_box_checks_trip_on_a_quantized_model(digits_mod
     rep = evaluate(_quantized(digits_model), digits, n=100, attacks=["fgsm", "pgd"], eps=0.2, device="cpu",
                    metrics=False, bpda=False)
     assert _flag(rep, "zero input gradients")["tripped"]
+    assert "gradient attacks cannot move them" in _flag(rep, "zero input gradients")["detail"]
     assert _flag(rep, "black-box attack beats the gradient attacks")["tripped"]
 
 

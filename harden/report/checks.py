@@ -248,9 +248,11 @@ def zero_gradients(model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tenso
 
     zero = torch.cat(run_batched(zero_in, len(x), batch_size or len(x), device or x.device)) & correct
     share = float(zero.sum()) / max(1, int(correct.sum()))
-    return flag("zero input gradients", share > ZERO_GRAD_MAX,
+    tripped = share > ZERO_GRAD_MAX
+    return flag("zero input gradients", tripped,
                 f"{share:.3f} of the correctly classified images have an all-zero loss gradient "
-                f"(expected <= {ZERO_GRAD_MAX}); gradient attacks cannot move them", kind="masking")
+                f"(expected <= {ZERO_GRAD_MAX})" + ("; gradient attacks cannot move them" if tripped else ""),
+                kind="masking")
 
 
 def black_box_vs_gradient(robust_before: float, robust_after: float, n: int, source: str) -> dict[str, Any]:
