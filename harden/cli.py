@@ -672,7 +672,8 @@ def gate_cmd(
     require: Optional[List[str]] = RequireOpt, gate: Optional[Path] = GateOpt, baseline: Optional[Path] = BaselineOpt,
     allow_mismatch: bool = AllowMismatchOpt, confidence: float = ConfidenceOpt,
     json_path: Optional[Path] = JsonOpt, markdown_path: Optional[Path] = MarkdownOpt,
-    junit_path: Optional[Path] = JunitOpt, force: bool = ForceOpt, debug: bool = DebugOpt,
+    junit_path: Optional[Path] = JunitOpt, html_path: Optional[Path] = HtmlOpt, force: bool = ForceOpt,
+    debug: bool = DebugOpt,
 ):
     """Gate a saved report again, with no model and no attack: other bars, another --confidence, another baseline.
     Exit 0 when every requirement holds, 1 when one fails, 2 on bad input, as `harden eval` does."""
@@ -681,13 +682,13 @@ def gate_cmd(
     from .stdout_outputs import claim
     if not require and not gate:
         raise HardenError("Nothing to gate: give --require METRIC>=VALUE (repeatable) or --gate gate.toml.")
-    claim(out, {}, json=json_path, markdown=markdown_path, junit=junit_path)
-    for p in (json_path, markdown_path, junit_path):
+    claim(out, {"html": html_path}, json=json_path, markdown=markdown_path, junit=junit_path)
+    for p in (json_path, markdown_path, junit_path, html_path):
         if p:
             check_output_path(p, [report_file, baseline], force)
     report = gate_saved(report_file, require or [], gate_file=gate, baseline=baseline, allow_mismatch=allow_mismatch,
                         confidence=confidence)
-    _show_gated(report, json_path, markdown_path, junit_path)
+    _show_gated(report, json_path, markdown_path, junit_path, html_path)
     _exit_on_failed_gate(report)
 
 

@@ -352,8 +352,9 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     assert json.loads(json.dumps(lib.to_dict()))["gate"] == new["gate"]
     assert [g["passed"] for g in harden.gate(shipped, ["pgd>=0.999"]).gate] == [False]  # a document in memory too
     code, out, err = cli("gate", tmp_path / "shipped.json", "--require", "pgd>=0.999", "--require", "clean>=0.5",
-                         "--junit", tmp_path / "regated.xml")
+                         "--junit", tmp_path / "regated.xml", "--html", tmp_path / "regated.html")
     assert code == 1 and "FAIL pgd>=0.999" in out and "PASS clean>=0.5" in out
+    assert "FAIL <code>pgd&gt;=0.999</code>" in (tmp_path / "regated.html").read_text()
     assert (tmp_path / "regated.xml").read_text().count("<failure") == 1
     for args, said in [(["--require", "pgd.change.lower>=0"], "holds no comparison"),
                        (["--require", "autoattack>=0.1"], "shipped.json holds"),
