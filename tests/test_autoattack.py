@@ -158,6 +158,15 @@ def test_a_cascade_runs_each_stage_over_every_batch_at_once(digits_model, digits
     assert grouped_calls < 0.6 * per_batch_calls, (grouped_calls, per_batch_calls)
 
 
+def test_a_run_of_several_batches_halved_for_memory_halves_its_attack_batch():
+    """CUDA's out-of-memory halving (batching.run_batched) halves a run of 8 batches of 128: the attack's own batch
+    halves with it, so the retry needs less memory at once, not only fewer images in all."""
+    from harden.report.runner import run_chunk
+    assert run_chunk(0, 1024, 1024, 5000, 128) == 128  # a whole run
+    assert run_chunk(0, 512, 1024, 5000, 128) == 64 and run_chunk(512, 768, 1024, 5000, 128) == 32
+    assert run_chunk(4096, 5000, 1024, 5000, 128) == 128  # the last run, shorter by the set's end: as it is
+
+
 def test_autoattack_versions_norms_and_options():
     assert build_attack("autoattack:norm=L2").norm == "2"
     assert build_attack("autoattack:version=rand").stage_names() == ["apgd-ce", "apgd-dlr"]

@@ -310,6 +310,14 @@ def batches_at_once(atk: Attack, x: torch.Tensor, batch_size: int, processes: in
     return max(1, min(atk.batches_at_once, UNIT_BYTES // max(per_batch, 1), -(-batches // max(processes, 1))))
 
 
+def run_chunk(s: int, e: int, unit: int, n: int, batch_size: int) -> int:
+    """The images a run of several batches (images s to e of n, in runs of `unit`) attacks at once: the report's
+    batch, or as much less as CUDA's out-of-memory halving made the run (batching.run_batched), so that the halving
+    reaches the attack's own batch."""
+    nominal = min(unit, n - s)
+    return max(1, batch_size * (e - s) // nominal) if e - s < nominal else batch_size
+
+
 def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, budget: float, x: torch.Tensor,
                  y: torch.Tensor, correct: torch.Tensor, src_correct: torch.Tensor | None, batch_size: int,
                  device: torch.device, seed: int, n_examples: int = 0,
@@ -345,15 +353,17 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
     t0 = time.perf_counter()
     # the images one run takes: a batch, or several where the attack runs them a batch at a time (a cascade)
     unit = batch_size * batches_at_once(atk, x, batch_size, dd.world())
-    chunked = {"chunk": batch_size} if atk.batches_at_once > 1 else {}
     own = dd.my_batches(len(x), unit)
+
+    def chunked(s: int, e: int) -> dict[str, int]:
+        return {"chunk": run_chunk(s, e, unit, len(x), batch_size)} if atk.batches_at_once > 1 else {}
 
     def attack(s: int, e: int):
         # each image's random draws from its own stream (the same at any batch size); the batch's, for draws made per
         # batch, by position in the whole set: sharding keeps it
         gen = RowStreams(seed, torch.arange(s, e), batch_seed=seed + s)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            return atk.run(source, x[s:e], y[s:e], generator=gen, **chunked)
+            return atk.run(source, x[s:e], y[s:e], generator=gen, **chunked(s, e))
 
     with progress(f"{key:<10}", sum(e - s for s, e in own)) as advance:
         def run(s: int, e: int) -> None:
