@@ -141,7 +141,7 @@ def test_a_cascade_runs_each_stage_over_every_batch_at_once(digits_model, digits
     from harden.report.compare import verdicts_of
     calls = [0]
     hook = digits_model.net.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
-    kw = dict(attacks=["autoattack:steps=10,queries=40,fab_steps=5"], eps=0.08, metrics=False, masking_checks=False,
+    kw = dict(attacks=["autoattack:steps=5,queries=20,fab_steps=3"], eps=0.08, metrics=False, masking_checks=False,
               device="cpu", n=96, batch_size=16)
     try:
         runs = {}

@@ -53,7 +53,7 @@ def test_autoattack_over_several_batches_resumes_at_a_run_of_them(base, digits, 
     from harden.report.runner import batches_at_once
     from harden.resume import ReportStates
     monkeypatch.setenv("HARDEN_STATE_DIR", str(tmp_path / "states"))
-    kw = dict(n=48, batch_size=2, device="cpu", attacks=["autoattack:steps=5,queries=20,fab_steps=3"], eps=0.1,
+    kw = dict(n=48, batch_size=2, device="cpu", attacks=["autoattack:steps=3,queries=10,fab_steps=2"], eps=0.1,
               metrics=False, masking_checks=False)
     atk = harden.attacks.build_attack(kw["attacks"][0])
     assert batches_at_once(atk, digits.x_test[:48], 2) == 8  # three runs of 16 images
