@@ -131,3 +131,28 @@ def test_a_class_of_the_running_script_is_said_when_written_and_when_read(tmp_pa
     assert "Net is defined in the running script" in " ".join(cap.get().split())
     with pytest.raises(HardenError, match="defined in the script that wrote the checkpoint .* --arch path/to/file.py:Net"):
         harden.load(tmp_path / "net.safetensors")
+
+
+def test_a_network_that_computes_in_half_precision_itself_is_attacked_in_float32(digits, digits_model):
+    """Mixed-precision code puts autocast inside forward, so the network returns bfloat16 scores: the original
+    Square (the masking checks' black-box attack, AutoAttack's last stage) stopped with "Index put requires the source
+    and destination dtypes match". The scores are read as float32; harden's own --attack-amp keeps its precision."""
+    import copy
+
+    class InsideAutocast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = copy.deepcopy(digits_model)
+
+        def forward(self, x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.body(x)
+    net = InsideAutocast().eval()
+    rep = harden.evaluate(net, digits, attacks=["square:queries=20", "pgd:steps=5"], n=40, eps=0.1, metrics=False,
+                          masking_checks=False, device="cpu")
+    assert rep.clean_accuracy > 0.8 and rep.attacks[0].robust_accuracy <= rep.clean_accuracy
+    model = harden.models.from_module(net, input_size=8, in_chans=1)
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 8, 8)).dtype == torch.float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model(torch.rand(2, 1, 8, 8)).dtype == torch.bfloat16

@@ -412,6 +412,8 @@ class Classifier(nn.Module):
         elif not isinstance(out, torch.Tensor):  # a structure only train mode returns (outputs.ScoresOf)
             out = ScoresOf(self.spec.extra.get(LOGITS_KEY), self.spec.num_classes,
                            bool(self.spec.extra.get(BINARY_SIGMOID)))(self.net, (x,), out)
+        if out.dtype in (torch.float16, torch.bfloat16) and not torch.is_autocast_enabled(out.device.type):
+            out = out.float()  # a network that computes in half precision itself (autocast inside its forward)
         if x.requires_grad and not out.requires_grad and torch.is_grad_enabled():
             raise NoInputGradient(no_input_gradient(type(self.net).__name__))
         if self.__dict__.get(LOG_WHERE_PROBABILITIES):  # training a model that returns probabilities (outputs.py)
