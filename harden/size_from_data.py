@@ -46,39 +46,45 @@ def at_data_size(call: Callable[[object], T], model_flags, data: str | None, dat
         for msg in held:
             warn(msg)
         return result, model_flags
-    e = error
-    try:
-        if not e.size_assumed or data is None or model_flags.input_size is not None:
-            raise e
-        found = data_size(data, data_flags)
-        if found is None:
-            raise e
-        (h, w), chans = found
-        if h == w and h in SIZES_TRIED:
-            raise e  # tried already
-        tries = [{"input_size": f"{h}x{w}"}]
-        if chans != 3 and model_flags.in_chans is None:
-            tries.append({"input_size": f"{h}x{w}", "in_chans": chans})
-        for given in tries:
-            flags = dataclasses.replace(model_flags, **given)
-            flags_text = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
-            taken = (f"{what} runs at no common square size, but at the size of the images of {data} ({h}x{w}): taken "
-                     f"as its input size ({flags_text}; pass them to say so, or the size it was trained at)")
-            if not hold:  # a whole run: said before it
-                warn(taken)
-            with held_warnings() if hold else contextlib.nullcontext([]) as held:
-                try:
-                    result = call(flags)
-                except DoesNotRun:
-                    held.clear()  # a size that does not run either: nothing of it to say
-                    continue
-            for msg in held:
-                warn(msg)
-            if hold:
-                warn(taken)
-            return result, flags
-        raise e from None
-    except DoesNotRun:
+    retried = None
+    if error.size_assumed and data is not None and model_flags.input_size is None:
+        retried = _at_data_size(call, model_flags, data, data_flags, what, hold)
+    if retried is None:
         for msg in first_words:  # the first call's words, where nothing better was found
             warn(msg)
-        raise
+        raise error
+    return retried
+
+
+def _at_data_size(call: Callable[[object], T], model_flags, data: str, data_flags, what: str,
+                  hold: bool) -> tuple[T, object] | None:
+    """call at the data's size (then with its channels too, for grey images), or None where it runs at neither."""
+    from .runtime import held_warnings
+    found = data_size(data, data_flags)
+    if found is None:
+        return None
+    (h, w), chans = found
+    if h == w and h in SIZES_TRIED:
+        return None  # tried already
+    tries = [{"input_size": f"{h}x{w}"}]
+    if chans != 3 and model_flags.in_chans is None:
+        tries.append({"input_size": f"{h}x{w}", "in_chans": chans})
+    for given in tries:
+        flags = dataclasses.replace(model_flags, **given)
+        flags_text = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
+        taken = (f"{what} runs at no common square size, but at the size of the images of {data} ({h}x{w}): taken "
+                 f"as its input size ({flags_text}; pass them to say so, or the size it was trained at)")
+        if not hold:  # a whole run: said before it
+            warn(taken)
+        with held_warnings() if hold else contextlib.nullcontext([]) as held:
+            try:
+                result = call(flags)
+            except DoesNotRun:
+                held.clear()  # a size that does not run either: nothing of it to say
+                continue
+        for msg in held:
+            warn(msg)
+        if hold:
+            warn(taken)
+        return result, flags
+    return None
