@@ -503,10 +503,10 @@ class DatasetRows(LazyRows):
         """An item's image as uint8 pixels (floats scaled as its first items' were)."""
         if a.dtype == np.uint8:
             return a
-        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # min and max carry a NaN or an infinity
             from .pixels import non_finite
             raise HardenError(non_finite(f"{self.what}[{i}]", a, rows=False))
-        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
         if lo < -NORMALIZE_SLACK or hi * self.scale > 255.5:
             raise HardenError(f"{self.what}[{i}] holds values from {lo:.4g} to {hi:.4g} where its first "
                               f"items were pixels {'in [0, 1]' if self.scale != 1 else 'of 0-255'}.")

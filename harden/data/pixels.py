@@ -66,9 +66,9 @@ class PixelView(RowView):
         if self.first:
             a = np.moveaxis(a, -3, -1)
         if self.scale != 1.0 or a.dtype != np.uint8:
-            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-                raise HardenError(non_finite(self.what, a))
             lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+            if not (np.isfinite(lo) and np.isfinite(hi)):  # min and max carry a NaN or an infinity
+                raise HardenError(non_finite(self.what, a))
             if lo < 0 or hi * self.scale > 255.5:
                 raise HardenError(f"{self.what} holds values from {lo:.4g} to {hi:.4g} in rows its first rows did "
                                   f"not show (they were pixels {'in [0, 1]' if self.scale != 1 else 'of 0-255'}); "
@@ -192,9 +192,9 @@ def as_pixels(x: Any, what: str, like: PixelView | None = None) -> Any:
         scale = like.scale
     elif x.dtype != np.uint8:
         sample = np.asarray((x.load() if isinstance(x, DeferredArray) else x)[:_SAMPLE_ROWS])
-        if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
-            raise HardenError(non_finite(what, sample))
         lo, hi = (float(sample.min()), float(sample.max())) if sample.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise HardenError(non_finite(what, sample))
         if lo < 0 or hi > 255:
             raise HardenError(f"{what} holds values from {lo:.4g} to {hi:.4g}: normalised images, not pixels. "
                               "harden takes pixels (uint8 0-255, or floats in [0, 1]) and normalises inside the "
