@@ -56,6 +56,8 @@ HtmlOpt = typer.Option(None, "--html", help="Write the report as one self-contai
                        "robustness curves, adversarial examples; figures embedded). Without --curve it adds a small "
                        "curve (budgets 0, eps/2, eps, 3eps/2: two extra runs of each L-inf attack but autoattack, about "
                        "twice the report's time).")
+SavedHtmlOpt = typer.Option(None, "--html", help="Write the report as one self-contained HTML file from what it saved "
+                            "(tables, checks, the curves and examples its run kept; no attack is run).")
 PlotsOpt = typer.Option(None, "--plots", help="Write the report's figures as PNG files into this folder.")
 CurveOpt = typer.Option(None, "--curve", help="START:STOP:K: run the L-inf attacks at K budgets and plot robust "
                         "accuracy against the budget (e.g. 0:0.3:7, 0:16/255:5); costs K-2 extra runs per attack.")
@@ -337,7 +339,7 @@ def eval_cmd(
                                       checkpoint.name)
     # --attack's specs, or the default set for this model's input size (the report notes what it leaves out)
     attacks = attack_set(expand_suites(attack) if attack else None, model.spec.input_size, eps_v)
-    check_known(requirements, attacks)
+    check_known(requirements, attacks, transfer=craft_on is not None, metrics=metrics)
     budgets = _curve_budgets(curve, html_path or plots, attacks)
     source = None
     if craft_on is not None:  # the model flags fill what its metadata lacks (a base that harden did not write)
@@ -672,7 +674,7 @@ def gate_cmd(
     require: Optional[List[str]] = RequireOpt, gate: Optional[Path] = GateOpt, baseline: Optional[Path] = BaselineOpt,
     allow_mismatch: bool = AllowMismatchOpt, confidence: float = ConfidenceOpt,
     json_path: Optional[Path] = JsonOpt, markdown_path: Optional[Path] = MarkdownOpt,
-    junit_path: Optional[Path] = JunitOpt, html_path: Optional[Path] = HtmlOpt, force: bool = ForceOpt,
+    junit_path: Optional[Path] = JunitOpt, html_path: Optional[Path] = SavedHtmlOpt, force: bool = ForceOpt,
     debug: bool = DebugOpt,
 ):
     """Gate a saved report again, with no model and no attack: other bars, another --confidence, another baseline.

@@ -53,6 +53,11 @@ def test_gate_exit_codes(cli, digits_ckpt, tmp_path):
     assert code == 2 and "METRIC>=VALUE" in err
     code, _, err = cli("eval", digits_ckpt, *FAST, "--require", "jsma>=0.1")
     assert code == 2 and "unknown metric" in err
+    # names that exist, but not in this run: refused before the attacks, with why (not "actual missing" after them)
+    code, _, err = cli("eval", digits_ckpt, *FAST, "--require", "pgd.on_source_correct>=0.1")
+    assert code == 2 and "only under transfer" in err and "--craft-on" in err
+    code, _, err = cli("eval", digits_ckpt, *FAST, "--no-metrics", "--require", "empirical_robustness>=0.01")
+    assert code == 2 and "--no-metrics" in err
 
 
 def test_gate_file(cli, digits_ckpt, tmp_path):
@@ -72,6 +77,11 @@ def test_craft_on_is_a_transfer_report(cli, digits_ckpt, other_ckpt, tmp_path):
     assert b["attacks"][1]["robust_accuracy"] != a["attacks"][1]["robust_accuracy"]
     assert b["attacks"][1]["accuracy_on_source_correct"] is not None
     assert b["source_clean_accuracy"] is not None
+    # gated again: the transfer report has its accuracy on the source's correct images, the white-box one has none
+    code, out, err = cli("gate", tr, "--require", "pgd.on_source_correct>=0", "--require", "clean.on_source_correct>=0")
+    assert code == 0, err
+    code, _, err = cli("gate", wb, "--require", "pgd.on_source_correct>=0")
+    assert code == 2 and "only under transfer" in err and "wb.json is a white-box report" in err
 
 
 def test_train_inspect_recipes(cli, tmp_path):
