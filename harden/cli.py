@@ -593,8 +593,10 @@ def import_cmd(
 def export(
     checkpoint: Path = typer.Argument(..., help="The model to export (hardened or not)."),
     output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write; a .pt2 file (a torch.export "
-                                "program); or a folder: a transformers or timm model in its own library's layout "
-                                "(save_pretrained's, timm's hub folder)."),
+                                "program); a .pth/.pt/.bin file (the network's state dict, keyed as its own code "
+                                "names it: load_state_dict(torch.load(path, weights_only=True)) in that code); or a "
+                                "folder: a transformers or timm model in its own library's layout (save_pretrained's, "
+                                "timm's hub folder)."),
     data: Optional[str] = typer.Option(None, "--data", help="Test images for the check (default: what the checkpoint "
                                        "names; random pixels when it names none)."),
     n: int = typer.Option(64, "--num-images", "--n", min=1, help="Images for the onnxruntime check."),
@@ -604,15 +606,24 @@ def export(
     data_flags: DataFlags = None,
 ):
     """Export the whole model (normalisation, recipe modules) to ONNX with a dynamic batch axis and check it with
-    onnxruntime (or to a .pt2 torch.export program, checked by reading it back); or, to a folder, a transformers or
-    timm model as its library saves it, checked by loading it back with that library. Exit 1 when the predictions
-    disagree."""
+    onnxruntime (or to a .pt2 torch.export program, checked by reading it back); the network's weights as a state
+    dict (.pth) for its own code; or, to a folder, a transformers or timm model as its library saves it, checked by
+    loading it back with that library. Exit 1 when the predictions disagree."""
     _setup(quiet)
     import torch
 
     from .checkpoint import check_output_path
     from .export import LOGIT_TOL, export_onnx
-    folder = output.suffix.lower() not in (".onnx", ".pt2")
+    from .export_weights import STATE_DICT_SUFFIXES
+    suffix = output.suffix.lower()
+    folder = suffix not in (".onnx", ".pt2", *STATE_DICT_SUFFIXES)
+    if folder and suffix and not output.is_dir() and suffix in (".safetensors", ".ckpt", ".tflite", ".h5", ".keras",
+                                                                 ".pb", ".engine", ".mlmodel", ".tar", ".pkl"):
+        raise HardenError(f"harden export writes an .onnx file, a .pt2 program, a state dict (.pth, .pt, .bin) or a "
+                          f"library folder (a name without a suffix); not {suffix}."
+                          + (" A .safetensors file of the network's weights is what `harden fix` and `harden import` "
+                             "write (safetensors.torch.load_file reads it as a state dict keyed as the network's code "
+                             "names it)." if suffix == ".safetensors" else ""))
     if folder and Path(output).resolve() == Path(checkpoint).resolve():
         raise HardenError(f"Output {str(output)!r} is the input; harden never writes to its input. Choose another -o.")
     if not folder:
@@ -631,7 +642,11 @@ def export(
         from .export_folder import export_folder
         check, runtime = export_folder(model, output, x, images, force)
         out.print(f"wrote {output}/ (the {runtime} layout)" if check.ok else f"{output}/ not written:")
-    elif output.suffix.lower() == ".pt2":
+    elif suffix in STATE_DICT_SUFFIXES:
+        from .export_weights import export_state_dict
+        check, runtime = export_state_dict(model, output, x, images), f"a fresh {s.arch} loading it"
+        out.print(f"wrote {output} ({check.written})" if check.ok else f"{output} not written:")
+    elif suffix == ".pt2":
         from .export_program import export_program
         check, runtime = export_program(model, output, x, images), "torch.export.load"
         out.print(f"wrote {output} ({check.written})")

@@ -153,6 +153,18 @@ def compare(model: Classifier, run, x: torch.Tensor, images: str, fixed: int = 0
                        max_abs_diff=float(np.abs(ref - got).max()), scale=float(np.abs(ref).max()), images=images)
 
 
+def refuse_beyond_architecture(model: Classifier, holds: str, builder: str) -> None:
+    """An export that keeps the architecture alone (a library folder, a state dict) cannot hold what a recipe added
+    to it: `holds` says what cannot hold a recipe's modules, `builder` what builds the architecture."""
+    if model.patch is not None:
+        raise HardenError(f"{model.spec.extra.get('recipe', 'The recipe')}'s modules are not part of "
+                          f"{model.spec.arch}, so {holds}; export to ONNX (-o model.onnx), which keeps the whole model "
+                          "as harden runs it.")
+    if model.spec.extra.get("brelu_swapped"):
+        raise HardenError(f"gda-brelu replaced the ReLUs of {model.spec.arch} with bounded ReLUs, which {builder} does "
+                          "not build; export to ONNX (-o model.onnx), which keeps the whole model as harden runs it.")
+
+
 def first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__

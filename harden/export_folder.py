@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .errors import HardenError
-from .export import ExportCheck, data_record
+from .export import ExportCheck, data_record, refuse_beyond_architecture
 from .models import Classifier
 from .models.config import HUB_RECORD
 
@@ -28,13 +28,7 @@ def export_folder(model: Classifier, path: str | os.PathLike, x_check: torch.Ten
     whose outputs under its library differ from harden's is not put in place."""
     path = Path(path)
     model = model.cpu().eval()
-    if model.patch is not None:
-        raise HardenError(f"{model.spec.extra.get('recipe', 'The recipe')}'s modules are not part of "
-                          f"{model.spec.arch}, so no library folder can hold them; export to ONNX (-o model.onnx), "
-                          "which keeps the whole model as harden runs it.")
-    if model.spec.extra.get("brelu_swapped"):
-        raise HardenError(f"gda-brelu replaced the ReLUs of {model.spec.arch} with bounded ReLUs, which its library "
-                          "does not build; export to ONNX (-o model.onnx), which keeps the whole model as harden runs it.")
+    refuse_beyond_architecture(model, "no library folder can hold them", "its library")
     if model.spec.extra.get("channel_order") == "bgr":
         raise HardenError(f"{model.spec.arch} takes its channels as BGR, which a library folder's preprocessing "
                           "cannot say; export to ONNX (-o model.onnx), whose graph takes RGB pixels and reverses them.")
