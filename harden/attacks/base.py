@@ -2,6 +2,8 @@
 [0, 1] NCHW on the model's device. Presets cite their source; options override presets."""
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, ClassVar
@@ -161,6 +163,9 @@ def parse_attack_spec(spec: str) -> tuple[str, dict[str, Any]]:
         if not eq:
             raise HardenError(f"Attack option {item!r} in {spec!r} is not of the form key=value.")
         k, v = k.strip(), v.strip()
+        if re.search(r"[:;]\s*[A-Za-z_]+\s*=", v):  # pgd:eps=16/255:steps=3
+            raise HardenError(f"Attack option {item!r} in {spec!r} holds another option: separate an attack's options "
+                              f"with commas ({name}:{re.sub(r'[:;](?=[A-Za-z_ ]+=)', ',', rest)}).")
         if isinstance(ATTACKS[name].defaults.get(k), str):  # a word option: norm=L2, loss=dlr, version=rand
             params[k] = v
         else:
