@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -794,11 +795,42 @@ def model_meta(model: Classifier, extra: dict[str, Any] | None = None) -> dict[s
 
 def remembered_arch(arch: str) -> str:
     """A file-defined architecture (`net.py:Net`, given from the folder a command ran in) as an absolute path, so the
-    checkpoints harden writes load from any folder."""
+    checkpoints harden writes load from any folder; so too a module that only the folder a command ran in provides
+    (`--arch models:ResNet18` from a repository's root), as its file."""
     file, sep, fn = arch.rpartition(":")
     if sep and file.endswith(".py") and Path(file).expanduser().is_file():
         return f"{Path(file).expanduser().resolve()}:{fn}"
+    if sep and re.fullmatch(r"[A-Za-z_][\w.]*", file):
+        found = _found_in_working_folder_alone(file)
+        if found is not None:
+            return f"{found}:{fn}"
     return arch
+
+
+def _found_in_working_folder_alone(mod_name: str) -> Path | None:
+    """The file of an imported module that was found in the current folder and nowhere else on sys.path (not
+    installed), which another folder could not import by its name; None otherwise."""
+    import sys
+    path = getattr(sys.modules.get(mod_name), "__file__", None)
+    if not path:
+        return None
+    here, path = Path.cwd().resolve(), Path(path).resolve()
+    if here not in path.parents:
+        return None
+    from .models.registry import FOLDERS_ADDED
+    # what puts the current folder on sys.path for this run alone: `python -m`'s first entry, and harden's own look
+    # there; an installed package (a .pth entry, an editable install's finder) is found without them
+    run_only = {"", *FOLDERS_ADDED} | ({sys.path[0]} if sys.path and Path(sys.path[0] or ".").resolve() == here else set())
+    saved = sys.path[:]
+    try:
+        sys.path[:] = [p for p in saved if p not in run_only]
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if find is not None and find(mod_name.split(".")[0], None) is not None:
+                return None  # installed: its name loads anywhere it is installed
+    finally:
+        sys.path[:] = saved
+    return path
 
 
 def _version() -> str:

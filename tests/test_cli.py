@@ -349,6 +349,19 @@ def test_a_file_architecture_given_relative_is_saved_absolute(tmp_path, cli, mon
     monkeypatch.chdir(elsewhere)
     model = harden.load(work / "m.safetensors")
     assert model.spec.arch == f"{work.resolve() / 'net.py'}:net"
+    # a package that only the repository's root provides (`--arch models:net` run there, as its README says)
+    (work / "saved_arch_models").mkdir()
+    (work / "saved_arch_models" / "__init__.py").write_text("from .nets import *\n")
+    (work / "saved_arch_models" / "nets.py").write_text((work / "net.py").read_text())
+    monkeypatch.chdir(work)
+    code, _, err = cli("train", "--arch", "saved_arch_models:net", "--epochs", 1, "-o", "p.safetensors")
+    assert code == 0, err
+    monkeypatch.chdir(elsewhere)
+    assert harden.load(work / "p.safetensors").spec.arch == f"{work.resolve() / 'saved_arch_models' / '__init__.py'}:net"
+    # an installed module keeps its name: it loads wherever it is installed
+    code, _, err = cli("train", "--arch", "harden.models.builtin:cnn_small", "--epochs", 1, "-o", "b.safetensors")
+    assert code == 0, err
+    assert harden.load(elsewhere / "b.safetensors").spec.arch == "harden.models.builtin:cnn_small"
 
 
 def test_command_help_reads_as_paragraphs(cli):

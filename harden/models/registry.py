@@ -307,12 +307,16 @@ def _import_file(arch: str, mod_name: str, what: str = "Architecture", flag: str
     return module
 
 
+FOLDERS_ADDED: set[str] = set()  # what _add_to_path put on sys.path (checkpoint.remembered_arch tells them apart)
+
+
 def _add_to_path(folder: str) -> None:
     """`folder` at the end of sys.path (after everything installed, so it shadows nothing), and left there: a module
     that imports its siblings lazily, inside a function, still finds them later."""
     import sys
     if os.path.realpath(folder) not in (os.path.realpath(p or ".") for p in sys.path):
         sys.path.append(folder)
+        FOLDERS_ADDED.add(folder)
 
 
 def taps_of(net: nn.Module) -> list[dict[str, Any]]:
