@@ -715,8 +715,14 @@ def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike] = 
         raise HardenError(f"Output {str(out)!r} is a directory; give a file path.")
     if out.exists() and not force:
         raise HardenError(f"Output {str(out)!r} already exists; pass --force to overwrite it.")
-    if not out.parent.exists():
-        raise HardenError(f"The folder of output {str(out)!r} does not exist.")
+    # a missing folder is made when the output is written (a CI job's `--json reports/robustness.json` in a fresh
+    # checkout); the nearest folder that exists must let this user make it, said before the work it would lose
+    existing = next(p for p in out.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise HardenError(f"Output {str(out)!r} lies under {str(existing)!r}, which is a file, not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HardenError(f"Output {str(out)!r} cannot be written: {str(existing)!r} is not writable by this user. "
+                          "Choose another path.")
     return out
 
 
@@ -726,7 +732,9 @@ def check_checkpoint_path(path: str | os.PathLike) -> None:
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         return
-    other = {".onnx": "an ONNX file", ".pt2": "a torch.export program"}.get(path.suffix.lower())
+    other = {".onnx": "an ONNX file", ".pt2": "a torch.export program", ".pth": "a state dict for the network's own code",
+             ".pt": "a state dict for the network's own code", ".bin": "a state dict for the network's own code"
+             }.get(path.suffix.lower())
     route = (f" For {other}, write the checkpoint and export it: harden export {path.stem}.safetensors -o "
              f"{path.name}." if other else "")
     raise HardenError(f"harden writes .safetensors checkpoints; {str(path)!r} has another extension.{route}")
@@ -751,6 +759,7 @@ def temp_beside(path: Path) -> tuple[int, str]:
     """A temporary file in path's folder (so the final rename is atomic) with the permissions a file created
     by open() would get: mkstemp makes it owner-only, and the renamed output would stay unreadable to the
     group a CI job or a shared model store runs as."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # check_output_path let a missing folder through
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         os.fchmod(fd, 0o666 & ~_umask())

@@ -371,7 +371,7 @@ def test_command_help_reads_as_paragraphs(cli):
     for info in app.registered_commands:
         assert info.help and all("\n" not in p for p in info.help.split("\n\n")), info.name
     code, out, _ = cli("--help")
-    assert code == 0 and "a transformers or timm model" in " ".join(out.split())
+    assert code == 0 and "a transformers or timm model" in " ".join(out.replace("│", " ").split())
     import torch
 
     import harden
@@ -423,3 +423,19 @@ def test_a_report_file_that_is_no_report_is_refused_for_every_reader(cli, tmp_pa
     assert "lacks model, threat_model, n, data, clean_accuracy" in err
     if command != "compare":
         assert "not a report harden wrote" in _bad(cli, command, tmp_path / "odd.json", *more[command])
+
+
+def test_outputs_into_folders_that_do_not_exist_yet(cli, digits_ckpt, tmp_path):
+    """A CI job's `--json reports/robustness.json` in a fresh checkout: the folder is made when the output is
+    written; a path under a file is refused before the run."""
+    code, _, err = cli("train", "--data", "digits", "--epochs", 1, "-o", tmp_path / "models" / "v2" / "m.safetensors",
+                       "-q")
+    assert code == 0, err
+    assert (tmp_path / "models" / "v2" / "m.safetensors").is_file()
+    code, _, err = cli("eval", digits_ckpt, "--n", 10, "--attack", "fgsm", "--no-metrics", "--no-masking-checks", "-q",
+                       "--json", tmp_path / "reports" / "r.json", "--junit", tmp_path / "ci" / "junit.xml")
+    assert code == 0, err
+    assert json.loads((tmp_path / "reports" / "r.json").read_text())["n"] == 10
+    assert (tmp_path / "ci" / "junit.xml").is_file()
+    code, _, err = cli("eval", digits_ckpt, "--n", 10, "--attack", "fgsm", "--json", tmp_path / "reports" / "r.json" / "x")
+    assert code == 2 and "which is a file, not a folder" in err
