@@ -400,9 +400,11 @@ def test_gate_reads_autoattack_stages_and_worst(cli, digits_ckpt, tmp_path):
 
 
 def test_a_cascade_says_its_stage_beside_the_progress_bar(digits_model, digits, monkeypatch):
-    """A batch of a whole cascade can run for minutes with its bar at 0: each stage says what it attacks, shown
-    beside the bar, and the note is cleared when the batch ends."""
+    """A run of a whole cascade over several batches can take minutes with its bar at 0: each stage says what it
+    attacks, shown beside the bar, the bar moves by each stage's share as its batches are done, and when the run ends
+    the note is cleared and the bar stands at the run's images."""
     import contextlib
+    import itertools
 
     import harden.report.runner as runner
     said = []
@@ -412,9 +414,12 @@ def test_a_cascade_says_its_stage_beside_the_progress_bar(digits_model, digits, 
         yield lambda n=1, info=None: said.append((description.strip(), n, info))
     monkeypatch.setattr(runner, "progress", recording)
     evaluate(digits_model, digits, attacks=[FAST_AA], n=12, eps=0.1, metrics=False, masking_checks=False,
-             device="cpu")
-    notes = [info for d, n, info in said if d == "autoattack" and n == 0 and info]
+             device="cpu", batch_size=4)  # one run of three batches
+    aa = [(n, info) for d, n, info in said if d == "autoattack"]
+    notes = list(dict.fromkeys(info for n, info in aa if info))
     assert [t.split(":")[0] for t in notes] == [f"stage {k} of 4, {s}" for k, s in
                                                 enumerate(["apgd-ce", "apgd-t", "fab-t", "square"], 1)]
-    assert notes[0].endswith("of 12 still robust") and all(" of 12 still robust" in t for t in notes)
-    assert said[-1] == ("autoattack", 12, None) and said[-2] == ("autoattack", 0, "")  # cleared, then the batch
+    assert all(t.endswith(" of 12 still robust") for t in notes)
+    moved = list(itertools.accumulate(n for n, _ in aa[:-2]))
+    assert moved == sorted(moved) and 3 <= moved[-1] < 12, moved  # within the run, never back
+    assert aa[-2] == (-moved[-1], "") and aa[-1] == (12, None)  # cleared and taken back, then the run's images

@@ -84,8 +84,12 @@ class AutoAttack(Attack):
         for k, stage in enumerate(names):
             t = time.perf_counter()  # a stage ends in indexing by a mask, which waits for the device
             left = robust.nonzero().squeeze(1)
-            self.say(f"stage {k + 1} of {len(names)}, {stage}: {left.numel():,} of {len(x):,} still robust")
-            for idx in left.split(chunk) if left.numel() else ():
+            said = f"stage {k + 1} of {len(names)}, {stage}: {left.numel():,} of {len(x):,} still robust"
+            self.say(said, k / len(names))
+            chunks = left.split(chunk) if left.numel() else ()
+            for j, idx in enumerate(chunks):
+                if j:  # the stage's share, by the chunks it has attacked (each stage one share of the run)
+                    self.say(said, (k + j / len(chunks)) / len(names))
                 xa = self._stage(stage, counted, x[idx], y[idx], seed, rows_of(generator, idx))
                 with torch.no_grad():  # the cascade's own check: misclassified and inside the ball
                     fooled = (counted(xa).argmax(1) != y[idx]) & self._within(xa - x[idx])

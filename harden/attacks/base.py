@@ -108,13 +108,15 @@ class Attack:
     # batches, as the original AutoAttack does, rather than its whole sequence once per batch on a few images each
     batches_at_once: ClassVar[int] = 1
 
-    # where a long run says which stage it is in (the report's progress bar: a batch of a whole cascade can take
-    # minutes, with the bar at 0 and no ETA until it ends); None: nobody listens
-    notify: Callable[[str], None] | None = None
+    # where a long run says which stage it is in and how much of its work is done (the report's progress bar: a run
+    # of a whole cascade over several batches can take minutes, with the bar at 0 and no ETA until it ends); None:
+    # nobody listens
+    notify: Callable[[str, float], None] | None = None
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, done: float = 0.0) -> None:
+        """`done`: the share of this run's work finished, 0 to 1 (the bar moves by it within the run)."""
         if self.notify is not None:
-            self.notify(text)
+            self.notify(text, done)
 
     def describe(self) -> str:
         ps = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())

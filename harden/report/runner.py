@@ -378,12 +378,18 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
                 kept_seconds[0] += kept["seconds"]
                 return
             t = time.perf_counter()
-            atk.notify = lambda text: advance(0, info=text)  # a cascade's stage, beside the bar
+            shown = [0.0]  # images the bar moved by inside this run, taken back when the run ends (on_batch adds them)
+
+            def notify(text: str, done: float) -> None:  # a cascade's stage beside the bar, and its share done
+                moved = (e - s) * min(max(done, 0.0), 1.0) - shown[0]
+                shown[0] += moved
+                advance(moved, info=text)
+            atk.notify = notify
             try:
                 out = attack(s, e)
             finally:
                 atk.notify = None
-                advance(0, info="")
+                advance(-shown[0], info="")
             done = [out.grad_passes + out.extra_backward_passes, out.forward_passes]
             passes[0] += done[0]
             passes[1] += done[1]
