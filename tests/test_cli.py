@@ -71,8 +71,17 @@ def test_gate_file(cli, digits_ckpt, tmp_path):
 def test_craft_on_is_a_transfer_report(cli, digits_ckpt, other_ckpt, tmp_path):
     wb, tr = tmp_path / "wb.json", tmp_path / "tr.json"
     assert cli("eval", digits_ckpt, *FAST, "--json", wb)[0] == 0
-    assert cli("eval", digits_ckpt, *FAST, "--craft-on", other_ckpt, "--json", tr)[0] == 0
+    md = tmp_path / "tr.md"
+    code, out, _ = cli("eval", digits_ckpt, *FAST, "--craft-on", other_ckpt, "--json", tr, "--markdown", md)
+    assert code == 0
     a, b = json.loads(wb.read_text()), json.loads(tr.read_text())
+    # the clean row's accuracy on the images the source gets right, in every rendering, as the attacks' rows have it
+    on_src = f"{100 * b['clean_on_source_correct']:.1f}"
+    assert [line for line in out.splitlines() if line.startswith("│ clean")][0].rstrip(" │").endswith(on_src)
+    assert [line for line in md.read_text().splitlines() if line.startswith("| clean")][0].endswith(f" {on_src} |")
+    assert cli("report", tr, "-o", tmp_path / "tr.html")[0] == 0
+    assert "<tr class=''><td>clean</td>" in (html := (tmp_path / "tr.html").read_text())
+    assert html.split("<td>clean</td>", 1)[1].split("</tr>", 1)[0].endswith(f"<td>{on_src}</td>")
     assert b["threat_model"] == f"transfer from {other_ckpt.name}" != a["threat_model"]
     assert b["attacks"][1]["robust_accuracy"] != a["attacks"][1]["robust_accuracy"]
     assert b["attacks"][1]["accuracy_on_source_correct"] is not None

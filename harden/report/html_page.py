@@ -336,8 +336,10 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
         tds += [f"<td>{e(str(c))}</td>" for c in cells[3:]]
         return f"<tr class='{cls}'>" + "".join(tds) + "</tr>"
 
-    out.append(row(["clean", "-", _pct(rep["clean_accuracy"]), ci("clean"), *dash], "fail" if "clean" in fails else "",
-                   "clean", rep["clean_accuracy"]))
+    clean = ["clean", "-", _pct(rep["clean_accuracy"]), ci("clean"), *dash]
+    if transfer:  # the clean accuracy on the images the source model gets right, as the attacks' own
+        clean[-1] = _pct(rep.get("clean_on_source_correct"))
+    out.append(row(clean, "fail" if "clean" in fails else "", "clean", rep["clean_accuracy"]))
     for a in rep["attacks"]:
         for stage, v in a.get("stages", {}).items():
             m = f"{a['name']}.{stage}"

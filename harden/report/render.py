@@ -74,7 +74,7 @@ def render_terminal(report: Report, console: Console) -> None:
     if transfer:
         t.add_column("acc on src-correct %", justify="right")
     clean_row = ["clean", "-", _pct(report.clean_accuracy), _ci(ci, "clean"), "-", "-", "-", "-", "-"] + (
-        ["-"] if transfer else [])
+        [_pct(report.clean_on_source_correct)] if transfer else [])
     t.add_row(*clean_row, style="red" if "clean" in fails else None)
     for a in report.attacks:
         bad = a.name in fails or any(f.startswith(a.name + ".") for f in fails)
@@ -181,7 +181,8 @@ def to_markdown(reports: Sequence[Report]) -> str:
             head += " acc on src-correct % |"
             sep += "---|"
         dash = " - |" if transfer else ""
-        lines += [head, sep, f"| clean | - | {_pct(r.clean_accuracy)} | {_ci(ci, 'clean')} | - | - | - | - | - |" + dash]
+        lines += [head, sep, f"| clean | - | {_pct(r.clean_accuracy)} | {_ci(ci, 'clean')} | - | - | - | - | - |"
+                  + (f" {_pct(r.clean_on_source_correct)} |" if transfer else "")]
         for a in r.attacks:
             for stage, v in a.stages.items():
                 lines.append(f"| {a.name} after {stage} | {_budget(a)} | {_pct(v)} | {_ci(ci, f'{a.name}.{stage}')} "
