@@ -260,3 +260,25 @@ def test_a_note_reads_as_a_note_not_as_a_tripped_check():
     page = to_html(r.to_dict(), {})
     assert "<b>outputs are not logits</b>: note" in page and "<b>zero input gradients</b>: TRIPPED" in page
     assert r.metric_values()["checks.tripped"] == 1
+
+
+def test_an_example_whose_perturbation_rounds_away_says_so(monkeypatch):
+    """The examples are kept as 8-bit pixels: a perturbation under half a step leaves the panel flat grey, and its
+    title says why; a visible one is titled as usual."""
+    import base64
+
+    import numpy as np
+
+    import harden.report.html_page as page
+    clean = np.full((3, 4, 4), 120, np.uint8)
+    moved = clean.copy()
+    moved[0, 0, 0] = 122
+
+    def example(adv):
+        return {"shape": [3, 4, 4], "clean": base64.b64encode(clean.tobytes()).decode(),
+                "adv": base64.b64encode(adv.tobytes()).decode(), "label": 1, "pred": 2, "fooled": True}
+    titles = []
+    monkeypatch.setattr(page, "_png", lambda fig: titles.extend(ax.get_title() for ax in fig.axes) or b"")
+    page.figure_examples({"model": "m", "threat_model": "white-box",
+                          "attacks": [{"name": "deepfool", "examples": [example(clean), example(moved)]}]})
+    assert [t for t in titles if t.startswith("perturbation")] == ["perturbation < 1/255", "perturbation"]

@@ -133,10 +133,13 @@ def figure_examples(rep: dict[str, Any]) -> bytes | None:
             clean, adv = decode(ex, "clean"), decode(ex, "adv")
             delta = adv - clean
             amp = delta / (2 * max(float(abs(delta).max()), 1e-8)) + 0.5
+            # the examples are kept as 8-bit pixels: a perturbation under half a step (DeepFool's, C&W's on an image
+            # near its boundary) rounds away, and the panel would be a puzzling flat grey
+            shown = "perturbation" if abs(delta).max() > 0 else "perturbation < 1/255"
             cmap = "gray" if clean.shape[2] == 1 else None
             for ax, img, title in ((trio[0], clean, _name(ex["label"], names)),
                                    (trio[1], adv, ("fooled: " if ex["fooled"] else "kept: ") + _name(ex["pred"], names)),
-                                   (trio[2], amp, "perturbation")):
+                                   (trio[2], amp, shown)):
                 ax.imshow(img.squeeze(2) if cmap else img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
                 ax.set_title(title, fontsize=7, color="C3" if title.startswith("fooled") else "black")
         axes[r][0].text(-0.15, 0.5, a["name"], transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
