@@ -321,6 +321,10 @@ def size_it_runs_at(spec: dict[str, Any], logits_key: str | None, state: dict[st
         try:
             at = net_at(size) if rebuilt else net
             attach_scores(at, int(spec["num_classes"]), int(spec["in_chans"]), (size, size), logits_key)
+        except DoesNotRun as e:
+            if not e.size_may_help:  # it runs at this size, on one image only: that is what to say
+                raise
+            continue
         except HardenError:
             continue
         if rebuilt and state is not None and not weights_fit(at, state):

@@ -169,6 +169,21 @@ def _entries(out: Any) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in vars(out).items() if not k.startswith("_")] if hasattr(out, "__dict__") else []
 
 
+ONE_AT_A_TIME = ("It runs on one image at a time: its forward folds the batch into another axis (x.view(1, -1), "
+                 "x.view(-1), x.flatten(), a reshape with the batch written as 1), which attacks that run on batches "
+                 "cannot use; write it x.view(x.size(0), -1) (or torch.flatten(x, 1)) and load it again.")
+
+
+def runs_alone(net: nn.Module, one: torch.Tensor) -> bool:
+    """Whether a network that failed on a batch of two runs on one image (a forward that folds the batch away)."""
+    try:
+        with torch.no_grad():
+            net(one)
+        return True
+    except Exception:  # noqa: BLE001 - any failure: it does not run at this size at all
+        return False
+
+
 def _describe(out: Any) -> str:
     if isinstance(out, torch.Tensor):
         return f"a tensor of shape {tuple(out.shape)}"
@@ -203,12 +218,13 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:  # torch's layers, timm's asserts
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         on_gpu = any(w in first.lower() for w in ("cuda", "nvidia"))
+        alone = not on_gpu and runs_alone(net, x[:1])
         why = ("Its forward moves tensors to a GPU itself (.cuda(), device='cuda'), which this machine lacks: make it "
-               "use the input's device (.to(x.device))." if on_gpu else
+               "use the input's device (.to(x.device))." if on_gpu else ONE_AT_A_TIME if alone else
                "Where that is a shape mismatch, check --input-size and --in-chans: a plain state dict does not say "
                "them.")
         raise DoesNotRun(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "
-                         f"{input_size[1]} ({first[:200]}). {why}", size_may_help=not on_gpu) from None
+                         f"{input_size[1]} ({first[:200]}). {why}", size_may_help=not (on_gpu or alone)) from None
     finally:
         net.train(was)
         for h in handles:

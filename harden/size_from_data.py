@@ -79,7 +79,9 @@ def _at_data_size(call: Callable[[object], T], model_flags, data: str, data_flag
         with held_warnings() if hold else contextlib.nullcontext([]) as held:
             try:
                 result = call(flags)
-            except DoesNotRun:
+            except DoesNotRun as e:
+                if not e.size_may_help:  # it runs at the data's size, but not on a batch: that is what to say
+                    raise
                 held.clear()  # a size that does not run either: nothing of it to say
                 continue
         for msg in held:

@@ -37,6 +37,13 @@ class View(nn.Module):
         return x.view(x.size(0), -1)
 
 
+class OneAtATime(LeNetView):  # single-image inference code: the batch folded into the flatten
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(x.view(1, -1))))
+
+
 class TupleNet(nn.Module):  # returns (logits, features), as many training codes do for a feature loss
     def __init__(self, num_classes=4, in_chans=3):
         super().__init__()
@@ -354,6 +361,24 @@ def test_scores_are_found_in_what_the_forward_returns(nets, tmp_path, cli):
         harden.create_model(f"{nets}:LeNetView", 4, 1, (20, 20))  # its fc1 takes 16 x 16 inputs only
     with pytest.raises(harden.HardenError, match=r"\(2, 10\).*--num-classes"):
         harden.create_model(f"{nets}:ten_classes", 4, 3, (16, 16))  # a callable that ignores num_classes
+
+
+def test_a_forward_that_takes_one_image_at_a_time_is_named(nets, tmp_path, cli):
+    """`x.view(1, -1)`: the network runs on one image, never on a batch; said with the line to write, not as a size
+    to try (loaded with --arch alone, no size said: the data's size is where it runs, on one image)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("one_at_a_time", nets)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(harden.HardenError, match=r"one image at a time.*x\.view\(x\.size\(0\), -1\)"):
+        harden.models.from_module(module.OneAtATime(), input_size=16)
+    torch.save(module.OneAtATime().state_dict(), tmp_path / "one.pt")
+    data = _data(3)
+    np.savez(tmp_path / "quads.npz", x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
+             y_test=data.y_test)
+    code, _, err = cli("eval", tmp_path / "one.pt", "--arch", f"{nets}:OneAtATime", "--data", tmp_path / "quads.npz",
+                       "--n", 8)
+    assert code == 2 and "one image at a time" in err and "common square size" not in err, err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the forward runs where a GPU is")

@@ -521,9 +521,12 @@ def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: i
             with torch.no_grad():
                 out = net(torch.zeros(2, int(in_chans), *size, device=p.device if p is not None else "cpu"))
         except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:
+            from ..outputs import ONE_AT_A_TIME, runs_alone
+            one = torch.zeros(1, int(in_chans), *size, device=p.device if p is not None else "cpu")
             raise HardenError(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {size[0]} x {size[1]} "
                               f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}): "
-                              "give the input size and channels it takes.") from None
+                              + (ONE_AT_A_TIME if runs_alone(net, one) else
+                                 "give the input size and channels it takes.")) from None
         finally:
             net.train(was)
         from ..outputs import scores_width
