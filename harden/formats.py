@@ -525,6 +525,13 @@ def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modul
             if rest:  # what the file holds beside the model (a temperature, a loss's weights, a second copy)
                 few = ", ".join(list(rest)[:3]) + (", ..." if len(rest) > 3 else "")
                 notes.append(f"set aside {len(rest)} key(s) of the file outside the model ({few})")
+        else:  # the other way round: the architecture holds the saved network under a name of its own (an adapter
+            # whose forward(x) calls it as it wants to be called, a wrapper that normalises first)
+            inner = find_prefix(state, own)
+            if inner and all(inner + k in own for k in state) and all(
+                    k.startswith(inner) and (k[len(inner):] in state or k.endswith("num_batches_tracked")) for k in own):
+                state = {inner + k: v for k, v in state.items()}
+                notes.append(f"added the key prefix {inner!r} (the architecture holds the saved network there)")
     filled = []
     for k in own:
         mod, _, buf = k.rpartition(".")

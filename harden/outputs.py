@@ -4,6 +4,8 @@ shift-equivalent to them: log-probabilities are logits shifted per image, so CE,
 unchanged on them; probabilities are not, so attacks see their logarithm instead."""
 from __future__ import annotations
 
+import re
+
 import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -174,6 +176,35 @@ ONE_AT_A_TIME = ("It runs on one image at a time: its forward folds the batch in
                  "cannot use; write it x.view(x.size(0), -1) (or torch.flatten(x, 1)) and load it again.")
 
 
+INPUT_KEYS = ("image", "images", "img", "x", "input", "inputs", "pixel_values", "data")  # a batch dict's usual keys
+
+
+def forward_wants(net: nn.Module, x: torch.Tensor, error: str) -> str | None:
+    """What a forward that failed on a batch of images wants instead, said with the way to give it (None where it is
+    not one of these): more arguments than the images (forward(x, t)), or a batch dict (forward(batch) reading
+    batch['image'], as Lightning-style code writes it)."""
+    import inspect
+    name = type(net).__name__
+    wrap = ("harden calls forward with a batch of images alone: give --arch a factory (file.py:factory) that returns "
+            f"a module holding a {name} as `net` (its keys gain the prefix 'net.', which loading takes off) whose "
+            "forward(x) returns ")
+    if re.search(r"forward\(\) missing \d+ required (positional|keyword-only) argument", error):
+        try:
+            signature = str(inspect.signature(net.forward))
+        except (TypeError, ValueError):
+            signature = "(...)"
+        return f"Its forward takes more than the images: forward{signature}; {wrap}self.net(x, ...) with the rest."
+    for key in INPUT_KEYS:
+        try:
+            with torch.no_grad():
+                net({key: x})
+        except Exception:  # noqa: BLE001 - not this key (or not a dict at all)
+            continue
+        return f"Its forward reads a batch dict's {key!r} entry (forward(batch) with batch[{key!r}]); {wrap}" \
+               f"self.net({{{key!r}: x}})."
+    return None
+
+
 def runs_alone(net: nn.Module, one: torch.Tensor) -> bool:
     """Whether a network that failed on a batch of two runs on one image (a forward that folds the batch away)."""
     try:
@@ -219,12 +250,14 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         on_gpu = any(w in first.lower() for w in ("cuda", "nvidia"))
         alone = not on_gpu and runs_alone(net, x[:1])
+        called = None if on_gpu or alone else forward_wants(net, x, first)
         why = ("Its forward moves tensors to a GPU itself (.cuda(), device='cuda'), which this machine lacks: make it "
-               "use the input's device (.to(x.device))." if on_gpu else ONE_AT_A_TIME if alone else
+               "use the input's device (.to(x.device))." if on_gpu else ONE_AT_A_TIME if alone else called or
                "Where that is a shape mismatch, check --input-size and --in-chans: a plain state dict does not say "
                "them.")
         raise DoesNotRun(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "
-                         f"{input_size[1]} ({first[:200]}). {why}", size_may_help=not (on_gpu or alone)) from None
+                         f"{input_size[1]} ({first[:200]}). {why}",
+                         size_may_help=not (on_gpu or alone or called)) from None
     finally:
         net.train(was)
         for h in handles:

@@ -37,6 +37,25 @@ class View(nn.Module):
         return x.view(x.size(0), -1)
 
 
+class DictInput(LeNetView):  # Lightning-style code: forward(batch) reads the images from the batch dict
+    def forward(self, batch):
+        return super().forward(batch["image"])
+
+
+class DictAdapter(nn.Module):  # what the refusal of DictInput says to write: its keys gain the prefix 'net.'
+    def __init__(self, num_classes=4, in_chans=3):
+        super().__init__()
+        self.net = DictInput(num_classes, in_chans)
+
+    def forward(self, x):
+        return self.net({"image": x})
+
+
+class TwoInputs(LeNetView):  # a forward that takes more than the images
+    def forward(self, x, t):
+        return super().forward(x) + t
+
+
 class OneAtATime(LeNetView):  # single-image inference code: the batch folded into the flatten
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
@@ -379,6 +398,24 @@ def test_a_forward_that_takes_one_image_at_a_time_is_named(nets, tmp_path, cli):
     code, _, err = cli("eval", tmp_path / "one.pt", "--arch", f"{nets}:OneAtATime", "--data", tmp_path / "quads.npz",
                        "--n", 8)
     assert code == 2 and "one image at a time" in err and "common square size" not in err, err
+
+
+def test_a_forward_that_wants_a_batch_dict_or_more_arguments_is_named_with_the_adapter_to_write(nets, tmp_path, cli):
+    """forward(batch) reading batch['image'], or forward(x, t): said as what it wants, not as a size to check; the
+    adapter the refusal describes loads the same state dict (the prefix it adds to the keys is put on the file's)."""
+    with pytest.raises(harden.HardenError, match=r"reads a batch dict's 'image' entry.*self\.net\(\{'image': x\}\)"):
+        harden.create_model(f"{nets}:DictInput", 4, 3, (16, 16))
+    with pytest.raises(harden.HardenError, match=r"takes more than the images: forward\(x, t\)"):
+        harden.create_model(f"{nets}:TwoInputs", 4, 3, (16, 16))
+    torch.manual_seed(0)
+    saved = harden.create_model(f"{nets}:LeNetView", 4, 3, (16, 16))
+    torch.save(saved.net.state_dict(), tmp_path / "dict.pt")  # DictInput's keys: LeNetView's
+    code, out, err = cli("inspect", tmp_path / "dict.pt", "--arch", f"{nets}:DictAdapter", "--input-size", "16")
+    assert code == 0 and "added the key prefix 'net.'" in out, err
+    adapted = harden.load(tmp_path / "dict.pt", arch=f"{nets}:DictAdapter", input_size=16)
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(adapted(x), saved(x))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the forward runs where a GPU is")
