@@ -58,7 +58,7 @@ def batch_ladder(m: int) -> int:
     return p * 3 // 4 if p >= 4 and p * 3 // 4 >= m else p
 
 
-def kept_rows(done: torch.Tensor) -> torch.Tensor:
+def kept_rows(done: torch.Tensor, active_count: int | None = None) -> torch.Tensor:
     """The rows an early-stopping attack keeps when it synchronises: those not yet `done` (fooled). Where syncs are
     deferred (CUDA) the batch keeps a size from `batch_ladder`, the not-done rows first, then done rows as padding
     (they stay frozen where they were fooled, and writing them back again changes nothing); no smaller than the ladder
@@ -66,11 +66,12 @@ def kept_rows(done: torch.Tensor) -> torch.Tensor:
     ran at a quarter of their floor while the full-batch ones met it (BENCHMARKS.md "On the card"), and a batch that
     takes a new size at every sync meets two costs a fixed set of sizes avoids: the per-shape preparation of
     convolution libraries and the card's allocator, and a step of a few hundred small images costing its launches, so
-    that a smaller batch saves nothing. One host read either way, as the plain `nonzero` was."""
+    that a smaller batch saves nothing. One host read either way, as the plain `nonzero` was; none where the caller
+    read the number of rows not done (`active_count`) already."""
     active = ~done
     if not deferred(done.device):
         return active.nonzero().squeeze(1)
-    m = int(active.sum())
+    m = int(active.sum()) if active_count is None else active_count
     size = batch_ladder(m)
     if size >= len(done):
         return torch.arange(len(done), device=done.device)

@@ -158,6 +158,40 @@ def test_a_cascade_runs_each_stage_over_every_batch_at_once(digits_model, digits
     assert grouped_calls < 0.6 * per_batch_calls, (grouped_calls, per_batch_calls)
 
 
+@pytest.mark.parametrize("spec", ["pgd:restarts=2,steps=20", "cw", "pgd-l2"])
+def test_early_stopping_attacks_keep_their_batch_full_over_every_batch_at_once(digits_model, digits, monkeypatch,
+                                                                              spec):
+    """On a launch-bound device (CUDA's schedule, forced here) PGD and C&W take several of the report's batches at once
+    and keep their working batch full from them as images are fooled (attacks/refill.py): the same verdicts as a
+    batch at a time, in fewer calls of the network (there a step costs the same for 5 images as for 500). On the CPU,
+    where full batches are slower per image, a run is one batch."""
+    from harden.attacks import ATTACKS
+    from harden.host_sync import policy
+    from harden.report.compare import verdicts_of
+    from harden.report.runner import batches_at_once
+    calls = [0]
+    hook = digits_model.net.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
+    cls = ATTACKS[spec.split(":")[0]]
+    x = torch.zeros(128, 1, 8, 8)
+    assert batches_at_once(cls(), x, 16, device=torch.device("cpu")) == 1
+    with policy("deferred"):
+        assert batches_at_once(cls(), x, 16, device=torch.device("cpu")) == 8
+    try:
+        runs = {}
+        for at_once in (8, 1):
+            monkeypatch.setattr(cls, "batches_at_once", at_once)
+            calls[0] = 0
+            with policy("deferred"):
+                runs[at_once] = (evaluate(digits_model, digits, attacks=[spec], eps=0.1, metrics=False,
+                                          masking_checks=False, device="cpu", n=128, batch_size=16), calls[0])
+    finally:
+        hook.remove()
+    (grouped, grouped_calls), (per_batch, per_batch_calls) = runs[8], runs[1]
+    assert verdicts_of(grouped)["bits"] == verdicts_of(per_batch)["bits"]
+    assert 0 < grouped.attacks[0].robust_accuracy < grouped.clean_accuracy  # images fooled along the way, some held
+    assert grouped_calls < 0.8 * per_batch_calls, (grouped_calls, per_batch_calls)
+
+
 def test_a_run_of_several_batches_halved_for_memory_halves_its_attack_batch():
     """CUDA's out-of-memory halving (batching.run_batched) halves a run of 8 batches of 128: the attack's own batch
     halves with it, so the retry needs less memory at once, not only fewer images in all."""

@@ -63,13 +63,43 @@ def test_due_schedule():
     assert steps == [1, 2, 4, 8, 16, 24, 32, 40, 48]
 
 
-def early_stopping(attack, model, x, y, steps=50):
-    gen = torch.Generator().manual_seed(0)
+def early_stopping(attack, model, x, y, steps=50, chunk=None, rows=None):
+    """`rows`: the images' positions in the report's sample, for their own random streams (the report's draws)."""
+    from harden.attacks.row_streams import RowStreams
+    gen = torch.Generator().manual_seed(0) if rows is None else RowStreams(0, rows, batch_seed=0)
     if attack == "pgd":
-        return pgd(model, x, y, eps=0.02, step=0.002, steps=steps, restarts=1, generator=gen)[0]
+        return pgd(model, x, y, eps=0.02, step=0.002, steps=steps, restarts=1, generator=gen, chunk=chunk)[0]
     if attack == "cw":
-        return build_attack(f"cw:eps=0.02,step=0.002,steps={steps}").run(model, x, y, gen).x_adv
+        return build_attack(f"cw:eps=0.02,step=0.002,steps={steps}").run(model, x, y, gen, chunk=chunk).x_adv
     return apgd(model, x, y, eps=0.02, steps=steps, generator=gen)[0]
+
+
+@pytest.mark.parametrize("attack", ["pgd", "cw"])
+def test_a_batch_kept_full_from_later_batches_gives_the_same_images_in_fewer_calls(batch, attack):
+    """Several batches at once (attacks/refill.py): a working batch of 16 refilled from the 64 images as images leave
+    it gives the images one batch of 64 gives (each image's path is its own), in fewer calls of the network than four
+    batches of 16 one after the other; under CUDA's schedule the same images, with one host read per due step."""
+    model, x, y = batch
+    calls = [0]
+    hook = model.register_forward_pre_hook(lambda m, args: calls.__setitem__(0, calls[0] + 1))
+    try:
+        rows = torch.arange(64)
+        whole = early_stopping(attack, model, x, y, rows=rows)
+        calls[0] = 0
+        refilled = early_stopping(attack, model, x, y, chunk=16, rows=rows)
+        refill_calls, calls[0] = calls[0], 0
+        apart = torch.cat([early_stopping(attack, model, x[i:i + 16], y[i:i + 16], rows=rows[i:i + 16])
+                           for i in range(0, 64, 16)])
+        apart_calls = calls[0]
+        with policy("deferred"):
+            syncs, deferred = count(lambda: early_stopping(attack, model, x, y, chunk=16, rows=rows))
+            deferred_calls = calls[0] - apart_calls
+    finally:
+        hook.remove()
+    assert torch.allclose(refilled, whole, atol=1e-6) and torch.allclose(apart, whole, atol=1e-6)
+    assert torch.allclose(deferred, whole, atol=1e-6)
+    assert refill_calls < apart_calls, (refill_calls, apart_calls)  # most images hold here: a small gain
+    assert syncs.count <= deferred_calls * 0.25 + 4, (syncs.count, deferred_calls, syncs.names)
 
 
 @pytest.mark.parametrize("attack", ["pgd", "cw", "apgd"])

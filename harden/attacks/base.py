@@ -107,6 +107,11 @@ class Attack:
     # a time): a cascade runs each stage once over the images that every batch's earlier stages left robust, in full
     # batches, as the original AutoAttack does, rather than its whole sequence once per batch on a few images each
     batches_at_once: ClassVar[int] = 1
+    # whether taking several batches pays only where a step's cost is its launches (a GPU), not its arithmetic: an
+    # early-stopping attack's batch kept full (refill.py) runs its steps on full batches, which on a CPU are slower per
+    # image than the smaller batches they replace (their activations leave the cache); the report then takes one batch
+    # a run on the CPU
+    launch_bound_only: ClassVar[bool] = False
 
     # where a long run says which stage it is in and how much of its work is done (the report's progress bar: a run
     # of a whole cascade over several batches can take minutes, with the bar at 0 and no ETA until it ends); None:
@@ -117,6 +122,10 @@ class Attack:
         """`done`: the share of this run's work finished, 0 to 1 (the bar moves by it within the run)."""
         if self.notify is not None:
             self.notify(text, done)
+
+    def progressed(self, done: float) -> None:
+        """The share of this run's work finished, with nothing to say beside the bar."""
+        self.say("", done)
 
     def describe(self) -> str:
         ps = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())

@@ -4,7 +4,8 @@ instead), so this is written in torch; tests compare its success with ART's on t
 import torch
 
 from ..host_sync import due, kept_rows
-from .base import Attack, AttackOutput, frozen_where, margin, register_attack
+from .base import Attack, AttackOutput, frozen_where, margin, project, register_attack
+from .refill import refilled
 
 
 @register_attack
@@ -14,9 +15,24 @@ class CarliniWagnerLinf(Attack):
     defaults = {"eps": 8 / 255, "step": 0.005, "steps": 25, "confidence": 0.0}
     source = "seed 000 appendix A.2 (eps 8/255, step 0.005, 25 iterations, confidence 0)"
 
-    def run(self, model, x, y, generator=None):
+    batches_at_once = 8  # an early-stopping attack: its batch kept full from the run's later batches (refill.py)
+    launch_bound_only = True  # on a CPU, full batches are slower per image (base.Attack)
+
+    def run(self, model, x, y, generator=None, chunk: int | None = None):
         p = self.params
         eps, step, kappa = p["eps"], p["step"], p["confidence"]
+
+        def score(z: torch.Tensor, y0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # minimise max(Z_y - max_other, -kappa): the loss to descend, and whether the margin fools
+            m = margin(z, y0)
+            return torch.clamp(m, min=-kappa), (m.detach() < -kappa if kappa > 0 else m.detach() < 0)
+        if chunk is not None and chunk < len(x):  # several batches at once, the batch kept full as images leave it
+            out, fooled = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
+            passes = refilled(model, x, y, torch.arange(len(x), device=x.device), chunk=chunk, steps=p["steps"],
+                              start_of=lambda new: x[new].clone(), score=score,
+                              move=lambda xa, g, x0: project(xa - step * g.sign(), x0, eps, "inf"),
+                              out=out, fooled=fooled, progress=self.progressed)
+            return AttackOutput(out, grad_passes=passes, forward_passes=0)
         best = x.clone()
         idx = torch.arange(len(x), device=x.device)  # images not yet fooled by the margin
         xa, x0, y0 = x.clone(), x, y
@@ -26,16 +42,15 @@ class CarliniWagnerLinf(Attack):
             last = i == p["steps"]
             xr = xa.detach().requires_grad_(not last)
             with torch.set_grad_enabled(not last):
-                m = margin(model(xr), y0)
-            done = done | (m.detach() < -kappa if kappa > 0 else m.detach() < 0)
+                loss, now = score(model(xr), y0)
+            done = done | now
             if last:
                 fwd += len(idx)
                 break
-            # minimise max(Z_y - max_other, -kappa); a fooled image stops moving and leaves at the next sync
-            (g,) = torch.autograd.grad(torch.clamp(m, min=-kappa).sum(), xr)
+            # a fooled image stops moving and leaves at the next sync
+            (g,) = torch.autograd.grad(loss.sum(), xr)
             passes += len(idx)
-            xn = xa - step * g.sign()
-            xa = frozen_where(done, xa, torch.min(torch.max(xn, x0 - eps), x0 + eps).clamp(0, 1))
+            xa = frozen_where(done, xa, project(xa - step * g.sign(), x0, eps, "inf"))
             if due(i + 1, x.device):
                 best[idx] = xa
                 keep = kept_rows(done)

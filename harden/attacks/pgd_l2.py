@@ -13,9 +13,12 @@ class PGDL2(Attack):
     defaults = {"eps": 0.5, "step": 0.1, "steps": 50, "restarts": 0, "early_stop": True}
     source = "Madry et al. 2018, L2; eps 0.5, step 0.1 from Madry et al.'s robustness library (CIFAR-10 L2)"
 
-    def run(self, model, x, y, generator=None, start=None):
+    batches_at_once = 8  # as the L-inf PGD: its batch kept full from the run's later batches
+    launch_bound_only = True  # on a CPU, full batches are slower per image (base.Attack)
+
+    def run(self, model, x, y, generator=None, start=None, chunk=None):
         p = self.params
         x_adv, grad_passes, fwd = pgd(model, x, y, eps=p["eps"], step=p["step"], steps=p["steps"],
                                       restarts=p["restarts"], generator=generator, early_stop=p["early_stop"],
-                                      start=start, norm="2")
+                                      start=start, norm="2", chunk=chunk, progress=self.progressed)
         return AttackOutput(x_adv, grad_passes=grad_passes, forward_passes=fwd)

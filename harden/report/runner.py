@@ -300,10 +300,13 @@ def _metrics_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
 UNIT_BYTES = 512 * 2**20  # the images of one run of a cascade (its adversarial copy and the judged ones: a few times this)
 
 
-def batches_at_once(atk: Attack, x: torch.Tensor, batch_size: int, processes: int = 1) -> int:
+def batches_at_once(atk: Attack, x: torch.Tensor, batch_size: int, processes: int = 1,
+                    device: torch.device | None = None) -> int:
     """How many of the report's batches one run of `atk` takes: its own limit, at most UNIT_BYTES of images, and no
-    more than leaves every torchrun process a run of its own."""
-    if atk.batches_at_once <= 1 or not len(x):
+    more than leaves every torchrun process a run of its own; one where the grouping pays only on a launch-bound
+    device and `device` is not one (host_sync.deferred: the CPU, unless a test forces CUDA's schedule)."""
+    from ..host_sync import deferred
+    if atk.batches_at_once <= 1 or not len(x) or (atk.launch_bound_only and not deferred(device or x.device)):
         return 1
     per_batch = batch_size * 4 * int(torch.Size(x.shape[1:]).numel())  # fp32 on the device, however held
     batches = -(-len(x) // batch_size)
@@ -352,7 +355,7 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
     kept_seconds = [0.0]  # the time the batches taken from `state` took when they ran
     t0 = time.perf_counter()
     # the images one run takes: a batch, or several where the attack runs them a batch at a time (a cascade)
-    unit = batch_size * batches_at_once(atk, x, batch_size, dd.world())
+    unit = batch_size * batches_at_once(atk, x, batch_size, dd.world(), device)
     own = dd.my_batches(len(x), unit)
 
     def chunked(s: int, e: int) -> dict[str, int]:

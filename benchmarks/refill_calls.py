@@ -1,0 +1,81 @@
+"""Network calls of the report's early-stopping attacks (PGD, C&W, PGD-L2) with their working batch kept full from
+the run's later batches (attacks/refill.py) against a batch at a time: on a card where a step of a few hundred small
+images costs its kernel launches, the calls are the time; on this CPU, arithmetic is. The same small CNN as
+benchmarks/autoattack_calls.py (trained here on 6,000 CIFAR-10 training images, seeded), so that a share of the test
+images stays robust at a small budget. Both runs follow CUDA's schedule (host_sync.policy("deferred"): syncs every
+few steps, and the grouping that the CPU's own schedule leaves off, its full batches being slower per image here).
+
+    python benchmarks/refill_calls.py --data ../shared/data/cifar10.npz --n 1000 --batch 200 \
+        --out bench-out/refill-calls.jsonl
+
+Rows are appended to --out (JSON lines) as each finishes."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import harden
+from harden.attacks import ATTACKS
+from harden.host_sync import policy
+from harden.report.compare import verdicts_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from autoattack_calls import counting, trained  # noqa: E402 - the same model and counter
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True, help="CIFAR-10 .npz (x_train, y_train, x_test, y_test)")
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=200)
+    ap.add_argument("--eps", default="2/255")
+    ap.add_argument("--attacks", nargs="+", default=["pgd", "cw", "pgd-l2"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    harden.runtime.set_quiet(True)
+    with np.load(args.data) as f:
+        data = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    net = trained(data)
+    model = harden.models.from_module(net, input_size=32, num_classes=10)
+    x, y = data["x_test"][:args.n], data["y_test"][:args.n].astype(np.int64)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for spec in args.attacks:
+        cls = ATTACKS[spec.split(":")[0]]
+        verdicts = {}
+        for at_once in (cls.batches_at_once, 1):
+            saved, cls.batches_at_once = cls.batches_at_once, at_once
+            try:
+                with counting(net) as calls, policy("deferred"):
+                    t = time.perf_counter()
+                    rep = harden.evaluate(model, (x, y), attacks=[spec], eps=harden.attacks.parse_number(args.eps),
+                                          batch_size=args.batch, metrics=False, masking_checks=False, device="cpu")
+                    seconds = time.perf_counter() - t
+            finally:
+                cls.batches_at_once = saved
+            verdicts[at_once] = verdicts_of(rep)["bits"]
+            a = rep.attacks[0]
+            row = {"row": "refill", "attack": spec, "batches_at_once": at_once, "schedule": "deferred (CUDA's)",
+                   "n": args.n, "batch": args.batch,
+                   "eps": args.eps, "robust_accuracy": a.robust_accuracy, "clean": rep.clean_accuracy,
+                   "model_calls": calls[0], "model_images": calls[1], "grad_passes": a.backward_passes,
+                   "attack_seconds": round(a.seconds, 2), "report_seconds": round(seconds, 2),
+                   "threads": args.threads, "machine": platform.processor() or platform.machine(),
+                   "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+            if len(verdicts) == 2:
+                row["same_verdicts_as_refilled"] = verdicts[1] == verdicts[cls.batches_at_once]
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
