@@ -60,6 +60,19 @@ def counting(net: nn.Module):
         handle.remove()
 
 
+def prepared(args) -> tuple[nn.Module, "harden.models.Classifier", np.ndarray, np.ndarray]:
+    """The run's settings applied (--threads, quiet, --out's folder) and (the trained network, it as harden's
+    model, the first --n test images, their labels)."""
+    torch.set_num_threads(args.threads)
+    harden.runtime.set_quiet(True)
+    with np.load(args.data) as f:
+        data = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    net = trained(data)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    return (net, harden.models.from_module(net, input_size=32, num_classes=10), data["x_test"][:args.n],
+            data["y_test"][:args.n].astype(np.int64))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True, help="CIFAR-10 .npz (x_train, y_train, x_test, y_test)")
@@ -70,13 +83,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    harden.runtime.set_quiet(True)
-    with np.load(args.data) as f:
-        data = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    model = harden.models.from_module(trained(data), input_size=32, num_classes=10)
-    x, y = data["x_test"][:args.n], data["y_test"][:args.n].astype(np.int64)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    _, model, x, y = prepared(args)
     for impl in args.impl:
         t = time.perf_counter()
         with counting(model.net) as calls:

@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import harden
@@ -27,7 +26,7 @@ from harden.host_sync import policy
 from harden.report.compare import verdicts_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from autoattack_calls import counting, trained  # noqa: E402 - the same model and counter
+from autoattack_calls import counting, prepared  # noqa: E402 - the same model and counter
 
 
 def main() -> None:
@@ -40,14 +39,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    harden.runtime.set_quiet(True)
-    with np.load(args.data) as f:
-        data = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    net = trained(data)
-    model = harden.models.from_module(net, input_size=32, num_classes=10)
-    x, y = data["x_test"][:args.n], data["y_test"][:args.n].astype(np.int64)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    net, model, x, y = prepared(args)
     for spec in args.attacks:
         cls = ATTACKS[spec.split(":")[0]]
         verdicts = {}
