@@ -60,6 +60,15 @@ def counting(net: nn.Module):
         handle.remove()
 
 
+def common_arguments(ap: argparse.ArgumentParser, n: int) -> None:
+    """--data, --n, --batch, --threads and --out, as both call benchmarks take them."""
+    ap.add_argument("--data", required=True, help="CIFAR-10 .npz (x_train, y_train, x_test, y_test)")
+    ap.add_argument("--n", type=int, default=n)
+    ap.add_argument("--batch", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True)
+
+
 def prepared(args) -> tuple[nn.Module, "harden.models.Classifier", np.ndarray, np.ndarray]:
     """The run's settings applied (--threads, quiet, --out's folder) and (the trained network, it as harden's
     model, the first --n test images, their labels)."""
@@ -75,13 +84,9 @@ def prepared(args) -> tuple[nn.Module, "harden.models.Classifier", np.ndarray, n
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True, help="CIFAR-10 .npz (x_train, y_train, x_test, y_test)")
-    ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--batch", type=int, default=200)
+    common_arguments(ap, n=400)
     ap.add_argument("--eps", type=float, default=2 / 255)
     ap.add_argument("--impl", nargs="+", default=["harden", "harden-per-batch", "original"])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     _, model, x, y = prepared(args)
     for impl in args.impl:

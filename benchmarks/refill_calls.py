@@ -26,18 +26,14 @@ from harden.host_sync import policy
 from harden.report.compare import verdicts_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from autoattack_calls import counting, prepared  # noqa: E402 - the same model and counter
+from autoattack_calls import common_arguments, counting, prepared  # noqa: E402 - the same model and counter
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True, help="CIFAR-10 .npz (x_train, y_train, x_test, y_test)")
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=200)
+    common_arguments(ap, n=1000)
     ap.add_argument("--eps", default="2/255")
     ap.add_argument("--attacks", nargs="+", default=["pgd", "cw", "pgd-l2"])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     net, model, x, y = prepared(args)
     for spec in args.attacks:
