@@ -33,14 +33,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     common_arguments(ap, n=1000)
     ap.add_argument("--eps", default="2/255")
-    ap.add_argument("--attacks", nargs="+", default=["pgd", "cw", "pgd-l2"])
+    ap.add_argument("--attacks", nargs="+", default=["pgd", "cw", "pgd-l2", "autopgd"])
     args = ap.parse_args()
     net, model, x, y = prepared(args)
+    import harden.attacks.autoattack as cascade
     for spec in args.attacks:
         cls = ATTACKS[spec.split(":")[0]]
         verdicts = {}
         for at_once in (cls.batches_at_once, 1):
-            saved, cls.batches_at_once = cls.batches_at_once, at_once
+            # AutoAttack groups its batches on any device (thirty-fourth session); what is compared for it is its APGD
+            # stages refilled across them or run a chunk at a time
+            aa = cls is cascade.AutoAttack
+            saved, cls.batches_at_once = cls.batches_at_once, (cls.batches_at_once if aa else at_once)
+            real_deferred = cascade.deferred
+            if aa and at_once == 1:
+                cascade.deferred = lambda device: False
             try:
                 with counting(net) as calls, policy("deferred"):
                     t = time.perf_counter()
@@ -48,10 +55,11 @@ def main() -> None:
                                           batch_size=args.batch, metrics=False, masking_checks=False, device="cpu")
                     seconds = time.perf_counter() - t
             finally:
-                cls.batches_at_once = saved
+                cls.batches_at_once, cascade.deferred = saved, real_deferred
             verdicts[at_once] = verdicts_of(rep)["bits"]
             a = rep.attacks[0]
-            row = {"row": "refill", "attack": spec, "batches_at_once": at_once, "schedule": "deferred (CUDA's)",
+            row = {"row": "refill", "attack": spec, "refilled": at_once > 1, "batches_at_once": cls.batches_at_once
+                   if aa else at_once, "schedule": "deferred (CUDA's)",
                    "n": args.n, "batch": args.batch,
                    "eps": args.eps, "robust_accuracy": a.robust_accuracy, "clean": rep.clean_accuracy,
                    "model_calls": calls[0], "model_images": calls[1], "grad_passes": a.backward_passes,

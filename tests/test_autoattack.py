@@ -133,11 +133,14 @@ def test_autoattack_agrees_with_the_original(digits_model, digits):
     assert a.robust_accuracy < rep.clean_accuracy
 
 
-def test_a_cascade_runs_each_stage_over_every_batch_at_once(digits_model, digits, monkeypatch):
+@pytest.mark.parametrize("schedule", ["eager", "deferred"])
+def test_a_cascade_runs_each_stage_over_every_batch_at_once(digits_model, digits, monkeypatch, schedule):
     """AutoAttack takes several of the report's batches at once and runs each stage over the images all of them left
     robust, a batch at a time (the original's order): the same verdicts, stage by stage, in fewer calls of the network
-    (a card bound by its launches pays per call: two batches ran the whole cascade twice, 2.1x the original's time)."""
+    (a card bound by its launches pays per call: two batches ran the whole cascade twice, 2.1x the original's time).
+    Under CUDA's schedule its APGD stages keep their batch full across those images (attacks/refill.py): the same."""
     from harden.attacks.autoattack import AutoAttack
+    from harden.host_sync import policy
     from harden.report.compare import verdicts_of
     calls = [0]
     hook = digits_model.net.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
@@ -148,7 +151,8 @@ def test_a_cascade_runs_each_stage_over_every_batch_at_once(digits_model, digits
         for at_once in (8, 1):
             monkeypatch.setattr(AutoAttack, "batches_at_once", at_once)
             calls[0] = 0
-            runs[at_once] = (evaluate(digits_model, digits, **kw), calls[0])
+            with policy(schedule):
+                runs[at_once] = (evaluate(digits_model, digits, **kw), calls[0])
     finally:
         hook.remove()
     (grouped, grouped_calls), (per_batch, per_batch_calls) = runs[8], runs[1]
@@ -158,7 +162,7 @@ def test_a_cascade_runs_each_stage_over_every_batch_at_once(digits_model, digits
     assert grouped_calls < 0.6 * per_batch_calls, (grouped_calls, per_batch_calls)
 
 
-@pytest.mark.parametrize("spec", ["pgd:restarts=2,steps=20", "cw"])  # pgd-l2 runs pgd's loop
+@pytest.mark.parametrize("spec", ["pgd:restarts=2,steps=20", "cw", "autopgd:targeted=true,n_targets=3"])
 def test_early_stopping_attacks_keep_their_batch_full_over_every_batch_at_once(digits_model, digits, monkeypatch,
                                                                               spec):
     """On a launch-bound device (CUDA's schedule, forced here) PGD and C&W take several of the report's batches at once

@@ -71,10 +71,10 @@ def early_stopping(attack, model, x, y, steps=50, chunk=None, rows=None):
         return pgd(model, x, y, eps=0.02, step=0.002, steps=steps, restarts=1, generator=gen, chunk=chunk)[0]
     if attack == "cw":
         return build_attack(f"cw:eps=0.02,step=0.002,steps={steps}").run(model, x, y, gen, chunk=chunk).x_adv
-    return apgd(model, x, y, eps=0.02, steps=steps, generator=gen)[0]
+    return apgd(model, x, y, eps=0.02, steps=steps, generator=gen, chunk=chunk)[0]
 
 
-@pytest.mark.parametrize("attack", ["pgd", "cw"])
+@pytest.mark.parametrize("attack", ["pgd", "cw", "apgd"])
 def test_a_batch_kept_full_from_later_batches_gives_the_same_images_in_fewer_calls(batch, attack):
     """Several batches at once (attacks/refill.py): a working batch of 16 refilled from the 64 images as images leave
     it gives the images one batch of 64 gives (each image's path is its own), in fewer calls of the network than four

@@ -22,10 +22,10 @@ def test_speed_benchmark_runs_tiny_on_cpu(tmp_path):
     kinds = [r["row"] for r in rows]
     assert kinds.count("floor") == 2 and kinds.count("attack") == 7 and kinds.count("autoattack") == 2
     assert kinds.count("train") == 1 and kinds.count("loader") == 2 and kinds.count("new_shape") == 2
-    # the early-stopping attacks also as one run of several batches, refilled (PGD-50 and C&W; PGD-10's full-batch
-    # form and AutoPGD take no refill), with their network calls beside the batch-at-a-time rows'
+    # the early-stopping attacks also as one run of several batches, refilled (PGD-50, AutoPGD and C&W; PGD-10's
+    # full-batch form takes no refill), with their network calls beside the batch-at-a-time rows'
     runs = [r for r in rows if r["row"] == "attack_run"]
-    assert sorted(r["attack"] for r in runs) == ["cw", "pgd"] and all(r["model_calls"] > 0 for r in runs)
+    assert sorted(r["attack"] for r in runs) == ["autopgd", "cw", "pgd"] and all(r["model_calls"] > 0 for r in runs)
     assert all(r["model_calls"] > 0 for r in rows if r["row"] == "attack")
     for r in rows:
         if r["row"] == "new_shape":  # each size timed at its first call and again

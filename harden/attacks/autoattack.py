@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import HardenError
+from ..host_sync import deferred
 from .autopgd import apgd
 from .base import Attack, AttackOutput, register_attack
 from .row_streams import rows_of
@@ -86,13 +87,18 @@ class AutoAttack(Attack):
             left = robust.nonzero().squeeze(1)
             said = f"stage {k + 1} of {len(names)}, {stage}: {left.numel():,} of {len(x):,} still robust"
             self.say(said, k / len(names))
-            chunks = left.split(chunk) if left.numel() else ()
+            # APGD over all of them with its batch kept full (refill.py), where launches are the cost; else a chunk
+            # at a time
+            refill = stage.startswith("apgd") and deferred(x.device) and left.numel() > chunk
+            chunks = [left] if refill else left.split(chunk) if left.numel() else ()
             for j, idx in enumerate(chunks):
                 if j:  # the stage's share, by the chunks it has attacked (each stage one share of the run)
                     self.say(said, (k + j / len(chunks)) / len(names))
-                xa = self._stage(stage, counted, x[idx], y[idx], seed, rows_of(generator, idx))
+                xa = self._stage(stage, counted, x[idx], y[idx], seed, rows_of(generator, idx),
+                                 chunk=chunk if refill else None)
                 with torch.no_grad():  # the cascade's own check: misclassified and inside the ball
-                    fooled = (counted(xa).argmax(1) != y[idx]) & self._within(xa - x[idx])
+                    fooled = torch.cat([counted(xa[i:i + chunk]).argmax(1) != y[idx[i:i + chunk]]
+                                        for i in range(0, len(idx), chunk)]) & self._within(xa - x[idx])
                 x_adv[idx[fooled]] = xa[fooled]
                 robust[idx[fooled]] = False
                 fooled_at[idx[fooled]] = k
@@ -105,7 +111,7 @@ class AutoAttack(Attack):
         size = flat.abs().amax(1) if self.norm == "inf" else flat.norm(dim=1)
         return size <= self.params["eps"] + 1e-5
 
-    def _stage(self, stage, model, x, y, seed, generator):
+    def _stage(self, stage, model, x, y, seed, generator, chunk: int | None = None):
         p = self.params
         eps, norm = p["eps"], self.norm
         if stage.startswith("apgd"):
@@ -113,7 +119,8 @@ class AutoAttack(Attack):
             loss = "ce" if stage == "apgd-ce" else "dlr"
             n_targets = p["n_targets"] if stage == "apgd-t" else 0
             x_adv, _, _ = apgd(model, x, y, eps=eps, norm=norm, steps=p["steps"], loss=loss, step=None,
-                               restarts=1, n_targets=n_targets, eot=p["eot"] if rand else 1, generator=generator)
+                               restarts=1, n_targets=n_targets, eot=p["eot"] if rand else 1, generator=generator,
+                               chunk=chunk)
             return x_adv
         with torch.no_grad():
             n_cls = model(x[:1]).shape[1]

@@ -54,13 +54,17 @@ def _loss_fn(loss: str, targeted: bool):
 
 def apgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "inf", steps: int = 100,
          loss: str = "ce", step: float | None = None, restarts: int = 1, n_targets: int = 0, eot: int = 1,
-         rho: float = 0.75, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+         rho: float = 0.75, generator: torch.Generator | None = None, chunk: int | None = None
+         ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """APGD on every image of x that the model classifies correctly. n_targets > 0 runs APGD-T: one run per
     target, the target being the k-th most likely class on the clean image (k = 2 .. n_targets + 1).
-    Returns (x_adv, fooled mask, image-level forward+backward passes)."""
+    Returns (x_adv, fooled mask, image-level forward+backward passes). `chunk` (several of the report's batches
+    given at once): at most this many images at a time, the batch kept full as images leave it (refill.py: each
+    image's run the one it makes alone, fewer calls of the network)."""
     step = 2.0 * eps if step is None else step  # the original's parameter-free start: 2 eps
+    refill = chunk is not None and chunk < len(x)
     with torch.no_grad():
-        z0 = model(x)
+        z0 = torch.cat([model(x[i:i + chunk]) for i in range(0, len(x), chunk)]) if refill else model(x)
     fooled = z0.argmax(1) != y
     x_adv = x.clone()
     passes = 0
@@ -71,14 +75,115 @@ def apgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "in
             idx = (~fooled).nonzero().squeeze(1)
             if idx.numel() == 0:
                 return x_adv, fooled, passes
-            t = z0[idx].argsort(1)[:, -rank] if rank is not None else None
-            xa, hit, p = _apgd_run(model, x[idx], y[idx], t, eps=eps, norm=norm, steps=steps,
-                                   loss_fn=_loss_fn(loss, rank is not None), step=step, eot=eot, rho=rho,
-                                   generator=rows_of(generator, idx))
+            t = z0.argsort(1)[:, -rank] if rank is not None else None  # each image's target, by position
+            settings = dict(eps=eps, norm=norm, steps=steps, loss_fn=_loss_fn(loss, rank is not None), step=step,
+                            eot=eot, rho=rho)
+            if refill:
+                passes += _apgd_refilled(model, x, y, t, idx, chunk=chunk, generator=generator, x_adv=x_adv,
+                                         fooled=fooled, **settings)
+                continue
+            xa, hit, p = _apgd_run(model, x[idx], y[idx], None if t is None else t[idx],
+                                   generator=rows_of(generator, idx), **settings)
             passes += p
             x_adv[idx[hit]] = xa[hit]
             fooled[idx[hit]] = True
     return x_adv, fooled, passes
+
+
+def _apgd_refilled(model, x, y, t, todo, *, chunk, generator, x_adv, fooled, eps, norm, steps, loss_fn, step, eot,
+                   rho) -> int:
+    """_apgd_run's algorithm over images `todo` of x, at most `chunk` at a time, the batch refilled in order as images
+    leave it (fooled, or through their steps): every image's own step count, checkpoint counter and window, so that
+    its path is the one _apgd_run gives it. Writes the images it fools into x_adv and fooled; returns the passes."""
+    device = x.device
+    dims = (-1,) + (1,) * (x.dim() - 1)
+    k0 = max(int(0.22 * steps), 1)
+    k_min, k_decr = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    keys = ("ids", "x", "y", "t", "xa", "old", "g", "g_best", "x_best", "l_best", "prev", "step", "inc", "reduced",
+            "l_ckpt", "done", "i", "counter", "k", "fresh")
+    st = {key: None for key in keys}
+    pos, passes, it = 0, 0, 0
+
+    def rows(new: torch.Tensor) -> dict:
+        n = len(new)
+        noise = uniform_noise(x[new].shape, rows_of(generator, new), device, normal=norm != "inf")
+        xa = (x[new] + eps * normalized(noise, norm)).clamp(0, 1)
+        zeros = torch.zeros(n, device=device)
+        return {"ids": new, "x": x[new], "y": y[new], "t": t[new] if t is not None else new, "xa": xa, "old": xa,
+                "g": torch.zeros_like(xa), "g_best": torch.zeros_like(xa), "x_best": xa, "l_best": zeros,
+                "prev": zeros, "step": torch.full((n,), float(step), device=device), "inc": zeros,
+                "reduced": torch.ones(n, dtype=torch.bool, device=device), "l_ckpt": zeros,
+                "done": torch.zeros(n, dtype=torch.bool, device=device),
+                "i": torch.zeros(n, dtype=torch.long, device=device),
+                "counter": torch.zeros(n, dtype=torch.long, device=device),
+                "k": torch.full((n,), k0, dtype=torch.long, device=device),
+                "fresh": torch.ones(n, dtype=torch.bool, device=device)}
+
+    while True:
+        held = 0 if st["ids"] is None else len(st["ids"])
+        if held < chunk and pos < len(todo):  # fresh images from their random starts, in the order given
+            new = rows(todo[pos:pos + chunk - held])
+            pos += len(new["ids"])
+            st = new if st["ids"] is None else {key: torch.cat([st[key], new[key]]) for key in keys}
+        if st["ids"] is None or not len(st["ids"]):
+            return passes
+        tt = st["t"] if t is not None else None
+        with torch.no_grad():  # a move for the images past their first evaluation, not fooled, with steps left
+            moving = ~st["fresh"] & ~st["done"] & (st["i"] < steps)
+            xa, a = st["xa"], torch.where(st["i"] > 0, 0.75, 1.0).view(dims)
+            x1 = project(xa + st["step"].view(dims) * ascent_direction(st["g"], norm), st["x"], eps, norm)
+            x1 = project(xa + (x1 - xa) * a + (xa - st["old"]) * (1 - a), st["x"], eps, norm)
+            st["old"] = frozen_where(moving, xa, st["old"])
+            st["xa"] = frozen_where(~moving, xa, x1)
+        g = torch.zeros_like(st["xa"])
+        for _ in range(eot):  # expectation over transformation for randomized models
+            xr = st["xa"].clone().requires_grad_(True)
+            z = model(xr)
+            li = loss_fn(z, st["y"], tt)
+            g += torch.autograd.grad(li.sum(), xr)[0]
+            passes += len(xr)
+        g, li, z = g / eot, li.detach(), z.detach()
+        with torch.no_grad():
+            fresh, wrong = st["fresh"], z.argmax(1) != st["y"]
+            # a fresh image's first evaluation: its best, previous and checkpoint losses; the window before the first
+            # checkpoint compares the first loss with zero, as the original does
+            for key, value in (("l_best", li), ("prev", li), ("l_ckpt", li), ("g_best", g), ("x_best", st["xa"])):
+                st[key] = frozen_where(fresh, value, st[key])
+            st["inc"] = torch.where(fresh, (li > 0).float(), st["inc"])
+            st["done"] = st["done"] | ((fresh | moving) & wrong)
+            st["g"] = frozen_where(fresh | moving, g, st["g"])
+            # a moved image's bookkeeping
+            st["inc"] = st["inc"] + (moving & (li > st["prev"])).float()
+            st["prev"] = torch.where(moving, li, st["prev"])
+            better = moving & (li > st["l_best"])
+            st["x_best"] = frozen_where(better, st["xa"], st["x_best"])
+            st["g_best"] = frozen_where(better, g, st["g_best"])
+            st["l_best"] = torch.where(better, li, st["l_best"])
+            st["counter"] = st["counter"] + moving.long()
+            st["i"] = st["i"] + moving.long()
+            ck = moving & (st["counter"] == st["k"])  # an image's checkpoint
+            halve = (st["inc"] <= st["k"] * rho) | (~st["reduced"] & (st["l_ckpt"] >= st["l_best"]))
+            st["reduced"] = torch.where(ck, halve, st["reduced"])
+            st["l_ckpt"] = torch.where(ck, st["l_best"], st["l_ckpt"])
+            st["step"] = torch.where(ck & halve, st["step"] / 2, st["step"])
+            restart = ck & halve & ~st["done"]  # back to the best point; a fooled image stays where it was fooled
+            st["xa"] = frozen_where(restart, st["x_best"], st["xa"])
+            st["g"] = frozen_where(restart, st["g_best"], st["g"])
+            st["inc"] = torch.where(ck, 0.0, st["inc"])
+            st["counter"] = torch.where(ck, 0, st["counter"])
+            st["k"] = torch.where(ck, (st["k"] - k_decr).clamp(min=k_min), st["k"])
+            st["fresh"] = torch.zeros_like(fresh)
+        it += 1
+        if due(it, device):  # fooled images are written out; they and the images through their steps leave
+            finished = st["done"] | (st["i"] >= steps)
+            staying = len(finished) - int(finished.sum())  # the one host read of a synchronisation
+            order = torch.argsort(finished.to(torch.uint8), stable=True)
+            gone, ids = order[staying:], st["ids"][order[staying:]]
+            hit = st["done"][gone]  # only what an image was fooled at is kept, as _apgd_run's callers keep it
+            x_adv[ids] = frozen_where(hit, st["xa"][gone], x_adv[ids])
+            fooled[ids] = fooled[ids] | hit
+            keep = order[:staying] if pos < len(todo) else kept_rows(finished, staying)
+            st = {key: st[key][keep] for key in keys}
 
 
 def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, generator):
@@ -186,12 +291,16 @@ class AutoPGD(Attack):
     source = ("seed 000 appendix A.2 (eps 8/255, initial step 0.005, 25 iterations); algorithm of Croce & Hein "
               "2020 (momentum 0.75, checkpoints, rho 0.75); targeted = APGD-T over the 9 likeliest other classes")
 
-    def run(self, model, x, y, generator=None):
+    batches_at_once = 8  # an early-stopping attack: its batch kept full from the run's later batches
+    launch_bound_only = True  # on a CPU, full batches are slower per image (base.Attack)
+
+    def run(self, model, x, y, generator=None, chunk: int | None = None):
         p = self.params
         if p["loss"] not in ("ce", "dlr"):
             from ..errors import HardenError
             raise HardenError(f"autopgd: loss must be ce or dlr, got {p['loss']!r}.")
         x_adv, _, passes = apgd(model, x, y, eps=p["eps"], norm="inf", steps=p["steps"], loss=p["loss"],
                                 step=p["step"], restarts=max(1, p["restarts"]),
-                                n_targets=p["n_targets"] if p["targeted"] else 0, rho=p["rho"], generator=generator)
+                                n_targets=p["n_targets"] if p["targeted"] else 0, rho=p["rho"], generator=generator,
+                                chunk=chunk)
         return AttackOutput(x_adv, grad_passes=passes, forward_passes=len(x))

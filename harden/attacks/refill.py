@@ -1,15 +1,15 @@
 """Early-stopping attacks over a run of several batches, with the working batch kept full.
 
-An early-stopping attack (PGD, bounded C&W) drops an image from its batch once it is fooled, but a batch still takes
-every step while one image in it is robust: on a card bound by its launches a step costs about the same at any
-batch size, so a batch of mostly fooled images costs as much as a full one (the H200's PGD-50 at 0.29 of its floor,
-BENCHMARKS.md "On the card"). Given several of the report's batches at once (`Attack.batches_at_once`), the images
-are instead taken into a working batch of `chunk` as others leave it: each step moves a full batch of images, each
-at its own step count, until the last ones finish. An image's path is the one it takes alone (its start from its
-own random stream, its moves from its own gradient), so the verdicts are those of one batch at a time; what changes
-is the number of the network's calls (counted on the CPU, where arithmetic, not launches, sets the time). The report
-does this on launch-bound devices only (`Attack.launch_bound_only`): on the CPU full batches of a small network were
-slower per image than the shrinking ones they replace."""
+An early-stopping attack (PGD, bounded C&W; AutoPGD keeps its own loop, autopgd.py) drops an image from its batch once
+it is fooled, but a batch still takes every step while one image in it is robust: on a card bound by its launches a
+step costs about the same at any batch size, so a batch of mostly fooled images costs as much as a full one (the
+H200's PGD-50 at 0.29 of its floor, BENCHMARKS.md "On the card"). Given several of the report's batches at once
+(`Attack.batches_at_once`), the images are instead taken into a working batch of `chunk` as others leave it: each step
+moves a full batch of images, each at its own step count, until the last ones finish. An image's path is the one it
+takes alone (its start from its own random stream, its moves from its own gradient), so the verdicts are those of one
+batch at a time; what changes is the number of the network's calls (counted on the CPU, where arithmetic, not
+launches, sets the time). The report does this on launch-bound devices only (`Attack.launch_bound_only`): on the CPU
+full batches of a small network were slower per image than the shrinking ones they replace."""
 from __future__ import annotations
 
 from typing import Callable
