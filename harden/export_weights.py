@@ -48,8 +48,12 @@ def export_state_dict(model: Classifier, path: str | os.PathLike, x_check: torch
                               + "; ".join(f"{what}: {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
                                           for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
                               + "); export to ONNX (-o model.onnx) instead.")
+        from .outputs import ScoresOf
+        for hook in list(model.net._forward_hooks.values()):  # the scores out of what the network returns, as loading
+            if isinstance(hook, ScoresOf):                    # read them (an N x K x 1 x 1 output, a tuple's entry)
+                fresh.register_forward_hook(hook)
         rebuilt = Classifier(fresh.eval(), spec)
-        rebuilt.scores_of = model.__dict__.get("scores_of")  # the scores out of what the network returns, as loaded
+        rebuilt.scores_of = model.__dict__.get("scores_of")  # the same, where harden put no hook on the network
         with torch.no_grad():
             check = compare(model, lambda b: rebuilt(b).numpy(), x_check, images)
         dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point()})

@@ -28,6 +28,16 @@ class Net(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = x.view(x.size(0), -1)
         return F.log_softmax(self.fc1(x), dim=1)
+
+
+class AllConv(nn.Module):  # class scores as an N x K x 1 x 1 map, read by harden through a hook on the network
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1),
+                                  nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x):
+        return self.body(x)
 '''
 
 
@@ -95,6 +105,18 @@ def test_what_the_architecture_s_code_cannot_load_is_refused_and_nothing_written
     with pytest.raises(HardenError, match="does not take the network's own state dict.*missing: fc.weight"):
         export_state_dict(renamed, tmp_path / "renamed.pth", x, "random pixels")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_network_whose_scores_harden_reads_through_a_hook_exports_and_checks(tmp_path):
+    (tmp_path / "net.py").write_text(PUBLISHED)
+    model = harden.create_model(f"{tmp_path / 'net.py'}:AllConv", 10, 1, (8, 8))
+    check = export_state_dict(model, tmp_path / "all.pth", torch.rand(6, 1, 8, 8), "random pixels")
+    assert check.ok and check.agreement == 1.0, check
+    again = _module(tmp_path / "net.py").AllConv().eval()
+    again.load_state_dict(torch.load(tmp_path / "all.pth", weights_only=True))
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(again(x).flatten(1), model(x))
 
 
 def test_pruned_weights_are_written_as_torch_s_pruning_keeps_them(tmp_path):
