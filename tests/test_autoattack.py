@@ -437,7 +437,8 @@ def test_gate_reads_autoattack_stages_and_worst(cli, digits_ckpt, tmp_path):
     assert code == 2 and "unknown metric" in err
 
 
-def test_a_cascade_says_its_stage_beside_the_progress_bar(digits_model, digits, monkeypatch):
+@pytest.mark.parametrize("schedule", ["eager", "deferred"])
+def test_a_cascade_says_its_stage_beside_the_progress_bar(digits_model, digits, monkeypatch, schedule):
     """A run of a whole cascade over several batches can take minutes with its bar at 0: each stage says what it
     attacks, shown beside the bar, the bar moves by each stage's share as its batches are done, and when the run ends
     the note is cleared and the bar stands at the run's images."""
@@ -451,8 +452,10 @@ def test_a_cascade_says_its_stage_beside_the_progress_bar(digits_model, digits, 
     def recording(description, total):
         yield lambda n=1, info=None: said.append((description.strip(), n, info))
     monkeypatch.setattr(runner, "progress", recording)
-    evaluate(digits_model, digits, attacks=[FAST_AA], n=12, eps=0.1, metrics=False, masking_checks=False,
-             device="cpu", batch_size=4)  # one run of three batches
+    from harden.host_sync import policy
+    with policy(schedule):  # deferred (CUDA's): the APGD stage runs refilled over the run's images, one call
+        evaluate(digits_model, digits, attacks=[FAST_AA], n=12, eps=0.1, metrics=False, masking_checks=False,
+                 device="cpu", batch_size=4)  # one run of three batches
     aa = [(n, info) for d, n, info in said if d == "autoattack"]
     notes = list(dict.fromkeys(info for n, info in aa if info))
     assert [t.split(":")[0] for t in notes] == [f"stage {k} of 4, {s}" for k, s in
@@ -460,4 +463,5 @@ def test_a_cascade_says_its_stage_beside_the_progress_bar(digits_model, digits, 
     assert all(t.endswith(" of 12 still robust") for t in notes)
     moved = list(itertools.accumulate(n for n, _ in aa[:-2]))
     assert moved == sorted(moved) and 3 <= moved[-1] < 12, moved  # within the run, never back
+    assert any(0 < v < 3 for v in moved), moved  # and within its first stage, chunked or refilled
     assert aa[-2] == (-moved[-1], "") and aa[-1] == (12, None)  # cleared and taken back, then the run's images

@@ -95,7 +95,8 @@ class AutoAttack(Attack):
                 if j:  # the stage's share, by the chunks it has attacked (each stage one share of the run)
                     self.say(said, (k + j / len(chunks)) / len(names))
                 xa = self._stage(stage, counted, x[idx], y[idx], seed, rows_of(generator, idx),
-                                 chunk=chunk if refill else None)
+                                 chunk=chunk if refill else None,  # a refilled stage's bar moves as images finish
+                                 progress=lambda share, k=k, said=said: self.say(said, (k + share) / len(names)))
                 with torch.no_grad():  # the cascade's own check: misclassified and inside the ball
                     fooled = torch.cat([counted(xa[i:i + chunk]).argmax(1) != y[idx[i:i + chunk]]
                                         for i in range(0, len(idx), chunk)]) & self._within(xa - x[idx])
@@ -111,7 +112,7 @@ class AutoAttack(Attack):
         size = flat.abs().amax(1) if self.norm == "inf" else flat.norm(dim=1)
         return size <= self.params["eps"] + 1e-5
 
-    def _stage(self, stage, model, x, y, seed, generator, chunk: int | None = None):
+    def _stage(self, stage, model, x, y, seed, generator, chunk: int | None = None, progress=None):
         p = self.params
         eps, norm = p["eps"], self.norm
         if stage.startswith("apgd"):
@@ -120,7 +121,7 @@ class AutoAttack(Attack):
             n_targets = p["n_targets"] if stage == "apgd-t" else 0
             x_adv, _, _ = apgd(model, x, y, eps=eps, norm=norm, steps=p["steps"], loss=loss, step=None,
                                restarts=1, n_targets=n_targets, eot=p["eot"] if rand else 1, generator=generator,
-                               chunk=chunk)
+                               chunk=chunk, progress=progress)
             return x_adv
         with torch.no_grad():
             n_cls = model(x[:1]).shape[1]

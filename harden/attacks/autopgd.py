@@ -12,6 +12,8 @@ The original package (`pyautoattack`) is the reference in tests. An image leaves
 misclassified (its adversarial point is kept): robust accuracy is unchanged and the rest run faster."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -54,13 +56,13 @@ def _loss_fn(loss: str, targeted: bool):
 
 def apgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "inf", steps: int = 100,
          loss: str = "ce", step: float | None = None, restarts: int = 1, n_targets: int = 0, eot: int = 1,
-         rho: float = 0.75, generator: torch.Generator | None = None, chunk: int | None = None
-         ) -> tuple[torch.Tensor, torch.Tensor, int]:
+         rho: float = 0.75, generator: torch.Generator | None = None, chunk: int | None = None,
+         progress: Callable[[float], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """APGD on every image of x that the model classifies correctly. n_targets > 0 runs APGD-T: one run per
     target, the target being the k-th most likely class on the clean image (k = 2 .. n_targets + 1).
     Returns (x_adv, fooled mask, image-level forward+backward passes). `chunk` (several of the report's batches
     given at once): at most this many images at a time, the batch kept full as images leave it (refill.py: each
-    image's run the one it makes alone, fewer calls of the network)."""
+    image's run the one it makes alone, fewer calls of the network); `progress(share)` then says how far."""
     step = 2.0 * eps if step is None else step  # the original's parameter-free start: 2 eps
     refill = chunk is not None and chunk < len(x)
     with torch.no_grad():
@@ -70,28 +72,29 @@ def apgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "in
     passes = 0
     n_cls = z0.shape[1]
     targets = range(2, min(n_targets, n_cls - 1) + 2) if n_targets > 0 else [None]
-    for rank in targets:
-        for _ in range(restarts):
-            idx = (~fooled).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                return x_adv, fooled, passes
-            t = z0.argsort(1)[:, -rank] if rank is not None else None  # each image's target, by position
-            settings = dict(eps=eps, norm=norm, steps=steps, loss_fn=_loss_fn(loss, rank is not None), step=step,
-                            eot=eot, rho=rho)
-            if refill:
-                passes += _apgd_refilled(model, x, y, t, idx, chunk=chunk, generator=generator, x_adv=x_adv,
-                                         fooled=fooled, **settings)
-                continue
-            xa, hit, p = _apgd_run(model, x[idx], y[idx], None if t is None else t[idx],
-                                   generator=rows_of(generator, idx), **settings)
-            passes += p
-            x_adv[idx[hit]] = xa[hit]
-            fooled[idx[hit]] = True
+    rounds = len(targets) * restarts
+    for r, rank in enumerate(rank for rank in targets for _ in range(restarts)):
+        idx = (~fooled).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return x_adv, fooled, passes
+        t = z0.argsort(1)[:, -rank] if rank is not None else None  # each image's target, by position
+        settings = dict(eps=eps, norm=norm, steps=steps, loss_fn=_loss_fn(loss, rank is not None), step=step,
+                        eot=eot, rho=rho)
+        if refill:
+            share = None if progress is None else lambda done, r=r: progress((r + done) / rounds)
+            passes += _apgd_refilled(model, x, y, t, idx, chunk=chunk, generator=generator, x_adv=x_adv,
+                                     fooled=fooled, progress=share, **settings)
+            continue
+        xa, hit, p = _apgd_run(model, x[idx], y[idx], None if t is None else t[idx],
+                               generator=rows_of(generator, idx), **settings)
+        passes += p
+        x_adv[idx[hit]] = xa[hit]
+        fooled[idx[hit]] = True
     return x_adv, fooled, passes
 
 
 def _apgd_refilled(model, x, y, t, todo, *, chunk, generator, x_adv, fooled, eps, norm, steps, loss_fn, step, eot,
-                   rho) -> int:
+                   rho, progress: Callable[[float], None] | None = None) -> int:
     """_apgd_run's algorithm over images `todo` of x, at most `chunk` at a time, the batch refilled in order as images
     leave it (fooled, or through their steps): every image's own step count, checkpoint counter and window, so that
     its path is the one _apgd_run gives it. Writes the images it fools into x_adv and fooled; returns the passes."""
@@ -184,6 +187,8 @@ def _apgd_refilled(model, x, y, t, todo, *, chunk, generator, x_adv, fooled, eps
             fooled[ids] = fooled[ids] | hit
             keep = order[:staying] if pos < len(todo) else kept_rows(finished, staying)
             st = {key: st[key][keep] for key in keys}
+            if progress is not None:
+                progress((pos - len(st["ids"])) / max(len(todo), 1))
 
 
 def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, generator):
@@ -302,5 +307,5 @@ class AutoPGD(Attack):
         x_adv, _, passes = apgd(model, x, y, eps=p["eps"], norm="inf", steps=p["steps"], loss=p["loss"],
                                 step=p["step"], restarts=max(1, p["restarts"]),
                                 n_targets=p["n_targets"] if p["targeted"] else 0, rho=p["rho"], generator=generator,
-                                chunk=chunk)
+                                chunk=chunk, progress=self.progressed)
         return AttackOutput(x_adv, grad_passes=passes, forward_passes=len(x))
