@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..host_sync import due, kept_rows
 from .base import Attack, AttackOutput, ascent_direction, frozen_where, normalized, project, register_attack, uniform_noise
+from .refill import WorkingBatch
 from .row_streams import rows_of
 
 
@@ -102,10 +103,7 @@ def _apgd_refilled(model, x, y, t, todo, *, chunk, generator, x_adv, fooled, eps
     dims = (-1,) + (1,) * (x.dim() - 1)
     k0 = max(int(0.22 * steps), 1)
     k_min, k_decr = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
-    keys = ("ids", "x", "y", "t", "xa", "old", "g", "g_best", "x_best", "l_best", "prev", "step", "inc", "reduced",
-            "l_ckpt", "done", "i", "counter", "k", "fresh")
-    st = {key: None for key in keys}
-    pos, passes, it = 0, 0, 0
+    passes, it = 0, 0
 
     def rows(new: torch.Tensor) -> dict:
         n = len(new)
@@ -121,15 +119,9 @@ def _apgd_refilled(model, x, y, t, todo, *, chunk, generator, x_adv, fooled, eps
                 "counter": torch.zeros(n, dtype=torch.long, device=device),
                 "k": torch.full((n,), k0, dtype=torch.long, device=device),
                 "fresh": torch.ones(n, dtype=torch.bool, device=device)}
-
-    while True:
-        held = 0 if st["ids"] is None else len(st["ids"])
-        if held < chunk and pos < len(todo):  # fresh images from their random starts, in the order given
-            new = rows(todo[pos:pos + chunk - held])
-            pos += len(new["ids"])
-            st = new if st["ids"] is None else {key: torch.cat([st[key], new[key]]) for key in keys}
-        if st["ids"] is None or not len(st["ids"]):
-            return passes
+    batch = WorkingBatch(todo, chunk, rows)  # fresh images from their random starts, in the order given
+    while batch.fill():
+        st = batch.rows
         tt = st["t"] if t is not None else None
         with torch.no_grad():  # a move for the images past their first evaluation, not fooled, with steps left
             moving = ~st["fresh"] & ~st["done"] & (st["i"] < steps)
@@ -178,17 +170,14 @@ def _apgd_refilled(model, x, y, t, todo, *, chunk, generator, x_adv, fooled, eps
             st["fresh"] = torch.zeros_like(fresh)
         it += 1
         if due(it, device):  # fooled images are written out; they and the images through their steps leave
-            finished = st["done"] | (st["i"] >= steps)
-            staying = len(finished) - int(finished.sum())  # the one host read of a synchronisation
-            order = torch.argsort(finished.to(torch.uint8), stable=True)
-            gone, ids = order[staying:], st["ids"][order[staying:]]
-            hit = st["done"][gone]  # only what an image was fooled at is kept, as _apgd_run's callers keep it
-            x_adv[ids] = frozen_where(hit, st["xa"][gone], x_adv[ids])
+            gone = batch.leave(st["done"] | (st["i"] >= steps), ("ids", "xa", "done"))
+            # only what an image was fooled at is kept, as _apgd_run's callers keep it
+            ids, hit = gone["ids"], gone["done"]
+            x_adv[ids] = frozen_where(hit, gone["xa"], x_adv[ids])
             fooled[ids] = fooled[ids] | hit
-            keep = order[:staying] if pos < len(todo) else kept_rows(finished, staying)
-            st = {key: st[key][keep] for key in keys}
             if progress is not None:
-                progress((pos - len(st["ids"])) / max(len(todo), 1))
+                progress(batch.share_done())
+    return passes
 
 
 def _apgd_run(model, x, y, t, *, eps, norm, steps, loss_fn, step, eot, rho, generator):

@@ -30,6 +30,43 @@ def clean_fooled(model, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.T
         return torch.cat([model(x[i:i + chunk]).argmax(1) != y[i:i + chunk] for i in range(0, len(x), chunk)])
 
 
+class WorkingBatch:
+    """The images a refilled attack holds, as named per-image tensors (`rows`, "ids" their positions in x among them):
+    filled up to `chunk` from `todo` in the order given as images leave, the leaving ones taken out at a
+    synchronisation. `make(positions)` gives fresh images' rows."""
+
+    def __init__(self, todo: torch.Tensor, chunk: int, make: Callable[[torch.Tensor], dict[str, torch.Tensor]]):
+        self.todo, self.chunk, self.make = todo, chunk, make
+        self.pos = 0  # how many of `todo` have entered
+        self.rows: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows["ids"]) if self.rows else 0
+
+    def fill(self) -> bool:
+        """Fresh images up to `chunk`; False once none are held and none wait."""
+        held = len(self)
+        if held < self.chunk and self.pos < len(self.todo):
+            new = self.make(self.todo[self.pos:self.pos + self.chunk - held])
+            self.pos += len(new["ids"])
+            self.rows = {key: torch.cat([self.rows[key], v]) for key, v in new.items()} if self.rows else new
+        return len(self) > 0
+
+    def leave(self, finished: torch.Tensor, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """The `finished` rows leave (one host read); returns their `keys`. While images wait the rows that stay are
+        made room for; once none wait, the batch shrinks as the early-stopping attacks' batches do (on CUDA through a
+        fixed ladder of sizes, finished rows as padding: those are returned again, unchanged)."""
+        staying = len(finished) - int(finished.sum())
+        order = torch.argsort(finished.to(torch.uint8), stable=True)  # the rows that stay first, in order
+        gone = {key: self.rows[key][order[staying:]] for key in keys}
+        keep = order[:staying] if self.pos < len(self.todo) else kept_rows(finished, staying)
+        self.rows = {key: v[keep] for key, v in self.rows.items()}
+        return gone
+
+    def share_done(self) -> float:
+        return (self.pos - len(self)) / max(len(self.todo), 1)
+
+
 def refilled(model, x: torch.Tensor, y: torch.Tensor, todo: torch.Tensor, *, chunk: int, steps: int,
              start_of: Callable[[torch.Tensor], torch.Tensor], score: Score, move: Move, out: torch.Tensor,
              fooled: torch.Tensor, progress: Callable[[float], None] | None = None) -> int:
@@ -39,41 +76,29 @@ def refilled(model, x: torch.Tensor, y: torch.Tensor, todo: torch.Tensor, *, chu
     and whether it was fooled into `fooled`; returns the image-level gradient passes made. `progress(share)`: the
     share of `todo` finished, after each synchronisation."""
     device = x.device
-    pos, passes, i = 0, 0, 0
-    idx = todo[:0]
-    xa, x0, y0 = x[:0], x[:0], y[:0]
-    count = torch.zeros(0, dtype=torch.long, device=device)
-    done = torch.zeros(0, dtype=torch.bool, device=device)
-    while True:
-        room = chunk - len(idx)
-        if room > 0 and pos < len(todo):  # the batch refilled in the order given
-            new = todo[pos:pos + room]
-            pos += len(new)
-            idx, x0, y0 = torch.cat([idx, new]), torch.cat([x0, x[new]]), torch.cat([y0, y[new]])
-            xa = torch.cat([xa, start_of(new)])
-            count = torch.cat([count, torch.zeros(len(new), dtype=torch.long, device=device)])
-            done = torch.cat([done, torch.zeros(len(new), dtype=torch.bool, device=device)])
-        if not len(idx):
-            return passes
-        xr = xa.detach().requires_grad_(True)
-        loss, now = score(model(xr), y0)
-        done = done | (now.detach() & (count <= steps))  # a row past its last evaluation (kept as padding) is as it was
+    passes, i = 0, 0
+
+    def make(new: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"ids": new, "x0": x[new], "y0": y[new], "xa": start_of(new),
+                "count": torch.zeros(len(new), dtype=torch.long, device=device),
+                "done": torch.zeros(len(new), dtype=torch.bool, device=device)}
+    batch = WorkingBatch(todo, chunk, make)
+    while batch.fill():
+        r = batch.rows
+        xr = r["xa"].detach().requires_grad_(True)
+        loss, now = score(model(xr), r["y0"])
+        # a row past its last evaluation (kept as padding) is as it was
+        r["done"] = r["done"] | (now.detach() & (r["count"] <= steps))
         # every row's gradient, the batch being one pass however many rows are at their last evaluation
         (g,) = torch.autograd.grad(loss.sum(), xr)
-        passes += len(idx)
-        moving = ~done & (count < steps)
-        xa = torch.where(moving.view(-1, *[1] * (x.dim() - 1)), move(xa.detach(), g, x0), xa.detach())
-        count = count + 1
+        passes += len(xr)
+        moving = ~r["done"] & (r["count"] < steps)
+        r["xa"] = torch.where(moving.view(-1, *[1] * (x.dim() - 1)), move(xr.detach(), g, r["x0"]), xr.detach())
+        r["count"] = r["count"] + 1
         i += 1
         if due(i, device):  # finished images leave (fooled: at the point that fooled them; else at their last point)
-            finished = done | (count > steps)
-            staying = len(idx) - int(finished.sum())  # the one host read of a synchronisation
-            order = torch.argsort(finished.to(torch.uint8), stable=True)  # the rows that stay first, in order
-            gone = order[staying:]
-            out[idx[gone]], fooled[idx[gone]] = xa[gone], done[gone]
-            # while images wait, the rows that stay are made room for; once none wait, the batch shrinks as the
-            # early-stopping attacks' batches do (on CUDA through a fixed ladder of sizes, finished rows as padding)
-            keep = order[:staying] if pos < len(todo) else kept_rows(finished, staying)
-            idx, xa, x0, y0, count, done = idx[keep], xa[keep], x0[keep], y0[keep], count[keep], done[keep]
+            gone = batch.leave(r["done"] | (r["count"] > steps), ("ids", "xa", "done"))
+            out[gone["ids"]], fooled[gone["ids"]] = gone["xa"], gone["done"]
             if progress is not None:
-                progress((pos - len(idx)) / max(len(todo), 1))
+                progress(batch.share_done())
+    return passes
