@@ -95,13 +95,14 @@ SEED004_METRICS = ("empirical_robustness", "loss_sensitivity")
 ON_SOURCE_CORRECT = ".on_source_correct"
 
 
-def check_known(requirements: list[dict[str, Any]], attacks: list, holder: str = "this run reports", *,
-                transfer: bool = True, metrics: bool = True, run: bool = True) -> None:
+def check_known(requirements: list[dict[str, Any]], attacks: list, saved: str | None = None, *,
+                transfer: bool = True, metrics: bool = True) -> None:
     """Fail early (exit 2) on a metric no report would contain, before minutes of attacks. `attacks`: the
-    run's Attack objects (their report keys and stages are derived as evaluate does); `holder` names what has the
-    metrics listed in the refusal. `transfer`: the run crafts on another model (only then is accuracy on the
-    images the source gets right measured); `metrics`: seed 004's metrics are computed; `run`: the requirements
-    are checked before a run (else against a saved report), which the refusal's remedy depends on."""
+    run's Attack objects (their report keys and stages are derived as evaluate does); `saved`: the name of the saved
+    report the requirements are checked against (None: a run about to start), which the refusals name and their
+    remedies depend on. `transfer`: the run crafts on another model (only then is accuracy on the images the source
+    gets right measured); `metrics`: seed 004's metrics are computed."""
+    holder = f"{saved} holds" if saved else "this run reports"
     accuracies = {"clean", "worst"} | {f"worst.{NORM_LABELS[a.norm]}" for a in attacks if a.norm in NORM_LABELS}
     known = {TRIPPED_CHECKS} | ({"clean" + ON_SOURCE_CORRECT} if transfer else set()) | (
         set(SEED004_METRICS) if metrics else set())
@@ -116,12 +117,12 @@ def check_known(requirements: list[dict[str, Any]], attacks: list, holder: str =
             raise HardenError(
                 f"Requirement {r['text']!r}: {r['metric']} is measured only under transfer (the accuracy on the images "
                 "the model the attacks are crafted on classifies right), and "
-                + ("this run is white-box: give --craft-on SOURCE, or gate the accuracy itself."
-                   if run else f"{holder.removesuffix(' holds')} is a white-box report; gate the accuracy itself."))
+                + (f"{saved} is a white-box report; gate the accuracy itself." if saved else
+                   "this run is white-box: give --craft-on SOURCE, or gate the accuracy itself."))
         if r["metric"] in SEED004_METRICS and not metrics:
             raise HardenError(f"Requirement {r['text']!r}: {r['metric']} is one of seed 004's metrics, and "
-                              + ("--no-metrics leaves them out of this run." if run else
-                                 f"{holder.removesuffix(' holds')} holds none (its run left them out)."))
+                              + (f"{saved} holds none (its run left them out)." if saved else
+                                 "--no-metrics leaves them out of this run."))
     known |= accuracies | {f"{m}.{bound}" for m in accuracies for bound in ("lower", "upper")}
     known |= {f"{m}{CHANGE}{suffix}" for m in accuracies for suffix in CHANGE_KEYS.values()}
     # proportions of the report's images: bars and baseline offsets outside their range could never fail or pass

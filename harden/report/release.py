@@ -178,8 +178,8 @@ def gate_saved_report(doc: dict[str, Any], requirements: Sequence, *, path: str 
         raise no_baseline(f"{str(path)!r} holds no comparison: give --baseline REPORT.json")
     if "labels" in report.data_details:  # eval --labels predicted
         refuse_clean_requirements(list(requirements))
-    check_known(list(requirements), [_SavedAttack(a) for a in report.attacks], f"{Path(path).name} holds",
-                transfer=report.threat_model != "white-box", metrics=bool(report.metrics), run=False)
+    check_known(list(requirements), [_SavedAttack(a) for a in report.attacks], Path(path).name,
+                transfer=report.threat_model != "white-box", metrics=bool(report.metrics))
     refuse_unreachable(requirements, report.n, confidence)
     # the cost of one more image: the run's calibrated rate (--time-budget), else its attacks' time per image
     attack_seconds = sum(a.seconds for a in report.attacks)
