@@ -111,13 +111,15 @@ def test_fgsm_equals_art(digits_model, ref_batch):
 def test_cw_linf_vs_art(digits_model, ref_batch):
     from art.attacks.evasion import CarliniLInfMethod
     x, y = ref_batch
-    x, y = x[:10], y[:10]  # ART's C&W-Linf optimises one image at a time in numpy (~7 s per image here)
+    x, y = x[:5], y[:5]  # ART's C&W-Linf optimises one image at a time in numpy (~0.9 s per image here)
     with frozen(digits_model):
         ours = build_attack("cw", eps=EPS).run(digits_model, x, y).x_adv
         clf = art_classifier(digits_model, tuple(x.shape[1:]), 10)
         art = CarliniLInfMethod(clf, max_iter=10, batch_size=len(x), verbose=False).generate(to_numpy(x))
     art = torch.from_numpy(art)
-    assert _success(digits_model, ours, y) >= _success(digits_model, art, y, x, "inf", EPS)
+    # measured 2026-12-06: ours fools 3 of the 5 within eps, ART's (a minimal-perturbation search, 10 steps) none
+    ours_s = _success(digits_model, ours, y, x, "inf", EPS)
+    assert ours_s > 0 and ours_s >= _success(digits_model, art, y, x, "inf", EPS)
 
 
 def test_cw_l2_vs_art(digits_model, ref_batch):

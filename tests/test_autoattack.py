@@ -271,10 +271,13 @@ def test_checks_quiet_on_a_plain_model(clean_checks_report):
 
 @pytest.fixture(scope="module")
 def clean_checks_report(digits_model, digits):
-    return evaluate(digits_model, digits, n=100, attacks=["fgsm", "pgd"], eps=EPS, device="cpu", metrics=False)
+    from conftest import REPORT_BLACK_BOX_QUERIES
+    with pytest.MonkeyPatch.context() as mp:  # quiet at the report's own queries (the suite's default is a fifth)
+        mp.setattr("harden.report.checks.BLACK_BOX_QUERIES", REPORT_BLACK_BOX_QUERIES)
+        return evaluate(digits_model, digits, n=100, attacks=["fgsm", "pgd"], eps=EPS, device="cpu", metrics=False)
 
 
-def test_zero_gradient_and_black_box_checks_trip_on_a_quantized_model(digits_model, digits):
+def test_zero_gradient_and_black_box_checks_trip_on_a_quantized_model(digits_model, digits, report_black_box_queries):
     """With --no-bpda the attacks meet the rounding's zero gradient (by default they pass through it: test_bpda.py)."""
     rep = evaluate(_quantized(digits_model), digits, n=100, attacks=["fgsm", "pgd"], eps=0.2, device="cpu",
                    metrics=False, bpda=False)

@@ -21,16 +21,18 @@ def count(net, kind):
 @pytest.fixture(scope="module")
 def at_result(digits_ckpt, digits):
     # seed 000 section 4.4's baseline: clean + adversarial pairs (mix 0.5) with at's defaults (Adam 0.01); measured
-    # 2026-11-25 (seed 0, 15 epochs): white-box PGD eps 0.1 on 300 images 0.300 -> 0.523, clean 0.910 -> 0.903
-    return harden.fix(digits_ckpt, digits, recipe="at", sets=["eps=0.1", "mix=0.5"], data_frac=0.3, epochs=15,
-                      device="cpu", report_n=300, attacks=["pgd"])
+    # 2026-12-06 (one thread, 8 epochs): white-box PGD eps 0.1 on 300 images 0.290 -> 0.520 / 0.507 / 0.527 at seeds
+    # 0 / 1 / 2, clean 0.887 -> 0.92-0.94 (15 epochs: 0.597, for twice the time). The masking checks and metrics,
+    # which nothing here reads, are tested elsewhere
+    return harden.fix(digits_ckpt, digits, recipe="at", sets=["eps=0.1", "mix=0.5"], data_frac=0.3, epochs=8,
+                      device="cpu", report_n=300, attacks=["pgd"], metrics=False, masking_checks=False)
 
 
 @pytest.fixture(scope="module")
 def gda_result(digits_ckpt, digits):
     # measured: empirical robustness 0.088 -> 0.101, loss sensitivity 0.0081 -> 0.0067, clean -2.5 points
     return harden.fix(digits_ckpt, digits, recipe="gda-brelu", data_frac=0.3, device="cpu", report_n=300,
-                      attacks=["fgsm"])
+                      attacks=["fgsm"], masking_checks=False)
 
 
 def test_at_raises_white_box_pgd(at_result):

@@ -63,7 +63,9 @@ def test_settings_reach_the_ablation_grid():
 def fixed(digits_ckpt, digits):
     before = hashlib.sha256(digits_ckpt.read_bytes()).hexdigest()
     # 8x8 digits lose little at 8/255, so train and measure at eps 0.1 (steps scale with eps)
-    res = harden.fix(digits_ckpt, digits, recipe="fixer", sets=["eps=0.1"], data_frac=0.3, epochs=15, seed=0,
+    # 8 epochs (measured 2026-12-06, one thread: AutoPGD crafted on the base 0.30 -> 0.567 / 0.567 / 0.543 at
+    # seeds 0 / 1 / 2; 15 epochs gave 0.613 for 5 s more)
+    res = harden.fix(digits_ckpt, digits, recipe="fixer", sets=["eps=0.1"], data_frac=0.3, epochs=8, seed=0,
                      device="cpu", report_n=300, attacks=["autopgd", "fgsm"], masking_checks=False, metrics=False)
     assert hashlib.sha256(digits_ckpt.read_bytes()).hexdigest() == before
     return res
@@ -73,7 +75,7 @@ def test_fixer_hardens_against_the_training_attack_crafted_on_the_base(fixed):
     base, tr = fixed.reports["base_white_box"], fixed.reports["fixed_transfer"]
     base_apgd = {a.name: a for a in base.attacks}["autopgd"].robust_accuracy
     fixed_apgd = {a.name: a for a in tr.attacks}["autopgd"].robust_accuracy
-    # measured (2 CPU cores, seed 0, 2026-11-22, recipe default lr 0.05 + grad_clip 1): base 0.30 -> fixed 0.51
+    # measured (2 CPU cores, seed 0, 2026-11-22, 15 epochs, lr 0.05 + grad_clip 1): base 0.30 -> fixed 0.51
     # under AutoPGD eps 0.1 crafted on the base (0.53 without the clip)
     assert fixed_apgd >= base_apgd + 0.15, (base_apgd, fixed_apgd)
     assert {a.name: a for a in base.attacks}["autopgd"].budget == pytest.approx(0.1)

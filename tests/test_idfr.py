@@ -79,12 +79,9 @@ def test_stage_id_trains_the_same_denoiser_as_the_full_run_and_patches_round_tri
 def idfr_result(digits_ckpt, digits):
     # measured (2 cores, seed 0, eps 0.1): PGD-10 crafted on the base, 150 images: 0.33 -> 0.57 with these
     # settings (20% of digits, 4 + 2 epochs); 0.30 -> 0.94 with 30% and the recipe's 10 + 5 epochs
-    # the black-box check's presence in the reports is tested here, its power elsewhere (test_autoattack.py): a
-    # fifth of its queries, which took half of this fixture's time
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("harden.report.checks.BLACK_BOX_QUERIES", 100)
-        return harden.fix(digits_ckpt, digits, recipe="idfr", sets=["eps=0.1", "fr_epochs=2"], data_frac=0.2,
-                          epochs=4, device="cpu", report_n=150, attacks=["pgd:steps=10"], metrics=False)
+    # the masking checks (a third of this fixture's time) run on the patched model in the test below, on fewer images
+    return harden.fix(digits_ckpt, digits, recipe="idfr", sets=["eps=0.1", "fr_epochs=2"], data_frac=0.2, epochs=4,
+                      device="cpu", report_n=150, attacks=["pgd:steps=10"], metrics=False, masking_checks=False)
 
 
 def test_idfr_raises_transfer_robustness_and_keeps_the_base(idfr_result, digits_ckpt, tmp_path):
@@ -97,8 +94,17 @@ def test_idfr_raises_transfer_robustness_and_keeps_the_base(idfr_result, digits_
     x = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(again(x), idfr_result.model(x))
-    # the white-box report goes through the denoiser and carries the masking checks
-    assert len(idfr_result.reports["fixed_white_box"].masking) == 9
+    assert idfr_result.reports["fixed_white_box"].threat_model == "white-box"
+
+
+def test_the_patched_model_s_white_box_report_carries_the_masking_checks(idfr_result, digits):
+    """Attacked through the denoiser, with every check."""
+    rep = harden.evaluate(idfr_result.model, digits, n=40, attacks=["pgd:steps=10"], eps=0.1, metrics=False,
+                          device="cpu")
+    # chance level, three gradient-masking checks, AutoAttack's four and the black-box one (fix's ninth, transfer
+    # against white-box, compares its two reports: test_patch_ft_masking.py)
+    checks = [f["check"] for f in rep.masking]
+    assert len(checks) == 8 and "black-box attack beats the gradient attacks" in checks
 
 
 def test_idfr_on_a_timm_cnn(tmp_path):

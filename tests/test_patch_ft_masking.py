@@ -63,7 +63,7 @@ def _tripped(report):
     return {f["check"] for f in report.masking if f["tripped"]}
 
 
-def test_masking_checks_quiet_on_a_plain_model(digits_model, digits, monkeypatch):
+def test_masking_checks_quiet_on_a_plain_model(digits_model, digits, monkeypatch, report_black_box_queries):
     import contextlib
 
     import harden.report.checks as checks
@@ -85,7 +85,7 @@ def test_masking_checks_quiet_on_a_plain_model(digits_model, digits, monkeypatch
 def test_masking_checks_fire_on_a_quantizing_input_layer(digits_model, digits, tmp_path):
     q = copy.deepcopy(digits_model)
     q.net = nn.Sequential(Quantize(), q.net)
-    r = harden.evaluate(q, digits, n=200, attacks=["fgsm", "pgd"], device="cpu", metrics=False, bpda=False)
+    r = harden.evaluate(q, digits, n=100, attacks=["fgsm", "pgd"], device="cpu", metrics=False, bpda=False)
     assert "robust accuracy does not reach ~0 at a large budget" in _tripped(r)  # BPDA (the default): test_bpda.py
     from harden.report.render import to_json
     assert any(f["tripped"] for f in __import__("json").loads(to_json([r]))["masking"])
