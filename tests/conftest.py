@@ -25,13 +25,13 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(int(os.environ.get("HARDEN_TEST_THREADS", str(max(1, 2 // WORKERS)))))
 
 
-# The longest test files first (per-file times from `pytest --durations=0`, 2026-12-05): xdist hands whole files
+# The longest test files first (per-file times from `pytest --durations=0`, 2026-12-06): xdist hands whole files
 # (--dist loadfile) to its two workers in collection order, so a long file left for last keeps one core busy while
 # the other has nothing left; longest-first leaves the short files to even out the end. Other files keep their order.
-LONGEST_FIRST = ("test_distributed.py", "test_whitebox_hardening.py", "test_byoc.py", "test_autoattack.py",
-                 "test_resume.py", "test_cli.py", "test_finetune_recipes.py", "test_attacks.py", "test_idfr.py",
-                 "test_resume_report.py", "test_onnx_input.py", "test_patch_ft_masking.py", "test_fixer.py",
-                 "test_speed_bench.py", "test_resume_cli.py", "test_html_report.py")
+LONGEST_FIRST = ("test_distributed.py", "test_autoattack.py", "test_whitebox_hardening.py", "test_byoc.py",
+                 "test_resume.py", "test_cli.py", "test_resume_report.py", "test_idfr.py", "test_attacks.py",
+                 "test_fixer.py", "test_speed_bench.py", "test_files.py", "test_patch_ft_masking.py",
+                 "test_resume_cli.py", "test_dataset_objects.py", "test_finetune_recipes.py", "test_html_report.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -101,7 +101,8 @@ def test_sharded_eval_gives_one_process_per_image_results(digits_ckpt, digits, t
     assert got["agreed"] == [[1, 7], [1, 7]]
 
 
-def test_torchrun_eval_as_written_matches_one_process(digits_ckpt, tmp_path, cli, one_thread, monkeypatch):
+def test_torchrun_eval_as_written_matches_one_process(digits_ckpt, tmp_path, cli, one_thread, monkeypatch,
+                                                     report_black_box_queries):  # as the torchrun processes
     """`torchrun --nproc-per-node N -m harden eval model --num-images ... --junit r.xml`: the same report, gate and
     exit code as one process, the outputs written once (by rank 0). The run is first stopped by a SIGTERM to rank 0
     alone in its second PGD batch: rank 0 saves and stops; rank 1, which saved its batches before waiting for rank
