@@ -1,5 +1,6 @@
 """Intervals on every accuracy, gates on their bounds, the worst case per threat model, and GitHub-native output."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -465,3 +466,31 @@ def test_cli_time_budget_reports_its_plan(cli, digits_ckpt, tmp_path):
     code, out, err = cli("eval", digits_ckpt, "--attack", "pgd", "--eps", "0.1", "--time-budget", "0.2s", "-q",
                          "--json", tmp_path / "none.json")
     assert code == 2 and "fits" in err and not (tmp_path / "none.json").exists()
+
+
+def test_an_accuracy_at_its_bar_meets_it(digits_ckpt, cli, tmp_path):
+    """k of n images is exactly k/n: `pgd>=k/n` holds and `pgd>k/n` does not, on the run and on the saved report
+    gated again. The reports had kept float32 means (42 of 60 as 0.699999988: `pgd>=0.7` failed at 70.0%); a report
+    written so still meets its bar, and a bar written as a sum (baseline-0.02) is met where it lands."""
+    js = tmp_path / "r.json"
+    code, _, err = cli("eval", digits_ckpt, "--n", 60, "--attack", "pgd", "--attack", "fgsm", "--no-metrics",
+                       "--no-masking-checks", "-q", "--json", js)
+    assert code == 0, err
+    doc = json.loads(js.read_text())
+    values = {"clean": doc["clean_accuracy"], **{a["name"]: a["robust_accuracy"] for a in doc["attacks"]},
+              "worst": doc["worst_case"]}
+    counts = {k: round(v * 60) for k, v in values.items()}
+    assert all(v == counts[k] / 60 for k, v in values.items()), values  # exact: k / 60, not a float32 near it
+    for name, k in counts.items():
+        for op, code_wanted in ((">=", 0), ("<=", 0), (">", 1), ("<", 1)):
+            code, out, err = cli("gate", js, "--require", f"{name}{op}{k}/60")
+            assert code == code_wanted, (name, op, k, out, err)
+    # a report of the float32 days: 42 of 60 kept as 0.699999988
+    old = float(np.float32(42 / 60))
+    assert old != 0.7
+    gate = apply_gate({"pgd": old, "fgsm": 0.7}, [parse_requirement(r) for r in (
+        "pgd>=0.7", "pgd>=70%", "pgd<=0.7", "pgd>0.7", "pgd<0.7", "pgd>=0.7001", "fgsm>=baseline-0.02")],
+        baseline={"fgsm": 0.72})
+    assert [g["passed"] for g in gate] == [True, True, True, False, False, False, True]
+    from harden.report.stats import share
+    assert share(torch.arange(60) < 42) == 0.7 and math.isnan(share(torch.zeros(0, dtype=torch.bool)))

@@ -13,6 +13,7 @@ from ..attacks.row_streams import RowStreams
 from ..batching import predict_labels, run_batched
 from ..outputs import BINARY_SIGMOID, scores_entry
 from ..runtime import frozen, progress
+from .stats import share
 
 # Tolerances: differences smaller than these are noise. The two comparisons of accuracies measured by
 # different attacks also allow two standard errors of the difference when the image count n is known
@@ -146,7 +147,7 @@ def run_white_box_checks(model, x: torch.Tensor, y: torch.Tensor, correct: torch
             strong = _still_correct(model, attack_fn, f"pgd:eps={eps},step={eps / 8},steps=100,restarts=1", x, y,
                                     pgd_robust)
             how = "with 100 steps and a random start"
-        base = float(pgd_robust.float().mean())
+        base = share(pgd_robust)
         out.append(flag("more PGD steps or restarts change the result", base - strong > STRONGER_PGD_TOL,
                         f"PGD robust accuracy {base:.3f}; {how} {strong:.3f}"))
     return out
@@ -368,7 +369,7 @@ def black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn, 
     m = len(x)
     left = torch.stack([robust_by_attack[k][:m] for k in linf]).all(0) if linf else \
         (predict_labels(model, x, batch_size or len(x), x.device) == y)
-    before = float(left.float().mean())
+    before = share(left)
     src = "the report's L-inf attacks" if linf else "clean"
     src = f"{src} at eps {eps:.4g} on {m} images"
     idx = left.nonzero().squeeze(1)

@@ -11,6 +11,7 @@ import numpy as np
 from ..attacks import Attack, parse_number
 from ..errors import HardenError
 from .checks import ITERATIVE_TOL, flag, margin
+from .stats import share
 
 
 def parse_curve(spec: str) -> list[float]:
@@ -48,7 +49,7 @@ def robustness_curves(model, source, atks, results, budgets, x, y, correct, batc
                       cascades: bool = True, attack_amp: str = "off", *, attack_once) -> dict[str, list[list[float]]]:
     """cascades=False leaves multi-stage attacks (autoattack) out: the default curve of --html must stay cheap.
     `attack_once` is the report's attack runner (evaluate passes its own: curves never imports evaluate)."""
-    clean = float(correct.float().mean())
+    clean = share(correct)
     curves: dict[str, list[list[float]]] = {}
     for ai, (atk, res) in enumerate(zip(atks, results, strict=True)):
         if atk.norm != "inf" or atk.minimal or (not cascades and atk.stage_names()):

@@ -17,6 +17,17 @@ CHANGE = ".change"  # an accuracy's difference from the baseline's (new - baseli
 CHANGE_KEYS = {"difference": "", "lower": ".lower", "upper": ".upper"}
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+# A value this close to its bar is the bar: reports written before 2026-12-06 kept accuracies as float32 means (70.0%
+# as 0.699999988, which failed `pgd>=0.7`), and a bar may be a sum (baseline-0.02); an accuracy of n images moves in
+# steps of 1/n, far above this
+TIE = 1e-7
+
+
+def holds(op: str, actual: float, bar: float) -> bool:
+    """`actual op bar`, a value within TIE of the bar counted as equal to it (>= and <= hold, > and < do not)."""
+    if abs(actual - bar) <= TIE:
+        return op in (">=", "<=")
+    return OPS[op](actual, bar)
 _REQ = re.compile(r"^\s*([A-Za-z0-9_.#-]+)\s*(>=|<=|>|<)\s*(baseline(?:\s*[+-]\s*[0-9./eE]+%?)?|[0-9./eE+-]+%?)\s*$")
 _FORM = ("METRIC>=VALUE (e.g. clean>=0.9, pgd>=0.5, pgd>=50%, pgd.success<=0.3, pgd>=baseline-0.02; the operators are >=, "
          "<=, > and <)")
@@ -159,7 +170,7 @@ def apply_gate(values: dict[str, float], requirements: list[dict[str, Any]],
         if r.get("baseline_offset") is not None:
             base = (baseline or {}).get(r["metric"])
             bar = None if base is None else base + r["baseline_offset"]
-        ok = actual is not None and bar is not None and OPS[r["op"]](actual, bar)
+        ok = actual is not None and bar is not None and holds(r["op"], actual, bar)
         results.append({**r, "value": bar, "actual": actual, "passed": bool(ok)})
     return results
 

@@ -30,6 +30,7 @@ from .input_size import better_input_size
 from .normalisation import better_normalisation
 from .by_class import by_class
 from .model import PRECISION_LABELS, AttackResult, Report
+from .stats import share
 
 if TYPE_CHECKING:
     from ..resume import ReportState, ReportStates
@@ -243,12 +244,12 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
 
     worst = None
     if robust_by_attack:
-        worst = float(torch.stack(list(robust_by_attack.values())).all(0).float().mean())
+        worst = share(torch.stack(list(robust_by_attack.values())).all(0))
     worst_by_norm = {}
     for norm, label in NORM_LABELS.items():
         keys = [k for a, k in zip(atk_objs, robust_by_attack, strict=True) if a.norm == norm]
         if keys:
-            worst_by_norm[label] = float(torch.stack([robust_by_attack[k] for k in keys]).all(0).float().mean())
+            worst_by_norm[label] = share(torch.stack([robust_by_attack[k] for k in keys]).all(0))
     curves: dict[str, list[list[float]]] = {}
     if curve:
         curves = robustness_curves(model, source, atk_objs, results, list(curve), x, y, correct, batch_size, device,
@@ -269,7 +270,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         if curves:
             flags.append(monotonic_flag(curves, len(x)))
     return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
-                  data=data.source, device=str(device), seed=seed, clean_accuracy=float(correct.float().mean()),
+                  data=data.source, device=str(device), seed=seed, clean_accuracy=share(correct),
                   attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
                   robust_images={k: v.cpu() for k, v in robust_by_attack.items()}, curves=curves,
                   correct_images=correct.cpu(),
@@ -277,8 +278,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
                   processes=distributed.world(), batch_size=int(batch_size), data_details=details, notes=notes,
                   worst_by_norm=worst_by_norm,
                   per_class=by_class(y, correct, robust_by_attack, data.class_names),
-                  source_clean_accuracy=float(src_correct.float().mean()) if src_correct is not None else None,
-                  clean_on_source_correct=float(correct[src_correct].float().mean())
+                  source_clean_accuracy=share(src_correct) if src_correct is not None else None,
+                  clean_on_source_correct=share(correct[src_correct])
                   if src_correct is not None and src_correct.any() else None,
                   provenance=provenance.of_run(loaded, device, craft_on))
 
@@ -439,9 +440,9 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
     succ = correct & ~ok_adv
     on_src = None
     if src_correct is not None:
-        on_src = float(ok_adv[src_correct].float().mean()) if src_correct.any() else 0.0
+        on_src = share(ok_adv[src_correct]) if src_correct.any() else 0.0
     stage_names = list(pieces[0]["stages"]) if pieces else []
-    stages = {st: float((correct & torch.cat([p["stages"][st] for p in pieces]).to(device)).float().mean())
+    stages = {st: share(correct & torch.cat([p["stages"][st] for p in pieces]).to(device))
               for st in stage_names}
     # each stage's time over this process's batches; across processes, the slowest's (wall time, as `secs`)
     stage_seconds = {st: max(sum(p.get("stage_seconds", {}).get(st, 0.0) for p in r["pieces"]) for r in per_rank)
@@ -455,7 +456,7 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
         shown = pick_examples(x, {i: r.to(device) for i, r in rows.items()}, y, adv_pred, succ, idx)
     return AttackResult(
         name=key, preset=atk.describe(), norm=atk.norm, minimal=atk.minimal, budget=float(budget),
-        robust_accuracy=float(robust.float().mean()), success_rate=float(succ.sum()) / max(1, int(correct.sum())),
+        robust_accuracy=share(robust), success_rate=float(succ.sum()) / max(1, int(correct.sum())),
         median_norm=float(norms[succ].median()) if succ.any() else None, seconds=secs,
         images_per_s=len(x) / max(secs, 1e-9), backward_passes=passes[0], forward_passes=passes[1],
         accuracy_on_source_correct=on_src, stages=stages, stage_seconds=stage_seconds, examples=shown), robust, first
