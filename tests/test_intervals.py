@@ -229,6 +229,9 @@ def test_fix_says_when_the_hardened_model_is_less_robust_than_its_base():
     near[np.flatnonzero(~base)[:3]] = True
     lines, worse = change_lines(hardening_change(doc(base), doc(near)), 200)
     assert not worse and "within noise" in lines[1] and len(lines) == 2  # clean did not fall
+    one = base.copy()
+    one[np.flatnonzero(~base)[0]] = True
+    assert "1 image gained, 0 lost" in change_lines(hardening_change(doc(base), doc(one)), 200)[0][0]
     blurred = doc(near)  # the same worst case, at 40 images' clean accuracy: accuracy paid for nothing shown
     blurred["verdicts"]["bits"]["clean"] = pack((near | base) & (np.arange(200) >= 40))
     paid, worse = change_lines(hardening_change(doc(base), blurred), 200)

@@ -251,7 +251,8 @@ def change_lines(change: dict[str, dict[str, float]], n: int, confidence: float 
     def said(key: str) -> str:
         c = change[key]
         return (f"{100 * c['difference']:+.1f} points ({confidence:.0%} interval {100 * c['lower']:+.1f} to "
-                f"{100 * c['upper']:+.1f}, McNemar p={c['p']:.2g}; {c['gained']} images gained, {c['lost']} lost)")
+                f"{100 * c['upper']:+.1f}, McNemar p={c['p']:.2g}; {c['gained']} image{'' if c['gained'] == 1 else 's'} "
+                f"gained, {c['lost']} lost)")
     w = change["worst"]
     lines = [f"white-box, hardened - base on the same {n} images: worst case {said('worst')}"
              + (f"; clean {said('clean')}" if "clean" in change else "")]
