@@ -673,6 +673,35 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
         load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
 
 
+def test_a_folder_of_one_image_folder_and_its_list_is_read_along_the_list(tmp_path):
+    """A Kaggle download given by its folder: images/ of loose files beside train.csv (and an unlabelled test.csv, a
+    sample_submission.csv): read along train.csv, not as one class named `images` (which then asked for a class map);
+    two lists that both label the images are the user's choice, named."""
+    files = make_tree(tmp_path / "src", ["husky", "pug"], 3, splits=("",), sizes=(20, 30))
+    root = tmp_path / "dogs"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i, f in enumerate(sorted(files)):
+        os.link(f, root / "images" / f"{i}{os.path.splitext(f)[1]}")
+        rows.append((f"{i}{os.path.splitext(f)[1]}", "pug" if "/pug/" in f else "husky"))
+    (root / "train.csv").write_text("image_id,label\n" + "".join(f"{a},{y}\n" for a, y in rows))
+    (root / "test.csv").write_text("image_id\n0\n")
+    (root / "sample_submission.csv").write_text("image_id,label\n0,pug\n")
+    model = small_cnn(num_classes=2)
+    data = load_data(root, DataTarget.for_model(model, workers=0))
+    given = load_data(root / "train.csv", DataTarget.for_model(model, workers=0))
+    assert data.class_names == ["husky", "pug"] and data.source == str(root / "train.csv")
+    assert data.y_test.tolist() == given.y_test.tolist() and sorted(data.y_test.tolist()) == [0, 0, 0, 1, 1, 1]
+    (root / "more.csv").write_text((root / "train.csv").read_text())
+    with pytest.raises(HardenError, match="one folder of images \\(images/\\) and 2 lists.*more.csv, train.csv"):
+        load_data(root, DataTarget.for_model(model))
+    (root / "more.csv").unlink()
+    (root / "train.csv").unlink()  # no list labels them: one class folder, which a model's several classes refuse
+    assert load_data(root).class_names == ["images"]
+    with pytest.raises(HardenError, match=r"holds one class \(images\) and the model has 2 outputs.*--labels predicted"):
+        load_data(root, DataTarget.for_model(model))
+
+
 def test_one_hot_label_columns_are_the_classes_in_their_order(tmp_path):
     """ISIC's ground truth (`image,MEL,NV,BCC,...` of 0.0/1.0, in a folder of its own beside ..._Input/ holding
     `<image>.jpg`): the one-hot columns are the classes, indexed in the header's order (as argmax of the row gave
@@ -891,7 +920,7 @@ def test_folders_extracted_into_a_folder_of_their_own_name_are_looked_through(tm
     assert load_data(office, target).class_names == ["cat", "dog"]
     (tmp_path / "lone" / "images" / "cat").mkdir(parents=True)  # one folder in images/: not looked through
     shutil.copy(files[0], tmp_path / "lone" / "images" / "cat")
-    with pytest.raises(HardenError, match="1 classes \\(images\\)"):
+    with pytest.raises(HardenError, match="holds one class \\(images\\)"):
         load_data(tmp_path / "lone", target).listing("test")
 
 

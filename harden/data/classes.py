@@ -149,6 +149,11 @@ def map_classes(found: list[str], num_classes: int | None, label_names: list[str
         out, how = {c: int(c) for c in found}, "class names are class indices"
     elif num_classes is None or len(found) == num_classes:
         out, how = {c: i for i, c in enumerate(found)}, "sorted class names (folders or labels)"
+    elif len(found) == 1 and num_classes > 1:  # one folder of loose images, most often, not one class
+        raise HardenError(f"{source} holds one class ({found[0]}) and the model has {num_classes} outputs: harden reads a "
+                          "folder as one folder of images per class (or a list of files and labels given as --data, "
+                          "train.csv); loose images without labels go with --labels predicted (eval, fix) or "
+                          "--unlabeled (fix). Give --class-map FILE where that one class is one of the model's.")
     else:
         why = _by_description(found, num_classes)[1] if num_classes and imagenet_synsets(num_classes) else ""
         raise HardenError(f"{source} has {len(found)} classes ({_few(found)}) and the model has {num_classes} outputs; "

@@ -930,10 +930,7 @@ def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
     if path.is_file():
         ext = path.suffix.lower()
         if ext in LIST_EXT or is_labelled_text_list(path):
-            lists, order = read_file_list(path, None, columns)  # read whole: which splits it has is in its rows
-            names = sorted({n for v in lists.values() for n in (v.names or [])}) or None
-            return OnDisk(src, {k: (lambda v=v: v) for k, v in lists.items()}, "list", lambda: names, order,
-                          "its one-hot columns' order")
+            return _list_source(path, *read_file_list(path, None, columns))  # read whole: its splits are in its rows
         if ext == ".tar":
             from .imagenet_archives import VAL_TAR, archives
             if path.name == VAL_TAR:  # ImageNet's validation tar given by itself: the development kit beside it
@@ -1016,9 +1013,41 @@ def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
         for shard in _shards_in(path):
             by_word.setdefault(split_word(shard.name) or "", []).append(shard)
         return _tar_source(src, pick_splits(by_word))
+    along_list = _one_folder_and_its_list(path, columns)
+    if along_list is not None:
+        return along_list
     if class_folders(path) or metadata_file(path) is not None or _imagenet_truth(path):
         return OnDisk(src, {"all": lambda: list_class_folders(path)}, "folder", lambda: split_class_names(path))
     return None
+
+
+def _one_folder_and_its_list(path: Path, columns: Columns | None) -> OnDisk | None:
+    """A folder of one folder of images and the list that labels them (a Kaggle download: images/ and train.csv),
+    read along that list, never as one class named after the folder; where two lists there label images, the
+    choice is the user's (an error naming them). None where the folder is not so (no list at its top reads as one
+    of its images: a test list without labels, or a submission's)."""
+    if metadata_file(path) is not None or len(class_folders(path)) != 1 or metadata_file(path / class_folders(path)[0]):
+        return None
+    lists = sorted(e.path for e in os.scandir(path) if e.is_file() and os.path.splitext(e.name)[1].lower() in LIST_EXT
+                   and "submission" not in e.name.lower())
+    readable = {}
+    for f in lists:
+        try:
+            readable[Path(f)] = read_file_list(Path(f), None, columns)
+        except HardenError:
+            continue
+    if len(readable) > 1:
+        raise HardenError(f"{str(path)!r} holds one folder of images ({class_folders(path)[0]}/) and {len(readable)} "
+                          f"lists that label images: {', '.join(f.name for f in readable)}. Give the one to read as "
+                          f"--data (e.g. --data {next(iter(readable))}).")
+    return next((_list_source(f, *listed) for f, listed in readable.items()), None)
+
+
+def _list_source(path: Path, lists: dict[str, Listing], order: tuple[str, ...] | None) -> OnDisk:
+    """A list file's images (read_file_list's listings and class order) as a source."""
+    names = sorted({n for v in lists.values() for n in (v.names or [])}) or None
+    return OnDisk(str(path), {k: (lambda v=v: v) for k, v in lists.items()}, "list", lambda: names, order,
+                  "its one-hot columns' order")
 
 
 UNLABELED_WORD = re.compile(r"(^|[-_./])unlabell?ed([-_./]|$)", re.I)  # STL-10's split, in TFDS, on the hub
