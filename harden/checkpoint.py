@@ -30,6 +30,7 @@ SAFETENSORS_EXT = {".safetensors"}
 CONFIG_EXTRA = ("test_input_size", "test_crop_pct", "label_names")
 PATCH_PREFIX = "patch."  # a recipe's added modules; architecture keys stay unprefixed
 PICKLED_CLASS = "pickled_class"  # read_checkpoint: the class of a whole pickled model (for --arch's hint; not kept)
+SCRIPTED_CLASS = "scripted_class"  # the same for a TorchScript archive's module
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -121,7 +122,8 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
         if looks_like_exported_program(path):  # torch.export's archive: the program is the architecture
             return read_exported_program(path)
     if kind == formats.TORCH_ZIP and is_torchscript(path):
-        return read_torchscript_weights(path), {}
+        state, scripted = read_torchscript_weights(path)
+        return state, {SCRIPTED_CLASS: scripted}
     from .foreign_formats import describe, npz_state_dict
     arrays = npz_state_dict(path) if kind == formats.TORCH_ZIP else None
     if arrays is not None:  # np.savez of a state dict's arrays
@@ -201,6 +203,12 @@ def _factories_hint(state: dict[str, torch.Tensor]) -> str:
             "(timm's model of the same name may fit them too, with its own preprocessing).")
 
 
+def _scripted_hint(cls: str) -> str:
+    """--arch for a TorchScript archive of `cls`, and the formats that carry the network itself."""
+    return (arch_hint([cls], "is a TorchScript archive of a") + " A network exported with torch.export (.pt2) or to "
+            "ONNX needs no --arch: harden reads those graphs as they are (TorchScript's code it would have to run).")
+
+
 def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, state: dict[str, torch.Tensor],
                 normaliser: tuple | None = None, tried_size: list[int] | None = None,
                 tried_chans: int | None = None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -218,12 +226,15 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
     hub = read_hub_config(path) if is_hub_folder(path) else None
     if overrides.get("arch") is None and meta.get("arch") is None and hub is None:
         missing = "architecture" + (" and number of classes" if overrides.get("num_classes") is None else "")
-        raise HardenError(f"{str(path)!r} does not say its {missing} (a plain state dict has no metadata); pass "
+        why = "its TorchScript code is not run" if meta.get(SCRIPTED_CLASS) else "a plain state dict has no metadata"
+        raise HardenError(f"{str(path)!r} does not say its {missing} ({why}); pass "
                           "--arch" + (" and --num-classes" if overrides.get("num_classes") is None else "")
                           + ". The preprocessing (--input-size, --mean, --std, --interpolation, --crop-pct) comes "
                           "from timm's config for a timm name, else give it too."
                           + (_classes_hint(state) if overrides.get("num_classes") is None else "")
-                          + (arch_hint([meta[PICKLED_CLASS]]) if meta.get(PICKLED_CLASS) else _factories_hint(state)))
+                          + (arch_hint([meta[PICKLED_CLASS]]) if meta.get(PICKLED_CLASS) else
+                             _scripted_hint(meta[SCRIPTED_CLASS]) + _factories_hint(state) if meta.get(SCRIPTED_CLASS)
+                             else _factories_hint(state)))
     arch = overrides.get("arch") or meta.get("arch") or hub["arch"]
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
@@ -490,7 +501,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             model = build()
     model.config_sources = sources
     model.spec.extra.update({k: v for k, v in meta.items()
-                             if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS, HYPER_PARAMETERS,
+                             if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS, SCRIPTED_CLASS,
+                                                                 HYPER_PARAMETERS,
                                                                  ARCH_HPARAM)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
     _set_channel_order(model, channel_order, sources, path)
@@ -533,6 +545,9 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             ", rebuilt from torch.nn's own layers (torchvision's blocks, fastai's head layers) as it pickles them"
             if "tree" in (meta.get("model_args") or {}) else f", its architecture the {meta['arch']} it says it is")
         model.load_notes.insert(0, f"read the whole pickled {meta[PICKLED_CLASS]} as data (none of it ran){rebuilt}")
+    if meta.get(SCRIPTED_CLASS):
+        model.load_notes.insert(0, f"read the weights of a TorchScript archive of a {meta[SCRIPTED_CLASS]} as data (its "
+                                   f"code did not run); the architecture is {spec['arch']}")
     if model.patch is not None:
         load_state_strict(model.patch, patch_state, path, what="recipe modules")
     elif patch_state:

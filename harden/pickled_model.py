@@ -247,12 +247,12 @@ def read_pickled_model(path: Path) -> tuple[Any, list[str], list]:
     return _with_state_dicts(obj, classes, architectures=architectures), classes, architectures
 
 
-def arch_hint(classes: list[str]) -> str:
-    """What to pass as --arch for the first pickled module's class."""
+def arch_hint(classes: list[str], holds: str = "pickles a whole") -> str:
+    """What to pass as --arch for the first pickled module's class (`holds`: how the file holds it)."""
     if not classes:
         return ""
     module, _, name = classes[0].rpartition(".")
-    head = f" The file pickles a whole {classes[0]}: its weights are read without running it, and the architecture "
+    head = f" The file {holds} {classes[0]}: its weights are read without running it, and the architecture "
     if classes[0].startswith(tuple(c.rpartition(".")[2] + "(" for c in CONTAINERS)):
         return head + ("is a function that builds the same container of the same modules: --arch "
                        "path/to/file.py:make, where make() returns it as the training code built it (the file's keys "

@@ -42,7 +42,29 @@ def _tensors(obj: Any, prefix: str, out: dict[str, torch.Tensor], seen: set[int]
             _tensors(value, f"{prefix}{name}.", out, seen)
 
 
-def read_torchscript_weights(path: Path) -> dict[str, torch.Tensor]:
+def _python_class(scripted: str) -> str:
+    """The Python class a TorchScript class was compiled from: `__torch__.timm.models.resnet.ResNet` ->
+    timm.models.resnet.ResNet; a class of the script run as a program (`__torch__.Net`, or mangled,
+    `__torch__.___torch_mangle_4.Net`) -> __main__.Net."""
+    parts = [p for p in scripted.split(".")[1:] if not p.startswith("___torch_mangle_")]
+    return ".".join(parts if len(parts) > 1 else ["__main__", *parts])
+
+
+def _described(root: Inert) -> str:
+    """The root module's Python class; torch's containers with their children's classes (a Sequential is rebuilt by
+    code that lists them: pickled_model's description of one)."""
+    from .pickled_model import CONTAINERS
+    cls = _python_class(root.inert_global)
+    if cls not in CONTAINERS:
+        return cls
+    children = [_python_class(v.inert_global).rpartition(".")[2] for v in root.fields.values()
+                if isinstance(v, Inert) and v.inert_global.startswith("__torch__")]
+    shown = ", ".join(children[:6]) + (f", ... ({len(children)} in all)" if len(children) > 6 else "")
+    return f"{cls.rpartition('.')[2]}({shown})"
+
+
+def read_torchscript_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """(the state dict, the Python class of the scripted or traced module)."""
     try:
         with zipfile.ZipFile(path) as z:
             root = load_inert(z)
@@ -56,4 +78,4 @@ def read_torchscript_weights(path: Path) -> dict[str, torch.Tensor]:
     _tensors(root, "", state, set())
     if not state:
         raise HardenError(f"The TorchScript archive {str(path)!r} holds no tensors.")
-    return state
+    return state, _described(root)

@@ -269,9 +269,19 @@ def test_torchscript_archives_give_their_weights_without_running(tmp_path, cli, 
         with torch.no_grad():
             assert torch.equal(loaded(x), net(x)), how
         assert any("3.scale" in note for note in loaded.load_notes), loaded.load_notes
+        assert "TorchScript archive of a Sequential(Conv2d, BatchNorm2d, ReLU, Scaled, Flatten, Linear)" \
+            in loaded.load_notes[0]
+        with pytest.raises(HardenError) as no_flags:  # the class it was compiled from, and the formats that need none
+            harden.load(path)
+        said = " ".join(str(no_flags.value).split())
+        assert "(its TorchScript code is not run)" in said and "a function that builds the same container" in said
+        assert "torch.export (.pt2) or to ONNX needs no --arch" in said
     code, out, err = cli("inspect", tmp_path / "traced.pt", "--arch", flags["arch"], "--num-classes", 10,
                          "--in-chans", 1, "--input-size", "8x8")
     assert code == 0, err
+    from harden.torchscript import _python_class  # a class of a script run as a program; a mangled one
+    assert _python_class("__torch__.___torch_mangle_4.Net") == _python_class("__torch__.Net") == "__main__.Net"
+    assert _python_class("__torch__.timm.models.resnet.ResNet") == "timm.models.resnet.ResNet"
 
     # an archive whose pickle asks for anything but modules and tensors is refused, and nothing runs
     src = zipfile.ZipFile(tmp_path / "traced.pt")
