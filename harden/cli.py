@@ -484,7 +484,7 @@ def fix(
     from .attacks import DEFAULT_ATTACKS, expand_suites
     from .checkpoint import check_output_path, patch_meta, save, save_patch
     from .fix import fix as run_fix
-    from .fix import recipe_config, trained_norm, training_data_label
+    from .fix import check_budget, recipe_config, trained_norm, training_data_label
     from .report.render import render_before_after, write_outputs
 
     if not (0 < data_frac <= 1):
@@ -515,7 +515,7 @@ def fix(
     from .resume import RunState
     state = RunState.for_output(output, resume, force, state_every)
     from .attacks import build_attack, parse_number
-    train_eps = recipe_cfg["params"].get("eps")  # the report's L-inf budget is the recipe's training budget
+    train_eps = check_budget(recipe_cfg)  # the report's L-inf budget is the recipe's training budget
     train_eps = parse_number(train_eps) if train_eps is not None and trained_norm(recipe_cfg) != "2" else None
     budgets = _curve_budgets(curve, html_path or plots, [build_attack(a, eps=train_eps)
                                                           for a in expand_suites(attack or DEFAULT_ATTACKS)])

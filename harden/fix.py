@@ -89,7 +89,7 @@ def report_attacks(config: dict[str, Any], attacks: Sequence[str] | None, input_
     L-inf at its eps (the seed's 8/255 unless --set eps=...); an L2 training attack's eps is the report's L2 budget,
     and L2 PGD joins the default attacks (the L-inf ones then at their own default)."""
     from .attacks import default_attacks, parse_number
-    eps = config["params"].get("eps")
+    eps = check_budget(config)
     if trained_norm(config) != "2":
         return attacks, {"eps": parse_number(eps) if eps is not None else None}, []
     notes: list[str] = []
@@ -97,6 +97,17 @@ def report_attacks(config: dict[str, Any], attacks: Sequence[str] | None, input_
         defaults, note = default_attacks(input_size)
         attacks, notes = [*defaults, "pgd-l2"], [note] if note else []
     return attacks, {"eps": None, "eps_l2": parse_number(eps)}, notes
+
+
+def check_budget(config: dict[str, Any]) -> Any:
+    """The recipe's eps as set (None where it has none), refused where it is not > 0: said as the recipe's setting,
+    before the report's attacks, which take it as their budget, say it as their own."""
+    from .attacks import parse_number
+    eps = config["params"].get("eps")
+    if eps is not None and not parse_number(eps) > 0:
+        raise HardenError(f"{config['name']}: eps, the budget it trains for and the report measures at, must be > 0, "
+                          f"got {eps} (--set eps=...).")
+    return eps
 
 
 def trained_norm(config: dict[str, Any]) -> str | None:
@@ -130,6 +141,7 @@ def recipe_config(recipe: str = DEFAULT_RECIPE, sets: Sequence[str] = (), epochs
         if value is not None:
             config["train"][key] = value
             config["explicit"].append(key)
+    check_budget(config)
     return config
 
 
@@ -174,6 +186,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     bn_unfold.check_mode(unfold_bn)
     device = resolve_device(device)
     config = copy.deepcopy(recipe) if isinstance(recipe, dict) else recipe_config(recipe, sets, epochs, batch_size, lr)
+    check_budget(config)  # a config of the caller's own too
     rcp = get_recipe(config["name"])
     if unlabeled is not None and not rcp.takes_unlabeled:
         takers = ", ".join(sorted(k for k, v in RECIPES.items() if v.takes_unlabeled))

@@ -123,6 +123,11 @@ def test_cli_fix_default_output_and_refusals(cli, digits_ckpt, tmp_path):
     assert code == 2 and "Unknown recipe" in err
     code, _, err = cli("fix", base, "--recipe", "fixer", "--set", "delta")
     assert code == 2 and "key=value" in err
+    for recipe, eps in (("at", "0"), ("fixer", "-8/255")):  # said as the recipe's budget, not a report attack's own
+        code, _, err = cli("fix", base, "--recipe", recipe, "--set", f"eps={eps}", "-o", tmp_path / "e.safetensors")
+        assert code == 2 and f"{recipe}: eps, the budget it trains for" in err and f"got {eps}" in err, err
+        with pytest.raises(harden.HardenError, match=f"{recipe}: eps, the budget"):
+            harden.fix(base, recipe=recipe, sets=[f"eps={eps}"], data_frac=0.1, epochs=1, report=False)
     code, out, err = cli("apply", base, tmp_path / "p.safetensors", "-o", tmp_path / "re.safetensors")
     assert code == 0, err
     code, _, err = cli("apply", base, base, "-o", tmp_path / "re2.safetensors")
