@@ -200,6 +200,9 @@ def test_a_budget_in_0_255_steps_is_answered_with_the_fraction(cli, digits_ckpt,
     assert "write eps=4/255" in _bad(cli, "eval", digits_ckpt, "--attack", "pgd:eps=4")
     # options run together with another colon: the commas they take are said
     assert "(pgd:eps=4/255,steps=3)" in _bad(cli, "eval", digits_ckpt, "--attack", "pgd:eps=4/255:steps=3")
+    # several attacks in one flag: each its own --attack
+    assert "repeating the flag (--attack fgsm --attack pgd)" in _bad(cli, "eval", digits_ckpt, "--attack", "fgsm, pgd")
+    assert "repeating the flag" not in _bad(cli, "eval", digits_ckpt, "--attack", "fgsm pgdd")
     assert "write eps=8/255" in _bad(cli, "fix", digits_ckpt, "--set", "eps=8", "--epochs", "1", "--no-report", "-o",
                                      tmp_path / "m.safetensors")
     assert "0-255" not in _bad(cli, "eval", digits_ckpt, "--eps", "300") and "(0, 1]" in _bad(

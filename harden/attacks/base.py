@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, ClassVar
@@ -167,7 +166,10 @@ def parse_attack_spec(spec: str) -> tuple[str, dict[str, Any]]:
     name, _, rest = spec.strip().partition(":")
     name = name.strip().lower()
     if name not in ATTACKS:
-        raise HardenError(f"Unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}.")
+        several = [w for w in re.split(r"[\s,;]+", name) if w]
+        hint = (" Give one attack per --attack, repeating the flag (" + " ".join(f"--attack {w}" for w in several)
+                + ")." if len(several) > 1 and all(w in ATTACKS for w in several) else "")
+        raise HardenError(f"Unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}.{hint}")
     params: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         k, eq, v = item.partition("=")
