@@ -62,10 +62,20 @@ def test_gate_exit_codes(cli, digits_ckpt, tmp_path):
 
 def test_gate_file(cli, digits_ckpt, tmp_path):
     g = tmp_path / "gate.toml"
-    g.write_text('require = ["clean>=0.5"]\n[require_table]\n')
+    g.write_text('require = ["clean>=0.5"]\n')
     assert cli("eval", digits_ckpt, *FAST, "--gate", g)[0] == 0
     g.write_text('[require]\nclean = ">=0.999"\n"pgd.success" = "<=1"\n')
     assert cli("eval", digits_ckpt, *FAST, "--gate", g)[0] == 1
+    # TOML reads a dotted key as nested tables (pgd.lower = ... is pgd = {lower = ...}): read back as the metric
+    g.write_text('[require]\nclean = 0.5\npgd.lower = ">=0.01"\nworst.linf = "<=1"\n')
+    code, out, err = cli("eval", digits_ckpt, *FAST, "--gate", g)
+    assert code == 0 and "PASS pgd.lower>=0.01" in out and "PASS worst.linf<=1" in out, out + err
+    # a misspelt `require`, or a setting the file cannot hold, is refused rather than gating on nothing it says
+    for text, key in (('requires = ["clean>=0.5"]\n', "'requires'"), ('require = ["clean>=0.5"]\nconfidence = 0.99\n',
+                                                                        "'confidence'")):
+        g.write_text(text)
+        code, _, err = cli("eval", digits_ckpt, *FAST, "--gate", g)
+        assert code == 2 and f"unknown key {key}" in err, err
 
 
 def test_craft_on_is_a_transfer_report(cli, digits_ckpt, other_ckpt, tmp_path):

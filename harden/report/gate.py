@@ -87,18 +87,32 @@ def load_gate_file(path: str | Path) -> list[dict[str, Any]]:
         doc = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise HardenError(f"Gate file {str(path)!r} is not valid TOML ({e}).") from None
+    other = sorted(k for k in doc if k != "require")
+    if other:  # a misspelt `require`, or a setting the file cannot hold (--confidence, --baseline are flags)
+        raise HardenError(f"Gate file {str(path)!r}: unknown key{'s' if len(other) > 1 else ''} "
+                          f"{', '.join(map(repr, other))}; it holds `require`, a list (require = [\"clean>=0.9\"]) or a "
+                          "table ([require] with clean = \">=0.9\"). --confidence and --baseline are given as flags.")
     req = doc.get("require", [])
     out = []
     if isinstance(req, list):
         out += [parse_requirement(str(r)) for r in req]
     elif isinstance(req, dict):
-        for k, v in req.items():
+        for k, v in _dotted(req):
             v = str(v).strip()
             out.append(parse_requirement(f"{k}{v}" if v[:1] in "<>" else f"{k}>={v}"))
     else:
         raise HardenError(f"Gate file {str(path)!r}: 'require' must be a list or a table.")
     if not out:
         raise HardenError(f"Gate file {str(path)!r} holds no requirement.")
+    return out
+
+
+def _dotted(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A [require] table's metrics and bars: TOML reads `pgd.lower = ">=0.5"` as a table pgd holding lower, so the
+    nested tables' keys are joined back into the metric's name."""
+    out = []
+    for k, v in table.items():
+        out += _dotted(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
     return out
 
 
