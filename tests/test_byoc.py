@@ -839,8 +839,14 @@ def test_torchvision_checkpoints_name_their_factory_and_take_torchvision_s_prepr
     assert (spec.input_size, spec.crop_pct, spec.interpolation) == ((224, 224), 0.875, "bilinear")
     assert spec.mean == pytest.approx((0.485, 0.456, 0.406)) and spec.std == pytest.approx((0.229, 0.224, 0.225))
     assert model.config_sources["mean"] == "torchvision weights (ResNet18_Weights.IMAGENET1K_V1)"
-    small = harden.load(tmp_path / "tv.pth", arch="torchvision.models:resnet18", input_size=(32, 32))
+    from harden.runtime import console
+    with console.capture() as cap:
+        small = harden.load(tmp_path / "tv.pth", arch="torchvision.models:resnet18", input_size=(32, 32))
     assert small.config_sources["crop_pct"] == "default"  # the weights' crop belongs to their size
+    # so do its statistics, but they are the likeliest for a file fine-tuned with torchvision's scripts: named
+    said = " ".join(cap.get().split())
+    assert "torchvision's weights' transform for torchvision.models:resnet18" in said
+    assert "fine-tuned with torchvision's scripts takes --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225" in said
 
     mobilenet = torchvision.models.mobilenet_v2(num_classes=4).eval()
     _save({"epoch": 90, "arch": "mobilenet_v2", "state_dict": mobilenet.state_dict(), "best_acc1": torch.tensor(71.9),

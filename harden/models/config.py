@@ -155,6 +155,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     vcfg = torchvision_config(str(spec["arch"])) if not tcfg else None
     if vcfg and not given_size:
         layers.append((f"{TORCHVISION_SOURCE} ({vcfg.pop('weights')})", vcfg))
+    library_left_out = tcfg if timm_left_out else (vcfg if vcfg and given_size else None)
     if tried_size:
         layers.append((TRIED_SIZE_SOURCE, {"input_size": list(tried_size)}))
     if tried_chans:
@@ -230,14 +231,17 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
                 assumed.append(f"{key} {_show(spec[key])}")
     if assumed:
         what, hint = "no checkpoint metadata, flag or timm config gives the preprocessing", ""
-        if timm_left_out:
-            # timm's preprocessing is its own weights' at their size, so a given size keeps it out; its statistics
-            # are still the likeliest for a file fine-tuned with timm's scripts: named, not taken
+        if library_left_out:
+            # timm's (torchvision's) preprocessing is its own weights' at their size, so a given size keeps it out;
+            # its statistics are still the likeliest for a file fine-tuned with that library's scripts: named, not
+            # taken
             by = "--input-size" if given_size == "flag" else "the checkpoint's metadata"
-            what = (f"no checkpoint metadata or flag gives the preprocessing, and timm's config for {spec['arch']} "
+            lib, config = ("timm", "config") if timm_left_out else ("torchvision", "weights' transform")
+            what = (f"no checkpoint metadata or flag gives the preprocessing, and {lib}'s {config} for {spec['arch']} "
                     f"(its own weights' at their size) is not taken with a size given by {by}")
-            hint = (f"; a file fine-tuned with timm's scripts takes --mean {','.join(f'{v:g}' for v in tcfg['mean'])} "
-                    f"--std {','.join(f'{v:g}' for v in tcfg['std'])} --interpolation {tcfg['interpolation']}")
+            cfg = library_left_out
+            hint = (f"; a file fine-tuned with {lib}'s scripts takes --mean {','.join(f'{v:g}' for v in cfg['mean'])} "
+                    f"--std {','.join(f'{v:g}' for v in cfg['std'])} --interpolation {cfg['interpolation']}")
         warn(f"{str(path)!r} ({spec['arch']}): {what}; assuming {', '.join(assumed)}, interpolation "
              f"{spec['interpolation']}, crop fraction {spec['crop_pct']} (pass --input-size, --mean, --std, "
              f"--interpolation, --crop-pct to set them){hint}.")
