@@ -177,7 +177,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     notes += [f"{who}'s {note}" for who, note in ((model_name, rounding), (craft_name or "source model",
                                                                           source_rounding)) if note]
     if n and n > len(idx):  # a CI gate sized for n images must not believe it measured them
-        notes.append(f"the evaluation split holds {len(idx)} images, fewer than --num-images ({n}): all evaluated")
+        notes.append(f"the evaluation split holds {len(idx)} image{'s' * (len(idx) != 1)}, fewer than --num-images "
+                     f"({n}): all evaluated")
     atk_objs: list[Attack] = []
     for atk in chosen:
         if atk.name == "jsma" and atk.params["max_l0"] == 0:
