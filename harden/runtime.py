@@ -75,6 +75,12 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise HardenError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) exist.")
         return dev
+    if spec in ("mps", "xpu", "tpu", "xla", "npu", "hpu") or spec.startswith(("mps:", "xpu:")):
+        # accelerators torch has backends for that harden is neither built nor tested on: said, not a bare "unknown"
+        raise HardenError(f"--device {spec}: harden runs on the CPU and on CUDA GPUs only (its attacks and their checks "
+                          "are tested there, not on other backends); use --device cpu.")
+    if spec.startswith("gpu"):  # a common way to say it
+        raise HardenError(f"--device {spec!r} is not understood; for a GPU write --device cuda (or cuda:N).")
     raise HardenError(f"--device {spec!r} is not understood; use auto, cpu, cuda or cuda:N.")
 
 

@@ -461,3 +461,15 @@ def test_outputs_into_folders_that_do_not_exist_yet(cli, digits_ckpt, tmp_path):
     assert (tmp_path / "ci" / "junit.xml").is_file()
     code, _, err = cli("eval", digits_ckpt, "--n", 10, "--attack", "fgsm", "--json", tmp_path / "reports" / "r.json" / "x")
     assert code == 2 and "which is a file, not a folder" in err
+
+
+def test_devices_harden_does_not_run_on_are_said(cli, digits_ckpt):
+    """--device mps (or another backend torch has) is refused as a device harden is not tested on, --device gpu
+    with the spelling to use; cuda on a machine without one says so (each: exit 2, before any work)."""
+    for device, said in (("mps", "runs on the CPU and on CUDA GPUs only"), ("gpu", "write --device cuda"),
+                         ("quantum", "is not understood; use auto, cpu, cuda or cuda:N")):
+        code, out, err = cli("eval", digits_ckpt, "--n", 4, "--attack", "fgsm", "--device", device)
+        assert code == 2 and said in " ".join(err.split()), err
+    if not __import__("torch").cuda.is_available():
+        code, _, err = cli("eval", digits_ckpt, "--n", 4, "--attack", "fgsm", "--device", "cuda")
+        assert code == 2 and "no CUDA device is available" in err
