@@ -8,9 +8,9 @@ import torch
 
 from .checkpoint import load, save, sha256_file
 from .data import Data, DataTarget, FileData, load_data, subsample
-from .errors import HardenError
+from .errors import DoesNotRun, HardenError
 from .models import Classifier, create_model
-from .models.registry import built_in_chans
+from .models.registry import built_in_chans, timm_size_args
 from .runtime import flushing_denormals, resolve_device, seed_everything
 from .training import TrainConfig, fit
 
@@ -46,7 +46,19 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     if isinstance(data, FileData):  # the transform the model is trained with is the one it is evaluated with
         pre = dict(interpolation=data.preprocess.interpolation, crop_pct=data.preprocess.crop_pct,
                    crop_mode=data.preprocess.crop_mode)
-    model = create_model(arch, data.num_classes, data.in_chans, data.input_size, mean, std, data=data.source, **pre)
+    # a timm ViT (Swin, ...) built at the data's size, which it takes as its constructor's img_size
+    size_args = timm_size_args(arch, data.num_classes, data.in_chans, data.input_size)
+    try:
+        model = create_model(arch, data.num_classes, data.in_chans, data.input_size, mean, std, data=data.source,
+                             model_args=size_args, **pre)
+    except DoesNotRun as e:
+        if not e.size_may_help:
+            raise
+        h, w = data.input_size
+        how = ("read them at a size it runs at (--input-size)" if isinstance(data, FileData) else
+               "give it image files, read at --input-size (arrays train at their own size)")
+        raise HardenError(f"{arch}, built for the {data.in_chans} x {h} x {w} images of {data.source}, cannot run on "
+                          f"them ({e.cause}): choose an architecture that runs at that size, or {how}.") from None
     model.spec.extra["train"] = {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
                                  "augment": cfg.augment, "focal_gamma": cfg.focal_gamma, "seed": cfg.seed,
                                  "subset": data.subset, "images": data.n_train}

@@ -12,12 +12,14 @@ class NoInputGradient(HardenError):
 class DoesNotRun(HardenError):
     """The network raised on a probe batch of the size and channels it was given (before its output was read).
     `size_may_help`: False where the failure is not about the input (a forward that moves tensors to a GPU);
-    `size_assumed`: nothing said the input size, and no common square size ran either."""
+    `size_assumed`: nothing said the input size, and no common square size ran either; `cause`: what the network
+    raised, its first line."""
 
-    def __init__(self, message: str, size_may_help: bool = True, size_assumed: bool = False):
+    def __init__(self, message: str, size_may_help: bool = True, size_assumed: bool = False, cause: str = ""):
         super().__init__(message)
         self.size_may_help = size_may_help
         self.size_assumed = size_assumed
+        self.cause = cause
 
 
 class Interrupted(Exception):

@@ -257,7 +257,7 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
                "them.")
         raise DoesNotRun(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "
                          f"{input_size[1]} ({first[:200]}). {why}",
-                         size_may_help=not (on_gpu or alone or called)) from None
+                         size_may_help=not (on_gpu or alone or called), cause=first[:200]) from None
     finally:
         net.train(was)
         for h in handles:

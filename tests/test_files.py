@@ -250,6 +250,29 @@ def test_a_vit_trained_at_another_size_is_named_and_loads_with_its_img_size(tmp_
                     model_args={"img_size": size, "dynamic_img_size": False})
 
 
+def test_a_vit_is_trained_at_the_size_its_images_are_read_at(tmp_path, cli):
+    """`harden train --arch <timm ViT> --input-size 32`: timm's ViTs run at the size they are built for only, so the
+    new network is built with img_size (kept in its metadata: eval and fix rebuild it with no flag); a network that
+    cannot run on the images at all (a 16-pixel patch on 8x8 digits) is said as that, with the ways out."""
+    import timm
+    arch = "test_vit.r160_in1k"
+    size = 2 * timm.create_model(arch).patch_embed.patch_size[0]
+    make_tree(tmp_path / "tree", ["a", "b"], 4, sizes=(40, 60))
+    out = tmp_path / "vit.safetensors"
+    code, _, err = cli("train", "--data", tmp_path / "tree", "--arch", arch, "--input-size", size, "--epochs", 1,
+                       "-o", out, "-q")
+    assert code == 0, err
+    model = harden.load(out)
+    assert model.spec.input_size == (size, size) and model.spec.model_args == {"img_size": [size, size]}
+    code, _, err = cli("eval", out, "--data", tmp_path / "tree", "--attack", "fgsm", "--no-metrics",
+                       "--no-masking-checks", "-q")
+    assert code == 0, err
+    code, _, err = cli("train", "--data", "digits", "--arch", arch, "--epochs", 1, "-o", tmp_path / "d.safetensors")
+    said = " ".join(err.split())
+    assert code == 2 and f"{arch}, built for the 1 x 8 x 8 images of digits, cannot run on them" in said, said
+    assert "give it image files, read at --input-size" in said and "plain state dict" not in said
+
+
 def test_training_decodes_camera_jpegs_at_a_reduced_scale_that_still_spans_the_smallest_crop(tmp_path):
     """A 12 MP photo decoded for a 32 px model's random crops: the JPEG decoder's own scaling keeps both sides at
     least as long as the smallest crop needs (8% of the area at aspect 3/4 must still span 32 px), and the batch

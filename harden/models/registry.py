@@ -150,6 +150,26 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         raise HardenError(f"timm could not build {arch!r} with model_args {spec.model_args}: {e}") from None
 
 
+def timm_size_args(arch: str, num_classes: int, in_chans: int, input_size) -> dict[str, Any]:
+    """{"img_size": [H, W]} for a new timm network to be built at a size other than its config's, where its
+    constructor takes one (ViT, Swin, BEiT, ...: their position embeddings and windows are sized by it, and they run
+    at no other size); {} where it takes none (a CNN runs at any size) or is not a timm name. For a network built
+    afresh (`harden train`): a checkpoint's size comes with its weights (checkpoint.py)."""
+    from .config import timm_config
+    cfg = timm_config(arch)
+    size = [int(input_size[0]), int(input_size[1])]
+    if cfg is None or cfg["input_size"] == size:
+        return {}
+    import timm
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, img_size=size)
+    except Exception:  # noqa: BLE001 - no img_size (TypeError), or none it can be built at: as before
+        return {}
+    return {"img_size": size}
+
+
 INIT_WEIGHTS_FACTORIES = ("googlenet", "inception_v3")  # torchvision's, whose init_weights=None warns and inits
 
 
