@@ -166,10 +166,14 @@ def test_curve_rising_is_flagged():
     assert f["tripped"] and "pgd" in f["detail"]
 
 
-def test_curve_spec_errors():
+def test_curve_spec_errors(cli, digits_ckpt):
     for bad in ("0:0.3", "0.3:0:4", "0:0.3:1", "a:b:c"):
         with pytest.raises(HardenError):
             parse_curve(bad)
+    # a curve of a run without an L-inf attack would be left out without a word: refused before the run, with why
+    for command in ("eval", "fix"):
+        code, _, err = cli(command, digits_ckpt, "--attack", "deepfool", "--curve", "0:0.5:3", "-q")
+        assert code == 2 and "this run's (deepfool) have none: add one, e.g. --attack pgd" in " ".join(err.split())
 
 
 def test_fix_html_has_curves_examples_and_training(cli, digits_ckpt, tmp_path):
