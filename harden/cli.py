@@ -401,14 +401,11 @@ def _exit_on_failed_gate(report) -> None:
 
 def _curve_budgets(curve: Optional[str], pictures, attacks) -> Optional[list[float]]:
     """--curve's budgets; for --html/--plots alone, a small default around the L-inf attacks' budget."""
-    from .report.curves import default_budgets, parse_curve
-    linf = [a for a in attacks if a.norm == "inf" and not a.minimal]
+    from .report.curves import check_curve_attacks, default_budgets, parse_curve
     if curve:
-        if not linf:  # the curve would be left out without a word
-            raise HardenError(f"--curve {curve} draws the L-inf attacks at its budgets (fgsm, pgd, autopgd, cw, "
-                              f"autoattack, ...); this run's ({', '.join(a.name for a in attacks)}) have none: add one, "
-                              "e.g. --attack pgd.")
+        check_curve_attacks(attacks, f"--curve {curve}")  # before the model loads
         return parse_curve(curve)
+    linf = [a for a in attacks if a.norm == "inf" and not a.minimal]
     return default_budgets(linf[0].params["eps"]) if pictures and linf else None
 
 

@@ -166,7 +166,7 @@ def test_curve_rising_is_flagged():
     assert f["tripped"] and "pgd" in f["detail"]
 
 
-def test_curve_spec_errors(cli, digits_ckpt):
+def test_curve_spec_errors(cli, digits_ckpt, digits_model, digits):
     for bad in ("0:0.3", "0.3:0:4", "0:0.3:1", "a:b:c"):
         with pytest.raises(HardenError):
             parse_curve(bad)
@@ -174,6 +174,8 @@ def test_curve_spec_errors(cli, digits_ckpt):
     for command in ("eval", "fix"):
         code, _, err = cli(command, digits_ckpt, "--attack", "deepfool", "--curve", "0:0.5:3", "-q")
         assert code == 2 and "this run's (deepfool) have none: add one, e.g. --attack pgd" in " ".join(err.split())
+    with pytest.raises(HardenError, match=r"curve=\[0.0, 0.1\] draws the L-inf attacks"):  # the library, as the CLI
+        evaluate(digits_model, digits, n=8, attacks=["deepfool"], curve=[0.0, 0.1], metrics=False)
 
 
 def test_fix_html_has_curves_examples_and_training(cli, digits_ckpt, tmp_path):

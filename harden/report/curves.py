@@ -4,7 +4,7 @@ alone a small default around the report's budget."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,6 +43,14 @@ def at_budget(atk: Attack, eps: float) -> Attack:
         if key in new.params and key not in getattr(atk, "explicit", set()) and old > 0:
             new.params[key] = atk.params[key] * eps / old
     return new
+
+
+def check_curve_attacks(attacks: Sequence[Attack], what: str) -> None:
+    """A curve (`what`: how it was asked for) draws the L-inf attacks that are not minimal-perturbation ones: refused,
+    before any attack runs, where the run has none (it would be left out without a word)."""
+    if not any(a.norm == "inf" and not a.minimal for a in attacks):
+        raise HardenError(f"{what} draws the L-inf attacks at its budgets (fgsm, pgd, autopgd, cw, autoattack, ...); "
+                          f"this run's ({', '.join(a.name for a in attacks)}) have none: add one, e.g. --attack pgd.")
 
 
 def robustness_curves(model, source, atks, results, budgets, x, y, correct, batch_size, device, seed,

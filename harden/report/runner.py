@@ -23,7 +23,7 @@ from ..data.held import held_images
 from ..data.predicted import check_labels
 from ..runtime import flushing_denormals, frozen, progress, resolve_device, warn
 from . import checks as mk, provenance
-from .curves import at_budget, monotonic_flag, robustness_curves
+from .curves import at_budget, check_curve_attacks, monotonic_flag, robustness_curves
 from .examples import KeptInputs, example_indices, pick_examples
 from .metrics import seed004_metrics
 from .input_size import better_input_size
@@ -188,6 +188,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
             # proportion (as build_attack scales an L-inf preset's)
             atk = at_budget(atk, eps_l2)
         atk_objs.append(atk)
+    if curve:
+        check_curve_attacks(atk_objs, f"curve={list(curve)}")
 
     progress_kept = None
     if state is not None:  # what every attack's verdicts depend on: a resumed report takes only its own
