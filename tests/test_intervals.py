@@ -388,6 +388,19 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     assert code == 0 and [n for n in notes if "drawn per batch" in n]
     assert [n for n in notes if n.startswith(f"the baseline was measured with another harden 0.0.1 -> "
                                              f"{harden.__version__}")]
+    # a run of fewer attacks: its worst case is over fewer of them, not the baseline's measure (it would read higher
+    # with the model no more robust): not compared, said, and a bar on it fails rather than passes on it
+    code, out, err = cli("eval", digits_ckpt, "--n", "80", "--attack", "pgd:steps=10", "--eps", "0.1", "--no-metrics",
+                         "--no-masking-checks", "-q", "--json", tmp_path / "pgd-only.json")
+    assert code == 0, err
+    code, out, err = cli("gate", tmp_path / "pgd-only.json", "--baseline", tmp_path / "shipped.json", "--require",
+                         "worst.change>=-0.5", "--require", "worst>=baseline-0.5", "--require", "pgd.change>=-0.5",
+                         "--json", tmp_path / "fewer.json")
+    fewer = json.loads((tmp_path / "fewer.json").read_text())
+    assert code == 1 and [g["passed"] for g in fewer["gate"]] == [False, False, True], fewer["gate"]
+    assert "worst" not in fewer["baseline"]["comparison"] and "pgd" in fewer["baseline"]["comparison"]
+    assert "worst is not compared with the baseline: it is over other attacks there (fgsm, pgd) than here (pgd)" \
+        in fewer["notes"]
     # another budget: refused, naming it; allowed: unpaired, and said
     code, out, err = cli("eval", digits_ckpt, *[c if c != "0.1" else "0.2" for c in common], "--baseline",
                          tmp_path / "shipped.json", "--require", "pgd>=baseline-0.5")

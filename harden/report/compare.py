@@ -101,6 +101,23 @@ def differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def unlike_worst_cases(base: dict[str, Any], new: dict[str, Any]) -> dict[str, str]:
+    """The worst-case accuracies (worst, worst.<norm>) two reports hold that are not the same measure, each with why:
+    a worst case is over the attacks its report ran, so one over fewer attacks (`--attack pgd` against the six) reads
+    higher without the model being any more robust."""
+    from ..attacks import NORM_LABELS
+
+    def names(doc: dict[str, Any], norm: str | None = None) -> list[str]:
+        return sorted(a["name"] for a in doc.get("attacks", []) if norm is None or str(a.get("norm")) == norm)
+    out = {}
+    for metric, norm in [("worst", None), *((f"worst.{label}", n) for n, label in NORM_LABELS.items())]:
+        a, b = names(base, norm), names(new, norm)
+        if a != b:
+            out[metric] = (f"{metric} is not compared with the baseline: it is over other attacks there "
+                           f"({', '.join(a) or 'none'}) than here ({', '.join(b) or 'none'})")
+    return out
+
+
 def paired(base: np.ndarray, new: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
     """new - base on the same images: difference, Newcombe's interval of the paired difference, exact McNemar p."""
     from scipy.stats import binomtest
@@ -133,12 +150,14 @@ def compare(base: dict[str, Any], new: dict[str, Any], allow_mismatch: bool = Fa
                           + "; ".join(diff) + ". Measure both on the same data, images (--num-images, --seed), "
                           "budgets and presets, or pass --allow-mismatch for an unpaired comparison.")
     vb, vn = base.get("verdicts") or {}, new.get("verdicts") or {}
+    unlike = unlike_worst_cases(base, new)
     out = {}
-    for metric in [m for m in (vn.get("bits") or {}) if m in (vb.get("bits") or {})] if not diff else []:
+    for metric in [m for m in (vn.get("bits") or {}) if m in (vb.get("bits") or {}) and m not in unlike] \
+            if not diff else []:
         out[metric] = paired(unpack(vb["bits"][metric], vb["n"]), unpack(vn["bits"][metric], vn["n"]), confidence)
     if diff or not out:  # unpaired: from the accuracies alone
         va, vnn = base.get("values", {}), new.get("values", {})
-        for metric in [m for m in vnn if m in va and _is_accuracy(m, new)]:
+        for metric in [m for m in vnn if m in va and _is_accuracy(m, new) and m not in unlike]:
             out[metric] = unpaired(va[metric], int(base["n"]), vnn[metric], int(new["n"]), confidence)
     return out
 

@@ -12,7 +12,7 @@ from . import provenance
 from .budget import parse_duration
 from .budget import keep_plan
 from .budget import plan as plan_images
-from .compare import baseline_report, compare, draws_note
+from .compare import baseline_report, compare, draws_note, unlike_worst_cases
 from .compare import single_reports
 from .gate import (CHANGE, apply_gate, bound_gate, chance_failure_note, change_values, check_known, needs_baseline,
                    no_baseline)
@@ -79,7 +79,11 @@ def gate_report(report: Report, requirements: Sequence, *, baseline: str | Path 
         now = json.loads(json.dumps(report.to_dict()))
         report.baseline = {"file": str(baseline), "model": base.get("model"),
                            "comparison": compare(base, now, allow_mismatch, confidence)}
-        base_values = base.get("values", {})
+        unlike = unlike_worst_cases(base, now)
+        unlike_keys = {f"{m}{bound}" for m in unlike for bound in ("", ".lower", ".upper")}
+        base_values = {k: v for k, v in base.get("values", {}).items()  # `worst>=baseline`: the same measure only
+                       if k not in unlike_keys}
+        report.notes += [why for m, why in unlike.items() if m in base.get("values", {}) and m in now.get("values", {})]
         older = draws_note(base)
         if older:
             report.notes.append(older)
