@@ -1026,7 +1026,8 @@ def _one_folder_and_its_list(path: Path, columns: Columns | None) -> OnDisk | No
     read along that list, never as one class named after the folder; where two lists there label images, the
     choice is the user's (an error naming them). None where the folder is not so (no list at its top reads as one
     of its images: a test list without labels, or a submission's)."""
-    if metadata_file(path) is not None or len(class_folders(path)) != 1 or metadata_file(path / class_folders(path)[0]):
+    folders = class_folders(path)
+    if metadata_file(path) is not None or len(folders) != 1 or metadata_file(path / folders[0]):
         return None
     lists = sorted(e.path for e in os.scandir(path) if e.is_file() and os.path.splitext(e.name)[1].lower() in LIST_EXT
                    and "submission" not in e.name.lower())
@@ -1037,7 +1038,7 @@ def _one_folder_and_its_list(path: Path, columns: Columns | None) -> OnDisk | No
         except HardenError:
             continue
     if len(readable) > 1:
-        raise HardenError(f"{str(path)!r} holds one folder of images ({class_folders(path)[0]}/) and {len(readable)} "
+        raise HardenError(f"{str(path)!r} holds one folder of images ({folders[0]}/) and {len(readable)} "
                           f"lists that label images: {', '.join(f.name for f in readable)}. Give the one to read as "
                           f"--data (e.g. --data {next(iter(readable))}).")
     return next((_list_source(f, *listed) for f, listed in readable.items()), None)

@@ -28,6 +28,8 @@ def holds(op: str, actual: float, bar: float) -> bool:
     if abs(actual - bar) <= TIE:
         return op in (">=", "<=")
     return OPS[op](actual, bar)
+
+
 _REQ = re.compile(r"^\s*([A-Za-z0-9_.#-]+)\s*(>=|<=|>|<)\s*(baseline(?:\s*[+-]\s*[0-9./eE]+%?)?|[0-9./eE+-]+%?)\s*$")
 _FORM = ("METRIC>=VALUE (e.g. clean>=0.9, pgd>=0.5, pgd>=50%, pgd.success<=0.3, pgd>=baseline-0.02; the operators are >=, "
          "<=, > and <)")
