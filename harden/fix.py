@@ -186,7 +186,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     bn_unfold.check_mode(unfold_bn)
     device = resolve_device(device)
     config = copy.deepcopy(recipe) if isinstance(recipe, dict) else recipe_config(recipe, sets, epochs, batch_size, lr)
-    check_budget(config)  # a config of the caller's own too
+    if isinstance(recipe, dict):  # a config of the caller's own (recipe_config has checked its own)
+        check_budget(config)
     rcp = get_recipe(config["name"])
     if unlabeled is not None and not rcp.takes_unlabeled:
         takers = ", ".join(sorted(k for k, v in RECIPES.items() if v.takes_unlabeled))
