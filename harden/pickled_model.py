@@ -61,8 +61,13 @@ def _described(module: Inert) -> str:
         return module.inert_global
     children = [c.inert_global if is_module(c) else type(c).__name__
                 for _, c in _entries(module.fields.get("_modules"))]
+    return container_description(module.inert_global, children)
+
+
+def container_description(cls: str, children: list[str]) -> str:
+    """`Sequential(Conv2d, ReLU, ...)`: a torch container's class with its children's (the first six)."""
     shown = ", ".join(children[:6]) + (f", ... ({len(children)} in all)" if len(children) > 6 else "")
-    return f"{module.inert_global.rpartition('.')[2]}({shown})"
+    return f"{cls.rpartition('.')[2]}({shown})"
 
 
 def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, architectures: list | None = None) -> Any:

@@ -53,14 +53,12 @@ def _python_class(scripted: str) -> str:
 def _described(root: Inert) -> str:
     """The root module's Python class; torch's containers with their children's classes (a Sequential is rebuilt by
     code that lists them: pickled_model's description of one)."""
-    from .pickled_model import CONTAINERS
+    from .pickled_model import CONTAINERS, container_description
     cls = _python_class(root.inert_global)
     if cls not in CONTAINERS:
         return cls
-    children = [_python_class(v.inert_global).rpartition(".")[2] for v in root.fields.values()
-                if isinstance(v, Inert) and v.inert_global.startswith("__torch__")]
-    shown = ", ".join(children[:6]) + (f", ... ({len(children)} in all)" if len(children) > 6 else "")
-    return f"{cls.rpartition('.')[2]}({shown})"
+    return container_description(cls, [_python_class(v.inert_global).rpartition(".")[2] for v in root.fields.values()
+                                        if isinstance(v, Inert) and v.inert_global.startswith("__torch__")])
 
 
 def read_torchscript_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
