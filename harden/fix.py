@@ -126,6 +126,9 @@ def training_data_label(extra: dict[str, Any]) -> str:
     """'10% labelled + 45,000 unlabeled': what the hardened model was trained on."""
     frac = extra.get("data_fraction")
     text = f"{100 * frac:g}% labelled" if isinstance(frac, (int, float)) else "labelled data"
+    subset = extra.get("subset") or {}
+    if subset.get("classes_rounded_up_to_one"):  # the share it really trained on, not the one asked for
+        text = f"{subset['n']:,} labelled images (--data-frac {frac:g}, every class kept)"
     if extra.get("labels"):  # fix --labels predicted
         text = text.replace("labelled", "of the images") + ", labelled by the base's predictions"
     pool = extra.get("unlabeled")
@@ -331,8 +334,9 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     before = state_digest(model.net)
     if bn_unfold.wanted(model, unfold_bn, trains_base=not rcp.frozen_base()):
         model.spec.extra["unfolded_batchnorm"] = bn_unfold.insert(model, train_ds, device, seed=seed)
+    asked = "" if not train_ds.subset.get("classes_rounded_up_to_one") else ", every class kept"
     info(f"recipe {config['name']} ({config['file']}) on {train_ds.n_train} images "
-         f"({data_frac:g} of {ds.source}), {cfg.epochs} epochs, batch {cfg.batch_size}")
+         f"({data_frac:g} of {ds.source}{asked}), {cfg.epochs} epochs, batch {cfg.batch_size}")
     from .bpda import rounds, training_through_rounding
     probe = torch.rand(2, model.spec.in_chans, *model.spec.input_size, generator=torch.Generator().manual_seed(0))
     rounding = rounds(model, probe.to(device)) if bpda else None  # what the training passes gradients through

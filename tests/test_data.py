@@ -428,6 +428,62 @@ def test_stratified_subset_is_deterministic_and_per_class(digits):
     assert np.all(np.abs(counts - 0.1 * full) <= 1)
 
 
+def test_a_sample_of_fewer_images_than_classes_draws_from_every_class_alike():
+    """eval's seeded stratified sample where the classes' quotas are fractions (500 of ImageNet's 50,000 validation
+    images: half an image a class): each image is equally likely to be drawn. The fractions had gone to the first
+    classes in class order, so 200 images of 1,000 classes were classes 0-199 every time."""
+    from harden.data import stratified_sample
+    y = np.arange(1000)  # one image a class
+    drawn = stratified_sample(y, 200, 0)
+    assert len(np.unique(drawn)) == 200 and drawn.max() > 900 and stratified_sample(y, 200, 0).tolist() == drawn.tolist()
+    assert stratified_sample(y, 200, 1).tolist() != drawn.tolist()
+    y = np.repeat(np.arange(4), [1, 2, 3, 4])  # quotas 0.3, 0.6, 0.9, 1.2 of 3 images
+    seen = np.zeros(len(y))
+    for seed in range(2000):
+        idx = stratified_sample(y, 3, seed)
+        assert len(np.unique(idx)) == 3 and np.all(np.abs(np.bincount(y[idx], minlength=4) - [0.3, 0.6, 0.9, 1.2]) < 1)
+        seen[idx] += 1
+    assert np.all(np.abs(seen / 2000 - 0.3) < 0.04), seen / 2000  # 0.3 each (one standard error ~0.01)
+    y = np.repeat(np.arange(10), 100)
+    assert np.bincount(y[stratified_sample(y, 500, 0)]).tolist() == [50] * 10
+
+
+def test_a_subset_of_many_small_classes_is_said_and_still_holds_a_validation_slice_out(capsys):
+    """--data-frac 0.1 of 1,000 classes of 3 images: every class keeps one image, a third of the data, which is said
+    (and recorded); the validation slice is a tenth of those images, where a per-class draw of at least one image
+    took every image and `fix` stopped as if the subset were too small."""
+    from harden.data import from_arrays
+    from harden.recipes.at import split_validation
+    y = np.repeat(np.arange(1000), 3)
+    data = from_arrays(np.zeros((3000, 4, 4, 1), np.uint8), y, np.zeros((10, 4, 4, 1), np.uint8), np.arange(10))
+    sub = subsample(data, 0.1, 0)
+    assert sub.n_train == 1000 and sub.subset["classes_rounded_up_to_one"] == 1000
+    said = " ".join(capsys.readouterr().err.split())
+    assert "--data-frac 0.1 of 3,000 training images is 1,000 images (33%): every class keeps at least one" in said
+    train, val, meta = split_validation(sub, 0.1, 0)
+    assert meta["n"] == 100 and train.n_train == 900
+    large = from_arrays(np.zeros((3000, 4, 4, 1), np.uint8), np.arange(3000) % 10, data.x_test, data.y_test)
+    assert "classes_rounded_up_to_one" not in subsample(large, 0.1, 0).subset  # large classes: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+def test_images_in_memory_in_class_order_are_sampled_across_the_classes(digits, digits_model):
+    """The first n of arrays sorted by label (or of an ImageFolder dataset, read item by item) were one class: 100 of
+    MNIST's test images sorted by label were all zeros. Such data is sampled as a folder is, and the report says so;
+    arrays in a shuffled order keep the first n."""
+    import harden
+    from harden.data import index_hash
+    from harden.report.html_page import data_note
+    x, y = np.asarray(digits.x_test), np.asarray(digits.y_test)
+    order = np.argsort(y, kind="stable")
+    kw = dict(n=40, attacks=["fgsm"], metrics=False, masking_checks=False)
+    ordered = harden.evaluate(digits_model, (x[order], y[order]), **kw)
+    assert len(ordered.to_dict()["per_class"]) == 10 and "class order" in data_note(ordered)
+    shuffled = harden.evaluate(digits_model, (x, y), **kw)
+    assert shuffled.data_details["images_sha256"] == index_hash(np.arange(40)) and data_note(shuffled) == ""
+    assert shuffled.data_details["sample"] == "the first images"
+
+
 @pytest.mark.parametrize("frac", [0, 1.5, -0.1])
 def test_bad_fraction(frac):
     with pytest.raises(HardenError, match="data-frac"):

@@ -81,7 +81,9 @@ def test_losses_and_cheap_attacks_train(sets, digits_ckpt, digits):
     params = res.model.spec.extra["recipe_params"]
     for key, value in (s.split("=") for s in sets):  # each setting recorded as given (typed like its default)
         assert str(params[key]) == value or float(params[key]) == float(value), (key, params[key], value)
-    assert res.model.spec.extra["validation"]["n"] == (20 if "val_max=20" in sets else 30)  # 10% a class, rounded
+    subset = res.model.spec.extra["subset"]
+    trained = subset["n"] - subset.get("test_copies_left_out", 0)
+    assert res.model.spec.extra["validation"]["n"] == (20 if "val_max=20" in sets else round(0.1 * trained))
 
 
 def test_validation_slice_is_stratified_seeded_and_disjoint(digits):

@@ -133,11 +133,36 @@ class Data:
         return {"labels": self.labels_from} if self.labels_from else {}
 
     def eval_indices(self, n: int | None, seed: int) -> np.ndarray:
-        """The test images a report evaluates: the first n (in-memory data, as always)."""
+        """The test images a report evaluates: the first n of in-memory data (as published evaluations take a test
+        set's: CIFAR-10's first 1,000), but a seeded stratified sample of data in class order (an ImageFolder, arrays
+        sorted by label), whose first n are a class or a few."""
         total = self.n_test
         if total == 0:
             raise HardenError(f"The test split of {self.source} is empty.")
-        return np.arange(total if n is None or n <= 0 else min(n, total))
+        k = total if n is None or n <= 0 else min(n, total)
+        return stratified_sample(self.y_test, k, seed) if k < total and in_class_order(self.y_test) else np.arange(k)
+
+    def sample_kind(self, n: int | None) -> str:
+        """How eval_indices chooses (said in the report's data details)."""
+        k = self.n_test if n is None or n <= 0 else min(n, self.n_test)
+        if k >= self.n_test:
+            return "the whole test split"
+        if in_class_order(self.y_test):
+            return "seeded stratified sample (the images come in class order)"
+        return "the first images"
+
+
+def in_class_order(y: np.ndarray) -> bool:
+    """Whether labels come in runs of a class (sorted, or grouped in any order): far fewer changes of label from one
+    image to the next than a shuffled order of the same labels makes (a quarter of its expected number)."""
+    y = np.asarray(y)
+    if len(y) < 2:
+        return False
+    counts = np.unique(y[y >= 0], return_counts=True)[1]  # -1: no label (images to be labelled by predictions)
+    if len(counts) < 2:
+        return False
+    expected = (len(y) - 1) * (1.0 - float((counts * (counts - 1.0)).sum()) / (len(y) * (len(y) - 1.0)))
+    return int(np.count_nonzero(y[1:] != y[:-1])) < expected / 4
 
 
 def stratified_subset(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
@@ -156,18 +181,23 @@ def stratified_subset(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
 
 
 def stratified_sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Exactly n indices (sorted), each class in proportion to its share (largest remainders), drawn with seed:
-    'the first n' of a folder sorted by class would be one class."""
+    """Exactly n indices (sorted), drawn with seed, each class in proportion to its share: its quota's whole part, and
+    one more with the probability of the quota's fraction (systematic sampling over the classes in a seeded random
+    order), so every image is equally likely to be drawn ('the first n' of a folder sorted by class would be one
+    class; fractions given out in class order, ImageNet's 500 of 1,000 classes its first 500, all animals)."""
     total = len(y)
     if n >= total:
         return np.arange(total)
     classes, counts = np.unique(y, return_counts=True)
-    quota = counts * (n / total)
-    take = np.floor(quota).astype(np.int64)
-    rest = n - int(take.sum())
-    if rest > 0:
-        order = np.lexsort((classes, -(quota - take)))  # largest remainder first, ties by class
-        take[order[:rest]] += 1
+    take = counts * n // total
+    remainder = counts * n - take * total  # each class's quota fraction, times total: exact in integers
+    rest = n - int(take.sum())  # = remainder.sum() / total
+    if rest > 0:  # `rest` points a stride of `total` apart on the classes' remainders laid end to end: a class's
+        # chance of one is its fraction (< 1, so never two); a separate stream keeps the draws within classes as before
+        alloc = np.random.default_rng((seed, 1))
+        order = alloc.permutation(len(classes))
+        points = int(alloc.integers(total)) + total * np.arange(rest, dtype=np.int64)
+        take[order[np.searchsorted(np.cumsum(remainder[order]), points, side="right")]] += 1
     rng = np.random.default_rng(seed)
     picks = [rng.choice(np.flatnonzero(y == c), size=int(k), replace=False) for c, k in zip(classes, take, strict=True)
              if k > 0]
@@ -180,7 +210,25 @@ def index_hash(idx: np.ndarray) -> str:
 
 def subsample(data: Data, frac: float, seed: int) -> Data:
     idx = stratified_subset(data.y_train, frac, seed)
-    return data.take_train(idx, subset=dict(fraction=frac, seed=seed, n=int(len(idx)), index_sha256=index_hash(idx)))
+    subset = dict(fraction=frac, seed=seed, n=int(len(idx)), index_sha256=index_hash(idx))
+    small = classes_kept_whole_by_one(data.y_train, frac)
+    if small:  # a run several times longer than the fraction asked for: said, and recorded with the subset
+        from ..runtime import warn
+        subset["classes_rounded_up_to_one"] = small
+        warn(f"--data-frac {frac:g} of {len(data.y_train):,} training images is {len(idx):,} images "
+             f"({len(idx) / len(data.y_train):.0%}): every class keeps at least one image, and {small:,} of the "
+             f"{len(np.unique(data.y_train)):,} classes have too few for a {frac:g} share of them to make one.")
+    return data.take_train(idx, subset=subset)
+
+
+def classes_kept_whole_by_one(y: np.ndarray, frac: float) -> int:
+    """How many classes stratified_subset gives one image only because it keeps every class, where that makes the
+    subset a fifth or more larger than `frac` of all (a few rounded-up classes among many large ones go unsaid)."""
+    if frac >= 1.0 or len(y) == 0:
+        return 0
+    counts = np.unique(y, return_counts=True)[1]
+    kept = np.maximum(1, np.round(frac * counts))
+    return int((np.round(frac * counts) == 0).sum()) if kept.sum() > 1.2 * frac * len(y) + 1 else 0
 
 
 def check_fits(data: Data, in_chans: int, num_classes: int) -> None:

@@ -180,6 +180,9 @@ class FileData(Data):
             raise HardenError(f"The test split of {self.source} is empty.")
         return stratified_sample(y, len(y) if n is None or n <= 0 else min(n, len(y)), seed)
 
+    def sample_kind(self, n: int | None) -> str:
+        return "the whole test split" if n is None or n <= 0 or n >= self.n_test else "seeded stratified sample"
+
     def identity(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source, "layout": self.layout, "preprocess": self.preprocess.to_dict(),
                                "classes": self.class_note, **self.labels_identity()}

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..attacks import build_attack
 from ..attacks.base import ascent_direction, project, uniform_noise
 from ..awp import WeightPerturbation
-from ..data import Data, index_hash, stratified_subset
+from ..data import Data, index_hash, stratified_sample
 from ..data.held import held_images
 from ..data.unlabeled import MixedData
 from ..errors import HardenError
@@ -97,7 +97,10 @@ def split_validation(data: Data, frac: float, seed: int, most: int = 0) -> tuple
     if most < 0:
         raise HardenError(f"at: val_max must be 0 (no cap) or a number of images, got {most}.")
     n = len(data.y_train)
-    val_idx = stratified_subset(data.y_train, min(frac, most / n) if most and n else frac, seed + 7919)
+    # an exact count, each class its share (a per-class draw of at least one image had held out every image of a
+    # subset of one image a class: 1,000 classes of ImageNet's at --data-frac 0.001)
+    k = max(1, int(round(frac * n)))
+    val_idx = stratified_sample(data.y_train, min(k, most) if most else k, seed + 7919)
     keep = np.setdiff1d(np.arange(len(data.y_train)), val_idx)
     if len(keep) < 2:
         raise HardenError(f"at: the training subset ({len(data.y_train)} images) is too small to hold out a "

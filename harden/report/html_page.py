@@ -290,7 +290,10 @@ def data_note(report) -> str:
     or carrying an EXIF orientation; for any data, a test split fix held out and labels that are predictions. A Report
     or its JSON dict; '' for arrays of their own test split with their own labels."""
     d = report.get("data_details", {}) if isinstance(report, dict) else report.data_details
-    parts = [f"{d['pixels']}; images {d.get('images_sha256', '?')} (seeded stratified sample)"] if d.get("pixels") else []
+    sample = d.get("sample") or "seeded stratified sample"  # a report saved before it was recorded: files' own way
+    parts = [f"{d['pixels']}; images {d.get('images_sha256', '?')} ({sample})"] if d.get("pixels") else []
+    if not parts and "class order" in sample:  # arrays in class order: not their first n, as other arrays are
+        parts.append(f"images {d.get('images_sha256', '?')} ({sample})")
     if d.get("held_out_test"):
         parts.append(f"test split held out of the data, never trained on: {d['held_out_test']['n']} images")
     if d.get("labels"):

@@ -69,13 +69,13 @@ def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLik
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
              attack_amp: str = "off", compile: bool = False, bpda: bool = True,
              state: "ReportStates | None" = None, labels: str = "given") -> Report:
-    """Robustness report of `model` on n test images of `data` (the first n of in-memory data; a seeded stratified
-    sample of files, decoded through the model's evaluation transform). `attacks` None: the default set for the
-    model's input size (attacks.default_attacks; the report notes what it left out). `examples`: adversarial examples kept
-    per attack (for pictures); `curve`: L-inf budgets at which the L-inf attacks are run again (curves.py);
-    curve_cascades=False leaves autoattack out of the curve; batch_size None: 128 on the CPU, from free memory on
-    CUDA; attack_amp (off | bf16 | fp16) runs the attacks under
-    autocast (the report says which precision they used). Under torchrun the attacks are sharded across the ranks
+    """Robustness report of `model` on n test images of `data` (the first n of in-memory data, unless it comes in class
+    order; a seeded stratified sample of files, decoded through the model's evaluation transform). `attacks` None: the
+    default set for the model's input size (attacks.default_attacks; the report notes what it left out). `examples`:
+    adversarial examples kept per attack (for pictures); `curve`: L-inf budgets at which the L-inf attacks are run
+    again (curves.py); curve_cascades=False leaves autoattack out of the curve; batch_size None: 128 on the CPU,
+    from free memory on CUDA; attack_amp (off | bf16 | fp16) runs the attacks under autocast (the report says which
+    precision they used). Under torchrun the attacks are sharded across the ranks
     and every rank returns the whole report (harden/distributed.py). compile: torch.compile the networks meanwhile
     (compiling.py). `model` may be a checkpoint's path (harden.load) and `data` what --data takes (None: the data the
     checkpoint's metadata names). `bpda`: rounding in the model's forward passes the attacks' gradients straight
@@ -150,7 +150,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         if craft_on is not None else (source, None)
     # None: 128 on the CPU, found from free memory on CUDA (device_defaults.py)
     batch_size = attack_batch_size(source, device, batch_size, tuple(x.shape[1:]))
-    details = {**data.identity(), "images_sha256": index_hash(idx)}
+    details = {**data.identity(), "images_sha256": index_hash(idx), "sample": data.sample_kind(n)}
     content = data.images_digest("test", idx)
     if content is not None:
         details["images_content_sha256"] = content
