@@ -148,7 +148,7 @@ class Data:
         if k >= self.n_test:
             return "the whole test split"
         if in_class_order(self.y_test):
-            return "seeded stratified sample (the images come in class order)"
+            return "seeded stratified sample: the images come in class order"
         return "the first images"
 
 
