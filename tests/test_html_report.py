@@ -251,6 +251,17 @@ def test_an_attack_keeps_only_the_inputs_its_examples_and_checks_can_need(order)
         assert kept.rows[i].untyped_storage().nbytes() == x_adv[i].numel() * 4  # a copy, not a view of the batch
 
 
+def test_examples_spread_over_a_sample_in_class_order():
+    """A folder's sample is held in class order: the first four images fooled were all of its first class."""
+    import torch
+
+    from harden.report.examples import example_indices
+    every = torch.ones(1000, dtype=torch.bool)
+    chosen = example_indices(every, every, 4)
+    assert len(set(chosen)) == 4 and len({i // 100 for i in chosen}) >= 3, chosen  # ten classes of 100
+    assert example_indices(every, every, 4) == chosen
+
+
 def test_a_note_reads_as_a_note_not_as_a_tripped_check():
     """A check of kind note that has something to say (where the scores were read) read 'TRIPPED' in Markdown and HTML
     while the same report said 'none tripped' and did not count it."""

@@ -32,32 +32,44 @@ def decode(example: dict[str, Any], which: str) -> np.ndarray:
     return arr.transpose(1, 2, 0).astype(np.float32) / 255.0
 
 
+def _spread(i: int) -> int:
+    """An image's place in the examples' order: a fixed scramble of its index (Knuth's multiplicative hash), so the
+    k chosen spread over the report's images, which a folder's sample holds in class order (its first k fooled were
+    all of its first class)."""
+    return (i * 2654435761) % 2**32
+
+
+def _first(indices, k: int) -> list[int]:
+    return sorted(indices, key=_spread)[:k]
+
+
 def example_indices(correct: torch.Tensor, fooled: torch.Tensor, k: int) -> list[int]:
-    """The first k images the attack fooled; where it fooled fewer, the first ones it did not."""
-    idx = fooled.nonzero().squeeze(1)[:k].tolist()
+    """k images the attack fooled, first in the scrambled order (_spread); where it fooled fewer, the first ones it
+    did not."""
+    idx = _first(fooled.nonzero().squeeze(1).tolist(), k)
     if len(idx) < k:
-        idx += (correct & ~fooled).nonzero().squeeze(1)[: k - len(idx)].tolist()
+        idx += _first((correct & ~fooled).nonzero().squeeze(1).tolist(), k - len(idx))
     return sorted(idx)
 
 
 class KeptInputs:
     """The judged adversarial inputs an attack run keeps while it runs: those of images below `prefix` (the
     stronger-PGD check continues from them) and the candidates for its k examples, which are example_indices'
-    choice among the images seen so far: the first k fooled and the first k correct but not fooled. Whatever the
-    order of the batches, the final choice is among them, so at most prefix + 2k images are held, not the whole set
-    (at 224 px each is 0.6 MB of fp32 on the device)."""
+    choice among the images seen so far: the first k fooled and the first k correct but not fooled, in its order.
+    Whatever the order of the batches, the final choice is among them, so at most prefix + 2k images are held, not
+    the whole set (at 224 px each is 0.6 MB of fp32 on the device)."""
 
     def __init__(self, k: int, prefix: int = 0):
         self.k, self.prefix = k, prefix
         self.rows: dict[int, torch.Tensor] = {}
-        self._fooled: list[int] = []  # the first k seen, by index
+        self._fooled: list[int] = []  # the first k seen, in example_indices' order
         self._held: list[int] = []
 
     def add(self, start: int, x_adv: torch.Tensor, correct: torch.Tensor, ok: torch.Tensor) -> None:
         """One batch's judged inputs (images start, start+1, ...), with its clean and under-attack correctness."""
         pos = torch.arange(start, start + len(x_adv), device=correct.device)
-        self._fooled = sorted(self._fooled + pos[correct & ~ok].tolist())[:self.k]
-        self._held = sorted(self._held + pos[correct & ok].tolist())[:self.k]
+        self._fooled = _first(self._fooled + pos[correct & ~ok].tolist(), self.k)
+        self._held = _first(self._held + pos[correct & ok].tolist(), self.k)
         want = set(self._fooled) | set(self._held)
         self.rows = {i: r for i, r in self.rows.items() if i in want or i < self.prefix}
         end = start + len(x_adv)
