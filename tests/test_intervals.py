@@ -294,6 +294,23 @@ def test_reports_of_other_images_at_the_same_positions_are_not_paired(digits, di
         compare(first, second)
 
 
+def test_a_baseline_sampled_the_earlier_way_is_named_as_such(digits, digits_model):
+    """The same data, count and seed gave other images after the sample's draw changed (a class's fractional share at
+    random, in-memory data in class order sampled): the refusal says why, where a report of another seed is not."""
+    from harden.report.compare import compare
+    kw = dict(attacks=["fgsm"], n=40, metrics=False, masking_checks=False)
+    now = harden.evaluate(digits_model, digits, **kw).to_dict()
+    older = json.loads(json.dumps(now))
+    older["verdicts"]["images_sha256"] = older["data_details"]["images_sha256"] = "0123456789abcdef"
+    del older["data_details"]["sample_draw"]
+    with pytest.raises(harden.HardenError, match="drew its sample the earlier way"):
+        compare(older, now)
+    older["seed"] = 1
+    with pytest.raises(harden.HardenError) as refused:
+        compare(older, now)
+    assert "images:" in str(refused.value) and "earlier way" not in str(refused.value)
+
+
 def test_weights_digest_is_the_weights_not_their_layout():
     """The same weights in another memory layout or object give the same digest; any weight or buffer changed, another."""
     import copy

@@ -152,6 +152,10 @@ class Data:
         return "the first images"
 
 
+SAMPLE_DRAW = 2  # kept in a report's data details: how its sample was drawn. Reports without it (before 2026-12-06)
+# gave the classes' fractional shares to the first classes and took the first n of in-memory data in class order
+
+
 def in_class_order(y: np.ndarray) -> bool:
     """Whether labels come in runs of a class (sorted, or grouped in any order): far fewer changes of label from one
     image to the next than a shuffled order of the same labels makes (a quarter of its expected number)."""

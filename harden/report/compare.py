@@ -87,7 +87,7 @@ def differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
     out = []
     for key in ("data", "n", "images", "threat model", "labels"):
         if a[key] != b[key]:
-            out.append(f"{key}: {a[key]!r} vs {b[key]!r}")
+            out.append(f"{key}: {a[key]!r} vs {b[key]!r}" + (older_sample(base, new) if key == "images" else ""))
     if a["image contents"] and b["image contents"] and a["image contents"] != b["image contents"] and \
             a["images"] == b["images"]:
         out.append(f"image contents: {a['image contents']!r} vs {b['image contents']!r} (the same positions in the "
@@ -99,6 +99,18 @@ def differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
         elif pa != pb:
             out.append(f"{name} preset: {pa} vs {pb}")
     return out
+
+
+def older_sample(base: dict[str, Any], new: dict[str, Any]) -> str:
+    """Why the same data, count and seed gave other images: the baseline's harden drew its sample the earlier way
+    (data/base.py SAMPLE_DRAW)."""
+    drawn = [(d.get("data_details") or {}).get("sample_draw") for d in (base, new)]
+    same = all(base.get(k) == new.get(k) for k in ("n", "seed")) and identity(base)["data"] == identity(new)["data"]
+    if not same or drawn[0] == drawn[1]:
+        return ""
+    return (" (the baseline was written by a harden that drew its sample the earlier way, giving the classes' "
+            "fractional shares to the first classes and taking the first n of in-memory data in class order; this "
+            "one draws those shares at random: measure the baseline again with this harden)")
 
 
 def unlike_worst_cases(base: dict[str, Any], new: dict[str, Any]) -> dict[str, str]:

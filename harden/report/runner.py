@@ -20,6 +20,7 @@ from ..errors import HardenError
 from ..models.registry import gives_input_gradient
 from ..data import Data, check_fits, index_hash, is_on_disk
 from ..data.held import held_images
+from ..data.base import SAMPLE_DRAW
 from ..data.predicted import check_labels
 from ..runtime import flushing_denormals, frozen, progress, resolve_device, warn
 from . import checks as mk, provenance
@@ -150,7 +151,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         if craft_on is not None else (source, None)
     # None: 128 on the CPU, found from free memory on CUDA (device_defaults.py)
     batch_size = attack_batch_size(source, device, batch_size, tuple(x.shape[1:]))
-    details = {**data.identity(), "images_sha256": index_hash(idx), "sample": data.sample_kind(n)}
+    details = {**data.identity(), "images_sha256": index_hash(idx), "sample": data.sample_kind(n),
+               "sample_draw": SAMPLE_DRAW}
     content = data.images_digest("test", idx)
     if content is not None:
         details["images_content_sha256"] = content
