@@ -240,7 +240,7 @@ def test_an_attack_keeps_only_the_inputs_its_examples_and_checks_can_need(order)
     starts = list(range(0, n, b))
     if order == "shuffled":
         starts = [starts[i] for i in torch.randperm(len(starts), generator=g).tolist()]
-    kept = KeptInputs(k, prefix)
+    kept = KeptInputs(k, range(prefix))
     for s in starts:
         kept.add(s, x_adv[s:s + b], correct[s:s + b], ok[s:s + b])
         assert len(kept.rows) <= prefix + 2 * k

@@ -91,6 +91,22 @@ def test_masking_checks_fire_on_a_quantizing_input_layer(digits_model, digits, t
     assert any(f["tripped"] for f in __import__("json").loads(to_json([r]))["masking"])
 
 
+def test_masking_checks_of_images_in_class_order_run_on_every_class(digits_model, digits):
+    """A folder's sample is held in class order, so its first 200 images (the checks' share) were a class or a few;
+    the checks take images spread over it, and still trip where they should."""
+    from harden.report.checks import checked_images
+    y = torch.arange(10).repeat_interleave(50)
+    assert len(set(y[checked_images(y, 200)].tolist())) == 10 and checked_images(y[torch.randperm(500)], 200) == \
+        list(range(200)) and checked_images(y, 600) == list(range(500))
+    x, labels = np.asarray(digits.x_test), np.asarray(digits.y_test)
+    order = np.argsort(labels, kind="stable")
+    q = copy.deepcopy(digits_model)
+    q.net = nn.Sequential(Quantize(), q.net)
+    r = harden.evaluate(q, (x[order], labels[order]), n=120, attacks=["fgsm", "pgd:steps=10"], device="cpu",
+                        metrics=False, bpda=False, masking_n=40)
+    assert "robust accuracy does not reach ~0 at a large budget" in _tripped(r)
+
+
 def test_transfer_check():
     from harden.report.checks import transfer_vs_white_box
     assert transfer_vs_white_box({"pgd": 0.6}, {"pgd": 0.3})["tripped"]

@@ -49,6 +49,10 @@ class EvalImages:
         """The first n images, held the same way (a view)."""
         return EvalImages(self.pixels[:n], self._device, self.size)
 
+    def take(self, idx: torch.Tensor) -> "EvalImages":
+        """The images at idx, held the same way (a copy of their pixels)."""
+        return EvalImages(self.pixels[idx.to(self.pixels.device)], self._device, self.size)
+
     def __len__(self) -> int:
         return len(self.pixels)
 

@@ -14,6 +14,7 @@ from ..batching import predict_labels, run_batched
 from ..outputs import BINARY_SIGMOID, scores_entry
 from ..runtime import frozen, progress
 from .stats import share
+from .examples import spread_order
 
 # Tolerances: differences smaller than these are noise. The two comparisons of accuracies measured by
 # different attacks also allow two standard errors of the difference when the image count n is known
@@ -284,15 +285,30 @@ def _pred(model, x: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- run by the report
 
-def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size, device, seed,
+def checked_images(y: torch.Tensor, most: int) -> list[int]:
+    """The report's images the masking checks run on (positions, ascending): the first `most`, or, where the images
+    come in class order (a folder's sample is held so), `most` spread over them (examples.spread_order): the first
+    ones were a class or a few."""
+    from ..data.base import in_class_order
+    n = len(y)
+    if most >= n or not in_class_order(y.cpu().numpy()):
+        return list(range(min(n, most)))
+    return sorted(sorted(range(n), key=spread_order)[:most])
+
+
+def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, checked, batch_size, device, seed,
              output_kind, pgd_end: torch.Tensor | None = None, state=None):
-    """The report's white-box gradient-masking signals and AutoAttack's checks on the first masking_n images. `state`
-    (the report's ReportState): each check attack's verdicts are kept batch by batch, as the report's own attacks'
-    are, so a resumed report takes them."""
-    m = min(len(x), masking_n)
-    first = x.head(m)  # the report's held images (data/held.py): a view, no fp32 copy of the m images
+    """The report's white-box gradient-masking signals and AutoAttack's checks on the images `checked` (positions:
+    checked_images'; pgd_end holds theirs, in that order). `state` (the report's ReportState): each check attack's
+    verdicts are kept batch by batch, as the report's own attacks' are, so a resumed report takes them."""
     robust = {r.name: r.robust_accuracy for r in results}
     flags = [f for f in [iterative_vs_single_step(robust, len(x))] if f is not None]
+    m = len(checked)
+    if list(checked) != list(range(m)):  # from here on the checked images are the images, at positions 0 to m - 1
+        sub = torch.as_tensor(list(checked), dtype=torch.long)
+        x, y, correct = x.take(sub), y[sub.to(y.device)], correct[sub.to(correct.device)]
+        robust_by_attack = {k: v[sub.to(v.device)] for k, v in robust_by_attack.items()}
+    first = x.head(m)  # the report's held images (data/held.py): a view, no fp32 copy of the m images
     pgd = next((a for a in atk_objs if a.name == "pgd"), None)
     linf = [a for a in atk_objs if a.norm == "inf" and not a.minimal]
     check_eps = pgd.params["eps"] if pgd is not None else (

@@ -3,7 +3,7 @@ JSON alone: a few images per attack, as uint8 thumbnails (base64 of C x H x W by
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ def decode(example: dict[str, Any], which: str) -> np.ndarray:
     return arr.transpose(1, 2, 0).astype(np.float32) / 255.0
 
 
-def _spread(i: int) -> int:
+def spread_order(i: int) -> int:
     """An image's place in the examples' order: a fixed scramble of its index (Knuth's multiplicative hash), so the
     k chosen spread over the report's images, which a folder's sample holds in class order (its first k fooled were
     all of its first class)."""
@@ -40,11 +40,11 @@ def _spread(i: int) -> int:
 
 
 def _first(indices, k: int) -> list[int]:
-    return sorted(indices, key=_spread)[:k]
+    return sorted(indices, key=spread_order)[:k]
 
 
 def example_indices(correct: torch.Tensor, fooled: torch.Tensor, k: int) -> list[int]:
-    """k images the attack fooled, first in the scrambled order (_spread); where it fooled fewer, the first ones it
+    """k images the attack fooled, first in the scrambled order (spread_order); where it fooled fewer, the first ones it
     did not."""
     idx = _first(fooled.nonzero().squeeze(1).tolist(), k)
     if len(idx) < k:
@@ -53,14 +53,14 @@ def example_indices(correct: torch.Tensor, fooled: torch.Tensor, k: int) -> list
 
 
 class KeptInputs:
-    """The judged adversarial inputs an attack run keeps while it runs: those of images below `prefix` (the
+    """The judged adversarial inputs an attack run keeps while it runs: those of the images in `keep` (the
     stronger-PGD check continues from them) and the candidates for its k examples, which are example_indices'
     choice among the images seen so far: the first k fooled and the first k correct but not fooled, in its order.
-    Whatever the order of the batches, the final choice is among them, so at most prefix + 2k images are held, not
+    Whatever the order of the batches, the final choice is among them, so at most len(keep) + 2k images are held, not
     the whole set (at 224 px each is 0.6 MB of fp32 on the device)."""
 
-    def __init__(self, k: int, prefix: int = 0):
-        self.k, self.prefix = k, prefix
+    def __init__(self, k: int, keep: Iterable[int] = ()):
+        self.k, self.keep = k, set(keep)
         self.rows: dict[int, torch.Tensor] = {}
         self._fooled: list[int] = []  # the first k seen, in example_indices' order
         self._held: list[int] = []
@@ -71,9 +71,9 @@ class KeptInputs:
         self._fooled = _first(self._fooled + pos[correct & ~ok].tolist(), self.k)
         self._held = _first(self._held + pos[correct & ok].tolist(), self.k)
         want = set(self._fooled) | set(self._held)
-        self.rows = {i: r for i, r in self.rows.items() if i in want or i < self.prefix}
+        self.rows = {i: r for i, r in self.rows.items() if i in want or i in self.keep}
         end = start + len(x_adv)
-        for i in set(range(start, min(end, self.prefix))) | {i for i in want if start <= i < end}:
+        for i in {i for i in self.keep | want if start <= i < end}:
             self.rows[i] = x_adv[i - start].clone()  # a copy: a view would hold the whole batch
 
 

@@ -230,7 +230,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     nfeat = x[0].numel()
     results: list[AttackResult] = []
     robust_by_attack: dict[str, torch.Tensor] = {}
-    pgd_end: torch.Tensor | None = None  # where the report's PGD left the first masking_n images
+    pgd_end: torch.Tensor | None = None  # where the report's PGD left the masking checks' images
+    checked = mk.checked_images(y, masking_n) if masking_checks and craft_on is None else []
     with frozen(source), frozen(model):
         for ai, atk in enumerate(atk_objs):
             key = atk.name if atk.name not in robust_by_attack else f"{atk.name}#{ai}"
@@ -241,7 +242,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
             keep = masking_checks and craft_on is None and key == "pgd"  # the stronger-PGD check continues it
             result, robust_by_attack[key], first = _attack_once(
                 model, source, atk, key, budget, x, y, correct, src_correct, batch_size, device,
-                seed * 1_000_003 + ai * 10_007, examples, attack_amp, keep_first=masking_n if keep else 0,
+                seed * 1_000_003 + ai * 10_007, examples, attack_amp, keep=checked if keep else (),
                 state=progress_kept)
             if keep:
                 pgd_end = first
@@ -270,7 +271,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     flags = [f for f in [mk.above_chance(clean_pred, y, num_classes, sources), *preprocessing_flags]
              if f is not None]
     if masking_checks and craft_on is None:
-        flags += mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, masking_n, batch_size,
+        flags += mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, checked, batch_size,
                               device, seed, output_kind, pgd_end, state=progress_kept)
         if curves:
             flags.append(monotonic_flag(curves, len(x)))
@@ -330,14 +331,14 @@ def run_chunk(s: int, e: int, unit: int, n: int, batch_size: int) -> int:
 def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, budget: float, x: torch.Tensor,
                  y: torch.Tensor, correct: torch.Tensor, src_correct: torch.Tensor | None, batch_size: int,
                  device: torch.device, seed: int, n_examples: int = 0,
-                 attack_amp: str = "off", keep_first: int = 0,
+                 attack_amp: str = "off", keep: Sequence[int] = (),
                  state: "ReportState | None" = None) -> tuple[AttackResult, torch.Tensor, torch.Tensor | None]:
-    """Craft atk on `source`, judge on `model`; returns the result row, the per-image robust mask and, with
-    keep_first > 0, the judged adversarial inputs of the first keep_first images (the stronger-PGD check continues
-    from them; else None). Under torchrun each rank attacks and judges its batches (distributed.my_batches); the
+    """Craft atk on `source`, judge on `model`; returns the result row, the per-image robust mask and, with `keep`
+    (positions, ascending), the judged adversarial inputs of those images (the stronger-PGD check continues from
+    them; else None). Under torchrun each rank attacks and judges its batches (distributed.my_batches); the
     per-image verdicts are gathered, so every rank returns the whole result. `state`: each batch's verdicts are kept
     there and taken from there (a resumed report); a batch taken so is attacked again only where its adversarial
-    inputs are needed (the examples, the first keep_first images)."""
+    inputs are needed (the examples, the images in keep)."""
     from .. import distributed as dd
     from ..training import autocast_setup
     amp_dtype, _ = autocast_setup(attack_amp, device, "--attack-amp")
@@ -356,7 +357,7 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
         return torch.where(within, adv_pred == y[s:e], c0), norms, adv_pred, xa
 
     mine: list[dict[str, Any]] = []
-    kept_inputs = KeptInputs(n_examples, keep_first)  # judged inputs that may be needed (this rank's batches only)
+    kept_inputs = KeptInputs(n_examples, keep)  # judged inputs that may be needed (this rank's batches only)
     ends: dict[int, int] = {}  # batch start -> end (this rank's batches)
     kept_seconds = [0.0]  # the time the batches taken from `state` took when they ran
     t0 = time.perf_counter()
@@ -435,11 +436,11 @@ def _attack_once(model: nn.Module, source: nn.Module, atk: Attack, key: str, bud
         return torch.cat([p[k] for p in pieces]).to(device) if pieces else torch.zeros(0, device=device)
 
     first = None
-    if keep_first > 0:
+    if len(keep):
         parts: dict[int, torch.Tensor] = {}
-        for part in dd.gather(judged_for(range(min(keep_first, len(x))))):
+        for part in dd.gather(judged_for(keep)):
             parts.update(part)
-        first = torch.stack([parts[i] for i in sorted(parts)]).to(device)
+        first = torch.stack([parts[i] for i in keep]).to(device)
     ok_adv, norms, adv_pred = whole("ok").bool(), whole("norms"), whole("pred").long()
     robust = correct & ok_adv
     succ = correct & ~ok_adv
