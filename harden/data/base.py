@@ -169,6 +169,14 @@ def in_class_order(y: np.ndarray) -> bool:
     return int(np.count_nonzero(y[1:] != y[:-1])) < expected / 4
 
 
+def class_members(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(classes, counts, each class's indices ascending): one stable sort, not a pass over the labels per class (10,000
+    classes of 2.7 million labels, iNaturalist's size, took 12 s that way)."""
+    order = np.argsort(y, kind="stable")
+    classes, counts = np.unique(y, return_counts=True)
+    return classes, counts, np.split(order, np.cumsum(counts)[:-1])
+
+
 def stratified_subset(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
     """Deterministic per-class draw of round(frac * n_c) (at least 1) indices, sorted."""
     if not (0.0 < frac <= 1.0):
@@ -177,8 +185,7 @@ def stratified_subset(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
     picks = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
+    for idx in class_members(y)[2]:
         k = max(1, int(round(frac * len(idx))))
         picks.append(rng.choice(idx, size=k, replace=False))
     return np.sort(np.concatenate(picks))
@@ -192,7 +199,7 @@ def stratified_sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     total = len(y)
     if n >= total:
         return np.arange(total)
-    classes, counts = np.unique(y, return_counts=True)
+    classes, counts, members = class_members(y)
     take = counts * n // total
     remainder = counts * n - take * total  # each class's quota fraction, times total: exact in integers
     rest = n - int(take.sum())  # = remainder.sum() / total
@@ -203,8 +210,7 @@ def stratified_sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
         points = int(alloc.integers(total)) + total * np.arange(rest, dtype=np.int64)
         take[order[np.searchsorted(np.cumsum(remainder[order]), points, side="right")]] += 1
     rng = np.random.default_rng(seed)
-    picks = [rng.choice(np.flatnonzero(y == c), size=int(k), replace=False) for c, k in zip(classes, take, strict=True)
-             if k > 0]
+    picks = [rng.choice(idx, size=int(k), replace=False) for idx, k in zip(members, take, strict=True) if k > 0]
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
 
 
