@@ -245,6 +245,10 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
              "the same pixels): left out of training, so that the report counts no image the model was trained on. "
              "Remove the duplicates from the data for other tools' sake too.")
         train_ds.subset = {**train_ds.subset, "test_copies_left_out": copies}
+        if train_ds.n_train == 0:
+            raise HardenError(f"Every one of the {copies:,} training images drawn from {ds.source} is a copy of a test "
+                              "image, so nothing is left to train on: give training images that are not the test "
+                              "split's (or a data set whose test split is its own).")
     # on the report's test images; with --no-report on the images it trains on (it reads no test split)
     for tripped in checks_before_training(base_model.to(device), ds if report else train_ds, device, seed,
                                           "test" if report else "train"):

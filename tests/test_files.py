@@ -1181,6 +1181,13 @@ def test_training_images_that_are_copies_of_test_images_are_left_out(tmp_path, c
     assert "2 of the training images of" in said and "left out of training" in said
     subset = harden.load(tmp_path / "fixed.safetensors").spec.extra["subset"]
     assert subset["test_copies_left_out"] == 2
+    # every training image a copy of a test image: said as such, not as a subset too small for validation
+    shutil.rmtree(tmp_path / "img" / "train")
+    shutil.copytree(tmp_path / "img" / "val", tmp_path / "img" / "train")
+    code, out, err = cli("fix", tmp_path / "base.safetensors", "--data", tmp_path / "img", "--data-frac", "1",
+                         "--epochs", "1", "--attack", "fgsm", "--num-images", "4", "--no-metrics",
+                         "--no-masking-checks", "--workers", "0", "-o", tmp_path / "none.safetensors")
+    assert code == 2 and "Every one of the 10 training images drawn from" in " ".join(err.split()), err
 
 
 def test_a_list_naming_files_that_are_gone_is_refused_or_skipped_and_counted(tmp_path, cli):
