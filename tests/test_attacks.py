@@ -65,6 +65,18 @@ def test_attack_spec_parsing():
     assert b.params["step"] == pytest.approx(0.005 * 0.3 / (8 / 255))
 
 
+def test_an_attack_whose_steps_cannot_reach_its_budget_is_said(digits_model, digits):
+    """`pgd:steps=5` keeps the preset's step (0.005 at 8/255): 0.025 in all, short of the budget, so the row reported
+    at 8/255 is an attack on a smaller ball. Said before the attacks and kept in the report's notes; the defaults and
+    a step that reaches are not."""
+    from harden.report.runner import attack_set
+    assert attack_set(None, (32, 32)).notes == [] and attack_set(["pgd:steps=5,step=2/255"], (32, 32)).notes == []
+    r = evaluate(digits_model, digits, n=20, attacks=["fgsm", "pgd:steps=5", "pgd-l2:steps=4"], metrics=False,
+                 masking_checks=False)
+    assert [n.split(":")[0] for n in r.notes if "short of its budget" in n] == ["pgd", "pgd-l2"]
+    assert "pgd: 5 steps of 0.005 move an image at most 0.025, short of its budget 0.03137" in r.notes[0]
+
+
 def test_no_parameter_gradients_while_attacking(digits_model, digits):
     x = to_tensor(digits.x_test[:8])
     y = torch.from_numpy(digits.y_test[:8])

@@ -56,8 +56,30 @@ def attack_set(specs: Sequence[str | Attack] | None, input_size, eps: float | No
         specs, note = default_attacks(input_size)
         notes += [note] if note else []
     out = AttackSet(a if isinstance(a, Attack) else build_attack(a, eps=eps) for a in specs)
-    out.notes = notes
+    out.notes = notes + [n for n in map(short_of_its_ball, out) if n]
+    for note in out.notes[len(notes):]:  # before the attacks' time; once (fix's three reports share their attacks)
+        if note not in _WARNED:
+            _WARNED.add(note)
+            warn(note)
     return out
+
+
+_WARNED: set[str] = set()
+
+
+def short_of_its_ball(atk: Attack) -> str | None:
+    """A fixed-step attack whose steps cannot take an image to the edge of its ball (`pgd:steps=5` keeps the preset's
+    step, 0.005 at 8/255: 0.025 in all): it attacks a smaller ball than the one its row reports."""
+    p = atk.params
+    if not all(k in p for k in ("eps", "step", "steps")) or atk.norm not in ("inf", "2"):
+        return None
+    reach = float(p["step"]) * int(p["steps"])
+    if reach >= float(p["eps"]) - 1e-12:
+        return None
+    return (f"{atk.name}: {int(p['steps'])} steps of {p['step']:.4g} move an image at most {reach:.4g}, short of its "
+            f"budget {float(p['eps']):.4g}: it attacks a smaller ball than its row reports and may overstate "
+            f"robustness (give a step, e.g. step={2.5 * float(p['eps']) / int(p['steps']):.4g}, 2.5 x eps / steps as "
+            "Madry et al.)")
 
 
 @flushing_denormals
