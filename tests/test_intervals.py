@@ -501,6 +501,33 @@ def test_cli_time_budget_reports_its_plan(cli, digits_ckpt, tmp_path):
     assert code == 2 and "fits" in err and not (tmp_path / "none.json").exists()
 
 
+def test_a_baseline_gives_its_image_count_and_another_is_refused_before_the_attacks(cli, digits_ckpt, tmp_path,
+                                                                                      monkeypatch):
+    """A comparison image by image needs the baseline's images: without --num-images the run takes the baseline's
+    count; another count, or a --time-budget that cannot fit it (a CI runner slower than the one that measured the
+    baseline), is refused before any attack. Both had run every attack and then stopped at the comparison (exit 2)."""
+    import time
+
+    import harden.report
+    from harden.report.release import release_report
+    common = ["--attack", "fgsm", "--eps", "0.1", "--no-metrics", "--no-masking-checks", "-q"]
+    code, _, err = cli("eval", digits_ckpt, "--n", "60", *common, "--json", tmp_path / "shipped.json")
+    assert code == 0, err
+    code, _, err = cli("eval", digits_ckpt, *common, "--baseline", tmp_path / "shipped.json", "--json", tmp_path / "b.json")
+    again = json.loads((tmp_path / "b.json").read_text())
+    assert code == 0 and again["n"] == 60 and again["baseline"]["comparison"]["fgsm"]["test"].startswith("paired")
+    runs = []
+    monkeypatch.setattr(harden.report, "evaluate", lambda *a, **k: runs.append(k) or harden.evaluate(*a, **k))
+    code, _, err = cli("eval", digits_ckpt, "--n", "30", *common, "--baseline", tmp_path / "shipped.json")
+    assert code == 2 and "measured on 60 images and --num-images 30 asks for 30" in " ".join(err.split()) and not runs
+    baseline = {**json.loads((tmp_path / "shipped.json").read_text()), "n": 200}
+
+    def run(k):  # 10 ms an image: a 1 s budget fits at most 90 images, never the baseline's 200
+        time.sleep(0.01 * k)
+    with pytest.raises(harden.HardenError, match=r"fits \d+ images .* baseline was measured on 200: .* About \d+ s"):
+        release_report(run, n=None, available=500, time_budget="1s", baseline_doc=baseline, baseline="b.json")
+
+
 def test_an_accuracy_at_its_bar_meets_it(digits_ckpt, cli, tmp_path):
     """k of n images is exactly k/n: `pgd>=k/n` holds and `pgd>k/n` does not, on the run and on the saved report
     gated again. The reports had kept float32 means (42 of 60 as 0.699999988: `pgd>=0.7` failed at 70.0%); a report

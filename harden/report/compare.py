@@ -185,6 +185,12 @@ def single_reports(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return doc["reports"] if "reports" in doc else [doc]
 
 
+def images_counted(doc: dict[str, Any]) -> int | None:
+    """How many images a baseline file's reports were measured on (a fix's file: all of them alike), else None."""
+    counts = {r.get("n") for r in single_reports(doc)}
+    return int(counts.pop()) if len(counts) == 1 and isinstance(next(iter(counts)), int) else None
+
+
 def read_report(path) -> dict[str, Any]:
     """A report JSON written by `harden eval --json` or `harden fix --json`."""
     import json

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import HardenError
 from . import provenance
-from .budget import parse_duration
+from .budget import SAFETY, parse_duration
 from .budget import keep_plan
 from .budget import plan as plan_images
 from .compare import baseline_report, compare, draws_note, unlike_worst_cases
-from .compare import single_reports
+from .compare import images_counted, single_reports
 from .gate import (CHANGE, apply_gate, bound_gate, chance_failure_note, change_values, check_known, needs_baseline,
                    no_baseline)
 from .model import Report
@@ -32,11 +33,28 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
     from .. import distributed
     from ..runtime import info
     started = time.perf_counter() if started is None else started
+    # a paired comparison needs the baseline's images: its count, unless --num-images asks for another (refused here,
+    # before the attacks' time, rather than after them)
+    paired_n = images_counted(baseline_doc) if baseline_doc is not None and not allow_mismatch else None
+    if paired_n is not None and (paired_n > available or (n is not None and n != paired_n)):
+        asked = (f"--num-images {n} asks for {n}" if n is not None and n != paired_n else
+                 f"the evaluation split holds {available}")
+        raise HardenError(f"The baseline was measured on {paired_n} images and {asked}: a comparison image by image "
+                          "needs the same images. Leave out --num-images (the baseline's count is then taken), or pass "
+                          "--allow-mismatch for an unpaired comparison. Nothing was attacked.")
     plan = None
     if time_budget is not None:
         budget_s = parse_duration(time_budget)
+        most = paired_n or (min(n, available) if n else available)
         try:  # every rank calibrates (the attacks are sharded); rank 0's plan, or its refusal, holds for all
-            local, refusal = plan_images(budget_s, min(n, available) if n else available, run, started, memory), None
+            local, refusal = plan_images(budget_s, most, run, started, memory), None
+            if paired_n is not None and local.n < paired_n:
+                need = time.perf_counter() - started + local.fixed_s + paired_n * local.seconds_per_image / SAFETY
+                local, refusal = None, (
+                    f"--time-budget {budget_s:.0f}s fits {local.n} images at the measured {local.seconds_per_image:.2f} "
+                    f"s per image, and the baseline was measured on {paired_n}: a comparison image by image needs "
+                    f"the same images. About {math.ceil(need)} s would fit them; give that budget, or pass "
+                    "--allow-mismatch for an unpaired comparison. Nothing was written.")
         except HardenError as e:
             local, refusal = None, str(e)
         plan, refusal = distributed.from_main(lambda: (local, refusal))
@@ -48,7 +66,7 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
         info(f"time budget {budget_s:.0f} s{taken}: {plan.seconds_per_image:.3f} s per image and {plan.fixed_s:.1f} s fixed "
              f"(calibrated in {plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in all; a "
              f"95% interval of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
-    k = plan.n if plan else (500 if n is None else n)
+    k = plan.n if plan else (paired_n or (500 if n is None else n))
     refuse_unreachable(requirements, min(k, available), confidence)  # before the attacks: no model could pass
     run_started = time.perf_counter()
     report = run(k)
