@@ -271,7 +271,8 @@ def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="The model to evaluate."),
     data: Optional[str] = typer.Option(None, "--data", help="Test data (default: what the checkpoint names)."),
     n: Optional[int] = typer.Option(None, "--num-images", "--n", min=1, help="Number of test images (default 500; with "
-                                    "--time-budget, the most it may choose, default all): the first n of in-memory "
+                                    "--baseline, the baseline's; with --time-budget, the most it may choose, default "
+                                    "all): the first n of in-memory "
                                     "data (a seeded stratified sample where it comes in class order), a seeded "
                                     "stratified sample of image files; --num-images is the spelling "
                                     "torchrun's parser cannot mistake for its own --nnodes / --nproc-per-node."),
