@@ -277,7 +277,7 @@ def test_reports_of_other_images_at_the_same_positions_are_not_paired(digits, di
         compare(a, other)
     assert compare(a, harden.evaluate(digits_model, digits, **kw).to_dict())  # the same images: paired
     old = json.loads(json.dumps(other))
-    del old["data_details"]["images_content_sha256"]
+    del old["data_details"]["images_content_sha256"], old["data_details"]["images_bytes_sha256"]
     assert compare(a, old)["clean"]["test"].startswith("paired")
     for c in range(10):  # a folder of the digits' test images
         (tmp_path / "f" / str(c)).mkdir(parents=True)
@@ -309,6 +309,43 @@ def test_a_baseline_sampled_the_earlier_way_is_named_as_such(digits, digits_mode
     with pytest.raises(harden.HardenError) as refused:
         compare(older, now)
     assert "images:" in str(refused.value) and "earlier way" not in str(refused.value)
+
+
+def test_the_same_images_read_through_another_path_are_paired_and_a_file_rewritten_in_place_is_not(
+        digits_model, digits, tmp_path):
+    """A CI job reads the test folder from its own checkout (another path than the baseline's, or a relative one): the
+    same images byte for byte, with the same labels, are compared image by image, said in a note; the data's path had
+    refused them. A file rewritten under its own name (which the locations' digest cannot see) is refused. Arrays
+    saved to two files compare by their pixels."""
+    import shutil
+
+    from PIL import Image
+
+    from harden.data import DataTarget, load_data
+    from harden.report.compare import compare, moved_data_note
+    for c in range(10):
+        (tmp_path / "a" / str(c)).mkdir(parents=True)
+    for i, (img, c) in enumerate(zip(digits.x_test[:40], digits.y_test[:40], strict=True)):
+        Image.fromarray(img[..., 0]).save(tmp_path / "a" / str(c) / f"{i:03d}.png")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    target = DataTarget.for_model(digits_model)
+    kw = dict(attacks=["fgsm"], n=40, metrics=False, masking_checks=False)
+    first = harden.evaluate(digits_model, load_data(tmp_path / "a", target), **kw).to_dict()
+    second = harden.evaluate(digits_model, load_data(tmp_path / "b", target), **kw).to_dict()
+    assert first["data_details"]["source"] != second["data_details"]["source"]
+    assert compare(first, second)["fgsm"]["test"].startswith("paired") and "byte for byte" in moved_data_note(first,
+                                                                                                             second)
+    redone = next((tmp_path / "b" / "3").iterdir())
+    Image.fromarray(255 - np.asarray(Image.open(redone))).save(redone)  # the same name, other pixels
+    third = harden.evaluate(digits_model, load_data(tmp_path / "b", target), **kw).to_dict()
+    assert third["data_details"]["images_content_sha256"] == first["data_details"]["images_content_sha256"]
+    with pytest.raises(harden.HardenError, match="image bytes"):
+        compare(first, third)
+    x, y = np.asarray(digits.x_test[:40]), np.asarray(digits.y_test[:40])
+    np.savez(tmp_path / "one.npz", x_test=x, y_test=y, x_train=x, y_train=y)
+    np.savez(tmp_path / "two.npz", x_test=x, y_test=y, x_train=x, y_train=y)
+    one, two = (harden.evaluate(digits_model, load_data(tmp_path / f), **kw).to_dict() for f in ("one.npz", "two.npz"))
+    assert compare(one, two)["fgsm"]["test"].startswith("paired")
 
 
 def test_weights_digest_is_the_weights_not_their_layout():

@@ -174,6 +174,14 @@ class ImageData(Data):
         x = self.x_train if split == "train" else self.x_test
         return hashlib.sha256(np.ascontiguousarray(x[idx]).tobytes()).hexdigest()[:16]
 
+    def images_bytes_digest(self, split: str, idx: np.ndarray) -> str | None:
+        """The chosen images' pixels and labels, wherever the arrays were read from."""
+        import hashlib
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        pixels = np.ascontiguousarray(x[idx]).tobytes()
+        labels = b"" if self.labels_from else np.asarray(y[idx], np.int64).tobytes()  # predictions: each model's own
+        return hashlib.sha256(pixels + labels).hexdigest()[:16]
+
     def pixels(self, split: str, idx: np.ndarray, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)

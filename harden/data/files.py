@@ -106,6 +106,20 @@ class FileData(Data):
         which the report's "labels" says where they are predictions)."""
         return self.listing(split).refs.take(np.asarray(idx, np.int64)).digest()
 
+    def images_bytes_digest(self, split: str, idx: np.ndarray) -> str | None:
+        """The chosen files' bytes and labels (each file read once more: from the page cache, after its decoding; its
+        labels unless they are a model's predictions); a file that cannot be read counts as its location."""
+        import hashlib
+        listing, h = self.listing(split), hashlib.sha256()
+        for i in np.asarray(idx, np.int64):
+            try:
+                h.update(hashlib.sha256(listing.read_bytes(int(i))).digest())
+            except OSError:
+                h.update(b"unreadable:" + listing.refs[int(i)].encode())
+            if not self.labels_from:  # predictions are each model's own (the report's "labels" says so)
+                h.update(int(listing.labels[i]).to_bytes(8, "little", signed=True))
+        return h.hexdigest()[:16]
+
     def test_digest(self) -> str:
         return self.listing("test").digest()
 

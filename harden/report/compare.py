@@ -75,6 +75,8 @@ def identity(doc: dict[str, Any]) -> dict[str, Any]:
     return {"images": v.get("images_sha256") or details.get("images_sha256"), "n": doc.get("n"),
             # written since 2026-12-05; a report from before has none, and is paired by the indices alone
             "image contents": details.get("images_content_sha256"),
+            # written since 2026-12-06: the images' bytes (an array's pixels) and labels, wherever they were read
+            "image bytes": details.get("images_bytes_sha256"),
             "data": details.get("source", doc.get("data")), "threat model": doc.get("threat_model"),
             # each model's own predictions (--labels predicted) are not the data's labels
             "labels": "the model's predictions" if details.get("labels") else "the data's",
@@ -85,11 +87,16 @@ def differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences that make a paired comparison meaningless."""
     a, b = identity(base), identity(new)
     out = []
+    same_bytes = a["image bytes"] is not None and a["image bytes"] == b["image bytes"]
+    if a["image bytes"] and b["image bytes"] and not same_bytes:
+        out.append(f"image bytes: {a['image bytes']!r} vs {b['image bytes']!r} (other images, or other labels)")
     for key in ("data", "n", "images", "threat model", "labels"):
+        if same_bytes and key in ("data", "images"):  # the same images in the same order, read through another path
+            continue
         if a[key] != b[key]:
             out.append(f"{key}: {a[key]!r} vs {b[key]!r}" + (older_sample(base, new) if key == "images" else ""))
     if a["image contents"] and b["image contents"] and a["image contents"] != b["image contents"] and \
-            a["images"] == b["images"]:
+            a["images"] == b["images"] and not same_bytes:
         out.append(f"image contents: {a['image contents']!r} vs {b['image contents']!r} (the same positions in the "
                    "data hold other images: files added or removed, or other arrays)")
     for name in sorted(set(a["attacks"]) & set(b["attacks"])):
@@ -99,6 +106,15 @@ def differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
         elif pa != pb:
             out.append(f"{name} preset: {pa} vs {pb}")
     return out
+
+
+def moved_data_note(base: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """Said where two reports paired by their images' bytes read them through other paths."""
+    a, b = identity(base), identity(new)
+    if a["image bytes"] is None or a["image bytes"] != b["image bytes"] or a["data"] == b["data"]:
+        return None
+    return (f"the baseline's images were read from {a['data']!r} and this run's from {b['data']!r}: the same images "
+            "byte for byte, with the same labels, so they are compared image by image")
 
 
 def older_sample(base: dict[str, Any], new: dict[str, Any]) -> str:

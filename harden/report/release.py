@@ -13,7 +13,7 @@ from . import provenance
 from .budget import SAFETY, parse_duration
 from .budget import keep_plan
 from .budget import plan as plan_images
-from .compare import baseline_report, compare, draws_note, unlike_worst_cases
+from .compare import baseline_report, compare, draws_note, moved_data_note, unlike_worst_cases
 from .compare import images_counted, single_reports
 from .gate import (CHANGE, apply_gate, bound_gate, chance_failure_note, change_values, check_known, needs_baseline,
                    no_baseline)
@@ -102,6 +102,9 @@ def gate_report(report: Report, requirements: Sequence, *, baseline: str | Path 
         base_values = {k: v for k, v in base.get("values", {}).items()  # `worst>=baseline`: the same measure only
                        if k not in unlike_keys}
         report.notes += [why for m, why in unlike.items() if m in base.get("values", {}) and m in now.get("values", {})]
+        moved = moved_data_note(base, now)
+        if moved:
+            report.notes.append(moved)
         older = draws_note(base)
         if older:
             report.notes.append(older)

@@ -178,6 +178,9 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     content = data.images_digest("test", idx)
     if content is not None:
         details["images_content_sha256"] = content
+    content = data.images_bytes_digest("test", idx)
+    if content is not None:
+        details["images_bytes_sha256"] = content
     if is_on_disk(data):
         details["pixels"] = (f"budgets in [0, 1] pixels after the model's transform: {data.preprocess.describe()}"
                              + (f" ({data.size_note})" if data.size_note else ""))
