@@ -427,7 +427,9 @@ def test_eval_lists_only_the_test_split_and_decodes_only_its_sample(tmp_path, re
     data = load_data(tmp_path, DataTarget.for_model(model, workers=0))
     rep = harden.evaluate(model, data, attacks=["fgsm"], n=6, metrics=False, masking_checks=False, device="cpu")
     assert recorder["listed"] == ["val"]  # the training split is never listed
-    assert len(recorder["decoded"]) == 6 and all("/val/" in p for p in recorder["decoded"])
+    # each of the six read twice: decoded, and its bytes digested (images_bytes_sha256: a baseline's pairing)
+    assert len(set(recorder["decoded"])) == 6 and len(recorder["decoded"]) == 12
+    assert all("/val/" in p for p in recorder["decoded"])
     classes = {p.split("/val/")[1].split("/")[0] for p in recorder["decoded"]}
     assert classes == {"c0", "c1", "c2"}  # stratified: not the first six files (one class)
     again = harden.evaluate(model, data, attacks=["fgsm"], n=6, metrics=False, masking_checks=False, device="cpu")
