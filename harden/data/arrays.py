@@ -174,11 +174,12 @@ class ImageData(Data):
         x = self.x_train if split == "train" else self.x_test
         return hashlib.sha256(np.ascontiguousarray(x[idx]).tobytes()).hexdigest()[:16]
 
-    def images_bytes_digest(self, split: str, idx: np.ndarray) -> str | None:
-        """The chosen images' pixels and labels, wherever the arrays were read from."""
+    def images_bytes_digest(self, split: str, idx: np.ndarray, held: torch.Tensor | None = None) -> str | None:
+        """The chosen images' pixels and labels, wherever the arrays were read from: the report's `held` pixels
+        where given (a torch Dataset's items are not read again)."""
         import hashlib
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
-        pixels = np.ascontiguousarray(x[idx]).tobytes()
+        pixels = (held.cpu().contiguous().numpy() if held is not None else np.ascontiguousarray(x[idx])).tobytes()
         labels = b"" if self.labels_from else np.asarray(y[idx], np.int64).tobytes()  # predictions: each model's own
         return hashlib.sha256(pixels + labels).hexdigest()[:16]
 

@@ -123,10 +123,11 @@ class Data:
         indices agree but whose images differ (a folder that gained files, an .npz rebuilt) are not paired."""
         return None
 
-    def images_bytes_digest(self, split: str, idx: np.ndarray) -> str | None:
+    def images_bytes_digest(self, split: str, idx: np.ndarray, held: torch.Tensor | None = None) -> str | None:
         """The images at idx as what they are wherever they are read from (a file's bytes, an array's pixels) with
         their labels: two reports of the same images read through other paths (another checkout, a relative path)
-        are still paired. None: nothing to say."""
+        are still paired. `held`: their pixels as the report holds them (data/held.py), where those are the images
+        themselves. None: nothing to say."""
         return None
 
     def identity(self) -> dict[str, Any]:

@@ -106,9 +106,10 @@ class FileData(Data):
         which the report's "labels" says where they are predictions)."""
         return self.listing(split).refs.take(np.asarray(idx, np.int64)).digest()
 
-    def images_bytes_digest(self, split: str, idx: np.ndarray) -> str | None:
+    def images_bytes_digest(self, split: str, idx: np.ndarray, held: torch.Tensor | None = None) -> str | None:
         """The chosen files' bytes and labels (each file read once more: from the page cache, after its decoding; its
-        labels unless they are a model's predictions); a file that cannot be read counts as its location."""
+        labels unless they are a model's predictions); a file that cannot be read counts as its location. Not the
+        decoded pixels (`held`), which another build of the decoder may round otherwise."""
         import hashlib
         listing, h = self.listing(split), hashlib.sha256()
         for i in np.asarray(idx, np.int64):

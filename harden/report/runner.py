@@ -178,7 +178,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     content = data.images_digest("test", idx)
     if content is not None:
         details["images_content_sha256"] = content
-    content = data.images_bytes_digest("test", idx)
+    content = data.images_bytes_digest("test", idx, getattr(x, "pixels", None))
     if content is not None:
         details["images_bytes_sha256"] = content
     if is_on_disk(data):
