@@ -115,7 +115,7 @@ class FileData(Data):
         for i in np.asarray(idx, np.int64):
             try:
                 h.update(hashlib.sha256(listing.read_bytes(int(i))).digest())
-            except OSError:
+            except Exception:  # noqa: BLE001 - a digest never stops a report: a missing file, a damaged record
                 h.update(b"unreadable:" + listing.refs[int(i)].encode())
             if not self.labels_from:  # predictions are each model's own (the report's "labels" says so)
                 h.update(int(listing.labels[i]).to_bytes(8, "little", signed=True))
