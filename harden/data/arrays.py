@@ -179,7 +179,10 @@ class ImageData(Data):
         where given (a torch Dataset's items are not read again)."""
         import hashlib
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
-        pixels = (held.cpu().contiguous().numpy() if held is not None else np.ascontiguousarray(x[idx])).tobytes()
+        if held is not None and held.dtype == torch.uint8 and held.ndim == 4:  # NCHW as held: the arrays' NHWC bytes
+            pixels = held.cpu().permute(0, 2, 3, 1).contiguous().numpy().tobytes()
+        else:
+            pixels = np.ascontiguousarray(x[idx]).tobytes()
         labels = b"" if self.labels_from else np.asarray(y[idx], np.int64).tobytes()  # predictions: each model's own
         return hashlib.sha256(pixels + labels).hexdigest()[:16]
 
