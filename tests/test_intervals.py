@@ -346,6 +346,11 @@ def test_the_same_images_read_through_another_path_are_paired_and_a_file_rewritt
     np.savez(tmp_path / "two.npz", x_test=x, y_test=y, x_train=x, y_train=y)
     one, two = (harden.evaluate(digits_model, load_data(tmp_path / f), **kw).to_dict() for f in ("one.npz", "two.npz"))
     assert compare(one, two)["fgsm"]["test"].startswith("paired")
+    from harden.data.held import held_images
+    arrays, idx = load_data(tmp_path / "one.npz"), np.arange(40)
+    held = held_images(arrays, "test", idx, "cpu", arrays.input_size)[0].pixels  # the report's digest, or read again
+    assert arrays.images_bytes_digest("test", idx, held) == arrays.images_bytes_digest("test", idx) == \
+        one["data_details"]["images_bytes_sha256"]
 
 
 def test_weights_digest_is_the_weights_not_their_layout():
