@@ -115,8 +115,8 @@ class FileData(Data):
         for i in np.asarray(idx, np.int64):
             try:
                 h.update(hashlib.sha256(listing.read_bytes(int(i))).digest())
-            except Exception:  # noqa: BLE001 - a digest never stops a report: a missing file, a damaged record
-                h.update(b"unreadable:" + listing.refs[int(i)].encode())
+            except (OSError, KeyError, ValueError):  # a file gone, a member or record missing: the report's
+                h.update(b"unreadable:" + listing.refs[int(i)].encode())  # decoding says so (--skip-unreadable)
             if not self.labels_from:  # predictions are each model's own (the report's "labels" says so)
                 h.update(int(listing.labels[i]).to_bytes(8, "little", signed=True))
         return h.hexdigest()[:16]
