@@ -562,6 +562,10 @@ def test_a_baseline_gives_its_image_count_and_another_is_refused_before_the_atta
     monkeypatch.setattr(harden.report, "evaluate", lambda *a, **k: runs.append(k) or harden.evaluate(*a, **k))
     code, _, err = cli("eval", digits_ckpt, "--n", "30", *common, "--baseline", tmp_path / "shipped.json")
     assert code == 2 and "measured on 60 images and --num-images 30 asks for 30" in " ".join(err.split()) and not runs
+    larger = tmp_path / "larger.json"  # more images than this data holds: other data, whatever --num-images says
+    larger.write_text(json.dumps({**json.loads((tmp_path / "shipped.json").read_text()), "n": 100_000}))
+    code, _, err = cli("eval", digits_ckpt, *common, "--baseline", larger)
+    assert code == 2 and "Measure both on the same data" in " ".join(err.split()) and not runs
     baseline = {**json.loads((tmp_path / "shipped.json").read_text()), "n": 200}
 
     def run(k):  # 10 ms an image: a 1 s budget fits at most 90 images, never the baseline's 200

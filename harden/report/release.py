@@ -37,11 +37,13 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
     # before the attacks' time, rather than after them)
     paired_n = images_counted(baseline_doc) if baseline_doc is not None and not allow_mismatch else None
     if paired_n is not None and (paired_n > available or (n is not None and n != paired_n)):
-        asked = (f"--num-images {n} asks for {n}" if n is not None and n != paired_n else
+        way_out = ("Leave out --num-images (the baseline's count is then taken)" if paired_n <= available else
+                   "Measure both on the same data")
+        asked = (f"--num-images {n} asks for {n}" if n is not None and n != paired_n and paired_n <= available else
                  f"the evaluation split holds {available}")
         raise HardenError(f"The baseline was measured on {paired_n} images and {asked}: a comparison image by image "
-                          "needs the same images. Leave out --num-images (the baseline's count is then taken), or pass "
-                          "--allow-mismatch for an unpaired comparison. Nothing was attacked.")
+                          f"needs the same images. {way_out}, or pass --allow-mismatch for an unpaired comparison. "
+                          "Nothing was attacked.")
     plan = None
     if time_budget is not None:
         budget_s = parse_duration(time_budget)
