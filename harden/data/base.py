@@ -140,23 +140,23 @@ class Data:
         return {"labels": self.labels_from} if self.labels_from else {}
 
     def eval_indices(self, n: int | None, seed: int) -> np.ndarray:
-        """The test images a report evaluates: the first n of in-memory data (as published evaluations take a test
-        set's: CIFAR-10's first 1,000), but a seeded stratified sample of data in class order (an ImageFolder, arrays
-        sorted by label), whose first n are a class or a few."""
+        """The test images a report evaluates (eval_sample's indices)."""
+        return self.eval_sample(n, seed)[0]
+
+    def eval_sample(self, n: int | None, seed: int) -> tuple[np.ndarray, str]:
+        """The test images a report evaluates and how they were chosen (said in the report's data details): the
+        first n of in-memory data (as published evaluations take a test set's: CIFAR-10's first 1,000), but a seeded
+        stratified sample of data in class order (an ImageFolder, arrays sorted by label), whose first n are a class
+        or a few."""
         total = self.n_test
         if total == 0:
             raise HardenError(f"The test split of {self.source} is empty.")
         k = total if n is None or n <= 0 else min(n, total)
-        return stratified_sample(self.y_test, k, seed) if k < total and in_class_order(self.y_test) else np.arange(k)
-
-    def sample_kind(self, n: int | None) -> str:
-        """How eval_indices chooses (said in the report's data details)."""
-        k = self.n_test if n is None or n <= 0 else min(n, self.n_test)
-        if k >= self.n_test:
-            return "the whole test split"
+        if k >= total:
+            return np.arange(k), "the whole test split"
         if in_class_order(self.y_test):
-            return "seeded stratified sample: the images come in class order"
-        return "the first images"
+            return stratified_sample(self.y_test, k, seed), "seeded stratified sample: the images come in class order"
+        return np.arange(k), "the first images"
 
 
 SAMPLE_DRAW = 2  # kept in a report's data details: how its sample was drawn. Reports without it (before 2026-12-06)

@@ -188,15 +188,13 @@ class FileData(Data):
         flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()
         return flat.mean(1).round(decimals=4).tolist(), flat.std(1).clamp_min(1e-3).round(decimals=4).tolist()
 
-    def eval_indices(self, n: int | None, seed: int) -> np.ndarray:
+    def eval_sample(self, n: int | None, seed: int) -> tuple[np.ndarray, str]:
         """A seeded stratified sample of n test images (a folder sorted by class has one class first)."""
         y = self.y_test
         if len(y) == 0:
             raise HardenError(f"The test split of {self.source} is empty.")
-        return stratified_sample(y, len(y) if n is None or n <= 0 else min(n, len(y)), seed)
-
-    def sample_kind(self, n: int | None) -> str:
-        return "the whole test split" if n is None or n <= 0 or n >= self.n_test else "seeded stratified sample"
+        k = len(y) if n is None or n <= 0 else min(n, len(y))
+        return stratified_sample(y, k, seed), "the whole test split" if k >= len(y) else "seeded stratified sample"
 
     def identity(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source, "layout": self.layout, "preprocess": self.preprocess.to_dict(),

@@ -162,7 +162,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     model = prepare_for_device(model.to(device).eval(), device)
     loaded = model  # the Classifier itself, before the wrapping below: its normalisation is checked
     source = prepare_for_device(craft_on.to(device).eval(), device) if craft_on is not None else model
-    idx = data.eval_indices(n, seed)
+    idx, sample_kind = data.eval_sample(n, seed)
     skipped_before = len(getattr(data, "skipped", []))
     oriented_before = data.oriented["n"] if is_on_disk(data) else 0
     # files come at the size their transform made (the model's, or timm's test size); arrays are resized to the model's
@@ -173,7 +173,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         if craft_on is not None else (source, None)
     # None: 128 on the CPU, found from free memory on CUDA (device_defaults.py)
     batch_size = attack_batch_size(source, device, batch_size, tuple(x.shape[1:]))
-    details = {**data.identity(), "images_sha256": index_hash(idx), "sample": data.sample_kind(n),
+    details = {**data.identity(), "images_sha256": index_hash(idx), "sample": sample_kind,
                "sample_draw": SAMPLE_DRAW}
     content = data.images_digest("test", idx)
     if content is not None:
