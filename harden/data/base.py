@@ -228,24 +228,17 @@ def index_hash(idx: np.ndarray) -> str:
 def subsample(data: Data, frac: float, seed: int) -> Data:
     idx = stratified_subset(data.y_train, frac, seed)
     subset = dict(fraction=frac, seed=seed, n=int(len(idx)), index_sha256=index_hash(idx))
-    small = classes_kept_whole_by_one(data.y_train, frac)
-    if small:  # a run several times longer than the fraction asked for: said, and recorded with the subset
+    y = data.y_train
+    small = int((np.round(frac * np.unique(y, return_counts=True)[1]) == 0).sum()) if frac < 1.0 else 0
+    # said where those rounded up make the subset a fifth or more larger than asked (a few among many large classes
+    # go unsaid): a run that much longer than the fraction asked for, recorded with the subset
+    if small and len(idx) > 1.2 * frac * len(y) + 1:
         from ..runtime import warn
         subset["classes_rounded_up_to_one"] = small
-        warn(f"--data-frac {frac:g} of {len(data.y_train):,} training images is {len(idx):,} images "
-             f"({len(idx) / len(data.y_train):.0%}): every class keeps at least one image, and {small:,} of the "
-             f"{len(np.unique(data.y_train)):,} classes have too few for a {frac:g} share of them to make one.")
+        warn(f"--data-frac {frac:g} of {len(y):,} training images is {len(idx):,} images ({len(idx) / len(y):.0%}): "
+             f"every class keeps at least one image, and {small:,} of the {len(np.unique(y)):,} classes have too few "
+             f"for a {frac:g} share of them to make one.")
     return data.take_train(idx, subset=subset)
-
-
-def classes_kept_whole_by_one(y: np.ndarray, frac: float) -> int:
-    """How many classes stratified_subset gives one image only because it keeps every class, where that makes the
-    subset a fifth or more larger than `frac` of all (a few rounded-up classes among many large ones go unsaid)."""
-    if frac >= 1.0 or len(y) == 0:
-        return 0
-    counts = np.unique(y, return_counts=True)[1]
-    kept = np.maximum(1, np.round(frac * counts))
-    return int((np.round(frac * counts) == 0).sum()) if kept.sum() > 1.2 * frac * len(y) + 1 else 0
 
 
 def check_fits(data: Data, in_chans: int, num_classes: int) -> None:
