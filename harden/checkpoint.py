@@ -828,7 +828,8 @@ def remembered_arch(arch: str) -> str:
     file, sep, fn = arch.rpartition(":")
     if sep and file.endswith(".py") and Path(file).expanduser().is_file():
         return f"{Path(file).expanduser().resolve()}:{fn}"
-    if sep and re.fullmatch(r"[A-Za-z_][\w.]*", file):
+    from .models.registry import MAIN
+    if sep and re.fullmatch(r"[A-Za-z_][\w.]*", file) and file != MAIN:  # the running script is never imported
         found = _found_in_working_folder_alone(file)
         if found is not None:
             return f"{found}:{fn}"

@@ -520,11 +520,13 @@ def _repo(root: Path, package: str) -> Path:
 def test_architectures_from_a_repository_import_as_python_imports_them(tmp_path, monkeypatch):
     """Relative imports inside a package, a script's absolute imports of its siblings, and a dotted name from the
     current folder (as `python -m` finds it) all work; two repositories with a package of the same name are an error
-    that says so, not the wrong class."""
+    that says so, not the wrong class. A script without the .py suffix (an executable `train`) imports too: it raised
+    "'NoneType' object has no attribute 'loader'"."""
     repo = _repo(tmp_path / "repo", "pubrepo_models")
+    (repo / "train").write_text("#!/usr/bin/env python\n" + (repo / "train.py").read_text())
     flags = dict(num_classes=5, in_chans=1, input_size=(8, 8))
     for arch in (f"{repo}/pubrepo_models/resnet.py:net", f"{repo}/pubrepo_models/__init__.py:net",
-                 f"{repo}/train.py:make"):
+                 f"{repo}/train.py:make", f"{repo}/train:make"):
         m = harden.create_model(arch, **flags)
         assert type(m.net).__name__ == "Net" and m.net.fc.out_features == 5, arch
     other = _repo(tmp_path / "other", "pubrepo_cwd")

@@ -271,7 +271,7 @@ def test_amp_choices_are_checked_and_bf16_trains_on_cpu(digits_ckpt, digits, cli
     assert code == 2 and "--amp fp16 needs CUDA" in err and not (tmp_path / "x.safetensors").exists()
     code, _, err = cli("eval", digits_ckpt, "--attack-amp", "fp8", "--num-images", 8)
     assert code == 2 and "--attack-amp takes off, bf16, fp16" in err
-    res = harden.fix(digits_ckpt, digits, data_frac=0.2, epochs=1, amp="bf16", report=False)
+    res = harden.fix(digits_ckpt, digits, data_frac=0.05, epochs=1, amp="bf16", report=False)
     assert res.model.spec.extra["precision"] == "bf16" and all(torch.isfinite(p).all() for p in res.model.parameters())
     rep = harden.evaluate(res.model, digits, attacks=["fgsm"], n=16, attack_amp="bf16", metrics=False,
                           masking_checks=False)

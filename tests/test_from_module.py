@@ -111,9 +111,19 @@ def test_a_plain_module_that_wants_other_pixels_is_told_how_to_give_them(digits_
     assert "harden.models.from_module(net, input_size=..., mean=(0), std=(0.003922))" in said["detail"]
 
 
-def test_a_class_of_the_running_script_is_said_when_written_and_when_read(tmp_path):
+def test_a_class_of_the_running_script_is_said_when_written_and_when_read(tmp_path, monkeypatch):
     """A class defined in a training script is `__main__:Net`, which no other program imports: writing the checkpoint
-    warns with the remedy, and reading it says what --arch takes instead of "'__main__' has no callable 'Net'"."""
+    warns with the remedy, and reading it says what --arch takes instead of "'__main__' has no callable 'Net'". The
+    script run from its own folder (`python train.py`) was taken for a module found there alone and remembered as
+    its file, which loading then ran: the whole training again, or an AttributeError for a script without .py."""
+    import sys
+    import types
+    script = tmp_path / "train.py"
+    script.write_text("raise SystemExit('the training script ran again')\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.chdir(tmp_path)
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()

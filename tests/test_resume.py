@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import harden
-from harden import RunState, TrainConfig, load_data
+from harden import RunState, load_data
 from harden.errors import Interrupted
 from harden.fix import state_digest
 from test_files import make_tree
@@ -63,9 +63,8 @@ def still_rising():
 
 
 @pytest.fixture(scope="module")
-def base(digits, one_thread):
-    """The session's digits model, trained here on one thread (the session's may have been trained on two)."""
-    return harden.train("cnn-small", digits, TrainConfig(epochs=10, batch_size=64, lr=0.05, augment="crop", seed=0), "cpu")
+def base(digits_model):
+    return digits_model
 
 
 def stopped_then_resumed(base, data, path, k, **kw):

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from importlib.machinery import SourceFileLoader
 import inspect
 import os
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -14,6 +14,7 @@ from torch import nn
 
 from ..compiling import COMPILED, network
 from ..errors import HardenError, NoInputGradient
+from .meta_build import built_for_shapes
 from ..outputs import (BINARY_SIGMOID, LOG_WHERE_PROBABILITIES, LOGITS_KEY, ScoresOf, as_scores, attach_scores,
                        class_count, log_where_probabilities)
 
@@ -162,8 +163,7 @@ def timm_size_args(arch: str, num_classes: int, in_chans: int, input_size) -> di
         return {}
     import timm
     try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with built_for_shapes():
             timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, img_size=size)
     except Exception:  # noqa: BLE001 - no img_size (TypeError), or none it can be built at: as before
         return {}
@@ -315,7 +315,8 @@ def _import_file(arch: str, mod_name: str, what: str = "Architecture", flag: str
     name = FILE_MODULE_PREFIX + hashlib.sha1(str(file).encode()).hexdigest()[:12]
     module = sys.modules.get(name)
     if module is None:
-        spec = importlib.util.spec_from_file_location(name, file)
+        # a loader named, so that a script without the .py suffix (an executable `train` with a shebang) imports too
+        spec = importlib.util.spec_from_file_location(name, file, loader=SourceFileLoader(name, str(file)))
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses and pickling look modules up by name
         _add_to_path(str(root))
@@ -596,8 +597,7 @@ def rebuildable_arch(net: nn.Module, num_classes: int, in_chans: int) -> tuple[s
                     (cfg.get("input_size") or (0, 0, 0))[1:]):
                 args["img_size"] = [int(v) for v in size]  # a ViT built for another size than its config's
             try:
-                with torch.device("meta"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
+                with built_for_shapes():
                     rebuilt = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
                                                 **args)
             except Exception:  # noqa: BLE001 - a name timm cannot build so: the class, as before

@@ -1,16 +1,17 @@
 """Which torchvision factory builds a network with exactly these weights' names and shapes.
 
-Each classification factory is built on the meta device (no memory, no initialisation, nothing downloaded) at the
-file's class count, once per process and count. A pickled torchvision model (pickled_model.py) is matched among the
-factories that return its class, and then loads with no --arch; a plain state dict without --arch is only told which
-factories fit (the same names and shapes may be timm's model of the same name, with other preprocessing). RegNets
-cannot be built on the meta device (their initialisation reads values) and are never matched."""
+Each classification factory is built for its shapes alone (meta_build.py) at the file's class count, once per
+process and count. A pickled torchvision model (pickled_model.py) is matched among the factories that return its
+class, and then loads with no --arch; a plain state dict without --arch is only told which factories fit (the same
+names and shapes may be timm's model of the same name, with other preprocessing). RegNets cannot be built on the meta
+device (their constructors compute the widths with tensors and read them back) and are never matched."""
 from __future__ import annotations
 
 import functools
-import warnings
 
 import torch
+
+from .meta_build import built_for_shapes
 
 
 @functools.lru_cache(maxsize=8)
@@ -25,8 +26,7 @@ def _factory_shapes(rows: int, module: str | None = None) -> tuple[tuple[str, st
         if module is not None and builder.__module__ != module:
             continue
         try:
-            with torch.device("meta"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # inception_v3's notice of a future default initialisation
+            with built_for_shapes():
                 net = builder(weights=None, num_classes=rows)
         except Exception:  # noqa: BLE001 - a factory that cannot be built so: never matched
             continue
