@@ -109,7 +109,23 @@ def autocast_setup(amp: str, device: torch.device,
     if amp == "fp16" and device.type != "cuda":
         raise HardenError(f"{option} fp16 needs CUDA; on the CPU use {option} bf16 or leave mixed precision off.")
     dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    if amp == "bf16" and device.type == "cpu" and not _cpu_has_bf16() and option not in _SLOW_BF16_SAID:
+        _SLOW_BF16_SAID.add(option)
+        warn(f"{option} bf16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX; this one has "
+             f"{torch.backends.cpu.get_cpu_capability()}): torch emulates it, several times slower than fp32 (a "
+             "digits fix took 15x as long on a 2-core AVX2 machine). Leave it off here; it pays on recent CPUs and GPUs.")
     return dtype, torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+
+_SLOW_BF16_SAID: set[str] = set()  # each option's notice once a process
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN finds native bfloat16 arithmetic on this CPU (True where torch cannot say: no notice)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -265,14 +265,26 @@ def test_a_failing_rank_stops_every_rank_and_nothing_is_written(command, digits_
     assert digits_ckpt.read_bytes() == before
 
 
-def test_amp_choices_are_checked_and_bf16_trains_on_cpu(digits_ckpt, digits, cli, tmp_path):
+def test_amp_choices_are_checked_and_bf16_trains_on_cpu(digits_ckpt, digits, cli, tmp_path, monkeypatch):
     import harden
     code, _, err = cli("fix", digits_ckpt, "--amp", "fp16", "-o", tmp_path / "x.safetensors", "--no-report")
     assert code == 2 and "--amp fp16 needs CUDA" in err and not (tmp_path / "x.safetensors").exists()
     code, _, err = cli("eval", digits_ckpt, "--attack-amp", "fp8", "--num-images", 8)
     assert code == 2 and "--attack-amp takes off, bf16, fp16" in err
-    res = harden.fix(digits_ckpt, digits, data_frac=0.05, epochs=1, amp="bf16", report=False)
+    from harden import training
+    from harden.runtime import console
+    monkeypatch.setattr(training, "_cpu_has_bf16", lambda: False)  # an AVX2 CPU: torch emulates bfloat16
+    monkeypatch.setattr(training, "_SLOW_BF16_SAID", set())
+    with console.capture() as said:
+        res = harden.fix(digits_ckpt, digits, data_frac=0.05, epochs=1, amp="bf16", report=False)
+    said = " ".join(said.get().split())
+    assert said.count("--amp bf16 on a CPU without bfloat16 instructions") == 1 and "Leave it off here" in said
     assert res.model.spec.extra["precision"] == "bf16" and all(torch.isfinite(p).all() for p in res.model.parameters())
+    monkeypatch.setattr(training, "_cpu_has_bf16", lambda: True)  # AVX512-BF16 or AMX: nothing to say
+    monkeypatch.setattr(training, "_SLOW_BF16_SAID", set())
+    with console.capture() as said:
+        harden.fix(digits_ckpt, digits, data_frac=0.02, epochs=1, amp="bf16", report=False)
+    assert "bfloat16 instructions" not in said.get()
     rep = harden.evaluate(res.model, digits, attacks=["fgsm"], n=16, attack_amp="bf16", metrics=False,
                           masking_checks=False)
     assert rep.attack_precision == "bf16 autocast"
