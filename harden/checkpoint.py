@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from .errors import DoesNotRun, HardenError
+from .errors import DoesNotRun, HardenError, MissingArguments
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
@@ -437,7 +437,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
         if tried_size is None:
             for msg in held:
                 warn(msg)
-            if guessed and not isinstance(e, DoesNotRun):  # a network that cannot run says nothing of its count
+            if guessed and not isinstance(e, (DoesNotRun, MissingArguments)):  # a network that cannot run (or be
+                # built for want of its own arguments) says nothing of its count
                 raise no_count from None
             if isinstance(e, DoesNotRun) and sized:
                 raise DoesNotRun(f"{e} Nor at any common square size from {SIZES_TRIED[0]} to {SIZES_TRIED[-1]} "

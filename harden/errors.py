@@ -9,6 +9,12 @@ class NoInputGradient(HardenError):
     """The model's scores do not depend on its input through autograd: white-box attacks cannot run on it."""
 
 
+class MissingArguments(HardenError):
+    """The architecture's constructor needs arguments that nothing gave (`VGG(vgg_name)`): no class count or input
+    size makes it build, only --model-arg."""
+    size_may_help = False
+
+
 class DoesNotRun(HardenError):
     """The network raised on a probe batch of the size and channels it was given (before its output was read).
     `size_may_help`: False where the failure is not about the input (a forward that moves tensors to a GPU);

@@ -500,6 +500,29 @@ def test_class_count_from_the_constructor_default_checked_against_the_head(nets_
         harden.load(tmp_path / "nd.pt", arch=f"{tmp_path / 'nodefault.py'}:make", in_chans=1, input_size=(8, 8))
 
 
+def test_a_constructor_s_own_arguments_are_asked_for_by_name(tmp_path):
+    """Published code's `VGG(vgg_name)` (no class count, no default): the error names the argument to give with
+    --model-arg, where it asked for --num-classes first, which the class does not take; given it, the class count is
+    the network's output width."""
+    (tmp_path / "vgg.py").write_text(
+        "from torch import nn\ncfg = {'VGGs': [8, 'M', 16, 'M']}\n\nclass VGG(nn.Module):\n"
+        "    def __init__(self, vgg_name):\n        super().__init__()\n        layers, c = [], 3\n"
+        "        for x in cfg[vgg_name]:\n            layers += [nn.MaxPool2d(2)] if x == 'M' else "
+        "[nn.Conv2d(c, x, 3, padding=1), nn.ReLU()]\n            c = x if x != 'M' else c\n"
+        "        self.features = nn.Sequential(*layers)\n        self.classifier = nn.Linear(16 * 8 * 8, 10)\n\n"
+        "    def forward(self, x):\n        out = self.features(x)\n"
+        "        return self.classifier(out.view(out.size(0), -1))\n")
+    net = harden.create_model(f"{tmp_path / 'vgg.py'}:VGG", 10, model_args={"vgg_name": "VGGs"}).net
+    torch.save({"net": net.state_dict(), "acc": 55.0, "epoch": 3}, tmp_path / "ckpt.pth")
+    arch = f"{tmp_path / 'vgg.py'}:VGG"
+    with pytest.raises(HardenError) as missing:
+        harden.load(tmp_path / "ckpt.pth", arch=arch)
+    said = str(missing.value)
+    assert "--model-arg vgg_name=VALUE" in said and "--num-classes" not in said
+    model = harden.load(tmp_path / "ckpt.pth", arch=arch, model_args={"vgg_name": "VGGs"})
+    assert model.spec.num_classes == 10 and torch.equal(model.net.classifier.weight, net.classifier.weight)
+
+
 def _repo(root: Path, package: str) -> Path:
     """A published repository's layout: a package whose modules import each other relatively, and a training script
     beside it that imports the package absolutely."""

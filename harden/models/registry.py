@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..compiling import COMPILED, network
-from ..errors import HardenError, NoInputGradient
+from ..errors import HardenError, MissingArguments, NoInputGradient
 from .meta_build import built_for_shapes
 from ..outputs import (BINARY_SIGMOID, LOG_WHERE_PROBABILITIES, LOGITS_KEY, ScoresOf, as_scores, attach_scores,
                        class_count, log_where_probabilities)
@@ -124,9 +124,12 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         try:
             net = fn(**kwargs)
         except TypeError as e:
-            raise HardenError(f"Architecture {arch!r} could not be built with {kwargs}: {e}. Name a callable that "
-                              "builds it with --arch (package.module:factory, or file.py:factory), or give its "
-                              "arguments with --model-arg.") from None
+            missing = _required_not_given(fn, kwargs)
+            give = (f"give {' '.join(f'--model-arg {name}=VALUE' for name in missing)} (a JSON value or text: the "
+                    f"value its own code passes)" if missing else "give its arguments with --model-arg")
+            raise (MissingArguments if missing else HardenError)(
+                f"Architecture {arch!r} could not be built with {kwargs}: {e}. {give[0].upper()}{give[1:]}, or name a "
+                "callable that builds it with --arch (package.module:factory, or file.py:factory).") from None
         except HardenError:
             raise
         except Exception as e:  # whatever the user's constructor raises: said as its failure, not harden's
@@ -168,6 +171,16 @@ def timm_size_args(arch: str, num_classes: int, in_chans: int, input_size) -> di
     except Exception:  # noqa: BLE001 - no img_size (TypeError), or none it can be built at: as before
         return {}
     return {"img_size": size}
+
+
+def _required_not_given(fn: Callable[..., Any], kwargs: dict[str, Any]) -> list[str]:
+    """The parameters a callable needs (no default) that `kwargs` leaves out, in order: `VGG(vgg_name)`'s vgg_name."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.default is p.empty and p.name not in kwargs
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 INIT_WEIGHTS_FACTORIES = ("googlenet", "inception_v3")  # torchvision's, whose init_weights=None warns and inits
