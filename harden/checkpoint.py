@@ -226,7 +226,8 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
     hub = read_hub_config(path) if is_hub_folder(path) else None
     if overrides.get("arch") is None and meta.get("arch") is None and hub is None:
         missing = "architecture" + (" and number of classes" if overrides.get("num_classes") is None else "")
-        why = "its TorchScript code is not run" if meta.get(SCRIPTED_CLASS) else "a plain state dict has no metadata"
+        why = ("its TorchScript code is not run" if meta.get(SCRIPTED_CLASS) else "a pickled model's code is not run"
+               if meta.get(PICKLED_CLASS) else "a plain state dict has no metadata")
         raise HardenError(f"{str(path)!r} does not say its {missing} ({why}); pass "
                           "--arch" + (" and --num-classes" if overrides.get("num_classes") is None else "")
                           + ". The preprocessing (--input-size, --mean, --std, --interpolation, --crop-pct) comes "
