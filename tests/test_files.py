@@ -439,6 +439,25 @@ def test_eval_lists_only_the_test_split_and_decodes_only_its_sample(tmp_path, re
     assert other.data_details["images_sha256"] != rep.data_details["images_sha256"]
 
 
+def test_an_evaluation_folder_left_unread_is_said_with_the_way_to_read_it(tmp_path):
+    """train/, valid/ and test/ (as Roboflow and Kaggle export them): test/ is evaluated, and valid/ was passed over
+    without a word. It is said once, naming the folder read and the --data that reads the other."""
+    from harden.runtime import console
+    make_tree(tmp_path / "ds", ["cat", "dog"], 3, splits=("train", "valid", "test"), sizes=(20, 30))
+    with console.capture() as said:
+        data = load_data(tmp_path / "ds", DataTarget(workers=0))
+        load_data(tmp_path / "ds", DataTarget(workers=0))
+    said = " ".join(said.get().split())
+    assert said.count("valid/ beside train/ and test/ is not read") == 1, said
+    assert f"--data {tmp_path / 'ds' / 'valid'} evaluates on valid/ instead" in said
+    test = data.listing("test")
+    assert Path(test.root).name == "test" and len(test) == 6
+    make_tree(tmp_path / "two", ["cat", "dog"], 3, splits=("train", "test"), sizes=(20, 30))
+    with console.capture() as said:
+        load_data(tmp_path / "two", DataTarget(workers=0))
+    assert "not read" not in said.get()
+
+
 def test_fix_decodes_only_the_files_of_its_subset(tmp_path, recorder):
     make_tree(tmp_path, ["c0", "c1", "c2"], 20, sizes=(20, 40))
     model = small_cnn()

@@ -990,6 +990,7 @@ def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
     if not train_dir.is_dir() and test is None:
         train_dir, test = _worded_splits(path) or (train_dir, test)
     if train_dir.is_dir() and test is not None:
+        _say_splits_left(path, train_dir, test)
         train_shards = _shards_in(train_dir)
         if train_shards and not _shards_in(test) and all(SYNSET_TAR.match(s.stem) for s in train_shards):
             return _per_class_tars(src, train_shards, test)
@@ -1019,6 +1020,23 @@ def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
     if class_folders(path) or metadata_file(path) is not None or _imagenet_truth(path):
         return OnDisk(src, {"all": lambda: list_class_folders(path)}, "folder", lambda: split_class_names(path))
     return None
+
+
+_LEFT_SAID: set[str] = set()  # folders whose unread splits were said, once a process
+
+
+def _say_splits_left(path: Path, train_dir: Path, test: Path) -> None:
+    """Another evaluation folder beside the one read (train/, valid/ and test/, as Roboflow and Kaggle export them;
+    ImageNet's val/ beside an unlabelled test/) is not read: said once, with the way to evaluate on it."""
+    left = [f for f in (_split_folder(path, d) for d in EVAL_FOLDERS) if f.is_dir() and f != test]
+    if not left or str(path) in _LEFT_SAID:
+        return
+    _LEFT_SAID.add(str(path))
+    from ..runtime import warn
+    names = ", ".join(f"{f.name}/" for f in left)
+    warn(f"{path}: {names} beside {train_dir.name}/ and {test.name}/ {'is' if len(left) == 1 else 'are'} not read: "
+         f"harden trains on {train_dir.name}/ (fix holds its own validation out of it) and evaluates on {test.name}/, "
+         f"the first of {', '.join(EVAL_FOLDERS)} found; --data {left[0]} evaluates on {left[0].name}/ instead.")
 
 
 def _one_folder_and_its_list(path: Path, columns: Columns | None) -> OnDisk | None:
