@@ -463,6 +463,9 @@ def fix(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Overrides the recipe file."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Overrides the recipe file."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Overrides the recipe file."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="The budget the recipe trains for and the report attacks "
+                                      "at, as --set eps=...: L-inf in pixel units (8/255, MNIST's 0.3; an L2 radius "
+                                      "with --set attack=pgd-l2)."),
     n: int = typer.Option(500, "--num-images", "--n", min=1, help="Test images for the before/after report."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attacks for the report (default: the six)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Run the before/after report."),
@@ -492,7 +495,7 @@ def fix(
 
     if not (0 < data_frac <= 1):
         raise HardenError(f"--data-frac must be in (0, 1], got {data_frac}.")
-    recipe_cfg = recipe_config(recipe, set_ or [], epochs, batch_size, lr)  # bad settings fail before any work
+    recipe_cfg = recipe_config(recipe, set_ or [], epochs, batch_size, lr, eps)  # bad settings fail before any work
     from .bn_unfold import check_mode
     check_mode(unfold_bn)
     name = recipe_cfg["name"]

@@ -103,10 +103,14 @@ def check_budget(config: dict[str, Any]) -> Any:
     """The recipe's eps as set (None where it has none), refused where it is not > 0: said as the recipe's setting,
     before the report's attacks, which take it as their budget, say it as their own."""
     from .attacks import parse_number
+    from .attacks.base import in_255_hint
     eps = config["params"].get("eps")
     if eps is not None and not parse_number(eps) > 0:
         raise HardenError(f"{config['name']}: eps, the budget it trains for and the report measures at, must be > 0, "
-                          f"got {eps} (--set eps=...).")
+                          f"got {eps} (--eps, --set eps=...).")
+    if eps is not None and parse_number(eps) > 1 and trained_norm(config) == "inf":
+        raise HardenError(f"{config['name']}: eps, the L-inf budget it trains for and the report measures at, is in "
+                          f"pixel units of [0, 1], got {eps}{in_255_hint(parse_number(eps), '--eps ')}.")
     return eps
 
 
@@ -116,8 +120,8 @@ def trained_norm(config: dict[str, Any]) -> str | None:
     if "attack" not in params or "eps" not in params:
         return None
     from .recipes.base import training_attack
-    try:
-        return training_attack(params).norm
+    try:  # the norm is the attack's, whatever the budget: built at a valid one, so that a bad eps is said as such
+        return training_attack({**params, "eps": "0.01"}).norm
     except HardenError:  # a recipe whose attack setting is its own (it says what is wrong when it trains)
         return None
 
@@ -136,10 +140,18 @@ def training_data_label(extra: dict[str, Any]) -> str:
 
 
 def recipe_config(recipe: str = DEFAULT_RECIPE, sets: Sequence[str] = (), epochs: int | None = None,
-                  batch_size: int | None = None, lr: float | None = None) -> dict[str, Any]:
-    """The recipe file (a name or a .toml) with `--set` and the --epochs / --batch-size / --lr flags applied, each
-    recorded as the user's choice (data-kind defaults never override them). Bad settings fail here, before any work."""
-    config = apply_overrides(load_recipe_config(recipe), list(sets))
+                  batch_size: int | None = None, lr: float | None = None, eps: str | float | None = None
+                  ) -> dict[str, Any]:
+    """The recipe file (a name or a .toml) with `--set` and the --epochs / --batch-size / --lr / --eps flags applied,
+    each recorded as the user's choice (data-kind defaults never override them). Bad settings fail here, before any
+    work."""
+    sets = list(sets)
+    if eps is not None:
+        given = [s.split("=", 1)[1].strip() for s in sets if s.split("=", 1)[0].strip() == "eps" and "=" in s]
+        if given and given[-1] != str(eps).strip():
+            raise HardenError(f"--eps {eps} and --set eps={given[-1]} disagree: give the budget once.")
+        sets.append(f"eps={eps}")
+    config = apply_overrides(load_recipe_config(recipe), sets)
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
         if value is not None:
             config["train"][key] = value
@@ -160,8 +172,9 @@ def _fingerprint(path: Path) -> tuple:
 @gives_back("base")  # a module of the caller's back in its mode, on its device (it is trained as a copy)
 def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe: str | dict = DEFAULT_RECIPE,
         sets: Sequence[str] = (), data_frac: float = 0.1, seed: int = 0, epochs: int | None = None,
-        batch_size: int | None = None, lr: float | None = None, device: str | torch.device = "auto",
-        report_n: int | None = 500, attacks: Sequence[str] | None = None, report: bool = True,
+        batch_size: int | None = None, lr: float | None = None, eps: str | float | None = None,
+        device: str | torch.device = "auto", report_n: int | None = 500, attacks: Sequence[str] | None = None,
+        report: bool = True,
         base_name: str | None = None, metrics: bool = True, masking_checks: bool = True,
         model_flags: dict | None = None, curve: Sequence[float] | None = None,
         curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off",
@@ -169,6 +182,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         compile: bool = False, unfold_bn: str = "auto", bpda: bool = True,
         state: "RunState | None" = None, labels: str = "given") -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
+    `eps`: the budget the recipe trains for and the report attacks at (the recipe's eps, as `sets=["eps=..."]`).
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
     `amp` (off | bf16 | fp16) is the training step's precision, `attack_amp` the report attacks' one; `sync_bn`
@@ -188,9 +202,11 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     from . import bn_unfold
     bn_unfold.check_mode(unfold_bn)
     device = resolve_device(device)
-    config = copy.deepcopy(recipe) if isinstance(recipe, dict) else recipe_config(recipe, sets, epochs, batch_size, lr)
-    if isinstance(recipe, dict):  # a config of the caller's own (recipe_config has checked its own)
+    if isinstance(recipe, dict):  # a config of the caller's own, its flags applied (recipe_config checks its own)
+        config = copy.deepcopy(recipe)
         check_budget(config)
+    else:
+        config = recipe_config(recipe, sets, epochs, batch_size, lr, eps)
     rcp = get_recipe(config["name"])
     if unlabeled is not None and not rcp.takes_unlabeled:
         takers = ", ".join(sorted(k for k, v in RECIPES.items() if v.takes_unlabeled))

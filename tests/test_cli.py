@@ -213,10 +213,30 @@ def test_a_budget_in_0_255_steps_is_answered_with_the_fraction(cli, digits_ckpt,
     # several attacks in one flag: each its own --attack
     assert "repeating the flag (--attack fgsm --attack pgd)" in _bad(cli, "eval", digits_ckpt, "--attack", "fgsm, pgd")
     assert "repeating the flag" not in _bad(cli, "eval", digits_ckpt, "--attack", "fgsm pgdd")
-    assert "write eps=8/255" in _bad(cli, "fix", digits_ckpt, "--set", "eps=8", "--epochs", "1", "--no-report", "-o",
-                                     tmp_path / "m.safetensors")
+    for budget in (["--set", "eps=8"], ["--eps", "8"]):  # said as the recipe's budget, not as a report attack's
+        said = _bad(cli, "fix", digits_ckpt, *budget, "--epochs", "1", "--no-report", "-o", tmp_path / "m.safetensors")
+        assert "at: eps, the L-inf budget it trains for" in said and "write --eps 8/255" in said, said
     assert "0-255" not in _bad(cli, "eval", digits_ckpt, "--eps", "300") and "(0, 1]" in _bad(
         cli, "eval", digits_ckpt, "--eps", "0")
+
+
+def test_fix_takes_its_budget_as_eval_does(cli, digits_ckpt, tmp_path):
+    """`harden fix --eps 0.2`, as `harden eval --eps` is written (it answered "No such option: --eps"): the recipe
+    trains for it and the report attacks at it, as --set eps=0.2; both flags at once must agree."""
+    out = tmp_path / "m.safetensors"
+    code, _, err = cli("fix", digits_ckpt, "--eps", "0.2", "--epochs", "1", "--data-frac", "0.1", "-o", out,
+                       "--attack", "fgsm", "--num-images", 20, "--no-metrics", "--no-masking-checks", "--json",
+                       tmp_path / "r.json")
+    assert code == 0, err
+    import json
+    reports = json.loads((tmp_path / "r.json").read_text())["reports"]
+    assert {r["attacks"][0]["budget"] for r in reports} == {0.2}
+    assert harden.load(out).spec.extra["recipe_params"]["eps"] == "0.2"
+    assert "disagree: give the budget once" in _bad(cli, "fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.1",
+                                                    "-o", tmp_path / "n.safetensors")
+    code, _, err = cli("fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.2", "--epochs", "1", "--data-frac", "0.05",
+                       "-o", tmp_path / "same.safetensors", "--no-report")
+    assert code == 0, err
 
 
 def test_a_subset_too_small_for_validation_says_its_size_and_both_ways_out(cli, digits_ckpt, tmp_path):
