@@ -140,6 +140,8 @@ def train(
     from .data import DataTarget, load_data, subsample
     from .training import TrainConfig
     from .resume import RunState
+    from .data.base import check_fraction
+    check_fraction(data_frac)  # before the data is read
     check_output_path(output, [], force)
     check_checkpoint_path(output)
     state = RunState.for_output(output, resume, force, state_every)
@@ -493,8 +495,8 @@ def fix(
     from .fix import check_budget, recipe_config, trained_norm, training_data_label
     from .report.render import render_before_after, write_outputs
 
-    if not (0 < data_frac <= 1):
-        raise HardenError(f"--data-frac must be in (0, 1], got {data_frac}.")
+    from .data.base import check_fraction
+    check_fraction(data_frac)
     recipe_cfg = recipe_config(recipe, set_ or [], epochs, batch_size, lr, eps)  # bad settings fail before any work
     from .bn_unfold import check_mode
     check_mode(unfold_bn)

@@ -176,10 +176,14 @@ def test_unknown_arch(cli, digits_ckpt):
     assert "Unknown architecture" in _bad(cli, "eval", digits_ckpt, "--arch", "notanet")
 
 
-@pytest.mark.parametrize("frac", ["0", "1.5"])
-def test_bad_data_frac(cli, tmp_path, frac):
-    assert "data-frac" in _bad(cli, "train", "--data-frac", frac, "-o", tmp_path / "m.safetensors")
-    assert not (tmp_path / "m.safetensors").exists()
+@pytest.mark.parametrize("frac", ["0", "1.5", "10"])
+def test_bad_data_frac(cli, tmp_path, digits_ckpt, frac):
+    """A share in (0, 1]; 10 (meant as 10%) is answered with the share it means, by train and fix alike."""
+    for command in (["train"], ["fix", digits_ckpt]):
+        said = _bad(cli, *command, "--data-frac", frac, "-o", tmp_path / "m.safetensors")
+        assert "--data-frac is a share of the training split, in (0, 1]" in said
+        assert ("10% is --data-frac 0.1" in said) == (frac == "10"), said
+        assert not (tmp_path / "m.safetensors").exists()
 
 
 @pytest.mark.parametrize("args", [("eval", "CKPT", "--bogus"), ("fix", "CKPT", "--recipe"),

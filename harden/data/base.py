@@ -184,10 +184,17 @@ def class_members(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
     return classes, counts, np.split(order, np.cumsum(counts)[:-1])
 
 
+def check_fraction(frac: float) -> None:
+    """--data-frac is a share of the training split in (0, 1]; a percentage written as one (10 for 10%) is answered
+    with the share it means."""
+    if not (0.0 < frac <= 1.0):
+        meant = f": {frac:g}% is --data-frac {frac / 100:g}" if 1 < frac <= 100 else ""
+        raise HardenError(f"--data-frac is a share of the training split, in (0, 1], got {frac:g}{meant}.")
+
+
 def stratified_subset(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
     """Deterministic per-class draw of round(frac * n_c) (at least 1) indices, sorted."""
-    if not (0.0 < frac <= 1.0):
-        raise HardenError(f"--data-frac must be in (0, 1], got {frac}.")
+    check_fraction(frac)
     if frac == 1.0:
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
