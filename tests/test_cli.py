@@ -236,6 +236,17 @@ def test_fix_takes_its_budget_as_eval_does(cli, digits_ckpt, tmp_path):
     reports = json.loads((tmp_path / "r.json").read_text())["reports"]
     assert {r["attacks"][0]["budget"] for r in reports} == {0.2}
     assert harden.load(out).spec.extra["recipe_params"]["eps"] == "0.2"
+    # eval of the output measures the default 8/255 unless told, and says what the model was hardened for
+    notes = {}
+    for flags in ([], ["--eps", "0.2"], ["--eps", "0.1"], ["--attack", "pgd:eps=0.05"],
+                  ["--craft-on", digits_ckpt]):
+        code, _, err = cli("eval", out, "--num-images", 16, "--no-metrics", "--no-masking-checks", "--json",
+                           tmp_path / "e.json", "--force", *(flags or ["--attack", "fgsm"]))
+        assert code == 0, err
+        notes[" ".join(map(str, flags))] = " ".join(json.loads((tmp_path / "e.json").read_text())["notes"])
+    said = "hardened for an L-inf budget of 0.2 (at); this report's L-inf attacks measure 0.03137: --eps 0.2 measures"
+    assert said in notes[""]
+    assert not [k for k, v in notes.items() if k and "hardened for" in v], notes  # a budget asked for; transfer
     assert "disagree: give the budget once" in _bad(cli, "fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.1",
                                                     "-o", tmp_path / "n.safetensors")
     code, _, err = cli("fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.2", "--epochs", "1", "--data-frac", "0.05",

@@ -10,6 +10,7 @@ imports inside the package point one way, from the layer above to the layers bel
        by_class (robust accuracy by class)   ci_output (GitHub's summary page and annotations)
     0  stats (intervals)   examples (adversarial examples)   gate (requirements)   compare_render
        craft_size (a crafting model of another input size)   provenance (versions, machine, weights' sha256)
+       trained_budget (a hardened model measured at a budget it was not trained for)
 """
 from .model import AttackResult, Report
 from .release import release_report

@@ -217,6 +217,10 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         atk_objs.append(atk)
     if curve:
         check_curve_attacks(atk_objs, f"curve={list(curve)}")
+    if craft_on is None and spec is not None:
+        from .trained_budget import trained_budget_note
+        said = trained_budget_note(spec.extra, atk_objs, eps, eps_l2, DEFAULT_EPS_L2, model_name or "the model")
+        notes += [said] if said else []
 
     progress_kept = None
     if state is not None:  # what every attack's verdicts depend on: a resumed report takes only its own
