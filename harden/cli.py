@@ -467,7 +467,8 @@ def fix(
     lr: Optional[float] = typer.Option(None, "--lr", help="Overrides the recipe file."),
     eps: Optional[str] = typer.Option(None, "--eps", help="The budget the recipe trains for and the report attacks "
                                       "at, as --set eps=...: L-inf in pixel units (8/255, MNIST's 0.3; an L2 radius "
-                                      "with --set attack=pgd-l2)."),
+                                      "with --set attack=pgd-l2); the report's alone for a recipe that trains "
+                                      "against none (gda-brelu, patch-ft)."),
     n: int = typer.Option(500, "--num-images", "--n", min=1, help="Test images for the before/after report."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attacks for the report (default: the six)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Run the before/after report."),

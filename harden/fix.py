@@ -99,18 +99,24 @@ def report_attacks(config: dict[str, Any], attacks: Sequence[str] | None, input_
     return attacks, {"eps": None, "eps_l2": parse_number(eps)}, notes
 
 
+REPORT_EPS = "report_eps"  # a config's --eps for a recipe that trains against no budget: the report's alone
+
+
 def check_budget(config: dict[str, Any]) -> Any:
-    """The recipe's eps as set (None where it has none), refused where it is not > 0: said as the recipe's setting,
-    before the report's attacks, which take it as their budget, say it as their own."""
+    """The recipe's eps as set (else a --eps given for the report alone; None where neither is), refused where it is
+    not > 0, or above 1 for an L-inf budget: said as the recipe's setting, before the report's attacks, which take it
+    as their budget, say it as their own."""
     from .attacks import parse_number
     from .attacks.base import in_255_hint
-    eps = config["params"].get("eps")
+    trains = "eps" in config["params"]
+    eps = config["params"]["eps"] if trains else config.get(REPORT_EPS)
+    what = "the budget it trains for and the report measures at" if trains else "the budget the report measures at"
     if eps is not None and not parse_number(eps) > 0:
-        raise HardenError(f"{config['name']}: eps, the budget it trains for and the report measures at, must be > 0, "
-                          f"got {eps} (--eps, --set eps=...).")
-    if eps is not None and parse_number(eps) > 1 and trained_norm(config) == "inf":
-        raise HardenError(f"{config['name']}: eps, the L-inf budget it trains for and the report measures at, is in "
-                          f"pixel units of [0, 1], got {eps}{in_255_hint(parse_number(eps), '--eps ')}.")
+        raise HardenError(f"{config['name']}: eps, {what}, must be > 0, got {eps} (--eps"
+                          f"{', --set eps=...' if trains else ''}).")
+    if eps is not None and parse_number(eps) > 1 and (trained_norm(config) == "inf" or not trains):
+        raise HardenError(f"{config['name']}: eps, {what.replace('the budget', 'the L-inf budget')}, is in pixel "
+                          f"units of [0, 1], got {eps}{in_255_hint(parse_number(eps), '--eps ')}.")
     return eps
 
 
@@ -146,12 +152,16 @@ def recipe_config(recipe: str = DEFAULT_RECIPE, sets: Sequence[str] = (), epochs
     each recorded as the user's choice (data-kind defaults never override them). Bad settings fail here, before any
     work."""
     sets = list(sets)
-    if eps is not None:
+    config = load_recipe_config(recipe)
+    trains = "eps" in config["params"]  # gda-brelu and patch-ft train against no budget: --eps is the report's
+    if eps is not None and trains:
         given = [s.split("=", 1)[1].strip() for s in sets if s.split("=", 1)[0].strip() == "eps" and "=" in s]
         if given and given[-1] != str(eps).strip():
             raise HardenError(f"--eps {eps} and --set eps={given[-1]} disagree: give the budget once.")
         sets.append(f"eps={eps}")
-    config = apply_overrides(load_recipe_config(recipe), sets)
+    config = apply_overrides(config, sets)
+    if eps is not None and not trains:
+        config[REPORT_EPS] = str(eps)
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
         if value is not None:
             config["train"][key] = value
@@ -182,7 +192,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         compile: bool = False, unfold_bn: str = "auto", bpda: bool = True,
         state: "RunState | None" = None, labels: str = "given") -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
-    `eps`: the budget the recipe trains for and the report attacks at (the recipe's eps, as `sets=["eps=..."]`).
+    `eps`: the budget the recipe trains for and the report attacks at (the recipe's eps, as `sets=["eps=..."]`; the
+    report's alone for a recipe that trains against none: gda-brelu, patch-ft).
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
     `amp` (off | bf16 | fp16) is the training step's precision, `attack_amp` the report attacks' one; `sync_bn`

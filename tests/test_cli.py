@@ -247,6 +247,15 @@ def test_fix_takes_its_budget_as_eval_does(cli, digits_ckpt, tmp_path):
     said = "hardened for an L-inf budget of 0.2 (at); this report's L-inf attacks measure 0.03137: --eps 0.2 measures"
     assert said in notes[""]
     assert not [k for k, v in notes.items() if k and "hardened for" in v], notes  # a budget asked for; transfer
+    # a recipe that trains against no budget (gda-brelu: Gaussian noise, bounded ReLUs): --eps is the report's alone
+    code, _, err = cli("fix", digits_ckpt, "--recipe", "gda-brelu", "--eps", "0.2", "--epochs", "1", "--data-frac",
+                       "0.05", "-o", tmp_path / "g.safetensors", "--attack", "fgsm", "--num-images", 16, "--no-metrics",
+                       "--no-masking-checks", "--json", tmp_path / "g.json")
+    assert code == 0, err
+    assert {r["attacks"][0]["budget"] for r in json.loads((tmp_path / "g.json").read_text())["reports"]} == {0.2}
+    assert "eps" not in harden.load(tmp_path / "g.safetensors").spec.extra["recipe_params"]
+    assert "gda-brelu: eps, the L-inf budget the report measures at, is in pixel units" in _bad(
+        cli, "fix", digits_ckpt, "--recipe", "gda-brelu", "--eps", "8", "-o", tmp_path / "g8.safetensors")
     assert "disagree: give the budget once" in _bad(cli, "fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.1",
                                                     "-o", tmp_path / "n.safetensors")
     code, _, err = cli("fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.2", "--epochs", "1", "--data-frac", "0.05",
