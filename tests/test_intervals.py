@@ -164,6 +164,9 @@ def test_a_bound_that_needs_more_images_than_the_data_holds_says_so(digits, digi
     assert not g["passed"] and g["images_to_pass"] > 40 == g["images_available"]
     from harden.report.gate import settle_note
     assert f"about {g['images_to_pass']:,} images would pass it" in settle_note(g) and "holds 40" in settle_note(g)
+    quick, slow = (settle_note({"images_to_pass": 91, "seconds_to_pass": t}) for t in (0.4, 75))
+    assert quick.endswith("would pass it, under a second at this run's rate")  # not "about under a second"
+    assert slow.endswith("would pass it, about 75 s at this run's rate")
 
 
 def test_error_lines_escape_workflow_command_characters():

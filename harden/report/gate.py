@@ -226,7 +226,7 @@ def settle_note(g: dict[str, Any]) -> str:
     if not m:
         return ""
     t, held = g.get("seconds_to_pass"), g.get("images_available")
-    took = "" if t is None else f", about {_duration(t)} at this run's rate"
+    took = "" if t is None else f", {'' if t < 1 else 'about '}{_duration(t)} at this run's rate"
     more = "" if held is None else f" (the test split holds {held:,}: more data, not more time)"
     return f"; at the measured value about {m:,} images would pass it{took}{more}"
 
