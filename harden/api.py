@@ -20,16 +20,17 @@ if TYPE_CHECKING:
 
 @flushing_denormals
 def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = "auto",
-          state: "RunState | None" = None) -> Classifier:
+          state: "RunState | None" = None, model_args: dict | None = None) -> Classifier:
     """Train a plain base model (for demos, benchmarks and tests): SGD + OneCycle, optional focal loss; augment
     "auto" is crop for grey digit-like data (flips change digits), seed000 otherwise. `state`: where
     the run keeps its training state, to resume from it (resume.py); the caller removes it once the model is
-    written."""
+    written. `model_args`: keyword arguments of the architecture's constructor (`--model-arg`: `VGG(vgg_name)`'s
+    vgg_name), kept in the checkpoint's metadata."""
     from .data import held_out
     data = held_out.hold_out_for_training(data)  # one split: the share `fix` holds out, held out here too
     device = resolve_device(device)
     seed_everything(cfg.seed)
-    chans = built_in_chans(arch, data.num_classes, data.in_chans, data.input_size)
+    chans = built_in_chans(arch, data.num_classes, data.in_chans, data.input_size, model_args)
     if chans is not None:  # a network that reads grey images whatever it is offered: the images read as it reads them
         data = data.with_channels(chans)
         if data.in_chans != chans:
@@ -50,7 +51,7 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     size_args = timm_size_args(arch, data.num_classes, data.in_chans, data.input_size)
     try:
         model = create_model(arch, data.num_classes, data.in_chans, data.input_size, mean, std, data=data.source,
-                             model_args=size_args, **pre)
+                             model_args={**size_args, **(model_args or {})}, **pre)
     except DoesNotRun as e:
         if not e.size_may_help:
             raise
@@ -71,7 +72,7 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     else:
         from dataclasses import asdict
         state.begin({"arch": arch, "data": data.source, "subset": data.subset, "train": asdict(cfg),
-                     "device": device.type})
+                     "device": device.type, **({"model_args": model_args} if model_args else {})})
         with state.active():
             result = fit(model, data, cfg, device)
     model.spec.extra["train"]["seconds"] = round(result.seconds, 2)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import HardenError, Interrupted
-from .model_flags import DataFlags, ModelFlags, with_data_flags, with_model_flags
+from .model_flags import MODEL_ARG_OPTION, DataFlags, ModelFlags, with_data_flags, with_model_flags
 from .size_from_data import at_data_size
 from .recipes.base import DEFAULT_RECIPE as DEFAULT_RECIPE_NAME
 
@@ -117,6 +117,7 @@ def train(
                              "shows how it is read)."),
     arch: str = typer.Option("cnn-small", "--arch", help="Built-in (resnet9, cnn-small, cifar-conv, fmnist-conv), "
                              "any timm name, or package.module:callable."),
+    model_arg: Optional[List[str]] = MODEL_ARG_OPTION,
     epochs: int = typer.Option(10, "--epochs", min=1),
     batch_size: int = typer.Option(128, "--batch-size", min=1),
     lr: float = typer.Option(0.05, "--lr", help="Peak learning rate of the OneCycle schedule."),
@@ -160,7 +161,8 @@ def train(
     ds = subsample(ds, data_frac, seed) if data_frac != 1.0 else ds
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, focal_gamma=focal_gamma,
                       seed=seed, amp=amp)
-    model = train_model(arch, ds, cfg, device, state=state)
+    from .model_flags import parse_model_args
+    model = train_model(arch, ds, cfg, device, state=state, model_args=parse_model_args(model_arg))
     from .data import remember_columns, remember_orientation
     remember_orientation(model, data_flags.exif_orientation, ds)
     remember_columns(model, data_flags.target_kwargs(), ds)

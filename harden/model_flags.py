@@ -14,6 +14,11 @@ import typer
 
 from .errors import HardenError
 
+MODEL_ARG_OPTION = typer.Option(  # the model flags' --model-arg, and train's (which builds a network from --arch)
+    None, "--model-arg", help="A keyword argument of the architecture's constructor, key=value (repeatable; the "
+    "value read as JSON, else as text), e.g. depth=28 widen_factor=10 for a WideResNet, or timm's "
+    "drop_path_rate=0.1. Kept in the metadata of every checkpoint harden writes.", rich_help_panel="Model")
+
 _OPTIONS = {
     "arch": (Optional[str], typer.Option(
         None, "--arch", help="Architecture when the checkpoint's metadata lacks it (or to override it): a built-in, a "
@@ -39,10 +44,7 @@ _OPTIONS = {
     "key": (Optional[str], typer.Option(None, "--key", help="Where the state dict sits in a container that holds "
                                         "several, as a dotted path (e.g. state_dict, ema, state_dict.0).",
                                         rich_help_panel="Model")),
-    "model_args": (Optional[List[str]], typer.Option(
-        None, "--model-arg", help="A keyword argument of the architecture's constructor, key=value (repeatable; the "
-        "value read as JSON, else as text), e.g. depth=28 widen_factor=10 for a WideResNet, or timm's "
-        "drop_path_rate=0.1. Kept in the metadata of every checkpoint harden writes.", rich_help_panel="Model")),
+    "model_args": (Optional[List[str]], MODEL_ARG_OPTION),
     "channel_order": (Optional[str], typer.Option(
         None, "--channel-order", help="rgb (default) or bgr: the order of the channels the network takes (Caffe's "
         "classifiers and their conversions: bgr, with --mean/--std in that order, e.g. --mean "
@@ -122,7 +124,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 _DATA_OPTIONS = {
     "workers": (Optional[int], typer.Option(None, "--workers", min=0, help="Processes that decode image files (default: "
-                                            "one per core, at most 8; 0 = decode in the main process). The same "
+                                            "one per core, at most 16; 0 = decode in the main process). The same "
                                             "seed gives the same batches whatever the worker count.",
                                             rich_help_panel="Data")),
     "class_map": (Optional[str], typer.Option(None, "--class-map", help="JSON or CSV file mapping folder name -> the "

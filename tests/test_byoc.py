@@ -500,10 +500,10 @@ def test_class_count_from_the_constructor_default_checked_against_the_head(nets_
         harden.load(tmp_path / "nd.pt", arch=f"{tmp_path / 'nodefault.py'}:make", in_chans=1, input_size=(8, 8))
 
 
-def test_a_constructor_s_own_arguments_are_asked_for_by_name(tmp_path):
+def test_a_constructor_s_own_arguments_are_asked_for_by_name(tmp_path, cli):
     """Published code's `VGG(vgg_name)` (no class count, no default): the error names the argument to give with
     --model-arg, where it asked for --num-classes first, which the class does not take; given it, the class count is
-    the network's output width."""
+    the network's output width. `harden train` takes --model-arg too (its error named the flag it lacked)."""
     (tmp_path / "vgg.py").write_text(
         "from torch import nn\ncfg = {'VGGs': [8, 'M', 16, 'M']}\n\nclass VGG(nn.Module):\n"
         "    def __init__(self, vgg_name):\n        super().__init__()\n        layers, c = [], 3\n"
@@ -521,6 +521,14 @@ def test_a_constructor_s_own_arguments_are_asked_for_by_name(tmp_path):
     assert "--model-arg vgg_name=VALUE" in said and "--num-classes" not in said
     model = harden.load(tmp_path / "ckpt.pth", arch=arch, model_args={"vgg_name": "VGGs"})
     assert model.spec.num_classes == 10 and torch.equal(model.net.classifier.weight, net.classifier.weight)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(40) % 10, x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(20) % 10)
+    code, _, err = cli("train", "--arch", arch, "--model-arg", "vgg_name=VGGs", "--data", tmp_path / "c.npz",
+                       "--epochs", 1, "-o", tmp_path / "t.safetensors")
+    assert code == 0, err
+    assert harden.load(tmp_path / "t.safetensors").spec.model_args == {"vgg_name": "VGGs"}
 
 
 def _repo(root: Path, package: str) -> Path:

@@ -53,6 +53,8 @@ def test_workers_follow_the_usable_cores(monkeypatch):
     assert default_workers() == 3
     monkeypatch.setattr(loader, "usable_cores", lambda: 64)
     assert default_workers() == loader.MAX_WORKERS
+    from harden.model_flags import _DATA_OPTIONS  # the help says the cap (it said 8 after the cap became 16)
+    assert f"one per core, at most {loader.MAX_WORKERS};" in _DATA_OPTIONS["workers"][1].help
 
 
 def test_torch_threads_kept_within_the_quota(monkeypatch):

@@ -199,7 +199,8 @@ def _no_download(fn: Callable[..., nn.Module], model_args: dict[str, Any]) -> di
     return {"pretrained": None if isinstance(param.default, str) else False}
 
 
-def built_in_chans(arch: str, num_classes: int, in_chans: int, input_size) -> int | None:
+def built_in_chans(arch: str, num_classes: int, in_chans: int, input_size,
+                   model_args: dict[str, Any] | None = None) -> int | None:
     """The image channels a `module:callable` network reads as it builds itself: its stem's (first convolution's,
     or an MLP's first linear layer's), where that differs from `in_chans` (published code's Net() for grey digits
     ignores any channel count it is offered); None where it follows `in_chans` or is not such a callable."""
@@ -207,7 +208,8 @@ def built_in_chans(arch: str, num_classes: int, in_chans: int, input_size) -> in
         return None
     from .config import first_conv, first_linear_image
     spec = ModelSpec(arch=arch, num_classes=int(num_classes), in_chans=int(in_chans),
-                     input_size=(int(input_size[0]), int(input_size[1])), mean=(0.0,), std=(1.0,))
+                     input_size=(int(input_size[0]), int(input_size[1])), mean=(0.0,), std=(1.0,),
+                     model_args=dict(model_args or {}))
     state = _build_net(spec).state_dict()
     stem = first_conv(state) or first_linear_image(state)
     return stem[1] if stem and stem[1] != int(in_chans) else None
