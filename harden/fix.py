@@ -156,7 +156,8 @@ def recipe_config(recipe: str = DEFAULT_RECIPE, sets: Sequence[str] = (), epochs
     trains = "eps" in config["params"]  # gda-brelu and patch-ft train against no budget: --eps is the report's
     if eps is not None and trains:
         given = [s.split("=", 1)[1].strip() for s in sets if s.split("=", 1)[0].strip() == "eps" and "=" in s]
-        if given and given[-1] != str(eps).strip():
+        from .attacks import parse_number
+        if given and abs(parse_number(given[-1]) - parse_number(eps)) > 1e-12:
             raise HardenError(f"--eps {eps} and --set eps={given[-1]} disagree: give the budget once.")
         sets.append(f"eps={eps}")
     config = apply_overrides(config, sets)

@@ -258,7 +258,7 @@ def test_fix_takes_its_budget_as_eval_does(cli, digits_ckpt, tmp_path):
         cli, "fix", digits_ckpt, "--recipe", "gda-brelu", "--eps", "8", "-o", tmp_path / "g8.safetensors")
     assert "disagree: give the budget once" in _bad(cli, "fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.1",
                                                     "-o", tmp_path / "n.safetensors")
-    code, _, err = cli("fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.2", "--epochs", "1", "--data-frac", "0.05",
+    code, _, err = cli("fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.20", "--epochs", "1", "--data-frac", "0.05",
                        "-o", tmp_path / "same.safetensors", "--no-report")
     assert code == 0, err
 
