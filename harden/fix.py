@@ -240,8 +240,13 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         base_name, untouched = base_name or Path(base).name, _fingerprint(Path(base))
         model = copy_module(base_model)
     if base_model.spec.extra.get("recipe"):
-        raise HardenError(f"{base_name} is already hardened (recipe {base_model.spec.extra.get('recipe')}); "
-                          "fix its base instead.")
+        # its metadata (recipe, settings, subset, report, base_sha256) describes that hardening: a second one on top
+        # would mix the two records, and a patch recipe's modules would be patched again
+        raise HardenError(f"{base_name} is already hardened (recipe {base_model.spec.extra.get('recipe')}, from the "
+                          f"base of sha256 {str(base_model.spec.extra.get('base_sha256', '?'))[:12]}...); fix that base "
+                          "instead (with --eps, --epochs or another recipe for a stronger result). To fine-tune these "
+                          "weights further as a new base, write them as a plain state dict (harden export "
+                          f"{base_name} -o weights.pth) and fix that file with the --arch it needs.")
     if isinstance(data, Data):
         ds = data
     else:

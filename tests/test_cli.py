@@ -256,6 +256,8 @@ def test_fix_takes_its_budget_as_eval_does(cli, digits_ckpt, tmp_path):
     assert "eps" not in harden.load(tmp_path / "g.safetensors").spec.extra["recipe_params"]
     assert "gda-brelu: eps, the L-inf budget the report measures at, is in pixel units" in _bad(
         cli, "fix", digits_ckpt, "--recipe", "gda-brelu", "--eps", "8", "-o", tmp_path / "g8.safetensors")
+    again = _bad(cli, "fix", out, "--eps", "0.3", "-o", tmp_path / "twice.safetensors")  # hardened twice: the ways out
+    assert "is already hardened (recipe at, from the base of sha256" in again and f"harden export {out.name} -o" in again
     assert "disagree: give the budget once" in _bad(cli, "fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.1",
                                                     "-o", tmp_path / "n.safetensors")
     code, _, err = cli("fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.20", "--epochs", "1", "--data-frac", "0.05",
