@@ -189,6 +189,7 @@ def test_fix_html_has_curves_examples_and_training(cli, digits_ckpt, tmp_path):
     figs = [i["data-figure"] for i in _parse(html_text).imgs]
     assert figs == ["robustness_curves", "examples_base", "examples_hardened", "training_curves"]
     assert "transfer from" in html_text
+    assert "settings <code>loss pgd-at, beta 6, " in html_text and "{&#x27;loss&#x27;" not in html_text  # not a repr
     doc = json.loads((tmp_path / "fix.json").read_text())
     assert doc["kind"] == "fix" and len(doc["training"]["history"]) == 2
     assert set(doc["reports"][1]["curves"]) == {"fgsm", "pgd"}

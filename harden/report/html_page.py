@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from ..metadata_text import metadata_text
 from . import provenance
 from .checks import state_word
 from .examples import decode
@@ -413,7 +414,7 @@ def to_html(doc: dict[str, Any], figs: dict[str, bytes]) -> str:
         on = t.get("data") or f"{t.get('data_fraction')} of the training data"
         parts.append(f"<p class='sub'>recipe <code>{e(str(t.get('recipe')))}</code> on {e(str(on))}, "
                      f"{e(str(t.get('seconds')))} s of training; settings "
-                     f"<code>{e(str(t.get('params')))}</code></p>")
+                     f"<code>{e(metadata_text('params', t.get('params')))}</code></p>")
     captions = {"robustness_curves": "Robust accuracy against the budget (dotted line: the report's budget)",
                 "examples_base": "Adversarial examples on the base", "examples_hardened":
                 "Adversarial examples on the hardened model", "examples_report": "Adversarial examples",
