@@ -71,6 +71,10 @@ BpdaOpt = typer.Option(True, "--bpda/--no-bpda", help="Attack through rounding i
                        "floor, ceil, trunc, sign) with straight-through gradients (BPDA), the standard white-box "
                        "attack on it; the report notes where it applied. --no-bpda attacks its zero gradient. ONNX "
                        "graphs' rounding is read with BPDA when they are loaded, either way.")
+EpsL2Opt = typer.Option(None, "--eps-l2", help="L2 budget for DeepFool / C&W-L2 and autoattack:norm=L2 (default 0.5; "
+                        "in fix, an L2 recipe's own eps).")
+MaxL0Opt = typer.Option(None, "--max-l0", help="L0 budget for JSMA: a fraction of input features (< 1) or a count "
+                        "(>= 1) (default 0.145).")
 RequireOpt = typer.Option(None, "--require", help="METRIC>=VALUE (repeatable): exit 1 when one fails.")
 GateOpt = typer.Option(None, "--gate", help="TOML file of requirements.")
 BaselineOpt = typer.Option(None, "--baseline", help="A report JSON of the shipped model: requirements may say baseline "
@@ -285,9 +289,7 @@ def eval_cmd(
                                                "'seed004' = fgsm, random-fgsm, jsma, deepfool, cw-l2; "
                                                "autoattack[:norm=L2|version=rand] = standard AutoAttack)."),
     eps: Optional[str] = typer.Option(None, "--eps", help="L-inf budget for all L-inf attacks, e.g. 8/255."),
-    eps_l2: str = typer.Option("0.5", "--eps-l2", help="L2 budget for DeepFool / C&W-L2 and autoattack:norm=L2."),
-    max_l0: str = typer.Option("0.145", "--max-l0", help="L0 budget for JSMA: a fraction of input features "
-                               "(< 1) or a count (>= 1)."),
+    eps_l2: Optional[str] = EpsL2Opt, max_l0: Optional[str] = MaxL0Opt,
     craft_on: Optional[Path] = typer.Option(None, "--craft-on", help="Craft on this model and apply to the "
                                             "evaluated one (transfer threat model)."),
     require: Optional[List[str]] = RequireOpt, gate: Optional[Path] = GateOpt, baseline: Optional[Path] = BaselineOpt,
@@ -359,8 +361,7 @@ def eval_cmd(
     states = ReportStates(resume)  # the attacks' verdicts, batch by batch: an interrupted run resumes
 
     def run(k: int):
-        return evaluate(model, ds, attacks=attacks, eps=eps_v, n=k, eps_l2=parse_number(eps_l2),
-                        max_l0=parse_number(max_l0),
+        return evaluate(model, ds, attacks=attacks, eps=eps_v, n=k, **_minimal_budgets(eps_l2, max_l0),
                         craft_on=source, batch_size=batch_size, device=dev, seed=seed, metrics=metrics,
                         model_name=checkpoint.name, craft_name=craft_on.name if craft_on else None,
                         masking_checks=masking_checks, curve=budgets, curve_cascades=curve is not None,
@@ -403,6 +404,15 @@ def _exit_on_failed_gate(report) -> None:
         if distributed.is_main():
             out.print("[red]gate failed[/]")
         raise typer.Exit(1)
+
+
+def _minimal_budgets(eps_l2: str | None, max_l0: str | None, default: str | None = "report") -> dict:
+    """--eps-l2 and --max-l0 as evaluate's budgets: the report's defaults where not given (`default` None: left None,
+    for fix, whose L2 recipe's eps is its report's L2 budget)."""
+    from .attacks import parse_number
+    from .report.runner import DEFAULT_EPS_L2, DEFAULT_MAX_L0
+    return {"eps_l2": parse_number(eps_l2) if eps_l2 is not None else (DEFAULT_EPS_L2 if default else None),
+            "max_l0": parse_number(max_l0) if max_l0 is not None else (DEFAULT_MAX_L0 if default else None)}
 
 
 def _curve_budgets(curve: Optional[str], pictures, attacks) -> Optional[list[float]]:
@@ -473,6 +483,7 @@ def fix(
                                       "against none (gda-brelu, patch-ft)."),
     n: int = typer.Option(500, "--num-images", "--n", min=1, help="Test images for the before/after report."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attacks for the report (default: the six)."),
+    eps_l2: Optional[str] = EpsL2Opt, max_l0: Optional[str] = MaxL0Opt,
     report: bool = typer.Option(True, "--report/--no-report", help="Run the before/after report."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the three reports as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the three reports as Markdown."),
@@ -536,7 +547,8 @@ def fix(
                        masking_checks=masking_checks, model_flags=flags.load_kwargs(), curve=budgets,
                        curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
                        data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net,
-                       unfold_bn=unfold_bn, bpda=bpda, state=state, labels=labels)
+                       unfold_bn=unfold_bn, bpda=bpda, state=state, labels=labels,
+                       **{k: v for k, v in _minimal_budgets(eps_l2, max_l0, None).items() if v is not None})
     result, _ = at_data_size(hardened, model_flags, data, data_flags, checkpoint.name, hold=False)
     if not _all_ranks_done():
         state.finish()

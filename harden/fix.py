@@ -132,6 +132,17 @@ def trained_norm(config: dict[str, Any]) -> str | None:
         return None
 
 
+def _check_minimal_budgets(config: dict[str, Any], eps_l2: float | None, max_l0: float | None) -> None:
+    """The report's L2 and L0 budgets, refused before any training: not > 0, or an L2 budget beside an L2 recipe's
+    own (its eps is the report's L2 budget)."""
+    for flag, value in (("--eps-l2", eps_l2), ("--max-l0", max_l0)):
+        if value is not None and not value > 0:
+            raise HardenError(f"{flag} is a budget, > 0; got {value:g}.")
+    if eps_l2 is not None and trained_norm(config) == "2":
+        raise HardenError(f"{config['name']} trains against an L2 attacker: its eps ({config['params']['eps']}) is the "
+                          "report's L2 budget; give it with --eps, not --eps-l2.")
+
+
 def training_data_label(extra: dict[str, Any]) -> str:
     """'10% labelled + 45,000 unlabeled': what the hardened model was trained on."""
     frac = extra.get("data_fraction")
@@ -191,10 +202,12 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         curve_cascades: bool = True, amp: str = "off", sync_bn: bool = False, attack_amp: str = "off",
         data_target: dict | None = None, unlabeled: str | Path | Data | None = None,
         compile: bool = False, unfold_bn: str = "auto", bpda: bool = True,
-        state: "RunState | None" = None, labels: str = "given") -> FixResult:
+        state: "RunState | None" = None, labels: str = "given", eps_l2: float | None = None,
+        max_l0: float | None = None) -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `eps`: the budget the recipe trains for and the report attacks at (the recipe's eps, as `sets=["eps=..."]`; the
-    report's alone for a recipe that trains against none: gda-brelu, patch-ft).
+    report's alone for a recipe that trains against none: gda-brelu, patch-ft). `eps_l2` and `max_l0`: the report's
+    L2 and L0 budgets (evaluate's defaults where None; an L2 recipe's L2 budget is its eps).
     `metrics` and `masking_checks` switch seed 004's metrics and the gradient-masking checks of the report;
     `model_flags` (harden.load's arch, num_classes, ..., key) describe a base that harden did not write.
     `amp` (off | bf16 | fp16) is the training step's precision, `attack_amp` the report attacks' one; `sync_bn`
@@ -219,6 +232,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         check_budget(config)
     else:
         config = recipe_config(recipe, sets, epochs, batch_size, lr, eps)
+    _check_minimal_budgets(config, eps_l2, max_l0)  # before the training, which they would outlive
     rcp = get_recipe(config["name"])
     if unlabeled is not None and not rcp.takes_unlabeled:
         takers = ", ".join(sorted(k for k, v in RECIPES.items() if v.takes_unlabeled))
@@ -408,6 +422,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     model.spec.extra["train_seconds"] = round(result.seconds, 2)
     if report:
         attacks, budgets, set_notes = report_attacks(config, attacks, model.spec.input_size)
+        budgets.update({k: v for k, v in (("eps_l2", eps_l2), ("max_l0", max_l0)) if v is not None})
         kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
                   curve=curve, curve_cascades=curve_cascades, attack_amp=attack_amp, compile=compile, bpda=bpda,
                   state=state.reports if state is not None else None, **budgets)

@@ -256,6 +256,17 @@ def test_fix_takes_its_budget_as_eval_does(cli, digits_ckpt, tmp_path):
     assert "eps" not in harden.load(tmp_path / "g.safetensors").spec.extra["recipe_params"]
     assert "gda-brelu: eps, the L-inf budget the report measures at, is in pixel units" in _bad(
         cli, "fix", digits_ckpt, "--recipe", "gda-brelu", "--eps", "8", "-o", tmp_path / "g8.safetensors")
+    # the report's L2 and L0 budgets, as eval takes them; an L2 recipe's is its own eps; checked before training
+    code, _, err = cli("fix", digits_ckpt, "--eps-l2", "1.5", "--max-l0", "0.2", "--epochs", "1", "--data-frac", "0.05",
+                       "-o", tmp_path / "l2.safetensors", "--attack", "deepfool", "--attack", "jsma", "--num-images", 8,
+                       "--no-metrics", "--no-masking-checks", "--json", tmp_path / "l2.json")
+    assert code == 0, err
+    budgets = {(a["name"], round(a["budget"], 6)) for r in json.loads((tmp_path / "l2.json").read_text())["reports"]
+               for a in r["attacks"]}
+    assert budgets == {("deepfool", 1.5), ("jsma", 12.8)}, budgets  # 0.2 of the 64 features of an 8x8 digit
+    assert "give it with --eps, not --eps-l2" in _bad(cli, "fix", digits_ckpt, "--set", "attack=pgd-l2", "--eps", "1",
+                                                      "--eps-l2", "2", "-o", tmp_path / "x.safetensors")
+    assert "--eps-l2 is a budget, > 0" in _bad(cli, "fix", digits_ckpt, "--eps-l2", "0", "-o", tmp_path / "x.safetensors")
     again = _bad(cli, "fix", out, "--eps", "0.3", "-o", tmp_path / "twice.safetensors")  # hardened twice: the ways out
     assert "is already hardened (recipe at, from the base of sha256" in again and f"harden export {out.name} -o" in again
     assert "disagree: give the budget once" in _bad(cli, "fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.1",
