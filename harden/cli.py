@@ -406,13 +406,13 @@ def _exit_on_failed_gate(report) -> None:
         raise typer.Exit(1)
 
 
-def _minimal_budgets(eps_l2: str | None, max_l0: str | None, default: str | None = "report") -> dict:
-    """--eps-l2 and --max-l0 as evaluate's budgets: the report's defaults where not given (`default` None: left None,
-    for fix, whose L2 recipe's eps is its report's L2 budget)."""
+def _minimal_budgets(eps_l2: str | None, max_l0: str | None, defaults: bool = True) -> dict:
+    """--eps-l2 and --max-l0 as evaluate's budgets: the report's defaults where not given (`defaults` False: left
+    out, for fix, whose L2 recipe's eps is its report's L2 budget)."""
     from .attacks import parse_number
     from .report.runner import DEFAULT_EPS_L2, DEFAULT_MAX_L0
-    return {"eps_l2": parse_number(eps_l2) if eps_l2 is not None else (DEFAULT_EPS_L2 if default else None),
-            "max_l0": parse_number(max_l0) if max_l0 is not None else (DEFAULT_MAX_L0 if default else None)}
+    given = {k: parse_number(v) for k, v in (("eps_l2", eps_l2), ("max_l0", max_l0)) if v is not None}
+    return {"eps_l2": DEFAULT_EPS_L2, "max_l0": DEFAULT_MAX_L0, **given} if defaults else given
 
 
 def _curve_budgets(curve: Optional[str], pictures, attacks) -> Optional[list[float]]:
@@ -548,7 +548,7 @@ def fix(
                        curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
                        data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net,
                        unfold_bn=unfold_bn, bpda=bpda, state=state, labels=labels,
-                       **{k: v for k, v in _minimal_budgets(eps_l2, max_l0, None).items() if v is not None})
+                       **_minimal_budgets(eps_l2, max_l0, defaults=False))
     result, _ = at_data_size(hardened, model_flags, data, data_flags, checkpoint.name, hold=False)
     if not _all_ranks_done():
         state.finish()

@@ -14,11 +14,12 @@ def trained_budget_note(extra: dict[str, Any], attacks: list, eps: float | None,
     if not isinstance(params, dict) or "eps" not in params or "attack" not in params:
         return None
     from ..attacks import parse_number
+    from ..errors import HardenError
     from ..fix import trained_norm
     norm = trained_norm({"params": params})
     try:
         trained = parse_number(params["eps"])
-    except Exception:  # noqa: BLE001 - a setting written by another version: nothing to compare
+    except HardenError:  # a setting that is not a number (written by another version): nothing to compare
         return None
     recipe = extra.get("recipe", "its recipe")
     if norm == "inf" and eps is None:
