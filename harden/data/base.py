@@ -236,14 +236,15 @@ def subsample(data: Data, frac: float, seed: int) -> Data:
     idx = stratified_subset(data.y_train, frac, seed)
     subset = dict(fraction=frac, seed=seed, n=int(len(idx)), index_sha256=index_hash(idx))
     y = data.y_train
-    small = int((np.round(frac * np.unique(y, return_counts=True)[1]) == 0).sum()) if frac < 1.0 else 0
+    counts = np.unique(y, return_counts=True)[1]
+    small = int((np.round(frac * counts) == 0).sum()) if frac < 1.0 else 0
     # said where those rounded up make the subset a fifth or more larger than asked (a few among many large classes
     # go unsaid): a run that much longer than the fraction asked for, recorded with the subset
     if small and len(idx) > 1.2 * frac * len(y) + 1:
         from ..runtime import warn
         subset["classes_rounded_up_to_one"] = small
         warn(f"--data-frac {frac:g} of {len(y):,} training images is {len(idx):,} images ({len(idx) / len(y):.0%}): "
-             f"every class keeps at least one image, and {small:,} of the {len(np.unique(y)):,} classes have too few "
+             f"every class keeps at least one image, and {small:,} of the {len(counts):,} classes have too few "
              f"for a {frac:g} share of them to make one.")
     return data.take_train(idx, subset=subset)
 
