@@ -51,8 +51,17 @@ def test_gate_exit_codes(cli, digits_ckpt, tmp_path):
     assert suite.get("failures") == "1" and len(suite.findall("testcase")) == 2
     code, _, err = cli("eval", digits_ckpt, *FAST, "--require", "pgd=>0.5")
     assert code == 2 and "METRIC>=VALUE" in err
-    code, _, err = cli("eval", digits_ckpt, *FAST, "--require", "jsma>=0.1")
-    assert code == 2 and "unknown metric" in err
+    code, _, err = cli("eval", digits_ckpt, *FAST, "--require", "jsmaa>=0.1")
+    said = " ".join(err.split())
+    assert code == 2 and "unknown metric 'jsmaa'" in said
+    # the names by family, not seventy of them: each accuracy once, its bounds and change as patterns
+    assert "reports clean, fgsm, pgd, worst, worst.linf (each also as NAME.lower and NAME.upper" in said
+    assert "fgsm.lower" not in said and "pgd.change.upper" not in said
+    # an attack the run does not make: said as that, with the option that makes it, before any attack
+    code, _, err = cli("eval", digits_ckpt, *FAST, "--require", "jsma.lower>=0.1")
+    said = " ".join(err.split())
+    assert code == 2 and "gates jsma, an attack this run does not make (it makes fgsm, pgd)" in said
+    assert "add --attack jsma to the run's --attack options" in said
     # names that exist, but not in this run: refused before the attacks, with why (not "actual missing" after them)
     code, _, err = cli("eval", digits_ckpt, *FAST, "--require", "pgd.on_source_correct>=0.1")
     assert code == 2 and "only under transfer" in err and "--craft-on" in err
@@ -531,3 +540,26 @@ def test_devices_harden_does_not_run_on_are_said(cli, digits_ckpt):
     if not __import__("torch").cuda.is_available():
         code, _, err = cli("eval", digits_ckpt, "--n", 4, "--attack", "fgsm", "--device", "cuda")
         assert code == 2 and "no CUDA device is available" in err
+
+
+def test_a_gate_on_an_attack_the_default_set_leaves_out_says_how_to_run_it():
+    """Above 64 px the default attacks leave jsma out: a gate on it names the set that has it (`--attack default`),
+    and a gate on an attack outside the six names the way to add it beside them; a saved report says its run did
+    not make it."""
+    from harden import HardenError
+    from harden.attacks import DEFAULT_ATTACKS
+    from harden.report.gate import check_known, parse_requirement
+    from harden.report.runner import attack_set
+    big, small = attack_set(None, (128, 128)), attack_set(None, (32, 32))
+    assert big.from_defaults and big.left_out == ("jsma",) and small.left_out == ()
+    with pytest.raises(HardenError) as e:
+        check_known([parse_requirement("jsma>=0.3")], big)
+    assert "jsma is left out of the default attacks above 64 px" in str(e.value)
+    assert "--attack default runs the six with it" in str(e.value)
+    check_known([parse_requirement("jsma>=0.3")], small)  # made there: nothing to say
+    with pytest.raises(HardenError, match="--attack default --attack square runs it beside the default attacks"):
+        check_known([parse_requirement("square.lower>=0.3")], small)
+    with pytest.raises(HardenError, match="an attack r.json's run did not make \\(it made fgsm, pgd, autopgd"):
+        check_known([parse_requirement("square>=0.3")], small, "r.json")
+    from harden.attacks import expand_suites  # what that error says: `--attack default` runs jsma at any size
+    assert [a.name for a in attack_set(expand_suites(["default"]), (128, 128))] == list(DEFAULT_ATTACKS)

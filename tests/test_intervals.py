@@ -423,7 +423,7 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
     assert "FAIL <code>pgd&gt;=0.999</code>" in (tmp_path / "regated.html").read_text()
     assert (tmp_path / "regated.xml").read_text().count("<failure") == 1
     for args, said in [(["--require", "pgd.change.lower>=0"], "holds no comparison"),
-                       (["--require", "autoattack>=0.1"], "shipped.json holds"),
+                       (["--require", "autoattack>=0.1"], "an attack shipped.json's run did not make (it made fgsm, pgd)"),
                        (["--require", "pgd.lower>=0.99"], "cannot pass on 80 images"),
                        (["--require", "pgd>=40"], "Write 0.4 or 40%"), ([], "Nothing to gate")]:
         code, out, err = cli("gate", tmp_path / "shipped.json", *args)

@@ -15,7 +15,8 @@ ATTACK_SUITES = {
 
 
 # Above this input side the default report leaves JSMA out: its steps do not shrink with the image (measured on a
-# 224-px ResNet-50: BENCHMARKS.md, "ImageNet-class models and data on disk"); `--attack jsma` still runs it.
+# 224-px ResNet-50: BENCHMARKS.md, "ImageNet-class models and data on disk"); `--attack default` (the six) still
+# runs it, `--attack jsma` runs it alone.
 JSMA_DEFAULT_MAX_SIDE = 64
 
 
@@ -24,7 +25,7 @@ def default_attacks(input_size) -> tuple[tuple[str, ...], str | None]:
     if max(int(v) for v in input_size) > JSMA_DEFAULT_MAX_SIDE:
         return (tuple(a for a in DEFAULT_ATTACKS if a != "jsma"),
                 f"jsma left out of the default attacks above {JSMA_DEFAULT_MAX_SIDE} px (its cost per robust image "
-                "grows with the input: BENCHMARKS.md); --attack jsma runs it")
+                "grows with the input: BENCHMARKS.md); --attack default runs the six with it")
     return DEFAULT_ATTACKS, None
 
 

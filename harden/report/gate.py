@@ -130,15 +130,17 @@ def check_known(requirements: list[dict[str, Any]], attacks: list, saved: str | 
     remedies depend on. `transfer`: the run crafts on another model (only then is accuracy on the images the source
     gets right measured); `metrics`: seed 004's metrics are computed."""
     holder = f"{saved} holds" if saved else "this run reports"
-    accuracies = {"clean", "worst"} | {f"worst.{NORM_LABELS[a.norm]}" for a in attacks if a.norm in NORM_LABELS}
+    order = ["clean"]  # the accuracies in the report's order, for the refusal below
     known = {TRIPPED_CHECKS} | ({"clean" + ON_SOURCE_CORRECT} if transfer else set()) | (
         set(SEED004_METRICS) if metrics else set())
     seen: set[str] = set()
     for i, atk in enumerate(attacks):
         a = atk.name if atk.name not in seen else f"{atk.name}#{i}"
         seen.add(atk.name)
-        accuracies |= {a} | {f"{a}.{stage}" for stage in atk.stage_names()}
+        order += [a] + [f"{a}.{stage}" for stage in atk.stage_names()]
         known |= {f"{a}.success", f"{a}.median_norm"} | ({a + ON_SOURCE_CORRECT} if transfer else set())
+    order += ["worst"] + sorted({f"worst.{NORM_LABELS[a.norm]}" for a in attacks if a.norm in NORM_LABELS})
+    accuracies = set(order)
     for r in requirements:  # a name that exists, but not in this kind of run: say why, not "unknown"
         if r["metric"].endswith(ON_SOURCE_CORRECT) and not transfer:
             raise HardenError(
@@ -159,9 +161,11 @@ def check_known(requirements: list[dict[str, Any]], attacks: list, saved: str | 
     for r in requirements:
         if r["metric"] not in known:
             close = [k for k in known if k.lower() == r["metric"].lower()]
+            if not close:
+                _refuse_an_attack_not_made(r, attacks, saved)
             raise HardenError(f"Requirement {r['text']!r} names unknown metric {r['metric']!r}"
                               + (f" (metric names are lower case: {close[0]!r})" if close else "")
-                              + f"; {holder} {', '.join(sorted(known))}.")
+                              + f"; {holder} {_metric_names(order, known)}.")
         lo = 0.0 if r["metric"] in fractions else -1.0 if r["metric"] in changes else None
         bar, offset = r.get("value"), r.get("baseline_offset")
         if lo is not None and ((bar is not None and not lo <= bar <= 1) or (offset is not None and abs(offset) > 1)):
@@ -173,6 +177,41 @@ def check_known(requirements: list[dict[str, Any]], attacks: list, saved: str | 
                 "percent; the gate reads fractions)."
                 + ("" if not 1 < abs(v) <= 100 else f" Write {v / 100:g} or {v:g}%." if bar is not None else
                    f" Write baseline{v / 100:+g} or baseline{v:+g}%."))
+
+
+def _refuse_an_attack_not_made(r: dict[str, Any], attacks: list, saved: str | None) -> None:
+    """A requirement on a registered attack the run does not make: said as that, with the way to make it (not as
+    an unknown metric). The default set leaves jsma out above its size; `--attack default` is the six with it."""
+    from ..attacks import ATTACKS, JSMA_DEFAULT_MAX_SIDE
+    name = r["metric"].split(".", 1)[0]
+    made = [a.name for a in attacks]
+    if name not in ATTACKS or name in made:
+        return
+    said = f"Requirement {r['text']!r} gates {name}, an attack "
+    if saved:
+        raise HardenError(f"{said}{saved}'s run did not make (it made {', '.join(made)}): gate a run that does "
+                          f"(harden eval ... --attack {name}, beside the attacks it needs).")
+    if name in getattr(attacks, "left_out", ()):
+        how = (f"{name} is left out of the default attacks above {JSMA_DEFAULT_MAX_SIDE} px (its cost per robust image "
+               "grows with the input); --attack default runs the six with it")
+    elif getattr(attacks, "from_defaults", False):
+        how = f"--attack default --attack {name} runs it beside the default attacks"
+    else:
+        how = f"add --attack {name} to the run's --attack options"
+    raise HardenError(f"{said}this run does not make (it makes {', '.join(made)}): {how}. Checked before any attack "
+                      "ran.")
+
+
+def _metric_names(order: list[str], known: set[str]) -> str:
+    """The metrics a report holds, said by family (a run of six attacks has about seventy names)."""
+    per_attack = [s for s in (".success", ".median_norm", ON_SOURCE_CORRECT) if any(k.endswith(s) for k in known)]
+    rest = sorted(k for k in known if k not in order and not k.endswith((".lower", ".upper", *per_attack))
+                  and CHANGE not in k)
+    text = ", ".join(order) + " (each also as NAME.lower and NAME.upper" + (
+        f", and with --baseline NAME{CHANGE}[.lower|.upper]" if any(CHANGE in k for k in known) else "") + ")"
+    if per_attack:
+        text += f"; each attack's NAME{', NAME'.join(per_attack)}"
+    return text + (f"; {', '.join(rest)}" if rest else "")
 
 
 def apply_gate(values: dict[str, float], requirements: list[dict[str, Any]],

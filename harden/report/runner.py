@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import nn
 
-from ..attacks import NORM_LABELS, Attack, build_attack, default_attacks, perturbation_norm
+from ..attacks import DEFAULT_ATTACKS, NORM_LABELS, Attack, build_attack, default_attacks, perturbation_norm
 from ..as_given import gives_back
 from ..attacks.row_streams import RowStreams
 from ..batching import non_finite_scores, predict_labels
@@ -44,18 +44,23 @@ DEFAULT_MAX_L0 = 0.145
 
 
 class AttackSet(list):
-    """The attacks a report runs, with the notes it carries about how they were chosen."""
+    """The attacks a report runs, with the notes it carries about how they were chosen: whether they are the default
+    set for the model's size, and the default attacks that set leaves out."""
     notes: list[str] = []
+    from_defaults: bool = False
+    left_out: tuple[str, ...] = ()
 
 
 def attack_set(specs: Sequence[str | Attack] | None, input_size, eps: float | None = None) -> AttackSet:
     """Attack objects for these specs (names, presets with options, or Attack objects), or with None the default set
     for the model's input size and a note of what it leaves out (attacks.default_attacks)."""
-    notes = []
+    notes, from_defaults = [], specs is None
     if specs is None:
         specs, note = default_attacks(input_size)
         notes += [note] if note else []
     out = AttackSet(a if isinstance(a, Attack) else build_attack(a, eps=eps) for a in specs)
+    if from_defaults:
+        out.from_defaults, out.left_out = True, tuple(a for a in DEFAULT_ATTACKS if a not in specs)
     out.notes = notes + [n for n in map(short_of_its_ball, out) if n]
     for note in out.notes[len(notes):]:  # before the attacks' time; once (fix's three reports share their attacks)
         if note not in _WARNED:
