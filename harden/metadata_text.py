@@ -12,8 +12,8 @@ REPORT_LABELS = {"base_white_box": "base", "fixed_white_box": "hardened", "fixed
 def metadata_text(key: str, value: Any) -> str:
     if key == "report" and isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
         return "\n".join(_report_line(k, v) for k, v in value.items())
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {_scalar(v)}" for k, v in value.items())
+    if isinstance(value, dict):  # an empty value (a plain train's subset: none) says nothing: left out
+        return ", ".join(f"{k} {_scalar(v)}" for k, v in value.items() if v not in ("", None, [], {}))
     if isinstance(value, (list, tuple)) and all(not isinstance(v, (dict, list, tuple)) for v in value):
         return ", ".join(_scalar(v) for v in value)
     return _scalar(value)

@@ -471,6 +471,7 @@ def test_command_help_reads_as_paragraphs(cli):
 def test_metadata_is_printed_as_text_a_person_reads():
     from harden.metadata_text import metadata_text
     assert metadata_text("subset", {"fraction": 0.1, "seed": 0, "n": 320}) == "fraction 0.1, seed 0, n 320"
+    assert metadata_text("train", {"epochs": 2, "subset": "", "images": 200}) == "epochs 2, images 200"  # no "subset ,"
     assert metadata_text("taps", ["layer1", "layer2"]) == "layer1, layer2"
     assert metadata_text("best_epoch", 2) == "2"
     summary = {"fixed_white_box": {"threat_model": "white-box", "n": 60, "data": "photos", "values": {
