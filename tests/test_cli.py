@@ -564,3 +564,20 @@ def test_a_gate_on_an_attack_the_default_set_leaves_out_says_how_to_run_it():
         check_known([parse_requirement("square>=0.3")], small, "r.json")
     from harden.attacks import expand_suites  # what that error says: `--attack default` runs jsma at any size
     assert [a.name for a in attack_set(expand_suites(["default"]), (128, 128))] == list(DEFAULT_ATTACKS)
+
+
+def test_the_trained_budget_note_reads_the_norm_of_the_recipe_s_attack():
+    """The note's norm is the training attack's (pgd: L-inf; pgd-l2: L2), read from the attack setting alone."""
+    from harden.report.runner import attack_set
+    from harden.report.trained_budget import trained_budget_note
+    attacks = attack_set(["pgd", "deepfool"], (8, 8))
+    linf = {"recipe": "at", "recipe_params": {"attack": "pgd", "eps": "0.3"}}
+    l2 = {"recipe": "at", "recipe_params": {"attack": "pgd-l2", "eps": "2"}}
+    said = trained_budget_note(linf, attacks, None, 0.5, 0.5, "m")
+    assert said.startswith("m was hardened for an L-inf budget of 0.3 (at)") and "--eps 0.3" in said
+    assert trained_budget_note(linf, attacks, 0.3, 0.5, 0.5, "m") is None  # asked for: nothing to say
+    said = trained_budget_note(l2, attacks, None, 0.5, 0.5, "m")
+    assert said.startswith("m was hardened for an L2 budget of 2 (at)") and "--eps-l2 2" in said
+    assert trained_budget_note(l2, attacks, None, 2.0, 0.5, "m") is None
+    own = {"recipe": "x", "recipe_params": {"attack": "its-own", "eps": "0.3"}}  # no registered attack: no norm
+    assert trained_budget_note(own, attacks, None, 0.5, 0.5, "m") is None

@@ -204,6 +204,16 @@ def build_attack(spec: str, eps: float | None = None) -> Attack:
     return atk
 
 
+def norm_of(spec: str) -> str | None:
+    """The norm of the attack a spec builds ("inf", "2", "0"), whatever its budget (built at a valid one, so that a
+    bad eps elsewhere is said as such), or None for a spec that builds no attack."""
+    from ..errors import HardenError
+    try:
+        return build_attack(str(spec), eps=0.01).norm
+    except HardenError:
+        return None
+
+
 # ------------------------------------------------------------------ shared helpers
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

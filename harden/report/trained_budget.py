@@ -14,9 +14,9 @@ def trained_budget_note(extra: dict[str, Any], attacks: list, eps: float | None,
     if not isinstance(params, dict) or "eps" not in params or "attack" not in params:
         return None
     from ..attacks import parse_number
+    from ..attacks.base import norm_of
     from ..errors import HardenError
-    from ..fix import trained_norm
-    norm = trained_norm({"params": params})
+    norm = norm_of(params["attack"])
     try:
         trained = parse_number(params["eps"])
     except HardenError:  # a setting that is not a number (written by another version): nothing to compare
