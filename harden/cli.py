@@ -406,13 +406,11 @@ def _exit_on_failed_gate(report) -> None:
         raise typer.Exit(1)
 
 
-def _minimal_budgets(eps_l2: str | None, max_l0: str | None, defaults: bool = True) -> dict:
-    """--eps-l2 and --max-l0 as evaluate's budgets: the report's defaults where not given (`defaults` False: left
-    out, for fix, whose L2 recipe's eps is its report's L2 budget)."""
+def _minimal_budgets(eps_l2: str | None, max_l0: str | None) -> dict:
+    """--eps-l2 and --max-l0 as evaluate's budgets, where given (evaluate's defaults otherwise: a budget not asked
+    for is one the report may note, and fix's L2 recipe's eps is its report's L2 budget)."""
     from .attacks import parse_number
-    from .report.runner import DEFAULT_EPS_L2, DEFAULT_MAX_L0
-    given = {k: parse_number(v) for k, v in (("eps_l2", eps_l2), ("max_l0", max_l0)) if v is not None}
-    return {"eps_l2": DEFAULT_EPS_L2, "max_l0": DEFAULT_MAX_L0, **given} if defaults else given
+    return {k: parse_number(v) for k, v in (("eps_l2", eps_l2), ("max_l0", max_l0)) if v is not None}
 
 
 def _curve_budgets(curve: Optional[str], pictures, attacks) -> Optional[list[float]]:
@@ -548,7 +546,7 @@ def fix(
                        curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
                        data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net,
                        unfold_bn=unfold_bn, bpda=bpda, state=state, labels=labels,
-                       **_minimal_budgets(eps_l2, max_l0, defaults=False))
+                       **_minimal_budgets(eps_l2, max_l0))
     result, _ = at_data_size(hardened, model_flags, data, data_flags, checkpoint.name, hold=False)
     if not _all_ranks_done():
         state.finish()

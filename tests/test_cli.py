@@ -573,11 +573,14 @@ def test_the_trained_budget_note_reads_the_norm_of_the_recipe_s_attack():
     attacks = attack_set(["pgd", "deepfool"], (8, 8))
     linf = {"recipe": "at", "recipe_params": {"attack": "pgd", "eps": "0.3"}}
     l2 = {"recipe": "at", "recipe_params": {"attack": "pgd-l2", "eps": "2"}}
-    said = trained_budget_note(linf, attacks, None, 0.5, 0.5, "m")
+    said = trained_budget_note(linf, attacks, None, 0.5, False, "m")
     assert said.startswith("m was hardened for an L-inf budget of 0.3 (at)") and "--eps 0.3" in said
-    assert trained_budget_note(linf, attacks, 0.3, 0.5, 0.5, "m") is None  # asked for: nothing to say
-    said = trained_budget_note(l2, attacks, None, 0.5, 0.5, "m")
+    assert trained_budget_note(linf, attacks, 0.3, 0.5, False, "m") is None  # asked for: nothing to say
+    said = trained_budget_note(l2, attacks, None, 0.5, False, "m")
     assert said.startswith("m was hardened for an L2 budget of 2 (at)") and "--eps-l2 2" in said
-    assert trained_budget_note(l2, attacks, None, 2.0, 0.5, "m") is None
+    assert trained_budget_note(l2, attacks, None, 2.0, True, "m") is None
+    # an --eps-l2 of 0.5 asked for (the default's value) is a budget chosen: nothing to say either
+    assert trained_budget_note(l2, attacks, None, 0.5, True, "m") is None
+    assert trained_budget_note(l2, attack_set(["pgd"], (8, 8)), None, 0.5, False, "m") is None  # no L2 row
     own = {"recipe": "x", "recipe_params": {"attack": "its-own", "eps": "0.3"}}  # no registered attack: no norm
-    assert trained_budget_note(own, attacks, None, 0.5, 0.5, "m") is None
+    assert trained_budget_note(own, attacks, None, 0.5, False, "m") is None

@@ -91,7 +91,7 @@ def short_of_its_ball(atk: Attack) -> str | None:
 @gives_back("model", "craft_on")  # the caller's modules back in their mode, on their device, after the report
 def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLike | None = None, *,
              attacks: Sequence[str | Attack] | None = None, n: int | None = 500, eps: float | None = None,
-             eps_l2: float = DEFAULT_EPS_L2, max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None,
+             eps_l2: float | None = None, max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None,
              batch_size: int | None = None, device: str | torch.device = "auto", seed: int = 0, metrics: bool = True,
              model_name: str = "model", craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
@@ -152,6 +152,8 @@ def _classifier(model: nn.Module, data: Data) -> nn.Module:
 def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, craft_on, batch_size, device, seed,
               metrics, model_name, craft_name, masking_checks, masking_n, examples, curve, curve_cascades,
               attack_amp, bpda, state, labels) -> Report:
+    l2_asked = eps_l2 is not None  # None: the default L2 budget, not asked for (the trained-budget note reads which)
+    eps_l2 = DEFAULT_EPS_L2 if eps_l2 is None else eps_l2
     if not eps_l2 > 0 or not max_l0 > 0:  # a budget of zero or less counts every image as robust
         raise HardenError(f"The L2 budget (--eps-l2) and the L0 budget (--max-l0) must be > 0, got {eps_l2} and "
                           f"{max_l0}.")
@@ -224,7 +226,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         check_curve_attacks(atk_objs, f"curve={list(curve)}")
     if craft_on is None and spec is not None:
         from .trained_budget import trained_budget_note
-        said = trained_budget_note(spec.extra, atk_objs, eps, eps_l2, DEFAULT_EPS_L2, model_name or "the model")
+        said = trained_budget_note(spec.extra, atk_objs, eps, eps_l2, l2_asked, model_name or "the model")
         notes += [said] if said else []
 
     progress_kept = None

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def trained_budget_note(extra: dict[str, Any], attacks: list, eps: float | None, eps_l2: float,
-                        default_eps_l2: float, model_name: str) -> str | None:
+def trained_budget_note(extra: dict[str, Any], attacks: list, eps: float | None, eps_l2: float, l2_asked: bool,
+                        model_name: str) -> str | None:
     """The note, where the checkpoint's recipe trained for a budget (`recipe_params`: eps, attack) that the report's
-    bounded attacks of that norm do not measure, and the report's own budget was left to its default."""
+    attacks of that norm do not measure, and the report's own budget was left to its default (`eps` None; `eps_l2`
+    the report's L2 budget, `l2_asked` whether it was given)."""
     params = (extra or {}).get("recipe_params") or {}
     if not isinstance(params, dict) or "eps" not in params or "attack" not in params:
         return None
@@ -29,8 +30,10 @@ def trained_budget_note(extra: dict[str, Any], attacks: list, eps: float | None,
             return (f"{model_name} was hardened for an L-inf budget of {params['eps']} ({recipe}); this report's L-inf "
                     f"attacks measure {', '.join(f'{m:.4g}' for m in measured)}: --eps {params['eps']} measures the "
                     "threat it was trained for")
-    if norm == "2" and abs(eps_l2 - default_eps_l2) < 1e-12 and abs(eps_l2 - trained) > 1e-9 \
-            and any(a.norm == "2" for a in attacks):
+    if norm == "2" and not l2_asked and abs(eps_l2 - trained) > 1e-9 and any(
+            a.norm == "2" and "eps" not in getattr(a, "explicit", set()) for a in attacks):
+        # the L2 rows at the report's budget: DeepFool's and C&W-L2's (minimal, counted at it) and bounded ones given
+        # no eps of their own
         return (f"{model_name} was hardened for an L2 budget of {params['eps']} ({recipe}); this report's L2 attacks "
                 f"measure {eps_l2:g}: --eps-l2 {params['eps']} measures the threat it was trained for")
     return None
