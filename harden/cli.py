@@ -302,8 +302,10 @@ def eval_cmd(
     junit_path: Optional[Path] = JunitOpt, html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt,
     curve: Optional[str] = CurveOpt,
     metrics: bool = MetricsOpt, masking_checks: bool = MaskingChecksOpt, confidence: float = ConfidenceOpt,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Attack batch (default: 128 on the "
-                                             "CPU; on CUDA the largest that fits in half the free memory)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Attack batch (default: on the CPU up "
+                                             "to 128, fewer where an image's activations are large (8 for a "
+                                             "ResNet-50 at 224 px, which runs faster so); on CUDA the largest that "
+                                             "fits in half the free memory)."),
     attack_amp: str = AttackAmpOpt, compile_net: bool = CompileOpt, bpda: bool = BpdaOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of this same evaluation (Ctrl-C, "
                                 "SIGTERM, a crash): the attacks' verdicts it kept batch by batch (in "

@@ -14,7 +14,13 @@ from torch import nn
 
 from .runtime import frozen
 
-CPU_ATTACK_BATCH = 128
+CPU_ATTACK_BATCH = 128  # the report's attack batch on the CPU, at most
+# On the CPU a batch whose autograd activations pass about this size runs slower per image, not faster (out of the
+# caches, into memory bandwidth), and its memory is the process's: measured 2026-12-06 on the 2-core CPU, steady-state
+# forward+backward per image at 224 px, ResNet-50 (86 MB of activations an image): 0.147 s at batch 8, 0.161 s at 16,
+# 0.270 s at 64, 0.350 s at 128; ConvNeXt-B (120 MB): 0.44 s at 8 and 16, 0.69 s at 64; ViT-B/16 (74 MB) and
+# ResNet-18 (22 MB): flat from 8 to 32 (to 64 for ResNet-18); a report of ConvNeXt-B at batch 128 held 17 GB
+CPU_ACTIVATION_BYTES = 2**30
 PROBE_BATCH = 32
 MAX_ATTACK_BATCH = 2048
 PLAIN_LAYOUT = "_plain_layout"  # set on a model whose forward pass failed on channels_last
@@ -22,13 +28,14 @@ FREE_SHARE = 0.5  # of the free memory, for one attack batch's forward+backward 
 
 
 def attack_batch_size(model: nn.Module, device: torch.device, requested: int | None, shape: tuple[int, ...]) -> int:
-    """The report's attack batch: `requested` when given; else 128 on the CPU; on CUDA the largest power of two (32
+    """The report's attack batch: `requested` when given; else on the CPU the largest power of two up to 128 whose
+    activations fit CPU_ACTIVATION_BYTES (cpu_attack_batch); on CUDA the largest power of two (32
     to 2048) whose forward+backward fits in half the free memory, from the peak memory of one probe at batch 32
     (an out-of-memory later still halves the batch: batching.run_batched)."""
     if requested:
         return int(requested)
     if device.type != "cuda":
-        return CPU_ATTACK_BATCH
+        return cpu_attack_batch(model, shape)
     torch.cuda.synchronize(device)
     free, _ = torch.cuda.mem_get_info(device)
     before = torch.cuda.memory_allocated(device)
@@ -43,6 +50,43 @@ def attack_batch_size(model: nn.Module, device: torch.device, requested: int | N
     while batch * 2 <= min(fits, MAX_ATTACK_BATCH):
         batch *= 2
     return batch
+
+
+def cpu_attack_batch(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """The largest power of two from 1 to CPU_ATTACK_BATCH whose activations for an input gradient fit
+    CPU_ACTIVATION_BYTES: 128 for the small networks of 32-px data, 8 for a ResNet-50 at 224 px. A network whose probe
+    fails keeps CPU_ATTACK_BATCH (the report's own forward passes then say what is wrong)."""
+    per_image = activation_bytes_per_image(model, shape)
+    if per_image is None:
+        return CPU_ATTACK_BATCH
+    batch = CPU_ATTACK_BATCH
+    while batch > 1 and batch * per_image > CPU_ACTIVATION_BYTES:
+        batch //= 2
+    return batch
+
+
+def activation_bytes_per_image(model: nn.Module, shape: tuple[int, ...], images: int = 2) -> int | None:
+    """The bytes autograd keeps per image for the gradient of the input (what an attack's step holds): the tensors a
+    forward pass of `images` images saves for its backward pass, each storage once and the weights left out; no
+    backward pass is made. None where the forward pass fails."""
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()] if t.device.type == "cpu"}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # a tensor without storage (sparse, nested): not counted
+            return t
+        if storage.data_ptr() not in own:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+    x = torch.rand(images, *shape, requires_grad=True)
+    try:
+        with frozen(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(x)
+    except Exception:  # noqa: BLE001 - the user's network: its own errors are said where the report runs it
+        return None
+    return max(1, sum(kept.values()) // images)
 
 
 def has_convolutions(model: nn.Module) -> bool:

@@ -29,3 +29,24 @@ def test_cuda_probe_picks_the_largest_power_of_two_that_fits(digits_model, monke
     state["free"] = 64 << 30
     assert attack_batch_size(digits_model, cuda, None, (1, 8, 8)) == 2048
     assert attack_batch_size(digits_model, cuda, 64, (1, 8, 8)) == 64
+
+
+def test_the_cpu_batch_shrinks_with_the_activations_an_image_keeps(digits_model, monkeypatch):
+    """The probe counts what autograd keeps for an input gradient, each storage once, no weight: for conv -> ReLU ->
+    conv that is the input (conv1 saves it) and ReLU's output (saved by ReLU and by conv2: one storage). The batch is
+    the largest power of two up to 128 whose activations fit the CPU's share; a network whose forward fails keeps 128."""
+    from torch import nn
+
+    from harden import device_defaults as dd
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 4, 3, padding=1))
+    assert dd.activation_bytes_per_image(net, (3, 64, 64)) == (3 + 16) * 64 * 64 * 4
+    assert all(p.requires_grad for p in net.parameters()) and net.training  # given back as it was
+    per_image = (3 + 16) * 224 * 224 * 4  # 3.8 MB at 224 px
+    monkeypatch.setattr(dd, "CPU_ACTIVATION_BYTES", 40 * per_image)
+    assert dd.cpu_attack_batch(net, (3, 224, 224)) == 32
+    assert dd.cpu_attack_batch(net, (3, 32, 32)) == 128  # 49x fewer bytes an image
+    monkeypatch.setattr(dd, "CPU_ACTIVATION_BYTES", per_image // 2)
+    assert dd.cpu_attack_batch(net, (3, 224, 224)) == 1
+    cpu = torch.device("cpu")
+    assert attack_batch_size(net, cpu, 300, (3, 224, 224)) == 300  # asked for: as asked
+    assert dd.cpu_attack_batch(net, (1, 224, 224)) == dd.CPU_ATTACK_BATCH  # a forward that fails: the report says it
