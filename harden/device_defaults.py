@@ -17,8 +17,8 @@ from .runtime import frozen
 CPU_ATTACK_BATCH = 128  # the report's attack batch on the CPU, at most
 # On the CPU a batch whose autograd activations pass about this size runs slower per image, not faster (out of the
 # caches, into memory bandwidth), and its memory is the process's: measured 2026-12-06 on the 2-core CPU, steady-state
-# forward+backward per image at 224 px, ResNet-50 (86 MB of activations an image): 0.147 s at batch 8, 0.161 s at 16,
-# 0.270 s at 64, 0.350 s at 128; ConvNeXt-B (120 MB): 0.44 s at 8 and 16, 0.69 s at 64; ViT-B/16 (74 MB) and
+# forward+backward per image at 224 px, ResNet-50 (86 MB of activations an image): 0.133 s at batch 8, 0.148 s at 16,
+# 0.260 s at 64, 0.379 s at 128; ConvNeXt-B (120 MB): 0.42 s at 8, 0.41 s at 16, 0.62 s at 64; ViT-B/16 (74 MB) and
 # ResNet-18 (22 MB): flat from 8 to 32 (to 64 for ResNet-18); a report of ConvNeXt-B at batch 128 held 17 GB
 CPU_ACTIVATION_BYTES = 2**30
 PROBE_BATCH = 32
