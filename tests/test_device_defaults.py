@@ -31,7 +31,7 @@ def test_cuda_probe_picks_the_largest_power_of_two_that_fits(digits_model, monke
     assert attack_batch_size(digits_model, cuda, 64, (1, 8, 8)) == 64
 
 
-def test_the_cpu_batch_shrinks_with_the_activations_an_image_keeps(digits_model, monkeypatch):
+def test_the_cpu_batch_shrinks_with_the_activations_an_image_keeps(monkeypatch):
     """The probe counts what autograd keeps for an input gradient, each storage once, no weight: for conv -> ReLU ->
     conv that is the input (conv1 saves it) and ReLU's output (saved by ReLU and by conv2: one storage). The batch is
     the largest power of two up to 128 whose activations fit the CPU's share; a network whose forward fails keeps 128."""
