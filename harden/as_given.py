@@ -1,7 +1,10 @@
 """A module the caller hands to the library is given back as it came. `harden.evaluate` puts a network in eval mode,
 on the run's device (and channels-last on CUDA) for its attacks; a researcher who evaluates between epochs goes on
 training the very module they passed, so none of that may outlive the call: each submodule's train/eval flag, the
-device of its weights and their memory layout are put back (requires_grad is, by `runtime.frozen`)."""
+device of its weights and their memory layout are put back (requires_grad is, by `runtime.frozen`). So is torch's
+default dtype: a notebook's `torch.set_default_dtype(torch.float64)` would make every tensor harden creates float64
+beside the float32 it computes in, so the call runs at float32's (the caller's network is fed in its own weights' type
+all the same: Classifier.normalize)."""
 from __future__ import annotations
 
 import contextlib
@@ -29,9 +32,12 @@ def as_given(*modules: object) -> Iterator[None]:
     """Inside the block the modules may be switched to eval mode, moved and converted; after it, each is as given."""
     kept = [(m, [(sub, sub.training) for sub in m.modules()], _device(m), _plain_layout(m))
             for m in modules if isinstance(m, nn.Module)]
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
     try:
         yield
     finally:
+        torch.set_default_dtype(default_dtype)
         for m, flags, device, plain in kept:
             for sub, training in flags:
                 sub.training = training

@@ -26,7 +26,7 @@ from .report.preflight import checks_before_training
 from .reparametrized import copy_module
 from .report.runner import evaluate
 from .models import Classifier
-from .models.registry import gives_input_gradient, no_input_gradient
+from .models.registry import gives_input_gradient, no_input_gradient, weights_dtype
 from .data import held_out
 from .data.test_copies import leave_out_test_images
 from .data.unlabeled import load_unlabeled, pseudo_label
@@ -250,6 +250,13 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         base_model, base_sha = load(base, device=device, **(model_flags or {})), sha256_file(base)
         base_name, untouched = base_name or Path(base).name, _fingerprint(Path(base))
         model = copy_module(base_model)
+    half = weights_dtype(model.net)
+    if half in (torch.float16, torch.bfloat16):
+        # an optimizer's steps on half-precision weights underflow (Adam's diverged at its second step on MNIST):
+        # the copy trains in float32, as mixed precision keeps its master weights (--amp trains in half)
+        model.float()
+        info(f"{base_name}'s weights are {str(half).replace('torch.', '')}: the hardened copy trains, is reported on "
+             "and is written in float32 (the base is reported on as it is)")
     if base_model.spec.extra.get("recipe"):
         # its metadata (recipe, settings, subset, report, base_sha256) describes that hardening: a second one on top
         # would mix the two records, and a patch recipe's modules would be patched again

@@ -233,8 +233,9 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     output is the scores as they are)."""
     was = net.training
     net.eval()
+    from .models.registry import weights_dtype
     p = next(net.parameters(), None)
-    x = torch.zeros(2, in_chans, *input_size, device=p.device if p is not None else "cpu")
+    x = torch.zeros(2, in_chans, *input_size, device=p.device if p is not None else "cpu", dtype=weights_dtype(net))
     layer_outputs: list[torch.Tensor] = []  # what each layer with weights returned, for a sigmoid after the last
     handles = [m.register_forward_hook(lambda mod, i, o: layer_outputs.append(o))
                for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d))]

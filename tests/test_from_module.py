@@ -166,3 +166,50 @@ def test_a_network_that_computes_in_half_precision_itself_is_attacked_in_float32
         assert model(torch.rand(2, 1, 8, 8)).dtype == torch.float32
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert model(torch.rand(2, 1, 8, 8)).dtype == torch.bfloat16
+
+
+def test_a_network_in_double_or_half_precision_is_fed_its_own_type(digits, digits_model):
+    """A module whose weights are float64 (`.double()`, or built under `torch.set_default_dtype(torch.float64)`, as
+    scientific notebooks do) or float16 stopped at harden's first probe ("Input type (float) and bias type (double)
+    should be the same"), and the default dtype alone broke AutoPGD's bookkeeping. Each is fed in its own weights'
+    type, its scores read as float32, and it is handed back as it came; the default dtype too."""
+    import copy
+
+    import torch.nn.functional as F
+
+    class Published(torch.nn.Module):  # its own normalisation and a log_softmax head, as published code writes one
+        def __init__(self, body=None):
+            super().__init__()
+            self.body = body if body is not None else copy.deepcopy(digits_model.net)
+            self.mean, self.std = float(digits_model.mean.flatten()[0]), float(digits_model.std.flatten()[0])
+
+        def forward(self, x):
+            return F.log_softmax(self.body((x - self.mean) / self.std).view(x.size(0), -1), dim=1)
+
+    kw = dict(attacks=["pgd:steps=5,step=0.04", "fgsm", "autopgd:steps=5"], n=40, eps=0.1, metrics=False,
+              masking_checks=False, device="cpu")
+    single = harden.evaluate(Published().eval(), digits, **kw)
+    net = Published().eval().double()
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    double = harden.evaluate(net, digits, **kw)
+    assert double.clean_accuracy == single.clean_accuracy > 0.8
+    assert [a.robust_accuracy for a in double.attacks] == [a.robust_accuracy for a in single.attacks]
+    assert all(v.dtype == torch.float64 and torch.equal(v, weights[k]) for k, v in net.state_dict().items())
+    half = harden.evaluate(Published().eval().half(), digits, **kw)
+    assert abs(half.clean_accuracy - single.clean_accuracy) <= 0.05
+    was = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        body = harden.create_model("cnn-small", 10, 1, (8, 8)).net  # built in float64, as the default says
+        body.load_state_dict(digits_model.net.state_dict())
+        assert next(body.parameters()).dtype == torch.float64
+        as_default = harden.evaluate(Published(body).eval(), digits, **kw)
+        assert torch.get_default_dtype() == torch.float64  # given back
+    finally:
+        torch.set_default_dtype(was)
+    assert [a.robust_accuracy for a in as_default.attacks] == [a.robust_accuracy for a in single.attacks]
+    # half-precision weights cannot take an optimizer's steps (Adam's diverged at the second): the copy trains in float32
+    fixed = harden.fix(Published().eval().half(), digits, data_frac=0.2, epochs=1, eps=0.1, report=False,
+                       device="cpu")
+    assert next(fixed.model.net.parameters()).dtype == torch.float32
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in fixed.history)

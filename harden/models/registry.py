@@ -5,6 +5,7 @@ import importlib
 import importlib.util
 from importlib.machinery import SourceFileLoader
 import inspect
+import itertools
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -399,6 +400,15 @@ def gives_input_gradient(model: nn.Module, x: torch.Tensor | None = None) -> boo
     return grad is not None
 
 
+def weights_dtype(net: nn.Module) -> torch.dtype:
+    """The floating-point type a network's weights hold (its first floating-point parameter's, else buffer's), which
+    its layers take their input in; float32 where it holds none."""
+    for t in itertools.chain(net.parameters(), net.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
 def one_image_refused(name: str) -> str:
     return (f"{name} cannot score one image alone: a BatchNorm layer of it normalises each batch by the batch's own "
             "statistics (it was built with track_running_stats=False, so it has no running statistics to use in "
@@ -432,9 +442,13 @@ class Classifier(nn.Module):
         self.scores_of: ScoresOf | None = None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels -> the network's input: normalised, in the floating-point type its weights hold (a module of
+        the caller's built under torch.set_default_dtype(torch.float64), or converted with .double() or .half())."""
         if self.spec.extra.get(CHANNEL_ORDER) == "bgr":  # Caffe's networks: mean and std in the network's order
             x = x.flip(1)
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        dtype = weights_dtype(self.net)
+        return x if x.dtype == dtype else x.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.patch is not None and hasattr(self.patch, "forward_model"):
@@ -452,8 +466,9 @@ class Classifier(nn.Module):
         elif not isinstance(out, torch.Tensor):  # a structure only train mode returns (outputs.ScoresOf)
             out = ScoresOf(self.spec.extra.get(LOGITS_KEY), self.spec.num_classes,
                            bool(self.spec.extra.get(BINARY_SIGMOID)))(self.net, (x,), out)
-        if out.dtype in (torch.float16, torch.bfloat16) and not torch.is_autocast_enabled(out.device.type):
-            out = out.float()  # a network that computes in half precision itself (autocast inside its forward)
+        if out.dtype in (torch.float16, torch.bfloat16) and not torch.is_autocast_enabled(out.device.type) or \
+                out.dtype == torch.float64:
+            out = out.float()  # a network that computes in half (autocast inside its forward, .half()) or double
         if x.requires_grad and not out.requires_grad and torch.is_grad_enabled():
             raise NoInputGradient(no_input_gradient(type(self.net).__name__))
         if self.__dict__.get(LOG_WHERE_PROBABILITIES):  # training a model that returns probabilities (outputs.py)
@@ -555,10 +570,12 @@ def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: i
         p = next(net.parameters(), None)
         try:
             with torch.no_grad():
-                out = net(torch.zeros(2, int(in_chans), *size, device=p.device if p is not None else "cpu"))
+                out = net(torch.zeros(2, int(in_chans), *size, device=p.device if p is not None else "cpu",
+                                      dtype=weights_dtype(net)))
         except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:
             from ..outputs import ONE_AT_A_TIME, runs_alone
-            one = torch.zeros(1, int(in_chans), *size, device=p.device if p is not None else "cpu")
+            one = torch.zeros(1, int(in_chans), *size, device=p.device if p is not None else "cpu",
+                              dtype=weights_dtype(net))
             raise HardenError(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {size[0]} x {size[1]} "
                               f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}): "
                               + (ONE_AT_A_TIME if runs_alone(net, one) else
