@@ -140,7 +140,7 @@ def _build_net(spec: ModelSpec) -> nn.Module:
                               "--model-arg.") from e  # --debug shows the constructor's own traceback
         if not isinstance(net, nn.Module):
             raise HardenError(f"{arch!r} returned {type(net).__name__}, not a torch.nn.Module.")
-        return uncompiled(net, say=False)  # a factory that compiles what it builds (built again for each probe)
+        return unwrapped(net, say=False)  # a factory that compiles or wraps what it builds (built for each probe)
     import timm
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:5]
@@ -556,20 +556,25 @@ def _per_channel(values, c: int, what: str) -> list[float]:
     return values
 
 
-def uncompiled(net: nn.Module, say: bool = True) -> nn.Module:
-    """The module a `torch.compile(net)` wraps (its `_orig_mod`: the same weights), said; any other as it is. The
-    compiled wrapper specialises on batch sizes, so the attacks' shrinking batches recompiled it to dynamo's limit
-    (a 2-layer MNIST network: 35.5 s against 2.1 s eager for PGD and FGSM on 100 images), and a checkpoint written
-    from it named torch's `OptimizedModule`, which no load can build."""
-    inner = getattr(net, "_orig_mod", None)
-    if type(net).__name__ != "OptimizedModule" or not isinstance(inner, nn.Module):
+def unwrapped(net: nn.Module, say: bool = True) -> nn.Module:
+    """The module a wrapper holds, said (`say`); any other module as it is. `torch.compile(net)`'s OptimizedModule
+    (its `_orig_mod`) specialises on batch sizes, so the attacks' shrinking batches recompiled it to dynamo's limit (a
+    2-layer MNIST network: 35.5 s against 2.1 s eager for PGD and FGSM on 100 images); DataParallel and
+    DistributedDataParallel (their `module`) split batches across GPUs and average gradients, which harden's own
+    processes do (torchrun). A checkpoint written from a wrapper named the wrapper's class, which no load can build, and
+    its weights' keys carried the wrapper's prefix."""
+    kind = type(net).__name__
+    inner = getattr(net, "_orig_mod" if kind == "OptimizedModule" else "module", None)
+    if kind not in ("OptimizedModule", "DataParallel", "DistributedDataParallel") or not isinstance(inner, nn.Module):
         return net
-    from ..runtime import info
     if say:
-        info(f"the {type(inner).__name__} given is torch.compile'd: harden runs the module it compiled (the same weights; "
-             "the compiled one recompiles at every batch size the attacks narrow to); compile=True (--compile) compiles "
-             "it for dynamic batch sizes")
-    return inner
+        from ..runtime import info
+        how = ("torch.compile'd: harden runs the module it compiled (the same weights; the compiled one recompiles at "
+               "every batch size the attacks narrow to); compile=True (--compile) compiles it for dynamic batch sizes"
+               if kind == "OptimizedModule" else f"wrapped in {kind}: harden runs the module it wraps (the same "
+               "weights; under torchrun harden shares the work out itself)")
+        info(f"the {type(inner).__name__} given is {how}")
+    return unwrapped(inner, say)  # torch.compile(DataParallel(net)), ...
 
 
 def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: int | None = None, mean=(0.0,),
@@ -580,7 +585,7 @@ def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: i
     Its architecture is recorded as `module:Class`, so a checkpoint written from it loads where that class imports
     and builds with its constructor's defaults (else with --arch)."""
     size = (int(input_size), int(input_size)) if isinstance(input_size, int) else tuple(int(v) for v in input_size)
-    net = uncompiled(net)
+    net = unwrapped(net)
     if num_classes is None:
         was = net.training
         net.eval()
