@@ -77,6 +77,10 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
             result = fit(model, data, cfg, device)
     model.spec.extra["train"]["seconds"] = round(result.seconds, 2)
     model.spec.extra["train"]["final"] = result.history[-1] if result.history else {}
+    from .report.preflight import clean_test_accuracy
+    tested = clean_test_accuracy(model, data, device, cfg.seed)  # the training figures are on augmented images
+    if tested is not None:
+        model.spec.extra["train"]["test"] = tested
     held = held_out.record(data)
     if held:  # eval on the same data tests on these images, never on those it trained on
         model.spec.extra[held_out.KEY] = held

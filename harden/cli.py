@@ -174,8 +174,14 @@ def train(
         return
     save(model, output, force=force)
     state.finish()
-    out.print(f"wrote {output} ({arch}, {ds.source}, {model.spec.extra['train']['images']} training images, "
-              f"{model.spec.extra['train']['seconds']:.1f} s)")
+    done = model.spec.extra["train"]
+    tested = done.get("test")
+    out.print(f"wrote {output} ({arch}, {ds.source}, {done['images']} training images, {done['seconds']:.1f} s)"
+              + (f"; clean accuracy {tested['accuracy']:.1%} on "
+                 + (f"its {tested['of']:,}" if tested["n"] == tested["of"] else f"{tested['n']:,} of its {tested['of']:,}")
+                 + " test images "
+                 f"(95% interval {tested['interval_95'][0]:.1%}-{tested['interval_95'][1]:.1%})" if tested else
+                 "; no test split to measure it on"))
 
 
 @app.command()

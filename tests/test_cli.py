@@ -130,15 +130,21 @@ def test_train_on_data_of_one_split_holds_out_the_share_fix_would(cli, tmp_path)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "one.npz", x=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y=np.arange(60) % 3)
     out_path = tmp_path / "m.safetensors"
-    code, out, err = cli("train", "--data", tmp_path / "one.npz", "--epochs", "1", "--data-frac", "0.5", "-o", out_path)
+    code, train_out, err = cli("train", "--data", tmp_path / "one.npz", "--epochs", "1", "--data-frac", "0.5", "-o",
+                               out_path)
     assert code == 0, err
-    assert "24 training images" in " ".join(out.split()) and "held out as the test split" in " ".join(err.split())
+    assert "24 training images" in " ".join(train_out.split()) and "held out as the test split" in " ".join(err.split())
     held = harden.load(out_path).spec.extra["held_out_test"]
     assert held["n"] == 12 and held["fraction"] == 0.2
     code, out, err = cli("eval", out_path, "--data", tmp_path / "one.npz", "--attack", "fgsm", "--json",
                          tmp_path / "r.json", "-q")
     assert code == 0, err
-    assert json.loads((tmp_path / "r.json").read_text())["n"] == 12
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["n"] == 12
+    # train's closing figure: the clean accuracy on those images, as eval measures it
+    tested = harden.load(out_path).spec.extra["train"]["test"]
+    assert tested["n"] == tested["of"] == 12 and tested["accuracy"] == report["clean_accuracy"]
+    assert f"clean accuracy {tested['accuracy']:.1%} on its 12 test images" in " ".join(train_out.split())
 
 
 # ------------------------------------------------------------------------------------------- bad input
