@@ -78,8 +78,19 @@ def test_masking_checks_quiet_on_a_plain_model(digits_model, digits, monkeypatch
     # black-box) + outputs that depend on the batch
     assert len(r.masking) == 9 and not _tripped(r)
     notes = [info for n, info in said if n == 0]
-    assert re.fullmatch(r"pgd at eps 0.5 on \d+ images", notes[0]) and "outputs and gradients" in notes
-    assert any(t.startswith("square at eps 8/255 on ") for t in notes) and said[-1] == (1, "")
+    assert re.fullmatch(r"pgd \(20 steps\) at eps 0.5 on \d+ images", notes[0]) and "outputs and gradients" in notes
+    assert any(re.fullmatch(r"square \(\d+ queries\) at eps 8/255 on \d+ images", t) for t in notes)
+    assert said[-1] == (1, "")
+    # the seconds each part took, kept and said under the table: where a CI's check time goes
+    parts = [t.rsplit(" on ", 1)[0] for t in notes if t and " on " in t]
+    assert sorted(r.check_seconds) == sorted(parts + ["outputs and gradients"]) and len(parts) == 3
+    assert any(k.startswith("pgd continued (") for k in parts) and all(v >= 0 for v in r.check_seconds.values())
+    from rich.console import Console
+
+    from harden.report.render import render_masking
+    console = Console(record=True, width=300)
+    render_masking(r, console)
+    assert f"the checks took {sum(r.check_seconds.values()):.1f} s: " in console.export_text()
 
 
 def test_masking_checks_fire_on_a_quantizing_input_layer(digits_model, digits, tmp_path):

@@ -20,10 +20,11 @@ def without_timings(report) -> dict:
 
 
 def timings_out(d: dict) -> dict:
-    """A report's JSON but for how long its attacks took and when it was made."""
+    """A report's JSON but for how long its attacks and checks took and when it was made."""
     d["attacks"] = [{k: v for k, v in a.items() if k not in ("seconds", "images_per_s", "stage_seconds")}
                     for a in d["attacks"]]
     d["provenance"] = {k: v for k, v in d["provenance"].items() if k != "created"}
+    d.pop("check_seconds", None)
     return d
 
 

@@ -4,6 +4,7 @@ the white-box numbers may overstate robustness and stronger or different attacks
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable
 
 import torch
@@ -297,10 +298,14 @@ def checked_images(y: torch.Tensor, most: int) -> list[int]:
 
 
 def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, checked, batch_size, device, seed,
-             output_kind, pgd_end: torch.Tensor | None = None, state=None):
+             output_kind, pgd_end: torch.Tensor | None = None, state=None
+             ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """The report's white-box gradient-masking signals and AutoAttack's checks on the images `checked` (positions:
-    checked_images'; pgd_end holds theirs, in that order). `state` (the report's ReportState): each check attack's
-    verdicts are kept batch by batch, as the report's own attacks' are, so a resumed report takes them."""
+    checked_images'; pgd_end holds theirs, in that order), and the seconds each part took (each extra attack by name
+    and budget, "outputs and gradients"): a team choosing what its CI runs sees where the checks' time goes (Square
+    on a handful of saturated images took 30 of a report's 50 s). `state` (the report's ReportState): each check
+    attack's verdicts are kept batch by batch, as the report's own attacks' are, so a resumed report takes them (and
+    the seconds they took when they ran)."""
     robust = {r.name: r.robust_accuracy for r in results}
     flags = [f for f in [iterative_vs_single_step(robust, len(x))] if f is not None]
     m = len(checked)
@@ -315,18 +320,21 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, c
         linf[0].params["eps"] if linf else (eps if eps is not None else 8 / 255))
 
     tell = [lambda text: None]  # which check runs, beside the bar (set below): they take minutes on large images
+    seconds: dict[str, float] = {}
 
     def attack_fn(spec: str, ids: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         """The predictions on `spec`'s adversarial inputs of the report's images `ids` (from start's points for
         them: start is indexed as x). Each batch gathers its own images: no copy of all of them is made."""
         import hashlib
-        import time
 
         from .. import distributed as dd
         atk = build_attack(spec)
         from ..attacks.base import _fmt
-        tell[0](f"{atk.name}" + (f" at eps {_fmt(atk.params['eps'])}" if "eps" in atk.params else "")
-                + f" on {len(ids):,} images")
+        p = atk.params
+        part = (f"{atk.name}{' continued' if start is not None else ''}"
+                + (f" ({p['queries']} queries)" if "queries" in p else f" ({p['steps']} steps)" if "steps" in p else "")
+                + (f" at eps {_fmt(p['eps'])}" if "eps" in p else ""))
+        tell[0](f"{part} on {len(ids):,} images")
         more = (lambda b: {}) if start is None else (lambda b: {"start": start[b]})  # pgd continued
         which = hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()[:16]
 
@@ -334,13 +342,16 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, c
             where = f"check|{spec}|{which}|{seed}|{s}:{e}"
             kept = state.piece(where) if state is not None else None
             if kept is not None:
+                seconds[part] = seconds.get(part, 0.0) + float(kept.get("seconds", 0.0))
                 return s, kept["pred"]
             t = time.perf_counter()
             b = ids[s:e]
             xa = atk.run(model, x[b], y[b], generator=RowStreams(seed, b.cpu(), batch_seed=seed + s), **more(b)).x_adv
             pred = _pred(model, xa.detach().clamp(0, 1)).cpu()
+            took = time.perf_counter() - t
+            seconds[part] = seconds.get(part, 0.0) + took
             if state is not None:
-                state.keep(where, {"pred": pred, "seconds": time.perf_counter() - t},
+                state.keep(where, {"pred": pred, "seconds": took},
                            f"the masking check {atk.name} at images {s}-{e} of {len(ids)}")
             return s, pred
         with frozen(model):  # sharded under torchrun, as the report's attacks
@@ -358,15 +369,17 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, c
                                       pgd_end[:m] if pgd_end is not None else None)
         with frozen(model):
             tell[0]("outputs and gradients")
+            t = time.perf_counter()
             flags.append(randomized_outputs(model, x[:min(m, batch_size)]))
             flags.append(batch_dependent_outputs(model, x[:min(m, batch_size, 64)], flags[-1]["tripped"]))
             flags.append(output_kind_note(output_kind, scores_entry(model),
                                           bool(getattr(model, "spec", None) and model.spec.extra.get(BINARY_SIGMOID))))
             flags.append(zero_gradients(model, first, y[:m], correct[:m], batch_size, device))
+            seconds["outputs and gradients"] = time.perf_counter() - t
             flags.append(black_box(model, first, y[:m], atk_objs, results, robust_by_attack, check_eps, attack_fn,
                                     seed, batch_size))
         advance(1, info="")
-    return flags
+    return flags, {k: round(v, 2) for k, v in seconds.items()}
 
 
 def black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn, seed: int = 0,

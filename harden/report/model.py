@@ -54,6 +54,8 @@ class Report:
     clean_on_source_correct: float | None = None  # transfer only: clean accuracy where the source is right
     # gradient-masking signals (Carlini et al. 2019); see checks.py
     masking: list[dict[str, Any]] = field(default_factory=list)
+    # the seconds the masking checks' parts took: each extra attack by name and budget, "outputs and gradients"
+    check_seconds: dict[str, float] = field(default_factory=dict)
     gate: list[dict[str, Any]] = field(default_factory=list)
     # an image is robust in the worst case only if it survives every attack of the report at its budget
     worst_case: float | None = None

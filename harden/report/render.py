@@ -132,6 +132,10 @@ def render_masking(report: Report, console: Console) -> None:
     warnings = [f for f in report.masking if f["tripped"] and f.get("kind", "masking") != "note"]
     if report.masking and not warnings:
         console.print(f"  gradient-masking and evaluation checks ({len(report.masking)}): none tripped")
+    if report.check_seconds:
+        parts = sorted(report.check_seconds.items(), key=lambda kv: -kv[1])
+        console.print(f"  [dim]the checks took {sum(report.check_seconds.values()):.1f} s: "
+                      + escape(", ".join(f"{k} {v:.1f} s" for k, v in parts)) + "[/]")
 
 
 def report_document(reports: Sequence[Report], training: dict | None = None) -> dict:

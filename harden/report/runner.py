@@ -306,14 +306,18 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     num_classes = spec.num_classes if spec is not None else data.num_classes
     flags = [f for f in [mk.above_chance(clean_pred, y, num_classes, sources), *preprocessing_flags]
              if f is not None]
+    check_seconds: dict[str, float] = {}
     if masking_checks and craft_on is None:
-        flags += mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, checked, batch_size,
-                              device, seed, output_kind, pgd_end, state=progress_kept)
+        checked_flags, check_seconds = mk.run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps,
+                                                     checked, batch_size, device, seed, output_kind, pgd_end,
+                                                     state=progress_kept)
+        flags += checked_flags
         if curves:
             flags.append(monotonic_flag(curves, len(x)))
     return Report(model=model_name, threat_model=threat, crafted_on=craft_name or model_name, n=len(x),
                   data=data.source, device=str(device), seed=seed, clean_accuracy=share(correct),
-                  attacks=results, metrics=extra_metrics, masking=flags, worst_case=worst, output_kind=output_kind,
+                  attacks=results, metrics=extra_metrics, masking=flags, check_seconds=check_seconds,
+                  worst_case=worst, output_kind=output_kind,
                   robust_images={k: v.cpu() for k, v in robust_by_attack.items()}, curves=curves,
                   correct_images=correct.cpu(),
                   class_names=data.class_names, attack_precision=PRECISION_LABELS[attack_amp],
