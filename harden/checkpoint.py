@@ -875,7 +875,7 @@ def save(model: Classifier, path: str | os.PathLike, meta: dict[str, Any] | None
     from safetensors.torch import save as st_save
     path = check_output_path(path, inputs, force)
     check_checkpoint_path(path)
-    from .models.registry import MAIN
+    from .models.registry import MAIN, TORCHSCRIPT
     if str(model.spec.arch).startswith(MAIN + ":"):
         import sys
         script = getattr(sys.modules.get(MAIN), "__file__", None)
@@ -883,6 +883,11 @@ def save(model: Classifier, path: str | os.PathLike, meta: dict[str, Any] | None
         warn(f"{name} is defined in the running script{f' ({script})' if script else ''}, not in a module: "
              f"{path.name} will load elsewhere only with --arch naming a file that defines it (path/to/models.py:"
              f"{name}). Define the class in its own module and the checkpoint names it.")
+    elif str(model.spec.arch).startswith(TORCHSCRIPT + ":"):
+        name = model.spec.arch.split(":", 1)[1]
+        warn(f"the network is a TorchScript module (made from a class {name}), whose compiled code a checkpoint does "
+             f"not hold: {path.name} will load only with --arch naming the Python class it was made from "
+             f"(path/to/models.py:{name}); harden.models.from_module of that class's module names it.")
     state = _tensors(model.net.state_dict())
     if model.patch is not None:
         state.update({PATCH_PREFIX + k: v for k, v in _tensors(model.patch.state_dict()).items()})

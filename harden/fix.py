@@ -286,7 +286,7 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         ds = labelled_by(base_model.to(device), ds, device)
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
-        raise NoInputGradient(no_input_gradient(type(base_model.net).__name__))
+        raise NoInputGradient(no_input_gradient(type(base_model.net).__name__, base_model.net))
     train_ds = subsample(ds, data_frac, seed)
     # the same image under train/ and val/ (or twice in one split that `fix` held a share out of): trained on, the
     # report would count it as unseen (with --no-report the test split is not read at all, as below)

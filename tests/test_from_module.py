@@ -236,3 +236,45 @@ def test_a_wrapped_module_is_run_and_written_as_the_module_it_wraps(digits, digi
     harden.save(model, tmp_path / "m.safetensors")
     back = harden.load(tmp_path / "m.safetensors")
     assert type(back.net) is type(net) and back.state_dict().keys() == model.state_dict().keys()
+
+
+def test_a_dynamically_quantized_module_is_refused_white_box_and_measured_under_transfer(digits, digits_model):
+    """torch.ao's dynamic quantization (the usual CPU deployment step) computes its Linear layers on integers: their
+    outputs carry a grad_fn that leads nowhere, so harden stopped on a crash of the state dict's non-tensor entries,
+    then inside PGD's autograd. White-box it is refused in one paragraph that says what to do; under transfer from
+    the float network it is measured."""
+    import copy
+    import warnings
+    net = copy.deepcopy(digits_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation of torch.ao.quantization
+        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(net), {torch.nn.Linear}, dtype=torch.qint8)
+    kw = dict(attacks=["fgsm", "pgd:steps=5,step=0.04"], n=30, eps=0.1, metrics=False, device="cpu")
+    with pytest.raises(HardenError, match=r"quantized by torch\.ao \(head\.1 \(DynamicQuantizedLinear\)\).*"
+                                          r"craft_on=float_model"):
+        harden.evaluate(quantized, digits, **kw)
+    moved = harden.evaluate(quantized, digits, craft_on=net, **kw)
+    assert moved.threat_model.startswith("transfer from") and moved.clean_accuracy > 0.8
+
+
+def test_a_torchscript_module_is_evaluated_and_written_for_its_class(digits, digits_model, tmp_path):
+    """A deployed TorchScript module (torch.jit.load of a traced or scripted network) is evaluated as it is; a checkpoint
+    written from it named TorchScript's own class (`torch.jit._trace:TopLevelTracedModule`), which no load can build,
+    and asked for its constructor's `orig`. It names the class the module was made from, the save says that loading
+    takes --arch, and the load says which class to give."""
+    import copy
+    net = copy.deepcopy(digits_model.net).eval()
+    traced = torch.jit.trace(net, torch.rand(2, 1, 8, 8))
+    flags = dict(input_size=8, in_chans=1, mean=digits_model.spec.mean, std=digits_model.spec.std)
+    model = from_module(traced, **flags)
+    assert model.spec.arch == f"__torchscript__:{type(net).__name__}"
+    kw = dict(attacks=["fgsm"], n=30, eps=0.1, metrics=False, masking_checks=False, device="cpu")
+    eager = harden.evaluate(from_module(net, **flags), digits, **kw)
+    assert harden.evaluate(model, digits, **kw).attacks[0].robust_accuracy == eager.attacks[0].robust_accuracy
+    harden.save(model, tmp_path / "m.safetensors")
+    with pytest.raises(HardenError, match=f"TorchScript module .*--arch path/to/file.py:{type(net).__name__}"):
+        harden.load(tmp_path / "m.safetensors")
+    back = harden.load(tmp_path / "m.safetensors", arch="cnn-small").eval()
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(back(x), model(x), atol=1e-6)

@@ -217,6 +217,7 @@ def built_in_chans(arch: str, num_classes: int, in_chans: int, input_size,
 
 
 MAIN = "__main__"  # a class defined in the running script: no other program imports it by that name
+TORCHSCRIPT = "__torchscript__"  # a TorchScript module's original class: compiled code, no Python class to import
 
 
 def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch", need_callable: bool = True) -> Any:
@@ -230,6 +231,11 @@ def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch"
         raise HardenError(f"{what} {arch!r} was defined in the script that wrote the checkpoint (its __main__), which "
                           f"no other program can import: give {flag} path/to/file.py:{fn_name} (or "
                           f"package.module:{fn_name}) naming a module that defines it and does no work when imported.")
+    if mod_name == TORCHSCRIPT:
+        raise HardenError(f"{what} {arch!r}: the checkpoint was written from a TorchScript module (traced or scripted "
+                          f"from a class {fn_name}), whose code harden does not run: give {flag} path/to/file.py:"
+                          f"{fn_name} (or package.module:{fn_name}) naming the Python class it was made from (its "
+                          "weights' names are that class's).")
     if mod_name.startswith(TORCH_HUB):
         module = _import_file(arch, str(torch_hub_file(arch, mod_name[len(TORCH_HUB):])), what, flag)
     elif mod_name.endswith(".py") or "/" in mod_name or "\\" in mod_name:
@@ -370,7 +376,17 @@ POST_OPS = {"none": lambda z: z, "log_softmax": lambda z: torch.log_softmax(z, 1
             "softmax": lambda z: torch.softmax(z, 1)}
 
 
-def no_input_gradient(name: str) -> str:
+def no_input_gradient(name: str, net: nn.Module | None = None) -> str:
+    quantized = [f"{k or 'the network'} ({m._get_name()})" for k, m in (net.named_modules() if net is not None else [])
+                 if type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized"))
+                 and not type(m).__name__.endswith("PackedParams")]
+    if quantized:  # torch.ao's quantized layers compute on integers, outside autograd
+        return (f"{name}'s scores do not depend on its input through autograd: its layers quantized by torch.ao "
+                f"({', '.join(quantized[:4])}{', ...' if len(quantized) > 4 else ''}) compute on integers, with no "
+                "gradient. White-box attacks and hardening need the gradient of the scores with respect to the pixels: "
+                "evaluate and harden the float model it was quantized from, and this one under transfer from it "
+                "(eval quantized.pt --craft-on float.pt; harden.evaluate(quantized, data, craft_on=float_model)), "
+                "which measures what the quantization keeps of its robustness.")
     return (f"{name}'s scores do not depend on its input through autograd: its forward runs (part of) the network "
             "under torch.no_grad(), calls .detach(), or leaves torch (numpy, .item()). White-box attacks and hardening "
             "need the gradient of the scores with respect to the pixels: remove that from forward (a frozen backbone "
@@ -470,7 +486,7 @@ class Classifier(nn.Module):
                 out.dtype == torch.float64:
             out = out.float()  # a network that computes in half (autocast inside its forward, .half()) or double
         if x.requires_grad and not out.requires_grad and torch.is_grad_enabled():
-            raise NoInputGradient(no_input_gradient(type(self.net).__name__))
+            raise NoInputGradient(no_input_gradient(type(self.net).__name__, self.net))
         if self.__dict__.get(LOG_WHERE_PROBABILITIES):  # training a model that returns probabilities (outputs.py)
             out = log_where_probabilities(out)
         return out
@@ -638,8 +654,10 @@ def rebuildable_arch(net: nn.Module, num_classes: int, in_chans: int) -> tuple[s
     and shapes, where either rebuilt on the meta device (no memory, nothing downloaded) has exactly them; else its
     class as `module:Class` (built with its constructor's defaults when loaded, or given --arch)."""
     cls = type(net)
+    if isinstance(net, torch.jit.ScriptModule):  # its class is TorchScript's own; the class it was made from is named
+        return f"{TORCHSCRIPT}:{getattr(net, 'original_name', None) or cls.__name__}", {}
     fallback = f"{cls.__module__}:{cls.__qualname__}", {}
-    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items() if isinstance(v, torch.Tensor)}
     if cls.__module__.startswith("timm."):
         import timm
         cfg = getattr(net, "pretrained_cfg", None) or getattr(net, "default_cfg", None) or {}

@@ -205,6 +205,16 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     from ..bpda import straight_through  # its probe runs the model frozen
     model, rounding = straight_through(model, x[:2], bpda)
     source, source_rounding = straight_through(source, x[:2], bpda) if craft_on is not None else (model, None)
+    try:
+        grad_ok = gives_input_gradient(source, x)
+    except HardenError:  # a model that cannot score one image alone (batch statistics) says so where an attack does
+        grad_ok = True
+    if not grad_ok:  # a graph cut (torch.ao's quantized layers) would stop the attacks inside autograd
+        from ..errors import NoInputGradient
+        from ..models.registry import no_input_gradient
+        net = getattr(craft_on if craft_on is not None else loaded, "net", None)
+        raise NoInputGradient(no_input_gradient(craft_name if craft_on is not None else model_name or "the model",
+                                                net))
 
     chosen = attacks if isinstance(attacks, AttackSet) else attack_set(attacks, size, eps)
     notes = list(chosen.notes) + ([resized] if resized else [])
