@@ -277,7 +277,10 @@ def test_a_note_reads_as_a_note_not_as_a_tripped_check():
     assert "`outputs are not logits`: note (" in md and "`zero input gradients`: TRIPPED (" in md
     page = to_html(r.to_dict(), {})
     assert "<b>outputs are not logits</b>: note" in page and "<b>zero input gradients</b>: TRIPPED" in page
-    assert r.metric_values()["checks.tripped"] == 1
+    assert r.metric_values()["checks.tripped"] == 1 and "The checks took" not in page
+    r.check_seconds = {"pgd (20 steps) at eps 0.5": 1.3, "square (500 queries) at eps 8/255": 9.5}
+    assert "<p>The checks took 10.8 s: square (500 queries) at eps 8/255 9.5 s, pgd (20 steps) at eps 0.5 1.3 s.</p>" \
+        in to_html(r.to_dict(), {})  # where a report's check time went, largest first
 
 
 def test_an_example_whose_perturbation_rounds_away_says_so(monkeypatch):

@@ -393,6 +393,10 @@ def _report_html(rep: dict[str, Any], title: str) -> str:
             items.append(f"<li class='{'tripped' if f['tripped'] and kind != 'note' else ''}'>{what} "
                          f"<b>{e(f['check'])}</b>: {state} &mdash; {e(f['detail'])}</li>")
         out.append("<ul>" + "".join(items) + "</ul>")
+    if rep.get("check_seconds"):
+        parts = sorted(rep["check_seconds"].items(), key=lambda kv: -kv[1])
+        out.append(f"<p>The checks took {sum(rep['check_seconds'].values()):.1f} s: "
+                   + e(", ".join(f"{k} {v:.1f} s" for k, v in parts)) + ".</p>")
     return "\n".join(out)
 
 
