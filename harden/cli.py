@@ -920,6 +920,9 @@ def main() -> None:
     from .cores import threads_within_quota
     keep_freed_memory()  # the CLI owns its process: training steps reuse freed host memory (allocator.py)
     threads_within_quota()  # and its torch threads: no more than a CPU quota or affinity leaves it (cores.py)
+    # standard output as it is at each print: an earlier call in this process with `--json -` pointed the console at
+    # that call's standard error, which a test's capture (or a notebook's redirect) has closed since
+    out.file = None
     try:
         _main()
     finally:  # after an error no rank waits for the others (a peer may be stuck or gone)

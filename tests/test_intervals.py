@@ -487,6 +487,10 @@ def test_baseline_gate_and_compare(cli, digits_ckpt, tmp_path, monkeypatch):
                          tmp_path / "shipped.json", "--allow-mismatch", "--require", "pgd.change.upper>=0", "--json", "-")
     assert code == 1 and json.loads(out)["gate"][0]["passed"] is False
     assert [ln for ln in err.splitlines() if ln.startswith("::error")] == [line] and "robust acc" in err
+    # the next call in the same process prints to standard output again: `harden export`, which sends nothing to
+    # standard output, wrote to the closed stream of a `--json -` call that ran before it in the same test worker
+    code, out, err = cli("recipes")
+    assert code == 0 and "recipes in" in " ".join(out.split())
     monkeypatch.delenv("GITHUB_STEP_SUMMARY")
     for refused in (["--json", "-", "--markdown", "-"], ["--html", "-"]):
         code, out, err = cli("eval", digits_ckpt, *common, *refused)
