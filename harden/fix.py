@@ -250,12 +250,12 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         base_model, base_sha = load(base, device=device, **(model_flags or {})), sha256_file(base)
         base_name, untouched = base_name or Path(base).name, _fingerprint(Path(base))
         model = copy_module(base_model)
-    half = weights_dtype(model.net)
-    if half in (torch.float16, torch.bfloat16):
+    weights = weights_dtype(model.net)
+    if weights in (torch.float16, torch.bfloat16):
         # an optimizer's steps on half-precision weights underflow (Adam's diverged at its second step on MNIST):
         # the copy trains in float32, as mixed precision keeps its master weights (--amp trains in half)
         model.float()
-        info(f"{base_name}'s weights are {str(half).replace('torch.', '')}: the hardened copy trains, is reported on "
+        info(f"{base_name}'s weights are {str(weights).replace('torch.', '')}: the hardened copy trains, is reported on "
              "and is written in float32 (the base is reported on as it is)")
     if base_model.spec.extra.get("recipe"):
         # its metadata (recipe, settings, subset, report, base_sha256) describes that hardening: a second one on top

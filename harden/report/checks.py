@@ -302,10 +302,10 @@ def run_checks(model, x, y, correct, atk_objs, results, robust_by_attack, eps, c
              ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """The report's white-box gradient-masking signals and AutoAttack's checks on the images `checked` (positions:
     checked_images'; pgd_end holds theirs, in that order), and the seconds each part took (each extra attack by name
-    and budget, "outputs and gradients"): a team choosing what its CI runs sees where the checks' time goes (Square
-    on a handful of saturated images took 30 of a report's 50 s). `state` (the report's ReportState): each check
-    attack's verdicts are kept batch by batch, as the report's own attacks' are, so a resumed report takes them (and
-    the seconds they took when they ran)."""
+    and budget, "outputs and gradients"): a team choosing what its CI runs sees where the checks' time goes (on a
+    weak CIFAR-10 ResNet-18, Square took 199 of 248 s of checks, on the images no gradient attack moved). `state`
+    (the report's ReportState): each check attack's verdicts are kept batch by batch, as the report's own attacks'
+    are, so a resumed report takes them (and the seconds they took when they ran)."""
     robust = {r.name: r.robust_accuracy for r in results}
     flags = [f for f in [iterative_vs_single_step(robust, len(x))] if f is not None]
     m = len(checked)
