@@ -63,6 +63,26 @@ def test_dataset_reads_as_its_arrays(digits, digits_model, pair):
     assert (both.n_train, both.n_test) == (50, 60) and np.array_equal(both.x_train[5], digits.x_train[5])
 
 
+def test_a_loader_reads_the_part_its_sampler_draws(digits, digits_model, pair):
+    """Published code splits one dataset by two samplers (`SubsetRandomSampler(train_idx)`, `(val_idx)`): the
+    validation loader was read as its whole dataset, so its report counted the training images. A loader reads the
+    items its sampler (or its own batch sampler) draws, in the dataset's order; one that shuffles or weights the whole
+    dataset reads all of it."""
+    x, y = pair
+    ds = Digits(x, y, T.ToTensor())
+    held = list(range(45, 60))
+    want = harden.evaluate(digits_model, (x[45:], y[45:]), **KW)
+    sampled = torch.utils.data.DataLoader(ds, batch_size=8, sampler=torch.utils.data.SubsetRandomSampler(held[::-1]))
+    batched = torch.utils.data.DataLoader(ds, batch_sampler=[held[:7], held[7:]])
+    for loader in (sampled, batched):
+        got = harden.evaluate(digits_model, loader, n=500, **KW)
+        _same(got, want)
+        assert got.n == 15
+    for whole in (torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True),
+                  torch.utils.data.DataLoader(ds, sampler=torch.utils.data.WeightedRandomSampler([1.0] * 60, 60))):
+        assert harden.evaluate(digits_model, whole, n=500, **KW).n == 60
+
+
 def test_normalize_is_undone_and_given_to_a_plain_module(digits_model, pair):
     """A published pipeline: ToTensor + Normalize in the dataset, a network that takes normalised images. Read as
     pixels (exactly the uint8 arrays) and the network given that mean and std: the report equals the checkpoint's."""

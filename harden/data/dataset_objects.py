@@ -114,8 +114,37 @@ def _hf_label_column(ds: Any) -> str | None:
     return next((k for k in LABEL_KEYS if k in getattr(ds, "column_names", ())), None)
 
 
+def _loader_dataset(loader: torch.utils.data.DataLoader) -> Any:
+    """The items a DataLoader reads: its dataset, or the part of it its sampler draws from. Published code splits one
+    dataset into training and validation with two samplers (`SubsetRandomSampler(train_idx)`, `(val_idx)`): read
+    whole, the validation loader's report counted the training images too. A sampler that orders or weights the whole
+    dataset (sequential, shuffled, weighted, distributed: harden shares a run out itself) stands for all of it; one
+    that draws a part (an `indices` list, or a batch sampler of the user's own) for that part, in the dataset's order."""
+    ds, sampler, batches = loader.dataset, loader.sampler, loader.batch_sampler
+    if isinstance(ds, torch.utils.data.IterableDataset):
+        return ds  # refused by the caller
+    whole = (torch.utils.data.SequentialSampler, torch.utils.data.RandomSampler, torch.utils.data.WeightedRandomSampler,
+             torch.utils.data.distributed.DistributedSampler)
+    own_batches = batches is not None and not isinstance(batches, torch.utils.data.BatchSampler)
+    if own_batches:
+        drawn = {int(i) for b in batches for i in b}  # a batch sampler of the user's own: what it yields once
+    elif isinstance(sampler, whole) and not (isinstance(sampler, torch.utils.data.RandomSampler) and
+                                             sampler.num_samples < len(ds)):
+        return ds
+    elif hasattr(sampler, "indices"):  # torch's SubsetRandomSampler
+        drawn = {int(i) for i in sampler.indices}
+    else:  # a sampler of the user's own (or a RandomSampler of fewer items): what it yields once
+        drawn = {int(i) for i in sampler}
+    if len(drawn) == len(ds):
+        return ds
+    from ..runtime import info
+    info(f"the DataLoader's {type(batches if own_batches else sampler).__name__} draws {len(drawn):,} of its "
+         f"dataset's {len(ds):,} items: harden reads those")
+    return torch.utils.data.Subset(ds, sorted(drawn))
+
+
 def _map_style(obj: Any, what: str) -> torch.utils.data.Dataset:
-    ds = obj.dataset if isinstance(obj, torch.utils.data.DataLoader) else obj
+    ds = _loader_dataset(obj) if isinstance(obj, torch.utils.data.DataLoader) else obj
     if isinstance(ds, torch.utils.data.IterableDataset) or type(ds).__name__ == "IterableDataset":
         raise HardenError(f"{what} is an IterableDataset ({type(ds).__name__}): harden reads images by index (a "
                           "seeded, stratified draw of them, the same on every run), which a stream cannot give. Pass a "
