@@ -89,6 +89,11 @@ ConfidenceOpt = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Lev
                              "interval (Wilson score), gateable as METRIC.lower / METRIC.upper.")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the network for this run (compiles first: "
                           "pays on long runs only; off by default, see BENCHMARKS.md).")
+TimeBudgetOpt = typer.Option(None, "--time-budget", help="Fit the whole run in this time (90s, 10m, 1h): the "
+                             "report's attacks are timed on calibration samples and the number of images (at most "
+                             "--num-images) chosen to fit; fix first times one epoch of its recipe on a few batches and "
+                             "trains for the recipe's epochs or as many as fit in 60% of the time left. Exit 2 before "
+                             "the work when too little would fit.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue the interrupted run of this command (Ctrl-C, SIGTERM, "
                          "a crash) from the training state it saved beside its output (<output>.resume) and its "
                          "reports' progress: the same weights and reports as an uninterrupted run. Give the command "
@@ -300,10 +305,7 @@ def eval_cmd(
                                             "evaluated one (transfer threat model)."),
     require: Optional[List[str]] = RequireOpt, gate: Optional[Path] = GateOpt, baseline: Optional[Path] = BaselineOpt,
     allow_mismatch: bool = AllowMismatchOpt, labels: str = LabelsOpt,
-    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Fit the whole run in this time (90s, 10m, "
-                                              "1h): the attacks are timed on a calibration sample and the number of "
-                                              "images (at most --num-images) chosen to fit; exit 2 before attacking "
-                                              "when too few would fit."),
+    time_budget: Optional[str] = TimeBudgetOpt,
     json_path: Optional[Path] = JsonOpt, markdown_path: Optional[Path] = MarkdownOpt,
     junit_path: Optional[Path] = JunitOpt, html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt,
     curve: Optional[str] = CurveOpt,
@@ -491,6 +493,7 @@ def fix(
     attack: Optional[List[str]] = typer.Option(None, "--attack", help="Attacks for the report (default: the six)."),
     eps_l2: Optional[str] = EpsL2Opt, max_l0: Optional[str] = MaxL0Opt,
     report: bool = typer.Option(True, "--report/--no-report", help="Run the before/after report."),
+    time_budget: Optional[str] = TimeBudgetOpt,
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the three reports as JSON."),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the three reports as Markdown."),
     html_path: Optional[Path] = HtmlOpt, plots: Optional[Path] = PlotsOpt, curve: Optional[str] = CurveOpt,
@@ -508,6 +511,8 @@ def fix(
 ):
     """Harden a checkpoint with a recipe on a fraction of its data; print the before/after report.
     Under torchrun each process trains on its share of every batch and rank 0 writes the outputs."""
+    import time
+    started = time.perf_counter()
     _setup(quiet)
     from .attacks import DEFAULT_ATTACKS, expand_suites
     from .checkpoint import check_output_path, patch_meta, save, save_patch
@@ -517,6 +522,8 @@ def fix(
 
     from .data.base import check_fraction
     check_fraction(data_frac)
+    from .fix_budget import budget_seconds
+    budget_seconds(time_budget)  # a budget that is no duration fails before any work
     recipe_cfg = recipe_config(recipe, set_ or [], epochs, batch_size, lr, eps)  # bad settings fail before any work
     from .bn_unfold import check_mode
     check_mode(unfold_bn)
@@ -553,8 +560,8 @@ def fix(
                        masking_checks=masking_checks, model_flags=flags.load_kwargs(), curve=budgets,
                        curve_cascades=curve is not None, amp=amp, sync_bn=sync_bn, attack_amp=attack_amp,
                        data_target=data_flags.target_kwargs(), unlabeled=unlabeled, compile=compile_net,
-                       unfold_bn=unfold_bn, bpda=bpda, state=state, labels=labels,
-                       **_minimal_budgets(eps_l2, max_l0))
+                       unfold_bn=unfold_bn, bpda=bpda, state=state, labels=labels, time_budget=time_budget,
+                       started=started, **_minimal_budgets(eps_l2, max_l0))
     result, _ = at_data_size(hardened, model_flags, data, data_flags, checkpoint.name, hold=False)
     if not _all_ranks_done():
         state.finish()

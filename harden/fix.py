@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -200,7 +201,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         data_target: dict | None = None, unlabeled: str | Path | Data | None = None,
         compile: bool = False, unfold_bn: str = "auto", bpda: bool = True,
         state: "RunState | None" = None, labels: str = "given", eps_l2: float | None = None,
-        max_l0: float | None = None) -> FixResult:
+        max_l0: float | None = None, time_budget: str | float | None = None,
+        started: float | None = None) -> FixResult:
     """Harden `base` with `recipe` (a name or a recipe .toml) on a stratified `data_frac` of its training data.
     `eps`: the budget the recipe trains for and the report attacks at (the recipe's eps, as `sets=["eps=..."]`; the
     report's alone for a recipe that trains against none: gda-brelu, patch-ft). `eps_l2` and `max_l0`: the report's
@@ -217,9 +219,14 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     says where). `bpda`: rounding in the model's forward passes gradients straight through (bpda.py), in training
     (its attack and its updates) and in the reports' attacks. `state`: where the run keeps its training state, to
     resume from it or after it (resume.py); the caller removes it (`state.finish()`) once the hardened model is
-    written. `labels` "predicted": the data's images (labelled or not) labelled by the base's clean predictions, for
+    written. `time_budget` ("10m", or seconds): the whole run, report included, fitted to it from `started` (a
+    time.perf_counter(); default: the call), the epochs and the report's images chosen by timing them
+    (fix_budget.py). `labels` "predicted": the data's images (labelled or not) labelled by the base's clean predictions, for
     training and the reports (data/predicted.py)."""
     from .data.predicted import check_labels, data_for_module, images_to_predict, labelled_by
+    from .fix_budget import budget_seconds
+    started = time.perf_counter() if started is None else started
+    budget_s = budget_seconds(time_budget)
     check_labels(labels)
     from . import bn_unfold
     bn_unfold.check_mode(unfold_bn)
@@ -384,25 +391,12 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                  "augmentation of its own (augment none; --set augment=... adds it)"
                  + (f"; the unlabeled images, which it does not read, get harden's {train_cfg['unlabeled_augment']}"
                     if pseudo is not None else ""))
-    model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs, batch and augmentation resolved
-    cfg = TrainConfig(seed=seed, amp=amp, sync_bn=sync_bn, **train_cfg)
     before = state_digest(model.net)
     if bn_unfold.wanted(model, unfold_bn, trains_base=not rcp.frozen_base()):
         model.spec.extra["unfolded_batchnorm"] = bn_unfold.insert(model, train_ds, device, seed=seed)
-    asked = "" if not train_ds.subset.get("classes_rounded_up_to_one") else ", every class kept"
-    info(f"recipe {config['name']} ({config['file']}) on {train_ds.n_train} images "
-         f"({data_frac:g} of {ds.source}{asked}), {cfg.epochs} epochs, batch {cfg.batch_size}")
     from .bpda import rounds, training_through_rounding
     probe = torch.rand(2, model.spec.in_chans, *model.spec.input_size, generator=torch.Generator().manual_seed(0))
     rounding = rounds(model, probe.to(device)) if bpda else None  # what the training passes gradients through
-    if state is not None:  # what an uninterrupted run's result depends on: a resume must match it all
-        from . import resume
-        state.begin({"base_sha256": base_sha, "base": resume.spec_settings(base_model.spec), "recipe": config["name"],
-                     "params": config["params"], "train": train_cfg, "data": ds.source, "subset": train_ds.subset,
-                     "seed": seed, "precision": amp, "sync_bn": sync_bn, "processes": distributed.world(),
-                     "unlabeled": pseudo.meta if pseudo is not None else None, "unfold_bn": unfold_bn,
-                     "compile": compile, "device": device.type,
-                     "through_rounding": rounding})
     if rounding:
         info(f"the model rounds ({rounding} a forward pass): training passes gradients straight through it, for its "
              "attacks (BPDA) and its updates (--no-bpda: not)")
@@ -413,10 +407,34 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if probabilities:
         info("the model returns probabilities (a softmax at its end): training takes their logarithm, as the report's "
              "attacks do, so its loss and its attack see log-probabilities; the model is written as it is")
-    with compiled(model, compile), (state.active() if state is not None else contextlib.nullcontext()), \
-            training_through_rounding(rounding), trained_as_log_probabilities(model, probabilities):
-        result = rcp.train(model, train_ds, config["params"], cfg, device,
-                           **({"unlabeled": pseudo.data} if pseudo is not None else {}))
+
+    def trained(m: Classifier, d: Data, c: TrainConfig):
+        with compiled(m, compile), training_through_rounding(rounding), trained_as_log_probabilities(m, probabilities):
+            return rcp.train(m, d, config["params"], c, device,
+                             **({"unlabeled": pseudo.data} if pseudo is not None else {}))
+    epoch_plan = None
+    if budget_s is not None:
+        from .fix_budget import epochs_in_budget
+        epoch_plan = epochs_in_budget(budget_s, started, train_cfg, train_ds, model, trained, report, state,
+                                       dict(seed=seed, amp=amp, sync_bn=sync_bn))
+        train_cfg.update(epochs=epoch_plan.epochs, extend=0.0)
+        model.spec.extra["time_budget"] = {"training": epoch_plan.summary()}
+    model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs, batch and augmentation resolved
+    cfg = TrainConfig(seed=seed, amp=amp, sync_bn=sync_bn, **train_cfg)
+    asked = "" if not train_ds.subset.get("classes_rounded_up_to_one") else ", every class kept"
+    info(f"recipe {config['name']} ({config['file']}) on {train_ds.n_train} images "
+         f"({data_frac:g} of {ds.source}{asked}), {cfg.epochs} epochs, batch {cfg.batch_size}")
+    if state is not None:  # what an uninterrupted run's result depends on: a resume must match it all
+        from . import resume
+        state.begin({"base_sha256": base_sha, "base": resume.spec_settings(base_model.spec), "recipe": config["name"],
+                     "params": config["params"], "train": train_cfg, "data": ds.source, "subset": train_ds.subset,
+                     "seed": seed, "precision": amp, "sync_bn": sync_bn, "processes": distributed.world(),
+                     "unlabeled": pseudo.meta if pseudo is not None else None, "unfold_bn": unfold_bn,
+                     "compile": compile, "device": device.type,
+                     "through_rounding": rounding,
+                     **({"time_budget": epoch_plan.summary()} if epoch_plan is not None else {})})
+    with state.active() if state is not None else contextlib.nullcontext():
+        result = trained(model, train_ds, cfg)
     if model.spec.extra.get("unfolded_batchnorm"):
         bn_unfold.fold_checked(model, train_ds, device)
     if rcp.frozen_base() and state_digest(model.net) != before:
@@ -431,13 +449,26 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                   curve=curve, curve_cascades=curve_cascades, attack_amp=attack_amp, compile=compile, bpda=bpda,
                   state=state.reports if state is not None else None, **budgets)
         fixed_name = f"{base_name} + {config['name']}"
-        with state.reports.stoppable() if state is not None else contextlib.nullcontext():
-            out.reports["base_white_box"] = evaluate(base_model, ds, model_name=base_name, metrics=metrics, **kw)
+
+        def reports_on(k: int | None) -> dict[str, Report]:
+            on = {**kw, "n": k}
+            done = {"base_white_box": evaluate(base_model, ds, model_name=base_name, metrics=metrics, **on)}
             if not isinstance(base, torch.nn.Module):  # the base's file, as its artifact store names it
-                out.reports["base_white_box"].provenance["file_sha256"] = base_sha
-            out.reports["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **kw)
-            out.reports["fixed_transfer"] = evaluate(model, ds, model_name=fixed_name, craft_on=base_model,
-                                                     craft_name=base_name, metrics=False, **kw)
+                done["base_white_box"].provenance["file_sha256"] = base_sha
+            done["fixed_white_box"] = evaluate(model, ds, model_name=fixed_name, metrics=metrics, **on)
+            done["fixed_transfer"] = evaluate(model, ds, model_name=fixed_name, craft_on=base_model,
+                                              craft_name=base_name, metrics=False, **on)
+            return done
+        with state.reports.stoppable() if state is not None else contextlib.nullcontext():
+            if budget_s is None:
+                out.reports.update(reports_on(report_n))
+            else:
+                from .fix_budget import report_images, say_budget
+                most = min(report_n, ds.n_test) if report_n else ds.n_test
+                k, report_plan = report_images(budget_s, started, most, reports_on,
+                                               state.reports.memory() if state is not None else None)
+                out.reports.update(reports_on(k))
+                say_budget(out.reports, model, epoch_plan, report_plan, budget_s, started)
         from .report.checks import chance_after_hardening, transfer_vs_white_box
         for key in ("fixed_white_box", "fixed_transfer"):  # at chance where the base was not: the hardening's doing
             chance_after_hardening(out.reports["base_white_box"].masking, out.reports["base_white_box"].clean_accuracy,

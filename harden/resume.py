@@ -186,6 +186,13 @@ class RunState(_StateFile):
         from .runtime import info
         info(f"resuming the run saved in {self.path} ({describe(self.path, saved)})")
 
+    def saved_fingerprint(self) -> dict[str, Any] | None:
+        """When resuming, the settings the interrupted run saved (before `begin`: what it planned, such as a time
+        budget's epochs, is taken again rather than planned anew); else None."""
+        if not self.resume or not self.path.is_file():
+            return None
+        return read(self.path).get("fingerprint")
+
     def next_call(self) -> tuple[int, dict | None]:
         """(this training call's number in the run, its saved state when resuming): recipes that train twice (idfr:
         ID, then FR) resume the second call with the first one's result."""

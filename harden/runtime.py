@@ -49,6 +49,17 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+@contextmanager
+def quieted() -> Iterator[None]:
+    """No progress bars or info lines inside: work done to plan a run (a timing), not the run's own."""
+    global _quiet
+    outer, _quiet = _quiet, True
+    try:
+        yield
+    finally:
+        _quiet = outer
+
+
 def is_quiet() -> bool:
     """-q, HARDEN_QUIET=1, or a torchrun rank other than 0 (those neither show progress nor repeat warnings)."""
     from . import distributed

@@ -1,0 +1,192 @@
+"""`harden fix --time-budget`: the whole run, training and its before/after report, fitted to a time.
+
+Training: the recipe is timed on throwaway copies of the model, one epoch each on 1, 2 and 6 batches' worth of the
+training images (the first only warms up: its time holds one-off costs such as kernel selection); the last two give
+an epoch's seconds per image and its fixed seconds (validation slice, workers' start). The run then trains for the
+recipe's epochs, or as many as fit in TRAIN_SHARE of what is left of the budget (fewer is said; none fitting is
+refused before any training, with the budget that would fit one). The OneCycle schedule and the eps ramp are planned
+for the chosen count, as `--epochs` plans them. Adding epochs while validation still rises (`extend`) is off under a
+budget: it would outlast the plan.
+
+Report: the three reports (base white-box, hardened white-box, transfer) take as many of --num-images as fit in what
+the training left, calibrated as `eval --time-budget` calibrates (report/budget.py). Where fewer than its minimum fit,
+the minimum runs anyway and the overrun is said: the trained weights are not thrown away for a report.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import HardenError
+from .report.budget import MIN_USEFUL_IMAGES, SAFETY, parse_duration
+
+TRAIN_SHARE = 0.6  # of the time left after calibration, training's; the report's is the rest (and what training leaves)
+CALIBRATION_BATCHES = (1, 2, 6)  # one epoch on this many batches each; the first warms up
+CALIBRATION_SHARE = 0.25  # at most this share of training's time is spent timing it (later timings are skipped)
+
+
+@dataclass
+class EpochPlan:
+    budget_s: float
+    epochs: int  # what the run trains for
+    asked: int  # the recipe's (or --epochs') count
+    seconds_per_epoch: float
+    calibration_s: float
+    share_s: float  # training's share of the budget, as planned
+    resumed: bool = False  # the interrupted run's plan, taken again
+
+    def summary(self) -> dict[str, Any]:
+        return {"budget_s": round(self.budget_s, 1), "epochs": self.epochs, "epochs_asked": self.asked,
+                "seconds_per_epoch": round(self.seconds_per_epoch, 2), "calibration_s": round(self.calibration_s, 1),
+                "training_share_s": round(self.share_s, 1)}
+
+    def line(self) -> str:
+        fewer = (f"{self.epochs} of the {self.asked} epochs fit" if self.epochs < self.asked
+                 else f"the {self.asked} epochs fit")
+        taken = "; the interrupted run's plan" if self.resumed else ""
+        return (f"time budget {self.budget_s:.0f} s: {fewer} at about {self.seconds_per_epoch:.1f} s an epoch "
+                f"(timed in {self.calibration_s:.1f} s{taken})")
+
+
+def budget_seconds(time_budget: str | float | None) -> float | None:
+    """--time-budget in seconds (None: no budget), refused before any work when it is not a positive duration."""
+    if time_budget is None:
+        return None
+    s = float(time_budget) if isinstance(time_budget, (int, float)) else parse_duration(time_budget)
+    if not s > 0:
+        raise HardenError(f"--time-budget must be a positive duration (90s, 10m, 1h), got {time_budget!r}.")
+    return s
+
+
+def plan_epochs(budget_s: float, started: float, asked: int, n_images: int, batch_size: int,
+                one_epoch: Callable[[int], None], report: bool, saved: dict | None = None) -> EpochPlan:
+    """The epochs that fit: `one_epoch(k)` trains a throwaway copy for one epoch on k of the n_images training images.
+    `saved`: an interrupted run's plan (its summary()) for the same budget, taken without timing again."""
+    if saved is not None and abs(float(saved.get("budget_s", -1)) - round(budget_s, 1)) < 0.05:
+        return EpochPlan(budget_s, int(saved["epochs"]), int(saved["epochs_asked"]), float(saved["seconds_per_epoch"]),
+                         float(saved["calibration_s"]), float(saved["training_share_s"]), resumed=True)
+    share = TRAIN_SHARE if report else 1.0
+    sizes = sorted({max(1, min(n_images, b * batch_size)) for b in CALIBRATION_BATCHES})
+    t_start = time.perf_counter()
+    timed: list[tuple[int, float]] = []
+    for k in sizes:
+        if timed:  # a next timing that would take too much of training's share is not run: plan from those done
+            predicted = timed[-1][1] * k / timed[-1][0]
+            allowance = share * (budget_s - (time.perf_counter() - started))
+            if time.perf_counter() - t_start + predicted > CALIBRATION_SHARE * allowance:
+                break
+        t0 = time.perf_counter()
+        one_epoch(k)
+        timed.append((k, time.perf_counter() - t0))
+    calibration_s = time.perf_counter() - t_start
+    if len(timed) >= 3:  # the warm-up left out: a rate and a fixed cost from the last two
+        (k1, t1), (k2, t2) = timed[-2:]
+        per_image = max((t2 - t1) / (k2 - k1), t2 / k2 / 10)
+        epoch_s, rough = per_image * n_images + max(0.0, t2 - per_image * k2), False
+    else:  # the last timing scaled, its fixed (and warm-up) costs with it: an upper end, or the whole set timed
+        k, t = timed[-1]
+        epoch_s, rough = t * n_images / k, k < n_images
+    left = budget_s - (time.perf_counter() - started)
+    share_s = share * left
+    fit = int(math.floor(SAFETY * share_s / epoch_s)) if epoch_s > 0 else asked
+    if fit < 1:
+        _refuse(budget_s, started, epoch_s, n_images, timed[-1][0], share, report, rough)
+    return EpochPlan(budget_s, min(asked, fit), asked, epoch_s, calibration_s, share_s)
+
+
+def _refuse(budget_s: float, started: float, epoch_s: float, n_images: int, timed_on: int, share: float,
+            report: bool, rough: bool = False) -> None:
+    spent = time.perf_counter() - started
+    need = spent + epoch_s / (SAFETY * share)
+    where = (f"{share:.0%} of what is left goes to training, the rest to the report" if report
+             else "with --no-report training has all of what is left")
+    timed = (f"up to about {epoch_s:.1f} s here (scaled from a run on {timed_on:,}, its start-up included)" if rough
+             else f"about {epoch_s:.1f} s here (timed on {timed_on:,})")
+    raise HardenError(f"--time-budget {budget_s:g}s: one epoch on the {n_images:,} training images takes {timed}, and "
+                      f"{spent:.1f} s of the budget are spent ({where}), so not one epoch fits. About "
+                      f"{math.ceil(need)} s would fit one; give a longer budget, a smaller --data-frac, or --no-report. "
+                      "Nothing was trained or written.")
+
+
+def report_images(budget_s: float, started: float, most: int, run_reports: Callable[[int], Any], memory=None
+                  ) -> tuple[int, dict[str, Any]]:
+    """(images, the report plan's summary): as many of `most` as fit in what is left of the budget, `run_reports(k)`
+    running the three reports on k images to time them (report/budget.py's calibration). Fewer than the report's
+    minimum fitting: the minimum, the expected overrun said."""
+    from .report.budget import plan
+    from .runtime import quieted, warn
+    now = time.perf_counter()
+    left = budget_s - (now - started)
+    def timed(k: int) -> None:
+        with quieted():  # the timings' progress bars are not the report's
+            run_reports(k)
+    try:
+        p = plan(max(left, 1e-3), most, timed, now, memory)
+    except HardenError:
+        n = min(MIN_USEFUL_IMAGES, most)
+        warn(f"--time-budget {budget_s:.0f}s: the training left {max(left, 0):.0f} s, too little for a report on "
+             f"{MIN_USEFUL_IMAGES} images; the report runs on {n} anyway (the hardened weights are kept), past the "
+             "budget. A longer budget, or fewer --attack, fits the report.")
+        return n, {"images": n, "left_s": round(max(left, 0.0), 1), "overrun": True}
+    summary = {k: v for k, v in p.summary().items() if k != "budget_s"}  # the budget is the run's, not this part's
+    return p.n, {**summary, "left_s": round(left, 1)}
+
+
+
+def epochs_in_budget(budget_s: float, started: float, train_cfg: dict[str, Any], train_ds, model, trained,
+                     report: bool, state, run_cfg: dict[str, Any]) -> EpochPlan:
+    """fix's epochs under the budget: `trained(copy, data, cfg)` is fix's training call (its compile, rounding and
+    output-kind settings); each timing trains a copy of `model` on a seeded sample of `train_ds`, the random streams
+    that the real run draws from put back after (a budgeted run trains as `--epochs` of its count would). Under
+    torchrun every process times (each trains its share) and rank 0's plan, or refusal, holds for all. Resumed, the
+    interrupted run's plan for the same budget is taken (kept in its state: fix's `state.begin`)."""
+    import numpy as np
+
+    from . import distributed, random_streams
+    from .reparametrized import copy_module
+    from .runtime import held_warnings, info, quieted
+    from .training import TrainConfig
+    saved = (state.saved_fingerprint() or {}).get("time_budget") if state is not None else None
+    order = np.random.default_rng(run_cfg.get("seed", 0)).permutation(train_ds.n_train)
+
+    def one_epoch(k: int) -> None:
+        streams, data_stream = random_streams.global_random_state(), train_ds.random_state()
+        cfg = TrainConfig(**run_cfg, **{**train_cfg, "epochs": 1, "extend": 0.0})
+        try:
+            with quieted(), held_warnings():  # a timing's lines and warnings (a one-epoch run's) are not the run's
+                trained(copy_module(model), train_ds.take_train(np.sort(order[:k])), cfg)
+        finally:
+            random_streams.set_global_random_state(streams)
+            train_ds.set_random_state(data_stream)
+    try:
+        local, refusal = plan_epochs(budget_s, started, int(train_cfg["epochs"]), train_ds.n_train,
+                                     int(train_cfg["batch_size"]), one_epoch, report, saved), None
+    except HardenError as e:
+        local, refusal = None, str(e)
+    plan, refusal = distributed.from_main(lambda: (local, refusal))
+    if refusal:
+        raise HardenError(refusal)
+    if float(train_cfg.get("extend") or 0) > 0:
+        info(f"time budget: extend {train_cfg['extend']} (epochs added while validation still rises) is off under "
+             "a budget, which it would outlast")
+    info(plan.line())
+    return plan
+
+
+def say_budget(reports: dict, model, epoch_plan: EpochPlan, report_plan: dict[str, Any], budget_s: float,
+               started: float) -> None:
+    """The budget's plan and the time used: in each report (its notes and JSON) and the hardened model's metadata."""
+    used = round(time.perf_counter() - started, 1)
+    model.spec.extra["time_budget"] = {"budget_s": round(budget_s, 1), "training": epoch_plan.summary(),
+                                       "report": report_plan, "used_s": used}
+    images = report_plan["images"]
+    note = (f"time budget {budget_s:.0f} s (fix): {epoch_plan.epochs} of the recipe's {epoch_plan.asked} epochs, "
+            f"{images} report images " + ("(fewer than fit: the report's minimum, past the budget)"
+                                          if report_plan.get("overrun") else "planned to fit what training left")
+            + f"; used {used:.0f} s")
+    for r in reports.values():
+        r.time_budget = {**report_plan, "budget_s": round(budget_s, 1), "training": epoch_plan.summary(),
+                         "used_s": used}
+        r.notes.append(note)

@@ -1,0 +1,199 @@
+"""`harden fix --time-budget`: the epochs planned from timed one-epoch runs, the report sized to what is left, a
+budgeted run training as `--epochs` of its count would, and budgets too short refused before any training."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import harden
+from harden import fix_budget
+from harden.cli import app
+from harden.errors import HardenError
+from harden.report.budget import MIN_USEFUL_IMAGES, SAFETY
+
+
+class Clock:
+    """A fake time.perf_counter that a timed run advances."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = Clock()
+    monkeypatch.setattr(fix_budget.time, "perf_counter", c)
+    return c
+
+
+def epoch_costing(clock: Clock, per_image: float, fixed: float, warm_up: float, calls: list):
+    def one_epoch(k: int) -> None:
+        calls.append(k)
+        clock.now += fixed + per_image * k + (warm_up if len(calls) == 1 else 0.0)
+    return one_epoch
+
+
+def test_epochs_come_from_the_timed_rate_and_fixed_cost(clock):
+    calls: list[int] = []
+    # 1,000 images, batch 32: timed on 32 (warm-up), 64, 192; an epoch costs 0.01 s an image + 2 s
+    one_epoch = epoch_costing(clock, 0.01, 2.0, warm_up=5.0, calls=calls)
+    started = clock.now
+    plan = fix_budget.plan_epochs(400.0, started, 30, 1000, 32, one_epoch, report=True)
+    assert calls == [32, 64, 192]
+    assert plan.seconds_per_epoch == pytest.approx(12.0)  # the warm-up's 5 s are not taken for a rate
+    spent = (2 + 0.32 + 5) + (2 + 0.64) + (2 + 1.92)
+    assert plan.calibration_s == pytest.approx(spent)
+    left = 400.0 - spent
+    assert plan.share_s == pytest.approx(fix_budget.TRAIN_SHARE * left)
+    assert plan.epochs == int(SAFETY * fix_budget.TRAIN_SHARE * left / 12.0) == 17
+    assert "17 of the 30 epochs fit" in plan.line()
+    # the recipe's count when more would fit; without the report training has all of what is left
+    assert fix_budget.plan_epochs(1e4, clock.now, 10, 1000, 32, one_epoch, report=True).epochs == 10
+    no_report = fix_budget.plan_epochs(100.0, clock.now, 30, 1000, 32, epoch_costing(clock, 0.01, 2.0, 0.0, []),
+                                       report=False)
+    assert no_report.epochs == int(SAFETY * (100.0 - 3 * 2 - 0.01 * (32 + 64 + 192)) / 12.0) == 6
+
+
+def test_a_set_of_a_batch_or_two_is_timed_whole(clock):
+    calls: list[int] = []
+    plan = fix_budget.plan_epochs(200.0, clock.now, 10, 40, 32, epoch_costing(clock, 0.1, 1.0, 0.0, calls), True)
+    assert calls == [32, 40]
+    assert plan.seconds_per_epoch == pytest.approx(5.0)  # the last run (40 images), fixed cost included
+
+
+def test_timings_that_would_eat_the_budget_are_cut_short(clock):
+    calls: list[int] = []
+    one_epoch = epoch_costing(clock, 0.05, 1.0, warm_up=0.0, calls=calls)
+    # the third timing (192 images, ~10.6 s) would take more than a quarter of training's share of 60 s: the plan
+    # scales the second one up (its fixed cost with it, an upper end), which fits no epoch of 10,000 images
+    with pytest.raises(HardenError, match=r"--time-budget 60s: one epoch on the 10,000 training images takes up to "
+                                          r"about 656\.[23] s here \(scaled from a run on 64, its start-up included\).* "
+                                          r"not one epoch fits\. About \d+ s would fit one"):
+        fix_budget.plan_epochs(60.0, clock.now, 10, 10_000, 32, one_epoch, report=True)
+    assert calls == [32, 64]
+
+
+def test_a_budget_that_fits_no_epoch_is_refused_before_training(clock):
+    calls: list[int] = []
+    one_epoch = epoch_costing(clock, 0.01, 1.0, warm_up=0.0, calls=calls)
+    with pytest.raises(HardenError, match=r"takes about 201\.0 s here \(timed on 192\), and 5\.9 s of the budget are "
+                                          r"spent \(60% of what is left goes to training, the rest to the report\)"):
+        fix_budget.plan_epochs(200.0, clock.now, 10, 20_000, 32, one_epoch, report=True)
+    assert calls == [32, 64, 192]
+    assert fix_budget.plan_epochs(200.0, clock.now, 10, 10_000, 32, one_epoch, report=True).epochs == 1
+
+
+def test_the_interrupted_run_s_plan_is_taken_again(clock):
+    calls: list[int] = []
+    one_epoch = epoch_costing(clock, 0.01, 2.0, 0.0, calls)
+    first = fix_budget.plan_epochs(100.0, clock.now, 30, 1000, 32, one_epoch, report=True)
+    calls.clear()
+    again = fix_budget.plan_epochs(100.0, clock.now, 30, 1000, 32, one_epoch, True, saved=first.summary())
+    assert calls == [] and again.resumed and again.epochs == first.epochs
+    assert "the interrupted run's plan" in again.line()
+    # another budget: planned anew (the state's fingerprint then refuses the resume, as for any other setting)
+    other = fix_budget.plan_epochs(200.0, clock.now, 30, 1000, 32, one_epoch, True, saved=first.summary())
+    assert calls and not other.resumed
+
+
+def test_the_report_takes_what_training_left(clock, monkeypatch, capsys):
+    from harden.report import budget
+    monkeypatch.setattr(budget.time, "perf_counter", clock)
+    runs: list[int] = []
+
+    def run_reports(k: int) -> None:  # 0.1 s an image, 1 s fixed
+        runs.append(k)
+        clock.now += 1.0 + 0.1 * k
+    n, plan = fix_budget.report_images(100.0, clock.now - 60.0, 500, run_reports)
+    assert runs[:2] == [8, 16] and plan["seconds_per_image"] == pytest.approx(0.1) and plan["left_s"] == 40.0
+    assert MIN_USEFUL_IMAGES <= n < 500 and "budget_s" not in plan  # the budget is the run's, kept beside it
+    # training left less than the report's minimum needs: the minimum runs, past the budget, said
+    n, plan = fix_budget.report_images(10.0, clock.now - 20.0, 500, run_reports)
+    assert n == MIN_USEFUL_IMAGES and plan["overrun"]
+    assert "the report runs on 20 anyway (the hardened weights are kept), past the budget" in \
+        " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("budget", ["0s", "-5", "ten minutes"])
+def test_a_budget_that_is_no_positive_duration_is_refused(budget):
+    with pytest.raises(HardenError, match="--time-budget"):
+        fix_budget.budget_seconds(budget)
+
+
+class DropoutNet(nn.Module):
+    """Written as published code writes it: dropout (torch's global random stream), a flattening view, log-probs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 3, padding=1)
+        self.drop = nn.Dropout(0.25)
+        self.fc = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = self.drop(F.max_pool2d(F.relu(self.conv(x)), 2))
+        return F.log_softmax(self.fc(x.view(x.size(0), -1)), dim=1)
+
+
+def test_a_budgeted_fix_trains_as_its_epochs_would_and_says_its_plan(digits):
+    torch.manual_seed(0)
+    net = DropoutNet().eval()
+    kw = dict(sets=["eps=0.1"], data_frac=0.3, device="cpu", report=False, seed=3, epochs=2)
+    torch.manual_seed(1)
+    budgeted = harden.fix(net, digits, time_budget="1h", **kw)
+    plan = budgeted.model.spec.extra["time_budget"]["training"]
+    assert plan["epochs"] == plan["epochs_asked"] == 2 and plan["seconds_per_epoch"] > 0
+    assert budgeted.model.spec.extra["recipe_train"]["epochs"] == 2 and len(budgeted.history) == 2
+    # the timings trained copies (dropout drawing from torch's global stream) and put every random stream back:
+    # the same weights as --epochs 2 alone
+    torch.manual_seed(1)
+    plain = harden.fix(net, digits, **kw)
+    for (name, a), (_, b) in zip(budgeted.model.state_dict().items(), plain.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_fix_with_a_budget_sizes_its_report_and_records_the_plan(digits_ckpt, tmp_path):
+    from typer.testing import CliRunner
+    out = tmp_path / "fixed.safetensors"
+    res = CliRunner().invoke(app, ["fix", str(digits_ckpt), "--data", "digits", "--set", "eps=0.1", "--data-frac",
+                                   "0.3", "--epochs", "2", "--attack", "pgd", "--no-metrics", "--no-masking-checks",
+                                   "--time-budget", "10m", "--n", "60", "-o", str(out), "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "time budget 600 s: the 2 epochs fit" in text
+    meta = harden.load(out).spec.extra["time_budget"]
+    assert meta["budget_s"] == 600 and meta["training"]["epochs"] == 2 and meta["report"]["images"] == 60
+    assert 0 < meta["used_s"] < 600
+    import json
+    doc = json.loads((tmp_path / "r.json").read_text())
+    reports = doc["reports"] if "reports" in doc else doc
+    fixed = next(r for r in reports if r.get("model", "").endswith("+ at") and r["threat_model"] == "white-box")
+    assert fixed["n"] == 60 and fixed["time_budget"]["training"]["epochs"] == 2
+    assert any("time budget 600 s (fix): 2 of the recipe's 2 epochs, 60 report images" in note
+               for note in fixed["notes"])
+
+
+def test_a_budgeted_run_resumes_with_its_plan(digits, tmp_path, monkeypatch):
+    from test_resume import stop_at
+
+    from harden import RunState
+    from harden.errors import Interrupted
+    torch.manual_seed(0)
+    net = DropoutNet().eval()
+    kw = dict(sets=["eps=0.1"], data_frac=0.3, device="cpu", report=False, seed=3, epochs=2, time_budget="1h")
+    path = tmp_path / "run.state"
+    with pytest.raises(Interrupted):
+        harden.fix(net, digits, state=stop_at(path, 3), **kw)
+    plans = []
+    real = fix_budget.plan_epochs
+    monkeypatch.setattr(fix_budget, "plan_epochs", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    # another budget is another run: refused as any other changed setting is
+    with pytest.raises(HardenError, match=r"saved by a run with other settings \(time_budget\.budget_s: saved 3600"):
+        harden.fix(net, digits, state=RunState(path, resume=True), **{**kw, "time_budget": "2h"})
+    resumed = harden.fix(net, digits, state=RunState(path, resume=True), **kw)
+    assert plans[-1].resumed and "the interrupted run's plan" in plans[-1].line()  # not timed again
+    assert len(resumed.history) == 2
