@@ -114,7 +114,15 @@ def report_images(budget_s: float, started: float, most: int, run_reports: Calla
                   ) -> tuple[int, dict[str, Any]]:
     """(images, the report plan's summary): as many of `most` as fit in what is left of the budget, `run_reports(k)`
     running the three reports on k images to time them (report/budget.py's calibration). Fewer than the report's
-    minimum fitting: the minimum, the expected overrun said."""
+    minimum fitting: the minimum, the expected overrun said. Under torchrun every process times its share and rank
+    0's plan holds for all."""
+    from . import distributed
+    n, summary = _report_images(budget_s, started, most, run_reports, memory)
+    return distributed.from_main(lambda: (n, summary))
+
+
+def _report_images(budget_s: float, started: float, most: int, run_reports: Callable[[int], Any], memory
+                   ) -> tuple[int, dict[str, Any]]:
     from .report.budget import plan
     from .runtime import quieted, warn
     now = time.perf_counter()

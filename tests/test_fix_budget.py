@@ -197,3 +197,17 @@ def test_a_budgeted_run_resumes_with_its_plan(digits, tmp_path, monkeypatch):
     resumed = harden.fix(net, digits, state=RunState(path, resume=True), **kw)
     assert plans[-1].resumed and "the interrupted run's plan" in plans[-1].line()  # not timed again
     assert len(resumed.history) == 2
+
+
+def test_a_patch_recipe_is_timed_on_copies_of_its_patched_model(digits_ckpt, digits):
+    """fixer hooks its modules onto the base's taps: a timing copy's hooks are the copy's own (a copy whose hooks
+    still called the original's patch stopped at its first step, KeyError on a tap)."""
+    res = harden.fix(digits_ckpt, digits, recipe="fixer", eps=0.1, data_frac=0.3, epochs=1, device="cpu",
+                     report=False, time_budget="1h")
+    assert res.model.spec.extra["time_budget"]["training"]["epochs"] == 1 and len(res.history) == 1
+    from harden.reparametrized import copy_module
+    twin = copy_module(res.model)
+    x = digits.images("test", range(8))[0]
+    with twin.patch.capture() as seen:
+        twin(x)
+    assert seen and torch.equal(twin(x), res.model(x))

@@ -53,19 +53,19 @@ class FixerPatch(nn.Module):
                                      for t in taps})
         self.enabled = True
         self.captured: dict[str, torch.Tensor] | None = None
-        self._handles = [net.get_submodule(name).register_forward_hook(self._hook(name)) for name in self.tap_names]
+        self._handles = [net.get_submodule(name).register_forward_hook(_TapHook(self, name))
+                         for name in self.tap_names]
 
-    def _hook(self, name: str):
-        def hook(module, inputs, output):
-            if not isinstance(output, torch.Tensor) or output.dim() != 4:
-                raise HardenError(f"Tap {name!r} does not output an image-like (N, C, H, W) feature map; "
-                                  "choose convolutional taps with --set taps=...")
-            if self.enabled:
-                output = self.fixers[_key(name)](output)
-            if self.captured is not None:
-                self.captured[name] = output
-            return output
-        return hook
+    def at_tap(self, name: str, output: Any) -> torch.Tensor:
+        """A tap's output with its fixer applied (when enabled), captured when capturing."""
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            raise HardenError(f"Tap {name!r} does not output an image-like (N, C, H, W) feature map; "
+                              "choose convolutional taps with --set taps=...")
+        if self.enabled:
+            output = self.fixers[_key(name)](output)
+        if self.captured is not None:
+            self.captured[name] = output
+        return output
 
     @contextmanager
     def base_only(self) -> Iterator[None]:
@@ -83,6 +83,17 @@ class FixerPatch(nn.Module):
             yield self.captured
         finally:
             self.captured = prev
+
+
+class _TapHook:
+    """A tap's forward hook. An object, not a closure: a deep copy of the patched model (fix --time-budget's timing
+    copies, a teacher) then hooks the copy's patch; a closure would keep calling this one's."""
+
+    def __init__(self, patch: FixerPatch, name: str):
+        self.patch, self.name = patch, name
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
+        return self.patch.at_tap(self.name, output)
 
 
 def _key(module_name: str) -> str:
