@@ -1,8 +1,8 @@
 """`harden fix --time-budget`: the whole run, training and its before/after report, fitted to a time.
 
-Training: the recipe is timed on throwaway copies of the model, one epoch each on 1, 2 and 6 batches' worth of the
-training images (the first only warms up: its time holds one-off costs such as kernel selection); the last two give
-an epoch's seconds per image and its fixed seconds (validation slice, workers' start). The run then trains for the
+Training: the recipe is timed on throwaway copies of the model, one epoch on one batch's worth of the training images
+(a warm-up: its time holds one-off costs such as kernel selection), then one on 20 batches' worth, whose cost per image,
+its fixed costs counted in it (an upper end), plans an epoch. The run then trains for the
 recipe's epochs, or as many as fit in TRAIN_SHARE of what is left of the budget (fewer is said; none fitting is
 refused before any training, with the budget that would fit one). The OneCycle schedule and the eps ramp are planned
 for the chosen count, as `--epochs` plans them. Adding epochs while validation still rises (`extend`) is off under a
@@ -23,7 +23,11 @@ from .errors import HardenError
 from .report.budget import MIN_USEFUL_IMAGES, SAFETY, parse_duration
 
 TRAIN_SHARE = 0.6  # of the time left after calibration, training's; the report's is the rest (and what training leaves)
-CALIBRATION_BATCHES = (1, 2, 6)  # one epoch on this many batches each; the first warms up
+# one epoch on this many batches each; the first only warms up. An epoch is then planned at the last one's cost per
+# image, its fixed costs with it (an upper end): a rate and a fixed cost fitted to two timings (2 and 6 batches, then
+# 10 and 20) planned the CIFAR-10 ResNet-20's 34 s epoch at 24-28.5 s, the difference of two short timings being as
+# noisy as this machine's +/-15%
+CALIBRATION_BATCHES = (1, 20)
 CALIBRATION_SHARE = 0.25  # at most this share of training's time is spent timing it (later timings are skipped)
 
 
@@ -81,13 +85,8 @@ def plan_epochs(budget_s: float, started: float, asked: int, n_images: int, batc
         one_epoch(k)
         timed.append((k, time.perf_counter() - t0))
     calibration_s = time.perf_counter() - t_start
-    if len(timed) >= 3:  # the warm-up left out: a rate and a fixed cost from the last two
-        (k1, t1), (k2, t2) = timed[-2:]
-        per_image = max((t2 - t1) / (k2 - k1), t2 / k2 / 10)
-        epoch_s, rough = per_image * n_images + max(0.0, t2 - per_image * k2), False
-    else:  # the last timing scaled, its fixed (and warm-up) costs with it: an upper end, or the whole set timed
-        k, t = timed[-1]
-        epoch_s, rough = t * n_images / k, k < n_images
+    k, t = timed[-1]  # the warm-up left out where another timing ran (a set of one batch: timed once, whole)
+    epoch_s, rough = t * n_images / k, k < n_images
     left = budget_s - (time.perf_counter() - started)
     share_s = share * left
     fit = int(math.floor(SAFETY * share_s / epoch_s)) if epoch_s > 0 else asked
@@ -102,8 +101,8 @@ def _refuse(budget_s: float, started: float, epoch_s: float, n_images: int, time
     need = spent + epoch_s / (SAFETY * share)
     where = (f"{share:.0%} of what is left goes to training, the rest to the report" if report
              else "with --no-report training has all of what is left")
-    timed = (f"up to about {epoch_s:.1f} s here (scaled from a run on {timed_on:,}, its start-up included)" if rough
-             else f"about {epoch_s:.1f} s here (timed on {timed_on:,})")
+    timed = (f"up to about {epoch_s:.1f} s here (scaled from an epoch on {timed_on:,}, its start-up included)" if rough
+             else f"about {epoch_s:.1f} s here (timed)")
     raise HardenError(f"--time-budget {budget_s:g}s: one epoch on the {n_images:,} training images takes {timed}, and "
                       f"{spent:.1f} s of the budget are spent ({where}), so not one epoch fits. About "
                       f"{math.ceil(need)} s would fit one; give a longer budget, a smaller --data-frac, or --no-report. "

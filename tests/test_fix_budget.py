@@ -38,66 +38,66 @@ def epoch_costing(clock: Clock, per_image: float, fixed: float, warm_up: float, 
     return one_epoch
 
 
-def test_epochs_come_from_the_timed_rate_and_fixed_cost(clock):
+def test_epochs_are_planned_at_a_timed_epoch_s_rate(clock):
     calls: list[int] = []
-    # 1,000 images, batch 32: timed on 32 (warm-up), 64, 192; an epoch costs 0.01 s an image + 2 s
+    # 1,000 images, batch 32: a warm-up epoch on 32, then one on 640 timed; an epoch costs 0.01 s an image + 2 s
     one_epoch = epoch_costing(clock, 0.01, 2.0, warm_up=5.0, calls=calls)
-    started = clock.now
-    plan = fix_budget.plan_epochs(400.0, started, 30, 1000, 32, one_epoch, report=True)
-    assert calls == [32, 64, 192]
-    assert plan.seconds_per_epoch == pytest.approx(12.0)  # the warm-up's 5 s are not taken for a rate
-    spent = (2 + 0.32 + 5) + (2 + 0.64) + (2 + 1.92)
+    plan = fix_budget.plan_epochs(2000.0, clock.now, 100, 1000, 32, one_epoch, report=True)
+    assert calls == [32, 640]
+    # the warm-up's 5 s are left out; the timed epoch's fixed 2 s are counted per image (an upper end)
+    assert plan.seconds_per_epoch == pytest.approx(8.4 * 1000 / 640)
+    spent = (2 + 0.32 + 5) + (2 + 6.4)
     assert plan.calibration_s == pytest.approx(spent)
-    left = 400.0 - spent
-    assert plan.share_s == pytest.approx(fix_budget.TRAIN_SHARE * left)
-    assert plan.epochs == int(SAFETY * fix_budget.TRAIN_SHARE * left / 12.0) == 17
-    assert "17 of the 30 epochs fit" in plan.line()
+    assert plan.share_s == pytest.approx(fix_budget.TRAIN_SHARE * (2000.0 - spent))
+    assert plan.epochs == int(SAFETY * fix_budget.TRAIN_SHARE * (2000.0 - spent) / (8.4 * 1000 / 640)) == 81
+    assert "81 of the 100 epochs fit" in plan.line()
     # the recipe's count when more would fit; without the report training has all of what is left
     assert fix_budget.plan_epochs(1e4, clock.now, 10, 1000, 32, one_epoch, report=True).epochs == 10
-    no_report = fix_budget.plan_epochs(100.0, clock.now, 30, 1000, 32, epoch_costing(clock, 0.01, 2.0, 0.0, []),
+    no_report = fix_budget.plan_epochs(1000.0, clock.now, 100, 1000, 32, epoch_costing(clock, 0.01, 2.0, 0.0, []),
                                        report=False)
-    assert no_report.epochs == int(SAFETY * (100.0 - 3 * 2 - 0.01 * (32 + 64 + 192)) / 12.0) == 6
+    assert no_report.epochs == int(SAFETY * (1000.0 - 2.32 - 8.4) / (8.4 * 1000 / 640)) == 67
 
 
 def test_a_set_of_a_batch_or_two_is_timed_whole(clock):
     calls: list[int] = []
     plan = fix_budget.plan_epochs(200.0, clock.now, 10, 40, 32, epoch_costing(clock, 0.1, 1.0, 0.0, calls), True)
     assert calls == [32, 40]
-    assert plan.seconds_per_epoch == pytest.approx(5.0)  # the last run (40 images), fixed cost included
+    assert plan.seconds_per_epoch == pytest.approx(5.0)  # the whole set's epoch, timed
 
 
-def test_timings_that_would_eat_the_budget_are_cut_short(clock):
+def test_a_timing_that_would_eat_the_budget_is_not_run(clock):
     calls: list[int] = []
     one_epoch = epoch_costing(clock, 0.05, 1.0, warm_up=0.0, calls=calls)
-    # the third timing (192 images, ~10.6 s) would take more than a quarter of training's share of 60 s: the plan
-    # scales the second one up (its fixed cost with it, an upper end), which fits no epoch of 10,000 images
+    # the 640-image timing (~33 s, ~52 s by the warm-up's rate) would take more than a quarter of training's share of
+    # 60 s: the warm-up's epoch is scaled up instead (its fixed cost with it), which fits no epoch of 10,000 images
     with pytest.raises(HardenError, match=r"--time-budget 60s: one epoch on the 10,000 training images takes up to "
-                                          r"about 656\.[23] s here \(scaled from a run on 64, its start-up included\).* "
-                                          r"not one epoch fits\. About \d+ s would fit one"):
+                                          r"about 812\.5 s here \(scaled from an epoch on 32, its start-up included\)"
+                                          r".* not one epoch fits\. About \d+ s would fit one"):
         fix_budget.plan_epochs(60.0, clock.now, 10, 10_000, 32, one_epoch, report=True)
-    assert calls == [32, 64]
+    assert calls == [32]
 
 
 def test_a_budget_that_fits_no_epoch_is_refused_before_training(clock):
     calls: list[int] = []
     one_epoch = epoch_costing(clock, 0.01, 1.0, warm_up=0.0, calls=calls)
-    with pytest.raises(HardenError, match=r"takes about 201\.0 s here \(timed on 192\), and 5\.9 s of the budget are "
-                                          r"spent \(60% of what is left goes to training, the rest to the report\)"):
+    with pytest.raises(HardenError, match=r"takes up to about 231\.[23] s here \(scaled from an epoch on 640, its start-up "
+                                          r"included\), and 8\.7 s of the budget are spent \(60% of what is left goes "
+                                          r"to training, the rest to the report\)"):
         fix_budget.plan_epochs(200.0, clock.now, 10, 20_000, 32, one_epoch, report=True)
-    assert calls == [32, 64, 192]
-    assert fix_budget.plan_epochs(200.0, clock.now, 10, 10_000, 32, one_epoch, report=True).epochs == 1
+    assert calls == [32, 640]
+    assert fix_budget.plan_epochs(200.0, clock.now, 10, 5_000, 32, one_epoch, report=True).epochs == 1
 
 
 def test_the_interrupted_run_s_plan_is_taken_again(clock):
     calls: list[int] = []
     one_epoch = epoch_costing(clock, 0.01, 2.0, 0.0, calls)
-    first = fix_budget.plan_epochs(100.0, clock.now, 30, 1000, 32, one_epoch, report=True)
+    first = fix_budget.plan_epochs(1000.0, clock.now, 30, 1000, 32, one_epoch, report=True)
     calls.clear()
-    again = fix_budget.plan_epochs(100.0, clock.now, 30, 1000, 32, one_epoch, True, saved=first.summary())
+    again = fix_budget.plan_epochs(1000.0, clock.now, 30, 1000, 32, one_epoch, True, saved=first.summary())
     assert calls == [] and again.resumed and again.epochs == first.epochs
     assert "the interrupted run's plan" in again.line()
     # another budget: planned anew (the state's fingerprint then refuses the resume, as for any other setting)
-    other = fix_budget.plan_epochs(200.0, clock.now, 30, 1000, 32, one_epoch, True, saved=first.summary())
+    other = fix_budget.plan_epochs(2000.0, clock.now, 30, 1000, 32, one_epoch, True, saved=first.summary())
     assert calls and not other.resumed
 
 
