@@ -421,6 +421,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         model.spec.extra["time_budget"] = {"training": epoch_plan.summary()}
     model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs, batch and augmentation resolved
     cfg = TrainConfig(seed=seed, amp=amp, sync_bn=sync_bn, **train_cfg)
+    if epoch_plan is not None:  # the share's end: an epoch that would run past it is not started (the report's time)
+        cfg.deadline = time.perf_counter() + epoch_plan.share_s
     asked = "" if not train_ds.subset.get("classes_rounded_up_to_one") else ", every class kept"
     info(f"recipe {config['name']} ({config['file']}) on {train_ds.n_train} images "
          f"({data_frac:g} of {ds.source}{asked}), {cfg.epochs} epochs, batch {cfg.batch_size}")
@@ -435,6 +437,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                      **({"time_budget": epoch_plan.summary()} if epoch_plan is not None else {})})
     with state.active() if state is not None else contextlib.nullcontext():
         result = trained(model, train_ds, cfg)
+    if epoch_plan is not None and result.out_of_time:
+        model.spec.extra["time_budget"]["training"]["cut_short"] = result.out_of_time
     if model.spec.extra.get("unfolded_batchnorm"):
         bn_unfold.fold_checked(model, train_ds, device)
     if rcp.frozen_base() and state_digest(model.net) != before:

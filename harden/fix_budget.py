@@ -134,9 +134,9 @@ def _report_images(budget_s: float, started: float, most: int, run_reports: Call
     except HardenError:
         n = min(MIN_USEFUL_IMAGES, most)
         warn(f"--time-budget {budget_s:.0f}s: the training left {max(left, 0):.0f} s, too little for a report on "
-             f"{MIN_USEFUL_IMAGES} images; the report runs on {n} anyway (the hardened weights are kept), past the "
-             "budget. A longer budget, or fewer --attack, fits the report.")
-        return n, {"images": n, "left_s": round(max(left, 0.0), 1), "overrun": True}
+             f"{MIN_USEFUL_IMAGES} images by its timing; the report runs on {n} anyway (the hardened weights are kept), "
+             "which may run past the budget. A longer budget, or fewer --attack, fits the report.")
+        return n, {"images": n, "left_s": round(max(left, 0.0), 1), "minimum_forced": True}
     summary = {k: v for k, v in p.summary().items() if k != "budget_s"}  # the budget is the run's, not this part's
     return p.n, {**summary, "left_s": round(left, 1)}
 
@@ -186,14 +186,15 @@ def say_budget(reports: dict, model, epoch_plan: EpochPlan, report_plan: dict[st
                started: float) -> None:
     """The budget's plan and the time used: in each report (its notes and JSON) and the hardened model's metadata."""
     used = round(time.perf_counter() - started, 1)
-    model.spec.extra["time_budget"] = {"budget_s": round(budget_s, 1), "training": epoch_plan.summary(),
+    training = model.spec.extra["time_budget"]["training"]  # the plan, and where training was cut short
+    model.spec.extra["time_budget"] = {"budget_s": round(budget_s, 1), "training": training,
                                        "report": report_plan, "used_s": used}
     images = report_plan["images"]
-    note = (f"time budget {budget_s:.0f} s (fix): {epoch_plan.epochs} of the recipe's {epoch_plan.asked} epochs, "
-            f"{images} report images " + ("(fewer than fit: the report's minimum, past the budget)"
-                                          if report_plan.get("overrun") else "planned to fit what training left")
+    cut = f" (training {training['cut_short']})" if training.get("cut_short") else ""
+    note = (f"time budget {budget_s:.0f} s (fix): {epoch_plan.epochs} of the recipe's {epoch_plan.asked} epochs{cut}, "
+            f"{images} report images " + ("(the report's minimum, run though its timing said fewer fit)"
+                                          if report_plan.get("minimum_forced") else "planned to fit what training left")
             + f"; used {used:.0f} s")
     for r in reports.values():
-        r.time_budget = {**report_plan, "budget_s": round(budget_s, 1), "training": epoch_plan.summary(),
-                         "used_s": used}
+        r.time_budget = {**report_plan, "budget_s": round(budget_s, 1), "training": training, "used_s": used}
         r.notes.append(note)

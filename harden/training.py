@@ -55,6 +55,9 @@ class TrainConfig:
     # was the best, another cycle of `extend` x the planned epochs follows (from a tenth of the peak learning rate down
     # a cosine), and again while the last epoch stays the best, up to twice the planned epochs (0 = the planned count)
     extend: float = 0.0
+    # a time.perf_counter() by which training ends (fix --time-budget's share): at an epoch's end, an epoch that would
+    # run past it is not started, the schedule cut short (said); None = the planned epochs
+    deadline: float | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -65,6 +68,7 @@ class TrainResult:
     best_epoch: int | None = None  # the epoch whose weights were kept (with a Monitor), 1-based
     stopped: str | None = None  # why training stopped early, when it did
     extended: list[int] = field(default_factory=list)  # epochs added by cfg.extend, one entry per added cycle
+    out_of_time: str | None = None  # why training ended before its planned epochs at cfg.deadline, when it did
     # of `seconds`, those the loop waited for its next batch: decoding (the workers falling behind), augmentation on
     # the host and the copy to the device
     input_seconds: float = 0.0
@@ -387,6 +391,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
 
     added: list[int] = []
     cycle = cfg.epochs
+    out_of_time = None
     at = None  # the saved state this call continues from
     if saved is not None:
         at, w = saved, saved["where"]
@@ -422,6 +427,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                 advance((start - first) * steps_per_epoch + at["where"]["step"])
             for epoch in range(start, first + cycle):
                 planned = cfg.epochs + sum(added)
+                began = time.perf_counter()
                 stopped = train_epoch(epoch, sched, advance, planned, where, at)
                 at = None
                 if stopped:
@@ -431,8 +437,17 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
                                             epoch_start_state(), None, 0, [], where))
                     if run.stopping(agree=True):
                         raise run.stop_here(f"{desc} after epoch {epoch + 1}")
+                if cfg.deadline is not None and epoch + 1 < first + cycle:
+                    ends = time.perf_counter() + (time.perf_counter() - began)  # another epoch like this one
+                    if dd.all_max([int(ends > cfg.deadline)])[0]:  # every rank stops at the same epoch
+                        out_of_time = (f"ended after epoch {epoch + 1} of {planned}: another epoch "
+                                       f"({time.perf_counter() - began:.0f} s) would run past the time budget's "
+                                       "share for training")
+                        break
+            if out_of_time:
+                break
         at = None  # also where the state was saved at this cycle's end: the next cycle starts afresh
-        cycle = 0 if stopped else extension(cfg, history, best[0] if best is not None else None)
+        cycle = 0 if stopped or out_of_time else extension(cfg, history, best[0] if best is not None else None)
         if cycle:
             added.append(cycle)
             info(f"validation {monitor.best_key} still rising at epoch {len(history)}: {cycle} more epochs, lr from "
@@ -459,8 +474,10 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device,
         best_epoch = best[0]
         if best_epoch != len(history):
             info(f"kept the weights of epoch {best_epoch} ({monitor.best_key} {best[1]:.3f})")
+    if out_of_time:
+        warn(f"{desc}: {out_of_time} (its schedule cut short)")
     result = TrainResult(seconds=elapsed(), history=history, best_epoch=best_epoch, stopped=stopped, extended=added,
-                         input_seconds=waited[0])
+                         input_seconds=waited[0], out_of_time=out_of_time)
     input_bound_note(desc, result, getattr(data, "workers", None))
     if run is not None:  # a run stopped from here on (in the report) resumes with these weights
         run.save(call, {"done": True, "model": model.state_dict(), "result": resume.plain(result.__dict__)})
