@@ -73,6 +73,7 @@ def plan_epochs(budget_s: float, started: float, asked: int, n_images: int, batc
     if saved is not None and abs(float(saved.get("budget_s", -1)) - round(budget_s, 1)) < 0.05:
         return EpochPlan(budget_s, int(saved["epochs"]), int(saved["epochs_asked"]), float(saved["seconds_per_epoch"]),
                          float(saved["calibration_s"]), float(saved["training_share_s"]), resumed=True)
+    from . import distributed
     share = TRAIN_SHARE if report else 1.0
     sizes = sorted({max(1, min(n_images, b * batch_size)) for b in CALIBRATION_BATCHES})
     t_start = time.perf_counter()
@@ -81,7 +82,8 @@ def plan_epochs(budget_s: float, started: float, asked: int, n_images: int, batc
         if timed:  # a next timing that would take too much of training's share is not run: plan from those done
             predicted = timed[-1][1] * k / timed[-1][0]
             allowance = share * (budget_s - (time.perf_counter() - started))
-            if time.perf_counter() - t_start + predicted > CALIBRATION_SHARE * allowance:
+            skip = time.perf_counter() - t_start + predicted > CALIBRATION_SHARE * allowance
+            if distributed.all_max([int(skip)])[0]:  # under torchrun all or none time it (its steps are collective)
                 break
         t0 = time.perf_counter()
         one_epoch(k)
@@ -141,7 +143,6 @@ def _report_images(budget_s: float, started: float, most: int, run_reports: Call
         return n, {"images": n, "left_s": round(max(left, 0.0), 1), "minimum_forced": True}
     summary = {k: v for k, v in p.summary().items() if k != "budget_s"}  # the budget is the run's, not this part's
     return p.n, {**summary, "left_s": round(left, 1)}
-
 
 
 def epochs_in_budget(budget_s: float, started: float, train_cfg: dict[str, Any], train_ds, model, trained,
