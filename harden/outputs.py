@@ -22,16 +22,29 @@ PROBABILITIES = "probabilities"
 _TOL = 1e-4
 
 
+def _tolerance(*dtypes: torch.dtype) -> float:
+    """How far a row may miss summing to 1 (per class) in the coarsest type the network computed it in: a bfloat16
+    softmax's outputs are each rounded to 8 bits (eps 2^-7), so its rows miss 1 by up to ~2^-8, beyond float32's 1e-4
+    per class for any class count below 40 (such a head was read as logits, and its probabilities attacked as
+    scores)."""
+    return max([_TOL] + [torch.finfo(d).eps for d in dtypes if d.is_floating_point])
+
+
 def detect_output_kind(model: nn.Module, x: torch.Tensor) -> str:
     """Probabilities: every row non-negative and summing to 1. Log-probabilities: every row non-positive with
-    logsumexp 0. Anything else: logits."""
+    logsumexp 0. Anything else: logits. Both to the precision of the type the network returns."""
     with torch.no_grad():
-        z = model(x).float()
-    if z.ndim != 2 or z.shape[1] < 2:
+        out = model(x)
+    if not torch.is_tensor(out) or out.ndim != 2 or out.shape[1] < 2:
         return LOGITS
-    if (z >= -_TOL).all() and (z.sum(1) - 1).abs().max() < _TOL * z.shape[1]:
+    # a Classifier hands a half-precision network's scores on in float32: its weights' type says their precision
+    from .models.registry import weights_dtype
+    net = getattr(model, "net", None)
+    tol = _tolerance(out.dtype, *([weights_dtype(net)] if isinstance(net, nn.Module) else []))
+    z = out.float()
+    if (z >= -tol).all() and (z.sum(1) - 1).abs().max() < tol * z.shape[1]:
         return PROBABILITIES
-    if (z <= _TOL).all() and z.logsumexp(1).abs().max() < _TOL * z.shape[1]:
+    if (z <= tol).all() and z.logsumexp(1).abs().max() < tol * z.shape[1]:
         return LOG_PROBABILITIES
     return LOGITS
 
@@ -62,8 +75,8 @@ def log_where_probabilities(z: torch.Tensor) -> torch.Tensor:
     train mode and probabilities in eval mode, where training's attack runs."""
     if z.ndim != 2 or z.shape[1] < 2:
         return z
-    zf = z.float()
-    is_p = (zf.min() >= -_TOL) & ((zf.sum(1) - 1).abs().max() < _TOL * z.shape[1])
+    zf, tol = z.float(), _tolerance(z.dtype)
+    is_p = (zf.min() >= -tol) & ((zf.sum(1) - 1).abs().max() < tol * z.shape[1])
     return torch.where(is_p, z.clamp_min(1e-30).log(), z)
 
 

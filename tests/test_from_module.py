@@ -215,6 +215,36 @@ def test_a_network_in_double_or_half_precision_is_fed_its_own_type(digits, digit
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in fixed.history)
 
 
+def test_a_half_precision_softmax_head_is_read_as_probabilities(digits, digits_model):
+    """A bfloat16 softmax rounds each probability to 8 bits, so its rows miss summing to 1 by more than float32's
+    tolerance (1e-4 a class): such a network was read as returning logits, its probabilities attacked as scores (CE of
+    probabilities: a weaker attack) and no note said so. Its kind is read to its own type's precision; float32 heads and
+    plain logits read as before."""
+    import copy
+
+    import torch.nn.functional as F
+
+    class Head(torch.nn.Module):  # published code's normalisation and softmax / log_softmax at the end
+        def __init__(self, out):
+            super().__init__()
+            self.body, self.out = copy.deepcopy(digits_model.net), out
+            self.mean, self.std = float(digits_model.mean.flatten()[0]), float(digits_model.std.flatten()[0])
+
+        def forward(self, x):
+            return self.out(self.body((x - self.mean) / self.std).view(x.size(0), -1))
+
+    from harden.outputs import LOG_PROBABILITIES, LOGITS, PROBABILITIES, detect_output_kind
+    x = torch.rand(64, 1, 8, 8) * 0.5 + torch.from_numpy(digits.x_test[:64]).float().permute(0, 3, 1, 2) / 510
+    flags = dict(input_size=8, in_chans=1)
+    for out, kind in ((lambda z: F.softmax(z, 1), PROBABILITIES), (lambda z: F.log_softmax(z, 1), LOG_PROBABILITIES),
+                      (lambda z: z, LOGITS)):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):  # float32: as before
+            assert detect_output_kind(from_module(Head(out).eval().to(dtype), **flags), x) == kind, (kind, dtype)
+    report = harden.evaluate(Head(lambda z: F.softmax(z, 1)).eval().bfloat16(), digits, attacks=["fgsm"], n=40,
+                             eps=0.1, metrics=False, device="cpu", masking_checks=False)
+    assert report.output_kind == PROBABILITIES  # the report's attacks took log(p) (runner.py: as_logits)
+
+
 @pytest.mark.parametrize("wrap", [lambda net: torch.compile(net, backend="eager"), torch.nn.DataParallel,
                                   lambda net: torch.compile(torch.nn.DataParallel(net), backend="eager")],
                          ids=["compiled", "data-parallel", "both"])
