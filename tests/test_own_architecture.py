@@ -478,3 +478,91 @@ def test_a_factory_named_in_the_wrong_module_or_misspelt_is_pointed_to():
         harden.create_model("torchvision:resnet18", 10, 3, (32, 32))
     with pytest.raises(HardenError, match=r"Close names there: resnet18"):
         harden.create_model("torchvision.models:resnet1", 10, 3, (32, 32))
+
+
+NAMED_CONFIGS = '''
+from typing import Literal
+
+import torch.nn as nn
+
+cfg = {
+    'VGG-A': [8, 'M', 16, 'M'],
+    'VGG-B': [8, 8, 'M', 16, 'M'],
+    'VGG-B2': [8, 8, 'M', 16, 'M'],  # the same layers as VGG-B under another name
+    'VGG-W': [8, 8, 'M', 32, 'M'],
+}
+
+
+class VGG(nn.Module):  # pytorch-cifar's shape: the configuration by name, no class count, a view-flatten
+    def __init__(self, vgg_name):
+        super(VGG, self).__init__()
+        self.features = self._make_layers(cfg[vgg_name])
+        self.classifier = nn.Linear(cfg[vgg_name][-2] * 16, 10)  # 16 px in
+
+    def forward(self, x):
+        out = self.features(x)
+        out = out.view(out.size(0), -1)
+        return self.classifier(out)
+
+    def _make_layers(self, cfg):
+        layers, in_channels = [], 3
+        for x in cfg:
+            if x == 'M':
+                layers += [nn.MaxPool2d(kernel_size=2, stride=2)]
+            else:
+                layers += [nn.Conv2d(in_channels, x, kernel_size=3, padding=1), nn.BatchNorm2d(x), nn.ReLU(inplace=True)]
+                in_channels = x
+        return nn.Sequential(*layers)
+
+
+class Sized(nn.Module):  # a variant typed as a Literal, beside a class count harden gives
+    def __init__(self, variant: Literal['s', 'm'], num_classes=10):
+        super().__init__()
+        width = {'s': 4, 'm': 8}[variant]
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+'''
+
+
+def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path, monkeypatch):
+    """pytorch-cifar's `VGG('VGG19')` takes the name of one of its module's `cfg` entries and nothing else: its
+    checkpoint (`{'net': DataParallel(net).state_dict(), 'acc': ..., 'epoch': ...}`) loaded only with
+    `--model-arg vgg_name=...`. Each name its code defines is built on the meta device and the one the weights fit is
+    taken, warned and written into what harden saves; a Literal-typed variant the same; names whose layers are the
+    same are refused by name, and weights that fit no name get the error that asks for the argument."""
+    (tmp_path / "nets.py").write_text(NAMED_CONFIGS)
+    monkeypatch.chdir(tmp_path)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("nets_for_test", tmp_path / "nets.py")
+    nets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nets)
+    torch.manual_seed(0)
+    net = nets.VGG("VGG-W").eval()
+    torch.save({"net": nn.DataParallel(net).state_dict(), "acc": 91.2, "epoch": 180}, tmp_path / "ckpt.pth")
+    from harden.runtime import held_warnings
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "ckpt.pth", arch="nets.py:VGG", input_size=16)
+    assert any("built with vgg_name='VGG-W', the one of the 4 names" in w for w in said), said
+    assert model.spec.model_args == {"vgg_name": "VGG-W"} and model.spec.num_classes == 10
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+    harden.save(model, tmp_path / "m.safetensors")
+    assert harden.load(tmp_path / "m.safetensors").spec.model_args == {"vgg_name": "VGG-W"}  # no flag, no search
+    torch.save(nets.VGG("VGG-B").state_dict(), tmp_path / "b.pth")
+    with pytest.raises(HardenError, match=r"fit 2 of the names its code defines \('VGG-B', 'VGG-B2'\)"):
+        harden.load(tmp_path / "b.pth", arch="nets.py:VGG", input_size=16)
+    assert harden.load(tmp_path / "b.pth", arch="nets.py:VGG", input_size=16,
+                       model_args={"vgg_name": "VGG-B2"}).spec.model_args == {"vgg_name": "VGG-B2"}
+    torch.save(nn.Sequential(nn.Linear(3, 4)).state_dict(), tmp_path / "other.pth")
+    with pytest.raises(HardenError, match="--model-arg vgg_name=VALUE"):
+        harden.load(tmp_path / "other.pth", arch="nets.py:VGG", input_size=16, num_classes=4)
+    sized = nets.Sized("m", num_classes=5)
+    torch.save(sized.state_dict(), tmp_path / "sized.pth")
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "sized.pth", arch="nets.py:Sized", input_size=16)
+    assert any("built with variant='m'" in w for w in said), said
+    assert model.spec.num_classes == 5 and model.spec.model_args == {"variant": "m"}
