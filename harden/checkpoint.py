@@ -409,16 +409,14 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                 raise HardenError(f"{str(path)!r} does not say its number of classes, and its output for two "
                                   "images is not N x K scores; pass --num-classes.")
         return spec, sources
-    named = _named_configuration(flags, meta, state)  # `VGG('VGG19')`'s name, where nothing gives it
+    named = _arguments_from_weights(flags, meta, state)  # `VGG('VGG19')`'s name, a WideResNet's depth and width
     if named:
-        flags = {**flags, "model_args": {**(flags.get("model_args") or {}), named[0]: named[1]}}
+        flags = {**flags, "model_args": {**(flags.get("model_args") or {}), **named[0]}}
     with held_warnings() as held:  # said below, unless the spec is resolved again without the buffers
         spec, sources = merged(meta, flags, path, state, normaliser)
     if named:
         sources["model_args"] = "checkpoint weights (the configuration they fit)"
-        warn(f"{str(path)!r}: {spec['arch']} takes {named[0]}, which nothing gave: built with {named[0]}="
-             f"{named[1]!r}, the one of the {len(named[2])} names its code defines ({', '.join(map(repr, named[2][:6]))}"
-             f"{', ...' if len(named[2]) > 6 else ''}) whose layers the weights fit (--model-arg {named[0]} sets it).")
+        warn(f"{str(path)!r} ({spec['arch']}): {named[1]}.")
     def build() -> Classifier:
         return create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec["in_chans"]),
                             tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
@@ -660,25 +658,28 @@ def _averaged_vit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
 
 
 # constructor arguments a file's keys say where nothing else gave them: (test, argument, value, what the file holds)
-def _named_configuration(flags: dict[str, Any], meta: dict[str, Any],
-                         state: dict[str, torch.Tensor]) -> tuple[str, Any, list[Any]] | None:
-    """A `file.py:Class` architecture's one required argument that nothing gives, where it names one of the
-    configurations its code defines (models/named_config.py): the name whose network the weights fit."""
+def _arguments_from_weights(flags: dict[str, Any], meta: dict[str, Any],
+                            state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], str] | None:
+    """A `file.py:Class` architecture's arguments that nothing gives and the weights say (models/args_from_weights.py): a
+    required one naming a configuration its code defines, or the integers and true/false values its defaults build
+    wrong (a WideResNet's depth and width), with the sentence that says so."""
     arch = flags.get("arch") or meta.get("arch")
     if not arch or ":" not in str(arch) or meta.get("recipe") or str(arch).startswith("transformers:"):
         return None
-    from .models.named_config import configuration_from_weights
+    from .models.args_from_weights import configuration_from_weights
     from .models.registry import _import_callable
     try:
         fn = _import_callable(str(arch))
     except HardenError:
         return None  # said by the build, as before
 
-    def mismatches(net: torch.nn.Module) -> int | None:
+    def unmatched(net: torch.nn.Module) -> tuple[int, int, int]:
         missing, unexpected, shapes = _fitted(net, state)[3:]
-        return None if missing or unexpected else len(shapes)
-    given = {**(meta.get("model_args") or {}), **(flags.get("model_args") or {})}
-    return configuration_from_weights(fn, given, mismatches)
+        return len(missing) + len(unexpected), len(shapes), len(missing)
+    from .models.config import HYPER_PARAMETERS, _constructor_arguments
+    given = {"model_args": {**(meta.get("model_args") or {}), **(flags.get("model_args") or {})}}
+    _constructor_arguments(str(arch), meta.get(HYPER_PARAMETERS), given, {"model_args": ""})  # a Lightning module's
+    return configuration_from_weights(fn, given["model_args"], unmatched)
 
 
 BUILT_AS_SAVED = ((_without_aux_heads, "aux_logits", False, "no auxiliary classifiers"),

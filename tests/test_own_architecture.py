@@ -483,6 +483,7 @@ def test_a_factory_named_in_the_wrong_module_or_misspelt_is_pointed_to():
 NAMED_CONFIGS = '''
 from typing import Literal
 
+import torch
 import torch.nn as nn
 
 cfg = {
@@ -515,6 +516,33 @@ class VGG(nn.Module):  # pytorch-cifar's shape: the configuration by name, no cl
         return nn.Sequential(*layers)
 
 
+class Block(nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.bn, self.conv = nn.BatchNorm2d(i), nn.Conv2d(i, o, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv(torch.relu(self.bn(x)))
+
+
+class WideResNet(nn.Module):  # TRADES' and RobustBench's signature: depth and width default to one network
+    def __init__(self, depth=34, num_classes=10, widen_factor=10, sub_block1=False, dropRate=0.0, bias_last=True):
+        super().__init__()
+        assert (depth - 4) % 6 == 0
+        n, w = (depth - 4) // 6, 2 * widen_factor
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.block1 = nn.Sequential(*[Block(4 if i == 0 else w, w) for i in range(n)])
+        if sub_block1:
+            self.sub_block1 = nn.Sequential(*[Block(4 if i == 0 else w, w) for i in range(n)])
+        self.bn1 = nn.BatchNorm2d(w)
+        self.fc = nn.Linear(w, num_classes, bias=bias_last)
+        self.w = w
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.block1(self.conv1(x))))
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(out, 1).view(-1, self.w))
+
+
 class Sized(nn.Module):  # a variant typed as a Literal, beside a class count harden gives
     def __init__(self, variant: Literal['s', 'm'], num_classes=10):
         super().__init__()
@@ -527,25 +555,30 @@ class Sized(nn.Module):  # a variant typed as a Literal, beside a class count ha
 '''
 
 
-def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path, monkeypatch):
-    """pytorch-cifar's `VGG('VGG19')` takes the name of one of its module's `cfg` entries and nothing else: its
-    checkpoint (`{'net': DataParallel(net).state_dict(), 'acc': ..., 'epoch': ...}`) loaded only with
-    `--model-arg vgg_name=...`. Each name its code defines is built on the meta device and the one the weights fit is
-    taken, warned and written into what harden saves; a Literal-typed variant the same; names whose layers are the
-    same are refused by name, and weights that fit no name get the error that asks for the argument."""
+def _nets(tmp_path, monkeypatch):
     (tmp_path / "nets.py").write_text(NAMED_CONFIGS)
     monkeypatch.chdir(tmp_path)
     import importlib.util
     spec = importlib.util.spec_from_file_location("nets_for_test", tmp_path / "nets.py")
     nets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(nets)
+    return nets
+
+
+def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path, monkeypatch):
+    """pytorch-cifar's `VGG('VGG19')` takes the name of one of its module's `cfg` entries and nothing else: its
+    checkpoint (`{'net': DataParallel(net).state_dict(), 'acc': ..., 'epoch': ...}`) loaded only with
+    `--model-arg vgg_name=...`. Each name its code defines is built on the meta device and the one the weights fit is
+    taken, warned and written into what harden saves; a Literal-typed variant the same; names whose layers are the
+    same are refused by name, and weights that fit no name get the error that asks for the argument."""
+    nets = _nets(tmp_path, monkeypatch)
     torch.manual_seed(0)
     net = nets.VGG("VGG-W").eval()
     torch.save({"net": nn.DataParallel(net).state_dict(), "acc": 91.2, "epoch": 180}, tmp_path / "ckpt.pth")
     from harden.runtime import held_warnings
     with held_warnings() as said:
         model = harden.load(tmp_path / "ckpt.pth", arch="nets.py:VGG", input_size=16)
-    assert any("built with vgg_name='VGG-W', the one of the 4 names" in w for w in said), said
+    assert any("built with vgg_name='VGG-W', which nothing gave: the one of the 4 names" in w for w in said), said
     assert model.spec.model_args == {"vgg_name": "VGG-W"} and model.spec.num_classes == 10
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
@@ -566,3 +599,27 @@ def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path
         model = harden.load(tmp_path / "sized.pth", arch="nets.py:Sized", input_size=16)
     assert any("built with variant='m'" in w for w in said), said
     assert model.spec.num_classes == 5 and model.spec.model_args == {"variant": "m"}
+
+
+def test_a_wide_resnet_s_depth_and_width_are_found_from_the_weights(tmp_path, monkeypatch):
+    """A WideResNet's constructor defaults to one network (TRADES' WRN-34-10) and is saved at another (WRN-16-1, with
+    RobustBench's sub_block1 and no head bias, for 3 classes): it loaded only with each --model-arg. The integer and
+    true/false arguments are searched on the meta device for the build whose tensors the file holds, warned with the
+    flags that say them; the class count comes from the head as before; a file that fits no build is the error it was."""
+    from harden.runtime import held_warnings
+    nets = _nets(tmp_path, monkeypatch)
+    torch.manual_seed(0)
+    net = nets.WideResNet(depth=16, widen_factor=1, sub_block1=True, bias_last=False, num_classes=3).eval()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "wrn.pt")
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "wrn.pt", arch="nets.py:WideResNet")
+    assert model.spec.model_args == {"depth": 16, "widen_factor": 1, "sub_block1": True, "bias_last": False}
+    assert model.spec.num_classes == 3
+    assert any("`--model-arg depth=16 --model-arg widen_factor=1 --model-arg sub_block1=true --model-arg "
+               "bias_last=false` says them" in " ".join(w.split()) for w in said), said
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+    torch.save(nn.Sequential(nn.Conv2d(3, 5, 3)).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(HardenError, match="do not fit the architecture"):
+        harden.load(tmp_path / "other.pt", arch="nets.py:WideResNet", num_classes=10)
