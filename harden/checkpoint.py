@@ -4,6 +4,7 @@ is atomic and never overwrites without force."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from .errors import DoesNotRun, HardenError, MissingArguments
+from .errors import DoesNotRun, HardenError, MissingArguments, WeightsDoNotFit
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
@@ -383,7 +384,44 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     `model_args` are keyword arguments of the architecture's constructor (timm's create_model or a callable);
     `logits_key` the class scores in what the network returns, where it returns more (an index or a name);
     `channel_order` "bgr" for a network fed its channels reversed (Caffe's; mean and std then in that order).
-    `model.config_sources` says where each value of the spec came from."""
+    `model.config_sources` says where each value of the spec came from. A `file.py:Class` architecture that cannot
+    be built for the weights (a required argument not given, or its defaults building another network) has the
+    arguments the weights say searched (models/args_from_weights.py), only then: a load that works pays nothing."""
+    kw = dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size, mean=mean, std=std,
+              interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, key=key, model_args=model_args,
+              logits_key=logits_key, channel_order=channel_order, device=device)
+    failed: HardenError | None = None
+    with held_warnings() as held:  # said once: after this load, or after the one with the arguments found
+        try:
+            model = _load(path, **kw)
+        except (MissingArguments, WeightsDoNotFit) as e:
+            failed = e
+    if failed is None:
+        for msg in held:
+            warn(msg)
+        return model
+    try:
+        found = _arguments_from_weights(path, kw)
+    except HardenError:  # found in part: what the weights cannot say is asked for
+        for msg in held:
+            warn(msg)
+        raise
+    if found is None:
+        for msg in held:
+            warn(msg)
+        raise failed
+    model = _load(path, **{**kw, "model_args": {**(model_args or {}), **found[0]}})
+    model.config_sources["model_args"] = "checkpoint weights (the arguments they fit)"
+    warn(f"{str(path)!r} ({model.spec.arch}): {found[1]}.")
+    return model
+
+
+def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
+          in_chans: int | None = None, input_size=None, mean=None, std=None, interpolation: str | None = None,
+          crop_pct: float | None = None, crop_mode: str | None = None, key: str | None = None,
+          model_args: dict[str, Any] | None = None, logits_key: str | None = None,
+          channel_order: str | None = None, device: str | torch.device = "cpu") -> Classifier:
+    """load() without the search of constructor arguments."""
     path = Path(local(path, "model"))
     if isinstance(input_size, int) and not isinstance(input_size, bool):  # 224: a square, as the CLI's --input-size
         input_size = (input_size, input_size)
@@ -409,14 +447,8 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
                 raise HardenError(f"{str(path)!r} does not say its number of classes, and its output for two "
                                   "images is not N x K scores; pass --num-classes.")
         return spec, sources
-    named = _arguments_from_weights(flags, meta, state)  # `VGG('VGG19')`'s name, a WideResNet's depth and width
-    if named:
-        flags = {**flags, "model_args": {**(flags.get("model_args") or {}), **named[0]}}
     with held_warnings() as held:  # said below, unless the spec is resolved again without the buffers
         spec, sources = merged(meta, flags, path, state, normaliser)
-    if named:
-        sources["model_args"] = "checkpoint weights (the configuration they fit)"
-        warn(f"{str(path)!r} ({spec['arch']}): {named[1]}.")
     def build() -> Classifier:
         return create_model(str(spec["arch"]), int(spec["num_classes"]), int(spec["in_chans"]),
                             tuple(_as_list(spec["input_size"])), tuple(_as_list(spec["mean"])),
@@ -658,28 +690,42 @@ def _averaged_vit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
 
 
 # constructor arguments a file's keys say where nothing else gave them: (test, argument, value, what the file holds)
-def _arguments_from_weights(flags: dict[str, Any], meta: dict[str, Any],
-                            state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], str] | None:
-    """A `file.py:Class` architecture's arguments that nothing gives and the weights say (models/args_from_weights.py): a
-    required one naming a configuration its code defines, or the integers and true/false values its defaults build
-    wrong (a WideResNet's depth and width), with the sentence that says so."""
-    arch = flags.get("arch") or meta.get("arch")
+def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """A `file.py:Class` architecture's arguments that nothing gave and the weights say (models/args_from_weights.py),
+    with the sentence that says so: a required one naming a configuration its code defines, or the integers and
+    true/false values its defaults build wrong (a WideResNet's depth and width). The search's builds get what the
+    real one would (the class count, channels and input size where a flag or the metadata says them)."""
+    state, meta = read_checkpoint(Path(local(path, "model")), kw.get("key"))
+    arch = kw.get("arch") or meta.get("arch")
     if not arch or ":" not in str(arch) or meta.get("recipe") or str(arch).startswith("transformers:"):
         return None
     from .models.args_from_weights import configuration_from_weights
+    from .models.config import HYPER_PARAMETERS, _constructor_arguments, parameter_for, size_argument
     from .models.registry import _import_callable
     try:
         fn = _import_callable(str(arch))
-    except HardenError:
-        return None  # said by the build, as before
+        params = inspect.signature(fn).parameters
+    except (HardenError, TypeError, ValueError):
+        return None
 
-    def unmatched(net: torch.nn.Module) -> tuple[int, int, int]:
-        missing, unexpected, shapes = _fitted(net, state)[3:]
-        return len(missing) + len(unexpected), len(shapes), len(missing)
-    from .models.config import HYPER_PARAMETERS, _constructor_arguments
-    given = {"model_args": {**(meta.get("model_args") or {}), **(flags.get("model_args") or {})}}
+    def unmatched(net: torch.nn.Module) -> tuple[int, int, int, bool]:
+        own, fitted, _, missing, unexpected, shapes = _fitted(net, state)
+        return len(missing) + len(unexpected), len(shapes), len(missing), head_rows(own, fitted) is not None
+    given = {"model_args": {**(meta.get("model_args") or {}), **(kw.get("model_args") or {})}}
     _constructor_arguments(str(arch), meta.get(HYPER_PARAMETERS), given, {"model_args": ""})  # a Lightning module's
-    return configuration_from_weights(fn, given["model_args"], unmatched)
+    known = {k: kw.get(k) if kw.get(k) is not None else meta.get(k) for k in ("num_classes", "in_chans", "input_size")}
+    offered: dict[str, Any] = {}
+    for k, v in known.items():
+        name = parameter_for(params, k)
+        if v is None or name is None or name in given["model_args"]:
+            continue
+        if k == "input_size":
+            size = (v, v) if isinstance(v, int) else tuple(_as_list(v))
+            v = size_argument(str(arch), params[name], size, int(known["in_chans"] or 3))
+        offered[name] = v
+    sizes = {int(d) for t in state.values() if isinstance(t, torch.Tensor) for d in t.shape}
+    found = configuration_from_weights(fn, {**offered, **given["model_args"]}, unmatched, sizes)
+    return None if found is None else ({k: v for k, v in found[0].items() if k not in offered}, found[1])
 
 
 BUILT_AS_SAVED = ((_without_aux_heads, "aux_logits", False, "no auxiliary classifiers"),
@@ -719,7 +765,7 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
         head = f" The file's head has {rows[0]} outputs where the model has {rows[1]}: --num-classes {rows[0]}?" \
             if rows else ""
         head += trained_size_hint(net, own, state) + stem_hint(net, own, state) + quantization_hint(unexpected)
-        raise HardenError(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)})." + head
+        raise WeightsDoNotFit(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)})." + head
                           + (mismatch_hint(own, state, notes) if missing or unexpected else "")
                           + " Check --arch, --num-classes, --in-chans and --model-arg (the constructor's arguments, "
                             "such as a depth or a width), or the checkpoint's metadata.")

@@ -15,6 +15,10 @@ class MissingArguments(HardenError):
     size_may_help = False
 
 
+class WeightsDoNotFit(HardenError):
+    """A checkpoint's tensors do not load strictly into the architecture built for it (names or shapes differ)."""
+
+
 class DoesNotRun(HardenError):
     """The network raised on a probe batch of the size and channels it was given (before its output was read).
     `size_may_help`: False where the failure is not about the input (a forward that moves tensors to a GPU);

@@ -19,9 +19,6 @@ from ..errors import HardenError
 from .config import ARG_ALIASES
 
 MAX_NAMES = 64  # names tried at most (each is one meta-device build)
-# a build with the file's tensors whose shapes differ in at most a head's weight and bias still fits: a constructor
-# that takes a class count is built here with its default one, the file's read later (checkpoint.load)
-HEAD_TENSORS = 2
 
 
 def _literal_values(fn: Callable[..., Any], name: str) -> list[Any]:
@@ -63,25 +60,27 @@ def missing_name(fn: Callable[..., Any], model_args: dict[str, Any]) -> str | No
 
 
 # (tensors whose names the build lacks or the file lacks, tensors whose shapes differ, the build's tensors the file
-# lacks)
-Score = tuple[int, int, int]
+# lacks, whether the shapes that differ are only a head's rows)
+Score = tuple[int, int, int, bool]
 
 
 def _fits(score: Score | None) -> bool:
-    return score is not None and score[0] == 0 and score[1] <= HEAD_TENSORS
+    """Every tensor there, each of its shape; or all but a head's rows: a constructor that takes a class count is
+    built here with its default one, the file's read later (checkpoint.load)."""
+    return score is not None and score[0] == 0 and (score[1] == 0 or score[3])
 
 
-def configuration_from_weights(fn: Callable[..., Any], model_args: dict[str, Any],
-                               score: Callable[[Any], Score]) -> tuple[dict[str, Any], str] | None:
+def configuration_from_weights(fn: Callable[..., Any], model_args: dict[str, Any], score: Callable[[Any], Score],
+                               sizes: set[int] = frozenset()) -> tuple[dict[str, Any], str] | None:
     """The constructor arguments the weights say, where nothing gave them, and a sentence saying so: the one
     required argument naming a configuration its code defines (`VGG('VGG19')`), else, where its defaults build a
     network the weights do not fit (beyond a head's rows), its integer and true/false arguments (WideResNet's depth
-    and widen_factor, RobustBench's sub_block1), searched one at a time for the build whose tensors the file holds.
-    None where nothing better fits."""
+    and widen_factor, RobustBench's sub_block1), searched one at a time for the build whose tensors the file holds
+    (`sizes`: the sizes of the file's tensors, tried for integers above 128). None where nothing better fits."""
     name = missing_name(fn, model_args)
     if name is not None:
         return _named(fn, model_args, score, name)
-    return _searched(fn, model_args, score)
+    return _searched(fn, model_args, score, set(sizes))
 
 
 def _scored(fn, model_args: dict[str, Any], score: Callable[[Any], Score]) -> Score | None:
@@ -109,27 +108,24 @@ def _named(fn, model_args, score, name) -> tuple[dict[str, Any], str] | None:
                           f"{name}=NAME.")
     if not best:
         return None
+    defaults = {k: v[0] for k, v in _searchable(fn, {**model_args, name: best[0]}).items()}
+    _refuse_unread(fn, {**model_args, name: best[0]}, defaults, {}, f"{name}={best[0]!r}",
+                   f"--model-arg {name}={json.dumps(best[0])}")
     shown = ", ".join(map(repr, values[:6])) + (", ..." if len(values) > 6 else "")
     return {name: best[0]}, (f"built with {name}={best[0]!r}, which nothing gave: the one of the "
                              f"{len(values)} names its code defines ({shown}) whose layers the weights fit "
                              f"(--model-arg {name} sets it)")
 
 
-SEARCH_SECONDS = 20.0  # the most a search of integer and true/false arguments takes before giving up
+SEARCH_SECONDS = 10.0  # the most a search of integer and true/false arguments takes before giving up
 PAST_THE_FILE = 4  # successive larger values whose builds hold more tensors the file lacks than the best: no larger
 # never tried: arguments that fetch or write something, or change no layer
 UNTRIED = re.compile(r"pretrain|download|progress|verbose|debug|seed|weight|cache|checkpoint|path|url|load|save|"
                      r"init|log|print", re.IGNORECASE)
 
 
-def _int_values(default: int) -> list[int]:
-    """Every count to 128 (depths of 70 and 106 are WideResNets'), then multiples of 8 to 1,024 and of 64 to the
-    larger of 4,096 and four times the default (widths)."""
-    top = max(4096, 4 * default)
-    return list(range(1, 129)) + list(range(136, 1025, 8)) + list(range(1088, top + 1, 64))
-
-
 def _searchable(fn, model_args) -> dict[str, list[Any]]:
+    """The integer and true/false arguments a search may set, each with its default first."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -140,29 +136,66 @@ def _searchable(fn, model_args) -> dict[str, list[Any]]:
         if p.name in model_args or p.name in offered or UNTRIED.search(p.name) or \
                 p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             continue
-        if isinstance(p.default, bool):
-            out[p.name] = [not p.default]
-        elif isinstance(p.default, int) and p.default > 0:
-            out[p.name] = [v for v in _int_values(p.default) if v != p.default]
+        if isinstance(p.default, bool) or isinstance(p.default, int) and p.default > 0:
+            out[p.name] = [p.default]
     return out
 
 
-def _searched(fn, model_args, score) -> tuple[dict[str, Any], str] | None:
-    """Coordinate search from the defaults: each argument in turn takes the value that leaves the fewest tensors
-    unmatched (names first, then shapes), until a build fits or a pass changes nothing."""
+def _values(default: Any, renames: bool, sizes: set[int]) -> list[Any]:
+    """A true/false argument's other value; an integer's: where it changes which tensors there are (a depth), every
+    count to 128 (a WideResNet's depth of 70); where it changes only their shapes (a width), the counts to 16 (a
+    widen_factor) and the sizes the file's tensors have (an embedding's 192)."""
+    if isinstance(default, bool):
+        return [not default]
+    ints = set(range(1, 129)) | {v for v in sizes if v > 128} if renames else set(range(1, 17)) | sizes
+    return sorted(v for v in ints if v != default and v > 0)
+
+
+def _layers(fn, model_args) -> tuple | None:
+    """The names and shapes of what a build holds (None: the constructor refuses those arguments)."""
+    from .meta_build import built_for_shapes
+    try:
+        with built_for_shapes():
+            net = fn(**model_args)
+        return tuple((k, tuple(v.shape)) for k, v in net.state_dict().items())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _effect(fn, model_args, name, default, base: tuple | None) -> str | None:
+    """What the argument changes: "names" (which tensors there are), "shapes", or None (an attention's head count, a
+    drop rate's flag: not searched), from a build at one of its next values."""
+    tries = [not default] if isinstance(default, bool) else [default + 1, default + 2, default * 2, default + 6]
+    for value in tries:
+        got = _layers(fn, {**model_args, name: value})
+        if got is None or base is None:
+            continue
+        if got == base:
+            return None
+        return "names" if [k for k, _ in got] != [k for k, _ in base] else "shapes"
+    return None
+
+
+def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], str] | None:
+    """Coordinate search from the defaults: each argument that changes a layer (those that change which tensors there
+    are first) takes in turn the value that leaves the fewest tensors unmatched (names first, then shapes), until a
+    build fits or a pass changes nothing."""
     best = _scored(fn, model_args, score)
     if best is None or _fits(best):  # a constructor that needs what harden gives later (a class count) is not searched
         return None
-    space = _searchable(fn, model_args)
-    if not space:
-        return None
+    defaults = {k: v[0] for k, v in _searchable(fn, model_args).items()}
     found: dict[str, Any] = {}
     start, builds = time.perf_counter(), 0
     for _ in range(3):
         changed = False
-        for name, values in space.items():
+        base = _layers(fn, {**model_args, **found})
+        effects = {name: _effect(fn, {**model_args, **found}, name, found.get(name, default), base)
+                   for name, default in defaults.items()}
+        order = [n for n in defaults if effects[n] == "names"] + [n for n in defaults if effects[n] == "shapes"]
+        for name in order:
             pick, past = None, 0
-            for value in values:  # ascending: a depth past the file's builds ever more tensors, ever slower
+            for value in _values(found.get(name, defaults[name]), effects[name] == "names", sizes):
+                # ascending: a depth past the file's builds ever more tensors, ever slower
                 if time.perf_counter() - start > SEARCH_SECONDS:
                     return None
                 got = _scored(fn, {**model_args, **found, name: value}, score)
@@ -173,7 +206,7 @@ def _searched(fn, model_args, score) -> tuple[dict[str, Any], str] | None:
                     best, pick = got, value
                     if _fits(best):
                         break
-                past = past + 1 if got[2] > best[0] and isinstance(value, int) and not isinstance(value, bool) else 0
+                past = past + 1 if got[2] > best[0] and not isinstance(value, bool) else 0
                 if past >= PAST_THE_FILE:
                     break
             if pick is not None:
@@ -181,6 +214,7 @@ def _searched(fn, model_args, score) -> tuple[dict[str, Any], str] | None:
             if _fits(best):
                 said = ", ".join(f"{k}={v!r}" for k, v in found.items())
                 flags = " ".join(f"--model-arg {k}={json.dumps(v)}" for k, v in found.items())
+                _refuse_unread(fn, {**model_args, **found}, defaults, found, said, flags)
                 return found, (f"built with {said}: the weights fit no network its defaults build, and "
                                f"{'these' if len(found) > 1 else 'this'} {'were' if len(found) > 1 else 'was'} found "
                                f"from them ({builds} builds tried on the meta device; `{flags}` says "
@@ -188,3 +222,21 @@ def _searched(fn, model_args, score) -> tuple[dict[str, Any], str] | None:
         if not changed:
             return None
     return None
+
+
+def _refuse_unread(fn, model_args, defaults, found, said, flags) -> None:
+    """A network whose tensors all fit may still compute another function: an integer argument that changes no
+    tensor (an attention's head count: timm's ViT-Ti has 3 heads, its class's default 12, over the same weights; a
+    stride) left at its default is a guess the weights cannot check. Refused, naming what was found and what is
+    still to give."""
+    base = _layers(fn, model_args)
+    unread = [n for n, d in defaults.items() if n not in found and not isinstance(d, bool)
+              and _effect(fn, model_args, n, d, base) is None]
+    if unread:
+        them = "it" if len(unread) == 1 else "them"
+        raise HardenError(
+            f"The weights fit a network built with {said} (found from them), but {', '.join(unread)} "
+            f"change{'s' if len(unread) == 1 else ''} no tensor's name or shape, so the weights cannot say {them} "
+            f"and the default may compute another function over the same weights (an attention's head count does): "
+            f"give {them} too: {flags} {' '.join(f'--model-arg {n}=VALUE' for n in unread)}.")
+
