@@ -163,15 +163,16 @@ def _layers(fn, model_args) -> tuple | None:
 
 
 def _effect(fn, model_args, name, default, base: tuple | None) -> str | None:
-    """What the argument changes: "names" (which tensors there are), "shapes", or None (an attention's head count, a
-    drop rate's flag: not searched), from a build at one of its next values."""
+    """What the argument changes, from a build at one of its next values: "names" (which tensors there are),
+    "shapes", "nothing" (no tensor: an attention's head count, a stride, a flag; not searched), or None where no such
+    build could be made (not searched either, and not said to change nothing)."""
     tries = [not default] if isinstance(default, bool) else [default + 1, default + 2, default * 2, default + 6]
     for value in tries:
         got = _layers(fn, {**model_args, name: value})
         if got is None or base is None:
             continue
         if got == base:
-            return None
+            return "nothing"
         return "names" if [k for k, _ in got] != [k for k, _ in base] else "shapes"
     return None
 
@@ -231,7 +232,7 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags) -> None:
     still to give."""
     base = _layers(fn, model_args)
     unread = [n for n, d in defaults.items() if n not in found and not isinstance(d, bool)
-              and _effect(fn, model_args, n, d, base) is None]
+              and _effect(fn, model_args, n, d, base) == "nothing"]
     if unread:
         them = "it" if len(unread) == 1 else "them"
         raise HardenError(
