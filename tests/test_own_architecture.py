@@ -543,6 +543,22 @@ class WideResNet(nn.Module):  # TRADES' and RobustBench's signature: depth and w
         return self.fc(torch.nn.functional.adaptive_avg_pool2d(out, 1).view(-1, self.w))
 
 
+VALID_MODELS = ('eff-a', 'eff-b')  # EfficientNet-PyTorch's names, a tuple beside its from_name factory
+
+
+class Eff(nn.Module):
+    def __init__(self, width, num_classes=1000):
+        super().__init__()
+        self.stem, self.fc = nn.Conv2d(3, width, 3), nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(self.stem(x), 1).flatten(1))
+
+    @classmethod
+    def from_name(cls, model_name, in_channels=3, **override_params):
+        return cls({'eff-a': 4, 'eff-b': 6}[model_name], **override_params)
+
+
 class Sized(nn.Module):  # a variant typed as a Literal, beside a class count harden gives
     def __init__(self, variant: Literal['s', 'm'], num_classes=10):
         super().__init__()
@@ -569,8 +585,9 @@ def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path
     """pytorch-cifar's `VGG('VGG19')` takes the name of one of its module's `cfg` entries and nothing else: its
     checkpoint (`{'net': DataParallel(net).state_dict(), 'acc': ..., 'epoch': ...}`) loaded only with
     `--model-arg vgg_name=...`. Each name its code defines is built on the meta device and the one the weights fit is
-    taken, warned and written into what harden saves; a Literal-typed variant the same; names whose layers are the
-    same are refused by name, and weights that fit no name get the error that asks for the argument."""
+    taken, warned and written into what harden saves; a Literal-typed variant and a classmethod factory's name from a
+    tuple of them (EfficientNet-PyTorch's) the same; names whose layers are the same are refused by name, and weights
+    that fit no name get the error that asks for the argument."""
     nets = _nets(tmp_path, monkeypatch)
     torch.manual_seed(0)
     net = nets.VGG("VGG-W").eval()
@@ -578,7 +595,7 @@ def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path
     from harden.runtime import held_warnings
     with held_warnings() as said:
         model = harden.load(tmp_path / "ckpt.pth", arch="nets.py:VGG", input_size=16)
-    assert any("built with vgg_name='VGG-W', which nothing gave: the one of the 4 names" in w for w in said), said
+    assert any("built with vgg_name='VGG-W', which nothing gave: the one of the 6 names" in w for w in said), said
     assert model.spec.model_args == {"vgg_name": "VGG-W"} and model.spec.num_classes == 10
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
@@ -593,6 +610,10 @@ def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path
     torch.save(nn.Sequential(nn.Linear(3, 4)).state_dict(), tmp_path / "other.pth")
     with pytest.raises(HardenError, match="--model-arg vgg_name=VALUE"):
         harden.load(tmp_path / "other.pth", arch="nets.py:VGG", input_size=16, num_classes=4)
+    torch.save(nets.Eff.from_name("eff-b", num_classes=3).state_dict(), tmp_path / "eff.pth")
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "eff.pth", arch="nets.py:Eff.from_name", input_size=16)
+    assert model.spec.model_args == {"model_name": "eff-b"} and model.spec.num_classes == 3, said
     sized = nets.Sized("m", num_classes=5)
     torch.save(sized.state_dict(), tmp_path / "sized.pth")
     with held_warnings() as said:

@@ -33,14 +33,20 @@ def _literal_values(fn: Callable[..., Any], name: str) -> list[Any]:
 
 
 def _defined_names(fn: Callable[..., Any]) -> list[str]:
-    """The keys of the dicts of names its module and class define (`cfg = {'VGG11': [...], 'VGG13': [...]}`)."""
-    spaces = [vars(sys.modules[fn.__module__])] if fn.__module__ in sys.modules else []
-    if inspect.isclass(fn):
-        spaces += [vars(c) for c in fn.__mro__ if c is not object]
+    """The names its module and class define: the keys of dicts of names (`cfg = {'VGG11': [...], 'VGG13': [...]}`),
+    tuples and lists of them (EfficientNet-PyTorch's `VALID_MODELS = ('efficientnet-b0', ...)` beside its
+    `EfficientNet.from_name(model_name)`)."""
+    owner = getattr(fn, "__self__", None)  # a classmethod factory's class
+    module = getattr(fn, "__module__", None)
+    spaces = [vars(sys.modules[module])] if module in sys.modules else []
+    for cls in (fn, owner):
+        if inspect.isclass(cls):
+            spaces += [vars(c) for c in cls.__mro__ if c is not object]
     out: list[str] = []
     for space in spaces:
         for attr, value in list(space.items()):
-            if attr.startswith("__") or not isinstance(value, dict) or not 2 <= len(value) <= MAX_NAMES:
+            if attr.startswith("__") or not isinstance(value, (dict, tuple, list)) or \
+                    not 2 <= len(value) <= MAX_NAMES:
                 continue
             if all(isinstance(k, str) for k in value):
                 out += [k for k in value if k not in out]
