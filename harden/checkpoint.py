@@ -396,19 +396,17 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             model = _load(path, **kw)
         except (MissingArguments, WeightsDoNotFit) as e:
             failed = e
-    if failed is None:
-        for msg in held:
-            warn(msg)
-        return model
+    found = None
     try:
-        found = _arguments_from_weights(path, kw)
-    except HardenError:  # found in part: what the weights cannot say is asked for
-        for msg in held:
-            warn(msg)
-        raise
+        if failed is not None:
+            found = _arguments_from_weights(path, kw)  # a HardenError: found in part, the rest asked for
+    finally:
+        if found is None:  # this load's warnings stand: it worked, or its error (or the search's) is said
+            for msg in held:
+                warn(msg)
+    if failed is None:
+        return model
     if found is None:
-        for msg in held:
-            warn(msg)
         raise failed
     model = _load(path, **{**kw, "model_args": {**(model_args or {}), **found[0]}})
     model.config_sources["model_args"] = "checkpoint weights (the arguments they fit)"
@@ -689,7 +687,6 @@ def _averaged_vit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
         "norm.weight" not in fitted
 
 
-# constructor arguments a file's keys say where nothing else gave them: (test, argument, value, what the file holds)
 def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
     """A `file.py:Class` architecture's arguments that nothing gave and the weights say (models/args_from_weights.py),
     with the sentence that says so: a required one naming a configuration its code defines, or the integers and
@@ -728,6 +725,7 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
     return None if found is None else ({k: v for k, v in found[0].items() if k not in offered}, found[1])
 
 
+# constructor arguments a file's keys say where nothing else gave them: (test, argument, value, what the file holds)
 BUILT_AS_SAVED = ((_without_aux_heads, "aux_logits", False, "no auxiliary classifiers"),
                   (_averaged_vit, "global_pool", "avg", "fc_norm in place of norm (a ViT fine-tuned on its averaged "
                                                         "tokens)"))
