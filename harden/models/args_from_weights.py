@@ -91,13 +91,21 @@ def configuration_from_weights(fn: Callable[..., Any], model_args: dict[str, Any
     return _searched(fn, model_args, score, set(sizes))
 
 
-def _scored(fn, model_args: dict[str, Any], score: Callable[[Any], Score]) -> Score | None:
+def _built(fn, model_args: dict[str, Any]):
+    """The network on the meta device, or None where the constructor refuses the values (an assertion, a KeyError)."""
     from .meta_build import built_for_shapes
     try:
         with built_for_shapes():
-            net = fn(**model_args)
-        return score(net)
-    except Exception:  # noqa: BLE001 - a value the constructor refuses (an assertion, a KeyError, ...)
+            return fn(**model_args)
+    except Exception:  # noqa: BLE001 - whatever the user's constructor raises for a value it does not take
+        return None
+
+
+def _scored(fn, model_args: dict[str, Any], score: Callable[[Any], Score]) -> Score | None:
+    net = _built(fn, model_args)
+    try:
+        return None if net is None else score(net)
+    except Exception:  # noqa: BLE001 - a build that is no network (a factory returning something else)
         return None
 
 
@@ -116,7 +124,7 @@ def _named(fn, model_args, score, name) -> tuple[dict[str, Any], str] | None:
                           f"{name}=NAME.")
     if not best:
         return None
-    defaults = {k: v[0] for k, v in _searchable(fn, {**model_args, name: best[0]}).items()}
+    defaults = _searchable(fn, {**model_args, name: best[0]})
     _refuse_unread(fn, {**model_args, name: best[0]}, defaults, {}, f"{name}={best[0]!r}",
                    f"--model-arg {name}={json.dumps(best[0])}")
     shown = ", ".join(map(repr, values[:6])) + (", ..." if len(values) > 6 else "")
@@ -127,26 +135,22 @@ def _named(fn, model_args, score, name) -> tuple[dict[str, Any], str] | None:
 
 SEARCH_SECONDS = 10.0  # the most a search of integer and true/false arguments takes before giving up
 PAST_THE_FILE = 4  # successive larger values whose builds hold more tensors the file lacks than the best: no larger
-# never tried: arguments that fetch or write something, or change no layer
+# never set by a search: arguments that fetch or write something, seed or say how to log and initialise
 UNTRIED = re.compile(r"pretrain|download|progress|verbose|debug|seed|weight|cache|checkpoint|path|url|load|save|"
                      r"init|log|print", re.IGNORECASE)
 
 
-def _searchable(fn, model_args) -> dict[str, list[Any]]:
-    """The integer and true/false arguments a search may set, each with its default first."""
+def _searchable(fn, model_args) -> dict[str, Any]:
+    """The integer and true/false arguments a search may set, with their defaults."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return {}
     offered = {a for names in ARG_ALIASES.values() for a in names}
-    out: dict[str, list[Any]] = {}
-    for p in params.values():
-        if p.name in model_args or p.name in offered or UNTRIED.search(p.name) or \
-                p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            continue
-        if isinstance(p.default, bool) or isinstance(p.default, int) and p.default > 0:
-            out[p.name] = [p.default]
-    return out
+    return {p.name: p.default for p in params.values()
+            if p.name not in model_args and p.name not in offered and not UNTRIED.search(p.name)
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and (isinstance(p.default, bool) or isinstance(p.default, int) and p.default > 0)}
 
 
 def _values(default: Any, renames: bool, sizes: set[int]) -> list[Any]:
@@ -161,13 +165,9 @@ def _values(default: Any, renames: bool, sizes: set[int]) -> list[Any]:
 
 def _layers(fn, model_args) -> tuple | None:
     """The names and shapes of what a build holds (None: the constructor refuses those arguments)."""
-    from .meta_build import built_for_shapes
-    try:
-        with built_for_shapes():
-            net = fn(**model_args)
-        return tuple((k, tuple(v.shape)) for k, v in net.state_dict().items())
-    except Exception:  # noqa: BLE001
-        return None
+    net = _built(fn, model_args)
+    state = getattr(net, "state_dict", None)
+    return None if state is None else tuple((k, tuple(v.shape)) for k, v in state().items())
 
 
 def _effect(fn, model_args, name, default, base: tuple | None) -> str | None:
@@ -192,7 +192,7 @@ def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], s
     best = _scored(fn, model_args, score)
     if best is None or _fits(best):  # a constructor that needs what harden gives later (a class count) is not searched
         return None
-    defaults = {k: v[0] for k, v in _searchable(fn, model_args).items()}
+    defaults = _searchable(fn, model_args)
     found: dict[str, Any] = {}
     start, builds = time.perf_counter(), 0
     for _ in range(3):
