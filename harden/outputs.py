@@ -35,7 +35,7 @@ def detect_output_kind(model: nn.Module, x: torch.Tensor) -> str:
     logsumexp 0. Anything else: logits. Both to the precision of the type the network returns."""
     with torch.no_grad():
         out = model(x)
-    if not torch.is_tensor(out) or out.ndim != 2 or out.shape[1] < 2:
+    if out.ndim != 2 or out.shape[1] < 2:
         return LOGITS
     # a Classifier hands a half-precision network's scores on in float32: its weights' type says their precision
     from .models.registry import weights_dtype
