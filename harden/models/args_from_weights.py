@@ -25,7 +25,7 @@ def _literal_values(fn: Callable[..., Any], name: str) -> list[Any]:
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
         hint = typing.get_type_hints(target).get(name)
-    except Exception:  # noqa: BLE001 - an annotation that does not resolve: no values from it
+    except (NameError, TypeError, AttributeError, SyntaxError):  # an annotation that does not resolve: no values
         return []
     if typing.get_origin(hint) is typing.Literal:
         return [v for v in typing.get_args(hint) if isinstance(v, (str, int)) and not isinstance(v, bool)]
@@ -102,11 +102,9 @@ def _built(fn, model_args: dict[str, Any]):
 
 
 def _scored(fn, model_args: dict[str, Any], score: Callable[[Any], Score]) -> Score | None:
+    import torch
     net = _built(fn, model_args)
-    try:
-        return None if net is None else score(net)
-    except Exception:  # noqa: BLE001 - a build that is no network (a factory returning something else)
-        return None
+    return score(net) if isinstance(net, torch.nn.Module) else None  # a factory may return something else
 
 
 def _named(fn, model_args, score, name) -> tuple[dict[str, Any], str] | None:
@@ -165,9 +163,10 @@ def _values(default: Any, renames: bool, sizes: set[int]) -> list[Any]:
 
 def _layers(fn, model_args) -> tuple | None:
     """The names and shapes of what a build holds (None: the constructor refuses those arguments)."""
+    import torch
     net = _built(fn, model_args)
-    state = getattr(net, "state_dict", None)
-    return None if state is None else tuple((k, tuple(v.shape)) for k, v in state().items())
+    return tuple((k, tuple(v.shape)) for k, v in net.state_dict().items()) \
+        if isinstance(net, torch.nn.Module) else None
 
 
 def _effect(fn, model_args, name, default, base: tuple | None) -> str | None:
