@@ -318,14 +318,18 @@ def size_it_runs_at(spec: dict[str, Any], logits_key: str | None, state: dict[st
     file was trained at). A constructor that takes the size (`Net(img_size=64)`, whose flatten it sizes) is built at
     each size, and the size must also be one the file's weights fit (`state`). None where none does."""
     from .models.config import size_parameter
+    from .models.lazy import shape_lazy_layers
     from .models.registry import ModelSpec, _build_net
     from .outputs import attach_scores
     rebuilt = size_parameter(str(spec["arch"])) is not None
 
     def net_at(size: int | None) -> torch.nn.Module:
         sized = {"input_size": (size, size)} if size else {}
-        return _build_net(ModelSpec(arch=str(spec["arch"]), num_classes=int(spec["num_classes"]),
-                                    in_chans=int(spec["in_chans"]), model_args=dict(spec["model_args"] or {}), **sized))
+        net = _build_net(ModelSpec(arch=str(spec["arch"]), num_classes=int(spec["num_classes"]),
+                                   in_chans=int(spec["in_chans"]), model_args=dict(spec["model_args"] or {}), **sized))
+        if state is not None:
+            shape_lazy_layers(net, state)
+        return net
     try:
         net = None if rebuilt else net_at(None)
     except HardenError:
@@ -453,7 +457,8 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
                             tuple(_as_list(spec["std"])), data=str(meta.get("data", "")),
                             interpolation=str(spec["interpolation"]), crop_pct=float(spec["crop_pct"]),
                             crop_mode=str(spec["crop_mode"]), model_args=dict(spec["model_args"] or {}),
-                            logits_key=logits_key if logits_key is not None else meta.get(LOGITS_KEY))
+                            logits_key=logits_key if logits_key is not None else meta.get(LOGITS_KEY),
+                            sized_from=state)
 
     guessed = sources.get("num_classes", "").startswith(GUESSED)  # kept only if the weights then load strictly
     no_count = HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes."
@@ -698,6 +703,7 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
         return None
     from .models.args_from_weights import configuration_from_weights
     from .models.config import HYPER_PARAMETERS, _constructor_arguments, parameter_for, size_argument
+    from .models.lazy import shape_lazy_layers
     from .models.registry import _import_callable
     try:
         fn = _import_callable(str(arch))
@@ -706,8 +712,13 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
         return None
 
     def unmatched(net: torch.nn.Module) -> tuple[int, int, int, bool]:
+        lazy = shape_lazy_layers(net, state, every=True)  # a lazy layer has no shape until sized (no forward here)
         own, fitted, _, missing, unexpected, shapes = _fitted(net, state)
-        return len(missing) + len(unexpected), len(shapes), len(missing), head_rows(own, fitted) is not None
+        head = head_rows(own, fitted) is not None
+        if lazy and head:  # a lazy layer takes the file's inputs whatever came before: only the last layer is a head
+            last = list(own)[-1].rpartition(".")[0]
+            head = all(s.split(": ", 1)[0].rpartition(".")[0] == last for s in shapes)
+        return len(missing) + len(unexpected), len(shapes), len(missing), head
     given = {"model_args": {**(meta.get("model_args") or {}), **(kw.get("model_args") or {})}}
     _constructor_arguments(str(arch), meta.get(HYPER_PARAMETERS), given, {"model_args": ""})  # a Lightning module's
     known = {k: kw.get(k) if kw.get(k) is not None else meta.get(k) for k in ("num_classes", "in_chans", "input_size")}

@@ -164,9 +164,10 @@ def _values(default: Any, renames: bool, sizes: set[int]) -> list[Any]:
 def _layers(fn, model_args) -> tuple | None:
     """The names and shapes of what a build holds (None: the constructor refuses those arguments)."""
     import torch
+
+    from .lazy import tensor_shapes
     net = _built(fn, model_args)
-    return tuple((k, tuple(v.shape)) for k, v in net.state_dict().items()) \
-        if isinstance(net, torch.nn.Module) else None
+    return tensor_shapes(net) if isinstance(net, torch.nn.Module) else None
 
 
 def _effect(fn, model_args, name, default, base: tuple | None) -> str | None:

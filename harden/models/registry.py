@@ -690,9 +690,12 @@ def rebuildable_arch(net: nn.Module, num_classes: int, in_chans: int) -> tuple[s
 
 def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32, 32), mean=(0.0,), std=(1.0,),
                  data: str = "", *, interpolation: str = "bilinear", crop_pct: float = 1.0, crop_mode: str = "center",
-                 model_args: dict[str, Any] | None = None, logits_key: str | None = None, **extra) -> Classifier:
+                 model_args: dict[str, Any] | None = None, logits_key: str | None = None,
+                 sized_from: dict[str, Any] | None = None, **extra) -> Classifier:
     """The one factory: a Classifier around a fresh (untrained) architecture. A network that returns more than its
-    class scores (a tuple, a dict, a model-output object) is read at `logits_key`, or where a probe finds them."""
+    class scores (a tuple, a dict, a model-output object) is read at `logits_key`, or where a probe finds them.
+    `sized_from`: the state dict about to be loaded, whose tensors size the network's lazy layers (models/lazy.py)
+    before the probe's forward would size them for its input."""
     if num_classes < 2:
         raise HardenError(f"num_classes must be at least 2, got {num_classes}.")
     from ..data.transforms import Preprocess
@@ -703,6 +706,9 @@ def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32,
                      data=data, extra=dict(extra), interpolation=str(interpolation), crop_pct=float(crop_pct),
                      crop_mode=str(crop_mode), model_args=dict(model_args or {}))
     net = _build_net(spec)
+    if sized_from is not None:
+        from .lazy import shape_lazy_layers
+        shape_lazy_layers(net, sized_from)
     key, sigmoid = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
     if key is not None:
         spec.extra[LOGITS_KEY] = key  # kept in the metadata of every checkpoint written from this model
