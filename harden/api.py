@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .checkpoint import load, save, sha256_file
-from .data import Data, DataTarget, FileData, load_data, subsample
+from .data import Data, DataTarget, FileData, load_data, remember_label_names, subsample
 from .errors import DoesNotRun, HardenError
 from .models import Classifier, create_model
 from .models.registry import built_in_chans, timm_size_args
@@ -63,9 +63,7 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     model.spec.extra["train"] = {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
                                  "augment": cfg.augment, "focal_gamma": cfg.focal_gamma, "seed": cfg.seed,
                                  "subset": data.subset, "images": data.n_train}
-    names = getattr(data, "class_names", None)
-    if names and len(names) == data.num_classes:  # later data (a folder sorted otherwise) maps by these names
-        model.spec.extra["label_names"] = [str(n) for n in names]
+    remember_label_names(model, data)
     model.to(device)
     if state is None:
         result = fit(model, data, cfg, device)

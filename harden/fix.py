@@ -15,8 +15,8 @@ import torch
 from .recipes.base import DEFAULT_RECIPE
 from .as_given import gives_back
 from .checkpoint import load, sha256_file
-from .data import (Data, DataTarget, check_fits, check_recorded_data, load_data, remember_columns, remember_orientation,
-                   subsample)
+from .data import (Data, DataTarget, check_fits, check_recorded_data, load_data, remember_columns, remember_label_names,
+                   remember_orientation, subsample)
 from .data.arrays import is_arrays
 from .data.dataset_objects import is_dataset, model_for, normalize_undone, wrapped_for
 from .compiling import compiled
@@ -365,6 +365,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         model.spec.extra["labels"] = "the base's clean predictions (fix --labels predicted)"
     remember_orientation(model, (data_target or {}).get("exif_orientation", "auto"), ds)
     remember_columns(model, data_target, ds)
+    if labels != "predicted":  # the classes it was trained under, by name (a base that names none)
+        remember_label_names(model, ds)
     if kind_defaults:
         model.spec.extra["kind_defaults"] = kind_defaults
     train_cfg = dict(config["train"])

@@ -474,6 +474,26 @@ def test_fix_decodes_only_the_files_of_its_subset(tmp_path, recorder):
     assert all("/train/" in p for p in decoded)
 
 
+def test_a_model_hardened_on_a_folder_keeps_its_class_names(tmp_path):
+    """The folder's class names are the hardened model's label names (a base that named none): a later folder of some
+    of the classes maps onto their outputs by name, where the base's would be refused (2 classes for 3 outputs), and a
+    stray folder is named rather than sorted in among them (shifting the classes after it)."""
+    make_tree(tmp_path / "all", ["ant", "bee", "cat"], 6, sizes=(20, 40))
+    base = harden.save(small_cnn(), tmp_path / "base.safetensors")
+    result = harden.fix(base, str(tmp_path / "all"), sets=["val_frac=0", "attack=fgsm-rs"], data_frac=0.5, epochs=1,
+                        device="cpu", report=False, data_target={"workers": 0})
+    hardened = harden.load(harden.save(result.model, tmp_path / "hardened.safetensors"))
+    assert hardened.spec.extra["label_names"] == ["ant", "bee", "cat"]
+    make_tree(tmp_path / "some", ["bee", "cat"], 3, splits=("val",), sizes=(20, 40))
+    data = load_data(tmp_path / "some", DataTarget.for_model(hardened, workers=0))
+    assert sorted(set(data.y_test.tolist())) == [1, 2] and "label names" in data.class_note
+    with pytest.raises(HardenError, match="cannot be matched"):
+        load_data(tmp_path / "some", DataTarget.for_model(harden.load(base), workers=0))
+    make_tree(tmp_path / "more", ["ant", "bee", "cat", "eel"], 2, splits=("val",), sizes=(20, 40))
+    with pytest.raises(HardenError, match="eel is not among the model's label names"):
+        load_data(tmp_path / "more", DataTarget.for_model(hardened, workers=0))
+
+
 def test_same_seed_and_workers_give_the_same_batches(tmp_path):
     make_tree(tmp_path, ["c0", "c1"], 4, sizes=(90, 140))
     pre = Preprocess(3, (80, 80), "bilinear", 0.9, "center")  # large enough for random resized crops

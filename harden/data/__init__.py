@@ -469,6 +469,16 @@ def remember_columns(model, target: dict | None, data: Data) -> None:
         model.spec.extra[COLUMNS_KEY] = {"from_name": target["label_from_name"]}
 
 
+def remember_label_names(model, data: Data) -> None:
+    """The names of the data's classes, where they name each of the model's outputs once and the model holds none:
+    kept in its metadata as its label names, so that later data (a folder of some of the classes, sorted otherwise,
+    or with a stray folder) maps onto the same outputs by name (classes.map_classes), and an export carries them."""
+    names = getattr(data, "class_names", None)
+    if names and len(names) == model.spec.num_classes and len(set(map(str, names))) == len(names) and \
+            not model.spec.extra.get("label_names"):
+        model.spec.extra["label_names"] = [str(n) for n in names]
+
+
 def remember_orientation(model, choice: str, data: Data) -> None:
     """An explicit --exif-orientation for image files: kept in the model's metadata, so that later runs read the files
     the same way with no flag (DataTarget.for_model)."""
