@@ -16,7 +16,7 @@ from .recipes.base import DEFAULT_RECIPE
 from .as_given import gives_back
 from .checkpoint import load, sha256_file
 from .data import (Data, DataTarget, check_fits, check_recorded_data, load_data, remember_columns, remember_label_names,
-                   remember_orientation, subsample)
+                   remember_orientation, subsample, untrained_classes)
 from .data.arrays import is_arrays
 from .data.dataset_objects import is_dataset, model_for, normalize_undone, wrapped_for
 from .compiling import compiled
@@ -307,6 +307,14 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
             raise HardenError(f"Every one of the {copies:,} training images drawn from {ds.source} is a copy of a test "
                               "image, so nothing is left to train on: give training images that are not the test "
                               "split's (or a data set whose test split is its own).")
+    untrained = untrained_classes(train_ds, ds) if report and labels != "predicted" else []
+    if untrained:
+        shown = ", ".join(untrained[:5]) + (f" and {len(untrained) - 5:,} more" if len(untrained) > 5 else "")
+        one = len(untrained) == 1
+        warn(f"{len(untrained):,} of the test split's classes {'has' if one else 'have'} no image among the "
+             f"{train_ds.n_train:,} training images drawn from {ds.source} ({shown}): hardening never shows the model "
+             f"{'it' if one else 'them'}, and its accuracy on {'it' if one else 'them'} tends to fall (the report's "
+             "per-class figures show it). Give the training split images of every class.")
     # on the report's test images; with --no-report on the images it trains on (it reads no test split)
     for tripped in checks_before_training(base_model.to(device), ds if report else train_ds, device, seed,
                                           "test" if report else "train"):

@@ -19,6 +19,7 @@ from harden.data import DataTarget, Preprocess, load_data
 from harden.data import sources as sources_mod
 from harden.data.transforms import to_channels
 from harden.errors import HardenError
+from harden.runtime import held_warnings
 
 SYNSETS = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475", "n01496331", "n01498041", "n01514668",
            "n01514859", "n01518878", "n01530575", "n01531178"]  # ImageNet-1k indices 0..11 (timm's synset order)
@@ -1593,3 +1594,15 @@ def test_coco_style_classification_json(tmp_path):
                                                     annotations + [{"image_id": 100, "category_id": 2}]}))
     with pytest.raises(HardenError, match="image 100 is annotated with categories 0 and 2"):
         load_data(tmp_path / "two.json", DataTarget.for_model(small_cnn(num_classes=3)))
+
+
+def test_fix_says_which_test_classes_it_never_trains_on(tmp_path):
+    """A class folder under val/ alone: the hardened model never sees it, and the run says so by name."""
+    make_tree(tmp_path, ["ant", "bee"], 4, splits=("train",), sizes=(20, 40))
+    make_tree(tmp_path, ["ant", "bee", "cat"], 2, seed=1, splits=("val",), sizes=(20, 40))
+    base = harden.save(small_cnn(), tmp_path / "base.safetensors")
+    with held_warnings() as words:
+        harden.fix(base, str(tmp_path), sets=["val_frac=0", "attack=fgsm-rs"], data_frac=1.0, epochs=1, device="cpu",
+                   report_n=6, attacks=["fgsm"], metrics=False, masking_checks=False, data_target={"workers": 0})
+    said = " ".join(" ".join(words).split())
+    assert "1 of the test split's classes has no image among the 8 training images" in said and "(cat)" in said

@@ -22,7 +22,7 @@ from ..errors import HardenError
 from .arrays import (ImageData, _cifar_batches, _digits, _npy_folder, _npz, _torch_file, from_arrays, is_arrays,
                      is_npy_dataset)
 from .base import (SMALL_IMAGE_SIDE, Data, batches, check_fits, fit_size, index_hash, stratified_sample,
-                   stratified_subset, subsample, to_tensor)
+                   stratified_subset, subsample, to_tensor, untrained_classes)
 from .files import FileData
 from .loader import default_workers
 from .sources import (EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Columns, Listing, OnDisk, class_folders,
@@ -514,4 +514,4 @@ __all__ = ["Data", "DataTarget", "FileData", "ImageData", "from_arrays", "Listin
            "IMAGE_EXT",
            "augment", "batches", "build_augment", "check_fits", "default_workers", "fit_size", "index_hash",
            "in_memory", "is_on_disk", "load_data", "remember_orientation", "stratified_sample", "stratified_subset",
-           "subsample", "to_tensor"]
+           "subsample", "to_tensor", "untrained_classes"]

@@ -249,6 +249,15 @@ def subsample(data: Data, frac: float, seed: int) -> Data:
     return data.take_train(idx, subset=subset)
 
 
+def untrained_classes(train: Data, test: Data) -> list[str]:
+    """The test split's classes of which the training images hold none (a class folder under val/ alone, or every one
+    of its training images a copy of a test image), by name where the data names them: hardening never shows the model
+    those classes, and its accuracy on them tends to fall."""
+    absent = np.setdiff1d(np.unique(test.y_test), np.unique(train.y_train))
+    names = test.class_names if test.class_names and len(test.class_names) > int(absent.max(initial=-1)) else None
+    return [names[int(c)] if names else str(int(c)) for c in absent]
+
+
 def check_fits(data: Data, in_chans: int, num_classes: int) -> None:
     if data.in_chans != in_chans:
         convert = (f" (in Python: data.with_channels({in_chans}) converts arrays as image files are converted, "
