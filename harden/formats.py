@@ -403,6 +403,10 @@ def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tenso
     if len(usual) == 1 and all("." not in k for k, _ in found) and not averaged and \
             not any(k in USUAL_KEYS[5:] for k, _ in found):
         return usual[0][1], usual[0][0]
+    if all(_same_tensors(found[0][1], sd) for _, sd in found[1:]):
+        # one model kept twice (a whole pickled model beside its state_dict()): it does not matter which is taken
+        first = min(found, key=lambda c: USUAL_KEYS.index(c[0]) if c[0] in USUAL_KEYS else len(USUAL_KEYS))
+        return first[1], f"{first[0]} (the same weights as {', '.join(k for k, _ in found if k != first[0])})"
     why = (f" {', '.join(repr(k) for k in averaged)} {'is' if len(averaged) == 1 else 'are'} an average of the "
            "weights over training (an exponential moving average, which timm's train script and Lightning's EMA "
            "callbacks save beside them, or torch's stochastic weight averaging); it often scores better, and timm's "
@@ -411,6 +415,12 @@ def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tenso
     raise HardenError(f"{str(path)!r} holds several state dicts: "
                       + ", ".join(f"{k!r} ({len(sd)} tensors)" for k, sd in found)
                       + f".{why} Choose one with --key (e.g. --key " + found[0][0] + ").")
+
+
+def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Whether two state dicts hold the same names, shapes, types and values."""
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype and torch.equal(a[k], b[k])
+                                        for k in a)
 
 
 def _averaged(key: str) -> bool:

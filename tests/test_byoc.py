@@ -653,11 +653,15 @@ def test_ambiguous_container_asks_for_key(cli, nets_file, tmp_path):
     assert "moving average" not in err
     code, out, err = cli("inspect", path, "--arch", f"{nets_file}:plain", *DIGITS, "--key", "teacher")
     assert code == 0, err
-    lst = _save({"state_dict": [sd, sd]}, tmp_path / "list.pt")
+    lst = _save({"state_dict": [sd, {k: v + 1 for k, v in sd.items()}]}, tmp_path / "list.pt")
     code, _, err = cli("inspect", lst, "--arch", f"{nets_file}:plain", *DIGITS)
     assert code == 2 and "state_dict.0" in err
     m = harden.load(lst, arch=f"{nets_file}:plain", num_classes=10, in_chans=1, input_size=(8, 8), key="state_dict.1")
-    assert torch.equal(m.net.fc.bias, sd["fc.bias"])
+    assert torch.equal(m.net.fc.bias, sd["fc.bias"] + 1)
+    # one model kept twice (the module itself beside its state_dict(), read inert): the same weights, taken unasked
+    both = _save({"model": net, "state_dict": sd, "epoch": 3}, tmp_path / "both.pt")
+    code, _, err = cli("inspect", both, "--arch", f"{nets_file}:plain", *DIGITS)
+    assert code == 0, err
     # torch's stochastic weight averaging beside the weights: asked as an EMA is (it was taken as 'model' silently)
     from torch.optim.swa_utils import AveragedModel
     swa = _save({"model": sd, "swa_model": AveragedModel(net).state_dict(), "epoch": 3}, tmp_path / "swa.pt")
