@@ -429,6 +429,18 @@ def test_a_forward_that_moves_tensors_to_the_gpu_itself_is_named(nets, tmp_path)
     assert "moves tensors to a GPU itself" in str(failed.value) and "common square size" not in str(failed.value)
 
 
+def test_a_file_that_imports_a_package_harden_lacks_says_where_it_would_come_from(tmp_path):
+    """d2l.ai's models subclass its own package's classes (`from d2l import torch as d2l`): a file whose import fails
+    for want of a module says to install it beside harden, or to give the repository's module path."""
+    (tmp_path / "needs_a_package.py").write_text("import d2l_not_installed_here as d2l\n\n\nclass LeNet(d2l.Classifier):\n"
+                                                 "    pass\n")
+    with pytest.raises(harden.HardenError) as failed:
+        harden.create_model(f"{tmp_path / 'needs_a_package.py'}:LeNet", 10, 1, (28, 28))
+    said = str(failed.value)
+    assert "No module named 'd2l_not_installed_here'" in said and "-m pip install" in said
+    assert "package.module:Class" in said
+
+
 def test_a_forward_without_input_gradients_is_named_and_allowed_transfer_only(nets, tmp_path, cli):
     """A forward under torch.no_grad() gives attacks no gradient: white-box eval and fix (every recipe) stop with
     one paragraph saying why (fix before any training), and a transfer evaluation still runs, its gradient-based

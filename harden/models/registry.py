@@ -328,7 +328,7 @@ def _import_file(arch: str, mod_name: str, what: str = "Architecture", flag: str
             module = importlib.import_module(dotted)
         except Exception as e:
             raise HardenError(f"{what} file {mod_name!r} failed to import (as {dotted}, from {root}): "
-                              f"{type(e).__name__}: {e}") from None
+                              f"{type(e).__name__}: {e}{_not_installed(e)}") from None
         if Path(getattr(module, "__file__", "") or "").resolve() != file:
             raise HardenError(f"{what} file {mod_name!r}: its package's name, {dotted}, is already taken by "
                               f"{getattr(module, '__file__', None) or 'a module'} in this process (two repositories "
@@ -346,8 +346,21 @@ def _import_file(arch: str, mod_name: str, what: str = "Architecture", flag: str
             spec.loader.exec_module(module)
         except Exception as e:
             del sys.modules[name]
-            raise HardenError(f"{what} file {mod_name!r} failed to import: {type(e).__name__}: {e}") from None
+            raise HardenError(f"{what} file {mod_name!r} failed to import: {type(e).__name__}: {e}"
+                              f"{_not_installed(e)}") from None
     return module
+
+
+def _not_installed(e: Exception) -> str:
+    """For a module the file imports that Python cannot find (d2l's `from d2l import torch as d2l`, a training
+    framework, a sibling module of another folder): where it would come from."""
+    if not isinstance(e, ModuleNotFoundError) or not e.name:
+        return ""
+    import sys
+    return (f". If {e.name.split('.')[0]!r} is a package, install it into the Python that runs harden "
+            f"({sys.executable} -m pip install ...); if it is a module of the file's own repository, run harden from "
+            "the repository's root and give the architecture as package.module:Class, or copy the network's code into "
+            "one file.")
 
 
 FOLDERS_ADDED: set[str] = set()  # what _add_to_path put on sys.path (checkpoint.remembered_arch tells them apart)
