@@ -138,6 +138,11 @@ class Aliased(nn.Module):  # published code's own names for the counts
         return self.head(F.relu(self.conv(x)).mean((2, 3)))
 
 
+class DMStyle(Aliased):  # DeepMind's and RobustBench's WideResNet name the channels num_input_channels
+    def __init__(self, num_classes=10, num_input_channels=3):
+        super().__init__(num_classes, num_input_channels)
+
+
 class AllConv(nn.Module):
     def __init__(self):
         super().__init__()
@@ -350,6 +355,12 @@ def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(
     assert (model.spec.num_classes, model.spec.in_chans) == (5, 1)
     with torch.no_grad():
         assert torch.equal(model.net(x[:, :1]), net(x[:, :1]))
+    torch.save(_import_callable(f"{tmp_path / 'mnist_net.py'}:DMStyle")(num_input_channels=1).state_dict(),
+               tmp_path / "dm.pt")
+    from harden.runtime import held_warnings
+    with held_warnings() as words:  # the channels given under its name, not searched for after a failed load
+        model = harden.load(tmp_path / "dm.pt", arch=f"{tmp_path / 'mnist_net.py'}:DMStyle")
+    assert model.spec.in_chans == 1 and not any("built with" in w for w in words), words
 
     allconv = f"{tmp_path / 'mnist_net.py'}:AllConv"
     torch.save(harden.create_model(allconv, 7, 1, (28, 28)).net.state_dict(), tmp_path / "allconv.pt")

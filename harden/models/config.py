@@ -357,7 +357,9 @@ def _parameters(arch: str) -> dict[str, Any] | None:
 # `Net(in_channels=1)`; a width such as `channels=64` is not among them
 ARG_ALIASES = {"num_classes": ("num_classes", "n_classes", "nb_classes", "num_class", "n_class", "classes",
                                "num_labels", "num_outputs"),
-               "in_chans": ("in_chans", "in_channels", "in_ch", "input_channels", "n_channels", "inp_channels"),
+               # DeepMind's and RobustBench's WideResNet take `num_input_channels`
+               "in_chans": ("in_chans", "in_channels", "in_ch", "input_channels", "n_channels", "inp_channels",
+                            "num_input_channels", "img_channels", "image_channels"),
                # a constructor that sizes a layer from it (`nn.Linear(64 * (img_size // 4) ** 2, ...)`) or keeps it
                "input_size": ("input_size", "img_size", "image_size", "input_resolution")}
 
