@@ -339,6 +339,20 @@ def test_npz_with_pickled_arrays_is_refused(tmp_path):
         load_data(p)
 
 
+def test_arrays_made_to_fit_the_model_are_said_in_the_report(digits, digits_model):
+    """Arrays of another kind than the model's (colour 16 x 16 images for the 8 x 8 grey digits network: the wrong
+    .npz given) are converted and resized as they are read; the report's data line says both, where it said
+    nothing (its clean accuracy was the only sign)."""
+    import harden
+    from harden.report.html_page import data_note
+    x8, y = digits.x_test[:20], digits.y_test[:20]
+    kw = dict(attacks=["fgsm"], eps=0.1, metrics=False, masking_checks=False, device="cpu")
+    assert data_note(harden.evaluate(digits_model, (x8, y), **kw)) == ""
+    colour = np.repeat(np.repeat(np.repeat(x8, 3, axis=3), 2, axis=1), 2, axis=2)  # N x 16 x 16 x 3 uint8
+    said = data_note(harden.evaluate(digits_model, (colour, y), **kw))
+    assert "colour images as grey" in said and "arrays of 16x16 pixels resized to the model's 8x8" in said
+
+
 def test_images_and_labels_in_memory_for_evaluate_and_fix(digits, digits_model):
     """The library takes (x, y) as tensors or arrays, N x C x H x W floats in [0, 1] or N x H x W x C uint8 0-255,
     for a harden model and a plain nn.Module: the same report as the same images read from an .npz; `fix` holds a

@@ -288,13 +288,16 @@ def _budget(a: dict[str, Any]) -> str:
 
 def data_note(report) -> str:
     """What the images are: for files, the transform the budgets are measured after, the sample's hash, files skipped
-    or carrying an EXIF orientation; for any data, a test split fix held out and labels that are predictions. A Report
-    or its JSON dict; '' for arrays of their own test split with their own labels."""
+    or carrying an EXIF orientation; for arrays, channels converted and a size changed for the model (an MNIST model
+    given CIFAR-10's arrays says so); for any data, a test split fix held out and labels that are predictions. A
+    Report or its JSON dict; '' for arrays of the model's own kind, of their own test split with their own labels."""
     d = report.get("data_details", {}) if isinstance(report, dict) else report.data_details
     sample = d.get("sample") or "seeded stratified sample"  # a report saved before it was recorded: files' own way
     parts = [f"{d['pixels']}; images {d.get('images_sha256', '?')} ({sample})"] if d.get("pixels") else []
     if not parts and "class order" in sample:  # arrays in class order: not their first n, as other arrays are
         parts.append(f"images {d.get('images_sha256', '?')} ({sample})")
+    if not d.get("pixels"):  # arrays made to fit the model (files say it in their transform)
+        parts += [d[k] for k in ("channels", "resized") if d.get(k)]
     if d.get("held_out_test"):
         parts.append(f"test split held out of the data, never trained on: {d['held_out_test']['n']} images")
     if d.get("labels"):

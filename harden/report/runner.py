@@ -188,6 +188,10 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
     content = data.images_bytes_digest("test", idx, getattr(x, "pixels", None))
     if content is not None:
         details["images_bytes_sha256"] = content
+    own = tuple(int(v) for v in getattr(x, "pixels", x).shape[-2:])
+    if not is_on_disk(data) and own != tuple(int(v) for v in x.shape[-2:]):  # arrays of another size than the model's
+        details["resized"] = (f"arrays of {own[0]}x{own[1]} pixels resized to the model's {x.shape[-2]}x{x.shape[-1]} "
+                              "(bilinear); budgets in the resized pixels")
     if is_on_disk(data):
         details["pixels"] = (f"budgets in [0, 1] pixels after the model's transform: {data.preprocess.describe()}"
                              + (f" ({data.size_note})" if data.size_note else ""))
