@@ -237,6 +237,10 @@ def test_a_budget_in_0_255_steps_is_answered_with_the_fraction(cli, digits_ckpt,
         assert "at: eps, the L-inf budget it trains for" in said and "write --eps 8/255" in said, said
     assert "0-255" not in _bad(cli, "eval", digits_ckpt, "--eps", "300") and "(0, 1]" in _bad(
         cli, "eval", digits_ckpt, "--eps", "0")
+    # an L0 count beyond the input's features (the digits' 1 x 8 x 8): refused before the attacks, as a fraction is
+    for l0 in (["--max-l0", "100"], ["--attack", "jsma:max_l0=65"]):
+        said = " ".join(_bad(cli, "eval", digits_ckpt, "--attack", "jsma", *l0, "--num-images", "4").split())
+        assert "more than the 64 features of the model's input (1 x 8 x 8)" in said, said
 
 
 def test_fix_takes_its_budget_as_eval_does(cli, digits_ckpt, tmp_path):

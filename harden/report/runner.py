@@ -236,6 +236,14 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
             # proportion (as build_attack scales an L-inf preset's)
             atk = at_budget(atk, eps_l2)
         atk_objs.append(atk)
+    nfeat = x[0].numel()
+    for atk in atk_objs:
+        count = float(atk.params.get("max_l0", 0)) if atk.name == "jsma" else 0.0
+        if count >= 1 and count > nfeat:  # a budget no image could spend: the report's "L0 100000" would say one
+            raise HardenError(f"The L0 budget {count:g} (--max-l0, or jsma:max_l0) is more than the {nfeat:,} "
+                              f"features of the model's input ({' x '.join(map(str, x.shape[1:]))}): give a count of "
+                              f"at most {nfeat:,}, or a fraction below 1 (the default 0.145 is "
+                              f"{round(0.145 * nfeat):,} of them).")
     if curve:
         check_curve_attacks(atk_objs, f"curve={list(curve)}")
     if craft_on is None and spec is not None:
@@ -277,7 +285,6 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         if f["tripped"]:  # said now, before the attacks' time
             warn(f"{model_name}: {f['detail']}.")
     src_correct = predict_labels(source, x, batch_size, device) == y if craft_on is not None else None
-    nfeat = x[0].numel()
     results: list[AttackResult] = []
     robust_by_attack: dict[str, torch.Tensor] = {}
     pgd_end: torch.Tensor | None = None  # where the report's PGD left the masking checks' images
