@@ -272,6 +272,12 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                           "instead (with --eps, --epochs or another recipe for a stronger result). To fine-tune these "
                           "weights further as a new base, write them as a plain state dict (harden export "
                           f"{base_name} -o weights.pth) and fix that file with the --arch it needs.")
+    if report:  # the report's L0 budget against the input's features, before the training it would outlive
+        from .report.runner import DEFAULT_MAX_L0, attack_set, check_l0_counts
+        specs, budgets, _ = report_attacks(config, attacks, base_model.spec.input_size)
+        check_l0_counts(attack_set(specs, base_model.spec.input_size, budgets.get("eps")),
+                        DEFAULT_MAX_L0 if max_l0 is None else max_l0,
+                        (base_model.spec.in_chans, *base_model.spec.input_size))
     if isinstance(data, Data):
         ds = data
     else:

@@ -241,6 +241,8 @@ def test_a_budget_in_0_255_steps_is_answered_with_the_fraction(cli, digits_ckpt,
     for l0 in (["--max-l0", "100"], ["--attack", "jsma:max_l0=65"]):
         said = " ".join(_bad(cli, "eval", digits_ckpt, "--attack", "jsma", *l0, "--num-images", "4").split())
         assert "more than the 64 features of the model's input (1 x 8 x 8)" in said, said
+    said = _bad(cli, "fix", digits_ckpt, "--max-l0", "100", "--epochs", "1", "-o", tmp_path / "l0.safetensors")
+    assert "more than the 64 features" in said and "epoch 1" not in said  # before the training
 
 
 def test_fix_takes_its_budget_as_eval_does(cli, digits_ckpt, tmp_path):

@@ -149,6 +149,20 @@ def _classifier(model: nn.Module, data: Data) -> nn.Module:
     return wrapped_for(model, data)
 
 
+def check_l0_counts(attacks, max_l0: float, shape: tuple[int, ...]) -> None:
+    """An L0 count (JSMA's budget: --max-l0, or jsma:max_l0) beyond the features of an input of `shape` (C, H, W) is a
+    budget no image could spend, which the report would print as given ("L0 100000"): refused before any attack (and,
+    in fix, before any training)."""
+    features = int(torch.Size(shape).numel())
+    for atk in attacks:
+        count = float(atk.params.get("max_l0") or max_l0) if atk.name == "jsma" else 0.0
+        if count >= 1 and count > features:
+            raise HardenError(f"The L0 budget {count:g} (--max-l0, or jsma:max_l0) is more than the {features:,} "
+                              f"features of the model's input ({' x '.join(map(str, shape))}): give a count of at "
+                              f"most {features:,}, or a fraction below 1 (the default {DEFAULT_MAX_L0:g} is "
+                              f"{round(DEFAULT_MAX_L0 * features):,} of them).")
+
+
 def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, craft_on, batch_size, device, seed,
               metrics, model_name, craft_name, masking_checks, masking_n, examples, curve, curve_cascades,
               attack_amp, bpda, state, labels) -> Report:
@@ -237,13 +251,7 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
             atk = at_budget(atk, eps_l2)
         atk_objs.append(atk)
     nfeat = x[0].numel()
-    for atk in atk_objs:
-        count = float(atk.params.get("max_l0", 0)) if atk.name == "jsma" else 0.0
-        if count >= 1 and count > nfeat:  # a budget no image could spend: the report's "L0 100000" would say one
-            raise HardenError(f"The L0 budget {count:g} (--max-l0, or jsma:max_l0) is more than the {nfeat:,} "
-                              f"features of the model's input ({' x '.join(map(str, x.shape[1:]))}): give a count of "
-                              f"at most {nfeat:,}, or a fraction below 1 (the default 0.145 is "
-                              f"{round(0.145 * nfeat):,} of them).")
+    check_l0_counts(atk_objs, max_l0, tuple(x.shape[1:]))
     if curve:
         check_curve_attacks(atk_objs, f"curve={list(curve)}")
     if craft_on is None and spec is not None:
