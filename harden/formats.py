@@ -20,6 +20,7 @@ import math
 import pickle
 import re
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,10 @@ def data_only_globals() -> list:
 def read_torch(path: Path) -> Any:
     allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     try:
-        with allow(data_only_globals()) if allow else contextlib.nullcontext():
+        with allow(data_only_globals()) if allow else contextlib.nullcontext(), warnings.catch_warnings():
+            # a plain pickle (pickle.dump, not torch.save) of protocol 3+: torch warns before refusing it, and harden
+            # reads it inert below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise PickleRefused(f"Refused to load {str(path)!r}: it is a pickle that asks to run code or build objects "

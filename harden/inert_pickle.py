@@ -8,6 +8,7 @@ the archive's storage records are real. What a caller then takes from the result
 placeholders' fields (pickled_model.py, torchscript.py)."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import struct
@@ -187,14 +188,40 @@ class LegacyInertUnpickler(InertUnpickler):
         return root
 
 
-def load_inert_legacy(f: BinaryIO) -> Any:
+class PlainInertUnpickler(InertUnpickler):
+    """A plain pickle (`pickle.dump(model.state_dict(), f)`, not torch.save): a tensor pickles its storage as the
+    bytes of a one-storage legacy torch file (torch.storage._load_from_bytes), read here with load_inert_legacy."""
+
+    def __init__(self, file: BinaryIO):
+        pickle._Unpickler.__init__(self, file)
+        self.storages, self.classes = {}, {}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return lambda raw: load_inert_legacy(io.BytesIO(raw), len(raw))
+        if (module, name) == ("_codecs", "encode"):  # protocol 2 writes bytes as encode(text, 'latin1')
+            return lambda text, encoding="utf-8": str(text).encode(str(encoding))
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError(f"a persistent record {pid!r:.80} in a plain pickle")
+
+
+def load_inert_legacy(f: BinaryIO, size: int | None = None) -> Any:
     """The object a legacy-format torch file holds, every global an Inert placeholder, its tensors read from the
-    storages that follow the pickle (a little-endian element count, then the raw elements, per storage)."""
-    if _PlainUnpickler(f).load() != LEGACY_MAGIC:
-        raise pickle.UnpicklingError("not a torch legacy checkpoint (magic number)")
+    storages that follow the pickle (a little-endian element count, then the raw elements, per storage). A file that
+    is a plain pickle instead (no torch magic number first) is read as one (PlainInertUnpickler)."""
+    start = f.tell()
+    try:
+        magic = _PlainUnpickler(f).load()
+    except pickle.UnpicklingError:  # a global first: a plain pickle's object, not the legacy header's number
+        magic = None
+    if magic != LEGACY_MAGIC:
+        f.seek(start)
+        return PlainInertUnpickler(f).load()
     _PlainUnpickler(f).load()  # protocol version
     _PlainUnpickler(f).load()  # system info: endianness, type sizes
-    unpickler = LegacyInertUnpickler(f, os.fstat(f.fileno()).st_size)
+    unpickler = LegacyInertUnpickler(f, os.fstat(f.fileno()).st_size if size is None else size)
     obj = unpickler.load()
     for key in _PlainUnpickler(f).load():
         root = unpickler.storages[key]

@@ -75,6 +75,31 @@ def test_pickle_with_code_never_runs(digits_model, tmp_path, capsys):
     assert sentinel.exists() and "pwned" not in capsys.readouterr().out
 
 
+def test_a_plain_pickle_is_read_as_data(digits_model, tmp_path, capsys, recwarn):
+    """`pickle.dump(model.state_dict(), f)` (Kaggle notebooks' way; not torch.save): read with the same inert reader,
+    the tensors' storages from the bytes torch pickles them as, protocol 2 (bytes as `_codecs.encode`) and 4 alike;
+    a whole module and a dict around the weights too; code beside them never runs, and torch's warning about the
+    protocol is not passed on. It was refused as "not a readable PyTorch checkpoint (... legacy checkpoint's header)"."""
+    import pickle
+    sentinel = tmp_path / "keep.txt"
+    sentinel.write_text("x")
+    net = digits_model.net.eval()
+    flags = dict(arch="cnn-small", num_classes=10, in_chans=1, input_size=(8, 8))
+    forms = {"state.pkl": (net.state_dict(), 4), "old.pkl": (net.state_dict(), 2), "whole.pkl": (net, 4),
+             "dict.pkl": ({"weights": net.state_dict(), "acc": 0.93, "evil": Evil(), "rm": Remover(sentinel)}, 2)}
+    for name, (obj, protocol) in forms.items():
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump(obj, f, protocol=protocol)
+        model = harden.load(tmp_path / name, **flags)
+        assert all(torch.equal(model.net.state_dict()[k], v) for k, v in net.state_dict().items()), name
+    assert sentinel.exists() and "pwned" not in capsys.readouterr().out
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+    with open(tmp_path / "list.pkl", "wb") as f:
+        pickle.dump([1, 2, 3], f)
+    with pytest.raises(HardenError, match="holds no state dict"):
+        harden.load(tmp_path / "list.pkl", **flags)
+
+
 def test_a_whole_pickled_model_loads_without_running_and_names_its_class(digits_model, tmp_path):
     """`torch.save(model)` (alone, in a dict, wrapped in DataParallel; zip or legacy format): its weights, read
     without importing its class; without --arch, the error names the class to pass."""
