@@ -351,19 +351,26 @@ def _refusal_reason(message: str) -> str:
     return first[0][:200] if first else "no reason given"
 
 
-def _tensor_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+def _tensor_dict(obj: Any, arrays: bool = False) -> dict[str, torch.Tensor] | None:
     """A mapping of names to tensors, non-tensor entries dropped (Lightning puts none there, but some
-    trainers keep a step counter beside the weights); None when it holds no tensor or has non-str keys."""
+    trainers keep a step counter beside the weights); None when it holds no tensor or has non-str keys. `arrays`:
+    numpy's numeric arrays count as tensors (weights converted with `.numpy()` and saved so, as an `.npz` of them
+    would be), for a file that holds no tensor dict at all."""
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
         return None
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if arrays and not tensors:
+        import numpy as np
+        tensors = {k: torch.from_numpy(np.array(v)) for k, v in obj.items()
+                   if isinstance(v, np.ndarray) and v.dtype.kind in "fiub"}
     return tensors if len(tensors) >= max(1, len(obj) // 2) else None
 
 
-def candidates(obj: Any, path: str = "", depth: int = 0) -> list[tuple[str, dict[str, torch.Tensor]]]:
-    """Every place in the container that holds a state dict, as (dotted key, tensors)."""
+def candidates(obj: Any, path: str = "", depth: int = 0, arrays: bool = False
+               ) -> list[tuple[str, dict[str, torch.Tensor]]]:
+    """Every place in the container that holds a state dict, as (dotted key, tensors); `arrays` as _tensor_dict."""
     found = []
-    sd = _tensor_dict(obj)
+    sd = _tensor_dict(obj, arrays)
     if sd is not None:
         return [(path, sd)]
     if depth >= 3 or (isinstance(obj, dict) and "param_groups" in obj):  # an optimizer's state, not weights
@@ -373,7 +380,7 @@ def candidates(obj: Any, path: str = "", depth: int = 0) -> list[tuple[str, dict
         if isinstance(k, str) and any(w in k.lower() for w in _NOT_WEIGHTS):
             continue
         if isinstance(k, (str, int)):
-            found += candidates(v, f"{path}.{k}" if path else str(k), depth + 1)
+            found += candidates(v, f"{path}.{k}" if path else str(k), depth + 1, arrays)
     return found
 
 
@@ -393,11 +400,12 @@ def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tenso
                 raise HardenError(f"--key {key!r}: {str(path)!r} has no entry {part!r} there. "
                                   f"{describe(obj)}")
         sd = _tensor_dict(cur)
+        sd = _tensor_dict(cur, arrays=True) if sd is None else sd
         if sd is None:
             raise HardenError(f"--key {key!r} in {str(path)!r} does not hold a state dict (a mapping of names to "
                               f"tensors). {describe(obj)}")
         return sd, key
-    found = candidates(obj)
+    found = candidates(obj) or candidates(obj, arrays=True)  # numpy arrays only where no tensor dict is held
     if len(found) == 1:
         return found[0][1], found[0][0] or "(top level)"
     if not found:

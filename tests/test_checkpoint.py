@@ -100,6 +100,22 @@ def test_a_plain_pickle_is_read_as_data(digits_model, tmp_path, capsys, recwarn)
         harden.load(tmp_path / "list.pkl", **flags)
 
 
+def test_weights_saved_as_numpy_arrays_load_as_an_npz_of_them_does(digits_model, tmp_path):
+    """`torch.save({k: v.numpy() ...})` (weights converted for another framework and saved back): numeric arrays are
+    a state dict where the file holds no tensor dict; beside a tensor dict, arrays (a metrics history) are not one."""
+    import numpy as np
+    net = digits_model.net.eval()
+    flags = dict(arch="cnn-small", num_classes=10, in_chans=1, input_size=(8, 8))
+    arrays = {k: v.numpy() for k, v in net.state_dict().items()}
+    for name, obj in {"flat.pt": arrays, "nested.pt": {"model": arrays, "history": [0.5, 0.7]}}.items():
+        torch.save(obj, tmp_path / name)
+        model = harden.load(tmp_path / name, **flags)
+        assert all(torch.equal(model.net.state_dict()[k], v) for k, v in net.state_dict().items()), name
+    torch.save({"state_dict": net.state_dict(), "metrics": {"acc": np.array([0.5, 0.7]), "loss": np.array([1.0])}},
+               tmp_path / "both.pt")
+    assert harden.load(tmp_path / "both.pt", **flags).net.state_dict().keys() == net.state_dict().keys()
+
+
 def test_a_whole_pickled_model_loads_without_running_and_names_its_class(digits_model, tmp_path):
     """`torch.save(model)` (alone, in a dict, wrapped in DataParallel; zip or legacy format): its weights, read
     without importing its class; without --arch, the error names the class to pass."""
