@@ -104,6 +104,8 @@ def read_torch(path: Path) -> Any:
                           "'weights.pt') (for a whole pickled model) or convert them to .safetensors, and pass "
                           "that file with --arch.") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
+        if "invalid magic number" in str(e).lower():  # a whole plain pickle read as the legacy header: read inert
+            raise PickleRefused(f"{str(path)!r} is a plain pickle, not torch's format.") from None
         raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).{cut_short(path)}"
                           ) from None
 

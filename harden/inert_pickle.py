@@ -201,10 +201,31 @@ class PlainInertUnpickler(InertUnpickler):
             return lambda raw: load_inert_legacy(io.BytesIO(raw), len(raw))
         if (module, name) == ("_codecs", "encode"):  # protocol 2 writes bytes as encode(text, 'latin1')
             return lambda text, encoding="utf-8": str(text).encode(str(encoding))
-        return super().find_class(module, name)
+        real = _numpy_data().get((module, name))  # weights saved as numpy arrays: arrays, as torch's loader reads them
+        return real if real is not None else super().find_class(module, name)
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError(f"a persistent record {pid!r:.80} in a plain pickle")
+
+
+def _numpy_data() -> dict[tuple[str, str], Any]:
+    """numpy's array and scalar rebuilders, its array and dtype classes: the numpy part of what torch's weights-only
+    loader is given here too (formats.data_only_globals), by the names pickles give them. Plain data: an array of
+    objects holds what this unpickler made of them (placeholders), nothing of numpy's runs the file's code."""
+    import numpy as np
+
+    from .formats import data_only_globals
+    out: dict[tuple[str, str], Any] = {}
+    for item in data_only_globals():
+        obj, name = item if isinstance(item, tuple) else (item, f"{item.__module__}.{item.__qualname__}")
+        if name.startswith("numpy"):
+            module, _, attr = name.rpartition(".")
+            out[(module, attr)] = obj
+    out[("numpy", "ndarray")], out[("numpy", "dtype")] = np.ndarray, np.dtype
+    numeric = getattr(np, "_core", None) or np.core  # protocol 5 (pickle.HIGHEST_PROTOCOL) rebuilds arrays from bytes
+    for module in ("numpy.core.numeric", "numpy._core.numeric"):
+        out[(module, "_frombuffer")] = numeric.numeric._frombuffer
+    return out
 
 
 def load_inert_legacy(f: BinaryIO, size: int | None = None) -> Any:

@@ -77,16 +77,19 @@ def test_pickle_with_code_never_runs(digits_model, tmp_path, capsys):
 
 def test_a_plain_pickle_is_read_as_data(digits_model, tmp_path, capsys, recwarn):
     """`pickle.dump(model.state_dict(), f)` (Kaggle notebooks' way; not torch.save): read with the same inert reader,
-    the tensors' storages from the bytes torch pickles them as, protocol 2 (bytes as `_codecs.encode`) and 4 alike;
-    a whole module and a dict around the weights too; code beside them never runs, and torch's warning about the
-    protocol is not passed on. It was refused as "not a readable PyTorch checkpoint (... legacy checkpoint's header)"."""
+    the tensors' storages from the bytes torch pickles them as, protocols 2 (bytes as `_codecs.encode`), 4 and 5
+    alike; a whole module, a dict around the weights and numpy arrays of them too; code beside them never runs, and
+    torch's warning about the protocol is not passed on. It was refused as "not a readable PyTorch checkpoint (...
+    legacy checkpoint's header)"."""
     import pickle
     sentinel = tmp_path / "keep.txt"
     sentinel.write_text("x")
     net = digits_model.net.eval()
     flags = dict(arch="cnn-small", num_classes=10, in_chans=1, input_size=(8, 8))
+    arrays = {k: v.numpy() for k, v in net.state_dict().items()}  # numpy's rebuilders, as torch's loader allows them
     forms = {"state.pkl": (net.state_dict(), 4), "old.pkl": (net.state_dict(), 2), "whole.pkl": (net, 4),
-             "dict.pkl": ({"weights": net.state_dict(), "acc": 0.93, "evil": Evil(), "rm": Remover(sentinel)}, 2)}
+             "dict.pkl": ({"weights": net.state_dict(), "acc": 0.93, "evil": Evil(), "rm": Remover(sentinel)}, 2),
+             "highest.pkl": (net.state_dict(), 5), "arrays.pkl": (arrays, 2), "arrays5.pkl": (arrays, 5)}
     for name, (obj, protocol) in forms.items():
         with open(tmp_path / name, "wb") as f:
             pickle.dump(obj, f, protocol=protocol)
