@@ -143,6 +143,10 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
         try:
             container = formats.read_torch(path)
         except formats.PickleRefused:  # a whole pickled model, read without running it (zip or legacy format)
+            if kind == formats.TORCH_LEGACY and not formats.legacy_header(path) and describe(path):
+                # a plain pickle that another framework names (PaddlePaddle's .pdparams: numpy arrays in its own
+                # layouts, a Linear's weight transposed), said rather than read as torch weights
+                raise HardenError(describe(path)) from None
             container, classes, architectures = read_pickled_model(path)
         except HardenError:
             if describe(path):  # a pickle torch cannot read that another framework names (PaddlePaddle's .pdparams)

@@ -62,6 +62,16 @@ def sniff_format(path: Path) -> str:
     return "unknown"
 
 
+def legacy_header(path: Path) -> bool:
+    """Whether a pickle file starts as torch's legacy format does (its magic number first), not as a plain pickle."""
+    from .inert_pickle import LEGACY_MAGIC, _PlainUnpickler
+    try:
+        with open(path, "rb") as f:
+            return _PlainUnpickler(f).load() == LEGACY_MAGIC
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, OverflowError, MemoryError):
+        return False
+
+
 class PickleRefused(HardenError):
     """torch's weights-only unpickler refused a global the file names (a whole pickled model asks for its class)."""
 
