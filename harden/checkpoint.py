@@ -718,7 +718,10 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
     def unmatched(net: torch.nn.Module) -> tuple[int, int, int, bool]:
         lazy = shape_lazy_layers(net, state, every=True)  # a lazy layer has no shape until sized (no forward here)
         own, fitted, _, missing, unexpected, shapes = _fitted(net, state)
-        head = head_rows(own, fitted) is not None
+        # rows that differ in one layer are a head built for another count only where the builds are given none (a
+        # ViT's position embedding differs in its rows alone at another image size)
+        head = count_name not in offered and count_name not in given["model_args"] and \
+            head_rows(own, fitted) is not None
         if lazy and head:  # a lazy layer takes the file's inputs whatever came before: only the last layer is a head
             last = list(own)[-1].rpartition(".")[0]
             head = all(s.split(": ", 1)[0].rpartition(".")[0] == last for s in shapes)
@@ -726,6 +729,11 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
     given = {"model_args": {**(meta.get("model_args") or {}), **(kw.get("model_args") or {})}}
     _constructor_arguments(str(arch), meta.get(HYPER_PARAMETERS), given, {"model_args": ""})  # a Lightning module's
     known = {k: kw.get(k) if kw.get(k) is not None else meta.get(k) for k in ("num_classes", "in_chans", "input_size")}
+    count_name = parameter_for(params, "num_classes")
+    if known["num_classes"] is None and count_name and params[count_name].default is inspect.Parameter.empty and \
+            last_linear(state):
+        # a count it needs and nothing gave (`WideResNet(depth, num_classes)`): the rows config.resolve tries too
+        known["num_classes"] = last_linear(state)[1]
     offered: dict[str, Any] = {}
     for k, v in known.items():
         name = parameter_for(params, k)

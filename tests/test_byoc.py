@@ -495,7 +495,9 @@ def test_timm_train_checkpoint_loads_without_flags(tmp_path, cli):
 
 def test_class_count_from_the_constructor_default_checked_against_the_head(nets_file, tmp_path, capsys):
     """A callable's own default class count is used where nothing else says it, and strict loading checks it: a
-    head with other rows gives its count (with a warning); a constructor without a default still needs the flag."""
+    head with other rows gives its count (with a warning); a constructor that requires the count (WideResNet-pytorch's
+    `WideResNet(depth, num_classes)`) is given its last linear layer's rows, which strict loading checks (it asked for
+    the flag before), and where they build a network the file does not fit, the flag is asked for as before."""
     arch = f"{nets_file}:plain"
     for n in (10, 4):
         net = harden.create_model(arch, n, 1, (8, 8)).net
@@ -507,8 +509,17 @@ def test_class_count_from_the_constructor_default_checked_against_the_head(nets_
     (tmp_path / "nodefault.py").write_text("from torch import nn\n\ndef make(num_classes):\n"
                                            "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n")
     torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).state_dict(), tmp_path / "nd.pt")
-    with pytest.raises(HardenError, match="pass --num-classes.*has 3 rows"):
-        harden.load(tmp_path / "nd.pt", arch=f"{tmp_path / 'nodefault.py'}:make", in_chans=1, input_size=(8, 8))
+    from harden.runtime import held_warnings
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "nd.pt", arch=f"{tmp_path / 'nodefault.py'}:make", in_chans=1, input_size=(8, 8))
+    assert model.spec.num_classes == 3 and any("has no default count" in " ".join(w.split()) for w in said), said
+    # the count sizes a hidden layer, the last layer's rows are two: the rows build a network the file does not fit
+    (tmp_path / "hidden.py").write_text("from torch import nn\n\ndef make(num_classes):\n    return nn.Sequential("
+                                        "nn.Flatten(), nn.Linear(64, num_classes), nn.Linear(num_classes, 2))\n")
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5), torch.nn.Linear(5, 2)).state_dict(),
+               tmp_path / "hidden.pt")
+    with pytest.raises(HardenError, match="pass --num-classes.*has 2 rows"):
+        harden.load(tmp_path / "hidden.pt", arch=f"{tmp_path / 'hidden.py'}:make", in_chans=1, input_size=(8, 8))
 
 
 def test_a_constructor_s_own_arguments_are_asked_for_by_name(tmp_path, cli):

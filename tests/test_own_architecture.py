@@ -572,6 +572,48 @@ class Eff(nn.Module):
         return cls({'eff-a': 4, 'eff-b': 6}[model_name], **override_params)
 
 
+class RequiredWRN(WideResNet):  # WideResNet-pytorch's signature: a depth and a class count with no default
+    def __init__(self, depth, num_classes, widen_factor=1, dropRate=0.0):
+        super().__init__(depth=depth, num_classes=num_classes, widen_factor=widen_factor, dropRate=dropRate)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads, dim_head):
+        super().__init__()
+        self.heads, self.scale = heads, dim_head ** -0.5
+        self.to_qkv = nn.Linear(dim, heads * dim_head * 3, bias=False)
+        self.to_out = nn.Linear(heads * dim_head, dim)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1))
+        out = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1) @ v
+        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class ViT(nn.Module):  # vit-pytorch's signature: every size keyword-only and required, channels and dim_head defaulted
+    def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, channels=3, dim_head=64):
+        super().__init__()
+        assert image_size % patch_size == 0, 'Image dimensions must be divisible by the patch size.'
+        self.p, patch_dim = patch_size, channels * patch_size ** 2
+        self.to_patch_embedding = nn.Sequential(nn.LayerNorm(patch_dim), nn.Linear(patch_dim, dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, (image_size // patch_size) ** 2 + 1, dim))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.layers = nn.ModuleList([nn.ModuleList([Attention(dim, heads, dim_head), nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))]) for _ in range(depth)])
+        self.mlp_head = nn.Linear(dim, num_classes)
+
+    def forward(self, img):
+        b, c, h, w = img.shape
+        x = img.reshape(b, c, h // self.p, self.p, w // self.p, self.p).permute(0, 2, 4, 3, 5, 1)
+        x = self.to_patch_embedding(x.reshape(b, (h // self.p) * (w // self.p), -1))
+        x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + self.pos_embedding
+        for attn, ff in self.layers:
+            x = attn(x) + x
+            x = ff(x) + x
+        return self.mlp_head(x[:, 0])
+
+
 class Sized(nn.Module):  # a variant typed as a Literal, beside a class count harden gives
     def __init__(self, variant: Literal['s', 'm'], num_classes=10):
         super().__init__()
@@ -662,3 +704,48 @@ def test_a_wide_resnet_s_depth_and_width_are_found_from_the_weights(tmp_path, mo
     torch.save(nn.Sequential(nn.Conv2d(3, 5, 3)).state_dict(), tmp_path / "other.pt")
     with pytest.raises(HardenError, match="do not fit the architecture"):
         harden.load(tmp_path / "other.pt", arch="nets.py:WideResNet", num_classes=10)
+
+
+def test_integers_a_constructor_requires_are_found_from_the_weights(tmp_path, monkeypatch):
+    """Published constructors often take their sizes with no default: WideResNet-pytorch's `WideResNet(depth,
+    num_classes, widen_factor=1)`, vit-pytorch's `ViT(*, image_size, patch_size, num_classes, dim, depth, heads,
+    mlp_dim, channels=3, dim_head=64)`. Such a file stopped with "missing required arguments" (after asking for the
+    class count its head says). The required integers are searched from one value that builds (the required ones
+    alone first, so the defaults are kept where the weights fit either: 48 channels of 1-pixel patches fit as well as
+    3 of 4 x 4), a patch size tried with the image side scaled alike; heads x dim_head, which only their product
+    shapes, is refused and asked for; given, the rest is found and the network computes the file's function."""
+    from harden.runtime import held_warnings
+    nets = _nets(tmp_path, monkeypatch)
+    torch.manual_seed(0)
+    wrn = nets.RequiredWRN(16, 7, widen_factor=2).eval()
+    torch.save({"epoch": 200, "state_dict": wrn.state_dict(), "best_prec1": 95.1}, tmp_path / "wrn.pth.tar")
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "wrn.pth.tar", arch="nets.py:RequiredWRN")
+    assert model.spec.model_args == {"depth": 16, "widen_factor": 2} and model.spec.num_classes == 7, said
+    assert any("its constructor requires depth, which nothing gave" in " ".join(w.split()) for w in said), said
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), wrn(x), atol=1e-6)
+
+    vit = nets.ViT(image_size=32, patch_size=4, num_classes=10, dim=24, depth=3, heads=2, mlp_dim=48).eval()
+    torch.save(vit.state_dict(), tmp_path / "vit.pth")
+    with pytest.raises(HardenError, match=r"as well one built with heads=4, dim_head=32.*--model-arg heads=VALUE"):
+        harden.load(tmp_path / "vit.pth", arch="nets.py:ViT")
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "vit.pth", arch="nets.py:ViT", model_args={"heads": 2})
+    assert model.spec.model_args == {"heads": 2, "image_size": 32, "patch_size": 4, "dim": 24, "depth": 3,
+                                     "mlp_dim": 48}, said
+    assert model.spec.input_size == (32, 32) and model.spec.num_classes == 10
+    with torch.no_grad():
+        assert torch.allclose(model(x), vit(x), atol=1e-5)
+    # 224 px in patches of 16 (a side no tensor has), 8 heads of 32 features
+    big = nets.ViT(image_size=224, patch_size=16, num_classes=5, dim=32, depth=2, heads=8, dim_head=16, mlp_dim=64)
+    torch.save(big.eval().state_dict(), tmp_path / "big.pth")
+    model = harden.load(tmp_path / "big.pth", arch="nets.py:ViT", model_args={"heads": 8})
+    assert model.spec.model_args == {"heads": 8, "image_size": 224, "patch_size": 16, "dim": 32, "depth": 2,
+                                     "mlp_dim": 64, "dim_head": 16}
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model(x), big(x), atol=1e-5)
+    harden.save(model, tmp_path / "m.safetensors")
+    assert harden.load(tmp_path / "m.safetensors").spec.model_args == model.spec.model_args  # no search again

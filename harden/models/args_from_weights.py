@@ -87,7 +87,9 @@ def configuration_from_weights(fn: Callable[..., Any], model_args: dict[str, Any
     (`sizes`: the sizes of the file's tensors, tried for integers above 128). None where nothing better fits."""
     name = missing_name(fn, model_args)
     if name is not None:
-        return _named(fn, model_args, score, name)
+        named = _named(fn, model_args, score, name)
+        if named is not None:
+            return named
     return _searched(fn, model_args, score, set(sizes))
 
 
@@ -151,13 +153,50 @@ def _searchable(fn, model_args) -> dict[str, Any]:
             and (isinstance(p.default, bool) or isinstance(p.default, int) and p.default > 0)}
 
 
-def _values(default: Any, renames: bool, sizes: set[int]) -> list[Any]:
+SEEDS = (1, 2, 3, 4, 8, 16, 32, 64)  # values given to every required integer at once until the constructor builds
+
+
+def _required(fn, model_args) -> list[str] | None:
+    """The arguments without a default that nothing gives (harden gives the counts and the size it knows), each one a
+    search may set (unannotated or an int: vit-pytorch's `ViT(*, image_size, patch_size, dim, depth, heads, mlp_dim,
+    ...)`, WideResNet-pytorch's `depth`); None where one is of another kind (a block class, a list of stage depths)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    needed = [p for p in params.values() if p.default is p.empty and p.name not in model_args
+              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if any(UNTRIED.search(p.name) or p.annotation not in (p.empty, int, "int") for p in needed):
+        return None
+    return [p.name for p in needed]
+
+
+def _seeded(fn, model_args, required: list[str]) -> dict[str, int] | None:
+    """One value for all the required integers with which the constructor builds (the search starts from it)."""
+    for value in SEEDS:
+        seeds = dict.fromkeys(required, value)
+        if _builds(fn, {**model_args, **seeds}):
+            return seeds
+    return None
+
+
+def _builds(fn, model_args) -> bool:
+    import torch
+    return isinstance(_built(fn, model_args), torch.nn.Module)
+
+
+def _values(default: Any, renames: bool, sizes: set[int], side: bool = False) -> list[Any]:
     """A true/false argument's other value; an integer's: where it changes which tensors there are (a depth), every
     count to 128 (a WideResNet's depth of 70); where it changes only their shapes (a width), the counts to 16 (a
-    widen_factor) and the sizes the file's tensors have (an embedding's 192)."""
+    widen_factor), the sizes the file's tensors have (an embedding's 192) and powers of two; an image's side
+    (`side`), the common ones too (a ViT's 224 is no tensor's size: its position embedding has 197 rows)."""
     if isinstance(default, bool):
         return [not default]
-    ints = set(range(1, 129)) | {v for v in sizes if v > 128} if renames else set(range(1, 17)) | sizes
+    ints = set(range(1, 129)) | {v for v in sizes if v > 128} if renames else set(range(1, 17)) | sizes | \
+        {2 ** k for k in range(5, max(sizes, default=1).bit_length())}  # an attention head's 32 or 64 features
+    if side:
+        from .config import SIZES_TRIED
+        ints |= set(SIZES_TRIED)
     return sorted(v for v in ints if v != default and v > 0)
 
 
@@ -170,13 +209,27 @@ def _layers(fn, model_args) -> tuple | None:
     return tensor_shapes(net) if isinstance(net, torch.nn.Module) else None
 
 
-def _effect(fn, model_args, name, default, base: tuple | None) -> str | None:
+def _side_scaled(model_args, name, value, side: str | None) -> dict[str, Any] | None:
+    """A patch size the image side does not divide (`assert image_size % patch_size == 0`) is tried with the side
+    scaled alike, so the patches keep their count (and a position embedding its rows): the move, or None."""
+    now = model_args.get(name)
+    if side is None or side == name or side not in model_args or isinstance(value, bool) or \
+            not isinstance(value, int) or not isinstance(now, int) or isinstance(now, bool) or now < 1:
+        return None
+    scaled = model_args[side] * value / now
+    return {name: value, side: int(scaled)} if scaled == int(scaled) and scaled >= 1 else None
+
+
+def _effect(fn, model_args, name, default, base: tuple | None, side: str | None = None) -> str | None:
     """What the argument changes, from a build at one of its next values: "names" (which tensors there are),
     "shapes", "nothing" (no tensor: an attention's head count, a stride, a flag; not searched), or None where no such
     build could be made (not searched either, and not said to change nothing)."""
     tries = [not default] if isinstance(default, bool) else [default + 1, default + 2, default * 2, default + 6]
     for value in tries:
         got = _layers(fn, {**model_args, name: value})
+        scaled = _side_scaled({**model_args, name: default}, name, value, side) if got is None else None
+        if scaled is not None:
+            got = _layers(fn, {**model_args, **scaled})
         if got is None or base is None:
             continue
         if got == base:
@@ -186,66 +239,145 @@ def _effect(fn, model_args, name, default, base: tuple | None) -> str | None:
 
 
 def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], str] | None:
-    """Coordinate search from the defaults: each argument that changes a layer (those that change which tensors there
-    are first) takes in turn the value that leaves the fewest tensors unmatched (names first, then shapes), until a
-    build fits or a pass changes nothing."""
-    best = _scored(fn, model_args, score)
-    if best is None or _fits(best):  # a constructor that needs what harden gives later (a class count) is not searched
+    """Coordinate search from the defaults (and, for integers with no default, from one value with which the
+    constructor builds): each argument that changes a layer (those that change which tensors there are first) takes
+    in turn the value that leaves the fewest tensors unmatched (names first, then shapes), until a build fits or a
+    pass changes nothing. The required integers are searched alone first: the weights often fit several settings
+    (vit-pytorch's patches: 3 channels of 4 x 4 pixels or 48 channels of one), and the one that keeps the defaults
+    is the one its code would build."""
+    required = _required(fn, model_args)
+    if required is None:
         return None
-    defaults = _searchable(fn, model_args)
-    found: dict[str, Any] = {}
-    start, builds = time.perf_counter(), 0
-    for _ in range(3):
-        changed = False
-        base = _layers(fn, {**model_args, **found})
-        effects = {name: _effect(fn, {**model_args, **found}, name, found.get(name, default), base)
-                   for name, default in defaults.items()}
-        order = [n for n in defaults if effects[n] == "names"] + [n for n in defaults if effects[n] == "shapes"]
-        for name in order:
-            pick, past = None, 0
-            for value in _values(found.get(name, defaults[name]), effects[name] == "names", sizes):
-                # ascending: a depth past the file's builds ever more tensors, ever slower
-                if time.perf_counter() - start > SEARCH_SECONDS:
-                    return None
-                got = _scored(fn, {**model_args, **found, name: value}, score)
-                builds += 1
-                if got is None:
-                    continue
-                if got[:2] < best[:2]:
-                    best, pick = got, value
-                    if _fits(best):
-                        break
-                past = past + 1 if got[2] > best[0] and not isinstance(value, bool) else 0
-                if past >= PAST_THE_FILE:
-                    break
-            if pick is not None:
-                found[name], changed = pick, True
-            if _fits(best):
-                said = ", ".join(f"{k}={v!r}" for k, v in found.items())
-                flags = " ".join(f"--model-arg {k}={json.dumps(v)}" for k, v in found.items())
-                _refuse_unread(fn, {**model_args, **found}, defaults, found, said, flags)
-                return found, (f"built with {said}: the weights fit no network its defaults build, and "
-                               f"{'these' if len(found) > 1 else 'this'} {'were' if len(found) > 1 else 'was'} found "
-                               f"from them ({builds} builds tried on the meta device; `{flags}` says "
-                               f"{'them' if len(found) > 1 else 'it'})")
-        if not changed:
+    seeds = _seeded(fn, model_args, required) if required else {}
+    if seeds is None:
+        return None
+    best = _scored(fn, {**model_args, **seeds}, score)
+    if best is None or _fits(best) and not required:
+        # a constructor that needs what harden gives later (a class count) is not searched
+        return None
+    defaults = {**seeds, **_searchable(fn, model_args)}
+    found: dict[str, Any] = dict(seeds)
+    search = _Search(fn, model_args, score, sizes, best)
+    for names in ([required, list(defaults)] if required else [list(defaults)]):
+        if search.descend({n: defaults[n] for n in names}, found):
+            return _said(fn, model_args, score, defaults, found, required, search.builds)
+        if search.out_of_time():
             return None
     return None
 
 
-def _refuse_unread(fn, model_args, defaults, found, said, flags) -> None:
+class _Search:
+    """The coordinate descent's state: the best score so far, the builds made, the time they took."""
+
+    def __init__(self, fn, model_args, score, sizes: set[int], best: Score):
+        self.fn, self.model_args, self.score, self.sizes, self.best = fn, model_args, score, sizes, best
+        self.start, self.builds = time.perf_counter(), 0
+
+    def out_of_time(self) -> bool:
+        return time.perf_counter() - self.start > SEARCH_SECONDS
+
+    def descend(self, defaults: dict[str, Any], found: dict[str, Any]) -> bool:
+        """Up to three passes over `defaults`' arguments, setting `found`; whether a build fits."""
+        fn, model_args = self.fn, self.model_args
+        side = next((n for n in ARG_ALIASES["input_size"] if n in defaults), None)  # searched: an image's side
+        if _fits(self.best):
+            return True
+        for _ in range(3):
+            changed = False
+            base = _layers(fn, {**model_args, **found})
+            effects = {name: _effect(fn, {**model_args, **found}, name, found.get(name, default), base,
+                                     side if side in found else None)
+                       for name, default in defaults.items()}
+            order = [n for n in defaults if effects[n] == "names"] + [n for n in defaults if effects[n] == "shapes"]
+            for name in order:
+                pick, past = None, 0
+                for value in _values(found.get(name, defaults[name]), effects[name] == "names", self.sizes,
+                                     name in ARG_ALIASES["input_size"]):
+                    # ascending: a depth past the file's builds ever more tensors, ever slower
+                    if self.out_of_time():
+                        return False
+                    move = {name: value}
+                    got = _scored(fn, {**model_args, **found, **move}, self.score)
+                    self.builds += 1
+                    scaled = _side_scaled({**model_args, **defaults, **found}, name, value, side) \
+                        if got is None else None
+                    if scaled is not None:
+                        move = scaled
+                        got = _scored(fn, {**model_args, **found, **move}, self.score)
+                        self.builds += 1
+                    if got is None:
+                        continue
+                    if got[:2] < self.best[:2]:
+                        self.best, pick = got, move
+                        if _fits(self.best):
+                            break
+                    past = past + 1 if got[2] > self.best[0] and not isinstance(value, bool) else 0
+                    if past >= PAST_THE_FILE:
+                        break
+                if pick is not None:
+                    found.update(pick)
+                    changed = True
+                if _fits(self.best):
+                    return True
+            if not changed:
+                return False
+        return False
+
+
+def _said(fn, model_args, score, defaults, found, required, builds) -> tuple[dict[str, Any], str]:
+    """The arguments found and the sentence that says so, after refusing any the weights cannot say."""
+    said = ", ".join(f"{k}={v!r}" for k, v in found.items())
+    flags = " ".join(f"--model-arg {k}={json.dumps(v)}" for k, v in found.items())
+    _refuse_unread(fn, {**model_args, **found}, defaults, found, said, flags, required)
+    _refuse_traded(fn, {**model_args, **found}, defaults, score, said)
+    why = (f"its constructor requires {', '.join(required)}, which nothing gave" if required
+           else "the weights fit no network its defaults build")
+    return found, (f"built with {said}: {why}, and {'these' if len(found) > 1 else 'this'} "
+                   f"{'were' if len(found) > 1 else 'was'} found from the weights ({builds} builds tried on the meta "
+                   f"device; `{flags}` says {'them' if len(found) > 1 else 'it'})")
+
+
+def _refuse_unread(fn, model_args, defaults, found, said, flags, required=()) -> None:
     """A network whose tensors all fit may still compute another function: an integer argument that changes no
     tensor (an attention's head count: timm's ViT-Ti has 3 heads, its class's default 12, over the same weights; a
-    stride) left at its default is a guess the weights cannot check. Refused, naming what was found and what is
-    still to give."""
+    stride) left at its default, or at the value a required one was first built with, is a guess the weights cannot
+    check. Refused, naming what was found and what is still to give."""
     base = _layers(fn, model_args)
-    unread = [n for n, d in defaults.items() if n not in found and not isinstance(d, bool)
-              and _effect(fn, model_args, n, d, base) == "nothing"]
+    unread = [n for n, d in defaults.items() if (n not in found or n in required) and not isinstance(d, bool)
+              and _effect(fn, model_args, n, model_args.get(n, d), base) == "nothing"]
+    if unread and set(unread) & set(required):
+        found = {k: v for k, v in found.items() if k not in unread}
+        said = ", ".join(f"{k}={v!r}" for k, v in found.items()) or "nothing else"
+        flags = " ".join(f"--model-arg {k}={json.dumps(v)}" for k, v in found.items())
     if unread:
         them = "it" if len(unread) == 1 else "them"
         raise HardenError(
             f"The weights fit a network built with {said} (found from them), but {', '.join(unread)} "
             f"change{'s' if len(unread) == 1 else ''} no tensor's name or shape, so the weights cannot say {them} "
-            f"and the default may compute another function over the same weights (an attention's head count does): "
+            f"and the value it was built with (its default, or a first value where it has none) may compute "
+            f"another function over the same weights (an attention's head count does): "
             f"give {them} too: {flags} {' '.join(f'--model-arg {n}=VALUE' for n in unread)}.")
 
+
+
+def _refuse_traded(fn, model_args, defaults, score, said) -> None:
+    """Two integers whose product alone shapes the tensors (vit-pytorch's `heads` x `dim_head`: 4 heads of 64 and 8
+    of 32 hold the same weights, and attend differently) fit the weights at another pair too, one doubled and the
+    other halved: the weights cannot say which. Refused, naming both pairs and asking for one of the two."""
+    ints = [n for n, d in defaults.items() if not isinstance(model_args.get(n, d), bool)
+            and isinstance(model_args.get(n, d), int) and model_args.get(n, d) > 0]
+    start = time.perf_counter()
+    for i, a in enumerate(ints):
+        for b in ints[i + 1:]:
+            va, vb = model_args.get(a, defaults[a]), model_args.get(b, defaults[b])
+            for other in ({a: va * 2, b: vb // 2}, {a: va // 2, b: vb * 2}):
+                if min(other.values()) < 1 or any(v * 2 != w and w * 2 != v for v, w in
+                                                  ((other[a], va), (other[b], vb))) or \
+                        time.perf_counter() - start > SEARCH_SECONDS:
+                    continue
+                if _fits(_scored(fn, {**model_args, **other}, score)):
+                    alt = ", ".join(f"{k}={v!r}" for k, v in other.items())
+                    raise HardenError(
+                        f"The weights fit a network built with {said} (found from them), and as well one built with "
+                        f"{alt}: only the product of {a} and {b} shapes the tensors, and the two compute different "
+                        f"functions. Give the one it was trained with: --model-arg {a}=VALUE (or {b}).")

@@ -179,15 +179,16 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
         if isinstance(default, int) and not isinstance(default, bool) and default > 0:
             # the constructor's own default; loading the weights strictly then checks it against the file's head
             spec["num_classes"], source["num_classes"] = default, f"default of {spec['arch']}"
-        elif state and (takes_keywords(str(spec["arch"])) or not takes_parameter(str(spec["arch"]), "num_classes")) \
-                and last_linear(state):
+        elif state and last_linear(state):
             # torchvision's resnet50(*, weights, progress, **kwargs): no default to read; published code's Net()
-            # takes no count at all (its output width is the count). The file's last linear weight's rows, tried:
-            # the output's width and loading strictly must then accept them (checkpoint.load), else the usual error
+            # takes no count at all (its output width is the count), or takes one with no default (WideResNet-pytorch's
+            # `WideResNet(depth, num_classes, ...)`). The file's last linear weight's rows, tried: the output's width
+            # and loading strictly must then accept them (checkpoint.load), else the usual error
             from ..outputs import class_count
             name, rows = last_linear(state)
             spec["num_classes"], source["num_classes"] = class_count(rows), f"{GUESSED}{name}'s rows"
-            if not takes_keywords(str(spec["arch"])):  # Net(): its output, not the last registered linear layer,
+            if not takes_parameter(str(spec["arch"]), "num_classes") and not takes_keywords(str(spec["arch"])):
+                # Net(): its output, not the last registered linear layer,
                 source["num_classes"] = f"{GUESSED}{OUTPUT_WIDTH}"  # says the count (checkpoint.output_width)
         elif state and not takes_keywords(str(spec["arch"])) and not takes_parameter(str(spec["arch"]), "num_classes"):
             # Net() with no linear layer at all (an all-convolutional head): its output alone says the count
