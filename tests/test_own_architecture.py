@@ -577,6 +577,21 @@ class RequiredWRN(WideResNet):  # WideResNet-pytorch's signature: a depth and a 
         super().__init__(depth=depth, num_classes=num_classes, widen_factor=widen_factor, dropRate=dropRate)
 
 
+class DropWRN(nn.Module):  # meliketoy's `Wide_ResNet(depth, widen_factor, dropout_rate, num_classes)`: all required
+    def __init__(self, depth, widen_factor, dropout_rate, num_classes):
+        super().__init__()
+        assert (depth - 4) % 6 == 0, 'Wide-resnet depth should be 6n+4'
+        n, w = (depth - 4) / 6, 2 * widen_factor
+        strides = [1] + [1] * (int(n) - 1)  # one block at depth 4 as at 10, as its code builds
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.layer1 = nn.Sequential(*[nn.Sequential(Block(4 if i == 0 else w, w), nn.Dropout(p=dropout_rate))
+                                      for i, _ in enumerate(strides)])
+        self.linear = nn.Linear(w, num_classes)
+
+    def forward(self, x):
+        return self.linear(torch.nn.functional.adaptive_avg_pool2d(self.layer1(self.conv1(x)), 1).flatten(1))
+
+
 class Attention(nn.Module):
     def __init__(self, dim, heads, dim_head):
         super().__init__()
@@ -712,8 +727,9 @@ def test_integers_a_constructor_requires_are_found_from_the_weights(tmp_path, mo
     mlp_dim, channels=3, dim_head=64)`. Such a file stopped with "missing required arguments" (after asking for the
     class count its head says). The required integers are searched from one value that builds (the required ones
     alone first, so the defaults are kept where the weights fit either: 48 channels of 1-pixel patches fit as well as
-    3 of 4 x 4), a patch size tried with the image side scaled alike; heads x dim_head, which only their product
-    shapes, is refused and asked for; given, the rest is found and the network computes the file's function."""
+    3 of 4 x 4), a patch size tried with the image side scaled alike; a required dropout rate given 0; heads x
+    dim_head, which only their product shapes, is refused and asked for; given, the rest is found and the network
+    computes the file's function."""
     from harden.runtime import held_warnings
     nets = _nets(tmp_path, monkeypatch)
     torch.manual_seed(0)
@@ -726,6 +742,16 @@ def test_integers_a_constructor_requires_are_found_from_the_weights(tmp_path, mo
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), wrn(x), atol=1e-6)
+
+    # a required dropout rate (no tensor, unused in evaluation) is given 0, not asked for; its depth's first values
+    # build the same network (4 and 10: one block), so "changes nothing" needs every value tried to agree
+    drop = nets.DropWRN(22, 3, 0.3, 5).eval()
+    torch.save(drop.state_dict(), tmp_path / "drop.pth")
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "drop.pth", arch="nets.py:DropWRN")
+    assert model.spec.model_args == {"dropout_rate": 0.0, "depth": 22, "widen_factor": 3}, said
+    with torch.no_grad():
+        assert torch.allclose(model(x), drop(x), atol=1e-6)
 
     vit = nets.ViT(image_size=32, patch_size=4, num_classes=10, dim=24, depth=3, heads=2, mlp_dim=48).eval()
     torch.save(vit.state_dict(), tmp_path / "vit.pth")

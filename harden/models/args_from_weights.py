@@ -153,7 +153,10 @@ def _searchable(fn, model_args) -> dict[str, Any]:
             and (isinstance(p.default, bool) or isinstance(p.default, int) and p.default > 0)}
 
 
-SEEDS = (1, 2, 3, 4, 8, 16, 32, 64)  # values given to every required integer at once until the constructor builds
+SEEDS = (1, 2, 3, 4, 8, 16, 32, 64)  # first values for the required integers, until the constructor builds
+# a training-time rate (meliketoy's `Wide_ResNet(depth, widen_factor, dropout_rate, num_classes)`): it holds no tensor
+# and the evaluated network does not use it, so a required one is given 0 rather than searched or asked for
+TRAINING_ONLY = re.compile(r"drop", re.IGNORECASE)
 
 
 def _required(fn, model_args) -> list[str] | None:
@@ -172,9 +175,12 @@ def _required(fn, model_args) -> list[str] | None:
 
 
 def _seeded(fn, model_args, required: list[str]) -> dict[str, int] | None:
-    """One value for all the required integers with which the constructor builds (the search starts from it)."""
-    for value in SEEDS:
-        seeds = dict.fromkeys(required, value)
+    """Values for the required integers with which the constructor builds (the search starts from them): one value
+    for all, else one of them another (a WideResNet's `assert (depth - 4) % 6 == 0` takes 4 or 16, its width 1)."""
+    tries = [dict.fromkeys(required, v) for v in SEEDS]
+    tries += [{**dict.fromkeys(required, base), name: v} for base in SEEDS for name in required for v in SEEDS
+              if len(required) > 1 and v != base]
+    for seeds in tries:
         if _builds(fn, {**model_args, **seeds}):
             return seeds
     return None
@@ -224,7 +230,9 @@ def _effect(fn, model_args, name, default, base: tuple | None, side: str | None 
     """What the argument changes, from a build at one of its next values: "names" (which tensors there are),
     "shapes", "nothing" (no tensor: an attention's head count, a stride, a flag; not searched), or None where no such
     build could be made (not searched either, and not said to change nothing)."""
-    tries = [not default] if isinstance(default, bool) else [default + 1, default + 2, default * 2, default + 6]
+    tries = [not default] if isinstance(default, bool) else \
+        list(dict.fromkeys([default + 1, default + 2, default * 2, default + 6, default + 12, default * 4]))
+    same = False
     for value in tries:
         got = _layers(fn, {**model_args, name: value})
         scaled = _side_scaled({**model_args, name: default}, name, value, side) if got is None else None
@@ -232,10 +240,11 @@ def _effect(fn, model_args, name, default, base: tuple | None, side: str | None 
             got = _layers(fn, {**model_args, **scaled})
         if got is None or base is None:
             continue
-        if got == base:
-            return "nothing"
+        if got == base:  # at this value; another may differ (meliketoy's WideResNet builds one block at depths 4 and 10)
+            same = True
+            continue
         return "names" if [k for k, _ in got] != [k for k, _ in base] else "shapes"
-    return None
+    return "nothing" if same else None
 
 
 def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], str] | None:
@@ -248,15 +257,17 @@ def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], s
     required = _required(fn, model_args)
     if required is None:
         return None
-    seeds = _seeded(fn, model_args, required) if required else {}
+    unused = {n: 0.0 for n in required if TRAINING_ONLY.search(n)}
+    required = [n for n in required if n not in unused]
+    seeds = _seeded(fn, {**model_args, **unused}, required) if required else {}
     if seeds is None:
         return None
-    best = _scored(fn, {**model_args, **seeds}, score)
+    best = _scored(fn, {**model_args, **unused, **seeds}, score)
     if best is None or _fits(best) and not required:
         # a constructor that needs what harden gives later (a class count) is not searched
         return None
-    defaults = {**seeds, **_searchable(fn, model_args)}
-    found: dict[str, Any] = dict(seeds)
+    defaults = {**seeds, **_searchable(fn, {**model_args, **unused})}
+    found: dict[str, Any] = {**unused, **seeds}
     search = _Search(fn, model_args, score, sizes, best)
     for names in ([required, list(defaults)] if required else [list(defaults)]):
         if search.descend({n: defaults[n] for n in names}, found):
@@ -330,8 +341,10 @@ def _said(fn, model_args, score, defaults, found, required, builds) -> tuple[dic
     flags = " ".join(f"--model-arg {k}={json.dumps(v)}" for k, v in found.items())
     _refuse_unread(fn, {**model_args, **found}, defaults, found, said, flags, required)
     _refuse_traded(fn, {**model_args, **found}, defaults, score, said)
-    why = (f"its constructor requires {', '.join(required)}, which nothing gave" if required
-           else "the weights fit no network its defaults build")
+    unused = [n for n in found if n not in defaults]  # a required training-time rate, given 0
+    why = (f"its constructor requires {', '.join([*required, *unused])}, which nothing gave" if required or unused
+           else "the weights fit no network its defaults build") + \
+        (f" ({', '.join(unused)}: a training-time rate, no tensor's and unused in evaluation, given 0)" if unused else "")
     return found, (f"built with {said}: {why}, and {'these' if len(found) > 1 else 'this'} "
                    f"{'were' if len(found) > 1 else 'was'} found from the weights ({builds} builds tried on the meta "
                    f"device; `{flags}` says {'them' if len(found) > 1 else 'it'})")
