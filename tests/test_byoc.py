@@ -143,6 +143,11 @@ class DMStyle(Aliased):  # DeepMind's and RobustBench's WideResNet name the chan
         super().__init__(num_classes, num_input_channels)
 
 
+class CamelCount(Aliased):  # Torch7 ports (bamos' DenseNet) write the count nClasses, with no default
+    def __init__(self, nClasses):
+        super().__init__(nClasses, 3)
+
+
 class AllConv(nn.Module):
     def __init__(self):
         super().__init__()
@@ -361,6 +366,9 @@ def test_published_mnist_network_needs_no_flags_its_weights_and_shapes_say_them(
     with held_warnings() as words:  # the channels given under its name, not searched for after a failed load
         model = harden.load(tmp_path / "dm.pt", arch=f"{tmp_path / 'mnist_net.py'}:DMStyle")
     assert model.spec.in_chans == 1 and not any("built with" in w for w in words), words
+    torch.save(_import_callable(f"{tmp_path / 'mnist_net.py'}:CamelCount")(6).state_dict(), tmp_path / "camel.pt")
+    model = harden.load(tmp_path / "camel.pt", arch=f"{tmp_path / 'mnist_net.py'}:CamelCount", num_classes=6)
+    assert model.spec.num_classes == 6 and model.net.head.out_features == 6
 
     allconv = f"{tmp_path / 'mnist_net.py'}:AllConv"
     torch.save(harden.create_model(allconv, 7, 1, (28, 28)).net.state_dict(), tmp_path / "allconv.pt")

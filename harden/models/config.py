@@ -357,7 +357,9 @@ def _parameters(arch: str) -> dict[str, Any] | None:
 # what published constructors call the class and channel counts (harden's names first): `ResNet(n_classes=10)`,
 # `Net(in_channels=1)`; a width such as `channels=64` is not among them
 ARG_ALIASES = {"num_classes": ("num_classes", "n_classes", "nb_classes", "num_class", "n_class", "classes",
-                               "num_labels", "num_outputs"),
+                               "num_labels", "num_outputs",
+                               # camelCase, as Torch7 ports write it (bamos' DenseNet(..., nClasses, ...))
+                               "nClasses", "numClasses", "nclasses", "nclass"),
                # DeepMind's and RobustBench's WideResNet take `num_input_channels`
                "in_chans": ("in_chans", "in_channels", "in_ch", "input_channels", "n_channels", "inp_channels",
                             "num_input_channels", "img_channels", "image_channels"),
