@@ -925,8 +925,10 @@ def main() -> None:
     from . import distributed
     from .allocator import keep_freed_memory
     from .cores import threads_within_quota
+    from .runtime import python_warnings_once
     keep_freed_memory()  # the CLI owns its process: training steps reuse freed host memory (allocator.py)
     threads_within_quota()  # and its torch threads: no more than a CPU quota or affinity leaves it (cores.py)
+    python_warnings_once()  # a network's own Python warnings, once each (runtime.py)
     # standard output as it is at each print: an earlier call in this process with `--json -` pointed the console at
     # that call's standard error, which a test's capture (or a notebook's redirect) has closed since
     out.file = None

@@ -140,6 +140,23 @@ def warn(msg: str) -> None:
         console.print(f"[yellow]warning:[/] {msg}")
 
 
+def python_warnings_once() -> None:
+    """Python warnings (a user's network's `F.log_softmax(x)` without a dim, a library's deprecation) said once each,
+    where they arose, on harden's own channel: Python's filter says one again from every place that triggers it, and
+    harden runs a network from many (a probe, each attack, the checks), so the same line came out several times,
+    pointing into harden's code."""
+    import warnings
+    seen: set[tuple[type, str]] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        key = (category, str(message))
+        if key in seen:
+            return
+        seen.add(key)
+        warn(f"{category.__name__} from {filename}:{lineno}: {message}")
+    warnings.showwarning = show
+
+
 @contextmanager
 def held_warnings() -> Iterator[list[str]]:
     """Warnings collected instead of printed, for a step that may be redone with what it learns (the caller warns

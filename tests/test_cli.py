@@ -596,3 +596,33 @@ def test_the_trained_budget_note_reads_the_norm_of_the_recipe_s_attack():
     assert trained_budget_note(l2, attack_set(["pgd"], (8, 8)), None, 0.5, False, "m") is None  # no L2 row
     own = {"recipe": "x", "recipe_params": {"attack": "its-own", "eps": "0.3"}}  # no registered attack: no norm
     assert trained_budget_note(own, attacks, None, 0.5, False, "m") is None
+
+
+WARNING_NET = '''
+import warnings
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        warnings.warn("this network warns at every call")
+        return self.fc(x.view(x.size(0), -1))
+'''
+
+
+def test_a_network_s_own_python_warning_is_said_once(cli, tmp_path):
+    """A published network's forward that warns (bamos' DenseNet's `F.log_softmax(x)` without a dim) printed its
+    warning once from its own line and again from each place in harden that ran it (a probe, the attacks, the
+    checks), the later ones pointing into harden's code. Said once, where it arose, as harden's warnings are."""
+    (tmp_path / "net.py").write_text(WARNING_NET)
+    torch.save({f"fc.{k}": v for k, v in torch.nn.Linear(64, 10).state_dict().items()}, tmp_path / "net.pt")
+    code, _, err = cli("eval", tmp_path / "net.pt", "--arch", f"{tmp_path / 'net.py'}:Net", "--data", "digits",
+                       "--in-chans", "1", "--input-size", "8x8", "--n", "12", "--attack", "fgsm")
+    assert code == 0, err
+    said = " ".join(err.split())
+    assert said.count("this network warns at every call") == 1, err
+    assert f"UserWarning from {tmp_path / 'net.py'}:" in said, err

@@ -592,6 +592,30 @@ class DropWRN(nn.Module):  # meliketoy's `Wide_ResNet(depth, widen_factor, dropo
         return self.linear(torch.nn.functional.adaptive_avg_pool2d(self.layer1(self.conv1(x)), 1).flatten(1))
 
 
+class Dense(nn.Module):  # bamos' `DenseNet(growthRate, depth, reduction, nClasses, bottleneck)`: no annotations
+    def __init__(self, growthRate, depth, reduction, nClasses, bottleneck):
+        super().__init__()
+        blocks = (depth - 4) // 3 // (2 if bottleneck else 1)
+        c = 2 * growthRate
+        self.conv1 = nn.Conv2d(3, c, 3, padding=1, bias=False)
+        layers = []
+        for _ in range(blocks):
+            layers.append(nn.Sequential(nn.Conv2d(c, 4 * growthRate, 1), nn.Conv2d(4 * growthRate, growthRate, 3,
+                                                                                   padding=1))
+                          if bottleneck else nn.Conv2d(c, growthRate, 3, padding=1))
+            c += growthRate
+        self.dense = nn.ModuleList(layers)
+        self.trans = nn.Conv2d(c, int(c * reduction), 1)
+        self.fc = nn.Linear(int(c * reduction), nClasses)
+
+    def forward(self, x):
+        out = self.conv1(x)
+        for layer in self.dense:
+            out = torch.cat((out, layer(out)), 1)
+        out = torch.nn.functional.adaptive_avg_pool2d(self.trans(out), 1).flatten(1)
+        return torch.nn.functional.log_softmax(self.fc(out), dim=1)
+
+
 class Attention(nn.Module):
     def __init__(self, dim, heads, dim_head):
         super().__init__()
@@ -727,7 +751,8 @@ def test_integers_a_constructor_requires_are_found_from_the_weights(tmp_path, mo
     mlp_dim, channels=3, dim_head=64)`. Such a file stopped with "missing required arguments" (after asking for the
     class count its head says). The required integers are searched from one value that builds (the required ones
     alone first, so the defaults are kept where the weights fit either: 48 channels of 1-pixel patches fit as well as
-    3 of 4 x 4), a patch size tried with the image side scaled alike; a required dropout rate given 0; heads x
+    3 of 4 x 4), a patch size tried with the image side scaled alike; a required dropout rate given 0; an
+    unannotated one tried at 0 and fractions too (bamos' DenseNet's reduction and bottleneck flag); heads x
     dim_head, which only their product shapes, is refused and asked for; given, the rest is found and the network
     computes the file's function."""
     from harden.runtime import held_warnings
@@ -752,6 +777,15 @@ def test_integers_a_constructor_requires_are_found_from_the_weights(tmp_path, mo
     assert model.spec.model_args == {"dropout_rate": 0.0, "depth": 22, "widen_factor": 3}, said
     with torch.no_grad():
         assert torch.allclose(model(x), drop(x), atol=1e-6)
+
+    # unannotated required arguments take 0 and fractions too: a compression of 0.5, a flag said as True
+    dense = nets.Dense(growthRate=6, depth=16, reduction=0.5, nClasses=4, bottleneck=True).eval()
+    torch.save(dense.state_dict(), tmp_path / "dense.pth")
+    model = harden.load(tmp_path / "dense.pth", arch="nets.py:Dense")
+    assert model.spec.model_args["reduction"] == 0.5 and model.spec.model_args["bottleneck"] is True
+    assert model.spec.model_args["growthRate"] == 6 and (model.spec.model_args["depth"] - 4) // 6 == 2
+    with torch.no_grad():
+        assert torch.allclose(model(x), dense(x), atol=1e-5)
 
     vit = nets.ViT(image_size=32, patch_size=4, num_classes=10, dim=24, depth=3, heads=2, mlp_dim=48).eval()
     torch.save(vit.state_dict(), tmp_path / "vit.pth")

@@ -191,7 +191,11 @@ def _builds(fn, model_args) -> bool:
     return isinstance(_built(fn, model_args), torch.nn.Module)
 
 
-def _values(default: Any, renames: bool, sizes: set[int], side: bool = False) -> list[Any]:
+LOOSE = (0, 0.25, 0.5, 0.75)  # also tried for a required argument with no annotation: a flag passed as 0 or 1, a
+# fraction (bamos' `DenseNet(growthRate, depth, reduction, nClasses, bottleneck)`: reduction 0.5, bottleneck True)
+
+
+def _values(default: Any, renames: bool, sizes: set[int], side: bool = False, loose: bool = False) -> list[Any]:
     """A true/false argument's other value; an integer's: where it changes which tensors there are (a depth), every
     count to 128 (a WideResNet's depth of 70); where it changes only their shapes (a width), the counts to 16 (a
     widen_factor), the sizes the file's tensors have (an embedding's 192) and powers of two; an image's side
@@ -203,7 +207,7 @@ def _values(default: Any, renames: bool, sizes: set[int], side: bool = False) ->
     if side:
         from .config import SIZES_TRIED
         ints |= set(SIZES_TRIED)
-    return sorted(v for v in ints if v != default and v > 0)
+    return [*(v for v in LOOSE if loose and v != default), *sorted(v for v in ints if v != default and v > 0)]
 
 
 def _layers(fn, model_args) -> tuple | None:
@@ -226,12 +230,15 @@ def _side_scaled(model_args, name, value, side: str | None) -> dict[str, Any] | 
     return {name: value, side: int(scaled)} if scaled == int(scaled) and scaled >= 1 else None
 
 
-def _effect(fn, model_args, name, default, base: tuple | None, side: str | None = None) -> str | None:
+def _effect(fn, model_args, name, default, base: tuple | None, side: str | None = None,
+            loose: bool = False) -> str | None:
     """What the argument changes, from a build at one of its next values: "names" (which tensors there are),
     "shapes", "nothing" (no tensor: an attention's head count, a stride, a flag; not searched), or None where no such
-    build could be made (not searched either, and not said to change nothing)."""
+    build could be made (not searched either, and not said to change nothing). `loose`: 0 and a fraction tried too
+    (a flag seeded 1 builds alike at every larger value)."""
     tries = [not default] if isinstance(default, bool) else \
         list(dict.fromkeys([default + 1, default + 2, default * 2, default + 6, default + 12, default * 4]))
+    tries = [v for v in LOOSE[:3] if loose and v != default] + tries
     same = False
     for value in tries:
         got = _layers(fn, {**model_args, name: value})
@@ -268,10 +275,11 @@ def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], s
         return None
     defaults = {**seeds, **_searchable(fn, {**model_args, **unused})}
     found: dict[str, Any] = {**unused, **seeds}
-    search = _Search(fn, model_args, score, sizes, best)
+    params = inspect.signature(fn).parameters
+    search = _Search(fn, model_args, score, sizes, best, {n for n in required if params[n].annotation is params[n].empty})
     for names in ([required, list(defaults)] if required else [list(defaults)]):
         if search.descend({n: defaults[n] for n in names}, found):
-            return _said(fn, model_args, score, defaults, found, required, search.builds)
+            return _said(fn, model_args, score, defaults, found, required, search.builds, search.loose)
         if search.out_of_time():
             return None
     return None
@@ -280,8 +288,9 @@ def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], s
 class _Search:
     """The coordinate descent's state: the best score so far, the builds made, the time they took."""
 
-    def __init__(self, fn, model_args, score, sizes: set[int], best: Score):
+    def __init__(self, fn, model_args, score, sizes: set[int], best: Score, loose: set[str] = frozenset()):
         self.fn, self.model_args, self.score, self.sizes, self.best = fn, model_args, score, sizes, best
+        self.loose = loose  # required arguments with no annotation: 0 and fractions tried too
         self.start, self.builds = time.perf_counter(), 0
 
     def out_of_time(self) -> bool:
@@ -297,13 +306,13 @@ class _Search:
             changed = False
             base = _layers(fn, {**model_args, **found})
             effects = {name: _effect(fn, {**model_args, **found}, name, found.get(name, default), base,
-                                     side if side in found else None)
+                                     side if side in found else None, name in self.loose)
                        for name, default in defaults.items()}
             order = [n for n in defaults if effects[n] == "names"] + [n for n in defaults if effects[n] == "shapes"]
             for name in order:
                 pick, past = None, 0
                 for value in _values(found.get(name, defaults[name]), effects[name] == "names", self.sizes,
-                                     name in ARG_ALIASES["input_size"]):
+                                     name in ARG_ALIASES["input_size"], name in self.loose):
                     # ascending: a depth past the file's builds ever more tensors, ever slower
                     if self.out_of_time():
                         return False
@@ -335,11 +344,12 @@ class _Search:
         return False
 
 
-def _said(fn, model_args, score, defaults, found, required, builds) -> tuple[dict[str, Any], str]:
+def _said(fn, model_args, score, defaults, found, required, builds, loose=frozenset()) -> tuple[dict[str, Any], str]:
     """The arguments found and the sentence that says so, after refusing any the weights cannot say."""
+    found = _as_flags(fn, model_args, found, loose)
     said = ", ".join(f"{k}={v!r}" for k, v in found.items())
     flags = " ".join(f"--model-arg {k}={json.dumps(v)}" for k, v in found.items())
-    _refuse_unread(fn, {**model_args, **found}, defaults, found, said, flags, required)
+    _refuse_unread(fn, {**model_args, **found}, defaults, found, said, flags, required, loose)
     _refuse_traded(fn, {**model_args, **found}, defaults, score, said)
     unused = [n for n in found if n not in defaults]  # a required training-time rate, given 0
     why = (f"its constructor requires {', '.join([*required, *unused])}, which nothing gave" if required or unused
@@ -350,14 +360,29 @@ def _said(fn, model_args, score, defaults, found, required, builds) -> tuple[dic
                    f"device; `{flags}` says {'them' if len(found) > 1 else 'it'})")
 
 
-def _refuse_unread(fn, model_args, defaults, found, said, flags, required=()) -> None:
+def _as_flags(fn, model_args, found: dict[str, Any], loose) -> dict[str, Any]:
+    """A required argument with no annotation that builds alike at 1 and 2 and otherwise at 0 (bamos' `bottleneck`,
+    first built at 1 or 2 with the other seeds) is a flag: said as True, or False where found at 0."""
+    out = dict(found)
+    for name in loose:
+        value = out.get(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        zero, one, two = (_layers(fn, {**out, **model_args, name: v}) for v in (0, 1, 2))
+        if None not in (zero, one, two) and one == two != zero and value in (0, 1, 2) or \
+                value > 2 and one == two == _layers(fn, {**model_args, **out}) != zero:
+            out[name] = value != 0
+    return out
+
+
+def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), loose=frozenset()) -> None:
     """A network whose tensors all fit may still compute another function: an integer argument that changes no
     tensor (an attention's head count: timm's ViT-Ti has 3 heads, its class's default 12, over the same weights; a
     stride) left at its default, or at the value a required one was first built with, is a guess the weights cannot
     check. Refused, naming what was found and what is still to give."""
     base = _layers(fn, model_args)
     unread = [n for n, d in defaults.items() if (n not in found or n in required) and not isinstance(d, bool)
-              and _effect(fn, model_args, n, model_args.get(n, d), base) == "nothing"]
+              and _effect(fn, model_args, n, model_args.get(n, d), base, loose=n in loose) == "nothing"]
     if unread and set(unread) & set(required):
         found = {k: v for k, v in found.items() if k not in unread}
         said = ", ".join(f"{k}={v!r}" for k, v in found.items()) or "nothing else"
