@@ -415,6 +415,9 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     if failed is None:
         return model
     if found is None:
+        hint = _siblings_hint(path, kw)
+        if hint:
+            raise type(failed)(f"{failed}{hint}") from None
         raise failed
     model = _load(path, **{**kw, "model_args": {**(model_args or {}), **found[0]}})
     model.config_sources["model_args"] = "checkpoint weights (the arguments they fit)"
@@ -569,8 +572,8 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     except HardenError as e:
         if guessed and not _count_implicated(model.net, state, int(spec["num_classes"])):
             # the rows guessed fit the layers sized by the count: the mismatch that matters is the one the error names
-            raise HardenError(f"{e} (--num-classes {spec['num_classes']} was read from "
-                              f"{sources['num_classes'][len(GUESSED):]}.)") from None
+            raise type(e)(f"{e} (--num-classes {spec['num_classes']} was read from "
+                          f"{sources['num_classes'][len(GUESSED):]}.)") from None
         if guessed:
             raise no_count from None
         if meta.get(ARCH_HPARAM) and sources.get("arch") == "checkpoint":
@@ -696,16 +699,14 @@ def _averaged_vit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
         "norm.weight" not in fitted
 
 
-def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
-    """A `file.py:Class` architecture's arguments that nothing gave and the weights say (models/args_from_weights.py),
-    with the sentence that says so: a required one naming a configuration its code defines, or the integers and
-    true/false values its defaults build wrong (a WideResNet's depth and width). The search's builds get what the
-    real one would (the class count, channels and input size where a flag or the metadata says them)."""
+def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
+    """What a search of a `file.py:Class` architecture's arguments builds from: (the callable, the arguments harden
+    gives its builds, those the user or the metadata gave, the score of a build against the file's tensors, the sizes
+    of those tensors); None for an architecture no search applies to."""
     state, meta = read_checkpoint(Path(local(path, "model")), kw.get("key"))
     arch = kw.get("arch") or meta.get("arch")
     if not arch or ":" not in str(arch) or meta.get("recipe") or str(arch).startswith("transformers:"):
         return None
-    from .models.args_from_weights import configuration_from_weights
     from .models.config import HYPER_PARAMETERS, _constructor_arguments, parameter_for, size_argument
     from .models.lazy import shape_lazy_layers
     from .models.registry import _import_callable
@@ -714,18 +715,6 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
         params = inspect.signature(fn).parameters
     except (HardenError, TypeError, ValueError):
         return None
-
-    def unmatched(net: torch.nn.Module) -> tuple[int, int, int, bool]:
-        lazy = shape_lazy_layers(net, state, every=True)  # a lazy layer has no shape until sized (no forward here)
-        own, fitted, _, missing, unexpected, shapes = _fitted(net, state)
-        # rows that differ in one layer are a head built for another count only where the builds are given none (a
-        # ViT's position embedding differs in its rows alone at another image size)
-        head = count_name not in offered and count_name not in given["model_args"] and \
-            head_rows(own, fitted) is not None
-        if lazy and head:  # a lazy layer takes the file's inputs whatever came before: only the last layer is a head
-            last = list(own)[-1].rpartition(".")[0]
-            head = all(s.split(": ", 1)[0].rpartition(".")[0] == last for s in shapes)
-        return len(missing) + len(unexpected), len(shapes), len(missing), head
     given = {"model_args": {**(meta.get("model_args") or {}), **(kw.get("model_args") or {})}}
     _constructor_arguments(str(arch), meta.get(HYPER_PARAMETERS), given, {"model_args": ""})  # a Lightning module's
     known = {k: kw.get(k) if kw.get(k) is not None else meta.get(k) for k in ("num_classes", "in_chans", "input_size")}
@@ -743,9 +732,52 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
             size = (v, v) if isinstance(v, int) else tuple(_as_list(v))
             v = size_argument(str(arch), params[name], size, int(known["in_chans"] or 3))
         offered[name] = v
+
+    def unmatched(net: torch.nn.Module) -> tuple[int, int, int, bool]:
+        lazy = shape_lazy_layers(net, state, every=True)  # a lazy layer has no shape until sized (no forward here)
+        own, fitted, _, missing, unexpected, shapes = _fitted(net, state)
+        # rows that differ in one layer are a head built for another count only where the builds are given none (a
+        # ViT's position embedding differs in its rows alone at another image size)
+        head = count_name not in offered and count_name not in given["model_args"] and \
+            head_rows(own, fitted) is not None
+        if lazy and head:  # a lazy layer takes the file's inputs whatever came before: only the last layer is a head
+            last = list(own)[-1].rpartition(".")[0]
+            head = all(s.split(": ", 1)[0].rpartition(".")[0] == last for s in shapes)
+        return len(missing) + len(unexpected), len(shapes), len(missing), head
     sizes = {int(d) for t in state.values() if isinstance(t, torch.Tensor) for d in t.shape}
-    found = configuration_from_weights(fn, {**offered, **given["model_args"]}, unmatched, sizes)
+    return fn, offered, given["model_args"], unmatched, sizes
+
+
+def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """A `file.py:Class` architecture's arguments that nothing gave and the weights say (models/args_from_weights.py),
+    with the sentence that says so: a required one naming a configuration its code defines, or the integers and
+    true/false values its defaults build wrong (a WideResNet's depth and width). The search's builds get what the
+    real one would (the class count, channels and input size where a flag or the metadata says them)."""
+    inputs = _search_inputs(path, kw)
+    if inputs is None:
+        return None
+    from .models.args_from_weights import configuration_from_weights
+    fn, offered, given, unmatched, sizes = inputs
+    found = configuration_from_weights(fn, {**offered, **given}, unmatched, sizes)
     return None if found is None else ({k: v for k, v in found[0].items() if k not in offered}, found[1])
+
+
+def _siblings_hint(path: str | os.PathLike, kw: dict[str, Any]) -> str:
+    """Where the architecture named cannot be built for the weights: the callables its file defines beside it that
+    build one they fit (pytorch-cifar's `ResNet34()` where `ResNet18` or `ResNet(block, num_blocks)` was named), as
+    a sentence for the error; "" where none does."""
+    inputs = _search_inputs(path, kw)
+    if inputs is None:
+        return ""
+    from .models.args_from_weights import fitting_siblings
+    fn, offered, given, unmatched, _ = inputs
+    names = fitting_siblings(fn, {**offered, **given}, unmatched)
+    if not names:
+        return ""
+    where = str(kw.get("arch") or read_checkpoint(Path(local(path, "model")), kw.get("key"))[1].get("arch"))
+    where = where.rpartition(":")[0]
+    return (f" The weights fit {' and '.join(names[:3])}, which {where} defines beside it: --arch "
+            f"{where}:{names[0]}{' (or another of them)' if len(names) > 1 else ''}.")
 
 
 # constructor arguments a file's keys say where nothing else gave them: (test, argument, value, what the file holds)

@@ -616,6 +616,31 @@ class Dense(nn.Module):  # bamos' `DenseNet(growthRate, depth, reduction, nClass
         return torch.nn.functional.log_softmax(self.fc(out), dim=1)
 
 
+class Stages(nn.Module):  # pytorch-cifar's `ResNet(block, num_blocks, num_classes=10)` and its factories beside it
+    def __init__(self, block, num_blocks, num_classes=10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.layer1 = nn.Sequential(*[block(4, 4) for _ in range(num_blocks[0])])
+        self.linear = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.linear(torch.nn.functional.adaptive_avg_pool2d(self.layer1(self.stem(x)), 1).flatten(1))
+
+
+def Stages2():
+    return Stages(Block, [2])
+
+
+def Stages3():
+    return Stages(Block, [3])
+
+
+def Stages_test():  # a check its author runs by hand: never called by a load
+    net = Stages2()
+    open('called', 'w').write('yes')
+    return net
+
+
 class Attention(nn.Module):
     def __init__(self, dim, heads, dim_head):
         super().__init__()
@@ -809,3 +834,18 @@ def test_integers_a_constructor_requires_are_found_from_the_weights(tmp_path, mo
         assert torch.allclose(model(x), big(x), atol=1e-5)
     harden.save(model, tmp_path / "m.safetensors")
     assert harden.load(tmp_path / "m.safetensors").spec.model_args == model.spec.model_args  # no search again
+
+
+def test_a_factory_beside_the_one_named_that_fits_the_weights_is_named_in_the_error(tmp_path, monkeypatch):
+    """pytorch-cifar defines `ResNet(block, num_blocks)` and beside it `ResNet18()`, `ResNet34()`, ...: a ResNet34
+    checkpoint loaded with `--arch resnet.py:ResNet18` (or the class itself) stopped at the mismatch. The error now
+    names the factories its file defines beside it whose networks the weights fit (built on the meta device; a
+    function that does more than build and return, such as a test, is never called), and takes none unasked."""
+    nets = _nets(tmp_path, monkeypatch)
+    torch.save({"net": nn.DataParallel(nets.Stages3()).state_dict(), "acc": 90.0}, tmp_path / "ckpt.pth")
+    for named in ("Stages2", "Stages"):
+        with pytest.raises(HardenError, match=r"The weights fit Stages3, which nets.py defines beside it: "
+                                              r"--arch nets.py:Stages3\."):
+            harden.load(tmp_path / "ckpt.pth", arch=f"nets.py:{named}")
+    assert not (tmp_path / "called").exists()
+    assert harden.load(tmp_path / "ckpt.pth", arch="nets.py:Stages3").spec.num_classes == 10

@@ -419,3 +419,55 @@ def _refuse_traded(fn, model_args, defaults, score, said) -> None:
                         f"The weights fit a network built with {said} (found from them), and as well one built with "
                         f"{alt}: only the product of {a} and {b} shapes the tensors, and the two compute different "
                         f"functions. Give the one it was trained with: --model-arg {a}=VALUE (or {b}).")
+
+
+def _factory(obj) -> bool:
+    """Whether a function reads as a network's factory, and so may be called to build on the meta device: a few
+    assignments and a return, no loop (pytorch-cifar's `def ResNet34(): return ResNet(BasicBlock, [3, 4, 6, 3])`;
+    its `def test(): net = ResNet18(); y = net(...); print(y.size())` ends in a print, a training `main()` loops)."""
+    import ast
+    import textwrap
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return False
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.FunctionDef) else None
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # its docstring
+    # assignments, then the return: a statement that is a bare call (a print, a write) does something else
+    return bool(body) and len(body) <= 3 and isinstance(body[-1], ast.Return) and \
+        all(isinstance(node, (ast.Assign, ast.AnnAssign)) for node in body[:-1]) and \
+        not any(isinstance(node, (ast.For, ast.While, ast.With)) for node in ast.walk(tree.body[0]))
+
+
+def fitting_siblings(fn, model_args: dict[str, Any], score: Callable[[Any], Score]) -> list[str]:
+    """The callables `fn`'s module defines beside it, named alike (pytorch-cifar's `ResNet18`, `ResNet34`, ... beside
+    `ResNet(block, num_blocks)`: one stem) and built without running anything else (network classes, and functions
+    that read as factories: never a `test()` or `main()`), that build with nothing but what harden gives (the class
+    count, channels, size) a network whose tensors the file holds; for the error, never taken unasked: the user named
+    another."""
+    import torch
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    stem = re.sub(r"[\d_\-]+$", "", getattr(fn, "__name__", "")).lower()
+    if module is None or len(stem) < 3:
+        return []
+    out, start = [], time.perf_counter()
+    for name, obj in list(vars(module).items()):
+        if obj is fn or not callable(obj) or not name.lower().startswith(stem) or \
+                getattr(obj, "__module__", None) != module.__name__ or \
+                (not issubclass(obj, torch.nn.Module) if inspect.isclass(obj) else not _factory(obj)):
+            continue
+        try:
+            params = inspect.signature(obj).parameters
+        except (TypeError, ValueError):
+            continue
+        keywords = any(p.kind == p.VAR_KEYWORD for p in params.values())
+        args = {k: v for k, v in model_args.items() if k in params or keywords}
+        if any(p.default is p.empty and p.name not in args and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               for p in params.values()):
+            continue
+        if time.perf_counter() - start > SEARCH_SECONDS:
+            break
+        if _fits(_scored(obj, args, score)):
+            out.append(name)
+    return out
