@@ -2,6 +2,7 @@
 computing what the pickled module computes, hardened, and written to a checkpoint that rebuilds without the pickle),
 a timm model (its name, class count, channels, size and preprocessing from its own attributes) and a torchvision
 model (the factory that builds its class with its weights' names and shapes)."""
+import argparse
 import json
 
 import pytest
@@ -641,6 +642,17 @@ def Stages_test():  # a check its author runs by hand: never called by a load
     return net
 
 
+class Configured(nn.Module):  # research code's `Net(args)`: its settings one object, read by attribute
+    def __init__(self, args):
+        super().__init__()
+        self.conv = nn.Conv2d(3, args.width, 3)
+        self.fc = nn.Linear(args.width, getattr(args, "n_out", 10))
+        self.act = nn.ReLU() if args.layers["act"] == "relu" else nn.GELU()
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(self.act(self.conv(x)), 1).flatten(1))
+
+
 class Attention(nn.Module):
     def __init__(self, dim, heads, dim_head):
         super().__init__()
@@ -849,3 +861,26 @@ def test_a_factory_beside_the_one_named_that_fits_the_weights_is_named_in_the_er
             harden.load(tmp_path / "ckpt.pth", arch=f"nets.py:{named}")
     assert not (tmp_path / "called").exists()
     assert harden.load(tmp_path / "ckpt.pth", arch="nets.py:Stages3").spec.num_classes == 10
+
+
+def test_settings_given_as_one_object_are_read_by_attribute(tmp_path, monkeypatch):
+    """`def __init__(self, args): ... args.width` (argparse's Namespace, an EasyDict): a JSON object given with
+    --model-arg reached it as a dict, and `args.width` raised AttributeError. It is read by attribute and by key
+    (`getattr(args, 'x', default)` keeps its default), kept as plain JSON in what harden writes, and the error for the
+    missing argument says how to give it."""
+    nets = _nets(tmp_path, monkeypatch)
+    net = nets.Configured(argparse.Namespace(width=6, layers={"act": "gelu"})).eval()
+    torch.save(net.state_dict(), tmp_path / "cfg.pth")
+    with pytest.raises(HardenError, match=r"a JSON object is read by key or attribute.*--model-arg args='"):
+        harden.load(tmp_path / "cfg.pth", arch="nets.py:Configured")
+    model = harden.load(tmp_path / "cfg.pth", arch="nets.py:Configured",
+                        model_args={"args": {"width": 6, "layers": {"act": "gelu"}}})
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+    harden.save(model, tmp_path / "m.safetensors")
+    again = harden.load(tmp_path / "m.safetensors")
+    assert again.spec.model_args == {"args": {"width": 6, "layers": {"act": "gelu"}}}
+    assert type(again.spec.model_args["args"]) is dict
+    with torch.no_grad():
+        assert torch.allclose(again(x), net(x), atol=1e-6)

@@ -121,13 +121,15 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         if getattr(fn, "__module__", "").startswith("torchvision.models") and \
                 getattr(fn, "__name__", "") in INIT_WEIGHTS_FACTORIES and "init_weights" not in spec.model_args:
             kwargs["init_weights"] = False  # the checkpoint supplies every weight (and torchvision warns otherwise)
-        kwargs.update(spec.model_args)
+        kwargs.update({k: _with_attributes(v) for k, v in spec.model_args.items()})
         try:
             net = fn(**kwargs)
         except TypeError as e:
             missing = _required_not_given(fn, kwargs)
             give = (f"give {' '.join(f'--model-arg {name}=VALUE' for name in missing)} (a JSON value or text: the "
-                    f"value its own code passes)" if missing else "give its arguments with --model-arg")
+                    f"value its own code passes; a JSON object is read by key or attribute, as a constructor that "
+                    f"takes its settings as one reads them: --model-arg {missing[0]}='{{\"depth\": 28}}' gives "
+                    f"{missing[0]}.depth)" if missing else "give its arguments with --model-arg")
             raise (MissingArguments if missing else HardenError)(
                 f"Architecture {arch!r} could not be built with {kwargs}: {e}. {give[0].upper()}{give[1:]}, or name a "
                 "callable that builds it with --arch (package.module:factory, or file.py:factory).") from None
@@ -172,6 +174,23 @@ def timm_size_args(arch: str, num_classes: int, in_chans: int, input_size) -> di
     except Exception:  # noqa: BLE001 - no img_size (TypeError), or none it can be built at: as before
         return {}
     return {"img_size": size}
+
+
+class AttributeDict(dict):
+    """A JSON object given as a constructor argument: a dict that also reads by attribute, since research code takes
+    its settings as one object (`def __init__(self, args): ... args.depth`, argparse's Namespace or an EasyDict)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None  # getattr(args, 'x', default) and hasattr work
+
+
+def _with_attributes(value: Any) -> Any:
+    if isinstance(value, dict):
+        return AttributeDict({k: _with_attributes(v) for k, v in value.items()})
+    return [_with_attributes(v) for v in value] if isinstance(value, list) else value
 
 
 def _required_not_given(fn: Callable[..., Any], kwargs: dict[str, Any]) -> list[str]:
