@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from .errors import DoesNotRun, HardenError, MissingArguments, WeightsDoNotFit
+from .errors import ConstructorFailed, DoesNotRun, HardenError, MissingArguments, WeightsDoNotFit
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
@@ -486,8 +486,9 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
         if tried_size is None:
             for msg in held:
                 warn(msg)
-            if guessed and not isinstance(e, (DoesNotRun, MissingArguments)):  # a network that cannot run (or be
-                # built for want of its own arguments) says nothing of its count
+            if guessed and not isinstance(e, (DoesNotRun, MissingArguments, ConstructorFailed)):  # a network that
+                # cannot run (or be built for want of its own arguments, or whose constructor raised) says nothing of
+                # its count
                 raise no_count from None
             if isinstance(e, DoesNotRun) and sized:
                 raise DoesNotRun(f"{e} Nor at any common square size from {SIZES_TRIED[0]} to {SIZES_TRIED[-1]} "
@@ -707,7 +708,7 @@ def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
     arch = kw.get("arch") or meta.get("arch")
     if not arch or ":" not in str(arch) or meta.get("recipe") or str(arch).startswith("transformers:"):
         return None
-    from .models.config import HYPER_PARAMETERS, _constructor_arguments, parameter_for, size_argument
+    from .models.config import _constructor_arguments, parameter_for, size_argument
     from .models.lazy import shape_lazy_layers
     from .models.registry import _import_callable
     try:
@@ -716,7 +717,7 @@ def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
     except (HardenError, TypeError, ValueError):
         return None
     given = {"model_args": {**(meta.get("model_args") or {}), **(kw.get("model_args") or {})}}
-    _constructor_arguments(str(arch), meta.get(HYPER_PARAMETERS), given, {"model_args": ""})  # a Lightning module's
+    _constructor_arguments(str(arch), meta, given, {"model_args": ""})  # a Lightning module's, a script's args
     known = {k: kw.get(k) if kw.get(k) is not None else meta.get(k) for k in ("num_classes", "in_chans", "input_size")}
     count_name = parameter_for(params, "num_classes")
     if known["num_classes"] is None and count_name and params[count_name].default is inspect.Parameter.empty and \

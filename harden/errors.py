@@ -15,6 +15,11 @@ class MissingArguments(HardenError):
     size_may_help = False
 
 
+class ConstructorFailed(HardenError):
+    """The architecture's own constructor raised (a KeyError for a setting it reads, an assertion on a size): said as
+    its failure, whatever else was guessed."""
+
+
 class WeightsDoNotFit(HardenError):
     """A checkpoint's tensors do not load strictly into the architecture built for it (names or shapes differ)."""
 

@@ -146,6 +146,7 @@ def container_meta(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict):
         return found
     found.update(hyper_parameters(obj))
+    found.update(settings_objects(obj))
     args = obj.get("args")
     args = (args.fields if isinstance(args, Inert) else vars(args) if hasattr(args, "__dict__") else
             args if isinstance(args, dict) else {})
@@ -173,9 +174,40 @@ def container_meta(obj: Any) -> dict[str, Any]:
     return {**found, "arch": arch} if timm.is_model(arch) else found
 
 
+SETTINGS_KEYS = ("args", "opt", "opts", "cfg", "config", "hparams", "hyperparameters", "settings")  # a training
+# script's settings saved beside the weights (`torch.save({'state_dict': ..., 'args': args}, ...)`: argparse's Namespace)
+
+
+def settings_objects(obj: dict[str, Any]) -> dict[str, Any]:
+    """A training script's settings object saved beside the weights (argparse's Namespace, an EasyDict or a dict under
+    `args`, `opt`, `cfg`, ...), its plain values, for a constructor that takes that object (`Net(args)`, reading
+    `args.depth`): config.resolve passes it where the constructor names it."""
+    from .inert_pickle import Inert
+    from .models.config import SETTINGS
+    found = {}
+    for key in SETTINGS_KEYS:
+        value = obj.get(key)
+        fields = as_fields(value) if isinstance(value, Inert) else vars(value) if hasattr(value, "__dict__") and \
+            not isinstance(value, (torch.Tensor, torch.nn.Module)) else value if isinstance(value, dict) else None
+        plain = {str(k): list(v) if isinstance(v, tuple) else v for k, v in (fields or {}).items()
+                 if isinstance(k, str) and _plain(v)}
+        if plain:
+            found[key] = plain
+    return {SETTINGS: found} if found else {}
+
+
+def as_fields(value: Any) -> dict[str, Any] | None:
+    """An inert object's attributes (argparse's Namespace pickles its __dict__) or a dict subclass's items."""
+    from .inert_pickle import as_mapping
+    items = as_mapping(value)
+    return items if items is not None else getattr(value, "fields", None)
+
+
 def _plain(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return len(value) <= 64 and all(_plain(v) for v in value)
+    if isinstance(value, dict):  # a nested group of settings (`{'act': 'relu'}`)
+        return len(value) <= 64 and all(isinstance(k, str) and _plain(v) for k, v in value.items())
     return value is None or isinstance(value, (bool, int, float, str))
 
 

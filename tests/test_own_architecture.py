@@ -4,6 +4,7 @@ a timm model (its name, class count, channels, size and preprocessing from its o
 model (the factory that builds its class with its weights' names and shapes)."""
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -884,3 +885,25 @@ def test_settings_given_as_one_object_are_read_by_attribute(tmp_path, monkeypatc
     assert type(again.spec.model_args["args"]) is dict
     with torch.no_grad():
         assert torch.allclose(again(x), net(x), atol=1e-6)
+    # the script's own settings saved beside the weights (`torch.save({'state_dict': ..., 'args': args}, ...)`, an
+    # argparse Namespace read as data) are the argument its constructor takes by that name, or by another
+    # settings-like name where the file holds that one object: no flag
+    settings = argparse.Namespace(width=6, layers={"act": "gelu"}, lr=0.1, data="./data", out=Path("runs"))
+    torch.save({"epoch": 9, "state_dict": net.state_dict(), "args": settings}, tmp_path / "run.pth.tar")
+    model = harden.load(tmp_path / "run.pth.tar", arch="nets.py:Configured")
+    assert model.spec.model_args == {"args": {"width": 6, "layers": {"act": "gelu"}, "lr": 0.1, "data": "./data"}}
+    assert "the checkpoint's args" in model.config_sources["model_args"]
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+    # (its own file: `from nets import ...` would find another test's nets module under that name)
+    (tmp_path / "opt_net.py").write_text("from torch import nn\n\n\nclass OptNet(nn.Module):\n"
+                                         "    def __init__(self, opt):\n        super().__init__()\n"
+                                         "        self.conv = nn.Conv2d(3, opt.width, 3)\n"
+                                         "        self.fc = nn.Linear(opt.width, 10)\n\n"
+                                         "    def forward(self, x):\n"
+                                         "        return self.fc(self.conv(x).mean((2, 3)))\n")
+    assert harden.load(tmp_path / "run.pth.tar", arch="opt_net.py:OptNet").spec.model_args["opt"]["width"] == 6
+    # a flag wins over the file's settings; the constructor's own failure is said (not "does not say its number of
+    # classes", which the guess of its count from the output's width said before)
+    with pytest.raises(HardenError, match="raised AttributeError while building with {'args': {'width': 6}}"):
+        harden.load(tmp_path / "run.pth.tar", arch="nets.py:Configured", model_args={"args": {"width": 6}})

@@ -18,6 +18,7 @@ NET_KEYS = ("arch", "num_classes", "in_chans", "model_args")
 PREPROCESS_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 SPEC_KEYS = NET_KEYS + PREPROCESS_KEYS
 HYPER_PARAMETERS = "hyper_parameters"  # meta: a training container's constructor arguments (formats.hyper_parameters)
+SETTINGS = "settings_objects"  # meta: a training script's settings objects by their keys (formats.settings_objects)
 ARCH_HPARAM = "arch_hyper_parameter"  # meta: which of them named the timm architecture (formats.ARCH_HPARAMS)
 DEFAULTS: dict[str, Any] = {"in_chans": 3, "input_size": [32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
                             "crop_mode": "center", "mean": [0.0], "std": [1.0], "model_args": {}}
@@ -165,7 +166,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     for key, where in hub_sources.items():
         if source.get(key) == f"hub {HUB_CONFIG}":
             source[key] = where
-    _constructor_arguments(str(spec["arch"]), meta.get(HYPER_PARAMETERS), spec, source)
+    _constructor_arguments(str(spec["arch"]), meta, spec, source)
     if tcfg and state:
         weights_override(str(spec["arch"]), spec, source, state)
     img_size = (spec.get("model_args") or {}).get("img_size")
@@ -480,19 +481,36 @@ def _named_weight(state: dict[str, Any], name: str) -> str | None:
     return min(found, key=len) if found else None
 
 
-def _constructor_arguments(arch: str, saved: dict[str, Any] | None, spec: dict, source: dict) -> None:
+def _constructor_arguments(arch: str, meta: dict[str, Any], spec: dict, source: dict) -> None:
     """A Lightning checkpoint's hyper_parameters are its module's constructor arguments (`load_from_checkpoint`
     passes them back): those a `file.py:Class` architecture takes become its model_args, under the ones a flag or
-    the metadata gives (the counts and the input size are the spec's, read apart: formats.hyper_parameters)."""
-    if not saved or ":" not in arch or arch.startswith("transformers:"):
+    the metadata gives (the counts and the input size are the spec's, read apart: formats.hyper_parameters). A
+    training script's settings object saved beside the weights (`'args': args`) is the argument of the constructor
+    that takes it by that name (`Net(args)`), or the one settings-like argument it requires where the file holds one
+    such object (`Net(opt)` beside `'args'`)."""
+    saved, objects = meta.get(HYPER_PARAMETERS) or {}, meta.get(SETTINGS) or {}
+    if not (saved or objects) or ":" not in arch or arch.startswith("transformers:"):
         return
     params = _parameters(arch) or {}
     counted = {name for names in ARG_ALIASES.values() for name in names}
+    given = spec.get("model_args") or {}
     takes = {k: v for k, v in saved.items() if k in params and k not in counted}
+    found = "checkpoint hyper_parameters"
+    settings = {k: v for k, v in objects.items() if k in params and k not in given}
+    unnamed = [p for p in params.values() if p.default is p.empty and p.name not in given and p.name not in settings
+               and p.name in SETTINGS_NAMES]
+    if not settings and len(objects) == 1 and len(unnamed) == 1:
+        settings = {unnamed[0].name: next(iter(objects.values()))}
+    if settings:
+        takes.update(settings)
+        found = " and ".join(["checkpoint hyper_parameters"] * bool(saved.keys() & takes.keys()) +
+                             [f"the checkpoint's {', '.join(objects)}"])
     if takes:
-        given = spec.get("model_args") or {}
         spec["model_args"] = {**takes, **given}
-        source["model_args"] = "checkpoint hyper_parameters" + (f" and {source['model_args']}" if given else "")
+        source["model_args"] = found + (f" and {source['model_args']}" if given else "")
+
+
+SETTINGS_NAMES = ("args", "opt", "opts", "cfg", "config", "hparams", "hyperparameters", "settings", "params")
 
 
 def _pick(key: str, layers, spec: dict, source: dict) -> None:

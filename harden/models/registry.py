@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..compiling import COMPILED, network
-from ..errors import HardenError, MissingArguments, NoInputGradient
+from ..errors import ConstructorFailed, HardenError, MissingArguments, NoInputGradient
 from .meta_build import built_for_shapes
 from ..outputs import (BINARY_SIGMOID, LOG_WHERE_PROBABILITIES, LOGITS_KEY, ScoresOf, as_scores, attach_scores,
                        class_count, log_where_probabilities)
@@ -136,7 +136,7 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         except HardenError:
             raise
         except Exception as e:  # whatever the user's constructor raises: said as its failure, not harden's
-            raise HardenError(f"Architecture {arch!r} raised {type(e).__name__} while building with {kwargs}: "
+            raise ConstructorFailed(f"Architecture {arch!r} raised {type(e).__name__} while building with {kwargs}: "
                               f"{str(e).strip()[:300]}. harden builds the architecture without network access (the "
                               "checkpoint supplies the weights); check the callable, or pass its arguments with "
                               "--model-arg.") from e  # --debug shows the constructor's own traceback
