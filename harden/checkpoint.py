@@ -18,7 +18,8 @@ from .errors import ConstructorFailed, DoesNotRun, HardenError, MissingArguments
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
-from .models.config import (ARCH_HPARAM, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SIZES_TRIED, SPEC_KEYS,
+from .models.config import (ARCH_HPARAM, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SETTINGS, SIZES_TRIED,
+                            SPEC_KEYS,
                             hub_weights, is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
@@ -553,7 +554,7 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     model.config_sources = sources
     model.spec.extra.update({k: v for k, v in meta.items()
                              if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS, SCRIPTED_CLASS,
-                                                                 HYPER_PARAMETERS,
+                                                                 HYPER_PARAMETERS, SETTINGS,
                                                                  ARCH_HPARAM)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
     _set_channel_order(model, channel_order, sources, path)

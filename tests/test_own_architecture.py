@@ -893,6 +893,7 @@ def test_settings_given_as_one_object_are_read_by_attribute(tmp_path, monkeypatc
     model = harden.load(tmp_path / "run.pth.tar", arch="nets.py:Configured")
     assert model.spec.model_args == {"args": {"width": 6, "layers": {"act": "gelu"}, "lr": 0.1, "data": "./data"}}
     assert "the checkpoint's args" in model.config_sources["model_args"]
+    assert not any("settings" in k for k in model.spec.extra)  # used, not carried into what harden writes
     with torch.no_grad():
         assert torch.allclose(model(x), net(x), atol=1e-6)
     # (its own file: `from nets import ...` would find another test's nets module under that name)
