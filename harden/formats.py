@@ -193,7 +193,10 @@ def settings_objects(obj: dict[str, Any]) -> dict[str, Any]:
                  if isinstance(k, str) and _plain(v)}
         if plain:
             found[key] = plain
-    return {SETTINGS: found} if found else {}
+    if len(found) != 1:
+        return {SETTINGS: found} if found else {}
+    # one settings object: its class and channel counts and input size, as Lightning's hyper_parameters give them
+    return {SETTINGS: found, **_counts_and_size(next(iter(found.values())))}
 
 
 def as_fields(value: Any) -> dict[str, Any] | None:
@@ -222,7 +225,7 @@ def hyper_parameters(obj: dict[str, Any]) -> dict[str, Any]:
     for a `file.py:Class` architecture's constructor (config.resolve takes the ones it names), and the class and
     channel counts and the input size among them, under the names published code gives them."""
     from .inert_pickle import as_mapping
-    from .models.config import ARCH_HPARAM, HYPER_PARAMETERS, parameter_for, size_default_of
+    from .models.config import ARCH_HPARAM, HYPER_PARAMETERS
     hp = as_mapping(obj.get(HYPER_PARAMETERS))
     plain = {str(k): list(v) if isinstance(v, tuple) else v for k, v in (hp or {}).items() if _plain(v)}
     if not plain:
@@ -232,6 +235,14 @@ def hyper_parameters(obj: dict[str, Any]) -> dict[str, Any]:
     named = next((k for k in ARCH_HPARAMS if isinstance(plain.get(k), str) and timm.is_model(plain[k])), None)
     if named is not None:  # a LightningModule around `timm.create_model(self.hparams.model_name, ...)`
         out["arch"], out[ARCH_HPARAM] = plain[named], named
+    return {**out, **_counts_and_size(plain)}
+
+
+def _counts_and_size(plain: dict[str, Any]) -> dict[str, Any]:
+    """The class and channel counts and the input size among a container's saved settings, under the names published
+    code gives them."""
+    from .models.config import parameter_for, size_default_of
+    out: dict[str, Any] = {}
     for key in ("num_classes", "in_chans"):
         value = plain.get(parameter_for(plain, key) or "")
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:

@@ -908,3 +908,36 @@ def test_settings_given_as_one_object_are_read_by_attribute(tmp_path, monkeypatc
     # classes", which the guess of its count from the output's width said before)
     with pytest.raises(HardenError, match="raised AttributeError while building with {'args': {'width': 6}}"):
         harden.load(tmp_path / "run.pth.tar", arch="nets.py:Configured", model_args={"args": {"width": 6}})
+
+
+def test_a_script_s_saved_settings_give_the_constructor_its_arguments(tmp_path, monkeypatch):
+    """A training script that saves its settings beside the weights (`{'state_dict': ..., 'args': args}`, `'config':
+    {...}`) says the constructor's arguments by name, including those the weights cannot say (a ViT's heads, which
+    the search refuses to guess): its fields named as the constructor's parameters are taken (never one that fetches
+    or logs, nor an unset one), its class count and image size read as Lightning's hyper_parameters are; a flag
+    wins."""
+    nets = _nets(tmp_path, monkeypatch)
+    vit = nets.ViT(image_size=32, patch_size=4, num_classes=10, dim=24, depth=2, heads=4, dim_head=8, mlp_dim=48)
+    config = {"image_size": 32, "patch_size": 4, "dim": 24, "depth": 2, "heads": 4, "dim_head": 8, "mlp_dim": 48,
+              "lr": 3e-4, "channels": None, "pretrained": True}
+    torch.save({"model": vit.eval().state_dict(), "config": config}, tmp_path / "vit.pth")
+    model = harden.load(tmp_path / "vit.pth", arch="nets.py:ViT")
+    assert model.spec.model_args == {"patch_size": 4, "dim": 24, "depth": 2, "heads": 4, "dim_head": 8, "mlp_dim": 48}
+    assert model.spec.input_size == (32, 32) and model.config_sources["input_size"] == "checkpoint"
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), vit(x), atol=1e-5)
+    wrn = nets.RequiredWRN(16, 3, widen_factor=2).eval()
+    torch.save({"state_dict": wrn.state_dict(), "args": argparse.Namespace(depth=16, widen_factor=2, num_classes=3,
+                                                                            dropRate=0.3, log_dir="runs")},
+               tmp_path / "wrn.pth")
+    from harden.runtime import held_warnings
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "wrn.pth", arch="nets.py:RequiredWRN")
+    assert model.spec.model_args == {"depth": 16, "widen_factor": 2, "dropRate": 0.3} and not any(
+        "builds tried" in w for w in said), said  # no search: the settings said them
+    assert model.spec.num_classes == 3 and model.config_sources["num_classes"] == "checkpoint"
+    with torch.no_grad():
+        assert torch.allclose(model(x), wrn(x), atol=1e-6)
+    with pytest.raises(HardenError, match="do not fit"):  # a flag wins over the file's settings
+        harden.load(tmp_path / "wrn.pth", arch="nets.py:RequiredWRN", model_args={"depth": 22})

@@ -487,27 +487,33 @@ def _constructor_arguments(arch: str, meta: dict[str, Any], spec: dict, source: 
     the metadata gives (the counts and the input size are the spec's, read apart: formats.hyper_parameters). A
     training script's settings object saved beside the weights (`'args': args`) is the argument of the constructor
     that takes it by that name (`Net(args)`), or the one settings-like argument it requires where the file holds one
-    such object (`Net(opt)` beside `'args'`)."""
+    such object (`Net(opt)` beside `'args'`); else its fields named as the constructor's parameters are those
+    (`args.depth` for `WideResNet(depth, ...)`, `args.heads`, which the weights cannot say), under hyper_parameters,
+    never one that fetches, seeds or logs, nor an unset (None) one."""
     saved, objects = meta.get(HYPER_PARAMETERS) or {}, meta.get(SETTINGS) or {}
     if not (saved or objects) or ":" not in arch or arch.startswith("transformers:"):
         return
+    from .args_from_weights import UNTRIED
     params = _parameters(arch) or {}
     counted = {name for names in ARG_ALIASES.values() for name in names}
     given = spec.get("model_args") or {}
     takes = {k: v for k, v in saved.items() if k in params and k not in counted}
-    found = "checkpoint hyper_parameters"
     settings = {k: v for k, v in objects.items() if k in params and k not in given}
     unnamed = [p for p in params.values() if p.default is p.empty and p.name not in given and p.name not in settings
                and p.name in SETTINGS_NAMES]
     if not settings and len(objects) == 1 and len(unnamed) == 1:
         settings = {unnamed[0].name: next(iter(objects.values()))}
-    if settings:
-        takes.update(settings)
-        found = " and ".join(["checkpoint hyper_parameters"] * bool(saved.keys() & takes.keys()) +
-                             [f"the checkpoint's {', '.join(objects)}"])
+    if not settings:
+        for fields in objects.values():
+            for k, v in fields.items():
+                if k in params and k not in counted and k not in takes and v is not None and not UNTRIED.search(k):
+                    settings.setdefault(k, v)
+    said = (["checkpoint hyper_parameters"] if takes else []) + \
+        ([f"the checkpoint's {', '.join(objects)}"] if settings else [])
+    takes = {**settings, **takes}
     if takes:
         spec["model_args"] = {**takes, **given}
-        source["model_args"] = found + (f" and {source['model_args']}" if given else "")
+        source["model_args"] = " and ".join(said) + (f" and {source['model_args']}" if given else "")
 
 
 SETTINGS_NAMES = ("args", "opt", "opts", "cfg", "config", "hparams", "hyperparameters", "settings", "params")
