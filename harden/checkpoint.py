@@ -399,6 +399,17 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     kw = dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size, mean=mean, std=std,
               interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, key=key, model_args=model_args,
               logits_key=logits_key, channel_order=channel_order, device=device)
+    from .models.arch_in_file import callable_for_weights, is_file_alone
+    if is_file_alone(arch):  # `--arch resnet.py`: the network it defines that the weights fit (models/arch_in_file.py)
+        arch, found_args, said = callable_for_weights(path, kw)
+        model_args = {**found_args, **(model_args or {})}
+        kw.update(arch=arch, model_args=model_args)
+        with held_warnings() as held:
+            model = load(path, **kw)
+        warn(f"{str(path)!r} with --arch {str(kw['arch']).rpartition(':')[0]}: {said}.")
+        for msg in held:
+            warn(msg)
+        return model
     failed: HardenError | None = None
     with held_warnings() as held:  # said once: after this load, or after the one with the arguments found
         try:
@@ -735,9 +746,16 @@ def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
             v = size_argument(str(arch), params[name], size, int(known["in_chans"] or 3))
         offered[name] = v
 
+    total = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+
     def unmatched(net: torch.nn.Module) -> tuple[int, int, int, bool]:
         lazy = shape_lazy_layers(net, state, every=True)  # a lazy layer has no shape until sized (no forward here)
         own, fitted, _, missing, unexpected, shapes = _fitted(net, state)
+        kept = sum(t.numel() for t in fitted.values() if isinstance(t, torch.Tensor))
+        # a build that takes a small part of the file under a prefix (one of a DenseNet's blocks, its `dense1.0.`),
+        # the rest set aside as outside the model, is not the file's network: a wrapper's extra copies (an
+        # attacker's, a normaliser's) are at most about as large as the network they sit beside
+        aside = len(state) - len(fitted) if total - kept > 2 * kept else 0
         # rows that differ in one layer are a head built for another count only where the builds are given none (a
         # ViT's position embedding differs in its rows alone at another image size)
         head = count_name not in offered and count_name not in given["model_args"] and \
@@ -745,7 +763,7 @@ def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
         if lazy and head:  # a lazy layer takes the file's inputs whatever came before: only the last layer is a head
             last = list(own)[-1].rpartition(".")[0]
             head = all(s.split(": ", 1)[0].rpartition(".")[0] == last for s in shapes)
-        return len(missing) + len(unexpected), len(shapes), len(missing), head
+        return len(missing) + len(unexpected) + aside, len(shapes), len(missing), head
     sizes = {int(d) for t in state.values() if isinstance(t, torch.Tensor) for d in t.shape}
     return fn, offered, given["model_args"], unmatched, sizes
 

@@ -941,3 +941,81 @@ def test_a_script_s_saved_settings_give_the_constructor_its_arguments(tmp_path, 
         assert torch.allclose(model(x), wrn(x), atol=1e-6)
     with pytest.raises(HardenError, match="do not fit"):  # a flag wins over the file's settings
         harden.load(tmp_path / "wrn.pth", arch="nets.py:RequiredWRN", model_args={"depth": 22})
+
+
+ONE_FILE = '''
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.bn, self.conv = nn.BatchNorm2d(i), nn.Conv2d(i, o, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv(torch.relu(self.bn(x)))
+
+
+class WRN(nn.Module):
+    def __init__(self, depth, num_classes, widen_factor=1):
+        super().__init__()
+        n, w = (depth - 4) // 6, 4 * widen_factor
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.blocks = nn.Sequential(*[Block(4 if i == 0 else w, w) for i in range(n)])
+        self.fc = nn.Linear(w, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(self.blocks(self.conv1(x)), 1).flatten(1))
+
+
+def wrn16_2():
+    return WRN(16, 10, 2)
+
+
+def wrn22_2():
+    """WRN-22-2."""
+    net = WRN(22, 10, 2)
+    return net
+
+
+def test():
+    open("called", "w").write("test() ran")
+    return wrn16_2()
+'''
+
+
+def test_a_file_given_alone_is_searched_for_the_network_the_weights_fit(tmp_path, monkeypatch):
+    """`--arch models/wrn.py` with no callable after it stopped at "Unknown architecture": the file's networks and
+    factories are built on the meta device and the one whose network the weights hold is taken and said (a factory
+    as it is, else a class with the arguments the weights say); a block that fits one part of the file under a prefix
+    is not the network; a function that does more than build (its `test()`) never runs; weights no callable fits are
+    an error listing what the file defines."""
+    (tmp_path / "wrn.py").write_text(ONE_FILE)
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    from harden.runtime import held_warnings
+    torch.manual_seed(0)
+    net = _import_callable("wrn.py:wrn22_2")().eval()
+    torch.save(net.state_dict(), tmp_path / "a.pth")
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "a.pth", arch="wrn.py")
+    assert model.spec.arch == "wrn.py:wrn22_2" and any("wrn22_2, of the 4 networks and factories it defines" in
+                                                       " ".join(w.split()) for w in said), said
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+    net = _import_callable("wrn.py:WRN")(28, 7, widen_factor=3).eval()
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "b.pth")
+    model = harden.load(tmp_path / "b.pth", arch="wrn.py")
+    assert model.spec.arch == "wrn.py:WRN" and model.spec.model_args == {"depth": 28, "widen_factor": 3}
+    assert model.spec.num_classes == 7
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+    harden.save(model, tmp_path / "b.safetensors")
+    assert harden.load(tmp_path / "b.safetensors").spec.arch == f"{tmp_path / 'wrn.py'}:WRN"  # the callable found
+    torch.save(nn.Sequential(nn.Conv2d(3, 5, 3)).state_dict(), tmp_path / "c.pth")
+    with pytest.raises(HardenError, match=r"none of the networks and factories it defines \(Block, WRN, wrn16_2, "
+                                          r"wrn22_2\) builds a network the weights fit"):
+        harden.load(tmp_path / "c.pth", arch="wrn.py")
+    assert not (tmp_path / "called").exists()
