@@ -482,6 +482,17 @@ def test_a_factory_named_in_the_wrong_module_or_misspelt_is_pointed_to():
         harden.create_model("torchvision.models:resnet1", 10, 3, (32, 32))
 
 
+BLOCK = '''
+class Block(nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.bn, self.conv = nn.BatchNorm2d(i), nn.Conv2d(i, o, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv(torch.relu(self.bn(x)))
+'''
+
+
 NAMED_CONFIGS = '''
 from typing import Literal
 
@@ -518,14 +529,7 @@ class VGG(nn.Module):  # pytorch-cifar's shape: the configuration by name, no cl
         return nn.Sequential(*layers)
 
 
-class Block(nn.Module):
-    def __init__(self, i, o):
-        super().__init__()
-        self.bn, self.conv = nn.BatchNorm2d(i), nn.Conv2d(i, o, 3, padding=1, bias=False)
-
-    def forward(self, x):
-        return self.conv(torch.relu(self.bn(x)))
-
+''' + BLOCK + '''
 
 class WideResNet(nn.Module):  # TRADES' and RobustBench's signature: depth and width default to one network
     def __init__(self, depth=34, num_classes=10, widen_factor=10, sub_block1=False, dropRate=0.0, bias_last=True):
@@ -948,14 +952,7 @@ import torch
 from torch import nn
 
 
-class Block(nn.Module):
-    def __init__(self, i, o):
-        super().__init__()
-        self.bn, self.conv = nn.BatchNorm2d(i), nn.Conv2d(i, o, 3, padding=1, bias=False)
-
-    def forward(self, x):
-        return self.conv(torch.relu(self.bn(x)))
-
+''' + BLOCK + '''
 
 class WRN(nn.Module):
     def __init__(self, depth, num_classes, widen_factor=1):
