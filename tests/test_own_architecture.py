@@ -1015,4 +1015,8 @@ def test_a_file_given_alone_is_searched_for_the_network_the_weights_fit(tmp_path
     with pytest.raises(HardenError, match=r"none of the networks and factories it defines \(Block, WRN, wrn16_2, "
                                           r"wrn22_2\) builds a network the weights fit"):
         harden.load(tmp_path / "c.pth", arch="wrn.py")
+    # with no weights to find it by (`harden train --arch wrn.py`), the error lists what the file defines
+    with pytest.raises(HardenError, match=r"names a file, not what in it builds the network: give --arch wrn.py:NAME; "
+                                          r"it defines Block, WRN, wrn16_2, wrn22_2\."):
+        harden.create_model("wrn.py", 10)
     assert not (tmp_path / "called").exists()

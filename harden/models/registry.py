@@ -144,6 +144,13 @@ def _build_net(spec: ModelSpec) -> nn.Module:
             raise HardenError(f"{arch!r} returned {type(net).__name__}, not a torch.nn.Module.")
         return unwrapped(net, say=False)  # a factory that compiles or wraps what it builds (built for each probe)
     import timm
+    from .arch_in_file import is_file_alone
+    if is_file_alone(arch):  # `harden train --arch resnet.py`: no weights to find its network by (load does that)
+        from .arch_in_file import candidates
+        names = list(candidates(_import_file(f"{arch}:", arch)))
+        raise HardenError(f"--arch {arch} names a file, not what in it builds the network: give --arch "
+                          f"{arch}:NAME" + (f"; it defines {', '.join(names[:12])}." if names else
+                                            "; it defines no network class or factory function."))
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:5]
         hint = f" Close timm names: {', '.join(close)}." if close else ""
