@@ -976,6 +976,13 @@ def wrn22_2():
     return net
 
 
+def wrn28_2(pretrained=False):  # FB's factories' shape: a branch that fetches weights when asked
+    net = WRN(28, 10, 2)
+    if pretrained:
+        open("called", "w").write("fetched")
+    return net
+
+
 def test():
     open("called", "w").write("test() ran")
     return wrn16_2()
@@ -997,7 +1004,7 @@ def test_a_file_given_alone_is_searched_for_the_network_the_weights_fit(tmp_path
     torch.save(net.state_dict(), tmp_path / "a.pth")
     with held_warnings() as said:
         model = harden.load(tmp_path / "a.pth", arch="wrn.py")
-    assert model.spec.arch == "wrn.py:wrn22_2" and any("wrn22_2, of the 4 networks and factories it defines" in
+    assert model.spec.arch == "wrn.py:wrn22_2" and any("wrn22_2, of the 5 networks and factories it defines" in
                                                        " ".join(w.split()) for w in said), said
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
@@ -1013,10 +1020,16 @@ def test_a_file_given_alone_is_searched_for_the_network_the_weights_fit(tmp_path
     assert harden.load(tmp_path / "b.safetensors").spec.arch == f"{tmp_path / 'wrn.py'}:WRN"  # the callable found
     torch.save(nn.Sequential(nn.Conv2d(3, 5, 3)).state_dict(), tmp_path / "c.pth")
     with pytest.raises(HardenError, match=r"none of the networks and factories it defines \(Block, WRN, wrn16_2, "
-                                          r"wrn22_2\) builds a network the weights fit"):
+                                          r"wrn22_2, wrn28_2\) builds a network the weights fit"):
         harden.load(tmp_path / "c.pth", arch="wrn.py")
+    # a factory with a branch on a flag that is off unless given is built as it is (the branch never runs), and
+    # named where its sibling was given (`convnext_tiny` for a `convnext_small` checkpoint, as FB's file has them)
+    torch.save(_import_callable("wrn.py:wrn28_2")().state_dict(), tmp_path / "d.pth")
+    assert harden.load(tmp_path / "d.pth", arch="wrn.py").spec.arch == "wrn.py:wrn28_2"
+    with pytest.raises(HardenError, match=r"The weights fit wrn28_2, which wrn.py defines beside it"):
+        harden.load(tmp_path / "d.pth", arch="wrn.py:wrn16_2")
     # with no weights to find it by (`harden train --arch wrn.py`), the error lists what the file defines
     with pytest.raises(HardenError, match=r"names a file, not what in it builds the network: give --arch wrn.py:NAME; "
-                                          r"it defines Block, WRN, wrn16_2, wrn22_2\."):
+                                          r"it defines Block, WRN, wrn16_2, wrn22_2, wrn28_2\."):
         harden.create_model("wrn.py", 10)
     assert not (tmp_path / "called").exists()

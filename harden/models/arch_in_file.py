@@ -44,7 +44,7 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
     from .args_from_weights import _fits, _scored
     from .registry import _import_file
     file = str(kw["arch"])
-    module = _import_file(f"{file}:", file)
+    module = _import_file(file, file)
     found = candidates(module)
     if not found:
         raise HardenError(f"--arch {file}: the file defines no network class (an nn.Module subclass) or factory "

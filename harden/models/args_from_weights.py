@@ -424,20 +424,29 @@ def _refuse_traded(fn, model_args, defaults, score, said) -> None:
 def _factory(obj) -> bool:
     """Whether a function reads as a network's factory, and so may be called to build on the meta device: a few
     assignments and a return, no loop (pytorch-cifar's `def ResNet34(): return ResNet(BasicBlock, [3, 4, 6, 3])`;
-    its `def test(): net = ResNet18(); y = net(...); print(y.size())` ends in a print, a training `main()` loops)."""
+    its `def test(): net = ResNet18(); y = net(...); print(y.size())` ends in a print, a training `main()` loops),
+    beside branches on a flag that is off unless given (FB's ConvNeXt's `if pretrained:` fetching its weights)."""
     import ast
     import textwrap
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return False
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.FunctionDef) else None
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        body = body[1:]  # its docstring
+    fn = tree.body[0] if tree.body and isinstance(tree.body[0], ast.FunctionDef) else None
+    if fn is None:
+        return False
+    a = fn.args
+    defaults = list(zip(a.args[len(a.args) - len(a.defaults):], a.defaults, strict=True)) + \
+        [(arg, d) for arg, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None]
+    off = {arg.arg for arg, d in defaults if isinstance(d, ast.Constant) and not d.value}
+    body = fn.body[1:] if fn.body and isinstance(fn.body[0], ast.Expr) and \
+        isinstance(fn.body[0].value, ast.Constant) else fn.body  # its docstring
+    runs = [node for node in body if not (isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+                                          and node.test.id in off and not node.orelse)]
     # assignments, then the return: a statement that is a bare call (a print, a write) does something else
-    return bool(body) and len(body) <= 3 and isinstance(body[-1], ast.Return) and \
-        all(isinstance(node, (ast.Assign, ast.AnnAssign)) for node in body[:-1]) and \
-        not any(isinstance(node, (ast.For, ast.While, ast.With)) for node in ast.walk(tree.body[0]))
+    return bool(runs) and len(runs) <= 3 and isinstance(runs[-1], ast.Return) and \
+        all(isinstance(node, (ast.Assign, ast.AnnAssign)) for node in runs[:-1]) and \
+        not any(isinstance(node, (ast.For, ast.While, ast.With)) for run in runs for node in ast.walk(run))
 
 
 def fitting_siblings(fn, model_args: dict[str, Any], score: Callable[[Any], Score]) -> list[str]:
@@ -448,7 +457,8 @@ def fitting_siblings(fn, model_args: dict[str, Any], score: Callable[[Any], Scor
     another."""
     import torch
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
-    stem = re.sub(r"[\d_\-]+$", "", getattr(fn, "__name__", "")).lower()
+    # the name's leading letters: ResNet18 -> resnet, convnext_tiny -> convnext (FB's convnext_small beside it)
+    stem = re.match(r"[A-Za-z]*", getattr(fn, "__name__", "")).group().lower()
     if module is None or len(stem) < 3:
         return []
     out, start = [], time.perf_counter()

@@ -147,7 +147,7 @@ def _build_net(spec: ModelSpec) -> nn.Module:
     from .arch_in_file import is_file_alone
     if is_file_alone(arch):  # `harden train --arch resnet.py`: no weights to find its network by (load does that)
         from .arch_in_file import candidates
-        names = list(candidates(_import_file(f"{arch}:", arch)))
+        names = list(candidates(_import_file(arch, arch)))
         raise HardenError(f"--arch {arch} names a file, not what in it builds the network: give --arch "
                           f"{arch}:NAME" + (f"; it defines {', '.join(names[:12])}." if names else
                                             "; it defines no network class or factory function."))
