@@ -25,6 +25,12 @@ app = typer.Typer(name="harden", add_completion=False, rich_markup_mode="rich", 
 out = Console(width=None if sys.stdout.isatty() else 130)
 
 
+def said(text: str) -> None:
+    """A line that names the user's files (`wrote out[v2].safetensors`), printed as it is: rich would read `[v2]` as
+    markup and drop it."""
+    out.print(text, markup=False, highlight=False)
+
+
 def _print_version(value: bool) -> None:
     if value:
         import platform
@@ -181,7 +187,7 @@ def train(
     state.finish()
     done = model.spec.extra["train"]
     tested = done.get("test")
-    out.print(f"wrote {output} ({arch}, {ds.source}, {done['images']} training images, {done['seconds']:.1f} s)"
+    said(f"wrote {output} ({arch}, {ds.source}, {done['images']} training images, {done['seconds']:.1f} s)"
               + (f"; clean accuracy {tested['accuracy']:.1%} on "
                  + (f"its {tested['of']:,}" if tested["n"] == tested["of"] else f"{tested['n']:,} of its {tested['of']:,}")
                  + " test images "
@@ -454,9 +460,9 @@ def _all_ranks_done() -> bool:
 
 def _say_written(html_path, plots) -> None:
     if html_path:
-        out.print(f"wrote {html_path}")
+        said(f"wrote {html_path}")
     if plots:
-        out.print(f"wrote the figures into {plots}/")
+        said(f"wrote the figures into {plots}/")
 
 
 @app.command()
@@ -568,13 +574,13 @@ def fix(
         return
     save(result.model, output, force=force, inputs=[checkpoint])
     state.finish()
-    out.print(f"wrote {output} (recipe {name} on {training_data_label(result.model.spec.extra)}, "
+    said(f"wrote {output} (recipe {name} on {training_data_label(result.model.spec.extra)}, "
               f"{result.train_seconds:.1f} s of training{_epoch_note(result)})")
     if result.model.spec.extra.get("stopped"):
         out.print(f"[yellow]training stopped early:[/] {result.model.spec.extra['stopped']}")
     if patch_out:
         save_patch(result.model, patch_out, patch_meta(result.model), force=force, inputs=[checkpoint, output])
-        out.print(f"wrote {patch_out} (recipe modules alone, bound to base sha256 {result.base_sha256[:16]}...)")
+        said(f"wrote {patch_out} (recipe modules alone, bound to base sha256 {result.base_sha256[:16]}...)")
     for r in result.reports.values():
         r.confidence = confidence
     if result.reports:
@@ -598,7 +604,7 @@ def apply(
     check_checkpoint_path(output)
     model = apply_patch(base, patch, model_flags=model_flags.load_kwargs())
     save(model, output, force=force, inputs=[base, patch])
-    out.print(f"wrote {output} ({model.spec.extra.get('recipe')} patch applied to {base.name})")
+    said(f"wrote {output} ({model.spec.extra.get('recipe')} patch applied to {base.name})")
 
 
 @app.command("import")
@@ -619,7 +625,7 @@ def import_cmd(
                                                            data=data, force=force),
                             model_flags, data, DataFlags(), checkpoint.name)
     s = model.spec
-    out.print(f"wrote {output} ({s.arch}, {s.num_classes} classes, {s.in_chans}x{s.input_size[0]}x{s.input_size[1]}, "
+    said(f"wrote {output} ({s.arch}, {s.num_classes} classes, {s.in_chans}x{s.input_size[0]}x{s.input_size[1]}, "
               f"{sum(p.numel() for p in model.parameters()):,} parameters, data {s.data or '-'})")
 
 
@@ -677,18 +683,18 @@ def export(
     if folder:
         from .export_folder import export_folder
         check, runtime = export_folder(model, output, x, images, force)
-        out.print(f"wrote {output}/ (the {runtime} layout)" if check.ok else f"{output}/ not written:")
+        said(f"wrote {output}/ (the {runtime} layout)" if check.ok else f"{output}/ not written:")
     elif suffix in STATE_DICT_SUFFIXES:
         from .export_weights import export_state_dict
         check, runtime = export_state_dict(model, output, x, images), f"a fresh {s.arch} loading it"
-        out.print(f"wrote {output} ({check.written})" if check.ok else f"{output} not written:")
+        said(f"wrote {output} ({check.written})" if check.ok else f"{output} not written:")
     elif suffix == ".pt2":
         from .export_program import export_program
         check, runtime = export_program(model, output, x, images), "torch.export.load"
-        out.print(f"wrote {output} ({check.written})")
+        said(f"wrote {output} ({check.written})")
     else:
         check, runtime = export_onnx(model, output, x, images, opset=opset), "onnxruntime"
-        out.print(f"wrote {output} ({check.written})")
+        said(f"wrote {output} ({check.written})")
     mark = "[green]OK[/]" if check.ok else "[red]MISMATCH[/]"
     out.print(f"  {mark} {runtime} vs harden on {check.n} {check.images}: predictions agree on "
               f"{100 * check.agreement:.1f}%, largest output difference {check.max_abs_diff:.3g} "
@@ -825,10 +831,10 @@ def compare_cmd(
     if markdown_path:
         write(markdown_path, to_markdown(header, rows, notes))
         if not is_stdout(markdown_path):
-            out.print(f"wrote {markdown_path}")
+            said(f"wrote {markdown_path}")
     if html_path:
         atomic_write_bytes(html_path, to_html(header, rows, notes).encode())
-        out.print(f"wrote {html_path}")
+        said(f"wrote {html_path}")
 
 
 @app.command()
@@ -881,7 +887,7 @@ def demo(
     model = train_model("cnn-small", ds, TrainConfig(epochs=epochs, batch_size=64, lr=0.05, augment="crop",
                                                      seed=seed), device)
     ckpt = save(model, target / "base.safetensors", force=True)
-    out.print(f"wrote {ckpt}")
+    said(f"wrote {ckpt}")
     # 8x8 digits barely move at the seed's 8/255, so the demo trains and measures at eps 0.1.
     sets = ["eps=0.1"]
     out.rule(f"2. harden fix base.safetensors --data-frac {data_frac} " + " ".join(f"--set {s}" for s in sets)
@@ -889,13 +895,13 @@ def demo(
     result = run_fix(ckpt, ds, recipe=DEFAULT_RECIPE, sets=sets, data_frac=data_frac, seed=seed, device=device,
                      report_n=n, base_name="base.safetensors", curve=[0.0, 0.05, 0.1, 0.15])
     fixed = save(result.model, target / f"base.{DEFAULT_RECIPE}.safetensors", force=True)
-    out.print(f"wrote {fixed} ({result.train_seconds:.1f} s of training)")
+    said(f"wrote {fixed} ({result.train_seconds:.1f} s of training)")
     out.rule("3. before / after")
     render_before_after(result.reports, out)
     write_outputs(list(result.reports.values()), target / "report.json", target / "report.md", None,
                   target / "report.html", training=result.training())
-    out.print(f"checkpoints and reports in {target}")
-    out.print(f"open {target / 'report.html'} in a browser for the curves and adversarial examples")
+    said(f"checkpoints and reports in {target}")
+    said(f"open {target / 'report.html'} in a browser for the curves and adversarial examples")
 
 
 def _is_usage_error(e: Exception) -> bool:

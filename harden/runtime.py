@@ -12,6 +12,7 @@ from .batching import run_batched  # noqa: F401  (re-exported: the report and be
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .errors import HardenError
@@ -137,7 +138,7 @@ def warn(msg: str) -> None:
     if _held is not None:
         _held.append(msg)
     elif distributed.is_main():
-        console.print(f"[yellow]warning:[/] {msg}")
+        console.print(f"[yellow]warning:[/] {escape(msg)}")  # plain text: a path's `[v2]` is not markup
 
 
 def python_warnings_once() -> None:
@@ -176,7 +177,7 @@ def held_warnings() -> Iterator[list[str]]:
 
 def info(msg: str) -> None:
     if not is_quiet():
-        console.print(msg)
+        console.print(msg, markup=False)  # plain text, as warn's
 
 
 @contextmanager

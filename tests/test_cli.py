@@ -626,3 +626,28 @@ def test_a_network_s_own_python_warning_is_said_once(cli, tmp_path):
     said = " ".join(err.split())
     assert said.count("this network warns at every call") == 1, err
     assert f"UserWarning from {tmp_path / 'net.py'}:" in said, err
+
+
+def test_names_with_brackets_are_printed_as_they_are(cli, digits_ckpt, tmp_path, capsys):
+    """rich reads `[v2]` as markup: a model file `model[v2].safetensors` was titled `model.safetensors`, `wrote
+    r[1].pth` said `wrote r.pth`, and a warning holding `[/x]` (a Python warning's text, a folder's name) stopped
+    the run with rich's MarkupError. Names are printed as they are."""
+    import shutil
+
+    from harden.runtime import info, warn
+    model = tmp_path / "model[v2].safetensors"
+    shutil.copy(digits_ckpt, model)
+    code, out, err = cli("eval", model, "--data", "digits", "--n", "12", "--attack", "fgsm", "--no-masking-checks")
+    assert code == 0, err
+    assert "model[v2].safetensors - threat model" in " ".join(out.split()), out
+    code, out, err = cli("export", model, "-o", tmp_path / "r[1].pth")
+    assert code == 0 and f"wrote {tmp_path / 'r[1].pth'} (" in " ".join(out.split()), out + err
+    warn("a folder photos[2024]/ and a closing [/x] tag")
+    from harden.runtime import set_quiet
+    set_quiet(False)
+    try:
+        info("kept [bold]as written[/bold]")
+    finally:
+        set_quiet(True)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "a folder photos[2024]/ and a closing [/x] tag" in err and "kept [bold]as written[/bold]" in err, err

@@ -62,10 +62,11 @@ def baseline_lines(report) -> list[str]:
 
 def render_terminal(report: Report, console: Console) -> None:
     fails = _failing_metrics(report)
-    title = (f"{report.model} - threat model: [bold]{report.threat_model}[/] - {report.n} images of "
-             f"{report.data} - device {run_where(report)}")
+    # the user's names (a file `model[v2].pt`, a folder `photos[2024]/`) are text, not markup
+    title = (f"{escape(report.model)} - threat model: [bold]{escape(report.threat_model)}[/] - {report.n} images of "
+             f"{escape(str(report.data))} - device {escape(run_where(report))}")
     note = "\n".join([data_note(report)] + list(report.notes)).strip()
-    t = Table(title=title + (f"\n[dim]{note}[/]" if note else ""), title_justify="left")
+    t = Table(title=title + (f"\n[dim]{escape(note)}[/]" if note else ""), title_justify="left")
     ci = report.intervals()
     for col in ("attack", "budget", "robust acc %", f"{report.confidence:.0%} CI", "success %", "median norm", "s",
                 "img/s", "grad passes"):
@@ -98,7 +99,7 @@ def render_terminal(report: Report, console: Console) -> None:
     console.print(t)
     console.print(f"  [dim]intervals: Wilson score, {report.confidence:.0%} confidence, {report.n} images[/]")
     for a in report.attacks:
-        console.print(f"  [dim]{a.preset}[/]")
+        console.print(f"  [dim]{escape(a.preset)}[/]")
     if report.worst_case is not None:
         console.print(f"  [dim]{WORST_CASE_NOTE}; grad passes: image-level forward+backward passes that ran[/]")
     if report.metrics:
@@ -114,7 +115,7 @@ def render_terminal(report: Report, console: Console) -> None:
     for g in report.gate:
         mark = "[green]PASS[/]" if g["passed"] else "[red]FAIL[/]"
         actual = "missing" if g["actual"] is None else f"{g['actual']:.4g}"
-        console.print(f"  {mark} {g['text']} (actual {actual}{settle_note(g)})")
+        console.print(f"  {mark} {escape(g['text'])} (actual {actual}{escape(settle_note(g))})")
 
 
 def render_masking(report: Report, console: Console) -> None:
@@ -123,12 +124,13 @@ def render_masking(report: Report, console: Console) -> None:
             continue
         kind = f.get("kind", "masking")
         if kind == "masking":
-            console.print(f"  [bold yellow]warning: possible gradient masking ({report.model}):[/] {f['check']} - "
-                          f"{f['detail']}. White-box numbers may overstate robustness.")
+            console.print(f"  [bold yellow]warning: possible gradient masking ({escape(report.model)}):[/] "
+                          f"{escape(f['check'])} - {escape(f['detail'])}. White-box numbers may overstate robustness.")
         elif kind == "check":
-            console.print(f"  [bold yellow]warning ({report.model}):[/] {f['check']} - {f['detail']}.")
+            console.print(f"  [bold yellow]warning ({escape(report.model)}):[/] {escape(f['check'])} - "
+                          f"{escape(f['detail'])}.")
         else:
-            console.print(f"  note ({report.model}): {f['detail']}.")
+            console.print(f"  note ({escape(report.model)}): {escape(f['detail'])}.")
     warnings = [f for f in report.masking if f["tripped"] and f.get("kind", "masking") != "note"]
     if report.masking and not warnings:
         console.print(f"  gradient-masking and evaluation checks ({len(report.masking)}): none tripped")
@@ -268,13 +270,14 @@ def render_before_after(reports: dict[str, Report], console: Console) -> None:
         v = r.accuracies().get(key)
         lo, hi = cis[id(r)].get(key, (None, None))
         return _pct(v) if lo is None else f"{_pct(v)} ({100 * lo:.1f}-{100 * hi:.1f})"
-    t = Table(title=f"before / after - {base.n} test images of {base.data} - robust accuracy % ({base.confidence:.0%} "
+    t = Table(title=f"before / after - {base.n} test images of {escape(str(base.data))} - robust accuracy % "
+              f"({base.confidence:.0%} "
               "Wilson interval)", title_justify="left")
     t.add_column("attack")
     t.add_column("budget", justify="right")
     t.add_column("base\n(white-box)", justify="right")
     t.add_column("hardened\n(white-box)", justify="right")
-    t.add_column(f"hardened\n({tr.threat_model})", justify="right")
+    t.add_column(f"hardened\n({escape(tr.threat_model)})", justify="right")
     t.add_column("hardened, on images\nthe base gets right\n(transfer)", justify="right")
     t.add_row("clean", "-", cell(base, "clean"), cell(wb, "clean"), cell(tr, "clean"), _pct(tr.clean_on_source_correct))
     for a, b, c in zip(base.attacks, wb.attacks, tr.attacks, strict=True):
@@ -292,9 +295,9 @@ def render_before_after(reports: dict[str, Report], console: Console) -> None:
     for i, line in enumerate(lines):
         console.print(f"  [yellow]warning: {escape(line)}[/]" if worse and i else f"  {escape(line)}")
     for a in base.attacks:
-        console.print(f"  [dim]{a.preset}[/]")
+        console.print(f"  [dim]{escape(a.preset)}[/]")
     if data_note(base):
-        console.print(f"  [dim]data: {data_note(base)}[/]")
+        console.print(f"  [dim]data: {escape(data_note(base))}[/]")
     for label, r in (("base", base), ("hardened", wb)):
         if r.metrics:
             console.print(f"  {label}: " + "  ".join(f"{k} {v:.4g}" for k, v in r.metrics.items()) + " (white-box)")
