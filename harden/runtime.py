@@ -119,7 +119,7 @@ def progress(description: str, total: int) -> Iterator[Callable[..., None]]:
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
                     TimeRemainingColumn(), console=console, transient=False)
     with prog:
-        task = prog.add_task(description, total=total, info="")
+        task = prog.add_task(escape(description), total=total, info="")  # a dataset's name is text, not markup
 
         def advance(n: int = 1, info: str | None = None) -> None:
             if info is not None:
