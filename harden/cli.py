@@ -211,14 +211,14 @@ def inspect(
     model = _load_model(checkpoint, model_flags, "cpu")
     shown = {"label_names", "test_input_size", "test_crop_pct", "channel_order"}  # rows of their own below
     meta = {k: v for k, v in model.spec.extra.items() if k not in shown}  # the file's other metadata, as loaded
-    t = Table(title=str(checkpoint), show_header=False, title_justify="left")
+    t = Table(title=escape(str(checkpoint)), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
     s = model.spec
     src = getattr(model, "config_sources", {})
 
-    def said(key: str, value) -> str:  # each value with where it came from
-        return f"{value}  [dim]({src[key]})[/]" if key in src else str(value)
+    def said(key: str, value) -> str:  # each value with where it came from (text, not markup: a path's `[v2]`)
+        return f"{escape(str(value))}  [dim]({escape(src[key])})[/]" if key in src else escape(str(value))
     from .data import Preprocess
     rows = [("arch", said("arch", s.arch)), ("num_classes", said("num_classes", s.num_classes)),
             ("in_chans", said("in_chans", s.in_chans)),
@@ -227,10 +227,10 @@ def inspect(
             ("crop_mode", said("crop_mode", s.crop_mode)), ("mean", said("mean", s.mean)), ("std", said("std", s.std)),
             ("channel order", said("channel_order", s.extra.get("channel_order", "rgb"))),
             ("evaluation transform", Preprocess.of(s).describe() + " (image files)"),
-            ("data", s.data or "-"), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
+            ("data", escape(s.data or "-")), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
             ("taps", _taps(model)),
             ("head", _head(model)),
-            ("loaded", "; ".join(getattr(model, "load_notes", [])) or "keys as saved"),
+            ("loaded", escape("; ".join(getattr(model, "load_notes", [])) or "keys as saved")),
             ("output kind", detect_output_kind(model, torch.rand(2, s.in_chans, *s.input_size))
              + scores_entry(model)),
             ("sha256", sha256_file(checkpoint)),
@@ -259,8 +259,8 @@ def inspect(
         rows.append(("batchnorm", inspect_note(model)))
     if s.extra.get("label_names"):
         names = [str(n) for n in s.extra["label_names"]]
-        rows.append(("label names", said("label_names", escape(", ".join(names[:8]) + (
-            f" ... ({len(names)} in all)" if len(names) > 8 else "")))))
+        rows.append(("label names", said("label_names", ", ".join(names[:8]) + (
+            f" ... ({len(names)} in all)" if len(names) > 8 else ""))))
     if s.extra.get("test_input_size"):  # timm's larger evaluation size: --test-size
         rows.append(("test size", said("test_input_size", "x".join(map(str, s.extra["test_input_size"])))
                      + f", crop {s.extra.get('test_crop_pct', s.crop_pct)} (--test-size)"))
@@ -775,7 +775,7 @@ def data_cmd(
         kw = data_flags.target_kwargs()
         kw.pop("test_size", None)
         target = DataTarget(**kw)
-    t = Table(title=f"{data}" + (f" for {model}" if model else ""), show_header=False, title_justify="left")
+    t = Table(title=escape(f"{data}" + (f" for {model}" if model else "")), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
     dataset = load_data(data, target)

@@ -642,6 +642,8 @@ def test_names_with_brackets_are_printed_as_they_are(cli, digits_ckpt, tmp_path,
     assert "model[v2].safetensors - threat model" in " ".join(out.split()), out
     code, out, err = cli("export", model, "-o", tmp_path / "r[1].pth")
     assert code == 0 and f"wrote {tmp_path / 'r[1].pth'} (" in " ".join(out.split()), out + err
+    code, out, err = cli("inspect", model)
+    assert code == 0 and str(model) in out.replace("\n", ""), out
     warn("a folder photos[2024]/ and a closing [/x] tag")
     from harden.runtime import set_quiet
     set_quiet(False)
