@@ -102,7 +102,8 @@ def test_github_summary_and_error_annotations(cli, digits_ckpt, tmp_path, monkey
     # GitHub decodes %25 back to %; the point value, the interval and the bar are all on the line
     assert len(lines) == 1 and "fgsm.lower = " in lines[0] and "(fgsm 0." in lines[0] and "95%25 CI [" in lines[0]
     assert "on 40 images" in lines[0]
-    assert lines[0].startswith("::error title=harden gate: fgsm.lower>=0.9::")
+    # a property's value escapes the command's delimiters (GitHub shows `harden gate: fgsm.lower>=0.9`)
+    assert lines[0].startswith("::error title=harden gate%3A fgsm.lower>=0.9::")
     code, out, err = cli("eval", digits_ckpt, "--n", "40", "--attack", "fgsm", "--eps", "0.1", "--no-metrics",
                          "--no-masking-checks", "-q", "--confidence", "0.8", "--json", tmp_path / "r.json")
     v = json.loads((tmp_path / "r.json").read_text())["values"]

@@ -14,6 +14,12 @@ def _escape(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def _escape_property(text: str) -> str:
+    """A property's value (`title=`) escapes the command's own delimiters too (`:` and `,`): a requirement
+    `pgd>=0.5,clean>=0.9` from a gate file would otherwise end the title at its comma."""
+    return _escape(text).replace(":", "%3A").replace(",", "%2C")
+
+
 def error_lines(reports: Sequence) -> list[str]:
     """One `::error title=...::message` line per failing requirement: metric, value, interval and bar."""
     lines = []
@@ -36,7 +42,7 @@ def error_lines(reports: Sequence) -> list[str]:
                            f"[{change['lower']:+.4g}, {change['upper']:+.4g}], {change['test']}, p={change['p']:.3g})")
             msg = f"{r.model} ({r.threat_model}): {metric} = {value}{ci_text}; requirement {g['text']} fails" \
                 + settle_note(g)
-            lines.append(f"::error title=harden gate: {_escape(g['text'])}::{_escape(msg)}")
+            lines.append(f"::error title={_escape_property('harden gate: ' + g['text'])}::{_escape(msg)}")
     return lines
 
 
