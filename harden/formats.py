@@ -147,9 +147,7 @@ def container_meta(obj: Any) -> dict[str, Any]:
         return found
     found.update(hyper_parameters(obj))
     found.update(settings_objects(obj))
-    args = obj.get("args")
-    args = (args.fields if isinstance(args, Inert) else vars(args) if hasattr(args, "__dict__") else
-            args if isinstance(args, dict) else {})
+    args = settings_fields(obj.get("args")) or {}
     arch = obj.get("arch")
     import timm
     if isinstance(arch, str) and timm.is_model(arch) and args.get("model") == arch:  # timm's train.py
@@ -182,14 +180,10 @@ def settings_objects(obj: dict[str, Any]) -> dict[str, Any]:
     """A training script's settings object saved beside the weights (argparse's Namespace, an EasyDict or a dict under
     `args`, `opt`, `cfg`, ...), its plain values, for a constructor that takes that object (`Net(args)`, reading
     `args.depth`): config.resolve passes it where the constructor names it."""
-    from .inert_pickle import Inert
     from .models.config import SETTINGS
     found = {}
     for key in SETTINGS_KEYS:
-        value = obj.get(key)
-        fields = as_fields(value) if isinstance(value, Inert) else vars(value) if hasattr(value, "__dict__") and \
-            not isinstance(value, (torch.Tensor, torch.nn.Module)) else value if isinstance(value, dict) else None
-        plain = {str(k): list(v) if isinstance(v, tuple) else v for k, v in (fields or {}).items()
+        plain = {str(k): list(v) if isinstance(v, tuple) else v for k, v in (settings_fields(obj.get(key)) or {}).items()
                  if isinstance(k, str) and _plain(v)}
         if plain:
             found[key] = plain
@@ -199,11 +193,17 @@ def settings_objects(obj: dict[str, Any]) -> dict[str, Any]:
     return {SETTINGS: found, **_counts_and_size(next(iter(found.values())))}
 
 
-def as_fields(value: Any) -> dict[str, Any] | None:
-    """An inert object's attributes (argparse's Namespace pickles its __dict__) or a dict subclass's items."""
+def settings_fields(value: Any) -> dict[str, Any] | None:
+    """A settings object's fields: an inert object's attributes (argparse's Namespace pickles its __dict__) or a dict
+    subclass's items, a live object's attributes, a dict's items; None for anything else."""
     from .inert_pickle import as_mapping
-    items = as_mapping(value)
-    return items if items is not None else getattr(value, "fields", None)
+    if isinstance(value, Inert):
+        items = as_mapping(value)
+        return items if items is not None else value.fields
+    if isinstance(value, dict):
+        return value
+    return vars(value) if hasattr(value, "__dict__") and not isinstance(value, (torch.Tensor, torch.nn.Module)) \
+        else None
 
 
 def _plain(value: Any) -> bool:
