@@ -715,7 +715,7 @@ def _averaged_vit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
 def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
     """What a search of a `file.py:Class` architecture's arguments builds from: (the callable, the arguments harden
     gives its builds, those the user or the metadata gave, the score of a build against the file's tensors, the sizes
-    of those tensors); None for an architecture no search applies to."""
+    of those tensors, the architecture's name); None for an architecture no search applies to."""
     state, meta = read_checkpoint(Path(local(path, "model")), kw.get("key"))
     arch = kw.get("arch") or meta.get("arch")
     if not arch or ":" not in str(arch) or meta.get("recipe") or str(arch).startswith("transformers:"):
@@ -765,7 +765,7 @@ def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
             head = all(s.split(": ", 1)[0].rpartition(".")[0] == last for s in shapes)
         return len(missing) + len(unexpected) + aside, len(shapes), len(missing), head
     sizes = {int(d) for t in state.values() if isinstance(t, torch.Tensor) for d in t.shape}
-    return fn, offered, given["model_args"], unmatched, sizes
+    return fn, offered, given["model_args"], unmatched, sizes, str(arch)
 
 
 def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
@@ -777,7 +777,7 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
     if inputs is None:
         return None
     from .models.args_from_weights import configuration_from_weights
-    fn, offered, given, unmatched, sizes = inputs
+    fn, offered, given, unmatched, sizes, _ = inputs
     found = configuration_from_weights(fn, {**offered, **given}, unmatched, sizes)
     return None if found is None else ({k: v for k, v in found[0].items() if k not in offered}, found[1])
 
@@ -790,12 +790,11 @@ def _siblings_hint(path: str | os.PathLike, kw: dict[str, Any]) -> str:
     if inputs is None:
         return ""
     from .models.args_from_weights import fitting_siblings
-    fn, offered, given, unmatched, _ = inputs
+    fn, offered, given, unmatched, _, arch = inputs
     names = fitting_siblings(fn, {**offered, **given}, unmatched)
     if not names:
         return ""
-    where = str(kw.get("arch") or read_checkpoint(Path(local(path, "model")), kw.get("key"))[1].get("arch"))
-    where = where.rpartition(":")[0]
+    where = arch.rpartition(":")[0]
     return (f" The weights fit {' and '.join(names[:3])}, which {where} defines beside it: --arch "
             f"{where}:{names[0]}{' (or another of them)' if len(names) > 1 else ''}.")
 

@@ -368,7 +368,7 @@ def _as_flags(fn, model_args, found: dict[str, Any], loose) -> dict[str, Any]:
         value = out.get(name)
         if not isinstance(value, int) or isinstance(value, bool):
             continue
-        zero, one, two = (_layers(fn, {**out, **model_args, name: v}) for v in (0, 1, 2))
+        zero, one, two = (_layers(fn, {**model_args, **out, name: v}) for v in (0, 1, 2))
         if None not in (zero, one, two) and one == two != zero and value in (0, 1, 2) or \
                 value > 2 and one == two == _layers(fn, {**model_args, **out}) != zero:
             out[name] = value != 0
@@ -395,7 +395,6 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
             f"and the value it was built with (its default, or a first value where it has none) may compute "
             f"another function over the same weights (an attention's head count does): "
             f"give {them} too: {flags} {' '.join(f'--model-arg {n}=VALUE' for n in unread)}.")
-
 
 
 def _refuse_traded(fn, model_args, defaults, score, said) -> None:
