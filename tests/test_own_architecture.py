@@ -633,6 +633,17 @@ class Stages(nn.Module):  # pytorch-cifar's `ResNet(block, num_blocks, num_class
         return self.linear(torch.nn.functional.adaptive_avg_pool2d(self.layer1(self.stem(x)), 1).flatten(1))
 
 
+class Normed(nn.Module):  # torchvision's and timm's `norm_layer=nn.BatchNorm2d`: a class passed as an argument
+    def __init__(self, norm_layer, kind: str, act=nn.ReLU, num_classes=10):
+        super().__init__()
+        assert isinstance(kind, str), kind
+        self.conv, self.norm, self.act = nn.Conv2d(3, 4, 3), norm_layer(4), act()
+        self.linear = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.linear(self.act(self.norm(self.conv(x))).mean((2, 3)))
+
+
 def Stages2():
     return Stages(Block, [2])
 
@@ -866,6 +877,40 @@ def test_a_factory_beside_the_one_named_that_fits_the_weights_is_named_in_the_er
             harden.load(tmp_path / "ckpt.pth", arch=f"nets.py:{named}")
     assert not (tmp_path / "called").exists()
     assert harden.load(tmp_path / "ckpt.pth", arch="nets.py:Stages3").spec.num_classes == 10
+
+
+def test_a_class_or_function_given_by_its_name_is_passed_as_its_own_code_passes_it(tmp_path, monkeypatch):
+    """pytorch-cifar's `ResNet(block, num_blocks)` is called `ResNet(BasicBlock, [2, 2, 2, 2])`: `--model-arg
+    block=BasicBlock`, the value its own code passes, reached the constructor as the text 'BasicBlock' ("'str' object
+    is not callable"). Text that names a class or function in the constructor's module, or one importable by its
+    dotted path, is passed as that object (kept as text in the metadata, and resolved again when the written
+    checkpoint is loaded); where the parameter takes text (a `str` annotation or a text default) it stays text."""
+    nets = _nets(tmp_path, monkeypatch)
+    torch.manual_seed(0)
+    net = nets.Stages(nets.Block, [3]).eval()
+    torch.save({"net": net.state_dict()}, tmp_path / "s.pth")
+    model = harden.load(tmp_path / "s.pth", arch="nets.py:Stages", model_args={"block": "Block", "num_blocks": [3]})
+    assert outputs_agree(model, net, chans=3)
+    assert model.spec.model_args == {"block": "Block", "num_blocks": [3]}
+    harden.save(model, tmp_path / "s.safetensors")
+    assert outputs_agree(harden.load(tmp_path / "s.safetensors"), net, chans=3)
+    with pytest.raises(HardenError, match=r"could not be built with \{.*'block': 'Block'\}: .*num_blocks"):
+        harden.load(tmp_path / "s.pth", arch="nets.py:Stages", model_args={"block": "Block"})
+
+    net = nets.Normed(nn.BatchNorm2d, "Block", act=nn.GELU).eval()
+    net.norm.running_mean.uniform_()
+    torch.save(net.state_dict(), tmp_path / "n.pth")
+    for norm in ("nn.BatchNorm2d", "torch.nn.BatchNorm2d", "torch.nn.modules.batchnorm.BatchNorm2d"):
+        model = harden.load(tmp_path / "n.pth", arch="nets.py:Normed",
+                            model_args={"norm_layer": norm, "kind": "Block", "act": "nn.GELU"})
+        assert isinstance(model.net.norm, nn.BatchNorm2d) and isinstance(model.net.act, nn.GELU)
+        assert outputs_agree(model, net, chans=3)
+    from harden.models.registry import as_passed
+    passed = as_passed(nets.Normed, {"norm_layer": "timm.layers.BatchNormAct2d", "kind": "nn", "act": "Nothing"})
+    import timm.layers
+    assert passed == {"norm_layer": timm.layers.BatchNormAct2d, "kind": "nn", "act": "Nothing"}
+    assert as_passed(nets.Normed, {"act": "torch.nn", "norm_layer": "os.path.join"}) == \
+        {"act": "torch.nn", "norm_layer": __import__("os").path.join}  # a module is no class or function
 
 
 def test_settings_given_as_one_object_are_read_by_attribute(tmp_path, monkeypatch):

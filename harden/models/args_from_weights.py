@@ -96,9 +96,10 @@ def configuration_from_weights(fn: Callable[..., Any], model_args: dict[str, Any
 def _built(fn, model_args: dict[str, Any]):
     """The network on the meta device, or None where the constructor refuses the values (an assertion, a KeyError)."""
     from .meta_build import built_for_shapes
+    from .registry import as_passed
     try:
         with built_for_shapes():
-            return fn(**model_args)
+            return fn(**as_passed(fn, model_args))
     except Exception:  # noqa: BLE001 - whatever the user's constructor raises for a value it does not take
         return None
 

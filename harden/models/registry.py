@@ -1,6 +1,7 @@
 """Model registry (timm-style: one factory, models found by name) and the [0,1]-pixel wrapper."""
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from importlib.machinery import SourceFileLoader
@@ -121,22 +122,24 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         if getattr(fn, "__module__", "").startswith("torchvision.models") and \
                 getattr(fn, "__name__", "") in INIT_WEIGHTS_FACTORIES and "init_weights" not in spec.model_args:
             kwargs["init_weights"] = False  # the checkpoint supplies every weight (and torchvision warns otherwise)
-        kwargs.update({k: _with_attributes(v) for k, v in spec.model_args.items()})
+        said = {**kwargs, **spec.model_args}  # the arguments as given (a class named by its text)
+        kwargs.update(as_passed(fn, spec.model_args))
         try:
             net = fn(**kwargs)
         except TypeError as e:
             missing = _required_not_given(fn, kwargs)
             give = (f"give {' '.join(f'--model-arg {name}=VALUE' for name in missing)} (a JSON value or text: the "
-                    f"value its own code passes; a JSON object is read by key or attribute, as a constructor that "
-                    f"takes its settings as one reads them: --model-arg {missing[0]}='{{\"depth\": 28}}' gives "
-                    f"{missing[0]}.depth)" if missing else "give its arguments with --model-arg")
+                    "value its own code passes, a class or function by its name as in block=BasicBlock; a JSON object "
+                    "is read by key or attribute, as a constructor that takes its settings as one reads them: "
+                    f"--model-arg {missing[0]}='{{\"depth\": 28}}' gives {missing[0]}.depth)" if missing
+                    else "give its arguments with --model-arg")
             raise (MissingArguments if missing else HardenError)(
-                f"Architecture {arch!r} could not be built with {kwargs}: {e}. {give[0].upper()}{give[1:]}, or name a "
+                f"Architecture {arch!r} could not be built with {said}: {e}. {give[0].upper()}{give[1:]}, or name a "
                 "callable that builds it with --arch (package.module:factory, or file.py:factory).") from None
         except HardenError:
             raise
         except Exception as e:  # whatever the user's constructor raises: said as its failure, not harden's
-            raise ConstructorFailed(f"Architecture {arch!r} raised {type(e).__name__} while building with {kwargs}: "
+            raise ConstructorFailed(f"Architecture {arch!r} raised {type(e).__name__} while building with {said}: "
                               f"{str(e).strip()[:300]}. harden builds the architecture without network access (the "
                               "checkpoint supplies the weights); check the callable, or pass its arguments with "
                               "--model-arg.") from e  # --debug shows the constructor's own traceback
@@ -198,6 +201,57 @@ def _with_attributes(value: Any) -> Any:
     if isinstance(value, dict):
         return AttributeDict({k: _with_attributes(v) for k, v in value.items()})
     return [_with_attributes(v) for v in value] if isinstance(value, list) else value
+
+
+def as_passed(fn: Callable[..., Any], model_args: dict[str, Any]) -> dict[str, Any]:
+    """`--model-arg` values (JSON, kept so in the metadata) as the constructor takes them: a JSON object read by key
+    or attribute, and text that names a class or function where its own code would pass one (`ResNet(block,
+    num_blocks)` called as `ResNet(BasicBlock, [2, 2, 2, 2])`; `norm_layer=nn.BatchNorm2d`; `act=torch.nn.GELU`): the
+    object of that name in the constructor's module, else importable by that dotted path. Text stays text where the
+    parameter takes text (a text default or a `str` annotation) or where no class or function has the name."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    out = {}
+    for key, value in model_args.items():
+        named = None if _takes_text(params.get(key)) or not isinstance(value, str) else _named_object(fn, value)
+        out[key] = named if named is not None else _with_attributes(value)
+    return out
+
+
+def _takes_text(param: inspect.Parameter | None) -> bool:
+    if param is None:
+        return False
+    annotation = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
+    return isinstance(param.default, str) or annotation.replace(" ", "") in ("str", "Optional[str]", "str|None")
+
+
+def _named_object(fn: Callable[..., Any], text: str) -> Any:
+    """The class or function `text` names (`BasicBlock`, `nn.BatchNorm2d`, `torch.nn.GELU`) as `fn`'s own module
+    would see it, else by import; None for anything else (a module, a number, a name nothing defines)."""
+    import sys
+    parts = text.strip().split(".")
+    if not all(part.isidentifier() for part in parts):
+        return None
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    namespace = getattr(fn, "__globals__", None) or (vars(module) if module is not None else {})
+    found = _attribute_path(namespace.get(parts[0]), parts[1:]) if parts[0] in namespace else None
+    for cut in range(len(parts) - 1, 0, -1):  # torch.nn.GELU, timm.layers.Mlp: the longest importable prefix
+        if found is not None:
+            break
+        try:
+            found = _attribute_path(importlib.import_module(".".join(parts[:cut])), parts[cut:])
+        except Exception:  # noqa: BLE001 - not a module (ImportError) or one that fails to import: not a name
+            continue
+    return found if inspect.isclass(found) or inspect.isroutine(found) or isinstance(found, functools.partial) \
+        else None
+
+
+def _attribute_path(obj: Any, names: list[str]) -> Any:
+    for name in names:
+        obj = getattr(obj, name, None)
+    return obj
 
 
 def _required_not_given(fn: Callable[..., Any], kwargs: dict[str, Any]) -> list[str]:
