@@ -913,6 +913,68 @@ def test_a_class_or_function_given_by_its_name_is_passed_as_its_own_code_passes_
         {"act": "torch.nn", "norm_layer": __import__("os").path.join}  # a module is no class or function
 
 
+def test_a_package_s_folder_is_an_architecture_and_one_network_under_two_names_is_one(tmp_path, monkeypatch):
+    """Published code keeps its networks in a package (`models/__init__.py` with `from .net import *`, its modules
+    importing each other relatively) and a factory beside each class (`def small_net(**kw): return SmallNet(**kw)`).
+    `--arch repo/models:SmallNet` said the file did not exist (it is a folder), `--arch repo/models` was no
+    architecture, and the file given alone stopped at "the weights fit 2 of the networks it defines" where both names
+    build the one network. A package's folder imports as its __init__.py (relative imports work), given alone it is
+    searched as a file is, and names that build the same class with the same tensors are one network: the class is
+    taken and the others said; names that build different networks the weights fit are still the user's choice."""
+    pkg = tmp_path / "repo" / "models_for_pkg_test"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .net import *\n")
+    (pkg / "layers.py").write_text("import torch.nn as nn\n\n\ndef conv3x3(i, o):\n    return nn.Conv2d(i, o, 3, 1, 1)\n")
+    (pkg / "net.py").write_text('''import torch.nn as nn
+from .layers import conv3x3
+
+__all__ = ["SmallNet", "small_net"]
+
+
+class SmallNet(nn.Module):
+    def __init__(self, num_classes=10, width=4):
+        super().__init__()
+        self.conv, self.fc = conv3x3(3, width), nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        x = self.conv(x).relu().mean((2, 3))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def small_net(**kw):
+    return SmallNet(**kw)
+''')
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    from harden.runtime import held_warnings
+    torch.manual_seed(0)
+    net = _import_callable("repo/models_for_pkg_test/net.py:SmallNet")(num_classes=5).eval()
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "best.pth.tar")
+    for arch in ("repo/models_for_pkg_test:SmallNet", "repo/models_for_pkg_test/:small_net"):
+        assert outputs_agree(harden.load(tmp_path / "best.pth.tar", arch=arch), net, chans=3)
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "best.pth.tar", arch="repo/models_for_pkg_test")
+    assert model.spec.arch == "repo/models_for_pkg_test:SmallNet" and outputs_agree(model, net, chans=3)
+    assert any("(--arch repo/models_for_pkg_test:SmallNet says it; small_net builds the same network)" in
+               " ".join(w.split()) for w in said), said
+    with held_warnings() as said:
+        assert harden.load(tmp_path / "best.pth.tar", arch="repo/models_for_pkg_test/net.py").spec.arch == \
+            "repo/models_for_pkg_test/net.py:SmallNet"
+    # a subclass with its own forward holds the same tensors but is another network
+    (tmp_path / "two.py").write_text((pkg / "net.py").read_text().replace("from .layers import conv3x3", "")
+                                     .replace("conv3x3(3, width)", "nn.Conv2d(3, width, 3, 1, 1)")
+                                     + "\n\nclass Doubled(SmallNet):\n    def forward(self, x):\n        return "
+                                     "super().forward(x) * 2\n")
+    with pytest.raises(HardenError, match=r"the weights fit 3 of the networks it defines \(SmallNet, small_net, "
+                                          r"Doubled\): give the one it was trained with"):
+        harden.load(tmp_path / "best.pth.tar", arch="two.py")
+    (tmp_path / "loose").mkdir()
+    with pytest.raises(HardenError, match=r"'\./loose' is a folder with no __init__.py, not a Python file or "
+                                          r"package: give the file that defines SmallNet, --arch \./loose/FILE.py:"
+                                          r"SmallNet\."):
+        harden.load(tmp_path / "best.pth.tar", arch="./loose:SmallNet")
+
+
 def test_settings_given_as_one_object_are_read_by_attribute(tmp_path, monkeypatch):
     """`def __init__(self, args): ... args.width` (argparse's Namespace, an EasyDict): a JSON object given with
     --model-arg reached it as a dict, and `args.width` raised AttributeError. It is read by attribute and by key

@@ -18,18 +18,25 @@ FILE_SECONDS = 20.0  # the most the candidates' builds and searches take before 
 
 
 def is_file_alone(arch: Any) -> bool:
-    """Whether `--arch` names a Python file with no callable after it."""
-    return isinstance(arch, str) and arch.endswith(".py") and ":" not in arch.replace(":\\", "")
+    """Whether `--arch` names a Python file, or a package's folder (`models/`), with no callable after it."""
+    if not isinstance(arch, str) or ":" in arch.replace(":\\", ""):
+        return False
+    return arch.endswith(".py") or ("/" in arch or "\\" in arch or os.path.isdir(arch)) and \
+        os.path.isfile(os.path.join(os.path.expanduser(arch), "__init__.py"))
 
 
 def candidates(module) -> dict[str, Any]:
-    """The module's own network classes and factory functions, by name (one object under several names once)."""
+    """The module's own network classes and factory functions, by name (one object under several names once); a
+    package's, those its submodules define and it exports (`from .resnet import *`)."""
     import torch
 
     from .args_from_weights import _factory
     out: dict[str, Any] = {}
+    own = (module.__name__, *((f"{module.__name__}.",) if hasattr(module, "__path__") else ()))
     for name, obj in vars(module).items():
-        if name.startswith("_") or not callable(obj) or getattr(obj, "__module__", None) != module.__name__ or \
+        where = getattr(obj, "__module__", None) or ""
+        if name.startswith("_") or not callable(obj) or not (where == own[0] or len(own) > 1 and
+                                                              where.startswith(own[1])) or \
                 any(obj is seen for seen in out.values()):
             continue
         if issubclass(obj, torch.nn.Module) if inspect.isclass(obj) else _factory(obj):
@@ -50,6 +57,7 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
         raise HardenError(f"--arch {file}: the file defines no network class (an nn.Module subclass) or factory "
                           "function to build; give --arch file.py:callable naming what builds the network.")
     fits: list[str] = []
+    built: dict[str, Any] = {}
     start = time.perf_counter()
     for name in found:
         inputs = _search_inputs(path, {**kw, "arch": f"{file}:{name}"})
@@ -58,9 +66,14 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
         fn, offered, given, unmatched, _, _ = inputs
         if _fits(_scored(fn, {**offered, **given}, unmatched)):
             fits.append(name)
-    if len(fits) == 1:
-        return f"{file}:{fits[0]}", {}, (f"{fits[0]}, of the {len(found)} networks and factories it defines, builds "
-                                         f"the network the weights hold (--arch {file}:{fits[0]} says it)")
+            built[name] = _network_built(fn, {**offered, **given})
+    same = _one_network(fits, built, found)
+    if same is not None:  # `def small_net(**kw): return SmallNet(**kw)` beside its class: one network, two names
+        others = [n for n in fits if n != same]
+        return f"{file}:{same}", {}, (f"{same}, of the {len(found)} networks and factories it defines, builds the "
+                                      f"network the weights hold (--arch {file}:{same} says it"
+                                      + (f"; {', '.join(others)} build{'s' * (len(others) == 1)} the same network)"
+                                         if others else ")"))
     if len(fits) > 1:
         raise HardenError(f"--arch {file}: the weights fit {len(fits)} of the networks it defines "
                           f"({', '.join(fits[:8])}): give the one it was trained with, --arch {file}:NAME.")
@@ -89,3 +102,24 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
     raise HardenError(f"--arch {file}: none of the networks and factories it defines ({listed}) builds a network the "
                       f"weights fit; give --arch {file}:NAME naming the one that builds it, with its --model-arg "
                       "arguments.")
+
+
+def _network_built(fn, model_args: dict[str, Any]) -> tuple | None:
+    """(the class of the network a callable builds, the names and shapes of its tensors), built on the meta device."""
+    import torch
+
+    from .args_from_weights import _built
+    from .lazy import tensor_shapes
+    net = _built(fn, model_args)
+    return (type(net), tensor_shapes(net)) if isinstance(net, torch.nn.Module) else None
+
+
+def _one_network(fits: list[str], built: dict[str, Any], found: dict[str, Any]) -> str | None:
+    """The name to take where the weights fit one network only: the one that fits, or where several names build the
+    same class with the same tensors, the class itself (else the first factory); None where they build different
+    networks (ResNet18 and a ResNet18 with another block: the user's choice)."""
+    if len(fits) == 1:
+        return fits[0]
+    if not fits or built[fits[0]] is None or any(built[n] != built[fits[0]] for n in fits[1:]):
+        return None
+    return next((n for n in fits if found[n] is built[n][0]), fits[0])

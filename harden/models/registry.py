@@ -389,6 +389,12 @@ def _import_file(arch: str, mod_name: str, what: str = "Architecture", flag: str
     import sys
     from pathlib import Path
     file = Path(mod_name).expanduser()
+    if file.is_dir() and (file / "__init__.py").is_file():  # a package's folder (`models/` of `from models import *`)
+        file = file / "__init__.py"
+    elif file.is_dir():
+        raise HardenError(f"{what} {arch!r}: {mod_name!r} is a folder with no __init__.py, not a Python file or "
+                          f"package: give the file that defines {arch.rpartition(':')[2]}, {flag} "
+                          f"{mod_name.rstrip('/')}/FILE.py:{arch.rpartition(':')[2]}.")
     if not file.is_file():
         raise HardenError(f"{what} {arch!r}: the file {mod_name!r} does not exist (from {Path.cwd()}). "
                           f"A checkpoint remembers the {flag} it was written with; pass {flag} with the file's "
