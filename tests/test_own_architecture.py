@@ -975,6 +975,55 @@ def small_net(**kw):
         harden.load(tmp_path / "best.pth.tar", arch="./loose:SmallNet")
 
 
+STAGED = '''
+import torch
+import torch.nn as nn
+
+
+class Staged(nn.Module):  # FB's ConvNeXt and Microsoft's Swin: stage depths and widths as lists with defaults
+    def __init__(self, in_chans=3, num_classes=1000, depths=[1, 1, 2], dims=(4, 8, 8), strides=[1, 2, 2]):
+        super().__init__()
+        assert isinstance(dims, tuple)  # code that extends it (`dims + (x,)`) takes no list: JSON's lists are made tuples
+        stages, c = [], in_chans
+        for depth, dim, stride in zip(depths, dims, strides):
+            stages.append(nn.Sequential(nn.Conv2d(c, dim, 3, stride, 1),
+                                        *[nn.Conv2d(dim, dim, 3, 1, 1) for _ in range(depth - 1)]))
+            c = dim
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        return self.head(self.stages(x).mean((2, 3)))
+'''
+
+
+def test_a_list_of_stage_depths_and_widths_is_found_from_the_weights(tmp_path, monkeypatch):
+    """FB's ConvNeXt class takes `depths=[3, 3, 9, 3], dims=[96, 192, 384, 768]` (its tiny's); a base checkpoint
+    (depths [3, 3, 27, 3], dims [128, ...]) given `--arch convnext.py:ConvNeXt` stopped at the mismatch, since only
+    integer and true/false arguments were searched. Each element of a list of counts is now searched as an integer
+    of its own and said as the list (`--model-arg depths=[1,3,2]`); a list given stays as given; a list whose
+    elements change no tensor (strides) keeps its default, as an unsearched argument did."""
+    (tmp_path / "staged.py").write_text(STAGED)
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    from harden.runtime import held_warnings
+    torch.manual_seed(0)
+    net = _import_callable("staged.py:Staged")(num_classes=7, depths=[1, 3, 2], dims=(4, 16, 8)).eval()
+    torch.save({"model": net.state_dict()}, tmp_path / "c.pth")
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "c.pth", arch="staged.py:Staged")
+    assert model.spec.model_args == {"depths": [1, 3, 2], "dims": [4, 16, 8]} and model.spec.num_classes == 7
+    assert any("`--model-arg depths=[1,3,2] --model-arg dims=[4,16,8]` says them" in " ".join(w.split())
+               for w in said), said
+    assert outputs_agree(model, net, chans=3)
+    harden.save(model, tmp_path / "c.safetensors")
+    assert outputs_agree(harden.load(tmp_path / "c.safetensors"), net, chans=3)
+    model = harden.load(tmp_path / "c.pth", arch="staged.py:Staged", model_args={"depths": [1, 3, 2]})
+    assert model.spec.model_args == {"depths": [1, 3, 2], "dims": [4, 16, 8]}
+    with pytest.raises(HardenError):  # a list given wrong is the user's: not searched over
+        harden.load(tmp_path / "c.pth", arch="staged.py:Staged", model_args={"depths": [1, 2, 2]})
+
+
 def test_settings_given_as_one_object_are_read_by_attribute(tmp_path, monkeypatch):
     """`def __init__(self, args): ... args.width` (argparse's Namespace, an EasyDict): a JSON object given with
     --model-arg reached it as a dict, and `args.width` raised AttributeError. It is read by attribute and by key

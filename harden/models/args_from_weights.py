@@ -99,7 +99,7 @@ def _built(fn, model_args: dict[str, Any]):
     from .registry import as_passed
     try:
         with built_for_shapes():
-            return fn(**as_passed(fn, model_args))
+            return fn(**as_passed(fn, _folded(fn, model_args)))
     except Exception:  # noqa: BLE001 - whatever the user's constructor raises for a value it does not take
         return None
 
@@ -142,16 +142,47 @@ UNTRIED = re.compile(r"pretrain|download|progress|verbose|debug|seed|weight|cach
 
 
 def _searchable(fn, model_args) -> dict[str, Any]:
-    """The integer and true/false arguments a search may set, with their defaults."""
+    """The integer and true/false arguments a search may set, with their defaults; a list of counts each element on
+    its own (`depths[2]`: Swin's and ConvNeXt's `depths=[3, 3, 9, 3]`, whose small and base take 27 blocks there)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return {}
     offered = {a for names in ARG_ALIASES.values() for a in names}
-    return {p.name: p.default for p in params.values()
-            if p.name not in model_args and p.name not in offered and not UNTRIED.search(p.name)
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and (isinstance(p.default, bool) or isinstance(p.default, int) and p.default > 0)}
+    out: dict[str, Any] = {}
+    for p in params.values():
+        if p.name in model_args or p.name in offered or UNTRIED.search(p.name) or \
+                p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        if isinstance(p.default, bool) or _count(p.default):
+            out[p.name] = p.default
+        elif isinstance(p.default, (list, tuple)) and 1 <= len(p.default) <= MAX_ELEMENTS and \
+                all(_count(v) for v in p.default):
+            out.update({f"{p.name}[{i}]": v for i, v in enumerate(p.default)})
+    return out
+
+
+MAX_ELEMENTS = 8  # a list of counts longer than this (a per-layer table) is not searched
+ELEMENT = re.compile(r"^(\w+)\[(\d+)\]$")  # a list argument's element, searched as an integer of its own
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _folded(fn, model_args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments with each element searched (`depths[2]`) put in its list: the list given, else the default."""
+    if not any(ELEMENT.match(k) for k in model_args):
+        return model_args
+    params = inspect.signature(fn).parameters
+    out = {k: v for k, v in model_args.items() if not ELEMENT.match(k)}
+    for key, value in model_args.items():
+        match = ELEMENT.match(key)
+        if match:
+            name, i = match.group(1), int(match.group(2))
+            base = out.get(name, params[name].default)
+            out[name] = [*base[:i], value, *base[i + 1:]]  # a list, as JSON keeps it (as_passed gives a tuple)
+    return out
 
 
 SEEDS = (1, 2, 3, 4, 8, 16, 32, 64)  # first values for the required integers, until the constructor builds
@@ -348,11 +379,12 @@ class _Search:
 def _said(fn, model_args, score, defaults, found, required, builds, loose=frozenset()) -> tuple[dict[str, Any], str]:
     """The arguments found and the sentence that says so, after refusing any the weights cannot say."""
     found = _as_flags(fn, model_args, found, loose)
+    unused = [n for n in found if n not in defaults]  # a required training-time rate, given 0
+    found = _folded(fn, found)
     said = ", ".join(f"{k}={v!r}" for k, v in found.items())
-    flags = " ".join(f"--model-arg {k}={json.dumps(v)}" for k, v in found.items())
+    flags = " ".join(f"--model-arg {k}={_flag(v)}" for k, v in found.items())
     _refuse_unread(fn, {**model_args, **found}, defaults, found, said, flags, required, loose)
     _refuse_traded(fn, {**model_args, **found}, defaults, score, said)
-    unused = [n for n in found if n not in defaults]  # a required training-time rate, given 0
     why = (f"its constructor requires {', '.join([*required, *unused])}, which nothing gave" if required or unused
            else "the weights fit no network its defaults build") + \
         (f" ({', '.join(unused)}: a training-time rate, no tensor's and unused in evaluation, given 0)" if unused else "")
@@ -376,18 +408,24 @@ def _as_flags(fn, model_args, found: dict[str, Any], loose) -> dict[str, Any]:
     return out
 
 
+def _flag(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))  # [2,2,18,2]: one word in a shell
+
+
 def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), loose=frozenset()) -> None:
     """A network whose tensors all fit may still compute another function: an integer argument that changes no
     tensor (an attention's head count: timm's ViT-Ti has 3 heads, its class's default 12, over the same weights; a
     stride) left at its default, or at the value a required one was first built with, is a guess the weights cannot
     check. Refused, naming what was found and what is still to give."""
     base = _layers(fn, model_args)
+    # a list's elements that change no tensor (strides) keep their defaults, as before lists were searched
     unread = [n for n, d in defaults.items() if (n not in found or n in required) and not isinstance(d, bool)
+              and not ELEMENT.match(n)
               and _effect(fn, model_args, n, model_args.get(n, d), base, loose=n in loose) == "nothing"]
     if unread and set(unread) & set(required):
         found = {k: v for k, v in found.items() if k not in unread}
         said = ", ".join(f"{k}={v!r}" for k, v in found.items()) or "nothing else"
-        flags = " ".join(f"--model-arg {k}={json.dumps(v)}" for k, v in found.items())
+        flags = " ".join(f"--model-arg {k}={_flag(v)}" for k, v in found.items())
     if unread:
         them = "it" if len(unread) == 1 else "them"
         raise HardenError(
@@ -402,7 +440,7 @@ def _refuse_traded(fn, model_args, defaults, score, said) -> None:
     """Two integers whose product alone shapes the tensors (vit-pytorch's `heads` x `dim_head`: 4 heads of 64 and 8
     of 32 hold the same weights, and attend differently) fit the weights at another pair too, one doubled and the
     other halved: the weights cannot say which. Refused, naming both pairs and asking for one of the two."""
-    ints = [n for n, d in defaults.items() if not isinstance(model_args.get(n, d), bool)
+    ints = [n for n, d in defaults.items() if not ELEMENT.match(n) and not isinstance(model_args.get(n, d), bool)
             and isinstance(model_args.get(n, d), int) and model_args.get(n, d) > 0]
     start = time.perf_counter()
     for i, a in enumerate(ints):

@@ -208,7 +208,8 @@ def as_passed(fn: Callable[..., Any], model_args: dict[str, Any]) -> dict[str, A
     or attribute, and text that names a class or function where its own code would pass one (`ResNet(block,
     num_blocks)` called as `ResNet(BasicBlock, [2, 2, 2, 2])`; `norm_layer=nn.BatchNorm2d`; `act=torch.nn.GELU`): the
     object of that name in the constructor's module, else importable by that dotted path. Text stays text where the
-    parameter takes text (a text default or a `str` annotation) or where no class or function has the name."""
+    parameter takes text (a text default or a `str` annotation) or where no class or function has the name; a list is
+    a tuple where the default is one."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -217,6 +218,8 @@ def as_passed(fn: Callable[..., Any], model_args: dict[str, Any]) -> dict[str, A
     for key, value in model_args.items():
         named = None if _takes_text(params.get(key)) or not isinstance(value, str) else _named_object(fn, value)
         out[key] = named if named is not None else _with_attributes(value)
+        if isinstance(value, list) and key in params and isinstance(params[key].default, tuple):
+            out[key] = tuple(out[key])  # JSON's list where the default is a tuple (`dims + (x,)` takes no list)
     return out
 
 
