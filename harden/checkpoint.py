@@ -972,11 +972,12 @@ def model_meta(model: Classifier, extra: dict[str, Any] | None = None) -> dict[s
 
 
 def remembered_arch(arch: str) -> str:
-    """A file-defined architecture (`net.py:Net`, given from the folder a command ran in) as an absolute path, so the
-    checkpoints harden writes load from any folder; so too a module that only the folder a command ran in provides
-    (`--arch models:ResNet18` from a repository's root), as its file."""
+    """A file-defined architecture (`net.py:Net`, or `repo/models:Net` of a package's folder, given from the folder a
+    command ran in) as an absolute path, so the checkpoints harden writes load from any folder; so too a module that
+    only the folder a command ran in provides (`--arch models:ResNet18` from a repository's root), as its file."""
     file, sep, fn = arch.rpartition(":")
-    if sep and file.endswith(".py") and Path(file).expanduser().is_file():
+    if sep and (file.endswith(".py") and Path(file).expanduser().is_file() or
+                "/" in file and (Path(file).expanduser() / "__init__.py").is_file()):  # a file, or a package's folder
         return f"{Path(file).expanduser().resolve()}:{fn}"
     from .models.registry import MAIN
     if sep and re.fullmatch(r"[A-Za-z_][\w.]*", file) and file != MAIN:  # the running script is never imported

@@ -960,6 +960,11 @@ def small_net(**kw):
     with held_warnings() as said:
         assert harden.load(tmp_path / "best.pth.tar", arch="repo/models_for_pkg_test/net.py").spec.arch == \
             "repo/models_for_pkg_test/net.py:SmallNet"
+    harden.save(model, tmp_path / "best.safetensors")  # the folder remembered as an absolute path: loads anywhere
+    monkeypatch.chdir(tmp_path / "repo")
+    again = harden.load(tmp_path / "best.safetensors")
+    assert again.spec.arch == f"{pkg}:SmallNet" and outputs_agree(again, net, chans=3)
+    monkeypatch.chdir(tmp_path)
     # a subclass with its own forward holds the same tensors but is another network
     (tmp_path / "two.py").write_text((pkg / "net.py").read_text().replace("from .layers import conv3x3", "")
                                      .replace("conv3x3(3, width)", "nn.Conv2d(3, width, 3, 1, 1)")
