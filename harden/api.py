@@ -28,6 +28,8 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     vgg_name), kept in the checkpoint's metadata."""
     from .data import held_out
     data = held_out.hold_out_for_training(data)  # one split: the share `fix` holds out, held out here too
+    if data.has_split("test"):  # a folder's test split listed now, its errors (an empty class folder) before training
+        data.n_test  # noqa: B018
     device = resolve_device(device)
     seed_everything(cfg.seed)
     chans = built_in_chans(arch, data.num_classes, data.in_chans, data.input_size, model_args)

@@ -1167,6 +1167,23 @@ def test_empty_and_loose_folders_are_clear_errors(tmp_path):
         only_eval.listing("train")
 
 
+def test_train_lists_the_test_folder_before_it_trains(tmp_path, cli, monkeypatch):
+    """`harden train` listed a folder's test split only for its closing accuracy, after the training: a class folder
+    of the test split without images stopped the run there, every epoch spent. It is listed first now, as fix does."""
+    make_tree(tmp_path / "d", ["c0", "c1"], 2, splits=("train", "val"), sizes=(20, 30))
+    for f in (tmp_path / "d" / "val" / "c1").iterdir():
+        f.unlink()
+    import harden.api
+
+    def trained(*a, **k):
+        raise AssertionError("trained before the test split was listed")
+    monkeypatch.setattr(harden.api, "fit", trained)
+    code, _, err = cli("train", "--data", tmp_path / "d", "--arch", "cnn-small", "--epochs", 1, "-o",
+                       tmp_path / "m.safetensors")
+    assert code == 2 and "c1' holds no images" in " ".join(err.split()), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
 @pytest.mark.parametrize("eval_folder", ["valid", "validation", "test"])
 def test_every_evaluation_folder_name_beside_train(tmp_path, eval_folder):
     make_tree(tmp_path / "d", ["c0", "c1"], 2, splits=("train", eval_folder), sizes=(20, 30))
