@@ -871,12 +871,15 @@ def test_a_factory_beside_the_one_named_that_fits_the_weights_is_named_in_the_er
     function that does more than build and return, such as a test, is never called), and takes none unasked."""
     nets = _nets(tmp_path, monkeypatch)
     torch.save({"net": nn.DataParallel(nets.Stages3()).state_dict(), "acc": 90.0}, tmp_path / "ckpt.pth")
-    for named in ("Stages2", "Stages"):
-        with pytest.raises(HardenError, match=r"The weights fit Stages3, which nets.py defines beside it: "
-                                              r"--arch nets.py:Stages3\."):
-            harden.load(tmp_path / "ckpt.pth", arch=f"nets.py:{named}")
+    with pytest.raises(HardenError, match=r"The weights fit Stages3, which nets.py defines beside it: "
+                                          r"--arch nets.py:Stages3\."):
+        harden.load(tmp_path / "ckpt.pth", arch="nets.py:Stages2")
     assert not (tmp_path / "called").exists()
     assert harden.load(tmp_path / "ckpt.pth", arch="nets.py:Stages3").spec.num_classes == 10
+    # the class itself is built as its factories build it, its block and stage depths found from the weights
+    # (test_a_block_class_and_stage_depths_a_constructor_requires_are_found_from_the_weights)
+    assert harden.load(tmp_path / "ckpt.pth", arch="nets.py:Stages").spec.model_args == {"block": "Block",
+                                                                                          "num_blocks": [3]}
 
 
 def test_a_class_or_function_given_by_its_name_is_passed_as_its_own_code_passes_it(tmp_path, monkeypatch):
@@ -894,8 +897,11 @@ def test_a_class_or_function_given_by_its_name_is_passed_as_its_own_code_passes_
     assert model.spec.model_args == {"block": "Block", "num_blocks": [3]}
     harden.save(model, tmp_path / "s.safetensors")
     assert outputs_agree(harden.load(tmp_path / "s.safetensors"), net, chans=3)
-    with pytest.raises(HardenError, match=r"could not be built with \{.*'block': 'Block'\}: .*num_blocks"):
-        harden.load(tmp_path / "s.pth", arch="nets.py:Stages", model_args={"block": "Block"})
+    with pytest.raises(HardenError, match=r"built with \{.*'block': 'Block', 'num_blocks': 3\}: .*subscriptable"):
+        harden.load(tmp_path / "s.pth", arch="nets.py:Stages", model_args={"block": "Block", "num_blocks": 3})
+    # the one not given is found from the weights (test_a_block_class_and_stage_depths_...)
+    assert harden.load(tmp_path / "s.pth", arch="nets.py:Stages", model_args={"block": "Block"}).spec.model_args == \
+        {"block": "Block", "num_blocks": [3]}
 
     net = nets.Normed(nn.BatchNorm2d, "Block", act=nn.GELU).eval()
     net.norm.running_mean.uniform_()
@@ -1000,6 +1006,84 @@ class Staged(nn.Module):  # FB's ConvNeXt and Microsoft's Swin: stage depths and
     def forward(self, x):
         return self.head(self.stages(x).mean((2, 3)))
 '''
+
+
+def test_a_block_class_and_stage_depths_a_constructor_requires_are_found_from_the_weights(tmp_path, monkeypatch):
+    """pytorch-cifar's `ResNet(block, num_blocks, num_classes=10)` requires a block class and a list of stage depths
+    (its factories call `ResNet(BasicBlock, [2, 2, 2, 2])`), which no integer search could seed: `--arch
+    resnet.py:ResNet` stopped at "missing 2 required positional arguments" however the weights were built. Each
+    required argument with no annotation is now seeded as a network class its module holds, a list of ones (the
+    shortest that builds) or 1; the list is searched element by element and the class over the module's other
+    classes, and both are said as flags (`--model-arg block=Bottleneck --model-arg num_blocks=[1,2]`) that the
+    written checkpoint keeps and rebuilds from."""
+    (tmp_path / "stages.py").write_text('''
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Basic(nn.Module):
+    expansion = 1
+
+    def __init__(self, i, o, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(i, o, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(o)
+        self.shortcut = nn.Sequential() if stride == 1 and i == o else nn.Sequential(nn.Conv2d(i, o, 1, stride))
+
+    def forward(self, x):
+        return F.relu(self.bn1(self.conv1(x))) + self.shortcut(x)
+
+
+class Bottleneck(nn.Module):
+    expansion = 2
+
+    def __init__(self, i, o, stride=1):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(i, o, 1, bias=False), nn.Conv2d(o, o * 2, 3, stride, 1, bias=False)
+        self.shortcut = nn.Sequential() if stride == 1 and i == o * 2 else nn.Sequential(nn.Conv2d(i, o * 2, 1, stride))
+
+    def forward(self, x):
+        return F.relu(self.conv2(F.relu(self.conv1(x)))) + self.shortcut(x)
+
+
+class ResNet(nn.Module):
+    def __init__(self, block, num_blocks, num_classes=10):
+        super(ResNet, self).__init__()
+        self.in_planes = 4
+        self.conv1 = nn.Conv2d(3, 4, 3, 1, 1, bias=False)
+        self.layer1 = self._make_layer(block, 4, num_blocks[0], stride=1)
+        self.layer2 = self._make_layer(block, 8, num_blocks[1], stride=2)
+        self.linear = nn.Linear(8 * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes, num_blocks, stride):
+        layers = []
+        for stride in [stride] + [1] * (num_blocks - 1):
+            layers.append(block(self.in_planes, planes, stride))
+            self.in_planes = planes * block.expansion
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        out = self.layer2(self.layer1(F.relu(self.conv1(x))))
+        out = F.adaptive_avg_pool2d(out, 1)
+        return self.linear(out.view(out.size(0), -1))
+''')
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    from harden.runtime import held_warnings
+    stages = _import_callable("stages.py:ResNet").__module__
+    import sys
+    torch.manual_seed(0)
+    for block, depths, classes in (("Bottleneck", [1, 2], 10), ("Basic", [3, 1], 6)):
+        net = _import_callable("stages.py:ResNet")(getattr(sys.modules[stages], block), depths, classes).eval()
+        torch.save({"net": nn.DataParallel(net).state_dict()}, tmp_path / "r.pth")
+        with held_warnings() as said:
+            model = harden.load(tmp_path / "r.pth", arch="stages.py:ResNet")
+        assert model.spec.model_args == {"block": block, "num_blocks": depths} and model.spec.num_classes == classes
+        assert any(f"`--model-arg block={block} --model-arg num_blocks={json.dumps(depths, separators=(',', ':'))}` "
+                   "says them" in " ".join(w.split()) for w in said), said
+        assert outputs_agree(model, net, chans=3)
+        harden.save(model, tmp_path / "r.safetensors", force=True)
+        assert outputs_agree(harden.load(tmp_path / "r.safetensors"), net, chans=3)
 
 
 def test_a_list_of_stage_depths_and_widths_is_found_from_the_weights(tmp_path, monkeypatch):

@@ -206,16 +206,50 @@ def _required(fn, model_args) -> list[str] | None:
     return [p.name for p in needed]
 
 
-def _seeded(fn, model_args, required: list[str]) -> dict[str, int] | None:
+def _seeded(fn, model_args, required: list[str]) -> dict[str, Any] | None:
     """Values for the required integers with which the constructor builds (the search starts from them): one value
-    for all, else one of them another (a WideResNet's `assert (depth - 4) % 6 == 0` takes 4 or 16, its width 1)."""
+    for all, else one of them another (a WideResNet's `assert (depth - 4) % 6 == 0` takes 4 or 16, its width 1);
+    else, for arguments with no annotation, a block class or a list of counts (`_structured_seeds`)."""
     tries = [dict.fromkeys(required, v) for v in SEEDS]
     tries += [{**dict.fromkeys(required, base), name: v} for base in SEEDS for name in required for v in SEEDS
               if len(required) > 1 and v != base]
     for seeds in tries:
         if _builds(fn, {**model_args, **seeds}):
             return seeds
+    return _structured_seeds(fn, model_args, required)
+
+
+SEED_LISTS = 6  # lists of ones tried as a required argument's seed, of one to this many elements
+SEED_SECONDS = 3.0  # the most the structured seeds' builds take
+
+
+def _structured_seeds(fn, model_args, required: list[str]) -> dict[str, Any] | None:
+    """pytorch-cifar's `ResNet(block, num_blocks)`, called `ResNet(BasicBlock, [2, 2, 2, 2])`: each required argument
+    with no annotation tried as each network class its module holds (by name: passed as the class, as --model-arg
+    passes it), as a list of ones (the shortest that builds is the list's length: a longer one is read in part) or as
+    1, in that order; the first combination with which the constructor builds."""
+    import itertools
+    params = inspect.signature(fn).parameters
+    classes = _block_classes(fn)
+    kinds = [[*classes, *([1] * n for n in range(1, SEED_LISTS + 1)), 1]
+             if params[name].annotation is params[name].empty else [1] for name in required]
+    start = time.perf_counter()
+    for combo in itertools.product(*kinds):
+        if time.perf_counter() - start > SEED_SECONDS:
+            return None
+        seeds = dict(zip(required, combo, strict=True))
+        if any(isinstance(v, (str, list)) for v in combo) and _builds(fn, {**model_args, **seeds}):
+            return seeds
     return None
+
+
+def _block_classes(fn) -> list[str]:
+    """The names of the network classes `fn`'s module holds besides `fn` (its blocks), in their order there."""
+    import torch
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    return [name for name, obj in (vars(module).items() if module is not None else ())
+            if inspect.isclass(obj) and issubclass(obj, torch.nn.Module) and obj is not fn and not name.startswith("_")
+            and not (getattr(obj, "__module__", "") or "").startswith(("torch", "timm"))][:MAX_NAMES]
 
 
 def _builds(fn, model_args) -> bool:
@@ -305,11 +339,17 @@ def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], s
     if best is None or _fits(best) and not required:
         # a constructor that needs what harden gives later (a class count) is not searched
         return None
-    defaults = {**seeds, **_searchable(fn, {**model_args, **unused})}
+    # a list seeded searched element by element (`num_blocks[2]`), a class seeded over its module's other classes
+    elements = {f"{n}[{i}]": v for n, seq in seeds.items() if isinstance(seq, list) for i, v in enumerate(seq)}
+    choices = {n: [c for c in _block_classes(fn) if c != v] for n, v in seeds.items() if isinstance(v, str)}
+    searched = [n for n in required if not isinstance(seeds[n], list)] + list(elements)
+    defaults = {**{n: v for n, v in seeds.items() if not isinstance(v, list)}, **elements,
+                **_searchable(fn, {**model_args, **unused})}
     found: dict[str, Any] = {**unused, **seeds}
     params = inspect.signature(fn).parameters
-    search = _Search(fn, model_args, score, sizes, best, {n for n in required if params[n].annotation is params[n].empty})
-    for names in ([required, list(defaults)] if required else [list(defaults)]):
+    search = _Search(fn, model_args, score, sizes, best, {n for n in required if params[n].annotation is params[n].empty
+                                                           and not isinstance(seeds[n], (list, str))}, choices)
+    for names in ([searched, list(defaults)] if required else [list(defaults)]):
         if search.descend({n: defaults[n] for n in names}, found):
             return _said(fn, model_args, score, defaults, found, required, search.builds, search.loose)
         if search.out_of_time():
@@ -320,9 +360,11 @@ def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], s
 class _Search:
     """The coordinate descent's state: the best score so far, the builds made, the time they took."""
 
-    def __init__(self, fn, model_args, score, sizes: set[int], best: Score, loose: set[str] = frozenset()):
+    def __init__(self, fn, model_args, score, sizes: set[int], best: Score, loose: set[str] = frozenset(),
+                 choices: dict[str, list[str]] | None = None):
         self.fn, self.model_args, self.score, self.sizes, self.best = fn, model_args, score, sizes, best
         self.loose = loose  # required arguments with no annotation: 0 and fractions tried too
+        self.choices = choices or {}  # a block class's argument: its module's other classes, by name
         self.start, self.builds = time.perf_counter(), 0
 
     def out_of_time(self) -> bool:
@@ -337,14 +379,17 @@ class _Search:
         for _ in range(3):
             changed = False
             base = _layers(fn, {**model_args, **found})
-            effects = {name: _effect(fn, {**model_args, **found}, name, found.get(name, default), base,
-                                     side if side in found else None, name in self.loose)
+            effects = {name: "names" if name in self.choices else
+                       _effect(fn, {**model_args, **found}, name, found.get(name, default), base,
+                               side if side in found else None, name in self.loose)
                        for name, default in defaults.items()}
             order = [n for n in defaults if effects[n] == "names"] + [n for n in defaults if effects[n] == "shapes"]
             for name in order:
                 pick, past = None, 0
-                for value in _values(found.get(name, defaults[name]), effects[name] == "names", self.sizes,
-                                     name in ARG_ALIASES["input_size"], name in self.loose):
+                values = self.choices[name] if name in self.choices else \
+                    _values(found.get(name, defaults[name]), effects[name] == "names", self.sizes,
+                            name in ARG_ALIASES["input_size"], name in self.loose)
+                for value in values:
                     # ascending: a depth past the file's builds ever more tensors, ever slower
                     if self.out_of_time():
                         return False
@@ -379,7 +424,7 @@ class _Search:
 def _said(fn, model_args, score, defaults, found, required, builds, loose=frozenset()) -> tuple[dict[str, Any], str]:
     """The arguments found and the sentence that says so, after refusing any the weights cannot say."""
     found = _as_flags(fn, model_args, found, loose)
-    unused = [n for n in found if n not in defaults]  # a required training-time rate, given 0
+    unused = [n for n in found if n not in defaults and TRAINING_ONLY.search(n)]  # a required training-time rate, 0
     found = _folded(fn, found)
     said = ", ".join(f"{k}={v!r}" for k, v in found.items())
     flags = " ".join(f"--model-arg {k}={_flag(v)}" for k, v in found.items())
@@ -409,6 +454,8 @@ def _as_flags(fn, model_args, found: dict[str, Any], loose) -> dict[str, Any]:
 
 
 def _flag(value: Any) -> str:
+    if isinstance(value, str) and all(part.isidentifier() for part in value.split(".")):
+        return value  # a class by its name: block=BasicBlock
     return json.dumps(value, separators=(",", ":"))  # [2,2,18,2]: one word in a shell
 
 
@@ -420,7 +467,7 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
     base = _layers(fn, model_args)
     # a list's elements that change no tensor (strides) keep their defaults, as before lists were searched
     unread = [n for n, d in defaults.items() if (n not in found or n in required) and not isinstance(d, bool)
-              and not ELEMENT.match(n)
+              and not ELEMENT.match(n) and isinstance(model_args.get(n, d), int)
               and _effect(fn, model_args, n, model_args.get(n, d), base, loose=n in loose) == "nothing"]
     if unread and set(unread) & set(required):
         found = {k: v for k, v in found.items() if k not in unread}
