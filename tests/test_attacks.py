@@ -63,6 +63,15 @@ def test_attack_spec_parsing():
     # only eps given: the preset's step scales with it (seed 000: 0.005 at 8/255)
     b = build_attack("pgd", eps=0.3)
     assert b.params["step"] == pytest.approx(0.005 * 0.3 / (8 / 255))
+    # a value that is no number says which attack and option it is for, and what the option takes
+    from harden import HardenError
+    with pytest.raises(HardenError, match=r"Attack 'pgd': steps='abc' in 'pgd:steps=abc': steps takes a number "
+                                          r"\(its default: 50\)\."):
+        build_attack("pgd:steps=abc")
+    with pytest.raises(HardenError, match=r"early_stop='maybe' in 'pgd:early_stop=maybe': early_stop takes true or "
+                                          r"false\."):
+        build_attack("pgd:early_stop=maybe")
+    assert build_attack("pgd:early_stop=no").params["early_stop"] is False
 
 
 def test_an_attack_whose_steps_cannot_reach_its_budget_is_said(digits_model, digits):

@@ -179,11 +179,18 @@ def parse_attack_spec(spec: str) -> tuple[str, dict[str, Any]]:
         if re.search(r"[:;]\s*[A-Za-z_]+\s*=", v):  # pgd:eps=16/255:steps=3
             raise HardenError(f"Attack option {item!r} in {spec!r} holds another option: separate an attack's options "
                               f"with commas ({name}:{re.sub(r'[:;](?=[A-Za-z_ ]+=)', ',', rest)}).")
-        if isinstance(ATTACKS[name].defaults.get(k), str):  # a word option: norm=L2, loss=dlr, version=rand
+        default = ATTACKS[name].defaults.get(k)
+        if isinstance(default, str):  # a word option: norm=L2, loss=dlr, version=rand
             params[k] = v
+        elif v.lower() in ("true", "false", "yes", "no"):
+            params[k] = v.lower() in ("true", "yes")
         else:
-            params[k] = v.lower() in ("true", "yes", "1") if v.lower() in ("true", "false", "yes", "no") \
-                else parse_number(v)
+            try:
+                params[k] = parse_number(v)
+            except HardenError:
+                takes = ("true or false" if isinstance(default, bool) else
+                         f"a number (its default: {_fmt(default)})" if default is not None else "a number")
+                raise HardenError(f"Attack {name!r}: {k}={v!r} in {spec!r}: {k} takes {takes}.") from None
     return name, params
 
 
