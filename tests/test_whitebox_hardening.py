@@ -328,6 +328,12 @@ def test_at_epochs_are_automatic_by_fraction_and_set_takes_a_number(digits_ckpt,
     assert len(res.history) == 1 and res.model.spec.extra["recipe_train"]["epochs"] == 1
     with pytest.raises(harden.HardenError, match="epochs must be a whole number"):
         harden.fix(digits_ckpt, digits, sets=["epochs=many"], data_frac=0.1, device="cpu", report=False)
+    # a budget or step that is no number says the setting and what it takes (it said "'x' is not a number")
+    with pytest.raises(harden.HardenError, match=r"--set eps= takes a number \(its default: 8/255\), got 'x'\."):
+        harden.fix(digits_ckpt, digits, sets=["eps=x"], data_frac=0.1, device="cpu", report=False)
+    with pytest.raises(harden.HardenError, match=r"--set step= takes auto, eps/K \(the budget over K\) or a number, "
+                                                 r"got 'eps/x'\."):
+        harden.fix(digits_ckpt, digits, sets=["step=eps/x"], data_frac=0.1, device="cpu", report=False)
 
 
 def test_at_batch_size_is_automatic_by_fraction_size(digits_ckpt, digits):

@@ -196,9 +196,22 @@ def _typed(value: str, default: Any, key: str) -> Any:
             return int(value)
         except ValueError:
             raise HardenError(f"--set {key}= takes an integer, got {value!r}.") from None
-    if isinstance(default, float):
-        return parse_number(value)
+    if isinstance(default, float) or isinstance(default, str) and _is_number(default):  # eps = "8/255"
+        try:
+            parse_number(value)
+        except HardenError:
+            raise HardenError(f"--set {key}= takes a number (its default: {default}), got {value!r}.") from None
+        return parse_number(value) if isinstance(default, float) else value
     return value
+
+
+def _is_number(text: str) -> bool:
+    from ..attacks import parse_number
+    try:
+        parse_number(text)
+    except HardenError:
+        return False
+    return True
 
 
 def training_attack(params: dict[str, Any]):
@@ -215,8 +228,11 @@ def training_attack(params: dict[str, Any]):
     step = str(params.get("step", "auto")).replace(" ", "")
     if "step" in attack.params and step != "auto":
         # "eps/4": a step relative to the budget, so that changing eps keeps the attack able to reach it
-        attack.params["step"] = attack.params["eps"] / parse_number(step[4:]) if step.startswith("eps/") \
-            else parse_number(step)
+        try:
+            attack.params["step"] = attack.params["eps"] / parse_number(step[4:]) if step.startswith("eps/") \
+                else parse_number(step)
+        except HardenError:
+            raise HardenError(f"--set step= takes auto, eps/K (the budget over K) or a number, got {step!r}.") from None
     for key in ("steps", "restarts"):
         if key in attack.params and key in params:
             attack.params[key] = int(params[key])
