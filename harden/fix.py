@@ -265,13 +265,15 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         info(f"{base_name}'s weights are {str(weights).replace('torch.', '')}: the hardened copy trains, is reported on "
              "and is written in float32 (the base is reported on as it is)")
     if base_model.spec.extra.get("recipe"):
+        from .model_flags import flags_for
         # its metadata (recipe, settings, subset, report, base_sha256) describes that hardening: a second one on top
         # would mix the two records, and a patch recipe's modules would be patched again
         raise HardenError(f"{base_name} is already hardened (recipe {base_model.spec.extra.get('recipe')}, from the "
                           f"base of sha256 {str(base_model.spec.extra.get('base_sha256', '?'))[:12]}...); fix that base "
                           "instead (with --eps, --epochs or another recipe for a stronger result). To fine-tune these "
                           "weights further as a new base, write them as a plain state dict (harden export "
-                          f"{base_name} -o weights.pth) and fix that file with the --arch it needs.")
+                          f"{base_name} -o weights.pth) and fix that file with the flags its metadata holds: "
+                          f"{flags_for(base_model.spec)}.")
     if report:  # the report's L0 budget against the input's features, before the training it would outlive
         from .report.runner import DEFAULT_MAX_L0, attack_set, check_l0_counts
         specs, budgets, _ = report_attacks(config, attacks, base_model.spec.input_size)

@@ -111,6 +111,32 @@ def parse_model_args(items: list[str] | None) -> dict | None:
     return args
 
 
+def flags_for(spec) -> str:
+    """The model flags that rebuild a checkpoint of `spec` from a file with no metadata (a plain state dict that
+    `harden export -o weights.pth` wrote): its architecture, classes, size and preprocessing, as a shell takes them."""
+    import shlex
+
+    from .models.registry import CHANNEL_ORDER
+    parts = [("--arch", spec.arch), ("--num-classes", spec.num_classes)]
+    if spec.in_chans != 3:
+        parts.append(("--in-chans", spec.in_chans))
+    parts.append(("--input-size", f"{spec.input_size[0]}x{spec.input_size[1]}"))
+    if any(v != 0 for v in spec.mean) or any(v != 1 for v in spec.std):
+        parts += [("--mean", ",".join(f"{v:g}" for v in spec.mean)), ("--std", ",".join(f"{v:g}" for v in spec.std))]
+    if spec.interpolation != "bilinear":
+        parts.append(("--interpolation", spec.interpolation))
+    if spec.crop_pct != 1.0:
+        parts.append(("--crop-pct", f"{spec.crop_pct:g}"))
+    if spec.crop_mode != "center":
+        parts.append(("--crop-mode", spec.crop_mode))
+    if spec.extra.get(CHANNEL_ORDER) == "bgr":
+        parts.append(("--channel-order", "bgr"))
+    for key, value in spec.model_args.items():
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        parts.append(("--model-arg", f"{key}={text}"))
+    return " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in parts)
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None

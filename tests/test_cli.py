@@ -290,6 +290,13 @@ def test_fix_takes_its_budget_as_eval_does(cli, digits_ckpt, tmp_path):
     assert "--eps-l2 is a budget, > 0" in _bad(cli, "fix", digits_ckpt, "--eps-l2", "0", "-o", tmp_path / "x.safetensors")
     again = _bad(cli, "fix", out, "--eps", "0.3", "-o", tmp_path / "twice.safetensors")  # hardened twice: the ways out
     assert "is already hardened (recipe at, from the base of sha256" in again and f"harden export {out.name} -o" in again
+    # the flags it names rebuild the exported weights with nothing else (a state dict holds no metadata)
+    import shlex
+    flags = " ".join(again.split()).split("the flags its metadata holds: ")[1].rstrip(".")
+    assert flags.startswith("--arch cnn-small --num-classes 10 --in-chans 1 --input-size 8x8"), flags
+    assert cli("export", out, "-o", tmp_path / "w.pth")[0] == 0
+    code, shown, err = cli("inspect", tmp_path / "w.pth", *shlex.split(flags))
+    assert code == 0 and "warning" not in err, err
     assert "disagree: give the budget once" in _bad(cli, "fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.1",
                                                     "-o", tmp_path / "n.safetensors")
     code, _, err = cli("fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.20", "--epochs", "1", "--data-frac", "0.05",
