@@ -699,6 +699,11 @@ def export(
     out.print(f"  {mark} {runtime} vs harden on {check.n} {check.images}: predictions agree on "
               f"{100 * check.agreement:.1f}%, largest output difference {check.max_abs_diff:.3g} "
               f"(tolerance {LOGIT_TOL:g} x max(1, |output| {check.scale:.3g}))")
+    if check.ok and not folder and suffix in STATE_DICT_SUFFIXES:  # a state dict holds no metadata: the flags that do
+        from rich.markup import escape
+
+        from .model_flags import flags_for
+        out.print(f"  harden reads it with the model flags {escape(flags_for(s))}")
     if not check.ok:
         raise typer.Exit(1)
 

@@ -294,7 +294,8 @@ def test_fix_takes_its_budget_as_eval_does(cli, digits_ckpt, tmp_path):
     import shlex
     flags = " ".join(again.split()).split("the flags its metadata holds: ")[1].rstrip(".")
     assert flags.startswith("--arch cnn-small --num-classes 10 --in-chans 1 --input-size 8x8"), flags
-    assert cli("export", out, "-o", tmp_path / "w.pth")[0] == 0
+    code, shown, _ = cli("export", out, "-o", tmp_path / "w.pth")  # and export says them beside the file
+    assert code == 0 and f"harden reads it with the model flags {flags}" in " ".join(shown.split()), shown
     code, shown, err = cli("inspect", tmp_path / "w.pth", *shlex.split(flags))
     assert code == 0 and "warning" not in err, err
     assert "disagree: give the budget once" in _bad(cli, "fix", digits_ckpt, "--eps", "0.2", "--set", "eps=0.1",
