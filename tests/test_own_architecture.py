@@ -1015,7 +1015,8 @@ def test_a_block_class_and_stage_depths_a_constructor_requires_are_found_from_th
     required argument with no annotation is now seeded as a network class its module holds, a list of ones (the
     shortest that builds) or 1; the list is searched element by element and the class over the module's other
     classes, and both are said as flags (`--model-arg block=Bottleneck --model-arg num_blocks=[1,2]`) that the
-    written checkpoint keeps and rebuilds from."""
+    written checkpoint keeps and rebuilds from. A required list whose elements change no tensor (strides, with a
+    pooled head) is a guess the weights cannot check: refused, asking for it, as a required integer's is."""
     (tmp_path / "stages.py").write_text('''
 import torch.nn as nn
 import torch.nn.functional as F
@@ -1066,6 +1067,17 @@ class ResNet(nn.Module):
         out = self.layer2(self.layer1(F.relu(self.conv1(x))))
         out = F.adaptive_avg_pool2d(out, 1)
         return self.linear(out.view(out.size(0), -1))
+
+
+class Pooled(nn.Module):  # its strides, a required list too, change no tensor: the weights cannot say them
+    def __init__(self, widths, strides, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, strides[0], 1)
+        self.conv2 = nn.Conv2d(widths[0], widths[1], 3, strides[1], 1)
+        self.fc = nn.Linear(widths[1], num_classes)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv2(F.relu(self.conv1(x)))).mean((2, 3)))
 ''')
     monkeypatch.chdir(tmp_path)
     from harden.models.registry import _import_callable
@@ -1084,6 +1096,13 @@ class ResNet(nn.Module):
         assert outputs_agree(model, net, chans=3)
         harden.save(model, tmp_path / "r.safetensors", force=True)
         assert outputs_agree(harden.load(tmp_path / "r.safetensors"), net, chans=3)
+    torch.save(_import_callable("stages.py:Pooled")([4, 8], [2, 2]).state_dict(), tmp_path / "p.pth")
+    with pytest.raises(HardenError, match=r"built with widths=\[4, 8\] \(found from them\), but strides changes no "
+                                          r"tensor's name or shape.*give it too: --model-arg widths=\[4,8\] "
+                                          r"--model-arg strides=VALUE\."):
+        harden.load(tmp_path / "p.pth", arch="stages.py:Pooled")
+    model = harden.load(tmp_path / "p.pth", arch="stages.py:Pooled", model_args={"strides": [2, 2]})
+    assert model.spec.model_args == {"strides": [2, 2], "widths": [4, 8]}
 
 
 def test_a_list_of_stage_depths_and_widths_is_found_from_the_weights(tmp_path, monkeypatch):

@@ -465,10 +465,13 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
     stride) left at its default, or at the value a required one was first built with, is a guess the weights cannot
     check. Refused, naming what was found and what is still to give."""
     base = _layers(fn, model_args)
-    # a list's elements that change no tensor (strides) keep their defaults, as before lists were searched
-    unread = [n for n, d in defaults.items() if (n not in found or n in required) and not isinstance(d, bool)
-              and not ELEMENT.match(n) and isinstance(model_args.get(n, d), int)
-              and _effect(fn, model_args, n, model_args.get(n, d), base, loose=n in loose) == "nothing"]
+    # a defaulted list's elements that change no tensor (strides) keep their defaults, as before lists were searched;
+    # a required list's (seeded with ones) are a guess, as a required integer's first value is
+    unread = [n for n, d in defaults.items() if (n not in found or n in required or _list_of(n) in required)
+              and not isinstance(d, bool) and (not ELEMENT.match(n) or _list_of(n) in required)
+              and isinstance(_now(model_args, n, d), int)
+              and _effect(fn, model_args, n, _now(model_args, n, d), base, loose=n in loose) == "nothing"]
+    unread = list(dict.fromkeys(_list_of(n) or n for n in unread))  # `strides[0]`, `strides[1]`: strides
     if unread and set(unread) & set(required):
         found = {k: v for k, v in found.items() if k not in unread}
         said = ", ".join(f"{k}={v!r}" for k, v in found.items()) or "nothing else"
@@ -481,6 +484,20 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
             f"and the value it was built with (its default, or a first value where it has none) may compute "
             f"another function over the same weights (an attention's head count does): "
             f"give {them} too: {flags} {' '.join(f'--model-arg {n}=VALUE' for n in unread)}.")
+
+
+def _list_of(name: str) -> str | None:
+    """The list argument an element's name is of (`strides[1]`: strides), or None."""
+    match = ELEMENT.match(name)
+    return match.group(1) if match else None
+
+
+def _now(model_args: dict[str, Any], name: str, default: Any) -> Any:
+    """An argument's value in `model_args`, an element's in its list there, else `default`."""
+    listed = _list_of(name)
+    if listed is not None and isinstance(model_args.get(listed), (list, tuple)):
+        return model_args[listed][int(ELEMENT.match(name).group(2))]
+    return model_args.get(name, default)
 
 
 def _refuse_traded(fn, model_args, defaults, score, said) -> None:
