@@ -1103,6 +1103,18 @@ class Pooled(nn.Module):  # its strides, a required list too, change no tensor: 
         harden.load(tmp_path / "p.pth", arch="stages.py:Pooled")
     model = harden.load(tmp_path / "p.pth", arch="stages.py:Pooled", model_args={"strides": [2, 2]})
     assert model.spec.model_args == {"strides": [2, 2], "widths": [4, 8]}
+    # two block classes that build the same tensors (a pre-activation block's layers run in another order): refused
+    (tmp_path / "twins.py").write_text((tmp_path / "stages.py").read_text() + (
+        "\n\nclass PreAct(Basic):\n    def forward(self, x):\n        return self.conv1(F.relu(self.bn1(x))) if "
+        "self.conv1.in_channels == self.conv1.out_channels else super().forward(x)\n"))
+    torch.save(_import_callable("stages.py:ResNet")(getattr(sys.modules[stages], "Basic"), [1, 1]).state_dict(),
+               tmp_path / "t.pth")
+    with pytest.raises(HardenError, match=r"built with block as any of Basic, PreAct \(each a class its module holds, "
+                                          r"building the same tensors\): give the one it was trained with, "
+                                          r"--model-arg block=NAME\."):
+        harden.load(tmp_path / "t.pth", arch="twins.py:ResNet")
+    assert harden.load(tmp_path / "t.pth", arch="twins.py:ResNet", model_args={"block": "PreAct"}).spec.model_args \
+        == {"block": "PreAct", "num_blocks": [1, 1]}
 
 
 def test_a_list_of_stage_depths_and_widths_is_found_from_the_weights(tmp_path, monkeypatch):

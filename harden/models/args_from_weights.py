@@ -351,6 +351,7 @@ def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], s
                                                            and not isinstance(seeds[n], (list, str))}, choices)
     for names in ([searched, list(defaults)] if required else [list(defaults)]):
         if search.descend({n: defaults[n] for n in names}, found):
+            _refuse_other_classes(fn, {**model_args, **found}, choices, score)
             return _said(fn, model_args, score, defaults, found, required, search.builds, search.loose)
         if search.out_of_time():
             return None
@@ -484,6 +485,18 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
             f"and the value it was built with (its default, or a first value where it has none) may compute "
             f"another function over the same weights (an attention's head count does): "
             f"give {them} too: {flags} {' '.join(f'--model-arg {n}=VALUE' for n in unread)}.")
+
+
+def _refuse_other_classes(fn, model_args, choices: dict[str, list[str]], score) -> None:
+    """A block class found where another of the module's classes fits the weights as well (the same tensors, and
+    perhaps another computation: a pre-activation block's layers in another order): the weights cannot say which."""
+    for name, others in choices.items():
+        fitting = [c for c in others if c != model_args[name] and _fits(_scored(fn, {**model_args, name: c}, score))]
+        if fitting:
+            both = ", ".join([model_args[name], *fitting])
+            raise HardenError(f"The weights fit a network built with {name} as any of {both} (each a class its module "
+                              f"holds, building the same tensors): give the one it was trained with, --model-arg "
+                              f"{name}=NAME.")
 
 
 def _list_of(name: str) -> str | None:
