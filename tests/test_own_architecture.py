@@ -1107,7 +1107,7 @@ class Pooled(nn.Module):  # its strides, a required list too, change no tensor: 
     (tmp_path / "twins.py").write_text((tmp_path / "stages.py").read_text() + (
         "\n\nclass PreAct(Basic):\n    def forward(self, x):\n        return self.conv1(F.relu(self.bn1(x))) if "
         "self.conv1.in_channels == self.conv1.out_channels else super().forward(x)\n"))
-    torch.save(_import_callable("stages.py:ResNet")(getattr(sys.modules[stages], "Basic"), [1, 1]).state_dict(),
+    torch.save(_import_callable("stages.py:ResNet")(sys.modules[stages].Basic, [1, 1]).state_dict(),
                tmp_path / "t.pth")
     with pytest.raises(HardenError, match=r"built with block as any of Basic, PreAct \(each a class its module holds, "
                                           r"building the same tensors\): give the one it was trained with, "
