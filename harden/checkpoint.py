@@ -406,6 +406,9 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
         kw.update(arch=arch, model_args=model_args)
         with held_warnings() as held:
             model = load(path, **kw)
+        model.config_sources["arch"] = f"the one of {str(kw['arch']).rpartition(':')[0]}'s networks the weights fit"
+        if found_args:
+            model.config_sources["model_args"] = "checkpoint weights (the arguments they fit)"
         warn(f"{str(path)!r} with --arch {str(kw['arch']).rpartition(':')[0]}: {said}.")
         for msg in held:
             warn(msg)

@@ -1289,6 +1289,9 @@ def test_a_file_given_alone_is_searched_for_the_network_the_weights_fit(tmp_path
     torch.save({"state_dict": net.state_dict()}, tmp_path / "b.pth")
     model = harden.load(tmp_path / "b.pth", arch="wrn.py")
     assert model.spec.arch == "wrn.py:WRN" and model.spec.model_args == {"depth": 28, "widen_factor": 3}
+    # inspect says where both came from (it said "flag" for each)
+    assert model.config_sources["arch"] == "the one of wrn.py's networks the weights fit"
+    assert model.config_sources["model_args"] == "checkpoint weights (the arguments they fit)"
     assert model.spec.num_classes == 7
     with torch.no_grad():
         assert torch.allclose(model(x), net(x), atol=1e-6)
