@@ -16,9 +16,10 @@ from .errors import HardenError
 
 MODEL_ARG_OPTION = typer.Option(  # the model flags' --model-arg, and train's (which builds a network from --arch)
     None, "--model-arg", help="A keyword argument of the architecture's constructor, key=value (repeatable; the "
-    "value read as JSON, else as text; text naming a class or function passes it, as the constructor's own "
-    "code does: block=BasicBlock, norm_layer=nn.BatchNorm2d), e.g. depth=28 widen_factor=10 for a WideResNet, or "
-    "timm's drop_path_rate=0.1. Kept in the metadata of every checkpoint harden writes.", rich_help_panel="Model")
+    "value read as JSON, else as text; text naming a class, or a function by its dotted path, passes it, as the "
+    "constructor's own code does: block=BasicBlock, norm_layer=nn.BatchNorm2d, act=F.gelu), e.g. depth=28 "
+    "widen_factor=10 for a WideResNet, or timm's drop_path_rate=0.1. Kept in the metadata of every checkpoint "
+    "harden writes.", rich_help_panel="Model")
 
 _OPTIONS = {
     "arch": (Optional[str], typer.Option(

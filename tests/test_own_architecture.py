@@ -887,7 +887,9 @@ def test_a_class_or_function_given_by_its_name_is_passed_as_its_own_code_passes_
     block=BasicBlock`, the value its own code passes, reached the constructor as the text 'BasicBlock' ("'str' object
     is not callable"). Text that names a class or function in the constructor's module, or one importable by its
     dotted path, is passed as that object (kept as text in the metadata, and resolved again when the written
-    checkpoint is loaded); where the parameter takes text (a `str` annotation or a text default) it stays text."""
+    checkpoint is loaded); where the parameter takes text (a `str` annotation or a text default) it stays text, and
+    so does a bare function's name (a function is named by its dotted path); a constructor that looks its block up
+    by name (the build with the class raises) is built with the text."""
     nets = _nets(tmp_path, monkeypatch)
     torch.manual_seed(0)
     net = nets.Stages(nets.Block, [3]).eval()
@@ -917,6 +919,36 @@ def test_a_class_or_function_given_by_its_name_is_passed_as_its_own_code_passes_
     assert passed == {"norm_layer": timm.layers.BatchNormAct2d, "kind": "nn", "act": "Nothing"}
     assert as_passed(nets.Normed, {"act": "torch.nn", "norm_layer": "os.path.join"}) == \
         {"act": "torch.nn", "norm_layer": __import__("os").path.join}  # a module is no class or function
+    # a bare function's name stays text (code compares `act == 'relu'` more often than it takes `relu` itself)
+    from harden.models.registry import _import_callable
+    normed = _import_callable("nets.py:Normed")  # as a load imports it: its module's names are looked up
+    module = __import__("sys").modules[normed.__module__]
+    assert as_passed(normed, {"norm_layer": "Stages2", "act": "Block", "num_classes": "torch.nn.functional.gelu"}) \
+        == {"norm_layer": "Stages2", "act": module.Block, "num_classes": torch.nn.functional.gelu}
+    # a constructor that looks its block up by name takes the text: the build with the class raises, the text builds
+    (tmp_path / "byname.py").write_text('''
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+
+class ByName(nn.Module):
+    def __init__(self, block, num_classes=10):
+        super().__init__()
+        self.body = {"Block": Block}[block]()
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.body.conv(x).mean((2, 3)))
+''')
+    net = _import_callable("byname.py:ByName")("Block").eval()
+    torch.save(net.state_dict(), tmp_path / "b.pth")
+    model = harden.load(tmp_path / "b.pth", arch="byname.py:ByName", model_args={"block": "Block"})
+    assert outputs_agree(model, net, chans=3) and model.spec.model_args == {"block": "Block"}
 
 
 def test_a_package_s_folder_is_an_architecture_and_one_network_under_two_names_is_one(tmp_path, monkeypatch):

@@ -96,10 +96,10 @@ def configuration_from_weights(fn: Callable[..., Any], model_args: dict[str, Any
 def _built(fn, model_args: dict[str, Any]):
     """The network on the meta device, or None where the constructor refuses the values (an assertion, a KeyError)."""
     from .meta_build import built_for_shapes
-    from .registry import as_passed
+    from .registry import built
     try:
         with built_for_shapes():
-            return fn(**as_passed(fn, _folded(fn, model_args)))
+            return built(fn, {}, _folded(fn, model_args), text_too=False)
     except Exception:  # noqa: BLE001 - whatever the user's constructor raises for a value it does not take
         return None
 

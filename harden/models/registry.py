@@ -123,14 +123,14 @@ def _build_net(spec: ModelSpec) -> nn.Module:
                 getattr(fn, "__name__", "") in INIT_WEIGHTS_FACTORIES and "init_weights" not in spec.model_args:
             kwargs["init_weights"] = False  # the checkpoint supplies every weight (and torchvision warns otherwise)
         said = {**kwargs, **spec.model_args}  # the arguments as given (a class named by its text)
-        kwargs.update(as_passed(fn, spec.model_args))
         try:
-            net = fn(**kwargs)
+            net = built(fn, kwargs, spec.model_args)
         except TypeError as e:
-            missing = _required_not_given(fn, kwargs)
+            missing = _required_not_given(fn, {**kwargs, **spec.model_args})
             give = (f"give {' '.join(f'--model-arg {name}=VALUE' for name in missing)} (a JSON value or text: the "
-                    "value its own code passes, a class or function by its name as in block=BasicBlock; a JSON object "
-                    "is read by key or attribute, as a constructor that takes its settings as one reads them: "
+                    "value its own code passes: a class by its name as in block=BasicBlock, a function by its dotted "
+                    "path as in act=F.gelu; a JSON object is read by key or attribute, as a constructor that takes "
+                    "its settings as one reads them: "
                     f"--model-arg {missing[0]}='{{\"depth\": 28}}' gives {missing[0]}.depth)" if missing
                     else "give its arguments with --model-arg")
             raise (MissingArguments if missing else HardenError)(
@@ -203,20 +203,23 @@ def _with_attributes(value: Any) -> Any:
     return [_with_attributes(v) for v in value] if isinstance(value, list) else value
 
 
-def as_passed(fn: Callable[..., Any], model_args: dict[str, Any]) -> dict[str, Any]:
+def as_passed(fn: Callable[..., Any], model_args: dict[str, Any], names: bool = True) -> dict[str, Any]:
     """`--model-arg` values (JSON, kept so in the metadata) as the constructor takes them: a JSON object read by key
-    or attribute, and text that names a class or function where its own code would pass one (`ResNet(block,
-    num_blocks)` called as `ResNet(BasicBlock, [2, 2, 2, 2])`; `norm_layer=nn.BatchNorm2d`; `act=torch.nn.GELU`): the
-    object of that name in the constructor's module, else importable by that dotted path. Text stays text where the
-    parameter takes text (a text default or a `str` annotation) or where no class or function has the name; a list is
-    a tuple where the default is one."""
+    or attribute, and text that names a class, or with a dotted path a class or function, where its own code would
+    pass one (`ResNet(block, num_blocks)` called as `ResNet(BasicBlock, [2, 2, 2, 2])`; `norm_layer=nn.BatchNorm2d`;
+    `act=F.gelu`; `act=torch.nn.GELU`): the object of that name in the constructor's module, else importable by that
+    path. Text stays text where the parameter takes text (a text default or a `str` annotation), where it is a bare
+    function's name (`act=relu` beside an imported `relu`: code that compares it with 'relu' is the commoner), or
+    where nothing has the name; `names` False: no name is looked up (`built`'s second try). A list is a tuple where
+    the default is one."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         params = {}
     out = {}
     for key, value in model_args.items():
-        named = None if _takes_text(params.get(key)) or not isinstance(value, str) else _named_object(fn, value)
+        named = None if not names or _takes_text(params.get(key)) or not isinstance(value, str) else \
+            _named_object(fn, value)
         out[key] = named if named is not None else _with_attributes(value)
         if isinstance(value, list) and key in params and isinstance(params[key].default, tuple):
             out[key] = tuple(out[key])  # JSON's list where the default is a tuple (`dims + (x,)` takes no list)
@@ -247,8 +250,27 @@ def _named_object(fn: Callable[..., Any], text: str) -> Any:
             found = _attribute_path(importlib.import_module(".".join(parts[:cut])), parts[cut:])
         except Exception:  # noqa: BLE001 - not a module (ImportError) or one that fails to import: not a name
             continue
-    return found if inspect.isclass(found) or inspect.isroutine(found) or isinstance(found, functools.partial) \
-        else None
+    if inspect.isclass(found) or len(parts) > 1 and (inspect.isroutine(found) or isinstance(found, functools.partial)):
+        return found
+    return None
+
+
+def built(fn: Callable[..., Any], kwargs: dict[str, Any], model_args: dict[str, Any], text_too: bool = True) -> Any:
+    """`fn(**kwargs, **model_args as passed)`; where a name was looked up and that build raises, the build with the
+    text as given (a constructor that looks its block up by name, `{'BasicBlock': BasicBlock}[block]`), else the
+    first build's error. `text_too` False: the first build alone (the argument search, whose seeds name classes that
+    must not build as text: `strides='Basic'` indexes its letters)."""
+    passed = as_passed(fn, model_args)
+    try:
+        return fn(**{**kwargs, **passed})
+    except Exception as first:
+        text = as_passed(fn, model_args, names=False)
+        if not text_too or all(passed[k] is text[k] for k in passed):
+            raise
+        try:
+            return fn(**{**kwargs, **text})
+        except Exception:  # noqa: BLE001 - the first build's error is the one to say
+            raise first from None
 
 
 def _attribute_path(obj: Any, names: list[str]) -> Any:
