@@ -1149,6 +1149,40 @@ class Pooled(nn.Module):  # its strides, a required list too, change no tensor: 
         == {"block": "PreAct", "num_blocks": [1, 1]}
 
 
+def test_a_hidden_width_is_found_where_the_class_count_is_the_heads_rows_read(tmp_path, monkeypatch):
+    """PyTorch's MNIST MLP written with a hidden width (`MLP(hidden=512)`: fc1 784 -> hidden, fc3 hidden -> 10, no
+    class count to give) and trained at 256: the count, read from the head's rows (10), was blamed for the head's
+    mismatch, whose rows agree and whose inputs differ, so the load stopped at "does not say its number of classes"
+    and the search for the width never ran. A head that holds the count's rows is no longer the count's mismatch."""
+    (tmp_path / "mlp.py").write_text('''
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden=512):
+        super().__init__()
+        self.fc1 = nn.Linear(28 * 28, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        x = x.view(-1, 28 * 28)
+        return F.log_softmax(self.fc3(F.relu(self.fc2(F.relu(self.fc1(x))))), dim=1)
+''')
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    torch.manual_seed(0)
+    net = _import_callable("mlp.py:MLP")(hidden=32).eval()
+    torch.save(net.state_dict(), tmp_path / "mlp.pt")
+    model = harden.load(tmp_path / "mlp.pt", arch="mlp.py:MLP")
+    assert model.spec.model_args == {"hidden": 32} and model.spec.num_classes == 10
+    assert (model.spec.in_chans, model.spec.input_size) == (1, (28, 28))
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+
+
 def test_a_list_of_stage_depths_and_widths_is_found_from_the_weights(tmp_path, monkeypatch):
     """FB's ConvNeXt class takes `depths=[3, 3, 9, 3], dims=[96, 192, 384, 768]` (its tiny's); a base checkpoint
     (depths [3, 3, 27, 3], dims [128, ...]) given `--arch convnext.py:ConvNeXt` stopped at the mismatch, since only
