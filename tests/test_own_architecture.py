@@ -1183,6 +1183,46 @@ class MLP(nn.Module):
         assert torch.allclose(model(x), net(x), atol=1e-6)
 
 
+def test_an_input_shape_is_given_as_channels_height_and_width(tmp_path, monkeypatch):
+    """Keras-minded code sizes its flatten from `input_shape` (`c, h, w = input_shape`, a dummy forward of
+    `torch.zeros(1, *input_shape)`), a required argument no alias named: "missing 1 required positional argument:
+    'input_shape'". It is given as C x H x W from the channels and size harden has (the size tried where none is
+    known, as for an `img_size`), and a sequence default of three takes the channels too."""
+    (tmp_path / "shapenet.py").write_text('''
+import torch
+import torch.nn as nn
+
+
+class CNN(nn.Module):
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        c, h, w = input_shape
+        self.features = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, *input_shape)).view(1, -1).shape[1]
+        self.fc = nn.Linear(n, n_classes)
+
+    def forward(self, x):
+        x = self.features(x)
+        return self.fc(x.view(x.size(0), -1))
+''')
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    from harden.models.config import size_argument
+    import inspect
+    for shape in ((3, 32, 32), (1, 28, 28)):
+        torch.manual_seed(0)
+        net = _import_callable("shapenet.py:CNN")(shape, 6).eval()
+        torch.save(net.state_dict(), tmp_path / "cnn.pt")
+        model = harden.load(tmp_path / "cnn.pt", arch="shapenet.py:CNN")
+        assert (model.spec.in_chans, *model.spec.input_size) == shape and model.spec.num_classes == 6
+        x = torch.rand(2, *shape)
+        with torch.no_grad():
+            assert torch.allclose(model(x), net(x), atol=1e-6)
+    param = inspect.Parameter("img_size", inspect.Parameter.KEYWORD_ONLY, default=(3, 224, 224))
+    assert size_argument("shapenet.py:CNN", param, (28, 28), 1) == (1, 28, 28)  # (3, ...) before
+
+
 def test_a_list_of_stage_depths_and_widths_is_found_from_the_weights(tmp_path, monkeypatch):
     """FB's ConvNeXt class takes `depths=[3, 3, 9, 3], dims=[96, 192, 384, 768]` (its tiny's); a base checkpoint
     (depths [3, 3, 27, 3], dims [128, ...]) given `--arch convnext.py:ConvNeXt` stopped at the mismatch, since only

@@ -365,7 +365,9 @@ ARG_ALIASES = {"num_classes": ("num_classes", "n_classes", "nb_classes", "num_cl
                "in_chans": ("in_chans", "in_channels", "in_ch", "input_channels", "n_channels", "inp_channels",
                             "num_input_channels", "img_channels", "image_channels"),
                # a constructor that sizes a layer from it (`nn.Linear(64 * (img_size // 4) ** 2, ...)`) or keeps it
-               "input_size": ("input_size", "img_size", "image_size", "input_resolution")}
+               "input_size": ("input_size", "img_size", "image_size", "input_resolution",
+                              # C x H x W, as Keras-minded code sizes its flatten: `c, h, w = input_shape`
+                              "input_shape", "in_shape", "img_shape", "image_shape")}
 
 
 def parameter_for(params, key: str) -> str | None:
@@ -401,14 +403,18 @@ def counts_features(arch: str) -> bool:
 
 
 def size_argument(arch: str, param, size: tuple[int, int], in_chans: int) -> Any:
-    """The input size in the form the constructor's default has: (C,) H, W for a sequence default; one int for an int
-    default, or for none where the size is square (published code writes `img_size // patch_size`); else (H, W).
+    """The input size in the form the constructor's default has: C, H, W for a sequence default of three or a shape
+    (`input_shape`, the channels harden gives); H, W for one of two; one int for an int default, or for none where
+    the size is square (published code writes `img_size // patch_size`); else (H, W).
     An MLP's `input_size` (counts_features) gets C x H x W."""
     import inspect
     h, w = (int(v) for v in size)
     if counts_features(arch):
         return in_chans * h * w
     default = param.default
+    if isinstance(default, (list, tuple)) and len(default) == 3 or param.name.endswith("shape") and \
+            not (isinstance(default, (list, tuple)) and len(default) == 2):
+        return (type(default) if isinstance(default, (list, tuple)) else tuple)([in_chans, h, w])  # C, H, W
     if isinstance(default, (list, tuple)) and len(default) >= 2:
         return type(default)([*default[:-2], h, w])
     if (isinstance(default, int) and not isinstance(default, bool) or default is inspect.Parameter.empty) and h == w:
