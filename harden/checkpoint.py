@@ -678,8 +678,8 @@ def _count_implicated(net: torch.nn.Module, state: dict[str, torch.Tensor], num_
     that is not the classifier's: the file's last linear layer was a projection after it). A head whose rows agree
     and whose inputs differ (an MLP's hidden width) is a mismatch of another argument, not of the count."""
     own, fitted = _fitted(net, state)[:2]
-    return any(k in fitted and fitted[k].shape != v.shape and v.ndim >= 1 and v.shape[0] == num_classes
-               and fitted[k].shape[:1] != v.shape[:1] for k, v in own.items())
+    return any(k in fitted and v.ndim >= 1 and v.shape[0] == num_classes and fitted[k].shape[:1] != v.shape[:1]
+               for k, v in own.items())
 
 
 def _position_embedding_size(model: Classifier, spec: dict[str, Any], sources: dict[str, str], meta: dict[str, Any],
