@@ -117,7 +117,7 @@ def flags_for(spec) -> str:
     `harden export -o weights.pth` wrote): its architecture, classes, size and preprocessing, as a shell takes them."""
     import shlex
 
-    from .models.registry import CHANNEL_ORDER
+    from .models.registry import CHANNEL_ORDER, arg_text
     parts = [("--arch", spec.arch), ("--num-classes", spec.num_classes)]
     if spec.in_chans != 3:
         parts.append(("--in-chans", spec.in_chans))
@@ -133,8 +133,7 @@ def flags_for(spec) -> str:
     if spec.extra.get(CHANNEL_ORDER) == "bgr":
         parts.append(("--channel-order", "bgr"))
     for key, value in spec.model_args.items():
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        parts.append(("--model-arg", f"{key}={text}"))
+        parts.append(("--model-arg", f"{key}={arg_text(value)}"))
     return " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in parts)
 
 

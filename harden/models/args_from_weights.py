@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import HardenError
 from .config import ARG_ALIASES
+from .registry import arg_text
 
 MAX_NAMES = 64  # names tried at most (each is one meta-device build)
 
@@ -428,7 +429,7 @@ def _said(fn, model_args, score, defaults, found, required, builds, loose=frozen
     unused = [n for n in found if n not in defaults and TRAINING_ONLY.search(n)]  # a required training-time rate, 0
     found = _folded(fn, found)
     said = ", ".join(f"{k}={v!r}" for k, v in found.items())
-    flags = " ".join(f"--model-arg {k}={_flag(v)}" for k, v in found.items())
+    flags = " ".join(f"--model-arg {k}={arg_text(v)}" for k, v in found.items())
     _refuse_unread(fn, {**model_args, **found}, defaults, found, said, flags, required, loose)
     _refuse_traded(fn, {**model_args, **found}, defaults, score, said)
     why = (f"its constructor requires {', '.join([*required, *unused])}, which nothing gave" if required or unused
@@ -454,12 +455,6 @@ def _as_flags(fn, model_args, found: dict[str, Any], loose) -> dict[str, Any]:
     return out
 
 
-def _flag(value: Any) -> str:
-    if isinstance(value, str) and all(part.isidentifier() for part in value.split(".")):
-        return value  # a class by its name: block=BasicBlock
-    return json.dumps(value, separators=(",", ":"))  # [2,2,18,2]: one word in a shell
-
-
 def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), loose=frozenset()) -> None:
     """A network whose tensors all fit may still compute another function: an integer argument that changes no
     tensor (an attention's head count: timm's ViT-Ti has 3 heads, its class's default 12, over the same weights; a
@@ -476,7 +471,7 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
     if unread and set(unread) & set(required):
         found = {k: v for k, v in found.items() if k not in unread}
         said = ", ".join(f"{k}={v!r}" for k, v in found.items()) or "nothing else"
-        flags = " ".join(f"--model-arg {k}={_flag(v)}" for k, v in found.items())
+        flags = " ".join(f"--model-arg {k}={arg_text(v)}" for k, v in found.items())
     if unread:
         them = "it" if len(unread) == 1 else "them"
         raise HardenError(

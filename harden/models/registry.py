@@ -7,6 +7,7 @@ import importlib.util
 from importlib.machinery import SourceFileLoader
 import inspect
 import itertools
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -224,6 +225,18 @@ def as_passed(fn: Callable[..., Any], model_args: dict[str, Any], names: bool = 
         if isinstance(value, list) and key in params and isinstance(params[key].default, tuple):
             out[key] = tuple(out[key])  # JSON's list where the default is a tuple (`dims + (x,)` takes no list)
     return out
+
+
+def arg_text(value: Any) -> str:
+    """A constructor argument as `--model-arg` takes it back (as_passed's inverse): text as it is (block=BasicBlock)
+    unless it reads as JSON ("28" stays text as "28"), anything else as compact JSON (num_blocks=[2,2,2,2]: one word
+    in a shell)."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _takes_text(param: inspect.Parameter | None) -> bool:
