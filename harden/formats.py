@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import HardenError
+from .errors import HardenError, WeightsDoNotFit
 from .inert_pickle import Inert
 
 SAFETENSORS = "safetensors"
@@ -584,6 +584,14 @@ def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modul
         notes.append("removed the `module.` of submodules wrapped in DataParallel (PyTorch's ImageNet example wraps "
                      "AlexNet's and VGG's `features` alone)")
     copies = full_copies(own, state)
+    blocks = _numbered_blocks(copies, state)
+    if blocks:
+        raise WeightsDoNotFit(
+            f"The architecture builds one block of the file's network: its {len(own)} tensors are there "
+            f"{len(copies)} times, as the numbered blocks {', '.join(map(repr, copies[:4]))}"
+            f"{', ...' if len(copies) > 4 else ''}, and the file holds {len(blocks)} tensors more besides "
+            f"({', '.join(blocks[:3])}{', ...' if len(blocks) > 3 else ''}). Give --arch the class or factory that "
+            "builds the whole network.")
     if len(copies) > 1 and not _same_values(own, state, copies):  # the robustness library saves one model twice
         shown = ", ".join(repr(c) if c else "(no prefix)" for c in copies)
         raise HardenError(f"The state dict holds {len(copies)} whole copies of the model's weights, under the prefixes "
@@ -729,6 +737,19 @@ def full_copies(own: dict[str, Any], state: dict[str, Any]) -> list[str]:
                 prefix = ".".join(parts[:i]) + ("." if i else "")
                 counts[prefix] = counts.get(prefix, 0) + 1
     return sorted(p for p, n in counts.items() if n == len(own_keys) and own_keys)
+
+
+def _numbered_blocks(copies: list[str], state: dict[str, Any]) -> list[str]:
+    """Where the copies are a container's numbered children (`layer1.0.`, `layer1.1.`, ...: the architecture is one
+    block of a larger network, no second model beside the first) and the file holds more than them, the keys of that
+    more; else nothing."""
+    parts = [c.rstrip(".").split(".") for c in copies]
+    if len(copies) < 2 or "" in copies or len({len(p) for p in parts}) != 1:
+        return []
+    differ = [i for i in range(len(parts[0])) if len({p[i] for p in parts}) > 1]
+    if len(differ) != 1 or not all(p[differ[0]].isdigit() for p in parts):
+        return []
+    return [k for k in state if not k.startswith(tuple(copies))]
 
 
 def _same_values(own: dict[str, Any], state: dict[str, Any], copies: list[str]) -> bool:

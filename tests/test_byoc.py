@@ -728,6 +728,63 @@ def test_taps_probe_matches_timm_feature_info():
         assert found == declared, name
 
 
+# attention as published ViT code writes it (lucidrains' vit-pytorch): the weights pass through nn.Softmax and
+# nn.Dropout modules, 4-D outputs of heads x tokens x tokens
+TOKEN_NETS = '''
+import torch
+from torch import nn
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.to_qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.attend = nn.Softmax(dim=-1)
+        self.dropout = nn.Dropout(0.1)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2) for t in self.to_qkv(self.norm(x)).chunk(3, -1))
+        attn = self.dropout(self.attend(q @ k.transpose(-1, -2) * (d // self.heads) ** -0.5))
+        return self.to_out((attn @ v).transpose(1, 2).reshape(b, n, d)) + x
+
+
+class ViT(nn.Module):
+    def __init__(self, num_classes=10, patch=2, dim=32, depth=2, stem=False):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU()) if stem else nn.Identity()
+        self.patch = nn.Conv2d(16 if stem else 3, dim, patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.layers = nn.ModuleList([Attention(dim) for _ in range(depth)])
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch(self.stem(x)).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.size(0), -1, -1), x], 1)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x[:, 0])
+'''
+
+
+def test_attention_weights_are_no_taps(tmp_path):
+    """A ViT's attention weights (4-D: heads x tokens x tokens) were taken as a feature map (`layers.1.dropout`,
+    4 channels at reduction 0), the last tap, so the fixer recipe put its convolutions on them (on a hybrid's
+    default taps, or any ViT's chosen by --set taps=...); the convolutions' maps are the taps."""
+    path = tmp_path / "vit.py"
+    path.write_text(TOKEN_NETS)
+    for size in (8, 16):  # 17 and 65 tokens: the attention maps wider and narrower than the image
+        vit = harden.create_model(f"{path}:ViT", 10, 3, (size, size))
+        assert [(t["module"], t["num_chs"], t["reduction"]) for t in vit.taps()] == [("patch", 32, 2)]
+        hybrid = harden.create_model(f"{path}:ViT", 10, 3, (size, size), model_args={"stem": True})
+        assert [(t["module"], t["num_chs"], t["reduction"]) for t in hybrid.taps()] == [
+            ("stem.2", 16, 1), ("stem.4", 16, 2), ("patch", 32, 4)]
+
+
 def test_taps_and_head_of_plain_modules(nets_file):
     plain = harden.create_model(f"{nets_file}:plain", 10, 1, (8, 8))
     assert [t["module"] for t in plain.taps()] == ["bn1", "conv2"]

@@ -12,6 +12,7 @@ from torch import nn
 
 import harden
 from harden import HardenError
+from harden.errors import WeightsDoNotFit
 
 
 def tutorial_net(in_chans=1, classes=10) -> nn.Sequential:
@@ -1147,6 +1148,94 @@ class Pooled(nn.Module):  # its strides, a required list too, change no tensor: 
         harden.load(tmp_path / "t.pth", arch="twins.py:ResNet")
     assert harden.load(tmp_path / "t.pth", arch="twins.py:ResNet", model_args={"block": "PreAct"}).spec.model_args \
         == {"block": "PreAct", "num_blocks": [1, 1]}
+
+
+CELLS = '''
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Cell(nn.Module):
+    def __init__(self, in_planes, out_planes, stride=1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_planes, out_planes, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_planes)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class WideCell(Cell):
+    def __init__(self, in_planes, out_planes, stride=1):
+        super().__init__(in_planes, out_planes, stride)
+        self.side = nn.Conv2d(in_planes, out_planes, 1, stride, bias=False)
+
+    def forward(self, x):
+        return super().forward(x) + self.side(x)
+
+
+class Net(nn.Module):
+    def __init__(self, cell_type, num_cells, num_planes):
+        super(Net, self).__init__()
+        self.conv1 = nn.Conv2d(3, num_planes, 3, 1, 1, bias=False)
+        self.layer1 = nn.Sequential(*[cell_type(num_planes, num_planes) for _ in range(3)])  # num_cells unread
+        self.layer2 = cell_type(num_planes, num_planes * 2, stride=2)
+        self.layer3 = nn.Sequential(*[cell_type(num_planes * 2, num_planes * 2) for _ in range(3)])
+        self.linear = nn.Linear(num_planes * 2, 10)
+
+    def forward(self, x):
+        out = self.layer3(self.layer2(self.layer1(F.relu(self.conv1(x)))))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).view(out.size(0), -1))
+
+
+def NetA():
+    return Net(Cell, num_cells=3, num_planes=8)
+'''
+
+
+def test_a_required_argument_its_code_never_reads_is_given_and_a_block_is_no_network(tmp_path, monkeypatch):
+    """pytorch-cifar's `PNASNet(cell_type, num_cells, num_planes)` never reads num_cells (its stages are six cells
+    whatever is passed): the search seeded it as a block class and stopped at "num_cells as any of SepConv, CellA,
+    CellB". An argument that changes nothing a build holds (no tensor, no layer's setting) is given 1 and said; one
+    that changes a setting (a stride, a head count) is still asked for. A block class given as the architecture was
+    told the file held "6 whole copies of the model's weights" (an EMA's, a teacher's): it is a block of the
+    network, and a file given alone is no longer said to fit its blocks."""
+    (tmp_path / "cells.py").write_text(CELLS)
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    from harden.runtime import held_warnings
+    import sys
+    cells = sys.modules[_import_callable("cells.py:Net").__module__]
+    torch.manual_seed(0)
+    net = cells.Net(cells.WideCell, 6, 6).eval()
+    torch.save({"net": net.state_dict(), "acc": 91.0}, tmp_path / "wide.pth")
+    for arch in ("cells.py:Net", "cells.py"):
+        with held_warnings() as said:
+            model = harden.load(tmp_path / "wide.pth", arch=arch)
+        assert model.spec.arch == "cells.py:Net"
+        assert model.spec.model_args == {"cell_type": "WideCell", "num_cells": 1, "num_planes": 6}, arch
+        assert any("(num_cells=1: read by none of its layers, the network the same at any value)" in
+                   " ".join(w.split()) for w in said), said
+        assert outputs_agree(model, net, chans=3)
+    for block in ("Cell", "WideCell"):
+        with pytest.raises(WeightsDoNotFit, match=r"builds one block of the file's network: its \d+ tensors are there "
+                                                  r"3 times, as the numbered blocks 'layer(\d).0.', 'layer\1.1.', "
+                                                  r"'layer\1.2.', and the file holds \d+ tensors more besides "
+                                                  r"\(conv1.weight, "):
+            harden.load(tmp_path / "wide.pth", arch=f"cells.py:{block}")
+    # a required stride, which a convolution keeps as a setting whatever it is (a class too): seeded 1, and asked for
+    # as what the weights cannot say; the file's one network that needs it is named with what it needs
+    (tmp_path / "strided.py").write_text(CELLS.replace("cell_type, num_cells, num_planes)", "cell_type, num_cells, "
+                                                       "num_planes, stride2)").replace("stride=2)", "stride=stride2)"))
+    strided = sys.modules[_import_callable("strided.py:Net").__module__]
+    torch.save(strided.Net(strided.WideCell, 1, 6, 2).state_dict(), tmp_path / "strided.pth")
+    for arch in ("strided.py:Net", "strided.py"):
+        with pytest.raises(HardenError, match=r"built with cell_type='WideCell', num_cells=1, num_planes=6 \(found from "
+                                              r"them\), but stride2 changes no tensor's name or shape"):
+            harden.load(tmp_path / "strided.pth", arch=arch)
+    with pytest.raises(HardenError, match=r"--arch strided.py: of the 4 networks and factories it defines, the weights "
+                                          r"fit Net \(--arch strided.py:Net\) alone\. The weights fit"):
+        harden.load(tmp_path / "strided.pth", arch="strided.py")
 
 
 def test_a_hidden_width_is_found_where_the_class_count_is_the_heads_rows_read(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from ..errors import HardenError
+from ..errors import HardenError, WeightsDoNotFit
 
 FILE_SECONDS = 20.0  # the most the candidates' builds and searches take before the file's callables are listed
 
@@ -79,14 +79,16 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
                           f"({', '.join(fits[:8])}): give the one it was trained with, --arch {file}:NAME.")
     # none builds as it is: those whose constructor arguments the weights say (a WideResNet's depth and width)
     searched: dict[str, tuple[dict[str, Any], str]] = {}
-    partly: list[str] = []
+    partly: dict[str, HardenError] = {}
     for name in found:
         if time.perf_counter() - start > FILE_SECONDS:
             break
         try:
             got = _arguments_from_weights(path, {**kw, "arch": f"{file}:{name}"})
-        except HardenError:  # found in part, the rest asked for: the weights fit it, but it cannot be built alone
-            partly.append(name)
+        except WeightsDoNotFit:  # one of the network's blocks, repeated in it
+            continue
+        except HardenError as e:  # found in part, the rest asked for: the weights fit it, but it cannot be built alone
+            partly[name] = e
             continue
         if got is not None:
             searched[name] = got
@@ -95,8 +97,12 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
         return f"{file}:{name}", args, (f"{name}, of the {len(found)} networks and factories it defines, builds the "
                                         f"network the weights hold, {said}")
     listed = ", ".join(list(found)[:12]) + (", ..." if len(found) > 12 else "")
+    if len(partly) == 1 and not searched:  # the one network the weights fit: what it still needs, as for file.py:NAME
+        name, error = next(iter(partly.items()))
+        raise type(error)(f"--arch {file}: of the {len(found)} networks and factories it defines, the weights fit "
+                          f"{name} (--arch {file}:{name}) alone. {error}") from None
     if searched or partly:
-        names = list(searched) + partly
+        names = list(searched) + list(partly)
         raise HardenError(f"--arch {file}: the weights fit {', '.join(names[:8])} of the networks it defines, each "
                           f"only with arguments to give: give --arch {file}:NAME (the error then names them).")
     raise HardenError(f"--arch {file}: none of the networks and factories it defines ({listed}) builds a network the "

@@ -228,7 +228,8 @@ def _structured_seeds(fn, model_args, required: list[str]) -> dict[str, Any] | N
     """pytorch-cifar's `ResNet(block, num_blocks)`, called `ResNet(BasicBlock, [2, 2, 2, 2])`: each required argument
     with no annotation tried as each network class its module holds (by name: passed as the class, as --model-arg
     passes it), as a list of ones (the shortest that builds is the list's length: a longer one is read in part) or as
-    1, in that order; the first combination with which the constructor builds."""
+    1, in that order; the first combination with which the constructor builds, each argument it also builds with as
+    1 set to 1."""
     import itertools
     params = inspect.signature(fn).parameters
     classes = _block_classes(fn)
@@ -240,6 +241,11 @@ def _structured_seeds(fn, model_args, required: list[str]) -> dict[str, Any] | N
             return None
         seeds = dict(zip(required, combo, strict=True))
         if any(isinstance(v, (str, list)) for v in combo) and _builds(fn, {**model_args, **seeds}):
+            # the classes come first, and a layer may keep one as a setting without complaint (a stride): each
+            # argument the constructor also builds with as 1 takes 1
+            for name, value in seeds.items():
+                if value != 1 and _builds(fn, {**model_args, **seeds, name: 1}):
+                    seeds[name] = 1
             return seeds
     return None
 
@@ -284,6 +290,59 @@ def _layers(fn, model_args) -> tuple | None:
     from .lazy import tensor_shapes
     net = _built(fn, model_args)
     return tensor_shapes(net) if isinstance(net, torch.nn.Module) else None
+
+
+def _settings(net) -> tuple:
+    """All a build holds that its forward can read: each module's class, its tensors' shapes and every other attribute
+    (a stride, a head count, a class kept to call later), as comparable plain values; an object that is none of
+    those is compared by its type and repr, so two of them never pass for one where the repr shows an address."""
+    import torch
+    internals = set(vars(torch.nn.Module()))
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return ("tensor", tuple(v.shape), str(v.dtype))
+        if isinstance(v, torch.nn.Module):
+            return ("module", type(v).__qualname__)
+        if isinstance(v, (list, tuple)):
+            return (type(v).__name__, tuple(plain(x) for x in v))
+        if isinstance(v, dict):
+            return ("dict", tuple((repr(k), plain(x)) for k, x in v.items()))
+        if isinstance(v, (str, int, float, bool, type(None))):
+            return v
+        if inspect.isclass(v) or inspect.isfunction(v) or inspect.isbuiltin(v):
+            return (getattr(v, "__module__", ""), getattr(v, "__qualname__", repr(v)))
+        return (type(v).__qualname__, repr(v))
+
+    return tuple((name, type(m).__qualname__, tuple(sorted((k, plain(v)) for k, v in vars(m).items()
+                                                           if k not in internals and k != "training")),
+                  tuple((k, plain(t)) for k, t in [*m._parameters.items(), *m._buffers.items()]))
+                 for name, m in net.named_modules())
+
+
+INERT_TRIES = (0, 1, 2, 3, 7, 16, 40, 100)  # the values an argument that changes nothing builds alike at
+
+
+def _inert(fn, model_args: dict[str, Any], name: str) -> bool:
+    """Whether the argument changes nothing a build holds (pytorch-cifar's `PNASNet(cell_type, num_cells,
+    num_planes)` never reads num_cells): at every value of INERT_TRIES, each build that succeeds (two at least) holds
+    the same settings. Then the forward, which reads only what its modules hold, computes the same function for any value."""
+    import torch
+    base = _built(fn, model_args)
+    if not isinstance(base, torch.nn.Module):
+        return False
+    now = _now(model_args, name, None)
+    settings, alike = _settings(base), 0
+    # 0: a flag builds alike at every true value; the larger: a depth read as `(depth - 4) // 6` blocks, none below 10
+    for value in INERT_TRIES:
+        if value == now:
+            continue
+        net = _built(fn, {**model_args, name: value})
+        if isinstance(net, torch.nn.Module):
+            if _settings(net) != settings:
+                return False
+            alike += 1
+    return alike >= 2
 
 
 def _side_scaled(model_args, name, value, side: str | None) -> dict[str, Any] | None:
@@ -427,6 +486,8 @@ def _said(fn, model_args, score, defaults, found, required, builds, loose=frozen
     """The arguments found and the sentence that says so, after refusing any the weights cannot say."""
     found = _as_flags(fn, model_args, found, loose)
     unused = [n for n in found if n not in defaults and TRAINING_ONLY.search(n)]  # a required training-time rate, 0
+    # a required argument its code never reads (pytorch-cifar's PNASNet's num_cells): as seeded, said
+    inert = [n for n in required if _count(found.get(n)) and _inert(fn, {**model_args, **found}, n)]
     found = _folded(fn, found)
     said = ", ".join(f"{k}={v!r}" for k, v in found.items())
     flags = " ".join(f"--model-arg {k}={arg_text(v)}" for k, v in found.items())
@@ -434,7 +495,9 @@ def _said(fn, model_args, score, defaults, found, required, builds, loose=frozen
     _refuse_traded(fn, {**model_args, **found}, defaults, score, said)
     why = (f"its constructor requires {', '.join([*required, *unused])}, which nothing gave" if required or unused
            else "the weights fit no network its defaults build") + \
-        (f" ({', '.join(unused)}: a training-time rate, no tensor's and unused in evaluation, given 0)" if unused else "")
+        (f" ({', '.join(unused)}: a training-time rate, no tensor's and unused in evaluation, given 0)" if unused else "") \
+        + (f" ({', '.join(f'{n}={found[n]}' for n in inert)}: read by none of its layers, the network the same at "
+           f"any value)" if inert else "")
     return found, (f"built with {said}: {why}, and {'these' if len(found) > 1 else 'this'} "
                    f"{'were' if len(found) > 1 else 'was'} found from the weights ({builds} builds tried on the meta "
                    f"device; `{flags}` says {'them' if len(found) > 1 else 'it'})")
@@ -466,7 +529,8 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
     unread = [n for n, d in defaults.items() if (n not in found or n in required or _list_of(n) in required)
               and not isinstance(d, bool) and (not ELEMENT.match(n) or _list_of(n) in required)
               and isinstance(_now(model_args, n, d), int)
-              and _effect(fn, model_args, n, _now(model_args, n, d), base, loose=n in loose) == "nothing"]
+              and _effect(fn, model_args, n, _now(model_args, n, d), base, loose=n in loose) == "nothing"
+              and not _inert(fn, model_args, n)]
     unread = list(dict.fromkeys(_list_of(n) or n for n in unread))  # `strides[0]`, `strides[1]`: strides
     if unread and set(unread) & set(required):
         found = {k: v for k, v in found.items() if k not in unread}

@@ -40,14 +40,19 @@ def _probe(net: nn.Module, in_chans: int, input_size: tuple[int, int], hook_filt
 def discover_taps(net: nn.Module, in_chans: int, input_size: tuple[int, int]) -> list[dict[str, Any]]:
     """One tap per feature-map resolution: of the outermost modules that run at a single resolution, the last
     to finish at that resolution. Skipped: identities, outputs of 1x1 spatial size (pooled / squeeze-excite
-    maps) and containers whose children run at several resolutions (a body holding several stages)."""
+    maps), attention weights (a square map whose side is the length of a token sequence the forward also makes)
+    and containers whose children run at several resolutions (a body holding several stages)."""
     modules = dict(net.named_modules())
     recs = _probe(net, in_chans, input_size, lambda m: not isinstance(m, nn.Identity))
     shape: dict[str, tuple[int, int, int]] = {}
     order: dict[str, int] = {}
     pooled_ok = tuple(input_size) == (1, 1)
+    # a transformer's attention weights (heads x tokens x tokens, from the Softmax or Dropout modules that published
+    # ViT code runs them through) are 4-D too, but no feature map: a square whose side is a token count
+    tokens = {out.shape[1] for _, out in recs if isinstance(out, torch.Tensor) and out.dim() == 3}
     for i, (name, out) in enumerate(recs):
-        if isinstance(out, torch.Tensor) and out.dim() == 4 and (pooled_ok or out.shape[2] * out.shape[3] > 1):
+        if isinstance(out, torch.Tensor) and out.dim() == 4 and (pooled_ok or out.shape[2] * out.shape[3] > 1) \
+                and not (out.shape[2] == out.shape[3] and out.shape[3] in tokens):
             shape[name] = tuple(out.shape[1:])
             order[name] = i  # a module run twice counts at its last completion
 
