@@ -3,6 +3,7 @@ computing what the pickled module computes, hardened, and written to a checkpoin
 a timm model (its name, class count, channels, size and preprocessing from its own attributes) and a torchvision
 model (the factory that builds its class with its weights' names and shapes)."""
 import argparse
+import inspect
 import json
 from pathlib import Path
 
@@ -1236,6 +1237,102 @@ def test_a_required_argument_its_code_never_reads_is_given_and_a_block_is_no_net
     with pytest.raises(HardenError, match=r"--arch strided.py: of the 4 networks and factories it defines, the weights "
                                           r"fit Net \(--arch strided.py:Net\) alone\. The weights fit"):
         harden.load(tmp_path / "strided.pth", arch="strided.py")
+
+
+FORWARDING = '''
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Block(nn.Module):
+    def __init__(self, i, o, stride=1):
+        super().__init__()
+        self.conv = nn.Conv2d(i, o, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(o)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class ResNet(nn.Module):
+    def __init__(self, block, layers, width, num_classes=1000):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.layer1 = nn.Sequential(*[block(width, width) for _ in range(layers[0])])
+        self.layer2 = nn.Sequential(block(width, 2 * width, 2), *[block(2 * width, 2 * width) for _ in range(layers[1] - 1)])
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = self.layer2(self.layer1(F.relu(self.stem(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).view(x.size(0), -1))
+
+
+class Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).view(x.size(0), -1))
+
+
+def _resnet(block, layers, pretrained, **kwargs):
+    model = ResNet(block, layers, **kwargs)
+    if pretrained:
+        raise RuntimeError("no download here")
+    return model
+
+
+def resnet8(pretrained=False, **kwargs):
+    return _resnet(Block, [1, 2], pretrained, **kwargs)
+
+
+def plain(**kwargs):
+    return Plain(**kwargs)
+
+
+def resnet(**kwargs):  # bearpaw's pytorch-classification: `models.__dict__[args.arch](num_classes=..., depth=...)`
+    return Deep(**kwargs)
+
+
+class Deep(nn.Module):
+    def __init__(self, depth, num_classes=1000):
+        super().__init__()
+        assert (depth - 2) % 6 == 0, 'depth should be 6n+2'
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.layers = nn.Sequential(*[Block(4, 4) for _ in range((depth - 2) // 6)])
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.layers(F.relu(self.stem(x))), 1).flatten(1))
+'''
+
+
+def test_a_factory_that_hands_its_keywords_on_takes_the_arguments_of_what_it_calls(tmp_path, monkeypatch):
+    """bearpaw's `def resnet(**kwargs): return ResNet(**kwargs)`, the name its training script records as the
+    architecture, shows no parameter: harden could not give it the class count ("does not say its number of
+    classes") nor search its class's required depth. Its signature is now its own parameters and those its keywords
+    reach, through factories that forward to factories (`resnet8(pretrained=False, **kwargs)` -> `_resnet(block,
+    layers, pretrained, **kwargs)` -> `ResNet(block, layers, width, num_classes=1000)`), less what each passes
+    itself; one that reaches a class taking nothing is given no class count."""
+    (tmp_path / "fwd.py").write_text(FORWARDING)
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    from harden.runtime import held_warnings
+    import sys
+    fwd = sys.modules[_import_callable("fwd.py:Deep").__module__]
+    assert str(inspect.signature(_import_callable("fwd.py:resnet8"))) == "(pretrained=False, *, width, num_classes=1000)"
+    torch.manual_seed(0)
+    cases = (("resnet8", fwd.resnet8(width=8, num_classes=7), {"width": 8}, 7),
+             ("resnet", fwd.resnet(depth=20, num_classes=100), {"depth": 20}, 100),
+             ("plain", fwd.plain(), {}, 10))
+    for name, net, args, classes in cases:
+        torch.save({"state_dict": nn.DataParallel(net).state_dict(), "arch": name}, tmp_path / "m.pth")
+        with held_warnings() as said:
+            model = harden.load(tmp_path / "m.pth", arch=f"fwd.py:{name}")
+        assert model.spec.model_args == args and model.spec.num_classes == classes, (name, said)
+        assert outputs_agree(model, net.eval(), chans=1 if name == "plain" else 3)
 
 
 def test_a_hidden_width_is_found_where_the_class_count_is_the_heads_rows_read(tmp_path, monkeypatch):

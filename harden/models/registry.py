@@ -9,6 +9,7 @@ import inspect
 import itertools
 import json
 import os
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -372,7 +373,16 @@ def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch"
     if fn is None or (need_callable and not callable(fn)):
         raise HardenError(f"{what} {arch!r}: {mod_name!r} has no {'callable ' if need_callable else ''}{fn_name!r}."
                           + _found_nearby(module, mod_name, fn_name))
+    if need_callable and not _installed(module):  # the user's own code: a factory's `**kwargs` read through
+        from .forwarding import with_forwarded_signature
+        fn = with_forwarded_signature(fn)
     return fn
+
+
+def _installed(module: Any) -> bool:
+    """Whether a module is an installed library's (torchvision, timm: their factories are read as they are)."""
+    path = str(getattr(module, "__file__", None) or "")
+    return any(part in ("site-packages", "dist-packages") for part in Path(path).parts) or not path
 
 
 NEARBY_SUBMODULES = ("models", "model", "nets", "networks", "archs")  # where packages keep their factories
@@ -401,7 +411,6 @@ TORCH_HUB = "torchhub:"  # torchhub:owner/repo[:branch]:entrypoint, from torch.h
 def torch_hub_file(arch: str, repo: str):
     """The hubconf.py of a repository torch.hub.load already downloaded (`$TORCH_HOME/hub/owner_repo_branch/`), read
     from the cache and never from the network."""
-    from pathlib import Path
 
     import torch.hub
     owner_repo, _, branch = repo.partition(":")
@@ -425,7 +434,6 @@ def torch_hub_file(arch: str, repo: str):
 def _import_file(arch: str, mod_name: str, what: str = "Architecture", flag: str = "--arch"):
     import hashlib
     import sys
-    from pathlib import Path
     file = Path(mod_name).expanduser()
     if file.is_dir() and (file / "__init__.py").is_file():  # a package's folder (`models/` of `from models import *`)
         file = file / "__init__.py"
