@@ -765,9 +765,10 @@ def find_prefix(own: dict[str, Any], state: dict[str, Any]) -> str:
     counts: dict[str, int] = {}
     own_keys = set(own)
     for sk in state:
-        for ok in own_keys:
-            if sk.endswith(ok) and (len(sk) == len(ok) or sk[-len(ok) - 1] == "."):
-                p = sk[: len(sk) - len(ok)]
+        parts = sk.split(".")
+        for i in range(len(parts)):  # each way of reading the key as prefix + one of the architecture's keys
+            if ".".join(parts[i:]) in own_keys:
+                p = ".".join(parts[:i]) + ("." if i else "")
                 counts[p] = counts.get(p, 0) + 1
     if not counts:
         return ""

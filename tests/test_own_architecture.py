@@ -1335,6 +1335,84 @@ def test_a_factory_that_hands_its_keywords_on_takes_the_arguments_of_what_it_cal
         assert outputs_agree(model, net.eval(), chans=1 if name == "plain" else 3)
 
 
+NAMED_BLOCKS = '''
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Basic(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.conv2(F.relu(self.conv1(x)))) + x
+
+
+class Bottle(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 1)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv3(F.relu(self.conv2(F.relu(self.conv1(x))))))) + x
+
+
+class ResNet(nn.Module):
+    def __init__(self, depth, num_classes=1000, block_name='BasicBlock'):
+        super(ResNet, self).__init__()
+        if block_name.lower() == 'basicblock':
+            assert (depth - 2) % 6 == 0, 'When use basicblock, depth should be 6n+2, e.g. 20, 32, 44, 56, 110, 1202'
+            n = (depth - 2) // 6
+            block = Basic
+        elif block_name.lower() == 'bottleneck':
+            assert (depth - 2) % 9 == 0, 'When use bottleneck, depth should be 9n+2, e.g. 20, 29, 47, 56, 110, 1199'
+            n = (depth - 2) // 9
+            block = Bottle
+        else:
+            raise ValueError('block_name shoule be Basicblock or Bottleneck')
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.layers = nn.Sequential(*[block(4) for _ in range(n)])
+        self.fc = nn.Linear(4, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.data.normal_(0, 0.1)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.layers(F.relu(self.conv1(x))), 1).flatten(1))
+
+
+def resnet(**kwargs):
+    return ResNet(**kwargs)
+'''
+
+
+def test_a_text_argument_is_searched_over_the_values_its_code_compares_it_with(tmp_path, monkeypatch):
+    """bearpaw's `ResNet(depth, num_classes=1000, block_name='BasicBlock')` (and the many CIFAR codes copied from
+    it) builds a 164-layer bottleneck network only when told `block_name='bottleneck'`: a text argument was never
+    searched, so such a file stopped at the mismatch. A text argument's other values are read from the comparisons
+    its constructor makes (`block_name.lower() == 'bottleneck'`) and searched as a block class is; a depth whose next
+    few values do not build under the new block (9n + 2 after 6n + 2) is still searched; a count is tried beyond 128
+    (the file's 137 layers)."""
+    (tmp_path / "named.py").write_text(NAMED_BLOCKS)
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    from harden.runtime import held_warnings
+    import sys
+    named = sys.modules[_import_callable("named.py:ResNet").__module__]
+    torch.manual_seed(0)
+    for depth, block in ((137, "bottleneck"), (38, "bottleneck"), (20, "BasicBlock")):
+        net = named.resnet(depth=depth, num_classes=10, block_name=block).eval()
+        torch.save({"state_dict": net.state_dict()}, tmp_path / "r.pth")
+        for arch in ("named.py:resnet", "named.py"):
+            with held_warnings() as said:
+                model = harden.load(tmp_path / "r.pth", arch=arch)
+            expected = {"depth": depth} if block == "BasicBlock" else {"depth": depth, "block_name": block}
+            assert model.spec.model_args == expected and model.spec.num_classes == 10, (arch, said)
+            assert outputs_agree(model, net, chans=3)
+
+
 def test_a_hidden_width_is_found_where_the_class_count_is_the_heads_rows_read(tmp_path, monkeypatch):
     """PyTorch's MNIST MLP written with a hidden width (`MLP(hidden=512)`: fc1 784 -> hidden, fc3 hidden -> 10, no
     class count to give) and trained at 256: the count, read from the head's rows (10), was blamed for the head's

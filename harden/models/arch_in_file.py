@@ -83,6 +83,8 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
     for name in found:
         if time.perf_counter() - start > FILE_SECONDS:
             break
+        if _passes_through(file, name, found):  # searched as the class it hands everything to
+            continue
         try:
             got = _arguments_from_weights(path, {**kw, "arch": f"{file}:{name}"})
         except WeightsDoNotFit:  # one of the network's blocks, repeated in it
@@ -92,6 +94,11 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
             continue
         if got is not None:
             searched[name] = got
+            inputs = _search_inputs(path, {**kw, "arch": f"{file}:{name}"})
+            built[name] = _network_built(inputs[0], {**inputs[1], **inputs[2], **got[0]}) if inputs else None
+    same = _one_network(list(searched), built, found) if len(searched) > 1 else None
+    if same is not None:  # `def resnet(**kwargs): return ResNet(**kwargs)` beside its class, both searched alike
+        searched = {same: searched[same]}
     if len(searched) == 1:
         name, (args, said) = next(iter(searched.items()))
         return f"{file}:{name}", args, (f"{name}, of the {len(found)} networks and factories it defines, builds the "
@@ -108,6 +115,19 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
     raise HardenError(f"--arch {file}: none of the networks and factories it defines ({listed}) builds a network the "
                       f"weights fit; give --arch {file}:NAME naming the one that builds it, with its --model-arg "
                       "arguments.")
+
+
+def _passes_through(file: str, name: str, found: dict[str, Any]) -> bool:
+    """Whether `name` is a factory that hands all it takes to another of the file's networks and nothing of its own
+    (bearpaw's `def resnet(**kwargs): return ResNet(**kwargs)`): the same network, its search the same."""
+    from .registry import _import_callable
+    try:
+        fn = _import_callable(f"{file}:{name}")
+        target = getattr(fn, "forwarded_to", None)
+        return any(target is other for other in found.values()) and \
+            list(inspect.signature(fn).parameters) == list(inspect.signature(target).parameters)
+    except (HardenError, TypeError, ValueError):
+        return False
 
 
 def _network_built(fn, model_args: dict[str, Any]) -> tuple | None:

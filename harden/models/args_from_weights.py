@@ -86,12 +86,31 @@ def configuration_from_weights(fn: Callable[..., Any], model_args: dict[str, Any
     network the weights do not fit (beyond a head's rows), its integer and true/false arguments (WideResNet's depth
     and widen_factor, RobustBench's sub_block1), searched one at a time for the build whose tensors the file holds
     (`sizes`: the sizes of the file's tensors, tried for integers above 128). None where nothing better fits."""
+    global _MEMO
     name = missing_name(fn, model_args)
-    if name is not None:
-        named = _named(fn, model_args, score, name)
-        if named is not None:
-            return named
-    return _searched(fn, model_args, score, set(sizes))
+    _MEMO = {}
+    try:
+        if name is not None:
+            named = _named(fn, model_args, score, name)
+            if named is not None:
+                return named
+        return _searched(fn, model_args, score, set(sizes))
+    finally:
+        _MEMO = None
+
+
+# what a search has built, by arguments, while it runs (its passes and checks build the same arguments again: a
+# ResNet-164's search asked for 54 arguments that build 134 times); None outside a search
+_MEMO: dict[tuple, Any] | None = None
+
+
+def _remembered(kind: str, fn, model_args: dict[str, Any], compute: Callable[[], Any], *more: Any) -> Any:
+    if _MEMO is None:
+        return compute()
+    key = (kind, id(fn), *map(id, more), repr(sorted(model_args.items(), key=lambda item: item[0])))
+    if key not in _MEMO:
+        _MEMO[key] = compute()
+    return _MEMO[key]
 
 
 def _built(fn, model_args: dict[str, Any]):
@@ -107,8 +126,11 @@ def _built(fn, model_args: dict[str, Any]):
 
 def _scored(fn, model_args: dict[str, Any], score: Callable[[Any], Score]) -> Score | None:
     import torch
-    net = _built(fn, model_args)
-    return score(net) if isinstance(net, torch.nn.Module) else None  # a factory may return something else
+
+    def scored():
+        net = _built(fn, model_args)
+        return score(net) if isinstance(net, torch.nn.Module) else None  # a factory may return something else
+    return _remembered("score", fn, model_args, scored, score)
 
 
 def _named(fn, model_args, score, name) -> tuple[dict[str, Any], str] | None:
@@ -136,6 +158,7 @@ def _named(fn, model_args, score, name) -> tuple[dict[str, Any], str] | None:
 
 
 SEARCH_SECONDS = 10.0  # the most a search of integer and true/false arguments takes before giving up
+NEAR = 24  # the steps either way a choice's move takes an integer to the nearest value that builds with it
 PAST_THE_FILE = 4  # successive larger values whose builds hold more tensors the file lacks than the best: no larger
 # never set by a search: arguments that fetch or write something, seed or say how to log and initialise
 UNTRIED = re.compile(r"pretrain|download|progress|verbose|debug|seed|weight|cache|checkpoint|path|url|load|save|"
@@ -161,6 +184,44 @@ def _searchable(fn, model_args) -> dict[str, Any]:
                 all(_count(v) for v in p.default):
             out.update({f"{p.name}[{i}]": v for i, v in enumerate(p.default)})
     return out
+
+
+def _text_choices(fn, model_args) -> dict[str, list[str]]:
+    """The other values of each text argument with a default that its constructor compares it with (bearpaw's
+    `ResNet(depth, num_classes=1000, block_name='BasicBlock')`: `if block_name.lower() == 'basicblock': ... elif
+    block_name.lower() == 'bottleneck':`), searched as a block class is; the constructor's own code, read, not run."""
+    import ast
+    import textwrap
+    try:
+        params = inspect.signature(fn).parameters
+        code = getattr(fn, "forwarded_to", fn)  # a factory's `**kwargs` reach the class that reads them
+        tree = ast.parse(textwrap.dedent(inspect.getsource(code.__init__ if inspect.isclass(code) else code)))
+    except (OSError, TypeError, ValueError, SyntaxError):
+        return {}
+    offered = {a for names in ARG_ALIASES.values() for a in names}
+    texts = {p.name: p.default for p in params.values() if isinstance(p.default, str) and p.name not in model_args
+             and p.name not in offered and not UNTRIED.search(p.name)}
+
+    def mentions(node, name: str) -> bool:  # `name`, `name.lower()`, `name.lower().strip()`
+        while isinstance(node, (ast.Call, ast.Attribute)):
+            node = node.func if isinstance(node, ast.Call) else node.value
+        return isinstance(node, ast.Name) and node.id == name
+
+    def words(node) -> list[str]:
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return [i.value for i in items if isinstance(i, ast.Constant) and isinstance(i.value, str)]
+
+    out: dict[str, list[str]] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        for name, default in texts.items():
+            if any(mentions(side, name) for side in sides):
+                found = out.setdefault(name, [])
+                found += [w for side in sides for w in words(side)
+                          if w.lower() != default.lower() and w not in found][:MAX_NAMES - len(found)]
+    return {name: values for name, values in out.items() if values}
 
 
 MAX_ELEMENTS = 8  # a list of counts longer than this (a per-layer table) is not searched
@@ -268,6 +329,9 @@ LOOSE = (0, 0.25, 0.5, 0.75)  # also tried for a required argument with no annot
 # fraction (bamos' `DenseNet(growthRate, depth, reduction, nClasses, bottleneck)`: reduction 0.5, bottleneck True)
 
 
+MAX_COUNT = 1202  # the largest count a search tries where it changes which tensors there are (He et al.'s ResNet-1202)
+
+
 def _values(default: Any, renames: bool, sizes: set[int], side: bool = False, loose: bool = False) -> list[Any]:
     """A true/false argument's other value; an integer's: where it changes which tensors there are (a depth), every
     count to 128 (a WideResNet's depth of 70); where it changes only their shapes (a width), the counts to 16 (a
@@ -275,7 +339,7 @@ def _values(default: Any, renames: bool, sizes: set[int], side: bool = False, lo
     (`side`), the common ones too (a ViT's 224 is no tensor's size: its position embedding has 197 rows)."""
     if isinstance(default, bool):
         return [not default]
-    ints = set(range(1, 129)) | {v for v in sizes if v > 128} if renames else set(range(1, 17)) | sizes | \
+    ints = set(range(1, MAX_COUNT + 1)) | {v for v in sizes if v > 128} if renames else set(range(1, 17)) | sizes | \
         {2 ** k for k in range(5, max(sizes, default=1).bit_length())}  # an attention head's 32 or 64 features
     if side:
         from .config import SIZES_TRIED
@@ -288,8 +352,11 @@ def _layers(fn, model_args) -> tuple | None:
     import torch
 
     from .lazy import tensor_shapes
-    net = _built(fn, model_args)
-    return tensor_shapes(net) if isinstance(net, torch.nn.Module) else None
+
+    def layers():
+        net = _built(fn, model_args)
+        return tensor_shapes(net) if isinstance(net, torch.nn.Module) else None
+    return _remembered("layers", fn, model_args, layers)
 
 
 def _settings(net) -> tuple:
@@ -365,14 +432,20 @@ def _effect(fn, model_args, name, default, base: tuple | None, side: str | None 
     tries = [not default] if isinstance(default, bool) else \
         list(dict.fromkeys([default + 1, default + 2, default * 2, default + 6, default + 12, default * 4]))
     tries = [v for v in LOOSE[:3] if loose and v != default] + tries
-    same = False
-    for value in tries:
+    # where none of those builds, the next values up to a step of 24 (a depth of 9n + 2 that another block's 6n + 2
+    # left at 38: 47 is the next one that builds)
+    steps = [default + k for k in range(3, 25) if not isinstance(default, bool) and default + k not in tries]
+    same, built = False, False
+    for value in tries + steps:
+        if value in steps and (built or same):
+            break
         got = _layers(fn, {**model_args, name: value})
         scaled = _side_scaled({**model_args, name: default}, name, value, side) if got is None else None
         if scaled is not None:
             got = _layers(fn, {**model_args, **scaled})
         if got is None or base is None:
             continue
+        built = True
         if got == base:  # at this value; another may differ (meliketoy's WideResNet builds one block at depths 4 and 10)
             same = True
             continue
@@ -402,16 +475,18 @@ def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], s
     # a list seeded searched element by element (`num_blocks[2]`), a class seeded over its module's other classes
     elements = {f"{n}[{i}]": v for n, seq in seeds.items() if isinstance(seq, list) for i, v in enumerate(seq)}
     choices = {n: [c for c in _block_classes(fn) if c != v] for n, v in seeds.items() if isinstance(v, str)}
+    texts = _text_choices(fn, {**model_args, **unused})
+    choices.update(texts)
     searched = [n for n in required if not isinstance(seeds[n], list)] + list(elements)
-    defaults = {**{n: v for n, v in seeds.items() if not isinstance(v, list)}, **elements,
-                **_searchable(fn, {**model_args, **unused})}
-    found: dict[str, Any] = {**unused, **seeds}
     params = inspect.signature(fn).parameters
+    defaults = {**{n: v for n, v in seeds.items() if not isinstance(v, list)}, **elements,
+                **_searchable(fn, {**model_args, **unused}), **{n: params[n].default for n in texts}}
+    found: dict[str, Any] = {**unused, **seeds}
     search = _Search(fn, model_args, score, sizes, best, {n for n in required if params[n].annotation is params[n].empty
                                                            and not isinstance(seeds[n], (list, str))}, choices)
     for names in ([searched, list(defaults)] if required else [list(defaults)]):
         if search.descend({n: defaults[n] for n in names}, found):
-            _refuse_other_classes(fn, {**model_args, **found}, choices, score)
+            _refuse_other_classes(fn, {**model_args, **found}, choices, score, set(texts))
             return _said(fn, model_args, score, defaults, found, required, search.builds, search.loose)
         if search.out_of_time():
             return None
@@ -426,14 +501,32 @@ class _Search:
         self.fn, self.model_args, self.score, self.sizes, self.best = fn, model_args, score, sizes, best
         self.loose = loose  # required arguments with no annotation: 0 and fractions tried too
         self.choices = choices or {}  # a block class's argument: its module's other classes, by name
+        self.searched: set[str] = set()  # the arguments the descent moves (those a choice's move may take along)
         self.start, self.builds = time.perf_counter(), 0
 
     def out_of_time(self) -> bool:
         return time.perf_counter() - self.start > SEARCH_SECONDS
 
+    def near(self, args: dict[str, Any], move: dict[str, Any]) -> tuple[dict[str, Any], Score | None]:
+        """A choice that does not build with the other arguments as they are, built with one integer among them moved
+        to its nearest value that builds (up to NEAR steps either way): the move and its score, or (move, None)."""
+        for other, now in args.items():
+            if other in move or other not in self.searched or not _count(now):
+                continue
+            for step in range(1, NEAR + 1):
+                for value in (now + step, now - step):
+                    if value < 1:
+                        continue
+                    got = _scored(self.fn, {**args, **move, other: value}, self.score)
+                    self.builds += 1
+                    if got is not None:
+                        return {**move, other: value}, got
+        return move, None
+
     def descend(self, defaults: dict[str, Any], found: dict[str, Any]) -> bool:
         """Up to three passes over `defaults`' arguments, setting `found`; whether a build fits."""
         fn, model_args = self.fn, self.model_args
+        self.searched = set(defaults)
         side = next((n for n in ARG_ALIASES["input_size"] if n in defaults), None)  # searched: an image's side
         if _fits(self.best):
             return True
@@ -463,6 +556,8 @@ class _Search:
                         move = scaled
                         got = _scored(fn, {**model_args, **found, **move}, self.score)
                         self.builds += 1
+                    if got is None and name in self.choices:  # a block that takes other depths (9n + 2, not 6n + 2)
+                        move, got = self.near({**model_args, **found}, move)
                     if got is None:
                         continue
                     if got[:2] < self.best[:2]:
@@ -546,16 +641,20 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
             f"give {them} too: {flags} {' '.join(f'--model-arg {n}=VALUE' for n in unread)}.")
 
 
-def _refuse_other_classes(fn, model_args, choices: dict[str, list[str]], score) -> None:
+def _refuse_other_classes(fn, model_args, choices: dict[str, list[str]], score, texts=frozenset()) -> None:
     """A block class found where another of the module's classes fits the weights as well (the same tensors, and
-    perhaps another computation: a pre-activation block's layers in another order): the weights cannot say which."""
+    perhaps another computation: a pre-activation block's layers in another order): the weights cannot say which.
+    So for a text argument the search moved off its default (`texts`: values its code compares it with)."""
     for name, others in choices.items():
+        if name not in model_args:  # a text argument left at its default: what its code builds
+            continue
         fitting = [c for c in others if c != model_args[name] and _fits(_scored(fn, {**model_args, name: c}, score))]
         if fitting:
-            both = ", ".join([model_args[name], *fitting])
-            raise HardenError(f"The weights fit a network built with {name} as any of {both} (each a class its module "
-                              f"holds, building the same tensors): give the one it was trained with, --model-arg "
-                              f"{name}=NAME.")
+            listed = [model_args[name], *fitting]
+            both = ", ".join(map(repr, listed)) if name in texts else ", ".join(listed)
+            kind = "values its code compares it with" if name in texts else "each a class its module holds"
+            raise HardenError(f"The weights fit a network built with {name} as any of {both} ({kind}, building the "
+                              f"same tensors): give the one it was trained with, --model-arg {name}=NAME.")
 
 
 def _list_of(name: str) -> str | None:

@@ -17,19 +17,19 @@ MAX_HOPS = 3  # factories that forward to factories that forward (torchvision-st
 def with_forwarded_signature(fn: Any) -> Any:
     """`fn` as it is, or, where it is a function that passes its `**kwargs` to one other callable, a wrapper that
     calls it and whose signature holds the parameters that reach that callable (keyword-only)."""
-    signature = _forwarded(fn, MAX_HOPS)
-    if signature is None:
+    found = _forwarded(fn, MAX_HOPS)
+    if found is None:
         return fn
 
     @functools.wraps(fn)
     def factory(*args, **kwargs):
         return fn(*args, **kwargs)
 
-    factory.__signature__ = signature
+    factory.__signature__, factory.forwarded_to = found  # the callable whose code reads the arguments
     return factory
 
 
-def _forwarded(fn: Any, hops: int) -> inspect.Signature | None:
+def _forwarded(fn: Any, hops: int) -> tuple[inspect.Signature, Any] | None:
     if hops <= 0 or not inspect.isfunction(fn):
         return None
     try:
@@ -51,7 +51,7 @@ def _forwarded(fn: Any, hops: int) -> inspect.Signature | None:
     if target is None:
         return None
     try:
-        reached = _forwarded(target, hops - 1) or inspect.signature(target)
+        reached, target = _forwarded(target, hops - 1) or (inspect.signature(target), target)
     except (TypeError, ValueError):
         return None
     taken = {k.arg for k in call.keywords if k.arg is not None} | {p.name for p in params}
@@ -73,7 +73,7 @@ def _forwarded(fn: Any, hops: int) -> inspect.Signature | None:
             return None
         merged.append(tail)
     try:
-        return own.replace(parameters=merged)
+        return own.replace(parameters=merged), target
     except ValueError:  # an order the signature refuses (a name twice): leave the factory as it is
         return None
 

@@ -15,18 +15,36 @@ def _unchanged(*args, **kwargs):
     return args[0] if args else next(iter(kwargs.values()), None)
 
 
+# the tensor methods published code initialises with by hand (`m.weight.data.normal_(0, math.sqrt(2. / n))`, as
+# bearpaw's and many CIFAR ResNets do): 1 ms each on the meta device, half of a 164-layer ResNet's build
+TENSOR_INITIALISERS = ("normal_", "uniform_", "fill_", "zero_", "bernoulli_", "exponential_", "log_normal_",
+                       "cauchy_", "geometric_", "random_")
+
+
+def _left_on_meta(method):
+    def initialise(self, *args, **kwargs):
+        return self if self.is_meta else method(self, *args, **kwargs)
+    return initialise
+
+
 @contextlib.contextmanager
 def built_for_shapes() -> Iterator[None]:
-    """Modules made inside are on the meta device, torch.nn.init's in-place initialisers leave them as they are, and
-    constructors' warnings are silenced (a future default's notice, for one)."""
+    """Modules made inside are on the meta device, torch.nn.init's in-place initialisers and the tensor methods of
+    the same kind leave meta tensors as they are, and constructors' warnings are silenced (a future default's notice,
+    for one)."""
     initialisers = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
     saved = {n: getattr(torch.nn.init, n) for n in initialisers}
+    methods = {n: getattr(torch.Tensor, n) for n in TENSOR_INITIALISERS}
     try:
         for name in initialisers:
             setattr(torch.nn.init, name, _unchanged)
+        for name, method in methods.items():
+            setattr(torch.Tensor, name, _left_on_meta(method))
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         for name, fn in saved.items():
             setattr(torch.nn.init, name, fn)
+        for name, method in methods.items():
+            setattr(torch.Tensor, name, method)
