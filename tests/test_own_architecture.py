@@ -1385,6 +1385,19 @@ class ResNet(nn.Module):
 
 def resnet(**kwargs):
     return ResNet(**kwargs)
+
+
+class Filtered(nn.Module):  # RepDistiller's `ResNet(depth, num_filters, block_name='BasicBlock', num_classes=10)`
+    def __init__(self, depth, num_filters, num_classes=10):
+        super().__init__()
+        assert (depth - 2) % 6 == 0, 'When use basicblock, depth should be 6n+2, e.g. 20, 32, 44, 56, 110, 1202'
+        self.conv1 = nn.Conv2d(3, num_filters[0], 3, padding=1)
+        self.layers = nn.Sequential(*[Basic(num_filters[0]) for _ in range((depth - 2) // 6)])
+        self.proj = nn.Conv2d(num_filters[0], num_filters[1], 1)
+        self.fc = nn.Linear(num_filters[1], num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.proj(self.layers(self.conv1(x))), 1).flatten(1))
 '''
 
 
@@ -1394,7 +1407,8 @@ def test_a_text_argument_is_searched_over_the_values_its_code_compares_it_with(t
     searched, so such a file stopped at the mismatch. A text argument's other values are read from the comparisons
     its constructor makes (`block_name.lower() == 'bottleneck'`) and searched as a block class is; a depth whose next
     few values do not build under the new block (9n + 2 after 6n + 2) is still searched; a count is tried beyond 128
-    (the file's 137 layers)."""
+    (the file's 137 layers); a required depth that builds only at 6n + 2 is seeded with an integer beside a list
+    (RepDistiller's `ResNet(depth, num_filters, ...)`)."""
     (tmp_path / "named.py").write_text(NAMED_BLOCKS)
     monkeypatch.chdir(tmp_path)
     from harden.models.registry import _import_callable
@@ -1411,6 +1425,11 @@ def test_a_text_argument_is_searched_over_the_values_its_code_compares_it_with(t
             expected = {"depth": depth} if block == "BasicBlock" else {"depth": depth, "block_name": block}
             assert model.spec.model_args == expected and model.spec.num_classes == 10, (arch, said)
             assert outputs_agree(model, net, chans=3)
+    # a required depth that 1 does not build (6n + 2) beside a required list: seeded with 2 and ones, then searched
+    net = named.Filtered(14, [8, 12], num_classes=10).eval()
+    torch.save(net.state_dict(), tmp_path / "f.pth")
+    model = harden.load(tmp_path / "f.pth", arch="named.py:Filtered")
+    assert model.spec.model_args == {"depth": 14, "num_filters": [8, 12]} and outputs_agree(model, net, chans=3)
 
 
 def test_a_hidden_width_is_found_where_the_class_count_is_the_heads_rows_read(tmp_path, monkeypatch):

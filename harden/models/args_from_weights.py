@@ -289,13 +289,14 @@ def _structured_seeds(fn, model_args, required: list[str]) -> dict[str, Any] | N
     """pytorch-cifar's `ResNet(block, num_blocks)`, called `ResNet(BasicBlock, [2, 2, 2, 2])`: each required argument
     with no annotation tried as each network class its module holds (by name: passed as the class, as --model-arg
     passes it), as a list of ones (the shortest that builds is the list's length: a longer one is read in part) or as
-    1, in that order; the first combination with which the constructor builds, each argument it also builds with as
-    1 set to 1."""
+    an integer of SEEDS, in that order; the first combination with which the constructor builds, each argument it
+    also builds with as 1 set to 1."""
     import itertools
     params = inspect.signature(fn).parameters
     classes = _block_classes(fn)
-    kinds = [[*classes, *([1] * n for n in range(1, SEED_LISTS + 1)), 1]
-             if params[name].annotation is params[name].empty else [1] for name in required]
+    # the integers after them (RepDistiller's `ResNet(depth, num_filters, ...)` asserts a depth of 6n + 2: 2 builds)
+    kinds = [[*classes, *([1] * n for n in range(1, SEED_LISTS + 1)), *SEEDS]
+             if params[name].annotation is params[name].empty else list(SEEDS) for name in required]
     start = time.perf_counter()
     for combo in itertools.product(*kinds):
         if time.perf_counter() - start > SEED_SECONDS:
@@ -539,7 +540,7 @@ class _Search:
                        for name, default in defaults.items()}
             order = [n for n in defaults if effects[n] == "names"] + [n for n in defaults if effects[n] == "shapes"]
             for name in order:
-                pick, past = None, 0
+                pick, past, stale = None, 0, 0
                 values = self.choices[name] if name in self.choices else \
                     _values(found.get(name, defaults[name]), effects[name] == "names", self.sizes,
                             name in ARG_ALIASES["input_size"], name in self.loose)
@@ -561,11 +562,16 @@ class _Search:
                     if got is None:
                         continue
                     if got[:2] < self.best[:2]:
-                        self.best, pick = got, move
+                        self.best, pick, stale = got, move, 0
                         if _fits(self.best):
                             break
+                    else:
+                        stale += 1
                     past = past + 1 if got[2] > self.best[0] and not isinstance(value, bool) else 0
-                    if past >= PAST_THE_FILE:
+                    # beyond 128 only while the builds come closer (a depth on its way to 164; not a width that
+                    # adds a shortcut's tensors at every value, which no larger value takes away)
+                    if past >= PAST_THE_FILE or stale >= PAST_THE_FILE and isinstance(value, int) and value > 128 \
+                            and name != side:  # an image's side goes on to the common sizes (a ViT's 224)
                         break
                 if pick is not None:
                     found.update(pick)
