@@ -1531,6 +1531,11 @@ def test_a_list_of_stage_depths_and_widths_is_found_from_the_weights(tmp_path, m
     assert model.spec.model_args == {"depths": [1, 3, 2], "dims": [4, 16, 8]}
     with pytest.raises(HardenError):  # a list given wrong is the user's: not searched over
         harden.load(tmp_path / "c.pth", arch="staged.py:Staged", model_args={"depths": [1, 2, 2]})
+    # a width beyond 128 (ConvNeXt-B's 1024), reached after many builds that come no closer
+    net = _import_callable("staged.py:Staged")(num_classes=7, depths=[1, 3, 2], dims=(4, 200, 300)).eval()
+    torch.save({"model": net.state_dict()}, tmp_path / "w.pth")
+    model = harden.load(tmp_path / "w.pth", arch="staged.py:Staged")
+    assert model.spec.model_args == {"depths": [1, 3, 2], "dims": [4, 200, 300]} and outputs_agree(model, net, chans=3)
 
 
 def test_settings_given_as_one_object_are_read_by_attribute(tmp_path, monkeypatch):

@@ -565,13 +565,12 @@ class _Search:
                         self.best, pick, stale = got, move, 0
                         if _fits(self.best):
                             break
-                    else:
+                    elif effects[name] == "names" and isinstance(value, int) and value > 128:
                         stale += 1
                     past = past + 1 if got[2] > self.best[0] and not isinstance(value, bool) else 0
-                    # beyond 128 only while the builds come closer (a depth on its way to 164; not a width that
-                    # adds a shortcut's tensors at every value, which no larger value takes away)
-                    if past >= PAST_THE_FILE or stale >= PAST_THE_FILE and isinstance(value, int) and value > 128 \
-                            and name != side:  # an image's side goes on to the common sizes (a ViT's 224)
+                    # a count beyond 128 only while the builds come closer (a depth on its way to 164; not a width
+                    # that adds a shortcut's tensors at every value, which no larger value takes away)
+                    if past >= PAST_THE_FILE or stale >= PAST_THE_FILE and name != side:  # a side: on to 224
                         break
                 if pick is not None:
                     found.update(pick)
