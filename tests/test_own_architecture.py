@@ -1432,6 +1432,35 @@ def test_a_text_argument_is_searched_over_the_values_its_code_compares_it_with(t
     assert model.spec.model_args == {"depth": 14, "num_filters": [8, 12]} and outputs_agree(model, net, chans=3)
 
 
+def test_block_classes_imported_from_torchvision_are_searched(tmp_path, monkeypatch):
+    """A CIFAR subclass of torchvision's ResNet (`class CifarResNet(ResNet): def __init__(self, block, layers,
+    num_classes=10)`, its stem swapped for a 3x3 convolution) takes torchvision's BasicBlock or Bottleneck, imported
+    by name: those were left out of the block classes searched (every class from a `torch...` module was), so the
+    class asked for both arguments. torchvision's model classes are searched now, torch's layers and timm's are not."""
+    (tmp_path / "cifar_resnet.py").write_text('''
+import torch.nn as nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+
+class CifarResNet(ResNet):
+    def __init__(self, block, layers, num_classes=10):
+        super().__init__(block, layers, num_classes=num_classes)
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.maxpool = nn.Identity()
+''')
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    from torchvision.models.resnet import BasicBlock
+    torch.manual_seed(0)
+    net = _import_callable("cifar_resnet.py:CifarResNet")(BasicBlock, [1, 2, 1, 1]).eval()
+    torch.save(net.state_dict(), tmp_path / "r.pth")
+    model = harden.load(tmp_path / "r.pth", arch="cifar_resnet.py:CifarResNet")
+    assert model.spec.model_args == {"block": "BasicBlock", "layers": [1, 2, 1, 1]}
+    assert outputs_agree(model, net, chans=3)
+    harden.save(model, tmp_path / "r.safetensors")
+    assert outputs_agree(harden.load(tmp_path / "r.safetensors"), net, chans=3)
+
+
 def test_a_hidden_width_is_found_where_the_class_count_is_the_heads_rows_read(tmp_path, monkeypatch):
     """PyTorch's MNIST MLP written with a hidden width (`MLP(hidden=512)`: fc1 784 -> hidden, fc3 hidden -> 10, no
     class count to give) and trained at 256: the count, read from the head's rows (10), was blamed for the head's

@@ -313,12 +313,18 @@ def _structured_seeds(fn, model_args, required: list[str]) -> dict[str, Any] | N
 
 
 def _block_classes(fn) -> list[str]:
-    """The names of the network classes `fn`'s module holds besides `fn` (its blocks), in their order there."""
+    """The names of the network classes `fn`'s module holds besides `fn` (its blocks), in their order there: its own
+    and those it imports from torchvision's models (`from torchvision.models.resnet import BasicBlock, Bottleneck`
+    beside a CIFAR subclass of its ResNet), not torch's layers nor timm's."""
     import torch
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
     return [name for name, obj in (vars(module).items() if module is not None else ())
             if inspect.isclass(obj) and issubclass(obj, torch.nn.Module) and obj is not fn and not name.startswith("_")
-            and not (getattr(obj, "__module__", "") or "").startswith(("torch", "timm"))][:MAX_NAMES]
+            and not _library_layer(getattr(obj, "__module__", "") or "")][:MAX_NAMES]
+
+
+def _library_layer(module: str) -> bool:
+    return module == "torch" or module.startswith(("torch.", "timm", "torchvision.ops"))
 
 
 def _builds(fn, model_args) -> bool:
