@@ -336,7 +336,7 @@ LOOSE = (0, 0.25, 0.5, 0.75)  # also tried for a required argument with no annot
 # fraction (bamos' `DenseNet(growthRate, depth, reduction, nClasses, bottleneck)`: reduction 0.5, bottleneck True)
 
 
-MAX_COUNT = 1202  # the largest count a search tries where it changes which tensors there are (He et al.'s ResNet-1202)
+MAX_COUNT = 2048  # the largest count extrapolated to beyond the scan's 128 (He et al.'s ResNet-1202, bearpaw's 164)
 
 
 def _values(default: Any, renames: bool, sizes: set[int], side: bool = False, loose: bool = False) -> list[Any]:
@@ -346,7 +346,7 @@ def _values(default: Any, renames: bool, sizes: set[int], side: bool = False, lo
     (`side`), the common ones too (a ViT's 224 is no tensor's size: its position embedding has 197 rows)."""
     if isinstance(default, bool):
         return [not default]
-    ints = set(range(1, MAX_COUNT + 1)) | {v for v in sizes if v > 128} if renames else set(range(1, 17)) | sizes | \
+    ints = set(range(1, 129)) | {v for v in sizes if v > 128} if renames else set(range(1, 17)) | sizes | \
         {2 ** k for k in range(5, max(sizes, default=1).bit_length())}  # an attention head's 32 or 64 features
     if side:
         from .config import SIZES_TRIED
@@ -514,6 +514,41 @@ class _Search:
     def out_of_time(self) -> bool:
         return time.perf_counter() - self.start > SEARCH_SECONDS
 
+    def beyond(self, args: dict[str, Any], name: str, lower: tuple[int, Score],
+               upper: tuple[int, Score]) -> dict[str, Any] | None:
+        """A count still closing in on the file at the top of the scan (a ResNet-1202's depth, past every count to
+        128): the value at which the build would hold as many tensors as the file, from the two largest built
+        (tensors grow in step with a depth), and the three values nearest it that build; twice, from the better
+        one. The move to the best, or None where none comes closer."""
+        pick = None
+        for _ in range(2):
+            (v0, _), (v1, s1) = lower, upper
+            n0, n1 = (len(_layers(self.fn, {**args, name: v}) or ()) for v in (v0, v1))
+            if n1 <= n0 or v1 <= v0:
+                return pick
+            in_file = n1 - s1[2] + (s1[0] - s1[2])  # the build's tensors, less those the file lacks, plus its own
+            centre = round(v1 + (in_file - n1) * (v1 - v0) / (n1 - n0))
+            if centre <= v1 or centre > MAX_COUNT:
+                return pick
+            near: list[tuple[int, Score]] = []
+            for value in sorted(range(centre - NEAR, centre + NEAR + 1), key=lambda v: abs(v - centre)):
+                if value <= v1 or value > MAX_COUNT or len(near) >= 3 or self.out_of_time():
+                    continue
+                got = _scored(self.fn, {**args, name: value}, self.score)
+                self.builds += 1
+                if got is not None:
+                    near.append((value, got))
+            if not near:
+                return pick
+            value, got = min(near, key=lambda vg: vg[1][:2])
+            if got[:2] >= self.best[:2]:
+                return pick
+            self.best, pick = got, {name: value}
+            if _fits(got):
+                return pick
+            lower, upper = upper, (value, got)
+        return pick
+
     def near(self, args: dict[str, Any], move: dict[str, Any]) -> tuple[dict[str, Any], Score | None]:
         """A choice that does not build with the other arguments as they are, built with one integer among them moved
         to its nearest value that builds (up to NEAR steps either way): the move and its score, or (move, None)."""
@@ -546,7 +581,7 @@ class _Search:
                        for name, default in defaults.items()}
             order = [n for n in defaults if effects[n] == "names"] + [n for n in defaults if effects[n] == "shapes"]
             for name in order:
-                pick, past, stale = None, 0, 0
+                pick, past, built = None, 0, []
                 values = self.choices[name] if name in self.choices else \
                     _values(found.get(name, defaults[name]), effects[name] == "names", self.sizes,
                             name in ARG_ALIASES["input_size"], name in self.loose)
@@ -567,17 +602,18 @@ class _Search:
                         move, got = self.near({**model_args, **found}, move)
                     if got is None:
                         continue
+                    if len(move) == 1 and _count(value):
+                        built.append((value, got))
                     if got[:2] < self.best[:2]:
-                        self.best, pick, stale = got, move, 0
+                        self.best, pick = got, move
                         if _fits(self.best):
                             break
-                    elif effects[name] == "names" and isinstance(value, int) and value > 128:
-                        stale += 1
                     past = past + 1 if got[2] > self.best[0] and not isinstance(value, bool) else 0
-                    # a count beyond 128 only while the builds come closer (a depth on its way to 164; not a width
-                    # that adds a shortcut's tensors at every value, which no larger value takes away)
-                    if past >= PAST_THE_FILE or stale >= PAST_THE_FILE and name != side:  # a side: on to 224
+                    if past >= PAST_THE_FILE:
                         break
+                if effects[name] == "names" and not _fits(self.best) and len(built) >= 2 and pick == {
+                        name: built[-1][0]} and built[-1][0] >= 64 and name != side:
+                    pick = self.beyond({**model_args, **found}, name, built[-2], built[-1]) or pick
                 if pick is not None:
                     found.update(pick)
                     changed = True
