@@ -1,8 +1,9 @@
 """A factory that hands its `**kwargs` on to the network's class (bearpaw's `def resnet(**kwargs): return
-ResNet(**kwargs)`, which its training script names as the architecture; pytorch-cifar-models' `def resnet20(**kwargs):
-return _resnet(BasicBlock, [3, 3, 3], **kwargs)`) shows no parameter: its signature is read as the parameters it
-takes and those of the callable its keywords reach, less what it passes itself, so that what harden gives (the class
-count) and what the weights say (a depth) reach the class, and what it requires is asked for by name."""
+ResNet(**kwargs)`, which its training script names as the architecture; torchvision-style `def resnet20(
+pretrained=False, **kwargs): return _resnet(BasicBlock, [3, 3, 3], pretrained, **kwargs)`) shows no parameter: its
+signature is read as the parameters it takes and those of the callable its keywords reach, less what it passes
+itself, so that what harden gives (the class count) and what the weights say (a depth) reach the class, and what it
+requires is asked for by name."""
 from __future__ import annotations
 
 import ast
