@@ -94,11 +94,13 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
             continue
         if got is not None:
             searched[name] = got
+    if len(searched) > 1:  # `def make(**kwargs): return Net(**kwargs)` beside its class, both searched alike
+        for name, (args, _) in searched.items():  # built once more only here (the file read again for each)
             inputs = _search_inputs(path, {**kw, "arch": f"{file}:{name}"})
-            built[name] = _network_built(inputs[0], {**inputs[1], **inputs[2], **got[0]}) if inputs else None
-    same = _one_network(list(searched), built, found) if len(searched) > 1 else None
-    if same is not None:  # `def resnet(**kwargs): return ResNet(**kwargs)` beside its class, both searched alike
-        searched = {same: searched[same]}
+            built[name] = _network_built(inputs[0], {**inputs[1], **inputs[2], **args}) if inputs else None
+        same = _one_network(list(searched), built, found)
+        if same is not None:
+            searched = {same: searched[same]}
     if len(searched) == 1:
         name, (args, said) = next(iter(searched.items()))
         return f"{file}:{name}", args, (f"{name}, of the {len(found)} networks and factories it defines, builds the "
