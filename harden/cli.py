@@ -13,12 +13,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_help import TerminalHelpTyper
 from .errors import HardenError, Interrupted
 from .model_flags import MODEL_ARG_OPTION, DataFlags, ModelFlags, with_data_flags, with_model_flags
 from .size_from_data import at_data_size
 from .recipes.base import DEFAULT_RECIPE as DEFAULT_RECIPE_NAME
 
-app = typer.Typer(name="harden", add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
+app = TerminalHelpTyper(name="harden", add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
                   help="Make a saved image classifier harder to fool with adversarial examples, and prove it "
                        "with an honest robustness report.")
 # Reports are read in CI logs too: keep the table on one line per row there.

@@ -661,3 +661,18 @@ def test_names_with_brackets_are_printed_as_they_are(cli, digits_ckpt, tmp_path,
         set_quiet(True)
     err = " ".join(capsys.readouterr().err.split())
     assert "a folder photos[2024]/ and a closing [/x] tag" in err and "kept [bold]as written[/bold]" in err, err
+
+
+@pytest.mark.parametrize("command", ["eval", "fix"])
+def test_option_help_reads_at_the_terminals_width(cli, monkeypatch, command):
+    """typer's rich panels give an option's names, `--no-...` form and type a column each: at 80 columns the help
+    was left 17 characters wide, one word a line. Narrow terminals get click's plain list; wide ones the panels."""
+    monkeypatch.delenv("TERMINAL_WIDTH", raising=False)
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = cli(command, "--help")
+    assert code == 0 and max(map(len, out.splitlines())) <= 80
+    assert "Options:" in out and "  --data <str>" in out
+    assert "L2 budget for DeepFool / C&W-L2 and" in out  # a line of help, not two words
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = cli(command, "--help")
+    assert code == 0 and "╭─ Options" in out and "L2 budget for DeepFool / C&W-L2 and autoattack:norm=L2" in out
