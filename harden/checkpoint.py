@@ -428,7 +428,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             for msg in held:
                 warn(msg)
     if failed is None:
-        return model
+        return _unsaid_warned(model, path) if arch is not None else model
     if found is None:
         hint = _siblings_hint(path, kw)
         if hint:
@@ -437,6 +437,20 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     model = _load(path, **{**kw, "model_args": {**(model_args or {}), **found[0]}})
     model.config_sources["model_args"] = "checkpoint weights (the arguments they fit)"
     warn(f"{str(path)!r} ({model.spec.arch}): {found[1]}.")
+    return _unsaid_warned(model, path)
+
+
+def _unsaid_warned(model: Classifier, path) -> Classifier:
+    """The model, after a warning for each constructor argument the weights cannot say and nothing gave
+    (models/unsaid_args.py: an activation class its module offers others of). Only where --arch named the
+    architecture: harden's own files were warned of when they were written."""
+    from .models.unsaid_args import unsaid_arguments
+    for name, default, alike in unsaid_arguments(model.spec):
+        shown = ", ".join(alike[:4]) + (", ..." if len(alike) > 4 else "")
+        warn(f"{str(path)!r} ({model.spec.arch}): built with {name}={default}, its default, which nothing gave and "
+             f"the weights cannot say: {shown} {'builds' if len(alike) == 1 else 'build'} the same tensors into "
+             f"another network. Where it was trained with {'it' if len(alike) == 1 else 'one of them'}, give "
+             f"--model-arg {name}={alike[0]}; --model-arg {name}={default} says the default and ends this warning.")
     return model
 
 

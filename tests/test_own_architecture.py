@@ -1739,3 +1739,95 @@ def test_a_file_given_alone_is_searched_for_the_network_the_weights_fit(tmp_path
                                           r"it defines Block, WRN, wrn16_2, wrn22_2, wrn28_2\."):
         harden.create_model("wrn.py", 10)
     assert not (tmp_path / "called").exists()
+
+
+ACTIVATION_CHOICES = '''
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Swish(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+class Block(nn.Module):  # holds weights: never an activation's alternative
+    def __init__(self, planes, activation_fn=nn.ReLU):
+        super().__init__()
+        self.bn, self.act, self.conv = nn.BatchNorm2d(planes), activation_fn(), nn.Conv2d(planes, planes, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(self.act(self.bn(x)))
+
+
+class DMStyleNet(nn.Module):  # DeepMind's WideResNet: the activation a class, its Swish beside it
+    def __init__(self, num_classes=10, width=4, activation_fn=nn.ReLU):
+        super().__init__()
+        self.init_conv = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.block = Block(width, activation_fn)
+        self.relu = activation_fn()
+        self.logits = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        out = self.relu(self.block(self.init_conv(x)))
+        return self.logits(F.adaptive_avg_pool2d(out, 1).view(x.size(0), -1))
+
+
+class TextActivation(nn.Module):  # the activation by name, compared in the constructor
+    def __init__(self, num_classes=10, activation='relu', block_name='plain'):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        if activation == 'relu':
+            self.act = nn.ReLU()
+        elif activation in ('swish', 'silu'):
+            self.act = nn.SiLU()
+        else:
+            raise ValueError(activation)
+        self.extra = nn.Conv2d(4, 4, 1) if block_name == 'wide' else nn.Identity()
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.extra(self.act(self.conv(x))), 1).flatten(1))
+'''
+
+
+def test_an_activation_the_weights_cannot_say_is_warned_of(tmp_path, monkeypatch):
+    """RobustBench's best CIFAR models are DeepMind's `DMWideResNet(..., activation_fn=Swish)`, whose default is
+    nn.ReLU: the weights hold no trace of the activation, so such a file loaded strictly into the ReLU network and
+    answered every image as another network would, silently. The load now says which value it took and which others
+    the code offers that build the same tensors (classes its module defines that hold none; text values its
+    constructor compares with); a value given, even the default, is said and not warned of; an argument whose other
+    values build other tensors (a block that adds a layer) is the weights' to say, as before."""
+    (tmp_path / "acts.py").write_text(ACTIVATION_CHOICES)
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    from harden.runtime import held_warnings
+    torch.manual_seed(0)
+    net = _import_callable("acts.py:DMStyleNet")(activation_fn=_import_callable("acts.py:Swish")).eval()
+    torch.save(net.state_dict(), tmp_path / "swish.pt")
+    for arch in ("acts.py:DMStyleNet", "acts.py"):
+        with held_warnings() as said:
+            model = harden.load(tmp_path / "swish.pt", arch=arch)
+        told = [" ".join(w.split()) for w in said if "activation_fn" in w]
+        assert len(told) == 1 and "built with activation_fn=torch.nn.ReLU, its default, which nothing gave and the " \
+            "weights cannot say: Swish builds the same tensors" in told[0] and \
+            "give --model-arg activation_fn=Swish" in told[0], said
+        assert not outputs_agree(model, net, chans=3)  # the ReLU network the defaults build: not the one trained
+    for given in ("Swish", "torch.nn.ReLU"):
+        with held_warnings() as said:
+            model = harden.load(tmp_path / "swish.pt", arch="acts.py:DMStyleNet", model_args={"activation_fn": given})
+        assert not any("activation_fn" in w for w in said), said
+    assert outputs_agree(model_swish := harden.load(tmp_path / "swish.pt", arch="acts.py:DMStyleNet",
+                                                    model_args={"activation_fn": "Swish"}), net, chans=3)
+    harden.save(model_swish, tmp_path / "swish.safetensors")
+    with held_warnings() as said:  # harden's own file keeps the value given
+        assert outputs_agree(harden.load(tmp_path / "swish.safetensors"), net, chans=3) and not said
+    # by name: 'swish' and 'silu' build the same tensors as 'relu'; block_name 'wide' adds a layer the file lacks
+    net = _import_callable("acts.py:TextActivation")(activation="silu").eval()
+    torch.save(net.state_dict(), tmp_path / "text.pt")
+    with held_warnings() as said:
+        harden.load(tmp_path / "text.pt", arch="acts.py:TextActivation")
+    told = [" ".join(w.split()) for w in said if "built with" in w]
+    assert len(told) == 1 and "built with activation=relu, its default" in told[0] and "swish, silu build the same " \
+        "tensors" in told[0] and "block_name" not in told[0], said

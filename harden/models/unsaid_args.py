@@ -1,0 +1,115 @@
+"""Constructor arguments of a `file.py:Class` architecture that the weights cannot say: left at their defaults,
+where another value its code offers builds the same tensors but another network. DeepMind's and RobustBench's
+`DMWideResNet(..., activation_fn=nn.ReLU)` is trained with the Swish its module defines for the best published CIFAR
+models: a file of such weights loads strictly into the ReLU network its defaults build and answers every image, only
+not as it was trained to. Nothing in the file tells the two apart, so the load says which value it took and which
+others build alike, for the user to give."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+import time
+from typing import Any
+
+MAX_ALTERNATIVES = 8  # values tried per argument (each a meta-device build)
+CHECK_SECONDS = 3.0  # the most the builds take on a load; the arguments not reached by then go unsaid
+
+
+def _parameterless(obj: Any) -> bool:
+    """A module class that builds with no arguments and holds no tensors (an activation: Swish, Mish)."""
+    from .meta_build import built_for_shapes
+    try:
+        with built_for_shapes():
+            module = obj()
+    except Exception:  # noqa: BLE001 - a class that needs arguments is not one an activation argument takes
+        return False
+    return not any(True for _ in module.state_dict())
+
+
+def _class_text(fn, cls) -> str:
+    """A class as --model-arg names it: by its name where `fn`'s module sees it so, else by its import path (torch's
+    layers under torch.nn)."""
+    import torch
+
+    from .registry import _named_object
+    if _named_object(fn, cls.__name__) is cls:
+        return cls.__name__
+    if getattr(torch.nn, cls.__name__, None) is cls:
+        return f"torch.nn.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _alternatives(fn, spec) -> dict[str, tuple[str, list[str]]]:
+    """{argument: (its default as text, the other values its code offers)}: for a default that is a module class
+    holding no tensors, the classes of that kind the module defines; for text, the values its constructor compares it
+    with (args_from_weights._text_choices). Arguments nothing gave only: a value given, even the default, is said."""
+    import torch
+
+    from .args_from_weights import UNTRIED, _block_classes, _text_choices
+    from .config import ARG_ALIASES
+    from .registry import _named_object
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    offered = {a for names in ARG_ALIASES.values() for a in names}
+    texts = _text_choices(fn, spec.model_args)
+    classes: list[str] | None = None
+    out: dict[str, tuple[str, list[str]]] = {}
+    for p in params.values():
+        if p.name in spec.model_args or p.name in offered or UNTRIED.search(p.name):
+            continue
+        if p.name in texts:
+            out[p.name] = (p.default, texts[p.name][:MAX_ALTERNATIVES])
+        elif inspect.isclass(p.default) and issubclass(p.default, torch.nn.Module) and _parameterless(p.default):
+            if classes is None:
+                classes = [n for n in _block_classes(fn) if _parameterless(_named_object(fn, n))]
+            others = [n for n in classes if _named_object(fn, n) is not p.default][:MAX_ALTERNATIVES]
+            if others:
+                out[p.name] = (_class_text(fn, p.default), others)
+    return out
+
+
+def unsaid_arguments(spec) -> list[tuple[str, str, list[str]]]:
+    """(argument, its default as text, the values that build the same tensors as it and another network) for each
+    argument of `spec`'s `file.py:Class` architecture that nothing gave and the weights cannot tell; [] for any other
+    architecture."""
+    from .args_from_weights import _settings
+    from .lazy import tensor_shapes
+    from .meta_build import built_for_shapes
+    from .registry import _build_net, _import_callable, _installed
+    if ":" not in spec.arch or spec.arch.startswith("transformers:"):
+        return []
+    try:
+        fn = _import_callable(spec.arch)
+    except Exception:  # noqa: BLE001 - the load built it; nothing to say where it cannot be read again
+        return []
+    if _installed(sys.modules.get(getattr(fn, "__module__", "") or "")):  # a library's factory (timm, torchvision)
+        return []
+    choices = _alternatives(fn, spec)
+    if not choices:
+        return []
+
+    def build(model_args):
+        try:
+            with built_for_shapes():
+                return _build_net(dataclasses.replace(spec, model_args=model_args))
+        except Exception:  # noqa: BLE001 - a value its constructor refuses
+            return None
+    base = build(dict(spec.model_args))
+    if base is None:
+        return []
+    shapes, settings = tensor_shapes(base), _settings(base)
+    start, out = time.perf_counter(), []
+    for name, (default, values) in choices.items():
+        alike = []
+        for value in values:
+            if time.perf_counter() - start > CHECK_SECONDS:
+                return out
+            net = build({**spec.model_args, name: value})
+            if net is not None and tensor_shapes(net) == shapes and _settings(net) != settings:
+                alike.append(value)
+        if alike:
+            out.append((name, default, alike))
+    return out
