@@ -217,7 +217,7 @@ def _scripted_hint(cls: str) -> str:
 
 def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, state: dict[str, torch.Tensor],
                 normaliser: tuple | None = None, tried_size: list[int] | None = None,
-                tried_chans: int | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+                tried_chans: int | None = None, inside: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from): flags, the checkpoint's metadata, a hub folder's config.json, timm's
     pretrained config, defaults (models/config.py)."""
     from .models import exported_program, onnx_graph, torch_layers
@@ -246,7 +246,7 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
         _build_net(ModelSpec(arch=str(arch), num_classes=2))
-    return resolve(overrides, meta, hub, path, _classes_hint(state), state, normaliser, tried_size, tried_chans)
+    return resolve(overrides, meta, hub, path, _classes_hint(state), state, normaliser, tried_size, tried_chans, inside)
 
 
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -353,6 +353,10 @@ def size_it_runs_at(spec: dict[str, Any], logits_key: str | None, state: dict[st
             continue
         return [size, size]
     return None
+
+
+def _show_values(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _norm(v):
@@ -562,12 +566,19 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
         model = build()
     if sources.get("mean", "").startswith(NORMALISER_SOURCE) and \
             normaliser_consumed(normaliser[2], model.net.state_dict()):
-        # the architecture holds those buffers itself, so it normalises inside: they say nothing of its input
-        spec, sources = merged(meta, flags, path, state, tried_size=tried_size, tried_chans=tried_chans)
+        # the architecture holds those buffers itself, so it normalises inside: its input is pixels, said so
+        spec, sources = merged(meta, flags, path, state, tried_size=tried_size, tried_chans=tried_chans,
+                               inside=normaliser[2][0])
         model = build()
     else:
         for msg in held:
             warn(msg)
+        if normaliser and "flag" in (sources.get("mean"), sources.get("std")) and \
+                (any(v != 0 for v in normaliser[0]) or any(v != 1 for v in normaliser[1])) and \
+                normaliser_consumed(normaliser[2], model.net.state_dict()):
+            warn(f"{str(path)!r}: --mean/--std normalise the images, and the network normalises them again itself "
+                 f"(its buffers {normaliser[2][0]}: mean {_show_values(normaliser[0])}, std "
+                 f"{_show_values(normaliser[1])}); its input is pixels in [0, 1], without the flags.")
     if sources.get("num_classes", "").startswith(("default of", "timm config")):
         # a default class count (the constructor's, timm's config's), and the file's head has other rows, seen once
         # its keys are fitted (a prefix removed, an original repository's layout converted): the file's count

@@ -1172,7 +1172,9 @@ def test_normalisation_buffers_the_network_holds_itself_are_not_applied_twice(ne
     from harden.runtime import console
     with console.capture():
         model = harden.load(path, arch=f"{nets_file}:normalised", num_classes=10, in_chans=1, input_size=(8, 8))
-    assert list(model.spec.mean) == [0.0] and model.config_sources["mean"] == "default"
+    # said as the network's own (it read "default", and the warning asked for --mean/--std, which normalise twice)
+    assert list(model.spec.mean) == [0.0] and model.config_sources["mean"] == \
+        "the network normalises its input itself (its buffers module.mean/std)"
     x = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(model(x), net(x), atol=1e-6)
@@ -1180,7 +1182,13 @@ def test_normalisation_buffers_the_network_holds_itself_are_not_applied_twice(ne
         harden.load(_save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "any.pt"),
                     arch=f"{nets_file}:normalised_any_size", num_classes=10, in_chans=1)
     text = " ".join(said.get().split())
-    assert text.count("assuming") == 1 and "mean 0" in text, text
+    assert text.count("assuming") == 1 and "mean 0" not in text and "--mean" not in text and \
+        "the network normalises its input itself" in text, text
+    with console.capture() as said:  # the flags normalise once more: said
+        model = harden.load(path, arch=f"{nets_file}:normalised", num_classes=10, in_chans=1, input_size=(8, 8),
+                            mean=[0.1307], std=[0.3081])
+    assert model.config_sources["mean"] == "flag" and "the network normalises them again itself (its buffers " \
+        "module.mean/std: mean 0.3, std 0.35)" in " ".join(said.get().split())
 
 
 def test_mean_and_std_flags_in_0_255_units_are_taken_in_pixel_units(nets_file, tmp_path, cli):

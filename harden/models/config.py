@@ -123,14 +123,15 @@ def timm_config(arch: str) -> dict[str, Any] | None:
 
 def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | None, path: Path, classes_hint: str = "",
             state: dict[str, Any] | None = None, normaliser: tuple | None = None,
-            tried_size: list[int] | None = None, tried_chans: int | None = None
+            tried_size: list[int] | None = None, tried_chans: int | None = None, inside: str | None = None
             ) -> tuple[dict[str, Any], dict[str, str]]:
     """(spec, where each value came from). Raises when arch or num_classes are found nowhere (`classes_hint`: what the
     weights suggest, added to that message). `state`: the file's weights, read where timm's config alone gave the
     class or channel count (weights_override). `normaliser`: (mean, std, keys) of normalisation buffers saved beside
     the weights (formats.normaliser_buffers), below the file's metadata and a hub config, above timm's defaults.
     `tried_size`: the input size a network that fixes its own was found to run at (checkpoint.size_it_runs_at), below
-    every source that says one; `tried_chans`: the channels it was found to run with where none were said."""
+    every source that says one; `tried_chans`: the channels it was found to run with where none were said; `inside`:
+    the key of such buffers where the network holds them itself (it normalises its input: mean 0, std 1 outside)."""
     from ..runtime import warn
     spec: dict[str, Any] = {}
     source: dict[str, str] = {}
@@ -148,6 +149,8 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
                           "--arch (and --num-classes).")
     if normaliser:
         layers.append((f"{NORMALISER_SOURCE} ({normaliser[2][0]})", {"mean": normaliser[0], "std": normaliser[1]}))
+    if inside:  # DeepMind's WideResNet: `(x - self.mean) / self.std` in its forward; --mean/--std would normalise twice
+        layers.append((f"{INSIDE_SOURCE} (its buffers {inside})", {"mean": [0.0], "std": [1.0]}))
     given_size = next((name for name, layer in layers if layer.get("input_size") is not None), None)
     tcfg = timm_config(str(spec["arch"]))
     timm_left_out = bool(tcfg and given_size and not given_size.startswith("hub"))  # its own weights' size
@@ -244,9 +247,12 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             cfg = library_left_out
             hint = (f"; a file fine-tuned with {lib}'s scripts takes --mean {','.join(f'{v:g}' for v in cfg['mean'])} "
                     f"--std {','.join(f'{v:g}' for v in cfg['std'])} --interpolation {cfg['interpolation']}")
+        flags = ["--input-size"] * ("input_size" in spec and source["input_size"] == "default") + \
+            ["--mean", "--std"] * (source.get("mean") == "default") + ["--interpolation", "--crop-pct"]
+        inside_said = f"; {source['mean']}" if source.get("mean", "").startswith(INSIDE_SOURCE) else ""
         warn(f"{str(path)!r} ({spec['arch']}): {what}; assuming {', '.join(assumed)}, interpolation "
-             f"{spec['interpolation']}, crop fraction {spec['crop_pct']} (pass --input-size, --mean, --std, "
-             f"--interpolation, --crop-pct to set them){hint}.")
+             f"{spec['interpolation']}, crop fraction {spec['crop_pct']} (pass {', '.join(flags)} to set "
+             f"them){inside_said}{hint}.")
     return spec, source
 
 
@@ -289,6 +295,7 @@ def channel_statistics(values: list[float], in_chans: int) -> list[float]:
 
 
 NORMALISER_SOURCE = "checkpoint buffers"  # mean/std found as a wrapper's buffers beside the weights
+INSIDE_SOURCE = "the network normalises its input itself"  # those buffers are the architecture's own
 TORCH_LAYERS = "torch-layers"  # torch_layers.ARCH: a whole pickled network of torch.nn's layers, rebuilt
 GUESSED = "tried: "  # a source of num_classes that loading must confirm
 OUTPUT_WIDTH = "the network's output width"  # a constructor that takes no count: what its forward returns
