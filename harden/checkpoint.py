@@ -469,7 +469,7 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
         input_size = (input_size, input_size)
     state, meta = read_checkpoint(path, key)
     refuse_non_finite(state, path)
-    from .formats import normaliser_buffers, normaliser_consumed
+    from .formats import NORMALISER_KEPT, normaliser_buffers, normaliser_consumed
     mean, std = in_pixel_units(mean, std)
     flags = dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size, mean=mean, std=std,
                  interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args)
@@ -564,11 +564,17 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
              + (", on one channel (it runs on no three-channel image)" if tried_chans else "")
              + " (pass --input-size" + (" and --in-chans" if tried_chans else "") + " to set it).")
         model = build()
+    inside = None  # the key of the normalisation buffers the architecture holds itself: it normalises inside
     if sources.get("mean", "").startswith(NORMALISER_SOURCE) and \
             normaliser_consumed(normaliser[2], model.net.state_dict()):
-        # the architecture holds those buffers itself, so it normalises inside: its input is pixels, said so
+        inside = normaliser[2][0]  # the file's buffers are the architecture's own
+    elif sources.get("mean") == "default" and sources.get("std") == "default":
+        held_inside = normaliser_buffers(model.net.state_dict())  # the file lacks them (formats.fit_keys keeps them)
+        inside = held_inside[2][0] if held_inside else None
+    if inside:
+        # its input is pixels, said so (the preprocessing warning asked for --mean/--std, which normalise twice)
         spec, sources = merged(meta, flags, path, state, tried_size=tried_size, tried_chans=tried_chans,
-                               inside=normaliser[2][0])
+                               inside=inside)
         model = build()
     else:
         for msg in held:
@@ -610,6 +616,10 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
         get_recipe(str(meta["recipe"])).attach(model, dict(meta.get("recipe_params", {})))
     try:
         model.load_notes = load_state_strict(model.net, state, path)
+        for note in model.load_notes:
+            if note.startswith(NORMALISER_KEPT):  # values the file does not say: where they were others, say them
+                warn(f"{str(path)!r} ({model.spec.arch}): {note}; where it was trained with others, give them as "
+                     "its constructor takes them (--model-arg).")
     except HardenError as e:
         if guessed and not _count_implicated(model.net, state, int(spec["num_classes"])):
             # the rows guessed fit the layers sized by the count: the mismatch that matters is the one the error names

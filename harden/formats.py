@@ -341,6 +341,29 @@ def normaliser_buffers(state: dict[str, Any]) -> tuple[list[float], list[float],
     return found[0][0], found[0][1], [f[2] for f in found]
 
 
+NORMALISER_KEPT = "kept the architecture's own input normalisation"
+
+
+def _own_normaliser_kept(own: dict[str, Any], state: dict[str, Any]) -> tuple[str, str] | None:
+    """(mean's key, std's key) of the input normalisation buffers the architecture holds and the file lacks, both
+    (DeepMind's WideResNet registers `mean` and `std` from its constructor's arguments; files converted from JAX, and
+    those saved before the buffers were added, lack them); None where there are none or the file holds either."""
+    names = dict(NORMALISER_NAMES)
+    for key, mean in own.items():
+        parent, _, name = key.rpartition(".")
+        s = names.get(name)
+        std_key = f"{parent}.{s}" if parent else s
+        if s is None or std_key not in own or key in state or std_key in state:
+            continue
+        if all(isinstance(t, torch.Tensor) and t.numel() in (1, 3) for t in (mean, own[std_key])):
+            return key, std_key
+    return None
+
+
+def _values_text(t: torch.Tensor) -> str:
+    return ",".join(f"{v:.6g}" for v in t.detach().float().flatten().tolist())
+
+
 def normaliser_consumed(keys: list[str], own: dict[str, Any]) -> bool:
     """Whether the architecture holds these buffers itself (then it normalises inside: they are not the input's)."""
     keys = [k.rpartition("/")[0] for k in keys]
@@ -626,6 +649,13 @@ def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modul
             filled.append(k)
     if filled:
         notes.append(f"filled {len(filled)} BatchNorm num_batches_tracked buffer(s) the file predates")
+    kept = _own_normaliser_kept(own, state)
+    if kept:
+        state = {**state, **{k: own[k] for k in kept}}
+        notes.append(f"{NORMALISER_KEPT} {kept[0]}/{kept[1].rpartition('.')[2]}"
+                     + ("" if own[kept[0]].is_meta else f" (mean {_values_text(own[kept[0]])}, std "
+                                                        f"{_values_text(own[kept[1]])})")
+                     + ", which the file does not hold: its constructor's values (RobustBench loads such files so)")
     if set(state) != set(own):
         converted = _timm_original_layout(modules.get(""), own, state)
         if converted is not None:

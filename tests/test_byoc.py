@@ -1184,6 +1184,15 @@ def test_normalisation_buffers_the_network_holds_itself_are_not_applied_twice(ne
     text = " ".join(said.get().split())
     assert text.count("assuming") == 1 and "mean 0" not in text and "--mean" not in text and \
         "the network normalises its input itself" in text, text
+    # a file without them (converted from JAX, or saved before the buffers were added: RobustBench loads such files
+    # without strictness) keeps the architecture's own, said with their values; it stopped at the missing buffers
+    without = _save({k: v for k, v in net.state_dict().items() if k not in ("mean", "std")}, tmp_path / "without.pt")
+    with console.capture() as said:
+        kept = harden.load(without, arch=f"{nets_file}:normalised", num_classes=10, in_chans=1, input_size=(8, 8))
+    assert "kept the architecture's own input normalisation mean/std (mean 0.3, std 0.35), which the file does not " \
+        "hold" in " ".join(said.get().split()) and kept.config_sources["mean"].startswith("the network normalises")
+    with torch.no_grad():
+        assert torch.allclose(kept(x), net(x), atol=1e-6)
     with console.capture() as said:  # the flags normalise once more: said
         model = harden.load(path, arch=f"{nets_file}:normalised", num_classes=10, in_chans=1, input_size=(8, 8),
                             mean=[0.1307], std=[0.3081])
