@@ -446,10 +446,11 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
 
 def _unsaid_warned(model: Classifier, path) -> Classifier:
     """The model, after a warning for each constructor argument the weights cannot say and nothing gave
-    (models/unsaid_args.py: an activation class its module offers others of). Only where --arch named the
-    architecture: harden's own files were warned of when they were written."""
+    (models/unsaid_args.py: an activation class its module offers others of, a text or true/false value whose others
+    build the same tensors into a network that scores otherwise). Only where --arch named the architecture: harden's
+    own files were warned of when they were written."""
     from .models.unsaid_args import unsaid_arguments
-    for name, default, alike in unsaid_arguments(model.spec):
+    for name, default, alike in unsaid_arguments(model):
         shown = ", ".join(alike[:4]) + (", ..." if len(alike) > 4 else "")
         warn(f"{str(path)!r} ({model.spec.arch}): built with {name}={default}, its default, which nothing gave and "
              f"the weights cannot say: {shown} {'builds' if len(alike) == 1 else 'build'} the same tensors into "

@@ -1775,8 +1775,11 @@ class DMStyleNet(nn.Module):  # DeepMind's WideResNet: the activation a class, i
 
 
 class TextActivation(nn.Module):  # the activation by name, compared in the constructor
-    def __init__(self, num_classes=10, activation='relu', block_name='plain'):
+    def __init__(self, num_classes=10, activation='relu', block_name='plain', normalize_features=False,
+                 memory_efficient=False):
         super().__init__()
+        self.normalize_features = normalize_features  # Pang et al.'s hypersphere embedding: another function
+        self.memory_efficient = memory_efficient  # DenseNet's: the same function, computed otherwise
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         if activation == 'relu':
             self.act = nn.ReLU()
@@ -1788,7 +1791,9 @@ class TextActivation(nn.Module):  # the activation by name, compared in the cons
         self.fc = nn.Linear(4, num_classes)
 
     def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(self.extra(self.act(self.conv(x))), 1).flatten(1))
+        out = self.extra(self.act(self.conv(x)))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1) if not self.memory_efficient else out.mean((2, 3))
+        return self.fc(F.normalize(out) if self.normalize_features else out)
 '''
 
 
@@ -1829,5 +1834,8 @@ def test_an_activation_the_weights_cannot_say_is_warned_of(tmp_path, monkeypatch
     with held_warnings() as said:
         harden.load(tmp_path / "text.pt", arch="acts.py:TextActivation")
     told = [" ".join(w.split()) for w in said if "built with" in w]
-    assert len(told) == 1 and "built with activation=relu, its default" in told[0] and "swish, silu build the same " \
-        "tensors" in told[0] and "block_name" not in told[0], said
+    assert len(told) == 2 and "built with activation=relu, its default" in told[0] and "swish, silu build the same " \
+        "tensors" in told[0] and "block_name" not in " ".join(told), said
+    # a flag that computes another function from the same weights, and one that computes the same one otherwise
+    assert "built with normalize_features=false, its default" in told[1] and "--model-arg normalize_features=true" \
+        in told[1] and "memory_efficient" not in " ".join(said), said

@@ -6,8 +6,10 @@ not as it was trained to. Nothing in the file tells the two apart, so the load s
 others build alike, for the user to give."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import json
 import sys
 import time
 from typing import Any
@@ -40,10 +42,11 @@ def _class_text(fn, cls) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _alternatives(fn, spec) -> dict[str, tuple[str, list[str]]]:
-    """{argument: (its default as text, the other values its code offers)}: for a default that is a module class
-    holding no tensors, the classes of that kind the module defines; for text, the values its constructor compares it
-    with (args_from_weights._text_choices). Arguments nothing gave only: a value given, even the default, is said."""
+def _alternatives(fn, spec) -> dict[str, tuple[str, list[Any]]]:
+    """{argument: (its default as --model-arg writes it, the other values its code offers)}: for a default that is a
+    module class holding no tensors, the classes of that kind the module defines; for text, the values its
+    constructor compares it with (args_from_weights._text_choices); for true/false, the other. Arguments nothing gave
+    only: a value given, even the default, is said."""
     import torch
 
     from .args_from_weights import UNTRIED, _block_classes, _text_choices
@@ -56,12 +59,14 @@ def _alternatives(fn, spec) -> dict[str, tuple[str, list[str]]]:
     offered = {a for names in ARG_ALIASES.values() for a in names}
     texts = _text_choices(fn, spec.model_args)
     classes: list[str] | None = None
-    out: dict[str, tuple[str, list[str]]] = {}
+    out: dict[str, tuple[str, list[Any]]] = {}
     for p in params.values():
         if p.name in spec.model_args or p.name in offered or UNTRIED.search(p.name):
             continue
         if p.name in texts:
             out[p.name] = (p.default, texts[p.name][:MAX_ALTERNATIVES])
+        elif isinstance(p.default, bool):
+            out[p.name] = (json.dumps(p.default), [not p.default])
         elif inspect.isclass(p.default) and issubclass(p.default, torch.nn.Module) and _parameterless(p.default):
             if classes is None:
                 classes = [n for n in _block_classes(fn) if _parameterless(_named_object(fn, n))]
@@ -71,14 +76,22 @@ def _alternatives(fn, spec) -> dict[str, tuple[str, list[str]]]:
     return out
 
 
-def unsaid_arguments(spec) -> list[tuple[str, str, list[str]]]:
-    """(argument, its default as text, the values that build the same tensors as it and another network) for each
-    argument of `spec`'s `file.py:Class` architecture that nothing gave and the weights cannot tell; [] for any other
-    architecture."""
+PROBE_IMAGES = 2  # images through both networks, with the loaded weights, to tell them apart
+
+
+def unsaid_arguments(model) -> list[tuple[str, str, list[str]]]:
+    """(argument, its default as text, the values that build the same tensors as it and another network, as
+    --model-arg writes them) for each argument of the loaded model's `file.py:Class` architecture that nothing gave
+    and the weights cannot tell; [] for any other architecture. Another network: other settings in its layers (built
+    on the meta device), then, with the loaded weights in both, other scores for the same random inputs, so that a
+    value that changes only how the network computes (a memory-saving flag, `inplace`) is no alternative."""
+    import torch
+
     from .args_from_weights import _settings
     from .lazy import tensor_shapes
     from .meta_build import built_for_shapes
-    from .registry import _build_net, _import_callable, _installed
+    from .registry import _build_net, _import_callable, _installed, arg_text
+    spec = model.spec
     if ":" not in spec.arch or spec.arch.startswith("transformers:"):
         return []
     try:
@@ -91,9 +104,9 @@ def unsaid_arguments(spec) -> list[tuple[str, str, list[str]]]:
     if not choices:
         return []
 
-    def build(model_args):
+    def build(model_args, meta=True):
         try:
-            with built_for_shapes():
+            with built_for_shapes() if meta else contextlib.nullcontext():
                 return _build_net(dataclasses.replace(spec, model_args=model_args))
         except Exception:  # noqa: BLE001 - a value its constructor refuses
             return None
@@ -101,6 +114,23 @@ def unsaid_arguments(spec) -> list[tuple[str, str, list[str]]]:
     if base is None:
         return []
     shapes, settings = tensor_shapes(base), _settings(base)
+    weights = model.net.state_dict()
+    probe = torch.randn(PROBE_IMAGES, spec.in_chans, *spec.input_size, generator=torch.Generator().manual_seed(0))
+
+    def scores(net):
+        try:
+            if net is not model.net:
+                net.load_state_dict(weights, strict=True)
+            with torch.no_grad():
+                out = net.eval()(probe.to(next(iter(weights.values())).device if net is model.net else "cpu"))
+            return out.float().cpu() if isinstance(out, torch.Tensor) else None
+        except Exception:  # noqa: BLE001 - harden changed the loaded network (a norm put back): not comparable
+            return None
+    was_training = model.net.training
+    own = scores(model.net)
+    if own is not None and not torch.equal(own, scores(model.net)):
+        own = None  # a network that answers at random: two of its own answers differ already
+    model.net.train(was_training)
     start, out = time.perf_counter(), []
     for name, (default, values) in choices.items():
         alike = []
@@ -108,8 +138,13 @@ def unsaid_arguments(spec) -> list[tuple[str, str, list[str]]]:
             if time.perf_counter() - start > CHECK_SECONDS:
                 return out
             net = build({**spec.model_args, name: value})
-            if net is not None and tensor_shapes(net) == shapes and _settings(net) != settings:
-                alike.append(value)
+            if net is None or tensor_shapes(net) != shapes or _settings(net) == settings:
+                continue
+            other = scores(build({**spec.model_args, name: value}, meta=False)) if own is not None else None
+            if other is None and isinstance(value, bool) or \
+                    other is not None and other.shape == own.shape and torch.allclose(other, own, rtol=1e-4, atol=1e-5):
+                continue  # the same scores (or none to compare, for a flag, which often changes only how it runs)
+            alike.append(arg_text(value))
         if alike:
             out.append((name, default, alike))
     return out
