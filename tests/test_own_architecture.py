@@ -1752,6 +1752,20 @@ class Swish(nn.Module):
         return x * torch.sigmoid(x)
 
 
+class DropPath(nn.Module):  # timm's, copied: no tensors, and the identity in evaluation: no activation
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        return x
+
+
+class GlobalPool(nn.Module):  # no tensors, another shape: no activation
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
 class Block(nn.Module):  # holds weights: never an activation's alternative
     def __init__(self, planes, activation_fn=nn.ReLU):
         super().__init__()

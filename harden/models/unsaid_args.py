@@ -19,14 +19,19 @@ CHECK_SECONDS = 3.0  # the most the builds take on a load; the arguments not rea
 
 
 def _parameterless(obj: Any) -> bool:
-    """A module class that builds with no arguments and holds no tensors (an activation: Swish, Mish)."""
-    from .meta_build import built_for_shapes
+    """A module class that builds with no arguments, holds no tensors and changes what it is given (an activation:
+    Swish, Mish; not a DropPath, which passes its input on unchanged in evaluation)."""
+    import torch
     try:
-        with built_for_shapes():
-            module = obj()
-    except Exception:  # noqa: BLE001 - a class that needs arguments is not one an activation argument takes
+        module = obj()
+        if any(True for _ in module.state_dict()):
+            return False
+        x = torch.linspace(-3, 3, 64).view(1, 4, 4, 4)
+        with torch.no_grad():
+            y = module.eval()(x)
+    except Exception:  # noqa: BLE001 - a class that needs arguments, or takes no feature map, is no activation
         return False
-    return not any(True for _ in module.state_dict())
+    return isinstance(y, torch.Tensor) and y.shape == x.shape and not torch.equal(y, x)
 
 
 def _class_text(fn, cls) -> str:
@@ -140,10 +145,12 @@ def unsaid_arguments(model) -> list[tuple[str, str, list[str]]]:
             net = build({**spec.model_args, name: value})
             if net is None or tensor_shapes(net) != shapes or _settings(net) == settings:
                 continue
+            if own is None and isinstance(value, bool):
+                continue  # nothing to compare, and a flag often changes only how the network computes
             other = scores(build({**spec.model_args, name: value}, meta=False)) if own is not None else None
-            if other is None and isinstance(value, bool) or \
-                    other is not None and other.shape == own.shape and torch.allclose(other, own, rtol=1e-4, atol=1e-5):
-                continue  # the same scores (or none to compare, for a flag, which often changes only how it runs)
+            if own is not None and (other is None or other.shape == own.shape and
+                                    torch.allclose(other, own, rtol=1e-4, atol=1e-5)):
+                continue  # the same scores, or none: a network that does not run with it is no alternative
             alike.append(arg_text(value))
         if alike:
             out.append((name, default, alike))
