@@ -32,7 +32,15 @@ class TerminalHelpCommand(TyperCommand):
 
     def format_help(self, ctx, formatter) -> None:
         if terminal_columns() >= RICH_HELP_COLUMNS:
-            return super().format_help(ctx, formatter)
+            # a flag takes no value: typer's panels gave each a `<bool>` type, read as `--force true`
+            flags = [p for p in self.params if getattr(p, "is_flag", False) and p.metavar is None]
+            for param in flags:
+                param.metavar = ""
+            try:
+                return super().format_help(ctx, formatter)
+            finally:
+                for param in flags:
+                    param.metavar = None
         # typer's switch to click's formatter, which prints help as written: rich's markup (`'^\\[a-z]+'`) as text
         mode, self.rich_markup_mode = self.rich_markup_mode, None
         written = [(p, p.help) for p in self.params if getattr(p, "help", None)]

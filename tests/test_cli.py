@@ -676,3 +676,4 @@ def test_option_help_reads_at_the_terminals_width(cli, monkeypatch, command):
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = cli(command, "--help")
     assert code == 0 and "╭─ Options" in out and "L2 budget for DeepFool / C&W-L2 and autoattack:norm=L2" in out
+    assert "--force" in out and "<bool>" not in out  # a flag takes no value (typer's panels said `<bool>`)
