@@ -33,7 +33,7 @@ class TerminalHelpCommand(TyperCommand):
     def format_help(self, ctx, formatter) -> None:
         if terminal_columns() >= RICH_HELP_COLUMNS:
             # a flag takes no value: typer's panels gave each a `<bool>` type, read as `--force true`
-            flags = [p for p in self.params if getattr(p, "is_flag", False) and p.metavar is None]
+            flags = [p for p in self.get_params(ctx) if getattr(p, "is_flag", False) and p.metavar is None]
             for param in flags:
                 param.metavar = ""
             try:
