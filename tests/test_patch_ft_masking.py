@@ -192,6 +192,9 @@ def test_clean_accuracy_at_chance_is_said_with_what_loading_assumed(digits_model
     assert not above_chance(torch.where(torch.arange(100) < 30, y, (y + 1) % 10), y, 10)["tripped"]  # 30%: real
     assert above_chance((y + 1) % 10, y, 10)["tripped"]  # 0%
     assert above_chance(torch.zeros(100, dtype=torch.long), y, 10)["tripped"]  # one class for all
+    inside = above_chance((y + 1) % 10, y, 10, {"mean": "the network normalises its input itself (its buffers "
+                                                         "mean/std)", "input_size": "default"})["detail"]
+    assert "input_size assumed" in inside and "--mean" not in inside and "normalises its input itself" in inside
     half = torch.where(torch.arange(100) < 50, torch.zeros(100, dtype=torch.long), y)  # labels half class 0
     assert above_chance(torch.zeros(100, dtype=torch.long), half, 10)["tripped"]  # 55% is the commonest label's share
     # a hardened model at chance where its base was not: the hardening collapsed it, not the preprocessing
