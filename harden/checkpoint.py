@@ -406,13 +406,14 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     from .models.arch_in_file import callable_for_weights, is_file_alone
     if is_file_alone(arch):  # `--arch resnet.py`: the network it defines that the weights fit (models/arch_in_file.py)
         arch, found_args, said = callable_for_weights(path, kw)
-        model_args = {**found_args, **(model_args or {})}
+        given_args = dict(model_args or {})
+        model_args = {**found_args, **given_args}
         kw.update(arch=arch, model_args=model_args)
         with held_warnings() as held:
             model = load(path, **kw)
         model.config_sources["arch"] = f"the one of {str(kw['arch']).rpartition(':')[0]}'s networks the weights fit"
         if found_args:
-            model.config_sources["model_args"] = "checkpoint weights (the arguments they fit)"
+            model.config_sources["model_args"] = _found_source(found_args, given_args)
         warn(f"{str(path)!r} with --arch {str(kw['arch']).rpartition(':')[0]}: {said}.")
         for msg in held:
             warn(msg)
@@ -439,9 +440,16 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             raise type(failed)(f"{failed}{hint}") from None
         raise failed
     model = _load(path, **{**kw, "model_args": {**(model_args or {}), **found[0]}})
-    model.config_sources["model_args"] = "checkpoint weights (the arguments they fit)"
+    model.config_sources["model_args"] = _found_source(found[0], model_args or {})
     warn(f"{str(path)!r} ({model.spec.arch}): {found[1]}.")
     return _unsaid_warned(model, path)
+
+
+def _found_source(found: dict[str, Any], given: dict[str, Any]) -> str:
+    """Where constructor arguments came from when the weights said some: the flags' named beside them."""
+    flagged = [k for k in given if k not in found]
+    return "checkpoint weights (the arguments they fit)" + (
+        f": {', '.join(found)}; --model-arg: {', '.join(flagged)}" if flagged else "")
 
 
 def _unsaid_warned(model: Classifier, path) -> Classifier:

@@ -1839,6 +1839,14 @@ def test_an_activation_the_weights_cannot_say_is_warned_of(tmp_path, monkeypatch
         assert not any("activation_fn" in w for w in said), said
     assert outputs_agree(model_swish := harden.load(tmp_path / "swish.pt", arch="acts.py:DMStyleNet",
                                                     model_args={"activation_fn": "Swish"}), net, chans=3)
+    # a width the weights say, the activation a flag gives: each said where it came from
+    wide = _import_callable("acts.py:DMStyleNet")(width=6, activation_fn=_import_callable("acts.py:Swish")).eval()
+    torch.save(wide.state_dict(), tmp_path / "wide.pt")
+    with held_warnings():
+        model = harden.load(tmp_path / "wide.pt", arch="acts.py:DMStyleNet", model_args={"activation_fn": "Swish"})
+    assert model.spec.model_args == {"activation_fn": "Swish", "width": 6} and outputs_agree(model, wide, chans=3)
+    assert model.config_sources["model_args"] == "checkpoint weights (the arguments they fit): width; --model-arg: " \
+        "activation_fn"
     harden.save(model_swish, tmp_path / "swish.safetensors")
     with held_warnings() as said:  # harden's own file keeps the value given
         assert outputs_agree(harden.load(tmp_path / "swish.safetensors"), net, chans=3) and not said
