@@ -1861,3 +1861,10 @@ def test_an_activation_the_weights_cannot_say_is_warned_of(tmp_path, monkeypatch
     # a flag that computes another function from the same weights, and one that computes the same one otherwise
     assert "built with normalize_features=false, its default" in told[1] and "--model-arg normalize_features=true" \
         in told[1] and "memory_efficient" not in " ".join(said), said
+    # a network too large to build again for the probe: text and classes by their settings, flags not at all
+    import harden.models.unsaid_args as unsaid
+    monkeypatch.setattr(unsaid, "PROBE_MAX_PARAMETERS", 0)
+    with held_warnings() as said:
+        harden.load(tmp_path / "text.pt", arch="acts.py:TextActivation")
+    told = [" ".join(w.split()) for w in said if "built with" in w]
+    assert len(told) == 1 and "built with activation=relu" in told[0], said

@@ -82,6 +82,9 @@ def _alternatives(fn, spec) -> dict[str, tuple[str, list[Any]]]:
 
 
 PROBE_IMAGES = 2  # images through both networks, with the loaded weights, to tell them apart
+# a network larger than this is not built again to probe (a ViT-B's build and two forwards take 1.1 s on a 2-core
+# CPU, a ViT-L's about four times that): its alternatives are judged by their settings alone, flags not at all
+PROBE_MAX_PARAMETERS = 100_000_000
 
 
 def unsaid_arguments(model) -> list[tuple[str, str, list[str]]]:
@@ -132,7 +135,8 @@ def unsaid_arguments(model) -> list[tuple[str, str, list[str]]]:
         except Exception:  # noqa: BLE001 - harden changed the loaded network (a norm put back): not comparable
             return None
     was_training = model.net.training
-    own = scores(model.net)
+    small = sum(t.numel() for t in weights.values()) <= PROBE_MAX_PARAMETERS
+    own = scores(model.net) if small else None
     if own is not None and not torch.equal(own, scores(model.net)):
         own = None  # a network that answers at random: two of its own answers differ already
     model.net.train(was_training)
