@@ -1788,6 +1788,18 @@ class DMStyleNet(nn.Module):  # DeepMind's WideResNet: the activation a class, i
         return self.logits(F.adaptive_avg_pool2d(out, 1).view(x.size(0), -1))
 
 
+ACTIVATIONS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU}
+
+
+class DictActivation(nn.Module):  # the activation by name, looked up in the module's dict
+    def __init__(self, num_classes=10, act='relu'):
+        super().__init__()
+        self.conv, self.act, self.fc = nn.Conv2d(3, 4, 3, padding=1), ACTIVATIONS[act](), nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.act(self.conv(x)), 1).flatten(1))
+
+
 class TextActivation(nn.Module):  # the activation by name, compared in the constructor
     def __init__(self, num_classes=10, activation='relu', block_name='plain', normalize_features=False,
                  memory_efficient=False):
@@ -1861,6 +1873,12 @@ def test_an_activation_the_weights_cannot_say_is_warned_of(tmp_path, monkeypatch
     # a flag that computes another function from the same weights, and one that computes the same one otherwise
     assert "built with normalize_features=false, its default" in told[1] and "--model-arg normalize_features=true" \
         in told[1] and "memory_efficient" not in " ".join(said), said
+    # looked up in a dict by its name: the dict's other keys
+    torch.save(_import_callable("acts.py:DictActivation")(act="gelu").state_dict(), tmp_path / "dict.pt")
+    with held_warnings() as said:
+        harden.load(tmp_path / "dict.pt", arch="acts.py:DictActivation")
+    told = [" ".join(w.split()) for w in said if "built with" in w]
+    assert len(told) == 1 and "built with act=relu, its default" in told[0] and "gelu, silu build" in told[0], said
     # a network too large to build again for the probe: text and classes by their settings, flags not at all
     import harden.models.unsaid_args as unsaid
     monkeypatch.setattr(unsaid, "PROBE_MAX_PARAMETERS", 0)

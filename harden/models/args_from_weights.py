@@ -189,7 +189,8 @@ def _searchable(fn, model_args) -> dict[str, Any]:
 def _text_choices(fn, model_args) -> dict[str, list[str]]:
     """The other values of each text argument with a default that its constructor compares it with (bearpaw's
     `ResNet(depth, num_classes=1000, block_name='BasicBlock')`: `if block_name.lower() == 'basicblock': ... elif
-    block_name.lower() == 'bottleneck':`), searched as a block class is; the constructor's own code, read, not run."""
+    block_name.lower() == 'bottleneck':`) or looks up in a dict (`ACTIVATIONS[activation]`, `ACTIVATIONS.get(act)`,
+    a dict written there or the module's), searched as a block class is; the constructor's own code, read, not run."""
     import ast
     import textwrap
     try:
@@ -211,16 +212,30 @@ def _text_choices(fn, model_args) -> dict[str, list[str]]:
         items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
         return [i.value for i in items if isinstance(i, ast.Constant) and isinstance(i.value, str)]
 
+    module = vars(sys.modules[code.__module__]) if getattr(code, "__module__", None) in sys.modules else {}
+
+    def keys(table) -> list[str]:  # a dict looked up by the text: written there, or a module's dict by its name
+        value = table if isinstance(table, ast.Dict) else module.get(table.id) if isinstance(table, ast.Name) else None
+        if isinstance(value, ast.Dict):
+            return [k.value for k in value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+        return [k for k in value if isinstance(k, str)] if isinstance(value, dict) else []
+
     out: dict[str, list[str]] = {}
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Compare):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            seen = [w for side in sides for w in words(side)]
+        elif isinstance(node, ast.Subscript):  # `ACTIVATIONS[activation]`, `{'relu': nn.ReLU, ...}[act]`
+            sides, seen = [node.slice], keys(node.value)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" and \
+                node.args:  # `ACTIVATIONS.get(activation)`
+            sides, seen = [node.args[0]], keys(node.func.value)
+        else:
             continue
-        sides = [node.left, *node.comparators]
         for name, default in texts.items():
             if any(mentions(side, name) for side in sides):
                 found = out.setdefault(name, [])
-                found += [w for side in sides for w in words(side)
-                          if w.lower() != default.lower() and w not in found][:MAX_NAMES - len(found)]
+                found += [w for w in seen if w.lower() != default.lower() and w not in found][:MAX_NAMES - len(found)]
     return {name: values for name, values in out.items() if values}
 
 
