@@ -364,6 +364,28 @@ def _values_text(t: torch.Tensor) -> str:
     return ",".join(f"{v:.6g}" for v in t.detach().float().flatten().tolist())
 
 
+def normalising_layer(net: nn.Module) -> str | None:
+    """Where a network holds its input normalisation as a layer whose statistics are plain attributes, not buffers
+    (torchvision's `transforms.Normalize` inside an nn.Sequential, adversarial-robustness code's own `Normalize`
+    module that keeps `self.mean = torch.tensor(mean)`): "its layer NAME (CLASS: mean ..., std ...)"; None where none.
+    The first such layer only, and only a mean and std of one or three positive values."""
+    for name, module in net.named_modules():
+        if "normali" not in type(module).__name__.lower():
+            continue
+        values = []
+        for attr in ("mean", "std"):
+            v = getattr(module, attr, None)
+            v = torch.as_tensor(v, dtype=torch.float32).flatten() if isinstance(v, (torch.Tensor, list, tuple)) \
+                else None
+            values.append(v)
+        if any(v is None or v.numel() not in (1, 3) or v.is_meta or not torch.isfinite(v).all() for v in values) or \
+                bool((values[1] <= 0).any()):
+            continue
+        return (f"its layer {name or '(the network)'} ({type(module).__name__}: mean {_values_text(values[0])}, "
+                f"std {_values_text(values[1])})")
+    return None
+
+
 def normaliser_consumed(keys: list[str], own: dict[str, Any]) -> bool:
     """Whether the architecture holds these buffers itself (then it normalises inside: they are not the input's)."""
     keys = [k.rpartition("/")[0] for k in keys]

@@ -88,6 +88,24 @@ class NormalisedAnySize(Normalised):
 
 def normalised_any_size(num_classes=10, in_chans=1):
     return NormalisedAnySize(num_classes, in_chans)
+
+
+class Normalize(nn.Module):  # adversarial-robustness code's: its statistics as attributes, not buffers
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean, self.std = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def normalised_layer(num_classes=10, in_chans=1):
+    return nn.Sequential(Normalize([0.3], [0.35]), Plain(num_classes, in_chans))
+
+
+def normalised_transform(num_classes=10, in_chans=1):
+    from torchvision import transforms
+    return nn.Sequential(transforms.Normalize([0.3], [0.35]), Plain(num_classes, in_chans))
 '''
 
 # pytorch/examples' MNIST network as published: no constructor arguments, a flatten that fixes the input size at
@@ -1198,6 +1216,29 @@ def test_normalisation_buffers_the_network_holds_itself_are_not_applied_twice(ne
                             mean=[0.1307], std=[0.3081])
     assert model.config_sources["mean"] == "flag" and "the network normalises them again itself (its buffers " \
         "module.mean/std: mean 0.3, std 0.35)" in " ".join(said.get().split())
+
+
+@pytest.mark.parametrize("fn", ["normalised_layer", "normalised_transform"])
+def test_a_normalising_layer_without_buffers_is_said_and_not_applied_twice(fn, nets_file, tmp_path):
+    """The normalisation as a layer of the network whose statistics are attributes (torchvision's
+    transforms.Normalize in an nn.Sequential; robustness code's own Normalize): nothing of it is in the file, so the
+    preprocessing warning asked for --mean/--std, which would normalise twice. Said as the network's own; flags that
+    normalise again are warned of."""
+    net = _module(nets_file, fn).eval()
+    path = _save(net.state_dict(), tmp_path / "m.pt")
+    from harden.runtime import console
+    with console.capture() as said:
+        model = harden.load(path, arch=f"{nets_file}:{fn}", num_classes=10, in_chans=1, input_size=(8, 8))
+    layer = "its layer 0 (Normalize: mean 0.3, std 0.35)"
+    assert model.config_sources["mean"] == f"the network normalises its input itself ({layer})"
+    assert "--mean" not in " ".join(said.get().split())
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+    with console.capture() as said:
+        harden.load(path, arch=f"{nets_file}:{fn}", num_classes=10, in_chans=1, input_size=(8, 8), mean=[0.3],
+                    std=[0.35])
+    assert f"the network normalises them again itself ({layer})" in " ".join(said.get().split())
 
 
 def test_mean_and_std_flags_in_0_255_units_are_taken_in_pixel_units(nets_file, tmp_path, cli):

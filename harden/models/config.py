@@ -131,7 +131,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     the weights (formats.normaliser_buffers), below the file's metadata and a hub config, above timm's defaults.
     `tried_size`: the input size a network that fixes its own was found to run at (checkpoint.size_it_runs_at), below
     every source that says one; `tried_chans`: the channels it was found to run with where none were said; `inside`:
-    the key of such buffers where the network holds them itself (it normalises its input: mean 0, std 1 outside)."""
+    what of the network normalises its input (its buffers, a layer): mean 0, std 1 outside."""
     from ..runtime import warn
     spec: dict[str, Any] = {}
     source: dict[str, str] = {}
@@ -150,7 +150,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     if normaliser:
         layers.append((f"{NORMALISER_SOURCE} ({normaliser[2][0]})", {"mean": normaliser[0], "std": normaliser[1]}))
     if inside:  # DeepMind's WideResNet: `(x - self.mean) / self.std` in its forward; --mean/--std would normalise twice
-        layers.append((f"{INSIDE_SOURCE} (its buffers {inside})", {"mean": [0.0], "std": [1.0]}))
+        layers.append((f"{INSIDE_SOURCE} ({inside})", {"mean": [0.0], "std": [1.0]}))
     given_size = next((name for name, layer in layers if layer.get("input_size") is not None), None)
     tcfg = timm_config(str(spec["arch"]))
     timm_left_out = bool(tcfg and given_size and not given_size.startswith("hub"))  # its own weights' size
