@@ -372,18 +372,24 @@ def normalising_layer(net: nn.Module) -> str | None:
     for name, module in net.named_modules():
         if "normali" not in type(module).__name__.lower():
             continue
-        values = []
-        for attr in ("mean", "std"):
-            v = getattr(module, attr, None)
-            v = torch.as_tensor(v, dtype=torch.float32).flatten() if isinstance(v, (torch.Tensor, list, tuple)) \
-                else None
-            values.append(v)
-        if any(v is None or v.numel() not in (1, 3) or v.is_meta or not torch.isfinite(v).all() for v in values) or \
-                bool((values[1] <= 0).any()):
-            continue
-        return (f"its layer {name or '(the network)'} ({type(module).__name__}: mean {_values_text(values[0])}, "
-                f"std {_values_text(values[1])})")
+        for pair in LAYER_STATISTICS:
+            values = [getattr(module, attr, None) for attr in pair]
+            try:
+                values = [torch.as_tensor(v, dtype=torch.float32).flatten() for v in values
+                          if isinstance(v, (torch.Tensor, list, tuple))]
+            except (TypeError, ValueError, RuntimeError):  # a list of something else
+                continue
+            if len(values) != 2 or any(v.numel() not in (1, 3) or v.is_meta or not torch.isfinite(v).all()
+                                       for v in values) or bool((values[1] <= 0).any()):
+                continue
+            return (f"its layer {name or '(the network)'} ({type(module).__name__}: mean {_values_text(values[0])}, "
+                    f"std {_values_text(values[1])})")
     return None
+
+
+# a normalising layer's statistics as attributes: torchvision's and most code's, Cohen et al.'s randomized-smoothing
+# NormalizeLayer (means, sds), and the names the buffers above go by
+LAYER_STATISTICS = (("mean", "std"), ("means", "sds"), ("means", "stds"), ("mu", "sigma"))
 
 
 def normaliser_consumed(keys: list[str], own: dict[str, Any]) -> bool:

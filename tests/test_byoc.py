@@ -103,6 +103,19 @@ def normalised_layer(num_classes=10, in_chans=1):
     return nn.Sequential(Normalize([0.3], [0.35]), Plain(num_classes, in_chans))
 
 
+class NormalizeLayer(nn.Module):  # Cohen et al.'s randomized smoothing: means and sds, moved to the device later
+    def __init__(self, means, sds):
+        super().__init__()
+        self.means, self.sds = torch.tensor(means), torch.tensor(sds)
+
+    def forward(self, x):
+        return (x - self.means.view(1, -1, 1, 1)) / self.sds.view(1, -1, 1, 1)
+
+
+def normalised_smoothing(num_classes=10, in_chans=1):
+    return nn.Sequential(NormalizeLayer([0.3], [0.35]), Plain(num_classes, in_chans))
+
+
 def normalised_transform(num_classes=10, in_chans=1):
     from torchvision import transforms
     return nn.Sequential(transforms.Normalize([0.3], [0.35]), Plain(num_classes, in_chans))
@@ -1218,7 +1231,7 @@ def test_normalisation_buffers_the_network_holds_itself_are_not_applied_twice(ne
         "module.mean/std: mean 0.3, std 0.35)" in " ".join(said.get().split())
 
 
-@pytest.mark.parametrize("fn", ["normalised_layer", "normalised_transform"])
+@pytest.mark.parametrize("fn", ["normalised_layer", "normalised_transform", "normalised_smoothing"])
 def test_a_normalising_layer_without_buffers_is_said_and_not_applied_twice(fn, nets_file, tmp_path):
     """The normalisation as a layer of the network whose statistics are attributes (torchvision's
     transforms.Normalize in an nn.Sequential; robustness code's own Normalize): nothing of it is in the file, so the
@@ -1229,7 +1242,7 @@ def test_a_normalising_layer_without_buffers_is_said_and_not_applied_twice(fn, n
     from harden.runtime import console
     with console.capture() as said:
         model = harden.load(path, arch=f"{nets_file}:{fn}", num_classes=10, in_chans=1, input_size=(8, 8))
-    layer = "its layer 0 (Normalize: mean 0.3, std 0.35)"
+    layer = f"its layer 0 ({type(net[0]).__name__}: mean 0.3, std 0.35)"
     assert model.config_sources["mean"] == f"the network normalises its input itself ({layer})"
     assert "--mean" not in " ".join(said.get().split())
     x = torch.rand(3, 1, 8, 8)
