@@ -457,8 +457,11 @@ def _unsaid_warned(model: Classifier, path) -> Classifier:
     (models/unsaid_args.py: an activation class its module offers others of, a text or true/false value whose others
     build the same tensors into a network that scores otherwise). Only where --arch named the architecture: harden's
     own files were warned of when they were written."""
-    from .models.unsaid_args import unsaid_arguments
-    for name, default, alike in unsaid_arguments(model):
+    from .models.unsaid_args import UNSAID, unsaid_arguments
+    unsaid = unsaid_arguments(model)
+    if unsaid:  # for the chance check's advice, should the report find the network reading no image right
+        model.config_sources[UNSAID] = ", ".join(name for name, _, _ in unsaid)
+    for name, default, alike in unsaid:
         shown = ", ".join(alike[:4]) + (", ..." if len(alike) > 4 else "")
         warn(f"{str(path)!r} ({model.spec.arch}): built with {name}={default}, its default, which nothing gave and "
              f"the weights cannot say: {shown} {'builds' if len(alike) == 1 else 'build'} the same tensors into "

@@ -1845,6 +1845,7 @@ def test_an_activation_the_weights_cannot_say_is_warned_of(tmp_path, monkeypatch
             "weights cannot say: Swish builds the same tensors" in told[0] and \
             "give --model-arg activation_fn=Swish" in told[0], said
         assert not outputs_agree(model, net, chans=3)  # the ReLU network the defaults build: not the one trained
+        assert model.config_sources["unsaid arguments"] == "activation_fn"  # for the chance check's advice
     for given in ("Swish", "torch.nn.ReLU"):
         with held_warnings() as said:
             model = harden.load(tmp_path / "swish.pt", arch="acts.py:DMStyleNet", model_args={"activation_fn": given})

@@ -195,6 +195,8 @@ def test_clean_accuracy_at_chance_is_said_with_what_loading_assumed(digits_model
     inside = above_chance((y + 1) % 10, y, 10, {"mean": "the network normalises its input itself (its buffers "
                                                          "mean/std)", "input_size": "default"})["detail"]
     assert "input_size assumed" in inside and "--mean" not in inside and "normalises its input itself" in inside
+    unsaid = above_chance((y + 1) % 10, y, 10, {"unsaid arguments": "activation_fn"})["detail"]
+    assert "the constructor arguments the weights cannot say (activation_fn: warned when loading)" in unsaid
     half = torch.where(torch.arange(100) < 50, torch.zeros(100, dtype=torch.long), y)  # labels half class 0
     assert above_chance(torch.zeros(100, dtype=torch.long), half, 10)["tripped"]  # 55% is the commonest label's share
     # a hardened model at chance where its base was not: the hardening collapsed it, not the preprocessing

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+UNSAID = "unsaid arguments"  # the config_sources entry naming them (the chance check names them too)
 MAX_ALTERNATIVES = 8  # values tried per argument (each a meta-device build)
 CHECK_SECONDS = 3.0  # the most the builds take on a load; the arguments not reached by then go unsaid
 

@@ -83,13 +83,17 @@ def above_chance(pred: torch.Tensor, y: torch.Tensor, num_classes: int,
     if at_chance or one_class:
         sources = sources or {}
         from ..models.config import INSIDE_SOURCE
+        from ..models.unsaid_args import UNSAID
         assumed = [key for key in ("input_size", "mean", "std") if sources.get(key) == "default"]
         inside = sources.get("mean", "").startswith(INSIDE_SOURCE)  # --mean/--std would normalise twice
         detail += (": the model does not read these images as it was trained to: check the preprocessing ("
                    + (f"{', '.join(assumed)} assumed, not given; " if assumed else "")
                    + ("the network normalises its input itself: its own mean and std, --input-size" if inside else
                       "--mean, --std, --input-size")
-                   + "), the class order (--class-map) and the checkpoint; its robust accuracies say nothing")
+                   + "), the class order (--class-map)"
+                   + (f", the constructor arguments the weights cannot say ({sources[UNSAID]}: warned when loading)"
+                      if sources.get(UNSAID) else "")
+                   + " and the checkpoint; its robust accuracies say nothing")
     return flag(CHANCE_CHECK, at_chance or one_class, detail, kind="check")
 
 
