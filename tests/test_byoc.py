@@ -1388,3 +1388,22 @@ def test_a_network_that_runs_at_no_square_size_takes_the_size_of_its_data(tmp_pa
              x_test=np.zeros((4, 32, 32, 3), np.uint8), y_test=np.array([0, 1, 0, 1]))
     code, out, err = cli("eval", tmp_path / "wide.pt", *flags, "--data", tmp_path / "squares.npz", "--attack", "fgsm")
     assert code == 2 and "HxW" in err and "taken as" not in err
+
+
+def test_train_leaves_the_normalisation_to_a_network_that_normalises_itself(nets_file, digits):
+    """`harden train` normalised the data with its own statistics before a network that normalises again (its own
+    buffers, as DeepMind's WideResNet): a checkpoint whose export then said `--mean ...` beside the network's own.
+    Trained on pixels, said; a network without its own normalisation keeps the data's statistics."""
+    from harden import TrainConfig, train
+    from harden.runtime import console, set_quiet
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, augment="crop", seed=0)
+    set_quiet(False)  # the line is for the terminal (progress bars and notes), quiet in tests otherwise
+    try:
+        with console.capture() as said:
+            model = train(f"{nets_file}:normalised", digits, cfg, "cpu")
+    finally:
+        set_quiet(True)
+    assert list(model.spec.mean) == [0.0] and list(model.spec.std) == [1.0]
+    assert "normalises its input itself (its buffers mean/std): trained on pixels" in " ".join(said.get().split())
+    plain = train(f"{nets_file}:plain", digits, cfg, "cpu")
+    assert list(plain.spec.mean) != [0.0]
