@@ -1791,6 +1791,28 @@ class DMStyleNet(nn.Module):  # DeepMind's WideResNet: the activation a class, i
 ACTIVATIONS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU}
 
 
+def swish(x):
+    return x * torch.sigmoid(x)
+
+
+def conv3x3(cin, cout):  # a helper of two arguments: never called to see what it does
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+def announce(x):  # more than an expression: never called either
+    open("called", "w").write("ran")
+    return x * 2
+
+
+class FunctionActivation(nn.Module):  # the activation as a function, F.relu by default
+    def __init__(self, num_classes=10, act=F.relu):
+        super().__init__()
+        self.act, self.conv, self.fc = act, conv3x3(3, 4), nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.act(self.conv(x)), 1).flatten(1))
+
+
 class DictActivation(nn.Module):  # the activation by name, looked up in the module's dict
     def __init__(self, num_classes=10, act='relu'):
         super().__init__()
@@ -1880,6 +1902,19 @@ def test_an_activation_the_weights_cannot_say_is_warned_of(tmp_path, monkeypatch
         harden.load(tmp_path / "dict.pt", arch="acts.py:DictActivation")
     told = [" ".join(w.split()) for w in said if "built with" in w]
     assert len(told) == 1 and "built with act=relu, its default" in told[0] and "gelu, silu build" in told[0], said
+    # a function: the module's own one-expression activations, by the bare name --model-arg then takes
+    net = _import_callable("acts.py:FunctionActivation")(act=_import_callable("acts.py:swish")).eval()
+    torch.save(net.state_dict(), tmp_path / "function.pt")
+    with held_warnings() as said:
+        harden.load(tmp_path / "function.pt", arch="acts.py:FunctionActivation")
+    told = [" ".join(w.split()) for w in said if "built with" in w]
+    assert len(told) == 1 and "built with act=F.relu, its default" in told[0] and "swish builds" in told[0] and \
+        "give --model-arg act=swish" in told[0], said
+    model = harden.load(tmp_path / "function.pt", arch="acts.py:FunctionActivation", model_args={"act": "swish"})
+    assert outputs_agree(model, net, chans=3)
+    harden.save(model, tmp_path / "function.safetensors")
+    assert outputs_agree(harden.load(tmp_path / "function.safetensors"), net, chans=3)
+    assert not (tmp_path / "called").exists()
     # a network too large to build again for the probe: text and classes by their settings, flags not at all
     import harden.models.unsaid_args as unsaid
     monkeypatch.setattr(unsaid, "PROBE_MAX_PARAMETERS", 0)

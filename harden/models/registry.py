@@ -211,9 +211,10 @@ def as_passed(fn: Callable[..., Any], model_args: dict[str, Any], names: bool = 
     pass one (`ResNet(block, num_blocks)` called as `ResNet(BasicBlock, [2, 2, 2, 2])`; `norm_layer=nn.BatchNorm2d`;
     `act=F.gelu`; `act=torch.nn.GELU`): the object of that name in the constructor's module, else importable by that
     path. Text stays text where the parameter takes text (a text default or a `str` annotation), where it is a bare
-    function's name (`act=relu` beside an imported `relu`: code that compares it with 'relu' is the commoner), or
-    where nothing has the name; `names` False: no name is looked up (`built`'s second try). A list is a tuple where
-    the default is one."""
+    function's name (`act=relu` beside an imported `relu`: code that compares it with 'relu' is the commoner) unless
+    the parameter's default is a function (`act=F.relu` given `act=swish`: the module's `swish`), or where nothing
+    has the name; `names` False: no name is looked up (`built`'s second try). A list is a tuple where the default is
+    one."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -222,6 +223,9 @@ def as_passed(fn: Callable[..., Any], model_args: dict[str, Any], names: bool = 
     for key, value in model_args.items():
         named = None if not names or _takes_text(params.get(key)) or not isinstance(value, str) else \
             _named_object(fn, value)
+        if named is None and names and isinstance(value, str) and key in params and \
+                inspect.isroutine(params[key].default):
+            named = module_function(fn, value)
         out[key] = named if named is not None else _with_attributes(value)
         if isinstance(value, list) and key in params and isinstance(params[key].default, tuple):
             out[key] = tuple(out[key])  # JSON's list where the default is a tuple (`dims + (x,)` takes no list)
@@ -245,6 +249,15 @@ def _takes_text(param: inspect.Parameter | None) -> bool:
         return False
     annotation = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
     return isinstance(param.default, str) or annotation.replace(" ", "") in ("str", "Optional[str]", "str|None")
+
+
+def module_function(fn: Callable[..., Any], name: str) -> Any:
+    """The function `fn`'s module holds under the bare name `name` (its own `def swish(x)`, an imported `gelu`);
+    None for anything else."""
+    import sys
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    found = (getattr(fn, "__globals__", None) or (vars(module) if module is not None else {})).get(name)
+    return found if inspect.isroutine(found) and not inspect.isclass(found) else None
 
 
 def _named_object(fn: Callable[..., Any], text: str) -> Any:

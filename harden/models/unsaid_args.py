@@ -35,6 +35,57 @@ def _parameterless(obj: Any) -> bool:
     return isinstance(y, torch.Tensor) and y.shape == x.shape and not torch.equal(y, x)
 
 
+def _activation_like(f: Any) -> bool:
+    """A function that maps a feature map to another of its shape (relu, swish), called on a small tensor."""
+    import torch
+    x = torch.linspace(-3, 3, 64).view(1, 4, 4, 4)
+    try:
+        with torch.no_grad():
+            y = f(x)
+    except Exception:  # noqa: BLE001 - one that takes other arguments is no activation
+        return False
+    return isinstance(y, torch.Tensor) and y.shape == x.shape and not torch.equal(y, x)
+
+
+def _one_expression(f: Any) -> bool:
+    """A function of the user's module that only returns an expression of its one argument (`def swish(x): return x *
+    torch.sigmoid(x)`): safe to call on a tensor to see what it does, where a helper that builds or trains is not."""
+    import ast
+    import textwrap
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(f)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    node = tree.body[0] if tree.body else None
+    return isinstance(node, ast.FunctionDef) and len(node.args.args) - len(node.args.defaults) == 1 and \
+        len(node.body) == 1 and isinstance(node.body[0], ast.Return) and not node.args.vararg
+
+
+def _functions(fn, default) -> list[str]:
+    """The activation-like functions `fn`'s module holds beside `default`, by the bare names --model-arg takes for a
+    parameter whose default is a function: its own one-expression functions and torch's it imports by name."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    out = []
+    for name, obj in (vars(module).items() if module is not None else ()):
+        if not inspect.isroutine(obj) or inspect.isclass(obj) or obj is default or name.startswith("_"):
+            continue
+        own = getattr(obj, "__module__", None) == module.__name__
+        if (own and _one_expression(obj) or str(getattr(obj, "__module__", "") or "").startswith("torch")) and \
+                _activation_like(obj):
+            out.append(name)
+    return out[:MAX_ALTERNATIVES]
+
+
+def _function_text(fn, f) -> str:
+    """A function as --model-arg names it: by its module's alias for torch's functional (`F.relu`), else its path."""
+    import torch.nn.functional as functional
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    for alias, value in (vars(module).items() if module is not None else ()):
+        if value is functional and getattr(functional, f.__name__, None) is f:
+            return f"{alias}.{f.__name__}"
+    return f"{f.__module__}.{f.__name__}"
+
+
 def _class_text(fn, cls) -> str:
     """A class as --model-arg names it: by its name where `fn`'s module sees it so, else by its import path (torch's
     layers under torch.nn)."""
@@ -50,9 +101,10 @@ def _class_text(fn, cls) -> str:
 
 def _alternatives(fn, spec) -> dict[str, tuple[str, list[Any]]]:
     """{argument: (its default as --model-arg writes it, the other values its code offers)}: for a default that is a
-    module class holding no tensors, the classes of that kind the module defines; for text, the values its
-    constructor compares it with (args_from_weights._text_choices); for true/false, the other. Arguments nothing gave
-    only: a value given, even the default, is said."""
+    module class holding no tensors, the classes of that kind the module defines; for a function (`act=F.relu`), the
+    activation-like functions the module holds; for text, the values its constructor compares it with
+    (args_from_weights._text_choices); for true/false, the other. Arguments nothing gave only: a value given, even the
+    default, is said."""
     import torch
 
     from .args_from_weights import UNTRIED, _block_classes, _text_choices
@@ -73,6 +125,10 @@ def _alternatives(fn, spec) -> dict[str, tuple[str, list[Any]]]:
             out[p.name] = (p.default, texts[p.name][:MAX_ALTERNATIVES])
         elif isinstance(p.default, bool):
             out[p.name] = (json.dumps(p.default), [not p.default])
+        elif inspect.isroutine(p.default) and not inspect.isclass(p.default) and _activation_like(p.default):
+            others = _functions(fn, p.default)
+            if others:
+                out[p.name] = (_function_text(fn, p.default), others)
         elif inspect.isclass(p.default) and issubclass(p.default, torch.nn.Module) and _parameterless(p.default):
             if classes is None:
                 classes = [n for n in _block_classes(fn) if _parameterless(_named_object(fn, n))]
