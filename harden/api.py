@@ -62,7 +62,8 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
                "give it image files, read at --input-size (arrays train at their own size)")
         raise HardenError(f"{arch}, built for the {data.in_chans} x {h} x {w} images of {data.source}, cannot run on "
                           f"them ({e.cause}): choose an architecture that runs at that size, or {how}.") from None
-    inside = _normalises_itself(model.net)
+    from .formats import normalises_itself
+    inside = normalises_itself(model.net)
     if inside:  # the data's statistics applied before it would normalise twice (DeepMind's WideResNet's own buffers)
         from .runtime import info
         info(f"{arch} normalises its input itself ({inside}): trained on pixels in [0, 1], without the data's mean "
@@ -93,16 +94,6 @@ def train(arch: str, data: Data, cfg: TrainConfig, device: str | torch.device = 
     if held:  # eval on the same data tests on these images, never on those it trained on
         model.spec.extra[held_out.KEY] = held
     return model
-
-
-def _normalises_itself(net: torch.nn.Module) -> str | None:
-    """What of a network normalises its input (its mean/std buffers, not the identity; a normalising layer), else
-    None."""
-    from .formats import normaliser_buffers, normalising_layer
-    held = normaliser_buffers(net.state_dict())
-    if held and (any(v != 0 for v in held[0]) or any(v != 1 for v in held[1])):
-        return f"its buffers {held[2][0]}"
-    return normalising_layer(net)
 
 
 def data_for(model: Classifier, data: str | None, model_name: str = "the model", labels: str = "given",

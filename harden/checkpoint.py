@@ -355,10 +355,6 @@ def size_it_runs_at(spec: dict[str, Any], logits_key: str | None, state: dict[st
     return None
 
 
-def _show_values(values) -> str:
-    return ",".join(f"{v:g}" for v in values)
-
-
 def _norm(v):
     if isinstance(v, (list, tuple)):
         return [float(x) for x in v]
@@ -481,7 +477,8 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
         input_size = (input_size, input_size)
     state, meta = read_checkpoint(path, key)
     refuse_non_finite(state, path)
-    from .formats import NORMALISER_KEPT, normaliser_buffers, normaliser_consumed, normalising_layer
+    from .formats import (NORMALISER_KEPT, normaliser_buffers, normaliser_consumed, normalises_itself,
+                          normalising_layer, values_text)
     mean, std = in_pixel_units(mean, std)
     flags = dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size, mean=mean, std=std,
                  interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, model_args=model_args)
@@ -581,8 +578,7 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
             normaliser_consumed(normaliser[2], model.net.state_dict()):
         inside = f"its buffers {normaliser[2][0]}"  # the file's buffers are the architecture's own
     elif sources.get("mean") == "default" and sources.get("std") == "default":
-        held_inside = normaliser_buffers(model.net.state_dict())  # the file lacks them (formats.fit_keys keeps them)
-        inside = f"its buffers {held_inside[2][0]}" if held_inside else normalising_layer(model.net)
+        inside = normalises_itself(model.net)  # buffers the file lacks (formats.fit_keys keeps them), or a layer
     if inside:
         # its input is pixels, said so (the preprocessing warning asked for --mean/--std, which normalise twice)
         spec, sources = merged(meta, flags, path, state, tried_size=tried_size, tried_chans=tried_chans,
@@ -591,16 +587,17 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     else:
         for msg in held:
             warn(msg)
-        flagged = "flag" in (sources.get("mean"), sources.get("std"))
-        if flagged and normaliser and \
-                (any(v != 0 for v in normaliser[0]) or any(v != 1 for v in normaliser[1])) and \
-                normaliser_consumed(normaliser[2], model.net.state_dict()):
+        again = None  # what of the network normalises again what flags normalised
+        if "flag" in (sources.get("mean"), sources.get("std")):
+            if normaliser and normaliser_consumed(normaliser[2], model.net.state_dict()):
+                again = (f"its buffers {normaliser[2][0]}: mean {values_text(normaliser[0])}, std "
+                         f"{values_text(normaliser[1])}") if \
+                    any(v != 0 for v in normaliser[0]) or any(v != 1 for v in normaliser[1]) else None
+            elif not normaliser:
+                again = normalising_layer(model.net)
+        if again:
             warn(f"{str(path)!r}: --mean/--std normalise the images, and the network normalises them again itself "
-                 f"(its buffers {normaliser[2][0]}: mean {_show_values(normaliser[0])}, std "
-                 f"{_show_values(normaliser[1])}); its input is pixels in [0, 1], without the flags.")
-        elif flagged and not normaliser and normalising_layer(model.net):
-            warn(f"{str(path)!r}: --mean/--std normalise the images, and the network normalises them again itself "
-                 f"({normalising_layer(model.net)}); its input is pixels in [0, 1], without the flags.")
+                 f"({again}); its input is pixels in [0, 1], without the flags.")
     if sources.get("num_classes", "").startswith(("default of", "timm config")):
         # a default class count (the constructor's, timm's config's), and the file's head has other rows, seen once
         # its keys are fitted (a prefix removed, an original repository's layout converted): the file's count

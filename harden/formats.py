@@ -360,8 +360,20 @@ def _own_normaliser_kept(own: dict[str, Any], state: dict[str, Any]) -> tuple[st
     return None
 
 
-def _values_text(t: torch.Tensor) -> str:
-    return ",".join(f"{v:.6g}" for v in t.detach().float().flatten().tolist())
+def values_text(values: Any) -> str:
+    """A mean's or std's values as the flags take them (0.4914,0.4822,0.4465)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().flatten().tolist()
+    return ",".join(f"{float(v):.6g}" for v in values)
+
+
+def normalises_itself(net: nn.Module) -> str | None:
+    """What of a network normalises its input: its own mean/std buffers (not the identity), else a normalising layer
+    (normalising_layer); None where nothing does."""
+    held = normaliser_buffers(net.state_dict())
+    if held and (any(v != 0 for v in held[0]) or any(v != 1 for v in held[1])):
+        return f"its buffers {held[2][0]}"
+    return normalising_layer(net)
 
 
 def normalising_layer(net: nn.Module) -> str | None:
@@ -382,8 +394,8 @@ def normalising_layer(net: nn.Module) -> str | None:
             if len(values) != 2 or any(v.numel() not in (1, 3) or v.is_meta or not torch.isfinite(v).all()
                                        for v in values) or bool((values[1] <= 0).any()):
                 continue
-            return (f"its layer {name or '(the network)'} ({type(module).__name__}: mean {_values_text(values[0])}, "
-                    f"std {_values_text(values[1])})")
+            return (f"its layer {name or '(the network)'} ({type(module).__name__}: mean {values_text(values[0])}, "
+                    f"std {values_text(values[1])})")
     return None
 
 
@@ -681,8 +693,8 @@ def fit_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], modul
     if kept:
         state = {**state, **{k: own[k] for k in kept}}
         notes.append(f"{NORMALISER_KEPT} {kept[0]}/{kept[1].rpartition('.')[2]}"
-                     + ("" if own[kept[0]].is_meta else f" (mean {_values_text(own[kept[0]])}, std "
-                                                        f"{_values_text(own[kept[1]])})")
+                     + ("" if own[kept[0]].is_meta else f" (mean {values_text(own[kept[0]])}, std "
+                                                        f"{values_text(own[kept[1]])})")
                      + ", which the file does not hold: its constructor's values (RobustBench loads such files so)")
     if set(state) != set(own):
         converted = _timm_original_layout(modules.get(""), own, state)
