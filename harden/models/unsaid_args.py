@@ -61,6 +61,12 @@ def _one_expression(f: Any) -> bool:
         len(node.body) == 1 and isinstance(node.body[0], ast.Return) and not node.args.vararg
 
 
+# torch's modules whose functions an activation argument may name (`from torch.nn.functional import gelu`): calling
+# one on a tensor computes and nothing else, where another of torch's (a download, a process group) may do more
+TORCH_ACTIVATION_MODULES = ("torch", "torch.nn.functional", "torch.special", "torch._C._nn", "torch._C._special",
+                            "torch._VariableFunctions")
+
+
 def _functions(fn, default) -> list[str]:
     """The activation-like functions `fn`'s module holds beside `default`, by the bare names --model-arg takes for a
     parameter whose default is a function: its own one-expression functions and torch's it imports by name."""
@@ -70,7 +76,7 @@ def _functions(fn, default) -> list[str]:
         if not inspect.isroutine(obj) or inspect.isclass(obj) or obj is default or name.startswith("_"):
             continue
         own = getattr(obj, "__module__", None) == module.__name__
-        if (own and _one_expression(obj) or str(getattr(obj, "__module__", "") or "").startswith("torch")) and \
+        if (own and _one_expression(obj) or getattr(obj, "__module__", None) in TORCH_ACTIVATION_MODULES) and \
                 _activation_like(obj):
             out.append(name)
     return out[:MAX_ALTERNATIVES]
