@@ -593,3 +593,15 @@ def test_a_google_jax_vit_npz_reads_as_the_timm_vit_it_describes(tmp_path, cli):
                              {"pre_logits/kernel": np.zeros((64, 64), np.float32), "pre_logits/bias": np.zeros(64)})
     with pytest.raises(HardenError, match="representation layer \\(pre_logits\\)"):
         harden.load(old)
+
+
+def test_a_builtin_network_loads_without_importing_timm(digits_ckpt):
+    """harden's own names win over timm's, so a checkpoint of one never asks timm for its config: importing timm
+    (and torchvision with it) was 2 of a `harden eval` process's 7 s on this CPU, every torchrun rank paying it."""
+    import subprocess
+    import sys
+    code = ("import sys, harden; m = harden.load(sys.argv[1]); "
+            "print(m.spec.arch, sorted({'timm', 'torchvision'} & set(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code, str(digits_ckpt)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[-2] == "cnn-small []", r.stdout

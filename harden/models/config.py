@@ -98,7 +98,8 @@ def timm_meta(cfg: dict[str, Any], arch: str) -> dict[str, Any]:
 
 def timm_config(arch: str) -> dict[str, Any] | None:
     """timm's pretrained config for a timm name (its default tag when the name has none), in harden's names."""
-    if ":" in arch:
+    from .registry import list_builtin
+    if ":" in arch or arch in list_builtin():  # harden's own names win over timm's (and need no timm import: 2 s)
         return None
     import timm
     from timm.models import get_pretrained_cfg
