@@ -18,8 +18,8 @@ from .errors import ConstructorFailed, DoesNotRun, HardenError, MissingArguments
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
-from .models.config import (ARCH_HPARAM, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SETTINGS, SIZES_TRIED,
-                            SPEC_KEYS,
+from .models.config import (ARCH_HPARAM, BESIDE, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SETTINGS,
+                            SIZES_TRIED, SPEC_KEYS,
                             hub_weights, is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
@@ -612,7 +612,7 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     model.config_sources = sources
     model.spec.extra.update({k: v for k, v in meta.items()
                              if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS, SCRIPTED_CLASS,
-                                                                 HYPER_PARAMETERS, SETTINGS,
+                                                                 HYPER_PARAMETERS, SETTINGS, BESIDE,
                                                                  ARCH_HPARAM)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
     _set_channel_order(model, channel_order, sources, path)
@@ -638,6 +638,12 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
             # the rows guessed fit the layers sized by the count: the mismatch that matters is the one the error names
             raise type(e)(f"{e} (--num-classes {spec['num_classes']} was read from "
                           f"{sources['num_classes'][len(GUESSED):]}.)") from None
+        if guessed and sources["num_classes"] == f"{GUESSED}{OUTPUT_WIDTH}" and isinstance(e, WeightsDoNotFit):
+            # a network that takes no class count: its other arguments set its head's rows (load() searches them;
+            # --num-classes would not help)
+            raise WeightsDoNotFit(f"{e} ({spec['arch']} takes no class count: its other arguments set the "
+                                  f"{spec['num_classes']} scores it outputs as built, and the file's head has other "
+                                  "rows; give the arguments it was trained with as --model-arg.)") from None
         if guessed:
             raise no_count from None
         if meta.get(ARCH_HPARAM) and sources.get("arch") == "checkpoint":
@@ -799,6 +805,9 @@ def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
         offered[name] = v
 
     total = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+    # a constructor that takes no class count (network slimming's `vgg(dataset='cifar10')`: 100 rows for
+    # 'cifar100') builds its head's rows from its other arguments, which the search must then match too
+    takes_count = count_name is not None or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
     def unmatched(net: torch.nn.Module) -> tuple[int, int, int, bool]:
         lazy = shape_lazy_layers(net, state, every=True)  # a lazy layer has no shape until sized (no forward here)
@@ -810,7 +819,7 @@ def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
         aside = len(state) - len(fitted) if total - kept > 2 * kept else 0
         # rows that differ in one layer are a head built for another count only where the builds are given none (a
         # ViT's position embedding differs in its rows alone at another image size)
-        head = count_name not in offered and count_name not in given["model_args"] and \
+        head = takes_count and count_name not in offered and count_name not in given["model_args"] and \
             head_rows(own, fitted) is not None
         if lazy and head:  # a lazy layer takes the file's inputs whatever came before: only the last layer is a head
             last = list(own)[-1].rpartition(".")[0]

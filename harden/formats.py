@@ -147,6 +147,7 @@ def container_meta(obj: Any) -> dict[str, Any]:
         return found
     found.update(hyper_parameters(obj))
     found.update(settings_objects(obj))
+    found.update(beside_the_weights(obj))
     args = settings_fields(obj.get("args")) or {}
     arch = obj.get("arch")
     import timm
@@ -191,6 +192,16 @@ def settings_objects(obj: dict[str, Any]) -> dict[str, Any]:
         return {SETTINGS: found} if found else {}
     # one settings object: its class and channel counts and input size, as Lightning's hyper_parameters give them
     return {SETTINGS: found, **_counts_and_size(next(iter(found.values())))}
+
+
+def beside_the_weights(obj: dict[str, Any]) -> dict[str, Any]:
+    """The plain values a training script saved at its container's top level beside the weights (network slimming's
+    `torch.save({'cfg': cfg, 'state_dict': ...})`: the pruned widths its `vgg(cfg=cfg)` is rebuilt with): config
+    passes those a `file.py:Class` constructor takes by that name; a group of settings (a dict) is read apart."""
+    from .models.config import BESIDE
+    found = {k: list(v) if isinstance(v, tuple) else v for k, v in obj.items()
+             if isinstance(k, str) and v is not None and not isinstance(v, dict) and _plain(v)}
+    return {BESIDE: found} if found else {}
 
 
 def settings_fields(value: Any) -> dict[str, Any] | None:

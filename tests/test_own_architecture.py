@@ -1924,3 +1924,91 @@ def test_an_activation_the_weights_cannot_say_is_warned_of(tmp_path, monkeypatch
         harden.load(tmp_path / "text.pt", arch="acts.py:TextActivation")
     told = [" ".join(w.split()) for w in said if "built with" in w]
     assert len(told) == 1 and "built with activation=relu" in told[0], said
+
+
+PRUNED_VGG = '''
+import torch.nn as nn
+
+layers_by_depth = {
+    5: [8, 'M', 16, 'M', 16],
+    6: [8, 8, 'M', 16, 'M', 16],
+    8: [8, 8, 'M', 16, 16, 'M', 16, 16],
+}
+
+
+class vgg(nn.Module):  # network slimming's shape: the head's rows follow a dataset's name, no class count taken
+    def __init__(self, dataset='cifar10', depth=8, init_weights=True, cfg=None):
+        super(vgg, self).__init__()
+        if cfg is None:
+            cfg = layers_by_depth[depth]
+        self.feature = self.make_layers(cfg)
+        if dataset == 'cifar10':
+            num_classes = 10
+        elif dataset == 'cifar100':
+            num_classes = 100
+        self.classifier = nn.Linear(cfg[-1], num_classes)
+        if init_weights:
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    m.weight.data.normal_(0, 0.1)
+                elif isinstance(m, nn.BatchNorm2d):
+                    m.weight.data.fill_(0.5)
+                    m.bias.data.zero_()
+
+    def make_layers(self, cfg):
+        layers, in_channels = [], 3
+        for v in cfg:
+            if v == 'M':
+                layers += [nn.MaxPool2d(kernel_size=2, stride=2)]
+            else:
+                layers += [nn.Conv2d(in_channels, v, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(v),
+                           nn.ReLU(inplace=True)]
+                in_channels = v
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = nn.AdaptiveAvgPool2d(1)(self.feature(x))
+        x = x.view(x.size(0), -1)
+        return self.classifier(x)
+'''
+
+
+def test_a_pruned_networks_layers_saved_beside_its_weights_and_a_depth_keying_them_are_read(tmp_path, monkeypatch):
+    """Network slimming's checkpoints: a pruned VGG saved as `{'cfg': cfg, 'state_dict': ...}` is rebuilt with the
+    `cfg` saved beside its weights (a constructor parameter of that name); an unpruned one at a depth below the
+    default, which only indexes a dict of layer lists (no depth above the default builds), is found from the weights;
+    and a head of 100 rows, which the constructor sets from `dataset='cifar100'` and takes no class count for, is
+    searched with the depth rather than refused for want of --num-classes."""
+    (tmp_path / "slim.py").write_text(PRUNED_VGG)
+    monkeypatch.chdir(tmp_path)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("slim_for_test", tmp_path / "slim.py")
+    slim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(slim)
+    from harden.runtime import held_warnings
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 16, 16)
+    cfg = [5, 'M', 7, 'M', 11, 6]
+    pruned = slim.vgg(cfg=cfg).eval()
+    torch.save({"cfg": cfg, "state_dict": pruned.state_dict(), "epoch": 40, "best_prec1": 0.5}, tmp_path / "p.tar")
+    model = harden.load(tmp_path / "p.tar", arch="slim.py:vgg", input_size=16)
+    assert model.spec.model_args == {"cfg": cfg}, model.spec.model_args
+    assert model.config_sources["model_args"] == "the checkpoint's entry cfg"
+    with torch.no_grad():
+        assert torch.allclose(model(x), pruned(x), atol=1e-6)
+    harden.save(model, tmp_path / "p.safetensors")
+    assert harden.load(tmp_path / "p.safetensors").spec.model_args == {"cfg": cfg}
+    for name, net, args in (("d5.tar", slim.vgg(depth=5), {"depth": 5}),
+                            ("c100.tar", slim.vgg(dataset="cifar100", depth=6), {"depth": 6, "dataset": "cifar100"})):
+        torch.save({"state_dict": net.eval().state_dict()}, tmp_path / name)
+        with held_warnings() as said:
+            model = harden.load(tmp_path / name, arch="slim.py:vgg", input_size=16)
+        assert model.spec.model_args == args and model.spec.num_classes == (100 if "dataset" in args else 10), said
+        with torch.no_grad():
+            assert torch.allclose(model(x), net(x), atol=1e-6)
+    odd = slim.vgg(depth=5)
+    odd.classifier = nn.Linear(16, 37)  # a head no argument builds
+    torch.save(odd.state_dict(), tmp_path / "odd.pth")
+    with pytest.raises(HardenError, match=r"classifier.weight: checkpoint \(37, 16\) vs model \(10, 16\).*slim.py:vgg "
+                                          r"takes no class count: its other arguments set the 10 scores"):
+        harden.load(tmp_path / "odd.pth", arch="slim.py:vgg", input_size=16)

@@ -56,6 +56,11 @@ def _defined_names(fn: Callable[..., Any]) -> list[Any]:
     return out
 
 
+def _defined_counts(fn: Callable[..., Any]) -> list[int]:
+    """The whole numbers among `_defined_names`: the keys of a dict of configurations by size or depth."""
+    return [k for k in _defined_names(fn) if isinstance(k, int) and not isinstance(k, bool) and k >= 1]
+
+
 def missing_name(fn: Callable[..., Any], model_args: dict[str, Any]) -> str | None:
     """The one parameter without a default that neither `model_args` nor harden (class count, channels, size) gives."""
     try:
@@ -453,6 +458,11 @@ def _effect(fn, model_args, name, default, base: tuple | None, side: str | None 
     (a flag seeded 1 builds alike at every larger value)."""
     tries = [not default] if isinstance(default, bool) else \
         list(dict.fromkeys([default + 1, default + 2, default * 2, default + 6, default + 12, default * 4]))
+    if not isinstance(default, bool):
+        # then below it, and the numbers its module keys configurations by: a depth that indexes a dict of layer
+        # lists (network slimming's `defaultcfg[depth]`, {11: [...], ..., 19: [...]}) builds at none above 19
+        tries += [v for v in (default - 1, default - 2, default // 2, *_defined_counts(fn))
+                  if v >= 1 and v != default and v not in tries]
     tries = [v for v in LOOSE[:3] if loose and v != default] + tries
     # where none of those builds, the next values up to a step of 24 (a depth of 9n + 2 that another block's 6n + 2
     # left at 38: 47 is the next one that builds)

@@ -19,6 +19,7 @@ PREPROCESS_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean
 SPEC_KEYS = NET_KEYS + PREPROCESS_KEYS
 HYPER_PARAMETERS = "hyper_parameters"  # meta: a training container's constructor arguments (formats.hyper_parameters)
 SETTINGS = "settings_objects"  # meta: a training script's settings objects by their keys (formats.settings_objects)
+BESIDE = "beside_the_weights"  # meta: plain values saved at the container's top level (formats.beside_the_weights)
 ARCH_HPARAM = "arch_hyper_parameter"  # meta: which of them named the timm architecture (formats.ARCH_HPARAMS)
 DEFAULTS: dict[str, Any] = {"in_chans": 3, "input_size": [32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
                             "crop_mode": "center", "mean": [0.0], "std": [1.0], "model_args": {}}
@@ -505,7 +506,8 @@ def _constructor_arguments(arch: str, meta: dict[str, Any], spec: dict, source: 
     (`args.depth` for `WideResNet(depth, ...)`, `args.heads`, which the weights cannot say), under hyper_parameters,
     never one that fetches, seeds or logs, nor an unset (None) one."""
     saved, objects = meta.get(HYPER_PARAMETERS) or {}, meta.get(SETTINGS) or {}
-    if not (saved or objects) or ":" not in arch or arch.startswith("transformers:"):
+    beside = meta.get(BESIDE) or {}
+    if not (saved or objects or beside) or ":" not in arch or arch.startswith("transformers:"):
         return
     from .args_from_weights import UNTRIED
     params = _parameters(arch) or {}
@@ -522,9 +524,13 @@ def _constructor_arguments(arch: str, meta: dict[str, Any], spec: dict, source: 
             for k, v in fields.items():
                 if k in params and k not in counted and k not in takes and v is not None and not UNTRIED.search(k):
                     settings.setdefault(k, v)
+    # a value saved beside the weights under the name of a parameter (network slimming's pruned `cfg`), last
+    entries = {k: v for k, v in beside.items() if k in params and k not in counted and k not in given
+               and k not in takes and k not in settings and v is not None and not UNTRIED.search(k)}
     said = (["checkpoint hyper_parameters"] if takes else []) + \
-        ([f"the checkpoint's {', '.join(objects)}"] if settings else [])
-    takes = {**settings, **takes}
+        ([f"the checkpoint's {', '.join(objects)}"] if settings else []) + \
+        ([f"the checkpoint's entr{'y' if len(entries) == 1 else 'ies'} {', '.join(entries)}"] if entries else [])
+    takes = {**entries, **settings, **takes}
     if takes:
         spec["model_args"] = {**takes, **given}
         source["model_args"] = " and ".join(said) + (f" and {source['model_args']}" if given else "")
