@@ -418,7 +418,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     with held_warnings() as held:  # said once: after this load, or after the one with the arguments found
         try:
             model = _load(path, **kw)
-        except (MissingArguments, WeightsDoNotFit) as e:
+        except (MissingArguments, WeightsDoNotFit, ConstructorFailed) as e:  # the last: with arguments the file gave
             failed = e
     found = None
     try:

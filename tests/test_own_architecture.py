@@ -2012,3 +2012,78 @@ def test_a_pruned_networks_layers_saved_beside_its_weights_and_a_depth_keying_th
     with pytest.raises(HardenError, match=r"classifier.weight: checkpoint \(37, 16\) vs model \(10, 16\).*slim.py:vgg "
                                           r"takes no class count: its other arguments set the 10 scores"):
         harden.load(tmp_path / "odd.pth", arch="slim.py:vgg", input_size=16)
+
+
+CHANNEL_SELECTION = '''
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class channel_selection(nn.Module):  # a mask whose nonzero entries name the channels kept, read in the forward
+    def __init__(self, num_channels):
+        super().__init__()
+        self.indexes = nn.Parameter(torch.ones(num_channels))
+
+    def forward(self, x):
+        kept = np.squeeze(np.argwhere(self.indexes.data.cpu().numpy()))
+        if kept.size == 1:
+            kept = np.resize(kept, (1,))
+        return x[:, kept, :, :]
+
+
+class Block(nn.Module):
+    def __init__(self, inplanes, cfg):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.select = channel_selection(inplanes)
+        self.conv1 = nn.Conv2d(cfg[0], cfg[1], 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cfg[1])
+        self.conv2 = nn.Conv2d(cfg[1], inplanes, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        out = self.conv1(F.relu(self.select(self.bn1(x))))
+        return x + self.conv2(F.relu(self.bn2(out)))
+
+
+class resnet(nn.Module):
+    def __init__(self, depth=14, dataset='cifar10', cfg=None):
+        super().__init__()
+        assert (depth - 2) % 2 == 0, 'depth should be 2n+2'
+        n = (depth - 2) // 2
+        if cfg is None:
+            cfg = [8, 8] * n
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.blocks = nn.Sequential(*[Block(8, cfg[2 * i: 2 * i + 2]) for i in range(n)])
+        self.fc = nn.Linear(8, 10 if dataset == 'cifar10' else 100)
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.blocks(self.conv1(x)), 1)
+        return self.fc(x.view(x.size(0), -1))
+'''
+
+
+def test_a_pruned_network_whose_forward_reads_its_channel_masks_is_built_and_loaded(tmp_path, monkeypatch):
+    """Network slimming's pruned ResNets: `cfg` saved beside the weights is too short for the default depth (the
+    constructor reads past it), so the depth is searched from the first one that builds with it; the forward keeps
+    the channels its mask parameter names, so the fresh network (a mask of ones) runs only once the file's tensors
+    are in it: the probe runs again with them."""
+    (tmp_path / "slim_resnet.py").write_text(CHANNEL_SELECTION)
+    monkeypatch.chdir(tmp_path)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("slim_resnet_for_test", tmp_path / "slim_resnet.py")
+    slim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(slim)
+    torch.manual_seed(0)
+    cfg = [5, 3, 8, 6]  # two blocks (depth 6): 5 and 8 of the 8 channels kept before each first convolution
+    pruned = slim.resnet(depth=6, cfg=cfg)
+    for block, kept in zip(pruned.blocks, (5, 8), strict=True):
+        block.select.indexes.data = (torch.arange(8) < kept).float()
+    pruned.eval()
+    torch.save({"cfg": cfg, "state_dict": pruned.state_dict()}, tmp_path / "pruned.pth.tar")
+    model = harden.load(tmp_path / "pruned.pth.tar", arch="slim_resnet.py:resnet", input_size=16)
+    assert model.spec.model_args == {"cfg": cfg, "depth": 6}, model.spec.model_args
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), pruned(x), atol=1e-6)

@@ -501,7 +501,15 @@ def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], s
     if seeds is None:
         return None
     best = _scored(fn, {**model_args, **unused, **seeds}, score)
-    if best is None or _fits(best) and not required:
+    start = None
+    if best is None and not required:
+        # the defaults do not build with what was given (network slimming's pruned `cfg`, saved beside the weights,
+        # is 19 widths for a depth of 20, and its default depth 164 reads past them): the first integer value with
+        # which it builds, the descent's start
+        start = _building_start(fn, {**model_args, **unused}, score)
+        if start is not None:
+            seeds, best = {**seeds, **start[0]}, start[1]
+    if best is None or _fits(best) and not required and not start:
         # a constructor that needs what harden gives later (a class count) is not searched
         return None
     # a list seeded searched element by element (`num_blocks[2]`), a class seeded over its module's other classes
@@ -522,6 +530,22 @@ def _searched(fn, model_args, score, sizes: set[int]) -> tuple[dict[str, Any], s
             return _said(fn, model_args, score, defaults, found, required, search.builds, search.loose)
         if search.out_of_time():
             return None
+    return None
+
+
+def _building_start(fn, model_args, score) -> tuple[dict[str, Any], Score] | None:
+    """One searchable integer moved to the smallest count (to 128) with which the constructor builds with the
+    arguments given, and that build's score; None where none builds within SEED_SECONDS."""
+    begun = time.perf_counter()
+    for name, default in _searchable(fn, model_args).items():
+        if isinstance(default, bool) or ELEMENT.match(name):
+            continue
+        for value in _values(default, True, set()):
+            if time.perf_counter() - begun > SEED_SECONDS:
+                return None
+            got = _scored(fn, {**model_args, name: value}, score)
+            if got is not None:
+                return {name: value}, got
     return None
 
 

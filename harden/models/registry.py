@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..compiling import COMPILED, network
-from ..errors import ConstructorFailed, HardenError, MissingArguments, NoInputGradient
+from ..errors import ConstructorFailed, DoesNotRun, HardenError, MissingArguments, NoInputGradient
 from .meta_build import built_for_shapes
 from ..outputs import (BINARY_SIGMOID, LOG_WHERE_PROBABILITIES, LOGITS_KEY, ScoresOf, as_scores, attach_scores,
                        class_count, log_where_probabilities)
@@ -846,6 +846,21 @@ def rebuildable_arch(net: nn.Module, num_classes: int, in_chans: int) -> tuple[s
     return fallback
 
 
+def _weights_put_first(net: nn.Module, state: dict[str, Any]) -> bool:
+    """The file's tensors copied into the network wherever name and shape agree, for a forward that reads its own
+    weights' values to choose its channels (network slimming's channel_selection keeps those its mask's nonzero
+    entries name: the fresh mask of ones keeps them all, and the pruned convolution after it refuses them). Whether
+    any was copied; the load that follows loads them all again, strictly."""
+    from ..formats import fit_keys
+    own = net.state_dict()
+    fitted = fit_keys(own, state, dict(net.named_modules()))[0]
+    same = {k: v for k, v in fitted.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
+    if not same:
+        return False
+    net.load_state_dict(same, strict=False)
+    return True
+
+
 def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32, 32), mean=(0.0,), std=(1.0,),
                  data: str = "", *, interpolation: str = "bilinear", crop_pct: float = 1.0, crop_mode: str = "center",
                  model_args: dict[str, Any] | None = None, logits_key: str | None = None,
@@ -867,7 +882,12 @@ def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32,
     if sized_from is not None:
         from .lazy import shape_lazy_layers
         shape_lazy_layers(net, sized_from)
-    key, sigmoid = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
+    try:
+        key, sigmoid = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
+    except DoesNotRun:
+        if sized_from is None or not _weights_put_first(net, sized_from):
+            raise
+        key, sigmoid = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
     if key is not None:
         spec.extra[LOGITS_KEY] = key  # kept in the metadata of every checkpoint written from this model
     if sigmoid:
