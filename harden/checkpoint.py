@@ -431,7 +431,10 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     if failed is None:
         return _unsaid_warned(model, path) if arch is not None else model
     if found is None:
-        hint = _siblings_hint(path, kw)
+        narrowed, why_not = _narrowed_load(path, kw, failed, list(held))
+        if narrowed is not None:
+            return narrowed
+        hint = _siblings_hint(path, kw) or why_not
         if hint:
             raise type(failed)(f"{failed}{hint}") from None
         raise failed
@@ -439,6 +442,44 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     model.config_sources["model_args"] = _found_source(found[0], model_args or {})
     warn(f"{str(path)!r} ({model.spec.arch}): {found[1]}.")
     return _unsaid_warned(model, path)
+
+
+def _first_cause(error: Exception) -> str:
+    """The network's own words in a DoesNotRun ("... cannot run on a batch of ... (its words). Where ...")."""
+    import re
+    found = re.search(r"\((.*?)\)\.(?: |$)", str(error))
+    return (found.group(1) if found else str(error))[:200]
+
+
+def _narrowed_load(path, kw: dict[str, Any], failed: HardenError, said: list[str]) -> tuple[Classifier | None, str]:
+    """The model rebuilt at the narrower widths of a structurally pruned file (torch-pruning's: every tensor of the
+    architecture there, some with fewer channels), warned; else None (the first load's error stands) and a sentence
+    for that error where the narrowed network was built but does not run."""
+    if not isinstance(failed, WeightsDoNotFit):
+        return None, ""
+    with held_warnings() as held:
+        try:
+            model = _load(path, **kw, narrow=True)
+        except DoesNotRun as e:  # the network as first built ran: its narrowing is what does not
+            return None, (f" Its tensors are narrower than the architecture's, as a structurally pruned network's "
+                          f"are, but rebuilt at their widths it does not run ({_first_cause(e)}): "
+                          "its code reads a width it was built with (an attention's head size); save the pruned "
+                          "model whole (torch.save(model)) or give those sizes as --model-arg.")
+        except HardenError:
+            return None, ""
+    layers = getattr(model, "narrowed", [])
+    if not layers:
+        return None, ""
+    for msg in held:
+        if msg not in said:  # the first load said the rest
+            warn(msg)
+    shown = "; ".join(layers[:2]) + ("; ..." if len(layers) > 2 else "")
+    warn(f"{str(path)!r} ({model.spec.arch}): its weights are a structurally pruned {model.spec.arch}: {len(layers)} "
+         f"layer(s) hold fewer channels than the architecture builds ({shown}). Rebuilt at the file's widths, as "
+         "torch-pruning loads its models; where the pruning also changed what the code computes from a width (an "
+         "attention's head count), the scores are not the pruned model's: check its clean accuracy.")
+    model.config_sources["layer widths"] = f"checkpoint weights (structurally pruned: {len(layers)} layers narrowed)"
+    return (_unsaid_warned(model, path) if kw.get("arch") is not None else model), ""
 
 
 def _found_source(found: dict[str, Any], given: dict[str, Any]) -> str:
@@ -470,8 +511,9 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
           in_chans: int | None = None, input_size=None, mean=None, std=None, interpolation: str | None = None,
           crop_pct: float | None = None, crop_mode: str | None = None, key: str | None = None,
           model_args: dict[str, Any] | None = None, logits_key: str | None = None,
-          channel_order: str | None = None, device: str | torch.device = "cpu") -> Classifier:
-    """load() without the search of constructor arguments."""
+          channel_order: str | None = None, device: str | torch.device = "cpu", narrow: bool = False) -> Classifier:
+    """load() without the search of constructor arguments; `narrow`: the layers rebuilt at a structurally pruned
+    file's narrower shapes (models/narrowed.py)."""
     path = Path(local(path, "model"))
     if isinstance(input_size, int) and not isinstance(input_size, bool):  # 224: a square, as the CLI's --input-size
         input_size = (input_size, input_size)
@@ -507,7 +549,7 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
                             interpolation=str(spec["interpolation"]), crop_pct=float(spec["crop_pct"]),
                             crop_mode=str(spec["crop_mode"]), model_args=dict(spec["model_args"] or {}),
                             logits_key=logits_key if logits_key is not None else meta.get(LOGITS_KEY),
-                            sized_from=state)
+                            sized_from=state, narrow_to=state if narrow else None)
 
     guessed = sources.get("num_classes", "").startswith(GUESSED)  # kept only if the weights then load strictly
     no_count = HardenError(f"{str(path)!r} does not say its number of classes; pass --num-classes."

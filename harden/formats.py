@@ -513,6 +513,25 @@ def candidates(obj: Any, path: str = "", depth: int = 0, arrays: bool = False
     return found
 
 
+def _module_dicts_flattened(obj: Any) -> dict[str, torch.Tensor] | None:
+    """torch-pruning's `tp.state_dict(model)`: {'full_state_dict': {module name: a copy of the module's __dict__},
+    'attributions': ...}, a pruned model saved so that its narrower layers can be rebuilt: each module's persistent
+    parameters and buffers under the dotted names model.state_dict() gives them. None for any other container."""
+    full = obj.get("full_state_dict") if isinstance(obj, dict) and "attributions" in obj else None
+    if not isinstance(full, dict):
+        return None
+    out: dict[str, torch.Tensor] = {}
+    for name, fields in full.items():
+        if not isinstance(name, str) or not isinstance(fields, dict):
+            continue
+        transient = fields.get("_non_persistent_buffers_set") or set()
+        for group in ("_parameters", "_buffers"):
+            for k, v in dict(fields.get(group) or {}).items():
+                if isinstance(v, torch.Tensor) and not (group == "_buffers" and k in transient):
+                    out[f"{name}.{k}" if name else k] = v
+    return out or None
+
+
 def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict inside a loaded container; returns (state, where it was found)."""
     if key:
@@ -534,6 +553,9 @@ def select(obj: Any, key: str | None, path: Path) -> tuple[dict[str, torch.Tenso
             raise HardenError(f"--key {key!r} in {str(path)!r} does not hold a state dict (a mapping of names to "
                               f"tensors). {describe(obj)}")
         return sd, key
+    modules = _module_dicts_flattened(obj)
+    if modules is not None:
+        return modules, "full_state_dict (torch-pruning's state_dict: each module's parameters and buffers)"
     found = candidates(obj) or candidates(obj, arrays=True)  # numpy arrays only where no tensor dict is held
     if len(found) == 1:
         return found[0][1], found[0][0] or "(top level)"

@@ -864,11 +864,13 @@ def _weights_put_first(net: nn.Module, state: dict[str, Any]) -> bool:
 def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32, 32), mean=(0.0,), std=(1.0,),
                  data: str = "", *, interpolation: str = "bilinear", crop_pct: float = 1.0, crop_mode: str = "center",
                  model_args: dict[str, Any] | None = None, logits_key: str | None = None,
-                 sized_from: dict[str, Any] | None = None, **extra) -> Classifier:
+                 sized_from: dict[str, Any] | None = None, narrow_to: dict[str, Any] | None = None,
+                 **extra) -> Classifier:
     """The one factory: a Classifier around a fresh (untrained) architecture. A network that returns more than its
     class scores (a tuple, a dict, a model-output object) is read at `logits_key`, or where a probe finds them.
     `sized_from`: the state dict about to be loaded, whose tensors size the network's lazy layers (models/lazy.py)
-    before the probe's forward would size them for its input."""
+    before the probe's forward would size them for its input. `narrow_to`: a structurally pruned state dict whose
+    narrower tensors the layers are rebuilt at (models/narrowed.py; `.narrowed` lists them)."""
     if num_classes < 2:
         raise HardenError(f"num_classes must be at least 2, got {num_classes}.")
     from ..data.transforms import Preprocess
@@ -882,6 +884,12 @@ def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32,
     if sized_from is not None:
         from .lazy import shape_lazy_layers
         shape_lazy_layers(net, sized_from)
+    narrowed_layers: list[str] = []
+    if narrow_to is not None:
+        from ..formats import fit_keys
+        from .narrowed import narrowed
+        own = net.state_dict()
+        narrowed_layers = narrowed(net, own, fit_keys(own, narrow_to, dict(net.named_modules()))[0]) or []
     try:
         key, sigmoid = attach_scores(net, spec.num_classes, spec.in_chans, spec.input_size, logits_key)
     except DoesNotRun:
@@ -892,4 +900,6 @@ def create_model(arch: str, num_classes: int, in_chans: int = 3, input_size=(32,
         spec.extra[LOGITS_KEY] = key  # kept in the metadata of every checkpoint written from this model
     if sigmoid:
         spec.extra[BINARY_SIGMOID] = True
-    return Classifier(net, spec)
+    model = Classifier(net, spec)
+    model.narrowed = narrowed_layers
+    return model
