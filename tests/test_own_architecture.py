@@ -721,14 +721,20 @@ class Sized(nn.Module):  # a variant typed as a Literal, beside a class count ha
 '''
 
 
-def _nets(tmp_path, monkeypatch):
-    (tmp_path / "nets.py").write_text(NAMED_CONFIGS)
+def _written(tmp_path, monkeypatch, name, code):
+    """`code` written as tmp_path/<name>.py (the working folder, as a user's `--arch <name>.py:...` finds it) and
+    imported here under another module name, for the test to build what the user trained."""
+    (tmp_path / f"{name}.py").write_text(code)
     monkeypatch.chdir(tmp_path)
     import importlib.util
-    spec = importlib.util.spec_from_file_location("nets_for_test", tmp_path / "nets.py")
-    nets = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nets)
-    return nets
+    spec = importlib.util.spec_from_file_location(f"{name}_for_test", tmp_path / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _nets(tmp_path, monkeypatch):
+    return _written(tmp_path, monkeypatch, "nets", NAMED_CONFIGS)
 
 
 def test_a_configuration_named_by_an_argument_is_found_from_the_weights(tmp_path, monkeypatch):
@@ -1979,12 +1985,7 @@ def test_a_pruned_networks_layers_saved_beside_its_weights_and_a_depth_keying_th
     default, which only indexes a dict of layer lists (no depth above the default builds), is found from the weights;
     and a head of 100 rows, which the constructor sets from `dataset='cifar100'` and takes no class count for, is
     searched with the depth rather than refused for want of --num-classes."""
-    (tmp_path / "slim.py").write_text(PRUNED_VGG)
-    monkeypatch.chdir(tmp_path)
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("slim_for_test", tmp_path / "slim.py")
-    slim = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(slim)
+    slim = _written(tmp_path, monkeypatch, "slim", PRUNED_VGG)
     from harden.runtime import held_warnings
     torch.manual_seed(0)
     x = torch.rand(3, 3, 16, 16)
@@ -2069,12 +2070,7 @@ def test_a_pruned_network_whose_forward_reads_its_channel_masks_is_built_and_loa
     constructor reads past it), so the depth is searched from the first one that builds with it; the forward keeps
     the channels its mask parameter names, so the fresh network (a mask of ones) runs only once the file's tensors
     are in it: the probe runs again with them."""
-    (tmp_path / "slim_resnet.py").write_text(CHANNEL_SELECTION)
-    monkeypatch.chdir(tmp_path)
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("slim_resnet_for_test", tmp_path / "slim_resnet.py")
-    slim = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(slim)
+    slim = _written(tmp_path, monkeypatch, "slim_resnet", CHANNEL_SELECTION)
     torch.manual_seed(0)
     cfg = [5, 3, 8, 6]  # two blocks (depth 6): 5 and 8 of the 8 channels kept before each first convolution
     pruned = slim.resnet(depth=6, cfg=cfg)
