@@ -91,9 +91,5 @@ def narrowed(net: nn.Module, own: dict[str, torch.Tensor], fitted: dict[str, tor
             what += " (" + ", ".join(f"{n} {tuple(getattr(module, n).shape)}->{tuple(s)}" for n, s in shapes.items()) + ")"
         for name, shape in shapes.items():
             _resized(module, name, shape)
-        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
-            for name in ("running_mean", "running_var"):  # a file may hold only the affine pair at its width
-                if name not in shapes and getattr(module, name) is not None:
-                    _resized(module, name, torch.Size([module.num_features]))
         said.append(f"{path}: {what}")
     return said
