@@ -19,7 +19,7 @@ from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
 from .models.config import (ARCH_HPARAM, BESIDE, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SETTINGS,
-                            SIZES_TRIED, SPEC_KEYS,
+                            SIZES_TRIED, SOURCES_KEY, SPEC_KEYS,
                             hub_weights, is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
@@ -29,7 +29,7 @@ from .torchscript import is_torchscript, read_torchscript_weights
 FORMAT_VERSION = "1"
 SAFETENSORS_EXT = {".safetensors"}
 # spec values kept beside the architecture's (in spec.extra, so they travel in the metadata)
-CONFIG_EXTRA = ("test_input_size", "test_crop_pct", "label_names")
+CONFIG_EXTRA = ("test_input_size", "test_crop_pct", "label_names", CHANNEL_ORDER)
 PATCH_PREFIX = "patch."  # a recipe's added modules; architecture keys stay unprefixed
 PICKLED_CLASS = "pickled_class"  # read_checkpoint: the class of a whole pickled model (for --arch's hint; not kept)
 SCRIPTED_CLASS = "scripted_class"  # the same for a TorchScript archive's module
@@ -268,8 +268,10 @@ def _set_channel_order(model: Classifier, flag: str | None, sources: dict[str, s
     elif model.spec.in_chans != 3:
         raise HardenError(f"{str(path)!r}: channel order {order} needs a three-channel network; this one takes "
                           f"{model.spec.in_chans}.")
-    if flag is not None or saved:
-        sources["channel_order"] = "flag" if flag is not None else "checkpoint"
+    if flag is not None:
+        sources["channel_order"] = "flag"
+    elif saved:  # the metadata's, or what config.resolve found it in
+        sources.setdefault("channel_order", "checkpoint")
 
 
 def in_pixel_units(mean, std) -> tuple[list[float] | None, list[float] | None]:
@@ -615,6 +617,14 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
              + (", on one channel (it runs on no three-channel image)" if tried_chans else "")
              + " (pass --input-size" + (" and --in-chans" if tried_chans else "") + " to set it).")
         model = build()
+    if sources.get("mean") == "default" and sources.get("std") == "default":
+        from .models.zoo_attributes import built
+        said = built(model.net)  # a factory that sets pretrainedmodels' attributes on what it builds
+        if said:
+            held.clear()  # the first resolution's "assuming mean 0, std 1" no longer holds
+            meta = {**said, **meta}
+            spec, sources = merged(meta, flags, path, state, normaliser, tried_size, tried_chans)
+            model = build()
     inside = None  # what of the architecture normalises its input (its buffers, a layer)
     if sources.get("mean", "").startswith(NORMALISER_SOURCE) and \
             normaliser_consumed(normaliser[2], model.net.state_dict()):
@@ -655,7 +665,7 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     model.spec.extra.update({k: v for k, v in meta.items()
                              if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS, SCRIPTED_CLASS,
                                                                  HYPER_PARAMETERS, SETTINGS, BESIDE,
-                                                                 ARCH_HPARAM)})
+                                                                 ARCH_HPARAM, SOURCES_KEY)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
     _set_channel_order(model, channel_order, sources, path)
     names = model.spec.extra.get("label_names")

@@ -85,7 +85,9 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, architecture
         classes.append(_described(inner))
         state = module_state(inner)  # once: read by own_architecture, and the file's keys where nothing wraps it
         if architectures is not None:
-            architectures.append(own_architecture(inner, state))
+            from .models.zoo_attributes import pickled
+            # its preprocessing as attributes (Cadene's pretrainedmodels'), below what its class says of itself
+            architectures.append(pickled(inner, own_architecture(inner, state)))
         return state if inner is obj else module_state(obj)
     if depth >= 4:
         return obj

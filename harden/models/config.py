@@ -135,6 +135,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     every source that says one; `tried_chans`: the channels it was found to run with where none were said; `inside`:
     what of the network normalises its input (its buffers, a layer): mean 0, std 1 outside."""
     from ..runtime import warn
+    from .registry import CHANNEL_ORDER
     spec: dict[str, Any] = {}
     source: dict[str, str] = {}
     layers: list[tuple[str, dict[str, Any]]] = [("flag", {k: v for k, v in flags.items() if v is not None}),
@@ -162,14 +163,23 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     if vcfg and not given_size:
         layers.append((f"{TORCHVISION_SOURCE} ({vcfg.pop('weights')})", vcfg))
     library_left_out = tcfg if timm_left_out else (vcfg if vcfg and given_size else None)
+    if not tcfg and not vcfg:  # Cadene's pretrainedmodels: its convention (BGR, 0-255) holds whatever the size
+        from .zoo_attributes import TRANSFORM_KEYS, TRANSFORM_SOURCE, package_settings
+        zoo = package_settings(str(spec["arch"]))
+        if zoo:
+            layers.append((zoo[1], {k: v for k, v in zoo[0].items() if k not in TRANSFORM_KEYS}))
+            layers.append((TRANSFORM_SOURCE, {k: v for k, v in zoo[0].items() if k in TRANSFORM_KEYS}))
     if tried_size:
         layers.append((TRIED_SIZE_SOURCE, {"input_size": list(tried_size)}))
     if tried_chans:
         layers.append((TRIED_CHANS_SOURCE, {"in_chans": int(tried_chans)}))
-    for key in SPEC_KEYS[1:] + ("test_input_size", "test_crop_pct", "label_names"):
+    for key in SPEC_KEYS[1:] + ("test_input_size", "test_crop_pct", "label_names", CHANNEL_ORDER):
         _pick(key, layers, spec, source)
     for key, where in hub_sources.items():
         if source.get(key) == f"hub {HUB_CONFIG}":
+            source[key] = where
+    for key, where in (meta.get(SOURCES_KEY) or {}).items():  # values the file's metadata read from elsewhere in it
+        if source.get(key) == "checkpoint":
             source[key] = where
     _constructor_arguments(str(spec["arch"]), meta, spec, source)
     if tcfg and state:
