@@ -714,7 +714,8 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
             sources["num_classes"] = f"checkpoint weights ({rows_of})"
     if meta.get(PICKLED_CLASS):
         rebuilt = "" if spec["arch"] != meta.get("arch") else (
-            ", rebuilt from torch.nn's own layers (torchvision's blocks, fastai's head layers) as it pickles them"
+            ", rebuilt from torch.nn's own layers (with timm's and torchvision's blocks, fastai's head layers) as it "
+            "pickles them"
             if "tree" in (meta.get("model_args") or {}) else f", its architecture the {meta['arch']} it says it is")
         model.load_notes.insert(0, f"read the whole pickled {meta[PICKLED_CLASS]} as data (none of it ran){rebuilt}")
     if meta.get(SCRIPTED_CLASS):

@@ -211,7 +211,16 @@ def own_architecture(module: Inert, state: dict[str, torch.Tensor]) -> dict[str,
                 args["global_pool"] = fields["global_pool"]
             if args:
                 meta["model_args"] = args
-            return meta
+            if _builds_the_same(arch, meta, state):
+                return meta
+            # built with other arguments than its name's (create_model(..., depth=4)), or changed after (pruned
+            # widths and heads): the pickled tree of timm's modules, with the name's preprocessing
+            from .models.torch_layers import describe, meta_for
+            tree = describe(module)
+            if tree is None:
+                return None
+            return {**{k: v for k, v in meta.items() if k not in ("arch", "model_args", "num_classes")},
+                    **meta_for(tree)}
         return None
     if module.inert_global.startswith("torchvision.models."):
         from .models.torchvision_match import factories_fitting
@@ -222,6 +231,21 @@ def own_architecture(module: Inert, state: dict[str, torch.Tensor]) -> dict[str,
     from .models.torch_layers import describe, meta_for
     tree = describe(module)
     return None if tree is None else meta_for(tree)
+
+
+def _builds_the_same(arch: str, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> bool:
+    """Whether timm's `arch`, built with what `meta` says, has exactly the pickled state's names and shapes (built on
+    the meta device: no memory, no initialisation)."""
+    import timm
+    from .models.meta_build import built_for_shapes
+    try:
+        with built_for_shapes():
+            net = timm.create_model(arch, pretrained=False, num_classes=int(meta["num_classes"]),
+                                    in_chans=int(meta.get("in_chans", 3)), **dict(meta.get("model_args") or {}))
+    except Exception:  # noqa: BLE001 - a constructor that refuses what the pickle says: not the same network
+        return False
+    own = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    return own == {k: tuple(v.shape) for k, v in state.items()}
 
 
 def _head_rows(module: Inert, state: dict[str, torch.Tensor]) -> int | None:

@@ -324,6 +324,41 @@ def test_pickled_timm_model_with_a_head_replaced_by_hand(tmp_path):
         assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
 
 
+@pytest.mark.parametrize("change", ["depth", "pruned heads"])
+def test_pickled_timm_model_built_or_pruned_otherwise_than_its_name_is_rebuilt_as_pickled(tmp_path, change):
+    """A timm ViT built with another depth than its name's (`create_model(..., depth=4)`), or pruned by torch-pruning
+    (fewer heads, narrower embedding; torch-pruning's own recipe sets each attention's num_heads, head_dim and attn_dim
+    after the pruning, and saves the whole model): its name builds other tensors, so the pickled tree of timm's
+    modules is rebuilt as it is (their attributes included), with the name's preprocessing, and computes what the
+    pickled model computes; what harden writes reloads the same."""
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model("vit_tiny_patch16_224", num_classes=5, img_size=32, depth=4 if change == "depth" else 2)
+    net.eval()
+    if change == "pruned heads":
+        tp = pytest.importorskip("torch_pruning")
+        heads = {blk.attn.qkv: blk.attn.num_heads for blk in net.blocks}
+        pruner = tp.pruner.MetaPruner(net, torch.randn(1, 3, 32, 32), importance=tp.importance.MagnitudeImportance(p=2),
+                                      pruning_ratio=0.5, head_pruning_ratio=0.5, ignored_layers=[net.head],
+                                      num_heads=heads, prune_num_heads=True, prune_head_dims=False)
+        pruner.step()
+        for blk in net.blocks:
+            blk.attn.num_heads = pruner.num_heads[blk.attn.qkv]
+            blk.attn.head_dim = blk.attn.qkv.out_features // (3 * blk.attn.num_heads)
+            blk.attn.attn_dim = blk.attn.num_heads * blk.attn.head_dim
+        assert net.blocks[0].attn.num_heads == 1 and net.cls_token.shape[-1] < 192
+    torch.save(net, tmp_path / "m.pt")
+    model = harden.load(tmp_path / "m.pt").eval()
+    assert model.spec.num_classes == 5 and model.spec.input_size == (32, 32) and list(model.spec.mean) == [0.5] * 3
+    assert "rebuilt from torch.nn's own layers" in model.load_notes[0]
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.net(x), net(x))
+    harden.save(model, tmp_path / "out.safetensors")
+    with torch.no_grad():
+        assert torch.equal(harden.load(tmp_path / "out.safetensors").net(x), net(x))
+
+
 def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
     import torchvision
     torch.manual_seed(0)
