@@ -519,6 +519,8 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     path = Path(local(path, "model"))
     if isinstance(input_size, int) and not isinstance(input_size, bool):  # 224: a square, as the CLI's --input-size
         input_size = (input_size, input_size)
+    from .cuda_calls import cuda_calls
+    calls = cuda_calls()
     state, meta = read_checkpoint(path, key)
     refuse_non_finite(state, path)
     from .formats import (NORMALISER_KEPT, normaliser_buffers, normaliser_consumed, normalises_itself,
@@ -721,6 +723,9 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     if meta.get(SCRIPTED_CLASS):
         model.load_notes.insert(0, f"read the weights of a TorchScript archive of a {meta[SCRIPTED_CLASS]} as data (its "
                                    f"code did not run); the architecture is {spec['arch']}")
+    if cuda_calls() > calls:
+        model.load_notes.append("its code's own .cuda() calls left its tensors on the CPU (this machine has no CUDA; "
+                                "harden/cuda_calls.py)")
     if model.patch is not None:
         load_state_strict(model.patch, patch_state, path, what="recipe modules")
     elif patch_state:

@@ -265,10 +265,10 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
         on_gpu = any(w in first.lower() for w in ("cuda", "nvidia"))
         alone = not on_gpu and runs_alone(net, x[:1])
         called = None if on_gpu or alone else forward_wants(net, x, first)
-        why = ("Its forward moves tensors to a GPU itself (.cuda(), device='cuda'), which this machine lacks: make it "
-               "use the input's device (.to(x.device))." if on_gpu else ONE_AT_A_TIME if alone else called or
-               "Where that is a shape mismatch, check --input-size and --in-chans: a plain state dict does not say "
-               "them.")
+        why = ("Its forward moves tensors to a GPU itself (device='cuda', .to('cuda'); its .cuda() calls stay on the "
+               "CPU here), which this machine lacks: make it use the input's device (.to(x.device))." if on_gpu
+               else ONE_AT_A_TIME if alone else called or "Where that is a shape mismatch, check --input-size and "
+               "--in-chans: a plain state dict does not say them.")
         raise DoesNotRun(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "
                          f"{input_size[1]} ({first[:200]}). {why}",
                          size_may_help=not (on_gpu or alone or called), cause=first[:200]) from None

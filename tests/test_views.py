@@ -119,10 +119,21 @@ class BinarySigmoid(BinaryNet):  # one probability, as BCELoss-trained code writ
         return torch.sigmoid(super().forward(x))
 
 
-class CudaInside(TupleNet):  # published code that assumes a GPU
+class CudaInside(TupleNet):  # published code that assumes a GPU: a tensor made there
     def forward(self, x):
         logits, _ = super().forward(x)
-        return logits + torch.zeros(1).cuda()
+        return logits + torch.zeros(1, device="cuda")
+
+
+class CudaCalls(TupleNet):  # published code's .cuda() calls: in its constructor and its forward
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shift = torch.full((1,), 0.5).cuda()
+        self.cuda()
+
+    def forward(self, x):
+        logits, _ = super().forward(x)
+        return logits + self.shift + torch.zeros(1).cuda()
 
 
 class LinearProbe(TupleNet):  # a frozen backbone written as linear-probe code writes it: under no_grad
@@ -427,6 +438,29 @@ def test_a_forward_that_moves_tensors_to_the_gpu_itself_is_named(nets, tmp_path)
     with pytest.raises(harden.HardenError) as failed:
         harden.load(tmp_path / "cuda.pt", arch=f"{nets}:CudaInside", num_classes=4)
     assert "moves tensors to a GPU itself" in str(failed.value) and "common square size" not in str(failed.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the calls go to the GPU where there is one")
+def test_a_network_s_own_cuda_calls_stay_on_the_cpu_without_cuda(nets, tmp_path):
+    """`.cuda()` in a constructor, a forward, or at the top of a module the model file imports (Wong et al.'s
+    utils.py): on a machine without CUDA each could only raise; the network runs on the CPU, said in the load notes."""
+    torch.manual_seed(0)
+    plain = harden.create_model(f"{nets}:TupleNet", 4, 3, (16, 16))
+    torch.save(plain.net.state_dict(), tmp_path / "cuda.pt")
+    model = harden.load(tmp_path / "cuda.pt", arch=f"{nets}:CudaCalls", num_classes=4, input_size=16)
+    assert any(".cuda() calls" in note for note in model.load_notes)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), plain(x) + 0.5)
+    (tmp_path / "gpu_utils.py").write_text("import torch\n\nmu = torch.tensor((0.5, 0.5, 0.5)).view(3, 1, 1).cuda()\n")
+    (tmp_path / "uses_utils.py").write_text(
+        "import torch.nn as nn\nfrom gpu_utils import mu\n\n\nclass Centred(nn.Module):\n"
+        "    def __init__(self, num_classes=4):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(3 * 16 * 16, num_classes)\n\n"
+        "    def forward(self, x):\n        return self.fc((x - mu).view(x.size(0), -1))\n")
+    centred = harden.create_model(f"{tmp_path}/uses_utils.py:Centred", 4, 3, (16, 16))
+    with torch.no_grad():
+        assert torch.allclose(centred(x), centred.net.fc((x - 0.5).view(2, -1)))
 
 
 def test_a_file_that_imports_a_package_harden_lacks_says_where_it_would_come_from(tmp_path):

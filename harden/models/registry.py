@@ -359,6 +359,8 @@ def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch"
     imports of sibling modules work; a dotted name from the current folder too, as `python -m` finds it. `what` and
     `flag` name it in errors (data made by code: data/dataset_objects.py); `need_callable` False: any attribute."""
     mod_name, _, fn_name = arch.rpartition(":")
+    from ..cuda_calls import keep_cuda_calls_on_cpu
+    keep_cuda_calls_on_cpu()  # published code's own .cuda() calls, on a machine without CUDA (cuda_calls.py)
     if mod_name == MAIN:
         raise HardenError(f"{what} {arch!r} was defined in the script that wrote the checkpoint (its __main__), which "
                           f"no other program can import: give {flag} path/to/file.py:{fn_name} (or "
