@@ -2118,3 +2118,41 @@ def test_a_pruned_network_whose_forward_reads_its_channel_masks_is_built_and_loa
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(model(x), pruned(x), atol=1e-6)
+
+
+TRAINING_SCRIPT = '''
+import argparse
+import torch.nn as nn
+
+parser = argparse.ArgumentParser(description="PyTorch CIFAR Training")
+parser.add_argument("--width", default=24, type=int)
+parser.add_argument("--lr", default=0.1, type=float)
+{required}args = parser.parse_args()
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, args.width, 3, padding=1)
+        self.fc = nn.Linear(args.width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+'''
+
+
+def test_a_training_script_that_parses_its_command_line_on_import(tmp_path, monkeypatch, cli):
+    """The network defined in the training script, whose top level runs `args = parser.parse_args()`: imported as
+    `python train.py` would run with no arguments (its defaults; not harden's own command line, which argparse
+    refused with its usage line and exit 2); one that requires an argument is refused in one paragraph, exit 2."""
+    (tmp_path / "train.py").write_text(TRAINING_SCRIPT.format(required=""))
+    monkeypatch.chdir(tmp_path)
+    net = nn.ModuleDict({"conv": nn.Conv2d(3, 24, 3, padding=1), "fc": nn.Linear(24, 10)})  # Net's at the defaults
+    torch.save(net.state_dict(), tmp_path / "ckpt.pth")
+    code, out, err = cli("inspect", tmp_path / "ckpt.pth", "--arch", "train.py:Net")
+    assert code == 0 and "train.py:Net" in out and "usage:" not in err, err
+    (tmp_path / "strict.py").write_text(TRAINING_SCRIPT.format(required='parser.add_argument("--data", '
+                                                               'required=True)\n'))
+    code, out, err = cli("inspect", tmp_path / "ckpt.pth", "--arch", "strict.py:Net")
+    assert code == 2 and "Traceback" not in err and "usage:" not in err
+    assert "arguments are required: --data" in err and "parser.parse_args()" in err

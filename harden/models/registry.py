@@ -1,6 +1,7 @@
 """Model registry (timm-style: one factory, models found by name) and the [0,1]-pixel wrapper."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -11,7 +12,7 @@ import json
 import os
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -377,7 +378,10 @@ def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch"
     else:
         _add_to_path(os.getcwd())
         try:
-            module = importlib.import_module(mod_name)
+            with _imported_alone(mod_name, f"{what} module {mod_name!r}"):
+                module = importlib.import_module(mod_name)
+        except HardenError:
+            raise
         except Exception as e:  # ImportError, or whatever the module raises while it runs
             raise HardenError(f"{what} {arch!r} names a module that cannot be imported ({type(e).__name__}: "
                               f"{e}). Use package.module:callable with the package on PYTHONPATH or in the current "
@@ -472,7 +476,10 @@ def _import_file(arch: str, mod_name: str, what: str = "Architecture", flag: str
             dotted = dotted[:-len(".__init__")]
         _add_to_path(str(root))
         try:
-            module = importlib.import_module(dotted)
+            with _imported_alone(file, f"{what} file {mod_name!r}"):
+                module = importlib.import_module(dotted)
+        except HardenError:
+            raise
         except Exception as e:
             raise HardenError(f"{what} file {mod_name!r} failed to import (as {dotted}, from {root}): "
                               f"{type(e).__name__}: {e}{_not_installed(e)}") from None
@@ -490,12 +497,45 @@ def _import_file(arch: str, mod_name: str, what: str = "Architecture", flag: str
         sys.modules[name] = module  # dataclasses and pickling look modules up by name
         _add_to_path(str(root))
         try:
-            spec.loader.exec_module(module)
+            with _imported_alone(file, f"{what} file {mod_name!r}"):
+                spec.loader.exec_module(module)
+        except HardenError:
+            del sys.modules[name]
+            raise
         except Exception as e:
             del sys.modules[name]
             raise HardenError(f"{what} file {mod_name!r} failed to import: {type(e).__name__}: {e}"
                               f"{_not_installed(e)}") from None
     return module
+
+
+@contextlib.contextmanager
+def _imported_alone(file: Path | str, named: str) -> Iterator[None]:
+    """A module of published code imported as `python file.py` would run it with no arguments: a training script's
+    module-level `args = parser.parse_args()` (argparse, outside `if __name__ == '__main__':`) reads its own defaults,
+    not harden's command line. One that exits on import anyway (an argument it requires) is a HardenError that says
+    why, with what it printed, rather than its usage line and harden's exit."""
+    import io
+    import sys
+    argv, err = sys.argv, io.StringIO()
+    sys.argv = [str(file)]
+    try:
+        with contextlib.redirect_stderr(err):
+            yield
+    except SystemExit as e:
+        said = " ".join(line.strip() for line in err.getvalue().strip().splitlines()[-1:])
+        raise HardenError(f"{named} stopped the program while being imported (SystemExit {e.code}"
+                          + (f": {said}" if said else "") + "): code at its top level parses the command line or exits "
+                          "(argparse's `args = parser.parse_args()` outside `if __name__ == '__main__':`), and harden "
+                          "imports it with no arguments. Give its required arguments defaults, or move the network "
+                          "into a module that does no work when imported.") from None
+    except BaseException:
+        sys.stderr.write(err.getvalue())  # what an import printed (its warnings) is said as before
+        raise
+    else:
+        sys.stderr.write(err.getvalue())
+    finally:
+        sys.argv = argv
 
 
 def _not_installed(e: Exception) -> str:
