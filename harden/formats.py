@@ -391,11 +391,16 @@ def normalising_layer(net: nn.Module) -> str | None:
     """Where a network holds its input normalisation as a layer whose statistics are plain attributes, not buffers
     (torchvision's `transforms.Normalize` inside an nn.Sequential, adversarial-robustness code's own `Normalize`
     module that keeps `self.mean = torch.tensor(mean)`): "its layer NAME (CLASS: mean ..., std ...)"; None where none.
-    The first such layer only, and only a mean and std of one or three positive values."""
+    The first such layer only, and only a mean and std of one or three positive values. A module of another name
+    counts where the pair are plain tensor attributes shaped to broadcast over an image batch's channels ([C, 1, 1]
+    or [1, C, 1, 1]: research code's `self.mu = torch.tensor(cifar10_mean).view(1, 3, 1, 1)` beside the layers its
+    forward normalises for), which a network holds only to compute with; lists, as Cadene's pretrainedmodels keeps
+    the statistics its transform uses, are not taken there."""
     for name, module in net.named_modules():
-        if "normali" not in type(module).__name__.lower():
-            continue
+        named = "normali" in type(module).__name__.lower()
         for pair in LAYER_STATISTICS:
+            if not named and not all(_channel_shaped(vars(module).get(attr)) for attr in pair):
+                continue
             values = [getattr(module, attr, None) for attr in pair]
             try:
                 values = [torch.as_tensor(v, dtype=torch.float32).flatten() for v in values
@@ -411,8 +416,13 @@ def normalising_layer(net: nn.Module) -> str | None:
 
 
 # a normalising layer's statistics as attributes: torchvision's and most code's, Cohen et al.'s randomized-smoothing
-# NormalizeLayer (means, sds), and the names the buffers above go by
-LAYER_STATISTICS = (("mean", "std"), ("means", "sds"), ("means", "stds"), ("mu", "sigma"))
+# NormalizeLayer (means, sds), and the names the buffers above go by (Wong et al.'s mu and std among them)
+LAYER_STATISTICS = (("mean", "std"), ("means", "sds"), ("means", "stds"), ("mu", "sigma"), ("mu", "std"))
+
+
+def _channel_shaped(value: Any) -> bool:
+    """A tensor of one or three values shaped to broadcast over an image batch's channels."""
+    return isinstance(value, torch.Tensor) and tuple(value.shape) in ((1, 1, 1), (3, 1, 1), (1, 1, 1, 1), (1, 3, 1, 1))
 
 
 def normaliser_consumed(keys: list[str], own: dict[str, Any]) -> bool:

@@ -116,6 +116,19 @@ def normalised_smoothing(num_classes=10, in_chans=1):
     return nn.Sequential(NormalizeLayer([0.3], [0.35]), Plain(num_classes, in_chans))
 
 
+class Centred(nn.Module):  # research code's `self.mu = torch.tensor(cifar10_mean).view(1, 3, 1, 1)`, in no Normalize
+    def __init__(self, mu, std):
+        super().__init__()
+        self.mu, self.std = torch.tensor(mu).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+
+    def forward(self, x):
+        return (x - self.mu) / self.std
+
+
+def normalised_inline(num_classes=10, in_chans=1):
+    return nn.Sequential(Centred([0.3], [0.35]), Plain(num_classes, in_chans))
+
+
 def normalised_transform(num_classes=10, in_chans=1):
     from torchvision import transforms
     return nn.Sequential(transforms.Normalize([0.3], [0.35]), Plain(num_classes, in_chans))
@@ -1231,7 +1244,8 @@ def test_normalisation_buffers_the_network_holds_itself_are_not_applied_twice(ne
         "module.mean/std: mean 0.3, std 0.35)" in " ".join(said.get().split())
 
 
-@pytest.mark.parametrize("fn", ["normalised_layer", "normalised_transform", "normalised_smoothing"])
+@pytest.mark.parametrize("fn", ["normalised_layer", "normalised_transform", "normalised_smoothing",
+                                "normalised_inline"])
 def test_a_normalising_layer_without_buffers_is_said_and_not_applied_twice(fn, nets_file, tmp_path):
     """The normalisation as a layer of the network whose statistics are attributes (torchvision's
     transforms.Normalize in an nn.Sequential; robustness code's own Normalize): nothing of it is in the file, so the
