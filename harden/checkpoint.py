@@ -723,6 +723,10 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     if meta.get(SCRIPTED_CLASS):
         model.load_notes.insert(0, f"read the weights of a TorchScript archive of a {meta[SCRIPTED_CLASS]} as data (its "
                                    f"code did not run); the architecture is {spec['arch']}")
+    from .outputs import takes_flattened_images
+    if takes_flattened_images(model.net):
+        model.load_notes.append("its forward takes each image as one row of values (its training code flattened them: "
+                                "data.view(data.size(0), -1)); harden flattens the images before it")
     if cuda_calls() > calls:
         model.load_notes.append("its code's own .cuda() calls left its tensors on the CPU (this machine has no CUDA; "
                                 "harden/cuda_calls.py)")

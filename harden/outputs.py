@@ -218,6 +218,32 @@ def forward_wants(net: nn.Module, x: torch.Tensor, error: str) -> str | None:
     return None
 
 
+def flattened_images(module: nn.Module, args: tuple) -> tuple | None:
+    """A forward pre-hook: a batch of images (N x C x H x W) given as N rows of C*H*W values, for a network whose
+    training code flattened them before calling it (`model(data.view(data.size(0), -1))`: an MLP of MNIST tutorials,
+    an `nn.Sequential` that starts with a Linear layer). Rows already flat pass as they are."""
+    if args and isinstance(args[0], torch.Tensor) and args[0].dim() > 2:
+        return (args[0].flatten(1), *args[1:])
+    return None
+
+
+def takes_flattened_images(net: nn.Module) -> bool:
+    """Whether harden feeds this network flattened images (flattened_images is among its pre-hooks)."""
+    return any(hook is flattened_images for hook in net._forward_pre_hooks.values())
+
+
+def _runs_flattened(net: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a network that failed on a batch of images runs on the same images flattened to rows."""
+    if x.dim() != 4:
+        return False
+    try:
+        with torch.no_grad():
+            net(x.flatten(1))
+        return True
+    except Exception:  # noqa: BLE001 - any failure: it does not take rows either
+        return False
+
+
 def runs_alone(net: nn.Module, one: torch.Tensor) -> bool:
     """Whether a network that failed on a batch of two runs on one image (a forward that folds the batch away)."""
     try:
@@ -262,6 +288,12 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
                 one = None  # a network that cannot take one image says so when it meets one, not at load
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:  # torch's layers, timm's asserts
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if register and not takes_flattened_images(net) and _runs_flattened(net, x):
+            net.register_forward_pre_hook(flattened_images)  # whoever calls it: the report, training, an export
+            net.train(was)
+            for h in handles:
+                h.remove()
+            return attach_scores(net, num_classes, in_chans, input_size, key, register)
         on_gpu = any(w in first.lower() for w in ("cuda", "nvidia"))
         alone = not on_gpu and runs_alone(net, x[:1])
         called = None if on_gpu or alone else forward_wants(net, x, first)

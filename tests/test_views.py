@@ -4,6 +4,7 @@ with every recipe, apply and export."""
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import harden
 from harden.checkpoint import apply_patch, save_patch
@@ -35,6 +36,16 @@ class LeNetView(nn.Module):
 class View(nn.Module):
     def forward(self, x):
         return x.view(x.size(0), -1)
+
+
+class FlatMLP(nn.Module):  # MNIST tutorials' MLP: its training loop flattened the images (data.view(-1, 784))
+    def __init__(self, num_classes=4, in_chans=1):
+        super().__init__()
+        self.fc1 = nn.Linear(in_chans * 16 * 16, 32)
+        self.fc2 = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return F.log_softmax(self.fc2(F.relu(self.fc1(x))), dim=1)
 
 
 class DictInput(LeNetView):  # Lightning-style code: forward(batch) reads the images from the batch dict
@@ -232,7 +243,8 @@ def _data(chans: int) -> ImageData:
     return ImageData(x, y, x[:16], y[:16], f"quadrants-{chans}ch", 4)
 
 
-@pytest.mark.parametrize("fn,chans", [("LeNetView", 1), ("sequential", 3), ("TupleNet", 3), ("all_conv", 1)])
+@pytest.mark.parametrize("fn,chans", [("LeNetView", 1), ("sequential", 3), ("TupleNet", 3), ("all_conv", 1),
+                                     ("FlatMLP", 1)])
 def test_view_models_through_every_command(nets, fn, chans, tmp_path):
     data = _data(chans)
     base = harden.create_model(f"{nets}:{fn}", 4, chans, (16, 16), (0.3,), (0.3,))
@@ -242,8 +254,12 @@ def test_view_models_through_every_command(nets, fn, chans, tmp_path):
                              masking_checks=False, device="cpu")
     assert 0.0 <= report.clean_accuracy <= 1.0 and len(report.attacks) == 4
     for recipe, sets in RECIPE_SETS.items():
-        if recipe == "gda-brelu" and fn in ("LeNetView", "TupleNet"):
+        if recipe == "gda-brelu" and fn in ("LeNetView", "TupleNet", "FlatMLP"):
             sets = ["brelu=false"]  # F.relu cannot be swapped for a bounded ReLU (gda-brelu says so and refuses)
+        if recipe == "fixer" and fn == "FlatMLP":  # the fixer's denoisers sit at a convolutional network's taps
+            with pytest.raises(harden.HardenError, match="exposes no taps"):
+                harden.fix(base_path, data, recipe=recipe, data_frac=0.5, epochs=1, device="cpu", report=False)
+            continue
         if recipe == "idfr" and fn == "all_conv":  # idfr's embedding is the input of a final nn.Linear
             with pytest.raises(harden.HardenError, match="no nn.Linear"):
                 harden.fix(base_path, data, recipe=recipe, data_frac=0.5, epochs=1, device="cpu", report=False)
@@ -265,6 +281,27 @@ def test_view_models_through_every_command(nets, fn, chans, tmp_path):
         after = harden.evaluate(fixed, data, attacks=["pgd:steps=3"], n=8, metrics=False, masking_checks=False,
                                 device="cpu")
         assert after.n == 8
+
+
+def test_a_network_fed_flattened_images_by_its_training_code(nets, tmp_path):
+    """An MLP whose training loop flattened the images before calling it (no flatten in its forward), from a plain
+    state dict, and a pickled nn.Sequential that starts with a Linear layer: each image is given as one row, said in
+    the load notes; a caller that flattens them itself is served as before."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    state = {"fc1.weight": net[0].weight, "fc1.bias": net[0].bias, "fc2.weight": net[2].weight, "fc2.bias": net[2].bias}
+    torch.save(state, tmp_path / "mlp.pt")
+    torch.save(net, tmp_path / "seq.pt")
+    x = torch.rand(3, 1, 16, 16)
+    for path, arch in ((tmp_path / "mlp.pt", f"{nets}:FlatMLP"), (tmp_path / "seq.pt", None)):
+        model = harden.load(path, arch=arch, in_chans=1, input_size=16)
+        assert any("flattened them" in note for note in model.load_notes), model.load_notes
+        expected = net(x.flatten(1))
+        with torch.no_grad():
+            got = model(x)
+            assert torch.allclose(got.log_softmax(1) if arch else got, expected.log_softmax(1) if arch else expected,
+                                  atol=1e-6)
+            assert torch.equal(model.net(x.flatten(1)), model.net(x))
 
 
 def test_a_network_that_cannot_take_one_image_still_loads(nets):
