@@ -232,7 +232,11 @@ def takes_flattened_images(net: nn.Module) -> bool:
     return any(hook is flattened_images for hook in net._forward_pre_hooks.values())
 
 
-def _runs_flattened(net: nn.Module, x: torch.Tensor) -> bool:
+FLATTEN_IT = ("Its forward takes each image as one row of values (its training code flattened them): give "
+              "nn.Sequential(nn.Flatten(), model).")
+
+
+def runs_flattened(net: nn.Module, x: torch.Tensor) -> bool:
     """Whether a network that failed on a batch of images runs on the same images flattened to rows."""
     if x.dim() != 4:
         return False
@@ -288,7 +292,7 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
                 one = None  # a network that cannot take one image says so when it meets one, not at load
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:  # torch's layers, timm's asserts
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if register and not takes_flattened_images(net) and _runs_flattened(net, x):
+        if register and not takes_flattened_images(net) and runs_flattened(net, x):
             net.register_forward_pre_hook(flattened_images)  # whoever calls it: the report, training, an export
             net.train(was)
             for h in handles:
@@ -297,6 +301,8 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
         on_gpu = any(w in first.lower() for w in ("cuda", "nvidia"))
         alone = not on_gpu and runs_alone(net, x[:1])
         called = None if on_gpu or alone else forward_wants(net, x, first)
+        if called is None and not on_gpu and not alone and not register and runs_flattened(net, x):
+            called = FLATTEN_IT  # a caller's own module, which harden leaves as it is
         why = ("Its forward moves tensors to a GPU itself (device='cuda', .to('cuda'); its .cuda() calls stay on the "
                "CPU here), which this machine lacks: make it use the input's device (.to(x.device))." if on_gpu
                else ONE_AT_A_TIME if alone else called or "Where that is a shape mismatch, check --input-size and "

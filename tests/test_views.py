@@ -302,6 +302,10 @@ def test_a_network_fed_flattened_images_by_its_training_code(nets, tmp_path):
             assert torch.allclose(got.log_softmax(1) if arch else got, expected.log_softmax(1) if arch else expected,
                                   atol=1e-6)
             assert torch.equal(model.net(x.flatten(1)), model.net(x))
+    # a module of the caller's is left as it is: the error says how to give it
+    from harden.models.registry import from_module
+    with pytest.raises(harden.HardenError, match=r"flattened them\): give nn.Sequential\(nn.Flatten\(\), model\)"):
+        from_module(net, input_size=16, in_chans=1)
 
 
 def test_a_network_that_cannot_take_one_image_still_loads(nets):
