@@ -150,6 +150,8 @@ def container_meta(obj: Any) -> dict[str, Any]:
     found.update(beside_the_weights(obj))
     args = settings_fields(obj.get("args")) or {}
     arch = obj.get("arch")
+    if not isinstance(arch, str) and not isinstance(args.get("model"), str):
+        return found  # nothing names an architecture (and timm's import, 1.3 s, is not needed)
     import timm
     if isinstance(arch, str) and timm.is_model(arch) and args.get("model") == arch:  # timm's train.py
         return {**found, "arch": arch, **_timm_train_args(args, arch)}
