@@ -520,7 +520,8 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     if isinstance(input_size, int) and not isinstance(input_size, bool):  # 224: a square, as the CLI's --input-size
         input_size = (input_size, input_size)
     from .cuda_calls import cuda_calls
-    calls = cuda_calls()
+    from .models.pretrained_skipped import skipped
+    calls, fetched = cuda_calls(), len(skipped())
     state, meta = read_checkpoint(path, key)
     refuse_non_finite(state, path)
     from .formats import (NORMALISER_KEPT, normaliser_buffers, normaliser_consumed, normalises_itself,
@@ -727,6 +728,10 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     if takes_flattened_images(model.net):
         model.load_notes.append("its forward takes each image as one row of values (its training code flattened them: "
                                 "data.view(data.size(0), -1)); harden flattens the images before it")
+    not_fetched = sorted(set(skipped()[fetched:]))
+    if not_fetched:
+        model.load_notes.append(f"its constructor asks for pretrained weights ({', '.join(not_fetched[:3])}): not "
+                                "fetched, the checkpoint supplies every weight")
     if cuda_calls() > calls:
         model.load_notes.append("its code's own .cuda() calls left its tensors on the CPU (this machine has no CUDA; "
                                 "harden/cuda_calls.py)")

@@ -2156,3 +2156,76 @@ def test_a_training_script_that_parses_its_command_line_on_import(tmp_path, monk
     code, out, err = cli("inspect", tmp_path / "ckpt.pth", "--arch", "strict.py:Net")
     assert code == 2 and "Traceback" not in err and "usage:" not in err
     assert "arguments are required: --data" in err and "parser.parse_args()" in err
+
+
+FINE_TUNED = '''
+import torch.nn as nn
+import torch.utils.model_zoo as model_zoo
+import timm
+import torchvision.models as models
+
+
+class Weights(nn.Module):  # torchvision's weights enum, as its documentation now writes it
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.backbone = models.resnet18(weights=models.ResNet18_Weights.IMAGENET1K_V1)
+        self.backbone.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        return self.backbone(x)
+
+
+class Pretrained(Weights):  # the older `pretrained=True`
+    def __init__(self, num_classes=10):
+        nn.Module.__init__(self)
+        self.backbone = models.resnet18(pretrained=True)
+        self.backbone.fc = nn.Linear(512, num_classes)
+
+
+class Url(Weights):  # torch hub's loader by URL, as Cadene's pretrainedmodels calls it
+    def __init__(self, num_classes=10):
+        nn.Module.__init__(self)
+        self.backbone = models.resnet18()
+        self.backbone.load_state_dict(model_zoo.load_url("https://download.pytorch.org/models/resnet18-f37072fd.pth"))
+        self.backbone.fc = nn.Linear(512, num_classes)
+
+
+class Timm(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.backbone = timm.create_model("resnet18", pretrained=True, num_classes=0)
+        self.head = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+'''
+
+
+def test_a_constructor_that_fetches_pretrained_weights_builds_without_them(tmp_path, monkeypatch):
+    """Fine-tuning code builds its network from downloaded weights in its constructor; harden fetches nothing (no
+    network here, nor on a CI runner) and the checkpoint supplies every weight: the model computes what the saved one
+    does, said in the load notes. A file without the backbone (the new head alone) is refused by the strict load."""
+    import timm
+    import torchvision
+    (tmp_path / "finetune.py").write_text(FINE_TUNED)
+    monkeypatch.chdir(tmp_path)
+    fetched = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: fetched.append(a))
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18(num_classes=10).eval()
+    torch.save({f"backbone.{k}": v for k, v in tv.state_dict().items()}, tmp_path / "tv.pt")
+    tm = timm.create_model("resnet18", num_classes=0).eval()
+    head = nn.Linear(512, 10)
+    torch.save({**{f"backbone.{k}": v for k, v in tm.state_dict().items()},
+                **{f"head.{k}": v for k, v in head.state_dict().items()}}, tmp_path / "timm.pt")
+    x = torch.rand(2, 3, 32, 32)
+    for name, file, expected in (("Weights", "tv.pt", tv(x)), ("Pretrained", "tv.pt", tv(x)), ("Url", "tv.pt", tv(x)),
+                                 ("Timm", "timm.pt", head(tm(x)))):
+        model = harden.load(tmp_path / file, arch=f"finetune.py:{name}")
+        assert any("pretrained weights" in note and "not fetched" in note for note in model.load_notes), name
+        with torch.no_grad():
+            assert torch.allclose(model(x), expected, atol=1e-5), name
+    assert not fetched
+    torch.save({f"backbone.fc.{k}": v for k, v in tv.fc.state_dict().items()}, tmp_path / "head.pt")
+    with pytest.raises(harden.HardenError, match="missing"):
+        harden.load(tmp_path / "head.pt", arch="finetune.py:Weights")

@@ -288,15 +288,18 @@ def built(fn: Callable[..., Any], kwargs: dict[str, Any], model_args: dict[str, 
     text as given (a constructor that looks its block up by name, `{'BasicBlock': BasicBlock}[block]`), else the
     first build's error. `text_too` False: the first build alone (the argument search, whose seeds name classes that
     must not build as text: `strides='Basic'` indexes its letters)."""
+    from .pretrained_skipped import pretrained_not_fetched
     passed = as_passed(fn, model_args)
     try:
-        return fn(**{**kwargs, **passed})
+        with pretrained_not_fetched():  # a constructor's own download of weights the checkpoint supplies
+            return fn(**{**kwargs, **passed})
     except Exception as first:
         text = as_passed(fn, model_args, names=False)
         if not text_too or all(passed[k] is text[k] for k in passed):
             raise
         try:
-            return fn(**{**kwargs, **text})
+            with pretrained_not_fetched():
+                return fn(**{**kwargs, **text})
         except Exception:  # noqa: BLE001 - the first build's error is the one to say
             raise first from None
 
