@@ -947,6 +947,8 @@ def main() -> None:
     try:
         _main()
     finally:  # after an error no rank waits for the others (a peer may be stuck or gone)
+        from .stdout_outputs import release
+        release()
         distributed.teardown(clean=not _failed)
 
 

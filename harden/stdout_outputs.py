@@ -13,6 +13,7 @@ from rich.console import Console
 from .errors import HardenError
 
 STDOUT = "-"
+_document: list = [None]  # the standard output the document goes to, while everything else's is standard error
 
 
 def is_stdout(path: str | os.PathLike | None) -> bool:
@@ -30,14 +31,25 @@ def claim(console: Console, files_only: dict[str, object] | None = None, **docum
     if len(named) > 1:
         raise HardenError(f"Only one output can go to standard output ('-'); {' and '.join(named)} both name it.")
     console.file = sys.stderr if named else None  # None: rich's default, standard output as it is at each print
+    if named and _document[0] is None:
+        # a network's own prints (a forward's `print(x.shape)`, a module that prints on import) and any library's
+        # go to standard error too, so that standard output holds the document alone
+        _document[0], sys.stdout = sys.stdout, sys.stderr
     return bool(named)
+
+
+def release() -> None:
+    """Standard output back as it was before `claim` sent other prints to standard error (the end of a command)."""
+    if _document[0] is not None:
+        sys.stdout, _document[0] = _document[0], None
 
 
 def write(path: str | os.PathLike, text: str) -> None:
     """The document to standard output for '-', else to the file, atomically (temp file + rename)."""
     if is_stdout(path):
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
+        out = _document[0] or sys.stdout
+        out.write(text if text.endswith("\n") else text + "\n")
+        out.flush()
         return
     from .checkpoint import atomic_write_bytes
     atomic_write_bytes(Path(path), text.encode())

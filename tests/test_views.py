@@ -604,3 +604,24 @@ def test_channels_last_probe_names_the_layout_only_when_it_is_the_cause(nets, mo
     assert not channels_last_if_it_runs(wrong_size, cpu) and len(said) == 1  # not blamed on the layout
     conv = next(m for m in wrong_size.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous()
+
+
+def test_a_network_that_prints_leaves_a_piped_report_alone(tmp_path, monkeypatch, cli):
+    """Published code's debugging prints (on import, and `print(x.shape)` in the forward) go to standard error with
+    the rest when `--json -` sends the report to standard output for a pipe; standard output holds the JSON alone,
+    and is standard output again for the next command."""
+    import json
+    (tmp_path / "chatty.py").write_text(
+        "import torch.nn as nn\nprint('building models')\n\n\nclass Chatty(nn.Module):\n"
+        "    def __init__(self, num_classes=10):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(64, num_classes)\n\n"
+        "    def forward(self, x):\n        print('input', tuple(x.shape))\n        return self.fc(x.view(x.size(0), -1))\n")
+    monkeypatch.chdir(tmp_path)
+    torch.save({"fc.weight": torch.zeros(10, 64), "fc.bias": torch.zeros(10)}, tmp_path / "chatty.pt")
+    code, out, err = cli("eval", tmp_path / "chatty.pt", "--arch", "chatty.py:Chatty", "--in-chans", "1",
+                         "--input-size", "8", "--data", "digits", "--n", "10", "--attack", "fgsm",
+                         "--no-masking-checks", "--no-metrics", "--json", "-")
+    assert code == 0, err
+    assert json.loads(out)["n"] == 10 and "building models" in err and "input (" in err
+    code, out, err = cli("recipes")
+    assert code == 0 and "recipes in" in " ".join(out.split())
