@@ -941,7 +941,7 @@ def weights_fit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
 def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
                       what: str = "architecture") -> list[str]:
     """Load strictly after fitting the keys (formats.fit_keys); returns notes on what the fitting did."""
-    from .formats import mismatch_hint, quantization_hint, stem_hint, trained_size_hint
+    from .formats import count_hint, mismatch_hint, quantization_hint, stem_hint, trained_size_hint
     own, state, notes, missing, unexpected, shapes = _fitted(net, state)
     if missing or unexpected or shapes:
         parts = []
@@ -965,8 +965,11 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
         head = f" The file's head has {rows[0]} outputs where the model has {rows[1]}: --num-classes {rows[0]}?" \
             if rows else ""
         head += trained_size_hint(net, own, state) + stem_hint(net, own, state) + quantization_hint(unexpected)
+        counted = count_hint(own, state) if missing or unexpected else ""  # the keys fit: their counts do not
+        head += counted
         raise WeightsDoNotFit(f"The weights in {str(path)!r} do not fit the {what} ({'; '.join(parts)})." + head
-                          + (mismatch_hint(own, state, notes) if missing or unexpected else "")
+                          + (mismatch_hint(own, state, notes) if (missing or unexpected) and not counted else
+                             f" harden already {'; '.join(notes)}." if counted and notes else "")
                           + " Check --arch, --num-classes, --in-chans and --model-arg (the constructor's arguments, "
                             "such as a depth or a width), or the checkpoint's metadata.")
     narrow = sorted({str(v.dtype).removeprefix("torch.") for k, v in state.items()

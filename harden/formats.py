@@ -653,6 +653,32 @@ def stem_hint(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, tor
             + (f"; m.{pool} = nn.Identity()" if pool else "") + "; return m).")
 
 
+def count_hint(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """Where a numbered container of layers holds another number of entries in the file than in the architecture (a
+    ViT's `blocks` built with `depth=4` where the name's default is 12, a stage of a ResNet or Swin with other
+    depths): said, with the counts, as a constructor argument nothing gave (its name is the code's to say)."""
+    def entries(keys) -> dict[str, set[int]]:
+        found: dict[str, set[int]] = {}
+        for key in keys:
+            parts = key.split(".")
+            for i, part in enumerate(parts[:-1]):
+                if part.isdigit() and i:
+                    found.setdefault(".".join(parts[:i]), set()).add(int(part))
+        return found
+    theirs, ours = entries(state), entries(own)
+    differ = [(name, theirs[name], ours[name]) for name in ours
+              if name in theirs and len(theirs[name]) != len(ours[name])]
+    if not differ:
+        return ""
+    said = "; ".join(f"{name} holds {len(file)} ({min(file)}-{max(file)}) where the architecture's holds {len(arch)}"
+                     for name, file, arch in differ[:3])
+    vit = f"; a timm ViT built with another depth takes --model-arg depth={len(differ[0][1])}" \
+        if len(differ) == 1 and differ[0][0] == "blocks" else ""
+    return (f" In the file, {said}{'; ...' if len(differ) > 3 else ''}: the network was built with other depths than "
+            "this architecture's (another size of the same family, as resnet34's weights given --arch resnet18, or a "
+            f"count its constructor takes, given with --model-arg{vit}).")
+
+
 def describe(obj: Any) -> str:
     if isinstance(obj, dict):
         parts = [f"{k!r}: {_kind(v)}" for k, v in list(obj.items())[:12]]
