@@ -142,3 +142,21 @@ def test_pretrainedmodels_factories_take_the_package_s_settings():
                        for img in x])
     with torch.no_grad():
         assert torch.allclose(model(x), net(fed), atol=1e-3, rtol=1e-4)
+
+
+def test_a_module_given_to_the_library_is_fed_as_its_attributes_say(tmp_path, monkeypatch):
+    """`harden.evaluate(model, data)` with a pretrainedmodels-style module itself (a notebook's): its attributes give
+    the mean, std and channel order where the data's own transform says none."""
+    import numpy as np
+    from harden.data import ImageData
+    from harden.data.dataset_objects import wrapped_for
+    zoo = _zoo(tmp_path, monkeypatch)
+    net = zoo.smallnet(num_classes=10).eval()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, 40, 40, 3), dtype=np.uint8)
+    data = ImageData(x, np.arange(8) % 10, x, np.arange(8) % 10, "pixels", 10)
+    model = wrapped_for(net, data)
+    assert model.spec.extra["channel_order"] == "bgr" and "its attributes" in model.config_sources["mean"]
+    pixels = torch.rand(2, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.allclose(model(pixels), _by_hand(net, pixels), atol=1e-4)

@@ -775,14 +775,23 @@ def wrapped_for(net: torch.nn.Module, data: Any):
     mean and std of a dataset's Normalize undone to read them, and, where the data came from a dataset whose transform
     resized as timm's evaluation does, that resize, so a checkpoint written from it reads image files as the
     dataset's transform did."""
-    from ..models.registry import from_module
+    from ..models.config import SOURCES_KEY
+    from ..models.registry import CHANNEL_ORDER, from_module
+    from ..models.zoo_attributes import built
     found = getattr(data, "from_dataset", None) or {}
-    undone = found.get("normalize_undone") or {"mean": (0.0,), "std": (1.0,)}
+    # a module that states its own input convention (Cadene's pretrainedmodels' attributes) where the data does not
+    said = None if found.get("normalize_undone") else built(net)
+    undone = found.get("normalize_undone") or ({k: said[k] for k in ("mean", "std")} if said else
+                                               {"mean": (0.0,), "std": (1.0,)})
     wrapped = from_module(net, input_size=data.input_size, in_chans=data.in_chans, mean=undone["mean"],
                           std=undone["std"], classes_hint=getattr(data, "num_classes", None))
     for key, value in (found.get("resize") or {}).items():
         setattr(wrapped.spec, key, value)
-    if not found.get("normalize_undone"):
+    if said:
+        if said.get(CHANNEL_ORDER):
+            wrapped.spec.extra[CHANNEL_ORDER] = said[CHANNEL_ORDER]
+        wrapped.config_sources = {k: said[SOURCES_KEY][k] for k in ("mean", "std", CHANNEL_ORDER) if k in said}
+    elif not found.get("normalize_undone"):
         # mean 0 and std 1 are the contract's word, not the module's: published code normalises in its transform, so
         # the normalisation check measures the common ones (report/normalisation.py) and names one clearly better
         wrapped.config_sources = {"mean": "default", "std": "default"}
