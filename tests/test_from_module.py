@@ -314,3 +314,17 @@ def test_a_torchscript_module_is_evaluated_and_written_for_its_class(digits, dig
     x = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(back(x), model(x), atol=1e-6)
+
+
+def test_a_timm_module_given_to_the_library_takes_its_pretrained_cfg_statistics():
+    """`harden.evaluate(timm_model, data)`: the module's own pretrained_cfg gives the mean and std, as a checkpoint
+    named by that timm name does (a guess the normalisation check measures: "timm config"); RGB's averaged for a
+    grey network."""
+    from harden.data import load_data
+    from harden.data.dataset_objects import wrapped_for
+    net = timm.create_model("resnet10t", num_classes=10, in_chans=1).eval()
+    model = wrapped_for(net, load_data("digits"))
+    assert model.config_sources["mean"].startswith("timm config") and len(model.spec.mean) == 1
+    assert model.spec.mean[0] == pytest.approx(sum(net.pretrained_cfg["mean"]) / 3)
+    from harden.report.normalisation import assumed
+    assert assumed(model) is not None  # still measured by the normalisation check
