@@ -295,6 +295,27 @@ def test_a_network_trained_on_0_255_pixels_is_named(digits_model, digits):
     assert flag["tripped"] and "0-255 pixels'" in flag["detail"] and "--std 0.003922" in flag["detail"], flag
 
 
+def test_a_network_trained_on_plain_pixels_read_at_a_library_s_values_is_named(digits):
+    """Robustness code often trains on pixels as they are (no normalisation); such a network named by a timm or
+    torchvision architecture is read at that library's ImageNet values (a guess): the check names no normalisation."""
+    from harden.models.registry import from_module
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # logistic regression on the digits' pixels as they are
+    x = torch.tensor(digits.x_train, dtype=torch.float32).permute(0, 3, 1, 2) / 255
+    y = torch.tensor(digits.y_train, dtype=torch.long)
+    opt = torch.optim.Adam(net.parameters(), 0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    model = from_module(net.eval(), input_size=8, in_chans=1, mean=(0.449,), std=(0.226,))  # timm's, for grey
+    model.config_sources = {"mean": "timm config (resnet18)", "std": "timm config (resnet18)"}
+    report = harden.evaluate(model, digits, n=200, attacks=["fgsm"], device="cpu", metrics=False,
+                             masking_checks=False)
+    flag = next(f for f in report.masking if f["check"] == "normalisation assumed")
+    assert flag["tripped"] and "no normalisation's" in flag["detail"], flag
+
+
 def test_a_gate_can_require_that_no_check_tripped(digits_model, digits_ckpt, digits, cli):
     """`--require checks.tripped<=0`: the count of gradient-masking and evaluation checks that tripped is a gate
     metric, so a build fails when the checks say not to trust its numbers (here a blind model: clean accuracy at

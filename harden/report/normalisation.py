@@ -26,7 +26,9 @@ CONFIG_SAMPLE = 128  # where timm's or torchvision's values were taken: usually 
 PAIRED_P = 0.01  # McNemar's p below which a candidate counts as better (several are tried)
 # (name, mean, std, channel order) in [0, 1] pixel units and the network's channel order, three-channel values
 # averaged for a one-channel network
-CANDIDATES = (("ImageNet's", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "rgb"),
+CANDIDATES = (("no normalisation's (0, 1: pixels as robustness code often trains on them)", (0.0,) * 3, (1.0,) * 3,
+               "rgb"),  # tried where a library's config was taken; where mean 0 and std 1 were assumed, the base
+              ("ImageNet's", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "rgb"),
               ("CIFAR-10's", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "rgb"),
               ("CIFAR-100's", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "rgb"),
               ("[-1, 1] (0.5, 0.5)", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "rgb"),
