@@ -226,8 +226,10 @@ def own_architecture(module: Inert, state: dict[str, torch.Tensor]) -> dict[str,
         from .models.torchvision_match import factories_fitting
         rows = _head_rows(module, state)
         names = factories_fitting(state, rows, module.inert_global) if rows else []
-        return {"arch": f"torchvision.models:{names[0]}", "in_chans": 3, "num_classes": rows} if len(names) == 1 \
-            else None
+        if len(names) == 1:
+            return {"arch": f"torchvision.models:{names[0]}", "in_chans": 3, "num_classes": rows}
+        # no factory builds it (CIFAR code's `m.conv1 = nn.Conv2d(3, 64, 3, 1, 1); m.maxpool = nn.Identity()`): the
+        # pickled tree of torchvision's modules, as it was saved (its transform, ImageNet's at 224, is not taken)
     from .models.torch_layers import describe, meta_for
     tree = describe(module)
     return None if tree is None else meta_for(tree)

@@ -359,6 +359,27 @@ def test_pickled_timm_model_built_or_pruned_otherwise_than_its_name_is_rebuilt_a
         assert torch.equal(harden.load(tmp_path / "out.safetensors").net(x), net(x))
 
 
+def test_pickled_torchvision_model_with_a_cifar_stem_is_rebuilt_as_pickled(tmp_path):
+    """CIFAR training code's torchvision ResNet-18 with its stem swapped (`m.conv1 = nn.Conv2d(3, 64, 3, 1, 1)`,
+    `m.maxpool = nn.Identity()`), saved whole: no factory builds it, so its pickled tree of torchvision's modules is
+    rebuilt as it was saved (its `_norm_layer` class among the settings) and computes what it computes; what harden
+    writes reloads the same."""
+    import torchvision
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10)
+    net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    net.maxpool = nn.Identity()
+    torch.save(net.eval(), tmp_path / "m.pt")
+    model = harden.load(tmp_path / "m.pt").eval()
+    assert model.spec.arch == "torch-layers" and model.spec.num_classes == 10
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.net(x), net(x))
+    harden.save(model, tmp_path / "out.safetensors")
+    with torch.no_grad():
+        assert torch.equal(harden.load(tmp_path / "out.safetensors").net(x), net(x))
+
+
 def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
     import torchvision
     torch.manual_seed(0)
@@ -376,10 +397,12 @@ def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
     torch.save(net.state_dict(), tmp_path / "state.pt")  # a plain state dict still takes --arch, and is told which
     with pytest.raises(HardenError, match=r"shapes of torchvision's resnet18: --arch torchvision.models:resnet18 "):
         harden.load(tmp_path / "state.pt")
-    net.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(512, 6))  # a head no factory builds: --arch, as before
+    net.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(512, 6))  # a head no factory builds: rebuilt as pickled
     torch.save(net.eval(), tmp_path / "other.pt")
-    with pytest.raises(HardenError, match="torchvision.models:FACTORY"):
-        harden.load(tmp_path / "other.pt")
+    other = harden.load(tmp_path / "other.pt")
+    assert other.spec.arch == "torch-layers" and other.spec.num_classes == 6
+    with torch.no_grad():
+        assert torch.equal(other.net(x), net(x))
     torch.save(net.state_dict(), tmp_path / "other_state.pt")
     with pytest.raises(HardenError) as no_factory:
         harden.load(tmp_path / "other_state.pt")

@@ -156,6 +156,9 @@ def _plain(value: Any, depth: int = 0) -> Any:
     if isinstance(value, type) and getattr(value, "inert_global", "").startswith(tuple(FUNCTIONS)):
         functional(value.inert_global)  # TransformerEncoderLayer's activation: one of torch.nn.functional's
         return {"function": value.inert_global}
+    if isinstance(value, type) and getattr(value, "inert_global", ""):
+        layer_class(value.inert_global)  # a layer class kept to build with (torchvision's ResNet's `_norm_layer`)
+        return {"layer_class": value.inert_global}
     if isinstance(value, (list, tuple)) and depth < 4:
         items = [_plain(v, depth + 1) for v in value]
         return {"tuple": items} if isinstance(value, tuple) else items
@@ -197,6 +200,8 @@ def functional(name: str) -> Any:
 def _unplain(value: Any) -> Any:
     if isinstance(value, dict) and "function" in value:
         return functional(value["function"])
+    if isinstance(value, dict) and "layer_class" in value:
+        return layer_class(value["layer_class"])
     if isinstance(value, dict) and "dict" in value:
         return {k: _unplain(v) for k, v in value["dict"].items()}
     if isinstance(value, dict) and "enum" in value:
