@@ -359,6 +359,25 @@ def test_pickled_timm_model_built_or_pruned_otherwise_than_its_name_is_rebuilt_a
         assert torch.equal(harden.load(tmp_path / "out.safetensors").net(x), net(x))
 
 
+@pytest.mark.parametrize("build", [
+    lambda tv: tv.models.DenseNet(growth_rate=4, block_config=(1, 1), num_init_features=8, bn_size=2, num_classes=5),
+    lambda tv: tv.models.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8,
+                                           mlp_dim=16, num_classes=5),
+], ids=["densenet private blocks", "vit partial norm layer"])
+def test_pickled_torchvision_classes_no_factory_builds_are_rebuilt_as_pickled(tmp_path, build):
+    """torchvision's classes built at sizes no factory has: DenseNet's private `_DenseBlock`/`_DenseLayer` and the
+    ViT's `norm_layer = partial(nn.LayerNorm, eps=1e-6)` setting are rebuilt as pickled, exactly."""
+    import torchvision
+    torch.manual_seed(0)
+    net = build(torchvision).eval()
+    torch.save(net, tmp_path / "m.pt")
+    model = harden.load(tmp_path / "m.pt", input_size=32).eval()
+    assert model.spec.arch == "torch-layers" and model.spec.num_classes == 5
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.net(x), net(x))
+
+
 def test_pickled_torchvision_model_with_a_cifar_stem_is_rebuilt_as_pickled(tmp_path):
     """CIFAR training code's torchvision ResNet-18 with its stem swapped (`m.conv1 = nn.Conv2d(3, 64, 3, 1, 1)`,
     `m.maxpool = nn.Identity()`), saved whole: no factory builds it, so its pickled tree of torchvision's modules is

@@ -61,12 +61,13 @@ def layer_class(name: str) -> type[nn.Module]:
     # torch.nn's own submodules, already imported with torch; a class defined there (MultiheadAttention's
     # NonDynamicallyQuantizableLinear is not exported as torch.nn's); torchvision's modules, an installed library's
     where = sys.modules.get(module) if name.startswith(PREFIX) else None
-    if name.startswith(LIBRARY_PREFIXES) and not short.startswith("_"):
+    library = name.startswith(LIBRARY_PREFIXES) and not short.startswith("__")
+    if library:  # a library's own classes, its private ones too (torchvision's DenseNet `_DenseBlock`)
         try:
             where = importlib.import_module(module)
         except ImportError:
             raise NotPlain(name) from None
-    cls = getattr(where, short, None) if where is not None and not short.startswith("_") else None
+    cls = getattr(where, short, None) if where is not None and (library or not short.startswith("_")) else None
     if not isinstance(cls, type) or not issubclass(cls, nn.Module) or cls.__module__ != module:
         raise NotPlain(name)
     return cls
@@ -159,12 +160,19 @@ def _plain(value: Any, depth: int = 0) -> Any:
     if isinstance(value, type) and getattr(value, "inert_global", ""):
         layer_class(value.inert_global)  # a layer class kept to build with (torchvision's ResNet's `_norm_layer`)
         return {"layer_class": value.inert_global}
+    from ..inert_pickle import Inert
+    state = value.fields.get("__state__") if isinstance(value, Inert) and value.inert_global == "functools.partial" \
+        else None
+    if isinstance(state, tuple) and len(state) == 4 and isinstance(state[0], type) and not state[3] and \
+            isinstance(state[1], tuple) and isinstance(state[2], (dict, type(None))) and depth < 4:
+        # functools.partial of a layer class or a function (torchvision's ViT keeps partial(nn.LayerNorm, eps=1e-6))
+        return {"partial": _plain(state[0], depth + 1), "args": [_plain(v, depth + 1) for v in state[1]],
+                "kwargs": {str(k): _plain(v, depth + 1) for k, v in (state[2] or {}).items()}}
     if isinstance(value, (list, tuple)) and depth < 4:
         items = [_plain(v, depth + 1) for v in value]
         return {"tuple": items} if isinstance(value, tuple) else items
     if isinstance(value, dict) and depth < 4 and all(isinstance(k, str) for k in value):  # timm's pretrained_cfg
         return {"dict": {k: _plain(v, depth + 1) for k, v in value.items()}}
-    from ..inert_pickle import Inert
     if isinstance(value, Inert) and len(value.args) == 1 and isinstance(value.args[0], (str, int)) and \
             not value.fields:
         enum_class(value.inert_global)  # a library's enum member (timm's Format.NCHW), pickled as (class, value)
@@ -202,6 +210,10 @@ def _unplain(value: Any) -> Any:
         return functional(value["function"])
     if isinstance(value, dict) and "layer_class" in value:
         return layer_class(value["layer_class"])
+    if isinstance(value, dict) and "partial" in value:
+        import functools
+        return functools.partial(_unplain(value["partial"]), *[_unplain(v) for v in value["args"]],
+                                 **{k: _unplain(v) for k, v in value["kwargs"].items()})
     if isinstance(value, dict) and "dict" in value:
         return {k: _unplain(v) for k, v in value["dict"].items()}
     if isinstance(value, dict) and "enum" in value:
