@@ -217,8 +217,8 @@ def own_architecture(module: Inert, state: dict[str, torch.Tensor]) -> dict[str,
             # widths and heads): the pickled tree of timm's modules, with the name's preprocessing
             from .models.torch_layers import describe, meta_for
             tree = describe(module)
-            if tree is None:
-                return None
+            if tree is None:  # a tree it cannot rebuild (a parametrization's classes): the name, as before, whose
+                return meta   # load then fits the file's tensors (pruning masks, weight norm) or says why not
             return {**{k: v for k, v in meta.items() if k not in ("arch", "model_args", "num_classes")},
                     **meta_for(tree)}
         return None
@@ -236,8 +236,8 @@ def own_architecture(module: Inert, state: dict[str, torch.Tensor]) -> dict[str,
 
 
 def _builds_the_same(arch: str, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> bool:
-    """Whether timm's `arch`, built with what `meta` says, has exactly the pickled state's names and shapes (built on
-    the meta device: no memory, no initialisation)."""
+    """Whether timm's `arch`, built with what `meta` says, takes the pickled state as a load would (its names and
+    shapes, pruning masks and weight norms put back; built on the meta device: no memory, no initialisation)."""
     import timm
     from .models.meta_build import built_for_shapes
     try:
@@ -246,8 +246,11 @@ def _builds_the_same(arch: str, meta: dict[str, Any], state: dict[str, torch.Ten
                                     in_chans=int(meta.get("in_chans", 3)), **dict(meta.get("model_args") or {}))
     except Exception:  # noqa: BLE001 - a constructor that refuses what the pickle says: not the same network
         return False
-    own = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    return own == {k: tuple(v.shape) for k, v in state.items()}
+    from .checkpoint import weights_fit
+    try:  # as loading fits them: pruning masks and weight norms put back on the layers
+        return weights_fit(net, state)
+    except Exception:  # noqa: BLE001 - tensors the fitting cannot take onto a meta-device build: the tree decides
+        return False
 
 
 def _head_rows(module: Inert, state: dict[str, torch.Tensor]) -> int | None:

@@ -359,6 +359,22 @@ def test_pickled_timm_model_built_or_pruned_otherwise_than_its_name_is_rebuilt_a
         assert torch.equal(harden.load(tmp_path / "out.safetensors").net(x), net(x))
 
 
+def test_pickled_timm_model_with_pruning_masks_keeps_its_name(tmp_path):
+    """torch.nn.utils.prune's masks on a pickled timm model (weight_orig and weight_mask in place of weight) are what
+    a load fits: its name still builds it, so it loads as that timm model, not as a rebuilt tree."""
+    import timm
+    from torch.nn.utils import prune
+    net = timm.create_model("resnet10t", num_classes=5).eval()
+    prune.l1_unstructured(net.fc, "weight", amount=0.5)
+    torch.save(net, tmp_path / "m.pt")
+    model = harden.load(tmp_path / "m.pt")
+    assert model.spec.arch == "resnet10t"
+    x = torch.rand(2, 3, 32, 32)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
+
+
 @pytest.mark.parametrize("build", [
     lambda tv: tv.models.DenseNet(growth_rate=4, block_config=(1, 1), num_init_features=8, bn_size=2, num_classes=5),
     lambda tv: tv.models.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8,
