@@ -521,7 +521,8 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
         input_size = (input_size, input_size)
     from .cuda_calls import cuda_calls
     from .models.pretrained_skipped import skipped
-    calls, fetched = cuda_calls(), len(skipped())
+    from .models.registry import CPU_ARGUMENTS
+    calls, fetched, on_cpu = cuda_calls(), len(skipped()), len(CPU_ARGUMENTS)
     state, meta = read_checkpoint(path, key)
     refuse_non_finite(state, path)
     from .formats import (NORMALISER_KEPT, normaliser_buffers, normaliser_consumed, normalises_itself,
@@ -732,6 +733,9 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     if not_fetched:
         model.load_notes.append(f"its constructor asks for pretrained weights ({', '.join(not_fetched[:3])}): not "
                                 "fetched, the checkpoint supplies every weight")
+    if len(CPU_ARGUMENTS) > on_cpu:
+        model.load_notes.append(f"built with {', '.join(sorted(set(CPU_ARGUMENTS[on_cpu:])))}: its constructor's "
+                                "default is the GPU, which this machine lacks (not kept in what harden writes)")
     if cuda_calls() > calls:
         model.load_notes.append("its code's own .cuda() calls left its tensors on the CPU (this machine has no CUDA; "
                                 "harden/cuda_calls.py)")

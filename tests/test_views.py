@@ -136,6 +136,26 @@ class CudaInside(TupleNet):  # published code that assumes a GPU: a tensor made 
         return logits + torch.zeros(1, device="cuda")
 
 
+class CudaDevice(TupleNet):  # research code's `device='cuda'` constructor argument, read in its forward
+    def __init__(self, num_classes=4, in_chans=3, device="cuda"):
+        super().__init__(num_classes, in_chans)
+        self.device = device
+
+    def forward(self, x):
+        logits, _ = super().forward(x)
+        return logits + torch.zeros(1, device=self.device)
+
+
+class UseCuda(TupleNet):  # or a switch that defaults to the GPU
+    def __init__(self, num_classes=4, in_chans=3, use_cuda=True):
+        super().__init__(num_classes, in_chans)
+        self.use_cuda = use_cuda
+
+    def forward(self, x):
+        logits, _ = super().forward(x)
+        return logits.cuda() if self.use_cuda else logits
+
+
 class CudaCalls(TupleNet):  # published code's .cuda() calls: in its constructor and its forward
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -499,6 +519,12 @@ def test_a_network_s_own_cuda_calls_stay_on_the_cpu_without_cuda(nets, tmp_path)
         "    def __init__(self, num_classes=4):\n        super().__init__()\n"
         "        self.fc = nn.Linear(3 * 16 * 16, num_classes)\n\n"
         "    def forward(self, x):\n        return self.fc((x - mu).view(x.size(0), -1))\n")
+    for name, arg in (("CudaDevice", "device='cpu'"), ("UseCuda", "use_cuda=False")):  # defaults to the GPU
+        model = harden.load(tmp_path / "cuda.pt", arch=f"{nets}:{name}", num_classes=4, input_size=16)
+        assert any(f"built with {arg}" in note for note in model.load_notes), model.load_notes
+        assert "device" not in model.spec.model_args and "use_cuda" not in model.spec.model_args
+        with torch.no_grad():
+            assert torch.allclose(model(x), plain(x))
     centred = harden.create_model(f"{tmp_path}/uses_utils.py:Centred", 4, 3, (16, 16))
     with torch.no_grad():
         assert torch.allclose(centred(x), centred.net.fc((x - 0.5).view(2, -1)))

@@ -289,6 +289,7 @@ def built(fn: Callable[..., Any], kwargs: dict[str, Any], model_args: dict[str, 
     first build's error. `text_too` False: the first build alone (the argument search, whose seeds name classes that
     must not build as text: `strides='Basic'` indexes its letters)."""
     from .pretrained_skipped import pretrained_not_fetched
+    kwargs = {**_on_this_machine(fn, {**kwargs, **model_args}), **kwargs}
     passed = as_passed(fn, model_args)
     try:
         with pretrained_not_fetched():  # a constructor's own download of weights the checkpoint supplies
@@ -318,6 +319,35 @@ def _required_not_given(fn: Callable[..., Any], kwargs: dict[str, Any]) -> list[
         return []
     return [p.name for p in params if p.default is p.empty and p.name not in kwargs
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+DEVICE_PARAMETERS = ("device", "dev")  # a constructor's device, where its default is the GPU: `device='cuda'`
+GPU_SWITCHES = ("cuda", "use_cuda", "gpu", "use_gpu", "on_gpu")  # or a switch, where its default is on
+
+
+def _on_this_machine(fn: Callable[..., Any], given: dict[str, Any]) -> dict[str, Any]:
+    """On a machine without CUDA, a constructor's device argument that defaults to the GPU (`def __init__(self, ...,
+    device='cuda')`, `use_cuda=True`, as research code writes them) given as the CPU: it could only raise there.
+    Nothing where CUDA is, or where the argument is given (--model-arg)."""
+    if torch.cuda.is_available():
+        return {}
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    out: dict[str, Any] = {}
+    for name, p in params.items():
+        if name in given or p.default is inspect.Parameter.empty:
+            continue
+        if name in DEVICE_PARAMETERS and str(p.default).startswith("cuda"):
+            out[name] = "cpu" if isinstance(p.default, str) else torch.device("cpu")
+        elif name in GPU_SWITCHES and p.default is True:
+            out[name] = False
+    CPU_ARGUMENTS.extend(f"{k}={v!r}" for k, v in out.items())
+    return out
+
+
+CPU_ARGUMENTS: list[str] = []  # what _on_this_machine gave, in this process (for the load notes)
 
 
 INIT_WEIGHTS_FACTORIES = ("googlenet", "inception_v3")  # torchvision's, whose init_weights=None warns and inits
