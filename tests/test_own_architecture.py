@@ -324,6 +324,21 @@ def test_pickled_timm_model_with_a_head_replaced_by_hand(tmp_path):
         assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
 
 
+def _rebuilt_as_pickled(net: nn.Module, tmp_path, **load_kw):
+    """`net` saved whole and loaded: rebuilt from its pickled tree of modules, it computes what `net` computes on 32-px
+    images, and what harden writes from it reloads the same."""
+    torch.save(net, tmp_path / "m.pt")
+    model = harden.load(tmp_path / "m.pt", **load_kw).eval()
+    assert "rebuilt from torch.nn's own layers" in model.load_notes[0]
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.net(x), net(x))
+    harden.save(model, tmp_path / "out.safetensors")
+    with torch.no_grad():
+        assert torch.equal(harden.load(tmp_path / "out.safetensors").net(x), net(x))
+    return model
+
+
 @pytest.mark.parametrize("change", ["depth", "pruned heads"])
 def test_pickled_timm_model_built_or_pruned_otherwise_than_its_name_is_rebuilt_as_pickled(tmp_path, change):
     """A timm ViT built with another depth than its name's (`create_model(..., depth=4)`), or pruned by torch-pruning
@@ -347,16 +362,8 @@ def test_pickled_timm_model_built_or_pruned_otherwise_than_its_name_is_rebuilt_a
             blk.attn.head_dim = blk.attn.qkv.out_features // (3 * blk.attn.num_heads)
             blk.attn.attn_dim = blk.attn.num_heads * blk.attn.head_dim
         assert net.blocks[0].attn.num_heads == 1 and net.cls_token.shape[-1] < 192
-    torch.save(net, tmp_path / "m.pt")
-    model = harden.load(tmp_path / "m.pt").eval()
+    model = _rebuilt_as_pickled(net, tmp_path)
     assert model.spec.num_classes == 5 and model.spec.input_size == (32, 32) and list(model.spec.mean) == [0.5] * 3
-    assert "rebuilt from torch.nn's own layers" in model.load_notes[0]
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(model.net(x), net(x))
-    harden.save(model, tmp_path / "out.safetensors")
-    with torch.no_grad():
-        assert torch.equal(harden.load(tmp_path / "out.safetensors").net(x), net(x))
 
 
 def test_pickled_timm_model_with_pruning_masks_keeps_its_name(tmp_path):
@@ -385,13 +392,8 @@ def test_pickled_torchvision_classes_no_factory_builds_are_rebuilt_as_pickled(tm
     ViT's `norm_layer = partial(nn.LayerNorm, eps=1e-6)` setting are rebuilt as pickled, exactly."""
     import torchvision
     torch.manual_seed(0)
-    net = build(torchvision).eval()
-    torch.save(net, tmp_path / "m.pt")
-    model = harden.load(tmp_path / "m.pt", input_size=32).eval()
+    model = _rebuilt_as_pickled(build(torchvision).eval(), tmp_path, input_size=32)
     assert model.spec.arch == "torch-layers" and model.spec.num_classes == 5
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(model.net(x), net(x))
 
 
 def test_pickled_torchvision_model_with_a_cifar_stem_is_rebuilt_as_pickled(tmp_path):
@@ -404,15 +406,8 @@ def test_pickled_torchvision_model_with_a_cifar_stem_is_rebuilt_as_pickled(tmp_p
     net = torchvision.models.resnet18(num_classes=10)
     net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     net.maxpool = nn.Identity()
-    torch.save(net.eval(), tmp_path / "m.pt")
-    model = harden.load(tmp_path / "m.pt").eval()
+    model = _rebuilt_as_pickled(net.eval(), tmp_path)
     assert model.spec.arch == "torch-layers" and model.spec.num_classes == 10
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(model.net(x), net(x))
-    harden.save(model, tmp_path / "out.safetensors")
-    with torch.no_grad():
-        assert torch.equal(harden.load(tmp_path / "out.safetensors").net(x), net(x))
 
 
 def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
