@@ -116,8 +116,33 @@ def read_torch(path: Path) -> Any:
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         if "invalid magic number" in str(e).lower():  # a whole plain pickle read as the legacy header: read inert
             raise PickleRefused(f"{str(path)!r} is a plain pickle, not torch's format.") from None
+        archive = zip_of_checkpoints(path)
+        if archive:
+            raise HardenError(f"{str(path)!r} is {archive}") from None
         raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).{cut_short(path)}"
                           ) from None
+
+
+CHECKPOINT_MEMBERS = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors", ".onnx", ".pt2", ".th", ".npz", ".h5")
+
+
+def zip_of_checkpoints(path: Path) -> str:
+    """Where a zip file is not torch's format but an archive holding checkpoint files (a download wrapped in a .zip):
+    what it is, with the members to extract; empty otherwise."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return ""
+    if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        return ""  # torch's own format, damaged some other way
+    found = [n for n in names if n.lower().endswith(CHECKPOINT_MEMBERS) and not n.endswith("/")]
+    if not found:
+        return ""
+    shown = ", ".join(found[:4]) + (f", ... ({len(found)} in all)" if len(found) > 4 else "")
+    return (f"a zip archive holding {shown}, not a checkpoint itself (torch's own zip format holds a data.pkl): extract "
+            f"it (unzip {path.name}) and give that file ({found[0]}).")
 
 
 def cut_short(path: Path) -> str:

@@ -642,3 +642,16 @@ def test_a_file_built_with_other_depths_says_the_counts(tmp_path):
     torch.save(timm.create_model("resnet34", num_classes=5).state_dict(), tmp_path / "r34.pt")
     with pytest.raises(HardenError, match=r"layer1 holds 3 \(0-2\) where the architecture's holds 2"):
         harden.load(tmp_path / "r34.pt", arch="resnet18")
+
+
+def test_a_zip_archive_holding_a_checkpoint_says_to_extract_it(digits_ckpt, tmp_path, cli):
+    """A download wrapped in a .zip (`model.zip` holding `weights/model.pt`) is a zip file as torch's format is: the
+    error says it is an archive and which file to extract, not torch's reader's internals."""
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "model.zip", "w") as z:
+        z.write(digits_ckpt, "weights/model.safetensors")
+        z.writestr("README.txt", "trained for 10 epochs")
+    code, out, err = cli("inspect", tmp_path / "model.zip")
+    said = " ".join(err.split())
+    assert code == 2 and "Traceback" not in err and "hasRecord" not in said, err
+    assert "is a zip archive holding weights/model.safetensors" in said and "unzip model.zip" in said
