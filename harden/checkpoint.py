@@ -168,6 +168,9 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     if path.suffix.lower() in SAFETENSORS_EXT:
         raise HardenError(f"{str(path)!r} is not a readable safetensors file (no valid header). It may be "
                           "truncated or corrupted; re-export it from the training run.")
+    archive = formats.archive_of_checkpoints(path)
+    if archive:  # a model.tar.gz (SageMaker's artifact), a tar or a gzipped checkpoint
+        raise HardenError(f"{str(path)!r} is {archive}")
     raise HardenError(f"{str(path)!r} is neither a safetensors file, a PyTorch checkpoint (zip or legacy pickle), a "
                       "torch.export program (.pt2) nor an ONNX model; harden reads those, whatever the file is called.")
 

@@ -123,6 +123,36 @@ def read_torch(path: Path) -> Any:
                           ) from None
 
 
+def archive_of_checkpoints(path: Path) -> str:
+    """Where a file is a tar archive (gzipped or not: SageMaker's model.tar.gz) holding checkpoint files, or a single
+    gzip-compressed file: what it is and how to get at the checkpoint; empty otherwise. A tar is listed only up to
+    its first checkpoint-like members (an error path: a large archive is not read through)."""
+    import gzip
+    import tarfile
+    try:
+        if tarfile.is_tarfile(path):
+            found: list[str] = []
+            with tarfile.open(path, "r:*") as tar:
+                for i, member in enumerate(tar):
+                    if member.isfile() and member.name.lower().endswith(CHECKPOINT_MEMBERS):
+                        found.append(member.name)
+                    if len(found) >= 4 or i >= 2000:
+                        break
+            if found:
+                return (f"a tar archive holding {', '.join(found)}, not a checkpoint itself: extract it (tar xf "
+                        f"{path.name}) and give that file ({found[0]}).")
+            return ""
+        with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                with gzip.open(path) as g:
+                    g.read(1)
+                inner = path.name[:-3] if path.name.lower().endswith(".gz") else "the file it holds"
+                return f"gzip-compressed, not a checkpoint itself: decompress it (gunzip -k {path.name}) and give {inner}."
+    except (OSError, EOFError, tarfile.TarError, ValueError):
+        return ""
+    return ""
+
+
 CHECKPOINT_MEMBERS = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors", ".onnx", ".pt2", ".th", ".npz", ".h5")
 
 

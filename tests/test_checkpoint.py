@@ -644,9 +644,10 @@ def test_a_file_built_with_other_depths_says_the_counts(tmp_path):
         harden.load(tmp_path / "r34.pt", arch="resnet18")
 
 
-def test_a_zip_archive_holding_a_checkpoint_says_to_extract_it(digits_ckpt, tmp_path, cli):
-    """A download wrapped in a .zip (`model.zip` holding `weights/model.pt`) is a zip file as torch's format is: the
-    error says it is an archive and which file to extract, not torch's reader's internals."""
+def test_an_archive_holding_a_checkpoint_says_to_extract_it(digits_ckpt, tmp_path, cli):
+    """A download wrapped in a .zip (`model.zip` holding `weights/model.safetensors`) is a zip file as torch's format
+    is: the error says it is an archive and which file to extract, not torch's reader's internals; so do a tar.gz
+    (SageMaker's model artifact) and a gzipped checkpoint."""
     import zipfile
     with zipfile.ZipFile(tmp_path / "model.zip", "w") as z:
         z.write(digits_ckpt, "weights/model.safetensors")
@@ -655,3 +656,14 @@ def test_a_zip_archive_holding_a_checkpoint_says_to_extract_it(digits_ckpt, tmp_
     said = " ".join(err.split())
     assert code == 2 and "Traceback" not in err and "hasRecord" not in said, err
     assert "is a zip archive holding weights/model.safetensors" in said and "unzip model.zip" in said
+    import gzip
+    import shutil
+    import tarfile
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:  # SageMaker's artifact
+        tar.add(digits_ckpt, "model.safetensors")
+    with open(digits_ckpt, "rb") as f, gzip.open(tmp_path / "model.safetensors.gz", "wb") as g:
+        shutil.copyfileobj(f, g)
+    for name, says in (("model.tar.gz", "is a tar archive holding model.safetensors"),
+                       ("model.safetensors.gz", "is gzip-compressed, not a checkpoint itself")):
+        code, out, err = cli("inspect", tmp_path / name)
+        assert code == 2 and says in " ".join(err.split()), err
