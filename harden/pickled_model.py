@@ -85,9 +85,12 @@ def _with_state_dicts(obj: Any, classes: list[str], depth: int = 0, architecture
         classes.append(_described(inner))
         state = module_state(inner)  # once: read by own_architecture, and the file's keys where nothing wraps it
         if architectures is not None:
+            from .formats import class_names
             from .models.zoo_attributes import pickled
             # its preprocessing as attributes (Cadene's pretrainedmodels'), below what its class says of itself
-            architectures.append(pickled(inner, own_architecture(inner, state)))
+            said = pickled(inner, own_architecture(inner, state))
+            names = class_names(inner.fields)  # the transfer-learning tutorials' `model.class_to_idx = ...`
+            architectures.append({**(said or {}), "label_names": names} if names else said)
         return state if inner is obj else module_state(obj)
     if depth >= 4:
         return obj

@@ -415,9 +415,11 @@ def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=1000)
     net.fc = nn.Linear(512, 6)  # fine-tuned the usual way: a new head of the same kind
+    net.class_to_idx = {name: i for i, name in enumerate("abcdef")}  # the transfer-learning tutorials keep it so
     torch.save(net.eval(), tmp_path / "m.pt")
     model = harden.load(tmp_path / "m.pt").eval()
     assert (model.spec.arch, model.spec.num_classes) == ("torchvision.models:resnet18", 6)
+    assert model.spec.extra["label_names"] == list("abcdef")
     assert model.spec.input_size == (224, 224) and model.config_sources["mean"].startswith("torchvision")
     assert "its architecture the torchvision.models:resnet18 it says it is" in model.load_notes[0]
     x = torch.rand(2, 3, 224, 224)
