@@ -624,10 +624,15 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
              + (", on one channel (it runs on no three-channel image)" if tried_chans else "")
              + " (pass --input-size" + (" and --in-chans" if tried_chans else "") + " to set it).")
         model = build()
-    if sources.get("mean") == "default" and sources.get("std") == "default":
-        from .models.zoo_attributes import built
-        said = built(model.net)  # a factory that sets pretrainedmodels' attributes on what it builds
-        if said:
+    if sources.get("mean") == "default" and sources.get("std") == "default" and not normalises_itself(model.net):
+        from .models.config import channel_statistics
+        from .models.zoo_attributes import built, timm_statistics
+        # a factory that sets pretrainedmodels' attributes on what it builds; else a network of one's own around a
+        # timm model (a guess, as a timm name's config is: the normalisation check measures it; a timm name itself
+        # has its config's rule, models/config.py, which a given size leaves out)
+        said = built(model.net) or (timm_statistics(model.net) if ":" in str(spec["arch"]) else None)
+        if said:  # RGB's statistics averaged for a grey network, as for a timm name's
+            said = {**said, **{k: channel_statistics(list(said[k]), int(spec["in_chans"])) for k in ("mean", "std")}}
             held.clear()  # the first resolution's "assuming mean 0, std 1" no longer holds
             meta = {**said, **meta}
             spec, sources = merged(meta, flags, path, state, normaliser, tried_size, tried_chans)

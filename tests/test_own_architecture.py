@@ -2274,12 +2274,16 @@ def test_a_constructor_that_fetches_pretrained_weights_builds_without_them(tmp_p
     torch.save({**{f"backbone.{k}": v for k, v in tm.state_dict().items()},
                 **{f"head.{k}": v for k, v in head.state_dict().items()}}, tmp_path / "timm.pt")
     x = torch.rand(2, 3, 32, 32)
-    for name, file, expected in (("Weights", "tv.pt", tv(x)), ("Pretrained", "tv.pt", tv(x)), ("Url", "tv.pt", tv(x)),
-                                 ("Timm", "timm.pt", head(tm(x)))):
+    for name, file, network in (("Weights", "tv.pt", tv), ("Pretrained", "tv.pt", tv), ("Url", "tv.pt", tv),
+                                ("Timm", "timm.pt", lambda z: head(tm(z)))):
         model = harden.load(tmp_path / file, arch=f"finetune.py:{name}")
         assert any("pretrained weights" in note and "not fetched" in note for note in model.load_notes), name
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
         with torch.no_grad():
-            assert torch.allclose(model(x), expected, atol=1e-5), name
+            assert torch.allclose(model(x), network((x - mean) / std), atol=1e-5), name
+    # the timm backbone's own statistics: the guess its name's checkpoint takes, which the normalisation check measures
+    assert model.config_sources["mean"].startswith("timm config (resnet18: the pretrained_cfg of its module backbone")
+    assert list(model.spec.mean) == list(tm.pretrained_cfg["mean"])
     assert not fetched
     torch.save({f"backbone.fc.{k}": v for k, v in tv.fc.state_dict().items()}, tmp_path / "head.pt")
     with pytest.raises(harden.HardenError, match="missing"):

@@ -777,10 +777,10 @@ def wrapped_for(net: torch.nn.Module, data: Any):
     dataset's transform did."""
     from ..models.config import SOURCES_KEY
     from ..models.registry import CHANNEL_ORDER, from_module
-    from ..models.zoo_attributes import built
+    from ..models.zoo_attributes import built, timm_statistics
     found = getattr(data, "from_dataset", None) or {}
     # a module that states its own input convention (Cadene's pretrainedmodels' attributes) where the data does not
-    said = None if found.get("normalize_undone") else built(net) or _timm_config_of(net)
+    said = None if found.get("normalize_undone") else built(net) or timm_statistics(net)
     from ..models.config import channel_statistics
     undone = found.get("normalize_undone") or (  # RGB's statistics averaged for a grey network, as a load does
         {k: channel_statistics(list(said[k]), int(data.in_chans)) for k in ("mean", "std")} if said else
@@ -799,20 +799,6 @@ def wrapped_for(net: torch.nn.Module, data: Any):
         wrapped.config_sources = {"mean": "default", "std": "default"}
     wrapped.plain_module = True  # its remedies are from_module's arguments, not the command line's flags
     return wrapped
-
-
-def _timm_config_of(net: torch.nn.Module) -> dict[str, Any] | None:
-    """A timm model's mean and std from its own `pretrained_cfg`, as a timm name's checkpoint takes them (a guess
-    the normalisation check then measures: models/config.py's "timm config" source), or None."""
-    from ..models.config import SOURCES_KEY
-    cfg = getattr(net, "pretrained_cfg", None)
-    if not type(net).__module__.startswith("timm.") or not isinstance(cfg, dict):
-        return None
-    mean, std = cfg.get("mean"), cfg.get("std")
-    if not (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and len(mean) == len(std)):
-        return None
-    where = f"timm config ({cfg.get('architecture') or type(net).__name__}: the module's pretrained_cfg)"
-    return {"mean": tuple(mean), "std": tuple(std), SOURCES_KEY: {"mean": where, "std": where}}
 
 
 def _size_of(model: Any, data: Any, info) -> None:

@@ -120,3 +120,21 @@ def package_settings(arch: str) -> tuple[dict[str, Any], str] | None:
     tag = "imagenet" if "imagenet" in entries else next(iter(entries))
     said = said_by(entries[tag]) if isinstance(entries[tag], dict) else None
     return (said, f"pretrainedmodels settings ({name}, {tag})") if said else None
+
+
+def timm_statistics(net: Any) -> dict[str, Any] | None:
+    """The mean and std of the timm model a network is or holds (its first module of timm's with a `pretrained_cfg`:
+    fine-tuning code wraps `timm.create_model(...)` as its backbone), as metadata with its source, "timm config ...":
+    the guess a timm name's checkpoint takes too, which the normalisation check measures. None where there is none."""
+    from .config import SOURCES_KEY
+    for name, m in net.named_modules():
+        cfg = getattr(m, "pretrained_cfg", None)
+        if not type(m).__module__.startswith("timm.") or not isinstance(cfg, dict):
+            continue
+        mean, std = cfg.get("mean"), cfg.get("std")
+        if not (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and len(mean) == len(std)):
+            return None
+        what = cfg.get("architecture") or type(m).__name__
+        where = f"timm config ({what}: the pretrained_cfg of {'the module' if not name else f'its module {name}'})"
+        return {"mean": tuple(mean), "std": tuple(std), SOURCES_KEY: {"mean": where, "std": where}}
+    return None
