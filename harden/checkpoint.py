@@ -449,6 +449,40 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     return _unsaid_warned(model, path)
 
 
+def _habits_so_far() -> tuple[int, int, int]:
+    """How many of published code's habits harden has met in this process so far (`.cuda()` calls kept on the CPU,
+    pretrained weights not fetched, GPU-default arguments given as the CPU), for _habits_said after a load."""
+    from .cuda_calls import cuda_calls
+    from .models.pretrained_skipped import skipped
+    from .models.registry import CPU_ARGUMENTS
+    return cuda_calls(), len(skipped()), len(CPU_ARGUMENTS)
+
+
+def _habits_said(net: torch.nn.Module, before: tuple[int, int, int]) -> list[str]:
+    """The load notes for what harden did about the code's habits since `before` (_habits_so_far), and for a
+    network fed flattened images."""
+    from .cuda_calls import cuda_calls
+    from .models.pretrained_skipped import skipped
+    from .models.registry import CPU_ARGUMENTS
+    from .outputs import takes_flattened_images
+    calls, fetched, on_cpu = before
+    notes = []
+    if takes_flattened_images(net):
+        notes.append("its forward takes each image as one row of values (its training code flattened them: "
+                     "data.view(data.size(0), -1)); harden flattens the images before it")
+    not_fetched = sorted(set(skipped()[fetched:]))
+    if not_fetched:
+        notes.append(f"its constructor asks for pretrained weights ({', '.join(not_fetched[:3])}): not fetched, the "
+                     "checkpoint supplies every weight")
+    if len(CPU_ARGUMENTS) > on_cpu:
+        notes.append(f"built with {', '.join(sorted(set(CPU_ARGUMENTS[on_cpu:])))}: its constructor's default is the "
+                     "GPU, which this machine lacks (not kept in what harden writes)")
+    if cuda_calls() > calls:
+        notes.append("its code's own .cuda() calls left its tensors on the CPU (this machine has no CUDA; "
+                     "harden/cuda_calls.py)")
+    return notes
+
+
 def _first_cause(error: Exception) -> str:
     """The network's own words in a DoesNotRun ("... cannot run on a batch of ... (its words). Where ...")."""
     import re
@@ -522,10 +556,7 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     path = Path(local(path, "model"))
     if isinstance(input_size, int) and not isinstance(input_size, bool):  # 224: a square, as the CLI's --input-size
         input_size = (input_size, input_size)
-    from .cuda_calls import cuda_calls
-    from .models.pretrained_skipped import skipped
-    from .models.registry import CPU_ARGUMENTS
-    calls, fetched, on_cpu = cuda_calls(), len(skipped()), len(CPU_ARGUMENTS)
+    habits = _habits_so_far()
     state, meta = read_checkpoint(path, key)
     refuse_non_finite(state, path)
     from .formats import (NORMALISER_KEPT, normaliser_buffers, normaliser_consumed, normalises_itself,
@@ -733,20 +764,7 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     if meta.get(SCRIPTED_CLASS):
         model.load_notes.insert(0, f"read the weights of a TorchScript archive of a {meta[SCRIPTED_CLASS]} as data (its "
                                    f"code did not run); the architecture is {spec['arch']}")
-    from .outputs import takes_flattened_images
-    if takes_flattened_images(model.net):
-        model.load_notes.append("its forward takes each image as one row of values (its training code flattened them: "
-                                "data.view(data.size(0), -1)); harden flattens the images before it")
-    not_fetched = sorted(set(skipped()[fetched:]))
-    if not_fetched:
-        model.load_notes.append(f"its constructor asks for pretrained weights ({', '.join(not_fetched[:3])}): not "
-                                "fetched, the checkpoint supplies every weight")
-    if len(CPU_ARGUMENTS) > on_cpu:
-        model.load_notes.append(f"built with {', '.join(sorted(set(CPU_ARGUMENTS[on_cpu:])))}: its constructor's "
-                                "default is the GPU, which this machine lacks (not kept in what harden writes)")
-    if cuda_calls() > calls:
-        model.load_notes.append("its code's own .cuda() calls left its tensors on the CPU (this machine has no CUDA; "
-                                "harden/cuda_calls.py)")
+    model.load_notes += _habits_said(model.net, habits)
     if model.patch is not None:
         load_state_strict(model.patch, patch_state, path, what="recipe modules")
     elif patch_state:
