@@ -116,63 +116,55 @@ def read_torch(path: Path) -> Any:
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         if "invalid magic number" in str(e).lower():  # a whole plain pickle read as the legacy header: read inert
             raise PickleRefused(f"{str(path)!r} is a plain pickle, not torch's format.") from None
-        archive = zip_of_checkpoints(path)
+        archive = archive_of_checkpoints(path)
         if archive:
             raise HardenError(f"{str(path)!r} is {archive}") from None
         raise HardenError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(e)[:200]}).{cut_short(path)}"
                           ) from None
 
 
+CHECKPOINT_MEMBERS = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors", ".onnx", ".pt2", ".th", ".npz", ".h5")
+
+
 def archive_of_checkpoints(path: Path) -> str:
-    """Where a file is a tar archive (gzipped or not: SageMaker's model.tar.gz) holding checkpoint files, or a single
-    gzip-compressed file: what it is and how to get at the checkpoint; empty otherwise. A tar is listed only up to
-    its first checkpoint-like members (an error path: a large archive is not read through)."""
+    """Where a file is an archive holding checkpoint files (a download's .zip that is not torch's own zip format, a
+    tar gzipped or not: SageMaker's model.tar.gz), or one gzip-compressed file: what it is and how to get at the
+    checkpoint; empty otherwise. Members are listed only up to the first four checkpoint-like ones (an error path: a
+    large archive is not read through)."""
     import gzip
     import tarfile
+    import zipfile
+    found: list[str] = []
     try:
-        if tarfile.is_tarfile(path):
-            found: list[str] = []
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+            if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+                return ""  # torch's own format, damaged some other way
+            kind, extract = "zip archive", f"unzip {path.name}"
+            found = [n for n in names if n.lower().endswith(CHECKPOINT_MEMBERS)]
+        elif tarfile.is_tarfile(path):
+            kind, extract = "tar archive", f"tar xf {path.name}"
             with tarfile.open(path, "r:*") as tar:
                 for i, member in enumerate(tar):
                     if member.isfile() and member.name.lower().endswith(CHECKPOINT_MEMBERS):
                         found.append(member.name)
-                    if len(found) >= 4 or i >= 2000:
+                    if len(found) > 4 or i >= 2000:
                         break
-            if found:
-                return (f"a tar archive holding {', '.join(found)}, not a checkpoint itself: extract it (tar xf "
-                        f"{path.name}) and give that file ({found[0]}).")
-            return ""
-        with open(path, "rb") as f:
-            if f.read(2) == b"\x1f\x8b":
-                with gzip.open(path) as g:
-                    g.read(1)
-                inner = path.name[:-3] if path.name.lower().endswith(".gz") else "the file it holds"
-                return f"gzip-compressed, not a checkpoint itself: decompress it (gunzip -k {path.name}) and give {inner}."
-    except (OSError, EOFError, tarfile.TarError, ValueError):
+        else:
+            with open(path, "rb") as f:
+                if f.read(2) != b"\x1f\x8b":
+                    return ""
+            with gzip.open(path) as g:
+                g.read(1)
+            inner = path.name[:-3] if path.name.lower().endswith(".gz") else "the file it holds"
+            return f"gzip-compressed, not a checkpoint itself: decompress it (gunzip -k {path.name}) and give {inner}."
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, ValueError):
         return ""
-    return ""
-
-
-CHECKPOINT_MEMBERS = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors", ".onnx", ".pt2", ".th", ".npz", ".h5")
-
-
-def zip_of_checkpoints(path: Path) -> str:
-    """Where a zip file is not torch's format but an archive holding checkpoint files (a download wrapped in a .zip):
-    what it is, with the members to extract; empty otherwise."""
-    import zipfile
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return ""
-    if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
-        return ""  # torch's own format, damaged some other way
-    found = [n for n in names if n.lower().endswith(CHECKPOINT_MEMBERS) and not n.endswith("/")]
     if not found:
         return ""
-    shown = ", ".join(found[:4]) + (f", ... ({len(found)} in all)" if len(found) > 4 else "")
-    return (f"a zip archive holding {shown}, not a checkpoint itself (torch's own zip format holds a data.pkl): extract "
-            f"it (unzip {path.name}) and give that file ({found[0]}).")
+    shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+    return f"a {kind} holding {shown}, not a checkpoint itself: extract it ({extract}) and give that file ({found[0]})."
 
 
 def cut_short(path: Path) -> str:
