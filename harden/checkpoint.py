@@ -655,7 +655,9 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
              + (", on one channel (it runs on no three-channel image)" if tried_chans else "")
              + " (pass --input-size" + (" and --in-chans" if tried_chans else "") + " to set it).")
         model = build()
-    if sources.get("mean") == "default" and sources.get("std") == "default" and not normalises_itself(model.net):
+    assumed = sources.get("mean") == "default" and sources.get("std") == "default"
+    itself = normalises_itself(model.net) if assumed else None  # its own buffers or layer, read once for both below
+    if assumed and not itself:
         from .models.config import channel_statistics
         from .models.zoo_attributes import built, timm_statistics
         # a factory that sets pretrainedmodels' attributes on what it builds; else a network of one's own around a
@@ -673,7 +675,7 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
             normaliser_consumed(normaliser[2], model.net.state_dict()):
         inside = f"its buffers {normaliser[2][0]}"  # the file's buffers are the architecture's own
     elif sources.get("mean") == "default" and sources.get("std") == "default":
-        inside = normalises_itself(model.net)  # buffers the file lacks (formats.fit_keys keeps them), or a layer
+        inside = itself  # buffers the file lacks (formats.fit_keys keeps them), or a layer (the network unchanged since)
     if inside:
         # its input is pixels, said so (the preprocessing warning asked for --mean/--std, which normalise twice)
         spec, sources = merged(meta, flags, path, state, tried_size=tried_size, tried_chans=tried_chans,
