@@ -478,9 +478,14 @@ def _habits_said(net: torch.nn.Module, before: tuple[int, int, int]) -> list[str
         notes.append(f"built with {', '.join(sorted(set(CPU_ARGUMENTS[on_cpu:])))}: its constructor's default is the "
                      "GPU, which this machine lacks (not kept in what harden writes)")
     if cuda_calls() > calls:
-        notes.append("its code's own .cuda() calls left its tensors on the CPU (this machine has no CUDA; "
-                     "harden/cuda_calls.py)")
+        notes.append("its code's own moves to the GPU (.cuda(), device='cuda', .to('cuda')) were kept where its input "
+                     f"is, the {_device_of(net)} (harden/cuda_calls.py)")
     return notes
+
+
+def _device_of(net: torch.nn.Module) -> str:
+    p = next(net.parameters(), None)
+    return "CPU" if p is None or p.device.type == "cpu" else str(p.device)
 
 
 def _first_cause(error: Exception) -> str:

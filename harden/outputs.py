@@ -276,7 +276,10 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
     output is the scores as they are)."""
     was = net.training
     net.eval()
+    from .cuda_calls import keep_forward_on, keeps_forward_on, names_cuda
     from .models.registry import weights_dtype
+    if register and not torch.cuda.is_available() and not keeps_forward_on(net) and names_cuda(net):
+        keep_forward_on(net)  # a branch the probe does not take may name the GPU too (a training-time noise)
     p = next(net.parameters(), None)
     x = torch.zeros(2, in_chans, *input_size, device=p.device if p is not None else "cpu", dtype=weights_dtype(net))
     layer_outputs: list[torch.Tensor] = []  # what each layer with weights returned, for a sigmoid after the last
@@ -299,12 +302,24 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
                 h.remove()
             return attach_scores(net, num_classes, in_chans, input_size, key, register)
         on_gpu = any(w in first.lower() for w in ("cuda", "nvidia"))
+        if on_gpu and register and not keeps_forward_on(net):
+            keep_forward_on(net)  # its forward's own device='cuda' / .to('cuda'), run where its input is
+            net.train(was)
+            for h in handles:
+                h.remove()
+            try:
+                return attach_scores(net, num_classes, in_chans, input_size, key, register)
+            except DoesNotRun as again:
+                if not any(w in again.cause.lower() for w in ("cuda", "nvidia")):
+                    raise  # past its GPU habit, the network fails for another reason: that one is said
+                first = again.cause  # something else of CUDA's (torch.cuda.current_device())
         alone = not on_gpu and runs_alone(net, x[:1])
         called = None if on_gpu or alone else forward_wants(net, x, first)
         if called is None and not on_gpu and not alone and not register and runs_flattened(net, x):
             called = FLATTEN_IT  # a caller's own module, which harden leaves as it is
-        why = ("Its forward moves tensors to a GPU itself (device='cuda', .to('cuda'); its .cuda() calls stay on the "
-               "CPU here), which this machine lacks: make it use the input's device (.to(x.device))." if on_gpu
+        why = ("Its forward uses a GPU itself, which this machine lacks (its device='cuda', .to('cuda') and .cuda() "
+               "calls are kept on the input's device, but not this one, e.g. torch.cuda.current_device()): make it "
+               "use the input's device (x.device)." if on_gpu
                else ONE_AT_A_TIME if alone else called or "Where that is a shape mismatch, check --input-size and "
                "--in-chans: a plain state dict does not say them.")
         raise DoesNotRun(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "

@@ -288,18 +288,19 @@ def built(fn: Callable[..., Any], kwargs: dict[str, Any], model_args: dict[str, 
     text as given (a constructor that looks its block up by name, `{'BasicBlock': BasicBlock}[block]`), else the
     first build's error. `text_too` False: the first build alone (the argument search, whose seeds name classes that
     must not build as text: `strides='Basic'` indexes its letters)."""
+    from ..cuda_calls import gpu_moves_on_cpu
     from .pretrained_skipped import pretrained_not_fetched
     kwargs = {**_on_this_machine(fn, {**kwargs, **model_args}), **kwargs}
     passed = as_passed(fn, model_args)
-    try:
-        with pretrained_not_fetched():  # a constructor's own download of weights the checkpoint supplies
+    try:  # a constructor's own download of weights the checkpoint supplies; its own device='cuda' on a CPU machine
+        with pretrained_not_fetched(), gpu_moves_on_cpu():
             return fn(**{**kwargs, **passed})
     except Exception as first:
         text = as_passed(fn, model_args, names=False)
         if not text_too or all(passed[k] is text[k] for k in passed):
             raise
         try:
-            with pretrained_not_fetched():
+            with pretrained_not_fetched(), gpu_moves_on_cpu():
                 return fn(**{**kwargs, **text})
         except Exception:  # noqa: BLE001 - the first build's error is the one to say
             raise first from None
@@ -392,9 +393,14 @@ def _import_callable(arch: str, what: str = "Architecture", flag: str = "--arch"
     work; its repository's root (or a loose file's folder, as `python file.py` has it) on sys.path, so its absolute
     imports of sibling modules work; a dotted name from the current folder too, as `python -m` finds it. `what` and
     `flag` name it in errors (data made by code: data/dataset_objects.py); `need_callable` False: any attribute."""
-    mod_name, _, fn_name = arch.rpartition(":")
-    from ..cuda_calls import keep_cuda_calls_on_cpu
+    from ..cuda_calls import gpu_moves_on_cpu, keep_cuda_calls_on_cpu
     keep_cuda_calls_on_cpu()  # published code's own .cuda() calls, on a machine without CUDA (cuda_calls.py)
+    with gpu_moves_on_cpu():  # and its module-level device='cuda' / .to('cuda')
+        return _imported_callable(arch, what, flag, need_callable)
+
+
+def _imported_callable(arch: str, what: str, flag: str, need_callable: bool) -> Any:
+    mod_name, _, fn_name = arch.rpartition(":")
     if mod_name == MAIN:
         raise HardenError(f"{what} {arch!r} was defined in the script that wrote the checkpoint (its __main__), which "
                           f"no other program can import: give {flag} path/to/file.py:{fn_name} (or "
