@@ -1119,6 +1119,32 @@ def test_unreadable_file_stops_with_its_name_or_is_skipped_and_counted(tmp_path,
     assert rep["data_details"]["skipped_unreadable"] == 1 and rep["n"] == 6
 
 
+def test_what_an_unreadable_file_is_is_said_and_the_report_names_the_skipped(tmp_path, cli):
+    """Real folders hold files with an image's name that are something else: a repository cloned without `git lfs
+    pull` (pointers), a download that saved a web page or nothing. The error says what the file is, not Pillow's
+    `cannot identify image file <_io.BytesIO object at 0x...>`; a report that skipped files names them with why."""
+    make_tree(tmp_path / "d", ["c0", "c1"], 4, splits=("",), sizes=(20, 30))
+    (tmp_path / "d" / "c0" / "a_pointer.jpg").write_text("version https://git-lfs.github.com/spec/v1\n"
+                                                         "oid sha256:4d7a2146\nsize 18211\n")
+    (tmp_path / "d" / "c1" / "b_page.jpg").write_text("<!DOCTYPE html>\n<html><body>403 Forbidden</body></html>")
+    (tmp_path / "d" / "c1" / "c_empty.png").write_bytes(b"")
+    ckpt = tmp_path / "m.safetensors"
+    harden.save(small_cnn(num_classes=2), ckpt)
+    args = ("eval", ckpt, "--data", tmp_path / "d", "--attack", "fgsm", "--no-metrics", "--no-masking-checks",
+            "--workers", "0", "-q")
+    code, out, err = cli(*args)
+    assert code == 2 and "Git LFS pointer" in err and "git lfs pull" in err and "BytesIO" not in err, err
+    code, out, err = cli(*args, "--skip-unreadable", "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md")
+    assert code == 0, err
+    details = json.loads((tmp_path / "r.json").read_text())["data_details"]
+    assert details["skipped_unreadable"] == 3
+    said = " ".join(details["skipped_files"])
+    assert "a_pointer.jpg: a Git LFS pointer" in said and "b_page.jpg: an HTML page" in said, said
+    assert "c_empty.png: the file is empty" in said, said
+    md = (tmp_path / "r.md").read_text()
+    assert "3 unreadable file(s) skipped (" in md and "1 more, named in the JSON" in md, md
+
+
 def test_a_200_megapixel_phone_photo_opens_and_the_larger_limit_holds(tmp_path):
     """Pillow's own limit (179M pixels; a bare warning above 89M) would refuse phones' 200-megapixel photos as
     decompression bombs; harden's reading takes them silently and still refuses beyond LARGEST_IMAGE_PIXELS."""

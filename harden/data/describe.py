@@ -83,15 +83,18 @@ def _files(data, sample: int) -> str:
     idx = stratified_sample(listing.labels, min(sample, len(listing)), 0)
     listing.prepare(idx)
     formats, modes, sides, bad, oriented = Counter(), Counter(), [], [], 0
+    from .loader import why_unreadable
     for i in idx:
+        data = None
         try:
-            with Image.open(io.BytesIO(listing.read_bytes(int(i)))) as im:
+            data = listing.read_bytes(int(i))
+            with Image.open(io.BytesIO(data)) as im:
                 formats[im.format or "?"] += 1
                 modes[im.mode] += 1
                 sides.append((im.width, im.height))
                 oriented += exif_orientation(im) != 1
         except Exception as e:  # noqa: BLE001 - PIL's errors for a bad file: named, as a run would name them
-            bad.append(f"{listing.location(int(i))} ({type(e).__name__})")
+            bad.append(f"{listing.location(int(i))} ({why_unreadable(data, e)})")
     parts = []
     if sides:
         w = sorted(s[0] for s in sides)

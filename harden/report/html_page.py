@@ -306,7 +306,11 @@ def data_note(report) -> str:
     if ASKED in str(d.get("classes", "")):  # numbered class folders, read as the model was found to read them
         parts.append(f"classes: {d['classes']}")
     if d.get("pixels") and d.get("skipped_unreadable"):
-        parts.append(f"{d['skipped_unreadable']} unreadable file(s) skipped")
+        named = d.get("skipped_files") or []
+        more = d["skipped_unreadable"] - min(len(named), 2)
+        parts.append(f"{d['skipped_unreadable']} unreadable file(s) skipped"
+                     + (f" ({'; '.join(named[:2])}" + (f"; {more} more{', named in the JSON' if len(named) > 2 else ''}"
+                                                       if more > 0 else "") + ")" if named else ""))
     if d.get("pixels") and d.get("exif_oriented"):
         parts.append(d["exif_oriented"])
     return "; ".join(parts)

@@ -51,6 +51,9 @@ class AttackSet(list):
     left_out: tuple[str, ...] = ()
 
 
+SKIPPED_NAMED = 20  # unreadable files the report names (each with why), of those it skipped
+
+
 def attack_set(specs: Sequence[str | Attack] | None, input_size, eps: float | None = None) -> AttackSet:
     """Attack objects for these specs (names, presets with options, or Attack objects), or with None the default set
     for the model's input size and a note of what it leaves out (attacks.default_attacks)."""
@@ -210,6 +213,8 @@ def _evaluate(model: nn.Module, data: Data, *, attacks, n, eps, eps_l2, max_l0, 
         details["pixels"] = (f"budgets in [0, 1] pixels after the model's transform: {data.preprocess.describe()}"
                              + (f" ({data.size_note})" if data.size_note else ""))
         details["skipped_unreadable"] = len(data.skipped) - skipped_before
+        if details["skipped_unreadable"]:  # which, and why (an LFS pointer, an empty file): the first few
+            details["skipped_files"] = data.skipped[skipped_before:skipped_before + SKIPPED_NAMED]
         details.pop("exif_oriented", None)  # the report's own images, not every read of the run
         if data.oriented["n"] > oriented_before:
             details["exif_oriented"] = data.oriented_note(data.oriented["n"] - oriented_before)
