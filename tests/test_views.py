@@ -48,6 +48,29 @@ class FlatMLP(nn.Module):  # MNIST tutorials' MLP: its training loop flattened t
         return F.log_softmax(self.fc2(F.relu(self.fc1(x))), dim=1)
 
 
+class ChannelsLast(nn.Module):  # ported from TensorFlow: takes N x H x W x C and transposes it itself
+    def __init__(self, num_classes=4, in_chans=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x.permute(0, 3, 1, 2))), 2)
+        return self.fc(x.permute(0, 2, 3, 1).reshape(x.size(0), -1))
+
+
+class ChannelsLastWide(ChannelsLast):  # the same at 16 high and 12 wide: a transposition would not fit its layer
+    def __init__(self, num_classes=4, in_chans=3):
+        super().__init__(num_classes, in_chans)
+        self.fc = nn.Linear(8 * 8 * 6, num_classes)
+
+
+class ChannelsLastMnist(ChannelsLast):  # at MNIST's 28 pixels, which its file does not say
+    def __init__(self, num_classes=4, in_chans=3):
+        super().__init__(num_classes, in_chans)
+        self.fc = nn.Linear(8 * 14 * 14, num_classes)
+
+
 class DictInput(LeNetView):  # Lightning-style code: forward(batch) reads the images from the batch dict
     def forward(self, batch):
         return super().forward(batch["image"])
@@ -264,7 +287,7 @@ def _data(chans: int) -> ImageData:
 
 
 @pytest.mark.parametrize("fn,chans", [("LeNetView", 1), ("sequential", 3), ("TupleNet", 3), ("all_conv", 1),
-                                     ("FlatMLP", 1)])
+                                     ("FlatMLP", 1), ("ChannelsLast", 3)])
 def test_view_models_through_every_command(nets, fn, chans, tmp_path):
     data = _data(chans)
     base = harden.create_model(f"{nets}:{fn}", 4, chans, (16, 16), (0.3,), (0.3,))
@@ -274,7 +297,7 @@ def test_view_models_through_every_command(nets, fn, chans, tmp_path):
                              masking_checks=False, device="cpu")
     assert 0.0 <= report.clean_accuracy <= 1.0 and len(report.attacks) == 4
     for recipe, sets in RECIPE_SETS.items():
-        if recipe == "gda-brelu" and fn in ("LeNetView", "TupleNet", "FlatMLP"):
+        if recipe == "gda-brelu" and fn in ("LeNetView", "TupleNet", "FlatMLP", "ChannelsLast"):
             sets = ["brelu=false"]  # F.relu cannot be swapped for a bounded ReLU (gda-brelu says so and refuses)
         if recipe == "fixer" and fn == "FlatMLP":  # the fixer's denoisers sit at a convolutional network's taps
             with pytest.raises(harden.HardenError, match="exposes no taps"):
@@ -326,6 +349,26 @@ def test_a_network_fed_flattened_images_by_its_training_code(nets, tmp_path):
     from harden.models.registry import from_module
     with pytest.raises(harden.HardenError, match=r"flattened them\): give nn.Sequential\(nn.Flatten\(\), model\)"):
         from_module(net, input_size=16, in_chans=1)
+
+
+def test_a_network_ported_from_tensorflow_takes_its_images_channels_last(nets, tmp_path):
+    """A network that takes N x H x W x C and transposes it itself (`x.permute(0, 3, 1, 2)`, as code ported from
+    TensorFlow or JAX writes it), from a plain state dict at an unsaid size and at a non-square one: harden gives its
+    images so, said in the load notes; a caller's own module is left as it is, the error saying how to give it."""
+    from harden.models.registry import _build_net, ModelSpec
+    torch.manual_seed(0)
+    for fn, size in (("ChannelsLastMnist", None), ("ChannelsLastWide", (16, 12))):
+        net = _build_net(ModelSpec(arch=f"{nets}:{fn}", num_classes=4, in_chans=3)).eval()
+        torch.save(net.state_dict(), tmp_path / "nhwc.pt")
+        model = harden.load(tmp_path / "nhwc.pt", arch=f"{nets}:{fn}", num_classes=4, input_size=size)
+        assert tuple(model.spec.input_size) == (size or (28, 28)), model.spec.input_size
+        assert any("channels-last" in note for note in model.load_notes), model.load_notes
+        x = torch.rand(3, 3, *(size or (28, 28)))
+        with torch.no_grad():
+            assert torch.allclose(model(x), net(x.permute(0, 2, 3, 1)), atol=1e-6)
+    from harden.models.registry import from_module
+    with pytest.raises(harden.HardenError, match=r"channels-last .*\(x\.permute\(0, 2, 3, 1\)\)"):
+        from_module(net, input_size=(16, 12), in_chans=3)
 
 
 def test_a_network_that_cannot_take_one_image_still_loads(nets):
