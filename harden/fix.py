@@ -430,11 +430,21 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
         with compiled(m, compile), training_through_rounding(rounding), trained_as_log_probabilities(m, probabilities):
             return rcp.train(m, d, config["params"], c, device,
                              **({"unlabeled": pseudo.data} if pseudo is not None else {}))
+    def report_kw(on: Classifier) -> tuple[dict[str, Any], list[str]]:
+        """evaluate's settings for the fix's reports (of `on`: its input size), and the notes on what was set."""
+        specs, budgets, set_notes = report_attacks(config, attacks, on.spec.input_size)
+        budgets.update({k: v for k, v in (("eps_l2", eps_l2), ("max_l0", max_l0)) if v is not None})
+        return dict(attacks=specs, n=report_n, device=device, seed=seed, masking_checks=masking_checks, curve=curve,
+                    curve_cascades=curve_cascades, attack_amp=attack_amp, compile=compile, bpda=bpda,
+                    **budgets), set_notes
     epoch_plan = None
     if budget_s is not None:
         from .fix_budget import epochs_in_budget
+
+        def base_report(k: int) -> None:  # timed before training: the report's share of the budget
+            evaluate(base_model, ds, model_name=base_name, metrics=metrics, **{**report_kw(base_model)[0], "n": k})
         epoch_plan = epochs_in_budget(budget_s, started, train_cfg, train_ds, model, trained, report, state,
-                                       dict(seed=seed, amp=amp, sync_bn=sync_bn))
+                                       dict(seed=seed, amp=amp, sync_bn=sync_bn), base_report, ds.n_test)
         train_cfg.update(epochs=epoch_plan.epochs, extend=0.0)
         model.spec.extra["time_budget"] = {"training": epoch_plan.summary()}
     model.spec.extra["recipe_train"] = dict(train_cfg)  # as run: "auto" epochs, batch and augmentation resolved
@@ -465,11 +475,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
                     history=result.history, base_sha256=base_sha, train_input_seconds=result.input_seconds)
     model.spec.extra["train_seconds"] = round(result.seconds, 2)
     if report:
-        attacks, budgets, set_notes = report_attacks(config, attacks, model.spec.input_size)
-        budgets.update({k: v for k, v in (("eps_l2", eps_l2), ("max_l0", max_l0)) if v is not None})
-        kw = dict(attacks=attacks, n=report_n, device=device, seed=seed, masking_checks=masking_checks,
-                  curve=curve, curve_cascades=curve_cascades, attack_amp=attack_amp, compile=compile, bpda=bpda,
-                  state=state.reports if state is not None else None, **budgets)
+        kw, set_notes = report_kw(model)
+        kw["state"] = state.reports if state is not None else None
         fixed_name = f"{base_name} + {config['name']}"
 
         def reports_on(k: int | None) -> dict[str, Report]:

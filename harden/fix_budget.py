@@ -10,9 +10,15 @@ epoch on a 2-core CPU): training ends at an epoch's end where another would run 
 so that the report keeps its time. Adding epochs while validation still rises (`extend`) is off under a budget: it
 would outlast the plan.
 
-Report: the three reports (base white-box, hardened white-box, transfer) take as many of --num-images as fit in what
-the training left, calibrated as `eval --time-budget` calibrates (report/budget.py). Where fewer than its minimum fit,
-the minimum runs anyway and the overrun is said: the trained weights are not thrown away for a report.
+Report: before any training, the base's white-box report is timed on a few images (REPORT_PROBE): the three reports
+of the report's minimum (MIN_USEFUL_IMAGES) are planned at REPORTS_PER_FIX times that, and training's share is what
+the budget leaves beside them (at most TRAIN_SHARE). A budget that cannot hold them and one epoch is refused then,
+with the budget that would: a 224-px ResNet-18 on a 2-core CPU, whose report on 20 images takes many minutes, was
+given a 6-minute budget, trained for four of them and then overran it several times over. After training, the three
+reports (base white-box, hardened white-box, transfer) take as many of --num-images as fit in what the training left,
+calibrated as `eval --time-budget` calibrates (report/budget.py). Where fewer than its minimum fit (the timing before
+training was short of the reports' cost), the minimum runs anyway and the overrun is said: the trained weights are not
+thrown away for a report.
 """
 from __future__ import annotations
 
@@ -31,6 +37,10 @@ TRAIN_SHARE = 0.6  # of the time left after calibration, training's; the report'
 # noisy as this machine's +/-15%
 CALIBRATION_BATCHES = (1, 20)
 CALIBRATION_SHARE = 0.25  # at most this share of training's time is spent timing it (later timings are skipped)
+REPORT_PROBE = 8  # images the base's report is timed on before training
+# the fix's three reports against the base's white-box one: the hardened model's attacks run longer (its images stay
+# robust, so early stopping spares fewer steps) and the transfer report's shorter (no masking checks): a middle figure
+REPORTS_PER_FIX = 3
 
 
 @dataclass
@@ -66,10 +76,36 @@ def budget_seconds(time_budget: str | float | None) -> float | None:
     return s
 
 
+def report_minimum(budget_s: float, started: float, n_test: int, base_report: Callable[[int], Any]) -> float:
+    """The seconds the fix's reports on MIN_USEFUL_IMAGES images are expected to take, from `base_report(k)` (the
+    base's white-box report on k images) timed on REPORT_PROBE of them, its fixed costs counted per image (an upper
+    end for them). A budget that this alone overruns is refused here, before any training."""
+    from . import distributed
+    from .runtime import held_warnings, quieted
+    k = max(1, min(REPORT_PROBE, n_test))
+    t0 = time.perf_counter()
+    with quieted(), held_warnings():  # a timing's bars and warnings are not the run's (the real report says them)
+        base_report(k)  # under torchrun every process takes its part (the report's attacks are collective)
+    took = time.perf_counter() - t0
+    need = REPORTS_PER_FIX * took * min(MIN_USEFUL_IMAGES, n_test) / k
+    spent = time.perf_counter() - started
+    took, need, spent = distributed.from_main(lambda: (took, need, spent))  # one plan, or one refusal, for all
+    if spent + need > budget_s:
+        raise HardenError(f"--time-budget {budget_s:g}s: the base's report took {took:.1f} s on {k} images, so the "
+                          f"fix's three reports (base, hardened, transfer) on the {min(MIN_USEFUL_IMAGES, n_test)} "
+                          f"images of a useful report take about {need:.0f} s, more than the {max(budget_s - spent, 0):.0f}"
+                          f" s left before any training. Give a budget of at least {math.ceil(spent + need)} s plus the "
+                          "training's, fewer --attack, --no-masking-checks, or --no-report. Nothing was trained or "
+                          "written.")
+    return need
+
+
 def plan_epochs(budget_s: float, started: float, asked: int, n_images: int, batch_size: int,
-                one_epoch: Callable[[int], None], report: bool, saved: dict | None = None) -> EpochPlan:
+                one_epoch: Callable[[int], None], report: bool, saved: dict | None = None,
+                report_s: float = 0.0) -> EpochPlan:
     """The epochs that fit: `one_epoch(k)` trains a throwaway copy for one epoch on k of the n_images training images.
-    `saved`: an interrupted run's plan (its summary()) for the same budget, taken without timing again."""
+    `saved`: an interrupted run's plan (its summary()) for the same budget, taken without timing again. `report_s`:
+    the report's expected minimum (report_minimum), kept out of training's share."""
     if saved is not None and abs(float(saved.get("budget_s", -1)) - round(budget_s, 1)) < 0.05:
         return EpochPlan(budget_s, int(saved["epochs"]), int(saved["epochs_asked"]), float(saved["seconds_per_epoch"]),
                          float(saved["calibration_s"]), float(saved["training_share_s"]), resumed=True)
@@ -92,19 +128,21 @@ def plan_epochs(budget_s: float, started: float, asked: int, n_images: int, batc
     k, t = timed[-1]  # the warm-up left out where another timing ran (a set of one batch: timed once, whole)
     epoch_s, rough = t * n_images / k, k < n_images
     left = budget_s - (time.perf_counter() - started)
-    share_s = share * left
+    share_s = min(share * left, left - report_s)
     fit = int(math.floor(SAFETY * share_s / epoch_s)) if epoch_s > 0 else asked
     if fit < 1:
-        _refuse(budget_s, started, epoch_s, n_images, timed[-1][0], share, report, rough)
+        _refuse(budget_s, started, epoch_s, n_images, timed[-1][0], share, report, rough, report_s)
     return EpochPlan(budget_s, min(asked, fit), asked, epoch_s, calibration_s, share_s)
 
 
 def _refuse(budget_s: float, started: float, epoch_s: float, n_images: int, timed_on: int, share: float,
-            report: bool, rough: bool = False) -> None:
+            report: bool, rough: bool = False, report_s: float = 0.0) -> None:
     spent = time.perf_counter() - started
-    need = spent + epoch_s / (SAFETY * share)
+    need = spent + max(epoch_s / (SAFETY * share), epoch_s / SAFETY + report_s)
     where = (f"{share:.0%} of what is left goes to training, the rest to the report" if report
              else "with --no-report training has all of what is left")
+    if report_s:
+        where += f", which needs about {report_s:.0f} s"
     timed = (f"up to about {epoch_s:.1f} s here (scaled from an epoch on {timed_on:,}, its start-up included)" if rough
              else f"about {epoch_s:.1f} s here (timed)")
     raise HardenError(f"--time-budget {budget_s:g}s: one epoch on the {n_images:,} training images takes {timed}, and "
@@ -146,7 +184,8 @@ def _report_images(budget_s: float, started: float, most: int, run_reports: Call
 
 
 def epochs_in_budget(budget_s: float, started: float, train_cfg: dict[str, Any], train_ds, model, trained,
-                     report: bool, state, run_cfg: dict[str, Any]) -> EpochPlan:
+                     report: bool, state, run_cfg: dict[str, Any],
+                     base_report: Callable[[int], Any] | None = None, n_test: int = 0) -> EpochPlan:
     """fix's epochs under the budget: `trained(copy, data, cfg)` is fix's training call (its compile, rounding and
     output-kind settings); each timing trains a copy of `model` on a seeded sample of `train_ds`, the random streams
     that the real run draws from put back after (a budgeted run trains as `--epochs` of its count would). Under
@@ -171,8 +210,10 @@ def epochs_in_budget(budget_s: float, started: float, train_cfg: dict[str, Any],
             random_streams.set_global_random_state(streams)
             train_ds.set_random_state(data_stream)
     try:
+        report_s = report_minimum(budget_s, started, n_test, base_report) \
+            if report and base_report is not None and saved is None else 0.0
         local, refusal = plan_epochs(budget_s, started, int(train_cfg["epochs"]), train_ds.n_train,
-                                     int(train_cfg["batch_size"]), one_epoch, report, saved), None
+                                     int(train_cfg["batch_size"]), one_epoch, report, saved, report_s), None
     except HardenError as e:
         local, refusal = None, str(e)
     plan, refusal = distributed.from_main(lambda: (local, refusal))

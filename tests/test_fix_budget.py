@@ -119,6 +119,52 @@ def test_the_report_takes_what_training_left(clock, monkeypatch, capsys):
         " ".join(capsys.readouterr().err.split())
 
 
+def test_the_report_s_minimum_is_timed_before_training_and_kept_out_of_its_share(clock):
+    reports: list[int] = []
+
+    def base_report(k: int) -> None:  # the base's report: 2 s an image, 4 s fixed
+        reports.append(k)
+        clock.now += 4.0 + 2.0 * k
+    need = fix_budget.report_minimum(1000.0, clock.now, 500, base_report)
+    assert reports == [fix_budget.REPORT_PROBE]
+    # three reports on the 20 images of a useful report, at the probe's cost per image (its fixed cost counted in it)
+    assert need == pytest.approx(fix_budget.REPORTS_PER_FIX * 20.0 * MIN_USEFUL_IMAGES / fix_budget.REPORT_PROBE)
+    # training's share is what the budget leaves beside the report's minimum, at most TRAIN_SHARE of it
+    one_epoch = epoch_costing(clock, 0.01, 1.0, 0.0, [])
+    plan = fix_budget.plan_epochs(300.0, clock.now, 100, 1000, 32, one_epoch, report=True, report_s=need)
+    left = 300.0 - (1.32 + 7.4)
+    assert plan.share_s == pytest.approx(left - need) and plan.share_s < fix_budget.TRAIN_SHARE * left
+    assert fix_budget.plan_epochs(1e4, clock.now, 100, 1000, 32, one_epoch, True, report_s=need).share_s == \
+        pytest.approx(fix_budget.TRAIN_SHARE * (1e4 - 8.72))
+    # the reports alone overrun the budget: refused before any training, with the budget that would hold them
+    with pytest.raises(HardenError, match=r"--time-budget 100s: the base's report took 20\.0 s on 8 images, so the "
+                                          r"fix's three reports .* on the 20 images of a useful report take about 150 "
+                                          r"s, more than the 80 s left before any training\. Give a budget of at "
+                                          r"least 170 s plus the training's"):
+        fix_budget.report_minimum(100.0, clock.now, 500, base_report)
+    # one epoch beside them does not fit: the refusal counts the report's time
+    with pytest.raises(HardenError, match=r"which needs about 150 s\), so not one epoch fits\. About 198 s would fit one"):
+        fix_budget.plan_epochs(165.0, clock.now, 10, 1000, 32, one_epoch, report=True, report_s=150.0)
+
+
+def test_a_fix_whose_report_cannot_fit_its_budget_trains_nothing(digits_ckpt, tmp_path, monkeypatch, cli):
+    """A 224-px model on a CPU, whose report on 20 images takes longer than the whole budget, was trained for 60% of
+    it and then overran it many times over: it is refused before any training (here, reports made 10^4 times
+    dearer)."""
+    monkeypatch.setattr(fix_budget, "REPORTS_PER_FIX", 1e4)
+    trained = []
+    real = fix_budget.plan_epochs
+    monkeypatch.setattr(fix_budget, "plan_epochs", lambda *a, **k: trained.append(1) or real(*a, **k))
+    out = tmp_path / "fixed.safetensors"
+    before = digits_ckpt.read_bytes()
+    code, _, err = cli("fix", digits_ckpt, "--data", "digits", "--set", "eps=0.1", "--data-frac", "0.3", "--epochs",
+                       "2", "--attack", "fgsm", "--no-metrics", "--time-budget", "10m", "-o", out)
+    text = " ".join(err.split())
+    assert code == 2 and "the base's report took" in text and "Nothing was trained or written" in text, text
+    assert "Traceback" not in err
+    assert not trained and not out.exists() and digits_ckpt.read_bytes() == before
+
+
 @pytest.mark.parametrize("budget", ["0s", "-5", "ten minutes"])
 def test_a_budget_that_is_no_positive_duration_is_refused(budget):
     with pytest.raises(HardenError, match="--time-budget"):
