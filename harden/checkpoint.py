@@ -464,15 +464,11 @@ def _habits_said(net: torch.nn.Module, before: tuple[int, int, int]) -> list[str
     from .cuda_calls import cuda_calls
     from .models.pretrained_skipped import skipped
     from .models.registry import CPU_ARGUMENTS
-    from .outputs import takes_channels_last, takes_flattened_images
+    from .input_layouts import layout_of
     calls, fetched, on_cpu = before
     notes = []
-    if takes_flattened_images(net):
-        notes.append("its forward takes each image as one row of values (its training code flattened them: "
-                     "data.view(data.size(0), -1)); harden flattens the images before it")
-    if takes_channels_last(net):
-        notes.append("its forward takes images channels-last (N x H x W x C, as TensorFlow's, and transposes them "
-                     "itself); harden gives them so")
+    if layout_of(net) is not None:
+        notes.append(layout_of(net).note)
     not_fetched = sorted(set(skipped()[fetched:]))
     if not_fetched:
         notes.append(f"its constructor asks for pretrained weights ({', '.join(not_fetched[:3])}): not fetched, the "

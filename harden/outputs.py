@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import DoesNotRun, HardenError
+from .input_layouts import give_in, layout_it_runs_in
 
 LOGITS = "logits"
 LOG_PROBABILITIES = "log-probabilities"
@@ -218,66 +219,6 @@ def forward_wants(net: nn.Module, x: torch.Tensor, error: str) -> str | None:
     return None
 
 
-def flattened_images(module: nn.Module, args: tuple) -> tuple | None:
-    """A forward pre-hook: a batch of images (N x C x H x W) given as N rows of C*H*W values, for a network whose
-    training code flattened them before calling it (`model(data.view(data.size(0), -1))`: an MLP of MNIST tutorials,
-    an `nn.Sequential` that starts with a Linear layer). Rows already flat pass as they are."""
-    if args and isinstance(args[0], torch.Tensor) and args[0].dim() > 2:
-        return (args[0].flatten(1), *args[1:])
-    return None
-
-
-def takes_flattened_images(net: nn.Module) -> bool:
-    """Whether harden feeds this network flattened images (flattened_images is among its pre-hooks)."""
-    return any(hook is flattened_images for hook in net._forward_pre_hooks.values())
-
-
-FLATTEN_IT = ("Its forward takes each image as one row of values (its training code flattened them): give "
-              "nn.Sequential(nn.Flatten(), model).")
-
-
-def runs_flattened(net: nn.Module, x: torch.Tensor) -> bool:
-    """Whether a network that failed on a batch of images runs on the same images flattened to rows."""
-    if x.dim() != 4:
-        return False
-    try:
-        with torch.no_grad():
-            net(x.flatten(1))
-        return True
-    except Exception:  # noqa: BLE001 - any failure: it does not take rows either
-        return False
-
-
-def channels_last_images(module: nn.Module, args: tuple) -> tuple | None:
-    """A forward pre-hook: a batch of images (N x C x H x W) given channels-last (N x H x W x C), for a network ported
-    from TensorFlow or JAX that takes them so and transposes them itself (`x.permute(0, 3, 1, 2)`)."""
-    if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
-        return (args[0].permute(0, 2, 3, 1), *args[1:])
-    return None
-
-
-def takes_channels_last(net: nn.Module) -> bool:
-    """Whether harden feeds this network its images channels-last (channels_last_images is among its pre-hooks)."""
-    return any(hook is channels_last_images for hook in net._forward_pre_hooks.values())
-
-
-TRANSPOSE_IT = ("Its forward takes images channels-last (N x H x W x C, as TensorFlow's): give a module that "
-                "transposes them before it (x.permute(0, 2, 3, 1)).")
-
-
-def runs_channels_last(net: nn.Module, x: torch.Tensor) -> bool:
-    """Whether a network that failed on a batch of images runs on the same images channels-last (its channel count
-    other than their height: else the two layouts are one)."""
-    if x.dim() != 4 or x.shape[1] == x.shape[2] or takes_flattened_images(net):
-        return False
-    try:
-        with torch.no_grad():
-            net(x.permute(0, 2, 3, 1))
-        return True
-    except Exception:  # noqa: BLE001 - any failure: it does not take them so either
-        return False
-
-
 def runs_alone(net: nn.Module, one: torch.Tensor) -> bool:
     """Whether a network that failed on a batch of two runs on one image (a forward that folds the batch away)."""
     try:
@@ -325,14 +266,9 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
                 one = None  # a network that cannot take one image says so when it meets one, not at load
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:  # torch's layers, timm's asserts
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if register and not takes_flattened_images(net) and runs_flattened(net, x):
-            net.register_forward_pre_hook(flattened_images)  # whoever calls it: the report, training, an export
-            net.train(was)
-            for h in handles:
-                h.remove()
-            return attach_scores(net, num_classes, in_chans, input_size, key, register)
-        if register and not takes_channels_last(net) and runs_channels_last(net, x):
-            net.register_forward_pre_hook(channels_last_images)  # as the flattening: for every caller
+        layout = layout_it_runs_in(net, x)  # rows, channels-last, no channel axis: as its training loop fed it
+        if register and layout is not None:
+            give_in(net, layout)  # whoever calls it: the report, training, an export
             net.train(was)
             for h in handles:
                 h.remove()
@@ -351,8 +287,8 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
                 first = again.cause  # something else of CUDA's (torch.cuda.current_device())
         alone = not on_gpu and runs_alone(net, x[:1])
         called = None if on_gpu or alone else forward_wants(net, x, first)
-        if called is None and not on_gpu and not alone and not register:  # a caller's own module, left as it is
-            called = FLATTEN_IT if runs_flattened(net, x) else TRANSPOSE_IT if runs_channels_last(net, x) else None
+        if called is None and not on_gpu and not alone and layout is not None:  # a caller's module, left as it is
+            called = layout.hint
         why = ("Its forward uses a GPU itself, which this machine lacks (its device='cuda', .to('cuda') and .cuda() "
                "calls are kept on the input's device, but not this one, e.g. torch.cuda.current_device()): make it "
                "use the input's device (x.device)." if on_gpu

@@ -71,6 +71,17 @@ class ChannelsLastMnist(ChannelsLast):  # at MNIST's 28 pixels, which its file d
         self.fc = nn.Linear(8 * 14 * 14, num_classes)
 
 
+class NoChannelAxis(nn.Module):  # trained on MNIST's N x 28 x 28 tensors as stored: adds the channel axis itself
+    def __init__(self, num_classes=4, in_chans=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 14 * 14, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x.unsqueeze(1))), 2)
+        return F.log_softmax(self.fc(x.view(x.size(0), -1)), dim=1)
+
+
 class DictInput(LeNetView):  # Lightning-style code: forward(batch) reads the images from the batch dict
     def forward(self, batch):
         return super().forward(batch["image"])
@@ -369,6 +380,23 @@ def test_a_network_ported_from_tensorflow_takes_its_images_channels_last(nets, t
     from harden.models.registry import from_module
     with pytest.raises(harden.HardenError, match=r"channels-last .*\(x\.permute\(0, 2, 3, 1\)\)"):
         from_module(net, input_size=(16, 12), in_chans=3)
+
+
+def test_a_grey_network_that_adds_its_channel_axis_itself(nets, tmp_path):
+    """`x.unsqueeze(1)` first in the forward (trained on MNIST's N x 28 x 28 tensors as stored), from a plain state
+    dict at an unsaid size: given N x H x W, said; fix and its export run through the same hook."""
+    from harden.models.registry import _build_net, ModelSpec
+    torch.manual_seed(0)
+    net = _build_net(ModelSpec(arch=f"{nets}:NoChannelAxis", num_classes=4, in_chans=1)).eval()
+    torch.save(net.state_dict(), tmp_path / "grey.pt")
+    model = harden.load(tmp_path / "grey.pt", arch=f"{nets}:NoChannelAxis", num_classes=4)
+    assert tuple(model.spec.input_size) == (28, 28) and model.spec.in_chans == 1
+    assert any("without a channel axis" in note for note in model.load_notes), model.load_notes
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x[:, 0]), atol=1e-6)
+    check = export_onnx(model, tmp_path / "grey.onnx", x, "random pixels")
+    assert check.ok, check
 
 
 def test_a_network_that_cannot_take_one_image_still_loads(nets):

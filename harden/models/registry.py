@@ -850,15 +850,15 @@ def from_module(net: nn.Module, *, input_size, in_chans: int = 3, num_classes: i
                 out = net(torch.zeros(2, int(in_chans), *size, device=p.device if p is not None else "cpu",
                                       dtype=weights_dtype(net)))
         except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:
-            from ..outputs import (FLATTEN_IT, ONE_AT_A_TIME, TRANSPOSE_IT, runs_alone, runs_channels_last,
-                                   runs_flattened)
+            from ..input_layouts import layout_it_runs_in
+            from ..outputs import ONE_AT_A_TIME, runs_alone
             two = torch.zeros(2, int(in_chans), *size, device=p.device if p is not None else "cpu",
                               dtype=weights_dtype(net))
             raise HardenError(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {size[0]} x {size[1]} "
                               f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}): "
-                              + (ONE_AT_A_TIME if runs_alone(net, two[:1]) else FLATTEN_IT
-                                 if runs_flattened(net, two) else TRANSPOSE_IT if runs_channels_last(net, two)
-                                 else "give the input size and channels it takes.")
+                              + (ONE_AT_A_TIME if runs_alone(net, two[:1]) else
+                                 getattr(layout_it_runs_in(net, two), "hint", "give the input size and channels it "
+                                                                             "takes."))
                               ) from None
         finally:
             net.train(was)
