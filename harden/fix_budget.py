@@ -52,11 +52,15 @@ class EpochPlan:
     calibration_s: float
     share_s: float  # training's share of the budget, as planned
     resumed: bool = False  # the interrupted run's plan, taken again
+    report_min_s: float = 0.0  # the reports' expected minimum, kept out of training's share (report_minimum)
+    report_probe_s: float = 0.0  # what timing the base's report took
 
     def summary(self) -> dict[str, Any]:
         return {"budget_s": round(self.budget_s, 1), "epochs": self.epochs, "epochs_asked": self.asked,
                 "seconds_per_epoch": round(self.seconds_per_epoch, 2), "calibration_s": round(self.calibration_s, 1),
-                "training_share_s": round(self.share_s, 1)}
+                "training_share_s": round(self.share_s, 1),
+                **({"report_minimum_s": round(self.report_min_s, 1), "report_probe_s": round(self.report_probe_s, 1)}
+                   if self.report_probe_s else {})}
 
     def line(self) -> str:
         fewer = (f"{self.epochs} of the {self.asked} epochs fit" if self.epochs < self.asked
@@ -76,10 +80,12 @@ def budget_seconds(time_budget: str | float | None) -> float | None:
     return s
 
 
-def report_minimum(budget_s: float, started: float, n_test: int, base_report: Callable[[int], Any]) -> float:
+def report_minimum(budget_s: float, started: float, n_test: int, base_report: Callable[[int], Any]
+                   ) -> tuple[float, float]:
     """The seconds the fix's reports on MIN_USEFUL_IMAGES images are expected to take, from `base_report(k)` (the
     base's white-box report on k images) timed on REPORT_PROBE of them, its fixed costs counted per image (an upper
-    end for them). A budget that this alone overruns is refused here, before any training."""
+    end for them), and the seconds the timing took. A budget that this alone overruns is refused here, before any
+    training."""
     from . import distributed
     from .runtime import held_warnings, quieted
     k = max(1, min(REPORT_PROBE, n_test))
@@ -97,18 +103,21 @@ def report_minimum(budget_s: float, started: float, n_test: int, base_report: Ca
                           f" s left before any training. Give a budget of at least {math.ceil(spent + need)} s plus the "
                           "training's, fewer --attack, --no-masking-checks, or --no-report. Nothing was trained or "
                           "written.")
-    return need
+    return need, took
 
 
 def plan_epochs(budget_s: float, started: float, asked: int, n_images: int, batch_size: int,
                 one_epoch: Callable[[int], None], report: bool, saved: dict | None = None,
-                report_s: float = 0.0) -> EpochPlan:
+                report_s: float = 0.0, report_probe_s: float = 0.0) -> EpochPlan:
     """The epochs that fit: `one_epoch(k)` trains a throwaway copy for one epoch on k of the n_images training images.
     `saved`: an interrupted run's plan (its summary()) for the same budget, taken without timing again. `report_s`:
-    the report's expected minimum (report_minimum), kept out of training's share."""
+    the report's expected minimum (report_minimum), kept out of training's share; `report_probe_s` the seconds its
+    timing took (recorded)."""
     if saved is not None and abs(float(saved.get("budget_s", -1)) - round(budget_s, 1)) < 0.05:
         return EpochPlan(budget_s, int(saved["epochs"]), int(saved["epochs_asked"]), float(saved["seconds_per_epoch"]),
-                         float(saved["calibration_s"]), float(saved["training_share_s"]), resumed=True)
+                         float(saved["calibration_s"]), float(saved["training_share_s"]), resumed=True,
+                         report_min_s=float(saved.get("report_minimum_s", 0.0)),
+                         report_probe_s=float(saved.get("report_probe_s", 0.0)))
     from . import distributed
     share = TRAIN_SHARE if report else 1.0
     sizes = sorted({max(1, min(n_images, b * batch_size)) for b in CALIBRATION_BATCHES})
@@ -132,7 +141,8 @@ def plan_epochs(budget_s: float, started: float, asked: int, n_images: int, batc
     fit = int(math.floor(SAFETY * share_s / epoch_s)) if epoch_s > 0 else asked
     if fit < 1:
         _refuse(budget_s, started, epoch_s, n_images, timed[-1][0], share, report, rough, report_s)
-    return EpochPlan(budget_s, min(asked, fit), asked, epoch_s, calibration_s, share_s)
+    return EpochPlan(budget_s, min(asked, fit), asked, epoch_s, calibration_s, share_s, report_min_s=report_s,
+                     report_probe_s=report_probe_s)
 
 
 def _refuse(budget_s: float, started: float, epoch_s: float, n_images: int, timed_on: int, share: float,
@@ -210,10 +220,10 @@ def epochs_in_budget(budget_s: float, started: float, train_cfg: dict[str, Any],
             random_streams.set_global_random_state(streams)
             train_ds.set_random_state(data_stream)
     try:
-        report_s = report_minimum(budget_s, started, n_test, base_report) \
-            if report and base_report is not None and saved is None else 0.0
+        report_s, probe_s = report_minimum(budget_s, started, n_test, base_report) \
+            if report and base_report is not None and saved is None else (0.0, 0.0)
         local, refusal = plan_epochs(budget_s, started, int(train_cfg["epochs"]), train_ds.n_train,
-                                     int(train_cfg["batch_size"]), one_epoch, report, saved, report_s), None
+                                     int(train_cfg["batch_size"]), one_epoch, report, saved, report_s, probe_s), None
     except HardenError as e:
         local, refusal = None, str(e)
     plan, refusal = distributed.from_main(lambda: (local, refusal))

@@ -125,13 +125,15 @@ def test_the_report_s_minimum_is_timed_before_training_and_kept_out_of_its_share
     def base_report(k: int) -> None:  # the base's report: 2 s an image, 4 s fixed
         reports.append(k)
         clock.now += 4.0 + 2.0 * k
-    need = fix_budget.report_minimum(1000.0, clock.now, 500, base_report)
-    assert reports == [fix_budget.REPORT_PROBE]
+    need, took = fix_budget.report_minimum(1000.0, clock.now, 500, base_report)
+    assert reports == [fix_budget.REPORT_PROBE] and took == pytest.approx(20.0)
     # three reports on the 20 images of a useful report, at the probe's cost per image (its fixed cost counted in it)
     assert need == pytest.approx(fix_budget.REPORTS_PER_FIX * 20.0 * MIN_USEFUL_IMAGES / fix_budget.REPORT_PROBE)
     # training's share is what the budget leaves beside the report's minimum, at most TRAIN_SHARE of it
     one_epoch = epoch_costing(clock, 0.01, 1.0, 0.0, [])
-    plan = fix_budget.plan_epochs(300.0, clock.now, 100, 1000, 32, one_epoch, report=True, report_s=need)
+    plan = fix_budget.plan_epochs(300.0, clock.now, 100, 1000, 32, one_epoch, report=True, report_s=need,
+                                  report_probe_s=took)
+    assert plan.summary()["report_minimum_s"] == pytest.approx(need) and plan.summary()["report_probe_s"] == 20.0
     left = 300.0 - (1.32 + 7.4)
     assert plan.share_s == pytest.approx(left - need) and plan.share_s < fix_budget.TRAIN_SHARE * left
     assert fix_budget.plan_epochs(1e4, clock.now, 100, 1000, 32, one_epoch, True, report_s=need).share_s == \
@@ -213,6 +215,7 @@ def test_fix_with_a_budget_sizes_its_report_and_records_the_plan(digits_ckpt, tm
     assert "time budget 600 s: the 2 epochs fit" in text
     meta = harden.load(out).spec.extra["time_budget"]
     assert meta["budget_s"] == 600 and meta["training"]["epochs"] == 2 and meta["report"]["images"] == 60
+    assert meta["training"]["report_probe_s"] > 0 and meta["training"]["report_minimum_s"] > 0  # timed first
     assert 0 < meta["used_s"] < 600
     import json
     doc = json.loads((tmp_path / "r.json").read_text())
