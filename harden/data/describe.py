@@ -85,16 +85,16 @@ def _files(data, sample: int) -> str:
     formats, modes, sides, bad, oriented = Counter(), Counter(), [], [], 0
     from .loader import why_unreadable
     for i in idx:
-        data = None
+        raw = None
         try:
-            data = listing.read_bytes(int(i))
-            with Image.open(io.BytesIO(data)) as im:
+            raw = listing.read_bytes(int(i))
+            with Image.open(io.BytesIO(raw)) as im:
                 formats[im.format or "?"] += 1
                 modes[im.mode] += 1
                 sides.append((im.width, im.height))
                 oriented += exif_orientation(im) != 1
         except Exception as e:  # noqa: BLE001 - PIL's errors for a bad file: named, as a run would name them
-            bad.append(f"{listing.location(int(i))} ({why_unreadable(data, e)})")
+            bad.append(f"{listing.location(int(i))} ({why_unreadable(raw, e)})")
     parts = []
     if sides:
         w = sorted(s[0] for s in sides)
