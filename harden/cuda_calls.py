@@ -65,9 +65,11 @@ def cuda_calls() -> int:
 
 
 def _is_cuda(d: Any) -> bool:
-    """A device argument naming CUDA: 'cuda', 'cuda:1', torch.device('cuda')."""
+    """A device argument naming CUDA: 'cuda', 'cuda:1', torch.device('cuda'), a bare index (torch reads 0 as cuda:0)."""
     if isinstance(d, torch.device):
         return d.type == "cuda"
+    if isinstance(d, int) and not isinstance(d, bool):
+        return True
     return isinstance(d, str) and d.strip().lower().split(":")[0] == "cuda"
 
 
@@ -103,15 +105,29 @@ class GpuMovesOn(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+# CUDA's device management, as a training script's top level or a constructor calls it (`torch.cuda.set_device(0)`,
+# `torch.cuda.current_device()`): with no CUDA each raises; while such code runs, each does nothing (device 0)
+DEVICE_CALLS = {"set_device": lambda *a, **k: None, "synchronize": lambda *a, **k: None,
+                "empty_cache": lambda *a, **k: None, "current_device": lambda *a, **k: 0}
+
+
 @contextlib.contextmanager
 def gpu_moves_on_cpu() -> Iterator[None]:
     """On a machine without CUDA: the code run inside (a user's module imported, its constructor) makes and moves its
-    tensors on the CPU where it names CUDA. Elsewhere nothing."""
+    tensors on the CPU where it names CUDA, and its calls of CUDA's device management do nothing. Elsewhere
+    nothing."""
     if torch.cuda.is_available():
         yield
         return
-    with GpuMovesOn("cpu"):
-        yield
+    saved = {name: getattr(torch.cuda, name) for name in DEVICE_CALLS}
+    try:
+        for name, stand_in in DEVICE_CALLS.items():
+            setattr(torch.cuda, name, stand_in)
+        with GpuMovesOn("cpu"):
+            yield
+    finally:
+        for name, original in saved.items():
+            setattr(torch.cuda, name, original)
 
 
 def _enter(module: nn.Module, args: tuple) -> None:

@@ -17,8 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+torch.cuda.set_device(0)  # a training script's top level: run while harden imports it
+torch.backends.cudnn.benchmark = True
 device = 'cuda'
-OFFSET = torch.full((1,), 0.25).to(device)  # at the top of the module: run while harden imports it
+OFFSET = torch.full((1,), 0.25).to(device)
 
 
 class Normalize(nn.Module):
@@ -35,6 +37,7 @@ class Net(nn.Module):
     def __init__(self, num_classes=4, noise=0.0):
         super().__init__()
         self.norm = Normalize([0.5, 0.4, 0.3], [0.25, 0.25, 0.25])
+        self.register_buffer("scale", torch.ones(1, device=torch.cuda.current_device()))
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
         self.fc = nn.Linear(8 * 8 * 8, num_classes)
         self.noise = noise
@@ -46,7 +49,14 @@ class Net(nn.Module):
         x = F.max_pool2d(F.relu(self.conv(x)), 2)
         mask = torch.ones(x.size(0), 1, 1, 1, device='cuda').type(torch.cuda.FloatTensor)
         x = (x * mask).view(x.size(0), -1)
-        return self.fc(x.to(device)) + OFFSET
+        return self.fc(x.to(device)) * self.scale + OFFSET
+
+
+class FromBackbone(Net):  # a constructor that reads its self-supervised backbone from a file of its repository's
+    def __init__(self, num_classes=4, backbone='./pretrained/simclr_conv.pth'):
+        super().__init__(num_classes)
+        state = torch.load(backbone, map_location='cpu')['state_dict']
+        self.conv.load_state_dict({k.replace('module.', ''): v for k, v in state.items()})
 
 
 class Shapeless(Net):  # past its GPU habit, a layer that does not fit: that is what is said
@@ -56,7 +66,8 @@ class Shapeless(Net):  # past its GPU habit, a layer that does not fit: that is 
 '''
 
 CPU_TWIN = (GPU_CODE.replace("device = 'cuda'", "device = 'cpu'").replace("device='cuda'", "device='cpu'")
-            .replace("torch.cuda.FloatTensor", "torch.FloatTensor"))
+            .replace("torch.cuda.FloatTensor", "torch.FloatTensor").replace("torch.cuda.set_device(0)", "")
+            .replace("device=torch.cuda.current_device()", ""))
 
 
 @pytest.fixture()
@@ -124,3 +135,18 @@ def test_past_its_gpu_habit_the_network_s_own_failure_is_said(code):
         harden.create_model(f"{gpu}:Shapeless", 4, 3, (16, 16))
     said = str(failed.value)
     assert "mat1 and mat2" in said and "GPU" not in said, said
+
+
+def test_a_constructor_that_reads_a_file_its_repository_holds(code, tmp_path):
+    """`torch.load('./pretrained/backbone.pth')['state_dict']` in a constructor: the file is not here, and the
+    checkpoint supplies those weights; a checkpoint that lacks them is still refused, naming them."""
+    gpu, twin, weights = code
+    model = harden.load(weights, arch=f"{gpu}:FromBackbone", num_classes=4, input_size=16)
+    assert any("simclr_conv.pth, a file it reads, absent here" in n for n in model.load_notes), model.load_notes
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), twin(x), atol=1e-6)
+    head = {k: v for k, v in torch.load(weights).items() if not k.startswith("conv.")}
+    torch.save(head, tmp_path / "head.pth")
+    with pytest.raises(harden.HardenError, match="conv.weight"):
+        harden.load(tmp_path / "head.pth", arch=f"{gpu}:FromBackbone", num_classes=4, input_size=16)
