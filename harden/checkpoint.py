@@ -203,12 +203,15 @@ def _factories_hint(state: dict[str, torch.Tensor]) -> str:
     found = last_linear(state)
     if found is None:
         return ""
-    from .models.torchvision_match import factories_fitting
-    names = factories_fitting(state, found[1])
+    from .models.torchvision_match import factories_fitting, factories_fitting_under_prefixes
+    names, prefixes = factories_fitting(state, found[1]), []
+    if not names:
+        names, prefixes = factories_fitting_under_prefixes(state, found[1])
     if not names:
         return ""
     shown = " or ".join(f"--arch torchvision.models:{n}" for n in names[:3])
-    return (f" Its weights have exactly the names and shapes of torchvision's {', '.join(names[:3])}: {shown} "
+    under = f" (under the key prefixes {', '.join(repr(p) for p in prefixes)}, which a load removes)" if prefixes else ""
+    return (f" Its weights have exactly the names and shapes of torchvision's {', '.join(names[:3])}{under}: {shown} "
             "(timm's model of the same name may fit them too, with its own preprocessing).")
 
 

@@ -429,6 +429,16 @@ def test_pickled_torchvision_model_is_found_by_its_factory(tmp_path):
     torch.save(net.state_dict(), tmp_path / "state.pt")  # a plain state dict still takes --arch, and is told which
     with pytest.raises(HardenError, match=r"shapes of torchvision's resnet18: --arch torchvision.models:resnet18 "):
         harden.load(tmp_path / "state.pt")
+    # OpenMMLab's (mmpretrain) ResNet: torchvision's names under `backbone.`, its classifier under `head.`
+    mm = {("head." if k.startswith("fc.") else "backbone.") + k: v for k, v in net.state_dict().items()}
+    torch.save({"meta": {"CLASSES": list("abcdef")}, "state_dict": mm}, tmp_path / "mm.pth")
+    with pytest.raises(HardenError, match=r"shapes of torchvision's resnet18 \(under the key prefixes 'backbone\.', "
+                                          r"'head\.', which a load removes\): --arch torchvision.models:resnet18 "):
+        harden.load(tmp_path / "mm.pth")
+    mm_model = harden.load(tmp_path / "mm.pth", arch="torchvision.models:resnet18")
+    assert mm_model.spec.extra["label_names"] == list("abcdef")
+    with torch.no_grad():
+        assert torch.equal(mm_model.net(x), net(x))
     net.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(512, 6))  # a head no factory builds: rebuilt as pickled
     torch.save(net.eval(), tmp_path / "other.pt")
     other = harden.load(tmp_path / "other.pt")

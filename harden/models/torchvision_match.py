@@ -42,3 +42,25 @@ def factories_fitting(state: dict[str, torch.Tensor], rows: int, pickled_class: 
     module, _, cls = (pickled_class or "").rpartition(".")
     return [name for name, where, returns, theirs in _factory_shapes(rows, module if pickled_class else None)
             if theirs == shapes and (pickled_class is None or (where == module and returns == cls))]
+
+
+def factories_fitting_under_prefixes(state: dict[str, torch.Tensor], rows: int) -> tuple[list[str], list[str]]:
+    """Where no factory fits the keys as saved: the factories whose every weight the file holds at its shape under
+    the key prefixes a load removes (`module.`; OpenMMLab's `backbone.` and `head.`, a model's parts saved under names
+    of their own), and nothing else beside them; with those prefixes (of the first factory)."""
+    from types import SimpleNamespace
+
+    from ..formats import _parts_under_other_prefixes, find_prefix
+    fitting, prefixes = [], []
+    for name, _, _, theirs in _factory_shapes(rows):
+        own = {k: SimpleNamespace(shape=shape) for k, shape in theirs}
+        prefix = find_prefix(own, state)
+        if not prefix:
+            continue
+        adapted = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        more = _parts_under_other_prefixes(own, adapted, rest)
+        if not rest and frozenset((k, tuple(v.shape)) for k, v in adapted.items()) == theirs:
+            fitting.append(name)
+            prefixes = prefixes or [prefix, *more]
+    return fitting, prefixes
