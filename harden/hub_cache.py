@@ -29,9 +29,40 @@ def datasets_cache() -> Path:
     return Path(os.environ.get("HF_DATASETS_CACHE") or _home() / "datasets")
 
 
+# what accelerate's `save_state` writes beside the model's weights (model.safetensors, or pytorch_model.bin)
+TRAINING_STATE = ("optimizer.bin", "optimizer.pt", "scheduler.bin", "scheduler.pt", "scaler.pt", "sampler.bin")
+STATE_MODEL_FILES = ("model.safetensors", "pytorch_model.bin")
+_said_state: set[str] = set()
+
+
+def _training_state_weights(path: Path) -> Path | None:
+    """The one model weights file of a training-state folder (accelerate's save_state: model.safetensors beside
+    optimizer.bin, scheduler.bin, random_states_0.pkl), else None (a second model's model_1.safetensors beside it:
+    which one is the user's to say)."""
+    try:
+        names = {e.name for e in os.scandir(path) if e.is_file()}
+    except OSError:
+        return None
+    if "config.json" in names or not (names & set(TRAINING_STATE) or any(n.startswith("random_states_") for n in names)):
+        return None
+    models = [n for n in names if n in STATE_MODEL_FILES
+              or (n.startswith(("model_", "pytorch_model_")) and n.endswith((".safetensors", ".bin")))]
+    return path / models[0] if len(models) == 1 and models[0] in STATE_MODEL_FILES else None
+
+
 def local(spec: str | os.PathLike, kind: str) -> str | os.PathLike:
-    """The cached folder of an `hf:` spec (kind: 'model' or 'dataset'); any other spec as given."""
+    """The cached folder of an `hf:` spec (kind: 'model' or 'dataset'); for a model, the weights file of a training
+    state's folder (accelerate's save_state); any other spec as given."""
     if not is_hub_spec(spec):
+        if kind == "model" and os.path.isdir(spec):
+            weights = _training_state_weights(Path(spec))
+            if weights is not None:
+                if str(weights) not in _said_state:
+                    from .runtime import info
+                    _said_state.add(str(weights))
+                    info(f"{str(spec)!r} is a training state's folder (accelerate's save_state: the optimizer's and "
+                         f"the random generators' states beside the model): its weights are {weights.name}")
+                return weights
         return spec
     text = str(spec)
     name = text.split(":", 1)[1].strip("/")

@@ -441,9 +441,10 @@ def test_keras_archives_and_saved_models_are_named_and_harden_files_of_those_nam
                        input_size=(8, 8)).spec.num_classes == 10
 
 
-def test_a_folder_of_a_training_state_names_the_weights_file_to_give(digits_model, tmp_path):
+def test_a_folder_of_a_training_state_loads_its_model_weights(digits_model, tmp_path, cli, monkeypatch):
     """accelerate's save_state folder (model.safetensors beside optimizer.bin and random_states_0.pkl) has no
-    config.json: the error names the weights file, not the optimizer's."""
+    config.json: its one model weights file is read, said; with a second model's weights beside it (model_1), the
+    error names the files, not the optimizer's."""
     folder = tmp_path / "checkpoint_500"
     folder.mkdir()
     for name in ("optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
@@ -452,8 +453,19 @@ def test_a_folder_of_a_training_state_names_the_weights_file_to_give(digits_mode
         harden.load(folder)
     assert "It holds" not in str(bare.value)
     harden.save(digits_model, folder / "model.safetensors")
-    with pytest.raises(HardenError, match=r"It holds model.safetensors: give the weights file itself \(.*checkpoint_500"
-                                          r"/model.safetensors\)"):
+    from harden import runtime
+    said: list[str] = []
+    monkeypatch.setattr(runtime, "info", said.append)
+    code, out, err = cli("inspect", folder)
+    assert code == 0 and "digits" in out, err
+    assert len(said) == 1 and "training state's folder" in said[0] and "its weights are model.safetensors" in said[0]
+    loaded = harden.load(folder)  # said once a process
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), digits_model(x))
+    harden.save(digits_model, folder / "model_1.safetensors")  # an EMA or teacher copy: which is the user's to say
+    with pytest.raises(HardenError, match=r"It holds model.safetensors, model_1.safetensors: give the weights file "
+                                          r"itself \(.*checkpoint_500/model.safetensors\)"):
         harden.load(folder)
 
 
