@@ -737,6 +737,14 @@ def test_kaggle_lists_of_ids_find_their_images_beside_them(tmp_path):
     (tmp_path / "odd.csv").write_text(meta.replace(",dx,", ",diag,", 1))
     with pytest.raises(HardenError, match="names no label column.*the labels with --label-column NAME"):
         load_data(tmp_path / "odd.csv", DataTarget.for_model(model))
+    # APTOS' `id_code,diagnosis`: no column named as paths are; the one whose values name image files holds them
+    (tmp_path / "aptos.csv").write_text("id_code,diagnosis\n" + "".join(f"{a},{int(y == 'pug')}\n" for a, _, y in rows))
+    aptos = load_data(tmp_path / "aptos.csv", DataTarget.for_model(model, workers=0))
+    assert aptos.listing("test").location(0) == by_id.listing("test").location(0)
+    assert aptos.y_test.tolist() == by_id.y_test.tolist()
+    (tmp_path / "nowhere.csv").write_text("id_code,diagnosis\n" + "".join(f"x{a},1\n" for a, _, _ in rows))
+    with pytest.raises(HardenError, match="names no path column"):  # values that name no file: still asked for
+        load_data(tmp_path / "nowhere.csv", DataTarget.for_model(model))
 
 
 def test_a_folder_of_one_image_folder_and_its_list_is_read_along_the_list(tmp_path):

@@ -599,6 +599,8 @@ def read_file_list(path: Path, prefer: str | None = None, columns: Columns | Non
     if any(c in names for c in head for names in name_of.values()) or any(chosen.values()):
         cols = {k: next((head.index(n) for n in names if n in head), None) for k, names in name_of.items()}
         cols.update({k: head.index(v) for k, v in chosen.items() if v is not None})
+        if cols["path"] is None:  # a dataset's own id column (APTOS' id_code): the one whose values name image files
+            cols["path"] = _column_naming_files(path, rows, {c for c in cols.values() if c is not None})
         if cols["path"] is not None and cols["label"] is None and len(head) == 2:
             cols["label"] = 1 - cols["path"]  # Kaggle's `id,breed`: the other column of two is the label
         if cols["path"] is not None and cols["label"] is None:
@@ -663,6 +665,32 @@ def read_file_list(path: Path, prefer: str | None = None, columns: Columns | Non
         else:
             out[split] = Listing("", PathTable(refs), np.zeros(len(refs), np.int64), labels, what="list")
     return out, order
+
+
+FILE_COLUMN_PROBE = 8  # rows whose values must all name image files for an unnamed column to hold the images
+
+
+def _column_naming_files(path: Path, rows: list[list[str]], taken: set[int]) -> int | None:
+    """Where no column's name says it holds the images: the one column (of those not taken) whose first rows' values
+    all name image files as the list's paths are found (beside the list, in a folder beside it, an image extension
+    added: APTOS' `id_code` for train_images/<id>.png), said; None where none or several do."""
+    body = rows[1:1 + FILE_COLUMN_PROBE]
+    if not body:
+        return None
+    found = []
+    for c in range(len(rows[0])):
+        values = [r[c].strip() for r in body if len(r) > c]
+        if c in taken or len(values) < len(body) or not all(values) or any(_is_int(v) and len(v) < 3 for v in values):
+            continue
+        where = _path_resolver(path.parent, values)
+        if all(os.path.isfile(where(v)) and os.path.splitext(where(v))[1].lower() in IMAGE_EXT for v in values):
+            found.append(c)
+    if len(found) != 1:
+        return None
+    from ..runtime import info
+    info(f"{str(path)!r}: column {rows[0][found[0]].strip()!r} holds the images' names (its values name image files; "
+         "--image-column sets another)")
+    return found[0]
 
 
 def _one_hot_row(path: Path, n: int, row: list[str], columns: list[int], head: list[str]) -> list[str]:
