@@ -300,8 +300,18 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if labels == "predicted":  # after the hold-out, drawn as a later `eval --labels predicted` draws it
         ds = labelled_by(base_model.to(device), ds, device)
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
+    detour = None  # a forward that leaves torch (numpy, PIL) and comes back: trained and attacked through it (BPDA)
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
-        raise NoInputGradient(no_input_gradient(type(base_model.net).__name__, base_model.net))
+        from .bpda import detoured
+        probe = torch.rand(2, base_model.spec.in_chans, *base_model.spec.input_size,
+                           generator=torch.Generator().manual_seed(0)).to(device)
+        detour = detoured(base_model.to(device), probe) if bpda else None
+        if detour is None:
+            raise NoInputGradient(no_input_gradient(type(base_model.net).__name__, base_model.net))
+        info(f"{base_name}'s forward leaves torch (numpy, PIL) and comes back at {detour} a pass: training and its "
+             "report pass gradients straight through that detour as if it were the identity (BPDA; --no-bpda: "
+             "refused)")
+        model.spec.extra["trained_through_detour"] = detour
     train_ds = subsample(ds, data_frac, seed)
     # the same image under train/ and val/ (or twice in one split that `fix` held a share out of): trained on, the
     # report would count it as unseen (with --no-report the test split is not read at all, as below)
@@ -427,7 +437,8 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
              "attacks do, so its loss and its attack see log-probabilities; the model is written as it is")
 
     def trained(m: Classifier, d: Data, c: TrainConfig):
-        with compiled(m, compile), training_through_rounding(rounding), trained_as_log_probabilities(m, probabilities):
+        with compiled(m, compile), training_through_rounding(rounding, m if detour else None), \
+                trained_as_log_probabilities(m, probabilities):
             return rcp.train(m, d, config["params"], c, device,
                              **({"unlabeled": pseudo.data} if pseudo is not None else {}))
     def report_kw(on: Classifier) -> tuple[dict[str, Any], list[str]]:

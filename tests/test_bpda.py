@@ -91,3 +91,66 @@ def test_fix_trains_through_rounding(digits_model, digits):
     assert a["val_robust"] < a["val_clean"] - 0.2, a
     assert through.model.spec.extra["trained_through_rounding"] == "torch.round x1"
     assert "trained_through_rounding" not in stalled.model.spec.extra
+
+
+class NumpySqueeze(nn.Module):
+    """An input-transformation defence as its paper's code writes it: the images leave torch for numpy (bit-depth
+    reduction, Xu et al.'s feature squeezing) and come back with torch.from_numpy, cutting autograd."""
+
+    def forward(self, x):
+        import numpy as np
+        a = np.round(x.detach().cpu().numpy() * 4) / 4
+        return torch.from_numpy(a).to(x.device, x.dtype)
+
+
+def _squeezed(model):
+    import copy
+    out = copy.deepcopy(model)
+    out.net = nn.Sequential(NumpySqueeze(), out.net)
+    return out
+
+
+def test_a_detour_out_of_torch_is_attacked_through_as_the_identity(digits_model, digits):
+    """Where the forward leaves torch, no gradient attack could run (refused before); the detour is passed as the
+    identity (BPDA): the input gradient is the network's own at the squeezed image, the attacks reach what the
+    squeezing hid, the report says so; --no-bpda refuses as before; a forward under no_grad is still refused."""
+    squeezed = _squeezed(digits_model)
+    x, _ = digits.images("test", torch.arange(4).numpy())
+    model, note = straight_through(squeezed, x[:2])
+    assert note is not None and "comes back at 1 (SimpleConvNet) x1" in note and "BPDA" in note, note
+    probe = x.clone().requires_grad_(True)
+    model(probe).sum().backward()
+    ref = x.clone().requires_grad_(True)  # the identity's gradient: the network's own at g(x), g's Jacobian the identity
+    xn = digits_model.normalize(ref)
+    digits_model.net(xn + (torch.round(xn * 4) / 4 - xn).detach()).sum().backward()
+    assert torch.allclose(probe.grad, ref.grad, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(model(x), squeezed(x))
+    through = harden.evaluate(squeezed, digits, **KW)
+    assert through.attacks[1].robust_accuracy < through.clean_accuracy - 0.4, through.attacks
+    assert any("leaves torch" in note and "BPDA" in note for note in through.notes), through.notes
+    with pytest.raises(harden.HardenError, match="do not depend on its input through autograd"):
+        harden.evaluate(squeezed, digits, **KW, bpda=False)
+
+    class Probe(nn.Module):  # a frozen backbone run under no_grad: no detour to pass, still refused
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            with torch.no_grad():
+                return self.net(x)
+    frozen = _squeezed(digits_model)
+    frozen.net = Probe(digits_model.net)
+    with pytest.raises(harden.HardenError, match="do not depend on its input through autograd"):
+        harden.evaluate(frozen, digits, **KW)
+
+
+def test_fix_trains_through_a_detour_out_of_torch(digits_model, digits):
+    kw = dict(recipe="at", sets=["eps=0.2"], epochs=1, data_frac=0.3, device="cpu", report=False)
+    result = harden.fix(_squeezed(digits_model), digits, **kw)
+    (h,) = result.history
+    assert h["val_robust"] < h["val_clean"] - 0.2, h  # the validation PGD reached through the squeezing
+    assert result.model.spec.extra["trained_through_detour"] == "1 (SimpleConvNet) x1"
+    with pytest.raises(harden.HardenError, match="do not depend on its input through autograd"):
+        harden.fix(_squeezed(digits_model), digits, **kw, bpda=False)
