@@ -165,6 +165,10 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
         return read_onnx(path)
     if describe(path):  # another framework's model, named with the way to ONNX where there is one
         raise HardenError(describe(path))
+    from .file_kinds import what_path_is
+    what = what_path_is(path)
+    if what:  # a Git LFS pointer (a model repository cloned without LFS), a web page saved as the file
+        raise HardenError(f"{str(path)!r} is {what}; it holds no model's weights.")
     if path.suffix.lower() in SAFETENSORS_EXT:
         raise HardenError(f"{str(path)!r} is not a readable safetensors file (no valid header). It may be "
                           "truncated or corrupted; re-export it from the training run.")

@@ -174,6 +174,19 @@ def test_zero_byte_and_truncated(cli, digits_ckpt, tmp_path):
     assert "truncated" in _bad(cli, "eval", t)
 
 
+def test_a_pointer_or_a_page_saved_as_the_checkpoint(cli, tmp_path):
+    """A model repository cloned without `git lfs pull` holds pointers; a download can save a sign-in page: each is
+    said as what it is, whatever the file is called (it was "not a readable safetensors file", or "neither ...")."""
+    pointer = ("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258"
+               "daaa5e2ca24d17e2393\nsize 46827520\n")
+    for name in ("model.safetensors", "model.pth"):
+        (tmp_path / name).write_text(pointer)
+        said = " ".join(_bad(cli, "eval", tmp_path / name).split())
+        assert "a Git LFS pointer to a file of 46,827,520 bytes" in said and "git lfs pull" in said, said
+    (tmp_path / "page.pt").write_text("<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n")
+    assert "an HTML page" in " ".join(_bad(cli, "eval", tmp_path / "page.pt").split())
+
+
 def test_code_carrying_pickle(cli, tmp_path):
     from test_checkpoint import Evil
     p = tmp_path / "evil.pt"

@@ -68,27 +68,14 @@ class DecodeDataset(torch.utils.data.Dataset):
         return out, label, i, None, oriented
 
 
-# what else real folders hold under an image's name, by the bytes it starts with
-NOT_IMAGES = ((b"version https://git-lfs", "a Git LFS pointer, not the image: fetch it with `git lfs pull` in its "
-               "repository"),
-              (b"%PDF", "a PDF document"),
-              (b"<svg", "an SVG drawing (vector graphics), which is not decoded"),
-              (b"<!doctype html", "an HTML page, not an image (a download that saved an error or sign-in page)"),
-              (b"<html", "an HTML page, not an image (a download that saved an error or sign-in page)"),
-              (b"{", "a JSON document"))
-
-
 def why_unreadable(data: bytes | None, e: Exception) -> str:
     """Why a file's bytes gave no image, in words: an empty file, a Git LFS pointer, a web page saved under an
     image's name; else Pillow's error (a truncated file, a format it does not read)."""
     if data is not None and len(data) == 0:
         return "the file is empty (0 bytes: an interrupted copy or download)"
     if data is not None and type(e).__name__ == "UnidentifiedImageError":
-        head = data[:256].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-        for start, what in NOT_IMAGES:
-            if head.startswith(start) or start == b"<svg" and head.startswith(b"<?xml") and start in head:
-                return what
-        return f"not an image format Pillow reads ({len(data):,} bytes, starting {data[:8]!r})"
+        from ..file_kinds import what_file_is
+        return what_file_is(data) or f"not an image format Pillow reads ({len(data):,} bytes, starting {data[:8]!r})"
     return f"{type(e).__name__}: {e}"
 
 
