@@ -16,6 +16,10 @@ SIGNATURES = ((b"version https://git-lfs", None),  # said with the size it point
               (b"{", "a JSON document"))
 
 
+# what no data file can be (a JSON document or an SVG may be a dataset's list or image)
+NOT_DATA = ("a Git LFS pointer", "a PDF document", PAGE)
+
+
 def lfs_pointer(head: bytes) -> str:
     """A Git LFS pointer, with the size of the file it stands for where it says one."""
     size = re.search(rb"\nsize (\d+)", head)

@@ -185,6 +185,10 @@ def test_a_pointer_or_a_page_saved_as_the_checkpoint(cli, tmp_path):
         assert "a Git LFS pointer to a file of 46,827,520 bytes" in said and "git lfs pull" in said, said
     (tmp_path / "page.pt").write_text("<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n")
     assert "an HTML page" in " ".join(_bad(cli, "eval", tmp_path / "page.pt").split())
+    for name in ("cifar10.npz", "train.csv"):  # the same for a data file
+        (tmp_path / name).write_text(pointer)
+        said = " ".join(_bad(cli, "data", tmp_path / name).split())
+        assert "is a Git LFS pointer" in said and "it holds no images" in said, said
 
 
 def test_code_carrying_pickle(cli, tmp_path):

@@ -167,6 +167,11 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
             return _file_data(pattern_source(spec, files, target.columns()), target)
         from ..hub_cache import hint
         raise HardenError(f"Data path {spec!r} does not exist.{hint(spec, 'dataset')} --data takes {LAYOUTS}.")
+    if path.is_file():  # a Git LFS pointer (a dataset repository cloned without LFS), a web page saved as the file
+        from ..file_kinds import NOT_DATA, what_path_is
+        what = what_path_is(path)
+        if what and what.startswith(NOT_DATA):
+            raise HardenError(f"Data file {spec!r} is {what}; it holds no images.")
     from .downsampled_imagenet import downsampled_imagenet
     downsampled = downsampled_imagenet(path)  # Imagenet32's train_data_batch_N / val_data (.npz or pickles)
     if downsampled is not None:
