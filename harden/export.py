@@ -38,6 +38,19 @@ class ExportCheck:
         return self.agreement == 1.0 and self.max_abs_diff <= LOGIT_TOL * max(1.0, self.scale)
 
 
+def refuse_detour(model: Classifier, what: str) -> None:
+    """A forward that leaves torch (numpy, PIL: bpda.detoured) cannot be traced into a graph: the tracer records what
+    came back as a constant, and the graph's output no longer depends on its input (an ONNX graph without inputs)."""
+    from .bpda import detoured
+    spec = model.spec
+    where = detoured(model, torch.rand(2, spec.in_chans, *spec.input_size, generator=torch.Generator().manual_seed(0)))
+    if where is not None:
+        raise HardenError(f"{what} cannot hold this model: its forward leaves torch (numpy, PIL) and comes back at "
+                          f"{where} a pass, and a traced graph would hold what came back as a constant, the same "
+                          "output for every input. Export the network after that point (harden export -o "
+                          "weights.pth writes the weights for your own code) and run the transformation beside it.")
+
+
 def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tensor, images: str,
                 opset: int = OPSET) -> ExportCheck:
     """Export to `path` (atomically) and check it on x_check; the caller decides what a failed check means."""
@@ -45,6 +58,7 @@ def export_onnx(model: Classifier, path: str | os.PathLike, x_check: torch.Tenso
     path = Path(path)
     model = model.cpu().eval()
     spec = model.spec
+    refuse_detour(model, "ONNX")
     dummy = torch.rand(2, spec.in_chans, *spec.input_size)
     fd, tmp = temp_beside(path)
     os.close(fd)

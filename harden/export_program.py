@@ -17,7 +17,7 @@ import torch
 
 from .checkpoint import temp_beside
 from .errors import HardenError
-from .export import ExportCheck, compare, export_facts, exported_program_batch, first_line
+from .export import ExportCheck, compare, export_facts, exported_program_batch, first_line, refuse_detour
 from .models import Classifier
 from .reparametrized import baked
 from .models.exported_program import EXTRA_FILE, as_module, read_program
@@ -28,6 +28,7 @@ def export_program(model: Classifier, path: str | os.PathLike, x_check: torch.Te
     path = Path(path)
     model = model.cpu().eval()
     spec = model.spec
+    refuse_detour(model, "A torch.export program")
     fixed = exported_program_batch(model) or 0
     dummy = torch.rand(fixed or 2, spec.in_chans, *spec.input_size)
     fd, tmp = temp_beside(path)

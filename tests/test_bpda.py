@@ -146,9 +146,19 @@ def test_a_detour_out_of_torch_is_attacked_through_as_the_identity(digits_model,
         harden.evaluate(frozen, digits, **KW)
 
 
-def test_fix_trains_through_a_detour_out_of_torch(digits_model, digits):
+def test_fix_trains_through_a_detour_out_of_torch(digits_model, digits, tmp_path):
+    """Trained through it (BPDA); an export, whose tracer would hold the detour's result as a constant (a graph that
+    gave the same output for every input, and then an IndexError on its missing input), is refused, said."""
     kw = dict(recipe="at", sets=["eps=0.2"], epochs=1, data_frac=0.3, device="cpu", report=False)
     result = harden.fix(_squeezed(digits_model), digits, **kw)
+    from harden.export import export_onnx
+    from harden.export_program import export_program
+    x, _ = digits.images("test", torch.arange(4).numpy())
+    with pytest.raises(harden.HardenError, match="ONNX cannot hold this model: its forward leaves torch"):
+        export_onnx(result.model, tmp_path / "m.onnx", x, "test images")
+    with pytest.raises(harden.HardenError, match="torch.export program cannot hold this model"):
+        export_program(result.model, tmp_path / "m.pt2", x, "test images")
+    assert not list(tmp_path.iterdir())
     (h,) = result.history
     assert h["val_robust"] < h["val_clean"] - 0.2, h  # the validation PGD reached through the squeezing
     assert result.model.spec.extra["trained_through_detour"] == "1 (SimpleConvNet) x1"
