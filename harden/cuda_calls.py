@@ -112,6 +112,18 @@ DEVICE_CALLS = {"set_device": lambda *a, **k: None, "synchronize": lambda *a, **
 
 
 @contextlib.contextmanager
+def _device_calls_stubbed() -> Iterator[None]:
+    saved = {name: getattr(torch.cuda, name) for name in DEVICE_CALLS}
+    try:
+        for name, stand_in in DEVICE_CALLS.items():
+            setattr(torch.cuda, name, stand_in)
+        yield
+    finally:
+        for name, original in saved.items():
+            setattr(torch.cuda, name, original)
+
+
+@contextlib.contextmanager
 def gpu_moves_on_cpu() -> Iterator[None]:
     """On a machine without CUDA: the code run inside (a user's module imported, its constructor) makes and moves its
     tensors on the CPU where it names CUDA, and its calls of CUDA's device management do nothing. Elsewhere
@@ -119,28 +131,24 @@ def gpu_moves_on_cpu() -> Iterator[None]:
     if torch.cuda.is_available():
         yield
         return
-    saved = {name: getattr(torch.cuda, name) for name in DEVICE_CALLS}
-    try:
-        for name, stand_in in DEVICE_CALLS.items():
-            setattr(torch.cuda, name, stand_in)
-        with GpuMovesOn("cpu"):
-            yield
-    finally:
-        for name, original in saved.items():
-            setattr(torch.cuda, name, original)
+    with _device_calls_stubbed(), GpuMovesOn("cpu"):
+        yield
 
 
 def _enter(module: nn.Module, args: tuple) -> None:
     first = args[0] if args and isinstance(args[0], torch.Tensor) else next(module.parameters(), None)
-    mode = GpuMovesOn(first.device if first is not None else "cpu")
-    mode.__enter__()
-    module.__dict__.setdefault("_harden_gpu_modes", []).append(mode)
+    device = first.device if first is not None else torch.device("cpu")
+    held = contextlib.ExitStack()
+    if not torch.cuda.is_available():  # its own torch.cuda.current_device() too, as at its import
+        held.enter_context(_device_calls_stubbed())
+    held.enter_context(GpuMovesOn(device))
+    module.__dict__.setdefault("_harden_gpu_modes", []).append(held)
 
 
 def _leave(module: nn.Module, args: tuple, output: Any) -> None:
     modes = module.__dict__.get("_harden_gpu_modes")
     if modes:
-        modes.pop().__exit__(None, None, None)
+        modes.pop().close()
 
 
 def keep_forward_on(net: nn.Module) -> None:

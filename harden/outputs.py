@@ -289,9 +289,9 @@ def attach_scores(net: nn.Module, num_classes: int, in_chans: int, input_size: t
         called = None if on_gpu or alone else forward_wants(net, x, first)
         if called is None and not on_gpu and not alone and layout is not None:  # a caller's module, left as it is
             called = layout.hint
-        why = ("Its forward uses a GPU itself, which this machine lacks (its device='cuda', .to('cuda') and .cuda() "
-               "calls are kept on the input's device, but not this one, e.g. torch.cuda.current_device()): make it "
-               "use the input's device (x.device)." if on_gpu
+        why = ("Its forward uses a GPU itself, which this machine lacks (its device='cuda', .to('cuda'), .cuda() and "
+               "torch.cuda.current_device() calls are kept on the input's device, but not this one, e.g. "
+               "torch.cuda.get_device_properties): make it use the input's device (x.device)." if on_gpu
                else ONE_AT_A_TIME if alone else called or "Where that is a shape mismatch, check --input-size and "
                "--in-chans: a plain state dict does not say them.")
         raise DoesNotRun(f"{type(net).__name__} cannot run on a batch of 2 x {in_chans} x {input_size[0]} x "

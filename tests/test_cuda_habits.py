@@ -48,6 +48,8 @@ class Net(nn.Module):
             x = x + self.noise * torch.cuda.FloatTensor(x.size()).normal_()
         x = F.max_pool2d(F.relu(self.conv(x)), 2)
         mask = torch.ones(x.size(0), 1, 1, 1, device='cuda').type(torch.cuda.FloatTensor)
+        torch.cuda.synchronize()  # timing code left in a forward
+        mask = mask.to(torch.cuda.current_device())
         x = (x * mask).view(x.size(0), -1)
         return self.fc(x.to(device)) * self.scale + OFFSET
 
@@ -67,7 +69,8 @@ class Shapeless(Net):  # past its GPU habit, a layer that does not fit: that is 
 
 CPU_TWIN = (GPU_CODE.replace("device = 'cuda'", "device = 'cpu'").replace("device='cuda'", "device='cpu'")
             .replace("torch.cuda.FloatTensor", "torch.FloatTensor").replace("torch.cuda.set_device(0)", "")
-            .replace("device=torch.cuda.current_device()", ""))
+            .replace("device=torch.cuda.current_device()", "").replace("torch.cuda.synchronize()", "pass")
+            .replace("mask.to(torch.cuda.current_device())", "mask"))
 
 
 @pytest.fixture()

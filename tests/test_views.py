@@ -164,10 +164,10 @@ class BinarySigmoid(BinaryNet):  # one probability, as BCELoss-trained code writ
         return torch.sigmoid(super().forward(x))
 
 
-class CudaInside(TupleNet):  # published code that assumes a GPU: asks CUDA for its device
+class CudaInside(TupleNet):  # published code that assumes a GPU: asks CUDA for its card's properties
     def forward(self, x):
         logits, _ = super().forward(x)
-        return logits + torch.zeros(1, device=torch.cuda.current_device())
+        return logits * min(1, torch.cuda.get_device_properties(0).multi_processor_count)
 
 
 class CudaDevice(TupleNet):  # research code's `device='cuda'` constructor argument, read in its forward
@@ -570,7 +570,7 @@ def test_a_forward_that_wants_a_batch_dict_or_more_arguments_is_named_with_the_a
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the forward runs where a GPU is")
 def test_a_forward_that_moves_tensors_to_the_gpu_itself_is_named(nets, tmp_path):
-    with pytest.raises(harden.HardenError, match=r"uses a GPU itself.*current_device.*\(x\.device\)"):
+    with pytest.raises(harden.HardenError, match=r"uses a GPU itself.*get_device_properties.*\(x\.device\)"):
         harden.create_model(f"{nets}:CudaInside", 4, 3, (16, 16))
     # loaded from a plain state dict (no size said): no other input size is tried, nor asked for
     torch.save(harden.create_model(f"{nets}:TupleNet", 4, 3, (16, 16)).net.state_dict(), tmp_path / "cuda.pt")
