@@ -300,12 +300,12 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if labels == "predicted":  # after the hold-out, drawn as a later `eval --labels predicted` draws it
         ds = labelled_by(base_model.to(device), ds, device)
     check_fits(ds, base_model.spec.in_chans, base_model.spec.num_classes)
+    # two seeded images of the model's shape, for the probes of its forward below (gradient, rounding, output kind)
+    probe = torch.rand(2, model.spec.in_chans, *model.spec.input_size, generator=torch.Generator().manual_seed(0))
     detour = None  # a forward that leaves torch (numpy, PIL) and comes back: trained and attacked through it (BPDA)
     if not gives_input_gradient(base_model):  # every recipe's result is judged white-box: say so before training
         from .bpda import detoured
-        probe = torch.rand(2, base_model.spec.in_chans, *base_model.spec.input_size,
-                           generator=torch.Generator().manual_seed(0)).to(device)
-        detour = detoured(base_model.to(device), probe) if bpda else None
+        detour = detoured(base_model.to(device), probe.to(device)) if bpda else None
         if detour is None:
             raise NoInputGradient(no_input_gradient(type(base_model.net).__name__, base_model.net))
         info(f"{base_name}'s forward leaves torch (numpy, PIL) and comes back at {detour} a pass: training and its "
@@ -423,7 +423,6 @@ def fix(base: str | Path | Classifier, data: str | Data | None = None, *, recipe
     if bn_unfold.wanted(model, unfold_bn, trains_base=not rcp.frozen_base()):
         model.spec.extra["unfolded_batchnorm"] = bn_unfold.insert(model, train_ds, device, seed=seed)
     from .bpda import rounds, training_through_rounding
-    probe = torch.rand(2, model.spec.in_chans, *model.spec.input_size, generator=torch.Generator().manual_seed(0))
     rounding = rounds(model, probe.to(device)) if bpda else None  # what the training passes gradients through
     if rounding:
         info(f"the model rounds ({rounding} a forward pass): training passes gradients straight through it, for its "
