@@ -75,12 +75,12 @@ def check_readable(path: str | os.PathLike) -> None:
 
 
 WEIGHT_FILE_EXT = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar", ".pt2", ".onnx")
-NOT_WEIGHTS = ("optimizer", "scheduler", "scaler", "random_states", "rng_state", "training_args")  # accelerate, Trainer
 
 
 def _weights_inside(path: Path) -> str:
     """The files a folder holds that may be the model's weights (accelerate's save_state leaves model.safetensors
     beside optimizer.bin and random_states_0.pkl), named so that the error says which to give."""
+    from .hub_cache import NOT_WEIGHTS
     try:
         files = sorted(e.name for e in os.scandir(path) if e.is_file() and e.name.lower().endswith(WEIGHT_FILE_EXT)
                        and not e.name.lower().startswith(NOT_WEIGHTS))

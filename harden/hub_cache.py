@@ -29,8 +29,10 @@ def datasets_cache() -> Path:
     return Path(os.environ.get("HF_DATASETS_CACHE") or _home() / "datasets")
 
 
-# what accelerate's `save_state` writes beside the model's weights (model.safetensors, or pytorch_model.bin)
-TRAINING_STATE = ("optimizer.bin", "optimizer.pt", "scheduler.bin", "scheduler.pt", "scaler.pt", "sampler.bin")
+# what a training state holds beside the model's weights, by the start of its files' names (accelerate's save_state:
+# optimizer.bin, scheduler.bin, scaler.pt, sampler.bin, random_states_0.pkl; transformers' Trainer: rng_state.pth,
+# training_args.bin)
+NOT_WEIGHTS = ("optimizer", "scheduler", "scaler", "sampler", "random_states", "rng_state", "training_args")
 STATE_MODEL_FILES = ("model.safetensors", "pytorch_model.bin")
 _said_state: set[str] = set()
 
@@ -43,7 +45,7 @@ def _training_state_weights(path: Path) -> Path | None:
         names = {e.name for e in os.scandir(path) if e.is_file()}
     except OSError:
         return None
-    if "config.json" in names or not (names & set(TRAINING_STATE) or any(n.startswith("random_states_") for n in names)):
+    if "config.json" in names or not any(n.lower().startswith(NOT_WEIGHTS) for n in names):
         return None
     models = [n for n in names if n in STATE_MODEL_FILES
               or (n.startswith(("model_", "pytorch_model_")) and n.endswith((".safetensors", ".bin")))]
