@@ -171,6 +171,8 @@ def names_cuda(net: nn.Module) -> bool:
     CUDA device ('cuda', "cuda:0", torch.cuda.FloatTensor), which a forward may use in a branch the probe batch does
     not take (training's noise, a defence's)."""
     import os
+
+    from .models.registry import installed_file
     own = os.path.dirname(os.path.abspath(__file__))  # harden's own wrappers, where it is installed editable
     files = set()
     for m in net.modules():
@@ -178,8 +180,7 @@ def names_cuda(net: nn.Module) -> bool:
             path = inspect.getsourcefile(type(m))
         except (TypeError, OSError):
             continue
-        if path and not os.path.abspath(path).startswith(own + os.sep) and not any(
-                part in ("site-packages", "dist-packages") for part in path.replace("\\", "/").split("/")):
+        if path and not os.path.abspath(path).startswith(own + os.sep) and not installed_file(path):
             files.add(path)
     for path in files:
         try:

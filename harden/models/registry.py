@@ -440,7 +440,12 @@ def _imported_callable(arch: str, what: str, flag: str, need_callable: bool) -> 
 def _installed(module: Any) -> bool:
     """Whether a module is an installed library's (torchvision, timm: their factories are read as they are)."""
     path = str(getattr(module, "__file__", None) or "")
-    return any(part in ("site-packages", "dist-packages") for part in Path(path).parts) or not path
+    return installed_file(path) or not path
+
+
+def installed_file(path: str) -> bool:
+    """Whether a source file is an installed library's (under site-packages or dist-packages)."""
+    return any(part in ("site-packages", "dist-packages") for part in Path(path).parts)
 
 
 NEARBY_SUBMODULES = ("models", "model", "nets", "networks", "archs")  # where packages keep their factories
