@@ -474,8 +474,9 @@ def _habits_said(net: torch.nn.Module, before: tuple[int, int, int]) -> list[str
     from .input_layouts import layout_of
     calls, fetched, on_cpu = before
     notes = []
-    if layout_of(net) is not None:
-        notes.append(layout_of(net).note)
+    layout = layout_of(net)
+    if layout is not None:
+        notes.append(layout.note)
     not_fetched = sorted(set(skipped()[fetched:]))
     if not_fetched:
         notes.append(f"its constructor asks for pretrained weights ({', '.join(not_fetched[:3])}): not fetched, the "
