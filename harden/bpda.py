@@ -120,11 +120,11 @@ def rounds(model: nn.Module, x: torch.Tensor) -> str | None:
     return _probe(model, x)[0]
 
 
-def detoured(model: nn.Module, x: torch.Tensor) -> str | None:
+def detoured(model: nn.Module, x: torch.Tensor, gives: bool | None = None) -> str | None:
     """Where a model that gives no input gradient (its forward leaves torch: numpy, PIL) gives one with its detour
     passed straight through (_Reentry): the modules it returns to ("conv x1"); None where it gives one anyway, or none
-    even so (a forward under torch.no_grad())."""
-    if _probe(model, x)[1]:
+    even so (a forward under torch.no_grad()). `gives`: whether it gives one, where a probe has found it already."""
+    if _probe(model, x)[1] if gives is None else gives:
         return None
     where, gave = _probe(model, x, reenter=True)
     return where if gave else None
@@ -147,8 +147,7 @@ def straight_through(model: nn.Module, x: torch.Tensor, on: bool = True) -> tupl
     it rounds, a note saying that its zero gradient was attacked. Neither where it does not round."""
     calls, gave = _probe(model, x)  # None also where the forward gives no gradient
     if calls is None:
-        where, gave = _probe(model, x, reenter=True) if on and not gave else (None, False)
-        where = where if gave else None
+        where = detoured(model, x, gave) if on else None
         if where is not None:
             return StraightThrough(model, reenter=True), (
                 f"forward leaves torch (numpy, PIL: no gradient) and comes back at {where} a pass: the attacks passed "
