@@ -438,7 +438,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
             found = _arguments_from_weights(path, kw)  # a HardenError: found in part, the rest asked for
     finally:
         if found is None:  # this load's warnings stand: it worked, or its error (or the search's) is said
-            for msg in held:
+            for msg in dict.fromkeys(held):  # once each: a build redone with what the weights said resolves again
                 warn(msg)
     if failed is None:
         return _unsaid_warned(model, path) if arch is not None else model
@@ -452,7 +452,15 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
         raise failed
     model = _load(path, **{**kw, "model_args": {**(model_args or {}), **found[0]}})
     model.config_sources["model_args"] = _found_source(found[0], model_args or {})
-    warn(f"{str(path)!r} ({model.spec.arch}): {found[1]}.")
+    if "img_size" in found[0] and model.config_sources.get("input_size") == "--model-arg img_size":
+        model.config_sources["input_size"] = model.config_sources["model_args"]  # a timm ViT's size, searched
+    size = "x".join(str(v) for v in _as_list(model.spec.input_size))
+    # a timm name built with another attention window (Swin's) was likely trained at another size, one the window
+    # tiles, and no tensor holds the size
+    unsized = "" if ":" in str(model.spec.arch) or not any("window" in k for k in found[0]) or \
+        not model.config_sources.get("input_size", "").startswith("timm") \
+        else f"; its input size stays the name's {size}, which the weights cannot check (--input-size sets it)"
+    warn(f"{str(path)!r} ({model.spec.arch}): {found[1]}{unsized}.")
     return _unsaid_warned(model, path)
 
 
@@ -884,22 +892,28 @@ def _averaged_vit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
 def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
     """What a search of a `file.py:Class` architecture's arguments builds from: (the callable, the arguments harden
     gives its builds, those the user or the metadata gave, the score of a build against the file's tensors, the sizes
-    of those tensors, the architecture's name); None for an architecture no search applies to."""
+    of those tensors, the architecture's name, the file's tensors); None for an architecture no search applies to: a
+    `file.py:Class` or a timm name (models/timm_args.py)."""
     state, meta = read_checkpoint(Path(local(path, "model")), kw.get("key"))
     arch = kw.get("arch") or meta.get("arch")
-    if not arch or ":" not in str(arch) or meta.get("recipe") or str(arch).startswith("transformers:"):
+    if not arch or meta.get("recipe") or str(arch).startswith("transformers:"):
         return None
-    from .models.config import _constructor_arguments, parameter_for, size_argument
+    from .models.config import _constructor_arguments, first_conv, parameter_for, size_argument
     from .models.lazy import shape_lazy_layers
     from .models.registry import _import_callable
+    from .models.timm_args import timm_callable
     try:
-        fn = _import_callable(str(arch))
+        fn = _import_callable(str(arch)) if ":" in str(arch) else timm_callable(str(arch))
+        if fn is None:
+            return None
         params = inspect.signature(fn).parameters
     except (HardenError, TypeError, ValueError):
         return None
     given = {"model_args": {**(meta.get("model_args") or {}), **(kw.get("model_args") or {})}}
     _constructor_arguments(str(arch), meta, given, {"model_args": ""})  # a Lightning module's, a script's args
     known = {k: kw.get(k) if kw.get(k) is not None else meta.get(k) for k in ("num_classes", "in_chans", "input_size")}
+    if ":" not in str(arch) and known["in_chans"] is None and first_conv(state):
+        known["in_chans"] = first_conv(state)[1]  # a timm name's channels, read from its stem as config.resolve does
     count_name = parameter_for(params, "num_classes")
     if known["num_classes"] is None and count_name and params[count_name].default is inspect.Parameter.empty and \
             last_linear(state):
@@ -937,7 +951,21 @@ def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
             head = all(s.split(": ", 1)[0].rpartition(".")[0] == last for s in shapes)
         return len(missing) + len(unexpected) + aside, len(shapes), len(missing), head
     sizes = {int(d) for t in state.values() if isinstance(t, torch.Tensor) for d in t.shape}
-    return fn, offered, given["model_args"], unmatched, sizes, str(arch)
+    if getattr(fn, "searched_size", None):
+        from .models.timm_args import sides_from_positions
+        sizes |= sides_from_positions(state)
+    return fn, offered, given["model_args"], unmatched, sizes, str(arch), state
+
+
+def _keys_say(fn, model_args: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, tuple[Any, str]]:
+    """The arguments BUILT_AS_SAVED reads from the file's keys, for a search to start from (a ViT saved with
+    class_token=False holds fc_norm: global_pool='avg', with which alone a build without a class token is made):
+    {argument: (value, what the file holds)}."""
+    from .models.args_from_weights import _built
+    params = inspect.signature(fn).parameters
+    todo = [rule for rule in BUILT_AS_SAVED if rule[1] in params and rule[1] not in model_args]
+    net = _built(fn, model_args) if todo else None
+    return {arg: (value, why) for fits, arg, value, why in todo if isinstance(net, torch.nn.Module) and fits(net, state)}
 
 
 def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
@@ -949,9 +977,15 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
     if inputs is None:
         return None
     from .models.args_from_weights import configuration_from_weights
-    fn, offered, given, unmatched, sizes, _ = inputs
-    found = configuration_from_weights(fn, {**offered, **given}, unmatched, sizes)
-    return None if found is None else ({k: v for k, v in found[0].items() if k not in offered}, found[1])
+    fn, offered, given, unmatched, sizes, _, state = inputs
+    said = _keys_say(fn, {**offered, **given}, state)
+    start = {**given, **{k: v for k, (v, _) in said.items()}}
+    found = configuration_from_weights(fn, {**offered, **start}, unmatched, sizes)
+    if found is None:
+        return None
+    first = "".join(f"it holds {why}, so built with {k}={v!r}; " for k, (v, why) in said.items())
+    return {**{k: v for k, (v, _) in said.items()}, **{k: v for k, v in found[0].items() if k not in offered}}, \
+        first + found[1]
 
 
 def _siblings_hint(path: str | os.PathLike, kw: dict[str, Any]) -> str:
@@ -962,7 +996,9 @@ def _siblings_hint(path: str | os.PathLike, kw: dict[str, Any]) -> str:
     if inputs is None:
         return ""
     from .models.args_from_weights import fitting_siblings
-    fn, offered, given, unmatched, _, arch = inputs
+    fn, offered, given, unmatched, _, arch, _ = inputs
+    if ":" not in arch:  # a timm name: its module's hundreds of other names are not searched
+        return ""
     names = fitting_siblings(fn, {**offered, **given}, unmatched)
     if not names:
         return ""

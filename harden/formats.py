@@ -859,8 +859,11 @@ def _timm_original_layout(net: nn.Module | None, own: dict[str, torch.Tensor], s
     convert = getattr(sys.modules.get(type(net).__module__), "checkpoint_filter_fn", None)
     if convert is None:
         return None
+    import warnings
     try:
-        out = convert(dict(state), net)
+        with warnings.catch_warnings():  # its resampling's notices, for a result that is not taken (below)
+            warnings.simplefilter("ignore")
+            out = convert(dict(state), net)
     except Exception:  # timm's converter for other layouts than this file's: not a conversion that applies
         return None
     if not isinstance(out, dict) or set(out) != set(own) or not all(isinstance(v, torch.Tensor) for v in out.values()):

@@ -639,19 +639,20 @@ def test_a_network_from_a_file_loads_a_plain_state_dict_without_importing_timm(t
 
 
 def test_a_file_built_with_other_depths_says_the_counts(tmp_path):
-    """A timm ViT made with `depth=4` saved as a state dict, loaded by its name (12 blocks): the error says the
-    file's blocks count and the argument that gives it, not that no key prefix fits (the keys' names agree); a
+    """A timm ViT made with `depth=4` saved as a state dict, loaded by its name (12 blocks), where something else in
+    the file fits no argument (so the search of its arguments, tests/test_timm_args.py, finds none): the error says
+    the file's blocks count and the argument that gives it, not that no key prefix fits (the keys' names agree); a
     larger sibling's weights (resnet34's for resnet18) say each stage's count."""
     import timm
     vit = timm.create_model("vit_tiny_patch16_224", num_classes=5, img_size=32, depth=4)
-    torch.save(vit.state_dict(), tmp_path / "vit.pt")
+    torch.save({**vit.state_dict(), "blocks.0.attn.qkv.weight": torch.zeros(7, 192)}, tmp_path / "vit.pt")
     with pytest.raises(HardenError) as refused:
         harden.load(tmp_path / "vit.pt", arch="vit_tiny_patch16_224")
     said = str(refused.value)
     assert "blocks holds 4 (0-3) where the architecture's holds 12" in said and "--model-arg depth=4" in said
     assert "No key prefix" not in said
-    assert len(harden.load(tmp_path / "vit.pt", arch="vit_tiny_patch16_224", model_args={"depth": 4}).net.blocks) == 4
-    torch.save(timm.create_model("resnet34", num_classes=5).state_dict(), tmp_path / "r34.pt")
+    r34 = timm.create_model("resnet34", num_classes=5).state_dict()
+    torch.save({**r34, "fc.bias": torch.zeros(3)}, tmp_path / "r34.pt")
     with pytest.raises(HardenError, match=r"layer1 holds 3 \(0-2\) where the architecture's holds 2"):
         harden.load(tmp_path / "r34.pt", arch="resnet18")
 

@@ -63,7 +63,7 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
         inputs = _search_inputs(path, {**kw, "arch": f"{file}:{name}"})
         if inputs is None or time.perf_counter() - start > FILE_SECONDS:
             continue
-        fn, offered, given, unmatched, _, _ = inputs
+        fn, offered, given, unmatched = inputs[:4]
         if _fits(_scored(fn, {**offered, **given}, unmatched)):
             fits.append(name)
             built[name] = _network_built(fn, {**offered, **given})

@@ -177,14 +177,16 @@ def _searchable(fn, model_args) -> dict[str, Any]:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return {}
-    offered = {a for names in ARG_ALIASES.values() for a in names}
+    # what harden gives, unless the callable asks for its size to be searched (a timm ViT's img_size, where nothing
+    # gave the size: its position embedding's rows say it only with its class and register tokens, searched too)
+    offered = {a for names in ARG_ALIASES.values() for a in names} - {getattr(fn, "searched_size", None)}
     out: dict[str, Any] = {}
     for p in params.values():
         if p.name in model_args or p.name in offered or UNTRIED.search(p.name) or \
                 p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             continue
-        if isinstance(p.default, bool) or _count(p.default):
-            out[p.name] = p.default
+        if isinstance(p.default, bool) or _count(p.default) or type(p.default) is int and p.default == 0:
+            out[p.name] = p.default  # 0: a count of extra parts none of by default (timm ViT's reg_tokens)
         elif isinstance(p.default, (list, tuple)) and 1 <= len(p.default) <= MAX_ELEMENTS and \
                 all(_count(v) for v in p.default):
             out.update({f"{p.name}[{i}]": v for i, v in enumerate(p.default)})
@@ -676,6 +678,8 @@ class _Search:
 def _said(fn, model_args, score, defaults, found, required, builds, loose=frozenset()) -> tuple[dict[str, Any], str]:
     """The arguments found and the sentence that says so, after refusing any the weights cannot say."""
     found = _as_flags(fn, model_args, found, loose)
+    # an argument the descent moved and then back (Swin's patch_size, on the way to its window_size) is not said
+    found = {k: v for k, v in found.items() if k in required or k not in defaults or v != defaults[k]}
     unused = [n for n in found if n not in defaults and TRAINING_ONLY.search(n)]  # a required training-time rate, 0
     # a required argument its code never reads (pytorch-cifar's PNASNet's num_cells): as seeded, said
     inert = [n for n in required if _count(found.get(n)) and _inert(fn, {**model_args, **found}, n)]
@@ -713,7 +717,10 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
     """A network whose tensors all fit may still compute another function: an integer argument that changes no
     tensor (an attention's head count: timm's ViT-Ti has 3 heads, its class's default 12, over the same weights; a
     stride) left at its default, or at the value a required one was first built with, is a guess the weights cannot
-    check. Refused, naming what was found and what is still to give."""
+    check. Refused, naming what was found and what is still to give. Not for a library's name (a timm name: its
+    defaults are what the name builds, as for a load that needs no search)."""
+    if getattr(fn, "defaults_named", False):
+        return
     base = _layers(fn, model_args)
     # a defaulted list's elements that change no tensor (strides) keep their defaults, as before lists were searched;
     # a required list's (seeded with ones) are a guess, as a required integer's first value is
@@ -770,7 +777,10 @@ def _now(model_args: dict[str, Any], name: str, default: Any) -> Any:
 def _refuse_traded(fn, model_args, defaults, score, said) -> None:
     """Two integers whose product alone shapes the tensors (vit-pytorch's `heads` x `dim_head`: 4 heads of 64 and 8
     of 32 hold the same weights, and attend differently) fit the weights at another pair too, one doubled and the
-    other halved: the weights cannot say which. Refused, naming both pairs and asking for one of the two."""
+    other halved: the weights cannot say which. Refused, naming both pairs and asking for one of the two. Not for a
+    library's name (_refuse_unread)."""
+    if getattr(fn, "defaults_named", False):
+        return
     ints = [n for n, d in defaults.items() if not ELEMENT.match(n) and not isinstance(model_args.get(n, d), bool)
             and isinstance(model_args.get(n, d), int) and model_args.get(n, d) > 0]
     start = time.perf_counter()

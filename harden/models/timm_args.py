@@ -1,0 +1,89 @@
+"""A timm name as a callable whose signature the argument search reads (models/args_from_weights.py): a file saved
+from `timm.create_model(name, class_token=False, global_pool='avg')` or `create_model('swin_tiny_...', window_size=5,
+img_size=160)` holds a network the name's defaults do not build, and timm's factory shows only `(pretrained=False,
+**kwargs)`. Its signature here is the keyword arguments of the class it builds (VisionTransformer, SwinTransformer,
+...), each at the value the name builds it with: the factory's own where it writes one (a ViT-S's `embed_dim=384,
+depth=12`, Swin-T's `window_size=7, depths=(2, 2, 6, 2)`), else the class's default; an argument the factory sets to
+something else (a block class) is not searched."""
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from typing import Any
+
+
+def factory_keywords(factory: Any) -> dict[str, Any]:
+    """The keywords a timm factory's own code passes on (`model_args = dict(patch_size=16, embed_dim=384)`,
+    `_gen_efficientnet(..., channel_multiplier=1.0)`), each with its value where that is written out (a number, a
+    flag, a text, a tuple of them), else NOT_WRITTEN (a block class, a variable)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(factory)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    out: dict[str, Any] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            for k in node.keywords:
+                if k.arg:
+                    try:
+                        out[k.arg] = ast.literal_eval(k.value)
+                    except ValueError:
+                        out[k.arg] = NOT_WRITTEN
+    return out
+
+
+NOT_WRITTEN = object()
+
+
+def timm_callable(arch: str) -> Any | None:
+    """`create_model(arch, pretrained=False, **kwargs)` with the signature described above (`forwarded_to`: the class,
+    whose code the search reads for a text argument's choices); None for a name timm lacks or one whose build fails."""
+    import timm
+    from timm.models import model_entrypoint
+
+    from .meta_build import built_for_shapes
+    if ":" in arch or not timm.is_model(arch):
+        return None
+    try:
+        with built_for_shapes():
+            net = timm.create_model(arch, pretrained=False)
+        cls = type(net)
+        params = inspect.signature(cls.__init__).parameters
+    except Exception:  # noqa: BLE001 - a name timm cannot build here: no search
+        return None
+    written = factory_keywords(model_entrypoint(arch))
+    kept = [p.replace(kind=p.KEYWORD_ONLY, default=written.get(name, p.default)) for name, p in list(params.items())[1:]
+            if written.get(name) is not NOT_WRITTEN and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and (p.default is not p.empty or name in written) and name != "pretrained"]
+
+    def build(**kwargs: Any) -> Any:
+        return timm.create_model(arch, pretrained=False, **kwargs)
+
+    build.__signature__ = inspect.Signature(kept)  # type: ignore[attr-defined]
+    build.__name__ = build.__qualname__ = arch
+    build.__module__ = cls.__module__
+    build.forwarded_to = cls  # type: ignore[attr-defined]
+    build.defaults_named = True  # type: ignore[attr-defined]  # the name says them: no guess to refuse
+    if "img_size" in params and getattr(net, "pos_embed", None) is not None:
+        # a size a learnt position embedding holds (a ViT's, not a Swin's), searched where nothing gave the size (then
+        # it is among the arguments given)
+        build.searched_size = "img_size"  # type: ignore[attr-defined]
+    return build
+
+
+MOST_PREFIX_TOKENS = 17  # a class token and up to 16 registers (or a distillation token) ahead of the patches
+
+
+def sides_from_positions(state: dict[str, Any]) -> set[int]:
+    """The image sides a ViT's position embedding allows, for the search to try (`pos_embed` of 1 x R x D beside a
+    patch embedding of kernel P: R less its class and register tokens is a square number of patches S x S, the side
+    S x P): every count of tokens ahead of the patches that leaves a square, the search's builds then choosing."""
+    import math
+    pos = state.get("pos_embed")
+    kernel = next((v for k, v in state.items() if k.startswith("patch_embed") and getattr(v, "ndim", 0) == 4), None)
+    if pos is None or getattr(pos, "ndim", 0) != 3 or kernel is None:
+        return set()
+    rows, patch = int(pos.shape[1]), int(kernel.shape[-1])
+    return {math.isqrt(rows - k) * patch for k in range(min(MOST_PREFIX_TOKENS, rows))
+            if math.isqrt(rows - k) ** 2 == rows - k and rows - k > 0}

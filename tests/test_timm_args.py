@@ -1,0 +1,88 @@
+"""A timm name whose file was saved from `create_model(name, **other_arguments)`: a ViT without a class token (averaged
+tokens), with register tokens, without a qkv bias, shallower, at another size; a ResNet with other stage depths; a Swin
+with another window. Each stopped with "do not fit the architecture"; the arguments are now searched on the meta
+device over the class the name builds (models/timm_args.py), starting from the name's own values, warned with the flags
+that say them, and the network computes the file's function."""
+import pytest
+import torch
+
+import harden
+from harden.errors import HardenError
+from harden.runtime import held_warnings
+
+CASES = [
+    ("test_vit", dict(img_size=32, class_token=False, global_pool="avg", reg_tokens=2),
+     {"global_pool": "avg", "class_token": False, "reg_tokens": 2, "img_size": 32}),
+    ("test_vit", dict(img_size=48, qkv_bias=False), {"qkv_bias": False, "img_size": 48}),
+    ("test_vit", dict(depth=3), {"depth": 3}),  # a factory's own value (6) searched from there
+    ("test_resnet", dict(layers=(1, 2, 1, 1)), {"layers": [1, 2, 1, 1]}),
+]
+
+
+def _saved(tmp_path, name, kw, num_classes=5):
+    import timm
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    net = timm.create_model(name, pretrained=False, num_classes=num_classes, **kw).eval()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "m.safetensors")
+    return net, tmp_path / "m.safetensors"
+
+
+@pytest.mark.parametrize("name, kw, found", CASES)
+def test_arguments_a_timm_name_was_built_with_are_found_from_its_weights(tmp_path, name, kw, found):
+    net, path = _saved(tmp_path, name, kw)
+    with held_warnings() as said:
+        model = harden.load(path, arch=name)
+    assert model.spec.model_args == found and model.spec.num_classes == 5
+    told = next(" ".join(w.split()) for w in said if "builds tried on the meta device" in w)
+    assert all(f"{k}={v!r}" in told for k, v in found.items()), told
+    assert model.config_sources["model_args"] == "checkpoint weights (the arguments they fit)"
+    if "img_size" in found:  # the size follows: the weights' own, said as theirs
+        assert model.spec.input_size == (found["img_size"],) * 2
+        assert model.config_sources["input_size"] == model.config_sources["model_args"]
+    spec = model.eval().spec
+    x = torch.rand(2, 3, *spec.input_size)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
+
+
+def test_a_swin_with_another_window_is_found_and_its_size_said_unchecked(tmp_path, monkeypatch):
+    """The window is searched from the name's 7 (the descent moves the patch size on its way, and back: not said);
+    no tensor holds the image size a window tiles, so the name's size is kept and said to be unchecked."""
+    import timm
+
+    from harden.models import args_from_weights
+    monkeypatch.setattr(args_from_weights, "SEARCH_SECONDS", 120.0)  # about 300 builds: 8 s alone, more beside others
+    from safetensors.torch import save_file
+    from timm.layers import set_layer_config  # noqa: F401 - timm's layers, imported as the load does
+    with torch.device("meta"):
+        net = timm.create_model("swin_tiny_patch4_window7_224", window_size=5, img_size=160, num_classes=3)
+    state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in net.state_dict().items()}
+    save_file(state, tmp_path / "swin.safetensors")
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "swin.safetensors", arch="swin_tiny_patch4_window7_224")
+    assert model.spec.model_args == {"window_size": 5}
+    told = " ".join(next(w for w in said if "window_size=5" in w).split())
+    assert "patch_size" not in told and "its input size stays the name's 224x224, which the weights cannot" in told
+
+
+def test_a_file_no_arguments_explain_is_refused_as_before(tmp_path):
+    net, path = _saved(tmp_path, "test_resnet", {})
+    from safetensors.torch import load_file, save_file
+    state = load_file(path)
+    state["layer1.0.conv1.weight"] = torch.zeros(7, 7, 3, 3)  # a width no argument of the name builds alone
+    save_file(state, path)
+    with pytest.raises(HardenError, match="do not fit the architecture"):
+        harden.load(path, arch="test_resnet")
+
+
+def test_a_warning_of_a_build_redone_at_the_trained_size_is_said_once(tmp_path):
+    """A ViT fine-tuned at another size is built again at the size its position embedding says; the class count read
+    from its head was warned by both builds' resolutions."""
+    _saved(tmp_path, "test_vit", dict(img_size=32))
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "m.safetensors", arch="test_vit")
+    assert model.spec.input_size == (32, 32)
+    counts = [w for w in said if "--num-classes 5" in w]
+    assert len(counts) == 1, said
