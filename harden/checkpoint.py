@@ -889,6 +889,21 @@ def _averaged_vit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
         "norm.weight" not in fitted
 
 
+LAYER_SCALES = (".ls1.gamma", ".ls2.gamma")  # timm's transformer blocks' per-channel scales, when built with them
+
+
+def _layer_scaled(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """A timm ViT built without layer scale (init_values=None, the name's default) meets a file that holds it
+    (DeiT-III's, CaiT-style fine-tuning's `init_values=1e-5`): whatever value it is built with, the file's scales
+    replace it."""
+    blocks = getattr(net, "blocks", None)
+    if not type(net).__module__.startswith("timm.models.") or not isinstance(blocks, torch.nn.Sequential) or \
+            not len(blocks) or not isinstance(getattr(blocks[0], "ls1", None), torch.nn.Identity):
+        return False
+    own, fitted = _fitted(net, state)[:2]
+    return not any(k.endswith(LAYER_SCALES) for k in own) and any(k.endswith(LAYER_SCALES) for k in fitted)
+
+
 def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
     """What a search of a `file.py:Class` architecture's arguments builds from: (the callable, the arguments harden
     gives its builds, those the user or the metadata gave, the score of a build against the file's tensors, the sizes
@@ -1010,7 +1025,9 @@ def _siblings_hint(path: str | os.PathLike, kw: dict[str, Any]) -> str:
 # constructor arguments a file's keys say where nothing else gave them: (test, argument, value, what the file holds)
 BUILT_AS_SAVED = ((_without_aux_heads, "aux_logits", False, "no auxiliary classifiers"),
                   (_averaged_vit, "global_pool", "avg", "fc_norm in place of norm (a ViT fine-tuned on its averaged "
-                                                        "tokens)"))
+                                                        "tokens)"),
+                  (_layer_scaled, "init_values", 1e-5, "layer scales (ls1.gamma, ls2.gamma), which replace the value "
+                                                       "it is built with"))
 
 
 def weights_fit(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:

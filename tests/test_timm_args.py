@@ -16,6 +16,8 @@ CASES = [
     ("test_vit", dict(img_size=48, qkv_bias=False), {"qkv_bias": False, "img_size": 48}),
     ("test_vit", dict(depth=3), {"depth": 3}),  # a factory's own value (6) searched from there
     ("test_resnet", dict(layers=(1, 2, 1, 1)), {"layers": [1, 2, 1, 1]}),
+    ("test_vit", dict(img_size=32, init_values=1e-5, class_token=False, global_pool="avg"),  # keys say two of them
+     {"global_pool": "avg", "init_values": 1e-5, "class_token": False, "img_size": 32}),
 ]
 
 
@@ -86,3 +88,18 @@ def test_a_warning_of_a_build_redone_at_the_trained_size_is_said_once(tmp_path):
     assert model.spec.input_size == (32, 32)
     counts = [w for w in said if "--num-classes 5" in w]
     assert len(counts) == 1, said
+
+
+def test_layer_scales_in_the_file_build_the_vit_with_them(tmp_path):
+    """DeiT-III's and CaiT-style fine-tuning's `init_values=1e-5`: the file holds ls1.gamma and ls2.gamma, which the
+    name's default (None) builds without; built with a value (the file's scales replace it), said."""
+    net, path = _saved(tmp_path, "test_vit", dict(init_values=1e-5))
+    with held_warnings() as said:
+        model = harden.load(path, arch="test_vit")
+    assert model.spec.model_args == {"init_values": 1e-5}
+    assert any("holds layer scales (ls1.gamma, ls2.gamma)" in " ".join(w.split()) for w in said), said
+    x = torch.rand(2, 3, 160, 160)
+    spec = model.eval().spec
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
