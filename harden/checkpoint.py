@@ -436,6 +436,12 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
     try:
         if failed is not None:
             found = _arguments_from_weights(path, kw)  # a HardenError: found in part, the rest asked for
+    except HardenError as refused:
+        # a timm name's width moved by the weights: another name of its family may be the file's
+        hint = _siblings_hint(path, kw) if arch and ":" not in arch else ""
+        if hint:
+            raise HardenError(f"{refused}{hint}") from None
+        raise
     finally:
         if found is None:  # this load's warnings stand: it worked, or its error (or the search's) is said
             for msg in dict.fromkeys(held):  # once each: a build redone with what the weights said resolves again
@@ -1012,8 +1018,11 @@ def _siblings_hint(path: str | os.PathLike, kw: dict[str, Any]) -> str:
         return ""
     from .models.args_from_weights import fitting_siblings
     fn, offered, given, unmatched, _, arch, _ = inputs
-    if ":" not in arch:  # a timm name: its module's hundreds of other names are not searched
-        return ""
+    if ":" not in arch:  # a timm name: the names of its family
+        from .models.timm_args import fitting_names
+        names = fitting_names(arch, {k: v for k, v in offered.items() if k in ("num_classes", "in_chans")}, unmatched)
+        return (f" The weights fit timm's {' and '.join(names[:3])}{' (and more)' if len(names) > 3 else ''}: --arch "
+                f"{names[0]}.") if names else ""
     names = fitting_siblings(fn, {**offered, **given}, unmatched)
     if not names:
         return ""

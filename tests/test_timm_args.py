@@ -103,3 +103,27 @@ def test_layer_scales_in_the_file_build_the_vit_with_them(tmp_path):
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
     with torch.no_grad():
         assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
+
+
+def _zeros(tmp_path, name, **kw):
+    """A file of `name`'s shapes, made on the meta device (no initialisation: a search reads only the shapes)."""
+    import timm
+    from safetensors.torch import save_file
+    with torch.device("meta"):
+        net = timm.create_model(name, pretrained=False, **kw)
+    save_file({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in net.state_dict().items()}, tmp_path / "z.safetensors")
+    return tmp_path / "z.safetensors"
+
+
+def test_another_variants_weights_are_refused_with_the_name_they_fit(tmp_path):
+    """A width the name sets moved by the weights (test_vit's embed_dim 64 -> 96, as ViT-Ti's weights under ViT-S's
+    name move 384 -> 192) makes them another variant's, whose head count no tensor holds: the name's is then a guess,
+    refused and asked for. Weights of a sibling no argument reaches are refused with the timm name they fit."""
+    path = _zeros(tmp_path, "test_vit", num_classes=5, embed_dim=96, num_heads=3)
+    with pytest.raises(HardenError) as refused:
+        harden.load(path, arch="test_vit")
+    said = " ".join(str(refused.value).split())
+    assert "embed_dim=96" in said and "--model-arg num_heads=VALUE" in said, said
+    from harden.checkpoint import _siblings_hint  # what a refusal adds where no argument reaches the file's network
+    path = _zeros(tmp_path, "test_vit4", num_classes=5)
+    assert _siblings_hint(path, {"arch": "test_vit"}) == " The weights fit timm's test_vit4: --arch test_vit4."

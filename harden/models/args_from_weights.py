@@ -717,10 +717,18 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
     """A network whose tensors all fit may still compute another function: an integer argument that changes no
     tensor (an attention's head count: timm's ViT-Ti has 3 heads, its class's default 12, over the same weights; a
     stride) left at its default, or at the value a required one was first built with, is a guess the weights cannot
-    check. Refused, naming what was found and what is still to give. Not for a library's name (a timm name: its
-    defaults are what the name builds, as for a load that needs no search)."""
-    if getattr(fn, "defaults_named", False):
-        return
+    check. Refused, naming what was found and what is still to give. For a library's name (a timm name), its values
+    are what the name builds, as for a load that needs no search, unless the weights moved a width the name sets (a
+    ViT-Ti's file under ViT-S's name: embed_dim 192 for 384): then they are another variant's, and the name's values
+    that no tensor holds (its head count) are the guess."""
+    writes = getattr(fn, "name_writes", None)
+    if writes is not None:
+        base = _layers(fn, model_args)
+        widths = [n for n in found if n in writes and (n not in defaults or found[n] != defaults[n])
+                  and _reshaped(base, _layers(fn, {**model_args, n: inspect.signature(fn).parameters[n].default}))]
+        if not widths:
+            return
+        defaults = {n: d for n, d in defaults.items() if (_list_of(n) or n) in writes}
     base = _layers(fn, model_args)
     # a defaulted list's elements that change no tensor (strides) keep their defaults, as before lists were searched;
     # a required list's (seeded with ones) are a guess, as a required integer's first value is
@@ -760,6 +768,11 @@ def _refuse_other_classes(fn, model_args, choices: dict[str, list[str]], score, 
                               f"same tensors): give the one it was trained with, --model-arg {name}=NAME.")
 
 
+def _reshaped(one: tuple | None, other: tuple | None) -> bool:
+    """Whether two builds hold the same tensors by name, some of other shapes (a width moved, not a depth)."""
+    return one is not None and other is not None and [k for k, _ in one] == [k for k, _ in other] and one != other
+
+
 def _list_of(name: str) -> str | None:
     """The list argument an element's name is of (`strides[1]`: strides), or None."""
     match = ELEMENT.match(name)
@@ -778,8 +791,8 @@ def _refuse_traded(fn, model_args, defaults, score, said) -> None:
     """Two integers whose product alone shapes the tensors (vit-pytorch's `heads` x `dim_head`: 4 heads of 64 and 8
     of 32 hold the same weights, and attend differently) fit the weights at another pair too, one doubled and the
     other halved: the weights cannot say which. Refused, naming both pairs and asking for one of the two. Not for a
-    library's name (_refuse_unread)."""
-    if getattr(fn, "defaults_named", False):
+    library's name, whose values are the name's (_refuse_unread)."""
+    if getattr(fn, "name_writes", None) is not None:
         return
     ints = [n for n, d in defaults.items() if not ELEMENT.match(n) and not isinstance(model_args.get(n, d), bool)
             and isinstance(model_args.get(n, d), int) and model_args.get(n, d) > 0]

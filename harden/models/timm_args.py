@@ -64,7 +64,8 @@ def timm_callable(arch: str) -> Any | None:
     build.__name__ = build.__qualname__ = arch
     build.__module__ = cls.__module__
     build.forwarded_to = cls  # type: ignore[attr-defined]
-    build.defaults_named = True  # type: ignore[attr-defined]  # the name says them: no guess to refuse
+    # what the name says (args_from_weights._refuse_unread: no guess to refuse while the name's widths stand)
+    build.name_writes = frozenset(k for k, v in written.items() if v is not NOT_WRITTEN)  # type: ignore[attr-defined]
     if "img_size" in params and getattr(net, "pos_embed", None) is not None:
         # a size a learnt position embedding holds (a ViT's, not a Swin's), searched where nothing gave the size (then
         # it is among the arguments given)
@@ -87,3 +88,30 @@ def sides_from_positions(state: dict[str, Any]) -> set[int]:
     rows, patch = int(pos.shape[1]), int(kernel.shape[-1])
     return {math.isqrt(rows - k) * patch for k in range(min(MOST_PREFIX_TOKENS, rows))
             if math.isqrt(rows - k) ** 2 == rows - k and rows - k > 0}
+
+
+SIBLING_SECONDS = 10.0  # the most the names beside one are built for, on an error's path
+
+
+def fitting_names(arch: str, model_args: dict[str, Any], score: Any) -> list[str]:
+    """timm's other names of the same family (`vit_tiny_patch16_224` beside `vit_small_patch16_224`: its module's
+    names with the same first word) whose own values build a network the file's tensors fit (`score`, as the search
+    scores a build), for the error where the name given does not; each built on the meta device, for at most
+    SIBLING_SECONDS."""
+    import time
+
+    import timm
+    from timm.models import model_entrypoint
+
+    from .args_from_weights import _fits, _scored
+    module = model_entrypoint(arch).__module__.rpartition(".")[2]
+    stem = arch.split("_")[0]
+    out, start = [], time.perf_counter()
+    for name in timm.list_models(module=module):
+        if name == arch or name.split("_")[0] != stem:
+            continue
+        if time.perf_counter() - start > SIBLING_SECONDS:
+            break
+        if _fits(_scored(lambda _name=name, **kw: timm.create_model(_name, pretrained=False, **kw), model_args, score)):
+            out.append(name)
+    return out
