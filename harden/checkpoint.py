@@ -19,7 +19,7 @@ from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER
 from .models.config import (ARCH_HPARAM, BESIDE, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SETTINGS,
-                            SIZES_TRIED, SOURCES_KEY, SPEC_KEYS,
+                            SIZE_FROM, SIZES_TRIED, SOURCES_KEY, SPEC_KEYS,
                             hub_weights, is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
@@ -650,16 +650,21 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
             # built at the assumed size, a layer sized from it (`nn.Linear(32 * (img_size // 4) ** 2, ...)`) does
             # not fit the file: the smallest common size it does fit (else loading's usual error, below)
             tried_size = size_it_runs_at(spec, scores_key, state)
-        vit_size = _position_embedding_size(model, spec, sources, meta, state)
-        if vit_size is not None:
-            # a timm ViT fine-tuned at another size (`create_model(..., img_size=384)`): its position embedding says
-            # the size, which timm takes as a constructor argument, as --model-arg img_size would give it
-            timm_size = "x".join(str(v) for v in _as_list(spec["input_size"]))
-            flags = {**flags, "model_args": {**(flags.get("model_args") or {}), "img_size": vit_size}}
+        trained_at = _position_embedding_size(model, spec, sources, meta, state)
+        if trained_at is not None:
+            # a ViT fine-tuned at another size (timm's `create_model(..., img_size=384)`, torchvision's
+            # `vit_b_16(image_size=384)` from its SWAG weights): its position embedding says the size, which the
+            # library takes as a constructor argument, as --model-arg would give it (torchvision's transform then
+            # the one of its weights at that size, where it has such weights)
+            vit_size, arg, key, said = trained_at
+            was = "x".join(str(v) for v in _as_list(spec["input_size"]))
+            flags = {**flags, "model_args": {**(flags.get("model_args") or {}), arg: vit_size}}
+            if arg == "image_size":  # timm's config reads its img_size; torchvision's is given the size
+                flags.update({"input_size": [vit_size, vit_size], SIZE_FROM: f"the file's {key}"})
             spec, sources = merged(meta, flags, path, state, normaliser)
-            sources["input_size"] = sources["model_args"] = "checkpoint weights (pos_embed's positions)"
-            warn(f"{str(path)!r}: its position embedding was trained at {vit_size}x{vit_size} (timm's config for "
-                 f"{spec['arch']} says {timm_size}): built with img_size={vit_size} (--model-arg img_size sets it).")
+            sources["input_size"] = sources["model_args"] = f"checkpoint weights ({key}'s positions)"
+            warn(f"{str(path)!r}: its position embedding was trained at {vit_size}x{vit_size} ({said} "
+                 f"{was}): built with {arg}={vit_size} (--model-arg {arg} sets it).")
             model = build()
         for fits, arg, value, why in BUILT_AS_SAVED:
             if arg in (flags.get("model_args") or {}) or arg in (meta.get("model_args") or {}) or \
@@ -862,15 +867,25 @@ def _count_implicated(net: torch.nn.Module, state: dict[str, torch.Tensor], num_
 
 
 def _position_embedding_size(model: Classifier, spec: dict[str, Any], sources: dict[str, str], meta: dict[str, Any],
-                             state: dict[str, torch.Tensor]) -> int | None:
-    """The size a timm ViT's file was trained at, from its position embedding (formats.trained_size), where timm's
-    config gave the size, nothing gave img_size and the embedding does not fit as built; else None."""
-    if ":" in str(spec["arch"]) or not sources.get("input_size", "").startswith("timm") or meta.get("recipe") or \
-            getattr(model.net, "pos_embed", None) is None or "img_size" in (spec.get("model_args") or {}):
+                             state: dict[str, torch.Tensor]) -> tuple[int, str, str, str] | None:
+    """The size a timm or torchvision ViT's file was trained at, from its position embedding (formats.trained_size),
+    where the library's config gave the size, nothing gave the constructor's size argument and the embedding does
+    not fit as built: (the size, that argument, the embedding's key, the library's config in words); else None."""
+    from .formats import position_grid, trained_size
+    from .models.config import TORCHVISION_SOURCE, torchvision_factory
+    arch, source = str(spec["arch"]), sources.get("input_size", "")
+    if ":" not in arch and source.startswith("timm"):
+        arg, said = "img_size", f"timm's config for {arch} says"
+    elif torchvision_factory(arch) and source.startswith(TORCHVISION_SOURCE):
+        arg, said = "image_size", f"torchvision's weights for {arch.partition(':')[2]} say"
+    else:
         return None
-    from .formats import trained_size
+    where = position_grid(model.net)
+    if meta.get("recipe") or where is None or arg in (spec.get("model_args") or {}):
+        return None
     own, fitted = _fitted(model.net, state)[:2]  # only a ViT's keys are fitted here (loading fits them again)
-    return trained_size(model.net, own, fitted)  # None where its position embedding fits
+    size = trained_size(model.net, own, fitted)  # None where its position embedding fits
+    return None if size is None else (size, arg, where[0], said)
 
 
 AUX_HEADS = ("AuxLogits", "aux1", "aux2")  # torchvision's Inception-v3's and GoogLeNet's auxiliary classifiers

@@ -651,23 +651,39 @@ def _averaged(key: str) -> bool:
     return bool({"ema", "swa", "averaged", "avg", "polyak"} & set(re.split(r"[^a-z]+", key.lower().split(".")[-1])))
 
 
+def position_grid(net: nn.Module) -> tuple[str, tuple[int, int], int] | None:
+    """A ViT's learnt position embedding as built: (its key, the grid of patches it has a row for, the patch side) for
+    timm's (`pos_embed`, its patch_embed's grid) and torchvision's (`encoder.pos_embedding`, image_size // patch_size
+    a side); None for anything else."""
+    pe = getattr(net, "patch_embed", None)
+    grid, patch = getattr(pe, "grid_size", None), getattr(pe, "patch_size", None)
+    if grid and patch:
+        return "pos_embed", (int(grid[0]), int(grid[1])), int(patch[0])
+    side, patch = getattr(net, "image_size", None), getattr(net, "patch_size", None)
+    if isinstance(side, int) and isinstance(patch, int) and patch > 0 and \
+            isinstance(getattr(getattr(net, "encoder", None), "pos_embedding", None), torch.Tensor):
+        return "encoder.pos_embedding", (side // patch, side // patch), patch
+    return None
+
+
 def trained_size(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> int | None:
     """A ViT's position embedding has one entry per patch (and per class token): a file trained at another image
     size has another count, and that size follows from it and the patch size (square images only). None where the
     counts agree or say no square size."""
-    key = "pos_embed"
-    pe = getattr(net, "patch_embed", None)
-    grid, patch = getattr(pe, "grid_size", None), getattr(pe, "patch_size", None)
-    if key not in own or key not in state or own[key].ndim != 3 or state[key].ndim != 3 or not grid or not patch:
+    where = position_grid(net)
+    if where is None:
+        return None
+    key, grid, patch = where
+    if key not in own or key not in state or own[key].ndim != 3 or state[key].ndim != 3:
         return None
     if own[key].shape[1] == state[key].shape[1]:
         return None
-    prefix = int(own[key].shape[1]) - int(grid[0]) * int(grid[1])  # class/register tokens that carry a position
+    prefix = int(own[key].shape[1]) - grid[0] * grid[1]  # class/register tokens that carry a position
     cells = int(state[key].shape[1]) - prefix
     side = math.isqrt(max(cells, 0))
     if cells <= 0 or side * side != cells:
         return None
-    return side * int(patch[0])
+    return side * patch
 
 
 def trained_size_hint(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
@@ -675,9 +691,10 @@ def trained_size_hint(net: nn.Module, own: dict[str, torch.Tensor], state: dict[
     size = trained_size(net, own, state)
     if size is None:
         return ""
-    key = "pos_embed"
+    key = position_grid(net)[0]
+    arg = "timm: --model-arg img_size" if key == "pos_embed" else "torchvision: --model-arg image_size"
     return (f" Its {key} has {state[key].shape[1]} positions where the model has {own[key].shape[1]}: the file was "
-            f"trained at {size}x{size} (timm: --model-arg img_size={size}).")
+            f"trained at {size}x{size} ({arg}={size}).")
 
 
 def stem_hint(net: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:

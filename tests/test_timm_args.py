@@ -1,8 +1,8 @@
-"""A timm name whose file was saved from `create_model(name, **other_arguments)`: a ViT without a class token (averaged
-tokens), with register tokens, without a qkv bias, shallower, at another size; a ResNet with other stage depths; a Swin
-with another window. Each stopped with "do not fit the architecture"; the arguments are now searched on the meta
-device over the class the name builds (models/timm_args.py), starting from the name's own values, warned with the flags
-that say them, and the network computes the file's function."""
+"""A timm name (and a torchvision ViT) whose file was saved from `create_model(name, **other_arguments)`: a ViT
+without a class token (averaged tokens), with register tokens, without a qkv bias, shallower, at another size; a ResNet
+with other stage depths; a Swin with another window. Each stopped with "do not fit the architecture"; the arguments are
+now searched on the meta device over the class the name builds (models/timm_args.py), starting from the name's own
+values, warned with the flags that say them, and the network computes the file's function."""
 import pytest
 import torch
 
@@ -127,3 +127,44 @@ def test_another_variants_weights_are_refused_with_the_name_they_fit(tmp_path):
     from harden.checkpoint import _siblings_hint  # what a refusal adds where no argument reaches the file's network
     path = _zeros(tmp_path, "test_vit4", num_classes=5)
     assert _siblings_hint(path, {"arch": "test_vit"}) == " The weights fit timm's test_vit4: --arch test_vit4."
+
+
+def _small_vit_b_16(*, weights=None, progress=True, image_size: int = 224, **kwargs):
+    """torchvision's vit_b_16 as its factory builds it (image_size from **kwargs, default 224), narrowed to a test's
+    size: one layer of 32 features."""
+    from torchvision.models.vision_transformer import VisionTransformer
+    return VisionTransformer(image_size=image_size, patch_size=16, num_layers=1, num_heads=2, hidden_dim=32,
+                             mlp_dim=64, **kwargs)
+
+
+def test_a_torchvision_vit_fine_tuned_at_another_size_takes_it_and_its_weights_transform(tmp_path, monkeypatch):
+    """torchvision's ViT-B/16 fine-tuned from its SWAG weights at 384 (`vit_b_16(image_size=384)`): its position
+    embedding has 577 rows where the default build's has 197, and the load stopped there. The size is read from the
+    embedding (built with image_size=384, said) and the transform is that of the factory's weights at 384 (SWAG's
+    bicubic, ImageNet's statistics); at a size it has no weights for (96), the transform is left out as for a size
+    given by a flag, and the message says what gave the size."""
+    import torchvision
+
+    from harden.models.config import torchvision_config
+    assert torchvision_config("torchvision.models:vit_b_16", 384)["weights"] == "ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1"
+    assert torchvision_config("torchvision.models:vit_b_16", 96) is None
+    monkeypatch.setattr(torchvision.models, "vit_b_16", _small_vit_b_16)
+    torch.manual_seed(0)
+    for side in (384, 96):
+        net = _small_vit_b_16(image_size=side, num_classes=4).eval()
+        torch.save(net.state_dict(), tmp_path / f"vit{side}.pth")
+        with held_warnings() as said:
+            model = harden.load(tmp_path / f"vit{side}.pth", arch="torchvision.models:vit_b_16")
+        assert model.spec.input_size == (side, side) and model.spec.model_args == {"image_size": side}
+        assert model.config_sources["input_size"] == "checkpoint weights (encoder.pos_embedding's positions)"
+        told = " ".join(" ".join(said).split())
+        assert f"trained at {side}x{side} (torchvision's weights for vit_b_16 say 224x224)" in told, told
+        if side == 384:
+            assert model.spec.interpolation == "bicubic" and model.spec.mean == (0.485, 0.456, 0.406)
+            assert "IMAGENET1K_SWAG_E2E_V1" in model.config_sources["mean"]
+            x = torch.rand(2, 3, side, side)
+            mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
+            with torch.no_grad():
+                assert torch.allclose(model.eval()(x), net((x - mean) / std), atol=1e-5)
+        else:
+            assert "is not taken with a size given by the file's encoder.pos_embedding" in told, told

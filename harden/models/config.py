@@ -160,6 +160,12 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     if tcfg and not timm_left_out:
         layers.append((f"timm config ({spec['arch']})", tcfg))
     vcfg = torchvision_config(str(spec["arch"])) if not tcfg else None
+    if vcfg and given_size:
+        # its weights at the size given, where it has such (ViT_B_16's SWAG weights at 384): their transform holds
+        side = _as_side(next(layer["input_size"] for name, layer in layers if name == given_size))
+        sized = torchvision_config(str(spec["arch"]), side) if side else None
+        if sized:
+            vcfg, given_size = sized, None
     if vcfg and not given_size:
         layers.append((f"{TORCHVISION_SOURCE} ({vcfg.pop('weights')})", vcfg))
     library_left_out = tcfg if timm_left_out else (vcfg if vcfg and given_size else None)
@@ -252,7 +258,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             # timm's (torchvision's) preprocessing is its own weights' at their size, so a given size keeps it out;
             # its statistics are still the likeliest for a file fine-tuned with that library's scripts: named, not
             # taken
-            by = "--input-size" if given_size == "flag" else "the checkpoint's metadata"
+            by = flags.get(SIZE_FROM) or ("--input-size" if given_size == "flag" else "the checkpoint's metadata")
             lib, config = ("timm", "config") if timm_left_out else ("torchvision", "weights' transform")
             what = (f"no checkpoint metadata or flag gives the preprocessing, and {lib}'s {config} for {spec['arch']} "
                     f"(its own weights' at their size) is not taken with a size given by {by}")
@@ -269,6 +275,7 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
 
 
 TORCHVISION_SOURCE = "torchvision weights"
+SIZE_FROM = "input_size_from"  # beside a size given as a flag by the load itself: what said it (a position embedding)
 
 
 def torchvision_factory(arch: str) -> str | None:
@@ -280,17 +287,22 @@ def torchvision_factory(arch: str) -> str | None:
     return name if name in torchvision.models.list_models(module=torchvision.models) else None
 
 
-def torchvision_config(arch: str) -> dict[str, Any] | None:
+def torchvision_config(arch: str, size: int | None = None) -> dict[str, Any] | None:
     """torchvision's evaluation transform for a factory's default weights (ResNet50_Weights.IMAGENET1K_V2: resize
     the shorter side to 232, centre crop 224, bilinear, ImageNet's mean and std), in harden's names: what a model
     fine-tuned from those weights with torchvision's recipes expects, as timm's pretrained config is for timm's. Read
-    from the weights' metadata (nothing is downloaded)."""
+    from the weights' metadata (nothing is downloaded). `size`: the weights it has at that square size instead (the
+    default first; ViT_B_16's SWAG weights at 384), None where it has none."""
     name = torchvision_factory(arch)
     if name is None:
         return None
     from torchvision.models import get_model_weights
     try:
-        weights = get_model_weights(name).DEFAULT
+        enum = get_model_weights(name)
+        weights = enum.DEFAULT if size is None else next(
+            (w for w in [enum.DEFAULT, *enum] if int(w.transforms().crop_size[0]) == size), None)
+        if weights is None:
+            return None
         t = weights.transforms()
         crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
         return {"input_size": [crop, crop], "crop_pct": crop / resize, "crop_mode": "center",
@@ -298,6 +310,14 @@ def torchvision_config(arch: str) -> dict[str, Any] | None:
                 "std": [float(v) for v in t.std], "weights": f"{type(weights).__name__}.{weights.name}"}
     except (ValueError, KeyError, AttributeError, TypeError, IndexError):  # a factory without classification weights
         return None
+
+
+def _as_side(size: Any) -> int | None:
+    """A square input size's side, as a flag or metadata gives it (384, [384, 384], [3, 384, 384], "384x384")."""
+    if isinstance(size, str):
+        size = [int(v) for v in size.lower().split("x") if v.strip().isdigit()]
+    values = [int(size)] if isinstance(size, (int, float)) else [int(v) for v in size][-2:]
+    return values[0] if values and len(set(values)) == 1 else None
 
 
 def channel_statistics(values: list[float], in_chans: int) -> list[float]:
