@@ -638,12 +638,16 @@ def test_a_network_from_a_file_loads_a_plain_state_dict_without_importing_timm(t
     assert r.stdout.split("\n")[-2] == "4 []", r.stdout
 
 
-def test_a_file_built_with_other_depths_says_the_counts(tmp_path):
+def test_a_file_built_with_other_depths_says_the_counts(tmp_path, monkeypatch):
     """A timm ViT made with `depth=4` saved as a state dict, loaded by its name (12 blocks), where something else in
     the file fits no argument (so the search of its arguments, tests/test_timm_args.py, finds none): the error says
     the file's blocks count and the argument that gives it, not that no key prefix fits (the keys' names agree); a
     larger sibling's weights (resnet34's for resnet18) say each stage's count."""
     import timm
+
+    from harden.models import args_from_weights, timm_args
+    monkeypatch.setattr(args_from_weights, "SEARCH_SECONDS", 0.5)  # the hints are this test's, not the searches'
+    monkeypatch.setattr(timm_args, "SIBLING_SECONDS", 0.5)
     vit = timm.create_model("vit_tiny_patch16_224", num_classes=5, img_size=32, depth=4)
     torch.save({**vit.state_dict(), "blocks.0.attn.qkv.weight": torch.zeros(7, 192)}, tmp_path / "vit.pt")
     with pytest.raises(HardenError) as refused:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import textwrap
 from typing import Any
 
@@ -95,7 +96,7 @@ SIBLING_SECONDS = 10.0  # the most the names beside one are built for, on an err
 
 def fitting_names(arch: str, model_args: dict[str, Any], score: Any) -> list[str]:
     """timm's other names of the same family (`vit_tiny_patch16_224` beside `vit_small_patch16_224`: its module's
-    names with the same first word) whose own values build a network the file's tensors fit (`score`, as the search
+    names with the same leading letters) whose own values build a network the file's tensors fit (`score`, as the search
     scores a build), for the error where the name given does not; each built on the meta device, for at most
     SIBLING_SECONDS."""
     import time
@@ -104,11 +105,12 @@ def fitting_names(arch: str, model_args: dict[str, Any], score: Any) -> list[str
     from timm.models import model_entrypoint
 
     from .args_from_weights import _fits, _scored
+    bare = arch.partition(".")[0]  # without a pretrained tag (`resnet50.a1_in1k`)
     module = model_entrypoint(arch).__module__.rpartition(".")[2]
-    stem = arch.split("_")[0]
+    stem = re.match(r"[a-z]*", bare).group()  # its leading letters: vit, resnet, convnext
     out, start = [], time.perf_counter()
     for name in timm.list_models(module=module):
-        if name == arch or name.split("_")[0] != stem:
+        if name == bare or re.match(r"[a-z]*", name).group() != stem:
             continue
         if time.perf_counter() - start > SIBLING_SECONDS:
             break
