@@ -17,7 +17,7 @@ import torch
 from .errors import ConstructorFailed, DoesNotRun, HardenError, MissingArguments, WeightsDoNotFit
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
-from .models.registry import CHANNEL_ORDER
+from .models.registry import CHANNEL_ORDER, arg_text
 from .models.config import (ARCH_HPARAM, BESIDE, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SETTINGS,
                             SIZE_FROM, SIZES_TRIED, SOURCES_KEY, SPEC_KEYS,
                             hub_weights, is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
@@ -202,8 +202,9 @@ def _classes_hint(state: dict[str, torch.Tensor]) -> str:
     return f" Its last linear weight, {name}, has {rows} rows: --num-classes {rows} if that layer is the classifier."
 
 
-def _factories_hint(state: dict[str, torch.Tensor]) -> str:
-    """Which torchvision factories build exactly these weights (names and shapes), for the missing --arch."""
+def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> str:
+    """Which torchvision factories build exactly these weights (names and shapes), for the missing --arch; else those
+    whose names they have, built with other arguments that a search reads from the weights (of `path`)."""
     found = last_linear(state)
     if found is None:
         return ""
@@ -212,11 +213,30 @@ def _factories_hint(state: dict[str, torch.Tensor]) -> str:
     if not names:
         names, prefixes = factories_fitting_under_prefixes(state, found[1])
     if not names:
-        return ""
+        return _built_otherwise_hint(state, found[1], path) if path is not None else ""
     shown = " or ".join(f"--arch torchvision.models:{n}" for n in names[:3])
     under = f" (under the key prefixes {', '.join(repr(p) for p in prefixes)}, which a load removes)" if prefixes else ""
     return (f" Its weights have exactly the names and shapes of torchvision's {', '.join(names[:3])}{under}: {shown} "
             "(timm's model of the same name may fit them too, with its own preprocessing).")
+
+
+def _built_otherwise_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.PathLike) -> str:
+    """The torchvision factories whose names the weights have, each with the arguments the search reads from the
+    weights (a MobileNetV2 saved from `mobilenet_v2(width_mult=0.5)`): "" where none is found so."""
+    from .models.torchvision_match import factories_named_alike
+    fitting = []
+    for name in factories_named_alike(state, rows)[:3]:
+        try:
+            with held_warnings():
+                got = _arguments_from_weights(path, {"arch": f"torchvision.models:{name}", "num_classes": rows})
+        except HardenError:
+            got = None
+        if got:
+            args = " ".join(f"--model-arg {k}={arg_text(v)}" for k, v in got[0].items())
+            fitting.append(f"torchvision's {name} built with {', '.join(f'{k}={v!r}' for k, v in got[0].items())} "
+                           f"(--arch torchvision.models:{name}, whose arguments harden reads from the weights, or "
+                           f"{args} with it)")
+    return f" Its weights have the names of {' and of '.join(fitting)}." if fitting else ""
 
 
 def _scripted_hint(cls: str) -> str:
@@ -251,7 +271,7 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
                           + (_classes_hint(state) if overrides.get("num_classes") is None else "")
                           + (arch_hint([meta[PICKLED_CLASS]]) if meta.get(PICKLED_CLASS) else
                              _scripted_hint(meta[SCRIPTED_CLASS]) + _factories_hint(state) if meta.get(SCRIPTED_CLASS)
-                             else _factories_hint(state)))
+                             else _factories_hint(state, path)))
     arch = overrides.get("arch") or meta.get("arch") or hub["arch"]
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
@@ -942,6 +962,11 @@ def _search_inputs(path: str | os.PathLike, kw: dict[str, Any]):
         fn = _import_callable(str(arch)) if ":" in str(arch) else timm_callable(str(arch))
         if fn is None:
             return None
+        if str(getattr(fn, "__module__", "")).startswith("torchvision.models"):
+            # a torchvision factory (`mobilenet_v2(*, weights, progress, **kwargs)`) searched over what its keywords
+            # reach (MobileNetV2's width_mult); loads keep its own signature
+            from .models.forwarding import with_forwarded_signature
+            fn = with_forwarded_signature(fn)
         params = inspect.signature(fn).parameters
     except (HardenError, TypeError, ValueError):
         return None

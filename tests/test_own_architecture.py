@@ -1258,6 +1258,113 @@ class Pooled(nn.Module):  # its strides, a required list too, change no tensor: 
         == {"block": "PreAct", "num_blocks": [1, 1]}
 
 
+TYPED_RESNET = '''
+from typing import List, Optional, Type, Union
+
+import torch.nn as nn
+from torch import Tensor
+
+
+class BasicBlock(nn.Module):
+    expansion: int = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn1(self.conv1(x)).relu() + (x if self.downsample is None else self.downsample(x))
+
+
+class Bottleneck(nn.Module):
+    expansion: int = 2
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes * 2, 3, stride, 1, bias=False)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(self.conv1(x).relu()) + (x if self.downsample is None else self.downsample(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, block: Type[Union[BasicBlock, Bottleneck]], layers: List[int], num_classes: int = 10) -> None:
+        super().__init__()
+        self.inplanes = 4
+        self.conv1 = nn.Conv2d(3, 4, 3, 1, 1, bias=False)
+        self.layer1 = self._make_layer(block, 4, layers[0])
+        self.layer2 = self._make_layer(block, 8, layers[1], stride=2)
+        self.fc = nn.Linear(8 * block.expansion, num_classes)
+
+    def _make_layer(self, block: Type[Union[BasicBlock, Bottleneck]], planes: int, blocks: int,
+                    stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False)
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layer2(self.layer1(self.conv1(x).relu())).mean((2, 3))
+        return self.fc(x.view(x.size(0), -1))
+
+
+class Configured(nn.Module):  # a required argument of another kind: not searched
+    def __init__(self, cfg: dict, num_classes: int = 10) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg["width"], num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(x.mean((2, 3)))
+'''
+
+
+@pytest.mark.parametrize("future", [False, True], ids=["annotations", "annotations as text"])
+def test_a_constructor_typed_as_torchvision_s_resnet_has_its_block_and_layers_found(tmp_path, monkeypatch, future):
+    """Published code copies torchvision's ResNet with its annotations (`block: Type[Union[BasicBlock, Bottleneck]],
+    layers: List[int]`), and torchvision's own class is `ResNet(block: type[...], layers: list[int], ...)`: the search
+    seeded only arguments with no annotation (or an int's), so `--arch resnet.py:ResNet` and `--arch
+    torchvision.models.resnet:ResNet` stopped at "missing 2 required positional arguments". An annotation of a class
+    (`type`, `Type[...]`) is now seeded over the module's network classes and one of a list of integers (`list[int]`,
+    `List[int]`, `Sequence[int]`, `tuple[int, ...]`) over lists of ones, read from the text where the file defers its
+    annotations; a required argument of another kind (a dict) is still asked for."""
+    import sys
+
+    from harden.models.registry import _import_callable
+    (tmp_path / "typed.py").write_text(("from __future__ import annotations\n" if future else "") + TYPED_RESNET)
+    monkeypatch.chdir(tmp_path)
+    typed = sys.modules[_import_callable("typed.py:ResNet").__module__]
+    torch.manual_seed(0)
+    for block, layers, classes in (("Bottleneck", [2, 1], 10), ("BasicBlock", [1, 3], 5)):
+        net = typed.ResNet(getattr(typed, block), layers, classes).eval()
+        torch.save({"net": net.state_dict(), "acc": 93.1}, tmp_path / "r.pth")
+        model = harden.load(tmp_path / "r.pth", arch="typed.py:ResNet")
+        assert model.spec.model_args == {"block": block, "layers": layers} and model.spec.num_classes == classes
+        assert outputs_agree(model, net, chans=3)
+    torch.save(typed.Configured({"width": 3}).state_dict(), tmp_path / "c.pth")
+    with pytest.raises(HardenError, match=r"missing 1 required positional argument: 'cfg'"):
+        harden.load(tmp_path / "c.pth", arch="typed.py:Configured")
+
+
+def test_torchvision_s_resnet_class_is_built_as_the_weights_say(tmp_path):
+    """`--arch torchvision.models.resnet:ResNet` for a ResNet no factory of torchvision's builds (ResNet(BasicBlock,
+    [1, 1, 1, 1]): a ResNet-10): its block and layers, annotated `type[Union[BasicBlock, Bottleneck]]` and
+    `list[int]`, found from the weights, with their class count."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+    torch.manual_seed(0)
+    net = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=4).eval()
+    torch.save(net.state_dict(), tmp_path / "r10.pth")
+    model = harden.load(tmp_path / "r10.pth", arch="torchvision.models.resnet:ResNet")
+    assert model.spec.model_args == {"block": "BasicBlock", "layers": [1, 1, 1, 1]} and model.spec.num_classes == 4
+    assert outputs_agree(model, net, chans=3)
+
+
 CELLS = '''
 import torch.nn as nn
 import torch.nn.functional as F

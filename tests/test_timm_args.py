@@ -16,6 +16,9 @@ CASES = [
     ("test_vit", dict(img_size=48, qkv_bias=False), {"qkv_bias": False, "img_size": 48}),
     ("test_vit", dict(depth=3), {"depth": 3}),  # a factory's own value (6) searched from there
     ("test_resnet", dict(layers=(1, 2, 1, 1)), {"layers": [1, 2, 1, 1]}),
+    # its name builds mlp_ratio=3, an integer: 2 found; the head count its name sets stands (the MLPs moved, not the
+    # attention)
+    ("test_vit", dict(mlp_ratio=2.0), {"mlp_ratio": 2}),
     ("test_vit", dict(img_size=32, init_values=1e-5, class_token=False, global_pool="avg"),  # keys say two of them
      {"global_pool": "avg", "init_values": 1e-5, "class_token": False, "img_size": 32}),
 ]
@@ -168,3 +171,34 @@ def test_a_torchvision_vit_fine_tuned_at_another_size_takes_it_and_its_weights_t
                 assert torch.allclose(model.eval()(x), net((x - mean) / std), atol=1e-5)
         else:
             assert "is not taken with a size given by the file's encoder.pos_embedding" in told, told
+
+
+@pytest.mark.parametrize("factory, kw", [("mobilenet_v2", {"width_mult": 0.5}),
+                                         ("mobilenet_v3_small", {"width_mult": 0.75}),
+                                         ("mobilenet_v3_large", {"reduced_tail": True})])
+def test_torchvision_factories_built_with_other_arguments(tmp_path, factory, kw):
+    """torchvision's `mobilenet_v2(width_mult=0.5)` (its factory `(*, weights, progress, **kwargs)` under a decorator;
+    MobileNetV3's through `_mobilenet_v3_conf(arch, **kwargs)` and the class's builder, two callables): with --arch
+    the file loaded as a structurally pruned network (the right widths, a wrong account, no arguments kept) or, for
+    the reduced tail, after the narrowing's 15 s; the factory's `**kwargs` are now read through to the callables they
+    reach, a width multiplier searched over the values networks are built with, and the arguments found. Without
+    --arch, the error names the factory whose names the weights have, with those arguments."""
+    import torchvision
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, factory)(num_classes=4, **kw).eval()
+    torch.save(net.state_dict(), tmp_path / "m.pth")
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "m.pth", arch=f"torchvision.models:{factory}")
+    assert model.spec.model_args == kw and model.spec.num_classes == 4
+    told = " ".join(" ".join(said).split())
+    assert "builds tried on the meta device" in told and "pruned" not in told, told
+    x = torch.rand(2, 3, 64, 64)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), net((x - mean) / std), atol=1e-5)
+    if factory != "mobilenet_v2":
+        return
+    with pytest.raises(HardenError, match=r"Its weights have the names of torchvision's mobilenet_v2 built with "
+                                          r"width_mult=0\.5 \(--arch torchvision\.models:mobilenet_v2, whose arguments "
+                                          r"harden reads from the weights, or --model-arg width_mult=0\.5 with it\)\."):
+        harden.load(tmp_path / "m.pth")

@@ -187,6 +187,8 @@ def _searchable(fn, model_args) -> dict[str, Any]:
             continue
         if isinstance(p.default, bool) or _count(p.default) or type(p.default) is int and p.default == 0:
             out[p.name] = p.default  # 0: a count of extra parts none of by default (timm ViT's reg_tokens)
+        elif _multiplier(p.name, p.default):
+            out[p.name] = p.default
         elif isinstance(p.default, (list, tuple)) and 1 <= len(p.default) <= MAX_ELEMENTS and \
                 all(_count(v) for v in p.default):
             out.update({f"{p.name}[{i}]": v for i, v in enumerate(p.default)})
@@ -254,6 +256,21 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+# the values a width multiplier or ratio is tried at (torchvision's and RepDistiller's MobileNetV2 `width_mult`, a
+# ViT's `mlp_ratio`): the ones published networks are built with
+MULTIPLIERS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.25, 1.3, 1.4, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
+# positive floats that are no multiplier of a width: a training-time rate (TRAINING_ONLY), a norm's epsilon and
+# momentum, a scale's initial value (UNTRIED), a temperature
+NOT_A_MULTIPLIER = re.compile(r"eps|momentum|temp|std|lr|decay|smooth|alpha|beta|gamma|scale", re.IGNORECASE)
+
+
+def _multiplier(name: str, default: Any) -> bool:
+    """A float argument with a positive default that may set widths (`width_mult=1.0`, `mlp_ratio=4.0`), searched
+    over MULTIPLIERS."""
+    return type(default) is float and default > 0 and not TRAINING_ONLY.search(name) and \
+        not NOT_A_MULTIPLIER.search(name)
+
+
 def _folded(fn, model_args: dict[str, Any]) -> dict[str, Any]:
     """The arguments with each element searched (`depths[2]`) put in its list: the list given, else the default."""
     if not any(ELEMENT.match(k) for k in model_args):
@@ -285,15 +302,42 @@ def _required(fn, model_args) -> list[str] | None:
         return None
     needed = [p for p in params.values() if p.default is p.empty and p.name not in model_args
               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if any(UNTRIED.search(p.name) or p.annotation not in (p.empty, int, "int") for p in needed):
+    if any(UNTRIED.search(p.name) or _kind(p) is None for p in needed):
         return None
     return [p.name for p in needed]
+
+
+_COUNTS = re.compile(r"(typing\.)?(list|List|Sequence|tuple|Tuple)\[int(, *\.\.\.)?\]")
+_CLASS = re.compile(r"(typing\.)?(type|Type)(\[.*\])?")
+
+
+def _kind(p: inspect.Parameter) -> str | None:
+    """What a required argument's annotation lets the search give it: "any" (none written), "int", "class" (`type[...]`:
+    torchvision's `ResNet(block: type[Union[BasicBlock, Bottleneck]], layers: list[int], ...)`, which published code
+    copies, annotations and all), "counts" (`list[int]`, `List[int]`, `Sequence[int]`, `tuple[int, ...]`); None for
+    another kind. Written annotations (`from __future__ import annotations`) are read as their text."""
+    import collections.abc
+    a = p.annotation
+    if a is p.empty:
+        return "any"
+    if a is int or a == "int":
+        return "int"
+    if isinstance(a, str):
+        text = a.replace(" ", "")
+        return "counts" if _COUNTS.fullmatch(text) else "class" if _CLASS.fullmatch(text) else None
+    origin, args = typing.get_origin(a), typing.get_args(a)
+    if a is type or origin is type:
+        return "class"
+    if origin in (list, tuple, collections.abc.Sequence) and args in ((int,), (int, Ellipsis)):
+        return "counts"
+    return None
 
 
 def _seeded(fn, model_args, required: list[str]) -> dict[str, Any] | None:
     """Values for the required integers with which the constructor builds (the search starts from them): one value
     for all, else one of them another (a WideResNet's `assert (depth - 4) % 6 == 0` takes 4 or 16, its width 1);
-    else, for arguments with no annotation, a block class or a list of counts (`_structured_seeds`)."""
+    else, for arguments with no annotation or one of a class or a list of integers, a block class or a list of counts
+    (`_structured_seeds`)."""
     tries = [dict.fromkeys(required, v) for v in SEEDS]
     tries += [{**dict.fromkeys(required, base), name: v} for base in SEEDS for name in required for v in SEEDS
               if len(required) > 1 and v != base]
@@ -311,14 +355,15 @@ def _structured_seeds(fn, model_args, required: list[str]) -> dict[str, Any] | N
     """pytorch-cifar's `ResNet(block, num_blocks)`, called `ResNet(BasicBlock, [2, 2, 2, 2])`: each required argument
     with no annotation tried as each network class its module holds (by name: passed as the class, as --model-arg
     passes it), as a list of ones (the shortest that builds is the list's length: a longer one is read in part) or as
-    an integer of SEEDS, in that order; the first combination with which the constructor builds, each argument it
-    also builds with as 1 set to 1."""
+    an integer of SEEDS, in that order, one annotated as a class or a list of integers (`_kind`) only as those; the
+    first combination with which the constructor builds, each argument it also builds with as 1 set to 1."""
     import itertools
     params = inspect.signature(fn).parameters
     classes = _block_classes(fn)
+    lists = [[1] * n for n in range(1, SEED_LISTS + 1)]
     # the integers after them (RepDistiller's `ResNet(depth, num_filters, ...)` asserts a depth of 6n + 2: 2 builds)
-    kinds = [[*classes, *([1] * n for n in range(1, SEED_LISTS + 1)), *SEEDS]
-             if params[name].annotation is params[name].empty else list(SEEDS) for name in required]
+    tried = {"any": [*classes, *lists, *SEEDS], "class": classes, "counts": lists, "int": list(SEEDS)}
+    kinds = [tried[_kind(params[name]) or "int"] for name in required]
     start = time.perf_counter()
     for combo in itertools.product(*kinds):
         if time.perf_counter() - start > SEED_SECONDS:
@@ -368,6 +413,8 @@ def _values(default: Any, renames: bool, sizes: set[int], side: bool = False, lo
     (`side`), the common ones too (a ViT's 224 is no tensor's size: its position embedding has 197 rows)."""
     if isinstance(default, bool):
         return [not default]
+    if type(default) is float:
+        return [v for v in MULTIPLIERS if v != default]
     ints = set(range(1, 129)) | {v for v in sizes if v > 128} if renames else set(range(1, 17)) | sizes | \
         {2 ** k for k in range(5, max(sizes, default=1).bit_length())}  # an attention head's 32 or 64 features
     if side:
@@ -458,9 +505,12 @@ def _effect(fn, model_args, name, default, base: tuple | None, side: str | None 
     "shapes", "nothing" (no tensor: an attention's head count, a stride, a flag; not searched), or None where no such
     build could be made (not searched either, and not said to change nothing). `loose`: 0 and a fraction tried too
     (a flag seeded 1 builds alike at every larger value)."""
-    tries = [not default] if isinstance(default, bool) else \
-        list(dict.fromkeys([default + 1, default + 2, default * 2, default + 6, default + 12, default * 4]))
-    if not isinstance(default, bool):
+    if type(default) is float:  # a multiplier: halved and doubled
+        tries, floats = [default / 2, default * 2], True
+    else:
+        tries, floats = [not default] if isinstance(default, bool) else \
+            list(dict.fromkeys([default + 1, default + 2, default * 2, default + 6, default + 12, default * 4])), False
+    if not isinstance(default, bool) and not floats:
         # then below it, and the numbers its module keys configurations by: a depth that indexes a dict of layer
         # lists (network slimming's `defaultcfg[depth]`, {11: [...], ..., 19: [...]}) builds at none above 19
         tries += [v for v in (default - 1, default - 2, default // 2, *_defined_counts(fn))
@@ -468,7 +518,8 @@ def _effect(fn, model_args, name, default, base: tuple | None, side: str | None 
     tries = [v for v in LOOSE[:3] if loose and v != default] + tries
     # where none of those builds, the next values up to a step of 24 (a depth of 9n + 2 that another block's 6n + 2
     # left at 38: 47 is the next one that builds)
-    steps = [default + k for k in range(3, 25) if not isinstance(default, bool) and default + k not in tries]
+    steps = [default + k for k in range(3, 25) if not isinstance(default, bool) and not floats and
+             default + k not in tries]
     same, built = False, False
     for value in tries + steps:
         if value in steps and (built or same):
@@ -722,6 +773,7 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
     ViT-Ti's file under ViT-S's name: embed_dim 192 for 384): then they are another variant's, and the name's values
     that no tensor holds (its head count) are the guess."""
     writes = getattr(fn, "name_writes", None)
+    widths: list[str] = []
     if writes is not None:
         base = _layers(fn, model_args)
         widths = [n for n in found if n in writes and (n not in defaults or found[n] != defaults[n])
@@ -738,6 +790,13 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
               and _effect(fn, model_args, n, _now(model_args, n, d), base, loose=n in loose) == "nothing"
               and not _inert(fn, model_args, n)]
     unread = list(dict.fromkeys(_list_of(n) or n for n in unread))  # `strides[0]`, `strides[1]`: strides
+    if widths:
+        # the name's value stands where the width moved lies outside what it sets (a ViT's mlp_ratio reshapes its
+        # MLPs, not the attention whose head count no tensor holds)
+        reshaped = set().union(*(_touched(fn, model_args, n, inspect.signature(fn).parameters[n].default)
+                                 for n in widths))
+        touched = {n: _touched(fn, model_args, n, None) for n in unread}  # empty: not probed, kept
+        unread = [n for n in unread if not touched[n] or _related(reshaped, touched[n])]
     if unread and set(unread) & set(required):
         found = {k: v for k, v in found.items() if k not in unread}
         said = ", ".join(f"{k}={v!r}" for k, v in found.items()) or "nothing else"
@@ -750,6 +809,33 @@ def _refuse_unread(fn, model_args, defaults, found, said, flags, required=(), lo
             f"and the value it was built with (its default, or a first value where it has none) may compute "
             f"another function over the same weights (an attention's head count does): "
             f"give {them} too: {flags} {' '.join(f'--model-arg {n}=VALUE' for n in unread)}.")
+
+
+ARGS_KEPT = re.compile(r"_*(model_|init_)?(kw)?args$")  # timm's `net._model_args`: the arguments, not a setting
+
+
+def _touched(fn, model_args: dict[str, Any], name: str, value: Any) -> set[str]:
+    """The modules whose tensors' shapes or settings a build with `name` at `value` (None: the next integer that
+    builds, up or down) holds otherwise than the build with `model_args`."""
+    import torch
+    base = _built(fn, model_args)
+    params = inspect.signature(fn).parameters
+    now = _now(model_args, name, params[name].default if name in params else None)
+    tries = [value] if value is not None else \
+        [v for v in (now + 1, now * 2, now - 1) if v >= 1 and v != now] if isinstance(now, int) else []
+    for v in tries:
+        other = _built(fn, {**model_args, name: v})
+        if isinstance(base, torch.nn.Module) and isinstance(other, torch.nn.Module):
+            def kept(net) -> dict[str, tuple]:  # each module's entry, less a copy of the arguments it was built with
+                return {e[0]: (e[1], tuple(a for a in e[2] if not ARGS_KEPT.match(a[0])), e[3]) for e in _settings(net)}
+            mine = kept(base)
+            return {m for m, entry in kept(other).items() if mine.get(m) != entry}
+    return set()
+
+
+def _related(some: set[str], others: set[str]) -> bool:
+    """Whether a module of one set is one of the other's, or inside it, or holds it."""
+    return any(a == b or a.startswith(b + ".") or b.startswith(a + ".") or not a or not b for a in some for b in others)
 
 
 def _refuse_other_classes(fn, model_args, choices: dict[str, list[str]], score, texts=frozenset()) -> None:

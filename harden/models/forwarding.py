@@ -13,6 +13,7 @@ import textwrap
 from typing import Any
 
 MAX_HOPS = 3  # factories that forward to factories that forward (torchvision-style `_resnet`), followed this far
+MAX_TARGETS = 2  # callables a factory's `**kwargs` go to, read through (a configuration's function, then the class's)
 
 
 def with_forwarded_signature(fn: Any) -> Any:
@@ -31,6 +32,8 @@ def with_forwarded_signature(fn: Any) -> Any:
 
 
 def _forwarded(fn: Any, hops: int) -> tuple[inspect.Signature, Any] | None:
+    # a decorated factory (torchvision's, under `handle_legacy_interface`): its own code and the names it sees
+    fn = inspect.unwrap(fn) if inspect.isfunction(fn) else fn
     if hops <= 0 or not inspect.isfunction(fn):
         return None
     try:
@@ -44,31 +47,34 @@ def _forwarded(fn: Any, hops: int) -> tuple[inspect.Signature, Any] | None:
         return None
     calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
              and any(k.arg is None and isinstance(k.value, ast.Name) and k.value.id == keywords for k in node.keywords)]
-    targets = {ast.unparse(call.func) for call in calls}
-    if len(targets) != 1 or any(isinstance(a, ast.Starred) for a in calls[0].args):
+    by_target = {ast.unparse(call.func): call for call in calls}
+    # one callable, or several that each take what they read and hand on the rest (torchvision's
+    # `mobilenet_v3_small`: `_mobilenet_v3_conf(arch, **kwargs)` reads width_mult, `_mobilenet_v3(..., **kwargs)`
+    # builds the class): the parameters reaching any of them, the last one's code the class's
+    if not by_target or len(by_target) > MAX_TARGETS or any(isinstance(a, ast.Starred) for c in calls for a in c.args):
         return None
-    call = calls[0]
-    target = _resolved(fn, call.func)
-    if target is None:
-        return None
-    try:
-        reached, target = _forwarded(target, hops - 1) or (inspect.signature(target), target)
-    except (TypeError, ValueError):
-        return None
-    taken = {k.arg for k in call.keywords if k.arg is not None} | {p.name for p in params}
-    positional = len(call.args)
     merged = [p for p in params if p.kind != p.VAR_KEYWORD]
-    tail = None
-    for p in reached.parameters.values():
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and positional > 0:
-            positional -= 1  # filled by the call's own positional arguments
-            continue
-        if p.kind == p.VAR_POSITIONAL or p.name in taken:
-            continue
-        if p.kind == p.VAR_KEYWORD:
-            tail = p
-            continue
-        merged.append(p.replace(kind=p.KEYWORD_ONLY))
+    tail, target = None, None
+    for call in by_target.values():
+        target = _resolved(fn, call.func)
+        if target is None:
+            return None
+        try:
+            reached, target = _forwarded(target, hops - 1) or (inspect.signature(target), target)
+        except (TypeError, ValueError):
+            return None
+        taken = {k.arg for k in call.keywords if k.arg is not None} | {p.name for p in merged} | {p.name for p in params}
+        positional = len(call.args)
+        for p in reached.parameters.values():
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and positional > 0:
+                positional -= 1  # filled by the call's own positional arguments
+                continue
+            if p.kind == p.VAR_POSITIONAL or p.name in taken:
+                continue
+            if p.kind == p.VAR_KEYWORD:
+                tail = p
+                continue
+            merged.append(p.replace(kind=p.KEYWORD_ONLY))
     if tail is not None:
         if len(merged) == len(params) - 1:  # nothing learnt: it hands them on to another `**kwargs` alone
             return None

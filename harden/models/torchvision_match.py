@@ -44,6 +44,13 @@ def factories_fitting(state: dict[str, torch.Tensor], rows: int, pickled_class: 
             if theirs == shapes and (pickled_class is None or (where == module and returns == cls))]
 
 
+def factories_named_alike(state: dict[str, torch.Tensor], rows: int) -> list[str]:
+    """The factories whose weights have exactly `state`'s names at other shapes: the same network built with other
+    arguments (`mobilenet_v2(width_mult=0.5)`), which a search of its arguments may read from the weights."""
+    names = frozenset(state)
+    return [name for name, _, _, theirs in _factory_shapes(rows) if frozenset(k for k, _ in theirs) == names]
+
+
 def factories_fitting_under_prefixes(state: dict[str, torch.Tensor], rows: int) -> tuple[list[str], list[str]]:
     """Where no factory fits the keys as saved: the factories whose every weight the file holds at its shape under
     the key prefixes a load removes (`module.`; OpenMMLab's `backbone.` and `head.`, a model's parts saved under names
