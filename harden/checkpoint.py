@@ -472,7 +472,7 @@ def load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int |
         narrowed, why_not = _narrowed_load(path, kw, failed, list(held))
         if narrowed is not None:
             return narrowed
-        hint = _siblings_hint(path, kw) or why_not
+        hint = _siblings_hint(path, kw) or why_not or _whole_file_hint(path, kw)
         if hint:
             raise type(failed)(f"{failed}{hint}") from None
         raise failed
@@ -1047,6 +1047,26 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
     first = "".join(f"it holds {why}, so built with {k}={v!r}; " for k, (v, why) in said.items())
     return {**{k: v for k, (v, _) in said.items()}, **{k: v for k, v in found[0].items() if k not in offered}}, \
         first + found[1]
+
+
+def _whole_file_hint(path: str | os.PathLike, kw: dict[str, Any]) -> str:
+    """For a `file.py:Name` that cannot be built for the weights, where nothing named alike beside it fits: the
+    network or factory of the same file that builds them, as the file given alone finds it (RepDistiller's
+    `MobileNetV2(T, feature_dim, width_mult=1.)` named, whose file's `mobile_half(num_classes)` builds them)."""
+    from .models.arch_in_file import callable_for_weights
+    file, _, name = str(kw.get("arch") or "").rpartition(":")
+    if not file.endswith(".py"):
+        return ""
+    try:
+        with held_warnings():
+            arch, found, _ = callable_for_weights(path, {**kw, "arch": file})
+    except HardenError:
+        return ""
+    if arch.rpartition(":")[2] == name:
+        return ""
+    args = "".join(f" --model-arg {k}={arg_text(v)}" for k, v in found.items())
+    return (f" {arch.rpartition(':')[2]}, which {file} defines beside it, builds the network the weights hold: "
+            f"--arch {arch}{args} (or --arch {file} alone, which finds it).")
 
 
 def _siblings_hint(path: str | os.PathLike, kw: dict[str, Any]) -> str:

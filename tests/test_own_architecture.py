@@ -2405,3 +2405,49 @@ def test_a_constructor_that_fetches_pretrained_weights_builds_without_them(tmp_p
     torch.save({f"backbone.fc.{k}": v for k, v in tv.fc.state_dict().items()}, tmp_path / "head.pt")
     with pytest.raises(harden.HardenError, match="missing"):
         harden.load(tmp_path / "head.pt", arch="finetune.py:Weights")
+
+
+EXPANDED = '''
+import torch.nn as nn
+
+
+class Expand(nn.Module):  # RepDistiller's MobileNetV2(T, feature_dim, input_size=32, width_mult=1.), in small
+    def __init__(self, T, feature_dim, width_mult=1.):
+        super().__init__()
+        c = int(8 * width_mult)
+        self.stem, self.bn0 = nn.Conv2d(3, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)
+        self.expand, self.bn1 = nn.Conv2d(c, c * T, 1, bias=False), nn.BatchNorm2d(c * T)
+        self.dw, self.bn2 = nn.Conv2d(c * T, c * T, 3, 1, 1, groups=c * T, bias=False), nn.BatchNorm2d(c * T)
+        self.fc = nn.Linear(c * T, feature_dim)
+
+    def forward(self, x):
+        x = self.bn0(self.stem(x)).relu()
+        x = self.bn2(self.dw(self.bn1(self.expand(x)).relu())).relu()
+        return self.fc(x.mean((2, 3)))
+
+
+def expand_t_w(T, W, feature_dim=100):
+    return Expand(T=T, feature_dim=feature_dim, width_mult=W)
+
+
+def half(num_classes):
+    return expand_t_w(6, 0.5, num_classes)
+'''
+
+
+def test_a_class_the_weights_do_not_say_names_the_factory_beside_it_that_builds_them(tmp_path, monkeypatch):
+    """RepDistiller's `MobileNetV2(T, feature_dim, width_mult=1.)` given as the class, for `mobile_half(num_classes)`'s
+    weights (T=6 at half width): one argument at a time, T=3 at full width holds more of the file's tensors than
+    either move alone, so the search stops there, and the factory beside the class, named otherwise, was not named
+    (the error said only to give T and feature_dim). The network or factory of the same file that builds the weights'
+    network, as `--arch nets.py` alone finds it, is now named in the error, and that flag loads."""
+    (tmp_path / "nets.py").write_text(EXPANDED)
+    monkeypatch.chdir(tmp_path)
+    from harden.models.registry import _import_callable
+    torch.manual_seed(0)
+    net = _import_callable("nets.py:half")(10).eval()
+    torch.save({"model": net.state_dict(), "epoch": 240, "accuracy": 64.1}, tmp_path / "half.pth")
+    with pytest.raises(HardenError, match=r"half, which nets\.py defines beside it, builds the network the weights "
+                                          r"hold: --arch nets\.py:half \(or --arch nets\.py alone, which finds it\)\."):
+        harden.load(tmp_path / "half.pth", arch="nets.py:Expand")
+    assert outputs_agree(harden.load(tmp_path / "half.pth", arch="nets.py:half"), net, chans=3)
