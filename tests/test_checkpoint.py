@@ -684,3 +684,64 @@ def test_an_archive_holding_a_checkpoint_says_to_extract_it(digits_ckpt, tmp_pat
                        ("model.safetensors.gz", "is gzip-compressed, not a checkpoint itself")):
         code, out, err = cli("inspect", tmp_path / name)
         assert code == 2 and says in " ".join(err.split()), err
+
+
+DEPTHWISE_NET = '''
+import torch
+import torch.nn as nn
+
+
+class MBConv(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self._depthwise_conv = nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False)
+        self._bn1 = nn.BatchNorm2d(c)
+        self._project_conv = nn.Conv2d(c, c, 1, bias=False)
+
+    def forward(self, x):
+        return x + self._project_conv(torch.relu(self._bn1(self._depthwise_conv(x))))
+
+
+class EfficientNet(nn.Module):  # EfficientNet-PyTorch's names: `_blocks` sorts before `_conv_stem`
+    def __init__(self, in_channels=3, num_classes=1000):
+        super().__init__()
+        self._conv_stem = nn.Conv2d(in_channels, 8, 3, 2, 1, bias=False)
+        self._blocks = nn.ModuleList([MBConv(8) for _ in range(2)])
+        self._fc = nn.Linear(8, num_classes)
+        self.layers = nn.Sequential(nn.Linear(8, 8))  # a linear layer whose name sorts after the head's
+
+    def forward(self, x):
+        x = torch.relu(self._conv_stem(x))
+        for b in self._blocks:
+            x = b(x)
+        return self._fc(self.layers(x.mean((2, 3))))
+'''
+
+
+@pytest.mark.parametrize("chans", [3, 1])
+def test_a_safetensors_file_s_alphabetical_keys_still_say_the_stem_and_the_head(tmp_path, monkeypatch, chans):
+    """A safetensors file lists its tensors alphabetically, not in the network's order: EfficientNet-PyTorch's
+    `_blocks.0._depthwise_conv.weight` (one input channel a group) came first and was read as the stem, so its
+    channels said 1 and the RGB network was built grey ("_conv_stem.weight: checkpoint (16, 3, 3, 3) vs model (16, 1,
+    3, 3)"); a Swin's `layers.3...` linear layers sort after `head.fc`. In such a file the stem is a 4-D weight
+    reading 3 or 4 channels, then one named as a stem, then the least nested; the head the last 2-D weight named as
+    one. The same network saved by torch.save (its own order) reads the same."""
+    from safetensors.torch import save_file
+
+    from harden.models.config import first_conv, last_linear
+    from harden.models.registry import _import_callable
+    (tmp_path / "effnet.py").write_text(DEPTHWISE_NET)
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    net = _import_callable("effnet.py:EfficientNet")(in_channels=chans, num_classes=10).eval()
+    save_file(net.state_dict(), tmp_path / "e.safetensors")
+    torch.save(net.state_dict(), tmp_path / "e.pth")
+    for name in ("e.safetensors", "e.pth"):
+        state, _ = harden.checkpoint.read_checkpoint(tmp_path / name)
+        assert first_conv(state) == ("_conv_stem.weight", chans)
+        assert last_linear(state)[0] == ("_fc.weight" if name.endswith("safetensors") else "layers.0.weight")
+        model = harden.load(tmp_path / name, arch="effnet.py:EfficientNet", num_classes=10)
+        assert model.spec.in_chans == chans
+        x = torch.rand(2, chans, 16, 16)
+        with torch.no_grad():
+            assert torch.allclose(model.eval()(x), net(x), atol=1e-6)

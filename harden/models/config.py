@@ -8,6 +8,7 @@ and std."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -348,16 +349,42 @@ def layer_weight(key: str, value: Any, ndim: int) -> bool:
     return getattr(value, "ndim", 0) == ndim and key.endswith(WEIGHT_FORMS)
 
 
+def alphabetical(state: dict[str, Any]) -> bool:
+    """Whether the keys come in alphabetical order, not the network's: a safetensors file lists its tensors so
+    (timm's `blocks.0.0.conv_dw.weight`, a depthwise convolution of one input channel, before `conv_stem.weight`)."""
+    keys = list(state)
+    return len(keys) > 2 and keys == sorted(keys)
+
+
+def _natural(key: str) -> tuple:
+    """`classifier.6.weight` after `classifier.3.weight`, `blocks.10` after `blocks.9`."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in key.split("."))
+
+
+STEM_NAMES = re.compile(r"(^|[._])(stem|conv_?1|conv_?first|conv0|patch_embed|first)([._]|\d|$)|^features\.0\.",
+                        re.IGNORECASE)
+HEAD_NAMES = re.compile(r"(^|\.)_?(head|fc|classifier|linear|logits|last_linear|output|out)(\.|$)", re.IGNORECASE)
+
+
 def last_linear(state: dict[str, Any]) -> tuple[str, int] | None:
-    """The file's last 2-D weight and its rows (a classifier is usually last)."""
-    name = next((k for k in reversed(list(state)) if layer_weight(k, state[k], 2)), None)
+    """The file's last 2-D weight and its rows (a classifier is usually last); in a file that lists its keys
+    alphabetically, the last of those named as a head (`head.fc`, `classifier.6`), else the last one."""
+    linear = [k for k in state if layer_weight(k, state[k], 2)]
+    named = [k for k in linear if HEAD_NAMES.search(k.rsplit(".", 1)[0])] if alphabetical(state) else []
+    name = max(named, key=_natural) if named else (linear[-1] if linear else None)
     return (name, int(state[name].shape[0])) if name is not None else None
 
 
 def first_conv(state: dict[str, Any]) -> tuple[str, int] | None:
     """The file's first 4-D weight and its input channels, where they are an image's (1, 3 or 4): a network's first
-    registered convolution is its stem."""
-    name = next((k for k in state if layer_weight(k, state[k], 4)), None)
+    registered convolution is its stem. In a file that lists its keys alphabetically, the stem among its 4-D
+    weights: one reading 3 or 4 channels first (a depthwise convolution reads one), then one named as a stem, then
+    the least nested."""
+    convs = [k for k in state if layer_weight(k, state[k], 4)]
+    if alphabetical(state):
+        convs = sorted(convs, key=lambda k: (int(state[k].shape[1]) not in (3, 4), not STEM_NAMES.search(k),
+                                             k.count("."), _natural(k)))
+    name = convs[0] if convs else None
     return (name, int(state[name].shape[1])) if name is not None and int(state[name].shape[1]) in (1, 3, 4) else None
 
 
