@@ -745,3 +745,26 @@ def test_a_safetensors_file_s_alphabetical_keys_still_say_the_stem_and_the_head(
         x = torch.rand(2, chans, 16, 16)
         with torch.no_grad():
             assert torch.allclose(model.eval()(x), net(x), atol=1e-6)
+
+
+def test_an_mlp_saved_as_safetensors_still_says_its_image(tmp_path):
+    """An MLP on flattened digits whose head's name sorts before its first layer's (`head` before `layers.0`): in a
+    safetensors file's alphabetical order the head came first, and its 128 inputs said no image; the linear layer
+    reading the most inputs is the first layer there (784: 1 x 28 x 28)."""
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from harden.models.config import first_linear_image
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.Sequential(nn.Linear(784, 128), nn.ReLU())
+            self.head = nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.head(self.layers(x.view(x.size(0), -1)))
+
+    save_file(MLP().state_dict(), tmp_path / "mlp.safetensors")
+    state, _ = harden.checkpoint.read_checkpoint(tmp_path / "mlp.safetensors")
+    assert first_linear_image(state)[1:] == (1, 28)

@@ -396,7 +396,12 @@ def first_linear_image(state: dict[str, Any]) -> tuple[str, int, int] | None:
         return None
     # the first matrix the network registers: a recurrent layer's (LSTM's weight_ih_l0, reading rows of pixels) or an
     # embedding's comes before any linear layer's, and the linear layer behind it reads its features, not the image
-    first = next((k for k in state if getattr(state[k], "ndim", 0) == 2 and "weight" in k.rsplit(".", 1)[-1]), None)
+    matrices = [k for k in state if getattr(state[k], "ndim", 0) == 2 and "weight" in k.rsplit(".", 1)[-1]]
+    if alphabetical(state) and all(layer_weight(k, state[k], 2) for k in matrices):
+        # listed alphabetically (a safetensors file: `head.weight` before `layers.0.weight`): the linear layer that
+        # reads the most inputs, as the first layer of an MLP on flattened images does
+        matrices = sorted(matrices, key=lambda k: -int(state[k].shape[1]))
+    first = matrices[0] if matrices else None
     name = first if first is not None and layer_weight(first, state[first], 2) else None
     if name is None:
         return None
