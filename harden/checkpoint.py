@@ -18,8 +18,8 @@ from .errors import ConstructorFailed, DoesNotRun, HardenError, MissingArguments
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER, arg_text
-from .models.config import (ARCH_HPARAM, BESIDE, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE, OUTPUT_WIDTH, SETTINGS,
-                            SIZE_FROM, SIZES_TRIED, SOURCES_KEY, SPEC_KEYS,
+from .models.config import (ARCH_HPARAM, BESIDE, CONV_CHANNELS, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE,
+                            OUTPUT_WIDTH, SETTINGS, SIZE_FROM, SIZES_TRIED, SOURCES_KEY, SPEC_KEYS,
                             hub_weights, is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
@@ -197,7 +197,10 @@ def _classes_hint(state: dict[str, torch.Tensor]) -> str:
     """What the weights say of the class count: the rows of the last 2-D weight (a classifier is usually last)."""
     found = last_linear(state)
     if found is None:
-        return ""
+        from .models.config import conv_head
+        head = conv_head(state)  # an all-convolutional head (SqueezeNet's)
+        return f" Its last 1x1 convolution, {head[0]}, has {head[1]} output channels: --num-classes {head[1]} if " \
+            "that layer is the classifier." if head else ""
     name, rows = found
     return f" Its last linear weight, {name}, has {rows} rows: --num-classes {rows} if that layer is the classifier."
 
@@ -205,7 +208,8 @@ def _classes_hint(state: dict[str, torch.Tensor]) -> str:
 def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> str:
     """Which torchvision factories build exactly these weights (names and shapes), for the missing --arch; else those
     whose names they have, built with other arguments that a search reads from the weights (of `path`)."""
-    found = last_linear(state)
+    from .models.config import conv_head
+    found = last_linear(state) or conv_head(state)
     if found is None:
         return ""
     from .models.torchvision_match import factories_fitting, factories_fitting_under_prefixes
@@ -216,8 +220,10 @@ def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | No
         return _built_otherwise_hint(state, found[1], path) if path is not None else ""
     shown = " or ".join(f"--arch torchvision.models:{n}" for n in names[:3])
     under = f" (under the key prefixes {', '.join(repr(p) for p in prefixes)}, which a load removes)" if prefixes else ""
-    return (f" Its weights have exactly the names and shapes of torchvision's {', '.join(names[:3])}{under}: {shown} "
-            "(timm's model of the same name may fit them too, with its own preprocessing).")
+    import timm
+    twin = any(timm.is_model(n) for n in names[:3])  # timm's resnet18 has torchvision's names and shapes
+    return (f" Its weights have exactly the names and shapes of torchvision's {', '.join(names[:3])}{under}: {shown}"
+            + (" (timm's model of the same name may fit them too, with its own preprocessing)." if twin else "."))
 
 
 def _built_otherwise_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.PathLike) -> str:
@@ -805,7 +811,9 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
             warn(f"--num-classes {spec['num_classes']}: {OUTPUT_WIDTH}; {spec['arch']} takes no class count.")
             sources["num_classes"] = OUTPUT_WIDTH
         else:
-            warn(f"--num-classes {spec['num_classes']}: the rows of the file's last linear weight ({rows_of}); "
+            what = "the file's head, a 1x1 convolution" if rows_of.endswith(CONV_CHANNELS) else \
+                "the rows of the file's last linear weight"
+            warn(f"--num-classes {spec['num_classes']}: {what} ({rows_of}); "
                  f"{spec['arch']} has no default count, and its output and weights fit it.")
             sources["num_classes"] = f"checkpoint weights ({rows_of})"
     if meta.get(PICKLED_CLASS):

@@ -1421,3 +1421,33 @@ def test_train_leaves_the_normalisation_to_a_network_that_normalises_itself(nets
     assert "normalises its input itself (its buffers mean/std): trained on pixels" in " ".join(said.get().split())
     plain = train(f"{nets_file}:plain", digits, cfg, "cpu")
     assert list(plain.spec.mean) != [0.0]
+
+
+def test_an_all_convolutional_head_gives_a_torchvision_factory_its_class_count(tmp_path):
+    """PyTorch's ImageNet example saves `{'arch': 'squeezenet1_1', 'state_dict': DataParallel's, ...}`: SqueezeNet's
+    head is a 1x1 convolution to the classes (`classifier.1`), no linear layer, and its factory takes the count
+    through **kwargs with no default, so the load stopped at "does not say its number of classes". The last 1x1
+    convolution's output channels are now tried as a linear head's rows are (kept where the weights then load
+    strictly, said), and a plain state dict's error names them beside the factory."""
+    import torchvision
+    from torch import nn
+    torch.manual_seed(0)
+    net = torchvision.models.squeezenet1_1(num_classes=7).eval()
+    torch.save({"epoch": 90, "arch": "squeezenet1_1", "state_dict": nn.DataParallel(net).state_dict(),
+                "best_acc1": torch.tensor(58.2)}, tmp_path / "checkpoint.pth.tar")
+    from harden.runtime import held_warnings
+    with held_warnings() as said:
+        model = harden.load(tmp_path / "checkpoint.pth.tar")
+    assert model.spec.num_classes == 7 and model.spec.arch == "torchvision.models:squeezenet1_1"
+    assert any("the file's head, a 1x1 convolution (module.classifier.1.weight's output channels)" in " ".join(w.split())
+               for w in said), said
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
+        assert torch.allclose(model.eval()(x), net((x - mean) / std), atol=1e-5)
+    torch.save(net.state_dict(), tmp_path / "sq.pth")
+    with pytest.raises(HardenError, match=r"Its last 1x1 convolution, classifier\.1\.weight, has 7 output channels: "
+                                          r"--num-classes 7 if that layer is the classifier\. Its weights have exactly "
+                                          r"the names and shapes of torchvision's squeezenet1_1: --arch "
+                                          r"torchvision\.models:squeezenet1_1\.$"):
+        harden.load(tmp_path / "sq.pth")

@@ -213,6 +213,11 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             if not takes_parameter(str(spec["arch"]), "num_classes") and not takes_keywords(str(spec["arch"])):
                 # Net(): its output, not the last registered linear layer,
                 source["num_classes"] = f"{GUESSED}{OUTPUT_WIDTH}"  # says the count (checkpoint.output_width)
+        elif state and conv_head(state) and (takes_keywords(str(spec["arch"])) or
+                                             takes_parameter(str(spec["arch"]), "num_classes")):
+            # torchvision's squeezenet1_0(**kwargs): its head a 1x1 convolution to the classes, tried as rows are
+            name, channels = conv_head(state)
+            spec["num_classes"], source["num_classes"] = channels, f"{GUESSED}{name}'s {CONV_CHANNELS}"
         elif state and not takes_keywords(str(spec["arch"])) and not takes_parameter(str(spec["arch"]), "num_classes"):
             # Net() with no linear layer at all (an all-convolutional head): its output alone says the count
             spec["num_classes"], source["num_classes"] = 0, f"{GUESSED}{OUTPUT_WIDTH}"
@@ -331,6 +336,7 @@ NORMALISER_SOURCE = "checkpoint buffers"  # mean/std found as a wrapper's buffer
 INSIDE_SOURCE = "the network normalises its input itself"  # those buffers are the architecture's own
 TORCH_LAYERS = "torch-layers"  # torch_layers.ARCH: a whole pickled network of torch.nn's layers, rebuilt
 GUESSED = "tried: "  # a source of num_classes that loading must confirm
+CONV_CHANNELS = "output channels"  # a count read from an all-convolutional head (conv_head)
 OUTPUT_WIDTH = "the network's output width"  # a constructor that takes no count: what its forward returns
 TRIED_SIZE_SOURCE = "tried: the smallest common size it runs at"
 TRIED_CHANS_SOURCE = "tried: one channel (it runs on no three-channel image of a common size)"
@@ -373,6 +379,19 @@ def last_linear(state: dict[str, Any]) -> tuple[str, int] | None:
     named = [k for k in linear if HEAD_NAMES.search(k.rsplit(".", 1)[0])] if alphabetical(state) else []
     name = max(named, key=_natural) if named else (linear[-1] if linear else None)
     return (name, int(state[name].shape[0])) if name is not None else None
+
+
+def conv_head(state: dict[str, Any]) -> tuple[str, int] | None:
+    """Where the file holds no linear layer: its last 1x1 convolution (the last named as a head where the keys are
+    alphabetical) and its output channels: an all-convolutional head, as SqueezeNet's `classifier.1` before a global
+    pool, whose channels are the class count."""
+    if any(layer_weight(k, v, 2) for k, v in state.items()):
+        return None
+    convs = [k for k in state if layer_weight(k, state[k], 4) and tuple(state[k].shape[2:]) == (1, 1)]
+    if alphabetical(state):
+        convs = [k for k in convs if HEAD_NAMES.search(k.rsplit(".", 1)[0]) or "classifier" in k]
+        convs = sorted(convs, key=_natural)
+    return (convs[-1], int(state[convs[-1]].shape[0])) if convs else None
 
 
 def first_conv(state: dict[str, Any]) -> tuple[str, int] | None:
