@@ -216,3 +216,25 @@ def test_torchvision_factories_built_with_other_arguments(tmp_path, factory, kw)
                                           r"width_mult=0\.5 \(--arch torchvision\.models:mobilenet_v2, whose arguments "
                                           r"harden reads from the weights, or --model-arg width_mult=0\.5 with it\)\."):
         harden.load(tmp_path / "m.pth")
+
+
+def test_a_vit_given_its_size_is_built_for_it(tmp_path):
+    """DeiT's training script saves `{'model': ..., 'args': Namespace(model=name, nb_classes=10, input_size=160, ...)}`
+    and a user may give `--input-size`: harden took the size but built the timm ViT at its name's own, so the load
+    stopped at "cannot run on a batch of 2 x 3 x 160 x 160 (Input height (160) doesn't match model (224))". A size
+    given (flag or metadata) to a timm class that takes `img_size` is now passed to it, as its training passed it."""
+    import argparse
+
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model("test_vit", num_classes=10, img_size=64).eval()
+    args = argparse.Namespace(model="test_vit", nb_classes=10, input_size=64, batch_size=64, lr=5e-4)
+    torch.save({"model": net.state_dict(), "optimizer": {}, "epoch": 299, "args": args}, tmp_path / "checkpoint.pth")
+    model = harden.load(tmp_path / "checkpoint.pth")
+    assert model.spec.input_size == (64, 64) and model.spec.model_args == {"img_size": 64}
+    torch.save(net.state_dict(), tmp_path / "sd.pth")
+    model = harden.load(tmp_path / "sd.pth", arch="test_vit", input_size=(64, 64))
+    assert model.spec.model_args == {"img_size": 64} and model.config_sources["model_args"] == "--input-size"
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), net(x), atol=1e-5)  # mean 0 and std 1: timm's are not taken at a size

@@ -124,6 +124,11 @@ def timm_config(arch: str) -> dict[str, Any] | None:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _height_width(size: Any) -> list[int]:
+    """A size as a side (224), H x W or C x H x W: [H, W]."""
+    return [int(size)] * 2 if isinstance(size, (int, float, str)) else [int(v) for v in size][-2:]
+
+
 def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | None, path: Path, classes_hint: str = "",
             state: dict[str, Any] | None = None, normaliser: tuple | None = None,
             tried_size: list[int] | None = None, tried_chans: int | None = None, inside: str | None = None
@@ -194,9 +199,18 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
     img_size = (spec.get("model_args") or {}).get("img_size")
     if img_size and source.get("input_size", "").startswith("timm"):
         # timm's ViTs take their size as a constructor argument (and accept no other) but keep their config's size
-        size = [int(img_size)] * 2 if isinstance(img_size, (int, float, str)) else [int(v) for v in img_size][-2:]
-        spec["input_size"], source["input_size"] = size, "--model-arg img_size"
+        spec["input_size"], source["input_size"] = _height_width(img_size), "--model-arg img_size"
         spec.pop("test_input_size", None)
+    elif timm_left_out and not img_size and _height_width(spec["input_size"]) != _height_width(tcfg["input_size"]):
+        # a size given (--input-size, DeiT's `args.input_size` saved beside the weights) to a timm ViT or Swin, which
+        # runs only at the size it is built for: built for it, as `create_model(name, img_size=...)` was to train it
+        from .timm_args import takes_image_size
+        if takes_image_size(str(spec["arch"])):
+            size = _height_width(spec["input_size"])
+            spec["model_args"] = {**(spec.get("model_args") or {}), "img_size": size[0] if size[0] == size[1] else size}
+            by = "--input-size" if source["input_size"] == "flag" else f"the input size ({source['input_size']})"
+            source["model_args"] = by + (
+                f" and {source['model_args']}" if source.get("model_args") else "")
     if "num_classes" not in spec and ":" in str(spec["arch"]) and not str(spec["arch"]).startswith("transformers:"):
         default = constructor_default(str(spec["arch"]), "num_classes")
         if isinstance(default, int) and not isinstance(default, bool) and default > 0:

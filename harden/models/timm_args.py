@@ -8,6 +8,7 @@ something else (a block class) is not searched."""
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import re
 import textwrap
@@ -72,6 +73,14 @@ def timm_callable(arch: str) -> Any | None:
         # it is among the arguments given)
         build.searched_size = "img_size"  # type: ignore[attr-defined]
     return build
+
+
+@functools.lru_cache(maxsize=32)
+def takes_image_size(arch: str) -> bool:
+    """Whether the class a timm name builds takes `img_size` (a ViT's, a Swin's: they run at the size they are built
+    for), read from a build on the meta device."""
+    fn = timm_callable(arch)
+    return fn is not None and "img_size" in inspect.signature(fn).parameters
 
 
 MOST_PREFIX_TOKENS = 17  # a class token and up to 16 registers (or a distillation token) ahead of the patches
