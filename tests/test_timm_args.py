@@ -177,6 +177,9 @@ def test_a_torchvision_vit_fine_tuned_at_another_size_takes_it_and_its_weights_t
         told = " ".join(" ".join(said).split())
         assert f"trained at {side}x{side} (torchvision's weights for vit_b_16 say 224x224)" in told, told
         if side == 384:
+            # given the size instead, it is built for it too (it stopped at "Wrong image height! Expected 224")
+            given = harden.load(tmp_path / f"vit{side}.pth", arch="torchvision.models:vit_b_16", input_size=(384, 384))
+            assert given.spec.model_args == {"image_size": 384} and given.config_sources["model_args"] == "--input-size"
             assert model.spec.interpolation == "bicubic" and model.spec.mean == (0.485, 0.456, 0.406)
             assert "IMAGENET1K_SWAG_E2E_V1" in model.config_sources["mean"]
             x = torch.rand(2, 3, side, side)

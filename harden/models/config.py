@@ -7,6 +7,7 @@ The preprocessing values are timm's data-config names: input size, interpolation
 and std."""
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -211,6 +212,14 @@ def resolve(flags: dict[str, Any], meta: dict[str, Any], hub: dict[str, Any] | N
             by = "--input-size" if source["input_size"] == "flag" else f"the input size ({source['input_size']})"
             source["model_args"] = by + (
                 f" and {source['model_args']}" if source.get("model_args") else "")
+    elif torchvision_factory(str(spec["arch"])) and "image_size" not in (spec.get("model_args") or {}) and \
+            spec.get("input_size") is not None and torchvision_image_size(str(spec["arch"])) not in (
+                None, _height_width(spec["input_size"])[0]):
+        # torchvision's ViT at a size given (--input-size 384 takes its SWAG weights' transform): it asserts the size
+        # it is built for, `vit_b_16(image_size=384)`
+        spec["model_args"] = {**(spec.get("model_args") or {}), "image_size": _height_width(spec["input_size"])[0]}
+        source["model_args"] = "--input-size" if source["input_size"] == "flag" else \
+            f"the input size ({source['input_size']})"
     if "num_classes" not in spec and ":" in str(spec["arch"]) and not str(spec["arch"]).startswith("transformers:"):
         default = constructor_default(str(spec["arch"]), "num_classes")
         if isinstance(default, int) and not isinstance(default, bool) and default > 0:
@@ -305,6 +314,21 @@ def torchvision_factory(arch: str) -> str | None:
         return None
     import torchvision
     return name if name in torchvision.models.list_models(module=torchvision.models) else None
+
+
+@functools.lru_cache(maxsize=32)
+def torchvision_image_size(arch: str) -> int | None:
+    """The image side a torchvision factory's network is built for and asserts (its ViTs' `image_size`), read from a
+    build on the meta device; None for one that takes any size."""
+    from .meta_build import built_for_shapes
+    from .registry import _import_callable
+    try:
+        with built_for_shapes():
+            net = _import_callable(arch)(num_classes=2)
+    except Exception:  # noqa: BLE001 - a factory that cannot be built so: no size of its own
+        return None
+    side = getattr(net, "image_size", None)
+    return side if isinstance(side, int) and not isinstance(side, bool) else None
 
 
 def torchvision_config(arch: str, size: int | None = None) -> dict[str, Any] | None:
