@@ -197,6 +197,11 @@ def container_meta(obj: Any) -> dict[str, Any]:
     found.update(beside_the_weights(obj))
     args = settings_fields(obj.get("args")) or {}
     arch = obj.get("arch")
+    config = settings_fields(obj.get("config")) or {}
+    if not isinstance(arch, str) and settings_fields(config.get("MODEL")) and settings_fields(config.get("DATA")):
+        swin = _swin_train_config(config)  # Microsoft's Swin Transformer repository: a yacs CfgNode
+        if swin:
+            return {**found, **swin}
     if not isinstance(arch, str) and not isinstance(args.get("model"), str):
         return found  # nothing names an architecture (and timm's import, 1.3 s, is not needed)
     import timm
@@ -332,6 +337,41 @@ def _facebook_train_args(args: dict[str, Any]) -> dict[str, Any]:
     meta["std"] = [0.5, 0.5, 0.5] if inception else [0.229, 0.224, 0.225]
     if args.get("global_pool") is True:
         meta["model_args"] = {"global_pool": "avg"}
+    return meta
+
+
+SWIN_SIZES = {(96, (2, 2, 6, 2)): "tiny", (96, (2, 2, 18, 2)): "small", (128, (2, 2, 18, 2)): "base",
+              (192, (2, 2, 18, 2)): "large"}  # Swin's variants by their embedding width and stage depths
+
+
+def _swin_train_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The architecture, class count and evaluation transform that Microsoft's Swin Transformer repository (and those
+    built on it) saves as its yacs `config` beside the weights: MODEL.NAME where it is a timm name (its released
+    models' are), else the timm name its MODEL.TYPE, MODEL.SWIN sizes and DATA.IMG_SIZE spell; MODEL.NUM_CLASSES;
+    DATA.IMG_SIZE; DATA.INTERPOLATION; its build_transform resizes by 256/224 and crops the centre where TEST.CROP,
+    else resizes to the size, with ImageNet's mean and std. Its checkpoints' own layout is converted by timm's."""
+    import timm
+    model, data, test = (settings_fields(config.get(k)) or {} for k in ("MODEL", "DATA", "TEST"))  # nested CfgNodes
+    name = model.get("NAME")
+    if not (isinstance(name, str) and timm.is_model(name)):
+        swin = settings_fields(model.get("SWINV2" if model.get("TYPE") == "swinv2" else "SWIN")) or {}
+        size = SWIN_SIZES.get((swin.get("EMBED_DIM", 96), tuple(swin.get("DEPTHS") or (2, 2, 6, 2))))
+        window, side = swin.get("WINDOW_SIZE", 7), data.get("IMG_SIZE", 224)
+        names = [f"swin_{size}_patch{swin.get('PATCH_SIZE', 4)}_window{window}_{s}" for s in (side, 224)] \
+            if model.get("TYPE", "swin") == "swin" else [f"swinv2_{size}_window{window}_{s}" for s in (side, 256)] \
+            if model.get("TYPE") == "swinv2" else []
+        name = next((n for n in names if size and timm.is_model(n)), None)
+    if name is None:
+        return {}
+    meta: dict[str, Any] = {"arch": name, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    n, side = model.get("NUM_CLASSES"), data.get("IMG_SIZE")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        meta["num_classes"] = n
+    if isinstance(side, int) and not isinstance(side, bool) and side > 0:
+        meta["input_size"] = [side, side]
+        meta["crop_pct"], meta["crop_mode"] = (224 / 256, "center") if test.get("CROP", True) else (1.0, "squash")
+    if data.get("INTERPOLATION") in ("bicubic", "bilinear", "nearest"):
+        meta["interpolation"] = data["INTERPOLATION"]
     return meta
 
 

@@ -241,3 +241,53 @@ def test_a_vit_given_its_size_is_built_for_it(tmp_path):
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(model.eval()(x), net(x), atol=1e-5)  # mean 0 and std 1: timm's are not taken at a size
+
+
+def test_the_swin_repository_s_checkpoint_loads_with_no_flag(tmp_path, monkeypatch):
+    """Microsoft's Swin Transformer repository saves `{'model': ..., 'optimizer', 'max_accuracy', 'epoch', 'config':
+    yacs CfgNode}`, its weights in the original layout (a stage's downsample at its end, `head.weight`, the relative
+    position indices): timm's converter read the weights, but nothing read the architecture, so the load asked for
+    --arch and --num-classes. Its config's MODEL.NAME (a timm name, or the one its type and sizes spell),
+    MODEL.NUM_CLASSES, DATA.IMG_SIZE and DATA.INTERPOLATION, and its evaluation transform (256/224 and a centre crop
+    where TEST.CROP), are now read; the network answers as the original."""
+    import re
+    import sys
+
+    import timm
+    from timm.models import register_model
+    register_model(harden_test_swin)
+    (tmp_path / "yacs").mkdir()
+    (tmp_path / "yacs" / "__init__.py").write_text("")
+    (tmp_path / "yacs" / "config.py").write_text("class CfgNode(dict):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from yacs.config import CfgNode  # a stand-in for yacs' own (a dict subclass, pickled as its class)
+    torch.manual_seed(0)
+    net = timm.create_model("harden_test_swin", num_classes=4).eval()
+    original = {}
+    for k, v in net.state_dict().items():  # timm's layout back to the repository's
+        k = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", k)
+        original[k.replace("head.fc.", "head.")] = v
+        if k.endswith("attn.relative_position_bias_table"):
+            original[k.replace("bias_table", "index")] = torch.zeros(49, 49, dtype=torch.long)
+    config = CfgNode(MODEL=CfgNode(TYPE="swin", NAME="harden_test_swin", NUM_CLASSES=4),
+                     DATA=CfgNode(IMG_SIZE=224, INTERPOLATION="bicubic"), TEST=CfgNode(CROP=True))
+    torch.save({"model": original, "optimizer": {}, "max_accuracy": 81.2, "epoch": 299, "config": config},
+               tmp_path / "ckpt_epoch_299.pth")
+    for name in [m for m in sys.modules if m == "yacs" or m.startswith("yacs.")]:
+        monkeypatch.delitem(sys.modules, name)  # read as data: the class is never imported
+    model = harden.load(tmp_path / "ckpt_epoch_299.pth")
+    spec = model.spec
+    assert (spec.arch, spec.num_classes, spec.input_size, spec.interpolation) == ("harden_test_swin", 4, (224, 224),
+                                                                                  "bicubic")
+    assert spec.crop_pct == 224 / 256 and spec.mean == (0.485, 0.456, 0.406)
+    x = torch.rand(2, 3, 224, 224)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), net((x - mean) / std), atol=1e-5)
+    from harden.formats import _swin_train_config
+    fine_tuned = {"MODEL": {"TYPE": "swin", "NAME": "swin_base_patch4_window12_384_22kto1k_finetune", "NUM_CLASSES": 100,
+                            "SWIN": {"EMBED_DIM": 128, "DEPTHS": [2, 2, 18, 2], "WINDOW_SIZE": 12}},
+                  "DATA": {"IMG_SIZE": 384}, "TEST": {"CROP": False}}
+    assert _swin_train_config(fine_tuned) == {"arch": "swin_base_patch4_window12_384", "num_classes": 100,
+                                              "input_size": [384, 384], "crop_pct": 1.0, "crop_mode": "squash",
+                                              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
