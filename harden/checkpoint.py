@@ -1059,15 +1059,16 @@ def _arguments_from_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tupl
 
 def _whole_file_hint(path: str | os.PathLike, kw: dict[str, Any]) -> str:
     """For a `file.py:Name` that cannot be built for the weights, where nothing named alike beside it fits: the
-    network or factory of the same file that builds them, as the file given alone finds it (RepDistiller's
-    `MobileNetV2(T, feature_dim, width_mult=1.)` named, whose file's `mobile_half(num_classes)` builds them)."""
+    network or factory of the same file that builds them as it is, one build each (RepDistiller's
+    `MobileNetV2(T, feature_dim, width_mult=1.)` named, whose file's `mobile_half(num_classes)` builds them; the
+    searches of the file given alone cost seconds a candidate, too many for an error)."""
     from .models.arch_in_file import callable_for_weights
     file, _, name = str(kw.get("arch") or "").rpartition(":")
     if not file.endswith(".py"):
         return ""
     try:
         with held_warnings():
-            arch, found, _ = callable_for_weights(path, {**kw, "arch": file})
+            arch, found, _ = callable_for_weights(path, {**kw, "arch": file}, search=False)
     except HardenError:
         return ""
     if arch.rpartition(":")[2] == name:

@@ -65,16 +65,22 @@ def harden_test_swin(pretrained=False, **kwargs):
     return _create_swin_transformer("harden_test_swin", pretrained=pretrained, **dict(model_args, **kwargs))
 
 
+def _registered_test_swin() -> None:
+    import timm
+    from timm.models import register_model
+    if not timm.is_model("harden_test_swin"):  # once a process: registering again warns of the overwrite
+        register_model(harden_test_swin)
+
+
 def test_a_swin_with_another_window_is_found_and_its_size_said_unchecked(tmp_path, monkeypatch):
     """The window is searched from the name's 7 (the descent moves the patch size on its way, and back: not said);
     no tensor holds the image size a window tiles, so the name's size is kept and said to be unchecked."""
     import timm
     from safetensors.torch import save_file
-    from timm.models import register_model
 
     from harden.models import args_from_weights
     monkeypatch.setattr(args_from_weights, "SEARCH_SECONDS", 60.0)  # about 230 builds: 3.5 s alone, more beside others
-    register_model(harden_test_swin)
+    _registered_test_swin()
     with torch.device("meta"):
         net = timm.create_model("harden_test_swin", window_size=5, img_size=160, num_classes=3)
     state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in net.state_dict().items()}
@@ -254,8 +260,7 @@ def test_the_swin_repository_s_checkpoint_loads_with_no_flag(tmp_path, monkeypat
     import sys
 
     import timm
-    from timm.models import register_model
-    register_model(harden_test_swin)
+    _registered_test_swin()
     (tmp_path / "yacs").mkdir()
     (tmp_path / "yacs" / "__init__.py").write_text("")
     (tmp_path / "yacs" / "config.py").write_text("class CfgNode(dict):\n    pass\n")

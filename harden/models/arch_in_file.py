@@ -44,9 +44,11 @@ def candidates(module) -> dict[str, Any]:
     return out
 
 
-def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any], search: bool = True
+                         ) -> tuple[str, dict[str, Any], str]:
     """(the `file.py:name` architecture the weights fit, the constructor arguments found for it, the sentence that
-    says so) for `kw['arch']`, a file given alone."""
+    says so) for `kw['arch']`, a file given alone. `search` False: only those that build it as they are (one build
+    each, for an error's hint: the searches cost seconds a candidate)."""
     from ..checkpoint import _arguments_from_weights, _search_inputs
     from .args_from_weights import _fits, _scored
     from .registry import _import_file
@@ -77,6 +79,8 @@ def callable_for_weights(path: str | os.PathLike, kw: dict[str, Any]) -> tuple[s
     if len(fits) > 1:
         raise HardenError(f"--arch {file}: the weights fit {len(fits)} of the networks it defines "
                           f"({', '.join(fits[:8])}): give the one it was trained with, --arch {file}:NAME.")
+    if not search:
+        raise HardenError(f"--arch {file}: none of its networks builds the weights' network as it is.")
     # none builds as it is: those whose constructor arguments the weights say (a WideResNet's depth and width)
     searched: dict[str, tuple[dict[str, Any], str]] = {}
     partly: dict[str, HardenError] = {}
