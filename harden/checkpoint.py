@@ -1103,7 +1103,9 @@ def _siblings_hint(path: str | os.PathLike, kw: dict[str, Any]) -> str:
 # constructor arguments a file's keys say where nothing else gave them: (test, argument, value, what the file holds)
 BUILT_AS_SAVED = ((_without_aux_heads, "aux_logits", False, "no auxiliary classifiers"),
                   (_averaged_vit, "global_pool", "avg", "fc_norm in place of norm (a ViT fine-tuned on its averaged "
-                                                        "tokens)"),
+                                                        "tokens, as MAE's, BEiT's and data2vec's are; one built with "
+                                                        "fc_norm=True on its class token holds the same tensors: "
+                                                        "--model-arg fc_norm=true --model-arg global_pool=token)"),
                   (_layer_scaled, "init_values", 1e-5, "layer scales (ls1.gamma, ls2.gamma), which replace the value "
                                                        "it is built with"))
 

@@ -1325,19 +1325,25 @@ class Configured(nn.Module):  # a required argument of another kind: not searche
 '''
 
 
-@pytest.mark.parametrize("future", [False, True], ids=["annotations", "annotations as text"])
-def test_a_constructor_typed_as_torchvision_s_resnet_has_its_block_and_layers_found(tmp_path, monkeypatch, future):
+@pytest.mark.parametrize("future, block", [(False, None), (True, None), (False, "nn.Module"), (True, "Callable")],
+                         ids=["annotations", "annotations as text", "block: nn.Module", "block: 'Callable'"])
+def test_a_constructor_typed_as_torchvision_s_resnet_has_its_block_and_layers_found(tmp_path, monkeypatch, future,
+                                                                                      block):
     """Published code copies torchvision's ResNet with its annotations (`block: Type[Union[BasicBlock, Bottleneck]],
     layers: List[int]`), and torchvision's own class is `ResNet(block: type[...], layers: list[int], ...)`: the search
     seeded only arguments with no annotation (or an int's), so `--arch resnet.py:ResNet` and `--arch
     torchvision.models.resnet:ResNet` stopped at "missing 2 required positional arguments". An annotation of a class
     (`type`, `Type[...]`) is now seeded over the module's network classes and one of a list of integers (`list[int]`,
     `List[int]`, `Sequence[int]`, `tuple[int, ...]`) over lists of ones, read from the text where the file defers its
-    annotations; a required argument of another kind (a dict) is still asked for."""
+    annotations (and `nn.Module` or `Callable` for the block class, as typed code also writes it); a required argument
+    of another kind (a dict) is still asked for."""
     import sys
 
     from harden.models.registry import _import_callable
-    (tmp_path / "typed.py").write_text(("from __future__ import annotations\n" if future else "") + TYPED_RESNET)
+    code = TYPED_RESNET if block is None else TYPED_RESNET.replace(
+        "def __init__(self, block: Type[Union[BasicBlock, Bottleneck]]", f"def __init__(self, block: {block}").replace(
+        "from typing import List", "from typing import Callable, List")
+    (tmp_path / "typed.py").write_text(("from __future__ import annotations\n" if future else "") + code)
     monkeypatch.chdir(tmp_path)
     typed = sys.modules[_import_callable("typed.py:ResNet").__module__]
     torch.manual_seed(0)

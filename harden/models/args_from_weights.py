@@ -308,14 +308,16 @@ def _required(fn, model_args) -> list[str] | None:
 
 
 _COUNTS = re.compile(r"(typing\.)?(list|List|Sequence|tuple|Tuple)\[int(, *\.\.\.)?\]")
-_CLASS = re.compile(r"(typing\.)?(type|Type)(\[.*\])?")
+# a block class passed where the annotation names what it builds (`block: nn.Module`) or how it is called
+_CLASS = re.compile(r"(typing\.)?(type|Type)(\[.*\])?|((torch\.)?nn\.)?Module|(typing\.)?Callable(\[.*\])?")
 
 
 def _kind(p: inspect.Parameter) -> str | None:
     """What a required argument's annotation lets the search give it: "any" (none written), "int", "class" (`type[...]`:
     torchvision's `ResNet(block: type[Union[BasicBlock, Bottleneck]], layers: list[int], ...)`, which published code
-    copies, annotations and all), "counts" (`list[int]`, `List[int]`, `Sequence[int]`, `tuple[int, ...]`); None for
-    another kind. Written annotations (`from __future__ import annotations`) are read as their text."""
+    copies, annotations and all; `nn.Module` and `Callable`, as typed code also annotates a block class), "counts"
+    (`list[int]`, `List[int]`, `Sequence[int]`, `tuple[int, ...]`); None for another kind. Written annotations (`from
+    __future__ import annotations`) are read as their text."""
     import collections.abc
     a = p.annotation
     if a is p.empty:
@@ -325,8 +327,9 @@ def _kind(p: inspect.Parameter) -> str | None:
     if isinstance(a, str):
         text = a.replace(" ", "")
         return "counts" if _COUNTS.fullmatch(text) else "class" if _CLASS.fullmatch(text) else None
+    import torch
     origin, args = typing.get_origin(a), typing.get_args(a)
-    if a is type or origin is type:
+    if a is type or origin is type or a is torch.nn.Module or origin is collections.abc.Callable:
         return "class"
     if origin in (list, tuple, collections.abc.Sequence) and args in ((int,), (int, Ellipsis)):
         return "counts"
