@@ -226,12 +226,19 @@ def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | No
             + (" (timm's model of the same name may fit them too, with its own preprocessing)." if twin else "."))
 
 
+HINT_SECONDS = 5.0  # searches for an error's hint start within this time
+
+
 def _built_otherwise_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.PathLike) -> str:
     """The torchvision factories whose names the weights have, each with the arguments the search reads from the
     weights (a MobileNetV2 saved from `mobilenet_v2(width_mult=0.5)`): "" where none is found so."""
+    import time
+
     from .models.torchvision_match import factories_named_alike
-    fitting = []
-    for name in factories_named_alike(state, rows)[:3]:
+    fitting, start = [], time.perf_counter()
+    for name in factories_named_alike(state, rows)[:3]:  # ResNet-50's names are ResNeXt-50's and Wide ResNet-50's too
+        if time.perf_counter() - start > HINT_SECONDS:  # a search that finds nothing stops by itself, an error waits
+            break
         try:
             with held_warnings():
                 got = _arguments_from_weights(path, {"arch": f"torchvision.models:{name}", "num_classes": rows})
