@@ -292,15 +292,19 @@ def built(fn: Callable[..., Any], kwargs: dict[str, Any], model_args: dict[str, 
     from .pretrained_skipped import pretrained_not_fetched
     kwargs = {**_on_this_machine(fn, {**kwargs, **model_args}), **kwargs}
     passed = as_passed(fn, model_args)
+    # timm's and torchvision's constructors name no CUDA device: built without the mode that watches every torch call
+    # for one (a fifth of a Swin's build on the meta device, which the argument search makes hundreds of)
+    library = str(getattr(fn, "__module__", "") or "").startswith(("timm.", "torchvision."))
+    moves = contextlib.nullcontext if library else gpu_moves_on_cpu
     try:  # a constructor's own download of weights the checkpoint supplies; its own device='cuda' on a CPU machine
-        with pretrained_not_fetched(), gpu_moves_on_cpu():
+        with pretrained_not_fetched(), moves():
             return fn(**{**kwargs, **passed})
     except Exception as first:
         text = as_passed(fn, model_args, names=False)
         if not text_too or all(passed[k] is text[k] for k in passed):
             raise
         try:
-            with pretrained_not_fetched(), gpu_moves_on_cpu():
+            with pretrained_not_fetched(), moves():
                 return fn(**{**kwargs, **text})
         except Exception:  # noqa: BLE001 - the first build's error is the one to say
             raise first from None
