@@ -249,6 +249,21 @@ def _built_otherwise_hint(state: dict[str, torch.Tensor], rows: int, path: str |
             fitting.append(f"torchvision's {name} built with {', '.join(f'{k}={v!r}' for k, v in got[0].items())} "
                            f"(--arch torchvision.models:{name}, whose arguments harden reads from the weights, or "
                            f"{args} with it)")
+    if not fitting:  # the names but for their numbers: the family's class at other depths
+        from .models.torchvision_match import classes_named_alike
+        for arch in classes_named_alike(state, rows)[:2]:
+            if time.perf_counter() - start > HINT_SECONDS:
+                break
+            try:
+                with held_warnings():
+                    got = _arguments_from_weights(path, {"arch": arch, "num_classes": rows})
+            except HardenError:
+                got = None
+            if got:
+                args = " ".join(f"--model-arg {k}={arg_text(v)}" for k, v in got[0].items())
+                fitting.append(f"torchvision's {arch.rpartition(':')[2]} class at other depths, built with "
+                               f"{', '.join(f'{k}={v!r}' for k, v in got[0].items())} (--arch {arch}, whose arguments "
+                               f"harden reads from the weights, or {args} with it)")
     return f" Its weights have the names of {' and of '.join(fitting)}." if fitting else ""
 
 

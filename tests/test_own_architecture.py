@@ -1361,7 +1361,7 @@ def test_a_constructor_typed_as_torchvision_s_resnet_has_its_block_and_layers_fo
 def test_torchvision_s_resnet_class_is_built_as_the_weights_say(tmp_path):
     """`--arch torchvision.models.resnet:ResNet` for a ResNet no factory of torchvision's builds (ResNet(BasicBlock,
     [1, 1, 1, 1]): a ResNet-10): its block and layers, annotated `type[Union[BasicBlock, Bottleneck]]` and
-    `list[int]`, found from the weights, with their class count."""
+    `list[int]`, found from the weights, with their class count (without --arch: tests/test_timm_args.py)."""
     from torchvision.models.resnet import BasicBlock, ResNet
     torch.manual_seed(0)
     net = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=4).eval()

@@ -296,3 +296,19 @@ def test_the_swin_repository_s_checkpoint_loads_with_no_flag(tmp_path, monkeypat
     assert _swin_train_config(fine_tuned) == {"arch": "swin_base_patch4_window12_384", "num_classes": 100,
                                               "input_size": [384, 384], "crop_pct": 1.0, "crop_mode": "squash",
                                               "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def test_a_torchvision_family_at_other_depths_without_arch_names_its_class(tmp_path):
+    """A state dict of torchvision's `ResNet(BasicBlock, [1, 1, 1, 1])` given no --arch: the error named only its
+    head's rows; its names are a torchvision ResNet's but for their numbers, so it now names the class with the
+    arguments the search reads from the weights (4 classes, as the factories' test above: their shapes are built once
+    a count)."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+    torch.manual_seed(0)
+    torch.save(ResNet(BasicBlock, [1, 1, 1, 1], num_classes=4).state_dict(), tmp_path / "r10.pth")
+    with pytest.raises(HardenError, match=r"Its weights have the names of torchvision's ResNet class at other depths, "
+                                          r"built with block='BasicBlock', layers=\[1, 1, 1, 1\] \(--arch "
+                                          r"torchvision\.models\.resnet:ResNet, whose arguments harden reads from the "
+                                          r"weights, or --model-arg block=BasicBlock --model-arg layers=\[1,1,1,1\] "
+                                          r"with it\)\.$"):
+        harden.load(tmp_path / "r10.pth")

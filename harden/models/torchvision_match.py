@@ -8,6 +8,7 @@ device (their constructors compute the widths with tensors and read them back) a
 from __future__ import annotations
 
 import functools
+import re
 
 import torch
 
@@ -49,6 +50,24 @@ def factories_named_alike(state: dict[str, torch.Tensor], rows: int) -> list[str
     arguments (`mobilenet_v2(width_mult=0.5)`), which a search of its arguments may read from the weights."""
     names = frozenset(state)
     return [name for name, _, _, theirs in _factory_shapes(rows) if frozenset(k for k, _ in theirs) == names]
+
+
+def _without_counts(keys) -> frozenset:
+    """Key names with every number left out (`layer1.0.conv1.weight` -> `layer.N.conv.weight`): a family's names at
+    any depth."""
+    return frozenset(re.sub(r"\d+", "N", k) for k in keys)
+
+
+def classes_named_alike(state: dict[str, torch.Tensor], rows: int) -> list[str]:
+    """The torchvision network classes (`torchvision.models.resnet:ResNet`) one of whose factories' weights have
+    `state`'s names but for their numbers: the family built at other depths (`ResNet(BasicBlock, [1, 1, 1, 1])`),
+    which a search of the class's arguments may read from the weights."""
+    names = _without_counts(state)
+    out: list[str] = []
+    for _, module, cls, theirs in _factory_shapes(rows):
+        if _without_counts(k for k, _ in theirs) == names and f"{module}:{cls}" not in out:
+            out.append(f"{module}:{cls}")
+    return out
 
 
 def factories_fitting_under_prefixes(state: dict[str, torch.Tensor], rows: int) -> tuple[list[str], list[str]]:
