@@ -231,28 +231,17 @@ HINT_SECONDS = 5.0  # searches for an error's hint start within this time
 
 def _built_otherwise_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.PathLike) -> str:
     """The torchvision factories whose names the weights have, each with the arguments the search reads from the
-    weights (a MobileNetV2 saved from `mobilenet_v2(width_mult=0.5)`): "" where none is found so."""
+    weights (a MobileNetV2 saved from `mobilenet_v2(width_mult=0.5)`); else the classes whose family's names they have
+    but for their numbers (`ResNet(BasicBlock, [1, 1, 1, 1])`), the same way: "" where none is found so."""
     import time
 
-    from .models.torchvision_match import factories_named_alike
-    fitting, start = [], time.perf_counter()
-    for name in factories_named_alike(state, rows)[:3]:  # ResNet-50's names are ResNeXt-50's and Wide ResNet-50's too
-        if time.perf_counter() - start > HINT_SECONDS:  # a search that finds nothing stops by itself, an error waits
-            break
-        try:
-            with held_warnings():
-                got = _arguments_from_weights(path, {"arch": f"torchvision.models:{name}", "num_classes": rows})
-        except HardenError:
-            got = None
-        if got:
-            args = " ".join(f"--model-arg {k}={arg_text(v)}" for k, v in got[0].items())
-            fitting.append(f"torchvision's {name} built with {', '.join(f'{k}={v!r}' for k, v in got[0].items())} "
-                           f"(--arch torchvision.models:{name}, whose arguments harden reads from the weights, or "
-                           f"{args} with it)")
-    if not fitting:  # the names but for their numbers: the family's class at other depths
-        from .models.torchvision_match import classes_named_alike
-        for arch in classes_named_alike(state, rows)[:2]:
-            if time.perf_counter() - start > HINT_SECONDS:
+    from .models.torchvision_match import classes_named_alike, factories_named_alike
+    start = time.perf_counter()
+
+    def found_for(candidates) -> list[str]:
+        out = []
+        for arch, what in candidates:
+            if time.perf_counter() - start > HINT_SECONDS:  # a search that finds nothing stops by itself, an error waits
                 break
             try:
                 with held_warnings():
@@ -261,9 +250,13 @@ def _built_otherwise_hint(state: dict[str, torch.Tensor], rows: int, path: str |
                 got = None
             if got:
                 args = " ".join(f"--model-arg {k}={arg_text(v)}" for k, v in got[0].items())
-                fitting.append(f"torchvision's {arch.rpartition(':')[2]} class at other depths, built with "
-                               f"{', '.join(f'{k}={v!r}' for k, v in got[0].items())} (--arch {arch}, whose arguments "
-                               f"harden reads from the weights, or {args} with it)")
+                out.append(f"{what} built with {', '.join(f'{k}={v!r}' for k, v in got[0].items())} (--arch {arch}, "
+                           f"whose arguments harden reads from the weights, or {args} with it)")
+        return out
+    # ResNet-50's names are ResNeXt-50's and Wide ResNet-50's too: three at most
+    fitting = found_for((f"torchvision.models:{n}", f"torchvision's {n}") for n in factories_named_alike(state, rows)[:3]) \
+        or found_for((a, f"torchvision's {a.rpartition(':')[2]} class at other depths,")
+                     for a in classes_named_alike(state, rows)[:2])
     return f" Its weights have the names of {' and of '.join(fitting)}." if fitting else ""
 
 

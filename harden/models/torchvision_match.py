@@ -15,8 +15,14 @@ import torch
 from .meta_build import built_for_shapes
 
 
-@functools.lru_cache(maxsize=8)
 def _factory_shapes(rows: int, module: str | None = None) -> tuple[tuple[str, str, str, frozenset], ...]:
+    # one cache entry a (rows, module) however it is called: `f(10)` and `f(10, None)` are two keys to lru_cache, and
+    # the no-arch error built every factory twice (4.4 s each time here)
+    return _built_factory_shapes(int(rows), module)
+
+
+@functools.lru_cache(maxsize=8)
+def _built_factory_shapes(rows: int, module: str | None) -> tuple[tuple[str, str, str, frozenset], ...]:
     """(name, the module it is defined in, the class it returns, its (key, shape) pairs) for every factory (defined
     in `module`, where given: a pickled class is matched only among its neighbours, so only they are built)."""
     import torchvision
