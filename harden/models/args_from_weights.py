@@ -508,12 +508,14 @@ def _effect(fn, model_args, name, default, base: tuple | None, side: str | None 
     "shapes", "nothing" (no tensor: an attention's head count, a stride, a flag; not searched), or None where no such
     build could be made (not searched either, and not said to change nothing). `loose`: 0 and a fraction tried too
     (a flag seeded 1 builds alike at every larger value)."""
+    counts = not isinstance(default, (bool, float))
     if type(default) is float:  # a multiplier: halved and doubled
-        tries, floats = [default / 2, default * 2], True
+        tries = [default / 2, default * 2]
+    elif isinstance(default, bool):
+        tries = [not default]
     else:
-        tries, floats = [not default] if isinstance(default, bool) else \
-            list(dict.fromkeys([default + 1, default + 2, default * 2, default + 6, default + 12, default * 4])), False
-    if not isinstance(default, bool) and not floats:
+        tries = list(dict.fromkeys([default + 1, default + 2, default * 2, default + 6, default + 12, default * 4]))
+    if counts:
         # then below it, and the numbers its module keys configurations by: a depth that indexes a dict of layer
         # lists (network slimming's `defaultcfg[depth]`, {11: [...], ..., 19: [...]}) builds at none above 19
         tries += [v for v in (default - 1, default - 2, default // 2, *_defined_counts(fn))
@@ -521,8 +523,7 @@ def _effect(fn, model_args, name, default, base: tuple | None, side: str | None 
     tries = [v for v in LOOSE[:3] if loose and v != default] + tries
     # where none of those builds, the next values up to a step of 24 (a depth of 9n + 2 that another block's 6n + 2
     # left at 38: 47 is the next one that builds)
-    steps = [default + k for k in range(3, 25) if not isinstance(default, bool) and not floats and
-             default + k not in tries]
+    steps = [default + k for k in range(3, 25) if counts and default + k not in tries]
     same, built = False, False
     for value in tries + steps:
         if value in steps and (built or same):
