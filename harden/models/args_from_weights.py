@@ -827,14 +827,19 @@ def _touched(fn, model_args: dict[str, Any], name: str, value: Any) -> set[str]:
     now = _now(model_args, name, params[name].default if name in params else None)
     tries = [value] if value is not None else \
         [v for v in (now + 1, now * 2, now - 1) if v >= 1 and v != now] if isinstance(now, int) else []
+    if not isinstance(base, torch.nn.Module):
+        return set()
     for v in tries:
         other = _built(fn, {**model_args, name: v})
-        if isinstance(base, torch.nn.Module) and isinstance(other, torch.nn.Module):
-            def kept(net) -> dict[str, tuple]:  # each module's entry, less a copy of the arguments it was built with
-                return {e[0]: (e[1], tuple(a for a in e[2] if not ARGS_KEPT.match(a[0])), e[3]) for e in _settings(net)}
-            mine = kept(base)
-            return {m for m, entry in kept(other).items() if mine.get(m) != entry}
+        if isinstance(other, torch.nn.Module):
+            mine = _module_settings(base)
+            return {m for m, entry in _module_settings(other).items() if mine.get(m) != entry}
     return set()
+
+
+def _module_settings(net) -> dict[str, tuple]:
+    """Each module's _settings entry by its name, less a copy of the arguments it was built with (ARGS_KEPT)."""
+    return {e[0]: (e[1], tuple(a for a in e[2] if not ARGS_KEPT.match(a[0])), e[3]) for e in _settings(net)}
 
 
 def _related(some: set[str], others: set[str]) -> bool:
