@@ -9,7 +9,6 @@
   them; folder names become the model's indices by classes.py."""
 from __future__ import annotations
 
-import io
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -375,14 +374,14 @@ GUESSED_SIDE_MAX = 224  # a size guessed from photographs trains at ImageNet's s
 
 def _sampled_sizes(data: FileData, sample: int) -> tuple[Counter, int]:
     """(how many of a seeded sample of the training (else only) split have each (height, width), how many are grey)."""
-    from PIL import Image
+    from .array_images import open_image
     split = "train" if data.has_split("train") else "test"
     lst = data.listing(split)
     idx = stratified_sample(lst.labels, min(sample, len(lst)), 0)
     sizes, grey = Counter(), 0
     for i in idx:
         try:
-            with Image.open(io.BytesIO(lst.read_bytes(i))) as im:
+            with open_image(lst.read_bytes(i), lst) as im:
                 turned = data.preprocess.orientation == "upright" and exif_orientation(im) in (5, 6, 7, 8)
                 sizes[(im.width, im.height) if turned else (im.height, im.width)] += 1  # a quarter turn swaps them
                 grey += im.mode in ("L", "1", "I;16", "I", "F", "LA")

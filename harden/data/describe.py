@@ -4,7 +4,6 @@ sample of its files holds (sizes, modes, formats) and the transform they go thro
 seeded sample of a few files; nothing else is decoded."""
 from __future__ import annotations
 
-import io
 from collections import Counter
 
 import numpy as np
@@ -78,7 +77,7 @@ def _per_class(y: np.ndarray, names: list[str] | None) -> str:
 
 def _files(data, sample: int) -> str:
     """What a seeded sample of the evaluation split's files are: formats, modes, sizes; the unreadable named."""
-    from PIL import Image
+    from .array_images import open_image
     listing = data.listing("test")
     idx = stratified_sample(listing.labels, min(sample, len(listing)), 0)
     listing.prepare(idx)
@@ -88,7 +87,7 @@ def _files(data, sample: int) -> str:
         raw = None
         try:
             raw = listing.read_bytes(int(i))
-            with Image.open(io.BytesIO(raw)) as im:
+            with open_image(raw, listing) as im:
                 formats[im.format or "?"] += 1
                 modes[im.mode] += 1
                 sides.append((im.width, im.height))

@@ -4,7 +4,6 @@ whatever the number of workers. A file that cannot be decoded comes back as an e
 worker: the caller stops with a message naming it, or skips it (--skip-unreadable) and counts it."""
 from __future__ import annotations
 
-import io
 import random
 import signal
 from typing import Callable, Iterator
@@ -12,6 +11,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .array_images import open_image
 from .sources import Listing
 from .transforms import exif_orientation
 from ..cores import usable_cores
@@ -40,12 +40,11 @@ class DecodeDataset(torch.utils.data.Dataset):
         return len(self.listing)
 
     def __getitem__(self, i: int):
-        from PIL import Image
         label = int(self.listing.labels[i])
         data = None
         try:
             data = self.listing.read_bytes(i)
-            img = Image.open(io.BytesIO(data))
+            img = open_image(data, self.listing)
             draft = getattr(self.transform, "draft", None)
             if draft is not None:
                 draft(img)

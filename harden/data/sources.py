@@ -22,6 +22,8 @@ from ..errors import HardenError
 
 # what cameras, phones, scanners and dataset exports write and Pillow's wheels decode (JPEG 2000 and AVIF included;
 # HEIC/HEIF, phones' default, through pillow-heif's plugin)
+from .array_images import ARRAY_EXT
+
 IMAGE_EXT = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif",
              ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".heic", ".heif", ".hif"}
 
@@ -99,16 +101,18 @@ class Listing:
     shards: list[str] = field(default_factory=list)  # tar shards, or the zip archive
     what: str = "folder"  # folder | list | tar | zip | table | tfrecord | lmdb | recordio
     store: Any = None  # table: the parquet/Arrow files (tables.TableStore); refs are its row numbers
+    array_scale: float | None = None  # its .npy images' float range, once judged (array_images.float_scale)
 
     def __len__(self) -> int:
         return len(self.refs)
 
     def take(self, idx: np.ndarray) -> "Listing":
         idx = np.asarray(idx, np.int64)
-        return Listing(self.root, self.refs.take(idx), self.labels[idx], None, self.shards, self.what, self.store)
+        return Listing(self.root, self.refs.take(idx), self.labels[idx], None, self.shards, self.what, self.store,
+                       self.array_scale)
 
     def relabelled(self, labels: np.ndarray) -> "Listing":
-        return Listing(self.root, self.refs, labels, None, self.shards, self.what, self.store)
+        return Listing(self.root, self.refs, labels, None, self.shards, self.what, self.store, self.array_scale)
 
     def prepare(self, idx: np.ndarray) -> None:
         """Before items are read by worker processes (in the parent): a parquet table copies them to its spill file."""
@@ -179,8 +183,15 @@ def refuse_compressed_tar(path: Path) -> None:
                           "an uncompressed .tar.")
 
 
+def image_kinds() -> str:
+    """The file kinds read as images, as an error lists them."""
+    return ", ".join(sorted(IMAGE_EXT)) + ", " + ", ".join(f"{e} (one image's array)" for e in ARRAY_EXT)
+
+
 def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXT
+    """An image file by its name: a format Pillow reads, or one image's NumPy array (array_images.py)."""
+    ext = os.path.splitext(name)[1].lower()
+    return ext in IMAGE_EXT or ext in ARRAY_EXT
 
 
 def is_skipped_dir(name: str) -> bool:
@@ -403,7 +414,7 @@ def list_class_folders(split_dir: Path) -> Listing:
         if not found:
             lists = sorted(e.name for e in os.scandir(split_dir / c) if e.is_file()
                            and os.path.splitext(e.name)[1].lower() in LIST_EXT)
-            raise HardenError(f"The class folder {str(split_dir / c)!r} holds no images ({', '.join(sorted(IMAGE_EXT))}"
+            raise HardenError(f"The class folder {str(split_dir / c)!r} holds no images ({image_kinds()}"
                               "); remove it or add its images." + (
                                   f" It holds the list {lists[0]}: if that labels the images (ISIC's ground truth "
                                   f"beside its ..._Input folder), give it as --data ({split_dir / c / lists[0]})."
@@ -423,8 +434,6 @@ FOREIGN_IMAGES = {
     ".dcm": _DICOM, ".dicom": _DICOM, ".cr2": _RAW, ".nef": _RAW, ".arw": _RAW, ".dng": _RAW,
     ".nii": ("NIfTI volumes", "save the slices the model classifies as PNG files, as its training did"),
     ".svs": ("whole-slide images", "save the tiles the model classifies as PNG files, as its training did"),
-    ".npy": ("NumPy arrays", "arrays are given as an .npz, or as an .npy of images beside its labels "
-                             "(--data x_test.npy with y_test.npy), not as class folders"),
 }
 
 
@@ -683,7 +692,7 @@ def _column_naming_files(path: Path, rows: list[list[str]], taken: set[int]) -> 
         if c in taken or len(values) < len(body) or not all(values) or any(_is_int(v) and len(v) < 3 for v in values):
             continue
         where = _path_resolver(path.parent, values)
-        if all(os.path.isfile(where(v)) and os.path.splitext(where(v))[1].lower() in IMAGE_EXT for v in values):
+        if all(os.path.isfile(where(v)) and _is_image(where(v)) for v in values):
             found.append(c)
     if len(found) != 1:
         return None
@@ -817,7 +826,8 @@ def _path_resolver(base: Path, written: list[str], prefer: str | None = None) ->
     if first is None or os.path.isabs(first):
         return plain
     folders = _folders_beside(base)
-    exts = [""] + sorted({e for e in IMAGE_EXT} | {e.upper() for e in IMAGE_EXT})
+    kinds = IMAGE_EXT | set(ARRAY_EXT)
+    exts = [""] + sorted(kinds | {e.upper() for e in kinds})
     found = [(d, e) for d in folders for e in exts if os.path.isfile(os.path.join(base, d, first.replace("\\", "/") + e))]
     if prefer is not None and any(d == prefer for d, _ in found):  # a split's own list: its folder first
         found = [f for f in found if f[0] == prefer][:1]

@@ -23,7 +23,7 @@ from .pixels import CHANNEL_NOTES
 from .base import Data, batches, chunks, index_hash, nchw, to_tensor
 from .files import FileData, decode_batch
 from .loader import decode_batches, default_workers
-from .sources import IMAGE_EXT, Listing, PathTable, find_on_disk, image_files, refuse_compressed_tar
+from .sources import Listing, PathTable, find_on_disk, image_files, image_kinds, refuse_compressed_tar
 from ..random_streams import random_state, set_random_state
 
 NO_LABEL = -1  # an image of the pool whose source gives no label the model's classes can name
@@ -228,7 +228,7 @@ def _list_any_images(root: Path) -> Listing:
     """Every image under `root`, at any depth, sorted (a crawl's folders, production captures)."""
     refs = image_files(root)
     if not refs:
-        raise HardenError(f"--unlabeled {str(root)!r} holds no images ({', '.join(sorted(IMAGE_EXT))}).")
+        raise HardenError(f"--unlabeled {str(root)!r} holds no images ({image_kinds()}).")
     refs.sort()
     return Listing(str(root), PathTable(refs), np.full(len(refs), NO_LABEL, np.int64), None, what="folder")
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HardenError
-from .sources import EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Listing, OnDisk, PathTable, is_skipped_dir
+from .sources import (EVAL_FOLDERS, TRAIN_FOLDERS, Listing, OnDisk, PathTable, _is_image, image_kinds,
+                      is_skipped_dir)
 
 
 def _images(path: Path) -> list[list[str]]:
@@ -24,13 +25,13 @@ def _images(path: Path) -> list[list[str]]:
     found = []
     for name in names:
         parts = [p for p in name.replace("\\", "/").split("/") if p]
-        if not parts or Path(parts[-1]).suffix.lower() not in IMAGE_EXT or parts[-1].startswith("."):
+        if not parts or not _is_image(parts[-1]) or parts[-1].startswith("."):
             continue
         if any(is_skipped_dir(p) for p in parts[:-1]):
             continue
         found.append(parts)
     if not found:
-        raise HardenError(f"The zip archive {str(path)!r} holds no images ({', '.join(sorted(IMAGE_EXT))}).")
+        raise HardenError(f"The zip archive {str(path)!r} holds no images ({image_kinds()}).")
     return found
 
 

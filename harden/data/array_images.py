@@ -1,0 +1,107 @@
+"""Images saved one NumPy array a file (`np.save(f"{cls}/{i}.npy", img)`, in class folders, a list, an archive): read
+as an .npz of the same images would be (pixels.py's rules), then as any decoded image. A lone file cannot say whether
+its floats are in [0, 1] or 0-255 (a dark image in 0-255 can stay below 1), so a listing's float arrays are judged
+together, on a spread sample of its files: any value above 1 there makes them 0-255. Each file is checked against that
+judgement when it is read, and one that breaks it is named as unreadable (as a truncated JPEG is)."""
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from ..errors import HardenError
+from .pixels import channels_first
+
+NPY_MAGIC = b"\x93NUMPY"
+ARRAY_EXT = (".npy",)
+SAMPLE_FILES = 32  # files read to judge a listing's float range
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def is_array(data: bytes) -> bool:
+    return data[:len(NPY_MAGIC)] == NPY_MAGIC
+
+
+def read_array(data: bytes) -> np.ndarray:
+    """The array of an .npy file's bytes (never a pickle: object arrays are refused)."""
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ValueError("an .npy of Python objects, not of pixels (harden never loads pickles from data)") from None
+        raise
+
+
+def as_height_width_channels(a: np.ndarray) -> np.ndarray:
+    """H x W x C (C 1, 3 or 4) from H x W, H x W x C or C x H x W (told apart as pixels.channels_first does)."""
+    if a.ndim == 2:
+        return a[:, :, None]
+    if a.ndim == 3 and channels_first((1, *a.shape)):
+        return np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] in _MODES:
+        return a
+    raise ValueError(f"an array of shape {tuple(a.shape)}, not an image (H x W, H x W x C or C x H x W with C 1, 3 "
+                     "or 4)")
+
+
+def _range(a: np.ndarray) -> tuple[float, float]:
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ValueError(f"an array of {a.dtype}; harden reads pixels as uint8 0-255, or floats in [0, 1]")
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("an array holding NaN or infinite values")
+    return lo, hi
+
+
+def float_scale(listing: Any) -> float:
+    """What a listing's float arrays are multiplied by to give 0-255 pixels (255: in [0, 1]; 1: in 0-255), judged on a
+    spread sample of its files, once per listing and process (the same files, so every process judges alike)."""
+    scale = getattr(listing, "array_scale", None)
+    if scale is not None:
+        return scale
+    n = len(listing)
+    highest = None
+    for i in sorted({int(i) for i in np.linspace(0, n - 1, min(n, SAMPLE_FILES))}) if n else []:
+        try:
+            data = listing.read_bytes(i)
+            if not is_array(data):
+                continue
+            a = read_array(data)
+            if np.issubdtype(a.dtype, np.floating) and a.size:
+                hi = _range(a)[1]
+                highest = hi if highest is None else max(highest, hi)
+        except (OSError, ValueError, HardenError):  # an unreadable file is named when a run reads it
+            continue
+    scale = 255.0 if highest is None or highest <= 1.0 else 1.0
+    listing.array_scale = scale
+    return scale
+
+
+def array_image(a: np.ndarray, scale: float):
+    """A PIL image (L, RGB or RGBA) of one image array, its values checked: pixels, never normalised values."""
+    from PIL import Image
+    a = as_height_width_channels(a)
+    lo, hi = _range(a)
+    if a.dtype != np.uint8:
+        floats = np.issubdtype(a.dtype, np.floating)
+        s = scale if floats else 1.0
+        if lo < 0 or hi * s > 255.5:
+            if not floats:
+                raise ValueError(f"integers from {lo:.6g} to {hi:.6g}: not 8-bit pixels (16-bit scans are saved "
+                                 "as uint8 the way the model's training scaled them)")
+            raise ValueError(f"values from {lo:.4g} to {hi:.4g}, where the sampled files of this data held "
+                             f"{'pixels in [0, 1]' if s != 1 else 'pixels of 0-255'}: normalised images are refused, "
+                             "since budgets are in pixels and the model normalises inside (--mean, --std)")
+        a = np.rint(a * s).clip(0, 255).astype(np.uint8)
+    img = Image.fromarray(np.ascontiguousarray(a[:, :, 0] if a.shape[-1] == 1 else a), _MODES[a.shape[-1]])
+    img.format = "NPY"  # what `harden data` says the files are
+    return img
+
+
+def open_image(data: bytes, listing: Any = None):
+    """The image of a file's bytes: Pillow's, or an .npy array's (its float range judged over `listing`)."""
+    from PIL import Image
+    if is_array(data):
+        return array_image(read_array(data), float_scale(listing) if listing is not None else 255.0)
+    return Image.open(io.BytesIO(data))

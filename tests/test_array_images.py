@@ -1,0 +1,124 @@
+"""Images saved one NumPy array a file (`np.save` per image) in class folders, a list or a zip archive: read as the
+same images saved as PNG files are, whatever the layout (H x W, H x W x C, C x H x W) and type (uint8, floats in
+[0, 1] as ToTensor leaves them, floats in 0-255); the float range judged over a listing's files, not file by file;
+normalised, 16-bit and object arrays named as unreadable, never read as pixels."""
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import harden
+from harden.data import load_data
+from harden.data.array_images import SAMPLE_FILES
+
+
+def pictures(n: int, seed: int, size=(12, 10), grey=False) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shape = size if grey else (*size, 3)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
+
+
+def save_tree(root, imgs_by_class: dict[str, list[np.ndarray]], form: str) -> None:
+    """One file an image: `png`, or an .npy as published code leaves it."""
+    for c, imgs in imgs_by_class.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(imgs):
+            if form == "png":
+                Image.fromarray(img).save(root / c / f"{i}.png")
+                continue
+            a = {"uint8 HWC": img,
+                 "float CHW [0, 1]": (np.moveaxis(img, -1, 0) if img.ndim == 3 else img[None]).astype(np.float32) / 255,
+                 "float HWC 0-255": img.astype(np.float64),
+                 "int64 HWC": img.astype(np.int64)}[form]
+            np.save(root / c / f"{i}.npy", a)
+
+
+def read_all(path):
+    data = load_data(str(path))
+    n = data.n_test
+    x, y = data.pixels("test", np.arange(n))
+    return data, x, y
+
+
+@pytest.mark.parametrize("form", ["uint8 HWC", "float CHW [0, 1]", "float HWC 0-255", "int64 HWC"])
+def test_class_folders_of_arrays_read_as_the_same_images_saved_as_png(tmp_path, form):
+    imgs = {"cat": pictures(5, 0), "dog": pictures(4, 1)}
+    save_tree(tmp_path / "png", imgs, "png")
+    save_tree(tmp_path / "npy", imgs, form)
+    _, x_png, y_png = read_all(tmp_path / "png")
+    data, x, y = read_all(tmp_path / "npy")
+    assert data.class_names == ["cat", "dog"] and data.n_test == 9
+    assert torch.equal(y, y_png) and torch.equal(x, x_png)
+
+
+def test_grey_arrays_and_a_zip_of_them(tmp_path):
+    imgs = {"0": pictures(3, 2, grey=True), "1": pictures(3, 3, grey=True)}
+    save_tree(tmp_path / "png", imgs, "png")
+    save_tree(tmp_path / "npy", imgs, "float CHW [0, 1]")  # 1 x H x W, as a grey ToTensor image
+    _, x_png, _ = read_all(tmp_path / "png")
+    data, x, _ = read_all(tmp_path / "npy")
+    assert x.shape[1] == 1 and torch.equal(x, x_png)
+    with zipfile.ZipFile(tmp_path / "arrays.zip", "w") as z:
+        for p in sorted((tmp_path / "npy").rglob("*.npy")):
+            z.write(p, p.relative_to(tmp_path / "npy").as_posix())
+    _, xz, _ = read_all(tmp_path / "arrays.zip")
+    assert torch.equal(xz, x_png)
+
+
+def test_float_range_is_judged_over_the_files_not_each_file(tmp_path):
+    """A dark image saved as 0-255 floats can stay at or below 1 in every pixel: alone it reads like [0, 1]. Among its
+    folder's files, whose values reach 255, it is read as the 0-255 it is (black, not scaled up to grey)."""
+    imgs = {"a": pictures(6, 4), "b": pictures(6, 5)}
+    dark = np.zeros((12, 10, 3), np.uint8)
+    dark[0, 0] = 1
+    imgs["a"][0] = dark
+    save_tree(tmp_path / "npy", imgs, "float HWC 0-255")
+    _, x, _ = read_all(tmp_path / "npy")
+    assert int(x.max()) == 255 and int(x[0].max()) == 1  # not 255: the dark image scaled by 255
+    # the judgement reads a spread sample of the files, the same in every process: more files than the sample
+    assert SAMPLE_FILES < 40
+    many = {"a": pictures(25, 6), "b": pictures(25, 7)}
+    many["b"][24] = dark
+    save_tree(tmp_path / "many", many, "float HWC 0-255")
+    _, x, _ = read_all(tmp_path / "many")
+    assert int(x.flatten(1).max(1).values.min()) == 1  # the dark one, among 50
+
+
+@pytest.mark.parametrize("bad, said", [
+    (np.full((12, 10, 3), -1.5, np.float32), "normalised images are refused"),
+    (np.full((12, 10), 4095, np.uint16), "not 8-bit pixels"),
+    (np.zeros((12, 10, 7), np.uint8), "not an image"),
+    (np.array([{"x": 1}], dtype=object), "Python objects"),
+    (np.full((12, 10, 3), np.nan, np.float32), "NaN"),
+])
+def test_an_array_that_is_no_image_is_named_as_unreadable(tmp_path, cli, bad, said):
+    imgs = {"a": pictures(4, 8), "b": pictures(4, 9)}
+    save_tree(tmp_path / "npy", imgs, "float CHW [0, 1]")
+    np.save(tmp_path / "npy" / "b" / "3.npy", bad, allow_pickle=True)
+    net = harden.create_model("cnn-small", 2, 3, (12, 10))
+    harden.save(net, tmp_path / "m.safetensors")
+    code, out, err = cli("eval", tmp_path / "m.safetensors", "--data", tmp_path / "npy", "--attack", "fgsm",
+                         "--no-metrics", "--no-masking-checks")
+    said_all = " ".join((out + err).split())
+    assert code == 2 and "3.npy" in said_all and said in said_all, said_all
+    assert "Traceback" not in said_all
+    code, out, err = cli("eval", tmp_path / "m.safetensors", "--data", tmp_path / "npy", "--attack", "fgsm",
+                         "--no-metrics", "--no-masking-checks", "--skip-unreadable", "--json", tmp_path / "r.json")
+    assert code == 0, err
+
+
+def test_train_and_eval_on_folders_of_arrays_from_the_command_line(tmp_path, cli):
+    imgs = {s: {"cat": pictures(6, 10 + i), "dog": pictures(6, 20 + i)} for i, s in enumerate(("train", "val"))}
+    for s, by_class in imgs.items():
+        save_tree(tmp_path / "npy" / s, by_class, "float CHW [0, 1]")
+    code, out, err = cli("data", tmp_path / "npy")
+    said = " ".join(out.split())
+    assert code == 0 and "NPY" in said and "12 images in 2 classes" in said, out + err
+    code, _, err = cli("train", "--data", tmp_path / "npy", "--arch", "cnn-small", "--epochs", 1,
+                       "-o", tmp_path / "m.safetensors", "-q")
+    assert code == 0, err
+    code, _, err = cli("eval", tmp_path / "m.safetensors", "--attack", "fgsm", "--no-metrics", "--json",
+                       tmp_path / "r.json")
+    assert code == 0, err
