@@ -122,3 +122,47 @@ def test_train_and_eval_on_folders_of_arrays_from_the_command_line(tmp_path, cli
     code, _, err = cli("eval", tmp_path / "m.safetensors", "--attack", "fgsm", "--no-metrics", "--json",
                        tmp_path / "r.json")
     assert code == 0, err
+
+
+def test_arrays_beside_photographs_are_not_read_as_images(tmp_path):
+    """Features or masks saved beside each photograph (`0.png` and `0.npy`) in a class folder, a zip archive or a
+    WebDataset sample: the photographs are the images; the arrays are left alone (before, they are never listed)."""
+    import io
+    import tarfile
+    imgs = {"a": pictures(3, 11), "b": pictures(3, 12)}
+    save_tree(tmp_path / "png", imgs, "png")
+    _, x_png, y_png = read_all(tmp_path / "png")
+    for c in imgs:
+        for i in range(3):
+            np.save(tmp_path / "png" / c / f"{i}.npy", np.ones(2048, np.float32))  # a feature vector, no image
+    _, x, y = read_all(tmp_path / "png")
+    assert torch.equal(x, x_png) and torch.equal(y, y_png)
+    with zipfile.ZipFile(tmp_path / "both.zip", "w") as z:
+        for p in sorted((tmp_path / "png").rglob("*")):
+            if p.is_file():
+                z.write(p, p.relative_to(tmp_path / "png").as_posix())
+    _, xz, _ = read_all(tmp_path / "both.zip")
+    assert torch.equal(xz, x_png)
+    (tmp_path / "shards").mkdir()
+    with tarfile.open(tmp_path / "shards" / "data-000000.tar", "w") as tf:
+        for ci, c in enumerate(imgs):
+            for i in range(3):
+                key = f"{c}{i}"
+                for ext in ("npy", "png", "cls"):  # the array first: the image still wins
+                    if ext == "png":
+                        buf = io.BytesIO()
+                        Image.fromarray(imgs[c][i]).save(buf, format="PNG")
+                        raw = buf.getvalue()
+                    elif ext == "npy":
+                        buf = io.BytesIO()
+                        np.save(buf, np.ones(2048, np.float32))
+                        raw = buf.getvalue()
+                    else:
+                        raw = str(ci).encode()
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(raw)
+                    tf.addfile(info, io.BytesIO(raw))
+    data = load_data(str(tmp_path / "shards"))
+    xt, _ = data.pixels("test", np.arange(data.n_test))
+    assert xt.shape == x_png.shape
+    assert sorted(map(bytes, xt.flatten(1).numpy())) == sorted(map(bytes, x_png.flatten(1).numpy()))

@@ -201,7 +201,19 @@ def is_skipped_dir(name: str) -> bool:
 def image_files(top: Path, within: Path | None = None) -> list[str]:
     """Every image under `top`, at any depth, as paths relative to it (unsorted). `within`: the split folder of the
     class folder `top`, whose other classes a link must not lead into."""
-    return walk_files(top, _is_image, within)
+    return images_over_arrays(walk_files(top, _is_image, within))
+
+
+def _is_array(name: str) -> bool:
+    return name.lower().endswith(ARRAY_EXT)
+
+
+def images_over_arrays(names: list[str]) -> list[str]:
+    """Where image files and .npy files lie together, the image files alone: arrays kept beside photographs are
+    something computed from them (features, masks, embeddings), not the images."""
+    if any(_is_array(n) for n in names) and not all(_is_array(n) for n in names):
+        return [n for n in names if not _is_array(n)]
+    return names
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -862,7 +874,7 @@ def list_tar_shards(shards: list[Path]) -> Listing:
                         continue
                     d, base = os.path.split(m.name)
                     key = os.path.join(d, base.split(".", 1)[0])
-                    if _is_image(base):
+                    if _is_image(base) and not (_is_array(base) and key in images):  # a sample's image, not its array
                         images[key] = m
                     elif base.endswith(LABEL_EXT):
                         text = tf.extractfile(m).read().decode("utf-8", "replace").strip()

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import HardenError
 from .sources import (EVAL_FOLDERS, TRAIN_FOLDERS, Listing, OnDisk, PathTable, _is_image, image_kinds,
-                      is_skipped_dir)
+                      images_over_arrays, is_skipped_dir)
 
 
 def _images(path: Path) -> list[list[str]]:
@@ -30,6 +30,8 @@ def _images(path: Path) -> list[list[str]]:
         if any(is_skipped_dir(p) for p in parts[:-1]):
             continue
         found.append(parts)
+    kept = set(images_over_arrays(["/".join(p) for p in found]))
+    found = [p for p in found if "/".join(p) in kept]
     if not found:
         raise HardenError(f"The zip archive {str(path)!r} holds no images ({image_kinds()}).")
     return found
