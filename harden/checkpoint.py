@@ -217,7 +217,8 @@ def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | No
     if not names:
         names, prefixes = factories_fitting_under_prefixes(state, found[1])
     if not names:
-        return _built_otherwise_hint(state, found[1], path) if path is not None else ""
+        return _timm_models_hint(state, found[1], path) or (
+            _built_otherwise_hint(state, found[1], path) if path is not None else "")
     shown = " or ".join(f"--arch torchvision.models:{n}" for n in names[:3])
     under = f" (under the key prefixes {', '.join(repr(p) for p in prefixes)}, which a load removes)" if prefixes else ""
     import timm
@@ -227,6 +228,21 @@ def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | No
 
 
 HINT_SECONDS = 5.0  # searches for an error's hint start within this time
+
+
+def _timm_models_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.PathLike | None) -> str:
+    """The timm models whose weights have exactly these names and shapes (timm_match.py: those named in the path,
+    then those of the timm modules whose layer names the weights use, built within HINT_SECONDS)."""
+    from .models.timm_match import shared_prefix, timm_models_fitting
+    names = timm_models_fitting(state, rows, str(path) if path is not None else None, HINT_SECONDS)
+    if not names:
+        return ""
+    which = (f"timm's {names[0]}" if len(names) == 1 else
+             f"timm's {', '.join(names[:3])} (built alike; their preprocessing, timm's config of each name, may differ)")
+    prefix = shared_prefix(state)
+    under = f" (under the key prefix {prefix!r}, which a load removes)" if prefix else ""
+    return (f" Its weights have exactly the names and shapes of {which}{under}: "
+            + " or ".join(f"--arch {n}" for n in names[:3]) + f" --num-classes {rows}.")
 
 
 def _built_otherwise_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.PathLike) -> str:

@@ -1451,3 +1451,41 @@ def test_an_all_convolutional_head_gives_a_torchvision_factory_its_class_count(t
                                           r"the names and shapes of torchvision's squeezenet1_1: --arch "
                                           r"torchvision\.models:squeezenet1_1\.$"):
         harden.load(tmp_path / "sq.pth")
+
+
+@pytest.mark.parametrize("arch, folder, wrapped", [("ghostnet_050", "run3", False),
+                                                   ("regnetx_002", "regnetx_002-finetune", True)])
+def test_a_plain_state_dict_of_a_timm_model_is_named_in_the_error(tmp_path, arch, folder, wrapped):
+    """A fine-tuning script's `torch.save(model.state_dict(), "model.pth")` of a timm model torchvision does not
+    have: the error said "pass --arch" and nothing of which. The timm models whose weights have exactly the file's names
+    and shapes are now named: found through the layer names the weights use (GhostNet's `cheap_operation`), or
+    through a name in the path (a run folder named after the model); saved from DataParallel (`module.`) alike."""
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model(arch, pretrained=False, num_classes=7)  # the squeezenet test's count: factories built once
+    (tmp_path / folder).mkdir()
+    torch.save((torch.nn.DataParallel(net) if wrapped else net).state_dict(), tmp_path / folder / "model.pth")
+    with pytest.raises(HardenError) as err:
+        harden.load(tmp_path / folder / "model.pth")
+    said = " ".join(str(err.value).split())
+    under = " (under the key prefix 'module.', which a load removes)" if wrapped else ""
+    assert f"the names and shapes of timm's {arch}{under}: --arch {arch} --num-classes 7." in said, said
+    model = harden.load(tmp_path / folder / "model.pth", arch=arch, num_classes=7)  # what the error says loads it
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert model.spec.num_classes == 7 and torch.isfinite(model.eval()(x)).all()
+
+
+def test_a_network_of_one_s_own_gets_no_timm_name(tmp_path):
+    """Weights named as any CNN names them (`conv1`, `fc2`) fit dozens of timm's modules' words: no timm search, and no
+    timm model named."""
+    from torch import nn
+    net = nn.Module()
+    net.conv1, net.conv2, net.fc1, net.fc2 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5), nn.Linear(256, 84), nn.Linear(84, 10)
+    torch.save(net.state_dict(), tmp_path / "lenet.pth")
+    from harden.models import timm_match
+    assert timm_match._ranked_modules(net.state_dict(), *timm_match._modules()[1:]) == []
+    with pytest.raises(HardenError) as err:
+        harden.load(tmp_path / "lenet.pth")
+    said = str(err.value)
+    assert "names and shapes of timm's" not in said and "--num-classes 10 if that layer is the classifier" in said

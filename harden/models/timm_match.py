@@ -1,0 +1,141 @@
+"""Which timm models build a network with exactly these weights' names and shapes: for the error of a plain state dict
+given without --arch (a fine-tuning script's `torch.save(model.state_dict(), ...)` of a timm model that torchvision
+does not have: GhostNet, NFNet, FastViT, ...).
+
+timm registers some 1,400 models in about 100 modules; building them all on the meta device takes minutes. The
+candidates are ordered instead: first the timm names the file's path spells (`convnext_tiny_best.pth`, a run folder
+`ghostnet_100-finetune/`), longest first; then the models of the modules whose own layer names (read from the
+modules' source, nothing built) cover most of the weights' names. Each is built for its shapes alone at the file's
+class count until the time given runs out; a name is told only where the names and shapes are exactly its."""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .meta_build import built_for_shapes
+
+# `self.conv_stem = ...`, `self.stem: nn.Module = ...`, `add_module(f'stage{i}', ...)`, `('conv1', nn.Conv2d(...))` in
+# an OrderedDict, `register_buffer('pos', ...)`: the names a module's layers take in a state dict (a name made with
+# an f-string or str.format, `"b{}".format(i + 1)`, counts by its text before the braces)
+_LAYER_NAME = re.compile(r"self\.(\w+)\s*(?::[^=\n]*)?=(?!=)|add_module\(\s*f?['\"](\w+)|\(\s*f?['\"](\w+)['\"]"
+                         r"|register_(?:buffer|parameter)\(\s*['\"](\w+)|f?['\"]([A-Za-z_]\w*)\{")
+_IMPORTED = re.compile(r"^from \.(\w+) import", re.M)  # a timm module's classes taken from a sibling module
+_NOT_NAMES = frozenset({"weight", "bias", "running_mean", "running_var", "num_batches_tracked"})
+MODULES_TRIED = 6  # modules whose models are built, best first, while the time given lasts
+DISTINCT_SHARE = 0.1  # a search needs one weight name that at most this share of the modules gives
+_COVER_MIN = 0.5  # weighted share of the weights' names a module must give to be tried
+
+
+def _word(name: str) -> str:
+    """A layer name without its number (`layer3`, `stage2`, `b1` -> `layer`, `stage`, `b`): numbered layers are
+    named in loops."""
+    return name.rstrip("0123456789") or name
+
+
+def _names_in(source: str) -> frozenset:
+    return frozenset(_word(x) for groups in _LAYER_NAME.findall(source) for x in groups if x)
+
+
+@functools.lru_cache(maxsize=1)
+def _modules() -> tuple[dict[str, list[str]], dict[str, frozenset], frozenset]:
+    """({timm module: its model names}, {module: the layer names its source and the sibling modules it imports from
+    give}, the names timm.layers gives)."""
+    import timm
+    from timm import layers
+    from timm.models import _registry
+    models: dict[str, list[str]] = {}
+    for name in timm.list_models():
+        models.setdefault(_registry._model_to_module.get(name, ""), []).append(name)
+    own, imports = {}, {}
+    for module in models:
+        mod = sys.modules.get(f"timm.models.{module}")
+        try:
+            source = inspect.getsource(mod) if mod is not None else ""
+        except (OSError, TypeError):  # no source shipped (a frozen install): its models are not ranked
+            source = ""
+        own[module], imports[module] = _names_in(source), set(_IMPORTED.findall(source))
+    names = {m: own[m].union(*(own.get(i, frozenset()) for i in imports[m])) for m in models}
+    shared = frozenset()
+    for f in Path(layers.__file__).parent.glob("*.py"):
+        shared |= _names_in(f.read_text(errors="replace"))
+    return models, names, shared
+
+
+def _named_in_path(path: str | None, models: dict[str, list[str]]) -> list[str]:
+    """The timm names the file's name or its folders' names spell, longest first (`resnet50d` before `resnet50`)."""
+    if not path:
+        return []
+    p = Path(path)
+    words = [w.lower().replace("-", "_") for w in [p.name.split(".")[0], p.parent.name, p.parent.parent.name] if w]
+    found = {n for names in models.values() for n in names if any(n in w for w in words)}
+    return sorted(found, key=lambda n: (-len(n), n))
+
+
+def _ranked_modules(state: dict[str, torch.Tensor], names: dict[str, frozenset], shared: frozenset) -> list[str]:
+    """The modules whose layer names give most of the weights' names, best first, each name weighted by how few
+    modules give it (`blocks` and `norm` say little; `unroll` says Hiera); a name neither the module nor timm's
+    shared layers give counts against it."""
+    wanted = {_word(p) for k in state for p in k.split(".") if not p.isdigit() and p not in _NOT_NAMES}
+    if not wanted:
+        return []
+    n = len(names)
+    given_by = {w: sum(w in own for own in names.values()) for w in wanted}
+    if min(given_by.values()) > n * DISTINCT_SHARE:  # `conv1`, `fc2`: a network of one's own, or any of dozens
+        return []
+    weight = {w: math.log((n + 1) / (1 + given_by[w])) + 0.1 for w in wanted}
+    total = sum(weight.values())
+    scored = []
+    for module, own in names.items():
+        score = (sum(weight[w] for w in wanted & own) - sum(weight[w] for w in wanted - own - shared)) / total
+        if score >= _COVER_MIN:
+            scored.append((-score, len(own), module))  # a tie: the module of fewer names fits more closely
+    return [m for _, _, m in sorted(scored)][:MODULES_TRIED]
+
+
+def shared_prefix(state: dict[str, torch.Tensor]) -> str:
+    """The leading dotted parts every key shares (`module.`), which no network's own keys all share (a stem and a head
+    sit beside its blocks); '' where there are none."""
+    parts = [k.split(".") for k in state]
+    n = 0
+    while parts and all(len(p) > n + 1 and p[n] == parts[0][n] for p in parts):
+        n += 1
+    return ".".join(parts[0][:n]) + "." if n else ""
+
+
+def timm_models_fitting(state: dict[str, torch.Tensor], rows: int, path: str | None, seconds: float) -> list[str]:
+    """The timm models whose weights have exactly `state`'s names and shapes at `rows` classes, among those built
+    within `seconds` (see the module's note for their order)."""
+    import timm
+    from timm.models import _registry
+    start = time.perf_counter()
+    models, names, shared = _modules()
+    module_of = _registry._model_to_module.get
+    named = _named_in_path(path, models)
+    candidates = list(named)
+    for module in _ranked_modules(state, names, shared):
+        candidates += [n for n in models[module] if n not in candidates]
+    prefix = shared_prefix(state)  # `module.` (DataParallel), `model.`, `_orig_mod.`: a load removes it
+    shapes = frozenset((k[len(prefix):], tuple(v.shape)) for k, v in state.items())
+    keys = frozenset(k for k, _ in shapes)
+    fitting: list[str] = []
+    for i, name in enumerate(candidates):
+        if time.perf_counter() - start > seconds:
+            break
+        if fitting and (i == len(named) or module_of(name) != module_of(fitting[-1])):
+            break  # the path's own names fit, or the module that holds one is done: its twins are there
+        try:
+            with built_for_shapes():
+                net = timm.create_model(name, pretrained=False, num_classes=rows)
+        except Exception:  # noqa: BLE001 - a model that cannot be built so (a class count it refuses): not this one
+            continue
+        own = net.state_dict()
+        if frozenset(own) == keys and frozenset((k, tuple(v.shape)) for k, v in own.items()) == shapes:
+            fitting.append(name)
+    return fitting
