@@ -217,7 +217,10 @@ def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | No
     if not names:
         names, prefixes = factories_fitting_under_prefixes(state, found[1])
     if not names:
-        return _timm_models_hint(state, found[1], path) or (
+        from .models.torchvision_match import classes_named_alike, factories_named_alike
+        # a torchvision family's names at other widths or depths: its own search says more than timm's models
+        family = factories_named_alike(state, found[1]) or classes_named_alike(state, found[1])
+        return (not family and _timm_models_hint(state, found[1], path)) or (
             _built_otherwise_hint(state, found[1], path) if path is not None else "")
     shown = " or ".join(f"--arch torchvision.models:{n}" for n in names[:3])
     under = f" (under the key prefixes {', '.join(repr(p) for p in prefixes)}, which a load removes)" if prefixes else ""

@@ -1453,16 +1453,17 @@ def test_an_all_convolutional_head_gives_a_torchvision_factory_its_class_count(t
         harden.load(tmp_path / "sq.pth")
 
 
-@pytest.mark.parametrize("arch, folder, wrapped", [("ghostnet_050", "run3", False),
-                                                   ("regnetx_002", "regnetx_002-finetune", True)])
-def test_a_plain_state_dict_of_a_timm_model_is_named_in_the_error(tmp_path, arch, folder, wrapped):
+@pytest.mark.parametrize("arch, folder, wrapped, chans", [("ghostnet_050", "run3", False, 1),
+                                                          ("regnetx_002", "regnetx_002-finetune", True, 3)])
+def test_a_plain_state_dict_of_a_timm_model_is_named_in_the_error(tmp_path, arch, folder, wrapped, chans):
     """A fine-tuning script's `torch.save(model.state_dict(), "model.pth")` of a timm model torchvision does not
     have: the error said "pass --arch" and nothing of which. The timm models whose weights have exactly the file's names
     and shapes are now named: found through the layer names the weights use (GhostNet's `cheap_operation`), or
-    through a name in the path (a run folder named after the model); saved from DataParallel (`module.`) alike."""
+    through a name in the path (a run folder named after the model); grey, or saved from DataParallel (`module.`),
+    alike."""
     import timm
     torch.manual_seed(0)
-    net = timm.create_model(arch, pretrained=False, num_classes=7)  # the squeezenet test's count: factories built once
+    net = timm.create_model(arch, pretrained=False, num_classes=7, in_chans=chans)  # 7: the squeezenet test's count
     (tmp_path / folder).mkdir()
     torch.save((torch.nn.DataParallel(net) if wrapped else net).state_dict(), tmp_path / folder / "model.pth")
     with pytest.raises(HardenError) as err:
@@ -1471,9 +1472,9 @@ def test_a_plain_state_dict_of_a_timm_model_is_named_in_the_error(tmp_path, arch
     under = " (under the key prefix 'module.', which a load removes)" if wrapped else ""
     assert f"the names and shapes of timm's {arch}{under}: --arch {arch} --num-classes 7." in said, said
     model = harden.load(tmp_path / folder / "model.pth", arch=arch, num_classes=7)  # what the error says loads it
-    x = torch.rand(1, 3, 64, 64)
+    x = torch.rand(1, chans, 64, 64)
     with torch.no_grad():
-        assert model.spec.num_classes == 7 and torch.isfinite(model.eval()(x)).all()
+        assert (model.spec.num_classes, model.spec.in_chans) == (7, chans) and torch.isfinite(model.eval()(x)).all()
 
 
 def test_a_network_of_one_s_own_gets_no_timm_name(tmp_path):

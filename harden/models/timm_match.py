@@ -99,6 +99,25 @@ def _ranked_modules(state: dict[str, torch.Tensor], names: dict[str, frozenset],
     return [m for _, _, m in sorted(scored)][:MODULES_TRIED]
 
 
+def _stem_and_head(name: str, shapes: dict[str, tuple]) -> tuple[bool, int | None]:
+    """(whether the weights hold the first convolution and the classifier timm's configuration of `name` names, read
+    without building it: most of a module's models are passed over so; the input channels of that convolution in
+    the weights: a grey or 4-channel model is built so). (True, None) where the configuration names neither."""
+    from timm.models import get_pretrained_cfg
+    try:
+        cfg = get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - a model without a configuration: built and compared
+        return True, None
+    found = []
+    for layer in (getattr(cfg, "first_conv", None), getattr(cfg, "classifier", None)):
+        layers = [f"{x}.weight" for x in (layer if isinstance(layer, (list, tuple)) else [layer]) if x]
+        if layers and not any(k in shapes for k in layers):
+            return False, None
+        found.append(next((k for k in layers if k in shapes), None))
+    stem = shapes.get(found[0]) if found and found[0] else None
+    return True, (stem[1] if stem is not None and len(stem) == 4 else None)
+
+
 def shared_prefix(state: dict[str, torch.Tensor]) -> str:
     """The leading dotted parts every key shares (`module.`), which no network's own keys all share (a stem and a head
     sit beside its blocks); '' where there are none."""
@@ -124,15 +143,20 @@ def timm_models_fitting(state: dict[str, torch.Tensor], rows: int, path: str | N
     prefix = shared_prefix(state)  # `module.` (DataParallel), `model.`, `_orig_mod.`: a load removes it
     shapes = frozenset((k[len(prefix):], tuple(v.shape)) for k, v in state.items())
     keys = frozenset(k for k, _ in shapes)
+    by_key = dict(shapes)
     fitting: list[str] = []
     for i, name in enumerate(candidates):
         if time.perf_counter() - start > seconds:
             break
         if fitting and (i == len(named) or module_of(name) != module_of(fitting[-1])):
             break  # the path's own names fit, or the module that holds one is done: its twins are there
+        fits, in_chans = _stem_and_head(name, by_key)
+        if not fits:
+            continue
         try:
             with built_for_shapes():
-                net = timm.create_model(name, pretrained=False, num_classes=rows)
+                net = timm.create_model(name, pretrained=False, num_classes=rows,
+                                        **({"in_chans": in_chans} if in_chans not in (None, 3) else {}))
         except Exception:  # noqa: BLE001 - a model that cannot be built so (a class count it refuses): not this one
             continue
         own = net.state_dict()
