@@ -115,7 +115,8 @@ def _stem_and_head(name: str, shapes: dict[str, tuple]) -> tuple[bool, int | Non
             return False, None
         found.append(next((k for k in layers if k in shapes), None))
     stem = shapes.get(found[0]) if found and found[0] else None
-    return True, (stem[1] if stem is not None and len(stem) == 4 else None)
+    # grey or RGBA; any other count is the model's own reading of 3 channels (TResNet's space-to-depth stem: 48)
+    return True, (stem[1] if stem is not None and len(stem) == 4 and stem[1] in (1, 4) else None)
 
 
 def shared_prefix(state: dict[str, torch.Tensor]) -> str:
