@@ -116,6 +116,7 @@ def test_train_and_eval_on_folders_of_arrays_from_the_command_line(tmp_path, cli
     code, out, err = cli("data", tmp_path / "npy")
     said = " ".join(out.split())
     assert code == 0 and "NPY" in said and "12 images in 2 classes" in said, out + err
+    assert "arrays float32 C x H x W, read as [0, 1] 12" in said, said  # how they were saved and read
     code, _, err = cli("train", "--data", tmp_path / "npy", "--arch", "cnn-small", "--epochs", 1,
                        "-o", tmp_path / "m.safetensors", "-q")
     assert code == 0, err

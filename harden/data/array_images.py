@@ -81,6 +81,8 @@ def float_scale(listing: Any) -> float:
 def array_image(a: np.ndarray, scale: float):
     """A PIL image (L, RGB or RGBA) of one image array, its values checked: pixels, never normalised values."""
     from PIL import Image
+    layout = "H x W" if a.ndim == 2 else "C x H x W" if channels_first((1, *a.shape)) else "H x W x C"
+    saved_as = f"{a.dtype} {layout}"
     a = as_height_width_channels(a)
     lo, hi = _range(a)
     if a.dtype != np.uint8:
@@ -95,7 +97,9 @@ def array_image(a: np.ndarray, scale: float):
                              "since budgets are in pixels and the model normalises inside (--mean, --std)")
         a = np.rint(a * s).clip(0, 255).astype(np.uint8)
     img = Image.fromarray(np.ascontiguousarray(a[:, :, 0] if a.shape[-1] == 1 else a), _MODES[a.shape[-1]])
-    img.format = "NPY"  # what `harden data` says the files are
+    img.format = "NPY"  # what `harden data` says the files are, with how they were saved and read
+    img.info["array"] = saved_as + (f", read as {'[0, 1]' if scale != 1 else '0-255'}"
+                                    if np.issubdtype(np.dtype(saved_as.split()[0]), np.floating) else "")
     return img
 
 

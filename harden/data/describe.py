@@ -81,7 +81,7 @@ def _files(data, sample: int) -> str:
     listing = data.listing("test")
     idx = stratified_sample(listing.labels, min(sample, len(listing)), 0)
     listing.prepare(idx)
-    formats, modes, sides, bad, oriented = Counter(), Counter(), [], [], 0
+    formats, modes, sides, bad, oriented, arrays = Counter(), Counter(), [], [], 0, Counter()
     from .loader import why_unreadable
     for i in idx:
         raw = None
@@ -92,6 +92,8 @@ def _files(data, sample: int) -> str:
                 modes[im.mode] += 1
                 sides.append((im.width, im.height))
                 oriented += exif_orientation(im) != 1
+                if "array" in im.info:  # an .npy's type and layout, and how its floats were read (array_images.py)
+                    arrays[im.info["array"]] += 1
         except Exception as e:  # noqa: BLE001 - PIL's errors for a bad file: named, as a run would name them
             bad.append(f"{listing.location(int(i))} ({why_unreadable(raw, e)})")
     parts = []
@@ -101,6 +103,8 @@ def _files(data, sample: int) -> str:
         parts.append(f"{', '.join(f'{k} {v}' for k, v in formats.most_common())}; modes "
                      f"{', '.join(f'{k} {v}' for k, v in modes.most_common())}; width {w[0]}-{w[-1]}, height "
                      f"{h[0]}-{h[-1]} px")
+    if arrays:
+        parts.append("arrays " + ", ".join(f"{k} {v}" for k, v in arrays.most_common()))
     if oriented:
         parts.append(f"{oriented} with an EXIF orientation tag (read {data.preprocess.how_oriented()}; "
                      "--exif-orientation)")
