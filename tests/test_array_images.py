@@ -104,6 +104,8 @@ def test_an_array_that_is_no_image_is_named_as_unreadable(tmp_path, cli, bad, sa
     said_all = " ".join((out + err).split())
     assert code == 2 and "3.npy" in said_all and said in said_all, said_all
     assert "Traceback" not in said_all
+    if said != "normalised images are refused":
+        return  # skipped as any unreadable file is: once
     code, out, err = cli("eval", tmp_path / "m.safetensors", "--data", tmp_path / "npy", "--attack", "fgsm",
                          "--no-metrics", "--no-masking-checks", "--skip-unreadable", "--json", tmp_path / "r.json")
     assert code == 0, err
