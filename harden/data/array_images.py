@@ -82,11 +82,11 @@ def array_image(a: np.ndarray, scale: float):
     """A PIL image (L, RGB or RGBA) of one image array, its values checked: pixels, never normalised values."""
     from PIL import Image
     layout = "H x W" if a.ndim == 2 else "C x H x W" if channels_first((1, *a.shape)) else "H x W x C"
-    saved_as = f"{a.dtype} {layout}"
+    floats = np.issubdtype(a.dtype, np.floating)
+    saved_as = f"{a.dtype} {layout}" + (f", read as {'[0, 1]' if scale != 1 else '0-255'}" if floats else "")
     a = as_height_width_channels(a)
     lo, hi = _range(a)
     if a.dtype != np.uint8:
-        floats = np.issubdtype(a.dtype, np.floating)
         s = scale if floats else 1.0
         if lo < 0 or hi * s > 255.5:
             if not floats:
@@ -98,8 +98,7 @@ def array_image(a: np.ndarray, scale: float):
         a = np.rint(a * s).clip(0, 255).astype(np.uint8)
     img = Image.fromarray(np.ascontiguousarray(a[:, :, 0] if a.shape[-1] == 1 else a), _MODES[a.shape[-1]])
     img.format = "NPY"  # what `harden data` says the files are, with how they were saved and read
-    img.info["array"] = saved_as + (f", read as {'[0, 1]' if scale != 1 else '0-255'}"
-                                    if np.issubdtype(np.dtype(saved_as.split()[0]), np.floating) else "")
+    img.info["array"] = saved_as
     return img
 
 

@@ -20,10 +20,10 @@ import numpy as np
 
 from ..errors import HardenError
 
-# what cameras, phones, scanners and dataset exports write and Pillow's wheels decode (JPEG 2000 and AVIF included;
-# HEIC/HEIF, phones' default, through pillow-heif's plugin)
 from .array_images import ARRAY_EXT
 
+# what cameras, phones, scanners and dataset exports write and Pillow's wheels decode (JPEG 2000 and AVIF included;
+# HEIC/HEIF, phones' default, through pillow-heif's plugin)
 IMAGE_EXT = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif",
              ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".heic", ".heif", ".hif"}
 
