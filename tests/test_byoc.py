@@ -1453,8 +1453,8 @@ def test_an_all_convolutional_head_gives_a_torchvision_factory_its_class_count(t
         harden.load(tmp_path / "sq.pth")
 
 
-@pytest.mark.parametrize("arch, folder, wrapped, chans", [("ghostnet_050", "run3", False, 1),
-                                                          ("regnetx_002", "regnetx_002-finetune", True, 3)])
+@pytest.mark.parametrize("arch, folder, wrapped, chans", [("ghostnet_050", "run3", True, 1),
+                                                          ("regnetx_002", "regnetx_002-finetune", False, 3)])
 def test_a_plain_state_dict_of_a_timm_model_is_named_in_the_error(tmp_path, arch, folder, wrapped, chans):
     """A fine-tuning script's `torch.save(model.state_dict(), "model.pth")` of a timm model torchvision does not
     have: the error said "pass --arch" and nothing of which. The timm models whose weights have exactly the file's names

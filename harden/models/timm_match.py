@@ -16,6 +16,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -78,7 +79,7 @@ def _named_in_path(path: str | None, models: dict[str, list[str]]) -> list[str]:
     return sorted(found, key=lambda n: (-len(n), n))
 
 
-def _ranked_modules(state: dict[str, torch.Tensor], names: dict[str, frozenset], shared: frozenset) -> list[str]:
+def _ranked_modules(state: dict[str, Any], names: dict[str, frozenset], shared: frozenset) -> list[str]:
     """The modules whose layer names give most of the weights' names, best first, each name weighted by how few
     modules give it (`blocks` and `norm` say little; `unroll` says Hiera); a name neither the module nor timm's
     shared layers give counts against it."""
@@ -137,14 +138,14 @@ def timm_models_fitting(state: dict[str, torch.Tensor], rows: int, path: str | N
     start = time.perf_counter()
     models, names, shared = _modules()
     module_of = _registry._model_to_module.get
-    named = _named_in_path(path, models)
-    candidates = list(named)
-    for module in _ranked_modules(state, names, shared):
-        candidates += [n for n in models[module] if n not in candidates]
     prefix = shared_prefix(state)  # `module.` (DataParallel), `model.`, `_orig_mod.`: a load removes it
     shapes = frozenset((k[len(prefix):], tuple(v.shape)) for k, v in state.items())
     keys = frozenset(k for k, _ in shapes)
     by_key = dict(shapes)
+    named = _named_in_path(path, models)
+    candidates = list(named)
+    for module in _ranked_modules(by_key, names, shared):
+        candidates += [n for n in models[module] if n not in candidates]
     fitting: list[str] = []
     for i, name in enumerate(candidates):
         if time.perf_counter() - start > seconds:
