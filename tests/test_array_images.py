@@ -169,3 +169,23 @@ def test_arrays_beside_photographs_are_not_read_as_images(tmp_path):
     xt, _ = data.pixels("test", np.arange(data.n_test))
     assert xt.shape == x_png.shape
     assert sorted(map(bytes, xt.flatten(1).numpy())) == sorted(map(bytes, x_png.flatten(1).numpy()))
+
+
+def test_a_flat_folder_of_arrays_is_images_without_labels(tmp_path, cli):
+    """Per-image arrays with no class folders: the error of a folder of images without labels (with the flags that read
+    it), and `--labels predicted` reads them; a folder of a dataset's arrays (CIFAR-10-C's N x H x W x C `fog.npy`)
+    is not taken for one."""
+    (tmp_path / "flat").mkdir()
+    for i, img in enumerate(pictures(6, 13)):
+        np.save(tmp_path / "flat" / f"{i}.npy", img)
+    net = harden.create_model("cnn-small", 2, 3, (12, 10))
+    harden.save(net, tmp_path / "m.safetensors")
+    code, _, err = cli("eval", tmp_path / "m.safetensors", "--data", tmp_path / "flat", "--attack", "fgsm")
+    assert code == 2 and "is a folder of images without class folders" in " ".join(err.split()), err
+    code, _, err = cli("eval", tmp_path / "m.safetensors", "--data", tmp_path / "flat", "--labels", "predicted",
+                       "--attack", "fgsm", "--no-metrics", "--no-masking-checks")
+    assert code == 0, err
+    (tmp_path / "corrupted").mkdir()
+    np.save(tmp_path / "corrupted" / "fog.npy", np.stack(pictures(4, 14)))
+    code, _, err = cli("eval", tmp_path / "m.safetensors", "--data", tmp_path / "corrupted", "--attack", "fgsm")
+    assert code == 2 and "images without class folders" not in " ".join(err.split()), err

@@ -349,11 +349,18 @@ def _labels_only_by_name(path: Path) -> bool:
 
 
 def _holds_images(folder: Path, look: int = 1000) -> bool:
-    """Whether image files lie directly in `folder` (among its first `look` entries: a crawl's folder is not listed)."""
+    """Whether image files lie directly in `folder` (among its first `look` entries: a crawl's folder is not listed):
+    files of an image format, or .npy files of one image each (the first one's header says)."""
     import itertools
     import os
+
+    from .array_images import ARRAY_EXT, holds_one_image
     with os.scandir(folder) as entries:
-        return any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXT for e in itertools.islice(entries, look))
+        files = [e for e in itertools.islice(entries, look) if e.is_file()]
+    if any(Path(e.name).suffix.lower() in IMAGE_EXT for e in files):
+        return True
+    first = next((e.path for e in files if e.name.lower().endswith(ARRAY_EXT)), None)
+    return first is not None and holds_one_image(first)
 
 
 def _refuse_unlabelled(lst: Listing, source: str) -> None:

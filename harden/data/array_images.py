@@ -45,6 +45,20 @@ def as_height_width_channels(a: np.ndarray) -> np.ndarray:
                      "or 4)")
 
 
+def holds_one_image(path: str) -> bool:
+    """Whether an .npy file's header (nothing else is read) says it holds one image, not a dataset's array of them
+    (CIFAR-10-C's `fog.npy`, N x H x W x C)."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            major, _ = fmt.read_magic(f)
+            shape, _, dtype = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)
+        as_height_width_channels(np.broadcast_to(np.zeros((), np.uint8), shape))  # a view: nothing allocated
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return dtype.kind in "uif"
+
+
 def _range(a: np.ndarray) -> tuple[float, float]:
     if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise ValueError(f"an array of {a.dtype}; harden reads pixels as uint8 0-255, or floats in [0, 1]")
