@@ -219,9 +219,10 @@ def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | No
     if not names:
         from .models.torchvision_match import classes_named_alike, factories_named_alike
         # a torchvision family's names at other widths or depths: its own search says more than timm's models
-        family = factories_named_alike(state, found[1]) or classes_named_alike(state, found[1])
-        return (not family and _timm_models_hint(state, found[1], path)) or (
-            _built_otherwise_hint(state, found[1], path) if path is not None else "")
+        factories = factories_named_alike(state, found[1])
+        classes = None if factories else classes_named_alike(state, found[1])
+        return (not (factories or classes) and _timm_models_hint(state, found[1], path)) or (
+            _built_otherwise_hint(state, found[1], path, factories, classes) if path is not None else "")
     shown = " or ".join(f"--arch torchvision.models:{n}" for n in names[:3])
     under = f" (under the key prefixes {', '.join(repr(p) for p in prefixes)}, which a load removes)" if prefixes else ""
     import timm
@@ -248,13 +249,15 @@ def _timm_models_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.
             + " or ".join(f"--arch {n}" for n in names[:3]) + f" --num-classes {rows}.")
 
 
-def _built_otherwise_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.PathLike) -> str:
-    """The torchvision factories whose names the weights have, each with the arguments the search reads from the
-    weights (a MobileNetV2 saved from `mobilenet_v2(width_mult=0.5)`); else the classes whose family's names they have
-    but for their numbers (`ResNet(BasicBlock, [1, 1, 1, 1])`), the same way: "" where none is found so."""
+def _built_otherwise_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.PathLike, factories: list[str],
+                          classes: list[str] | None) -> str:
+    """The torchvision factories whose names the weights have (`factories`: factories_named_alike's), each with the
+    arguments the search reads from the weights (a MobileNetV2 saved from `mobilenet_v2(width_mult=0.5)`); else the
+    classes whose family's names they have but for their numbers (`classes`: classes_named_alike's, found here where
+    None), the same way: "" where none is found so."""
     import time
 
-    from .models.torchvision_match import classes_named_alike, factories_named_alike
+    from .models.torchvision_match import classes_named_alike
     start = time.perf_counter()
 
     def found_for(candidates) -> list[str]:
@@ -273,9 +276,9 @@ def _built_otherwise_hint(state: dict[str, torch.Tensor], rows: int, path: str |
                            f"whose arguments harden reads from the weights, or {args} with it)")
         return out
     # ResNet-50's names are ResNeXt-50's and Wide ResNet-50's too: three at most
-    fitting = found_for((f"torchvision.models:{n}", f"torchvision's {n}") for n in factories_named_alike(state, rows)[:3]) \
+    fitting = found_for((f"torchvision.models:{n}", f"torchvision's {n}") for n in factories[:3]) \
         or found_for((a, f"torchvision's {a.rpartition(':')[2]} class at other depths,")
-                     for a in classes_named_alike(state, rows)[:2])
+                     for a in (classes if classes is not None else classes_named_alike(state, rows))[:2])
     return f" Its weights have the names of {' and of '.join(fitting)}." if fitting else ""
 
 
