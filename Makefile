@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Bytecode written (machines that set PYTHONDONTWRITEBYTECODE otherwise recompile harden in each of the suite's CLI and
+# torchrun processes, and each pytest worker rewrites every test file's asserts); __pycache__ is ignored by git.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 demo: $(STAMP)
 	$(BIN)/harden demo

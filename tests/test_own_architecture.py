@@ -6,6 +6,7 @@ import argparse
 import inspect
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -1125,6 +1126,25 @@ def small_net(**kw):
                                           r"package: give the file that defines SmallNet, --arch \./loose/FILE.py:"
                                           r"SmallNet\."):
         harden.load(tmp_path / "best.pth.tar", arch="./loose:SmallNet")
+
+
+def test_an_architecture_s_code_is_imported_without_writing_beside_it(tmp_path, monkeypatch):
+    """Python writes `__pycache__` beside a module it imports; harden reads the user's repository, it does not write
+    to it (a checkout under version control, or a folder it may only read), wherever bytecode writing is on."""
+    pkg = tmp_path / "repo" / "nets_for_bytecode_test"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .blocks import Net\n")
+    (pkg / "blocks.py").write_text("import torch.nn as nn\n\n\nclass Net(nn.Sequential):\n    def __init__(self, "
+                                   "num_classes=10):\n        super().__init__(nn.Flatten(), nn.Linear(48, num_classes))\n")
+    (tmp_path / "repo" / "loose_net.py").write_text((pkg / "blocks.py").read_text())
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.chdir(tmp_path / "repo")
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(48, 3)).state_dict(), tmp_path / "w.pth")
+    for arch in ("loose_net.py:Net", "nets_for_bytecode_test:Net"):
+        assert harden.load(tmp_path / "w.pth", arch=arch, input_size=(4, 4), in_chans=3).spec.num_classes == 3
+    assert sorted(p.name for p in (tmp_path / "repo").rglob("*")) == ["__init__.py", "blocks.py", "loose_net.py",
+                                                                       "nets_for_bytecode_test"]
+    assert sys.dont_write_bytecode is False  # the process's own setting is given back
 
 
 STAGED = '''

@@ -562,11 +562,12 @@ def _imported_alone(file: Path | str, named: str) -> Iterator[None]:
     """A module of published code imported as `python file.py` would run it with no arguments: a training script's
     module-level `args = parser.parse_args()` (argparse, outside `if __name__ == '__main__':`) reads its own defaults,
     not harden's command line. One that exits on import anyway (an argument it requires) is a HardenError that says
-    why, with what it printed, rather than its usage line and harden's exit."""
+    why, with what it printed, rather than its usage line and harden's exit. Nothing is written beside the code: no
+    `__pycache__` in the user's repository (a checkout under version control, or a folder harden may only read)."""
     import io
     import sys
-    argv, err = sys.argv, io.StringIO()
-    sys.argv = [str(file)]
+    argv, err, no_bytecode = sys.argv, io.StringIO(), sys.dont_write_bytecode
+    sys.argv, sys.dont_write_bytecode = [str(file)], True
     try:
         with contextlib.redirect_stderr(err):
             yield
@@ -583,7 +584,7 @@ def _imported_alone(file: Path | str, named: str) -> Iterator[None]:
     else:
         sys.stderr.write(err.getvalue())
     finally:
-        sys.argv = argv
+        sys.argv, sys.dont_write_bytecode = argv, no_bytecode
 
 
 def _not_installed(e: Exception) -> str:
