@@ -623,7 +623,7 @@ def test_flattened_rows_read_as_images_and_downsampled_imagenet_as_shipped(tmp_p
     apart by which reading makes neighbours alike); Downsampled ImageNet's two downloads beside each other: training
     batches in their numbers' order (10 after 2), memory-mapped, labels 1-1000 read as 0-999; val_data a pickle."""
     from harden.data import from_arrays
-    from harden.data.downsampled_imagenet import StackedRows
+    from harden.data.base import StackedRows
     from test_files import photo
     rng = np.random.default_rng(0)
     x = np.stack([photo(rng, 16, 16) for _ in range(12)])

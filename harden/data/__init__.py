@@ -29,7 +29,8 @@ from .sources import (EVAL_FOLDERS, IMAGE_EXT, TRAIN_FOLDERS, Columns, Listing, 
 from .transforms import Preprocess, augment, build_augment, exif_orientation, resolve_orientation
 
 LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of those .npy files, one .npy of "
-           "images with labels.npy beside it, an .h5 of them, or a .pt of those tensors), a CSV of label and pixel "
+           "images with labels.npy beside it, a folder of one .npy of images per class, an .h5 of them, or a .pt of those "
+           "tensors), a CSV of label and pixel "
            "columns, a CIFAR-10 python-batches folder, Downsampled ImageNet's train_data_batch_N and val_data files, a "
            "torchvision download (MNIST, FashionMNIST, KMNIST, EMNIST, "
            "CIFAR-100, SVHN, STL-10, PCAM, as its root or the set's folder), a folder with train/ and val/ (or test/, "
@@ -205,6 +206,10 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     if columns.from_name and (not columns.recorded or _labels_only_by_name(path)):
         from .name_labels import name_label_source  # asked for: before any reading of the folder's structure
         return _file_data(name_label_source(path, columns.from_name), target)
+    from .class_arrays import class_arrays, rows_hint
+    per_class = class_arrays(path)  # np.save per class: cat.npy, dog.npy (QuickDraw's numpy_bitmap files)
+    if per_class is not None:
+        return per_class
     found = find_on_disk(path, columns)
     if found is None:
         if path.is_dir() and (any((path / d).is_dir() for d in TRAIN_FOLDERS) !=
@@ -226,7 +231,7 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
                               "`fix --unlabeled` mixes them into training on labelled data; to measure accuracy, sort "
                               "them into one folder per class, or, where each file's name holds its class (cat.0.jpg, "
                               "Abyssinian_1.jpg), read it there with --label-from-name PATTERN ('^[a-z]+', "
-                              "'^(.+)_\\d+').")
+                              "'^(.+)_\\d+')." + rows_hint(path))
         from .arrays import shared_labels_folder
         arrays = shared_labels_folder(path) if path.is_dir() else None
         if arrays is not None:

@@ -45,18 +45,35 @@ def as_height_width_channels(a: np.ndarray) -> np.ndarray:
                      "or 4)")
 
 
-def holds_one_image(path: str) -> bool:
-    """Whether an .npy file's header (nothing else is read) says it holds one image, not a dataset's array of them
-    (CIFAR-10-C's `fog.npy`, N x H x W x C)."""
+def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
+    """An .npy file's shape and dtype from its header (nothing else is read); OSError or ValueError where it is none."""
     fmt = np.lib.format
     try:
         with open(path, "rb") as f:
             major, _ = fmt.read_magic(f)
             shape, _, dtype = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)
+    except SyntaxError as e:  # a header whose dict does not parse
+        raise ValueError(str(e)) from None
+    return tuple(shape), dtype
+
+
+def is_one_image(shape: tuple[int, ...]) -> bool:
+    """Whether an array of this shape is one image (H x W, H x W x C or C x H x W) as as_height_width_channels reads it."""
+    try:
         as_height_width_channels(np.broadcast_to(np.zeros((), np.uint8), shape))  # a view: nothing allocated
-    except (OSError, ValueError, SyntaxError):
+    except ValueError:
         return False
-    return dtype.kind in "uif"
+    return True
+
+
+def holds_one_image(path: str) -> bool:
+    """Whether an .npy file's header says it holds one image, not a dataset's array of them (CIFAR-10-C's `fog.npy`,
+    N x H x W x C)."""
+    try:
+        shape, dtype = npy_header(path)
+    except (OSError, ValueError):
+        return False
+    return is_one_image(shape) and dtype.kind in "uif"
 
 
 def _range(a: np.ndarray) -> tuple[float, float]:

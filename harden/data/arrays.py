@@ -64,6 +64,7 @@ class ImageData(Data):
     labels_from: str = ""  # Data.labels_from
     # read from a torch Dataset: its class, and the mean and std of the Normalize undone (dataset_objects.py)
     from_dataset: dict = field(default_factory=dict)
+    layout: str = ""  # `harden data`'s layout row, where the arrays were read from files of a layout of their own
 
     @property
     def in_chans(self) -> int:
@@ -101,7 +102,7 @@ class ImageData(Data):
         return ImageData(x, self.y_train[idx], self.x_test, self.y_test, self.source,
                          self.num_classes, subset=self.subset if subset is None else subset,
                          class_names=self.class_names, image_chans=self.image_chans, held_out=self.held_out,
-                         from_dataset=self.from_dataset)
+                         from_dataset=self.from_dataset, layout=self.layout)
 
     def with_held_out_test(self) -> "ImageData":
         """Arrays of one split (all of them the test split): a stratified, seeded HELD_OUT_TEST of them becomes the
@@ -114,7 +115,8 @@ class ImageData(Data):
                          RowsOf(x, test_idx, f"{self.source}: held-out rows"), y[test_idx], self.source,
                          self.num_classes, class_names=self.class_names, image_chans=self.image_chans,
                          held_out={"fraction": HELD_OUT_TEST, "seed": HELD_OUT_SEED, "n": int(len(test_idx)),
-                                   "index_sha256": index_hash(test_idx)}, from_dataset=self.from_dataset)
+                                   "index_sha256": index_hash(test_idx)}, from_dataset=self.from_dataset,
+                         layout=self.layout)
 
     def test_digest(self) -> str:
         """The test split's shape, labels and pixels: every row where they fit in DIGEST_WHOLE_BYTES (CIFAR-10's
@@ -156,7 +158,7 @@ class ImageData(Data):
         return ImageData(ChannelView(raw, channels, f"{self.source}: x_train"), self.y_train,
                          ChannelView(self.x_test, channels, f"{self.source}: x_test"), self.y_test, self.source,
                          self.num_classes, subset=self.subset, class_names=self.class_names, image_chans=own,
-                         held_out=self.held_out, from_dataset=self.from_dataset)
+                         held_out=self.held_out, from_dataset=self.from_dataset, layout=self.layout)
 
     def identity(self) -> dict:
         out = super().identity()

@@ -360,6 +360,36 @@ class LazyRows(Shaped):
         raise NotImplementedError
 
 
+class StackedRows(LazyRows):
+    """The rows of several arrays as one N x ... array, read when indexed: Downsampled ImageNet's ten files, a folder's
+    one array per class. A part with a `load()` (a compressed .npz member) is loaded when first read; any other part
+    is indexed as it is (a memory map, or a file opened for each read)."""
+
+    def __init__(self, parts: list[Any], shape: tuple[int, ...] | None = None):
+        self.parts = parts
+        self.starts = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        self.dtype = np.dtype(parts[0].dtype)
+        self.shape = tuple(shape or (int(self.starts[-1]), *parts[0].shape[1:]))
+
+    def _reshaped(self, shape: tuple[int, ...]) -> "StackedRows":
+        return StackedRows(self.parts, shape)
+
+    def _part(self, i: int) -> Any:
+        load = getattr(self.parts[i], "load", None)
+        if callable(load) and not isinstance(self.parts[i], np.ndarray):
+            self.parts[i] = load()
+        return self.parts[i]
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), int(np.prod(self.shape[1:]))), self.dtype)
+        which = np.searchsorted(self.starts, rows, "right") - 1
+        for part in np.unique(which).tolist():
+            here = which == part
+            local = rows[here] - self.starts[part]
+            out[here] = np.asarray(self._part(part)[local]).reshape(int(here.sum()), -1)
+        return out.reshape((len(rows), *self.shape[1:]))
+
+
 def read_per_item(x: Any) -> bool:
     """Whether rows (or a view of them) are read item by item through a dataset's own code (dataset_objects.py): too
     costly to hold a subset of at once, and read in worker processes while training."""

@@ -20,7 +20,7 @@ def describe(data: Data, sample: int = SAMPLE) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = [("source", data.source)]
     on_disk = isinstance(data, FileData)
     from .dataset_objects import layout as dataset_layout
-    layout = data.layout if on_disk else dataset_layout(data) or "arrays in memory"
+    layout = data.layout if on_disk else getattr(data, "layout", "") or dataset_layout(data) or "arrays in memory"
     store = data.listing("test" if data.has_split("test") else "train").store if on_disk else None
     if hasattr(store, "describe"):  # what an archive's entries hold (LMDB's values)
         layout += f" ({store.describe()})"

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HardenError
-from .base import LazyRows
+from .base import StackedRows
 from .npz import READ_ERRORS, DeferredArray, read_npz
 
 TRAIN_BATCH = re.compile(r"train_data_batch_(\d+)(\.npz)?$")
@@ -90,34 +90,6 @@ def _read(path: Path) -> tuple[Any, np.ndarray]:
         raise HardenError(f"{str(path)!r}: `data` is {tuple(x.shape)} for {len(y)} labels; Downsampled ImageNet holds "
                           "one row of 3*s*s pixels per label.")
     return x, y
-
-
-class StackedRows(LazyRows):
-    """The rows of several files' arrays as one N x D array, read when indexed (a file's deferred member inflated
-    when first read)."""
-
-    def __init__(self, parts: list[Any], shape: tuple[int, ...] | None = None):
-        self.parts = parts
-        self.starts = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
-        self.dtype = np.dtype(np.uint8)
-        self.shape = tuple(shape or (int(self.starts[-1]), *parts[0].shape[1:]))
-
-    def _reshaped(self, shape: tuple[int, ...]) -> "StackedRows":
-        return StackedRows(self.parts, shape)
-
-    def _part(self, i: int) -> Any:
-        if isinstance(self.parts[i], DeferredArray):
-            self.parts[i] = self.parts[i].load()
-        return self.parts[i]
-
-    def _read(self, rows: np.ndarray) -> np.ndarray:
-        out = np.empty((len(rows), int(np.prod(self.shape[1:]))), np.uint8)
-        which = np.searchsorted(self.starts, rows, "right") - 1
-        for part in np.unique(which).tolist():
-            here = which == part
-            local = rows[here] - self.starts[part]
-            out[here] = np.asarray(self._part(part)[local]).reshape(int(here.sum()), -1)
-        return out.reshape((len(rows), *self.shape[1:]))
 
 
 def _stacked(parts: list[tuple[Any, np.ndarray]]) -> tuple[Any, np.ndarray]:
