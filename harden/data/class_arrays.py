@@ -171,9 +171,11 @@ def _split(folder: Path, headers: dict, order: list[str]) -> tuple[StackedRows, 
 
 
 def _split_folders(path: Path) -> tuple[Path, Path] | None:
-    from .sources import EVAL_FOLDERS, TRAIN_FOLDERS, _split_folder
-    train = next((f for f in (_split_folder(path, d) for d in TRAIN_FOLDERS) if f.is_dir()), None)
-    test = next((f for f in (_split_folder(path, d) for d in EVAL_FOLDERS) if f.is_dir()), None)
+    """train/ and val/ (or test/, ...) by their names alone: asked of every folder given as --data, so no listing of
+    a folder of a million images."""
+    from .sources import EVAL_FOLDERS, TRAIN_FOLDERS
+    train = next((path / d for d in TRAIN_FOLDERS if (path / d).is_dir()), None)
+    test = next((path / d for d in EVAL_FOLDERS if (path / d).is_dir()), None)
     return (train, test) if train is not None and test is not None else None
 
 
