@@ -1,7 +1,8 @@
-"""FFCV's dataset files, read without FFCV. `fixtures/tiny.beton.gz` was written by FFCV 1.0.2's own DatasetWriter
-(`fixtures/make_ffcv.py`; its 2-MiB page gzipped): 12 RGB images of 17-40 px, labels i % 3, a FloatField beside them,
-half stored as JPEG (quality 90) and half as raw pixels (`write_mode='proportion'`, as ffcv-imagenet writes
-ImageNet), the fields image, label, score."""
+"""FFCV's dataset files, read without FFCV. The fixtures were written by FFCV 1.0.2's own DatasetWriter
+(`fixtures/make_ffcv.py`; each file's 2-MiB page gzipped): `tiny.beton.gz` holds 12 RGB images of 17-40 px, labels
+i % 3, a FloatField beside them, some stored as JPEG (quality 90) and the rest as raw pixels (`write_mode='proportion'`,
+as ffcv-imagenet writes ImageNet), the fields image, label, score; `arrays.beton.gz` 6 images as an NDArrayField
+between the IntFields index and label."""
 import gzip
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from harden.errors import HardenError
 
 from test_files import small_cnn
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny.beton.gz"
+FIXTURES = Path(__file__).parent / "fixtures"
 JPEG = {4, 6, 9}  # the samples make_ffcv.py's seed stored as JPEG (mode 0 in their metadata)
 
 
@@ -31,9 +32,9 @@ def written_images() -> list[np.ndarray]:
     return out
 
 
-def beton(folder: Path, name: str = "tiny.beton") -> Path:
+def beton(folder: Path, name: str = "tiny.beton", fixture: str = "tiny.beton.gz") -> Path:
     path = folder / name
-    with gzip.open(FIXTURE) as src, open(path, "wb") as dst:
+    with gzip.open(FIXTURES / fixture) as src, open(path, "wb") as dst:
         shutil.copyfileobj(src, dst)
     return path
 
@@ -50,6 +51,15 @@ def test_an_ffcv_file_s_raw_and_jpeg_images_and_labels_are_read(tmp_path):
         else:
             assert np.array_equal(got, want), i
     assert lst.location(5).endswith("tiny.beton:sample 5")
+
+
+def test_images_in_an_array_field_and_the_label_named_among_integer_fields(tmp_path):
+    data = load_data(str(beton(tmp_path, "arrays.beton", "arrays.beton.gz")))
+    assert data.y_test.tolist() == [2 - i % 3 for i in range(6)]  # `label`, not `index`
+    lst = data.listing("test")
+    for i in range(6):
+        want = np.full((20, 24, 3), 30 * i, np.uint8) + np.arange(24, dtype=np.uint8)[None, :, None]
+        assert np.array_equal(np.asarray(open_image(lst.read_bytes(i), lst)), want), i
 
 
 def test_train_and_val_ffcv_files_train_and_evaluate(tmp_path, cli):
