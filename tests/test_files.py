@@ -1524,7 +1524,10 @@ def test_harden_data_says_how_a_dataset_is_read(tmp_path, cli):
     assert "unreadable:" in text and "broken.jpg" in text
     assert "clean accuracy on 64 test images: not measured: Cannot read the image" in text  # the model's sample
     code, out, err = cli("data", "digits")
-    assert code == 0 and "arrays in memory" in out and "8x8" in out
+    assert code == 0 and "scikit-learn's digits (8 x 8), in memory" in out and "8x8" in out
+    np.savez(tmp_path / "a.npz", x=np.zeros((4, 6, 6), np.uint8), y=np.arange(4))
+    code, out, err = cli("data", tmp_path / "a.npz")  # arrays read from a file say its format
+    assert code == 0 and "an .npz of named arrays" in " ".join(out.replace("│", " ").split())
 
 
 def test_hugging_face_imagefolder_with_labels_in_a_metadata_file(tmp_path):

@@ -153,7 +153,7 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     from ..hub_cache import local
     spec = str(local(spec, "dataset"))  # hf:org/name: the copy the Hugging Face cache holds
     if spec == "digits":
-        return _digits()
+        return _laid(_digits(), "scikit-learn's digits (8 x 8), in memory")
     path = Path(spec)
     from .from_code import data_from_code, is_code_spec
     if not path.exists() and is_code_spec(spec):  # `data.py:test_set`: made by the user's own code
@@ -175,34 +175,34 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
     from .downsampled_imagenet import downsampled_imagenet
     downsampled = downsampled_imagenet(path)  # Imagenet32's train_data_batch_N / val_data (.npz or pickles)
     if downsampled is not None:
-        return downsampled
+        return _laid(downsampled, "Downsampled ImageNet's batch files")
     if path.is_file() and path.suffix.lower() == ".npz":
-        return _npz(path)
+        return _laid(_npz(path), "an .npz of named arrays (a compressed member inflated when a command first reads it)")
     if path.is_file() and path.suffix.lower() in (".pt", ".pth"):  # tensors saved with torch.save
-        return _torch_file(path)
+        return _laid(_torch_file(path), "a file of tensors saved with torch.save")
     from .pixel_csv import is_pixel_csv, pixel_csv
     if is_pixel_csv(path):  # Kaggle's MNIST family: label,pixel1,...,pixel784
-        return pixel_csv(path)
+        return _laid(pixel_csv(path), "a CSV of pixel columns, read whole")
     from .hdf5 import hdf5_source
     in_hdf5 = hdf5_source(path)  # an .h5 of named arrays; PatchCamelyon's files
     if in_hdf5 is not None:
-        return in_hdf5
+        return _laid(in_hdf5, "HDF5 datasets, rows read where used")
     if path.is_file() and path.suffix.lower() == ".npy":  # one array of images, its labels beside it
         from .arrays import npy_file
-        return npy_file(path)
+        return _laid(npy_file(path), "one .npy of images, memory-mapped, its labels from the file beside it")
     if path.is_dir() and (path / "data_batch_1").exists() and (path / "test_batch").exists():
-        return _cifar_batches(path)
+        return _laid(_cifar_batches(path), "CIFAR's python batches, read whole")
     if path.is_dir() and is_npy_dataset(path):  # np.save per array: x_train.npy, y_train.npy, ...
-        return _npy_folder(path)
+        return _laid(_npy_folder(path), "a folder of .npy arrays named as an .npz's members, memory-mapped")
     from .torchvision_sets import torchvision_source
     downloaded = torchvision_source(path)  # MNIST/raw, cifar-100-python, SVHN's .mat, stl10_binary
     if downloaded is not None:
-        return downloaded
+        return _laid(downloaded, "a torchvision download's files")
     from .tfrecord import raw_tfrecords
     columns = target.columns() if target is not None else Columns()
     raw = raw_tfrecords(path, columns)  # TFRecords of raw pixels (the MNIST tutorial's): arrays; encoded: on disk
     if raw is not None:
-        return raw
+        return _laid(raw, "TFRecords of raw pixels, read whole")
     if columns.from_name and (not columns.recorded or _labels_only_by_name(path)):
         from .name_labels import name_label_source  # asked for: before any reading of the folder's structure
         return _file_data(name_label_source(path, columns.from_name), target)
@@ -235,7 +235,7 @@ def _load_data(spec: str | Path, target: DataTarget | None = None) -> Data:
         from .arrays import shared_labels_folder
         arrays = shared_labels_folder(path) if path.is_dir() else None
         if arrays is not None:
-            return arrays
+            return _laid(arrays, "one .npy of images, memory-mapped, its labels from the file beside it")
         if path.is_file() and path.suffix == ".py":
             from .from_code import code_hint
             raise HardenError(code_hint(path))
@@ -336,6 +336,13 @@ def _read_as_the_model_does(data: FileData, readings: dict[str, dict[str, int]],
     mapping.clear()
     mapping.update(readings[chosen])
     data.class_names = [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+
+
+def _laid(data: Data, layout: str) -> Data:
+    """Arrays read from a file format: `harden data`'s layout row says which, where the reader did not."""
+    if isinstance(data, ImageData) and not data.layout:
+        data.layout = layout
+    return data
 
 
 def _labels_only_by_name(path: Path) -> bool:
