@@ -43,6 +43,11 @@ def sha256_file(path: str | os.PathLike) -> str:
         weights = weight_files(path) if is_transformers_folder(path) else [hub_weights(path)]
         parts = [sha256_file(path / "config.json")] + [sha256_file(w) for w in weights]
         return hashlib.sha256("".join(parts).encode()).hexdigest()
+    from .dcp_checkpoint import METADATA, SHARD_EXT, is_dcp_folder
+    if is_dcp_folder(path):  # its metadata's and its shards' digests
+        shards = sorted(e.name for e in os.scandir(path) if e.name.endswith(SHARD_EXT))
+        parts = [sha256_file(path / METADATA)] + [sha256_file(path / n) for n in shards]
+        return hashlib.sha256("".join(parts).encode()).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -62,7 +67,8 @@ def check_readable(path: str | os.PathLike) -> None:
         from .hub_cache import hint
         raise HardenError(f"Checkpoint {str(path)!r} does not exist.{hint(path, 'model')}")
     if path.is_dir():
-        if is_hub_folder(path):
+        from .dcp_checkpoint import is_dcp_folder
+        if is_hub_folder(path) or is_dcp_folder(path):
             return
         from .foreign_formats import describe
         if describe(path):
@@ -97,6 +103,11 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[di
     from . import formats
     path = Path(local(path, "model"))
     check_readable(path)
+    from .dcp_checkpoint import is_dcp_folder, read_dcp
+    if is_dcp_folder(path):  # torch.distributed.checkpoint's folder: read as torch.load reads a file
+        container = read_dcp(path)
+        state, _ = formats.select(container, key, path)
+        return state, formats.container_meta(container)
     if path.is_dir():  # a hub folder: its weights file (the config is read by load), and what harden kept in it
         from .models.config import hub_record
         from .models.hf_transformers import is_transformers_folder, onnx_export, onnx_hints, read_weights
