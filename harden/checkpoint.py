@@ -41,21 +41,32 @@ def sha256_file(path: str | os.PathLike) -> str:
     if is_hub_folder(path):
         from .models.hf_transformers import is_transformers_folder, weight_files
         weights = weight_files(path) if is_transformers_folder(path) else [hub_weights(path)]
-        parts = [sha256_file(path / "config.json")] + [sha256_file(w) for w in weights]
+        # each weight file's own digest (a shard's, not its set's; an ONNX export's with its external data)
+        parts = [_file_digest(path / "config.json")] + [sha256_file(w) if w.suffix == ".onnx" else _file_digest(w)
+                                                        for w in weights]
         return hashlib.sha256("".join(parts).encode()).hexdigest()
+    from .sharded_weights import digest_parts, shard_set
+    found = shard_set(path) if path.exists() else None
+    if found is not None:  # a sharded save, from its folder, its index or a shard: the whole set's digests
+        return hashlib.sha256("".join(_file_digest(f) for f in digest_parts(*found)).encode()).hexdigest()
     from .dcp_checkpoint import METADATA, SHARD_EXT, is_dcp_folder
     if is_dcp_folder(path):  # its metadata's and its shards' digests
         shards = sorted(e.name for e in os.scandir(path) if e.name.endswith(SHARD_EXT))
-        parts = [sha256_file(path / METADATA)] + [sha256_file(path / n) for n in shards]
+        parts = [_file_digest(path / METADATA)] + [_file_digest(path / n) for n in shards]
         return hashlib.sha256("".join(parts).encode()).hexdigest()
+    digest = _file_digest(path)
+    from .models.onnx_graph import external_data_files
+    data = external_data_files(path)
+    if data:  # an ONNX graph whose weights lie in files beside it: they are the model too
+        return hashlib.sha256("".join([digest] + [_file_digest(d) for d in data]).encode()).hexdigest()
+    return digest
+
+
+def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    from .models.onnx_graph import external_data_files
-    data = external_data_files(path)
-    if data:  # an ONNX graph whose weights lie in files beside it: they are the model too
-        return hashlib.sha256("".join([h.hexdigest()] + [sha256_file(d) for d in data]).encode()).hexdigest()
     return h.hexdigest()
 
 
@@ -68,7 +79,8 @@ def check_readable(path: str | os.PathLike) -> None:
         raise HardenError(f"Checkpoint {str(path)!r} does not exist.{hint(path, 'model')}")
     if path.is_dir():
         from .dcp_checkpoint import is_dcp_folder
-        if is_hub_folder(path) or is_dcp_folder(path):
+        from .sharded_weights import shard_set
+        if is_hub_folder(path) or is_dcp_folder(path) or shard_set(path) is not None:
             return
         from .foreign_formats import describe
         if describe(path):
@@ -98,10 +110,18 @@ def _weights_inside(path: Path) -> str:
     return f" It holds {shown}: give the weights file itself ({path / files[0]}), with --arch where it needs one."
 
 
-def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (state_dict, metadata) without building a model. The format is found by content (see formats.py)."""
+def read_checkpoint(path: str | os.PathLike, key: str | None = None, shard_alone: bool = False
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (state_dict, metadata) without building a model. The format is found by content (see formats.py). A
+    shard of a sharded save is read with the rest of its set (sharded_weights.py), unless `shard_alone`."""
     from . import formats
     path = Path(local(path, "model"))
+    if not shard_alone and path.exists():
+        from .sharded_weights import read_shards, shard_set
+        found = shard_set(path)
+        if found is not None:
+            state, meta = read_shards(*found)
+            return (formats.select(state, key, path)[0] if key else state), meta
     check_readable(path)
     from .dcp_checkpoint import is_dcp_folder, read_dcp
     if is_dcp_folder(path):  # torch.distributed.checkpoint's folder: read as torch.load reads a file
