@@ -3,6 +3,7 @@ model's tensors read in one process, nested as saved; the `.metadata` pickle rea
 the non-tensor values DCP keeps as pickled bytes never unpickled."""
 import pathlib
 import pickle
+import subprocess
 import warnings
 
 import pytest
@@ -73,3 +74,47 @@ def test_a_metadata_pickle_naming_anything_else_is_refused_before_it_runs(tmp_pa
                                           r"among the metadata records harden reads\)"):
         harden.load(tmp_path / "ckpt", arch="resnet18")
     assert not marker.exists()
+
+
+FSDP_SAVE = """
+import warnings
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import get_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+
+warnings.simplefilter("ignore")
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+fully_shard(net, mesh=init_device_mesh("cpu", (2,)))
+state = get_model_state_dict(net)
+assert any(type(v).__name__ == "DTensor" for v in state.values())  # each rank holds a shard of the weights
+dcp.save({"model": state}, checkpoint_id="ckpt")
+whole = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
+if dist.get_rank() == 0:
+    torch.save(whole, "whole.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_an_fsdp_sharded_save_of_two_processes_loads_as_its_gathered_weights(tmp_path):
+    """FSDP2 (`fully_shard`) over two gloo processes: each rank writes its shards (`__0_0.distcp`, `__1_0.distcp`);
+    the folder reads back as the weights the ranks gather."""
+    from test_distributed import TORCHRUN, env_for, free_port
+    if TORCHRUN is None or not torch.distributed.is_available():
+        pytest.skip("torch.distributed / torchrun not available")
+    (tmp_path / "save.py").write_text(FSDP_SAVE)
+    r = subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "save.py"],
+                       cwd=tmp_path, env=env_for(), capture_output=True, text=True, timeout=300)
+    if r.returncode != 0 and "fully_shard" in r.stderr and "CPU" in r.stderr:
+        pytest.skip("this torch's FSDP does not run on the CPU")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    from harden.checkpoint import read_checkpoint
+    state, _ = read_checkpoint(tmp_path / "ckpt")
+    whole = torch.load(tmp_path / "whole.pt", weights_only=True)
+    assert state.keys() == whole.keys() and all(torch.equal(state[k], whole[k]) for k in whole)
