@@ -121,7 +121,7 @@ def read_checkpoint(path: str | os.PathLike, key: str | None = None, shard_alone
         found = shard_set(path)
         if found is not None:
             state, meta = read_shards(*found)
-            return (formats.select(state, key, path)[0] if key else state), meta
+            return formats.select(state, key, path)[0], meta  # as a file's dict: `module.` and EMA copies told apart
     check_readable(path)
     from .dcp_checkpoint import is_dcp_folder, read_dcp
     if is_dcp_folder(path):  # torch.distributed.checkpoint's folder: read as torch.load reads a file
