@@ -14,14 +14,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import HardenError
-from .sources import Listing, OnDisk, PathTable, _handle, is_skipped_dir, pick_splits, split_word
+from .sources import Listing, OnDisk, PathTable, _handle, files_ending, listed_once, split_files
 
 EXT = (".beton", ".ffcv")
 VERSION = 2  # ffcv.types.CURRENT_VERSION of ffcv 1.0
@@ -203,13 +202,7 @@ def list_beton(path: Path) -> Listing:
 def beton_files(path: Path) -> list[Path] | None:
     if path.is_file():
         return [path] if path.suffix.lower() in EXT else None
-    if not path.is_dir():
-        return None
-    import itertools
-    with os.scandir(path) as entries:
-        found = [Path(e.path) for e in itertools.islice(entries, LOOK)
-                 if e.is_file() and not is_skipped_dir(e.name) and e.name.lower().endswith(EXT)]
-    return sorted(found) or None
+    return (files_ending(path, EXT, LOOK) or None) if path.is_dir() else None
 
 
 def ffcv_source(path: Path) -> OnDisk | None:
@@ -218,22 +211,10 @@ def ffcv_source(path: Path) -> OnDisk | None:
     files = beton_files(path)
     if files is None:
         return None
-    by_word: dict[str, list[Path]] = {}
-    for f in files:
-        by_word.setdefault(split_word(re.sub(r"[-_]?\d+$", "", f.stem)) or split_word(f.name) or "", []).append(f)
-    chosen = pick_splits(by_word)
-    several = {k: v for k, v in chosen.items() if len(v) > 1}
+    chosen = split_files(files)
+    several = next((v for v in chosen.values() if len(v) > 1), None)
     if several:
-        files = next(iter(several.values()))
-        few = ", ".join(f.name for f in files[:3])
-        raise HardenError(f"{str(path)!r} holds {len(files)} FFCV files for one split ({few}): give one of them as "
+        few = ", ".join(f.name for f in several[:3])
+        raise HardenError(f"{str(path)!r} holds {len(several)} FFCV files for one split ({few}): give one of them as "
                           "--data, or name them by split (train_..., val_...).")
-    cache: dict[str, Listing] = {}
-
-    def lister(split: str):
-        def get() -> Listing:
-            if split not in cache:
-                cache[split] = list_beton(chosen[split][0])
-            return cache[split]
-        return get
-    return OnDisk(str(path), {k: lister(k) for k in chosen}, "ffcv")
+    return listed_once(path, chosen, lambda files: list_beton(files[0]), "ffcv")

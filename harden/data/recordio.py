@@ -8,14 +8,13 @@ its image (the `.idx` file beside it is not needed); a batch then reads its reco
 from __future__ import annotations
 
 import os
-import re
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import HardenError
-from .sources import Listing, OnDisk, PathTable, _handle, is_skipped_dir, pick_splits, split_word
+from .sources import Listing, OnDisk, PathTable, _handle, files_ending, listed_once, split_files
 from .tfrecord import is_encoded_image
 
 MAGIC = 0xCED7230A
@@ -147,12 +146,7 @@ def recordio_files(path: Path) -> list[Path] | None:
         return [path] if is_recordio(path) else None
     if not path.is_dir():
         return None
-    import itertools
-    with os.scandir(path) as entries:
-        found = [Path(e.path) for e in itertools.islice(entries, LOOK)
-                 if e.is_file() and not is_skipped_dir(e.name) and e.name.lower().endswith(".rec")]
-    files = sorted(f for f in found if is_recordio(f))
-    return files or None
+    return [f for f in files_ending(path, (".rec",), LOOK) if is_recordio(f)] or None
 
 
 def recordio_source(path: Path) -> OnDisk | None:
@@ -161,16 +155,4 @@ def recordio_source(path: Path) -> OnDisk | None:
     files = recordio_files(path)
     if files is None:
         return None
-    by_word: dict[str, list[Path]] = {}
-    for f in files:
-        by_word.setdefault(split_word(re.sub(r"[-_]?\d+$", "", f.stem)) or split_word(f.name) or "", []).append(f)
-    chosen = pick_splits(by_word)
-    cache: dict[str, Listing] = {}
-
-    def lister(split: str):
-        def get() -> Listing:
-            if split not in cache:
-                cache[split] = list_records(sorted(chosen[split]))
-            return cache[split]
-        return get
-    return OnDisk(str(path), {k: lister(k) for k in chosen}, "recordio")
+    return listed_once(path, split_files(files), lambda shards: list_records(sorted(shards)), "recordio")

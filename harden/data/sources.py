@@ -938,6 +938,38 @@ def pick_splits(by_word: dict[str, list]) -> dict[str, list]:
     return {"all": next(iter(by_word.values()))}
 
 
+def files_ending(path: Path, suffixes: tuple[str, ...], look: int = 1000) -> list[Path]:
+    """The files of a folder (among its first `look` entries: a folder of a million images is not listed) whose
+    names end with one of `suffixes`, in any case, sorted."""
+    import itertools
+    with os.scandir(path) as entries:
+        return sorted(Path(e.path) for e in itertools.islice(entries, look)
+                      if e.is_file() and not is_skipped_dir(e.name) and e.name.lower().endswith(suffixes))
+
+
+def split_files(files: list[Path]) -> dict[str, list[Path]]:
+    """Files of one format as harden's splits, by the split word in their names less a trailing number (`train.rec`
+    and `val.rec`; `imagenet1k-train-0000.rec`; `train_500_0.50_90.ffcv`)."""
+    by_word: dict[str, list[Path]] = {}
+    for f in files:
+        by_word.setdefault(split_word(re.sub(r"[-_]?\d+$", "", f.stem)) or split_word(f.name) or "", []).append(f)
+    return pick_splits(by_word)
+
+
+def listed_once(path: Path, chosen: dict[str, list[Path]], list_split: Callable[[list[Path]], Listing],
+                layout: str) -> OnDisk:
+    """OnDisk whose splits are listed by `list_split(files)` when first asked for, once."""
+    cache: dict[str, Listing] = {}
+
+    def lister(split: str):
+        def get() -> Listing:
+            if split not in cache:
+                cache[split] = list_split(chosen[split])
+            return cache[split]
+        return get
+    return OnDisk(str(path), {k: lister(k) for k in chosen}, layout)
+
+
 JSON_LABEL_KEYS = ("label", "cls", "class", "class_id", "target", "category_id")
 
 
