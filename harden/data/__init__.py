@@ -38,9 +38,10 @@ LAYOUTS = ("'digits', an .npz with x_train/y_train/x_test/y_test (or a folder of
            "folder layout, a CSV/TSV list of path,label[,split] (or a .txt of `path label` lines, or a COCO-style "
            "JSON), tar shards (a .tar, or a folder of them, WebDataset layout), TFRecord files of tf.train.Example "
            "records (a TensorFlow Datasets folder, or shards), LMDB databases of images (LSUN's, Caffe's Datum, "
-           "pickled (image, label) pairs), MXNet RecordIO .rec files (im2rec's), FFCV .beton/.ffcv files, a Hugging "
-           "Face dataset (its parquet files or a save_to_disk folder), or what your own code makes: file.py:name (a "
-           "torch Dataset, a DataLoader, a DataModule, arrays, or a function returning one)")
+           "pickled (image, label) pairs), MXNet RecordIO .rec files (im2rec's), FFCV .beton/.ffcv files, MosaicML "
+           "Streaming's MDS folders (index.json and shards), a Hugging Face dataset (its parquet files or a "
+           "save_to_disk folder), or what your own code makes: file.py:name (a torch Dataset, a DataLoader, a "
+           "DataModule, arrays, or a function returning one)")
 
 
 @dataclass(frozen=True)

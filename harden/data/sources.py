@@ -99,7 +99,7 @@ class Listing:
     labels: np.ndarray  # int64 model indices once mapped
     names: list[str] | None = None  # per-image class name (before mapping); None when labels are indices already
     shards: list[str] = field(default_factory=list)  # tar shards, or the zip archive
-    what: str = "folder"  # folder | list | tar | zip | table | tfrecord | lmdb | recordio | ffcv
+    what: str = "folder"  # folder | list | tar | zip | table | tfrecord | lmdb | recordio | ffcv | mds
     store: Any = None  # table: the parquet/Arrow files (tables.TableStore); refs are its row numbers
     array_scale: float | None = None  # its .npy images' float range, once judged (array_images.float_scale)
 
@@ -123,7 +123,7 @@ class Listing:
         ref = self.refs[i]
         if self.what == "table":
             return self.store.location(int(ref))
-        if self.what in ("lmdb", "ffcv"):  # `database:key` (lmdb_files.py), a sample number (ffcv_files.py)
+        if self.what in ("lmdb", "ffcv", "mds"):  # `database:key` (lmdb_files.py), a sample (ffcv_files.py, mds_files.py)
             return self.store.location(ref)
         if self.what == "zip":
             shard, name = ref.split(":", 1)
@@ -137,7 +137,7 @@ class Listing:
         ref = self.refs[i]
         if self.what == "table":
             return self.store.read(int(ref))
-        if self.what in ("lmdb", "ffcv"):
+        if self.what in ("lmdb", "ffcv", "mds"):
             return self.store.read(ref)
         if self.what == "recordio":  # `file:offset:0:record k`: the record framed at that offset (recordio.py)
             from .recordio import read_record
@@ -1065,6 +1065,10 @@ def find_on_disk(path: Path, columns: Columns | None = None) -> OnDisk | None:
     betons = ffcv_source(path)  # FFCV files: train_500_0.50_90.ffcv beside val_500_0.50_90.ffcv
     if betons is not None:
         return betons
+    from .mds_files import mds_source
+    streaming = mds_source(path)  # MosaicML Streaming's MDS: index.json and its shards, or train/ and val/ of them
+    if streaming is not None:
+        return streaming
     from .tfrecord import tfrecord_source
     records = tfrecord_source(path, columns)  # TensorFlow Datasets' folders (a dataset's, a version's), TF-slim's shards
     if records is not None:
