@@ -2,7 +2,7 @@
 (`fixtures/make_ffcv.py`; each file's 2-MiB page gzipped): `tiny.beton.gz` holds 12 RGB images of 17-40 px, labels
 i % 3, a FloatField beside them, some stored as JPEG (quality 90) and the rest as raw pixels (`write_mode='proportion'`,
 as ffcv-imagenet writes ImageNet), the fields image, label, score; `arrays.beton.gz` 6 images as an NDArrayField
-between the IntFields index and label."""
+between the IntFields index and label; `files.beton.gz` PNG files' bytes in a BytesField."""
 import gzip
 import shutil
 from pathlib import Path
@@ -60,6 +60,14 @@ def test_images_in_an_array_field_and_the_label_named_among_integer_fields(tmp_p
     for i in range(6):
         want = np.full((20, 24, 3), 30 * i, np.uint8) + np.arange(24, dtype=np.uint8)[None, :, None]
         assert np.array_equal(np.asarray(open_image(lst.read_bytes(i), lst)), want), i
+
+
+def test_image_files_stored_in_a_bytes_field_are_the_images(tmp_path):
+    data = load_data(str(beton(tmp_path, "files.beton", "files.beton.gz")))
+    assert data.y_test.tolist() == [0, 1, 0, 1]
+    lst = data.listing("test")
+    for i in range(4):
+        assert np.array_equal(np.asarray(open_image(lst.read_bytes(i), lst)), np.full((10 + i, 12, 3), 50 * i, np.uint8))
 
 
 def test_train_and_val_ffcv_files_train_and_evaluate(tmp_path, cli):

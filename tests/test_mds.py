@@ -1,7 +1,7 @@
 """MosaicML Streaming's MDS datasets, read without streaming. The fixtures were written by streaming 0.13.0's own
 MDSWriter (`fixtures/make_mds.py`): `mds/jpeg/` train/ and val/ as Mosaic's ImageNet recipe writes them (x: jpeg,
 y: int; train in three shards), `mds/pil_zstd/` one split of raw `pil` images (RGB and L) beside label: int and
-path: str, its one shard zstd-compressed."""
+path: str, its one shard zstd-compressed; `mds/bytes/` PNG files' bytes in a `bytes` column."""
 import json
 import shutil
 from pathlib import Path
@@ -75,3 +75,12 @@ def test_a_missing_shard_no_image_column_and_other_compressions_are_refused(tmp_
     (folder / "index.json").write_text(json.dumps(index))
     with pytest.raises(HardenError, match=r"no image column among image \(bytes\), label \(int\), path \(str\)"):
         load_data(str(folder))
+
+
+def test_image_files_stored_in_a_bytes_column_are_the_images():
+    data = load_data(str(FIXTURES / "bytes"))
+    assert data.y_test.tolist() == [0, 1, 0, 1]
+    lst = data.listing("test")
+    for i in range(4):
+        assert lst.read_bytes(i)[:4] == b"\x89PNG" and np.array_equal(np.asarray(open_image(lst.read_bytes(i))),
+                                                                       written(i)), i

@@ -35,7 +35,7 @@ NDARRAY_ARGS = np.dtype([("shape", "<u8", 32), ("type_length", "<u8")])
 METADATA = {0: ("FloatField", np.dtype("<f8")), 1: ("IntField", np.dtype("<i8")), 2: ("RGBImageField", IMAGE_META),
             3: ("BytesField", PTR_AND_SIZE), 4: ("NDArrayField", np.dtype("<u8")), 5: ("JSONField", PTR_AND_SIZE),
             6: ("TorchTensorField", np.dtype("<u8"))}
-RGB, INT, NDARRAYS = 2, 1, (4, 6)
+RGB, INT, BYTES, NDARRAYS = 2, 1, 3, (4, 6)
 JPEG_MODE = 0  # rgb_image.IMAGE_MODES: 0 jpg, 1 raw
 LABEL_NAMES = ("label", "labels", "target", "targets", "class", "y")
 LOOK = 1000  # entries of a folder looked at for FFCV files
@@ -109,15 +109,28 @@ def _is_image_array(shape: tuple[int, ...], dtype: np.dtype) -> bool:
     return dtype.kind in "uif" and is_one_image(shape)
 
 
+def _holds_image_files(beton: BetonFile, field: int) -> bool:
+    """Whether a BytesField's first value is an image file's bytes (a JPEG stored as it was read)."""
+    from .tfrecord import is_encoded_image
+    if not beton.samples:
+        return False
+    ptr, size = (int(v) for v in beton.metadata()[0][field])
+    with open(beton.path, "rb") as f:
+        f.seek(ptr)
+        return is_encoded_image(f.read(min(size, 16)))
+
+
 def _fields(beton: BetonFile) -> tuple[int, int]:
-    """(image field, label field) indices."""
+    """(image field, label field) indices: an RGBImageField, else an NDArrayField of image shape, else a BytesField
+    holding image files."""
     where, kinds = beton.path, [METADATA[t][0] for t in beton.types]
     have = ", ".join(f"{n} ({k})" for n, k in zip(beton.names, kinds, strict=True))
     images = [i for i, t in enumerate(beton.types) if t == RGB] or \
-        [i for i, t in enumerate(beton.types) if t in NDARRAYS and _is_image_array(*beton.arrays[i])]
+        [i for i, t in enumerate(beton.types) if t in NDARRAYS and _is_image_array(*beton.arrays[i])] or \
+        [i for i, t in enumerate(beton.types) if t == BYTES and _holds_image_files(beton, i)]
     if not images:
-        raise HardenError(f"{where!r} holds no image field (its fields: {have}); harden reads an RGBImageField or an "
-                          "NDArrayField of image shape.")
+        raise HardenError(f"{where!r} holds no image field (its fields: {have}); harden reads an RGBImageField, an "
+                          "NDArrayField of image shape, or a BytesField of image files.")
     ints = [i for i, t in enumerate(beton.types) if t == INT]
     named = [i for i in ints if beton.names[i].lower() in LABEL_NAMES]
     if not (named or len(ints) == 1):
@@ -162,6 +175,8 @@ class BetonStore:
             if int(meta["mode"]) == JPEG_MODE:
                 return data
             return _as_npy(data, (int(meta["height"]), int(meta["width"]), 3), np.dtype(np.uint8))
+        if self.beton.types[self.image] == BYTES:  # an image file's bytes, as stored
+            return self._bytes(int(meta["ptr"]), int(meta["size"]))
         shape, dtype = self.beton.arrays[self.image]
         return _as_npy(self._bytes(int(meta), int(np.prod(shape)) * dtype.itemsize), shape, dtype)
 

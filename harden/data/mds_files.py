@@ -91,13 +91,24 @@ def _columns(folder: Path, shard: dict) -> tuple[list[str], list[str], list[int 
     return names, encodings, sizes
 
 
-def _pick(names: list[str], encodings: list[str], folder: Path) -> tuple[int, int]:
-    """(image column, label column)."""
+def _first_is_image(store: MdsStore, column: int) -> bool:
+    from .tfrecord import is_encoded_image
+    try:
+        return is_encoded_image(store.field(0, 0, column)[:16])
+    except (OSError, ValueError, IndexError, HardenError):  # an empty first shard: no image said
+        return False
+
+
+def _pick(names: list[str], encodings: list[str], folder: Path, first: MdsStore) -> tuple[int, int]:
+    """(image column, label column): a jpeg, png or pil column, else a `bytes` column whose first value is an image
+    file's bytes (what a script that stores each file as it was read leaves)."""
     have = ", ".join(f"{n} ({e})" for n, e in zip(names, encodings, strict=True))
-    images = [i for i, e in enumerate(encodings) if e in IMAGE_ENCODINGS]
+    images = [i for i, e in enumerate(encodings) if e in IMAGE_ENCODINGS] or \
+        [i for i, e in enumerate(encodings) if e == "bytes" and _first_is_image(first, i)]
     images = [i for i in images if names[i].lower() in IMAGE_NAMES] or images
     if not images:
-        raise HardenError(f"{str(folder)!r}: no image column among {have}; harden reads jpeg, png and pil columns.")
+        raise HardenError(f"{str(folder)!r}: no image column among {have}; harden reads jpeg, png and pil columns, "
+                          "and bytes columns holding image files.")
     ints = [i for i, e in enumerate(encodings) if e in INT_ENCODINGS or e == "str_int"]
     named = [i for i in ints if names[i].lower() in LABEL_NAMES]
     if not (named or len(ints) == 1):
@@ -144,7 +155,7 @@ class MdsStore:
     def read(self, ref: str) -> bytes:
         shard, k = (int(v) for v in ref.split(":"))
         value = self.field(shard, k, self.image)
-        return value if self.encodings[self.image] != "pil" else _pil_as_file(value)
+        return value if self.encodings[self.image] != "pil" else _pil_as_file(value)  # jpeg, png, bytes: the file
 
     def location(self, ref: str) -> str:
         shard, k = ref.split(":")
@@ -186,14 +197,14 @@ def list_mds(folder: Path) -> Listing:
     if any(_columns(folder, s) != (names, encodings, sizes) for s in shards[1:]):
         raise HardenError(f"{str(folder)!r}: its shards have different columns; harden reads one set of columns a "
                           "split.")
-    image, label = _pick(names, encodings, folder)
     compressed = [s for s in shards if not ((folder / ((s.get("raw_data") or {}).get("basename") or "")).is_file())]
     if compressed:
         from ..runtime import info
         total = sum(int((s.get("raw_data") or {}).get("bytes") or 0) for s in compressed)
         info(f"{folder}: {len(compressed)} compressed shard(s) decompressed for this run ({total / 2 ** 20:,.1f} MiB "
              "in a temporary folder, removed at exit): listing the labels reads each whole")
-    store = MdsStore(str(folder), [str(_raw_shard(folder, s)) for s in shards], names, encodings, sizes, image)
+    store = MdsStore(str(folder), [str(_raw_shard(folder, s)) for s in shards], names, encodings, sizes, -1)
+    store.image, label = _pick(names, encodings, folder, store)
     refs, labels = [], []
     for si, shard in enumerate(shards):
         for k in range(int(shard.get("samples") or 0)):
