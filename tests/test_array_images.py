@@ -28,11 +28,27 @@ def save_tree(root, imgs_by_class: dict[str, list[np.ndarray]], form: str) -> No
             if form == "png":
                 Image.fromarray(img).save(root / c / f"{i}.png")
                 continue
+            if form.startswith(("torch", "npz")):
+                save_other(root / c / str(i), img, form)
+                continue
             a = {"uint8 HWC": img,
                  "float CHW [0, 1]": (np.moveaxis(img, -1, 0) if img.ndim == 3 else img[None]).astype(np.float32) / 255,
                  "float HWC 0-255": img.astype(np.float64),
                  "int64 HWC": img.astype(np.int64)}[form]
             np.save(root / c / f"{i}.npy", a)
+
+
+def save_other(stem, img: np.ndarray, form: str) -> None:
+    """An image as published code leaves it in an .npz or a torch file."""
+    chw = torch.from_numpy(np.moveaxis(img, -1, 0).copy() if img.ndim == 3 else img[None].copy())
+    if form == "torch float CHW [0, 1]":  # ToTensor's output, saved
+        torch.save(chw.float() / 255, f"{stem}.pt")
+    elif form == "torch dict uint8 HWC":  # a sample saved with its label
+        torch.save({"image": torch.from_numpy(img.copy()), "label": torch.tensor(1)}, f"{stem}.pt")
+    elif form == "npz compressed with its label":
+        np.savez_compressed(f"{stem}.npz", image=img, label=np.int64(1))
+    else:  # "npz of one array"
+        np.savez(f"{stem}.npz", img)
 
 
 def read_all(path):
@@ -42,7 +58,9 @@ def read_all(path):
     return data, x, y
 
 
-@pytest.mark.parametrize("form", ["uint8 HWC", "float CHW [0, 1]", "float HWC 0-255", "int64 HWC"])
+@pytest.mark.parametrize("form", ["uint8 HWC", "float CHW [0, 1]", "float HWC 0-255", "int64 HWC",
+                                  "torch float CHW [0, 1]", "torch dict uint8 HWC", "npz compressed with its label",
+                                  "npz of one array"])
 def test_class_folders_of_arrays_read_as_the_same_images_saved_as_png(tmp_path, form):
     imgs = {"cat": pictures(5, 0), "dog": pictures(4, 1)}
     save_tree(tmp_path / "png", imgs, "png")
@@ -189,3 +207,27 @@ def test_a_flat_folder_of_arrays_is_images_without_labels(tmp_path, cli):
     np.save(tmp_path / "corrupted" / "fog.npy", np.stack(pictures(4, 14)))
     code, _, err = cli("eval", tmp_path / "m.safetensors", "--data", tmp_path / "corrupted", "--attack", "fgsm")
     assert code == 2 and "images without class folders" not in " ".join(err.split()), err
+
+
+class Pickled:
+    def __reduce__(self):
+        return (print, ("ran",))
+
+
+@pytest.mark.parametrize("write, said", [
+    (lambda p: np.savez(f"{p}.npz", a=np.zeros((12, 10, 3), np.uint8), b=np.zeros((12, 10, 3), np.uint8)),
+     "holding 2 arrays (a, b), none named as an image"),
+    (lambda p: torch.save([1, 2, 3], f"{p}.pt"), "a torch file holding list"),
+    (lambda p: torch.save(Pickled(), f"{p}.pt"), "weights_only=True"),  # a class of the saver's: never run
+])
+def test_an_npz_or_torch_file_that_holds_no_one_image_is_named_as_unreadable(tmp_path, cli, write, said):
+    imgs = {"a": pictures(4, 8), "b": pictures(4, 9)}
+    save_tree(tmp_path / "d", imgs, "torch float CHW [0, 1]")
+    (tmp_path / "d" / "b" / "3.pt").unlink()
+    write(tmp_path / "d" / "b" / "3")
+    net = harden.create_model("cnn-small", 2, 3, (12, 10))
+    harden.save(net, tmp_path / "m.safetensors")
+    code, out, err = cli("eval", tmp_path / "m.safetensors", "--data", tmp_path / "d", "--attack", "fgsm",
+                         "--no-metrics", "--no-masking-checks")
+    said_all = " ".join((out + err).split())
+    assert code == 2 and "b/3." in said_all and said in said_all and "Traceback" not in said_all, said_all

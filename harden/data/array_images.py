@@ -1,8 +1,11 @@
-"""Images saved one NumPy array a file (`np.save(f"{cls}/{i}.npy", img)`, in class folders, a list, an archive): read
-as an .npz of the same images would be (pixels.py's rules), then as any decoded image. A lone file cannot say whether
-its floats are in [0, 1] or 0-255 (a dark image in 0-255 can stay below 1), so a listing's float arrays are judged
-together, on a spread sample of its files: any value above 1 there makes them 0-255. Each file is checked against that
-judgement when it is read, and one that breaks it is named as unreadable (as a truncated JPEG is)."""
+"""Images saved one array a file (`np.save(f"{cls}/{i}.npy", img)`, `np.savez_compressed(f"{cls}/{i}.npz",
+image=img)`, `torch.save(tensor, f"{cls}/{i}.pt")`; in class folders, a list, an archive): read as an .npz of the same
+images would be (pixels.py's rules), then as any decoded image. An .npz is read without pickles, a .pt with
+torch.load(weights_only=True); either holds one array, or one named as an image (image, img, x, data, ...). A lone file
+cannot say whether its floats are in [0, 1] or 0-255 (a dark image in 0-255 can stay below 1), so a listing's float
+arrays are judged together, on a spread sample of its files: any value above 1 there makes them 0-255. Each file is
+checked against that judgement when it is read, and one that breaks it is named as unreadable (as a truncated JPEG
+is)."""
 from __future__ import annotations
 
 import io
@@ -14,17 +17,70 @@ from ..errors import HardenError
 from .pixels import channels_first
 
 NPY_MAGIC = b"\x93NUMPY"
-ARRAY_EXT = (".npy",)
+ZIP_MAGIC = b"PK\x03\x04"  # an .npz, and torch.save's zip format
+ARRAY_EXT = (".npy", ".npz", ".pt")
 SAMPLE_FILES = 32  # files read to judge a listing's float range
+ONE_IMAGE_BYTES = 1 << 26  # an .npz or .pt larger than this is a dataset's arrays, not one image
+IMAGE_KEYS = ("image", "img", "x", "data", "pixels", "input", "arr_0")
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 def is_array(data: bytes) -> bool:
-    return data[:len(NPY_MAGIC)] == NPY_MAGIC
+    """Whether a file's bytes are an array file's: .npy by its magic; an .npz or a torch zip by their zip's first
+    member (`x.npy`, `archive/data.pkl`)."""
+    if data[:len(NPY_MAGIC)] == NPY_MAGIC:
+        return True
+    if data[:4] != ZIP_MAGIC or len(data) < 30:
+        return False
+    name_length = int.from_bytes(data[26:28], "little")
+    first = data[30:30 + name_length]
+    return first.endswith(b".npy") or first.endswith(b"data.pkl") or b"/" in first and first.split(b"/")[-1] in (
+        b"data.pkl", b"byteorder", b".format_version", b"version")
+
+
+def _chosen(arrays: dict[str, Any], what: str) -> Any:
+    """The one array of a file holding several: the only one, else the one named as an image."""
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    named = [k for k in IMAGE_KEYS if k in arrays] + [k for k in arrays if k.lower() in IMAGE_KEYS]
+    if named:
+        return arrays[named[0]]
+    raise ValueError(f"{what} holding {len(arrays)} arrays ({', '.join(list(arrays)[:6])}), none named as an image "
+                     f"({', '.join(IMAGE_KEYS[:5])}, ...)")
 
 
 def read_array(data: bytes) -> np.ndarray:
-    """The array of an .npy file's bytes (never a pickle: object arrays are refused)."""
+    """The array of an .npy, .npz or .pt file's bytes (never a pickle: object arrays are refused, torch files read
+    with weights_only=True)."""
+    if data[:4] == ZIP_MAGIC and not data[:len(NPY_MAGIC)] == NPY_MAGIC:
+        import zipfile
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"a damaged zip ({e})") from None
+        if not any(n.endswith("data.pkl") for n in names):
+            try:
+                with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                    return np.asarray(_chosen({k: z[k] for k in z.files}, "an .npz"))
+            except ValueError as e:
+                if "allow_pickle" in str(e):
+                    raise ValueError("an .npz of Python objects, not of pixels (harden never loads pickles from "
+                                     "data)") from None
+                raise
+        import pickle
+
+        import torch
+        try:
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
+            raise ValueError(f"a torch file torch.load(weights_only=True) does not read ({str(e).splitlines()[0][:160]})"
+                             ) from None
+        if isinstance(obj, dict):
+            obj = _chosen({str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)} or obj, "a torch file")
+        if not isinstance(obj, torch.Tensor):
+            raise ValueError(f"a torch file holding {type(obj).__name__}, not an image tensor")
+        return obj.detach().cpu().float().numpy() if obj.dtype in (torch.bfloat16, torch.float16) else \
+            obj.detach().cpu().numpy()
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as e:
@@ -67,11 +123,18 @@ def is_one_image(shape: tuple[int, ...]) -> bool:
 
 
 def holds_one_image(path: str) -> bool:
-    """Whether an .npy file's header says it holds one image, not a dataset's array of them (CIFAR-10-C's `fog.npy`,
-    N x H x W x C)."""
+    """Whether an array file holds one image, not a dataset's array of them (CIFAR-10-C's `fog.npy`, N x H x W x C):
+    an .npy by its header alone; a small .npz or .pt by its array."""
     try:
+        if not path.lower().endswith(".npy"):
+            import os
+            if os.path.getsize(path) > ONE_IMAGE_BYTES:
+                return False
+            with open(path, "rb") as f:
+                a = read_array(f.read())
+            return is_one_image(a.shape) and a.dtype.kind in "uif"
         shape, dtype = npy_header(path)
-    except (OSError, ValueError):
+    except (OSError, ValueError, HardenError):
         return False
     return is_one_image(shape) and dtype.kind in "uif"
 
