@@ -1,7 +1,9 @@
 """MosaicML Streaming's MDS datasets, read without streaming. The fixtures were written by streaming 0.13.0's own
 MDSWriter (`fixtures/make_mds.py`): `mds/jpeg/` train/ and val/ as Mosaic's ImageNet recipe writes them (x: jpeg,
 y: int; train in three shards), `mds/pil_zstd/` one split of raw `pil` images (RGB and L) beside label: int and
-path: str, its one shard zstd-compressed; `mds/bytes/` PNG files' bytes in a `bytes` column."""
+path: str, its one shard zstd-compressed; `mds/bytes/` PNG files' bytes in a `bytes` column; `mds/ndarray_static/`
+and `mds/ndarray_dynamic/` arrays in `ndarray:uint8:20,24,3` and bare `ndarray` columns (dtype and shape in each
+value: float32 C x H x W in [0, 1] of several sizes)."""
 import json
 import shutil
 from pathlib import Path
@@ -84,3 +86,15 @@ def test_image_files_stored_in_a_bytes_column_are_the_images():
     for i in range(4):
         assert lst.read_bytes(i)[:4] == b"\x89PNG" and np.array_equal(np.asarray(open_image(lst.read_bytes(i))),
                                                                        written(i)), i
+
+
+def test_arrays_in_ndarray_columns_static_or_carrying_their_dtype_and_shape():
+    lst = load_data(str(FIXTURES / "ndarray_static")).listing("test")
+    for i in range(4):
+        want = np.broadcast_to((np.arange(24, dtype=np.uint8) * 10 + i)[None, :, None], (20, 24, 3))
+        assert np.array_equal(np.asarray(open_image(lst.read_bytes(i), lst)), want), i
+    data = load_data(str(FIXTURES / "ndarray_dynamic"))
+    assert data.y_test.tolist() == [0, 1, 0, 1]
+    lst = data.listing("test")
+    for i in range(4):  # floats in [0, 1], channels first, each its own size: the uint8 pixels they came from
+        assert np.array_equal(np.asarray(open_image(lst.read_bytes(i), lst)), written(i)), i

@@ -91,10 +91,42 @@ def _columns(folder: Path, shard: dict) -> tuple[list[str], list[str], list[int 
     return names, encodings, sizes
 
 
+# streaming's NDArray encoding: a value's dtype code (where the column's encoding names none) and shape dtype code
+_NDARRAY_DTYPES = {8: "uint8", 9: "int8", 16: "uint16", 17: "int16", 18: "float16", 32: "uint32", 33: "int32",
+                   34: "float32", 64: "uint64", 65: "int64", 66: "float64"}
+_SHAPE_DTYPES = {0: "uint8", 1: "uint16", 2: "uint32", 3: "uint64"}
+
+
+def ndarray_value(encoding: str, value: bytes) -> np.ndarray:
+    """An `ndarray[:dtype[:shape]]` column's array: what the encoding leaves out (dtype, shape) leads the value."""
+    args = encoding.split(":")[1:]
+    at = 0
+    if args:
+        dtype = args[0]
+    else:
+        dtype, at = _NDARRAY_DTYPES.get(value[0], ""), 1
+        if not dtype:
+            raise ValueError(f"an ndarray value of dtype code {value[0]}, which streaming does not write")
+    if len(args) == 2:
+        shape = tuple(int(v) for v in args[1].split(","))
+    else:
+        ndim, code = value[at] >> 2, value[at] & 3
+        width = 2 ** code
+        shape = tuple(int(v) for v in np.frombuffer(value[at + 1:at + 1 + ndim * width], _SHAPE_DTYPES[code]))
+        at += 1 + ndim * width
+    return np.frombuffer(value[at:], np.dtype(dtype)).reshape(shape)
+
+
 def _first_is_image(store: MdsStore, column: int) -> bool:
+    """Whether a bytes column's first value is an image file, or an ndarray column's first array one image."""
+    from .array_images import is_one_image
     from .tfrecord import is_encoded_image
     try:
-        return is_encoded_image(store.field(0, 0, column)[:16])
+        value = store.field(0, 0, column)
+        if store.encodings[column].startswith("ndarray"):
+            a = ndarray_value(store.encodings[column], value)
+            return is_one_image(a.shape) and a.dtype.kind in "uif"
+        return is_encoded_image(value[:16])
     except (OSError, ValueError, IndexError, HardenError):  # an empty first shard: no image said
         return False
 
@@ -104,11 +136,12 @@ def _pick(names: list[str], encodings: list[str], folder: Path, first: MdsStore)
     file's bytes (what a script that stores each file as it was read leaves)."""
     have = ", ".join(f"{n} ({e})" for n, e in zip(names, encodings, strict=True))
     images = [i for i, e in enumerate(encodings) if e in IMAGE_ENCODINGS] or \
-        [i for i, e in enumerate(encodings) if e == "bytes" and _first_is_image(first, i)]
+        [i for i, e in enumerate(encodings) if (e == "bytes" or e.split(":")[0] == "ndarray")
+         and _first_is_image(first, i)]
     images = [i for i in images if names[i].lower() in IMAGE_NAMES] or images
     if not images:
         raise HardenError(f"{str(folder)!r}: no image column among {have}; harden reads jpeg, png and pil columns, "
-                          "and bytes columns holding image files.")
+                          "bytes columns holding image files and ndarray columns of one image a sample.")
     ints = [i for i, e in enumerate(encodings) if e in INT_ENCODINGS or e == "str_int"]
     named = [i for i in ints if names[i].lower() in LABEL_NAMES]
     if not (named or len(ints) == 1):
@@ -155,7 +188,12 @@ class MdsStore:
     def read(self, ref: str) -> bytes:
         shard, k = (int(v) for v in ref.split(":"))
         value = self.field(shard, k, self.image)
-        return value if self.encodings[self.image] != "pil" else _pil_as_file(value)  # jpeg, png, bytes: the file
+        encoding = self.encodings[self.image]
+        if encoding.startswith("ndarray"):  # the array as an .npy (array_images.py reads it as any array image)
+            from .ffcv_files import _as_npy
+            a = ndarray_value(encoding, value)
+            return _as_npy(a.tobytes(), a.shape, a.dtype)
+        return value if encoding != "pil" else _pil_as_file(value)  # jpeg, png, bytes: the file as it was
 
     def location(self, ref: str) -> str:
         shard, k = ref.split(":")
