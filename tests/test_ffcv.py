@@ -99,9 +99,13 @@ def test_other_versions_damaged_files_and_files_without_labels_are_refused(tmp_p
     label_type = fields + 1041
     assert good[label_type] == 1  # IntField
     path.write_bytes(good[:label_type] + b"\x00" + good[label_type + 1:])  # the label made a FloatField
-    with pytest.raises(HardenError, match=r"holds no integer field to read as the label \(its fields: image "
-                                          r"\(RGBImageField\), label \(FloatField\), score \(FloatField\)\)"):
+    with pytest.raises(HardenError, match=r"has no integer field to read as labels \(its fields: image, label, "
+                                          r"score\): it can serve as --unlabeled, not as --data"):
         load_data(str(path))
+    from harden.data.unlabeled import load_unlabeled
+    pool = load_unlabeled(str(path), DataTarget.for_model(small_cnn(num_classes=3), workers=0))  # images alone
+    x, y = pool.pixels("train", np.arange(12))
+    assert pool.n_train == 12 and x.shape[0] == 12 and (y == -1).all()
     path.write_bytes(good[:fields] + b"\x07" + good[fields + 1:])  # a custom field type
     with pytest.raises(HardenError, match=r"fields of a custom type harden cannot lay out: image \(type 7\)"):
         load_data(str(path))

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harden.data import load_data
+from harden.data import DataTarget, load_data
 from harden.data.array_images import open_image
 from harden.errors import HardenError
+
+from test_files import small_cnn
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mds"
 
@@ -73,6 +75,14 @@ def test_a_missing_shard_no_image_column_and_other_compressions_are_refused(tmp_
     with pytest.raises(HardenError, match=r"compressed with 'br', which harden does not read"):
         load_data(str(folder))
     index["shards"][0]["compression"] = "zstd"
+    index["shards"][0]["column_encodings"] = ["pil", "float64", "str"]  # no integer column: images alone
+    (folder / "index.json").write_text(json.dumps(index))
+    with pytest.raises(HardenError, match=r"has no integer column to read as labels \(its columns: image, label, "
+                                          r"path\): it can serve as --unlabeled, not as --data"):
+        load_data(str(folder))
+    from harden.data.unlabeled import load_unlabeled
+    pool = load_unlabeled(str(folder), DataTarget.for_model(small_cnn(num_classes=3), workers=0))
+    assert pool.n_train == 8 and pool.pixels("train", np.arange(8))[0].shape[0] == 8
     index["shards"][0]["column_encodings"] = ["bytes", "int", "str"]
     (folder / "index.json").write_text(json.dumps(index))
     with pytest.raises(HardenError, match=r"no image column among image \(bytes\), label \(int\), path \(str\)"):

@@ -381,7 +381,7 @@ def _refuse_unlabelled(lst: Listing, source: str) -> None:
     or trained on; the same source can be --unlabeled."""
     if lst.names is None or "" not in lst.names:
         return
-    if lst.what == "table" and lst.store.label_column is None:
+    if lst.what == "table" and lst.store.label_column is None or not getattr(lst.store, "labelled", True):
         raise HardenError(f"{lst.store.missing_labels_note()}: it can serve as --unlabeled, not as --data.")
     first = lst.names.index("")
     raise HardenError(f"{source}: {sum(n == '' for n in lst.names)} image(s) have no label (first: "

@@ -120,7 +120,7 @@ def _holds_image_files(beton: BetonFile, field: int) -> bool:
         return is_encoded_image(f.read(min(size, 16)))
 
 
-def _fields(beton: BetonFile) -> tuple[int, int]:
+def _fields(beton: BetonFile) -> tuple[int, int | None]:
     """(image field, label field) indices: an RGBImageField, else an NDArrayField of image shape, else a BytesField
     holding image files."""
     where, kinds = beton.path, [METADATA[t][0] for t in beton.types]
@@ -133,10 +133,11 @@ def _fields(beton: BetonFile) -> tuple[int, int]:
                           "NDArrayField of image shape, or a BytesField of image files.")
     ints = [i for i, t in enumerate(beton.types) if t == INT]
     named = [i for i in ints if beton.names[i].lower() in LABEL_NAMES]
+    if not ints:
+        return images[0], None  # images alone: an unlabelled pool (--unlabeled), refused as --data
     if not (named or len(ints) == 1):
-        raise HardenError(f"{where!r} holds {'no integer field' if not ints else 'several integer fields'} to read as "
-                          f"the label (its fields: {have}); harden reads an IntField named `label`"
-                          + (" or the only one." if ints else "; a file of images alone is no labelled dataset."))
+        raise HardenError(f"{where!r} holds several integer fields to read as the label (its fields: {have}); harden "
+                          "reads the IntField named `label`, or the only one.")
     return images[0], (named or ints)[0]
 
 
@@ -147,6 +148,7 @@ class BetonStore:
     image: int
     ptrs: np.ndarray  # the allocation table's offsets, sorted, and each allocation's size
     sizes: np.ndarray
+    labelled: bool = True  # False: no integer field (images alone)
     _rows: dict = field(default_factory=dict, repr=False)  # one memory map of the metadata a process
 
     def _row(self, i: int):
@@ -183,6 +185,9 @@ class BetonStore:
     def location(self, ref: str) -> str:
         return f"{self.beton.path}:sample {ref}"
 
+    def missing_labels_note(self) -> str:
+        return f"{self.beton.path} has no integer field to read as labels (its fields: {', '.join(self.beton.names)})"
+
     def describe(self) -> str:
         kind = METADATA[self.beton.types[self.image]][0]
         raw = " (JPEG or raw pixels; raw ones read as arrays)" if self.beton.types[self.image] == RGB else ""
@@ -203,14 +208,17 @@ def list_beton(path: Path) -> Listing:
     """Every sample of an FFCV file (one split) and its label: its metadata and allocation table, no image read."""
     beton = read_header(path)
     image, label = _fields(beton)
-    labels = np.asarray(beton.metadata()[f"f{label}"], np.int64)
-    if len(labels) and labels.min() < 0:
-        raise HardenError(f"{str(path)!r}: field {beton.names[label]!r} holds {int(labels.min())}, not a class index.")
     table = np.fromfile(path, ALLOC, offset=beton.alloc_at)
     order = np.argsort(table["ptr"], kind="stable")
     store = BetonStore(beton, image, np.ascontiguousarray(table["ptr"][order]),
-                       np.ascontiguousarray(table["size"][order]))
+                       np.ascontiguousarray(table["size"][order]), labelled=label is not None)
     refs = PathTable([str(i) for i in range(beton.samples)])
+    if label is None:  # every image without a label: a pool for --unlabeled (data/__init__ refuses it as --data)
+        return Listing("", refs, np.full(beton.samples, -1, np.int64), [""] * beton.samples, [beton.path], "ffcv",
+                       store)
+    labels = np.asarray(beton.metadata()[f"f{label}"], np.int64)
+    if len(labels) and labels.min() < 0:
+        raise HardenError(f"{str(path)!r}: field {beton.names[label]!r} holds {int(labels.min())}, not a class index.")
     return Listing("", refs, labels, None, [beton.path], "ffcv", store)
 
 

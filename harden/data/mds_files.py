@@ -131,7 +131,7 @@ def _first_is_image(store: MdsStore, column: int) -> bool:
         return False
 
 
-def _pick(names: list[str], encodings: list[str], folder: Path, first: MdsStore) -> tuple[int, int]:
+def _pick(names: list[str], encodings: list[str], folder: Path, first: MdsStore) -> tuple[int, int | None]:
     """(image column, label column): a jpeg, png or pil column, else a `bytes` column whose first value is an image
     file's bytes (what a script that stores each file as it was read leaves)."""
     have = ", ".join(f"{n} ({e})" for n, e in zip(names, encodings, strict=True))
@@ -144,10 +144,11 @@ def _pick(names: list[str], encodings: list[str], folder: Path, first: MdsStore)
                           "bytes columns holding image files and ndarray columns of one image a sample.")
     ints = [i for i, e in enumerate(encodings) if e in INT_ENCODINGS or e == "str_int"]
     named = [i for i in ints if names[i].lower() in LABEL_NAMES]
+    if not ints:
+        return images[0], None  # images alone: an unlabelled pool (--unlabeled), refused as --data
     if not (named or len(ints) == 1):
-        raise HardenError(f"{str(folder)!r}: {'no integer column' if not ints else 'several integer columns'} to read "
-                          f"as the label among {have}; harden reads the integer column named y or label, or the only "
-                          "one.")
+        raise HardenError(f"{str(folder)!r}: several integer columns to read as the label among {have}; harden reads "
+                          "the integer column named y or label, or the only one.")
     return images[0], (named or ints)[0]
 
 
@@ -160,6 +161,7 @@ class MdsStore:
     encodings: list[str]
     sizes: list[int | None]
     image: int
+    labelled: bool = True  # False: no integer column (images alone)
     _fds: dict = field(default_factory=dict, repr=False)  # one open file a shard and process
 
     def field(self, shard: int, k: int, column: int) -> bytes:
@@ -198,6 +200,9 @@ class MdsStore:
     def location(self, ref: str) -> str:
         shard, k = ref.split(":")
         return f"{self.folder}: shard {shard}, sample {k}"
+
+    def missing_labels_note(self) -> str:
+        return f"{self.folder} has no integer column to read as labels (its columns: {', '.join(self.names)})"
 
     def describe(self) -> str:
         return (f"MosaicML Streaming shards, images from their {self.encodings[self.image]} column "
@@ -243,13 +248,17 @@ def list_mds(folder: Path) -> Listing:
              "in a temporary folder, removed at exit): listing the labels reads each whole")
     store = MdsStore(str(folder), [str(_raw_shard(folder, s)) for s in shards], names, encodings, sizes, -1)
     store.image, label = _pick(names, encodings, folder, store)
-    refs, labels = [], []
+    refs = [f"{si}:{k}" for si, shard in enumerate(shards) for k in range(int(shard.get("samples") or 0))]
+    if label is None:  # every image without a label: a pool for --unlabeled (data/__init__ refuses it as --data)
+        store.labelled = False
+        return Listing("", PathTable(refs), np.full(len(refs), -1, np.int64), [""] * len(refs), [str(folder)], "mds",
+                       store)
+    labels = []
     for si, shard in enumerate(shards):
         for k in range(int(shard.get("samples") or 0)):
             value = store.field(si, k, label)
             labels.append(int(value.decode()) if encodings[label] == "str_int" else
                           int(np.frombuffer(value, INT_ENCODINGS[encodings[label]])[0]))
-            refs.append(f"{si}:{k}")
     y = np.asarray(labels, np.int64)
     if len(y) and y.min() < 0:
         raise HardenError(f"{str(folder)!r}: column {names[label]!r} holds {int(y.min())}, not a class index.")
