@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HardenError
-from .sources import Listing, OnDisk, PathTable, _handle, files_ending, listed_once, split_files
+from .sources import Listing, OnDisk, PathTable, _handle, files_ending, label_among, listed_once, split_files
 
 EXT = (".beton", ".ffcv")
 VERSION = 2  # ffcv.types.CURRENT_VERSION of ffcv 1.0
@@ -37,7 +37,6 @@ METADATA = {0: ("FloatField", np.dtype("<f8")), 1: ("IntField", np.dtype("<i8"))
             6: ("TorchTensorField", np.dtype("<u8"))}
 RGB, INT, BYTES, NDARRAYS = 2, 1, 3, (4, 6)
 JPEG_MODE = 0  # rgb_image.IMAGE_MODES: 0 jpg, 1 raw
-LABEL_NAMES = ("label", "labels", "target", "targets", "class", "y")
 LOOK = 1000  # entries of a folder looked at for FFCV files
 
 
@@ -131,14 +130,8 @@ def _fields(beton: BetonFile) -> tuple[int, int | None]:
     if not images:
         raise HardenError(f"{where!r} holds no image field (its fields: {have}); harden reads an RGBImageField, an "
                           "NDArrayField of image shape, or a BytesField of image files.")
-    ints = [i for i, t in enumerate(beton.types) if t == INT]
-    named = [i for i in ints if beton.names[i].lower() in LABEL_NAMES]
-    if not ints:
-        return images[0], None  # images alone: an unlabelled pool (--unlabeled), refused as --data
-    if not (named or len(ints) == 1):
-        raise HardenError(f"{where!r} holds several integer fields to read as the label (its fields: {have}); harden "
-                          "reads the IntField named `label`, or the only one.")
-    return images[0], (named or ints)[0]
+    return images[0], label_among(beton.names, [i for i, t in enumerate(beton.types) if t == INT], where, "field",
+                                  f"its fields: {have}")
 
 
 @dataclass

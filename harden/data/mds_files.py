@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HardenError
-from .sources import EVAL_FOLDERS, TRAIN_FOLDERS, Listing, OnDisk, PathTable, listed_once, pick_splits
+from .sources import EVAL_FOLDERS, TRAIN_FOLDERS, Listing, OnDisk, PathTable, label_among, listed_once, pick_splits
 
 INDEX = "index.json"
 IMAGE_ENCODINGS = ("jpeg", "png", "pil")
 INT_ENCODINGS = {"int": "<i8", "int8": "i1", "int16": "<i2", "int32": "<i4", "int64": "<i8", "uint8": "u1",
                  "uint16": "<u2", "uint32": "<u4", "uint64": "<u8"}
-LABEL_NAMES = ("y", "label", "labels", "target", "targets", "class", "cls", "class_idx")
 IMAGE_NAMES = ("x", "image", "img", "jpg", "jpeg", "png")
 _SPILL: list[str] = []  # this process's folder of decompressed shards
 
@@ -142,14 +141,8 @@ def _pick(names: list[str], encodings: list[str], folder: Path, first: MdsStore)
     if not images:
         raise HardenError(f"{str(folder)!r}: no image column among {have}; harden reads jpeg, png and pil columns, "
                           "bytes columns holding image files and ndarray columns of one image a sample.")
-    ints = [i for i, e in enumerate(encodings) if e in INT_ENCODINGS or e == "str_int"]
-    named = [i for i in ints if names[i].lower() in LABEL_NAMES]
-    if not ints:
-        return images[0], None  # images alone: an unlabelled pool (--unlabeled), refused as --data
-    if not (named or len(ints) == 1):
-        raise HardenError(f"{str(folder)!r}: several integer columns to read as the label among {have}; harden reads "
-                          "the integer column named y or label, or the only one.")
-    return images[0], (named or ints)[0]
+    return images[0], label_among(names, [i for i, e in enumerate(encodings) if e in INT_ENCODINGS or e == "str_int"],
+                                  str(folder), "column", f"its columns: {have}")
 
 
 @dataclass

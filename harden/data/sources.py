@@ -938,6 +938,20 @@ def pick_splits(by_word: dict[str, list]) -> dict[str, list]:
     return {"all": next(iter(by_word.values()))}
 
 
+def label_among(names: list[str], integers: list[int], where: str, what: str, have: str) -> int | None:
+    """Which of a record's integer fields (`integers`, indices into `names`) is its label: the one named as a list's
+    label column is (LABEL_COLUMNS, in that order), else the only one; None where there is none (images alone: a pool
+    for --unlabeled). `what`: "field" or "column"; `have`: the record's fields, said in the error."""
+    if not integers:
+        return None
+    lower = {names[i].lower(): i for i in integers}
+    named = next((lower[n] for n in LABEL_COLUMNS if n in lower), None)
+    if named is None and len(integers) > 1:
+        raise HardenError(f"{where!r} holds several integer {what}s to read as the label ({have}); harden reads the "
+                          f"one named as a label ({', '.join(LABEL_COLUMNS[:3])}, y, ...) or the only one.")
+    return integers[0] if named is None else named
+
+
 def files_ending(path: Path, suffixes: tuple[str, ...], look: int = 1000) -> list[Path]:
     """The files of a folder (among its first `look` entries: a folder of a million images is not listed) whose
     names end with one of `suffixes`, in any case, sorted."""
