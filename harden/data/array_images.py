@@ -38,6 +38,17 @@ def is_array(data: bytes) -> bool:
         b"data.pkl", b"byteorder", b".format_version", b"version")
 
 
+def npy_bytes(raw: bytes, shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """Raw pixels as the bytes of an .npy file of them: what read_array reads back, and a source hands on for an
+    image stored as bare pixels (FFCV's raw images, MDS's pil and ndarray columns)."""
+    if len(raw) != int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError(f"{len(raw)} bytes of raw pixels for an image of {' x '.join(map(str, shape))}")
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                                               "shape": tuple(shape)})
+    return out.getvalue() + raw
+
+
 def _chosen(arrays: dict[str, Any], what: str) -> Any:
     """The one array of a file holding several: the only one, else the one named as an image."""
     if len(arrays) == 1:

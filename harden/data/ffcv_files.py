@@ -11,7 +11,6 @@ reads it), so decoding, transforms and workers are those of every other source. 
 allocation table, nothing of the images."""
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HardenError
+from .array_images import npy_bytes
 from .sources import Listing, OnDisk, PathTable, _handle, files_ending, label_among, listed_once, split_files
 
 EXT = (".beton", ".ffcv")
@@ -169,11 +169,11 @@ class BetonStore:
             data = self._bytes(int(meta["data_ptr"]))
             if int(meta["mode"]) == JPEG_MODE:
                 return data
-            return _as_npy(data, (int(meta["height"]), int(meta["width"]), 3), np.dtype(np.uint8))
+            return npy_bytes(data, (int(meta["height"]), int(meta["width"]), 3), np.dtype(np.uint8))
         if self.beton.types[self.image] == BYTES:  # an image file's bytes, as stored
             return self._bytes(int(meta["ptr"]), int(meta["size"]))
         shape, dtype = self.beton.arrays[self.image]
-        return _as_npy(self._bytes(int(meta), int(np.prod(shape)) * dtype.itemsize), shape, dtype)
+        return npy_bytes(self._bytes(int(meta), int(np.prod(shape)) * dtype.itemsize), shape, dtype)
 
     def location(self, ref: str) -> str:
         return f"{self.beton.path}:sample {ref}"
@@ -185,16 +185,6 @@ class BetonStore:
         kind = METADATA[self.beton.types[self.image]][0]
         raw = " (JPEG or raw pixels; raw ones read as arrays)" if self.beton.types[self.image] == RGB else ""
         return f"FFCV file, images from its {kind} {self.beton.names[self.image]!r}{raw}"
-
-
-def _as_npy(raw: bytes, shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    """Raw pixels as the bytes of an .npy file of them (what array_images.py reads as one image)."""
-    if len(raw) != int(np.prod(shape)) * dtype.itemsize:
-        raise ValueError(f"{len(raw)} bytes of raw pixels for an image of {' x '.join(map(str, shape))}")
-    out = io.BytesIO()
-    np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                                               "shape": shape})
-    return out.getvalue() + raw
 
 
 def list_beton(path: Path) -> Listing:

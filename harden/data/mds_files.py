@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HardenError
+from .array_images import npy_bytes
 from .sources import EVAL_FOLDERS, TRAIN_FOLDERS, Listing, OnDisk, PathTable, label_among, listed_once, pick_splits
 
 INDEX = "index.json"
@@ -185,9 +186,8 @@ class MdsStore:
         value = self.field(shard, k, self.image)
         encoding = self.encodings[self.image]
         if encoding.startswith("ndarray"):  # the array as an .npy (array_images.py reads it as any array image)
-            from .ffcv_files import _as_npy
             a = ndarray_value(encoding, value)
-            return _as_npy(a.tobytes(), a.shape, a.dtype)
+            return npy_bytes(a.tobytes(), a.shape, a.dtype)
         return value if encoding != "pil" else _pil_as_file(value)  # jpeg, png, bytes: the file as it was
 
     def location(self, ref: str) -> str:
@@ -213,8 +213,7 @@ def _pil_as_file(value: bytes) -> bytes:
     raw = value[12 + length:]
     channels = {"L": 1, "RGB": 3, "RGBA": 4}.get(mode)
     if channels is not None and len(raw) == width * height * channels:
-        from .ffcv_files import _as_npy
-        return _as_npy(raw, (height, width, channels) if channels > 1 else (height, width), np.dtype(np.uint8))
+        return npy_bytes(raw, (height, width, channels) if channels > 1 else (height, width), np.dtype(np.uint8))
     out = io.BytesIO()
     Image.frombytes(mode, (width, height), raw).save(out, "PNG")
     return out.getvalue()
