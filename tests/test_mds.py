@@ -75,6 +75,13 @@ def test_a_missing_shard_no_image_column_and_other_compressions_are_refused(tmp_
     with pytest.raises(HardenError, match=r"compressed with 'br', which harden does not read"):
         load_data(str(folder))
     index["shards"][0]["compression"] = "zstd"
+    (folder / "index.json").write_text(json.dumps(index))
+    shard = folder / "shard.00000.mds.zstd"
+    good = shard.read_bytes()
+    shard.write_bytes(good[:len(good) // 2])  # cut short
+    with pytest.raises(HardenError, match=r"does not decompress as its index says \(zstd: .*a damaged or truncated"):
+        load_data(str(folder))
+    shard.write_bytes(good)
     index["shards"][0]["column_encodings"] = ["pil", "float64", "str"]  # no integer column: images alone
     (folder / "index.json").write_text(json.dumps(index))
     with pytest.raises(HardenError, match=r"has no integer column to read as labels \(its columns: image, label, "

@@ -51,7 +51,11 @@ def _decompress(path: Path, compression: str) -> bytes:
     data = path.read_bytes()
     if algorithm == "zstd":
         import zstandard
-        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        stream = zstandard.ZstdDecompressor().decompressobj()
+        out = stream.decompress(data)
+        if not stream.eof:  # a frame cut short decompresses as far as it goes, silently
+            raise EOFError("the zstd frame ends early")
+        return out
     if algorithm == "gz":
         import gzip
         return gzip.decompress(data)
@@ -78,7 +82,19 @@ def _raw_shard(folder: Path, shard: dict) -> Path:
     out = Path(_SPILL[0]) / f"{abs(hash(str(folder))):x}-{raw or zipped}"
     if not out.is_file():
         tmp = out.with_name(out.name + ".part")
-        tmp.write_bytes(_decompress(folder / zipped, str(shard.get("compression") or "")))
+        try:
+            raw_bytes = _decompress(folder / zipped, str(shard.get("compression") or ""))
+        except HardenError:
+            raise
+        except Exception as e:  # each library's own error for a damaged stream (zstandard.ZstdError, OSError, EOFError)
+            raise HardenError(f"{str(folder / zipped)!r} does not decompress as its index says "
+                              f"({shard.get('compression')}: {type(e).__name__}: {e}): a damaged or truncated shard.") \
+                from None
+        expected = (shard.get("raw_data") or {}).get("bytes")
+        if isinstance(expected, int) and len(raw_bytes) != expected:
+            raise HardenError(f"{str(folder / zipped)!r} decompresses to {len(raw_bytes)} bytes where its index says "
+                              f"{expected}: a damaged or truncated shard.")
+        tmp.write_bytes(raw_bytes)
         os.replace(tmp, out)
     return out
 
@@ -165,9 +181,13 @@ class MdsStore:
         fd = self._fds.get(key)
         if fd is None:
             fd = self._fds[key] = os.open(self.shards[shard], os.O_RDONLY)
-        begin = int(np.frombuffer(os.pread(fd, 4, 4 * (1 + k)), np.uint32)[0])
         variable = sum(1 for s in self.sizes if not s)
-        head = np.frombuffer(os.pread(fd, 4 * variable, begin), np.uint32) if variable else np.zeros(0, np.uint32)
+        where = os.pread(fd, 4, 4 * (1 + k))
+        begin = int(np.frombuffer(where, np.uint32)[0]) if len(where) == 4 else -1
+        head = os.pread(fd, 4 * variable, begin) if begin >= 0 else b""
+        if begin < 0 or len(head) < 4 * variable:
+            raise HardenError(f"{self.shards[shard]}: sample {k} lies past the end of the shard (truncated).")
+        head = np.frombuffer(head, np.uint32)
         sizes, v = [], 0
         for s in self.sizes:
             if s:
@@ -249,8 +269,12 @@ def list_mds(folder: Path) -> Listing:
     for si, shard in enumerate(shards):
         for k in range(int(shard.get("samples") or 0)):
             value = store.field(si, k, label)
-            labels.append(int(value.decode()) if encodings[label] == "str_int" else
-                          int(np.frombuffer(value, INT_ENCODINGS[encodings[label]])[0]))
+            try:
+                labels.append(int(value.decode()) if encodings[label] == "str_int" else
+                              int(np.frombuffer(value, INT_ENCODINGS[encodings[label]])[0]))
+            except (ValueError, UnicodeDecodeError, IndexError):
+                raise HardenError(f"{store.location(f'{si}:{k}')}: its {names[label]!r} value {value[:16]!r} is no "
+                                  f"{encodings[label]} label.") from None
     y = np.asarray(labels, np.int64)
     if len(y) and y.min() < 0:
         raise HardenError(f"{str(folder)!r}: column {names[label]!r} holds {int(y.min())}, not a class index.")
