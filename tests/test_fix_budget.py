@@ -65,16 +65,34 @@ def test_a_set_of_a_batch_or_two_is_timed_whole(clock):
     assert plan.seconds_per_epoch == pytest.approx(5.0)  # the whole set's epoch, timed
 
 
-def test_a_timing_that_would_eat_the_budget_is_not_run(clock):
+def test_a_timing_that_would_eat_the_budget_is_cut_to_the_batches_that_fit(clock):
     calls: list[int] = []
     one_epoch = epoch_costing(clock, 0.05, 1.0, warm_up=0.0, calls=calls)
     # the 640-image timing (~33 s, ~52 s by the warm-up's rate) would take more than a quarter of training's share of
-    # 60 s: the warm-up's epoch is scaled up instead (its fixed cost with it), which fits no epoch of 10,000 images
+    # 60 s: the whole batches that fit in it by the warm-up's rate are timed instead (64 images), which fits no epoch
+    # of 10,000 images
     with pytest.raises(HardenError, match=r"--time-budget 60s: one epoch on the 10,000 training images takes up to "
-                                          r"about 812\.5 s here \(scaled from an epoch on 32, its start-up included\)"
+                                          r"about 656\.[23] s here \(scaled from an epoch on 64, its start-up included\)"
                                           r".* not one epoch fits\. About \d+ s would fit one"):
         fix_budget.plan_epochs(60.0, clock.now, 10, 10_000, 32, one_epoch, report=True)
+    assert calls == [32, 64]
+    # where not even one more batch fits, the warm-up is scaled up alone (its fixed cost with it)
+    calls.clear()
+    with pytest.raises(HardenError, match=r"about 812\.5 s here \(scaled from an epoch on 32"):
+        fix_budget.plan_epochs(40.0, clock.now, 10, 10_000, 32, one_epoch, report=True)
     assert calls == [32]
+
+
+def test_a_tight_budget_is_planned_from_the_batches_that_fit_not_refused_by_the_warm_up(clock):
+    """A CIFAR-10 ResNet-20 at 5% (2,496 images) given 90 s: the 20-batch timing did not fit a quarter of training's
+    share, and the warm-up's one batch, scaled up with its one-off costs, planned an 11-s epoch at 101 s and refused the
+    budget. Timing the 8 batches that fit plans it within a factor of two, and two epochs fit."""
+    calls: list[int] = []
+    one_epoch = epoch_costing(clock, 0.004, 1.0, warm_up=0.3, calls=calls)  # an epoch of the set: 11 s
+    plan = fix_budget.plan_epochs(90.0, clock.now, 28, 2496, 32, one_epoch, report=True, report_s=30.0)
+    assert calls == [32, 256]
+    assert plan.seconds_per_epoch == pytest.approx((1.0 + 0.004 * 256) * 2496 / 256)  # 19.7 s: an upper end
+    assert plan.epochs == 2
 
 
 def test_a_budget_that_fits_no_epoch_is_refused_before_training(clock):
@@ -131,21 +149,21 @@ def test_the_report_s_minimum_is_timed_before_training_and_kept_out_of_its_share
     assert need == pytest.approx(fix_budget.REPORTS_PER_FIX * 20.0 * MIN_USEFUL_IMAGES / fix_budget.REPORT_PROBE)
     # training's share is what the budget leaves beside the report's minimum, at most TRAIN_SHARE of it
     one_epoch = epoch_costing(clock, 0.01, 1.0, 0.0, [])
-    plan = fix_budget.plan_epochs(300.0, clock.now, 100, 1000, 32, one_epoch, report=True, report_s=need,
+    plan = fix_budget.plan_epochs(600.0, clock.now, 100, 1000, 32, one_epoch, report=True, report_s=need,
                                   report_probe_s=took)
     assert plan.summary()["report_minimum_s"] == pytest.approx(need) and plan.summary()["report_probe_s"] == 20.0
-    left = 300.0 - (1.32 + 7.4)
+    left = 600.0 - (1.32 + 7.4)
     assert plan.share_s == pytest.approx(left - need) and plan.share_s < fix_budget.TRAIN_SHARE * left
     assert fix_budget.plan_epochs(1e4, clock.now, 100, 1000, 32, one_epoch, True, report_s=need).share_s == \
         pytest.approx(fix_budget.TRAIN_SHARE * (1e4 - 8.72))
     # the reports alone overrun the budget: refused before any training, with the budget that would hold them
     with pytest.raises(HardenError, match=r"--time-budget 100s: the base's report took 20\.0 s on 8 images, so the "
-                                          r"fix's three reports .* on the 20 images of a useful report take about 150 "
+                                          r"fix's three reports .* on the 20 images of a useful report take about 300 "
                                           r"s, more than the 80 s left before any training\. Give a budget of at "
-                                          r"least 170 s plus the training's"):
+                                          r"least 320 s plus the training's"):
         fix_budget.report_minimum(100.0, clock.now, 500, base_report)
     # one epoch beside them does not fit: the refusal counts the report's time
-    with pytest.raises(HardenError, match=r"which needs about 150 s\), so not one epoch fits\. About 198 s would fit one"):
+    with pytest.raises(HardenError, match=r"which needs about 150 s\), so not one epoch fits\. About 171 s would fit one"):
         fix_budget.plan_epochs(165.0, clock.now, 10, 1000, 32, one_epoch, report=True, report_s=150.0)
 
 
