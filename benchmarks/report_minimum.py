@@ -56,7 +56,8 @@ def measure(base: str, fixed: str, data: str, eps: str, base_flags: dict, n: int
     three = seconds["base"] + seconds["hardened"] + seconds["transfer"]
     return {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} cores, {torch.get_num_threads()} threads", "base": base, "fixed": fixed, "data": data,
-            "eps": eps, "attacks": attacks or "default", "n": n, "probe_images": REPORT_PROBE, "seconds": seconds, "three_reports_s": round(three, 2),
+            "eps": eps, "attacks": attacks or "default", "n": n, "probe_images": REPORT_PROBE, "seconds": seconds,
+            "three_reports_s": round(three, 2),
             "ratio": round(three / planned, 2), "reports_per_fix": REPORTS_PER_FIX, "hardened_robust": robust}
 
 
@@ -76,8 +77,8 @@ def main() -> None:
         return
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     for pair in args.pair:
-        cmd = [sys.executable, __file__, "--one", "--pair", *pair, "--n", str(args.n), "--attacks", args.attacks, "--out", args.out,
-               *[f"--base-flag={f}" for f in args.base_flag]]
+        cmd = [sys.executable, __file__, "--one", "--pair", *pair, "--n", str(args.n), "--attacks", args.attacks,
+               "--out", args.out, *[f"--base-flag={f}" for f in args.base_flag]]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         with open(args.out, "a") as f:
             f.write(out + "\n")
