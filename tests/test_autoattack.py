@@ -341,6 +341,48 @@ def test_black_box_check_samples_first_and_runs_all_on_a_hit():
     assert "--attack pgd" in one_step["detail"]
 
 
+def test_a_check_that_its_images_cannot_trip_is_not_run():
+    """Square's check trips only where the images it fools are beyond noise: where the gradient attacks left so few
+    robust that fooling them all would not be, its queries (at 224 px, 1.2 times the attacks for three survivors) are
+    not spent, and the verdict is the one the check would give. Likewise PGD continued where fooling every PGD
+    survivor stays within its tolerance, and the large-budget PGD where clean accuracy is already below its bar."""
+    from harden.report import checks
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    x = torch.rand(100, 4)
+    with torch.no_grad():
+        model[1].bias.zero_()
+        model[1].weight.copy_(torch.tensor([[1.0, 1.0, -1.0, -1.0], [-1.0, -1.0, 1.0, 1.0]]))
+        y = model(x).argmax(1)
+    pgd = build_attack("pgd", eps=0.1)
+    seen: list[str] = []
+
+    def attack_fn(spec, ids, start=None):  # every image it is given fooled
+        seen.append(spec.split(":")[0])
+        return 1 - y[ids]
+
+    def robust(k):
+        mask = torch.zeros(100, dtype=torch.bool)
+        mask[:k] = True
+        return mask
+    # 100 images: 4 fooled is beyond noise (0.04 against a margin of 0.039), 3 is not (0.03 against 0.034)
+    assert not checks.black_box_vs_gradient(0.03, 0.0, 100, "")["tripped"]
+    assert checks.black_box_vs_gradient(0.04, 0.0, 100, "")["tripped"]
+    three = checks.black_box(model, x, y, [pgd], [], {"pgd": robust(3)}, 0.1, attack_fn)
+    assert seen == [] and not three["tripped"] and "Square not run: the gradient attacks left 3 of the 100 images" \
+        in three["detail"]
+    four = checks.black_box(model, x, y, [pgd], [], {"pgd": robust(4)}, 0.1, attack_fn)
+    assert seen == ["square"] and four["tripped"]
+    seen.clear()
+    spec = {"eps": 0.1, "step": 0.01, "steps": 10}
+    few = checks.run_white_box_checks(model, x, y, robust(10), 0.1, robust(3), attack_fn, spec, x.clone())
+    assert seen == [] and [f["tripped"] for f in few] == [False, False]
+    assert "not run" in few[0]["detail"] and "more steps not run" in few[1]["detail"]
+    more = checks.run_white_box_checks(model, x, y, robust(11), 0.1, robust(4), attack_fn, spec, x.clone())
+    # both run: the large budget fools all 11 (quiet), continuing PGD fools the 4 it left (0.04 > 0.03: tripped)
+    assert seen == ["pgd", "pgd"] and [f["tripped"] for f in more] == [False, True]
+
+
 def test_randomized_check_trips_on_a_noisy_model(digits_model, digits):
     rep = evaluate(_noisy(digits_model), digits, n=60, attacks=["fgsm"], eps=EPS, device="cpu", metrics=False)
     f = _flag(rep, "randomized outputs")
