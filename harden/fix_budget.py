@@ -37,7 +37,7 @@ TRAIN_SHARE = 0.6  # of the time left after calibration, training's; the report'
 # 10 and 20) planned the CIFAR-10 ResNet-20's 34 s epoch at 24-28.5 s, the difference of two short timings being as
 # noisy as this machine's +/-15%
 CALIBRATION_BATCHES = (1, 20)
-CALIBRATION_SHARE = 0.25  # at most this share of training's time is spent timing it (later timings are skipped)
+CALIBRATION_SHARE = 0.25  # at most this share of training's time is spent timing it (a later timing is cut to fit)
 REPORT_PROBE = 8  # images the base's report is timed on before training
 # the fix's three reports on the minimum's images against the probe's cost per image: the hardened model's attacks run
 # longer (its images stay robust, so early stopping spares fewer steps; the masking checks run on the survivors), the
