@@ -36,6 +36,8 @@ BLACK_BOX_QUERIES = 500
 # bounds the share it could fool below 9% (95% confidence) at a fraction of the forward passes; any hit runs the
 # full check on every image.
 BLACK_BOX_FIRST = 32
+BLACK_BOX_CHECK = "black-box attack beats the gradient attacks"
+CHECKED_MOST = 200  # the masking checks run on at most this many of the report's images (checked_images)
 
 
 def flag(check: str, tripped: bool, detail: str, kind: str = "masking") -> dict[str, Any]:
@@ -280,7 +282,7 @@ def black_box_vs_gradient(robust_before: float, robust_after: float, n: int, sou
     gradients mislead the attacks."""
     drop = robust_before - robust_after
     tol = margin(BLACK_BOX_TOL, drop, 0.0, n)
-    return flag("black-box attack beats the gradient attacks", drop > tol,
+    return flag(BLACK_BOX_CHECK, drop > tol,
                 f"{source}: robust accuracy {robust_before:.3f} after the gradient attacks, {robust_after:.3f} "
                 f"after Square on top (noise margin {tol:.3f})")
 
@@ -422,7 +424,7 @@ def black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn, 
     if idx.numel() and not black_box_vs_gradient(before, 0.0, m, src)["tripped"]:
         # Square fooling every image left would be noise: not run (at 224 px its 500 queries on each of three survivors
         # cost 1.2 times the attacks)
-        return flag("black-box attack beats the gradient attacks", False,
+        return flag(BLACK_BOX_CHECK, False,
                     f"{src}: Square not run: the gradient attacks left {idx.numel()} of the {m} images robust "
                     f"({before:.3f}), and Square fooling every one of them would be within the noise margin "
                     f"({margin(BLACK_BOX_TOL, before, 0.0, m):.3f}), so it could not trip this check")
@@ -438,7 +440,7 @@ def black_box(model, x, y, atk_objs, results, robust_by_attack, eps, attack_fn, 
     n_fooled = fooled(first)
     if n_fooled == 0 and rest.numel():
         bound = 1 - 0.05 ** (1 / len(first))
-        return flag("black-box attack beats the gradient attacks", False,
+        return flag(BLACK_BOX_CHECK, False,
                     f"{src}: Square ({BLACK_BOX_QUERIES} queries) fooled none of a seeded sample of {len(first)} of the "
                     f"{len(idx)} images the gradient attacks left robust, so the share of them it could fool is below "
                     f"{bound:.1%} (95% confidence); one hit would have sent it to all {len(idx)}")

@@ -65,9 +65,10 @@ def release_report(run: Callable[[int], Report], *, n: int | None, available: in
         if not plan.resumed:
             keep_plan(memory, plan)
         taken = " (the interrupted run's plan)" if plan.resumed else ""
-        info(f"time budget {budget_s:.0f} s{taken}: {plan.seconds_per_image:.3f} s per image and {plan.fixed_s:.1f} s fixed "
-             f"(calibrated in {plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in all; a "
-             f"95% interval of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
+        square = f", {plan.square_s:.1f} s expected for the Square check" if plan.square_s >= 0.05 else ""
+        info(f"time budget {budget_s:.0f} s{taken}: {plan.seconds_per_image:.3f} s per image and {plan.fixed_s:.1f} s fixed"
+             f"{square} (calibrated in {plan.calibration_s:.1f} s) -> {plan.n} images, about {plan.estimate_s:.0f} s in "
+             f"all; a 95% interval of +/- {100 * plan.summary()['interval_half_width_at_50pct']:.1f} points at 50% accuracy")
     k = plan.n if plan else (paired_n or (500 if n is None else n))
     refuse_unreachable(requirements, min(k, available), confidence)  # before the attacks: no model could pass
     run_started = time.perf_counter()

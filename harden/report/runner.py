@@ -96,7 +96,8 @@ def evaluate(model: nn.Module | str | os.PathLike, data: Data | str | os.PathLik
              attacks: Sequence[str | Attack] | None = None, n: int | None = 500, eps: float | None = None,
              eps_l2: float | None = None, max_l0: float = DEFAULT_MAX_L0, craft_on: nn.Module | None = None,
              batch_size: int | None = None, device: str | torch.device = "auto", seed: int = 0, metrics: bool = True,
-             model_name: str = "model", craft_name: str | None = None, masking_checks: bool = True, masking_n: int = 200,
+             model_name: str = "model", craft_name: str | None = None, masking_checks: bool = True,
+             masking_n: int = mk.CHECKED_MOST,
              examples: int = 4, curve: Sequence[float] | None = None, curve_cascades: bool = True,
              attack_amp: str = "off", compile: bool = False, bpda: bool = True,
              state: "ReportStates | None" = None, labels: str = "given") -> Report:
