@@ -18,7 +18,7 @@ from .errors import ConstructorFailed, DoesNotRun, HardenError, MissingArguments
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER, arg_text
-from .models.config import (ARCH_HPARAM, BESIDE, CONV_CHANNELS, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE,
+from .models.config import (ARCH_HPARAM, UNKNOWN_ARCH, BESIDE, CONV_CHANNELS, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE,
                             OUTPUT_WIDTH, SETTINGS, SIZE_FROM, SIZES_TRIED, SOURCES_KEY, SPEC_KEYS,
                             hub_weights, is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
@@ -236,7 +236,34 @@ def _classes_hint(state: dict[str, torch.Tensor]) -> str:
     return f" Its last linear weight, {name}, has {rows} rows: --num-classes {rows} if that layer is the classifier."
 
 
-def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> str:
+def arch_from_weights(state: dict[str, torch.Tensor], num_classes: int | None
+                      ) -> tuple[dict[str, Any] | None, list[str] | None]:
+    """(metadata to load a plain state dict with, the timm names found) where no --arch was given: the one timm
+    model whose weights have exactly its names and shapes (timm_match.the_one_fitting). None where torchvision's
+    factories fit (timm's model of the same name may too, with its own preprocessing), or several timm models do:
+    models built alike may differ in their preprocessing (a DeiT's and a ViT's weights: ImageNet's statistics or
+    0.5) or in their forward (TensorFlow's padding in `tf_efficientnet_b0`), so --arch must choose."""
+    from .models.config import SOURCES_KEY, conv_head
+    found = last_linear(state) or conv_head(state)
+    if found is None:
+        return None, None
+    from .models.torchvision_match import factories_fitting, factories_fitting_under_prefixes
+    if factories_fitting(state, found[1]) or factories_fitting_under_prefixes(state, found[1])[0]:
+        return None, None
+    from .models.timm_match import the_one_fitting
+    name, fitting = the_one_fitting(state, found[1])
+    if name is None:
+        return None, fitting or None
+    meta = {"arch": name, SOURCES_KEY: {"arch": f"its weights have exactly the names and shapes of timm's {name}, "
+                                                f"and of no other timm model"}}
+    if num_classes is None:
+        meta["num_classes"] = found[1]
+        meta[SOURCES_KEY]["num_classes"] = f"its classifier {found[0]}'s {found[1]} rows"
+    return meta, fitting
+
+
+def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | None = None,
+                    timm_names: list[str] | None = None) -> str:
     """Which torchvision factories build exactly these weights (names and shapes), for the missing --arch; else those
     whose names they have, built with other arguments that a search reads from the weights (of `path`)."""
     from .models.config import conv_head
@@ -252,7 +279,7 @@ def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | No
         # a torchvision family's names at other widths or depths: its own search says more than timm's models
         factories = factories_named_alike(state, found[1])
         classes = None if factories else classes_named_alike(state, found[1])
-        return (not (factories or classes) and _timm_models_hint(state, found[1], path)) or (
+        return (not (factories or classes) and _timm_models_hint(state, found[1], path, timm_names)) or (
             _built_otherwise_hint(state, found[1], path, factories, classes) if path is not None else "")
     shown = " or ".join(f"--arch torchvision.models:{n}" for n in names[:3])
     under = f" (under the key prefixes {', '.join(repr(p) for p in prefixes)}, which a load removes)" if prefixes else ""
@@ -265,15 +292,19 @@ def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | No
 HINT_SECONDS = 5.0  # searches for an error's hint start within this time
 
 
-def _timm_models_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.PathLike | None) -> str:
+def _timm_models_hint(state: dict[str, torch.Tensor], rows: int, path: str | os.PathLike | None,
+                      names: list[str] | None = None) -> str:
     """The timm models whose weights have exactly these names and shapes (timm_match.py: those named in the path,
-    then those of the timm modules whose layer names the weights use, built within HINT_SECONDS)."""
+    then those of the timm modules whose layer names the weights use, built within HINT_SECONDS); `names`: a search
+    made already (arch_from_weights)."""
     from .models.timm_match import shared_prefix, timm_models_fitting
-    names = timm_models_fitting(state, rows, str(path) if path is not None else None, HINT_SECONDS)
+    if names is None:
+        names = timm_models_fitting(state, rows, str(path) if path is not None else None, HINT_SECONDS)
     if not names:
         return ""
     which = (f"timm's {names[0]}" if len(names) == 1 else
-             f"timm's {', '.join(names[:3])} (built alike; their preprocessing, timm's config of each name, may differ)")
+             f"timm's {', '.join(names[:3])} (built alike; their preprocessing, timm's config of each name, or their "
+             "forward may differ)")
     prefix = shared_prefix(state)
     under = f" (under the key prefix {prefix!r}, which a load removes)" if prefix else ""
     return (f" Its weights have exactly the names and shapes of {which}{under}: "
@@ -334,10 +365,21 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
         if v is not None and meta.get(k) is not None and _norm(meta[k]) != _norm(v):
             warn(f"--{k.replace('_', '-')} {v} overrides the checkpoint's metadata ({meta[k]}).")
     hub = read_hub_config(path) if is_hub_folder(path) else None
+    timm_names = None
+    if overrides.get("arch") is None and meta.get("arch") is None and hub is None and not meta.get(PICKLED_CLASS) \
+            and not meta.get(SCRIPTED_CLASS) and not meta.get(UNKNOWN_ARCH):
+        found, timm_names = arch_from_weights(state, overrides.get("num_classes"))
+        if found is not None:
+            from .models.config import SOURCES_KEY
+            warn(f"{str(path)!r} does not say its architecture, and {found[SOURCES_KEY]['arch']}: loaded as "
+                 f"{found['arch']}, with timm's preprocessing for it (--arch, --mean, --std or --input-size say "
+                 "otherwise).")
+            meta = {**meta, **found, SOURCES_KEY: {**(meta.get(SOURCES_KEY) or {}), **found[SOURCES_KEY]}}
     if overrides.get("arch") is None and meta.get("arch") is None and hub is None:
         missing = "architecture" + (" and number of classes" if overrides.get("num_classes") is None else "")
         why = ("its TorchScript code is not run" if meta.get(SCRIPTED_CLASS) else "a pickled model's code is not run"
-               if meta.get(PICKLED_CLASS) else "a plain state dict has no metadata")
+               if meta.get(PICKLED_CLASS) else f"its 'arch', {meta[UNKNOWN_ARCH]!r}, is no timm or torchvision name"
+               if isinstance(meta.get(UNKNOWN_ARCH), str) else "a plain state dict has no metadata")
         raise HardenError(f"{str(path)!r} does not say its {missing} ({why}); pass "
                           "--arch" + (" and --num-classes" if overrides.get("num_classes") is None else "")
                           + ". The preprocessing (--input-size, --mean, --std, --interpolation, --crop-pct) comes "
@@ -345,7 +387,7 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
                           + (_classes_hint(state) if overrides.get("num_classes") is None else "")
                           + (arch_hint([meta[PICKLED_CLASS]]) if meta.get(PICKLED_CLASS) else
                              _scripted_hint(meta[SCRIPTED_CLASS]) + _factories_hint(state) if meta.get(SCRIPTED_CLASS)
-                             else _factories_hint(state, path)))
+                             else _factories_hint(state, path, timm_names)))
     arch = overrides.get("arch") or meta.get("arch") or hub["arch"]
     if not is_known_arch(str(arch)):
         from .models.registry import _build_net, ModelSpec  # raises the detailed message
@@ -835,7 +877,7 @@ def _load(path: str | os.PathLike, *, arch: str | None = None, num_classes: int 
     model.spec.extra.update({k: v for k, v in meta.items()
                              if k not in SPEC_KEYS and k not in ("data", LOGITS_KEY, PICKLED_CLASS, SCRIPTED_CLASS,
                                                                  HYPER_PARAMETERS, SETTINGS, BESIDE,
-                                                                 ARCH_HPARAM, SOURCES_KEY)})
+                                                                 ARCH_HPARAM, UNKNOWN_ARCH, SOURCES_KEY)})
     model.spec.extra.update({k: spec[k] for k in CONFIG_EXTRA if k in spec and k not in model.spec.extra})
     _set_channel_order(model, channel_order, sources, path)
     names = model.spec.extra.get("label_names")

@@ -224,7 +224,9 @@ def container_meta(obj: Any) -> dict[str, Any]:
         # PyTorch's ImageNet example builds `torchvision.models.__dict__[args.arch]` (timm's ResNets share their keys,
         # its VGGs, MobileNets and EfficientNets do not)
         return {**found, "arch": f"torchvision.models:{arch}"}
-    return {**found, "arch": arch} if timm.is_model(arch) else found
+    from .models.config import UNKNOWN_ARCH
+    # a name of the author's own: not guessed past (checkpoint.arch_from_weights), and said in the error
+    return {**found, "arch": arch} if timm.is_model(arch) else {**found, UNKNOWN_ARCH: arch}
 
 
 SETTINGS_KEYS = ("args", "opt", "opts", "cfg", "config", "hparams", "hyperparameters", "settings")  # a training

@@ -540,8 +540,9 @@ def test_timm_train_checkpoint_loads_without_flags(tmp_path, cli):
         assert torch.allclose(model.net(x), net(x), atol=1e-5)
     assert torch.equal(harden.load(path, key="state_dict_ema").net.fc.bias, ema["fc.bias"])
     # an 'arch' timm does not know is not taken (pass --arch), nor are args of another model
+    # (its weights are timm's test_resnet's, but a file that names its network otherwise is not loaded as timm's)
     _save({"arch": "my_private_net", "state_dict": net.state_dict()}, tmp_path / "other.pth")
-    with pytest.raises(HardenError, match="--arch"):
+    with pytest.raises(HardenError, match="its 'arch', 'my_private_net', is no timm or torchvision name\\); pass --arch"):
         harden.load(tmp_path / "other.pth")
 
 
@@ -1455,26 +1456,52 @@ def test_an_all_convolutional_head_gives_a_torchvision_factory_its_class_count(t
 
 @pytest.mark.parametrize("arch, folder, wrapped, chans", [("ghostnet_050", "run3", True, 1),
                                                           ("regnetx_002", "regnetx_002-finetune", False, 3)])
-def test_a_plain_state_dict_of_a_timm_model_is_named_in_the_error(tmp_path, arch, folder, wrapped, chans):
+def test_a_plain_state_dict_of_a_timm_model_loads_as_the_one_that_fits(tmp_path, arch, folder, wrapped, chans, capsys):
     """A fine-tuning script's `torch.save(model.state_dict(), "model.pth")` of a timm model torchvision does not
-    have: the error said "pass --arch" and nothing of which. The timm models whose weights have exactly the file's names
-    and shapes are now named: found through the layer names the weights use (GhostNet's `cheap_operation`), or
-    through a name in the path (a run folder named after the model); grey, or saved from DataParallel (`module.`),
-    alike."""
+    have: the error said "pass --arch" and nothing of which, then named the model. Where one timm model's weights
+    have exactly the file's names and shapes (or models built alike with the same preprocessing), it now loads as
+    that, with timm's preprocessing, and says so: found through the layer names the weights use (GhostNet's
+    `cheap_operation`), or through a name in the path (a run folder named after the model); grey, or saved from
+    DataParallel (`module.`), alike."""
     import timm
     torch.manual_seed(0)
-    net = timm.create_model(arch, pretrained=False, num_classes=7, in_chans=chans)  # 7: the squeezenet test's count
+    net = timm.create_model(arch, pretrained=False, num_classes=7, in_chans=chans).eval()
     (tmp_path / folder).mkdir()
     torch.save((torch.nn.DataParallel(net) if wrapped else net).state_dict(), tmp_path / folder / "model.pth")
-    with pytest.raises(HardenError) as err:
-        harden.load(tmp_path / folder / "model.pth")
-    said = " ".join(str(err.value).split())
-    under = " (under the key prefix 'module.', which a load removes)" if wrapped else ""
-    assert f"the names and shapes of timm's {arch}{under}: --arch {arch} --num-classes 7." in said, said
-    model = harden.load(tmp_path / folder / "model.pth", arch=arch, num_classes=7)  # what the error says loads it
-    x = torch.rand(1, chans, 64, 64)
+    model = harden.load(tmp_path / folder / "model.pth")
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"does not say its architecture, and its weights have exactly the names and shapes of timm's {arch}, and " \
+           "of no other timm model" in said
+    assert f"loaded as {arch}, with timm's preprocessing for it" in said
+    assert (model.spec.arch, model.spec.num_classes, model.spec.in_chans) == (arch, 7, chans)
+    assert list(model.spec.mean)[:chans] == list(timm.create_model(arch, pretrained=False).pretrained_cfg["mean"])[:chans] \
+        or chans == 1
+    x = torch.rand(2, chans, 64, 64)
     with torch.no_grad():
-        assert (model.spec.num_classes, model.spec.in_chans) == (7, chans) and torch.isfinite(model.eval()(x)).all()
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
+        assert torch.allclose(model.eval()(x), net((x - mean) / std), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch, alike", [
+    ("vit_tiny_patch16_224", ["deit_tiny_patch16_224", "vit_tiny_patch16_224"]),
+    ("tf_efficientnet_b0", ["efficientnet_b0", "efficientnet_blur_b0", "tf_efficientnet_b0"])])
+def test_timm_models_built_alike_are_named_not_chosen(tmp_path, arch, alike):
+    """A ViT's and a DeiT's weights have the same names and shapes and are read with other statistics (0.5, or
+    ImageNet's); `tf_efficientnet_b0` has `efficientnet_b0`'s and pads as TensorFlow does: the error names them all
+    and loads none. A ViT's names are every ViT-like module's, so the ranking of modules finds no candidate in time:
+    the index of timm's key sets (timm_names.json) does."""
+    import timm
+    net = timm.create_model(arch, pretrained=False, num_classes=7)
+    (tmp_path / "run").mkdir()
+    torch.save(net.state_dict(), tmp_path / "run" / "model.pth")
+    from harden.models import timm_match
+    assert set(alike) <= set(timm_match.indexed(net.state_dict().keys()))
+    with pytest.raises(HardenError) as err:
+        harden.load(tmp_path / "run" / "model.pth")
+    said = " ".join(str(err.value).split())
+    assert f"exactly the names and shapes of timm's {', '.join(alike)} (built alike; their preprocessing, timm's config " \
+           f"of each name, or their forward may differ): {' or '.join(f'--arch {n}' for n in alike)} --num-classes 7." \
+           in said, said
 
 
 def test_a_network_of_one_s_own_gets_no_timm_name(tmp_path):

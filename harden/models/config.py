@@ -23,6 +23,7 @@ HYPER_PARAMETERS = "hyper_parameters"  # meta: a training container's constructo
 SETTINGS = "settings_objects"  # meta: a training script's settings objects by their keys (formats.settings_objects)
 BESIDE = "beside_the_weights"  # meta: plain values saved at the container's top level (formats.beside_the_weights)
 ARCH_HPARAM = "arch_hyper_parameter"  # meta: which of them named the timm architecture (formats.ARCH_HPARAMS)
+UNKNOWN_ARCH = "arch_not_known"  # meta: the name a file gives its architecture where no library knows it
 DEFAULTS: dict[str, Any] = {"in_chans": 3, "input_size": [32, 32], "interpolation": "bilinear", "crop_pct": 1.0,
                             "crop_mode": "center", "mean": [0.0], "std": [1.0], "model_args": {}}
 HUB_CONFIG = "config.json"

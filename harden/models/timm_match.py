@@ -6,11 +6,20 @@ timm registers some 1,400 models in about 100 modules; building them all on the 
 candidates are ordered instead: first the timm names the file's path spells (`convnext_tiny_best.pth`, a run folder
 `ghostnet_100-finetune/`), longest first; then the models of the modules whose own layer names (read from the
 modules' source, nothing built) cover most of the weights' names. Each is built for its shapes alone at the file's
-class count until the time given runs out; a name is told only where the names and shapes are exactly its."""
+class count until the time given runs out; a name is told only where the names and shapes are exactly its.
+
+Before those modules come the models an index says have exactly the weights' names (`timm_names.json`: every timm
+model's sorted state-dict keys, hashed; 823 key sets for 1,371 models, at most 18 models a set, built in 42 s on
+the 2-core CPU by `python -m harden.models.timm_match`): a ViT's names are every ViT-like module's, so no ranking
+found one within the time, while its key set is shared by a few models only. The index is a shortcut, never an
+answer: each model it names is built and compared as the others are, and a timm that registers other models (or
+other names for them) falls back to the ranking."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import json
 import math
 import re
 import sys
@@ -133,35 +142,104 @@ def shared_prefix(state: dict[str, torch.Tensor]) -> str:
 def timm_models_fitting(state: dict[str, torch.Tensor], rows: int, path: str | None, seconds: float) -> list[str]:
     """The timm models whose weights have exactly `state`'s names and shapes at `rows` classes, among those built
     within `seconds` (see the module's note for their order)."""
-    import timm
     from timm.models import _registry
     start = time.perf_counter()
     models, names, shared = _modules()
     module_of = _registry._model_to_module.get
-    prefix = shared_prefix(state)  # `module.` (DataParallel), `model.`, `_orig_mod.`: a load removes it
-    shapes = frozenset((k[len(prefix):], tuple(v.shape)) for k, v in state.items())
+    shapes = key_shapes(state)  # without `module.` (DataParallel), `model.`, `_orig_mod.`: a load removes it
     keys = frozenset(k for k, _ in shapes)
     by_key = dict(shapes)
     named = _named_in_path(path, models)
-    candidates = list(named)
+    candidates = list(named) + [n for n in indexed(keys) if n not in named]
+    first = len(candidates)
     for module in _ranked_modules(by_key, names, shared):
         candidates += [n for n in models[module] if n not in candidates]
     fitting: list[str] = []
     for i, name in enumerate(candidates):
         if time.perf_counter() - start > seconds:
             break
-        if fitting and (i == len(named) or module_of(name) != module_of(fitting[-1])):
-            break  # the path's own names fit, or the module that holds one is done: its twins are there
-        fits, in_chans = _stem_and_head(name, by_key)
-        if not fits:
-            continue
-        try:
-            with built_for_shapes():
-                net = timm.create_model(name, pretrained=False, num_classes=rows,
-                                        **({"in_chans": in_chans} if in_chans not in (None, 3) else {}))
-        except Exception:  # noqa: BLE001 - a model that cannot be built so (a class count it refuses): not this one
-            continue
-        own = net.state_dict()
-        if frozenset(own) == keys and frozenset((k, tuple(v.shape)) for k, v in own.items()) == shapes:
+        if fitting and (i == first or (i > first and module_of(name) != module_of(fitting[-1]))):
+            break  # the path's or the index's names fit, or the module that holds one is done: its twins are there
+        if fits_exactly(name, rows, shapes):
             fitting.append(name)
     return fitting
+
+
+def fits_exactly(name: str, rows: int, shapes: frozenset) -> bool:
+    """Whether timm's `name`, built for its shapes at `rows` classes (and at the weights' grey or 4-channel stem),
+    has exactly these (key, shape) pairs."""
+    import timm
+    by_key = dict(shapes)
+    fits, in_chans = _stem_and_head(name, by_key)
+    if not fits:
+        return False
+    try:
+        with built_for_shapes():
+            net = timm.create_model(name, pretrained=False, num_classes=rows,
+                                    **({"in_chans": in_chans} if in_chans not in (None, 3) else {}))
+    except Exception:  # noqa: BLE001 - a model that cannot be built so (a class count it refuses): not this one
+        return False
+    own = net.state_dict()
+    return frozenset(own) == frozenset(by_key) and frozenset((k, tuple(v.shape)) for k, v in own.items()) == shapes
+
+
+def key_shapes(state: dict[str, torch.Tensor]) -> frozenset:
+    """The weights' (key, shape) pairs, without a prefix every key shares (shared_prefix: a load removes it)."""
+    prefix = shared_prefix(state)
+    return frozenset((k[len(prefix):], tuple(v.shape)) for k, v in state.items())
+
+
+def the_one_fitting(state: dict[str, torch.Tensor], rows: int) -> tuple[str | None, list[str]]:
+    """(the timm model, where exactly one of all timm's has these weights' names and shapes; every one that does):
+    the index names every model with these keys (twins included: `tf_efficientnet_b0` pads as TensorFlow does
+    with `efficientnet_b0`'s weights), each is built and compared. None where the index does not know the keys (a
+    timm that registers other models: no answer is sure then) or several fit."""
+    shapes = key_shapes(state)
+    fitting = [n for n in indexed(k for k, _ in shapes) if fits_exactly(n, rows, shapes)]
+    return (fitting[0] if len(fitting) == 1 else None), fitting
+
+
+INDEX = Path(__file__).with_name("timm_names.json")
+
+
+def names_digest(keys) -> str:
+    """A state dict's key set as the index keeps it."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def _index() -> dict[str, list[str]]:
+    try:
+        return json.loads(INDEX.read_text())["models"]
+    except (OSError, ValueError, KeyError):  # an install without it: the ranking alone
+        return {}
+
+
+def indexed(keys) -> list[str]:
+    """The timm models registered here whose state dict has exactly these keys, by the index."""
+    import timm
+    return [n for n in _index().get(names_digest(keys), []) if timm.is_model(n)]
+
+
+def write_index(path: Path = INDEX) -> dict[str, list[str]]:
+    """Builds every timm model for its shapes (at 1,000 classes: a class count changes no key) and writes the index
+    of their key sets."""
+    import warnings
+
+    import timm
+    groups: dict[str, list[str]] = {}
+    for name in timm.list_models():
+        try:
+            with warnings.catch_warnings(), built_for_shapes():
+                warnings.simplefilter("ignore")
+                keys = timm.create_model(name, pretrained=False, num_classes=1000).state_dict().keys()
+        except Exception:  # noqa: BLE001 - a model that does not build so is left out (the ranking may find it)
+            continue
+        groups.setdefault(names_digest(keys), []).append(name)
+    path.write_text(json.dumps({"timm": timm.__version__, "models": groups}, indent=0, sort_keys=True) + "\n")
+    return groups
+
+
+if __name__ == "__main__":
+    found = write_index()
+    print(f"{sum(map(len, found.values()))} timm models, {len(found)} key sets: {INDEX}")
