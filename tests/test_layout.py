@@ -6,8 +6,8 @@ import harden
 
 LAYERS = {
     "stats": 0, "examples": 0, "gate": 0, "compare_render": 0, "craft_size": 0, "provenance": 0, "trained_budget": 0,
-    "compare": 1, "budget": 1, "checks": 1, "by_class": 1, "ci_output": 1,
-    "model": 2, "curves": 2, "metrics": 2, "normalisation": 2, "input_size": 2, "preflight": 3,
+    "compare": 1, "checks": 1, "by_class": 1, "ci_output": 1,
+    "model": 2, "budget": 2, "curves": 2, "metrics": 2, "normalisation": 2, "input_size": 2, "preflight": 3,
     "runner": 3, "html_page": 3,
     "render": 4, "release": 4,
 }

@@ -6,7 +6,8 @@ imports inside the package point one way, from the layer above to the layers bel
        preflight (the chance, normalisation and input-size checks on a sample, before a long run)
     2  model (Report, AttackResult)   curves (robustness curves)   metrics (seed 004's ART metrics)
        normalisation (an assumed mean/std that a common one beats)   input_size (an assumed input size that one beats)
-    1  compare (paired tests, verdicts)   budget (--time-budget)   checks (gradient-masking checks)
+       budget (--time-budget; it plans the Square check's step)
+    1  compare (paired tests, verdicts)   checks (gradient-masking checks)
        by_class (robust accuracy by class)   ci_output (GitHub's summary page and annotations)
     0  stats (intervals)   examples (adversarial examples)   gate (requirements)   compare_render
        craft_size (a crafting model of another input size)   provenance (versions, machine, weights' sha256)
