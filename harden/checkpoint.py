@@ -238,27 +238,41 @@ def _classes_hint(state: dict[str, torch.Tensor]) -> str:
 
 def arch_from_weights(state: dict[str, torch.Tensor], num_classes: int | None
                       ) -> tuple[dict[str, Any] | None, list[str] | None]:
-    """(metadata to load a plain state dict with, the timm names found) where no --arch was given: the one timm
-    model whose weights have exactly its names and shapes (timm_match.the_one_fitting). None where torchvision's
-    factories fit (timm's model of the same name may too, with its own preprocessing), or several timm models do:
-    models built alike may differ in their preprocessing (a DeiT's and a ViT's weights: ImageNet's statistics or
-    0.5) or in their forward (TensorFlow's padding in `tf_efficientnet_b0`), so --arch must choose."""
+    """(metadata to load a plain state dict with, the timm names found) where no --arch was given: the one
+    torchvision factory or timm model whose weights have exactly its names and shapes (torchvision_match,
+    timm_match.the_one_fitting), where no other of either library's has them. None where several do: models built
+    alike may differ in their preprocessing (a DeiT's and a ViT's weights: ImageNet's statistics or 0.5; timm's
+    ResNet-50 and torchvision's: their resize and crop) or in their forward (TensorFlow's padding in
+    `tf_efficientnet_b0`), so --arch must choose."""
     from .models.config import SOURCES_KEY, conv_head
     found = last_linear(state) or conv_head(state)
     if found is None:
         return None, None
+    from .models.timm_match import index_known, the_one_fitting
     from .models.torchvision_match import factories_fitting, factories_fitting_under_prefixes
-    if factories_fitting(state, found[1]) or factories_fitting_under_prefixes(state, found[1])[0]:
-        return None, None
-    from .models.timm_match import the_one_fitting
-    name, fitting = the_one_fitting(state, found[1])
-    if name is None:
-        return None, fitting or None
-    meta = {"arch": name, SOURCES_KEY: {"arch": f"its weights have exactly the names and shapes of timm's {name}, "
-                                                f"and of no other timm model"}}
+    factories = factories_fitting(state, found[1]) or factories_fitting_under_prefixes(state, found[1])[0]
+    if factories:
+        from types import SimpleNamespace
+
+        from .models.torchvision_match import factory_shapes, transforms_its_input
+        # timm's twins of the factory's own keys (the file's may be under OpenMMLab's `backbone.` and `head.`); no
+        # index: no twin can be ruled out; GoogLeNet and Inception-v3 re-normalise their input where fine-tuned from
+        # ImageNet weights (`transform_input`), which their weights do not say
+        own = {k: SimpleNamespace(shape=shape) for k, shape in factory_shapes(factories[0], found[1])}
+        if len(factories) > 1 or not index_known() or transforms_its_input(factories[0], found[1]) \
+                or the_one_fitting(own, found[1])[1]:
+            return None, None
+        arch, library, fitting = f"torchvision.models:{factories[0]}", f"torchvision's {factories[0]}", []
+    else:
+        name, fitting = the_one_fitting(state, found[1])
+        if name is None:
+            return None, fitting or None
+        arch, library = name, f"timm's {name}"
+    meta = {"arch": arch, SOURCES_KEY: {"arch": f"its weights have exactly the names and shapes of {library}, and of "
+                                                "no other timm or torchvision model"}}
     if num_classes is None:
         meta["num_classes"] = found[1]
-        meta[SOURCES_KEY]["num_classes"] = f"its classifier {found[0]}'s {found[1]} rows"
+        meta[SOURCES_KEY]["num_classes"] = f"the {found[1]} outputs of its classifier, {found[0]}"
     return meta, fitting
 
 
@@ -284,9 +298,15 @@ def _factories_hint(state: dict[str, torch.Tensor], path: str | os.PathLike | No
     shown = " or ".join(f"--arch torchvision.models:{n}" for n in names[:3])
     under = f" (under the key prefixes {', '.join(repr(p) for p in prefixes)}, which a load removes)" if prefixes else ""
     import timm
+
+    from .models.torchvision_match import transforms_its_input
     twin = any(timm.is_model(n) for n in names[:3])  # timm's resnet18 has torchvision's names and shapes
+    inside = (" Fine-tuned from torchvision's ImageNet weights, it re-normalises its input inside, which its weights "
+              "do not say: add --model-arg transform_input=true then." if transforms_its_input(names[0], found[1])
+              else "")
     return (f" Its weights have exactly the names and shapes of torchvision's {', '.join(names[:3])}{under}: {shown}"
-            + (" (timm's model of the same name may fit them too, with its own preprocessing)." if twin else "."))
+            + (" (timm's model of the same name may fit them too, with its own preprocessing)." if twin else ".")
+            + inside)
 
 
 HINT_SECONDS = 5.0  # searches for an error's hint start within this time
@@ -371,8 +391,9 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
         found, timm_names = arch_from_weights(state, overrides.get("num_classes"))
         if found is not None:
             from .models.config import SOURCES_KEY
+            library = "torchvision's" if found["arch"].startswith("torchvision.models:") else "timm's"
             warn(f"{str(path)!r} does not say its architecture, and {found[SOURCES_KEY]['arch']}: loaded as "
-                 f"{found['arch']}, with timm's preprocessing for it (--arch, --mean, --std or --input-size say "
+                 f"{found['arch']}, with {library} preprocessing for it (--arch, --mean, --std or --input-size say "
                  "otherwise).")
             meta = {**meta, **found, SOURCES_KEY: {**(meta.get(SOURCES_KEY) or {}), **found[SOURCES_KEY]}}
     if overrides.get("arch") is None and meta.get("arch") is None and hub is None:
@@ -1271,6 +1292,13 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path
     if wide:  # a model trained in double precision: its scores move by float32's rounding, far below any decision
         notes.append(f"weights stored as {' and '.join(wide)}, rounded to the network's float32 (attacked and trained "
                      "in float32; what harden writes is float32)")
+    if getattr(state, "_metadata", None) is None:
+        # the keys are the network's own now, so its modules' layout versions hold: a module that reads its version
+        # (torchvision's MNASNet: "version should be set to 1 or 2 instead of None") is given it, where the file's
+        # were lost with the dict harden rebuilt
+        from collections import OrderedDict
+        state = OrderedDict(state)
+        state._metadata = getattr(net.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
     net.load_state_dict(state, strict=True)
     return notes
 

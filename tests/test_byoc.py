@@ -1446,12 +1446,47 @@ def test_an_all_convolutional_head_gives_a_torchvision_factory_its_class_count(t
     with torch.no_grad():
         mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
         assert torch.allclose(model.eval()(x), net((x - mean) / std), atol=1e-5)
+    # a plain state dict: no timm model has SqueezeNet's names, so the one factory that fits is taken, and said
     torch.save(net.state_dict(), tmp_path / "sq.pth")
-    with pytest.raises(HardenError, match=r"Its last 1x1 convolution, classifier\.1\.weight, has 7 output channels: "
-                                          r"--num-classes 7 if that layer is the classifier\. Its weights have exactly "
-                                          r"the names and shapes of torchvision's squeezenet1_1: --arch "
-                                          r"torchvision\.models:squeezenet1_1\.$"):
-        harden.load(tmp_path / "sq.pth")
+    with held_warnings() as said:
+        plain = harden.load(tmp_path / "sq.pth")
+    assert (plain.spec.arch, plain.spec.num_classes) == ("torchvision.models:squeezenet1_1", 7)
+    assert any("its weights have exactly the names and shapes of torchvision's squeezenet1_1, and of no other timm or "
+               "torchvision model: loaded as torchvision.models:squeezenet1_1, with torchvision's preprocessing"
+               in " ".join(w.split()) for w in said), said
+    assert plain.config_sources["num_classes"] == "the 7 outputs of its classifier, classifier.1.weight"
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(x), model(x))
+
+
+def test_torchvision_state_dicts_load_where_their_weights_say_enough(tmp_path):
+    """MNASNet's load_state_dict reads its layout version, which harden's rebuilt dict had lost ("version should be
+    set to 1 or 2 instead of None", even with --arch); now it loads with no flag, as the one network of either
+    library with its names and shapes. GoogLeNet's weights do not say whether it re-normalises its input inside
+    (`transform_input`, set where torchvision's ImageNet weights were loaded): refused, and the error says the flag."""
+    import torchvision
+    torch.manual_seed(0)
+    net = torchvision.models.mnasnet0_5(num_classes=7).eval()
+    torch.save(net.state_dict(), tmp_path / "mnas.pth")
+    model = harden.load(tmp_path / "mnas.pth").eval()
+    assert (model.spec.arch, model.spec.num_classes) == ("torchvision.models:mnasnet0_5", 7)
+    x = torch.rand(2, 3, 64, 64)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
+    google = torchvision.models.googlenet(weights=None, num_classes=7, transform_input=True, init_weights=False)
+    torch.save(google.state_dict(), tmp_path / "google.pth")
+    with pytest.raises(HardenError) as err:
+        harden.load(tmp_path / "google.pth")
+    said = " ".join(str(err.value).split())
+    assert "torchvision's googlenet: --arch torchvision.models:googlenet. Fine-tuned from torchvision's ImageNet " \
+           "weights, it re-normalises its input inside, which its weights do not say: add --model-arg " \
+           "transform_input=true then." in said, said
+    again = harden.load(tmp_path / "google.pth", arch="torchvision.models:googlenet", num_classes=7,
+                        model_args={"transform_input": True}).eval()
+    with torch.no_grad():
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (again.spec.mean, again.spec.std))
+        assert torch.allclose(again(x), google.eval()((x - mean) / std), atol=1e-5)
 
 
 @pytest.mark.parametrize("arch, folder, wrapped, chans", [("ghostnet_050", "run3", True, 1),
@@ -1471,7 +1506,7 @@ def test_a_plain_state_dict_of_a_timm_model_loads_as_the_one_that_fits(tmp_path,
     model = harden.load(tmp_path / folder / "model.pth")
     said = " ".join(capsys.readouterr().err.split())
     assert f"does not say its architecture, and its weights have exactly the names and shapes of timm's {arch}, and " \
-           "of no other timm model" in said
+           "of no other timm or torchvision model" in said
     assert f"loaded as {arch}, with timm's preprocessing for it" in said
     assert (model.spec.arch, model.spec.num_classes, model.spec.in_chans) == (arch, 7, chans)
     assert list(model.spec.mean)[:chans] == list(timm.create_model(arch, pretrained=False).pretrained_cfg["mean"])[:chans] \

@@ -215,6 +215,11 @@ def _index() -> dict[str, list[str]]:
         return {}
 
 
+def index_known() -> bool:
+    """Whether this install has the index (a timm model with given keys can then be ruled out)."""
+    return bool(_index())
+
+
 def indexed(keys) -> list[str]:
     """The timm models registered here whose state dict has exactly these keys, by the index."""
     import timm

@@ -2,8 +2,9 @@
 
 Each classification factory is built for its shapes alone (meta_build.py) at the file's class count, once per
 process and count. A pickled torchvision model (pickled_model.py) is matched among the factories that return its
-class, and then loads with no --arch; a plain state dict without --arch is only told which factories fit (the same
-names and shapes may be timm's model of the same name, with other preprocessing). RegNets cannot be built on the meta
+class, and then loads with no --arch; so does a plain state dict without --arch where one factory fits and no timm
+model does (checkpoint.arch_from_weights: the same names and shapes may be timm's model of the same name, with other
+preprocessing, and then the error names them). RegNets cannot be built on the meta
 device (their constructors compute the widths with tensors and read them back) and are never matched."""
 from __future__ import annotations
 
@@ -49,6 +50,22 @@ def factories_fitting(state: dict[str, torch.Tensor], rows: int, pickled_class: 
     module, _, cls = (pickled_class or "").rpartition(".")
     return [name for name, where, returns, theirs in _factory_shapes(rows, module if pickled_class else None)
             if theirs == shapes and (pickled_class is None or (where == module and returns == cls))]
+
+
+def factory_shapes(name: str, rows: int) -> frozenset:
+    """The (key, shape) pairs of the factory `name`'s weights at `rows` classes."""
+    return next(theirs for factory, _, _, theirs in _factory_shapes(rows) if factory == name)
+
+
+def transforms_its_input(name: str, rows: int) -> bool:
+    """Whether the factory's class takes `transform_input` (GoogLeNet, Inception-v3): torchvision sets it where it
+    loads ImageNet weights, so a network fine-tuned from them re-normalises its input inside, and nothing in its
+    state dict says so."""
+    import inspect
+    import sys
+    module, cls = next((where, returns) for factory, where, returns, _ in _factory_shapes(rows) if factory == name)
+    built = getattr(sys.modules.get(module), cls, None)
+    return built is not None and "transform_input" in inspect.signature(built).parameters
 
 
 def factories_named_alike(state: dict[str, torch.Tensor], rows: int) -> list[str]:
