@@ -188,9 +188,9 @@ def _report_images(budget_s: float, started: float, most: int, run_reports: Call
     from .runtime import quieted, warn
     now = time.perf_counter()
     left = budget_s - (now - started)
-    def timed(k: int) -> None:
+    def timed(k: int):
         with quieted():  # the timings' progress bars are not the report's
-            run_reports(k)
+            return run_reports(k)  # the reports: their Square check's step is planned apart (report/budget.py)
     try:
         p = plan(max(left, 1e-3), most, timed, now, memory)
     except HardenError:

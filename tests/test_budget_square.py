@@ -110,3 +110,19 @@ def test_a_budget_plans_square_s_step_and_keeps_it_out_of_the_rate(monkeypatch):
         budget.plan(60.0, 10_000, square_run_costing(clock, 0.25, 0.5, []), clock.now)
     need = int(str(e.value).split("About ")[1].split(" s")[0])
     assert need > 20 * 0.5 + 5 * PER_SURVIVOR
+
+
+def test_fix_s_reports_hand_their_square_step_to_the_plan(monkeypatch):
+    """fix --time-budget sizes its three reports with the same plan: its calibration's reports reach it (they did not:
+    the timing threw them away, and a hardened 224-px model's Square ran 24 s past a planned 0)."""
+    from harden import fix_budget
+    clock = Clock()
+    monkeypatch.setattr(budget.time, "perf_counter", clock)
+    white_box = square_run_costing(clock, 0.25, 0.5, [])
+
+    def run_reports(k: int) -> dict:
+        return {"base_white_box": white_box(k), "fixed_white_box": white_box(k),
+                "fixed_transfer": fake_report(k, 0, checks=False)}
+    n, summary = fix_budget._report_images(1200.0, clock.now, 10_000, run_reports, None)
+    assert summary["square_check_s"] > 2 * 28 * PER_SURVIVOR  # both white-box reports' steps
+    assert summary["seconds_per_image"] == pytest.approx(1.0)  # their Square seconds kept out of the rate
