@@ -24,7 +24,8 @@ MODEL_ARG_OPTION = typer.Option(  # the model flags' --model-arg, and train's (w
 _OPTIONS = {
     "arch": (Optional[str], typer.Option(
         None, "--arch", help="Architecture when the checkpoint's metadata lacks it (or to override it): a built-in, a "
-        "timm name, package.module:callable or path/to/file.py:callable.", rich_help_panel="Model")),
+        "timm name, package.module:callable or path/to/file.py:callable. A plain state dict that has exactly one timm "
+        "model's or torchvision factory's names and shapes needs none.", rich_help_panel="Model")),
     "num_classes": (Optional[int], typer.Option(None, "--num-classes", help="Number of classes.",
                                                 rich_help_panel="Model")),
     "in_chans": (Optional[int], typer.Option(None, "--in-chans", help="Input channels.", rich_help_panel="Model")),
