@@ -170,8 +170,9 @@ def test_deepfool_vs_art(digits_model, ref_batch):
 
 
 def test_jsma_vs_art(digits_model, ref_batch):
-    """`stop=target` is ART's attack (an image stops at its random target only): as strong; the default stops an image at its first misclassification, an adversarial example ART walks past, so it
-    fools at least as many within the same L0 budget, with fewer passes."""
+    """`stop=target` is ART's attack (an image stops at its random target only): as strong; the default stops an
+    image at its first misclassification, an adversarial example ART walks past, so it fools at least as many within
+    the same L0 budget, with fewer passes."""
     from art.attacks.evasion import SaliencyMapMethod
     x, y = ref_batch
     with frozen(digits_model):
