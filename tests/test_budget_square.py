@@ -126,3 +126,26 @@ def test_fix_s_reports_hand_their_square_step_to_the_plan(monkeypatch):
     n, summary = fix_budget._report_images(1200.0, clock.now, 10_000, run_reports, None)
     assert summary["square_check_s"] > 2 * 28 * PER_SURVIVOR  # both white-box reports' steps
     assert summary["seconds_per_image"] == pytest.approx(1.0)  # their Square seconds kept out of the rate
+
+
+def test_the_attacks_rate_is_their_average_not_two_samples_difference(monkeypatch):
+    """Two calibration samples a few images apart: where the smaller one's images happened to cost the attacks more
+    (more of them robust), the difference of their totals undercut the attacks' cost per image (0.89 s planned where
+    77 ResNet-18 images took 1.7): the attacks' seconds, which have no fixed part, are now averaged over the larger
+    sample, and only the rest of the report is fitted with a fixed part."""
+    clock = Clock()
+    monkeypatch.setattr(budget.time, "perf_counter", clock)
+
+    def run(k: int) -> Report:
+        attacks = (1.5 if k == 8 else 1.0) * k  # the 8 images were harder
+        clock.now += attacks + 2.0 + 0.1 * k  # 2 s fixed, 0.1 s an image besides the attacks
+        r = fake_report(k, 0, checks=False)
+        r.attacks[0].seconds, r.attacks[1].seconds = attacks, 0.0
+        return r
+    calls: list = []
+    p = budget.plan(400.0, 10_000, lambda k: calls.append(k) or run(k), clock.now)
+    assert calls == [8, 16]  # 19.6 s, over 4% of the budget
+    assert p.seconds_per_image == pytest.approx(1.1) and p.fixed_s == pytest.approx(2.0)
+    # a calibration that returns no report is fitted on its totals, as before: (19.6 - 14.8) / 8 s an image
+    p = budget.plan(400.0, 10_000, lambda k: run(k) and None, clock.now)
+    assert p.seconds_per_image == pytest.approx(0.6)
