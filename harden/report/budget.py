@@ -1,10 +1,11 @@
 """`--time-budget`: how many images a report can afford. The chosen attacks (and the masking checks, when on) run on
 calibration samples of 8, 16, 32, ... images until one takes CALIBRATION_SHARE of the budget (or the next would take
-the calibration past 30% of it): the last two give the seconds per image (their difference) and the fixed cost of a
-run (checks, metrics, set-up), or the one sample its time per image, and fixed + per image x images must fit in what
-the budget has left. Measured on the CIFAR-10 ResNet-20 (BENCHMARKS.md): one 8-image run
-charged the fixed cost to every image (planned 0.31 s an image, used 62 s of 180); 4 and 16 images both fit in one
-batch, whose cost barely grows with its size (planned 0.006 s an image, 0.018 s at scale).
+the calibration past 30% of it): the attacks' seconds per image are their average over the larger of the last two
+samples, the rest of a run's (checks, metrics, set-up) a fixed cost and a rate fitted from the two, or the one sample
+gives its time per image, and fixed + per image x images must fit in what the budget has left. Measured on the
+CIFAR-10 ResNet-20 (BENCHMARKS.md): one 8-image run charged the fixed cost to every image (planned 0.31 s an image,
+used 62 s of 180); 4 and 16 images both fit in one batch, whose cost barely grows with its size (planned 0.006 s an
+image, 0.018 s at scale).
 The calibration is paid from the budget too. The interval half-width the image count buys is printed, so the trade
 is visible.
 
@@ -165,17 +166,17 @@ def plan(budget_s: float, available: int, calibrate, started: float, memory=None
             break
         k = min(2 * k, available)
     times, sizes, attack_times = times[-2:], sizes[-2:], attack_times[-2:]
-    if len(sizes) == 2 and sizes[1] > sizes[0] and None not in attack_times:
-        # the attacks' seconds have no fixed part: their rate is the larger sample's average (the difference of two
-        # samples' totals, a handful of images apart, is several times noisier: 0.061 s an image where 774 MNIST
-        # images took 0.075, 0.89 where 77 ResNet-18 images at 224 px took 1.7); the rest (clean predictions,
-        # checks, metrics) is fitted as before, fixed part and rate
-        rest = [t - a for t, a in zip(times, attack_times, strict=True)]
-        rest_rate = max((rest[1] - rest[0]) / (sizes[1] - sizes[0]), 0.0)
-        per_image = max(attack_times[1] / sizes[1] + rest_rate, times[1] / sizes[1] / 10)
-        fixed = max(0.0, times[1] - per_image * sizes[1])
-    elif len(sizes) == 2 and sizes[1] > sizes[0]:  # a calibration that returns no report: its totals alone
-        per_image = max((times[1] - times[0]) / (sizes[1] - sizes[0]), times[1] / sizes[1] / 10)
+    if len(sizes) == 2 and sizes[1] > sizes[0]:
+        if None not in attack_times:
+            # the attacks' seconds have no fixed part: their rate is the larger sample's average (the difference of
+            # two samples' totals, a handful of images apart, is several times noisier: 0.061 s an image where 774
+            # MNIST images took 0.075, 0.89 where 77 ResNet-18 images at 224 px took 1.7); the rest (clean
+            # predictions, checks, metrics) is fitted from the two, fixed part and rate
+            rest = [t - a for t, a in zip(times, attack_times, strict=True)]
+            rate = attack_times[1] / sizes[1] + max((rest[1] - rest[0]) / (sizes[1] - sizes[0]), 0.0)
+        else:  # a calibration that returns no report: its totals alone
+            rate = (times[1] - times[0]) / (sizes[1] - sizes[0])
+        per_image = max(rate, times[1] / sizes[1] / 10)
         fixed = max(0.0, times[1] - per_image * sizes[1])
     else:
         per_image, fixed = times[-1] / max(sizes[-1], 1), 0.0
