@@ -18,8 +18,8 @@ from .errors import ConstructorFailed, DoesNotRun, HardenError, MissingArguments
 from .hub_cache import local
 from .models import Classifier, create_model, is_known_arch
 from .models.registry import CHANNEL_ORDER, arg_text
-from .models.config import (ARCH_HPARAM, UNKNOWN_ARCH, BESIDE, CONV_CHANNELS, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE,
-                            OUTPUT_WIDTH, SETTINGS, SIZE_FROM, SIZES_TRIED, SOURCES_KEY, SPEC_KEYS,
+from .models.config import (ARCH_HPARAM, BESIDE, CONV_CHANNELS, GUESSED, HYPER_PARAMETERS, NORMALISER_SOURCE,
+                            OUTPUT_WIDTH, SETTINGS, SIZE_FROM, SIZES_TRIED, SOURCES_KEY, SPEC_KEYS, UNKNOWN_ARCH,
                             hub_weights, is_hub_folder, last_linear, read_hub_config, resolve, size_parameter)
 from .outputs import LOGITS_KEY
 from .runtime import held_warnings, warn
@@ -244,7 +244,7 @@ def arch_from_weights(state: dict[str, torch.Tensor], num_classes: int | None
     alike may differ in their preprocessing (a DeiT's and a ViT's weights: ImageNet's statistics or 0.5; timm's
     ResNet-50 and torchvision's: their resize and crop) or in their forward (TensorFlow's padding in
     `tf_efficientnet_b0`), so --arch must choose."""
-    from .models.config import SOURCES_KEY, conv_head
+    from .models.config import conv_head
     found = last_linear(state) or conv_head(state)
     if found is None:
         return None, None
@@ -390,7 +390,6 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
             and not meta.get(SCRIPTED_CLASS) and not meta.get(UNKNOWN_ARCH):
         found, timm_names = arch_from_weights(state, overrides.get("num_classes"))
         if found is not None:
-            from .models.config import SOURCES_KEY
             library = "torchvision's" if found["arch"].startswith("torchvision.models:") else "timm's"
             warn(f"{str(path)!r} does not say its architecture, and {found[SOURCES_KEY]['arch']}: loaded as "
                  f"{found['arch']}, with {library} preprocessing for it (--arch, --mean, --std or --input-size say "
