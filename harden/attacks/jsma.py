@@ -26,12 +26,16 @@ class JSMA(Attack):
     defaults = {"theta": 0.1, "gamma": 1.0, "max_l0": 0.0, "pixels_per_step": 0, "stop": "any"}
     source = "seed 004 section 4.1 (theta 0.1, gamma 1 from the authors' code); targets drawn at random as ART does"
 
+    def check(self) -> None:
+        """Refused when the attack is built, before any image is attacked."""
+        super().check()
+        if self.params["stop"] not in ("any", "target"):
+            from ..errors import HardenError
+            raise HardenError(f"Attack 'jsma': stop={self.params['stop']!r}: 'any' (an image stops at its first "
+                              "misclassification) or 'target' (at its target class only, as ART's attack).")
+
     def run(self, model, x, y, generator=None):
         p = self.params
-        if p["stop"] not in ("any", "target"):
-            from ..errors import HardenError
-            raise HardenError(f"jsma: stop={p['stop']!r}: 'any' (an image stops at its first misclassification) or "
-                              "'target' (at its target class only, as ART's attack).")
         n = len(x)
         nfeat = x[0].numel()
         theta = p["theta"]
