@@ -242,11 +242,11 @@ def _builds_the_same(arch: str, meta: dict[str, Any], state: dict[str, torch.Ten
     """Whether timm's `arch`, built with what `meta` says, takes the pickled state as a load would (its names and
     shapes, pruning masks and weight norms put back; built on the meta device: no memory, no initialisation)."""
     import timm
-    from .models.meta_build import built_for_shapes
+    from .models.meta_build import shapes_build
     try:
-        with built_for_shapes():
-            net = timm.create_model(arch, pretrained=False, num_classes=int(meta["num_classes"]),
-                                    in_chans=int(meta.get("in_chans", 3)), **dict(meta.get("model_args") or {}))
+        net = shapes_build(lambda: timm.create_model(arch, pretrained=False, num_classes=int(meta["num_classes"]),
+                                                     in_chans=int(meta.get("in_chans", 3)),
+                                                     **dict(meta.get("model_args") or {})))
     except Exception:  # noqa: BLE001 - a constructor that refuses what the pickle says: not the same network
         return False
     from .checkpoint import weights_fit

@@ -773,6 +773,50 @@ def test_taps_probe_matches_timm_feature_info():
         assert found == declared, name
 
 
+def test_channels_last_outputs_are_no_taps():
+    """ConvNeXt's and Swin's blocks permute to channels-last (N, H, W, C) and back: such an output was read as a map of
+    H channels and sides (W, C). timm's Swin at 64 px gave four taps of 16, 8, 4 and 2 "channels" (its maps' sides);
+    a ConvNeXt as FB's code writes it, at 32 px where its last stage is 1x1, gave taps of 1 channel at side 256.
+    Neither is a feature map; maps channels-first stay taps, at any aspect."""
+    import timm
+    from torch import nn
+
+    class Block(nn.Module):  # FB's ConvNeXt block: depthwise conv, then LayerNorm and MLP channels-last
+        def __init__(self, dim):
+            super().__init__()
+            self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+            self.norm, self.pwconv1, self.act = nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU()
+            self.pwconv2 = nn.Linear(4 * dim, dim)
+
+        def forward(self, x):
+            y = self.pwconv2(self.act(self.pwconv1(self.norm(self.dwconv(x).permute(0, 2, 3, 1)))))
+            return x + y.permute(0, 3, 1, 2)
+
+    class Published(nn.Module):
+        def __init__(self, dims=(8, 16, 32, 64)):
+            super().__init__()
+            self.stem = nn.Conv2d(3, dims[0], 4, 4)
+            self.stages = nn.ModuleList(Block(d) for d in dims)
+            self.downs = nn.ModuleList(nn.Conv2d(a, b, 2, 2) for a, b in zip(dims[:-1], dims[1:], strict=True))
+            self.head = nn.Linear(dims[-1], 10)
+
+        def forward(self, x):
+            x = self.stem(x)
+            for i, stage in enumerate(self.stages):
+                x = stage(x)
+                x = self.downs[i](x) if i < len(self.downs) else x
+            return self.head(x.mean((2, 3)))
+
+    net = Published()
+    assert [(t["module"], t["num_chs"]) for t in discover_taps(net, 3, (32, 32))] == \
+        [("stages.0", 8), ("stages.1", 16), ("stages.2", 32)]  # the last stage is 1x1 at 32 px: a pooled map
+    assert [(t["num_chs"], t["reduction"]) for t in discover_taps(net, 3, (64, 128))] == \
+        [(8, 4), (16, 8), (32, 16), (64, 32)]
+    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, img_size=64,
+                             window_size=2, depths=(1, 1, 1, 1), embed_dim=24, num_heads=(1, 1, 1, 1))
+    assert discover_taps(swin, 3, (64, 64)) == []  # its stages' outputs are all channels-last (its feature_info says)
+
+
 # attention as published ViT code writes it (lucidrains' vit-pytorch): the weights pass through nn.Softmax and
 # nn.Dropout modules, 4-D outputs of heads x tokens x tokens
 TOKEN_NETS = '''
@@ -1512,6 +1556,26 @@ def test_a_plain_state_dict_of_a_timm_model_loads_as_the_one_that_fits(tmp_path,
     assert list(model.spec.mean)[:chans] == list(timm.create_model(arch, pretrained=False).pretrained_cfg["mean"])[:chans] \
         or chans == 1
     x = torch.rand(2, chans, 64, 64)
+    with torch.no_grad():
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
+        assert torch.allclose(model.eval()(x), net((x - mean) / std), atol=1e-5)
+
+
+def test_a_plain_state_dict_of_a_torchvision_regnet_loads_as_its_factory(tmp_path, capsys):
+    """torchvision's RegNets compute their stage widths with tensors and read them back, which the meta device (where
+    harden builds the factories to compare their weights' names and shapes) cannot: they were never matched, and a
+    fine-tuned `regnet_y_400mf` saved as a plain state dict stopped at "pass --arch". They are built with only their
+    weights on the meta device (meta_build.shapes_build), and load as that factory with torchvision's preprocessing."""
+    import torchvision
+    torch.manual_seed(0)
+    net = torchvision.models.regnet_y_400mf(num_classes=7).eval()
+    (tmp_path / "run").mkdir()
+    torch.save(net.state_dict(), tmp_path / "run" / "model_best.pth")
+    model = harden.load(tmp_path / "run" / "model_best.pth")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "its weights have exactly the names and shapes of torchvision's regnet_y_400mf" in said, said
+    assert (model.spec.arch, model.spec.num_classes) == ("torchvision.models:regnet_y_400mf", 7)
+    x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
         assert torch.allclose(model.eval()(x), net((x - mean) / std), atol=1e-5)

@@ -62,3 +62,34 @@ def test_a_librarys_own_initialiser_runs_no_arithmetic_on_the_meta_device():
     with torch.device("meta"):
         usual = timm.create_model("vit_tiny_patch16_224", num_classes=5, img_size=32, depth=2)
     assert _shapes(fast) == _shapes(usual)
+
+
+def test_a_constructor_that_reads_back_its_tensors_is_built_with_only_its_weights_on_meta():
+    """torchvision's RegNets compute their widths with tensors and `.tolist()` them; published ConvNeXt, Swin and DeiT
+    code reads its drop-path rates back (`[x.item() for x in torch.linspace(0, rate, depth)]`). On the meta device
+    neither has values: such a constructor is built again with only its parameters and buffers put there, while
+    one that raises an error of its own is not built twice."""
+    from harden.models.meta_build import shapes_build
+
+    class ReadsBack(torch.nn.Module):
+        def __init__(self, depth=3, rate=0.2):
+            super().__init__()
+            rates = [x.item() for x in torch.linspace(0, rate, depth)]
+            self.blocks = torch.nn.ModuleList(torch.nn.Linear(4, 4, bias=r > 0) for r in rates)
+            self.register_buffer("scale", torch.ones(4))
+
+    with pytest.raises(RuntimeError, match="meta"), built_for_shapes():
+        ReadsBack()
+    net = shapes_build(ReadsBack, depth=3)
+    assert all(t.is_meta for t in net.state_dict().values()) and _shapes(net) == _shapes(ReadsBack())
+    assert not torch.nn.Module.register_parameter.__name__.endswith("on_meta")  # restored
+    regnet = shapes_build(torchvision.models.regnet_y_400mf, num_classes=7)
+    assert _shapes(regnet) == _shapes(torchvision.models.regnet_y_400mf(num_classes=7))
+    calls = []
+
+    def refuses(**kwargs):
+        calls.append(kwargs)
+        raise ValueError("depth must be even")
+    with pytest.raises(ValueError, match="depth must be even"):
+        shapes_build(refuses, depth=3)
+    assert len(calls) == 1

@@ -1153,14 +1153,18 @@ import torch.nn as nn
 
 
 class Staged(nn.Module):  # FB's ConvNeXt and Microsoft's Swin: stage depths and widths as lists with defaults
-    def __init__(self, in_chans=3, num_classes=1000, depths=[1, 1, 2], dims=(4, 8, 8), strides=[1, 2, 2]):
+    def __init__(self, in_chans=3, num_classes=1000, depths=[1, 1, 2], dims=(4, 8, 8), strides=[1, 2, 2],
+                 drop_path_rate=0.1):
         super().__init__()
         assert isinstance(dims, tuple)  # code that extends it (`dims + (x,)`) takes no list: JSON's lists are made tuples
+        # their drop-path rates, read back from a tensor: no value on the meta device the search builds on
+        rates = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
         stages, c = [], in_chans
         for depth, dim, stride in zip(depths, dims, strides):
             stages.append(nn.Sequential(nn.Conv2d(c, dim, 3, stride, 1),
                                         *[nn.Conv2d(dim, dim, 3, 1, 1) for _ in range(depth - 1)]))
             c = dim
+        assert len(rates) == sum(depths)
         self.stages = nn.Sequential(*stages)
         self.head = nn.Linear(c, num_classes)
 
@@ -1783,7 +1787,9 @@ def test_a_list_of_stage_depths_and_widths_is_found_from_the_weights(tmp_path, m
     (depths [3, 3, 27, 3], dims [128, ...]) given `--arch convnext.py:ConvNeXt` stopped at the mismatch, since only
     integer and true/false arguments were searched. Each element of a list of counts is now searched as an integer
     of its own and said as the list (`--model-arg depths=[1,3,2]`); a list given stays as given; a list whose
-    elements change no tensor (strides) keeps its default, as an unsearched argument did."""
+    elements change no tensor (strides) keeps its default, as an unsearched argument did. The constructor reads its
+    drop-path rates back from a tensor, as FB's and Microsoft's code does, which the meta device the search builds on
+    cannot give: every build failed and the search found nothing (meta_build.shapes_build)."""
     (tmp_path / "staged.py").write_text(STAGED)
     monkeypatch.chdir(tmp_path)
     from harden.models.registry import _import_callable

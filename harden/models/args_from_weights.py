@@ -120,11 +120,10 @@ def _remembered(kind: str, fn, model_args: dict[str, Any], compute: Callable[[],
 
 def _built(fn, model_args: dict[str, Any]):
     """The network on the meta device, or None where the constructor refuses the values (an assertion, a KeyError)."""
-    from .meta_build import built_for_shapes
+    from .meta_build import shapes_build
     from .registry import built
     try:
-        with built_for_shapes():
-            return built(fn, {}, _folded(fn, model_args), text_too=False)
+        return shapes_build(lambda: built(fn, {}, _folded(fn, model_args), text_too=False))
     except Exception:  # noqa: BLE001 - whatever the user's constructor raises for a value it does not take
         return None
 

@@ -321,11 +321,10 @@ def torchvision_factory(arch: str) -> str | None:
 def torchvision_image_size(arch: str) -> int | None:
     """The image side a torchvision factory's network is built for and asserts (its ViTs' `image_size`), read from a
     build on the meta device; None for one that takes any size."""
-    from .meta_build import built_for_shapes
+    from .meta_build import shapes_build
     from .registry import _import_callable
     try:
-        with built_for_shapes():
-            net = _import_callable(arch)(num_classes=2)
+        net = shapes_build(lambda: _import_callable(arch)(num_classes=2))
     except Exception:  # noqa: BLE001 - a factory that cannot be built so: no size of its own
         return None
     side = getattr(net, "image_size", None)

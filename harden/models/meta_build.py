@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def _unchanged(*args, **kwargs):
@@ -33,10 +36,11 @@ def _left_on_meta(method):
 
 
 @contextlib.contextmanager
-def built_for_shapes() -> Iterator[None]:
+def built_for_shapes(registered_only: bool = False) -> Iterator[None]:
     """Modules made inside are on the meta device, torch.nn.init's in-place initialisers and the tensor methods of
     the same kind leave meta tensors as they are, and constructors' warnings are silenced (a future default's notice,
-    for one)."""
+    for one). `registered_only`: only parameters and buffers go to the meta device, as they are registered; the
+    constructor's other tensors stay on the CPU, where it can read back what it computed with them (shapes_build)."""
     initialisers = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
     saved = {n: getattr(torch.nn.init, n) for n in initialisers}
     methods = {n: getattr(torch.Tensor, n) for n in TENSOR_INITIALISERS + VALUE_METHODS}
@@ -45,7 +49,7 @@ def built_for_shapes() -> Iterator[None]:
             setattr(torch.nn.init, name, _unchanged)
         for name, method in methods.items():
             setattr(torch.Tensor, name, _left_on_meta(method))
-        with torch.device("meta"), warnings.catch_warnings():
+        with (_registered_on_meta() if registered_only else torch.device("meta")), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -53,3 +57,41 @@ def built_for_shapes() -> Iterator[None]:
             setattr(torch.nn.init, name, fn)
         for name, method in methods.items():
             setattr(torch.Tensor, name, method)
+
+
+@contextlib.contextmanager
+def _registered_on_meta() -> Iterator[None]:
+    """Parameters and buffers moved to the meta device as a module registers them (as accelerate's
+    init_empty_weights does): made on the CPU uninitialised (torch.empty), each is held only until it is registered."""
+    module = torch.nn.Module
+    register_parameter, register_buffer = module.register_parameter, module.register_buffer
+
+    def parameter_on_meta(self, name, param):
+        register_parameter(self, name, param)
+        p = self._parameters.get(name)
+        if type(p) is torch.nn.Parameter and not p.is_meta:  # lazy and other kinds of parameter kept as made
+            self._parameters[name] = torch.nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
+
+    def buffer_on_meta(self, name, tensor, persistent=True):
+        register_buffer(self, name, tensor.to("meta") if isinstance(tensor, torch.Tensor) else tensor, persistent)
+    module.register_parameter, module.register_buffer = parameter_on_meta, buffer_on_meta
+    try:
+        yield
+    finally:
+        module.register_parameter, module.register_buffer = register_parameter, register_buffer
+
+
+def shapes_build(build: Callable[..., T], *args, **kwargs) -> T:
+    """build(*args, **kwargs) inside built_for_shapes(). A constructor that reads back values it computed with
+    tensors raises on the meta device, which has no values (torchvision's RegNets compute their widths so; published
+    ConvNeXt, Swin and DeiT code its drop-path rates, `[x.item() for x in torch.linspace(0, rate, depth)]`): it is
+    built again with only its parameters and buffers on the meta device. Any other error is the constructor's own,
+    raised as it is."""
+    try:
+        with built_for_shapes():
+            return build(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - told apart by what it says
+        if "meta" not in str(e):
+            raise
+    with built_for_shapes(registered_only=True):
+        return build(*args, **kwargs)

@@ -8,6 +8,7 @@
   the embedding (idfr's f_enc) and which, with what follows it, is the classifier (f_cls)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -40,8 +41,9 @@ def _probe(net: nn.Module, in_chans: int, input_size: tuple[int, int], hook_filt
 def discover_taps(net: nn.Module, in_chans: int, input_size: tuple[int, int]) -> list[dict[str, Any]]:
     """One tap per feature-map resolution: of the outermost modules that run at a single resolution, the last
     to finish at that resolution. Skipped: identities, outputs of 1x1 spatial size (pooled / squeeze-excite
-    maps), attention weights (a square map whose side is the length of a token sequence the forward also makes)
-    and containers whose children run at several resolutions (a body holding several stages)."""
+    maps), attention weights (a square map whose side is the length of a token sequence the forward also makes),
+    channels-last tensors (_channels_first) and containers whose children run at several resolutions (a body
+    holding several stages)."""
     modules = dict(net.named_modules())
     recs = _probe(net, in_chans, input_size, lambda m: not isinstance(m, nn.Identity))
     shape: dict[str, tuple[int, int, int]] = {}
@@ -52,7 +54,7 @@ def discover_taps(net: nn.Module, in_chans: int, input_size: tuple[int, int]) ->
     tokens = {out.shape[1] for _, out in recs if isinstance(out, torch.Tensor) and out.dim() == 3}
     for i, (name, out) in enumerate(recs):
         if isinstance(out, torch.Tensor) and out.dim() == 4 and (pooled_ok or out.shape[2] * out.shape[3] > 1) \
-                and not (out.shape[2] == out.shape[3] and out.shape[3] in tokens):
+                and not (out.shape[2] == out.shape[3] and out.shape[3] in tokens) and _channels_first(out, input_size):
             shape[name] = tuple(out.shape[1:])
             order[name] = i  # a module run twice counts at its last completion
 
@@ -75,6 +77,20 @@ def discover_taps(net: nn.Module, in_chans: int, input_size: tuple[int, int]) ->
         name = max(names, key=order.get)
         taps.append({"num_chs": int(shape[name][0]), "reduction": int(round(input_size[0] / res[0])), "module": name})
     return sorted(taps, key=lambda t: order[t["module"]])
+
+
+def _aspect_mismatch(h: int, w: int, input_size: tuple[int, int]) -> float:
+    """How far a map of sides (h, w) is from the input's shape: |log| of the ratio of the two sides' strides."""
+    return abs(math.log((input_size[0] / max(int(h), 1)) / (input_size[1] / max(int(w), 1))))
+
+
+def _channels_first(out: torch.Tensor, input_size: tuple[int, int]) -> bool:
+    """Whether a 4-D output reads as (N, C, H, W) rather than channels-last (N, H, W, C), which ConvNeXt's and Swin's
+    blocks make between their permutes and is no feature map: its sides (1, 2) keep the input's aspect better than
+    sides (2, 3) do (at 32 px published ConvNeXt's last stage gave (N, 1, 1, 256), read as a map of 1 channel and
+    side 256; timm's Swin gave taps of as many channels as its maps' sides). A tie stays channels-first."""
+    return _aspect_mismatch(out.shape[1], out.shape[2], input_size) + 0.01 >= \
+        _aspect_mismatch(out.shape[2], out.shape[3], input_size)
 
 
 def find_head(net: nn.Module, in_chans: int, input_size: tuple[int, int]) -> str:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..compiling import COMPILED, network
 from ..errors import ConstructorFailed, DoesNotRun, HardenError, MissingArguments, NoInputGradient
-from .meta_build import built_for_shapes
+from .meta_build import shapes_build
 from ..outputs import (BINARY_SIGMOID, LOG_WHERE_PROBABILITIES, LOGITS_KEY, ScoresOf, as_scores, attach_scores,
                        class_count, log_where_probabilities)
 
@@ -182,8 +182,8 @@ def timm_size_args(arch: str, num_classes: int, in_chans: int, input_size) -> di
         return {}
     import timm
     try:
-        with built_for_shapes():
-            timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, img_size=size)
+        shapes_build(lambda: timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                                               img_size=size))
     except Exception:  # noqa: BLE001 - no img_size (TypeError), or none it can be built at: as before
         return {}
     return {"img_size": size}
@@ -921,9 +921,8 @@ def rebuildable_arch(net: nn.Module, num_classes: int, in_chans: int) -> tuple[s
                     (cfg.get("input_size") or (0, 0, 0))[1:]):
                 args["img_size"] = [int(v) for v in size]  # a ViT built for another size than its config's
             try:
-                with built_for_shapes():
-                    rebuilt = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
-                                                **args)
+                rebuilt = shapes_build(lambda: timm.create_model(name, pretrained=False, num_classes=num_classes,
+                                                                 in_chans=in_chans, **args))
             except Exception:  # noqa: BLE001 - a name timm cannot build so: the class, as before
                 return fallback
             if {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == shapes:

@@ -44,12 +44,11 @@ def timm_callable(arch: str) -> Any | None:
     import timm
     from timm.models import model_entrypoint
 
-    from .meta_build import built_for_shapes
+    from .meta_build import shapes_build
     if ":" in arch or not timm.is_model(arch):
         return None
     try:
-        with built_for_shapes():
-            net = timm.create_model(arch, pretrained=False)
+        net = shapes_build(lambda: timm.create_model(arch, pretrained=False))
         cls = type(net)
         params = inspect.signature(cls.__init__).parameters
     except Exception:  # noqa: BLE001 - a name timm cannot build here: no search

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .meta_build import built_for_shapes
+from .meta_build import shapes_build
 
 # `self.conv_stem = ...`, `self.stem: nn.Module = ...`, `add_module(f'stage{i}', ...)`, `('conv1', nn.Conv2d(...))` in
 # an OrderedDict, `register_buffer('pos', ...)`: the names a module's layers take in a state dict (a name made with
@@ -174,9 +174,8 @@ def fits_exactly(name: str, rows: int, shapes: frozenset) -> bool:
     if not fits:
         return False
     try:
-        with built_for_shapes():
-            net = timm.create_model(name, pretrained=False, num_classes=rows,
-                                    **({"in_chans": in_chans} if in_chans not in (None, 3) else {}))
+        net = shapes_build(lambda: timm.create_model(name, pretrained=False, num_classes=rows,
+                                                     **({"in_chans": in_chans} if in_chans not in (None, 3) else {})))
     except Exception:  # noqa: BLE001 - a model that cannot be built so (a class count it refuses): not this one
         return False
     own = net.state_dict()
@@ -229,15 +228,11 @@ def indexed(keys) -> list[str]:
 def write_index(path: Path = INDEX) -> dict[str, list[str]]:
     """Builds every timm model for its shapes (at 1,000 classes: a class count changes no key) and writes the index
     of their key sets."""
-    import warnings
-
     import timm
     groups: dict[str, list[str]] = {}
     for name in timm.list_models():
         try:
-            with warnings.catch_warnings(), built_for_shapes():
-                warnings.simplefilter("ignore")
-                keys = timm.create_model(name, pretrained=False, num_classes=1000).state_dict().keys()
+            keys = shapes_build(timm.create_model, name, pretrained=False, num_classes=1000).state_dict().keys()
         except Exception:  # noqa: BLE001 - a model that does not build so is left out (the ranking may find it)
             continue
         groups.setdefault(names_digest(keys), []).append(name)

@@ -4,8 +4,8 @@ Each classification factory is built for its shapes alone (meta_build.py) at the
 process and count. A pickled torchvision model (pickled_model.py) is matched among the factories that return its
 class, and then loads with no --arch; so does a plain state dict without --arch where one factory fits and no timm
 model does (checkpoint.arch_from_weights: the same names and shapes may be timm's model of the same name, with other
-preprocessing, and then the error names them). RegNets cannot be built on the meta
-device (their constructors compute the widths with tensors and read them back) and are never matched."""
+preprocessing, and then the error names them). RegNets' constructors compute their widths with tensors and read them
+back, which the meta device cannot: shapes_build builds them with only their weights there."""
 from __future__ import annotations
 
 import functools
@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from .meta_build import built_for_shapes
+from .meta_build import shapes_build
 
 
 def _factory_shapes(rows: int, module: str | None = None) -> tuple[tuple[str, str, str, frozenset], ...]:
@@ -34,8 +34,7 @@ def _built_factory_shapes(rows: int, module: str | None) -> tuple[tuple[str, str
         if module is not None and builder.__module__ != module:
             continue
         try:
-            with built_for_shapes():
-                net = builder(weights=None, num_classes=rows)
+            net = shapes_build(builder, weights=None, num_classes=rows)
         except Exception:  # noqa: BLE001 - a factory that cannot be built so: never matched
             continue
         shapes = frozenset((k, tuple(v.shape)) for k, v in net.state_dict().items())

@@ -6,7 +6,6 @@ not as it was trained to. Nothing in the file tells the two apart, so the load s
 others build alike, for the user to give."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import json
@@ -160,7 +159,7 @@ def unsaid_arguments(model) -> list[tuple[str, str, list[str]]]:
 
     from .args_from_weights import _settings
     from .lazy import tensor_shapes
-    from .meta_build import built_for_shapes
+    from .meta_build import shapes_build
     from .registry import _build_net, _import_callable, _installed, arg_text
     spec = model.spec
     if ":" not in spec.arch or spec.arch.startswith("transformers:"):
@@ -177,8 +176,8 @@ def unsaid_arguments(model) -> list[tuple[str, str, list[str]]]:
 
     def build(model_args, meta=True):
         try:
-            with built_for_shapes() if meta else contextlib.nullcontext():
-                return _build_net(dataclasses.replace(spec, model_args=model_args))
+            made = lambda: _build_net(dataclasses.replace(spec, model_args=model_args))  # noqa: E731
+            return shapes_build(made) if meta else made()
         except Exception:  # noqa: BLE001 - a value its constructor refuses
             return None
     base = build(dict(spec.model_args))
