@@ -236,14 +236,16 @@ def _classes_hint(state: dict[str, torch.Tensor]) -> str:
     return f" Its last linear weight, {name}, has {rows} rows: --num-classes {rows} if that layer is the classifier."
 
 
-def arch_from_weights(state: dict[str, torch.Tensor], num_classes: int | None
+def arch_from_weights(state: dict[str, torch.Tensor], num_classes: int | None, path: str | os.PathLike | None = None
                       ) -> tuple[dict[str, Any] | None, list[str] | None]:
     """(metadata to load a plain state dict with, the timm names found) where no --arch was given: the one
     torchvision factory or timm model whose weights have exactly its names and shapes (torchvision_match,
     timm_match.the_one_fitting), where no other of either library's has them. None where several do: models built
     alike may differ in their preprocessing (a DeiT's and a ViT's weights: ImageNet's statistics or 0.5; timm's
     ResNet-50 and torchvision's: their resize and crop) or in their forward (TensorFlow's padding in
-    `tf_efficientnet_b0`), so --arch must choose."""
+    `tf_efficientnet_b0`), so --arch must choose, unless the file's path names one of those timm models and no
+    torchvision factory fits. Where none fits, a timm model the path names whose converter turns the weights, as its
+    original repository saved them, into exactly its own (timm_match.converted_from_original)."""
     from .models.config import conv_head
     found = last_linear(state) or conv_head(state)
     if found is None:
@@ -264,12 +266,24 @@ def arch_from_weights(state: dict[str, torch.Tensor], num_classes: int | None
             return None, None
         arch, library, fitting = f"torchvision.models:{factories[0]}", f"torchvision's {factories[0]}", []
     else:
+        from .models.timm_match import chosen_by_path, converted_from_original
         name, fitting = the_one_fitting(state, found[1])
+        where = str(path) if path is not None else None
+        said = f"its weights have exactly the names and shapes of timm's {name}, and of no other timm or torchvision model"
+        if name is None and len(fitting) > 1:
+            name = chosen_by_path(fitting, where)
+            said = (f"its weights have exactly the names and shapes of timm's {', '.join(fitting)} (built alike) and "
+                    f"its path names {name}")
+        elif name is None and not fitting:
+            name = converted_from_original(state, found[1], where)
+            said = (f"its path names timm's {name}, whose converter (timm's checkpoint_filter_fn) turns its weights, "
+                    f"as {name}'s original repository saved them, into exactly that model's names and shapes")
         if name is None:
             return None, fitting or None
-        arch, library = name, f"timm's {name}"
-    meta = {"arch": arch, SOURCES_KEY: {"arch": f"its weights have exactly the names and shapes of {library}, and of "
-                                                "no other timm or torchvision model"}}
+        arch = name
+    if arch.startswith("torchvision.models:"):
+        said = f"its weights have exactly the names and shapes of {library}, and of no other timm or torchvision model"
+    meta = {"arch": arch, SOURCES_KEY: {"arch": said}}
     if num_classes is None:
         meta["num_classes"] = found[1]
         meta[SOURCES_KEY]["num_classes"] = f"the {found[1]} outputs of its classifier, {found[0]}"
@@ -388,7 +402,7 @@ def _merge_spec(meta: dict[str, Any], overrides: dict[str, Any], path: Path, sta
     timm_names = None
     if overrides.get("arch") is None and meta.get("arch") is None and hub is None and not meta.get(PICKLED_CLASS) \
             and not meta.get(SCRIPTED_CLASS) and not meta.get(UNKNOWN_ARCH):
-        found, timm_names = arch_from_weights(state, overrides.get("num_classes"))
+        found, timm_names = arch_from_weights(state, overrides.get("num_classes"), path)
         if found is not None:
             library = "torchvision's" if found["arch"].startswith("torchvision.models:") else "timm's"
             warn(f"{str(path)!r} does not say its architecture, and {found[SOURCES_KEY]['arch']}: loaded as "

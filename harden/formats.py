@@ -209,14 +209,16 @@ def container_meta(obj: Any) -> dict[str, Any]:
         return {**found, "arch": arch, **_timm_train_args(args, arch)}
     from .models.config import torchvision_factory
     if not isinstance(arch, str) and isinstance(args.get("model"), str):
+        name = next((n for n in (args["model"], f"{args['model']}_224") if timm.is_model(n)), None)
+        if name is not None and "nb_classes" in args:
+            # DeiT's, MAE's, BEiT's and ConvNeXt's main.py and main_finetune.py: a timm name (MAE's `vit_base_patch16`
+            # is timm's at 224), nb_classes, input_size, and MAE's --global_pool for the averaged tokens. Their models
+            # are timm's (or registered with timm's create_model in the repository's layout, which timm converts):
+            # ConvNeXt's `convnext_tiny` is a torchvision factory's name too, whose layout is another
+            return {**found, "arch": name, **_facebook_train_args(args)}
         # torchvision's reference scripts save no 'arch', but their args: the factory's name and the evaluation sizes
         if torchvision_factory(f"torchvision.models:{args['model']}"):
             return {**found, "arch": f"torchvision.models:{args['model']}", **_torchvision_train_args(args)}
-        name = next((n for n in (args["model"], f"{args['model']}_224") if timm.is_model(n)), None)
-        if name is not None and "nb_classes" in args:
-            # DeiT's, MAE's, BEiT's and ConvNeXt's main_finetune.py: a timm name (MAE's `vit_base_patch16` is timm's
-            # at 224), nb_classes, input_size, and MAE's --global_pool for the averaged tokens
-            return {**found, "arch": name, **_facebook_train_args(args)}
         return found
     if not isinstance(arch, str):
         return found

@@ -1588,7 +1588,7 @@ def test_timm_models_built_alike_are_named_not_chosen(tmp_path, arch, alike):
     """A ViT's and a DeiT's weights have the same names and shapes and are read with other statistics (0.5, or
     ImageNet's); `tf_efficientnet_b0` has `efficientnet_b0`'s and pads as TensorFlow does: the error names them all
     and loads none. A ViT's names are every ViT-like module's, so the ranking of modules finds no candidate in time:
-    the index of timm's key sets (timm_names.json) does."""
+    the index of timm's key sets (timm_names.json) does. A file whose name spells one of them loads as that one."""
     import timm
     net = timm.create_model(arch, pretrained=False, num_classes=7)
     (tmp_path / "run").mkdir()
@@ -1601,6 +1601,11 @@ def test_timm_models_built_alike_are_named_not_chosen(tmp_path, arch, alike):
     assert f"exactly the names and shapes of timm's {', '.join(alike)} (built alike; their preprocessing, timm's config " \
            f"of each name, or their forward may differ): {' or '.join(f'--arch {n}' for n in alike)} --num-classes 7." \
            in said, said
+    # a released file named after the model (`deit_tiny_patch16_224-a1311bcf.pth`) says which: that one loads, said
+    for named in (alike[0], arch):
+        torch.save({"model": net.state_dict()}, tmp_path / "run" / f"{named}-a1311bcf.pth")
+        model = harden.load(tmp_path / "run" / f"{named}-a1311bcf.pth")
+        assert model.spec.arch == named and f"its path names {named}" in " ".join(model.config_sources["arch"].split())
 
 
 def test_a_network_of_one_s_own_gets_no_timm_name(tmp_path):

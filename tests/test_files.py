@@ -209,6 +209,18 @@ def test_weights_in_their_original_repositorys_layout_go_through_timms_converter
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(m.net(x), net(x))
+    # FB's released files hold the weights alone (`convnext_tiny_1k_224_ema.pth`: {'model': ...}); without --arch the
+    # load asked for it, though the file's name spells the model: a timm model the path names whose converter turns
+    # the weights into exactly its own is taken, and said; one whose converter does not fit them is not
+    (tmp_path / "convnext_atto_fb.pth").rename(tmp_path / "convnext_atto_1k_224_ema.pth")
+    found = harden.load(tmp_path / "convnext_atto_1k_224_ema.pth")
+    assert found.spec.arch == "convnext_atto" and "path names timm's convnext_atto, whose converter" in \
+        " ".join(found.config_sources["arch"].split())
+    with torch.no_grad():
+        assert torch.equal(found.net(x), net(x))
+    torch.save({"model": original}, tmp_path / "resnet18_in1k.pth")
+    with pytest.raises(HardenError, match="does not say its architecture"):
+        harden.load(tmp_path / "resnet18_in1k.pth")
     # keys that no converter maps stay the usual error
     torch.save({"w": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(HardenError, match="do not fit"):

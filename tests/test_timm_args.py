@@ -249,6 +249,26 @@ def test_a_vit_given_its_size_is_built_for_it(tmp_path):
         assert torch.allclose(model.eval()(x), net(x), atol=1e-5)  # mean 0 and std 1: timm's are not taken at a size
 
 
+def test_a_facebook_script_s_model_is_timm_s_where_torchvision_has_the_name_too(tmp_path):
+    """DeiT's and ConvNeXt's main.py build `timm.create_model(args.model, num_classes=args.nb_classes)` and save those
+    args: a name torchvision's factories have too (`efficientnet_b0`, ConvNeXt's `convnext_tiny`) was read as
+    torchvision's factory, whose layout is another, and the load stopped at a key mismatch. A script's args with
+    `nb_classes` (which torchvision's reference scripts never save) now name timm's model."""
+    import argparse
+
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model("efficientnet_b0", num_classes=7).eval()
+    args = argparse.Namespace(model="efficientnet_b0", nb_classes=7, input_size=96, drop_path=0.1, lr=4e-3)
+    torch.save({"model": net.state_dict(), "optimizer": {}, "epoch": 9, "args": args}, tmp_path / "checkpoint-best.pth")
+    model = harden.load(tmp_path / "checkpoint-best.pth")
+    assert (model.spec.arch, model.spec.num_classes, model.spec.input_size) == ("efficientnet_b0", 7, (96, 96))
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.spec.mean, model.spec.std))
+        assert torch.allclose(model.eval()(x), net((x - mean) / std), atol=1e-5)
+
+
 def test_the_swin_repository_s_checkpoint_loads_with_no_flag(tmp_path, monkeypatch):
     """Microsoft's Swin Transformer repository saves `{'model': ..., 'optimizer', 'max_accuracy', 'epoch', 'config':
     yacs CfgNode}`, its weights in the original layout (a stage's downsample at its end, `head.weight`, the relative

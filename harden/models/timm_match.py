@@ -198,6 +198,46 @@ def the_one_fitting(state: dict[str, torch.Tensor], rows: int) -> tuple[str | No
     return (fitting[0] if len(fitting) == 1 else None), fitting
 
 
+PATH_NAMES_TRIED = 3  # timm names a file's path spells, longest first, built to convert its weights
+
+
+def path_names(path: str | None) -> list[str]:
+    """The timm names the file's path spells (_named_in_path), none contained in another (`convnext_tiny_best.pth`
+    names convnext_tiny, not convnext_t... nor a shorter name inside it)."""
+    if not path:
+        return []
+    import timm
+    named = _named_in_path(path, {"": timm.list_models()})
+    return [n for n in named if not any(n != m and n in m for m in named)]
+
+
+def chosen_by_path(fitting: list[str], path: str | None) -> str | None:
+    """Of timm models built alike whose weights all fit (a DeiT's and a ViT's), the one the file's path names, where
+    it names exactly one of them (`deit_small_patch16_224-cd65a155.pth`)."""
+    named = [n for n in path_names(path) if n in fitting]
+    return named[0] if len(named) == 1 else None
+
+
+def converted_from_original(state: dict[str, torch.Tensor], rows: int, path: str | None) -> str | None:
+    """The timm model the file's path names whose own converter (its module's checkpoint_filter_fn, as
+    formats._timm_original_layout takes it) turns the weights, as the model's original repository saved them
+    (FB's ConvNeXt `convnext_tiny_1k_224_ema.pth`, Microsoft's Swin `swin_tiny_patch4_window7_224.pth`), into
+    exactly its names and shapes; None where none or several do."""
+    from ..formats import _timm_original_layout
+    import timm
+    prefix = shared_prefix(state)
+    plain = {k[len(prefix):]: v for k, v in state.items()}
+    hits = []
+    for name in path_names(path)[:PATH_NAMES_TRIED]:
+        try:
+            net = shapes_build(timm.create_model, name, pretrained=False, num_classes=rows)
+        except Exception:  # noqa: BLE001 - a model that cannot be built so: not this one
+            continue
+        if _timm_original_layout(net, net.state_dict(), plain) is not None:
+            hits.append(name)
+    return hits[0] if len(hits) == 1 else None
+
+
 INDEX = Path(__file__).with_name("timm_names.json")
 
 
