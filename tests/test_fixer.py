@@ -39,6 +39,30 @@ def test_fresh_patch_reproduces_base_logits_on_every_family(arch, chans, size):
             assert torch.equal(model(x), before)
 
 
+def test_fixers_at_channels_last_stages_fix_their_channels():
+    """timm's Swin declares its stages as taps (feature_info) but outputs them channels-last (N, H, W, C: its
+    output_fmt NHWC): the fixer's convolutions ran over the maps' rows and stopped at a bare RuntimeError ("expected
+    input[2, 16, 16, 24] to have 24 channels"). Such a map is fixed channels-first and given back as it came."""
+    torch.manual_seed(0)
+    model = create_model("swin_tiny_patch4_window7_224", 10, 3, (64, 64), model_args={
+        "img_size": 64, "window_size": 2, "depths": [1, 1, 1, 1], "embed_dim": 24, "num_heads": [1, 1, 1, 1]}).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+    get_recipe("fixer").attach(model, fixer_params())
+    with torch.no_grad(), model.patch.capture() as maps:
+        assert torch.equal(model(x), before)
+    assert [tuple(maps[t].shape) for t in model.patch.tap_names] == [(2, 16, 16, 24), (2, 8, 8, 48), (2, 4, 4, 96)]
+    fixer = model.patch.fixers["layers__0"]
+    torch.nn.init.normal_(fixer.expand.weight, std=0.1)
+    stage = model.net.layers[0]
+    with torch.no_grad(), model.patch.base_only():
+        h = stage(model.net.patch_embed(x))
+    with torch.no_grad(), model.patch.capture() as maps:
+        model(x)
+        assert torch.allclose(maps["layers.0"], fixer(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1), atol=1e-6)
+
+
 @pytest.mark.parametrize("arch,chans,size", [("resnet9", 3, (16, 16)), ("mobilenetv3_small_050", 3, (32, 32))])
 def test_fix_trains_saves_and_reloads_across_families(arch, chans, size, tmp_path):
     base = create_model(arch, 4, chans, size).eval()

@@ -62,7 +62,16 @@ class FixerPatch(nn.Module):
             raise HardenError(f"Tap {name!r} does not output an image-like (N, C, H, W) feature map; "
                               "choose convolutional taps with --set taps=...")
         if self.enabled:
-            output = self.fixers[_key(name)](output)
+            fixer = self.fixers[_key(name)]
+            channels = fixer.reduce.in_channels
+            if output.shape[1] == channels:
+                output = fixer(output)
+            elif output.shape[3] == channels:  # channels-last stages (timm's Swin: output_fmt NHWC), fixed as maps
+                output = fixer(output.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            else:
+                raise HardenError(f"Tap {name!r} outputs a map of shape {tuple(output.shape)}, with neither its first "
+                                  f"nor its last axis the {channels} channels the tap declares; choose other taps "
+                                  "with --set taps=...")
         if self.captured is not None:
             self.captured[name] = output
         return output
