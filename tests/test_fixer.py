@@ -63,6 +63,55 @@ def test_fixers_at_channels_last_stages_fix_their_channels():
         assert torch.allclose(maps["layers.0"], fixer(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1), atol=1e-6)
 
 
+def test_taps_holding_token_sequences_are_passed_over_or_refused_before_training():
+    """LeViT's and Hiera's stages (timm's feature_info) hold token sequences (N, L, C): the fixer was attached and the
+    run stopped at its first forward, asking for "convolutional taps" without naming any. Taps are now probed once:
+    'auto' takes those that output feature maps, a network with none is refused naming the at recipe, and a token
+    tap asked for by name is refused naming the taps that would do."""
+    from torch import nn
+
+    from harden.models.registry import from_module
+
+    class Tokens(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.mix = nn.Linear(dim, dim)
+
+        def forward(self, x):  # (N, C, H, W) -> (N, H * W, C), as a transformer stage takes a map
+            return self.mix(x.flatten(2).transpose(1, 2))
+
+    class Hybrid(nn.Module):
+        def __init__(self, maps=True):
+            super().__init__()
+            self.stem, self.stage = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1)
+            self.tokens, self.more, self.head = Tokens(16), nn.Linear(16, 16), nn.Linear(16, 4)
+            self.maps = maps
+            taps = [("stem", 8, 2), ("stage", 16, 4)] if maps else []
+            self.feature_info = [dict(num_chs=c, reduction=r, module=m) for m, c, r in
+                                 taps + [("tokens", 16, 4), ("more", 16, 4)]]
+
+        def forward(self, x):
+            x = self.stage(torch.relu(self.stem(x))) if self.maps else torch.nn.functional.avg_pool2d(
+                x.repeat(1, 6, 1, 1)[:, :16], 4)
+            return self.head(self.more(self.tokens(x)).mean(1))
+
+    torch.manual_seed(0)
+    model = from_module(Hybrid(), input_size=16, num_classes=4).eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+    get_recipe("fixer").attach(model, fixer_params())
+    assert model.spec.extra["taps"] == ["stem", "stage"]
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+    with pytest.raises(HardenError, match=r"Tap 'tokens' of .* does not output an image-like .* the taps that do are "
+                                          r"0:stem, 1:stage\."):
+        get_recipe("fixer").attach(from_module(Hybrid(), input_size=16, num_classes=4), fixer_params(taps="tokens"))
+    with pytest.raises(HardenError, match=r"none of .*'s taps \(tokens, more\) outputs one: its stages hold token "
+                                          r"sequences\. Harden it with the at recipe"):
+        get_recipe("fixer").attach(from_module(Hybrid(maps=False), input_size=16, num_classes=4), fixer_params())
+
+
 @pytest.mark.parametrize("arch,chans,size", [("resnet9", 3, (16, 16)), ("mobilenetv3_small_050", 3, (32, 32))])
 def test_fix_trains_saves_and_reloads_across_families(arch, chans, size, tmp_path):
     base = create_model(arch, 4, chans, size).eval()

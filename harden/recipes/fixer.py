@@ -109,9 +109,31 @@ def _key(module_name: str) -> str:
     return module_name.replace(".", "__")
 
 
+def _map_taps(model: Classifier, taps: list[dict[str, Any]]) -> set[str]:
+    """The taps whose module outputs a feature map, (N, C, H, W) or channels-last, in one probe forward of a zero batch:
+    a transformer's stages (LeViT's, Hiera's) hold token sequences, which a fixer's convolutions cannot take."""
+    outputs: dict[str, Any] = {}
+    handles = [model.net.get_submodule(t["module"]).register_forward_hook(
+        lambda mod, inputs, out, name=t["module"]: outputs.__setitem__(name, out)) for t in taps]
+    p = next(model.net.parameters(), None)
+    was = model.net.training
+    try:
+        model.net.eval()
+        with torch.no_grad():
+            model.net(torch.zeros(2, model.spec.in_chans, *model.spec.input_size,
+                                  device=p.device if p is not None else "cpu", dtype=p.dtype if p is not None else None))
+    finally:
+        for h in handles:
+            h.remove()
+        model.net.train(was)
+    return {t["module"] for t in taps if isinstance(outputs.get(t["module"]), torch.Tensor)
+            and outputs[t["module"]].dim() == 4 and t["num_chs"] in (outputs[t["module"]].shape[1],
+                                                                    outputs[t["module"]].shape[3])}
+
+
 def select_taps(model: Classifier, spec: str) -> list[dict[str, Any]]:
-    """'auto': every tap but the last (seed 000 puts fixers between blocks, none after the final one);
-    otherwise comma-separated tap indices or module names."""
+    """'auto': every tap but the last (seed 000 puts fixers between blocks, none after the final one) that outputs a
+    feature map; otherwise comma-separated tap indices or module names, each of which must."""
     taps = model.taps()
     if not taps:
         raise HardenError(f"Architecture {model.spec.arch!r} exposes no taps (feature_info); the fixer recipe "
@@ -129,6 +151,19 @@ def select_taps(model: Classifier, spec: str) -> list[dict[str, Any]]:
             else:
                 listing = ", ".join(f"{i}:{t['module']}" for i, t in enumerate(taps))
                 raise HardenError(f"Unknown tap {item!r}; the taps of {model.spec.arch} are {listing}.")
+    maps = _map_taps(model, taps)
+    if not maps:
+        raise HardenError(f"The fixer recipe attaches its modules to feature maps (N, C, H, W), and none of "
+                          f"{model.spec.arch}'s taps ({', '.join(t['module'] for t in taps)}) outputs one: its stages "
+                          "hold token sequences. Harden it with the at recipe (the default), which trains the network "
+                          "itself.")
+    not_maps = [t["module"] for t in chosen if t["module"] not in maps]
+    if spec in ("auto", ""):
+        chosen = [t for t in chosen if t["module"] in maps] or [t for t in taps if t["module"] in maps][-1:]
+    elif not_maps:
+        listing = ", ".join(f"{i}:{t['module']}" for i, t in enumerate(taps) if t["module"] in maps)
+        raise HardenError(f"Tap {not_maps[0]!r} of {model.spec.arch} does not output an image-like (N, C, H, W) "
+                          f"feature map; the taps that do are {listing}.")
     return chosen
 
 
