@@ -116,16 +116,15 @@ def _map_taps(model: Classifier, taps: list[dict[str, Any]]) -> set[str]:
     handles = [model.net.get_submodule(t["module"]).register_forward_hook(
         lambda mod, inputs, out, name=t["module"]: outputs.__setitem__(name, out)) for t in taps]
     p = next(model.net.parameters(), None)
-    was = model.net.training
+    was = model.training
     try:
-        model.net.eval()
-        with torch.no_grad():
-            model.net(torch.zeros(2, model.spec.in_chans, *model.spec.input_size,
-                                  device=p.device if p is not None else "cpu", dtype=p.dtype if p is not None else None))
+        model.eval()
+        with torch.no_grad():  # through the model's own forward: a network fed through an adapter gets its input so
+            model(torch.zeros(2, model.spec.in_chans, *model.spec.input_size, device=p.device if p is not None else "cpu"))
     finally:
         for h in handles:
             h.remove()
-        model.net.train(was)
+        model.train(was)
     return {t["module"] for t in taps if isinstance(outputs.get(t["module"]), torch.Tensor)
             and outputs[t["module"]].dim() == 4 and t["num_chs"] in (outputs[t["module"]].shape[1],
                                                                     outputs[t["module"]].shape[3])}
