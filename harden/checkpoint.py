@@ -264,25 +264,27 @@ def arch_from_weights(state: dict[str, torch.Tensor], num_classes: int | None, p
         if len(factories) > 1 or not index_known() or transforms_its_input(factories[0], found[1]) \
                 or the_one_fitting(own, found[1])[1]:
             return None, None
-        arch, library, fitting = f"torchvision.models:{factories[0]}", f"torchvision's {factories[0]}", []
+        arch, fitting = f"torchvision.models:{factories[0]}", []
+        said = (f"its weights have exactly the names and shapes of torchvision's {factories[0]}, and of no other timm "
+                "or torchvision model")
     else:
         from .models.timm_match import chosen_by_path, converted_from_original
         name, fitting = the_one_fitting(state, found[1])
         where = str(path) if path is not None else None
-        said = f"its weights have exactly the names and shapes of timm's {name}, and of no other timm or torchvision model"
-        if name is None and len(fitting) > 1:
+        if name is not None:
+            said = (f"its weights have exactly the names and shapes of timm's {name}, and of no other timm or "
+                    "torchvision model")
+        elif len(fitting) > 1:
             name = chosen_by_path(fitting, where)
             said = (f"its weights have exactly the names and shapes of timm's {', '.join(fitting)} (built alike) and "
                     f"its path names {name}")
-        elif name is None and not fitting:
+        else:
             name = converted_from_original(state, found[1], where)
             said = (f"its path names timm's {name}, whose converter (timm's checkpoint_filter_fn) turns its weights, "
                     f"as {name}'s original repository saved them, into exactly that model's names and shapes")
         if name is None:
             return None, fitting or None
         arch = name
-    if arch.startswith("torchvision.models:"):
-        said = f"its weights have exactly the names and shapes of {library}, and of no other timm or torchvision model"
     meta = {"arch": arch, SOURCES_KEY: {"arch": said}}
     if num_classes is None:
         meta["num_classes"] = found[1]
